@@ -1,0 +1,181 @@
+//! Engine configuration: a builder with sane defaults and the seed's presets.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::limits::{
+    METADATA_BYTES_MAX_DEFAULT, METADATA_BYTES_MAX_LIMIT, SESSIONS_MAX_DEFAULT, SESSIONS_MAX_LIMIT,
+    SHARDS_MAX, SHARDS_PER_CORE_DEFAULT, SWEEP_INTERVAL_MS_DEFAULT,
+};
+use crate::session::{Listener, RemovalCause, Session, Timeout};
+
+/// How an engine is set up. Start from [`Config::default`] or a preset and
+/// chain the setters; [`Engine::open`](crate::Engine::open) validates it.
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) shards: Option<usize>,
+    pub(crate) sessions_max: usize,
+    pub(crate) metadata_bytes_max: usize,
+    pub(crate) default_timeout: Timeout,
+    pub(crate) sweep_interval: Option<Duration>,
+    pub(crate) clock: Clock,
+    pub(crate) listener: Option<Listener>,
+}
+
+impl Default for Config {
+    /// In memory, shards from the core count, 1M sessions of at most 64 KiB
+    /// metadata, a 30-minute default timeout, swept every 100 ms.
+    fn default() -> Self {
+        Self {
+            shards: None,
+            sessions_max: SESSIONS_MAX_DEFAULT,
+            metadata_bytes_max: METADATA_BYTES_MAX_DEFAULT,
+            default_timeout: Timeout::from_secs(30 * 60),
+            sweep_interval: Some(Duration::from_millis(SWEEP_INTERVAL_MS_DEFAULT)),
+            clock: Clock::system(),
+            listener: None,
+        }
+    }
+}
+
+impl Config {
+    /// The seed's development preset: in memory, 5-minute sessions, at most
+    /// 100K of them.
+    #[must_use]
+    pub fn development() -> Self {
+        Self::default()
+            .default_timeout(Timeout::from_secs(5 * 60))
+            .sessions_max(100_000)
+    }
+
+    /// The seed's single-node production preset: 1-hour sessions, up to the
+    /// default 1M. (Persistence joins this preset when the log lands.)
+    #[must_use]
+    pub fn single_node_production() -> Self {
+        Self::default().default_timeout(Timeout::from_secs(60 * 60))
+    }
+
+    /// Number of shards, a power of two up to 1024. Default: 4 per available
+    /// core, rounded up to a power of two.
+    #[must_use]
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Most sessions held at once; `create` beyond it fails with
+    /// [`Error::CapacityExceeded`]. Default 2^20.
+    #[must_use]
+    pub fn sessions_max(mut self, sessions_max: usize) -> Self {
+        self.sessions_max = sessions_max;
+        self
+    }
+
+    /// Largest metadata accepted, in bytes; larger fails with
+    /// [`Error::ValueTooLarge`]. Default 64 KiB, at most 16 MiB.
+    #[must_use]
+    pub fn metadata_bytes_max(mut self, bytes: usize) -> Self {
+        self.metadata_bytes_max = bytes;
+        self
+    }
+
+    /// The timeout [`Engine::create_default`](crate::Engine::create_default) uses.
+    #[must_use]
+    pub fn default_timeout(mut self, timeout: Timeout) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// How often the background sweeper advances the timer wheels (at least
+    /// 1 ms, at most 1 minute). Expired sessions are reclaimed within about
+    /// one interval of their deadline; they are never returned meanwhile.
+    #[must_use]
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = Some(interval);
+        self
+    }
+
+    /// Runs no background thread: expired sessions are reclaimed only by
+    /// [`Engine::cleanup_expired`](crate::Engine::cleanup_expired) (or on
+    /// `insert` of the same id). For hosts that drive expiry themselves.
+    #[must_use]
+    pub fn without_sweeper(mut self) -> Self {
+        self.sweep_interval = None;
+        self
+    }
+
+    /// The clock; tests pass a [`ManualClock`](crate::ManualClock)'s.
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A callback told about every removal (see [`Listener`]).
+    #[must_use]
+    pub fn listener(mut self, listener: impl Fn(&Session, RemovalCause) + Send + Sync + 'static) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// The configured default timeout.
+    #[must_use]
+    pub fn get_default_timeout(&self) -> Timeout {
+        self.default_timeout
+    }
+
+    /// Checks every value and resolves defaults; returns the shard count.
+    pub(crate) fn validate(&self) -> Result<usize> {
+        let shards = self.shards.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            (cores * SHARDS_PER_CORE_DEFAULT)
+                .next_power_of_two()
+                .min(SHARDS_MAX)
+        });
+        if shards == 0 || !shards.is_power_of_two() || shards > SHARDS_MAX {
+            return Err(Error::InvalidConfig(format!(
+                "shards = {shards}: must be a power of two between 1 and {SHARDS_MAX}"
+            )));
+        }
+        if self.sessions_max == 0 || self.sessions_max > SESSIONS_MAX_LIMIT {
+            return Err(Error::InvalidConfig(format!(
+                "sessions_max = {}: must be between 1 and {SESSIONS_MAX_LIMIT}",
+                self.sessions_max
+            )));
+        }
+        if self.metadata_bytes_max > METADATA_BYTES_MAX_LIMIT {
+            return Err(Error::InvalidConfig(format!(
+                "metadata_bytes_max = {}: must be at most {METADATA_BYTES_MAX_LIMIT} (16 MiB)",
+                self.metadata_bytes_max
+            )));
+        }
+        if let Some(interval) = self.sweep_interval {
+            if interval < Duration::from_millis(1) || interval > Duration::from_secs(60) {
+                return Err(Error::InvalidConfig(format!(
+                    "sweep_interval = {interval:?}: must be between 1 ms and 60 s"
+                )));
+            }
+        }
+        self.default_timeout
+            .to_stored()
+            .map_err(|e| Error::InvalidConfig(format!("default_timeout: {e}")))?;
+        Ok(shards)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("shards", &self.shards)
+            .field("sessions_max", &self.sessions_max)
+            .field("metadata_bytes_max", &self.metadata_bytes_max)
+            .field("default_timeout", &self.default_timeout)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("clock", &self.clock)
+            .field("listener", &self.listener.as_ref().map(|_| "Fn"))
+            .finish()
+    }
+}

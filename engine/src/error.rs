@@ -1,0 +1,108 @@
+//! The engine's one error type. Every variant names what was wrong and, where
+//! a limit was hit, the limit and the setting that controls it. Programmer
+//! bugs (broken internal invariants) are assertions, not errors.
+
+use crate::id::ParseIdError;
+
+/// Result alias for engine operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in a session operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No live session has this id: it never existed, was deleted, or its
+    /// inactivity timeout passed (expired sessions are never returned, even
+    /// before the sweeper reclaims them).
+    #[error("session not found (unknown id, deleted, or expired)")]
+    NotFound,
+
+    /// `insert` was given an id that a live session already has. Ids are
+    /// never silently overwritten.
+    #[error("a live session with this id already exists")]
+    AlreadyExists,
+
+    /// The engine holds `sessions_max` sessions (after reclaiming expired ones).
+    #[error("session capacity exceeded: the engine already holds its maximum of {sessions_max} sessions (Config::sessions_max)")]
+    CapacityExceeded {
+        /// The configured maximum.
+        sessions_max: usize,
+    },
+
+    /// Metadata longer than `Config::metadata_bytes_max`.
+    #[error("metadata of {len} bytes exceeds the limit of {max} bytes (Config::metadata_bytes_max)")]
+    ValueTooLarge {
+        /// Length of the rejected metadata.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+
+    /// A timeout that is zero or longer than the longest finite timeout.
+    #[error("invalid timeout of {timeout_ms} ms: a finite timeout must be between 1 ms and {max_ms} ms (about 49.7 days); use Timeout::Never for sessions that never expire")]
+    InvalidTimeout {
+        /// The rejected timeout, in milliseconds (saturated at `u64::MAX`).
+        timeout_ms: u64,
+        /// The longest finite timeout, [`TIMEOUT_MS_MAX`](crate::limits::TIMEOUT_MS_MAX).
+        max_ms: u64,
+    },
+
+    /// Text that is not a session id.
+    #[error(transparent)]
+    InvalidId(#[from] ParseIdError),
+
+    /// A list cursor that no listing of this backend produced.
+    #[error("invalid list cursor: {reason}")]
+    InvalidCursor {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A list page size of zero or above the limit.
+    #[error("invalid page size {limit}: must be between 1 and {max}")]
+    InvalidPageSize {
+        /// The rejected size.
+        limit: usize,
+        /// The largest page, [`LIST_PAGE_MAX`](crate::limits::LIST_PAGE_MAX).
+        max: usize,
+    },
+
+    /// A configuration value out of range; the message names the setting.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// The operating system's random source failed to produce an id.
+    #[error("the operating system's random source failed: {0}")]
+    Entropy(getrandom::Error),
+
+    /// A remote backend could not be reached or refused service; the
+    /// operation was not applied.
+    #[error("session backend unavailable: {reason}")]
+    Unavailable {
+        /// What the backend or the client said.
+        reason: String,
+    },
+
+    /// A remote backend did not answer within the request timeout.
+    #[error("session backend timed out after {after_ms} ms; the outcome is unknown")]
+    TimedOut {
+        /// The request timeout that elapsed.
+        after_ms: u64,
+    },
+
+    /// A write to a remote backend failed in a way that leaves open whether it
+    /// was applied (for example the connection broke after sending).
+    #[error("outcome unknown: {reason}")]
+    OutcomeUnknown {
+        /// What happened.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// True for [`Error::NotFound`].
+    #[must_use]
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound)
+    }
+}

@@ -1,0 +1,90 @@
+//! Every bound the engine enforces, in one place, with the reason for it and
+//! what it costs. Config values are checked against the hard limits here when
+//! an engine opens; the `const` assertions at the bottom tie related limits
+//! together so that changing one cannot silently break another.
+
+/// Default cap on live sessions (`Config::sessions_max`). One million sessions
+/// at 200 bytes of metadata hold roughly 300 MB; a server that needs more says
+/// so explicitly.
+pub const SESSIONS_MAX_DEFAULT: usize = 1 << 20;
+
+/// Hard cap on `Config::sessions_max`. Slab indices are `u32` with the top bit
+/// reserved for list-head markers in the timer wheel, so one shard can index
+/// at most 2^31 - 1 entries; the engine-wide cap keeps the total well inside
+/// what a `usize` counter and the per-shard indices allow on any shard count.
+pub const SESSIONS_MAX_LIMIT: usize = 1 << 31;
+
+/// Default cap on one session's metadata (`Config::metadata_bytes_max`).
+/// Session state is meant to be small (the seed reference budgets about 1 KB a
+/// session); 64 KiB leaves room for generous state while keeping one `update`
+/// copy cheap.
+pub const METADATA_BYTES_MAX_DEFAULT: usize = 64 * 1024;
+
+/// Hard cap on `Config::metadata_bytes_max`: the log format frames a record
+/// with a `u32` length, and a 16 MiB value per session is already far beyond
+/// what a session store should carry.
+pub const METADATA_BYTES_MAX_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Longest finite inactivity timeout, in milliseconds (about 49.7 days).
+/// Timeouts are stored as `u32` milliseconds to keep a session entry at 64
+/// bytes; `u32::MAX` itself encodes "never expires".
+pub const TIMEOUT_MS_MAX: u64 = u32::MAX as u64 - 1;
+
+/// Upper bound on the shard count. Each shard costs one cache-padded lock, a
+/// hash index, a slab chunk list and a timer wheel (about 3.2 KiB of wheel
+/// heads), so thousands of shards only waste memory on a small machine.
+pub const SHARDS_MAX: usize = 1024;
+
+/// Shards per available core when the config leaves the count to the engine
+/// (rounded up to a power of two). A few shards per core keep the chance that
+/// two threads want the same lock low without spreading the data thin.
+pub const SHARDS_PER_CORE_DEFAULT: usize = 4;
+
+/// Entries per slab chunk. Chunks never move, so growth never copies the
+/// existing entries (no latency spike at a power-of-two boundary) and at most
+/// one partly used chunk (64 KiB) is idle per shard.
+pub const SLAB_CHUNK_ENTRIES: usize = 1024;
+
+/// Bits of a tick that select a slot within one wheel level.
+pub const WHEEL_SLOT_BITS: u32 = 6;
+/// Slots per wheel level (64: one `u64` occupancy bitmap per level).
+pub const WHEEL_SLOTS: usize = 1 << WHEEL_SLOT_BITS;
+/// Wheel levels. Six levels of 64 slots span 2^36 ticks, which at the wheel's
+/// 1 ms tick is about 2.2 years: every finite timeout (at most
+/// [`TIMEOUT_MS_MAX`]) lands inside the wheel with room for a long sweeper lag.
+pub const WHEEL_LEVELS: usize = 6;
+
+/// Most sessions one sweep step expires while holding a shard lock. The
+/// sweeper releases the lock between batches so that a mass expiry (100K
+/// sessions created in the same millisecond) never stalls the shard's callers
+/// for longer than one batch.
+pub const SWEEP_BATCH_MAX: usize = 1024;
+
+/// Optimistic attempts an `update` makes (closure outside the lock, commit if
+/// nobody changed the session meanwhile) before it runs the closure while
+/// holding the shard lock, which guarantees progress under heavy contention.
+pub const UPDATE_OPTIMISTIC_TRIES: usize = 8;
+
+/// Largest page `list` returns. A page is built under one shard lock at a
+/// time; 10K sessions per page keeps each lock hold well under a millisecond.
+pub const LIST_PAGE_MAX: usize = 10_000;
+
+/// Default interval of the background sweeper (the wheel itself always works
+/// in 1 ms ticks; this is how often the thread advances it).
+pub const SWEEP_INTERVAL_MS_DEFAULT: u64 = 100;
+
+/// Session ids drawn from the OS random source per system call. 256 ids are
+/// 4 KiB: one `getrandom` call serves 256 creates.
+pub const ID_BATCH: usize = 256;
+
+const _: () = assert!(SESSIONS_MAX_DEFAULT <= SESSIONS_MAX_LIMIT);
+const _: () = assert!(METADATA_BYTES_MAX_DEFAULT <= METADATA_BYTES_MAX_LIMIT);
+const _: () = assert!(METADATA_BYTES_MAX_LIMIT <= u32::MAX as usize);
+const _: () = assert!(TIMEOUT_MS_MAX < u32::MAX as u64);
+// Every finite deadline fits in the wheel's span.
+const _: () = assert!(TIMEOUT_MS_MAX < 1 << (WHEEL_SLOT_BITS as usize * WHEEL_LEVELS));
+const _: () = assert!(SHARDS_MAX.is_power_of_two());
+const _: () = assert!(SLAB_CHUNK_ENTRIES.is_power_of_two());
+// Wheel list-head markers (levels * slots + 1 pending list) fit below the marker bit.
+const _: () = assert!(WHEEL_LEVELS * WHEEL_SLOTS < 1 << 16);
+const _: () = assert!(SWEEP_BATCH_MAX > 0 && LIST_PAGE_MAX > 0 && UPDATE_OPTIMISTIC_TRIES > 0);

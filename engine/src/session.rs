@@ -1,0 +1,283 @@
+//! The values the API hands out: a session snapshot, timeouts, list pages,
+//! removal notices and statistics.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::clock::ms_to_system_time;
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::limits::TIMEOUT_MS_MAX;
+
+/// `timeout_ms` value that stores [`Timeout::Never`].
+pub(crate) const TIMEOUT_NEVER: u32 = u32::MAX;
+
+/// A session's inactivity timeout: it expires once this long has passed since
+/// its last activity (creation, `get`, `update`, `touch`, `set_ttl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Timeout {
+    /// Never expires; only `delete` removes it.
+    Never,
+    /// Expires after this much inactivity (1 ms to about 49.7 days; sub-
+    /// millisecond parts round up).
+    After(Duration),
+}
+
+impl Timeout {
+    /// A timeout of `ms` milliseconds.
+    #[must_use]
+    pub const fn from_ms(ms: u64) -> Self {
+        Timeout::After(Duration::from_millis(ms))
+    }
+
+    /// A timeout of `secs` seconds.
+    #[must_use]
+    pub const fn from_secs(secs: u64) -> Self {
+        Timeout::After(Duration::from_secs(secs))
+    }
+
+    /// The timeout in whole milliseconds (rounded up), `None` for `Never`.
+    #[must_use]
+    pub fn as_ms(self) -> Option<u64> {
+        match self {
+            Timeout::Never => None,
+            Timeout::After(d) => {
+                let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+                Some(u64::try_from(ms).unwrap_or(u64::MAX))
+            }
+        }
+    }
+
+    /// Validates the timeout and packs it the way the engine stores it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTimeout`] for zero or more than [`TIMEOUT_MS_MAX`].
+    pub(crate) fn to_stored(self) -> Result<u32> {
+        match self.as_ms() {
+            None => Ok(TIMEOUT_NEVER),
+            Some(ms @ 1..=TIMEOUT_MS_MAX) => Ok(u32::try_from(ms).expect("bounded by TIMEOUT_MS_MAX")),
+            Some(timeout_ms) => Err(Error::InvalidTimeout {
+                timeout_ms,
+                max_ms: TIMEOUT_MS_MAX,
+            }),
+        }
+    }
+
+    pub(crate) fn from_stored(timeout_ms: u32) -> Self {
+        if timeout_ms == TIMEOUT_NEVER {
+            Timeout::Never
+        } else {
+            Timeout::from_ms(u64::from(timeout_ms))
+        }
+    }
+}
+
+/// A snapshot of one session, as of the operation that returned it.
+///
+/// Holding one costs no copy of the metadata: it shares the engine's bytes
+/// (an `Arc`), which stay valid even if the session changes or goes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session {
+    id: SessionId,
+    metadata: Arc<[u8]>,
+    created_ms: u64,
+    last_access_ms: u64,
+    timeout: Timeout,
+}
+
+impl Session {
+    /// Assembles a snapshot; for backends outside this crate.
+    #[must_use]
+    pub fn new(
+        id: SessionId,
+        metadata: Arc<[u8]>,
+        created_ms: u64,
+        last_access_ms: u64,
+        timeout: Timeout,
+    ) -> Self {
+        Self {
+            id,
+            metadata,
+            created_ms,
+            last_access_ms,
+            timeout,
+        }
+    }
+
+    /// The session's id.
+    #[must_use]
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The metadata bytes (opaque to the engine).
+    #[must_use]
+    pub fn metadata(&self) -> &[u8] {
+        &self.metadata
+    }
+
+    /// The shared metadata buffer.
+    #[must_use]
+    pub fn metadata_arc(&self) -> &Arc<[u8]> {
+        &self.metadata
+    }
+
+    /// Creation time, milliseconds since the Unix epoch.
+    #[must_use]
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
+    /// Creation time.
+    #[must_use]
+    pub fn created_at(&self) -> SystemTime {
+        ms_to_system_time(self.created_ms)
+    }
+
+    /// Last activity, milliseconds since the Unix epoch.
+    #[must_use]
+    pub fn last_access_ms(&self) -> u64 {
+        self.last_access_ms
+    }
+
+    /// Last activity.
+    #[must_use]
+    pub fn last_access(&self) -> SystemTime {
+        ms_to_system_time(self.last_access_ms)
+    }
+
+    /// The inactivity timeout.
+    #[must_use]
+    pub fn timeout(&self) -> Timeout {
+        self.timeout
+    }
+
+    /// When the session expires unless there is activity first (`None`:
+    /// never), milliseconds since the Unix epoch.
+    #[must_use]
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        self.timeout
+            .as_ms()
+            .map(|t| self.last_access_ms.saturating_add(t))
+    }
+
+    /// When the session expires unless there is activity first.
+    #[must_use]
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at_ms().map(ms_to_system_time)
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("metadata_len", &self.metadata.len())
+            .field("created_ms", &self.created_ms)
+            .field("last_access_ms", &self.last_access_ms)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Why a session left the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RemovalCause {
+    /// Its inactivity timeout passed.
+    Expired,
+    /// `delete` removed it.
+    Deleted,
+}
+
+/// A callback told about every removal, once, with its cause. It runs outside
+/// any shard lock: on the sweeper thread (or the `cleanup_expired` caller) for
+/// expiries, on the deleting thread for deletes. Keep it short; to hand work
+/// elsewhere, send into a channel from it. A panic in it is caught and counted
+/// in [`Stats::listener_panics`].
+pub type Listener = Arc<dyn Fn(&Session, RemovalCause) + Send + Sync>;
+
+/// Where a listing continues. Opaque to callers: pass back what the previous
+/// page returned. Its text form (`Display`/`FromStr`) suits HTTP APIs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Cursor {
+    part: u32,
+    position: u64,
+}
+
+impl Cursor {
+    /// The start of a listing.
+    pub const START: Cursor = Cursor { part: 0, position: 0 };
+
+    /// A cursor at `position` within partition `part` (a shard, or a node of a
+    /// remote backend); for backends outside this crate.
+    #[must_use]
+    pub const fn new(part: u32, position: u64) -> Self {
+        Self { part, position }
+    }
+
+    /// The partition (shard or node) the listing is in.
+    #[must_use]
+    pub const fn part(self) -> u32 {
+        self.part
+    }
+
+    /// The backend-defined position within the partition.
+    #[must_use]
+    pub const fn position(self) -> u64 {
+        self.position
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.part, self.position)
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let invalid = || Error::InvalidCursor {
+            reason: format!("{s:?} is not of the form <part>.<position>"),
+        };
+        let (part, position) = s.split_once('.').ok_or_else(invalid)?;
+        Ok(Cursor {
+            part: part.parse().map_err(|_| invalid())?,
+            position: position.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// Live sessions in this page (as `peek` sees them: listing is not activity).
+    pub sessions: Vec<Session>,
+    /// Where the next page starts; `None` when the listing is complete.
+    pub next: Option<Cursor>,
+}
+
+/// Counters and sizes, read shard by shard (not one atomic snapshot).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Sessions held, including expired ones not yet reclaimed (at most about
+    /// one sweep interval old).
+    pub sessions: usize,
+    /// The configured cap.
+    pub sessions_max: usize,
+    /// Sessions in each shard.
+    pub sessions_per_shard: Vec<usize>,
+    /// Sessions created (including `insert`) since open.
+    pub created_total: u64,
+    /// Sessions removed by `delete` since open.
+    pub deleted_total: u64,
+    /// Sessions removed by expiry since open.
+    pub expired_total: u64,
+    /// Entries scheduled in the timer wheels (sessions with a finite timeout).
+    pub wheel_entries: usize,
+    /// Panics caught in the removal listener.
+    pub listener_panics: u64,
+}

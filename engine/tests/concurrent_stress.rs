@@ -1,0 +1,98 @@
+//! Many threads creating, reading, updating, deleting and expiring at once,
+//! with the real sweeper running: `len` matches the contents afterwards and
+//! no session is ever returned after its deadline.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use session_engine::{Config, Engine, RemovalCause, SessionId, Timeout};
+
+#[test]
+fn len_matches_contents_and_deadlines_hold_under_contention() {
+    let expired = Arc::new(AtomicU64::new(0));
+    let deleted = Arc::new(AtomicU64::new(0));
+    let (e, d) = (Arc::clone(&expired), Arc::clone(&deleted));
+    let engine = Engine::open(
+        Config::default()
+            .shards(4)
+            .sweep_interval(std::time::Duration::from_millis(2))
+            .listener(move |_, cause| {
+                let counter = if cause == RemovalCause::Expired { &e } else { &d };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }),
+    )
+    .unwrap();
+    let created = AtomicU64::new(0);
+    let deletes_ok = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (engine, created, deletes_ok) = (&engine, &created, &deletes_ok);
+            s.spawn(move || {
+                let mut mine: Vec<SessionId> = Vec::new();
+                for i in 0..20_000u64 {
+                    match (i + t) % 10 {
+                        0..=2 => {
+                            // Short timeouts so that expiry races the readers.
+                            let timeout = if i % 2 == 0 {
+                                Timeout::from_ms(1 + i % 5)
+                            } else {
+                                Timeout::Never
+                            };
+                            mine.push(engine.create(&i.to_le_bytes(), timeout).unwrap());
+                            created.fetch_add(1, Ordering::Relaxed);
+                        }
+                        3 => {
+                            if let Some(id) = mine.pop() {
+                                if engine.delete(&id).is_ok() {
+                                    deletes_ok.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        4 => {
+                            if let Some(id) = mine.last() {
+                                let _ = engine.update(id, |m| m.to_vec());
+                            }
+                        }
+                        _ => {
+                            let Some(id) = mine.get((i as usize * 31) % mine.len().max(1)) else {
+                                continue;
+                            };
+                            let before = engine.clock().now_ms();
+                            if let Ok(s) = engine.get(id) {
+                                // Returned sessions were alive when the read began.
+                                if let Some(deadline) = s.expires_at_ms() {
+                                    assert!(
+                                        deadline > before || s.last_access_ms() >= before,
+                                        "returned after its deadline"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    // Let every short timeout (at most 5 ms) pass, so that the contents are
+    // stable while they are counted.
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    engine.cleanup_expired();
+    let all = engine.list_all();
+    let distinct: std::collections::HashSet<_> = all.iter().map(|s| s.id()).collect();
+    assert_eq!(distinct.len(), all.len(), "listing repeats sessions");
+    let live = all.len();
+    let stats = engine.stats();
+    assert_eq!(engine.len(), stats.sessions);
+    assert_eq!(
+        engine.len(),
+        live,
+        "len agrees with a full listing once expired ones are reclaimed"
+    );
+    let removed = expired.load(Ordering::Relaxed) + deleted.load(Ordering::Relaxed);
+    assert_eq!(created.load(Ordering::Relaxed), live as u64 + removed);
+    assert_eq!(
+        deleted.load(Ordering::Relaxed),
+        deletes_ok.load(Ordering::Relaxed)
+    );
+    assert_eq!(stats.expired_total, expired.load(Ordering::Relaxed));
+}

@@ -1,0 +1,54 @@
+//! The background sweeper reclaims expired sessions without being asked,
+//! and stops with the engine (no leaked thread).
+
+use std::time::{Duration, Instant};
+
+use session_engine::{Config, Engine, ManualClock, Timeout};
+
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|s| s.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn sweeper_reclaims_and_shuts_down() {
+    let clock = ManualClock::new(0);
+    let engine = Engine::open(
+        Config::default()
+            .sweep_interval(Duration::from_millis(5))
+            .clock(clock.clock()),
+    )
+    .unwrap();
+    for _ in 0..10_000 {
+        engine.create(b"x", Timeout::from_ms(100)).unwrap();
+    }
+    let keep = engine.create(b"keep", Timeout::Never).unwrap();
+    clock.advance_ms(100);
+    // Behaviour, not timing: allow the sweeper generous real time to run.
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while engine.len() > 1 && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(engine.len(), 1, "sweeper reclaimed the expired sessions");
+    assert!(engine.get(&keep).is_ok());
+    assert!(thread_names().iter().any(|n| n == "session-sweeper"));
+    engine.close();
+    assert!(
+        !thread_names().iter().any(|n| n == "session-sweeper"),
+        "sweeper thread joined"
+    );
+}
+
+#[test]
+fn no_thread_without_a_sweeper() {
+    let before = thread_names().iter().filter(|n| *n == "session-sweeper").count();
+    let engine = Engine::open(Config::default().without_sweeper()).unwrap();
+    let after = thread_names().iter().filter(|n| *n == "session-sweeper").count();
+    assert_eq!(before, after);
+    drop(engine);
+}

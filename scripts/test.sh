@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The project's test command: everything a fresh machine needs, then every
+# test in the workspace. CI (.ci/run) calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
