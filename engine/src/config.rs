@@ -1,6 +1,7 @@
 //! Engine configuration: a builder with sane defaults and the seed's presets.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,36 @@ pub struct Config {
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) clock: Clock,
     pub(crate) listener: Option<Listener>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) durability: Durability,
+    pub(crate) recovery: RecoveryMode,
+}
+
+/// When an acknowledged write is on disk (only with a data directory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// An operation returns only after its record is durable (fdatasync);
+    /// concurrent writers share each flush (group commit). Survives power loss.
+    Always,
+    /// A background flush at most this often (Redis' `everysec` at 1 s): a
+    /// crash of the machine loses at most about one interval of writes; a
+    /// crash of the process alone loses nothing (the page cache survives it).
+    Interval(Duration),
+    /// The operating system writes back when it likes: survives a process
+    /// crash, not a machine crash.
+    Never,
+}
+
+/// What recovery does with a corrupt record in the middle of a log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RecoveryMode {
+    /// Refuse to open, naming the file and offset. The default: nothing is
+    /// dropped silently.
+    #[default]
+    Strict,
+    /// Skip the damaged bytes, resynchronise on the next valid record, and
+    /// count what was skipped in the recovery report.
+    Repair,
 }
 
 impl Default for Config {
@@ -37,6 +68,9 @@ impl Default for Config {
             sweep_interval: Some(Duration::from_millis(SWEEP_INTERVAL_MS_DEFAULT)),
             clock: Clock::system(),
             listener: None,
+            data_dir: None,
+            durability: Durability::Interval(Duration::from_secs(1)),
+            recovery: RecoveryMode::Strict,
         }
     }
 }
@@ -121,6 +155,30 @@ impl Config {
         self
     }
 
+    /// Persists sessions to per-shard append-only logs in `dir` (created if
+    /// missing), recovered on the next open. Without it the engine is purely
+    /// in memory.
+    #[must_use]
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// When writes are durable (default `Interval(1 s)`); only with
+    /// [`Config::data_dir`].
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// What recovery does with corrupt records (default `Strict`).
+    #[must_use]
+    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
+        self.recovery = mode;
+        self
+    }
+
     /// The configured default timeout.
     #[must_use]
     pub fn get_default_timeout(&self) -> Timeout {
@@ -176,6 +234,9 @@ impl fmt::Debug for Config {
             .field("sweep_interval", &self.sweep_interval)
             .field("clock", &self.clock)
             .field("listener", &self.listener.as_ref().map(|_| "Fn"))
+            .field("data_dir", &self.data_dir)
+            .field("durability", &self.durability)
+            .field("recovery", &self.recovery)
             .finish()
     }
 }

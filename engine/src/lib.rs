@@ -42,7 +42,7 @@ mod store;
 mod wheel;
 
 pub use clock::{ms_to_system_time, system_time_to_ms, Clock, ManualClock};
-pub use config::Config;
+pub use config::{Config, Durability, RecoveryMode};
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use id::{ParseIdError, SessionId, SESSION_ID_TEXT_LEN};
