@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The engine's source of time. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -20,7 +20,11 @@ pub struct Clock(Kind);
 
 #[derive(Clone, Debug)]
 enum Kind {
-    System { anchor: Instant, anchor_ms: u64 },
+    System {
+        tsc: quanta::Clock,
+        anchor: u64,
+        anchor_ms: u64,
+    },
     Manual(Arc<AtomicU64>),
 }
 
@@ -28,9 +32,12 @@ impl Clock {
     /// The operating system's clock (see the module docs).
     #[must_use]
     pub fn system() -> Self {
+        let tsc = quanta::Clock::new();
+        let anchor = tsc.raw();
         let anchor_ms = system_time_to_ms(SystemTime::now());
         Self(Kind::System {
-            anchor: Instant::now(),
+            tsc,
+            anchor,
             anchor_ms,
         })
     }
@@ -40,11 +47,13 @@ impl Clock {
     #[must_use]
     pub fn now_ms(&self) -> u64 {
         match &self.0 {
-            Kind::System { anchor, anchor_ms } => {
-                // Truncating: u64 milliseconds cover 584 million years.
-                #[allow(clippy::cast_possible_truncation)]
-                let elapsed_ms = anchor.elapsed().as_millis() as u64;
-                anchor_ms.saturating_add(elapsed_ms)
+            Kind::System {
+                tsc,
+                anchor,
+                anchor_ms,
+            } => {
+                let elapsed_ns = tsc.delta_as_nanos(*anchor, tsc.raw());
+                anchor_ms.saturating_add(elapsed_ns / 1_000_000)
             }
             Kind::Manual(now) => now.load(Ordering::Acquire),
         }

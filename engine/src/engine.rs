@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ahash::RandomState;
 use crossbeam_utils::CachePadded;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{LIST_PAGE_MAX, SWEEP_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
 use crate::session::{Cursor, Listener, Page, RemovalCause, Session, Stats, Timeout};
-use crate::shard::{hash_id, Commit, Inserted, ShardState};
+use crate::shard::{hash_id, Commit, Inserted, ListPosition, ShardState};
 use crate::wheel::Poll;
 
 /// A sharded, in-memory session store with inactivity expiry.
@@ -32,7 +32,7 @@ pub struct Engine {
 }
 
 struct Inner {
-    shards: Box<[CachePadded<Mutex<ShardState>>]>,
+    shards: Box<[CachePadded<RwLock<ShardState>>]>,
     shard_mask: usize,
     hasher: RandomState,
     clock: Clock,
@@ -53,7 +53,7 @@ impl Engine {
         let hasher = RandomState::new();
         let now_ms = config.clock.now_ms();
         let shards = (0..shard_count)
-            .map(|_| CachePadded::new(Mutex::new(ShardState::new(hasher.clone(), now_ms))))
+            .map(|_| CachePadded::new(RwLock::new(ShardState::new(hasher.clone(), now_ms))))
             .collect();
         let inner = Arc::new(Inner {
             shards,
@@ -145,7 +145,7 @@ impl Engine {
     pub fn touch(&self, id: &SessionId) -> Result<()> {
         let (hash, shard) = self.inner.route(id);
         let now_ms = self.inner.clock.now_ms();
-        if shard.lock().touch(hash, id, now_ms) {
+        if shard.read().touch(hash, id, now_ms) {
             Ok(())
         } else {
             Err(Error::NotFound)
@@ -157,7 +157,7 @@ impl Engine {
     pub fn contains(&self, id: &SessionId) -> bool {
         let (hash, shard) = self.inner.route(id);
         let now_ms = self.inner.clock.now_ms();
-        shard.lock().contains(hash, id, now_ms)
+        shard.read().contains(hash, id, now_ms)
     }
 
     /// Atomically replaces the session's metadata with `f(current)`; counts as
@@ -182,7 +182,7 @@ impl Engine {
         for _ in 0..UPDATE_OPTIMISTIC_TRIES {
             let now_ms = self.inner.clock.now_ms();
             let (current, version) = shard
-                .lock()
+                .read()
                 .read_for_update(hash, id, now_ms)
                 .ok_or(Error::NotFound)?;
             let new = f(&current);
@@ -190,7 +190,7 @@ impl Engine {
             self.inner.check_len(new.len())?;
             let mut new = Some(Arc::<[u8]>::from(new));
             let now_ms = self.inner.clock.now_ms();
-            let commit = shard.lock().commit_update(hash, id, now_ms, version, &mut new);
+            let commit = shard.write().commit_update(hash, id, now_ms, version, &mut new);
             match commit {
                 Commit::Done(session, _old) => return Ok(session),
                 Commit::Conflict => {}
@@ -199,7 +199,7 @@ impl Engine {
         }
         // Contended: run `f` under the lock so this caller cannot starve.
         let now_ms = self.inner.clock.now_ms();
-        let mut state = shard.lock();
+        let mut state = shard.write();
         let (current, version) = state.read_for_update(hash, id, now_ms).ok_or(Error::NotFound)?;
         let new = f(&current);
         self.inner.check_len(new.len())?;
@@ -219,7 +219,7 @@ impl Engine {
     pub fn delete(&self, id: &SessionId) -> Result<Session> {
         let (hash, shard) = self.inner.route(id);
         let now_ms = self.inner.clock.now_ms();
-        let removed = shard.lock().delete(hash, id, now_ms);
+        let removed = shard.write().delete(hash, id, now_ms);
         let session = removed.ok_or(Error::NotFound)?;
         self.inner.sessions.fetch_sub(1, Ordering::Relaxed);
         self.inner.notify(&session, RemovalCause::Deleted);
@@ -235,7 +235,7 @@ impl Engine {
         let timeout_ms = timeout.to_stored()?;
         let (hash, shard) = self.inner.route(id);
         let now_ms = self.inner.clock.now_ms();
-        if shard.lock().set_timeout(hash, id, timeout_ms, now_ms) {
+        if shard.write().set_timeout(hash, id, timeout_ms, now_ms) {
             Ok(())
         } else {
             Err(Error::NotFound)
@@ -257,8 +257,10 @@ impl Engine {
 
     /// One page of at most `limit` live sessions, starting at `cursor`
     /// ([`Cursor::START`] first, then each page's `next`). Locks one shard at
-    /// a time. A session present for the whole listing is returned exactly
-    /// once; one created or deleted meanwhile may or may not appear.
+    /// a time, shared. Like Redis' `SCAN`: a session present for the whole
+    /// listing is returned at least once (exactly once unless its shard's
+    /// table was resized between two pages, which restarts that shard); one
+    /// created or deleted meanwhile may or may not appear.
     ///
     /// # Errors
     /// [`Error::InvalidPageSize`], [`Error::InvalidCursor`].
@@ -276,24 +278,22 @@ impl Engine {
                 reason: format!("partition {part} is beyond this engine's {shard_count} shards"),
             });
         }
-        let mut position = usize::try_from(cursor.position()).map_err(|_| Error::InvalidCursor {
-            reason: format!("position {} out of range", cursor.position()),
-        })?;
+        let mut position = Some(ListPosition::decode(cursor.position()));
         let mut sessions = Vec::with_capacity(limit.min(1024));
         let now_ms = self.inner.clock.now_ms();
         while part < shard_count {
             let resume = self.inner.shards[part]
-                .lock()
+                .read()
                 .list(position, limit, now_ms, &mut sessions);
             if let Some(at) = resume {
-                let next = Cursor::new(to_u32(part), at as u64);
+                let next = Cursor::new(to_u32(part), at.encode());
                 return Ok(Page {
                     sessions,
                     next: Some(next),
                 });
             }
             part += 1;
-            position = 0;
+            position = None;
         }
         Ok(Page { sessions, next: None })
     }
@@ -332,10 +332,11 @@ impl Engine {
             ..Stats::default()
         };
         for shard in &*self.inner.shards {
-            let shard = shard.lock();
+            let shard = shard.read();
             let (created, deleted, expired) = shard.totals();
             stats.sessions_per_shard.push(shard.len());
             stats.wheel_entries += shard.wheel_len();
+            stats.rehashes_total += shard.rehashes();
             stats.created_total += created;
             stats.deleted_total += deleted;
             stats.expired_total += expired;
@@ -361,7 +362,7 @@ impl Engine {
     #[doc(hidden)]
     pub fn debug_check_invariants(&self) {
         for shard in &*self.inner.shards {
-            shard.lock().check_invariants();
+            shard.read().check_invariants();
         }
     }
 }
@@ -372,7 +373,7 @@ fn to_u32(part: usize) -> u32 {
 
 impl Inner {
     #[inline]
-    fn route(&self, id: &SessionId) -> (u64, &Mutex<ShardState>) {
+    fn route(&self, id: &SessionId) -> (u64, &RwLock<ShardState>) {
         let hash = hash_id(&self.hasher, id);
         // The index uses the low bits (bucket) and the top 7 (tag); shards
         // take bits from the middle so that the three stay independent.
@@ -398,7 +399,7 @@ impl Inner {
     fn read(&self, id: &SessionId, activity: bool) -> Result<Session> {
         let (hash, shard) = self.route(id);
         let now_ms = self.clock.now_ms();
-        let found = shard.lock().get(hash, id, now_ms, activity);
+        let found = shard.read().get(hash, id, now_ms, activity);
         found.ok_or(Error::NotFound)
     }
 
@@ -410,7 +411,7 @@ impl Inner {
         }
         let (hash, shard) = self.route(&id);
         let now_ms = self.clock.now_ms();
-        let inserted = shard.lock().insert(hash, id, metadata, timeout_ms, now_ms);
+        let inserted = shard.write().insert(hash, id, metadata, timeout_ms, now_ms);
         match inserted {
             Inserted::Stored(None) => Ok(()),
             Inserted::Stored(Some(expired)) => {
@@ -421,11 +422,6 @@ impl Inner {
             Inserted::Exists(back) => {
                 self.sessions.fetch_sub(1, Ordering::Relaxed);
                 Err((Error::AlreadyExists, back))
-            }
-            Inserted::Full(back) => {
-                self.sessions.fetch_sub(1, Ordering::Relaxed);
-                let sessions_max = self.config.sessions_max;
-                Err((Error::CapacityExceeded { sessions_max }, back))
             }
         }
     }
@@ -458,7 +454,7 @@ impl Inner {
         for shard in &*self.shards {
             loop {
                 let now_ms = self.clock.now_ms();
-                let poll = shard.lock().sweep(now_ms, SWEEP_BATCH_MAX, batch);
+                let poll = shard.write().sweep(now_ms, SWEEP_BATCH_MAX, batch);
                 total += batch.len();
                 self.sessions.fetch_sub(batch.len(), Ordering::Relaxed);
                 // Listener calls and frees happen here, outside the lock.

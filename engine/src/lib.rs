@@ -37,7 +37,6 @@ mod id;
 pub mod limits;
 mod session;
 mod shard;
-mod slab;
 mod store;
 mod wheel;
 

@@ -8,11 +8,11 @@
 /// so explicitly.
 pub const SESSIONS_MAX_DEFAULT: usize = 1 << 20;
 
-/// Hard cap on `Config::sessions_max`. Slab indices are `u32` with the top bit
-/// reserved for list-head markers in the timer wheel, so one shard can index
-/// at most 2^31 - 1 entries; the engine-wide cap keeps the total well inside
-/// what a `usize` counter and the per-shard indices allow on any shard count.
-pub const SESSIONS_MAX_LIMIT: usize = 1 << 31;
+/// Hard cap on `Config::sessions_max` (2^30, about a billion). The timer wheel
+/// links entries by their bucket index in the shard's table, as a `u32` whose
+/// top bit marks list heads; a table holding 2^30 entries has at most 2^31
+/// buckets, so every index fits even if all sessions land in one shard.
+pub const SESSIONS_MAX_LIMIT: usize = 1 << 30;
 
 /// Default cap on one session's metadata (`Config::metadata_bytes_max`).
 /// Session state is meant to be small (the seed reference budgets about 1 KB a
@@ -39,11 +39,6 @@ pub const SHARDS_MAX: usize = 1024;
 /// (rounded up to a power of two). A few shards per core keep the chance that
 /// two threads want the same lock low without spreading the data thin.
 pub const SHARDS_PER_CORE_DEFAULT: usize = 4;
-
-/// Entries per slab chunk. Chunks never move, so growth never copies the
-/// existing entries (no latency spike at a power-of-two boundary) and at most
-/// one partly used chunk (64 KiB) is idle per shard.
-pub const SLAB_CHUNK_ENTRIES: usize = 1024;
 
 /// Bits of a tick that select a slot within one wheel level.
 pub const WHEEL_SLOT_BITS: u32 = 6;
@@ -84,7 +79,6 @@ const _: () = assert!(TIMEOUT_MS_MAX < u32::MAX as u64);
 // Every finite deadline fits in the wheel's span.
 const _: () = assert!(TIMEOUT_MS_MAX < 1 << (WHEEL_SLOT_BITS as usize * WHEEL_LEVELS));
 const _: () = assert!(SHARDS_MAX.is_power_of_two());
-const _: () = assert!(SLAB_CHUNK_ENTRIES.is_power_of_two());
 // Wheel list-head markers (levels * slots + 1 pending list) fit below the marker bit.
 const _: () = assert!(WHEEL_LEVELS * WHEEL_SLOTS < 1 << 16);
 const _: () = assert!(SWEEP_BATCH_MAX > 0 && LIST_PAGE_MAX > 0 && UPDATE_OPTIMISTIC_TRIES > 0);

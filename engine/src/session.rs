@@ -280,4 +280,7 @@ pub struct Stats {
     pub wheel_entries: usize,
     /// Panics caught in the removal listener.
     pub listener_panics: u64,
+    /// Table rehashes (growth or tombstone cleanup) since open, each an O(n)
+    /// pause of one shard: a latency spike to watch for.
+    pub rehashes_total: u64,
 }

@@ -1,26 +1,139 @@
-//! One shard: a hash index over a slab of entries, and a timer wheel.
+//! One shard: a hash table holding the session entries inline, and a timer
+//! wheel linking them by bucket index.
 //!
 //! Ground rules:
-//! - The shard's `Mutex` (in `engine.rs`) protects all of `ShardState`. It
-//!   is held for one map operation only: callers compute the hash, read the
-//!   clock, build the metadata `Arc` and validate input *before* locking.
+//! - The shard's `RwLock` (in `engine.rs`) protects all of `ShardState`.
+//!   Reads (`get`, `peek`, `touch`, `contains`, `list`, the read half of
+//!   `update`) take it shared: activity is recorded in an atomic
+//!   `last_access_ms`, so readers never exclude each other. Everything that
+//!   changes the table or the wheel takes it exclusive.
+//! - It is held for one map operation only: callers compute the hash, read
+//!   the clock, build the metadata `Arc` and validate input before locking.
 //! - Lock order: at most one shard lock is held at a time, anywhere.
 //! - Never under the lock: I/O, user callbacks (listener, `update`'s closure
 //!   on its optimistic path), freeing metadata (removed sessions are returned
-//!   and dropped by the caller after unlocking), blocking, or unbounded work
-//!   (sweeps and listings work in bounded batches).
-//! - Allocation under the lock only where unavoidable: the index grows
-//!   (amortised, rare) and the slab adds a 64 KiB chunk once per 1024 slots.
+//!   and dropped by the caller after unlocking), or unbounded work (sweeps
+//!   and listings work in bounded batches).
+//! - Allocation under the lock only when the table grows (amortised, rare).
+//!
+//! Why inline entries: a lookup touches the table's control bytes, then the
+//! entry, then the metadata; a separate index-to-slab indirection would add a
+//! cache miss to every operation. The price is that bucket indices change
+//! when the table rehashes (growth, or reclaiming tombstones), so the shard
+//! rehashes only on its own terms (`make_room`) and then relinks the wheel,
+//! which is O(n) like the rehash itself and amortised the same way.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ahash::RandomState;
 use hashbrown::HashTable;
 
 use crate::id::SessionId;
-use crate::session::{Session, TIMEOUT_NEVER};
-use crate::slab::{Entry, Slab};
-use crate::wheel::{Link, Poll, Wheel};
+use crate::session::{Session, Timeout, TIMEOUT_NEVER};
+use crate::wheel::{Link, Poll, Wheel, WheelStore};
+
+/// One session, stored in its shard's table.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    id: SessionId,
+    metadata: Arc<[u8]>,
+    created_ms: u64,
+    /// Written under the shared lock by readers (see `record_activity`).
+    last_access_ms: AtomicU64,
+    /// Inactivity timeout in ms; `TIMEOUT_NEVER` for none.
+    timeout_ms: u32,
+    /// Bumped by every metadata change; `update` commits only if unchanged.
+    version: u32,
+    /// Place in the wheel while the session has a finite timeout.
+    link: Link,
+}
+
+// 64 bytes: one cache line per session on x86-64.
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
+
+impl Entry {
+    #[inline]
+    fn last_access_ms(&self) -> u64 {
+        self.last_access_ms.load(Ordering::Relaxed)
+    }
+
+    /// Deadline in ms since the epoch; `None` if the session never expires.
+    #[inline]
+    fn deadline_ms(&self) -> Option<u64> {
+        (self.timeout_ms != TIMEOUT_NEVER)
+            .then(|| self.last_access_ms().saturating_add(u64::from(self.timeout_ms)))
+    }
+
+    #[inline]
+    fn is_expired(&self, now_ms: u64) -> bool {
+        self.deadline_ms().is_some_and(|d| d <= now_ms)
+    }
+
+    /// Slides the deadline to `now_ms` unless it is already there or later.
+    /// Two readers racing within the same instant may both store; the later
+    /// store wins even if its reading is a millisecond older. Skipping the
+    /// store when nothing changes keeps a hot session's cache line shared
+    /// between cores instead of bouncing it on every read.
+    #[inline]
+    fn record_activity(&self, now_ms: u64) -> u64 {
+        let last = self.last_access_ms();
+        if now_ms > last {
+            self.last_access_ms.store(now_ms, Ordering::Relaxed);
+            now_ms
+        } else {
+            last
+        }
+    }
+
+    fn snapshot(&self) -> Session {
+        self.snapshot_at(self.last_access_ms())
+    }
+
+    fn snapshot_at(&self, last_access_ms: u64) -> Session {
+        Session::new(
+            self.id,
+            Arc::clone(&self.metadata),
+            self.created_ms,
+            last_access_ms,
+            Timeout::from_stored(self.timeout_ms),
+        )
+    }
+
+    fn into_session(self) -> Session {
+        let last = self.last_access_ms.into_inner();
+        Session::new(
+            self.id,
+            self.metadata,
+            self.created_ms,
+            last,
+            Timeout::from_stored(self.timeout_ms),
+        )
+    }
+}
+
+/// The wheel addresses entries by bucket index.
+impl WheelStore for HashTable<Entry> {
+    #[inline]
+    fn link(&mut self, index: u32) -> &mut Link {
+        &mut self
+            .get_bucket_mut(index as usize)
+            .expect("the wheel links only occupied buckets")
+            .link
+    }
+
+    #[inline]
+    fn deadline(&self, index: u32) -> Option<u64> {
+        self.get_bucket(index as usize)
+            .expect("the wheel links only occupied buckets")
+            .deadline_ms()
+    }
+}
+
+fn to_index(bucket: usize) -> u32 {
+    // Tables hold at most SESSIONS_MAX_LIMIT entries, so at most 2^31 buckets.
+    u32::try_from(bucket).expect("bucket index fits the wheel's u32 links")
+}
 
 /// The keyed hash of an id. Keys are per process (`RandomState::new` seeds
 /// from the OS), so ids chosen by an attacker cannot be aimed at one shard or
@@ -36,8 +149,6 @@ pub(crate) enum Inserted {
     Stored(Option<Session>),
     /// A live session has this id; the metadata is handed back.
     Exists(Arc<[u8]>),
-    /// The shard cannot address another entry.
-    Full(Arc<[u8]>),
 }
 
 /// Result of committing an optimistic update.
@@ -45,18 +156,41 @@ pub(crate) enum Commit {
     /// Applied: the new snapshot and the metadata it replaced (drop it after
     /// unlocking).
     Done(Session, Arc<[u8]>),
-    /// The session changed since it was read; the new metadata stays with
-    /// the caller (to be dropped after unlocking).
+    /// The session changed since it was read; the new metadata stays with the
+    /// caller (to be dropped after unlocking).
     Conflict,
     /// The session is gone or expired.
     Gone,
 }
 
+/// Where a listing stands within one shard: the table generation it started
+/// in, and the next bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ListPosition {
+    pub(crate) generation: u32,
+    pub(crate) bucket: u32,
+}
+
+impl ListPosition {
+    pub(crate) fn encode(self) -> u64 {
+        u64::from(self.generation) << 32 | u64::from(self.bucket)
+    }
+
+    #[allow(clippy::cast_possible_truncation)] // splitting a u64 into halves
+    pub(crate) fn decode(position: u64) -> Self {
+        Self {
+            generation: (position >> 32) as u32,
+            bucket: position as u32,
+        }
+    }
+}
+
 pub(crate) struct ShardState {
-    index: HashTable<u32>,
-    slab: Slab,
+    table: HashTable<Entry>,
     wheel: Wheel,
     hasher: RandomState,
+    /// Bumped whenever the table rehashes (bucket indices change).
+    generation: u32,
     created_total: u64,
     deleted_total: u64,
     expired_total: u64,
@@ -65,10 +199,10 @@ pub(crate) struct ShardState {
 impl ShardState {
     pub(crate) fn new(hasher: RandomState, now_ms: u64) -> Self {
         Self {
-            index: HashTable::new(),
-            slab: Slab::new(),
+            table: HashTable::new(),
             wheel: Wheel::new(now_ms),
             hasher,
+            generation: 0,
             created_total: 0,
             deleted_total: 0,
             expired_total: 0,
@@ -76,16 +210,51 @@ impl ShardState {
     }
 
     #[inline]
-    fn find(&self, hash: u64, id: &SessionId) -> Option<u32> {
-        let slab = &self.slab;
-        self.index.find(hash, |&i| slab.get(i).id == *id).copied()
+    fn find(&self, hash: u64, id: &SessionId) -> Option<&Entry> {
+        self.table.find(hash, |e| e.id == *id)
     }
 
-    /// The index of the live (unexpired) session with this id.
     #[inline]
-    fn find_live(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<u32> {
-        self.find(hash, id)
-            .filter(|&i| !self.slab.get(i).is_expired(now_ms))
+    fn find_live(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<&Entry> {
+        self.find(hash, id).filter(|e| !e.is_expired(now_ms))
+    }
+
+    #[inline]
+    fn find_live_index(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<usize> {
+        let index = self.table.find_bucket_index(hash, |e| e.id == *id)?;
+        let live = !self.table.get_bucket(index)?.is_expired(now_ms);
+        live.then_some(index)
+    }
+
+    /// The live session, sliding its deadline if `activity`. Shared lock.
+    #[inline]
+    pub(crate) fn get(&self, hash: u64, id: &SessionId, now_ms: u64, activity: bool) -> Option<Session> {
+        let entry = self.find_live(hash, id, now_ms)?;
+        if activity {
+            let last = entry.record_activity(now_ms);
+            Some(entry.snapshot_at(last))
+        } else {
+            Some(entry.snapshot())
+        }
+    }
+
+    /// Slides the deadline; false if there is no live session. Shared lock.
+    #[inline]
+    pub(crate) fn touch(&self, hash: u64, id: &SessionId, now_ms: u64) -> bool {
+        self.find_live(hash, id, now_ms)
+            .map(|e| e.record_activity(now_ms))
+            .is_some()
+    }
+
+    /// Shared lock.
+    pub(crate) fn contains(&self, hash: u64, id: &SessionId, now_ms: u64) -> bool {
+        self.find_live(hash, id, now_ms).is_some()
+    }
+
+    /// The metadata and version an optimistic update starts from. Shared lock.
+    pub(crate) fn read_for_update(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<(Arc<[u8]>, u32)> {
+        let entry = self.find_live(hash, id, now_ms)?;
+        Some((Arc::clone(&entry.metadata), entry.version))
     }
 
     pub(crate) fn insert(
@@ -96,117 +265,95 @@ impl ShardState {
         timeout_ms: u32,
         now_ms: u64,
     ) -> Inserted {
-        let fresh = Entry {
+        let replaced = match self.table.find_bucket_index(hash, |e| e.id == id) {
+            Some(index) if !self.table.get_bucket(index).is_some_and(|e| e.is_expired(now_ms)) => {
+                return Inserted::Exists(metadata);
+            }
+            // An expired session the sweeper has not reached: it goes now.
+            Some(index) => {
+                self.expired_total += 1;
+                Some(self.remove_at(index))
+            }
+            None => None,
+        };
+        self.make_room();
+        let hasher = &self.hasher;
+        let entry = Entry {
             id,
-            metadata: Some(metadata),
+            metadata,
             created_ms: now_ms,
-            last_access_ms: now_ms,
+            last_access_ms: AtomicU64::new(now_ms),
             timeout_ms,
             version: 0,
             link: Link::UNLINKED,
         };
-        let replaced = match self.find(hash, &id) {
-            Some(i) if !self.slab.get(i).is_expired(now_ms) => {
-                return Inserted::Exists(fresh.metadata.expect("just set"));
-            }
-            Some(i) => {
-                // An expired session the sweeper has not reached: it goes now.
-                self.wheel.remove(&mut self.slab, i);
-                self.remove_from_index(hash, i);
-                self.expired_total += 1;
-                Some(self.slab.remove(i))
-            }
-            None => None,
-        };
-        let i = match self.slab.insert(fresh) {
-            Ok(i) => i,
-            Err(fresh) => {
-                debug_assert!(replaced.is_none(), "a removal frees a slot");
-                return Inserted::Full(fresh.metadata.expect("just set"));
-            }
-        };
-        let (slab, hasher) = (&self.slab, &self.hasher);
-        self.index
-            .insert_unique(hash, i, |&j| hash_id(hasher, &slab.get(j).id));
-        self.schedule(i);
+        let index = self
+            .table
+            .insert_unique(hash, entry, |e| hash_id(hasher, &e.id))
+            .bucket_index();
+        self.schedule(to_index(index));
         self.created_total += 1;
         Inserted::Stored(replaced)
     }
 
-    fn schedule(&mut self, i: u32) {
-        if let Some(deadline) = self.slab.get(i).deadline_ms() {
-            self.wheel.insert(&mut self.slab, i, deadline);
+    /// Rehashes now if the next insert would, and relinks the wheel to the
+    /// new bucket indices.
+    fn make_room(&mut self) {
+        if self.table.len() < self.table.capacity() {
+            return;
         }
-    }
-
-    fn remove_from_index(&mut self, hash: u64, i: u32) {
-        match self.index.find_entry(hash, |&j| j == i) {
-            Ok(entry) => {
-                entry.remove();
+        let hasher = &self.hasher;
+        self.table.reserve(1, |e| hash_id(hasher, &e.id));
+        self.generation = self.generation.wrapping_add(1);
+        self.wheel.clear();
+        for bucket in 0..self.table.num_buckets() {
+            if self.table.get_bucket(bucket).is_some() {
+                let index = to_index(bucket);
+                *self.table.link(index) = Link::UNLINKED;
+                self.schedule(index);
             }
-            Err(_) => debug_assert!(false, "entry {i} missing from the index"),
         }
     }
 
-    /// The live session, sliding its deadline if `activity`.
-    #[inline]
-    pub(crate) fn get(&mut self, hash: u64, id: &SessionId, now_ms: u64, activity: bool) -> Option<Session> {
-        let i = self.find_live(hash, id, now_ms)?;
-        let entry = self.slab.get_mut(i);
-        if activity {
-            // Threads may read the clock in one order and lock in another.
-            entry.last_access_ms = entry.last_access_ms.max(now_ms);
+    fn schedule(&mut self, index: u32) {
+        if let Some(deadline) = self.table.deadline(index) {
+            self.wheel.insert(&mut self.table, index, deadline);
         }
-        Some(entry.snapshot())
     }
 
-    /// Slides the deadline; false if there is no live session.
-    #[inline]
-    pub(crate) fn touch(&mut self, hash: u64, id: &SessionId, now_ms: u64) -> bool {
-        let Some(i) = self.find_live(hash, id, now_ms) else {
-            return false;
-        };
-        let entry = self.slab.get_mut(i);
-        entry.last_access_ms = entry.last_access_ms.max(now_ms);
-        true
-    }
-
-    pub(crate) fn contains(&self, hash: u64, id: &SessionId, now_ms: u64) -> bool {
-        self.find_live(hash, id, now_ms).is_some()
+    /// Unschedules and removes the entry at `index`.
+    fn remove_at(&mut self, index: usize) -> Session {
+        self.wheel.remove(&mut self.table, to_index(index));
+        let (entry, _) = self
+            .table
+            .get_bucket_entry(index)
+            .expect("occupied bucket")
+            .remove();
+        entry.into_session()
     }
 
     /// Removes the live session; expired ones are left to the sweeper, which
     /// reports them as expired.
     pub(crate) fn delete(&mut self, hash: u64, id: &SessionId, now_ms: u64) -> Option<Session> {
-        let i = self.find_live(hash, id, now_ms)?;
-        self.wheel.remove(&mut self.slab, i);
-        self.remove_from_index(hash, i);
+        let index = self.find_live_index(hash, id, now_ms)?;
         self.deleted_total += 1;
-        Some(self.slab.remove(i))
+        Some(self.remove_at(index))
     }
 
     /// Sets a new timeout; counts as activity.
     pub(crate) fn set_timeout(&mut self, hash: u64, id: &SessionId, timeout_ms: u32, now_ms: u64) -> bool {
-        let Some(i) = self.find_live(hash, id, now_ms) else {
+        let Some(index) = self.find_live_index(hash, id, now_ms) else {
             return false;
         };
-        let entry = self.slab.get_mut(i);
+        let entry = self.table.get_bucket_mut(index).expect("found above");
         entry.timeout_ms = timeout_ms;
-        entry.last_access_ms = entry.last_access_ms.max(now_ms);
+        entry.record_activity(now_ms);
         // The deadline may have moved earlier, where a lazy re-arm would fire
         // late: re-schedule (O(1) both ways).
-        self.wheel.remove(&mut self.slab, i);
-        if timeout_ms != TIMEOUT_NEVER {
-            self.schedule(i);
-        }
+        let index = to_index(index);
+        self.wheel.remove(&mut self.table, index);
+        self.schedule(index);
         true
-    }
-
-    /// The metadata and version an optimistic update starts from.
-    pub(crate) fn read_for_update(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<(Arc<[u8]>, u32)> {
-        let i = self.find_live(hash, id, now_ms)?;
-        let entry = self.slab.get(i);
-        Some((Arc::clone(entry.metadata.as_ref()?), entry.version))
     }
 
     /// Installs `metadata` if the session is still at `version`; counts as
@@ -219,55 +366,56 @@ impl ShardState {
         version: u32,
         metadata: &mut Option<Arc<[u8]>>,
     ) -> Commit {
-        let Some(i) = self.find_live(hash, id, now_ms) else {
+        let Some(index) = self.find_live_index(hash, id, now_ms) else {
             return Commit::Gone;
         };
-        let entry = self.slab.get_mut(i);
+        let entry = self.table.get_bucket_mut(index).expect("found above");
         if entry.version != version {
             return Commit::Conflict;
         }
         let new = metadata.take().expect("commit consumes the new metadata once");
-        let old = entry.metadata.replace(new).expect("live entry has metadata");
+        let old = std::mem::replace(&mut entry.metadata, new);
         entry.version = entry.version.wrapping_add(1);
-        entry.last_access_ms = entry.last_access_ms.max(now_ms);
+        entry.record_activity(now_ms);
         Commit::Done(entry.snapshot(), old)
     }
 
     /// Expires up to `budget` sessions due at `now_ms` into `out`.
     pub(crate) fn sweep(&mut self, now_ms: u64, budget: usize, out: &mut Vec<Session>) -> Poll {
-        let Self {
-            index,
-            slab,
-            wheel,
-            hasher,
-            ..
-        } = self;
-        let (expired, poll) = wheel.poll(slab, now_ms, budget, |slab, i| {
-            let hash = hash_id(hasher, &slab.get(i).id);
-            match index.find_entry(hash, |&j| j == i) {
-                Ok(entry) => {
-                    entry.remove();
-                }
-                Err(_) => debug_assert!(false, "expired entry {i} missing from the index"),
-            }
-            out.push(slab.remove(i));
+        let (expired, poll) = self.wheel.poll(&mut self.table, now_ms, budget, |table, index| {
+            let (entry, _) = table
+                .get_bucket_entry(index as usize)
+                .expect("fired entry is stored")
+                .remove();
+            out.push(entry.into_session());
         });
         self.expired_total += expired as u64;
         poll
     }
 
-    /// Appends live sessions at slab positions `from..` to `out` until it
-    /// holds `limit`; returns the position to resume at, `None` at the end.
+    /// Appends live sessions from `from` on to `out` until it holds `limit`;
+    /// returns where to resume, `None` at the end of the shard. A position
+    /// from before a rehash restarts the shard (sessions may then repeat).
     pub(crate) fn list(
         &self,
-        from: usize,
+        from: Option<ListPosition>,
         limit: usize,
         now_ms: u64,
         out: &mut Vec<Session>,
-    ) -> Option<usize> {
-        for (position, entry) in self.slab.iter_from(from) {
+    ) -> Option<ListPosition> {
+        let start = match from {
+            Some(p) if p.generation == self.generation => p.bucket as usize,
+            _ => 0,
+        };
+        for bucket in start..self.table.num_buckets() {
+            let Some(entry) = self.table.get_bucket(bucket) else {
+                continue;
+            };
             if out.len() == limit {
-                return Some(position);
+                return Some(ListPosition {
+                    generation: self.generation,
+                    bucket: to_index(bucket),
+                });
             }
             if !entry.is_expired(now_ms) {
                 out.push(entry.snapshot());
@@ -277,7 +425,7 @@ impl ShardState {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.slab.len()
+        self.table.len()
     }
 
     pub(crate) fn wheel_len(&self) -> usize {
@@ -288,21 +436,27 @@ impl ShardState {
         (self.created_total, self.deleted_total, self.expired_total)
     }
 
-    /// Checks the invariants tying index, slab and wheel together (tests).
+    pub(crate) fn rehashes(&self) -> u64 {
+        u64::from(self.generation)
+    }
+
+    /// Checks the invariants tying table and wheel together.
     pub(crate) fn check_invariants(&self) {
-        assert_eq!(self.index.len(), self.slab.len(), "index and slab disagree");
         let mut scheduled = 0;
-        for &i in &self.index {
-            let entry = self.slab.get(i);
-            assert!(entry.metadata.is_some(), "index points at free slot {i}");
-            assert_eq!(self.find(hash_id(&self.hasher, &entry.id), &entry.id), Some(i));
+        for index in self.table.iter_buckets() {
+            let entry = self.table.get_bucket(index).expect("iterated bucket");
+            assert_eq!(
+                self.table
+                    .find_bucket_index(hash_id(&self.hasher, &entry.id), |e| e.id == entry.id),
+                Some(index)
+            );
             assert_eq!(
                 entry.link.is_linked(),
                 entry.timeout_ms != TIMEOUT_NEVER,
-                "slot {i} scheduling"
+                "bucket {index} scheduling: {entry:?}"
             );
             scheduled += usize::from(entry.link.is_linked());
         }
-        assert_eq!(scheduled, self.wheel.len());
+        assert_eq!(scheduled, self.wheel.len(), "wheel length");
     }
 }

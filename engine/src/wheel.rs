@@ -133,6 +133,14 @@ impl Wheel {
         self.len
     }
 
+    /// Forgets every entry (their links are the caller's to reset), keeping
+    /// `elapsed`: for relinking after the owner moved its entries.
+    pub(crate) fn clear(&mut self) {
+        self.occupied = [0; LEVELS];
+        self.heads = [NIL; LEVELS * SLOTS + 1];
+        self.len = 0;
+    }
+
     /// Schedules `index` at tick `when`. Deadlines at or before `elapsed`
     /// fire on the next poll past `elapsed`.
     pub(crate) fn insert(&mut self, store: &mut impl WheelStore, index: u32, when: u64) {
