@@ -1,0 +1,521 @@
+//! The command line: `loadgen run | sweep | gate | list`, and exit codes
+//! (0 pass, 1 a target or the gate failed, 2 usage or configuration error).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::gate::{self, Baseline, GATED_DEFAULT};
+use crate::mix::{KeyDist, Mix};
+use crate::report::{rfc3339, Report};
+use crate::run::{self, RunError, RunRequest};
+use crate::scenario::{self, Scenario};
+use crate::sweep::{self, SweepRequest};
+use crate::targets::{self, Targets};
+use crate::units::{Dur, Rate};
+
+/// Exit code: every target held (or the gate passed).
+pub const EXIT_PASS: i32 = 0;
+/// Exit code: a target failed, or the gate found a regression.
+pub const EXIT_FAIL: i32 = 1;
+/// Exit code: bad usage, scenario, targets or configuration; or the run could not complete.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Load generator for the session engine.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one scenario, print the verdict table, write the results.
+    Run(RunArgs),
+    /// Step the offered rate up until a target breaks; report the knee.
+    Sweep(SweepArgs),
+    /// Compare with a committed baseline; fail only on a regression.
+    Gate(GateArgs),
+    /// List the shipped scenarios and target tiers.
+    List,
+}
+
+/// Scenario selection and overrides, shared by every subcommand.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ScenarioArgs {
+    /// A shipped scenario (default, gate, peak, tiny) or a TOML file.
+    #[arg(long, short = 's', default_value = "default")]
+    pub scenario: String,
+    /// Live sessions kept during the load.
+    #[arg(long)]
+    pub sessions: Option<usize>,
+    /// Worker threads (0: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Concurrent clients (more than workers: async tasks, for remote backends).
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// Point operations per second in total (e.g. 200k), or "max" for closed loop.
+    #[arg(long)]
+    pub rate: Option<Rate>,
+    /// Measured duration (e.g. 20s).
+    #[arg(long)]
+    pub duration: Option<Dur>,
+    /// Stop after this many point operations (warm-up included).
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// Warm-up excluded from the figures.
+    #[arg(long)]
+    pub warmup: Option<Dur>,
+    /// Histogram interval of the interval log.
+    #[arg(long)]
+    pub interval: Option<Dur>,
+    /// Metadata bytes per session.
+    #[arg(long)]
+    pub metadata_bytes: Option<usize>,
+    /// Key distribution: uniform or zipf:EXPONENT.
+    #[arg(long)]
+    pub keys: Option<KeyDist>,
+    /// Timeout of the live population ("never" or a duration).
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Short timeout of sessions created under load (expiry churn).
+    #[arg(long)]
+    pub churn_timeout: Option<Dur>,
+    /// Operation mix, e.g. get=60,update=20,create=10,delete=10.
+    #[arg(long)]
+    pub mix: Option<Mix>,
+    /// List pages per second (0: none).
+    #[arg(long)]
+    pub list_rate: Option<f64>,
+    /// Sessions per list page.
+    #[arg(long)]
+    pub list_page: Option<usize>,
+    /// Engine shards (power of two; 0: engine default).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Engine capacity (`Config::sessions_max`).
+    #[arg(long)]
+    pub sessions_max: Option<usize>,
+    /// Engine metadata limit in bytes (`Config::metadata_bytes_max`).
+    #[arg(long)]
+    pub metadata_bytes_max: Option<usize>,
+    /// Engine sweep interval (`Config::sweep_interval`).
+    #[arg(long)]
+    pub sweep_interval: Option<Dur>,
+    /// Persist to this directory (`Config::data_dir`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// always, interval:MS or never (`Config::durability`; with --data-dir).
+    #[arg(long)]
+    pub durability: Option<String>,
+    /// embedded, null (the loadgen's own cost) or redis://HOST:PORT.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Generator seed (0: fresh, printed in the results).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl ScenarioArgs {
+    /// The scenario with the overrides applied, resolved.
+    ///
+    /// # Errors
+    /// A usage message.
+    pub fn resolve(&self) -> Result<Scenario, RunError> {
+        let mut s = Scenario::load(&self.scenario).map_err(|e| RunError::Usage(e.to_string()))?;
+        macro_rules! set {
+            ($($field:ident => $($target:ident).+),* $(,)?) => {
+                $(if let Some(v) = self.$field.clone() { s.$($target).+ = v; })*
+            };
+        }
+        set!(
+            sessions => sessions, workers => workers, clients => clients, rate => rate,
+            duration => duration, ops => ops_max, warmup => warmup, interval => interval,
+            metadata_bytes => metadata_bytes, keys => keys, timeout => timeout,
+            churn_timeout => churn_timeout, mix => mix, list_rate => list.rate_per_s,
+            list_page => list.page, shards => engine.shards, sessions_max => engine.sessions_max,
+            metadata_bytes_max => engine.metadata_bytes_max, sweep_interval => engine.sweep_interval,
+            durability => engine.durability, backend => backend, seed => seed,
+        );
+        if let Some(dir) = &self.data_dir {
+            s.engine.data_dir = Some(dir.clone());
+        }
+        s.resolve().map_err(|e| RunError::Usage(e.to_string()))
+    }
+}
+
+/// Output options.
+#[derive(Debug, Args, Clone)]
+pub struct OutputArgs {
+    /// Directory for this run's files (default: a new one under --results-dir).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where default result directories go.
+    #[arg(long, default_value = "results/tmp")]
+    pub results_dir: PathBuf,
+    /// Write no files.
+    #[arg(long)]
+    pub no_output: bool,
+    /// No progress bar and no summary on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl OutputArgs {
+    fn dir(&self, scenario: &str) -> Option<PathBuf> {
+        if self.no_output {
+            return None;
+        }
+        Some(
+            self.out
+                .clone()
+                .unwrap_or_else(|| run::default_dir(&self.results_dir, scenario)),
+        )
+    }
+}
+
+/// `loadgen run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The scenario.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Target tiers: shipped names (seed, embedded) or TOML files, comma-separated.
+    #[arg(long, short = 't', default_value = "seed,embedded", value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Outputs.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Freeze the backend once, AT:LENGTH after the load starts (e.g. 2s:100ms),
+    /// to see a stall in the tail.
+    #[arg(long)]
+    pub inject_stall: Option<String>,
+}
+
+/// `loadgen sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The scenario (its rate is replaced by each step's).
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Target tiers a step must hold.
+    #[arg(long, short = 't', default_value = "embedded", value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Steps from to/steps up to `to`.
+    #[arg(long, default_value_t = 8)]
+    pub steps: usize,
+    /// Highest offered rate (default: the closed-loop peak, measured first).
+    #[arg(long)]
+    pub to: Option<Rate>,
+    /// Measured time per step.
+    #[arg(long, default_value = "3s")]
+    pub step_duration: Dur,
+    /// Warm-up per step.
+    #[arg(long, default_value = "1s")]
+    pub step_warmup: Dur,
+    /// Outputs.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `loadgen gate`.
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// The committed baseline.
+    #[arg(long, default_value = "results/baseline.json")]
+    pub baseline: PathBuf,
+    /// Runs to take medians over.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Allowed change before a metric counts as a regression (e.g. 10%).
+    #[arg(long, default_value = "10%")]
+    pub tolerance: String,
+    /// Metric families that gate: throughput, p50, p99, p999.
+    #[arg(long, default_value = GATED_DEFAULT, value_delimiter = ',')]
+    pub metrics: Vec<String>,
+    /// Compare these result files instead of running.
+    #[arg(long)]
+    pub candidate: Vec<PathBuf>,
+    /// Make a new baseline at this path from `repeat` runs (of --scenario,
+    /// default "gate") instead of comparing.
+    #[arg(long)]
+    pub write_baseline: Option<PathBuf>,
+    /// The scenario for --write-baseline (a gate run reruns the baseline's own).
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// Runs a parsed command line; returns the exit code.
+#[must_use]
+pub fn main_with(cli: Cli, command_line: Vec<String>) -> i32 {
+    let result = match cli.command {
+        Command::Run(args) => cmd_run(&args, command_line),
+        Command::Sweep(args) => cmd_sweep(&args, command_line),
+        Command::Gate(args) => cmd_gate(&args, command_line),
+        Command::List => {
+            println!("scenarios (--scenario NAME, or a TOML file):");
+            for (name, text) in scenario::BUILTIN {
+                let s = Scenario::parse(name, text)
+                    .map(|s| s.description)
+                    .unwrap_or_default();
+                println!("  {name:10} {s}");
+            }
+            println!("targets (--targets NAME[,NAME], or TOML files):");
+            for (name, text) in targets::BUILTIN {
+                let t = Targets::parse(name, text)
+                    .map(|t| t.description)
+                    .unwrap_or_default();
+                println!("  {name:10} {t}");
+            }
+            Ok(EXIT_PASS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(RunError::Usage(message)) => {
+            eprintln!("loadgen: error: {message}");
+            EXIT_USAGE
+        }
+        Err(RunError::Failed(e)) => {
+            eprintln!("loadgen: error: {e:#}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn load_targets(names: &[String]) -> Result<Vec<Targets>, RunError> {
+    names
+        .iter()
+        .filter(|n| !n.trim().is_empty() && n.as_str() != "none")
+        .map(|n| Targets::load(n.trim()).map_err(|e| RunError::Usage(e.to_string())))
+        .collect()
+}
+
+fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, RunError> {
+    let scenario = args.scenario.resolve()?;
+    let targets = load_targets(&args.targets)?;
+    let stall = args.inject_stall.as_deref().map(run::parse_stall).transpose()?;
+    let out_dir = args.output.dir(&scenario.name);
+    let request = RunRequest {
+        scenario,
+        targets,
+        out_dir,
+        progress: !args.output.quiet,
+        stall,
+        command,
+    };
+    let report = execute_run(&request, args.output.quiet)?;
+    Ok(if report.passed { EXIT_PASS } else { EXIT_FAIL })
+}
+
+/// Runs, prints the summary and the verdict table, writes the files.
+///
+/// # Errors
+/// [`RunError`].
+pub fn execute_run(request: &RunRequest, quiet: bool) -> Result<Report, RunError> {
+    let s = &request.scenario;
+    if !quiet {
+        eprintln!(
+            "loadgen: scenario {} ({} sessions, rate {}, {} + {} warm-up, {} workers, seed {})",
+            s.name, s.sessions, s.rate, s.duration, s.warmup, s.workers, s.seed
+        );
+    }
+    let bar = run::progress_bar(!request.progress, &s.name);
+    let measured = run::measure_request(request, bar.as_ref())?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = run::build_report(request, &measured);
+    println!("{}", headline(&report));
+    println!();
+    print!("{}", targets::table(&report.verdicts));
+    if let Some(dir) = &request.out_dir {
+        run::write_outputs(dir, &report, &measured.outcome)?;
+        println!("\nresults: {}", dir.display());
+    }
+    println!("verdict: {}", if report.passed { "PASS" } else { "FAIL" });
+    Ok(report)
+}
+
+fn headline(r: &Report) -> String {
+    use crate::units::format_ns;
+    use std::fmt::Write as _;
+    let a = &r.all_point_ops;
+    let mut line = format!(
+        "{} {}: {:.0} ops/s over {:.1} s, all point ops p50 {} p99 {} p99.9 {} max {}",
+        r.scenario.name,
+        r.mode,
+        r.throughput_ops_per_s,
+        r.measured_s,
+        format_ns(a.p50_ns),
+        format_ns(a.p99_ns),
+        format_ns(a.p999_ns),
+        format_ns(a.max_ns)
+    );
+    if let Some(b) = r.memory.bytes_per_session {
+        let _ = write!(line, ", {b:.0} B/session");
+    }
+    if let Some(e) = &r.expiry {
+        let _ = write!(line, ", expiry lag p99 {} ms", e.lag_ms_p99);
+    }
+    line
+}
+
+fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, RunError> {
+    let scenario = args.scenario.resolve()?;
+    if args.steps == 0 || args.steps > 100 {
+        return Err(RunError::Usage("--steps must be between 1 and 100".into()));
+    }
+    let to = match args.to {
+        None => None,
+        Some(Rate::PerSec(r)) => Some(r),
+        Some(Rate::Max) => {
+            return Err(RunError::Usage(
+                "--to takes a rate (omit it to use the peak)".into(),
+            ))
+        }
+    };
+    let out_dir = args.output.dir(&format!("sweep-{}", scenario.name));
+    let request = SweepRequest {
+        scenario,
+        targets: load_targets(&args.targets)?,
+        steps: args.steps,
+        to,
+        step_duration: args.step_duration.0,
+        step_warmup: args.step_warmup.0,
+        out_dir: out_dir.clone(),
+        progress: !args.output.quiet,
+        command,
+    };
+    let report = sweep::execute(&request)?;
+    print!("{}", report.table());
+    match report.knee_ops_per_s {
+        Some(k) => println!("\nknee: {k:.0} ops/s (highest offered rate that held every bound)"),
+        None => println!("\nknee: none (the first step already failed)"),
+    }
+    if let Some(dir) = out_dir {
+        report.write(&dir)?;
+        println!("results: {}", dir.display());
+    }
+    Ok(if report.knee_ops_per_s.is_some() {
+        EXIT_PASS
+    } else {
+        EXIT_FAIL
+    })
+}
+
+fn cmd_gate(args: &GateArgs, command: Vec<String>) -> Result<i32, RunError> {
+    let tolerance = gate::parse_tolerance(&args.tolerance).map_err(RunError::Usage)?;
+    if args.repeat == 0 || args.repeat > 50 {
+        return Err(RunError::Usage("--repeat must be between 1 and 50".into()));
+    }
+    for m in &args.metrics {
+        if !["throughput", "p50", "p99", "p999"].contains(&m.as_str()) {
+            return Err(RunError::Usage(format!(
+                "--metrics: unknown family {m:?} (throughput, p50, p99, p999)"
+            )));
+        }
+    }
+    if let Some(path) = &args.write_baseline {
+        let scenario = ScenarioArgs {
+            scenario: args.scenario.clone().unwrap_or_else(|| "gate".into()),
+            ..ScenarioArgs::default()
+        }
+        .resolve()?;
+        let runs = repeated_runs(&scenario, args.repeat, args.quiet, &command)?;
+        let baseline = Baseline {
+            schema: gate::BASELINE_SCHEMA.into(),
+            schema_version: gate::BASELINE_SCHEMA_VERSION,
+            created_at: rfc3339(std::time::SystemTime::now()),
+            command,
+            machine: crate::procfs::Machine::detect(),
+            git: crate::procfs::GitInfo::detect(),
+            scenario,
+            repeat: args.repeat,
+            metrics: gate::medians(&runs),
+            runs,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| RunError::Failed(e.into()))?;
+        }
+        let text = serde_json::to_string_pretty(&baseline).map_err(|e| RunError::Failed(e.into()))?;
+        std::fs::write(path, format!("{text}\n")).map_err(|e| RunError::Failed(e.into()))?;
+        println!(
+            "baseline written: {} (medians of {} runs)",
+            path.display(),
+            args.repeat
+        );
+        return Ok(EXIT_PASS);
+    }
+    let baseline = Baseline::read(&args.baseline).map_err(|e| RunError::Usage(format!("{e:#}")))?;
+    let candidates = if args.candidate.is_empty() {
+        repeated_runs(&baseline.scenario, args.repeat, args.quiet, &command)?
+    } else {
+        args.candidate
+            .iter()
+            .map(|p| Report::read(p).map(|r| gate::metrics_of(&r)))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(|e| RunError::Usage(format!("{e:#}")))?
+    };
+    let rows = gate::compare(&baseline.metrics, &candidates, tolerance, &args.metrics);
+    println!(
+        "gate: {} candidate run(s) vs baseline {} ({} runs, {}), tolerance {:.0}%",
+        candidates.len(),
+        args.baseline.display(),
+        baseline.repeat,
+        baseline.created_at,
+        tolerance * 100.0
+    );
+    println!();
+    print!("{}", gate::table(&rows, tolerance));
+    let pass = gate::passes(&rows);
+    println!(
+        "\ngate: {}",
+        if pass {
+            "PASS"
+        } else {
+            "FAIL (regression beyond tolerance)"
+        }
+    );
+    Ok(if pass { EXIT_PASS } else { EXIT_FAIL })
+}
+
+fn repeated_runs(
+    scenario: &Scenario,
+    repeat: usize,
+    quiet: bool,
+    command: &[String],
+) -> Result<Vec<std::collections::BTreeMap<String, f64>>, RunError> {
+    let mut runs = Vec::new();
+    for i in 0..repeat {
+        let request = RunRequest {
+            scenario: scenario.clone(),
+            targets: Vec::new(),
+            out_dir: None,
+            progress: !quiet,
+            stall: None,
+            command: command.to_vec(),
+        };
+        let bar = run::progress_bar(quiet, &format!("gate run {}/{repeat}", i + 1));
+        let measured = run::measure_request(&request, bar.as_ref())?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let report = run::build_report(&request, &measured);
+        if !quiet {
+            eprintln!("  run {}/{repeat}: {}", i + 1, headline(&report));
+        }
+        runs.push(gate::metrics_of(&report));
+        // Let the engine of the previous run finish tearing down.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(runs)
+}

@@ -1,0 +1,354 @@
+//! The client loop: schedule, issue, measure, record.
+//!
+//! **Open loop** (a target rate): operation `i` of a client is *intended* to
+//! start at `start + offset + i × period`, whatever happened before. Latency
+//! is `completion − intended`, so time spent queued behind a slow operation
+//! counts against every operation that should have started meanwhile (no
+//! coordinated omission: a 100 ms stall shows as 100 ms, 99 ms, 98 ms ... for
+//! the operations scheduled during it, not as one slow sample). A client that
+//! falls behind works off its backlog back to back; past the scheduled end
+//! plus [`BACKLOG_GRACE_NS`] it stops and counts the rest as unsent.
+//!
+//! **Closed loop** (`rate = "max"`): each operation starts when the previous
+//! one returns; latency is the service time (plus the loop's own few
+//! nanoseconds), and the figure that matters is throughput.
+//!
+//! Either way the loop reads the clock once per operation: the completion
+//! time of one operation is the reference for the next.
+//!
+//! The loop is an `async fn` generic over the [`SessionStore`] and a [`Time`]
+//! source. The embedded engine returns ready futures, so a worker thread runs
+//! it with [`block_on_ready`] (one poll, no executor) and [`SpinTime`]; a
+//! remote backend runs many clients per thread on a current-thread tokio
+//! runtime with [`TokioTime`]; tests drive it with simulated time.
+
+use std::collections::VecDeque;
+use std::future::{ready, Future};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use session_engine::{Cursor, SessionId, SessionStore, Timeout};
+
+use crate::hist::{ClientSummary, Recorder};
+use crate::limits::{BACKLOG_GRACE_NS, CHURN_REMEMBERED_MAX, SLEEP_MARGIN_NS, SPIN_ONLY_NS};
+use crate::mix::{KeySampler, MixTable, Op};
+
+/// A source of time for the client loop, in nanoseconds since the run's origin.
+pub trait Time: Send + Sync {
+    /// Now.
+    fn now_ns(&self) -> u64;
+    /// Resolves at or after `t_ns`.
+    fn wait_until(&self, t_ns: u64) -> impl Future<Output = ()> + Send;
+}
+
+/// Real time for a thread that runs one client: sleeps while the next
+/// operation is far away and spins the last stretch, so that oversleeping
+/// never turns into measured latency.
+#[derive(Clone, Copy, Debug)]
+pub struct SpinTime {
+    origin: Instant,
+}
+
+impl SpinTime {
+    /// A clock whose zero is `origin`.
+    #[must_use]
+    pub fn new(origin: Instant) -> Self {
+        Self { origin }
+    }
+}
+
+impl Time for SpinTime {
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        // u64 nanoseconds cover 584 years.
+        #[allow(clippy::cast_possible_truncation)]
+        let ns = self.origin.elapsed().as_nanos() as u64;
+        ns
+    }
+
+    fn wait_until(&self, t_ns: u64) -> impl Future<Output = ()> + Send {
+        loop {
+            let now = self.now_ns();
+            if now >= t_ns {
+                break;
+            }
+            let left = t_ns - now;
+            if left > 2 * SLEEP_MARGIN_NS {
+                std::thread::sleep(Duration::from_nanos(left - SLEEP_MARGIN_NS));
+            } else if left > SPIN_ONLY_NS {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        ready(())
+    }
+}
+
+/// Real time for clients that share a thread as tokio tasks: timer sleeps
+/// (1 ms granularity) for the bulk, then yields to the other tasks until due.
+#[derive(Clone, Copy, Debug)]
+pub struct TokioTime {
+    origin: Instant,
+}
+
+impl TokioTime {
+    /// A clock whose zero is `origin`.
+    #[must_use]
+    pub fn new(origin: Instant) -> Self {
+        Self { origin }
+    }
+}
+
+impl Time for TokioTime {
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        #[allow(clippy::cast_possible_truncation)]
+        let ns = self.origin.elapsed().as_nanos() as u64;
+        ns
+    }
+
+    fn wait_until(&self, t_ns: u64) -> impl Future<Output = ()> + Send {
+        let origin = self.origin;
+        let now_ns = self.now_ns();
+        async move {
+            if t_ns > now_ns + 2 * SLEEP_MARGIN_NS {
+                let wake = origin + Duration::from_nanos(t_ns - SLEEP_MARGIN_NS);
+                tokio::time::sleep_until(wake.into()).await;
+            }
+            while origin.elapsed() < Duration::from_nanos(t_ns) {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Runs a future whose awaits are all ready (the embedded engine's
+/// `SessionStore` futures and [`SpinTime`] waits) on the calling thread. A
+/// future that does return `Pending` is polled again after a yield, which
+/// is correct but spins: real I/O belongs on a tokio runtime.
+pub fn block_on_ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// How a client paces its operations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pace {
+    /// Closed loop.
+    Closed,
+    /// Open loop: one operation every `period_ns`, the first at `offset_ns`.
+    Open {
+        /// Nanoseconds between intended starts.
+        period_ns: f64,
+        /// Intended start of operation 0, relative to the client's start.
+        offset_ns: f64,
+    },
+}
+
+impl Pace {
+    /// Intended start of operation `i` (open loop), relative to the start.
+    #[inline]
+    #[must_use]
+    pub fn intended_ns(self, i: u64) -> Option<u64> {
+        match self {
+            Pace::Closed => None,
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Pace::Open { period_ns, offset_ns } => Some((offset_ns + i as f64 * period_ns) as u64),
+        }
+    }
+}
+
+/// What a client does.
+#[derive(Clone, Debug)]
+pub enum Work {
+    /// Point operations drawn from a mix over the live population.
+    Point {
+        /// The mix.
+        mix: MixTable,
+        /// Key chooser over the population.
+        keys: KeySampler,
+    },
+    /// One list page per operation, continuing where the last one stopped.
+    List {
+        /// Sessions per page.
+        page: usize,
+    },
+}
+
+/// One client's plan for one load phase.
+#[derive(Clone, Debug)]
+pub struct ClientPlan {
+    /// Start of the load on the run's clock.
+    pub start_ns: u64,
+    /// Scheduled end of the load on the run's clock.
+    pub end_ns: u64,
+    /// Stop after this many operations (`u64::MAX`: no limit).
+    pub ops_max: u64,
+    /// Pacing.
+    pub pace: Pace,
+    /// What it does.
+    pub work: Work,
+}
+
+/// A client's mutable state: its generator, its churn sessions, its cursor.
+pub struct ClientState {
+    rng: SmallRng,
+    population: Arc<[SessionId]>,
+    churn: VecDeque<SessionId>,
+    churn_timeout: Timeout,
+    metadata: Vec<u8>,
+    cursor: Cursor,
+    stamp: u8,
+}
+
+impl ClientState {
+    /// State for one client.
+    #[must_use]
+    pub fn new(
+        seed: u64,
+        population: Arc<[SessionId]>,
+        metadata_bytes: usize,
+        churn_timeout: Timeout,
+    ) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let metadata = (0..metadata_bytes).map(|_| rng.random()).collect();
+        Self {
+            rng,
+            population,
+            churn: VecDeque::new(),
+            churn_timeout,
+            metadata,
+            cursor: Cursor::START,
+            stamp: 0,
+        }
+    }
+}
+
+/// Runs one client's load and returns its counts; every measured operation
+/// goes to `recorder`.
+pub async fn drive<S: SessionStore, T: Time>(
+    store: &S,
+    time: &T,
+    plan: &ClientPlan,
+    state: &mut ClientState,
+    recorder: &mut Recorder,
+) -> ClientSummary {
+    let mut summary = ClientSummary::default();
+    let hard_stop_ns = plan.end_ns.saturating_add(BACKLOG_GRACE_NS);
+    let mut now = time.now_ns();
+    let mut i: u64 = 0;
+    while i < plan.ops_max {
+        let intended = match plan.pace.intended_ns(i) {
+            Some(rel) => plan.start_ns + rel,
+            None => now,
+        };
+        if intended >= plan.end_ns || now >= hard_stop_ns {
+            if now >= hard_stop_ns {
+                summary.unsent = unsent(plan, i);
+            }
+            break;
+        }
+        if intended > now {
+            time.wait_until(intended).await;
+        }
+        let op = match &plan.work {
+            Work::Point { mix, .. } => mix.pick(state.rng.random()),
+            Work::List { .. } => Op::List,
+        };
+        let outcome = execute(store, op, plan, state).await;
+        now = time.now_ns();
+        i += 1;
+        match outcome {
+            Some(ok) => recorder.record(op, now.saturating_sub(intended), ok, now),
+            None => summary.skipped += 1,
+        }
+    }
+    summary.ops = i - summary.skipped;
+    summary
+}
+
+fn unsent(plan: &ClientPlan, issued: u64) -> u64 {
+    match plan.pace {
+        Pace::Closed => 0,
+        Pace::Open { period_ns, offset_ns } => {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let scheduled = ((plan.end_ns - plan.start_ns) as f64 - offset_ns) / period_ns;
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let scheduled = scheduled.ceil().max(0.0) as u64;
+            scheduled.min(plan.ops_max).saturating_sub(issued)
+        }
+    }
+}
+
+/// Issues one operation. `Some(ok)` if it was issued, `None` if there was
+/// nothing to do (a delete with no churn session to delete).
+async fn execute<S: SessionStore>(
+    store: &S,
+    op: Op,
+    plan: &ClientPlan,
+    state: &mut ClientState,
+) -> Option<bool> {
+    let key = |state: &mut ClientState| match &plan.work {
+        Work::Point { keys, .. } => state.population[keys.sample(&mut state.rng)],
+        Work::List { .. } => state.population[0],
+    };
+    let ok = match op {
+        Op::Get => store.get(&key(state)).await.is_ok(),
+        Op::Peek => store.peek(&key(state)).await.is_ok(),
+        Op::Touch => store.touch(&key(state)).await.is_ok(),
+        Op::Update => {
+            let id = key(state);
+            state.stamp = state.stamp.wrapping_add(1);
+            let stamp = state.stamp;
+            store
+                .update(&id, move |current| {
+                    let mut next = current.to_vec();
+                    if let Some(first) = next.first_mut() {
+                        *first = stamp;
+                    }
+                    next
+                })
+                .await
+                .is_ok()
+        }
+        Op::Create => match store.create(&state.metadata, state.churn_timeout).await {
+            Ok(id) => {
+                if state.churn.len() == CHURN_REMEMBERED_MAX {
+                    state.churn.pop_front();
+                }
+                state.churn.push_back(id);
+                true
+            }
+            Err(_) => false,
+        },
+        Op::Delete => {
+            // The newest churn session: the one least likely to have expired.
+            let id = state.churn.pop_back()?;
+            store.delete(&id).await.is_ok()
+        }
+        Op::List => {
+            let Work::List { page } = plan.work else {
+                unreachable!("only the lister lists")
+            };
+            let listed = store.list(state.cursor, page).await;
+            state.cursor = listed
+                .as_ref()
+                .ok()
+                .and_then(|page| page.next)
+                .unwrap_or(Cursor::START);
+            listed.is_ok()
+        }
+    };
+    Some(ok)
+}

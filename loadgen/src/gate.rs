@@ -1,0 +1,414 @@
+//! `loadgen gate`: compare runs with a committed baseline and fail only on a
+//! regression beyond the tolerance.
+//!
+//! Each metric's candidate value is the **median** over repeated runs, so a
+//! single disturbed run cannot fail the gate; the table also shows the
+//! min–max spread so a reader sees how noisy the machine was. Latencies are
+//! lower-is-better, throughput higher-is-better; a change within the
+//! tolerance either way is noise.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::procfs::{GitInfo, Machine};
+use crate::report::Report;
+use crate::scenario::Scenario;
+use crate::targets::render_table;
+use crate::units::format_ns;
+
+/// `schema` of a baseline document.
+pub const BASELINE_SCHEMA: &str = "session-engine/loadgen-baseline";
+/// Its version.
+pub const BASELINE_SCHEMA_VERSION: u32 = 1;
+
+/// Metric families the gate judges by default; others are shown as info.
+pub const GATED_DEFAULT: &str = "throughput,p50,p99";
+
+/// The committed reference a gate compares with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Baseline {
+    /// [`BASELINE_SCHEMA`].
+    pub schema: String,
+    /// [`BASELINE_SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+    /// The command that made it.
+    pub command: Vec<String>,
+    /// Where.
+    pub machine: Machine,
+    /// From which code.
+    pub git: GitInfo,
+    /// What ran (the gate reruns exactly this).
+    pub scenario: Scenario,
+    /// Runs the medians are taken over.
+    pub repeat: usize,
+    /// Median of each metric.
+    pub metrics: BTreeMap<String, f64>,
+    /// Every run's metrics.
+    pub runs: Vec<BTreeMap<String, f64>>,
+}
+
+impl Baseline {
+    /// Reads and checks a baseline.
+    ///
+    /// # Errors
+    /// If unreadable or of another schema.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read baseline {}: {e}", path.display()))?;
+        let baseline: Baseline = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a loadgen baseline: {e}", path.display()))?;
+        anyhow::ensure!(
+            baseline.schema == BASELINE_SCHEMA && baseline.schema_version == BASELINE_SCHEMA_VERSION,
+            "{}: schema {} v{} (this loadgen reads {BASELINE_SCHEMA} v{BASELINE_SCHEMA_VERSION})",
+            path.display(),
+            baseline.schema,
+            baseline.schema_version
+        );
+        Ok(baseline)
+    }
+}
+
+/// The metrics a run contributes: `throughput_ops_per_s`, and for every
+/// operation kind with samples `<op>.p50_ns`, `<op>.p99_ns`, `<op>.p999_ns`.
+#[must_use]
+pub fn metrics_of(report: &Report) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    m.insert("throughput_ops_per_s".to_owned(), report.throughput_ops_per_s);
+    let ops = report
+        .ops
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .chain(std::iter::once(("all", &report.all_point_ops)));
+    for (op, s) in ops.filter(|(_, s)| s.count > 0) {
+        for (name, v) in [("p50", s.p50_ns), ("p99", s.p99_ns), ("p999", s.p999_ns)] {
+            m.insert(format!("{op}.{name}_ns"), v as f64);
+        }
+    }
+    m
+}
+
+/// Median of `values` (mean of the middle two for an even count).
+#[must_use]
+pub fn median(values: &[f64]) -> f64 {
+    assert!(!values.is_empty(), "median of nothing");
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        f64::midpoint(sorted[mid - 1], sorted[mid])
+    }
+}
+
+/// Medians of each metric over runs (metrics missing from some runs use the others).
+#[must_use]
+pub fn medians(runs: &[BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
+    let mut all: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for run in runs {
+        for (k, v) in run {
+            all.entry(k).or_default().push(*v);
+        }
+    }
+    all.into_iter().map(|(k, v)| (k.to_owned(), median(&v))).collect()
+}
+
+/// The gate's judgement of one metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Judgement {
+    /// Worse beyond the tolerance: fails the gate.
+    Regression,
+    /// Better beyond the tolerance.
+    Improvement,
+    /// Within the tolerance: noise.
+    Within,
+    /// Not gated (shown for context).
+    Info,
+    /// In the baseline, absent from the candidate: fails the gate.
+    Missing,
+}
+
+/// One line of the side-by-side table.
+#[derive(Clone, Debug, Serialize)]
+pub struct GateRow {
+    /// Metric name.
+    pub metric: String,
+    /// Baseline value.
+    pub baseline: f64,
+    /// Median of the candidate runs.
+    pub median: Option<f64>,
+    /// Smallest candidate value.
+    pub min: Option<f64>,
+    /// Largest candidate value.
+    pub max: Option<f64>,
+    /// Signed relative change of the median (+0.12 = 12% higher).
+    pub change: Option<f64>,
+    /// The judgement.
+    pub judgement: Judgement,
+}
+
+fn higher_is_better(metric: &str) -> bool {
+    metric.starts_with("throughput")
+}
+
+fn is_gated(metric: &str, gated: &[String]) -> bool {
+    gated.iter().any(|g| {
+        if g == "throughput" {
+            metric.starts_with("throughput")
+        } else {
+            metric.ends_with(&format!(".{g}_ns"))
+        }
+    })
+}
+
+/// Compares candidate runs with a baseline. `tolerance` is relative (0.10 = 10%).
+#[must_use]
+pub fn compare(
+    baseline: &BTreeMap<String, f64>,
+    candidates: &[BTreeMap<String, f64>],
+    tolerance: f64,
+    gated: &[String],
+) -> Vec<GateRow> {
+    baseline
+        .iter()
+        .map(|(metric, &base)| {
+            let values: Vec<f64> = candidates.iter().filter_map(|c| c.get(metric).copied()).collect();
+            if values.is_empty() {
+                return GateRow {
+                    metric: metric.clone(),
+                    baseline: base,
+                    median: None,
+                    min: None,
+                    max: None,
+                    change: None,
+                    judgement: if is_gated(metric, gated) {
+                        Judgement::Missing
+                    } else {
+                        Judgement::Info
+                    },
+                };
+            }
+            let med = median(&values);
+            let change = if base.abs() > f64::EPSILON {
+                med / base - 1.0
+            } else {
+                0.0
+            };
+            let worse = if higher_is_better(metric) { -change } else { change };
+            let judgement = if !is_gated(metric, gated) {
+                Judgement::Info
+            } else if worse > tolerance {
+                Judgement::Regression
+            } else if worse < -tolerance {
+                Judgement::Improvement
+            } else {
+                Judgement::Within
+            };
+            GateRow {
+                metric: metric.clone(),
+                baseline: base,
+                median: Some(med),
+                min: values.iter().copied().reduce(f64::min),
+                max: values.iter().copied().reduce(f64::max),
+                change: Some(change),
+                judgement,
+            }
+        })
+        .collect()
+}
+
+/// True if no row is a regression or missing.
+#[must_use]
+pub fn passes(rows: &[GateRow]) -> bool {
+    rows.iter()
+        .all(|r| !matches!(r.judgement, Judgement::Regression | Judgement::Missing))
+}
+
+fn format_value(metric: &str, v: f64) -> String {
+    if metric.ends_with("_ns") {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        format_ns(v.max(0.0).round() as u64)
+    } else {
+        crate::report::thousands(v)
+    }
+}
+
+/// The side-by-side table.
+#[must_use]
+pub fn table(rows: &[GateRow], tolerance: f64) -> String {
+    let body: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            let f = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format_value(&r.metric, v));
+            let range = match (r.min, r.max) {
+                (Some(lo), Some(hi)) => format!(
+                    "{} – {}",
+                    format_value(&r.metric, lo),
+                    format_value(&r.metric, hi)
+                ),
+                _ => "-".into(),
+            };
+            let verdict = match r.judgement {
+                Judgement::Regression => format!("REGRESSION (> {:.0}%)", tolerance * 100.0),
+                Judgement::Improvement => "improvement".into(),
+                Judgement::Within => "ok (noise)".into(),
+                Judgement::Info => "info".into(),
+                Judgement::Missing => "MISSING".into(),
+            };
+            [
+                r.metric.clone(),
+                format_value(&r.metric, r.baseline),
+                f(r.median),
+                range,
+                r.change
+                    .map_or_else(|| "-".into(), |c| format!("{:+.1}%", c * 100.0)),
+                verdict,
+            ]
+        })
+        .collect();
+    render_table(
+        &["metric", "baseline", "median", "min – max", "change", "verdict"],
+        &body,
+    )
+}
+
+/// `10%`, `0.1` or `10` (percent) as a fraction.
+///
+/// # Errors
+/// A message for values that are not a percentage in (0, 100].
+pub fn parse_tolerance(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let (number, percent) = match t.strip_suffix('%') {
+        Some(n) => (n, true),
+        None => (t, false),
+    };
+    let v: f64 = number
+        .parse()
+        .map_err(|_| format!("tolerance {text:?}: expected e.g. 10% or 0.1"))?;
+    let fraction = if percent || v > 1.0 { v / 100.0 } else { v };
+    if fraction > 0.0 && fraction <= 1.0 {
+        Ok(fraction)
+    } else {
+        Err(format!("tolerance {text:?}: must be between 0% and 100%"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(throughput: f64, p99: f64) -> BTreeMap<String, f64> {
+        [
+            ("throughput_ops_per_s".to_owned(), throughput),
+            ("get.p99_ns".to_owned(), p99),
+            ("get.p999_ns".to_owned(), p99 * 10.0),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn gated() -> Vec<String> {
+        GATED_DEFAULT.split(',').map(str::to_owned).collect()
+    }
+
+    fn judge(rows: &[GateRow], metric: &str) -> Judgement {
+        rows.iter().find(|r| r.metric == metric).unwrap().judgement
+    }
+
+    #[test]
+    fn a_slower_median_beyond_tolerance_is_a_regression() {
+        let base = run(1_000_000.0, 1_000.0);
+        let rows = compare(
+            &base,
+            &[
+                run(850_000.0, 1_000.0),
+                run(860_000.0, 1_000.0),
+                run(990_000.0, 1_000.0),
+            ],
+            0.10,
+            &gated(),
+        );
+        assert_eq!(
+            judge(&rows, "throughput_ops_per_s"),
+            Judgement::Regression,
+            "median 860K is 14% down"
+        );
+        assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Within);
+        assert!(!passes(&rows));
+        let rows = compare(&base, &[run(1_000_000.0, 1_200.0)], 0.10, &gated());
+        assert_eq!(
+            judge(&rows, "get.p99_ns"),
+            Judgement::Regression,
+            "20% slower p99"
+        );
+    }
+
+    #[test]
+    fn improvements_and_noise_pass() {
+        let base = run(1_000_000.0, 1_000.0);
+        let rows = compare(&base, &[run(1_300_000.0, 700.0)], 0.10, &gated());
+        assert_eq!(judge(&rows, "throughput_ops_per_s"), Judgement::Improvement);
+        assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Improvement);
+        assert!(passes(&rows));
+        let rows = compare(
+            &base,
+            &[run(950_000.0, 1_090.0), run(1_040_000.0, 950.0)],
+            0.10,
+            &gated(),
+        );
+        assert_eq!(judge(&rows, "throughput_ops_per_s"), Judgement::Within);
+        assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Within);
+        assert!(passes(&rows));
+    }
+
+    #[test]
+    fn one_disturbed_run_of_three_does_not_fail_the_gate() {
+        let base = run(1_000_000.0, 1_000.0);
+        let noisy = [
+            run(1_010_000.0, 980.0),
+            run(400_000.0, 9_000.0),
+            run(990_000.0, 1_020.0),
+        ];
+        let rows = compare(&base, &noisy, 0.10, &gated());
+        assert!(passes(&rows), "{}", table(&rows, 0.10));
+        let r = rows.iter().find(|r| r.metric == "throughput_ops_per_s").unwrap();
+        assert_eq!(r.min, Some(400_000.0));
+        assert_eq!(r.median, Some(990_000.0));
+    }
+
+    #[test]
+    fn ungated_metrics_are_info_and_missing_gated_ones_fail() {
+        let base = run(1_000_000.0, 1_000.0);
+        let rows = compare(&base, &[run(1_000_000.0, 1_000.0)], 0.10, &gated());
+        assert_eq!(judge(&rows, "get.p999_ns"), Judgement::Info);
+        let mut partial = run(1_000_000.0, 1_000.0);
+        partial.remove("get.p99_ns");
+        let rows = compare(&base, &[partial], 0.10, &gated());
+        assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Missing);
+        assert!(!passes(&rows));
+    }
+
+    #[test]
+    fn the_tolerance_is_a_boundary_not_a_cliff() {
+        let base = run(1_000.0, 1_000.0);
+        let rows = compare(&base, &[run(1_000.0, 1_099.0)], 0.10, &gated());
+        assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Within);
+        let rows = compare(&base, &[run(1_000.0, 1_101.0)], 0.10, &gated());
+        assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Regression);
+    }
+
+    #[test]
+    fn medians_and_tolerances_parse() {
+        assert!((median(&[3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
+        assert!((median(&[4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < f64::EPSILON);
+        assert!((parse_tolerance("10%").unwrap() - 0.1).abs() < 1e-12);
+        assert!((parse_tolerance("0.25").unwrap() - 0.25).abs() < 1e-12);
+        assert!((parse_tolerance("15").unwrap() - 0.15).abs() < 1e-12);
+        assert!(parse_tolerance("0").is_err() && parse_tolerance("x").is_err());
+    }
+}

@@ -1,0 +1,227 @@
+//! SVG plots: latency by percentile (one line per operation kind), and
+//! latency against throughput for a sweep.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::hist::Hist;
+
+/// Deepest percentile plotted: 99.9999% (x = 1 / (1 − q) = 10^6).
+const X_MAX: f64 = 1e6;
+
+/// Latency-by-percentile plot in the usual `HdrHistogram` form: the x axis is
+/// `1 / (1 − quantile)` on a log scale (50%, 90%, 99%, 99.9% ... equally
+/// spaced), the y axis latency in microseconds on a log scale.
+///
+/// # Errors
+/// If the file cannot be written.
+pub fn percentiles(path: &Path, title: &str, series: &[(&str, &Hist)]) -> anyhow::Result<()> {
+    let lines: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(name, h)| (*name, percentile_points(h)))
+        .collect();
+    let (y_min, y_max) = bounds(lines.iter().flat_map(|(_, pts)| pts.iter().map(|p| p.1)));
+    let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((1.0..X_MAX).log_scale(), (y_min..y_max).log_scale())
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (µs)")
+        .x_label_formatter(&|x| percentile_label(*x))
+        .y_label_formatter(&|y| format!("{y}"))
+        .draw()
+        .map_err(plot_error)?;
+    for (i, (name, points)) in lines.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+/// One step of a sweep, as plotted.
+pub struct SweepPoint {
+    /// Achieved point operations per second.
+    pub throughput_ops_per_s: f64,
+    /// Median latency, ns.
+    pub p50_ns: u64,
+    /// 99th percentile, ns.
+    pub p99_ns: u64,
+    /// 99.9th percentile, ns.
+    pub p999_ns: u64,
+}
+
+/// Latency against achieved throughput, one point per sweep step, with the
+/// knee marked.
+///
+/// # Errors
+/// If the file cannot be written.
+pub fn sweep(
+    path: &Path,
+    title: &str,
+    points: &[SweepPoint],
+    knee_ops_per_s: Option<f64>,
+) -> anyhow::Result<()> {
+    let us = |ns: u64| (ns as f64 / 1e3).max(1e-3);
+    let series: [(&str, Vec<(f64, f64)>); 3] = [
+        (
+            "p50",
+            points
+                .iter()
+                .map(|p| (p.throughput_ops_per_s, us(p.p50_ns)))
+                .collect(),
+        ),
+        (
+            "p99",
+            points
+                .iter()
+                .map(|p| (p.throughput_ops_per_s, us(p.p99_ns)))
+                .collect(),
+        ),
+        (
+            "p99.9",
+            points
+                .iter()
+                .map(|p| (p.throughput_ops_per_s, us(p.p999_ns)))
+                .collect(),
+        ),
+    ];
+    let (y_min, y_max) = bounds(series.iter().flat_map(|(_, pts)| pts.iter().map(|p| p.1)));
+    let x_max = points.iter().map(|p| p.throughput_ops_per_s).fold(1.0, f64::max) * 1.1;
+    let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, (y_min..y_max).log_scale())
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("throughput (ops/s)")
+        .y_desc("latency (µs)")
+        .x_label_formatter(&|x| format!("{:.0}k", x / 1e3))
+        .y_label_formatter(&|y| format!("{y}"))
+        .draw()
+        .map_err(plot_error)?;
+    for (i, (name, pts)) in series.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .map_err(plot_error)?;
+    }
+    if let Some(knee) = knee_ops_per_s {
+        chart
+            .draw_series(LineSeries::new(
+                vec![(knee, y_min), (knee, y_max)],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(plot_error)?
+            .label(format!("knee {:.0}k ops/s", knee / 1e3))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+fn percentile_points(hist: &Hist) -> Vec<(f64, f64)> {
+    hist.iter_quantiles(4)
+        .map(|v| {
+            let q = v.quantile_iterated_to();
+            let x = if q >= 1.0 {
+                X_MAX
+            } else {
+                (1.0 / (1.0 - q)).min(X_MAX)
+            };
+
+            let y = (v.value_iterated_to() as f64 / 1e3).max(1e-3);
+            (x, y)
+        })
+        .collect()
+}
+
+fn percentile_label(x: f64) -> String {
+    let q = 100.0 * (1.0 - 1.0 / x);
+    if q < 1.0 {
+        "0%".into()
+    } else {
+        let text = format!("{q:.4}");
+        format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
+/// Log-scale bounds: a decade-aligned range around the values.
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return (0.1, 10.0);
+    }
+    let lo = 10f64.powf(lo.max(1e-3).log10().floor());
+    let hi = 10f64.powf(hi.max(lo * 10.0).log10().ceil());
+    (lo, hi)
+}
+
+fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("plotting: {e:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_bounds() {
+        assert_eq!(percentile_label(1.0), "0%");
+        assert_eq!(percentile_label(10.0), "90%");
+        assert_eq!(percentile_label(1000.0), "99.9%");
+        assert_eq!(bounds([0.35, 42.0].into_iter()), (0.1, 100.0));
+    }
+
+    #[test]
+    fn a_percentile_plot_is_an_svg_with_every_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.svg");
+        let mut a = crate::hist::new_hist();
+        let mut b = crate::hist::new_hist();
+        for i in 1..10_000u64 {
+            a.record(200 + i % 700).unwrap();
+            b.record(1_000 + i * 3).unwrap();
+        }
+        percentiles(&path, "test", &[("get", &a), ("update", &b)]).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("update") && svg.contains("99.9%"));
+    }
+}

@@ -1,0 +1,161 @@
+//! What the run learns about itself and the machine from `/proc` (Linux);
+//! elsewhere these return `None` and the report says so.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde::Serialize;
+
+/// Resident set size of this process, in bytes (`VmRSS`).
+#[must_use]
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    kib_field(&status, "VmRSS:").map(|kib| kib * 1024)
+}
+
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// CPU time the calling thread has run, in nanoseconds (`schedstat`, ns precision).
+#[must_use]
+pub fn thread_cpu_ns() -> Option<u64> {
+    schedstat_ns("/proc/thread-self/schedstat")
+}
+
+fn schedstat_ns(path: impl AsRef<Path>) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// CPU time (user + system) of the whole process so far, in nanoseconds,
+/// including threads that have exited. Resolution: one clock tick (10 ms).
+#[must_use]
+pub fn process_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux architecture that matters here.
+    Some((utime + stime) * 10_000_000)
+}
+
+/// CPU nanoseconds of the thread of this process named `name`, if there is one.
+#[must_use]
+pub fn named_thread_cpu_ns(name: &str) -> Option<u64> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            return schedstat_ns(task.path().join("schedstat"));
+        }
+    }
+    None
+}
+
+/// The machine, as the report records it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Machine {
+    /// Host name.
+    pub hostname: Option<String>,
+    /// CPU model name.
+    pub cpu_model: Option<String>,
+    /// Cores available to this process.
+    pub cores: usize,
+    /// Total memory, bytes.
+    pub memory_bytes: Option<u64>,
+    /// Kernel.
+    pub os: String,
+}
+
+impl Machine {
+    /// Reads what it can.
+    #[must_use]
+    pub fn detect() -> Self {
+        let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
+        let cpu_model = read("/proc/cpuinfo").and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        });
+        let memory_bytes = read("/proc/meminfo")
+            .and_then(|m| kib_field(&m, "MemTotal:"))
+            .map(|k| k * 1024);
+        let kernel = read("/proc/sys/kernel/osrelease").unwrap_or_default();
+        Self {
+            hostname: read("/proc/sys/kernel/hostname"),
+            cpu_model,
+            cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            memory_bytes,
+            os: format!("{} {kernel}", std::env::consts::OS).trim().to_owned(),
+        }
+    }
+}
+
+/// The git commit of the working tree, and whether it has local changes.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct GitInfo {
+    /// `HEAD`, if this is a git checkout.
+    pub commit: Option<String>,
+    /// True if tracked files differ from `HEAD`.
+    pub dirty: Option<bool>,
+}
+
+impl GitInfo {
+    /// Asks `git` (absent or failing: `None`s).
+    #[must_use]
+    pub fn detect() -> Self {
+        let run = |args: &[&str]| {
+            Command::new("git")
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
+        let commit = run(&["rev-parse", "HEAD"]);
+        let dirty = commit
+            .as_ref()
+            .and_then(|_| run(&["status", "--porcelain", "--untracked-files=no"]))
+            .map(|s| !s.is_empty());
+        Self { commit, dirty }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_readings_are_plausible_on_linux() {
+        if !Path::new("/proc/self/status").exists() {
+            return;
+        }
+        assert!(rss_bytes().unwrap() > 1024 * 1024);
+        let before = thread_cpu_ns().unwrap();
+        let mut x = 0u64;
+        for i in 0..1_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(thread_cpu_ns().unwrap() > before);
+        assert!(process_cpu_ns().is_some());
+        assert!(Machine::detect().cores >= 1);
+    }
+
+    #[test]
+    fn kib_fields_parse() {
+        assert_eq!(kib_field("VmRSS:\t  1234 kB\n", "VmRSS:"), Some(1234));
+        assert_eq!(kib_field("Other: 1 kB", "VmRSS:"), None);
+    }
+}

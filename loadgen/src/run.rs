@@ -1,0 +1,470 @@
+//! `loadgen run`: open the backend, populate, calibrate, load, judge, write.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use parking_lot::Mutex;
+use session_engine::{Clock, Engine, RemovalCause, SessionId};
+
+use crate::backend::{Backend, BackendSpec, NullStore, Stalling};
+use crate::driver::{block_on_ready, drive, ClientPlan, ClientState, Pace, SpinTime, Work};
+use crate::hist::{new_hist, Hist, Recorder};
+use crate::load::{self, Outcome, Phase, Populated};
+use crate::mix::{KeySampler, Op};
+use crate::procfs::{self, GitInfo, Machine};
+use crate::report::{
+    rfc3339, CpuReport, EngineReport, ExpiryReport, Files, MemoryReport, PopulateReport, Report,
+    RESULT_SCHEMA, RESULT_SCHEMA_VERSION,
+};
+use crate::scenario::Scenario;
+use crate::targets::{self, OpStats, RunFacts, Status, Targets, Verdict};
+use crate::units::{Dur, Rate};
+
+/// Why a command could not do its job. Both map to exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad flags, scenario, targets or engine configuration.
+    #[error("{0}")]
+    Usage(String),
+    /// Something failed while running (I/O, a backend error while populating).
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// Open-loop runs must deliver at least this share of the offered rate to
+/// count as having held it.
+pub const RATE_HELD_SHARE: f64 = 0.95;
+
+/// What `loadgen run` was asked to do.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    /// The resolved scenario.
+    pub scenario: Scenario,
+    /// Tiers to judge against.
+    pub targets: Vec<Targets>,
+    /// Where to write the files (`None`: write nothing).
+    pub out_dir: Option<PathBuf>,
+    /// Show a progress bar (stderr, terminals only).
+    pub progress: bool,
+    /// Freeze the backend once: (at, length) after the load starts.
+    pub stall: Option<(Duration, Duration)>,
+    /// The command line, for the record.
+    pub command: Vec<String>,
+}
+
+/// The engine-side observers of a run.
+pub struct EngineProbe {
+    lag_ms: Arc<Mutex<Hist>>,
+    sweep_interval_ms: u64,
+}
+
+/// Opens the embedded engine the scenario describes, with a listener that
+/// records how late each expiry came.
+///
+/// # Errors
+/// [`RunError::Usage`] for a configuration the engine refuses.
+pub fn open_engine(scenario: &Scenario) -> Result<(Engine, EngineProbe), RunError> {
+    let lag_ms = Arc::new(Mutex::new(new_hist()));
+    let clock = Clock::system();
+    let listener_clock = clock.clone();
+    let listener_lag = Arc::clone(&lag_ms);
+    let config = scenario
+        .engine_config()
+        .map_err(|e| RunError::Usage(e.to_string()))?
+        .clock(clock)
+        .listener(move |session, cause| {
+            if cause == RemovalCause::Expired {
+                if let Some(deadline_ms) = session.expires_at_ms() {
+                    let lag = listener_clock.now_ms().saturating_sub(deadline_ms);
+                    listener_lag.lock().saturating_record(lag);
+                }
+            }
+        });
+    let engine = Engine::open(config).map_err(|e| RunError::Usage(format!("engine configuration: {e}")))?;
+    let sweep_interval_ms = u64::try_from(scenario.engine.sweep_interval.0.as_millis()).unwrap_or(u64::MAX);
+    Ok((
+        engine,
+        EngineProbe {
+            lag_ms,
+            sweep_interval_ms,
+        },
+    ))
+}
+
+/// The backend a scenario names, or a usage error.
+///
+/// # Errors
+/// Unknown backends, and Redis until `session-redis` lands.
+pub fn backend_of(scenario: &Scenario) -> Result<BackendSpec, RunError> {
+    let spec: BackendSpec = scenario
+        .backend
+        .parse()
+        .map_err(|e: crate::units::ParseError| RunError::Usage(e.to_string()))?;
+    if let BackendSpec::Redis(url) = &spec {
+        return Err(RunError::Usage(format!(
+            "backend {url}: the Redis backend (crate session-redis) is not in this build yet; use --backend embedded"
+        )));
+    }
+    Ok(spec)
+}
+
+/// Everything one run measured, before it becomes a report.
+pub struct Measured {
+    /// The populate phase.
+    pub populated: Populated,
+    /// The load.
+    pub outcome: Outcome,
+    /// Loadgen cost per operation (null backend), ns.
+    pub loadgen_ns_per_op: f64,
+    /// One clock read, ns.
+    pub timer_ns: f64,
+    /// RSS at the end, bytes.
+    pub rss_end_bytes: Option<u64>,
+    /// Engine counters at the end.
+    pub stats: Option<session_engine::Stats>,
+    /// Expiry lag, ms, and the sweep interval.
+    pub expiry: Option<(Hist, u64)>,
+}
+
+/// Runs the scenario's whole sequence against `store`.
+///
+/// # Errors
+/// A failed populate.
+pub fn measure<B: Backend>(
+    store: &Arc<B>,
+    probe: Option<&EngineProbe>,
+    scenario: &Scenario,
+    progress: Option<&ProgressBar>,
+) -> Result<Measured, RunError> {
+    if let Some(bar) = progress {
+        bar.set_message(format!("populating {} sessions", scenario.sessions));
+    }
+    let populated = load::populate(store, scenario)?;
+    let loadgen_ns_per_op = loadgen_cost_ns(scenario, &populated.ids);
+    let timer_ns = timer_cost_ns();
+    let outcome = load::run(store, scenario, &populated.ids, Phase::of(scenario), progress);
+    Ok(Measured {
+        populated,
+        outcome,
+        loadgen_ns_per_op,
+        timer_ns,
+        rss_end_bytes: procfs::rss_bytes(),
+        stats: store.stats(),
+        expiry: probe.map(|p| (p.lag_ms.lock().clone(), p.sweep_interval_ms)),
+    })
+}
+
+/// Worker CPU per operation of the loop itself: the scenario's mix and keys
+/// against the null backend, closed loop, on this thread for 200 ms.
+#[must_use]
+pub fn loadgen_cost_ns(scenario: &Scenario, population: &Arc<[SessionId]>) -> f64 {
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    let (_stx, srx) = crossbeam_channel::bounded(1);
+    let mut recorder = Recorder::new(0, 0, u64::MAX / 4, tx, srx);
+    let plan = ClientPlan {
+        start_ns: 0,
+        end_ns: 200_000_000,
+        ops_max: u64::MAX,
+        pace: Pace::Closed,
+        work: Work::Point {
+            mix: scenario.mix.table(),
+            keys: KeySampler::new(scenario.keys, population.len()),
+        },
+    };
+    let mut state = ClientState::new(
+        1,
+        Arc::clone(population),
+        scenario.metadata_bytes,
+        session_engine::Timeout::After(scenario.churn_timeout.0),
+    );
+    let time = SpinTime::new(Instant::now());
+    let cpu_before = procfs::thread_cpu_ns();
+    let started = Instant::now();
+    let summary = block_on_ready(drive(&NullStore, &time, &plan, &mut state, &mut recorder));
+    #[allow(clippy::cast_possible_truncation)]
+    let wall_ns = started.elapsed().as_nanos() as u64;
+    let used_ns = procfs::thread_cpu_ns()
+        .zip(cpu_before)
+        .map_or(wall_ns, |(after, before)| after.saturating_sub(before));
+    used_ns as f64 / summary.ops.max(1) as f64
+}
+
+/// Nanoseconds one `Instant::now()` takes here.
+#[must_use]
+pub fn timer_cost_ns() -> f64 {
+    const READS: u32 = 200_000;
+    let started = Instant::now();
+    let mut last = started;
+    for _ in 0..READS {
+        last = std::hint::black_box(Instant::now());
+    }
+    (last - started).as_secs_f64() * 1e9 / f64::from(READS)
+}
+
+/// Runs the request against the backend it names.
+///
+/// # Errors
+/// [`RunError`].
+pub fn measure_request(request: &RunRequest, progress: Option<&ProgressBar>) -> Result<Measured, RunError> {
+    let scenario = &request.scenario;
+    match backend_of(scenario)? {
+        BackendSpec::Embedded => {
+            let (engine, probe) = open_engine(scenario)?;
+            let engine = Arc::new(engine);
+            match request.stall {
+                Some((at, length)) => {
+                    let store = Arc::new(Stalling::new(engine, at, length));
+                    measure(&store, Some(&probe), scenario, progress)
+                }
+                None => measure(&engine, Some(&probe), scenario, progress),
+            }
+        }
+        BackendSpec::Null => {
+            let store = Arc::new(NullStore);
+            match request.stall {
+                Some((at, length)) => measure(
+                    &Arc::new(Stalling::new(store, at, length)),
+                    None,
+                    scenario,
+                    progress,
+                ),
+                None => measure(&store, None, scenario, progress),
+            }
+        }
+        BackendSpec::Redis(_) => unreachable!("backend_of refuses it"),
+    }
+}
+
+/// The per-kind figures and the verdict inputs of an outcome.
+#[must_use]
+pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
+    let mut facts = RunFacts {
+        list_page: scenario.list.page,
+        throughput_ops_per_s: outcome.throughput_ops_per_s,
+        ..RunFacts::default()
+    };
+    for op in Op::ALL {
+        let hist = outcome.totals.get(op);
+        let issued = if op == Op::List {
+            scenario.list.rate_per_s > 0.0
+        } else {
+            scenario.mix.includes(op)
+        };
+        if issued {
+            facts.issued.push(op);
+        }
+        if issued || !hist.is_empty() {
+            facts.ops.insert(
+                op,
+                OpStats::of(hist, outcome.totals.errors[op.index()], outcome.measured_s),
+            );
+        }
+    }
+    facts
+}
+
+/// The load's own check (open loop): did it keep the schedule?
+#[must_use]
+pub fn rate_verdict(scenario: &Scenario, outcome: &Outcome) -> Option<Verdict> {
+    let Rate::PerSec(target) = scenario.rate else {
+        return None;
+    };
+    let achieved = outcome.throughput_ops_per_s;
+    let held = achieved >= target * RATE_HELD_SHARE && outcome.summary.unsent == 0;
+    Some(Verdict {
+        tier: "run".into(),
+        subject: "all".into(),
+        bound: "rate".into(),
+        limit: format!("{:.0} ops/s", target * RATE_HELD_SHARE),
+        measured: format!("{achieved:.0} ops/s"),
+        margin: Some(achieved / (target * RATE_HELD_SHARE)),
+        status: if held { Status::Pass } else { Status::Fail },
+        note: if outcome.summary.unsent > 0 {
+            format!("{} operations never sent", outcome.summary.unsent)
+        } else {
+            format!(
+                "{:.0}% of the offered rate must complete",
+                RATE_HELD_SHARE * 100.0
+            )
+        },
+    })
+}
+
+/// Assembles the report of a measured run.
+#[must_use]
+pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
+    let scenario = &request.scenario;
+    let outcome = &m.outcome;
+    let facts = facts_of(scenario, outcome);
+    let mut verdicts: Vec<Verdict> = rate_verdict(scenario, outcome).into_iter().collect();
+    for tier in &request.targets {
+        verdicts.extend(targets::evaluate(tier, &facts));
+    }
+    let passed = targets::all_pass(&verdicts);
+    let all = outcome.totals.point_ops();
+    let point_errors: u64 = Op::ALL
+        .iter()
+        .filter(|op| **op != Op::List)
+        .map(|op| outcome.totals.errors[op.index()])
+        .sum();
+    let populate_s = m.populated.wall.as_secs_f64();
+
+    let bytes_per_session = m
+        .populated
+        .rss_before_bytes
+        .zip(m.populated.rss_after_bytes)
+        .map(|(before, after)| after.saturating_sub(before) as f64 / scenario.sessions as f64);
+    let closed = scenario.rate == Rate::Max;
+
+    let worker_ns_per_op =
+        (closed && outcome.summary.ops > 0).then(|| outcome.cpu.workers_s * 1e9 / outcome.summary.ops as f64);
+    let started_unix_ms = outcome
+        .started_at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    Report {
+        schema: RESULT_SCHEMA.into(),
+        schema_version: RESULT_SCHEMA_VERSION,
+        loadgen_version: env!("CARGO_PKG_VERSION").into(),
+        started_at: rfc3339(outcome.started_at),
+        started_unix_ms,
+        command: request.command.clone(),
+        machine: Machine::detect(),
+        git: GitInfo::detect(),
+        scenario: scenario.clone(),
+        mode: if closed { "closed-loop" } else { "open-loop" }.into(),
+        rate_target_ops_per_s: match scenario.rate {
+            Rate::Max => None,
+            Rate::PerSec(r) => Some(r),
+        },
+        throughput_ops_per_s: outcome.throughput_ops_per_s,
+        rate_held: rate_verdict(scenario, outcome).map(|v| v.status == Status::Pass),
+        measured_s: outcome.measured_s,
+        warmup_s: outcome.warmup.as_secs_f64(),
+        ops_issued: outcome.summary.ops,
+        ops_unsent: outcome.summary.unsent,
+        deletes_skipped: outcome.summary.skipped,
+        ops: facts
+            .ops
+            .iter()
+            .map(|(op, s)| (op.name().to_owned(), *s))
+            .collect(),
+        all_point_ops: OpStats::of(&all, point_errors, outcome.measured_s),
+        populate: PopulateReport {
+            sessions: scenario.sessions,
+            wall_s: populate_s,
+
+            creates_per_s: scenario.sessions as f64 / populate_s.max(1e-9),
+            create: OpStats::of(&m.populated.create_latency, 0, populate_s),
+        },
+        memory: MemoryReport {
+            rss_before_bytes: m.populated.rss_before_bytes,
+            rss_after_populate_bytes: m.populated.rss_after_bytes,
+            rss_end_bytes: m.rss_end_bytes,
+            bytes_per_session,
+            method: "raw RSS delta across populating (VmRSS, mimalloc, no mi_collect: \
+                     unsafe FFI is forbidden in the loadgen); ±15% run to run"
+                .into(),
+        },
+        expiry: m.expiry.as_ref().map(|(lag, sweep_interval_ms)| ExpiryReport {
+            expired: lag.len(),
+            lag_ms_p50: lag.value_at_quantile(0.5),
+            lag_ms_p99: lag.value_at_quantile(0.99),
+            lag_ms_max: lag.max(),
+            sweep_interval_ms: *sweep_interval_ms,
+        }),
+        engine: m.stats.as_ref().map(|s| EngineReport {
+            shards: s.sessions_per_shard.len(),
+            sessions_end: s.sessions,
+            created_total: s.created_total,
+            deleted_total: s.deleted_total,
+            expired_total: s.expired_total,
+        }),
+        cpu: CpuReport {
+            usage: outcome.cpu,
+            cores_used: outcome.cpu.process_s.map(|p| p / outcome.cpu.wall_s.max(1e-9)),
+            timer_ns: m.timer_ns,
+            loadgen_ns_per_op: m.loadgen_ns_per_op,
+            worker_ns_per_op,
+            loadgen_share: worker_ns_per_op.map(|w| (m.loadgen_ns_per_op / w).min(1.0)),
+        },
+        timeline: outcome.timeline.clone(),
+        targets: request.targets.iter().map(|t| t.name.clone()).collect(),
+        verdicts,
+        passed,
+        files: Files::standard(),
+    }
+}
+
+/// Writes the JSON, markdown, SVG and interval log into `dir`.
+///
+/// # Errors
+/// I/O.
+pub fn write_outputs(dir: &Path, report: &Report, outcome: &Outcome) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let files = &report.files;
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(dir.join(name), bytes)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.join(name).display()))
+    };
+    write(
+        &files.json,
+        format!("{}\n", serde_json::to_string_pretty(report)?).as_bytes(),
+    )?;
+    write(&files.markdown, report.markdown().as_bytes())?;
+    write(&files.interval_log, &outcome.interval_log)?;
+    let series: Vec<(&str, &Hist)> = Op::ALL
+        .iter()
+        .map(|op| (op.name(), outcome.totals.get(*op)))
+        .filter(|(_, h)| !h.is_empty())
+        .collect();
+    let title = format!(
+        "{}: latency by percentile ({}, {} live sessions)",
+        report.scenario.name, report.mode, report.scenario.sessions
+    );
+    crate::plot::percentiles(&dir.join(&files.plot_svg), &title, &series)?;
+    Ok(())
+}
+
+/// A progress bar on stderr, or `None` when stderr is not a terminal, in CI,
+/// or when asked to be quiet.
+#[must_use]
+pub fn progress_bar(quiet: bool, label: &str) -> Option<ProgressBar> {
+    use std::io::IsTerminal;
+    if quiet || std::env::var_os("CI").is_some() || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(1), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ms {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(label.to_owned());
+    Some(bar)
+}
+
+/// `AT:LENGTH` (for example `500ms:200ms`).
+///
+/// # Errors
+/// A usage message.
+pub fn parse_stall(text: &str) -> Result<(Duration, Duration), RunError> {
+    let (at, length) = text.split_once(':').ok_or_else(|| {
+        RunError::Usage(format!(
+            "--inject-stall {text:?}: expected AT:LENGTH, e.g. 500ms:200ms"
+        ))
+    })?;
+    let parse = |s: &str| {
+        s.parse::<Dur>()
+            .map(|d| d.0)
+            .map_err(|e| RunError::Usage(format!("--inject-stall: {e}")))
+    };
+    Ok((parse(at)?, parse(length)?))
+}
+
+/// The default results directory for a run started now.
+#[must_use]
+pub fn default_dir(root: &Path, scenario: &str) -> PathBuf {
+    crate::report::default_out_dir(root, scenario, SystemTime::now())
+}

@@ -1,0 +1,409 @@
+//! A scenario: the population, the load and the engine setup of one run,
+//! read from a TOML file (or a shipped one by name) and overridden by flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use session_engine::{Config, Durability, Timeout};
+
+use crate::mix::{KeyDist, Mix};
+use crate::units::{Dur, ParseError, Rate};
+
+/// The scenarios shipped in `loadgen/scenarios/`, by name.
+pub const BUILTIN: [(&str, &str); 4] = [
+    ("default", include_str!("../scenarios/default.toml")),
+    ("gate", include_str!("../scenarios/gate.toml")),
+    ("peak", include_str!("../scenarios/peak.toml")),
+    ("tiny", include_str!("../scenarios/tiny.toml")),
+];
+
+/// Everything one run does. Field names carry their unit where it is not
+/// in the value (`"20s"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scenario {
+    /// Short name, used in result directory names.
+    pub name: String,
+    /// One line on what it models.
+    pub description: String,
+    /// Live sessions created before the load starts and kept alive throughout.
+    pub sessions: usize,
+    /// Worker threads issuing point operations (0: one per core).
+    pub workers: usize,
+    /// Concurrent clients, spread over the workers (0: one per worker). More
+    /// clients than workers run as async tasks, for remote backends.
+    pub clients: usize,
+    /// Total point operations per second (open loop), or `"max"` (closed loop).
+    pub rate: Rate,
+    /// Measured time, after the warm-up.
+    pub duration: Dur,
+    /// Stop once this many operations were measured (0: no limit).
+    pub ops_max: u64,
+    /// Load before measuring, excluded from every figure (rounded up to whole intervals).
+    pub warmup: Dur,
+    /// Width of one histogram interval in the interval log.
+    pub interval: Dur,
+    /// Metadata bytes per session (created and written by `update`).
+    pub metadata_bytes: usize,
+    /// Key distribution over the live population: `uniform` or `zipf:S`.
+    pub keys: KeyDist,
+    /// Inactivity timeout of the live population (`"never"` or a duration).
+    pub timeout: String,
+    /// Short timeout of sessions created under load, so expiry churns while
+    /// the load runs.
+    pub churn_timeout: Dur,
+    /// Point-operation weights.
+    pub mix: Mix,
+    /// The listing load.
+    pub list: ListLoad,
+    /// Engine settings.
+    pub engine: EngineSettings,
+    /// `embedded` (the in-process engine), `null` (no backend: measures the
+    /// loadgen's own cost), or a remote backend's URL (`redis://...`).
+    pub backend: String,
+    /// Seed of the key and mix generators (0: drawn and printed).
+    pub seed: u64,
+}
+
+/// The lister: one client that pages through the sessions on its own schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListLoad {
+    /// List pages per second (0: no listing).
+    pub rate_per_s: f64,
+    /// Sessions per page (at most 10,000, the engine's `LIST_PAGE_MAX`).
+    pub page: usize,
+}
+
+impl Default for ListLoad {
+    fn default() -> Self {
+        Self {
+            rate_per_s: 5.0,
+            page: 10_000,
+        }
+    }
+}
+
+/// Engine configuration (`session_engine::Config`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// Shards (0: the engine's default, 4 per core rounded to a power of two).
+    pub shards: usize,
+    /// `Config::sessions_max`.
+    pub sessions_max: usize,
+    /// `Config::metadata_bytes_max` (0: the engine's default).
+    pub metadata_bytes_max: usize,
+    /// `Config::sweep_interval`.
+    pub sweep_interval: Dur,
+    /// `Config::data_dir`: persist to per-shard logs here.
+    pub data_dir: Option<PathBuf>,
+    /// `always`, `interval:MS` or `never` (only with `data_dir`).
+    pub durability: String,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            shards: 0,
+            sessions_max: 1 << 20,
+            metadata_bytes_max: 0,
+            sweep_interval: Dur::from_ms(100),
+            data_dir: None,
+            durability: "interval:1000".into(),
+        }
+    }
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            name: "custom".into(),
+            description: String::new(),
+            sessions: 100_000,
+            workers: 0,
+            clients: 0,
+            rate: Rate::PerSec(100_000.0),
+            duration: Dur(Duration::from_secs(20)),
+            ops_max: 0,
+            warmup: Dur(Duration::from_secs(2)),
+            interval: Dur(Duration::from_secs(1)),
+            metadata_bytes: 256,
+            keys: KeyDist::Zipf(0.99),
+            timeout: "30m".into(),
+            churn_timeout: Dur(Duration::from_secs(2)),
+            mix: Mix::default(),
+            list: ListLoad::default(),
+            engine: EngineSettings::default(),
+            backend: "embedded".into(),
+            seed: 0,
+        }
+    }
+}
+
+/// Why a scenario cannot run; a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown fields.
+    #[error("scenario {name}: {source}")]
+    Toml {
+        /// File or built-in name.
+        name: String,
+        /// What the parser said.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("scenario {name}: {reason}")]
+    Invalid {
+        /// Scenario name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Scenario {
+    /// A shipped scenario by name, or a TOML file by path.
+    ///
+    /// # Errors
+    /// [`ScenarioError`] if it cannot be read or parsed.
+    pub fn load(name_or_path: &str) -> Result<Self, ScenarioError> {
+        if let Some((_, text)) = BUILTIN.iter().find(|(name, _)| *name == name_or_path) {
+            return Self::parse(name_or_path, text);
+        }
+        let path = Path::new(name_or_path);
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(name_or_path, &text)
+    }
+
+    /// Parses TOML text (`name` labels errors).
+    ///
+    /// # Errors
+    /// [`ScenarioError::Toml`].
+    pub fn parse(name: &str, text: &str) -> Result<Self, ScenarioError> {
+        toml::from_str(text).map_err(|source| ScenarioError::Toml {
+            name: name.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    fn invalid(&self, reason: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid {
+            name: self.name.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Checks ranges and resolves defaults that depend on the machine
+    /// (workers, clients, seed).
+    ///
+    /// # Errors
+    /// [`ScenarioError::Invalid`] naming the field.
+    pub fn resolve(mut self) -> Result<Self, ScenarioError> {
+        if self.sessions == 0 {
+            return Err(self.invalid("sessions must be at least 1"));
+        }
+        if self.workers == 0 {
+            self.workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        }
+        if self.workers > crate::limits::WORKERS_MAX {
+            return Err(self.invalid(format!(
+                "workers = {}: at most {}",
+                self.workers,
+                crate::limits::WORKERS_MAX
+            )));
+        }
+        if self.clients == 0 {
+            self.clients = self.workers;
+        }
+        if self.clients < self.workers || self.clients > crate::limits::CLIENTS_MAX {
+            return Err(self.invalid(format!(
+                "clients = {}: must be between workers ({}) and {}",
+                self.clients,
+                self.workers,
+                crate::limits::CLIENTS_MAX
+            )));
+        }
+        if self.duration.0.is_zero() && self.ops_max == 0 {
+            return Err(
+                self.invalid("duration is zero and ops_max is not set: the run would measure nothing")
+            );
+        }
+        if self.interval.0 < Duration::from_millis(10) {
+            return Err(self.invalid("interval must be at least 10ms"));
+        }
+        if self.metadata_bytes == 0 {
+            return Err(self.invalid("metadata_bytes must be at least 1"));
+        }
+        if self.list.rate_per_s < 0.0 || !self.list.rate_per_s.is_finite() {
+            return Err(self.invalid("list.rate_per_s must be a non-negative number"));
+        }
+        if self.list.rate_per_s > 0.0
+            && !(1..=session_engine::limits::LIST_PAGE_MAX).contains(&self.list.page)
+        {
+            return Err(self.invalid(format!(
+                "list.page = {}: must be between 1 and {}",
+                self.list.page,
+                session_engine::limits::LIST_PAGE_MAX
+            )));
+        }
+        self.mix.validate().map_err(|reason| self.invalid(reason))?;
+        self.population_timeout()
+            .map_err(|e| self.invalid(e.to_string()))?;
+        self.durability().map_err(|e| self.invalid(e.to_string()))?;
+        if self.seed == 0 {
+            self.seed = fresh_seed();
+        }
+        Ok(self)
+    }
+
+    /// The population's timeout.
+    ///
+    /// # Errors
+    /// When `timeout` is neither `never` nor a duration.
+    pub fn population_timeout(&self) -> Result<Timeout, ParseError> {
+        if self.timeout.trim() == "never" {
+            return Ok(Timeout::Never);
+        }
+        let d: Dur = self.timeout.parse()?;
+        Ok(Timeout::After(d.0))
+    }
+
+    /// The engine's durability mode.
+    ///
+    /// # Errors
+    /// When `engine.durability` is not `always`, `interval:MS` or `never`.
+    pub fn durability(&self) -> Result<Durability, ParseError> {
+        parse_durability(&self.engine.durability)
+    }
+
+    /// The engine configuration this scenario asks for (without listener).
+    ///
+    /// # Errors
+    /// When the durability string is malformed.
+    pub fn engine_config(&self) -> Result<Config, ParseError> {
+        let mut config = Config::default()
+            .sessions_max(self.engine.sessions_max)
+            .sweep_interval(self.engine.sweep_interval.0)
+            .durability(self.durability()?);
+        if self.engine.shards > 0 {
+            config = config.shards(self.engine.shards);
+        }
+        if self.engine.metadata_bytes_max > 0 {
+            config = config.metadata_bytes_max(self.engine.metadata_bytes_max);
+        }
+        if let Some(dir) = &self.engine.data_dir {
+            config = config.data_dir(dir);
+        }
+        Ok(config)
+    }
+
+    /// Warm-up in whole intervals.
+    #[must_use]
+    pub fn warmup_intervals(&self) -> u64 {
+        self.warmup.as_ns().div_ceil(self.interval.as_ns())
+    }
+}
+
+/// `always`, `interval:MS` or `never`.
+///
+/// # Errors
+/// [`ParseError`] naming the accepted forms.
+pub fn parse_durability(text: &str) -> Result<Durability, ParseError> {
+    match text.trim() {
+        "always" => Ok(Durability::Always),
+        "never" => Ok(Durability::Never),
+        other => {
+            let ms = other
+                .strip_prefix("interval:")
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| {
+                    ParseError::new(
+                        "durability",
+                        text,
+                        "expected always, interval:MS (MS > 0) or never",
+                    )
+                })?;
+            Ok(Durability::Interval(Duration::from_millis(ms)))
+        }
+    }
+}
+
+fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos());
+    #[allow(clippy::cast_possible_truncation)]
+    let mixed = (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32);
+    mixed.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_scenario_parses_and_resolves() {
+        for (name, _) in BUILTIN {
+            let s = Scenario::load(name).unwrap().resolve().unwrap();
+            assert_eq!(s.name, name);
+            assert!(s.workers >= 1 && s.clients >= s.workers && s.seed != 0);
+        }
+    }
+
+    #[test]
+    fn the_default_scenario_is_the_mission() {
+        let s = Scenario::load("default").unwrap();
+        assert_eq!(s.sessions, 100_000);
+        assert!(matches!(s.rate, Rate::PerSec(_)), "open loop by default");
+        assert!(
+            s.churn_timeout.0 <= Duration::from_secs(5),
+            "expiry churns during the run"
+        );
+        assert!(s.duration.0 + s.warmup.0 <= Duration::from_secs(40));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        let err = Scenario::parse("t", "sesions = 5").unwrap_err().to_string();
+        assert!(err.contains("sesions"), "{err}");
+        let bad = Scenario {
+            sessions: 0,
+            ..Scenario::default()
+        };
+        assert!(bad.resolve().unwrap_err().to_string().contains("sessions"));
+        let bad = Scenario {
+            engine: EngineSettings {
+                durability: "sometimes".into(),
+                ..EngineSettings::default()
+            },
+            ..Scenario::default()
+        };
+        assert!(bad.resolve().unwrap_err().to_string().contains("durability"));
+    }
+
+    #[test]
+    fn durability_maps_to_the_engine_enum() {
+        assert_eq!(parse_durability("always").unwrap(), Durability::Always);
+        assert_eq!(parse_durability("never").unwrap(), Durability::Never);
+        assert_eq!(
+            parse_durability("interval:250").unwrap(),
+            Durability::Interval(Duration::from_millis(250))
+        );
+        assert!(parse_durability("interval:0").is_err());
+        assert!(parse_durability("interval:").is_err());
+    }
+}

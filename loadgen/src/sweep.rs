@@ -1,0 +1,294 @@
+//! `loadgen sweep`: step the offered rate up until a target breaks; the knee
+//! is the highest rate that held.
+//!
+//! The population is created once; a short closed-loop phase finds the peak
+//! (unless `--to` is given), then open-loop steps run at `to × i / steps`
+//! for `i = 1, 2, ...` until one fails (a bound of the targets, or the rate
+//! not held). Each step reports its latencies; the plot puts p50 / p99 /
+//! p99.9 against the achieved throughput.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::backend::{Backend, BackendSpec, NullStore};
+use crate::load::{self, Phase};
+use crate::mix::Op;
+use crate::procfs::{GitInfo, Machine};
+use crate::report::{rfc3339, thousands};
+use crate::run::{self, RunError};
+use crate::scenario::Scenario;
+use crate::targets::{self, OpStats, Status, Targets};
+use crate::units::{format_ns, Rate};
+
+/// `schema` of a sweep document.
+pub const SWEEP_SCHEMA: &str = "session-engine/loadgen-sweep";
+
+/// What `loadgen sweep` was asked to do.
+#[derive(Clone, Debug)]
+pub struct SweepRequest {
+    /// The scenario (its rate is replaced by each step's).
+    pub scenario: Scenario,
+    /// Tiers a step must hold.
+    pub targets: Vec<Targets>,
+    /// Number of steps up to `to`.
+    pub steps: usize,
+    /// Highest rate (`None`: the closed-loop peak).
+    pub to: Option<f64>,
+    /// Measured time per step.
+    pub step_duration: Duration,
+    /// Warm-up per step.
+    pub step_warmup: Duration,
+    /// Where to write (`None`: nothing).
+    pub out_dir: Option<PathBuf>,
+    /// Progress bar.
+    pub progress: bool,
+    /// The command line.
+    pub command: Vec<String>,
+}
+
+/// One step.
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepStep {
+    /// Offered rate.
+    pub rate_target_ops_per_s: f64,
+    /// Achieved.
+    pub throughput_ops_per_s: f64,
+    /// All bounds held and the rate was kept.
+    pub passed: bool,
+    /// The bounds that failed, as `tier/op/bound`.
+    pub failed: Vec<String>,
+    /// All point operations.
+    pub all_point_ops: OpStats,
+    /// Per kind.
+    pub ops: BTreeMap<String, OpStats>,
+}
+
+/// The sweep's document.
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepReport {
+    /// [`SWEEP_SCHEMA`].
+    pub schema: String,
+    /// 1.
+    pub schema_version: u32,
+    /// Start, UTC.
+    pub started_at: String,
+    /// The command line.
+    pub command: Vec<String>,
+    /// Where.
+    pub machine: Machine,
+    /// Which code.
+    pub git: GitInfo,
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The closed-loop peak that set the steps, if measured.
+    pub peak_closed_loop_ops_per_s: Option<f64>,
+    /// Every step run, in order.
+    pub steps: Vec<SweepStep>,
+    /// Highest offered rate that held everything.
+    pub knee_ops_per_s: Option<f64>,
+    /// Tiers held.
+    pub targets: Vec<String>,
+}
+
+/// Runs a sweep.
+///
+/// # Errors
+/// [`RunError`].
+pub fn execute(request: &SweepRequest) -> Result<SweepReport, RunError> {
+    let progress = run::progress_bar(!request.progress, "sweep");
+    match run::backend_of(&request.scenario)? {
+        BackendSpec::Embedded => {
+            let (engine, _probe) = run::open_engine(&request.scenario)?;
+            sweep_with(&Arc::new(engine), request, progress.as_ref())
+        }
+        BackendSpec::Null => sweep_with(&Arc::new(NullStore), request, progress.as_ref()),
+        BackendSpec::Redis(_) => unreachable!("backend_of refuses it"),
+    }
+}
+
+fn sweep_with<B: Backend>(
+    store: &Arc<B>,
+    request: &SweepRequest,
+    progress: Option<&ProgressBar>,
+) -> Result<SweepReport, RunError> {
+    let started = SystemTime::now();
+    let base = &request.scenario;
+    let populated = load::populate(store, base)?;
+    let phase = |rate| Phase {
+        rate,
+        warmup: request.step_warmup,
+        duration: request.step_duration,
+        ops_max: 0,
+    };
+    let (to, peak) = if let Some(to) = request.to {
+        (to, None)
+    } else {
+        if let Some(bar) = progress {
+            bar.set_prefix("sweep: peak (closed loop)");
+        }
+        let peak = load::run(store, base, &populated.ids, phase(Rate::Max), progress).throughput_ops_per_s;
+        (peak, Some(peak))
+    };
+    let mut steps = Vec::new();
+    for i in 1..=request.steps {
+        let rate = to * i as f64 / request.steps as f64;
+        let scenario = Scenario {
+            rate: Rate::PerSec(rate),
+            ..base.clone()
+        };
+        if let Some(bar) = progress {
+            bar.set_prefix(format!(
+                "sweep: step {i}/{} at {} ops/s",
+                request.steps,
+                thousands(rate)
+            ));
+        }
+        let outcome = load::run(store, &scenario, &populated.ids, phase(scenario.rate), progress);
+        let facts = run::facts_of(&scenario, &outcome);
+        let mut verdicts: Vec<_> = run::rate_verdict(&scenario, &outcome).into_iter().collect();
+        for tier in &request.targets {
+            verdicts.extend(targets::evaluate(tier, &facts));
+        }
+        let failed: Vec<String> = verdicts
+            .iter()
+            .filter(|v| v.status == Status::Fail)
+            .map(|v| format!("{}/{}/{}", v.tier, v.subject, v.bound))
+            .collect();
+        let all = outcome.totals.point_ops();
+        let point_errors = Op::ALL
+            .iter()
+            .filter(|op| **op != Op::List)
+            .map(|op| outcome.totals.errors[op.index()])
+            .sum();
+        steps.push(SweepStep {
+            rate_target_ops_per_s: rate,
+            throughput_ops_per_s: outcome.throughput_ops_per_s,
+            passed: failed.is_empty(),
+            failed,
+            all_point_ops: OpStats::of(&all, point_errors, outcome.measured_s),
+            ops: facts
+                .ops
+                .iter()
+                .map(|(op, s)| (op.name().to_owned(), *s))
+                .collect(),
+        });
+        if !steps.last().is_some_and(|s| s.passed) {
+            break;
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let knee_ops_per_s = steps
+        .iter()
+        .take_while(|s| s.passed)
+        .map(|s| s.rate_target_ops_per_s)
+        .last();
+    Ok(SweepReport {
+        schema: SWEEP_SCHEMA.into(),
+        schema_version: 1,
+        started_at: rfc3339(started),
+        command: request.command.clone(),
+        machine: Machine::detect(),
+        git: GitInfo::detect(),
+        scenario: base.clone(),
+        peak_closed_loop_ops_per_s: peak,
+        steps,
+        knee_ops_per_s,
+        targets: request.targets.iter().map(|t| t.name.clone()).collect(),
+    })
+}
+
+impl SweepReport {
+    /// The steps as a text table.
+    #[must_use]
+    pub fn table(&self) -> String {
+        let body: Vec<[String; 7]> = self
+            .steps
+            .iter()
+            .map(|s| {
+                [
+                    thousands(s.rate_target_ops_per_s),
+                    thousands(s.throughput_ops_per_s),
+                    format_ns(s.all_point_ops.p50_ns),
+                    format_ns(s.all_point_ops.p99_ns),
+                    format_ns(s.all_point_ops.p999_ns),
+                    format_ns(s.all_point_ops.max_ns),
+                    if s.passed {
+                        "pass".into()
+                    } else {
+                        format!("FAIL ({})", s.failed.join(", "))
+                    },
+                ]
+            })
+            .collect();
+        targets::render_table(
+            &[
+                "offered ops/s",
+                "achieved ops/s",
+                "p50",
+                "p99",
+                "p99.9",
+                "max",
+                "verdict",
+            ],
+            &body,
+        )
+    }
+
+    /// The markdown summary.
+    #[must_use]
+    pub fn markdown(&self) -> String {
+        let knee = self.knee_ops_per_s.map_or_else(
+            || "none (the first step failed)".into(),
+            |k| format!("**{} ops/s**", thousands(k)),
+        );
+        let peak = self.peak_closed_loop_ops_per_s.map_or_else(String::new, |p| {
+            format!("- closed-loop peak: {} ops/s\n", thousands(p))
+        });
+        format!(
+            "# Capacity sweep `{}`\n\n- command: `{}`\n- date: {} (UTC)\n- machine: {} cores, {}\n- targets: {}\n{peak}- knee (highest offered rate that held every bound): {knee}\n\n```text\n{}```\n\nPlot: [sweep.svg](sweep.svg) (latency of all point operations against achieved throughput).\n",
+            self.scenario.name,
+            self.command.join(" "),
+            self.started_at,
+            self.machine.cores,
+            self.machine.cpu_model.as_deref().unwrap_or("unknown CPU"),
+            self.targets.join(", "),
+            self.table()
+        )
+    }
+
+    /// Writes `sweep.json`, `sweep.md` and `sweep.svg` into `dir`.
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        std::fs::write(
+            dir.join("sweep.json"),
+            format!("{}\n", serde_json::to_string_pretty(self)?),
+        )?;
+        std::fs::write(dir.join("sweep.md"), self.markdown())?;
+        let points: Vec<crate::plot::SweepPoint> = self
+            .steps
+            .iter()
+            .map(|s| crate::plot::SweepPoint {
+                throughput_ops_per_s: s.throughput_ops_per_s,
+                p50_ns: s.all_point_ops.p50_ns,
+                p99_ns: s.all_point_ops.p99_ns,
+                p999_ns: s.all_point_ops.p999_ns,
+            })
+            .collect();
+        crate::plot::sweep(
+            &dir.join("sweep.svg"),
+            &format!("{}: latency vs throughput (open loop)", self.scenario.name),
+            &points,
+            self.knee_ops_per_s,
+        )
+    }
+}
