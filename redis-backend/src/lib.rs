@@ -1,1 +1,109 @@
-//! Placeholder: the Redis backend lands with its issue.
+//! The session API of [`session_engine`] on Redis: one server, or a Redis
+//! Cluster (Valkey speaks the same protocol). Code written against
+//! [`SessionStore`](session_engine::SessionStore) moves from the embedded
+//! engine to Redis by configuration.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), session_engine::Error> {
+//! use session_engine::{SessionStore, Timeout};
+//! use session_redis::{RedisConfig, RedisStore};
+//!
+//! // One server: RedisConfig::standalone("redis://127.0.0.1:6379")
+//! let config = RedisConfig::from_url("redis+cluster://10.0.0.1:6379,10.0.0.2:6379")?;
+//! let store = RedisStore::connect(config).await?;
+//! let id = store.create(b"user_id=123", Timeout::from_secs(1800)).await?;
+//! let session = store.get(&id).await?; // slides the deadline
+//! store.update(&id, |meta| [meta, b";n=1"].concat()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Client: the `redis` crate
+//!
+//! Built on the [`redis`] crate (redis-rs) with its Tokio, cluster-async and
+//! connection-manager features, rather than `fred`: it is the most widely used
+//! Rust client, one `Cmd`/`Pipeline`/`Value` API serves a single server
+//! (`ConnectionManager`) and a cluster (`ClusterConnection`), both multiplexed
+//! and auto-reconnecting, and its cluster connection routes a request by slot
+//! or to a chosen node (`route_command`/`route_pipeline`), which `SCAN` per
+//! master and `WAIT` beside a write need. `fred` would serve as well; it brings
+//! a larger API of its own that this crate would mostly wrap. Neither client
+//! recovers by itself from the wedged state described under
+//! [Failures](#failures); this crate adds that.
+//!
+//! # Semantics (the same as the embedded engine)
+//!
+//! A session is one Redis hash at `<prefix>{<id>}` (layout in the source of
+//! `scripts.rs`): metadata, created and last-access times (server clock,
+//! ms), timeout and a version. The key's Redis TTL is the inactivity deadline.
+//!
+//! | operation | Redis | round trips | slides? |
+//! | --- | --- | --- | --- |
+//! | `create`, `insert` | script: `EXISTS`, `HSET`, `PEXPIRE` | 1 | yes |
+//! | `get` | script: `HMGET`, `HSET a`, `PEXPIRE` | 1 | yes |
+//! | `peek` | `HMGET` | 1 | no |
+//! | `update(f)` | `HMGET m v`, then a compare-version-and-set script; on a lost race the script returns the newer value and `f` runs again | 2 (+1 per lost race) | yes |
+//! | `touch` | script: `HSET a`, `PEXPIRE` | 1 | yes |
+//! | `set_ttl` | script: `HSET t a`, `PEXPIRE` or `PERSIST` | 1 | yes |
+//! | `delete` | `DEL` | 1 | — |
+//! | `contains` | `EXISTS` | 1 | no |
+//! | `len` | `SCAN` per master, counting | keys / 1000 | no |
+//! | `list` | `SCAN` per master + pipelined `HMGET` | ~2 per page and master | no |
+//! | `cleanup_expired` | nothing: Redis expires keys itself; returns 0 | 0 | — |
+//!
+//! With [`Replication::Wait`], each write that changes a session is followed
+//! by `WAIT` in the same pipeline (one round trip still).
+//!
+//! Scripts read and write only their one key, so they run atomically on the
+//! key's master in a cluster too; the hash tag `{<id>}` keeps any per-session
+//! key added later in the same slot. An expired session is never returned
+//! (Redis hides a key past its TTL even before reclaiming it).
+//!
+//! Listing names a master by the first hash slot it serves (stable across
+//! failover) and packs the master's `SCAN` cursor into the position; see
+//! `list.rs` for the layout and the guarantees (those of `SCAN`: at least
+//! once, exactly once while the cluster does not change).
+//!
+//! # Failures
+//!
+//! Every operation has one budget, [`RedisConfig::request_timeout`] (default
+//! 1 s), for all its attempts. A failed attempt is resent when it cannot have
+//! run (connection refused, `CLUSTERDOWN`, `TRYAGAIN`, `MOVED`, `READONLY`,
+//! `LOADING`) and also when it may have run: every write is idempotent (a
+//! token in the session makes a resent insert or update report success
+//! instead of applying twice; `touch`/`set_ttl`/`get` set rather than add;
+//! `delete` counts "already gone" as done after a doubtful attempt). When the
+//! budget runs out, the error says what is known:
+//!
+//! | error | meaning |
+//! | --- | --- |
+//! | `NotFound` | the server answered: no live session |
+//! | `Unavailable` | not applied: nothing answered, or the server refused (`reason` quotes it) |
+//! | `TimedOut` | no answer within the budget: a write may or may not be in |
+//! | `OutcomeUnknown` | a write's attempt failed after sending, or `WAIT` came back short: it may be in |
+//!
+//! The cluster client follows `MOVED`/`ASK`, refreshes its slot map and
+//! reconnects after a failover on its own. Known hazard: after a `kill -9` of
+//! a master, a client can stay wedged (every request times out while a fresh
+//! client works). The store detects "nothing succeeded for
+//! [`RedisConfig::stuck_after`] while a fresh client finds the deployment
+//! serving" and swaps in the fresh client ([`RedisStats::client_rebuilds`]).
+//!
+//! What survives which failure is tabled under [`Replication`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, clippy::pedantic)]
+#![allow(clippy::module_name_repetitions, clippy::missing_panics_doc)]
+
+mod config;
+mod conn;
+mod error;
+mod health;
+mod keys;
+pub mod limits;
+mod list;
+mod reply;
+mod scripts;
+mod store;
+
+pub use config::{Deployment, RedisConfig, Replication, CLUSTER_URL_SCHEME};
+pub use store::{RedisStats, RedisStore};

@@ -1,0 +1,336 @@
+//! Backend configuration: where the servers are, how long to wait, what a
+//! write waits for, and the presets.
+
+use std::time::Duration;
+
+use session_engine::limits::{METADATA_BYTES_MAX_DEFAULT, METADATA_BYTES_MAX_LIMIT, TIMEOUT_MS_MAX};
+use session_engine::{Error, Result, Timeout};
+
+use crate::keys::KeySpace;
+use crate::limits::{
+    CONNECT_TIMEOUT_DEFAULT, REQUEST_TIMEOUT_DEFAULT, REQUEST_TIMEOUT_MAX, REQUEST_TIMEOUT_MIN,
+    STUCK_AFTER_DEFAULT, STUCK_AFTER_MIN, WAIT_REPLICAS_MAX,
+};
+
+/// The URL scheme [`RedisConfig::from_url`] reads as a cluster.
+pub const CLUSTER_URL_SCHEME: &str = "redis+cluster://";
+
+/// Where the servers are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deployment {
+    /// One server (`redis://host:port[/db]`); no failover of its own.
+    Standalone(String),
+    /// A Redis Cluster: the URLs of some of its nodes (`redis://host:port`);
+    /// any one that answers is enough to discover the rest.
+    Cluster(Vec<String>),
+}
+
+/// What an acknowledged write has waited for. Redis replicates
+/// asynchronously: a master acknowledges a write before any replica has it.
+///
+/// | setting | an acknowledged write is lost when | cost per write |
+/// | --- | --- | --- |
+/// | `Async` | the master fails before the write reached its replica (typically well under 1 ms of writes on a LAN, more under replication lag), or a partitioned master accepted it during the node timeout | none |
+/// | `Wait { replicas: 1, .. }` | the master *and* every replica that acknowledged it fail, or the replica promoted is not one that acknowledged (only possible with 2+ replicas per master), or the servers lose memory together without persistence | one replica round trip (`WAIT`) |
+///
+/// Neither setting makes Redis a consensus store: even with `WAIT`, a write
+/// that reports an error may or may not be there afterwards. With `Wait`, a
+/// write that reached the master but not enough replicas in time returns
+/// [`Error::OutcomeUnknown`] (it *is* applied on the master, and survives
+/// unless that master fails before replicating it). `WAIT` covers the writes
+/// that change a session (create, insert, update, `set_ttl`, delete), not the
+/// deadline slides of `get`/`touch` (a lost slide only makes a session expire
+/// earlier). `WAIT` blocks the multiplexed connection it is sent on until
+/// the replicas answer, so it also limits throughput per master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Replication {
+    /// Acknowledge once the master has applied the write (the default).
+    #[default]
+    Async,
+    /// After each write, `WAIT replicas timeout`: acknowledge only once
+    /// `replicas` replicas have it; otherwise [`Error::OutcomeUnknown`].
+    Wait {
+        /// Replicas that must acknowledge (1 to 16).
+        replicas: u32,
+        /// How long to wait for them (less than the request timeout).
+        timeout: Duration,
+    },
+}
+
+/// How a [`RedisStore`](crate::RedisStore) connects and behaves. Start from
+/// [`RedisConfig::standalone`], [`RedisConfig::cluster`] or
+/// [`RedisConfig::from_url`], then chain the setters.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    pub(crate) deployment: Deployment,
+    pub(crate) key_prefix: String,
+    pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) stuck_after: Duration,
+    pub(crate) replication: Replication,
+    pub(crate) metadata_bytes_max: usize,
+    pub(crate) default_timeout: Timeout,
+}
+
+impl RedisConfig {
+    /// One server at `url` (`redis://host:port[/db]`), asynchronous
+    /// replication, 1 s request timeout, 30-minute default session timeout.
+    #[must_use]
+    pub fn standalone(url: impl Into<String>) -> Self {
+        Self::new(Deployment::Standalone(url.into()))
+    }
+
+    /// The cluster preset, mirroring the seed's multi-node preset (three
+    /// nodes, replicated copies, 1-hour sessions): a Redis Cluster reached
+    /// through `nodes`, sessions of 1 hour by default, and every write
+    /// acknowledged by one replica (`WAIT 1 100`), the nearest Redis has to
+    /// Mnesia's `disc_copies` on another node. Cleanup needs no setting:
+    /// Redis expires keys itself. For cluster without `WAIT`, chain
+    /// `.replication(Replication::Async)`.
+    #[must_use]
+    pub fn cluster<I, S>(nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(Deployment::Cluster(nodes.into_iter().map(Into::into).collect()))
+            .default_timeout(Timeout::from_secs(60 * 60))
+            .replication(Replication::Wait {
+                replicas: 1,
+                timeout: Duration::from_millis(100),
+            })
+    }
+
+    /// Reads a URL: `redis://[user:pass@]host:port[/db]` is one server,
+    /// `redis+cluster://[user:pass@]host:port,host:port,...` a cluster (with
+    /// the [`RedisConfig::cluster`] preset).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for another scheme or an empty node list.
+    pub fn from_url(url: &str) -> Result<Self> {
+        if let Some(rest) = url.strip_prefix(CLUSTER_URL_SCHEME) {
+            let (auth, hosts) = match rest.rsplit_once('@') {
+                Some((auth, hosts)) => (format!("{auth}@"), hosts),
+                None => (String::new(), rest),
+            };
+            let nodes: Vec<String> = hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("redis://{auth}{h}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(Error::InvalidConfig(format!("{url:?}: no cluster node listed")));
+            }
+            return Ok(Self::cluster(nodes));
+        }
+        if url.starts_with("redis://") {
+            return Ok(Self::standalone(url));
+        }
+        Err(Error::InvalidConfig(format!(
+            "{url:?}: expected redis://host:port or {CLUSTER_URL_SCHEME}host:port,host:port"
+        )))
+    }
+
+    fn new(deployment: Deployment) -> Self {
+        Self {
+            deployment,
+            key_prefix: "session:".to_owned(),
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            stuck_after: STUCK_AFTER_DEFAULT,
+            replication: Replication::Async,
+            metadata_bytes_max: METADATA_BYTES_MAX_DEFAULT,
+            default_timeout: Timeout::from_secs(30 * 60),
+        }
+    }
+
+    /// The text before `{<id>}` in every key (default `session:`); printable
+    /// ASCII without spaces or braces, at most 64 bytes. Stores with different
+    /// prefixes share a server without seeing each other's sessions.
+    #[must_use]
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// The most one operation may take, its retries included (default 1 s,
+    /// 10 ms to 60 s); past it the operation fails with
+    /// [`Error::TimedOut`].
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The most one connection attempt may take (default 1 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long every request may fail, while a fresh connection finds the
+    /// servers serving, before the store replaces its client (default 2 s,
+    /// at least 100 ms). Guards against a client left wedged by a failover.
+    #[must_use]
+    pub fn stuck_after(mut self, after: Duration) -> Self {
+        self.stuck_after = after;
+        self
+    }
+
+    /// What a write waits for before it is acknowledged (see [`Replication`]).
+    #[must_use]
+    pub fn replication(mut self, replication: Replication) -> Self {
+        self.replication = replication;
+        self
+    }
+
+    /// Largest metadata accepted, in bytes (default 64 KiB, at most 16 MiB,
+    /// as for the embedded engine).
+    #[must_use]
+    pub fn metadata_bytes_max(mut self, bytes: usize) -> Self {
+        self.metadata_bytes_max = bytes;
+        self
+    }
+
+    /// The timeout [`RedisStore::create_default`](crate::RedisStore::create_default) uses.
+    #[must_use]
+    pub fn default_timeout(mut self, timeout: Timeout) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// The deployment this config connects to.
+    #[must_use]
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+
+    /// The configured replication acknowledgement.
+    #[must_use]
+    pub fn get_replication(&self) -> Replication {
+        self.replication
+    }
+
+    /// The configured request timeout.
+    #[must_use]
+    pub fn get_request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Checks every value; returns the key space.
+    pub(crate) fn validate(&self) -> Result<KeySpace> {
+        let invalid = |msg: String| Err(Error::InvalidConfig(msg));
+        match &self.deployment {
+            Deployment::Standalone(url) if url.is_empty() => {
+                return invalid("standalone URL is empty".into())
+            }
+            Deployment::Cluster(nodes) if nodes.is_empty() => {
+                return invalid("cluster node list is empty".into())
+            }
+            _ => {}
+        }
+        if !(REQUEST_TIMEOUT_MIN..=REQUEST_TIMEOUT_MAX).contains(&self.request_timeout) {
+            return invalid(format!(
+                "request_timeout = {:?}: must be between {REQUEST_TIMEOUT_MIN:?} and {REQUEST_TIMEOUT_MAX:?}",
+                self.request_timeout
+            ));
+        }
+        if self.connect_timeout.is_zero() || self.connect_timeout > REQUEST_TIMEOUT_MAX {
+            return invalid(format!(
+                "connect_timeout = {:?}: must be above zero and at most {REQUEST_TIMEOUT_MAX:?}",
+                self.connect_timeout
+            ));
+        }
+        if self.stuck_after < STUCK_AFTER_MIN {
+            return invalid(format!(
+                "stuck_after = {:?}: must be at least {STUCK_AFTER_MIN:?}",
+                self.stuck_after
+            ));
+        }
+        if let Replication::Wait { replicas, timeout } = self.replication {
+            if replicas == 0 || replicas > WAIT_REPLICAS_MAX {
+                return invalid(format!(
+                    "replication Wait {{ replicas: {replicas} }}: must be 1 to {WAIT_REPLICAS_MAX} (Async for none)"
+                ));
+            }
+            if timeout.is_zero() || timeout >= self.request_timeout {
+                return invalid(format!(
+                    "replication Wait {{ timeout: {timeout:?} }}: must be above zero and below request_timeout ({:?})",
+                    self.request_timeout
+                ));
+            }
+        }
+        if self.metadata_bytes_max > METADATA_BYTES_MAX_LIMIT {
+            return invalid(format!(
+                "metadata_bytes_max = {}: must be at most {METADATA_BYTES_MAX_LIMIT} (16 MiB)",
+                self.metadata_bytes_max
+            ));
+        }
+        if let Some(ms) = self.default_timeout.as_ms() {
+            if ms == 0 || ms > TIMEOUT_MS_MAX {
+                return invalid(format!(
+                    "default_timeout = {ms} ms: must be 1 to {TIMEOUT_MS_MAX} ms"
+                ));
+            }
+        }
+        KeySpace::new(&self.key_prefix).map_err(Error::InvalidConfig)
+    }
+
+    /// The seed URLs to connect with.
+    pub(crate) fn seeds(&self) -> Vec<String> {
+        match &self.deployment {
+            Deployment::Standalone(url) => vec![url.clone()],
+            Deployment::Cluster(nodes) => nodes.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_select_the_deployment() {
+        let one = RedisConfig::from_url("redis://127.0.0.1:6379").unwrap();
+        assert_eq!(
+            one.deployment,
+            Deployment::Standalone("redis://127.0.0.1:6379".into())
+        );
+        assert_eq!(one.replication, Replication::Async);
+        let many = RedisConfig::from_url("redis+cluster://u:p@127.0.0.1:7000, 127.0.0.1:7001").unwrap();
+        assert_eq!(
+            many.deployment,
+            Deployment::Cluster(vec![
+                "redis://u:p@127.0.0.1:7000".into(),
+                "redis://u:p@127.0.0.1:7001".into()
+            ])
+        );
+        assert!(matches!(many.replication, Replication::Wait { replicas: 1, .. }));
+        assert!(RedisConfig::from_url("redis+cluster://").is_err());
+        assert!(RedisConfig::from_url("http://x").is_err());
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_setting() {
+        let base = RedisConfig::standalone("redis://127.0.0.1:1");
+        assert!(base.clone().validate().is_ok());
+        let msg = |c: RedisConfig| c.validate().unwrap_err().to_string();
+        assert!(msg(base.clone().request_timeout(Duration::ZERO)).contains("request_timeout"));
+        assert!(msg(base.clone().stuck_after(Duration::from_millis(1))).contains("stuck_after"));
+        assert!(msg(base.clone().key_prefix("a{")).contains("key_prefix"));
+        assert!(msg(base.clone().metadata_bytes_max(usize::MAX)).contains("metadata_bytes_max"));
+        let wait = |replicas, ms| {
+            base.clone().replication(Replication::Wait {
+                replicas,
+                timeout: Duration::from_millis(ms),
+            })
+        };
+        assert!(msg(wait(0, 10)).contains("replicas"));
+        assert!(msg(wait(1, 5_000)).contains("below request_timeout"));
+        assert!(wait(1, 10).validate().is_ok());
+        assert!(msg(base.clone().default_timeout(Timeout::from_ms(0))).contains("default_timeout"));
+        assert!(msg(RedisConfig::cluster(Vec::<String>::new())).contains("empty"));
+    }
+}

@@ -1,0 +1,146 @@
+//! How a Redis failure maps onto [`session_engine::Error`].
+//!
+//! Every client error is first sorted by one question, "can this request
+//! have run on the server?", because that decides whether the backend may
+//! resend it and what the caller is told when the budget runs out:
+//!
+//! | class | examples | may have run? | retried | final error |
+//! | --- | --- | --- | --- | --- |
+//! | [`Fault::NotApplied`] | connection refused, `CLUSTERDOWN`, `TRYAGAIN`, `MOVED`/`ASK` left over, `MASTERDOWN`, `LOADING`, `READONLY` | no | yes | `Unavailable` |
+//! | [`Fault::Ambiguous`] | connection dropped after sending, I/O error mid-reply | yes | yes (writes are idempotent, see `scripts.rs`) | `OutcomeUnknown` for a write, `Unavailable` for a read |
+//! | [`Fault::TimedOut`] | no answer within the request timeout | yes | no time left | `TimedOut` |
+//! | [`Fault::NoScript`] | `NOSCRIPT` | no | at once, as `EVAL` | — |
+//! | [`Fault::Refused`] | `WRONGTYPE`, a script error, an unexpected reply | no (or harmlessly) | no | `Unavailable` naming the server's message |
+
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+use session_engine::Error;
+
+/// What one failed attempt says about the request (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Did not run; safe to resend.
+    NotApplied(String),
+    /// May have run.
+    Ambiguous(String),
+    /// The attempt's deadline passed; it may have run.
+    TimedOut,
+    /// The node lacks the script: resend the same request as `EVAL`.
+    NoScript,
+    /// The server answered with an error that resending will not change.
+    Refused(String),
+}
+
+impl Fault {
+    /// True if the server (or cluster) answered: evidence that the client's
+    /// connections work, for the stuck-client detector.
+    pub(crate) fn server_answered(&self) -> bool {
+        matches!(self, Fault::NoScript | Fault::Refused(_))
+    }
+
+    /// True if this attempt may have been applied.
+    pub(crate) fn maybe_applied(&self) -> bool {
+        matches!(self, Fault::Ambiguous(_) | Fault::TimedOut)
+    }
+}
+
+/// Sorts a client error (see the module docs).
+pub(crate) fn classify(err: &RedisError) -> Fault {
+    match err.kind() {
+        ErrorKind::Server(ServerErrorKind::NoScript) => Fault::NoScript,
+        ErrorKind::Server(
+            ServerErrorKind::Moved
+            | ServerErrorKind::Ask
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::BusyLoading
+            | ServerErrorKind::ReadOnly,
+        )
+        | ErrorKind::ClusterConnectionNotFound => Fault::NotApplied(err.to_string()),
+        ErrorKind::Io if err.is_connection_refusal() => Fault::NotApplied(err.to_string()),
+        ErrorKind::Io if err.is_timeout() => Fault::TimedOut,
+        ErrorKind::Io | ErrorKind::Parse => Fault::Ambiguous(err.to_string()),
+        _ => Fault::Refused(err.to_string()),
+    }
+}
+
+/// The error an operation returns when it gives up after `last`.
+/// `write`: the operation changes data; `maybe_applied`: some attempt may
+/// have run; `request_timeout_ms`: the budget that elapsed.
+pub(crate) fn give_up(last: &Fault, write: bool, maybe_applied: bool, request_timeout_ms: u64) -> Error {
+    match last {
+        Fault::TimedOut => Error::TimedOut {
+            after_ms: request_timeout_ms,
+        },
+        Fault::Refused(reason) => Error::Unavailable {
+            reason: format!("redis refused the request: {reason}"),
+        },
+        Fault::NotApplied(reason) | Fault::Ambiguous(reason) if write && maybe_applied => {
+            Error::OutcomeUnknown {
+                reason: format!(
+                    "an attempt failed after it was sent and the retries within {request_timeout_ms} ms \
+                     could not settle it (last: {reason})"
+                ),
+            }
+        }
+        Fault::NotApplied(reason) | Fault::Ambiguous(reason) => Error::Unavailable {
+            reason: format!("redis did not serve the request within {request_timeout_ms} ms: {reason}"),
+        },
+        Fault::NoScript => Error::Unavailable {
+            reason: "redis kept answering NOSCRIPT to EVAL".to_owned(),
+        },
+    }
+}
+
+/// The error for a reply of the wrong shape: the key holds something this
+/// backend did not write (a prefix shared with another application?).
+pub(crate) fn bad_reply(what: &str, value: &redis::Value) -> Error {
+    Error::Unavailable {
+        reason: format!("unexpected reply to {what}: {value:?} (is the key prefix shared with other data?)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_are_sorted_by_whether_they_ran() {
+        let moved = RedisError::from((ErrorKind::Server(ServerErrorKind::Moved), "MOVED"));
+        assert!(matches!(classify(&moved), Fault::NotApplied(_)));
+        let down = RedisError::from((ErrorKind::Server(ServerErrorKind::ClusterDown), "down"));
+        assert!(matches!(classify(&down), Fault::NotApplied(_)));
+        let noscript = RedisError::from((ErrorKind::Server(ServerErrorKind::NoScript), "NOSCRIPT"));
+        assert_eq!(classify(&noscript), Fault::NoScript);
+        let wrongtype = RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "WRONGTYPE"));
+        assert!(matches!(classify(&wrongtype), Fault::Refused(_)));
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(classify(&refused), Fault::NotApplied(_)));
+        let reset = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(classify(&reset), Fault::Ambiguous(_)));
+        let slow = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(classify(&slow), Fault::TimedOut);
+    }
+
+    #[test]
+    fn giving_up_names_the_right_variant() {
+        let dropped = Fault::Ambiguous("reset".into());
+        assert!(matches!(
+            give_up(&dropped, true, true, 5),
+            Error::OutcomeUnknown { .. }
+        ));
+        assert!(matches!(
+            give_up(&dropped, false, true, 5),
+            Error::Unavailable { .. }
+        ));
+        let refused = Fault::NotApplied("refused".into());
+        assert!(matches!(
+            give_up(&refused, true, false, 5),
+            Error::Unavailable { .. }
+        ));
+        assert!(matches!(
+            give_up(&Fault::TimedOut, true, true, 5),
+            Error::TimedOut { after_ms: 5 }
+        ));
+    }
+}

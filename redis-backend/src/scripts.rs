@@ -1,0 +1,158 @@
+//! The stored form of a session and the Lua scripts that change it.
+//!
+//! # One session, one hash
+//!
+//! | field | value (decimal ASCII unless said) | written by |
+//! | --- | --- | --- |
+//! | `m` | metadata, raw bytes | insert, update |
+//! | `c` | created, ms since the Unix epoch (server clock) | insert |
+//! | `a` | last activity, ms since the Unix epoch (server clock) | every activity |
+//! | `t` | inactivity timeout in ms; `0` = never expires | insert, `set_ttl` |
+//! | `v` | version, +1 per metadata change (optimistic `update`) | insert, update |
+//! | `w` | token of the last insert/update (idempotent retries) | insert, update |
+//!
+//! The key's own Redis TTL is the inactivity deadline: every activity sets
+//! `PEXPIRE key t` in the same script that records `a`, so the deadline
+//! slides atomically, and Redis never returns a key past its TTL (lazy expiry
+//! on access, active expiry in the background). `t = 0` means no TTL
+//! (`PERSIST`). Times come from the server's `TIME`, so all clients agree on
+//! one clock per session, whatever their own clocks say.
+//!
+//! # Idempotent writes
+//!
+//! Each insert and update carries a random 64-bit token, stored in `w`. When a
+//! request fails in a way that leaves open whether it ran (a timeout, a
+//! dropped connection), the backend sends the very same script again: finding
+//! its own token in `w`, the script reports success instead of applying twice.
+//! `touch`, `set_ttl` and `get` are idempotent as they stand (they set, not
+//! add); `delete` reports success if the session is gone after a retry.
+//!
+//! # Why scripts
+//!
+//! A script runs atomically on the master of the key's slot: read, compare,
+//! write and re-arm the TTL happen with nothing in between, in one round trip.
+//! Scripts touch only `KEYS[1]`, so they are valid in Redis Cluster. `EVALSHA`
+//! is sent first; a node that does not know the script (a fresh master after
+//! a failover, a restarted server) answers `NOSCRIPT`, and the backend resends
+//! with `EVAL`, which also caches it there.
+
+/// Milliseconds since the Unix epoch from the server's clock, as a decimal
+/// string (`%d`: Lua 5.1 numbers are doubles, exact to 2^53 ms).
+const PRELUDE: &str = "local function now_ms()
+  local t = redis.call('TIME')
+  return string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+";
+
+/// `KEYS[1]` session; ARGV metadata, `timeout_ms` (`0` never), token.
+/// Returns 1 if stored (or already stored by this token), 0 if the id is taken.
+const INSERT: &str = "local key = KEYS[1]
+if redis.call('EXISTS', key) == 1 then
+  if redis.call('HGET', key, 'w') == ARGV[3] then return 1 end
+  return 0
+end
+local now = now_ms()
+redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', '1', 'w', ARGV[3])
+if ARGV[2] ~= '0' then redis.call('PEXPIRE', key, ARGV[2]) end
+return 1
+";
+
+/// KEYS[1] session. Activity: records `a`, re-arms the TTL.
+/// Returns nil if absent, else `{m, c, a, t}`.
+const GET: &str = "local key = KEYS[1]
+local r = redis.call('HMGET', key, 'm', 'c', 't')
+if not r[1] then return false end
+local now = now_ms()
+redis.call('HSET', key, 'a', now)
+if r[3] ~= '0' then redis.call('PEXPIRE', key, r[3]) end
+return {r[1], r[2], now, r[3]}
+";
+
+/// KEYS[1] session. Activity. Returns 1, or 0 if absent.
+const TOUCH: &str = "local key = KEYS[1]
+local t = redis.call('HGET', key, 't')
+if not t then return 0 end
+redis.call('HSET', key, 'a', now_ms())
+if t ~= '0' then redis.call('PEXPIRE', key, t) end
+return 1
+";
+
+/// `KEYS[1]` session; ARGV `timeout_ms` (`0` never). Activity: the new deadline
+/// is now + timeout. Returns 1, or 0 if absent.
+const SET_TTL: &str = "local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return 0 end
+redis.call('HSET', key, 't', ARGV[1], 'a', now_ms())
+if ARGV[1] == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ARGV[1]) end
+return 1
+";
+
+/// KEYS[1] session; ARGV expected version, new metadata, token. Activity.
+/// Returns `{0}` if absent; `{1, c, a, t}` if committed (now or by an earlier
+/// attempt with this token); `{2, v, m}` if the version moved on (the caller
+/// reruns its closure on `m` and retries with `v`).
+const COMMIT: &str = "local key = KEYS[1]
+local r = redis.call('HMGET', key, 'v', 'w', 'c', 'a', 't')
+if not r[1] then return {0} end
+if r[2] == ARGV[3] then return {1, r[3], r[4], r[5]} end
+if r[1] ~= ARGV[1] then return {2, r[1], redis.call('HGET', key, 'm')} end
+local now = now_ms()
+local v = string.format('%d', tonumber(r[1]) + 1)
+redis.call('HSET', key, 'm', ARGV[2], 'v', v, 'a', now, 'w', ARGV[3])
+if r[5] ~= '0' then redis.call('PEXPIRE', key, r[5]) end
+return {1, r[3], now, r[5]}
+";
+
+/// One script: its full text and SHA-1.
+#[derive(Debug)]
+pub(crate) struct Script {
+    pub(crate) code: String,
+    pub(crate) sha1: String,
+}
+
+impl Script {
+    fn new(body: &str) -> Self {
+        let code = format!("{PRELUDE}{body}");
+        let sha1 = redis::Script::new(&code).get_hash().to_owned();
+        Self { code, sha1 }
+    }
+}
+
+/// The backend's scripts, hashed once per store.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    pub(crate) insert: Script,
+    pub(crate) get: Script,
+    pub(crate) touch: Script,
+    pub(crate) set_ttl: Script,
+    pub(crate) commit: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Self {
+            insert: Script::new(INSERT),
+            get: Script::new(GET),
+            touch: Script::new(TOUCH),
+            set_ttl: Script::new(SET_TTL),
+            commit: Script::new(COMMIT),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_have_distinct_hashes() {
+        let s = Scripts::new();
+        let all = [&s.insert, &s.get, &s.touch, &s.set_ttl, &s.commit];
+        for (i, a) in all.iter().enumerate() {
+            assert_eq!(a.sha1.len(), 40, "{}", a.code);
+            assert!(a.code.starts_with(PRELUDE));
+            for b in &all[i + 1..] {
+                assert_ne!(a.sha1, b.sha1, "{} and {}", a.code, b.code);
+            }
+        }
+    }
+}

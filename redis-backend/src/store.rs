@@ -1,0 +1,738 @@
+//! The store: each operation as one script or command on the key's master,
+//! resent per the error table in `error.rs` until the request timeout.
+//!
+//! Request path, in order: clone the connection handle (a read lock held for
+//! a pointer copy) → send (with `WAIT` in the same pipeline when the write
+//! asks for replicas) → on failure, classify, tell the stuck-client detector,
+//! and resend after a short doubling pause while the budget lasts.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use redis::{Cmd, RedisResult, Value};
+use session_engine::limits::TIMEOUT_MS_MAX;
+use session_engine::{Cursor, Error, Page, Result, Session, SessionId, SessionStore, Timeout};
+use tokio::time::timeout;
+
+use crate::config::{RedisConfig, Replication};
+use crate::conn::{Conn, Shard, Target};
+use crate::error::{classify, give_up, Fault};
+use crate::health::Health;
+use crate::keys::KeySpace;
+use crate::limits::{RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN, UPDATE_BACKOFF_MAX, UPDATE_TRIES_MAX};
+use crate::reply;
+use crate::scripts::{Script, Scripts};
+
+/// Ids a `create` draws before it reports the id space as exhausted (a
+/// collision of 128 random bits is already a 2^-128 event per live session).
+const CREATE_TRIES_MAX: usize = 4;
+
+/// The session API on Redis (one server or a cluster). Cheap to clone: clones
+/// share one connection. See the crate docs for the semantics and the
+/// failure model.
+#[derive(Clone)]
+pub struct RedisStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Counters of a store's life so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedisStats {
+    /// Times the client was replaced because nothing succeeded for
+    /// `stuck_after` while a fresh client found the servers serving.
+    pub client_rebuilds: u64,
+    /// Requests resent after a failed attempt.
+    pub resends: u64,
+    /// `update` commits that lost a race and reran the closure.
+    pub update_conflicts: u64,
+    /// Writes that too few replicas acknowledged in time (`WAIT`).
+    pub replication_shortfalls: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: RedisConfig,
+    pub(crate) keys: KeySpace,
+    scripts: Scripts,
+    conn: RwLock<Conn>,
+    /// Every node URL seen (seeds, then `CLUSTER SLOTS`): a rebuild connects
+    /// through any that still answers.
+    known_nodes: RwLock<Vec<String>>,
+    health: Health,
+    rebuild: tokio::sync::Mutex<()>,
+    request_timeout_ms: u64,
+    resends: AtomicU64,
+    update_conflicts: AtomicU64,
+    shortfalls: AtomicU64,
+}
+
+/// What a request does to data, which decides its error and its `WAIT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Changes nothing.
+    Read,
+    /// Slides a deadline only (idempotent; no `WAIT`).
+    Slide,
+    /// Changes a session (`WAIT` when configured).
+    Write,
+}
+
+/// How one attempt should be sent.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Attempt {
+    /// Send scripts as `EVAL` (the node answered `NOSCRIPT`).
+    pub(crate) eval: bool,
+    /// A pipeline element was redirected: let the client follow a single
+    /// command's redirect (refreshing its slot map) before resending.
+    pub(crate) redirected: bool,
+}
+
+/// A request's reply and what its attempts leave open.
+pub(crate) struct Reply<T> {
+    pub(crate) value: T,
+    /// An earlier attempt failed after it may have run: the reply may be to
+    /// a resend of a request that already took effect.
+    pub(crate) resent_after_doubt: bool,
+}
+
+impl RedisStore {
+    /// Connects to the deployment and checks that it answers.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the bad setting; [`Error::Unavailable`]
+    /// if no server answers within the connect timeout.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let keys = config.validate()?;
+        let seeds = config.seeds();
+        let budget = config.connect_timeout + config.request_timeout;
+        let conn = match timeout(budget, Conn::connect(&config, &seeds)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                return Err(Error::Unavailable {
+                    reason: format!("cannot connect to {seeds:?}: {e}"),
+                })
+            }
+            Err(_) => {
+                return Err(Error::Unavailable {
+                    reason: format!("cannot connect to {seeds:?} within {budget:?}"),
+                })
+            }
+        };
+        let inner = Inner {
+            request_timeout_ms: u64::try_from(config.request_timeout.as_millis()).unwrap_or(u64::MAX),
+            health: Health::new(config.stuck_after),
+            keys,
+            scripts: Scripts::new(),
+            conn: RwLock::new(conn),
+            known_nodes: RwLock::new(seeds),
+            rebuild: tokio::sync::Mutex::new(()),
+            resends: AtomicU64::new(0),
+            update_conflicts: AtomicU64::new(0),
+            shortfalls: AtomicU64::new(0),
+            config,
+        };
+        let store = Self {
+            inner: Arc::new(inner),
+        };
+        // Learn every node now, so that a rebuild can reach the cluster even
+        // if the seeds given are the ones that fail.
+        store.inner.topology().await?;
+        Ok(store)
+    }
+
+    /// The configuration this store was connected with.
+    #[must_use]
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// Counters since connect.
+    #[must_use]
+    pub fn stats(&self) -> RedisStats {
+        let i = &self.inner;
+        RedisStats {
+            client_rebuilds: i.health.rebuilds(),
+            resends: i.resends.load(Ordering::Relaxed),
+            update_conflicts: i.update_conflicts.load(Ordering::Relaxed),
+            replication_shortfalls: i.shortfalls.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Creates a session with a fresh random id (128 bits from the OS).
+    ///
+    /// # Errors
+    /// [`Error::ValueTooLarge`], [`Error::InvalidTimeout`], [`Error::Entropy`]
+    /// (nothing sent); the request errors of the crate docs.
+    pub async fn create(&self, metadata: &[u8], timeout: Timeout) -> Result<SessionId> {
+        let timeout_field = self.inner.check(metadata.len(), timeout)?;
+        for _ in 0..CREATE_TRIES_MAX {
+            let id = SessionId::random().map_err(Error::Entropy)?;
+            match self.inner.insert(id, metadata, &timeout_field).await {
+                Ok(()) => return Ok(id),
+                Err(Error::AlreadyExists) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Unavailable {
+            reason: format!(
+                "{CREATE_TRIES_MAX} random ids in a row were taken: is the random source broken?"
+            ),
+        })
+    }
+
+    /// Creates a session with the configured default timeout.
+    ///
+    /// # Errors
+    /// As [`RedisStore::create`].
+    pub async fn create_default(&self, metadata: &[u8]) -> Result<SessionId> {
+        self.create(metadata, self.inner.config.default_timeout).await
+    }
+
+    /// Stores a session under a caller-chosen id.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] if a live session has the id (untouched), and
+    /// the errors of [`RedisStore::create`].
+    pub async fn insert(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
+        let timeout_field = self.inner.check(metadata.len(), timeout)?;
+        self.inner.insert(id, metadata, &timeout_field).await
+    }
+
+    /// Returns the session and slides its deadline (one script: read, record
+    /// the access, re-arm the TTL).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; the request errors of the crate docs.
+    pub async fn get(&self, id: &SessionId) -> Result<Session> {
+        let key = self.inner.keys.key(id);
+        let reply = self
+            .inner
+            .script(Kind::Read, &self.inner.scripts.get, &key, &[])
+            .await?;
+        reply::session(*id, "get", reply.value.value)?.ok_or(Error::NotFound)
+    }
+
+    /// Returns the session without sliding its deadline (`HMGET`).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; the request errors of the crate docs.
+    pub async fn peek(&self, id: &SessionId) -> Result<Session> {
+        let key = self.inner.keys.key(id);
+        self.inner.peek(*id, &key).await?.ok_or(Error::NotFound)
+    }
+
+    /// Replaces the metadata with `f(current)` atomically (optimistic: the
+    /// commit script installs the result only if the version read is still
+    /// current, and otherwise hands back the newer value for `f` to run on
+    /// again); slides the deadline.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] (also if the session goes while `f` runs);
+    /// [`Error::ValueTooLarge`] if `f` returns too much (nothing changed);
+    /// [`Error::Unavailable`] after 256 lost races; [`Error::OutcomeUnknown`]
+    /// if a commit failed in doubt and a concurrent writer then moved the
+    /// version on (whether this update is in is then unknowable); the request
+    /// errors of the crate docs.
+    pub async fn update<F>(&self, id: &SessionId, mut f: F) -> Result<Session>
+    where
+        F: FnMut(&[u8]) -> Vec<u8> + Send,
+    {
+        let inner = &self.inner;
+        let key = inner.keys.key(id);
+        let mut read = redis::cmd("HMGET");
+        read.arg(&key).arg("m").arg("v");
+        let reply = inner.command(Kind::Read, &key, &read).await?;
+        let (mut current, mut version) = match reply.value {
+            Value::Array(fields) => match <[Value; 2]>::try_from(fields) {
+                Ok([Value::Nil, _]) => return Err(Error::NotFound),
+                Ok([m, v]) => match (reply::bytes(m), reply::bytes(v)) {
+                    (Some(m), Some(v)) => (m, v),
+                    _ => {
+                        return Err(Error::Unavailable {
+                            reason: "malformed session hash (m, v)".into(),
+                        })
+                    }
+                },
+                Err(fields) => return Err(crate::error::bad_reply("update read", &Value::Array(fields))),
+            },
+            other => return Err(crate::error::bad_reply("update read", &other)),
+        };
+        for attempt in 0..UPDATE_TRIES_MAX {
+            let new = f(&current);
+            inner.check_len(new.len())?;
+            let token = token();
+            let reply = inner
+                .script(
+                    Kind::Write,
+                    &inner.scripts.commit,
+                    &key,
+                    &[&version, &new, token.as_bytes()],
+                )
+                .await?;
+            let fields = match reply.value.value {
+                Value::Array(fields) => fields,
+                other => return Err(crate::error::bad_reply("commit", &other)),
+            };
+            match fields.first().map(|v| reply::int("commit", v)).transpose()? {
+                Some(0) => return Err(Error::NotFound),
+                Some(1) => {
+                    let session = reply::session_with(*id, Arc::from(new), "commit", &fields[1..])?;
+                    inner.settle_wait(reply.value.acked)?;
+                    return Ok(session);
+                }
+                Some(2) if reply.resent_after_doubt => {
+                    return Err(Error::OutcomeUnknown {
+                        reason: "an update commit failed in doubt and another writer changed the session \
+                                 before the resend: it may or may not be in"
+                            .into(),
+                    })
+                }
+                Some(2) if fields.len() == 3 => {
+                    inner.update_conflicts.fetch_add(1, Ordering::Relaxed);
+                    let mut rest = fields.into_iter().skip(1);
+                    version = rest.next().and_then(reply::bytes).unwrap_or_default();
+                    current = rest.next().and_then(reply::bytes).unwrap_or_default();
+                    conflict_pause(attempt).await;
+                }
+                _ => return Err(crate::error::bad_reply("commit", &Value::Array(fields))),
+            }
+        }
+        Err(Error::Unavailable {
+            reason: format!(
+                "update lost {UPDATE_TRIES_MAX} races in a row to concurrent writers of this session"
+            ),
+        })
+    }
+
+    /// Slides the session's deadline.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; the request errors of the crate docs.
+    pub async fn touch(&self, id: &SessionId) -> Result<()> {
+        let key = self.inner.keys.key(id);
+        let reply = self
+            .inner
+            .script(Kind::Slide, &self.inner.scripts.touch, &key, &[])
+            .await?;
+        match reply::int("touch", &reply.value.value)? {
+            1 => Ok(()),
+            _ => Err(Error::NotFound),
+        }
+    }
+
+    /// Removes the session (`DEL`). After a resend (the first attempt failed
+    /// in doubt) a missing session counts as deleted.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; the request errors of the crate docs.
+    pub async fn delete(&self, id: &SessionId) -> Result<()> {
+        let key = self.inner.keys.key(id);
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(&key);
+        let reply = self.inner.request(Kind::Write, &key, |_| cmd.clone()).await?;
+        match reply::int("delete", &reply.value.value)? {
+            1 => self.inner.settle_wait(reply.value.acked),
+            _ if reply.resent_after_doubt => Ok(()),
+            _ => Err(Error::NotFound),
+        }
+    }
+
+    /// Changes the timeout (`Timeout::Never`: `PERSIST`); slides the deadline
+    /// to now + timeout.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTimeout`] (nothing sent), [`Error::NotFound`]; the
+    /// request errors of the crate docs.
+    pub async fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> Result<()> {
+        let field = check_timeout(timeout)?;
+        let key = self.inner.keys.key(id);
+        let reply = self
+            .inner
+            .script(
+                Kind::Write,
+                &self.inner.scripts.set_ttl,
+                &key,
+                &[field.as_bytes()],
+            )
+            .await?;
+        match reply::int("set_ttl", &reply.value.value)? {
+            1 => self.inner.settle_wait(reply.value.acked),
+            _ => Err(Error::NotFound),
+        }
+    }
+
+    /// True if a live session has this id (`EXISTS`; not activity).
+    ///
+    /// # Errors
+    /// The request errors of the crate docs.
+    pub async fn contains(&self, id: &SessionId) -> Result<bool> {
+        let key = self.inner.keys.key(id);
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(&key);
+        let reply = self.inner.command(Kind::Read, &key, &cmd).await?;
+        Ok(reply::int("contains", &reply.value)? == 1)
+    }
+
+    /// Live sessions under this store's prefix, counted with `SCAN` on every
+    /// master: O(keys on the servers), meant for monitoring, not hot paths.
+    ///
+    /// # Errors
+    /// The request errors of the crate docs.
+    pub async fn len(&self) -> Result<usize> {
+        crate::list::count(&self.inner).await
+    }
+
+    /// True if [`RedisStore::len`] is 0.
+    ///
+    /// # Errors
+    /// As [`RedisStore::len`].
+    pub async fn is_empty(&self) -> Result<bool> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// One page of at most `limit` sessions (see the crate docs on listing).
+    ///
+    /// # Errors
+    /// [`Error::InvalidPageSize`], [`Error::InvalidCursor`]; the request
+    /// errors of the crate docs.
+    pub async fn list(&self, cursor: Cursor, limit: usize) -> Result<Page> {
+        crate::list::page(&self.inner, cursor, limit).await
+    }
+
+    /// Always 0: Redis expires keys itself (lazily when a key is touched,
+    /// and by its active expiry cycle in the background), so there is nothing
+    /// to sweep, and an expired session is never returned.
+    #[must_use]
+    pub fn cleanup_expired(&self) -> usize {
+        0
+    }
+}
+
+/// `HMGET key m c a t`: a session as `peek` and `list` read it.
+pub(crate) fn peek_cmd(key: &[u8]) -> Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(key).arg("m").arg("c").arg("a").arg("t");
+    cmd
+}
+
+/// A fresh idempotency token (see `scripts.rs`).
+fn token() -> String {
+    rand::rng().random::<u64>().to_string()
+}
+
+/// After `attempt` lost races, a random pause that grows with the count:
+/// colliding writers spread out instead of colliding again.
+async fn conflict_pause(attempt: u32) {
+    if attempt == 0 {
+        return;
+    }
+    let cap_us =
+        (50u64 << attempt.min(8)).min(u64::try_from(UPDATE_BACKOFF_MAX.as_micros()).unwrap_or(u64::MAX));
+    let pause_us = rand::rng().random_range(0..=cap_us);
+    tokio::time::sleep(Duration::from_micros(pause_us)).await;
+}
+
+fn check_timeout(timeout: Timeout) -> Result<String> {
+    match timeout.as_ms() {
+        None => Ok(reply::timeout_field(Timeout::Never)),
+        Some(ms @ 1..=TIMEOUT_MS_MAX) => Ok(ms.to_string()),
+        Some(timeout_ms) => Err(Error::InvalidTimeout {
+            timeout_ms,
+            max_ms: TIMEOUT_MS_MAX,
+        }),
+    }
+}
+
+/// A request's value and, for a write sent with `WAIT`, the replicas that
+/// acknowledged it.
+pub(crate) struct Acked {
+    pub(crate) value: Value,
+    pub(crate) acked: Option<i64>,
+}
+
+impl Inner {
+    fn check_len(&self, len: usize) -> Result<()> {
+        let max = self.config.metadata_bytes_max;
+        if len > max {
+            return Err(Error::ValueTooLarge { len, max });
+        }
+        Ok(())
+    }
+
+    fn check(&self, len: usize, timeout: Timeout) -> Result<String> {
+        self.check_len(len)?;
+        check_timeout(timeout)
+    }
+
+    /// The session at `key` without sliding it; `None` if absent.
+    pub(crate) async fn peek(&self, id: SessionId, key: &[u8]) -> Result<Option<Session>> {
+        let reply = self.command(Kind::Read, key, &peek_cmd(key)).await?;
+        reply::session(id, "peek", reply.value)
+    }
+
+    async fn insert(&self, id: SessionId, metadata: &[u8], timeout_field: &str) -> Result<()> {
+        let key = self.keys.key(&id);
+        let token = token();
+        let args: [&[u8]; 3] = [metadata, timeout_field.as_bytes(), token.as_bytes()];
+        let reply = self
+            .script(Kind::Write, &self.scripts.insert, &key, &args)
+            .await?;
+        match reply::int("insert", &reply.value.value)? {
+            1 => self.settle_wait(reply.value.acked),
+            _ => Err(Error::AlreadyExists),
+        }
+    }
+
+    /// For a write that took effect: an error if `WAIT` came back short.
+    fn settle_wait(&self, acked: Option<i64>) -> Result<()> {
+        match (self.config.replication, acked) {
+            (Replication::Wait { replicas, timeout }, Some(acked)) if acked < i64::from(replicas) => {
+                self.shortfalls.fetch_add(1, Ordering::Relaxed);
+                let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                Err(reply::shortfall(acked, replicas, ms))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn conn(&self) -> Conn {
+        self.conn.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Runs `script` on the master of `key`.
+    async fn script(&self, kind: Kind, script: &Script, key: &[u8], args: &[&[u8]]) -> Result<Reply<Acked>> {
+        self.request(kind, key, |attempt| {
+            let mut cmd = if attempt.eval {
+                let mut c = redis::cmd("EVAL");
+                c.arg(&script.code);
+                c
+            } else {
+                let mut c = redis::cmd("EVALSHA");
+                c.arg(&script.sha1);
+                c
+            };
+            cmd.arg(1).arg(key);
+            for arg in args {
+                cmd.arg(*arg);
+            }
+            cmd
+        })
+        .await
+    }
+
+    /// Runs a plain read `cmd` on the master of `key`.
+    async fn command(&self, kind: Kind, key: &[u8], cmd: &Cmd) -> Result<Reply<Value>> {
+        let reply = self.request(kind, key, |_| cmd.clone()).await?;
+        Ok(Reply {
+            value: reply.value.value,
+            resent_after_doubt: reply.resent_after_doubt,
+        })
+    }
+
+    /// Sends the command `make` builds to the master of `key`, followed in
+    /// the same pipeline by `WAIT` for a write when replication asks for it.
+    pub(crate) async fn request(
+        &self,
+        kind: Kind,
+        key: &[u8],
+        make: impl Fn(Attempt) -> Cmd,
+    ) -> Result<Reply<Acked>> {
+        let wait = match self.config.replication {
+            Replication::Wait { replicas, timeout } if kind == Kind::Write => {
+                Some((replicas, u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)))
+            }
+            _ => None,
+        };
+        let make = &make;
+        self.run(kind, move |mut conn, attempt| async move {
+            let cmd = make(attempt);
+            if attempt.redirected {
+                // A single keyed command follows MOVED/ASK inside the client
+                // and refreshes its slot map; the pipeline below cannot.
+                let mut probe = redis::cmd("EXISTS");
+                probe.arg(key);
+                conn.query(&probe, Target::Key(key)).await?;
+            }
+            match wait {
+                None => Ok(Acked {
+                    value: conn.query(&cmd, Target::Key(key)).await?,
+                    acked: None,
+                }),
+                Some((replicas, timeout_ms)) => {
+                    let mut pipe = redis::pipe();
+                    pipe.add_command(cmd).cmd("WAIT").arg(replicas).arg(timeout_ms);
+                    let mut values = conn.pipeline(&pipe, Target::Key(key)).await?.into_iter();
+                    let value = match values.next() {
+                        Some(Value::ServerError(e)) => return Err(e.into()),
+                        Some(v) => v,
+                        None => {
+                            return Err(redis::RedisError::from((
+                                redis::ErrorKind::Parse,
+                                "empty pipeline reply",
+                            )))
+                        }
+                    };
+                    let acked = match values.next() {
+                        Some(Value::Int(n)) => n,
+                        _ => 0,
+                    };
+                    Ok(Acked {
+                        value,
+                        acked: Some(acked),
+                    })
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs attempts of one request until one succeeds, one fails for good,
+    /// or the request timeout passes (see the module docs and `error.rs`).
+    pub(crate) async fn run<T, F, Fut>(&self, kind: Kind, mut attempt: F) -> Result<Reply<T>>
+    where
+        F: FnMut(Conn, Attempt) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let mut how = Attempt::default();
+        let mut doubt = false;
+        let mut backoff = RETRY_BACKOFF_MIN;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let fault = match timeout(left, attempt(self.conn(), how)).await {
+                Ok(Ok(value)) => {
+                    self.health.success();
+                    return Ok(Reply {
+                        value,
+                        resent_after_doubt: doubt,
+                    });
+                }
+                Ok(Err(err)) => {
+                    how.redirected = matches!(
+                        err.kind(),
+                        redis::ErrorKind::Server(redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask)
+                    );
+                    classify(&err)
+                }
+                Err(_) => Fault::TimedOut,
+            };
+            if fault.server_answered() {
+                self.health.success();
+            } else if self.health.failure() {
+                self.rebuild().await;
+            }
+            doubt |= fault.maybe_applied();
+            let give_up = |fault: &Fault| give_up(fault, kind == Kind::Write, doubt, self.request_timeout_ms);
+            match fault {
+                Fault::NoScript if !how.eval => {
+                    how.eval = true;
+                    continue;
+                }
+                Fault::NoScript | Fault::Refused(_) | Fault::TimedOut => return Err(give_up(&fault)),
+                Fault::NotApplied(_) | Fault::Ambiguous(_) => {}
+            }
+            if Instant::now() + backoff >= deadline {
+                return Err(give_up(&fault));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+            self.resends.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces the client if a fresh one finds the deployment serving (see
+    /// `health.rs`). One caller at a time; the others carry on failing.
+    async fn rebuild(&self) {
+        let Ok(_guard) = self.rebuild.try_lock() else {
+            return;
+        };
+        self.health.probing();
+        let seeds = self
+            .known_nodes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let budget = self.config.connect_timeout + self.config.request_timeout;
+        let fresh = async {
+            let mut conn = Conn::connect(&self.config, &seeds).await.ok()?;
+            conn.serving().await.ok()?.then_some(conn)
+        };
+        if let Ok(Some(conn)) = timeout(budget, fresh).await {
+            *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
+            self.health.rebuilt();
+        }
+    }
+
+    /// The masters by first slot (one pseudo-shard for a single server);
+    /// remembers every node for rebuilds.
+    pub(crate) async fn topology(&self) -> Result<Vec<Shard>> {
+        let reply = self
+            .run(Kind::Read, |mut conn, _| async move { conn.topology().await })
+            .await?;
+        let (shards, nodes) = reply.value;
+        if !nodes.is_empty() {
+            let mut known = self.known_nodes.write().unwrap_or_else(PoisonError::into_inner);
+            for node in nodes {
+                if !known.contains(&node) {
+                    known.push(node);
+                }
+            }
+        }
+        Ok(shards)
+    }
+}
+
+impl SessionStore for RedisStore {
+    async fn create(&self, metadata: &[u8], timeout: Timeout) -> Result<SessionId> {
+        RedisStore::create(self, metadata, timeout).await
+    }
+
+    async fn insert(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
+        RedisStore::insert(self, id, metadata, timeout).await
+    }
+
+    async fn get(&self, id: &SessionId) -> Result<Session> {
+        RedisStore::get(self, id).await
+    }
+
+    async fn peek(&self, id: &SessionId) -> Result<Session> {
+        RedisStore::peek(self, id).await
+    }
+
+    async fn update<F>(&self, id: &SessionId, f: F) -> Result<Session>
+    where
+        F: FnMut(&[u8]) -> Vec<u8> + Send,
+    {
+        RedisStore::update(self, id, f).await
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<()> {
+        RedisStore::touch(self, id).await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<()> {
+        RedisStore::delete(self, id).await
+    }
+
+    async fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> Result<()> {
+        RedisStore::set_ttl(self, id, timeout).await
+    }
+
+    async fn contains(&self, id: &SessionId) -> Result<bool> {
+        RedisStore::contains(self, id).await
+    }
+
+    async fn len(&self) -> Result<usize> {
+        RedisStore::len(self).await
+    }
+
+    async fn list(&self, cursor: Cursor, limit: usize) -> Result<Page> {
+        RedisStore::list(self, cursor, limit).await
+    }
+
+    async fn cleanup_expired(&self) -> Result<usize> {
+        Ok(RedisStore::cleanup_expired(self))
+    }
+}

@@ -1,0 +1,520 @@
+//! Test harness: real `redis-server` processes on free loopback ports, each
+//! in its own temporary directory, stopped (SIGKILL, then reaped) when their
+//! guard drops — also when a test panics. Only the PIDs started here are ever
+//! signalled.
+//!
+//! `redis-server` and `redis-cli` must be on the PATH (`scripts/ensure-redis.sh`
+//! installs them; `scripts/test.sh` runs it first). A missing binary is a
+//! test failure with that advice, never a skip.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The loopback address every server binds to; nothing else is contacted.
+pub const HOST: &str = "127.0.0.1";
+
+/// How long a server may take to start answering.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Cluster bus ports are the client port + 10000.
+const BUS_PORT_OFFSET: u16 = 10_000;
+
+/// Panics with install advice if a Redis binary is missing.
+pub fn require_redis() {
+    for bin in ["redis-server", "redis-cli"] {
+        let found = Command::new(bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "`{bin}` not found: run `bash scripts/ensure-redis.sh` (installs Debian's redis-server); \
+             these tests never skip"
+        );
+    }
+}
+
+fn port_free(port: u16) -> bool {
+    TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+/// A port free now (and, for a cluster node, its bus port too).
+fn free_port(with_bus: bool) -> u16 {
+    loop {
+        let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind :0");
+        let port = listener.local_addr().expect("local addr").port();
+        drop(listener);
+        if !with_bus {
+            return port;
+        }
+        if port < u16::MAX - BUS_PORT_OFFSET && port_free(port + BUS_PORT_OFFSET) {
+            return port;
+        }
+    }
+}
+
+/// Sends one command over a fresh connection and returns the raw reply
+/// (enough RESP for `PING` and `INFO`-style bulk replies).
+pub fn raw_command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(
+        &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
+        Duration::from_millis(500),
+    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.write_all(req.as_bytes())?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+        if complete(&reply) {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// True once `reply` holds one whole simple, error, integer or bulk reply.
+fn complete(reply: &[u8]) -> bool {
+    let Some(line_end) = reply.windows(2).position(|w| w == b"\r\n") else {
+        return false;
+    };
+    match reply.first() {
+        Some(b'$') => {
+            let len: i64 = std::str::from_utf8(&reply[1..line_end])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            len < 0 || reply.len() >= line_end + 2 + usize::try_from(len).unwrap_or(0) + 2
+        }
+        _ => true,
+    }
+}
+
+/// One `redis-server` process.
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+    args: Vec<String>,
+}
+
+impl Server {
+    /// A standalone server (no persistence).
+    pub fn standalone() -> Self {
+        Self::start(&[], false)
+    }
+
+    /// A cluster-enabled node with the given node timeout.
+    pub fn cluster_node(node_timeout_ms: u64) -> Self {
+        let timeout = node_timeout_ms.to_string();
+        Self::start(
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                &timeout,
+                // Fail over even if the replica lost its link a while ago
+                // (repeated kills in one test).
+                "--cluster-replica-validity-factor",
+                "0",
+            ],
+            true,
+        )
+    }
+
+    fn start(extra: &[&str], cluster: bool) -> Self {
+        require_redis();
+        for _ in 0..20 {
+            let dir = tempfile::Builder::new()
+                .prefix("session-redis-")
+                .tempdir()
+                .expect("temp dir");
+            let port = free_port(cluster);
+            let mut args: Vec<String> = [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--repl-diskless-sync",
+                "yes",
+                "--repl-diskless-sync-delay",
+                "0",
+                "--logfile",
+                "redis.log",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            let mut server = Self {
+                child: None,
+                port,
+                dir,
+                args,
+            };
+            if server.spawn() {
+                return server;
+            }
+            // Dropped here: its directory goes; try another port.
+        }
+        panic!("could not start redis-server on a free loopback port after 20 tries");
+    }
+
+    /// Starts the process with the stored arguments; true once it answers.
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None; // exited (port taken?): caller retries
+                    return false;
+                }
+            }
+            if raw_command(self.port, &["PING"]).is_ok_and(|r| r.starts_with("+PONG")) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "redis-server on port {} did not answer within {START_TIMEOUT:?}; log:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{HOST}:{}", self.port)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("{HOST}:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// `kill -9` this server (its own PID only) and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL on Unix
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory (a cluster node
+    /// rejoins with its `nodes.conf`).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running server");
+        for _ in 0..50 {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100)); // port still held?
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+
+    fn stop(&mut self) {
+        self.kill9();
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// `redis-cli -p <port> args...`, stdout as text.
+    pub fn cli(&self, args: &[&str]) -> String {
+        cli(self.port, args)
+    }
+
+    /// A field of `INFO <section>`.
+    pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
+        let text = self.cli(&["INFO", section]);
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{field}:")).map(str::to_owned))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `redis-cli -h 127.0.0.1 -p <port> args...`, stdout as text ("" on failure).
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", HOST, "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `check` every 20 ms until it holds; panics with `what` after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One line of `CLUSTER NODES`.
+#[derive(Clone, Debug)]
+pub struct NodeLine {
+    pub id: String,
+    pub port: u16,
+    pub flags: String,
+    pub master_id: String,
+    pub connected: bool,
+    pub first_slot: Option<u32>,
+}
+
+impl NodeLine {
+    pub fn is_master(&self) -> bool {
+        self.flags.split(',').any(|f| f == "master")
+    }
+
+    pub fn failed(&self) -> bool {
+        self.flags.split(',').any(|f| f == "fail" || f == "fail?")
+    }
+}
+
+fn parse_nodes(text: &str) -> Vec<NodeLine> {
+    text.lines()
+        .filter_map(|line| {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            if parts.len() < 8 {
+                return None;
+            }
+            let port = parts[1].split(['@', ':']).nth(1)?.parse().ok()?;
+            let first_slot = parts[8..]
+                .iter()
+                .filter(|r| !r.starts_with('['))
+                .filter_map(|r| r.split('-').next()?.parse().ok())
+                .min();
+            Some(NodeLine {
+                id: parts[0].to_owned(),
+                port,
+                flags: parts[2].to_owned(),
+                master_id: parts[3].to_owned(),
+                connected: parts[7] == "connected",
+                first_slot,
+            })
+        })
+        .collect()
+}
+
+/// A 6-node Redis Cluster: 3 masters, 3 replicas.
+pub struct Cluster {
+    pub nodes: Vec<Server>,
+    pub node_timeout_ms: u64,
+}
+
+impl Cluster {
+    /// Starts 6 nodes, creates the cluster with `redis-cli --cluster create
+    /// --cluster-replicas 1`, and waits until it is ok and every replica has
+    /// finished its first sync.
+    pub fn start(node_timeout_ms: u64) -> Self {
+        let nodes: Vec<Server> = (0..6).map(|_| Server::cluster_node(node_timeout_ms)).collect();
+        let addrs: Vec<String> = nodes.iter().map(Server::addr).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("All 16384 slots covered"),
+            "redis-cli --cluster create failed:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Self {
+            nodes,
+            node_timeout_ms,
+        };
+        cluster.wait_healthy(Duration::from_secs(30));
+        cluster
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Server::url).collect()
+    }
+
+    /// `CLUSTER NODES` as some running node sees it.
+    pub fn node_lines(&self) -> Vec<NodeLine> {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            let lines = parse_nodes(&node.cli(&["CLUSTER", "NODES"]));
+            if !lines.is_empty() {
+                return lines;
+            }
+        }
+        Vec::new()
+    }
+
+    fn index_of_port(&self, port: u16) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.port == port)
+            .expect("a node of ours")
+    }
+
+    /// True if every running node says `cluster_state:ok`, every slot range
+    /// has a running master, and every running replica is synced.
+    pub fn healthy(&self) -> bool {
+        let running: Vec<&Server> = self.nodes.iter().filter(|n| n.is_running()).collect();
+        let ok = running
+            .iter()
+            .all(|n| n.info_field_cluster("cluster_state").as_deref() == Some("ok"));
+        if !ok {
+            return false;
+        }
+        let lines = self.node_lines();
+        let masters: Vec<&NodeLine> = lines
+            .iter()
+            .filter(|l| l.is_master() && l.first_slot.is_some() && !l.failed())
+            .collect();
+        if masters.len() != 3 || masters.iter().any(|m| !running.iter().any(|n| n.port == m.port)) {
+            return false;
+        }
+        running.iter().all(|n| {
+            let role = n.info_field("replication", "role");
+            role.as_deref() == Some("master")
+                || (n.info_field("replication", "master_link_status").as_deref() == Some("up")
+                    && n.info_field("replication", "master_sync_in_progress").as_deref() == Some("0"))
+        })
+    }
+
+    pub fn wait_healthy(&self, limit: Duration) -> Duration {
+        wait_for("cluster ok with synced replicas", limit, || self.healthy())
+    }
+
+    /// The running master serving `slot`'s range (by first slot), as node index.
+    pub fn master_of(&self, first_slot: u32) -> Option<usize> {
+        self.node_lines()
+            .iter()
+            .find(|l| l.is_master() && !l.failed() && l.first_slot == Some(first_slot))
+            .map(|l| self.index_of_port(l.port))
+    }
+
+    /// Masters' first slots, sorted.
+    pub fn first_slots(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .node_lines()
+            .iter()
+            .filter(|l| l.is_master() && !l.failed())
+            .filter_map(|l| l.first_slot)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// True if this master has a connected, synced replica (a failover can
+    /// then promote it).
+    pub fn has_synced_replica(&self, master: usize) -> bool {
+        let port = self.nodes[master].port;
+        let lines = self.node_lines();
+        let Some(me) = lines.iter().find(|l| l.port == port) else {
+            return false;
+        };
+        lines.iter().filter(|l| l.master_id == me.id).any(|l| {
+            let i = self.index_of_port(l.port);
+            self.nodes[i].is_running()
+                && self.nodes[i]
+                    .info_field("replication", "master_link_status")
+                    .as_deref()
+                    == Some("up")
+        })
+    }
+
+    /// Waits until a running node other than `old` is the master of
+    /// `first_slot` and the cluster is ok everywhere; returns how long.
+    pub fn wait_promoted(&self, first_slot: u32, old: usize, limit: Duration) -> Duration {
+        wait_for("replica promotion", limit, || {
+            self.master_of(first_slot).is_some_and(|m| m != old)
+                && self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.is_running())
+                    .all(|n| n.info_field_cluster("cluster_state").as_deref() == Some("ok"))
+        })
+    }
+}
+
+trait ClusterInfo {
+    fn info_field_cluster(&self, field: &str) -> Option<String>;
+}
+
+impl ClusterInfo for Server {
+    fn info_field_cluster(&self, field: &str) -> Option<String> {
+        let text = self.cli(&["CLUSTER", "INFO"]);
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{field}:")).map(str::to_owned))
+    }
+}
+
+/// A unique key prefix per use, so cases sharing a server never meet.
+pub fn unique_prefix(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("t-{tag}-{}-{n}:", std::process::id())
+}
+
+/// Where test artefacts (timings) may be written for a human to read.
+pub fn target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Makes sure redis-server, redis-cli and redis-benchmark exist, so the Redis
+# backend's tests (crate session-redis) run against real servers and never
+# skip. Installs Debian's `redis-server` package when they are missing (it
+# ships all three binaries); refreshes the package index only if the package
+# is not found in it. The package's own service is stopped and disabled: the
+# tests start their own servers on free loopback ports.
+set -euo pipefail
+
+have_all() {
+    command -v redis-server >/dev/null 2>&1 &&
+        command -v redis-cli >/dev/null 2>&1 &&
+        command -v redis-benchmark >/dev/null 2>&1
+}
+
+if have_all; then
+    exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO="sudo"
+    else
+        echo "ensure-redis: redis-server is missing and we are not root (no sudo): install Debian's redis-server package" >&2
+        exit 1
+    fi
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+# The service must not start on install (policy-rc.d exit 101 = "do not start").
+POLICY=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$POLICY" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
+    $SUDO chmod +x "$POLICY"
+    created_policy=1
+fi
+cleanup() { if [ "$created_policy" = 1 ]; then $SUDO rm -f "$POLICY"; fi; }
+trap cleanup EXIT
+
+if ! apt-cache show redis-server >/dev/null 2>&1; then
+    echo "ensure-redis: refreshing the package index (apt-get update)" >&2
+    $SUDO apt-get update -qq
+fi
+echo "ensure-redis: installing redis-server (redis-server, redis-cli, redis-benchmark)" >&2
+$SUDO apt-get install -y -qq --no-install-recommends redis-server redis-tools >&2
+
+if ! have_all; then
+    echo "ensure-redis: redis-server, redis-cli or redis-benchmark still missing after install" >&2
+    exit 1
+fi
+redis-server --version >&2

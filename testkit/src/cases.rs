@@ -1,0 +1,674 @@
+//! The cases. Each takes a fresh, empty store; names say the behaviour.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use session_engine::limits::{LIST_PAGE_MAX, TIMEOUT_MS_MAX};
+use session_engine::{Cursor, Error, SessionId, SessionStore, Timeout};
+
+use crate::{Case, SuiteOptions, Verdict};
+
+/// A long timeout for sessions that must not expire during a case.
+const LONG: Timeout = Timeout::from_secs(600);
+
+/// Slack for clock granularity (whole milliseconds, the sweeper's tick).
+const SLACK: Duration = Duration::from_millis(30);
+
+macro_rules! case_list {
+    ($($name:ident),* $(,)?) => {
+        pub(crate) fn all<S: SessionStore + 'static>() -> Vec<(&'static str, Case<S>)> {
+            vec![$((stringify!($name), (|s, o| Box::pin($name::<S>(s, o))) as Case<S>)),*]
+        }
+    };
+}
+
+case_list!(
+    create_then_get_returns_what_was_stored,
+    metadata_is_binary_safe_including_empty,
+    ids_are_distinct_and_url_safe,
+    insert_uses_the_given_id_and_never_overwrites,
+    get_records_activity_and_peek_does_not,
+    update_replaces_metadata_and_counts_as_activity,
+    update_runs_on_the_latest_value,
+    every_operation_on_a_missing_id_is_not_found,
+    delete_removes_the_session,
+    set_ttl_never_keeps_a_session_past_its_old_deadline,
+    set_ttl_finite_after_never_expires_again,
+    a_session_expires_after_its_inactivity_timeout,
+    activity_slides_the_deadline,
+    peek_contains_and_list_do_not_slide_the_deadline,
+    list_pages_return_every_session_once,
+    list_with_page_size_one_and_max,
+    list_leaves_out_expired_sessions,
+    len_counts_live_sessions,
+    invalid_input_returns_typed_errors_and_stores_nothing,
+    values_too_large_change_nothing,
+    concurrent_updates_lose_nothing,
+    concurrent_creates_and_deletes_keep_len_exact,
+    cleanup_expired_reports_and_len_settles,
+);
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+async fn sleep(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+/// Unwraps, naming the operation in the panic.
+fn ok<T>(what: &str, r: Result<T, Error>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: unexpected error {e:?} ({e})"),
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // called on a fresh result, never reused
+fn not_found<T: std::fmt::Debug>(what: &str, r: Result<T, Error>) {
+    assert!(
+        matches!(r, Err(Error::NotFound)),
+        "{what}: expected NotFound, got {r:?}"
+    );
+}
+
+/// For a check that the session must still be alive: `since` is taken just
+/// before the last activity was sent, so its deadline is at least
+/// `since + timeout`. If the check could only run after that (the machine
+/// stalled), its failure proves nothing: report a stall instead.
+fn still_alive<T: std::fmt::Debug>(
+    what: &str,
+    r: &Result<T, Error>,
+    since: Instant,
+    timeout: Duration,
+) -> Option<Verdict> {
+    if r.is_ok() {
+        return None;
+    }
+    let elapsed = since.elapsed();
+    if elapsed + SLACK >= timeout {
+        return Some(Verdict::Stalled(format!(
+            "{what}: checked {} ms after the activity, timeout {} ms",
+            elapsed.as_millis(),
+            timeout.as_millis()
+        )));
+    }
+    panic!(
+        "{what}: session should be alive {} ms after activity with a {} ms timeout, got {r:?}",
+        elapsed.as_millis(),
+        timeout.as_millis()
+    );
+}
+
+/// `contains` as a result: `false` becomes `NotFound`.
+fn present(r: Result<bool, Error>) -> Result<(), Error> {
+    r.and_then(|there| if there { Ok(()) } else { Err(Error::NotFound) })
+}
+
+macro_rules! alive {
+    ($what:expr, $r:expr, $since:expr, $timeout:expr) => {{
+        let r = $r;
+        if let Some(v) = still_alive($what, &r, $since, $timeout) {
+            return v;
+        }
+        r.unwrap()
+    }};
+}
+
+async fn create_then_get_returns_what_was_stored<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let before = now_ms();
+    let id = ok("create", s.create(b"user_id=123", Timeout::from_secs(1800)).await);
+    let got = ok("get", s.get(&id).await);
+    assert_eq!(got.id(), id);
+    assert_eq!(got.metadata(), b"user_id=123");
+    assert_eq!(got.timeout(), Timeout::from_secs(1800));
+    assert!(got.created_ms() <= got.last_access_ms(), "{got:?}");
+    assert!(
+        got.created_ms() + 5_000 >= before && got.created_ms() <= now_ms() + 5_000,
+        "created_ms {} far from wall time {before}",
+        got.created_ms()
+    );
+    assert_eq!(got.expires_at_ms(), Some(got.last_access_ms() + 1_800_000));
+    let peeked = ok("peek", s.peek(&id).await);
+    assert_eq!(peeked.metadata(), b"user_id=123");
+    assert_eq!(peeked.created_ms(), got.created_ms());
+    assert!(ok("contains", s.contains(&id).await));
+    Verdict::Pass
+}
+
+async fn metadata_is_binary_safe_including_empty<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let all_bytes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    let id = ok("create", s.create(&all_bytes, LONG).await);
+    assert_eq!(ok("get", s.get(&id).await).metadata(), &all_bytes[..]);
+    let empty = ok("create empty", s.create(b"", LONG).await);
+    assert_eq!(ok("get empty", s.get(&empty).await).metadata(), b"");
+    let updated = ok("update to empty", s.update(&id, |_| Vec::new()).await);
+    assert_eq!(updated.metadata(), b"");
+    assert_eq!(ok("peek", s.peek(&id).await).metadata(), b"");
+    Verdict::Pass
+}
+
+async fn ids_are_distinct_and_url_safe<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let id = ok("create", s.create(b"x", LONG).await);
+        let text = id.to_string();
+        assert_eq!(text.len(), session_engine::SESSION_ID_TEXT_LEN);
+        assert!(text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(seen.insert(id), "duplicate id {id}");
+    }
+    Verdict::Pass
+}
+
+async fn insert_uses_the_given_id_and_never_overwrites<S: SessionStore>(
+    s: Arc<S>,
+    _: SuiteOptions,
+) -> Verdict {
+    let id = SessionId::from_bytes(*b"chosen-by-caller");
+    ok("insert", s.insert(id, b"first", LONG).await);
+    let again = s.insert(id, b"second", Timeout::from_secs(5)).await;
+    assert!(
+        matches!(again, Err(Error::AlreadyExists)),
+        "second insert: {again:?}"
+    );
+    let got = ok("get", s.get(&id).await);
+    assert_eq!(got.metadata(), b"first", "the original is left untouched");
+    assert_eq!(got.timeout(), LONG);
+    ok("delete", s.delete(&id).await);
+    ok("insert after delete", s.insert(id, b"third", LONG).await);
+    assert_eq!(ok("get", s.get(&id).await).metadata(), b"third");
+    Verdict::Pass
+}
+
+async fn get_records_activity_and_peek_does_not<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let id = ok("create", s.create(b"m", LONG).await);
+    let first = ok("get", s.get(&id).await);
+    sleep(ms(25)).await;
+    let peeked = ok("peek", s.peek(&id).await);
+    assert_eq!(
+        peeked.last_access_ms(),
+        first.last_access_ms(),
+        "peek is not activity"
+    );
+    let second = ok("get again", s.get(&id).await);
+    assert!(
+        second.last_access_ms() >= first.last_access_ms() + 20,
+        "get is activity: {} then {}",
+        first.last_access_ms(),
+        second.last_access_ms()
+    );
+    assert_eq!(second.created_ms(), first.created_ms());
+    assert_eq!(
+        ok("peek", s.peek(&id).await).last_access_ms(),
+        second.last_access_ms()
+    );
+    sleep(ms(25)).await;
+    ok("touch", s.touch(&id).await);
+    let after_touch = ok("peek", s.peek(&id).await);
+    assert!(
+        after_touch.last_access_ms() >= second.last_access_ms() + 20,
+        "touch is activity"
+    );
+    Verdict::Pass
+}
+
+async fn update_replaces_metadata_and_counts_as_activity<S: SessionStore>(
+    s: Arc<S>,
+    _: SuiteOptions,
+) -> Verdict {
+    let id = ok("create", s.create(b"count=1", LONG).await);
+    let before = ok("peek", s.peek(&id).await);
+    sleep(ms(25)).await;
+    let mut seen = Vec::new();
+    let updated = ok(
+        "update",
+        s.update(&id, |m| {
+            seen = m.to_vec();
+            b"count=2".to_vec()
+        })
+        .await,
+    );
+    assert_eq!(seen, b"count=1", "the closure sees the current value");
+    assert_eq!(updated.id(), id);
+    assert_eq!(updated.metadata(), b"count=2");
+    assert_eq!(updated.created_ms(), before.created_ms());
+    assert_eq!(updated.timeout(), LONG);
+    assert!(
+        updated.last_access_ms() >= before.last_access_ms() + 20,
+        "update is activity"
+    );
+    let got = ok("get", s.get(&id).await);
+    assert_eq!(got.metadata(), b"count=2");
+    Verdict::Pass
+}
+
+async fn update_runs_on_the_latest_value<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let id = ok("create", s.create(b"", LONG).await);
+    for i in 0..20u8 {
+        let updated = ok("update", s.update(&id, |m| [m, &[b'a' + i]].concat()).await);
+        assert_eq!(updated.metadata().len(), usize::from(i) + 1);
+    }
+    assert_eq!(ok("get", s.get(&id).await).metadata(), b"abcdefghijklmnopqrst");
+    Verdict::Pass
+}
+
+async fn every_operation_on_a_missing_id_is_not_found<S: SessionStore>(
+    s: Arc<S>,
+    _: SuiteOptions,
+) -> Verdict {
+    let id = SessionId::from_bytes([0x5a; 16]);
+    not_found("get", s.get(&id).await);
+    not_found("peek", s.peek(&id).await);
+    let mut ran = false;
+    not_found(
+        "update",
+        s.update(&id, |m| {
+            ran = true;
+            m.to_vec()
+        })
+        .await,
+    );
+    assert!(!ran, "update of a missing session must not run the closure");
+    not_found("touch", s.touch(&id).await);
+    not_found("delete", s.delete(&id).await);
+    not_found("set_ttl", s.set_ttl(&id, LONG).await);
+    not_found("set_ttl never", s.set_ttl(&id, Timeout::Never).await);
+    assert!(!ok("contains", s.contains(&id).await));
+    assert_eq!(ok("len", s.len().await), 0, "nothing was created");
+    Verdict::Pass
+}
+
+async fn delete_removes_the_session<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let id = ok("create", s.create(b"bye", LONG).await);
+    let other = ok("create other", s.create(b"stay", LONG).await);
+    ok("delete", s.delete(&id).await);
+    not_found("get after delete", s.get(&id).await);
+    not_found("peek after delete", s.peek(&id).await);
+    assert!(!ok("contains", s.contains(&id).await));
+    not_found("delete again", s.delete(&id).await);
+    assert_eq!(ok("other survives", s.get(&other).await).metadata(), b"stay");
+    assert_eq!(ok("len", s.len().await), 1);
+    Verdict::Pass
+}
+
+async fn set_ttl_never_keeps_a_session_past_its_old_deadline<S: SessionStore>(
+    s: Arc<S>,
+    _: SuiteOptions,
+) -> Verdict {
+    let timeout = ms(200);
+    let since = Instant::now();
+    let id = ok("create", s.create(b"keep", Timeout::After(timeout)).await);
+    let r = s.set_ttl(&id, Timeout::Never).await;
+    alive!("set_ttl never", r, since, timeout);
+    sleep(timeout * 2 + SLACK).await;
+    let got = ok("get after the old deadline", s.get(&id).await);
+    assert_eq!(got.timeout(), Timeout::Never);
+    assert_eq!(got.expires_at_ms(), None);
+    assert!(ok("contains", s.contains(&id).await));
+    Verdict::Pass
+}
+
+async fn set_ttl_finite_after_never_expires_again<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let id = ok("create", s.create(b"x", Timeout::Never).await);
+    assert_eq!(ok("peek", s.peek(&id).await).timeout(), Timeout::Never);
+    let timeout = ms(150);
+    let since = Instant::now();
+    ok("set_ttl", s.set_ttl(&id, Timeout::After(timeout)).await);
+    let got = alive!("peek after set_ttl", s.peek(&id).await, since, timeout);
+    assert_eq!(got.timeout(), Timeout::After(timeout));
+    assert_eq!(got.expires_at_ms(), Some(got.last_access_ms() + 150));
+    sleep(timeout * 2 + SLACK).await;
+    not_found("get after the new deadline", s.get(&id).await);
+    assert!(!ok("contains", s.contains(&id).await));
+    Verdict::Pass
+}
+
+async fn a_session_expires_after_its_inactivity_timeout<S: SessionStore>(
+    s: Arc<S>,
+    _: SuiteOptions,
+) -> Verdict {
+    let short = ok("create short", s.create(b"x", Timeout::from_ms(100)).await);
+    let long = ok("create long", s.create(b"y", LONG).await);
+    sleep(ms(100) * 3 + SLACK).await;
+    not_found("peek expired", s.peek(&short).await);
+    not_found("get expired", s.get(&short).await);
+    not_found("touch expired", s.touch(&short).await);
+    not_found("update expired", s.update(&short, <[u8]>::to_vec).await);
+    not_found("set_ttl expired", s.set_ttl(&short, Timeout::Never).await);
+    assert!(!ok("contains expired", s.contains(&short).await));
+    ok("the long one lives", s.get(&long).await);
+    Verdict::Pass
+}
+
+async fn activity_slides_the_deadline<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let timeout = ms(300);
+    let mut since = Instant::now();
+    let id = ok("create", s.create(b"0", Timeout::After(timeout)).await);
+    // Six activities 120 ms apart: 720 ms in all, well past one timeout.
+    for round in 0..6u8 {
+        sleep(ms(120)).await;
+        let next = Instant::now();
+        let what = format!("activity {round}");
+        match round % 3 {
+            0 => drop(alive!(&what, s.get(&id).await, since, timeout)),
+            1 => alive!(&what, s.touch(&id).await, since, timeout),
+            _ => drop(alive!(
+                &what,
+                s.update(&id, |_| vec![b'0' + round]).await,
+                since,
+                timeout
+            )),
+        }
+        since = next;
+    }
+    alive!("contains", present(s.contains(&id).await), since, timeout);
+    let meta = alive!("peek", s.peek(&id).await, since, timeout);
+    assert_eq!(meta.metadata(), b"5");
+    sleep(timeout * 2 + SLACK).await;
+    not_found("get after the last deadline", s.get(&id).await);
+    Verdict::Pass
+}
+
+async fn peek_contains_and_list_do_not_slide_the_deadline<S: SessionStore>(
+    s: Arc<S>,
+    _: SuiteOptions,
+) -> Verdict {
+    let timeout = ms(300);
+    let since = Instant::now();
+    let id = ok("create", s.create(b"x", Timeout::After(timeout)).await);
+    for _ in 0..2 {
+        sleep(ms(100)).await;
+        alive!("peek", s.peek(&id).await, since, timeout);
+        alive!("contains", present(s.contains(&id).await), since, timeout);
+        let page = ok("list", s.list(Cursor::START, 10).await);
+        assert!(page.sessions.len() <= 1);
+    }
+    // Had peek/contains/list slid it, the deadline would be ~500 ms after
+    // creation; sleep to ~450 ms after the last read, past the original.
+    let until = since + timeout + ms(150);
+    sleep(until.saturating_duration_since(Instant::now())).await;
+    not_found("peek after the original deadline", s.peek(&id).await);
+    Verdict::Pass
+}
+
+async fn list_pages_return_every_session_once<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let mut created = HashMap::new();
+    for i in 0..250u32 {
+        let meta = i.to_string().into_bytes();
+        let id = ok("create", s.create(&meta, LONG).await);
+        created.insert(id, meta);
+    }
+    for limit in [7, 64, 1000] {
+        let mut seen: HashMap<SessionId, usize> = HashMap::new();
+        let mut cursor = Cursor::START;
+        let mut pages = 0;
+        loop {
+            let page = ok("list", s.list(cursor, limit).await);
+            assert!(
+                page.sessions.len() <= limit,
+                "page of {} > {limit}",
+                page.sessions.len()
+            );
+            for session in &page.sessions {
+                assert_eq!(
+                    Some(&session.metadata().to_vec()),
+                    created.get(&session.id()),
+                    "listed metadata"
+                );
+                *seen.entry(session.id()).or_default() += 1;
+            }
+            pages += 1;
+            assert!(pages < 10_000, "listing does not end");
+            match page.next {
+                Some(next) => {
+                    assert_eq!(
+                        next.to_string().parse::<Cursor>().unwrap(),
+                        next,
+                        "cursor text round-trips"
+                    );
+                    cursor = next;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), created.len(), "limit {limit}: every session listed");
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "limit {limit}: listed more than once: {twice:?}"
+        );
+    }
+    Verdict::Pass
+}
+
+async fn list_with_page_size_one_and_max<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let empty = ok("list empty", s.list(Cursor::START, 10).await);
+    assert!(empty.sessions.is_empty());
+    assert!(empty.next.is_none(), "an empty store lists in one page");
+    let ids: Vec<SessionId> = {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            v.push(ok("create", s.create(b"p", LONG).await));
+        }
+        v
+    };
+    let mut seen = Vec::new();
+    let mut cursor = Cursor::START;
+    loop {
+        let page = ok("list 1", s.list(cursor, 1).await);
+        assert!(page.sessions.len() <= 1);
+        seen.extend(page.sessions.iter().map(session_engine::Session::id));
+        match page.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    seen.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(seen, want);
+    let all = ok("list max", s.list(Cursor::START, LIST_PAGE_MAX).await);
+    assert_eq!(all.sessions.len(), 5);
+    Verdict::Pass
+}
+
+async fn list_leaves_out_expired_sessions<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let mut live = Vec::new();
+    for _ in 0..5 {
+        ok("create short", s.create(b"short", Timeout::from_ms(100)).await);
+        live.push(ok("create never", s.create(b"never", Timeout::Never).await));
+    }
+    sleep(ms(100) * 3 + SLACK).await;
+    let page = ok("list", s.list(Cursor::START, 100).await);
+    let mut listed: Vec<_> = page.sessions.iter().map(session_engine::Session::id).collect();
+    listed.sort();
+    live.sort();
+    assert_eq!(listed, live, "only live sessions are listed");
+    assert!(page.sessions.iter().all(|s| s.metadata() == b"never"));
+    Verdict::Pass
+}
+
+async fn len_counts_live_sessions<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    assert_eq!(ok("len", s.len().await), 0);
+    assert!(ok("is_empty", s.is_empty().await));
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(ok("create", s.create(b"n", LONG).await));
+    }
+    assert_eq!(ok("len", s.len().await), 10);
+    assert!(!ok("is_empty", s.is_empty().await));
+    for id in &ids[..3] {
+        ok("delete", s.delete(id).await);
+    }
+    assert_eq!(ok("len", s.len().await), 7);
+    Verdict::Pass
+}
+
+async fn invalid_input_returns_typed_errors_and_stores_nothing<S: SessionStore>(
+    s: Arc<S>,
+    _: SuiteOptions,
+) -> Verdict {
+    let zero = s.create(b"x", Timeout::from_ms(0)).await;
+    assert!(
+        matches!(zero, Err(Error::InvalidTimeout { timeout_ms: 0, .. })),
+        "zero timeout: {zero:?}"
+    );
+    let huge = s.create(b"x", Timeout::from_ms(TIMEOUT_MS_MAX + 1)).await;
+    assert!(
+        matches!(huge, Err(Error::InvalidTimeout { .. })),
+        "huge timeout: {huge:?}"
+    );
+    ok(
+        "longest finite timeout",
+        s.create(b"x", Timeout::from_ms(TIMEOUT_MS_MAX)).await,
+    );
+    let id = SessionId::from_bytes([3; 16]);
+    let bad = s.insert(id, b"x", Timeout::from_ms(0)).await;
+    assert!(
+        matches!(bad, Err(Error::InvalidTimeout { .. })),
+        "insert: {bad:?}"
+    );
+    assert!(
+        !ok("contains", s.contains(&id).await),
+        "a rejected insert stores nothing"
+    );
+    let live = ok("create", s.create(b"x", LONG).await);
+    let bad = s.set_ttl(&live, Timeout::from_ms(0)).await;
+    assert!(
+        matches!(bad, Err(Error::InvalidTimeout { .. })),
+        "set_ttl: {bad:?}"
+    );
+    assert_eq!(ok("peek", s.peek(&live).await).timeout(), LONG, "unchanged");
+    for limit in [0, LIST_PAGE_MAX + 1] {
+        let r = s.list(Cursor::START, limit).await;
+        assert!(
+            matches!(r, Err(Error::InvalidPageSize { limit: l, max: LIST_PAGE_MAX }) if l == limit),
+            "page size {limit}: {r:?}"
+        );
+    }
+    let r = s.list(Cursor::new(u32::MAX, 0), 10).await;
+    assert!(matches!(r, Err(Error::InvalidCursor { .. })), "cursor: {r:?}");
+    assert!("nonsense".parse::<Cursor>().is_err());
+    assert!("x".parse::<SessionId>().is_err());
+    assert_eq!(ok("len", s.len().await), 2);
+    Verdict::Pass
+}
+
+async fn values_too_large_change_nothing<S: SessionStore>(s: Arc<S>, o: SuiteOptions) -> Verdict {
+    let max = o.metadata_bytes_max;
+    let too_big = vec![7u8; max + 1];
+    let r = s.create(&too_big, LONG).await;
+    assert!(
+        matches!(r, Err(Error::ValueTooLarge { len, max: m }) if len == max + 1 && m == max),
+        "create: {r:?}"
+    );
+    let id = SessionId::from_bytes([9; 16]);
+    let r = s.insert(id, &too_big, LONG).await;
+    assert!(matches!(r, Err(Error::ValueTooLarge { .. })), "insert: {r:?}");
+    assert_eq!(ok("len", s.len().await), 0);
+    let at_max = vec![1u8; max];
+    let id = ok("create at the limit", s.create(&at_max, LONG).await);
+    let r = s.update(&id, |_| too_big.clone()).await;
+    assert!(matches!(r, Err(Error::ValueTooLarge { .. })), "update: {r:?}");
+    assert_eq!(ok("peek", s.peek(&id).await).metadata(), &at_max[..], "unchanged");
+    Verdict::Pass
+}
+
+async fn concurrent_updates_lose_nothing<S: SessionStore + 'static>(s: Arc<S>, o: SuiteOptions) -> Verdict {
+    let id = ok("create", s.create(b"0", LONG).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..o.writers {
+        let s = Arc::clone(&s);
+        tasks.spawn(async move {
+            for _ in 0..o.updates_per_writer {
+                ok(
+                    "update",
+                    s.update(&id, |m| {
+                        let n: u64 = std::str::from_utf8(m).unwrap().parse().unwrap();
+                        (n + 1).to_string().into_bytes()
+                    })
+                    .await,
+                );
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("writer task");
+    }
+    let total = o.writers * o.updates_per_writer;
+    let got = ok("get", s.get(&id).await);
+    assert_eq!(
+        std::str::from_utf8(got.metadata()).unwrap(),
+        total.to_string(),
+        "{} writers x {} increments",
+        o.writers,
+        o.updates_per_writer
+    );
+    Verdict::Pass
+}
+
+async fn concurrent_creates_and_deletes_keep_len_exact<S: SessionStore + 'static>(
+    s: Arc<S>,
+    _: SuiteOptions,
+) -> Verdict {
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..8u8 {
+        let s = Arc::clone(&s);
+        tasks.spawn(async move {
+            let mut kept = Vec::new();
+            for i in 0..20u8 {
+                let id = ok("create", s.create(&[t, i], LONG).await);
+                if i % 2 == 0 {
+                    ok("delete", s.delete(&id).await);
+                } else {
+                    kept.push(id);
+                }
+            }
+            kept
+        });
+    }
+    let mut kept = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        kept.extend(done.expect("task"));
+    }
+    assert_eq!(ok("len", s.len().await), kept.len());
+    for id in &kept {
+        assert!(ok("contains", s.contains(id).await));
+    }
+    Verdict::Pass
+}
+
+async fn cleanup_expired_reports_and_len_settles<S: SessionStore>(s: Arc<S>, o: SuiteOptions) -> Verdict {
+    for _ in 0..10 {
+        ok("create short", s.create(b"s", Timeout::from_ms(100)).await);
+    }
+    let keep = ok("create long", s.create(b"l", LONG).await);
+    sleep(ms(100) * 3 + SLACK).await;
+    let reclaimed = ok("cleanup_expired", s.cleanup_expired().await);
+    if o.native_expiry {
+        assert_eq!(reclaimed, 0, "a natively expiring backend reports 0");
+    } else {
+        assert!(reclaimed <= 10, "reclaimed {reclaimed} of 10");
+    }
+    // Native expiry is lazy on access and sampled in the background; len
+    // counts live sessions once the expired are reclaimed or skipped.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let len = ok("len", s.len().await);
+        if len == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "len stays {len} after expiry, want 1");
+        sleep(ms(50)).await;
+        let _ = s.cleanup_expired().await;
+    }
+    ok("the long one lives", s.get(&keep).await);
+    Verdict::Pass
+}
+
+fn now_ms() -> u64 {
+    session_engine::system_time_to_ms(std::time::SystemTime::now())
+}

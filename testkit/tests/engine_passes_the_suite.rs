@@ -1,0 +1,15 @@
+//! The embedded engine against the shared behaviour suite: the reference the
+//! remote backends are held to.
+
+use std::time::Duration;
+
+use session_engine::{Config, Engine};
+use session_testkit::{run_suite, SuiteOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_engine_passes_the_suite() {
+    run_suite("engine", SuiteOptions::default(), || async {
+        Engine::open(Config::default().sweep_interval(Duration::from_millis(10))).expect("open engine")
+    })
+    .await;
+}
