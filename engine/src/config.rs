@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::limits::SEGMENT_SIZE_BYTES_DEFAULT;
 use crate::limits::{
     METADATA_BYTES_MAX_DEFAULT, METADATA_BYTES_MAX_LIMIT, SESSIONS_MAX_DEFAULT, SESSIONS_MAX_LIMIT,
     SHARDS_MAX, SHARDS_PER_CORE_DEFAULT, SWEEP_INTERVAL_MS_DEFAULT,
 };
+use crate::limits::{SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN};
+use crate::persist::format::{put_len, SEGMENT_HEADER_LEN};
 use crate::session::{Listener, RemovalCause, Session, Timeout};
 
 /// How an engine is set up. Start from [`Config::default`] or a preset and
@@ -27,6 +30,9 @@ pub struct Config {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) durability: Durability,
     pub(crate) recovery: RecoveryMode,
+    pub(crate) segment_size_bytes: usize,
+    pub(crate) touch_persist_fraction: f64,
+    pub(crate) compaction_threshold: f64,
 }
 
 /// When an acknowledged write is on disk (only with a data directory).
@@ -71,6 +77,9 @@ impl Default for Config {
             data_dir: None,
             durability: Durability::Interval(Duration::from_secs(1)),
             recovery: RecoveryMode::Strict,
+            segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT,
+            touch_persist_fraction: 0.1,
+            compaction_threshold: 0.5,
         }
     }
 }
@@ -86,10 +95,14 @@ impl Config {
     }
 
     /// The seed's single-node production preset: 1-hour sessions, up to the
-    /// default 1M. (Persistence joins this preset when the log lands.)
+    /// default 1M, persisted to `data_dir` with a flush every second (Redis'
+    /// `everysec`).
     #[must_use]
-    pub fn single_node_production() -> Self {
-        Self::default().default_timeout(Timeout::from_secs(60 * 60))
+    pub fn single_node_production(data_dir: impl Into<PathBuf>) -> Self {
+        Self::default()
+            .default_timeout(Timeout::from_secs(60 * 60))
+            .data_dir(data_dir)
+            .durability(Durability::Interval(Duration::from_secs(1)))
     }
 
     /// Number of shards, a power of two up to 1024. Default: 4 per available
@@ -179,6 +192,34 @@ impl Config {
         self
     }
 
+    /// Size of each preallocated log segment (default 16 MiB). Every shard
+    /// keeps at least one, so the data directory starts at shards x this.
+    #[must_use]
+    pub fn segment_size_bytes(mut self, bytes: usize) -> Self {
+        self.segment_size_bytes = bytes;
+        self
+    }
+
+    /// How far, as a fraction of a session's timeout, its last access on disk
+    /// may lag the real one before a read writes a `TOUCH` record (default
+    /// 0.1). A recovered session expires at most this fraction of its timeout
+    /// early. Smaller: more log writes on reads; larger: earlier expiry after
+    /// a restart.
+    #[must_use]
+    pub fn touch_persist_fraction(mut self, fraction: f64) -> Self {
+        self.touch_persist_fraction = fraction;
+        self
+    }
+
+    /// Fraction of a shard's log that must be dead (superseded records) for
+    /// the background compaction to rewrite it (default 0.5), once the log
+    /// spans more than two segments.
+    #[must_use]
+    pub fn compaction_threshold(mut self, fraction: f64) -> Self {
+        self.compaction_threshold = fraction;
+        self
+    }
+
     /// The configured default timeout.
     #[must_use]
     pub fn get_default_timeout(&self) -> Timeout {
@@ -220,6 +261,35 @@ impl Config {
         self.default_timeout
             .to_stored()
             .map_err(|e| Error::InvalidConfig(format!("default_timeout: {e}")))?;
+        if let Durability::Interval(interval) = self.durability {
+            if interval < Duration::from_millis(1) || interval > Duration::from_secs(3600) {
+                return Err(Error::InvalidConfig(format!(
+                    "durability = Interval({interval:?}): must be between 1 ms and 1 hour"
+                )));
+            }
+        }
+        let segment_needs = SEGMENT_HEADER_LEN + put_len(self.metadata_bytes_max);
+        if self.segment_size_bytes < SEGMENT_SIZE_BYTES_MIN.max(segment_needs)
+            || self.segment_size_bytes > SEGMENT_SIZE_BYTES_MAX
+        {
+            return Err(Error::InvalidConfig(format!(
+                "segment_size_bytes = {}: must be between {SEGMENT_SIZE_BYTES_MIN} and {SEGMENT_SIZE_BYTES_MAX}, \
+                 and hold the largest record ({segment_needs} bytes at metadata_bytes_max = {})",
+                self.segment_size_bytes, self.metadata_bytes_max
+            )));
+        }
+        if !(self.touch_persist_fraction > 0.0 && self.touch_persist_fraction <= 1.0) {
+            return Err(Error::InvalidConfig(format!(
+                "touch_persist_fraction = {}: must be in (0, 1]",
+                self.touch_persist_fraction
+            )));
+        }
+        if !(self.compaction_threshold > 0.0 && self.compaction_threshold < 1.0) {
+            return Err(Error::InvalidConfig(format!(
+                "compaction_threshold = {}: must be in (0, 1)",
+                self.compaction_threshold
+            )));
+        }
         Ok(shards)
     }
 }
@@ -237,6 +307,9 @@ impl fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("durability", &self.durability)
             .field("recovery", &self.recovery)
+            .field("segment_size_bytes", &self.segment_size_bytes)
+            .field("touch_persist_fraction", &self.touch_persist_fraction)
+            .field("compaction_threshold", &self.compaction_threshold)
             .finish()
     }
 }

@@ -1,6 +1,8 @@
 //! The engine: routes each operation to its shard, enforces the limits, and
-//! runs the sweeper thread.
+//! runs the background threads (the sweeper, which also flushes and
+//! prepares log segments, and the compactor when persistence is on).
 
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,12 +14,14 @@ use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{LIST_PAGE_MAX, SWEEP_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
+use crate::persist::format::{put_len, Record};
+use crate::persist::{self, CompactionStep, RecoveryReport, ShardLog};
 use crate::session::{Cursor, Listener, Page, RemovalCause, Session, Stats, Timeout};
-use crate::shard::{hash_id, Commit, Inserted, ListPosition, ShardState};
+use crate::shard::{hash_id, Commit, Inserted, ListPosition, LogPosition, ShardState};
 use crate::wheel::Poll;
 
 /// A sharded, in-memory session store with inactivity expiry.
@@ -28,7 +32,7 @@ use crate::wheel::Poll;
 /// [`Engine::close`]) stops and joins its sweeper thread.
 pub struct Engine {
     inner: Arc<Inner>,
-    sweeper: Option<Sweeper>,
+    background: Option<Background>,
 }
 
 struct Inner {
@@ -40,7 +44,18 @@ struct Inner {
     /// before it locks a shard.
     sessions: CachePadded<AtomicUsize>,
     listener_panics: AtomicU64,
+    compaction_errors: AtomicU64,
     config: Config,
+    /// One log per shard when persistence is on.
+    logs: Vec<Arc<ShardLog>>,
+    recovery: Option<RecoveryReport>,
+    // Holds the data directory's lock for the engine's lifetime.
+    _persistence: Option<persist::Persistence>,
+}
+
+thread_local! {
+    /// Where a write encodes its log record before taking any lock.
+    static RECORD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Engine {
@@ -50,29 +65,92 @@ impl Engine {
     /// [`Error::InvalidConfig`] naming the setting that is out of range.
     pub fn open(config: Config) -> Result<Self> {
         let shard_count = config.validate()?;
-        let hasher = RandomState::new();
         let now_ms = config.clock.now_ms();
-        let shards = (0..shard_count)
-            .map(|_| CachePadded::new(RwLock::new(ShardState::new(hasher.clone(), now_ms))))
-            .collect();
+        let shard_mask = shard_count - 1;
+        let (hasher, shards, logs, recovery, persistence) = if let Some(dir) = config.data_dir.clone() {
+            let opened = persist::open(&config, &dir, shard_count, now_ms, |hasher, id| {
+                route_shard(hash_id(hasher, id), shard_mask)
+            })?;
+            let persistence = opened.persistence;
+            let hasher = persist::hasher_from_key(persistence.hash_key);
+            let recovered: usize = opened.sessions.iter().map(|m| m.len()).sum();
+            if recovered > config.sessions_max {
+                return Err(Error::InvalidConfig(format!(
+                    "sessions_max = {}: the data directory holds {recovered} live sessions; raise sessions_max to open it",
+                    config.sessions_max
+                )));
+            }
+            let mut shards = Vec::with_capacity(shard_count);
+            for (log, sessions) in persistence.logs.iter().zip(opened.sessions) {
+                let mut state = ShardState::new(
+                    hasher.clone(),
+                    now_ms,
+                    Some(Arc::clone(log)),
+                    config.touch_persist_fraction,
+                );
+                for (id, s) in sessions {
+                    state.restore(hash_id(&hasher, &id), id, s);
+                }
+                shards.push(CachePadded::new(RwLock::new(state)));
+            }
+            let logs = persistence.logs.clone();
+            let report = persistence.report.clone();
+            (hasher, shards, logs, Some(report), Some(persistence))
+        } else {
+            let hasher = RandomState::new();
+            let shards = (0..shard_count)
+                .map(|_| CachePadded::new(RwLock::new(ShardState::new(hasher.clone(), now_ms, None, 1.0))))
+                .collect();
+            (hasher, shards, Vec::new(), None, None)
+        };
+        let sessions: usize = shards.iter().map(|s| s.read().len()).sum();
         let inner = Arc::new(Inner {
-            shards,
-            shard_mask: shard_count - 1,
+            shards: shards.into_boxed_slice(),
+            shard_mask,
             hasher,
             clock: config.clock.clone(),
-            sessions: CachePadded::new(AtomicUsize::new(0)),
+            sessions: CachePadded::new(AtomicUsize::new(sessions)),
             listener_panics: AtomicU64::new(0),
+            compaction_errors: AtomicU64::new(0),
+            logs,
+            recovery,
+            _persistence: persistence,
             config,
         });
-        let sweeper = inner
-            .config
-            .sweep_interval
-            .map(|interval| Sweeper::start(Arc::clone(&inner), interval));
-        Ok(Self { inner, sweeper })
+        let background = Background::start(&inner);
+        Ok(Self {
+            inner,
+            background: Some(background),
+        })
     }
 
-    /// Stops the sweeper thread and waits for it (dropping does the same).
-    pub fn close(self) {}
+    /// What recovery found when the engine opened its data directory
+    /// (`None` without persistence).
+    #[must_use]
+    pub fn recovery_report(&self) -> Option<&RecoveryReport> {
+        self.inner.recovery.as_ref()
+    }
+
+    /// Stops the background threads, waits for them and, with persistence,
+    /// flushes the logs (dropping does the same, ignoring a flush error).
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::WritesRefused`] if the final flush fails.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if let Some(background) = self.background.take() {
+            background.stop();
+        }
+        for log in &self.inner.logs {
+            if log.durability() != Durability::Never {
+                log.flush()?;
+            }
+        }
+        Ok(())
+    }
 
     /// The configuration the engine was opened with.
     #[must_use]
@@ -87,13 +165,13 @@ impl Engine {
     /// [`Error::CapacityExceeded`], [`Error::Entropy`]; nothing is stored.
     pub fn create(&self, metadata: &[u8], timeout: Timeout) -> Result<SessionId> {
         let timeout_ms = self.inner.check(metadata.len(), timeout)?;
-        let mut metadata: Arc<[u8]> = Arc::from(metadata);
+        let mut shared: Arc<[u8]> = Arc::from(metadata);
         loop {
             let id = SessionId::random().map_err(Error::Entropy)?;
-            match self.inner.insert(id, metadata, timeout_ms) {
+            match self.inner.insert(id, shared, timeout_ms) {
                 Ok(()) => return Ok(id),
                 // 2^-128 per live session: draw again rather than fail.
-                Err((Error::AlreadyExists, back)) => metadata = back,
+                Err((Error::AlreadyExists, back)) => shared = back,
                 Err((e, _)) => return Err(e),
             }
         }
@@ -181,18 +259,33 @@ impl Engine {
         let (hash, shard) = self.inner.route(id);
         for _ in 0..UPDATE_OPTIMISTIC_TRIES {
             let now_ms = self.inner.clock.now_ms();
-            let (current, version) = shard
+            let current = shard
                 .read()
                 .read_for_update(hash, id, now_ms)
                 .ok_or(Error::NotFound)?;
             let new = f(&current);
-            drop(current);
             self.inner.check_len(new.len())?;
-            let mut new = Some(Arc::<[u8]>::from(new));
+            let new = Arc::<[u8]>::from(new);
+            let mut slot = Some(Arc::clone(&new));
             let now_ms = self.inner.clock.now_ms();
-            let commit = shard.write().commit_update(hash, id, now_ms, version, &mut new);
+            let commit = self.inner.with_record(
+                |m| Record::Update {
+                    id: *id,
+                    last_access_ms: now_ms,
+                    metadata: m,
+                },
+                &new,
+                |record| {
+                    shard
+                        .write()
+                        .commit_update(hash, id, now_ms, &current, &mut slot, record)
+                },
+            )?;
             match commit {
-                Commit::Done(session, _old) => return Ok(session),
+                Commit::Done(session, _old, position) => {
+                    self.inner.wait_durable(hash, position)?;
+                    return Ok(session);
+                }
                 Commit::Conflict => {}
                 Commit::Gone => return Err(Error::NotFound),
             }
@@ -200,14 +293,27 @@ impl Engine {
         // Contended: run `f` under the lock so this caller cannot starve.
         let now_ms = self.inner.clock.now_ms();
         let mut state = shard.write();
-        let (current, version) = state.read_for_update(hash, id, now_ms).ok_or(Error::NotFound)?;
+        let current = state.read_for_update(hash, id, now_ms).ok_or(Error::NotFound)?;
         let new = f(&current);
         self.inner.check_len(new.len())?;
         let mut new = Some(Arc::<[u8]>::from(new));
-        let commit = state.commit_update(hash, id, now_ms, version, &mut new);
+        let mut record = Vec::new();
+        if !self.inner.logs.is_empty() {
+            Record::Update {
+                id: *id,
+                last_access_ms: now_ms,
+                metadata: new.as_deref().expect("just set"),
+            }
+            .encode(&mut record);
+        }
+        let record = (!self.inner.logs.is_empty()).then_some(&record[..]);
+        let commit = state.commit_update(hash, id, now_ms, &current, &mut new, record)?;
         drop(state);
         match commit {
-            Commit::Done(session, _old) => Ok(session),
+            Commit::Done(session, _old, position) => {
+                self.inner.wait_durable(hash, position)?;
+                Ok(session)
+            }
             Commit::Conflict | Commit::Gone => unreachable!("the lock was held since the read"),
         }
     }
@@ -219,10 +325,15 @@ impl Engine {
     pub fn delete(&self, id: &SessionId) -> Result<Session> {
         let (hash, shard) = self.inner.route(id);
         let now_ms = self.inner.clock.now_ms();
-        let removed = shard.write().delete(hash, id, now_ms);
-        let session = removed.ok_or(Error::NotFound)?;
+        let removed = self.inner.with_record(
+            |_| Record::Delete { id: *id },
+            &[],
+            |record| shard.write().delete(hash, id, now_ms, record),
+        )?;
+        let (session, position) = removed.ok_or(Error::NotFound)?;
         self.inner.sessions.fetch_sub(1, Ordering::Relaxed);
         self.inner.notify(&session, RemovalCause::Deleted);
+        self.inner.wait_durable(hash, position)?;
         Ok(session)
     }
 
@@ -235,11 +346,17 @@ impl Engine {
         let timeout_ms = timeout.to_stored()?;
         let (hash, shard) = self.inner.route(id);
         let now_ms = self.inner.clock.now_ms();
-        if shard.write().set_timeout(hash, id, timeout_ms, now_ms) {
-            Ok(())
-        } else {
-            Err(Error::NotFound)
-        }
+        let set = self.inner.with_record(
+            |_| Record::Timeout {
+                id: *id,
+                last_access_ms: now_ms,
+                timeout_ms,
+            },
+            &[],
+            |record| shard.write().set_timeout(hash, id, timeout_ms, now_ms, record),
+        )?;
+        let position = set.ok_or(Error::NotFound)?;
+        self.inner.wait_durable(hash, position)
     }
 
     /// Sessions held, including expired ones not yet reclaimed (at most about
@@ -329,6 +446,7 @@ impl Engine {
         let mut stats = Stats {
             sessions_max: self.inner.config.sessions_max,
             listener_panics: self.inner.listener_panics.load(Ordering::Relaxed),
+            compaction_errors: self.inner.compaction_errors.load(Ordering::Relaxed),
             ..Stats::default()
         };
         for shard in &*self.inner.shards {
@@ -337,6 +455,11 @@ impl Engine {
             stats.sessions_per_shard.push(shard.len());
             stats.wheel_entries += shard.wheel_len();
             stats.rehashes_total += shard.rehashes();
+            if let Some(log) = shard.log() {
+                let (log_bytes, live_bytes) = log.sizes();
+                stats.log_bytes += log_bytes;
+                stats.log_live_bytes += live_bytes;
+            }
             stats.created_total += created;
             stats.deleted_total += deleted;
             stats.expired_total += expired;
@@ -357,6 +480,16 @@ impl Engine {
         &self.inner.clock
     }
 
+    /// Compacts one shard now, stopping after `step` (tests use the early
+    /// steps to leave the directory as a crash at that point would).
+    ///
+    /// # Errors
+    /// As compaction: [`Error::Io`], [`Error::WritesRefused`].
+    #[doc(hidden)]
+    pub fn debug_compact(&self, shard: usize, step: CompactionStep) -> Result<()> {
+        self.inner.compact(shard, step)
+    }
+
     /// Asserts the invariants tying each shard's index, slab and wheel
     /// together; panics with the broken one. For tests, O(sessions).
     #[doc(hidden)]
@@ -367,6 +500,14 @@ impl Engine {
     }
 }
 
+/// The shard of a hash. The table uses the low bits (bucket) and the top 7
+/// (tag); shards take bits from the middle so that the three stay independent.
+#[inline]
+#[allow(clippy::cast_possible_truncation)]
+fn route_shard(hash: u64, mask: usize) -> usize {
+    (hash >> 32) as usize & mask
+}
+
 fn to_u32(part: usize) -> u32 {
     u32::try_from(part).expect("shard count is at most SHARDS_MAX")
 }
@@ -375,11 +516,7 @@ impl Inner {
     #[inline]
     fn route(&self, id: &SessionId) -> (u64, &RwLock<ShardState>) {
         let hash = hash_id(&self.hasher, id);
-        // The index uses the low bits (bucket) and the top 7 (tag); shards
-        // take bits from the middle so that the three stay independent.
-        #[allow(clippy::cast_possible_truncation)]
-        let shard = (hash >> 32) as usize & self.shard_mask;
-        (hash, &self.shards[shard])
+        (hash, &self.shards[route_shard(hash, self.shard_mask)])
     }
 
     fn check_len(&self, len: usize) -> Result<()> {
@@ -411,17 +548,39 @@ impl Inner {
         }
         let (hash, shard) = self.route(&id);
         let now_ms = self.clock.now_ms();
-        let inserted = shard.write().insert(hash, id, metadata, timeout_ms, now_ms);
-        match inserted {
-            Inserted::Stored(None) => Ok(()),
-            Inserted::Stored(Some(expired)) => {
+        let inserted = self.with_record(
+            |m| Record::Put {
+                id,
+                created_ms: now_ms,
+                last_access_ms: now_ms,
+                timeout_ms,
+                metadata: m,
+            },
+            &metadata,
+            |record| {
+                shard
+                    .write()
+                    .insert(hash, id, Arc::clone(&metadata), timeout_ms, now_ms, record)
+            },
+        );
+        let inserted = match inserted {
+            Ok(inserted) => inserted,
+            Err(e) => {
                 self.sessions.fetch_sub(1, Ordering::Relaxed);
-                self.notify(&expired, RemovalCause::Expired);
-                Ok(())
+                return Err((e, metadata));
             }
-            Inserted::Exists(back) => {
+        };
+        match inserted {
+            Inserted::Stored(replaced, position) => {
+                if let Some(expired) = replaced {
+                    self.sessions.fetch_sub(1, Ordering::Relaxed);
+                    self.notify(&expired, RemovalCause::Expired);
+                }
+                self.wait_durable(hash, position).map_err(|e| (e, metadata))
+            }
+            Inserted::Exists => {
                 self.sessions.fetch_sub(1, Ordering::Relaxed);
-                Err((Error::AlreadyExists, back))
+                Err((Error::AlreadyExists, metadata))
             }
         }
     }
@@ -442,6 +601,53 @@ impl Inner {
         Err(Error::CapacityExceeded { sessions_max: max })
     }
 
+    /// Runs `write` with the change's log record encoded (before any lock is
+    /// taken), or with `None` when the engine is not persistent.
+    fn with_record<'m, T>(
+        &self,
+        record: impl FnOnce(&'m [u8]) -> Record<'m>,
+        metadata: &'m [u8],
+        write: impl FnOnce(Option<&[u8]>) -> Result<T>,
+    ) -> Result<T> {
+        if self.logs.is_empty() {
+            return write(None);
+        }
+        RECORD.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            record(metadata).encode(&mut buf);
+            write(Some(&buf))
+        })
+    }
+
+    /// In `Always` mode, waits until the change at `position` is durable. A
+    /// failed sync leaves the change applied in memory and in the log but of
+    /// unknown durability, hence `OutcomeUnknown`; later writes are refused.
+    fn wait_durable(&self, hash: u64, position: LogPosition) -> Result<()> {
+        let Some(position) = position else { return Ok(()) };
+        let log = &self.logs[route_shard(hash, self.shard_mask)];
+        if log.durability() != Durability::Always {
+            return Ok(());
+        }
+        log.wait_durable(position).map_err(|e| Error::OutcomeUnknown {
+            reason: format!("the change is applied but its sync failed: {e}"),
+        })
+    }
+
+    fn compact(&self, shard: usize, step: CompactionStep) -> Result<()> {
+        let Some(log) = self.logs.get(shard) else {
+            return Ok(());
+        };
+        let state = &self.shards[shard];
+        let now_ms = self.clock.now_ms();
+        let mut position = None;
+        persist::compact(log, now_ms, step, |batch| {
+            let resume = state.read().list(position, 1024, now_ms, batch);
+            position = resume;
+            resume.is_some()
+        })
+    }
+
     fn notify(&self, session: &Session, cause: RemovalCause) {
         if let Some(listener) = &self.config.listener {
             call_listener(listener, session, cause, &self.listener_panics);
@@ -454,9 +660,16 @@ impl Inner {
         for shard in &*self.shards {
             loop {
                 let now_ms = self.clock.now_ms();
-                let poll = shard.write().sweep(now_ms, SWEEP_BATCH_MAX, batch);
+                let (poll, log) = {
+                    let mut state = shard.write();
+                    (state.sweep(now_ms, SWEEP_BATCH_MAX, batch), state.log().cloned())
+                };
                 total += batch.len();
                 self.sessions.fetch_sub(batch.len(), Ordering::Relaxed);
+                if let Some(log) = log {
+                    let freed: usize = batch.iter().map(|s| put_len(s.metadata().len())).sum();
+                    log.account(-i64::try_from(freed).unwrap_or(i64::MAX));
+                }
                 // Listener calls and frees happen here, outside the lock.
                 for session in batch.drain(..) {
                     self.notify(&session, RemovalCause::Expired);
@@ -478,47 +691,125 @@ fn call_listener(listener: &Listener, session: &Session, cause: RemovalCause, pa
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        if let Some(sweeper) = self.sweeper.take() {
-            sweeper.stop();
+        let _ = self.shutdown();
+    }
+}
+
+/// Stop flag shared with the background threads.
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    /// Sleeps up to `timeout`; true once stop was requested.
+    fn wait(&self, timeout: Duration) -> bool {
+        let mut stopped = self.stopped.lock();
+        if !*stopped {
+            self.wake.wait_for(&mut stopped, timeout);
+        }
+        *stopped
+    }
+}
+
+/// The engine's threads: the sweeper (expiry; with persistence also the
+/// `Interval` flush and segment preparation), and with persistence the
+/// compactor. None runs for an in-memory engine opened `without_sweeper`.
+struct Background {
+    stop: Arc<Stop>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(inner: &Arc<Inner>) -> Self {
+        let stop = Arc::new(Stop {
+            stopped: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let mut threads = Vec::new();
+        let persistent = !inner.logs.is_empty();
+        if inner.config.sweep_interval.is_some() || persistent {
+            let (inner, stop) = (Arc::clone(inner), Arc::clone(&stop));
+            threads.push(spawn("session-sweeper", move || sweeper(&inner, &stop)));
+        }
+        if persistent {
+            let (inner, stop) = (Arc::clone(inner), Arc::clone(&stop));
+            threads.push(spawn("session-compactor", move || compactor(&inner, &stop)));
+        }
+        Self { stop, threads }
+    }
+
+    fn stop(self) {
+        *self.stop.stopped.lock() = true;
+        self.stop.wake.notify_all();
+        for thread in self.threads {
+            // A panic there was already reported by the thread itself.
+            let _ = thread.join();
         }
     }
 }
 
-/// The background thread that advances the wheels.
-struct Sweeper {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    handle: JoinHandle<()>,
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .unwrap_or_else(|e| panic!("spawning the {name} thread: {e}"))
 }
 
-impl Sweeper {
-    fn start(inner: Arc<Inner>, interval: Duration) -> Self {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let signal = Arc::clone(&stop);
-        let handle = std::thread::Builder::new()
-            .name("session-sweeper".into())
-            .spawn(move || {
-                let mut batch = Vec::with_capacity(SWEEP_BATCH_MAX);
-                loop {
-                    {
-                        let mut stopped = signal.0.lock();
-                        if !*stopped {
-                            signal.1.wait_for(&mut stopped, interval);
-                        }
-                        if *stopped {
-                            return;
-                        }
-                    }
-                    inner.sweep_all(&mut batch);
-                }
-            })
-            .expect("spawning the sweeper thread");
-        Self { stop, handle }
-    }
+/// How often the sweeper looks at the logs (segment preparation) when no
+/// shorter sweep or flush interval wakes it.
+const LOG_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
-    fn stop(self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
-        // A panic there was already reported by the thread itself.
-        let _ = self.handle.join();
+fn sweeper(inner: &Inner, stop: &Stop) {
+    let sweep_every = inner.config.sweep_interval;
+    let flush_every = match inner.config.durability {
+        Durability::Interval(every) if !inner.logs.is_empty() => Some(every),
+        _ => None,
+    };
+    let mut tick = LOG_CHECK_INTERVAL;
+    for every in [sweep_every, flush_every].into_iter().flatten() {
+        tick = tick.min(every);
+    }
+    let mut batch = Vec::with_capacity(SWEEP_BATCH_MAX);
+    let mut next_sweep = std::time::Instant::now();
+    let mut next_flush = next_sweep;
+    while !stop.wait(tick) {
+        let now = std::time::Instant::now();
+        if let Some(every) = sweep_every {
+            if now >= next_sweep {
+                inner.sweep_all(&mut batch);
+                next_sweep = now + every;
+            }
+        }
+        let now_ms = inner.clock.now_ms();
+        for log in &inner.logs {
+            // Failures resurface on the write path, which returns them.
+            let _ = log.prepare_next(now_ms);
+        }
+        if let Some(every) = flush_every {
+            if now >= next_flush {
+                for log in &inner.logs {
+                    let _ = log.flush();
+                }
+                next_flush = now + every;
+            }
+        }
+    }
+}
+
+/// How often the compactor checks whether a shard's log is worth rewriting.
+const COMPACTION_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+fn compactor(inner: &Inner, stop: &Stop) {
+    let threshold = inner.config.compaction_threshold;
+    let segment_len = inner.config.segment_size_bytes;
+    while !stop.wait(COMPACTION_CHECK_INTERVAL) {
+        for (shard, log) in inner.logs.iter().enumerate() {
+            if persist::wants_compaction(log, threshold, segment_len)
+                && inner.compact(shard, CompactionStep::Done).is_err()
+            {
+                inner.compaction_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }

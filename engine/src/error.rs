@@ -75,6 +75,44 @@ pub enum Error {
     #[error("the operating system's random source failed: {0}")]
     Entropy(getrandom::Error),
 
+    /// A file operation of the persistence layer failed (disk full, read-only
+    /// file system, permissions...). The operation was not applied.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What the engine was doing, naming the file.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A log or manifest holds bytes that are not what the format allows
+    /// (see `engine/FORMAT.md`); recovery in `RecoveryMode::Strict` stops here.
+    #[error("corrupt data in {} at byte offset {offset}: {reason} (open with RecoveryMode::Repair to skip damaged records)", path.display())]
+    Corrupt {
+        /// The damaged file.
+        path: std::path::PathBuf,
+        /// Offset of the first bad byte.
+        offset: u64,
+        /// What is wrong there.
+        reason: String,
+    },
+
+    /// Another engine (in this or another process) has the data directory open.
+    #[error("data directory {} is already open in another engine (its LOCK file is held)", path.display())]
+    DirectoryLocked {
+        /// The directory.
+        path: std::path::PathBuf,
+    },
+
+    /// An earlier sync of the log failed, so the engine no longer accepts
+    /// writes (reads still work); reopen it once the disk is healthy.
+    #[error("writes are refused after an earlier I/O failure ({reason}); reads still work")]
+    WritesRefused {
+        /// The failure that started it.
+        reason: String,
+    },
+
     /// A remote backend could not be reached or refused service; the
     /// operation was not applied.
     #[error("session backend unavailable: {reason}")]

@@ -68,6 +68,17 @@ pub const LIST_PAGE_MAX: usize = 10_000;
 /// in 1 ms ticks; this is how often the thread advances it).
 pub const SWEEP_INTERVAL_MS_DEFAULT: u64 = 100;
 
+/// Default size of a log segment. Sixteen MiB hold about 60K 200-byte
+/// sessions; each shard preallocates one, so 8 shards start at 128 MiB of disk.
+pub const SEGMENT_SIZE_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
+
+/// Smallest segment accepted (tests use small ones to exercise rollover).
+pub const SEGMENT_SIZE_BYTES_MIN: usize = 64 * 1024;
+
+/// Largest segment accepted: segments are mapped whole, and one gigabyte per
+/// shard is already more address space than a log needs.
+pub const SEGMENT_SIZE_BYTES_MAX: usize = 1 << 30;
+
 /// Session ids drawn from the OS random source per system call. 256 ids are
 /// 4 KiB: one `getrandom` call serves 256 creates.
 pub const ID_BATCH: usize = 256;
@@ -81,4 +92,6 @@ const _: () = assert!(TIMEOUT_MS_MAX < 1 << (WHEEL_SLOT_BITS as usize * WHEEL_LE
 const _: () = assert!(SHARDS_MAX.is_power_of_two());
 // Wheel list-head markers (levels * slots + 1 pending list) fit below the marker bit.
 const _: () = assert!(WHEEL_LEVELS * WHEEL_SLOTS < 1 << 16);
+const _: () = assert!(SEGMENT_SIZE_BYTES_MIN <= SEGMENT_SIZE_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT <= SEGMENT_SIZE_BYTES_MAX);
 const _: () = assert!(SWEEP_BATCH_MAX > 0 && LIST_PAGE_MAX > 0 && UPDATE_OPTIMISTIC_TRIES > 0);

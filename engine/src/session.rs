@@ -283,4 +283,10 @@ pub struct Stats {
     /// Table rehashes (growth or tombstone cleanup) since open, each an O(n)
     /// pause of one shard: a latency spike to watch for.
     pub rehashes_total: u64,
+    /// Bytes in the logs (persistence only).
+    pub log_bytes: u64,
+    /// Bytes the live sessions would take in a freshly compacted log.
+    pub log_live_bytes: u64,
+    /// Background compactions that failed (each retried on the next check).
+    pub compaction_errors: u64,
 }

@@ -23,13 +23,16 @@
 //! rehashes only on its own terms (`make_room`) and then relinks the wheel,
 //! which is O(n) like the rehash itself and amortised the same way.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ahash::RandomState;
 use hashbrown::HashTable;
 
+use crate::error::Result;
 use crate::id::SessionId;
+use crate::persist::format::{put_len, Record};
+use crate::persist::ShardLog;
 use crate::session::{Session, Timeout, TIMEOUT_NEVER};
 use crate::wheel::{Link, Poll, Wheel, WheelStore};
 
@@ -43,8 +46,11 @@ pub(crate) struct Entry {
     last_access_ms: AtomicU64,
     /// Inactivity timeout in ms; `TIMEOUT_NEVER` for none.
     timeout_ms: u32,
-    /// Bumped by every metadata change; `update` commits only if unchanged.
-    version: u32,
+    /// Low 32 bits of the last access the log holds (persistence only). Lags
+    /// are computed with wrapping arithmetic, exact below 2^32 ms (49.7
+    /// days), which every lag that matters is: a longer one means the
+    /// session has expired.
+    persisted_access_ms: AtomicU32,
     /// Place in the wheel while the session has a finite timeout.
     link: Link,
 }
@@ -100,6 +106,10 @@ impl Entry {
         )
     }
 
+    fn metadata_len(&self) -> i64 {
+        i64::try_from(put_len(self.metadata.len())).unwrap_or(i64::MAX)
+    }
+
     fn into_session(self) -> Session {
         let last = self.last_access_ms.into_inner();
         Session::new(
@@ -146,16 +156,20 @@ pub(crate) fn hash_id(hasher: &RandomState, id: &SessionId) -> u64 {
 /// Result of inserting a session.
 pub(crate) enum Inserted {
     /// Stored; if an expired (not yet swept) session had the id, it is returned.
-    Stored(Option<Session>),
-    /// A live session has this id; the metadata is handed back.
-    Exists(Arc<[u8]>),
+    Stored(Option<Session>, LogPosition),
+    /// A live session has this id.
+    Exists,
 }
+
+/// Where a logged change ends in its shard's log (`None` without
+/// persistence): what an `Always` writer waits for.
+pub(crate) type LogPosition = Option<u64>;
 
 /// Result of committing an optimistic update.
 pub(crate) enum Commit {
-    /// Applied: the new snapshot and the metadata it replaced (drop it after
-    /// unlocking).
-    Done(Session, Arc<[u8]>),
+    /// Applied: the new snapshot, the metadata it replaced (drop it after
+    /// unlocking) and the log position.
+    Done(Session, Arc<[u8]>, LogPosition),
     /// The session changed since it was read; the new metadata stays with the
     /// caller (to be dropped after unlocking).
     Conflict,
@@ -189,6 +203,10 @@ pub(crate) struct ShardState {
     table: HashTable<Entry>,
     wheel: Wheel,
     hasher: RandomState,
+    log: Option<Arc<ShardLog>>,
+    /// A read logs a `TOUCH` once the logged access lags by more than this
+    /// fraction of the timeout.
+    touch_fraction: f64,
     /// Bumped whenever the table rehashes (bucket indices change).
     generation: u32,
     created_total: u64,
@@ -197,11 +215,18 @@ pub(crate) struct ShardState {
 }
 
 impl ShardState {
-    pub(crate) fn new(hasher: RandomState, now_ms: u64) -> Self {
+    pub(crate) fn new(
+        hasher: RandomState,
+        now_ms: u64,
+        log: Option<Arc<ShardLog>>,
+        touch_fraction: f64,
+    ) -> Self {
         Self {
             table: HashTable::new(),
             wheel: Wheel::new(now_ms),
             hasher,
+            log,
+            touch_fraction,
             generation: 0,
             created_total: 0,
             deleted_total: 0,
@@ -232,6 +257,7 @@ impl ShardState {
         let entry = self.find_live(hash, id, now_ms)?;
         if activity {
             let last = entry.record_activity(now_ms);
+            self.log_activity(entry, now_ms);
             Some(entry.snapshot_at(last))
         } else {
             Some(entry.snapshot())
@@ -241,9 +267,58 @@ impl ShardState {
     /// Slides the deadline; false if there is no live session. Shared lock.
     #[inline]
     pub(crate) fn touch(&self, hash: u64, id: &SessionId, now_ms: u64) -> bool {
-        self.find_live(hash, id, now_ms)
-            .map(|e| e.record_activity(now_ms))
-            .is_some()
+        let Some(entry) = self.find_live(hash, id, now_ms) else {
+            return false;
+        };
+        entry.record_activity(now_ms);
+        self.log_activity(entry, now_ms);
+        true
+    }
+
+    /// Logs a `TOUCH` when the logged access lags too far (see
+    /// `Config::touch_persist_fraction`). Best effort: a read never fails or
+    /// waits for it; an append error leaves the lag for the next read.
+    #[inline]
+    fn log_activity(&self, entry: &Entry, now_ms: u64) {
+        let Some(log) = &self.log else { return };
+        if entry.timeout_ms == TIMEOUT_NEVER {
+            return;
+        }
+        #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
+        let now_low = now_ms as u32;
+        let logged = entry.persisted_access_ms.load(Ordering::Relaxed);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let allowed_lag = (f64::from(entry.timeout_ms) * self.touch_fraction) as u32;
+        if now_low.wrapping_sub(logged) <= allowed_lag {
+            return;
+        }
+        // One reader logs it; the others see the marker move.
+        if entry
+            .persisted_access_ms
+            .compare_exchange(logged, now_low, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let mut record = Vec::with_capacity(40);
+        Record::Touch {
+            id: entry.id,
+            last_access_ms: now_ms,
+        }
+        .encode(&mut record);
+        if log.append(&record, 0, now_ms).is_err() {
+            entry.persisted_access_ms.store(logged, Ordering::Relaxed);
+        }
+    }
+
+    /// Appends a record to the shard's log, if it has one.
+    #[inline]
+    fn append(&self, record: Option<&[u8]>, live_delta: i64, now_ms: u64) -> Result<LogPosition> {
+        match (&self.log, record) {
+            (Some(log), Some(record)) => log.append(record, live_delta, now_ms).map(Some),
+            (None, _) => Ok(None),
+            (Some(_), None) => unreachable!("a persistent shard was given no record"),
+        }
     }
 
     /// Shared lock.
@@ -251,10 +326,12 @@ impl ShardState {
         self.find_live(hash, id, now_ms).is_some()
     }
 
-    /// The metadata and version an optimistic update starts from. Shared lock.
-    pub(crate) fn read_for_update(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<(Arc<[u8]>, u32)> {
+    /// The metadata an optimistic update starts from. Shared lock. The
+    /// caller keeps it alive until the commit, so its address identifies
+    /// this version of the metadata (no other allocation can reuse it).
+    pub(crate) fn read_for_update(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<Arc<[u8]>> {
         let entry = self.find_live(hash, id, now_ms)?;
-        Some((Arc::clone(&entry.metadata), entry.version))
+        Some(Arc::clone(&entry.metadata))
     }
 
     pub(crate) fn insert(
@@ -264,27 +341,34 @@ impl ShardState {
         metadata: Arc<[u8]>,
         timeout_ms: u32,
         now_ms: u64,
-    ) -> Inserted {
-        let replaced = match self.table.find_bucket_index(hash, |e| e.id == id) {
-            Some(index) if !self.table.get_bucket(index).is_some_and(|e| e.is_expired(now_ms)) => {
-                return Inserted::Exists(metadata);
+        record: Option<&[u8]>,
+    ) -> Result<Inserted> {
+        let existing = self.table.find_bucket_index(hash, |e| e.id == id);
+        let mut live_delta = i64::try_from(put_len(metadata.len())).unwrap_or(i64::MAX);
+        if let Some(index) = existing {
+            let entry = self.table.get_bucket(index).expect("found above");
+            if !entry.is_expired(now_ms) {
+                return Ok(Inserted::Exists);
             }
-            // An expired session the sweeper has not reached: it goes now.
-            Some(index) => {
-                self.expired_total += 1;
-                Some(self.remove_at(index))
-            }
-            None => None,
-        };
+            live_delta -= entry.metadata_len();
+        }
+        // Logged before anything changes: a failed append leaves no trace.
+        let position = self.append(record, live_delta, now_ms)?;
+        // An expired session the sweeper has not reached goes now.
+        let replaced = existing.map(|index| {
+            self.expired_total += 1;
+            self.remove_at(index)
+        });
         self.make_room();
         let hasher = &self.hasher;
+        #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
         let entry = Entry {
             id,
             metadata,
             created_ms: now_ms,
             last_access_ms: AtomicU64::new(now_ms),
             timeout_ms,
-            version: 0,
+            persisted_access_ms: AtomicU32::new(now_ms as u32),
             link: Link::UNLINKED,
         };
         let index = self
@@ -293,7 +377,30 @@ impl ShardState {
             .bucket_index();
         self.schedule(to_index(index));
         self.created_total += 1;
-        Inserted::Stored(replaced)
+        Ok(Inserted::Stored(replaced, position))
+    }
+
+    /// Loads a recovered session (recovery only: nothing is logged, no
+    /// listener hears it).
+    pub(crate) fn restore(&mut self, hash: u64, id: SessionId, s: crate::persist::Recovered) {
+        debug_assert!(self.table.find(hash, |e| e.id == id).is_none(), "restored twice");
+        self.make_room();
+        let hasher = &self.hasher;
+        #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
+        let entry = Entry {
+            id,
+            metadata: s.metadata,
+            created_ms: s.created_ms,
+            last_access_ms: AtomicU64::new(s.last_access_ms),
+            timeout_ms: s.timeout_ms,
+            persisted_access_ms: AtomicU32::new(s.last_access_ms as u32),
+            link: Link::UNLINKED,
+        };
+        let index = self
+            .table
+            .insert_unique(hash, entry, |e| hash_id(hasher, &e.id))
+            .bucket_index();
+        self.schedule(to_index(index));
     }
 
     /// Rehashes now if the next insert would, and relinks the wheel to the
@@ -334,50 +441,76 @@ impl ShardState {
 
     /// Removes the live session; expired ones are left to the sweeper, which
     /// reports them as expired.
-    pub(crate) fn delete(&mut self, hash: u64, id: &SessionId, now_ms: u64) -> Option<Session> {
-        let index = self.find_live_index(hash, id, now_ms)?;
+    pub(crate) fn delete(
+        &mut self,
+        hash: u64,
+        id: &SessionId,
+        now_ms: u64,
+        record: Option<&[u8]>,
+    ) -> Result<Option<(Session, LogPosition)>> {
+        let Some(index) = self.find_live_index(hash, id, now_ms) else {
+            return Ok(None);
+        };
+        let live_delta = -self.table.get_bucket(index).expect("found above").metadata_len();
+        let position = self.append(record, live_delta, now_ms)?;
         self.deleted_total += 1;
-        Some(self.remove_at(index))
+        Ok(Some((self.remove_at(index), position)))
     }
 
     /// Sets a new timeout; counts as activity.
-    pub(crate) fn set_timeout(&mut self, hash: u64, id: &SessionId, timeout_ms: u32, now_ms: u64) -> bool {
+    pub(crate) fn set_timeout(
+        &mut self,
+        hash: u64,
+        id: &SessionId,
+        timeout_ms: u32,
+        now_ms: u64,
+        record: Option<&[u8]>,
+    ) -> Result<Option<LogPosition>> {
         let Some(index) = self.find_live_index(hash, id, now_ms) else {
-            return false;
+            return Ok(None);
         };
+        let position = self.append(record, 0, now_ms)?;
         let entry = self.table.get_bucket_mut(index).expect("found above");
         entry.timeout_ms = timeout_ms;
         entry.record_activity(now_ms);
+        #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
+        entry.persisted_access_ms.store(now_ms as u32, Ordering::Relaxed);
         // The deadline may have moved earlier, where a lazy re-arm would fire
         // late: re-schedule (O(1) both ways).
         let index = to_index(index);
         self.wheel.remove(&mut self.table, index);
         self.schedule(index);
-        true
+        Ok(Some(position))
     }
 
-    /// Installs `metadata` if the session is still at `version`; counts as
-    /// activity.
+    /// Installs `metadata` if the session still holds `read` (the metadata
+    /// the update started from); counts as activity.
     pub(crate) fn commit_update(
         &mut self,
         hash: u64,
         id: &SessionId,
         now_ms: u64,
-        version: u32,
+        read: &Arc<[u8]>,
         metadata: &mut Option<Arc<[u8]>>,
-    ) -> Commit {
+        record: Option<&[u8]>,
+    ) -> Result<Commit> {
         let Some(index) = self.find_live_index(hash, id, now_ms) else {
-            return Commit::Gone;
+            return Ok(Commit::Gone);
         };
-        let entry = self.table.get_bucket_mut(index).expect("found above");
-        if entry.version != version {
-            return Commit::Conflict;
+        let entry = self.table.get_bucket(index).expect("found above");
+        if !Arc::ptr_eq(&entry.metadata, read) {
+            return Ok(Commit::Conflict);
         }
+        let new_len = metadata.as_ref().map_or(0, |m| put_len(m.len()));
+        let live_delta = i64::try_from(new_len).unwrap_or(i64::MAX) - entry.metadata_len();
+        let position = self.append(record, live_delta, now_ms)?;
+        let entry = self.table.get_bucket_mut(index).expect("found above");
         let new = metadata.take().expect("commit consumes the new metadata once");
         let old = std::mem::replace(&mut entry.metadata, new);
-        entry.version = entry.version.wrapping_add(1);
         entry.record_activity(now_ms);
-        Commit::Done(entry.snapshot(), old)
+        #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
+        entry.persisted_access_ms.store(now_ms as u32, Ordering::Relaxed);
+        Ok(Commit::Done(entry.snapshot(), old, position))
     }
 
     /// Expires up to `budget` sessions due at `now_ms` into `out`.
@@ -434,6 +567,10 @@ impl ShardState {
 
     pub(crate) fn totals(&self) -> (u64, u64, u64) {
         (self.created_total, self.deleted_total, self.expired_total)
+    }
+
+    pub(crate) fn log(&self) -> Option<&Arc<ShardLog>> {
+        self.log.as_ref()
     }
 
     pub(crate) fn rehashes(&self) -> u64 {

@@ -37,7 +37,7 @@ fn sweeper_reclaims_and_shuts_down() {
     assert_eq!(engine.len(), 1, "sweeper reclaimed the expired sessions");
     assert!(engine.get(&keep).is_ok());
     assert!(thread_names().iter().any(|n| n == "session-sweeper"));
-    engine.close();
+    engine.close().unwrap();
     assert!(
         !thread_names().iter().any(|n| n == "session-sweeper"),
         "sweeper thread joined"

@@ -1,0 +1,379 @@
+//! A shard's log: appends into the current segment, rolls to the next one,
+//! and makes appended bytes durable with group commit.
+//!
+//! Write path, in order (the caller holds the shard's lock throughout 1-3):
+//! 1. the caller encodes the record before locking anything;
+//! 2. `append` takes the writer mutex, rolls to a fresh segment if the
+//!    record does not fit (a failure here is returned and nothing changes),
+//!    copies the record into the mapping and returns its end position;
+//! 3. the caller applies the change to memory and releases the shard lock;
+//! 4. in `Always` mode the caller waits in `wait_durable` until a flush has
+//!    covered its position. The first waiter without a flush in progress
+//!    becomes the leader: it collects every unsynced range (its own and
+//!    everyone else's), syncs them with no lock held, and wakes the others.
+//!
+//! Lock order: shard lock, then writer mutex; the sync mutex is never held
+//! together with the writer mutex by a thread that waits.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::format::{SegmentHeader, FLAG_BASE, SEGMENT_HEADER_LEN};
+use super::segment::{segment_name, sync_dir, Segment};
+use crate::config::Durability;
+use crate::error::{Error, Result};
+
+pub(crate) struct ShardLog {
+    dir: PathBuf,
+    shard: u32,
+    shards: u32,
+    segment_len: usize,
+    durability: Durability,
+    writer: Mutex<Writer>,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+}
+
+struct Writer {
+    current: Arc<Segment>,
+    /// Where the next record goes in `current`.
+    pos: usize,
+    /// Where `current`'s unsynced bytes start.
+    sync_from: usize,
+    /// A preallocated segment to roll to.
+    next: Option<Arc<Segment>>,
+    next_sequence: u64,
+    /// Sealed segments with unsynced bytes: (segment, from, to).
+    unsynced: Vec<(Arc<Segment>, usize, usize)>,
+    /// Oldest segment sequence still on disk.
+    first_sequence: u64,
+    /// Bytes appended since open: the durability position.
+    position: u64,
+    /// Bytes in all of the shard's segments (headers and records).
+    log_bytes: u64,
+    /// Bytes the live sessions' `PUT` records take.
+    live_bytes: u64,
+    /// Why writes are refused, after a failed sync.
+    failed: Option<String>,
+}
+
+struct SyncState {
+    durable: u64,
+    flushing: bool,
+}
+
+/// A log reopened by recovery.
+pub(crate) struct Reopened {
+    pub(crate) current: Segment,
+    pub(crate) pos: usize,
+    pub(crate) first_sequence: u64,
+    pub(crate) log_bytes: u64,
+    pub(crate) live_bytes: u64,
+}
+
+fn io_error(context: String, source: io::Error) -> Error {
+    Error::Io { context, source }
+}
+
+impl ShardLog {
+    pub(crate) fn shard_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `(shard, shards)` this log belongs to.
+    pub(crate) fn identity(&self) -> (u32, u32) {
+        (self.shard, self.shards)
+    }
+
+    /// A fresh log: creates segment 1 in `dir`.
+    pub(crate) fn create(
+        dir: PathBuf,
+        shard: u32,
+        shards: u32,
+        segment_len: usize,
+        durability: Durability,
+        now_ms: u64,
+    ) -> Result<Self> {
+        let segment = create_segment(&dir, shard, shards, 1, 0, segment_len, now_ms)?;
+        sync_dir(&dir).map_err(|e| io_error(format!("syncing directory {}", dir.display()), e))?;
+        let reopened = Reopened {
+            current: segment,
+            pos: SEGMENT_HEADER_LEN,
+            first_sequence: 1,
+            log_bytes: SEGMENT_HEADER_LEN as u64,
+            live_bytes: 0,
+        };
+        Ok(Self::from_reopened(
+            dir,
+            shard,
+            shards,
+            segment_len,
+            durability,
+            reopened,
+        ))
+    }
+
+    pub(crate) fn from_reopened(
+        dir: PathBuf,
+        shard: u32,
+        shards: u32,
+        segment_len: usize,
+        durability: Durability,
+        r: Reopened,
+    ) -> Self {
+        let next_sequence = r.current.sequence() + 1;
+        Self {
+            dir,
+            shard,
+            shards,
+            segment_len,
+            durability,
+            writer: Mutex::new(Writer {
+                current: Arc::new(r.current),
+                pos: r.pos,
+                sync_from: 0,
+                next: None,
+                next_sequence,
+                unsynced: Vec::new(),
+                first_sequence: r.first_sequence,
+                position: 0,
+                log_bytes: r.log_bytes,
+                live_bytes: r.live_bytes,
+                failed: None,
+            }),
+            sync: Mutex::new(SyncState {
+                durable: 0,
+                flushing: false,
+            }),
+            synced: Condvar::new(),
+        }
+    }
+
+    /// Appends one encoded record; returns its end position for
+    /// `wait_durable`. `live_delta` adjusts the live-byte count.
+    pub(crate) fn append(&self, record: &[u8], live_delta: i64, now_ms: u64) -> Result<u64> {
+        let mut w = self.writer.lock();
+        if let Some(reason) = &w.failed {
+            return Err(Error::WritesRefused {
+                reason: reason.clone(),
+            });
+        }
+        if w.pos + record.len() > w.current.len() {
+            self.roll(&mut w, now_ms)?;
+        }
+        let at = w.pos;
+        w.current.write(at, record);
+        w.pos += record.len();
+        w.position += record.len() as u64;
+        w.log_bytes += record.len() as u64;
+        w.live_bytes = w.live_bytes.saturating_add_signed(live_delta);
+        Ok(w.position)
+    }
+
+    /// Adjusts the live-byte count (sessions removed without a record).
+    pub(crate) fn account(&self, live_delta: i64) {
+        let mut w = self.writer.lock();
+        w.live_bytes = w.live_bytes.saturating_add_signed(live_delta);
+    }
+
+    fn roll(&self, w: &mut Writer, now_ms: u64) -> Result<()> {
+        let next = if let Some(next) = w.next.take() {
+            next
+        } else {
+            // Nothing prepared (a burst outran the background thread):
+            // create one here, under the lock. Rare by design.
+            let sequence = w.next_sequence;
+            w.next_sequence += 1;
+            let segment = create_segment(
+                &self.dir,
+                self.shard,
+                self.shards,
+                sequence,
+                0,
+                self.segment_len,
+                now_ms,
+            )?;
+            if self.durability != Durability::Never {
+                sync_dir(&self.dir)
+                    .map_err(|e| io_error(format!("syncing directory {}", self.dir.display()), e))?;
+            }
+            Arc::new(segment)
+        };
+        let old = std::mem::replace(&mut w.current, next);
+        if self.durability != Durability::Never {
+            let (from, to) = (w.sync_from, w.pos);
+            w.unsynced.push((old, from, to));
+        }
+        w.pos = SEGMENT_HEADER_LEN;
+        w.sync_from = 0;
+        w.log_bytes += SEGMENT_HEADER_LEN as u64;
+        Ok(())
+    }
+
+    /// Creates the next segment ahead of need, outside every lock, once the
+    /// current one is half full.
+    pub(crate) fn prepare_next(&self, now_ms: u64) -> Result<()> {
+        let sequence = {
+            let mut w = self.writer.lock();
+            if w.next.is_some() || w.failed.is_some() || w.pos < w.current.len() / 2 {
+                return Ok(());
+            }
+            w.next_sequence += 1;
+            w.next_sequence - 1
+        };
+        let segment = create_segment(
+            &self.dir,
+            self.shard,
+            self.shards,
+            sequence,
+            0,
+            self.segment_len,
+            now_ms,
+        )?;
+        if self.durability != Durability::Never {
+            sync_dir(&self.dir)
+                .map_err(|e| io_error(format!("syncing directory {}", self.dir.display()), e))?;
+        }
+        let mut w = self.writer.lock();
+        if w.next.is_none() && sequence > w.current.sequence() {
+            w.next = Some(Arc::new(segment));
+        } else {
+            // The writer rolled past it meanwhile; an empty segment is
+            // harmless even if this removal is lost in a crash.
+            let path = segment.path().to_path_buf();
+            drop(segment);
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+
+    /// Blocks until everything up to `position` is durable (group commit).
+    pub(crate) fn wait_durable(&self, position: u64) -> Result<()> {
+        let mut sync = self.sync.lock();
+        loop {
+            if sync.durable >= position {
+                return Ok(());
+            }
+            if sync.flushing {
+                self.synced.wait(&mut sync);
+                continue;
+            }
+            sync.flushing = true;
+            drop(sync);
+            let flushed = self.flush_now();
+            sync = self.sync.lock();
+            sync.flushing = false;
+            self.synced.notify_all();
+            match flushed {
+                Ok(upto) => sync.durable = sync.durable.max(upto),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Syncs everything appended so far unless a flush is already running
+    /// (the `Interval` thread's entry point).
+    pub(crate) fn flush(&self) -> Result<()> {
+        {
+            let mut sync = self.sync.lock();
+            if sync.flushing {
+                return Ok(());
+            }
+            sync.flushing = true;
+        }
+        let flushed = self.flush_now();
+        let mut sync = self.sync.lock();
+        sync.flushing = false;
+        self.synced.notify_all();
+        let upto = flushed?;
+        sync.durable = sync.durable.max(upto);
+        Ok(())
+    }
+
+    fn flush_now(&self) -> Result<u64> {
+        let (ranges, upto) = {
+            let mut w = self.writer.lock();
+            if let Some(reason) = &w.failed {
+                return Err(Error::WritesRefused {
+                    reason: reason.clone(),
+                });
+            }
+            let mut ranges = std::mem::take(&mut w.unsynced);
+            ranges.push((Arc::clone(&w.current), w.sync_from, w.pos));
+            w.sync_from = w.pos;
+            (ranges, w.position)
+        };
+        for (segment, from, to) in &ranges {
+            if let Err(e) = segment.sync(*from, *to) {
+                // After a failed writeback the page cache's state is unknown:
+                // refuse further writes rather than pretend (fsyncgate).
+                let reason = format!("sync of {} failed: {e}", segment.path().display());
+                self.writer.lock().failed = Some(reason.clone());
+                return Err(io_error(format!("syncing {}", segment.path().display()), e));
+            }
+        }
+        Ok(upto)
+    }
+
+    /// `(log_bytes, live_bytes)` for the compaction trigger.
+    pub(crate) fn sizes(&self) -> (u64, u64) {
+        let w = self.writer.lock();
+        (w.log_bytes, w.live_bytes)
+    }
+
+    /// Starts a compaction: seals the current segment (appends continue in a
+    /// new one) and returns the sealed sequence and the log bytes up to it.
+    pub(crate) fn seal(&self, now_ms: u64) -> Result<(u64, u64)> {
+        let mut w = self.writer.lock();
+        if let Some(reason) = &w.failed {
+            return Err(Error::WritesRefused {
+                reason: reason.clone(),
+            });
+        }
+        let sealed = w.current.sequence();
+        let before = w.log_bytes;
+        self.roll(&mut w, now_ms)?;
+        Ok((sealed, before))
+    }
+
+    /// Finishes a compaction whose base replaced segments up to `sealed`.
+    pub(crate) fn compacted(&self, sealed: u64, bytes_before: u64, base_len: u64) {
+        let mut w = self.writer.lock();
+        w.first_sequence = sealed;
+        w.log_bytes = w.log_bytes - bytes_before + base_len;
+    }
+
+    pub(crate) fn first_sequence(&self) -> u64 {
+        self.writer.lock().first_sequence
+    }
+
+    pub(crate) fn durability(&self) -> Durability {
+        self.durability
+    }
+}
+
+/// Creates segment `sequence` of a shard, header written.
+pub(crate) fn create_segment(
+    dir: &Path,
+    shard: u32,
+    shards: u32,
+    sequence: u64,
+    flags: u32,
+    len: usize,
+    now_ms: u64,
+) -> Result<Segment> {
+    debug_assert!(flags & !FLAG_BASE == 0);
+    let header = SegmentHeader {
+        shard,
+        shards,
+        flags,
+        sequence,
+        created_ms: now_ms,
+    };
+    let path = dir.join(segment_name(sequence));
+    Segment::create(&path, &header, len)
+        .map_err(|e| io_error(format!("creating segment {} ({len} bytes)", path.display()), e))
+}

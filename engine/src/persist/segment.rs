@@ -1,0 +1,151 @@
+//! One segment file: preallocated, mapped shared, written through raw
+//! pointers by its log's single writer and synced by whoever flushes.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::fs::{fallocate, FallocateFlags};
+
+use super::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+
+/// File name of segment `sequence`.
+pub(crate) fn segment_name(sequence: u64) -> String {
+    format!("{sequence:016}.seg")
+}
+
+/// File name of a compaction in progress that will become segment `sequence`.
+pub(crate) fn tmp_name(sequence: u64) -> String {
+    format!("{sequence:016}.tmp")
+}
+
+/// Creates a file readable and writable by the owner only.
+pub(crate) fn create_owner_only(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Fsyncs a directory, making renames and creations in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+pub(crate) struct Segment {
+    path: PathBuf,
+    sequence: u64,
+    map: MmapRaw,
+    len: usize,
+    // Keeps the descriptor open for the mapping's lifetime (not required by
+    // mmap, but it makes the file's identity explicit).
+    _file: File,
+}
+
+impl Segment {
+    /// Creates, preallocates and maps a new segment and writes its header.
+    /// The caller syncs the directory before relying on the file's name.
+    pub(crate) fn create(path: &Path, header: &SegmentHeader, len: usize) -> io::Result<Self> {
+        let file = create_owner_only(path)?;
+        let built = (|| {
+            // Real blocks, not a sparse hole: a store into the mapping can
+            // then never fault for lack of space (which would be SIGBUS).
+            fallocate(&file, FallocateFlags::empty(), 0, len as u64)?;
+            let map = MmapOptions::new().len(len).populate().map_raw(&file)?;
+            let segment = Self {
+                path: path.to_path_buf(),
+                sequence: header.sequence,
+                map,
+                len,
+                _file: file,
+            };
+            segment.write(0, &header.encode());
+            Ok(segment)
+        })();
+        if built.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        built
+    }
+
+    /// Maps an existing segment for appending.
+    pub(crate) fn open(path: PathBuf, sequence: u64) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "segment larger than memory"))?;
+        if len < SEGMENT_HEADER_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "segment shorter than its header",
+            ));
+        }
+        let map = MmapOptions::new().len(len).map_raw(&file)?;
+        Ok(Self {
+            path,
+            sequence,
+            map,
+            len,
+            _file: file,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies `bytes` into the segment at `at`.
+    ///
+    /// Only the log's writer calls this, holding the writer mutex, and only
+    /// past every byte it has handed out; flushers only `msync` and never
+    /// read through the mapping, so no other access to these bytes exists.
+    pub(crate) fn write(&self, at: usize, bytes: &[u8]) {
+        assert!(
+            at.checked_add(bytes.len()).is_some_and(|end| end <= self.len),
+            "write of {} bytes at {at} past the end of {} ({} bytes)",
+            bytes.len(),
+            self.path.display(),
+            self.len
+        );
+        // SAFETY: the mapping is `self.len` bytes long and stays mapped while
+        // `self` lives; the assert keeps `at..at + bytes.len()` inside it.
+        // `bytes` cannot overlap the mapping (it is an ordinary buffer of the
+        // caller's). No Rust reference to the mapped bytes exists anywhere
+        // (the segment hands out none), and the writer mutex makes this the
+        // only store to them, so the raw copy aliases nothing.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.as_mut_ptr().add(at), bytes.len());
+        }
+    }
+
+    /// Zeroes `len` bytes at `at` (a torn tail being cleared).
+    pub(crate) fn zero(&self, at: usize, len: usize) {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZEROS.len());
+            self.write(at + done, &ZEROS[..n]);
+            done += n;
+        }
+    }
+
+    /// Makes bytes `from..to` durable (`msync(MS_SYNC)`).
+    pub(crate) fn sync(&self, from: usize, to: usize) -> io::Result<()> {
+        if to > from {
+            self.map.flush_range(from, to - from)?;
+        }
+        Ok(())
+    }
+}
