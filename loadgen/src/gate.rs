@@ -24,7 +24,14 @@ pub const BASELINE_SCHEMA: &str = "session-engine/loadgen-baseline";
 pub const BASELINE_SCHEMA_VERSION: u32 = 1;
 
 /// Metric families the gate judges by default; others are shown as info.
-pub const GATED_DEFAULT: &str = "throughput,p50,p99";
+///
+/// `cpu` is the workers' CPU time per operation (closed-loop runs): unlike
+/// wall-clock throughput it does not move when other work takes the cores,
+/// so on a shared machine it is the steadiest measure of the engine's cost.
+pub const GATED_DEFAULT: &str = "cpu,p50,p99";
+
+/// Every metric family.
+pub const FAMILIES: [&str; 5] = ["cpu", "throughput", "p50", "p99", "p999"];
 
 /// The committed reference a gate compares with.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -72,12 +79,16 @@ impl Baseline {
     }
 }
 
-/// The metrics a run contributes: `throughput_ops_per_s`, and for every
-/// operation kind with samples `<op>.p50_ns`, `<op>.p99_ns`, `<op>.p999_ns`.
+/// The metrics a run contributes: `throughput_ops_per_s`, `cpu_ns_per_op`
+/// (closed loop), and for every operation kind with samples `<op>.p50_ns`,
+/// `<op>.p99_ns`, `<op>.p999_ns`.
 #[must_use]
 pub fn metrics_of(report: &Report) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
     m.insert("throughput_ops_per_s".to_owned(), report.throughput_ops_per_s);
+    if let Some(cpu) = report.cpu.worker_ns_per_op {
+        m.insert("cpu_ns_per_op".to_owned(), cpu);
+    }
     let ops = report
         .ops
         .iter()
@@ -158,8 +169,8 @@ fn higher_is_better(metric: &str) -> bool {
 
 fn is_gated(metric: &str, gated: &[String]) -> bool {
     gated.iter().any(|g| {
-        if g == "throughput" {
-            metric.starts_with("throughput")
+        if g == "throughput" || g == "cpu" {
+            metric.starts_with(g.as_str())
         } else {
             metric.ends_with(&format!(".{g}_ns"))
         }
@@ -230,7 +241,7 @@ pub fn passes(rows: &[GateRow]) -> bool {
 }
 
 fn format_value(metric: &str, v: f64) -> String {
-    if metric.ends_with("_ns") {
+    if metric.ends_with("_ns") || metric.ends_with("_ns_per_op") {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         format_ns(v.max(0.0).round() as u64)
     } else {
@@ -305,6 +316,7 @@ mod tests {
     fn run(throughput: f64, p99: f64) -> BTreeMap<String, f64> {
         [
             ("throughput_ops_per_s".to_owned(), throughput),
+            ("cpu_ns_per_op".to_owned(), 1e9 / throughput),
             ("get.p99_ns".to_owned(), p99),
             ("get.p999_ns".to_owned(), p99 * 10.0),
         ]
@@ -313,7 +325,7 @@ mod tests {
     }
 
     fn gated() -> Vec<String> {
-        GATED_DEFAULT.split(',').map(str::to_owned).collect()
+        "throughput,cpu,p50,p99".split(',').map(str::to_owned).collect()
     }
 
     fn judge(rows: &[GateRow], metric: &str) -> Judgement {
@@ -379,6 +391,19 @@ mod tests {
         let r = rows.iter().find(|r| r.metric == "throughput_ops_per_s").unwrap();
         assert_eq!(r.min, Some(400_000.0));
         assert_eq!(r.median, Some(990_000.0));
+    }
+
+    #[test]
+    fn by_default_wall_throughput_is_context_and_cpu_per_op_gates() {
+        let default: Vec<String> = GATED_DEFAULT.split(',').map(str::to_owned).collect();
+        let base = run(1_000_000.0, 1_000.0);
+        // The machine got busy: half the throughput, same CPU per op.
+        let mut busy = run(500_000.0, 1_000.0);
+        busy.insert("cpu_ns_per_op".into(), 1_000.0);
+        let rows = compare(&base, &[busy], 0.10, &default);
+        assert_eq!(judge(&rows, "throughput_ops_per_s"), Judgement::Info);
+        assert_eq!(judge(&rows, "cpu_ns_per_op"), Judgement::Within);
+        assert!(passes(&rows));
     }
 
     #[test]

@@ -162,7 +162,14 @@ pub struct CpuReport {
     /// Closed loop only: `loadgen_ns_per_op / worker_ns_per_op`; the rest of
     /// the workers' CPU is the engine.
     pub loadgen_share: Option<f64>,
+    /// CPU the worker threads got / what they asked for (wall × workers).
+    /// Workers never block (they spin while waiting), so an undisturbed run
+    /// is near 1.0; below [`DISTURBED_BELOW`] other work took their cores.
+    pub workers_cpu_share: f64,
 }
+
+/// A run whose workers got less than this share of their cores was disturbed.
+pub const DISTURBED_BELOW: f64 = 0.8;
 
 /// Paths of the files of one run, relative to the result directory.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -316,8 +323,10 @@ impl Report {
         let c = &self.cpu;
         let _ = writeln!(
             md,
-            "- CPU: workers {:.2} s, lister {:.2} s, sweeper {}, process {} over {:.1} s wall ({} cores busy)",
+            "- CPU: workers {:.2} s ({:.0}% of their cores{}), lister {:.2} s, sweeper {}, process {} over {:.1} s wall ({} cores busy)",
             c.usage.workers_s,
+            c.workers_cpu_share * 100.0,
+            if c.workers_cpu_share < DISTURBED_BELOW { ": **disturbed run**" } else { "" },
             c.usage.lister_s,
             c.usage.sweeper_s.map_or("n/a".into(), |v| format!("{v:.2} s")),
             c.usage.process_s.map_or("n/a".into(), |v| format!("{v:.2} s")),
@@ -413,14 +422,13 @@ pub fn thousands(value: f64) -> String {
 #[must_use]
 pub fn thousands_u(value: u64) -> String {
     let digits = value.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    let groups: Vec<&str> = digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|group| std::str::from_utf8(group).expect("ASCII digits"))
+        .collect();
+    groups.join(",")
 }
 
 /// RFC 3339 UTC text for a time (second precision).

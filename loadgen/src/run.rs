@@ -389,6 +389,8 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
             loadgen_ns_per_op: m.loadgen_ns_per_op,
             worker_ns_per_op,
             loadgen_share: worker_ns_per_op.map(|w| (m.loadgen_ns_per_op / w).min(1.0)),
+            workers_cpu_share: outcome.cpu.workers_s
+                / (outcome.cpu.wall_s * scenario.workers as f64).max(1e-9),
         },
         timeline: outcome.timeline.clone(),
         targets: request.targets.iter().map(|t| t.name.clone()).collect(),
