@@ -43,9 +43,14 @@ pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// (each lost race costs one round trip and hands back the newer value, so
 /// some writer always wins; this bounds one caller's wait).
 pub const UPDATE_TRIES_MAX: u32 = 256;
-/// Longest random pause after a lost `update` race (the pause grows with the
-/// number of lost races, so heavy contention spreads out instead of colliding).
-pub const UPDATE_BACKOFF_MAX: Duration = Duration::from_millis(8);
+/// Lost races after which `update` stops retrying at once on the value the
+/// commit script hands back, and instead pauses (randomly, growing) and reads
+/// afresh: two eager retries settle light contention in one round trip each.
+pub const UPDATE_EAGER_TRIES: u32 = 2;
+/// Longest random pause after a lost `update` race. The cap bounds one
+/// caller's worst case (256 × 50 ms); the doubling before it spreads 64+
+/// writers of one session over enough time that each finds a clear window.
+pub const UPDATE_BACKOFF_MAX: Duration = Duration::from_millis(50);
 
 /// Keys a `SCAN` call is asked to visit (its `COUNT`) for `len` and for the
 /// bulk of a `list` page. Redis answers in about 1 µs per key; 1000 keys per
@@ -75,4 +80,4 @@ const _: () = assert!(STUCK_AFTER_MIN.as_millis() <= STUCK_AFTER_DEFAULT.as_mill
 const _: () = assert!(RETRY_BACKOFF_MIN.as_millis() <= RETRY_BACKOFF_MAX.as_millis());
 const _: () = assert!(SCAN_CURSOR_BITS <= 48);
 const _: () = assert!(CLUSTER_SLOTS.is_power_of_two());
-const _: () = assert!(UPDATE_TRIES_MAX > 0 && SCAN_CALLS_MAX > 0 && SCAN_COUNT_MAX > 0);
+const _: () = assert!(UPDATE_TRIES_MAX > UPDATE_EAGER_TRIES && SCAN_CALLS_MAX > 0 && SCAN_COUNT_MAX > 0);

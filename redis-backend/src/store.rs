@@ -22,7 +22,9 @@ use crate::conn::{Conn, Shard, Target};
 use crate::error::{classify, give_up, Fault};
 use crate::health::Health;
 use crate::keys::KeySpace;
-use crate::limits::{RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN, UPDATE_BACKOFF_MAX, UPDATE_TRIES_MAX};
+use crate::limits::{
+    RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN, UPDATE_BACKOFF_MAX, UPDATE_EAGER_TRIES, UPDATE_TRIES_MAX,
+};
 use crate::reply;
 use crate::scripts::{Script, Scripts};
 
@@ -36,6 +38,16 @@ const CREATE_TRIES_MAX: usize = 4;
 #[derive(Clone)]
 pub struct RedisStore {
     pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("deployment", &self.inner.config.deployment)
+            .field("key_prefix", &self.inner.config.key_prefix)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counters of a store's life so far.
@@ -148,6 +160,13 @@ impl RedisStore {
         &self.inner.config
     }
 
+    /// The Redis key that holds the session `id` (`<prefix>{<id>}`), for
+    /// operators and tests (`CLUSTER KEYSLOT`, `TTL`, `HGETALL`).
+    #[must_use]
+    pub fn key(&self, id: &SessionId) -> String {
+        String::from_utf8(self.inner.keys.key(id)).expect("prefix and id are ASCII")
+    }
+
     /// Counters since connect.
     #[must_use]
     pub fn stats(&self) -> RedisStats {
@@ -241,24 +260,7 @@ impl RedisStore {
     {
         let inner = &self.inner;
         let key = inner.keys.key(id);
-        let mut read = redis::cmd("HMGET");
-        read.arg(&key).arg("m").arg("v");
-        let reply = inner.command(Kind::Read, &key, &read).await?;
-        let (mut current, mut version) = match reply.value {
-            Value::Array(fields) => match <[Value; 2]>::try_from(fields) {
-                Ok([Value::Nil, _]) => return Err(Error::NotFound),
-                Ok([m, v]) => match (reply::bytes(m), reply::bytes(v)) {
-                    (Some(m), Some(v)) => (m, v),
-                    _ => {
-                        return Err(Error::Unavailable {
-                            reason: "malformed session hash (m, v)".into(),
-                        })
-                    }
-                },
-                Err(fields) => return Err(crate::error::bad_reply("update read", &Value::Array(fields))),
-            },
-            other => return Err(crate::error::bad_reply("update read", &other)),
-        };
+        let (mut current, mut version) = inner.read_for_update(&key).await?;
         for attempt in 0..UPDATE_TRIES_MAX {
             let new = f(&current);
             inner.check_len(new.len())?;
@@ -291,10 +293,19 @@ impl RedisStore {
                 }
                 Some(2) if fields.len() == 3 => {
                     inner.update_conflicts.fetch_add(1, Ordering::Relaxed);
-                    let mut rest = fields.into_iter().skip(1);
-                    version = rest.next().and_then(reply::bytes).unwrap_or_default();
-                    current = rest.next().and_then(reply::bytes).unwrap_or_default();
-                    conflict_pause(attempt).await;
+                    if attempt < UPDATE_EAGER_TRIES {
+                        // Retry at once on the newer value the script handed back.
+                        let mut rest = fields.into_iter().skip(1);
+                        version = rest.next().and_then(reply::bytes).unwrap_or_default();
+                        current = rest.next().and_then(reply::bytes).unwrap_or_default();
+                    } else {
+                        // Contended: step aside for a random, growing pause, then
+                        // read afresh (a value held through the pause would be stale)
+                        // and commit straight after, keeping the race window at two
+                        // round trips.
+                        conflict_pause(attempt - UPDATE_EAGER_TRIES).await;
+                        (current, version) = inner.read_for_update(&key).await?;
+                    }
                 }
                 _ => return Err(crate::error::bad_reply("commit", &Value::Array(fields))),
             }
@@ -422,14 +433,12 @@ fn token() -> String {
     rand::rng().random::<u64>().to_string()
 }
 
-/// After `attempt` lost races, a random pause that grows with the count:
-/// colliding writers spread out instead of colliding again.
-async fn conflict_pause(attempt: u32) {
-    if attempt == 0 {
-        return;
-    }
+/// A random pause up to 100 µs × 2^`round` (at most
+/// [`UPDATE_BACKOFF_MAX`]): colliding writers spread out in time, so that
+/// each one's read-compute-commit window soon finds no one else in it.
+async fn conflict_pause(round: u32) {
     let cap_us =
-        (50u64 << attempt.min(8)).min(u64::try_from(UPDATE_BACKOFF_MAX.as_micros()).unwrap_or(u64::MAX));
+        (100u64 << round.min(16)).min(u64::try_from(UPDATE_BACKOFF_MAX.as_micros()).unwrap_or(u64::MAX));
     let pause_us = rand::rng().random_range(0..=cap_us);
     tokio::time::sleep(Duration::from_micros(pause_us)).await;
 }
@@ -464,6 +473,28 @@ impl Inner {
     fn check(&self, len: usize, timeout: Timeout) -> Result<String> {
         self.check_len(len)?;
         check_timeout(timeout)
+    }
+
+    /// Metadata and version for an update (`HMGET m v`).
+    async fn read_for_update(&self, key: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+        let mut read = redis::cmd("HMGET");
+        read.arg(key).arg("m").arg("v");
+        let reply = self.command(Kind::Read, key, &read).await?;
+        let malformed = |v: Value| crate::error::bad_reply("update read", &v);
+        let Value::Array(fields) = reply.value else {
+            return Err(malformed(reply.value));
+        };
+        match <[Value; 2]>::try_from(fields) {
+            Ok([Value::Nil, _]) => Err(Error::NotFound),
+            Ok([m, v]) => match (reply::bytes(m), reply::bytes(v)) {
+                (Some(m), Some(v)) => Ok((m, v)),
+                (m, v) => Err(malformed(Value::Array(vec![
+                    m.map_or(Value::Nil, Value::BulkString),
+                    v.map_or(Value::Nil, Value::BulkString),
+                ]))),
+            },
+            Err(fields) => Err(malformed(Value::Array(fields))),
+        }
     }
 
     /// The session at `key` without sliding it; `None` if absent.

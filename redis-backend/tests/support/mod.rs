@@ -9,6 +9,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

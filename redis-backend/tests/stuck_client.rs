@@ -1,0 +1,114 @@
+//! The stuck-client detector: when every request on the store's client
+//! fails for `stuck_after` while a fresh client finds the server serving,
+//! the store swaps in a fresh client by itself — again and again. And when
+//! the server is really gone, it does not churn: requests fail with typed
+//! errors, no client is rebuilt, and service resumes when the server does.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use session_engine::{Error, Timeout};
+use session_redis::{RedisConfig, RedisStore};
+use support::proxy::Proxy;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
+const STUCK_AFTER: Duration = Duration::from_millis(600);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wedged_client_is_replaced_and_service_resumes_each_time() {
+    let server = support::Server::standalone();
+    let proxy = Proxy::start(server.port).await;
+    let config = RedisConfig::standalone(proxy.url())
+        .key_prefix(support::unique_prefix("stuck"))
+        .request_timeout(REQUEST_TIMEOUT)
+        .stuck_after(STUCK_AFTER);
+    let store = RedisStore::connect(config)
+        .await
+        .expect("connect through the proxy");
+    let id = store.create(b"0", Timeout::from_secs(600)).await.expect("create");
+
+    for round in 1..=3u64 {
+        proxy.wedge();
+        let wedged_at = Instant::now();
+        let mut saw_timeout = false;
+        let recovered = loop {
+            match store.update(&id, |m| [m, b"+"].concat()).await {
+                Ok(_) => break wedged_at.elapsed(),
+                Err(Error::TimedOut { after_ms }) => {
+                    assert_eq!(after_ms, 200);
+                    saw_timeout = true;
+                }
+                Err(Error::OutcomeUnknown { .. } | Error::Unavailable { .. }) => {}
+                Err(e) => panic!("round {round}: unexpected {e:?}"),
+            }
+            assert!(
+                wedged_at.elapsed() < Duration::from_secs(10),
+                "round {round}: never recovered"
+            );
+        };
+        assert!(saw_timeout, "round {round}: the wedge showed as timeouts");
+        assert_eq!(
+            store.stats().client_rebuilds,
+            round,
+            "round {round}: one rebuild per wedge"
+        );
+        assert!(
+            recovered >= STUCK_AFTER && recovered < STUCK_AFTER + Duration::from_secs(3),
+            "round {round}: recovered after {recovered:?}"
+        );
+        println!("wedge {round}: serving again after {} ms", recovered.as_millis());
+    }
+    // Every update that returned Ok is in (others may be too: OutcomeUnknown).
+    let meta = store.get(&id).await.expect("get").metadata().to_vec();
+    assert!(meta.len() >= 4, "{meta:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_server_gives_typed_errors_without_rebuilds_and_service_resumes() {
+    let mut server = support::Server::standalone();
+    let config = RedisConfig::standalone(server.url())
+        .key_prefix(support::unique_prefix("dead"))
+        .request_timeout(REQUEST_TIMEOUT)
+        .stuck_after(STUCK_AFTER);
+    let store = RedisStore::connect(config).await.expect("connect");
+    let id = store.create(b"x", Timeout::Never).await.expect("create");
+
+    server.kill9();
+    let down_since = Instant::now();
+    while down_since.elapsed() < STUCK_AFTER * 2 {
+        match store.get(&id).await {
+            Err(Error::Unavailable { .. } | Error::TimedOut { .. }) => {}
+            other => panic!("server down: expected Unavailable or TimedOut, got {other:?}"),
+        }
+        match store.touch(&id).await {
+            Err(Error::Unavailable { .. } | Error::TimedOut { .. } | Error::OutcomeUnknown { .. }) => {}
+            other => panic!("server down: touch gave {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.stats().client_rebuilds,
+        0,
+        "no fresh client works, so none is swapped in"
+    );
+
+    server.restart();
+    let back = Instant::now();
+    loop {
+        // Data is gone (no persistence): NotFound is the server answering.
+        match store.get(&id).await {
+            Err(Error::NotFound) => break,
+            Ok(s) => panic!("a restarted server without persistence has nothing: {s:?}"),
+            Err(_) => assert!(
+                back.elapsed() < Duration::from_secs(10),
+                "no service after restart"
+            ),
+        }
+    }
+    store
+        .create(b"y", Timeout::Never)
+        .await
+        .expect("writes work again");
+    let connect = RedisStore::connect(RedisConfig::standalone("redis://127.0.0.1:1")).await;
+    assert!(matches!(connect, Err(Error::Unavailable { .. })), "{connect:?}");
+}

@@ -1,0 +1,84 @@
+//! Each failure class surfaces as its own `session_engine::Error` variant,
+//! against a real server: a short `WAIT` is `OutcomeUnknown` (and the write
+//! is on the master), a paused server is `TimedOut`, foreign data under a
+//! session key is `Unavailable` quoting Redis, bad settings are
+//! `InvalidConfig`.
+
+mod support;
+
+use std::time::Duration;
+
+use session_engine::{Error, SessionStore, Timeout};
+use session_redis::{RedisConfig, RedisStore, Replication};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_map_onto_typed_errors() {
+    let server = support::Server::standalone();
+    let base = || RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("typed"));
+
+    // WAIT for a replica that does not exist: applied, but not acknowledged.
+    let waiting = RedisStore::connect(base().replication(Replication::Wait {
+        replicas: 1,
+        timeout: Duration::from_millis(50),
+    }))
+    .await
+    .expect("connect");
+    let id = session_engine::SessionId::from_bytes([4; 16]);
+    let r = waiting.insert(id, b"w", Timeout::from_secs(60)).await;
+    match r {
+        Err(Error::OutcomeUnknown { reason }) => assert!(reason.contains("0 of 1 replicas"), "{reason}"),
+        other => panic!("WAIT shortfall: {other:?}"),
+    }
+    assert_eq!(waiting.peek(&id).await.expect("on the master").metadata(), b"w");
+    assert_eq!(waiting.stats().replication_shortfalls, 1);
+    // Reads and slides do not wait.
+    waiting.get(&id).await.expect("get does not WAIT");
+    waiting.touch(&id).await.expect("touch does not WAIT");
+
+    // A paused server: no answer within the request timeout.
+    let store = RedisStore::connect(base().request_timeout(Duration::from_millis(150)))
+        .await
+        .expect("connect");
+    let id = store.create(b"p", Timeout::from_secs(60)).await.expect("create");
+    assert_eq!(server.cli(&["CLIENT", "PAUSE", "700", "ALL"]).trim(), "OK");
+    let r = store.get(&id).await;
+    assert!(
+        matches!(r, Err(Error::TimedOut { after_ms: 150 })),
+        "paused: {r:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    store.get(&id).await.expect("served again after the pause");
+
+    // Foreign data under a session key: Redis refuses, the error quotes it.
+    let foreign = session_engine::SessionId::from_bytes([5; 16]);
+    let key = store.key(&foreign);
+    assert_eq!(server.cli(&["SET", &key, "not a hash"]).trim(), "OK");
+    for r in [
+        store.get(&foreign).await.map(drop),
+        store.peek(&foreign).await.map(drop),
+    ] {
+        match r {
+            Err(Error::Unavailable { reason }) => assert!(reason.contains("WRONGTYPE"), "{reason}"),
+            other => panic!("foreign value: {other:?}"),
+        }
+    }
+    assert!(store.contains(&foreign).await.unwrap(), "EXISTS sees the key");
+
+    // Settings out of range never reach the server.
+    for config in [
+        base().key_prefix("bad{prefix"),
+        base().request_timeout(Duration::ZERO),
+        base().replication(Replication::Wait {
+            replicas: 1,
+            timeout: Duration::from_secs(5),
+        }),
+    ] {
+        let r = RedisStore::connect(config).await;
+        assert!(matches!(r, Err(Error::InvalidConfig(_))), "{r:?}");
+    }
+    assert!(matches!(
+        RedisConfig::from_url("memcached://x"),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert_eq!(SessionStore::cleanup_expired(&store).await.unwrap(), 0);
+}
