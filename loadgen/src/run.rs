@@ -66,6 +66,19 @@ pub struct EngineProbe {
 /// # Errors
 /// [`RunError::Usage`] for a configuration the engine refuses.
 pub fn open_engine(scenario: &Scenario) -> Result<(Engine, EngineProbe), RunError> {
+    if let Some(dir) = &scenario.engine.data_dir {
+        // A non-empty directory would be recovered: the run would start with
+        // someone else's sessions and measure recovery, not the scenario.
+        let occupied = std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if occupied {
+            return Err(RunError::Usage(format!(
+                "data dir {} is not empty: a load run starts from an empty engine (remove it or pick another)",
+                dir.display()
+            )));
+        }
+    }
     let lag_ms = Arc::new(Mutex::new(new_hist()));
     let clock = Clock::system();
     let listener_clock = clock.clone();

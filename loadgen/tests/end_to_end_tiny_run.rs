@@ -157,4 +157,10 @@ fn a_data_dir_is_passed_to_the_engine_and_a_refusal_is_a_clean_usage_error() {
         2 => assert!(stderr.contains("engine configuration"), "{stderr}"),
         other => panic!("exit {other}: {stderr}"),
     }
+    if code != 2 {
+        // The engine wrote its log there; a second run must not recover it.
+        let (code, _, stderr) = outcome(&loadgen(&[&["run"], &args[..]].concat()));
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains("not empty"), "{stderr}");
+    }
 }
