@@ -69,9 +69,7 @@ pub fn open_engine(scenario: &Scenario) -> Result<(Engine, EngineProbe), RunErro
     if let Some(dir) = &scenario.engine.data_dir {
         // A non-empty directory would be recovered: the run would start with
         // someone else's sessions and measure recovery, not the scenario.
-        let occupied = std::fs::read_dir(dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
+        let occupied = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
         if occupied {
             return Err(RunError::Usage(format!(
                 "data dir {} is not empty: a load run starts from an empty engine (remove it or pick another)",
