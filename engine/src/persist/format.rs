@@ -207,7 +207,7 @@ fn record_crc(len: &[u8], type_and_payload: &[u8]) -> u32 {
 pub enum Decoded<'a> {
     /// A valid record and its length in bytes.
     Record(Record<'a>, usize),
-    /// A zero header or too few bytes for one: the end of the data.
+    /// A zero header (or only zeros left): the end of the data.
     End,
     /// Not a valid record; the reason.
     Bad(&'static str),
@@ -229,8 +229,12 @@ fn id_at(bytes: &[u8], at: usize) -> SessionId {
 /// bytes (this is the function the fuzz target drives).
 #[must_use]
 pub fn decode(bytes: &[u8]) -> Decoded<'_> {
-    if bytes.len() < RECORD_HEADER_LEN || bytes[..RECORD_HEADER_LEN].iter().all(|&b| b == 0) {
+    let header = &bytes[..bytes.len().min(RECORD_HEADER_LEN)];
+    if header.iter().all(|&b| b == 0) {
         return Decoded::End;
+    }
+    if header.len() < RECORD_HEADER_LEN {
+        return Decoded::Bad("record header cut short by the end of the segment");
     }
     let len = u32_at(bytes, REC_LEN_AT) as usize;
     if !(PAYLOAD_MIN..=PAYLOAD_MAX).contains(&len) {
@@ -449,6 +453,10 @@ mod tests {
         assert_eq!(decode(&[0; 64]), Decoded::End);
         assert_eq!(decode(&[0; 3]), Decoded::End);
         assert_eq!(decode(&[]), Decoded::End);
+        assert!(
+            matches!(decode(&[7, 0, 0]), Decoded::Bad(_)),
+            "a cut header is not the end"
+        );
     }
 
     #[test]

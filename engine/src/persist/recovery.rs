@@ -227,11 +227,12 @@ pub(crate) fn recover_shard(
             }
         });
         if let Err(reason) = header {
-            if last
-                && bytes.len() >= SEGMENT_HEADER_LEN
-                && bytes[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0)
+            if bytes
+                .get(SEGMENT_HEADER_LEN..)
+                .is_none_or(|data| data.iter().all(|&b| b == 0))
             {
-                // Torn creation: the process died while creating the segment.
+                // Torn creation: the process died while creating (or
+                // preparing) the segment, before any record went into it.
                 report.torn_tails += 1;
                 std::fs::remove_file(&path).map_err(io(format!("removing torn {}", path.display())))?;
                 continue;
@@ -285,11 +286,11 @@ pub(crate) fn recover_shard(
             || Segment::open(path.clone(), sequence).map_err(io(format!("opening {}", path.display())));
         let mut segment = None;
         if let Some(dirty_end) = torn {
-            // Cleared so that the next recovery does not meet it again.
+            // Cleared so that the next recovery does not meet it again. Not
+            // synced: if a crash loses the zeroing, the leftover bytes are a
+            // torn tail again (a prefix of one record cannot hold a valid one).
             let s = reopen()?;
             s.zero(pos, dirty_end - pos);
-            s.sync(pos, dirty_end)
-                .map_err(io(format!("clearing the torn tail of {}", path.display())))?;
             segment = Some(s);
         }
         if last {

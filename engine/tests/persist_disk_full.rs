@@ -1,0 +1,100 @@
+//! A full disk: when a new log segment cannot be allocated, the write that
+//! needed it fails with a typed I/O error, memory does not show it, reads go
+//! on, and everything acknowledged before is recovered. The child process
+//! opens its engine, then lowers its file-size limit (RLIMIT_FSIZE) below
+//! one segment with SIGXFSZ ignored, so the kernel fails the next segment's
+//! allocation with EFBIG exactly as a full disk fails it with ENOSPC.
+
+use std::path::Path;
+use std::process::Command;
+
+use session_engine::{Config, Durability, Engine, Error, SessionId, Timeout};
+
+const CHILD_ENV: &str = "SESSION_DISK_FULL_CHILD";
+
+fn config(dir: &Path) -> Config {
+    Config::default()
+        .shards(1)
+        .data_dir(dir)
+        .durability(Durability::Always)
+        .segment_size_bytes(256 * 1024)
+        .metadata_bytes_max(4096)
+        .without_sweeper()
+}
+
+fn id(n: u32) -> SessionId {
+    let mut bytes = [0xA5u8; 16];
+    bytes[..4].copy_from_slice(&n.to_le_bytes());
+    SessionId::from_bytes(bytes)
+}
+
+#[test]
+fn disk_full_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let engine = Engine::open(config(Path::new(&dir))).unwrap();
+    // From here on no file may grow past 64 KiB: the open segment (256 KiB,
+    // allocated already) takes writes until it is full, the next cannot exist.
+    let limit = rustix::process::Rlimit {
+        current: Some(64 * 1024),
+        maximum: Some(64 * 1024),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Fsize, limit).unwrap();
+    let mut acked = 0u32;
+    let err = loop {
+        match engine.insert(id(acked), &[7u8; 1000], Timeout::Never) {
+            Ok(()) => acked += 1,
+            Err(e) => break e,
+        }
+        assert!(acked < 10_000, "the file-size limit never hit");
+    };
+    assert!(matches!(err, Error::Io { .. }), "typed error: {err:?}");
+    assert!(err.to_string().contains("creating segment"), "{err}");
+    // Nothing half-applied: the failed session is not there.
+    assert!(engine.peek(&id(acked)).is_err());
+    assert_eq!(engine.len(), acked as usize);
+    // Reads go on; later writes that need space fail the same clean way.
+    assert!(engine.get(&id(0)).is_ok());
+    assert!(matches!(
+        engine.create(&[1u8; 1000], Timeout::Never),
+        Err(Error::Io { .. })
+    ));
+    assert_eq!(engine.len(), acked as usize);
+    println!("ACKED {acked}");
+}
+
+#[test]
+fn a_full_disk_fails_writes_cleanly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    // SIGXFSZ ignored (inherited through exec): the syscall fails instead.
+    let script = format!(
+        "trap '' XFSZ; exec '{}' --exact disk_full_child --nocapture --test-threads=1",
+        exe.display()
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env(CHILD_ENV, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acked: u32 = stdout
+        .lines()
+        .find_map(|l| l.split("ACKED ").nth(1))
+        .expect("the child reported")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(acked > 100, "it wrote before the disk filled: {acked}");
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(engine.len(), acked as usize);
+    for n in 0..acked {
+        assert!(engine.peek(&id(n)).is_ok(), "acknowledged session {n} lost");
+    }
+    assert!(engine.peek(&id(acked)).is_err());
+}
