@@ -222,6 +222,7 @@ fn reopen_layout(
                 0,
                 config.segment_size_bytes,
                 now_ms,
+                config.durability,
             )?;
             sync_dir(&sdir).map_err(io(format!("syncing {}", sdir.display())))?;
             Reopened {
@@ -287,6 +288,7 @@ fn write_layout(
             0,
             config.segment_size_bytes,
             now_ms,
+            config.durability,
         )?;
         sync_dir(&sdir).map_err(io(format!("syncing {}", sdir.display())))?;
         let reopened = Reopened {

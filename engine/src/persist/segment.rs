@@ -49,13 +49,23 @@ pub(crate) struct Segment {
 impl Segment {
     /// Creates, preallocates and maps a new segment and writes its header.
     /// The caller syncs the directory before relying on the file's name.
-    pub(crate) fn create(path: &Path, header: &SegmentHeader, len: usize) -> io::Result<Self> {
+    /// With `written`, the whole file is written out and synced once here, so
+    /// that its extents are "written", not "unwritten": later syncs then move
+    /// data only, without a journal commit for the extent conversion (the
+    /// trick PostgreSQL plays by zero-filling new WAL segments). `Always`
+    /// mode wants it; it costs one segment's worth of writes, ahead of need.
+    pub(crate) fn create(path: &Path, header: &SegmentHeader, len: usize, written: bool) -> io::Result<Self> {
         let file = create_owner_only(path)?;
         let built = (|| {
             // Real blocks, not a sparse hole: a store into the mapping can
             // then never fault for lack of space (which would be SIGBUS).
             fallocate(&file, FallocateFlags::empty(), 0, len as u64)?;
-            let map = MmapOptions::new().len(len).populate().map_raw(&file)?;
+            let map = MmapOptions::new().len(len).map_raw(&file)?;
+            // Fault every page in writable now (the background thread creates
+            // segments ahead of need), so that stores on the write path never
+            // take a write-protect fault into the file system. Best effort:
+            // older kernels lack MADV_POPULATE_WRITE and fault lazily.
+            let _ = map.advise(memmap2::Advice::PopulateWrite);
             let segment = Self {
                 path: path.to_path_buf(),
                 sequence: header.sequence,
@@ -64,6 +74,9 @@ impl Segment {
                 _file: file,
             };
             segment.write(0, &header.encode());
+            if written {
+                segment.map.flush()?;
+            }
             Ok(segment)
         })();
         if built.is_err() {
