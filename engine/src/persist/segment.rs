@@ -52,7 +52,7 @@ impl Segment {
     /// With `written`, the whole file is written out and synced once here, so
     /// that its extents are "written", not "unwritten": later syncs then move
     /// data only, without a journal commit for the extent conversion (the
-    /// trick PostgreSQL plays by zero-filling new WAL segments). `Always`
+    /// trick `PostgreSQL` plays by zero-filling new WAL segments). `Always`
     /// mode wants it; it costs one segment's worth of writes, ahead of need.
     pub(crate) fn create(path: &Path, header: &SegmentHeader, len: usize, written: bool) -> io::Result<Self> {
         let file = create_owner_only(path)?;
