@@ -87,11 +87,11 @@ impl Conn {
     }
 
     /// Sends one command to `target`.
-    pub(crate) async fn query(&mut self, cmd: &Cmd, target: Target<'_>) -> RedisResult<Value> {
+    pub(crate) async fn query(&mut self, cmd: Cmd, target: Target<'_>) -> RedisResult<Value> {
         let value = match self {
-            Conn::Standalone(c) => c.req_packed_command(cmd).await?,
+            Conn::Standalone(c) => c.req_packed_command(&cmd).await?,
             Conn::Cluster(c) => {
-                c.route_command(cmd.clone(), RoutingInfo::SingleNode(route(target)))
+                c.route_command(cmd, RoutingInfo::SingleNode(route(target)))
                     .await?
             }
         };

@@ -107,3 +107,21 @@ mod store;
 
 pub use config::{Deployment, RedisConfig, Replication, CLUSTER_URL_SCHEME};
 pub use store::{RedisStats, RedisStore};
+
+/// The scripts' text and SHA-1 by operation name (`insert`, `get`, `touch`,
+/// `set_ttl`, `commit`), for benchmarks that replay the backend's exact
+/// commands through `redis-benchmark`. Not a stable API.
+#[doc(hidden)]
+#[must_use]
+pub fn script_source(name: &str) -> Option<(String, String)> {
+    let s = scripts::Scripts::new();
+    let script = match name {
+        "insert" => s.insert,
+        "get" => s.get,
+        "touch" => s.touch,
+        "set_ttl" => s.set_ttl,
+        "commit" => s.commit,
+        _ => return None,
+    };
+    Some((script.code, script.sha1))
+}

@@ -234,7 +234,7 @@ async fn scan(
     let cmd = &cmd;
     let reply = inner
         .run(Kind::Read, |mut conn, _| async move {
-            conn.query(cmd, Target::Shard(shard)).await
+            conn.query(cmd.clone(), Target::Shard(shard)).await
         })
         .await?;
     let malformed = |v: &Value| crate::error::bad_reply("SCAN", v);

@@ -584,11 +584,11 @@ impl Inner {
                 // and refreshes its slot map; the pipeline below cannot.
                 let mut probe = redis::cmd("EXISTS");
                 probe.arg(key);
-                conn.query(&probe, Target::Key(key)).await?;
+                conn.query(probe, Target::Key(key)).await?;
             }
             match wait {
                 None => Ok(Acked {
-                    value: conn.query(&cmd, Target::Key(key)).await?,
+                    value: conn.query(cmd, Target::Key(key)).await?,
                     acked: None,
                 }),
                 Some((replicas, timeout_ms)) => {

@@ -1,0 +1,698 @@
+//! The Redis backend beside `redis-benchmark`, on loopback, on servers this
+//! program starts itself (one standalone server and a 6-node cluster, as the
+//! tests do), plus failover recovery times.
+//!
+//! For each operation the backend's own command (the same script, by SHA, or
+//! the same `HMGET`) is replayed by `redis-benchmark` at the same concurrency
+//! against the same server, interleaved (ours, theirs, theirs, ours, ...),
+//! so the ratio of the two latencies is the client's overhead: the `redis`
+//! crate, this crate's retry loop and the Tokio runtime, against
+//! `redis-benchmark`'s bare C event loop. Both use one thread; ours runs
+//! `--concurrency` tasks on one multiplexed connection per server, theirs as
+//! many connections with one request each in flight.
+//!
+//! ```text
+//! cargo run --release -p session-redis --example redis_bench -- \
+//!     [--ops 20000] [--concurrency 1,50] [--repeats 3] [--out results/redis]
+//! ```
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use session_engine::{Config, Engine, SessionId, SessionStore, Timeout};
+use session_redis::{RedisConfig, RedisStore, Replication};
+
+const NODE_TIMEOUT_MS: u64 = 1_000;
+const SESSIONS: usize = 10_000;
+const METADATA: &[u8; 100] = &[b'm'; 100];
+const TTL_MS: u64 = 600_000;
+const FAILOVER_ROUNDS: usize = 3;
+
+struct Args {
+    ops: usize,
+    concurrency: Vec<usize>,
+    repeats: usize,
+    out: PathBuf,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        ops: 20_000,
+        concurrency: vec![1, 50],
+        repeats: 3,
+        out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../results/redis"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--ops" => args.ops = value.parse().expect("--ops N"),
+            "--concurrency" => {
+                args.concurrency = value
+                    .split(',')
+                    .map(|c| c.parse().expect("--concurrency N[,N...]"))
+                    .collect();
+            }
+            "--repeats" => args.repeats = value.parse().expect("--repeats N"),
+            "--out" => args.out = PathBuf::from(value),
+            _ => panic!("unknown flag {flag}: --ops, --concurrency, --repeats, --out"),
+        }
+    }
+    args
+}
+
+/// One operation as both contenders run it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Peek,
+    Get,
+    Touch,
+    Create,
+    Update,
+}
+
+impl Op {
+    const ALL: [Op; 5] = [Op::Peek, Op::Get, Op::Touch, Op::Create, Op::Update];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Peek => "peek",
+            Op::Get => "get",
+            Op::Touch => "touch",
+            Op::Create => "create",
+            Op::Update => "update",
+        }
+    }
+
+    /// The `redis-benchmark` command lines equivalent to one operation
+    /// (two for `update`, which takes two round trips: their latencies add).
+    fn their_commands(self) -> Vec<Vec<String>> {
+        let sha = |name| session_redis::script_source(name).expect("script").1;
+        let key = "rb:{tag}:__rand_int__".to_owned();
+        let meta = String::from_utf8(METADATA.to_vec()).unwrap();
+        let words = |w: &[&str]| w.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        match self {
+            Op::Peek => vec![words(&["HMGET", &key, "m", "c", "a", "t"])],
+            Op::Get => vec![words(&["EVALSHA", &sha("get"), "1", &key])],
+            Op::Touch => vec![words(&["EVALSHA", &sha("touch"), "1", &key])],
+            Op::Create => vec![words(&[
+                "EVALSHA",
+                &sha("insert"),
+                "1",
+                "rbc:{tag}:__rand_int__",
+                &meta,
+                &TTL_MS.to_string(),
+                "token",
+            ])],
+            Op::Update => vec![
+                words(&["HMGET", &key, "m", "v"]),
+                words(&["EVALSHA", &sha("commit"), "1", &key, "1", &meta, "token"]),
+            ],
+        }
+    }
+}
+
+/// Latency summary of one run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    p50_us: f64,
+    p99_us: f64,
+    mean_us: f64,
+    ops_per_s: f64,
+    /// Server CPU per operation (all masters), µs.
+    server_cpu_us: f64,
+    /// This process's CPU per operation, µs (ours only).
+    client_cpu_us: Option<f64>,
+}
+
+impl Run {
+    fn add(self, other: Run) -> Run {
+        Run {
+            p50_us: self.p50_us + other.p50_us,
+            p99_us: self.p99_us + other.p99_us,
+            mean_us: self.mean_us + other.mean_us,
+            ops_per_s: 1.0 / (1.0 / self.ops_per_s + 1.0 / other.ops_per_s),
+            server_cpu_us: self.server_cpu_us + other.server_cpu_us,
+            client_cpu_us: None,
+        }
+    }
+}
+
+/// This process's user+system CPU, µs (from /proc/self/stat, 100 ticks/s).
+fn process_cpu_us() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) * 10_000
+}
+
+/// Summed `used_cpu_user + used_cpu_sys` of the given servers, µs.
+fn servers_cpu_us(ports: &[u16]) -> f64 {
+    ports
+        .iter()
+        .map(|p| {
+            let info = support::cli(*p, &["INFO", "cpu"]);
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.trim().strip_prefix(&format!("{name}:")))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            (field("used_cpu_user") + field("used_cpu_sys")) * 1e6
+        })
+        .sum()
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    f64::from(sorted[i]) / 1_000.0
+}
+
+/// Runs `op` `ops` times from `concurrency` tasks on `store`.
+async fn run_ours<S: SessionStore + 'static>(
+    store: &Arc<S>,
+    ids: &Arc<[SessionId]>,
+    op: Op,
+    ops: usize,
+    concurrency: usize,
+    server_ports: &[u16],
+) -> Run {
+    let left = Arc::new(AtomicUsize::new(ops));
+    let cpu_before = process_cpu_us();
+    let server_before = servers_cpu_us(server_ports);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..concurrency {
+        let (store, ids, left) = (Arc::clone(store), Arc::clone(ids), Arc::clone(&left));
+        tasks.spawn(async move {
+            let mut rng = StdRng::seed_from_u64(t as u64);
+            let mut lat = Vec::with_capacity(ops / concurrency + 1);
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let id = ids[rng.random_range(0..ids.len())];
+                let t0 = Instant::now();
+                match op {
+                    Op::Peek => drop(store.peek(&id).await.expect("peek")),
+                    Op::Get => drop(store.get(&id).await.expect("get")),
+                    Op::Touch => store.touch(&id).await.expect("touch"),
+                    Op::Create => drop(
+                        store
+                            .create(METADATA, Timeout::from_ms(TTL_MS))
+                            .await
+                            .expect("create"),
+                    ),
+                    Op::Update => drop(store.update(&id, <[u8]>::to_vec).await.expect("update")),
+                }
+                lat.push(u32::try_from(t0.elapsed().as_nanos()).unwrap_or(u32::MAX));
+            }
+            lat
+        });
+    }
+    let mut all = Vec::with_capacity(ops);
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done.expect("bench task"));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu_us = process_cpu_us().saturating_sub(cpu_before);
+    let server_us = servers_cpu_us(server_ports) - server_before;
+    all.sort_unstable();
+    #[allow(clippy::cast_precision_loss)]
+    let n = all.len() as f64;
+    #[allow(clippy::cast_precision_loss)]
+    Run {
+        p50_us: percentile(&all, 0.50),
+        p99_us: percentile(&all, 0.99),
+        mean_us: all.iter().map(|&x| f64::from(x)).sum::<f64>() / n / 1_000.0,
+        ops_per_s: n / wall,
+        server_cpu_us: server_us / n,
+        client_cpu_us: Some(cpu_us as f64 / n),
+    }
+}
+
+/// `redis-benchmark` for the commands of `op` (summed for two).
+fn run_theirs(op: Op, port: u16, cluster: bool, ops: usize, concurrency: usize, server_ports: &[u16]) -> Run {
+    let runs: Vec<Run> = op
+        .their_commands()
+        .into_iter()
+        .map(|words| {
+            let range = if op == Op::Create { 1_000_000_000 } else { SESSIONS };
+            let before = servers_cpu_us(server_ports);
+            let line = redis_benchmark(port, cluster, ops, concurrency, range, &words);
+            let server_us = servers_cpu_us(server_ports) - before;
+            let cols: Vec<f64> = line
+                .split("\",\"")
+                .skip(1)
+                .map(|c| c.trim_matches('"').parse().unwrap_or(f64::NAN))
+                .collect();
+            #[allow(clippy::cast_precision_loss)]
+            Run {
+                ops_per_s: cols[0],
+                mean_us: cols[1] * 1_000.0,
+                p50_us: cols[3] * 1_000.0,
+                p99_us: cols[5] * 1_000.0,
+                server_cpu_us: server_us / ops as f64,
+                client_cpu_us: None,
+            }
+        })
+        .collect();
+    runs.into_iter().reduce(Run::add).expect("one command at least")
+}
+
+/// One `redis-benchmark --csv` run; returns its result line.
+fn redis_benchmark(
+    port: u16,
+    cluster: bool,
+    ops: usize,
+    concurrency: usize,
+    range: usize,
+    words: &[String],
+) -> String {
+    let mut cmd = Command::new("redis-benchmark");
+    cmd.args(["-h", support::HOST, "-p", &port.to_string()]);
+    if cluster {
+        cmd.arg("--cluster");
+    }
+    cmd.args([
+        "-c",
+        &concurrency.to_string(),
+        "-n",
+        &ops.to_string(),
+        "-r",
+        &range.to_string(),
+        "--csv",
+    ])
+    .args(words)
+    .stdin(Stdio::null());
+    let out = cmd.output().expect("run redis-benchmark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .rev()
+        .find(|l| l.starts_with('"') && !l.starts_with("\"test\""))
+        .unwrap_or_else(|| panic!("redis-benchmark gave no result for {words:?}:\n{text}"))
+        .to_owned()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn spread(v: &[f64]) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.0}–{:.0}", min, max)
+}
+
+struct Deployment {
+    name: &'static str,
+    /// The port redis-benchmark connects to.
+    port: u16,
+    cluster: bool,
+    masters: Vec<u16>,
+    nodes: Vec<u16>,
+    config: RedisConfig,
+}
+
+/// Fills the keyspaces both contenders read, and loads the scripts for
+/// `redis-benchmark`'s `EVALSHA`.
+fn prepare_theirs(d: &Deployment) {
+    for name in ["insert", "get", "touch", "commit"] {
+        let (code, _) = session_redis::script_source(name).unwrap();
+        for port in &d.nodes {
+            support::cli(*port, &["SCRIPT", "LOAD", &code]);
+        }
+    }
+    let meta = String::from_utf8(METADATA.to_vec()).unwrap();
+    let words: Vec<String> = [
+        "HSET",
+        "rb:{tag}:__rand_int__",
+        "m",
+        &meta,
+        "c",
+        "1",
+        "a",
+        "1",
+        "t",
+        "600000",
+        "v",
+        "1",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    redis_benchmark(d.port, d.cluster, SESSIONS * 8, 50, SESSIONS, &words);
+}
+
+#[derive(Default)]
+struct Row {
+    ours: Vec<Run>,
+    theirs: Vec<Run>,
+}
+
+async fn compare(d: &Deployment, args: &Args, out: &mut String, json: &mut Vec<String>) {
+    for &concurrency in &args.concurrency {
+        compare_at(d, args, concurrency, out, json).await;
+    }
+}
+
+async fn compare_at(
+    d: &Deployment,
+    args: &Args,
+    concurrency: usize,
+    out: &mut String,
+    json: &mut Vec<String>,
+) {
+    let store = Arc::new(RedisStore::connect(d.config.clone()).await.expect("connect"));
+    let mut ids = Vec::with_capacity(SESSIONS);
+    for _ in 0..SESSIONS {
+        ids.push(
+            store
+                .create(METADATA, Timeout::from_ms(TTL_MS))
+                .await
+                .expect("populate"),
+        );
+    }
+    let ids: Arc<[SessionId]> = ids.into();
+    prepare_theirs(d);
+    // Warm up both (connections, script caches, allocator).
+    run_ours(&store, &ids, Op::Get, args.ops / 4, concurrency, &d.masters).await;
+    let mut rows: Vec<(Op, Row)> = Op::ALL.iter().map(|op| (*op, Row::default())).collect();
+    for rep in 0..args.repeats {
+        for (op, row) in &mut rows {
+            let ours_first = rep % 2 == 0;
+            // Blocks the runtime's one thread while redis-benchmark runs:
+            // nothing of ours is in flight then.
+            let theirs = || run_theirs(*op, d.port, d.cluster, args.ops, concurrency, &d.masters);
+            if ours_first {
+                row.ours
+                    .push(run_ours(&store, &ids, *op, args.ops, concurrency, &d.masters).await);
+                row.theirs.push(theirs());
+            } else {
+                row.theirs.push(theirs());
+                row.ours
+                    .push(run_ours(&store, &ids, *op, args.ops, concurrency, &d.masters).await);
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n### {} ({} ops per run, {} in flight, {} runs each, interleaved)\n",
+        d.name, args.ops, concurrency, args.repeats
+    );
+    let _ = writeln!(
+        out,
+        "| op | ours p50 µs | redis-benchmark p50 µs | p50 ratio | ours mean µs | theirs mean µs | mean ratio | ours p99 µs | theirs p99 µs | ours kops/s | theirs kops/s | server CPU µs/op ours / theirs | our client CPU µs/op |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for (op, row) in &rows {
+        let pick = |runs: &[Run], f: fn(&Run) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+        let (o50, t50) = (pick(&row.ours, |r| r.p50_us), pick(&row.theirs, |r| r.p50_us));
+        let (omean, tmean) = (pick(&row.ours, |r| r.mean_us), pick(&row.theirs, |r| r.mean_us));
+        let (o99, t99) = (pick(&row.ours, |r| r.p99_us), pick(&row.theirs, |r| r.p99_us));
+        let ratio50: Vec<f64> = o50.iter().zip(&t50).map(|(o, t)| o / t).collect();
+        let ratio_mean: Vec<f64> = omean.iter().zip(&tmean).map(|(o, t)| o / t).collect();
+        let label = if *op == Op::Update {
+            "update (2 round trips; theirs: HMGET + commit summed)"
+        } else {
+            op.name()
+        };
+        let _ = writeln!(
+            out,
+            "| {label} | {:.0} ({}) | {:.0} ({}) | **{:.2}** ({:.2}–{:.2}) | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} | {:.1} |",
+            median(o50.clone()),
+            spread(&o50),
+            median(t50.clone()),
+            spread(&t50),
+            median(ratio50.clone()),
+            ratio50.iter().copied().fold(f64::INFINITY, f64::min),
+            ratio50.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            median(omean.clone()),
+            median(tmean.clone()),
+            median(ratio_mean.clone()),
+            median(o99),
+            median(t99),
+            median(pick(&row.ours, |r| r.ops_per_s)) / 1_000.0,
+            median(pick(&row.theirs, |r| r.ops_per_s)) / 1_000.0,
+            median(pick(&row.ours, |r| r.server_cpu_us)),
+            median(pick(&row.theirs, |r| r.server_cpu_us)),
+            median(pick(&row.ours, |r| r.client_cpu_us.unwrap_or(f64::NAN))),
+        );
+        json.push(format!(
+            "{{\"deployment\":\"{}\",\"concurrency\":{concurrency},\"op\":\"{}\",\"ours_p50_us\":{:.1},\"theirs_p50_us\":{:.1},\"p50_ratio\":{:.3},\"mean_ratio\":{:.3},\"ours_kops\":{:.1},\"theirs_kops\":{:.1}}}",
+            d.name,
+            op.name(),
+            median(o50),
+            median(t50),
+            median(ratio50),
+            median(ratio_mean),
+            median(pick(&row.ours, |r| r.ops_per_s)) / 1_000.0,
+            median(pick(&row.theirs, |r| r.ops_per_s)) / 1_000.0,
+        ));
+    }
+}
+
+/// The embedded engine and the cluster with and without WAIT, same ops.
+async fn beside(cluster_config: &RedisConfig, args: &Args, masters: &[u16], out: &mut String) {
+    let concurrency = *args.concurrency.last().expect("a concurrency");
+    let engine = Arc::new(Engine::open(Config::default()).expect("engine"));
+    let mut ids = Vec::new();
+    for _ in 0..SESSIONS {
+        ids.push(
+            engine
+                .create(METADATA, Timeout::from_ms(TTL_MS))
+                .expect("populate engine"),
+        );
+    }
+    let ids: Arc<[SessionId]> = ids.into();
+    let waiting = Arc::new(
+        RedisStore::connect(cluster_config.clone().replication(Replication::Wait {
+            replicas: 1,
+            timeout: Duration::from_millis(100),
+        }))
+        .await
+        .expect("connect"),
+    );
+    let mut wids = Vec::new();
+    for _ in 0..SESSIONS / 4 {
+        wids.push(
+            waiting
+                .create(METADATA, Timeout::from_ms(TTL_MS))
+                .await
+                .expect("populate"),
+        );
+    }
+    let wids: Arc<[SessionId]> = wids.into();
+    let _ = writeln!(
+        out,
+        "\n### Beside the embedded engine, and the cost of `WAIT 1` (cluster), same harness, {concurrency} in flight: p50 µs (ops/s)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| op | embedded engine | cluster, `Replication::Wait {{ replicas: 1 }}` |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- |");
+    for op in [Op::Get, Op::Create, Op::Update] {
+        let e = run_ours(&engine, &ids, op, args.ops, concurrency, &[]).await;
+        let w = run_ours(&waiting, &wids, op, args.ops / 4, concurrency, masters).await;
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} ({:.0}) | {:.0} ({:.0}) |",
+            op.name(),
+            e.p50_us,
+            e.ops_per_s,
+            w.p50_us,
+            w.ops_per_s
+        );
+    }
+}
+
+/// Kills the master of each shard in turn (restarting it after), timing how
+/// long until the same store object reads and writes a session there again.
+fn failovers(cluster: &mut support::Cluster, rt: &tokio::runtime::Runtime, out: &mut String) -> Vec<f64> {
+    let config = RedisConfig::cluster(cluster.urls())
+        .key_prefix("bench-failover:")
+        .replication(Replication::Async);
+    let store = rt.block_on(RedisStore::connect(config)).expect("connect");
+    let ids: Vec<SessionId> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..300 {
+            v.push(store.create(b"0", Timeout::from_secs(600)).await.expect("create"));
+        }
+        v
+    });
+    let _ = writeln!(
+        out,
+        "\n### Failover recovery (6-node cluster, node timeout {NODE_TIMEOUT_MS} ms; target: node timeout + 3 s = {} ms)\n",
+        NODE_TIMEOUT_MS + 3_000
+    );
+    let _ = writeln!(
+        out,
+        "| round | replica promoted after ms | store serving the shard again after ms | client rebuilds |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    let mut recovered_ms = Vec::new();
+    for round in 0..FAILOVER_ROUNDS {
+        cluster.wait_healthy(Duration::from_secs(30));
+        let firsts = cluster.first_slots();
+        let slot = firsts[round % firsts.len()];
+        let victim = cluster.master_of(slot).expect("master");
+        let probe = *ids
+            .iter()
+            .find(|id| {
+                let s: u32 = cluster.nodes[victim]
+                    .cli(&["CLUSTER", "KEYSLOT", &store.key(id)])
+                    .trim()
+                    .parse()
+                    .unwrap();
+                firsts.iter().rev().find(|f| **f <= s) == Some(&slot)
+            })
+            .expect("probe on the victim's shard");
+        let killed = Instant::now();
+        cluster.nodes[victim].kill9();
+        let (promoted, recovered) = std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| cluster.wait_promoted(slot, victim, Duration::from_secs(30)));
+            let recovered = rt.block_on(async {
+                loop {
+                    let ok =
+                        store.get(&probe).await.is_ok() && store.update(&probe, <[u8]>::to_vec).await.is_ok();
+                    if ok {
+                        return killed.elapsed();
+                    }
+                    assert!(killed.elapsed() < Duration::from_secs(30), "no recovery");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+            (watcher.join().expect("watcher"), recovered)
+        });
+        cluster.nodes[victim].restart();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            round + 1,
+            promoted.as_millis(),
+            recovered.as_millis(),
+            store.stats().client_rebuilds
+        );
+        #[allow(clippy::cast_precision_loss)]
+        recovered_ms.push(recovered.as_millis() as f64);
+    }
+    cluster.wait_healthy(Duration::from_secs(30));
+    recovered_ms
+}
+
+fn main() {
+    let args = parse_args();
+    support::require_redis();
+    assert!(
+        Command::new("redis-benchmark").arg("--version").output().is_ok(),
+        "redis-benchmark missing: bash scripts/ensure-redis.sh"
+    );
+    // One thread runs the client tasks and the connections, as
+    // redis-benchmark runs on one thread; the servers get the other core.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let standalone = support::Server::standalone();
+    let mut cluster = support::Cluster::start(NODE_TIMEOUT_MS);
+    let version = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .expect("version")
+        .stdout;
+    let mut out = String::new();
+    let mut json = Vec::new();
+    let deployments = [
+        Deployment {
+            name: "standalone",
+            port: standalone.port,
+            cluster: false,
+            masters: vec![standalone.port],
+            nodes: vec![standalone.port],
+            config: RedisConfig::standalone(standalone.url()).key_prefix("bench:"),
+        },
+        Deployment {
+            name: "cluster (3 masters + 3 replicas)",
+            port: cluster.nodes[0].port,
+            cluster: true,
+            masters: cluster
+                .node_lines()
+                .iter()
+                .filter(|l| l.is_master())
+                .map(|l| l.port)
+                .collect(),
+            nodes: cluster.nodes.iter().map(|n| n.port).collect(),
+            config: RedisConfig::cluster(cluster.urls())
+                .key_prefix("bench:")
+                .replication(Replication::Async),
+        },
+    ];
+    let started = Instant::now();
+    for d in &deployments {
+        eprintln!("comparing on {} ...", d.name);
+        rt.block_on(compare(d, &args, &mut out, &mut json));
+    }
+    eprintln!("embedded engine and WAIT ...");
+    rt.block_on(beside(
+        &deployments[1].config,
+        &args,
+        &deployments[1].masters,
+        &mut out,
+    ));
+    eprintln!("failovers ...");
+    let recovered = failovers(&mut cluster, &rt, &mut out);
+    let date = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let header = format!(
+        "# Redis backend beside redis-benchmark\n\n\
+         Command: `cargo run --release -p session-redis --example redis_bench -- --ops {} --concurrency {} --repeats {}`  \n\
+         Date: {} (Unix seconds); machine: {} cores, shared (other work ran beside it); {}  \n\
+         Servers: started by the bench on 127.0.0.1 (no persistence); client: one Tokio worker thread, \
+         `redis-benchmark`: its single thread. Ratio = ours / redis-benchmark for the same command at the same concurrency \
+         (target <= 1.30). Medians of {} interleaved runs, min–max in brackets. Wall time {:.0} s.\n",
+        args.ops,
+        args.concurrency.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        args.repeats,
+        date,
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        String::from_utf8_lossy(&version).trim(),
+        args.repeats,
+        started.elapsed().as_secs_f64()
+    );
+    let text = format!("{header}{out}");
+    println!("{text}");
+    std::fs::create_dir_all(&args.out).expect("create --out");
+    std::fs::write(args.out.join("bench.md"), &text).expect("write bench.md");
+    let json_text = format!(
+        "{{\"date_unix_s\":{date},\"ops\":{},\"concurrency\":{:?},\"repeats\":{},\"comparisons\":[{}],\"failover_recovered_ms\":{:?},\"failover_target_ms\":{}}}\n",
+        args.ops,
+        args.concurrency,
+        args.repeats,
+        json.join(","),
+        recovered,
+        NODE_TIMEOUT_MS + 3_000
+    );
+    std::fs::write(args.out.join("bench.json"), json_text).expect("write bench.json");
+    eprintln!("wrote {}", args.out.join("bench.md").display());
+}
