@@ -3,7 +3,9 @@
 //!
 //! `--backend embedded` is the in-process [`Engine`]; `--backend null`
 //! answers every call at once without storing anything, which measures the
-//! loadgen's own cost per operation; `--backend redis://...` is reserved for
+//! loadgen's own cost per operation; `--backend peer` is [`PeerStore`], a
+//! plain sharded `Mutex<HashMap>` that every run also measures briefly as
+//! the reference its figures are compared with; `--backend redis://...` is reserved for
 //! the `session-redis` crate: it plugs in by implementing [`Backend`] for its
 //! store (with `READY_FUTURES = false`, so that clients run as tokio tasks)
 //! and adding one arm to the dispatch in `run.rs`.
@@ -11,7 +13,6 @@
 use std::fmt;
 use std::future::{ready, Future};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,8 @@ pub enum BackendSpec {
     Embedded,
     /// No backend: every call returns at once (loadgen overhead).
     Null,
+    /// The reference peer: a plain sharded `Mutex<HashMap>`.
+    Peer,
     /// A Redis (Cluster) URL, for the `session-redis` backend.
     Redis(String),
 }
@@ -38,13 +41,14 @@ impl FromStr for BackendSpec {
         match text {
             "embedded" | "engine" => Ok(BackendSpec::Embedded),
             "null" => Ok(BackendSpec::Null),
+            "peer" => Ok(BackendSpec::Peer),
             url if url.starts_with("redis://") || url.starts_with("rediss://") => {
                 Ok(BackendSpec::Redis(url.to_owned()))
             }
             _ => Err(ParseError::new(
                 "backend",
                 s,
-                "expected embedded, null or a redis:// URL",
+                "expected embedded, null, peer or a redis:// URL",
             )),
         }
     }
@@ -55,6 +59,7 @@ impl fmt::Display for BackendSpec {
         match self {
             BackendSpec::Embedded => f.write_str("embedded"),
             BackendSpec::Null => f.write_str("null"),
+            BackendSpec::Peer => f.write_str("peer"),
             BackendSpec::Redis(url) => f.write_str(url),
         }
     }
@@ -153,16 +158,173 @@ impl SessionStore for NullStore {
     }
 }
 
-/// A store that freezes once: the first operation issued `at` after the load
-/// starts blocks its caller for `length` before it runs. It stands for a GC
-/// pause, an fsync stall or a network hiccup, and lets tests check that such a
-/// stall shows in the latency tail (`--inject-stall AT:LENGTH`).
+/// Shards of the peer map (a power of two, as many as the engine's default on
+/// 2 cores so that lock contention is comparable).
+pub const PEER_SHARDS: usize = 8;
+
+struct PeerEntry {
+    metadata: Arc<[u8]>,
+    created_ms: u64,
+}
+
+type PeerShard = parking_lot::Mutex<std::collections::HashMap<SessionId, PeerEntry, ahash::RandomState>>;
+
+/// The reference peer: a plain sharded `parking_lot::Mutex<HashMap>` keyed
+/// by session id, with no expiry, no timer wheel and no last-access
+/// tracking. It is what "a sharded store" costs at its simplest; the gate
+/// divides the engine's figures by the peer's, measured in the same run, so
+/// that a busy or slow machine moves both sides of the ratio.
+pub struct PeerStore {
+    shards: Box<[PeerShard]>,
+    hasher: ahash::RandomState,
+}
+
+impl Default for PeerStore {
+    fn default() -> Self {
+        Self {
+            shards: (0..PEER_SHARDS)
+                .map(|_| parking_lot::Mutex::new(std::collections::HashMap::default()))
+                .collect(),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+}
+
+impl PeerStore {
+    fn shard(&self, id: &SessionId) -> &PeerShard {
+        // The map's own hasher uses the low bits; take the shard from the high ones.
+        #[allow(clippy::cast_possible_truncation)]
+        let index = (self.hasher.hash_one(id.to_u128()) >> 56) as usize & (PEER_SHARDS - 1);
+        &self.shards[index]
+    }
+
+    fn session(id: SessionId, entry: &PeerEntry) -> Session {
+        Session::new(
+            id,
+            Arc::clone(&entry.metadata),
+            entry.created_ms,
+            entry.created_ms,
+            Timeout::Never,
+        )
+    }
+}
+
+impl Backend for PeerStore {
+    const READY_FUTURES: bool = true;
+}
+
+impl SessionStore for PeerStore {
+    fn create(&self, metadata: &[u8], _timeout: Timeout) -> impl Future<Output = Result<SessionId>> + Send {
+        ready(SessionId::random().map_err(Error::Entropy).inspect(|id| {
+            let entry = PeerEntry {
+                metadata: Arc::from(metadata),
+                created_ms: 0,
+            };
+            self.shard(id).lock().insert(*id, entry);
+        }))
+    }
+
+    fn insert(
+        &self,
+        id: SessionId,
+        metadata: &[u8],
+        _timeout: Timeout,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let entry = PeerEntry {
+            metadata: Arc::from(metadata),
+            created_ms: 0,
+        };
+        let mut shard = self.shard(&id).lock();
+        ready(match shard.entry(id) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(Error::AlreadyExists),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(entry);
+                Ok(())
+            }
+        })
+    }
+
+    fn get(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
+        let found = self.shard(id).lock().get(id).map(|e| Self::session(*id, e));
+        ready(found.ok_or(Error::NotFound))
+    }
+
+    fn peek(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
+        self.get(id)
+    }
+
+    fn update<F>(&self, id: &SessionId, mut f: F) -> impl Future<Output = Result<Session>> + Send
+    where
+        F: FnMut(&[u8]) -> Vec<u8> + Send,
+    {
+        let mut shard = self.shard(id).lock();
+        let updated = shard.get_mut(id).map(|entry| {
+            entry.metadata = Arc::from(f(&entry.metadata));
+            Self::session(*id, entry)
+        });
+        ready(updated.ok_or(Error::NotFound))
+    }
+
+    fn touch(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send {
+        let found = self.shard(id).lock().contains_key(id);
+        ready(if found { Ok(()) } else { Err(Error::NotFound) })
+    }
+
+    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send {
+        let removed = self.shard(id).lock().remove(id);
+        ready(removed.map(drop).ok_or(Error::NotFound))
+    }
+
+    fn set_ttl(&self, id: &SessionId, _timeout: Timeout) -> impl Future<Output = Result<()>> + Send {
+        self.touch(id)
+    }
+
+    fn contains(&self, id: &SessionId) -> impl Future<Output = Result<bool>> + Send {
+        ready(Ok(self.shard(id).lock().contains_key(id)))
+    }
+
+    fn len(&self) -> impl Future<Output = Result<usize>> + Send {
+        ready(Ok(self.shards.iter().map(|s| s.lock().len()).sum()))
+    }
+
+    fn list(&self, cursor: Cursor, limit: usize) -> impl Future<Output = Result<Page>> + Send {
+        let mut sessions = Vec::with_capacity(limit.min(1024));
+        let mut part = cursor.part() as usize;
+        let mut skip = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+        while part < PEER_SHARDS {
+            let shard = self.shards[part].lock();
+            for (taken, (id, entry)) in shard.iter().skip(skip).enumerate() {
+                if sessions.len() == limit {
+                    let part = u32::try_from(part).expect("few shards");
+                    return ready(Ok(Page {
+                        sessions,
+                        next: Some(Cursor::new(part, (skip + taken) as u64)),
+                    }));
+                }
+                sessions.push(Self::session(*id, entry));
+            }
+            drop(shard);
+            part += 1;
+            skip = 0;
+        }
+        ready(Ok(Page { sessions, next: None }))
+    }
+
+    fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {
+        ready(Ok(0))
+    }
+}
+
+/// A store that freezes once: every operation issued between `at` and
+/// `at + length` after the load starts waits until the freeze ends before it
+/// runs, whichever client issued it. It stands for a GC pause, an fsync stall
+/// or a network hiccup, and lets tests check that such a stall shows in the
+/// latency tail (`--inject-stall AT:LENGTH`).
 pub struct Stalling<S> {
     inner: Arc<S>,
     at: Duration,
     length: Duration,
     origin: OnceLock<Instant>,
-    fired: AtomicBool,
 }
 
 impl<S> Stalling<S> {
@@ -173,7 +335,6 @@ impl<S> Stalling<S> {
             at,
             length,
             origin: OnceLock::new(),
-            fired: AtomicBool::new(false),
         }
     }
 
@@ -184,12 +345,12 @@ impl<S> Stalling<S> {
     }
 
     fn maybe_stall(&self) {
-        if self.fired.load(Ordering::Relaxed) {
-            return;
-        }
         if let Some(origin) = self.origin.get() {
-            if origin.elapsed() >= self.at && !self.fired.swap(true, Ordering::Relaxed) {
-                std::thread::sleep(self.length);
+            let now = origin.elapsed();
+            if now >= self.at {
+                if let Some(left) = (self.at + self.length).checked_sub(now) {
+                    std::thread::sleep(left);
+                }
             }
         }
     }
@@ -279,6 +440,7 @@ impl<S: SessionStore> SessionStore for Stalling<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::block_on_ready;
 
     #[test]
     fn backend_specs_parse() {
@@ -289,5 +451,36 @@ mod tests {
             BackendSpec::Redis("redis://127.0.0.1:6379".into())
         );
         assert!("mnesia".parse::<BackendSpec>().is_err());
+        assert_eq!("peer".parse::<BackendSpec>().unwrap(), BackendSpec::Peer);
+    }
+
+    #[test]
+    fn the_peer_map_keeps_the_store_semantics_it_claims() {
+        let peer = PeerStore::default();
+        let id = block_on_ready(peer.create(b"a", Timeout::Never)).unwrap();
+        assert_eq!(block_on_ready(peer.get(&id)).unwrap().metadata(), b"a");
+        let updated = block_on_ready(peer.update(&id, |m| [m, b"b"].concat())).unwrap();
+        assert_eq!(updated.metadata(), b"ab");
+        assert!(matches!(
+            block_on_ready(peer.insert(id, b"x", Timeout::Never)),
+            Err(Error::AlreadyExists)
+        ));
+        for _ in 0..99 {
+            block_on_ready(peer.create(b"m", Timeout::Never)).unwrap();
+        }
+        let mut listed = 0;
+        let mut cursor = Cursor::START;
+        loop {
+            let page = block_on_ready(peer.list(cursor, 7)).unwrap();
+            listed += page.sessions.len();
+            match page.next {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        assert_eq!(listed, 100);
+        block_on_ready(peer.delete(&id)).unwrap();
+        assert!(block_on_ready(peer.get(&id)).is_err());
+        assert_eq!(block_on_ready(peer.len()).unwrap(), 99);
     }
 }

@@ -113,7 +113,7 @@ pub struct ScenarioArgs {
     /// always, interval:MS or never (`Config::durability`; with --data-dir).
     #[arg(long)]
     pub durability: Option<String>,
-    /// embedded, null (the loadgen's own cost) or redis://HOST:PORT.
+    /// embedded, null (the loadgen's own cost), peer (a plain sharded map) or redis://HOST:PORT.
     #[arg(long)]
     pub backend: Option<String>,
     /// Generator seed (0: fresh, printed in the results).
@@ -238,6 +238,10 @@ pub struct GateArgs {
     /// Metric families that gate: cpu (worker CPU per op), throughput, p50, p99, p999.
     #[arg(long, default_value = GATED_DEFAULT, value_delimiter = ',')]
     pub metrics: Vec<String>,
+    /// Judge the raw figures instead of their ratios to the reference peer
+    /// measured in the same run (only on a dedicated, quiet machine).
+    #[arg(long)]
+    pub raw: bool,
     /// Compare these result files instead of running.
     #[arg(long)]
     pub candidate: Vec<PathBuf>,
@@ -340,6 +344,12 @@ pub fn execute_run(request: &RunRequest, quiet: bool) -> Result<Report, RunError
     if let Some(dir) = &request.out_dir {
         run::write_outputs(dir, &report, &measured.outcome)?;
         println!("\nresults: {}", dir.display());
+    }
+    if report.disturbed {
+        println!(
+            "warning: disturbed run: the workers got {:.0}% of their cores; other work on the machine shows in the tail",
+            report.cpu.workers_cpu_share * 100.0
+        );
     }
     println!("verdict: {}", if report.passed { "PASS" } else { "FAIL" });
     Ok(report)
@@ -466,7 +476,7 @@ fn cmd_gate(args: &GateArgs, command: Vec<String>) -> Result<i32, RunError> {
             .collect::<anyhow::Result<Vec<_>>>()
             .map_err(|e| RunError::Usage(format!("{e:#}")))?
     };
-    let rows = gate::compare(&baseline.metrics, &candidates, tolerance, &args.metrics);
+    let rows = gate::compare(&baseline.metrics, &candidates, tolerance, &args.metrics, args.raw);
     println!(
         "gate: {} candidate run(s) vs baseline {} ({} runs, {}), tolerance {:.0}%",
         candidates.len(),
@@ -495,7 +505,6 @@ fn repeated_runs(
     quiet: bool,
     command: &[String],
 ) -> Result<Vec<std::collections::BTreeMap<String, f64>>, RunError> {
-    use crate::report::DISTURBED_BELOW;
     let mut runs = Vec::new();
     let mut disturbed = Vec::new();
     // A run whose workers did not get their cores is retried, up to `repeat`
@@ -518,7 +527,7 @@ fn repeated_runs(
         }
         let report = run::build_report(&request, &measured);
         let share = report.cpu.workers_cpu_share;
-        let ok = share >= DISTURBED_BELOW;
+        let ok = !report.disturbed;
         if !quiet {
             eprintln!(
                 "  run {attempt}: {} (workers got {:.0}% of their cores{})",

@@ -81,9 +81,43 @@ impl Baseline {
 
 /// The metrics a run contributes: `throughput_ops_per_s`, `cpu_ns_per_op`
 /// (closed loop), and for every operation kind with samples `<op>.p50_ns`,
-/// `<op>.p99_ns`, `<op>.p999_ns`.
+/// `<op>.p99_ns`, `<op>.p999_ns`; and beside each the same figure divided
+/// by the reference peer's from the same run (`<metric>/peer`), which is what
+/// the gate judges by default.
 #[must_use]
 pub fn metrics_of(report: &Report) -> BTreeMap<String, f64> {
+    let raw = raw_metrics(report);
+    let peer = peer_metrics(report);
+    let mut all = raw.clone();
+    for (name, value) in &raw {
+        if let Some(reference) = peer.get(name).filter(|v| **v > 0.0) {
+            all.insert(format!("{name}{PEER_SUFFIX}"), value / reference);
+        }
+    }
+    all
+}
+
+/// Suffix of a metric divided by the reference peer's.
+pub const PEER_SUFFIX: &str = "/peer";
+
+fn peer_metrics(report: &Report) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    m.insert("cpu_ns_per_op".to_owned(), report.peer.cpu_ns_per_op);
+    let ops = report
+        .peer
+        .ops
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .chain(std::iter::once(("all", &report.peer.all_point_ops)));
+    for (op, s) in ops.filter(|(_, s)| s.count > 0) {
+        for (name, v) in [("p50", s.p50_ns), ("p99", s.p99_ns), ("p999", s.p999_ns)] {
+            m.insert(format!("{op}.{name}_ns"), v as f64);
+        }
+    }
+    m
+}
+
+fn raw_metrics(report: &Report) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
     m.insert("throughput_ops_per_s".to_owned(), report.throughput_ops_per_s);
     if let Some(cpu) = report.cpu.worker_ns_per_op {
@@ -167,7 +201,16 @@ fn higher_is_better(metric: &str) -> bool {
     metric.starts_with("throughput")
 }
 
-fn is_gated(metric: &str, gated: &[String]) -> bool {
+/// Whether `metric` is judged: by default the ratios to the peer are, and
+/// the raw figures are context; with `raw`, the other way round.
+fn is_gated(metric: &str, gated: &[String], raw: bool) -> bool {
+    let (metric, is_ratio) = match metric.strip_suffix(PEER_SUFFIX) {
+        Some(base) => (base, true),
+        None => (metric, false),
+    };
+    if is_ratio == raw {
+        return false;
+    }
     gated.iter().any(|g| {
         if g == "throughput" || g == "cpu" {
             metric.starts_with(g.as_str())
@@ -184,6 +227,7 @@ pub fn compare(
     candidates: &[BTreeMap<String, f64>],
     tolerance: f64,
     gated: &[String],
+    raw: bool,
 ) -> Vec<GateRow> {
     baseline
         .iter()
@@ -197,7 +241,7 @@ pub fn compare(
                     min: None,
                     max: None,
                     change: None,
-                    judgement: if is_gated(metric, gated) {
+                    judgement: if is_gated(metric, gated, raw) {
                         Judgement::Missing
                     } else {
                         Judgement::Info
@@ -211,7 +255,7 @@ pub fn compare(
                 0.0
             };
             let worse = if higher_is_better(metric) { -change } else { change };
-            let judgement = if !is_gated(metric, gated) {
+            let judgement = if !is_gated(metric, gated, raw) {
                 Judgement::Info
             } else if worse > tolerance {
                 Judgement::Regression
@@ -241,7 +285,9 @@ pub fn passes(rows: &[GateRow]) -> bool {
 }
 
 fn format_value(metric: &str, v: f64) -> String {
-    if metric.ends_with("_ns") || metric.ends_with("_ns_per_op") {
+    if metric.ends_with(PEER_SUFFIX) {
+        format!("{v:.3}x")
+    } else if metric.ends_with("_ns") || metric.ends_with("_ns_per_op") {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         format_ns(v.max(0.0).round() as u64)
     } else {
@@ -344,6 +390,7 @@ mod tests {
             ],
             0.10,
             &gated(),
+            true,
         );
         assert_eq!(
             judge(&rows, "throughput_ops_per_s"),
@@ -352,7 +399,7 @@ mod tests {
         );
         assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Within);
         assert!(!passes(&rows));
-        let rows = compare(&base, &[run(1_000_000.0, 1_200.0)], 0.10, &gated());
+        let rows = compare(&base, &[run(1_000_000.0, 1_200.0)], 0.10, &gated(), true);
         assert_eq!(
             judge(&rows, "get.p99_ns"),
             Judgement::Regression,
@@ -363,7 +410,7 @@ mod tests {
     #[test]
     fn improvements_and_noise_pass() {
         let base = run(1_000_000.0, 1_000.0);
-        let rows = compare(&base, &[run(1_300_000.0, 700.0)], 0.10, &gated());
+        let rows = compare(&base, &[run(1_300_000.0, 700.0)], 0.10, &gated(), true);
         assert_eq!(judge(&rows, "throughput_ops_per_s"), Judgement::Improvement);
         assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Improvement);
         assert!(passes(&rows));
@@ -372,6 +419,7 @@ mod tests {
             &[run(950_000.0, 1_090.0), run(1_040_000.0, 950.0)],
             0.10,
             &gated(),
+            true,
         );
         assert_eq!(judge(&rows, "throughput_ops_per_s"), Judgement::Within);
         assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Within);
@@ -386,7 +434,7 @@ mod tests {
             run(400_000.0, 9_000.0),
             run(990_000.0, 1_020.0),
         ];
-        let rows = compare(&base, &noisy, 0.10, &gated());
+        let rows = compare(&base, &noisy, 0.10, &gated(), true);
         assert!(passes(&rows), "{}", table(&rows, 0.10));
         let r = rows.iter().find(|r| r.metric == "throughput_ops_per_s").unwrap();
         assert_eq!(r.min, Some(400_000.0));
@@ -400,7 +448,7 @@ mod tests {
         // The machine got busy: half the throughput, same CPU per op.
         let mut busy = run(500_000.0, 1_000.0);
         busy.insert("cpu_ns_per_op".into(), 1_000.0);
-        let rows = compare(&base, &[busy], 0.10, &default);
+        let rows = compare(&base, &[busy], 0.10, &default, true);
         assert_eq!(judge(&rows, "throughput_ops_per_s"), Judgement::Info);
         assert_eq!(judge(&rows, "cpu_ns_per_op"), Judgement::Within);
         assert!(passes(&rows));
@@ -409,11 +457,11 @@ mod tests {
     #[test]
     fn ungated_metrics_are_info_and_missing_gated_ones_fail() {
         let base = run(1_000_000.0, 1_000.0);
-        let rows = compare(&base, &[run(1_000_000.0, 1_000.0)], 0.10, &gated());
+        let rows = compare(&base, &[run(1_000_000.0, 1_000.0)], 0.10, &gated(), true);
         assert_eq!(judge(&rows, "get.p999_ns"), Judgement::Info);
         let mut partial = run(1_000_000.0, 1_000.0);
         partial.remove("get.p99_ns");
-        let rows = compare(&base, &[partial], 0.10, &gated());
+        let rows = compare(&base, &[partial], 0.10, &gated(), true);
         assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Missing);
         assert!(!passes(&rows));
     }
@@ -421,10 +469,28 @@ mod tests {
     #[test]
     fn the_tolerance_is_a_boundary_not_a_cliff() {
         let base = run(1_000.0, 1_000.0);
-        let rows = compare(&base, &[run(1_000.0, 1_099.0)], 0.10, &gated());
+        let rows = compare(&base, &[run(1_000.0, 1_099.0)], 0.10, &gated(), true);
         assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Within);
-        let rows = compare(&base, &[run(1_000.0, 1_101.0)], 0.10, &gated());
+        let rows = compare(&base, &[run(1_000.0, 1_101.0)], 0.10, &gated(), true);
         assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Regression);
+    }
+
+    #[test]
+    fn by_default_the_ratios_to_the_peer_gate_and_raw_figures_are_context() {
+        let mut base = run(1_000_000.0, 1_000.0);
+        base.insert("get.p99_ns/peer".into(), 2.0);
+        // A busy machine: everything 40% slower, the peer too, so the ratio holds.
+        let mut busy = run(600_000.0, 1_400.0);
+        busy.insert("get.p99_ns/peer".into(), 2.05);
+        let rows = compare(&base, &[busy.clone()], 0.10, &gated(), false);
+        assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Info);
+        assert_eq!(judge(&rows, "get.p99_ns/peer"), Judgement::Within);
+        assert!(passes(&rows));
+        // The engine alone got slower: the ratio moves.
+        busy.insert("get.p99_ns/peer".into(), 2.6);
+        let rows = compare(&base, &[busy], 0.10, &gated(), false);
+        assert_eq!(judge(&rows, "get.p99_ns/peer"), Judgement::Regression);
+        assert!(table(&rows, 0.10).contains("2.600x"));
     }
 
     #[test]

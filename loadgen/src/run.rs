@@ -8,14 +8,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 use session_engine::{Clock, Engine, RemovalCause, SessionId};
 
-use crate::backend::{Backend, BackendSpec, NullStore, Stalling};
+use crate::backend::{Backend, BackendSpec, NullStore, PeerStore, Stalling};
 use crate::driver::{block_on_ready, drive, ClientPlan, ClientState, Pace, SpinTime, Work};
-use crate::hist::{new_hist, Hist, Recorder};
+use crate::hist::{new_hist, Hist, Msg, OpHists, Recorder};
 use crate::load::{self, Outcome, Phase, Populated};
 use crate::mix::{KeySampler, Op};
 use crate::procfs::{self, GitInfo, Machine};
 use crate::report::{
-    rfc3339, CpuReport, EngineReport, ExpiryReport, Files, MemoryReport, PopulateReport, Report,
+    rfc3339, CpuReport, EngineReport, ExpiryReport, Files, MemoryReport, PeerReport, PopulateReport, Report,
     RESULT_SCHEMA, RESULT_SCHEMA_VERSION,
 };
 use crate::scenario::Scenario;
@@ -127,6 +127,8 @@ pub struct Measured {
     pub populated: Populated,
     /// The load.
     pub outcome: Outcome,
+    /// The peer, measured before and after the load.
+    pub reference: Reference,
     /// Loadgen cost per operation (null backend), ns.
     pub loadgen_ns_per_op: f64,
     /// One clock read, ns.
@@ -155,10 +157,16 @@ pub fn measure<B: Backend>(
     let populated = load::populate(store, scenario)?;
     let loadgen_ns_per_op = loadgen_cost_ns(scenario, &populated.ids);
     let timer_ns = timer_cost_ns();
+    // The peer brackets the load (before and after) so that a machine that
+    // changes speed during the run moves the reference with it.
+    let peer = PeerStore::default();
+    let mut reference = reference_run(&peer, scenario)?;
     let outcome = load::run(store, scenario, &populated.ids, Phase::of(scenario), progress);
+    reference.absorb(&reference_run(&peer, scenario)?);
     Ok(Measured {
         populated,
         outcome,
+        reference,
         loadgen_ns_per_op,
         timer_ns,
         rss_end_bytes: procfs::rss_bytes(),
@@ -171,12 +179,27 @@ pub fn measure<B: Backend>(
 /// against the null backend, closed loop, on this thread for 200 ms.
 #[must_use]
 pub fn loadgen_cost_ns(scenario: &Scenario, population: &Arc<[SessionId]>) -> f64 {
-    let (tx, _rx) = crossbeam_channel::unbounded();
+    closed_loop_here(&NullStore, scenario, population, CALIBRATION_NS).0
+}
+
+/// How long each in-process calibration (null backend, peer) runs, ns.
+pub const CALIBRATION_NS: u64 = 200_000_000;
+
+/// Runs the scenario's point-operation mix closed loop on this thread
+/// against `store` for `duration_ns`; returns CPU ns per operation and the
+/// histograms.
+pub fn closed_loop_here<S: session_engine::SessionStore>(
+    store: &S,
+    scenario: &Scenario,
+    population: &Arc<[SessionId]>,
+    duration_ns: u64,
+) -> (f64, OpHists) {
+    let (tx, rx) = crossbeam_channel::unbounded();
     let (_stx, srx) = crossbeam_channel::bounded(1);
     let mut recorder = Recorder::new(0, 0, u64::MAX / 4, tx, srx);
     let plan = ClientPlan {
         start_ns: 0,
-        end_ns: 200_000_000,
+        end_ns: duration_ns,
         ops_max: u64::MAX,
         pace: Pace::Closed,
         work: Work::Point {
@@ -185,7 +208,7 @@ pub fn loadgen_cost_ns(scenario: &Scenario, population: &Arc<[SessionId]>) -> f6
         },
     };
     let mut state = ClientState::new(
-        1,
+        scenario.seed ^ 0x5EED,
         Arc::clone(population),
         scenario.metadata_bytes,
         session_engine::Timeout::After(scenario.churn_timeout.0),
@@ -193,13 +216,80 @@ pub fn loadgen_cost_ns(scenario: &Scenario, population: &Arc<[SessionId]>) -> f6
     let time = SpinTime::new(Instant::now());
     let cpu_before = procfs::thread_cpu_ns();
     let started = Instant::now();
-    let summary = block_on_ready(drive(&NullStore, &time, &plan, &mut state, &mut recorder));
+    let summary = block_on_ready(drive(store, &time, &plan, &mut state, &mut recorder));
     #[allow(clippy::cast_possible_truncation)]
     let wall_ns = started.elapsed().as_nanos() as u64;
     let used_ns = procfs::thread_cpu_ns()
         .zip(cpu_before)
         .map_or(wall_ns, |(after, before)| after.saturating_sub(before));
-    used_ns as f64 / summary.ops.max(1) as f64
+    recorder.finish(summary);
+    let mut hists = OpHists::default();
+    for msg in rx.try_iter() {
+        if let Msg::Interval { hists: h, .. } = msg {
+            hists.add(&h);
+        }
+    }
+    (used_ns as f64 / summary.ops.max(1) as f64, hists)
+}
+
+/// The reference peer's figures: the same mix and keys, closed loop on one
+/// thread, against [`PeerStore`] populated like the scenario.
+pub struct Reference {
+    /// CPU ns per operation (loop included), averaged over the runs.
+    pub cpu_ns_per_op: f64,
+    /// Latency (service time) histograms, all runs.
+    pub hists: OpHists,
+    runs: u32,
+}
+
+impl Reference {
+    fn absorb(&mut self, other: &Reference) {
+        let total = f64::from(self.runs + other.runs);
+        self.cpu_ns_per_op =
+            (self.cpu_ns_per_op * f64::from(self.runs) + other.cpu_ns_per_op * f64::from(other.runs)) / total;
+        self.hists.add(&other.hists);
+        self.runs += other.runs;
+    }
+}
+
+/// One reference run against `peer` (populated on first use).
+///
+/// # Errors
+/// If populating the peer fails (it cannot, short of the OS random source).
+pub fn reference_run(peer: &PeerStore, scenario: &Scenario) -> Result<Reference, RunError> {
+    let population = peer_population(peer, scenario)?;
+    let (cpu_ns_per_op, hists) = closed_loop_here(peer, scenario, &population, CALIBRATION_NS);
+    Ok(Reference {
+        cpu_ns_per_op,
+        hists,
+        runs: 1,
+    })
+}
+
+fn peer_population(peer: &PeerStore, scenario: &Scenario) -> Result<Arc<[SessionId]>, RunError> {
+    use session_engine::SessionStore as _;
+    let have = block_on_ready(peer.len()).unwrap_or(0);
+    let mut ids = Vec::with_capacity(scenario.sessions);
+    if have == 0 {
+        let metadata = vec![0; scenario.metadata_bytes];
+        for _ in 0..scenario.sessions {
+            let id = block_on_ready(peer.create(&metadata, session_engine::Timeout::Never))
+                .map_err(|e| RunError::Failed(e.into()))?;
+            ids.push(id);
+        }
+    } else {
+        let mut cursor = session_engine::Cursor::START;
+        loop {
+            let page = block_on_ready(peer.list(cursor, session_engine::limits::LIST_PAGE_MAX))
+                .map_err(|e| RunError::Failed(e.into()))?;
+            ids.extend(page.sessions.iter().map(session_engine::Session::id));
+            match page.next {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+    }
+    Ok(ids.into())
 }
 
 /// Nanoseconds one `Instant::now()` takes here.
@@ -223,28 +313,26 @@ pub fn measure_request(request: &RunRequest, progress: Option<&ProgressBar>) -> 
     match backend_of(scenario)? {
         BackendSpec::Embedded => {
             let (engine, probe) = open_engine(scenario)?;
-            let engine = Arc::new(engine);
-            match request.stall {
-                Some((at, length)) => {
-                    let store = Arc::new(Stalling::new(engine, at, length));
-                    measure(&store, Some(&probe), scenario, progress)
-                }
-                None => measure(&engine, Some(&probe), scenario, progress),
-            }
+            measure_maybe_stalled(Arc::new(engine), Some(&probe), request, progress)
         }
-        BackendSpec::Null => {
-            let store = Arc::new(NullStore);
-            match request.stall {
-                Some((at, length)) => measure(
-                    &Arc::new(Stalling::new(store, at, length)),
-                    None,
-                    scenario,
-                    progress,
-                ),
-                None => measure(&store, None, scenario, progress),
-            }
-        }
+        BackendSpec::Null => measure_maybe_stalled(Arc::new(NullStore), None, request, progress),
+        BackendSpec::Peer => measure_maybe_stalled(Arc::new(PeerStore::default()), None, request, progress),
         BackendSpec::Redis(_) => unreachable!("backend_of refuses it"),
+    }
+}
+
+fn measure_maybe_stalled<B: Backend>(
+    store: Arc<B>,
+    probe: Option<&EngineProbe>,
+    request: &RunRequest,
+    progress: Option<&ProgressBar>,
+) -> Result<Measured, RunError> {
+    match request.stall {
+        Some((at, length)) => {
+            let stalling = Arc::new(Stalling::new(store, at, length));
+            measure(&stalling, probe, &request.scenario, progress)
+        }
+        None => measure(&store, probe, &request.scenario, progress),
     }
 }
 
@@ -305,6 +393,7 @@ pub fn rate_verdict(scenario: &Scenario, outcome: &Outcome) -> Option<Verdict> {
 
 /// Assembles the report of a measured run.
 #[must_use]
+#[allow(clippy::too_many_lines)] // one struct literal, field by field
 pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
     let scenario = &request.scenario;
     let outcome = &m.outcome;
@@ -403,11 +492,42 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
             workers_cpu_share: outcome.cpu.workers_s
                 / (outcome.cpu.wall_s * scenario.workers as f64).max(1e-9),
         },
+        peer: peer_report(&m.reference),
         timeline: outcome.timeline.clone(),
         targets: request.targets.iter().map(|t| t.name.clone()).collect(),
         verdicts,
         passed,
+        disturbed: outcome.cpu.workers_s
+            < crate::report::DISTURBED_BELOW * outcome.cpu.wall_s * scenario.workers as f64,
         files: Files::standard(),
+    }
+}
+
+fn peer_report(reference: &Reference) -> PeerReport {
+    let seconds = f64::from(reference.runs) * Duration::from_nanos(CALIBRATION_NS).as_secs_f64();
+    let ops = Op::ALL
+        .iter()
+        .filter(|op| !reference.hists.get(**op).is_empty())
+        .map(|op| {
+            let stats = OpStats::of(
+                reference.hists.get(*op),
+                reference.hists.errors[op.index()],
+                seconds,
+            );
+            (op.name().to_owned(), stats)
+        })
+        .collect();
+    PeerReport {
+        store: format!(
+            "plain sharded parking_lot Mutex<HashMap> ({} shards, ahash), no expiry",
+            crate::backend::PEER_SHARDS
+        ),
+        threads: 1,
+        runs: reference.runs,
+        seconds_each: Duration::from_nanos(CALIBRATION_NS).as_secs_f64(),
+        cpu_ns_per_op: reference.cpu_ns_per_op,
+        ops,
+        all_point_ops: OpStats::of(&reference.hists.point_ops(), 0, seconds),
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::backend::{Backend, BackendSpec, NullStore};
+use crate::backend::{Backend, BackendSpec, NullStore, PeerStore};
 use crate::load::{self, Phase};
 use crate::mix::Op;
 use crate::procfs::{GitInfo, Machine};
@@ -107,6 +107,7 @@ pub fn execute(request: &SweepRequest) -> Result<SweepReport, RunError> {
             sweep_with(&Arc::new(engine), request, progress.as_ref())
         }
         BackendSpec::Null => sweep_with(&Arc::new(NullStore), request, progress.as_ref()),
+        BackendSpec::Peer => sweep_with(&Arc::new(PeerStore::default()), request, progress.as_ref()),
         BackendSpec::Redis(_) => unreachable!("backend_of refuses it"),
     }
 }

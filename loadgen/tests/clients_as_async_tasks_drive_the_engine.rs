@@ -27,11 +27,13 @@ fn four_clients_on_one_worker_complete_the_schedule() {
         serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
     assert_eq!(r["scenario"]["clients"], 4);
     assert_eq!(r["ops_unsent"], 0);
-    let measured = r["all_point_ops"]["count"].as_u64().unwrap();
-    assert!(
-        (1_800..=2_200).contains(&measured),
-        "{measured} point ops in 1 s at 2,000/s"
-    );
+    // Every scheduled operation was issued: 2,000/s of point operations and
+    // 10/s of list pages for the 1.2 s of warm-up and measurement. (How many
+    // land in the measured window depends on how late a busy machine ran
+    // the warm-up's, so that count is not pinned.)
+    let issued = r["ops_issued"].as_u64().unwrap() + r["deletes_skipped"].as_u64().unwrap();
+    assert!((2_400..=2_420).contains(&issued), "{issued} operations issued");
+    assert!(r["all_point_ops"]["count"].as_u64().unwrap() >= 1_990);
 }
 
 #[test]

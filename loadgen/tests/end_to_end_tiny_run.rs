@@ -37,7 +37,9 @@ fn a_tiny_run_passes_writes_every_file_and_records_what_it_measured() {
     assert!(r["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(r["git"].get("commit").is_some());
     let throughput = r["throughput_ops_per_s"].as_f64().unwrap();
-    assert!((1_900.0..=2_100.0).contains(&throughput), "{throughput}");
+    // At least the offered rate: operations due in the measured second all
+    // count, and late warm-up ones may join them on a busy machine.
+    assert!(throughput >= 1_990.0, "{throughput}");
     for op in ["get", "peek", "update", "touch", "create", "delete", "list"] {
         let s = &r["ops"][op];
         assert!(s["count"].as_u64().unwrap() > 0, "{op} ran");
@@ -57,6 +59,10 @@ fn a_tiny_run_passes_writes_every_file_and_records_what_it_measured() {
     assert!(r["cpu"]["loadgen_ns_per_op"].as_f64().unwrap() > 0.0);
     assert!(r["cpu"]["workers_s"].as_f64().unwrap() > 0.0);
     assert!(!r["timeline"].as_array().unwrap().is_empty());
+    // The reference peer ran in the same process, before and after the load.
+    assert_eq!(r["peer"]["runs"], 2);
+    assert!(r["peer"]["cpu_ns_per_op"].as_f64().unwrap() > 0.0);
+    assert!(r["peer"]["all_point_ops"]["count"].as_u64().unwrap() > 0);
     let verdicts = r["verdicts"].as_array().unwrap();
     assert!(verdicts
         .iter()

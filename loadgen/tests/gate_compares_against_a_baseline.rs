@@ -66,6 +66,10 @@ fn the_gate_passes_against_itself_and_fails_on_a_regression() {
     let (code, stdout, _) = run_gate(&baseline);
     assert_eq!(code, 0, "{stdout}");
     assert!(
+        stdout.contains("get.p50_ns/peer"),
+        "ratios to the peer are judged: {stdout}"
+    );
+    assert!(
         stdout.contains("ok (noise)") && stdout.contains("gate: PASS"),
         "{stdout}"
     );
