@@ -218,6 +218,10 @@ pub struct SweepArgs {
     /// Warm-up per step.
     #[arg(long, default_value = "1s")]
     pub step_warmup: Dur,
+    /// Extra attempts at a rate that failed (a burst of other work on a
+    /// shared machine can break a bound the backend holds).
+    #[arg(long, default_value_t = 2)]
+    pub retries: usize,
     /// Outputs.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -401,6 +405,7 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, RunError> {
         to,
         step_duration: args.step_duration.0,
         step_warmup: args.step_warmup.0,
+        retries: args.retries.min(10),
         out_dir: out_dir.clone(),
         progress: !args.output.quiet,
         command,

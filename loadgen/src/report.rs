@@ -64,6 +64,14 @@ pub struct Report {
     pub ops: BTreeMap<String, OpStats>,
     /// All point operations together.
     pub all_point_ops: OpStats,
+    /// Median over the measured intervals of each interval's p99 (all point
+    /// operations): the typical second, which a few disturbed seconds on a
+    /// shared machine do not move (the whole-run p99 above is what verdicts use).
+    pub interval_p99_median_ns: u64,
+    /// Measured intervals whose p99 exceeded ten times that median.
+    pub intervals_disturbed: usize,
+    /// Measured intervals.
+    pub intervals_measured: usize,
     /// The populate phase.
     pub populate: PopulateReport,
     /// Memory.
@@ -329,6 +337,13 @@ impl Report {
             self.warmup_s,
             thousands_u(self.ops_issued),
             thousands_u(self.ops_unsent)
+        );
+        let _ = writeln!(
+            md,
+            "- typical second: median of the per-second p99 {} ({} of {} measured seconds had a p99 above ten times that)",
+            format_ns(self.interval_p99_median_ns),
+            self.intervals_disturbed,
+            self.intervals_measured
         );
         if let Some(bytes) = self.memory.bytes_per_session {
             let _ = writeln!(

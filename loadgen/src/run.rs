@@ -420,6 +420,14 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
 
     let worker_ns_per_op =
         (closed && outcome.summary.ops > 0).then(|| outcome.cpu.workers_s * 1e9 / outcome.summary.ops as f64);
+    let mut measured_p99s: Vec<u64> = outcome
+        .timeline
+        .iter()
+        .filter(|p| !p.warmup && p.ops > 0)
+        .map(|p| p.p99_ns)
+        .collect();
+    measured_p99s.sort_unstable();
+    let interval_p99_median = measured_p99s.get(measured_p99s.len() / 2).copied().unwrap_or(0);
     let started_unix_ms = outcome
         .started_at
         .duration_since(UNIX_EPOCH)
@@ -452,6 +460,12 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
             .map(|(op, s)| (op.name().to_owned(), *s))
             .collect(),
         all_point_ops: OpStats::of(&all, point_errors, outcome.measured_s),
+        interval_p99_median_ns: interval_p99_median,
+        intervals_disturbed: measured_p99s
+            .iter()
+            .filter(|p| **p > interval_p99_median.saturating_mul(10))
+            .count(),
+        intervals_measured: measured_p99s.len(),
         populate: PopulateReport {
             sessions: scenario.sessions,
             wall_s: populate_s,

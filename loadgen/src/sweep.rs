@@ -4,7 +4,7 @@
 //! The population is created once; a short closed-loop phase finds the peak
 //! (unless `--to` is given), then open-loop steps run at `to × i / steps`
 //! for `i = 1, 2, ...` until one fails (a bound of the targets, or the rate
-//! not held). Each step reports its latencies; the plot puts p50 / p99 /
+//! not held) on every attempt (a failed step is retried, `--retries`). Each step reports its latencies; the plot puts p50 / p99 /
 //! p99.9 against the achieved throughput.
 
 use std::collections::BTreeMap;
@@ -43,6 +43,8 @@ pub struct SweepRequest {
     pub step_duration: Duration,
     /// Warm-up per step.
     pub step_warmup: Duration,
+    /// Extra attempts at a rate whose first attempt failed.
+    pub retries: usize,
     /// Where to write (`None`: nothing).
     pub out_dir: Option<PathBuf>,
     /// Progress bar.
@@ -56,6 +58,8 @@ pub struct SweepRequest {
 pub struct SweepStep {
     /// Offered rate.
     pub rate_target_ops_per_s: f64,
+    /// 0 for the first attempt at this rate, then 1, 2, ...
+    pub attempt: usize,
     /// Achieved.
     pub throughput_ops_per_s: f64,
     /// All bounds held and the rate was kept.
@@ -142,43 +146,35 @@ fn sweep_with<B: Backend>(
             rate: Rate::PerSec(rate),
             ..base.clone()
         };
-        if let Some(bar) = progress {
-            bar.set_prefix(format!(
-                "sweep: step {i}/{} at {} ops/s",
-                request.steps,
-                thousands(rate)
-            ));
+        // A failed step is run again (up to `retries` times): on a shared
+        // machine one burst of other work can break a bound that the backend
+        // holds. The step counts as held if any attempt held; every attempt
+        // is recorded.
+        let mut held = false;
+        for attempt in 0..=request.retries {
+            if let Some(bar) = progress {
+                bar.set_prefix(format!(
+                    "sweep: step {i}/{} at {} ops/s (attempt {})",
+                    request.steps,
+                    thousands(rate),
+                    attempt + 1
+                ));
+            }
+            let step = run_step(
+                store,
+                &scenario,
+                &populated.ids,
+                phase(scenario.rate),
+                &request.targets,
+                progress,
+            );
+            held = step.passed;
+            steps.push(SweepStep { attempt, ..step });
+            if held {
+                break;
+            }
         }
-        let outcome = load::run(store, &scenario, &populated.ids, phase(scenario.rate), progress);
-        let facts = run::facts_of(&scenario, &outcome);
-        let mut verdicts: Vec<_> = run::rate_verdict(&scenario, &outcome).into_iter().collect();
-        for tier in &request.targets {
-            verdicts.extend(targets::evaluate(tier, &facts));
-        }
-        let failed: Vec<String> = verdicts
-            .iter()
-            .filter(|v| v.status == Status::Fail)
-            .map(|v| format!("{}/{}/{}", v.tier, v.subject, v.bound))
-            .collect();
-        let all = outcome.totals.point_ops();
-        let point_errors = Op::ALL
-            .iter()
-            .filter(|op| **op != Op::List)
-            .map(|op| outcome.totals.errors[op.index()])
-            .sum();
-        steps.push(SweepStep {
-            rate_target_ops_per_s: rate,
-            throughput_ops_per_s: outcome.throughput_ops_per_s,
-            passed: failed.is_empty(),
-            failed,
-            all_point_ops: OpStats::of(&all, point_errors, outcome.measured_s),
-            ops: facts
-                .ops
-                .iter()
-                .map(|(op, s)| (op.name().to_owned(), *s))
-                .collect(),
-        });
-        if !steps.last().is_some_and(|s| s.passed) {
+        if !held {
             break;
         }
     }
@@ -187,9 +183,9 @@ fn sweep_with<B: Backend>(
     }
     let knee_ops_per_s = steps
         .iter()
-        .take_while(|s| s.passed)
+        .filter(|s| s.passed)
         .map(|s| s.rate_target_ops_per_s)
-        .last();
+        .reduce(f64::max);
     Ok(SweepReport {
         schema: SWEEP_SCHEMA.into(),
         schema_version: 1,
@@ -205,6 +201,49 @@ fn sweep_with<B: Backend>(
     })
 }
 
+fn run_step<B: Backend>(
+    store: &Arc<B>,
+    scenario: &Scenario,
+    population: &Arc<[session_engine::SessionId]>,
+    phase: Phase,
+    tiers: &[Targets],
+    progress: Option<&ProgressBar>,
+) -> SweepStep {
+    let outcome = load::run(store, scenario, population, phase, progress);
+    let facts = run::facts_of(scenario, &outcome);
+    let mut verdicts: Vec<_> = run::rate_verdict(scenario, &outcome).into_iter().collect();
+    for tier in tiers {
+        verdicts.extend(targets::evaluate(tier, &facts));
+    }
+    let failed: Vec<String> = verdicts
+        .iter()
+        .filter(|v| v.status == Status::Fail)
+        .map(|v| format!("{}/{}/{}", v.tier, v.subject, v.bound))
+        .collect();
+    let all = outcome.totals.point_ops();
+    let point_errors = Op::ALL
+        .iter()
+        .filter(|op| **op != Op::List)
+        .map(|op| outcome.totals.errors[op.index()])
+        .sum();
+    let Rate::PerSec(rate) = scenario.rate else {
+        unreachable!("sweep steps are open loop")
+    };
+    SweepStep {
+        rate_target_ops_per_s: rate,
+        attempt: 0,
+        throughput_ops_per_s: outcome.throughput_ops_per_s,
+        passed: failed.is_empty(),
+        failed,
+        all_point_ops: OpStats::of(&all, point_errors, outcome.measured_s),
+        ops: facts
+            .ops
+            .iter()
+            .map(|(op, s)| (op.name().to_owned(), *s))
+            .collect(),
+    }
+}
+
 impl SweepReport {
     /// The steps as a text table.
     #[must_use]
@@ -214,7 +253,11 @@ impl SweepReport {
             .iter()
             .map(|s| {
                 [
-                    thousands(s.rate_target_ops_per_s),
+                    if s.attempt == 0 {
+                        thousands(s.rate_target_ops_per_s)
+                    } else {
+                        format!("{} (again)", thousands(s.rate_target_ops_per_s))
+                    },
                     thousands(s.throughput_ops_per_s),
                     format_ns(s.all_point_ops.p50_ns),
                     format_ns(s.all_point_ops.p99_ns),

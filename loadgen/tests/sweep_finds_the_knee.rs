@@ -55,6 +55,8 @@ fn a_sweep_whose_first_step_fails_has_no_knee_and_exits_1() {
         "2000",
         "--steps",
         "4",
+        "--retries",
+        "1",
         "--step-duration",
         "200ms",
         "--step-warmup",
@@ -66,4 +68,8 @@ fn a_sweep_whose_first_step_fails_has_no_knee_and_exits_1() {
     ]));
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("knee: none"), "{stdout}");
+    assert!(
+        stdout.contains("(again)"),
+        "the failed step was retried once: {stdout}"
+    );
 }
