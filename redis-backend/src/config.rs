@@ -58,8 +58,9 @@ pub enum Replication {
 }
 
 /// How a [`RedisStore`](crate::RedisStore) connects and behaves. Start from
-/// [`RedisConfig::standalone`], [`RedisConfig::cluster`] or
-/// [`RedisConfig::from_url`], then chain the setters.
+/// [`RedisConfig::standalone`], [`RedisConfig::cluster`], the preset
+/// [`RedisConfig::multi_node_cluster`] or [`RedisConfig::from_url`], then
+/// chain the setters.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
     pub(crate) deployment: Deployment,
@@ -80,13 +81,10 @@ impl RedisConfig {
         Self::new(Deployment::Standalone(url.into()))
     }
 
-    /// The cluster preset, mirroring the seed's multi-node preset (three
-    /// nodes, replicated copies, 1-hour sessions): a Redis Cluster reached
-    /// through `nodes`, sessions of 1 hour by default, and every write
-    /// acknowledged by one replica (`WAIT 1 100`), the nearest Redis has to
-    /// Mnesia's `disc_copies` on another node. Cleanup needs no setting:
-    /// Redis expires keys itself. For cluster without `WAIT`, chain
-    /// `.replication(Replication::Async)`.
+    /// A Redis Cluster reached through `nodes` (any that answers is enough),
+    /// asynchronous replication (no `WAIT`), 1 s request timeout, 30-minute
+    /// default session timeout. See [`RedisConfig::multi_node_cluster`] for
+    /// the preset.
     #[must_use]
     pub fn cluster<I, S>(nodes: I) -> Self
     where
@@ -94,6 +92,25 @@ impl RedisConfig {
         S: Into<String>,
     {
         Self::new(Deployment::Cluster(nodes.into_iter().map(Into::into).collect()))
+    }
+
+    /// The "cluster" preset, mirroring the seed's multi-node preset (three
+    /// nodes, `disc_copies` on each, 1-hour sessions, expiry handled by the
+    /// store): a Redis Cluster reached through `nodes`, sessions of 1 hour by
+    /// default, and every write acknowledged by one replica (`WAIT 1 100`),
+    /// the nearest Redis has to a synchronous copy on another node. Cleanup
+    /// needs no setting: Redis expires keys itself.
+    ///
+    /// Mind what `WAIT` means once a master has lost its replica (a failover
+    /// with the old master left dead): writes there still apply on the new
+    /// master but report [`Error::OutcomeUnknown`] until a replica is back.
+    #[must_use]
+    pub fn multi_node_cluster<I, S>(nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::cluster(nodes)
             .default_timeout(Timeout::from_secs(60 * 60))
             .replication(Replication::Wait {
                 replicas: 1,
@@ -102,8 +119,8 @@ impl RedisConfig {
     }
 
     /// Reads a URL: `redis://[user:pass@]host:port[/db]` is one server,
-    /// `redis+cluster://[user:pass@]host:port,host:port,...` a cluster (with
-    /// the [`RedisConfig::cluster`] preset).
+    /// `redis+cluster://[user:pass@]host:port,host:port,...` a cluster (as
+    /// [`RedisConfig::cluster`]: no `WAIT` unless chained on).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for another scheme or an empty node list.
@@ -307,7 +324,14 @@ mod tests {
                 "redis://u:p@127.0.0.1:7001".into()
             ])
         );
-        assert!(matches!(many.replication, Replication::Wait { replicas: 1, .. }));
+        assert_eq!(many.replication, Replication::Async, "WAIT is off by default");
+        let preset = RedisConfig::multi_node_cluster(["redis://127.0.0.1:7000"]);
+        assert!(matches!(
+            preset.replication,
+            Replication::Wait { replicas: 1, .. }
+        ));
+        assert_eq!(preset.default_timeout, Timeout::from_secs(3600));
+        assert!(preset.validate().is_ok());
         assert!(RedisConfig::from_url("redis+cluster://").is_err());
         assert!(RedisConfig::from_url("http://x").is_err());
     }

@@ -75,6 +75,50 @@ impl KeySpace {
     }
 }
 
+/// The CRC16-XMODEM table (polynomial 0x1021), as Redis Cluster uses it.
+const CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        #[allow(clippy::cast_possible_truncation)] // i < 256
+        let mut crc = (i as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 0x8000 == 0 {
+                crc << 1
+            } else {
+                (crc << 1) ^ 0x1021
+            };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
+
+fn crc16(data: &[u8]) -> u16 {
+    data.iter().fold(0u16, |crc, &b| {
+        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ b)]
+    })
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 of its hash tag (the bytes
+/// between the first `{` and the next `}`, if not empty) or of the whole key,
+/// mod 16384.
+pub(crate) fn slot_of(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16(tagged) % 16_384
+}
+
 /// A 32-bit FNV-1a hash of a key, never 0: orders the keys of one `SCAN`
 /// batch so that a page can end inside it (0 in a list position means "the
 /// batch from its start"). Fixed and portable: positions outlive processes.
@@ -124,6 +168,21 @@ mod tests {
         let keys = KeySpace::new("a*b?[c]\\:").unwrap();
         let pattern = String::from_utf8(keys.scan_pattern()).unwrap();
         assert_eq!(pattern, format!("a\\*b\\?\\[c\\]\\\\:{{{}}}", "?".repeat(22)));
+    }
+
+    #[test]
+    fn slots_match_redis_cluster() {
+        assert_eq!(crc16(b"123456789"), 0x31c3, "the XMODEM check value");
+        // Values from the CLUSTER KEYSLOT documentation.
+        assert_eq!(slot_of(b"somekey"), 11_058);
+        assert_eq!(slot_of(b"foo{hash_tag}"), 2_515);
+        assert_eq!(slot_of(b"{hash_tag}:anything"), 2_515);
+        assert_eq!(
+            slot_of(b"foo{}{bar}"),
+            slot_of(b"foo{}{bar}"),
+            "empty tag: whole key"
+        );
+        assert_ne!(slot_of(b"foo{}{bar}"), slot_of(b"bar"));
     }
 
     #[test]

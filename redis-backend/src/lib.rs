@@ -30,6 +30,18 @@
 //! recovers by itself from the wedged state described under
 //! [Failures](#failures); this crate adds that.
 //!
+//! For a cluster, single-key requests first go straight to the key's master
+//! on a per-master multiplexed connection (a slot table from `CLUSTER
+//! SLOTS`), skipping the cluster client's routing task and its two extra
+//! channel hops; any failure there (a `MOVED` from a stale table, a dead
+//! connection) drops the table and the request is resent through the
+//! cluster client, which follows redirects and refreshes its own map. Listing
+//! and counting always use the cluster client.
+//!
+//! Presets: [`RedisConfig::standalone`], [`RedisConfig::cluster`] (no `WAIT`)
+//! and the "cluster" preset [`RedisConfig::multi_node_cluster`] mirroring the
+//! seed's multi-node preset (1-hour sessions, `WAIT` for one replica).
+//!
 //! # Semantics (the same as the embedded engine)
 //!
 //! A session is one Redis hash at `<prefix>{<id>}` (layout in the source of

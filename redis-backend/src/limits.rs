@@ -68,6 +68,11 @@ pub const SCAN_CALLS_MAX: usize = 1_000;
 /// keys than one node holds in any real deployment.
 pub const SCAN_CURSOR_BITS: u32 = 32;
 
+/// Least time between two builds of the direct (per-master) connections of
+/// a cluster store, after a stale slot table was dropped: bounds the
+/// connection churn while a failover settles.
+pub const DIRECT_REBUILD_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Replicas a `WAIT` may ask for: more than any sane cluster has per master.
 pub const WAIT_REPLICAS_MAX: u32 = 16;
 

@@ -7,23 +7,25 @@
 //! and resend after a short doubling pause while the budget lasts.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use redis::{Cmd, RedisResult, Value};
+use redis::aio::MultiplexedConnection;
+use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult, Value};
 use session_engine::limits::TIMEOUT_MS_MAX;
 use session_engine::{Cursor, Error, Page, Result, Session, SessionId, SessionStore, Timeout};
 use tokio::time::timeout;
 
-use crate::config::{RedisConfig, Replication};
-use crate::conn::{Conn, Shard, Target};
+use crate::config::{Deployment, RedisConfig, Replication};
+use crate::conn::{direct_pipeline, direct_query, Conn, Direct, Shard, Target};
 use crate::error::{classify, give_up, Fault};
 use crate::health::Health;
 use crate::keys::KeySpace;
 use crate::limits::{
-    RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN, UPDATE_BACKOFF_MAX, UPDATE_EAGER_TRIES, UPDATE_TRIES_MAX,
+    DIRECT_REBUILD_INTERVAL, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN, UPDATE_BACKOFF_MAX, UPDATE_EAGER_TRIES,
+    UPDATE_TRIES_MAX,
 };
 use crate::reply;
 use crate::scripts::{Script, Scripts};
@@ -69,11 +71,24 @@ pub(crate) struct Inner {
     pub(crate) keys: KeySpace,
     scripts: Scripts,
     conn: RwLock<Conn>,
-    /// Every node URL seen (seeds, then `CLUSTER SLOTS`): a rebuild connects
-    /// through any that still answers.
-    known_nodes: RwLock<Vec<String>>,
+    /// Itself, for background tasks.
+    me: Weak<Inner>,
+    /// The time base of `direct_retry_at_ms`.
+    origin: Instant,
+    cluster: bool,
+    /// The configured servers; the first also lends its credentials to
+    /// connections to nodes learnt from the cluster.
+    seeds: Vec<ConnectionInfo>,
+    /// Every node `CLUSTER SLOTS` named: a rebuild connects through any that
+    /// still answers, even if the seeds are the nodes that failed.
+    known_nodes: RwLock<Vec<(String, u16)>>,
     health: Health,
     rebuild: tokio::sync::Mutex<()>,
+    /// The cluster shortcut (see `conn::Direct`), `None` while stale.
+    direct: RwLock<Option<Arc<Direct>>>,
+    direct_building: AtomicBool,
+    /// No new `Direct` is built before this (ms since `origin`).
+    direct_retry_at_ms: AtomicU64,
     request_timeout_ms: u64,
     resends: AtomicU64,
     update_conflicts: AtomicU64,
@@ -117,41 +132,56 @@ impl RedisStore {
     /// if no server answers within the connect timeout.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let keys = config.validate()?;
-        let seeds = config.seeds();
+        let urls = config.seeds();
+        let seeds = urls
+            .iter()
+            .map(|url| {
+                url.as_str()
+                    .into_connection_info()
+                    .map_err(|e| Error::InvalidConfig(format!("server URL {url:?}: {e}")))
+            })
+            .collect::<Result<Vec<ConnectionInfo>>>()?;
         let budget = config.connect_timeout + config.request_timeout;
         let conn = match timeout(budget, Conn::connect(&config, &seeds)).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
                 return Err(Error::Unavailable {
-                    reason: format!("cannot connect to {seeds:?}: {e}"),
+                    reason: format!("cannot connect to {urls:?}: {e}"),
                 })
             }
             Err(_) => {
                 return Err(Error::Unavailable {
-                    reason: format!("cannot connect to {seeds:?} within {budget:?}"),
+                    reason: format!("cannot connect to {urls:?} within {budget:?}"),
                 })
             }
         };
-        let inner = Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
+            origin: Instant::now(),
+            cluster: matches!(config.deployment, Deployment::Cluster(_)),
             request_timeout_ms: u64::try_from(config.request_timeout.as_millis()).unwrap_or(u64::MAX),
             health: Health::new(config.stuck_after),
             keys,
             scripts: Scripts::new(),
             conn: RwLock::new(conn),
-            known_nodes: RwLock::new(seeds),
+            seeds,
+            known_nodes: RwLock::new(Vec::new()),
             rebuild: tokio::sync::Mutex::new(()),
+            direct: RwLock::new(None),
+            direct_building: AtomicBool::new(false),
+            direct_retry_at_ms: AtomicU64::new(0),
             resends: AtomicU64::new(0),
             update_conflicts: AtomicU64::new(0),
             shortfalls: AtomicU64::new(0),
             config,
-        };
-        let store = Self {
-            inner: Arc::new(inner),
-        };
+        });
         // Learn every node now, so that a rebuild can reach the cluster even
         // if the seeds given are the ones that fail.
-        store.inner.topology().await?;
-        Ok(store)
+        inner.topology().await?;
+        if inner.cluster {
+            inner.build_direct().await;
+        }
+        Ok(Self { inner })
     }
 
     /// The configuration this store was connected with.
@@ -165,6 +195,14 @@ impl RedisStore {
     #[must_use]
     pub fn key(&self, id: &SessionId) -> String {
         String::from_utf8(self.inner.keys.key(id)).expect("prefix and id are ASCII")
+    }
+
+    /// The Redis Cluster hash slot of the session's key (CRC16 of the id,
+    /// its hash tag, mod 16384): where the session and any per-session key
+    /// added later live.
+    #[must_use]
+    pub fn slot(&self, id: &SessionId) -> u16 {
+        crate::keys::slot_of(&self.inner.keys.key(id))
     }
 
     /// Counters since connect.
@@ -461,6 +499,30 @@ pub(crate) struct Acked {
     pub(crate) acked: Option<i64>,
 }
 
+/// The connection one attempt goes out on.
+enum Via {
+    /// Straight to the key's master (cluster shortcut).
+    Direct(MultiplexedConnection),
+    /// Through the client (single server, or the cluster client's routing).
+    Conn(Conn),
+}
+
+impl Via {
+    async fn query(&mut self, cmd: Cmd, key: &[u8]) -> RedisResult<Value> {
+        match self {
+            Via::Direct(c) => direct_query(c, &cmd).await,
+            Via::Conn(c) => c.query(cmd, Target::Key(key)).await,
+        }
+    }
+
+    async fn pipeline(&mut self, pipe: &redis::Pipeline, key: &[u8]) -> RedisResult<Vec<Value>> {
+        match self {
+            Via::Direct(c) => direct_pipeline(c, pipe).await,
+            Via::Conn(c) => c.pipeline(pipe, Target::Key(key)).await,
+        }
+    }
+}
+
 impl Inner {
     fn check_len(&self, len: usize) -> Result<()> {
         let max = self.config.metadata_bytes_max;
@@ -577,24 +639,28 @@ impl Inner {
             _ => None,
         };
         let make = &make;
-        self.run(kind, move |mut conn, attempt| async move {
+        self.run(kind, move |conn, attempt| async move {
             let cmd = make(attempt);
+            let mut via = match self.direct_for(key) {
+                Some(direct) if !attempt.redirected => Via::Direct(direct),
+                _ => Via::Conn(conn),
+            };
             if attempt.redirected {
                 // A single keyed command follows MOVED/ASK inside the client
                 // and refreshes its slot map; the pipeline below cannot.
                 let mut probe = redis::cmd("EXISTS");
                 probe.arg(key);
-                conn.query(probe, Target::Key(key)).await?;
+                via.query(probe, key).await?;
             }
             match wait {
                 None => Ok(Acked {
-                    value: conn.query(cmd, Target::Key(key)).await?,
+                    value: via.query(cmd, key).await?,
                     acked: None,
                 }),
                 Some((replicas, timeout_ms)) => {
                     let mut pipe = redis::pipe();
                     pipe.add_command(cmd).cmd("WAIT").arg(replicas).arg(timeout_ms);
-                    let mut values = conn.pipeline(&pipe, Target::Key(key)).await?.into_iter();
+                    let mut values = via.pipeline(&pipe, key).await?.into_iter();
                     let value = match values.next() {
                         Some(Value::ServerError(e)) => return Err(e.into()),
                         Some(v) => v,
@@ -617,6 +683,67 @@ impl Inner {
             }
         })
         .await
+    }
+
+    /// The direct connection for `key` (cluster only), starting a background
+    /// build of the table if there is none and it is time to try again.
+    fn direct_for(&self, key: &[u8]) -> Option<MultiplexedConnection> {
+        if !self.cluster {
+            return None;
+        }
+        if let Some(direct) = self
+            .direct
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            return Some(direct.for_key(key));
+        }
+        let now = self.since_origin_ms();
+        if now >= self.direct_retry_at_ms.load(Ordering::Relaxed)
+            && !self.direct_building.swap(true, Ordering::AcqRel)
+        {
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(async move {
+                    me.build_direct().await;
+                    me.direct_building.store(false, Ordering::Release);
+                });
+            } else {
+                self.direct_building.store(false, Ordering::Release);
+            }
+        }
+        None
+    }
+
+    /// Builds the direct table from the current topology (bounded by the
+    /// connect and request timeouts); leaves none if any master fails.
+    async fn build_direct(&self) {
+        let interval_ms = u64::try_from(DIRECT_REBUILD_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        self.direct_retry_at_ms
+            .store(self.since_origin_ms() + interval_ms, Ordering::Relaxed);
+        let mut conn = self.conn();
+        let budget = self.config.connect_timeout + self.config.request_timeout;
+        let built = timeout(budget, Direct::build(&mut conn, &self.config, &self.seeds[0])).await;
+        if let Ok(Ok(Some(direct))) = built {
+            *self.direct.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(direct));
+        }
+    }
+
+    /// Forgets the direct table (a request on it failed: it may be stale).
+    fn drop_direct(&self) {
+        if self.cluster
+            && self
+                .direct
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
+        {
+            *self.direct.write().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
+    fn since_origin_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Runs attempts of one request until one succeeds, one fails for good,
@@ -651,8 +778,16 @@ impl Inner {
             };
             if fault.server_answered() {
                 self.health.success();
-            } else if self.health.failure() {
-                self.rebuild().await;
+            } else {
+                // A routing or transport failure: the direct table may be
+                // stale; the resend goes through the cluster client.
+                self.drop_direct();
+                if self.health.failure() {
+                    self.rebuild().await;
+                }
+            }
+            if how.redirected {
+                self.drop_direct();
             }
             doubt |= fault.maybe_applied();
             let give_up = |fault: &Fault| give_up(fault, kind == Kind::Write, doubt, self.request_timeout_ms);
@@ -680,11 +815,19 @@ impl Inner {
             return;
         };
         self.health.probing();
-        let seeds = self
+        let mut seeds = self.seeds.clone();
+        for (host, port) in self
             .known_nodes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+            .iter()
+        {
+            seeds.push(
+                self.seeds[0]
+                    .clone()
+                    .set_addr(ConnectionAddr::Tcp(host.clone(), *port)),
+            );
+        }
         let budget = self.config.connect_timeout + self.config.request_timeout;
         let fresh = async {
             let mut conn = Conn::connect(&self.config, &seeds).await.ok()?;
@@ -692,6 +835,7 @@ impl Inner {
         };
         if let Ok(Some(conn)) = timeout(budget, fresh).await {
             *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
+            self.drop_direct();
             self.health.rebuilt();
         }
     }

@@ -20,7 +20,8 @@ async fn redis_cluster_passes_the_suite_and_lists_every_master() {
         ..SuiteOptions::default()
     };
     run_suite("redis cluster", options, || {
-        let config = RedisConfig::cluster(urls.clone()).key_prefix(support::unique_prefix("suite"));
+        let config =
+            RedisConfig::multi_node_cluster(urls.clone()).key_prefix(support::unique_prefix("suite"));
         async move { RedisStore::connect(config).await.expect("connect") }
     })
     .await;
@@ -54,5 +55,12 @@ async fn redis_cluster_passes_the_suite_and_lists_every_master() {
     let firsts: std::collections::BTreeSet<u32> = cluster.first_slots().into_iter().collect();
     assert_eq!(parts, firsts, "cursors name each master by its first slot");
     assert_eq!(store.len().await.unwrap(), 300);
+    // The store's own slot computation (its direct per-master routing)
+    // agrees with the servers'.
+    let page = store.list(Cursor::START, 50).await.expect("list");
+    for session in &page.sessions {
+        let server_slot = cluster.nodes[0].cli(&["CLUSTER", "KEYSLOT", &store.key(&session.id())]);
+        assert_eq!(server_slot.trim(), store.slot(&session.id()).to_string());
+    }
     assert_eq!(store.stats().client_rebuilds, 0);
 }

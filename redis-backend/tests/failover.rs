@@ -90,7 +90,8 @@ async fn check_all(store: &RedisStore, ledger: &Ledger, round: &str) {
 async fn acknowledged_sessions_survive_repeated_master_kills() {
     let mut cluster = Cluster::start(NODE_TIMEOUT_MS);
     // The cluster preset: WAIT for 1 replica.
-    let config = RedisConfig::cluster(cluster.urls()).key_prefix(support::unique_prefix("failover"));
+    let config =
+        RedisConfig::multi_node_cluster(cluster.urls()).key_prefix(support::unique_prefix("failover"));
     let store = RedisStore::connect(config).await.expect("connect");
 
     let ledger: Ledger = Arc::default();
