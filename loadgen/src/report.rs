@@ -183,9 +183,10 @@ pub struct CpuReport {
 
 /// A run whose workers got less than this share of their cores was
 /// disturbed: other work held a worker off its core for more than one part in
-/// twenty, and a client that is not running queues every operation due
-/// meanwhile, so the tail measures the machine rather than the backend.
-pub const DISTURBED_BELOW: f64 = 0.95;
+/// fifty, and a client that is not running queues every operation due
+/// meanwhile (at 200K ops/s, a 4 ms preemption delays 800 of them), so the
+/// p99 measures the machine rather than the backend.
+pub const DISTURBED_BELOW: f64 = 0.98;
 
 /// The reference peer: the same mix and keys, closed loop on one thread,
 /// against a plain sharded map, in the same process as the load. Ratios to it
