@@ -71,6 +71,9 @@ pub(crate) struct Inner {
     pub(crate) keys: KeySpace,
     scripts: Scripts,
     conn: RwLock<Conn>,
+    /// The runtime `connect` ran on: it drives every connection of the
+    /// store, so new connections are made there too.
+    home: tokio::runtime::Handle,
     /// Itself, for background tasks.
     me: Weak<Inner>,
     /// The time base of `direct_retry_at_ms`.
@@ -127,6 +130,13 @@ pub(crate) struct Reply<T> {
 impl RedisStore {
     /// Connects to the deployment and checks that it answers.
     ///
+    /// The runtime this runs on becomes the store's home: it drives the
+    /// store's connections (and makes new ones after a failover), so it must
+    /// outlive the store and keep running — a multi-thread Tokio runtime, or
+    /// a current-thread one that the application keeps driving. Operations
+    /// may then be awaited from any Tokio runtime with the time driver
+    /// enabled (for example one current-thread runtime per worker thread).
+    ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the bad setting; [`Error::Unavailable`]
     /// if no server answers within the connect timeout.
@@ -156,6 +166,7 @@ impl RedisStore {
             }
         };
         let inner = Arc::new_cyclic(|me| Inner {
+            home: tokio::runtime::Handle::current(),
             me: me.clone(),
             origin: Instant::now(),
             cluster: matches!(config.deployment, Deployment::Cluster(_)),
@@ -704,7 +715,9 @@ impl Inner {
             && !self.direct_building.swap(true, Ordering::AcqRel)
         {
             if let Some(me) = self.me.upgrade() {
-                tokio::spawn(async move {
+                // On the home runtime: the new connections' drivers must
+                // live there, not on whatever runtime this caller uses.
+                self.home.spawn(async move {
                     me.build_direct().await;
                     me.direct_building.store(false, Ordering::Release);
                 });
@@ -829,11 +842,14 @@ impl Inner {
             );
         }
         let budget = self.config.connect_timeout + self.config.request_timeout;
-        let fresh = async {
-            let mut conn = Conn::connect(&self.config, &seeds).await.ok()?;
+        let config = self.config.clone();
+        // Connected on the home runtime, which drives the store's
+        // connections; awaited from here, whatever runtime this is.
+        let fresh = self.home.spawn(async move {
+            let mut conn = Conn::connect(&config, &seeds).await.ok()?;
             conn.serving().await.ok()?.then_some(conn)
-        };
-        if let Ok(Some(conn)) = timeout(budget, fresh).await {
+        });
+        if let Ok(Ok(Some(conn))) = timeout(budget, fresh).await {
             *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
             self.drop_direct();
             self.health.rebuilt();
