@@ -76,8 +76,6 @@ pub const DIRECT_REBUILD_INTERVAL: Duration = Duration::from_millis(500);
 /// Replicas a `WAIT` may ask for: more than any sane cluster has per master.
 pub const WAIT_REPLICAS_MAX: u32 = 16;
 
-/// Fields of a session hash (`m c a t v w`, see `scripts.rs`), for sizing.
-pub const SESSION_FIELDS: usize = 6;
 
 const _: () = assert!(REQUEST_TIMEOUT_MIN.as_millis() < REQUEST_TIMEOUT_DEFAULT.as_millis());
 const _: () = assert!(REQUEST_TIMEOUT_DEFAULT.as_millis() <= REQUEST_TIMEOUT_MAX.as_millis());
