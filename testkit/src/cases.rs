@@ -379,6 +379,8 @@ async fn peek_contains_and_list_do_not_slide_the_deadline<S: SessionStore>(
     let timeout = ms(300);
     let since = Instant::now();
     let id = ok("create", s.create(b"x", Timeout::After(timeout)).await);
+    // The deadline lies between since + timeout and created + timeout.
+    let created = Instant::now();
     for _ in 0..2 {
         sleep(ms(100)).await;
         alive!("peek", s.peek(&id).await, since, timeout);
@@ -387,8 +389,8 @@ async fn peek_contains_and_list_do_not_slide_the_deadline<S: SessionStore>(
         assert!(page.sessions.len() <= 1);
     }
     // Had peek/contains/list slid it, the deadline would be ~500 ms after
-    // creation; sleep to ~450 ms after the last read, past the original.
-    let until = since + timeout + ms(150);
+    // creation; check at 450 ms, past the original.
+    let until = created + timeout + ms(150);
     sleep(until.saturating_duration_since(Instant::now())).await;
     not_found("peek after the original deadline", s.peek(&id).await);
     Verdict::Pass
