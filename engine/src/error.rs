@@ -113,6 +113,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// An `update` lost the race to concurrent writers of the same session
+    /// this many times in a row and gave up (remote backends; the embedded
+    /// engine falls back to running the closure under its lock instead).
+    /// Nothing was changed by this call.
+    #[error("update gave up after losing {tries} races in a row to concurrent writers of this session")]
+    Contended {
+        /// Optimistic attempts made.
+        tries: u32,
+    },
+
     /// A remote backend could not be reached or refused service; the
     /// operation was not applied.
     #[error("session backend unavailable: {reason}")]

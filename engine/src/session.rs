@@ -50,6 +50,17 @@ impl Timeout {
         }
     }
 
+    /// The timeout in milliseconds (`None` for `Never`) if it is one the
+    /// engine accepts: 1 ms to [`TIMEOUT_MS_MAX`]. Backends use this to apply
+    /// exactly the engine's rule.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTimeout`] for zero or more than [`TIMEOUT_MS_MAX`].
+    pub fn checked_ms(self) -> Result<Option<u64>> {
+        self.to_stored()
+            .map(|stored| (stored != TIMEOUT_NEVER).then_some(u64::from(stored)))
+    }
+
     /// Validates the timeout and packs it the way the engine stores it.
     ///
     /// # Errors

@@ -76,7 +76,6 @@ pub const DIRECT_REBUILD_INTERVAL: Duration = Duration::from_millis(500);
 /// Replicas a `WAIT` may ask for: more than any sane cluster has per master.
 pub const WAIT_REPLICAS_MAX: u32 = 16;
 
-
 const _: () = assert!(REQUEST_TIMEOUT_MIN.as_millis() < REQUEST_TIMEOUT_DEFAULT.as_millis());
 const _: () = assert!(REQUEST_TIMEOUT_DEFAULT.as_millis() <= REQUEST_TIMEOUT_MAX.as_millis());
 const _: () = assert!(STUCK_AFTER_MIN.as_millis() <= STUCK_AFTER_DEFAULT.as_millis());

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult, Value};
-use session_engine::limits::TIMEOUT_MS_MAX;
 use session_engine::{Cursor, Error, Page, Result, Session, SessionId, SessionStore, Timeout};
 use tokio::time::timeout;
 
@@ -299,7 +298,7 @@ impl RedisStore {
     /// # Errors
     /// [`Error::NotFound`] (also if the session goes while `f` runs);
     /// [`Error::ValueTooLarge`] if `f` returns too much (nothing changed);
-    /// [`Error::Unavailable`] after 256 lost races; [`Error::OutcomeUnknown`]
+    /// [`Error::Contended`] after 256 lost races; [`Error::OutcomeUnknown`]
     /// if a commit failed in doubt and a concurrent writer then moved the
     /// version on (whether this update is in is then unknowable); the request
     /// errors of the crate docs.
@@ -359,10 +358,8 @@ impl RedisStore {
                 _ => return Err(crate::error::bad_reply("commit", &Value::Array(fields))),
             }
         }
-        Err(Error::Unavailable {
-            reason: format!(
-                "update lost {UPDATE_TRIES_MAX} races in a row to concurrent writers of this session"
-            ),
+        Err(Error::Contended {
+            tries: UPDATE_TRIES_MAX,
         })
     }
 
@@ -493,14 +490,10 @@ async fn conflict_pause(round: u32) {
 }
 
 fn check_timeout(timeout: Timeout) -> Result<String> {
-    match timeout.as_ms() {
-        None => Ok(reply::timeout_field(Timeout::Never)),
-        Some(ms @ 1..=TIMEOUT_MS_MAX) => Ok(ms.to_string()),
-        Some(timeout_ms) => Err(Error::InvalidTimeout {
-            timeout_ms,
-            max_ms: TIMEOUT_MS_MAX,
-        }),
-    }
+    Ok(match timeout.checked_ms()? {
+        None => reply::timeout_field(Timeout::Never),
+        Some(ms) => ms.to_string(),
+    })
 }
 
 /// A request's value and, for a write sent with `WAIT`, the replicas that
