@@ -137,6 +137,11 @@ fn sweep_with<B: Backend>(
             bar.set_prefix("sweep: peak (closed loop)");
         }
         let peak = load::run(store, base, &populated.ids, phase(Rate::Max), progress).throughput_ops_per_s;
+        // The peak phase created churn sessions at millions per second; let
+        // them expire before the first step, or their mass expiry (the
+        // sweeper taking shard locks batch after batch) lands in its tail.
+        let settle = base.churn_timeout.0 + 3 * base.engine.sweep_interval.0 + Duration::from_millis(500);
+        std::thread::sleep(settle);
         (peak, Some(peak))
     };
     let mut steps = Vec::new();
