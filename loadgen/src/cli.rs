@@ -351,7 +351,7 @@ pub fn execute_run(request: &RunRequest, quiet: bool) -> Result<Report, RunError
     }
     if report.disturbed {
         println!(
-            "warning: disturbed run: the workers got {:.0}% of their cores; other work on the machine shows in the tail",
+            "warning: disturbed run: the workers got {:.0}% of their cores (other work on the machine, or a backend that blocks them); the tail shows it",
             report.cpu.workers_cpu_share * 100.0
         );
     }

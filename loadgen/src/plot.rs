@@ -28,6 +28,7 @@ pub fn percentiles(path: &Path, title: &str, series: &[(&str, &Hist)]) -> anyhow
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 18))
         .margin(12)
+        .margin_right(48)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d((1.0..X_MAX).log_scale(), (y_min..y_max).log_scale())

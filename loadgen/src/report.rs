@@ -320,7 +320,7 @@ impl Report {
         if self.disturbed {
             let _ = writeln!(
                 md,
-                "\n**Disturbed run**: the workers got {:.0}% of their cores (other work on the machine took the rest); the tail latencies reflect that.",
+                "\n**Disturbed run**: the workers got {:.0}% of their cores (other work on the machine took the rest, or the backend blocked them, as fsync-per-write durability does); the tail latencies reflect that.",
                 self.cpu.workers_cpu_share * 100.0
             );
         }
