@@ -6,9 +6,10 @@
 //! loadgen's own cost per operation; `--backend peer` is [`PeerStore`], a
 //! plain sharded `Mutex<HashMap>` that every run also measures briefly as
 //! the reference its figures are compared with; `--backend redis://...` is reserved for
-//! the `session-redis` crate: it plugs in by implementing [`Backend`] for its
-//! store (with `READY_FUTURES = false`, so that clients run as tokio tasks)
-//! and adding one arm to the dispatch in `run.rs`.
+//! the `session-redis` crate's [`RedisStore`](session_redis::RedisStore)
+//! (one server, or `redis+cluster://host:port,host:port`). Its futures do real
+//! I/O (`READY_FUTURES = false`), so its clients run as tokio tasks, several
+//! per worker thread with `--clients`.
 
 use std::fmt;
 use std::future::{ready, Future};
@@ -29,7 +30,8 @@ pub enum BackendSpec {
     Null,
     /// The reference peer: a plain sharded `Mutex<HashMap>`.
     Peer,
-    /// A Redis (Cluster) URL, for the `session-redis` backend.
+    /// A Redis URL (`redis://`, `rediss://`, `redis+cluster://`), for the
+    /// `session-redis` backend.
     Redis(String),
 }
 
@@ -42,7 +44,10 @@ impl FromStr for BackendSpec {
             "embedded" | "engine" => Ok(BackendSpec::Embedded),
             "null" => Ok(BackendSpec::Null),
             "peer" => Ok(BackendSpec::Peer),
-            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            url if ["redis://", "rediss://", "redis+cluster://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme)) =>
+            {
                 Ok(BackendSpec::Redis(url.to_owned()))
             }
             _ => Err(ParseError::new(
@@ -86,6 +91,10 @@ impl Backend for Engine {
     fn stats(&self) -> Option<Stats> {
         Some(Engine::stats(self))
     }
+}
+
+impl Backend for session_redis::RedisStore {
+    const READY_FUTURES: bool = false;
 }
 
 /// Answers every call at once without storing anything: the loop, the

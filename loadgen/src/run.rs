@@ -107,18 +107,33 @@ pub fn open_engine(scenario: &Scenario) -> Result<(Engine, EngineProbe), RunErro
 /// The backend a scenario names, or a usage error.
 ///
 /// # Errors
-/// Unknown backends, and Redis until `session-redis` lands.
+/// Unknown backends.
 pub fn backend_of(scenario: &Scenario) -> Result<BackendSpec, RunError> {
-    let spec: BackendSpec = scenario
+    scenario
         .backend
         .parse()
-        .map_err(|e: crate::units::ParseError| RunError::Usage(e.to_string()))?;
-    if let BackendSpec::Redis(url) = &spec {
-        return Err(RunError::Usage(format!(
-            "backend {url}: the Redis backend (crate session-redis) is not in this build yet; use --backend embedded"
-        )));
-    }
-    Ok(spec)
+        .map_err(|e: crate::units::ParseError| RunError::Usage(e.to_string()))
+}
+
+/// Connects to Redis on a runtime of its own, which must outlive the store:
+/// the client's connections are driven there, whichever runtime the clients
+/// use.
+///
+/// # Errors
+/// [`RunError::Usage`] for a bad URL or a server that does not answer.
+pub fn connect_redis(url: &str) -> Result<(tokio::runtime::Runtime, session_redis::RedisStore), RunError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("loadgen-redis-home")
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Failed(e.into()))?;
+    let config = session_redis::RedisConfig::from_url(url)
+        .map_err(|e| RunError::Usage(format!("backend {url}: {e}")))?;
+    let store = runtime
+        .block_on(session_redis::RedisStore::connect(config))
+        .map_err(|e| RunError::Usage(format!("backend {url}: {e}")))?;
+    Ok((runtime, store))
 }
 
 /// Everything one run measured, before it becomes a report.
@@ -317,7 +332,13 @@ pub fn measure_request(request: &RunRequest, progress: Option<&ProgressBar>) -> 
         }
         BackendSpec::Null => measure_maybe_stalled(Arc::new(NullStore), None, request, progress),
         BackendSpec::Peer => measure_maybe_stalled(Arc::new(PeerStore::default()), None, request, progress),
-        BackendSpec::Redis(_) => unreachable!("backend_of refuses it"),
+        BackendSpec::Redis(url) => {
+            let (runtime, store) = connect_redis(&url)?;
+            let measured = measure_maybe_stalled(Arc::new(store), None, request, progress);
+            // The store (and its connections) are gone; now its runtime may go.
+            drop(runtime);
+            measured
+        }
     }
 }
 

@@ -112,7 +112,12 @@ pub fn execute(request: &SweepRequest) -> Result<SweepReport, RunError> {
         }
         BackendSpec::Null => sweep_with(&Arc::new(NullStore), request, progress.as_ref()),
         BackendSpec::Peer => sweep_with(&Arc::new(PeerStore::default()), request, progress.as_ref()),
-        BackendSpec::Redis(_) => unreachable!("backend_of refuses it"),
+        BackendSpec::Redis(url) => {
+            let (runtime, store) = run::connect_redis(&url)?;
+            let report = sweep_with(&Arc::new(store), request, progress.as_ref());
+            drop(runtime);
+            report
+        }
     }
 }
 

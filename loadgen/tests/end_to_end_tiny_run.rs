@@ -115,8 +115,15 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
             "cannot read targets",
         ),
         (
-            &["run", "--scenario", "tiny", "--backend", "redis://127.0.0.1:6379"],
-            "session-redis",
+            &[
+                "run",
+                "--scenario",
+                "tiny",
+                "--backend",
+                "redis://127.0.0.1:1",
+                "--no-output",
+            ],
+            "backend redis://127.0.0.1:1",
         ),
         (
             &["run", "--scenario", "tiny", "--durability", "sometimes"],

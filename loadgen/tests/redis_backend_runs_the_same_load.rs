@@ -1,0 +1,97 @@
+//! The same scenario against a real Redis server (the `session-redis`
+//! backend): clients run as tokio tasks and every figure is recorded. The
+//! server is started here on a free loopback port and stopped at the end;
+//! `scripts/ensure-redis.sh` installs it.
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::cli::{lenient_targets, loadgen, outcome};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis() -> (Server, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server not found: run scripts/ensure-redis.sh");
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (server, port)
+}
+
+#[test]
+fn a_tiny_run_against_redis_completes_its_schedule() {
+    let (_server, port) = start_redis();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("redis");
+    let url = format!("redis://127.0.0.1:{port}");
+    let targets = lenient_targets(tmp.path());
+    let (code, stdout, stderr) = outcome(&loadgen(&[
+        "run",
+        "--scenario",
+        "tiny",
+        "--backend",
+        &url,
+        "--workers",
+        "1",
+        "--clients",
+        "4",
+        "--rate",
+        "1000",
+        "--targets",
+        &targets,
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
+    assert_eq!(r["scenario"]["backend"], url);
+    assert_eq!(r["ops_unsent"], 0);
+    for op in ["get", "update", "create", "delete", "list"] {
+        assert!(
+            r["ops"][op]["count"].as_u64().unwrap() > 0,
+            "{op} ran against Redis"
+        );
+    }
+    assert_eq!(r["ops"]["get"]["errors"], 0, "the live population is in Redis");
+    assert!(
+        r["expiry"].is_null() && r["engine"].is_null(),
+        "engine-only figures are absent"
+    );
+}
