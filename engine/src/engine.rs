@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::limits::{LIST_PAGE_MAX, SWEEP_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
+use crate::limits::{LIST_LOCK_BATCH, LIST_PAGE_MAX, SWEEP_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
 use crate::persist::format::{put_len, Record};
 use crate::persist::{self, CompactionStep, RecoveryReport, ShardLog};
 use crate::session::{Cursor, Listener, Page, RemovalCause, Session, Stats, Timeout};
@@ -399,18 +399,26 @@ impl Engine {
         let mut sessions = Vec::with_capacity(limit.min(1024));
         let now_ms = self.inner.clock.now_ms();
         while part < shard_count {
+            // At most LIST_LOCK_BATCH sessions per lock hold: writers to the
+            // shard wait for one batch, never for a whole page.
+            let batch_end = limit.min(sessions.len() + LIST_LOCK_BATCH);
             let resume = self.inner.shards[part]
                 .read()
-                .list(position, limit, now_ms, &mut sessions);
-            if let Some(at) = resume {
-                let next = Cursor::new(to_u32(part), at.encode());
-                return Ok(Page {
-                    sessions,
-                    next: Some(next),
-                });
+                .list(position, batch_end, now_ms, &mut sessions);
+            match resume {
+                Some(at) if sessions.len() == limit => {
+                    let next = Cursor::new(to_u32(part), at.encode());
+                    return Ok(Page {
+                        sessions,
+                        next: Some(next),
+                    });
+                }
+                Some(at) => position = Some(at),
+                None => {
+                    part += 1;
+                    position = None;
+                }
             }
-            part += 1;
-            position = None;
         }
         Ok(Page { sessions, next: None })
     }

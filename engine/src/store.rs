@@ -1,7 +1,9 @@
 //! The backend-neutral session API, as an async trait.
 //!
 //! The embedded [`Engine`] implements it with futures that are ready at once
-//! (no allocation, no executor round trip); remote backends (Redis Cluster)
+//! (no allocation, no executor round trip; with `Durability::Always` a write
+//! waits for its sync inside the call, so async callers of such an engine
+//! should go through `spawn_blocking`); remote backends (Redis Cluster)
 //! implement it with real I/O. Code written against `SessionStore` switches
 //! backend by configuration. Semantics every implementation keeps:
 //! inactivity timeouts slide on activity (`get`, `update`, `touch`,
