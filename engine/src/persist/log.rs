@@ -97,7 +97,7 @@ impl ShardLog {
         durability: Durability,
         now_ms: u64,
     ) -> Result<Self> {
-        let segment = create_segment(&dir, shard, shards, 1, 0, segment_len, now_ms, durability)?;
+        let segment = create_segment(&dir, shard, shards, 1, 0, segment_len, now_ms)?;
         sync_dir(&dir).map_err(|e| io_error(format!("syncing directory {}", dir.display()), e))?;
         let reopened = Reopened {
             current: segment,
@@ -195,7 +195,6 @@ impl ShardLog {
                 0,
                 self.segment_len,
                 now_ms,
-                self.durability,
             )?;
             if self.durability != Durability::Never {
                 sync_dir(&self.dir)
@@ -233,7 +232,6 @@ impl ShardLog {
             0,
             self.segment_len,
             now_ms,
-            self.durability,
         )?;
         if self.durability != Durability::Never {
             sync_dir(&self.dir)
@@ -358,7 +356,6 @@ impl ShardLog {
 }
 
 /// Creates segment `sequence` of a shard, header written.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn create_segment(
     dir: &Path,
     shard: u32,
@@ -367,7 +364,6 @@ pub(crate) fn create_segment(
     flags: u32,
     len: usize,
     now_ms: u64,
-    durability: Durability,
 ) -> Result<Segment> {
     debug_assert!(flags & !FLAG_BASE == 0);
     let header = SegmentHeader {
@@ -378,6 +374,6 @@ pub(crate) fn create_segment(
         created_ms: now_ms,
     };
     let path = dir.join(segment_name(sequence));
-    Segment::create(&path, &header, len, durability == Durability::Always)
+    Segment::create(&path, &header, len)
         .map_err(|e| io_error(format!("creating segment {} ({len} bytes)", path.display()), e))
 }

@@ -222,7 +222,6 @@ fn reopen_layout(
                 0,
                 config.segment_size_bytes,
                 now_ms,
-                config.durability,
             )?;
             sync_dir(&sdir).map_err(io(format!("syncing {}", sdir.display())))?;
             Reopened {
@@ -288,7 +287,6 @@ fn write_layout(
             0,
             config.segment_size_bytes,
             now_ms,
-            config.durability,
         )?;
         sync_dir(&sdir).map_err(io(format!("syncing {}", sdir.display())))?;
         let reopened = Reopened {

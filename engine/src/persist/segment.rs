@@ -49,12 +49,7 @@ pub(crate) struct Segment {
 impl Segment {
     /// Creates, preallocates and maps a new segment and writes its header.
     /// The caller syncs the directory before relying on the file's name.
-    /// With `written`, the whole file is written out and synced once here, so
-    /// that its extents are "written", not "unwritten": later syncs then move
-    /// data only, without a journal commit for the extent conversion (the
-    /// trick `PostgreSQL` plays by zero-filling new WAL segments). `Always`
-    /// mode wants it; it costs one segment's worth of writes, ahead of need.
-    pub(crate) fn create(path: &Path, header: &SegmentHeader, len: usize, written: bool) -> io::Result<Self> {
+    pub(crate) fn create(path: &Path, header: &SegmentHeader, len: usize) -> io::Result<Self> {
         let file = create_owner_only(path)?;
         let built = (|| {
             // Real blocks, not a sparse hole: a store into the mapping can
@@ -74,9 +69,6 @@ impl Segment {
                 _file: file,
             };
             segment.write(0, &header.encode());
-            if written {
-                segment.map.flush()?;
-            }
             Ok(segment)
         })();
         if built.is_err() {
