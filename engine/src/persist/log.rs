@@ -179,6 +179,25 @@ impl ShardLog {
         w.live_bytes = w.live_bytes.saturating_add_signed(live_delta);
     }
 
+    /// Creates segment `sequence`; unless durability is `Never`, its name is
+    /// made durable too (directory fsync) before anything is written to it.
+    fn new_segment(&self, sequence: u64, now_ms: u64) -> Result<Segment> {
+        let segment = create_segment(
+            &self.dir,
+            self.shard,
+            self.shards,
+            sequence,
+            0,
+            self.segment_len,
+            now_ms,
+        )?;
+        if self.durability != Durability::Never {
+            sync_dir(&self.dir)
+                .map_err(|e| io_error(format!("syncing directory {}", self.dir.display()), e))?;
+        }
+        Ok(segment)
+    }
+
     fn roll(&self, w: &mut Writer, now_ms: u64) -> Result<()> {
         let next = if let Some(next) = w.next.take() {
             next
@@ -187,20 +206,7 @@ impl ShardLog {
             // create one here, under the lock. Rare by design.
             let sequence = w.next_sequence;
             w.next_sequence += 1;
-            let segment = create_segment(
-                &self.dir,
-                self.shard,
-                self.shards,
-                sequence,
-                0,
-                self.segment_len,
-                now_ms,
-            )?;
-            if self.durability != Durability::Never {
-                sync_dir(&self.dir)
-                    .map_err(|e| io_error(format!("syncing directory {}", self.dir.display()), e))?;
-            }
-            Arc::new(segment)
+            Arc::new(self.new_segment(sequence, now_ms)?)
         };
         let old = std::mem::replace(&mut w.current, next);
         if self.durability != Durability::Never {
@@ -224,19 +230,7 @@ impl ShardLog {
             w.next_sequence += 1;
             w.next_sequence - 1
         };
-        let segment = create_segment(
-            &self.dir,
-            self.shard,
-            self.shards,
-            sequence,
-            0,
-            self.segment_len,
-            now_ms,
-        )?;
-        if self.durability != Durability::Never {
-            sync_dir(&self.dir)
-                .map_err(|e| io_error(format!("syncing directory {}", self.dir.display()), e))?;
-        }
+        let segment = self.new_segment(sequence, now_ms)?;
         let mut w = self.writer.lock();
         if w.next.is_none() && sequence > w.current.sequence() {
             w.next = Some(Arc::new(segment));

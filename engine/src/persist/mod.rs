@@ -410,8 +410,13 @@ fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
         .map_err(io(format!("writing {}", tmp.display())))?;
     file.sync_all()
         .map_err(io(format!("syncing {}", tmp.display())))?;
-    let path = dir.join(MANIFEST_FILE);
-    std::fs::rename(&tmp, &path).map_err(io(format!("renaming {} to {}", tmp.display(), path.display())))?;
+    rename_durably(dir, &tmp, &dir.join(MANIFEST_FILE))
+}
+
+/// Renames `from` to `to` (atomically replacing it) within `dir`, then
+/// fsyncs `dir` so that the new name survives a crash.
+fn rename_durably(dir: &Path, from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(io(format!("renaming {} to {}", from.display(), to.display())))?;
     sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))
 }
 
@@ -427,9 +432,7 @@ fn write_base(
 ) -> Result<u64> {
     let tmp = dir.join(tmp_name(sequence));
     let len = write_base_tmp(&tmp, shard, shards, sequence, now_ms, sessions)?;
-    let path = dir.join(segment_name(sequence));
-    std::fs::rename(&tmp, &path).map_err(io(format!("renaming {} to {}", tmp.display(), path.display())))?;
-    sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
+    rename_durably(dir, &tmp, &dir.join(segment_name(sequence)))?;
     Ok(len)
 }
 
@@ -526,9 +529,7 @@ pub(crate) fn compact(
     if stop_after == CompactionStep::TmpWritten {
         return Ok(());
     }
-    let path = dir.join(segment_name(sealed));
-    std::fs::rename(&tmp, &path).map_err(io(format!("renaming {} to {}", tmp.display(), path.display())))?;
-    sync_dir(&dir).map_err(io(format!("syncing {}", dir.display())))?;
+    rename_durably(&dir, &tmp, &dir.join(segment_name(sealed)))?;
     if stop_after == CompactionStep::Renamed {
         return Ok(());
     }
