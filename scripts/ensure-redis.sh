@@ -44,7 +44,12 @@ if ! apt-cache show redis-server >/dev/null 2>&1; then
     $SUDO apt-get update -qq
 fi
 echo "ensure-redis: installing redis-server (redis-server, redis-cli, redis-benchmark)" >&2
-$SUDO apt-get install -y -qq --no-install-recommends redis-server redis-tools >&2
+if ! $SUDO apt-get install -y -qq --no-install-recommends redis-server redis-tools >&2; then
+    # A stale index lists the package but its files are gone: refresh, retry.
+    echo "ensure-redis: install failed; refreshing the package index and retrying" >&2
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends redis-server redis-tools >&2
+fi
 
 if ! have_all; then
     echo "ensure-redis: redis-server, redis-cli or redis-benchmark still missing after install" >&2
