@@ -265,22 +265,29 @@ impl Engine {
                 .ok_or(Error::NotFound)?;
             let new = f(&current);
             self.inner.check_len(new.len())?;
-            let new = Arc::<[u8]>::from(new);
-            let mut slot = Some(Arc::clone(&new));
+            let mut slot = Some(Arc::<[u8]>::from(new));
             let now_ms = self.inner.clock.now_ms();
-            let commit = self.inner.with_record(
-                |m| Record::Update {
-                    id: *id,
-                    last_access_ms: now_ms,
-                    metadata: m,
-                },
-                &new,
-                |record| {
-                    shard
-                        .write()
-                        .commit_update(hash, id, now_ms, &current, &mut slot, record)
-                },
-            )?;
+            let commit = if self.inner.logs.is_empty() {
+                shard
+                    .write()
+                    .commit_update(hash, id, now_ms, &current, &mut slot, None)?
+            } else {
+                // The record borrows the new bytes while the commit moves them.
+                let new = Arc::clone(slot.as_ref().expect("just set"));
+                self.inner.with_record(
+                    |m| Record::Update {
+                        id: *id,
+                        last_access_ms: now_ms,
+                        metadata: m,
+                    },
+                    &new,
+                    |record| {
+                        shard
+                            .write()
+                            .commit_update(hash, id, now_ms, &current, &mut slot, record)
+                    },
+                )?
+            };
             match commit {
                 Commit::Done(session, _old, position) => {
                     self.inner.wait_durable(hash, position)?;
