@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use session_engine_benches::{
-    contender, mixed_ops, populate, process_cpu_time, rss_bytes, run_mixed, Contender, Keys, METADATA_BYTES,
-    NAMES, SESSIONS,
+    contender, git_commit, mixed_ops, populate, process_cpu_time, rss_bytes, run_mixed, Contender, Keys,
+    METADATA_BYTES, NAMES, SESSIONS,
 };
 
 #[global_allocator]
@@ -244,11 +244,7 @@ fn main() {
     }
 
     let mut md = String::new();
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let commit = git_commit();
     let _ = writeln!(md, "# Engine vs peers: 100K live sessions, 200-byte metadata\n");
     let _ = writeln!(
         md,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use session_engine::{CompactionStep, Config, Durability, Engine, SessionId, Timeout};
-use session_engine_benches::{mixed_ops, run_mixed, Keys, METADATA_BYTES};
+use session_engine_benches::{git_commit, mixed_ops, run_mixed, Keys, METADATA_BYTES};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -208,11 +208,7 @@ fn main() {
     };
     let started = Instant::now();
     let mut md = String::new();
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let commit = git_commit();
 
     // 1. Mixed workload, interleaved.
     let modes: [(&str, Option<Durability>); 3] = [

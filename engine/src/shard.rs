@@ -359,8 +359,6 @@ impl ShardState {
             self.expired_total += 1;
             self.remove_at(index)
         });
-        self.make_room();
-        let hasher = &self.hasher;
         #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
         let entry = Entry {
             id,
@@ -371,11 +369,7 @@ impl ShardState {
             persisted_access_ms: AtomicU32::new(now_ms as u32),
             link: Link::UNLINKED,
         };
-        let index = self
-            .table
-            .insert_unique(hash, entry, |e| hash_id(hasher, &e.id))
-            .bucket_index();
-        self.schedule(to_index(index));
+        self.store_entry(hash, entry);
         self.created_total += 1;
         Ok(Inserted::Stored(replaced, position))
     }
@@ -384,8 +378,6 @@ impl ShardState {
     /// listener hears it).
     pub(crate) fn restore(&mut self, hash: u64, id: SessionId, s: crate::persist::Recovered) {
         debug_assert!(self.table.find(hash, |e| e.id == id).is_none(), "restored twice");
-        self.make_room();
-        let hasher = &self.hasher;
         #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
         let entry = Entry {
             id,
@@ -396,6 +388,14 @@ impl ShardState {
             persisted_access_ms: AtomicU32::new(s.last_access_ms as u32),
             link: Link::UNLINKED,
         };
+        self.store_entry(hash, entry);
+    }
+
+    /// Puts a new entry in the table (rehashing first if it must, on the
+    /// shard's terms) and schedules it in the wheel.
+    fn store_entry(&mut self, hash: u64, entry: Entry) {
+        self.make_room();
+        let hasher = &self.hasher;
         let index = self
             .table
             .insert_unique(hash, entry, |e| hash_id(hasher, &e.id))
