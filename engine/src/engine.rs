@@ -474,6 +474,7 @@ impl Engine {
                 let (log_bytes, live_bytes) = log.sizes();
                 stats.log_bytes += log_bytes;
                 stats.log_live_bytes += live_bytes;
+                stats.log_syncs += log.syncs();
             }
             stats.created_total += created;
             stats.deleted_total += deleted;

@@ -298,6 +298,9 @@ pub struct Stats {
     pub log_bytes: u64,
     /// Bytes the live sessions would take in a freshly compacted log.
     pub log_live_bytes: u64,
+    /// Successful log flushes since open (persistence only). In `Always`
+    /// mode, acknowledged writes divided by this is the group-commit size.
+    pub log_syncs: u64,
     /// Background compactions that failed (each retried on the next check).
     pub compaction_errors: u64,
 }
