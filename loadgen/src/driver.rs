@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use session_engine::{Cursor, SessionId, SessionStore, Timeout};
+use session_engine::{Cursor, Error, SessionId, SessionStore, Timeout};
 
 use crate::hist::{ClientSummary, Recorder};
 use crate::limits::{BACKLOG_GRACE_NS, CHURN_REMEMBERED_MAX, SLEEP_MARGIN_NS, SPIN_ONLY_NS};
@@ -205,7 +205,9 @@ pub struct ClientPlan {
 pub struct ClientState {
     rng: SmallRng,
     population: Arc<[SessionId]>,
-    churn: VecDeque<SessionId>,
+    /// Sessions this client created, each with the earliest time (client
+    /// clock, ns) at which the backend may have expired it.
+    churn: VecDeque<(SessionId, u64)>,
     churn_timeout: Timeout,
     metadata: Vec<u8>,
     cursor: Cursor,
@@ -266,7 +268,7 @@ pub async fn drive<S: SessionStore, T: Time>(
             Work::Point { mix, .. } => mix.pick(state.rng.random()),
             Work::List { .. } => Op::List,
         };
-        let outcome = execute(store, op, plan, state).await;
+        let outcome = execute(store, time, op, plan, state).await;
         now = time.now_ns();
         i += 1;
         match outcome {
@@ -293,8 +295,14 @@ fn unsent(plan: &ClientPlan, issued: u64) -> u64 {
 
 /// Issues one operation. `Some(ok)` if it was issued, `None` if there was
 /// nothing to do (a delete with no churn session to delete).
-async fn execute<S: SessionStore>(
+///
+/// A delete that finds its session gone after the session's timeout has run
+/// out is a success: the backend expired it (Redis does so on its own
+/// clock), which is the load working as intended, not an error. Gone before
+/// then is an error: the backend lost a session.
+async fn execute<S: SessionStore, T: Time>(
     store: &S,
+    time: &T,
     op: Op,
     plan: &ClientPlan,
     state: &mut ClientState,
@@ -322,20 +330,31 @@ async fn execute<S: SessionStore>(
                 .await
                 .is_ok()
         }
-        Op::Create => match store.create(&state.metadata, state.churn_timeout).await {
-            Ok(id) => {
-                if state.churn.len() == CHURN_REMEMBERED_MAX {
-                    state.churn.pop_front();
+        Op::Create => {
+            // The backend stamps the session no earlier than this.
+            let issued_ns = time.now_ns();
+            match store.create(&state.metadata, state.churn_timeout).await {
+                Ok(id) => {
+                    if state.churn.len() == CHURN_REMEMBERED_MAX {
+                        state.churn.pop_front();
+                    }
+                    let may_expire_ns = state.churn_timeout.as_ms().map_or(u64::MAX, |ms| {
+                        issued_ns.saturating_add(ms.saturating_mul(1_000_000))
+                    });
+                    state.churn.push_back((id, may_expire_ns));
+                    true
                 }
-                state.churn.push_back(id);
-                true
+                Err(_) => false,
             }
-            Err(_) => false,
-        },
+        }
         Op::Delete => {
             // The newest churn session: the one least likely to have expired.
-            let id = state.churn.pop_back()?;
-            store.delete(&id).await.is_ok()
+            let (id, may_expire_ns) = state.churn.pop_back()?;
+            match store.delete(&id).await {
+                Ok(()) => true,
+                Err(Error::NotFound) => time.now_ns() >= may_expire_ns,
+                Err(_) => false,
+            }
         }
         Op::List => {
             let Work::List { page } = plan.work else {
