@@ -6,9 +6,11 @@
 //! log stores these values). Tests use a [`ManualClock`] and advance it
 //! explicitly instead of sleeping.
 //!
-//! One read costs one `clock_gettime(CLOCK_MONOTONIC)` through the vDSO (no
-//! system call, about 20-30 ns here). Each operation reads the clock once,
-//! before it takes a shard lock.
+//! One read is one non-serialising `rdtsc` scaled to nanoseconds (`quanta`),
+//! a few nanoseconds; a `clock_gettime` through the vDSO cost about 130 ns per
+//! operation here, because this VM's vDSO orders the TSC read with `rdtscp`
+//! and `lfence`. Each operation reads the clock once, before it takes a shard
+//! lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
