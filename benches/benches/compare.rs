@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use session_engine_benches::{
     contender, git_commit, mixed_ops, populate, process_cpu_time, rss_bytes, run_mixed, Contender, Keys,
-    METADATA_BYTES, NAMES, SESSIONS,
+    MixOp, METADATA_BYTES, NAMES, SESSIONS,
 };
 
 #[global_allocator]
@@ -190,6 +190,57 @@ fn timer_cost_ns() -> f64 {
     started.elapsed().as_nanos() as f64 / f64::from(n)
 }
 
+/// The mixed loop's operations one kind at a time.
+#[derive(Clone, Copy)]
+enum Kind {
+    Get,
+    /// Lookup and activity, no metadata handed out.
+    Touch,
+    Update,
+    Replace,
+}
+
+const KINDS: [(&str, Kind); 4] = [
+    ("get", Kind::Get),
+    ("touch", Kind::Touch),
+    ("update", Kind::Update),
+    ("replace (delete + create)", Kind::Replace),
+];
+
+/// Throughput (ops/s) of one operation kind alone, one thread, uniform keys,
+/// untimed loop: where the mixed workload's time goes, contender by
+/// contender, without a timer serialising the operations.
+fn kind_run(name: &str, kind: Kind, ops: usize, seed: u64) -> f64 {
+    let c = contender(name);
+    let mut ids = populate(&*c, SESSIONS);
+    let keys: Vec<usize> = mixed_ops(SESSIONS, ops, Keys::Uniform, seed)
+        .into_iter()
+        .map(|op| match op {
+            MixOp::Get(k) | MixOp::Update(k) | MixOp::Replace(k) => k as usize,
+        })
+        .collect();
+    let metadata = [0xCD_u8; METADATA_BYTES];
+    let mut run = |keys: &[usize]| {
+        for &k in keys {
+            match kind {
+                Kind::Get => assert!(c.get(&ids[k])),
+                Kind::Touch => assert!(c.touch(&ids[k])),
+                Kind::Update => assert!(c.update(&ids[k])),
+                Kind::Replace => {
+                    assert!(c.delete(&ids[k]));
+                    ids[k] = c.create(&metadata);
+                }
+            }
+        }
+    };
+    run(&keys[..keys.len() / 10]);
+    let started = Instant::now();
+    run(&keys);
+    #[allow(clippy::cast_precision_loss)]
+    let per_sec = keys.len() as f64 / started.elapsed().as_secs_f64();
+    per_sec
+}
+
 #[allow(clippy::too_many_lines)]
 fn main() {
     let args = args();
@@ -214,7 +265,19 @@ fn main() {
     // Per contender: (op, p50 per round, p99 per round).
     type OpRounds = (&'static str, Vec<f64>, Vec<f64>);
     let mut latencies: Vec<Vec<OpRounds>> = NAMES.iter().map(|_| Vec::new()).collect();
+    // kinds[kind][contender] -> ops/s per round
+    let mut kinds: Vec<Vec<Vec<f64>>> = KINDS
+        .iter()
+        .map(|_| NAMES.iter().map(|_| Vec::new()).collect())
+        .collect();
     for round in 0..args.rounds {
+        for (ki, &(label, kind)) in KINDS.iter().enumerate() {
+            for (ni, name) in NAMES.iter().enumerate() {
+                let per_sec = kind_run(name, kind, args.ops / 2, 77 + round as u64);
+                eprintln!("round {round} {label} alone {name}: {:.2} Mops/s", per_sec / 1e6);
+                kinds[ki][ni].push(per_sec);
+            }
+        }
         for (ci, &(threads, keys)) in configs.iter().enumerate() {
             for (ni, name) in NAMES.iter().enumerate() {
                 let run = mixed_run(name, threads, keys, args.ops, 1000 * round as u64 + ci as u64);
@@ -299,6 +362,37 @@ fn main() {
                 t * 1e6 / moka
             );
         }
+    }
+    let _ = writeln!(
+        md,
+        "\n## Each operation of the mixed loop alone: one thread, uniform keys, untimed (Mops/s)\n"
+    );
+    let _ = writeln!(
+        md,
+        "{} ops after a 10% warm-up, same key sequence for every contender; the ratio is to dashmap in \
+         the same round, median over rounds. `touch` is a lookup that hands out no metadata (peers: \
+         `contains_key`), so get minus touch is the cost of cloning the metadata `Arc`.\n",
+        args.ops / 2
+    );
+    let _ = write!(md, "| op |");
+    for name in NAMES {
+        let _ = write!(md, " {name} |");
+    }
+    let _ = writeln!(md, " engine vs dashmap |");
+    let _ = writeln!(md, "|---|{}---|", "---|".repeat(NAMES.len()));
+    for (ki, (label, _)) in KINDS.iter().enumerate() {
+        let _ = write!(md, "| {label} |");
+        for per in &kinds[ki] {
+            let (m, lo, hi) = summary(&mut per.iter().map(|v| v / 1e6).collect::<Vec<_>>());
+            let _ = write!(md, " {m:.2} [{lo:.2}-{hi:.2}] |");
+        }
+        let mut ratios: Vec<f64> = kinds[ki][0]
+            .iter()
+            .zip(&kinds[ki][2])
+            .map(|(e, d)| e / d)
+            .collect();
+        let (r, rlo, rhi) = summary(&mut ratios);
+        let _ = writeln!(md, " {r:.2}x [{rlo:.2}-{rhi:.2}] |");
     }
     let _ = writeln!(
         md,
