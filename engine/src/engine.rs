@@ -506,6 +506,16 @@ impl Engine {
         self.inner.compact(shard, step)
     }
 
+    /// Makes every later log sync fail as a failing disk would (`EIO`), to
+    /// test what callers see: the writes waiting on the failed sync get
+    /// [`Error::OutcomeUnknown`], later writes [`Error::WritesRefused`].
+    #[doc(hidden)]
+    pub fn debug_fail_syncs(&self) {
+        for log in &self.inner.logs {
+            log.fail_syncs();
+        }
+    }
+
     /// Asserts the invariants tying each shard's index, slab and wheel
     /// together; panics with the broken one. For tests, O(sessions).
     #[doc(hidden)]

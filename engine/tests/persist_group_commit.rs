@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+mod support;
+
 use session_engine::{Config, Durability, Engine, SessionId, Timeout};
 
 const WRITERS: usize = 24;
@@ -19,6 +21,7 @@ fn config(dir: &std::path::Path, shards: usize) -> Config {
 
 #[test]
 fn concurrent_writers_share_flushes_and_every_ack_survives() {
+    let _watchdog = support::Watchdog::start();
     for shards in [1, 4] {
         let dir = tempfile::tempdir().unwrap();
         let acked = Mutex::new(HashSet::new());

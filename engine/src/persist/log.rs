@@ -22,7 +22,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::{self, Thread};
 
@@ -33,6 +33,9 @@ use super::segment::{segment_name, sync_dir, Segment};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 
+/// How long an injected sync failure takes (`Engine::debug_fail_syncs`).
+const INJECTED_FAILURE_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub(crate) struct ShardLog {
     dir: PathBuf,
     shard: u32,
@@ -41,6 +44,8 @@ pub(crate) struct ShardLog {
     durability: Durability,
     writer: Mutex<Writer>,
     sync: Mutex<SyncState>,
+    /// Test hook: every sync fails as a real one would (`Engine::debug_fail_syncs`).
+    fail_syncs: AtomicBool,
 }
 
 struct Writer {
@@ -194,6 +199,7 @@ impl ShardLog {
                 waiters: Vec::new(),
                 syncs: 0,
             }),
+            fail_syncs: AtomicBool::new(false),
         }
     }
 
@@ -382,7 +388,15 @@ impl ShardLog {
             (ranges, w.position)
         };
         for (segment, from, to) in &ranges {
-            if let Err(e) = segment.sync(*from, *to) {
+            let synced = if self.fail_syncs.load(Ordering::Relaxed) {
+                // A failing disk takes its time to say so; writers queue
+                // behind the flush meanwhile, as they would.
+                thread::sleep(INJECTED_FAILURE_DELAY);
+                Err(io::Error::other("injected sync failure (debug_fail_syncs)"))
+            } else {
+                segment.sync(*from, *to)
+            };
+            if let Err(e) = synced {
                 // After a failed writeback the page cache's state is unknown:
                 // refuse further writes rather than pretend (fsyncgate).
                 let reason = format!("sync of {} failed: {e}", segment.path().display());
@@ -391,6 +405,11 @@ impl ShardLog {
             }
         }
         Ok(upto)
+    }
+
+    /// Makes every later sync fail (tests of the failure path).
+    pub(crate) fn fail_syncs(&self) {
+        self.fail_syncs.store(true, Ordering::Relaxed);
     }
 
     /// Successful flushes since open.

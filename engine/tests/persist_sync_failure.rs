@@ -1,0 +1,90 @@
+//! A failed sync (a disk returning `EIO`) in `Always` mode: the writers that
+//! were waiting on it learn that their outcome is unknown, none hangs, later
+//! writes are refused instead of pretending, reads go on, and the directory
+//! still recovers everything acknowledged before the failure.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+mod support;
+
+use session_engine::{Config, Durability, Engine, Error, Timeout};
+
+const WRITERS: usize = 16;
+
+fn config(dir: &std::path::Path) -> Config {
+    Config::default()
+        .shards(2)
+        .data_dir(dir)
+        .durability(Durability::Always)
+        .segment_size_bytes(256 * 1024)
+}
+
+#[test]
+fn a_failed_sync_is_reported_and_then_writes_are_refused() {
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = Timeout::from_secs(3600);
+    let acked: Vec<_> = {
+        let engine = Engine::open(config(dir.path())).unwrap();
+        let acked: Vec<_> = (0..50u32)
+            .map(|i| engine.create(&i.to_le_bytes(), timeout).unwrap())
+            .collect();
+
+        engine.debug_fail_syncs();
+        let unknown = Mutex::new(HashSet::new());
+        let refused = Mutex::new(0usize);
+        std::thread::scope(|s| {
+            for w in 0..WRITERS {
+                let (engine, unknown, refused) = (&engine, &unknown, &refused);
+                s.spawn(move || {
+                    for i in 0..4u32 {
+                        let meta = format!("writer {w} write {i}");
+                        match engine.create(meta.as_bytes(), timeout) {
+                            Ok(_) => panic!("a create was acknowledged although every sync fails"),
+                            // Applied in memory, durability unknown: it shows.
+                            Err(Error::OutcomeUnknown { reason }) => {
+                                assert!(reason.contains("sync"), "{reason}");
+                                unknown.lock().unwrap().insert(meta);
+                            }
+                            // Refused before anything changed.
+                            Err(Error::WritesRefused { reason }) => {
+                                assert!(reason.contains("injected sync failure"), "{reason}");
+                                *refused.lock().unwrap() += 1;
+                            }
+                            Err(other) => panic!("unexpected error: {other}"),
+                        }
+                    }
+                });
+            }
+        });
+        let unknown = unknown.into_inner().unwrap();
+        let refused = refused.into_inner().unwrap();
+        assert!(
+            !unknown.is_empty(),
+            "the first failed sync is reported to its writers"
+        );
+        assert_eq!(unknown.len() + refused, WRITERS * 4);
+
+        // Memory shows exactly the writes whose outcome is unknown.
+        assert_eq!(engine.len(), acked.len() + unknown.len());
+        // Later writes are refused and change nothing; reads go on.
+        let err = engine.create(b"after", timeout).unwrap_err();
+        assert!(matches!(err, Error::WritesRefused { .. }), "{err}");
+        let err = engine.delete(&acked[0]).unwrap_err();
+        assert!(matches!(err, Error::WritesRefused { .. }), "{err}");
+        assert_eq!(engine.len(), acked.len() + unknown.len());
+        for (i, id) in acked.iter().enumerate() {
+            let i = u32::try_from(i).unwrap();
+            assert_eq!(engine.get(id).unwrap().metadata(), i.to_le_bytes());
+        }
+        acked
+    };
+
+    // The process "restarts": everything acknowledged is there.
+    let engine = Engine::open(config(dir.path())).unwrap();
+    for (i, id) in acked.iter().enumerate() {
+        let i = u32::try_from(i).unwrap();
+        assert_eq!(engine.peek(id).unwrap().metadata(), i.to_le_bytes());
+    }
+}
