@@ -5,6 +5,10 @@ use std::time::{Duration, Instant};
 
 use session_engine::{Config, Engine, ManualClock, Timeout};
 
+/// The tests count threads process-wide, so they must not overlap (cargo
+/// runs a file's tests in parallel): each holds this while it runs.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn thread_names() -> Vec<String> {
     std::fs::read_dir("/proc/self/task")
         .map(|dir| {
@@ -17,6 +21,7 @@ fn thread_names() -> Vec<String> {
 
 #[test]
 fn sweeper_reclaims_and_shuts_down() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let clock = ManualClock::new(0);
     let engine = Engine::open(
         Config::default()
@@ -46,6 +51,7 @@ fn sweeper_reclaims_and_shuts_down() {
 
 #[test]
 fn no_thread_without_a_sweeper() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let before = thread_names().iter().filter(|n| *n == "session-sweeper").count();
     let engine = Engine::open(Config::default().without_sweeper()).unwrap();
     let after = thread_names().iter().filter(|n| *n == "session-sweeper").count();
