@@ -789,8 +789,8 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
         .unwrap_or_else(|e| panic!("spawning the {name} thread: {e}"))
 }
 
-/// How often the sweeper looks at the logs (segment preparation) when no
-/// shorter sweep or flush interval wakes it.
+/// How often the sweeper looks at the logs (prefaulting ahead of the writer,
+/// segment preparation) when no shorter sweep or flush interval wakes it.
 const LOG_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 fn sweeper(inner: &Inner, stop: &Stop) {
@@ -816,6 +816,7 @@ fn sweeper(inner: &Inner, stop: &Stop) {
         }
         let now_ms = inner.clock.now_ms();
         for log in &inner.logs {
+            log.prefault_ahead();
             // Failures resurface on the write path, which returns them.
             let _ = log.prepare_next(now_ms);
         }

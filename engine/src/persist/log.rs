@@ -29,7 +29,7 @@ use std::thread::{self, Thread};
 use parking_lot::Mutex;
 
 use super::format::{SegmentHeader, FLAG_BASE, SEGMENT_HEADER_LEN};
-use super::segment::{segment_name, sync_dir, Segment};
+use super::segment::{segment_name, sync_dir, Segment, PREFAULT_AHEAD};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 
@@ -293,6 +293,16 @@ impl ShardLog {
             let _ = std::fs::remove_file(path);
         }
         Ok(())
+    }
+
+    /// Keeps the pages just ahead of the writer faulted in (see
+    /// `PREFAULT_AHEAD`); the background thread's entry point.
+    pub(crate) fn prefault_ahead(&self) {
+        let (current, pos) = {
+            let w = self.writer.lock();
+            (Arc::clone(&w.current), w.pos)
+        };
+        current.prefault_to(pos.saturating_add(PREFAULT_AHEAD));
     }
 
     /// Blocks until everything up to `position` is durable (group commit).

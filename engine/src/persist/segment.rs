@@ -5,11 +5,20 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw};
 use rustix::fs::{fallocate, FallocateFlags};
 
 use super::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+
+/// How far ahead of its writer a segment's pages are faulted in, writable.
+/// The kernel zeroes each new page-cache page (about 9 ms per 16 MiB here),
+/// so populating a whole segment up front made every open and every new
+/// segment pay for space not yet needed (8 shards: 128 MiB, about 80 ms, at
+/// each open). The background thread keeps this window populated every
+/// 50 ms; a writer faster than that takes the remaining faults itself.
+pub(crate) const PREFAULT_AHEAD: usize = 2 << 20;
 
 /// File name of segment `sequence`.
 pub(crate) fn segment_name(sequence: u64) -> String {
@@ -41,6 +50,8 @@ pub(crate) struct Segment {
     sequence: u64,
     map: MmapRaw,
     len: usize,
+    /// Pages below this offset were faulted in writable (`prefault_to`).
+    populated: AtomicUsize,
     // Keeps the descriptor open for the mapping's lifetime (not required by
     // mmap, but it makes the file's identity explicit).
     _file: File,
@@ -56,18 +67,15 @@ impl Segment {
             // then never fault for lack of space (which would be SIGBUS).
             fallocate(&file, FallocateFlags::empty(), 0, len as u64)?;
             let map = MmapOptions::new().len(len).map_raw(&file)?;
-            // Fault every page in writable now (the background thread creates
-            // segments ahead of need), so that stores on the write path never
-            // take a write-protect fault into the file system. Best effort:
-            // older kernels lack MADV_POPULATE_WRITE and fault lazily.
-            let _ = map.advise(memmap2::Advice::PopulateWrite);
             let segment = Self {
                 path: path.to_path_buf(),
                 sequence: header.sequence,
                 map,
                 len,
+                populated: AtomicUsize::new(0),
                 _file: file,
             };
+            segment.prefault_to(PREFAULT_AHEAD);
             segment.write(0, &header.encode());
             Ok(segment)
         })();
@@ -94,6 +102,7 @@ impl Segment {
             sequence,
             map,
             len,
+            populated: AtomicUsize::new(0),
             _file: file,
         })
     }
@@ -108,6 +117,26 @@ impl Segment {
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Faults the pages up to `end` in writable, so that stores on the write
+    /// path do not take a write-protect fault into the file system there.
+    /// Best effort: older kernels lack `MADV_POPULATE_WRITE` and fault
+    /// lazily. Called by whoever creates the segment and by the background
+    /// thread, never on the write path.
+    pub(crate) fn prefault_to(&self, end: usize) {
+        let end = end.min(self.len);
+        let from = self.populated.load(Ordering::Relaxed);
+        if end <= from {
+            return;
+        }
+        if self
+            .map
+            .advise_range(Advice::PopulateWrite, from, end - from)
+            .is_ok()
+        {
+            self.populated.fetch_max(end, Ordering::Relaxed);
+        }
     }
 
     /// Copies `bytes` into the segment at `at`.
