@@ -19,9 +19,10 @@ use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, LIST_PAGE_MAX, SWEEP_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
 use crate::persist::format::{put_len, Record};
-use crate::persist::{self, CompactionStep, RecoveryReport, ShardLog};
+use crate::persist::{self, CompactionStep, FlushRequests, RecoveryReport, ShardLog};
 use crate::session::{Cursor, Listener, Page, RemovalCause, Session, Stats, Timeout};
 use crate::shard::{hash_id, Commit, Inserted, ListPosition, LogPosition, ShardState};
+use crate::store::Settle;
 use crate::wheel::Poll;
 
 /// A sharded, in-memory session store with inactivity expiry.
@@ -164,12 +165,23 @@ impl Engine {
     /// [`Error::ValueTooLarge`], [`Error::InvalidTimeout`],
     /// [`Error::CapacityExceeded`], [`Error::Entropy`]; nothing is stored.
     pub fn create(&self, metadata: &[u8], timeout: Timeout) -> Result<SessionId> {
+        let (id, pending) = self.create_pending(metadata, timeout)?;
+        self.inner.settle(pending)?;
+        Ok(id)
+    }
+
+    /// `create` without waiting for durability (the caller settles).
+    pub(crate) fn create_pending(
+        &self,
+        metadata: &[u8],
+        timeout: Timeout,
+    ) -> Result<(SessionId, Option<Pending>)> {
         let timeout_ms = self.inner.check(metadata.len(), timeout)?;
         let mut shared: Arc<[u8]> = Arc::from(metadata);
         loop {
             let id = SessionId::random().map_err(Error::Entropy)?;
             match self.inner.insert(id, shared, timeout_ms) {
-                Ok(()) => return Ok(id),
+                Ok(pending) => return Ok((id, pending)),
                 // 2^-128 per live session: draw again rather than fail.
                 Err((Error::AlreadyExists, back)) => shared = back,
                 Err((e, _)) => return Err(e),
@@ -191,10 +203,23 @@ impl Engine {
     /// [`Error::AlreadyExists`] if a live session has the id (it is left
     /// untouched), and the errors of [`Engine::create`].
     pub fn insert(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
+        let ((), pending) = self.insert_pending(id, metadata, timeout)?;
+        self.inner.settle(pending)
+    }
+
+    /// `insert` without waiting for durability (the caller settles).
+    pub(crate) fn insert_pending(
+        &self,
+        id: SessionId,
+        metadata: &[u8],
+        timeout: Timeout,
+    ) -> Result<((), Option<Pending>)> {
         let timeout_ms = self.inner.check(metadata.len(), timeout)?;
-        self.inner
+        let pending = self
+            .inner
             .insert(id, Arc::from(metadata), timeout_ms)
-            .map_err(|(e, _)| e)
+            .map_err(|(e, _)| e)?;
+        Ok(((), pending))
     }
 
     /// Returns the session and counts as activity (slides its deadline).
@@ -252,7 +277,17 @@ impl Engine {
     /// [`Error::NotFound`] if there is no live session (also when it expires
     /// or is deleted while `f` runs); [`Error::ValueTooLarge`] if `f` returns
     /// too much (nothing is changed).
-    pub fn update<F>(&self, id: &SessionId, mut f: F) -> Result<Session>
+    pub fn update<F>(&self, id: &SessionId, f: F) -> Result<Session>
+    where
+        F: FnMut(&[u8]) -> Vec<u8>,
+    {
+        let (session, pending) = self.update_pending(id, f)?;
+        self.inner.settle(pending)?;
+        Ok(session)
+    }
+
+    /// `update` without waiting for durability (the caller settles).
+    pub(crate) fn update_pending<F>(&self, id: &SessionId, mut f: F) -> Result<(Session, Option<Pending>)>
     where
         F: FnMut(&[u8]) -> Vec<u8>,
     {
@@ -290,8 +325,7 @@ impl Engine {
             };
             match commit {
                 Commit::Done(session, _old, position) => {
-                    self.inner.wait_durable(hash, position)?;
-                    return Ok(session);
+                    return Ok((session, self.inner.pending(hash, position)));
                 }
                 Commit::Conflict => {}
                 Commit::Gone => return Err(Error::NotFound),
@@ -317,10 +351,7 @@ impl Engine {
         let commit = state.commit_update(hash, id, now_ms, &current, &mut new, record)?;
         drop(state);
         match commit {
-            Commit::Done(session, _old, position) => {
-                self.inner.wait_durable(hash, position)?;
-                Ok(session)
-            }
+            Commit::Done(session, _old, position) => Ok((session, self.inner.pending(hash, position))),
             Commit::Conflict | Commit::Gone => unreachable!("the lock was held since the read"),
         }
     }
@@ -330,6 +361,13 @@ impl Engine {
     /// # Errors
     /// [`Error::NotFound`] if there is no live session with this id.
     pub fn delete(&self, id: &SessionId) -> Result<Session> {
+        let (session, pending) = self.delete_pending(id)?;
+        self.inner.settle(pending)?;
+        Ok(session)
+    }
+
+    /// `delete` without waiting for durability (the caller settles).
+    pub(crate) fn delete_pending(&self, id: &SessionId) -> Result<(Session, Option<Pending>)> {
         let (hash, shard) = self.inner.route(id);
         let now_ms = self.inner.clock.now_ms();
         let removed = self.inner.with_record(
@@ -340,8 +378,7 @@ impl Engine {
         let (session, position) = removed.ok_or_else(not_found)?;
         self.inner.sessions.fetch_sub(1, Ordering::Relaxed);
         self.inner.notify(&session, RemovalCause::Deleted);
-        self.inner.wait_durable(hash, position)?;
-        Ok(session)
+        Ok((session, self.inner.pending(hash, position)))
     }
 
     /// Changes the session's timeout (`Timeout::Never`: never expires). Counts
@@ -350,6 +387,12 @@ impl Engine {
     /// # Errors
     /// [`Error::InvalidTimeout`], [`Error::NotFound`].
     pub fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> Result<()> {
+        let ((), pending) = self.set_ttl_pending(id, timeout)?;
+        self.inner.settle(pending)
+    }
+
+    /// `set_ttl` without waiting for durability (the caller settles).
+    pub(crate) fn set_ttl_pending(&self, id: &SessionId, timeout: Timeout) -> Result<((), Option<Pending>)> {
         let timeout_ms = timeout.to_stored()?;
         let (hash, shard) = self.inner.route(id);
         let now_ms = self.inner.clock.now_ms();
@@ -363,7 +406,7 @@ impl Engine {
             |record| shard.write().set_timeout(hash, id, timeout_ms, now_ms, record),
         )?;
         let position = set.ok_or_else(not_found)?;
-        self.inner.wait_durable(hash, position)
+        Ok(((), self.inner.pending(hash, position)))
     }
 
     /// Sessions held, including expired ones not yet reclaimed (at most about
@@ -506,6 +549,17 @@ impl Engine {
         self.inner.compact(shard, step)
     }
 
+    /// Turns a write's outcome into a future that completes once the write
+    /// is durable (at once unless the durability is `Always`), without
+    /// blocking the thread that polls it.
+    pub(crate) fn settle_later<T: Unpin>(&self, outcome: Result<(T, Option<Pending>)>) -> Settle<T> {
+        match outcome {
+            Err(e) => Settle::ready(Err(e)),
+            Ok((value, None)) => Settle::ready(Ok(value)),
+            Ok((value, Some(p))) => Settle::after(value, Arc::clone(&self.inner.logs[p.shard]), p.position),
+        }
+    }
+
     /// Makes every later log sync fail as a failing disk would (`EIO`), to
     /// test what callers see: the writes waiting on the failed sync get
     /// [`Error::OutcomeUnknown`], later writes [`Error::WritesRefused`].
@@ -526,10 +580,26 @@ impl Engine {
     }
 }
 
-/// The shard of a hash. The table uses the low bits (bucket) and the top 7
-/// (tag); shards take bits from the middle so that the three stay independent.
-#[inline]
-#[allow(clippy::cast_possible_truncation)]
+/// A change applied in memory and appended to its shard's log that, in
+/// `Always` mode, is acknowledged only once that log is durable up to
+/// `position`. The blocking API waits for it in place (`Inner::settle`); the
+/// async one awaits it without blocking a thread (`Engine::settle_later`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pending {
+    shard: usize,
+    position: u64,
+}
+
+/// A failed sync leaves the change applied in memory and in the log but of
+/// unknown durability; later writes are refused. (By value: it is a
+/// `map_err` argument.)
+#[allow(clippy::needless_pass_by_value)]
+pub(crate) fn outcome_unknown(e: Error) -> Error {
+    Error::OutcomeUnknown {
+        reason: format!("the change is applied but its sync failed: {e}"),
+    }
+}
+
 /// For `Option::ok_or_else`: `ok_or(Error::NotFound)` builds the error on
 /// every call and drops it on success, which the compiler does not elide
 /// (an out-of-line `drop_in_place::<Error>` per read, measured).
@@ -537,6 +607,10 @@ fn not_found() -> Error {
     Error::NotFound
 }
 
+/// The shard of a hash. The table uses the low bits (bucket) and the top 7
+/// (tag); shards take bits from the middle so that the three stay independent.
+#[inline]
+#[allow(clippy::cast_possible_truncation)]
 fn route_shard(hash: u64, mask: usize) -> usize {
     (hash >> 32) as usize & mask
 }
@@ -575,7 +649,12 @@ impl Inner {
 
     /// Stores a session, reserving capacity first; hands the metadata back
     /// on failure so that `create` can retry with a new id.
-    fn insert(&self, id: SessionId, metadata: Arc<[u8]>, timeout_ms: u32) -> Result<(), (Error, Arc<[u8]>)> {
+    fn insert(
+        &self,
+        id: SessionId,
+        metadata: Arc<[u8]>,
+        timeout_ms: u32,
+    ) -> Result<Option<Pending>, (Error, Arc<[u8]>)> {
         if let Err(e) = self.reserve() {
             return Err((e, metadata));
         }
@@ -609,7 +688,7 @@ impl Inner {
                     self.sessions.fetch_sub(1, Ordering::Relaxed);
                     self.notify(&expired, RemovalCause::Expired);
                 }
-                self.wait_durable(hash, position).map_err(|e| (e, metadata))
+                Ok(self.pending(hash, position))
             }
             Inserted::Exists => {
                 self.sessions.fetch_sub(1, Ordering::Relaxed);
@@ -653,18 +732,20 @@ impl Inner {
         })
     }
 
-    /// In `Always` mode, waits until the change at `position` is durable. A
-    /// failed sync leaves the change applied in memory and in the log but of
-    /// unknown durability, hence `OutcomeUnknown`; later writes are refused.
-    fn wait_durable(&self, hash: u64, position: LogPosition) -> Result<()> {
-        let Some(position) = position else { return Ok(()) };
-        let log = &self.logs[route_shard(hash, self.shard_mask)];
-        if log.durability() != Durability::Always {
-            return Ok(());
-        }
-        log.wait_durable(position).map_err(|e| Error::OutcomeUnknown {
-            reason: format!("the change is applied but its sync failed: {e}"),
-        })
+    /// What a change logged at `position` must wait for before it is
+    /// acknowledged: nothing unless the durability is `Always`.
+    fn pending(&self, hash: u64, position: LogPosition) -> Option<Pending> {
+        let position = position?;
+        let shard = route_shard(hash, self.shard_mask);
+        (self.logs[shard].durability() == Durability::Always).then_some(Pending { shard, position })
+    }
+
+    /// Blocks until `pending` is durable (group commit; see `ShardLog`).
+    fn settle(&self, pending: Option<Pending>) -> Result<()> {
+        let Some(p) = pending else { return Ok(()) };
+        self.logs[p.shard]
+            .wait_durable(p.position)
+            .map_err(outcome_unknown)
     }
 
     fn compact(&self, shard: usize, step: CompactionStep) -> Result<()> {
@@ -746,11 +827,13 @@ impl Stop {
 }
 
 /// The engine's threads: the sweeper (expiry; with persistence also the
-/// `Interval` flush and segment preparation), and with persistence the
-/// compactor. None runs for an in-memory engine opened `without_sweeper`.
+/// `Interval` flush and segment preparation), with persistence the
+/// compactor, and in `Always` mode the flusher (for async writers). None runs for an in-memory engine opened `without_sweeper`.
 struct Background {
     stop: Arc<Stop>,
     threads: Vec<JoinHandle<()>>,
+    /// The flusher thread's requests (`Always` mode).
+    flusher: Option<Arc<FlushRequests>>,
 }
 
 impl Background {
@@ -769,15 +852,46 @@ impl Background {
             let (inner, stop) = (Arc::clone(inner), Arc::clone(&stop));
             threads.push(spawn("session-compactor", move || compactor(&inner, &stop)));
         }
-        Self { stop, threads }
+        let flusher = (persistent && inner.config.durability == Durability::Always).then(|| {
+            let requests = Arc::new(FlushRequests::default());
+            for log in &inner.logs {
+                log.set_flusher(Arc::clone(&requests));
+            }
+            let (inner, requests2) = (Arc::clone(inner), Arc::clone(&requests));
+            threads.push(spawn("session-flusher", move || flusher(&inner, &requests2)));
+            requests
+        });
+        Self {
+            stop,
+            threads,
+            flusher,
+        }
     }
 
     fn stop(self) {
         *self.stop.stopped.lock() = true;
         self.stop.wake.notify_all();
+        if let Some(flusher) = &self.flusher {
+            flusher.stop();
+        }
         for thread in self.threads {
             // A panic there was already reported by the thread itself.
             let _ = thread.join();
+        }
+    }
+}
+
+/// Runs the flushes that async writers wait for in `Always` mode (they
+/// cannot block in one): whenever asked, flushes every log that has them,
+/// unless a writer's thread is already leading a flush there (that leader
+/// covers them, hands over to another thread, or asks again).
+fn flusher(inner: &Inner, requests: &FlushRequests) {
+    while requests.next() {
+        for log in &inner.logs {
+            if log.has_async_waiters() {
+                // A failure reaches the waiters through the log.
+                let _ = log.flush();
+            }
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The backend-neutral session API, as an async trait.
 //!
 //! The embedded [`Engine`] implements it with futures that are ready at once
-//! (no allocation, no executor round trip; with `Durability::Always` a write
-//! waits for its sync inside the call, so async callers of such an engine
-//! should go through `spawn_blocking`); remote backends (Redis Cluster)
-//! implement it with real I/O. Code written against `SessionStore` switches
+//! (no allocation, no executor round trip), except that with
+//! `Durability::Always` a write's future completes when its group commit
+//! has made it durable: the task waits, its thread does not (the engine's
+//! flusher thread runs the sync). Remote backends (Redis Cluster) implement
+//! it with real I/O. Code written against `SessionStore` switches
 //! backend by configuration. Semantics every implementation keeps:
 //! inactivity timeouts slide on activity (`get`, `update`, `touch`,
 //! `set_ttl`; not `peek`, `contains`, `list`), an expired session is never
@@ -12,10 +13,14 @@
 //! concurrent update, and bad input returns a typed [`Error`](crate::Error).
 
 use std::future::{ready, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use crate::engine::Engine;
+use crate::engine::{outcome_unknown, Engine};
 use crate::error::Result;
 use crate::id::SessionId;
+use crate::persist::{AsyncWaiter, ShardLog};
 use crate::session::{Cursor, Page, Session, Timeout};
 
 /// A session backend. See the module docs for the shared semantics.
@@ -72,10 +77,64 @@ pub trait SessionStore: Send + Sync {
     fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send;
 }
 
+/// A write's outcome, delivered once the write is durable: at once unless the
+/// engine's durability is `Always`, else when a flush covers the write's log
+/// position (see `ShardLog::poll_durable`).
+pub(crate) struct Settle<T> {
+    outcome: Option<Result<T>>,
+    wait: Option<Wait>,
+}
+
+struct Wait {
+    log: Arc<ShardLog>,
+    position: u64,
+    waiter: Option<Arc<AsyncWaiter>>,
+}
+
+impl<T> Settle<T> {
+    pub(crate) fn ready(outcome: Result<T>) -> Self {
+        Self {
+            outcome: Some(outcome),
+            wait: None,
+        }
+    }
+
+    pub(crate) fn after(value: T, log: Arc<ShardLog>, position: u64) -> Self {
+        Self {
+            outcome: Some(Ok(value)),
+            wait: Some(Wait {
+                log,
+                position,
+                waiter: None,
+            }),
+        }
+    }
+}
+
+impl<T: Unpin> Future for Settle<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let this = self.get_mut();
+        if let Some(wait) = &mut this.wait {
+            match wait.log.poll_durable(wait.position, &mut wait.waiter, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => this.wait = None,
+                Poll::Ready(Err(e)) => {
+                    this.wait = None;
+                    this.outcome = None;
+                    return Poll::Ready(Err(outcome_unknown(e)));
+                }
+            }
+        }
+        Poll::Ready(this.outcome.take().expect("Settle polled after it completed"))
+    }
+}
+
 impl SessionStore for Engine {
     #[inline]
     fn create(&self, metadata: &[u8], timeout: Timeout) -> impl Future<Output = Result<SessionId>> + Send {
-        ready(Engine::create(self, metadata, timeout))
+        self.settle_later(self.create_pending(metadata, timeout))
     }
 
     #[inline]
@@ -85,7 +144,7 @@ impl SessionStore for Engine {
         metadata: &[u8],
         timeout: Timeout,
     ) -> impl Future<Output = Result<()>> + Send {
-        ready(Engine::insert(self, id, metadata, timeout))
+        self.settle_later(self.insert_pending(id, metadata, timeout))
     }
 
     #[inline]
@@ -103,7 +162,7 @@ impl SessionStore for Engine {
     where
         F: FnMut(&[u8]) -> Vec<u8> + Send,
     {
-        ready(Engine::update(self, id, f))
+        self.settle_later(self.update_pending(id, f))
     }
 
     #[inline]
@@ -113,12 +172,12 @@ impl SessionStore for Engine {
 
     #[inline]
     fn delete(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send {
-        ready(Engine::delete(self, id).map(drop))
+        self.settle_later(self.delete_pending(id).map(|(_, pending)| ((), pending)))
     }
 
     #[inline]
     fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> impl Future<Output = Result<()>> + Send {
-        ready(Engine::set_ttl(self, id, timeout))
+        self.settle_later(self.set_ttl_pending(id, timeout))
     }
 
     #[inline]

@@ -23,10 +23,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::thread::{self, Thread};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::format::{SegmentHeader, FLAG_BASE, SEGMENT_HEADER_LEN};
 use super::segment::{segment_name, sync_dir, Segment, PREFAULT_AHEAD};
@@ -46,6 +47,9 @@ pub(crate) struct ShardLog {
     sync: Mutex<SyncState>,
     /// Test hook: every sync fails as a real one would (`Engine::debug_fail_syncs`).
     fail_syncs: AtomicBool,
+    /// The engine's flusher thread, which runs the flushes async writers
+    /// wait for (set in `Always` mode).
+    flusher: OnceLock<Arc<FlushRequests>>,
 }
 
 struct Writer {
@@ -79,6 +83,10 @@ struct SyncState {
     waiters: Vec<Arc<Waiter>>,
     /// Successful flushes since open.
     syncs: u64,
+    /// Async writers (futures) waiting for a flush to cover their position.
+    async_waiters: Vec<Arc<AsyncWaiter>>,
+    /// Why the last flush failed (async writers read it, see `poll_durable`).
+    failure: Option<String>,
 }
 
 /// One writer parked in `wait_durable`.
@@ -96,6 +104,66 @@ const DONE: u8 = 1;
 const LEAD: u8 = 2;
 /// A flush failed: look at the log again (and meet the error).
 const RETRY: u8 = 3;
+
+/// One async writer waiting in `poll_durable`: woken through its task's
+/// waker instead of a parked thread.
+pub(crate) struct AsyncWaiter {
+    position: u64,
+    waker: Mutex<Waker>,
+    /// `WAITING` until a leader sets `DONE` or `RETRY` (then wakes it).
+    state: AtomicU8,
+}
+
+impl AsyncWaiter {
+    fn wake(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        self.waker.lock().wake_by_ref();
+    }
+}
+
+/// Wakes the engine's flusher thread (`Always` mode). Async writers cannot
+/// run a flush themselves (it would block their executor's thread), so when
+/// one waits and no flush is under way, it asks this thread for one.
+#[derive(Default)]
+pub(crate) struct FlushRequests {
+    state: Mutex<FlushState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct FlushState {
+    requested: bool,
+    stopped: bool,
+}
+
+impl FlushRequests {
+    pub(crate) fn request(&self) {
+        let mut state = self.state.lock();
+        if !state.requested {
+            state.requested = true;
+            self.wake.notify_one();
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        self.state.lock().stopped = true;
+        self.wake.notify_all();
+    }
+
+    /// Blocks until a request (true) or a stop (false).
+    pub(crate) fn next(&self) -> bool {
+        let mut state = self.state.lock();
+        loop {
+            if state.stopped {
+                return false;
+            }
+            if std::mem::take(&mut state.requested) {
+                return true;
+            }
+            self.wake.wait(&mut state);
+        }
+    }
+}
 
 impl Waiter {
     fn wake(&self, state: u8) {
@@ -198,8 +266,11 @@ impl ShardLog {
                 flushing: false,
                 waiters: Vec::new(),
                 syncs: 0,
+                async_waiters: Vec::new(),
+                failure: None,
             }),
             fail_syncs: AtomicBool::new(false),
+            flusher: OnceLock::new(),
         }
     }
 
@@ -353,7 +424,10 @@ impl ShardLog {
         let flushed = self.flush_now();
         let mut sync = self.sync.lock();
         let waiters = std::mem::take(&mut sync.waiters);
-        let (mut wake, mut next_leader) = (Vec::with_capacity(waiters.len()), None);
+        let async_waiters = std::mem::take(&mut sync.async_waiters);
+        let mut wake = Vec::with_capacity(waiters.len());
+        let mut wake_async = Vec::with_capacity(async_waiters.len());
+        let mut next_leader = None;
         match &flushed {
             Ok(upto) => {
                 sync.durable = sync.durable.max(*upto);
@@ -368,12 +442,25 @@ impl ShardLog {
                         sync.waiters.push(w);
                     }
                 }
+                for w in async_waiters {
+                    if w.position <= durable {
+                        wake_async.push((w, DONE));
+                    } else {
+                        sync.async_waiters.push(w);
+                    }
+                }
             }
             // Everyone looks again and meets the refusal themselves.
-            Err(_) => wake.extend(waiters.into_iter().map(|w| (w, RETRY))),
+            Err(e) => {
+                sync.failure = Some(e.to_string());
+                wake.extend(waiters.into_iter().map(|w| (w, RETRY)));
+                wake_async.extend(async_waiters.into_iter().map(|w| (w, RETRY)));
+            }
         }
-        // `flushing` stays set when leadership passes on.
+        // `flushing` stays set when leadership passes on; async writers left
+        // uncovered with no thread to lead for them get the flusher thread.
         sync.flushing = next_leader.is_some();
+        let ask_flusher = next_leader.is_none() && !sync.async_waiters.is_empty();
         drop(sync);
         if let Some(w) = next_leader {
             w.wake(LEAD);
@@ -381,7 +468,85 @@ impl ShardLog {
         for (w, state) in wake {
             w.wake(state);
         }
+        for (w, state) in wake_async {
+            w.wake(state);
+        }
+        if ask_flusher {
+            self.request_flush();
+        }
         flushed.map(|_| ())
+    }
+
+    /// Connects this log to the engine's flusher thread (`Always` mode).
+    pub(crate) fn set_flusher(&self, flusher: Arc<FlushRequests>) {
+        let _ = self.flusher.set(flusher);
+    }
+
+    fn request_flush(&self) {
+        if let Some(flusher) = self.flusher.get() {
+            flusher.request();
+        }
+    }
+
+    /// True if async writers wait for a flush (the flusher thread's test).
+    pub(crate) fn has_async_waiters(&self) -> bool {
+        !self.sync.lock().async_waiters.is_empty()
+    }
+
+    /// The async counterpart of `wait_durable`: ready once everything up to
+    /// `position` is durable; until then `waiter` holds this writer's place
+    /// in the queue and the task's waker. Never blocks on I/O: a flush is run
+    /// by a leader already under way, or by the flusher thread.
+    pub(crate) fn poll_durable(
+        &self,
+        position: u64,
+        waiter: &mut Option<Arc<AsyncWaiter>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<()>> {
+        if let Some(w) = waiter {
+            match w.state.load(Ordering::Acquire) {
+                DONE => return Poll::Ready(Ok(())),
+                WAITING => {
+                    let mut waker = w.waker.lock();
+                    if !waker.will_wake(cx.waker()) {
+                        waker.clone_from(cx.waker());
+                    }
+                    drop(waker);
+                    // A leader that decided before the new waker was stored
+                    // woke the old one: look again.
+                    match w.state.load(Ordering::Acquire) {
+                        WAITING => return Poll::Pending,
+                        DONE => return Poll::Ready(Ok(())),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+            // `RETRY`: a flush failed; register afresh to meet the failure.
+            *waiter = None;
+        }
+        let mut sync = self.sync.lock();
+        if sync.durable >= position {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(reason) = &sync.failure {
+            return Poll::Ready(Err(Error::WritesRefused {
+                reason: reason.clone(),
+            }));
+        }
+        let w = Arc::new(AsyncWaiter {
+            position,
+            waker: Mutex::new(cx.waker().clone()),
+            state: AtomicU8::new(WAITING),
+        });
+        sync.async_waiters.push(Arc::clone(&w));
+        let ask_flusher = !sync.flushing;
+        drop(sync);
+        *waiter = Some(w);
+        if ask_flusher {
+            self.request_flush();
+        }
+        Poll::Pending
     }
 
     fn flush_now(&self) -> Result<u64> {

@@ -18,8 +18,8 @@ use std::time::Instant;
 use ahash::{AHashMap, RandomState};
 
 use self::format::{put_len, Manifest, Record, SegmentHeader, FLAG_BASE, SEGMENT_HEADER_LEN};
-pub(crate) use self::log::ShardLog;
 use self::log::{create_segment, Reopened};
+pub(crate) use self::log::{AsyncWaiter, FlushRequests, ShardLog};
 pub(crate) use self::recovery::Recovered;
 pub use self::recovery::RecoveryReport;
 use self::recovery::{recover_shard, ShardRecovery};

@@ -1,0 +1,178 @@
+//! `Always` mode through the async trait: a write's future completes once
+//! its group commit has made it durable, without blocking the executor's
+//! thread, so tasks on one thread share flushes; sync and async writers mix
+//! on one log; a failed sync reaches async writers as an error, not a hang.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use session_engine::{Config, Durability, Engine, Error, SessionId, SessionStore, Timeout};
+
+const TASKS: usize = 64;
+const WRITES_EACH: usize = 10;
+
+fn config(dir: &std::path::Path) -> Config {
+    Config::default()
+        .shards(1)
+        .data_dir(dir)
+        .durability(Durability::Always)
+        .segment_size_bytes(256 * 1024)
+}
+
+fn one_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn tasks_on_one_thread_share_flushes_and_every_ack_survives() {
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(config(dir.path())).unwrap());
+    // One executor thread: had a write blocked it in its sync, the tasks
+    // would run one after another and every write would need a flush.
+    let acked: HashMap<SessionId, Vec<u8>> = one_thread().block_on(async {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let engine = Arc::clone(&engine);
+                tokio::spawn(async move {
+                    let mut mine = HashMap::new();
+                    for i in 0..WRITES_EACH {
+                        let meta = format!("task {t} write {i}").into_bytes();
+                        let id = SessionStore::create(&*engine, &meta, Timeout::from_secs(3600))
+                            .await
+                            .unwrap();
+                        let meta = if i % 3 == 0 {
+                            let s = SessionStore::update(&*engine, &id, |m| [m, b" updated"].concat()).await;
+                            s.unwrap().metadata().to_vec()
+                        } else {
+                            meta
+                        };
+                        mine.insert(id, meta);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut all = HashMap::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    let writes = (TASKS * WRITES_EACH + TASKS * WRITES_EACH.div_ceil(3)) as u64;
+    let syncs = engine.stats().log_syncs;
+    assert!(syncs > 0);
+    assert!(
+        syncs * 4 < writes,
+        "{syncs} flushes for {writes} writes on one thread: the async writes did not share flushes"
+    );
+    drop(engine);
+
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(engine.len(), acked.len());
+    for (id, meta) in &acked {
+        assert_eq!(engine.peek(id).unwrap().metadata(), &meta[..]);
+    }
+}
+
+#[test]
+fn blocking_and_async_writers_mix_on_one_log() {
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(config(dir.path())).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let engine = Arc::clone(&engine);
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|i| {
+                        let meta = format!("thread {t} write {i}");
+                        engine.create(meta.as_bytes(), Timeout::Never).unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let from_tasks: Vec<SessionId> = one_thread().block_on(async {
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let engine = Arc::clone(&engine);
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for i in 0..20 {
+                        let meta = format!("task {t} write {i}");
+                        ids.push(
+                            SessionStore::create(&*engine, meta.as_bytes(), Timeout::Never)
+                                .await
+                                .unwrap(),
+                        );
+                    }
+                    // Deletes settle the same way.
+                    SessionStore::delete(&*engine, &ids.pop().unwrap()).await.unwrap();
+                    ids
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    let from_threads: Vec<SessionId> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    drop(engine);
+
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(engine.len(), from_tasks.len() + from_threads.len());
+    for id in from_tasks.iter().chain(&from_threads) {
+        assert!(engine.contains(id));
+    }
+}
+
+#[test]
+fn a_failed_sync_reaches_async_writers() {
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(config(dir.path())).unwrap());
+    let before = one_thread().block_on(async {
+        SessionStore::create(&*engine, b"before", Timeout::Never)
+            .await
+            .unwrap()
+    });
+    engine.debug_fail_syncs();
+    let outcomes: Vec<Result<SessionId, Error>> = one_thread().block_on(async {
+        let tasks: Vec<_> = (0..32)
+            .map(|t| {
+                let engine = Arc::clone(&engine);
+                tokio::spawn(async move {
+                    SessionStore::create(&*engine, format!("{t}").as_bytes(), Timeout::Never).await
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.push(t.await.unwrap());
+        }
+        all
+    });
+    let mut unknown = 0;
+    for outcome in &outcomes {
+        match outcome {
+            Ok(_) => panic!("a create was acknowledged although every sync fails"),
+            Err(Error::OutcomeUnknown { .. }) => unknown += 1,
+            Err(Error::WritesRefused { .. }) => {}
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert!(
+        unknown > 0,
+        "the failed sync is reported to the writers that waited on it"
+    );
+    assert_eq!(engine.len(), 1 + unknown);
+    assert!(engine.get(&before).is_ok(), "reads go on");
+}
