@@ -127,18 +127,35 @@ impl Time for TokioTime {
     }
 }
 
-/// Runs a future whose awaits are all ready (the embedded engine's
-/// `SessionStore` futures and [`SpinTime`] waits) on the calling thread. A
-/// future that does return `Pending` is polled again after a yield, which
-/// is correct but spins: real I/O belongs on a tokio runtime.
+/// Runs a future whose awaits are (almost) all ready, the embedded engine's
+/// `SessionStore` futures and [`SpinTime`] waits, on the calling thread.
+/// The exception is a write to an engine in `Durability::Always`, whose
+/// future completes when its group commit has synced it: the thread then
+/// parks until the engine wakes the task. The park is bounded (1 ms), so a
+/// future that returns `Pending` without arranging a wake-up is still polled
+/// again.
 pub fn block_on_ready<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
     loop {
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
             return out;
         }
-        std::thread::yield_now();
+        std::thread::park_timeout(Duration::from_millis(1));
+    }
+}
+
+/// Wakes a thread parked in [`block_on_ready`].
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
     }
 }
 
