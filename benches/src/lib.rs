@@ -8,7 +8,7 @@
 //! - `dashmap`: the most used concurrent map, no expiry: the raw ceiling;
 //! - `moka`: `moka::sync::Cache` with `time_to_idle`, the Rust cache users pick
 //!   for idle-expiring entries.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -377,6 +377,18 @@ pub fn process_cpu_time() -> Duration {
         .map_or(0, |f| f.iter().filter_map(|x| x.parse::<u64>().ok()).sum());
     // The kernel's USER_HZ is 100 on Linux.
     Duration::from_millis(ticks * 10)
+}
+
+/// Asks mimalloc (the benches' global allocator) to return the memory it
+/// holds but no longer uses, so that an RSS reading counts live data only.
+pub fn allocator_collect() {
+    // SAFETY: `mi_collect` takes no pointers and has no preconditions; it
+    // only walks mimalloc's own heaps (every bench binary installs mimalloc
+    // as its global allocator, and the call is harmless if it is not).
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
 }
 
 /// Resident set size of this process, in bytes.
