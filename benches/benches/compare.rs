@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use session_engine_benches::{
-    allocator_collect, contender, git_commit, mixed_ops, populate, process_cpu_time, rss_bytes, run_mixed, Contender, Keys,
-    MixOp, METADATA_BYTES, NAMES, SESSIONS,
+    allocator_collect, contender, git_commit, mixed_ops, populate, process_cpu_time, rss_bytes, run_mixed,
+    Contender, Keys, MixOp, METADATA_BYTES, NAMES, SESSIONS,
 };
 
 #[global_allocator]
