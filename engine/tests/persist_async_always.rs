@@ -176,3 +176,33 @@ fn a_failed_sync_reaches_async_writers() {
     assert_eq!(engine.len(), 1 + unknown);
     assert!(engine.get(&before).is_ok(), "reads go on");
 }
+
+#[test]
+fn a_write_future_dropped_while_waiting_leaves_the_write_applied() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let id = SessionId::from_bytes([7; 16]);
+    {
+        let mut future = std::pin::pin!(SessionStore::insert(&engine, id, b"abandoned", Timeout::Never));
+        let mut cx = Context::from_waker(Waker::noop());
+        // The write is applied when the future is made; its first poll may
+        // find it synced already, or leave it waiting for a flush.
+        let _ = future.as_mut().poll(&mut cx);
+    }
+    // Dropped (cancelled): the write stays applied, and later writes and
+    // their flushes are not held up by the abandoned waiter.
+    assert_eq!(engine.peek(&id).unwrap().metadata(), b"abandoned");
+    let later = one_thread().block_on(async {
+        SessionStore::create(&engine, b"later", Timeout::Never)
+            .await
+            .unwrap()
+    });
+    drop(engine);
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert!(engine.contains(&id));
+    assert!(engine.contains(&later));
+}
