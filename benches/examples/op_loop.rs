@@ -1,0 +1,50 @@
+//! A fixed loop of one operation kind against one contender, for counting
+//! instructions under valgrind (`scripts/instructions.sh`): populate 100K
+//! sessions, then run `OPS` operations on uniformly chosen live sessions.
+//!
+//! `cargo run --release -p session-engine-benches --example op_loop -- CONTENDER OP OPS`
+//! with OP one of `get`, `touch`, `update`, `replace`, `none` (populate only).
+#![forbid(unsafe_code)]
+
+use session_engine::{Config, Engine, ManualClock};
+use session_engine_benches::{contender, mixed_ops, populate, Contender, Keys, MixOp, METADATA_BYTES, SESSIONS};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let name = args.next().expect("CONTENDER (engine, engine-manual-clock, mutex-map, dashmap, moka)");
+    let op = args.next().expect("OP (get, touch, update, replace, none)");
+    let ops: usize = args.next().and_then(|n| n.parse().ok()).expect("OPS");
+    // Under valgrind the TSC clock may fall back to `clock_gettime`; a manual
+    // clock takes the clock out of the count.
+    let c: Box<dyn Contender> = if name == "engine-manual-clock" {
+        let clock = ManualClock::new(1_700_000_000_000);
+        Box::new(Engine::open(Config::default().sessions_max(4 * SESSIONS).clock(clock.clock())).expect("open"))
+    } else {
+        contender(&name)
+    };
+    let mut ids = populate(&*c, SESSIONS);
+    let keys: Vec<usize> = mixed_ops(SESSIONS, ops, Keys::Uniform, 7)
+        .into_iter()
+        .map(|op| match op {
+            MixOp::Get(k) | MixOp::Update(k) | MixOp::Replace(k) => k as usize,
+        })
+        .collect();
+    let metadata = [0xCD_u8; METADATA_BYTES];
+    for &k in &keys {
+        match op.as_str() {
+            "get" => assert!(c.get(&ids[k])),
+            "touch" => assert!(c.touch(&ids[k])),
+            "update" => assert!(c.update(&ids[k])),
+            "replace" => {
+                assert!(c.delete(&ids[k]));
+                ids[k] = c.create(&metadata);
+            }
+            "none" => {}
+            other => panic!("unknown op {other}"),
+        }
+    }
+    std::hint::black_box(&ids);
+}
