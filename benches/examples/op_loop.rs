@@ -7,21 +7,27 @@
 #![forbid(unsafe_code)]
 
 use session_engine::{Config, Engine, ManualClock};
-use session_engine_benches::{contender, mixed_ops, populate, Contender, Keys, MixOp, METADATA_BYTES, SESSIONS};
+use session_engine_benches::{
+    contender, mixed_ops, populate, Contender, Keys, MixOp, METADATA_BYTES, SESSIONS,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let name = args.next().expect("CONTENDER (engine, engine-manual-clock, mutex-map, dashmap, moka)");
+    let name = args
+        .next()
+        .expect("CONTENDER (engine, engine-manual-clock, mutex-map, dashmap, moka)");
     let op = args.next().expect("OP (get, touch, update, replace, none)");
     let ops: usize = args.next().and_then(|n| n.parse().ok()).expect("OPS");
     // Under valgrind the TSC clock may fall back to `clock_gettime`; a manual
     // clock takes the clock out of the count.
     let c: Box<dyn Contender> = if name == "engine-manual-clock" {
         let clock = ManualClock::new(1_700_000_000_000);
-        Box::new(Engine::open(Config::default().sessions_max(4 * SESSIONS).clock(clock.clock())).expect("open"))
+        Box::new(
+            Engine::open(Config::default().sessions_max(4 * SESSIONS).clock(clock.clock())).expect("open"),
+        )
     } else {
         contender(&name)
     };
