@@ -16,6 +16,12 @@
 //!    Nobody is woken to find its record still unsynced, and waiters never
 //!    queue on a mutex to be released one by one (with 64 writers on two
 //!    cores those wake-ups, not the device, were the bottleneck).
+//!    An async writer (`poll_durable`, behind the `SessionStore` trait) waits
+//!    in the same queue with a task waker instead of a parked thread; it
+//!    cannot lead a flush (that would block its executor), so when no flush
+//!    is under way it asks the engine's flusher thread for one, and a leader
+//!    that leaves async writers uncovered with nobody to hand over to asks
+//!    the same.
 //!
 //! Lock order: shard lock, then writer mutex; the sync mutex is never held
 //! together with the writer mutex by a thread that waits.
