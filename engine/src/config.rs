@@ -40,6 +40,10 @@ pub struct Config {
 pub enum Durability {
     /// An operation returns only after its record is durable (fdatasync);
     /// concurrent writers share each flush (group commit). Survives power loss.
+    /// Through the async `SessionStore` trait a write's future completes at
+    /// that point without blocking the thread that polls it (a `flusher`
+    /// thread runs the sync). Each shard's log is synced on its own, so a
+    /// write-heavy `Always` engine wants few shards.
     Always,
     /// A background flush at most this often (Redis' `everysec` at 1 s): a
     /// crash of the machine loses at most about one interval of writes; a
