@@ -107,6 +107,22 @@ struct Always {
     p999_us: f64,
 }
 
+impl Always {
+    /// The writers' latency histograms merged, and `writes` over `elapsed`.
+    fn of(hists: &[Histogram<u64>], writes: u64, elapsed: Duration) -> Self {
+        let mut merged = histogram();
+        for h in hists {
+            merged.add(h).unwrap();
+        }
+        Self {
+            writes_per_sec: writes as f64 / elapsed.as_secs_f64(),
+            p50_us: merged.value_at_quantile(0.5) as f64 / 1e3,
+            p99_us: merged.value_at_quantile(0.99) as f64 / 1e3,
+            p999_us: merged.value_at_quantile(0.999) as f64 / 1e3,
+        }
+    }
+}
+
 /// `writers` threads creating sessions in `Always` mode for `run`, on an
 /// engine of `shards` shards (one log, and so one sync per group commit,
 /// each).
@@ -141,17 +157,7 @@ fn always(dir: &Path, shards: usize, writers: usize, run: Duration) -> Always {
         stop.store(true, Ordering::Relaxed);
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let elapsed = started.elapsed();
-    let mut merged = histogram();
-    for h in &hists {
-        merged.add(h).unwrap();
-    }
-    Always {
-        writes_per_sec: total.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
-        p50_us: merged.value_at_quantile(0.5) as f64 / 1e3,
-        p99_us: merged.value_at_quantile(0.99) as f64 / 1e3,
-        p999_us: merged.value_at_quantile(0.999) as f64 / 1e3,
-    }
+    Always::of(&hists, total.load(Ordering::Relaxed), started.elapsed())
 }
 
 /// `tasks` async tasks on a 2-thread Tokio runtime creating sessions through
@@ -204,17 +210,7 @@ fn always_async(dir: &Path, shards: usize, tasks: usize, run: Duration) -> Alway
         }
         hists
     });
-    let elapsed = started.elapsed();
-    let mut merged = histogram();
-    for h in &hists {
-        merged.add(h).unwrap();
-    }
-    Always {
-        writes_per_sec: total.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
-        p50_us: merged.value_at_quantile(0.5) as f64 / 1e3,
-        p99_us: merged.value_at_quantile(0.99) as f64 / 1e3,
-        p999_us: merged.value_at_quantile(0.999) as f64 / 1e3,
-    }
+    Always::of(&hists, total.load(Ordering::Relaxed), started.elapsed())
 }
 
 /// Get latency p99 (µs) of one reader while `during` runs (or for `alone`).
