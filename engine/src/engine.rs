@@ -739,6 +739,7 @@ impl Inner {
 
     /// What a change logged at `position` must wait for before it is
     /// acknowledged: nothing unless the durability is `Always`.
+    #[inline]
     fn pending(&self, hash: u64, position: LogPosition) -> Option<Pending> {
         let position = position?;
         let shard = route_shard(hash, self.shard_mask);
@@ -746,6 +747,7 @@ impl Inner {
     }
 
     /// Blocks until `pending` is durable (group commit; see `ShardLog`).
+    #[inline]
     fn settle(&self, pending: Option<Pending>) -> Result<()> {
         let Some(p) = pending else { return Ok(()) };
         self.logs[p.shard]
