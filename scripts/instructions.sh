@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Instructions per operation, engine vs peers, counted by cachegrind: exact
-# and repeatable whatever else the machine does (BENCHMARKING.md), so they
-# show what a code change costs where wall-clock runs drown in noise. Each
-# figure is (instructions with N ops - instructions with 0 ops) / N, the same
-# populate and key generation cancelling out.
+# Instructions per operation, engine vs peers, counted by callgrind inside the
+# measured loop only (`run_ops` in benches/examples/op_loop.rs): repeatable
+# whatever else the machine does (BENCHMARKING.md), so they show what a code
+# change costs where wall-clock runs drown in noise. Each figure is the
+# loop's instructions / N. (Hash keys are seeded per process, so probe
+# lengths, and the counts, vary by an instruction or two between runs.)
 #
 #   bash scripts/instructions.sh [OPS]    # default 200000; needs valgrind
 # Writes results/instructions.md.
@@ -16,34 +17,33 @@ bin=target/release/examples/op_loop
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-count() { # contender op n -> total instructions
-  valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file="$tmp/cg" "$bin" "$1" "$2" "$3" 2>&1 >/dev/null \
-    | sed -n 's/.*I *refs: *//p' | tr -d ','
+count() { # contender op n -> instructions executed inside run_ops
+  valgrind --tool=callgrind --toggle-collect='*run_ops*' --callgrind-out-file="$tmp/cg" \
+    "$bin" "$1" "$2" "$3" >/dev/null 2>&1
+  callgrind_annotate "$tmp/cg" 2>/dev/null | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ','
 }
 
 contenders=(engine-manual-clock engine mutex-map dashmap)
 opnames=(get touch update replace)
 out=results/instructions.md
 {
-  echo "# Instructions per operation (cachegrind)"
+  echo "# Instructions per operation (callgrind)"
   echo
   echo "Command: \`bash scripts/instructions.sh $ops\`  "
   echo "Commit: \`$(git rev-parse --short HEAD)\`; $(valgrind --version); 100K sessions, 200-byte metadata, uniform keys, one thread."
   echo
-  echo "Instructions counted by valgrind's cachegrind, per operation: (count with $ops ops - count with none) / $ops."
+  echo "Instructions counted by valgrind's callgrind inside the measured loop only, divided by $ops operations."
   echo "Exact for a given binary; they do not include cache misses, which dominate wall-clock time at this size."
   echo "\`engine-manual-clock\` reads a manual clock: under valgrind the engine's TSC clock may fall back to \`clock_gettime\`, so \`engine\` overstates the clock's cost."
   echo
   printf '| op |'; for c in "${contenders[@]}"; do printf ' %s |' "$c"; done; echo
   printf '|---|'; for _ in "${contenders[@]}"; do printf -- '---|'; done; echo
 } > "$out.tmp"
-declare -A base
-for c in "${contenders[@]}"; do base[$c]=$(count "$c" none "$ops"); done
 for op in "${opnames[@]}"; do
   printf '| %s |' "$op" >> "$out.tmp"
   for c in "${contenders[@]}"; do
     n=$(count "$c" "$op" "$ops")
-    printf ' %s |' "$(( (n - base[$c]) / ops ))" >> "$out.tmp"
+    printf ' %s |' "$(( n / ops ))" >> "$out.tmp"
   done
   echo >> "$out.tmp"
 done
