@@ -8,18 +8,10 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use session_engine::{Config, Durability, Engine, Error, SessionId, SessionStore, Timeout};
+use session_engine::{Engine, Error, SessionId, SessionStore, Timeout};
 
 const TASKS: usize = 64;
 const WRITES_EACH: usize = 10;
-
-fn config(dir: &std::path::Path) -> Config {
-    Config::default()
-        .shards(1)
-        .data_dir(dir)
-        .durability(Durability::Always)
-        .segment_size_bytes(256 * 1024)
-}
 
 fn one_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -32,7 +24,7 @@ fn one_thread() -> tokio::runtime::Runtime {
 fn tasks_on_one_thread_share_flushes_and_every_ack_survives() {
     let _watchdog = support::Watchdog::start();
     let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(Engine::open(config(dir.path())).unwrap());
+    let engine = Arc::new(Engine::open(support::always_config(dir.path(), 1)).unwrap());
     // One executor thread: had a write blocked it in its sync, the tasks
     // would run one after another and every write would need a flush.
     let acked: HashMap<SessionId, Vec<u8>> = one_thread().block_on(async {
@@ -73,7 +65,7 @@ fn tasks_on_one_thread_share_flushes_and_every_ack_survives() {
     );
     drop(engine);
 
-    let engine = Engine::open(config(dir.path())).unwrap();
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
     assert_eq!(engine.len(), acked.len());
     for (id, meta) in &acked {
         assert_eq!(engine.peek(id).unwrap().metadata(), &meta[..]);
@@ -84,7 +76,7 @@ fn tasks_on_one_thread_share_flushes_and_every_ack_survives() {
 fn blocking_and_async_writers_mix_on_one_log() {
     let _watchdog = support::Watchdog::start();
     let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(Engine::open(config(dir.path())).unwrap());
+    let engine = Arc::new(Engine::open(support::always_config(dir.path(), 1)).unwrap());
     let threads: Vec<_> = (0..4)
         .map(|t| {
             let engine = Arc::clone(&engine);
@@ -127,7 +119,7 @@ fn blocking_and_async_writers_mix_on_one_log() {
     let from_threads: Vec<SessionId> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
     drop(engine);
 
-    let engine = Engine::open(config(dir.path())).unwrap();
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
     assert_eq!(engine.len(), from_tasks.len() + from_threads.len());
     for id in from_tasks.iter().chain(&from_threads) {
         assert!(engine.contains(id));
@@ -138,7 +130,7 @@ fn blocking_and_async_writers_mix_on_one_log() {
 fn a_failed_sync_reaches_async_writers() {
     let _watchdog = support::Watchdog::start();
     let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(Engine::open(config(dir.path())).unwrap());
+    let engine = Arc::new(Engine::open(support::always_config(dir.path(), 1)).unwrap());
     let before = one_thread().block_on(async {
         SessionStore::create(&*engine, b"before", Timeout::Never)
             .await
@@ -184,7 +176,7 @@ fn a_write_future_dropped_while_waiting_leaves_the_write_applied() {
 
     let _watchdog = support::Watchdog::start();
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(config(dir.path())).unwrap();
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
     let id = SessionId::from_bytes([7; 16]);
     {
         let mut future = std::pin::pin!(SessionStore::insert(&engine, id, b"abandoned", Timeout::Never));
@@ -202,7 +194,7 @@ fn a_write_future_dropped_while_waiting_leaves_the_write_applied() {
             .unwrap()
     });
     drop(engine);
-    let engine = Engine::open(config(dir.path())).unwrap();
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
     assert!(engine.contains(&id));
     assert!(engine.contains(&later));
 }

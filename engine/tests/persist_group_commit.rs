@@ -6,18 +6,10 @@ use std::sync::Mutex;
 
 mod support;
 
-use session_engine::{Config, Durability, Engine, SessionId, Timeout};
+use session_engine::{Engine, SessionId, Timeout};
 
 const WRITERS: usize = 24;
 const WRITES_EACH: usize = 40;
-
-fn config(dir: &std::path::Path, shards: usize) -> Config {
-    Config::default()
-        .shards(shards)
-        .data_dir(dir)
-        .durability(Durability::Always)
-        .segment_size_bytes(256 * 1024)
-}
 
 #[test]
 fn concurrent_writers_share_flushes_and_every_ack_survives() {
@@ -26,7 +18,7 @@ fn concurrent_writers_share_flushes_and_every_ack_survives() {
         let dir = tempfile::tempdir().unwrap();
         let acked = Mutex::new(HashSet::new());
         let syncs = {
-            let engine = Engine::open(config(dir.path(), shards)).unwrap();
+            let engine = Engine::open(support::always_config(dir.path(), shards)).unwrap();
             std::thread::scope(|s| {
                 for w in 0..WRITERS {
                     let (engine, acked) = (&engine, &acked);
@@ -57,7 +49,7 @@ fn concurrent_writers_share_flushes_and_every_ack_survives() {
         );
 
         // Reopen: every acknowledged session is there with its last metadata.
-        let engine = Engine::open(config(dir.path(), shards)).unwrap();
+        let engine = Engine::open(support::always_config(dir.path(), shards)).unwrap();
         let acked: HashSet<SessionId> = acked.into_inner().unwrap();
         assert_eq!(engine.len(), acked.len());
         for id in &acked {

@@ -8,17 +8,9 @@ use std::sync::Mutex;
 
 mod support;
 
-use session_engine::{Config, Durability, Engine, Error, Timeout};
+use session_engine::{Engine, Error, Timeout};
 
 const WRITERS: usize = 16;
-
-fn config(dir: &std::path::Path) -> Config {
-    Config::default()
-        .shards(2)
-        .data_dir(dir)
-        .durability(Durability::Always)
-        .segment_size_bytes(256 * 1024)
-}
 
 #[test]
 fn a_failed_sync_is_reported_and_then_writes_are_refused() {
@@ -26,7 +18,7 @@ fn a_failed_sync_is_reported_and_then_writes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let timeout = Timeout::from_secs(3600);
     let acked: Vec<_> = {
-        let engine = Engine::open(config(dir.path())).unwrap();
+        let engine = Engine::open(support::always_config(dir.path(), 2)).unwrap();
         let acked: Vec<_> = (0..50u32)
             .map(|i| engine.create(&i.to_le_bytes(), timeout).unwrap())
             .collect();
@@ -82,7 +74,7 @@ fn a_failed_sync_is_reported_and_then_writes_are_refused() {
     };
 
     // The process "restarts": everything acknowledged is there.
-    let engine = Engine::open(config(dir.path())).unwrap();
+    let engine = Engine::open(support::always_config(dir.path(), 2)).unwrap();
     for (i, id) in acked.iter().enumerate() {
         let i = u32::try_from(i).unwrap();
         assert_eq!(engine.peek(id).unwrap().metadata(), i.to_le_bytes());

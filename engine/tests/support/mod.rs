@@ -1,5 +1,18 @@
 //! Helpers shared by the engine's integration tests.
 
+#![allow(dead_code)] // each test file uses its own part
+
+use session_engine::{Config, Durability};
+
+/// An `Always` engine on `dir` with `shards` shards and small segments.
+pub fn always_config(dir: &std::path::Path, shards: usize) -> Config {
+    Config::default()
+        .shards(shards)
+        .data_dir(dir)
+        .durability(Durability::Always)
+        .segment_size_bytes(256 * 1024)
+}
+
 /// Ends the test process if the test has not finished within a minute: a
 /// writer stuck in the group commit must fail CI, not hang it.
 pub struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
