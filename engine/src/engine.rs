@@ -13,6 +13,7 @@ use ahash::RandomState;
 use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::block::Metadata;
 use crate::clock::Clock;
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
@@ -20,7 +21,7 @@ use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, LIST_PAGE_MAX, SWEEP_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
 use crate::persist::format::{put_len, Record};
 use crate::persist::{self, CompactionStep, FlushRequests, RecoveryReport, ShardLog};
-use crate::session::{Cursor, Listener, Page, RemovalCause, Session, Stats, Timeout};
+use crate::session::{Cursor, Listener, Page, RemovalCause, Session, Stats, Timeout, TIMEOUT_NEVER};
 use crate::shard::{hash_id, Commit, Inserted, ListPosition, LogPosition, ShardState};
 use crate::store::Settle;
 use crate::wheel::Poll;
@@ -90,7 +91,9 @@ impl Engine {
                     config.touch_persist_fraction,
                 );
                 for (id, s) in sessions {
-                    state.restore(hash_id(&hasher, &id), id, s);
+                    let mut block = s.metadata;
+                    block.init(id, s.created_ms, s.last_access_ms, s.timeout_ms);
+                    state.restore(hash_id(&hasher, &id), block);
                 }
                 shards.push(CachePadded::new(RwLock::new(state)));
             }
@@ -177,14 +180,14 @@ impl Engine {
         timeout: Timeout,
     ) -> Result<(SessionId, Option<Pending>)> {
         let timeout_ms = self.inner.check(metadata.len(), timeout)?;
-        let mut shared: Arc<[u8]> = Arc::from(metadata);
+        let mut block = Metadata::copy_from(metadata);
         loop {
             let id = SessionId::random().map_err(Error::Entropy)?;
-            match self.inner.insert(id, shared, timeout_ms) {
+            match self.inner.insert(id, &mut block, timeout_ms) {
                 Ok(pending) => return Ok((id, pending)),
                 // 2^-128 per live session: draw again rather than fail.
-                Err((Error::AlreadyExists, back)) => shared = back,
-                Err((e, _)) => return Err(e),
+                Err(Error::AlreadyExists) => {}
+                Err(e) => return Err(e),
             }
         }
     }
@@ -217,8 +220,7 @@ impl Engine {
         let timeout_ms = self.inner.check(metadata.len(), timeout)?;
         let pending = self
             .inner
-            .insert(id, Arc::from(metadata), timeout_ms)
-            .map_err(|(e, _)| e)?;
+            .insert(id, &mut Metadata::copy_from(metadata), timeout_ms)?;
         Ok(((), pending))
     }
 
@@ -300,7 +302,7 @@ impl Engine {
                 .ok_or_else(not_found)?;
             let new = f(&current);
             self.inner.check_len(new.len())?;
-            let mut slot = Some(Arc::<[u8]>::from(new));
+            let mut slot = Some(successor(&current, &new));
             let now_ms = self.inner.clock.now_ms();
             let commit = if self.inner.logs.is_empty() {
                 shard
@@ -308,7 +310,7 @@ impl Engine {
                     .commit_update(hash, id, now_ms, &current, &mut slot, None)?
             } else {
                 // The record borrows the new bytes while the commit moves them.
-                let new = Arc::clone(slot.as_ref().expect("just set"));
+                let new = slot.clone().expect("just set");
                 self.inner.with_record(
                     |m| Record::Update {
                         id: *id,
@@ -337,7 +339,7 @@ impl Engine {
         let current = state.read_for_update(hash, id, now_ms).ok_or_else(not_found)?;
         let new = f(&current);
         self.inner.check_len(new.len())?;
-        let mut new = Some(Arc::<[u8]>::from(new));
+        let mut new = Some(successor(&current, &new));
         let mut record = Vec::new();
         if !self.inner.logs.is_empty() {
             Record::Update {
@@ -603,6 +605,15 @@ pub(crate) fn outcome_unknown(e: Error) -> Error {
 /// For `Option::ok_or_else`: `ok_or(Error::NotFound)` builds the error on
 /// every call and drops it on success, which the compiler does not elide
 /// (an out-of-line `drop_in_place::<Error>` per read, measured).
+/// The block an update installs: `bytes`, with the session's id and
+/// creation time from `current` (the commit takes over the rest).
+fn successor(current: &Metadata, bytes: &[u8]) -> Metadata {
+    let mut block = Metadata::copy_from(bytes);
+    let h = current.header();
+    block.init(h.id, h.created_ms, 0, TIMEOUT_NEVER);
+    block
+}
+
 fn not_found() -> Error {
     Error::NotFound
 }
@@ -652,19 +663,15 @@ impl Inner {
         found.ok_or_else(not_found)
     }
 
-    /// Stores a session, reserving capacity first; hands the metadata back
-    /// on failure so that `create` can retry with a new id.
-    fn insert(
-        &self,
-        id: SessionId,
-        metadata: Arc<[u8]>,
-        timeout_ms: u32,
-    ) -> Result<Option<Pending>, (Error, Arc<[u8]>)> {
-        if let Err(e) = self.reserve() {
-            return Err((e, metadata));
-        }
+    /// Stores a session in `block`, reserving capacity first. On failure
+    /// the block is left with the caller (unshared), so that `create` can
+    /// retry with a new id.
+    fn insert(&self, id: SessionId, block: &mut Metadata, timeout_ms: u32) -> Result<Option<Pending>> {
+        self.reserve()?;
         let (hash, shard) = self.route(&id);
         let now_ms = self.clock.now_ms();
+        block.init(id, now_ms, now_ms, timeout_ms);
+        let block = &*block;
         let inserted = self.with_record(
             |m| Record::Put {
                 id,
@@ -673,18 +680,14 @@ impl Inner {
                 timeout_ms,
                 metadata: m,
             },
-            &metadata,
-            |record| {
-                shard
-                    .write()
-                    .insert(hash, id, Arc::clone(&metadata), timeout_ms, now_ms, record)
-            },
+            block,
+            |record| shard.write().insert(hash, block, now_ms, record),
         );
         let inserted = match inserted {
             Ok(inserted) => inserted,
             Err(e) => {
                 self.sessions.fetch_sub(1, Ordering::Relaxed);
-                return Err((e, metadata));
+                return Err(e);
             }
         };
         match inserted {
@@ -697,7 +700,7 @@ impl Inner {
             }
             Inserted::Exists => {
                 self.sessions.fetch_sub(1, Ordering::Relaxed);
-                Err((Error::AlreadyExists, metadata))
+                Err(Error::AlreadyExists)
             }
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! Servers embed it to hold hundreds of thousands of live sessions with
 //! sub-microsecond operations: sessions are hash-partitioned across
-//! cache-padded shards, each with its own lock, slab, hash index and
+//! cache-padded shards, each with its own lock, hash index of session blocks and
 //! hierarchical timer wheel; a background sweeper reclaims expired sessions
 //! at a cost proportional to the sessions expiring.
 //!
@@ -25,12 +25,15 @@
 //! expired session is never returned, even before the sweeper reclaims it.
 //! See [`SessionStore`] for the backend-neutral async API.
 
-// Unsafe code is confined to `persist/segment.rs` (writes into a mapped
-// file), each block with a SAFETY argument; everything else is safe.
+// Unsafe code is confined to `block.rs` (the session blocks' allocation and
+// reference count; its tests run under Miri) and `persist/segment.rs`
+// (writes into a mapped file), each block with a SAFETY argument;
+// everything else is safe.
 #![deny(unsafe_code)]
 #![warn(missing_docs, clippy::pedantic)]
 #![allow(clippy::module_name_repetitions, clippy::missing_panics_doc)]
 
+mod block;
 mod clock;
 mod config;
 mod engine;
@@ -43,6 +46,7 @@ mod shard;
 mod store;
 mod wheel;
 
+pub use block::Metadata;
 pub use clock::{ms_to_system_time, system_time_to_ms, Clock, ManualClock};
 pub use config::{Config, Durability, RecoveryMode};
 pub use engine::Engine;
@@ -68,5 +72,6 @@ mod tests {
     fn engine_is_send_and_sync() {
         assert_send_sync::<Engine>();
         assert_send_sync::<Session>();
+        assert_send_sync::<Metadata>();
     }
 }

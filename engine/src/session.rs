@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+
+use crate::block::Metadata;
 use std::time::{Duration, SystemTime};
 
 use crate::clock::ms_to_system_time;
@@ -88,11 +90,12 @@ impl Timeout {
 /// A snapshot of one session, as of the operation that returned it.
 ///
 /// Holding one costs no copy of the metadata: it shares the engine's bytes
-/// (an `Arc`), which stay valid even if the session changes or goes.
+/// ([`Metadata`], reference-counted), which stay valid even if the session
+/// changes or goes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Session {
     id: SessionId,
-    metadata: Arc<[u8]>,
+    metadata: Metadata,
     created_ms: u64,
     last_access_ms: u64,
     timeout: Timeout,
@@ -103,7 +106,7 @@ impl Session {
     #[must_use]
     pub fn new(
         id: SessionId,
-        metadata: Arc<[u8]>,
+        metadata: Metadata,
         created_ms: u64,
         last_access_ms: u64,
         timeout: Timeout,
@@ -129,9 +132,9 @@ impl Session {
         &self.metadata
     }
 
-    /// The shared metadata buffer.
+    /// The shared metadata (clone it to keep the bytes without copying).
     #[must_use]
-    pub fn metadata_arc(&self) -> &Arc<[u8]> {
+    pub fn metadata_shared(&self) -> &Metadata {
         &self.metadata
     }
 

@@ -16,19 +16,25 @@
 //!   and listings work in bounded batches).
 //! - Allocation under the lock only when the table grows (amortised, rare).
 //!
-//! Why inline entries: a lookup touches the table's control bytes, then the
-//! entry, then the metadata; a separate index-to-slab indirection would add a
-//! cache miss to every operation. The price is that bucket indices change
-//! when the table rehashes (growth, or reclaiming tombstones), so the shard
-//! rehashes only on its own terms (`make_room`) and then relinks the wheel,
-//! which is O(n) like the rehash itself and amortised the same way.
+//! Why a table of pointers: each session is one block (`block.rs`: the
+//! session's fields in a 56-byte header, then the metadata), and the table
+//! holds 8-byte pointers to the blocks. A lookup touches the control bytes,
+//! one pointer in a table small enough to stay in cache, and the block's
+//! first line (id, times and reference count together). The timer wheel
+//! links sessions by bucket index, which keeps its links 4 bytes each (the
+//! header fits 56 bytes, so a block with 200 bytes of metadata is exactly
+//! one 256-byte allocator class); bucket indices change when the table
+//! rehashes (growth, or reclaiming tombstones), so the shard rehashes only
+//! on its own terms (`make_room`) and then relinks the wheel, which is O(n)
+//! like the rehash itself and amortised the same way.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ahash::RandomState;
 use hashbrown::HashTable;
 
+use crate::block::{Header, Metadata};
 use crate::error::Result;
 use crate::id::SessionId;
 use crate::persist::format::{put_len, Record};
@@ -36,46 +42,26 @@ use crate::persist::ShardLog;
 use crate::session::{Session, Timeout, TIMEOUT_NEVER};
 use crate::wheel::{Link, Poll, Wheel, WheelStore};
 
-/// One session, stored in its shard's table.
-#[derive(Debug)]
-#[repr(align(64))]
-pub(crate) struct Entry {
-    id: SessionId,
-    metadata: Arc<[u8]>,
-    created_ms: u64,
-    /// Written under the shared lock by readers (see `record_activity`).
-    last_access_ms: AtomicU64,
-    /// Inactivity timeout in ms; `TIMEOUT_NEVER` for none.
-    timeout_ms: u32,
-    /// Low 32 bits of the last access the log holds (persistence only). Lags
-    /// are computed with wrapping arithmetic, exact below 2^32 ms (49.7
-    /// days), which every lag that matters is: a longer one means the
-    /// session has expired.
-    persisted_access_ms: AtomicU32,
-    /// Place in the wheel while the session has a finite timeout.
-    link: Link,
-}
-
-// 64 bytes, aligned to 64 (the `repr`): one cache line per session on
-// x86-64. Without the alignment hashbrown asks the allocator for 16 bytes
-// (its control group's), which mimalloc rounds up to 64 for large blocks but
-// glibc's malloc does not (its large blocks start 16 bytes into a page):
-// every entry would then straddle two lines. (Measured: no change in the
-// mixed loop either way, the adjacent-line prefetcher hides the second
-// line; kept so that the layout is what this comment says.)
-const _: () = assert!(std::mem::size_of::<Entry>() == 64);
-
-impl Entry {
+/// A session's fields, as the shard reads and writes them. Persisted
+/// access: the low 32 bits of the last access the log holds; lags are
+/// computed with wrapping arithmetic, exact below 2^32 ms (49.7 days), which
+/// every lag that matters is: a longer one means the session has expired.
+impl Header {
     #[inline]
-    fn last_access_ms(&self) -> u64 {
+    fn last_access(&self) -> u64 {
         self.last_access_ms.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn timeout(&self) -> u32 {
+        self.timeout_ms.load(Ordering::Relaxed)
     }
 
     /// Deadline in ms since the epoch; `None` if the session never expires.
     #[inline]
     fn deadline_ms(&self) -> Option<u64> {
-        (self.timeout_ms != TIMEOUT_NEVER)
-            .then(|| self.last_access_ms().saturating_add(u64::from(self.timeout_ms)))
+        let timeout = self.timeout();
+        (timeout != TIMEOUT_NEVER).then(|| self.last_access().saturating_add(u64::from(timeout)))
     }
 
     #[inline]
@@ -90,7 +76,7 @@ impl Entry {
     /// between cores instead of bouncing it on every read.
     #[inline]
     fn record_activity(&self, now_ms: u64) -> u64 {
-        let last = self.last_access_ms();
+        let last = self.last_access();
         if now_ms > last {
             self.last_access_ms.store(now_ms, Ordering::Relaxed);
             now_ms
@@ -99,51 +85,93 @@ impl Entry {
         }
     }
 
-    fn snapshot(&self) -> Session {
-        self.snapshot_at(self.last_access_ms())
+    /// Marks the session's state at `now_ms` as logged.
+    #[inline]
+    fn set_persisted(&self, now_ms: u64) {
+        #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
+        self.persisted_access_ms.store(now_ms as u32, Ordering::Relaxed);
     }
 
-    fn snapshot_at(&self, last_access_ms: u64) -> Session {
-        Session::new(
-            self.id,
-            Arc::clone(&self.metadata),
-            self.created_ms,
-            last_access_ms,
-            Timeout::from_stored(self.timeout_ms),
-        )
+    #[inline]
+    fn link(&self) -> Link {
+        Link {
+            prev: self.prev.load(Ordering::Relaxed),
+            next: self.next.load(Ordering::Relaxed),
+        }
     }
 
-    fn metadata_len(&self) -> i64 {
-        i64::try_from(put_len(self.metadata.len())).unwrap_or(i64::MAX)
-    }
-
-    fn into_session(self) -> Session {
-        let last = self.last_access_ms.into_inner();
-        Session::new(
-            self.id,
-            self.metadata,
-            self.created_ms,
-            last,
-            Timeout::from_stored(self.timeout_ms),
-        )
+    #[inline]
+    fn set_link(&self, link: Link) {
+        self.prev.store(link.prev, Ordering::Relaxed);
+        self.next.store(link.next, Ordering::Relaxed);
     }
 }
 
-/// The wheel addresses entries by bucket index.
-impl WheelStore for HashTable<Entry> {
+#[inline]
+fn snapshot_at(block: &Metadata, last_access_ms: u64) -> Session {
+    let h = block.header();
+    Session::new(
+        h.id,
+        block.clone(),
+        h.created_ms,
+        last_access_ms,
+        Timeout::from_stored(h.timeout()),
+    )
+}
+
+#[inline]
+fn snapshot(block: &Metadata) -> Session {
+    snapshot_at(block, block.header().last_access())
+}
+
+fn into_session(block: Metadata) -> Session {
+    let h = block.header();
+    let (id, created, last, timeout) = (h.id, h.created_ms, h.last_access(), h.timeout());
+    Session::new(id, block, created, last, Timeout::from_stored(timeout))
+}
+
+fn metadata_len(block: &Metadata) -> i64 {
+    i64::try_from(put_len(block.len())).unwrap_or(i64::MAX)
+}
+
+/// The wheel addresses sessions by bucket index.
+impl WheelStore for HashTable<Metadata> {
     #[inline]
-    fn link(&mut self, index: u32) -> &mut Link {
-        &mut self
-            .get_bucket_mut(index as usize)
-            .expect("the wheel links only occupied buckets")
-            .link
+    fn link(&self, index: u32) -> Link {
+        self.header(index).link()
+    }
+
+    #[inline]
+    fn set_link(&mut self, index: u32, link: Link) {
+        self.header(index).set_link(link);
+    }
+
+    #[inline]
+    fn set_prev(&mut self, index: u32, prev: u32) {
+        self.header(index).prev.store(prev, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn set_next(&mut self, index: u32, next: u32) {
+        self.header(index).next.store(next, Ordering::Relaxed);
     }
 
     #[inline]
     fn deadline(&self, index: u32) -> Option<u64> {
+        self.header(index).deadline_ms()
+    }
+}
+
+trait BucketHeader {
+    fn header(&self, index: u32) -> &Header;
+}
+
+impl BucketHeader for HashTable<Metadata> {
+    #[inline]
+    fn header(&self, index: u32) -> &Header {
         self.get_bucket(index as usize)
             .expect("the wheel links only occupied buckets")
-            .deadline_ms()
+            .header()
     }
 }
 
@@ -176,7 +204,7 @@ pub(crate) type LogPosition = Option<u64>;
 pub(crate) enum Commit {
     /// Applied: the new snapshot, the metadata it replaced (drop it after
     /// unlocking) and the log position.
-    Done(Session, Arc<[u8]>, LogPosition),
+    Done(Session, Metadata, LogPosition),
     /// The session changed since it was read; the new metadata stays with the
     /// caller (to be dropped after unlocking).
     Conflict,
@@ -207,7 +235,7 @@ impl ListPosition {
 }
 
 pub(crate) struct ShardState {
-    table: HashTable<Entry>,
+    table: HashTable<Metadata>,
     wheel: Wheel,
     hasher: RandomState,
     log: Option<Arc<ShardLog>>,
@@ -242,43 +270,43 @@ impl ShardState {
     }
 
     #[inline]
-    fn find(&self, hash: u64, id: &SessionId) -> Option<&Entry> {
-        self.table.find(hash, |e| e.id == *id)
+    fn find(&self, hash: u64, id: &SessionId) -> Option<&Metadata> {
+        self.table.find(hash, |b| b.header().id == *id)
     }
 
     #[inline]
-    fn find_live(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<&Entry> {
-        self.find(hash, id).filter(|e| !e.is_expired(now_ms))
+    fn find_live(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<&Metadata> {
+        self.find(hash, id).filter(|b| !b.header().is_expired(now_ms))
     }
 
     #[inline]
     fn find_live_index(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<usize> {
-        let index = self.table.find_bucket_index(hash, |e| e.id == *id)?;
-        let live = !self.table.get_bucket(index)?.is_expired(now_ms);
+        let index = self.table.find_bucket_index(hash, |b| b.header().id == *id)?;
+        let live = !self.table.get_bucket(index)?.header().is_expired(now_ms);
         live.then_some(index)
     }
 
     /// The live session, sliding its deadline if `activity`. Shared lock.
     #[inline]
     pub(crate) fn get(&self, hash: u64, id: &SessionId, now_ms: u64, activity: bool) -> Option<Session> {
-        let entry = self.find_live(hash, id, now_ms)?;
+        let block = self.find_live(hash, id, now_ms)?;
         if activity {
-            let last = entry.record_activity(now_ms);
-            self.log_activity(entry, now_ms);
-            Some(entry.snapshot_at(last))
+            let last = block.header().record_activity(now_ms);
+            self.log_activity(block.header(), now_ms);
+            Some(snapshot_at(block, last))
         } else {
-            Some(entry.snapshot())
+            Some(snapshot(block))
         }
     }
 
     /// Slides the deadline; false if there is no live session. Shared lock.
     #[inline]
     pub(crate) fn touch(&self, hash: u64, id: &SessionId, now_ms: u64) -> bool {
-        let Some(entry) = self.find_live(hash, id, now_ms) else {
+        let Some(block) = self.find_live(hash, id, now_ms) else {
             return false;
         };
-        entry.record_activity(now_ms);
-        self.log_activity(entry, now_ms);
+        block.header().record_activity(now_ms);
+        self.log_activity(block.header(), now_ms);
         true
     }
 
@@ -287,27 +315,28 @@ impl ShardState {
     /// waits for it; an append error leaves the lag for the next read.
     /// Inlined down to the one test an in-memory engine pays.
     #[inline]
-    fn log_activity(&self, entry: &Entry, now_ms: u64) {
+    fn log_activity(&self, header: &Header, now_ms: u64) {
         if let Some(log) = &self.log {
-            self.log_activity_to(log, entry, now_ms);
+            self.log_activity_to(log, header, now_ms);
         }
     }
 
     #[inline(never)]
-    fn log_activity_to(&self, log: &ShardLog, entry: &Entry, now_ms: u64) {
-        if entry.timeout_ms == TIMEOUT_NEVER {
+    fn log_activity_to(&self, log: &ShardLog, header: &Header, now_ms: u64) {
+        let timeout = header.timeout();
+        if timeout == TIMEOUT_NEVER {
             return;
         }
         #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
         let now_low = now_ms as u32;
-        let logged = entry.persisted_access_ms.load(Ordering::Relaxed);
+        let logged = header.persisted_access_ms.load(Ordering::Relaxed);
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let allowed_lag = (f64::from(entry.timeout_ms) * self.touch_fraction) as u32;
+        let allowed_lag = (f64::from(timeout) * self.touch_fraction) as u32;
         if now_low.wrapping_sub(logged) <= allowed_lag {
             return;
         }
         // One reader logs it; the others see the marker move.
-        if entry
+        if header
             .persisted_access_ms
             .compare_exchange(logged, now_low, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
@@ -316,12 +345,12 @@ impl ShardState {
         }
         let mut record = Vec::with_capacity(40);
         Record::Touch {
-            id: entry.id,
+            id: header.id,
             last_access_ms: now_ms,
         }
         .encode(&mut record);
         if log.append(&record, 0, now_ms).is_err() {
-            entry.persisted_access_ms.store(logged, Ordering::Relaxed);
+            header.persisted_access_ms.store(logged, Ordering::Relaxed);
         }
     }
 
@@ -340,31 +369,31 @@ impl ShardState {
         self.find_live(hash, id, now_ms).is_some()
     }
 
-    /// The metadata an optimistic update starts from. Shared lock. The
-    /// caller keeps it alive until the commit, so its address identifies
-    /// this version of the metadata (no other allocation can reuse it).
-    pub(crate) fn read_for_update(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<Arc<[u8]>> {
-        let entry = self.find_live(hash, id, now_ms)?;
-        Some(Arc::clone(&entry.metadata))
+    /// The block an optimistic update starts from. Shared lock. The caller
+    /// keeps it alive until the commit, so its address identifies this
+    /// version of the session (no other allocation can reuse it).
+    pub(crate) fn read_for_update(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<Metadata> {
+        self.find_live(hash, id, now_ms).cloned()
     }
 
+    /// Stores `block`, whose header the caller filled (`Metadata::init`)
+    /// with the id, `now_ms` as creation and access time, and the timeout.
     pub(crate) fn insert(
         &mut self,
         hash: u64,
-        id: SessionId,
-        metadata: Arc<[u8]>,
-        timeout_ms: u32,
+        block: &Metadata,
         now_ms: u64,
         record: Option<&[u8]>,
     ) -> Result<Inserted> {
-        let existing = self.table.find_bucket_index(hash, |e| e.id == id);
-        let mut live_delta = i64::try_from(put_len(metadata.len())).unwrap_or(i64::MAX);
+        let id = block.header().id;
+        let existing = self.table.find_bucket_index(hash, |b| b.header().id == id);
+        let mut live_delta = metadata_len(block);
         if let Some(index) = existing {
-            let entry = self.table.get_bucket(index).expect("found above");
-            if !entry.is_expired(now_ms) {
+            let old = self.table.get_bucket(index).expect("found above");
+            if !old.header().is_expired(now_ms) {
                 return Ok(Inserted::Exists);
             }
-            live_delta -= entry.metadata_len();
+            live_delta -= metadata_len(old);
         }
         // Logged before anything changes: a failed append leaves no trace.
         let position = self.append(record, live_delta, now_ms)?;
@@ -373,46 +402,28 @@ impl ShardState {
             self.expired_total += 1;
             self.remove_at(index)
         });
-        #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
-        let entry = Entry {
-            id,
-            metadata,
-            created_ms: now_ms,
-            last_access_ms: AtomicU64::new(now_ms),
-            timeout_ms,
-            persisted_access_ms: AtomicU32::new(now_ms as u32),
-            link: Link::UNLINKED,
-        };
-        self.store_entry(hash, entry);
+        self.store_block(hash, block.clone());
         self.created_total += 1;
         Ok(Inserted::Stored(replaced, position))
     }
 
-    /// Loads a recovered session (recovery only: nothing is logged, no
-    /// listener hears it).
-    pub(crate) fn restore(&mut self, hash: u64, id: SessionId, s: crate::persist::Recovered) {
-        debug_assert!(self.table.find(hash, |e| e.id == id).is_none(), "restored twice");
-        #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
-        let entry = Entry {
-            id,
-            metadata: s.metadata,
-            created_ms: s.created_ms,
-            last_access_ms: AtomicU64::new(s.last_access_ms),
-            timeout_ms: s.timeout_ms,
-            persisted_access_ms: AtomicU32::new(s.last_access_ms as u32),
-            link: Link::UNLINKED,
-        };
-        self.store_entry(hash, entry);
+    /// Loads a recovered session, its header filled by the caller (recovery
+    /// only: nothing is logged, no listener hears it).
+    pub(crate) fn restore(&mut self, hash: u64, block: Metadata) {
+        let id = block.header().id;
+        debug_assert!(self.table.find(hash, |b| b.header().id == id).is_none(), "restored twice");
+        self.store_block(hash, block);
     }
 
-    /// Puts a new entry in the table (rehashing first if it must, on the
+    /// Puts a new block in the table (rehashing first if it must, on the
     /// shard's terms) and schedules it in the wheel.
-    fn store_entry(&mut self, hash: u64, entry: Entry) {
+    fn store_block(&mut self, hash: u64, block: Metadata) {
+        block.header().set_link(Link::UNLINKED);
         self.make_room();
         let hasher = &self.hasher;
         let index = self
             .table
-            .insert_unique(hash, entry, |e| hash_id(hasher, &e.id))
+            .insert_unique(hash, block, |b| hash_id(hasher, &b.header().id))
             .bucket_index();
         self.schedule(to_index(index));
     }
@@ -424,13 +435,13 @@ impl ShardState {
             return;
         }
         let hasher = &self.hasher;
-        self.table.reserve(1, |e| hash_id(hasher, &e.id));
+        self.table.reserve(1, |b| hash_id(hasher, &b.header().id));
         self.generation = self.generation.wrapping_add(1);
         self.wheel.clear();
         for bucket in 0..self.table.num_buckets() {
             if self.table.get_bucket(bucket).is_some() {
                 let index = to_index(bucket);
-                *self.table.link(index) = Link::UNLINKED;
+                self.table.set_link(index, Link::UNLINKED);
                 self.schedule(index);
             }
         }
@@ -442,15 +453,15 @@ impl ShardState {
         }
     }
 
-    /// Unschedules and removes the entry at `index`.
+    /// Unschedules and removes the session at `index`.
     fn remove_at(&mut self, index: usize) -> Session {
         self.wheel.remove(&mut self.table, to_index(index));
-        let (entry, _) = self
+        let (block, _) = self
             .table
             .get_bucket_entry(index)
             .expect("occupied bucket")
             .remove();
-        entry.into_session()
+        into_session(block)
     }
 
     /// Removes the live session; expired ones are left to the sweeper, which
@@ -465,7 +476,7 @@ impl ShardState {
         let Some(index) = self.find_live_index(hash, id, now_ms) else {
             return Ok(None);
         };
-        let live_delta = -self.table.get_bucket(index).expect("found above").metadata_len();
+        let live_delta = -metadata_len(self.table.get_bucket(index).expect("found above"));
         let position = self.append(record, live_delta, now_ms)?;
         self.deleted_total += 1;
         Ok(Some((self.remove_at(index), position)))
@@ -484,11 +495,10 @@ impl ShardState {
             return Ok(None);
         };
         let position = self.append(record, 0, now_ms)?;
-        let entry = self.table.get_bucket_mut(index).expect("found above");
-        entry.timeout_ms = timeout_ms;
-        entry.record_activity(now_ms);
-        #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
-        entry.persisted_access_ms.store(now_ms as u32, Ordering::Relaxed);
+        let header = self.table.get_bucket(index).expect("found above").header();
+        header.timeout_ms.store(timeout_ms, Ordering::Relaxed);
+        header.record_activity(now_ms);
+        header.set_persisted(now_ms);
         // The deadline may have moved earlier, where a lazy re-arm would fire
         // late: re-schedule (O(1) both ways).
         let index = to_index(index);
@@ -497,44 +507,50 @@ impl ShardState {
         Ok(Some(position))
     }
 
-    /// Installs `metadata` if the session still holds `read` (the metadata
-    /// the update started from); counts as activity.
+    /// Installs `new` if the session is still the block `read` (the one
+    /// the update started from); counts as activity. The caller gave `new`
+    /// the session's id and creation time (`Metadata::init`); the rest of
+    /// its header is taken over here.
     pub(crate) fn commit_update(
         &mut self,
         hash: u64,
         id: &SessionId,
         now_ms: u64,
-        read: &Arc<[u8]>,
-        metadata: &mut Option<Arc<[u8]>>,
+        read: &Metadata,
+        new: &mut Option<Metadata>,
         record: Option<&[u8]>,
     ) -> Result<Commit> {
         let Some(index) = self.find_live_index(hash, id, now_ms) else {
             return Ok(Commit::Gone);
         };
-        let entry = self.table.get_bucket(index).expect("found above");
-        if !Arc::ptr_eq(&entry.metadata, read) {
+        let old = self.table.get_bucket(index).expect("found above");
+        if !Metadata::ptr_eq(old, read) {
             return Ok(Commit::Conflict);
         }
-        let new_len = metadata.as_ref().map_or(0, |m| put_len(m.len()));
-        let live_delta = i64::try_from(new_len).unwrap_or(i64::MAX) - entry.metadata_len();
+        let new_len = new.as_ref().map_or(0, |m| put_len(m.len()));
+        let live_delta = i64::try_from(new_len).unwrap_or(i64::MAX) - metadata_len(old);
         let position = self.append(record, live_delta, now_ms)?;
-        let entry = self.table.get_bucket_mut(index).expect("found above");
-        let new = metadata.take().expect("commit consumes the new metadata once");
-        let old = std::mem::replace(&mut entry.metadata, new);
-        entry.record_activity(now_ms);
-        #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
-        entry.persisted_access_ms.store(now_ms as u32, Ordering::Relaxed);
-        Ok(Commit::Done(entry.snapshot(), old, position))
+        let new = new.take().expect("commit consumes the new metadata once");
+        let (oh, nh) = (old.header(), new.header());
+        debug_assert!(nh.id == oh.id && nh.created_ms == oh.created_ms, "new block not initialised");
+        nh.timeout_ms.store(oh.timeout(), Ordering::Relaxed);
+        nh.last_access_ms.store(oh.last_access().max(now_ms), Ordering::Relaxed);
+        nh.set_persisted(now_ms);
+        // Same bucket, so the wheel's links (bucket indices) carry over.
+        nh.set_link(oh.link());
+        let slot = self.table.get_bucket_mut(index).expect("found above");
+        let old = std::mem::replace(slot, new);
+        Ok(Commit::Done(snapshot(slot), old, position))
     }
 
     /// Expires up to `budget` sessions due at `now_ms` into `out`.
     pub(crate) fn sweep(&mut self, now_ms: u64, budget: usize, out: &mut Vec<Session>) -> Poll {
         let (expired, poll) = self.wheel.poll(&mut self.table, now_ms, budget, |table, index| {
-            let (entry, _) = table
+            let (block, _) = table
                 .get_bucket_entry(index as usize)
                 .expect("fired entry is stored")
                 .remove();
-            out.push(entry.into_session());
+            out.push(into_session(block));
         });
         self.expired_total += expired as u64;
         poll
@@ -555,7 +571,7 @@ impl ShardState {
             _ => 0,
         };
         for bucket in start..self.table.num_buckets() {
-            let Some(entry) = self.table.get_bucket(bucket) else {
+            let Some(block) = self.table.get_bucket(bucket) else {
                 continue;
             };
             if out.len() == limit {
@@ -564,8 +580,8 @@ impl ShardState {
                     bucket: to_index(bucket),
                 });
             }
-            if !entry.is_expired(now_ms) {
-                out.push(entry.snapshot());
+            if !block.header().is_expired(now_ms) {
+                out.push(snapshot(block));
             }
         }
         None
@@ -595,18 +611,21 @@ impl ShardState {
     pub(crate) fn check_invariants(&self) {
         let mut scheduled = 0;
         for index in self.table.iter_buckets() {
-            let entry = self.table.get_bucket(index).expect("iterated bucket");
+            let h = self.table.get_bucket(index).expect("iterated bucket").header();
             assert_eq!(
                 self.table
-                    .find_bucket_index(hash_id(&self.hasher, &entry.id), |e| e.id == entry.id),
+                    .find_bucket_index(hash_id(&self.hasher, &h.id), |b| b.header().id == h.id),
                 Some(index)
             );
+            let linked = h.link().is_linked();
             assert_eq!(
-                entry.link.is_linked(),
-                entry.timeout_ms != TIMEOUT_NEVER,
-                "bucket {index} scheduling: {entry:?}"
+                linked,
+                h.timeout() != TIMEOUT_NEVER,
+                "bucket {index} scheduling: {:?} timeout {}",
+                h.link(),
+                h.timeout()
             );
-            scheduled += usize::from(entry.link.is_linked());
+            scheduled += usize::from(linked);
         }
         assert_eq!(scheduled, self.wheel.len(), "wheel length");
     }

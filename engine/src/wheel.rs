@@ -27,7 +27,7 @@
 //! re-armed, so no deadline is ever too far.
 //!
 //! The wheel stores no entries itself, only list heads: each entry's
-//! `prev`/`next` links live in the store (the shard's slab), so schedule and
+//! `prev`/`next` links live in the store (the session blocks), so schedule and
 //! cancel are O(1) and never allocate. A `prev` with the top bit set marks a
 //! list head and names the list, which makes unlinking the head O(1) too.
 
@@ -63,7 +63,16 @@ impl Link {
 
 /// What the wheel needs from the container that owns the entries.
 pub(crate) trait WheelStore {
-    fn link(&mut self, index: u32) -> &mut Link;
+    fn link(&self, index: u32) -> Link;
+    fn set_link(&mut self, index: u32, link: Link);
+    fn set_prev(&mut self, index: u32, prev: u32) {
+        let next = self.link(index).next;
+        self.set_link(index, Link { prev, next });
+    }
+    fn set_next(&mut self, index: u32, next: u32) {
+        let prev = self.link(index).prev;
+        self.set_link(index, Link { prev, next });
+    }
     /// The entry's current deadline in ticks; `None` if it never expires.
     fn deadline(&self, index: u32) -> Option<u64>;
 }
@@ -159,12 +168,12 @@ impl Wheel {
 
     /// Unschedules `index`; false if it was not scheduled.
     pub(crate) fn remove(&mut self, store: &mut impl WheelStore, index: u32) -> bool {
-        let Link { prev, next } = *store.link(index);
+        let Link { prev, next } = store.link(index);
         if prev == NIL {
             return false;
         }
         if prev & HEAD_BIT == 0 {
-            store.link(prev).next = next;
+            store.set_next(prev, next);
         } else {
             let list = prev & !HEAD_BIT;
             debug_assert_eq!(self.heads[list as usize], index, "list {list} head mismatch");
@@ -175,9 +184,9 @@ impl Wheel {
             }
         }
         if next != NIL {
-            store.link(next).prev = prev;
+            store.set_prev(next, prev);
         }
-        *store.link(index) = Link::UNLINKED;
+        store.set_link(index, Link::UNLINKED);
         self.len -= 1;
         true
     }
@@ -271,19 +280,22 @@ impl Wheel {
         let (level, slot) = (list as usize / SLOTS, list as usize % SLOTS);
         self.occupied[level] &= !(1 << slot);
         if head != NIL {
-            store.link(head).prev = HEAD_BIT | PENDING_LIST;
+            store.set_prev(head, HEAD_BIT | PENDING_LIST);
             self.heads[PENDING_LIST as usize] = head;
         }
     }
 
     fn push_front(&mut self, store: &mut impl WheelStore, index: u32, list: u32) {
         let head = self.heads[list as usize];
-        *store.link(index) = Link {
-            prev: HEAD_BIT | list,
-            next: head,
-        };
+        store.set_link(
+            index,
+            Link {
+                prev: HEAD_BIT | list,
+                next: head,
+            },
+        );
         if head != NIL {
-            store.link(head).prev = index;
+            store.set_prev(head, index);
         }
         self.heads[list as usize] = index;
         self.len += 1;
@@ -313,8 +325,11 @@ mod tests {
     }
 
     impl WheelStore for VecStore {
-        fn link(&mut self, index: u32) -> &mut Link {
-            &mut self.links[index as usize]
+        fn link(&self, index: u32) -> Link {
+            self.links[index as usize]
+        }
+        fn set_link(&mut self, index: u32, link: Link) {
+            self.links[index as usize] = link;
         }
         fn deadline(&self, index: u32) -> Option<u64> {
             self.deadlines[index as usize]

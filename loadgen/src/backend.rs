@@ -17,7 +17,9 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use session_engine::{Cursor, Engine, Error, Page, Result, Session, SessionId, SessionStore, Stats, Timeout};
+use session_engine::{
+    Cursor, Engine, Error, Metadata, Page, Result, Session, SessionId, SessionStore, Stats, Timeout,
+};
 
 use crate::units::ParseError;
 
@@ -172,7 +174,7 @@ impl SessionStore for NullStore {
 pub const PEER_SHARDS: usize = 8;
 
 struct PeerEntry {
-    metadata: Arc<[u8]>,
+    metadata: Metadata,
     created_ms: u64,
 }
 
@@ -210,7 +212,7 @@ impl PeerStore {
     fn session(id: SessionId, entry: &PeerEntry) -> Session {
         Session::new(
             id,
-            Arc::clone(&entry.metadata),
+            entry.metadata.clone(),
             entry.created_ms,
             entry.created_ms,
             Timeout::Never,
@@ -226,7 +228,7 @@ impl SessionStore for PeerStore {
     fn create(&self, metadata: &[u8], _timeout: Timeout) -> impl Future<Output = Result<SessionId>> + Send {
         ready(SessionId::random().map_err(Error::Entropy).inspect(|id| {
             let entry = PeerEntry {
-                metadata: Arc::from(metadata),
+                metadata: Metadata::from(metadata),
                 created_ms: 0,
             };
             self.shard(id).lock().insert(*id, entry);
@@ -240,7 +242,7 @@ impl SessionStore for PeerStore {
         _timeout: Timeout,
     ) -> impl Future<Output = Result<()>> + Send {
         let entry = PeerEntry {
-            metadata: Arc::from(metadata),
+            metadata: Metadata::from(metadata),
             created_ms: 0,
         };
         let mut shard = self.shard(&id).lock();
@@ -268,7 +270,7 @@ impl SessionStore for PeerStore {
     {
         let mut shard = self.shard(id).lock();
         let updated = shard.get_mut(id).map(|entry| {
-            entry.metadata = Arc::from(f(&entry.metadata));
+            entry.metadata = Metadata::from(f(&entry.metadata));
             Self::session(*id, entry)
         });
         ready(updated.ok_or(Error::NotFound))

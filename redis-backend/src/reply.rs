@@ -1,9 +1,8 @@
 //! Reading script and command replies into sessions.
 
-use std::sync::Arc;
 
 use redis::Value;
-use session_engine::{Error, Result, Session, SessionId, Timeout};
+use session_engine::{Error, Metadata, Result, Session, SessionId, Timeout};
 
 use crate::error::bad_reply;
 
@@ -61,7 +60,7 @@ pub(crate) fn session(id: SessionId, what: &str, value: Value) -> Result<Option<
         let metadata = bytes(std::mem::take(&mut fields[0]))?;
         Some(Session::new(
             id,
-            Arc::from(metadata),
+            Metadata::from(metadata),
             created_ms,
             last_access_ms,
             timeout,
@@ -75,7 +74,7 @@ pub(crate) fn session(id: SessionId, what: &str, value: Value) -> Result<Option<
 /// A session whose metadata the caller already holds, from `[c, a, t]`.
 pub(crate) fn session_with(
     id: SessionId,
-    metadata: Arc<[u8]>,
+    metadata: Metadata,
     what: &str,
     fields: &[Value],
 ) -> Result<Session> {

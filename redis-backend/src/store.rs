@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult, Value};
-use session_engine::{Cursor, Error, Page, Result, Session, SessionId, SessionStore, Timeout};
+use session_engine::{Cursor, Error, Metadata, Page, Result, Session, SessionId, SessionStore, Timeout};
 use tokio::time::timeout;
 
 use crate::config::{Deployment, RedisConfig, Replication};
@@ -328,7 +328,7 @@ impl RedisStore {
             match fields.first().map(|v| reply::int("commit", v)).transpose()? {
                 Some(0) => return Err(Error::NotFound),
                 Some(1) => {
-                    let session = reply::session_with(*id, Arc::from(new), "commit", &fields[1..])?;
+                    let session = reply::session_with(*id, Metadata::from(new), "commit", &fields[1..])?;
                     inner.settle_wait(reply.value.acked)?;
                     return Ok(session);
                 }

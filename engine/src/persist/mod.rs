@@ -272,7 +272,7 @@ fn write_layout(
         let base = map.iter().map(|(id, s)| {
             Session::new(
                 *id,
-                Arc::clone(&s.metadata),
+                s.metadata.clone(),
                 s.created_ms,
                 s.last_access_ms,
                 Timeout::from_stored(s.timeout_ms),

@@ -2,7 +2,6 @@
 //! bad" and "Crash cases").
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use ahash::AHashMap;
 
@@ -11,6 +10,7 @@ use super::format::{
 };
 use super::log::Reopened;
 use super::segment::Segment;
+use crate::block::Metadata;
 use crate::config::RecoveryMode;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
@@ -19,7 +19,7 @@ use crate::session::TIMEOUT_NEVER;
 /// A session as the log left it.
 #[derive(Debug)]
 pub(crate) struct Recovered {
-    pub(crate) metadata: Arc<[u8]>,
+    pub(crate) metadata: Metadata,
     pub(crate) created_ms: u64,
     pub(crate) last_access_ms: u64,
     pub(crate) timeout_ms: u32,
@@ -149,7 +149,7 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
             sessions.insert(
                 id,
                 Recovered {
-                    metadata: Arc::from(metadata),
+                    metadata: Metadata::copy_from(metadata),
                     created_ms,
                     last_access_ms,
                     timeout_ms,
@@ -162,7 +162,7 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
             metadata,
         } => {
             if let Some(s) = sessions.get_mut(&id) {
-                s.metadata = Arc::from(metadata);
+                s.metadata = Metadata::copy_from(metadata);
                 s.last_access_ms = s.last_access_ms.max(last_access_ms);
             }
         }

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use loadgen::driver::{block_on_ready, drive, ClientPlan, ClientState, Pace, Time, Work};
 use loadgen::hist::{ClientSummary, Collector, Hist, OpHists, Recorder};
 use loadgen::mix::{KeyDist, KeySampler, Mix, Op};
-use session_engine::{Cursor, Page, Result, Session, SessionId, SessionStore, Timeout};
+use session_engine::{Cursor, Metadata, Page, Result, Session, SessionId, SessionStore, Timeout};
 
 /// A clock that moves only when the backend works or the client waits.
 #[derive(Clone, Default)]
@@ -62,7 +62,7 @@ impl SimStore {
     }
 
     fn session(id: SessionId) -> Session {
-        Session::new(id, Arc::from(&b"m"[..]), 0, 0, Timeout::Never)
+        Session::new(id, Metadata::from(b"m"), 0, 0, Timeout::Never)
     }
 }
 
