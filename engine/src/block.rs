@@ -100,6 +100,8 @@ impl Metadata {
         let layout = Self::layout(bytes.len());
         // SAFETY: the layout's size is at least HEADER_LEN > 0.
         let raw = unsafe { alloc(layout) };
+        // The layout's alignment is the header's (8), so the cast is aligned.
+        #[allow(clippy::cast_ptr_alignment)]
         let Some(ptr) = NonNull::new(raw.cast::<Header>()) else {
             handle_alloc_error(layout)
         };
@@ -281,9 +283,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::cast_possible_truncation)] // below 256
     fn bytes_round_trip_at_every_small_length() {
         for len in 0..300 {
-            let bytes: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
             let m = Metadata::from(&bytes[..]);
             assert_eq!(m.as_bytes(), &bytes[..]);
             assert_eq!(m.len(), len);
@@ -323,7 +326,9 @@ mod tests {
                 let m = m.clone();
                 s.spawn(move || {
                     for i in 0..50 {
-                        m.header().last_access_ms.fetch_max(t * 100 + i, Ordering::Relaxed);
+                        m.header()
+                            .last_access_ms
+                            .fetch_max(t * 100 + i, Ordering::Relaxed);
                         let c = m.clone();
                         assert_eq!(c.len(), 200);
                     }
@@ -350,7 +355,11 @@ mod tests {
         assert_eq!(&*a, b"bytes");
         let before = a.as_bytes().as_ptr();
         a.init(id, 8, 9, 10);
-        assert_eq!(a.as_bytes().as_ptr(), before, "a unique block is written in place");
+        assert_eq!(
+            a.as_bytes().as_ptr(),
+            before,
+            "a unique block is written in place"
+        );
         assert_eq!(a.header().created_ms, 8);
     }
 

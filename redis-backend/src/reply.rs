@@ -1,6 +1,5 @@
 //! Reading script and command replies into sessions.
 
-
 use redis::Value;
 use session_engine::{Error, Metadata, Result, Session, SessionId, Timeout};
 
