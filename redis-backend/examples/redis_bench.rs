@@ -77,6 +77,8 @@ enum Op {
     Get,
     Touch,
     Create,
+    /// `insert` of new ids chosen on one master (cluster, 1 in flight).
+    Insert,
     Update,
 }
 
@@ -89,6 +91,7 @@ impl Op {
             Op::Get => "get",
             Op::Touch => "touch",
             Op::Create => "create",
+            Op::Insert => "insert",
             Op::Update => "update",
         }
     }
@@ -104,7 +107,7 @@ impl Op {
             Op::Peek => vec![words(&["HMGET", &key, "m", "c", "a", "t"])],
             Op::Get => vec![words(&["EVALSHA", &sha("get"), "1", &key])],
             Op::Touch => vec![words(&["EVALSHA", &sha("touch"), "1", &key])],
-            Op::Create => vec![words(&[
+            Op::Create | Op::Insert => vec![words(&[
                 "EVALSHA",
                 &sha("insert"),
                 "1",
@@ -115,14 +118,29 @@ impl Op {
             ])],
             // The commit script cannot be replayed with fixed arguments (its
             // version check would fail after the first run per key and take
-            // the read-only conflict branch); the touch script is the writing
-            // script of the same shape (read fields, HSET, PEXPIRE).
+            // the read-only conflict branch); its replay variant does the
+            // same reads and writes with the checks switched off.
             Op::Update => vec![
                 words(&["HMGET", &key, "m", "v"]),
-                words(&["EVALSHA", &sha("touch"), "1", &key]),
+                words(&["EVALSHA", &commit_replay().1, "1", &key, "1", &meta, "token"]),
             ],
         }
     }
+}
+
+/// The commit script for `redis-benchmark` to replay with fixed arguments:
+/// the backend's own text with its token and version checks made always
+/// false, so every run takes the committing branch, reading and writing
+/// exactly what a real commit reads and writes. Text and SHA-1.
+fn commit_replay() -> (String, String) {
+    let (code, _) = session_redis::script_source("commit").expect("commit script");
+    let mut replay = code.clone();
+    for check in ["if r[2] == ARGV[3] then", "if r[1] ~= ARGV[1] then"] {
+        assert!(replay.contains(check), "commit script changed: {check:?} not in\n{code}");
+        replay = replay.replace(check, &check.replacen("if ", "if false and ", 1));
+    }
+    let sha = redis::Script::new(&replay).get_hash().to_owned();
+    (replay, sha)
 }
 
 /// Latency summary of one run.
@@ -206,11 +224,13 @@ async fn run_ours<S: SessionStore + 'static>(
         tasks.spawn(async move {
             let mut rng = StdRng::seed_from_u64(t as u64);
             let mut lat = Vec::with_capacity(ops / concurrency + 1);
-            while left
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                let id = ids[rng.random_range(0..ids.len())];
+            while let Ok(n) = left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)) {
+                // `insert` takes each of `ids` once (they are new); the rest pick at random.
+                let id = if op == Op::Insert {
+                    ids[n - 1]
+                } else {
+                    ids[rng.random_range(0..ids.len())]
+                };
                 let t0 = Instant::now();
                 match op {
                     Op::Peek => drop(store.peek(&id).await.expect("peek")),
@@ -222,6 +242,10 @@ async fn run_ours<S: SessionStore + 'static>(
                             .await
                             .expect("create"),
                     ),
+                    Op::Insert => store
+                        .insert(id, METADATA, Timeout::from_ms(TTL_MS))
+                        .await
+                        .expect("insert"),
                     Op::Update => drop(store.update(&id, <[u8]>::to_vec).await.expect("update")),
                 }
                 lat.push(u32::try_from(t0.elapsed().as_nanos()).unwrap_or(u32::MAX));
@@ -256,7 +280,11 @@ fn run_theirs(op: Op, port: u16, cluster: bool, ops: usize, concurrency: usize, 
         .their_commands()
         .into_iter()
         .map(|words| {
-            let range = if op == Op::Create { 1_000_000_000 } else { SESSIONS };
+            let range = if matches!(op, Op::Create | Op::Insert) {
+                1_000_000_000
+            } else {
+                SESSIONS
+            };
             let before = servers_cpu_us(server_ports);
             let line = redis_benchmark(port, cluster, ops, concurrency, range, &words);
             let server_us = servers_cpu_us(server_ports) - before;
@@ -337,10 +365,14 @@ struct Deployment {
 /// Fills the keyspaces both contenders read, and loads the scripts for
 /// `redis-benchmark`'s `EVALSHA`.
 fn prepare_theirs(d: &Deployment) {
-    for name in ["insert", "get", "touch", "commit"] {
-        let (code, _) = session_redis::script_source(name).unwrap();
+    let mut codes: Vec<String> = ["insert", "get", "touch", "commit"]
+        .iter()
+        .map(|name| session_redis::script_source(name).unwrap().0)
+        .collect();
+    codes.push(commit_replay().0);
+    for code in &codes {
         for port in &d.nodes {
-            support::cli(*port, &["SCRIPT", "LOAD", &code]);
+            support::cli(*port, &["SCRIPT", "LOAD", code]);
         }
     }
     let meta = String::from_utf8(METADATA.to_vec()).unwrap();
@@ -362,6 +394,47 @@ fn prepare_theirs(d: &Deployment) {
     .map(|s| (*s).to_owned())
     .collect();
     redis_benchmark(d.port, d.cluster, SESSIONS * 8, 50, SESSIONS, &words);
+}
+
+/// The master that `redis-benchmark` with one connection loads: the one
+/// whose CPU time grows most during a short run.
+fn master_of_theirs(d: &Deployment) -> u16 {
+    let before: Vec<f64> = d.masters.iter().map(|p| servers_cpu_us(&[*p])).collect();
+    redis_benchmark(d.port, d.cluster, 5_000, 1, SESSIONS, &Op::Get.their_commands()[0]);
+    let grew = d
+        .masters
+        .iter()
+        .zip(before)
+        .map(|(p, b)| (*p, servers_cpu_us(&[*p]) - b));
+    grew.max_by(|a, b| a.1.total_cmp(&b.1)).expect("a master").0
+}
+
+/// The sessions of `ids` stored on the server at `port` (`SCAN` there).
+fn sessions_on(port: u16, ids: &[SessionId]) -> Vec<SessionId> {
+    let wanted: std::collections::HashSet<SessionId> = ids.iter().copied().collect();
+    let keys = support::cli(port, &["--scan", "--pattern", "bench:{*}"]);
+    let found: Vec<SessionId> = keys
+        .lines()
+        .filter_map(|k| k.trim().strip_prefix("bench:{")?.strip_suffix('}')?.parse().ok())
+        .filter(|id| wanted.contains(id))
+        .collect();
+    assert!(!found.is_empty(), "no bench session on the master at port {port}");
+    found
+}
+
+/// The hash slots of `ids`' keys.
+fn slots_of(ids: &[SessionId]) -> std::collections::HashSet<u16> {
+    ids.iter()
+        .map(|id| session_redis::key_slot("bench:", id).expect("valid prefix"))
+        .collect()
+}
+
+/// `n` new random ids whose keys fall in `slots`.
+fn new_ids_in(slots: &std::collections::HashSet<u16>, n: usize) -> Arc<[SessionId]> {
+    std::iter::repeat_with(|| SessionId::random().expect("OS random"))
+        .filter(|id| slots.contains(&session_redis::key_slot("bench:", id).expect("valid prefix")))
+        .take(n)
+        .collect()
 }
 
 #[derive(Default)]
@@ -393,13 +466,39 @@ async fn compare_at(
                 .expect("populate"),
         );
     }
-    let ids: Arc<[SessionId]> = ids.into();
     prepare_theirs(d);
+    // With one connection, redis-benchmark in cluster mode loads one master:
+    // each of its connections serves one node, `{tag}` in its keys becoming
+    // a hash tag of that node's slots. Ours then reads the sessions on that
+    // master, so both keep the same master and replica busy. (With more
+    // connections theirs spread over every master, as ours do.)
+    let mut note = String::new();
+    let mut ops = Op::ALL.to_vec();
+    let mut master_slots = None;
+    if d.cluster && concurrency == 1 {
+        let master = master_of_theirs(d);
+        let total = ids.len();
+        ids = sessions_on(master, &ids);
+        master_slots = Some(slots_of(&ids));
+        ops.insert(4, Op::Insert);
+        let _ = write!(
+            note,
+            "Sessions read: the {} of {total} on the master at port {master}, the one redis-benchmark's connection uses. \
+             `create` makes new sessions on every master for ours (random ids), on that one master for theirs; \
+             `insert` (the same script as `create`) stores new ids chosen on that master.\n\n",
+            ids.len()
+        );
+    }
+    let ids: Arc<[SessionId]> = ids.into();
     // Warm up both (connections, script caches, allocator).
     run_ours(&store, &ids, Op::Get, args.ops / 4, concurrency, &d.masters).await;
-    let mut rows: Vec<(Op, Row)> = Op::ALL.iter().map(|op| (*op, Row::default())).collect();
+    let mut rows: Vec<(Op, Row)> = ops.iter().map(|op| (*op, Row::default())).collect();
     for rep in 0..args.repeats {
         for (op, row) in &mut rows {
+            let ids = match (*op, &master_slots) {
+                (Op::Insert, Some(slots)) => new_ids_in(slots, args.ops),
+                _ => Arc::clone(&ids),
+            };
             let ours_first = rep % 2 == 0;
             // Blocks the runtime's one thread while redis-benchmark runs:
             // nothing of ours is in flight then.
@@ -420,6 +519,7 @@ async fn compare_at(
         "\n### {} ({} ops per run, {} in flight, {} runs each, interleaved)\n",
         d.name, args.ops, concurrency, args.repeats
     );
+    out.push_str(&note);
     let _ = writeln!(
         out,
         "| op | ours p50 µs | redis-benchmark p50 µs | p50 ratio | ours mean µs | theirs mean µs | mean ratio | ours p99 µs | theirs p99 µs | ours kops/s | theirs kops/s | server CPU µs/op ours / theirs | our client CPU µs/op |"
@@ -436,7 +536,7 @@ async fn compare_at(
         let ratio50: Vec<f64> = o50.iter().zip(&t50).map(|(o, t)| o / t).collect();
         let ratio_mean: Vec<f64> = omean.iter().zip(&tmean).map(|(o, t)| o / t).collect();
         let label = if *op == Op::Update {
-            "update (2 round trips; theirs: HMGET + touch script, summed)"
+            "update (2 round trips; theirs: HMGET + the commit script's replay, summed)"
         } else {
             op.name()
         };

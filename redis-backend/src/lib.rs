@@ -138,3 +138,12 @@ pub fn script_source(name: &str) -> Option<(String, String)> {
     };
     Some((script.code, script.sha1))
 }
+
+/// The Redis Cluster hash slot of session `id`'s key under `prefix`, for
+/// benchmarks that place sessions on a chosen master. Not a stable API.
+#[doc(hidden)]
+#[must_use]
+pub fn key_slot(prefix: &str, id: &session_engine::SessionId) -> Option<u16> {
+    let keys = keys::KeySpace::new(prefix).ok()?;
+    Some(keys::slot_of(&keys.key(id)))
+}
