@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! cargo run --release -p session-redis --example redis_bench -- \
-//!     [--ops 20000] [--concurrency 1,50] [--repeats 3] [--out results/redis]
+//!     [--ops 20000] [--concurrency 1,50] [--repeats 5] [--out results/redis]
 //! ```
 
 #[path = "../tests/support/mod.rs"]
@@ -48,7 +48,7 @@ fn parse_args() -> Args {
     let mut args = Args {
         ops: 20_000,
         concurrency: vec![1, 50],
-        repeats: 3,
+        repeats: 5,
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../results/redis"),
     };
     let mut it = std::env::args().skip(1);
@@ -136,7 +136,10 @@ fn commit_replay() -> (String, String) {
     let (code, _) = session_redis::script_source("commit").expect("commit script");
     let mut replay = code.clone();
     for check in ["if r[2] == ARGV[3] then", "if r[1] ~= ARGV[1] then"] {
-        assert!(replay.contains(check), "commit script changed: {check:?} not in\n{code}");
+        assert!(
+            replay.contains(check),
+            "commit script changed: {check:?} not in\n{code}"
+        );
         replay = replay.replace(check, &check.replacen("if ", "if false and ", 1));
     }
     let sha = redis::Script::new(&replay).get_hash().to_owned();
@@ -400,7 +403,14 @@ fn prepare_theirs(d: &Deployment) {
 /// whose CPU time grows most during a short run.
 fn master_of_theirs(d: &Deployment) -> u16 {
     let before: Vec<f64> = d.masters.iter().map(|p| servers_cpu_us(&[*p])).collect();
-    redis_benchmark(d.port, d.cluster, 5_000, 1, SESSIONS, &Op::Get.their_commands()[0]);
+    redis_benchmark(
+        d.port,
+        d.cluster,
+        5_000,
+        1,
+        SESSIONS,
+        &Op::Get.their_commands()[0],
+    );
     let grew = d
         .masters
         .iter()
