@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! cargo run --release -p session-redis --example redis_bench -- \
-//!     [--ops 20000] [--concurrency 1,50] [--repeats 5] [--out results/redis]
+//!     [--ops 10000] [--concurrency 1,50] [--repeats 9] [--out results/redis]
 //! ```
 
 #[path = "../tests/support/mod.rs"]
@@ -46,9 +46,9 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        ops: 20_000,
+        ops: 10_000,
         concurrency: vec![1, 50],
-        repeats: 5,
+        repeats: 9,
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../results/redis"),
     };
     let mut it = std::env::args().skip(1);
