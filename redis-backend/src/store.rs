@@ -476,8 +476,9 @@ pub(crate) fn peek_cmd(key: &[u8]) -> Cmd {
 
 /// `redis::cmd(name)` with room for `args` arguments (the name included) of
 /// `bytes` bytes besides the name: a command built argument by argument
-/// otherwise regrows its two buffers several times, which cost a third of
-/// this crate's own instructions per request (callgrind, `client_layers`).
+/// otherwise regrows its two buffers several times (callgrind, example
+/// `client_layers`: 1,200 instructions per `peek`, a fifth of what this
+/// crate added to a request).
 pub(crate) fn sized_cmd(name: &str, args: usize, bytes: usize) -> Cmd {
     let mut cmd = Cmd::with_capacity(args, name.len() + bytes);
     cmd.arg(name);
