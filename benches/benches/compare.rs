@@ -277,15 +277,21 @@ fn main() {
         .map(|_| NAMES.iter().map(|_| Vec::new()).collect())
         .collect();
     for round in 0..args.rounds {
+        // The contenders' order rotates from round to round, so that none
+        // always runs first (after process start) or after the same peer.
+        let order: Vec<(usize, &str)> = (0..NAMES.len())
+            .map(|k| (k + round) % NAMES.len())
+            .map(|ni| (ni, NAMES[ni]))
+            .collect();
         for (ki, &(label, kind)) in KINDS.iter().enumerate() {
-            for (ni, name) in NAMES.iter().enumerate() {
+            for &(ni, name) in &order {
                 let per_sec = kind_run(name, kind, args.ops / 2, 77 + round as u64);
                 eprintln!("round {round} {label} alone {name}: {:.2} Mops/s", per_sec / 1e6);
                 kinds[ki][ni].push(per_sec);
             }
         }
         for (ci, &(threads, keys)) in configs.iter().enumerate() {
-            for (ni, name) in NAMES.iter().enumerate() {
+            for &(ni, name) in &order {
                 let run = mixed_run(name, threads, keys, args.ops, 1000 * round as u64 + ci as u64);
                 eprintln!(
                     "round {round} {threads}t {keys:?} {name}: {:.2} Mops/s, get p50 {} ns p99 {} ns, {:.2} cores",
@@ -297,7 +303,7 @@ fn main() {
                 mixed[ci][ni].push(run);
             }
         }
-        for (ni, name) in NAMES.iter().enumerate() {
+        for &(ni, name) in &order {
             memory[ni].push(memory_per_session(name));
             for (label, h) in op_latencies(name, round as u64) {
                 let entry = if let Some(e) = latencies[ni].iter_mut().find(|e| e.0 == label) {
@@ -319,7 +325,7 @@ fn main() {
         md,
         "Command: `cargo bench -p session-engine-benches --bench compare -- --rounds {} --ops {}`  \n\
          Machine: 2 cores (AMD EPYC, KVM), 24 GiB, shared and noisy. mimalloc as global allocator.  \n\
-         Commit: `{commit}`. Rounds: {} (contenders interleaved within each round). Run took {:.0} s.  \n\
+         Commit: `{commit}`. Rounds: {} (contenders interleaved within each round, their order rotating). Run took {:.0} s.  \n\
          Figures: median over rounds, [min-max] in brackets. Timer cost (one `Instant::now()` pair): {timer_ns:.0} ns, \
          included in every latency below.\n",
         args.rounds,
