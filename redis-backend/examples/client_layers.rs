@@ -16,6 +16,15 @@
 //! ```text
 //! cargo run --release -p session-redis --example client_layers -- [--ops 20000] [--rounds 7]
 //! ```
+//!
+//! `--only CLIENT` (`raw`, `raw+timeout`, `manager` or `store.peek`) runs
+//! just that client for `--ops` requests and writes nothing: the loop to
+//! count under callgrind, where the store's own instructions per request
+//! are the difference between `store.peek` and `manager`:
+//!
+//! ```text
+//! valgrind --tool=callgrind target/release/examples/client_layers --only store.peek --ops 100000
+//! ```
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -107,13 +116,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let mut ops = 20_000;
     let mut rounds = 7;
+    let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--ops" => ops = value.parse().expect("--ops N"),
             "--rounds" => rounds = value.parse().expect("--rounds N"),
-            _ => panic!("unknown flag {flag}: --ops, --rounds"),
+            "--only" => {
+                let which = NAMES[..4].iter().position(|n| *n == value);
+                only = Some(which.unwrap_or_else(|| panic!("--only: one of {:?}", &NAMES[..4])));
+            }
+            _ => panic!("unknown flag {flag}: --ops, --rounds, --only"),
         }
     }
     support::require_redis();
@@ -149,6 +163,10 @@ fn main() {
             key: format!("layers:{{{id}}}"),
             port: server.port,
         };
+        if let Some(which) = only {
+            run(&mut c, which, ops).await;
+            return;
+        }
         for which in 0..NAMES.len() {
             run(&mut c, which, ops / 4).await; // warm-up
         }
@@ -161,6 +179,9 @@ fn main() {
             eprintln!("round {} of {rounds} done", round + 1);
         }
     });
+    if only.is_some() {
+        return;
+    }
     let base_p50 = median(results[4].iter().map(|r| r.0).collect());
     let base_mean = median(results[4].iter().map(|r| r.1).collect());
     let mut md = String::new();
