@@ -108,6 +108,18 @@ fn redis_benchmark(port: u16, ops: usize, key: &str) -> (f64, f64) {
     (cols[3] * 1e3, cols[1] * 1e3)
 }
 
+/// CPU time, µs, from `/proc/self/stat` (100 ticks/s): this process's
+/// user + system time, or with `children` that of the children it has
+/// waited for (each `redis-benchmark` run; the server is still running).
+fn cpu_us(children: bool) -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let (user, system) = if children { (13, 14) } else { (11, 12) };
+    (ticks(user) + ticks(system)) * 10_000
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -136,7 +148,8 @@ fn main() {
         .build()
         .expect("runtime");
     let server = support::Server::standalone();
-    let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); NAMES.len()];
+    // (p50 µs, mean µs, client CPU µs per request) per round.
+    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); NAMES.len()];
     rt.block_on(async {
         let client = redis::Client::open(server.url()).expect("client");
         let timeout = Some(Duration::from_secs(1));
@@ -173,8 +186,11 @@ fn main() {
         for round in 0..rounds {
             for k in 0..NAMES.len() {
                 let which = (k + round) % NAMES.len();
-                let r = run(&mut c, which, ops).await;
-                results[which].push(r);
+                let before = cpu_us(which == 4);
+                let (p50, mean) = run(&mut c, which, ops).await;
+                #[allow(clippy::cast_precision_loss)]
+                let cpu = (cpu_us(which == 4) - before) as f64 / ops as f64;
+                results[which].push((p50, mean, cpu));
             }
             eprintln!("round {} of {rounds} done", round + 1);
         }
@@ -192,7 +208,10 @@ fn main() {
          Machine: 2 cores, shared. {rounds} rounds, the five clients one after the other in each (order rotating), \
          {ops} requests each; medians over rounds, min–max of the per-round p50 in brackets. \
          `redis-benchmark` reports latency in 8 µs steps, so its p50 is coarse; its mean is not.\n\n\
-         | client | p50 µs | mean µs | p50 vs redis-benchmark | mean vs redis-benchmark |\n| --- | --- | --- | --- | --- |"
+         Client CPU: this process's time per request, or `redis-benchmark`'s (a child process); the kernel's TCP work \
+         on the client side included.\n\n\
+         | client | p50 µs | mean µs | p50 vs redis-benchmark | mean vs redis-benchmark | client CPU µs/request |\n\
+         | --- | --- | --- | --- | --- | --- |"
     );
     for (name, runs) in NAMES.iter().zip(&results) {
         let p50s: Vec<f64> = runs.iter().map(|r| r.0).collect();
@@ -200,9 +219,10 @@ fn main() {
         let hi = p50s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let p50 = median(p50s);
         let mean = median(runs.iter().map(|r| r.1).collect());
+        let cpu = median(runs.iter().map(|r| r.2).collect());
         let _ = writeln!(
             md,
-            "| {name} | {p50:.1} ({lo:.0}–{hi:.0}) | {mean:.1} | {:.2} | {:.2} |",
+            "| {name} | {p50:.1} ({lo:.0}–{hi:.0}) | {mean:.1} | {:.2} | {:.2} | {cpu:.1} |",
             p50 / base_p50,
             mean / base_mean
         );
