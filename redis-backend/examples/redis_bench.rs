@@ -35,6 +35,8 @@ const NODE_TIMEOUT_MS: u64 = 1_000;
 const SESSIONS: usize = 10_000;
 const METADATA: &[u8; 100] = &[b'm'; 100];
 const TTL_MS: u64 = 600_000;
+/// The key prefix of our sessions (the store's keys are `<prefix>{<id>}`).
+const PREFIX: &str = "bench:";
 const FAILOVER_ROUNDS: usize = 3;
 
 struct Args {
@@ -422,10 +424,17 @@ fn master_of_theirs(d: &Deployment) -> u16 {
 /// The sessions of `ids` stored on the server at `port` (`SCAN` there).
 fn sessions_on(port: u16, ids: &[SessionId]) -> Vec<SessionId> {
     let wanted: std::collections::HashSet<SessionId> = ids.iter().copied().collect();
-    let keys = support::cli(port, &["--scan", "--pattern", "bench:{*}"]);
+    let keys = support::cli(port, &["--scan", "--pattern", &format!("{PREFIX}{{*}}")]);
     let found: Vec<SessionId> = keys
         .lines()
-        .filter_map(|k| k.trim().strip_prefix("bench:{")?.strip_suffix('}')?.parse().ok())
+        .filter_map(|k| {
+            k.trim()
+                .strip_prefix(PREFIX)?
+                .strip_prefix('{')?
+                .strip_suffix('}')?
+                .parse()
+                .ok()
+        })
         .filter(|id| wanted.contains(id))
         .collect();
     assert!(!found.is_empty(), "no bench session on the master at port {port}");
@@ -435,14 +444,14 @@ fn sessions_on(port: u16, ids: &[SessionId]) -> Vec<SessionId> {
 /// The hash slots of `ids`' keys.
 fn slots_of(ids: &[SessionId]) -> std::collections::HashSet<u16> {
     ids.iter()
-        .map(|id| session_redis::key_slot("bench:", id).expect("valid prefix"))
+        .map(|id| session_redis::key_slot(PREFIX, id).expect("valid prefix"))
         .collect()
 }
 
 /// `n` new random ids whose keys fall in `slots`.
 fn new_ids_in(slots: &std::collections::HashSet<u16>, n: usize) -> Arc<[SessionId]> {
     std::iter::repeat_with(|| SessionId::random().expect("OS random"))
-        .filter(|id| slots.contains(&session_redis::key_slot("bench:", id).expect("valid prefix")))
+        .filter(|id| slots.contains(&session_redis::key_slot(PREFIX, id).expect("valid prefix")))
         .take(n)
         .collect()
 }
@@ -754,7 +763,7 @@ fn main() {
             cluster: false,
             masters: vec![standalone.port],
             nodes: vec![standalone.port],
-            config: RedisConfig::standalone(standalone.url()).key_prefix("bench:"),
+            config: RedisConfig::standalone(standalone.url()).key_prefix(PREFIX),
         },
         Deployment {
             name: "cluster (3 masters + 3 replicas)",
@@ -768,7 +777,7 @@ fn main() {
                 .collect(),
             nodes: cluster.nodes.iter().map(|n| n.port).collect(),
             config: RedisConfig::cluster(cluster.urls())
-                .key_prefix("bench:")
+                .key_prefix(PREFIX)
                 .replication(Replication::Async),
         },
     ];
