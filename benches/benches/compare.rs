@@ -342,7 +342,9 @@ fn main() {
     let _ = writeln!(md, "## Mixed workload (80% get, 15% update, 5% delete+create)\n");
     let _ = writeln!(
         md,
-        "{} ops per thread after a 10% warm-up; get latency sampled 1 op in 8.\n",
+        "{} ops per thread after a 10% warm-up; get latency sampled 1 op in 8. \
+         `vs dashmap` and `vs moka`: the ratio to the peer's run in the same round, median over rounds \
+         [min-max].\n",
         args.ops
     );
     let _ = writeln!(
@@ -351,12 +353,17 @@ fn main() {
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
     for (ci, &(threads, keys)) in configs.iter().enumerate() {
-        let median_of = |ni: usize| {
-            let mut v: Vec<f64> = mixed[ci][ni].iter().map(|r| r.ops_per_sec).collect();
-            summary(&mut v).0
+        // Ratios pair each run with the peer's run of the same round (seconds
+        // apart), then take the median over rounds: steadier than a ratio of
+        // medians taken from rounds minutes apart.
+        let ratio_to = |ni: usize, peer: usize| {
+            let mut v: Vec<f64> = mixed[ci][ni]
+                .iter()
+                .zip(&mixed[ci][peer])
+                .map(|(a, b)| a.ops_per_sec / b.ops_per_sec)
+                .collect();
+            summary(&mut v)
         };
-        let dash = median_of(2);
-        let moka = median_of(3);
         for (ni, name) in NAMES.iter().enumerate() {
             let runs = &mixed[ci][ni];
             let (t, tmin, tmax) = summary(&mut runs.iter().map(|r| r.ops_per_sec / 1e6).collect::<Vec<_>>());
@@ -367,11 +374,12 @@ fn main() {
                 Keys::Uniform => "uniform".to_string(),
                 Keys::Zipf(s) => format!("zipf {s}"),
             };
+            let (vd, vdmin, vdmax) = ratio_to(ni, 2);
+            let (vm, vmmin, vmmax) = ratio_to(ni, 3);
             let _ = writeln!(
                 md,
-                "| {threads} | {keys} | {name} | {t:.2} [{tmin:.2}-{tmax:.2}] | {:.2}x | {:.2}x | {p50:.0} | {p99:.0} [{p99min:.0}-{p99max:.0}] | {cores:.2} [{cmin:.2}-{cmax:.2}] |",
-                t * 1e6 / dash,
-                t * 1e6 / moka
+                "| {threads} | {keys} | {name} | {t:.2} [{tmin:.2}-{tmax:.2}] | {vd:.2}x [{vdmin:.2}-{vdmax:.2}] | \
+                 {vm:.2}x [{vmmin:.2}-{vmmax:.2}] | {p50:.0} | {p99:.0} [{p99min:.0}-{p99max:.0}] | {cores:.2} [{cmin:.2}-{cmax:.2}] |"
             );
         }
     }

@@ -4,7 +4,7 @@
 //! `run_ops`, the only function counted.
 //!
 //! `cargo run --release -p session-engine-benches --example op_loop -- CONTENDER OP OPS`
-//! with OP one of `get`, `touch`, `update`, `replace`, `none` (populate only).
+//! with OP one of `get`, `peek`, `touch`, `update`, `replace`, `none` (populate only).
 #![forbid(unsafe_code)]
 
 use session_engine::{Config, Engine, ManualClock};
@@ -20,7 +20,7 @@ fn main() {
     let name = args
         .next()
         .expect("CONTENDER (engine, engine-manual-clock, mutex-map, dashmap, moka)");
-    let op = args.next().expect("OP (get, touch, update, replace, none)");
+    let op = args.next().expect("OP (get, peek, touch, update, replace, none)");
     let ops: usize = args.next().and_then(|n| n.parse().ok()).expect("OPS");
     // Under valgrind the TSC clock may fall back to `clock_gettime`; a manual
     // clock takes the clock out of the count.
@@ -52,6 +52,7 @@ fn run_ops(c: &dyn Contender, op: &str, keys: &[usize], ids: &mut [session_engin
     for &k in keys {
         match op {
             "get" => assert!(c.get(&ids[k])),
+            "peek" => assert!(c.peek(&ids[k])),
             "touch" => assert!(c.touch(&ids[k])),
             "update" => assert!(c.update(&ids[k])),
             "replace" => {
