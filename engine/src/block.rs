@@ -145,6 +145,21 @@ impl Metadata {
         unsafe { self.ptr.as_ref() }
     }
 
+    /// Asks the CPU to start loading the header's cache line, so that a
+    /// loop over many cold blocks can overlap their misses (a hint: it
+    /// changes nothing and never faults). A no-op off x86-64 and under Miri.
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has; a
+        // prefetch reads nothing into the program and cannot fault, and the
+        // address is this live block's anyway.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(self.ptr.as_ptr().cast::<i8>());
+        }
+    }
+
     /// The header for writing its plain fields, if this is the only handle
     /// (as `Arc::get_mut`).
     pub(crate) fn header_mut(&mut self) -> Option<&mut Header> {
@@ -302,6 +317,16 @@ mod tests {
         drop(a);
         assert_eq!(&*b, b"shared");
         assert_eq!(b.header().refs.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn prefetch_is_only_a_hint() {
+        let a = Metadata::from(vec![7u8; 200]);
+        let b = a.clone();
+        a.prefetch();
+        b.prefetch();
+        assert_eq!(a.as_bytes(), &[7u8; 200][..]);
+        assert_eq!(a.header().refs.load(Ordering::Relaxed), 2);
     }
 
     #[test]

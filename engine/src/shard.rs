@@ -24,10 +24,11 @@
 //! links sessions by bucket index, which keeps its links 4 bytes each (the
 //! header fits 56 bytes, so a block with 200 bytes of metadata is exactly
 //! one 256-byte allocator class); bucket indices change when the table
-//! rehashes (growth, or reclaiming tombstones), so the shard rehashes only
-//! on its own terms (`make_room`) and then relinks the wheel, which is O(n)
+//! rehashes (growth, or reclaiming tombstones), so the shard rebuilds its
+//! table on its own terms (`make_room`), relinking the wheel as it goes, O(n)
 //! like the rehash itself and amortised the same way.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -174,6 +175,31 @@ impl BucketHeader for HashTable<Metadata> {
             .header()
     }
 }
+
+/// Entries a table of `buckets` buckets holds before it must grow
+/// (hashbrown's load factor: 7/8, or one less than the buckets under 8).
+fn full_capacity(buckets: usize) -> usize {
+    if buckets < 8 {
+        buckets - 1
+    } else {
+        buckets / 8 * 7
+    }
+}
+
+/// The capacity a full table of `len` entries in `buckets` buckets is
+/// rebuilt with, by hashbrown's own policy: the same size while at most
+/// half of it is live (tombstones took the room), else twice the size.
+fn rebuild_capacity(len: usize, buckets: usize) -> usize {
+    let full = full_capacity(buckets);
+    if len < full / 2 {
+        full
+    } else {
+        full + 1
+    }
+}
+
+/// Blocks a table rebuild prefetches ahead of the one it moves.
+const REBUILD_PREFETCH: usize = 16;
 
 fn to_index(bucket: usize) -> u32 {
     // Tables hold at most SESSIONS_MAX_LIMIT entries, so at most 2^31 buckets.
@@ -431,21 +457,43 @@ impl ShardState {
         self.schedule(to_index(index));
     }
 
-    /// Rehashes now if the next insert would, and relinks the wheel to the
-    /// new bucket indices.
+    /// Rebuilds the table when the next insert would make it rehash (full,
+    /// or out of room to tombstones), scheduling each session in a fresh
+    /// wheel under its new bucket index as it moves.
+    ///
+    /// This holds the shard's lock for a time proportional to the shard's
+    /// sessions, so it is built for speed: one pass that touches each block
+    /// once, prefetching a few blocks ahead, since the blocks are cold and
+    /// scattered. Letting the table rehash itself and relinking afterwards
+    /// touched every block three times, one miss after another: 3-6 ms for
+    /// 12.5K sessions here, against 0.6-1.5 ms now.
     fn make_room(&mut self) {
         if self.table.len() < self.table.capacity() {
             return;
         }
-        let hasher = &self.hasher;
-        self.table.reserve(1, |b| hash_id(hasher, &b.header().id));
+        let capacity = rebuild_capacity(self.table.len(), self.table.num_buckets());
+        let old = std::mem::replace(&mut self.table, HashTable::with_capacity(capacity));
         self.generation = self.generation.wrapping_add(1);
         self.wheel.clear();
-        for bucket in 0..self.table.num_buckets() {
-            if self.table.get_bucket(bucket).is_some() {
-                let index = to_index(bucket);
-                self.table.set_link(index, Link::UNLINKED);
-                self.schedule(index);
+        let hasher = &self.hasher;
+        let mut blocks = old.into_iter();
+        let mut ahead = VecDeque::with_capacity(REBUILD_PREFETCH);
+        loop {
+            while ahead.len() < REBUILD_PREFETCH {
+                let Some(next) = blocks.next() else { break };
+                next.prefetch();
+                ahead.push_back(next);
+            }
+            let Some(block) = ahead.pop_front() else { break };
+            let hash = hash_id(hasher, &block.header().id);
+            block.header().set_link(Link::UNLINKED);
+            let index = self
+                .table
+                .insert_unique(hash, block, |b| hash_id(hasher, &b.header().id))
+                .bucket_index();
+            let index = to_index(index);
+            if let Some(deadline) = self.table.deadline(index) {
+                self.wheel.insert(&mut self.table, index, deadline);
             }
         }
     }
@@ -654,6 +702,94 @@ mod tests {
         let mut b = Metadata::from(format!("session {n}").as_bytes());
         b.init(id(n), now_ms, now_ms, timeout_ms);
         b
+    }
+
+    #[test]
+    fn rebuilds_follow_the_tables_own_sizing() {
+        // Entries of 8 bytes, as the shard's (small tables' minimum size
+        // depends on the entry size).
+        let largest = if cfg!(miri) { 10 } else { 17 };
+        for shift in 2..largest {
+            let buckets = 1usize << shift;
+            let full = full_capacity(buckets);
+            let same: HashTable<u64> = HashTable::with_capacity(rebuild_capacity(full / 2 - 1, buckets));
+            assert_eq!(same.num_buckets(), buckets, "mostly tombstones: same size");
+            let grown: HashTable<u64> = HashTable::with_capacity(rebuild_capacity(full, buckets));
+            assert_eq!(grown.num_buckets(), 2 * buckets, "full of live entries: doubles");
+            // `full` is what a table of that size holds: one more grows it.
+            let mut t: HashTable<usize> = HashTable::with_capacity(full);
+            for i in 0..full {
+                t.insert_unique(i as u64, i, |&v| v as u64);
+            }
+            assert_eq!((t.num_buckets(), t.capacity()), (buckets, full));
+        }
+        assert_eq!(rebuild_capacity(0, 1), 1, "the empty table's first rebuild");
+    }
+
+    #[test]
+    fn churn_rebuilds_keep_the_table_bounded_and_the_wheel_whole() {
+        // Replace sessions at random in a table kept near its load limit,
+        // where deletes leave tombstones and inserts run out of room: the
+        // table rebuilds (growing once, then at most in place) and every
+        // rebuild moves the wheel's links with the sessions.
+        let (live, rounds) = if cfg!(miri) { (100, 1_000) } else { (1_700, 60_000) };
+        let hasher = RandomState::new();
+        let mut shard = ShardState::new(hasher.clone(), 1_000, None, 0.5);
+        let hash = |n: u32| hash_id(&hasher, &id(n));
+        let timeout = |n: u32| {
+            if n.is_multiple_of(5) {
+                TIMEOUT_NEVER
+            } else {
+                100 + n % 50
+            }
+        };
+        let mut slots: Vec<u32> = (0..live).collect();
+        for &n in &slots {
+            let b = block(n, 1_000, timeout(n));
+            assert!(matches!(
+                shard.insert(hash(n), &b, 1_000, None),
+                Ok(Inserted::Stored(None, None))
+            ));
+        }
+        let grown = shard.rehashes();
+        let buckets = shard.table.num_buckets();
+        let mut x = 0x9E37_79B9_u32;
+        for next in live..live + rounds {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let slot = x as usize % slots.len();
+            let old = slots[slot];
+            assert!(shard.delete(hash(old), &id(old), 1_000, None).unwrap().is_some());
+            let b = block(next, 1_000, timeout(next));
+            assert!(matches!(
+                shard.insert(hash(next), &b, 1_000, None),
+                Ok(Inserted::Stored(None, None))
+            ));
+            slots[slot] = next;
+        }
+        shard.check_invariants();
+        assert_eq!(shard.len(), live as usize);
+        assert!(
+            shard.table.num_buckets() <= 2 * buckets,
+            "the table grew without bound"
+        );
+        if !cfg!(miri) {
+            assert!(shard.rehashes() > grown, "churn never rebuilt the table");
+        }
+        for &n in &slots {
+            assert!(
+                shard.get(hash(n), &id(n), 1_000, false).is_some(),
+                "session {n} lost"
+            );
+        }
+        // Every session with a timeout expires by 1_000 + 150, through the wheel.
+        let mut out = Vec::new();
+        while shard.sweep(1_200, 256, &mut out) == Poll::More {}
+        let expiring = slots.iter().filter(|&&n| timeout(n) != TIMEOUT_NEVER).count();
+        assert_eq!(out.len(), expiring);
+        assert_eq!(shard.len(), live as usize - expiring);
+        shard.check_invariants();
     }
 
     #[test]
