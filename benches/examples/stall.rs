@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use session_engine::{Config, Engine};
-use session_engine_benches::{contender, Contender, METADATA_BYTES};
+use session_engine_benches::{contender, Contender, Moka, METADATA_BYTES};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -67,12 +67,18 @@ struct Round {
 }
 
 fn build(name: &str, args: &Args) -> Box<dyn Contender> {
-    match (name, args.shards) {
-        ("engine", Some(shards)) => Box::new(
-            Engine::open(Config::default().sessions_max(4 * args.sessions).shards(shards))
-                .expect("open engine"),
-        ),
-        _ => contender(name),
+    let room = 4 * args.sessions;
+    match name {
+        "engine" => {
+            let config = Config::default().sessions_max(room);
+            let config = match args.shards {
+                Some(shards) => config.shards(shards),
+                None => config,
+            };
+            Box::new(Engine::open(config).expect("open engine"))
+        }
+        "moka" => Box::new(Moka::new(room as u64)),
+        other => contender(other),
     }
 }
 
