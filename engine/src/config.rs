@@ -25,7 +25,7 @@ pub struct Config {
     pub(crate) metadata_bytes_max: usize,
     pub(crate) default_timeout: Timeout,
     pub(crate) sweep_interval: Option<Duration>,
-    pub(crate) clock: Clock,
+    pub(crate) clock: Option<Clock>,
     pub(crate) listener: Option<Listener>,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) durability: Durability,
@@ -76,7 +76,7 @@ impl Default for Config {
             metadata_bytes_max: METADATA_BYTES_MAX_DEFAULT,
             default_timeout: Timeout::from_secs(30 * 60),
             sweep_interval: Some(Duration::from_millis(SWEEP_INTERVAL_MS_DEFAULT)),
-            clock: Clock::system(),
+            clock: None,
             listener: None,
             data_dir: None,
             durability: Durability::Interval(Duration::from_secs(1)),
@@ -149,19 +149,24 @@ impl Config {
         self
     }
 
-    /// Runs no background thread: expired sessions are reclaimed only by
+    /// Runs no sweeper thread: expired sessions are reclaimed only by
     /// [`Engine::cleanup_expired`](crate::Engine::cleanup_expired) (or on
     /// `insert` of the same id). For hosts that drive expiry themselves.
+    /// (The default clock still runs its own thread; with
+    /// [`Clock::precise`] or a manual clock an in-memory engine runs none.)
     #[must_use]
     pub fn without_sweeper(mut self) -> Self {
         self.sweep_interval = None;
         self
     }
 
-    /// The clock; tests pass a [`ManualClock`](crate::ManualClock)'s.
+    /// The clock. Default: a [`Clock::system`] of the engine's own, made
+    /// when it opens (time in ticks of [`CLOCK_TICK`](crate::CLOCK_TICK));
+    /// [`Clock::precise`] reads the hardware clock on every operation;
+    /// tests pass a [`ManualClock`](crate::ManualClock)'s.
     #[must_use]
     pub fn clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
+        self.clock = Some(clock);
         self
     }
 

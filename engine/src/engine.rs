@@ -67,7 +67,8 @@ impl Engine {
     /// [`Error::InvalidConfig`] naming the setting that is out of range.
     pub fn open(config: Config) -> Result<Self> {
         let shard_count = config.validate()?;
-        let now_ms = config.clock.now_ms();
+        let clock = config.clock.clone().unwrap_or_else(Clock::system);
+        let now_ms = clock.now_ms();
         let shard_mask = shard_count - 1;
         let (hasher, shards, logs, recovery, persistence) = if let Some(dir) = config.data_dir.clone() {
             let opened = persist::open(&config, &dir, shard_count, now_ms, |hasher, id| {
@@ -112,7 +113,7 @@ impl Engine {
             shards: shards.into_boxed_slice(),
             shard_mask,
             hasher,
-            clock: config.clock.clone(),
+            clock,
             sessions: CachePadded::new(AtomicUsize::new(sessions)),
             listener_panics: AtomicU64::new(0),
             compaction_errors: AtomicU64::new(0),

@@ -73,9 +73,18 @@ fn len_matches_contents_and_deadlines_hold_under_contention() {
             });
         }
     });
-    // Let every short timeout (at most 5 ms) pass, so that the contents are
-    // stable while they are counted.
-    std::thread::sleep(std::time::Duration::from_millis(10));
+    // Let every short timeout (at most 5 ms) pass on the engine's clock (it
+    // ticks in a thread of its own, which a busy machine may delay), so that
+    // the contents are stable while they are counted.
+    let end_ms = engine.clock().now_ms() + 6;
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.clock().now_ms() < end_ms {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the engine's clock stood still"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     engine.cleanup_expired();
     let all = engine.list_all();
     let distinct: std::collections::HashSet<_> = all.iter().map(|s| s.id()).collect();

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use session_engine::{Config, Engine, ManualClock, Timeout};
+use session_engine::{Clock, Config, Engine, ManualClock, Timeout};
 
 /// The tests count threads process-wide, so they must not overlap (cargo
 /// runs a file's tests in parallel): each holds this while it runs.
@@ -49,12 +49,39 @@ fn sweeper_reclaims_and_shuts_down() {
     );
 }
 
+fn count(name: &str) -> usize {
+    thread_names().iter().filter(|n| *n == name).count()
+}
+
 #[test]
 fn no_thread_without_a_sweeper() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let before = thread_names().iter().filter(|n| *n == "session-sweeper").count();
-    let engine = Engine::open(Config::default().without_sweeper()).unwrap();
-    let after = thread_names().iter().filter(|n| *n == "session-sweeper").count();
-    assert_eq!(before, after);
+    let before = (count("session-sweeper"), count("session-clock"));
+    let engine = Engine::open(Config::default().without_sweeper().clock(Clock::precise())).unwrap();
+    assert_eq!((count("session-sweeper"), count("session-clock")), before);
     drop(engine);
+}
+
+#[test]
+fn the_default_clock_ticks_in_a_thread_that_stops_with_the_engine() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let before = count("session-clock");
+    let engine = Engine::open(Config::default().without_sweeper()).unwrap();
+    // A new thread names itself once it runs.
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while count("session-clock") == before {
+        assert!(Instant::now() < give_up, "no clock thread");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(count("session-clock"), before + 1);
+    let id = engine.create(b"x", Timeout::from_ms(30)).unwrap();
+    // Behaviour, not timing: the clock moves on by itself and the session
+    // expires on it, however slowly this machine runs the clock's thread.
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while engine.contains(&id) {
+        assert!(Instant::now() < give_up, "the engine's time stood still");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    engine.close().unwrap();
+    assert_eq!(count("session-clock"), before, "clock thread joined");
 }

@@ -143,12 +143,17 @@ mod tests {
         }
         assert!(rss_bytes().unwrap() > 1024 * 1024);
         let before = thread_cpu_ns().unwrap();
+        // The kernel accounts a running thread's time at ticks and switches,
+        // so spin until it shows (a few ms), giving up after 5 s.
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut x = 0u64;
-        for i in 0..1_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+        while thread_cpu_ns().unwrap() == before && std::time::Instant::now() < give_up {
+            for i in 0..100_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
         }
-        std::hint::black_box(x);
-        assert!(thread_cpu_ns().unwrap() > before);
+        assert!(thread_cpu_ns().unwrap() > before, "spinning showed no CPU time");
         assert!(process_cpu_ns().is_some());
         assert!(Machine::detect().cores >= 1);
     }
