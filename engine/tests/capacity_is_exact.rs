@@ -1,0 +1,102 @@
+//! `sessions_max` is exact: a full engine holds exactly `sessions_max`
+//! sessions whatever the shard count, frees room on delete and expiry, and
+//! never goes over when many threads create and delete at once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use session_engine::{Config, Engine, Error, ManualClock, Timeout};
+
+fn fill(engine: &Engine) -> Vec<session_engine::SessionId> {
+    let mut ids = Vec::new();
+    loop {
+        match engine.create(b"x", Timeout::Never) {
+            Ok(id) => ids.push(id),
+            Err(Error::CapacityExceeded { .. }) => return ids,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+}
+
+#[test]
+fn every_slot_is_usable_whatever_the_shard_count() {
+    // Budgets smaller than, equal to and beyond one batch per shard.
+    for (shards, max) in [(1, 1), (8, 7), (8, 150), (8, 512), (64, 1_000), (16, 5_000)] {
+        let engine = Engine::open(
+            Config::default()
+                .shards(shards)
+                .sessions_max(max)
+                .without_sweeper(),
+        )
+        .unwrap();
+        let ids = fill(&engine);
+        assert_eq!(ids.len(), max, "{shards} shards, sessions_max {max}");
+        assert_eq!(engine.len(), max);
+        // Room freed anywhere is usable by a create landing anywhere.
+        let freed = (max / 3).max(1);
+        for id in &ids[..freed] {
+            engine.delete(id).unwrap();
+        }
+        assert_eq!(fill(&engine).len(), freed, "{shards} shards, sessions_max {max}");
+        assert_eq!(engine.len(), max);
+        assert!(matches!(
+            engine.create(b"x", Timeout::Never),
+            Err(Error::CapacityExceeded { sessions_max }) if sessions_max == max
+        ));
+    }
+}
+
+#[test]
+fn expiry_frees_room_for_creates() {
+    let clock = ManualClock::new(1_000);
+    let engine = Engine::open(
+        Config::default()
+            .shards(8)
+            .sessions_max(300)
+            .without_sweeper()
+            .clock(clock.clock()),
+    )
+    .unwrap();
+    for _ in 0..200 {
+        engine.create(b"x", Timeout::from_ms(10)).unwrap();
+    }
+    assert_eq!(fill(&engine).len(), 100);
+    clock.advance_ms(10);
+    // Expired sessions make room when the engine is full, or after a sweep.
+    assert_eq!(fill(&engine).len(), 200);
+    assert_eq!(engine.len(), 300);
+}
+
+#[test]
+fn concurrent_creates_never_exceed_the_budget() {
+    let max = 3_000;
+    let engine = Engine::open(Config::default().shards(8).sessions_max(max).without_sweeper()).unwrap();
+    let created = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                // Create until full, deleting now and then so that leases
+                // move between shards while others create.
+                let mut mine = Vec::new();
+                let (mut successes, mut refusals) = (0u32, 0);
+                while refusals < 3 {
+                    match engine.create(b"x", Timeout::Never) {
+                        Ok(id) => {
+                            created.fetch_add(1, Ordering::Relaxed);
+                            mine.push(id);
+                            successes += 1;
+                            if successes.is_multiple_of(7) {
+                                engine.delete(&mine.swap_remove(0)).unwrap();
+                                created.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(Error::CapacityExceeded { .. }) => refusals += 1,
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                    assert!(engine.len() <= max, "over the budget");
+                }
+            });
+        }
+    });
+    assert_eq!(engine.len(), created.load(Ordering::Relaxed));
+    assert_eq!(engine.len() + fill(&engine).len(), max);
+}
