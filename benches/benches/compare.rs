@@ -151,6 +151,12 @@ fn op_latencies(name: &str, seed: u64) -> Vec<(&'static str, Histogram<u64>)> {
 
 /// Bytes of RSS per session after populating, measured in a fresh process.
 fn memory_child(name: &str) {
+    // With transparent huge pages, RSS grows in 2 MiB steps wherever the
+    // allocator's arena asks for them (mimalloc does): one step more or
+    // less is 21 bytes a session at 100K, and which side of a step a run
+    // lands on depends on unrelated allocations (a thread started by the
+    // contender moved the engine from 275 to 294). Count 4 KiB pages.
+    rustix::thread::disable_transparent_huge_pages(true).expect("prctl(PR_SET_THP_DISABLE)");
     let c: Box<dyn Contender> = contender(name);
     // The id vector belongs to the harness: allocate it before measuring,
     // and write it, or its pages would enter RSS during the measurement
@@ -442,7 +448,8 @@ fn main() {
         md,
         "RSS growth while creating 100,000 sessions in a fresh process, divided by 100,000 \
          (mimalloc, `mi_collect` before each reading, so pages the maps freed while growing are not \
-         counted; the harness's id vector is allocated and written before the first reading). \
+         counted; the harness's id vector is allocated and written before the first reading; \
+         transparent huge pages off, so that RSS grows in 4 KiB pages, not 2 MiB steps). \
          Includes the 200 metadata bytes and the allocator's rounding of them.\n"
     );
     let _ = writeln!(
