@@ -97,6 +97,18 @@ impl Clock {
     /// cannot be started, this is [`Clock::precise`].
     #[must_use]
     pub fn system() -> Self {
+        Self::ticking(CLOCK_TICK)
+    }
+
+    /// [`Clock::system`] with its thread storing the time every `tick`
+    /// instead of every [`CLOCK_TICK`]: fewer wake-ups (1,000 a second at
+    /// the default), engine time up to `tick` behind real time. A zero
+    /// `tick` is [`Clock::precise`].
+    #[must_use]
+    pub fn ticking(tick: Duration) -> Self {
+        if tick.is_zero() {
+            return Self::precise();
+        }
         let precise = Precise::new();
         let now = Arc::new(CachePadded::new(AtomicU64::new(precise.now_ms())));
         let stop = Arc::new(AtomicBool::new(false));
@@ -106,7 +118,7 @@ impl Clock {
             .spawn(move || {
                 while !stop2.load(Ordering::Acquire) {
                     now2.store(precise.now_ms(), Ordering::Relaxed);
-                    std::thread::park_timeout(CLOCK_TICK);
+                    std::thread::park_timeout(tick);
                 }
             });
         match thread {
@@ -255,6 +267,15 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         true
+    }
+
+    #[test]
+    fn a_coarser_tick_still_ticks_and_a_zero_tick_is_precise() {
+        let clock = Clock::ticking(Duration::from_millis(5));
+        assert!(clock.reading().is_some());
+        let start = clock.now_ms();
+        assert!(reaches(&clock, start + 20), "the clock stood still");
+        assert!(Clock::ticking(Duration::ZERO).reading().is_none());
     }
 
     #[test]
