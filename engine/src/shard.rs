@@ -465,8 +465,9 @@ impl ShardState {
     /// sessions, so it is built for speed: one pass that touches each block
     /// once, prefetching a few blocks ahead, since the blocks are cold and
     /// scattered. Letting the table rehash itself and relinking afterwards
-    /// touched every block three times, one miss after another: 3-6 ms for
-    /// 12.5K sessions here, against 0.6-1.5 ms now.
+    /// touched every block three times, one miss after another: the worst
+    /// replace among 100K sessions on 8 shards took 1.34-1.40 ms that way,
+    /// 0.25-0.38 ms now (`results/engine-stall.md`).
     fn make_room(&mut self) {
         if self.table.len() < self.table.capacity() {
             return;
