@@ -31,6 +31,9 @@ use crossbeam_utils::CachePadded;
 /// waits for a CPU).
 pub const CLOCK_TICK: Duration = Duration::from_millis(1);
 
+/// The shortest tick [`Clock::ticking`] uses.
+pub const CLOCK_TICK_MIN: Duration = Duration::from_micros(100);
+
 /// The engine's source of time. Cheap to clone; clones share one source.
 #[derive(Clone, Debug)]
 pub struct Clock(Kind);
@@ -94,7 +97,9 @@ impl Drop for Ticker {
 impl Clock {
     /// The operating system's clock, read through a background thread that
     /// stores it every [`CLOCK_TICK`] (see the module docs). If that thread
-    /// cannot be started, this is [`Clock::precise`].
+    /// cannot be started, this is [`Clock::precise`]. A process forked
+    /// after this call has no such thread: its clock stands still (make a
+    /// new one in the child, or use [`Clock::precise`]).
     #[must_use]
     pub fn system() -> Self {
         Self::ticking(CLOCK_TICK)
@@ -103,12 +108,14 @@ impl Clock {
     /// [`Clock::system`] with its thread storing the time every `tick`
     /// instead of every [`CLOCK_TICK`]: fewer wake-ups (1,000 a second at
     /// the default), engine time up to `tick` behind real time. A zero
-    /// `tick` is [`Clock::precise`].
+    /// `tick` is [`Clock::precise`]; other ticks are at least
+    /// [`CLOCK_TICK_MIN`] (a shorter one would keep a core busy).
     #[must_use]
     pub fn ticking(tick: Duration) -> Self {
         if tick.is_zero() {
             return Self::precise();
         }
+        let tick = tick.max(CLOCK_TICK_MIN);
         let precise = Precise::new();
         let now = Arc::new(CachePadded::new(AtomicU64::new(precise.now_ms())));
         let stop = Arc::new(AtomicBool::new(false));
@@ -117,7 +124,9 @@ impl Clock {
             .name("session-clock".into())
             .spawn(move || {
                 while !stop2.load(Ordering::Acquire) {
-                    now2.store(precise.now_ms(), Ordering::Relaxed);
+                    // `fetch_max`: a TSC read just below the anchor (a
+                    // core switch right after creation) must not step back.
+                    now2.fetch_max(precise.now_ms(), Ordering::Relaxed);
                     std::thread::park_timeout(tick);
                 }
             });

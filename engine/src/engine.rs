@@ -839,7 +839,9 @@ impl Stop {
 
 /// The engine's threads: the sweeper (expiry; with persistence also the
 /// `Interval` flush and segment preparation), with persistence the
-/// compactor, and in `Always` mode the flusher (for async writers). None runs for an in-memory engine opened `without_sweeper`.
+/// compactor, and in `Always` mode the flusher (for async writers). None
+/// runs for an in-memory engine opened `without_sweeper` (the default clock
+/// has a thread of its own: see `Clock::system`).
 struct Background {
     stop: Arc<Stop>,
     threads: Vec<JoinHandle<()>>,
@@ -885,7 +887,14 @@ impl Background {
         if let Some(flusher) = &self.flusher {
             flusher.stop();
         }
+        let current = std::thread::current().id();
         for thread in self.threads {
+            // Dropped from one of its own threads (a listener that held the
+            // last handle): that thread sees the stop flag and ends once the
+            // listener returns; joining itself would fail.
+            if thread.thread().id() == current {
+                continue;
+            }
             // A panic there was already reported by the thread itself.
             let _ = thread.join();
         }

@@ -47,7 +47,7 @@ mod store;
 mod wheel;
 
 pub use block::Metadata;
-pub use clock::{ms_to_system_time, system_time_to_ms, Clock, ManualClock, CLOCK_TICK};
+pub use clock::{ms_to_system_time, system_time_to_ms, Clock, ManualClock, CLOCK_TICK, CLOCK_TICK_MIN};
 pub use config::{Config, Durability, RecoveryMode};
 pub use engine::Engine;
 pub use error::{Error, Result};

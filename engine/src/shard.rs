@@ -14,7 +14,9 @@
 //!   on its optimistic path), freeing metadata (removed sessions are returned
 //!   and dropped by the caller after unlocking), or unbounded work (sweeps
 //!   and listings work in bounded batches).
-//! - Allocation under the lock only when the table grows (amortised, rare).
+//! - Allocation under the lock only when the table is rebuilt (it grew, or
+//!   tombstones took its room; amortised, rare): the new table and a small
+//!   look-ahead queue.
 //!
 //! Why a table of pointers: each session is one block (`block.rs`: the
 //! session's fields in a 56-byte header, then the metadata), and the table

@@ -85,23 +85,37 @@ fn len_matches_contents_and_deadlines_hold_under_contention() {
         );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    engine.cleanup_expired();
-    let all = engine.list_all();
-    let distinct: std::collections::HashSet<_> = all.iter().map(|s| s.id()).collect();
-    assert_eq!(distinct.len(), all.len(), "listing repeats sessions");
-    let live = all.len();
-    let stats = engine.stats();
-    assert_eq!(engine.len(), stats.sessions);
-    assert_eq!(
-        engine.len(),
-        live,
-        "len agrees with a full listing once expired ones are reclaimed"
-    );
-    let removed = expired.load(Ordering::Relaxed) + deleted.load(Ordering::Relaxed);
-    assert_eq!(created.load(Ordering::Relaxed), live as u64 + removed);
+    // The sweeper (every 2 ms) may be between removing a batch and telling
+    // the listener or the session count: check once it has settled, giving
+    // up (and then failing on what differs) after 10 s.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        engine.cleanup_expired();
+        let all = engine.list_all();
+        let distinct: std::collections::HashSet<_> = all.iter().map(|s| s.id()).collect();
+        assert_eq!(distinct.len(), all.len(), "listing repeats sessions");
+        let live = all.len();
+        let stats = engine.stats();
+        let (len, expired_seen) = (engine.len(), expired.load(Ordering::Relaxed));
+        let removed = expired_seen + deleted.load(Ordering::Relaxed);
+        let settled = len == stats.sessions
+            && len == live
+            && created.load(Ordering::Relaxed) == live as u64 + removed
+            && stats.expired_total == expired_seen;
+        if settled || std::time::Instant::now() > give_up {
+            assert_eq!(len, stats.sessions);
+            assert_eq!(
+                len, live,
+                "len agrees with a full listing once expired ones are reclaimed"
+            );
+            assert_eq!(created.load(Ordering::Relaxed), live as u64 + removed);
+            assert_eq!(stats.expired_total, expired_seen);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     assert_eq!(
         deleted.load(Ordering::Relaxed),
         deletes_ok.load(Ordering::Relaxed)
     );
-    assert_eq!(stats.expired_total, expired.load(Ordering::Relaxed));
 }
