@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use session_engine::SessionId;
 use session_engine_benches::{
-    allocator_collect, contender, git_commit, mixed_ops, populate, process_cpu_time, rss_bytes, run_mixed,
-    Contender, Keys, MixOp, METADATA_BYTES, NAMES, SESSIONS,
+    allocator_collect, contender, git_commit, mixed_ops, mixed_parts, populate, process_cpu_time, rss_bytes,
+    run_mixed, Contender, Keys, MixOp, METADATA_BYTES, NAMES, SESSIONS,
 };
 
 #[global_allocator]
@@ -72,29 +72,27 @@ struct MixedRun {
 fn mixed_run(name: &str, threads: usize, keys: Keys, ops_per_thread: usize, seed: u64) -> MixedRun {
     let c = contender(name);
     let ids = populate(&*c, SESSIONS);
-    let per_thread = SESSIONS / threads;
-    let mut partitions: Vec<Vec<_>> = ids.chunks(per_thread).map(<[_]>::to_vec).take(threads).collect();
-    let op_lists: Vec<_> = (0..threads)
-        .map(|t| mixed_ops(per_thread, ops_per_thread, keys, seed + t as u64))
-        .collect();
+    let mut parts = mixed_parts(&ids, threads, keys, ops_per_thread, seed);
     // Warm-up: a tenth of the ops, unmeasured.
     std::thread::scope(|s| {
-        for (part, ops) in partitions.iter_mut().zip(&op_lists) {
+        for part in &mut parts {
             let c = &*c;
-            s.spawn(move || run_mixed(c, part, &ops[..ops.len() / 10], usize::MAX, &mut histogram()));
+            s.spawn(move || {
+                let warm_up = &part.ops[..part.ops.len() / 10];
+                run_mixed(c, &mut part.ids, warm_up, usize::MAX, &mut histogram())
+            });
         }
     });
     let cpu_before = process_cpu_time();
     let started = Instant::now();
     let hists: Vec<Histogram<u64>> = std::thread::scope(|s| {
-        let handles: Vec<_> = partitions
+        let handles: Vec<_> = parts
             .iter_mut()
-            .zip(&op_lists)
-            .map(|(part, ops)| {
+            .map(|part| {
                 let c = &*c;
                 s.spawn(move || {
                     let mut h = histogram();
-                    run_mixed(c, part, ops, 8, &mut h);
+                    run_mixed(c, &mut part.ids, &part.ops, 8, &mut h);
                     h
                 })
             })

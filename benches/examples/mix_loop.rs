@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use session_engine_benches::{contender, mixed_ops, populate, run_mixed, Keys, SESSIONS};
+use session_engine_benches::{contender, mixed_parts, populate, run_mixed, Keys, SESSIONS};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -32,18 +32,14 @@ fn main() {
     assert!(threads > 0, "THREADS must be at least 1");
     let c = contender(name);
     let ids = populate(&*c, SESSIONS);
-    let per_thread = SESSIONS / threads;
-    let mut parts: Vec<Vec<_>> = ids.chunks(per_thread).map(<[_]>::to_vec).take(threads).collect();
-    let lists: Vec<_> = (0..threads)
-        .map(|t| mixed_ops(per_thread, ops, keys, 7 + t as u64))
-        .collect();
+    let mut parts = mixed_parts(&ids, threads, keys, ops, 7);
     let started = Instant::now();
     std::thread::scope(|s| {
-        for (part, list) in parts.iter_mut().zip(&lists) {
+        for part in &mut parts {
             let c = &*c;
             s.spawn(move || {
                 let mut unused = hdrhistogram::Histogram::new(3).expect("histogram");
-                run_mixed(c, part, list, usize::MAX, &mut unused)
+                run_mixed(c, &mut part.ids, &part.ops, usize::MAX, &mut unused)
             });
         }
     });

@@ -300,6 +300,37 @@ pub enum MixOp {
     Replace(u32),
 }
 
+/// One thread's share of the mixed workload: its slice of the population
+/// and the ops it runs on it.
+pub struct MixedPart {
+    /// The sessions this thread owns (replaced in place by `Replace` ops).
+    pub ids: Vec<SessionId>,
+    /// Its op sequence over `ids`.
+    pub ops: Vec<MixOp>,
+}
+
+/// Splits the population between `threads` (equal, disjoint parts) and
+/// draws each part's ops, thread `t` with seed `seed + t`: the compare
+/// bench's multi-threaded mix, shared with the profiling example.
+#[must_use]
+pub fn mixed_parts(
+    ids: &[SessionId],
+    threads: usize,
+    keys: Keys,
+    ops_per_thread: usize,
+    seed: u64,
+) -> Vec<MixedPart> {
+    let per_thread = ids.len() / threads;
+    ids.chunks(per_thread)
+        .take(threads)
+        .zip(0u64..)
+        .map(|(part, t)| MixedPart {
+            ids: part.to_vec(),
+            ops: mixed_ops(per_thread, ops_per_thread, keys, seed + t),
+        })
+        .collect()
+}
+
 /// A pre-generated op sequence over `n` key slots (generation stays out of
 /// the measured loop).
 #[must_use]
