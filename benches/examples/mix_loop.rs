@@ -3,7 +3,8 @@
 //!
 //! `perf record -g target/release/examples/mix_loop CONTENDER KEYS THREADS OPS`
 //!
-//! with KEYS `uniform` or `zipf` (exponent 1.0), OPS per thread. Populates
+//! with KEYS `uniform` or `zipf` (exponent 1.0), OPS per thread, CONTENDER
+//! any name `contender` takes (the engine with another clock too). Populates
 //! 100K sessions, splits them between the threads as the bench does, and
 //! prints the throughput of the loop (a single run: compare contenders with
 //! the compare bench, which interleaves them).

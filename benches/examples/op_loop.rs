@@ -7,7 +7,6 @@
 //! with OP one of `get`, `peek`, `touch`, `update`, `replace`, `none` (populate only).
 #![forbid(unsafe_code)]
 
-use session_engine::{Clock, Config, Engine, ManualClock};
 use session_engine_benches::{
     contender, mixed_ops, populate, Contender, Keys, MixOp, METADATA_BYTES, SESSIONS,
 };
@@ -22,21 +21,9 @@ fn main() {
         .expect("CONTENDER (engine, engine-manual-clock, engine-precise-clock, mutex-map, dashmap, moka)");
     let op = args.next().expect("OP (get, peek, touch, update, replace, none)");
     let ops: usize = args.next().and_then(|n| n.parse().ok()).expect("OPS");
-    // Under valgrind the TSC clock may fall back to `clock_gettime`; a manual
-    // clock takes the clock out of the count.
-    // `engine-precise-clock` reads the TSC on every operation instead of
-    // the default clock's ticking cache line.
-    let clock = match name.as_str() {
-        "engine-manual-clock" => Some(ManualClock::new(1_700_000_000_000).clock()),
-        "engine-precise-clock" => Some(Clock::precise()),
-        _ => None,
-    };
-    let c: Box<dyn Contender> = match clock {
-        Some(clock) => {
-            Box::new(Engine::open(Config::default().sessions_max(4 * SESSIONS).clock(clock)).expect("open"))
-        }
-        None => contender(&name),
-    };
+    // Under valgrind the TSC clock may fall back to `clock_gettime`:
+    // `engine-manual-clock` takes the clock out of the count.
+    let c = contender(&name);
     let mut ids = populate(&*c, SESSIONS);
     let keys: Vec<usize> = mixed_ops(SESSIONS, ops, Keys::Uniform, 7)
         .into_iter()

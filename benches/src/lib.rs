@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
-use session_engine::{Config, Engine, SessionId, Timeout};
+use session_engine::{Clock, Config, Engine, ManualClock, SessionId, Timeout};
 
 /// Live sessions in every benchmark, as the issue sets it.
 pub const SESSIONS: usize = 100_000;
@@ -262,11 +262,22 @@ pub fn default_shards() -> usize {
 /// Every contender by name.
 pub const NAMES: [&str; 4] = ["engine", "mutex-map", "dashmap", "moka"];
 
-/// Builds the contender called `name`.
+/// Builds the contender called `name`: one of [`NAMES`], or the engine
+/// with another clock for profiling: `engine-precise-clock` reads the TSC
+/// on every operation instead of the default clock's ticking cache line,
+/// `engine-manual-clock` runs on a clock that never moves (no clock thread,
+/// no activity to record, and under valgrind no `clock_gettime` fallback).
 #[must_use]
 pub fn contender(name: &str) -> Box<dyn Contender> {
+    let with_clock = |clock: Clock| {
+        Box::new(
+            Engine::open(Config::default().sessions_max(4 * SESSIONS).clock(clock)).expect("open engine"),
+        )
+    };
     match name {
         "engine" => Box::new(engine()),
+        "engine-precise-clock" => with_clock(Clock::precise()),
+        "engine-manual-clock" => with_clock(ManualClock::new(1_700_000_000_000).clock()),
         "mutex-map" => Box::new(MutexMap::new(default_shards())),
         "dashmap" => Box::new(Dash::new()),
         "moka" => Box::new(Moka::new(4 * SESSIONS as u64)),
