@@ -513,10 +513,26 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Insert { index: u32, delta: u64 },
-        Remove { index: u32 },
-        Move { index: u32, delta: u64 },
-        Advance { delta: u64 },
+        Insert {
+            index: u32,
+            delta: u64,
+        },
+        Remove {
+            index: u32,
+        },
+        Move {
+            index: u32,
+            delta: u64,
+        },
+        Advance {
+            delta: u64,
+        },
+        /// A poll that may run out of budget, leaving fired entries pending
+        /// while the other operations go on.
+        AdvanceSome {
+            delta: u64,
+            budget: usize,
+        },
     }
 
     fn delta() -> impl Strategy<Value = u64> {
@@ -530,6 +546,7 @@ mod tests {
             1 => (0u32..32).prop_map(|index| Op::Remove { index }),
             2 => (0u32..32, delta()).prop_map(|(index, delta)| Op::Move { index, delta }),
             3 => delta().prop_map(|delta| Op::Advance { delta }),
+            2 => (delta(), 0usize..4).prop_map(|(delta, budget)| Op::AdvanceSome { delta, budget }),
         ]
     }
 
@@ -575,6 +592,20 @@ mod tests {
                         let due: Vec<u32> = model.iter().filter(|&(_, &d)| d <= now).map(|(&i, _)| i).collect();
                         prop_assert_eq!(&fired, &due, "now {}", now);
                         for i in due { model.remove(&i); }
+                    }
+                    Op::AdvanceSome { delta, budget } => {
+                        now += delta;
+                        let mut fired = Vec::new();
+                        let (count, _) = wheel.poll(&mut store, now, budget, |s, i| {
+                            s.deadlines[i as usize] = None;
+                            fired.push(i);
+                        });
+                        prop_assert!(count <= budget);
+                        prop_assert_eq!(count, fired.len());
+                        for i in fired {
+                            let deadline = model.remove(&i);
+                            prop_assert!(deadline.is_some_and(|d| d <= now), "{} fired at {} due {:?}", i, now, deadline);
+                        }
                     }
                 }
                 prop_assert_eq!(wheel.len(), model.len());
