@@ -250,7 +250,12 @@ impl Contender for Moka {
 /// sweeper work due (nothing expires during a run) but the thread running.
 #[must_use]
 pub fn engine() -> Engine {
-    Engine::open(Config::default().sessions_max(4 * SESSIONS)).expect("open engine")
+    engine_with(Config::default())
+}
+
+/// The engine as benchmarked, from `config` (its capacity set here).
+fn engine_with(config: Config) -> Engine {
+    Engine::open(config.sessions_max(4 * SESSIONS)).expect("open engine")
 }
 
 /// The shard count the engine picks on this machine, for the mutex map.
@@ -269,11 +274,7 @@ pub const NAMES: [&str; 4] = ["engine", "mutex-map", "dashmap", "moka"];
 /// no activity to record, and under valgrind no `clock_gettime` fallback).
 #[must_use]
 pub fn contender(name: &str) -> Box<dyn Contender> {
-    let with_clock = |clock: Clock| {
-        Box::new(
-            Engine::open(Config::default().sessions_max(4 * SESSIONS).clock(clock)).expect("open engine"),
-        )
-    };
+    let with_clock = |clock: Clock| Box::new(engine_with(Config::default().clock(clock)));
     match name {
         "engine" => Box::new(engine()),
         "engine-precise-clock" => with_clock(Clock::precise()),
