@@ -22,6 +22,7 @@ use crate::session::{Listener, RemovalCause, Session, Timeout};
 pub struct Config {
     pub(crate) shards: Option<usize>,
     pub(crate) sessions_max: usize,
+    pub(crate) initial_capacity: usize,
     pub(crate) metadata_bytes_max: usize,
     pub(crate) default_timeout: Timeout,
     pub(crate) sweep_interval: Option<Duration>,
@@ -73,6 +74,7 @@ impl Default for Config {
         Self {
             shards: None,
             sessions_max: SESSIONS_MAX_DEFAULT,
+            initial_capacity: 0,
             metadata_bytes_max: METADATA_BYTES_MAX_DEFAULT,
             default_timeout: Timeout::from_secs(30 * 60),
             sweep_interval: Some(Duration::from_millis(SWEEP_INTERVAL_MS_DEFAULT)),
@@ -122,6 +124,20 @@ impl Config {
     #[must_use]
     pub fn sessions_max(mut self, sessions_max: usize) -> Self {
         self.sessions_max = sessions_max;
+        self
+    }
+
+    /// Sessions to make room for when the engine opens: each shard's table
+    /// starts sized for its share (plus 1/16 for an uneven spread), so a
+    /// population up to this many never waits for a table to grow (a
+    /// shard's table grows by rebuilding itself under the shard's lock, in
+    /// time proportional to its sessions). The room costs 10-21 bytes per
+    /// session (the table's 8-byte pointers and control bytes, in a
+    /// power-of-two number of buckets) whether used or not. Default 0 (tables grow as sessions come); at most
+    /// `sessions_max`.
+    #[must_use]
+    pub fn initial_capacity(mut self, sessions: usize) -> Self {
+        self.initial_capacity = sessions;
         self
     }
 
@@ -235,6 +251,12 @@ impl Config {
         self.default_timeout
     }
 
+    /// The table room each of `shards` shards starts with.
+    pub(crate) fn shard_capacity(&self, shards: usize) -> usize {
+        let share = self.initial_capacity.div_ceil(shards);
+        share + share.div_ceil(16)
+    }
+
     /// Checks every value and resolves defaults; returns the shard count.
     pub(crate) fn validate(&self) -> Result<usize> {
         let shards = self.shards.unwrap_or_else(|| {
@@ -252,6 +274,12 @@ impl Config {
             return Err(Error::InvalidConfig(format!(
                 "sessions_max = {}: must be between 1 and {SESSIONS_MAX_LIMIT}",
                 self.sessions_max
+            )));
+        }
+        if self.initial_capacity > self.sessions_max {
+            return Err(Error::InvalidConfig(format!(
+                "initial_capacity = {}: must be at most sessions_max ({})",
+                self.initial_capacity, self.sessions_max
             )));
         }
         if self.metadata_bytes_max > METADATA_BYTES_MAX_LIMIT {
@@ -308,6 +336,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("shards", &self.shards)
             .field("sessions_max", &self.sessions_max)
+            .field("initial_capacity", &self.initial_capacity)
             .field("metadata_bytes_max", &self.metadata_bytes_max)
             .field("default_timeout", &self.default_timeout)
             .field("sweep_interval", &self.sweep_interval)

@@ -91,6 +91,7 @@ impl Engine {
                     Some(Arc::clone(log)),
                     config.touch_persist_fraction,
                 );
+                state.reserve(config.shard_capacity(shard_count).max(sessions.len()))?;
                 for (id, s) in sessions {
                     let mut block = s.metadata;
                     block.init(id, s.created_ms, s.last_access_ms, s.timeout_ms);
@@ -103,9 +104,14 @@ impl Engine {
             (hasher, shards, logs, Some(report), Some(persistence))
         } else {
             let hasher = RandomState::new();
+            let capacity = config.shard_capacity(shard_count);
             let shards = (0..shard_count)
-                .map(|_| CachePadded::new(RwLock::new(ShardState::new(hasher.clone(), now_ms, None, 1.0))))
-                .collect();
+                .map(|_| {
+                    let mut state = ShardState::new(hasher.clone(), now_ms, None, 1.0);
+                    state.reserve(capacity)?;
+                    Ok(CachePadded::new(RwLock::new(state)))
+                })
+                .collect::<Result<Vec<_>>>()?;
             (hasher, shards, Vec::new(), None, None)
         };
         let sessions: usize = shards.iter().map(|s| s.read().len()).sum();

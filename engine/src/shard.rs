@@ -38,7 +38,7 @@ use ahash::RandomState;
 use hashbrown::HashTable;
 
 use crate::block::{Header, Metadata};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::persist::format::{put_len, Record};
 use crate::persist::ShardLog;
@@ -295,6 +295,20 @@ impl ShardState {
             deleted_total: 0,
             expired_total: 0,
         }
+    }
+
+    /// Makes room in the empty table for `sessions` (`Config::initial_capacity`),
+    /// failing with a typed error if the memory cannot be had.
+    pub(crate) fn reserve(&mut self, sessions: usize) -> Result<()> {
+        debug_assert!(self.table.is_empty(), "room is made before any session arrives");
+        let hasher = &self.hasher;
+        self.table
+            .try_reserve(sessions, |b| hash_id(hasher, &b.header().id))
+            .map_err(|e| {
+                Error::InvalidConfig(format!(
+                    "initial_capacity: could not allocate a table for {sessions} sessions in a shard: {e:?}"
+                ))
+            })
     }
 
     #[inline]
@@ -727,6 +741,18 @@ mod tests {
             assert_eq!((t.num_buckets(), t.capacity()), (buckets, full));
         }
         assert_eq!(rebuild_capacity(0, 1), 1, "the empty table's first rebuild");
+    }
+
+    #[test]
+    fn room_that_cannot_be_had_is_a_typed_error() {
+        let mut shard = ShardState::new(RandomState::new(), 1_000, None, 0.5);
+        let err = shard.reserve(usize::MAX).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+        assert!(err.to_string().contains("initial_capacity"), "{err}");
+        // The shard is untouched and usable.
+        shard.reserve(100).unwrap();
+        assert!(shard.table.capacity() >= 100);
+        shard.check_invariants();
     }
 
     #[test]

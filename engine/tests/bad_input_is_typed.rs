@@ -141,6 +141,10 @@ fn bad_configs_name_the_setting() {
             Config::default().default_timeout(Timeout::from_ms(0)),
             "default_timeout",
         ),
+        (
+            Config::default().sessions_max(1_000).initial_capacity(1_001),
+            "initial_capacity",
+        ),
     ] {
         let err = Engine::open(config).err().expect("rejected");
         assert!(matches!(err, Error::InvalidConfig(_)));
