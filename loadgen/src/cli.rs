@@ -101,6 +101,9 @@ pub struct ScenarioArgs {
     /// Engine capacity (`Config::sessions_max`).
     #[arg(long)]
     pub sessions_max: Option<usize>,
+    /// Sessions the engine's tables have room for up front (`Config::initial_capacity`; 0: grow as needed).
+    #[arg(long)]
+    pub initial_capacity: Option<usize>,
     /// Engine metadata limit in bytes (`Config::metadata_bytes_max`).
     #[arg(long)]
     pub metadata_bytes_max: Option<usize>,
@@ -139,6 +142,7 @@ impl ScenarioArgs {
             metadata_bytes => metadata_bytes, keys => keys, timeout => timeout,
             churn_timeout => churn_timeout, mix => mix, list_rate => list.rate_per_s,
             list_page => list.page, shards => engine.shards, sessions_max => engine.sessions_max,
+            initial_capacity => engine.initial_capacity,
             metadata_bytes_max => engine.metadata_bytes_max, sweep_interval => engine.sweep_interval,
             durability => engine.durability, backend => backend, seed => seed,
         );

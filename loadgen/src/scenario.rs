@@ -93,6 +93,9 @@ pub struct EngineSettings {
     pub shards: usize,
     /// `Config::sessions_max`.
     pub sessions_max: usize,
+    /// `Config::initial_capacity`: sessions each table has room for up
+    /// front (0: tables grow as sessions come, the engine's default).
+    pub initial_capacity: usize,
     /// `Config::metadata_bytes_max` (0: the engine's default).
     pub metadata_bytes_max: usize,
     /// `Config::sweep_interval`.
@@ -108,6 +111,7 @@ impl Default for EngineSettings {
         Self {
             shards: 0,
             sessions_max: 1 << 20,
+            initial_capacity: 0,
             metadata_bytes_max: 0,
             sweep_interval: Dur::from_ms(100),
             data_dir: None,
@@ -301,6 +305,9 @@ impl Scenario {
         if self.engine.shards > 0 {
             config = config.shards(self.engine.shards);
         }
+        if self.engine.initial_capacity > 0 {
+            config = config.initial_capacity(self.engine.initial_capacity);
+        }
         if self.engine.metadata_bytes_max > 0 {
             config = config.metadata_bytes_max(self.engine.metadata_bytes_max);
         }
@@ -393,6 +400,18 @@ mod tests {
             ..Scenario::default()
         };
         assert!(bad.resolve().unwrap_err().to_string().contains("durability"));
+    }
+
+    #[test]
+    fn initial_capacity_reaches_the_engine_config() {
+        let s = Scenario::parse("t", "[engine]\ninitial_capacity = 5_000").unwrap();
+        let config = s.engine_config().unwrap();
+        assert!(
+            format!("{config:?}").contains("initial_capacity: 5000"),
+            "{config:?}"
+        );
+        let unset = Scenario::default().engine_config().unwrap();
+        assert!(format!("{unset:?}").contains("initial_capacity: 0"), "{unset:?}");
     }
 
     #[test]
