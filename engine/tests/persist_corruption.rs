@@ -157,6 +157,37 @@ fn damage_in_the_middle_is_refused_by_strict_and_skipped_by_repair() {
 }
 
 #[test]
+fn a_zeroed_record_with_records_after_it_is_damage_not_the_end() {
+    // A page read back as zeros (lost in a power cut, or a block the
+    // device returned blank) where a record starts: the zero header looks
+    // like the end of the data, but records follow, so dropping them would
+    // lose acknowledged writes unseen.
+    let (dir, segment, records) = build(10);
+    let original = std::fs::read(&segment).unwrap();
+    let relative = segment.strip_prefix(dir.path()).unwrap().to_path_buf();
+    for (label, zeroed) in [("whole record", 4), ("first record", 0), ("second to last", 8)] {
+        let (lost, start, end) = records[zeroed];
+        let mut bytes = original.clone();
+        bytes[start..end].fill(0);
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        std::fs::write(copy.path().join(&relative), &bytes).unwrap();
+        match recovered(copy.path(), RecoveryMode::Strict) {
+            Err(Error::Corrupt { offset, reason, .. }) => {
+                assert_eq!(offset as usize, start, "{label}");
+                assert!(reason.contains("zeroed record header"), "{label}: {reason}");
+            }
+            other => panic!("{label}: strict recovery gave {other:?}"),
+        }
+        let (ids, report) = recovered(copy.path(), RecoveryMode::Repair).unwrap();
+        let expected: BTreeSet<SessionId> = records.iter().map(|r| r.0).filter(|&id| id != lost).collect();
+        assert_eq!(ids, expected, "{label}: repair keeps every other record");
+        assert_eq!(report.corrupt_skipped, 1, "{label}: {report:?}");
+        assert_eq!(report.corrupt_bytes as usize, end - start, "{label}: {report:?}");
+    }
+}
+
+#[test]
 fn garbage_files_never_panic() {
     let (dir, segment, _) = build(5);
     let relative = segment.strip_prefix(dir.path()).unwrap().to_path_buf();

@@ -249,33 +249,39 @@ pub(crate) fn recover_shard(
         let mut pos = SEGMENT_HEADER_LEN;
         let mut torn = None;
         loop {
-            match decode(&bytes[pos..]) {
+            let reason = match decode(&bytes[pos..]) {
                 Decoded::Record(record, len) => {
                     apply(&mut sessions, record);
                     report.records += 1;
                     report.bytes += len as u64;
                     pos += len;
+                    continue;
                 }
-                Decoded::End => break,
-                Decoded::Bad(reason) => {
-                    if let Some(next) = resync(&bytes, pos + 1) {
-                        match mode {
-                            RecoveryMode::Strict => return Err(corrupt(&path, pos, reason)),
-                            RecoveryMode::Repair => {
-                                report.corrupt_skipped += 1;
-                                report.corrupt_bytes += (next - pos) as u64;
-                                pos = next;
-                            }
-                        }
-                    } else {
-                        // Nothing valid follows: what a crash mid-write leaves.
-                        let dirty_end = bytes.iter().rposition(|&b| b != 0).map_or(pos, |i| i + 1);
-                        report.torn_tails += 1;
-                        report.torn_bytes += (dirty_end - pos) as u64;
-                        torn = Some(dirty_end);
-                        break;
+                // The end of the data only if nothing but zeros follows: a
+                // record header read back as zeros (a lost page, a block
+                // the device returned blank) with records after it is
+                // damage, not the end, or everything after it would be
+                // dropped unseen and later overwritten.
+                Decoded::End if bytes[pos..].iter().all(|&b| b == 0) => break,
+                Decoded::End => "a zeroed record header with data after it",
+                Decoded::Bad(reason) => reason,
+            };
+            if let Some(next) = resync(&bytes, pos + 1) {
+                match mode {
+                    RecoveryMode::Strict => return Err(corrupt(&path, pos, reason)),
+                    RecoveryMode::Repair => {
+                        report.corrupt_skipped += 1;
+                        report.corrupt_bytes += (next - pos) as u64;
+                        pos = next;
                     }
                 }
+            } else {
+                // Nothing valid follows: what a crash mid-write leaves.
+                let dirty_end = bytes.iter().rposition(|&b| b != 0).map_or(pos, |i| i + 1);
+                report.torn_tails += 1;
+                report.torn_bytes += (dirty_end - pos) as u64;
+                torn = Some(dirty_end);
+                break;
             }
         }
         log_bytes += pos as u64;
