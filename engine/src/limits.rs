@@ -49,10 +49,11 @@ pub const WHEEL_SLOTS: usize = 1 << WHEEL_SLOT_BITS;
 /// [`TIMEOUT_MS_MAX`]) lands inside the wheel with room for a long sweeper lag.
 pub const WHEEL_LEVELS: usize = 6;
 
-/// Most sessions one sweep step expires while holding a shard lock. The
-/// sweeper releases the lock between batches so that a mass expiry (100K
-/// sessions created in the same millisecond) never stalls the shard's callers
-/// for longer than one batch.
+/// Most sessions one sweep step handles while holding a shard lock: expires,
+/// or re-arms in a lower wheel level (a slot cascading) or at a deadline that
+/// moved. The sweeper releases the lock between batches so that a mass
+/// expiry or cascade (100K sessions created in the same millisecond) never
+/// stalls the shard's callers for longer than one batch.
 pub const SWEEP_BATCH_MAX: usize = 1024;
 
 /// Optimistic attempts an `update` makes (closure outside the lock, commit if

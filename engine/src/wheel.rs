@@ -191,9 +191,12 @@ impl Wheel {
         true
     }
 
-    /// Fires every entry due at or before `now`, handing at most `budget` of
-    /// them to `on_expire` (each already unlinked when handed out). Entries
-    /// whose deadline moved past `now` are re-armed at their new deadline.
+    /// Fires every entry due at or before `now`, handing the due ones to
+    /// `on_expire` (each already unlinked when handed out) and re-arming the
+    /// rest at their current deadline (moved since they were scheduled, or
+    /// cascading to a lower level). Handles at most `budget` entries either
+    /// way, so that a slot of many sessions cascading down costs its caller
+    /// no more than a batch of expiries; returns how many expired.
     pub(crate) fn poll<S: WheelStore>(
         &mut self,
         store: &mut S,
@@ -202,11 +205,13 @@ impl Wheel {
         mut on_expire: impl FnMut(&mut S, u32),
     ) -> (usize, Poll) {
         let mut expired = 0;
+        let mut handled = 0;
         loop {
             while self.heads[PENDING_LIST as usize] != NIL {
-                if expired == budget {
+                if handled == budget {
                     return (expired, Poll::More);
                 }
+                handled += 1;
                 let index = self.heads[PENDING_LIST as usize];
                 self.remove(store, index);
                 match store.deadline(index) {
@@ -509,6 +514,34 @@ mod tests {
         }
         assert_eq!(total, n as usize);
         assert_eq!(polls, 3);
+    }
+
+    #[test]
+    fn budget_bounds_cascades_and_rearms_too() {
+        // 3,000 entries in one level-3 slot: when it fires, none is due yet;
+        // each must cascade to a lower level, at most `budget` per poll.
+        let mut wheel = Wheel::new(0);
+        let n = 3_000u32;
+        let mut store = VecStore::new(n as usize);
+        let slot_start = 3 * slot_range(3);
+        for i in 0..n {
+            let when = slot_start + 1 + u64::from(i);
+            store.deadlines[i as usize] = Some(when);
+            wheel.insert(&mut store, i, when);
+        }
+        let mut polls = 0;
+        loop {
+            let (expired, poll) = wheel.poll(&mut store, slot_start, 1_024, |_, _| {});
+            assert_eq!(expired, 0, "nothing is due at the slot's start");
+            polls += 1;
+            if poll == Poll::Done {
+                break;
+            }
+        }
+        assert_eq!(polls, 3, "3,000 re-arms in batches of 1,024");
+        assert_eq!(wheel.len(), n as usize);
+        let last = slot_start + u64::from(n);
+        assert_eq!(poll_all(&mut wheel, &mut store, last), (0..n).collect::<Vec<_>>());
     }
 
     #[derive(Debug, Clone)]
