@@ -256,8 +256,8 @@ impl Engine {
     #[inline]
     pub fn touch(&self, id: &SessionId) -> Result<()> {
         let (hash, shard) = self.inner.route(id);
-        let now_ms = self.inner.clock.now_ms();
-        if shard.read().touch(hash, id, now_ms) {
+        let state = shard.read();
+        if state.touch(hash, id, self.inner.clock.now_ms()) {
             Ok(())
         } else {
             Err(Error::NotFound)
@@ -268,8 +268,8 @@ impl Engine {
     #[must_use]
     pub fn contains(&self, id: &SessionId) -> bool {
         let (hash, shard) = self.inner.route(id);
-        let now_ms = self.inner.clock.now_ms();
-        shard.read().contains(hash, id, now_ms)
+        let state = shard.read();
+        state.contains(hash, id, self.inner.clock.now_ms())
     }
 
     /// Atomically replaces the session's metadata with `f(current)`; counts as
@@ -302,19 +302,20 @@ impl Engine {
     {
         let (hash, shard) = self.inner.route(id);
         for _ in 0..UPDATE_OPTIMISTIC_TRIES {
-            let now_ms = self.inner.clock.now_ms();
-            let current = shard
-                .read()
-                .read_for_update(hash, id, now_ms)
-                .ok_or_else(not_found)?;
+            let current = {
+                let state = shard.read();
+                state.read_for_update(hash, id, self.inner.clock.now_ms())
+            }
+            .ok_or_else(not_found)?;
             let new = f(&current);
             self.inner.check_len(new.len())?;
             let mut slot = Some(successor(&current, &new));
+            // The record's access time is read before the lock; the commit
+            // checks liveness at a time read under it (see `Inner::read`).
             let now_ms = self.inner.clock.now_ms();
             let commit = if self.inner.logs.is_empty() {
-                shard
-                    .write()
-                    .commit_update(hash, id, now_ms, &current, &mut slot, None)?
+                let mut state = shard.write();
+                state.commit_update(hash, id, self.inner.clock.now_ms(), &current, &mut slot, None)?
             } else {
                 // The record borrows the new bytes while the commit moves them.
                 let new = slot.clone().expect("just set");
@@ -326,9 +327,8 @@ impl Engine {
                     },
                     &new,
                     |record| {
-                        shard
-                            .write()
-                            .commit_update(hash, id, now_ms, &current, &mut slot, record)
+                        let mut state = shard.write();
+                        state.commit_update(hash, id, self.inner.clock.now_ms(), &current, &mut slot, record)
                     },
                 )?
             };
@@ -341,8 +341,8 @@ impl Engine {
             }
         }
         // Contended: run `f` under the lock so this caller cannot starve.
-        let now_ms = self.inner.clock.now_ms();
         let mut state = shard.write();
+        let now_ms = self.inner.clock.now_ms();
         let current = state.read_for_update(hash, id, now_ms).ok_or_else(not_found)?;
         let new = f(&current);
         self.inner.check_len(new.len())?;
@@ -378,11 +378,13 @@ impl Engine {
     /// `delete` without waiting for durability (the caller settles).
     pub(crate) fn delete_pending(&self, id: &SessionId) -> Result<(Session, Option<Pending>)> {
         let (hash, shard) = self.inner.route(id);
-        let now_ms = self.inner.clock.now_ms();
         let removed = self.inner.with_record(
             |_| Record::Delete { id: *id },
             &[],
-            |record| shard.write().delete(hash, id, now_ms, record),
+            |record| {
+                let mut state = shard.write();
+                state.delete(hash, id, self.inner.clock.now_ms(), record)
+            },
         )?;
         let (session, position) = removed.ok_or_else(not_found)?;
         self.inner.sessions.fetch_sub(1, Ordering::Relaxed);
@@ -412,7 +414,10 @@ impl Engine {
                 timeout_ms,
             },
             &[],
-            |record| shard.write().set_timeout(hash, id, timeout_ms, now_ms, record),
+            |record| {
+                let mut state = shard.write();
+                state.set_timeout(hash, id, timeout_ms, self.inner.clock.now_ms(), record)
+            },
         )?;
         let position = set.ok_or_else(not_found)?;
         Ok(((), self.inner.pending(hash, position)))
@@ -456,14 +461,13 @@ impl Engine {
         }
         let mut position = Some(ListPosition::decode(cursor.position()));
         let mut sessions = Vec::with_capacity(limit.min(1024));
-        let now_ms = self.inner.clock.now_ms();
         while part < shard_count {
             // At most LIST_LOCK_BATCH sessions per lock hold: writers to the
             // shard wait for one batch, never for a whole page.
             let batch_end = limit.min(sessions.len() + LIST_LOCK_BATCH);
-            let resume = self.inner.shards[part]
-                .read()
-                .list(position, batch_end, now_ms, &mut sessions);
+            let state = self.inner.shards[part].read();
+            let resume = state.list(position, batch_end, self.inner.clock.now_ms(), &mut sessions);
+            drop(state);
             match resume {
                 Some(at) if sessions.len() == limit => {
                     let next = Cursor::new(to_u32(part), at.encode());
@@ -665,8 +669,13 @@ impl Inner {
     #[inline(always)]
     fn read(&self, id: &SessionId, activity: bool) -> Result<Session> {
         let (hash, shard) = self.route(id);
-        let now_ms = self.clock.now_ms();
-        let found = shard.read().get(hash, id, now_ms, activity);
+        // The time is read under the lock: read before it, a caller that
+        // waited for the lock across the session's deadline would judge the
+        // session by a time already past and revive it, after another
+        // caller was told it had expired.
+        let state = shard.read();
+        let found = state.get(hash, id, self.clock.now_ms(), activity);
+        drop(state);
         found.ok_or_else(not_found)
     }
 
@@ -688,7 +697,10 @@ impl Inner {
                 metadata: m,
             },
             block,
-            |record| shard.write().insert(hash, block, now_ms, record),
+            |record| {
+                let mut state = shard.write();
+                state.insert(hash, block, self.clock.now_ms(), record)
+            },
         );
         let inserted = match inserted {
             Ok(inserted) => inserted,
@@ -984,6 +996,51 @@ fn compactor(inner: &Inner, stop: &Stop) {
             {
                 inner.compaction_errors.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// An operation that waits for the shard's lock while the session's
+    /// deadline passes must judge the session by the time after the wait:
+    /// judged by a time read before it, the session looked live, and a read
+    /// or update revived it after other callers had been told it expired.
+    #[test]
+    fn an_operation_waiting_for_the_lock_across_the_deadline_sees_the_session_expired() {
+        type Op = fn(&Engine, &SessionId) -> Result<()>;
+        let ops: [(&str, Op); 6] = [
+            ("get", |e, id| e.get(id).map(drop)),
+            ("peek", |e, id| e.peek(id).map(drop)),
+            ("touch", Engine::touch),
+            ("update", |e, id| e.update(id, <[u8]>::to_vec).map(drop)),
+            ("set_ttl", |e, id| e.set_ttl(id, Timeout::from_secs(60))),
+            ("delete", |e, id| e.delete(id).map(drop)),
+        ];
+        for (name, op) in ops {
+            let clock = ManualClock::new(1_000_000);
+            let engine =
+                Engine::open(Config::default().shards(1).without_sweeper().clock(clock.clock())).unwrap();
+            let id = engine.create(b"x", Timeout::from_ms(100)).unwrap();
+            let guard = engine.inner.shards[0].write();
+            let result = std::thread::scope(|s| {
+                let waiter = s.spawn(|| op(&engine, &id));
+                // Let it reach the lock (a head start, not a synchronisation:
+                // if it is late, it reads the later time either way).
+                std::thread::sleep(Duration::from_millis(50));
+                clock.advance_ms(100); // the deadline passes while it waits
+                drop(guard);
+                waiter.join().unwrap()
+            });
+            assert!(matches!(result, Err(Error::NotFound)), "{name}: {result:?}");
+            assert!(
+                matches!(engine.get(&id), Err(Error::NotFound)),
+                "{name}: not revived"
+            );
+            assert!(!engine.contains(&id), "{name}");
         }
     }
 }
