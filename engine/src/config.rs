@@ -128,10 +128,13 @@ impl Config {
     }
 
     /// Sessions to make room for when the engine opens: each shard's table
-    /// starts sized for its share (plus 1/16 for an uneven spread), so a
-    /// population up to this many never waits for a table to grow (a
+    /// starts sized for its share (plus 1/16 for an uneven spread), so
+    /// filling the engine up to this many never waits for a table to grow (a
     /// shard's table grows by rebuilding itself under the shard's lock, in
-    /// time proportional to its sessions). The room costs 10-21 bytes per
+    /// time proportional to its sessions). Under churn a table that is more
+    /// than half full may still double once, when the marks deleted
+    /// sessions leave (tombstones) use up its room, as any hashbrown table
+    /// does. The room costs 10-21 bytes per
     /// session (the table's 8-byte pointers and control bytes, in a
     /// power-of-two number of buckets) whether used or not. Default 0 (tables grow as sessions come); at most
     /// `sessions_max`.

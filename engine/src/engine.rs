@@ -278,9 +278,11 @@ impl Engine {
     /// `f` runs outside the shard lock on a snapshot; the result is installed
     /// only if nobody changed the session meanwhile, otherwise `f` runs again
     /// on the newer value (so it may run more than once: keep it free of side
-    /// effects). After a few lost races `f` runs under the lock, which
-    /// guarantees progress. If `f` panics, the session is left as it was and
-    /// the engine stays usable.
+    /// effects). After a few lost races `f` runs under the shard's lock,
+    /// which guarantees progress; so `f` must not call this engine (a call
+    /// into the same shard would then deadlock, as with `moka`'s `compute`
+    /// or a `Mutex` held across a callback). If `f` panics, the session is
+    /// left as it was and the engine stays usable.
     ///
     /// # Errors
     /// [`Error::NotFound`] if there is no live session (also when it expires

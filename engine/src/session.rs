@@ -206,8 +206,11 @@ pub enum RemovalCause {
 }
 
 /// A callback told about every removal, once, with its cause. It runs outside
-/// any shard lock: on the sweeper thread (or the `cleanup_expired` caller) for
-/// expiries, on the deleting thread for deletes. Keep it short; to hand work
+/// any shard lock: for expiries on the sweeper thread, the `cleanup_expired`
+/// caller, or a `create`/`insert` caller (one that finds the engine full
+/// reclaims expired sessions before refusing, and one whose id belonged to
+/// an expired session not yet swept replaces it); for deletes on the
+/// deleting thread. Keep it short; to hand work
 /// elsewhere, send into a channel from it. A panic in it is caught and counted
 /// in [`Stats::listener_panics`].
 pub type Listener = Arc<dyn Fn(&Session, RemovalCause) + Send + Sync>;

@@ -7,13 +7,17 @@
 //!   `update`) take it shared: activity is recorded in an atomic
 //!   `last_access_ms`, so readers never exclude each other. Everything that
 //!   changes the table or the wheel takes it exclusive.
-//! - It is held for one map operation only: callers compute the hash, read
-//!   the clock, build the metadata `Arc` and validate input before locking.
+//! - It is held for one map operation only: callers compute the hash, build
+//!   the session block, encode the log record and validate input before
+//!   locking. The time an operation judges liveness by is read under the
+//!   lock (one load with the default clock): read before it, a caller that
+//!   waited across a deadline would revive an expired session.
 //! - Lock order: at most one shard lock is held at a time, anywhere.
-//! - Never under the lock: I/O, user callbacks (listener, `update`'s closure
-//!   on its optimistic path), freeing metadata (removed sessions are returned
-//!   and dropped by the caller after unlocking), or unbounded work (sweeps
-//!   and listings work in bounded batches).
+//! - Never under the lock: I/O, user callbacks (the listener; `update`'s
+//!   closure, except in the fallback after repeated lost races that
+//!   `Engine::update` documents), freeing metadata (removed sessions are
+//!   returned and dropped by the caller after unlocking), or unbounded work
+//!   (sweeps and listings work in bounded batches).
 //! - Allocation under the lock only when the table is rebuilt (it grew, or
 //!   tombstones took its room; amortised, rare): the new table and a small
 //!   look-ahead queue.
