@@ -47,7 +47,7 @@ use crate::id::SessionId;
 use crate::persist::format::{put_len, Record};
 use crate::persist::ShardLog;
 use crate::session::{Session, Timeout, TIMEOUT_NEVER};
-use crate::wheel::{Link, Poll, Wheel, WheelStore};
+use crate::wheel::{Link, Poll, Wheel, WheelStore, INDEX_MAX};
 
 /// A session's fields, as the shard reads and writes them. Persisted
 /// access: the low 32 bits of the last access the log holds; lags are
@@ -192,12 +192,19 @@ fn full_capacity(buckets: usize) -> usize {
     }
 }
 
+/// Most buckets a table may have: the wheel's links are bucket indices up
+/// to `INDEX_MAX`. A table this size holds 7/8 x 2^31 sessions, more than
+/// `SESSIONS_MAX_LIMIT` (2^30), so it never needs to grow further.
+const BUCKETS_MAX: usize = INDEX_MAX as usize + 1;
+const _: () = assert!(BUCKETS_MAX / 8 * 7 > crate::limits::SESSIONS_MAX_LIMIT);
+
 /// The capacity a full table of `len` entries in `buckets` buckets is
 /// rebuilt with, by hashbrown's own policy: the same size while at most
-/// half of it is live (tombstones took the room), else twice the size.
+/// half of it is live (tombstones took the room), else twice the size;
+/// never beyond `BUCKETS_MAX` buckets.
 fn rebuild_capacity(len: usize, buckets: usize) -> usize {
     let full = full_capacity(buckets);
-    if len < full / 2 {
+    if len < full / 2 || buckets >= BUCKETS_MAX {
         full
     } else {
         full + 1
@@ -208,8 +215,11 @@ fn rebuild_capacity(len: usize, buckets: usize) -> usize {
 const REBUILD_PREFETCH: usize = 16;
 
 fn to_index(bucket: usize) -> u32 {
-    // Tables hold at most SESSIONS_MAX_LIMIT entries, so at most 2^31 buckets.
-    u32::try_from(bucket).expect("bucket index fits the wheel's u32 links")
+    // Tables never exceed BUCKETS_MAX buckets (`rebuild_capacity`).
+    u32::try_from(bucket)
+        .ok()
+        .filter(|&index| index <= INDEX_MAX)
+        .expect("bucket index fits the wheel's links")
 }
 
 /// The keyed hash of an id. Keys are per process (`RandomState::new` seeds
@@ -745,6 +755,11 @@ mod tests {
             assert_eq!((t.num_buckets(), t.capacity()), (buckets, full));
         }
         assert_eq!(rebuild_capacity(0, 1), 1, "the empty table's first rebuild");
+        // The largest table rebuilds in place, however full: its indices
+        // must stay within the wheel's links.
+        let full = full_capacity(BUCKETS_MAX);
+        assert_eq!(rebuild_capacity(full, BUCKETS_MAX), full);
+        assert_eq!(rebuild_capacity(full - 1, BUCKETS_MAX / 2), full / 2 + 1);
     }
 
     #[test]
