@@ -26,6 +26,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_utils::CachePadded;
 
+use crate::limits::TIME_MS_MAX;
+
 /// How often the system clock's thread stores the time: engine time lags
 /// the real time by at most about this much (more only while that thread
 /// waits for a CPU).
@@ -187,22 +189,24 @@ impl Default for Clock {
 pub struct ManualClock(Arc<AtomicU64>);
 
 impl ManualClock {
-    /// A clock standing at `start_ms` milliseconds since the Unix epoch.
+    /// A clock standing at `start_ms` milliseconds since the Unix epoch (at
+    /// most [`TIME_MS_MAX`]).
     #[must_use]
     pub fn new(start_ms: u64) -> Self {
-        Self(Arc::new(AtomicU64::new(start_ms)))
+        Self(Arc::new(AtomicU64::new(start_ms.min(TIME_MS_MAX))))
     }
 
-    /// Moves the clock forward by `by` (saturating at the end of time).
+    /// Moves the clock forward by `by`, stopping at [`TIME_MS_MAX`].
     pub fn advance(&self, by: Duration) {
         let by_ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
         self.advance_ms(by_ms);
     }
 
-    /// Moves the clock forward by `by_ms` milliseconds.
+    /// Moves the clock forward by `by_ms` milliseconds, stopping at
+    /// [`TIME_MS_MAX`].
     pub fn advance_ms(&self, by_ms: u64) {
         let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-            Some(now.saturating_add(by_ms))
+            Some(now.saturating_add(by_ms).min(TIME_MS_MAX))
         });
     }
 
@@ -250,7 +254,8 @@ mod tests {
         manual.advance(Duration::from_millis(250));
         assert_eq!(clock.now_ms(), 1_250);
         manual.advance_ms(u64::MAX);
-        assert_eq!(clock.now_ms(), u64::MAX);
+        assert_eq!(clock.now_ms(), TIME_MS_MAX, "stops at the end of time");
+        assert_eq!(ManualClock::new(u64::MAX).now_ms(), TIME_MS_MAX);
         assert!(clock.is_manual());
     }
 

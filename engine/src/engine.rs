@@ -1007,6 +1007,32 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
+    /// A manual clock pushed to the end of time stops there, and the engine
+    /// and its wheel keep working (before, the wheel's arithmetic wrapped
+    /// at `u64::MAX` and a debug build panicked).
+    #[test]
+    fn the_end_of_time_is_a_time_like_any_other() {
+        let clock = ManualClock::new(1_000_000);
+        let engine =
+            Engine::open(Config::default().shards(1).without_sweeper().clock(clock.clock())).unwrap();
+        let early = engine.create(b"early", Timeout::from_ms(100)).unwrap();
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.now_ms(), crate::limits::TIME_MS_MAX);
+        assert_eq!(engine.cleanup_expired(), 1);
+        assert!(matches!(engine.get(&early), Err(Error::NotFound)));
+        let late = engine.create(b"late", Timeout::from_ms(100)).unwrap();
+        let never = engine.create(b"never", Timeout::Never).unwrap();
+        clock.advance_ms(1_000);
+        assert_eq!(
+            clock.now_ms(),
+            crate::limits::TIME_MS_MAX,
+            "time stops at its end"
+        );
+        assert_eq!(engine.cleanup_expired(), 0);
+        assert!(engine.get(&late).is_ok() && engine.get(&never).is_ok());
+        engine.debug_check_invariants();
+    }
+
     /// An operation that waits for the shard's lock while the session's
     /// deadline passes must judge the session by the time after the wait:
     /// judged by a time read before it, the session looked live, and a read

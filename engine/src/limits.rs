@@ -25,6 +25,12 @@ pub const METADATA_BYTES_MAX_DEFAULT: usize = 64 * 1024;
 /// what a session store should carry.
 pub const METADATA_BYTES_MAX_LIMIT: usize = 16 * 1024 * 1024;
 
+/// The end of engine time, in ms since the Unix epoch (2^62: about 146
+/// million years). A [`ManualClock`](crate::ManualClock) stops there, so
+/// that deadlines (a time plus a timeout) and the timer wheel's arithmetic
+/// never reach `u64::MAX`; the system clock never gets near it.
+pub const TIME_MS_MAX: u64 = 1 << 62;
+
 /// Longest finite inactivity timeout, in milliseconds (about 49.7 days).
 /// Timeouts are stored as `u32` milliseconds to keep a session entry at 64
 /// bytes; `u32::MAX` itself encodes "never expires".
