@@ -158,6 +158,45 @@ fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
     }
 }
 
+/// Removes what a first open that failed part-way (a crash, a full disk)
+/// left: shard directories whose segments hold no record. The MANIFEST is
+/// written last, so without one no write was ever acknowledged here; but a
+/// segment with records in it means the MANIFEST went missing from a
+/// directory in use, and that is refused rather than overwritten.
+fn clear_unfinished_creation(layout: &Path) -> Result<()> {
+    let listing = |dir: &Path| -> Result<Vec<PathBuf>> {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .map(|e| e.map(|e| e.path()))
+                .collect::<std::io::Result<_>>()
+                .map_err(io(format!("listing {}", dir.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io(format!("listing {}", dir.display()))(e)),
+        }
+    };
+    let shard_dirs = listing(layout)?;
+    if shard_dirs.is_empty() {
+        return Ok(());
+    }
+    for sdir in &shard_dirs {
+        for file in listing(sdir)? {
+            let bytes = std::fs::read(&file).map_err(io(format!("reading {}", file.display())))?;
+            if bytes
+                .get(format::SEGMENT_HEADER_LEN..)
+                .is_some_and(|data| data.iter().any(|&b| b != 0))
+            {
+                return Err(Error::InvalidConfig(format!(
+                    "data directory {} has no {MANIFEST_FILE} but {} holds data; \
+                     refusing to overwrite it (restore the {MANIFEST_FILE}, or move the directory away)",
+                    layout.parent().unwrap_or(layout).display(),
+                    file.display()
+                )));
+            }
+        }
+    }
+    std::fs::remove_dir_all(layout).map_err(io(format!("removing unfinished {}", layout.display())))
+}
+
 /// A new directory: a fresh key, layout 1, an empty log per shard.
 fn create_directory(config: &Config, dir: &Path, shards: usize, now_ms: u64, lock: File) -> Result<Opened> {
     let mut key_bytes = [0u8; 32];
@@ -168,6 +207,7 @@ fn create_directory(config: &Config, dir: &Path, shards: usize, now_ms: u64, loc
         hash_key: key_from_bytes(key_bytes),
     };
     let layout = layout_dir(dir, manifest.layout);
+    clear_unfinished_creation(&layout)?;
     let mut logs = Vec::with_capacity(shards);
     for shard in 0..shards {
         let sdir = shard_dir(&layout, shard);

@@ -1,0 +1,61 @@
+//! A first open that stopped part-way (a crash or a full disk before the
+//! MANIFEST was written) is retried cleanly; a directory whose MANIFEST went
+//! missing while its logs hold data is refused, not overwritten.
+
+use session_engine::{Config, Durability, Engine, Error, Timeout};
+
+fn config(dir: &std::path::Path) -> Config {
+    Config::default()
+        .shards(2)
+        .data_dir(dir)
+        .durability(Durability::Never)
+        .segment_size_bytes(1 << 20)
+        .without_sweeper()
+}
+
+#[test]
+fn a_first_open_cut_short_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    // What a first open leaves when it dies before its MANIFEST: the
+    // shards' empty segments.
+    Engine::open(config(dir.path())).unwrap().close().unwrap();
+    std::fs::remove_file(dir.path().join("MANIFEST")).unwrap();
+    let engine = Engine::open(config(dir.path())).expect("the unfinished creation is redone");
+    let id = engine.create(b"kept", Timeout::Never).unwrap();
+    engine.close().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(engine.get(&id).unwrap().metadata(), b"kept");
+}
+
+#[test]
+fn logs_with_data_but_no_manifest_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    for _ in 0..10 {
+        engine.create(b"precious", Timeout::Never).unwrap();
+    }
+    engine.close().unwrap();
+    std::fs::remove_file(dir.path().join("MANIFEST")).unwrap();
+    let err = Engine::open(config(dir.path())).err().expect("refused");
+    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    assert!(err.to_string().contains("MANIFEST"), "{err}");
+    // Nothing was removed: the segments are still there.
+    let segments = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .count();
+    assert_eq!(segments, 2, "one segment per shard survives");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
