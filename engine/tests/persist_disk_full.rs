@@ -8,9 +8,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use session_engine::{Config, Durability, Engine, Error, SessionId, Timeout};
+use session_engine::{CompactionStep, Config, Durability, Engine, Error, SessionId, Timeout};
 
 const CHILD_ENV: &str = "SESSION_DISK_FULL_CHILD";
+const COMPACT_CHILD_ENV: &str = "SESSION_DISK_FULL_COMPACT_CHILD";
 
 fn config(dir: &Path) -> Config {
     Config::default()
@@ -62,27 +63,74 @@ fn disk_full_child() {
     println!("ACKED {acked}");
 }
 
-#[test]
-fn a_full_disk_fails_writes_cleanly_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs the test `child` of this binary in a child process with SIGXFSZ
+/// ignored (inherited through exec: the syscall fails instead), `env` set
+/// to `dir`; returns its stdout after checking it succeeded.
+fn run_child(child: &str, env: &str, dir: &Path) -> String {
     let exe = std::env::current_exe().unwrap();
-    // SIGXFSZ ignored (inherited through exec): the syscall fails instead.
     let script = format!(
-        "trap '' XFSZ; exec '{}' --exact disk_full_child --nocapture --test-threads=1",
+        "trap '' XFSZ; exec '{}' --exact {child} --nocapture --test-threads=1",
         exe.display()
     );
     let out = Command::new("sh")
         .arg("-c")
         .arg(script)
-        .env(CHILD_ENV, dir.path())
+        .env(env, dir)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "child failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn compaction_on_a_full_disk_child() {
+    let Ok(dir) = std::env::var(COMPACT_CHILD_ENV) else {
+        return;
+    };
+    let engine = Engine::open(config(Path::new(&dir))).unwrap();
+    // 400 KB of live sessions over two 256 KiB segments.
+    for n in 0..400 {
+        engine.insert(id(n), &[3u8; 1000], Timeout::Never).unwrap();
+    }
+    // Room for the next segment (256 KiB) but not for a base of 400 KB.
+    let limit = rustix::process::Rlimit {
+        current: Some(300 * 1024),
+        maximum: Some(300 * 1024),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Fsize, limit).unwrap();
+    let err = engine.debug_compact(0, CompactionStep::Done).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "typed error: {err:?}");
+    let shard_dir = Path::new(&dir).join("L00000001/S0000");
+    let leftovers: Vec<_> = std::fs::read_dir(&shard_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "a failed compaction left {leftovers:?}");
+    // Nothing lost: every session is still there, and writes go on.
+    assert_eq!(engine.len(), 400);
+    engine.insert(id(400), &[3u8; 10], Timeout::Never).unwrap();
+    println!("COMPACT CHILD OK");
+}
+
+#[test]
+fn a_failed_compaction_removes_its_partial_base_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = run_child("compaction_on_a_full_disk_child", COMPACT_CHILD_ENV, dir.path());
+    assert!(stdout.contains("COMPACT CHILD OK"), "{stdout}");
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(engine.len(), 401);
+}
+
+#[test]
+fn a_full_disk_fails_writes_cleanly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = run_child("disk_full_child", CHILD_ENV, dir.path());
     let acked: u32 = stdout
         .lines()
         .find_map(|l| l.split("ACKED ").nth(1))

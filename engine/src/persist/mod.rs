@@ -508,7 +508,12 @@ fn write_base_tmp(
         let file = out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
         file.sync_all()
     })();
-    result.map_err(write_err)?;
+    if let Err(e) = result {
+        // A partial base must not sit on a disk that is likely full (it
+        // would be removed at the next open only).
+        let _ = std::fs::remove_file(tmp);
+        return Err(write_err(e));
+    }
     Ok(len)
 }
 
