@@ -47,6 +47,9 @@ struct Inner {
     sessions: CachePadded<AtomicUsize>,
     listener_panics: AtomicU64,
     compaction_errors: AtomicU64,
+    /// One compaction at a time (the compactor thread, `debug_compact`):
+    /// two would interleave their seals and their accounting of the log.
+    compaction: Mutex<()>,
     config: Config,
     /// One log per shard when persistence is on.
     logs: Vec<Arc<ShardLog>>,
@@ -123,6 +126,7 @@ impl Engine {
             sessions: CachePadded::new(AtomicUsize::new(sessions)),
             listener_panics: AtomicU64::new(0),
             compaction_errors: AtomicU64::new(0),
+            compaction: Mutex::new(()),
             logs,
             recovery,
             _persistence: persistence,
@@ -783,6 +787,7 @@ impl Inner {
         let Some(log) = self.logs.get(shard) else {
             return Ok(());
         };
+        let _one_at_a_time = self.compaction.lock();
         let state = &self.shards[shard];
         let now_ms = self.clock.now_ms();
         let mut position = None;
