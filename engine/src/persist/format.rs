@@ -244,6 +244,21 @@ pub fn decode(bytes: &[u8]) -> Decoded<'_> {
     if bytes.len() < total {
         return Decoded::Bad("length runs past the end of the segment");
     }
+    // The type and its payload's shape are checked before the checksum:
+    // recovery looks for the next valid record at every offset after a bad
+    // one, and random bytes (a torn record's metadata) pass the length
+    // check often enough that checksumming each would cost seconds.
+    let shape_fits = match bytes[REC_TYPE_AT] {
+        1 => len >= PUT_FIXED_LEN,
+        2 => len >= ID_LEN + 8,
+        3 => len == ID_LEN + 12,
+        4 => len == ID_LEN + 8,
+        5 => len == ID_LEN,
+        _ => return Decoded::Bad("unknown record type"),
+    };
+    if !shape_fits {
+        return Decoded::Bad("payload does not fit its type");
+    }
     let crc = u32_at(bytes, REC_CRC_AT);
     if record_crc(&bytes[REC_LEN_AT..REC_LEN_AT + 4], &bytes[REC_TYPE_AT..total]) != crc {
         return Decoded::Bad("checksum mismatch");
@@ -251,30 +266,29 @@ pub fn decode(bytes: &[u8]) -> Decoded<'_> {
     let p = &bytes[RECORD_HEADER_LEN..total];
     let id = id_at(p, 0);
     let record = match bytes[REC_TYPE_AT] {
-        1 if p.len() >= PUT_FIXED_LEN => Record::Put {
+        1 => Record::Put {
             id,
             created_ms: u64_at(p, ID_LEN),
             last_access_ms: u64_at(p, ID_LEN + 8),
             timeout_ms: u32_at(p, ID_LEN + 16),
             metadata: &p[PUT_FIXED_LEN..],
         },
-        2 if p.len() >= ID_LEN + 8 => Record::Update {
+        2 => Record::Update {
             id,
             last_access_ms: u64_at(p, ID_LEN),
             metadata: &p[ID_LEN + 8..],
         },
-        3 if p.len() == ID_LEN + 12 => Record::Timeout {
+        3 => Record::Timeout {
             id,
             last_access_ms: u64_at(p, ID_LEN),
             timeout_ms: u32_at(p, ID_LEN + 8),
         },
-        4 if p.len() == ID_LEN + 8 => Record::Touch {
+        4 => Record::Touch {
             id,
             last_access_ms: u64_at(p, ID_LEN),
         },
-        5 if p.len() == ID_LEN => Record::Delete { id },
-        1..=5 => return Decoded::Bad("payload does not fit its type"),
-        _ => return Decoded::Bad("unknown record type"),
+        5 => Record::Delete { id },
+        _ => unreachable!("type and shape checked above"),
     };
     Decoded::Record(record, total)
 }
