@@ -47,6 +47,28 @@ fn logs_with_data_but_no_manifest_are_refused() {
     assert_eq!(segments, 2, "one segment per shard survives");
 }
 
+#[test]
+fn a_resharded_directory_without_its_manifest_is_refused_too() {
+    // Resharding moves the data to layout 2 and deletes layout 1: a missing
+    // MANIFEST must be noticed there as well, or the next open would start
+    // empty in layout 1 and the one after would delete layout 2.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    for _ in 0..10 {
+        engine.create(b"precious", Timeout::Never).unwrap();
+    }
+    engine.close().unwrap();
+    Engine::open(config(dir.path()).shards(4))
+        .unwrap()
+        .close()
+        .unwrap();
+    assert!(dir.path().join("L00000002").is_dir() && !dir.path().join("L00000001").exists());
+    std::fs::remove_file(dir.path().join("MANIFEST")).unwrap();
+    let err = Engine::open(config(dir.path()).shards(4)).err().expect("refused");
+    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    assert!(err.to_string().contains("L00000002"), "{err}");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -159,42 +159,74 @@ fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
 }
 
 /// Removes what a first open that failed part-way (a crash, a full disk)
-/// left: shard directories whose segments hold no record. The MANIFEST is
-/// written last, so without one no write was ever acknowledged here; but a
-/// segment with records in it means the MANIFEST went missing from a
-/// directory in use, and that is refused rather than overwritten.
-fn clear_unfinished_creation(layout: &Path) -> Result<()> {
+/// left: layout directories (`L*`) whose segments hold no record. The
+/// MANIFEST is written last, so without one no write was ever acknowledged
+/// here; but a layout holding records (any layout: a resharded directory
+/// keeps its data in a later one) means the MANIFEST went missing from a
+/// directory in use, and that is refused rather than overwritten. So is
+/// anything in a layout that is not a plain file or directory.
+fn clear_unfinished_creation(dir: &Path) -> Result<()> {
     let listing = |dir: &Path| -> Result<Vec<PathBuf>> {
-        match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .map(|e| e.map(|e| e.path()))
-                .collect::<std::io::Result<_>>()
-                .map_err(io(format!("listing {}", dir.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(io(format!("listing {}", dir.display()))(e)),
-        }
+        std::fs::read_dir(dir)
+            .and_then(|entries| entries.map(|e| e.map(|e| e.path())).collect())
+            .map_err(io(format!("listing {}", dir.display())))
     };
-    let shard_dirs = listing(layout)?;
-    if shard_dirs.is_empty() {
-        return Ok(());
-    }
-    for sdir in &shard_dirs {
-        for file in listing(sdir)? {
-            let bytes = std::fs::read(&file).map_err(io(format!("reading {}", file.display())))?;
-            if bytes
-                .get(format::SEGMENT_HEADER_LEN..)
-                .is_some_and(|data| data.iter().any(|&b| b != 0))
-            {
-                return Err(Error::InvalidConfig(format!(
-                    "data directory {} has no {MANIFEST_FILE} but {} holds data; \
-                     refusing to overwrite it (restore the {MANIFEST_FILE}, or move the directory away)",
-                    layout.parent().unwrap_or(layout).display(),
-                    file.display()
-                )));
-            }
+    let layouts: Vec<PathBuf> = listing(dir)?
+        .into_iter()
+        .filter(|path| {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.strip_prefix('L').is_some_and(|n| n.parse::<u64>().is_ok())
+        })
+        .collect();
+    let refuse = |path: &Path, what: &str| {
+        Error::InvalidConfig(format!(
+            "data directory {} has no {MANIFEST_FILE} but {} {what}; refusing to overwrite it \
+             (restore the {MANIFEST_FILE}, or move the directory away)",
+            dir.display(),
+            path.display()
+        ))
+    };
+    let mut pending = layouts.clone();
+    while let Some(path) = pending.pop() {
+        let kind = std::fs::symlink_metadata(&path)
+            .map_err(io(format!("reading {}", path.display())))?
+            .file_type();
+        if kind.is_dir() {
+            pending.extend(listing(&path)?);
+        } else if !kind.is_file() {
+            return Err(refuse(&path, "is not a plain file"));
+        } else if holds_records(&path)? {
+            return Err(refuse(&path, "holds data"));
         }
     }
-    std::fs::remove_dir_all(layout).map_err(io(format!("removing unfinished {}", layout.display())))
+    for layout in layouts {
+        std::fs::remove_dir_all(&layout).map_err(io(format!("removing unfinished {}", layout.display())))?;
+    }
+    Ok(())
+}
+
+/// True if a file has a non-zero byte after a segment header's length.
+fn holds_records(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut file = File::open(path).map_err(io(format!("opening {}", path.display())))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut offset = 0usize;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(io(format!("reading {}", path.display())))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let skip = format::SEGMENT_HEADER_LEN.saturating_sub(offset).min(n);
+        if buf[skip..n].iter().any(|&b| b != 0) {
+            return Ok(true);
+        }
+        offset += n;
+    }
 }
 
 /// A new directory: a fresh key, layout 1, an empty log per shard.
@@ -206,8 +238,8 @@ fn create_directory(config: &Config, dir: &Path, shards: usize, now_ms: u64, loc
         layout: 1,
         hash_key: key_from_bytes(key_bytes),
     };
+    clear_unfinished_creation(dir)?;
     let layout = layout_dir(dir, manifest.layout);
-    clear_unfinished_creation(&layout)?;
     let mut logs = Vec::with_capacity(shards);
     for shard in 0..shards {
         let sdir = shard_dir(&layout, shard);
