@@ -321,7 +321,15 @@ impl Engine {
             let now_ms = self.inner.clock.now_ms();
             let commit = if self.inner.logs.is_empty() {
                 let mut state = shard.write();
-                state.commit_update(hash, id, self.inner.clock.now_ms(), &current, &mut slot, None)?
+                state.commit_update(
+                    hash,
+                    id,
+                    self.inner.clock.now_ms(),
+                    now_ms,
+                    &current,
+                    &mut slot,
+                    None,
+                )?
             } else {
                 // The record borrows the new bytes while the commit moves them.
                 let new = slot.clone().expect("just set");
@@ -334,7 +342,15 @@ impl Engine {
                     &new,
                     |record| {
                         let mut state = shard.write();
-                        state.commit_update(hash, id, self.inner.clock.now_ms(), &current, &mut slot, record)
+                        state.commit_update(
+                            hash,
+                            id,
+                            self.inner.clock.now_ms(),
+                            now_ms,
+                            &current,
+                            &mut slot,
+                            record,
+                        )
                     },
                 )?
             };
@@ -363,7 +379,7 @@ impl Engine {
             .encode(&mut record);
         }
         let record = (!self.inner.logs.is_empty()).then_some(&record[..]);
-        let commit = state.commit_update(hash, id, now_ms, &current, &mut new, record)?;
+        let commit = state.commit_update(hash, id, now_ms, now_ms, &current, &mut new, record)?;
         drop(state);
         match commit {
             Commit::Done(session, _old, position) => Ok((session, self.inner.pending(hash, position))),
@@ -422,7 +438,7 @@ impl Engine {
             &[],
             |record| {
                 let mut state = shard.write();
-                state.set_timeout(hash, id, timeout_ms, self.inner.clock.now_ms(), record)
+                state.set_timeout(hash, id, timeout_ms, self.inner.clock.now_ms(), now_ms, record)
             },
         )?;
         let position = set.ok_or_else(not_found)?;

@@ -320,7 +320,8 @@ impl ShardState {
             .try_reserve(sessions, |b| hash_id(hasher, &b.header().id))
             .map_err(|e| {
                 Error::InvalidConfig(format!(
-                    "initial_capacity: could not allocate a table for {sessions} sessions in a shard: {e:?}"
+                    "could not allocate a table for {sessions} sessions in a shard (Config::initial_capacity, \
+                     or the sessions a data directory holds): {e:?}"
                 ))
             })
     }
@@ -564,13 +565,15 @@ impl ShardState {
         Ok(Some((self.remove_at(index), position)))
     }
 
-    /// Sets a new timeout; counts as activity.
+    /// Sets a new timeout; counts as activity. `now_ms` and `logged_ms` as
+    /// for `commit_update`.
     pub(crate) fn set_timeout(
         &mut self,
         hash: u64,
         id: &SessionId,
         timeout_ms: u32,
         now_ms: u64,
+        logged_ms: u64,
         record: Option<&[u8]>,
     ) -> Result<Option<LogPosition>> {
         let Some(index) = self.find_live_index(hash, id, now_ms) else {
@@ -580,7 +583,7 @@ impl ShardState {
         let header = self.table.get_bucket(index).expect("found above").header();
         header.timeout_ms.store(timeout_ms, Ordering::Relaxed);
         header.record_activity(now_ms);
-        header.set_persisted(now_ms);
+        header.set_persisted(logged_ms);
         // The deadline may have moved earlier, where a lazy re-arm would fire
         // late: re-schedule (O(1) both ways).
         let index = to_index(index);
@@ -592,12 +595,16 @@ impl ShardState {
     /// Installs `new` if the session is still the block `read` (the one
     /// the update started from); counts as activity. The caller gave `new`
     /// the session's id and creation time (`Metadata::init`); the rest of
-    /// its header is taken over here.
+    /// its header is taken over here. `now_ms` is read under the lock (the
+    /// liveness check and the access time); `logged_ms` is the access time
+    /// the log record carries (read before the lock, so at most `now_ms`),
+    /// which is what the log holds from now on.
     pub(crate) fn commit_update(
         &mut self,
         hash: u64,
         id: &SessionId,
         now_ms: u64,
+        logged_ms: u64,
         read: &Metadata,
         new: &mut Option<Metadata>,
         record: Option<&[u8]>,
@@ -621,7 +628,7 @@ impl ShardState {
         nh.timeout_ms.store(oh.timeout(), Ordering::Relaxed);
         nh.last_access_ms
             .store(oh.last_access().max(now_ms), Ordering::Relaxed);
-        nh.set_persisted(now_ms);
+        nh.set_persisted(logged_ms);
         // Same bucket, so the wheel's links (bucket indices) carry over.
         nh.set_link(oh.link());
         let slot = self.table.get_bucket_mut(index).expect("found above");
@@ -866,7 +873,7 @@ mod tests {
         new.init(id(1), read.header().created_ms, 0, TIMEOUT_NEVER);
         let mut new = Some(new);
         let Ok(Commit::Done(after, old, None)) =
-            shard.commit_update(hash(1), &id(1), 1_020, &read, &mut new, None)
+            shard.commit_update(hash(1), &id(1), 1_020, 1_015, &read, &mut new, None)
         else {
             panic!("commit failed")
         };
@@ -875,18 +882,26 @@ mod tests {
             (after.metadata(), after.last_access_ms()),
             (&b"updated"[..], 1_020)
         );
+        // The log holds the record's time (read before the lock), not the
+        // later one the commit stamped: the lag the next read measures.
+        let persisted = |shard: &ShardState, n: u32| {
+            let h = shard.find(hash(n), &id(n)).expect("live").header();
+            h.persisted_access_ms.load(Ordering::Relaxed)
+        };
+        assert_eq!(persisted(&shard, 1), 1_015);
         assert_eq!(after.created_ms(), 1_000);
         // A second commit from the same read conflicts and leaves the new block with us.
         let mut again = Some(block(1, 0, 0));
         assert!(matches!(
-            shard.commit_update(hash(1), &id(1), 1_020, &read, &mut again, None),
+            shard.commit_update(hash(1), &id(1), 1_020, 1_020, &read, &mut again, None),
             Ok(Commit::Conflict)
         ));
         drop((old, read, again));
         assert!(shard
-            .set_timeout(hash(2), &id(2), 5_000, 1_030, None)
+            .set_timeout(hash(2), &id(2), 5_000, 1_030, 1_025, None)
             .unwrap()
             .is_some());
+        assert_eq!(persisted(&shard, 2), 1_025);
         let (deleted, None) = shard.delete(hash(4), &id(4), 1_040, None).unwrap().expect("live") else {
             panic!("no log, no position")
         };
