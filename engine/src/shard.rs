@@ -599,6 +599,7 @@ impl ShardState {
     /// liveness check and the access time); `logged_ms` is the access time
     /// the log record carries (read before the lock, so at most `now_ms`),
     /// which is what the log holds from now on.
+    #[allow(clippy::too_many_arguments)] // two times on purpose, see above
     pub(crate) fn commit_update(
         &mut self,
         hash: u64,
