@@ -38,3 +38,25 @@ fn a_persistent_engine_gets_the_room_too() {
     let config = Config::default().data_dir(dir.path()).segment_size_bytes(1 << 20);
     assert_eq!(rebuilds_while_creating(config.initial_capacity(5_000), 5_000), 0);
 }
+
+#[test]
+fn recovery_sizes_each_table_for_the_sessions_it_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        Config::default()
+            .data_dir(dir.path())
+            .segment_size_bytes(1 << 20)
+            .shards(4)
+            .without_sweeper()
+    };
+    let engine = Engine::open(config()).unwrap();
+    for i in 0..20_000u64 {
+        engine.create(&i.to_le_bytes(), Timeout::Never).unwrap();
+    }
+    assert!(engine.stats().rehashes_total > 0, "filling grew the tables");
+    engine.close().unwrap();
+    let engine = Engine::open(config()).unwrap();
+    assert_eq!(engine.len(), 20_000);
+    assert_eq!(engine.stats().rehashes_total, 0, "restoring never grew a table");
+    engine.debug_check_invariants();
+}
