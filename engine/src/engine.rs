@@ -319,41 +319,33 @@ impl Engine {
             // The record's access time is read before the lock; the commit
             // checks liveness at a time read under it (see `Inner::read`).
             let now_ms = self.inner.clock.now_ms();
-            let commit = if self.inner.logs.is_empty() {
-                let mut state = shard.write();
-                state.commit_update(
-                    hash,
-                    id,
-                    self.inner.clock.now_ms(),
-                    now_ms,
-                    &current,
-                    &mut slot,
-                    None,
-                )?
+            // The record borrows the new bytes while the commit moves them:
+            // a second handle, taken only when there is a log to write.
+            let logged = if self.inner.logs.is_empty() {
+                None
             } else {
-                // The record borrows the new bytes while the commit moves them.
-                let new = slot.clone().expect("just set");
-                self.inner.with_record(
-                    |m| Record::Update {
-                        id: *id,
-                        last_access_ms: now_ms,
-                        metadata: m,
-                    },
-                    &new,
-                    |record| {
-                        let mut state = shard.write();
-                        state.commit_update(
-                            hash,
-                            id,
-                            self.inner.clock.now_ms(),
-                            now_ms,
-                            &current,
-                            &mut slot,
-                            record,
-                        )
-                    },
-                )?
+                slot.clone()
             };
+            let commit = self.inner.with_record(
+                |m| Record::Update {
+                    id: *id,
+                    last_access_ms: now_ms,
+                    metadata: m,
+                },
+                logged.as_deref().unwrap_or_default(),
+                |record| {
+                    let mut state = shard.write();
+                    state.commit_update(
+                        hash,
+                        id,
+                        self.inner.clock.now_ms(),
+                        now_ms,
+                        &current,
+                        &mut slot,
+                        record,
+                    )
+                },
+            )?;
             match commit {
                 Commit::Done(session, _old, position) => {
                     return Ok((session, self.inner.pending(hash, position)));
