@@ -22,9 +22,15 @@ use crate::config::{Deployment, RedisConfig};
 use crate::keys::slot_of;
 use crate::limits::{CLUSTER_SLOTS, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN};
 
-/// Internal retries the cluster client makes on its own (redirections,
-/// reconnects after a node failure) within one request's budget.
-const CLUSTER_CLIENT_RETRIES: u32 = 16;
+/// Resends the cluster client makes on its own: none. It would resend a
+/// request after a dropped connection too, where the first try may have
+/// been applied, without the store hearing of it: an `update` would then
+/// take its own commit for a conflict and apply its closure twice, and a
+/// `delete` would report `NotFound` for its own delete. Every resend goes
+/// through `RedisStore::run`, which tracks that doubt (redirections and
+/// reconnects included: the client still refreshes its slot map and
+/// reconnects on such errors, and `run` resends after them).
+const CLUSTER_CLIENT_RETRIES: u32 = 0;
 
 /// A connection to the deployment.
 #[derive(Clone)]

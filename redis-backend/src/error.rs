@@ -72,6 +72,11 @@ pub(crate) fn give_up(last: &Fault, write: bool, maybe_applied: bool, request_ti
         Fault::TimedOut => Error::TimedOut {
             after_ms: request_timeout_ms,
         },
+        Fault::Refused(reason) if write && maybe_applied => Error::OutcomeUnknown {
+            reason: format!(
+                "redis refused a resend of a request an earlier attempt may have applied: {reason}"
+            ),
+        },
         Fault::Refused(reason) => Error::Unavailable {
             reason: format!("redis refused the request: {reason}"),
         },
@@ -142,5 +147,14 @@ mod tests {
             give_up(&Fault::TimedOut, true, true, 5),
             Error::TimedOut { after_ms: 5 }
         ));
+        // A server refusing the resend (-OOM, -BUSY) says nothing of the
+        // attempt before it, which may have run.
+        let oom = Fault::Refused("OOM".into());
+        assert!(matches!(
+            give_up(&oom, true, true, 5),
+            Error::OutcomeUnknown { .. }
+        ));
+        assert!(matches!(give_up(&oom, true, false, 5), Error::Unavailable { .. }));
+        assert!(matches!(give_up(&oom, false, true, 5), Error::Unavailable { .. }));
     }
 }
