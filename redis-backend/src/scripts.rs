@@ -44,15 +44,19 @@ const PRELUDE: &str = "local function now_ms()
 end
 ";
 
-/// `KEYS[1]` session; ARGV metadata, `timeout_ms` (`0` never), token.
-/// Returns 1 if stored (or already stored by this token), 0 if the id is taken.
+/// `KEYS[1]` session; ARGV metadata, `timeout_ms` (`0` never), token, first
+/// version. Returns 1 if stored (or already stored by this token), 0 if the
+/// id is taken. The first version is random (below 2^52, exact in Lua's
+/// doubles), not 1: an `update` that read a session which then went, and
+/// whose id was inserted again, must see a different version, or its commit
+/// would land on the new session (ABA).
 const INSERT: &str = "local key = KEYS[1]
 if redis.call('EXISTS', key) == 1 then
   if redis.call('HGET', key, 'w') == ARGV[3] then return 1 end
   return 0
 end
 local now = now_ms()
-redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', '1', 'w', ARGV[3])
+redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'w', ARGV[3])
 if ARGV[2] ~= '0' then redis.call('PEXPIRE', key, ARGV[2]) end
 return 1
 ";

@@ -490,6 +490,11 @@ fn token() -> String {
     rand::rng().random::<u64>().to_string()
 }
 
+/// A new session's first version: random below 2^52 (see `scripts::INSERT`).
+fn first_version() -> String {
+    rand::rng().random_range(1..1u64 << 52).to_string()
+}
+
 /// A random pause up to 100 µs × 2^`round` (at most
 /// [`UPDATE_BACKOFF_MAX`]): colliding writers spread out in time, so that
 /// each one's read-compute-commit window soon finds no one else in it.
@@ -583,7 +588,13 @@ impl Inner {
     async fn insert(&self, id: SessionId, metadata: &[u8], timeout_field: &str) -> Result<()> {
         let key = self.keys.key(&id);
         let token = token();
-        let args: [&[u8]; 3] = [metadata, timeout_field.as_bytes(), token.as_bytes()];
+        let first_version = first_version();
+        let args: [&[u8]; 4] = [
+            metadata,
+            timeout_field.as_bytes(),
+            token.as_bytes(),
+            first_version.as_bytes(),
+        ];
         let reply = self
             .script(Kind::Write, &self.scripts.insert, &key, &args)
             .await?;

@@ -52,3 +52,48 @@ async fn many_writers_on_one_session_lose_no_update() {
     println!("{TASKS} tasks x {INCREMENTS} increments on one session: {conflicts} lost races, all retried");
     assert!(conflicts > 0, "the test did race");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_never_lands_on_a_session_inserted_again_under_its_id() {
+    // The update reads m0; while its closure runs, the session is deleted
+    // and its id inserted again with m1. The commit must see a different
+    // session (ABA) and rerun the closure on m1.
+    let server = support::Server::standalone();
+    let config = RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("aba"));
+    let store = Arc::new(RedisStore::connect(config).await.expect("connect"));
+    let id = session_engine::SessionId::from_bytes([0xAB; 16]);
+    store
+        .insert(id, b"m0", Timeout::from_secs(60))
+        .await
+        .expect("insert");
+    let (read_tx, read_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let updater = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut first = true;
+            store
+                .update(&id, move |m| {
+                    if std::mem::take(&mut first) {
+                        read_tx.send(()).unwrap();
+                        go_rx.lock().unwrap().recv().unwrap();
+                    }
+                    [m, b"+f"].concat()
+                })
+                .await
+        })
+    };
+    tokio::task::spawn_blocking(move || read_rx.recv().unwrap())
+        .await
+        .unwrap();
+    store.delete(&id).await.expect("delete");
+    store
+        .insert(id, b"m1", Timeout::from_secs(60))
+        .await
+        .expect("insert again");
+    go_tx.send(()).unwrap();
+    let updated = updater.await.unwrap().expect("update");
+    assert_eq!(updated.metadata(), b"m1+f");
+    assert_eq!(store.peek(&id).await.unwrap().metadata(), b"m1+f");
+}
