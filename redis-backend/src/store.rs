@@ -812,7 +812,14 @@ impl Inner {
                 // stale; the resend goes through the cluster client.
                 self.drop_direct();
                 if self.health.failure() {
-                    self.rebuild().await;
+                    // The rebuild runs on the home runtime and outlives
+                    // this request; the request waits for it only as long
+                    // as its own deadline allows (a fresh client can take
+                    // `connect_timeout + request_timeout` to prove itself).
+                    if let Some(me) = self.me.upgrade() {
+                        let rebuild = self.home.spawn(async move { me.rebuild().await });
+                        let _ = timeout(deadline.saturating_duration_since(Instant::now()), rebuild).await;
+                    }
                 }
             }
             if how.redirected {

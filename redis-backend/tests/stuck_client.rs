@@ -65,6 +65,41 @@ async fn a_wedged_client_is_replaced_and_service_resumes_each_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_never_holds_a_request_past_its_deadline() {
+    // A server that accepts and never answers: every request times out, and
+    // each rebuild (due after `stuck_after` of failures) tries a fresh
+    // client that hangs up to `connect_timeout`. The request that starts a
+    // rebuild waits for it only within its own budget.
+    let server = support::Server::standalone();
+    let proxy = Proxy::start(server.port).await;
+    let config = RedisConfig::standalone(proxy.url())
+        .key_prefix(support::unique_prefix("deadline"))
+        .request_timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(2))
+        .stuck_after(Duration::from_millis(300));
+    let store = RedisStore::connect(config).await.expect("connect");
+    let id = store.create(b"x", Timeout::Never).await.expect("create");
+    proxy.black_hole();
+    let since = Instant::now();
+    let mut longest = Duration::ZERO;
+    while since.elapsed() < Duration::from_millis(1_500) {
+        let started = Instant::now();
+        let result = store.get(&id).await;
+        assert!(
+            matches!(result, Err(Error::TimedOut { .. } | Error::Unavailable { .. })),
+            "{result:?}"
+        );
+        longest = longest.max(started.elapsed());
+    }
+    // A bound on the error path, not a speed target: a request that waited
+    // for the rebuild took connect_timeout (2 s) and more.
+    assert!(
+        longest < REQUEST_TIMEOUT + Duration::from_millis(800),
+        "a request was held {longest:?}, past its {REQUEST_TIMEOUT:?} budget"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_server_gives_typed_errors_without_rebuilds_and_service_resumes() {
     let mut server = support::Server::standalone();
     let config = RedisConfig::standalone(server.url())

@@ -3,7 +3,8 @@
 //! sockets stay open, so the client sees no error, only silence), while
 //! connections opened after work normally — the state a client is left in
 //! when a server vanishes without a reset, or when a client's own state
-//! machine hangs.
+//! machine hangs. [`Proxy::black_hole`] holds new connections too: a server
+//! that accepts and never answers.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Proxy {
     pub addr: SocketAddr,
     epoch: Arc<AtomicU64>,
+    black_hole: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -25,11 +27,14 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let epoch = Arc::new(AtomicU64::new(0));
+        let black_hole = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = {
             let epoch = Arc::clone(&epoch);
+            let black_hole = Arc::clone(&black_hole);
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    let born = epoch.load(Ordering::SeqCst);
+                    // Born in the past: wedged from its first byte.
+                    let born = epoch.load(Ordering::SeqCst) + u64::from(black_hole.load(Ordering::SeqCst));
                     let epoch = Arc::clone(&epoch);
                     tokio::spawn(async move {
                         let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
@@ -44,7 +49,12 @@ impl Proxy {
                 }
             })
         };
-        Self { addr, epoch, task }
+        Self {
+            addr,
+            epoch,
+            black_hole,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -54,6 +64,12 @@ impl Proxy {
     /// Wedges every connection open now.
     pub fn wedge(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Wedges every connection, open now or opened later.
+    pub fn black_hole(&self) {
+        self.black_hole.store(true, Ordering::SeqCst);
+        self.wedge();
     }
 }
 
