@@ -236,6 +236,11 @@ pub struct Collector {
     pub summary: ClientSummary,
     /// Operations merged so far (for progress).
     pub ops_seen: u64,
+    /// Point operations (lists left out) completed after the warm-up and
+    /// before interval `window_end`: an open-loop run's throughput counts
+    /// these, not the backlog a client works off after the schedule ended.
+    pub window_point_ops: u64,
+    window_end: u64,
     log: Vec<u8>,
     serializer: V2DeflateSerializer,
     spares: Sender<Box<OpHists>>,
@@ -279,11 +284,19 @@ impl Collector {
             timeline: Vec::new(),
             summary: ClientSummary::default(),
             ops_seen: 0,
+            window_point_ops: 0,
+            window_end: u64::MAX,
             log,
             serializer,
             spares,
             clients_done: 0,
         }
+    }
+
+    /// Counts point operations in `window_point_ops` only in intervals
+    /// before `index` (all of them by default).
+    pub fn set_window_end(&mut self, index: u64) {
+        self.window_end = index;
     }
 
     /// True once every client has sent `Done`.
@@ -346,6 +359,9 @@ impl Collector {
             self.totals.add(hists);
         }
         let all = hists.point_ops();
+        if !warmup && index < self.window_end {
+            self.window_point_ops += all.len();
+        }
         let start = Duration::from_nanos(index * self.interval_ns);
         let length = Duration::from_nanos(self.interval_ns);
         self.write_log(&all, start, length, None);
@@ -435,6 +451,26 @@ mod tests {
         let starts: Vec<f64> = c.timeline.iter().map(|p| p.start_s).collect();
         assert_eq!(starts.len(), 3, "{starts:?}");
         assert!(c.timeline[0].warmup && !c.timeline[1].warmup);
+        assert_eq!(c.window_point_ops, 4, "no window end: every measured op");
+    }
+
+    #[test]
+    fn the_window_leaves_out_what_completes_after_it() {
+        let (tx, rx, stx, srx) = channels();
+        let mut a = Recorder::new(0, 0, 100, tx, srx);
+        a.record(Op::Get, 10, true, 50); // warm-up (interval 0)
+        a.record(Op::Get, 10, true, 150); // interval 1
+        a.record(Op::Get, 10, true, 250); // interval 2
+        a.record(Op::List, 10, true, 260); // a list: not a point op
+        a.record(Op::Get, 90, true, 350); // interval 3: after the window
+        a.finish(ClientSummary::default());
+        let mut c = Collector::new(1, 100, 1, SystemTime::UNIX_EPOCH, stx, "test");
+        c.set_window_end(3);
+        for msg in rx.try_iter() {
+            c.accept(msg);
+        }
+        assert_eq!(c.window_point_ops, 2);
+        assert_eq!(c.totals.get(Op::Get).len(), 3, "late ops keep their latency");
     }
 
     #[test]
