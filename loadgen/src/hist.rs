@@ -236,10 +236,11 @@ pub struct Collector {
     pub summary: ClientSummary,
     /// Operations merged so far (for progress).
     pub ops_seen: u64,
-    /// Point operations (lists left out) completed after the warm-up and
-    /// before interval `window_end`: an open-loop run's throughput counts
-    /// these, not the backlog a client works off after the schedule ended.
-    pub window_point_ops: u64,
+    /// Operations of each kind (`Op::index`) completed after the warm-up
+    /// and before interval `window_end`: an open-loop run's throughput
+    /// counts these, not the backlog a client works off after the schedule
+    /// ended.
+    pub window_ops: [u64; Op::COUNT],
     window_end: u64,
     log: Vec<u8>,
     serializer: V2DeflateSerializer,
@@ -284,7 +285,7 @@ impl Collector {
             timeline: Vec::new(),
             summary: ClientSummary::default(),
             ops_seen: 0,
-            window_point_ops: 0,
+            window_ops: [0; Op::COUNT],
             window_end: u64::MAX,
             log,
             serializer,
@@ -360,7 +361,9 @@ impl Collector {
         }
         let all = hists.point_ops();
         if !warmup && index < self.window_end {
-            self.window_point_ops += all.len();
+            for op in Op::ALL {
+                self.window_ops[op.index()] += hists.get(op).len();
+            }
         }
         let start = Duration::from_nanos(index * self.interval_ns);
         let length = Duration::from_nanos(self.interval_ns);
@@ -451,7 +454,11 @@ mod tests {
         let starts: Vec<f64> = c.timeline.iter().map(|p| p.start_s).collect();
         assert_eq!(starts.len(), 3, "{starts:?}");
         assert!(c.timeline[0].warmup && !c.timeline[1].warmup);
-        assert_eq!(c.window_point_ops, 4, "no window end: every measured op");
+        assert_eq!(
+            c.window_ops.iter().sum::<u64>(),
+            4,
+            "no window end: every measured op"
+        );
     }
 
     #[test]
@@ -469,7 +476,8 @@ mod tests {
         for msg in rx.try_iter() {
             c.accept(msg);
         }
-        assert_eq!(c.window_point_ops, 2);
+        assert_eq!(c.window_ops[Op::Get.index()], 2);
+        assert_eq!(c.window_ops[Op::List.index()], 1);
         assert_eq!(c.totals.get(Op::Get).len(), 3, "late ops keep their latency");
     }
 

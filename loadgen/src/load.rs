@@ -175,14 +175,34 @@ pub struct Outcome {
     pub summary: ClientSummary,
     /// Seconds measured (after the warm-up).
     pub measured_s: f64,
-    /// Operations per second after the warm-up, point operations only.
+    /// Operations per second after the warm-up, point operations only
+    /// (open loop: those completed within the schedule).
     pub throughput_ops_per_s: f64,
+    /// Operations of each kind (`Op::index`) the throughput counts.
+    pub window_ops: [u64; crate::mix::Op::COUNT],
     /// CPU.
     pub cpu: CpuUse,
     /// Wall-clock start of the load.
     pub started_at: SystemTime,
     /// Warm-up actually excluded (whole intervals).
     pub warmup: Duration,
+}
+
+impl Outcome {
+    /// Point operations (lists left out) the throughput counts.
+    #[must_use]
+    pub fn window_point_ops(&self) -> u64 {
+        point_ops(&self.window_ops)
+    }
+}
+
+/// The point operations (lists left out) among counts by `Op::index`.
+fn point_ops(counts: &[u64; crate::mix::Op::COUNT]) -> u64 {
+    crate::mix::Op::ALL
+        .iter()
+        .filter(|op| **op != crate::mix::Op::List)
+        .map(|op| counts[op.index()])
+        .sum()
 }
 
 struct ThreadCpu {
@@ -372,7 +392,7 @@ pub fn run<B: Backend>(
     // Open loop: only completions inside the window count (a backlog
     // worked off after the schedule ended would overstate the rate held;
     // those operations keep their latency in the histograms).
-    let throughput_ops_per_s = collector.window_point_ops as f64 / measured_s;
+    let throughput_ops_per_s = point_ops(&collector.window_ops) as f64 / measured_s;
     let cpu = CpuUse {
         wall_s: ns_to_s(last_end_ns.saturating_sub(start_ns)),
         workers_s: ns_to_s(thread_cpu.iter().filter(|t| t.point).map(|t| t.cpu_ns).sum()),
@@ -391,6 +411,7 @@ pub fn run<B: Backend>(
         totals: collector.totals,
         measured_s,
         throughput_ops_per_s,
+        window_ops: collector.window_ops,
         cpu,
         started_at,
         warmup: Duration::from_nanos(warmup_ns),

@@ -378,7 +378,12 @@ pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
         if issued || !hist.is_empty() {
             facts.ops.insert(
                 op,
-                OpStats::of(hist, outcome.totals.errors[op.index()], outcome.measured_s),
+                OpStats::of(
+                    hist,
+                    outcome.totals.errors[op.index()],
+                    outcome.window_ops[op.index()],
+                    outcome.measured_s,
+                ),
             );
         }
     }
@@ -480,7 +485,7 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
             .iter()
             .map(|(op, s)| (op.name().to_owned(), *s))
             .collect(),
-        all_point_ops: OpStats::of(&all, point_errors, outcome.measured_s),
+        all_point_ops: OpStats::of(&all, point_errors, outcome.window_point_ops(), outcome.measured_s),
         interval_p99_median_ns: interval_p99_median,
         intervals_disturbed: measured_p99s
             .iter()
@@ -492,7 +497,12 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
             wall_s: populate_s,
 
             creates_per_s: scenario.sessions as f64 / populate_s.max(1e-9),
-            create: OpStats::of(&m.populated.create_latency, 0, populate_s),
+            create: OpStats::of(
+                &m.populated.create_latency,
+                0,
+                m.populated.create_latency.len(),
+                populate_s,
+            ),
         },
         memory: MemoryReport {
             rss_before_bytes: m.populated.rss_before_bytes,
@@ -544,11 +554,8 @@ fn peer_report(reference: &Reference) -> PeerReport {
         .iter()
         .filter(|op| !reference.hists.get(**op).is_empty())
         .map(|op| {
-            let stats = OpStats::of(
-                reference.hists.get(*op),
-                reference.hists.errors[op.index()],
-                seconds,
-            );
+            let hist = reference.hists.get(*op);
+            let stats = OpStats::of(hist, reference.hists.errors[op.index()], hist.len(), seconds);
             (op.name().to_owned(), stats)
         })
         .collect();
@@ -562,7 +569,10 @@ fn peer_report(reference: &Reference) -> PeerReport {
         seconds_each: Duration::from_nanos(CALIBRATION_NS).as_secs_f64(),
         cpu_ns_per_op: reference.cpu_ns_per_op,
         ops,
-        all_point_ops: OpStats::of(&reference.hists.point_ops(), 0, seconds),
+        all_point_ops: {
+            let all = reference.hists.point_ops();
+            OpStats::of(&all, 0, all.len(), seconds)
+        },
     }
 }
 

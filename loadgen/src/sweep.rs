@@ -245,7 +245,7 @@ fn run_step<B: Backend>(
         throughput_ops_per_s: outcome.throughput_ops_per_s,
         passed: failed.is_empty(),
         failed,
-        all_point_ops: OpStats::of(&all, point_errors, outcome.measured_s),
+        all_point_ops: OpStats::of(&all, point_errors, outcome.window_point_ops(), outcome.measured_s),
         ops: facts
             .ops
             .iter()

@@ -154,9 +154,11 @@ pub struct OpStats {
 }
 
 impl OpStats {
-    /// Figures of a histogram measured over `seconds`.
+    /// Figures of a histogram measured over `seconds`, in which `completed`
+    /// operations count towards the rate (open loop: those that completed
+    /// within the schedule; the histogram also holds the late ones).
     #[must_use]
-    pub fn of(hist: &crate::hist::Hist, errors: u64, seconds: f64) -> Self {
+    pub fn of(hist: &crate::hist::Hist, errors: u64, completed: u64, seconds: f64) -> Self {
         if hist.is_empty() {
             return Self {
                 errors,
@@ -164,7 +166,7 @@ impl OpStats {
             };
         }
 
-        let throughput_ops_per_s = hist.len() as f64 / seconds.max(1e-9);
+        let throughput_ops_per_s = completed as f64 / seconds.max(1e-9);
         Self {
             count: hist.len(),
             errors,
