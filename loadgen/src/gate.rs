@@ -174,7 +174,8 @@ pub enum Judgement {
     Within,
     /// Not gated (shown for context).
     Info,
-    /// In the baseline, absent from the candidate: fails the gate.
+    /// In the baseline, absent from the candidate (or a baseline of zero,
+    /// which nothing can be compared with): fails the gate.
     Missing,
 }
 
@@ -249,14 +250,13 @@ pub fn compare(
                 };
             }
             let med = median(&values);
-            let change = if base.abs() > f64::EPSILON {
-                med / base - 1.0
-            } else {
-                0.0
-            };
+            let comparable = base.abs() > f64::EPSILON;
+            let change = if comparable { med / base - 1.0 } else { 0.0 };
             let worse = if higher_is_better(metric) { -change } else { change };
             let judgement = if !is_gated(metric, gated, raw) {
                 Judgement::Info
+            } else if !comparable {
+                Judgement::Missing
             } else if worse > tolerance {
                 Judgement::Regression
             } else if worse < -tolerance {
@@ -463,6 +463,19 @@ mod tests {
         partial.remove("get.p99_ns");
         let rows = compare(&base, &[partial], 0.10, &gated(), true);
         assert_eq!(judge(&rows, "get.p99_ns"), Judgement::Missing);
+        assert!(!passes(&rows));
+    }
+
+    #[test]
+    fn a_zero_baseline_cannot_pass_a_gated_metric() {
+        // E.g. CPU per operation recorded where it could not be measured.
+        let mut base = run(1_000_000.0, 1_000.0);
+        base.insert("cpu_ns_per_op".into(), 0.0);
+        let mut candidate = run(1_000_000.0, 1_000.0);
+        candidate.insert("cpu_ns_per_op".into(), 5_000.0);
+        let default: Vec<String> = GATED_DEFAULT.split(',').map(str::to_owned).collect();
+        let rows = compare(&base, &[candidate], 0.10, &default, true);
+        assert_eq!(judge(&rows, "cpu_ns_per_op"), Judgement::Missing);
         assert!(!passes(&rows));
     }
 

@@ -182,6 +182,9 @@ pub struct Outcome {
     pub window_ops: [u64; crate::mix::Op::COUNT],
     /// CPU.
     pub cpu: CpuUse,
+    /// False if some worker's CPU time could not be read: `cpu.workers_s`
+    /// then undercounts, and nothing per operation is derived from it.
+    pub workers_cpu_known: bool,
     /// Wall-clock start of the load.
     pub started_at: SystemTime,
     /// Warm-up actually excluded (whole intervals).
@@ -207,8 +210,16 @@ fn point_ops(counts: &[u64; crate::mix::Op::COUNT]) -> u64 {
 
 struct ThreadCpu {
     point: bool,
-    cpu_ns: u64,
+    /// `None` where per-thread CPU time cannot be read (no schedstat).
+    cpu_ns: Option<u64>,
     end_ns: u64,
+}
+
+/// This thread's CPU time since `before`, if both readings exist.
+fn cpu_since(before: Option<u64>) -> Option<u64> {
+    procfs::thread_cpu_ns()
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(before))
 }
 
 /// Runs one load phase against `store` over `population`.
@@ -335,11 +346,11 @@ pub fn run<B: Backend>(
                 std::thread::Builder::new()
                     .name(format!("loadgen-worker-{w}"))
                     .spawn_scoped(scope, move || {
-                        let cpu_before = procfs::thread_cpu_ns().unwrap_or(0);
+                        let cpu_before = procfs::thread_cpu_ns();
                         let end = run_clients(&store, origin, jobs);
                         ThreadCpu {
                             point: true,
-                            cpu_ns: procfs::thread_cpu_ns().unwrap_or(0).saturating_sub(cpu_before),
+                            cpu_ns: cpu_since(cpu_before),
                             end_ns: end,
                         }
                     })
@@ -354,11 +365,11 @@ pub fn run<B: Backend>(
                 std::thread::Builder::new()
                     .name("loadgen-lister".into())
                     .spawn_scoped(scope, move || {
-                        let cpu_before = procfs::thread_cpu_ns().unwrap_or(0);
+                        let cpu_before = procfs::thread_cpu_ns();
                         let end = run_clients(&store, origin, jobs);
                         ThreadCpu {
                             point: false,
-                            cpu_ns: procfs::thread_cpu_ns().unwrap_or(0).saturating_sub(cpu_before),
+                            cpu_ns: cpu_since(cpu_before),
                             end_ns: end,
                         }
                     })
@@ -382,6 +393,7 @@ pub fn run<B: Backend>(
         .max()
         .unwrap_or(end_ns);
     let ns_to_s = |ns: u64| Duration::from_nanos(ns).as_secs_f64();
+    let workers_cpu_known = thread_cpu.iter().all(|t| t.cpu_ns.is_some());
     // Open loop: the schedule defines the measured window (operations that
     // complete after it were scheduled inside it); closed loop: until the end.
     let measured_end_ns = match phase.rate {
@@ -395,8 +407,20 @@ pub fn run<B: Backend>(
     let throughput_ops_per_s = point_ops(&collector.window_ops) as f64 / measured_s;
     let cpu = CpuUse {
         wall_s: ns_to_s(last_end_ns.saturating_sub(start_ns)),
-        workers_s: ns_to_s(thread_cpu.iter().filter(|t| t.point).map(|t| t.cpu_ns).sum()),
-        lister_s: ns_to_s(thread_cpu.iter().filter(|t| !t.point).map(|t| t.cpu_ns).sum()),
+        workers_s: ns_to_s(
+            thread_cpu
+                .iter()
+                .filter(|t| t.point)
+                .filter_map(|t| t.cpu_ns)
+                .sum(),
+        ),
+        lister_s: ns_to_s(
+            thread_cpu
+                .iter()
+                .filter(|t| !t.point)
+                .filter_map(|t| t.cpu_ns)
+                .sum(),
+        ),
         sweeper_s: sweeper_before
             .zip(sweeper_after)
             .map(|(b, a)| ns_to_s(a.saturating_sub(b))),
@@ -413,6 +437,7 @@ pub fn run<B: Backend>(
         throughput_ops_per_s,
         window_ops: collector.window_ops,
         cpu,
+        workers_cpu_known,
         started_at,
         warmup: Duration::from_nanos(warmup_ns),
     }

@@ -444,8 +444,10 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
         .map(|(before, after)| after.saturating_sub(before) as f64 / scenario.sessions as f64);
     let closed = scenario.rate == Rate::Max;
 
-    let worker_ns_per_op =
-        (closed && outcome.summary.ops > 0).then(|| outcome.cpu.workers_s * 1e9 / outcome.summary.ops as f64);
+    // Unknown where per-thread CPU time cannot be read: a 0 here would make
+    // the gate's CPU comparison pass whatever happened.
+    let worker_ns_per_op = (closed && outcome.summary.ops > 0 && outcome.workers_cpu_known)
+        .then(|| outcome.cpu.workers_s * 1e9 / outcome.summary.ops as f64);
     let mut measured_p99s: Vec<u64> = outcome
         .timeline
         .iter()
@@ -542,8 +544,9 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
         targets: request.targets.iter().map(|t| t.name.clone()).collect(),
         verdicts,
         passed,
-        disturbed: outcome.cpu.workers_s
-            < crate::report::DISTURBED_BELOW * outcome.cpu.wall_s * scenario.workers as f64,
+        disturbed: outcome.workers_cpu_known
+            && outcome.cpu.workers_s
+                < crate::report::DISTURBED_BELOW * outcome.cpu.wall_s * scenario.workers as f64,
         files: Files::standard(),
     }
 }
