@@ -334,7 +334,8 @@ pub fn table(rows: &[GateRow], tolerance: f64) -> String {
     )
 }
 
-/// `10%`, `0.1` or `10` (percent) as a fraction.
+/// `10%`, `0.1` or `10` (percent) as a fraction: a bare number below 1 is
+/// a fraction, from 1 up a percentage (so `1` is 1%, not 100%).
 ///
 /// # Errors
 /// A message for values that are not a percentage in (0, 100].
@@ -347,7 +348,7 @@ pub fn parse_tolerance(text: &str) -> Result<f64, String> {
     let v: f64 = number
         .parse()
         .map_err(|_| format!("tolerance {text:?}: expected e.g. 10% or 0.1"))?;
-    let fraction = if percent || v > 1.0 { v / 100.0 } else { v };
+    let fraction = if percent || v >= 1.0 { v / 100.0 } else { v };
     if fraction > 0.0 && fraction <= 1.0 {
         Ok(fraction)
     } else {
@@ -513,6 +514,10 @@ mod tests {
         assert!((parse_tolerance("10%").unwrap() - 0.1).abs() < 1e-12);
         assert!((parse_tolerance("0.25").unwrap() - 0.25).abs() < 1e-12);
         assert!((parse_tolerance("15").unwrap() - 0.15).abs() < 1e-12);
+        assert!(
+            (parse_tolerance("1").unwrap() - 0.01).abs() < 1e-12,
+            "1 is 1%, not 100%"
+        );
         assert!(parse_tolerance("0").is_err() && parse_tolerance("x").is_err());
     }
 }
