@@ -417,6 +417,22 @@ pub fn rate_verdict(scenario: &Scenario, outcome: &Outcome) -> Option<Verdict> {
     })
 }
 
+/// A run that measured no point operation cannot pass, whatever its
+/// targets say (`--ops` can end a run inside its warm-up).
+fn nothing_measured_verdict(outcome: &Outcome) -> Option<Verdict> {
+    let measured = outcome.totals.point_ops().len();
+    (measured == 0).then(|| Verdict {
+        tier: "run".into(),
+        subject: "all".into(),
+        bound: "ops".into(),
+        limit: "at least 1".into(),
+        measured: "0".into(),
+        margin: None,
+        status: Status::Fail,
+        note: "no operation was measured after the warm-up (an --ops limit reached inside it?)".into(),
+    })
+}
+
 /// Assembles the report of a measured run.
 #[must_use]
 #[allow(clippy::too_many_lines)] // one struct literal, field by field
@@ -425,6 +441,7 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
     let outcome = &m.outcome;
     let facts = facts_of(scenario, outcome);
     let mut verdicts: Vec<Verdict> = rate_verdict(scenario, outcome).into_iter().collect();
+    verdicts.extend(nothing_measured_verdict(outcome));
     for tier in &request.targets {
         verdicts.extend(targets::evaluate(tier, &facts));
     }

@@ -38,7 +38,8 @@ pub struct Scenario {
     pub rate: Rate,
     /// Measured time, after the warm-up.
     pub duration: Dur,
-    /// Stop once this many operations were measured (0: no limit).
+    /// Stop once this many operations were issued, warm-up included (0: no
+    /// limit).
     pub ops_max: u64,
     /// Load before measuring, excluded from every figure (rounded up to whole intervals).
     pub warmup: Dur,

@@ -97,6 +97,30 @@ fn an_impossible_target_fails_with_exit_code_1() {
 }
 
 #[test]
+fn a_run_that_measured_nothing_fails() {
+    // 50 operations in closed loop (no rate to hold) end inside the 200 ms
+    // warm-up; with no targets, nothing else could fail the run.
+    let args = [
+        "run",
+        "--scenario",
+        "tiny",
+        "--rate",
+        "max",
+        "--quiet",
+        "--seed",
+        "7",
+        "--ops",
+        "50",
+        "--targets",
+        "none",
+        "--no-output",
+    ];
+    let (code, stdout, _) = outcome(&loadgen(&args));
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("verdict: FAIL"), "{stdout}");
+}
+
+#[test]
 fn usage_and_configuration_errors_exit_2_with_a_reason() {
     let cases: [(&[&str], &str); 7] = [
         (&["run", "--rate", "fast"], "rate"),
