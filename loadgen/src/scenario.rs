@@ -252,8 +252,10 @@ impl Scenario {
         if self.metadata_bytes == 0 {
             return Err(self.invalid("metadata_bytes must be at least 1"));
         }
-        if self.list.rate_per_s < 0.0 || !self.list.rate_per_s.is_finite() {
-            return Err(self.invalid("list.rate_per_s must be a non-negative number"));
+        if !(self.list.rate_per_s == 0.0 || (0.001..=1e6).contains(&self.list.rate_per_s)) {
+            return Err(self.invalid(
+                "list.rate_per_s must be 0 (no listing) or between 0.001 and 1e6 pages per second",
+            ));
         }
         if self.list.rate_per_s > 0.0
             && !(1..=session_engine::limits::LIST_PAGE_MAX).contains(&self.list.page)
@@ -401,6 +403,17 @@ mod tests {
             ..Scenario::default()
         };
         assert!(bad.resolve().unwrap_err().to_string().contains("durability"));
+        for rate in [1e-9, -1.0, f64::NAN] {
+            let bad = Scenario {
+                list: ListLoad {
+                    rate_per_s: rate,
+                    ..ListLoad::default()
+                },
+                ..Scenario::default()
+            };
+            let err = bad.resolve().unwrap_err().to_string();
+            assert!(err.contains("list.rate_per_s"), "{rate}: {err}");
+        }
     }
 
     #[test]

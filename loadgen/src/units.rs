@@ -171,11 +171,13 @@ impl FromStr for Rate {
             )
         })?;
         let value = value * scale;
-        if !(value.is_finite() && value > 0.0 && value <= 1e9) {
+        // At least 1 op/s: slower schedules push each client's next
+        // intended start beyond any run (and its arithmetic past u64 ns).
+        if !(value.is_finite() && (1.0..=1e9).contains(&value)) {
             return Err(ParseError::new(
                 "rate",
                 s,
-                "must be between 0 and 1e9 ops/s, or \"max\"",
+                "must be between 1 and 1e9 ops/s, or \"max\"",
             ));
         }
         Ok(Rate::PerSec(value))
@@ -258,5 +260,8 @@ mod tests {
         assert_eq!("2M".parse::<Rate>().unwrap(), Rate::PerSec(2e6));
         assert!("0".parse::<Rate>().is_err());
         assert!("fast".parse::<Rate>().is_err());
+        // Below 1 op/s the schedule's arithmetic would run off the end.
+        assert!("0.5".parse::<Rate>().is_err() && "5e-11".parse::<Rate>().is_err());
+        assert_eq!("1".parse::<Rate>().unwrap(), Rate::PerSec(1.0));
     }
 }
