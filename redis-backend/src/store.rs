@@ -485,6 +485,25 @@ pub(crate) fn sized_cmd(name: &str, args: usize, bytes: usize) -> Cmd {
     cmd
 }
 
+/// Nodes a rebuild may connect through, beside the seeds: the latest
+/// topology's first, then those seen before, at most this many (under node
+/// or address churn the list would otherwise only grow).
+const KNOWN_NODES_MAX: usize = 64;
+
+/// Puts `latest` (a fresh topology's nodes) in front of `known`, keeping
+/// earlier ones behind them up to [`KNOWN_NODES_MAX`].
+fn remember_nodes(known: &mut Vec<(String, u16)>, latest: Vec<(String, u16)>) {
+    let mut merged = latest;
+    merged.dedup();
+    for node in known.drain(..) {
+        if !merged.contains(&node) {
+            merged.push(node);
+        }
+    }
+    merged.truncate(KNOWN_NODES_MAX);
+    *known = merged;
+}
+
 /// A fresh idempotency token (see `scripts.rs`).
 fn token() -> String {
     rand::rng().random::<u64>().to_string()
@@ -887,12 +906,10 @@ impl Inner {
             .await?;
         let (shards, nodes) = reply.value;
         if !nodes.is_empty() {
-            let mut known = self.known_nodes.write().unwrap_or_else(PoisonError::into_inner);
-            for node in nodes {
-                if !known.contains(&node) {
-                    known.push(node);
-                }
-            }
+            remember_nodes(
+                &mut self.known_nodes.write().unwrap_or_else(PoisonError::into_inner),
+                nodes,
+            );
         }
         Ok(shards)
     }
@@ -948,5 +965,28 @@ impl SessionStore for RedisStore {
 
     async fn cleanup_expired(&self) -> Result<usize> {
         Ok(RedisStore::cleanup_expired(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(port: u16) -> (String, u16) {
+        ("10.0.0.1".to_owned(), port)
+    }
+
+    #[test]
+    fn known_nodes_keep_the_latest_first_and_stay_bounded() {
+        let mut known = Vec::new();
+        remember_nodes(&mut known, vec![node(1), node(2)]);
+        remember_nodes(&mut known, vec![node(3), node(2)]);
+        assert_eq!(known, vec![node(3), node(2), node(1)]);
+        // Nodes coming and going (new addresses each time): bounded.
+        for round in 0..100u16 {
+            remember_nodes(&mut known, vec![node(1_000 + round), node(2_000 + round)]);
+        }
+        assert_eq!(known.len(), KNOWN_NODES_MAX);
+        assert_eq!(known[..2], [node(1_099), node(2_099)]);
     }
 }
