@@ -39,10 +39,18 @@ use crate::mix::{KeySampler, MixTable, Op};
 
 /// A source of time for the client loop, in nanoseconds since the run's origin.
 pub trait Time: Send + Sync {
+    /// True where several clients share one thread as tasks: each then
+    /// yields after every operation, or a client whose store answers at
+    /// once (the embedded engine) would never let its neighbours run.
+    const SHARED: bool = false;
     /// Now.
     fn now_ns(&self) -> u64;
     /// Resolves at or after `t_ns`.
     fn wait_until(&self, t_ns: u64) -> impl Future<Output = ()> + Send;
+    /// Lets the other clients on this thread run (where `SHARED`).
+    fn share(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 }
 
 /// Real time for a thread that runs one client: sleeps while the next
@@ -105,6 +113,12 @@ impl TokioTime {
 }
 
 impl Time for TokioTime {
+    const SHARED: bool = true;
+
+    fn share(&self) -> impl Future<Output = ()> + Send {
+        tokio::task::yield_now()
+    }
+
     #[inline]
     fn now_ns(&self) -> u64 {
         #[allow(clippy::cast_possible_truncation)]
@@ -291,6 +305,12 @@ pub async fn drive<S: SessionStore, T: Time>(
         match outcome {
             Some(ok) => recorder.record(op, now.saturating_sub(intended), ok, now),
             None => summary.skipped += 1,
+        }
+        if T::SHARED {
+            time.share().await;
+            // Closed loop: the next operation is intended from here, not
+            // from before the neighbours' turn.
+            now = time.now_ns();
         }
     }
     summary.ops = i - summary.skipped;

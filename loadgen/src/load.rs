@@ -506,3 +506,51 @@ fn collect(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_sharing_a_thread_take_turns_against_a_store_that_answers_at_once() {
+        // Two clients on one thread (tokio tasks), closed loop, against the
+        // null store, whose futures are always ready: without a yield per
+        // operation the first client would run to the end alone.
+        let scenario = Scenario::default();
+        let population: Arc<[SessionId]> = (0..64u8).map(|n| SessionId::from_bytes([n; 16])).collect();
+        let store = Arc::new(crate::backend::NullStore);
+        let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
+        let (_spare_tx, spare_rx) = crossbeam_channel::bounded::<Box<OpHists>>(8);
+        let jobs: Vec<Job> = (0..2)
+            .map(|client| {
+                let plan = ClientPlan {
+                    start_ns: 0,
+                    end_ns: 50_000_000,
+                    ops_max: u64::MAX,
+                    pace: Pace::Closed,
+                    work: Work::Point {
+                        mix: scenario.mix.table(),
+                        keys: crate::mix::KeySampler::new(scenario.keys, population.len()),
+                    },
+                };
+                let state = ClientState::new(
+                    7 + client as u64,
+                    Arc::clone(&population),
+                    16,
+                    Timeout::After(Duration::from_secs(60)),
+                );
+                let recorder = Recorder::new(client, 0, 10_000_000, tx.clone(), spare_rx.clone());
+                (plan, state, recorder)
+            })
+            .collect();
+        drop(tx);
+        run_clients(&store, Instant::now(), jobs);
+        let mut ops = [0u64; 2];
+        for msg in rx.try_iter() {
+            if let Msg::Done { client, summary } = msg {
+                ops[client] = summary.ops;
+            }
+        }
+        assert!(ops.iter().all(|&n| n > 1_000), "operations per client: {ops:?}");
+    }
+}
