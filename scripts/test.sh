@@ -10,3 +10,6 @@ bash scripts/ensure-redis.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The fuzz targets (not workspace members: running them needs nightly and
+# cargo-fuzz) must at least build against today's decoders.
+CARGO_TARGET_DIR=target/fuzz cargo check --locked --manifest-path engine/fuzz/Cargo.toml

@@ -38,7 +38,8 @@ use crate::id::SessionId;
 use crate::wheel::NIL;
 
 /// The fields a session keeps beside its metadata. `repr(C)`: the layout is
-/// the one this comment describes, 56 bytes with alignment 8.
+/// the one this comment describes, 56 bytes with alignment 8 (4 of them
+/// padding).
 #[repr(C)]
 pub(crate) struct Header {
     /// Handles sharing the block (the shard's, and snapshots').
@@ -47,13 +48,12 @@ pub(crate) struct Header {
     len: u32,
     /// Creation time, ms since the Unix epoch.
     pub(crate) created_ms: u64,
-    /// Written under the shard's shared lock by readers.
+    /// Written under the shard's shared lock by readers (compare-and-swap;
+    /// the top bit marks a session seen expired, see `shard.rs`).
     pub(crate) last_access_ms: AtomicU64,
     pub(crate) id: SessionId,
     /// Inactivity timeout in ms; `TIMEOUT_NEVER` for none.
     pub(crate) timeout_ms: AtomicU32,
-    /// Low 32 bits of the last access the log holds (persistence only).
-    pub(crate) persisted_access_ms: AtomicU32,
     /// Place in the shard's timer wheel (bucket indices, see `wheel.rs`).
     pub(crate) prev: AtomicU32,
     pub(crate) next: AtomicU32,
@@ -117,7 +117,6 @@ impl Metadata {
                 last_access_ms: AtomicU64::new(0),
                 id: SessionId::from_bytes([0; 16]),
                 timeout_ms: AtomicU32::new(0),
-                persisted_access_ms: AtomicU32::new(0),
                 prev: AtomicU32::new(NIL),
                 next: AtomicU32::new(NIL),
             });
@@ -184,10 +183,6 @@ impl Metadata {
         h.created_ms = created_ms;
         *h.last_access_ms.get_mut() = last_access_ms;
         *h.timeout_ms.get_mut() = timeout_ms;
-        #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
-        {
-            *h.persisted_access_ms.get_mut() = last_access_ms as u32;
-        }
         *h.prev.get_mut() = NIL;
         *h.next.get_mut() = NIL;
     }
@@ -376,7 +371,6 @@ mod tests {
         assert_eq!((h.id, h.created_ms), (id, 5));
         assert_eq!(h.last_access_ms.load(Ordering::Relaxed), 6);
         assert_eq!(h.timeout_ms.load(Ordering::Relaxed), 7);
-        assert_eq!(h.persisted_access_ms.load(Ordering::Relaxed), 6);
         assert_eq!(&*a, b"bytes");
         let before = a.as_bytes().as_ptr();
         a.init(id, 8, 9, 10);

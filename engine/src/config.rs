@@ -13,7 +13,7 @@ use crate::limits::{
     SHARDS_MAX, SHARDS_PER_CORE_DEFAULT, SWEEP_INTERVAL_MS_DEFAULT,
 };
 use crate::limits::{SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN};
-use crate::persist::format::{put_len, SEGMENT_HEADER_LEN};
+use crate::persist::format::{put_len, SEAL_RECORD_LEN, SEGMENT_HEADER_LEN};
 use crate::session::{Listener, RemovalCause, Session, Timeout};
 
 /// How an engine is set up. Start from [`Config::default`] or a preset and
@@ -308,7 +308,7 @@ impl Config {
                 )));
             }
         }
-        let segment_needs = SEGMENT_HEADER_LEN + put_len(self.metadata_bytes_max);
+        let segment_needs = SEGMENT_HEADER_LEN + put_len(self.metadata_bytes_max) + SEAL_RECORD_LEN;
         if self.segment_size_bytes < SEGMENT_SIZE_BYTES_MIN.max(segment_needs)
             || self.segment_size_bytes > SEGMENT_SIZE_BYTES_MAX
         {

@@ -327,6 +327,7 @@ impl Engine {
                 slot.clone()
             };
             let commit = self.inner.with_record(
+                hash,
                 |m| Record::Update {
                     id: *id,
                     last_access_ms: now_ms,
@@ -335,15 +336,7 @@ impl Engine {
                 logged.as_deref().unwrap_or_default(),
                 |record| {
                     let mut state = shard.write();
-                    state.commit_update(
-                        hash,
-                        id,
-                        self.inner.clock.now_ms(),
-                        now_ms,
-                        &current,
-                        &mut slot,
-                        record,
-                    )
+                    state.commit_update(hash, id, self.inner.clock.now_ms(), &current, &mut slot, record)
                 },
             )?;
             match commit {
@@ -368,10 +361,10 @@ impl Engine {
                 last_access_ms: now_ms,
                 metadata: new.as_deref().expect("just set"),
             }
-            .encode(&mut record);
+            .encode(self.inner.salt(hash), &mut record);
         }
         let record = (!self.inner.logs.is_empty()).then_some(&record[..]);
-        let commit = state.commit_update(hash, id, now_ms, now_ms, &current, &mut new, record)?;
+        let commit = state.commit_update(hash, id, now_ms, &current, &mut new, record)?;
         drop(state);
         match commit {
             Commit::Done(session, _old, position) => Ok((session, self.inner.pending(hash, position))),
@@ -393,6 +386,7 @@ impl Engine {
     pub(crate) fn delete_pending(&self, id: &SessionId) -> Result<(Session, Option<Pending>)> {
         let (hash, shard) = self.inner.route(id);
         let removed = self.inner.with_record(
+            hash,
             |_| Record::Delete { id: *id },
             &[],
             |record| {
@@ -422,15 +416,16 @@ impl Engine {
         let (hash, shard) = self.inner.route(id);
         let now_ms = self.inner.clock.now_ms();
         let set = self.inner.with_record(
+            hash,
             |_| Record::Timeout {
                 id: *id,
                 last_access_ms: now_ms,
-                timeout_ms,
+                timeout_ms: timeout.as_ms().unwrap_or(u64::MAX),
             },
             &[],
             |record| {
                 let mut state = shard.write();
-                state.set_timeout(hash, id, timeout_ms, self.inner.clock.now_ms(), now_ms, record)
+                state.set_timeout(hash, id, timeout_ms, self.inner.clock.now_ms(), record)
             },
         )?;
         let position = set.ok_or_else(not_found)?;
@@ -703,11 +698,12 @@ impl Inner {
         block.init(id, now_ms, now_ms, timeout_ms);
         let block = &*block;
         let inserted = self.with_record(
+            hash,
             |m| Record::Put {
                 id,
                 created_ms: now_ms,
                 last_access_ms: now_ms,
-                timeout_ms,
+                timeout_ms: Timeout::from_stored(timeout_ms).as_ms().unwrap_or(u64::MAX),
                 metadata: m,
             },
             block,
@@ -758,6 +754,7 @@ impl Inner {
     /// taken), or with `None` when the engine is not persistent.
     fn with_record<'m, T>(
         &self,
+        hash: u64,
         record: impl FnOnce(&'m [u8]) -> Record<'m>,
         metadata: &'m [u8],
         write: impl FnOnce(Option<&[u8]>) -> Result<T>,
@@ -768,9 +765,15 @@ impl Inner {
         RECORD.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.clear();
-            record(metadata).encode(&mut buf);
+            record(metadata).encode(self.salt(hash), &mut buf);
             write(Some(&buf))
         })
+    }
+
+    /// The salt of the log of the shard `hash` routes to (persistence only).
+    #[inline]
+    fn salt(&self, hash: u64) -> u64 {
+        self.logs[route_shard(hash, self.shard_mask)].salt()
     }
 
     /// What a change logged at `position` must wait for before it is

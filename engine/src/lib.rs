@@ -52,14 +52,42 @@ pub use config::{Config, Durability, RecoveryMode};
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use id::{ParseIdError, SessionId, SESSION_ID_TEXT_LEN};
-pub use persist::{CompactionStep, RecoveryReport};
+pub use persist::{CompactionStep, Damage, RecoveryReport, Truncation};
 pub use session::{Cursor, Listener, Page, RemovalCause, Session, Stats, Timeout};
 pub use store::SessionStore;
 
-/// The log's record codec, for fuzzing and tools (see `engine/FORMAT.md`).
+/// The log's record codec, for fuzzing, tests and tools (see `engine/FORMAT.md`).
 #[doc(hidden)]
 pub mod log_format {
-    pub use crate::persist::format::{decode, Decoded, Record};
+    pub use crate::persist::format::{decode, log_salt, Decoded, Record};
+
+    /// Bytes of a segment's header (both copies): its records start here.
+    pub const SEGMENT_HEADER_LEN: usize = crate::persist::format::SEGMENT_HEADER_LEN;
+
+    /// The salt of `shard`'s log, from a MANIFEST's bytes (`None` if they
+    /// are not a format-2 manifest): what a tool needs to read the records.
+    #[must_use]
+    pub fn shard_salt(manifest: &[u8], shard: u32) -> Option<u64> {
+        let m = crate::persist::format::Manifest::decode(manifest).ok()?;
+        (m.format == crate::persist::format::FORMAT_VERSION).then(|| log_salt(&m.log_key, m.layout, shard))
+    }
+
+    /// Decodes one segment header copy and, if it verifies, encodes it
+    /// again (one copy): fuzzing checks that this gives back the input.
+    #[must_use]
+    pub fn segment_header_round_trip(bytes: &[u8]) -> Option<Vec<u8>> {
+        let header = crate::persist::format::SegmentHeader::decode_copy(bytes).ok()?;
+        Some(header.encode()[..crate::persist::format::SEGMENT_HEADER_COPY_LEN].to_vec())
+    }
+
+    /// Decodes a MANIFEST and, if it is a valid format-2 one, encodes it
+    /// again: fuzzing checks that this gives back the input. A format-1
+    /// manifest decodes (for the upgrade) but is never written: `None`.
+    #[must_use]
+    pub fn manifest_round_trip(bytes: &[u8]) -> Option<Vec<u8>> {
+        let m = crate::persist::format::Manifest::decode(bytes).ok()?;
+        (m.format == crate::persist::format::FORMAT_VERSION).then(|| m.encode().to_vec())
+    }
 }
 
 #[cfg(test)]

@@ -90,6 +90,11 @@ pub const SEGMENT_SIZE_BYTES_MIN: usize = 64 * 1024;
 /// shard is already more address space than a log needs.
 pub const SEGMENT_SIZE_BYTES_MAX: usize = 1 << 30;
 
+/// Truncations and damaged stretches a [`RecoveryReport`](crate::RecoveryReport)
+/// lists one by one (its counts are complete): a log damaged all over would
+/// otherwise make a report as large as the log.
+pub const RECOVERY_REPORT_ITEMS_MAX: usize = 1024;
+
 /// Session ids drawn from the OS random source per system call. 256 ids are
 /// 4 KiB: one `getrandom` call serves 256 creates.
 pub const ID_BATCH: usize = 256;

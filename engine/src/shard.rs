@@ -7,6 +7,13 @@
 //!   `update`) take it shared: activity is recorded in an atomic
 //!   `last_access_ms`, so readers never exclude each other. Everything that
 //!   changes the table or the wheel takes it exclusive.
+//! - Expiry never revives: a reader's liveness check and its slide of the
+//!   deadline are one compare-and-swap on `last_access_ms` (`Header::access`),
+//!   and a reader that finds the session expired marks it so (the word's top
+//!   bit) before it answers. A reader that read its time just before the
+//!   deadline and was descheduled can then no longer slide a session that
+//!   another reader already reported gone: its swap fails, it looks again and
+//!   sees the mark.
 //! - It is held for one map operation only: callers compute the hash, build
 //!   the session block, encode the log record and validate input before
 //!   locking. The time an operation judges liveness by is read under the
@@ -44,19 +51,21 @@ use hashbrown::HashTable;
 use crate::block::{Header, Metadata};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::persist::format::{put_len, Record};
+use crate::persist::format::{put_len, touch_record};
 use crate::persist::ShardLog;
 use crate::session::{Session, Timeout, TIMEOUT_NEVER};
 use crate::wheel::{Link, Poll, Wheel, WheelStore, INDEX_MAX};
 
-/// A session's fields, as the shard reads and writes them. Persisted
-/// access: the low 32 bits of the last access the log holds; lags are
-/// computed with wrapping arithmetic, exact below 2^32 ms (49.7 days), which
-/// every lag that matters is: a longer one means the session has expired.
+/// Bit 63 of `last_access_ms`: the session was seen expired (times stay
+/// below `TIME_MS_MAX` = 2^62, so no time has it).
+const SEEN_EXPIRED: u64 = 1 << 63;
+const _: () = assert!(crate::limits::TIME_MS_MAX < SEEN_EXPIRED);
+
+/// A session's fields, as the shard reads and writes them.
 impl Header {
     #[inline]
     fn last_access(&self) -> u64 {
-        self.last_access_ms.load(Ordering::Relaxed)
+        self.last_access_ms.load(Ordering::Relaxed) & !SEEN_EXPIRED
     }
 
     #[inline]
@@ -71,32 +80,58 @@ impl Header {
         (timeout != TIMEOUT_NEVER).then(|| self.last_access().saturating_add(u64::from(timeout)))
     }
 
-    #[inline]
-    fn is_expired(&self, now_ms: u64) -> bool {
-        self.deadline_ms().is_some_and(|d| d <= now_ms)
-    }
-
-    /// Slides the deadline to `now_ms` unless it is already there or later.
-    /// Two readers racing within the same instant may both store; the later
-    /// store wins even if its reading is a millisecond older. Skipping the
-    /// store when nothing changes keeps a hot session's cache line shared
+    /// The liveness check at `now_ms` and, if `slide`, the slide of the
+    /// deadline to `now_ms`, as one atomic step: `(before, after)`, the last
+    /// access before and after it, or `None` if the session is expired (it
+    /// is then marked so, and stays so). A slide never moves the access
+    /// time back (two readers racing: the later time wins) and never writes
+    /// when nothing changes, which keeps a hot session's cache line shared
     /// between cores instead of bouncing it on every read.
     #[inline]
-    fn record_activity(&self, now_ms: u64) -> u64 {
-        let last = self.last_access();
-        if now_ms > last {
-            self.last_access_ms.store(now_ms, Ordering::Relaxed);
-            now_ms
-        } else {
-            last
+    fn access(&self, now_ms: u64, slide: bool) -> Option<(u64, u64)> {
+        let timeout = self.timeout();
+        let mut last = self.last_access_ms.load(Ordering::Relaxed);
+        loop {
+            if last & SEEN_EXPIRED != 0 {
+                return None;
+            }
+            let next = if timeout != TIMEOUT_NEVER && last.saturating_add(u64::from(timeout)) <= now_ms {
+                last | SEEN_EXPIRED
+            } else if slide && now_ms > last {
+                now_ms
+            } else {
+                return Some((last, last));
+            };
+            match self
+                .last_access_ms
+                .compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) if next & SEEN_EXPIRED != 0 => return None,
+                Ok(_) => return Some((last, next)),
+                Err(actual) => last = actual,
+            }
         }
     }
 
-    /// Marks the session's state at `now_ms` as logged.
+    /// True if the session is due at `now_ms` or was seen expired (for the
+    /// table's own checks; the API's liveness goes through `access`).
     #[inline]
-    fn set_persisted(&self, now_ms: u64) {
-        #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
-        self.persisted_access_ms.store(now_ms as u32, Ordering::Relaxed);
+    fn is_expired(&self, now_ms: u64) -> bool {
+        self.last_access_ms.load(Ordering::Relaxed) & SEEN_EXPIRED != 0
+            || self.deadline_ms().is_some_and(|d| d <= now_ms)
+    }
+
+    /// Moves the access time to `now_ms` if that is later. Exclusive lock
+    /// only, on a session found live.
+    #[inline]
+    fn set_access_at_least(&self, now_ms: u64) {
+        debug_assert!(
+            self.last_access_ms.load(Ordering::Relaxed) & SEEN_EXPIRED == 0,
+            "a write slid session {} after it was seen expired",
+            self.id
+        );
+        self.last_access_ms
+            .store(self.last_access().max(now_ms), Ordering::Relaxed);
     }
 
     #[inline]
@@ -331,84 +366,66 @@ impl ShardState {
         self.table.find(hash, |b| b.header().id == *id)
     }
 
-    #[inline]
-    fn find_live(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<&Metadata> {
-        self.find(hash, id).filter(|b| !b.header().is_expired(now_ms))
-    }
-
+    /// The live session's block and bucket; marks an expired one seen.
     #[inline]
     fn find_live_index(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<usize> {
         let index = self.table.find_bucket_index(hash, |b| b.header().id == *id)?;
-        let live = !self.table.get_bucket(index)?.header().is_expired(now_ms);
-        live.then_some(index)
+        let block = self.table.get_bucket(index)?;
+        block.header().access(now_ms, false).map(|_| index)
     }
 
     /// The live session, sliding its deadline if `activity`. Shared lock.
     #[inline]
     pub(crate) fn get(&self, hash: u64, id: &SessionId, now_ms: u64, activity: bool) -> Option<Session> {
-        let block = self.find_live(hash, id, now_ms)?;
-        if activity {
-            let last = block.header().record_activity(now_ms);
-            self.log_activity(block.header(), now_ms);
-            Some(snapshot_at(block, last))
-        } else {
-            Some(snapshot(block))
-        }
+        let block = self.find(hash, id)?;
+        let (before, after) = block.header().access(now_ms, activity)?;
+        self.log_activity(block.header(), before, after);
+        Some(snapshot_at(block, after))
     }
 
     /// Slides the deadline; false if there is no live session. Shared lock.
     #[inline]
     pub(crate) fn touch(&self, hash: u64, id: &SessionId, now_ms: u64) -> bool {
-        let Some(block) = self.find_live(hash, id, now_ms) else {
+        let Some(block) = self.find(hash, id) else {
             return false;
         };
-        block.header().record_activity(now_ms);
-        self.log_activity(block.header(), now_ms);
+        let Some((before, after)) = block.header().access(now_ms, true) else {
+            return false;
+        };
+        self.log_activity(block.header(), before, after);
         true
     }
 
-    /// Logs a `TOUCH` when the logged access lags too far (see
-    /// `Config::touch_persist_fraction`). Best effort: a read never fails or
-    /// waits for it; an append error leaves the lag for the next read.
-    /// Inlined down to the one test an in-memory engine pays.
+    /// Logs a `TOUCH` when a slide crosses into a new period of
+    /// `Config::touch_persist_fraction` x the timeout (counted from the
+    /// epoch): the first slide into a period logs its time, so the log's
+    /// access time lags the real one by less than one period, and of the
+    /// readers that slide within a period only the one whose swap crossed
+    /// the boundary writes. Best effort: a read never fails or waits for it;
+    /// a failed append leaves the lag to the next period. Inlined down to
+    /// the one test an in-memory engine pays.
     #[inline]
-    fn log_activity(&self, header: &Header, now_ms: u64) {
+    fn log_activity(&self, header: &Header, before: u64, after: u64) {
         if let Some(log) = &self.log {
-            self.log_activity_to(log, header, now_ms);
+            if after != before {
+                self.log_activity_to(log, header, before, after);
+            }
         }
     }
 
     #[inline(never)]
-    fn log_activity_to(&self, log: &ShardLog, header: &Header, now_ms: u64) {
+    fn log_activity_to(&self, log: &ShardLog, header: &Header, before: u64, after: u64) {
         let timeout = header.timeout();
         if timeout == TIMEOUT_NEVER {
             return;
         }
-        #[allow(clippy::cast_possible_truncation)] // low 32 bits, by design
-        let now_low = now_ms as u32;
-        let logged = header.persisted_access_ms.load(Ordering::Relaxed);
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let allowed_lag = (f64::from(timeout) * self.touch_fraction) as u32;
-        if now_low.wrapping_sub(logged) <= allowed_lag {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // at most the timeout
+        let period_ms = ((f64::from(timeout) * self.touch_fraction) as u64).max(1);
+        if before / period_ms == after / period_ms {
             return;
         }
-        // One reader logs it; the others see the marker move.
-        if header
-            .persisted_access_ms
-            .compare_exchange(logged, now_low, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            return;
-        }
-        let mut record = Vec::with_capacity(40);
-        Record::Touch {
-            id: header.id,
-            last_access_ms: now_ms,
-        }
-        .encode(&mut record);
-        if log.append(&record, 0, now_ms).is_err() {
-            header.persisted_access_ms.store(logged, Ordering::Relaxed);
-        }
+        let record = touch_record(log.salt(), header.id, after);
+        let _ = log.append(&record, 0, after);
     }
 
     /// Appends a record to the shard's log, if it has one.
@@ -423,14 +440,17 @@ impl ShardState {
 
     /// Shared lock.
     pub(crate) fn contains(&self, hash: u64, id: &SessionId, now_ms: u64) -> bool {
-        self.find_live(hash, id, now_ms).is_some()
+        self.find(hash, id)
+            .is_some_and(|b| b.header().access(now_ms, false).is_some())
     }
 
     /// The block an optimistic update starts from. Shared lock. The caller
     /// keeps it alive until the commit, so its address identifies this
     /// version of the session (no other allocation can reuse it).
     pub(crate) fn read_for_update(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<Metadata> {
-        self.find_live(hash, id, now_ms).cloned()
+        self.find(hash, id)
+            .filter(|b| b.header().access(now_ms, false).is_some())
+            .cloned()
     }
 
     /// Stores `block`, whose header the caller filled (`Metadata::init`)
@@ -565,15 +585,14 @@ impl ShardState {
         Ok(Some((self.remove_at(index), position)))
     }
 
-    /// Sets a new timeout; counts as activity. `now_ms` and `logged_ms` as
-    /// for `commit_update`.
+    /// Sets a new timeout; counts as activity. `now_ms` is read under the
+    /// lock (the liveness check and the access time).
     pub(crate) fn set_timeout(
         &mut self,
         hash: u64,
         id: &SessionId,
         timeout_ms: u32,
         now_ms: u64,
-        logged_ms: u64,
         record: Option<&[u8]>,
     ) -> Result<Option<LogPosition>> {
         let Some(index) = self.find_live_index(hash, id, now_ms) else {
@@ -582,8 +601,7 @@ impl ShardState {
         let position = self.append(record, 0, now_ms)?;
         let header = self.table.get_bucket(index).expect("found above").header();
         header.timeout_ms.store(timeout_ms, Ordering::Relaxed);
-        header.record_activity(now_ms);
-        header.set_persisted(logged_ms);
+        header.set_access_at_least(now_ms);
         // The deadline may have moved earlier, where a lazy re-arm would fire
         // late: re-schedule (O(1) both ways).
         let index = to_index(index);
@@ -596,16 +614,12 @@ impl ShardState {
     /// the update started from); counts as activity. The caller gave `new`
     /// the session's id and creation time (`Metadata::init`); the rest of
     /// its header is taken over here. `now_ms` is read under the lock (the
-    /// liveness check and the access time); `logged_ms` is the access time
-    /// the log record carries (read before the lock, so at most `now_ms`),
-    /// which is what the log holds from now on.
-    #[allow(clippy::too_many_arguments)] // two times on purpose, see above
+    /// liveness check and the access time).
     pub(crate) fn commit_update(
         &mut self,
         hash: u64,
         id: &SessionId,
         now_ms: u64,
-        logged_ms: u64,
         read: &Metadata,
         new: &mut Option<Metadata>,
         record: Option<&[u8]>,
@@ -629,7 +643,6 @@ impl ShardState {
         nh.timeout_ms.store(oh.timeout(), Ordering::Relaxed);
         nh.last_access_ms
             .store(oh.last_access().max(now_ms), Ordering::Relaxed);
-        nh.set_persisted(logged_ms);
         // Same bucket, so the wheel's links (bucket indices) carry over.
         nh.set_link(oh.link());
         let slot = self.table.get_bucket_mut(index).expect("found above");
@@ -674,7 +687,7 @@ impl ShardState {
                     bucket: to_index(bucket),
                 });
             }
-            if !block.header().is_expired(now_ms) {
+            if block.header().access(now_ms, false).is_some() {
                 out.push(snapshot(block));
             }
         }
@@ -741,6 +754,61 @@ mod tests {
         let mut b = Metadata::from(format!("session {n}").as_bytes());
         b.init(id(n), now_ms, now_ms, timeout_ms);
         b
+    }
+
+    /// The interleaving that revived expired sessions: reader A reads the
+    /// time just before the deadline and is descheduled; reader B, at the
+    /// deadline, is told the session expired; A resumes and slides the
+    /// deadline. A's liveness check and slide are one atomic step that B's
+    /// answer marked, so A finds the session expired too, whichever read
+    /// each of them makes.
+    #[test]
+    fn a_reader_with_an_older_time_cannot_revive_a_session_seen_expired() {
+        type Read = fn(&ShardState, u64, &SessionId, u64) -> bool;
+        let reads: [(&str, Read); 5] = [
+            ("get", |s, h, id, now| s.get(h, id, now, true).is_some()),
+            ("peek", |s, h, id, now| s.get(h, id, now, false).is_some()),
+            ("touch", |s, h, id, now| s.touch(h, id, now)),
+            ("contains", |s, h, id, now| s.contains(h, id, now)),
+            ("read for update", |s, h, id, now| {
+                s.read_for_update(h, id, now).is_some()
+            }),
+        ];
+        let hasher = RandomState::new();
+        let hash = |n: u32| hash_id(&hasher, &id(n));
+        for (b_name, b_read) in reads {
+            for (a_name, a_read) in reads {
+                let mut shard = ShardState::new(hasher.clone(), 1_000, None, 0.5);
+                let b = block(1, 1_000, 100); // deadline 1_100
+                assert!(matches!(
+                    shard.insert(hash(1), &b, 1_000, None),
+                    Ok(Inserted::Stored(None, None))
+                ));
+                assert!(
+                    !b_read(&shard, hash(1), &id(1), 1_100),
+                    "{b_name} at the deadline"
+                );
+                assert!(
+                    !a_read(&shard, hash(1), &id(1), 1_099),
+                    "{a_name} with the time read before {b_name} saw the session expired revived it"
+                );
+                assert!(shard.get(hash(1), &id(1), 1_099, false).is_none());
+                // The wheel still expires it, with its real access time.
+                let mut out = Vec::new();
+                assert_eq!(shard.sweep(1_100, 16, &mut out), Poll::Done);
+                assert_eq!(out.len(), 1);
+                assert_eq!(out[0].last_access_ms(), 1_000);
+                shard.check_invariants();
+            }
+        }
+        // A listing that skipped an expired session marks it too.
+        let mut shard = ShardState::new(hasher.clone(), 1_000, None, 0.5);
+        let b = block(2, 1_000, 100);
+        assert!(shard.insert(hash(2), &b, 1_000, None).is_ok());
+        let mut listed = Vec::new();
+        assert!(shard.list(None, 10, 1_100, &mut listed).is_none());
+        assert!(listed.is_empty());
+        assert!(!shard.touch(hash(2), &id(2), 1_050));
     }
 
     #[test]
@@ -874,7 +942,7 @@ mod tests {
         new.init(id(1), read.header().created_ms, 0, TIMEOUT_NEVER);
         let mut new = Some(new);
         let Ok(Commit::Done(after, old, None)) =
-            shard.commit_update(hash(1), &id(1), 1_020, 1_015, &read, &mut new, None)
+            shard.commit_update(hash(1), &id(1), 1_020, &read, &mut new, None)
         else {
             panic!("commit failed")
         };
@@ -883,26 +951,18 @@ mod tests {
             (after.metadata(), after.last_access_ms()),
             (&b"updated"[..], 1_020)
         );
-        // The log holds the record's time (read before the lock), not the
-        // later one the commit stamped: the lag the next read measures.
-        let persisted = |shard: &ShardState, n: u32| {
-            let h = shard.find(hash(n), &id(n)).expect("live").header();
-            h.persisted_access_ms.load(Ordering::Relaxed)
-        };
-        assert_eq!(persisted(&shard, 1), 1_015);
         assert_eq!(after.created_ms(), 1_000);
         // A second commit from the same read conflicts and leaves the new block with us.
         let mut again = Some(block(1, 0, 0));
         assert!(matches!(
-            shard.commit_update(hash(1), &id(1), 1_020, 1_020, &read, &mut again, None),
+            shard.commit_update(hash(1), &id(1), 1_020, &read, &mut again, None),
             Ok(Commit::Conflict)
         ));
         drop((old, read, again));
         assert!(shard
-            .set_timeout(hash(2), &id(2), 5_000, 1_030, 1_025, None)
+            .set_timeout(hash(2), &id(2), 5_000, 1_030, None)
             .unwrap()
             .is_some());
-        assert_eq!(persisted(&shard, 2), 1_025);
         let (deleted, None) = shard.delete(hash(4), &id(4), 1_040, None).unwrap().expect("live") else {
             panic!("no log, no position")
         };

@@ -1,15 +1,14 @@
 //! Damaged logs: a log cut at every offset recovers its intact prefix (a torn
-//! tail is normal, never an error); bytes flipped in the middle make `Strict`
-//! recovery fail naming file and offset, while `Repair` recovers every
-//! untouched record. Nothing panics.
+//! tail is normal, never an error; a file made shorter is damage); bytes
+//! flipped in the middle make `Strict` recovery fail naming file and offset,
+//! while `Repair` recovers every untouched record and rewrites the log, so
+//! that the next `Strict` open finds nothing wrong. Nothing panics.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use session_engine::log_format::{decode, Decoded};
+use session_engine::log_format::{decode, shard_salt, Decoded, SEGMENT_HEADER_LEN as HEADER};
 use session_engine::{Config, Durability, Engine, Error, RecoveryMode, SessionId, Timeout};
-
-const HEADER: usize = 64;
 
 fn config(dir: &Path, mode: RecoveryMode) -> Config {
     Config::default()
@@ -25,6 +24,13 @@ fn config(dir: &Path, mode: RecoveryMode) -> Config {
 /// A one-shard log of `n` PUT records for distinct sessions; returns the
 /// directory, the segment's path, and each record's (id, start, end).
 fn build(n: u8) -> (tempfile::TempDir, PathBuf, Vec<(SessionId, usize, usize)>) {
+    build_with(n, |_| {})
+}
+
+fn build_with(
+    n: u8,
+    more: impl FnOnce(&Engine),
+) -> (tempfile::TempDir, PathBuf, Vec<(SessionId, usize, usize)>) {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(config(dir.path(), RecoveryMode::Strict)).unwrap();
     for i in 0..n {
@@ -33,16 +39,18 @@ fn build(n: u8) -> (tempfile::TempDir, PathBuf, Vec<(SessionId, usize, usize)>) 
             .insert(SessionId::from_bytes([i + 1; 16]), &[i + 1; 20], Timeout::Never)
             .unwrap();
     }
+    more(&engine);
     engine.close().unwrap();
     let segment = dir.path().join("L00000001/S0000/0000000000000001.seg");
     let bytes = std::fs::read(&segment).unwrap();
+    let salt = shard_salt(&std::fs::read(dir.path().join("MANIFEST")).unwrap(), 0).unwrap();
     let mut records = Vec::new();
     let mut pos = HEADER;
-    while let Decoded::Record(record, len) = decode(&bytes[pos..]) {
-        records.push((record.id(), pos, pos + len));
+    while let Decoded::Record(record, len) = decode(&bytes[pos..], salt) {
+        records.push((record.id().unwrap(), pos, pos + len));
         pos += len;
     }
-    assert_eq!(records.len(), n as usize);
+    assert!(records.len() >= n as usize);
     (dir, segment, records)
 }
 
@@ -75,29 +83,67 @@ fn a_log_cut_at_any_offset_recovers_its_intact_prefix() {
     let data_end = records.last().unwrap().2;
     let relative = segment.strip_prefix(dir.path()).unwrap().to_path_buf();
     for cut in HEADER..=data_end {
-        // Both shapes a crash leaves: the rest zeroed (preallocated file) or
-        // the file itself shorter.
-        for shorten in [false, true] {
-            let copy = tempfile::tempdir().unwrap();
-            copy_dir(dir.path(), copy.path());
-            let mut bytes = original.clone();
-            if shorten {
-                bytes.truncate(cut.max(HEADER));
-            } else {
-                bytes[cut..].fill(0);
-            }
-            std::fs::write(copy.path().join(&relative), &bytes).unwrap();
-            let (ids, report) = recovered(copy.path(), RecoveryMode::Strict)
-                .unwrap_or_else(|e| panic!("cut at {cut} (shorten {shorten}): {e}"));
-            let intact: BTreeSet<SessionId> = records.iter().filter(|r| r.2 <= cut).map(|r| r.0).collect();
-            assert_eq!(ids, intact, "cut at {cut}");
-            let torn = records.iter().any(|r| r.1 < cut && cut < r.2);
-            assert_eq!(report.torn_tails, usize::from(torn), "cut at {cut}: {report:?}");
-            // Recovery cleared the torn bytes: the next open is clean.
-            let (again, report) = recovered(copy.path(), RecoveryMode::Strict).unwrap();
-            assert_eq!(again, intact);
-            assert_eq!(report.torn_tails, 0, "cut at {cut}: torn tail not cleared");
+        // What a crash leaves in a preallocated file: the rest zeroed.
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let mut bytes = original.clone();
+        bytes[cut..].fill(0);
+        std::fs::write(copy.path().join(&relative), &bytes).unwrap();
+        let (ids, report) =
+            recovered(copy.path(), RecoveryMode::Strict).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let intact: BTreeSet<SessionId> = records.iter().filter(|r| r.2 <= cut).map(|r| r.0).collect();
+        assert_eq!(ids, intact, "cut at {cut}");
+        let torn = records.iter().find(|r| r.1 < cut && cut < r.2);
+        assert_eq!(
+            report.torn_tails,
+            usize::from(torn.is_some()),
+            "cut at {cut}: {report:?}"
+        );
+        if let Some(&(_, start, _)) = torn {
+            // Every truncation is reported, with where it was (up to the
+            // last byte that was not zero).
+            let t = &report.truncations[0];
+            assert!(t.path.ends_with(&relative), "{t:?}");
+            assert_eq!(t.offset as usize, start, "cut at {cut}");
+            let dirty = original[start..cut]
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |i| i + 1);
+            assert_eq!(t.bytes as usize, dirty, "cut at {cut}");
         }
+        // Recovery cleared the torn bytes: the next open is clean.
+        let (again, report) = recovered(copy.path(), RecoveryMode::Strict).unwrap();
+        assert_eq!(again, intact);
+        assert_eq!(report.torn_tails, 0, "cut at {cut}: torn tail not cleared");
+    }
+}
+
+#[test]
+fn a_segment_file_made_shorter_is_damage_not_a_torn_tail() {
+    // Segments are preallocated, so a crash never shortens one: a file
+    // shorter than its header says was cut by something else.
+    let (dir, segment, records) = build(6);
+    let original = std::fs::read(&segment).unwrap();
+    let relative = segment.strip_prefix(dir.path()).unwrap().to_path_buf();
+    for cut in [records[2].2, records[4].1 + 3, records[5].2 + 10] {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        std::fs::write(copy.path().join(&relative), &original[..cut]).unwrap();
+        match recovered(copy.path(), RecoveryMode::Strict) {
+            Err(Error::Corrupt { path, offset, reason }) => {
+                assert!(path.ends_with(&relative));
+                assert_eq!(offset as usize, cut, "{reason}");
+                assert!(reason.contains("truncated"), "{reason}");
+            }
+            other => panic!("cut at {cut}: strict recovery gave {other:?}"),
+        }
+        let (ids, report) = recovered(copy.path(), RecoveryMode::Repair).unwrap();
+        let intact: BTreeSet<SessionId> = records.iter().filter(|r| r.2 <= cut).map(|r| r.0).collect();
+        assert_eq!(ids, intact, "cut at {cut}");
+        assert!(report.rewritten, "{report:?}");
+        let (again, report) = recovered(copy.path(), RecoveryMode::Strict).unwrap();
+        assert_eq!(again, intact, "the repair was durable");
+        assert_eq!((report.torn_tails, report.corrupt_skipped), (0, 0), "{report:?}");
     }
 }
 
@@ -118,10 +164,19 @@ fn damage_in_the_middle_is_refused_by_strict_and_skipped_by_repair() {
             .map(|k| ((seed >> (8 * k + 3)) as usize) % (records.len() - 1))
             .collect();
         let mut bytes = original.clone();
+        // Records whose header (checksum, length, type: the first 9 bytes)
+        // is intact: the damage is in their payload, and they are reported
+        // by id.
+        let mut payload_damaged = BTreeSet::new();
         for &r in &damaged {
             let (_, start, end) = records[r];
             let at = start + ((seed >> 17) as usize) % (end - start);
             bytes[at] ^= 1 << ((seed >> 40) % 8);
+            if at - start >= 9 {
+                // The id as the damaged payload holds it (the flip may be in it).
+                let id: [u8; 16] = bytes[start + 13..start + 29].try_into().unwrap();
+                payload_damaged.insert(SessionId::from_bytes(id));
+            }
         }
         let copy = tempfile::tempdir().unwrap();
         copy_dir(dir.path(), copy.path());
@@ -153,6 +208,16 @@ fn damage_in_the_middle_is_refused_by_strict_and_skipped_by_repair() {
             report.corrupt_skipped >= 1 && report.corrupt_bytes > 0,
             "{report:?}"
         );
+        // A record whose header verified is reported by the id it was about.
+        let reported: BTreeSet<SessionId> = report.damage.iter().filter_map(|d| d.id).collect();
+        assert_eq!(reported, payload_damaged, "trial {trial}: {:?}", report.damage);
+        // Repair rewrote the log: the next open, in the default Strict mode,
+        // finds no damage and the same sessions.
+        assert!(report.rewritten, "trial {trial}: {report:?}");
+        let (again, report) = recovered(copy.path(), RecoveryMode::Strict)
+            .unwrap_or_else(|e| panic!("trial {trial}: strict open after a repair: {e}"));
+        assert_eq!(again, untouched, "trial {trial}");
+        assert_eq!((report.torn_tails, report.corrupt_skipped), (0, 0), "{report:?}");
     }
 }
 

@@ -3,7 +3,10 @@
 //! reopens the directory and checks that every acknowledged create, update
 //! and delete is reflected, that the unacknowledged one in flight is either
 //! fully applied or absent, and that recovery never fails. At least 50 kill
-//! points per run, rotating the durability modes.
+//! points per run, rotating the durability modes. A second child rewrites a
+//! session of up to 2 MiB whose metadata is full of encoded records (a
+//! `DELETE` of a victim session, a `PUT` of an admin one): `Strict` recovery
+//! must open after every kill, and never apply what the metadata holds.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -12,6 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use session_engine::{Config, Durability, Engine, SessionId, Timeout};
+
+mod support;
 
 const CHILD_ENV: &str = "SESSION_CRASH_CHILD";
 const IDS: u8 = 64;
@@ -190,4 +195,143 @@ fn acknowledged_writes_survive_sigkill() {
         total_acks > KILLS,
         "the children made progress before being killed"
     );
+}
+
+const HOSTILE_ENV: &str = "SESSION_CRASH_HOSTILE_CHILD";
+const HOSTILE_KILLS: usize = 24;
+const VICTIM: SessionId = SessionId::from_bytes([0x11; 16]);
+const FORGED: SessionId = SessionId::from_bytes([0x22; 16]);
+const BIG: SessionId = SessionId::from_bytes([0x33; 16]);
+
+fn hostile_config(dir: &Path, durability: Durability) -> Config {
+    Config::default()
+        .shards(1)
+        .data_dir(dir)
+        .durability(durability)
+        .segment_size_bytes(8 << 20)
+        .metadata_bytes_max(2 << 20)
+        .without_sweeper()
+}
+
+/// The hostile child: runs only when the parent sets the environment variable.
+#[test]
+fn hostile_crash_child() {
+    let Ok(arg) = std::env::var(HOSTILE_ENV) else {
+        return;
+    };
+    let mut parts = arg.split('|');
+    let (dir, mode, seed) = (
+        parts.next().unwrap().to_string(),
+        parts.next().unwrap().to_string(),
+        parts.next().unwrap().parse::<u64>().unwrap(),
+    );
+    let engine = Engine::open(hostile_config(Path::new(&dir), durability(&mode))).unwrap();
+    if !engine.contains(&VICTIM) {
+        engine.insert(VICTIM, b"user_id=alice", Timeout::Never).unwrap();
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "READY").unwrap();
+    out.flush().unwrap();
+    let mut x = seed | 1;
+    for n in 0u64.. {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (64 << 10) + (x % (2 << 20)) as usize;
+        let marker = format!("BIG{n}:{seed}:");
+        let meta = support::hostile_metadata(marker.as_bytes(), VICTIM, FORGED, len.min(2 << 20));
+        writeln!(out, "INTENT {marker}").unwrap();
+        out.flush().unwrap();
+        if engine.contains(&BIG) {
+            drop(engine.update(&BIG, |_| meta.clone()).unwrap());
+        } else {
+            engine.insert(BIG, &meta, Timeout::Never).unwrap();
+        }
+        writeln!(out, "ACK").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn hostile_sessions_never_steer_recovery_under_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {seed} (replay: set it here)");
+    let mut acked: Option<String> = None;
+    let mut total_acks = 0;
+    for kill in 0..HOSTILE_KILLS {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let mode = ["always", "interval", "never"][kill % 3];
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "hostile_crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(HOSTILE_ENV, format!("{}|{mode}|{seed}", dir.path().display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !lines.last().is_some_and(|l: &String| l.ends_with("READY")) {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("kill {kill}: the child never opened the directory"));
+            lines.push(line);
+        }
+        std::thread::sleep(Duration::from_millis((seed >> 40) % 41));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        lines.extend(rx.try_iter());
+        let mut in_flight = None;
+        for line in &lines {
+            if let Some(marker) = line.strip_prefix("INTENT ") {
+                in_flight = Some(marker.to_string());
+            } else if line == "ACK" {
+                acked = in_flight.take();
+                total_acks += 1;
+            }
+        }
+        let engine = Engine::open(hostile_config(dir.path(), Durability::Never))
+            .unwrap_or_else(|e| panic!("kill {kill} ({mode}): strict recovery refused to open: {e}"));
+        assert!(
+            engine.contains(&VICTIM),
+            "kill {kill} ({mode}): the forged DELETE was applied"
+        );
+        assert!(
+            !engine.contains(&FORGED),
+            "kill {kill} ({mode}): the forged PUT was applied"
+        );
+        let big = engine.peek(&BIG).ok().map(|s| s.metadata().to_vec());
+        let holds = |marker: &Option<String>| match (&big, marker) {
+            (Some(meta), Some(m)) => meta.starts_with(m.as_bytes()),
+            (None, None) => true,
+            _ => false,
+        };
+        assert!(
+            holds(&acked) || (in_flight.is_some() && holds(&in_flight)),
+            "kill {kill} ({mode}): the big session holds {:?}, acknowledged {acked:?}, in flight {in_flight:?}",
+            big.map(|m| String::from_utf8_lossy(&m[..24.min(m.len())]).into_owned())
+        );
+        if in_flight.is_some() && holds(&in_flight) {
+            acked = in_flight;
+        }
+        engine.debug_check_invariants();
+    }
+    println!("{HOSTILE_KILLS} kills, {total_acks} acknowledged rewrites of a hostile session");
 }

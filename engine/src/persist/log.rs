@@ -2,10 +2,12 @@
 //! and makes appended bytes durable with group commit.
 //!
 //! Write path, in order (the caller holds the shard's lock throughout 1-3):
-//! 1. the caller encodes the record before locking anything;
+//! 1. the caller encodes the record, checksummed from the log's salt, before
+//!    locking anything;
 //! 2. `append` takes the writer mutex, rolls to a fresh segment if the
-//!    record does not fit (a failure here is returned and nothing changes),
-//!    copies the record into the mapping and returns its end position;
+//!    record and a `SEAL` would not fit (a failure here is returned and
+//!    nothing changes; the old segment ends with the `SEAL`), copies the
+//!    record into the mapping and returns its end position;
 //! 3. the caller applies the change to memory and releases the shard lock;
 //! 4. in `Always` mode the caller waits in `wait_durable` until a flush has
 //!    covered its position. The first waiter without a flush in progress
@@ -27,7 +29,7 @@
 //! together with the writer mutex by a thread that waits.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
@@ -35,7 +37,7 @@ use std::thread::{self, Thread};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::format::{SegmentHeader, FLAG_BASE, SEGMENT_HEADER_LEN};
+use super::format::{seal_record, SegmentHeader, FLAG_BASE, SEAL_RECORD_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{segment_name, sync_dir, Segment, PREFAULT_AHEAD};
 use crate::config::Durability;
 use crate::error::{Error, Result};
@@ -43,10 +45,19 @@ use crate::error::{Error, Result};
 /// How long an injected sync failure takes (`Engine::debug_fail_syncs`).
 const INJECTED_FAILURE_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// Which log this is: where its segments live, what their headers say, and
+/// the salt its records are checksummed from.
+#[derive(Clone, Debug)]
+pub(crate) struct LogId {
+    pub(crate) dir: PathBuf,
+    pub(crate) layout: u64,
+    pub(crate) shard: u32,
+    pub(crate) shards: u32,
+    pub(crate) salt: u64,
+}
+
 pub(crate) struct ShardLog {
-    dir: PathBuf,
-    shard: u32,
-    shards: u32,
+    id: LogId,
     segment_len: usize,
     durability: Durability,
     writer: Mutex<Writer>,
@@ -62,6 +73,8 @@ struct Writer {
     current: Arc<Segment>,
     /// Where the next record goes in `current`.
     pos: usize,
+    /// Records in `current` (its `SEAL` counts them).
+    records: u64,
     /// Where `current`'s unsynced bytes start.
     sync_from: usize,
     /// A preallocated segment to roll to.
@@ -192,6 +205,8 @@ impl Waiter {
 pub(crate) struct Reopened {
     pub(crate) current: Segment,
     pub(crate) pos: usize,
+    /// Records already in `current`.
+    pub(crate) records: u64,
     pub(crate) first_sequence: u64,
     pub(crate) log_bytes: u64,
     pub(crate) live_bytes: u64,
@@ -202,61 +217,42 @@ fn io_error(context: String, source: io::Error) -> Error {
 }
 
 impl ShardLog {
-    pub(crate) fn shard_dir(&self) -> &Path {
-        &self.dir
+    /// Which log this is.
+    pub(crate) fn id(&self) -> &LogId {
+        &self.id
     }
 
-    /// `(shard, shards)` this log belongs to.
-    pub(crate) fn identity(&self) -> (u32, u32) {
-        (self.shard, self.shards)
+    /// The salt this log's records are checksummed from.
+    #[inline]
+    pub(crate) fn salt(&self) -> u64 {
+        self.id.salt
     }
 
-    /// A fresh log: creates segment 1 in `dir`.
-    pub(crate) fn create(
-        dir: PathBuf,
-        shard: u32,
-        shards: u32,
-        segment_len: usize,
-        durability: Durability,
-        now_ms: u64,
-    ) -> Result<Self> {
-        let segment = create_segment(&dir, shard, shards, 1, 0, segment_len, now_ms)?;
-        sync_dir(&dir).map_err(|e| io_error(format!("syncing directory {}", dir.display()), e))?;
+    /// A fresh log: creates segment 1 in its directory.
+    pub(crate) fn create(id: LogId, segment_len: usize, durability: Durability, now_ms: u64) -> Result<Self> {
+        let segment = create_segment(&id, 1, 0, segment_len, now_ms)?;
+        sync_dir(&id.dir).map_err(|e| io_error(format!("syncing directory {}", id.dir.display()), e))?;
         let reopened = Reopened {
             current: segment,
             pos: SEGMENT_HEADER_LEN,
+            records: 0,
             first_sequence: 1,
             log_bytes: SEGMENT_HEADER_LEN as u64,
             live_bytes: 0,
         };
-        Ok(Self::from_reopened(
-            dir,
-            shard,
-            shards,
-            segment_len,
-            durability,
-            reopened,
-        ))
+        Ok(Self::from_reopened(id, segment_len, durability, reopened))
     }
 
-    pub(crate) fn from_reopened(
-        dir: PathBuf,
-        shard: u32,
-        shards: u32,
-        segment_len: usize,
-        durability: Durability,
-        r: Reopened,
-    ) -> Self {
+    pub(crate) fn from_reopened(id: LogId, segment_len: usize, durability: Durability, r: Reopened) -> Self {
         let next_sequence = r.current.sequence() + 1;
         Self {
-            dir,
-            shard,
-            shards,
+            id,
             segment_len,
             durability,
             writer: Mutex::new(Writer {
                 current: Arc::new(r.current),
                 pos: r.pos,
+                records: r.records,
                 sync_from: 0,
                 next: None,
                 next_sequence,
@@ -289,12 +285,13 @@ impl ShardLog {
                 reason: reason.clone(),
             });
         }
-        if w.pos + record.len() > w.current.len() {
+        if w.pos + record.len() + SEAL_RECORD_LEN > w.current.len() {
             self.roll(&mut w, now_ms)?;
         }
         let at = w.pos;
         w.current.write(at, record);
         w.pos += record.len();
+        w.records += 1;
         w.position += record.len() as u64;
         w.log_bytes += record.len() as u64;
         w.live_bytes = w.live_bytes.saturating_add_signed(live_delta);
@@ -310,18 +307,10 @@ impl ShardLog {
     /// Creates segment `sequence`; unless durability is `Never`, its name is
     /// made durable too (directory fsync) before anything is written to it.
     fn new_segment(&self, sequence: u64, now_ms: u64) -> Result<Segment> {
-        let segment = create_segment(
-            &self.dir,
-            self.shard,
-            self.shards,
-            sequence,
-            0,
-            self.segment_len,
-            now_ms,
-        )?;
+        let segment = create_segment(&self.id, sequence, 0, self.segment_len, now_ms)?;
         if self.durability != Durability::Never {
-            sync_dir(&self.dir)
-                .map_err(|e| io_error(format!("syncing directory {}", self.dir.display()), e))?;
+            sync_dir(&self.id.dir)
+                .map_err(|e| io_error(format!("syncing directory {}", self.id.dir.display()), e))?;
         }
         Ok(segment)
     }
@@ -336,12 +325,20 @@ impl ShardLog {
             w.next_sequence += 1;
             Arc::new(self.new_segment(sequence, now_ms)?)
         };
+        // The old segment ends with a SEAL: recovery can then tell its end
+        // from a tail lost to damage. `append` kept room for it.
+        let seal = seal_record(self.id.salt, w.records);
+        let at = w.pos;
+        w.current.write(at, &seal);
+        w.pos += seal.len();
+        w.log_bytes += seal.len() as u64;
         let old = std::mem::replace(&mut w.current, next);
         if self.durability != Durability::Never {
             let (from, to) = (w.sync_from, w.pos);
             w.unsynced.push((old, from, to));
         }
         w.pos = SEGMENT_HEADER_LEN;
+        w.records = 0;
         w.sync_from = 0;
         w.log_bytes += SEGMENT_HEADER_LEN as u64;
         Ok(())
@@ -635,11 +632,9 @@ impl ShardLog {
     }
 }
 
-/// Creates segment `sequence` of a shard, header written.
+/// Creates segment `sequence` of a log, header written.
 pub(crate) fn create_segment(
-    dir: &Path,
-    shard: u32,
-    shards: u32,
+    id: &LogId,
     sequence: u64,
     flags: u32,
     len: usize,
@@ -647,13 +642,15 @@ pub(crate) fn create_segment(
 ) -> Result<Segment> {
     debug_assert!(flags & !FLAG_BASE == 0);
     let header = SegmentHeader {
-        shard,
-        shards,
+        shard: id.shard,
+        shards: id.shards,
         flags,
         sequence,
         created_ms: now_ms,
+        layout: id.layout,
+        len: len as u64,
     };
-    let path = dir.join(segment_name(sequence));
-    Segment::create(&path, &header, len)
+    let path = id.dir.join(segment_name(sequence));
+    Segment::create(&path, &header)
         .map_err(|e| io_error(format!("creating segment {} ({len} bytes)", path.display()), e))
 }

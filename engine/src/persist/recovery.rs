@@ -1,19 +1,42 @@
-//! Rebuilding a shard from its segments (`FORMAT.md`, "What makes a record
-//! bad" and "Crash cases").
+//! Rebuilding a shard from its segments (`FORMAT.md`, "Recovery").
+//!
+//! Recovery reads a shard's segments in sequence order and replays their
+//! records. It changes no file itself: what it would clear (a torn tail,
+//! superseded segments, segments that were being created) comes back as a
+//! plan that the caller applies when it keeps the layout, and ignores when it
+//! rewrites the log into a new one (a reshard, an upgrade, a repair).
+//!
+//! The rules, in short (`FORMAT.md` has them in full):
+//! - A record that does not verify is *damage* if a verifiable record follows
+//!   it anywhere later in the shard's log, and a *torn tail* if nothing does
+//!   and it is in the last segment holding data (what a crash mid-write
+//!   leaves). A torn tail is cleared and reported; damage stops `Strict`
+//!   (naming file and offset) and is skipped and reported by `Repair`.
+//! - A record whose header verifies but whose payload does not is skipped
+//!   whole: recovery never looks for records inside it. One whose header does
+//!   not verify is followed by a search for the next record at every offset;
+//!   records are checksummed from the log's secret salt, so bytes inside a
+//!   payload (a user's metadata) never verify as one.
+//! - A segment that the log rolled past ends with a `SEAL`; one that ends
+//!   without it while a later segment holds data lost its tail (damage).
+//! - A header copy that does not verify, a file whose length is not the one
+//!   its header records, a base without its seal: damage. `Repair` reads such
+//!   a segment's records all the same (the salt does not come from the header).
 
 use std::path::{Path, PathBuf};
 
 use ahash::AHashMap;
 
 use super::format::{
-    decode, put_len, Decoded, Record, SegmentHeader, FLAG_BASE, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    decode, put_len, Decoded, Record, SegmentHeader, FLAG_BASE, SEGMENT_HEADER_COPY_LEN, SEGMENT_HEADER_LEN,
+    TIMEOUT_NEVER_STORED,
 };
-use super::log::Reopened;
-use super::segment::Segment;
+use super::format_v1;
 use crate::block::Metadata;
 use crate::config::RecoveryMode;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
+use crate::limits::{RECOVERY_REPORT_ITEMS_MAX, TIMEOUT_MS_MAX};
 use crate::session::TIMEOUT_NEVER;
 
 /// A session as the log left it.
@@ -32,8 +55,37 @@ impl Recovered {
     }
 }
 
+/// A torn tail cleared (or an unfinished segment removed) at recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncation {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Where the cleared bytes start (0: the file was removed).
+    pub offset: u64,
+    /// Bytes cleared (for a removed file: its length).
+    pub bytes: u64,
+}
+
+/// Damage found in the middle of a log: what `Strict` refuses and `Repair`
+/// skips.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Where the damaged bytes start.
+    pub offset: u64,
+    /// Bytes skipped (0 where nothing could be read: a lost tail).
+    pub bytes: u64,
+    /// What was wrong.
+    pub reason: String,
+    /// The session a damaged record was about, where its header verified:
+    /// read from its damaged payload, so very likely but not certainly right.
+    pub id: Option<SessionId>,
+}
+
 /// What recovery found, summed over the shards.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Live sessions recovered.
     pub sessions: usize,
@@ -43,18 +95,30 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Bytes of records read.
     pub bytes: u64,
-    /// Torn tails truncated (the normal trace of a crash mid-write).
+    /// Torn tails cleared, and unfinished segment files removed (the normal
+    /// traces of a crash mid-write).
     pub torn_tails: usize,
-    /// Bytes of torn tails zeroed.
+    /// Bytes of torn tails cleared.
     pub torn_bytes: u64,
-    /// Corrupt stretches skipped in `Repair` mode.
+    /// Damaged stretches skipped in `Repair` mode.
     pub corrupt_skipped: usize,
-    /// Bytes in corrupt stretches skipped in `Repair` mode.
+    /// Bytes in damaged stretches skipped in `Repair` mode.
     pub corrupt_bytes: u64,
     /// Sessions found expired at recovery time and dropped.
     pub expired_dropped: usize,
     /// `(old, new)` shard counts when the layout changed.
     pub reshard: Option<(u32, u32)>,
+    /// The format the directory was upgraded from (`Some(1)`), if it was.
+    pub upgraded_from: Option<u32>,
+    /// `Repair` skipped damage and rewrote the log without it: the next
+    /// open (`Strict` or not) finds none.
+    pub rewritten: bool,
+    /// Each torn tail cleared and unfinished segment removed (the first
+    /// `RECOVERY_REPORT_ITEMS_MAX`; the counts above are complete).
+    pub truncations: Vec<Truncation>,
+    /// Each damaged stretch `Repair` skipped (the first
+    /// `RECOVERY_REPORT_ITEMS_MAX`; the counts above are complete).
+    pub damage: Vec<Damage>,
     /// Time recovery took, in milliseconds.
     pub duration_ms: u64,
 }
@@ -70,71 +134,258 @@ impl RecoveryReport {
         self.corrupt_skipped += other.corrupt_skipped;
         self.corrupt_bytes += other.corrupt_bytes;
         self.expired_dropped += other.expired_dropped;
+        for t in &other.truncations {
+            push_bounded(&mut self.truncations, t.clone());
+        }
+        for d in &other.damage {
+            push_bounded(&mut self.damage, d.clone());
+        }
     }
 }
 
-/// One shard's recovered state.
+fn push_bounded<T>(list: &mut Vec<T>, item: T) {
+    if list.len() < RECOVERY_REPORT_ITEMS_MAX {
+        list.push(item);
+    }
+}
+
+/// How a layout's records are framed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Codec {
+    /// Format 1: no salt, no seals (read for the upgrade only).
+    V1,
+    /// Format 2, with the shard log's salt.
+    V2 { salt: u64 },
+}
+
+impl Codec {
+    fn header_len(self) -> usize {
+        match self {
+            Codec::V1 => format_v1::SEGMENT_HEADER_LEN,
+            Codec::V2 { .. } => SEGMENT_HEADER_LEN,
+        }
+    }
+
+    fn decode(self, bytes: &[u8]) -> Decoded<'_> {
+        match self {
+            Codec::V1 => format_v1::decode(bytes),
+            Codec::V2 { salt } => decode(bytes, salt),
+        }
+    }
+}
+
+/// The shard a recovery reads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ShardFiles<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) layout: u64,
+    pub(crate) shard: u32,
+    pub(crate) shards: u32,
+    pub(crate) codec: Codec,
+}
+
+/// A file change recovery asks for when the layout is kept.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Fix {
+    /// Zero (and sync) `from..to` of a segment: a torn tail.
+    Zero { path: PathBuf, from: usize, to: usize },
+    /// Remove a segment: superseded by a base, unfinished, or empty past the
+    /// append position.
+    Remove { path: PathBuf },
+}
+
+/// Where appends continue when the layout is kept.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Tail {
+    pub(crate) path: PathBuf,
+    pub(crate) sequence: u64,
+    pub(crate) pos: usize,
+    /// Records already in the segment.
+    pub(crate) records: u64,
+}
+
+/// One shard's recovered state and the plan to keep appending to it.
 pub(crate) struct ShardRecovery {
     pub(crate) sessions: AHashMap<SessionId, Recovered>,
     pub(crate) report: RecoveryReport,
-    /// The segment to append to, and where; `None` if the shard has no
-    /// usable segment (a new one gets `next_sequence`).
-    pub(crate) tail: Option<Reopened>,
+    /// Changes to make before appending (only if the layout is kept).
+    pub(crate) fixes: Vec<Fix>,
+    /// The segment to append to; `None`: create `next_sequence`.
+    pub(crate) tail: Option<Tail>,
     pub(crate) next_sequence: u64,
     /// Oldest segment sequence kept.
     pub(crate) first_sequence: u64,
     /// Bytes of headers and records in the kept segments.
     pub(crate) log_bytes: u64,
+    /// `Repair` skipped damage: the log must be rewritten without it.
+    pub(crate) damaged: bool,
 }
 
-fn corrupt(path: &Path, offset: usize, reason: &str) -> Error {
-    Error::Corrupt {
-        path: path.to_path_buf(),
-        offset: offset as u64,
-        reason: reason.to_string(),
+impl ShardRecovery {
+    pub(crate) fn empty() -> Self {
+        Self {
+            sessions: AHashMap::new(),
+            report: RecoveryReport::default(),
+            fixes: Vec::new(),
+            tail: None,
+            next_sequence: 1,
+            first_sequence: 1,
+            log_bytes: 0,
+            damaged: false,
+        }
     }
+
+    /// Bytes the live sessions' `PUT` records take.
+    pub(crate) fn live_bytes(&self) -> u64 {
+        live_bytes(&self.sessions)
+    }
+}
+
+pub(crate) fn live_bytes(sessions: &AHashMap<SessionId, Recovered>) -> u64 {
+    sessions.values().map(|s| put_len(s.metadata.len()) as u64).sum()
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
 }
 
-/// The segments of a shard directory in sequence order; removes
-/// unfinished compactions (`.tmp`).
-fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+/// Segment files by sequence.
+type Segments = Vec<(u64, PathBuf)>;
+
+/// The segments of a shard directory in sequence order, and the unfinished
+/// compactions (`.tmp`) to remove.
+fn list_segments(dir: &Path) -> Result<(Segments, Vec<PathBuf>)> {
     let mut segments = Vec::new();
+    let mut tmps = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(io(format!("listing {}", dir.display())))?;
     for entry in entries {
         let entry = entry.map_err(io(format!("listing {}", dir.display())))?;
-        let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if let Some(stem) = name.strip_suffix(".tmp") {
             if stem.parse::<u64>().is_ok() {
-                std::fs::remove_file(&path).map_err(io(format!("removing {}", path.display())))?;
+                tmps.push(entry.path());
             }
         } else if let Some(stem) = name.strip_suffix(".seg") {
             if let Ok(sequence) = stem.parse::<u64>() {
-                segments.push((sequence, path));
+                segments.push((sequence, entry.path()));
             }
         }
     }
     segments.sort_unstable_by_key(|s| s.0);
-    Ok(segments)
+    Ok((segments, tmps))
 }
 
-fn read_header(path: &Path) -> Option<SegmentHeader> {
+/// What a segment's header says, once checked against where the file is.
+#[derive(Debug)]
+struct HeaderCheck {
+    /// The header, if a copy verified and names this shard and sequence.
+    header: Option<SegmentHeader>,
+    /// Damage to a copy, or to both: `(offset, reason)`.
+    damage: Option<(usize, &'static str)>,
+}
+
+fn check_header(files: ShardFiles<'_>, sequence: u64, bytes: &[u8]) -> HeaderCheck {
+    let names_us = |h: &SegmentHeader| {
+        h.shard == files.shard
+            && h.shards == files.shards
+            && h.sequence == sequence
+            && h.layout == files.layout
+    };
+    match files.codec {
+        Codec::V1 => match format_v1::decode_header(bytes) {
+            Ok((shard, shards, flags, seq))
+                if shard == files.shard && shards == files.shards && seq == sequence =>
+            {
+                let header = SegmentHeader {
+                    shard,
+                    shards,
+                    flags,
+                    sequence,
+                    created_ms: 0,
+                    layout: files.layout,
+                    len: bytes.len() as u64,
+                };
+                HeaderCheck {
+                    header: Some(header),
+                    damage: None,
+                }
+            }
+            Ok(_) => HeaderCheck {
+                header: None,
+                damage: Some((0, "segment header names another shard, layout or sequence")),
+            },
+            Err(reason) => HeaderCheck {
+                header: None,
+                damage: Some((0, reason)),
+            },
+        },
+        Codec::V2 { .. } => {
+            let (first, second) = SegmentHeader::decode_both(bytes);
+            let check = |copy: Result<SegmentHeader, &'static str>| {
+                copy.and_then(|h| {
+                    if names_us(&h) {
+                        Ok(h)
+                    } else {
+                        Err("segment header names another shard, layout or sequence")
+                    }
+                })
+            };
+            match (check(first), check(second)) {
+                (Ok(a), Ok(b)) if a == b => HeaderCheck {
+                    header: Some(a),
+                    damage: None,
+                },
+                (Ok(a), Ok(_)) => HeaderCheck {
+                    header: Some(a),
+                    damage: Some((SEGMENT_HEADER_COPY_LEN, "the segment header's copies differ")),
+                },
+                (Ok(a), Err(reason)) => HeaderCheck {
+                    header: Some(a),
+                    damage: Some((SEGMENT_HEADER_COPY_LEN, reason)),
+                },
+                (Err(reason), Ok(b)) => HeaderCheck {
+                    header: Some(b),
+                    damage: Some((0, reason)),
+                },
+                (Err(reason), Err(_)) => HeaderCheck {
+                    header: None,
+                    damage: Some((0, reason)),
+                },
+            }
+        }
+    }
+}
+
+fn read_header_bytes(path: &Path, len: usize) -> Result<Vec<u8>> {
     use std::io::Read;
-    let mut buf = [0u8; SEGMENT_HEADER_LEN];
-    let mut file = std::fs::File::open(path).ok()?;
-    file.read_exact(&mut buf).ok()?;
-    SegmentHeader::decode(&buf).ok()
+    let mut buf = Vec::with_capacity(len);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(len as u64).read_to_end(&mut buf))
+        .map_err(io(format!("reading {}", path.display())))?;
+    Ok(buf)
 }
 
-/// Where the next valid record after a bad one starts, if any.
-fn resync(bytes: &[u8], from: usize) -> Option<usize> {
-    (from..bytes.len().saturating_sub(RECORD_HEADER_LEN))
-        .find(|&at| matches!(decode(&bytes[at..]), Decoded::Record(..)))
+/// Where the next record that verifies starts, from `from` to `to`; with
+/// `or_header`, also a record whose header alone verifies.
+fn resync(codec: Codec, bytes: &[u8], from: usize, to: usize, or_header: bool) -> Option<usize> {
+    (from..to).find(|&at| match codec.decode(&bytes[at..]) {
+        Decoded::Record(..) => true,
+        Decoded::Bad { extent: Some(_), .. } => or_header,
+        _ => false,
+    })
+}
+
+fn stored_timeout(timeout_ms: u64) -> u32 {
+    if timeout_ms == TIMEOUT_NEVER_STORED {
+        TIMEOUT_NEVER
+    } else {
+        debug_assert!(
+            (1..=TIMEOUT_MS_MAX).contains(&timeout_ms),
+            "decode checked the range"
+        );
+        u32::try_from(timeout_ms).expect("decode checked the range")
+    }
 }
 
 fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
@@ -152,7 +403,7 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
                     metadata: Metadata::copy_from(metadata),
                     created_ms,
                     last_access_ms,
-                    timeout_ms,
+                    timeout_ms: stored_timeout(timeout_ms),
                 },
             );
         }
@@ -172,7 +423,7 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
             timeout_ms,
         } => {
             if let Some(s) = sessions.get_mut(&id) {
-                s.timeout_ms = timeout_ms;
+                s.timeout_ms = stored_timeout(timeout_ms);
                 s.last_access_ms = s.last_access_ms.max(last_access_ms);
             }
         }
@@ -184,152 +435,424 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
         Record::Delete { id } => {
             sessions.remove(&id);
         }
+        Record::Seal { .. } => unreachable!("seals end a segment's scan"),
     }
 }
 
-/// Replays one shard directory. `append` reopens the last segment for
-/// appending (after zeroing a torn tail); without it the files are only read.
-#[allow(clippy::too_many_lines)]
-pub(crate) fn recover_shard(
-    dir: &Path,
-    shard: u32,
-    shards: u32,
+/// A verdict that waits for the rest of the log: fine if no later segment
+/// holds data, damage if one does.
+#[derive(Debug)]
+enum Deferred {
+    /// Bytes from `pos` to `dirty_end` hold no record that verifies.
+    Torn {
+        path: PathBuf,
+        pos: usize,
+        dirty_end: usize,
+        reason: &'static str,
+    },
+    /// The segment's data ends at `pos` without a `SEAL`.
+    Unsealed { path: PathBuf, pos: usize },
+    /// A segment whose header does not verify, with nothing after it.
+    Unfinished {
+        path: PathBuf,
+        len: u64,
+        reason: &'static str,
+    },
+}
+
+/// How a segment's scan ended.
+enum Ending {
+    /// At a `SEAL`; `end` is just past it.
+    Sealed { end: usize },
+    /// Data ends at `pos` (followed by zeros) without a seal.
+    Open { pos: usize, records: u64 },
+    /// Nothing from `pos` on verifies (bytes up to `dirty_end`).
+    Torn {
+        pos: usize,
+        dirty_end: usize,
+        records: u64,
+        reason: &'static str,
+    },
+}
+
+/// Replays one shard directory.
+pub(crate) fn recover_shard(files: ShardFiles<'_>, mode: RecoveryMode, now_ms: u64) -> Result<ShardRecovery> {
+    let mut r = Replay {
+        files,
+        mode,
+        out: ShardRecovery::empty(),
+    };
+    r.run()?;
+    let mut out = r.out;
+    let before = out.sessions.len();
+    out.sessions.retain(|_, s| !s.is_expired(now_ms));
+    out.report.expired_dropped = before - out.sessions.len();
+    out.report.sessions = out.sessions.len();
+    Ok(out)
+}
+
+struct Replay<'a> {
+    files: ShardFiles<'a>,
     mode: RecoveryMode,
-    now_ms: u64,
-    append: bool,
-) -> Result<ShardRecovery> {
-    let mut segments = list_segments(dir)?;
-    // The newest BASE segment replaces everything before it.
-    if let Some(base) = segments
-        .iter()
-        .rposition(|(_, path)| read_header(path).is_some_and(|h| h.flags & FLAG_BASE != 0))
-    {
-        for (_, path) in segments.drain(..base) {
-            std::fs::remove_file(&path).map_err(io(format!("removing superseded {}", path.display())))?;
+    out: ShardRecovery,
+}
+
+/// A segment with data, as the scan left it: the append candidate.
+struct LastData {
+    path: PathBuf,
+    sequence: u64,
+    appendable: bool,
+    pos: usize,
+    records: u64,
+}
+
+impl Replay<'_> {
+    /// Reports damage: `Strict` stops with it, `Repair` records it and
+    /// goes on (the log will be rewritten).
+    fn damage(
+        &mut self,
+        path: &Path,
+        offset: usize,
+        bytes: usize,
+        reason: &str,
+        id: Option<SessionId>,
+    ) -> Result<()> {
+        match self.mode {
+            RecoveryMode::Strict => Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                offset: offset as u64,
+                reason: reason.to_string(),
+            }),
+            RecoveryMode::Repair => {
+                let report = &mut self.out.report;
+                report.corrupt_skipped += 1;
+                report.corrupt_bytes += bytes as u64;
+                push_bounded(
+                    &mut report.damage,
+                    Damage {
+                        path: path.to_path_buf(),
+                        offset: offset as u64,
+                        bytes: bytes as u64,
+                        reason: reason.to_string(),
+                        id,
+                    },
+                );
+                self.out.damaged = true;
+                Ok(())
+            }
         }
     }
-    let mut report = RecoveryReport::default();
-    let mut sessions: AHashMap<SessionId, Recovered> = AHashMap::new();
-    let mut tail = None;
-    let first_sequence = segments.first().map_or(1, |s| s.0);
-    let mut log_bytes = 0u64;
-    let next_sequence = segments.last().map_or(1, |s| s.0 + 1);
-    let count = segments.len();
-    for (n, (sequence, path)) in segments.into_iter().enumerate() {
-        let last = n + 1 == count;
-        let bytes = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
-        report.segments += 1;
-        let header = SegmentHeader::decode(&bytes).and_then(|h| {
-            if h.shard != shard || h.shards != shards || h.sequence != sequence {
-                Err("segment header names another shard, layout or sequence")
-            } else {
-                Ok(h)
-            }
-        });
-        if let Err(reason) = header {
-            if bytes
-                .get(SEGMENT_HEADER_LEN..)
-                .is_none_or(|data| data.iter().all(|&b| b == 0))
+
+    fn deferred_is_damage(&mut self, deferred: Deferred) -> Result<()> {
+        match deferred {
+            Deferred::Torn {
+                path,
+                pos,
+                dirty_end,
+                reason,
+            } => self.damage(
+                &path,
+                pos,
+                dirty_end - pos,
+                &format!("{reason}, and later segments hold data"),
+                None,
+            ),
+            Deferred::Unsealed { path, pos } => self.damage(
+                &path,
+                pos,
+                0,
+                "the segment's data ends without a seal while later segments hold data: its tail was lost",
+                None,
+            ),
+            Deferred::Unfinished { path, len, reason } => self.damage(
+                &path,
+                0,
+                usize::try_from(len).unwrap_or(usize::MAX),
+                &format!("{reason}, and later segments hold data"),
+                None,
+            ),
+        }
+    }
+
+    #[allow(clippy::too_many_lines)] // one pass over the segments, in the order FORMAT.md gives
+    fn run(&mut self) -> Result<()> {
+        let files = self.files;
+        let hlen = files.codec.header_len();
+        let (mut segments, tmps) = list_segments(files.dir)?;
+        self.out
+            .fixes
+            .extend(tmps.into_iter().map(|path| Fix::Remove { path }));
+        self.out.next_sequence = segments.last().map_or(1, |s| s.0 + 1);
+        // The newest base (by a verified header) replaces everything before it.
+        let mut base_at = None;
+        for (i, (sequence, path)) in segments.iter().enumerate() {
+            let head = read_header_bytes(path, hlen)?;
+            if check_header(files, *sequence, &head)
+                .header
+                .is_some_and(|h| h.flags & FLAG_BASE != 0)
             {
-                // Torn creation: the process died while creating (or
-                // preparing) the segment, before any record went into it.
-                report.torn_tails += 1;
-                std::fs::remove_file(&path).map_err(io(format!("removing torn {}", path.display())))?;
+                base_at = Some(i);
+            }
+        }
+        if let Some(base) = base_at {
+            for (_, path) in segments.drain(..base) {
+                self.out.fixes.push(Fix::Remove { path });
+            }
+        }
+        self.out.first_sequence = segments.first().map_or(1, |s| s.0);
+
+        let mut deferred: Vec<Deferred> = Vec::new();
+        let mut last_data: Option<LastData> = None;
+        // An unfinished segment (no verified header, no data) is what a crash
+        // leaves while creating a segment ahead of need: after the open
+        // segment being written, or after another prepared one. Right after
+        // a sealed segment (the writer had rolled into it, so it was whole)
+        // or as the first segment, it is a segment that lost its header.
+        let mut may_be_unfinished = false;
+        let mut empties: Vec<(u64, PathBuf)> = Vec::new();
+        for (sequence, path) in segments {
+            let bytes = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+            self.out.report.segments += 1;
+            let has_data = bytes.get(hlen..).is_some_and(|d| d.iter().any(|&b| b != 0));
+            let check = check_header(files, sequence, &bytes);
+            if !has_data {
+                let reason = check.damage.map_or("segment header damaged", |d| d.1);
+                match check.header {
+                    Some(_) if check.damage.is_none() => {
+                        empties.push((sequence, path));
+                        may_be_unfinished = true;
+                    }
+                    _ if may_be_unfinished => deferred.push(Deferred::Unfinished {
+                        path,
+                        len: bytes.len() as u64,
+                        reason,
+                    }),
+                    _ => {
+                        let reason = format!("{reason}, in a segment the log had already written to");
+                        self.damage(&path, check.damage.map_or(0, |d| d.0), bytes.len(), &reason, None)?;
+                        self.out.fixes.push(Fix::Remove { path });
+                    }
+                }
                 continue;
             }
-            match mode {
-                RecoveryMode::Strict => return Err(corrupt(&path, 0, reason)),
-                RecoveryMode::Repair => {
-                    report.corrupt_skipped += 1;
-                    report.corrupt_bytes += bytes.len() as u64;
-                    continue;
+            // Data here: whatever waited for a later segment with data was damage.
+            for d in std::mem::take(&mut deferred) {
+                self.deferred_is_damage(d)?;
+            }
+            // Empty segments before one with data are harmless (a prepared
+            // segment the writer rolled past): removed when the layout is kept.
+            for (_, p) in empties.drain(..) {
+                self.out.fixes.push(Fix::Remove { path: p });
+            }
+            if let Some((offset, reason)) = check.damage {
+                self.damage(&path, offset, 0, reason, None)?;
+            }
+            let is_base = check.header.is_some_and(|h| h.flags & FLAG_BASE != 0);
+            if let (Codec::V2 { .. }, Some(h)) = (files.codec, check.header) {
+                if h.len != bytes.len() as u64 {
+                    let reason = format!(
+                        "the segment file is {} bytes, its header says {}: it was truncated or extended",
+                        bytes.len(),
+                        h.len
+                    );
+                    let at = usize::try_from(h.len).unwrap_or(usize::MAX).min(bytes.len());
+                    self.damage(&path, at, 0, &reason, None)?;
+                }
+            }
+            let ending = self.scan(&path, &bytes)?;
+            let seals = matches!(files.codec, Codec::V2 { .. });
+            may_be_unfinished = !matches!(ending, Ending::Sealed { .. });
+            match ending {
+                Ending::Sealed { end } => {
+                    self.out.log_bytes += end as u64;
+                    last_data = Some(LastData {
+                        path,
+                        sequence,
+                        appendable: false,
+                        pos: end,
+                        records: 0,
+                    });
+                }
+                Ending::Open { pos, records } => {
+                    self.out.log_bytes += pos as u64;
+                    if is_base && seals {
+                        self.damage(&path, pos, 0, "a base segment ends without its seal", None)?;
+                    } else if seals {
+                        deferred.push(Deferred::Unsealed {
+                            path: path.clone(),
+                            pos,
+                        });
+                    }
+                    last_data = Some(LastData {
+                        path,
+                        sequence,
+                        appendable: !is_base,
+                        pos,
+                        records,
+                    });
+                }
+                Ending::Torn {
+                    pos,
+                    dirty_end,
+                    records,
+                    reason,
+                } => {
+                    self.out.log_bytes += pos as u64;
+                    if is_base {
+                        self.damage(&path, pos, dirty_end - pos, reason, None)?;
+                    } else {
+                        deferred.push(Deferred::Torn {
+                            path: path.clone(),
+                            pos,
+                            dirty_end,
+                            reason,
+                        });
+                    }
+                    last_data = Some(LastData {
+                        path,
+                        sequence,
+                        appendable: !is_base,
+                        pos,
+                        records,
+                    });
                 }
             }
         }
-        let mut pos = SEGMENT_HEADER_LEN;
-        let mut torn = None;
+        // What is still deferred sits past the last segment with data: the
+        // traces of a crash, cleared.
+        for d in deferred {
+            match d {
+                Deferred::Torn {
+                    path, pos, dirty_end, ..
+                } => {
+                    let report = &mut self.out.report;
+                    report.torn_tails += 1;
+                    report.torn_bytes += (dirty_end - pos) as u64;
+                    push_bounded(
+                        &mut report.truncations,
+                        Truncation {
+                            path: path.clone(),
+                            offset: pos as u64,
+                            bytes: (dirty_end - pos) as u64,
+                        },
+                    );
+                    self.out.fixes.push(Fix::Zero {
+                        path,
+                        from: pos,
+                        to: dirty_end,
+                    });
+                }
+                Deferred::Unsealed { .. } => {}
+                Deferred::Unfinished { path, len, .. } => {
+                    self.out.report.torn_tails += 1;
+                    push_bounded(
+                        &mut self.out.report.truncations,
+                        Truncation {
+                            path: path.clone(),
+                            offset: 0,
+                            bytes: len,
+                        },
+                    );
+                    self.out.fixes.push(Fix::Remove { path });
+                }
+            }
+        }
+        // Appends continue after the last data if that segment can take
+        // them, else in the first empty segment after it, else in a new one.
+        let mut empties = empties.into_iter();
+        self.out.tail = match last_data {
+            Some(d) if d.appendable => Some(Tail {
+                path: d.path,
+                sequence: d.sequence,
+                pos: d.pos,
+                records: d.records,
+            }),
+            _ => empties.next().map(|(sequence, path)| {
+                self.out.log_bytes += hlen as u64;
+                Tail {
+                    path,
+                    sequence,
+                    pos: hlen,
+                    records: 0,
+                }
+            }),
+        };
+        self.out
+            .fixes
+            .extend(empties.map(|(_, path)| Fix::Remove { path }));
+        Ok(())
+    }
+
+    /// Replays one segment's records.
+    fn scan(&mut self, path: &Path, bytes: &[u8]) -> Result<Ending> {
+        let codec = self.files.codec;
+        let mut pos = codec.header_len().min(bytes.len());
+        // No record starts in the zeros after the last non-zero byte.
+        let dirty_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        let mut records = 0u64;
         loop {
-            let reason = match decode(&bytes[pos..]) {
+            let (reason, extent) = match codec.decode(&bytes[pos..]) {
+                Decoded::Record(Record::Seal { records: sealed }, len) => {
+                    if sealed != records {
+                        let reason = format!("the seal counts {sealed} records, the segment holds {records}");
+                        self.damage(path, pos, len, &reason, None)?;
+                    }
+                    self.out.report.records += 1;
+                    self.out.report.bytes += len as u64;
+                    return Ok(Ending::Sealed { end: pos + len });
+                }
                 Decoded::Record(record, len) => {
-                    apply(&mut sessions, record);
-                    report.records += 1;
-                    report.bytes += len as u64;
+                    debug_assert!(record.id().is_some(), "only seals have no id");
+                    apply(&mut self.out.sessions, record);
+                    records += 1;
+                    self.out.report.records += 1;
+                    self.out.report.bytes += len as u64;
                     pos += len;
                     continue;
                 }
-                // The end of the data only if nothing but zeros follows: a
-                // record header read back as zeros (a lost page, a block
-                // the device returned blank) with records after it is
-                // damage, not the end, or everything after it would be
-                // dropped unseen and later overwritten.
-                Decoded::End if bytes[pos..].iter().all(|&b| b == 0) => break,
-                Decoded::End => "a zeroed record header with data after it",
-                Decoded::Bad(reason) => reason,
-            };
-            if let Some(next) = resync(&bytes, pos + 1) {
-                match mode {
-                    RecoveryMode::Strict => return Err(corrupt(&path, pos, reason)),
-                    RecoveryMode::Repair => {
-                        report.corrupt_skipped += 1;
-                        report.corrupt_bytes += (next - pos) as u64;
-                        pos = next;
-                    }
+                Decoded::End if bytes[pos..].iter().all(|&b| b == 0) => {
+                    return Ok(Ending::Open { pos, records });
                 }
-            } else {
-                // Nothing valid follows: what a crash mid-write leaves.
-                let dirty_end = bytes.iter().rposition(|&b| b != 0).map_or(pos, |i| i + 1);
-                report.torn_tails += 1;
-                report.torn_bytes += (dirty_end - pos) as u64;
-                torn = Some(dirty_end);
-                break;
-            }
-        }
-        log_bytes += pos as u64;
-        if !append {
-            continue;
-        }
-        let reopen =
-            || Segment::open(path.clone(), sequence).map_err(io(format!("opening {}", path.display())));
-        let mut segment = None;
-        if let Some(dirty_end) = torn {
-            // Cleared so that the next recovery does not meet it again. Not
-            // synced: if a crash loses the zeroing, the leftover bytes are a
-            // torn tail again (a prefix of one record cannot hold a valid one).
-            let s = reopen()?;
-            s.zero(pos, dirty_end - pos);
-            segment = Some(s);
-        }
-        if last {
-            let segment = match segment {
-                Some(s) => s,
-                None => reopen()?,
+                // A record header read back as zeros (a lost page, a block
+                // the device returned blank) with data after it is not the end.
+                Decoded::End => ("a zeroed record header with data after it", None),
+                Decoded::Bad { reason, extent } => (reason, extent),
             };
-            tail = Some(Reopened {
-                current: segment,
+            // Never look inside a record whose header verified: its extent is
+            // known, and its payload is a user's bytes.
+            let resume = extent.map_or(pos + 1, |len| pos + len);
+            // Damage if a record follows anywhere; a torn tail if none does.
+            if resync(codec, bytes, resume, dirty_end, false).is_some() {
+                // Resume at the next record, or at the next record whose
+                // header verifies (damaged too, reported on its own).
+                let next = if extent.is_some() {
+                    resume
+                } else {
+                    resync(codec, bytes, resume, dirty_end, true).expect("a record follows")
+                };
+                let id = extent.and_then(|_| damaged_id(codec, &bytes[pos..]));
+                self.damage(path, pos, next - pos, reason, id)?;
+                pos = next;
+                continue;
+            }
+            return Ok(Ending::Torn {
                 pos,
-                first_sequence,
-                log_bytes: 0,
-                live_bytes: 0,
+                dirty_end: dirty_end.max(pos),
+                records,
+                reason,
             });
         }
     }
-    let before = sessions.len();
-    sessions.retain(|_, s| !s.is_expired(now_ms));
-    report.expired_dropped = before - sessions.len();
-    report.sessions = sessions.len();
-    if let Some(t) = tail.as_mut() {
-        t.log_bytes = log_bytes;
+}
+
+/// The id in a damaged record whose header verified (type known).
+fn damaged_id(codec: Codec, record: &[u8]) -> Option<SessionId> {
+    let Codec::V2 { .. } = codec else { return None };
+    let header = super::format::RECORD_HEADER_LEN;
+    let kind = *record.get(8)?;
+    if !(1..=5).contains(&kind) {
+        return None;
     }
-    let live_bytes = sessions.values().map(|s| put_len(s.metadata.len()) as u64).sum();
-    if let Some(t) = tail.as_mut() {
-        t.live_bytes = live_bytes;
-    }
-    Ok(ShardRecovery {
-        sessions,
-        report,
-        tail,
-        next_sequence,
-        first_sequence,
-        log_bytes,
-    })
+    let id: [u8; 16] = record.get(header..header + 16)?.try_into().ok()?;
+    Some(SessionId::from_bytes(id))
 }

@@ -58,9 +58,12 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Creates, preallocates and maps a new segment and writes its header.
-    /// The caller syncs the directory before relying on the file's name.
-    pub(crate) fn create(path: &Path, header: &SegmentHeader, len: usize) -> io::Result<Self> {
+    /// Creates, preallocates and maps a new segment and writes its header
+    /// (whose `len` is the file's). The caller syncs the directory before
+    /// relying on the file's name.
+    pub(crate) fn create(path: &Path, header: &SegmentHeader) -> io::Result<Self> {
+        let len = usize::try_from(header.len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment larger than memory"))?;
         let file = create_owner_only(path)?;
         let built = (|| {
             // Real blocks, not a sparse hole: a store into the mapping can
@@ -164,8 +167,10 @@ impl Segment {
         }
     }
 
-    /// Zeroes `len` bytes at `at` (a torn tail being cleared).
-    pub(crate) fn zero(&self, at: usize, len: usize) {
+    /// Zeroes `len` bytes at `at` and syncs them (a torn tail cleared at
+    /// recovery: synced, so that a later crash cannot bring it back behind
+    /// records appended after it).
+    pub(crate) fn zero(&self, at: usize, len: usize) -> io::Result<()> {
         const ZEROS: [u8; 4096] = [0; 4096];
         let mut done = 0;
         while done < len {
@@ -173,6 +178,7 @@ impl Segment {
             self.write(at + done, &ZEROS[..n]);
             done += n;
         }
+        self.sync(at, at + len)
     }
 
     /// Makes bytes `from..to` durable (`msync(MS_SYNC)`).

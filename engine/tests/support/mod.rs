@@ -40,3 +40,52 @@ impl Drop for Watchdog {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// A format-1 record (no salt), as the engine before format 2 wrote them.
+pub fn v1_record(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = u32::try_from(payload.len()).unwrap().to_le_bytes().to_vec();
+    out.extend_from_slice(&[0; 4]);
+    out.push(kind);
+    out.extend_from_slice(payload);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..4]), &out[8..]);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Metadata an attacker would store: `marker`, then records that delete
+/// `victim` and create `forged` as an admin, in every framing they could
+/// guess (format 1, and format 2 under guessed salts), repeated until the
+/// metadata is `len` bytes long.
+pub fn hostile_metadata(
+    marker: &[u8],
+    victim: session_engine::SessionId,
+    forged: session_engine::SessionId,
+    len: usize,
+) -> Vec<u8> {
+    use session_engine::log_format::Record;
+    let mut records = v1_record(5, &victim.to_bytes());
+    let mut put = forged.to_bytes().to_vec();
+    put.extend_from_slice(&1_700_000_000_000u64.to_le_bytes());
+    put.extend_from_slice(&1_700_000_000_000u64.to_le_bytes());
+    put.extend_from_slice(&u32::MAX.to_le_bytes());
+    put.extend_from_slice(b"user_id=admin");
+    records.extend(v1_record(1, &put));
+    for salt in [0, 1, u64::MAX, 0x5EED_5EED_5EED_5EED] {
+        Record::Delete { id: victim }.encode(salt, &mut records);
+        Record::Put {
+            id: forged,
+            created_ms: 1_700_000_000_000,
+            last_access_ms: 1_700_000_000_000,
+            timeout_ms: u64::MAX,
+            metadata: b"user_id=admin",
+        }
+        .encode(salt, &mut records);
+    }
+    let mut meta = marker.to_vec();
+    meta.extend_from_slice(&[0x5A; 100]);
+    while meta.len() < len {
+        meta.extend_from_slice(&records);
+    }
+    meta.truncate(len.max(marker.len() + 100 + records.len()));
+    meta
+}

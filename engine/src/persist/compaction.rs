@@ -1,0 +1,85 @@
+//! Compaction: a shard's log rewritten as one base segment of its live
+//! sessions once dead records dominate it (`FORMAT.md`, "Crash cases").
+//!
+//! Order: seal the current segment (appends continue in a new one), write
+//! the live sessions into `<sealed>.tmp` and sync it, rename it over the
+//! sealed segment and sync the directory, then delete the segments before
+//! it. A crash before the rename leaves a `.tmp` that recovery deletes; one
+//! after it leaves a base that supersedes what it replaced.
+
+use super::base::write_base_tmp;
+use super::directory::{io, rename_durably};
+use super::log::ShardLog;
+use super::segment::{segment_name, sync_dir, tmp_name};
+use crate::error::Result;
+use crate::session::Session;
+
+/// How far a compaction goes before it stops (tests simulate a crash at
+/// each step by stopping there).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CompactionStep {
+    /// The current segment is sealed; appends continue in a new one.
+    Sealed,
+    /// The base is written to its `.tmp` file and synced.
+    TmpWritten,
+    /// The `.tmp` file is renamed over the sealed segment.
+    Renamed,
+    /// The superseded segments are deleted: complete.
+    Done,
+}
+
+/// Compacts one shard: seals its log, writes the live sessions into a base
+/// segment that replaces the sealed ones, and deletes those. `snapshot`
+/// hands out live sessions in batches (taking the shard lock per batch).
+pub(crate) fn compact(
+    log: &ShardLog,
+    now_ms: u64,
+    stop_after: CompactionStep,
+    mut snapshot: impl FnMut(&mut Vec<Session>) -> bool,
+) -> Result<()> {
+    let (sealed, bytes_before) = log.seal(now_ms)?;
+    if stop_after == CompactionStep::Sealed {
+        return Ok(());
+    }
+    let id = log.id();
+    let tmp = id.dir.join(tmp_name(sealed));
+    let mut batch = Vec::with_capacity(1024);
+    let mut done = false;
+    let sessions = std::iter::from_fn(|| loop {
+        if let Some(s) = batch.pop() {
+            return Some(s);
+        }
+        if done {
+            return None;
+        }
+        done = !snapshot(&mut batch);
+    });
+    let base_len = write_base_tmp(&tmp, id, sealed, now_ms, sessions)?;
+    if stop_after == CompactionStep::TmpWritten {
+        return Ok(());
+    }
+    rename_durably(&id.dir, &tmp, &id.dir.join(segment_name(sealed)))?;
+    if stop_after == CompactionStep::Renamed {
+        return Ok(());
+    }
+    for sequence in log.first_sequence()..sealed {
+        let old = id.dir.join(segment_name(sequence));
+        match std::fs::remove_file(&old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("removing {}", old.display()))(e)),
+        }
+    }
+    sync_dir(&id.dir).map_err(io(format!("syncing {}", id.dir.display())))?;
+    log.compacted(sealed, bytes_before, base_len);
+    Ok(())
+}
+
+/// True when dead bytes dominate the log enough to compact.
+pub(crate) fn wants_compaction(log: &ShardLog, threshold: f64, segment_len: usize) -> bool {
+    let (log_bytes, live_bytes) = log.sizes();
+    #[allow(clippy::cast_precision_loss)]
+    let dead_fraction = log_bytes.saturating_sub(live_bytes) as f64 / log_bytes.max(1) as f64;
+    log_bytes > 2 * segment_len as u64 && dead_fraction > threshold
+}

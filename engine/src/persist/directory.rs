@@ -1,0 +1,189 @@
+//! The data directory: its lock, its MANIFEST, and the layout directories
+//! (`FORMAT.md`, "Directory" and "MANIFEST").
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::format::{Manifest, SEGMENT_HEADER_LEN};
+use super::segment::{create_owner_only, sync_dir};
+use crate::error::{Error, Result};
+
+const LOCK_FILE: &str = "LOCK";
+const MANIFEST_FILE: &str = "MANIFEST";
+const MANIFEST_TMP: &str = "MANIFEST.tmp";
+
+pub(crate) fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { context, source }
+}
+
+pub(crate) fn layout_dir(dir: &Path, layout: u64) -> PathBuf {
+    dir.join(format!("L{layout:08}"))
+}
+
+pub(crate) fn shard_dir(layout_dir: &Path, shard: usize) -> PathBuf {
+    layout_dir.join(format!("S{shard:04}"))
+}
+
+pub(crate) fn make_dir(path: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io(format!("creating directory {}", path.display())))
+}
+
+/// Locks the directory for this engine (`flock`: released by the kernel when
+/// the holder dies, so a crash never leaves a stale lock), and clears a
+/// manifest that was being written.
+pub(crate) fn lock(dir: &Path) -> Result<File> {
+    make_dir(dir)?;
+    let path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    if lock.try_lock().is_err() {
+        return Err(Error::DirectoryLocked {
+            path: dir.to_path_buf(),
+        });
+    }
+    let _ = std::fs::remove_file(dir.join(MANIFEST_TMP));
+    Ok(lock)
+}
+
+pub(crate) fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
+    let path = dir.join(MANIFEST_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => Manifest::decode(&bytes)
+            .map(Some)
+            .map_err(|reason| Error::Corrupt {
+                path,
+                offset: 0,
+                reason: reason.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(format!("reading {}", path.display()))(e)),
+    }
+}
+
+/// Replaces the MANIFEST durably: write `MANIFEST.tmp`, sync, rename, sync
+/// the directory.
+pub(crate) fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let tmp = dir.join(MANIFEST_TMP);
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = create_owner_only(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+    file.write_all(&manifest.encode())
+        .map_err(io(format!("writing {}", tmp.display())))?;
+    file.sync_all()
+        .map_err(io(format!("syncing {}", tmp.display())))?;
+    rename_durably(dir, &tmp, &dir.join(MANIFEST_FILE))
+}
+
+/// Renames `from` to `to` (atomically replacing it) within `dir`, then
+/// fsyncs `dir` so that the new name survives a crash.
+pub(crate) fn rename_durably(dir: &Path, from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(io(format!("renaming {} to {}", from.display(), to.display())))?;
+    sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))
+}
+
+/// Removes every layout directory but `keep` (what a layout change or an
+/// upgrade interrupted after or before its MANIFEST switch left behind).
+pub(crate) fn remove_other_layouts(dir: &Path, keep: u64) -> Result<()> {
+    for (n, path) in layout_dirs(dir)? {
+        if n != keep {
+            std::fs::remove_dir_all(&path)
+                .map_err(io(format!("removing stale layout {}", path.display())))?;
+        }
+    }
+    Ok(())
+}
+
+fn layout_dirs(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let entries = std::fs::read_dir(dir).map_err(io(format!("listing {}", dir.display())))?;
+    let mut layouts = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(format!("listing {}", dir.display())))?;
+        let name = entry.file_name();
+        if let Some(n) = name
+            .to_string_lossy()
+            .strip_prefix('L')
+            .and_then(|n| n.parse().ok())
+        {
+            layouts.push((n, entry.path()));
+        }
+    }
+    Ok(layouts)
+}
+
+/// Removes what a first open that failed part-way (a crash, a full disk)
+/// left: layout directories (`L*`) whose segments hold no record. The
+/// MANIFEST is written last, so without one no write was ever acknowledged
+/// here; but a layout holding records (any layout: a resharded directory
+/// keeps its data in a later one) means the MANIFEST went missing from a
+/// directory in use, and that is refused rather than overwritten. So is
+/// anything in a layout that is not a plain file or directory.
+pub(crate) fn clear_unfinished_creation(dir: &Path) -> Result<()> {
+    let listing = |dir: &Path| -> Result<Vec<PathBuf>> {
+        std::fs::read_dir(dir)
+            .and_then(|entries| entries.map(|e| e.map(|e| e.path())).collect())
+            .map_err(io(format!("listing {}", dir.display())))
+    };
+    let layouts: Vec<PathBuf> = layout_dirs(dir)?.into_iter().map(|(_, p)| p).collect();
+    let refuse = |path: &Path, what: &str| {
+        Error::InvalidConfig(format!(
+            "data directory {} has no {MANIFEST_FILE} but {} {what}; refusing to overwrite it \
+             (restore the {MANIFEST_FILE}, or move the directory away)",
+            dir.display(),
+            path.display()
+        ))
+    };
+    let mut pending = layouts.clone();
+    while let Some(path) = pending.pop() {
+        let kind = std::fs::symlink_metadata(&path)
+            .map_err(io(format!("reading {}", path.display())))?
+            .file_type();
+        if kind.is_dir() {
+            pending.extend(listing(&path)?);
+        } else if !kind.is_file() {
+            return Err(refuse(&path, "is not a plain file"));
+        } else if holds_records(&path)? {
+            return Err(refuse(&path, "holds data"));
+        }
+    }
+    for layout in layouts {
+        std::fs::remove_dir_all(&layout).map_err(io(format!("removing unfinished {}", layout.display())))?;
+    }
+    Ok(())
+}
+
+/// True if a file has a non-zero byte after its segment header (64 bytes in
+/// format 1, 128 in format 2; a file too short to say is read as format 1).
+fn holds_records(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut file = File::open(path).map_err(io(format!("opening {}", path.display())))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut offset = 0usize;
+    let mut header_len = super::format_v1::SEGMENT_HEADER_LEN;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(io(format!("reading {}", path.display())))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if offset == 0 && n >= 12 && buf[8..12] == super::format::FORMAT_VERSION.to_le_bytes() {
+            header_len = SEGMENT_HEADER_LEN;
+        }
+        let skip = header_len.saturating_sub(offset).min(n);
+        if buf[skip..n].iter().any(|&b| b != 0) {
+            return Ok(true);
+        }
+        offset += n;
+    }
+}

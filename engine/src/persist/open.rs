@@ -1,0 +1,353 @@
+//! Opening a data directory: create it, or recover every shard and either
+//! keep its layout (appending where each log left off) or rewrite the logs
+//! into a new layout (another shard count, an upgrade from format 1, or a
+//! repair that skipped damage).
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ahash::{AHashMap, RandomState};
+
+use super::base::write_base;
+use super::directory::{
+    clear_unfinished_creation, io, layout_dir, lock, make_dir, read_manifest, remove_other_layouts,
+    shard_dir, write_manifest,
+};
+use super::format::{log_salt, Manifest, FORMAT_VERSION, LOG_KEY_LEN, SEGMENT_HEADER_LEN};
+use super::log::{create_segment, LogId, Reopened, ShardLog};
+use super::recovery::{
+    live_bytes, recover_shard, Codec, Fix, Recovered, RecoveryReport, ShardFiles, ShardRecovery,
+};
+use super::segment::{sync_dir, Segment};
+use super::{hasher_from_key, Opened, Persistence};
+use crate::config::{Config, RecoveryMode};
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::session::{Session, Timeout};
+
+type Sessions = Vec<AHashMap<SessionId, Recovered>>;
+
+/// Opens (or creates) the data directory and recovers its sessions, routed
+/// to `shards` shards by `route(hasher, id)`.
+pub(crate) fn open(
+    config: &Config,
+    dir: &Path,
+    shards: usize,
+    now_ms: u64,
+    route: impl Fn(&RandomState, &SessionId) -> usize + Sync,
+) -> Result<Opened> {
+    let started = Instant::now();
+    let lock = lock(dir)?;
+    let Some(manifest) = read_manifest(dir)? else {
+        return create_directory(config, dir, shards, now_ms, lock);
+    };
+    remove_other_layouts(dir, manifest.layout)?;
+    let layout = layout_dir(dir, manifest.layout);
+    let recoveries = recover_all(config.recovery, &layout, &manifest, now_ms)?;
+    let mut report = RecoveryReport::default();
+    for r in &recoveries {
+        report.add(&r.report);
+    }
+    let damaged = recoveries.iter().any(|r| r.damaged);
+    debug_assert!(
+        !damaged || config.recovery == RecoveryMode::Repair,
+        "Strict stops at damage"
+    );
+    let keep = manifest.shards as usize == shards && manifest.format == FORMAT_VERSION && !damaged;
+    let (sessions, logs, hash_key) = if keep {
+        let (sessions, logs) = keep_layout(config, &layout, &manifest, now_ms, recoveries)?;
+        (sessions, logs, manifest.hash_key)
+    } else {
+        let hasher = hasher_from_key(manifest.hash_key);
+        let mut sessions: Sessions = (0..shards).map(|_| AHashMap::new()).collect();
+        for r in recoveries {
+            for (id, s) in r.sessions {
+                sessions[route(&hasher, &id)].insert(id, s);
+            }
+        }
+        let log_key = if manifest.format == FORMAT_VERSION {
+            manifest.log_key
+        } else {
+            random_log_key()?
+        };
+        let next = Manifest {
+            format: FORMAT_VERSION,
+            shards: to_u32(shards),
+            layout: manifest.layout + 1,
+            hash_key: manifest.hash_key,
+            log_key,
+        };
+        let logs = write_layout(config, dir, manifest.layout, &next, now_ms, &sessions)?;
+        if manifest.shards != next.shards {
+            report.reshard = Some((manifest.shards, next.shards));
+        }
+        if manifest.format != FORMAT_VERSION {
+            report.upgraded_from = Some(manifest.format);
+        }
+        report.rewritten = damaged;
+        (sessions, logs, manifest.hash_key)
+    };
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(Opened {
+        persistence: Persistence {
+            logs,
+            report,
+            hash_key,
+            _lock: lock,
+        },
+        sessions,
+    })
+}
+
+fn random_log_key() -> Result<[u8; LOG_KEY_LEN]> {
+    let mut key = [0u8; LOG_KEY_LEN];
+    getrandom::fill(&mut key).map_err(Error::Entropy)?;
+    Ok(key)
+}
+
+fn log_id(layout_dir: &Path, manifest: &Manifest, shard: usize) -> LogId {
+    LogId {
+        dir: shard_dir(layout_dir, shard),
+        layout: manifest.layout,
+        shard: to_u32(shard),
+        shards: manifest.shards,
+        salt: log_salt(&manifest.log_key, manifest.layout, to_u32(shard)),
+    }
+}
+
+/// A new directory: fresh keys, layout 1, an empty log per shard.
+fn create_directory(config: &Config, dir: &Path, shards: usize, now_ms: u64, lock: File) -> Result<Opened> {
+    let mut key_bytes = [0u8; 32];
+    getrandom::fill(&mut key_bytes).map_err(Error::Entropy)?;
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        shards: to_u32(shards),
+        layout: 1,
+        hash_key: key_from_bytes(key_bytes),
+        log_key: random_log_key()?,
+    };
+    clear_unfinished_creation(dir)?;
+    let layout = layout_dir(dir, manifest.layout);
+    let mut logs = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        let id = log_id(&layout, &manifest, shard);
+        make_dir(&id.dir)?;
+        let log = ShardLog::create(id, config.segment_size_bytes, config.durability, now_ms)?;
+        logs.push(Arc::new(log));
+    }
+    sync_dir(&layout).map_err(io(format!("syncing {}", layout.display())))?;
+    write_manifest(dir, &manifest)?;
+    Ok(Opened {
+        persistence: Persistence {
+            logs,
+            report: RecoveryReport::default(),
+            hash_key: manifest.hash_key,
+            _lock: lock,
+        },
+        sessions: (0..shards).map(|_| AHashMap::new()).collect(),
+    })
+}
+
+/// The same layout as last time: clear what recovery asked for and append
+/// where each log left off.
+fn keep_layout(
+    config: &Config,
+    layout: &Path,
+    manifest: &Manifest,
+    now_ms: u64,
+    recoveries: Vec<ShardRecovery>,
+) -> Result<(Sessions, Vec<Arc<ShardLog>>)> {
+    let mut sessions = Vec::with_capacity(recoveries.len());
+    let mut logs = Vec::with_capacity(recoveries.len());
+    for (shard, r) in recoveries.into_iter().enumerate() {
+        let id = log_id(layout, manifest, shard);
+        apply_fixes(&id.dir, &r.fixes)?;
+        let live = r.live_bytes();
+        let reopened = if let Some(tail) = &r.tail {
+            let current = Segment::open(tail.path.clone(), tail.sequence)
+                .map_err(io(format!("opening {}", tail.path.display())))?;
+            Reopened {
+                current,
+                pos: tail.pos,
+                records: tail.records,
+                first_sequence: r.first_sequence,
+                log_bytes: r.log_bytes,
+                live_bytes: live,
+            }
+        } else {
+            // No segment to append to (none yet, or the last one is sealed).
+            make_dir(&id.dir)?;
+            let current = create_segment(&id, r.next_sequence, 0, config.segment_size_bytes, now_ms)?;
+            sync_dir(&id.dir).map_err(io(format!("syncing {}", id.dir.display())))?;
+            Reopened {
+                current,
+                pos: SEGMENT_HEADER_LEN,
+                records: 0,
+                first_sequence: r.first_sequence.min(r.next_sequence),
+                log_bytes: r.log_bytes + SEGMENT_HEADER_LEN as u64,
+                live_bytes: live,
+            }
+        };
+        logs.push(Arc::new(ShardLog::from_reopened(
+            id,
+            config.segment_size_bytes,
+            config.durability,
+            reopened,
+        )));
+        sessions.push(r.sessions);
+    }
+    Ok((sessions, logs))
+}
+
+/// Clears torn tails (zeroed and synced) and removes the files recovery
+/// found superseded, unfinished or surplus.
+fn apply_fixes(dir: &Path, fixes: &[Fix]) -> Result<()> {
+    let mut removed = false;
+    for fix in fixes {
+        match fix {
+            Fix::Zero { path, from, to } => {
+                // Synced, so that a later crash cannot bring the torn bytes
+                // back behind records appended over them.
+                let segment =
+                    Segment::open(path.clone(), 0).map_err(io(format!("opening {}", path.display())))?;
+                segment
+                    .zero(*from, to - from)
+                    .map_err(io(format!("clearing the torn tail of {}", path.display())))?;
+            }
+            Fix::Remove { path } => match std::fs::remove_file(path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(format!("removing {}", path.display()))(e)),
+            },
+        }
+    }
+    if removed {
+        sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Writes every session into layout `next.layout` (a base and a fresh
+/// segment per shard), then switches the MANIFEST to it and removes the old
+/// layout. A crash before the switch leaves the old layout in force.
+fn write_layout(
+    config: &Config,
+    dir: &Path,
+    old_layout: u64,
+    next: &Manifest,
+    now_ms: u64,
+    sessions: &[AHashMap<SessionId, Recovered>],
+) -> Result<Vec<Arc<ShardLog>>> {
+    let layout = layout_dir(dir, next.layout);
+    let mut logs = Vec::with_capacity(sessions.len());
+    for (shard, map) in sessions.iter().enumerate() {
+        let id = log_id(&layout, next, shard);
+        make_dir(&id.dir)?;
+        let base = map.iter().map(|(sid, s)| {
+            Session::new(
+                *sid,
+                s.metadata.clone(),
+                s.created_ms,
+                s.last_access_ms,
+                Timeout::from_stored(s.timeout_ms),
+            )
+        });
+        let base_len = write_base(&id, 1, now_ms, base)?;
+        let current = create_segment(&id, 2, 0, config.segment_size_bytes, now_ms)?;
+        sync_dir(&id.dir).map_err(io(format!("syncing {}", id.dir.display())))?;
+        let reopened = Reopened {
+            current,
+            pos: SEGMENT_HEADER_LEN,
+            records: 0,
+            first_sequence: 1,
+            log_bytes: base_len + SEGMENT_HEADER_LEN as u64,
+            live_bytes: live_bytes(map),
+        };
+        logs.push(Arc::new(ShardLog::from_reopened(
+            id,
+            config.segment_size_bytes,
+            config.durability,
+            reopened,
+        )));
+    }
+    sync_dir(&layout).map_err(io(format!("syncing {}", layout.display())))?;
+    write_manifest(dir, next)?;
+    let old = layout_dir(dir, old_layout);
+    std::fs::remove_dir_all(&old).map_err(io(format!("removing {}", old.display())))?;
+    sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
+    Ok(logs)
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).expect("bounded by SHARDS_MAX")
+}
+
+fn key_from_bytes(bytes: [u8; 32]) -> [u64; 4] {
+    let mut key = [0u64; 4];
+    for (i, k) in key.iter_mut().enumerate() {
+        *k = u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+    }
+    key
+}
+
+/// Replays every shard of a layout, on as many threads as there are cores.
+fn recover_all(
+    mode: RecoveryMode,
+    layout: &Path,
+    manifest: &Manifest,
+    now_ms: u64,
+) -> Result<Vec<ShardRecovery>> {
+    let shards = manifest.shards as usize;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(shards)
+        .max(1);
+    let recover = |shard: usize| -> Result<ShardRecovery> {
+        let dir = shard_dir(layout, shard);
+        if !dir.exists() {
+            return Ok(ShardRecovery::empty());
+        }
+        let codec = if manifest.format == FORMAT_VERSION {
+            Codec::V2 {
+                salt: log_salt(&manifest.log_key, manifest.layout, to_u32(shard)),
+            }
+        } else {
+            Codec::V1
+        };
+        let files = ShardFiles {
+            dir: &dir,
+            layout: manifest.layout,
+            shard: to_u32(shard),
+            shards: manifest.shards,
+            codec,
+        };
+        recover_shard(files, mode, now_ms)
+    };
+    let results: Vec<Vec<(usize, Result<ShardRecovery>)>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let recover = &recover;
+                s.spawn(move || {
+                    (t..shards)
+                        .step_by(threads)
+                        .map(|shard| (shard, recover(shard)))
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("recovery thread panicked"))
+            .collect()
+    });
+    let mut by_shard: Vec<Option<ShardRecovery>> = (0..shards).map(|_| None).collect();
+    for (shard, r) in results.into_iter().flatten() {
+        by_shard[shard] = Some(r?);
+    }
+    Ok(by_shard
+        .into_iter()
+        .map(|r| r.expect("every shard recovered"))
+        .collect())
+}

@@ -1,0 +1,134 @@
+//! What `Strict` and `Repair` promise, on damage a crash cannot cause: Strict
+//! refuses damage anywhere but the torn tail of a shard's last segment, naming
+//! the file; Repair keeps every record that verifies, even in a segment whose
+//! header is damaged, and repairs for good, so that the next (Strict) open
+//! finds nothing wrong.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use session_engine::{Config, Durability, Engine, Error, RecoveryMode, SessionId, Timeout};
+
+fn config(dir: &Path, mode: RecoveryMode) -> Config {
+    Config::default()
+        .shards(1)
+        .data_dir(dir)
+        .durability(Durability::Never)
+        .segment_size_bytes(64 * 1024)
+        .metadata_bytes_max(1024)
+        .recovery_mode(mode)
+        .without_sweeper()
+}
+
+type State = BTreeMap<SessionId, Vec<u8>>;
+
+fn state(engine: &Engine) -> State {
+    engine
+        .list_all()
+        .into_iter()
+        .map(|s| (s.id(), s.metadata().to_vec()))
+        .collect()
+}
+
+fn open(dir: &Path, mode: RecoveryMode) -> Result<State, Error> {
+    Engine::open(config(dir, mode)).map(|e| state(&e))
+}
+
+/// A one-shard log over three segments or more; returns the directory, the
+/// segment files in order and the sessions it holds.
+fn build() -> (tempfile::TempDir, Vec<PathBuf>, State) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), RecoveryMode::Strict)).unwrap();
+    for i in 0..600u32 {
+        let mut id = [0xA5; 16];
+        id[..4].copy_from_slice(&i.to_le_bytes());
+        let meta: Vec<u8> = (0..200).map(|k| (i as u8).wrapping_add(k as u8) | 1).collect();
+        engine
+            .insert(SessionId::from_bytes(id), &meta, Timeout::Never)
+            .unwrap();
+    }
+    let expected = state(&engine);
+    engine.close().unwrap();
+    let shard = dir.path().join("L00000001/S0000");
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&shard)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    (dir, segments, expected)
+}
+
+fn damage(segment: &Path, change: impl FnOnce(&mut Vec<u8>)) {
+    let mut bytes = std::fs::read(segment).unwrap();
+    change(&mut bytes);
+    std::fs::write(segment, bytes).unwrap();
+}
+
+fn refused_naming(dir: &Path, file: &Path) -> Error {
+    match open(dir, RecoveryMode::Strict) {
+        Err(e @ Error::Corrupt { .. }) => {
+            let Error::Corrupt { path, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(path.file_name(), file.file_name(), "{e}");
+            e
+        }
+        other => panic!(
+            "strict open of damage in {} gave {:?}",
+            file.display(),
+            other.map(|sessions| format!("{} sessions", sessions.len()))
+        ),
+    }
+}
+
+/// After a repair, the next default open finds the same sessions and no damage.
+fn repaired_for_good(dir: &Path) -> State {
+    let repaired = open(dir, RecoveryMode::Repair).unwrap();
+    let again = open(dir, RecoveryMode::Strict).expect("strict open after a repair");
+    assert_eq!(again, repaired, "the repair was not durable");
+    repaired
+}
+
+#[test]
+fn a_zeroed_tail_of_an_earlier_segment_is_refused() {
+    let (dir, segments, expected) = build();
+    damage(&segments[0], |bytes| {
+        let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+        bytes[end - 300..end].fill(0);
+    });
+    refused_naming(dir.path(), &segments[0]);
+    let repaired = repaired_for_good(dir.path());
+    assert!(repaired.len() < expected.len() && repaired.len() >= expected.len() - 2);
+    assert!(repaired.iter().all(|(id, meta)| expected.get(id) == Some(meta)));
+}
+
+#[test]
+fn a_shortened_earlier_segment_is_refused() {
+    let (dir, segments, expected) = build();
+    damage(&segments[1], |bytes| bytes.truncate(bytes.len() / 2));
+    refused_naming(dir.path(), &segments[1]);
+    let repaired = repaired_for_good(dir.path());
+    assert!(repaired.len() < expected.len());
+    assert!(repaired.iter().all(|(id, meta)| expected.get(id) == Some(meta)));
+}
+
+#[test]
+fn a_flipped_bit_in_a_segment_header_loses_no_record() {
+    let (dir, segments, expected) = build();
+    // The header's sequence field (bytes 24..32 in every format).
+    damage(&segments[1], |bytes| bytes[26] ^= 0x04);
+    let e = refused_naming(dir.path(), &segments[1]);
+    assert!(matches!(e, Error::Corrupt { offset: 0, .. }), "{e}");
+    assert_eq!(repaired_for_good(dir.path()), expected, "a record was dropped");
+}
+
+#[test]
+fn a_flipped_bit_in_a_record_is_repaired_for_good() {
+    let (dir, segments, expected) = build();
+    damage(&segments[0], |bytes| bytes[5_000] ^= 0x10);
+    refused_naming(dir.path(), &segments[0]);
+    let repaired = repaired_for_good(dir.path());
+    assert_eq!(repaired.len(), expected.len() - 1, "one record damaged");
+}
