@@ -1,26 +1,38 @@
-//! One allocation per session: a 56-byte header with the session's fields,
-//! followed by its metadata bytes, reference-counted like an `Arc`.
+//! The session block: one allocation per session, a 56-byte header with the
+//! session's fields followed by its metadata bytes, reference-counted like an
+//! `Arc`; and the protocol on its access word that lets readers slide the
+//! deadline without a lock.
 //!
-//! Why: a session used to be a 64-byte entry inline in its shard's table
-//! plus an `Arc<[u8]>` for the metadata. A lookup then touched the table's
-//! control bytes, the entry (in a table eight times larger than a table of
-//! pointers) and the `Arc`'s count, and the memory per session was the
-//! entry at the table's load factor plus the `Arc` header and the
-//! allocator's rounding (136 bytes beyond the metadata, against a target of
-//! 80). Here the table holds one 8-byte pointer per session and the header
-//! shares the block's first cache line with the reference count: a lookup
-//! is the control bytes, a pointer in a small table, and one line of the
-//! block. At 200 bytes of metadata a block is exactly 256 bytes, one of
-//! mimalloc's size classes.
+//! Why one block: a lookup reaches the session in one cache line (id, access
+//! time, timeout and reference count together), and at 200 bytes of metadata
+//! a block is exactly 256 bytes, one of mimalloc's size classes. A session
+//! snapshot ([`Session`](crate::Session)) holds a handle to the block
+//! ([`Metadata`]), so `get` copies nothing.
 //!
-//! [`Metadata`] is both the shard's entry and the public handle a
-//! [`Session`](crate::Session) snapshot holds: cloning it shares the block.
-//! Holders outside the shard read only the metadata bytes, which never
-//! change after the block is built. The shard reads and writes the header's
-//! mutable fields (last access, timeout, wheel links, persisted access)
-//! through atomics, so no `&mut` to a shared block ever exists; the only
-//! plain fields (`len`, `id`, `created_ms`) are written while the block is
-//! unique ([`Metadata::header_mut`]).
+//! **Immutable but for one word.** A block's id, times, timeout and bytes are
+//! written before it is published and never again: a write that changes a
+//! session (an update, a new timeout) installs a new block (`shard.rs`). The
+//! one field that changes while readers see it is `access`, the last access
+//! time, changed by compare-and-swap only. (The wheel's links change too,
+//! but only the shard's writer reads or writes them.)
+//!
+//! **The access word** holds the last access time in its low 62 bits and two
+//! marks, each set once and never cleared:
+//! - `EXPIRED`: someone found the session past its deadline. Set by a reader
+//!   before it answers "not found", by a writer that finds it so, and by the
+//!   sweeper before it removes it.
+//! - `RETIRED`: the shard's writer replaced or removed this block. A reader
+//!   that meets it looks the session up again (the table now holds the
+//!   successor, or nothing).
+//!
+//! Every liveness decision and every slide is one compare-and-swap against
+//! the value the decision was made on ([`access`], [`retire`],
+//! [`expire_if_due`]). So once anyone has been told a session expired, no
+//! reader with an older reading of the clock can slide its deadline (the
+//! word it compared against has changed), no writer can replace it with a
+//! live successor, and the sweeper never removes a session whose deadline a
+//! reader just moved. The `loom` model below checks these interleavings
+//! exhaustively on the real functions.
 //!
 //! The unsafe code is this module's allocation, dereference and
 //! deallocation; its tests run under Miri (`scripts/miri.sh`).
@@ -30,31 +42,40 @@ use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
 use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use crate::id::SessionId;
-use crate::wheel::NIL;
+use crate::session::TIMEOUT_NEVER;
+
+/// Mark of the access word: the session was seen expired.
+pub(crate) const EXPIRED: u64 = 1 << 63;
+/// Mark of the access word: a writer replaced or removed this block.
+pub(crate) const RETIRED: u64 = 1 << 62;
+/// The time bits of the access word.
+pub(crate) const TIME_BITS: u64 = RETIRED - 1;
+const _: () = assert!(crate::limits::TIME_MS_MAX <= TIME_BITS);
 
 /// The fields a session keeps beside its metadata. `repr(C)`: the layout is
 /// the one this comment describes, 56 bytes with alignment 8 (4 of them
-/// padding).
+/// padding); the id, the access word and the timeout share the first line.
 #[repr(C)]
 pub(crate) struct Header {
-    /// Handles sharing the block (the shard's, and snapshots').
+    /// Handles sharing the block (the shard's table, and snapshots').
     refs: AtomicU32,
     /// Metadata bytes after the header.
     len: u32,
+    pub(crate) id: SessionId,
+    /// Last access, ms since the Unix epoch, and the marks above.
+    access: AtomicU64,
     /// Creation time, ms since the Unix epoch.
     pub(crate) created_ms: u64,
-    /// Written under the shard's shared lock by readers (compare-and-swap;
-    /// the top bit marks a session seen expired, see `shard.rs`).
-    pub(crate) last_access_ms: AtomicU64,
-    pub(crate) id: SessionId,
     /// Inactivity timeout in ms; `TIMEOUT_NEVER` for none.
-    pub(crate) timeout_ms: AtomicU32,
-    /// Place in the shard's timer wheel (bucket indices, see `wheel.rs`).
+    pub(crate) timeout_ms: u32,
+    /// Place in the shard's timer wheel (slot indices, see `wheel.rs`):
+    /// the shard's writer only.
     pub(crate) prev: AtomicU32,
     pub(crate) next: AtomicU32,
 }
@@ -76,9 +97,9 @@ pub struct Metadata {
 }
 
 // SAFETY: the block is shared between threads like an `Arc`'s contents. Its
-// bytes are immutable after construction; every header field that changes
-// while shared is an atomic; the plain header fields are written only
-// through `header_mut`, which requires the only handle.
+// bytes and plain header fields are immutable once it is shared (written
+// only through `header_mut`, which requires the only handle); every field
+// that changes while shared is an atomic.
 unsafe impl Send for Metadata {}
 // SAFETY: as for `Send`: `&Metadata` gives only shared reads and atomics.
 unsafe impl Sync for Metadata {}
@@ -113,28 +134,45 @@ impl Metadata {
             ptr.as_ptr().write(Header {
                 refs: AtomicU32::new(1),
                 len,
-                created_ms: 0,
-                last_access_ms: AtomicU64::new(0),
                 id: SessionId::from_bytes([0; 16]),
-                timeout_ms: AtomicU32::new(0),
-                prev: AtomicU32::new(NIL),
-                next: AtomicU32::new(NIL),
+                access: AtomicU64::new(0),
+                created_ms: 0,
+                timeout_ms: TIMEOUT_NEVER,
+                prev: AtomicU32::new(0),
+                next: AtomicU32::new(0),
             });
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), raw.add(HEADER_LEN), bytes.len());
         }
         Self { ptr }
     }
 
+    /// A block for a session: `bytes`, and its fields.
+    pub(crate) fn session(
+        bytes: &[u8],
+        id: SessionId,
+        created_ms: u64,
+        last_access_ms: u64,
+        timeout_ms: u32,
+    ) -> Self {
+        let mut block = Self::copy_from(bytes);
+        block.init(id, created_ms, last_access_ms, timeout_ms);
+        block
+    }
+
     /// The metadata bytes.
     #[inline]
     #[must_use]
     pub fn as_bytes(&self) -> &[u8] {
-        let len = self.header().len as usize;
-        // SAFETY: the block holds `len` initialised bytes right after the
-        // header (`copy_from`), never written again, and lives while `self`
-        // does. The pointer comes from the allocation, not from the
-        // `&Header`, so it may address the bytes past the header.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>().add(HEADER_LEN), len) }
+        self.block().bytes()
+    }
+
+    /// The block, borrowed for as long as this handle is.
+    #[inline]
+    pub(crate) fn block(&self) -> BlockRef<'_> {
+        BlockRef {
+            ptr: self.ptr,
+            _borrow: PhantomData,
+        }
     }
 
     #[inline]
@@ -142,21 +180,6 @@ impl Metadata {
         // SAFETY: the block is alive while `self` holds a reference, and its
         // header was initialised in `copy_from`. Shared fields are atomics.
         unsafe { self.ptr.as_ref() }
-    }
-
-    /// Asks the CPU to start loading the header's cache line, so that a
-    /// loop over many cold blocks can overlap their misses (a hint: it
-    /// changes nothing and never faults). A no-op off x86-64 and under Miri.
-    #[inline]
-    pub(crate) fn prefetch(&self) {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has; a
-        // prefetch reads nothing into the program and cannot fault, and the
-        // address is this live block's anyway.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(self.ptr.as_ptr().cast::<i8>());
-        }
     }
 
     /// The header for writing its plain fields, if this is the only handle
@@ -175,16 +198,18 @@ impl Metadata {
     /// Fills the session fields of a block about to enter a shard (copying
     /// the bytes into a block of its own first if this one is shared).
     pub(crate) fn init(&mut self, id: SessionId, created_ms: u64, last_access_ms: u64, timeout_ms: u32) {
+        debug_assert!(
+            last_access_ms <= TIME_BITS,
+            "time {last_access_ms} overlaps the marks"
+        );
         if self.header_mut().is_none() {
             *self = Self::copy_from(self.as_bytes());
         }
         let h = self.header_mut().expect("a fresh copy is unique");
         h.id = id;
         h.created_ms = created_ms;
-        *h.last_access_ms.get_mut() = last_access_ms;
-        *h.timeout_ms.get_mut() = timeout_ms;
-        *h.prev.get_mut() = NIL;
-        *h.next.get_mut() = NIL;
+        *h.access.get_mut() = last_access_ms;
+        h.timeout_ms = timeout_ms;
     }
 
     /// True if both handles share one block.
@@ -193,18 +218,330 @@ impl Metadata {
     pub fn ptr_eq(a: &Self, b: &Self) -> bool {
         a.ptr == b.ptr
     }
+
+    /// Gives up the handle, keeping its reference: the caller stores the
+    /// pointer (the shard's table) and gets the handle back with
+    /// [`Metadata::from_raw`].
+    pub(crate) fn into_raw(self) -> NonNull<Header> {
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        ptr
+    }
+
+    /// The handle `into_raw` gave up.
+    ///
+    /// # Safety
+    /// `ptr` came from `into_raw`, and its reference is given back once.
+    pub(crate) unsafe fn from_raw(ptr: NonNull<Header>) -> Self {
+        Self { ptr }
+    }
+}
+
+/// Asks the CPU to start loading the cache line at `ptr`, so that a loop
+/// over many cold lines overlaps their misses. A no-op off x86-64 and under
+/// Miri.
+#[inline]
+pub(crate) fn prefetch(ptr: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has; a
+    // prefetch reads nothing into the program and cannot fault, whatever
+    // the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(ptr.cast::<i8>());
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = ptr;
+}
+
+/// A block borrowed for `'a`: from a handle, or from a shard's table under
+/// an epoch guard (the table's reference is released only after the guard
+/// is gone). Either way the block holds a counted reference for as long as
+/// the borrow lives. It keeps the allocation's pointer, whose provenance
+/// covers the metadata bytes after the header (a `&Header` covers only the
+/// header).
+#[derive(Clone, Copy)]
+pub(crate) struct BlockRef<'a> {
+    ptr: NonNull<Header>,
+    _borrow: PhantomData<&'a Header>,
+}
+
+impl<'a> BlockRef<'a> {
+    /// # Safety
+    /// `ptr` is a block's pointer (from `Metadata::into_raw`, with its
+    /// provenance), and the block holds a counted reference for `'a`.
+    #[inline]
+    pub(crate) unsafe fn from_raw(ptr: NonNull<Header>) -> Self {
+        Self {
+            ptr,
+            _borrow: PhantomData,
+        }
+    }
+
+    /// The header's fields.
+    #[inline]
+    pub(crate) fn header(self) -> &'a Header {
+        // SAFETY: the block is alive for `'a` (see the type's doc).
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// The metadata bytes after the header.
+    #[inline]
+    pub(crate) fn bytes(self) -> &'a [u8] {
+        let len = self.header().len as usize;
+        // SAFETY: the block was allocated by `copy_from` with `len`
+        // initialised bytes right after the header, never written again,
+        // and is alive for `'a`; the pointer is the allocation's.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>().add(HEADER_LEN), len) }
+    }
+
+    /// A new handle to the block (the count is at least one while the
+    /// borrow lives, see the type's doc).
+    #[inline]
+    pub(crate) fn share(self) -> Metadata {
+        // Relaxed, as `Arc::clone`: the borrow already orders the block's
+        // contents for this thread.
+        let old = self.header().refs.fetch_add(1, Ordering::Relaxed);
+        if old > REFS_MAX {
+            std::process::abort();
+        }
+        Metadata { ptr: self.ptr }
+    }
+
+    /// True if both borrow the same block.
+    #[inline]
+    pub(crate) fn same(self, other: BlockRef<'_>) -> bool {
+        self.ptr == other.ptr
+    }
+
+    /// Asks the CPU to start loading the header's line.
+    #[inline]
+    pub(crate) fn prefetch(self) {
+        prefetch(self.ptr.as_ptr().cast());
+    }
+}
+
+impl Deref for BlockRef<'_> {
+    type Target = Header;
+
+    #[inline]
+    fn deref(&self) -> &Header {
+        // SAFETY: as `header`.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl Header {
+    /// Metadata bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// The last access time, without the marks.
+    #[inline]
+    pub(crate) fn last_access_ms(&self) -> u64 {
+        self.access.load(Ordering::Acquire) & TIME_BITS
+    }
+
+    /// Deadline in ms since the epoch; `None` if the session never expires.
+    #[inline]
+    pub(crate) fn deadline_ms(&self) -> Option<u64> {
+        deadline(self.last_access_ms(), self.timeout_ms)
+    }
+
+    /// See [`access`].
+    #[inline]
+    pub(crate) fn access(&self, now_ms: u64, slide: bool) -> Access {
+        access(&self.access, self.timeout_ms, now_ms, slide)
+    }
+
+    /// See [`retire`].
+    #[inline]
+    pub(crate) fn retire(&self, now_ms: u64) -> Result<u64, Gone> {
+        retire(&self.access, self.timeout_ms, now_ms)
+    }
+
+    /// See [`unretire`].
+    #[inline]
+    pub(crate) fn unretire(&self) {
+        unretire(&self.access);
+    }
+
+    /// Sets the last access of a block not yet published (its successor's).
+    pub(crate) fn set_access_unpublished(&mut self, last_access_ms: u64) {
+        debug_assert!(last_access_ms <= TIME_BITS);
+        *self.access.get_mut() = last_access_ms;
+    }
+
+    /// See [`expire_if_due`].
+    #[inline]
+    pub(crate) fn expire_if_due(&self, now_ms: u64) -> Due {
+        expire_if_due(&self.access, self.timeout_ms, now_ms)
+    }
+
+    /// True if the session was seen expired or is due at `now_ms` (for the
+    /// shard's own checks; decisions go through the functions above).
+    pub(crate) fn is_expired(&self, now_ms: u64) -> bool {
+        let word = self.access.load(Ordering::Acquire);
+        word & EXPIRED != 0 || is_due(word & TIME_BITS, self.timeout_ms, now_ms)
+    }
+}
+
+// ---- The access word's protocol ---------------------------------------------
+
+/// The access word, as the protocol sees it: `AtomicU64` in the engine, the
+/// `loom` model's atomic in the tests.
+pub(crate) trait AccessWord {
+    fn load(&self) -> u64;
+    /// A strong compare-and-swap; `Err` carries the value found.
+    fn swap_if(&self, current: u64, new: u64) -> Result<u64, u64>;
+}
+
+impl AccessWord for AtomicU64 {
+    #[inline]
+    fn load(&self) -> u64 {
+        AtomicU64::load(self, Ordering::Acquire)
+    }
+
+    #[inline]
+    fn swap_if(&self, current: u64, new: u64) -> Result<u64, u64> {
+        self.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+    }
+}
+
+/// What a reader found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Live; the last access before and after this read (equal unless it slid).
+    Live { before: u64, after: u64 },
+    /// Past its deadline (and now marked so).
+    Expired,
+    /// The writer is replacing or removing this block (its last access):
+    /// look the session up again; if the same block is still there, the
+    /// writer has not finished, and the block as it was is a valid answer
+    /// (the read comes before the write).
+    Retired { last: u64 },
+}
+
+/// A writer found the session gone: expired (now marked so).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Gone;
+
+/// What the sweeper found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// Expired, and marked so: remove it.
+    Expired,
+    /// Not due: its deadline (re-arm it there).
+    At(u64),
+    /// Never expires.
+    Never,
+}
+
+#[inline]
+fn deadline(last_ms: u64, timeout_ms: u32) -> Option<u64> {
+    (timeout_ms != TIMEOUT_NEVER).then(|| last_ms.saturating_add(u64::from(timeout_ms)))
+}
+
+#[inline]
+fn is_due(last_ms: u64, timeout_ms: u32, now_ms: u64) -> bool {
+    deadline(last_ms, timeout_ms).is_some_and(|d| d <= now_ms)
+}
+
+/// A reader's liveness check at `now_ms` and, if `slide`, its slide of the
+/// deadline to `now_ms`, as one atomic step. A session found due is marked
+/// `EXPIRED` before the answer; a slide never moves the time back and never
+/// writes when nothing changes (a hot session's line stays shared between
+/// cores).
+#[inline]
+pub(crate) fn access(word: &impl AccessWord, timeout_ms: u32, now_ms: u64, slide: bool) -> Access {
+    let mut current = word.load();
+    loop {
+        if current & EXPIRED != 0 {
+            return Access::Expired;
+        }
+        if current & RETIRED != 0 {
+            return Access::Retired {
+                last: current & TIME_BITS,
+            };
+        }
+        let next = if is_due(current, timeout_ms, now_ms) {
+            current | EXPIRED
+        } else if slide && now_ms > current {
+            now_ms
+        } else {
+            return Access::Live {
+                before: current,
+                after: current,
+            };
+        };
+        match word.swap_if(current, next) {
+            Ok(_) if next & EXPIRED != 0 => return Access::Expired,
+            Ok(_) => {
+                return Access::Live {
+                    before: current,
+                    after: next,
+                }
+            }
+            Err(found) => current = found,
+        }
+    }
+}
+
+/// The writer's step before it replaces or removes a block: if the session
+/// is live at `now_ms`, marks it `RETIRED` and returns its last access;
+/// if it is due, marks it `EXPIRED` and returns `Gone`. Only the shard's
+/// writer retires, so the block is not retired already.
+pub(crate) fn retire(word: &impl AccessWord, timeout_ms: u32, now_ms: u64) -> Result<u64, Gone> {
+    let mut current = word.load();
+    loop {
+        debug_assert!(current & RETIRED == 0, "block retired twice (word {current:#x})");
+        if current & EXPIRED != 0 {
+            return Err(Gone);
+        }
+        let due = is_due(current, timeout_ms, now_ms);
+        let next = current | if due { EXPIRED } else { RETIRED };
+        match word.swap_if(current, next) {
+            Ok(_) if due => return Err(Gone),
+            Ok(_) => return Ok(current),
+            Err(found) => current = found,
+        }
+    }
+}
+
+/// Undoes `retire` when the write it prepared failed (its log append): only
+/// the writer, which retired it, changes a retired word.
+pub(crate) fn unretire(word: &AtomicU64) {
+    let before = word.fetch_and(!RETIRED, Ordering::AcqRel);
+    debug_assert!(before & RETIRED != 0 && before & EXPIRED == 0, "word {before:#x}");
+}
+
+/// The sweeper's step: marks a session due at `now_ms` `EXPIRED` (or finds
+/// it marked already), else reports its current deadline.
+pub(crate) fn expire_if_due(word: &impl AccessWord, timeout_ms: u32, now_ms: u64) -> Due {
+    let mut current = word.load();
+    loop {
+        debug_assert!(current & RETIRED == 0, "a retired block is still scheduled");
+        if current & EXPIRED != 0 {
+            return Due::Expired;
+        }
+        match deadline(current, timeout_ms) {
+            None => return Due::Never,
+            Some(d) if d > now_ms => return Due::At(d),
+            Some(_) => {}
+        }
+        match word.swap_if(current, current | EXPIRED) {
+            Ok(_) => return Due::Expired,
+            Err(found) => current = found,
+        }
+    }
 }
 
 impl Clone for Metadata {
     #[inline]
     fn clone(&self) -> Self {
-        // Relaxed, as `Arc::clone`: a new handle comes from an existing one,
-        // which already orders the block's contents for this thread.
-        let old = self.header().refs.fetch_add(1, Ordering::Relaxed);
-        if old > REFS_MAX {
-            std::process::abort();
-        }
-        Self { ptr: self.ptr }
+        self.block().share()
     }
 }
 
@@ -292,6 +629,10 @@ impl From<&str> for Metadata {
 mod tests {
     use super::*;
 
+    fn refs(m: &Metadata) -> u32 {
+        m.header().refs.load(Ordering::Relaxed)
+    }
+
     #[test]
     #[allow(clippy::cast_possible_truncation)] // below 256
     fn bytes_round_trip_at_every_small_length() {
@@ -308,20 +649,36 @@ mod tests {
         let a = Metadata::from(&b"shared"[..]);
         let b = a.clone();
         assert!(Metadata::ptr_eq(&a, &b));
-        assert_eq!(a.header().refs.load(Ordering::Relaxed), 2);
+        assert_eq!(refs(&a), 2);
         drop(a);
         assert_eq!(&*b, b"shared");
-        assert_eq!(b.header().refs.load(Ordering::Relaxed), 1);
+        assert_eq!(refs(&b), 1);
+    }
+
+    #[test]
+    fn raw_handles_keep_their_reference() {
+        let a = Metadata::from(&b"table"[..]);
+        let raw = a.into_raw();
+        // SAFETY: `raw` holds the reference `a` gave up until it is given back.
+        let block = unsafe { BlockRef::from_raw(raw) };
+        let b = block.share();
+        assert_eq!(refs(&b), 2);
+        assert_eq!(block.bytes(), b"table");
+        // SAFETY: `raw` came from `into_raw` and is given back once.
+        let a = unsafe { Metadata::from_raw(raw) };
+        drop(a);
+        assert_eq!(refs(&b), 1);
+        assert_eq!(&*b, b"table");
     }
 
     #[test]
     fn prefetch_is_only_a_hint() {
         let a = Metadata::from(vec![7u8; 200]);
         let b = a.clone();
-        a.prefetch();
-        b.prefetch();
+        a.block().prefetch();
+        prefetch(std::ptr::null());
         assert_eq!(a.as_bytes(), &[7u8; 200][..]);
-        assert_eq!(a.header().refs.load(Ordering::Relaxed), 2);
+        assert_eq!(refs(&b), 2);
     }
 
     #[test]
@@ -339,27 +696,6 @@ mod tests {
     }
 
     #[test]
-    fn atomics_in_a_shared_block_are_writable_from_many_threads() {
-        let m = Metadata::from(vec![1u8; 200]);
-        std::thread::scope(|s| {
-            for t in 0..4u64 {
-                let m = m.clone();
-                s.spawn(move || {
-                    for i in 0..50 {
-                        m.header()
-                            .last_access_ms
-                            .fetch_max(t * 100 + i, Ordering::Relaxed);
-                        let c = m.clone();
-                        assert_eq!(c.len(), 200);
-                    }
-                });
-            }
-        });
-        assert_eq!(m.header().last_access_ms.load(Ordering::Relaxed), 349);
-        assert_eq!(m.header().refs.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
     fn init_copies_a_shared_block_instead_of_writing_it() {
         let mut a = Metadata::from(&b"bytes"[..]);
         let b = a.clone();
@@ -368,9 +704,10 @@ mod tests {
         assert!(!Metadata::ptr_eq(&a, &b));
         assert_eq!(b.header().id, SessionId::from_bytes([0; 16]));
         let h = a.header();
-        assert_eq!((h.id, h.created_ms), (id, 5));
-        assert_eq!(h.last_access_ms.load(Ordering::Relaxed), 6);
-        assert_eq!(h.timeout_ms.load(Ordering::Relaxed), 7);
+        assert_eq!(
+            (h.id, h.created_ms, h.last_access_ms(), h.timeout_ms),
+            (id, 5, 6, 7)
+        );
         assert_eq!(&*a, b"bytes");
         let before = a.as_bytes().as_ptr();
         a.init(id, 8, 9, 10);
@@ -383,6 +720,88 @@ mod tests {
     }
 
     #[test]
+    fn the_access_word_from_many_threads() {
+        // Readers slide concurrently; the word ends at the largest time and
+        // no reader ever sees it go back.
+        let m = Metadata::session(&[1u8; 200], SessionId::from_bytes([3; 16]), 0, 0, 1_000_000);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let m = m.clone();
+                s.spawn(move || {
+                    let mut seen = 0;
+                    for i in 0..50 {
+                        match m.header().access(t * 100 + i, true) {
+                            Access::Live { before, after } => {
+                                assert!(after >= before && after >= seen);
+                                seen = after;
+                            }
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(m.header().last_access_ms(), 349);
+        assert_eq!(refs(&m), 1);
+    }
+
+    #[test]
+    fn protocol_outcomes_one_step_at_a_time() {
+        let word = AtomicU64::new(1_000);
+        let timeout = 100;
+        assert_eq!(
+            access(&word, timeout, 1_050, false),
+            Access::Live {
+                before: 1_000,
+                after: 1_000
+            }
+        );
+        assert_eq!(
+            access(&word, timeout, 1_050, true),
+            Access::Live {
+                before: 1_000,
+                after: 1_050
+            }
+        );
+        assert_eq!(
+            access(&word, timeout, 1_040, true),
+            Access::Live {
+                before: 1_050,
+                after: 1_050
+            }
+        );
+        assert_eq!(expire_if_due(&word, timeout, 1_100), Due::At(1_150));
+        assert_eq!(access(&word, timeout, 1_150, false), Access::Expired);
+        // Marked: an older reading of the clock no longer revives it.
+        assert_eq!(access(&word, timeout, 1_100, true), Access::Expired);
+        assert_eq!(retire(&word, timeout, 1_100), Err(Gone));
+        assert_eq!(expire_if_due(&word, timeout, 0), Due::Expired);
+        let word = AtomicU64::new(1_000);
+        assert_eq!(retire(&word, timeout, 1_050), Ok(1_000));
+        assert_eq!(
+            access(&word, timeout, 1_060, true),
+            Access::Retired { last: 1_000 }
+        );
+        unretire(&word);
+        assert_eq!(
+            access(&word, timeout, 1_060, true),
+            Access::Live {
+                before: 1_000,
+                after: 1_060
+            }
+        );
+        let never = AtomicU64::new(5);
+        assert_eq!(expire_if_due(&never, TIMEOUT_NEVER, u64::MAX >> 2), Due::Never);
+        assert_eq!(
+            access(&never, TIMEOUT_NEVER, TIME_BITS, true),
+            Access::Live {
+                before: 5,
+                after: TIME_BITS
+            }
+        );
+    }
+
+    #[test]
     fn equality_and_hash_follow_the_bytes() {
         use std::collections::HashSet;
         let a = Metadata::from("same");
@@ -392,5 +811,129 @@ mod tests {
         let set: HashSet<Metadata> = [a, b].into_iter().collect();
         assert_eq!(set.len(), 1);
         assert_eq!(format!("{:?}", Metadata::from("abc")), "Metadata(3 bytes)");
+    }
+}
+
+/// The access word's protocol under `loom`: every interleaving of two or
+/// three threads' steps, on the real functions above.
+#[cfg(all(test, not(miri)))]
+mod loom_model {
+    use super::*;
+    use loom::sync::atomic::{AtomicU64 as LoomU64, Ordering};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    impl AccessWord for LoomU64 {
+        fn load(&self) -> u64 {
+            LoomU64::load(self, Ordering::Acquire)
+        }
+
+        fn swap_if(&self, current: u64, new: u64) -> Result<u64, u64> {
+            self.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+        }
+    }
+
+    const TIMEOUT: u32 = 100;
+    /// Last access at 1000 ms: the deadline is at 1100 ms.
+    const LAST: u64 = 1_000;
+    const BEFORE_DEADLINE: u64 = 1_099;
+    const AT_DEADLINE: u64 = 1_100;
+
+    fn live_at(word: &LoomU64, now: u64) -> bool {
+        matches!(access(word, TIMEOUT, now, false), Access::Live { .. })
+    }
+
+    /// Reader A read the clock just before the deadline, reader B at it. If
+    /// B is told the session expired, A's slide did not happen first, and
+    /// the session stays expired for everyone after.
+    #[test]
+    fn a_late_reader_never_revives_what_another_saw_expire() {
+        loom::model(|| {
+            let word = Arc::new(LoomU64::new(LAST));
+            let a = {
+                let word = Arc::clone(&word);
+                thread::spawn(move || access(&*word, TIMEOUT, BEFORE_DEADLINE, true))
+            };
+            let b = access(&*word, TIMEOUT, AT_DEADLINE, true);
+            let a = a.join().unwrap();
+            let later = live_at(&word, AT_DEADLINE);
+            match b {
+                Access::Expired => {
+                    assert!(!later, "revived after B saw it expire (A: {a:?})");
+                    assert_eq!(a, Access::Expired, "A slid after B saw it expire");
+                }
+                Access::Live { .. } => {
+                    assert!(matches!(
+                        a,
+                        Access::Live {
+                            after: BEFORE_DEADLINE,
+                            ..
+                        }
+                    ));
+                    assert!(later);
+                }
+                Access::Retired { .. } => unreachable!(),
+            }
+        });
+    }
+
+    /// A writer (an update at a time before the deadline) against a reader
+    /// at the deadline: exactly one of them wins, never both.
+    #[test]
+    fn a_writer_and_a_reader_at_the_deadline_never_both_win() {
+        loom::model(|| {
+            let word = Arc::new(LoomU64::new(LAST));
+            let writer = {
+                let word = Arc::clone(&word);
+                thread::spawn(move || retire(&*word, TIMEOUT, BEFORE_DEADLINE))
+            };
+            let reader = access(&*word, TIMEOUT, AT_DEADLINE, false);
+            let writer = writer.join().unwrap();
+            match (writer, reader) {
+                (Ok(last), Access::Retired { last: seen }) => assert_eq!((last, seen), (LAST, LAST)),
+                (Err(Gone), Access::Expired) => {}
+                other => panic!("both or neither won: {other:?}"),
+            }
+        });
+    }
+
+    /// The sweeper at the deadline against a reader sliding just before it:
+    /// the sweeper never removes a session whose deadline the reader moved.
+    #[test]
+    fn the_sweeper_never_removes_a_session_a_reader_just_slid() {
+        loom::model(|| {
+            let word = Arc::new(LoomU64::new(LAST));
+            let reader = {
+                let word = Arc::clone(&word);
+                thread::spawn(move || access(&*word, TIMEOUT, BEFORE_DEADLINE, true))
+            };
+            let sweeper = expire_if_due(&*word, TIMEOUT, AT_DEADLINE);
+            let reader = reader.join().unwrap();
+            match (sweeper, reader) {
+                (Due::Expired, Access::Expired) => {}
+                (Due::At(d), Access::Live { after, .. }) => assert_eq!(d, after + u64::from(TIMEOUT)),
+                other => panic!("inconsistent: {other:?}"),
+            }
+        });
+    }
+
+    /// Two readers sliding to different times and a third checking: the
+    /// word only moves forward, and never past what someone read.
+    #[test]
+    fn slides_only_move_forward() {
+        loom::model(|| {
+            let word = Arc::new(LoomU64::new(LAST));
+            let handles: Vec<_> = [1_010, 1_020]
+                .into_iter()
+                .map(|now| {
+                    let word = Arc::clone(&word);
+                    thread::spawn(move || access(&*word, TIMEOUT, now, true))
+                })
+                .collect();
+            for h in handles {
+                assert!(matches!(h.join().unwrap(), Access::Live { .. }));
+            }
+            assert_eq!(LoomU64::load(&word, Ordering::Acquire), 1_020);
+        });
     }
 }

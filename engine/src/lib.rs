@@ -2,9 +2,10 @@
 //!
 //! Servers embed it to hold hundreds of thousands of live sessions with
 //! sub-microsecond operations: sessions are hash-partitioned across
-//! cache-padded shards, each with its own lock, hash index of session blocks and
-//! hierarchical timer wheel; a background sweeper reclaims expired sessions
-//! at a cost proportional to the sessions expiring.
+//! cache-padded shards, each with a table of session blocks that reads
+//! search without any lock, a writer lock for changes, and a hierarchical
+//! timer wheel; a background sweeper reclaims expired sessions at a cost
+//! proportional to the sessions expiring.
 //!
 //! ```
 //! use session_engine::{Config, Engine, Timeout};
@@ -26,24 +27,29 @@
 //! See [`SessionStore`] for the backend-neutral async API.
 
 // Unsafe code is confined to `block.rs` (the session blocks' allocation and
-// reference count; its tests run under Miri) and `persist/segment.rs`
-// (writes into a mapped file), each block with a SAFETY argument;
-// everything else is safe.
+// reference count), `table.rs` (tagged pointers read under an epoch guard),
+// `shard.rs` (the epoch's table swap) and `persist/segment.rs` (writes into
+// a mapped file), each block with a SAFETY argument; their tests run under
+// Miri but the mapped file's (Miri has no mmap). Everything else is safe.
 #![deny(unsafe_code)]
 #![warn(missing_docs, clippy::pedantic)]
 #![allow(clippy::module_name_repetitions, clippy::missing_panics_doc)]
 
+mod background;
 mod block;
 mod clock;
 mod config;
+mod core;
 mod engine;
 mod error;
 mod id;
 pub mod limits;
 mod persist;
 mod session;
+mod settle;
 mod shard;
 mod store;
+mod table;
 mod wheel;
 
 pub use block::Metadata;
@@ -53,7 +59,7 @@ pub use engine::Engine;
 pub use error::{Error, Result};
 pub use id::{ParseIdError, SessionId, SESSION_ID_TEXT_LEN};
 pub use persist::{CompactionStep, Damage, RecoveryReport, Truncation};
-pub use session::{Cursor, Listener, Page, RemovalCause, Session, Stats, Timeout};
+pub use session::{Cursor, Listener, Page, RemovalCause, Session, SessionRef, Stats, Timeout};
 pub use store::SessionStore;
 
 /// The log's record codec, for fuzzing, tests and tools (see `engine/FORMAT.md`).

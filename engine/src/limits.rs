@@ -25,11 +25,11 @@ pub const METADATA_BYTES_MAX_DEFAULT: usize = 64 * 1024;
 /// what a session store should carry.
 pub const METADATA_BYTES_MAX_LIMIT: usize = 16 * 1024 * 1024;
 
-/// The end of engine time, in ms since the Unix epoch (2^62: about 146
-/// million years). A [`ManualClock`](crate::ManualClock) stops there, so
+/// The end of engine time, in ms since the Unix epoch (2^62 - 1: about 146
+/// million years; the access word keeps its top two bits for marks). A [`ManualClock`](crate::ManualClock) stops there, so
 /// that deadlines (a time plus a timeout) and the timer wheel's arithmetic
 /// never reach `u64::MAX`; the system clock never gets near it.
-pub const TIME_MS_MAX: u64 = 1 << 62;
+pub const TIME_MS_MAX: u64 = (1 << 62) - 1;
 
 /// Longest finite inactivity timeout, in milliseconds (about 49.7 days).
 /// Timeouts are stored as `u32` milliseconds to keep a session entry at 64
@@ -79,6 +79,29 @@ pub const LIST_LOCK_BATCH: usize = 1024;
 /// in 1 ms ticks; this is how often the thread advances it).
 pub const SWEEP_INTERVAL_MS_DEFAULT: u64 = 100;
 
+/// How often the sweeper thread looks after the logs (prefaulting ahead of
+/// the writer, preparing the next segment, appending queued touches) when no
+/// shorter sweep or flush interval wakes it: at 16 MiB segments and the 2
+/// MiB prefault window, a writer outruns it only above 40 MB/s of records.
+pub const LOG_CHECK_INTERVAL_MS: u64 = 50;
+
+/// How often the compactor checks whether a shard's log is worth rewriting.
+pub const COMPACTION_CHECK_INTERVAL_MS: u64 = 500;
+
+/// Bounds of `Config::sweep_interval`: a sweep more often than every
+/// millisecond (the wheel's tick) does nothing more; less often than a
+/// minute leaves expired sessions' memory held too long.
+pub const SWEEP_INTERVAL_MS_MIN: u64 = 1;
+/// See [`SWEEP_INTERVAL_MS_MIN`].
+pub const SWEEP_INTERVAL_MS_MAX: u64 = 60_000;
+
+/// Bounds of `Durability::Interval`: a flush more often than every
+/// millisecond is `Always` without the acknowledgement; less often than an
+/// hour is not a durability promise.
+pub const FLUSH_INTERVAL_MS_MIN: u64 = 1;
+/// See [`FLUSH_INTERVAL_MS_MIN`].
+pub const FLUSH_INTERVAL_MS_MAX: u64 = 3_600_000;
+
 /// Default size of a log segment. Sixteen MiB hold about 60K 200-byte
 /// sessions; each shard preallocates one, so 8 shards start at 128 MiB of disk.
 pub const SEGMENT_SIZE_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
@@ -94,6 +117,15 @@ pub const SEGMENT_SIZE_BYTES_MAX: usize = 1 << 30;
 /// lists one by one (its counts are complete): a log damaged all over would
 /// otherwise make a report as large as the log.
 pub const RECOVERY_REPORT_ITEMS_MAX: usize = 1024;
+
+/// `TOUCH` records a shard's log queues for its next append or the
+/// background thread (every 50 ms at most): readers never wait for the log,
+/// so they hand their touches over. A read queues one only when it slides a
+/// session into a new period of `touch_persist_fraction` of its timeout, so
+/// 4,096 per shard per tick is room for 80K periods crossed a second; a full
+/// queue drops the touch (the lag then lasts one period more). Costs 128 KiB
+/// per shard with persistence (32-byte slots).
+pub const TOUCH_QUEUE_MAX: usize = 4096;
 
 /// Session ids drawn from the OS random source per system call. 256 ids are
 /// 4 KiB: one `getrandom` call serves 256 creates.

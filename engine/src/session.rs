@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::block::Metadata;
+use crate::block::{BlockRef, Metadata};
 use std::time::{Duration, SystemTime};
 
 use crate::clock::ms_to_system_time;
@@ -184,6 +184,89 @@ impl Session {
     }
 }
 
+/// A session as a borrowing read sees it (`Engine::get_with`): its fields,
+/// and its metadata borrowed from the engine for the duration of the call.
+/// Nothing is copied and no reference count is touched, so readers of a hot
+/// session share its cache line instead of writing to it.
+pub struct SessionRef<'a> {
+    block: BlockRef<'a>,
+    last_access_ms: u64,
+}
+
+impl<'a> SessionRef<'a> {
+    pub(crate) fn new(block: BlockRef<'a>, last_access_ms: u64) -> Self {
+        Self {
+            block,
+            last_access_ms,
+        }
+    }
+
+    /// The session's id.
+    #[must_use]
+    pub fn id(&self) -> SessionId {
+        self.block.id
+    }
+
+    /// The metadata bytes, borrowed.
+    #[must_use]
+    pub fn metadata(&self) -> &'a [u8] {
+        self.block.bytes()
+    }
+
+    /// Creation time, milliseconds since the Unix epoch.
+    #[must_use]
+    pub fn created_ms(&self) -> u64 {
+        self.block.created_ms
+    }
+
+    /// Last activity (this read's, if it slid the deadline), milliseconds
+    /// since the Unix epoch.
+    #[must_use]
+    pub fn last_access_ms(&self) -> u64 {
+        self.last_access_ms
+    }
+
+    /// The inactivity timeout.
+    #[must_use]
+    pub fn timeout(&self) -> Timeout {
+        Timeout::from_stored(self.block.timeout_ms)
+    }
+
+    /// When the session expires unless there is activity first (`None`:
+    /// never), milliseconds since the Unix epoch.
+    #[must_use]
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        self.timeout()
+            .as_ms()
+            .map(|t| self.last_access_ms.saturating_add(t))
+    }
+
+    /// An owned snapshot (shares the metadata: one reference count
+    /// increment, no copy).
+    #[must_use]
+    pub fn to_session(&self) -> Session {
+        Session::new(
+            self.block.id,
+            self.block.share(),
+            self.block.created_ms,
+            self.last_access_ms,
+            self.timeout(),
+        )
+    }
+}
+
+impl fmt::Debug for SessionRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionRef")
+            .field("id", &self.id())
+            .field("metadata_len", &self.block.len())
+            .field("created_ms", &self.created_ms())
+            .field("last_access_ms", &self.last_access_ms)
+            .field("timeout", &self.timeout())
+            .finish()
+    }
+}
+
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
@@ -279,6 +362,7 @@ pub struct Page {
 
 /// Counters and sizes, read shard by shard (not one atomic snapshot).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Sessions held, including expired ones not yet reclaimed (at most about
     /// one sweep interval old).
@@ -297,8 +381,9 @@ pub struct Stats {
     pub wheel_entries: usize,
     /// Panics caught in the removal listener.
     pub listener_panics: u64,
-    /// Table rehashes (growth or tombstone cleanup) since open, each an O(n)
-    /// pause of one shard: a latency spike to watch for.
+    /// Table rebuilds (growth or tombstone cleanup) since open, each an O(n)
+    /// pause of one shard's writers (readers go on): a write latency spike
+    /// to watch for.
     pub rehashes_total: u64,
     /// Bytes in the logs (persistence only).
     pub log_bytes: u64,
@@ -309,4 +394,7 @@ pub struct Stats {
     pub log_syncs: u64,
     /// Background compactions that failed (each retried on the next check).
     pub compaction_errors: u64,
+    /// Touches a read could not hand to its log's queue (full): each leaves
+    /// that session's logged access time one touch period further behind.
+    pub touches_dropped: u64,
 }

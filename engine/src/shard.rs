@@ -1,332 +1,207 @@
-//! One shard: a hash table holding the session entries inline, and a timer
-//! wheel linking them by bucket index.
+//! One shard: a table of session blocks that readers search without any
+//! lock (`table.rs`), and one writer at a time for everything that changes
+//! it.
 //!
 //! Ground rules:
-//! - The shard's `RwLock` (in `engine.rs`) protects all of `ShardState`.
-//!   Reads (`get`, `peek`, `touch`, `contains`, `list`, the read half of
-//!   `update`) take it shared: activity is recorded in an atomic
-//!   `last_access_ms`, so readers never exclude each other. Everything that
-//!   changes the table or the wheel takes it exclusive.
-//! - Expiry never revives: a reader's liveness check and its slide of the
-//!   deadline are one compare-and-swap on `last_access_ms` (`Header::access`),
-//!   and a reader that finds the session expired marks it so (the word's top
-//!   bit) before it answers. A reader that read its time just before the
-//!   deadline and was descheduled can then no longer slide a session that
-//!   another reader already reported gone: its swap fails, it looks again and
-//!   sees the mark.
-//! - It is held for one map operation only: callers compute the hash, build
-//!   the session block, encode the log record and validate input before
-//!   locking. The time an operation judges liveness by is read under the
-//!   lock (one load with the default clock): read before it, a caller that
-//!   waited across a deadline would revive an expired session.
-//! - Lock order: at most one shard lock is held at a time, anywhere.
-//! - Never under the lock: I/O, user callbacks (the listener; `update`'s
-//!   closure, except in the fallback after repeated lost races that
-//!   `Engine::update` documents), freeing metadata (removed sessions are
-//!   returned and dropped by the caller after unlocking), or unbounded work
-//!   (sweeps and listings work in bounded batches).
-//! - Allocation under the lock only when the table is rebuilt (it grew, or
-//!   tombstones took its room; amortised, rare): the new table and a small
-//!   look-ahead queue.
+//! - **Readers** (`read`, `touch`, `contains`, `list`) take no lock: they pin
+//!   a `crossbeam-epoch` guard, load the table, find the block and decide
+//!   liveness and slide the deadline in one compare-and-swap on its access
+//!   word (`block.rs`). Nothing a writer, the sweeper, the compactor or a
+//!   table rebuild holds can make them wait. A read that slides a session
+//!   into a new touch period hands a `TOUCH` to its log's lock-free queue.
+//! - **The writer mutex** guards the table's slots, its rebuilds, the timer
+//!   wheel and the counters. It is held for one change: the caller builds
+//!   the new block and encodes the log record before locking; under the
+//!   lock the writer decides (at a time read under the lock), retires the
+//!   old block, appends the record (a copy into the mapped log: no system
+//!   call, no allocation), publishes, and schedules. A rebuild (the table
+//!   ran out of room) allocates its new table and moves every entry under
+//!   the lock, amortised like any hash table's growth; readers go on in the
+//!   old table meanwhile.
+//! - **Never under the writer mutex**: user callbacks (the listener; an
+//!   update's closure, except in the fallback after repeated lost races
+//!   that `Engine::update` documents), freeing a block (removed blocks are
+//!   released through the epoch, after every reader that could see them),
+//!   log flushes, segment creation, or unbounded work (sweeps, listings and
+//!   compaction work in bounded batches).
+//! - **Lock order**: a shard's writer mutex, then its log's writer mutex.
+//!   At most one shard's writer mutex is held at a time, anywhere.
 //!
-//! Why a table of pointers: each session is one block (`block.rs`: the
-//! session's fields in a 56-byte header, then the metadata), and the table
-//! holds 8-byte pointers to the blocks. A lookup touches the control bytes,
-//! one pointer in a table small enough to stay in cache, and the block's
-//! first line (id, times and reference count together). The timer wheel
-//! links sessions by bucket index, which keeps its links 4 bytes each (the
-//! header fits 56 bytes, so a block with 200 bytes of metadata is exactly
-//! one 256-byte allocator class); bucket indices change when the table
-//! rehashes (growth, or reclaiming tombstones), so the shard rebuilds its
-//! table on its own terms (`make_room`), relinking the wheel as it goes, O(n)
-//! like the rehash itself and amortised the same way.
+//! The timer wheel links sessions by slot index; a rebuild moves sessions to
+//! new slots, so it relinks the wheel as it moves them.
+//!
+//! The unsafe code here is the epoch's: loading the shard's table under a
+//! guard and handing a replaced table to the epoch for destruction.
+#![allow(unsafe_code)]
 
-use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ahash::RandomState;
-use hashbrown::HashTable;
+use crossbeam_epoch::{Atomic, Guard, Owned};
+use parking_lot::{Mutex, MutexGuard};
 
-use crate::block::{Header, Metadata};
+use crate::block::{Access, BlockRef, Due, Metadata};
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::persist::format::{put_len, touch_record};
+use crate::persist::format::put_len;
 use crate::persist::ShardLog;
 use crate::session::{Session, Timeout, TIMEOUT_NEVER};
-use crate::wheel::{Link, Poll, Wheel, WheelStore, INDEX_MAX};
-
-/// Bit 63 of `last_access_ms`: the session was seen expired (times stay
-/// below `TIME_MS_MAX` = 2^62, so no time has it).
-const SEEN_EXPIRED: u64 = 1 << 63;
-const _: () = assert!(crate::limits::TIME_MS_MAX < SEEN_EXPIRED);
-
-/// A session's fields, as the shard reads and writes them.
-impl Header {
-    #[inline]
-    fn last_access(&self) -> u64 {
-        self.last_access_ms.load(Ordering::Relaxed) & !SEEN_EXPIRED
-    }
-
-    #[inline]
-    fn timeout(&self) -> u32 {
-        self.timeout_ms.load(Ordering::Relaxed)
-    }
-
-    /// Deadline in ms since the epoch; `None` if the session never expires.
-    #[inline]
-    fn deadline_ms(&self) -> Option<u64> {
-        let timeout = self.timeout();
-        (timeout != TIMEOUT_NEVER).then(|| self.last_access().saturating_add(u64::from(timeout)))
-    }
-
-    /// The liveness check at `now_ms` and, if `slide`, the slide of the
-    /// deadline to `now_ms`, as one atomic step: `(before, after)`, the last
-    /// access before and after it, or `None` if the session is expired (it
-    /// is then marked so, and stays so). A slide never moves the access
-    /// time back (two readers racing: the later time wins) and never writes
-    /// when nothing changes, which keeps a hot session's cache line shared
-    /// between cores instead of bouncing it on every read.
-    #[inline]
-    fn access(&self, now_ms: u64, slide: bool) -> Option<(u64, u64)> {
-        let timeout = self.timeout();
-        let mut last = self.last_access_ms.load(Ordering::Relaxed);
-        loop {
-            if last & SEEN_EXPIRED != 0 {
-                return None;
-            }
-            let next = if timeout != TIMEOUT_NEVER && last.saturating_add(u64::from(timeout)) <= now_ms {
-                last | SEEN_EXPIRED
-            } else if slide && now_ms > last {
-                now_ms
-            } else {
-                return Some((last, last));
-            };
-            match self
-                .last_access_ms
-                .compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) if next & SEEN_EXPIRED != 0 => return None,
-                Ok(_) => return Some((last, next)),
-                Err(actual) => last = actual,
-            }
-        }
-    }
-
-    /// True if the session is due at `now_ms` or was seen expired (for the
-    /// table's own checks; the API's liveness goes through `access`).
-    #[inline]
-    fn is_expired(&self, now_ms: u64) -> bool {
-        self.last_access_ms.load(Ordering::Relaxed) & SEEN_EXPIRED != 0
-            || self.deadline_ms().is_some_and(|d| d <= now_ms)
-    }
-
-    /// Moves the access time to `now_ms` if that is later. Exclusive lock
-    /// only, on a session found live.
-    #[inline]
-    fn set_access_at_least(&self, now_ms: u64) {
-        debug_assert!(
-            self.last_access_ms.load(Ordering::Relaxed) & SEEN_EXPIRED == 0,
-            "a write slid session {} after it was seen expired",
-            self.id
-        );
-        self.last_access_ms
-            .store(self.last_access().max(now_ms), Ordering::Relaxed);
-    }
-
-    #[inline]
-    fn link(&self) -> Link {
-        Link {
-            prev: self.prev.load(Ordering::Relaxed),
-            next: self.next.load(Ordering::Relaxed),
-        }
-    }
-
-    #[inline]
-    fn set_link(&self, link: Link) {
-        self.prev.store(link.prev, Ordering::Relaxed);
-        self.next.store(link.next, Ordering::Relaxed);
-    }
-}
-
-#[inline]
-fn snapshot_at(block: &Metadata, last_access_ms: u64) -> Session {
-    let h = block.header();
-    Session::new(
-        h.id,
-        block.clone(),
-        h.created_ms,
-        last_access_ms,
-        Timeout::from_stored(h.timeout()),
-    )
-}
-
-#[inline]
-fn snapshot(block: &Metadata) -> Session {
-    snapshot_at(block, block.header().last_access())
-}
-
-fn into_session(block: Metadata) -> Session {
-    let h = block.header();
-    let (id, created, last, timeout) = (h.id, h.created_ms, h.last_access(), h.timeout());
-    Session::new(id, block, created, last, Timeout::from_stored(timeout))
-}
-
-fn metadata_len(block: &Metadata) -> i64 {
-    i64::try_from(put_len(block.len())).unwrap_or(i64::MAX)
-}
-
-/// The wheel addresses sessions by bucket index.
-impl WheelStore for HashTable<Metadata> {
-    #[inline]
-    fn link(&self, index: u32) -> Link {
-        self.header(index).link()
-    }
-
-    #[inline]
-    fn set_link(&mut self, index: u32, link: Link) {
-        self.header(index).set_link(link);
-    }
-
-    #[inline]
-    fn set_prev(&mut self, index: u32, prev: u32) {
-        self.header(index).prev.store(prev, Ordering::Relaxed);
-    }
-
-    #[inline]
-    fn set_next(&mut self, index: u32, next: u32) {
-        self.header(index).next.store(next, Ordering::Relaxed);
-    }
-
-    #[inline]
-    fn deadline(&self, index: u32) -> Option<u64> {
-        self.header(index).deadline_ms()
-    }
-}
-
-trait BucketHeader {
-    fn header(&self, index: u32) -> &Header;
-}
-
-impl BucketHeader for HashTable<Metadata> {
-    #[inline]
-    fn header(&self, index: u32) -> &Header {
-        self.get_bucket(index as usize)
-            .expect("the wheel links only occupied buckets")
-            .header()
-    }
-}
-
-/// Entries a table of `buckets` buckets holds before it must grow
-/// (hashbrown's load factor: 7/8, or one less than the buckets under 8).
-fn full_capacity(buckets: usize) -> usize {
-    if buckets < 8 {
-        buckets - 1
-    } else {
-        buckets / 8 * 7
-    }
-}
-
-/// Most buckets a table may have: the wheel's links are bucket indices up
-/// to `INDEX_MAX`. A table this size holds 7/8 x 2^31 sessions, more than
-/// `SESSIONS_MAX_LIMIT` (2^30), so it never needs to grow further.
-const BUCKETS_MAX: usize = INDEX_MAX as usize + 1;
-const _: () = assert!(BUCKETS_MAX / 8 * 7 > crate::limits::SESSIONS_MAX_LIMIT);
-
-/// The capacity a full table of `len` entries in `buckets` buckets is
-/// rebuilt with, by hashbrown's own policy: the same size while at most
-/// half of it is live (tombstones took the room), else twice the size;
-/// never beyond `BUCKETS_MAX` buckets.
-fn rebuild_capacity(len: usize, buckets: usize) -> usize {
-    let full = full_capacity(buckets);
-    if len < full / 2 || buckets >= BUCKETS_MAX {
-        full
-    } else {
-        full + 1
-    }
-}
-
-/// Blocks a table rebuild prefetches ahead of the one it moves.
-const REBUILD_PREFETCH: usize = 16;
-
-fn to_index(bucket: usize) -> u32 {
-    // Tables never exceed BUCKETS_MAX buckets (`rebuild_capacity`).
-    u32::try_from(bucket)
-        .ok()
-        .filter(|&index| index <= INDEX_MAX)
-        .expect("bucket index fits the wheel's links")
-}
-
-/// The keyed hash of an id. Keys are per process (`RandomState::new` seeds
-/// from the OS), so ids chosen by an attacker cannot be aimed at one shard or
-/// one probe sequence.
-#[inline]
-pub(crate) fn hash_id(hasher: &RandomState, id: &SessionId) -> u64 {
-    hasher.hash_one(id.to_u128())
-}
-
-/// Result of inserting a session.
-pub(crate) enum Inserted {
-    /// Stored; if an expired (not yet swept) session had the id, it is returned.
-    Stored(Option<Session>, LogPosition),
-    /// A live session has this id.
-    Exists,
-}
+use crate::table::{hash_id, Table, SLOTS_MIN};
+use crate::wheel::{self, Link, Wheel, WheelStore, INDEX_MAX, NIL};
 
 /// Where a logged change ends in its shard's log (`None` without
 /// persistence): what an `Always` writer waits for.
 pub(crate) type LogPosition = Option<u64>;
 
-/// Result of committing an optimistic update.
+/// Result of inserting a session.
+pub(crate) enum Inserted {
+    /// Stored; if an expired (not yet swept) session had the id, it is returned.
+    Stored(Option<Session>, LogPosition),
+    /// A live session has this id; the block comes back to the caller.
+    Exists(Metadata),
+}
+
+/// Result of committing a replacement block (an update or a new timeout).
 pub(crate) enum Commit {
-    /// Applied: the new snapshot, the metadata it replaced (drop it after
-    /// unlocking) and the log position.
-    Done(Session, Metadata, LogPosition),
-    /// The session changed since it was read; the new metadata stays with the
-    /// caller (to be dropped after unlocking).
-    Conflict,
+    /// Applied: the new snapshot and the log position.
+    Done(Session, LogPosition),
+    /// The session changed since it was read; the new block comes back, to
+    /// be dropped outside the lock.
+    Conflict(#[allow(dead_code)] Metadata),
     /// The session is gone or expired.
     Gone,
 }
 
 /// Where a listing stands within one shard: the table generation it started
-/// in, and the next bucket.
+/// in, and the next slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ListPosition {
     pub(crate) generation: u32,
-    pub(crate) bucket: u32,
+    pub(crate) slot: u32,
 }
 
 impl ListPosition {
     pub(crate) fn encode(self) -> u64 {
-        u64::from(self.generation) << 32 | u64::from(self.bucket)
+        u64::from(self.generation) << 32 | u64::from(self.slot)
     }
 
     #[allow(clippy::cast_possible_truncation)] // splitting a u64 into halves
     pub(crate) fn decode(position: u64) -> Self {
         Self {
             generation: (position >> 32) as u32,
-            bucket: position as u32,
+            slot: position as u32,
         }
     }
 }
 
-pub(crate) struct ShardState {
-    table: HashTable<Metadata>,
+/// Whether a sweep step left due sessions for the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Swept {
+    /// Everything due is gone.
+    All,
+    /// The budget ran out; sweep again.
+    More,
+}
+
+/// Most slots a table may have: the wheel's links are slot indices up to
+/// `INDEX_MAX`. A table this size holds 7/8 x 2^31 sessions, more than
+/// `SESSIONS_MAX_LIMIT` (2^30), so it never needs to grow further.
+const SLOTS_MAX: usize = INDEX_MAX as usize + 1;
+const _: () = assert!(SLOTS_MAX / 8 * 7 > crate::limits::SESSIONS_MAX_LIMIT);
+
+fn to_index(slot: usize) -> u32 {
+    u32::try_from(slot)
+        .ok()
+        .filter(|&index| index <= INDEX_MAX)
+        .expect("tables never exceed SLOTS_MAX slots")
+}
+
+fn live_len(block: BlockRef<'_>) -> i64 {
+    i64::try_from(put_len(block.len())).unwrap_or(i64::MAX)
+}
+
+/// An owned snapshot of a block (one reference count increment).
+pub(crate) fn snapshot(block: BlockRef<'_>, last_access_ms: u64) -> Session {
+    Session::new(
+        block.id,
+        block.share(),
+        block.created_ms,
+        last_access_ms,
+        Timeout::from_stored(block.timeout_ms),
+    )
+}
+
+/// The wheel addresses sessions by slot index in the current table.
+struct Slots<'a>(&'a Table);
+
+impl WheelStore for Slots<'_> {
+    #[inline]
+    fn link(&self, index: u32) -> Link {
+        let h = self.0.header(index as usize);
+        Link {
+            prev: h.prev.load(Ordering::Relaxed),
+            next: h.next.load(Ordering::Relaxed),
+        }
+    }
+
+    #[inline]
+    fn set_link(&mut self, index: u32, link: Link) {
+        let h = self.0.header(index as usize);
+        h.prev.store(link.prev, Ordering::Relaxed);
+        h.next.store(link.next, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn deadline(&self, index: u32) -> Option<u64> {
+        self.0.header(index as usize).deadline_ms()
+    }
+
+    /// Decided on the access word, so a reader sliding the deadline at the
+    /// same moment either moves it first (re-armed) or finds it expired.
+    #[inline]
+    fn due(&mut self, index: u32, now: u64) -> wheel::Due {
+        match self.0.header(index as usize).expire_if_due(now) {
+            Due::Expired => wheel::Due::Fire,
+            Due::At(deadline) => wheel::Due::At(deadline),
+            Due::Never => wheel::Due::Never,
+        }
+    }
+}
+
+/// What the writer mutex guards beside the table's slots.
+struct Writer {
     wheel: Wheel,
-    hasher: RandomState,
-    log: Option<Arc<ShardLog>>,
-    /// A read logs a `TOUCH` once the logged access lags by more than this
-    /// fraction of the timeout.
-    touch_fraction: f64,
-    /// Bumped whenever the table rehashes (bucket indices change).
-    generation: u32,
+    tombstones: usize,
     created_total: u64,
     deleted_total: u64,
     expired_total: u64,
+    rebuilds: u64,
 }
 
-impl ShardState {
+pub(crate) struct Shard {
+    table: Atomic<Table>,
+    writer: Mutex<Writer>,
+    /// Sessions in the table, expired ones not yet swept included.
+    len: AtomicUsize,
+    hasher: RandomState,
+    log: Option<Arc<ShardLog>>,
+    /// A read logs a `TOUCH` when it slides a session into a new period of
+    /// this fraction of its timeout.
+    touch_fraction: f64,
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        // SAFETY: nobody else can reach the shard while it drops, and the
+        // current table is owned by it (replaced ones went to the epoch).
+        let table = unsafe { std::mem::replace(&mut self.table, Atomic::null()).into_owned() };
+        drop(table);
+    }
+}
+
+impl Shard {
     pub(crate) fn new(
         hasher: RandomState,
         now_ms: u64,
@@ -334,102 +209,181 @@ impl ShardState {
         touch_fraction: f64,
     ) -> Self {
         Self {
-            table: HashTable::new(),
-            wheel: Wheel::new(now_ms),
+            table: Atomic::new(Table::new(SLOTS_MIN, 0).expect("a table of one cache line")),
+            writer: Mutex::new(Writer {
+                wheel: Wheel::new(now_ms),
+                tombstones: 0,
+                created_total: 0,
+                deleted_total: 0,
+                expired_total: 0,
+                rebuilds: 0,
+            }),
+            len: AtomicUsize::new(0),
             hasher,
             log,
             touch_fraction,
-            generation: 0,
-            created_total: 0,
-            deleted_total: 0,
-            expired_total: 0,
         }
+    }
+
+    /// The current table. Readers hold `guard` pinned from before this load
+    /// until they are done with what they found in it.
+    #[inline]
+    fn table<'g>(&self, guard: &'g Guard) -> &'g Table {
+        // SAFETY: the shard always holds a table, and a replaced one is
+        // destroyed only through the epoch (`defer_destroy`), after every
+        // guard pinned before the replacement is gone.
+        unsafe { self.table.load(Ordering::Acquire, guard).deref() }
     }
 
     /// Makes room in the empty table for `sessions` (`Config::initial_capacity`),
     /// failing with a typed error if the memory cannot be had.
-    pub(crate) fn reserve(&mut self, sessions: usize) -> Result<()> {
-        debug_assert!(self.table.is_empty(), "room is made before any session arrives");
-        let hasher = &self.hasher;
-        self.table
-            .try_reserve(sessions, |b| hash_id(hasher, &b.header().id))
-            .map_err(|e| {
-                Error::InvalidConfig(format!(
-                    "could not allocate a table for {sessions} sessions in a shard (Config::initial_capacity, \
-                     or the sessions a data directory holds): {e:?}"
-                ))
-            })
+    pub(crate) fn reserve(&self, sessions: usize, guard: &Guard) -> Result<()> {
+        debug_assert_eq!(self.len(), 0, "room is made before any session arrives");
+        let slots = Table::slots_for(sessions).min(SLOTS_MAX);
+        let table = Table::new(slots, 0).map_err(|e| {
+            Error::InvalidConfig(format!(
+                "could not allocate a table for {sessions} sessions in a shard (Config::initial_capacity, \
+                 or the sessions a data directory holds): {e}"
+            ))
+        })?;
+        let old = self.table.swap(Owned::new(table), Ordering::AcqRel, guard);
+        // SAFETY: `old` is unlinked from the shard, and destroyed only
+        // after every guard that could have loaded it is gone.
+        unsafe { guard.defer_destroy(old) };
+        Ok(())
     }
 
-    #[inline]
-    fn find(&self, hash: u64, id: &SessionId) -> Option<&Metadata> {
-        self.table.find(hash, |b| b.header().id == *id)
-    }
+    // ---- Readers: no lock --------------------------------------------------
 
-    /// The live session's block and bucket; marks an expired one seen.
+    /// Reads the live session and hands its block and its last access (this
+    /// read's, if it slid) to `f`.
     #[inline]
-    fn find_live_index(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<usize> {
-        let index = self.table.find_bucket_index(hash, |b| b.header().id == *id)?;
-        let block = self.table.get_bucket(index)?;
-        block.header().access(now_ms, false).map(|_| index)
-    }
-
-    /// The live session, sliding its deadline if `activity`. Shared lock.
-    #[inline]
-    pub(crate) fn get(&self, hash: u64, id: &SessionId, now_ms: u64, activity: bool) -> Option<Session> {
-        let block = self.find(hash, id)?;
-        let (before, after) = block.header().access(now_ms, activity)?;
-        self.log_activity(block.header(), before, after);
-        Some(snapshot_at(block, after))
-    }
-
-    /// Slides the deadline; false if there is no live session. Shared lock.
-    #[inline]
-    pub(crate) fn touch(&self, hash: u64, id: &SessionId, now_ms: u64) -> bool {
-        let Some(block) = self.find(hash, id) else {
-            return false;
-        };
-        let Some((before, after)) = block.header().access(now_ms, true) else {
-            return false;
-        };
-        self.log_activity(block.header(), before, after);
-        true
-    }
-
-    /// Logs a `TOUCH` when a slide crosses into a new period of
-    /// `Config::touch_persist_fraction` x the timeout (counted from the
-    /// epoch): the first slide into a period logs its time, so the log's
-    /// access time lags the real one by less than one period, and of the
-    /// readers that slide within a period only the one whose swap crossed
-    /// the boundary writes. Best effort: a read never fails or waits for it;
-    /// a failed append leaves the lag to the next period. Inlined down to
-    /// the one test an in-memory engine pays.
-    #[inline]
-    fn log_activity(&self, header: &Header, before: u64, after: u64) {
-        if let Some(log) = &self.log {
-            if after != before {
-                self.log_activity_to(log, header, before, after);
+    pub(crate) fn read<'g, R>(
+        &self,
+        hash: u64,
+        id: &SessionId,
+        now_ms: u64,
+        slide: bool,
+        guard: &'g Guard,
+        f: impl FnOnce(BlockRef<'g>, u64) -> R,
+    ) -> Option<R> {
+        let mut looked_again = false;
+        loop {
+            let block = self.table(guard).find(hash, id)?;
+            match block.access(now_ms, slide) {
+                Access::Live { before, after } => {
+                    if after != before {
+                        self.log_activity(block, before, after);
+                    }
+                    return Some(f(block, after));
+                }
+                Access::Expired => return None,
+                // A writer is replacing or removing it: look again once. If
+                // the same block is still there, the writer is between its
+                // two steps, and the block as it was is a valid answer.
+                Access::Retired { last } => {
+                    if looked_again {
+                        return Some(f(block, last));
+                    }
+                    looked_again = true;
+                }
             }
         }
     }
 
+    /// Starts loading the table slot `hash` probes first (`get_many`).
+    #[inline]
+    pub(crate) fn prefetch(&self, hash: u64, guard: &Guard) {
+        self.table(guard).prefetch(hash);
+    }
+
+    /// Starts loading the block `hash`'s first slot points to, if its tag
+    /// matches (`get_many`, once the slot is on its way).
+    #[inline]
+    pub(crate) fn prefetch_block(&self, hash: u64, guard: &Guard) {
+        if let Some(block) = self.table(guard).first_candidate(hash) {
+            block.prefetch();
+        }
+    }
+
+    /// Logs a `TOUCH` when a slide crosses into a new period of
+    /// `touch_persist_fraction` x the timeout (counted from the epoch): the
+    /// first slide into a period queues its time, so the log's access time
+    /// lags the real one by less than one period, and of the readers that
+    /// slide within a period only the one whose swap crossed the boundary
+    /// queues. Best effort: a full queue drops it (the next period logs).
+    #[inline]
+    fn log_activity(&self, block: BlockRef<'_>, before: u64, after: u64) {
+        if let Some(log) = &self.log {
+            self.log_touch(log, block, before, after);
+        }
+    }
+
     #[inline(never)]
-    fn log_activity_to(&self, log: &ShardLog, header: &Header, before: u64, after: u64) {
-        let timeout = header.timeout();
+    fn log_touch(&self, log: &ShardLog, block: BlockRef<'_>, before: u64, after: u64) {
+        let timeout = block.timeout_ms;
         if timeout == TIMEOUT_NEVER {
             return;
         }
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // at most the timeout
         let period_ms = ((f64::from(timeout) * self.touch_fraction) as u64).max(1);
-        if before / period_ms == after / period_ms {
-            return;
+        if before / period_ms != after / period_ms {
+            log.queue_touch(block.id, after);
         }
-        let record = touch_record(log.salt(), header.id, after);
-        let _ = log.append(&record, 0, after);
+    }
+
+    /// Appends live sessions from `from` on to `out` until it holds `limit`;
+    /// returns where to resume, `None` at the end of the shard. A position
+    /// from before a rebuild restarts the shard (sessions may then repeat).
+    pub(crate) fn list(
+        &self,
+        from: Option<ListPosition>,
+        limit: usize,
+        now_ms: u64,
+        out: &mut Vec<Session>,
+        guard: &Guard,
+    ) -> Option<ListPosition> {
+        let table = self.table(guard);
+        let start = match from {
+            Some(p) if p.generation == table.generation() => p.slot as usize,
+            _ => 0,
+        };
+        for at in start..table.slots() {
+            let Some(block) = table.slot_entry(at) else {
+                continue;
+            };
+            if out.len() == limit {
+                return Some(ListPosition {
+                    generation: table.generation(),
+                    slot: to_index(at),
+                });
+            }
+            match block.access(now_ms, false) {
+                Access::Live { after, .. } => out.push(snapshot(block, after)),
+                Access::Retired { last } => out.push(snapshot(block, last)),
+                Access::Expired => {}
+            }
+        }
+        None
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn log(&self) -> Option<&Arc<ShardLog>> {
+        self.log.as_ref()
+    }
+
+    // ---- The writer --------------------------------------------------------
+
+    fn lock<'g>(&self, guard: &'g Guard) -> (MutexGuard<'_, Writer>, &'g Table) {
+        let writer = self.writer.lock();
+        // Loaded under the mutex: only a writer replaces the table.
+        (writer, self.table(guard))
     }
 
     /// Appends a record to the shard's log, if it has one.
-    #[inline]
     fn append(&self, record: Option<&[u8]>, live_delta: i64, now_ms: u64) -> Result<LogPosition> {
         match (&self.log, record) {
             (Some(log), Some(record)) => log.append(record, live_delta, now_ms).map(Some),
@@ -438,303 +392,332 @@ impl ShardState {
         }
     }
 
-    /// Shared lock.
-    pub(crate) fn contains(&self, hash: u64, id: &SessionId, now_ms: u64) -> bool {
-        self.find(hash, id)
-            .is_some_and(|b| b.header().access(now_ms, false).is_some())
-    }
-
-    /// The block an optimistic update starts from. Shared lock. The caller
-    /// keeps it alive until the commit, so its address identifies this
-    /// version of the session (no other allocation can reuse it).
-    pub(crate) fn read_for_update(&self, hash: u64, id: &SessionId, now_ms: u64) -> Option<Metadata> {
-        self.find(hash, id)
-            .filter(|b| b.header().access(now_ms, false).is_some())
-            .cloned()
-    }
-
     /// Stores `block`, whose header the caller filled (`Metadata::init`)
-    /// with the id, `now_ms` as creation and access time, and the timeout.
+    /// with the id, its creation and access time and the timeout.
     pub(crate) fn insert(
-        &mut self,
+        &self,
         hash: u64,
-        block: &Metadata,
-        now_ms: u64,
+        block: Metadata,
+        clock: &Clock,
         record: Option<&[u8]>,
+        guard: &Guard,
     ) -> Result<Inserted> {
+        let (mut w, mut table) = self.lock(guard);
+        let now_ms = clock.now_ms();
         let id = block.header().id;
-        let existing = self.table.find_bucket_index(hash, |b| b.header().id == id);
-        let mut live_delta = metadata_len(block);
-        if let Some(index) = existing {
-            let old = self.table.get_bucket(index).expect("found above");
-            if !old.header().is_expired(now_ms) {
-                return Ok(Inserted::Exists);
+        let existing = table.find_slot(hash, &id);
+        let mut live_delta = live_len(block.block());
+        if let Some(at) = existing {
+            let old = table.header(at);
+            if matches!(old.access(now_ms, false), Access::Live { .. }) {
+                return Ok(Inserted::Exists(block));
             }
-            live_delta -= metadata_len(old);
+            live_delta -= live_len(old);
         }
         // Logged before anything changes: a failed append leaves no trace.
         let position = self.append(record, live_delta, now_ms)?;
         // An expired session the sweeper has not reached goes now.
-        let replaced = existing.map(|index| {
-            self.expired_total += 1;
-            self.remove_at(index)
+        let replaced = existing.map(|at| {
+            w.expired_total += 1;
+            self.remove_at(&mut w, table, at, guard)
         });
-        self.store_block(hash, block.clone());
-        self.created_total += 1;
+        if w.tombstones + self.len() + 1 > table.limit() {
+            table = self.rebuild(&mut w, table, guard)?;
+        }
+        let (at, was_tombstone) = table.free_slot(hash);
+        w.tombstones -= usize::from(was_tombstone);
+        table.store(at, hash, block);
+        self.len.fetch_add(1, Ordering::Relaxed);
+        w.created_total += 1;
+        schedule(&mut w.wheel, table, at);
         Ok(Inserted::Stored(replaced, position))
     }
 
     /// Loads a recovered session, its header filled by the caller (recovery
     /// only: nothing is logged, no listener hears it).
-    pub(crate) fn restore(&mut self, hash: u64, block: Metadata) {
-        let id = block.header().id;
+    pub(crate) fn restore(&self, hash: u64, block: Metadata, guard: &Guard) -> Result<()> {
+        let (mut w, mut table) = self.lock(guard);
         debug_assert!(
-            self.table.find(hash, |b| b.header().id == id).is_none(),
+            table.find_slot(hash, &block.header().id).is_none(),
             "restored twice"
         );
-        self.store_block(hash, block);
-    }
-
-    /// Puts a new block in the table (rehashing first if it must, on the
-    /// shard's terms) and schedules it in the wheel.
-    fn store_block(&mut self, hash: u64, block: Metadata) {
-        block.header().set_link(Link::UNLINKED);
-        self.make_room();
-        let hasher = &self.hasher;
-        let index = self
-            .table
-            .insert_unique(hash, block, |b| hash_id(hasher, &b.header().id))
-            .bucket_index();
-        self.schedule(to_index(index));
-    }
-
-    /// Rebuilds the table when the next insert would make it rehash (full,
-    /// or out of room to tombstones), scheduling each session in a fresh
-    /// wheel under its new bucket index as it moves.
-    ///
-    /// This holds the shard's lock for a time proportional to the shard's
-    /// sessions, so it is built for speed: one pass that touches each block
-    /// once, prefetching a few blocks ahead, since the blocks are cold and
-    /// scattered. Letting the table rehash itself and relinking afterwards
-    /// touched every block three times, one miss after another: the worst
-    /// replace among 100K sessions on 8 shards took 1.34-1.40 ms that way,
-    /// 0.25-0.38 ms now (`results/engine-stall.md`).
-    fn make_room(&mut self) {
-        if self.table.len() < self.table.capacity() {
-            return;
+        if w.tombstones + self.len() + 1 > table.limit() {
+            table = self.rebuild(&mut w, table, guard)?;
         }
-        let capacity = rebuild_capacity(self.table.len(), self.table.num_buckets());
-        let old = std::mem::replace(&mut self.table, HashTable::with_capacity(capacity));
-        self.generation = self.generation.wrapping_add(1);
-        self.wheel.clear();
-        let hasher = &self.hasher;
-        let mut blocks = old.into_iter();
-        let mut ahead = VecDeque::with_capacity(REBUILD_PREFETCH);
-        loop {
-            while ahead.len() < REBUILD_PREFETCH {
-                let Some(next) = blocks.next() else { break };
-                next.prefetch();
-                ahead.push_back(next);
-            }
-            let Some(block) = ahead.pop_front() else { break };
-            let hash = hash_id(hasher, &block.header().id);
-            block.header().set_link(Link::UNLINKED);
-            let index = self
-                .table
-                .insert_unique(hash, block, |b| hash_id(hasher, &b.header().id))
-                .bucket_index();
-            let index = to_index(index);
-            if let Some(deadline) = self.table.deadline(index) {
-                self.wheel.insert(&mut self.table, index, deadline);
-            }
-        }
+        let (at, _) = table.free_slot(hash);
+        table.store(at, hash, block);
+        self.len.fetch_add(1, Ordering::Relaxed);
+        schedule(&mut w.wheel, table, at);
+        Ok(())
     }
 
-    fn schedule(&mut self, index: u32) {
-        if let Some(deadline) = self.table.deadline(index) {
-            self.wheel.insert(&mut self.table, index, deadline);
-        }
-    }
-
-    /// Unschedules and removes the session at `index`.
-    fn remove_at(&mut self, index: usize) -> Session {
-        self.wheel.remove(&mut self.table, to_index(index));
-        let (block, _) = self
-            .table
-            .get_bucket_entry(index)
-            .expect("occupied bucket")
-            .remove();
-        into_session(block)
+    /// Unschedules and removes the session in slot `at` (already retired or
+    /// expired); its reference goes to the epoch, a new one to the caller.
+    fn remove_at(&self, w: &mut Writer, table: &Table, at: usize, guard: &Guard) -> Session {
+        w.wheel.remove(&mut Slots(table), to_index(at));
+        let block = table.take(at);
+        w.tombstones += 1;
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        let session = snapshot(block.block(), block.header().last_access_ms());
+        guard.defer(move || drop(block));
+        session
     }
 
     /// Removes the live session; expired ones are left to the sweeper, which
     /// reports them as expired.
     pub(crate) fn delete(
-        &mut self,
+        &self,
         hash: u64,
         id: &SessionId,
-        now_ms: u64,
+        clock: &Clock,
         record: Option<&[u8]>,
+        guard: &Guard,
     ) -> Result<Option<(Session, LogPosition)>> {
-        let Some(index) = self.find_live_index(hash, id, now_ms) else {
+        let (mut w, table) = self.lock(guard);
+        let now_ms = clock.now_ms();
+        let Some(at) = table.find_slot(hash, id) else {
             return Ok(None);
         };
-        let live_delta = -metadata_len(self.table.get_bucket(index).expect("found above"));
-        let position = self.append(record, live_delta, now_ms)?;
-        self.deleted_total += 1;
-        Ok(Some((self.remove_at(index), position)))
-    }
-
-    /// Sets a new timeout; counts as activity. `now_ms` is read under the
-    /// lock (the liveness check and the access time).
-    pub(crate) fn set_timeout(
-        &mut self,
-        hash: u64,
-        id: &SessionId,
-        timeout_ms: u32,
-        now_ms: u64,
-        record: Option<&[u8]>,
-    ) -> Result<Option<LogPosition>> {
-        let Some(index) = self.find_live_index(hash, id, now_ms) else {
+        let block = table.header(at);
+        if block.retire(now_ms).is_err() {
             return Ok(None);
+        }
+        let position = match self.append(record, -live_len(block), now_ms) {
+            Ok(position) => position,
+            Err(e) => {
+                block.unretire();
+                return Err(e);
+            }
         };
-        let position = self.append(record, 0, now_ms)?;
-        let header = self.table.get_bucket(index).expect("found above").header();
-        header.timeout_ms.store(timeout_ms, Ordering::Relaxed);
-        header.set_access_at_least(now_ms);
-        // The deadline may have moved earlier, where a lazy re-arm would fire
-        // late: re-schedule (O(1) both ways).
-        let index = to_index(index);
-        self.wheel.remove(&mut self.table, index);
-        self.schedule(index);
-        Ok(Some(position))
+        w.deleted_total += 1;
+        Ok(Some((self.remove_at(&mut w, table, at, guard), position)))
     }
 
-    /// Installs `new` if the session is still the block `read` (the one
-    /// the update started from); counts as activity. The caller gave `new`
-    /// the session's id and creation time (`Metadata::init`); the rest of
-    /// its header is taken over here. `now_ms` is read under the lock (the
-    /// liveness check and the access time).
-    pub(crate) fn commit_update(
-        &mut self,
+    /// Installs `new` (an update's or a timeout change's block) if the
+    /// session is still the block `read` (the one the change started from);
+    /// counts as activity. The caller gave `new` every field but its access
+    /// time, set here; the time is read under the lock.
+    pub(crate) fn commit(
+        &self,
         hash: u64,
-        id: &SessionId,
-        now_ms: u64,
         read: &Metadata,
-        new: &mut Option<Metadata>,
+        new: Metadata,
+        clock: &Clock,
         record: Option<&[u8]>,
+        guard: &Guard,
     ) -> Result<Commit> {
-        let Some(index) = self.find_live_index(hash, id, now_ms) else {
+        let (mut w, table) = self.lock(guard);
+        let now_ms = clock.now_ms();
+        let id = read.header().id;
+        let Some(at) = table.find_slot(hash, &id) else {
             return Ok(Commit::Gone);
         };
-        let old = self.table.get_bucket(index).expect("found above");
-        if !Metadata::ptr_eq(old, read) {
-            return Ok(Commit::Conflict);
+        let old = table.header(at);
+        if !old.same(read.block()) {
+            // Replaced meanwhile, or expired (then the next read says so).
+            return Ok(if old.is_expired(now_ms) {
+                Commit::Gone
+            } else {
+                Commit::Conflict(new)
+            });
         }
-        let new_len = new.as_ref().map_or(0, |m| put_len(m.len()));
-        let live_delta = i64::try_from(new_len).unwrap_or(i64::MAX) - metadata_len(old);
-        let position = self.append(record, live_delta, now_ms)?;
-        let new = new.take().expect("commit consumes the new metadata once");
-        let (oh, nh) = (old.header(), new.header());
+        self.install(&mut w, table, at, hash, new, record, now_ms, guard)
+    }
+
+    /// `commit` for a change built under the writer mutex (the fallback of
+    /// a contended update): `make` gets the current block and returns its
+    /// successor and the record (empty without persistence).
+    pub(crate) fn commit_locked(
+        &self,
+        hash: u64,
+        id: &SessionId,
+        clock: &Clock,
+        guard: &Guard,
+        make: impl FnOnce(&Metadata) -> Result<(Metadata, Vec<u8>)>,
+    ) -> Result<Commit> {
+        let (mut w, table) = self.lock(guard);
+        let now_ms = clock.now_ms();
+        let Some(at) = table.find_slot(hash, id) else {
+            return Ok(Commit::Gone);
+        };
+        let block = table.header(at);
+        if !matches!(block.access(now_ms, false), Access::Live { .. }) {
+            return Ok(Commit::Gone);
+        }
+        let current = block.share();
+        let (new, record) = make(&current)?;
+        let record = self.log.is_some().then_some(&record[..]);
+        self.install(&mut w, table, at, hash, new, record, now_ms, guard)
+    }
+
+    /// Retires the block in slot `at`, logs the change and publishes `new`
+    /// in its place.
+    #[allow(clippy::too_many_arguments)] // the writer's state and the change
+    fn install(
+        &self,
+        w: &mut Writer,
+        table: &Table,
+        at: usize,
+        hash: u64,
+        mut new: Metadata,
+        record: Option<&[u8]>,
+        now_ms: u64,
+        guard: &Guard,
+    ) -> Result<Commit> {
+        let old = table.header(at);
+        let id = old.id;
+        let Ok(last) = old.retire(now_ms) else {
+            return Ok(Commit::Gone);
+        };
+        let header = new.header_mut().expect("a new block is unshared");
         debug_assert!(
-            nh.id == oh.id && nh.created_ms == oh.created_ms,
+            header.id == id && header.created_ms == old.created_ms,
             "new block not initialised"
         );
-        nh.timeout_ms.store(oh.timeout(), Ordering::Relaxed);
-        nh.last_access_ms
-            .store(oh.last_access().max(now_ms), Ordering::Relaxed);
-        // Same bucket, so the wheel's links (bucket indices) carry over.
-        nh.set_link(oh.link());
-        let slot = self.table.get_bucket_mut(index).expect("found above");
-        let old = std::mem::replace(slot, new);
-        Ok(Commit::Done(snapshot(slot), old, position))
-    }
-
-    /// Expires up to `budget` sessions due at `now_ms` into `out`.
-    pub(crate) fn sweep(&mut self, now_ms: u64, budget: usize, out: &mut Vec<Session>) -> Poll {
-        let (expired, poll) = self.wheel.poll(&mut self.table, now_ms, budget, |table, index| {
-            let (block, _) = table
-                .get_bucket_entry(index as usize)
-                .expect("fired entry is stored")
-                .remove();
-            out.push(into_session(block));
-        });
-        self.expired_total += expired as u64;
-        poll
-    }
-
-    /// Appends live sessions from `from` on to `out` until it holds `limit`;
-    /// returns where to resume, `None` at the end of the shard. A position
-    /// from before a rehash restarts the shard (sessions may then repeat).
-    pub(crate) fn list(
-        &self,
-        from: Option<ListPosition>,
-        limit: usize,
-        now_ms: u64,
-        out: &mut Vec<Session>,
-    ) -> Option<ListPosition> {
-        let start = match from {
-            Some(p) if p.generation == self.generation => p.bucket as usize,
-            _ => 0,
+        header.set_access_unpublished(last.max(now_ms));
+        let live_delta = live_len(new.block()) - live_len(old);
+        let position = match self.append(record, live_delta, now_ms) {
+            Ok(position) => position,
+            Err(e) => {
+                old.unretire();
+                return Err(e);
+            }
         };
-        for bucket in start..self.table.num_buckets() {
-            let Some(block) = self.table.get_bucket(bucket) else {
+        let timeout_changed = new.header().timeout_ms != old.timeout_ms;
+        let index = to_index(at);
+        if timeout_changed {
+            w.wheel.remove(&mut Slots(table), index);
+        } else {
+            // Same slot, so the wheel's links (slot indices) carry over.
+            let h = new.header();
+            h.prev.store(old.prev.load(Ordering::Relaxed), Ordering::Relaxed);
+            h.next.store(old.next.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        let session = snapshot(new.block(), new.header().last_access_ms());
+        let replaced = table.replace(at, hash, new);
+        guard.defer(move || drop(replaced));
+        if timeout_changed {
+            // The deadline may have moved earlier, where a lazy re-arm
+            // would fire late: re-schedule (O(1) both ways).
+            schedule(&mut w.wheel, table, at);
+        }
+        Ok(Commit::Done(session, position))
+    }
+
+    /// Expires up to `budget` sessions due at the clock's time into `out`.
+    pub(crate) fn sweep(&self, clock: &Clock, budget: usize, out: &mut Vec<Session>, guard: &Guard) -> Swept {
+        let (mut w, table) = self.lock(guard);
+        let now_ms = clock.now_ms();
+        let mut taken = Vec::new();
+        let (expired, poll) = w.wheel.poll(&mut Slots(table), now_ms, budget, |_, index| {
+            taken.push(index);
+        });
+        for index in taken {
+            // Unlinked by the wheel already; marked expired by `due`.
+            let block = table.take(index as usize);
+            out.push(snapshot(block.block(), block.header().last_access_ms()));
+            guard.defer(move || drop(block));
+        }
+        w.tombstones += expired;
+        self.len.fetch_sub(expired, Ordering::Relaxed);
+        w.expired_total += expired as u64;
+        match poll {
+            wheel::Poll::Done => Swept::All,
+            wheel::Poll::More => Swept::More,
+        }
+    }
+
+    /// Replaces the table with one that has room for one more entry: the
+    /// same size if tombstones took the room, else twice the size. Moves
+    /// every session and reschedules it under its new slot; readers go on in
+    /// the old table until the epoch retires it.
+    fn rebuild<'g>(&self, w: &mut Writer, table: &Table, guard: &'g Guard) -> Result<&'g Table> {
+        let live = self.len();
+        let slots = if live + 1 < table.limit() / 2 || table.slots() >= SLOTS_MAX {
+            table.slots()
+        } else {
+            table.slots() * 2
+        };
+        let next = Table::new(slots, table.generation().wrapping_add(1)).map_err(|e| Error::Io {
+            context: format!("growing a shard's table to {slots} slots"),
+            source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, e),
+        })?;
+        w.wheel.clear();
+        let wheel = &mut w.wheel;
+        table.move_into(&next, &self.hasher, |at, block| {
+            block.prev.store(NIL, Ordering::Relaxed);
+            block.next.store(NIL, Ordering::Relaxed);
+            if let Some(deadline) = block.deadline_ms() {
+                wheel.insert(&mut Slots(&next), to_index(at), deadline);
+            }
+        });
+        w.tombstones = 0;
+        w.rebuilds += 1;
+        let old = self.table.swap(Owned::new(next), Ordering::AcqRel, guard);
+        // SAFETY: `old` is unlinked from the shard, and destroyed only after
+        // every guard that could have loaded it is gone (it no longer owns
+        // the blocks: they moved).
+        unsafe { guard.defer_destroy(old) };
+        Ok(self.table(guard))
+    }
+
+    /// `(sessions scheduled, created, deleted, expired, rebuilds)`.
+    pub(crate) fn counters(&self) -> (usize, u64, u64, u64, u64) {
+        let w = self.writer.lock();
+        (
+            w.wheel.len(),
+            w.created_total,
+            w.deleted_total,
+            w.expired_total,
+            w.rebuilds,
+        )
+    }
+
+    /// Runs `while_held` holding the writer mutex (tests: a stalled writer).
+    pub(crate) fn hold_writer(&self, while_held: impl FnOnce()) {
+        let _w = self.writer.lock();
+        while_held();
+    }
+
+    /// Checks the invariants tying table, wheel and counters together.
+    pub(crate) fn check_invariants(&self, guard: &Guard) {
+        let (w, table) = self.lock(guard);
+        let (mut live, mut scheduled) = (0, 0);
+        for at in 0..table.slots() {
+            let Some(block) = table.slot_entry(at) else {
                 continue;
             };
-            if out.len() == limit {
-                return Some(ListPosition {
-                    generation: self.generation,
-                    bucket: to_index(bucket),
-                });
-            }
-            if block.header().access(now_ms, false).is_some() {
-                out.push(snapshot(block));
-            }
-        }
-        None
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    pub(crate) fn wheel_len(&self) -> usize {
-        self.wheel.len()
-    }
-
-    pub(crate) fn totals(&self) -> (u64, u64, u64) {
-        (self.created_total, self.deleted_total, self.expired_total)
-    }
-
-    pub(crate) fn log(&self) -> Option<&Arc<ShardLog>> {
-        self.log.as_ref()
-    }
-
-    pub(crate) fn rehashes(&self) -> u64 {
-        u64::from(self.generation)
-    }
-
-    /// Checks the invariants tying table and wheel together.
-    pub(crate) fn check_invariants(&self) {
-        let mut scheduled = 0;
-        for index in self.table.iter_buckets() {
-            let h = self.table.get_bucket(index).expect("iterated bucket").header();
+            live += 1;
+            let hash = hash_id(&self.hasher, &block.id);
             assert_eq!(
-                self.table
-                    .find_bucket_index(hash_id(&self.hasher, &h.id), |b| b.header().id == h.id),
-                Some(index)
+                table.find_slot(hash, &block.id),
+                Some(at),
+                "slot {at}: {:?}",
+                block.id
             );
-            let linked = h.link().is_linked();
+            let linked = block.prev.load(Ordering::Relaxed) != NIL;
             assert_eq!(
                 linked,
-                h.timeout() != TIMEOUT_NEVER,
-                "bucket {index} scheduling: {:?} timeout {}",
-                h.link(),
-                h.timeout()
+                block.timeout_ms != TIMEOUT_NEVER,
+                "slot {at} scheduling: prev {} timeout {}",
+                block.prev.load(Ordering::Relaxed),
+                block.timeout_ms
             );
             scheduled += usize::from(linked);
         }
-        assert_eq!(scheduled, self.wheel.len(), "wheel length");
+        assert_eq!(live, self.len(), "sessions counted");
+        assert_eq!(scheduled, w.wheel.len(), "wheel length");
+        assert!(live + w.tombstones <= table.limit(), "table over its limit");
+    }
+}
+
+/// Schedules the session in slot `at` at its deadline, if it has one.
+fn schedule(wheel: &mut Wheel, table: &Table, at: usize) {
+    let block = table.header(at);
+    block.prev.store(NIL, Ordering::Relaxed);
+    block.next.store(NIL, Ordering::Relaxed);
+    if let Some(deadline) = block.deadline_ms() {
+        wheel.insert(&mut Slots(table), to_index(at), deadline);
     }
 }
 
@@ -743,6 +726,7 @@ mod tests {
     //! The shard's blocks through every path that creates, shares, replaces
     //! and frees them (also run under Miri by `scripts/miri.sh`).
     use super::*;
+    use crate::clock::ManualClock;
 
     fn id(n: u32) -> SessionId {
         let mut bytes = [0; 16];
@@ -751,9 +735,60 @@ mod tests {
     }
 
     fn block(n: u32, now_ms: u64, timeout_ms: u32) -> Metadata {
-        let mut b = Metadata::from(format!("session {n}").as_bytes());
-        b.init(id(n), now_ms, now_ms, timeout_ms);
-        b
+        Metadata::session(
+            format!("session {n}").as_bytes(),
+            id(n),
+            now_ms,
+            now_ms,
+            timeout_ms,
+        )
+    }
+
+    struct Fixture {
+        shard: Shard,
+        hasher: RandomState,
+        clock: ManualClock,
+    }
+
+    impl Fixture {
+        fn new(now_ms: u64) -> Self {
+            let hasher = RandomState::new();
+            Self {
+                shard: Shard::new(hasher.clone(), now_ms, None, 0.5),
+                hasher,
+                clock: ManualClock::new(now_ms),
+            }
+        }
+
+        fn hash(&self, n: u32) -> u64 {
+            hash_id(&self.hasher, &id(n))
+        }
+
+        fn insert(&self, n: u32, timeout_ms: u32) {
+            let g = crossbeam_epoch::pin();
+            let b = block(n, self.clock.now_ms(), timeout_ms);
+            let r = self.shard.insert(self.hash(n), b, &self.clock.clock(), None, &g);
+            assert!(matches!(r, Ok(Inserted::Stored(None, None))));
+        }
+
+        fn get(&self, n: u32, now_ms: u64, slide: bool) -> Option<Session> {
+            let g = crossbeam_epoch::pin();
+            self.shard
+                .read(self.hash(n), &id(n), now_ms, slide, &g, |b, last| {
+                    snapshot(b, last)
+                })
+        }
+
+        fn sweep(&self, budget: usize) -> Vec<Session> {
+            let mut out = Vec::new();
+            let g = crossbeam_epoch::pin();
+            while self.shard.sweep(&self.clock.clock(), budget, &mut out, &g) == Swept::More {}
+            out
+        }
+
+        fn check(&self) {
+            self.shard.check_invariants(&crossbeam_epoch::pin());
+        }
     }
 
     /// The interleaving that revived expired sessions: reader A reads the
@@ -764,90 +799,39 @@ mod tests {
     /// each of them makes.
     #[test]
     fn a_reader_with_an_older_time_cannot_revive_a_session_seen_expired() {
-        type Read = fn(&ShardState, u64, &SessionId, u64) -> bool;
-        let reads: [(&str, Read); 5] = [
-            ("get", |s, h, id, now| s.get(h, id, now, true).is_some()),
-            ("peek", |s, h, id, now| s.get(h, id, now, false).is_some()),
-            ("touch", |s, h, id, now| s.touch(h, id, now)),
-            ("contains", |s, h, id, now| s.contains(h, id, now)),
-            ("read for update", |s, h, id, now| {
-                s.read_for_update(h, id, now).is_some()
+        type Read = fn(&Fixture, u32, u64) -> bool;
+        let reads: [(&str, Read); 4] = [
+            ("get", |f, n, now| f.get(n, now, true).is_some()),
+            ("peek", |f, n, now| f.get(n, now, false).is_some()),
+            ("contains", |f, n, now| {
+                let g = crossbeam_epoch::pin();
+                f.shard
+                    .read(f.hash(n), &id(n), now, false, &g, |_, _| ())
+                    .is_some()
+            }),
+            ("list", |f, _, now| {
+                let mut out = Vec::new();
+                f.shard.list(None, 10, now, &mut out, &crossbeam_epoch::pin());
+                !out.is_empty()
             }),
         ];
-        let hasher = RandomState::new();
-        let hash = |n: u32| hash_id(&hasher, &id(n));
         for (b_name, b_read) in reads {
             for (a_name, a_read) in reads {
-                let mut shard = ShardState::new(hasher.clone(), 1_000, None, 0.5);
-                let b = block(1, 1_000, 100); // deadline 1_100
-                assert!(matches!(
-                    shard.insert(hash(1), &b, 1_000, None),
-                    Ok(Inserted::Stored(None, None))
-                ));
+                let f = Fixture::new(1_000);
+                f.insert(1, 100); // deadline 1_100
+                assert!(!b_read(&f, 1, 1_100), "{b_name} at the deadline");
                 assert!(
-                    !b_read(&shard, hash(1), &id(1), 1_100),
-                    "{b_name} at the deadline"
-                );
-                assert!(
-                    !a_read(&shard, hash(1), &id(1), 1_099),
+                    !a_read(&f, 1, 1_099),
                     "{a_name} with the time read before {b_name} saw the session expired revived it"
                 );
-                assert!(shard.get(hash(1), &id(1), 1_099, false).is_none());
                 // The wheel still expires it, with its real access time.
-                let mut out = Vec::new();
-                assert_eq!(shard.sweep(1_100, 16, &mut out), Poll::Done);
+                f.clock.advance_ms(100);
+                let out = f.sweep(16);
                 assert_eq!(out.len(), 1);
                 assert_eq!(out[0].last_access_ms(), 1_000);
-                shard.check_invariants();
+                f.check();
             }
         }
-        // A listing that skipped an expired session marks it too.
-        let mut shard = ShardState::new(hasher.clone(), 1_000, None, 0.5);
-        let b = block(2, 1_000, 100);
-        assert!(shard.insert(hash(2), &b, 1_000, None).is_ok());
-        let mut listed = Vec::new();
-        assert!(shard.list(None, 10, 1_100, &mut listed).is_none());
-        assert!(listed.is_empty());
-        assert!(!shard.touch(hash(2), &id(2), 1_050));
-    }
-
-    #[test]
-    fn rebuilds_follow_the_tables_own_sizing() {
-        // Entries of 8 bytes, as the shard's (small tables' minimum size
-        // depends on the entry size).
-        let largest = if cfg!(miri) { 10 } else { 17 };
-        for shift in 2..largest {
-            let buckets = 1usize << shift;
-            let full = full_capacity(buckets);
-            let same: HashTable<u64> = HashTable::with_capacity(rebuild_capacity(full / 2 - 1, buckets));
-            assert_eq!(same.num_buckets(), buckets, "mostly tombstones: same size");
-            let grown: HashTable<u64> = HashTable::with_capacity(rebuild_capacity(full, buckets));
-            assert_eq!(grown.num_buckets(), 2 * buckets, "full of live entries: doubles");
-            // `full` is what a table of that size holds: one more grows it.
-            let mut t: HashTable<usize> = HashTable::with_capacity(full);
-            for i in 0..full {
-                t.insert_unique(i as u64, i, |&v| v as u64);
-            }
-            assert_eq!((t.num_buckets(), t.capacity()), (buckets, full));
-        }
-        assert_eq!(rebuild_capacity(0, 1), 1, "the empty table's first rebuild");
-        // The largest table rebuilds in place, however full: its indices
-        // must stay within the wheel's links.
-        let full = full_capacity(BUCKETS_MAX);
-        assert_eq!(rebuild_capacity(full, BUCKETS_MAX), full);
-        assert_eq!(rebuild_capacity(full - 1, BUCKETS_MAX / 2), full / 2 + 1);
-    }
-
-    #[test]
-    fn room_that_cannot_be_had_is_a_typed_error() {
-        let mut shard = ShardState::new(RandomState::new(), 1_000, None, 0.5);
-        let err = shard.reserve(usize::MAX).unwrap_err();
-        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
-        assert!(err.to_string().contains("initial_capacity"), "{err}");
-        // The shard is untouched and usable.
-        shard.reserve(100).unwrap();
-        assert!(shard.table.capacity() >= 100);
-        shard.check_invariants();
     }
 
     #[test]
@@ -857,9 +841,7 @@ mod tests {
         // table rebuilds (growing once, then at most in place) and every
         // rebuild moves the wheel's links with the sessions.
         let (live, rounds) = if cfg!(miri) { (100, 1_000) } else { (1_700, 60_000) };
-        let hasher = RandomState::new();
-        let mut shard = ShardState::new(hasher.clone(), 1_000, None, 0.5);
-        let hash = |n: u32| hash_id(&hasher, &id(n));
+        let f = Fixture::new(1_000);
         let timeout = |n: u32| {
             if n.is_multiple_of(5) {
                 TIMEOUT_NEVER
@@ -869,14 +851,10 @@ mod tests {
         };
         let mut slots: Vec<u32> = (0..live).collect();
         for &n in &slots {
-            let b = block(n, 1_000, timeout(n));
-            assert!(matches!(
-                shard.insert(hash(n), &b, 1_000, None),
-                Ok(Inserted::Stored(None, None))
-            ));
+            f.insert(n, timeout(n));
         }
-        let grown = shard.rehashes();
-        let buckets = shard.table.num_buckets();
+        let grown = f.shard.counters().4;
+        let table_slots = f.shard.table(&crossbeam_epoch::pin()).slots();
         let mut x = 0x9E37_79B9_u32;
         for next in live..live + rounds {
             x ^= x << 13;
@@ -884,102 +862,116 @@ mod tests {
             x ^= x << 5;
             let slot = x as usize % slots.len();
             let old = slots[slot];
-            assert!(shard.delete(hash(old), &id(old), 1_000, None).unwrap().is_some());
-            let b = block(next, 1_000, timeout(next));
-            assert!(matches!(
-                shard.insert(hash(next), &b, 1_000, None),
-                Ok(Inserted::Stored(None, None))
-            ));
+            let g = crossbeam_epoch::pin();
+            assert!(f
+                .shard
+                .delete(f.hash(old), &id(old), &f.clock.clock(), None, &g)
+                .unwrap()
+                .is_some());
+            drop(g);
+            f.insert(next, timeout(next));
             slots[slot] = next;
         }
-        shard.check_invariants();
-        assert_eq!(shard.len(), live as usize);
+        f.check();
+        assert_eq!(f.shard.len(), live as usize);
         assert!(
-            shard.table.num_buckets() <= 2 * buckets,
+            f.shard.table(&crossbeam_epoch::pin()).slots() <= 2 * table_slots,
             "the table grew without bound"
         );
-        if !cfg!(miri) {
-            assert!(shard.rehashes() > grown, "churn never rebuilt the table");
-        }
+        assert!(f.shard.counters().4 > grown, "churn never rebuilt the table");
         for &n in &slots {
-            assert!(
-                shard.get(hash(n), &id(n), 1_000, false).is_some(),
-                "session {n} lost"
-            );
+            assert!(f.get(n, 1_000, false).is_some(), "session {n} lost");
         }
         // Every session with a timeout expires by 1_000 + 150, through the wheel.
-        let mut out = Vec::new();
-        while shard.sweep(1_200, 256, &mut out) == Poll::More {}
+        f.clock.advance_ms(200);
+        let out = f.sweep(256);
         let expiring = slots.iter().filter(|&&n| timeout(n) != TIMEOUT_NEVER).count();
         assert_eq!(out.len(), expiring);
-        assert_eq!(shard.len(), live as usize - expiring);
-        shard.check_invariants();
+        assert_eq!(f.shard.len(), live as usize - expiring);
+        f.check();
     }
 
     #[test]
-    fn blocks_survive_rehashes_updates_deletes_and_sweeps() {
-        let hasher = RandomState::new();
-        let mut shard = ShardState::new(hasher.clone(), 1_000, None, 0.5);
-        let hash = |n: u32| hash_id(&hasher, &id(n));
+    fn blocks_survive_rebuilds_updates_deletes_and_sweeps() {
+        let f = Fixture::new(1_000);
         let n = 300;
         for i in 0..n {
             // Every third never expires; the rest expire 100 ms after their last activity.
-            let timeout = if i % 3 == 0 { TIMEOUT_NEVER } else { 100 };
-            let b = block(i, 1_000, timeout);
-            assert!(matches!(
-                shard.insert(hash(i), &b, 1_000, None),
-                Ok(Inserted::Stored(None, None))
-            ));
-            // The shard holds its own handle; ours can go.
-            drop(b);
+            f.insert(i, if i % 3 == 0 { TIMEOUT_NEVER } else { 100 });
         }
-        assert!(shard.rehashes() >= 4, "the table grew through several rehashes");
-        shard.check_invariants();
+        assert!(
+            f.shard.counters().4 >= 4,
+            "the table grew through several rebuilds"
+        );
+        f.check();
         // A snapshot outlives the session's replacement and removal.
-        let before = shard.get(hash(1), &id(1), 1_010, true).expect("live");
-        let read = shard.read_for_update(hash(1), &id(1), 1_020).expect("live");
-        let mut new = Metadata::from(&b"updated"[..]);
-        new.init(id(1), read.header().created_ms, 0, TIMEOUT_NEVER);
-        let mut new = Some(new);
-        let Ok(Commit::Done(after, old, None)) =
-            shard.commit_update(hash(1), &id(1), 1_020, &read, &mut new, None)
+        let before = f.get(1, 1_010, true).expect("live");
+        f.clock.advance_ms(20);
+        let read = {
+            let g = crossbeam_epoch::pin();
+            f.shard
+                .read(f.hash(1), &id(1), 1_020, false, &g, |b, _| b.share())
+                .expect("live")
+        };
+        let new = Metadata::session(
+            b"updated",
+            id(1),
+            read.header().created_ms,
+            0,
+            read.header().timeout_ms,
+        );
+        let g = crossbeam_epoch::pin();
+        let Ok(Commit::Done(after, None)) = f.shard.commit(f.hash(1), &read, new, &f.clock.clock(), None, &g)
         else {
             panic!("commit failed")
         };
-        assert!(Metadata::ptr_eq(&old, &read));
         assert_eq!(
             (after.metadata(), after.last_access_ms()),
             (&b"updated"[..], 1_020)
         );
         assert_eq!(after.created_ms(), 1_000);
-        // A second commit from the same read conflicts and leaves the new block with us.
-        let mut again = Some(block(1, 0, 0));
+        // A second commit from the same read conflicts and hands the block back.
+        let again = block(1, 0, 100);
         assert!(matches!(
-            shard.commit_update(hash(1), &id(1), 1_020, &read, &mut again, None),
-            Ok(Commit::Conflict)
+            f.shard
+                .commit(f.hash(1), &read, again, &f.clock.clock(), None, &g),
+            Ok(Commit::Conflict(_))
         ));
-        drop((old, read, again));
-        assert!(shard
-            .set_timeout(hash(2), &id(2), 5_000, 1_030, None)
+        drop(read);
+        // A timeout change is a new block too, rescheduled.
+        let read2 = f
+            .shard
+            .read(f.hash(2), &id(2), 1_020, false, &g, |b, _| b.share())
+            .unwrap();
+        let longer = Metadata::session(read2.as_bytes(), id(2), read2.header().created_ms, 0, 5_000);
+        assert!(matches!(
+            f.shard
+                .commit(f.hash(2), &read2, longer, &f.clock.clock(), None, &g),
+            Ok(Commit::Done(..))
+        ));
+        let (deleted, None) = f
+            .shard
+            .delete(f.hash(4), &id(4), &f.clock.clock(), None, &g)
             .unwrap()
-            .is_some());
-        let (deleted, None) = shard.delete(hash(4), &id(4), 1_040, None).unwrap().expect("live") else {
+            .expect("live")
+        else {
             panic!("no log, no position")
         };
+        drop(g);
         assert_eq!(deleted.metadata(), b"session 4");
-        shard.check_invariants();
+        f.check();
         // 1_000 + 100: everything with a 100 ms timeout and no later activity expires.
-        let mut out = Vec::new();
-        while shard.sweep(1_200, 16, &mut out) == Poll::More {}
+        f.clock.advance_ms(180);
+        let out = f.sweep(16);
         // Session 1 was active at 1_020, so it too is due (1_120); 2 now has 5 s.
         let expected: Vec<u32> = (0..n).filter(|i| i % 3 != 0 && ![2, 4].contains(i)).collect();
         assert_eq!(out.len(), expected.len());
-        assert!(out
-            .iter()
-            .all(|s| s.metadata().starts_with(b"session ") || s.id() == id(1)));
-        shard.check_invariants();
+        f.check();
         let mut listed = Vec::new();
-        assert!(shard.list(None, usize::MAX, 1_200, &mut listed).is_none());
+        assert!(f
+            .shard
+            .list(None, usize::MAX, 1_200, &mut listed, &crossbeam_epoch::pin())
+            .is_none());
         assert_eq!(listed.len(), n as usize - expected.len() - 1);
         assert_eq!(
             before.metadata(),
@@ -987,5 +979,34 @@ mod tests {
             "the old snapshot keeps its bytes"
         );
         // Dropping the shard frees the rest (Miri reports any leak).
+    }
+
+    #[test]
+    fn a_reader_never_waits_for_the_writer() {
+        let f = Fixture::new(1_000);
+        for n in 0..64 {
+            f.insert(n, 100_000);
+        }
+        let (held_tx, held) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let f = &f;
+            s.spawn(move || {
+                f.shard.hold_writer(|| {
+                    held_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                });
+            });
+            held.recv().unwrap();
+            // The writer mutex is held until we release it: reads go on.
+            for n in 0..64 {
+                assert!(f.get(n, 1_001, true).is_some());
+            }
+            assert!(
+                f.shard.writer.try_lock().is_none(),
+                "the writer held its mutex throughout"
+            );
+            release.send(()).unwrap();
+        });
     }
 }

@@ -13,14 +13,10 @@
 //! concurrent update, and bad input returns a typed [`Error`](crate::Error).
 
 use std::future::{ready, Future};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use crate::engine::{outcome_unknown, Engine};
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::id::SessionId;
-use crate::persist::{AsyncWaiter, ShardLog};
 use crate::session::{Cursor, Page, Session, Timeout};
 
 /// A session backend. See the module docs for the shared semantics.
@@ -41,6 +37,19 @@ pub trait SessionStore: Send + Sync {
 
     /// Returns the session; not activity.
     fn peek(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send;
+
+    /// `get` of many sessions, results in order. Backends batch it (the
+    /// engine overlaps the lookups' cache misses, Redis pipelines them per
+    /// master); the default runs the gets one after another.
+    fn get_many(&self, ids: &[SessionId]) -> impl Future<Output = Vec<Result<Session>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(self.get(id).await);
+            }
+            out
+        }
+    }
 
     /// Replaces the metadata with `f(current)` atomically; counts as
     /// activity. `f` may run more than once.
@@ -77,60 +86,6 @@ pub trait SessionStore: Send + Sync {
     fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send;
 }
 
-/// A write's outcome, delivered once the write is durable: at once unless the
-/// engine's durability is `Always`, else when a flush covers the write's log
-/// position (see `ShardLog::poll_durable`).
-pub(crate) struct Settle<T> {
-    outcome: Option<Result<T>>,
-    wait: Option<Wait>,
-}
-
-struct Wait {
-    log: Arc<ShardLog>,
-    position: u64,
-    waiter: Option<Arc<AsyncWaiter>>,
-}
-
-impl<T> Settle<T> {
-    pub(crate) fn ready(outcome: Result<T>) -> Self {
-        Self {
-            outcome: Some(outcome),
-            wait: None,
-        }
-    }
-
-    pub(crate) fn after(value: T, log: Arc<ShardLog>, position: u64) -> Self {
-        Self {
-            outcome: Some(Ok(value)),
-            wait: Some(Wait {
-                log,
-                position,
-                waiter: None,
-            }),
-        }
-    }
-}
-
-impl<T: Unpin> Future for Settle<T> {
-    type Output = Result<T>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        let this = self.get_mut();
-        if let Some(wait) = &mut this.wait {
-            match wait.log.poll_durable(wait.position, &mut wait.waiter, cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) => this.wait = None,
-                Poll::Ready(Err(e)) => {
-                    this.wait = None;
-                    this.outcome = None;
-                    return Poll::Ready(Err(outcome_unknown(e)));
-                }
-            }
-        }
-        Poll::Ready(this.outcome.take().expect("Settle polled after it completed"))
-    }
-}
-
 impl SessionStore for Engine {
     #[inline]
     fn create(&self, metadata: &[u8], timeout: Timeout) -> impl Future<Output = Result<SessionId>> + Send {
@@ -155,6 +110,11 @@ impl SessionStore for Engine {
     #[inline]
     fn peek(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
         ready(Engine::peek(self, id))
+    }
+
+    #[inline]
+    fn get_many(&self, ids: &[SessionId]) -> impl Future<Output = Vec<Result<Session>>> + Send {
+        ready(Engine::get_many(self, ids))
     }
 
     #[inline]

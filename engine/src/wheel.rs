@@ -75,6 +75,27 @@ pub(crate) trait WheelStore {
     }
     /// The entry's current deadline in ticks; `None` if it never expires.
     fn deadline(&self, index: u32) -> Option<u64>;
+    /// Whether the entry fires at `now`: the wheel asks this of each entry
+    /// of a slot that fired. A store whose deadlines move concurrently
+    /// decides (and records) it atomically here.
+    fn due(&mut self, index: u32, now: u64) -> Due {
+        match self.deadline(index) {
+            Some(deadline) if deadline <= now => Due::Fire,
+            Some(deadline) => Due::At(deadline),
+            None => Due::Never,
+        }
+    }
+}
+
+/// An entry's fate when its slot fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// Expire it.
+    Fire,
+    /// Re-arm it at this deadline (it moved, or the slot was a coarse one).
+    At(u64),
+    /// It never expires now: leave it unscheduled.
+    Never,
 }
 
 /// Ticks one slot of `level` spans.
@@ -214,15 +235,15 @@ impl Wheel {
                 handled += 1;
                 let index = self.heads[PENDING_LIST as usize];
                 self.remove(store, index);
-                match store.deadline(index) {
-                    Some(deadline) if deadline <= now => {
+                match store.due(index, now) {
+                    Due::Fire => {
                         on_expire(store, index);
                         expired += 1;
                     }
-                    Some(deadline) => self.insert(store, index, deadline),
+                    Due::At(deadline) => self.insert(store, index, deadline),
                     // The owner made it immortal without unscheduling it:
                     // nothing to fire, and it is now unlinked.
-                    None => {}
+                    Due::Never => {}
                 }
             }
             match self.next_expiration() {

@@ -30,17 +30,23 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::{self, Thread};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::format::{seal_record, SegmentHeader, FLAG_BASE, SEAL_RECORD_LEN, SEGMENT_HEADER_LEN};
+use crossbeam_queue::ArrayQueue;
+
+use super::format::{
+    seal_record, touch_record, SegmentHeader, FLAG_BASE, SEAL_RECORD_LEN, SEGMENT_HEADER_LEN,
+};
 use super::segment::{segment_name, sync_dir, Segment, PREFAULT_AHEAD};
 use crate::config::Durability;
 use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::limits::TOUCH_QUEUE_MAX;
 
 /// How long an injected sync failure takes (`Engine::debug_fail_syncs`).
 const INJECTED_FAILURE_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
@@ -67,6 +73,10 @@ pub(crate) struct ShardLog {
     /// The engine's flusher thread, which runs the flushes async writers
     /// wait for (set in `Always` mode).
     flusher: OnceLock<Arc<FlushRequests>>,
+    /// Readers' `TOUCH` records, appended by the next writer or the
+    /// background thread.
+    touches: ArrayQueue<(SessionId, u64)>,
+    touches_dropped: AtomicU64,
 }
 
 struct Writer {
@@ -273,6 +283,8 @@ impl ShardLog {
             }),
             fail_syncs: AtomicBool::new(false),
             flusher: OnceLock::new(),
+            touches: ArrayQueue::new(TOUCH_QUEUE_MAX),
+            touches_dropped: AtomicU64::new(0),
         }
     }
 
@@ -280,13 +292,18 @@ impl ShardLog {
     /// `wait_durable`. `live_delta` adjusts the live-byte count.
     pub(crate) fn append(&self, record: &[u8], live_delta: i64, now_ms: u64) -> Result<u64> {
         let mut w = self.writer.lock();
+        self.drain_touches_locked(&mut w, now_ms);
+        self.append_locked(&mut w, record, live_delta, now_ms)
+    }
+
+    fn append_locked(&self, w: &mut Writer, record: &[u8], live_delta: i64, now_ms: u64) -> Result<u64> {
         if let Some(reason) = &w.failed {
             return Err(Error::WritesRefused {
                 reason: reason.clone(),
             });
         }
         if w.pos + record.len() + SEAL_RECORD_LEN > w.current.len() {
-            self.roll(&mut w, now_ms)?;
+            self.roll(w, now_ms)?;
         }
         let at = w.pos;
         w.current.write(at, record);
@@ -296,6 +313,41 @@ impl ShardLog {
         w.log_bytes += record.len() as u64;
         w.live_bytes = w.live_bytes.saturating_add_signed(live_delta);
         Ok(w.position)
+    }
+
+    /// Queues a `TOUCH` for the next append or the background thread (a
+    /// reader's: lock-free, never waits). `TOUCH` records only raise a
+    /// session's last access and apply to an existing session only, so
+    /// their place among the other records does not matter. A full queue
+    /// drops it (best effort: the lag then lasts until the next period).
+    pub(crate) fn queue_touch(&self, id: SessionId, last_access_ms: u64) {
+        if self.touches.push((id, last_access_ms)).is_err() {
+            self.touches_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Appends the queued touches (the background thread's).
+    pub(crate) fn drain_touches(&self, now_ms: u64) {
+        if !self.touches.is_empty() {
+            let mut w = self.writer.lock();
+            self.drain_touches_locked(&mut w, now_ms);
+        }
+    }
+
+    fn drain_touches_locked(&self, w: &mut Writer, now_ms: u64) {
+        while let Some((id, last)) = self.touches.pop() {
+            let record = touch_record(self.id.salt, id, last);
+            if self.append_locked(w, &record, 0, now_ms).is_err() {
+                // Writes are refused or the disk is full: the write path
+                // reports that; touches are best effort.
+                break;
+            }
+        }
+    }
+
+    /// Touches dropped because the queue was full.
+    pub(crate) fn touches_dropped(&self) -> u64 {
+        self.touches_dropped.load(Ordering::Relaxed)
     }
 
     /// Adjusts the live-byte count (sessions removed without a record).
@@ -367,6 +419,20 @@ impl ShardLog {
             let _ = std::fs::remove_file(path);
         }
         Ok(())
+    }
+
+    /// The background thread's upkeep of this log, every tick: keep the
+    /// pages ahead of the writer faulted in, prepare the next segment once
+    /// the current one is half full, append the readers' queued touches,
+    /// and flush if `flush` (an `Interval` is due). Failures resurface on
+    /// the write path, which returns them.
+    pub(crate) fn maintain(&self, now_ms: u64, flush: bool) {
+        self.prefault_ahead();
+        let _ = self.prepare_next(now_ms);
+        self.drain_touches(now_ms);
+        if flush {
+            let _ = self.flush();
+        }
     }
 
     /// Keeps the pages just ahead of the writer faulted in (see

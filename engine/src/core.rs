@@ -1,0 +1,570 @@
+//! The engine's core: routes each operation to its shard, enforces the
+//! limits, encodes log records before any lock, and runs the chores the
+//! background threads schedule (sweeps, compactions, the logs' upkeep).
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use ahash::RandomState;
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+
+use crate::block::Metadata;
+use crate::clock::Clock;
+use crate::config::{Config, Durability};
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::limits::{LIST_LOCK_BATCH, SWEEP_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
+use crate::persist::format::{put_len, Record, TIMEOUT_NEVER_STORED};
+use crate::persist::{self, CompactionStep, RecoveryReport, ShardLog};
+use crate::session::{Listener, RemovalCause, Session, SessionRef, Stats, Timeout, TIMEOUT_NEVER};
+use crate::settle::Pending;
+use crate::shard::{snapshot, Commit, Inserted, ListPosition, LogPosition, Shard, Swept};
+use crate::table::hash_id;
+
+thread_local! {
+    /// Where a write encodes its log record before taking any lock.
+    static RECORD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+pub(crate) struct Core {
+    pub(crate) shards: Box<[CachePadded<Shard>]>,
+    shard_mask: usize,
+    hasher: RandomState,
+    pub(crate) clock: Clock,
+    /// Sessions held plus creates in flight: the capacity check reserves here
+    /// before it locks a shard.
+    sessions: CachePadded<AtomicUsize>,
+    pub(crate) listener_panics: AtomicU64,
+    pub(crate) compaction_errors: AtomicU64,
+    /// One compaction at a time (the compactor thread, `debug_compact`):
+    /// two would interleave their seals and their accounting of the log.
+    compaction: Mutex<()>,
+    pub(crate) config: Config,
+    /// One log per shard when persistence is on.
+    pub(crate) logs: Vec<Arc<ShardLog>>,
+    pub(crate) recovery: Option<RecoveryReport>,
+    // Holds the data directory's lock for the engine's lifetime.
+    _persistence: Option<persist::Persistence>,
+}
+
+/// The shard of a hash. The table uses the low bits (slot) and the top 16
+/// (tag); shards take bits from the middle so that the three stay independent.
+#[inline]
+#[allow(clippy::cast_possible_truncation)]
+fn route_shard(hash: u64, mask: usize) -> usize {
+    (hash >> 32) as usize & mask
+}
+
+/// What `insert` did with the block it was given.
+pub(crate) enum Placed {
+    /// Stored; acknowledged once `Pending` (if any) settles.
+    Done(Option<Pending>),
+    /// A live session has the id: the block comes back (for a new id).
+    Taken(Metadata),
+}
+
+fn not_found() -> Error {
+    Error::NotFound
+}
+
+impl Core {
+    /// Opens the shards (recovering them from the data directory, if any).
+    pub(crate) fn open(config: Config) -> Result<Self> {
+        let shard_count = config.validate()?;
+        let clock = config.clock.clone().unwrap_or_else(Clock::system);
+        let now_ms = clock.now_ms();
+        let shard_mask = shard_count - 1;
+        let guard = crossbeam_epoch::pin();
+        let (hasher, shards, logs, recovery, persistence) = if let Some(dir) = config.data_dir.clone() {
+            let opened = persist::open(&config, &dir, shard_count, now_ms, |hasher, id| {
+                route_shard(hash_id(hasher, id), shard_mask)
+            })?;
+            let persistence = opened.persistence;
+            let hasher = persist::hasher_from_key(persistence.hash_key);
+            let recovered: usize = opened.sessions.iter().map(|s| s.len()).sum();
+            if recovered > config.sessions_max {
+                return Err(Error::InvalidConfig(format!(
+                    "sessions_max = {}: the data directory holds {recovered} live sessions; raise sessions_max to open it",
+                    config.sessions_max
+                )));
+            }
+            let mut shards = Vec::with_capacity(shard_count);
+            for (log, sessions) in persistence.logs.iter().zip(opened.sessions) {
+                let shard = Shard::new(
+                    hasher.clone(),
+                    now_ms,
+                    Some(Arc::clone(log)),
+                    config.touch_persist_fraction,
+                );
+                shard.reserve(config.shard_capacity(shard_count).max(sessions.len()), &guard)?;
+                for (id, s) in sessions {
+                    let mut block = s.metadata;
+                    block.init(id, s.created_ms, s.last_access_ms, s.timeout_ms);
+                    shard.restore(hash_id(&hasher, &id), block, &guard)?;
+                }
+                shards.push(CachePadded::new(shard));
+            }
+            let logs = persistence.logs.clone();
+            let report = persistence.report.clone();
+            (hasher, shards, logs, Some(report), Some(persistence))
+        } else {
+            let hasher = RandomState::new();
+            let capacity = config.shard_capacity(shard_count);
+            let shards = (0..shard_count)
+                .map(|_| {
+                    let shard = Shard::new(hasher.clone(), now_ms, None, 1.0);
+                    shard.reserve(capacity, &guard)?;
+                    Ok(CachePadded::new(shard))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            (hasher, shards, Vec::new(), None, None)
+        };
+        let sessions: usize = shards.iter().map(|s| s.len()).sum();
+        Ok(Self {
+            shards: shards.into_boxed_slice(),
+            shard_mask,
+            hasher,
+            clock,
+            sessions: CachePadded::new(AtomicUsize::new(sessions)),
+            listener_panics: AtomicU64::new(0),
+            compaction_errors: AtomicU64::new(0),
+            compaction: Mutex::new(()),
+            logs,
+            recovery,
+            _persistence: persistence,
+            config,
+        })
+    }
+
+    #[inline]
+    pub(crate) fn route(&self, id: &SessionId) -> (u64, &Shard) {
+        let hash = hash_id(&self.hasher, id);
+        (hash, &self.shards[route_shard(hash, self.shard_mask)])
+    }
+
+    /// Sessions held, including expired ones not yet reclaimed.
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn check_len(&self, len: usize) -> Result<()> {
+        let max = self.config.metadata_bytes_max;
+        if len > max {
+            return Err(Error::ValueTooLarge { len, max });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check(&self, len: usize, timeout: Timeout) -> Result<u32> {
+        self.check_len(len)?;
+        timeout.to_stored()
+    }
+
+    // ---- Reads -------------------------------------------------------------
+
+    /// The live session, sliding its deadline if `slide`.
+    #[inline]
+    pub(crate) fn read(&self, id: &SessionId, slide: bool) -> Result<Session> {
+        let (hash, shard) = self.route(id);
+        let guard = crossbeam_epoch::pin();
+        shard
+            .read(hash, id, self.clock.now_ms(), slide, &guard, snapshot)
+            .ok_or_else(not_found)
+    }
+
+    /// Hands the live session, borrowed, to `f`.
+    #[inline]
+    pub(crate) fn read_with<R>(
+        &self,
+        id: &SessionId,
+        slide: bool,
+        f: impl FnOnce(SessionRef<'_>) -> R,
+    ) -> Result<R> {
+        let (hash, shard) = self.route(id);
+        let guard = crossbeam_epoch::pin();
+        shard
+            .read(hash, id, self.clock.now_ms(), slide, &guard, |block, last| {
+                f(SessionRef::new(block, last))
+            })
+            .ok_or_else(not_found)
+    }
+
+    /// Whether the session is live, sliding its deadline if `slide`.
+    #[inline]
+    pub(crate) fn probe(&self, id: &SessionId, slide: bool) -> bool {
+        let (hash, shard) = self.route(id);
+        let guard = crossbeam_epoch::pin();
+        shard
+            .read(hash, id, self.clock.now_ms(), slide, &guard, |_, _| ())
+            .is_some()
+    }
+
+    /// Many reads in one pass: the slots of a batch are prefetched together,
+    /// so their cache misses overlap instead of following one another.
+    pub(crate) fn read_many(&self, ids: &[SessionId], slide: bool) -> Vec<Result<Session>> {
+        const BATCH: usize = 16;
+        let guard = crossbeam_epoch::pin();
+        let now_ms = self.clock.now_ms();
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH) {
+            let mut hashes = [0u64; BATCH];
+            for (h, id) in hashes.iter_mut().zip(chunk) {
+                *h = hash_id(&self.hasher, id);
+                self.shards[route_shard(*h, self.shard_mask)].prefetch(*h, &guard);
+            }
+            // The slots are on their way; start the blocks they point to.
+            for &h in &hashes[..chunk.len()] {
+                self.shards[route_shard(h, self.shard_mask)].prefetch_block(h, &guard);
+            }
+            for (&hash, id) in hashes.iter().zip(chunk) {
+                let shard = &self.shards[route_shard(hash, self.shard_mask)];
+                out.push(
+                    shard
+                        .read(hash, id, now_ms, slide, &guard, snapshot)
+                        .ok_or_else(not_found),
+                );
+            }
+        }
+        out
+    }
+
+    // ---- Writes ------------------------------------------------------------
+
+    /// Runs `write` with this thread's record buffer, cleared.
+    fn with_buffer<T>(write: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+        RECORD.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            write(&mut buf)
+        })
+    }
+
+    /// The salt of the log of the shard `hash` routes to (persistence only).
+    #[inline]
+    fn salt(&self, hash: u64) -> u64 {
+        self.logs[route_shard(hash, self.shard_mask)].salt()
+    }
+
+    fn persistent(&self) -> bool {
+        !self.logs.is_empty()
+    }
+
+    /// Stores a session in `block`, reserving capacity first.
+    pub(crate) fn insert(&self, id: SessionId, mut block: Metadata, timeout_ms: u32) -> Result<Placed> {
+        self.reserve()?;
+        let (hash, shard) = self.route(&id);
+        let now_ms = self.clock.now_ms();
+        block.init(id, now_ms, now_ms, timeout_ms);
+        let guard = crossbeam_epoch::pin();
+        let inserted = Self::with_buffer(|buf| {
+            let record = self.persistent().then(|| {
+                Record::Put {
+                    id,
+                    created_ms: now_ms,
+                    last_access_ms: now_ms,
+                    timeout_ms: stored_to_record(timeout_ms),
+                    metadata: block.as_bytes(),
+                }
+                .encode(self.salt(hash), buf);
+                &buf[..]
+            });
+            shard.insert(hash, block, &self.clock, record, &guard)
+        });
+        let inserted = match inserted {
+            Ok(inserted) => inserted,
+            Err(e) => {
+                self.sessions.fetch_sub(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        drop(guard);
+        match inserted {
+            Inserted::Stored(replaced, position) => {
+                if let Some(expired) = replaced {
+                    self.sessions.fetch_sub(1, Ordering::Relaxed);
+                    self.notify(&expired, RemovalCause::Expired);
+                }
+                Ok(Placed::Done(self.pending(hash, position)))
+            }
+            Inserted::Exists(block) => {
+                self.sessions.fetch_sub(1, Ordering::Relaxed);
+                Ok(Placed::Taken(block))
+            }
+        }
+    }
+
+    /// Claims room for one more session; reclaims expired sessions once
+    /// before refusing.
+    fn reserve(&self) -> Result<()> {
+        let max = self.config.sessions_max;
+        for attempt in 0..2 {
+            if self.sessions.fetch_add(1, Ordering::Relaxed) < max {
+                return Ok(());
+            }
+            self.sessions.fetch_sub(1, Ordering::Relaxed);
+            if attempt == 0 && self.sweep_all(&mut Vec::new()) == 0 {
+                break;
+            }
+        }
+        Err(Error::CapacityExceeded { sessions_max: max })
+    }
+
+    /// Removes the live session.
+    pub(crate) fn delete(&self, id: &SessionId) -> Result<(Session, Option<Pending>)> {
+        let (hash, shard) = self.route(id);
+        let guard = crossbeam_epoch::pin();
+        let removed = Self::with_buffer(|buf| {
+            let record = self.persistent().then(|| {
+                Record::Delete { id: *id }.encode(self.salt(hash), buf);
+                &buf[..]
+            });
+            shard.delete(hash, id, &self.clock, record, &guard)
+        })?;
+        drop(guard);
+        let (session, position) = removed.ok_or_else(not_found)?;
+        self.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.notify(&session, RemovalCause::Deleted);
+        Ok((session, self.pending(hash, position)))
+    }
+
+    /// Replaces the session's block: new metadata `f(current)` (an update),
+    /// or the same metadata with a new timeout (`set_ttl`). Optimistic: the
+    /// new block is built with no lock held and committed only if the
+    /// session is still the block it was built from; after
+    /// `UPDATE_OPTIMISTIC_TRIES` lost races the change runs under the
+    /// shard's writer mutex, which guarantees progress.
+    pub(crate) fn replace<F>(
+        &self,
+        id: &SessionId,
+        timeout_ms: Option<u32>,
+        mut f: F,
+    ) -> Result<(Session, Option<Pending>)>
+    where
+        F: FnMut(&[u8]) -> Vec<u8>,
+    {
+        let (hash, shard) = self.route(id);
+        for _ in 0..UPDATE_OPTIMISTIC_TRIES {
+            let read = {
+                let guard = crossbeam_epoch::pin();
+                shard
+                    .read(hash, id, self.clock.now_ms(), false, &guard, |block, _| {
+                        block.share()
+                    })
+                    .ok_or_else(not_found)?
+            };
+            let new = self.successor(&read, timeout_ms, &mut f)?;
+            let guard = crossbeam_epoch::pin();
+            let commit = Self::with_buffer(|buf| {
+                let record = self
+                    .persistent()
+                    .then(|| self.change_record(hash, &new, timeout_ms, buf));
+                shard.commit(hash, &read, new, &self.clock, record, &guard)
+            })?;
+            match commit {
+                Commit::Done(session, position) => return Ok((session, self.pending(hash, position))),
+                Commit::Conflict(_) => {}
+                Commit::Gone => return Err(Error::NotFound),
+            }
+        }
+        // Contended: build the change under the writer mutex.
+        let guard = crossbeam_epoch::pin();
+        let commit = shard.commit_locked(hash, id, &self.clock, &guard, |read| {
+            let new = self.successor(read, timeout_ms, &mut f)?;
+            let mut record = Vec::new();
+            if self.persistent() {
+                self.change_record(hash, &new, timeout_ms, &mut record);
+            }
+            Ok((new, record))
+        })?;
+        match commit {
+            Commit::Done(session, position) => Ok((session, self.pending(hash, position))),
+            Commit::Gone => Err(Error::NotFound),
+            Commit::Conflict(_) => unreachable!("the writer mutex was held since the read"),
+        }
+    }
+
+    /// The block that replaces `read`: `f(metadata)` with the same timeout,
+    /// or the same metadata with `timeout_ms`. Its access time is set at the
+    /// commit.
+    fn successor(
+        &self,
+        read: &Metadata,
+        timeout_ms: Option<u32>,
+        f: &mut impl FnMut(&[u8]) -> Vec<u8>,
+    ) -> Result<Metadata> {
+        let h = read.header();
+        if let Some(timeout_ms) = timeout_ms {
+            return Ok(Metadata::session(read.as_bytes(), h.id, h.created_ms, 0, timeout_ms));
+        }
+        let bytes = f(read.as_bytes());
+        self.check_len(bytes.len())?;
+        Ok(Metadata::session(&bytes, h.id, h.created_ms, 0, h.timeout_ms))
+    }
+
+    /// The record of a replacement: `UPDATE` or `TIMEOUT`, with the time
+    /// read now (the commit judges liveness at a time read under the lock).
+    fn change_record<'b>(
+        &self,
+        hash: u64,
+        new: &Metadata,
+        timeout_ms: Option<u32>,
+        buf: &'b mut Vec<u8>,
+    ) -> &'b [u8] {
+        let id = new.header().id;
+        let last_access_ms = self.clock.now_ms();
+        let record = match timeout_ms {
+            Some(t) => Record::Timeout {
+                id,
+                last_access_ms,
+                timeout_ms: stored_to_record(t),
+            },
+            None => Record::Update {
+                id,
+                last_access_ms,
+                metadata: new.as_bytes(),
+            },
+        };
+        record.encode(self.salt(hash), buf);
+        &buf[..]
+    }
+
+    /// What a change logged at `position` must wait for before it is
+    /// acknowledged: nothing unless the durability is `Always`.
+    #[inline]
+    pub(crate) fn pending(&self, hash: u64, position: LogPosition) -> Option<Pending> {
+        let position = position?;
+        let shard = route_shard(hash, self.shard_mask);
+        (self.logs[shard].durability() == Durability::Always).then_some(Pending { shard, position })
+    }
+
+    // ---- Listing, expiry, compaction ---------------------------------------
+
+    /// One batch of a listing: live sessions of shard `part` from `from` on
+    /// into `out` until it holds `limit`; where to resume in that shard.
+    pub(crate) fn list_batch(
+        &self,
+        part: usize,
+        from: Option<ListPosition>,
+        limit: usize,
+        out: &mut Vec<Session>,
+    ) -> Option<ListPosition> {
+        let guard = crossbeam_epoch::pin();
+        self.shards[part].list(from, limit, self.clock.now_ms(), out, &guard)
+    }
+
+    pub(crate) fn notify(&self, session: &Session, cause: RemovalCause) {
+        if let Some(listener) = &self.config.listener {
+            call_listener(listener, session, cause, &self.listener_panics);
+        }
+    }
+
+    /// Expires everything due now, shard by shard, in bounded batches.
+    pub(crate) fn sweep_all(&self, batch: &mut Vec<Session>) -> usize {
+        let mut total = 0;
+        for shard in &*self.shards {
+            loop {
+                let swept = {
+                    let guard = crossbeam_epoch::pin();
+                    shard.sweep(&self.clock, SWEEP_BATCH_MAX, batch, &guard)
+                };
+                total += batch.len();
+                self.sessions.fetch_sub(batch.len(), Ordering::Relaxed);
+                if let Some(log) = shard.log() {
+                    let freed: usize = batch.iter().map(|s| put_len(s.metadata().len())).sum();
+                    log.account(-i64::try_from(freed).unwrap_or(i64::MAX));
+                }
+                // Listener calls and frees happen here, outside the lock.
+                for session in batch.drain(..) {
+                    self.notify(&session, RemovalCause::Expired);
+                }
+                if swept == Swept::All {
+                    break;
+                }
+            }
+        }
+        total
+    }
+
+    pub(crate) fn compact(&self, shard: usize, step: CompactionStep) -> Result<()> {
+        let Some(log) = self.logs.get(shard) else {
+            return Ok(());
+        };
+        let _one_at_a_time = self.compaction.lock();
+        let now_ms = self.clock.now_ms();
+        let mut position = None;
+        persist::compact(log, now_ms, step, |batch| {
+            let resume = self.list_batch(shard, position, LIST_LOCK_BATCH, batch);
+            position = resume;
+            resume.is_some()
+        })
+    }
+
+    /// The chores of each shard's log, for the background thread: keeping
+    /// pages ahead of the writer faulted in, preparing the next segment,
+    /// appending the readers' queued touches, and flushing if `flush`.
+    pub(crate) fn maintain_logs(&self, flush: bool) {
+        let now_ms = self.clock.now_ms();
+        for log in &self.logs {
+            log.maintain(now_ms, flush);
+        }
+    }
+
+    /// The shard index of a hash.
+    pub(crate) fn shard_index(&self, hash: u64) -> usize {
+        route_shard(hash, self.shard_mask)
+    }
+
+    /// Counters and sizes, shard by shard.
+    pub(crate) fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            sessions_max: self.config.sessions_max,
+            listener_panics: self.listener_panics.load(Ordering::Relaxed),
+            compaction_errors: self.compaction_errors.load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        for shard in &*self.shards {
+            let (scheduled, created, deleted, expired, rebuilds) = shard.counters();
+            stats.sessions_per_shard.push(shard.len());
+            stats.wheel_entries += scheduled;
+            stats.rehashes_total += rebuilds;
+            if let Some(log) = shard.log() {
+                let (log_bytes, live_bytes) = log.sizes();
+                stats.log_bytes += log_bytes;
+                stats.log_live_bytes += live_bytes;
+                stats.log_syncs += log.syncs();
+                stats.touches_dropped += log.touches_dropped();
+            }
+            stats.created_total += created;
+            stats.deleted_total += deleted;
+            stats.expired_total += expired;
+        }
+        stats.sessions = stats.sessions_per_shard.iter().sum();
+        stats
+    }
+
+    /// Checks every shard's invariants (tests).
+    pub(crate) fn check_invariants(&self) {
+        let guard = crossbeam_epoch::pin();
+        for shard in &*self.shards {
+            shard.check_invariants(&guard);
+        }
+    }
+}
+
+/// The record's timeout for a stored one.
+fn stored_to_record(timeout_ms: u32) -> u64 {
+    if timeout_ms == TIMEOUT_NEVER {
+        TIMEOUT_NEVER_STORED
+    } else {
+        u64::from(timeout_ms)
+    }
+}
+
+fn call_listener(listener: &Listener, session: &Session, cause: RemovalCause, panics: &AtomicU64) {
+    if catch_unwind(AssertUnwindSafe(|| listener(session, cause))).is_err() {
+        panics.fetch_add(1, Ordering::Relaxed);
+    }
+}
