@@ -18,5 +18,11 @@ cd "$(dirname "$0")/.."
 if ! cargo +nightly miri --version >/dev/null 2>&1; then
   rustup toolchain install nightly --profile minimal --component miri,rust-src
 fi
-cargo +nightly miri test -p session-engine --lib -- block:: table::
-MIRIFLAGS="-Zmiri-tree-borrows" cargo +nightly miri test -p session-engine --lib -- shard::
+MIRIFLAGS="-Zmiri-strict-provenance" cargo +nightly miri test -p session-engine --lib -- block:: table::
+# -Zmiri-ignore-leaks: crossbeam-epoch's global collector keeps its
+# per-thread records and the last sealed bags of exited threads until the
+# process ends (they are static), which Miri reports as leaks. The shard's
+# tests drain the epoch at their end (their blocks are freed by then: no
+# block appears among those reports); the block and table tests run with
+# the leak check on.
+MIRIFLAGS="-Zmiri-tree-borrows -Zmiri-ignore-leaks" cargo +nightly miri test -p session-engine --lib -- shard:: --test-threads=1

@@ -1,9 +1,11 @@
 //! Side-by-side comparison of the engine and its peers at 100K live sessions
-//! with 200-byte metadata: mixed-workload throughput on 1 and 2 threads
-//! (uniform and Zipf keys), per-operation latency percentiles, and memory per
-//! session. Contenders run interleaved (A B C D, A B C D, ...) for several
-//! rounds; the report quotes medians with the min-max range, and the CPU the
-//! process got during each run (a 2-thread run that got much less than 2
+//! with 200-byte metadata: mixed-workload throughput and CPU per operation on
+//! 1 and 2 threads (uniform and Zipf keys), per-operation latency
+//! percentiles, memory per session; and the engine's own: `get_many` against
+//! single gets, and reads of a shard whose writer is stalled. Contenders run
+//! interleaved (A B C D, A B C D, ...) for several rounds; the report quotes
+//! medians with the min-max range, ratios paired within a round, and the CPU
+//! the process got during each run (a 2-thread run that got much less than 2
 //! cores was disturbed).
 //!
 //! `cargo bench -p session-engine-benches --bench compare` writes
@@ -18,9 +20,14 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use session_engine::SessionId;
 use session_engine_benches::{
-    allocator_collect, contender, git_commit, mixed_ops, mixed_parts, populate, process_cpu_time, rss_bytes,
-    run_mixed, Contender, Keys, MixOp, METADATA_BYTES, NAMES, SESSIONS,
+    allocator_collect, contender, engine, git_commit, mixed_ops, mixed_parts, populate, process_cpu_time,
+    rss_bytes, run_mixed, thread_cpu_time, Contender, Keys, MixOp, METADATA_BYTES, NAMES, SESSIONS,
 };
+
+/// Peers' places in `NAMES`.
+const SCC: usize = 1;
+const DASHMAP: usize = 2;
+const _: () = assert!(SCC < NAMES.len() && DASHMAP < NAMES.len());
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -64,6 +71,8 @@ fn summary(values: &mut [f64]) -> (f64, f64, f64) {
 
 struct MixedRun {
     ops_per_sec: f64,
+    /// CPU time of the worker threads per operation.
+    cpu_ns_per_op: f64,
     get_p50_ns: f64,
     get_p99_ns: f64,
     cores: f64,
@@ -85,15 +94,16 @@ fn mixed_run(name: &str, threads: usize, keys: Keys, ops_per_thread: usize, seed
     });
     let cpu_before = process_cpu_time();
     let started = Instant::now();
-    let hists: Vec<Histogram<u64>> = std::thread::scope(|s| {
+    let hists: Vec<(Histogram<u64>, Duration)> = std::thread::scope(|s| {
         let handles: Vec<_> = parts
             .iter_mut()
             .map(|part| {
                 let c = &*c;
                 s.spawn(move || {
                     let mut h = histogram();
+                    let cpu = thread_cpu_time();
                     run_mixed(c, &mut part.ids, &part.ops, 8, &mut h);
-                    h
+                    (h, thread_cpu_time().saturating_sub(cpu))
                 })
             })
             .collect();
@@ -105,14 +115,17 @@ fn mixed_run(name: &str, threads: usize, keys: Keys, ops_per_thread: usize, seed
     let wall = started.elapsed();
     let cpu = process_cpu_time().saturating_sub(cpu_before);
     let mut merged = histogram();
-    for h in &hists {
+    let mut worker_cpu = Duration::ZERO;
+    for (h, cpu) in &hists {
         merged.add(h).expect("same bounds");
+        worker_cpu += *cpu;
     }
     #[allow(clippy::cast_precision_loss)]
     let total_ops = (threads * ops_per_thread) as f64;
     drop(c);
     MixedRun {
         ops_per_sec: total_ops / wall.as_secs_f64(),
+        cpu_ns_per_op: worker_cpu.as_nanos() as f64 / total_ops,
         get_p50_ns: merged.value_at_quantile(0.50) as f64,
         get_p99_ns: merged.value_at_quantile(0.99) as f64,
         cores: cpu.as_secs_f64() / wall.as_secs_f64(),
@@ -251,6 +264,93 @@ fn kind_run(name: &str, kind: Kind, ops: usize, seed: u64) -> f64 {
     per_sec
 }
 
+/// Sessions a `get_many` batch reads.
+const BATCH: usize = 16;
+
+/// Sessions read per second by 16 single `get`s and by one `get_many` of
+/// 16, one thread, uniform keys, the two loops over the same keys, in turn.
+fn batch_run(ops: usize, seed: u64) -> (f64, f64) {
+    use rand::{Rng, SeedableRng};
+    let e = engine();
+    let ids = populate(&e, SESSIONS);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let keys: Vec<usize> = (0..ops / BATCH * BATCH)
+        .map(|_| rng.random_range(0..ids.len()))
+        .collect();
+    let singles = |keys: &[usize]| {
+        for chunk in keys.chunks(BATCH) {
+            for &k in chunk {
+                assert!(e.get(&ids[k]).is_ok());
+            }
+        }
+    };
+    let many = |keys: &[usize]| {
+        let mut batch = [ids[0]; BATCH];
+        for chunk in keys.chunks(BATCH) {
+            for (slot, &k) in batch.iter_mut().zip(chunk) {
+                *slot = ids[k];
+            }
+            assert!(e.get_many(&batch).iter().all(Result::is_ok));
+        }
+    };
+    singles(&keys[..keys.len() / 10]);
+    many(&keys[..keys.len() / 10]);
+    let rate = |f: &dyn Fn(&[usize])| {
+        let started = Instant::now();
+        f(&keys);
+        keys.len() as f64 / started.elapsed().as_secs_f64()
+    };
+    let single_rate = rate(&singles);
+    let many_rate = rate(&many);
+    (single_rate, many_rate)
+}
+
+/// Reads of one shard's sessions while its writer lock is held for `hold`
+/// (`Engine::debug_hold_writer`, as a writer stalled in its critical section
+/// would): how many completed during the hold, and their latency (every
+/// read timed, ns).
+fn stalled_writer_run(hold: Duration) -> (u64, Histogram<u64>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let e = engine();
+    let ids = populate(&e, SESSIONS);
+    let mine: Vec<SessionId> = ids.into_iter().filter(|id| e.debug_shard_of(id) == 0).collect();
+    let holding = AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
+    let mut h = histogram();
+    let mut during = 0u64;
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut h = histogram();
+            let mut during = 0u64;
+            'outer: loop {
+                for id in &mine {
+                    if stop.load(Ordering::Relaxed) {
+                        break 'outer;
+                    }
+                    let held = holding.load(Ordering::Relaxed);
+                    let t = Instant::now();
+                    assert!(e.get(id).is_ok());
+                    let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    if held && holding.load(Ordering::Relaxed) {
+                        h.saturating_record(ns);
+                        during += 1;
+                    }
+                }
+            }
+            (during, h)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        e.debug_hold_writer(0, || {
+            holding.store(true, Ordering::Relaxed);
+            std::thread::sleep(hold);
+            holding.store(false, Ordering::Relaxed);
+        });
+        stop.store(true, Ordering::Relaxed);
+        (during, h) = reader.join().expect("reader");
+    });
+    (during, h)
+}
+
 #[allow(clippy::too_many_lines)]
 fn main() {
     let args = args();
@@ -280,6 +380,10 @@ fn main() {
         .iter()
         .map(|_| NAMES.iter().map(|_| Vec::new()).collect())
         .collect();
+    // (single gets/s, get_many gets/s) per round.
+    let mut batches: Vec<(f64, f64)> = Vec::new();
+    // (reads during the hold, p50, p99.9, max) per round.
+    let mut stalled: Vec<(u64, f64, f64, f64)> = Vec::new();
     for round in 0..args.rounds {
         // The contenders' order rotates from round to round, so that none
         // always runs first (after process start) or after the same peer.
@@ -307,6 +411,23 @@ fn main() {
                 mixed[ci][ni].push(run);
             }
         }
+        let (single, many) = batch_run(args.ops, 5 + round as u64);
+        eprintln!(
+            "round {round} get_many: {:.2} M sessions/s, 16 gets: {:.2} M/s ({:.2}x)",
+            many / 1e6,
+            single / 1e6,
+            many / single
+        );
+        batches.push((single, many));
+        let (during, h) = stalled_writer_run(Duration::from_millis(100));
+        let row = (
+            during,
+            h.value_at_quantile(0.5) as f64,
+            h.value_at_quantile(0.999) as f64,
+            h.max() as f64,
+        );
+        eprintln!("round {round} stalled writer: {row:?}");
+        stalled.push(row);
         for &(ni, name) in &order {
             memory[ni].push(memory_per_session(name));
             for (label, h) in op_latencies(name, round as u64) {
@@ -339,35 +460,41 @@ fn main() {
     );
     let _ = writeln!(
         md,
-        "Peers: `mutex-map` = sharded `parking_lot::Mutex<HashMap>` (same shard count and hasher, no expiry); \
-         `dashmap` 6 (no expiry: the raw ceiling); `moka` 0.12 `sync::Cache` with `time_to_idle`. \
+        "Peers: `scc` 3 `HashMap` with an atomic deadline beside each value that reads slide (no expiry runs); \
+         `dashmap` 6 (no expiry: the raw ceiling); `mutex-map` = sharded `parking_lot::Mutex<HashMap>` (same \
+         shard count and hasher, no expiry); `moka` 0.12 `sync::Cache` with `time_to_idle`. Every peer's `get` \
+         hands out the value as an `Arc` clone, as the engine's hands out a `Session` sharing its bytes. \
          The engine does its session work on every op: deadlines, timer wheel, listener hook, capacity accounting.\n"
     );
     let _ = writeln!(md, "## Mixed workload (80% get, 15% update, 5% delete+create)\n");
     let _ = writeln!(
         md,
-        "{} ops per thread after a 10% warm-up; get latency sampled 1 op in 8. \
-         `vs dashmap` and `vs moka`: the ratio to the peer's run in the same round, median over rounds \
-         [min-max].\n",
+        "{} ops per thread after a 10% warm-up; get latency sampled 1 op in 8. The threads own disjoint \
+         halves of the sessions. `vs dashmap` and `vs scc`: the ratio to the peer's run in the same round, \
+         median over rounds [min-max]. CPU ns/op: the worker threads' CPU time per operation (steadier \
+         than throughput on a shared machine); its ratios are paired the same way (lower is better).\n",
         args.ops
     );
     let _ = writeln!(
         md,
-        "| threads | keys | contender | Mops/s | vs dashmap | vs moka | get p50 ns | get p99 ns | cores used |"
+        "| threads | keys | contender | Mops/s | vs dashmap | vs scc | CPU ns/op | CPU vs dashmap | CPU vs scc | \
+         get p50 ns | get p99 ns | cores used |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (ci, &(threads, keys)) in configs.iter().enumerate() {
         // Ratios pair each run with the peer's run of the same round (seconds
         // apart), then take the median over rounds: steadier than a ratio of
         // medians taken from rounds minutes apart.
-        let ratio_to = |ni: usize, peer: usize| {
+        let ratio_to = |ni: usize, peer: usize, of: fn(&MixedRun) -> f64| {
             let mut v: Vec<f64> = mixed[ci][ni]
                 .iter()
                 .zip(&mixed[ci][peer])
-                .map(|(a, b)| a.ops_per_sec / b.ops_per_sec)
+                .map(|(a, b)| of(a) / of(b))
                 .collect();
             summary(&mut v)
         };
+        let rate: fn(&MixedRun) -> f64 = |r| r.ops_per_sec;
+        let cpu: fn(&MixedRun) -> f64 = |r| r.cpu_ns_per_op;
         for (ni, name) in NAMES.iter().enumerate() {
             let runs = &mixed[ci][ni];
             let (t, tmin, tmax) = summary(&mut runs.iter().map(|r| r.ops_per_sec / 1e6).collect::<Vec<_>>());
@@ -378,12 +505,17 @@ fn main() {
                 Keys::Uniform => "uniform".to_string(),
                 Keys::Zipf(s) => format!("zipf {s}"),
             };
-            let (vd, vdmin, vdmax) = ratio_to(ni, 2);
-            let (vm, vmmin, vmmax) = ratio_to(ni, 3);
+            let (vd, vdmin, vdmax) = ratio_to(ni, DASHMAP, rate);
+            let (vs, vsmin, vsmax) = ratio_to(ni, SCC, rate);
+            let (ns, nsmin, nsmax) = summary(&mut runs.iter().map(|r| r.cpu_ns_per_op).collect::<Vec<_>>());
+            let (cd, cdmin, cdmax) = ratio_to(ni, DASHMAP, cpu);
+            let (cs, csmin, csmax) = ratio_to(ni, SCC, cpu);
             let _ = writeln!(
                 md,
                 "| {threads} | {keys} | {name} | {t:.2} [{tmin:.2}-{tmax:.2}] | {vd:.2}x [{vdmin:.2}-{vdmax:.2}] | \
-                 {vm:.2}x [{vmmin:.2}-{vmmax:.2}] | {p50:.0} | {p99:.0} [{p99min:.0}-{p99max:.0}] | {cores:.2} [{cmin:.2}-{cmax:.2}] |"
+                 {vs:.2}x [{vsmin:.2}-{vsmax:.2}] | {ns:.0} [{nsmin:.0}-{nsmax:.0}] | {cd:.2}x [{cdmin:.2}-{cdmax:.2}] | \
+                 {cs:.2}x [{csmin:.2}-{csmax:.2}] | {p50:.0} | {p99:.0} [{p99min:.0}-{p99max:.0}] | \
+                 {cores:.2} [{cmin:.2}-{cmax:.2}] |"
             );
         }
     }
@@ -402,21 +534,24 @@ fn main() {
     for name in NAMES {
         let _ = write!(md, " {name} |");
     }
-    let _ = writeln!(md, " engine vs dashmap |");
-    let _ = writeln!(md, "|---|{}---|", "---|".repeat(NAMES.len()));
+    let _ = writeln!(md, " engine vs dashmap | engine vs scc |");
+    let _ = writeln!(md, "|---|{}---|---|", "---|".repeat(NAMES.len()));
     for (ki, (label, _)) in KINDS.iter().enumerate() {
         let _ = write!(md, "| {label} |");
         for per in &kinds[ki] {
             let (m, lo, hi) = summary(&mut per.iter().map(|v| v / 1e6).collect::<Vec<_>>());
             let _ = write!(md, " {m:.2} [{lo:.2}-{hi:.2}] |");
         }
-        let mut ratios: Vec<f64> = kinds[ki][0]
-            .iter()
-            .zip(&kinds[ki][2])
-            .map(|(e, d)| e / d)
-            .collect();
-        let (r, rlo, rhi) = summary(&mut ratios);
-        let _ = writeln!(md, " {r:.2}x [{rlo:.2}-{rhi:.2}] |");
+        for peer in [DASHMAP, SCC] {
+            let mut ratios: Vec<f64> = kinds[ki][0]
+                .iter()
+                .zip(&kinds[ki][peer])
+                .map(|(e, d)| e / d)
+                .collect();
+            let (r, rlo, rhi) = summary(&mut ratios);
+            let _ = write!(md, " {r:.2}x [{rlo:.2}-{rhi:.2}] |");
+        }
+        let _ = writeln!(md);
     }
     let _ = writeln!(
         md,
@@ -440,6 +575,42 @@ fn main() {
             let _ = write!(md, " {p50:.0} | {p99:.0} |");
         }
         let _ = writeln!(md);
+    }
+    let _ = writeln!(md, "\n## The engine's `get_many` against single gets\n");
+    let _ = writeln!(
+        md,
+        "One thread, uniform keys, {} sessions read per loop: 16 `get`s in a row against one \
+         `get_many` of the same 16 ids (results in a `Vec`), the two loops in turn within a round. \
+         Sessions read per second, and the ratio paired per round.\n",
+        args.ops / BATCH * BATCH
+    );
+    let (mut singles, mut manys): (Vec<f64>, Vec<f64>) =
+        batches.iter().map(|&(s, m)| (s / 1e6, m / 1e6)).unzip();
+    let mut ratios: Vec<f64> = batches.iter().map(|&(s, m)| m / s).collect();
+    let (s, smin, smax) = summary(&mut singles);
+    let (m, mmin, mmax) = summary(&mut manys);
+    let (r, rmin, rmax) = summary(&mut ratios);
+    let _ = writeln!(md, "| 16 gets (M/s) | get_many of 16 (M/s) | get_many / gets |");
+    let _ = writeln!(md, "|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| {s:.2} [{smin:.2}-{smax:.2}] | {m:.2} [{mmin:.2}-{mmax:.2}] | {r:.2}x [{rmin:.2}-{rmax:.2}] |"
+    );
+    let _ = writeln!(md, "\n## Reads while a shard's writer is stalled\n");
+    let _ = writeln!(
+        md,
+        "One thread reads the sessions of shard 0 (every read timed) while another holds that shard's \
+         writer lock for 100 ms (`Engine::debug_hold_writer`, as a writer stalled in its critical section \
+         would). Reads completed during the hold and their latency (ns), per round. With a lock readers \
+         share with writers, none would complete.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| round | reads during the hold | p50 ns | p99.9 ns | max ns |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    for (round, (n, p50, p999, max)) in stalled.iter().enumerate() {
+        let _ = writeln!(md, "| {round} | {n} | {p50:.0} | {p999:.0} | {max:.0} |");
     }
     let _ = writeln!(md, "\n## Memory per session\n");
     let _ = writeln!(

@@ -4,8 +4,8 @@
 //! deadline without a lock.
 //!
 //! Why one block: a lookup reaches the session in one cache line (id, access
-//! time, timeout and reference count together), and at 200 bytes of metadata
-//! a block is exactly 256 bytes, one of mimalloc's size classes. A session
+//! time, timeout and reference count together), and at up to 208 bytes of
+//! metadata a block fits 256 bytes, one of mimalloc's size classes. A session
 //! snapshot ([`Session`](crate::Session)) holds a handle to the block
 //! ([`Metadata`]), so `get` copies nothing.
 //!
@@ -13,8 +13,7 @@
 //! written before it is published and never again: a write that changes a
 //! session (an update, a new timeout) installs a new block (`shard.rs`). The
 //! one field that changes while readers see it is `access`, the last access
-//! time, changed by compare-and-swap only. (The wheel's links change too,
-//! but only the shard's writer reads or writes them.)
+//! time, changed by compare-and-swap only.
 //!
 //! **The access word** holds the last access time in its low 62 bits and two
 //! marks, each set once and never cleared:
@@ -59,7 +58,7 @@ pub(crate) const TIME_BITS: u64 = RETIRED - 1;
 const _: () = assert!(crate::limits::TIME_MS_MAX <= TIME_BITS);
 
 /// The fields a session keeps beside its metadata. `repr(C)`: the layout is
-/// the one this comment describes, 56 bytes with alignment 8 (4 of them
+/// the one this comment describes, 48 bytes with alignment 8 (4 of them
 /// padding); the id, the access word and the timeout share the first line.
 #[repr(C)]
 pub(crate) struct Header {
@@ -74,14 +73,10 @@ pub(crate) struct Header {
     pub(crate) created_ms: u64,
     /// Inactivity timeout in ms; `TIMEOUT_NEVER` for none.
     pub(crate) timeout_ms: u32,
-    /// Place in the shard's timer wheel (slot indices, see `wheel.rs`):
-    /// the shard's writer only.
-    pub(crate) prev: AtomicU32,
-    pub(crate) next: AtomicU32,
 }
 
 const HEADER_LEN: usize = std::mem::size_of::<Header>();
-const _: () = assert!(HEADER_LEN == 56 && std::mem::align_of::<Header>() == 8);
+const _: () = assert!(HEADER_LEN == 48 && std::mem::align_of::<Header>() == 8);
 
 /// Reference counts above this abort the process, as `Arc`'s do: only a
 /// leak of two billion handles could reach it.
@@ -138,8 +133,6 @@ impl Metadata {
                 access: AtomicU64::new(0),
                 created_ms: 0,
                 timeout_ms: TIMEOUT_NEVER,
-                prev: AtomicU32::new(0),
-                next: AtomicU32::new(0),
             });
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), raw.add(HEADER_LEN), bytes.len());
         }
@@ -232,6 +225,7 @@ impl Metadata {
     ///
     /// # Safety
     /// `ptr` came from `into_raw`, and its reference is given back once.
+    #[inline]
     pub(crate) unsafe fn from_raw(ptr: NonNull<Header>) -> Self {
         Self { ptr }
     }

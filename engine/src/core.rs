@@ -233,12 +233,26 @@ impl Core {
 
     // ---- Writes ------------------------------------------------------------
 
-    /// Runs `write` with this thread's record buffer, cleared.
-    fn with_buffer<T>(write: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    /// Runs `write` with the change's log record: `encode` writes it into
+    /// this thread's buffer (before any lock) when the engine persists;
+    /// without persistence `write` gets `None` and no buffer is touched.
+    /// `payload` (the new block, if any) goes to `encode` by reference,
+    /// then to `write` by value.
+    #[inline]
+    fn with_record<P, T>(
+        &self,
+        payload: P,
+        encode: impl FnOnce(&P, &mut Vec<u8>),
+        write: impl FnOnce(P, Option<&[u8]>) -> T,
+    ) -> T {
+        if !self.persistent() {
+            return write(payload, None);
+        }
         RECORD.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.clear();
-            write(&mut buf)
+            encode(&payload, &mut buf);
+            write(payload, Some(&buf))
         })
     }
 
@@ -259,8 +273,9 @@ impl Core {
         let now_ms = self.clock.now_ms();
         block.init(id, now_ms, now_ms, timeout_ms);
         let guard = crossbeam_epoch::pin();
-        let inserted = Self::with_buffer(|buf| {
-            let record = self.persistent().then(|| {
+        let inserted = self.with_record(
+            block,
+            |block, buf| {
                 Record::Put {
                     id,
                     created_ms: now_ms,
@@ -269,10 +284,9 @@ impl Core {
                     metadata: block.as_bytes(),
                 }
                 .encode(self.salt(hash), buf);
-                &buf[..]
-            });
-            shard.insert(hash, block, &self.clock, record, &guard)
-        });
+            },
+            |block, record| shard.insert(hash, block, &self.clock, record, &guard),
+        );
         let inserted = match inserted {
             Ok(inserted) => inserted,
             Err(e) => {
@@ -316,13 +330,11 @@ impl Core {
     pub(crate) fn delete(&self, id: &SessionId) -> Result<(Session, Option<Pending>)> {
         let (hash, shard) = self.route(id);
         let guard = crossbeam_epoch::pin();
-        let removed = Self::with_buffer(|buf| {
-            let record = self.persistent().then(|| {
-                Record::Delete { id: *id }.encode(self.salt(hash), buf);
-                &buf[..]
-            });
-            shard.delete(hash, id, &self.clock, record, &guard)
-        })?;
+        let removed = self.with_record(
+            (),
+            |(), buf| Record::Delete { id: *id }.encode(self.salt(hash), buf),
+            |(), record| shard.delete(hash, id, &self.clock, record, &guard),
+        )?;
         drop(guard);
         let (session, position) = removed.ok_or_else(not_found)?;
         self.sessions.fetch_sub(1, Ordering::Relaxed);
@@ -357,12 +369,11 @@ impl Core {
             };
             let new = self.successor(&read, timeout_ms, &mut f)?;
             let guard = crossbeam_epoch::pin();
-            let commit = Self::with_buffer(|buf| {
-                let record = self
-                    .persistent()
-                    .then(|| self.change_record(hash, &new, timeout_ms, buf));
-                shard.commit(hash, &read, new, &self.clock, record, &guard)
-            })?;
+            let commit = self.with_record(
+                new,
+                |new, buf| self.change_record(hash, new, timeout_ms, buf),
+                |new, record| shard.commit(hash, &read, new, &self.clock, record, &guard),
+            )?;
             match commit {
                 Commit::Done(session, position) => return Ok((session, self.pending(hash, position))),
                 Commit::Conflict(_) => {}
@@ -397,7 +408,13 @@ impl Core {
     ) -> Result<Metadata> {
         let h = read.header();
         if let Some(timeout_ms) = timeout_ms {
-            return Ok(Metadata::session(read.as_bytes(), h.id, h.created_ms, 0, timeout_ms));
+            return Ok(Metadata::session(
+                read.as_bytes(),
+                h.id,
+                h.created_ms,
+                0,
+                timeout_ms,
+            ));
         }
         let bytes = f(read.as_bytes());
         self.check_len(bytes.len())?;
@@ -406,13 +423,7 @@ impl Core {
 
     /// The record of a replacement: `UPDATE` or `TIMEOUT`, with the time
     /// read now (the commit judges liveness at a time read under the lock).
-    fn change_record<'b>(
-        &self,
-        hash: u64,
-        new: &Metadata,
-        timeout_ms: Option<u32>,
-        buf: &'b mut Vec<u8>,
-    ) -> &'b [u8] {
+    fn change_record(&self, hash: u64, new: &Metadata, timeout_ms: Option<u32>, buf: &mut Vec<u8>) {
         let id = new.header().id;
         let last_access_ms = self.clock.now_ms();
         let record = match timeout_ms {
@@ -428,7 +439,6 @@ impl Core {
             },
         };
         record.encode(self.salt(hash), buf);
-        &buf[..]
     }
 
     /// What a change logged at `position` must wait for before it is

@@ -21,7 +21,12 @@ use crate::limits::ID_BATCH;
 pub const SESSION_ID_TEXT_LEN: usize = 22;
 
 /// A session id: 128 random bits.
+///
+/// Aligned to 8 bytes: ids are compared and copied as two words on every
+/// lookup (byte-aligned, the compiler copied them in pieces that stalled
+/// the loads reading them back).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C, align(8))]
 pub struct SessionId([u8; 16]);
 
 impl SessionId {

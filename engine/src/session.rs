@@ -30,6 +30,7 @@ pub enum Timeout {
 impl Timeout {
     /// A timeout of `ms` milliseconds.
     #[must_use]
+    #[inline]
     pub const fn from_ms(ms: u64) -> Self {
         Timeout::After(Duration::from_millis(ms))
     }
@@ -78,6 +79,7 @@ impl Timeout {
         }
     }
 
+    #[inline]
     pub(crate) fn from_stored(timeout_ms: u32) -> Self {
         if timeout_ms == TIMEOUT_NEVER {
             Timeout::Never
@@ -104,6 +106,7 @@ pub struct Session {
 impl Session {
     /// Assembles a snapshot; for backends outside this crate.
     #[must_use]
+    #[inline]
     pub fn new(
         id: SessionId,
         metadata: Metadata,

@@ -2,7 +2,7 @@
 //! blocks, read without any lock, written by the shard's writer alone.
 //!
 //! ```text
-//! slot (u64):  [ tag: 16 bits ][ block pointer: 48 bits ]   0 = empty, 1 = tombstone
+//! slot (a pointer):  [ tag: 16 bits ][ block address: 48 bits ]   null = empty, 1 = tombstone
 //! ```
 //!
 //! **One miss to the block.** A slot packs the top 16 bits of the id's hash
@@ -11,7 +11,9 @@
 //! probe, costs one block read); there is no separate control-byte array to
 //! load first. Probing is linear, eight slots to a cache line. The table
 //! rebuilds (same size if tombstones took the room, else twice the size)
-//! once live entries and tombstones reach 7/8 of its slots.
+//! once live entries and tombstones reach 3/4 of its slots: linear probing's
+//! clusters lengthen fast beyond that (a search for an absent id, which
+//! every create makes, reads 8.5 slots on average at 3/4 full, 32 at 7/8).
 //!
 //! **Readers** (`find`, `slot_entry`) load slots with `Acquire` and never
 //! write. The blocks and the table itself stay allocated for as long as a
@@ -32,18 +34,37 @@
 #![allow(unsafe_code)]
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use ahash::RandomState;
 
 use crate::block::{prefetch, BlockRef, Header, Metadata};
 use crate::id::SessionId;
 
-const EMPTY: u64 = 0;
-const TOMBSTONE: u64 = 1;
-/// Bits of a slot that hold the pointer (x86-64 and aarch64 Linux user
+/// A slot's value: a block pointer tagged in its top 16 bits (the tag rides
+/// in the pointer with `map_addr`, keeping the block's provenance), null, or
+/// the tombstone address 1.
+type Slot = *mut Header;
+const TOMBSTONE_ADDR: usize = 1;
+/// Bits of a slot that hold the address (x86-64 and aarch64 Linux user
 /// addresses fit in 47 and 48 bits).
 const PTR_BITS: u64 = (1 << 48) - 1;
+
+#[inline]
+fn tombstone() -> Slot {
+    std::ptr::without_provenance_mut(TOMBSTONE_ADDR)
+}
+
+/// Neither empty nor a tombstone.
+#[inline]
+fn occupied(slot: Slot) -> bool {
+    slot.addr() > TOMBSTONE_ADDR
+}
+
+#[inline]
+fn slot_tag(slot: Slot) -> u64 {
+    slot.addr() as u64 & !PTR_BITS
+}
 /// Fewest slots a table has (one cache line).
 pub(crate) const SLOTS_MIN: usize = 8;
 
@@ -62,7 +83,7 @@ pub(crate) fn hash_id(hasher: &RandomState, id: &SessionId) -> u64 {
 }
 
 pub(crate) struct Table {
-    slots: Box<[AtomicU64]>,
+    slots: Box<[AtomicPtr<Header>]>,
     mask: usize,
     /// Bumped at every rebuild (list cursors remember it).
     generation: u32,
@@ -78,7 +99,7 @@ impl Table {
         debug_assert!(slots.is_power_of_two() && slots >= SLOTS_MIN, "{slots} slots");
         let mut v = Vec::new();
         v.try_reserve_exact(slots)?;
-        v.resize_with(slots, || AtomicU64::new(EMPTY));
+        v.resize_with(slots, || AtomicPtr::new(std::ptr::null_mut()));
         Ok(Self {
             slots: v.into_boxed_slice(),
             mask: slots - 1,
@@ -90,15 +111,15 @@ impl Table {
     /// The slots a table needs to hold `entries` below its load limit.
     pub(crate) fn slots_for(entries: usize) -> usize {
         entries
-            .saturating_mul(8)
-            .div_ceil(7)
+            .saturating_mul(4)
+            .div_ceil(3)
             .next_power_of_two()
             .max(SLOTS_MIN)
     }
 
     /// Live entries and tombstones the table holds before it must rebuild.
     pub(crate) fn limit(&self) -> usize {
-        self.slots.len() / 8 * 7
+        self.slots.len() / 4 * 3
     }
 
     pub(crate) fn slots(&self) -> usize {
@@ -117,19 +138,19 @@ impl Table {
         start
     }
 
-    /// The block a non-empty, non-tombstone slot value points to.
+    /// The block an occupied slot points to.
     ///
     /// # Safety
-    /// `value` was loaded from a slot of a table the caller may read (an
+    /// `slot` was loaded from a slot of a table the caller may read (an
     /// epoch guard pinned before the table was loaded, or the shard's
     /// writer), so the block is allocated for as long as `'a`.
     #[inline]
-    unsafe fn block<'a>(value: u64) -> BlockRef<'a> {
+    unsafe fn block<'a>(slot: Slot) -> BlockRef<'a> {
         // SAFETY: the writer stores only pointers from `Metadata::into_raw`
-        // (non-null, aligned, provenance exposed by `entry`) in the low 48
+        // (non-null, aligned, with their provenance) tagged in the top 16
         // bits, and the table holds a counted reference until the epoch
         // after it removes one (see the module doc).
-        unsafe { BlockRef::from_raw(pointer(value)) }
+        unsafe { BlockRef::from_raw(pointer(slot)) }
     }
 
     /// Starts loading the cache line of `hash`'s first slot.
@@ -141,9 +162,9 @@ impl Table {
     /// The block in `hash`'s first slot if its tag matches (a prefetch hint).
     #[inline]
     pub(crate) fn first_candidate(&self, hash: u64) -> Option<BlockRef<'_>> {
-        let value = self.slots[self.start(hash)].load(Ordering::Acquire);
+        let slot = self.slots[self.start(hash)].load(Ordering::Acquire);
         // SAFETY: loaded from this table under the caller's guard.
-        (value > TOMBSTONE && value & !PTR_BITS == tag_of(hash)).then(|| unsafe { Self::block(value) })
+        (occupied(slot) && slot_tag(slot) == tag_of(hash)).then(|| unsafe { Self::block(slot) })
     }
 
     /// The block of `id`, if the table holds it. A reader: the caller holds
@@ -153,13 +174,13 @@ impl Table {
         let tag = tag_of(hash);
         let mut at = self.start(hash);
         for _ in 0..self.slots.len() {
-            let value = self.slots[at].load(Ordering::Acquire);
-            if value == EMPTY {
+            let slot = self.slots[at].load(Ordering::Acquire);
+            if slot.is_null() {
                 return None;
             }
-            if value != TOMBSTONE && value & !PTR_BITS == tag {
+            if occupied(slot) && slot_tag(slot) == tag {
                 // SAFETY: loaded from this table under the caller's guard.
-                let block = unsafe { Self::block(value) };
+                let block = unsafe { Self::block(slot) };
                 if block.id == *id {
                     return Some(block);
                 }
@@ -172,9 +193,35 @@ impl Table {
     /// The block in slot `at`, if any (readers and the writer).
     #[inline]
     pub(crate) fn slot_entry(&self, at: usize) -> Option<BlockRef<'_>> {
-        let value = self.slots[at].load(Ordering::Acquire);
+        let slot = self.slots[at].load(Ordering::Acquire);
         // SAFETY: loaded from this table under the caller's guard.
-        (value > TOMBSTONE).then(|| unsafe { Self::block(value) })
+        occupied(slot).then(|| unsafe { Self::block(slot) })
+    }
+
+    /// The writer's: the slot holding `id`, or else the first free slot on
+    /// its probe sequence (empty or tombstone) and whether it is a
+    /// tombstone: one pass for an insert's check and its place.
+    pub(crate) fn find_or_free(&self, hash: u64, id: &SessionId) -> Result<usize, (usize, bool)> {
+        let tag = tag_of(hash);
+        let mut at = self.start(hash);
+        let mut free = None;
+        for _ in 0..self.slots.len() {
+            let slot = self.slots[at].load(Ordering::Relaxed);
+            if slot.is_null() {
+                return Err(free.unwrap_or((at, false)));
+            }
+            if !occupied(slot) {
+                free.get_or_insert((at, true));
+            } else if slot_tag(slot) == tag {
+                // SAFETY: the writer reads its own table; its blocks are
+                // alive while the table holds them.
+                if unsafe { Self::block(slot) }.id == *id {
+                    return Ok(at);
+                }
+            }
+            at = (at + 1) & self.mask;
+        }
+        Err(free.expect("a table below its limit has a free slot"))
     }
 
     /// The writer's: the slot holding `id`.
@@ -182,14 +229,14 @@ impl Table {
         let tag = tag_of(hash);
         let mut at = self.start(hash);
         for _ in 0..self.slots.len() {
-            let value = self.slots[at].load(Ordering::Relaxed);
-            if value == EMPTY {
+            let slot = self.slots[at].load(Ordering::Relaxed);
+            if slot.is_null() {
                 return None;
             }
-            if value != TOMBSTONE && value & !PTR_BITS == tag {
+            if occupied(slot) && slot_tag(slot) == tag {
                 // SAFETY: the writer reads its own table; its blocks are
                 // alive while the table holds them.
-                if unsafe { Self::block(value) }.id == *id {
+                if unsafe { Self::block(slot) }.id == *id {
                     return Some(at);
                 }
             }
@@ -204,11 +251,11 @@ impl Table {
     pub(crate) fn free_slot(&self, hash: u64) -> (usize, bool) {
         let mut at = self.start(hash);
         loop {
-            match self.slots[at].load(Ordering::Relaxed) {
-                EMPTY => return (at, false),
-                TOMBSTONE => return (at, true),
-                _ => at = (at + 1) & self.mask,
+            let slot = self.slots[at].load(Ordering::Relaxed);
+            if !occupied(slot) {
+                return (at, !slot.is_null());
             }
+            at = (at + 1) & self.mask;
         }
     }
 
@@ -220,7 +267,7 @@ impl Table {
     /// The writer's: publishes `block` (its header complete) in a free slot.
     pub(crate) fn store(&self, at: usize, hash: u64, block: Metadata) {
         debug_assert!(
-            self.slots[at].load(Ordering::Relaxed) <= TOMBSTONE,
+            !occupied(self.slots[at].load(Ordering::Relaxed)),
             "slot {at} is taken"
         );
         self.slots[at].store(entry(hash, block), Ordering::Release);
@@ -238,7 +285,7 @@ impl Table {
     /// The writer's: empties slot `at` (a tombstone) and returns its block's
     /// reference (release it through the epoch).
     pub(crate) fn take(&self, at: usize) -> Metadata {
-        let old = self.slots[at].swap(TOMBSTONE, Ordering::AcqRel);
+        let old = self.slots[at].swap(tombstone(), Ordering::AcqRel);
         // SAFETY: as in `replace`.
         unsafe { Metadata::from_raw(pointer(old)) }
     }
@@ -254,8 +301,7 @@ impl Table {
         mut moved: impl FnMut(usize, BlockRef<'_>),
     ) {
         const AHEAD: usize = 8;
-        let occupied = |at: usize| self.slots[at].load(Ordering::Relaxed) > TOMBSTONE;
-        let mut ahead = (0..self.slots.len()).filter(|&at| occupied(at));
+        let mut ahead = (0..self.slots.len()).filter(|&at| occupied(self.slots[at].load(Ordering::Relaxed)));
         let mut queue = std::collections::VecDeque::with_capacity(AHEAD);
         loop {
             while queue.len() < AHEAD {
@@ -264,31 +310,45 @@ impl Table {
                 queue.push_back(at);
             }
             let Some(at) = queue.pop_front() else { break };
-            let value = self.slots[at].load(Ordering::Relaxed);
+            let slot = self.slots[at].load(Ordering::Relaxed);
             // SAFETY: the writer reads its own table.
-            let block = unsafe { Self::block(value) };
+            let block = unsafe { Self::block(slot) };
             let hash = hash_id(hasher, &block.id);
             let (to, _) = into.free_slot(hash);
-            into.slots[to].store(tag_of(hash) | (value & PTR_BITS), Ordering::Release);
+            into.slots[to].store(retag(slot, hash), Ordering::Release);
             moved(to, block);
         }
         self.owns_blocks.store(false, Ordering::Relaxed);
     }
 }
 
-fn entry(hash: u64, block: Metadata) -> u64 {
-    let ptr = block.into_raw().as_ptr().expose_provenance() as u64;
+#[inline]
+fn entry(hash: u64, block: Metadata) -> Slot {
+    let ptr = block.into_raw().as_ptr();
     // A pointer beyond 48 bits would lose its top: never on the platforms
     // this runs on, but cheap to check where it would corrupt memory.
-    assert!(ptr & !PTR_BITS == 0, "block address {ptr:#x} beyond 48 bits");
-    tag_of(hash) | ptr
+    assert!(
+        ptr.addr() as u64 & !PTR_BITS == 0,
+        "block address {ptr:p} beyond 48 bits"
+    );
+    retag(ptr, hash)
 }
 
-fn pointer(value: u64) -> NonNull<Header> {
-    // Below 2^48, so the cast cannot truncate on a 64-bit target.
+/// `slot`'s pointer with `hash`'s tag.
+#[inline]
+fn retag(slot: Slot, hash: u64) -> Slot {
+    // The tag is the top 16 bits: on a 64-bit target it fits in `usize`.
     #[allow(clippy::cast_possible_truncation)]
-    let address = (value & PTR_BITS) as usize;
-    NonNull::new(std::ptr::with_exposed_provenance_mut::<Header>(address)).expect("an occupied slot")
+    let tag = tag_of(hash) as usize;
+    #[allow(clippy::cast_possible_truncation)]
+    slot.map_addr(|a| (a & PTR_BITS as usize) | tag)
+}
+
+#[inline]
+fn pointer(slot: Slot) -> NonNull<Header> {
+    // Masking keeps the provenance `map_addr` carried along.
+    #[allow(clippy::cast_possible_truncation)]
+    NonNull::new(slot.map_addr(|a| a & PTR_BITS as usize)).expect("an occupied slot")
 }
 
 impl Drop for Table {
@@ -298,7 +358,7 @@ impl Drop for Table {
         }
         for slot in &mut *self.slots {
             let value = *slot.get_mut();
-            if value > TOMBSTONE {
+            if occupied(value) {
                 // SAFETY: the table owned this reference and nobody reads a
                 // table being dropped.
                 drop(unsafe { Metadata::from_raw(pointer(value)) });
@@ -368,8 +428,8 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(Table::slots_for(0), SLOTS_MIN);
-        assert_eq!(Table::slots_for(7), SLOTS_MIN);
-        assert_eq!(Table::slots_for(8), 16);
+        assert_eq!(Table::slots_for(6), SLOTS_MIN);
+        assert_eq!(Table::slots_for(7), 16);
         for n in [100, 1_000, 100_000] {
             let t = Table::new(Table::slots_for(n), 0).unwrap();
             assert!(
