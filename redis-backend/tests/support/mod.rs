@@ -9,6 +9,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod fake;
 pub mod proxy;
 
 use std::io::{Read, Write};
@@ -480,6 +481,17 @@ impl Cluster {
                     .as_deref()
                     == Some("up")
         })
+    }
+
+    /// A replica of this master, as node index (running or not).
+    pub fn replica_of(&self, master: usize) -> Option<usize> {
+        let port = self.nodes[master].port;
+        let lines = self.node_lines();
+        let me = lines.iter().find(|l| l.port == port)?;
+        lines
+            .iter()
+            .find(|l| l.master_id == me.id)
+            .map(|l| self.index_of_port(l.port))
     }
 
     /// Waits until a running node other than `old` is the master of
