@@ -68,10 +68,12 @@ pub const SCAN_CALLS_MAX: usize = 1_000;
 /// keys than one node holds in any real deployment.
 pub const SCAN_CURSOR_BITS: u32 = 32;
 
-/// Least time between two builds of the direct (per-master) connections of
-/// a cluster store, after a stale slot table was dropped: bounds the
-/// connection churn while a failover settles.
-pub const DIRECT_REBUILD_INTERVAL: Duration = Duration::from_millis(500);
+/// Least time between two builds of the direct (per-master) routes of a
+/// cluster store while some slots have no working route: bounds the work
+/// while a failover settles (one `CLUSTER SLOTS` and at most one connection
+/// per changed master each time) and adds at most this much to the time
+/// until the promoted replica is used.
+pub const DIRECT_REBUILD_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Replicas a `WAIT` may ask for: more than any sane cluster has per master.
 pub const WAIT_REPLICAS_MAX: u32 = 16;

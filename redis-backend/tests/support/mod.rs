@@ -124,6 +124,12 @@ impl Server {
         Self::start(&[], false)
     }
 
+    /// A standalone replica of the server listening on `master_port` (the
+    /// master itself, or a proxy in front of it).
+    pub fn replica_of(master_port: u16) -> Self {
+        Self::start(&["--replicaof", HOST, &master_port.to_string()], false)
+    }
+
     /// A cluster-enabled node with the given node timeout.
     pub fn cluster_node(node_timeout_ms: u64) -> Self {
         let timeout = node_timeout_ms.to_string();

@@ -138,6 +138,11 @@ impl Proxy {
         self.control.armed.lock().unwrap().is_none()
     }
 
+    /// Forgets the armed fault.
+    pub fn disarm(&self) {
+        *self.control.armed.lock().unwrap() = None;
+    }
+
     /// Faults fired so far.
     pub fn faults_fired(&self) -> u64 {
         self.control.fired.load(Ordering::SeqCst)
