@@ -95,7 +95,7 @@
 //! | --- | --- |
 //! | `NotFound` | the server answered: no live session |
 //! | `Unavailable` | not applied: nothing answered, or the server refused (`reason` quotes it) |
-//! | `Contended` | `update` lost 256 races in a row to concurrent writers; not applied |
+//! | `Contended` | `update` lost 256 races in a row to concurrent writers, or its budget ran out between lost races; not applied |
 //! | `TimedOut` | no answer within the budget: a write may or may not be in |
 //! | `OutcomeUnknown` | a write's attempt failed after sending, or `WAIT` came back short: it may be in |
 //!

@@ -352,7 +352,8 @@ impl RedisStore {
     /// # Errors
     /// [`Error::NotFound`] (also if the session goes while `f` runs);
     /// [`Error::ValueTooLarge`] if `f` returns too much (nothing changed);
-    /// [`Error::Contended`] after 256 lost races; [`Error::OutcomeUnknown`]
+    /// [`Error::Contended`] after 256 lost races, or when the request timeout
+    /// runs out between lost races (nothing applied); [`Error::OutcomeUnknown`]
     /// if a commit failed in doubt and a concurrent writer then moved the
     /// version on (whether this update is in is then unknowable); the request
     /// errors of the crate docs. The read, every commit and every resend
@@ -400,15 +401,27 @@ impl RedisStore {
                     metadata,
                 } => {
                     inner.update_conflicts.fetch_add(1, Ordering::Relaxed);
+                    // Nothing of this call is in: out of time, it says so.
+                    let out_of_time = |pause: Duration| {
+                        (Instant::now() + pause >= deadline)
+                            .then_some(Error::Contended { tries: attempt + 1 })
+                    };
                     if attempt < UPDATE_EAGER_TRIES {
                         // Retry at once on the newer value the script handed back.
+                        if let Some(e) = out_of_time(Duration::ZERO) {
+                            return Err(e);
+                        }
                         (current, version) = (metadata, newer);
                     } else {
                         // Contended: step aside for a random, growing pause, then
                         // read afresh (a value held through the pause would be stale)
                         // and commit straight after, keeping the race window at two
                         // round trips.
-                        conflict_pause(attempt - UPDATE_EAGER_TRIES).await;
+                        let pause = conflict_pause(attempt - UPDATE_EAGER_TRIES);
+                        if let Some(e) = out_of_time(pause) {
+                            return Err(e);
+                        }
+                        tokio::time::sleep(pause).await;
                         (current, version) = inner.read_for_update(&key, deadline).await?;
                     }
                 }
@@ -651,11 +664,10 @@ fn first_version() -> String {
 /// A random pause up to 100 µs × 2^`round` (at most
 /// [`UPDATE_BACKOFF_MAX`]): colliding writers spread out in time, so that
 /// each one's read-compute-commit window soon finds no one else in it.
-async fn conflict_pause(round: u32) {
+fn conflict_pause(round: u32) -> Duration {
     let cap_us =
         (100u64 << round.min(16)).min(u64::try_from(UPDATE_BACKOFF_MAX.as_micros()).unwrap_or(u64::MAX));
-    let pause_us = rand::rng().random_range(0..=cap_us);
-    tokio::time::sleep(Duration::from_micros(pause_us)).await;
+    Duration::from_micros(rand::rng().random_range(0..=cap_us))
 }
 
 fn check_timeout(timeout: Timeout) -> Result<String> {
