@@ -1257,10 +1257,19 @@ impl Inner {
             let mut conn = Conn::connect(&config, &seeds).await.ok()?;
             conn.serving().await.ok()?.then_some(conn)
         });
-        if let Ok(Ok(Some(conn))) = timeout(budget, fresh).await {
-            *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
-            self.health.rebuilt();
+        let Ok(Ok(Some(conn))) = timeout(budget, fresh).await else {
+            return;
+        };
+        // Wedged means the fresh client works and this one does not. If this
+        // one answers too, its requests failed for another reason (a
+        // failover still settling, all of them on the shard that failed):
+        // keep it.
+        let mut current = self.conn();
+        if let Ok(Ok(true)) = timeout(self.config.request_timeout, current.serving()).await {
+            return;
         }
+        *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
+        self.health.rebuilt();
     }
 
     fn remember(&self, nodes: Vec<(String, u16)>) {
