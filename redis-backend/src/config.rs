@@ -199,8 +199,9 @@ impl RedisConfig {
     }
 
     /// How long every request may fail, while a fresh connection finds the
-    /// servers serving, before the store replaces its client (default 2 s,
-    /// at least 100 ms). Guards against a client left wedged by a failover.
+    /// servers serving and the current one does not answer, before the store
+    /// replaces its client (default 2 s, at least 100 ms). Guards against a
+    /// client left wedged by a failover.
     #[must_use]
     pub fn stuck_after(mut self, after: Duration) -> Self {
         self.stuck_after = after;

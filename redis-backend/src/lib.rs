@@ -113,8 +113,8 @@
 //! in 2 of 40 failovers before the per-master routes above, not seen in 80
 //! soak failovers since), the
 //! store detects "nothing succeeded for [`RedisConfig::stuck_after`] while a
-//! fresh client finds the deployment serving" and swaps in the fresh client
-//! ([`RedisStats::client_rebuilds`]).
+//! fresh client finds the deployment serving and this one does not answer"
+//! and swaps in the fresh client ([`RedisStats::client_rebuilds`]).
 //!
 //! What survives which failure is tabled under [`Replication`].
 
