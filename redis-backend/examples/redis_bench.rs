@@ -117,6 +117,9 @@ impl Op {
                 &meta,
                 &TTL_MS.to_string(),
                 "token",
+                // The first version (ARGV[4] since 058619d; without it the
+                // script fails on every replay).
+                "1",
             ])],
             // The commit script cannot be replayed with fixed arguments (its
             // version check would fail after the first run per key and take

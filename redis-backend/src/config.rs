@@ -37,11 +37,19 @@ pub enum Deployment {
 /// that reports an error may or may not be there afterwards. With `Wait`, a
 /// write that reached the master but not enough replicas in time returns
 /// [`Error::OutcomeUnknown`] (it *is* applied on the master, and survives
-/// unless that master fails before replicating it). `WAIT` covers the writes
-/// that change a session (create, insert, update, `set_ttl`, delete), not the
-/// deadline slides of `get`/`touch` (a lost slide only makes a session expire
-/// earlier). `WAIT` blocks the multiplexed connection it is sent on until
-/// the replicas answer, so it also limits throughput per master.
+/// unless that master fails before replicating it). `WAIT` covers every
+/// write (create, insert, update, `touch`, `set_ttl`, delete), on every path
+/// (first try and resends), not the deadline slide of `get`, a read (a lost
+/// slide only makes a session expire earlier). `WAIT` blocks the connection
+/// it is sent on until the replicas answer: writes therefore take
+/// connections of their own (reads never wait behind a `WAIT`), and writes
+/// to one master take turns on the store's connection to it.
+///
+/// On a master left without a replica (its old master died and was not
+/// replaced), `Async` costs nothing visible; with `Wait`, each write there
+/// waits the whole `timeout`, applies, and reports `OutcomeUnknown`: about
+/// `1 / timeout` writes per second per store on that master, reads
+/// unaffected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Replication {
     /// Acknowledge once the master has applied the write (the default).
@@ -103,7 +111,10 @@ impl RedisConfig {
     ///
     /// Mind what `WAIT` means once a master has lost its replica (a failover
     /// with the old master left dead): writes there still apply on the new
-    /// master but report [`Error::OutcomeUnknown`] until a replica is back.
+    /// master but each waits the full 100 ms and reports
+    /// [`Error::OutcomeUnknown`] until a replica is back (about 10 writes a
+    /// second per store on that master; reads are not slowed). The servers
+    /// must run with `cluster-require-full-coverage no` (see the crate docs).
     #[must_use]
     pub fn multi_node_cluster<I, S>(nodes: I) -> Self
     where
@@ -188,8 +199,9 @@ impl RedisConfig {
     }
 
     /// How long every request may fail, while a fresh connection finds the
-    /// servers serving, before the store replaces its client (default 2 s,
-    /// at least 100 ms). Guards against a client left wedged by a failover.
+    /// servers serving and the current one does not answer, before the store
+    /// replaces its client (default 2 s, at least 100 ms). Guards against a
+    /// client left wedged by a failover.
     #[must_use]
     pub fn stuck_after(mut self, after: Duration) -> Self {
         self.stuck_after = after;

@@ -1,12 +1,21 @@
-//! The client connection, for a single server or a cluster, behind one type.
+//! The connections to the deployment, for a single server or a cluster.
 //!
-//! Both kinds are multiplexed: one TCP connection per server carries every
-//! concurrent request of the store, pipelined (the `redis` crate's
-//! `ConnectionManager` for a single server, its `ClusterConnection` for a
-//! cluster, which keeps one such connection per node, follows `MOVED`/`ASK`
-//! and refreshes its slot map when a node fails). Cloning a `Conn` is cheap
-//! (a handle to the same connections).
+//! Every connection is multiplexed: one TCP connection per server carries
+//! every concurrent request of the store, pipelined. Two kinds, behind
+//! [`Conn`]:
+//!
+//! - the `redis` crate's clients: `ConnectionManager` for a single server,
+//!   `ClusterConnection` for a cluster (one connection per node; it follows
+//!   `MOVED`/`ASK` and refreshes its slot map when a node fails);
+//! - for a cluster, [`Direct`]: the store's own connection per master and
+//!   slot table, which single-key requests, `SCAN` and `CLUSTER SLOTS` take
+//!   first (see its docs for why).
+//!
+//! With `Replication::Wait`, writes take connections of their own (see
+//! [`Lane`]). Cloning a `Conn` is cheap (handles to the same connections).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -18,7 +27,7 @@ use redis::{
     Value,
 };
 
-use crate::config::{Deployment, RedisConfig};
+use crate::config::{Deployment, RedisConfig, Replication};
 use crate::keys::slot_of;
 use crate::limits::{CLUSTER_SLOTS, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN};
 
@@ -32,9 +41,32 @@ use crate::limits::{CLUSTER_SLOTS, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN};
 /// reconnects on such errors, and `run` resends after them).
 const CLUSTER_CLIENT_RETRIES: u32 = 0;
 
-/// A connection to the deployment.
+/// Which connection a request takes. With `Replication::Wait`, writes (each
+/// followed by `WAIT`) go on connections of their own: Redis runs a
+/// connection's commands in order and holds everything behind a blocked
+/// `WAIT` until it returns, so on a shared connection every read queued
+/// behind a write would wait for the replicas too (the whole `WAIT` timeout
+/// per write, when a master has lost its replica). Without `WAIT` both lanes
+/// are the same connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Reads, and writes that do not wait for replicas.
+    Reads,
+    /// Writes followed by `WAIT`.
+    Writes,
+}
+
+/// The `redis` crate's clients: one for reads and, with `Replication::Wait`,
+/// a second one for writes (see [`Lane`]).
 #[derive(Clone)]
-pub(crate) enum Conn {
+pub(crate) struct Conn {
+    reads: Client,
+    writes: Option<Client>,
+}
+
+/// One client of the `redis` crate.
+#[derive(Clone)]
+enum Client {
     /// One server.
     Standalone(ConnectionManager),
     /// A Redis Cluster.
@@ -68,10 +100,88 @@ pub(crate) enum Target<'a> {
     Shard(&'a Shard),
 }
 
+impl Target<'_> {
+    /// The hash slot this target is routed by.
+    pub(crate) fn slot(&self) -> u16 {
+        match self {
+            Target::Key(key) => slot_of(key),
+            Target::Shard(shard) => u16::try_from(shard.first_slot).expect("slots are below 16384"),
+        }
+    }
+}
+
 impl Conn {
     /// Connects to `seeds` (any one that answers will do for a cluster; the
-    /// first for a single server).
+    /// first for a single server): the reads client and, if writes wait for
+    /// replicas, the writes client.
     pub(crate) async fn connect(config: &RedisConfig, seeds: &[ConnectionInfo]) -> RedisResult<Self> {
+        let reads = Client::connect(config, seeds).await?;
+        let writes = match config.replication {
+            Replication::Wait { .. } => Some(Client::connect(config, seeds).await?),
+            Replication::Async => None,
+        };
+        Ok(Self { reads, writes })
+    }
+
+    fn client(&mut self, lane: Lane) -> &mut Client {
+        match (lane, &mut self.writes) {
+            (Lane::Writes, Some(writes)) => writes,
+            _ => &mut self.reads,
+        }
+    }
+
+    /// Sends one command to `target`.
+    pub(crate) async fn query(&mut self, cmd: Cmd, target: Target<'_>, lane: Lane) -> RedisResult<Value> {
+        self.client(lane).query(cmd, target).await
+    }
+
+    /// Sends `pipe` to `target` in one write; the replies come back in order,
+    /// server errors as `Value::ServerError` elements.
+    pub(crate) async fn pipeline(
+        &mut self,
+        pipe: &Pipeline,
+        target: Target<'_>,
+        lane: Lane,
+    ) -> RedisResult<Vec<Value>> {
+        self.client(lane).pipeline(pipe, target).await
+    }
+
+    /// The masters, ordered by their lowest slot (one pseudo-shard for a
+    /// single server), and every node's address (masters and replicas) for
+    /// reconnecting.
+    pub(crate) async fn topology(&mut self) -> RedisResult<Topology> {
+        self.reads.topology().await
+    }
+
+    /// True if the deployment serves requests right now, as both clients
+    /// see it.
+    pub(crate) async fn serving(&mut self) -> RedisResult<bool> {
+        if !self.reads.serving().await? {
+            return Ok(false);
+        }
+        match &mut self.writes {
+            Some(writes) => writes.serving().await,
+            None => Ok(true),
+        }
+    }
+
+    /// Loads the store's scripts on a single server (see [`load_scripts`]).
+    pub(crate) async fn load_scripts(&mut self, scripts: &[&str]) {
+        if let Client::Standalone(c) = &mut self.reads {
+            load_scripts(c, scripts).await;
+        }
+    }
+
+    /// `INFO cluster` of a single server: whether it is a cluster node.
+    pub(crate) async fn info_cluster(&mut self) -> RedisResult<Value> {
+        self.reads
+            .query(redis::cmd("INFO").arg("cluster").clone(), Target::Key(b""))
+            .await
+    }
+}
+
+impl Client {
+    async fn connect(config: &RedisConfig, seeds: &[ConnectionInfo]) -> RedisResult<Self> {
         match &config.deployment {
             Deployment::Standalone(_) => {
                 let info = seeds.first().ok_or_else(no_seed)?;
@@ -83,7 +193,7 @@ impl Conn {
                     .set_max_delay(RETRY_BACKOFF_MAX)
                     .set_number_of_retries(6);
                 let manager = ConnectionManager::new_with_config(client, manager_config).await?;
-                Ok(Conn::Standalone(manager))
+                Ok(Client::Standalone(manager))
             }
             Deployment::Cluster(_) => {
                 if seeds.is_empty() {
@@ -97,16 +207,15 @@ impl Conn {
                     .min_retry_wait(millis(RETRY_BACKOFF_MIN))
                     .max_retry_wait(millis(RETRY_BACKOFF_MAX))
                     .build()?;
-                Ok(Conn::Cluster(client.get_async_connection().await?))
+                Ok(Client::Cluster(client.get_async_connection().await?))
             }
         }
     }
 
-    /// Sends one command to `target`.
-    pub(crate) async fn query(&mut self, cmd: Cmd, target: Target<'_>) -> RedisResult<Value> {
+    async fn query(&mut self, cmd: Cmd, target: Target<'_>) -> RedisResult<Value> {
         let value = match self {
-            Conn::Standalone(c) => c.req_packed_command(&cmd).await?,
-            Conn::Cluster(c) => {
+            Client::Standalone(c) => c.req_packed_command(&cmd).await?,
+            Client::Cluster(c) => {
                 c.route_command(cmd, RoutingInfo::SingleNode(route(target)))
                     .await?
             }
@@ -114,22 +223,17 @@ impl Conn {
         server_error_to_err(value)
     }
 
-    /// Sends `pipe` to `target` in one write; the replies come back in order,
-    /// server errors as `Value::ServerError` elements.
-    pub(crate) async fn pipeline(&mut self, pipe: &Pipeline, target: Target<'_>) -> RedisResult<Vec<Value>> {
+    async fn pipeline(&mut self, pipe: &Pipeline, target: Target<'_>) -> RedisResult<Vec<Value>> {
         match self {
-            Conn::Standalone(c) => c.req_packed_commands(pipe, 0, pipe.len()).await,
-            Conn::Cluster(c) => c.route_pipeline(pipe.clone(), 0, pipe.len(), route(target)).await,
+            Client::Standalone(c) => c.req_packed_commands(pipe, 0, pipe.len()).await,
+            Client::Cluster(c) => c.route_pipeline(pipe.clone(), 0, pipe.len(), route(target)).await,
         }
     }
 
-    /// The masters, ordered by their lowest slot (one pseudo-shard for a
-    /// single server), and every node's URL (masters and replicas) for
-    /// reconnecting.
-    pub(crate) async fn topology(&mut self) -> RedisResult<Topology> {
+    async fn topology(&mut self) -> RedisResult<Topology> {
         match self {
-            Conn::Standalone(_) => Ok((vec![standalone_shard()], Vec::new())),
-            Conn::Cluster(c) => {
+            Client::Standalone(_) => Ok((vec![standalone_shard()], Vec::new())),
+            Client::Cluster(c) => {
                 let reply = c
                     .route_command(
                         redis::cmd("CLUSTER").arg("SLOTS").clone(),
@@ -141,15 +245,14 @@ impl Conn {
         }
     }
 
-    /// True if the deployment serves requests right now, as this connection
-    /// sees it: `PING` for a single server, `cluster_state:ok` for a cluster.
-    pub(crate) async fn serving(&mut self) -> RedisResult<bool> {
+    /// `PING` for a single server, `cluster_state:ok` for a cluster.
+    async fn serving(&mut self) -> RedisResult<bool> {
         match self {
-            Conn::Standalone(c) => {
+            Client::Standalone(c) => {
                 let reply = c.req_packed_command(&redis::cmd("PING")).await?;
                 Ok(matches!(reply, Value::SimpleString(ref s) if s == "PONG"))
             }
-            Conn::Cluster(c) => {
+            Client::Cluster(c) => {
                 let reply = c
                     .route_command(
                         redis::cmd("CLUSTER").arg("INFO").clone(),
@@ -167,46 +270,126 @@ impl Conn {
     }
 }
 
-/// A shortcut past the cluster client for single-key requests: one
-/// multiplexed connection per master and a slot table, as of the last
-/// `CLUSTER SLOTS`. The cluster client routes each request through its own
-/// task (two more channel hops and wake-ups per request, about 15-40 µs on a
-/// busy 2-core machine); this sends straight to the master's connection.
+/// The store's own routes to a cluster's masters: a slot table and, per
+/// master, a multiplexed connection for reads (and one for writes with
+/// `Replication::Wait`). Single-key requests, `SCAN` and `CLUSTER SLOTS` go
+/// here first.
 ///
-/// It is only ever a first try: a stale table meets `MOVED` (Redis Cluster
-/// redirects every keyed command a node does not own, replicas included) or
-/// a dead connection, and then the store drops the table and resends through
-/// the cluster client, which follows redirects and refreshes its own map. A
-/// new table is built in the background, at most every
-/// [`DIRECT_REBUILD_INTERVAL`](crate::limits::DIRECT_REBUILD_INTERVAL).
+/// Why not only the cluster client: it routes every request of every shard
+/// through one task, and while it refreshes its slot map after a failure it
+/// dispatches nothing (the refresh holds its topology lock across network
+/// round trips to the nodes). A failover of one master thus paused requests
+/// to all of them, and any stall in that task — the wedge of issue 14,
+/// where every request on every shard timed out until the client was
+/// replaced — stopped the whole store. Here each master is a route of its
+/// own: a request that fails on one master marks only that master
+/// [stale](Master::stale) (its slots go through the cluster client until
+/// the table is rebuilt, which it is in the background, reading
+/// `CLUSTER SLOTS` from a healthy master's connection, not through the
+/// cluster client); the other masters keep their connections and never see
+/// the failover. It also saves the cluster client's two channel hops per
+/// request (about 15-40 µs on a busy 2-core machine).
+///
+/// A stale table is harmless: Redis Cluster redirects (`MOVED`) every keyed
+/// command a node does not own, replicas included, and the store then marks
+/// that master stale and resends through the cluster client, which follows
+/// the redirect.
 pub(crate) struct Direct {
-    /// Master index for each slot.
+    /// Master index for each slot; `u16::MAX` where no master answered.
     slots: Vec<u16>,
-    masters: Vec<MultiplexedConnection>,
+    masters: Vec<Arc<Master>>,
+}
+
+/// One master's routes in a [`Direct`] table.
+pub(crate) struct Master {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    reads: MultiplexedConnection,
+    writes: Option<MultiplexedConnection>,
+    /// A request here failed without an answer or was redirected: its slots
+    /// take the cluster client until the next table.
+    stale: AtomicBool,
+}
+
+impl Master {
+    /// Connects to a master: a reads connection and, with `Replication::Wait`,
+    /// a writes connection.
+    pub(crate) async fn connect(
+        config: &RedisConfig,
+        seed: &ConnectionInfo,
+        host: &str,
+        port: u16,
+        scripts: &[&str],
+    ) -> RedisResult<Self> {
+        let mut reads = connect_node(config, seed, host, port).await?;
+        load_scripts(&mut reads, scripts).await;
+        let writes = match config.replication {
+            Replication::Wait { .. } => Some(connect_node(config, seed, host, port).await?),
+            Replication::Async => None,
+        };
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+            reads,
+            writes,
+            stale: AtomicBool::new(false),
+        })
+    }
+
+    /// The connection for `lane`.
+    pub(crate) fn connection(&self, lane: Lane) -> MultiplexedConnection {
+        match (lane, &self.writes) {
+            (Lane::Writes, Some(writes)) => writes.clone(),
+            _ => self.reads.clone(),
+        }
+    }
+
+    /// Routes nothing more here until the next table.
+    pub(crate) fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    /// `CLUSTER SLOTS` as this master sees it.
+    pub(crate) async fn topology(&self) -> RedisResult<Topology> {
+        let mut conn = self.reads.clone();
+        let reply = direct_query(&mut conn, redis::cmd("CLUSTER").arg("SLOTS")).await?;
+        parse_cluster_slots(&reply)
+    }
 }
 
 impl Direct {
-    /// Reads the slot map through `conn` and connects to every master;
-    /// `None` unless every slot has a master that answered.
+    /// A table for `shards`, reusing the masters of `previous` that are at
+    /// the same address and not stale (their connections, and the requests
+    /// on them, carry on undisturbed) and connecting to the others. A master
+    /// that cannot be reached leaves its slots unrouted (they take the
+    /// cluster client) rather than failing the table.
     pub(crate) async fn build(
-        conn: &mut Conn,
+        shards: &[Shard],
+        previous: Option<&Direct>,
         config: &RedisConfig,
         seed: &ConnectionInfo,
-    ) -> RedisResult<Option<Self>> {
-        let (shards, _) = conn.topology().await?;
+        scripts: &[&str],
+    ) -> Self {
         let mut slots = vec![u16::MAX; CLUSTER_SLOTS as usize];
-        let mut masters = Vec::with_capacity(shards.len());
-        let connection_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.request_timeout));
-        for shard in &shards {
-            let info = seed
-                .clone()
-                .set_addr(ConnectionAddr::Tcp(shard.host.clone(), shard.port));
-            let client = redis::Client::open(info)?;
-            let master = client
-                .get_multiplexed_async_connection_with_config(&connection_config)
-                .await?;
+        let mut masters: Vec<Arc<Master>> = Vec::with_capacity(shards.len());
+        for shard in shards {
+            let reused = previous.and_then(|p| {
+                p.masters
+                    .iter()
+                    .find(|m| m.host == shard.host && m.port == shard.port && !m.is_stale())
+                    .cloned()
+            });
+            let master = match reused {
+                Some(m) => m,
+                None => match Master::connect(config, seed, &shard.host, shard.port, scripts).await {
+                    Ok(m) => Arc::new(m),
+                    Err(_) => continue,
+                },
+            };
             let index = u16::try_from(masters.len()).expect("fewer than 65535 masters");
             masters.push(master);
             for &(start, end) in &shard.ranges {
@@ -215,16 +398,50 @@ impl Direct {
                 }
             }
         }
-        if slots.contains(&u16::MAX) {
-            return Ok(None);
-        }
-        Ok(Some(Self { slots, masters }))
+        Self { slots, masters }
     }
 
-    /// The connection to the master of `key`'s slot.
-    pub(crate) fn for_key(&self, key: &[u8]) -> MultiplexedConnection {
-        self.masters[usize::from(self.slots[usize::from(slot_of(key))])].clone()
+    /// The master of `slot`, unless none answered or it is stale.
+    pub(crate) fn master(&self, slot: u16) -> Option<&Arc<Master>> {
+        let index = *self.slots.get(usize::from(slot))?;
+        self.masters.get(usize::from(index)).filter(|m| !m.is_stale())
     }
+
+    /// The masters that are not stale (to read the topology from).
+    pub(crate) fn healthy_masters(&self) -> impl Iterator<Item = &Arc<Master>> {
+        self.masters.iter().filter(|m| !m.is_stale())
+    }
+}
+
+/// One multiplexed connection to a node, with the seed's credentials.
+pub(crate) async fn connect_node(
+    config: &RedisConfig,
+    seed: &ConnectionInfo,
+    host: &str,
+    port: u16,
+) -> RedisResult<MultiplexedConnection> {
+    let info = seed.clone().set_addr(ConnectionAddr::Tcp(host.to_owned(), port));
+    let client = redis::Client::open(info)?;
+    let connection_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.request_timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&connection_config)
+        .await
+}
+
+/// Loads the store's scripts on the server behind `conn` (best effort), so
+/// that a master new to the store — a replica just promoted: scripts run
+/// with `EVAL` are not copied to replicas — does not answer `NOSCRIPT` to
+/// the first write of each. That costs a resend, and with `Replication::Wait`
+/// on a master without replicas the `WAIT` sent with the refused try blocks
+/// for its whole timeout first.
+pub(crate) async fn load_scripts(conn: &mut impl ConnectionLike, scripts: &[&str]) {
+    let mut pipe = redis::pipe();
+    for code in scripts {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(*code);
+    }
+    let _ = conn.req_packed_commands(&pipe, 0, pipe.len()).await;
 }
 
 /// Sends one command on a direct connection.
@@ -279,7 +496,7 @@ fn server_error_to_err(value: Value) -> RedisResult<Value> {
 }
 
 /// Parses `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`.
-fn parse_cluster_slots(reply: &Value) -> RedisResult<Topology> {
+pub(crate) fn parse_cluster_slots(reply: &Value) -> RedisResult<Topology> {
     let bad = || RedisError::from((ErrorKind::UnexpectedReturnType, "malformed CLUSTER SLOTS reply"));
     let Value::Array(ranges) = reply else {
         return Err(bad());

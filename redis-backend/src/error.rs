@@ -10,7 +10,10 @@
 //! | [`Fault::Ambiguous`] | connection dropped after sending, I/O error mid-reply | yes | yes (writes are idempotent, see `scripts.rs`) | `OutcomeUnknown` for a write, `Unavailable` for a read |
 //! | [`Fault::TimedOut`] | no answer within the request timeout | yes | no time left | `TimedOut` |
 //! | [`Fault::NoScript`] | `NOSCRIPT` | no | at once, as `EVAL` | — |
-//! | [`Fault::Refused`] | `WRONGTYPE`, a script error, an unexpected reply | no (or harmlessly) | no | `Unavailable` naming the server's message |
+//! | [`Fault::Refused`] | `WRONGTYPE`, a script error | no (or harmlessly) | no | `Unavailable` naming the server's message (`OutcomeUnknown` for a write an earlier attempt may have applied) |
+//!
+//! A reply of the wrong type or value is no fault of the transport: the
+//! operation reports it as a protocol error naming the command ([`protocol`]).
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use session_engine::Error;
@@ -97,13 +100,38 @@ pub(crate) fn give_up(last: &Fault, write: bool, maybe_applied: bool, request_ti
     }
 }
 
-/// The error for a reply of the wrong shape: the key holds something this
-/// backend did not write (a prefix shared with another application?).
-pub(crate) fn bad_reply(what: &str, value: &redis::Value) -> Error {
-    Error::Unavailable {
-        reason: format!("unexpected reply to {what}: {value:?} (is the key prefix shared with other data?)"),
+/// The error for a reply of the wrong type or value to `command` (named as
+/// Redis knows it, with the operation: `EVALSHA (insert script)`, `DEL`):
+/// the server is not Redis, or the key holds data this backend did not
+/// write. Never read as an answer ("not found", "already exists"). A write
+/// may have been applied all the same, so it reports `OutcomeUnknown`; a
+/// read reports `Unavailable`. (The engine's error type has no protocol
+/// variant of its own; the reason starts with "protocol error".)
+pub(crate) fn protocol(command: &str, value: &redis::Value, write: bool) -> Error {
+    let mut shown = format!("{value:?}");
+    if shown.len() > PROTOCOL_REPLY_SHOWN_BYTES {
+        let mut end = PROTOCOL_REPLY_SHOWN_BYTES;
+        while !shown.is_char_boundary(end) {
+            end -= 1;
+        }
+        shown.truncate(end);
+        shown.push_str("...");
+    }
+    let reason = format!(
+        "protocol error: unexpected reply to {command}: {shown} (is the server Redis, and is the key \
+         prefix used by this store alone?)"
+    );
+    if write {
+        Error::OutcomeUnknown {
+            reason: format!("{reason}; the write may or may not have been applied"),
+        }
+    } else {
+        Error::Unavailable { reason }
     }
 }
+
+/// Longest part of an unexpected reply quoted in a protocol error.
+const PROTOCOL_REPLY_SHOWN_BYTES: usize = 200;
 
 #[cfg(test)]
 mod tests {
@@ -125,6 +153,26 @@ mod tests {
         assert!(matches!(classify(&reset), Fault::Ambiguous(_)));
         let slow = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
         assert_eq!(classify(&slow), Fault::TimedOut);
+    }
+
+    #[test]
+    fn protocol_errors_name_the_command_and_never_read_as_answers() {
+        let r = protocol("EVALSHA (insert script)", &redis::Value::Int(42), true);
+        match r {
+            Error::OutcomeUnknown { reason } => {
+                assert!(reason.starts_with("protocol error"), "{reason}");
+                assert!(
+                    reason.contains("EVALSHA (insert script)") && reason.contains("42"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let long = redis::Value::BulkString(vec![b'x'; 10_000]);
+        match protocol("HMGET", &long, false) {
+            Error::Unavailable { reason } => assert!(reason.len() < 600, "{}", reason.len()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

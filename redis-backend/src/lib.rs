@@ -26,17 +26,19 @@
 //! and auto-reconnecting, and its cluster connection routes a request by slot
 //! or to a chosen node (`route_command`/`route_pipeline`), which `SCAN` per
 //! master and `WAIT` beside a write need. `fred` would serve as well; it brings
-//! a larger API of its own that this crate would mostly wrap. Neither client
-//! recovers by itself from the wedged state described under
-//! [Failures](#failures); this crate adds that.
+//! a larger API of its own that this crate would mostly wrap.
 //!
-//! For a cluster, single-key requests first go straight to the key's master
-//! on a per-master multiplexed connection (a slot table from `CLUSTER
-//! SLOTS`), skipping the cluster client's routing task and its two extra
-//! channel hops; any failure there (a `MOVED` from a stale table, a dead
-//! connection) drops the table and the request is resent through the
-//! cluster client, which follows redirects and refreshes its own map. Listing
-//! and counting always use the cluster client.
+//! For a cluster, single-key requests, `SCAN` and `CLUSTER SLOTS` first go
+//! straight to the master on the store's own per-master multiplexed
+//! connection (a slot table from `CLUSTER SLOTS`), skipping the cluster
+//! client's routing task: that task carries every shard's requests and
+//! dispatches nothing while it refreshes its slot map, so a failover of one
+//! master stalled them all. A failure there (a `MOVED`, a dead connection)
+//! marks only that master stale: its requests are resent through the
+//! cluster client, which follows redirects, while the table is rebuilt in
+//! the background from a healthy master's view; the other masters keep their
+//! connections. With [`Replication::Wait`], writes take connections of their
+//! own, so that reads never queue behind a blocked `WAIT`.
 //!
 //! Presets: [`RedisConfig::standalone`], [`RedisConfig::cluster`] (no `WAIT`)
 //! and the "cluster" preset [`RedisConfig::multi_node_cluster`] mirroring the
@@ -62,8 +64,10 @@
 //! | `list` | `SCAN` per master + pipelined `HMGET` | ~2 per page and master | no |
 //! | `cleanup_expired` | nothing: Redis expires keys itself; returns 0 | 0 | — |
 //!
-//! With [`Replication::Wait`], each write that changes a session is followed
-//! by `WAIT` in the same pipeline (one round trip still).
+//! With [`Replication::Wait`], each write (`create`, `insert`, `update`,
+//! `touch`, `set_ttl`, `delete`) is followed by `WAIT` in the same pipeline
+//! (one round trip still), and is acknowledged only if the replicas
+//! confirmed it — on every path, resends included (see `scripts.rs`).
 //!
 //! Scripts read and write only their one key, so they run atomically on the
 //! key's master in a cluster too; the hash tag `{<id>}` keeps any per-session
@@ -78,7 +82,8 @@
 //! # Failures
 //!
 //! Every operation has one budget, [`RedisConfig::request_timeout`] (default
-//! 1 s), for all its attempts. A failed attempt is resent when it cannot have
+//! 1 s), for all its round trips and attempts (`len` excepted: one per `SCAN`
+//! round trip). A failed attempt is resent when it cannot have
 //! run (connection refused, `CLUSTERDOWN`, `TRYAGAIN`, `MOVED`, `READONLY`,
 //! `LOADING`) and also when it may have run: every write is idempotent (a
 //! token in the session makes a resent insert or update report success
@@ -90,16 +95,26 @@
 //! | --- | --- |
 //! | `NotFound` | the server answered: no live session |
 //! | `Unavailable` | not applied: nothing answered, or the server refused (`reason` quotes it) |
-//! | `Contended` | `update` lost 256 races in a row to concurrent writers; not applied |
+//! | `Contended` | `update` lost 256 races in a row to concurrent writers, or its budget ran out between lost races; not applied |
 //! | `TimedOut` | no answer within the budget: a write may or may not be in |
 //! | `OutcomeUnknown` | a write's attempt failed after sending, or `WAIT` came back short: it may be in |
 //!
+//! A reply of the wrong type or value is a "protocol error" naming the command
+//! (`Unavailable` for a read, `OutcomeUnknown` for a write), never read as an
+//! answer. [`RedisStore::connect`] refuses a URL that reaches the wrong kind of
+//! server ([`Error::InvalidConfig`](session_engine::Error::InvalidConfig)).
+//!
+//! A cluster must run with `cluster-require-full-coverage no`: with Redis'
+//! default every node refuses every key while any slot lacks a master, so a
+//! failover of one shard stops all of them (see `redis-backend/README.md`).
 //! The cluster client follows `MOVED`/`ASK`, refreshes its slot map and
-//! reconnects after a failover on its own. Known hazard: after a `kill -9` of
-//! a master, a client can stay wedged (every request times out while a fresh
-//! client works). The store detects "nothing succeeded for
-//! [`RedisConfig::stuck_after`] while a fresh client finds the deployment
-//! serving" and swaps in the fresh client ([`RedisStats::client_rebuilds`]).
+//! reconnects after a failover on its own. As a backstop against a client
+//! left wedged (every request timing out while a fresh client works: reported
+//! in 2 of 40 failovers before the per-master routes above, not seen in 80
+//! soak failovers since), the
+//! store detects "nothing succeeded for [`RedisConfig::stuck_after`] while a
+//! fresh client finds the deployment serving and this one does not answer"
+//! and swaps in the fresh client ([`RedisStats::client_rebuilds`]).
 //!
 //! What survives which failure is tabled under [`Replication`].
 

@@ -41,15 +41,16 @@ pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
 
 /// Attempts one `update` makes to commit before it gives up under contention
 /// (each lost race costs one round trip and hands back the newer value, so
-/// some writer always wins; this bounds one caller's wait).
+/// some writer always wins; this bounds one caller's work; its time is
+/// bounded by the request timeout, which ends the retries too).
 pub const UPDATE_TRIES_MAX: u32 = 256;
 /// Lost races after which `update` stops retrying at once on the value the
 /// commit script hands back, and instead pauses (randomly, growing) and reads
 /// afresh: two eager retries settle light contention in one round trip each.
 pub const UPDATE_EAGER_TRIES: u32 = 2;
-/// Longest random pause after a lost `update` race. The cap bounds one
-/// caller's worst case (256 × 50 ms); the doubling before it spreads 64+
-/// writers of one session over enough time that each finds a clear window.
+/// Longest random pause after a lost `update` race. The doubling up to it
+/// spreads 64+ writers of one session over enough time that each finds a
+/// clear window; the request timeout bounds the sum.
 pub const UPDATE_BACKOFF_MAX: Duration = Duration::from_millis(50);
 
 /// Keys a `SCAN` call is asked to visit (its `COUNT`) for `len` and for the
@@ -68,10 +69,12 @@ pub const SCAN_CALLS_MAX: usize = 1_000;
 /// keys than one node holds in any real deployment.
 pub const SCAN_CURSOR_BITS: u32 = 32;
 
-/// Least time between two builds of the direct (per-master) connections of
-/// a cluster store, after a stale slot table was dropped: bounds the
-/// connection churn while a failover settles.
-pub const DIRECT_REBUILD_INTERVAL: Duration = Duration::from_millis(500);
+/// Least time between two builds of the direct (per-master) routes of a
+/// cluster store while some slots have no working route: bounds the work
+/// while a failover settles (one `CLUSTER SLOTS` and at most one connection
+/// per changed master each time) and adds at most this much to the time
+/// until the promoted replica is used.
+pub const DIRECT_REBUILD_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Replicas a `WAIT` may ask for: more than any sane cluster has per master.
 pub const WAIT_REPLICAS_MAX: u32 = 16;

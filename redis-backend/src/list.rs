@@ -30,12 +30,15 @@
 //! created or deleted meanwhile may or may not appear. Keys are fetched after
 //! they are scanned, so a session that expires in between is left out.
 
+use std::time::Instant;
+
 use redis::Value;
 use session_engine::limits::LIST_PAGE_MAX;
 use session_engine::{Cursor, Error, Page, Result, Session, SessionId};
 
 use crate::config::Deployment;
 use crate::conn::{Shard, Target};
+use crate::error::protocol;
 use crate::keys::resume_hash;
 use crate::limits::{CLUSTER_SLOTS, SCAN_CALLS_MAX, SCAN_COUNT_MAX, SCAN_CURSOR_BITS};
 use crate::reply;
@@ -102,7 +105,12 @@ pub(crate) async fn page(inner: &Inner, cursor: Cursor, limit: usize) -> Result<
             ),
         });
     }
-    let shards = inner.topology().await?;
+    // One request timeout for the page; scanning stops early, with what it
+    // has, once half of it is gone (a sparse table can take many calls).
+    let started = std::time::Instant::now();
+    let deadline = started + inner.config.request_timeout;
+    let scan_until = started + inner.config.request_timeout / 2;
+    let shards = inner.topology(deadline).await?;
     let mut index = match shards.iter().position(|s| s.first_slot == cursor.part()) {
         Some(i) => i,
         None if cursor.position() == 0 => match shards.iter().position(|s| s.first_slot > cursor.part()) {
@@ -128,9 +136,9 @@ pub(crate) async fn page(inner: &Inner, cursor: Cursor, limit: usize) -> Result<
     let mut taken = 0;
     loop {
         let shard = &shards[index];
-        let (found, stop) = scan_shard(inner, shard, pos, limit - taken).await?;
+        let (found, stop) = scan_shard(inner, shard, pos, limit - taken, deadline, scan_until).await?;
         taken += found.len();
-        fetch(inner, shard, found, &mut sessions).await?;
+        fetch(inner, shard, found, &mut sessions, deadline).await?;
         match stop {
             Stop::PageFull(at) => {
                 let next = Cursor::new(shard.first_slot, at.encode());
@@ -157,24 +165,27 @@ pub(crate) async fn page(inner: &Inner, cursor: Cursor, limit: usize) -> Result<
     }
 }
 
-/// Scans one master from `pos` for at most `room` session keys.
+/// Scans one master from `pos` for at most `room` session keys, until
+/// `scan_until` has passed after at least one call.
 async fn scan_shard(
     inner: &Inner,
     shard: &Shard,
     mut pos: ScanPos,
     room: usize,
+    deadline: Instant,
+    scan_until: Instant,
 ) -> Result<(Vec<Found>, Stop)> {
     let pattern = inner.keys.scan_pattern();
     let mut found: Vec<Found> = Vec::new();
     // Resuming inside a bucket: rescan exactly that bucket first.
     let mut count_cap = if pos.resume == 0 { SCAN_COUNT_MAX } else { 1 };
-    for _ in 0..SCAN_CALLS_MAX {
+    for call in 0..SCAN_CALLS_MAX {
         let room_left = room - found.len();
-        if room_left == 0 {
+        if room_left == 0 || (call > 0 && Instant::now() >= scan_until) {
             return Ok((found, Stop::PageFull(pos)));
         }
         let count = room_left.min(count_cap);
-        let (next, keys) = scan(inner, shard, pos.cursor, &pattern, count).await?;
+        let (next, keys) = scan(inner, shard, pos.cursor, &pattern, count, deadline).await?;
         let mut batch: Vec<Found> = keys
             .into_iter()
             .filter_map(|key| {
@@ -228,16 +239,17 @@ async fn scan(
     cursor: u64,
     pattern: &[u8],
     count: usize,
+    deadline: Instant,
 ) -> Result<(u64, Vec<Vec<u8>>)> {
     let mut cmd = redis::cmd("SCAN");
     cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(count);
     let cmd = &cmd;
     let reply = inner
-        .run(Kind::Read, |mut conn, _| async move {
-            conn.query(cmd.clone(), Target::Shard(shard)).await
+        .run(Kind::Read, deadline, |conn, _| async move {
+            inner.send_query(conn, cmd, Target::Shard(shard)).await
         })
         .await?;
-    let malformed = |v: &Value| crate::error::bad_reply("SCAN", v);
+    let malformed = |v: &Value| protocol("SCAN", v, false);
     let Value::Array(mut parts) = reply.value else {
         return Err(malformed(&reply.value));
     };
@@ -267,7 +279,13 @@ async fn scan(
 
 /// Reads the found keys from the shard's master, pipelined, into `out`
 /// (skipping those gone meanwhile). A key that moved slots is read on its own.
-async fn fetch(inner: &Inner, shard: &Shard, found: Vec<Found>, out: &mut Vec<Session>) -> Result<()> {
+async fn fetch(
+    inner: &Inner,
+    shard: &Shard,
+    found: Vec<Found>,
+    out: &mut Vec<Session>,
+    deadline: Instant,
+) -> Result<()> {
     for chunk in found.chunks(SCAN_COUNT_MAX) {
         let mut pipe = redis::pipe();
         for f in chunk {
@@ -275,17 +293,17 @@ async fn fetch(inner: &Inner, shard: &Shard, found: Vec<Found>, out: &mut Vec<Se
         }
         let pipe = &pipe;
         let reply = inner
-            .run(Kind::Read, |mut conn, _| async move {
-                conn.pipeline(pipe, Target::Shard(shard)).await
+            .run(Kind::Read, deadline, |conn, _| async move {
+                inner.send_pipeline(conn, pipe, Target::Shard(shard)).await
             })
             .await?;
         if reply.value.len() != chunk.len() {
-            return Err(crate::error::bad_reply("list fetch", &Value::Array(reply.value)));
+            return Err(protocol("HMGET (list fetch)", &Value::Array(reply.value), false));
         }
         for (f, value) in chunk.iter().zip(reply.value) {
             let session = match value {
-                Value::ServerError(_) => inner.peek(f.id, &f.key).await?,
-                value => reply::session(f.id, "list fetch", value)?,
+                Value::ServerError(_) => inner.peek(f.id, &f.key, deadline).await?,
+                value => reply::session(f.id, "HMGET (list fetch)", value)?,
             };
             out.extend(session);
         }
@@ -297,11 +315,12 @@ async fn fetch(inner: &Inner, shard: &Shard, found: Vec<Found>, out: &mut Vec<Se
 pub(crate) async fn count(inner: &Inner) -> Result<usize> {
     let pattern = inner.keys.scan_pattern();
     let mut total = 0;
-    for shard in &inner.topology().await? {
+    for shard in &inner.topology(inner.deadline()).await? {
         let mut cursor = 0;
         let mut calls = 0;
         loop {
-            let (next, keys) = scan(inner, shard, cursor, &pattern, SCAN_COUNT_MAX).await?;
+            // Counting is O(keys): one request timeout per SCAN round trip.
+            let (next, keys) = scan(inner, shard, cursor, &pattern, SCAN_COUNT_MAX, inner.deadline()).await?;
             total += keys.iter().filter(|k| inner.keys.parse(k).is_some()).count();
             cursor = next;
             calls += 1;

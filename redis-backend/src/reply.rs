@@ -3,7 +3,7 @@
 use redis::Value;
 use session_engine::{Error, Metadata, Result, Session, SessionId, Timeout};
 
-use crate::error::bad_reply;
+use crate::error::protocol;
 
 /// Bytes of a bulk reply; `None` for nil.
 pub(crate) fn bytes(value: Value) -> Option<Vec<u8>> {
@@ -37,17 +37,17 @@ pub(crate) fn timeout_field(timeout: Timeout) -> String {
     timeout.as_ms().unwrap_or(0).to_string()
 }
 
-/// A session from `[m, c, a, t]` (the order of `GET` and `HMGET m c a t`);
-/// `Ok(None)` if the key is absent (all nil).
-pub(crate) fn session(id: SessionId, what: &str, value: Value) -> Result<Option<Session>> {
+/// A session from `[m, c, a, t]` (the order of `GET` and `HMGET m c a t`),
+/// the reply to `command`; `Ok(None)` if the key is absent (all nil).
+pub(crate) fn session(id: SessionId, command: &str, value: Value) -> Result<Option<Session>> {
     let Value::Array(mut fields) = value else {
         return match value {
             Value::Nil => Ok(None),
-            other => Err(bad_reply(what, &other)),
+            other => Err(protocol(command, &other, false)),
         };
     };
     if fields.len() != 4 {
-        return Err(bad_reply(what, &Value::Array(fields)));
+        return Err(protocol(command, &Value::Array(fields), false));
     }
     if matches!(fields[0], Value::Nil) {
         return Ok(None);
@@ -67,28 +67,31 @@ pub(crate) fn session(id: SessionId, what: &str, value: Value) -> Result<Option<
     })();
     parsed
         .map(Some)
-        .ok_or_else(|| bad_reply(what, &Value::Array(fields)))
+        .ok_or_else(|| protocol(command, &Value::Array(fields), false))
 }
 
-/// A session whose metadata the caller already holds, from `[c, a, t]`.
+/// A session whose metadata the caller already holds, from `[c, a, t]` (a
+/// write's reply: a malformed one is a write's protocol error).
 pub(crate) fn session_with(
     id: SessionId,
     metadata: Metadata,
-    what: &str,
+    command: &str,
     fields: &[Value],
 ) -> Result<Session> {
     let parsed = (|| {
         let [c, a, t] = fields else { return None };
         Some(Session::new(id, metadata, number(c)?, number(a)?, timeout(t)?))
     })();
-    parsed.ok_or_else(|| bad_reply(what, &Value::Array(fields.to_vec())))
+    parsed.ok_or_else(|| protocol(command, &Value::Array(fields.to_vec()), true))
 }
 
-/// An integer reply.
-pub(crate) fn int(what: &str, value: &Value) -> Result<i64> {
+/// A reply that must be the integer 0 or 1 (a script's "done / not there",
+/// `DEL` or `EXISTS` of one key); anything else is a protocol error.
+pub(crate) fn flag(command: &str, value: &Value, write: bool) -> Result<bool> {
     match value {
-        Value::Int(n) => Ok(*n),
-        other => Err(bad_reply(what, other)),
+        Value::Int(0) => Ok(false),
+        Value::Int(1) => Ok(true),
+        other => Err(protocol(command, other, write)),
     }
 }
 
@@ -124,6 +127,28 @@ mod tests {
         assert!(session(id, "get", Value::Nil).unwrap().is_none());
         let torn = Value::Array(vec![bulk("m"), bulk("x"), bulk("20"), bulk("5")]);
         assert!(matches!(session(id, "get", torn), Err(Error::Unavailable { .. })));
+    }
+
+    #[test]
+    fn flags_are_zero_or_one_and_nothing_else() {
+        assert!(flag("DEL", &Value::Int(1), true).unwrap());
+        assert!(!flag("DEL", &Value::Int(0), true).unwrap());
+        for other in [
+            Value::Int(2),
+            Value::Int(-1),
+            Value::Int(42),
+            Value::Nil,
+            bulk("1"),
+        ] {
+            match flag("DEL", &other, true) {
+                Err(Error::OutcomeUnknown { reason }) => assert!(reason.contains("DEL"), "{reason}"),
+                r => panic!("{other:?}: {r:?}"),
+            }
+            assert!(matches!(
+                flag("EXISTS", &other, false),
+                Err(Error::Unavailable { .. })
+            ));
+        }
     }
 
     #[test]

@@ -27,6 +27,20 @@
 //! `touch`, `set_ttl` and `get` are idempotent as they stand (they set, not
 //! add); `delete` reports success if the session is gone after a retry.
 //!
+//! # Acknowledging a resend with `WAIT`
+//!
+//! `WAIT n t` waits for the replicas to confirm the writes of the
+//! *connection it is sent on*, up to that connection's last write. A resend
+//! that finds its write already in (its own token, the session already
+//! gone) writes nothing itself, and it may travel on another connection
+//! than the try that wrote (that one broke): its `WAIT` would prove nothing
+//! about the earlier write, and can return at once. So after a try that may
+//! have applied, the resend carries a [fence](FENCE) before its `WAIT`: a
+//! write on the session's slot that leaves no trace (it sets and deletes
+//! `<key>:fence` in one script), so that the connection's last write — and
+//! the replication offset `WAIT` waits for — comes after everything the
+//! master had applied by then, the earlier try included.
+//!
 //! # Why scripts
 //!
 //! A script runs atomically on the master of the key's slot: read, compare,
@@ -106,18 +120,33 @@ if r[5] ~= '0' then redis.call('PEXPIRE', key, r[5]) end
 return {1, r[3], now, r[5]}
 ";
 
-/// One script: its full text and SHA-1.
+/// `KEYS[1]` `<session key>:fence`. Writes and removes it: a write that
+/// leaves nothing behind but moves the connection's replication offset past
+/// everything the master applied before it (see the module docs). Sent as
+/// `EVAL` (only after a doubtful try, so rarely).
+pub(crate) const FENCE: &str = "redis.call('SET', KEYS[1], '1') redis.call('DEL', KEYS[1]) return 1";
+
+/// Suffix of the fence key after the session key (same hash tag: same slot).
+pub(crate) const FENCE_SUFFIX: &[u8] = b":fence";
+
+/// One script: its full text and SHA-1, and how errors name it.
 #[derive(Debug)]
 pub(crate) struct Script {
     pub(crate) code: String,
     pub(crate) sha1: String,
+    /// `EVALSHA (<name> script)`, for protocol errors.
+    pub(crate) command: String,
 }
 
 impl Script {
-    fn new(body: &str) -> Self {
+    fn new(name: &str, body: &str) -> Self {
         let code = format!("{PRELUDE}{body}");
         let sha1 = redis::Script::new(&code).get_hash().to_owned();
-        Self { code, sha1 }
+        Self {
+            code,
+            sha1,
+            command: format!("EVALSHA ({name} script)"),
+        }
     }
 }
 
@@ -132,13 +161,24 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
+    /// Every script's text (to load them on a server ahead of use).
+    pub(crate) fn codes(&self) -> [&str; 5] {
+        [
+            &self.insert.code,
+            &self.get.code,
+            &self.touch.code,
+            &self.set_ttl.code,
+            &self.commit.code,
+        ]
+    }
+
     pub(crate) fn new() -> Self {
         Self {
-            insert: Script::new(INSERT),
-            get: Script::new(GET),
-            touch: Script::new(TOUCH),
-            set_ttl: Script::new(SET_TTL),
-            commit: Script::new(COMMIT),
+            insert: Script::new("insert", INSERT),
+            get: Script::new("get", GET),
+            touch: Script::new("touch", TOUCH),
+            set_ttl: Script::new("set_ttl", SET_TTL),
+            commit: Script::new("commit", COMMIT),
         }
     }
 }

@@ -4,9 +4,11 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use session_engine::Timeout;
+use session_engine::{Error, Timeout};
 use session_redis::{RedisConfig, RedisStore};
 
 const TASKS: usize = 64;
@@ -19,7 +21,12 @@ fn counter(meta: &[u8]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_writers_on_one_session_lose_no_update() {
     let server = support::Server::standalone();
-    let config = RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("conc"));
+    // Every update must get through: a budget far beyond what 64 writers of
+    // one session need on a slow machine (the default 1 s, one budget for
+    // all of an update's races, can run out: see the next test).
+    let config = RedisConfig::standalone(server.url())
+        .key_prefix(support::unique_prefix("conc"))
+        .request_timeout(Duration::from_secs(30));
     // Four stores: four connections racing, besides the tasks sharing each.
     let mut stores = Vec::new();
     for _ in 0..4 {
@@ -51,6 +58,64 @@ async fn many_writers_on_one_session_lose_no_update() {
     let conflicts: u64 = stores.iter().map(|s| s.stats().update_conflicts).sum();
     println!("{TASKS} tasks x {INCREMENTS} increments on one session: {conflicts} lost races, all retried");
     assert!(conflicts > 0, "the test did race");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_out_of_time_under_contention_say_contended_and_are_not_in() {
+    // A budget short enough that some of 64 racing writers run out of it:
+    // those must report `Contended` (nothing applied) — or, if the budget
+    // ran out during a round trip, `TimedOut`/`OutcomeUnknown` (maybe
+    // applied) — and the counter must hold exactly the acknowledged
+    // increments plus at most the doubtful ones.
+    let server = support::Server::standalone();
+    let config = RedisConfig::standalone(server.url())
+        .key_prefix(support::unique_prefix("conc-short"))
+        .request_timeout(Duration::from_millis(150));
+    let store = Arc::new(RedisStore::connect(config).await.expect("connect"));
+    let id = store.create(b"0", Timeout::from_secs(60)).await.expect("create");
+    let (ok, contended, doubtful) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..TASKS {
+        let (store, ok, contended, doubtful) = (
+            Arc::clone(&store),
+            Arc::clone(&ok),
+            Arc::clone(&contended),
+            Arc::clone(&doubtful),
+        );
+        tasks.spawn(async move {
+            for _ in 0..INCREMENTS {
+                match store
+                    .update(&id, |m| (counter(m) + 1).to_string().into_bytes())
+                    .await
+                {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(Error::Contended { .. }) => contended.fetch_add(1, Ordering::Relaxed),
+                    Err(Error::TimedOut { .. } | Error::OutcomeUnknown { .. }) => {
+                        doubtful.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(e) => panic!("update: {e:?}"),
+                };
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("writer");
+    }
+    let (ok, contended, doubtful) = (
+        ok.load(Ordering::Relaxed),
+        contended.load(Ordering::Relaxed),
+        doubtful.load(Ordering::Relaxed),
+    );
+    let total = counter(store.get(&id).await.expect("get").metadata()) as u64;
+    println!("short budget: {ok} acknowledged, {contended} contended, {doubtful} doubtful; counter {total}");
+    assert!(
+        total >= ok && total <= ok + doubtful,
+        "counter {total}: {ok} acknowledged, {doubtful} doubtful, {contended} contended (not in)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

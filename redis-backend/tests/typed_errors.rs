@@ -1,6 +1,6 @@
 //! Each failure class surfaces as its own `session_engine::Error` variant,
 //! against a real server: a short `WAIT` is `OutcomeUnknown` (and the write
-//! is on the master), a paused server is `TimedOut`, foreign data under a
+//! is on the master; reads do not wait), a paused server is `TimedOut`, foreign data under a
 //! session key is `Unavailable` quoting Redis, bad settings are
 //! `InvalidConfig`.
 
@@ -31,9 +31,12 @@ async fn failures_map_onto_typed_errors() {
     }
     assert_eq!(waiting.peek(&id).await.expect("on the master").metadata(), b"w");
     assert_eq!(waiting.stats().replication_shortfalls, 1);
-    // Reads and slides do not wait.
+    // Reads do not wait (a get's slide included); touch, a write, does.
     waiting.get(&id).await.expect("get does not WAIT");
-    waiting.touch(&id).await.expect("touch does not WAIT");
+    match waiting.touch(&id).await {
+        Err(Error::OutcomeUnknown { reason }) => assert!(reason.contains("0 of 1 replicas"), "{reason}"),
+        other => panic!("touch WAITs like every write: {other:?}"),
+    }
 
     // A paused server: no answer within the request timeout.
     let store = RedisStore::connect(base().request_timeout(Duration::from_millis(150)))

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod fake;
 pub mod proxy;
 
 use std::io::{Read, Write};
@@ -123,6 +124,12 @@ impl Server {
         Self::start(&[], false)
     }
 
+    /// A standalone replica of the server listening on `master_port` (the
+    /// master itself, or a proxy in front of it).
+    pub fn replica_of(master_port: u16) -> Self {
+        Self::start(&["--replicaof", HOST, &master_port.to_string()], false)
+    }
+
     /// A cluster-enabled node with the given node timeout.
     pub fn cluster_node(node_timeout_ms: u64) -> Self {
         let timeout = node_timeout_ms.to_string();
@@ -138,6 +145,11 @@ impl Server {
                 // (repeated kills in one test).
                 "--cluster-replica-validity-factor",
                 "0",
+                // Keep serving the slots that have a master while others
+                // have none (Redis' default, `yes`, answers CLUSTERDOWN for
+                // every key then: one failing shard stalls all of them).
+                "--cluster-require-full-coverage",
+                "no",
             ],
             true,
         )
@@ -480,6 +492,17 @@ impl Cluster {
                     .as_deref()
                     == Some("up")
         })
+    }
+
+    /// A replica of this master, as node index (running or not).
+    pub fn replica_of(&self, master: usize) -> Option<usize> {
+        let port = self.nodes[master].port;
+        let lines = self.node_lines();
+        let me = lines.iter().find(|l| l.port == port)?;
+        lines
+            .iter()
+            .find(|l| l.master_id == me.id)
+            .map(|l| self.index_of_port(l.port))
     }
 
     /// Waits until a running node other than `old` is the master of

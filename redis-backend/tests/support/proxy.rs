@@ -1,23 +1,66 @@
-//! A loopback TCP proxy that can wedge the connections it carries: after
-//! [`Proxy::wedge`], every connection opened before stops forwarding (its
-//! sockets stay open, so the client sees no error, only silence), while
-//! connections opened after work normally — the state a client is left in
-//! when a server vanishes without a reset, or when a client's own state
-//! machine hangs. [`Proxy::black_hole`] holds new connections too: a server
-//! that accepts and never answers.
+//! A loopback TCP proxy that the test controls, to put a client or a
+//! replication link into states a real network reaches only by chance:
+//!
+//! - [`Proxy::wedge`]: every connection opened before stops forwarding (its
+//!   sockets stay open, so the peer sees no error, only silence), while
+//!   connections opened after work normally — a client left waiting on a
+//!   connection that will never answer, or a replica whose link to its
+//!   master is frozen. [`Proxy::black_hole`] holds new connections too: a
+//!   server that accepts and never answers.
+//! - [`Proxy::lose_reply`]: the next request containing a marker reaches the
+//!   server, and once the server starts answering, the client's connection
+//!   is closed instead: a write applied whose reply was lost.
+//! - [`Proxy::refuse`]: the next request containing a marker never reaches
+//!   the server; the proxy answers each of its commands with an error reply
+//!   (`-TRYAGAIN`, say): a request the server did not run.
+//! - [`Proxy::delay`]: every request waits this long before it is forwarded.
+//!
+//! Markers are matched against one read from the client (a pipeline sent in
+//! one write arrives in one read on loopback).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+
+/// A fault armed for the next request that contains `marker`.
+#[derive(Clone, Debug)]
+enum Fault {
+    LoseReply,
+    Refuse(String),
+}
+
+#[derive(Default)]
+struct Control {
+    epoch: AtomicU64,
+    black_hole: AtomicBool,
+    delay_ms: AtomicU64,
+    armed: Mutex<Option<(Vec<u8>, Fault)>>,
+    fired: AtomicU64,
+}
+
+impl Control {
+    /// Takes the armed fault if `chunk` contains its marker.
+    fn take_fault(&self, chunk: &[u8]) -> Option<Fault> {
+        let mut armed = self.armed.lock().unwrap();
+        let hit = armed
+            .as_ref()
+            .is_some_and(|(marker, _)| chunk.windows(marker.len()).any(|w| w == marker.as_slice()));
+        if !hit {
+            return None;
+        }
+        self.fired.fetch_add(1, Ordering::SeqCst);
+        armed.take().map(|(_, fault)| fault)
+    }
+}
 
 pub struct Proxy {
     pub addr: SocketAddr,
-    epoch: Arc<AtomicU64>,
-    black_hole: Arc<std::sync::atomic::AtomicBool>,
+    control: Arc<Control>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -26,50 +69,89 @@ impl Proxy {
     pub async fn start(upstream_port: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
-        let epoch = Arc::new(AtomicU64::new(0));
-        let black_hole = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let control = Arc::new(Control::default());
         let task = {
-            let epoch = Arc::clone(&epoch);
-            let black_hole = Arc::clone(&black_hole);
+            let control = Arc::clone(&control);
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
                     // Born in the past: wedged from its first byte.
-                    let born = epoch.load(Ordering::SeqCst) + u64::from(black_hole.load(Ordering::SeqCst));
-                    let epoch = Arc::clone(&epoch);
+                    let born = control.epoch.load(Ordering::SeqCst)
+                        + u64::from(control.black_hole.load(Ordering::SeqCst));
+                    let control = Arc::clone(&control);
                     tokio::spawn(async move {
                         let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
                             return;
                         };
                         let (cr, cw) = client.into_split();
                         let (sr, sw) = server.into_split();
-                        let up = tokio::spawn(pump(cr, sw, Arc::clone(&epoch), born));
-                        let down = tokio::spawn(pump(sr, cw, epoch, born));
+                        let link = Arc::new(Link {
+                            control,
+                            born,
+                            to_client: tokio::sync::Mutex::new(Some(cw)),
+                            cut: AtomicBool::new(false),
+                            cut_pending: AtomicBool::new(false),
+                        });
+                        let up = tokio::spawn(upstream(cr, sw, Arc::clone(&link)));
+                        let down = tokio::spawn(downstream(sr, link));
                         let _ = tokio::join!(up, down);
                     });
                 }
             })
         };
-        Self {
-            addr,
-            epoch,
-            black_hole,
-            task,
-        }
+        Self { addr, control, task }
     }
 
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr)
     }
 
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     /// Wedges every connection open now.
     pub fn wedge(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.control.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Wedges every connection, open now or opened later.
     pub fn black_hole(&self) {
-        self.black_hole.store(true, Ordering::SeqCst);
+        self.control.black_hole.store(true, Ordering::SeqCst);
         self.wedge();
+    }
+
+    /// The next request containing `marker` reaches the server; its reply
+    /// does not reach the client, whose connection is closed instead.
+    pub fn lose_reply(&self, marker: &str) {
+        *self.control.armed.lock().unwrap() = Some((marker.as_bytes().to_vec(), Fault::LoseReply));
+    }
+
+    /// The next request containing `marker` does not reach the server; each
+    /// of its commands is answered with `-<error>` instead.
+    pub fn refuse(&self, marker: &str, error: &str) {
+        *self.control.armed.lock().unwrap() =
+            Some((marker.as_bytes().to_vec(), Fault::Refuse(error.to_owned())));
+    }
+
+    /// True if no fault is armed (the last one armed has fired).
+    pub fn fault_fired(&self) -> bool {
+        self.control.armed.lock().unwrap().is_none()
+    }
+
+    /// Forgets the armed fault.
+    pub fn disarm(&self) {
+        *self.control.armed.lock().unwrap() = None;
+    }
+
+    /// Faults fired so far.
+    pub fn faults_fired(&self) -> u64 {
+        self.control.fired.load(Ordering::SeqCst)
+    }
+
+    /// Every request from now on waits `delay` before it is forwarded.
+    pub fn delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.control.delay_ms.store(ms, Ordering::SeqCst);
     }
 }
 
@@ -79,24 +161,108 @@ impl Drop for Proxy {
     }
 }
 
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    epoch: Arc<AtomicU64>,
+/// One proxied connection.
+struct Link {
+    control: Arc<Control>,
     born: u64,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
+    /// The client's write half; `None` once the connection was cut.
+    to_client: tokio::sync::Mutex<Option<OwnedWriteHalf>>,
+    /// The client's connection was closed: forward nothing more.
+    cut: AtomicBool,
+    /// Close the client's connection when the server's next bytes arrive.
+    cut_pending: AtomicBool,
+}
+
+impl Link {
+    /// Holds the caller while this connection is wedged (for good).
+    async fn hold_if_wedged(&self) {
+        while self.control.epoch.load(Ordering::SeqCst) != self.born {
+            // Wedged: hold the bytes and both sockets, say nothing.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    }
+
+    async fn cut_client(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        if let Some(mut w) = self.to_client.lock().await.take() {
+            let _ = w.shutdown().await;
+        }
+    }
+}
+
+async fn upstream(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, link: Arc<Link>) {
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        while epoch.load(Ordering::SeqCst) != born {
-            // Wedged: hold the bytes and both sockets, say nothing.
-            tokio::time::sleep(Duration::from_secs(3600)).await;
+        if link.cut.load(Ordering::SeqCst) {
+            return;
+        }
+        link.hold_if_wedged().await;
+        let delay_ms = link.control.delay_ms.load(Ordering::SeqCst);
+        if delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        match link.control.take_fault(&buf[..n]) {
+            Some(Fault::Refuse(error)) => {
+                let reply = format!("-{error}\r\n").repeat(count_commands(&buf[..n]));
+                if let Some(w) = link.to_client.lock().await.as_mut() {
+                    let _ = w.write_all(reply.as_bytes()).await;
+                }
+                continue;
+            }
+            Some(Fault::LoseReply) => link.cut_pending.store(true, Ordering::SeqCst),
+            None => {}
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
     }
+}
+
+async fn downstream(mut from: OwnedReadHalf, link: Arc<Link>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        link.hold_if_wedged().await;
+        if link.cut_pending.load(Ordering::SeqCst) {
+            // The server ran the request and started answering: the
+            // answer is lost with the client's connection.
+            link.cut_client().await;
+            return;
+        }
+        let mut to = link.to_client.lock().await;
+        let Some(w) = to.as_mut() else { return };
+        if w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Commands in a chunk of RESP requests (arrays of bulk strings).
+fn count_commands(chunk: &[u8]) -> usize {
+    let mut count = 0;
+    let mut i = 0;
+    let line = |from: usize| -> Option<(i64, usize)> {
+        let end = chunk[from..].windows(2).position(|w| w == b"\r\n")? + from;
+        let n = std::str::from_utf8(&chunk[from + 1..end]).ok()?.parse().ok()?;
+        Some((n, end + 2))
+    };
+    while i < chunk.len() && chunk[i] == b'*' {
+        let Some((args, mut at)) = line(i) else { break };
+        for _ in 0..args {
+            let Some((len, start)) = line(at) else {
+                return count;
+            };
+            at = start + usize::try_from(len).unwrap_or(0) + 2;
+        }
+        count += 1;
+        i = at;
+    }
+    count.max(1)
 }

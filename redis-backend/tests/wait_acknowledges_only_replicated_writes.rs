@@ -1,0 +1,183 @@
+//! With `Replication::Wait`, no write is acknowledged (`Ok`) unless the
+//! replicas confirmed it — on every path a write can take: the first try,
+//! a resend after the server refused the first try (`TRYAGAIN`), a resend
+//! after `NOSCRIPT`, and a resend after a try whose reply was lost (the
+//! write applied, the connection closed before the answer came back; the
+//! resend then finds the write already in: the insert's own token, the
+//! update's own commit, the session already gone for a delete).
+//!
+//! Setup: a master, and its replica connected through a proxy the test
+//! freezes (the replication link stops without an error: the master still
+//! counts the replica as connected, but no acknowledgement comes back). The
+//! store reaches the master through a second proxy that injects the
+//! faults. Every write — create, insert, update, touch, set_ttl, delete —
+//! must then report `OutcomeUnknown` on every path (it is applied on the
+//! master, and lost if the master fails now), never `Ok`; reads still
+//! answer.
+
+mod support;
+
+use std::time::Duration;
+
+use session_engine::{Error, SessionId, Timeout};
+use session_redis::{RedisConfig, RedisStore, Replication};
+use support::proxy::Proxy;
+use support::Server;
+
+const WAIT_TIMEOUT: Duration = Duration::from_millis(200);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    FirstTry,
+    AfterRefusal,
+    AfterNoScript,
+    AfterLostReply,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Create,
+    Insert,
+    Update,
+    Touch,
+    SetTtl,
+    Delete,
+}
+
+const OPS: [Op; 6] = [
+    Op::Create,
+    Op::Insert,
+    Op::Update,
+    Op::Touch,
+    Op::SetTtl,
+    Op::Delete,
+];
+const PATHS: [Path; 4] = [
+    Path::FirstTry,
+    Path::AfterRefusal,
+    Path::AfterNoScript,
+    Path::AfterLostReply,
+];
+
+/// An id no session has yet, for `insert`.
+fn fresh_id(path: Path) -> SessionId {
+    SessionId::from_bytes([0x40 + path as u8; 16])
+}
+
+async fn run(store: &RedisStore, op: Op, path: Path, id: SessionId) -> Result<(), Error> {
+    match op {
+        Op::Create => store.create(b"created", Timeout::from_secs(600)).await.map(drop),
+        Op::Insert => {
+            store
+                .insert(fresh_id(path), b"inserted", Timeout::from_secs(600))
+                .await
+        }
+        Op::Update => store.update(&id, |_| b"updated".to_vec()).await.map(drop),
+        Op::Touch => store.touch(&id).await,
+        Op::SetTtl => store.set_ttl(&id, Timeout::from_secs(1_234)).await,
+        Op::Delete => store.delete(&id).await,
+    }
+}
+
+/// What the master holds after `op` applied (reads do not wait for
+/// replicas, so the store can look).
+async fn check_applied(store: &RedisStore, master: &Server, op: Op, path: Path, id: SessionId) {
+    let what = format!("{op:?} {path:?}");
+    match op {
+        Op::Create | Op::Touch => {}
+        Op::Insert => {
+            let s = store.peek(&fresh_id(path)).await.expect(&what);
+            assert_eq!(s.metadata(), b"inserted", "{what}");
+        }
+        Op::Update => {
+            let s = store.peek(&id).await.expect(&what);
+            assert_eq!(s.metadata(), b"updated", "{what}");
+        }
+        Op::SetTtl => {
+            let ttl: i64 = master
+                .cli(&["PTTL", &store.key(&id)])
+                .trim()
+                .parse()
+                .expect(&what);
+            assert!(ttl > 600_000, "{what}: TTL {ttl} ms, expected about 1234 s");
+        }
+        Op::Delete => assert!(matches!(store.peek(&id).await, Err(Error::NotFound)), "{what}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_write_is_acknowledged_without_its_replica_on_any_path() {
+    let master = Server::standalone();
+    let link = Proxy::start(master.port).await;
+    let replica = tokio::task::block_in_place(|| Server::replica_of(link.port()));
+    tokio::task::block_in_place(|| {
+        support::wait_for("the replica in sync", Duration::from_secs(20), || {
+            replica.info_field("replication", "master_link_status").as_deref() == Some("up")
+                && master.info_field("replication", "connected_slaves").as_deref() == Some("1")
+        })
+    });
+    let front = Proxy::start(master.port).await;
+    let config = RedisConfig::standalone(front.url())
+        .key_prefix(support::unique_prefix("wait-paths"))
+        .request_timeout(REQUEST_TIMEOUT)
+        .replication(Replication::Wait {
+            replicas: 1,
+            timeout: WAIT_TIMEOUT,
+        });
+    let store = RedisStore::connect(config).await.expect("connect");
+
+    // While the link works, every write is acknowledged: one session per
+    // (path, op) to act on later.
+    let mut sessions = Vec::new();
+    for path in PATHS {
+        for op in OPS {
+            let id = store
+                .create(b"before", Timeout::from_secs(600))
+                .await
+                .unwrap_or_else(|e| panic!("with the replica in sync, create is acknowledged: {e}"));
+            sessions.push(((path, op), id));
+        }
+    }
+    store
+        .touch(&sessions[0].1)
+        .await
+        .expect("touch with the replica in sync");
+
+    link.wedge();
+    let mut problems = Vec::new();
+    for ((path, op), id) in sessions {
+        match path {
+            Path::FirstTry => {}
+            Path::AfterRefusal => front.refuse("WAIT", "TRYAGAIN injected by the test"),
+            Path::AfterLostReply => front.lose_reply("WAIT"),
+            Path::AfterNoScript => assert_eq!(master.cli(&["SCRIPT", "FLUSH"]).trim(), "OK"),
+        }
+        let r = run(&store, op, path, id).await;
+        println!("{op:?} {path:?}: {r:?} resends {}", store.stats().resends);
+        if !front.fault_fired() {
+            front.disarm();
+            problems.push(format!("{op:?} {path:?}: no WAIT came by with the write"));
+        }
+        match r {
+            Err(Error::OutcomeUnknown { reason }) if reason.contains("replica") => {}
+            other => problems.push(format!(
+                "{op:?} {path:?}: {other:?} while the replica has not confirmed it"
+            )),
+        }
+        check_applied(&store, &master, op, path, id).await;
+    }
+    assert!(
+        problems.is_empty(),
+        "{} of 24 cases:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+
+    // Reads do not wait for replicas.
+    let id = fresh_id(Path::FirstTry);
+    store.get(&id).await.expect("get answers");
+    store.peek(&id).await.expect("peek answers");
+    assert!(store.contains(&id).await.expect("contains answers"));
+    assert!(store.stats().replication_shortfalls >= 24);
+}
