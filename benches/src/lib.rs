@@ -334,6 +334,49 @@ impl Contender for Scc {
     }
 }
 
+/// The engine with a data directory (removed when it drops).
+pub struct PersistentEngine {
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+impl PersistentEngine {
+    /// An engine persisting to a fresh directory under `target/` with
+    /// `durability`.
+    #[must_use]
+    pub fn new(durability: session_engine::Durability) -> Self {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
+        std::fs::create_dir_all(&base).expect("bench data directory");
+        let dir = tempfile::tempdir_in(base).expect("bench data directory");
+        let engine = engine_with(Config::default().data_dir(dir.path()).durability(durability));
+        Self { engine, _dir: dir }
+    }
+}
+
+impl Contender for PersistentEngine {
+    fn create(&self, metadata: &[u8]) -> SessionId {
+        Contender::create(&self.engine, metadata)
+    }
+    fn get(&self, id: &SessionId) -> bool {
+        Contender::get(&self.engine, id)
+    }
+    fn peek(&self, id: &SessionId) -> bool {
+        Contender::peek(&self.engine, id)
+    }
+    fn update(&self, id: &SessionId) -> bool {
+        Contender::update(&self.engine, id)
+    }
+    fn touch(&self, id: &SessionId) -> bool {
+        Contender::touch(&self.engine, id)
+    }
+    fn delete(&self, id: &SessionId) -> bool {
+        Contender::delete(&self.engine, id)
+    }
+    fn len(&self) -> usize {
+        Contender::len(&self.engine)
+    }
+}
+
 /// The engine as benchmarked: default shard count for the machine, no
 /// sweeper work due (nothing expires during a run) but the thread running.
 #[must_use]
@@ -367,6 +410,9 @@ pub fn contender(name: &str) -> Box<dyn Contender> {
         "engine" => Box::new(engine()),
         "engine-precise-clock" => with_clock(Clock::precise()),
         "engine-manual-clock" => with_clock(ManualClock::new(1_700_000_000_000).clock()),
+        "engine-interval" => Box::new(PersistentEngine::new(session_engine::Durability::Interval(
+            Duration::from_secs(1),
+        ))),
         "mutex-map" => Box::new(MutexMap::new(default_shards())),
         "dashmap" => Box::new(Dash::new()),
         "scc" => Box::new(Scc::new()),

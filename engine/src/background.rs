@@ -61,8 +61,8 @@ impl Background {
         }
         let flusher = (persistent && core.config.durability == Durability::Always).then(|| {
             let requests = Arc::new(FlushRequests::default());
-            for log in &core.logs {
-                log.set_flusher(Arc::clone(&requests));
+            for commit in &core.commits {
+                commit.set_flusher(Arc::clone(&requests));
             }
             let (core, requests2) = (Arc::clone(core), Arc::clone(&requests));
             threads.push(spawn("session-flusher", move || flusher(&core, &requests2)));
@@ -102,18 +102,19 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
         .unwrap_or_else(|e| panic!("spawning the {name} thread: {e}"))
 }
 
-/// Runs the flushes that async writers wait for in `Always` mode: whenever
-/// asked, flushes every log that has them, unless a writer's thread is
-/// already leading a flush there (that leader covers them, hands over to
-/// another thread, or asks again).
+/// Runs the syncs that async writers wait for in `Always` mode: whenever
+/// asked, syncs every log that has them, unless a writer's thread is already
+/// leading a sync there (that leader covers them, hands over to another
+/// thread, or asks again).
 fn flusher(core: &Core, requests: &FlushRequests) {
     while requests.next() {
-        for log in &core.logs {
-            if log.has_async_waiters() {
-                // A failure reaches the waiters through the log.
-                let _ = log.flush();
-            }
-        }
+        // A failure reaches the waiters through their commit.
+        let _ = persist::flush_all(
+            core.commits
+                .iter()
+                .filter(|c| c.has_async_waiters())
+                .map(|c| &**c),
+        );
     }
 }
 
@@ -139,7 +140,8 @@ fn sweeper(core: &Core, stop: &Stop) {
             }
         }
         let flush = flush_every.is_some_and(|_| now >= next_flush);
-        core.maintain_logs(flush);
+        // Failures resurface on the write path, which returns them.
+        let _ = core.maintain_logs(flush);
         if let (true, Some(every)) = (flush, flush_every) {
             next_flush = now + every;
         }

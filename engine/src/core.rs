@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, SWEEP_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
 use crate::persist::format::{put_len, Record, TIMEOUT_NEVER_STORED};
-use crate::persist::{self, CompactionStep, RecoveryReport, ShardLog};
+use crate::persist::{self, flush_all, CompactionStep, GroupCommit, RecoveryReport, ShardLog};
 use crate::session::{Listener, RemovalCause, Session, SessionRef, Stats, Timeout, TIMEOUT_NEVER};
 use crate::settle::Pending;
 use crate::shard::{snapshot, Commit, Inserted, ListPosition, LogPosition, Shard, Swept};
@@ -45,6 +45,8 @@ pub(crate) struct Core {
     pub(crate) config: Config,
     /// One log per shard when persistence is on.
     pub(crate) logs: Vec<Arc<ShardLog>>,
+    /// Their group commits, one per log.
+    pub(crate) commits: Vec<Arc<GroupCommit>>,
     pub(crate) recovery: Option<RecoveryReport>,
     // Holds the data directory's lock for the engine's lifetime.
     _persistence: Option<persist::Persistence>,
@@ -78,7 +80,9 @@ impl Core {
         let now_ms = clock.now_ms();
         let shard_mask = shard_count - 1;
         let guard = crossbeam_epoch::pin();
-        let (hasher, shards, logs, recovery, persistence) = if let Some(dir) = config.data_dir.clone() {
+        let (hasher, shards, logs, commits, recovery, persistence) = if let Some(dir) =
+            config.data_dir.clone()
+        {
             let opened = persist::open(&config, &dir, shard_count, now_ms, |hasher, id| {
                 route_shard(hash_id(hasher, id), shard_mask)
             })?;
@@ -108,8 +112,9 @@ impl Core {
                 shards.push(CachePadded::new(shard));
             }
             let logs = persistence.logs.clone();
+            let commits = persistence.commits.clone();
             let report = persistence.report.clone();
-            (hasher, shards, logs, Some(report), Some(persistence))
+            (hasher, shards, logs, commits, Some(report), Some(persistence))
         } else {
             let hasher = RandomState::new();
             let capacity = config.shard_capacity(shard_count);
@@ -120,7 +125,7 @@ impl Core {
                     Ok(CachePadded::new(shard))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            (hasher, shards, Vec::new(), None, None)
+            (hasher, shards, Vec::new(), Vec::new(), None, None)
         };
         let sessions: usize = shards.iter().map(|s| s.len()).sum();
         Ok(Self {
@@ -133,6 +138,7 @@ impl Core {
             compaction_errors: AtomicU64::new(0),
             compaction: Mutex::new(()),
             logs,
+            commits,
             recovery,
             _persistence: persistence,
             config,
@@ -514,11 +520,17 @@ impl Core {
 
     /// The chores of each shard's log, for the background thread: keeping
     /// pages ahead of the writer faulted in, preparing the next segment,
-    /// appending the readers' queued touches, and flushing if `flush`.
-    pub(crate) fn maintain_logs(&self, flush: bool) {
+    /// appending the readers' queued touches; then, if `flush`, one sync
+    /// round for every log.
+    pub(crate) fn maintain_logs(&self, flush: bool) -> Result<()> {
         let now_ms = self.clock.now_ms();
         for log in &self.logs {
-            log.maintain(now_ms, flush);
+            log.maintain(now_ms);
+        }
+        if flush {
+            flush_all(self.commits.iter().map(|c| &**c))
+        } else {
+            Ok(())
         }
     }
 
@@ -544,7 +556,6 @@ impl Core {
                 let (log_bytes, live_bytes) = log.sizes();
                 stats.log_bytes += log_bytes;
                 stats.log_live_bytes += live_bytes;
-                stats.log_syncs += log.syncs();
                 stats.touches_dropped += log.touches_dropped();
             }
             stats.created_total += created;
@@ -552,6 +563,7 @@ impl Core {
             stats.expired_total += expired;
         }
         stats.sessions = stats.sessions_per_shard.iter().sum();
+        stats.log_syncs = self.commits.iter().map(|c| c.syncs()).sum();
         stats
     }
 

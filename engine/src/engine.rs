@@ -63,13 +63,8 @@ impl Engine {
         if let Some(background) = self.background.take() {
             background.stop();
         }
-        self.core.maintain_logs(false);
-        for log in &self.core.logs {
-            if log.durability() != Durability::Never {
-                log.flush()?;
-            }
-        }
-        Ok(())
+        let flush = self.core.config.durability != Durability::Never;
+        self.core.maintain_logs(flush)
     }
 
     /// The configuration the engine was opened with.

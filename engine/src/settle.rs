@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use crate::core::Core;
 use crate::error::{Error, Result};
-use crate::persist::{AsyncWaiter, ShardLog};
+use crate::persist::{AsyncWaiter, GroupCommit};
 
 /// A change that, in `Always` mode, is acknowledged only once the log of
 /// `shard` is durable up to `position`.
@@ -32,11 +32,11 @@ pub(crate) fn outcome_unknown(e: Error) -> Error {
 }
 
 impl Core {
-    /// Blocks until `pending` is durable (group commit; see `ShardLog`).
+    /// Blocks until `pending` is durable (group commit, `persist/commit.rs`).
     #[inline]
     pub(crate) fn settle(&self, pending: Option<Pending>) -> Result<()> {
         let Some(p) = pending else { return Ok(()) };
-        self.logs[p.shard]
+        self.commits[p.shard]
             .wait_durable(p.position)
             .map_err(outcome_unknown)
     }
@@ -48,21 +48,21 @@ impl Core {
         match outcome {
             Err(e) => Settle::ready(Err(e)),
             Ok((value, None)) => Settle::ready(Ok(value)),
-            Ok((value, Some(p))) => Settle::after(value, Arc::clone(&self.logs[p.shard]), p.position),
+            Ok((value, Some(p))) => Settle::after(value, Arc::clone(&self.commits[p.shard]), p.position),
         }
     }
 }
 
 /// A write's outcome, delivered once the write is durable: at once unless the
 /// engine's durability is `Always`, else when a flush covers the write's log
-/// position (see `ShardLog::poll_durable`).
+/// position (see `GroupCommit::poll_durable`).
 pub(crate) struct Settle<T> {
     outcome: Option<Result<T>>,
     wait: Option<Wait>,
 }
 
 struct Wait {
-    log: Arc<ShardLog>,
+    commit: Arc<GroupCommit>,
     position: u64,
     waiter: Option<Arc<AsyncWaiter>>,
 }
@@ -75,11 +75,11 @@ impl<T> Settle<T> {
         }
     }
 
-    fn after(value: T, log: Arc<ShardLog>, position: u64) -> Self {
+    fn after(value: T, commit: Arc<GroupCommit>, position: u64) -> Self {
         Self {
             outcome: Some(Ok(value)),
             wait: Some(Wait {
-                log,
+                commit,
                 position,
                 waiter: None,
             }),
@@ -93,7 +93,7 @@ impl<T: Unpin> Future for Settle<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         let this = self.get_mut();
         if let Some(wait) = &mut this.wait {
-            match wait.log.poll_durable(wait.position, &mut wait.waiter, cx) {
+            match wait.commit.poll_durable(wait.position, &mut wait.waiter, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) => this.wait = None,
                 Poll::Ready(Err(e)) => {

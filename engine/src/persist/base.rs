@@ -6,11 +6,11 @@ use std::fs::File;
 use std::io::{BufWriter, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
 
+use super::appender::LogId;
 use super::directory::{io, rename_durably};
 use super::format::{
     seal_record, Record, SegmentHeader, FLAG_BASE, SEGMENT_HEADER_LEN, TIMEOUT_NEVER_STORED,
 };
-use super::log::LogId;
 use super::segment::{create_owner_only, segment_name, tmp_name};
 use crate::error::Result;
 use crate::session::Session;

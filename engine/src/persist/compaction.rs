@@ -7,9 +7,9 @@
 //! it. A crash before the rename leaves a `.tmp` that recovery deletes; one
 //! after it leaves a base that supersedes what it replaced.
 
+use super::appender::ShardLog;
 use super::base::write_base_tmp;
 use super::directory::{io, rename_durably};
-use super::log::ShardLog;
 use super::segment::{segment_name, sync_dir, tmp_name};
 use crate::error::Result;
 use crate::session::Session;

@@ -1,16 +1,18 @@
 //! Persistence: per-shard append-only logs in a data directory, recovered at
-//! open. The byte layout is in `engine/FORMAT.md` and `format.rs`; opening
-//! and the layout decisions in `open.rs`; the directory, its lock and its
-//! MANIFEST in `directory.rs`; replay and its damage rules in `recovery.rs`;
-//! the write path and group commit in `log.rs`; base segments in `base.rs`;
-//! compaction in `compaction.rs`.
+//! open. The byte layout is in `engine/FORMAT.md` and `format.rs` (format 1,
+//! read for the upgrade, in `format_v1.rs`); opening and the layout decisions
+//! in `open.rs`; the directory, its lock and its MANIFEST in `directory.rs`;
+//! replay and its damage rules in `recovery.rs`; the write path in
+//! `appender.rs`, one segment file in `segment.rs`; group commit in
+//! `commit.rs`; base segments in `base.rs`; compaction in `compaction.rs`.
 
+mod appender;
 mod base;
+mod commit;
 mod compaction;
 mod directory;
 pub mod format;
 mod format_v1;
-mod log;
 mod open;
 mod recovery;
 mod segment;
@@ -20,9 +22,10 @@ use std::sync::Arc;
 
 use ahash::{AHashMap, RandomState};
 
+pub(crate) use self::appender::ShardLog;
+pub(crate) use self::commit::{flush_all, AsyncWaiter, FlushRequests, GroupCommit};
 pub use self::compaction::CompactionStep;
 pub(crate) use self::compaction::{compact, wants_compaction};
-pub(crate) use self::log::{AsyncWaiter, FlushRequests, ShardLog};
 pub(crate) use self::open::open;
 pub(crate) use self::recovery::Recovered;
 pub use self::recovery::{Damage, RecoveryReport, Truncation};
@@ -36,6 +39,8 @@ pub(crate) fn hasher_from_key(key: [u64; 4]) -> RandomState {
 /// An open data directory.
 pub(crate) struct Persistence {
     pub(crate) logs: Vec<Arc<ShardLog>>,
+    /// Each log's group commit.
+    pub(crate) commits: Vec<Arc<GroupCommit>>,
     pub(crate) report: RecoveryReport,
     pub(crate) hash_key: [u64; 4],
     // Held for the engine's lifetime; the kernel drops the flock with it.

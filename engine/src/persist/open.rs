@@ -10,13 +10,14 @@ use std::time::Instant;
 
 use ahash::{AHashMap, RandomState};
 
+use super::appender::{create_segment, LogId, Reopened, ShardLog};
 use super::base::write_base;
+use super::commit::GroupCommit;
 use super::directory::{
     clear_unfinished_creation, io, layout_dir, lock, make_dir, read_manifest, remove_other_layouts,
     shard_dir, write_manifest,
 };
 use super::format::{log_salt, Manifest, FORMAT_VERSION, LOG_KEY_LEN, SEGMENT_HEADER_LEN};
-use super::log::{create_segment, LogId, Reopened, ShardLog};
 use super::recovery::{
     live_bytes, recover_shard, Codec, Fix, Recovered, RecoveryReport, ShardFiles, ShardRecovery,
 };
@@ -92,6 +93,10 @@ pub(crate) fn open(
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(Opened {
         persistence: Persistence {
+            commits: logs
+                .iter()
+                .map(|log| Arc::new(GroupCommit::new(Arc::clone(log))))
+                .collect(),
             logs,
             report,
             hash_key,
@@ -141,6 +146,10 @@ fn create_directory(config: &Config, dir: &Path, shards: usize, now_ms: u64, loc
     write_manifest(dir, &manifest)?;
     Ok(Opened {
         persistence: Persistence {
+            commits: logs
+                .iter()
+                .map(|log| Arc::new(GroupCommit::new(Arc::clone(log))))
+                .collect(),
             logs,
             report: RecoveryReport::default(),
             hash_key: manifest.hash_key,

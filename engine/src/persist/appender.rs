@@ -1,41 +1,28 @@
-//! A shard's log: appends into the current segment, rolls to the next one,
-//! and makes appended bytes durable with group commit.
+//! A shard's log, its writing side: appends into the current segment, rolls
+//! to the next one, and hands its unsynced ranges to the group commit
+//! (`commit.rs`), which makes them durable.
 //!
-//! Write path, in order (the caller holds the shard's lock throughout 1-3):
+//! Write path, in order (the caller holds the shard's writer lock
+//! throughout 1-3):
 //! 1. the caller encodes the record, checksummed from the log's salt, before
 //!    locking anything;
-//! 2. `append` takes the writer mutex, rolls to a fresh segment if the
-//!    record and a `SEAL` would not fit (a failure here is returned and
-//!    nothing changes; the old segment ends with the `SEAL`), copies the
-//!    record into the mapping and returns its end position;
+//! 2. `append` takes this log's writer mutex, appends the readers' queued
+//!    touches, rolls to a fresh segment if the record and a `SEAL` would not
+//!    fit (a failure here is returned and nothing changes; the old segment
+//!    ends with the `SEAL`), copies the record into the mapping and returns
+//!    its end position;
 //! 3. the caller applies the change to memory and releases the shard lock;
-//! 4. in `Always` mode the caller waits in `wait_durable` until a flush has
-//!    covered its position. The first waiter without a flush in progress
-//!    becomes the leader: it collects every unsynced range (its own and
-//!    everyone else's) and syncs them with no lock held. Then it wakes
-//!    exactly the waiters its flush covered, and hands leadership to the
-//!    oldest waiter it did not cover, which starts the next flush at once.
-//!    Nobody is woken to find its record still unsynced, and waiters never
-//!    queue on a mutex to be released one by one (with 64 writers on two
-//!    cores those wake-ups, not the device, were the bottleneck).
-//!    An async writer (`poll_durable`, behind the `SessionStore` trait) waits
-//!    in the same queue with a task waker instead of a parked thread; it
-//!    cannot lead a flush (that would block its executor), so when no flush
-//!    is under way it asks the engine's flusher thread for one, and a leader
-//!    that leaves async writers uncovered with nobody to hand over to asks
-//!    the same.
+//! 4. in `Always` mode the caller waits until the group commit has synced
+//!    its position.
 //!
-//! Lock order: shard lock, then writer mutex; the sync mutex is never held
-//! together with the writer mutex by a thread that waits.
+//! Lock order: the shard's writer lock, then this log's writer mutex.
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Waker};
-use std::thread::{self, Thread};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crossbeam_queue::ArrayQueue;
 
@@ -67,12 +54,8 @@ pub(crate) struct ShardLog {
     segment_len: usize,
     durability: Durability,
     writer: Mutex<Writer>,
-    sync: Mutex<SyncState>,
     /// Test hook: every sync fails as a real one would (`Engine::debug_fail_syncs`).
     fail_syncs: AtomicBool,
-    /// The engine's flusher thread, which runs the flushes async writers
-    /// wait for (set in `Always` mode).
-    flusher: OnceLock<Arc<FlushRequests>>,
     /// Readers' `TOUCH` records, appended by the next writer or the
     /// background thread.
     touches: ArrayQueue<(SessionId, u64)>,
@@ -104,111 +87,11 @@ struct Writer {
     failed: Option<String>,
 }
 
-struct SyncState {
-    durable: u64,
-    /// A leader is flushing (or has been handed the next flush).
-    flushing: bool,
-    /// Writers waiting for a flush to cover their position, oldest first.
-    waiters: Vec<Arc<Waiter>>,
-    /// Successful flushes since open.
-    syncs: u64,
-    /// Async writers (futures) waiting for a flush to cover their position.
-    async_waiters: Vec<Arc<AsyncWaiter>>,
-    /// Why the last flush failed (async writers read it, see `poll_durable`).
-    failure: Option<String>,
-}
-
-/// One writer parked in `wait_durable`.
-struct Waiter {
-    position: u64,
-    thread: Thread,
-    /// `WAITING` until the leader sets one of the others (then unparks).
-    state: AtomicU8,
-}
-
-const WAITING: u8 = 0;
-/// A flush covered the position.
-const DONE: u8 = 1;
-/// The waiter now leads the next flush (`flushing` stays set for it).
-const LEAD: u8 = 2;
-/// A flush failed: look at the log again (and meet the error).
-const RETRY: u8 = 3;
-
-/// One async writer waiting in `poll_durable`: woken through its task's
-/// waker instead of a parked thread.
-pub(crate) struct AsyncWaiter {
-    position: u64,
-    waker: Mutex<Waker>,
-    /// `WAITING` until a leader sets `DONE` or `RETRY` (then wakes it).
-    state: AtomicU8,
-}
-
-impl AsyncWaiter {
-    fn wake(&self, state: u8) {
-        self.state.store(state, Ordering::Release);
-        self.waker.lock().wake_by_ref();
-    }
-}
-
-/// Wakes the engine's flusher thread (`Always` mode). Async writers cannot
-/// run a flush themselves (it would block their executor's thread), so when
-/// one waits and no flush is under way, it asks this thread for one.
-#[derive(Default)]
-pub(crate) struct FlushRequests {
-    state: Mutex<FlushState>,
-    wake: Condvar,
-}
-
-#[derive(Default)]
-struct FlushState {
-    requested: bool,
-    stopped: bool,
-}
-
-impl FlushRequests {
-    pub(crate) fn request(&self) {
-        let mut state = self.state.lock();
-        if !state.requested {
-            state.requested = true;
-            self.wake.notify_one();
-        }
-    }
-
-    pub(crate) fn stop(&self) {
-        self.state.lock().stopped = true;
-        self.wake.notify_all();
-    }
-
-    /// Blocks until a request (true) or a stop (false).
-    pub(crate) fn next(&self) -> bool {
-        let mut state = self.state.lock();
-        loop {
-            if state.stopped {
-                return false;
-            }
-            if std::mem::take(&mut state.requested) {
-                return true;
-            }
-            self.wake.wait(&mut state);
-        }
-    }
-}
-
-impl Waiter {
-    fn wake(&self, state: u8) {
-        self.state.store(state, Ordering::Release);
-        self.thread.unpark();
-    }
-
-    /// Parks until a leader decides; tolerates spurious unparks.
-    fn wait(&self) -> u8 {
-        loop {
-            match self.state.load(Ordering::Acquire) {
-                WAITING => thread::park(),
-                decided => return decided,
-            }
-        }
-    }
+/// Ranges of a log appended since its last sync, and the position they end
+/// at: what a group-commit round syncs.
+pub(crate) struct Unsynced {
+    ranges: Vec<(Arc<Segment>, usize, usize)>,
+    upto: u64,
 }
 
 /// A log reopened by recovery.
@@ -273,16 +156,7 @@ impl ShardLog {
                 live_bytes: r.live_bytes,
                 failed: None,
             }),
-            sync: Mutex::new(SyncState {
-                durable: 0,
-                flushing: false,
-                waiters: Vec::new(),
-                syncs: 0,
-                async_waiters: Vec::new(),
-                failure: None,
-            }),
             fail_syncs: AtomicBool::new(false),
-            flusher: OnceLock::new(),
             touches: ArrayQueue::new(TOUCH_QUEUE_MAX),
             touches_dropped: AtomicU64::new(0),
         }
@@ -423,16 +297,12 @@ impl ShardLog {
 
     /// The background thread's upkeep of this log, every tick: keep the
     /// pages ahead of the writer faulted in, prepare the next segment once
-    /// the current one is half full, append the readers' queued touches,
-    /// and flush if `flush` (an `Interval` is due). Failures resurface on
-    /// the write path, which returns them.
-    pub(crate) fn maintain(&self, now_ms: u64, flush: bool) {
+    /// the current one is half full, and append the readers' queued
+    /// touches. Failures resurface on the write path, which returns them.
+    pub(crate) fn maintain(&self, now_ms: u64) {
         self.prefault_ahead();
         let _ = self.prepare_next(now_ms);
         self.drain_touches(now_ms);
-        if flush {
-            let _ = self.flush();
-        }
     }
 
     /// Keeps the pages just ahead of the writer faulted in (see
@@ -445,220 +315,61 @@ impl ShardLog {
         current.prefault_to(pos.saturating_add(PREFAULT_AHEAD));
     }
 
-    /// Blocks until everything up to `position` is durable (group commit).
-    pub(crate) fn wait_durable(&self, position: u64) -> Result<()> {
-        loop {
-            let mut sync = self.sync.lock();
-            if sync.durable >= position {
-                return Ok(());
-            }
-            if sync.flushing {
-                let waiter = Arc::new(Waiter {
-                    position,
-                    thread: thread::current(),
-                    state: AtomicU8::new(WAITING),
-                });
-                sync.waiters.push(Arc::clone(&waiter));
-                drop(sync);
-                match waiter.wait() {
-                    DONE => return Ok(()),
-                    LEAD => return self.lead(),
-                    _ => continue,
-                }
-            }
-            sync.flushing = true;
-            drop(sync);
-            return self.lead();
+    /// Starts writing back what was appended since the last sync, without
+    /// taking it (a hint before several logs are synced in a row).
+    pub(crate) fn hint_writeback(&self) {
+        let w = self.writer.lock();
+        for (segment, from, to) in &w.unsynced {
+            segment.start_writeback(*from, *to);
         }
+        w.current.start_writeback(w.sync_from, w.pos);
     }
 
-    /// Syncs everything appended so far unless a flush is already running
-    /// (the `Interval` thread's entry point).
-    pub(crate) fn flush(&self) -> Result<()> {
-        {
-            let mut sync = self.sync.lock();
-            if sync.flushing {
-                return Ok(());
-            }
-            sync.flushing = true;
-        }
-        self.lead()
-    }
-
-    /// Runs one flush as the leader (`flushing` is set for the caller), then
-    /// wakes the waiters it covered and hands the next flush to the oldest
-    /// one it did not. Everything the caller appended before calling is
-    /// covered on success.
-    fn lead(&self) -> Result<()> {
-        let flushed = self.flush_now();
-        let mut sync = self.sync.lock();
-        let waiters = std::mem::take(&mut sync.waiters);
-        let async_waiters = std::mem::take(&mut sync.async_waiters);
-        let mut wake = Vec::with_capacity(waiters.len());
-        let mut wake_async = Vec::with_capacity(async_waiters.len());
-        let mut next_leader = None;
-        match &flushed {
-            Ok(upto) => {
-                sync.durable = sync.durable.max(*upto);
-                sync.syncs += 1;
-                let durable = sync.durable;
-                for w in waiters {
-                    if w.position <= durable {
-                        wake.push((w, DONE));
-                    } else if next_leader.is_none() {
-                        next_leader = Some(w);
-                    } else {
-                        sync.waiters.push(w);
-                    }
-                }
-                for w in async_waiters {
-                    if w.position <= durable {
-                        wake_async.push((w, DONE));
-                    } else {
-                        sync.async_waiters.push(w);
-                    }
-                }
-            }
-            // Everyone looks again and meets the refusal themselves.
-            Err(e) => {
-                sync.failure = Some(e.to_string());
-                wake.extend(waiters.into_iter().map(|w| (w, RETRY)));
-                wake_async.extend(async_waiters.into_iter().map(|w| (w, RETRY)));
-            }
-        }
-        // `flushing` stays set when leadership passes on; async writers left
-        // uncovered with no thread to lead for them get the flusher thread.
-        sync.flushing = next_leader.is_some();
-        let ask_flusher = next_leader.is_none() && !sync.async_waiters.is_empty();
-        drop(sync);
-        if let Some(w) = next_leader {
-            w.wake(LEAD);
-        }
-        for (w, state) in wake {
-            w.wake(state);
-        }
-        for (w, state) in wake_async {
-            w.wake(state);
-        }
-        if ask_flusher {
-            self.request_flush();
-        }
-        flushed.map(|_| ())
-    }
-
-    /// Connects this log to the engine's flusher thread (`Always` mode).
-    pub(crate) fn set_flusher(&self, flusher: Arc<FlushRequests>) {
-        let _ = self.flusher.set(flusher);
-    }
-
-    fn request_flush(&self) {
-        if let Some(flusher) = self.flusher.get() {
-            flusher.request();
-        }
-    }
-
-    /// True if async writers wait for a flush (the flusher thread's test).
-    pub(crate) fn has_async_waiters(&self) -> bool {
-        !self.sync.lock().async_waiters.is_empty()
-    }
-
-    /// The async counterpart of `wait_durable`: ready once everything up to
-    /// `position` is durable; until then `waiter` holds this writer's place
-    /// in the queue and the task's waker. Never blocks on I/O: a flush is run
-    /// by a leader already under way, or by the flusher thread.
-    pub(crate) fn poll_durable(
-        &self,
-        position: u64,
-        waiter: &mut Option<Arc<AsyncWaiter>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<()>> {
-        if let Some(w) = waiter {
-            match w.state.load(Ordering::Acquire) {
-                DONE => return Poll::Ready(Ok(())),
-                WAITING => {
-                    let mut waker = w.waker.lock();
-                    if !waker.will_wake(cx.waker()) {
-                        waker.clone_from(cx.waker());
-                    }
-                    drop(waker);
-                    // A leader that decided before the new waker was stored
-                    // woke the old one: look again.
-                    match w.state.load(Ordering::Acquire) {
-                        WAITING => return Poll::Pending,
-                        DONE => return Poll::Ready(Ok(())),
-                        _ => {}
-                    }
-                }
-                _ => {}
-            }
-            // `RETRY`: a flush failed; register afresh to meet the failure.
-            *waiter = None;
-        }
-        let mut sync = self.sync.lock();
-        if sync.durable >= position {
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(reason) = &sync.failure {
-            return Poll::Ready(Err(Error::WritesRefused {
+    /// Takes the ranges appended since the last sync round (the group
+    /// commit's), or the reason writes are refused.
+    pub(crate) fn take_unsynced(&self) -> Result<Unsynced> {
+        let mut w = self.writer.lock();
+        if let Some(reason) = &w.failed {
+            return Err(Error::WritesRefused {
                 reason: reason.clone(),
-            }));
+            });
         }
-        let w = Arc::new(AsyncWaiter {
-            position,
-            waker: Mutex::new(cx.waker().clone()),
-            state: AtomicU8::new(WAITING),
-        });
-        sync.async_waiters.push(Arc::clone(&w));
-        let ask_flusher = !sync.flushing;
-        drop(sync);
-        *waiter = Some(w);
-        if ask_flusher {
-            self.request_flush();
+        let mut ranges = std::mem::take(&mut w.unsynced);
+        if w.pos > w.sync_from {
+            ranges.push((Arc::clone(&w.current), w.sync_from, w.pos));
         }
-        Poll::Pending
+        w.sync_from = w.pos;
+        Ok(Unsynced {
+            ranges,
+            upto: w.position,
+        })
     }
 
-    fn flush_now(&self) -> Result<u64> {
-        let (ranges, upto) = {
-            let mut w = self.writer.lock();
-            if let Some(reason) = &w.failed {
-                return Err(Error::WritesRefused {
-                    reason: reason.clone(),
-                });
-            }
-            let mut ranges = std::mem::take(&mut w.unsynced);
-            ranges.push((Arc::clone(&w.current), w.sync_from, w.pos));
-            w.sync_from = w.pos;
-            (ranges, w.position)
-        };
-        for (segment, from, to) in &ranges {
+    /// Makes `unsynced` durable; its position, or the error (after which
+    /// this log refuses every write: after a failed writeback the page
+    /// cache's state is unknown, so it does not pretend: fsyncgate).
+    pub(crate) fn sync(&self, unsynced: &Unsynced) -> Result<u64> {
+        for (segment, from, to) in &unsynced.ranges {
             let synced = if self.fail_syncs.load(Ordering::Relaxed) {
                 // A failing disk takes its time to say so; writers queue
-                // behind the flush meanwhile, as they would.
-                thread::sleep(INJECTED_FAILURE_DELAY);
+                // behind the round meanwhile, as they would.
+                std::thread::sleep(INJECTED_FAILURE_DELAY);
                 Err(io::Error::other("injected sync failure (debug_fail_syncs)"))
             } else {
                 segment.sync(*from, *to)
             };
             if let Err(e) = synced {
-                // After a failed writeback the page cache's state is unknown:
-                // refuse further writes rather than pretend (fsyncgate).
                 let reason = format!("sync of {} failed: {e}", segment.path().display());
-                self.writer.lock().failed = Some(reason.clone());
+                self.writer.lock().failed = Some(reason);
                 return Err(io_error(format!("syncing {}", segment.path().display()), e));
             }
         }
-        Ok(upto)
+        Ok(unsynced.upto)
     }
 
     /// Makes every later sync fail (tests of the failure path).
     pub(crate) fn fail_syncs(&self) {
         self.fail_syncs.store(true, Ordering::Relaxed);
-    }
-
-    /// Successful flushes since open.
-    pub(crate) fn syncs(&self) -> u64 {
-        self.sync.lock().syncs
     }
 
     /// `(log_bytes, live_bytes)` for the compaction trigger.

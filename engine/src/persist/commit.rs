@@ -1,0 +1,379 @@
+//! Group commit: the writers of one shard's log share its syncs.
+//!
+//! A write is durable once its shard's log is synced past the write's end
+//! position (bytes appended since open). In `Always` mode the writer waits
+//! for that in `wait_durable` (a thread) or `poll_durable` (an async task):
+//!
+//! 1. The first waiter without a sync in progress becomes the leader: it
+//!    takes the log's unsynced ranges (under the log's writer mutex,
+//!    briefly) and syncs them (`msync(MS_SYNC)`) with no lock held.
+//! 2. The leader then wakes exactly the waiters its sync covered, and hands
+//!    leadership to the oldest waiter it did not cover, which starts the
+//!    next sync at once. Nobody is woken to find its record still unsynced,
+//!    and waiters never queue on a mutex to be released one by one (with 64
+//!    writers on two cores those wake-ups, not the device, were the
+//!    bottleneck).
+//! 3. An async writer waits in the same queue with a task waker instead of a
+//!    parked thread; it cannot lead a sync (that would block its executor),
+//!    so when none is under way it asks the engine's flusher thread for one,
+//!    and a leader that leaves async writers uncovered with nobody to hand
+//!    over to asks the same.
+//!
+//! Each shard's log has its own group commit, so the leaders of different
+//! shards sync at the same time. (One round shared by every shard was
+//! measured too: on this machine's disk each log's sync costs an I/O of its
+//! own whatever the order, and one leader syncing every log in turn halved
+//! the throughput of 8 shards; `results/persistence.md`.) The engine's
+//! threads that sync several logs in a row (the `Interval` flush, the
+//! flusher) first start every log's writeback (`ShardLog::hint_writeback`)
+//! so that each sync finds its pages on their way.
+//!
+//! A failed sync leaves the page cache in an unknown state (fsyncgate): the
+//! log refuses every later write (`Error::WritesRefused`), and the writers
+//! whose records it held get `Error::OutcomeUnknown` from the caller.
+//!
+//! Lock order: the log's writer mutex is never held while the commit's mutex
+//! is, and no thread waits holding either.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::thread::{self, Thread};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::appender::ShardLog;
+use crate::error::{Error, Result};
+
+/// One log's group commit.
+pub(crate) struct GroupCommit {
+    log: Arc<ShardLog>,
+    state: Mutex<State>,
+    /// The engine's flusher thread (`Always` mode), which runs the syncs
+    /// async writers wait for.
+    flusher: OnceLock<Arc<FlushRequests>>,
+}
+
+struct State {
+    /// The log's position synced so far.
+    durable: u64,
+    /// Why the last sync failed (async writers read it).
+    failure: Option<String>,
+    /// A leader is syncing (or has been handed the next sync).
+    flushing: bool,
+    /// Threads waiting for a sync to cover their position, oldest first.
+    waiters: Vec<Arc<Waiter>>,
+    /// Async writers waiting likewise.
+    async_waiters: Vec<Arc<AsyncWaiter>>,
+    /// Successful syncs since open.
+    syncs: u64,
+}
+
+/// One writer parked in `wait_durable`.
+struct Waiter {
+    position: u64,
+    thread: Thread,
+    /// `WAITING` until the leader sets one of the others (then unparks).
+    state: AtomicU8,
+}
+
+const WAITING: u8 = 0;
+/// A sync covered the position.
+const DONE: u8 = 1;
+/// The waiter now leads the next sync (`flushing` stays set for it).
+const LEAD: u8 = 2;
+/// The sync failed: look again (and meet the refusal).
+const RETRY: u8 = 3;
+
+impl Waiter {
+    fn wake(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        self.thread.unpark();
+    }
+
+    /// Parks until a leader decides; tolerates spurious unparks.
+    fn wait(&self) -> u8 {
+        loop {
+            match self.state.load(Ordering::Acquire) {
+                WAITING => thread::park(),
+                decided => return decided,
+            }
+        }
+    }
+}
+
+/// One async writer waiting in `poll_durable`: woken through its task's
+/// waker instead of a parked thread.
+pub(crate) struct AsyncWaiter {
+    position: u64,
+    waker: Mutex<Waker>,
+    /// `WAITING` until a leader sets `DONE` or `RETRY` (then wakes it).
+    state: AtomicU8,
+}
+
+impl AsyncWaiter {
+    fn wake(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        self.waker.lock().wake_by_ref();
+    }
+}
+
+/// Wakes the engine's flusher thread (`Always` mode). Async writers cannot
+/// run a sync themselves (it would block their executor's thread), so when
+/// one waits and no sync is under way, it asks this thread for one.
+#[derive(Default)]
+pub(crate) struct FlushRequests {
+    state: Mutex<FlushState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct FlushState {
+    requested: bool,
+    stopped: bool,
+}
+
+impl FlushRequests {
+    pub(crate) fn request(&self) {
+        let mut state = self.state.lock();
+        if !state.requested {
+            state.requested = true;
+            self.wake.notify_one();
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        self.state.lock().stopped = true;
+        self.wake.notify_all();
+    }
+
+    /// Blocks until a request (true) or a stop (false).
+    pub(crate) fn next(&self) -> bool {
+        let mut state = self.state.lock();
+        loop {
+            if state.stopped {
+                return false;
+            }
+            if std::mem::take(&mut state.requested) {
+                return true;
+            }
+            self.wake.wait(&mut state);
+        }
+    }
+}
+
+impl GroupCommit {
+    pub(crate) fn new(log: Arc<ShardLog>) -> Self {
+        Self {
+            log,
+            state: Mutex::new(State {
+                durable: 0,
+                failure: None,
+                flushing: false,
+                waiters: Vec::new(),
+                async_waiters: Vec::new(),
+                syncs: 0,
+            }),
+            flusher: OnceLock::new(),
+        }
+    }
+
+    /// The log this commit syncs.
+    pub(crate) fn log(&self) -> &ShardLog {
+        &self.log
+    }
+
+    /// Blocks until the log is durable up to `position`.
+    pub(crate) fn wait_durable(&self, position: u64) -> Result<()> {
+        loop {
+            let mut state = self.state.lock();
+            if state.durable >= position {
+                return Ok(());
+            }
+            if state.flushing {
+                let waiter = Arc::new(Waiter {
+                    position,
+                    thread: thread::current(),
+                    state: AtomicU8::new(WAITING),
+                });
+                state.waiters.push(Arc::clone(&waiter));
+                drop(state);
+                match waiter.wait() {
+                    DONE => return Ok(()),
+                    LEAD => return self.lead(),
+                    _ => continue,
+                }
+            }
+            state.flushing = true;
+            drop(state);
+            return self.lead();
+        }
+    }
+
+    /// Syncs everything appended so far unless a sync is already running
+    /// (the `Interval` thread's entry point, and `close`'s).
+    pub(crate) fn flush(&self) -> Result<()> {
+        {
+            let mut state = self.state.lock();
+            if state.flushing {
+                return Ok(());
+            }
+            state.flushing = true;
+        }
+        self.lead()
+    }
+
+    /// Runs one sync as the leader (`flushing` is set for the caller), then
+    /// wakes the waiters it covered and hands the next sync to the oldest
+    /// one it did not. Everything appended before the call is covered on
+    /// success.
+    fn lead(&self) -> Result<()> {
+        let synced = self.log.take_unsynced().and_then(|u| self.log.sync(&u));
+        let mut state = self.state.lock();
+        let waiters = std::mem::take(&mut state.waiters);
+        let async_waiters = std::mem::take(&mut state.async_waiters);
+        let mut wake = Vec::with_capacity(waiters.len());
+        let mut wake_async = Vec::with_capacity(async_waiters.len());
+        let mut next_leader = None;
+        match &synced {
+            Ok(upto) => {
+                state.durable = state.durable.max(*upto);
+                state.syncs += 1;
+                let durable = state.durable;
+                for w in waiters {
+                    if w.position <= durable {
+                        wake.push((w, DONE));
+                    } else if next_leader.is_none() {
+                        next_leader = Some(w);
+                    } else {
+                        state.waiters.push(w);
+                    }
+                }
+                for w in async_waiters {
+                    if w.position <= durable {
+                        wake_async.push((w, DONE));
+                    } else {
+                        state.async_waiters.push(w);
+                    }
+                }
+            }
+            // Everyone looks again and meets the refusal themselves.
+            Err(e) => {
+                state.failure = Some(e.to_string());
+                wake.extend(waiters.into_iter().map(|w| (w, RETRY)));
+                wake_async.extend(async_waiters.into_iter().map(|w| (w, RETRY)));
+            }
+        }
+        // `flushing` stays set when leadership passes on; async writers left
+        // uncovered with no thread to lead for them get the flusher thread.
+        state.flushing = next_leader.is_some();
+        let ask_flusher = next_leader.is_none() && !state.async_waiters.is_empty();
+        drop(state);
+        if let Some(w) = next_leader {
+            w.wake(LEAD);
+        }
+        for (w, to) in wake {
+            w.wake(to);
+        }
+        for (w, to) in wake_async {
+            w.wake(to);
+        }
+        if ask_flusher {
+            self.request_flush();
+        }
+        synced.map(|_| ())
+    }
+
+    /// Connects the commit to the engine's flusher thread (`Always` mode).
+    pub(crate) fn set_flusher(&self, flusher: Arc<FlushRequests>) {
+        let _ = self.flusher.set(flusher);
+    }
+
+    fn request_flush(&self) {
+        if let Some(flusher) = self.flusher.get() {
+            flusher.request();
+        }
+    }
+
+    /// True if async writers wait for a sync (the flusher thread's test).
+    pub(crate) fn has_async_waiters(&self) -> bool {
+        !self.state.lock().async_waiters.is_empty()
+    }
+
+    /// The async counterpart of `wait_durable`: ready once the log is
+    /// durable up to `position`; until then `waiter` holds this writer's
+    /// place in the queue and the task's waker. Never blocks on I/O: a sync
+    /// is run by a leader already under way, or by the flusher thread.
+    pub(crate) fn poll_durable(
+        &self,
+        position: u64,
+        waiter: &mut Option<Arc<AsyncWaiter>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<()>> {
+        if let Some(w) = waiter {
+            match w.state.load(Ordering::Acquire) {
+                DONE => return Poll::Ready(Ok(())),
+                WAITING => {
+                    let mut waker = w.waker.lock();
+                    if !waker.will_wake(cx.waker()) {
+                        waker.clone_from(cx.waker());
+                    }
+                    drop(waker);
+                    // A leader that decided before the new waker was stored
+                    // woke the old one: look again.
+                    match w.state.load(Ordering::Acquire) {
+                        WAITING => return Poll::Pending,
+                        DONE => return Poll::Ready(Ok(())),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+            // `RETRY`: the sync failed; register afresh to meet the failure.
+            *waiter = None;
+        }
+        let mut state = self.state.lock();
+        if state.durable >= position {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(reason) = &state.failure {
+            return Poll::Ready(Err(Error::WritesRefused {
+                reason: reason.clone(),
+            }));
+        }
+        let w = Arc::new(AsyncWaiter {
+            position,
+            waker: Mutex::new(cx.waker().clone()),
+            state: AtomicU8::new(WAITING),
+        });
+        state.async_waiters.push(Arc::clone(&w));
+        let ask_flusher = !state.flushing;
+        drop(state);
+        *waiter = Some(w);
+        if ask_flusher {
+            self.request_flush();
+        }
+        Poll::Pending
+    }
+
+    /// Successful syncs since open.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.state.lock().syncs
+    }
+}
+
+/// Syncs several logs in a row (the `Interval` flush, `close`, the flusher
+/// thread): starts every log's writeback first, so that each sync finds its
+/// pages on their way. The first error, after trying every log.
+pub(crate) fn flush_all<'a>(commits: impl Iterator<Item = &'a GroupCommit> + Clone) -> Result<()> {
+    for commit in commits.clone() {
+        commit.log().hint_writeback();
+    }
+    let mut first_error = None;
+    for commit in commits {
+        if let Err(e) = commit.flush() {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
