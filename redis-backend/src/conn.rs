@@ -30,6 +30,7 @@ use redis::{
 use crate::config::{Deployment, RedisConfig, Replication};
 use crate::keys::slot_of;
 use crate::limits::{CLUSTER_SLOTS, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN};
+use crate::reply;
 
 /// Resends the cluster client makes on its own: none. It would resend a
 /// request after a dropped connection too, where the first try may have
@@ -259,12 +260,8 @@ impl Client {
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
                     )
                     .await?;
-                let text = match reply {
-                    Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                    Value::VerbatimString { text, .. } | Value::SimpleString(text) => text,
-                    _ => return Ok(false),
-                };
-                Ok(text.lines().any(|l| l.trim() == "cluster_state:ok"))
+                let text = reply::text(&reply).unwrap_or_default();
+                Ok(reply::info_field(&text, "cluster_state") == Some("ok"))
             }
         }
     }

@@ -130,11 +130,13 @@ mod keys;
 pub mod limits;
 mod list;
 mod reply;
+mod request;
 mod scripts;
 mod store;
 
 pub use config::{Deployment, RedisConfig, Replication, CLUSTER_URL_SCHEME};
-pub use store::{RedisStats, RedisStore};
+pub use request::RedisStats;
+pub use store::RedisStore;
 
 /// The scripts' text and SHA-1 by operation name (`insert`, `get`, `touch`,
 /// `set_ttl`, `commit`), for benchmarks that replay the backend's exact

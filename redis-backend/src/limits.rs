@@ -76,6 +76,11 @@ pub const SCAN_CURSOR_BITS: u32 = 32;
 /// until the promoted replica is used.
 pub const DIRECT_REBUILD_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Nodes a client rebuild may connect through, beside the seeds: the
+/// latest topology's first, then those seen before (under node or address
+/// churn the list would otherwise only grow). Each is a host and a port.
+pub const KNOWN_NODES_MAX: usize = 64;
+
 /// Replicas a `WAIT` may ask for: more than any sane cluster has per master.
 pub const WAIT_REPLICAS_MAX: u32 = 16;
 

@@ -42,7 +42,8 @@ use crate::error::protocol;
 use crate::keys::resume_hash;
 use crate::limits::{CLUSTER_SLOTS, SCAN_CALLS_MAX, SCAN_COUNT_MAX, SCAN_CURSOR_BITS};
 use crate::reply;
-use crate::store::{peek_cmd, Inner, Kind};
+use crate::request::{Inner, Kind};
+use crate::scripts::peek_cmd;
 
 /// `SCAN` calls `len` may make per master: 100 million keys at 1000 a call.
 const COUNT_SCAN_CALLS_MAX: usize = 100_000;
@@ -249,23 +250,7 @@ async fn scan(
             inner.send_query(conn, cmd, Target::Shard(shard)).await
         })
         .await?;
-    let malformed = |v: &Value| protocol("SCAN", v, false);
-    let Value::Array(mut parts) = reply.value else {
-        return Err(malformed(&reply.value));
-    };
-    if parts.len() != 2 {
-        return Err(malformed(&Value::Array(parts)));
-    }
-    let keys = match parts.pop() {
-        Some(Value::Array(keys)) => keys.into_iter().filter_map(reply::bytes).collect(),
-        Some(other) => return Err(malformed(&other)),
-        None => unreachable!("two parts"),
-    };
-    let next = parts
-        .pop()
-        .as_ref()
-        .and_then(reply::number)
-        .ok_or_else(|| malformed(&Value::Nil))?;
+    let (next, keys) = reply::scan(reply.value)?;
     if next >= 1 << SCAN_CURSOR_BITS {
         return Err(Error::Unavailable {
             reason: format!(
@@ -302,7 +287,12 @@ async fn fetch(
         }
         for (f, value) in chunk.iter().zip(reply.value) {
             let session = match value {
-                Value::ServerError(_) => inner.peek(f.id, &f.key, deadline).await?,
+                Value::ServerError(_) => {
+                    let reply = inner
+                        .command(Kind::Read, deadline, &f.key, &peek_cmd(&f.key))
+                        .await?;
+                    reply::session(f.id, "HMGET (peek)", reply.value)?
+                }
                 value => reply::session(f.id, "HMGET (list fetch)", value)?,
             };
             out.extend(session);
