@@ -29,18 +29,10 @@ use redis::{
 
 use crate::config::{Deployment, RedisConfig, Replication};
 use crate::keys::slot_of;
-use crate::limits::{CLUSTER_SLOTS, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN};
+use crate::limits::{
+    CLUSTER_CLIENT_RETRIES, CLUSTER_SLOTS, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN, STANDALONE_RECONNECT_TRIES,
+};
 use crate::reply;
-
-/// Resends the cluster client makes on its own: none. It would resend a
-/// request after a dropped connection too, where the first try may have
-/// been applied, without the store hearing of it: an `update` would then
-/// take its own commit for a conflict and apply its closure twice, and a
-/// `delete` would report `NotFound` for its own delete. Every resend goes
-/// through `RedisStore::run`, which tracks that doubt (redirections and
-/// reconnects included: the client still refreshes its slot map and
-/// reconnects on such errors, and `run` resends after them).
-const CLUSTER_CLIENT_RETRIES: u32 = 0;
 
 /// Which connection a request takes. With `Replication::Wait`, writes (each
 /// followed by `WAIT`) go on connections of their own: Redis runs a
@@ -192,7 +184,7 @@ impl Client {
                     .set_response_timeout(Some(config.request_timeout))
                     .set_min_delay(RETRY_BACKOFF_MIN)
                     .set_max_delay(RETRY_BACKOFF_MAX)
-                    .set_number_of_retries(6);
+                    .set_number_of_retries(STANDALONE_RECONNECT_TRIES);
                 let manager = ConnectionManager::new_with_config(client, manager_config).await?;
                 Ok(Client::Standalone(manager))
             }

@@ -20,8 +20,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Least time between two probes with a fresh client.
-pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+use crate::limits::PROBE_INTERVAL;
 
 /// Tracks whether the store's requests succeed.
 #[derive(Debug)]

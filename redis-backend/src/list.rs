@@ -40,13 +40,13 @@ use crate::config::Deployment;
 use crate::conn::{Shard, Target};
 use crate::error::protocol;
 use crate::keys::resume_hash;
-use crate::limits::{CLUSTER_SLOTS, SCAN_CALLS_MAX, SCAN_COUNT_MAX, SCAN_CURSOR_BITS};
+use crate::limits::{
+    CLUSTER_SLOTS, COUNT_SCAN_CALLS_MAX, LIST_SCAN_BUDGET_DIVISOR, SCAN_CALLS_MAX, SCAN_COUNT_MAX,
+    SCAN_CURSOR_BITS,
+};
 use crate::reply;
 use crate::request::{Inner, Kind};
 use crate::scripts::peek_cmd;
-
-/// `SCAN` calls `len` may make per master: 100 million keys at 1000 a call.
-const COUNT_SCAN_CALLS_MAX: usize = 100_000;
 
 /// Where a listing stands on one master (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -107,10 +107,10 @@ pub(crate) async fn page(inner: &Inner, cursor: Cursor, limit: usize) -> Result<
         });
     }
     // One request timeout for the page; scanning stops early, with what it
-    // has, once half of it is gone (a sparse table can take many calls).
-    let started = std::time::Instant::now();
+    // has, once part of it is gone (a sparse table can take many calls).
+    let started = Instant::now();
     let deadline = started + inner.config.request_timeout;
-    let scan_until = started + inner.config.request_timeout / 2;
+    let scan_until = started + inner.config.request_timeout / LIST_SCAN_BUDGET_DIVISOR;
     let shards = inner.topology(deadline).await?;
     let mut index = match shards.iter().position(|s| s.first_slot == cursor.part()) {
         Some(i) => i,

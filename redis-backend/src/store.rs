@@ -14,14 +14,13 @@ use tokio::time::timeout;
 use crate::config::{Deployment, RedisConfig};
 use crate::conn::{connect_node, direct_query, Conn};
 use crate::error::{classify, Fault};
-use crate::limits::{UPDATE_BACKOFF_MAX, UPDATE_EAGER_TRIES, UPDATE_TRIES_MAX};
+use crate::limits::{
+    CREATE_TRIES_MAX, UPDATE_BACKOFF_MAX, UPDATE_BACKOFF_MIN, UPDATE_EAGER_TRIES, UPDATE_TRIES_MAX,
+    VERSION_FIRST_MAX,
+};
 use crate::reply;
 use crate::request::{Acked, Inner, Kind, RedisStats, Reply};
 use crate::scripts::{peek_cmd, update_read_cmd, Scripts};
-
-/// Ids a `create` draws before it reports the id space as exhausted (a
-/// collision of 128 random bits is already a 2^-128 event per live session).
-const CREATE_TRIES_MAX: usize = 4;
 
 /// The session API on Redis (one server or a cluster). Cheap to clone: clones
 /// share one connection. See the crate docs for the semantics and the
@@ -531,17 +530,21 @@ fn token() -> String {
     rand::rng().random::<u64>().to_string()
 }
 
-/// A new session's first version: random below 2^52 (see `scripts::INSERT`).
+/// A new session's first version: random below [`VERSION_FIRST_MAX`] (see
+/// `scripts::INSERT`).
 fn first_version() -> String {
-    rand::rng().random_range(1..1u64 << 52).to_string()
+    rand::rng().random_range(1..VERSION_FIRST_MAX).to_string()
 }
 
-/// A random pause up to 100 µs × 2^`round` (at most
-/// [`UPDATE_BACKOFF_MAX`]): colliding writers spread out in time, so that
+/// A random pause up to [`UPDATE_BACKOFF_MIN`] × 2^`round`, at most
+/// [`UPDATE_BACKOFF_MAX`]: colliding writers spread out in time, so that
 /// each one's read-compute-commit window soon finds no one else in it.
 fn conflict_pause(round: u32) -> Duration {
-    let cap_us =
-        (100u64 << round.min(16)).min(u64::try_from(UPDATE_BACKOFF_MAX.as_micros()).unwrap_or(u64::MAX));
+    // 2^16 × the minimum is far past the maximum: the shift stays in range.
+    let cap = UPDATE_BACKOFF_MIN
+        .saturating_mul(1 << round.min(16))
+        .min(UPDATE_BACKOFF_MAX);
+    let cap_us = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
     Duration::from_micros(rand::rng().random_range(0..=cap_us))
 }
 
