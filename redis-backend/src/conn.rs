@@ -396,6 +396,13 @@ impl Direct {
         self.masters.get(usize::from(index)).filter(|m| !m.is_stale())
     }
 
+    /// Which master serves `slot` (an index into this table), unless none
+    /// answered or it is stale: keys with the same index go to one master.
+    pub(crate) fn master_index(&self, slot: u16) -> Option<usize> {
+        let index = usize::from(*self.slots.get(usize::from(slot))?);
+        self.masters.get(index).filter(|m| !m.is_stale()).map(|_| index)
+    }
+
     /// The masters that are not stale (to read the topology from).
     pub(crate) fn healthy_masters(&self) -> impl Iterator<Item = &Arc<Master>> {
         self.masters.iter().filter(|m| !m.is_stale())

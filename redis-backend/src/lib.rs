@@ -54,6 +54,7 @@
 //! | --- | --- | --- | --- |
 //! | `create`, `insert` | script: `EXISTS`, `HSET`, `PEXPIRE` | 1 | yes |
 //! | `get` | script: `HMGET`, `HSET a`, `PEXPIRE` | 1 | yes |
+//! | `get_many` | the `get` script per id, pipelined per master; the masters at the same time | 1 per master, concurrently | yes |
 //! | `peek` | `HMGET` | 1 | no |
 //! | `update(f)` | `HMGET m v`, then a compare-version-and-set script; on a lost race the script returns the newer value and `f` runs again | 2 (+1 per lost race) | yes |
 //! | `touch` | script: `HSET a`, `PEXPIRE` | 1 | yes |

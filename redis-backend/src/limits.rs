@@ -149,6 +149,12 @@ pub const KNOWN_NODES_MAX: usize = 64;
 /// and bound a pipeline's reply at 1000 sessions.
 pub const SCAN_COUNT_MAX: usize = 1_000;
 
+/// Keys one pipeline of `get_many` reads (ids on one master beyond this go
+/// in further pipelines, sent at the same time): bounds one reply at 1000
+/// sessions, about as much server time as one [`SCAN_COUNT_MAX`] batch, so
+/// that one batch does not hold up the master's other clients for long.
+pub const PIPELINE_KEYS_MAX: usize = 1_000;
+
 /// `SCAN` calls one `list` page may make per master before it returns what
 /// it has (a sparse table can return empty batches): bounds the work of
 /// one page at about 1000 × 1000 keys.

@@ -18,9 +18,12 @@
 //! background when a master goes stale, and the cluster client is replaced
 //! when the stuck-client detector (`health.rs`) finds it wedged.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::task::Poll;
 use std::time::Instant;
 
 use redis::aio::MultiplexedConnection;
@@ -32,10 +35,12 @@ use crate::config::{Deployment, RedisConfig, Replication};
 use crate::conn::{
     connect_node, direct_pipeline, direct_query, Conn, Direct, Lane, Master, Shard, Target, Topology,
 };
-use crate::error::{classify, give_up, Fault};
+use crate::error::{classify, give_up, protocol, Fault};
 use crate::health::Health;
-use crate::keys::KeySpace;
-use crate::limits::{DIRECT_REBUILD_INTERVAL, KNOWN_NODES_MAX, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN};
+use crate::keys::{slot_of, KeySpace};
+use crate::limits::{
+    DIRECT_REBUILD_INTERVAL, KNOWN_NODES_MAX, PIPELINE_KEYS_MAX, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN,
+};
 use crate::reply::{self, Replicas};
 use crate::scripts::{Script, Scripts, FENCE, FENCE_SUFFIX};
 
@@ -123,6 +128,31 @@ pub(crate) struct Reply<T> {
 pub(crate) struct Acked {
     pub(crate) value: Value,
     pub(crate) replicas: Replicas,
+}
+
+/// One key's reply in a batch (see [`Inner::script_batch`]).
+#[derive(Debug)]
+pub(crate) enum BatchReply {
+    /// The script's reply, to decode as a single request's.
+    Value(Value),
+    /// The server refused this key's request (`WRONGTYPE`, a script error):
+    /// the error a single request would report.
+    Failed(Error),
+    /// Not run for this key (its slot moved, `TRYAGAIN`, a node loading):
+    /// to send on its own, which follows redirects and retries.
+    Resend,
+}
+
+/// Where the keys of one batch go (see [`Inner::batches`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum BatchRoute {
+    /// A master of the direct table, by index.
+    Master(usize),
+    /// A slot whose master has no direct route: the cluster client routes
+    /// a pipeline by its first key, so its keys must share a slot.
+    Slot(u16),
+    /// The single server.
+    Server,
 }
 
 /// Marks a direct route's master stale unless disarmed: an attempt that
@@ -430,6 +460,99 @@ impl Inner {
         None
     }
 
+    /// The indices of `keys` grouped by the master that serves them, each
+    /// group a pipeline of at most [`PIPELINE_KEYS_MAX`] keys, in the order
+    /// given: per master of the direct table (cluster), per slot where a
+    /// master has no direct route, one group for a single server.
+    pub(crate) fn batches(&self, keys: &[Vec<u8>]) -> Vec<Vec<usize>> {
+        let table = if self.cluster {
+            self.direct.read().unwrap_or_else(PoisonError::into_inner).clone()
+        } else {
+            None
+        };
+        let mut unrouted = false;
+        let mut batches: Vec<Vec<usize>> = Vec::new();
+        // The batch still open for each route.
+        let mut open: HashMap<BatchRoute, usize> = HashMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            let route = if self.cluster {
+                let slot = slot_of(key);
+                if let Some(index) = table.as_ref().and_then(|t| t.master_index(slot)) {
+                    BatchRoute::Master(index)
+                } else {
+                    unrouted = true;
+                    BatchRoute::Slot(slot)
+                }
+            } else {
+                BatchRoute::Server
+            };
+            match open.get(&route) {
+                Some(&b) if batches[b].len() < PIPELINE_KEYS_MAX => batches[b].push(i),
+                _ => {
+                    open.insert(route, batches.len());
+                    batches.push(vec![i]);
+                }
+            }
+        }
+        if unrouted {
+            self.schedule_direct();
+        }
+        batches
+    }
+
+    /// Runs `script` (without arguments) on each of `keys`, pipelined in one
+    /// request to the master of the first key: the caller groups the keys
+    /// by master ([`Inner::batches`]). A read: the pipeline is resent whole,
+    /// as any read's request, until one attempt is answered or `deadline`
+    /// passes; a `NOSCRIPT` for any key resends it as `EVAL`. Each key's
+    /// reply is then its own ([`BatchReply`]).
+    pub(crate) async fn script_batch(
+        &self,
+        deadline: Instant,
+        script: &Script,
+        keys: &[&[u8]],
+    ) -> Result<Vec<BatchReply>> {
+        let Some(first) = keys.first() else {
+            return Ok(Vec::new());
+        };
+        let target = Target::Key(first);
+        let reply = self
+            .run(Kind::Read, deadline, |conn, attempt| async move {
+                let mut pipe = redis::pipe();
+                for key in keys {
+                    pipe.add_command(script.cmd(attempt.eval, key, &[]));
+                }
+                let mut via = self.via(conn, target, Lane::Reads, attempt.redirected);
+                let values = via.pipeline(&pipe, target).await?;
+                let no_script = values.iter().find_map(|v| match v {
+                    Value::ServerError(e) if classify(&e.clone().into()) == Fault::NoScript => Some(e),
+                    _ => None,
+                });
+                match no_script {
+                    Some(e) => Err(e.clone().into()),
+                    None => Ok(values),
+                }
+            })
+            .await?;
+        if reply.value.len() != keys.len() {
+            return Err(protocol(
+                &format!("{} (pipeline of {})", script.command, keys.len()),
+                &Value::Array(reply.value),
+                false,
+            ));
+        }
+        let replies = reply.value.into_iter().map(|value| match value {
+            Value::ServerError(e) => match classify(&e.into()) {
+                fault @ Fault::Refused(_) => {
+                    BatchReply::Failed(give_up(&fault, false, false, self.request_timeout_ms))
+                }
+                _ => BatchReply::Resend,
+            },
+            value => BatchReply::Value(value),
+        });
+        Ok(replies.collect())
+    }
+
     /// Starts a background rebuild of the direct table, at most one at a
     /// time and one per [`DIRECT_REBUILD_INTERVAL`].
     fn schedule_direct(&self) {
@@ -668,6 +791,35 @@ impl Inner {
         self.remember(nodes);
         Ok(shards)
     }
+}
+
+/// Runs `futures` concurrently on the caller's task (no spawn: they may
+/// borrow, and the caller's runtime need not be the store's); their outputs
+/// in the same order.
+pub(crate) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|output| output.expect("poll_fn returned only once every future was ready"))
+        .collect()
 }
 
 /// Puts `latest` (a fresh topology's nodes) in front of `known`, keeping

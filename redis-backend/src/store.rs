@@ -19,7 +19,7 @@ use crate::limits::{
     VERSION_FIRST_MAX,
 };
 use crate::reply;
-use crate::request::{Acked, Inner, Kind, RedisStats, Reply};
+use crate::request::{join_all, Acked, BatchReply, Inner, Kind, RedisStats, Reply};
 use crate::scripts::{peek_cmd, update_read_cmd, Scripts};
 
 /// The session API on Redis (one server or a cluster). Cheap to clone: clones
@@ -179,13 +179,82 @@ impl RedisStore {
     /// # Errors
     /// [`Error::NotFound`]; the request errors of the crate docs.
     pub async fn get(&self, id: &SessionId) -> Result<Session> {
+        self.get_within(id, self.inner.deadline()).await
+    }
+
+    /// [`RedisStore::get`] of many sessions, the results in the order of
+    /// `ids`: one pipeline of the `get` script per master (per 1000 ids),
+    /// the masters' pipelines sent at the same time, so that a batch costs
+    /// about one round trip instead of one per id. Each id's result is what
+    /// `get` would say of it: the session with its deadline slid,
+    /// [`Error::NotFound`], or an error of its own (a key holding foreign
+    /// data is that id's `Unavailable`). An id the pipeline could not serve
+    /// (its slot moved to another master, a node refused it for now) is
+    /// read on its own. One request timeout covers the whole call. An id
+    /// given twice is read twice, as two `get`s would.
+    ///
+    /// # Errors
+    /// Per id, those of [`RedisStore::get`]; if a master's pipeline gets no
+    /// answer within the request timeout, each of its ids reports the
+    /// request error.
+    pub async fn get_many(&self, ids: &[SessionId]) -> Vec<Result<Session>> {
+        if ids.is_empty() {
+            return Vec::new();
+        }
         let inner = &self.inner;
-        let key = inner.keys.key(id);
+        let deadline = inner.deadline();
         let script = &inner.scripts.get;
-        let reply = inner
-            .script(Kind::Read, inner.deadline(), script, &key, &[])
-            .await?;
-        reply::session(*id, &script.command, reply.value.value)?.ok_or(Error::NotFound)
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| inner.keys.key(id)).collect();
+        let batches = inner.batches(&keys);
+        let sent = join_all(
+            batches
+                .iter()
+                .map(|batch| {
+                    let batch_keys: Vec<&[u8]> = batch.iter().map(|&i| keys[i].as_slice()).collect();
+                    async move { inner.script_batch(deadline, script, &batch_keys).await }
+                })
+                .collect(),
+        )
+        .await;
+        let mut results: Vec<Option<Result<Session>>> = ids.iter().map(|_| None).collect();
+        let mut resend = Vec::new();
+        for (batch, outcome) in batches.iter().zip(sent) {
+            let replies = match outcome {
+                Ok(replies) => replies,
+                Err(e) => {
+                    for &i in batch {
+                        results[i] = Some(Err(same_error(&e)));
+                    }
+                    continue;
+                }
+            };
+            for (&i, reply) in batch.iter().zip(replies) {
+                results[i] = match reply {
+                    BatchReply::Value(value) => Some(
+                        reply::session(ids[i], &script.command, value).and_then(|s| s.ok_or(Error::NotFound)),
+                    ),
+                    BatchReply::Failed(e) => Some(Err(e)),
+                    BatchReply::Resend => {
+                        resend.push(i);
+                        None
+                    }
+                };
+            }
+        }
+        let again = join_all(
+            resend
+                .iter()
+                .map(|&i| self.get_within(&ids[i], deadline))
+                .collect(),
+        )
+        .await;
+        for (i, result) in resend.into_iter().zip(again) {
+            results[i] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|result| result.expect("the batches cover every id"))
+            .collect()
     }
 
     /// Returns the session without sliding its deadline (`HMGET`).
@@ -418,6 +487,15 @@ impl RedisStore {
         Ok(())
     }
 
+    /// [`RedisStore::get`] within `deadline`.
+    async fn get_within(&self, id: &SessionId, deadline: Instant) -> Result<Session> {
+        let inner = &self.inner;
+        let key = inner.keys.key(id);
+        let script = &inner.scripts.get;
+        let reply = inner.script(Kind::Read, deadline, script, &key, &[]).await?;
+        reply::session(*id, &script.command, reply.value.value)?.ok_or(Error::NotFound)
+    }
+
     /// Checks a new session's metadata and timeout; the timeout's field.
     fn check(&self, len: usize, timeout: Timeout) -> Result<String> {
         self.check_len(len)?;
@@ -525,6 +603,21 @@ async fn check_not_standalone(config: &RedisConfig, seeds: &[ConnectionInfo], ur
     Ok(())
 }
 
+/// The error of a batch that failed as a whole, once for each of its ids:
+/// a read's errors (no answer within the budget, the servers did not serve
+/// it, a reply that was not Redis's).
+fn same_error(e: &Error) -> Error {
+    match e {
+        Error::TimedOut { after_ms } => Error::TimedOut { after_ms: *after_ms },
+        Error::Unavailable { reason } => Error::Unavailable {
+            reason: reason.clone(),
+        },
+        other => Error::Unavailable {
+            reason: other.to_string(),
+        },
+    }
+}
+
 /// A fresh idempotency token (see `scripts.rs`).
 fn token() -> String {
     rand::rng().random::<u64>().to_string()
@@ -570,6 +663,10 @@ impl SessionStore for RedisStore {
 
     async fn peek(&self, id: &SessionId) -> Result<Session> {
         RedisStore::peek(self, id).await
+    }
+
+    async fn get_many(&self, ids: &[SessionId]) -> Vec<Result<Session>> {
+        RedisStore::get_many(self, ids).await
     }
 
     async fn update<F>(&self, id: &SessionId, f: F) -> Result<Session>

@@ -41,6 +41,7 @@ struct Control {
     delay_ms: AtomicU64,
     armed: Mutex<Option<(Vec<u8>, Fault)>>,
     fired: AtomicU64,
+    reads: AtomicU64,
 }
 
 impl Control {
@@ -148,6 +149,12 @@ impl Proxy {
         self.control.fired.load(Ordering::SeqCst)
     }
 
+    /// Reads from clients so far, on every connection: a pipeline sent in
+    /// one write is one read (on loopback), a request sent alone is one.
+    pub fn client_reads(&self) -> u64 {
+        self.control.reads.load(Ordering::SeqCst)
+    }
+
     /// Every request from now on waits `delay` before it is forwarded.
     pub fn delay(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
@@ -197,6 +204,7 @@ async fn upstream(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, link: Arc<Lin
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        link.control.reads.fetch_add(1, Ordering::SeqCst);
         if link.cut.load(Ordering::SeqCst) {
             return;
         }
