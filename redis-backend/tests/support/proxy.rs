@@ -42,6 +42,7 @@ struct Control {
     armed: Mutex<Option<(Vec<u8>, Fault)>>,
     fired: AtomicU64,
     reads: AtomicU64,
+    accepted: AtomicU64,
 }
 
 impl Control {
@@ -75,6 +76,7 @@ impl Proxy {
             let control = Arc::clone(&control);
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
+                    control.accepted.fetch_add(1, Ordering::SeqCst);
                     // Born in the past: wedged from its first byte.
                     let born = control.epoch.load(Ordering::SeqCst)
                         + u64::from(control.black_hole.load(Ordering::SeqCst));
@@ -147,6 +149,11 @@ impl Proxy {
     /// Faults fired so far.
     pub fn faults_fired(&self) -> u64 {
         self.control.fired.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far (a client connecting, or reconnecting).
+    pub fn connections_accepted(&self) -> u64 {
+        self.control.accepted.load(Ordering::SeqCst)
     }
 
     /// Reads from clients so far, on every connection: a pipeline sent in
