@@ -499,6 +499,9 @@ pub(crate) fn parse_cluster_slots(reply: &Value) -> RedisResult<Topology> {
     };
     let mut shards: Vec<Shard> = Vec::new();
     let mut nodes: Vec<(String, u16)> = Vec::new();
+    // A slot claimed by two ranges (two masters, or one range twice) is not
+    // a topology: routes and list cursors need one master per slot.
+    let mut claimed = vec![false; CLUSTER_SLOTS as usize];
     for range in ranges {
         let Value::Array(fields) = range else {
             return Err(bad());
@@ -511,6 +514,13 @@ pub(crate) fn parse_cluster_slots(reply: &Value) -> RedisResult<Topology> {
             _ => Err(bad()),
         };
         let (start, end) = (slot(fields.first())?, slot(fields.get(1))?);
+        let Some(slots) = claimed.get_mut(start as usize..=end as usize) else {
+            return Err(bad()); // start > end
+        };
+        if slots.iter().any(|c| *c) {
+            return Err(bad());
+        }
+        slots.fill(true);
         let mut addrs = fields.iter().skip(2).map(|node| node_addr(node).ok_or_else(bad));
         let (host, port) = addrs.next().ok_or_else(bad)??;
         for addr in std::iter::once(Ok((host.clone(), port))).chain(addrs) {
@@ -600,5 +610,15 @@ mod tests {
             node("h", 1),
         ])]);
         assert!(parse_cluster_slots(&beyond).is_err());
+        let range = |start: i64, end: i64, port: i64| {
+            Value::Array(vec![Value::Int(start), Value::Int(end), node("h", port)])
+        };
+        let backwards = Value::Array(vec![range(10, 5, 1)]);
+        assert!(parse_cluster_slots(&backwards).is_err(), "start after end");
+        let overlap = Value::Array(vec![range(0, 100, 1), range(100, 200, 2)]);
+        assert!(parse_cluster_slots(&overlap).is_err(), "slot 100 claimed twice");
+        let twice = Value::Array(vec![range(0, 100, 1), range(0, 100, 1)]);
+        assert!(parse_cluster_slots(&twice).is_err(), "one range listed twice");
+        assert!(parse_cluster_slots(&Value::Array(vec![range(0, 100, 1), range(101, 200, 2)])).is_ok());
     }
 }

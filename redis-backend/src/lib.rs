@@ -126,6 +126,8 @@
 mod config;
 mod conn;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod health;
 mod keys;
 pub mod limits;
