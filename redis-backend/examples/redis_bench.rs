@@ -133,8 +133,7 @@ impl Op {
                 &meta,
                 &TTL_MS.to_string(),
                 "token",
-                // The first version (ARGV[4] since 058619d; without it the
-                // script fails on every replay).
+                // The first version (ARGV[4]: the script fails without it).
                 "1",
             ])],
             // The commit script cannot be replayed with fixed arguments (its

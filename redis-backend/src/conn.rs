@@ -267,17 +267,17 @@ impl Client {
 /// Why not only the cluster client: it routes every request of every shard
 /// through one task, and while it refreshes its slot map after a failure it
 /// dispatches nothing (the refresh holds its topology lock across network
-/// round trips to the nodes). A failover of one master thus paused requests
-/// to all of them, and any stall in that task — the wedge of issue 14,
-/// where every request on every shard timed out until the client was
-/// replaced — stopped the whole store. Here each master is a route of its
+/// round trips to the nodes). A failover of one master would pause requests
+/// to all of them, and any stall in that task (a wedge: every request on
+/// every shard timing out until the client is replaced) would stop the
+/// whole store. Here each master is a route of its
 /// own: a request that fails on one master marks only that master
 /// [stale](Master::stale) (its slots go through the cluster client until
 /// the table is rebuilt, which it is in the background, reading
 /// `CLUSTER SLOTS` from a healthy master's connection, not through the
 /// cluster client); the other masters keep their connections and never see
 /// the failover. It also saves the cluster client's two channel hops per
-/// request (about 15-40 µs on a busy 2-core machine).
+/// request.
 ///
 /// A stale table is harmless: Redis Cluster redirects (`MOVED`) every keyed
 /// command a node does not own, replicas included, and the store then marks

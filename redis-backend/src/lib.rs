@@ -110,9 +110,7 @@
 //! failover of one shard stops all of them (see `redis-backend/README.md`).
 //! The cluster client follows `MOVED`/`ASK`, refreshes its slot map and
 //! reconnects after a failover on its own. As a backstop against a client
-//! left wedged (every request timing out while a fresh client works: reported
-//! in 2 of 40 failovers before the per-master routes above, not seen in 80
-//! soak failovers since), the
+//! left wedged (every request timing out while a fresh client works), the
 //! store detects "nothing succeeded for [`RedisConfig::stuck_after`] while a
 //! fresh client finds the deployment serving and this one does not answer"
 //! and swaps in the fresh client ([`RedisStats::client_rebuilds`]).
