@@ -358,7 +358,7 @@ impl RedisStore {
         })
     }
 
-    /// Slides the session's deadline. A write: with [`Replication::Wait`] it
+    /// Slides the session's deadline. A write: with [`Replication::Wait`](crate::Replication::Wait) it
     /// is acknowledged only once the replicas have it (a slide lost in a
     /// failover would let the session expire before the deadline this call
     /// reported).

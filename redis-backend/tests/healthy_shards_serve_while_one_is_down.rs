@@ -1,5 +1,5 @@
 //! A shard whose master and replica are both gone does not take the others
-//! down: with `cluster-require-full-coverage no` (the README's recipe and
+//! down: with `cluster-require-full-coverage no` (the recipe in `redis-backend/README.md` and
 //! the test cluster), every node keeps serving the slots it has, so the
 //! store serves every session on the healthy shards — reads and writes —
 //! while the lost shard's operations fail with typed errors. (With Redis' default, `yes`, every node answers
