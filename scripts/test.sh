@@ -13,3 +13,4 @@ cargo test --workspace --locked
 # The fuzz targets (not workspace members: running them needs nightly and
 # cargo-fuzz) must at least build against today's decoders.
 CARGO_TARGET_DIR=target/fuzz cargo check --locked --manifest-path engine/fuzz/Cargo.toml
+CARGO_TARGET_DIR=target/fuzz cargo check --locked --manifest-path redis-backend/fuzz/Cargo.toml

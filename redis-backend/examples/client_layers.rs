@@ -195,9 +195,14 @@ fn main() {
             eprintln!("round {} of {rounds} done", round + 1);
         }
     });
-    if only.is_some() {
-        return;
+    if only.is_none() {
+        write_report(ops, rounds, &results);
     }
+}
+
+/// `results/redis/layers.md` from (p50 µs, mean µs, client CPU µs per
+/// request) per round, per client.
+fn write_report(ops: usize, rounds: usize, results: &[Vec<(f64, f64, f64)>]) {
     let base_p50 = median(results[4].iter().map(|r| r.0).collect());
     let base_mean = median(results[4].iter().map(|r| r.1).collect());
     let mut md = String::new();
@@ -213,7 +218,7 @@ fn main() {
          | client | p50 µs | mean µs | p50 vs redis-benchmark | mean vs redis-benchmark | client CPU µs/request |\n\
          | --- | --- | --- | --- | --- | --- |"
     );
-    for (name, runs) in NAMES.iter().zip(&results) {
+    for (name, runs) in NAMES.iter().zip(results) {
         let p50s: Vec<f64> = runs.iter().map(|r| r.0).collect();
         let lo = p50s.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = p50s.iter().copied().fold(f64::NEG_INFINITY, f64::max);

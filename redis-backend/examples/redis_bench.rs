@@ -15,6 +15,16 @@
 //! cargo run --release -p session-redis --example redis_bench -- \
 //!     [--ops 10000] [--concurrency 1,50] [--repeats 9] [--out results/redis]
 //! ```
+//!
+//! `--only get_many` measures instead `get_many` of 16 sessions against 16
+//! `get`s in a row on the same store (one server and the cluster; the two
+//! interleaved in each round, `--ops` sessions each), writing
+//! `get_many.md` under `--out`:
+//!
+//! ```text
+//! cargo run --release -p session-redis --example redis_bench -- \
+//!     --only get_many [--ops 16000] [--concurrency 1,16] [--repeats 9]
+//! ```
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -44,6 +54,8 @@ struct Args {
     concurrency: Vec<usize>,
     repeats: usize,
     out: PathBuf,
+    /// `get_many`: only the batch comparison.
+    only: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -52,6 +64,7 @@ fn parse_args() -> Args {
         concurrency: vec![1, 50],
         repeats: 9,
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../results/redis"),
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,7 +79,10 @@ fn parse_args() -> Args {
             }
             "--repeats" => args.repeats = value.parse().expect("--repeats N"),
             "--out" => args.out = PathBuf::from(value),
-            _ => panic!("unknown flag {flag}: --ops, --concurrency, --repeats, --out"),
+            "--only" if value == "get_many" => args.only = Some(value),
+            _ => {
+                panic!("unknown flag {flag} {value}: --ops, --concurrency, --repeats, --out, --only get_many")
+            }
         }
     }
     args
@@ -117,8 +133,7 @@ impl Op {
                 &meta,
                 &TTL_MS.to_string(),
                 "token",
-                // The first version (ARGV[4] since 058619d; without it the
-                // script fails on every replay).
+                // The first version (ARGV[4]: the script fails without it).
                 "1",
             ])],
             // The commit script cannot be replayed with fixed arguments (its
@@ -536,12 +551,25 @@ async fn compare_at(
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "\n### {} ({} ops per run, {} in flight, {} runs each, interleaved)\n",
+    let heading = format!(
+        "{} ({} ops per run, {} in flight, {} runs each, interleaved)",
         d.name, args.ops, concurrency, args.repeats
     );
-    out.push_str(&note);
+    write_rows(&heading, &note, d.name, concurrency, &rows, out, json);
+}
+
+/// The table of one deployment and concurrency, and its JSON lines.
+fn write_rows(
+    heading: &str,
+    note: &str,
+    deployment: &str,
+    concurrency: usize,
+    rows: &[(Op, Row)],
+    out: &mut String,
+    json: &mut Vec<String>,
+) {
+    let _ = writeln!(out, "\n### {heading}\n");
+    out.push_str(note);
     let _ = writeln!(
         out,
         "| op | ours p50 µs | redis-benchmark p50 µs | p50 ratio | ours mean µs | theirs mean µs | mean ratio | ours p99 µs | theirs p99 µs | ours kops/s | theirs kops/s | server CPU µs/op ours / theirs | our client CPU µs/op |"
@@ -550,7 +578,7 @@ async fn compare_at(
         out,
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
-    for (op, row) in &rows {
+    for (op, row) in rows {
         let pick = |runs: &[Run], f: fn(&Run) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
         let (o50, t50) = (pick(&row.ours, |r| r.p50_us), pick(&row.theirs, |r| r.p50_us));
         let (omean, tmean) = (pick(&row.ours, |r| r.mean_us), pick(&row.theirs, |r| r.mean_us));
@@ -585,7 +613,7 @@ async fn compare_at(
         );
         json.push(format!(
             "{{\"deployment\":\"{}\",\"concurrency\":{concurrency},\"op\":\"{}\",\"ours_p50_us\":{:.1},\"theirs_p50_us\":{:.1},\"p50_ratio\":{:.3},\"mean_ratio\":{:.3},\"ours_kops\":{:.1},\"theirs_kops\":{:.1}}}",
-            d.name,
+            deployment,
             op.name(),
             median(o50),
             median(t50),
@@ -737,6 +765,276 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".to_owned())
 }
 
+/// Sessions one `get_many` reads, against as many `get`s in a row.
+const BATCH: usize = 16;
+
+/// CPU time of the calling thread so far, ns (`/proc/thread-self/schedstat`:
+/// exact, where `/proc/self/stat` counts 10 ms ticks). The client runs on
+/// one current-thread runtime, so this is all of its CPU.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The machine's load averages (1, 5 and 15 minutes), to show how busy it was.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// `tasks` callers on `store`, each reading batches of [`BATCH`] random ids
+/// from `ids` (with `get_many`, or `get` one after another) until
+/// `sessions` sessions are read in all. Latency is per batch; rates and CPU
+/// per session.
+async fn run_batches(
+    store: &Arc<RedisStore>,
+    ids: &Arc<[SessionId]>,
+    many: bool,
+    sessions: usize,
+    tasks: usize,
+    server_ports: &[u16],
+) -> Run {
+    let left = Arc::new(AtomicUsize::new(sessions / BATCH));
+    let cpu_before = thread_cpu_ns();
+    let server_before = servers_cpu_us(server_ports);
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let (store, ids, left) = (Arc::clone(store), Arc::clone(ids), Arc::clone(&left));
+        set.spawn(async move {
+            let mut rng = StdRng::seed_from_u64(1_000 + t as u64);
+            let mut lat = Vec::new();
+            let mut batch = [SessionId::from_bytes([0; 16]); BATCH];
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                for id in &mut batch {
+                    *id = ids[rng.random_range(0..ids.len())];
+                }
+                let t0 = Instant::now();
+                if many {
+                    for r in store.get_many(&batch).await {
+                        drop(r.expect("get_many"));
+                    }
+                } else {
+                    for id in &batch {
+                        drop(store.get(id).await.expect("get"));
+                    }
+                }
+                lat.push(u32::try_from(t0.elapsed().as_nanos()).unwrap_or(u32::MAX));
+            }
+            lat
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = set.join_next().await {
+        all.extend(done.expect("bench task"));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let cpu_us = thread_cpu_ns().saturating_sub(cpu_before) as f64 / 1_000.0;
+    let server_us = servers_cpu_us(server_ports) - server_before;
+    all.sort_unstable();
+    #[allow(clippy::cast_precision_loss)]
+    let read = (all.len() * BATCH) as f64;
+    #[allow(clippy::cast_precision_loss)]
+    Run {
+        p50_us: percentile(&all, 0.50),
+        p99_us: percentile(&all, 0.99),
+        mean_us: all.iter().map(|&x| f64::from(x)).sum::<f64>() / all.len() as f64 / 1_000.0,
+        ops_per_s: read / wall,
+        server_cpu_us: server_us / read,
+        client_cpu_us: Some(cpu_us / read),
+    }
+}
+
+/// `get_many` of [`BATCH`] against as many `get`s, on one deployment: the
+/// two in turn within each round (the order alternating), `--ops` sessions
+/// each; a table row per concurrency.
+async fn compare_get_many(d: &Deployment, args: &Args, out: &mut String) {
+    let store = Arc::new(RedisStore::connect(d.config.clone()).await.expect("connect"));
+    let mut ids = Vec::with_capacity(SESSIONS);
+    for _ in 0..SESSIONS {
+        ids.push(
+            store
+                .create(METADATA, Timeout::from_ms(TTL_MS))
+                .await
+                .expect("populate"),
+        );
+    }
+    let ids: Arc<[SessionId]> = ids.into();
+    for &tasks in &args.concurrency {
+        // Warm up both paths (connections, script caches, allocator).
+        for many in [false, true] {
+            run_batches(&store, &ids, many, args.ops / 4, tasks, &d.masters).await;
+        }
+        let (mut gets, mut manys) = (Vec::new(), Vec::new());
+        for rep in 0..args.repeats {
+            for many in [rep % 2 == 1, rep % 2 == 0] {
+                let run = run_batches(&store, &ids, many, args.ops, tasks, &d.masters).await;
+                if many {
+                    manys.push(run);
+                } else {
+                    gets.push(run);
+                }
+            }
+        }
+        let pick = |runs: &[Run], f: fn(&Run) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+        let (g_rate, m_rate) = (pick(&gets, |r| r.ops_per_s), pick(&manys, |r| r.ops_per_s));
+        let ratio: Vec<f64> = m_rate.iter().zip(&g_rate).map(|(m, g)| m / g).collect();
+        let cpu = |runs: &[Run]| median(pick(runs, |r| r.client_cpu_us.unwrap_or(f64::NAN)));
+        let _ = writeln!(
+            out,
+            "| {} | {tasks} | {:.1} ({}) | {:.1} ({}) | **{:.2}** ({:.2}–{:.2}) | {:.0} / {:.0} | {:.0} / {:.0} | {:.1} / {:.1} | {:.1} / {:.1} |",
+            d.name,
+            median(g_rate.clone()) / 1_000.0,
+            spread_k(&g_rate),
+            median(m_rate.clone()) / 1_000.0,
+            spread_k(&m_rate),
+            median(ratio.clone()),
+            ratio.iter().copied().fold(f64::INFINITY, f64::min),
+            ratio.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            median(pick(&gets, |r| r.p50_us)),
+            median(pick(&manys, |r| r.p50_us)),
+            median(pick(&gets, |r| r.p99_us)),
+            median(pick(&manys, |r| r.p99_us)),
+            cpu(&gets),
+            cpu(&manys),
+            median(pick(&gets, |r| r.server_cpu_us)),
+            median(pick(&manys, |r| r.server_cpu_us)),
+        );
+    }
+}
+
+/// "min–max" of rates, in thousands.
+fn spread_k(v: &[f64]) -> String {
+    let k: Vec<f64> = v.iter().map(|x| x / 1_000.0).collect();
+    let min = k.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = k.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{min:.1}–{max:.1}")
+}
+
+/// `--only get_many`: the batch comparison on both deployments, to
+/// `get_many.md`.
+fn get_many_main(args: &Args, rt: &tokio::runtime::Runtime, deployments: &[Deployment], version: &str) {
+    let started = Instant::now();
+    let load_before = load_average();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| deployment | callers | 16 gets: k sessions/s | get_many of 16: k sessions/s | get_many / gets | p50 per 16 µs, gets / get_many | p99 per 16 µs | client CPU µs per session | server CPU µs per session |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for d in deployments {
+        eprintln!("get_many on {} ...", d.name);
+        rt.block_on(compare_get_many(d, args, &mut out));
+    }
+    let text = format!(
+        "# Redis backend: `get_many` of {BATCH} against {BATCH} `get`s in a row\n\n\
+         Command: `cargo run --release -p session-redis --example redis_bench -- --only get_many --ops {} --concurrency {} --repeats {}`  \n\
+         {}  \n\
+         Each caller reads batches of {BATCH} random sessions of {SESSIONS} (100-byte metadata) on one store: \
+         with `get_many` (one pipeline of the `get` script per master, the masters at the same time) or with \
+         {BATCH} `get`s one after another; {} sessions per run, the two in turn within each of {} rounds \
+         (the order alternating). Rates and the ratio are medians over the rounds (min–max in brackets; the \
+         ratio is paired per round); latency is per batch of {BATCH}. Client: one current-thread Tokio \
+         runtime (its CPU from `/proc/thread-self/schedstat`); server CPU from the masters' `INFO cpu`. \
+         Load average before / after: {} / {}. Wall time {:.0} s.\n\n",
+        args.ops,
+        args.concurrency.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        args.repeats,
+        machine_line(version),
+        args.ops,
+        args.repeats,
+        load_before,
+        load_average(),
+        started.elapsed().as_secs_f64()
+    );
+    let text = format!("{text}{out}");
+    println!("{text}");
+    std::fs::create_dir_all(&args.out).expect("create --out");
+    std::fs::write(args.out.join("get_many.md"), &text).expect("write get_many.md");
+    eprintln!("wrote {}", args.out.join("get_many.md").display());
+}
+
+/// "Date: ...; machine: ..." for a results file.
+fn machine_line(version: &str) -> String {
+    let date_text = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "Date: {}; machine: {} cores ({}), shared (other work ran beside it); {}",
+        date_text,
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        cpu_model(),
+        version.trim(),
+    )
+}
+
+/// The full comparison: every operation beside `redis-benchmark`, the
+/// embedded engine and `WAIT`, failovers; to `bench.md` and `bench.json`.
+fn bench_main(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    deployments: &[Deployment],
+    cluster: &mut support::Cluster,
+    version: &str,
+) {
+    let mut out = String::new();
+    let mut json = Vec::new();
+    let started = Instant::now();
+    for d in deployments {
+        eprintln!("comparing on {} ...", d.name);
+        rt.block_on(compare(d, args, &mut out, &mut json));
+    }
+    eprintln!("embedded engine and WAIT ...");
+    rt.block_on(beside(
+        &deployments[1].config,
+        args,
+        &deployments[1].masters,
+        &mut out,
+    ));
+    eprintln!("failovers ...");
+    let recovered = failovers(cluster, rt, &mut out);
+    let date = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let header = format!(
+        "# Redis backend beside redis-benchmark\n\n\
+         Command: `cargo run --release -p session-redis --example redis_bench -- --ops {} --concurrency {} --repeats {}`  \n\
+         {}  \n\
+         Servers: started by the bench on 127.0.0.1 (no persistence); client: a current-thread Tokio runtime, \
+         `redis-benchmark`: its single thread. Ratio = ours / redis-benchmark for the same command at the same concurrency \
+         (target <= 1.30). Medians of {} interleaved runs, min–max in brackets. Wall time {:.0} s.\n",
+        args.ops,
+        args.concurrency.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        args.repeats,
+        machine_line(version),
+        args.repeats,
+        started.elapsed().as_secs_f64()
+    );
+    let text = format!("{header}{out}");
+    println!("{text}");
+    std::fs::create_dir_all(&args.out).expect("create --out");
+    std::fs::write(args.out.join("bench.md"), &text).expect("write bench.md");
+    let json_text = format!(
+        "{{\"date_unix_s\":{date},\"ops\":{},\"concurrency\":{:?},\"repeats\":{},\"comparisons\":[{}],\"failover_recovered_ms\":{:?},\"failover_target_ms\":{}}}\n",
+        args.ops,
+        args.concurrency,
+        args.repeats,
+        json.join(","),
+        recovered,
+        NODE_TIMEOUT_MS + 3_000
+    );
+    std::fs::write(args.out.join("bench.json"), json_text).expect("write bench.json");
+    eprintln!("wrote {}", args.out.join("bench.md").display());
+}
+
 fn main() {
     let args = parse_args();
     support::require_redis();
@@ -757,8 +1055,7 @@ fn main() {
         .output()
         .expect("version")
         .stdout;
-    let mut out = String::new();
-    let mut json = Vec::new();
+    let version = String::from_utf8_lossy(&version).into_owned();
     let deployments = [
         Deployment {
             name: "standalone",
@@ -784,58 +1081,9 @@ fn main() {
                 .replication(Replication::Async),
         },
     ];
-    let started = Instant::now();
-    for d in &deployments {
-        eprintln!("comparing on {} ...", d.name);
-        rt.block_on(compare(d, &args, &mut out, &mut json));
+    if args.only.is_some() {
+        get_many_main(&args, &rt, &deployments, &version);
+    } else {
+        bench_main(&args, &rt, &deployments, &mut cluster, &version);
     }
-    eprintln!("embedded engine and WAIT ...");
-    rt.block_on(beside(
-        &deployments[1].config,
-        &args,
-        &deployments[1].masters,
-        &mut out,
-    ));
-    eprintln!("failovers ...");
-    let recovered = failovers(&mut cluster, &rt, &mut out);
-    let date = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let date_text = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let header = format!(
-        "# Redis backend beside redis-benchmark\n\n\
-         Command: `cargo run --release -p session-redis --example redis_bench -- --ops {} --concurrency {} --repeats {}`  \n\
-         Date: {}; machine: {} cores ({}), shared (other work ran beside it); {}  \n\
-         Servers: started by the bench on 127.0.0.1 (no persistence); client: a current-thread Tokio runtime, \
-         `redis-benchmark`: its single thread. Ratio = ours / redis-benchmark for the same command at the same concurrency \
-         (target <= 1.30). Medians of {} interleaved runs, min–max in brackets. Wall time {:.0} s.\n",
-        args.ops,
-        args.concurrency.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-        args.repeats,
-        date_text,
-        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        cpu_model(),
-        String::from_utf8_lossy(&version).trim(),
-        args.repeats,
-        started.elapsed().as_secs_f64()
-    );
-    let text = format!("{header}{out}");
-    println!("{text}");
-    std::fs::create_dir_all(&args.out).expect("create --out");
-    std::fs::write(args.out.join("bench.md"), &text).expect("write bench.md");
-    let json_text = format!(
-        "{{\"date_unix_s\":{date},\"ops\":{},\"concurrency\":{:?},\"repeats\":{},\"comparisons\":[{}],\"failover_recovered_ms\":{:?},\"failover_target_ms\":{}}}\n",
-        args.ops,
-        args.concurrency,
-        args.repeats,
-        json.join(","),
-        recovered,
-        NODE_TIMEOUT_MS + 3_000
-    );
-    std::fs::write(args.out.join("bench.json"), json_text).expect("write bench.json");
-    eprintln!("wrote {}", args.out.join("bench.md").display());
 }

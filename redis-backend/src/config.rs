@@ -8,8 +8,9 @@ use session_engine::{Error, Result, Timeout};
 
 use crate::keys::KeySpace;
 use crate::limits::{
-    CONNECT_TIMEOUT_DEFAULT, REQUEST_TIMEOUT_DEFAULT, REQUEST_TIMEOUT_MAX, REQUEST_TIMEOUT_MIN,
-    STUCK_AFTER_DEFAULT, STUCK_AFTER_MIN, WAIT_REPLICAS_MAX,
+    CONNECT_TIMEOUT_DEFAULT, PRESET_SESSION_TIMEOUT, PRESET_WAIT_TIMEOUT, REQUEST_TIMEOUT_DEFAULT,
+    REQUEST_TIMEOUT_MAX, REQUEST_TIMEOUT_MIN, SESSION_TIMEOUT_DEFAULT, STUCK_AFTER_DEFAULT, STUCK_AFTER_MIN,
+    WAIT_REPLICAS_MAX,
 };
 
 /// The URL scheme [`RedisConfig::from_url`] reads as a cluster.
@@ -122,10 +123,10 @@ impl RedisConfig {
         S: Into<String>,
     {
         Self::cluster(nodes)
-            .default_timeout(Timeout::from_secs(60 * 60))
+            .default_timeout(Timeout::After(PRESET_SESSION_TIMEOUT))
             .replication(Replication::Wait {
                 replicas: 1,
-                timeout: Duration::from_millis(100),
+                timeout: PRESET_WAIT_TIMEOUT,
             })
     }
 
@@ -169,7 +170,7 @@ impl RedisConfig {
             stuck_after: STUCK_AFTER_DEFAULT,
             replication: Replication::Async,
             metadata_bytes_max: METADATA_BYTES_MAX_DEFAULT,
-            default_timeout: Timeout::from_secs(30 * 60),
+            default_timeout: Timeout::After(SESSION_TIMEOUT_DEFAULT),
         }
     }
 

@@ -29,17 +29,10 @@ use redis::{
 
 use crate::config::{Deployment, RedisConfig, Replication};
 use crate::keys::slot_of;
-use crate::limits::{CLUSTER_SLOTS, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN};
-
-/// Resends the cluster client makes on its own: none. It would resend a
-/// request after a dropped connection too, where the first try may have
-/// been applied, without the store hearing of it: an `update` would then
-/// take its own commit for a conflict and apply its closure twice, and a
-/// `delete` would report `NotFound` for its own delete. Every resend goes
-/// through `RedisStore::run`, which tracks that doubt (redirections and
-/// reconnects included: the client still refreshes its slot map and
-/// reconnects on such errors, and `run` resends after them).
-const CLUSTER_CLIENT_RETRIES: u32 = 0;
+use crate::limits::{
+    CLUSTER_CLIENT_RETRIES, CLUSTER_SLOTS, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN, STANDALONE_RECONNECT_TRIES,
+};
+use crate::reply;
 
 /// Which connection a request takes. With `Replication::Wait`, writes (each
 /// followed by `WAIT`) go on connections of their own: Redis runs a
@@ -191,7 +184,7 @@ impl Client {
                     .set_response_timeout(Some(config.request_timeout))
                     .set_min_delay(RETRY_BACKOFF_MIN)
                     .set_max_delay(RETRY_BACKOFF_MAX)
-                    .set_number_of_retries(6);
+                    .set_number_of_retries(STANDALONE_RECONNECT_TRIES);
                 let manager = ConnectionManager::new_with_config(client, manager_config).await?;
                 Ok(Client::Standalone(manager))
             }
@@ -259,12 +252,8 @@ impl Client {
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
                     )
                     .await?;
-                let text = match reply {
-                    Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                    Value::VerbatimString { text, .. } | Value::SimpleString(text) => text,
-                    _ => return Ok(false),
-                };
-                Ok(text.lines().any(|l| l.trim() == "cluster_state:ok"))
+                let text = reply::text(&reply).unwrap_or_default();
+                Ok(reply::info_field(&text, "cluster_state") == Some("ok"))
             }
         }
     }
@@ -278,17 +267,17 @@ impl Client {
 /// Why not only the cluster client: it routes every request of every shard
 /// through one task, and while it refreshes its slot map after a failure it
 /// dispatches nothing (the refresh holds its topology lock across network
-/// round trips to the nodes). A failover of one master thus paused requests
-/// to all of them, and any stall in that task — the wedge of issue 14,
-/// where every request on every shard timed out until the client was
-/// replaced — stopped the whole store. Here each master is a route of its
+/// round trips to the nodes). A failover of one master would pause requests
+/// to all of them, and any stall in that task (a wedge: every request on
+/// every shard timing out until the client is replaced) would stop the
+/// whole store. Here each master is a route of its
 /// own: a request that fails on one master marks only that master
 /// [stale](Master::stale) (its slots go through the cluster client until
 /// the table is rebuilt, which it is in the background, reading
 /// `CLUSTER SLOTS` from a healthy master's connection, not through the
 /// cluster client); the other masters keep their connections and never see
 /// the failover. It also saves the cluster client's two channel hops per
-/// request (about 15-40 µs on a busy 2-core machine).
+/// request.
 ///
 /// A stale table is harmless: Redis Cluster redirects (`MOVED`) every keyed
 /// command a node does not own, replicas included, and the store then marks
@@ -407,6 +396,13 @@ impl Direct {
         self.masters.get(usize::from(index)).filter(|m| !m.is_stale())
     }
 
+    /// Which master serves `slot` (an index into this table), unless none
+    /// answered or it is stale: keys with the same index go to one master.
+    pub(crate) fn master_index(&self, slot: u16) -> Option<usize> {
+        let index = usize::from(*self.slots.get(usize::from(slot))?);
+        self.masters.get(index).filter(|m| !m.is_stale()).map(|_| index)
+    }
+
     /// The masters that are not stale (to read the topology from).
     pub(crate) fn healthy_masters(&self) -> impl Iterator<Item = &Arc<Master>> {
         self.masters.iter().filter(|m| !m.is_stale())
@@ -503,6 +499,9 @@ pub(crate) fn parse_cluster_slots(reply: &Value) -> RedisResult<Topology> {
     };
     let mut shards: Vec<Shard> = Vec::new();
     let mut nodes: Vec<(String, u16)> = Vec::new();
+    // A slot claimed by two ranges (two masters, or one range twice) is not
+    // a topology: routes and list cursors need one master per slot.
+    let mut claimed = vec![false; CLUSTER_SLOTS as usize];
     for range in ranges {
         let Value::Array(fields) = range else {
             return Err(bad());
@@ -515,6 +514,13 @@ pub(crate) fn parse_cluster_slots(reply: &Value) -> RedisResult<Topology> {
             _ => Err(bad()),
         };
         let (start, end) = (slot(fields.first())?, slot(fields.get(1))?);
+        let Some(slots) = claimed.get_mut(start as usize..=end as usize) else {
+            return Err(bad()); // start > end
+        };
+        if slots.iter().any(|c| *c) {
+            return Err(bad());
+        }
+        slots.fill(true);
         let mut addrs = fields.iter().skip(2).map(|node| node_addr(node).ok_or_else(bad));
         let (host, port) = addrs.next().ok_or_else(bad)??;
         for addr in std::iter::once(Ok((host.clone(), port))).chain(addrs) {
@@ -604,5 +610,15 @@ mod tests {
             node("h", 1),
         ])]);
         assert!(parse_cluster_slots(&beyond).is_err());
+        let range = |start: i64, end: i64, port: i64| {
+            Value::Array(vec![Value::Int(start), Value::Int(end), node("h", port)])
+        };
+        let backwards = Value::Array(vec![range(10, 5, 1)]);
+        assert!(parse_cluster_slots(&backwards).is_err(), "start after end");
+        let overlap = Value::Array(vec![range(0, 100, 1), range(100, 200, 2)]);
+        assert!(parse_cluster_slots(&overlap).is_err(), "slot 100 claimed twice");
+        let twice = Value::Array(vec![range(0, 100, 1), range(0, 100, 1)]);
+        assert!(parse_cluster_slots(&twice).is_err(), "one range listed twice");
+        assert!(parse_cluster_slots(&Value::Array(vec![range(0, 100, 1), range(101, 200, 2)])).is_ok());
     }
 }

@@ -18,6 +18,8 @@
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use session_engine::Error;
 
+use crate::limits::PROTOCOL_REPLY_SHOWN_BYTES;
+
 /// What one failed attempt says about the request (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Fault {
@@ -129,9 +131,6 @@ pub(crate) fn protocol(command: &str, value: &redis::Value, write: bool) -> Erro
         Error::Unavailable { reason }
     }
 }
-
-/// Longest part of an unexpected reply quoted in a protocol error.
-const PROTOCOL_REPLY_SHOWN_BYTES: usize = 200;
 
 #[cfg(test)]
 mod tests {

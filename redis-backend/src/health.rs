@@ -1,15 +1,14 @@
 //! The stuck-client detector.
 //!
-//! Known hazard (measured with Redis 7.0 and both mature Rust clients):
-//! after a `kill -9` of a master, a client can stay wedged for good — the
-//! cluster reports `cluster_state:ok`, a brand-new client works, yet every
-//! request on the old one times out. The store therefore watches its own
-//! requests: once *nothing* has succeeded for `stuck_after` (a server error
-//! reply counts as success: the server answered), it connects a fresh client
-//! and, if that one finds the deployment serving while the current one does
-//! not (a failover whose only traffic is on the failed shard also fails
-//! every request for a while, but the current client still answers), swaps
-//! it in. The next
+//! The hazard: after a `kill -9` of a master, a cluster client can stay
+//! wedged — the cluster reports `cluster_state:ok`, a brand-new client
+//! works, yet every request on the old one times out. The store therefore
+//! watches its own requests: once *nothing* has succeeded for `stuck_after`
+//! (a server error reply counts as success: the server answered), it
+//! connects a fresh client and, if that one finds the deployment serving
+//! while the current one does not (a failover whose only traffic is on the
+//! failed shard also fails every request for a while, but the current
+//! client still answers), swaps it in. The next
 //! rebuild needs another `stuck_after` of failures, and probes are spaced at
 //! least [`PROBE_INTERVAL`] apart, so a deployment that is really down costs
 //! one connection attempt per interval, not one per request.
@@ -20,8 +19,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Least time between two probes with a fresh client.
-pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+use crate::limits::PROBE_INTERVAL;
 
 /// Tracks whether the store's requests succeed.
 #[derive(Debug)]

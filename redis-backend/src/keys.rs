@@ -8,7 +8,11 @@
 
 use session_engine::{SessionId, SESSION_ID_TEXT_LEN};
 
-use crate::limits::KEY_PREFIX_BYTES_MAX;
+use crate::limits::{CLUSTER_SLOTS, KEY_PREFIX_BYTES_MAX};
+
+/// [`CLUSTER_SLOTS`] as the type slots are computed in.
+#[allow(clippy::cast_possible_truncation)] // 16384 fits in u16
+const SLOTS: u16 = CLUSTER_SLOTS as u16;
 
 /// Formats and parses the keys of one store.
 #[derive(Clone, Debug)]
@@ -116,7 +120,7 @@ pub(crate) fn slot_of(key: &[u8]) -> u16 {
             (close > 0).then(|| &rest[..close])
         })
         .unwrap_or(key);
-    crc16(tagged) % 16_384
+    crc16(tagged) % SLOTS
 }
 
 /// A 32-bit FNV-1a hash of a key, never 0: orders the keys of one `SCAN`
@@ -177,12 +181,23 @@ mod tests {
         assert_eq!(slot_of(b"somekey"), 11_058);
         assert_eq!(slot_of(b"foo{hash_tag}"), 2_515);
         assert_eq!(slot_of(b"{hash_tag}:anything"), 2_515);
+        // Values from `CLUSTER KEYSLOT` of redis-server 7.0.15: the hash tag
+        // rules' edge cases.
+        assert_eq!(slot_of(b"foo{}{bar}"), 8_363, "empty first tag: the whole key");
+        assert_eq!(slot_of(b"{}"), 15_257, "empty tag alone: the whole key");
+        assert_eq!(slot_of(b"foo{{bar}}zap"), 4_015, "the tag is `{{bar`");
+        assert_eq!(slot_of(b"foo{bar}{zap}"), 5_061, "the first tag only");
+        assert_eq!(slot_of(b"bar"), 5_061);
+        assert_eq!(slot_of(b"foo{"), 7_673, "no closing brace: the whole key");
         assert_eq!(
-            slot_of(b"foo{}{bar}"),
-            slot_of(b"foo{}{bar}"),
-            "empty tag: whole key"
+            slot_of(b"foo}{bar"),
+            7_624,
+            "a `}}` before the `{{`: the whole key"
         );
-        assert_ne!(slot_of(b"foo{}{bar}"), slot_of(b"bar"));
+        let session = KeySpace::new("session:")
+            .unwrap()
+            .key(&"AAAAAAAAAAAAAAAAAAAAAA".parse().unwrap());
+        assert_eq!(slot_of(&session), 4_813, "a session key goes by its id");
     }
 
     #[test]

@@ -54,6 +54,7 @@
 //! | --- | --- | --- | --- |
 //! | `create`, `insert` | script: `EXISTS`, `HSET`, `PEXPIRE` | 1 | yes |
 //! | `get` | script: `HMGET`, `HSET a`, `PEXPIRE` | 1 | yes |
+//! | `get_many` | the `get` script per id, pipelined per master; the masters at the same time | 1 per master, concurrently | yes |
 //! | `peek` | `HMGET` | 1 | no |
 //! | `update(f)` | `HMGET m v`, then a compare-version-and-set script; on a lost race the script returns the newer value and `f` runs again | 2 (+1 per lost race) | yes |
 //! | `touch` | script: `HSET a`, `PEXPIRE` | 1 | yes |
@@ -109,9 +110,7 @@
 //! failover of one shard stops all of them (see `redis-backend/README.md`).
 //! The cluster client follows `MOVED`/`ASK`, refreshes its slot map and
 //! reconnects after a failover on its own. As a backstop against a client
-//! left wedged (every request timing out while a fresh client works: reported
-//! in 2 of 40 failovers before the per-master routes above, not seen in 80
-//! soak failovers since), the
+//! left wedged (every request timing out while a fresh client works), the
 //! store detects "nothing succeeded for [`RedisConfig::stuck_after`] while a
 //! fresh client finds the deployment serving and this one does not answer"
 //! and swaps in the fresh client ([`RedisStats::client_rebuilds`]).
@@ -125,16 +124,20 @@
 mod config;
 mod conn;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod health;
 mod keys;
 pub mod limits;
 mod list;
 mod reply;
+mod request;
 mod scripts;
 mod store;
 
 pub use config::{Deployment, RedisConfig, Replication, CLUSTER_URL_SCHEME};
-pub use store::{RedisStats, RedisStore};
+pub use request::RedisStats;
+pub use store::RedisStore;
 
 /// The scripts' text and SHA-1 by operation name (`insert`, `get`, `touch`,
 /// `set_ttl`, `commit`), for benchmarks that replay the backend's exact

@@ -1,8 +1,13 @@
-//! Every bound the Redis backend enforces or relies on, in one place, with
-//! the reason for it. The `const` assertions at the bottom tie related values
-//! together.
+//! Every bound the Redis backend enforces or relies on, and every default,
+//! in one place, with the reason for it. The `const` assertions at the
+//! bottom tie related values together. The engine's own bounds (metadata
+//! size, timeouts, page size) come from `session_engine::limits`.
 
 use std::time::Duration;
+
+// ---------------------------------------------------------------------------
+// The protocol and the stored form
+// ---------------------------------------------------------------------------
 
 /// Hash slots in a Redis Cluster (fixed by the protocol: CRC16 mod 16384).
 pub const CLUSTER_SLOTS: u32 = 16_384;
@@ -11,18 +16,99 @@ pub const CLUSTER_SLOTS: u32 = 16_384;
 /// carries the key, so a long prefix costs bandwidth and memory per session.
 pub const KEY_PREFIX_BYTES_MAX: usize = 64;
 
+/// A new session's first version is drawn below this (see
+/// `scripts::INSERT`): the scripts do arithmetic on versions in Lua 5.1,
+/// whose numbers are doubles, exact only below 2^53; one below 2^52
+/// leaves room for 2^52 updates.
+pub const VERSION_FIRST_MAX: u64 = 1 << 52;
+
+// ---------------------------------------------------------------------------
+// Time budgets (settings' defaults and ranges)
+// ---------------------------------------------------------------------------
+
 /// Default for `RedisConfig::request_timeout`: the most one operation may
-/// take, retries included. Loopback round trips are ~50 µs and a failover
-/// window is seconds, so 1 s separates "slow" from "not answering".
+/// take, retries included. A round trip on a LAN is well under a
+/// millisecond and a failover takes seconds, so 1 s separates "slow" from
+/// "not answering".
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
 
-/// Bounds on `RedisConfig::request_timeout`.
+/// Bounds on `RedisConfig::request_timeout`: below 10 ms a loaded server's
+/// ordinary pauses would fail requests; above a minute a caller waits
+/// longer than any failover takes.
 pub const REQUEST_TIMEOUT_MIN: Duration = Duration::from_millis(10);
 /// See [`REQUEST_TIMEOUT_MIN`].
 pub const REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 
 /// Default for `RedisConfig::connect_timeout`: one TCP connect + handshake.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
+
+/// Default for `RedisConfig::default_timeout`, the inactivity timeout of
+/// `create_default`: the seed's default session lifetime.
+pub const SESSION_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30 * 60);
+
+/// The session timeout of the "cluster" preset
+/// (`RedisConfig::multi_node_cluster`), as the seed's multi-node preset.
+pub const PRESET_SESSION_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// How long a write of the "cluster" preset waits for its replica
+/// (`WAIT 1 100`): a replica on the same LAN answers in well under a
+/// millisecond, so this only runs out when the replica is gone or
+/// stalled, and then bounds what each write there costs.
+pub const PRESET_WAIT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Replicas a `WAIT` may ask for: more than any sane cluster has per master.
+pub const WAIT_REPLICAS_MAX: u32 = 16;
+
+// ---------------------------------------------------------------------------
+// Resends
+// ---------------------------------------------------------------------------
+
+/// First pause between two attempts of one operation; doubled per attempt.
+pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// Longest pause between two attempts of one operation.
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
+
+/// Resends the cluster client makes on its own: none. It would resend a
+/// request after a dropped connection too, where the first try may have
+/// been applied, without the store hearing of it: an `update` would then
+/// take its own commit for a conflict and apply its closure twice, and a
+/// `delete` would report `NotFound` for its own delete. Every resend goes
+/// through the store's own loop (`request.rs`), which tracks that doubt.
+pub const CLUSTER_CLIENT_RETRIES: u32 = 0;
+
+/// Connection attempts one reconnection of the single-server client makes
+/// (pauses doubling from [`RETRY_BACKOFF_MIN`] to [`RETRY_BACKOFF_MAX`]:
+/// about a quarter second in all) before it reports the server down; the
+/// store's own resends then carry on within the operation's budget, and
+/// the next request starts a new reconnection.
+pub const STANDALONE_RECONNECT_TRIES: usize = 6;
+
+/// Ids a `create` draws before it reports the random source as broken: a
+/// collision of 128 random bits is a 2^-128 event per live session, so a
+/// second collision in a row already says the ids are not random.
+pub const CREATE_TRIES_MAX: usize = 4;
+
+/// Attempts one `update` makes to commit before it gives up under contention
+/// (each lost race costs one round trip and hands back the newer value, so
+/// some writer always wins; this bounds one caller's work; its time is
+/// bounded by the request timeout, which ends the retries too).
+pub const UPDATE_TRIES_MAX: u32 = 256;
+/// Lost races after which `update` stops retrying at once on the value the
+/// commit script hands back, and instead pauses (randomly, growing) and reads
+/// afresh: two eager retries settle light contention in one round trip each.
+pub const UPDATE_EAGER_TRIES: u32 = 2;
+/// Longest random pause after the first lost `update` race past the eager
+/// ones; it doubles per further lost race. About one round trip on a LAN:
+/// enough to let the writer that won commit before this one reads again.
+pub const UPDATE_BACKOFF_MIN: Duration = Duration::from_micros(100);
+/// Longest random pause after a lost `update` race. The doubling up to it
+/// spreads 64+ writers of one session over enough time that each finds a
+/// clear window; the request timeout bounds the sum.
+pub const UPDATE_BACKOFF_MAX: Duration = Duration::from_millis(50);
+
+// ---------------------------------------------------------------------------
+// Routes and the stuck-client detector
+// ---------------------------------------------------------------------------
 
 /// Default for `RedisConfig::stuck_after`: how long every request may fail
 /// while the servers still answer a fresh client before the client is rebuilt.
@@ -34,40 +120,10 @@ pub const STUCK_AFTER_DEFAULT: Duration = Duration::from_secs(2);
 /// connections during an ordinary failover.
 pub const STUCK_AFTER_MIN: Duration = Duration::from_millis(100);
 
-/// First pause between two attempts of one operation; doubled per attempt.
-pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(5);
-/// Longest pause between two attempts of one operation.
-pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
-
-/// Attempts one `update` makes to commit before it gives up under contention
-/// (each lost race costs one round trip and hands back the newer value, so
-/// some writer always wins; this bounds one caller's work; its time is
-/// bounded by the request timeout, which ends the retries too).
-pub const UPDATE_TRIES_MAX: u32 = 256;
-/// Lost races after which `update` stops retrying at once on the value the
-/// commit script hands back, and instead pauses (randomly, growing) and reads
-/// afresh: two eager retries settle light contention in one round trip each.
-pub const UPDATE_EAGER_TRIES: u32 = 2;
-/// Longest random pause after a lost `update` race. The doubling up to it
-/// spreads 64+ writers of one session over enough time that each finds a
-/// clear window; the request timeout bounds the sum.
-pub const UPDATE_BACKOFF_MAX: Duration = Duration::from_millis(50);
-
-/// Keys a `SCAN` call is asked to visit (its `COUNT`) for `len` and for the
-/// bulk of a `list` page. Redis answers in about 1 µs per key; 1000 keys per
-/// call keeps each call well under a millisecond of server time.
-pub const SCAN_COUNT_MAX: usize = 1_000;
-
-/// `SCAN` calls one `list` page or one `len` per node may make before it
-/// returns what it has (a sparse table can return empty batches): bounds the
-/// work of one call at about 1000 × 1000 keys.
-pub const SCAN_CALLS_MAX: usize = 1_000;
-
-/// Bits of a list position that hold the node's `SCAN` cursor (the high bits;
-/// the low 32 bits hold the resume point inside one hash bucket). A Redis 7
-/// cursor is below the hash table size, so 32 bits cover 2^32 buckets, more
-/// keys than one node holds in any real deployment.
-pub const SCAN_CURSOR_BITS: u32 = 32;
+/// Least time between two probes with a fresh client by the stuck-client
+/// detector: a deployment that is really down then costs one connection
+/// attempt per interval, not one per failing request.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Least time between two builds of the direct (per-master) routes of a
 /// cluster store while some slots have no working route: bounds the work
@@ -76,13 +132,68 @@ pub const SCAN_CURSOR_BITS: u32 = 32;
 /// until the promoted replica is used.
 pub const DIRECT_REBUILD_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Replicas a `WAIT` may ask for: more than any sane cluster has per master.
-pub const WAIT_REPLICAS_MAX: u32 = 16;
+/// Nodes a client rebuild may connect through, beside the seeds: the
+/// latest topology's first, then those seen before (under node or address
+/// churn the list would otherwise only grow). Each is a host and a port.
+pub const KNOWN_NODES_MAX: usize = 64;
+
+// ---------------------------------------------------------------------------
+// Batches: SCAN, list pages, get_many
+// ---------------------------------------------------------------------------
+
+/// Keys a `SCAN` call is asked to visit (its `COUNT`) for `len` and for the
+/// bulk of a `list` page, and sessions one pipeline reads (a `list` page's
+/// fetch). Redis answers in about
+/// 1 µs per key; 1000 keys per call keep each call well under a
+/// millisecond of server time, so a batch does not hold up other clients,
+/// and bound a pipeline's reply at 1000 sessions.
+pub const SCAN_COUNT_MAX: usize = 1_000;
+
+/// Keys one pipeline of `get_many` reads (ids on one master beyond this go
+/// in further pipelines, sent at the same time): bounds one reply at 1000
+/// sessions, about as much server time as one [`SCAN_COUNT_MAX`] batch, so
+/// that one batch does not hold up the master's other clients for long.
+pub const PIPELINE_KEYS_MAX: usize = 1_000;
+
+/// `SCAN` calls one `list` page may make per master before it returns what
+/// it has (a sparse table can return empty batches): bounds the work of
+/// one page at about 1000 × 1000 keys.
+pub const SCAN_CALLS_MAX: usize = 1_000;
+
+/// `SCAN` calls `len` may make per master before it reports the table too
+/// large to count: 100 million keys at [`SCAN_COUNT_MAX`] a call.
+pub const COUNT_SCAN_CALLS_MAX: usize = 100_000;
+
+/// A `list` page stops scanning once 1/this of its budget is gone, and
+/// returns what it has with a cursor: the rest of the budget is left for
+/// reading the sessions found.
+pub const LIST_SCAN_BUDGET_DIVISOR: u32 = 2;
+
+/// Bits of a list position that hold the node's `SCAN` cursor (the high bits;
+/// the low 32 bits hold the resume point inside one hash bucket). A Redis 7
+/// cursor is below the hash table size, so 32 bits cover 2^32 buckets, more
+/// keys than one node holds in any real deployment.
+pub const SCAN_CURSOR_BITS: u32 = 32;
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// Longest part of an unexpected reply quoted in a protocol error: enough
+/// to recognise it, without copying a megabyte of someone else's value into
+/// an error message.
+pub const PROTOCOL_REPLY_SHOWN_BYTES: usize = 200;
 
 const _: () = assert!(REQUEST_TIMEOUT_MIN.as_millis() < REQUEST_TIMEOUT_DEFAULT.as_millis());
 const _: () = assert!(REQUEST_TIMEOUT_DEFAULT.as_millis() <= REQUEST_TIMEOUT_MAX.as_millis());
+const _: () = assert!(CONNECT_TIMEOUT_DEFAULT.as_millis() <= REQUEST_TIMEOUT_MAX.as_millis());
+const _: () = assert!(PRESET_WAIT_TIMEOUT.as_millis() < REQUEST_TIMEOUT_DEFAULT.as_millis());
 const _: () = assert!(STUCK_AFTER_MIN.as_millis() <= STUCK_AFTER_DEFAULT.as_millis());
+const _: () = assert!(STUCK_AFTER_DEFAULT.as_millis() > REQUEST_TIMEOUT_DEFAULT.as_millis());
 const _: () = assert!(RETRY_BACKOFF_MIN.as_millis() <= RETRY_BACKOFF_MAX.as_millis());
+const _: () = assert!(UPDATE_BACKOFF_MIN.as_micros() <= UPDATE_BACKOFF_MAX.as_micros());
 const _: () = assert!(SCAN_CURSOR_BITS <= 48);
-const _: () = assert!(CLUSTER_SLOTS.is_power_of_two());
+const _: () = assert!(CLUSTER_SLOTS.is_power_of_two() && CLUSTER_SLOTS <= 1 << 16);
+const _: () = assert!(VERSION_FIRST_MAX < 1 << 53);
 const _: () = assert!(UPDATE_TRIES_MAX > UPDATE_EAGER_TRIES && SCAN_CALLS_MAX > 0 && SCAN_COUNT_MAX > 0);
+const _: () = assert!(CREATE_TRIES_MAX > 1 && LIST_SCAN_BUDGET_DIVISOR >= 2);

@@ -40,12 +40,13 @@ use crate::config::Deployment;
 use crate::conn::{Shard, Target};
 use crate::error::protocol;
 use crate::keys::resume_hash;
-use crate::limits::{CLUSTER_SLOTS, SCAN_CALLS_MAX, SCAN_COUNT_MAX, SCAN_CURSOR_BITS};
+use crate::limits::{
+    CLUSTER_SLOTS, COUNT_SCAN_CALLS_MAX, LIST_SCAN_BUDGET_DIVISOR, SCAN_CALLS_MAX, SCAN_COUNT_MAX,
+    SCAN_CURSOR_BITS,
+};
 use crate::reply;
-use crate::store::{peek_cmd, Inner, Kind};
-
-/// `SCAN` calls `len` may make per master: 100 million keys at 1000 a call.
-const COUNT_SCAN_CALLS_MAX: usize = 100_000;
+use crate::request::{Inner, Kind};
+use crate::scripts::peek_cmd;
 
 /// Where a listing stands on one master (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -106,10 +107,10 @@ pub(crate) async fn page(inner: &Inner, cursor: Cursor, limit: usize) -> Result<
         });
     }
     // One request timeout for the page; scanning stops early, with what it
-    // has, once half of it is gone (a sparse table can take many calls).
-    let started = std::time::Instant::now();
+    // has, once part of it is gone (a sparse table can take many calls).
+    let started = Instant::now();
     let deadline = started + inner.config.request_timeout;
-    let scan_until = started + inner.config.request_timeout / 2;
+    let scan_until = started + inner.config.request_timeout / LIST_SCAN_BUDGET_DIVISOR;
     let shards = inner.topology(deadline).await?;
     let mut index = match shards.iter().position(|s| s.first_slot == cursor.part()) {
         Some(i) => i,
@@ -249,23 +250,7 @@ async fn scan(
             inner.send_query(conn, cmd, Target::Shard(shard)).await
         })
         .await?;
-    let malformed = |v: &Value| protocol("SCAN", v, false);
-    let Value::Array(mut parts) = reply.value else {
-        return Err(malformed(&reply.value));
-    };
-    if parts.len() != 2 {
-        return Err(malformed(&Value::Array(parts)));
-    }
-    let keys = match parts.pop() {
-        Some(Value::Array(keys)) => keys.into_iter().filter_map(reply::bytes).collect(),
-        Some(other) => return Err(malformed(&other)),
-        None => unreachable!("two parts"),
-    };
-    let next = parts
-        .pop()
-        .as_ref()
-        .and_then(reply::number)
-        .ok_or_else(|| malformed(&Value::Nil))?;
+    let (next, keys) = reply::scan(reply.value)?;
     if next >= 1 << SCAN_CURSOR_BITS {
         return Err(Error::Unavailable {
             reason: format!(
@@ -302,7 +287,12 @@ async fn fetch(
         }
         for (f, value) in chunk.iter().zip(reply.value) {
             let session = match value {
-                Value::ServerError(_) => inner.peek(f.id, &f.key, deadline).await?,
+                Value::ServerError(_) => {
+                    let reply = inner
+                        .command(Kind::Read, deadline, &f.key, &peek_cmd(&f.key))
+                        .await?;
+                    reply::session(f.id, "HMGET (peek)", reply.value)?
+                }
                 value => reply::session(f.id, "HMGET (list fetch)", value)?,
             };
             out.extend(session);

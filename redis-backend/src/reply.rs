@@ -1,4 +1,8 @@
-//! Reading script and command replies into sessions.
+//! Every decoder of a server's reply: into a session, an outcome (a flag,
+//! the commit script's answer, the replicas' count), a `SCAN` batch or a
+//! text. A reply of the wrong type or value is a protocol error naming the
+//! command (`error::protocol`), never read as an answer; nothing here
+//! panics on any reply (fuzz target `redis-backend/fuzz`, `decode_reply`).
 
 use redis::Value;
 use session_engine::{Error, Metadata, Result, Session, SessionId, Timeout};
@@ -106,6 +110,125 @@ pub(crate) fn shortfall(acked: i64, wanted: u32, timeout_ms: u64) -> Error {
     }
 }
 
+/// What the replicas said of a write.
+#[derive(Debug)]
+pub(crate) enum Replicas {
+    /// Not asked (`Replication::Async`, or not a write).
+    NotAsked,
+    /// `WAIT` answered: this many replicas have everything the connection
+    /// wrote up to the write (and the fence, after a doubtful try).
+    Acked(i64),
+    /// `WAIT` (or the fence before it) did not answer as it should.
+    Unconfirmed(String),
+}
+
+/// What the commit script answered (see `scripts::COMMIT`).
+pub(crate) enum Commit {
+    /// `{0}`: no session.
+    Absent,
+    /// `{1, c, a, t}`: committed (now or by an earlier attempt); `[c, a, t]`.
+    Done(Vec<Value>),
+    /// `{2, v, m}`: the version moved on; the newer version and metadata.
+    Moved { version: Vec<u8>, metadata: Vec<u8> },
+}
+
+/// Reads the commit script's reply; anything else is a protocol error.
+pub(crate) fn commit_outcome(command: &str, value: Value) -> Result<Commit> {
+    let Value::Array(fields) = value else {
+        return Err(protocol(command, &value, true));
+    };
+    match (fields.first(), fields.len()) {
+        (Some(Value::Int(0)), 1) => Ok(Commit::Absent),
+        (Some(Value::Int(1)), 4) => Ok(Commit::Done(fields.into_iter().skip(1).collect())),
+        (Some(Value::Int(2)), 3) => {
+            let [flag, version, metadata]: [Value; 3] = fields.try_into().expect("three fields");
+            match (version, metadata) {
+                (Value::BulkString(version), Value::BulkString(metadata)) => {
+                    Ok(Commit::Moved { version, metadata })
+                }
+                (version, metadata) => Err(protocol(
+                    command,
+                    &Value::Array(vec![flag, version, metadata]),
+                    true,
+                )),
+            }
+        }
+        _ => Err(protocol(command, &Value::Array(fields), true)),
+    }
+}
+
+/// The replicas' answer from the replies after a write's own: the fence's
+/// (after a doubtful try) and `WAIT`'s.
+pub(crate) fn replicas_from(mut rest: impl Iterator<Item = Value>, fenced: bool) -> Replicas {
+    if fenced {
+        match rest.next() {
+            Some(Value::Int(1)) => {}
+            Some(other) => {
+                return Replicas::Unconfirmed(format!("the replication fence (EVAL) answered {other:?}"))
+            }
+            None => return Replicas::Unconfirmed("no reply to the replication fence".into()),
+        }
+    }
+    match rest.next() {
+        Some(Value::Int(n)) if n >= 0 => Replicas::Acked(n),
+        Some(Value::ServerError(e)) => Replicas::Unconfirmed(format!("WAIT failed: {e:?}")),
+        Some(other) => Replicas::Unconfirmed(format!("protocol error: unexpected reply to WAIT: {other:?}")),
+        None => Replicas::Unconfirmed("no reply to WAIT".into()),
+    }
+}
+
+/// `HMGET key m v` (an `update`'s read): the metadata and version;
+/// [`Error::NotFound`] if the session is absent.
+pub(crate) fn update_read(value: Value) -> Result<(Vec<u8>, Vec<u8>)> {
+    let malformed = |v: Value| protocol("HMGET (update read)", &v, false);
+    let Value::Array(fields) = value else {
+        return Err(malformed(value));
+    };
+    match <[Value; 2]>::try_from(fields) {
+        Ok([Value::Nil, _]) => Err(Error::NotFound),
+        Ok([m, v]) => match (bytes(m), bytes(v)) {
+            (Some(m), Some(v)) => Ok((m, v)),
+            (m, v) => Err(malformed(Value::Array(vec![
+                m.map_or(Value::Nil, Value::BulkString),
+                v.map_or(Value::Nil, Value::BulkString),
+            ]))),
+        },
+        Err(fields) => Err(malformed(Value::Array(fields))),
+    }
+}
+
+/// `SCAN`'s reply `[cursor, [key, ...]]`: the next cursor and the keys.
+pub(crate) fn scan(value: Value) -> Result<(u64, Vec<Vec<u8>>)> {
+    let Value::Array(parts) = value else {
+        return Err(protocol("SCAN", &value, false));
+    };
+    let [cursor, keys] =
+        <[Value; 2]>::try_from(parts).map_err(|parts| protocol("SCAN", &Value::Array(parts), false))?;
+    let keys_are_strings = matches!(&keys, Value::Array(items)
+        if items.iter().all(|k| matches!(k, Value::BulkString(_) | Value::SimpleString(_))));
+    match (number(&cursor), keys) {
+        (Some(next), Value::Array(items)) if keys_are_strings => {
+            Ok((next, items.into_iter().filter_map(bytes).collect()))
+        }
+        (_, keys) => Err(protocol("SCAN", &Value::Array(vec![cursor, keys]), false)),
+    }
+}
+
+/// The text of a reply that is text (`INFO`, `CLUSTER INFO`).
+pub(crate) fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Value::VerbatimString { text, .. } | Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// The value of `field` in an `INFO`-style text (`field:value` lines).
+pub(crate) fn info_field<'a>(text: &'a str, field: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(field)?.strip_prefix(':'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +280,80 @@ mod tests {
         assert_eq!(timeout_field(Timeout::from_secs(2)), "2000");
         assert_eq!(timeout(&bulk("2000")), Some(Timeout::from_ms(2000)));
         assert_eq!(timeout(&Value::Int(0)), Some(Timeout::Never));
+    }
+
+    #[test]
+    fn commit_replies_are_validated() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let cmd = "EVALSHA (commit script)";
+        assert!(matches!(
+            commit_outcome(cmd, Value::Array(vec![Value::Int(0)])),
+            Ok(Commit::Absent)
+        ));
+        let done = Value::Array(vec![Value::Int(1), bulk("1"), bulk("2"), bulk("0")]);
+        assert!(matches!(commit_outcome(cmd, done), Ok(Commit::Done(f)) if f.len() == 3));
+        let moved = Value::Array(vec![Value::Int(2), bulk("8"), bulk("m")]);
+        assert!(matches!(commit_outcome(cmd, moved), Ok(Commit::Moved { .. })));
+        for bad in [
+            Value::Int(42),
+            Value::Array(vec![Value::Int(1)]),
+            Value::Array(vec![Value::Int(2), bulk("8"), Value::Nil]),
+            Value::Array(vec![Value::Int(3)]),
+        ] {
+            match commit_outcome(cmd, bad) {
+                Err(Error::OutcomeUnknown { reason }) => assert!(reason.contains(cmd), "{reason}"),
+                _ => panic!("accepted a malformed commit reply"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_replicas_answer_comes_after_the_fence() {
+        let r = replicas_from([Value::Int(1), Value::Int(1)].into_iter(), true);
+        assert!(matches!(r, Replicas::Acked(1)));
+        let r = replicas_from([Value::Int(0)].into_iter(), false);
+        assert!(matches!(r, Replicas::Acked(0)));
+        let r = replicas_from([Value::Int(42)].into_iter(), true);
+        assert!(
+            matches!(r, Replicas::Unconfirmed(_)),
+            "the fence answered 42: {r:?}"
+        );
+        let r = replicas_from(std::iter::empty(), false);
+        assert!(matches!(r, Replicas::Unconfirmed(_)));
+        let r = replicas_from([Value::Int(-1)].into_iter(), false);
+        assert!(matches!(r, Replicas::Unconfirmed(_)));
+    }
+
+    #[test]
+    fn scan_and_update_reads_are_validated() {
+        let ok = Value::Array(vec![bulk("17"), Value::Array(vec![bulk("k1"), bulk("k2")])]);
+        assert_eq!(scan(ok).unwrap(), (17, vec![b"k1".to_vec(), b"k2".to_vec()]));
+        for bad in [
+            Value::Int(3),
+            Value::Array(vec![bulk("17")]),
+            Value::Array(vec![bulk("x"), Value::Array(vec![])]),
+            Value::Array(vec![bulk("0"), Value::Array(vec![bulk("k"), Value::Int(1)])]),
+            Value::Array(vec![bulk("0"), bulk("k")]),
+        ] {
+            match scan(bad) {
+                Err(Error::Unavailable { reason }) => assert!(reason.contains("SCAN"), "{reason}"),
+                other => panic!("accepted a malformed SCAN reply: {other:?}"),
+            }
+        }
+        let read = Value::Array(vec![bulk("m"), bulk("7")]);
+        assert_eq!(update_read(read).unwrap(), (b"m".to_vec(), b"7".to_vec()));
+        let absent = Value::Array(vec![Value::Nil, Value::Nil]);
+        assert!(matches!(update_read(absent), Err(Error::NotFound)));
+        let torn = Value::Array(vec![bulk("m"), Value::Nil]);
+        assert!(matches!(update_read(torn), Err(Error::Unavailable { .. })));
+    }
+
+    #[test]
+    fn info_fields_are_read_by_exact_name() {
+        let info = text(&bulk("# Cluster\r\ncluster_enabled:1\r\ncluster_state:ok\r\n")).unwrap();
+        assert_eq!(info_field(&info, "cluster_enabled"), Some("1"));
+        assert_eq!(info_field(&info, "cluster_state"), Some("ok"));
+        assert_eq!(info_field(&info, "cluster"), None);
+        assert_eq!(text(&Value::Int(1)), None);
     }
 }

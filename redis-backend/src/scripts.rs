@@ -50,6 +50,8 @@
 //! a failover, a restarted server) answers `NOSCRIPT`, and the backend resends
 //! with `EVAL`, which also caches it there.
 
+use redis::Cmd;
+
 /// Milliseconds since the Unix epoch from the server's clock, as a decimal
 /// string (`%d`: Lua 5.1 numbers are doubles, exact to 2^53 ms).
 const PRELUDE: &str = "local function now_ms()
@@ -129,6 +131,30 @@ pub(crate) const FENCE: &str = "redis.call('SET', KEYS[1], '1') redis.call('DEL'
 /// Suffix of the fence key after the session key (same hash tag: same slot).
 pub(crate) const FENCE_SUFFIX: &[u8] = b":fence";
 
+/// `HMGET key m c a t`: a session as `peek` and `list` read it (the fields
+/// in the order `reply::session` reads them).
+pub(crate) fn peek_cmd(key: &[u8]) -> Cmd {
+    let mut cmd = sized_cmd("HMGET", 5, key.len() + 4);
+    cmd.arg(key).arg("m").arg("c").arg("a").arg("t");
+    cmd
+}
+
+/// `HMGET key m v`: the metadata and version an `update` starts from.
+pub(crate) fn update_read_cmd(key: &[u8]) -> Cmd {
+    let mut cmd = sized_cmd("HMGET", 4, key.len() + 2);
+    cmd.arg(key).arg("m").arg("v");
+    cmd
+}
+
+/// `redis::cmd(name)` with room for `args` arguments (the name included) of
+/// `bytes` bytes besides the name: a command built argument by argument
+/// otherwise regrows its two buffers several times on every request.
+pub(crate) fn sized_cmd(name: &str, args: usize, bytes: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(args, name.len() + bytes);
+    cmd.arg(name);
+    cmd
+}
+
 /// One script: its full text and SHA-1, and how errors name it.
 #[derive(Debug)]
 pub(crate) struct Script {
@@ -139,6 +165,23 @@ pub(crate) struct Script {
 }
 
 impl Script {
+    /// `EVALSHA sha 1 key args...` (`EVAL code ...` when `eval`: the node
+    /// answered `NOSCRIPT`).
+    pub(crate) fn cmd(&self, eval: bool, key: &[u8], args: &[&[u8]]) -> Cmd {
+        let bytes = key.len() + 1 + args.iter().map(|a| a.len()).sum::<usize>();
+        let (name, body) = if eval {
+            ("EVAL", &self.code)
+        } else {
+            ("EVALSHA", &self.sha1)
+        };
+        let mut cmd = sized_cmd(name, 4 + args.len(), body.len() + bytes);
+        cmd.arg(body).arg(1).arg(key);
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        cmd
+    }
+
     fn new(name: &str, body: &str) -> Self {
         let code = format!("{PRELUDE}{body}");
         let sha1 = redis::Script::new(&code).get_hash().to_owned();

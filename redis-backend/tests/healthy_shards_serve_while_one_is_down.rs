@@ -1,15 +1,14 @@
 //! A shard whose master and replica are both gone does not take the others
-//! down: with `cluster-require-full-coverage no` (the README's recipe and
+//! down: with `cluster-require-full-coverage no` (the recipe in `redis-backend/README.md` and
 //! the test cluster), every node keeps serving the slots it has, so the
 //! store serves every session on the healthy shards — reads and writes —
-//! while the lost shard's operations fail with typed errors within the
-//! request timeout. (With Redis' default, `yes`, every node answers
+//! while the lost shard's operations fail with typed errors. (With Redis' default, `yes`, every node answers
 //! `CLUSTERDOWN` for every key as soon as one slot is uncovered: every
 //! operation on every shard fails.)
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use session_engine::{Error, SessionId, Timeout};
 use session_redis::{RedisConfig, RedisStore};
@@ -89,19 +88,16 @@ async fn healthy_shards_serve_while_one_shard_is_down() {
         created >= 1,
         "none of 12 creates landed on the two healthy shards"
     );
-    // The lost shard: typed errors, within the request timeout (plus slack
-    // for a busy machine: a bound on the error path, not a speed target).
+    // The lost shard: typed errors (that they come within the request
+    // timeout is `one_budget_per_operation`'s to show; here the limit only
+    // stops a request that would hang).
     for id in lost.iter().take(3) {
-        let started = Instant::now();
-        let r = store.get(id).await;
+        let r = tokio::time::timeout(Duration::from_secs(60), store.get(id))
+            .await
+            .expect("a get on the lost shard hung");
         assert!(
             matches!(r, Err(Error::Unavailable { .. } | Error::TimedOut { .. })),
             "lost shard: {r:?}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "{:?}",
-            started.elapsed()
         );
     }
 }

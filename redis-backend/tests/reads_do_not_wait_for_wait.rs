@@ -1,10 +1,9 @@
 //! With `Replication::Wait`, reads never queue behind a write's `WAIT`.
 //! Redis runs a connection's commands in order and holds everything behind
-//! a blocked `WAIT`, so reads that shared the writes' connection waited for
-//! the replicas too: with a master that has lost its replica, each write
-//! there holds its connection for the whole `WAIT` timeout, and the reads
-//! on that master crawled (about 4 a second instead of 45 in the failover
-//! probe of issue 14).
+//! a blocked `WAIT`, so reads that shared the writes' connection would wait
+//! for the replicas too: with a master that has lost its replica, each
+//! write there holds its connection for the whole `WAIT` timeout, and the
+//! reads on that master would crawl.
 //!
 //! Each case: a master with no replica to answer `WAIT`, a write blocked in
 //! its `WAIT` (the server reports a blocked client: an event, not a sleep),

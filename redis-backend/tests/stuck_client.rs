@@ -1,8 +1,14 @@
 //! The stuck-client detector: when every request on the store's client
 //! fails for `stuck_after` while a fresh client finds the server serving,
-//! the store swaps in a fresh client by itself — again and again. And when
-//! the server is really gone, it does not churn: requests fail with typed
-//! errors, no client is rebuilt, and service resumes when the server does.
+//! the store swaps in a fresh client by itself — again and again, never
+//! before `stuck_after`. A request that starts a rebuild is not held past
+//! its own budget by it. And when the server is really gone, it does not
+//! churn: requests fail with typed errors, no client is rebuilt, and service
+//! resumes when the server does.
+//!
+//! The loops below run until an event (service back, an error seen); their
+//! time limits only stop a test that would otherwise hang, far beyond what
+//! the behaviour takes.
 
 mod support;
 
@@ -14,6 +20,9 @@ use support::proxy::Proxy;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
 const STUCK_AFTER: Duration = Duration::from_millis(600);
+/// How long a loop waiting for an event may run before the test calls it
+/// hung.
+const HANG_LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wedged_client_is_replaced_and_service_resumes_each_time() {
@@ -42,10 +51,7 @@ async fn a_wedged_client_is_replaced_and_service_resumes_each_time() {
                 Err(Error::OutcomeUnknown { .. } | Error::Unavailable { .. }) => {}
                 Err(e) => panic!("round {round}: unexpected {e:?}"),
             }
-            assert!(
-                wedged_at.elapsed() < Duration::from_secs(10),
-                "round {round}: never recovered"
-            );
+            assert!(wedged_at.elapsed() < HANG_LIMIT, "round {round}: never recovered");
         };
         assert!(saw_timeout, "round {round}: the wedge showed as timeouts");
         assert_eq!(
@@ -53,9 +59,11 @@ async fn a_wedged_client_is_replaced_and_service_resumes_each_time() {
             round,
             "round {round}: one rebuild per wedge"
         );
+        // Not before `stuck_after` of failures (how soon after is the
+        // machine's business: it is printed, not judged).
         assert!(
-            recovered >= STUCK_AFTER && recovered < STUCK_AFTER + Duration::from_secs(3),
-            "round {round}: recovered after {recovered:?}"
+            recovered >= STUCK_AFTER,
+            "round {round}: rebuilt after {recovered:?}, before {STUCK_AFTER:?} of failures"
         );
         println!("wedge {round}: serving again after {} ms", recovered.as_millis());
     }
@@ -68,21 +76,32 @@ async fn a_wedged_client_is_replaced_and_service_resumes_each_time() {
 async fn a_rebuild_never_holds_a_request_past_its_deadline() {
     // A server that accepts and never answers: every request times out, and
     // each rebuild (due after `stuck_after` of failures) tries a fresh
-    // client that hangs up to `connect_timeout`. The request that starts a
-    // rebuild waits for it only within its own budget.
+    // client that hangs for its connect timeout, 30 s. A request that
+    // waited for that rebuild would take 30 s; one that waits only within
+    // its own budget takes 0.2 s. The bound below sits far from both.
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+    const HELD_MAX: Duration = Duration::from_secs(10);
+    const STUCK_AFTER_HERE: Duration = Duration::from_millis(300);
     let server = support::Server::standalone();
     let proxy = Proxy::start(server.port).await;
     let config = RedisConfig::standalone(proxy.url())
         .key_prefix(support::unique_prefix("deadline"))
         .request_timeout(REQUEST_TIMEOUT)
-        .connect_timeout(Duration::from_secs(2))
-        .stuck_after(Duration::from_millis(300));
+        .connect_timeout(CONNECT_TIMEOUT)
+        .stuck_after(STUCK_AFTER_HERE);
     let store = RedisStore::connect(config).await.expect("connect");
     let id = store.create(b"x", Timeout::Never).await.expect("create");
     proxy.black_hole();
-    let since = Instant::now();
+    let black_holed = Instant::now();
+    let connections = proxy.connections_accepted();
     let mut longest = Duration::ZERO;
-    while since.elapsed() < Duration::from_millis(1_500) {
+    let mut after_rebuild_began = 0;
+    // Until three requests have run while a rebuild was under way: a fresh
+    // client has connected to the proxy (and hangs there), and the failures
+    // have lasted long enough for the detector to have started it.
+    while after_rebuild_began < 3 {
+        let rebuilding =
+            proxy.connections_accepted() > connections && black_holed.elapsed() > STUCK_AFTER_HERE * 2;
         let started = Instant::now();
         let result = store.get(&id).await;
         assert!(
@@ -90,13 +109,18 @@ async fn a_rebuild_never_holds_a_request_past_its_deadline() {
             "{result:?}"
         );
         longest = longest.max(started.elapsed());
+        assert!(
+            longest < HELD_MAX,
+            "a request was held {longest:?}, past its {REQUEST_TIMEOUT:?} budget: it waited for the rebuild"
+        );
+        after_rebuild_began += usize::from(rebuilding);
     }
-    // A bound on the error path, not a speed target: a request that waited
-    // for the rebuild took connect_timeout (2 s) and more.
-    assert!(
-        longest < REQUEST_TIMEOUT + Duration::from_millis(800),
-        "a request was held {longest:?}, past its {REQUEST_TIMEOUT:?} budget"
+    assert_eq!(
+        store.stats().client_rebuilds,
+        0,
+        "nothing answers: nothing to swap in"
     );
+    println!("longest request while rebuilding: {longest:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,10 +158,7 @@ async fn a_dead_server_gives_typed_errors_without_rebuilds_and_service_resumes()
         match store.get(&id).await {
             Err(Error::NotFound) => break,
             Ok(s) => panic!("a restarted server without persistence has nothing: {s:?}"),
-            Err(_) => assert!(
-                back.elapsed() < Duration::from_secs(10),
-                "no service after restart"
-            ),
+            Err(_) => assert!(back.elapsed() < HANG_LIMIT, "no service after restart"),
         }
     }
     store

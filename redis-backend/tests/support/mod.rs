@@ -252,6 +252,26 @@ impl Server {
         }
     }
 
+    /// Freezes this server (SIGSTOP to its own PID): it keeps its
+    /// connections open and answers nothing until [`Server::resume`].
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT): it answers what waited.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("a running server").to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// Starts it again on the same port and directory (a cluster node
     /// rejoins with its `nodes.conf`).
     pub fn restart(&mut self) {

@@ -41,6 +41,8 @@ struct Control {
     delay_ms: AtomicU64,
     armed: Mutex<Option<(Vec<u8>, Fault)>>,
     fired: AtomicU64,
+    reads: AtomicU64,
+    accepted: AtomicU64,
 }
 
 impl Control {
@@ -74,6 +76,7 @@ impl Proxy {
             let control = Arc::clone(&control);
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
+                    control.accepted.fetch_add(1, Ordering::SeqCst);
                     // Born in the past: wedged from its first byte.
                     let born = control.epoch.load(Ordering::SeqCst)
                         + u64::from(control.black_hole.load(Ordering::SeqCst));
@@ -148,6 +151,17 @@ impl Proxy {
         self.control.fired.load(Ordering::SeqCst)
     }
 
+    /// Connections accepted so far (a client connecting, or reconnecting).
+    pub fn connections_accepted(&self) -> u64 {
+        self.control.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Reads from clients so far, on every connection: a pipeline sent in
+    /// one write is one read (on loopback), a request sent alone is one.
+    pub fn client_reads(&self) -> u64 {
+        self.control.reads.load(Ordering::SeqCst)
+    }
+
     /// Every request from now on waits `delay` before it is forwarded.
     pub fn delay(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
@@ -197,6 +211,7 @@ async fn upstream(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, link: Arc<Lin
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        link.control.reads.fetch_add(1, Ordering::SeqCst);
         if link.cut.load(Ordering::SeqCst) {
             return;
         }

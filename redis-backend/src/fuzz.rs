@@ -1,0 +1,225 @@
+//! Every decoder of a server's reply, driven with one reply and checked
+//! against what it promises, for the fuzz target `decode_reply`
+//! (`redis-backend/fuzz/`) and for the unit test below, which runs it on
+//! random replies in every test run. Whatever the reply, a decoder returns
+//! a value or a typed error; it never panics. The assertions here are the
+//! decoders' promises on their results (a session has the id asked for, a
+//! flag is 0 or 1, a write's malformed reply is `OutcomeUnknown`), paired
+//! with the checks inside the decoders.
+
+use redis::Value;
+use session_engine::{Error, SessionId};
+
+use crate::conn::parse_cluster_slots;
+use crate::limits::CLUSTER_SLOTS;
+use crate::reply::{self, Commit, Replicas};
+
+/// The id the session decoders are given (any will do: they must return it).
+const ID: SessionId = SessionId::from_bytes([0x5a; 16]);
+
+/// Parses `bytes` as one reply in the Redis protocol (RESP2 or RESP3, as a
+/// server sends it) and, if it is one, feeds it to [`decode`]. Returns
+/// whether the bytes held a reply.
+#[must_use]
+pub fn decode_bytes(bytes: &[u8]) -> bool {
+    match redis::parse_redis_value(bytes) {
+        Ok(value) => {
+            decode(&value);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Feeds `value` to every decoder as the reply to each request that reads
+/// one, and checks the results (see the module docs). Panics only if a
+/// decoder broke its promise.
+pub fn decode(value: &Value) {
+    sessions(value);
+    outcomes(value);
+    batches(value);
+    texts(value);
+}
+
+fn is_protocol_error(e: &Error, write: bool) -> bool {
+    match e {
+        Error::Unavailable { reason } if !write => reason.starts_with("protocol error"),
+        Error::OutcomeUnknown { reason } if write => reason.starts_with("protocol error"),
+        _ => false,
+    }
+}
+
+/// `get`'s script, `peek`'s `HMGET`, a list fetch; a write's `[c, a, t]`.
+fn sessions(value: &Value) {
+    match reply::session(ID, "HMGET (fuzz)", value.clone()) {
+        Ok(Some(session)) => {
+            assert_eq!(session.id(), ID, "a session decoded under another id");
+            assert!(
+                matches!(value, Value::Array(fields) if fields.len() == 4),
+                "a session from {value:?}"
+            );
+        }
+        Ok(None) => assert!(
+            matches!(value, Value::Nil)
+                || matches!(value, Value::Array(fields) if fields.len() == 4 && fields[0] == Value::Nil),
+            "absent from {value:?}"
+        ),
+        Err(e) => assert!(is_protocol_error(&e, false), "{e:?}"),
+    }
+    if let Value::Array(fields) = value {
+        let metadata = session_engine::Metadata::from(b"m".to_vec());
+        match reply::session_with(ID, metadata, "EVALSHA (fuzz)", fields) {
+            Ok(session) => {
+                assert_eq!(session.id(), ID);
+                assert_eq!(fields.len(), 3, "a written session from {value:?}");
+            }
+            Err(e) => assert!(is_protocol_error(&e, true), "{e:?}"),
+        }
+    }
+    let _ = (
+        reply::number(value),
+        reply::timeout(value),
+        reply::bytes(value.clone()),
+    );
+}
+
+/// Flags, the commit script's answer, the replicas' count, an update's read.
+fn outcomes(value: &Value) {
+    for write in [false, true] {
+        match reply::flag("DEL", value, write) {
+            Ok(flag) => assert_eq!(*value, Value::Int(i64::from(flag)), "a flag from {value:?}"),
+            Err(e) => assert!(is_protocol_error(&e, write), "{e:?}"),
+        }
+    }
+    match reply::commit_outcome("EVALSHA (fuzz)", value.clone()) {
+        Ok(Commit::Done(fields)) => assert_eq!(fields.len(), 3),
+        Ok(Commit::Absent | Commit::Moved { .. }) => {}
+        Err(e) => assert!(is_protocol_error(&e, true), "{e:?}"),
+    }
+    let rest = match value {
+        Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    };
+    for fenced in [false, true] {
+        match reply::replicas_from(rest.clone().into_iter(), fenced) {
+            Replicas::Acked(n) => assert!(n >= 0, "{n} replicas"),
+            Replicas::Unconfirmed(_) | Replicas::NotAsked => {}
+        }
+    }
+    match reply::update_read(value.clone()) {
+        Ok(_) | Err(Error::NotFound) => {}
+        Err(e) => assert!(is_protocol_error(&e, false), "{e:?}"),
+    }
+}
+
+/// `SCAN` and `CLUSTER SLOTS`.
+fn batches(value: &Value) {
+    match reply::scan(value.clone()) {
+        Ok((_, keys)) => assert!(
+            matches!(value, Value::Array(parts) if matches!(&parts[..], [_, Value::Array(k)] if k.len() == keys.len())),
+            "{} keys from {value:?}",
+            keys.len()
+        ),
+        Err(e) => assert!(is_protocol_error(&e, false), "{e:?}"),
+    }
+    if let Ok((shards, nodes)) = parse_cluster_slots(value) {
+        assert!(!shards.is_empty() && !nodes.is_empty());
+        assert!(shards.windows(2).all(|w| w[0].first_slot < w[1].first_slot));
+        for shard in &shards {
+            assert!(shard
+                .ranges
+                .iter()
+                .all(|&(start, end)| start <= end && end < CLUSTER_SLOTS));
+            assert!(shard.ranges.iter().any(|&(start, _)| start == shard.first_slot));
+        }
+    }
+}
+
+/// `INFO` and `CLUSTER INFO`.
+fn texts(value: &Value) {
+    if let Some(text) = reply::text(value) {
+        let _ = reply::info_field(&text, "cluster_enabled");
+    }
+    let _ = crate::error::protocol("HMGET (fuzz)", value, false);
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// Text a decoder might take for a field: numbers, signs, junk.
+    fn word(rng: &mut StdRng) -> Vec<u8> {
+        match rng.random_range(0..6) {
+            0 => rng.random::<u64>().to_string().into_bytes(),
+            1 => rng.random_range(0..3u8).to_string().into_bytes(),
+            2 => format!("-{}", rng.random::<u32>()).into_bytes(),
+            3 => b"cluster_enabled:1\r\ncluster_state:ok".to_vec(),
+            4 => Vec::new(),
+            _ => (0..rng.random_range(0..8)).map(|_| rng.random()).collect(),
+        }
+    }
+
+    fn value(rng: &mut StdRng, depth: u32) -> Value {
+        match rng.random_range(0..if depth == 0 { 6 } else { 8 }) {
+            0 => Value::Nil,
+            1 => Value::Int(match rng.random_range(0..3) {
+                0 => rng.random_range(-2..4),
+                1 => rng.random_range(0..16_400),
+                _ => rng.random(),
+            }),
+            2 | 3 => Value::BulkString(word(rng)),
+            4 => Value::SimpleString(String::from_utf8_lossy(&word(rng)).into_owned()),
+            5 => match rng.random_range(0..3) {
+                0 => Value::Okay,
+                1 => Value::Double(f64::from(rng.random::<i32>()) / 7.0),
+                _ => Value::Boolean(rng.random()),
+            },
+            6 if rng.random_range(0..4) == 0 => {
+                let len = rng.random_range(0..4);
+                Value::Map(
+                    (0..len)
+                        .map(|_| (value(rng, depth - 1), value(rng, depth - 1)))
+                        .collect(),
+                )
+            }
+            _ => {
+                let len = rng.random_range(0..6);
+                Value::Array((0..len).map(|_| value(rng, depth - 1)).collect())
+            }
+        }
+    }
+
+    #[test]
+    fn every_decoder_survives_random_replies() {
+        let seed: u64 = std::env::var("REPLY_FUZZ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| rand::rng().random());
+        println!("seed {seed} (replay: REPLY_FUZZ_SEED={seed})");
+        let mut rng = StdRng::seed_from_u64(seed);
+        for _ in 0..20_000 {
+            decode(&value(&mut rng, 3));
+        }
+        for _ in 0..5_000 {
+            let mut bytes: Vec<u8> = (0..rng.random_range(0..40)).map(|_| rng.random()).collect();
+            bytes.insert(0, *b"*$:+-_,#".get(rng.random_range(0..8)).expect("in range"));
+            let _ = decode_bytes(&bytes);
+        }
+    }
+
+    #[test]
+    fn well_formed_replies_decode() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        decode(&Value::Array(vec![bulk("m"), bulk("1"), bulk("2"), bulk("0")]));
+        assert!(decode_bytes(
+            b"*4\r\n$1\r\nm\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n0\r\n"
+        ));
+        assert!(decode_bytes(
+            b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n"
+        ));
+        assert!(!decode_bytes(b"*4\r\n$1\r\nm"), "a torn reply is no reply");
+    }
+}

@@ -1,0 +1,860 @@
+//! The request machinery: how one operation's requests reach the servers,
+//! are resent, and are acknowledged. The store's operations (`store.rs`)
+//! and listing (`list.rs`) are built on it; it knows nothing of either.
+//!
+//! Request path, in order: the operation takes its deadline (now + the
+//! request timeout: one budget for all its round trips and resends) → each
+//! attempt picks a route (the key's master in the direct table unless that
+//! master is stale, else the cluster client; see `conn::Direct`) and a lane
+//! (writes that wait for replicas on connections of their own, see
+//! `conn::Lane`) → sends (with `WAIT` in the same pipeline when the write
+//! asks for replicas, and a fence before it after a doubtful try, see
+//! `scripts.rs`) → on failure, classifies, tells the stuck-client detector,
+//! and resends after a short doubling pause while the deadline allows → a
+//! write's success is acknowledged only through [`Inner::acknowledge`],
+//! which checks the `WAIT` result on every path.
+//!
+//! The routes are kept here too: the direct table is rebuilt in the
+//! background when a master goes stale, and the cluster client is replaced
+//! when the stuck-client detector (`health.rs`) finds it wedged.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::task::Poll;
+use std::time::Instant;
+
+use redis::aio::MultiplexedConnection;
+use redis::{Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisError, RedisResult, Value};
+use session_engine::{Error, Result};
+use tokio::time::timeout;
+
+use crate::config::{Deployment, RedisConfig, Replication};
+use crate::conn::{
+    connect_node, direct_pipeline, direct_query, Conn, Direct, Lane, Master, Shard, Target, Topology,
+};
+use crate::error::{classify, give_up, protocol, Fault};
+use crate::health::Health;
+use crate::keys::{slot_of, KeySpace};
+use crate::limits::{
+    DIRECT_REBUILD_INTERVAL, KNOWN_NODES_MAX, PIPELINE_KEYS_MAX, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN,
+};
+use crate::reply::{self, Replicas};
+use crate::scripts::{Script, Scripts, FENCE, FENCE_SUFFIX};
+
+/// Counters of a store's life so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedisStats {
+    /// Times the client was replaced because nothing succeeded for
+    /// `stuck_after` while a fresh client found the servers serving.
+    pub client_rebuilds: u64,
+    /// Requests resent after a failed attempt.
+    pub resends: u64,
+    /// `update` commits that lost a race and reran the closure.
+    pub update_conflicts: u64,
+    /// Writes that too few replicas acknowledged in time (`WAIT`).
+    pub replication_shortfalls: u64,
+}
+
+/// The state every request of a store shares: its configuration, its
+/// clients and routes, the stuck-client detector and the counters. One per
+/// store (its clones share it).
+pub(crate) struct Inner {
+    pub(crate) config: RedisConfig,
+    pub(crate) keys: KeySpace,
+    pub(crate) scripts: Scripts,
+    conn: RwLock<Conn>,
+    /// The runtime `connect` ran on: it drives every connection of the
+    /// store, so new connections are made there too.
+    home: tokio::runtime::Handle,
+    /// Itself, for background tasks.
+    me: Weak<Inner>,
+    /// The time base of `direct_retry_at_ms`.
+    origin: Instant,
+    cluster: bool,
+    /// The configured servers; the first also lends its credentials to
+    /// connections to nodes learnt from the cluster.
+    seeds: Vec<ConnectionInfo>,
+    /// Every node `CLUSTER SLOTS` named: a rebuild connects through any that
+    /// still answers, even if the seeds are the nodes that failed.
+    known_nodes: RwLock<Vec<(String, u16)>>,
+    health: Health,
+    rebuild: tokio::sync::Mutex<()>,
+    /// The store's own routes to the masters (see `conn::Direct`).
+    direct: RwLock<Option<Arc<Direct>>>,
+    direct_building: AtomicBool,
+    /// No new `Direct` is built before this (ms since `origin`).
+    direct_retry_at_ms: AtomicU64,
+    request_timeout_ms: u64,
+    resends: AtomicU64,
+    update_conflicts: AtomicU64,
+    shortfalls: AtomicU64,
+}
+
+/// What a request does to data, which decides its error and its `WAIT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Changes nothing the caller asked for (a `get` slides the deadline,
+    /// as a side effect: not waited for).
+    Read,
+    /// Changes a session (`WAIT` when configured).
+    Write,
+}
+
+/// How one attempt should be sent.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Attempt {
+    /// Send scripts as `EVAL` (the node answered `NOSCRIPT`).
+    pub(crate) eval: bool,
+    /// A pipeline element was redirected: let the client follow a single
+    /// command's redirect (refreshing its slot map) before resending.
+    pub(crate) redirected: bool,
+    /// An earlier attempt may have applied: a write that waits for replicas
+    /// sends the fence before its `WAIT` (see `scripts.rs`).
+    pub(crate) fence: bool,
+}
+
+/// A request's reply and what its attempts leave open.
+pub(crate) struct Reply<T> {
+    pub(crate) value: T,
+    /// An earlier attempt failed after it may have run: the reply may be to
+    /// a resend of a request that already took effect.
+    pub(crate) resent_after_doubt: bool,
+}
+
+/// A request's value and what the replicas said of it.
+pub(crate) struct Acked {
+    pub(crate) value: Value,
+    pub(crate) replicas: Replicas,
+}
+
+/// One key's reply in a batch (see [`Inner::script_batch`]).
+#[derive(Debug)]
+pub(crate) enum BatchReply {
+    /// The script's reply, to decode as a single request's.
+    Value(Value),
+    /// The server refused this key's request (`WRONGTYPE`, a script error):
+    /// the error a single request would report.
+    Failed(Error),
+    /// Not run for this key (its slot moved, `TRYAGAIN`, a node loading):
+    /// to send on its own, which follows redirects and retries.
+    Resend,
+}
+
+/// Where the keys of one batch go (see [`Inner::batches`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum BatchRoute {
+    /// A master of the direct table, by index.
+    Master(usize),
+    /// A slot whose master has no direct route: the cluster client routes
+    /// a pipeline by its first key, so its keys must share a slot.
+    Slot(u16),
+    /// The single server.
+    Server,
+}
+
+/// Marks a direct route's master stale unless disarmed: an attempt that
+/// was cut off by its deadline (the future dropped mid-flight) counts as a
+/// failure of the route.
+struct StaleGuard {
+    master: Arc<Master>,
+    armed: bool,
+}
+
+impl Drop for StaleGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.master.mark_stale();
+        }
+    }
+}
+
+/// The connection one attempt goes out on.
+enum Via {
+    /// Straight to the slot's master (cluster: see `conn::Direct`).
+    Direct(StaleGuard, MultiplexedConnection),
+    /// Through the `redis` crate's client.
+    Client(Conn, Lane),
+}
+
+impl Via {
+    /// A failure that says nothing against the route: the master answered.
+    fn answered(err: &RedisError) -> bool {
+        classify(err).server_answered()
+            && !matches!(
+                err.kind(),
+                redis::ErrorKind::Server(redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask)
+            )
+    }
+
+    async fn query(&mut self, cmd: &Cmd, target: Target<'_>) -> RedisResult<Value> {
+        match self {
+            Via::Direct(guard, conn) => {
+                guard.armed = true;
+                let r = direct_query(conn, cmd).await;
+                guard.armed = !r.as_ref().err().is_none_or(Via::answered);
+                r
+            }
+            Via::Client(conn, lane) => conn.query(cmd.clone(), target, *lane).await,
+        }
+    }
+
+    async fn pipeline(&mut self, pipe: &Pipeline, target: Target<'_>) -> RedisResult<Vec<Value>> {
+        match self {
+            Via::Direct(guard, conn) => {
+                guard.armed = true;
+                let r = direct_pipeline(conn, pipe).await;
+                guard.armed = match &r {
+                    Ok(values) => values.iter().any(|v| match v {
+                        Value::ServerError(e) => !Via::answered(&e.clone().into()),
+                        _ => false,
+                    }),
+                    Err(e) => !Via::answered(e),
+                };
+                r
+            }
+            Via::Client(conn, lane) => conn.pipeline(pipe, target, *lane).await,
+        }
+    }
+}
+
+impl Inner {
+    /// The shared state of a store connected through `conn` to `seeds`,
+    /// on the current runtime (its home: see `RedisStore::connect`).
+    pub(crate) fn new(
+        config: RedisConfig,
+        keys: KeySpace,
+        scripts: Scripts,
+        conn: Conn,
+        seeds: Vec<ConnectionInfo>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Inner {
+            home: tokio::runtime::Handle::current(),
+            me: me.clone(),
+            origin: Instant::now(),
+            cluster: matches!(config.deployment, Deployment::Cluster(_)),
+            request_timeout_ms: u64::try_from(config.request_timeout.as_millis()).unwrap_or(u64::MAX),
+            health: Health::new(config.stuck_after),
+            keys,
+            scripts,
+            conn: RwLock::new(conn),
+            seeds,
+            known_nodes: RwLock::new(Vec::new()),
+            rebuild: tokio::sync::Mutex::new(()),
+            direct: RwLock::new(None),
+            direct_building: AtomicBool::new(false),
+            direct_retry_at_ms: AtomicU64::new(0),
+            resends: AtomicU64::new(0),
+            update_conflicts: AtomicU64::new(0),
+            shortfalls: AtomicU64::new(0),
+            config,
+        })
+    }
+
+    /// True for a Redis Cluster (direct routes, slots), false for one server.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Counters since connect.
+    pub(crate) fn stats(&self) -> RedisStats {
+        RedisStats {
+            client_rebuilds: self.health.rebuilds(),
+            resends: self.resends.load(Ordering::Relaxed),
+            update_conflicts: self.update_conflicts.load(Ordering::Relaxed),
+            replication_shortfalls: self.shortfalls.load(Ordering::Relaxed),
+        }
+    }
+
+    /// An `update` lost a race (see [`RedisStats::update_conflicts`]).
+    pub(crate) fn count_update_conflict(&self) {
+        self.update_conflicts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The deadline of an operation starting now: one request timeout for
+    /// all its round trips and resends.
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + self.config.request_timeout
+    }
+
+    /// The one way a write that took effect (now or by an earlier attempt)
+    /// is acknowledged: with [`Replication::Wait`], only if the replicas
+    /// confirmed it (on every path: the `WAIT` of a resend after a doubtful
+    /// try covers the earlier try through the fence, see `scripts.rs`).
+    pub(crate) fn acknowledge<T>(&self, replicas: Replicas, value: T) -> Result<T> {
+        let Replication::Wait {
+            replicas: wanted,
+            timeout,
+        } = self.config.replication
+        else {
+            return Ok(value);
+        };
+        let shortfall = |reason: String| {
+            self.shortfalls.fetch_add(1, Ordering::Relaxed);
+            Err(Error::OutcomeUnknown { reason })
+        };
+        match replicas {
+            Replicas::Acked(n) if n >= i64::from(wanted) => Ok(value),
+            Replicas::Acked(n) => {
+                let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                self.shortfalls.fetch_add(1, Ordering::Relaxed);
+                Err(reply::shortfall(n, wanted, ms))
+            }
+            Replicas::Unconfirmed(reason) => shortfall(format!(
+                "applied on the master, but no replica confirmed it ({reason}): it is lost if that master \
+                 fails before replicating it"
+            )),
+            Replicas::NotAsked => {
+                debug_assert!(false, "a write under Replication::Wait went without WAIT");
+                shortfall("applied on the master; no replica was asked (a bug: please report)".into())
+            }
+        }
+    }
+
+    pub(crate) fn conn(&self) -> Conn {
+        self.conn.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Runs `script` on the master of `key`.
+    pub(crate) async fn script(
+        &self,
+        kind: Kind,
+        deadline: Instant,
+        script: &Script,
+        key: &[u8],
+        args: &[&[u8]],
+    ) -> Result<Reply<Acked>> {
+        self.request(kind, deadline, key, |attempt| script.cmd(attempt.eval, key, args))
+            .await
+    }
+
+    /// Runs a plain read `cmd` on the master of `key`.
+    pub(crate) async fn command(
+        &self,
+        kind: Kind,
+        deadline: Instant,
+        key: &[u8],
+        cmd: &Cmd,
+    ) -> Result<Reply<Value>> {
+        let reply = self.request(kind, deadline, key, |_| cmd.clone()).await?;
+        Ok(Reply {
+            value: reply.value.value,
+            resent_after_doubt: reply.resent_after_doubt,
+        })
+    }
+
+    /// `WAIT`'s arguments for a request of this kind, if it waits.
+    fn wait_args(&self, kind: Kind) -> Option<(u32, u64)> {
+        match self.config.replication {
+            Replication::Wait { replicas, timeout } if kind == Kind::Write => {
+                Some((replicas, u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The route of one attempt to `target`: its master's direct connection
+    /// (on `lane`) unless the attempt follows a redirect or there is none,
+    /// else the client.
+    fn via(&self, conn: Conn, target: Target<'_>, lane: Lane, redirected: bool) -> Via {
+        if !redirected {
+            if let Some(master) = self.direct_master(target.slot()) {
+                let connection = master.connection(lane);
+                return Via::Direct(StaleGuard { master, armed: false }, connection);
+            }
+        }
+        Via::Client(conn, lane)
+    }
+
+    /// Sends one command to `target` on one attempt (see [`Inner::via`]).
+    pub(crate) async fn send_query(&self, conn: Conn, cmd: &Cmd, target: Target<'_>) -> RedisResult<Value> {
+        self.via(conn, target, Lane::Reads, false)
+            .query(cmd, target)
+            .await
+    }
+
+    /// Sends a pipeline to `target` on one attempt (see [`Inner::via`]).
+    pub(crate) async fn send_pipeline(
+        &self,
+        conn: Conn,
+        pipe: &Pipeline,
+        target: Target<'_>,
+    ) -> RedisResult<Vec<Value>> {
+        self.via(conn, target, Lane::Reads, false)
+            .pipeline(pipe, target)
+            .await
+    }
+
+    /// Sends the command `make` builds to the master of `key`, followed in
+    /// the same pipeline by `WAIT` for a write when replication asks for it
+    /// (and by the fence before it after a doubtful try).
+    pub(crate) async fn request(
+        &self,
+        kind: Kind,
+        deadline: Instant,
+        key: &[u8],
+        make: impl Fn(Attempt) -> Cmd,
+    ) -> Result<Reply<Acked>> {
+        let wait = self.wait_args(kind);
+        let lane = if wait.is_some() { Lane::Writes } else { Lane::Reads };
+        let make = &make;
+        self.run(kind, deadline, move |conn, attempt| async move {
+            let cmd = make(attempt);
+            let target = Target::Key(key);
+            let mut via = self.via(conn, target, lane, attempt.redirected);
+            if attempt.redirected {
+                // A single keyed command follows MOVED/ASK inside the client
+                // and refreshes its slot map; the pipeline below cannot.
+                let mut probe = redis::cmd("EXISTS");
+                probe.arg(key);
+                via.query(&probe, target).await?;
+            }
+            let Some((replicas, timeout_ms)) = wait else {
+                return Ok(Acked {
+                    value: via.query(&cmd, target).await?,
+                    replicas: Replicas::NotAsked,
+                });
+            };
+            let mut pipe = redis::pipe();
+            pipe.add_command(cmd);
+            if attempt.fence {
+                let mut fence_key = Vec::with_capacity(key.len() + FENCE_SUFFIX.len());
+                fence_key.extend_from_slice(key);
+                fence_key.extend_from_slice(FENCE_SUFFIX);
+                pipe.cmd("EVAL").arg(FENCE).arg(1).arg(fence_key);
+            }
+            pipe.cmd("WAIT").arg(replicas).arg(timeout_ms);
+            let mut values = via.pipeline(&pipe, target).await?.into_iter();
+            let value = match values.next() {
+                Some(Value::ServerError(e)) => return Err(e.into()),
+                Some(v) => v,
+                None => {
+                    return Err(RedisError::from((
+                        redis::ErrorKind::Parse,
+                        "empty pipeline reply",
+                    )))
+                }
+            };
+            Ok(Acked {
+                value,
+                replicas: reply::replicas_from(values, attempt.fence),
+            })
+        })
+        .await
+    }
+
+    /// The direct route's master of `slot` (cluster only), starting a
+    /// background rebuild of the table if it has none for that slot and it
+    /// is time to try again.
+    fn direct_master(&self, slot: u16) -> Option<Arc<Master>> {
+        if !self.cluster {
+            return None;
+        }
+        let table = self.direct.read().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(master) = table.as_ref().and_then(|t| t.master(slot)) {
+            return Some(Arc::clone(master));
+        }
+        self.schedule_direct();
+        None
+    }
+
+    /// The indices of `keys` grouped by the master that serves them, each
+    /// group a pipeline of at most [`PIPELINE_KEYS_MAX`] keys, in the order
+    /// given: per master of the direct table (cluster), per slot where a
+    /// master has no direct route, one group for a single server.
+    pub(crate) fn batches(&self, keys: &[Vec<u8>]) -> Vec<Vec<usize>> {
+        let table = if self.cluster {
+            self.direct.read().unwrap_or_else(PoisonError::into_inner).clone()
+        } else {
+            None
+        };
+        let mut unrouted = false;
+        let mut batches: Vec<Vec<usize>> = Vec::new();
+        // The batch still open for each route.
+        let mut open: HashMap<BatchRoute, usize> = HashMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            let route = if self.cluster {
+                let slot = slot_of(key);
+                if let Some(index) = table.as_ref().and_then(|t| t.master_index(slot)) {
+                    BatchRoute::Master(index)
+                } else {
+                    unrouted = true;
+                    BatchRoute::Slot(slot)
+                }
+            } else {
+                BatchRoute::Server
+            };
+            match open.get(&route) {
+                Some(&b) if batches[b].len() < PIPELINE_KEYS_MAX => batches[b].push(i),
+                _ => {
+                    open.insert(route, batches.len());
+                    batches.push(vec![i]);
+                }
+            }
+        }
+        if unrouted {
+            self.schedule_direct();
+        }
+        batches
+    }
+
+    /// Runs `script` (without arguments) on each of `keys`, pipelined in one
+    /// request to the master of the first key: the caller groups the keys
+    /// by master ([`Inner::batches`]). A read: the pipeline is resent whole,
+    /// as any read's request, until one attempt is answered or `deadline`
+    /// passes; a `NOSCRIPT` for any key resends it as `EVAL`. Each key's
+    /// reply is then its own ([`BatchReply`]).
+    pub(crate) async fn script_batch(
+        &self,
+        deadline: Instant,
+        script: &Script,
+        keys: &[&[u8]],
+    ) -> Result<Vec<BatchReply>> {
+        let Some(first) = keys.first() else {
+            return Ok(Vec::new());
+        };
+        let target = Target::Key(first);
+        let reply = self
+            .run(Kind::Read, deadline, |conn, attempt| async move {
+                let mut pipe = redis::pipe();
+                for key in keys {
+                    pipe.add_command(script.cmd(attempt.eval, key, &[]));
+                }
+                let mut via = self.via(conn, target, Lane::Reads, attempt.redirected);
+                let values = via.pipeline(&pipe, target).await?;
+                let no_script = values.iter().find_map(|v| match v {
+                    Value::ServerError(e) if classify(&e.clone().into()) == Fault::NoScript => Some(e),
+                    _ => None,
+                });
+                match no_script {
+                    Some(e) => Err(e.clone().into()),
+                    None => Ok(values),
+                }
+            })
+            .await?;
+        if reply.value.len() != keys.len() {
+            return Err(protocol(
+                &format!("{} (pipeline of {})", script.command, keys.len()),
+                &Value::Array(reply.value),
+                false,
+            ));
+        }
+        let replies = reply.value.into_iter().map(|value| match value {
+            Value::ServerError(e) => match classify(&e.into()) {
+                fault @ Fault::Refused(_) => {
+                    BatchReply::Failed(give_up(&fault, false, false, self.request_timeout_ms))
+                }
+                _ => BatchReply::Resend,
+            },
+            value => BatchReply::Value(value),
+        });
+        Ok(replies.collect())
+    }
+
+    /// Starts a background rebuild of the direct table, at most one at a
+    /// time and one per [`DIRECT_REBUILD_INTERVAL`].
+    fn schedule_direct(&self) {
+        let now = self.since_origin_ms();
+        if now >= self.direct_retry_at_ms.load(Ordering::Relaxed)
+            && !self.direct_building.swap(true, Ordering::AcqRel)
+        {
+            if let Some(me) = self.me.upgrade() {
+                // On the home runtime: the new connections' drivers must
+                // live there, not on whatever runtime this caller uses.
+                self.home.spawn(async move {
+                    me.build_direct().await;
+                    me.direct_building.store(false, Ordering::Release);
+                });
+            } else {
+                self.direct_building.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Builds the direct table from the current topology (bounded by the
+    /// connect and request timeouts), keeping the routes of the masters
+    /// that did not change; masters that do not answer stay unrouted.
+    pub(crate) async fn build_direct(&self) {
+        let interval_ms = u64::try_from(DIRECT_REBUILD_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        self.direct_retry_at_ms
+            .store(self.since_origin_ms() + interval_ms, Ordering::Relaxed);
+        let previous = self.direct.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let budget = self.config.connect_timeout + self.config.request_timeout;
+        let built = timeout(budget, async {
+            let (shards, nodes) = self.topology_for_direct(previous.as_deref()).await?;
+            self.remember(nodes);
+            let scripts = self.scripts.codes();
+            Ok::<_, RedisError>(
+                Direct::build(
+                    &shards,
+                    previous.as_deref(),
+                    &self.config,
+                    &self.seeds[0],
+                    &scripts,
+                )
+                .await,
+            )
+        })
+        .await;
+        if let Ok(Ok(direct)) = built {
+            *self.direct.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(direct));
+        }
+    }
+
+    /// `CLUSTER SLOTS` for a new direct table: from a master whose route
+    /// works (not through the cluster client, so that a stalled client
+    /// cannot keep the table stale), else through the client, else from
+    /// any known node over a fresh connection.
+    async fn topology_for_direct(&self, previous: Option<&Direct>) -> RedisResult<Topology> {
+        let per_try = self.config.request_timeout;
+        let mut last = None;
+        for master in previous.into_iter().flat_map(Direct::healthy_masters) {
+            match timeout(per_try, master.topology()).await {
+                Ok(Ok(topology)) => return Ok(topology),
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => {}
+            }
+        }
+        let mut conn = self.conn();
+        match timeout(per_try, conn.topology()).await {
+            Ok(Ok(topology)) => return Ok(topology),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {}
+        }
+        let known = self
+            .known_nodes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for (host, port) in known {
+            let probe = async {
+                let mut c = connect_node(&self.config, &self.seeds[0], &host, port).await?;
+                let reply = direct_query(&mut c, redis::cmd("CLUSTER").arg("SLOTS")).await?;
+                crate::conn::parse_cluster_slots(&reply)
+            };
+            match timeout(per_try, probe).await {
+                Ok(Ok(topology)) => return Ok(topology),
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => {}
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| RedisError::from((redis::ErrorKind::Io, "no node answered CLUSTER SLOTS"))))
+    }
+
+    fn since_origin_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs attempts of one request until one succeeds, one fails for good,
+    /// or `deadline` passes (see the module docs and `error.rs`).
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        kind: Kind,
+        deadline: Instant,
+        mut attempt: F,
+    ) -> Result<Reply<T>>
+    where
+        F: FnMut(Conn, Attempt) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let mut how = Attempt::default();
+        let mut doubt = false;
+        let mut backoff = RETRY_BACKOFF_MIN;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let fault = match timeout(left, attempt(self.conn(), how)).await {
+                Ok(Ok(value)) => {
+                    self.health.success();
+                    return Ok(Reply {
+                        value,
+                        resent_after_doubt: doubt,
+                    });
+                }
+                Ok(Err(err)) => {
+                    how.redirected = matches!(
+                        err.kind(),
+                        redis::ErrorKind::Server(redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask)
+                    );
+                    classify(&err)
+                }
+                Err(_) => Fault::TimedOut,
+            };
+            if fault.server_answered() {
+                self.health.success();
+            } else if self.health.failure() {
+                // The rebuild runs on the home runtime and outlives this
+                // request; the request waits for it only as long as its own
+                // deadline allows (a fresh client can take
+                // `connect_timeout + request_timeout` to prove itself).
+                if let Some(me) = self.me.upgrade() {
+                    let rebuild = self.home.spawn(async move { me.rebuild().await });
+                    let _ = timeout(deadline.saturating_duration_since(Instant::now()), rebuild).await;
+                }
+            }
+            doubt |= fault.maybe_applied();
+            how.fence = doubt;
+            let give_up = |fault: &Fault| give_up(fault, kind == Kind::Write, doubt, self.request_timeout_ms);
+            match fault {
+                Fault::NoScript if !how.eval => {
+                    how.eval = true;
+                    continue;
+                }
+                Fault::NoScript | Fault::Refused(_) | Fault::TimedOut => return Err(give_up(&fault)),
+                Fault::NotApplied(_) | Fault::Ambiguous(_) => {}
+            }
+            if Instant::now() + backoff >= deadline {
+                return Err(give_up(&fault));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+            self.resends.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces the client if a fresh one finds the deployment serving (see
+    /// `health.rs`). One caller at a time; the others carry on failing.
+    async fn rebuild(&self) {
+        let Ok(_guard) = self.rebuild.try_lock() else {
+            return;
+        };
+        self.health.probing();
+        let mut seeds = self.seeds.clone();
+        for (host, port) in self
+            .known_nodes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            seeds.push(
+                self.seeds[0]
+                    .clone()
+                    .set_addr(ConnectionAddr::Tcp(host.clone(), *port)),
+            );
+        }
+        let budget = self.config.connect_timeout + self.config.request_timeout;
+        let config = self.config.clone();
+        // Connected on the home runtime, which drives the store's
+        // connections; awaited from here, whatever runtime this is.
+        let fresh = self.home.spawn(async move {
+            let mut conn = Conn::connect(&config, &seeds).await.ok()?;
+            conn.serving().await.ok()?.then_some(conn)
+        });
+        let Ok(Ok(Some(conn))) = timeout(budget, fresh).await else {
+            return;
+        };
+        // Wedged means the fresh client works and this one does not. If this
+        // one answers too, its requests failed for another reason (a
+        // failover still settling, all of them on the shard that failed):
+        // keep it.
+        let mut current = self.conn();
+        if let Ok(Ok(true)) = timeout(self.config.request_timeout, current.serving()).await {
+            return;
+        }
+        *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
+        self.health.rebuilt();
+    }
+
+    fn remember(&self, nodes: Vec<(String, u16)>) {
+        if !nodes.is_empty() {
+            remember_nodes(
+                &mut self.known_nodes.write().unwrap_or_else(PoisonError::into_inner),
+                nodes,
+            );
+        }
+    }
+
+    /// The masters by first slot (one pseudo-shard for a single server);
+    /// remembers every node for rebuilds. Asked of a master with a working
+    /// direct route first (cluster), else through the client.
+    pub(crate) async fn topology(&self, deadline: Instant) -> Result<Vec<Shard>> {
+        let table = self.direct.read().unwrap_or_else(PoisonError::into_inner).clone();
+        for master in table.iter().flat_map(|t| t.healthy_masters()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Ok(Ok((shards, nodes))) = timeout(left, master.topology()).await {
+                self.remember(nodes);
+                return Ok(shards);
+            }
+            master.mark_stale();
+        }
+        let reply = self
+            .run(Kind::Read, deadline, |mut conn, _| async move {
+                conn.topology().await
+            })
+            .await?;
+        let (shards, nodes) = reply.value;
+        self.remember(nodes);
+        Ok(shards)
+    }
+}
+
+/// Runs `futures` concurrently on the caller's task (no spawn: they may
+/// borrow, and the caller's runtime need not be the store's); their outputs
+/// in the same order.
+pub(crate) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|output| output.expect("poll_fn returned only once every future was ready"))
+        .collect()
+}
+
+/// Puts `latest` (a fresh topology's nodes) in front of `known`, keeping
+/// earlier ones behind them up to [`KNOWN_NODES_MAX`].
+fn remember_nodes(known: &mut Vec<(String, u16)>, latest: Vec<(String, u16)>) {
+    let mut merged = latest;
+    merged.dedup();
+    for node in known.drain(..) {
+        if !merged.contains(&node) {
+            merged.push(node);
+        }
+    }
+    merged.truncate(KNOWN_NODES_MAX);
+    *known = merged;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(port: u16) -> (String, u16) {
+        ("10.0.0.1".to_owned(), port)
+    }
+
+    #[test]
+    fn known_nodes_keep_the_latest_first_and_stay_bounded() {
+        let mut known = Vec::new();
+        remember_nodes(&mut known, vec![node(1), node(2)]);
+        remember_nodes(&mut known, vec![node(3), node(2)]);
+        assert_eq!(known, vec![node(3), node(2), node(1)]);
+        // Nodes coming and going (new addresses each time): bounded.
+        for round in 0..100u16 {
+            remember_nodes(&mut known, vec![node(1_000 + round), node(2_000 + round)]);
+        }
+        assert_eq!(known.len(), KNOWN_NODES_MAX);
+        assert_eq!(known[..2], [node(1_099), node(2_099)]);
+    }
+}

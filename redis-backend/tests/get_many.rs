@@ -1,0 +1,280 @@
+//! `get_many` reads many sessions in one pipeline per master, with the
+//! semantics of `get` for each id: the results in the caller's order, the
+//! deadline slid, `NotFound` for a missing or expired id, an error of its
+//! own for an id whose key holds foreign data, each occurrence of a
+//! duplicate read, nothing sent for an empty slice. Against one server
+//! and a 6-node cluster (ids on every master, and one whose slot moved to
+//! another master after the store built its routes).
+
+mod support;
+
+use std::time::Duration;
+
+use session_engine::{Error, SessionId, SessionStore, Timeout};
+use session_redis::{RedisConfig, RedisStore};
+use support::proxy::Proxy;
+use support::{Cluster, Server};
+
+const TTL: Timeout = Timeout::from_secs(600);
+
+/// Creates `n` sessions whose metadata names them (`s0`, `s1`, ...).
+async fn create_named(store: &RedisStore, n: usize) -> Vec<SessionId> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(
+            store
+                .create(format!("s{i}").as_bytes(), TTL)
+                .await
+                .expect("create"),
+        );
+    }
+    ids
+}
+
+/// A session that has expired: created with a 1 ms timeout, then polled
+/// until the server no longer has it (Redis expires keys itself).
+async fn expired_session(store: &RedisStore) -> SessionId {
+    let id = store
+        .create(b"short-lived", Timeout::from_ms(1))
+        .await
+        .expect("create");
+    for _ in 0..1_000 {
+        if !store.contains(&id).await.expect("contains") {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("a session with a 1 ms timeout never expired");
+}
+
+fn metadata(result: &Result<session_engine::Session, Error>) -> Option<&[u8]> {
+    result.as_ref().ok().map(session_engine::Session::metadata)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_get_many_answers_each_id_as_get_would() {
+    let server = Server::standalone();
+    let store =
+        RedisStore::connect(RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("many")))
+            .await
+            .expect("connect");
+    assert!(
+        store.get_many(&[]).await.is_empty(),
+        "nothing asked, nothing answered"
+    );
+
+    let live = create_named(&store, 5).await;
+    let missing = SessionId::random().expect("random id");
+    let expired = expired_session(&store).await;
+    let foreign = SessionId::random().expect("random id");
+    assert_eq!(
+        server.cli(&["SET", &store.key(&foreign), "not a hash"]).trim(),
+        "OK"
+    );
+    let ids = [
+        live[3], missing, live[0], expired, live[3], foreign, live[1], live[2], live[4],
+    ];
+    // The deadline slides: shorten one key's TTL behind the store's back.
+    assert_eq!(server.cli(&["PEXPIRE", &store.key(&live[0]), "5000"]).trim(), "1");
+    let before = store.peek(&live[0]).await.expect("peek");
+
+    let results = store.get_many(&ids).await;
+    assert_eq!(results.len(), ids.len());
+    let expected: [Option<&[u8]>; 9] = [
+        Some(b"s3"),
+        None,
+        Some(b"s0"),
+        None,
+        Some(b"s3"),
+        None,
+        Some(b"s1"),
+        Some(b"s2"),
+        Some(b"s4"),
+    ];
+    for (i, (result, want)) in results.iter().zip(expected).enumerate() {
+        assert_eq!(metadata(result), want, "id {i}: {result:?}");
+        if let Ok(session) = result {
+            assert_eq!(session.id(), ids[i], "id {i}: results in the caller's order");
+        }
+    }
+    for i in [1, 3] {
+        assert!(
+            matches!(results[i], Err(Error::NotFound)),
+            "id {i}: {:?}",
+            results[i]
+        );
+    }
+    match &results[5] {
+        Err(Error::Unavailable { reason }) => assert!(reason.contains("WRONGTYPE"), "{reason}"),
+        other => panic!("foreign data under a session key: {other:?}"),
+    }
+    let pttl: u64 = server
+        .cli(&["PTTL", &store.key(&live[0])])
+        .trim()
+        .parse()
+        .expect("PTTL");
+    assert!(
+        pttl > 5_000,
+        "get_many re-armed the TTL to the session's 600 s: {pttl} ms"
+    );
+    let slid = results[2].as_ref().expect("live[0]");
+    assert!(slid.last_access_ms() >= before.last_access_ms());
+    assert_eq!(slid.created_ms(), before.created_ms());
+    assert_eq!(slid.timeout(), TTL);
+
+    // The same through the trait, and against single gets.
+    let through_trait = SessionStore::get_many(&store, &live).await;
+    for (id, result) in live.iter().zip(&through_trait) {
+        let single = store.get(id).await.expect("get");
+        let batched = result.as_ref().expect("get_many");
+        assert_eq!(batched.metadata(), single.metadata());
+        assert_eq!(batched.created_ms(), single.created_ms());
+        assert_eq!(batched.timeout(), single.timeout());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lost_the_scripts_still_answers_the_batch() {
+    let server = Server::standalone();
+    let store = RedisStore::connect(
+        RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("noscript")),
+    )
+    .await
+    .expect("connect");
+    let ids = create_named(&store, 4).await;
+    // A restarted server, or a replica just promoted: the scripts are gone
+    // and every key of the pipeline answers NOSCRIPT.
+    assert_eq!(server.cli(&["SCRIPT", "FLUSH"]).trim(), "OK");
+    let results = store.get_many(&ids).await;
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(metadata(result), Some(format!("s{i}").as_bytes()), "{result:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_one_round_trip_within_one_budget() {
+    // The proxy counts what the client sends: the 16 gets of a batch travel
+    // as one pipeline. And every request waits 400 ms in the proxy while
+    // the budget of the whole call is 700 ms: two round trips in a row
+    // (800 ms or more) would not fit.
+    let server = Server::standalone();
+    let proxy = Proxy::start(server.port).await;
+    let store = RedisStore::connect(
+        RedisConfig::standalone(proxy.url())
+            .key_prefix(support::unique_prefix("oneround"))
+            .request_timeout(Duration::from_millis(700)),
+    )
+    .await
+    .expect("connect");
+    let ids = create_named(&store, 16).await;
+    store.get(&ids[0]).await.expect("get: the script is loaded");
+    proxy.delay(Duration::from_millis(400));
+    let reads_before = proxy.client_reads();
+    let results = store.get_many(&ids).await;
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(metadata(result), Some(format!("s{i}").as_bytes()), "{result:?}");
+    }
+    assert_eq!(proxy.client_reads() - reads_before, 1, "16 gets in one request");
+
+    // No answer at all: every id reports the operation's budget.
+    proxy.black_hole();
+    let results = store.get_many(&ids).await;
+    assert_eq!(results.len(), ids.len());
+    for result in &results {
+        assert!(
+            matches!(result, Err(Error::TimedOut { after_ms: 700 })),
+            "{result:?}"
+        );
+    }
+}
+
+/// Which master's range (by first slot) holds `slot`.
+fn shard_of(firsts: &[u32], slot: u16) -> u32 {
+    *firsts
+        .iter()
+        .rev()
+        .find(|f| **f <= u32::from(slot))
+        .expect("slot 0 starts the first range")
+}
+
+/// Moves `slot` (with its one key `key`) from the master at node `from` to
+/// the one at node `to`, as `redis-cli --cluster reshard` does.
+fn move_slot(cluster: &Cluster, slot: u16, key: &str, from: usize, to: usize) {
+    let lines = cluster.node_lines();
+    let id_of = |node: usize| {
+        lines
+            .iter()
+            .find(|l| l.port == cluster.nodes[node].port)
+            .expect("node line")
+            .id
+            .clone()
+    };
+    let (from_id, to_id) = (id_of(from), id_of(to));
+    let slot = slot.to_string();
+    let ok = |reply: String| assert_eq!(reply.trim(), "OK", "resharding step");
+    ok(cluster.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]));
+    ok(cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]));
+    let port = cluster.nodes[to].port.to_string();
+    ok(cluster.nodes[from].cli(&["MIGRATE", support::HOST, &port, "", "0", "5000", "KEYS", key]));
+    for node in [to, from] {
+        ok(cluster.nodes[node].cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_get_many_spans_every_master_and_follows_a_moved_slot() {
+    let cluster = Cluster::start(1_000);
+    let firsts = cluster.first_slots();
+    assert_eq!(firsts.len(), 3);
+    let store = RedisStore::connect(
+        RedisConfig::cluster(cluster.urls()).key_prefix(support::unique_prefix("many-cluster")),
+    )
+    .await
+    .expect("connect");
+    assert!(store.get_many(&[]).await.is_empty());
+
+    let live = create_named(&store, 30).await;
+    let on: Vec<u32> = live.iter().map(|id| shard_of(&firsts, store.slot(id))).collect();
+    for first in &firsts {
+        assert!(
+            on.contains(first),
+            "no session on the master of slot {first}: {on:?}"
+        );
+    }
+    let missing = SessionId::random().expect("random id");
+    let expired = expired_session(&store).await;
+    let mut ids = live.clone();
+    ids.insert(7, missing);
+    ids.insert(3, expired);
+    ids.push(live[0]);
+    let results = store.get_many(&ids).await;
+    assert_eq!(results.len(), ids.len());
+    for (id, result) in ids.iter().zip(&results) {
+        match live.iter().position(|l| l == id) {
+            Some(n) => assert_eq!(metadata(result), Some(format!("s{n}").as_bytes()), "{result:?}"),
+            None => assert!(matches!(result, Err(Error::NotFound)), "{result:?}"),
+        }
+    }
+
+    // Move one session's slot from its master to another behind the
+    // store's back: its routes still send that id to the old master, which
+    // answers MOVED for it alone in the pipeline.
+    let moved = live
+        .iter()
+        .position(|id| shard_of(&firsts, store.slot(id)) == firsts[0])
+        .expect("a session on the first master");
+    let from = cluster.master_of(firsts[0]).expect("first master");
+    let to = cluster.master_of(firsts[1]).expect("second master");
+    move_slot(
+        &cluster,
+        store.slot(&live[moved]),
+        &store.key(&live[moved]),
+        from,
+        to,
+    );
+    let results = store.get_many(&live).await;
+    for (n, result) in results.iter().enumerate() {
+        assert_eq!(metadata(result), Some(format!("s{n}").as_bytes()), "{result:?}");
+    }
+    assert_eq!(store.stats().client_rebuilds, 0);
+}
