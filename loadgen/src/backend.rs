@@ -451,7 +451,7 @@ impl<S: SessionStore> SessionStore for Stalling<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::block_on_ready;
+    use crate::clock::block_on_ready;
 
     #[test]
     fn backend_specs_parse() {

@@ -2,14 +2,14 @@
 //! (0 pass, 1 a target or the gate failed, 2 usage or configuration error).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::gate::{self, Baseline, GATED_DEFAULT};
+use crate::error::Error;
+use crate::gate::{self, GATED_DEFAULT};
+use crate::limits::{GATE_REPEAT_MAX, SWEEP_RETRIES_MAX, SWEEP_STEPS_MAX};
 use crate::mix::{KeyDist, Mix};
-use crate::report::{rfc3339, Report};
-use crate::run::{self, RunError, RunRequest};
+use crate::run::{self, RunRequest};
 use crate::scenario::{self, Scenario};
 use crate::sweep::{self, SweepRequest};
 use crate::targets::{self, Targets};
@@ -129,8 +129,8 @@ impl ScenarioArgs {
     ///
     /// # Errors
     /// A usage message.
-    pub fn resolve(&self) -> Result<Scenario, RunError> {
-        let mut s = Scenario::load(&self.scenario).map_err(|e| RunError::Usage(e.to_string()))?;
+    pub fn resolve(&self) -> Result<Scenario, Error> {
+        let mut s = Scenario::load(&self.scenario).map_err(|e| Error::Usage(e.to_string()))?;
         macro_rules! set {
             ($($field:ident => $($target:ident).+),* $(,)?) => {
                 $(if let Some(v) = self.$field.clone() { s.$($target).+ = v; })*
@@ -149,7 +149,7 @@ impl ScenarioArgs {
         if let Some(dir) = &self.data_dir {
             s.engine.data_dir = Some(dir.clone());
         }
-        s.resolve().map_err(|e| RunError::Usage(e.to_string()))
+        s.resolve().map_err(|e| Error::Usage(e.to_string()))
     }
 }
 
@@ -292,26 +292,26 @@ pub fn main_with(cli: Cli, command_line: Vec<String>) -> i32 {
     };
     match result {
         Ok(code) => code,
-        Err(RunError::Usage(message)) => {
+        Err(Error::Usage(message)) => {
             eprintln!("loadgen: error: {message}");
             EXIT_USAGE
         }
-        Err(RunError::Failed(e)) => {
+        Err(Error::Failed(e)) => {
             eprintln!("loadgen: error: {e:#}");
             EXIT_USAGE
         }
     }
 }
 
-fn load_targets(names: &[String]) -> Result<Vec<Targets>, RunError> {
+fn load_targets(names: &[String]) -> Result<Vec<Targets>, Error> {
     names
         .iter()
         .filter(|n| !n.trim().is_empty() && n.as_str() != "none")
-        .map(|n| Targets::load(n.trim()).map_err(|e| RunError::Usage(e.to_string())))
+        .map(|n| Targets::load(n.trim()).map_err(|e| Error::Usage(e.to_string())))
         .collect()
 }
 
-fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, RunError> {
+fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, Error> {
     let scenario = args.scenario.resolve()?;
     let targets = load_targets(&args.targets)?;
     let stall = args.inject_stall.as_deref().map(run::parse_stall).transpose()?;
@@ -324,82 +324,21 @@ fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, RunError> {
         stall,
         command,
     };
-    let report = execute_run(&request, args.output.quiet)?;
+    let report = run::execute(&request, args.output.quiet)?;
     Ok(if report.passed { EXIT_PASS } else { EXIT_FAIL })
 }
 
-/// Runs, prints the summary and the verdict table, writes the files.
-///
-/// # Errors
-/// [`RunError`].
-pub fn execute_run(request: &RunRequest, quiet: bool) -> Result<Report, RunError> {
-    let s = &request.scenario;
-    if !quiet {
-        eprintln!(
-            "loadgen: scenario {} ({} sessions, rate {}, {} + {} warm-up, {} workers, seed {})",
-            s.name, s.sessions, s.rate, s.duration, s.warmup, s.workers, s.seed
-        );
-    }
-    let bar = run::progress_bar(!request.progress, &s.name);
-    let measured = run::measure_request(request, bar.as_ref())?;
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
-    let report = run::build_report(request, &measured);
-    println!("{}", headline(&report));
-    println!();
-    print!("{}", targets::table(&report.verdicts));
-    if let Some(dir) = &request.out_dir {
-        run::write_outputs(dir, &report, &measured.outcome)?;
-        println!("\nresults: {}", dir.display());
-    }
-    if report.disturbed {
-        println!(
-            "warning: disturbed run: the workers got {:.0}% of their cores (other work on the machine, or a backend that blocks them); the tail shows it",
-            report.cpu.workers_cpu_share * 100.0
-        );
-    }
-    println!("verdict: {}", if report.passed { "PASS" } else { "FAIL" });
-    Ok(report)
-}
-
-fn headline(r: &Report) -> String {
-    use crate::units::format_ns;
-    use std::fmt::Write as _;
-    let a = &r.all_point_ops;
-    let mut line = format!(
-        "{} {}: {:.0} ops/s over {:.1} s, all point ops p50 {} p99 {} p99.9 {} max {}",
-        r.scenario.name,
-        r.mode,
-        r.throughput_ops_per_s,
-        r.measured_s,
-        format_ns(a.p50_ns),
-        format_ns(a.p99_ns),
-        format_ns(a.p999_ns),
-        format_ns(a.max_ns)
-    );
-    if let Some(b) = r.memory.bytes_per_session {
-        let _ = write!(line, ", {b:.0} B/session");
-    }
-    if let Some(e) = &r.expiry {
-        let _ = write!(line, ", expiry lag p99 {} ms", e.lag_ms_p99);
-    }
-    line
-}
-
-fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, RunError> {
+fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
     let scenario = args.scenario.resolve()?;
-    if args.steps == 0 || args.steps > 100 {
-        return Err(RunError::Usage("--steps must be between 1 and 100".into()));
+    if args.steps == 0 || args.steps > SWEEP_STEPS_MAX {
+        return Err(Error::Usage(format!(
+            "--steps must be between 1 and {SWEEP_STEPS_MAX}"
+        )));
     }
     let to = match args.to {
         None => None,
         Some(Rate::PerSec(r)) => Some(r),
-        Some(Rate::Max) => {
-            return Err(RunError::Usage(
-                "--to takes a rate (omit it to use the peak)".into(),
-            ))
-        }
+        Some(Rate::Max) => return Err(Error::Usage("--to takes a rate (omit it to use the peak)".into())),
     };
     let out_dir = args.output.dir(&format!("sweep-{}", scenario.name));
     let request = SweepRequest {
@@ -409,7 +348,7 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, RunError> {
         to,
         step_duration: args.step_duration.0,
         step_warmup: args.step_warmup.0,
-        retries: args.retries.min(10),
+        retries: args.retries.min(SWEEP_RETRIES_MAX),
         out_dir: out_dir.clone(),
         progress: !args.output.quiet,
         command,
@@ -431,132 +370,33 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, RunError> {
     })
 }
 
-fn cmd_gate(args: &GateArgs, command: Vec<String>) -> Result<i32, RunError> {
-    let tolerance = gate::parse_tolerance(&args.tolerance).map_err(RunError::Usage)?;
-    if args.repeat == 0 || args.repeat > 50 {
-        return Err(RunError::Usage("--repeat must be between 1 and 50".into()));
+fn cmd_gate(args: &GateArgs, command: Vec<String>) -> Result<i32, Error> {
+    let tolerance = gate::parse_tolerance(&args.tolerance).map_err(Error::Usage)?;
+    if args.repeat == 0 || args.repeat > GATE_REPEAT_MAX {
+        return Err(Error::Usage(format!(
+            "--repeat must be between 1 and {GATE_REPEAT_MAX}"
+        )));
     }
     for m in &args.metrics {
         if !gate::FAMILIES.contains(&m.as_str()) {
-            return Err(RunError::Usage(format!(
+            return Err(Error::Usage(format!(
                 "--metrics: unknown family {m:?} (one of {})",
                 gate::FAMILIES.join(", ")
             )));
         }
     }
-    if let Some(path) = &args.write_baseline {
-        let scenario = ScenarioArgs {
-            scenario: args.scenario.clone().unwrap_or_else(|| "gate".into()),
-            ..ScenarioArgs::default()
-        }
-        .resolve()?;
-        let runs = repeated_runs(&scenario, args.repeat, args.quiet, &command)?;
-        let baseline = Baseline {
-            schema: gate::BASELINE_SCHEMA.into(),
-            schema_version: gate::BASELINE_SCHEMA_VERSION,
-            created_at: rfc3339(std::time::SystemTime::now()),
-            command,
-            machine: crate::procfs::Machine::detect(),
-            git: crate::procfs::GitInfo::detect(),
-            scenario,
-            repeat: args.repeat,
-            metrics: gate::medians(&runs),
-            runs,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| RunError::Failed(e.into()))?;
-        }
-        let text = serde_json::to_string_pretty(&baseline).map_err(|e| RunError::Failed(e.into()))?;
-        std::fs::write(path, format!("{text}\n")).map_err(|e| RunError::Failed(e.into()))?;
-        println!(
-            "baseline written: {} (medians of {} runs)",
-            path.display(),
-            args.repeat
-        );
-        return Ok(EXIT_PASS);
-    }
-    let baseline = Baseline::read(&args.baseline).map_err(|e| RunError::Usage(format!("{e:#}")))?;
-    let candidates = if args.candidate.is_empty() {
-        repeated_runs(&baseline.scenario, args.repeat, args.quiet, &command)?
-    } else {
-        args.candidate
-            .iter()
-            .map(|p| Report::read(p).map(|r| gate::metrics_of(&r)))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(|e| RunError::Usage(format!("{e:#}")))?
+    let request = gate::GateRequest {
+        baseline: args.baseline.clone(),
+        repeat: args.repeat,
+        tolerance,
+        metrics: args.metrics.clone(),
+        raw: args.raw,
+        candidates: args.candidate.clone(),
+        write_baseline: args.write_baseline.clone(),
+        scenario: args.scenario.clone(),
+        quiet: args.quiet,
+        command,
     };
-    let rows = gate::compare(&baseline.metrics, &candidates, tolerance, &args.metrics, args.raw);
-    println!(
-        "gate: {} candidate run(s) vs baseline {} ({} runs, {}), tolerance {:.0}%",
-        candidates.len(),
-        args.baseline.display(),
-        baseline.repeat,
-        baseline.created_at,
-        tolerance * 100.0
-    );
-    println!();
-    print!("{}", gate::table(&rows, tolerance));
-    let pass = gate::passes(&rows);
-    println!(
-        "\ngate: {}",
-        if pass {
-            "PASS"
-        } else {
-            "FAIL (regression beyond tolerance)"
-        }
-    );
-    Ok(if pass { EXIT_PASS } else { EXIT_FAIL })
-}
-
-fn repeated_runs(
-    scenario: &Scenario,
-    repeat: usize,
-    quiet: bool,
-    command: &[String],
-) -> Result<Vec<std::collections::BTreeMap<String, f64>>, RunError> {
-    let mut runs = Vec::new();
-    let mut disturbed = Vec::new();
-    // A run whose workers did not get their cores is retried, up to `repeat`
-    // extra runs; if the machine stays busy its runs are used after all.
-    let mut attempt = 0;
-    while runs.len() < repeat && attempt < 2 * repeat {
-        attempt += 1;
-        let request = RunRequest {
-            scenario: scenario.clone(),
-            targets: Vec::new(),
-            out_dir: None,
-            progress: !quiet,
-            stall: None,
-            command: command.to_vec(),
-        };
-        let bar = run::progress_bar(quiet, &format!("gate run {attempt}"));
-        let measured = run::measure_request(&request, bar.as_ref())?;
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        let report = run::build_report(&request, &measured);
-        let share = report.cpu.workers_cpu_share;
-        let ok = !report.disturbed;
-        if !quiet {
-            eprintln!(
-                "  run {attempt}: {} (workers got {:.0}% of their cores{})",
-                headline(&report),
-                share * 100.0,
-                if ok { "" } else { ": disturbed, retrying" }
-            );
-        }
-        if ok {
-            runs.push(gate::metrics_of(&report));
-        } else {
-            disturbed.push(gate::metrics_of(&report));
-        }
-        // Let the engine of the previous run finish tearing down.
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let missing = repeat.saturating_sub(runs.len());
-    if missing > 0 && !quiet {
-        eprintln!("  the machine stayed busy: using {missing} disturbed run(s)");
-    }
-    runs.extend(disturbed.into_iter().take(missing));
-    Ok(runs)
+    let passed = gate::execute(&request)?;
+    Ok(if passed { EXIT_PASS } else { EXIT_FAIL })
 }

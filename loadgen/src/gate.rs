@@ -8,14 +8,17 @@
 //! tolerance either way is noise.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::Error;
 
 use serde::{Deserialize, Serialize};
 
 use crate::procfs::{GitInfo, Machine};
-use crate::report::Report;
+use crate::report::{rfc3339, Report};
 use crate::scenario::Scenario;
-use crate::targets::render_table;
+use crate::table::render_table;
 use crate::units::format_ns;
 
 /// `schema` of a baseline document.
@@ -354,6 +357,166 @@ pub fn parse_tolerance(text: &str) -> Result<f64, String> {
     } else {
         Err(format!("tolerance {text:?}: must be between 0% and 100%"))
     }
+}
+
+/// What `loadgen gate` was asked to do.
+#[derive(Clone, Debug)]
+pub struct GateRequest {
+    /// The committed baseline.
+    pub baseline: PathBuf,
+    /// Runs to take medians over.
+    pub repeat: usize,
+    /// Relative change that counts as a regression (0.10 = 10%).
+    pub tolerance: f64,
+    /// Metric families that gate.
+    pub metrics: Vec<String>,
+    /// Judge raw figures instead of ratios to the peer.
+    pub raw: bool,
+    /// Result files to compare instead of running.
+    pub candidates: Vec<PathBuf>,
+    /// Write a new baseline here instead of comparing.
+    pub write_baseline: Option<PathBuf>,
+    /// The scenario for a new baseline.
+    pub scenario: Option<String>,
+    /// No progress bar.
+    pub quiet: bool,
+    /// The command line, for the record.
+    pub command: Vec<String>,
+}
+
+/// Writes a baseline, or compares with one; returns whether the gate passed.
+///
+/// # Errors
+/// [`Error`]: an unreadable baseline or candidate, a run that could not complete.
+pub fn execute(request: &GateRequest) -> Result<bool, Error> {
+    let tolerance = request.tolerance;
+    if let Some(path) = &request.write_baseline {
+        let scenario = crate::cli::ScenarioArgs {
+            scenario: request.scenario.clone().unwrap_or_else(|| "gate".into()),
+            ..crate::cli::ScenarioArgs::default()
+        }
+        .resolve()?;
+        let runs = repeated_runs(&scenario, request.repeat, request.quiet, &request.command)?;
+        let baseline = Baseline {
+            schema: BASELINE_SCHEMA.into(),
+            schema_version: BASELINE_SCHEMA_VERSION,
+            created_at: rfc3339(std::time::SystemTime::now()),
+            command: request.command.clone(),
+            machine: crate::procfs::Machine::detect(),
+            git: crate::procfs::GitInfo::detect(),
+            scenario,
+            repeat: request.repeat,
+            metrics: medians(&runs),
+            runs,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::Failed(e.into()))?;
+        }
+        let text = serde_json::to_string_pretty(&baseline).map_err(|e| Error::Failed(e.into()))?;
+        std::fs::write(path, format!("{text}\n")).map_err(|e| Error::Failed(e.into()))?;
+        println!(
+            "baseline written: {} (medians of {} runs)",
+            path.display(),
+            request.repeat
+        );
+        return Ok(true);
+    }
+    let baseline = Baseline::read(&request.baseline).map_err(|e| Error::Usage(format!("{e:#}")))?;
+    let candidates = if request.candidates.is_empty() {
+        repeated_runs(
+            &baseline.scenario,
+            request.repeat,
+            request.quiet,
+            &request.command,
+        )?
+    } else {
+        request
+            .candidates
+            .iter()
+            .map(|p| Report::read(p).map(|r| metrics_of(&r)))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(|e| Error::Usage(format!("{e:#}")))?
+    };
+    let rows = compare(
+        &baseline.metrics,
+        &candidates,
+        tolerance,
+        &request.metrics,
+        request.raw,
+    );
+    println!(
+        "gate: {} candidate run(s) vs baseline {} ({} runs, {}), tolerance {:.0}%",
+        candidates.len(),
+        request.baseline.display(),
+        baseline.repeat,
+        baseline.created_at,
+        tolerance * 100.0
+    );
+    println!();
+    print!("{}", table(&rows, tolerance));
+    let pass = passes(&rows);
+    println!(
+        "\ngate: {}",
+        if pass {
+            "PASS"
+        } else {
+            "FAIL (regression beyond tolerance)"
+        }
+    );
+    Ok(pass)
+}
+
+fn repeated_runs(
+    scenario: &Scenario,
+    repeat: usize,
+    quiet: bool,
+    command: &[String],
+) -> Result<Vec<std::collections::BTreeMap<String, f64>>, Error> {
+    let mut runs = Vec::new();
+    let mut disturbed = Vec::new();
+    // A run whose workers did not get their cores is retried, up to `repeat`
+    // extra runs; if the machine stays busy its runs are used after all.
+    let mut attempt = 0;
+    while runs.len() < repeat && attempt < 2 * repeat {
+        attempt += 1;
+        let request = crate::run::RunRequest {
+            scenario: scenario.clone(),
+            targets: Vec::new(),
+            out_dir: None,
+            progress: !quiet,
+            stall: None,
+            command: command.to_vec(),
+        };
+        let bar = crate::run::progress_bar(quiet, &format!("gate run {attempt}"));
+        let measured = crate::run::measure_request(&request, bar.as_ref())?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let report = crate::run::build_report(&request, &measured);
+        let share = report.cpu.workers_cpu_share;
+        let ok = !report.disturbed;
+        if !quiet {
+            eprintln!(
+                "  run {attempt}: {} (workers got {:.0}% of their cores{})",
+                crate::run::headline(&report),
+                share * 100.0,
+                if ok { "" } else { ": disturbed, retrying" }
+            );
+        }
+        if ok {
+            runs.push(metrics_of(&report));
+        } else {
+            disturbed.push(metrics_of(&report));
+        }
+        // Let the engine of the previous run finish tearing down.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let missing = repeat.saturating_sub(runs.len());
+    if missing > 0 && !quiet {
+        eprintln!("  the machine stayed busy: using {missing} disturbed run(s)");
+    }
+    runs.extend(disturbed.into_iter().take(missing));
+    Ok(runs)
 }
 
 #[cfg(test)]

@@ -35,3 +35,51 @@ pub const SPIN_ONLY_NS: u64 = 20_000;
 
 const _: () = assert!(SPIN_ONLY_NS < SLEEP_MARGIN_NS);
 const _: () = assert!(WORKERS_MAX <= CLIENTS_MAX);
+
+/// Time the worker threads get to start before the first operation is due.
+/// Spawning a thread takes tens of microseconds; 20 ms leaves room for a
+/// busy machine without measurably delaying the run.
+pub const START_LEAD_NS: u64 = 20_000_000;
+
+/// An open-loop run must deliver at least this share of the offered rate to
+/// count as having held it. A backend that serves a fraction `f` of the
+/// offered rate ends the run `(1 − f) × duration` behind; 5% is the slack
+/// that separates "kept up" from "fell behind" without judging the last few
+/// operations of a run that a preemption delayed.
+pub const RATE_HELD_SHARE: f64 = 0.95;
+
+/// How long each in-process calibration (the null backend's loop cost, the
+/// reference peer) runs, ns: 200 ms is ~10^6 operations, enough for a
+/// per-operation average to 0.1%, and short beside a 20 s run.
+pub const CALIBRATION_NS: u64 = 200_000_000;
+
+/// A run whose workers got less than this share of their cores was
+/// disturbed: other work held a worker off its core for more than one part in
+/// fifty, and a client that is not running queues every operation due
+/// meanwhile (at 200K ops/s, a 4 ms preemption delays 800 of them).
+pub const DISTURBED_BELOW: f64 = 0.98;
+
+/// Narrowest histogram interval: below 10 ms an interval of a 2K ops/s run
+/// holds a handful of samples, and the interval log grows by a histogram
+/// per kind per interval.
+pub const INTERVAL_MIN_NS: u64 = 10_000_000;
+
+/// Slowest listing rate, pages per second (one page in 1,000 s): below it
+/// the lister's schedule would not reach its first page in any sane run,
+/// and `1 / rate` periods overflow nothing up to here.
+pub const LIST_RATE_MIN_PER_S: f64 = 0.001;
+
+/// Fastest listing rate, pages per second: one page a microsecond is past
+/// anything a store serves and keeps the lister's period above 1 ns.
+pub const LIST_RATE_MAX_PER_S: f64 = 1e6;
+
+/// Most steps of a capacity sweep (`--steps`): each step runs seconds, and
+/// a hundred already takes minutes.
+pub const SWEEP_STEPS_MAX: usize = 100;
+
+/// Most extra attempts at a failed sweep step (`--retries`).
+pub const SWEEP_RETRIES_MAX: usize = 10;
+
+/// Most gate runs (`gate --repeat`): a median over more than 50 runs is no
+/// steadier, and each run takes seconds.
+pub const GATE_REPEAT_MAX: usize = 50;

@@ -9,11 +9,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::hist::IntervalPoint;
-use crate::load::CpuUse;
 use crate::procfs::{GitInfo, Machine};
 use crate::scenario::Scenario;
 use crate::targets::{OpStats, Verdict};
 use crate::units::{format_ns, Rate};
+use crate::workers::CpuUse;
 
 /// `schema` of a run's result document.
 pub const RESULT_SCHEMA: &str = "session-engine/loadgen-result";
@@ -92,7 +92,7 @@ pub struct Report {
     pub verdicts: Vec<Verdict>,
     /// True if no bound failed.
     pub passed: bool,
-    /// The workers got less than [`DISTURBED_BELOW`] of their cores: the
+    /// The workers got less than [`DISTURBED_BELOW`](crate::limits::DISTURBED_BELOW) of their cores: the
     /// figures (tails above all) say more about the machine than the backend.
     pub disturbed: bool,
     /// The files written beside this one.
@@ -177,16 +177,9 @@ pub struct CpuReport {
     pub loadgen_share: Option<f64>,
     /// CPU the worker threads got / what they asked for (wall × workers).
     /// Workers never block (they spin while waiting), so an undisturbed run
-    /// is near 1.0; below [`DISTURBED_BELOW`] other work took their cores.
+    /// is near 1.0; below [`DISTURBED_BELOW`](crate::limits::DISTURBED_BELOW) other work took their cores.
     pub workers_cpu_share: f64,
 }
-
-/// A run whose workers got less than this share of their cores was
-/// disturbed: other work held a worker off its core for more than one part in
-/// fifty, and a client that is not running queues every operation due
-/// meanwhile (at 200K ops/s, a 4 ms preemption delays 800 of them), so the
-/// p99 measures the machine rather than the backend.
-pub const DISTURBED_BELOW: f64 = 0.98;
 
 /// The reference peer: the same mix and keys, closed loop on one thread,
 /// against a plain sharded map, in the same process as the load. Ratios to it
@@ -378,7 +371,7 @@ impl Report {
             "- CPU: workers {:.2} s ({:.0}% of their cores{}), lister {:.2} s, sweeper {}, process {} over {:.1} s wall ({} cores busy)",
             c.usage.workers_s,
             c.workers_cpu_share * 100.0,
-            if c.workers_cpu_share < DISTURBED_BELOW { ": **disturbed run**" } else { "" },
+            if c.workers_cpu_share < crate::limits::DISTURBED_BELOW { ": **disturbed run**" } else { "" },
             c.usage.lister_s,
             c.usage.sweeper_s.map_or("n/a".into(), |v| format!("{v:.2} s")),
             c.usage.process_s.map_or("n/a".into(), |v| format!("{v:.2} s")),

@@ -9,33 +9,23 @@ use parking_lot::Mutex;
 use session_engine::{Clock, Engine, RemovalCause, SessionId};
 
 use crate::backend::{Backend, BackendSpec, NullStore, PeerStore, Stalling};
-use crate::driver::{block_on_ready, drive, ClientPlan, ClientState, Pace, SpinTime, Work};
+use crate::client::{drive, ClientPlan, ClientState, Work};
+use crate::clock::{block_on_ready, SpinTime};
+use crate::error::Error;
 use crate::hist::{new_hist, Hist, Msg, OpHists, Recorder};
-use crate::load::{self, Outcome, Phase, Populated};
+use crate::limits::{CALIBRATION_NS, RATE_HELD_SHARE};
 use crate::mix::{KeySampler, Op};
+use crate::populate::{self, Populated};
 use crate::procfs::{self, GitInfo, Machine};
 use crate::report::{
     rfc3339, CpuReport, EngineReport, ExpiryReport, Files, MemoryReport, PeerReport, PopulateReport, Report,
     RESULT_SCHEMA, RESULT_SCHEMA_VERSION,
 };
 use crate::scenario::Scenario;
+use crate::schedule::Pace;
 use crate::targets::{self, OpStats, RunFacts, Status, Targets, Verdict};
 use crate::units::{Dur, Rate};
-
-/// Why a command could not do its job. Both map to exit code 2.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// Bad flags, scenario, targets or engine configuration.
-    #[error("{0}")]
-    Usage(String),
-    /// Something failed while running (I/O, a backend error while populating).
-    #[error(transparent)]
-    Failed(#[from] anyhow::Error),
-}
-
-/// Open-loop runs must deliver at least this share of the offered rate to
-/// count as having held it.
-pub const RATE_HELD_SHARE: f64 = 0.95;
+use crate::workers::{self, Outcome, Phase};
 
 /// What `loadgen run` was asked to do.
 #[derive(Clone, Debug)]
@@ -64,14 +54,14 @@ pub struct EngineProbe {
 /// records how late each expiry came.
 ///
 /// # Errors
-/// [`RunError::Usage`] for a configuration the engine refuses.
-pub fn open_engine(scenario: &Scenario) -> Result<(Engine, EngineProbe), RunError> {
+/// [`Error::Usage`] for a configuration the engine refuses.
+pub fn open_engine(scenario: &Scenario) -> Result<(Engine, EngineProbe), Error> {
     if let Some(dir) = &scenario.engine.data_dir {
         // A non-empty directory would be recovered: the run would start with
         // someone else's sessions and measure recovery, not the scenario.
         let occupied = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
         if occupied {
-            return Err(RunError::Usage(format!(
+            return Err(Error::Usage(format!(
                 "data dir {} is not empty: a load run starts from an empty engine (remove it or pick another)",
                 dir.display()
             )));
@@ -83,7 +73,7 @@ pub fn open_engine(scenario: &Scenario) -> Result<(Engine, EngineProbe), RunErro
     let listener_lag = Arc::clone(&lag_ms);
     let config = scenario
         .engine_config()
-        .map_err(|e| RunError::Usage(e.to_string()))?
+        .map_err(|e| Error::Usage(e.to_string()))?
         .clock(clock)
         .listener(move |session, cause| {
             if cause == RemovalCause::Expired {
@@ -93,7 +83,7 @@ pub fn open_engine(scenario: &Scenario) -> Result<(Engine, EngineProbe), RunErro
                 }
             }
         });
-    let engine = Engine::open(config).map_err(|e| RunError::Usage(format!("engine configuration: {e}")))?;
+    let engine = Engine::open(config).map_err(|e| Error::Usage(format!("engine configuration: {e}")))?;
     let sweep_interval_ms = u64::try_from(scenario.engine.sweep_interval.0.as_millis()).unwrap_or(u64::MAX);
     Ok((
         engine,
@@ -108,11 +98,11 @@ pub fn open_engine(scenario: &Scenario) -> Result<(Engine, EngineProbe), RunErro
 ///
 /// # Errors
 /// Unknown backends.
-pub fn backend_of(scenario: &Scenario) -> Result<BackendSpec, RunError> {
+pub fn backend_of(scenario: &Scenario) -> Result<BackendSpec, Error> {
     scenario
         .backend
         .parse()
-        .map_err(|e: crate::units::ParseError| RunError::Usage(e.to_string()))
+        .map_err(|e: crate::units::ParseError| Error::Usage(e.to_string()))
 }
 
 /// Connects to Redis on a runtime of its own, which must outlive the store:
@@ -120,19 +110,19 @@ pub fn backend_of(scenario: &Scenario) -> Result<BackendSpec, RunError> {
 /// use.
 ///
 /// # Errors
-/// [`RunError::Usage`] for a bad URL or a server that does not answer.
-pub fn connect_redis(url: &str) -> Result<(tokio::runtime::Runtime, session_redis::RedisStore), RunError> {
+/// [`Error::Usage`] for a bad URL or a server that does not answer.
+pub fn connect_redis(url: &str) -> Result<(tokio::runtime::Runtime, session_redis::RedisStore), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("loadgen-redis-home")
         .enable_all()
         .build()
-        .map_err(|e| RunError::Failed(e.into()))?;
-    let config = session_redis::RedisConfig::from_url(url)
-        .map_err(|e| RunError::Usage(format!("backend {url}: {e}")))?;
+        .map_err(|e| Error::Failed(e.into()))?;
+    let config =
+        session_redis::RedisConfig::from_url(url).map_err(|e| Error::Usage(format!("backend {url}: {e}")))?;
     let store = runtime
         .block_on(session_redis::RedisStore::connect(config))
-        .map_err(|e| RunError::Usage(format!("backend {url}: {e}")))?;
+        .map_err(|e| Error::Usage(format!("backend {url}: {e}")))?;
     Ok((runtime, store))
 }
 
@@ -165,18 +155,18 @@ pub fn measure<B: Backend>(
     probe: Option<&EngineProbe>,
     scenario: &Scenario,
     progress: Option<&ProgressBar>,
-) -> Result<Measured, RunError> {
+) -> Result<Measured, Error> {
     if let Some(bar) = progress {
         bar.set_message(format!("populating {} sessions", scenario.sessions));
     }
-    let populated = load::populate(store, scenario)?;
+    let populated = populate::populate(store, scenario)?;
     let loadgen_ns_per_op = loadgen_cost_ns(scenario, &populated.ids);
     let timer_ns = timer_cost_ns();
     // The peer brackets the load (before and after) so that a machine that
     // changes speed during the run moves the reference with it.
     let peer = PeerStore::default();
     let mut reference = reference_run(&peer, scenario)?;
-    let outcome = load::run(store, scenario, &populated.ids, Phase::of(scenario), progress);
+    let outcome = workers::run(store, scenario, &populated.ids, Phase::of(scenario), progress);
     reference.absorb(&reference_run(&peer, scenario)?);
     Ok(Measured {
         populated,
@@ -196,9 +186,6 @@ pub fn measure<B: Backend>(
 pub fn loadgen_cost_ns(scenario: &Scenario, population: &Arc<[SessionId]>) -> f64 {
     closed_loop_here(&NullStore, scenario, population, CALIBRATION_NS).0
 }
-
-/// How long each in-process calibration (null backend, peer) runs, ns.
-pub const CALIBRATION_NS: u64 = 200_000_000;
 
 /// Runs the scenario's point-operation mix closed loop on this thread
 /// against `store` for `duration_ns`; returns CPU ns per operation and the
@@ -271,7 +258,7 @@ impl Reference {
 ///
 /// # Errors
 /// If populating the peer fails (it cannot, short of the OS random source).
-pub fn reference_run(peer: &PeerStore, scenario: &Scenario) -> Result<Reference, RunError> {
+pub fn reference_run(peer: &PeerStore, scenario: &Scenario) -> Result<Reference, Error> {
     let population = peer_population(peer, scenario)?;
     let (cpu_ns_per_op, hists) = closed_loop_here(peer, scenario, &population, CALIBRATION_NS);
     Ok(Reference {
@@ -281,7 +268,7 @@ pub fn reference_run(peer: &PeerStore, scenario: &Scenario) -> Result<Reference,
     })
 }
 
-fn peer_population(peer: &PeerStore, scenario: &Scenario) -> Result<Arc<[SessionId]>, RunError> {
+fn peer_population(peer: &PeerStore, scenario: &Scenario) -> Result<Arc<[SessionId]>, Error> {
     use session_engine::SessionStore as _;
     let have = block_on_ready(peer.len()).unwrap_or(0);
     let mut ids = Vec::with_capacity(scenario.sessions);
@@ -289,14 +276,14 @@ fn peer_population(peer: &PeerStore, scenario: &Scenario) -> Result<Arc<[Session
         let metadata = vec![0; scenario.metadata_bytes];
         for _ in 0..scenario.sessions {
             let id = block_on_ready(peer.create(&metadata, session_engine::Timeout::Never))
-                .map_err(|e| RunError::Failed(e.into()))?;
+                .map_err(|e| Error::Failed(e.into()))?;
             ids.push(id);
         }
     } else {
         let mut cursor = session_engine::Cursor::START;
         loop {
             let page = block_on_ready(peer.list(cursor, session_engine::limits::LIST_PAGE_MAX))
-                .map_err(|e| RunError::Failed(e.into()))?;
+                .map_err(|e| Error::Failed(e.into()))?;
             ids.extend(page.sessions.iter().map(session_engine::Session::id));
             match page.next {
                 Some(next) => cursor = next,
@@ -322,8 +309,8 @@ pub fn timer_cost_ns() -> f64 {
 /// Runs the request against the backend it names.
 ///
 /// # Errors
-/// [`RunError`].
-pub fn measure_request(request: &RunRequest, progress: Option<&ProgressBar>) -> Result<Measured, RunError> {
+/// [`Error`].
+pub fn measure_request(request: &RunRequest, progress: Option<&ProgressBar>) -> Result<Measured, Error> {
     let scenario = &request.scenario;
     match backend_of(scenario)? {
         BackendSpec::Embedded => {
@@ -347,7 +334,7 @@ fn measure_maybe_stalled<B: Backend>(
     probe: Option<&EngineProbe>,
     request: &RunRequest,
     progress: Option<&ProgressBar>,
-) -> Result<Measured, RunError> {
+) -> Result<Measured, Error> {
     match request.stall {
         Some((at, length)) => {
             let stalling = Arc::new(Stalling::new(store, at, length));
@@ -563,7 +550,7 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
         passed,
         disturbed: outcome.workers_cpu_known
             && outcome.cpu.workers_s
-                < crate::report::DISTURBED_BELOW * outcome.cpu.wall_s * scenario.workers as f64,
+                < crate::limits::DISTURBED_BELOW * outcome.cpu.wall_s * scenario.workers as f64,
         files: Files::standard(),
     }
 }
@@ -647,16 +634,16 @@ pub fn progress_bar(quiet: bool, label: &str) -> Option<ProgressBar> {
 ///
 /// # Errors
 /// A usage message.
-pub fn parse_stall(text: &str) -> Result<(Duration, Duration), RunError> {
+pub fn parse_stall(text: &str) -> Result<(Duration, Duration), Error> {
     let (at, length) = text.split_once(':').ok_or_else(|| {
-        RunError::Usage(format!(
+        Error::Usage(format!(
             "--inject-stall {text:?}: expected AT:LENGTH, e.g. 500ms:200ms"
         ))
     })?;
     let parse = |s: &str| {
         s.parse::<Dur>()
             .map(|d| d.0)
-            .map_err(|e| RunError::Usage(format!("--inject-stall: {e}")))
+            .map_err(|e| Error::Usage(format!("--inject-stall: {e}")))
     };
     Ok((parse(at)?, parse(length)?))
 }
@@ -665,4 +652,65 @@ pub fn parse_stall(text: &str) -> Result<(Duration, Duration), RunError> {
 #[must_use]
 pub fn default_dir(root: &Path, scenario: &str) -> PathBuf {
     crate::report::default_out_dir(root, scenario, SystemTime::now())
+}
+
+/// Runs, prints the summary and the verdict table, writes the files.
+///
+/// # Errors
+/// [`Error`].
+pub fn execute(request: &RunRequest, quiet: bool) -> Result<Report, Error> {
+    let s = &request.scenario;
+    if !quiet {
+        eprintln!(
+            "loadgen: scenario {} ({} sessions, rate {}, {} + {} warm-up, {} workers, seed {})",
+            s.name, s.sessions, s.rate, s.duration, s.warmup, s.workers, s.seed
+        );
+    }
+    let bar = progress_bar(!request.progress, &s.name);
+    let measured = measure_request(request, bar.as_ref())?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = build_report(request, &measured);
+    println!("{}", headline(&report));
+    println!();
+    print!("{}", targets::table(&report.verdicts));
+    if let Some(dir) = &request.out_dir {
+        write_outputs(dir, &report, &measured.outcome)?;
+        println!("\nresults: {}", dir.display());
+    }
+    if report.disturbed {
+        println!(
+            "warning: disturbed run: the workers got {:.0}% of their cores (other work on the machine, or a backend that blocks them); the tail shows it",
+            report.cpu.workers_cpu_share * 100.0
+        );
+    }
+    println!("verdict: {}", if report.passed { "PASS" } else { "FAIL" });
+    Ok(report)
+}
+
+/// The one-line summary printed above the verdict table.
+#[must_use]
+pub fn headline(r: &Report) -> String {
+    use crate::units::format_ns;
+    use std::fmt::Write as _;
+    let a = &r.all_point_ops;
+    let mut line = format!(
+        "{} {}: {:.0} ops/s over {:.1} s, all point ops p50 {} p99 {} p99.9 {} max {}",
+        r.scenario.name,
+        r.mode,
+        r.throughput_ops_per_s,
+        r.measured_s,
+        format_ns(a.p50_ns),
+        format_ns(a.p99_ns),
+        format_ns(a.p999_ns),
+        format_ns(a.max_ns)
+    );
+    if let Some(b) = r.memory.bytes_per_session {
+        let _ = write!(line, ", {b:.0} B/session");
+    }
+    if let Some(e) = &r.expiry {
+        let _ = write!(line, ", expiry lag p99 {} ms", e.lag_ms_p99);
+    }
+    line
 }

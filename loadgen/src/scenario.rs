@@ -246,13 +246,16 @@ impl Scenario {
                 self.invalid("duration is zero and ops_max is not set: the run would measure nothing")
             );
         }
-        if self.interval.0 < Duration::from_millis(10) {
+        if self.interval.as_ns() < crate::limits::INTERVAL_MIN_NS {
             return Err(self.invalid("interval must be at least 10ms"));
         }
         if self.metadata_bytes == 0 {
             return Err(self.invalid("metadata_bytes must be at least 1"));
         }
-        if !(self.list.rate_per_s == 0.0 || (0.001..=1e6).contains(&self.list.rate_per_s)) {
+        if !(self.list.rate_per_s == 0.0
+            || (crate::limits::LIST_RATE_MIN_PER_S..=crate::limits::LIST_RATE_MAX_PER_S)
+                .contains(&self.list.rate_per_s))
+        {
             return Err(self.invalid(
                 "list.rate_per_s must be 0 (no listing) or between 0.001 and 1e6 pages per second",
             ));

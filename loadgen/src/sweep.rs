@@ -16,14 +16,16 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::backend::{Backend, BackendSpec, NullStore, PeerStore};
-use crate::load::{self, Phase};
+use crate::error::Error;
 use crate::mix::Op;
+use crate::populate;
 use crate::procfs::{GitInfo, Machine};
 use crate::report::{rfc3339, thousands};
-use crate::run::{self, RunError};
+use crate::run;
 use crate::scenario::Scenario;
 use crate::targets::{self, OpStats, Status, Targets};
 use crate::units::{format_ns, Rate};
+use crate::workers::{self, Phase};
 
 /// `schema` of a sweep document.
 pub const SWEEP_SCHEMA: &str = "session-engine/loadgen-sweep";
@@ -102,8 +104,8 @@ pub struct SweepReport {
 /// Runs a sweep.
 ///
 /// # Errors
-/// [`RunError`].
-pub fn execute(request: &SweepRequest) -> Result<SweepReport, RunError> {
+/// [`Error`].
+pub fn execute(request: &SweepRequest) -> Result<SweepReport, Error> {
     let progress = run::progress_bar(!request.progress, "sweep");
     match run::backend_of(&request.scenario)? {
         BackendSpec::Embedded => {
@@ -125,10 +127,10 @@ fn sweep_with<B: Backend>(
     store: &Arc<B>,
     request: &SweepRequest,
     progress: Option<&ProgressBar>,
-) -> Result<SweepReport, RunError> {
+) -> Result<SweepReport, Error> {
     let started = SystemTime::now();
     let base = &request.scenario;
-    let populated = load::populate(store, base)?;
+    let populated = populate::populate(store, base)?;
     let phase = |rate| Phase {
         rate,
         warmup: request.step_warmup,
@@ -141,7 +143,7 @@ fn sweep_with<B: Backend>(
         if let Some(bar) = progress {
             bar.set_prefix("sweep: peak (closed loop)");
         }
-        let peak = load::run(store, base, &populated.ids, phase(Rate::Max), progress).throughput_ops_per_s;
+        let peak = workers::run(store, base, &populated.ids, phase(Rate::Max), progress).throughput_ops_per_s;
         // The peak phase created churn sessions at millions per second; let
         // them expire before the first step, or their mass expiry (the
         // sweeper taking shard locks batch after batch) lands in its tail.
@@ -219,7 +221,7 @@ fn run_step<B: Backend>(
     tiers: &[Targets],
     progress: Option<&ProgressBar>,
 ) -> SweepStep {
-    let outcome = load::run(store, scenario, population, phase, progress);
+    let outcome = workers::run(store, scenario, population, phase, progress);
     let facts = run::facts_of(scenario, &outcome);
     let mut verdicts: Vec<_> = run::rate_verdict(scenario, &outcome).into_iter().collect();
     for tier in tiers {
@@ -281,7 +283,7 @@ impl SweepReport {
                 ]
             })
             .collect();
-        targets::render_table(
+        crate::table::render_table(
             &[
                 "offered ops/s",
                 "achieved ops/s",

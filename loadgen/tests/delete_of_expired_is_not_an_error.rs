@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use loadgen::driver::{block_on_ready, drive, ClientPlan, ClientState, Pace, Work};
+use loadgen::client::{drive, ClientPlan, ClientState, Work};
+use loadgen::clock::block_on_ready;
 use loadgen::hist::{Collector, Recorder};
 use loadgen::mix::{KeyDist, KeySampler, Mix, Op};
+use loadgen::schedule::Pace;
 use session_engine::{Cursor, Error, Page, Result, Session, SessionId, SessionStore, Timeout};
 use support::SimTime;
 

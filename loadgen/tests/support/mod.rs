@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use loadgen::driver::{block_on_ready, drive, ClientPlan, ClientState, Pace, Time, Work};
+use loadgen::client::{drive, ClientPlan, ClientState, Work};
+use loadgen::clock::{block_on_ready, Time};
 use loadgen::hist::{ClientSummary, Collector, Hist, OpHists, Recorder};
 use loadgen::mix::{KeyDist, KeySampler, Mix, Op};
+use loadgen::schedule::Pace;
 use session_engine::{Cursor, Metadata, Page, Result, Session, SessionId, SessionStore, Timeout};
 
 /// A clock that moves only when the backend works or the client waits.
