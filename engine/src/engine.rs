@@ -241,6 +241,8 @@ impl Engine {
     /// [`Error::NotFound`] if there is no live session with this id.
     #[inline]
     pub fn get(&self, id: &SessionId) -> Result<Session> {
+        #[cfg(feature = "inject-slowdown")]
+        inject_slowdown::spin();
         self.inner.read(id, true)
     }
 
@@ -1085,6 +1087,28 @@ mod tests {
                 "{name}: not revived"
             );
             assert!(!engine.contains(&id), "{name}");
+        }
+    }
+}
+
+/// Test-only extra work in [`Engine::get`] (cargo feature `inject-slowdown`,
+/// off by default): `SESSION_ENGINE_INJECT_GET_SPINS=N` in the environment
+/// makes every `get` run `N` iterations of an empty loop the optimizer
+/// cannot remove (read once per process). The load generator's gates use it
+/// to show they catch a slower `get`.
+#[cfg(feature = "inject-slowdown")]
+mod inject_slowdown {
+    static SPINS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+    pub(super) fn spin() {
+        let spins = *SPINS.get_or_init(|| {
+            std::env::var("SESSION_ENGINE_INJECT_GET_SPINS")
+                .ok()
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0)
+        });
+        for i in 0..spins {
+            std::hint::black_box(i);
         }
     }
 }
