@@ -1,5 +1,6 @@
-//! The command line: `loadgen run | sweep | gate | list`, and exit codes
-//! (0 pass, 1 a target or the gate failed, 2 usage or configuration error).
+//! The command line: `loadgen run | sweep | gate | compare | list`, and
+//! exit codes (0 pass, 1 a bound or the gate failed, 2 usage or
+//! configuration error, 3 inconclusive: the machine was too busy to judge).
 
 use std::path::PathBuf;
 
@@ -9,10 +10,12 @@ use crate::error::Error;
 use crate::gate::{self, GATED_DEFAULT};
 use crate::limits::{GATE_REPEAT_MAX, SWEEP_RETRIES_MAX, SWEEP_STEPS_MAX};
 use crate::mix::{KeyDist, Mix};
+use crate::output::Column;
 use crate::run::{self, RunRequest};
 use crate::scenario::{self, Scenario};
+use crate::stall::Stall;
 use crate::sweep::{self, SweepRequest};
-use crate::targets::{self, Targets};
+use crate::targets::{self, RunVerdict, Targets};
 use crate::units::{Dur, Rate};
 
 /// Exit code: every target held (or the gate passed).
@@ -21,6 +24,8 @@ pub const EXIT_PASS: i32 = 0;
 pub const EXIT_FAIL: i32 = 1;
 /// Exit code: bad usage, scenario, targets or configuration; or the run could not complete.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code: too few slices could be judged to pass or fail the run.
+pub const EXIT_INCONCLUSIVE: i32 = 3;
 
 /// Load generator for the session engine.
 #[derive(Debug, Parser)]
@@ -71,9 +76,17 @@ pub struct ScenarioArgs {
     /// Warm-up excluded from the figures.
     #[arg(long)]
     pub warmup: Option<Dur>,
-    /// Histogram interval of the interval log.
+    /// Histogram interval of the interval log and the timeline.
     #[arg(long)]
     pub interval: Option<Dur>,
+    /// Slice length: the load alternates slices between the backend and the
+    /// reference peer (e.g. 100ms).
+    #[arg(long)]
+    pub slice: Option<Dur>,
+    /// No reference peer: every slice is the backend's, and tails are
+    /// judged as measured, not as what the backend adds.
+    #[arg(long)]
+    pub no_peer: bool,
     /// Metadata bytes per session.
     #[arg(long)]
     pub metadata_bytes: Option<usize>,
@@ -138,7 +151,7 @@ impl ScenarioArgs {
         }
         set!(
             sessions => sessions, workers => workers, clients => clients, rate => rate,
-            duration => duration, ops => ops_max, warmup => warmup, interval => interval,
+            duration => duration, ops => ops_max, warmup => warmup, interval => interval, slice => slice,
             metadata_bytes => metadata_bytes, keys => keys, timeout => timeout,
             churn_timeout => churn_timeout, mix => mix, list_rate => list.rate_per_s,
             list_page => list.page, shards => engine.shards, sessions_max => engine.sessions_max,
@@ -148,6 +161,9 @@ impl ScenarioArgs {
         );
         if let Some(dir) = &self.data_dir {
             s.engine.data_dir = Some(dir.clone());
+        }
+        if self.no_peer {
+            s.peer = false;
         }
         s.resolve().map_err(|e| Error::Usage(e.to_string()))
     }
@@ -178,7 +194,7 @@ impl OutputArgs {
         Some(
             self.out
                 .clone()
-                .unwrap_or_else(|| run::default_dir(&self.results_dir, scenario)),
+                .unwrap_or_else(|| crate::output::default_dir(&self.results_dir, scenario)),
         )
     }
 }
@@ -195,10 +211,17 @@ pub struct RunArgs {
     /// Outputs.
     #[command(flatten)]
     pub output: OutputArgs,
-    /// Freeze the backend once, AT:LENGTH after the load starts (e.g. 2s:100ms),
-    /// to see a stall in the tail.
+    /// Freeze the backend once, for LENGTH from its first slice at or after
+    /// AT past the warm-up (AT:LENGTH, e.g. 2s:100ms), to see a stall fail
+    /// the verdict.
     #[arg(long)]
-    pub inject_stall: Option<String>,
+    pub inject_stall: Option<Stall>,
+    /// Columns of the per-operation percentile table, e.g. 50,99,99.9,max.
+    #[arg(long, value_delimiter = ',', default_value = "50,90,99,99.9,99.99,max")]
+    pub percentiles: Vec<Column>,
+    /// Print the result document (JSON) on stdout, and the tables on stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `loadgen sweep`.
@@ -265,6 +288,16 @@ pub struct GateArgs {
     pub quiet: bool,
 }
 
+/// The exit code of a verdict.
+#[must_use]
+pub fn exit_code(verdict: RunVerdict) -> i32 {
+    match verdict {
+        RunVerdict::Pass => EXIT_PASS,
+        RunVerdict::Fail => EXIT_FAIL,
+        RunVerdict::Inconclusive => EXIT_INCONCLUSIVE,
+    }
+}
+
 /// Runs a parsed command line; returns the exit code.
 #[must_use]
 pub fn main_with(cli: Cli, command_line: Vec<String>) -> i32 {
@@ -314,18 +347,25 @@ fn load_targets(names: &[String]) -> Result<Vec<Targets>, Error> {
 fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, Error> {
     let scenario = args.scenario.resolve()?;
     let targets = load_targets(&args.targets)?;
-    let stall = args.inject_stall.as_deref().map(run::parse_stall).transpose()?;
+    if args.percentiles.len() > crate::limits::PERCENTILE_COLUMNS_MAX {
+        return Err(Error::Usage(format!(
+            "--percentiles: at most {} columns",
+            crate::limits::PERCENTILE_COLUMNS_MAX
+        )));
+    }
     let out_dir = args.output.dir(&scenario.name);
     let request = RunRequest {
         scenario,
         targets,
         out_dir,
         progress: !args.output.quiet,
-        stall,
+        stall: args.inject_stall,
+        columns: args.percentiles.clone(),
+        json: args.json,
         command,
     };
     let report = run::execute(&request, args.output.quiet)?;
-    Ok(if report.passed { EXIT_PASS } else { EXIT_FAIL })
+    Ok(exit_code(report.verdict))
 }
 
 fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {

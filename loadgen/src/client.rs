@@ -31,10 +31,10 @@ use rand::{Rng, SeedableRng};
 use session_engine::{Cursor, Error, SessionId, SessionStore, Timeout};
 
 use crate::clock::Time;
-use crate::hist::{ClientSummary, Recorder};
+use crate::collect::{ClientSummary, Recorder};
 use crate::limits::{BACKLOG_GRACE_NS, CHURN_REMEMBERED_MAX};
 use crate::mix::{KeySampler, MixTable, Op};
-use crate::schedule::Pace;
+use crate::schedule::{Pace, Side, Slices};
 
 /// What a client does.
 #[derive(Clone, Debug)]
@@ -66,6 +66,11 @@ pub struct ClientPlan {
     pub pace: Pace,
     /// What it does.
     pub work: Work,
+    /// The side this client loads: it issues only the operations intended
+    /// in that side's slices.
+    pub side: Side,
+    /// Which side owns each slice.
+    pub slices: Slices,
 }
 
 /// A client's mutable state: its generator, its churn sessions, its cursor.
@@ -105,7 +110,7 @@ impl ClientState {
 }
 
 /// Runs one client's load and returns its counts; every measured operation
-/// goes to `recorder`.
+/// goes to `recorder`, in the slice its intended start falls in.
 pub async fn drive<S: SessionStore, T: Time>(
     store: &S,
     time: &T,
@@ -115,18 +120,37 @@ pub async fn drive<S: SessionStore, T: Time>(
 ) -> ClientSummary {
     let mut summary = ClientSummary::default();
     let hard_stop_ns = plan.end_ns.saturating_add(BACKLOG_GRACE_NS);
+    let slices = &plan.slices;
     let mut now = time.now_ns();
     let mut i: u64 = 0;
-    while i < plan.ops_max {
+    let mut issued: u64 = 0;
+    while issued < plan.ops_max {
         let intended = match plan.pace.intended_ns(i) {
             Some(rel) => plan.start_ns + rel,
-            None => now,
+            None => now.max(plan.start_ns),
         };
-        if intended >= plan.end_ns || now >= hard_stop_ns {
-            if now >= hard_stop_ns {
-                summary.unsent = unsent(plan, i);
-            }
+        if intended >= plan.end_ns {
             break;
+        }
+        if now >= hard_stop_ns {
+            summary.unsent = unsent(plan, i, plan.ops_max - issued);
+            break;
+        }
+        let slice = slices.index_of(intended);
+        if slices.side_of(slice) != plan.side {
+            let next_ns = slices.start_of(slices.next_of(plan.side, slice));
+            if let Some(next) = plan.pace.first_at_or_after(next_ns.saturating_sub(plan.start_ns)) {
+                i = next;
+            } else {
+                // Closed loop: idle through the other side's slice.
+                recorder.close(time.take_lost());
+                time.wait_until(next_ns).await;
+                now = time.now_ns();
+            }
+            continue;
+        }
+        if recorder.slice() != Some(slice) {
+            recorder.open(slice, time.take_lost());
         }
         if intended > now {
             time.wait_until(intended).await;
@@ -138,8 +162,12 @@ pub async fn drive<S: SessionStore, T: Time>(
         let outcome = execute(store, time, op, plan, state).await;
         now = time.now_ns();
         i += 1;
+        issued += 1;
         match outcome {
-            Some(ok) => recorder.record(op, now.saturating_sub(intended), ok, now),
+            Some(ok) => {
+                let in_time = now <= slices.end_of(slice);
+                recorder.record(op, now.saturating_sub(intended), ok, in_time);
+            }
             None => summary.skipped += 1,
         }
         if T::SHARED {
@@ -149,21 +177,37 @@ pub async fn drive<S: SessionStore, T: Time>(
             now = time.now_ns();
         }
     }
-    summary.ops = i - summary.skipped;
+    summary.ops = issued - summary.skipped;
     summary
 }
 
-fn unsent(plan: &ClientPlan, issued: u64) -> u64 {
-    match plan.pace {
-        Pace::Closed => 0,
-        Pace::Open { period_ns, offset_ns } => {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let scheduled = ((plan.end_ns - plan.start_ns) as f64 - offset_ns) / period_ns;
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let scheduled = scheduled.ceil().max(0.0) as u64;
-            scheduled.min(plan.ops_max).saturating_sub(issued)
+/// Operations of this client's side still due from operation `from` up to
+/// the scheduled end (at most `left`): what a client that gave up never sent.
+fn unsent(plan: &ClientPlan, from: u64, left: u64) -> u64 {
+    let slices = &plan.slices;
+    let mut count = 0;
+    let mut i = from;
+    while count < left {
+        let Some(rel) = plan.pace.intended_ns(i) else {
+            return 0; // closed loop: nothing is due
+        };
+        let intended = plan.start_ns + rel;
+        if intended >= plan.end_ns {
+            break;
+        }
+        let slice = slices.index_of(intended);
+        if slices.side_of(slice) == plan.side {
+            count += 1;
+            i += 1;
+        } else {
+            let next_ns = slices.start_of(slices.next_of(plan.side, slice));
+            i = plan
+                .pace
+                .first_at_or_after(next_ns.saturating_sub(plan.start_ns))
+                .unwrap_or(u64::MAX);
         }
     }
+    count
 }
 
 /// Issues one operation. `Some(ok)` if it was issued, `None` if there was

@@ -105,13 +105,15 @@ pub const PEER_SUFFIX: &str = "/peer";
 
 fn peer_metrics(report: &Report) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
-    m.insert("cpu_ns_per_op".to_owned(), report.peer.cpu_ns_per_op);
-    let ops = report
-        .peer
+    let Some(peer) = &report.peer else { return m };
+    if let Some(cpu) = report.cpu.peer_worker_ns_per_op {
+        m.insert("cpu_ns_per_op".to_owned(), cpu);
+    }
+    let ops = peer
         .ops
         .iter()
         .map(|(k, v)| (k.as_str(), v))
-        .chain(std::iter::once(("all", &report.peer.all_point_ops)));
+        .chain(std::iter::once(("all", &peer.all_point_ops)));
     for (op, s) in ops.filter(|(_, s)| s.count > 0) {
         for (name, v) in [("p50", s.p50_ns), ("p99", s.p99_ns), ("p999", s.p999_ns)] {
             m.insert(format!("{op}.{name}_ns"), v as f64);
@@ -485,21 +487,21 @@ fn repeated_runs(
             out_dir: None,
             progress: !quiet,
             stall: None,
+            columns: Vec::new(),
+            json: false,
             command: command.to_vec(),
         };
-        let bar = crate::run::progress_bar(quiet, &format!("gate run {attempt}"));
+        let bar = crate::progress::Progress::new(quiet, &format!("gate run {attempt}"));
         let measured = crate::run::measure_request(&request, bar.as_ref())?;
         if let Some(bar) = bar {
-            bar.finish_and_clear();
+            bar.finish();
         }
         let report = crate::run::build_report(&request, &measured);
-        let share = report.cpu.workers_cpu_share;
-        let ok = !report.disturbed;
+        let ok = report.verdict != crate::targets::RunVerdict::Inconclusive;
         if !quiet {
             eprintln!(
-                "  run {attempt}: {} (workers got {:.0}% of their cores{})",
+                "  run {attempt}: {}{}",
                 crate::run::headline(&report),
-                share * 100.0,
                 if ok { "" } else { ": disturbed, retrying" }
             );
         }

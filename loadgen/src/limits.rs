@@ -33,7 +33,56 @@ pub const SLEEP_MARGIN_NS: u64 = 1_000_000;
 /// (a `sched_yield` costs about a microsecond, which would show as latency).
 pub const SPIN_ONLY_NS: u64 = 20_000;
 
+/// A waiting client that finds two consecutive clock readings this far
+/// apart counts the gap as time the machine took (see [`crate::clock`]). A
+/// reading costs ~30 ns and a `sched_yield` ~1 µs, so 10 µs is never the
+/// loop itself; on this project's VM the machine takes ~500 gaps of
+/// 20-100 µs a second from a spinning thread (interrupts, exits to the
+/// hypervisor), ~2% of its time, and a few of 1 ms or more.
+pub const GAP_MIN_NS: u64 = 10_000;
+
+/// Shortest slice (`slice` in a scenario, `--slice`): a slice must outlast
+/// the machine's usual disturbances (milliseconds) and hold enough
+/// operations for its own median.
+pub const SLICE_MIN_NS: u64 = 10_000_000;
+
+/// Longest slice: past 10 s the backend and the peer no longer see the same
+/// machine, which is what alternating them is for.
+pub const SLICE_MAX_NS: u64 = 10_000_000_000;
+
+/// A slice in which the machine took one gap this long (or as much
+/// run-queue wait) from a client is disturbed (see [`crate::slices`]): at
+/// 200K ops/s a 1 ms gap delays 200 operations, a 1% tail of a 100 ms
+/// slice. On this project's VM about one 100 ms slice in twenty has one.
+pub const DISTURBED_GAP_NS: u64 = 1_000_000;
+
+/// A slice from which the machine took this share in all is disturbed too
+/// (a quiet slice here loses ~2% to short gaps; 10% is a busy machine).
+pub const DISTURBED_SHARE: f64 = 0.10;
+
+/// A disturbed backend slice is set aside only if its slowest operation is
+/// within this factor of the time the machine took (plus
+/// [`EXPLAINED_SLACK_NS`]): a client off its core for `t` delays what was
+/// due meanwhile by up to `t`, and working off that backlog adds at most as
+/// much again at any load the backend keeps up with.
+pub const EXPLAINED_FACTOR: u64 = 2;
+
+/// Slack on what a disturbance explains: a backend's own hiccups below a
+/// millisecond (a list page holding a shard lock) are not the machine's to
+/// excuse, but neither do they fail a tail bound of milliseconds.
+pub const EXPLAINED_SLACK_NS: u64 = 1_000_000;
+
+/// A slice's median of one operation kind counts towards the typical slice
+/// only if the slice ran at least this many of it (a median of fewer is
+/// one operation's luck).
+pub const TYPICAL_SAMPLES_MIN: u64 = 20;
+
+/// Below this share of its measured slices judged, a run is inconclusive:
+/// the machine was too busy for the rest to stand for the run.
+pub const JUDGED_SHARE_MIN: f64 = 0.25;
+
 const _: () = assert!(SPIN_ONLY_NS < SLEEP_MARGIN_NS);
+const _: () = assert!(SLICE_MIN_NS >= 10 * DISTURBED_GAP_NS);
 const _: () = assert!(WORKERS_MAX <= CLIENTS_MAX);
 
 /// Time the worker threads get to start before the first operation is due.
@@ -79,6 +128,10 @@ pub const SWEEP_STEPS_MAX: usize = 100;
 
 /// Most extra attempts at a failed sweep step (`--retries`).
 pub const SWEEP_RETRIES_MAX: usize = 10;
+
+/// Most columns of the percentile table (`--percentiles`): past a dozen
+/// the table no longer fits a terminal.
+pub const PERCENTILE_COLUMNS_MAX: usize = 12;
 
 /// Most gate runs (`gate --repeat`): a median over more than 50 runs is no
 /// steadier, and each run takes seconds.

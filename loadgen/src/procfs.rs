@@ -29,9 +29,32 @@ pub fn thread_cpu_ns() -> Option<u64> {
     schedstat_ns("/proc/thread-self/schedstat")
 }
 
+/// Time the calling thread has spent runnable but waiting for a CPU, in
+/// nanoseconds (`schedstat`'s second field): how long other work held it
+/// off its core.
+#[must_use]
+pub fn thread_runqueue_wait_ns() -> Option<u64> {
+    schedstat_field("/proc/thread-self/schedstat", 1)
+}
+
 fn schedstat_ns(path: impl AsRef<Path>) -> Option<u64> {
+    schedstat_field(path, 0)
+}
+
+fn schedstat_field(path: impl AsRef<Path>, field: usize) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
-    text.split_whitespace().next()?.parse().ok()
+    text.split_whitespace().nth(field)?.parse().ok()
+}
+
+/// Steal time of all CPUs so far, in nanoseconds (`/proc/stat`, 10 ms
+/// resolution): time the hypervisor ran something else on our virtual CPUs.
+#[must_use]
+pub fn steal_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // cpu user nice system idle iowait irq softirq steal ...
+    let ticks: u64 = cpu.split_whitespace().nth(8)?.parse().ok()?;
+    Some(ticks * 10_000_000)
 }
 
 /// CPU time (user + system) of the whole process so far, in nanoseconds,
@@ -155,6 +178,8 @@ mod tests {
         }
         assert!(thread_cpu_ns().unwrap() > before, "spinning showed no CPU time");
         assert!(process_cpu_ns().is_some());
+        assert!(thread_runqueue_wait_ns().is_some());
+        assert!(steal_ns().is_some());
         assert!(Machine::detect().cores >= 1);
     }
 

@@ -12,20 +12,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::backend::{Backend, BackendSpec, NullStore, PeerStore};
+use crate::backend::{with_backend, Backend, BackendJob, EngineProbe};
 use crate::error::Error;
 use crate::mix::Op;
+use crate::peer::PeerStore;
 use crate::populate;
 use crate::procfs::{GitInfo, Machine};
+use crate::progress::Progress;
 use crate::report::{rfc3339, thousands};
-use crate::run;
 use crate::scenario::Scenario;
-use crate::targets::{self, OpStats, Status, Targets};
+use crate::targets::{self, OpStats, RunVerdict, Status, Targets};
 use crate::units::{format_ns, Rate};
-use crate::workers::{self, Phase};
+use crate::workers::{self, Outcome, Phase, Populations};
 
 /// `schema` of a sweep document.
 pub const SWEEP_SCHEMA: &str = "session-engine/loadgen-sweep";
@@ -101,36 +101,52 @@ pub struct SweepReport {
     pub targets: Vec<String>,
 }
 
+struct SweepJob<'a> {
+    request: &'a SweepRequest,
+    progress: Option<&'a Progress>,
+}
+
+impl BackendJob for SweepJob<'_> {
+    type Output = SweepReport;
+
+    fn run<B: Backend>(self, store: &Arc<B>, _probe: Option<&EngineProbe>) -> Result<SweepReport, Error> {
+        sweep_with(store, self.request, self.progress)
+    }
+}
+
 /// Runs a sweep.
 ///
 /// # Errors
 /// [`Error`].
 pub fn execute(request: &SweepRequest) -> Result<SweepReport, Error> {
-    let progress = run::progress_bar(!request.progress, "sweep");
-    match run::backend_of(&request.scenario)? {
-        BackendSpec::Embedded => {
-            let (engine, _probe) = run::open_engine(&request.scenario)?;
-            sweep_with(&Arc::new(engine), request, progress.as_ref())
-        }
-        BackendSpec::Null => sweep_with(&Arc::new(NullStore), request, progress.as_ref()),
-        BackendSpec::Peer => sweep_with(&Arc::new(PeerStore::default()), request, progress.as_ref()),
-        BackendSpec::Redis(url) => {
-            let (runtime, store) = run::connect_redis(&url)?;
-            let report = sweep_with(&Arc::new(store), request, progress.as_ref());
-            drop(runtime);
-            report
-        }
+    let progress = Progress::new(!request.progress, "sweep");
+    let job = SweepJob {
+        request,
+        progress: progress.as_ref(),
+    };
+    let report = with_backend(&request.scenario, None, job);
+    if let Some(bar) = &progress {
+        bar.finish();
     }
+    report
 }
 
 fn sweep_with<B: Backend>(
     store: &Arc<B>,
     request: &SweepRequest,
-    progress: Option<&ProgressBar>,
+    progress: Option<&Progress>,
 ) -> Result<SweepReport, Error> {
     let started = SystemTime::now();
     let base = &request.scenario;
     let populated = populate::populate(store, base)?;
+    let peer = base.peer.then(|| Arc::new(PeerStore::default()));
+    let populations = Populations {
+        backend: Arc::clone(&populated.ids),
+        peer: match &peer {
+            Some(peer) => Some(populate::populate(peer, base)?.ids),
+            None => None,
+        },
+    };
     let phase = |rate| Phase {
         rate,
         warmup: request.step_warmup,
@@ -141,9 +157,18 @@ fn sweep_with<B: Backend>(
         (to, None)
     } else {
         if let Some(bar) = progress {
-            bar.set_prefix("sweep: peak (closed loop)");
+            bar.set_prefix("sweep: peak (closed loop)".into());
         }
-        let peak = workers::run(store, base, &populated.ids, phase(Rate::Max), progress).throughput_ops_per_s;
+        let peak = workers::run(
+            store,
+            peer.as_ref(),
+            base,
+            &populations,
+            phase(Rate::Max),
+            progress,
+        )
+        .backend
+        .throughput_ops_per_s;
         // The peak phase created churn sessions at millions per second; let
         // them expire before the first step, or their mass expiry (the
         // sweeper taking shard locks batch after batch) lands in its tail.
@@ -172,14 +197,15 @@ fn sweep_with<B: Backend>(
                     attempt + 1
                 ));
             }
-            let step = run_step(
+            let outcome = workers::run(
                 store,
+                peer.as_ref(),
                 &scenario,
-                &populated.ids,
+                &populations,
                 phase(scenario.rate),
-                &request.targets,
                 progress,
             );
+            let step = step_of(&scenario, &outcome, &request.targets);
             held = step.passed;
             steps.push(SweepStep { attempt, ..step });
             if held {
@@ -189,9 +215,6 @@ fn sweep_with<B: Backend>(
         if !held {
             break;
         }
-    }
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
     }
     let knee_ops_per_s = steps
         .iter()
@@ -213,45 +236,43 @@ fn sweep_with<B: Backend>(
     })
 }
 
-fn run_step<B: Backend>(
-    store: &Arc<B>,
-    scenario: &Scenario,
-    population: &Arc<[session_engine::SessionId]>,
-    phase: Phase,
-    tiers: &[Targets],
-    progress: Option<&ProgressBar>,
-) -> SweepStep {
-    let outcome = workers::run(store, scenario, population, phase, progress);
-    let facts = run::facts_of(scenario, &outcome);
-    let mut verdicts: Vec<_> = run::rate_verdict(scenario, &outcome).into_iter().collect();
-    for tier in tiers {
-        verdicts.extend(targets::evaluate(tier, &facts));
-    }
-    let failed: Vec<String> = verdicts
+/// One step's figures and verdict; an inconclusive step does not hold.
+fn step_of(scenario: &Scenario, outcome: &Outcome, tiers: &[Targets]) -> SweepStep {
+    let judged = targets::judge(scenario, outcome, tiers);
+    let mut failed: Vec<String> = judged
+        .verdicts
         .iter()
         .filter(|v| v.status == Status::Fail)
         .map(|v| format!("{}/{}/{}", v.tier, v.subject, v.bound))
         .collect();
-    let all = outcome.totals.point_ops();
-    let point_errors = Op::ALL
-        .iter()
-        .filter(|op| **op != Op::List)
-        .map(|op| outcome.totals.errors[op.index()])
-        .sum();
+    if judged.verdict == RunVerdict::Inconclusive {
+        failed.push("inconclusive (the machine was too busy)".into());
+    }
     let Rate::PerSec(rate) = scenario.rate else {
         unreachable!("sweep steps are open loop")
     };
+    let all = &outcome.backend.tally.all;
+    let seconds = outcome.backend.active_s;
     SweepStep {
         rate_target_ops_per_s: rate,
         attempt: 0,
-        throughput_ops_per_s: outcome.throughput_ops_per_s,
-        passed: failed.is_empty(),
+        throughput_ops_per_s: outcome.backend.throughput_ops_per_s,
+        passed: judged.verdict == RunVerdict::Pass,
         failed,
-        all_point_ops: OpStats::of(&all, point_errors, outcome.window_point_ops(), outcome.measured_s),
-        ops: facts
-            .ops
+        all_point_ops: {
+            let points = all.point_ops();
+            OpStats::of(&points, 0, points.len(), seconds)
+        },
+        ops: Op::ALL
             .iter()
-            .map(|(op, s)| (op.name().to_owned(), *s))
+            .filter(|op| !all.get(**op).is_empty())
+            .map(|op| {
+                let h = all.get(*op);
+                (
+                    op.name().to_owned(),
+                    OpStats::of(h, all.errors[op.index()], h.len(), seconds),
+                )
+            })
             .collect(),
     }
 }

@@ -1,22 +1,30 @@
-//! One load phase against one backend: start the clients on their worker
-//! threads, collect their histograms, measure the CPU they and the engine's
-//! sweeper used.
+//! One load phase: start each side's clients on their worker threads (the
+//! backend's and, in alternating slices, the reference peer's), collect their
+//! histograms, and account the CPU they and the engine's sweeper used.
+//!
+//! Each side has its own threads: `workers` point-operation threads and a
+//! lister. A side's threads idle through the other side's slices, so a
+//! backend that stalls holds up its own operations only, never the peer's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::RecvTimeoutError;
-use indicatif::ProgressBar;
 use session_engine::{SessionId, Timeout};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, LoadClock};
 use crate::client::{drive, ClientPlan, ClientState, Work};
-use crate::clock::{block_on_ready, SpinTime, TokioTime};
-use crate::hist::{ClientSummary, Collector, IntervalPoint, Msg, OpHists, Recorder};
+use crate::clock::{block_on_ready, SpinTime, Time, TokioTime};
+use crate::collect::{ClientSummary, Collected, Collector, CollectorPlan, IntervalPoint, Msg, Recorder};
+use crate::hist::OpHists;
 use crate::limits::START_LEAD_NS;
+use crate::mix::KeySampler;
+use crate::peer::PeerStore;
 use crate::procfs;
+use crate::progress::Progress;
 use crate::scenario::Scenario;
-use crate::schedule::Pace;
+use crate::schedule::{Pace, Side, Slices};
+use crate::slices::{SideTally, SliceStats};
 use crate::units::Rate;
 
 /// The sweeper thread's name in the engine (`engine.rs`).
@@ -31,7 +39,7 @@ pub struct Phase {
     pub warmup: Duration,
     /// Measured.
     pub duration: Duration,
-    /// Stop after this many point operations in total, warm-up included (0: no limit).
+    /// Stop after this many point operations per side, warm-up included (0: no limit).
     pub ops_max: u64,
 }
 
@@ -48,15 +56,26 @@ impl Phase {
     }
 }
 
+/// The live sessions of each side.
+#[derive(Clone)]
+pub struct Populations {
+    /// The backend's.
+    pub backend: Arc<[SessionId]>,
+    /// The peer's (`None`: no peer in this run).
+    pub peer: Option<Arc<[SessionId]>>,
+}
+
 /// CPU time of the load, by who used it.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct CpuUse {
     /// Wall time from the first scheduled operation to the last client's end.
     pub wall_s: f64,
-    /// Point-operation worker threads together (includes spinning while
-    /// waiting for the next scheduled operation in open loop).
+    /// The backend's point-operation worker threads (includes spinning
+    /// while waiting for the next scheduled operation in open loop).
     pub workers_s: f64,
-    /// The lister thread.
+    /// The peer's point-operation worker threads.
+    pub peer_workers_s: f64,
+    /// The listers.
     pub lister_s: f64,
     /// The engine's sweeper thread, if found.
     pub sweeper_s: Option<f64>,
@@ -64,92 +83,136 @@ pub struct CpuUse {
     pub process_s: Option<f64>,
 }
 
+/// What one side's slices measured.
+pub struct SideOutcome {
+    /// Its slices, pooled.
+    pub tally: SideTally,
+    /// Its clients' counts.
+    pub summary: ClientSummary,
+    /// Seconds of its measured slices.
+    pub active_s: f64,
+    /// Point operations per second over its measured slices (those that
+    /// completed within their slice).
+    pub throughput_ops_per_s: f64,
+    /// The same over its judged slices only.
+    pub judged_throughput_ops_per_s: f64,
+}
+
+impl SideOutcome {
+    fn of(tally: SideTally, summary: ClientSummary, slice_ns: u64) -> Self {
+        let seconds = Duration::from_nanos(slice_ns).as_secs_f64();
+        let active_s = tally.measured as f64 * seconds;
+        let judged_s = tally.judged_slices as f64 * seconds;
+        Self {
+            throughput_ops_per_s: tally.in_time_all as f64 / active_s.max(1e-9),
+            judged_throughput_ops_per_s: tally.in_time_judged as f64 / judged_s.max(1e-9),
+            active_s,
+            tally,
+            summary,
+        }
+    }
+}
+
 /// What one load phase measured.
 pub struct Outcome {
-    /// Histograms after the warm-up.
-    pub totals: OpHists,
-    /// Per-interval points.
+    /// The backend's side.
+    pub backend: SideOutcome,
+    /// The peer's side, if the run had one.
+    pub peer: Option<SideOutcome>,
+    /// Every slice.
+    pub slices: Vec<SliceStats>,
+    /// Slice length, ns.
+    pub slice_ns: u64,
+    /// The backend's per-interval points.
     pub timeline: Vec<IntervalPoint>,
     /// The `HdrHistogram` interval log.
     pub interval_log: Vec<u8>,
-    /// Counts over all clients.
-    pub summary: ClientSummary,
-    /// Seconds measured (after the warm-up).
+    /// Seconds of the measured window (after the warm-up), both sides.
     pub measured_s: f64,
-    /// Operations per second after the warm-up, point operations only
-    /// (open loop: those completed within the schedule).
-    pub throughput_ops_per_s: f64,
-    /// Operations of each kind (`Op::index`) the throughput counts.
-    pub window_ops: [u64; crate::mix::Op::COUNT],
     /// CPU.
     pub cpu: CpuUse,
-    /// False if some worker's CPU time could not be read: `cpu.workers_s`
-    /// then undercounts, and nothing per operation is derived from it.
+    /// False if some worker's CPU time could not be read.
     pub workers_cpu_known: bool,
+    /// Steal time the hypervisor reported over the load, all CPUs, ms
+    /// (10 ms resolution).
+    pub steal_ms: Option<f64>,
     /// Wall-clock start of the load.
     pub started_at: SystemTime,
     /// Warm-up actually excluded (whole intervals).
     pub warmup: Duration,
 }
 
-impl Outcome {
-    /// Point operations (lists left out) the throughput counts.
-    #[must_use]
-    pub fn window_point_ops(&self) -> u64 {
-        point_ops(&self.window_ops)
+/// How one load phase is laid out in time, ns on the run's clock.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    start_ns: u64,
+    end_ns: u64,
+    warmup_ns: u64,
+    interval_ns: u64,
+    slices: Slices,
+}
+
+impl Timing {
+    /// Warm-up in whole intervals; the measured time in whole pairs of
+    /// slices, so that both sides get as much of it.
+    fn of(scenario: &Scenario, phase: Phase, peer: bool) -> Self {
+        let interval_ns = scenario.interval.as_ns();
+        let slice_ns = scenario.slice.as_ns();
+        let warmup_ns = nanos(phase.warmup).div_ceil(interval_ns) * interval_ns;
+        let pair_ns = if peer { 2 * slice_ns } else { slice_ns };
+        let measured_ns = nanos(phase.duration).div_ceil(pair_ns).max(1) * pair_ns;
+        let start_ns = START_LEAD_NS;
+        Self {
+            start_ns,
+            end_ns: start_ns + warmup_ns + measured_ns,
+            warmup_ns,
+            interval_ns,
+            slices: Slices {
+                start_ns,
+                slice_ns,
+                seed: scenario.seed,
+                peer,
+            },
+        }
     }
 }
 
-/// The point operations (lists left out) among counts by `Op::index`.
-fn point_ops(counts: &[u64; crate::mix::Op::COUNT]) -> u64 {
-    crate::mix::Op::ALL
-        .iter()
-        .filter(|op| **op != crate::mix::Op::List)
-        .map(|op| counts[op.index()])
-        .sum()
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The clients of one side on one worker thread (or the lister).
+type Job = (ClientPlan, ClientState, Recorder);
+
+/// What a thread reports when its clients are done.
 struct ThreadCpu {
+    side: Side,
     point: bool,
     /// `None` where per-thread CPU time cannot be read (no schedstat).
     cpu_ns: Option<u64>,
     end_ns: u64,
 }
 
-/// This thread's CPU time since `before`, if both readings exist.
-fn cpu_since(before: Option<u64>) -> Option<u64> {
-    procfs::thread_cpu_ns()
-        .zip(before)
-        .map(|(after, before)| after.saturating_sub(before))
-}
-
-/// Runs one load phase against `store` over `population`.
-#[allow(clippy::too_many_lines)] // one linear setup: plans, threads, collection, accounting
-pub fn run<B: Backend>(
-    store: &Arc<B>,
+/// Plans each client of `side`: point clients `first..first + clients`,
+/// then the lister (`first + clients`) if the scenario lists.
+fn plan_side(
     scenario: &Scenario,
-    population: &Arc<[SessionId]>,
     phase: Phase,
-    progress: Option<&ProgressBar>,
-) -> Outcome {
-    let interval_ns = scenario.interval.as_ns();
-    let warmup_intervals = u64::try_from(phase.warmup.as_nanos())
-        .unwrap_or(u64::MAX)
-        .div_ceil(interval_ns);
-    let warmup_ns = warmup_intervals * interval_ns;
-    let total_ns = warmup_ns + u64::try_from(phase.duration.as_nanos()).unwrap_or(u64::MAX);
-    let churn_timeout = Timeout::After(scenario.churn_timeout.0);
+    timing: Timing,
+    side: Side,
+    population: &Arc<[SessionId]>,
+    first: usize,
+) -> (Vec<Vec<usize>>, Option<usize>, Vec<ClientPlan>, Vec<ClientState>) {
     let clients = scenario.clients;
-    let lister = scenario.list.rate_per_s > 0.0;
-    let client_count = clients + usize::from(lister);
-
-    let origin = Instant::now();
-    let started_at = SystemTime::now();
-    let start_ns = START_LEAD_NS;
-    let end_ns = start_ns + total_ns;
-
-    let point_plan = |client: usize| {
-        let pace = match phase.rate {
+    let point_plan = |client: usize| ClientPlan {
+        start_ns: timing.start_ns,
+        end_ns: timing.end_ns,
+        ops_max: if phase.ops_max == 0 {
+            u64::MAX
+        } else {
+            phase.ops_max.div_ceil(clients as u64)
+        },
+        pace: match phase.rate {
             Rate::Max => Pace::Closed,
             Rate::PerSec(rate) => {
                 let period_ns = 1e9 * clients as f64 / rate;
@@ -158,203 +221,285 @@ pub fn run<B: Backend>(
                     offset_ns: period_ns * client as f64 / clients as f64,
                 }
             }
-        };
-        let ops_max = if phase.ops_max == 0 {
-            u64::MAX
-        } else {
-            phase.ops_max.div_ceil(clients as u64)
-        };
-        ClientPlan {
-            start_ns,
-            end_ns,
-            ops_max,
-            pace,
-            work: Work::Point {
-                mix: scenario.mix.table(),
-                keys: crate::mix::KeySampler::new(scenario.keys, population.len()),
+        },
+        work: Work::Point {
+            mix: scenario.mix.table(),
+            keys: KeySampler::new(scenario.keys, population.len()),
+        },
+        side,
+        slices: timing.slices,
+    };
+    let mut plans: Vec<ClientPlan> = (0..clients).map(point_plan).collect();
+    let lister = (scenario.list.rate_per_s > 0.0).then(|| {
+        plans.push(ClientPlan {
+            ops_max: u64::MAX,
+            pace: Pace::Open {
+                period_ns: 1e9 / scenario.list.rate_per_s,
+                offset_ns: 0.0,
             },
-        }
-    };
-    let list_plan = ClientPlan {
-        start_ns,
-        end_ns,
-        ops_max: u64::MAX,
-        pace: Pace::Open {
-            period_ns: 1e9 / scenario.list.rate_per_s.max(1e-9),
-            offset_ns: 0.0,
-        },
-        work: Work::List {
-            page: scenario.list.page,
-        },
-    };
-    let state = |client: usize| {
-        let seed = scenario
-            .seed
-            .wrapping_add((client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        ClientState::new(
-            seed,
-            Arc::clone(population),
-            scenario.metadata_bytes,
-            churn_timeout,
-        )
-    };
-
-    let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
-    let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Box<OpHists>>(client_count * 2);
-    let comment = format!(
-        "loadgen {} scenario {} rate {} clients {} warm-up {} intervals of {}",
-        env!("CARGO_PKG_VERSION"),
-        scenario.name,
-        phase.rate,
-        clients,
-        warmup_intervals,
-        scenario.interval
-    );
-    let mut collector = Collector::new(
-        client_count,
-        interval_ns,
-        warmup_intervals,
-        started_at,
-        spare_tx,
-        &comment,
-    );
-
-    if let Rate::PerSec(_) = phase.rate {
-        // Open loop: throughput counts what completed within the schedule.
-        collector.set_window_end(total_ns.div_ceil(interval_ns));
-    }
-    let process_before = procfs::process_cpu_ns();
-    let sweeper_before = procfs::named_thread_cpu_ns(SWEEPER_THREAD);
-    store.load_started(origin + Duration::from_nanos(start_ns));
-
-    let thread_cpu: Vec<ThreadCpu> = std::thread::scope(|scope| {
-        let mut handles = Vec::new();
-        let workers = scenario.workers;
-        let mut next_client = 0;
-        for w in 0..workers {
+            work: Work::List {
+                page: scenario.list.page,
+            },
+            ..point_plan(0)
+        });
+        first + clients
+    });
+    // Both sides draw the same sequence of operations and keys.
+    let states = (0..plans.len())
+        .map(|client| {
+            let seed = scenario
+                .seed
+                .wrapping_add((client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            ClientState::new(
+                seed,
+                Arc::clone(population),
+                scenario.metadata_bytes,
+                Timeout::After(scenario.churn_timeout.0),
+            )
+        })
+        .collect();
+    let workers = scenario.workers;
+    let mut next = first;
+    let threads = (0..workers)
+        .map(|w| {
             let share = clients / workers + usize::from(w < clients % workers);
-            let ids: Vec<usize> = (next_client..next_client + share).collect();
-            next_client += share;
-            let jobs: Vec<_> = ids
-                .iter()
-                .map(|&c| {
-                    let recorder = Recorder::new(c, start_ns, interval_ns, tx.clone(), spare_rx.clone());
-                    (point_plan(c), state(c), recorder)
+            let ids = (next..next + share).collect();
+            next += share;
+            ids
+        })
+        .collect();
+    (threads, lister, plans, states)
+}
+
+/// Starts one side's threads in `scope`; each returns its CPU when done.
+fn spawn_side<'scope, S: Backend>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    store: &Arc<S>,
+    side: Side,
+    origin: Instant,
+    layout: (Vec<Vec<usize>>, Option<usize>, Vec<ClientPlan>, Vec<ClientState>),
+    first: usize,
+    channels: &(
+        crossbeam_channel::Sender<Msg>,
+        crossbeam_channel::Receiver<Box<OpHists>>,
+    ),
+) -> Vec<std::thread::ScopedJoinHandle<'scope, ThreadCpu>> {
+    let (threads, lister, plans, states) = layout;
+    let mut jobs: Vec<Option<Job>> = plans
+        .into_iter()
+        .zip(states)
+        .enumerate()
+        .map(|(i, (plan, state))| {
+            let recorder = Recorder::new(first + i, channels.0.clone(), channels.1.clone());
+            Some((plan, state, recorder))
+        })
+        .collect();
+    let mut take = |id: usize| jobs[id - first].take().expect("each client once");
+    let mut groups: Vec<(String, bool, Vec<Job>)> = threads
+        .into_iter()
+        .enumerate()
+        .map(|(w, ids)| {
+            let group = ids.into_iter().map(&mut take).collect();
+            (format!("loadgen-{}-{w}", side.name()), true, group)
+        })
+        .collect();
+    if let Some(id) = lister {
+        groups.push((format!("loadgen-{}-lister", side.name()), false, vec![take(id)]));
+    }
+    groups
+        .into_iter()
+        .map(|(name, point, group)| {
+            let store = Arc::clone(store);
+            std::thread::Builder::new()
+                .name(name)
+                .spawn_scoped(scope, move || {
+                    let cpu_before = procfs::thread_cpu_ns();
+                    let end_ns = run_clients(&store, origin, group);
+                    ThreadCpu {
+                        side,
+                        point,
+                        cpu_ns: procfs::thread_cpu_ns()
+                            .zip(cpu_before)
+                            .map(|(after, before)| after.saturating_sub(before)),
+                        end_ns,
+                    }
                 })
-                .collect();
-            let store = Arc::clone(store);
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("loadgen-worker-{w}"))
-                    .spawn_scoped(scope, move || {
-                        let cpu_before = procfs::thread_cpu_ns();
-                        let end = run_clients(&store, origin, jobs);
-                        ThreadCpu {
-                            point: true,
-                            cpu_ns: cpu_since(cpu_before),
-                            end_ns: end,
-                        }
-                    })
-                    .expect("spawning a worker thread"),
-            );
+                .expect("spawning a load thread")
+        })
+        .collect()
+}
+
+/// Runs one load phase: the backend in its slices and, if `peer` is given,
+/// the reference peer in the others.
+pub fn run<B: Backend>(
+    backend: &Arc<B>,
+    peer: Option<&Arc<PeerStore>>,
+    scenario: &Scenario,
+    populations: &Populations,
+    phase: Phase,
+    progress: Option<&Progress>,
+) -> Outcome {
+    let timing = Timing::of(scenario, phase, peer.is_some());
+    let origin = Instant::now();
+    let started_at = SystemTime::now();
+    let backend_layout = plan_side(scenario, phase, timing, Side::Backend, &populations.backend, 0);
+    let peer_first = backend_layout.2.len();
+    let peer_layout = peer.map(|_| {
+        let population = populations.peer.as_ref().expect("a peer has a population");
+        plan_side(scenario, phase, timing, Side::Peer, population, peer_first)
+    });
+    let clients = peer_first + peer_layout.as_ref().map_or(0, |l| l.2.len());
+    let sides = (0..clients)
+        .map(|c| if c < peer_first { Side::Backend } else { Side::Peer })
+        .collect();
+    let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
+    let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Box<OpHists>>(clients * 2);
+    let mut collector = Collector::new(
+        CollectorPlan {
+            sides,
+            slices: timing.slices,
+            warmup_slices: timing.warmup_ns / timing.slices.slice_ns,
+            interval_ns: timing.interval_ns,
+            started_at,
+            comment: format!(
+                "loadgen {} scenario {} rate {} clients {} warm-up {} of {} intervals, slices of {}",
+                env!("CARGO_PKG_VERSION"),
+                scenario.name,
+                phase.rate,
+                scenario.clients,
+                Duration::from_nanos(timing.warmup_ns).as_secs_f64(),
+                scenario.interval,
+                scenario.slice
+            ),
+        },
+        spare_tx,
+    );
+    let before = Readings::now();
+    backend.load_started(&LoadClock {
+        origin,
+        slices: timing.slices,
+        measured_start_ns: timing.start_ns + timing.warmup_ns,
+    });
+    let channels = (tx, spare_rx);
+    let thread_cpu: Vec<ThreadCpu> = std::thread::scope(|scope| {
+        let mut handles = spawn_side(
+            scope,
+            backend,
+            Side::Backend,
+            origin,
+            backend_layout,
+            0,
+            &channels,
+        );
+        if let (Some(peer), Some(layout)) = (peer, peer_layout) {
+            handles.extend(spawn_side(
+                scope,
+                peer,
+                Side::Peer,
+                origin,
+                layout,
+                peer_first,
+                &channels,
+            ));
         }
-        if lister {
-            let recorder = Recorder::new(clients, start_ns, interval_ns, tx.clone(), spare_rx.clone());
-            let jobs = vec![(list_plan.clone(), state(clients), recorder)];
-            let store = Arc::clone(store);
-            handles.push(
-                std::thread::Builder::new()
-                    .name("loadgen-lister".into())
-                    .spawn_scoped(scope, move || {
-                        let cpu_before = procfs::thread_cpu_ns();
-                        let end = run_clients(&store, origin, jobs);
-                        ThreadCpu {
-                            point: false,
-                            cpu_ns: cpu_since(cpu_before),
-                            end_ns: end,
-                        }
-                    })
-                    .expect("spawning the lister thread"),
-            );
-        }
-        drop(tx);
-        collect(&mut collector, &rx, origin, start_ns, total_ns, progress);
+        drop(channels);
+        collect(&mut collector, &rx, origin, timing, progress);
         handles
             .into_iter()
             .map(|h| h.join().expect("a load thread panicked"))
             .collect()
     });
+    let after = Readings::now();
+    assemble(collector.finish(), &thread_cpu, timing, before, after, started_at)
+}
 
-    let sweeper_after = procfs::named_thread_cpu_ns(SWEEPER_THREAD);
-    let process_after = procfs::process_cpu_ns();
+/// Process-wide counters read around the load, ns.
+#[derive(Clone, Copy)]
+struct Readings {
+    sweeper_cpu: Option<u64>,
+    process_cpu: Option<u64>,
+    steal: Option<u64>,
+}
+
+impl Readings {
+    fn now() -> Self {
+        Self {
+            sweeper_cpu: procfs::named_thread_cpu_ns(SWEEPER_THREAD),
+            process_cpu: procfs::process_cpu_ns(),
+            steal: procfs::steal_ns(),
+        }
+    }
+}
+
+fn assemble(
+    collected: Collected,
+    thread_cpu: &[ThreadCpu],
+    timing: Timing,
+    before: Readings,
+    after: Readings,
+    started_at: SystemTime,
+) -> Outcome {
+    let ns_to_s = |ns: u64| Duration::from_nanos(ns).as_secs_f64();
     let last_end_ns = thread_cpu
         .iter()
         .filter(|t| t.point)
         .map(|t| t.end_ns)
         .max()
-        .unwrap_or(end_ns);
-    let ns_to_s = |ns: u64| Duration::from_nanos(ns).as_secs_f64();
-    let workers_cpu_known = thread_cpu.iter().all(|t| t.cpu_ns.is_some());
-    // Open loop: the schedule defines the measured window (operations that
-    // complete after it were scheduled inside it); closed loop: until the end.
-    let measured_end_ns = match phase.rate {
-        Rate::Max => last_end_ns,
-        Rate::PerSec(_) => last_end_ns.min(end_ns),
+        .unwrap_or(timing.end_ns);
+    let cpu_of = |point: bool, side: Option<Side>| {
+        ns_to_s(
+            thread_cpu
+                .iter()
+                .filter(|t| t.point == point && side.is_none_or(|s| s == t.side))
+                .filter_map(|t| t.cpu_ns)
+                .sum(),
+        )
     };
-    let measured_s = ns_to_s(measured_end_ns.saturating_sub(start_ns + warmup_ns).max(1));
-    // Open loop: only completions inside the window count (a backlog
-    // worked off after the schedule ended would overstate the rate held;
-    // those operations keep their latency in the histograms).
-    let throughput_ops_per_s = point_ops(&collector.window_ops) as f64 / measured_s;
+    let since = |b: Option<u64>, a: Option<u64>| b.zip(a).map(|(b, a)| a.saturating_sub(b));
     let cpu = CpuUse {
-        wall_s: ns_to_s(last_end_ns.saturating_sub(start_ns)),
-        workers_s: ns_to_s(
-            thread_cpu
-                .iter()
-                .filter(|t| t.point)
-                .filter_map(|t| t.cpu_ns)
-                .sum(),
-        ),
-        lister_s: ns_to_s(
-            thread_cpu
-                .iter()
-                .filter(|t| !t.point)
-                .filter_map(|t| t.cpu_ns)
-                .sum(),
-        ),
-        sweeper_s: sweeper_before
-            .zip(sweeper_after)
-            .map(|(b, a)| ns_to_s(a.saturating_sub(b))),
-        process_s: process_before
-            .zip(process_after)
-            .map(|(b, a)| ns_to_s(a.saturating_sub(b))),
+        wall_s: ns_to_s(last_end_ns.saturating_sub(timing.start_ns)),
+        workers_s: cpu_of(true, Some(Side::Backend)),
+        peer_workers_s: cpu_of(true, Some(Side::Peer)),
+        lister_s: cpu_of(false, None),
+        sweeper_s: since(before.sweeper_cpu, after.sweeper_cpu).map(ns_to_s),
+        process_s: since(before.process_cpu, after.process_cpu).map(ns_to_s),
     };
+    let Collected {
+        tallies: [backend_tally, peer_tally],
+        slices,
+        timeline,
+        interval_log,
+        summaries: [backend_summary, peer_summary],
+    } = collected;
+    let slice_ns = timing.slices.slice_ns;
     Outcome {
-        timeline: std::mem::take(&mut collector.timeline),
-        interval_log: collector.log().to_vec(),
-        summary: collector.summary,
-        totals: collector.totals,
-        measured_s,
-        throughput_ops_per_s,
-        window_ops: collector.window_ops,
+        backend: SideOutcome::of(backend_tally, backend_summary, slice_ns),
+        peer: timing
+            .slices
+            .peer
+            .then(|| SideOutcome::of(peer_tally, peer_summary, slice_ns)),
+        slices,
+        slice_ns,
+        timeline,
+        interval_log,
+        measured_s: ns_to_s(timing.end_ns - timing.start_ns - timing.warmup_ns),
         cpu,
-        workers_cpu_known,
+        workers_cpu_known: thread_cpu.iter().all(|t| t.cpu_ns.is_some()),
+        steal_ms: since(before.steal, after.steal).map(|ns| ns as f64 / 1e6),
         started_at,
-        warmup: Duration::from_nanos(warmup_ns),
+        warmup: Duration::from_nanos(timing.warmup_ns),
     }
 }
 
-type Job = (ClientPlan, ClientState, Recorder);
-
 /// Runs this thread's clients; returns when the last ends (run-clock ns).
-fn run_clients<B: Backend>(store: &Arc<B>, origin: Instant, jobs: Vec<Job>) -> u64 {
-    if B::READY_FUTURES && jobs.len() == 1 {
+fn run_clients<S: Backend>(store: &Arc<S>, origin: Instant, jobs: Vec<Job>) -> u64 {
+    if S::READY_FUTURES && jobs.len() == 1 {
         let time = SpinTime::new(origin);
         let (plan, mut state, mut recorder) = jobs.into_iter().next().expect("one job");
         let mut summary = block_on_ready(drive(&**store, &time, &plan, &mut state, &mut recorder));
-        summary.end_ns = crate::clock::Time::now_ns(&time);
+        summary.end_ns = time.now_ns();
         let end = summary.end_ns;
-        recorder.finish(summary);
+        recorder.finish(summary, time.take_lost());
         return end;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -368,9 +513,9 @@ fn run_clients<B: Backend>(store: &Arc<B>, origin: Instant, jobs: Vec<Job>) -> u
             tasks.push(tokio::spawn(async move {
                 let time = TokioTime::new(origin);
                 let mut summary = drive(&*store, &time, &plan, &mut state, &mut recorder).await;
-                summary.end_ns = crate::clock::Time::now_ns(&time);
+                summary.end_ns = time.now_ns();
                 let end = summary.end_ns;
-                recorder.finish(summary);
+                recorder.finish(summary, time.take_lost());
                 end
             }));
         }
@@ -386,12 +531,12 @@ fn collect(
     collector: &mut Collector,
     rx: &crossbeam_channel::Receiver<Msg>,
     origin: Instant,
-    start_ns: u64,
-    total_ns: u64,
-    progress: Option<&ProgressBar>,
+    timing: Timing,
+    progress: Option<&Progress>,
 ) {
+    let total_ns = timing.end_ns - timing.start_ns;
     if let Some(bar) = progress {
-        bar.set_length(total_ns / 1_000_000);
+        bar.start_load(total_ns);
     }
     while !collector.finished() {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -400,10 +545,8 @@ fn collect(
             Err(RecvTimeoutError::Disconnected) => break,
         }
         if let Some(bar) = progress {
-            #[allow(clippy::cast_possible_truncation)]
-            let elapsed_ns = origin.elapsed().as_nanos() as u64;
-            bar.set_position(elapsed_ns.saturating_sub(start_ns).min(total_ns) / 1_000_000);
-            bar.set_message(format!("{} ops", collector.ops_seen));
+            let elapsed_ns = nanos(origin.elapsed()).saturating_sub(timing.start_ns);
+            bar.update_load(elapsed_ns.min(total_ns), collector.ops_seen, collector.latest());
         }
     }
 }
@@ -411,47 +554,138 @@ fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::{ready, Future};
+    use std::sync::Mutex;
+
+    /// Answers at once and logs which session each read asked for.
+    struct Log(Mutex<Vec<SessionId>>);
+
+    impl session_engine::SessionStore for Log {
+        fn create(
+            &self,
+            _: &[u8],
+            _: Timeout,
+        ) -> impl Future<Output = session_engine::Result<SessionId>> + Send {
+            ready(Err(session_engine::Error::NotFound))
+        }
+        fn insert(
+            &self,
+            _: SessionId,
+            _: &[u8],
+            _: Timeout,
+        ) -> impl Future<Output = session_engine::Result<()>> + Send {
+            ready(Ok(()))
+        }
+        fn get(
+            &self,
+            id: &SessionId,
+        ) -> impl Future<Output = session_engine::Result<session_engine::Session>> + Send {
+            self.0.lock().unwrap().push(*id);
+            ready(Err(session_engine::Error::NotFound))
+        }
+        fn peek(
+            &self,
+            id: &SessionId,
+        ) -> impl Future<Output = session_engine::Result<session_engine::Session>> + Send {
+            self.get(id)
+        }
+        fn update<F>(
+            &self,
+            id: &SessionId,
+            _: F,
+        ) -> impl Future<Output = session_engine::Result<session_engine::Session>> + Send
+        where
+            F: FnMut(&[u8]) -> Vec<u8> + Send,
+        {
+            self.get(id)
+        }
+        fn touch(&self, _: &SessionId) -> impl Future<Output = session_engine::Result<()>> + Send {
+            ready(Ok(()))
+        }
+        fn delete(&self, _: &SessionId) -> impl Future<Output = session_engine::Result<()>> + Send {
+            ready(Ok(()))
+        }
+        fn set_ttl(
+            &self,
+            _: &SessionId,
+            _: Timeout,
+        ) -> impl Future<Output = session_engine::Result<()>> + Send {
+            ready(Ok(()))
+        }
+        fn contains(&self, _: &SessionId) -> impl Future<Output = session_engine::Result<bool>> + Send {
+            ready(Ok(false))
+        }
+        fn len(&self) -> impl Future<Output = session_engine::Result<usize>> + Send {
+            ready(Ok(0))
+        }
+        fn list(
+            &self,
+            _: session_engine::Cursor,
+            _: usize,
+        ) -> impl Future<Output = session_engine::Result<session_engine::Page>> + Send {
+            ready(Ok(session_engine::Page {
+                sessions: Vec::new(),
+                next: None,
+            }))
+        }
+        fn cleanup_expired(&self) -> impl Future<Output = session_engine::Result<usize>> + Send {
+            ready(Ok(0))
+        }
+    }
+
+    impl Backend for Log {
+        const READY_FUTURES: bool = true;
+    }
 
     #[test]
     fn clients_sharing_a_thread_take_turns_against_a_store_that_answers_at_once() {
-        // Two clients on one thread (tokio tasks), closed loop, against the
-        // null store, whose futures are always ready: without a yield per
-        // operation the first client would run to the end alone.
-        let scenario = Scenario::default();
-        let population: Arc<[SessionId]> = (0..64u8).map(|n| SessionId::from_bytes([n; 16])).collect();
-        let store = Arc::new(crate::backend::NullStore);
+        // Two clients on one thread (tokio tasks), closed loop, 100 reads
+        // each, against a store whose futures are always ready: without a
+        // yield per operation the first client would issue all its reads
+        // before the second issued one. Each client reads only its own
+        // session, so the store's log shows whose turn it was.
+        let store = Arc::new(Log(Mutex::new(Vec::new())));
         let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
         let (_spare_tx, spare_rx) = crossbeam_channel::bounded::<Box<OpHists>>(8);
-        let jobs: Vec<Job> = (0..2)
+        let jobs: Vec<Job> = (0..2u8)
             .map(|client| {
+                let own: Arc<[SessionId]> = vec![SessionId::from_bytes([client; 16])].into();
                 let plan = ClientPlan {
                     start_ns: 0,
-                    end_ns: 50_000_000,
-                    ops_max: u64::MAX,
+                    end_ns: u64::MAX / 2,
+                    ops_max: 100,
                     pace: Pace::Closed,
                     work: Work::Point {
-                        mix: scenario.mix.table(),
-                        keys: crate::mix::KeySampler::new(scenario.keys, population.len()),
+                        mix: "get=1".parse::<crate::mix::Mix>().unwrap().table(),
+                        keys: KeySampler::new(crate::mix::KeyDist::Uniform, 1),
                     },
+                    side: Side::Backend,
+                    slices: Slices::backend_only(0, u64::MAX / 4),
                 };
-                let state = ClientState::new(
-                    7 + client as u64,
-                    Arc::clone(&population),
-                    16,
-                    Timeout::After(Duration::from_secs(60)),
-                );
-                let recorder = Recorder::new(client, 0, 10_000_000, tx.clone(), spare_rx.clone());
+                let state = ClientState::new(7, own, 16, Timeout::Never);
+                let recorder = Recorder::new(usize::from(client), tx.clone(), spare_rx.clone());
                 (plan, state, recorder)
             })
             .collect();
         drop(tx);
+        // Two jobs on one thread: the tokio path, whatever the store.
         run_clients(&store, Instant::now(), jobs);
-        let mut ops = [0u64; 2];
-        for msg in rx.try_iter() {
-            if let Msg::Done { client, summary } = msg {
-                ops[client] = summary.ops;
-            }
+        let log = store.0.lock().unwrap();
+        assert_eq!(log.len(), 200);
+        let mut longest_turn = 0;
+        let mut turn = 0;
+        for (i, id) in log.iter().enumerate() {
+            turn = if i > 0 && log[i - 1] == *id { turn + 1 } else { 1 };
+            longest_turn = longest_turn.max(turn);
         }
-        assert!(ops.iter().all(|&n| n > 1_000), "operations per client: {ops:?}");
+        assert!(
+            longest_turn <= 2,
+            "one client issued {longest_turn} reads in a row while the other waited"
+        );
+        let done = rx
+            .try_iter()
+            .filter(|m| matches!(m, Msg::Done { summary, .. } if summary.ops == 100))
+            .count();
+        assert_eq!(done, 2);
     }
 }
