@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::Error;
-use crate::gate::{self, GATED_DEFAULT};
-use crate::limits::{GATE_REPEAT_MAX, SWEEP_RETRIES_MAX, SWEEP_STEPS_MAX};
+use crate::gate;
+use crate::limits::{
+    GATE_REPEAT_MAX, GATE_ROUNDS_MAX, GATE_SESSIONS_MAX, SWEEP_RETRIES_MAX, SWEEP_STEPS_MAX,
+};
 use crate::mix::{KeyDist, Mix};
 use crate::output::Column;
 use crate::run::{self, RunRequest};
@@ -41,18 +43,27 @@ pub struct Cli {
 pub enum Command {
     /// Run one scenario, print the verdict table, write the results.
     Run(RunArgs),
-    /// Step the offered rate up until a target breaks; report the knee.
+    /// Step the offered rate up until a bound breaks, bisect to the knee
+    /// within 5%; report it and the bound that broke first.
     Sweep(SweepArgs),
-    /// Compare with a committed baseline; fail only on a regression.
+    /// The CI gates: the engine's CPU per operation over the peer's
+    /// (wall clock), or its instructions per operation (--instructions),
+    /// against a committed baseline; fail only on a regression.
     Gate(GateArgs),
+    /// Two runs' result documents side by side, per operation.
+    Compare(CompareArgs),
     /// List the shipped scenarios and target tiers.
     List,
+    /// The instruction gate's counted loops (run under callgrind by
+    /// `gate --instructions`).
+    #[command(hide = true)]
+    OpLoops(OpLoopsArgs),
 }
 
 /// Scenario selection and overrides, shared by every subcommand.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ScenarioArgs {
-    /// A shipped scenario (default, gate, peak, tiny) or a TOML file.
+    /// A shipped scenario (default, peak, tiny) or a TOML file.
     #[arg(long, short = 's', default_value = "default")]
     pub scenario: String,
     /// Live sessions kept during the load.
@@ -257,35 +268,73 @@ pub struct SweepArgs {
 /// `loadgen gate`.
 #[derive(Debug, Args)]
 pub struct GateArgs {
-    /// The committed baseline.
-    #[arg(long, default_value = "results/baseline.json")]
-    pub baseline: PathBuf,
-    /// Runs to take medians over.
-    #[arg(long, default_value_t = 5)]
+    /// The instruction-count gate (callgrind; deterministic) instead of the
+    /// wall-clock one.
+    #[arg(long)]
+    pub instructions: bool,
+    /// The baseline (default: results/baseline.json, or
+    /// results/baseline-instructions.json with --instructions).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Wall clock: runs (fresh engine and peer each: new hash seeds, new
+    /// memory layout) to take the median of.
+    #[arg(long, default_value_t = 20)]
     pub repeat: usize,
-    /// Allowed change before a metric counts as a regression (e.g. 10%).
-    #[arg(long, default_value = "10%")]
-    pub tolerance: String,
-    /// Metric families that gate: cpu (worker CPU per op), throughput, p50, p99, p999.
-    #[arg(long, default_value = GATED_DEFAULT, value_delimiter = ',')]
-    pub metrics: Vec<String>,
-    /// Judge the raw figures instead of their ratios to the reference peer
-    /// measured in the same run (only on a dedicated, quiet machine).
+    /// Wall clock: rounds per run (default: the baseline's plan).
     #[arg(long)]
-    pub raw: bool,
-    /// Compare these result files instead of running.
+    pub rounds: Option<usize>,
+    /// Allowed change before a kind counts as a regression, e.g. 8%
+    /// (default: 8% wall clock, 2% instructions).
     #[arg(long)]
-    pub candidate: Vec<PathBuf>,
-    /// Make a new baseline at this path from `repeat` runs (of --scenario,
-    /// default "gate") instead of comparing.
+    pub tolerance: Option<String>,
+    /// Make a new baseline at this path instead of comparing
+    /// (scripts/refresh-baseline.sh writes both).
     #[arg(long)]
     pub write_baseline: Option<PathBuf>,
-    /// The scenario for --write-baseline (a gate run reruns the baseline's own).
+    /// Wall clock: how far the peer's cost may be from the baseline's for a
+    /// run to count (default 15%: further, the machine is in another state,
+    /// which moves the ratios too).
     #[arg(long)]
-    pub scenario: Option<String>,
-    /// No progress bar.
+    pub peer_drift: Option<String>,
+    /// With --write-baseline: live sessions in each store (default 100K).
+    #[arg(long, requires = "write_baseline")]
+    pub sessions: Option<usize>,
+    /// With --write-baseline: operations per slice (wall clock, default
+    /// 10K) or per loop (instructions, default 20K).
+    #[arg(long, requires = "write_baseline")]
+    pub ops: Option<usize>,
+    /// Write the gate's result (runs, rows, verdict) as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// `loadgen compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The earlier run's result.json.
+    pub a: PathBuf,
+    /// The later run's result.json.
+    pub b: PathBuf,
+}
+
+/// `loadgen op-loops` (hidden).
+#[derive(Debug, Args)]
+pub struct OpLoopsArgs {
+    /// Live sessions in each store.
+    #[arg(long)]
+    pub sessions: usize,
+    /// Metadata bytes of each.
+    #[arg(long)]
+    pub metadata_bytes: usize,
+    /// Operations per loop.
+    #[arg(long)]
+    pub ops: usize,
+    /// Draws the ids and keys.
+    #[arg(long)]
+    pub seed: u64,
 }
 
 /// The exit code of a verdict.
@@ -305,6 +354,14 @@ pub fn main_with(cli: Cli, command_line: Vec<String>) -> i32 {
         Command::Run(args) => cmd_run(&args, command_line),
         Command::Sweep(args) => cmd_sweep(&args, command_line),
         Command::Gate(args) => cmd_gate(&args, command_line),
+        Command::Compare(args) => crate::compare::execute(&args.a, &args.b).map(|()| EXIT_PASS),
+        Command::OpLoops(args) => crate::callgrind::run_loops(&crate::callgrind::CountPlan {
+            sessions: args.sessions,
+            metadata_bytes: args.metadata_bytes,
+            ops: args.ops,
+            seed: args.seed,
+        })
+        .map(|()| EXIT_PASS),
         Command::List => {
             println!("scenarios (--scenario NAME, or a TOML file):");
             for (name, text) in scenario::BUILTIN {
@@ -395,9 +452,16 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
     };
     let report = sweep::execute(&request)?;
     print!("{}", report.table());
-    match report.knee_ops_per_s {
-        Some(k) => println!("\nknee: {k:.0} ops/s (highest offered rate that held every bound)"),
-        None => println!("\nknee: none (the first step already failed)"),
+    match (report.knee_ops_per_s, report.broke_at_ops_per_s) {
+        (Some(k), Some(b)) => println!(
+            "\nknee: {k:.0} ops/s (highest offered rate that held every bound; {b:.0} ops/s broke {})",
+            report.broke_first.join(", ")
+        ),
+        (Some(k), None) => println!("\nknee: {k:.0} ops/s (the highest step; nothing broke)"),
+        (None, _) => println!(
+            "\nknee: none (the first step already broke {})",
+            report.broke_first.join(", ")
+        ),
     }
     if let Some(dir) = out_dir {
         report.write(&dir)?;
@@ -411,32 +475,55 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
 }
 
 fn cmd_gate(args: &GateArgs, command: Vec<String>) -> Result<i32, Error> {
-    let tolerance = gate::parse_tolerance(&args.tolerance).map_err(Error::Usage)?;
+    let tolerance = args
+        .tolerance
+        .as_deref()
+        .map(gate::parse_tolerance)
+        .transpose()
+        .map_err(Error::Usage)?;
     if args.repeat == 0 || args.repeat > GATE_REPEAT_MAX {
         return Err(Error::Usage(format!(
             "--repeat must be between 1 and {GATE_REPEAT_MAX}"
         )));
     }
-    for m in &args.metrics {
-        if !gate::FAMILIES.contains(&m.as_str()) {
-            return Err(Error::Usage(format!(
-                "--metrics: unknown family {m:?} (one of {})",
-                gate::FAMILIES.join(", ")
-            )));
-        }
+    if args.sessions.is_some_and(|s| s == 0 || s > GATE_SESSIONS_MAX)
+        || args.ops.is_some_and(|o| o == 0 || o > GATE_SESSIONS_MAX)
+    {
+        return Err(Error::Usage(format!(
+            "--sessions and --ops must be between 1 and {GATE_SESSIONS_MAX}"
+        )));
+    }
+    if args.rounds.is_some_and(|r| r == 0 || r > GATE_ROUNDS_MAX) {
+        return Err(Error::Usage(format!(
+            "--rounds must be between 1 and {GATE_ROUNDS_MAX}"
+        )));
     }
     let request = gate::GateRequest {
+        kind: if args.instructions {
+            gate::GateKind::Instructions
+        } else {
+            gate::GateKind::WallClock
+        },
         baseline: args.baseline.clone(),
         repeat: args.repeat,
         tolerance,
-        metrics: args.metrics.clone(),
-        raw: args.raw,
-        candidates: args.candidate.clone(),
+        rounds: args.rounds,
+        peer_drift: args
+            .peer_drift
+            .as_deref()
+            .map(gate::parse_tolerance)
+            .transpose()
+            .map_err(Error::Usage)?,
+        sessions: args.sessions,
+        ops: args.ops,
         write_baseline: args.write_baseline.clone(),
-        scenario: args.scenario.clone(),
+        out: args.out.clone(),
         quiet: args.quiet,
         command,
     };
-    let passed = gate::execute(&request)?;
-    Ok(if passed { EXIT_PASS } else { EXIT_FAIL })
+    Ok(match gate::execute(&request)? {
+        gate::GateVerdict::Pass => EXIT_PASS,
+        gate::GateVerdict::Fail => EXIT_FAIL,
+        gate::GateVerdict::Inconclusive => EXIT_INCONCLUSIVE,
+    })
 }

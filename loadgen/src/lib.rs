@@ -27,15 +27,19 @@
 )]
 
 pub mod backend;
+pub mod callgrind;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod collect;
+pub mod compare;
+pub mod cost;
 pub mod error;
 pub mod gate;
 pub mod hist;
 pub mod limits;
 pub mod mix;
+pub mod oploop;
 pub mod output;
 pub mod peer;
 pub mod plot;

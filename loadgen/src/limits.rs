@@ -126,6 +126,12 @@ pub const LIST_RATE_MAX_PER_S: f64 = 1e6;
 /// a hundred already takes minutes.
 pub const SWEEP_STEPS_MAX: usize = 100;
 
+/// A sweep bisects between the highest rate that held and the lowest that
+/// broke until they are this close ((broke − held) / held): a step of a
+/// tenth of the peak leaves a factor of two at the first steps, and four
+/// or five more probes of 4 s bring it to 5%.
+pub const KNEE_PRECISION: f64 = 0.05;
+
 /// Most extra attempts at a failed sweep step (`--retries`).
 pub const SWEEP_RETRIES_MAX: usize = 10;
 
@@ -136,3 +142,33 @@ pub const PERCENTILE_COLUMNS_MAX: usize = 12;
 /// Most gate runs (`gate --repeat`): a median over more than 50 runs is no
 /// steadier, and each run takes seconds.
 pub const GATE_REPEAT_MAX: usize = 50;
+
+/// Most sessions in a gate's stores, and most operations per slice or
+/// loop (`gate --write-baseline --sessions/--ops`): 10M sessions of the
+/// default 256 B hold ~5 GiB per store.
+pub const GATE_SESSIONS_MAX: usize = 10_000_000;
+
+/// Most rounds of a gate run (`gate --rounds`): a round takes ~0.2 s.
+pub const GATE_ROUNDS_MAX: usize = 1_000;
+
+/// The wall-clock gate's default tolerance: how much the engine's CPU per
+/// operation over the peer's may grow before the gate fails. Set from the
+/// spread of the gate's medians on this project's 2-core machine, see
+/// `results/gate.md`.
+pub const WALL_TOLERANCE_DEFAULT: f64 = 0.08;
+
+/// A wall-clock gate run whose peer cost (the geometric mean of its CPU per
+/// operation over the kinds) is more than this far from the baseline's was
+/// measured on a machine in another state (other work thrashing the caches
+/// raised it 25% in one hour here, and moved the engine's ratios by up to
+/// 15%): it is set aside, not judged.
+pub const PEER_DRIFT_MAX: f64 = 0.15;
+
+/// A wall-clock gate tries at most this many times as many runs as it
+/// wants comparable ones; with fewer than half of those, it is inconclusive.
+pub const WALL_ATTEMPTS_FACTOR: usize = 2;
+
+/// The instruction gate's default tolerance: instruction counts move only
+/// by the hash seed's probe lengths (a fraction of a percent, see
+/// `results/gate.md`), so 2% is a real change.
+pub const INSTRUCTIONS_TOLERANCE_DEFAULT: f64 = 0.02;

@@ -48,7 +48,7 @@ pub struct Report {
     pub rate_target_ops_per_s: Option<f64>,
     /// The backend's point operations per second over its measured slices.
     pub throughput_ops_per_s: f64,
-    /// Open loop: the backend kept its schedule in the judged slices
+    /// Open loop: the backend kept its schedule in its undisturbed slices
     /// (throughput ≥ 95% of the target and nothing left unsent).
     pub rate_held: Option<bool>,
     /// Seconds of the measured window (both sides; each had half).
@@ -119,8 +119,9 @@ pub struct JudgedReport {
     /// The typical slice's median per kind (the median of the backend's
     /// judged slices' medians), ns.
     pub typical_p50_ns: BTreeMap<String, u64>,
-    /// The backend's point operations per second over its judged slices.
-    pub throughput_ops_per_s: f64,
+    /// The backend's point operations per second over its undisturbed
+    /// slices (what the rate verdict judges).
+    pub throughput_ops_per_s: Option<f64>,
 }
 
 /// One side's slices.
@@ -551,7 +552,7 @@ impl Report {
             let status = match v.status {
                 Status::Pass => "pass".to_owned(),
                 Status::Fail => format!("**FAIL** {}", v.note),
-                Status::NotRun => format!("n/a ({})", v.note),
+                Status::NotRun | Status::Disturbed => format!("n/a ({})", v.note),
             };
             let _ = writeln!(
                 md,

@@ -359,7 +359,7 @@ fn judged_report(outcome: &Outcome, judged: &Judged) -> JudgedReport {
             .iter()
             .filter_map(|(op, f)| f.typical_p50_ns.map(|v| (op.name().to_owned(), v)))
             .collect(),
-        throughput_ops_per_s: outcome.backend.judged_throughput_ops_per_s,
+        throughput_ops_per_s: outcome.backend.quiet_throughput_ops_per_s,
     }
 }
 

@@ -11,9 +11,8 @@ use crate::mix::{KeyDist, Mix};
 use crate::units::{Dur, ParseError, Rate};
 
 /// The scenarios shipped in `loadgen/scenarios/`, by name.
-pub const BUILTIN: [(&str, &str); 4] = [
+pub const BUILTIN: [(&str, &str); 3] = [
     ("default", include_str!("../scenarios/default.toml")),
-    ("gate", include_str!("../scenarios/gate.toml")),
     ("peak", include_str!("../scenarios/peak.toml")),
     ("tiny", include_str!("../scenarios/tiny.toml")),
 ];

@@ -177,8 +177,12 @@ pub struct SideTally {
     pub disturbed: u64,
     /// Point operations completed in their slice, every measured slice.
     pub in_time_all: u64,
-    /// The same, judged slices only.
-    pub in_time_judged: u64,
+    /// The same, undisturbed slices only (what the rate verdict judges: a
+    /// disturbed slice that stays judged for its tail says nothing of the
+    /// rate the backend keeps).
+    pub in_time_quiet: u64,
+    /// Undisturbed measured slices.
+    pub quiet_slices: u64,
     /// Time the machine took over the measured slices, ns.
     pub taken_ns: u64,
     /// The longest single gap, ns.
@@ -200,10 +204,13 @@ impl SideTally {
         self.taken_ns += stats.taken_ns();
         self.gap_max_ns = self.gap_max_ns.max(stats.lost.gap_max_ns);
         self.disturbed += u64::from(stats.disturbed);
+        if !stats.disturbed {
+            self.quiet_slices += 1;
+            self.in_time_quiet += stats.in_time;
+        }
         if stats.standing == Standing::Judged {
             self.judged_slices += 1;
             self.judged.add(hists);
-            self.in_time_judged += stats.in_time;
             for op in Op::ALL {
                 if stats.count_by_op[op.index()] >= TYPICAL_SAMPLES_MIN {
                     self.p50s[op.index()].push(stats.p50_by_op_ns[op.index()]);

@@ -1,5 +1,7 @@
-//! `loadgen sweep`: step the offered rate up until a target breaks; the knee
-//! is the highest rate that held.
+//! `loadgen sweep`: step the offered rate up until a bound breaks, then
+//! bisect between the last step that held and the first that broke until
+//! they are within [`KNEE_PRECISION`]; the knee is the highest rate that
+//! held, reported with the bound that broke first.
 //!
 //! The population is created once; a short closed-loop phase finds the peak
 //! (unless `--to` is given), then open-loop steps run at `to × i / steps`
@@ -16,6 +18,7 @@ use serde::Serialize;
 
 use crate::backend::{with_backend, Backend, BackendJob, EngineProbe};
 use crate::error::Error;
+use crate::limits::KNEE_PRECISION;
 use crate::mix::Op;
 use crate::peer::PeerStore;
 use crate::populate;
@@ -97,8 +100,73 @@ pub struct SweepReport {
     pub steps: Vec<SweepStep>,
     /// Highest offered rate that held everything.
     pub knee_ops_per_s: Option<f64>,
+    /// Lowest offered rate that broke a bound (the knee is within
+    /// `knee_precision` below it).
+    pub broke_at_ops_per_s: Option<f64>,
+    /// The bounds that broke there, most broken first (`tier/op/bound`).
+    pub broke_first: Vec<String>,
+    /// How close the bisection brings the knee to the lowest rate that
+    /// broke: (broke − knee) / knee at most this.
+    pub knee_precision: f64,
     /// Tiers held.
     pub targets: Vec<String>,
+}
+
+/// What one probed rate did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Probe {
+    /// Every bound held (on some attempt).
+    Held,
+    /// A bound broke on every attempt: these, most broken first.
+    Broke(Vec<String>),
+}
+
+/// Where the knee is.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Knee {
+    /// The highest rate that held.
+    pub held: Option<f64>,
+    /// The lowest rate that broke.
+    pub broke_at: Option<f64>,
+    /// What broke there.
+    pub broke_first: Vec<String>,
+}
+
+/// Steps up through `rates` until one breaks, then bisects between the last
+/// that held and the first that broke until they are within `precision` of
+/// each other ((broke − held) / held ≤ precision). A sweep whose first step
+/// breaks has no knee; one that never breaks has its highest step as the
+/// knee. `probe` labels each rate `step i/n` or `bisect`.
+pub fn find_knee(rates: &[f64], precision: f64, probe: &mut dyn FnMut(f64, String) -> Probe) -> Knee {
+    let mut knee = Knee::default();
+    for (i, &rate) in rates.iter().enumerate() {
+        match probe(rate, format!("step {}/{}", i + 1, rates.len())) {
+            Probe::Held => knee.held = Some(rate),
+            Probe::Broke(bounds) => {
+                knee.broke_at = Some(rate);
+                knee.broke_first = bounds;
+                break;
+            }
+        }
+    }
+    let (Some(mut held), Some(mut broke)) = (knee.held, knee.broke_at) else {
+        return knee;
+    };
+    // Each probe halves the gap: from one step of `to / steps` to 5% takes
+    // a handful.
+    while (broke - held) / held > precision {
+        let mid = f64::midpoint(held, broke);
+        match probe(mid, "bisect".into()) {
+            Probe::Held => held = mid,
+            Probe::Broke(bounds) => {
+                broke = mid;
+                knee.broke_first = bounds;
+            }
+        }
+    }
+    knee.held = Some(held);
+    knee.broke_at = Some(broke);
+    knee
 }
 
 struct SweepJob<'a> {
@@ -177,8 +245,7 @@ fn sweep_with<B: Backend>(
         (peak, Some(peak))
     };
     let mut steps = Vec::new();
-    for i in 1..=request.steps {
-        let rate = to * i as f64 / request.steps as f64;
+    let mut probe = |rate: f64, label: String| {
         let scenario = Scenario {
             rate: Rate::PerSec(rate),
             ..base.clone()
@@ -187,12 +254,11 @@ fn sweep_with<B: Backend>(
         // machine one burst of other work can break a bound that the backend
         // holds. The step counts as held if any attempt held; every attempt
         // is recorded.
-        let mut held = false;
+        let mut failed = Vec::new();
         for attempt in 0..=request.retries {
             if let Some(bar) = progress {
                 bar.set_prefix(format!(
-                    "sweep: step {i}/{} at {} ops/s (attempt {})",
-                    request.steps,
+                    "sweep: {label} at {} ops/s (attempt {})",
                     thousands(rate),
                     attempt + 1
                 ));
@@ -206,21 +272,19 @@ fn sweep_with<B: Backend>(
                 progress,
             );
             let step = step_of(&scenario, &outcome, &request.targets);
-            held = step.passed;
+            let held = step.passed;
+            failed.clone_from(&step.failed);
             steps.push(SweepStep { attempt, ..step });
             if held {
-                break;
+                return Probe::Held;
             }
         }
-        if !held {
-            break;
-        }
-    }
-    let knee_ops_per_s = steps
-        .iter()
-        .filter(|s| s.passed)
-        .map(|s| s.rate_target_ops_per_s)
-        .reduce(f64::max);
+        Probe::Broke(failed)
+    };
+    let rates: Vec<f64> = (1..=request.steps)
+        .map(|i| to * i as f64 / request.steps as f64)
+        .collect();
+    let knee = find_knee(&rates, KNEE_PRECISION, &mut probe);
     Ok(SweepReport {
         schema: SWEEP_SCHEMA.into(),
         schema_version: 1,
@@ -231,7 +295,10 @@ fn sweep_with<B: Backend>(
         scenario: base.clone(),
         peak_closed_loop_ops_per_s: peak,
         steps,
-        knee_ops_per_s,
+        knee_ops_per_s: knee.held,
+        broke_at_ops_per_s: knee.broke_at,
+        broke_first: knee.broke_first,
+        knee_precision: KNEE_PRECISION,
         targets: request.targets.iter().map(|t| t.name.clone()).collect(),
     })
 }
@@ -239,10 +306,15 @@ fn sweep_with<B: Backend>(
 /// One step's figures and verdict; an inconclusive step does not hold.
 fn step_of(scenario: &Scenario, outcome: &Outcome, tiers: &[Targets]) -> SweepStep {
     let judged = targets::judge(scenario, outcome, tiers);
-    let mut failed: Vec<String> = judged
+    let mut broken: Vec<&crate::targets::Verdict> = judged
         .verdicts
         .iter()
         .filter(|v| v.status == Status::Fail)
+        .collect();
+    // Most broken first: the smallest margin (limit / measured).
+    broken.sort_by(|a, b| a.margin.unwrap_or(0.0).total_cmp(&b.margin.unwrap_or(0.0)));
+    let mut failed: Vec<String> = broken
+        .iter()
         .map(|v| format!("{}/{}/{}", v.tier, v.subject, v.bound))
         .collect();
     if judged.verdict == RunVerdict::Inconclusive {
@@ -321,9 +393,19 @@ impl SweepReport {
     /// The markdown summary.
     #[must_use]
     pub fn markdown(&self) -> String {
+        let broke = self.broke_at_ops_per_s.map_or_else(
+            || "nothing broke up to the highest step".into(),
+            |b| format!("{} ops/s broke {}", thousands(b), self.broke_first.join(", ")),
+        );
         let knee = self.knee_ops_per_s.map_or_else(
-            || "none (the first step failed)".into(),
-            |k| format!("**{} ops/s**", thousands(k)),
+            || format!("none ({broke})"),
+            |k| {
+                format!(
+                    "**{} ops/s**, within {:.0}% of what broke ({broke})",
+                    thousands(k),
+                    self.knee_precision * 100.0
+                )
+            },
         );
         let peak = self.peak_closed_loop_ops_per_s.map_or_else(String::new, |p| {
             format!("- closed-loop peak: {} ops/s\n", thousands(p))
@@ -367,5 +449,52 @@ impl SweepReport {
             &points,
             self.knee_ops_per_s,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend that holds up to `capacity`; past it the p99 bound breaks,
+    /// and past 1.5 × `capacity` the rate too.
+    fn backend(capacity: f64, probed: &mut Vec<f64>) -> impl FnMut(f64, String) -> Probe + '_ {
+        move |rate, _| {
+            probed.push(rate);
+            if rate <= capacity {
+                Probe::Held
+            } else if rate <= 1.5 * capacity {
+                Probe::Broke(vec!["embedded/get/p99 added".into()])
+            } else {
+                Probe::Broke(vec!["run/all/rate".into(), "embedded/get/p99 added".into()])
+            }
+        }
+    }
+
+    #[test]
+    fn bisection_brings_the_knee_within_five_percent_of_what_broke() {
+        let rates: Vec<f64> = (1..=10).map(|i| 71_100.0 * f64::from(i)).collect();
+        let mut probed = Vec::new();
+        let knee = find_knee(&rates, 0.05, &mut backend(450_000.0, &mut probed));
+        let (held, broke) = (knee.held.unwrap(), knee.broke_at.unwrap());
+        assert!(held <= 450_000.0 && broke > 450_000.0, "{knee:?}");
+        assert!((broke - held) / held <= 0.05, "{knee:?}");
+        assert!(held >= 450_000.0 / 1.05, "{knee:?}");
+        assert_eq!(knee.broke_first, vec!["embedded/get/p99 added".to_owned()]);
+        assert_eq!(probed[..7], rates[..7], "stepped up first");
+        assert!(probed.len() <= 7 + 4, "a handful of bisections: {probed:?}");
+    }
+
+    #[test]
+    fn no_knee_when_the_first_step_breaks_and_the_top_step_when_none_does() {
+        let rates = [1_000.0, 2_000.0];
+        let mut probed = Vec::new();
+        let knee = find_knee(&rates, 0.05, &mut backend(500.0, &mut probed));
+        assert_eq!(knee.held, None);
+        assert_eq!(knee.broke_at, Some(1_000.0));
+        assert_eq!(probed, vec![1_000.0], "nothing to bisect below the first step");
+        let mut probed = Vec::new();
+        let knee = find_knee(&rates, 0.05, &mut backend(1e9, &mut probed));
+        assert_eq!((knee.held, knee.broke_at), (Some(2_000.0), None));
     }
 }

@@ -223,7 +223,8 @@ pub struct RunFacts {
     pub issued: Vec<Op>,
     /// The lister's page size.
     pub list_page: usize,
-    /// The backend's point operations per second over its judged slices.
+    /// The backend's point operations per second over its undisturbed
+    /// slices.
     pub throughput_ops_per_s: f64,
     /// The run had a reference peer: tails are judged on what the backend
     /// adds over it.
@@ -240,6 +241,10 @@ pub enum Status {
     Fail,
     /// The scenario does not exercise what the bound is about.
     NotRun,
+    /// Every sample the bound could be judged on fell in a slice the
+    /// machine disturbed: not judged, and it counts towards an
+    /// inconclusive run.
+    Disturbed,
 }
 
 /// The run's verdict.
@@ -431,7 +436,7 @@ pub fn evaluate(targets: &Targets, facts: &RunFacts) -> Vec<Verdict> {
                         ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
                     },
                     n => Verdict {
-                        status: Status::NotRun,
+                        status: Status::Disturbed,
                         note: format!("all {n} samples in disturbed slices"),
                         ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
                     },
@@ -521,7 +526,11 @@ pub struct Judged {
 pub fn judge(scenario: &Scenario, outcome: &Outcome, tiers: &[Targets]) -> Judged {
     let facts = facts_of(scenario, outcome);
     let rate = rate_verdict(scenario, outcome);
-    let rate_held = rate.as_ref().map(|v| v.status == Status::Pass);
+    let rate_held = rate.as_ref().and_then(|v| match v.status {
+        Status::Pass => Some(true),
+        Status::Fail => Some(false),
+        Status::NotRun | Status::Disturbed => None,
+    });
     let mut verdicts: Vec<Verdict> = rate.into_iter().collect();
     verdicts.extend(nothing_measured_verdict(outcome));
     for tier in tiers {
@@ -565,7 +574,7 @@ pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
     };
     let mut facts = RunFacts {
         list_page: scenario.list.page,
-        throughput_ops_per_s: backend.judged_throughput_ops_per_s,
+        throughput_ops_per_s: backend.quiet_throughput_ops_per_s.unwrap_or(0.0),
         peer: outcome.peer.is_some(),
         ..RunFacts::default()
     };
@@ -594,16 +603,22 @@ pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
 }
 
 /// The load's own check (open loop): did the backend keep its schedule in
-/// its judged slices? At least [`RATE_HELD_SHARE`] of the offered rate must
+/// its undisturbed slices? At least [`RATE_HELD_SHARE`] of the offered rate must
 /// complete within the slice it was due in, and nothing may go unsent.
 #[must_use]
 pub fn rate_verdict(scenario: &Scenario, outcome: &Outcome) -> Option<Verdict> {
     let Rate::PerSec(target) = scenario.rate else {
         return None;
     };
-    let achieved = outcome.backend.judged_throughput_ops_per_s;
     let floor = target * RATE_HELD_SHARE;
     let unsent = outcome.backend.summary.unsent;
+    let Some(achieved) = outcome.backend.quiet_throughput_ops_per_s else {
+        return Some(Verdict {
+            status: Status::Disturbed,
+            note: "no undisturbed slice".into(),
+            ..Verdict::plain("run", "all", "rate", format!("{floor:.0} ops/s"), "-".into())
+        });
+    };
     let held = achieved >= floor && unsent == 0;
     Some(Verdict {
         margin: Some(achieved / floor),
@@ -650,7 +665,7 @@ pub fn table(rows: &[Verdict]) -> String {
                 (Status::Pass, _) => "pass".to_owned(),
                 (Status::Fail, true) => "FAIL".to_owned(),
                 (Status::Fail, false) => format!("FAIL ({})", r.note),
-                (Status::NotRun, _) => format!("n/a ({})", r.note),
+                (Status::NotRun | Status::Disturbed, _) => format!("n/a ({})", r.note),
             };
             [
                 r.tier.clone(),
@@ -880,7 +895,13 @@ mod tests {
             },
         );
         let rows = evaluate(&t, &f);
-        assert_eq!(rows[0].status, Status::NotRun);
+        assert_eq!(rows[0].status, Status::Disturbed);
         assert_eq!(rows[0].note, "all 9 samples in disturbed slices");
+        assert_eq!(run_verdict(&rows, 1.0), RunVerdict::Pass, "not a failure");
+        assert_eq!(
+            run_verdict(&rows, 0.0),
+            RunVerdict::Inconclusive,
+            "a bound the machine kept from judging is not 'nothing to judge'"
+        );
     }
 }

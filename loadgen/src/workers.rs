@@ -94,18 +94,19 @@ pub struct SideOutcome {
     /// Point operations per second over its measured slices (those that
     /// completed within their slice).
     pub throughput_ops_per_s: f64,
-    /// The same over its judged slices only.
-    pub judged_throughput_ops_per_s: f64,
+    /// The same over its undisturbed slices only (`None`: it had none).
+    pub quiet_throughput_ops_per_s: Option<f64>,
 }
 
 impl SideOutcome {
     fn of(tally: SideTally, summary: ClientSummary, slice_ns: u64) -> Self {
         let seconds = Duration::from_nanos(slice_ns).as_secs_f64();
         let active_s = tally.measured as f64 * seconds;
-        let judged_s = tally.judged_slices as f64 * seconds;
+        let quiet_s = tally.quiet_slices as f64 * seconds;
         Self {
             throughput_ops_per_s: tally.in_time_all as f64 / active_s.max(1e-9),
-            judged_throughput_ops_per_s: tally.in_time_judged as f64 / judged_s.max(1e-9),
+            quiet_throughput_ops_per_s: (tally.quiet_slices > 0)
+                .then(|| tally.in_time_quiet as f64 / quiet_s),
             active_s,
             tally,
             summary,
