@@ -283,8 +283,8 @@ pub struct GateArgs {
     /// Wall clock: rounds per run (default: the baseline's plan).
     #[arg(long)]
     pub rounds: Option<usize>,
-    /// Allowed change before a kind counts as a regression, e.g. 8%
-    /// (default: 8% wall clock, 2% instructions).
+    /// Allowed change before a kind counts as a regression, e.g. 10%
+    /// (default: 10% wall clock, 2% instructions).
     #[arg(long)]
     pub tolerance: Option<String>,
     /// Make a new baseline at this path instead of comparing

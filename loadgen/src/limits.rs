@@ -152,10 +152,12 @@ pub const GATE_SESSIONS_MAX: usize = 10_000_000;
 pub const GATE_ROUNDS_MAX: usize = 1_000;
 
 /// The wall-clock gate's default tolerance: how much the engine's CPU per
-/// operation over the peer's may grow before the gate fails. Set from the
-/// spread of the gate's medians on this project's 2-core machine, see
-/// `results/gate.md`.
-pub const WALL_TOLERANCE_DEFAULT: f64 = 0.08;
+/// operation over the peer's may grow before the gate fails. On this
+/// project's 2-core machine the median of 20 runs of one commit moved by
+/// up to +7.2% from its baseline (touch; get ±3.7%) in 20 gates, and a get
+/// slowed by 17% moved by +14.5% to +21% (`results/gate.md`): 10% sits
+/// between the two.
+pub const WALL_TOLERANCE_DEFAULT: f64 = 0.10;
 
 /// A wall-clock gate run whose peer cost (the geometric mean of its CPU per
 /// operation over the kinds) is more than this far from the baseline's was
