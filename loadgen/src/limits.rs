@@ -20,6 +20,13 @@ pub const HISTOGRAM_SIGFIG: u8 = 3;
 /// (they expire on their own); 64K ids are 1 MiB per client.
 pub const CHURN_REMEMBERED_MAX: usize = 65_536;
 
+/// Histogram sets (7 × ~245 KB) kept for reuse per client, half of them
+/// allocated before the load: a client holds one, one or two wait in the
+/// collector until the other clients of their slice catch up, and the
+/// peer's slices close late (its clients report a slice when they open
+/// their next). Spare sets mean no allocation at a slice boundary.
+pub const SPARE_SETS_PER_CLIENT: usize = 8;
+
 /// How long past the scheduled end an open-loop client keeps working off a
 /// backlog before it gives up on the rest (counted as `ops_unsent`).
 pub const BACKLOG_GRACE_NS: u64 = 2_000_000_000;

@@ -127,8 +127,8 @@ impl SliceStats {
             p99_ns: quantile_ns(&points, 0.99),
             max_ns,
             lost,
-            count_by_op: Op::ALL.map(|op| hists.get(op).len()),
-            p50_by_op_ns: Op::ALL.map(|op| quantile_ns(hists.get(op), 0.5)),
+            count_by_op: by_index(|op| hists.get(op).len()),
+            p50_by_op_ns: by_index(|op| quantile_ns(hists.get(op), 0.5)),
         };
         stats.disturbed = stats.machine_took_enough(slice_ns);
         stats.standing = if !measured {
@@ -160,6 +160,15 @@ impl SliceStats {
     fn explained(&self) -> bool {
         self.max_ns <= EXPLAINED_FACTOR * self.taken_ns() + EXPLAINED_SLACK_NS
     }
+}
+
+/// A per-kind array in `Op::index` order (which is not `Op::ALL`'s).
+fn by_index(f: impl Fn(Op) -> u64) -> [u64; Op::COUNT] {
+    let mut out = [0; Op::COUNT];
+    for op in Op::ALL {
+        out[op.index()] = f(op);
+    }
+    out
 }
 
 /// One side's slices, pooled.
@@ -329,5 +338,34 @@ mod tests {
         // One list page a slice: too few for a per-slice median; the pool's.
         assert!(tally.typical_p50_ns(Op::List).unwrap() >= 2 * MS - 2 * MS / 1000);
         assert_eq!(tally.typical_p50_ns(Op::Delete), None);
+    }
+
+    #[test]
+    fn each_kind_keeps_its_own_typical_median() {
+        let mut tally = SideTally::default();
+        let mut hists = OpHists::default();
+        for (op, ns) in [
+            (Op::Get, 400),
+            (Op::Create, 900),
+            (Op::Peek, 300),
+            (Op::Delete, 200),
+        ] {
+            for _ in 0..TYPICAL_SAMPLES_MIN {
+                hists.record(op, ns, true);
+            }
+        }
+        tally.accept(
+            &SliceStats::of(meta(Side::Backend, 80, Lost::default(), 0), &hists),
+            &hists,
+        );
+        for (op, ns) in [
+            (Op::Get, 400),
+            (Op::Create, 900),
+            (Op::Peek, 300),
+            (Op::Delete, 200),
+        ] {
+            let typical = tally.typical_p50_ns(op).unwrap();
+            assert!(typical.abs_diff(ns) <= ns / 100, "{op}: {typical}");
+        }
     }
 }

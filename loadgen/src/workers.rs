@@ -17,7 +17,7 @@ use crate::client::{drive, ClientPlan, ClientState, Work};
 use crate::clock::{block_on_ready, SpinTime, Time, TokioTime};
 use crate::collect::{ClientSummary, Collected, Collector, CollectorPlan, IntervalPoint, Msg, Recorder};
 use crate::hist::OpHists;
-use crate::limits::START_LEAD_NS;
+use crate::limits::{SPARE_SETS_PER_CLIENT, START_LEAD_NS};
 use crate::mix::KeySampler;
 use crate::peer::PeerStore;
 use crate::procfs;
@@ -354,7 +354,14 @@ pub fn run<B: Backend>(
         .map(|c| if c < peer_first { Side::Backend } else { Side::Peer })
         .collect();
     let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
-    let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Box<OpHists>>(clients * 2);
+    // Every histogram set a client will need, allocated before the load:
+    // a set is 1.7 MB, and allocating (or freeing) one at a slice boundary
+    // faults in pages on a client's thread and takes the process's memory
+    // map lock while the other threads work.
+    let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Box<OpHists>>(clients * SPARE_SETS_PER_CLIENT);
+    for _ in 0..clients * SPARE_SETS_PER_CLIENT / 2 {
+        let _ = spare_tx.try_send(Box::default());
+    }
     let mut collector = Collector::new(
         CollectorPlan {
             sides,
