@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 # The Redis backend tests run against real servers: install them if missing.
 bash scripts/ensure-redis.sh
+# The loadgen's instruction-gate test runs valgrind: install it if missing.
+bash scripts/ensure-valgrind.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

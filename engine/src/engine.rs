@@ -145,6 +145,8 @@ impl Engine {
     /// [`Error::NotFound`] if there is no live session with this id.
     #[inline]
     pub fn get(&self, id: &SessionId) -> Result<Session> {
+        #[cfg(feature = "inject-slowdown")]
+        inject_slowdown::spin();
         self.core.read(id, true)
     }
 
@@ -510,6 +512,47 @@ mod tests {
                 "{name}: not revived"
             );
             assert!(!engine.contains(&id), "{name}");
+        }
+    }
+}
+
+/// Test-only extra work in [`Engine::get`] (cargo feature `inject-slowdown`,
+/// off by default): `SESSION_ENGINE_INJECT_GET_SPINS=N` in the environment
+/// (read once per process) makes each `get` owe `N` iterations of an empty
+/// loop the optimizer cannot remove, paid on the calling thread in chunks of
+/// 1,000: a loop of a few dozen iterations hides behind the cache misses of
+/// neighbouring operations (out-of-order execution) until it outgrows the
+/// reorder window, then costs in full; chunks this long are paid in full,
+/// so the average slowdown grows with `N`. The load generator's gates use
+/// it to show they catch a slower `get`.
+#[cfg(feature = "inject-slowdown")]
+mod inject_slowdown {
+    use std::cell::Cell;
+
+    const CHUNK: u64 = 1_000;
+    static SPINS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+    thread_local! {
+        static OWED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub(super) fn spin() {
+        let spins = *SPINS.get_or_init(|| {
+            std::env::var("SESSION_ENGINE_INJECT_GET_SPINS")
+                .ok()
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0)
+        });
+        if spins == 0 {
+            return;
+        }
+        let owed = OWED.with(|owed| {
+            let due = owed.get() + spins;
+            owed.set(due % CHUNK);
+            due / CHUNK * CHUNK
+        });
+        for i in 0..owed {
+            std::hint::black_box(i);
         }
     }
 }

@@ -3,9 +3,9 @@
 //!
 //! `--backend embedded` is the in-process [`Engine`]; `--backend null`
 //! answers every call at once without storing anything, which measures the
-//! loadgen's own cost per operation; `--backend peer` is [`PeerStore`], a
-//! plain sharded `Mutex<HashMap>` that every run also measures briefly as
-//! the reference its figures are compared with; `--backend redis://...` is reserved for
+//! loadgen's own cost per operation; `--backend peer` is
+//! [`PeerStore`](crate::peer::PeerStore), the plain sharded map every run
+//! also drives as its reference; `--backend redis://...` is
 //! the `session-redis` crate's [`RedisStore`](session_redis::RedisStore)
 //! (one server, or `redis+cluster://host:port,host:port`). Its futures do real
 //! I/O (`READY_FUTURES = false`), so its clients run as tokio tasks, several
@@ -14,13 +14,20 @@
 use std::fmt;
 use std::future::{ready, Future};
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use session_engine::{
-    Cursor, Engine, Error, Metadata, Page, Result, Session, SessionId, SessionStore, Stats, Timeout,
-};
+use session_engine::{Cursor, Engine, Error, Page, Result, Session, SessionId, SessionStore, Stats, Timeout};
 
+use parking_lot::Mutex;
+use session_engine::{Clock, RemovalCause};
+
+use crate::error::Error as LoadgenError;
+use crate::hist::{new_hist, Hist};
+use crate::peer::PeerStore;
+use crate::scenario::Scenario;
+use crate::schedule::Slices;
+use crate::stall::{Stall, Stalling};
 use crate::units::ParseError;
 
 /// Which backend a run uses.
@@ -72,14 +79,25 @@ impl fmt::Display for BackendSpec {
     }
 }
 
+/// When a load phase runs, for backends that act on it ([`crate::stall`]).
+#[derive(Clone, Copy, Debug)]
+pub struct LoadClock {
+    /// Zero of the run's clock.
+    pub origin: Instant,
+    /// The slices, on the run's clock.
+    pub slices: Slices,
+    /// End of the warm-up, ns on the run's clock.
+    pub measured_start_ns: u64,
+}
+
 /// A store the loadgen can drive.
 pub trait Backend: SessionStore + 'static {
     /// True if every future the store returns is ready when first polled
     /// (then one client per worker thread runs without an executor).
     const READY_FUTURES: bool;
 
-    /// Called with the load's time origin just before clients start.
-    fn load_started(&self, _origin: Instant) {}
+    /// Called just before the clients of a load phase start.
+    fn load_started(&self, _load: &LoadClock) {}
 
     /// Engine counters, for backends that keep them.
     fn stats(&self) -> Option<Stats> {
@@ -169,289 +187,157 @@ impl SessionStore for NullStore {
     }
 }
 
-/// Shards of the peer map (a power of two, as many as the engine's default on
-/// 2 cores so that lock contention is comparable).
-pub const PEER_SHARDS: usize = 8;
-
-struct PeerEntry {
-    metadata: Metadata,
-    created_ms: u64,
+/// The engine-side observers of a run.
+pub struct EngineProbe {
+    lag_ms: Arc<Mutex<Hist>>,
+    sweep_interval_ms: u64,
 }
 
-type PeerShard = parking_lot::Mutex<std::collections::HashMap<SessionId, PeerEntry, ahash::RandomState>>;
-
-/// The reference peer: a plain sharded `parking_lot::Mutex<HashMap>` keyed
-/// by session id, with no expiry, no timer wheel and no last-access
-/// tracking. It is what "a sharded store" costs at its simplest; the gate
-/// divides the engine's figures by the peer's, measured in the same run, so
-/// that a busy or slow machine moves both sides of the ratio.
-pub struct PeerStore {
-    shards: Box<[PeerShard]>,
-    hasher: ahash::RandomState,
-}
-
-impl Default for PeerStore {
-    fn default() -> Self {
-        Self {
-            shards: (0..PEER_SHARDS)
-                .map(|_| parking_lot::Mutex::new(std::collections::HashMap::default()))
-                .collect(),
-            hasher: ahash::RandomState::new(),
-        }
-    }
-}
-
-impl PeerStore {
-    fn shard(&self, id: &SessionId) -> &PeerShard {
-        // The map's own hasher uses the low bits; take the shard from the high ones.
-        #[allow(clippy::cast_possible_truncation)]
-        let index = (self.hasher.hash_one(id.to_u128()) >> 56) as usize & (PEER_SHARDS - 1);
-        &self.shards[index]
-    }
-
-    fn session(id: SessionId, entry: &PeerEntry) -> Session {
-        Session::new(
-            id,
-            entry.metadata.clone(),
-            entry.created_ms,
-            entry.created_ms,
-            Timeout::Never,
-        )
-    }
-}
-
-impl Backend for PeerStore {
-    const READY_FUTURES: bool = true;
-}
-
-impl SessionStore for PeerStore {
-    fn create(&self, metadata: &[u8], _timeout: Timeout) -> impl Future<Output = Result<SessionId>> + Send {
-        ready(SessionId::random().map_err(Error::Entropy).inspect(|id| {
-            let entry = PeerEntry {
-                metadata: Metadata::from(metadata),
-                created_ms: 0,
-            };
-            self.shard(id).lock().insert(*id, entry);
-        }))
-    }
-
-    fn insert(
-        &self,
-        id: SessionId,
-        metadata: &[u8],
-        _timeout: Timeout,
-    ) -> impl Future<Output = Result<()>> + Send {
-        let entry = PeerEntry {
-            metadata: Metadata::from(metadata),
-            created_ms: 0,
-        };
-        let mut shard = self.shard(&id).lock();
-        ready(match shard.entry(id) {
-            std::collections::hash_map::Entry::Occupied(_) => Err(Error::AlreadyExists),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(entry);
-                Ok(())
-            }
-        })
-    }
-
-    fn get(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
-        let found = self.shard(id).lock().get(id).map(|e| Self::session(*id, e));
-        ready(found.ok_or(Error::NotFound))
-    }
-
-    fn peek(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
-        self.get(id)
-    }
-
-    fn update<F>(&self, id: &SessionId, mut f: F) -> impl Future<Output = Result<Session>> + Send
-    where
-        F: FnMut(&[u8]) -> Vec<u8> + Send,
-    {
-        let mut shard = self.shard(id).lock();
-        let updated = shard.get_mut(id).map(|entry| {
-            entry.metadata = Metadata::from(f(&entry.metadata));
-            Self::session(*id, entry)
-        });
-        ready(updated.ok_or(Error::NotFound))
-    }
-
-    fn touch(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send {
-        let found = self.shard(id).lock().contains_key(id);
-        ready(if found { Ok(()) } else { Err(Error::NotFound) })
-    }
-
-    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send {
-        let removed = self.shard(id).lock().remove(id);
-        ready(removed.map(drop).ok_or(Error::NotFound))
-    }
-
-    fn set_ttl(&self, id: &SessionId, _timeout: Timeout) -> impl Future<Output = Result<()>> + Send {
-        self.touch(id)
-    }
-
-    fn contains(&self, id: &SessionId) -> impl Future<Output = Result<bool>> + Send {
-        ready(Ok(self.shard(id).lock().contains_key(id)))
-    }
-
-    fn len(&self) -> impl Future<Output = Result<usize>> + Send {
-        ready(Ok(self.shards.iter().map(|s| s.lock().len()).sum()))
-    }
-
-    fn list(&self, cursor: Cursor, limit: usize) -> impl Future<Output = Result<Page>> + Send {
-        let mut sessions = Vec::with_capacity(limit.min(1024));
-        let mut part = cursor.part() as usize;
-        let mut skip = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
-        while part < PEER_SHARDS {
-            let shard = self.shards[part].lock();
-            for (taken, (id, entry)) in shard.iter().skip(skip).enumerate() {
-                if sessions.len() == limit {
-                    let part = u32::try_from(part).expect("few shards");
-                    return ready(Ok(Page {
-                        sessions,
-                        next: Some(Cursor::new(part, (skip + taken) as u64)),
-                    }));
-                }
-                sessions.push(Self::session(*id, entry));
-            }
-            drop(shard);
-            part += 1;
-            skip = 0;
-        }
-        ready(Ok(Page { sessions, next: None }))
-    }
-
-    fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {
-        ready(Ok(0))
-    }
-}
-
-/// A store that freezes once: every operation issued between `at` and
-/// `at + length` after the load starts waits until the freeze ends before it
-/// runs, whichever client issued it. It stands for a GC pause, an fsync stall
-/// or a network hiccup, and lets tests check that such a stall shows in the
-/// latency tail (`--inject-stall AT:LENGTH`).
-pub struct Stalling<S> {
-    inner: Arc<S>,
-    at: Duration,
-    length: Duration,
-    origin: OnceLock<Instant>,
-}
-
-impl<S> Stalling<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<S>, at: Duration, length: Duration) -> Self {
-        Self {
-            inner,
-            at,
-            length,
-            origin: OnceLock::new(),
-        }
-    }
-
-    /// The wrapped store.
+impl EngineProbe {
+    /// How late each expiry came so far (ms), and the sweep interval (ms).
     #[must_use]
-    pub fn inner(&self) -> &Arc<S> {
-        &self.inner
+    pub fn expiry(&self) -> (Hist, u64) {
+        (self.lag_ms.lock().clone(), self.sweep_interval_ms)
     }
+}
 
-    fn maybe_stall(&self) {
-        if let Some(origin) = self.origin.get() {
-            let now = origin.elapsed();
-            if now >= self.at {
-                if let Some(left) = (self.at + self.length).checked_sub(now) {
-                    std::thread::sleep(left);
+/// Opens the embedded engine the scenario describes, with a listener that
+/// records how late each expiry came.
+///
+/// # Errors
+/// [`LoadgenError::Usage`] for a configuration the engine refuses.
+pub fn open_engine(scenario: &Scenario) -> Result<(Engine, EngineProbe), LoadgenError> {
+    if let Some(dir) = &scenario.engine.data_dir {
+        // A non-empty directory would be recovered: the run would start with
+        // someone else's sessions and measure recovery, not the scenario.
+        let occupied = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+        if occupied {
+            return Err(LoadgenError::Usage(format!(
+                "data dir {} is not empty: a load run starts from an empty engine (remove it or pick another)",
+                dir.display()
+            )));
+        }
+    }
+    let lag_ms = Arc::new(Mutex::new(new_hist()));
+    let clock = Clock::system();
+    let listener_clock = clock.clone();
+    let listener_lag = Arc::clone(&lag_ms);
+    let config = scenario
+        .engine_config()
+        .map_err(|e| LoadgenError::Usage(e.to_string()))?
+        .clock(clock)
+        .listener(move |session, cause| {
+            if cause == RemovalCause::Expired {
+                if let Some(deadline_ms) = session.expires_at_ms() {
+                    let lag = listener_clock.now_ms().saturating_sub(deadline_ms);
+                    listener_lag.lock().saturating_record(lag);
                 }
             }
+        });
+    let engine =
+        Engine::open(config).map_err(|e| LoadgenError::Usage(format!("engine configuration: {e}")))?;
+    let sweep_interval_ms = u64::try_from(scenario.engine.sweep_interval.0.as_millis()).unwrap_or(u64::MAX);
+    Ok((
+        engine,
+        EngineProbe {
+            lag_ms,
+            sweep_interval_ms,
+        },
+    ))
+}
+
+/// The backend a scenario names, or a usage error.
+///
+/// # Errors
+/// Unknown backends.
+pub fn backend_of(scenario: &Scenario) -> Result<BackendSpec, LoadgenError> {
+    scenario
+        .backend
+        .parse()
+        .map_err(|e: crate::units::ParseError| LoadgenError::Usage(e.to_string()))
+}
+
+/// Connects to Redis on a runtime of its own, which must outlive the store:
+/// the client's connections are driven there, whichever runtime the clients
+/// use.
+///
+/// # Errors
+/// [`LoadgenError::Usage`] for a bad URL or a server that does not answer.
+pub fn connect_redis(
+    url: &str,
+) -> Result<(tokio::runtime::Runtime, session_redis::RedisStore), LoadgenError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("loadgen-redis-home")
+        .enable_all()
+        .build()
+        .map_err(|e| LoadgenError::Failed(e.into()))?;
+    let config = session_redis::RedisConfig::from_url(url)
+        .map_err(|e| LoadgenError::Usage(format!("backend {url}: {e}")))?;
+    let store = runtime
+        .block_on(session_redis::RedisStore::connect(config))
+        .map_err(|e| LoadgenError::Usage(format!("backend {url}: {e}")))?;
+    Ok((runtime, store))
+}
+
+/// Something to run on whichever backend a scenario names: a closure
+/// generic over the store's type, which Rust closures cannot be.
+pub trait BackendJob {
+    /// What it returns.
+    type Output;
+    /// Runs on `store`; `probe` observes the embedded engine.
+    ///
+    /// # Errors
+    /// [`LoadgenError`].
+    fn run<B: Backend>(
+        self,
+        store: &Arc<B>,
+        probe: Option<&EngineProbe>,
+    ) -> Result<Self::Output, LoadgenError>;
+}
+
+/// Opens the backend `scenario` names, wrapped in a [`Stalling`] if `stall`
+/// is given, and runs `job` on it.
+///
+/// # Errors
+/// [`LoadgenError::Usage`] for a backend that cannot be opened; the job's.
+pub fn with_backend<J: BackendJob>(
+    scenario: &Scenario,
+    stall: Option<Stall>,
+    job: J,
+) -> Result<J::Output, LoadgenError> {
+    match backend_of(scenario)? {
+        BackendSpec::Embedded => {
+            let (engine, probe) = open_engine(scenario)?;
+            with_stall(Arc::new(engine), Some(&probe), stall, job)
+        }
+        BackendSpec::Null => with_stall(Arc::new(NullStore), None, stall, job),
+        BackendSpec::Peer => with_stall(Arc::new(PeerStore::default()), None, stall, job),
+        BackendSpec::Redis(url) => {
+            let (runtime, store) = connect_redis(&url)?;
+            let out = with_stall(Arc::new(store), None, stall, job);
+            // The store (and its connections) are gone; now its runtime may go.
+            drop(runtime);
+            out
         }
     }
 }
 
-impl<S: Backend> Backend for Stalling<S> {
-    const READY_FUTURES: bool = S::READY_FUTURES;
-
-    fn load_started(&self, origin: Instant) {
-        let _ = self.origin.set(origin);
-        self.inner.load_started(origin);
-    }
-
-    fn stats(&self) -> Option<Stats> {
-        self.inner.stats()
-    }
-}
-
-impl<S: SessionStore> SessionStore for Stalling<S> {
-    fn create(&self, metadata: &[u8], timeout: Timeout) -> impl Future<Output = Result<SessionId>> + Send {
-        self.maybe_stall();
-        self.inner.create(metadata, timeout)
-    }
-
-    fn insert(
-        &self,
-        id: SessionId,
-        metadata: &[u8],
-        timeout: Timeout,
-    ) -> impl Future<Output = Result<()>> + Send {
-        self.maybe_stall();
-        self.inner.insert(id, metadata, timeout)
-    }
-
-    fn get(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
-        self.maybe_stall();
-        self.inner.get(id)
-    }
-
-    fn peek(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
-        self.maybe_stall();
-        self.inner.peek(id)
-    }
-
-    fn update<F>(&self, id: &SessionId, f: F) -> impl Future<Output = Result<Session>> + Send
-    where
-        F: FnMut(&[u8]) -> Vec<u8> + Send,
-    {
-        self.maybe_stall();
-        self.inner.update(id, f)
-    }
-
-    fn touch(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send {
-        self.maybe_stall();
-        self.inner.touch(id)
-    }
-
-    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send {
-        self.maybe_stall();
-        self.inner.delete(id)
-    }
-
-    fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> impl Future<Output = Result<()>> + Send {
-        self.maybe_stall();
-        self.inner.set_ttl(id, timeout)
-    }
-
-    fn contains(&self, id: &SessionId) -> impl Future<Output = Result<bool>> + Send {
-        self.maybe_stall();
-        self.inner.contains(id)
-    }
-
-    fn len(&self) -> impl Future<Output = Result<usize>> + Send {
-        self.inner.len()
-    }
-
-    fn list(&self, cursor: Cursor, limit: usize) -> impl Future<Output = Result<Page>> + Send {
-        self.maybe_stall();
-        self.inner.list(cursor, limit)
-    }
-
-    fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {
-        self.inner.cleanup_expired()
+fn with_stall<B: Backend, J: BackendJob>(
+    store: Arc<B>,
+    probe: Option<&EngineProbe>,
+    stall: Option<Stall>,
+    job: J,
+) -> Result<J::Output, LoadgenError> {
+    match stall {
+        Some(stall) => job.run(&Arc::new(Stalling::new(store, stall.at, stall.length)), probe),
+        None => job.run(&store, probe),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::block_on_ready;
 
     #[test]
     fn backend_specs_parse() {
@@ -463,35 +349,5 @@ mod tests {
         );
         assert!("mnesia".parse::<BackendSpec>().is_err());
         assert_eq!("peer".parse::<BackendSpec>().unwrap(), BackendSpec::Peer);
-    }
-
-    #[test]
-    fn the_peer_map_keeps_the_store_semantics_it_claims() {
-        let peer = PeerStore::default();
-        let id = block_on_ready(peer.create(b"a", Timeout::Never)).unwrap();
-        assert_eq!(block_on_ready(peer.get(&id)).unwrap().metadata(), b"a");
-        let updated = block_on_ready(peer.update(&id, |m| [m, b"b"].concat())).unwrap();
-        assert_eq!(updated.metadata(), b"ab");
-        assert!(matches!(
-            block_on_ready(peer.insert(id, b"x", Timeout::Never)),
-            Err(Error::AlreadyExists)
-        ));
-        for _ in 0..99 {
-            block_on_ready(peer.create(b"m", Timeout::Never)).unwrap();
-        }
-        let mut listed = 0;
-        let mut cursor = Cursor::START;
-        loop {
-            let page = block_on_ready(peer.list(cursor, 7)).unwrap();
-            listed += page.sessions.len();
-            match page.next {
-                Some(next) => cursor = next,
-                None => break,
-            }
-        }
-        assert_eq!(listed, 100);
-        block_on_ready(peer.delete(&id)).unwrap();
-        assert!(block_on_ready(peer.get(&id)).is_err());
-        assert_eq!(block_on_ready(peer.len()).unwrap(), 99);
     }
 }

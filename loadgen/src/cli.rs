@@ -1,18 +1,23 @@
-//! The command line: `loadgen run | sweep | gate | list`, and exit codes
-//! (0 pass, 1 a target or the gate failed, 2 usage or configuration error).
+//! The command line: `loadgen run | sweep | gate | compare | list`, and
+//! exit codes (0 pass, 1 a bound or the gate failed, 2 usage or
+//! configuration error, 3 inconclusive: the machine was too busy to judge).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::gate::{self, Baseline, GATED_DEFAULT};
+use crate::error::Error;
+use crate::gate;
+use crate::limits::{
+    GATE_REPEAT_MAX, GATE_ROUNDS_MAX, GATE_SESSIONS_MAX, SWEEP_RETRIES_MAX, SWEEP_STEPS_MAX,
+};
 use crate::mix::{KeyDist, Mix};
-use crate::report::{rfc3339, Report};
-use crate::run::{self, RunError, RunRequest};
+use crate::output::Column;
+use crate::run::{self, RunRequest};
 use crate::scenario::{self, Scenario};
+use crate::stall::Stall;
 use crate::sweep::{self, SweepRequest};
-use crate::targets::{self, Targets};
+use crate::targets::{self, RunVerdict, Targets};
 use crate::units::{Dur, Rate};
 
 /// Exit code: every target held (or the gate passed).
@@ -21,6 +26,8 @@ pub const EXIT_PASS: i32 = 0;
 pub const EXIT_FAIL: i32 = 1;
 /// Exit code: bad usage, scenario, targets or configuration; or the run could not complete.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code: too few slices could be judged to pass or fail the run.
+pub const EXIT_INCONCLUSIVE: i32 = 3;
 
 /// Load generator for the session engine.
 #[derive(Debug, Parser)]
@@ -36,18 +43,27 @@ pub struct Cli {
 pub enum Command {
     /// Run one scenario, print the verdict table, write the results.
     Run(RunArgs),
-    /// Step the offered rate up until a target breaks; report the knee.
+    /// Step the offered rate up until a bound breaks, bisect to the knee
+    /// within 5%; report it and the bound that broke first.
     Sweep(SweepArgs),
-    /// Compare with a committed baseline; fail only on a regression.
+    /// The CI gates: the engine's CPU per operation over the peer's
+    /// (wall clock), or its instructions per operation (--instructions),
+    /// against a committed baseline; fail only on a regression.
     Gate(GateArgs),
+    /// Two runs' result documents side by side, per operation.
+    Compare(CompareArgs),
     /// List the shipped scenarios and target tiers.
     List,
+    /// The instruction gate's counted loops (run under callgrind by
+    /// `gate --instructions`).
+    #[command(hide = true)]
+    OpLoops(OpLoopsArgs),
 }
 
 /// Scenario selection and overrides, shared by every subcommand.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ScenarioArgs {
-    /// A shipped scenario (default, gate, peak, tiny) or a TOML file.
+    /// A shipped scenario (default, peak, tiny) or a TOML file.
     #[arg(long, short = 's', default_value = "default")]
     pub scenario: String,
     /// Live sessions kept during the load.
@@ -71,9 +87,17 @@ pub struct ScenarioArgs {
     /// Warm-up excluded from the figures.
     #[arg(long)]
     pub warmup: Option<Dur>,
-    /// Histogram interval of the interval log.
+    /// Histogram interval of the interval log and the timeline.
     #[arg(long)]
     pub interval: Option<Dur>,
+    /// Slice length: the load alternates slices between the backend and the
+    /// reference peer (e.g. 100ms).
+    #[arg(long)]
+    pub slice: Option<Dur>,
+    /// No reference peer: every slice is the backend's, and tails are
+    /// judged as measured, not as what the backend adds.
+    #[arg(long)]
+    pub no_peer: bool,
     /// Metadata bytes per session.
     #[arg(long)]
     pub metadata_bytes: Option<usize>,
@@ -129,8 +153,8 @@ impl ScenarioArgs {
     ///
     /// # Errors
     /// A usage message.
-    pub fn resolve(&self) -> Result<Scenario, RunError> {
-        let mut s = Scenario::load(&self.scenario).map_err(|e| RunError::Usage(e.to_string()))?;
+    pub fn resolve(&self) -> Result<Scenario, Error> {
+        let mut s = Scenario::load(&self.scenario).map_err(|e| Error::Usage(e.to_string()))?;
         macro_rules! set {
             ($($field:ident => $($target:ident).+),* $(,)?) => {
                 $(if let Some(v) = self.$field.clone() { s.$($target).+ = v; })*
@@ -138,7 +162,7 @@ impl ScenarioArgs {
         }
         set!(
             sessions => sessions, workers => workers, clients => clients, rate => rate,
-            duration => duration, ops => ops_max, warmup => warmup, interval => interval,
+            duration => duration, ops => ops_max, warmup => warmup, interval => interval, slice => slice,
             metadata_bytes => metadata_bytes, keys => keys, timeout => timeout,
             churn_timeout => churn_timeout, mix => mix, list_rate => list.rate_per_s,
             list_page => list.page, shards => engine.shards, sessions_max => engine.sessions_max,
@@ -149,7 +173,10 @@ impl ScenarioArgs {
         if let Some(dir) = &self.data_dir {
             s.engine.data_dir = Some(dir.clone());
         }
-        s.resolve().map_err(|e| RunError::Usage(e.to_string()))
+        if self.no_peer {
+            s.peer = false;
+        }
+        s.resolve().map_err(|e| Error::Usage(e.to_string()))
     }
 }
 
@@ -178,7 +205,7 @@ impl OutputArgs {
         Some(
             self.out
                 .clone()
-                .unwrap_or_else(|| run::default_dir(&self.results_dir, scenario)),
+                .unwrap_or_else(|| crate::output::default_dir(&self.results_dir, scenario)),
         )
     }
 }
@@ -195,10 +222,17 @@ pub struct RunArgs {
     /// Outputs.
     #[command(flatten)]
     pub output: OutputArgs,
-    /// Freeze the backend once, AT:LENGTH after the load starts (e.g. 2s:100ms),
-    /// to see a stall in the tail.
+    /// Freeze the backend once, for LENGTH from its first slice at or after
+    /// AT past the warm-up (AT:LENGTH, e.g. 2s:100ms), to see a stall fail
+    /// the verdict.
     #[arg(long)]
-    pub inject_stall: Option<String>,
+    pub inject_stall: Option<Stall>,
+    /// Columns of the per-operation percentile table, e.g. 50,99,99.9,max.
+    #[arg(long, value_delimiter = ',', default_value = "50,90,99,99.9,99.99,max")]
+    pub percentiles: Vec<Column>,
+    /// Print the result document (JSON) on stdout, and the tables on stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `loadgen sweep`.
@@ -234,35 +268,83 @@ pub struct SweepArgs {
 /// `loadgen gate`.
 #[derive(Debug, Args)]
 pub struct GateArgs {
-    /// The committed baseline.
-    #[arg(long, default_value = "results/baseline.json")]
-    pub baseline: PathBuf,
-    /// Runs to take medians over.
-    #[arg(long, default_value_t = 5)]
+    /// The instruction-count gate (callgrind; deterministic) instead of the
+    /// wall-clock one.
+    #[arg(long)]
+    pub instructions: bool,
+    /// The baseline (default: results/baseline.json, or
+    /// results/baseline-instructions.json with --instructions).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Wall clock: runs (fresh engine and peer each: new hash seeds, new
+    /// memory layout) to take the median of.
+    #[arg(long, default_value_t = 20)]
     pub repeat: usize,
-    /// Allowed change before a metric counts as a regression (e.g. 10%).
-    #[arg(long, default_value = "10%")]
-    pub tolerance: String,
-    /// Metric families that gate: cpu (worker CPU per op), throughput, p50, p99, p999.
-    #[arg(long, default_value = GATED_DEFAULT, value_delimiter = ',')]
-    pub metrics: Vec<String>,
-    /// Judge the raw figures instead of their ratios to the reference peer
-    /// measured in the same run (only on a dedicated, quiet machine).
+    /// Wall clock: rounds per run (default: the baseline's plan).
     #[arg(long)]
-    pub raw: bool,
-    /// Compare these result files instead of running.
+    pub rounds: Option<usize>,
+    /// Allowed change before a kind counts as a regression, e.g. 10%
+    /// (default: 10% wall clock, 2% instructions).
     #[arg(long)]
-    pub candidate: Vec<PathBuf>,
-    /// Make a new baseline at this path from `repeat` runs (of --scenario,
-    /// default "gate") instead of comparing.
+    pub tolerance: Option<String>,
+    /// Make a new baseline at this path instead of comparing
+    /// (scripts/refresh-baseline.sh writes both).
     #[arg(long)]
     pub write_baseline: Option<PathBuf>,
-    /// The scenario for --write-baseline (a gate run reruns the baseline's own).
+    /// Wall clock: how far the peer's cost may be from the baseline's for a
+    /// run to count (default 15%: further, the machine is in another state,
+    /// which moves the ratios too).
     #[arg(long)]
-    pub scenario: Option<String>,
-    /// No progress bar.
+    pub peer_drift: Option<String>,
+    /// With --write-baseline: live sessions in each store (default 100K).
+    #[arg(long, requires = "write_baseline")]
+    pub sessions: Option<usize>,
+    /// With --write-baseline: operations per slice (wall clock, default
+    /// 10K) or per loop (instructions, default 20K).
+    #[arg(long, requires = "write_baseline")]
+    pub ops: Option<usize>,
+    /// Write the gate's result (runs, rows, verdict) as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// `loadgen compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The earlier run's result.json.
+    pub a: PathBuf,
+    /// The later run's result.json.
+    pub b: PathBuf,
+}
+
+/// `loadgen op-loops` (hidden).
+#[derive(Debug, Args)]
+pub struct OpLoopsArgs {
+    /// Live sessions in each store.
+    #[arg(long)]
+    pub sessions: usize,
+    /// Metadata bytes of each.
+    #[arg(long)]
+    pub metadata_bytes: usize,
+    /// Operations per loop.
+    #[arg(long)]
+    pub ops: usize,
+    /// Draws the ids and keys.
+    #[arg(long)]
+    pub seed: u64,
+}
+
+/// The exit code of a verdict.
+#[must_use]
+pub fn exit_code(verdict: RunVerdict) -> i32 {
+    match verdict {
+        RunVerdict::Pass => EXIT_PASS,
+        RunVerdict::Fail => EXIT_FAIL,
+        RunVerdict::Inconclusive => EXIT_INCONCLUSIVE,
+    }
 }
 
 /// Runs a parsed command line; returns the exit code.
@@ -272,6 +354,14 @@ pub fn main_with(cli: Cli, command_line: Vec<String>) -> i32 {
         Command::Run(args) => cmd_run(&args, command_line),
         Command::Sweep(args) => cmd_sweep(&args, command_line),
         Command::Gate(args) => cmd_gate(&args, command_line),
+        Command::Compare(args) => crate::compare::execute(&args.a, &args.b).map(|()| EXIT_PASS),
+        Command::OpLoops(args) => crate::callgrind::run_loops(&crate::callgrind::CountPlan {
+            sessions: args.sessions,
+            metadata_bytes: args.metadata_bytes,
+            ops: args.ops,
+            seed: args.seed,
+        })
+        .map(|()| EXIT_PASS),
         Command::List => {
             println!("scenarios (--scenario NAME, or a TOML file):");
             for (name, text) in scenario::BUILTIN {
@@ -292,114 +382,60 @@ pub fn main_with(cli: Cli, command_line: Vec<String>) -> i32 {
     };
     match result {
         Ok(code) => code,
-        Err(RunError::Usage(message)) => {
+        Err(Error::Usage(message)) => {
             eprintln!("loadgen: error: {message}");
             EXIT_USAGE
         }
-        Err(RunError::Failed(e)) => {
+        Err(Error::Failed(e)) => {
             eprintln!("loadgen: error: {e:#}");
             EXIT_USAGE
         }
     }
 }
 
-fn load_targets(names: &[String]) -> Result<Vec<Targets>, RunError> {
+fn load_targets(names: &[String]) -> Result<Vec<Targets>, Error> {
     names
         .iter()
         .filter(|n| !n.trim().is_empty() && n.as_str() != "none")
-        .map(|n| Targets::load(n.trim()).map_err(|e| RunError::Usage(e.to_string())))
+        .map(|n| Targets::load(n.trim()).map_err(|e| Error::Usage(e.to_string())))
         .collect()
 }
 
-fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, RunError> {
+fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, Error> {
     let scenario = args.scenario.resolve()?;
     let targets = load_targets(&args.targets)?;
-    let stall = args.inject_stall.as_deref().map(run::parse_stall).transpose()?;
+    if args.percentiles.len() > crate::limits::PERCENTILE_COLUMNS_MAX {
+        return Err(Error::Usage(format!(
+            "--percentiles: at most {} columns",
+            crate::limits::PERCENTILE_COLUMNS_MAX
+        )));
+    }
     let out_dir = args.output.dir(&scenario.name);
     let request = RunRequest {
         scenario,
         targets,
         out_dir,
         progress: !args.output.quiet,
-        stall,
+        stall: args.inject_stall,
+        columns: args.percentiles.clone(),
+        json: args.json,
         command,
     };
-    let report = execute_run(&request, args.output.quiet)?;
-    Ok(if report.passed { EXIT_PASS } else { EXIT_FAIL })
+    let report = run::execute(&request, args.output.quiet)?;
+    Ok(exit_code(report.verdict))
 }
 
-/// Runs, prints the summary and the verdict table, writes the files.
-///
-/// # Errors
-/// [`RunError`].
-pub fn execute_run(request: &RunRequest, quiet: bool) -> Result<Report, RunError> {
-    let s = &request.scenario;
-    if !quiet {
-        eprintln!(
-            "loadgen: scenario {} ({} sessions, rate {}, {} + {} warm-up, {} workers, seed {})",
-            s.name, s.sessions, s.rate, s.duration, s.warmup, s.workers, s.seed
-        );
-    }
-    let bar = run::progress_bar(!request.progress, &s.name);
-    let measured = run::measure_request(request, bar.as_ref())?;
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
-    let report = run::build_report(request, &measured);
-    println!("{}", headline(&report));
-    println!();
-    print!("{}", targets::table(&report.verdicts));
-    if let Some(dir) = &request.out_dir {
-        run::write_outputs(dir, &report, &measured.outcome)?;
-        println!("\nresults: {}", dir.display());
-    }
-    if report.disturbed {
-        println!(
-            "warning: disturbed run: the workers got {:.0}% of their cores (other work on the machine, or a backend that blocks them); the tail shows it",
-            report.cpu.workers_cpu_share * 100.0
-        );
-    }
-    println!("verdict: {}", if report.passed { "PASS" } else { "FAIL" });
-    Ok(report)
-}
-
-fn headline(r: &Report) -> String {
-    use crate::units::format_ns;
-    use std::fmt::Write as _;
-    let a = &r.all_point_ops;
-    let mut line = format!(
-        "{} {}: {:.0} ops/s over {:.1} s, all point ops p50 {} p99 {} p99.9 {} max {}",
-        r.scenario.name,
-        r.mode,
-        r.throughput_ops_per_s,
-        r.measured_s,
-        format_ns(a.p50_ns),
-        format_ns(a.p99_ns),
-        format_ns(a.p999_ns),
-        format_ns(a.max_ns)
-    );
-    if let Some(b) = r.memory.bytes_per_session {
-        let _ = write!(line, ", {b:.0} B/session");
-    }
-    if let Some(e) = &r.expiry {
-        let _ = write!(line, ", expiry lag p99 {} ms", e.lag_ms_p99);
-    }
-    line
-}
-
-fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, RunError> {
+fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
     let scenario = args.scenario.resolve()?;
-    if args.steps == 0 || args.steps > 100 {
-        return Err(RunError::Usage("--steps must be between 1 and 100".into()));
+    if args.steps == 0 || args.steps > SWEEP_STEPS_MAX {
+        return Err(Error::Usage(format!(
+            "--steps must be between 1 and {SWEEP_STEPS_MAX}"
+        )));
     }
     let to = match args.to {
         None => None,
         Some(Rate::PerSec(r)) => Some(r),
-        Some(Rate::Max) => {
-            return Err(RunError::Usage(
-                "--to takes a rate (omit it to use the peak)".into(),
-            ))
-        }
+        Some(Rate::Max) => return Err(Error::Usage("--to takes a rate (omit it to use the peak)".into())),
     };
     let out_dir = args.output.dir(&format!("sweep-{}", scenario.name));
     let request = SweepRequest {
@@ -409,16 +445,23 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, RunError> {
         to,
         step_duration: args.step_duration.0,
         step_warmup: args.step_warmup.0,
-        retries: args.retries.min(10),
+        retries: args.retries.min(SWEEP_RETRIES_MAX),
         out_dir: out_dir.clone(),
         progress: !args.output.quiet,
         command,
     };
     let report = sweep::execute(&request)?;
     print!("{}", report.table());
-    match report.knee_ops_per_s {
-        Some(k) => println!("\nknee: {k:.0} ops/s (highest offered rate that held every bound)"),
-        None => println!("\nknee: none (the first step already failed)"),
+    match (report.knee_ops_per_s, report.broke_at_ops_per_s) {
+        (Some(k), Some(b)) => println!(
+            "\nknee: {k:.0} ops/s (highest offered rate that held every bound; {b:.0} ops/s broke {})",
+            report.broke_first.join(", ")
+        ),
+        (Some(k), None) => println!("\nknee: {k:.0} ops/s (the highest step; nothing broke)"),
+        (None, _) => println!(
+            "\nknee: none (the first step already broke {})",
+            report.broke_first.join(", ")
+        ),
     }
     if let Some(dir) = out_dir {
         report.write(&dir)?;
@@ -431,132 +474,56 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, RunError> {
     })
 }
 
-fn cmd_gate(args: &GateArgs, command: Vec<String>) -> Result<i32, RunError> {
-    let tolerance = gate::parse_tolerance(&args.tolerance).map_err(RunError::Usage)?;
-    if args.repeat == 0 || args.repeat > 50 {
-        return Err(RunError::Usage("--repeat must be between 1 and 50".into()));
+fn cmd_gate(args: &GateArgs, command: Vec<String>) -> Result<i32, Error> {
+    let tolerance = args
+        .tolerance
+        .as_deref()
+        .map(gate::parse_tolerance)
+        .transpose()
+        .map_err(Error::Usage)?;
+    if args.repeat == 0 || args.repeat > GATE_REPEAT_MAX {
+        return Err(Error::Usage(format!(
+            "--repeat must be between 1 and {GATE_REPEAT_MAX}"
+        )));
     }
-    for m in &args.metrics {
-        if !gate::FAMILIES.contains(&m.as_str()) {
-            return Err(RunError::Usage(format!(
-                "--metrics: unknown family {m:?} (one of {})",
-                gate::FAMILIES.join(", ")
-            )));
-        }
+    if args.sessions.is_some_and(|s| s == 0 || s > GATE_SESSIONS_MAX)
+        || args.ops.is_some_and(|o| o == 0 || o > GATE_SESSIONS_MAX)
+    {
+        return Err(Error::Usage(format!(
+            "--sessions and --ops must be between 1 and {GATE_SESSIONS_MAX}"
+        )));
     }
-    if let Some(path) = &args.write_baseline {
-        let scenario = ScenarioArgs {
-            scenario: args.scenario.clone().unwrap_or_else(|| "gate".into()),
-            ..ScenarioArgs::default()
-        }
-        .resolve()?;
-        let runs = repeated_runs(&scenario, args.repeat, args.quiet, &command)?;
-        let baseline = Baseline {
-            schema: gate::BASELINE_SCHEMA.into(),
-            schema_version: gate::BASELINE_SCHEMA_VERSION,
-            created_at: rfc3339(std::time::SystemTime::now()),
-            command,
-            machine: crate::procfs::Machine::detect(),
-            git: crate::procfs::GitInfo::detect(),
-            scenario,
-            repeat: args.repeat,
-            metrics: gate::medians(&runs),
-            runs,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| RunError::Failed(e.into()))?;
-        }
-        let text = serde_json::to_string_pretty(&baseline).map_err(|e| RunError::Failed(e.into()))?;
-        std::fs::write(path, format!("{text}\n")).map_err(|e| RunError::Failed(e.into()))?;
-        println!(
-            "baseline written: {} (medians of {} runs)",
-            path.display(),
-            args.repeat
-        );
-        return Ok(EXIT_PASS);
+    if args.rounds.is_some_and(|r| r == 0 || r > GATE_ROUNDS_MAX) {
+        return Err(Error::Usage(format!(
+            "--rounds must be between 1 and {GATE_ROUNDS_MAX}"
+        )));
     }
-    let baseline = Baseline::read(&args.baseline).map_err(|e| RunError::Usage(format!("{e:#}")))?;
-    let candidates = if args.candidate.is_empty() {
-        repeated_runs(&baseline.scenario, args.repeat, args.quiet, &command)?
-    } else {
-        args.candidate
-            .iter()
-            .map(|p| Report::read(p).map(|r| gate::metrics_of(&r)))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(|e| RunError::Usage(format!("{e:#}")))?
+    let request = gate::GateRequest {
+        kind: if args.instructions {
+            gate::GateKind::Instructions
+        } else {
+            gate::GateKind::WallClock
+        },
+        baseline: args.baseline.clone(),
+        repeat: args.repeat,
+        tolerance,
+        rounds: args.rounds,
+        peer_drift: args
+            .peer_drift
+            .as_deref()
+            .map(gate::parse_tolerance)
+            .transpose()
+            .map_err(Error::Usage)?,
+        sessions: args.sessions,
+        ops: args.ops,
+        write_baseline: args.write_baseline.clone(),
+        out: args.out.clone(),
+        quiet: args.quiet,
+        command,
     };
-    let rows = gate::compare(&baseline.metrics, &candidates, tolerance, &args.metrics, args.raw);
-    println!(
-        "gate: {} candidate run(s) vs baseline {} ({} runs, {}), tolerance {:.0}%",
-        candidates.len(),
-        args.baseline.display(),
-        baseline.repeat,
-        baseline.created_at,
-        tolerance * 100.0
-    );
-    println!();
-    print!("{}", gate::table(&rows, tolerance));
-    let pass = gate::passes(&rows);
-    println!(
-        "\ngate: {}",
-        if pass {
-            "PASS"
-        } else {
-            "FAIL (regression beyond tolerance)"
-        }
-    );
-    Ok(if pass { EXIT_PASS } else { EXIT_FAIL })
-}
-
-fn repeated_runs(
-    scenario: &Scenario,
-    repeat: usize,
-    quiet: bool,
-    command: &[String],
-) -> Result<Vec<std::collections::BTreeMap<String, f64>>, RunError> {
-    let mut runs = Vec::new();
-    let mut disturbed = Vec::new();
-    // A run whose workers did not get their cores is retried, up to `repeat`
-    // extra runs; if the machine stays busy its runs are used after all.
-    let mut attempt = 0;
-    while runs.len() < repeat && attempt < 2 * repeat {
-        attempt += 1;
-        let request = RunRequest {
-            scenario: scenario.clone(),
-            targets: Vec::new(),
-            out_dir: None,
-            progress: !quiet,
-            stall: None,
-            command: command.to_vec(),
-        };
-        let bar = run::progress_bar(quiet, &format!("gate run {attempt}"));
-        let measured = run::measure_request(&request, bar.as_ref())?;
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        let report = run::build_report(&request, &measured);
-        let share = report.cpu.workers_cpu_share;
-        let ok = !report.disturbed;
-        if !quiet {
-            eprintln!(
-                "  run {attempt}: {} (workers got {:.0}% of their cores{})",
-                headline(&report),
-                share * 100.0,
-                if ok { "" } else { ": disturbed, retrying" }
-            );
-        }
-        if ok {
-            runs.push(gate::metrics_of(&report));
-        } else {
-            disturbed.push(gate::metrics_of(&report));
-        }
-        // Let the engine of the previous run finish tearing down.
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let missing = repeat.saturating_sub(runs.len());
-    if missing > 0 && !quiet {
-        eprintln!("  the machine stayed busy: using {missing} disturbed run(s)");
-    }
-    runs.extend(disturbed.into_iter().take(missing));
-    Ok(runs)
+    Ok(match gate::execute(&request)? {
+        gate::GateVerdict::Pass => EXIT_PASS,
+        gate::GateVerdict::Fail => EXIT_FAIL,
+        gate::GateVerdict::Inconclusive => EXIT_INCONCLUSIVE,
+    })
 }

@@ -1,5 +1,4 @@
-//! The result document (versioned JSON), its markdown summary, and where
-//! the files go.
+//! The result document (versioned JSON) and its markdown summary.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,17 +7,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::hist::IntervalPoint;
-use crate::load::CpuUse;
+use crate::collect::IntervalPoint;
 use crate::procfs::{GitInfo, Machine};
 use crate::scenario::Scenario;
-use crate::targets::{OpStats, Verdict};
+use crate::slices::SliceStats;
+use crate::targets::{OpStats, RunVerdict, Status, Verdict};
 use crate::units::{format_ns, Rate};
+use crate::workers::CpuUse;
 
 /// `schema` of a run's result document.
 pub const RESULT_SCHEMA: &str = "session-engine/loadgen-result";
-/// Its version; bumped on any incompatible change.
-pub const RESULT_SCHEMA_VERSION: u32 = 1;
+/// Its version; bumped on any incompatible change (2: slices with the
+/// reference peer, verdicts on judged slices).
+pub const RESULT_SCHEMA_VERSION: u32 = 2;
 
 /// A run's result: everything measured and everything needed to repeat it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -39,39 +40,38 @@ pub struct Report {
     pub machine: Machine,
     /// The code.
     pub git: GitInfo,
-    /// The resolved scenario (seed included: rerun it with `--scenario result.json`'s values).
+    /// The resolved scenario (seed included).
     pub scenario: Scenario,
     /// `open-loop` or `closed-loop`.
     pub mode: String,
-    /// Offered rate (open loop).
+    /// Offered rate (open loop), each side during its slices.
     pub rate_target_ops_per_s: Option<f64>,
-    /// Point operations per second, measured.
+    /// The backend's point operations per second over its measured slices.
     pub throughput_ops_per_s: f64,
-    /// Open loop: the load kept its schedule (throughput ≥ 95% of the target
-    /// and nothing left unsent).
+    /// Open loop: the backend kept its schedule in its undisturbed slices
+    /// (throughput ≥ 95% of the target and nothing left unsent).
     pub rate_held: Option<bool>,
-    /// Seconds measured.
+    /// Seconds of the measured window (both sides; each had half).
     pub measured_s: f64,
     /// Seconds of warm-up excluded.
     pub warmup_s: f64,
-    /// Operations issued by all clients, warm-up included.
+    /// Operations the backend's clients issued, warm-up included.
     pub ops_issued: u64,
-    /// Open loop: scheduled operations never issued (the backlog outlived the grace).
+    /// Open loop: the backend's scheduled operations never issued.
     pub ops_unsent: u64,
     /// Deletes skipped (the client had no churn session left).
     pub deletes_skipped: u64,
-    /// Figures per operation kind, after the warm-up.
+    /// The backend's figures per operation kind, every measured slice: what
+    /// the run measured, disturbances included.
     pub ops: BTreeMap<String, OpStats>,
-    /// All point operations together.
+    /// The backend's point operations together, every measured slice.
     pub all_point_ops: OpStats,
-    /// Median over the measured intervals of each interval's p99 (all point
-    /// operations): the typical second, which a few disturbed seconds on a
-    /// shared machine do not move (the whole-run p99 above is what verdicts use).
-    pub interval_p99_median_ns: u64,
-    /// Measured intervals whose p99 exceeded ten times that median.
-    pub intervals_disturbed: usize,
-    /// Measured intervals.
-    pub intervals_measured: usize,
+    /// The reference peer, driven in the other slices.
+    pub peer: Option<PeerReport>,
+    /// What the verdict judged.
+    pub judged: JudgedReport,
+    /// The slices: how many, which the machine disturbed.
+    pub slices: SlicesReport,
     /// The populate phase.
     pub populate: PopulateReport,
     /// Memory.
@@ -82,21 +82,80 @@ pub struct Report {
     pub engine: Option<EngineReport>,
     /// CPU use and the loadgen's own cost.
     pub cpu: CpuReport,
-    /// The reference peer, measured in the same process before and after the load.
-    pub peer: PeerReport,
-    /// Per-interval points (warm-up included, flagged).
+    /// The backend's per-interval points (warm-up included, flagged).
     pub timeline: Vec<IntervalPoint>,
     /// The tiers checked.
     pub targets: Vec<String>,
     /// One row per bound.
     pub verdicts: Vec<Verdict>,
-    /// True if no bound failed.
+    /// The verdict.
+    pub verdict: RunVerdict,
+    /// True if the verdict is a pass.
     pub passed: bool,
-    /// The workers got less than [`DISTURBED_BELOW`] of their cores: the
-    /// figures (tails above all) say more about the machine than the backend.
-    pub disturbed: bool,
     /// The files written beside this one.
     pub files: Files,
+}
+
+/// The reference peer's figures over its measured slices.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// What the peer is.
+    pub store: String,
+    /// Point operations per second over its measured slices.
+    pub throughput_ops_per_s: f64,
+    /// Per kind, every measured slice.
+    pub ops: BTreeMap<String, OpStats>,
+    /// Its point operations together.
+    pub all_point_ops: OpStats,
+}
+
+/// The figures the verdict judged: each side over its judged slices.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct JudgedReport {
+    /// The backend, per kind.
+    pub backend: BTreeMap<String, OpStats>,
+    /// The peer, per kind.
+    pub peer: BTreeMap<String, OpStats>,
+    /// The typical slice's median per kind (the median of the backend's
+    /// judged slices' medians), ns.
+    pub typical_p50_ns: BTreeMap<String, u64>,
+    /// The backend's point operations per second over its undisturbed
+    /// slices (what the rate verdict judges).
+    pub throughput_ops_per_s: Option<f64>,
+}
+
+/// One side's slices.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SideSlices {
+    /// Measured (after the warm-up).
+    pub measured: u64,
+    /// Judged.
+    pub judged: u64,
+    /// Disturbed by the machine (judged or set aside).
+    pub disturbed: u64,
+    /// Set aside: disturbed, and the disturbance explains them.
+    pub set_aside: u64,
+    /// Time the machine took from its clients over the measured slices, ms.
+    pub taken_ms: f64,
+    /// The longest single gap, ms.
+    pub gap_max_ms: f64,
+}
+
+/// The slices of the run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SlicesReport {
+    /// Slice length, ms.
+    pub slice_ms: f64,
+    /// The backend's.
+    pub backend: SideSlices,
+    /// The peer's.
+    pub peer: Option<SideSlices>,
+    /// Judged / measured, the lower of the two sides.
+    pub judged_share: f64,
+    /// Steal time the hypervisor reported over the load, all CPUs, ms.
+    pub steal_ms: Option<f64>,
+    /// Every slice, warm-up included.
+    pub list: Vec<SliceStats>,
 }
 
 /// The populate phase.
@@ -115,9 +174,9 @@ pub struct PopulateReport {
 /// Memory, from the process's resident set.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MemoryReport {
-    /// RSS before populating.
+    /// RSS before populating the backend.
     pub rss_before_bytes: Option<u64>,
-    /// RSS after populating.
+    /// RSS after populating it.
     pub rss_after_populate_bytes: Option<u64>,
     /// RSS at the end of the load.
     pub rss_end_bytes: Option<u64>,
@@ -170,43 +229,13 @@ pub struct CpuReport {
     /// Worker CPU per operation of the loadgen alone (the same loop, mix and
     /// keys against the null backend, closed loop, one thread).
     pub loadgen_ns_per_op: f64,
-    /// Closed loop only: worker CPU per operation in this run.
+    /// Closed loop only: the backend's workers' CPU per operation.
     pub worker_ns_per_op: Option<f64>,
+    /// Closed loop only: the peer's workers' CPU per operation.
+    pub peer_worker_ns_per_op: Option<f64>,
     /// Closed loop only: `loadgen_ns_per_op / worker_ns_per_op`; the rest of
-    /// the workers' CPU is the engine.
+    /// the workers' CPU is the backend.
     pub loadgen_share: Option<f64>,
-    /// CPU the worker threads got / what they asked for (wall × workers).
-    /// Workers never block (they spin while waiting), so an undisturbed run
-    /// is near 1.0; below [`DISTURBED_BELOW`] other work took their cores.
-    pub workers_cpu_share: f64,
-}
-
-/// A run whose workers got less than this share of their cores was
-/// disturbed: other work held a worker off its core for more than one part in
-/// fifty, and a client that is not running queues every operation due
-/// meanwhile (at 200K ops/s, a 4 ms preemption delays 800 of them), so the
-/// p99 measures the machine rather than the backend.
-pub const DISTURBED_BELOW: f64 = 0.98;
-
-/// The reference peer: the same mix and keys, closed loop on one thread,
-/// against a plain sharded map, in the same process as the load. Ratios to it
-/// cancel most of what a busy or slow machine does to both.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct PeerReport {
-    /// What the peer is.
-    pub store: String,
-    /// Threads it ran on.
-    pub threads: usize,
-    /// Runs (before and after the load).
-    pub runs: u32,
-    /// Seconds per run.
-    pub seconds_each: f64,
-    /// CPU per operation, loop included, ns.
-    pub cpu_ns_per_op: f64,
-    /// Service times per kind.
-    pub ops: BTreeMap<String, OpStats>,
-    /// All point operations.
-    pub all_point_ops: OpStats,
 }
 
 /// Paths of the files of one run, relative to the result directory.
@@ -218,19 +247,25 @@ pub struct Files {
     pub markdown: String,
     /// The latency-by-percentile plot.
     pub plot_svg: String,
+    /// Throughput, p50 and p99 per second, disturbed seconds marked.
+    pub timeline_svg: String,
     /// The `HdrHistogram` interval log.
     pub interval_log: String,
+    /// One `HdrHistogram` percentile distribution per operation kind.
+    pub hgrm: Vec<String>,
 }
 
 impl Files {
-    /// The standard names.
+    /// The standard names, with one `.hgrm` per kind in `kinds`.
     #[must_use]
-    pub fn standard() -> Self {
+    pub fn standard<'a>(kinds: impl Iterator<Item = &'a str>) -> Self {
         Self {
             json: "result.json".into(),
             markdown: "summary.md".into(),
             plot_svg: "latency.svg".into(),
+            timeline_svg: "timeline.svg".into(),
             interval_log: "latency.hlog".into(),
+            hgrm: kinds.map(|k| format!("{k}.hgrm")).collect(),
         }
     }
 }
@@ -243,26 +278,54 @@ impl Report {
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        let report: Report = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{} is not a loadgen result: {e}", path.display()))?;
+        let head: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))?;
         anyhow::ensure!(
-            report.schema == RESULT_SCHEMA && report.schema_version == RESULT_SCHEMA_VERSION,
+            head["schema"] == RESULT_SCHEMA && head["schema_version"] == RESULT_SCHEMA_VERSION,
             "{}: schema {} v{} (this loadgen reads {RESULT_SCHEMA} v{RESULT_SCHEMA_VERSION})",
             path.display(),
-            report.schema,
-            report.schema_version
+            head["schema"],
+            head["schema_version"]
         );
-        Ok(report)
+        serde_json::from_value(head)
+            .map_err(|e| anyhow::anyhow!("{} is not a loadgen result: {e}", path.display()))
     }
 
     /// The markdown summary.
     #[must_use]
-    #[allow(clippy::too_many_lines)] // one document, top to bottom
     pub fn markdown(&self) -> String {
         let mut md = String::new();
-        let verdict = if self.passed { "PASS" } else { "FAIL" };
+        self.md_header(&mut md);
+        self.md_figures(&mut md);
+        self.md_slices(&mut md);
+        self.md_cpu(&mut md);
+        self.md_latency(&mut md);
+        self.md_verdicts(&mut md);
+        let _ = writeln!(
+            md,
+            "\nFiles: [{}]({}), [{}]({}) (latency by percentile), [{}]({}) (per second, disturbed seconds marked), \
+             [{}]({}) (HdrHistogram interval log, ns; tags per op), {} (percentile distributions per op).",
+            self.files.json,
+            self.files.json,
+            self.files.plot_svg,
+            self.files.plot_svg,
+            self.files.timeline_svg,
+            self.files.timeline_svg,
+            self.files.interval_log,
+            self.files.interval_log,
+            self.files
+                .hgrm
+                .iter()
+                .map(|f| format!("[{f}]({f})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        md
+    }
+
+    fn md_header(&self, md: &mut String) {
         let s = &self.scenario;
-        let _ = writeln!(md, "# Load run `{}`: {verdict}\n", s.name);
+        let _ = writeln!(md, "# Load run `{}`: {}\n", s.name, self.verdict.shout());
         let _ = writeln!(md, "- command: `{}`", self.command.join(" "));
         let _ = writeln!(md, "- date: {} (UTC)", self.started_at);
         let _ = writeln!(
@@ -295,7 +358,7 @@ impl Report {
         };
         let _ = writeln!(
             md,
-            "- scenario: {} live sessions, {load}, {} workers / {} clients, keys {}, {} B metadata, population timeout {}, churn timeout {}, {} list pages/s of {}, seed {}",
+            "- scenario: {} live sessions, {load}, {} workers / {} clients per side, keys {}, {} B metadata, population timeout {}, churn timeout {}, {} list pages/s of {}, seed {}",
             thousands_u(s.sessions as u64),
             s.workers,
             s.clients,
@@ -309,21 +372,25 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "- backend: {}{}",
+            "- backend: {}{}; {}",
             s.backend,
             s.engine.data_dir.as_ref().map_or(String::new(), |d| format!(
                 ", data dir {}, durability {}",
                 d.display(),
                 s.engine.durability
-            ))
+            )),
+            self.peer.as_ref().map_or_else(
+                || "no reference peer".to_owned(),
+                |p| format!(
+                    "reference peer: {}, in alternating slices of {}",
+                    p.store,
+                    format_ns_f(self.slices.slice_ms * 1e6)
+                )
+            )
         );
-        if self.disturbed {
-            let _ = writeln!(
-                md,
-                "\n**Disturbed run**: the workers got {:.0}% of their cores (other work on the machine took the rest, or the backend blocked them, as fsync-per-write durability does); the tail latencies reflect that.",
-                self.cpu.workers_cpu_share * 100.0
-            );
-        }
+    }
+
+    fn md_figures(&self, md: &mut String) {
         let _ = writeln!(md, "\n## Figures\n");
         let held = match self.rate_held {
             Some(true) => " (rate held)".to_owned(),
@@ -332,19 +399,13 @@ impl Report {
         };
         let _ = writeln!(
             md,
-            "- throughput: **{} ops/s**{held} over {:.1} s measured after {:.1} s warm-up; {} ops issued, {} unsent",
+            "- throughput: **{} ops/s**{held} over the backend's {:.1} s of slices (of {:.1} s measured after {:.1} s warm-up); {} ops issued, {} unsent",
             thousands(self.throughput_ops_per_s),
+            self.measured_s * self.slices.backend.measured as f64 / (self.slices.backend.measured + self.slices.peer.map_or(0, |p| p.measured)).max(1) as f64,
             self.measured_s,
             self.warmup_s,
             thousands_u(self.ops_issued),
             thousands_u(self.ops_unsent)
-        );
-        let _ = writeln!(
-            md,
-            "- typical second: median of the per-second p99 {} ({} of {} measured seconds had a p99 above ten times that)",
-            format_ns(self.interval_p99_median_ns),
-            self.intervals_disturbed,
-            self.intervals_measured
         );
         if let Some(bytes) = self.memory.bytes_per_session {
             let _ = writeln!(
@@ -372,13 +433,44 @@ impl Report {
                 e.sweep_interval_ms
             );
         }
+    }
+
+    fn md_slices(&self, md: &mut String) {
+        let sl = &self.slices;
+        let side = |name: &str, s: &SideSlices| {
+            format!(
+                "{name}: {} of {} slices judged, {} disturbed ({} set aside), the machine took {:.1} ms in all (longest gap {:.2} ms)",
+                s.judged, s.measured, s.disturbed, s.set_aside, s.taken_ms, s.gap_max_ms
+            )
+        };
+        let _ = writeln!(
+            md,
+            "- slices of {}: {}{}{}",
+            format_ns_f(sl.slice_ms * 1e6),
+            side("backend", &sl.backend),
+            sl.peer
+                .as_ref()
+                .map_or(String::new(), |p| format!("; {}", side("peer", p))),
+            sl.steal_ms.map_or(String::new(), |s| format!(
+                "; hypervisor steal {s:.0} ms over the load (all CPUs)"
+            ))
+        );
+        if self.verdict == RunVerdict::Inconclusive {
+            let _ = writeln!(
+                md,
+                "\n**Inconclusive**: only {:.0}% of the slices could be judged; the machine was too busy (rerun on a quieter one).",
+                sl.judged_share * 100.0
+            );
+        }
+    }
+
+    fn md_cpu(&self, md: &mut String) {
         let c = &self.cpu;
         let _ = writeln!(
             md,
-            "- CPU: workers {:.2} s ({:.0}% of their cores{}), lister {:.2} s, sweeper {}, process {} over {:.1} s wall ({} cores busy)",
+            "- CPU: backend workers {:.2} s, peer workers {:.2} s, listers {:.2} s, sweeper {}, process {} over {:.1} s wall ({} cores busy)",
             c.usage.workers_s,
-            c.workers_cpu_share * 100.0,
-            if c.workers_cpu_share < DISTURBED_BELOW { ": **disturbed run**" } else { "" },
+            c.usage.peer_workers_s,
             c.usage.lister_s,
             c.usage.sweeper_s.map_or("n/a".into(), |v| format!("{v:.2} s")),
             c.usage.process_s.map_or("n/a".into(), |v| format!("{v:.2} s")),
@@ -387,53 +479,46 @@ impl Report {
         );
         let share = match (c.worker_ns_per_op, c.loadgen_share) {
             (Some(per_op), Some(share)) => format!(
-                "; workers spent {per_op:.0} ns of CPU per operation, so the loadgen is {:.0}% of the workers' CPU and the engine the rest",
+                "; the backend's workers spent {per_op:.0} ns of CPU per operation{}, so the loadgen is {:.0}% of their CPU and the backend the rest",
+                c.peer_worker_ns_per_op.map_or(String::new(), |p| format!(" (the peer's {p:.0} ns)")),
                 share * 100.0
             ),
-            _ => "; open-loop workers spin between scheduled operations, so their CPU is not a cost figure (run `--rate max` for the engine's share)".into(),
+            _ => "; open-loop workers spin between scheduled operations, so their CPU is not a cost figure (run `--rate max` for the backend's share)".into(),
         };
         let _ = writeln!(
             md,
             "- loadgen cost: {:.0} ns per operation (null backend), clock read {:.0} ns{share}",
             c.loadgen_ns_per_op, c.timer_ns
         );
-        let p = &self.peer;
-        let engine_vs_peer = match c.worker_ns_per_op {
-            Some(per_op) => format!(
-                "; the engine's workers here: {per_op:.0} ns per operation, **{:.2}x the peer**",
-                per_op / p.cpu_ns_per_op.max(1e-9)
-            ),
-            None => String::new(),
-        };
+    }
+
+    fn md_latency(&self, md: &mut String) {
+        let _ = writeln!(md, "\n## Latency by operation (every measured slice)\n");
         let _ = writeln!(
             md,
-            "- reference peer ({}; same mix and keys, closed loop, {} thread, {} x {:.1} s around the load): {:.0} ns CPU per operation, p50 {}, p99 {}{engine_vs_peer}",
-            p.store,
-            p.threads,
-            p.runs,
-            p.seconds_each,
-            p.cpu_ns_per_op,
-            format_ns(p.all_point_ops.p50_ns),
-            format_ns(p.all_point_ops.p99_ns)
-        );
-        let _ = writeln!(md, "\n## Latency by operation\n");
-        let _ = writeln!(
-            md,
-            "| op | count | ops/s | p50 | p90 | p99 | p99.9 | p99.99 | max | errors |"
+            "| op | side | count | ops/s | p50 | p90 | p99 | p99.9 | p99.99 | max | errors |"
         );
         let _ = writeln!(
             md,
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
-        let rows = self
-            .ops
-            .iter()
-            .map(|(k, v)| (k.as_str(), v))
-            .chain(std::iter::once(("all point ops", &self.all_point_ops)));
-        for (name, o) in rows {
+        let no_peer = BTreeMap::new();
+        let peer_ops = self.peer.as_ref().map_or(&no_peer, |p| &p.ops);
+        let mut rows: Vec<(String, &str, &OpStats)> = Vec::new();
+        for (name, o) in &self.ops {
+            rows.push((name.clone(), "backend", o));
+            if let Some(p) = peer_ops.get(name) {
+                rows.push((name.clone(), "peer", p));
+            }
+        }
+        rows.push(("all point ops".into(), "backend", &self.all_point_ops));
+        if let Some(p) = &self.peer {
+            rows.push(("all point ops".into(), "peer", &p.all_point_ops));
+        }
+        for (name, side, o) in rows {
             let _ = writeln!(
                 md,
-                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {name} | {side} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 thousands_u(o.count),
                 thousands(o.throughput_ops_per_s),
                 format_ns(o.p50_ns),
@@ -445,38 +530,49 @@ impl Report {
                 o.errors
             );
         }
-        let _ = writeln!(md, "\n## Verdict ({})\n", self.targets.join(", "));
-        let _ = writeln!(md, "| tier | op | bound | limit | measured | margin | verdict |");
-        let _ = writeln!(md, "| --- | --- | --- | ---: | ---: | ---: | --- |");
+    }
+
+    fn md_verdicts(&self, md: &mut String) {
+        let _ = writeln!(
+            md,
+            "\n## Verdict ({}): {}\n",
+            self.targets.join(", "),
+            self.verdict.shout()
+        );
+        let _ = writeln!(
+            md,
+            "Medians are the typical slice's; tails are what the backend adds over the peer, over the judged slices.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| tier | op | bound | limit | backend | peer | measured | margin | verdict |"
+        );
+        let _ = writeln!(md, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |");
         for v in &self.verdicts {
             let status = match v.status {
-                crate::targets::Status::Pass => "pass".to_owned(),
-                crate::targets::Status::Fail => format!("**FAIL** {}", v.note),
-                crate::targets::Status::NotRun => format!("n/a ({})", v.note),
+                Status::Pass => "pass".to_owned(),
+                Status::Fail => format!("**FAIL** {}", v.note),
+                Status::NotRun | Status::Disturbed => format!("n/a ({})", v.note),
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {status} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {status} |",
                 v.tier,
                 v.subject,
                 v.bound,
                 v.limit,
+                v.backend.as_deref().unwrap_or("-"),
+                v.peer.as_deref().unwrap_or("-"),
                 v.measured,
                 v.margin.map_or("-".into(), |m| format!("{m:.1}x"))
             );
         }
-        let _ = writeln!(
-            md,
-            "\nFiles: [{}]({}), [{}]({}) (latency by percentile), [{}]({}) (HdrHistogram interval log, ns; tags per op).",
-            self.files.json,
-            self.files.json,
-            self.files.plot_svg,
-            self.files.plot_svg,
-            self.files.interval_log,
-            self.files.interval_log
-        );
-        md
     }
+}
+
+fn format_ns_f(ns: f64) -> String {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    format_ns(ns.max(0.0).round() as u64)
 }
 
 /// `1234567.8` as `1,234,568`.

@@ -1,41 +1,38 @@
-//! `loadgen run`: open the backend, populate, calibrate, load, judge, write.
+//! `loadgen run`, the run orchestration: open the backend, populate it and
+//! the reference peer, calibrate, load both in alternating slices, judge,
+//! print, write.
 
-use std::path::{Path, PathBuf};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use parking_lot::Mutex;
-use session_engine::{Clock, Engine, RemovalCause, SessionId};
+use session_engine::SessionId;
 
-use crate::backend::{Backend, BackendSpec, NullStore, PeerStore, Stalling};
-use crate::driver::{block_on_ready, drive, ClientPlan, ClientState, Pace, SpinTime, Work};
-use crate::hist::{new_hist, Hist, Msg, OpHists, Recorder};
-use crate::load::{self, Outcome, Phase, Populated};
+use crate::backend::{with_backend, Backend, BackendJob, EngineProbe, NullStore};
+use crate::client::{drive, ClientPlan, ClientState, Work};
+use crate::clock::{block_on_ready, SpinTime};
+use crate::collect::Recorder;
+use crate::error::Error;
+use crate::hist::{Hist, OpHists};
+use crate::limits::CALIBRATION_NS;
 use crate::mix::{KeySampler, Op};
+use crate::output::{self, Column};
+use crate::peer::{PeerStore, PEER_STORE};
+use crate::populate::{self, Populated};
 use crate::procfs::{self, GitInfo, Machine};
+use crate::progress::Progress;
 use crate::report::{
-    rfc3339, CpuReport, EngineReport, ExpiryReport, Files, MemoryReport, PeerReport, PopulateReport, Report,
-    RESULT_SCHEMA, RESULT_SCHEMA_VERSION,
+    rfc3339, CpuReport, EngineReport, ExpiryReport, Files, JudgedReport, MemoryReport, PeerReport,
+    PopulateReport, Report, SideSlices, SlicesReport, RESULT_SCHEMA, RESULT_SCHEMA_VERSION,
 };
 use crate::scenario::Scenario;
-use crate::targets::{self, OpStats, RunFacts, Status, Targets, Verdict};
-use crate::units::{Dur, Rate};
-
-/// Why a command could not do its job. Both map to exit code 2.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// Bad flags, scenario, targets or engine configuration.
-    #[error("{0}")]
-    Usage(String),
-    /// Something failed while running (I/O, a backend error while populating).
-    #[error(transparent)]
-    Failed(#[from] anyhow::Error),
-}
-
-/// Open-loop runs must deliver at least this share of the offered rate to
-/// count as having held it.
-pub const RATE_HELD_SHARE: f64 = 0.95;
+use crate::schedule::{Pace, Side, Slices};
+use crate::stall::Stall;
+use crate::targets::{self, Judged, OpStats, RunVerdict, Targets};
+use crate::units::{format_ns, Rate};
+use crate::workers::{self, Outcome, Phase, Populations, SideOutcome};
 
 /// What `loadgen run` was asked to do.
 #[derive(Clone, Debug)]
@@ -46,104 +43,24 @@ pub struct RunRequest {
     pub targets: Vec<Targets>,
     /// Where to write the files (`None`: write nothing).
     pub out_dir: Option<PathBuf>,
-    /// Show a progress bar (stderr, terminals only).
+    /// Show a progress line (stderr, terminals only).
     pub progress: bool,
-    /// Freeze the backend once: (at, length) after the load starts.
-    pub stall: Option<(Duration, Duration)>,
+    /// Freeze the backend once (`--inject-stall`).
+    pub stall: Option<Stall>,
+    /// Columns of the percentile table.
+    pub columns: Vec<Column>,
+    /// The result document on stdout, everything else on stderr.
+    pub json: bool,
     /// The command line, for the record.
     pub command: Vec<String>,
 }
 
-/// The engine-side observers of a run.
-pub struct EngineProbe {
-    lag_ms: Arc<Mutex<Hist>>,
-    sweep_interval_ms: u64,
-}
-
-/// Opens the embedded engine the scenario describes, with a listener that
-/// records how late each expiry came.
-///
-/// # Errors
-/// [`RunError::Usage`] for a configuration the engine refuses.
-pub fn open_engine(scenario: &Scenario) -> Result<(Engine, EngineProbe), RunError> {
-    if let Some(dir) = &scenario.engine.data_dir {
-        // A non-empty directory would be recovered: the run would start with
-        // someone else's sessions and measure recovery, not the scenario.
-        let occupied = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
-        if occupied {
-            return Err(RunError::Usage(format!(
-                "data dir {} is not empty: a load run starts from an empty engine (remove it or pick another)",
-                dir.display()
-            )));
-        }
-    }
-    let lag_ms = Arc::new(Mutex::new(new_hist()));
-    let clock = Clock::system();
-    let listener_clock = clock.clone();
-    let listener_lag = Arc::clone(&lag_ms);
-    let config = scenario
-        .engine_config()
-        .map_err(|e| RunError::Usage(e.to_string()))?
-        .clock(clock)
-        .listener(move |session, cause| {
-            if cause == RemovalCause::Expired {
-                if let Some(deadline_ms) = session.expires_at_ms() {
-                    let lag = listener_clock.now_ms().saturating_sub(deadline_ms);
-                    listener_lag.lock().saturating_record(lag);
-                }
-            }
-        });
-    let engine = Engine::open(config).map_err(|e| RunError::Usage(format!("engine configuration: {e}")))?;
-    let sweep_interval_ms = u64::try_from(scenario.engine.sweep_interval.0.as_millis()).unwrap_or(u64::MAX);
-    Ok((
-        engine,
-        EngineProbe {
-            lag_ms,
-            sweep_interval_ms,
-        },
-    ))
-}
-
-/// The backend a scenario names, or a usage error.
-///
-/// # Errors
-/// Unknown backends.
-pub fn backend_of(scenario: &Scenario) -> Result<BackendSpec, RunError> {
-    scenario
-        .backend
-        .parse()
-        .map_err(|e: crate::units::ParseError| RunError::Usage(e.to_string()))
-}
-
-/// Connects to Redis on a runtime of its own, which must outlive the store:
-/// the client's connections are driven there, whichever runtime the clients
-/// use.
-///
-/// # Errors
-/// [`RunError::Usage`] for a bad URL or a server that does not answer.
-pub fn connect_redis(url: &str) -> Result<(tokio::runtime::Runtime, session_redis::RedisStore), RunError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("loadgen-redis-home")
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Failed(e.into()))?;
-    let config = session_redis::RedisConfig::from_url(url)
-        .map_err(|e| RunError::Usage(format!("backend {url}: {e}")))?;
-    let store = runtime
-        .block_on(session_redis::RedisStore::connect(config))
-        .map_err(|e| RunError::Usage(format!("backend {url}: {e}")))?;
-    Ok((runtime, store))
-}
-
 /// Everything one run measured, before it becomes a report.
 pub struct Measured {
-    /// The populate phase.
+    /// The backend's populate phase.
     pub populated: Populated,
     /// The load.
     pub outcome: Outcome,
-    /// The peer, measured before and after the load.
-    pub reference: Reference,
     /// Loadgen cost per operation (null backend), ns.
     pub loadgen_ns_per_op: f64,
     /// One clock read, ns.
@@ -156,7 +73,8 @@ pub struct Measured {
     pub expiry: Option<(Hist, u64)>,
 }
 
-/// Runs the scenario's whole sequence against `store`.
+/// Populates `store` (and a fresh peer, if the scenario has one), then runs
+/// the scenario's load on both.
 ///
 /// # Errors
 /// A failed populate.
@@ -164,63 +82,65 @@ pub fn measure<B: Backend>(
     store: &Arc<B>,
     probe: Option<&EngineProbe>,
     scenario: &Scenario,
-    progress: Option<&ProgressBar>,
-) -> Result<Measured, RunError> {
+    progress: Option<&Progress>,
+) -> Result<Measured, Error> {
     if let Some(bar) = progress {
         bar.set_message(format!("populating {} sessions", scenario.sessions));
     }
-    let populated = load::populate(store, scenario)?;
+    let populated = populate::populate(store, scenario)?;
+    let peer = scenario.peer.then(|| Arc::new(PeerStore::default()));
+    let peer_ids = match &peer {
+        Some(peer) => Some(populate::populate(peer, scenario)?.ids),
+        None => None,
+    };
+    if let Some(bar) = progress {
+        bar.set_message("calibrating".into());
+    }
     let loadgen_ns_per_op = loadgen_cost_ns(scenario, &populated.ids);
     let timer_ns = timer_cost_ns();
-    // The peer brackets the load (before and after) so that a machine that
-    // changes speed during the run moves the reference with it.
-    let peer = PeerStore::default();
-    let mut reference = reference_run(&peer, scenario)?;
-    let outcome = load::run(store, scenario, &populated.ids, Phase::of(scenario), progress);
-    reference.absorb(&reference_run(&peer, scenario)?);
+    let populations = Populations {
+        backend: Arc::clone(&populated.ids),
+        peer: peer_ids,
+    };
+    let outcome = workers::run(
+        store,
+        peer.as_ref(),
+        scenario,
+        &populations,
+        Phase::of(scenario),
+        progress,
+    );
     Ok(Measured {
         populated,
         outcome,
-        reference,
         loadgen_ns_per_op,
         timer_ns,
         rss_end_bytes: procfs::rss_bytes(),
         stats: store.stats(),
-        expiry: probe.map(|p| (p.lag_ms.lock().clone(), p.sweep_interval_ms)),
+        expiry: probe.map(EngineProbe::expiry),
     })
 }
 
 /// Worker CPU per operation of the loop itself: the scenario's mix and keys
-/// against the null backend, closed loop, on this thread for 200 ms.
+/// against the null backend, closed loop, on this thread for
+/// [`CALIBRATION_NS`].
 #[must_use]
 pub fn loadgen_cost_ns(scenario: &Scenario, population: &Arc<[SessionId]>) -> f64 {
-    closed_loop_here(&NullStore, scenario, population, CALIBRATION_NS).0
-}
-
-/// How long each in-process calibration (null backend, peer) runs, ns.
-pub const CALIBRATION_NS: u64 = 200_000_000;
-
-/// Runs the scenario's point-operation mix closed loop on this thread
-/// against `store` for `duration_ns`; returns CPU ns per operation and the
-/// histograms.
-pub fn closed_loop_here<S: session_engine::SessionStore>(
-    store: &S,
-    scenario: &Scenario,
-    population: &Arc<[SessionId]>,
-    duration_ns: u64,
-) -> (f64, OpHists) {
-    let (tx, rx) = crossbeam_channel::unbounded();
+    // Nothing reads what the recorder sends: only the CPU time counts.
+    let (tx, _rx) = crossbeam_channel::unbounded();
     let (_stx, srx) = crossbeam_channel::bounded(1);
-    let mut recorder = Recorder::new(0, 0, u64::MAX / 4, tx, srx);
+    let mut recorder = Recorder::new(0, tx, srx);
     let plan = ClientPlan {
         start_ns: 0,
-        end_ns: duration_ns,
+        end_ns: CALIBRATION_NS,
         ops_max: u64::MAX,
         pace: Pace::Closed,
         work: Work::Point {
             mix: scenario.mix.table(),
             keys: KeySampler::new(scenario.keys, population.len()),
         },
+        side: Side::Backend,
+        slices: Slices::backend_only(0, CALIBRATION_NS),
     };
     let mut state = ClientState::new(
         scenario.seed ^ 0x5EED,
@@ -231,80 +151,13 @@ pub fn closed_loop_here<S: session_engine::SessionStore>(
     let time = SpinTime::new(Instant::now());
     let cpu_before = procfs::thread_cpu_ns();
     let started = Instant::now();
-    let summary = block_on_ready(drive(store, &time, &plan, &mut state, &mut recorder));
-    #[allow(clippy::cast_possible_truncation)]
-    let wall_ns = started.elapsed().as_nanos() as u64;
+    let summary = block_on_ready(drive(&NullStore, &time, &plan, &mut state, &mut recorder));
+    let wall_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let used_ns = procfs::thread_cpu_ns()
         .zip(cpu_before)
         .map_or(wall_ns, |(after, before)| after.saturating_sub(before));
-    recorder.finish(summary);
-    let mut hists = OpHists::default();
-    for msg in rx.try_iter() {
-        if let Msg::Interval { hists: h, .. } = msg {
-            hists.add(&h);
-        }
-    }
-    (used_ns as f64 / summary.ops.max(1) as f64, hists)
-}
-
-/// The reference peer's figures: the same mix and keys, closed loop on one
-/// thread, against [`PeerStore`] populated like the scenario.
-pub struct Reference {
-    /// CPU ns per operation (loop included), averaged over the runs.
-    pub cpu_ns_per_op: f64,
-    /// Latency (service time) histograms, all runs.
-    pub hists: OpHists,
-    runs: u32,
-}
-
-impl Reference {
-    fn absorb(&mut self, other: &Reference) {
-        let total = f64::from(self.runs + other.runs);
-        self.cpu_ns_per_op =
-            (self.cpu_ns_per_op * f64::from(self.runs) + other.cpu_ns_per_op * f64::from(other.runs)) / total;
-        self.hists.add(&other.hists);
-        self.runs += other.runs;
-    }
-}
-
-/// One reference run against `peer` (populated on first use).
-///
-/// # Errors
-/// If populating the peer fails (it cannot, short of the OS random source).
-pub fn reference_run(peer: &PeerStore, scenario: &Scenario) -> Result<Reference, RunError> {
-    let population = peer_population(peer, scenario)?;
-    let (cpu_ns_per_op, hists) = closed_loop_here(peer, scenario, &population, CALIBRATION_NS);
-    Ok(Reference {
-        cpu_ns_per_op,
-        hists,
-        runs: 1,
-    })
-}
-
-fn peer_population(peer: &PeerStore, scenario: &Scenario) -> Result<Arc<[SessionId]>, RunError> {
-    use session_engine::SessionStore as _;
-    let have = block_on_ready(peer.len()).unwrap_or(0);
-    let mut ids = Vec::with_capacity(scenario.sessions);
-    if have == 0 {
-        let metadata = vec![0; scenario.metadata_bytes];
-        for _ in 0..scenario.sessions {
-            let id = block_on_ready(peer.create(&metadata, session_engine::Timeout::Never))
-                .map_err(|e| RunError::Failed(e.into()))?;
-            ids.push(id);
-        }
-    } else {
-        let mut cursor = session_engine::Cursor::START;
-        loop {
-            let page = block_on_ready(peer.list(cursor, session_engine::limits::LIST_PAGE_MAX))
-                .map_err(|e| RunError::Failed(e.into()))?;
-            ids.extend(page.sessions.iter().map(session_engine::Session::id));
-            match page.next {
-                Some(next) => cursor = next,
-                None => break,
-            }
-        }
-    }
-    Ok(ids.into())
+    recorder.finish(summary, crate::clock::Lost::default());
+    used_ns as f64 / summary.ops.max(1) as f64
 }
 
 /// Nanoseconds one `Instant::now()` takes here.
@@ -319,219 +172,296 @@ pub fn timer_cost_ns() -> f64 {
     (last - started).as_secs_f64() * 1e9 / f64::from(READS)
 }
 
+struct MeasureJob<'a> {
+    scenario: &'a Scenario,
+    progress: Option<&'a Progress>,
+}
+
+impl BackendJob for MeasureJob<'_> {
+    type Output = Measured;
+
+    fn run<B: Backend>(self, store: &Arc<B>, probe: Option<&EngineProbe>) -> Result<Measured, Error> {
+        measure(store, probe, self.scenario, self.progress)
+    }
+}
+
 /// Runs the request against the backend it names.
 ///
 /// # Errors
-/// [`RunError`].
-pub fn measure_request(request: &RunRequest, progress: Option<&ProgressBar>) -> Result<Measured, RunError> {
-    let scenario = &request.scenario;
-    match backend_of(scenario)? {
-        BackendSpec::Embedded => {
-            let (engine, probe) = open_engine(scenario)?;
-            measure_maybe_stalled(Arc::new(engine), Some(&probe), request, progress)
-        }
-        BackendSpec::Null => measure_maybe_stalled(Arc::new(NullStore), None, request, progress),
-        BackendSpec::Peer => measure_maybe_stalled(Arc::new(PeerStore::default()), None, request, progress),
-        BackendSpec::Redis(url) => {
-            let (runtime, store) = connect_redis(&url)?;
-            let measured = measure_maybe_stalled(Arc::new(store), None, request, progress);
-            // The store (and its connections) are gone; now its runtime may go.
-            drop(runtime);
-            measured
-        }
-    }
-}
-
-fn measure_maybe_stalled<B: Backend>(
-    store: Arc<B>,
-    probe: Option<&EngineProbe>,
-    request: &RunRequest,
-    progress: Option<&ProgressBar>,
-) -> Result<Measured, RunError> {
-    match request.stall {
-        Some((at, length)) => {
-            let stalling = Arc::new(Stalling::new(store, at, length));
-            measure(&stalling, probe, &request.scenario, progress)
-        }
-        None => measure(&store, probe, &request.scenario, progress),
-    }
-}
-
-/// The per-kind figures and the verdict inputs of an outcome.
-#[must_use]
-pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
-    let mut facts = RunFacts {
-        list_page: scenario.list.page,
-        throughput_ops_per_s: outcome.throughput_ops_per_s,
-        ..RunFacts::default()
+/// [`Error`].
+pub fn measure_request(request: &RunRequest, progress: Option<&Progress>) -> Result<Measured, Error> {
+    let job = MeasureJob {
+        scenario: &request.scenario,
+        progress,
     };
-    for op in Op::ALL {
-        let hist = outcome.totals.get(op);
-        let issued = if op == Op::List {
-            scenario.list.rate_per_s > 0.0
-        } else {
-            scenario.mix.includes(op)
-        };
-        if issued {
-            facts.issued.push(op);
-        }
-        if issued || !hist.is_empty() {
-            facts.ops.insert(
-                op,
-                OpStats::of(
-                    hist,
-                    outcome.totals.errors[op.index()],
-                    outcome.window_ops[op.index()],
-                    outcome.measured_s,
-                ),
-            );
-        }
-    }
-    facts
+    with_backend(&request.scenario, request.stall, job)
 }
 
-/// The load's own check (open loop): did it keep the schedule?
+/// Runs, prints the headline, the percentile table and the verdict table,
+/// writes the files.
+///
+/// # Errors
+/// [`Error`].
+pub fn execute(request: &RunRequest, quiet: bool) -> Result<Report, Error> {
+    let s = &request.scenario;
+    if !quiet {
+        eprintln!(
+            "loadgen: scenario {} ({} sessions, rate {}, {} + {} warm-up, {} workers, slices of {}{}, seed {})",
+            s.name,
+            s.sessions,
+            s.rate,
+            s.duration,
+            s.warmup,
+            s.workers,
+            s.slice,
+            if s.peer { " alternating with the reference peer" } else { "" },
+            s.seed
+        );
+    }
+    let bar = Progress::new(!request.progress, &s.name);
+    let measured = measure_request(request, bar.as_ref())?;
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    let report = build_report(request, &measured);
+    let mut human = String::new();
+    human.push_str(&headline(&report));
+    human.push_str("\n\n");
+    human.push_str(&output::percentile_table(&measured.outcome, &request.columns));
+    human.push('\n');
+    human.push_str(&targets::table(&report.verdicts));
+    if let Some(dir) = &request.out_dir {
+        output::write(dir, &report, &measured.outcome)?;
+        let _ = writeln!(human, "\nresults: {}", dir.display());
+    }
+    human.push_str(&slices_line(&report));
+    let _ = writeln!(human, "verdict: {}", report.verdict.shout());
+    if request.json {
+        eprint!("{human}");
+        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Failed(e.into()))?;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{text}").map_err(|e| Error::Failed(e.into()))?;
+    } else {
+        print!("{human}");
+    }
+    Ok(report)
+}
+
+/// What the machine did to the slices, in a line above the verdict.
+fn slices_line(r: &Report) -> String {
+    let sl = &r.slices;
+    let peer = sl.peer.map_or(String::new(), |p| {
+        format!(
+            ", peer {} of {} ({} disturbed)",
+            p.judged, p.measured, p.disturbed
+        )
+    });
+    let mut line = format!(
+        "slices judged: backend {} of {} ({} disturbed, {} set aside){peer}; the machine took {:.1} ms from the backend's clients (longest gap {:.2} ms)\n",
+        sl.backend.judged, sl.backend.measured, sl.backend.disturbed, sl.backend.set_aside, sl.backend.taken_ms, sl.backend.gap_max_ms
+    );
+    if r.verdict == RunVerdict::Inconclusive {
+        let _ = writeln!(
+            line,
+            "inconclusive: only {:.0}% of the slices could be judged (at least {:.0}% needed); the machine was too busy",
+            sl.judged_share * 100.0,
+            crate::limits::JUDGED_SHARE_MIN * 100.0
+        );
+    }
+    line
+}
+
+/// The one-line summary printed above the tables.
 #[must_use]
-pub fn rate_verdict(scenario: &Scenario, outcome: &Outcome) -> Option<Verdict> {
-    let Rate::PerSec(target) = scenario.rate else {
-        return None;
-    };
-    let achieved = outcome.throughput_ops_per_s;
-    let held = achieved >= target * RATE_HELD_SHARE && outcome.summary.unsent == 0;
-    Some(Verdict {
-        tier: "run".into(),
-        subject: "all".into(),
-        bound: "rate".into(),
-        limit: format!("{:.0} ops/s", target * RATE_HELD_SHARE),
-        measured: format!("{achieved:.0} ops/s"),
-        margin: Some(achieved / (target * RATE_HELD_SHARE)),
-        status: if held { Status::Pass } else { Status::Fail },
-        note: if outcome.summary.unsent > 0 {
-            format!("{} operations never sent", outcome.summary.unsent)
-        } else {
-            format!(
-                "{:.0}% of the offered rate must complete",
-                RATE_HELD_SHARE * 100.0
+pub fn headline(r: &Report) -> String {
+    let a = &r.all_point_ops;
+    let mut line = format!(
+        "{} {}: {:.0} ops/s in the backend's slices, all point ops p50 {} p99 {} p99.9 {} max {}",
+        r.scenario.name,
+        r.mode,
+        r.throughput_ops_per_s,
+        format_ns(a.p50_ns),
+        format_ns(a.p99_ns),
+        format_ns(a.p999_ns),
+        format_ns(a.max_ns)
+    );
+    if let Some(p) = &r.peer {
+        let _ = write!(line, " (peer p99 {})", format_ns(p.all_point_ops.p99_ns));
+    }
+    if let Some(b) = r.memory.bytes_per_session {
+        let _ = write!(line, ", {b:.0} B/session");
+    }
+    if let Some(e) = &r.expiry {
+        let _ = write!(line, ", expiry lag p99 {} ms", e.lag_ms_p99);
+    }
+    line
+}
+
+/// Per-kind figures of `hists` over `seconds` of slices.
+fn op_stats(hists: &OpHists, seconds: f64) -> std::collections::BTreeMap<String, OpStats> {
+    Op::ALL
+        .iter()
+        .filter(|op| !hists.get(**op).is_empty())
+        .map(|op| {
+            let h = hists.get(*op);
+            (
+                op.name().to_owned(),
+                OpStats::of(h, hists.errors[op.index()], h.len(), seconds),
             )
-        },
-    })
+        })
+        .collect()
 }
 
-/// A run that measured no point operation cannot pass, whatever its
-/// targets say (`--ops` can end a run inside its warm-up).
-fn nothing_measured_verdict(outcome: &Outcome) -> Option<Verdict> {
-    let measured = outcome.totals.point_ops().len();
-    (measured == 0).then(|| Verdict {
-        tier: "run".into(),
-        subject: "all".into(),
-        bound: "ops".into(),
-        limit: "at least 1".into(),
-        measured: "0".into(),
-        margin: None,
-        status: Status::Fail,
-        note: "no operation was measured after the warm-up (an --ops limit reached inside it?)".into(),
-    })
+fn point_stats(hists: &OpHists, seconds: f64) -> OpStats {
+    let all = hists.point_ops();
+    let errors = Op::ALL
+        .iter()
+        .filter(|op| **op != Op::List)
+        .map(|op| hists.errors[op.index()])
+        .sum();
+    OpStats::of(&all, errors, all.len(), seconds)
+}
+
+fn side_slices(side: &SideOutcome) -> SideSlices {
+    let t = &side.tally;
+    SideSlices {
+        measured: t.measured,
+        judged: t.judged_slices,
+        disturbed: t.disturbed,
+        set_aside: t.set_aside(),
+        taken_ms: t.taken_ns as f64 / 1e6,
+        gap_max_ms: t.gap_max_ns as f64 / 1e6,
+    }
+}
+
+fn slices_report(outcome: &Outcome, judged: &Judged) -> SlicesReport {
+    SlicesReport {
+        slice_ms: outcome.slice_ns as f64 / 1e6,
+        backend: side_slices(&outcome.backend),
+        peer: outcome.peer.as_ref().map(side_slices),
+        judged_share: judged.judged_share,
+        steal_ms: outcome.steal_ms,
+        list: outcome.slices.clone(),
+    }
+}
+
+fn judged_report(outcome: &Outcome, judged: &Judged) -> JudgedReport {
+    let slice_s = Duration::from_nanos(outcome.slice_ns).as_secs_f64();
+    let b = &outcome.backend.tally;
+    JudgedReport {
+        backend: op_stats(&b.judged, b.judged_slices as f64 * slice_s),
+        peer: outcome.peer.as_ref().map_or_else(Default::default, |p| {
+            op_stats(&p.tally.judged, p.tally.judged_slices as f64 * slice_s)
+        }),
+        typical_p50_ns: judged
+            .facts
+            .ops
+            .iter()
+            .filter_map(|(op, f)| f.typical_p50_ns.map(|v| (op.name().to_owned(), v)))
+            .collect(),
+        throughput_ops_per_s: outcome.backend.quiet_throughput_ops_per_s,
+    }
+}
+
+fn cpu_report(scenario: &Scenario, m: &Measured) -> CpuReport {
+    let outcome = &m.outcome;
+    let closed = scenario.rate == Rate::Max;
+    // Unknown where per-thread CPU time cannot be read: a 0 here would make
+    // a CPU comparison pass whatever happened.
+    let per_op = |cpu_s: f64, ops: u64| {
+        (closed && ops > 0 && outcome.workers_cpu_known).then(|| cpu_s * 1e9 / ops as f64)
+    };
+    let worker_ns_per_op = per_op(outcome.cpu.workers_s, outcome.backend.summary.ops);
+    CpuReport {
+        usage: outcome.cpu,
+        cores_used: outcome.cpu.process_s.map(|p| p / outcome.cpu.wall_s.max(1e-9)),
+        timer_ns: m.timer_ns,
+        loadgen_ns_per_op: m.loadgen_ns_per_op,
+        worker_ns_per_op,
+        peer_worker_ns_per_op: outcome
+            .peer
+            .as_ref()
+            .and_then(|p| per_op(outcome.cpu.peer_workers_s, p.summary.ops)),
+        loadgen_share: worker_ns_per_op.map(|w| (m.loadgen_ns_per_op / w).min(1.0)),
+    }
+}
+
+fn memory_report(scenario: &Scenario, m: &Measured) -> MemoryReport {
+    MemoryReport {
+        rss_before_bytes: m.populated.rss_before_bytes,
+        rss_after_populate_bytes: m.populated.rss_after_bytes,
+        rss_end_bytes: m.rss_end_bytes,
+        bytes_per_session: m
+            .populated
+            .rss_before_bytes
+            .zip(m.populated.rss_after_bytes)
+            .map(|(before, after)| after.saturating_sub(before) as f64 / scenario.sessions as f64),
+        method: "raw RSS delta across populating the backend (VmRSS, mimalloc, no mi_collect: \
+                 unsafe FFI is forbidden in the loadgen); ±15% run to run"
+            .into(),
+    }
+}
+
+fn populate_report(scenario: &Scenario, m: &Measured) -> PopulateReport {
+    let wall_s = m.populated.wall.as_secs_f64();
+    let create = &m.populated.create_latency;
+    PopulateReport {
+        sessions: scenario.sessions,
+        wall_s,
+        creates_per_s: scenario.sessions as f64 / wall_s.max(1e-9),
+        create: OpStats::of(create, 0, create.len(), wall_s),
+    }
 }
 
 /// Assembles the report of a measured run.
 #[must_use]
-#[allow(clippy::too_many_lines)] // one struct literal, field by field
 pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
     let scenario = &request.scenario;
     let outcome = &m.outcome;
-    let facts = facts_of(scenario, outcome);
-    let mut verdicts: Vec<Verdict> = rate_verdict(scenario, outcome).into_iter().collect();
-    verdicts.extend(nothing_measured_verdict(outcome));
-    for tier in &request.targets {
-        verdicts.extend(targets::evaluate(tier, &facts));
-    }
-    let passed = targets::all_pass(&verdicts);
-    let all = outcome.totals.point_ops();
-    let point_errors: u64 = Op::ALL
-        .iter()
-        .filter(|op| **op != Op::List)
-        .map(|op| outcome.totals.errors[op.index()])
-        .sum();
-    let populate_s = m.populated.wall.as_secs_f64();
-
-    let bytes_per_session = m
-        .populated
-        .rss_before_bytes
-        .zip(m.populated.rss_after_bytes)
-        .map(|(before, after)| after.saturating_sub(before) as f64 / scenario.sessions as f64);
-    let closed = scenario.rate == Rate::Max;
-
-    // Unknown where per-thread CPU time cannot be read: a 0 here would make
-    // the gate's CPU comparison pass whatever happened.
-    let worker_ns_per_op = (closed && outcome.summary.ops > 0 && outcome.workers_cpu_known)
-        .then(|| outcome.cpu.workers_s * 1e9 / outcome.summary.ops as f64);
-    let mut measured_p99s: Vec<u64> = outcome
-        .timeline
-        .iter()
-        .filter(|p| !p.warmup && p.ops > 0)
-        .map(|p| p.p99_ns)
-        .collect();
-    measured_p99s.sort_unstable();
-    let interval_p99_median = measured_p99s.get(measured_p99s.len() / 2).copied().unwrap_or(0);
-    let started_unix_ms = outcome
-        .started_at
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    let judged = targets::judge(scenario, outcome, &request.targets);
+    let backend_s = outcome.backend.active_s;
     Report {
         schema: RESULT_SCHEMA.into(),
         schema_version: RESULT_SCHEMA_VERSION,
         loadgen_version: env!("CARGO_PKG_VERSION").into(),
         started_at: rfc3339(outcome.started_at),
-        started_unix_ms,
+        started_unix_ms: outcome
+            .started_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0)),
         command: request.command.clone(),
         machine: Machine::detect(),
         git: GitInfo::detect(),
         scenario: scenario.clone(),
-        mode: if closed { "closed-loop" } else { "open-loop" }.into(),
+        mode: if scenario.rate == Rate::Max {
+            "closed-loop"
+        } else {
+            "open-loop"
+        }
+        .into(),
         rate_target_ops_per_s: match scenario.rate {
             Rate::Max => None,
             Rate::PerSec(r) => Some(r),
         },
-        throughput_ops_per_s: outcome.throughput_ops_per_s,
-        rate_held: rate_verdict(scenario, outcome).map(|v| v.status == Status::Pass),
+        throughput_ops_per_s: outcome.backend.throughput_ops_per_s,
+        rate_held: judged.rate_held,
         measured_s: outcome.measured_s,
         warmup_s: outcome.warmup.as_secs_f64(),
-        ops_issued: outcome.summary.ops,
-        ops_unsent: outcome.summary.unsent,
-        deletes_skipped: outcome.summary.skipped,
-        ops: facts
-            .ops
-            .iter()
-            .map(|(op, s)| (op.name().to_owned(), *s))
-            .collect(),
-        all_point_ops: OpStats::of(&all, point_errors, outcome.window_point_ops(), outcome.measured_s),
-        interval_p99_median_ns: interval_p99_median,
-        intervals_disturbed: measured_p99s
-            .iter()
-            .filter(|p| **p > interval_p99_median.saturating_mul(10))
-            .count(),
-        intervals_measured: measured_p99s.len(),
-        populate: PopulateReport {
-            sessions: scenario.sessions,
-            wall_s: populate_s,
-
-            creates_per_s: scenario.sessions as f64 / populate_s.max(1e-9),
-            create: OpStats::of(
-                &m.populated.create_latency,
-                0,
-                m.populated.create_latency.len(),
-                populate_s,
-            ),
-        },
-        memory: MemoryReport {
-            rss_before_bytes: m.populated.rss_before_bytes,
-            rss_after_populate_bytes: m.populated.rss_after_bytes,
-            rss_end_bytes: m.rss_end_bytes,
-            bytes_per_session,
-            method: "raw RSS delta across populating (VmRSS, mimalloc, no mi_collect: \
-                     unsafe FFI is forbidden in the loadgen); ±15% run to run"
-                .into(),
-        },
+        ops_issued: outcome.backend.summary.ops,
+        ops_unsent: outcome.backend.summary.unsent,
+        deletes_skipped: outcome.backend.summary.skipped,
+        ops: op_stats(&outcome.backend.tally.all, backend_s),
+        all_point_ops: point_stats(&outcome.backend.tally.all, backend_s),
+        peer: outcome.peer.as_ref().map(|p| PeerReport {
+            store: PEER_STORE.into(),
+            throughput_ops_per_s: p.throughput_ops_per_s,
+            ops: op_stats(&p.tally.all, p.active_s),
+            all_point_ops: point_stats(&p.tally.all, p.active_s),
+        }),
+        judged: judged_report(outcome, &judged),
+        slices: slices_report(outcome, &judged),
+        populate: populate_report(scenario, m),
+        memory: memory_report(scenario, m),
         expiry: m.expiry.as_ref().map(|(lag, sweep_interval_ms)| ExpiryReport {
             expired: lag.len(),
             lag_ms_p50: lag.value_at_quantile(0.5),
@@ -546,123 +476,17 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
             deleted_total: s.deleted_total,
             expired_total: s.expired_total,
         }),
-        cpu: CpuReport {
-            usage: outcome.cpu,
-            cores_used: outcome.cpu.process_s.map(|p| p / outcome.cpu.wall_s.max(1e-9)),
-            timer_ns: m.timer_ns,
-            loadgen_ns_per_op: m.loadgen_ns_per_op,
-            worker_ns_per_op,
-            loadgen_share: worker_ns_per_op.map(|w| (m.loadgen_ns_per_op / w).min(1.0)),
-            workers_cpu_share: outcome.cpu.workers_s
-                / (outcome.cpu.wall_s * scenario.workers as f64).max(1e-9),
-        },
-        peer: peer_report(&m.reference),
+        cpu: cpu_report(scenario, m),
         timeline: outcome.timeline.clone(),
         targets: request.targets.iter().map(|t| t.name.clone()).collect(),
-        verdicts,
-        passed,
-        disturbed: outcome.workers_cpu_known
-            && outcome.cpu.workers_s
-                < crate::report::DISTURBED_BELOW * outcome.cpu.wall_s * scenario.workers as f64,
-        files: Files::standard(),
-    }
-}
-
-fn peer_report(reference: &Reference) -> PeerReport {
-    let seconds = f64::from(reference.runs) * Duration::from_nanos(CALIBRATION_NS).as_secs_f64();
-    let ops = Op::ALL
-        .iter()
-        .filter(|op| !reference.hists.get(**op).is_empty())
-        .map(|op| {
-            let hist = reference.hists.get(*op);
-            let stats = OpStats::of(hist, reference.hists.errors[op.index()], hist.len(), seconds);
-            (op.name().to_owned(), stats)
-        })
-        .collect();
-    PeerReport {
-        store: format!(
-            "plain sharded parking_lot Mutex<HashMap> ({} shards, ahash), no expiry",
-            crate::backend::PEER_SHARDS
+        passed: judged.verdict == RunVerdict::Pass,
+        verdict: judged.verdict,
+        verdicts: judged.verdicts,
+        files: Files::standard(
+            Op::ALL
+                .iter()
+                .filter(|op| !outcome.backend.tally.all.get(**op).is_empty())
+                .map(|op| op.name()),
         ),
-        threads: 1,
-        runs: reference.runs,
-        seconds_each: Duration::from_nanos(CALIBRATION_NS).as_secs_f64(),
-        cpu_ns_per_op: reference.cpu_ns_per_op,
-        ops,
-        all_point_ops: {
-            let all = reference.hists.point_ops();
-            OpStats::of(&all, 0, all.len(), seconds)
-        },
     }
-}
-
-/// Writes the JSON, markdown, SVG and interval log into `dir`.
-///
-/// # Errors
-/// I/O.
-pub fn write_outputs(dir: &Path, report: &Report, outcome: &Outcome) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-    let files = &report.files;
-    let write = |name: &str, bytes: &[u8]| {
-        std::fs::write(dir.join(name), bytes)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.join(name).display()))
-    };
-    write(
-        &files.json,
-        format!("{}\n", serde_json::to_string_pretty(report)?).as_bytes(),
-    )?;
-    write(&files.markdown, report.markdown().as_bytes())?;
-    write(&files.interval_log, &outcome.interval_log)?;
-    let series: Vec<(&str, &Hist)> = Op::ALL
-        .iter()
-        .map(|op| (op.name(), outcome.totals.get(*op)))
-        .filter(|(_, h)| !h.is_empty())
-        .collect();
-    let title = format!(
-        "{}: latency by percentile ({}, {} live sessions)",
-        report.scenario.name, report.mode, report.scenario.sessions
-    );
-    crate::plot::percentiles(&dir.join(&files.plot_svg), &title, &series)?;
-    Ok(())
-}
-
-/// A progress bar on stderr, or `None` when stderr is not a terminal, in CI,
-/// or when asked to be quiet.
-#[must_use]
-pub fn progress_bar(quiet: bool, label: &str) -> Option<ProgressBar> {
-    use std::io::IsTerminal;
-    if quiet || std::env::var_os("CI").is_some() || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::with_draw_target(Some(1), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ms {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(label.to_owned());
-    Some(bar)
-}
-
-/// `AT:LENGTH` (for example `500ms:200ms`).
-///
-/// # Errors
-/// A usage message.
-pub fn parse_stall(text: &str) -> Result<(Duration, Duration), RunError> {
-    let (at, length) = text.split_once(':').ok_or_else(|| {
-        RunError::Usage(format!(
-            "--inject-stall {text:?}: expected AT:LENGTH, e.g. 500ms:200ms"
-        ))
-    })?;
-    let parse = |s: &str| {
-        s.parse::<Dur>()
-            .map(|d| d.0)
-            .map_err(|e| RunError::Usage(format!("--inject-stall: {e}")))
-    };
-    Ok((parse(at)?, parse(length)?))
-}
-
-/// The default results directory for a run started now.
-#[must_use]
-pub fn default_dir(root: &Path, scenario: &str) -> PathBuf {
-    crate::report::default_out_dir(root, scenario, SystemTime::now())
 }

@@ -11,9 +11,8 @@ use crate::mix::{KeyDist, Mix};
 use crate::units::{Dur, ParseError, Rate};
 
 /// The scenarios shipped in `loadgen/scenarios/`, by name.
-pub const BUILTIN: [(&str, &str); 4] = [
+pub const BUILTIN: [(&str, &str); 3] = [
     ("default", include_str!("../scenarios/default.toml")),
-    ("gate", include_str!("../scenarios/gate.toml")),
     ("peak", include_str!("../scenarios/peak.toml")),
     ("tiny", include_str!("../scenarios/tiny.toml")),
 ];
@@ -43,8 +42,16 @@ pub struct Scenario {
     pub ops_max: u64,
     /// Load before measuring, excluded from every figure (rounded up to whole intervals).
     pub warmup: Dur,
-    /// Width of one histogram interval in the interval log.
+    /// Width of one histogram interval in the interval log and the
+    /// timeline (a whole number of slices).
     pub interval: Dur,
+    /// Length of one slice: the load alternates slices between the backend
+    /// and the reference peer (see `loadgen/src/schedule.rs`).
+    pub slice: Dur,
+    /// Interleave the reference peer (a plain sharded map) with the backend,
+    /// which the verdict's tail bounds are judged against. Off: every slice
+    /// is the backend's and tails are judged as measured.
+    pub peer: bool,
     /// Metadata bytes per session (created and written by `update`).
     pub metadata_bytes: usize,
     /// Key distribution over the live population: `uniform` or `zipf:S`.
@@ -134,6 +141,8 @@ impl Default for Scenario {
             ops_max: 0,
             warmup: Dur(Duration::from_secs(2)),
             interval: Dur(Duration::from_secs(1)),
+            slice: Dur::from_ms(100),
+            peer: true,
             metadata_bytes: 256,
             keys: KeyDist::Zipf(0.99),
             timeout: "30m".into(),
@@ -246,13 +255,31 @@ impl Scenario {
                 self.invalid("duration is zero and ops_max is not set: the run would measure nothing")
             );
         }
-        if self.interval.0 < Duration::from_millis(10) {
+        if self.interval.as_ns() < crate::limits::INTERVAL_MIN_NS {
             return Err(self.invalid("interval must be at least 10ms"));
+        }
+        let slice_ns = self.slice.as_ns();
+        if !(crate::limits::SLICE_MIN_NS..=crate::limits::SLICE_MAX_NS).contains(&slice_ns) {
+            return Err(self.invalid(format!(
+                "slice = {}: must be between {} and {}",
+                self.slice,
+                Dur(Duration::from_nanos(crate::limits::SLICE_MIN_NS)),
+                Dur(Duration::from_nanos(crate::limits::SLICE_MAX_NS))
+            )));
+        }
+        if !self.interval.as_ns().is_multiple_of(slice_ns) {
+            return Err(self.invalid(format!(
+                "interval = {} is not a whole number of slices of {}",
+                self.interval, self.slice
+            )));
         }
         if self.metadata_bytes == 0 {
             return Err(self.invalid("metadata_bytes must be at least 1"));
         }
-        if !(self.list.rate_per_s == 0.0 || (0.001..=1e6).contains(&self.list.rate_per_s)) {
+        if !(self.list.rate_per_s == 0.0
+            || (crate::limits::LIST_RATE_MIN_PER_S..=crate::limits::LIST_RATE_MAX_PER_S)
+                .contains(&self.list.rate_per_s))
+        {
             return Err(self.invalid(
                 "list.rate_per_s must be 0 (no listing) or between 0.001 and 1e6 pages per second",
             ));

@@ -1,5 +1,7 @@
-//! `loadgen sweep`: step the offered rate up until a target breaks; the knee
-//! is the highest rate that held.
+//! `loadgen sweep`: step the offered rate up until a bound breaks, then
+//! bisect between the last step that held and the first that broke until
+//! they are within [`KNEE_PRECISION`]; the knee is the highest rate that
+//! held, reported with the bound that broke first.
 //!
 //! The population is created once; a short closed-loop phase finds the peak
 //! (unless `--to` is given), then open-loop steps run at `to × i / steps`
@@ -12,18 +14,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::backend::{Backend, BackendSpec, NullStore, PeerStore};
-use crate::load::{self, Phase};
+use crate::backend::{with_backend, Backend, BackendJob, EngineProbe};
+use crate::error::Error;
+use crate::limits::KNEE_PRECISION;
 use crate::mix::Op;
+use crate::peer::PeerStore;
+use crate::populate;
 use crate::procfs::{GitInfo, Machine};
+use crate::progress::Progress;
 use crate::report::{rfc3339, thousands};
-use crate::run::{self, RunError};
 use crate::scenario::Scenario;
-use crate::targets::{self, OpStats, Status, Targets};
+use crate::targets::{self, OpStats, RunVerdict, Status, Targets};
 use crate::units::{format_ns, Rate};
+use crate::workers::{self, Outcome, Phase, Populations};
 
 /// `schema` of a sweep document.
 pub const SWEEP_SCHEMA: &str = "session-engine/loadgen-sweep";
@@ -95,40 +100,121 @@ pub struct SweepReport {
     pub steps: Vec<SweepStep>,
     /// Highest offered rate that held everything.
     pub knee_ops_per_s: Option<f64>,
+    /// Lowest offered rate that broke a bound (the knee is within
+    /// `knee_precision` below it).
+    pub broke_at_ops_per_s: Option<f64>,
+    /// The bounds that broke there, most broken first (`tier/op/bound`).
+    pub broke_first: Vec<String>,
+    /// How close the bisection brings the knee to the lowest rate that
+    /// broke: (broke − knee) / knee at most this.
+    pub knee_precision: f64,
     /// Tiers held.
     pub targets: Vec<String>,
+}
+
+/// What one probed rate did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Probe {
+    /// Every bound held (on some attempt).
+    Held,
+    /// A bound broke on every attempt: these, most broken first.
+    Broke(Vec<String>),
+}
+
+/// Where the knee is.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Knee {
+    /// The highest rate that held.
+    pub held: Option<f64>,
+    /// The lowest rate that broke.
+    pub broke_at: Option<f64>,
+    /// What broke there.
+    pub broke_first: Vec<String>,
+}
+
+/// Steps up through `rates` until one breaks, then bisects between the last
+/// that held and the first that broke until they are within `precision` of
+/// each other ((broke − held) / held ≤ precision). A sweep whose first step
+/// breaks has no knee; one that never breaks has its highest step as the
+/// knee. `probe` labels each rate `step i/n` or `bisect`.
+pub fn find_knee(rates: &[f64], precision: f64, probe: &mut dyn FnMut(f64, String) -> Probe) -> Knee {
+    let mut knee = Knee::default();
+    for (i, &rate) in rates.iter().enumerate() {
+        match probe(rate, format!("step {}/{}", i + 1, rates.len())) {
+            Probe::Held => knee.held = Some(rate),
+            Probe::Broke(bounds) => {
+                knee.broke_at = Some(rate);
+                knee.broke_first = bounds;
+                break;
+            }
+        }
+    }
+    let (Some(mut held), Some(mut broke)) = (knee.held, knee.broke_at) else {
+        return knee;
+    };
+    // Each probe halves the gap: from one step of `to / steps` to 5% takes
+    // a handful.
+    while (broke - held) / held > precision {
+        let mid = f64::midpoint(held, broke);
+        match probe(mid, "bisect".into()) {
+            Probe::Held => held = mid,
+            Probe::Broke(bounds) => {
+                broke = mid;
+                knee.broke_first = bounds;
+            }
+        }
+    }
+    knee.held = Some(held);
+    knee.broke_at = Some(broke);
+    knee
+}
+
+struct SweepJob<'a> {
+    request: &'a SweepRequest,
+    progress: Option<&'a Progress>,
+}
+
+impl BackendJob for SweepJob<'_> {
+    type Output = SweepReport;
+
+    fn run<B: Backend>(self, store: &Arc<B>, _probe: Option<&EngineProbe>) -> Result<SweepReport, Error> {
+        sweep_with(store, self.request, self.progress)
+    }
 }
 
 /// Runs a sweep.
 ///
 /// # Errors
-/// [`RunError`].
-pub fn execute(request: &SweepRequest) -> Result<SweepReport, RunError> {
-    let progress = run::progress_bar(!request.progress, "sweep");
-    match run::backend_of(&request.scenario)? {
-        BackendSpec::Embedded => {
-            let (engine, _probe) = run::open_engine(&request.scenario)?;
-            sweep_with(&Arc::new(engine), request, progress.as_ref())
-        }
-        BackendSpec::Null => sweep_with(&Arc::new(NullStore), request, progress.as_ref()),
-        BackendSpec::Peer => sweep_with(&Arc::new(PeerStore::default()), request, progress.as_ref()),
-        BackendSpec::Redis(url) => {
-            let (runtime, store) = run::connect_redis(&url)?;
-            let report = sweep_with(&Arc::new(store), request, progress.as_ref());
-            drop(runtime);
-            report
-        }
+/// [`Error`].
+pub fn execute(request: &SweepRequest) -> Result<SweepReport, Error> {
+    let progress = Progress::new(!request.progress, "sweep");
+    let job = SweepJob {
+        request,
+        progress: progress.as_ref(),
+    };
+    let report = with_backend(&request.scenario, None, job);
+    if let Some(bar) = &progress {
+        bar.finish();
     }
+    report
 }
 
 fn sweep_with<B: Backend>(
     store: &Arc<B>,
     request: &SweepRequest,
-    progress: Option<&ProgressBar>,
-) -> Result<SweepReport, RunError> {
+    progress: Option<&Progress>,
+) -> Result<SweepReport, Error> {
     let started = SystemTime::now();
     let base = &request.scenario;
-    let populated = load::populate(store, base)?;
+    let populated = populate::populate(store, base)?;
+    let peer = base.peer.then(|| Arc::new(PeerStore::default()));
+    let populations = Populations {
+        backend: Arc::clone(&populated.ids),
+        peer: match &peer {
+            Some(peer) => Some(populate::populate(peer, base)?.ids),
+            None => None,
+        },
+    };
     let phase = |rate| Phase {
         rate,
         warmup: request.step_warmup,
@@ -139,9 +225,18 @@ fn sweep_with<B: Backend>(
         (to, None)
     } else {
         if let Some(bar) = progress {
-            bar.set_prefix("sweep: peak (closed loop)");
+            bar.set_prefix("sweep: peak (closed loop)".into());
         }
-        let peak = load::run(store, base, &populated.ids, phase(Rate::Max), progress).throughput_ops_per_s;
+        let peak = workers::run(
+            store,
+            peer.as_ref(),
+            base,
+            &populations,
+            phase(Rate::Max),
+            progress,
+        )
+        .backend
+        .throughput_ops_per_s;
         // The peak phase created churn sessions at millions per second; let
         // them expire before the first step, or their mass expiry (the
         // sweeper taking shard locks batch after batch) lands in its tail.
@@ -150,8 +245,7 @@ fn sweep_with<B: Backend>(
         (peak, Some(peak))
     };
     let mut steps = Vec::new();
-    for i in 1..=request.steps {
-        let rate = to * i as f64 / request.steps as f64;
+    let mut probe = |rate: f64, label: String| {
         let scenario = Scenario {
             rate: Rate::PerSec(rate),
             ..base.clone()
@@ -160,42 +254,37 @@ fn sweep_with<B: Backend>(
         // machine one burst of other work can break a bound that the backend
         // holds. The step counts as held if any attempt held; every attempt
         // is recorded.
-        let mut held = false;
+        let mut failed = Vec::new();
         for attempt in 0..=request.retries {
             if let Some(bar) = progress {
                 bar.set_prefix(format!(
-                    "sweep: step {i}/{} at {} ops/s (attempt {})",
-                    request.steps,
+                    "sweep: {label} at {} ops/s (attempt {})",
                     thousands(rate),
                     attempt + 1
                 ));
             }
-            let step = run_step(
+            let outcome = workers::run(
                 store,
+                peer.as_ref(),
                 &scenario,
-                &populated.ids,
+                &populations,
                 phase(scenario.rate),
-                &request.targets,
                 progress,
             );
-            held = step.passed;
+            let step = step_of(&scenario, &outcome, &request.targets);
+            let held = step.passed;
+            failed.clone_from(&step.failed);
             steps.push(SweepStep { attempt, ..step });
             if held {
-                break;
+                return Probe::Held;
             }
         }
-        if !held {
-            break;
-        }
-    }
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
-    let knee_ops_per_s = steps
-        .iter()
-        .filter(|s| s.passed)
-        .map(|s| s.rate_target_ops_per_s)
-        .reduce(f64::max);
+        Probe::Broke(failed)
+    };
+    let rates: Vec<f64> = (1..=request.steps)
+        .map(|i| to * i as f64 / request.steps as f64)
+        .collect();
+    let knee = find_knee(&rates, KNEE_PRECISION, &mut probe);
     Ok(SweepReport {
         schema: SWEEP_SCHEMA.into(),
         schema_version: 1,
@@ -206,50 +295,56 @@ fn sweep_with<B: Backend>(
         scenario: base.clone(),
         peak_closed_loop_ops_per_s: peak,
         steps,
-        knee_ops_per_s,
+        knee_ops_per_s: knee.held,
+        broke_at_ops_per_s: knee.broke_at,
+        broke_first: knee.broke_first,
+        knee_precision: KNEE_PRECISION,
         targets: request.targets.iter().map(|t| t.name.clone()).collect(),
     })
 }
 
-fn run_step<B: Backend>(
-    store: &Arc<B>,
-    scenario: &Scenario,
-    population: &Arc<[session_engine::SessionId]>,
-    phase: Phase,
-    tiers: &[Targets],
-    progress: Option<&ProgressBar>,
-) -> SweepStep {
-    let outcome = load::run(store, scenario, population, phase, progress);
-    let facts = run::facts_of(scenario, &outcome);
-    let mut verdicts: Vec<_> = run::rate_verdict(scenario, &outcome).into_iter().collect();
-    for tier in tiers {
-        verdicts.extend(targets::evaluate(tier, &facts));
-    }
-    let failed: Vec<String> = verdicts
+/// One step's figures and verdict; an inconclusive step does not hold.
+fn step_of(scenario: &Scenario, outcome: &Outcome, tiers: &[Targets]) -> SweepStep {
+    let judged = targets::judge(scenario, outcome, tiers);
+    let mut broken: Vec<&crate::targets::Verdict> = judged
+        .verdicts
         .iter()
         .filter(|v| v.status == Status::Fail)
+        .collect();
+    // Most broken first: the smallest margin (limit / measured).
+    broken.sort_by(|a, b| a.margin.unwrap_or(0.0).total_cmp(&b.margin.unwrap_or(0.0)));
+    let mut failed: Vec<String> = broken
+        .iter()
         .map(|v| format!("{}/{}/{}", v.tier, v.subject, v.bound))
         .collect();
-    let all = outcome.totals.point_ops();
-    let point_errors = Op::ALL
-        .iter()
-        .filter(|op| **op != Op::List)
-        .map(|op| outcome.totals.errors[op.index()])
-        .sum();
+    if judged.verdict == RunVerdict::Inconclusive {
+        failed.push("inconclusive (the machine was too busy)".into());
+    }
     let Rate::PerSec(rate) = scenario.rate else {
         unreachable!("sweep steps are open loop")
     };
+    let all = &outcome.backend.tally.all;
+    let seconds = outcome.backend.active_s;
     SweepStep {
         rate_target_ops_per_s: rate,
         attempt: 0,
-        throughput_ops_per_s: outcome.throughput_ops_per_s,
-        passed: failed.is_empty(),
+        throughput_ops_per_s: outcome.backend.throughput_ops_per_s,
+        passed: judged.verdict == RunVerdict::Pass,
         failed,
-        all_point_ops: OpStats::of(&all, point_errors, outcome.window_point_ops(), outcome.measured_s),
-        ops: facts
-            .ops
+        all_point_ops: {
+            let points = all.point_ops();
+            OpStats::of(&points, 0, points.len(), seconds)
+        },
+        ops: Op::ALL
             .iter()
-            .map(|(op, s)| (op.name().to_owned(), *s))
+            .filter(|op| !all.get(**op).is_empty())
+            .map(|op| {
+                let h = all.get(*op);
+                (
+                    op.name().to_owned(),
+                    OpStats::of(h, all.errors[op.index()], h.len(), seconds),
+                )
+            })
             .collect(),
     }
 }
@@ -281,7 +376,7 @@ impl SweepReport {
                 ]
             })
             .collect();
-        targets::render_table(
+        crate::table::render_table(
             &[
                 "offered ops/s",
                 "achieved ops/s",
@@ -298,9 +393,19 @@ impl SweepReport {
     /// The markdown summary.
     #[must_use]
     pub fn markdown(&self) -> String {
+        let broke = self.broke_at_ops_per_s.map_or_else(
+            || "nothing broke up to the highest step".into(),
+            |b| format!("{} ops/s broke {}", thousands(b), self.broke_first.join(", ")),
+        );
         let knee = self.knee_ops_per_s.map_or_else(
-            || "none (the first step failed)".into(),
-            |k| format!("**{} ops/s**", thousands(k)),
+            || format!("none ({broke})"),
+            |k| {
+                format!(
+                    "**{} ops/s**, within {:.0}% of what broke ({broke})",
+                    thousands(k),
+                    self.knee_precision * 100.0
+                )
+            },
         );
         let peak = self.peak_closed_loop_ops_per_s.map_or_else(String::new, |p| {
             format!("- closed-loop peak: {} ops/s\n", thousands(p))
@@ -344,5 +449,52 @@ impl SweepReport {
             &points,
             self.knee_ops_per_s,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend that holds up to `capacity`; past it the p99 bound breaks,
+    /// and past 1.5 × `capacity` the rate too.
+    fn backend(capacity: f64, probed: &mut Vec<f64>) -> impl FnMut(f64, String) -> Probe + '_ {
+        move |rate, _| {
+            probed.push(rate);
+            if rate <= capacity {
+                Probe::Held
+            } else if rate <= 1.5 * capacity {
+                Probe::Broke(vec!["embedded/get/p99 added".into()])
+            } else {
+                Probe::Broke(vec!["run/all/rate".into(), "embedded/get/p99 added".into()])
+            }
+        }
+    }
+
+    #[test]
+    fn bisection_brings_the_knee_within_five_percent_of_what_broke() {
+        let rates: Vec<f64> = (1..=10).map(|i| 71_100.0 * f64::from(i)).collect();
+        let mut probed = Vec::new();
+        let knee = find_knee(&rates, 0.05, &mut backend(450_000.0, &mut probed));
+        let (held, broke) = (knee.held.unwrap(), knee.broke_at.unwrap());
+        assert!(held <= 450_000.0 && broke > 450_000.0, "{knee:?}");
+        assert!((broke - held) / held <= 0.05, "{knee:?}");
+        assert!(held >= 450_000.0 / 1.05, "{knee:?}");
+        assert_eq!(knee.broke_first, vec!["embedded/get/p99 added".to_owned()]);
+        assert_eq!(probed[..7], rates[..7], "stepped up first");
+        assert!(probed.len() <= 7 + 4, "a handful of bisections: {probed:?}");
+    }
+
+    #[test]
+    fn no_knee_when_the_first_step_breaks_and_the_top_step_when_none_does() {
+        let rates = [1_000.0, 2_000.0];
+        let mut probed = Vec::new();
+        let knee = find_knee(&rates, 0.05, &mut backend(500.0, &mut probed));
+        assert_eq!(knee.held, None);
+        assert_eq!(knee.broke_at, Some(1_000.0));
+        assert_eq!(probed, vec![1_000.0], "nothing to bisect below the first step");
+        let mut probed = Vec::new();
+        let knee = find_knee(&rates, 0.05, &mut backend(1e9, &mut probed));
+        assert_eq!((knee.held, knee.broke_at), (Some(2_000.0), None));
     }
 }

@@ -1,4 +1,15 @@
-//! Latency and throughput targets (TOML), and the verdict of a run against them.
+//! Latency and throughput targets (TOML), and the verdict of a run against
+//! them.
+//!
+//! **The verdict model.** A run alternates slices between the backend and
+//! the reference peer ([`crate::schedule`]); slices the machine disturbed
+//! are reported and set aside ([`crate::slices`]). On the rest, a `p50`
+//! bound holds the typical slice's median (the median of the slices'
+//! medians), absolutely; a `p99`, `p999` or `max` bound holds what the
+//! backend adds over the peer, pooled over the judged slices of each side:
+//! the machine's hiccups, which both sides see, cancel, and a backend stall
+//! or slowdown does not. A run with too few judged slices is inconclusive,
+//! not failed.
 //!
 //! ```toml
 //! name = "seed"
@@ -17,8 +28,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{JUDGED_SHARE_MIN, RATE_HELD_SHARE};
 use crate::mix::Op;
+use crate::scenario::Scenario;
+use crate::table::render_table;
+use crate::units::Rate;
 use crate::units::{format_ns, Dur};
+use crate::workers::{Outcome, SideOutcome};
 
 /// The targets files shipped in `loadgen/targets/`, by name.
 pub const BUILTIN: [(&str, &str); 2] = [
@@ -183,17 +199,36 @@ impl OpStats {
     }
 }
 
+/// What the verdict knows of one operation kind: figures pooled over the
+/// judged slices of each side, and the typical slice's median.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OpFacts {
+    /// The backend over its judged slices.
+    pub backend: OpStats,
+    /// The peer over its judged slices (`None`: no peer in the run).
+    pub peer: Option<OpStats>,
+    /// The median of the backend's judged slices' medians.
+    pub typical_p50_ns: Option<u64>,
+    /// The backend's operations of this kind in every measured slice,
+    /// judged or not.
+    pub count_all: u64,
+}
+
 /// What the verdict needs to know about a run.
 #[derive(Clone, Debug, Default)]
 pub struct RunFacts {
     /// Figures per kind that ran.
-    pub ops: BTreeMap<Op, OpStats>,
+    pub ops: BTreeMap<Op, OpFacts>,
     /// Kinds the scenario issues (a kind absent here is "not run", not failed).
     pub issued: Vec<Op>,
     /// The lister's page size.
     pub list_page: usize,
-    /// Point operations per second.
+    /// The backend's point operations per second over its undisturbed
+    /// slices.
     pub throughput_ops_per_s: f64,
+    /// The run had a reference peer: tails are judged on what the backend
+    /// adds over it.
+    pub peer: bool,
 }
 
 /// Pass, fail, or not applicable to this scenario.
@@ -206,6 +241,35 @@ pub enum Status {
     Fail,
     /// The scenario does not exercise what the bound is about.
     NotRun,
+    /// Every sample the bound could be judged on fell in a slice the
+    /// machine disturbed: not judged, and it counts towards an
+    /// inconclusive run.
+    Disturbed,
+}
+
+/// The run's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunVerdict {
+    /// Every bound held on the judged slices.
+    Pass,
+    /// A bound failed on the judged slices.
+    Fail,
+    /// The machine disturbed so many slices that the rest cannot stand for
+    /// the run (fewer than [`JUDGED_SHARE_MIN`] of either side's judged).
+    Inconclusive,
+}
+
+impl RunVerdict {
+    /// `PASS`, `FAIL`, `INCONCLUSIVE`.
+    #[must_use]
+    pub const fn shout(self) -> &'static str {
+        match self {
+            RunVerdict::Pass => "PASS",
+            RunVerdict::Fail => "FAIL",
+            RunVerdict::Inconclusive => "INCONCLUSIVE",
+        }
+    }
 }
 
 /// One row of the verdict table.
@@ -215,11 +279,16 @@ pub struct Verdict {
     pub tier: String,
     /// Operation kind, or `all` for run-wide bounds.
     pub subject: String,
-    /// Which figure: `p50`, `p99`, `p999`, `max`, `throughput`, `errors`, `rate`.
+    /// Which figure: `p50 typical`, `p99 added`, `p999 added`, `max added`
+    /// (`p99`, ... without a peer), `throughput`, `errors`, `rate`.
     pub bound: String,
     /// The limit, as written.
     pub limit: String,
-    /// The measurement, in the same unit.
+    /// The backend's figure behind the measurement, if it has one.
+    pub backend: Option<String>,
+    /// The peer's figure the backend's is compared with, if any.
+    pub peer: Option<String>,
+    /// The measurement the limit applies to.
     pub measured: String,
     /// Limit / measured for upper bounds (measured / limit for floors): how
     /// many times over the bound holds (< 1: it does not).
@@ -230,37 +299,116 @@ pub struct Verdict {
     pub note: String,
 }
 
-/// Checks `facts` against one tier.
-#[must_use]
-#[allow(clippy::too_many_lines)] // one flat pass: per-kind bounds, then the run-wide ones
-pub fn evaluate(targets: &Targets, facts: &RunFacts) -> Vec<Verdict> {
-    let mut rows = Vec::new();
-    let row = |subject: &str,
-               bound: &str,
-               limit: String,
-               measured: String,
-               margin: Option<f64>,
-               status,
-               note: &str| {
-        Verdict {
-            tier: targets.name.clone(),
+impl Verdict {
+    /// A row with no backend or peer figure behind it.
+    #[must_use]
+    pub fn plain(tier: &str, subject: &str, bound: &str, limit: String, measured: String) -> Self {
+        Self {
+            tier: tier.to_owned(),
             subject: subject.to_owned(),
             bound: bound.to_owned(),
             limit,
+            backend: None,
+            peer: None,
             measured,
-            margin,
-            status,
-            note: note.to_owned(),
+            margin: None,
+            status: Status::Pass,
+            note: String::new(),
+        }
+    }
+}
+
+/// Which percentile a bound is on.
+#[derive(Clone, Copy)]
+enum Quantile {
+    P50,
+    P99,
+    P999,
+    Max,
+}
+
+impl Quantile {
+    fn of(self, s: &OpStats) -> u64 {
+        match self {
+            Quantile::P50 => s.p50_ns,
+            Quantile::P99 => s.p99_ns,
+            Quantile::P999 => s.p999_ns,
+            Quantile::Max => s.max_ns,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Quantile::P50 => "p50",
+            Quantile::P99 => "p99",
+            Quantile::P999 => "p999",
+            Quantile::Max => "max",
+        }
+    }
+
+    /// The bound's name in the table: what the figure is.
+    fn label(self, peer: bool) -> String {
+        match (self, peer) {
+            (Quantile::P50, _) => "p50 typical".into(),
+            (q, true) => format!("{} added", q.name()),
+            (q, false) => q.name().into(),
+        }
+    }
+}
+
+/// Judges one bound of one kind. A median is judged on the typical slice,
+/// absolutely: a slower engine moves it, the machine's hiccups do not. A
+/// tail is judged on what the backend adds over the peer in the judged
+/// slices: the hiccups the two share cancel, a backend stall does not.
+fn judge_bound(tier: &str, op: Op, q: Quantile, limit: Dur, facts: &OpFacts) -> Verdict {
+    let limit_ns = limit.as_ns();
+    let bound = q.label(facts.peer.is_some());
+    let (backend, peer, measured_ns, measured) = match (q, facts.peer) {
+        (Quantile::P50, _) => {
+            let typical = facts.typical_p50_ns.unwrap_or(facts.backend.p50_ns);
+            (format_ns(typical), None, typical, format_ns(typical))
+        }
+        (_, Some(peer)) => {
+            let (b, p) = (q.of(&facts.backend), q.of(&peer));
+            let added = b.saturating_sub(p);
+            (
+                format_ns(b),
+                Some(format_ns(p)),
+                added,
+                format!("+{}", format_ns(added)),
+            )
+        }
+        (_, None) => {
+            let b = q.of(&facts.backend);
+            (format_ns(b), None, b, format_ns(b))
         }
     };
+    Verdict {
+        backend: Some(backend),
+        peer,
+        margin: Some(limit_ns as f64 / measured_ns.max(1) as f64),
+        status: if measured_ns <= limit_ns {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        ..Verdict::plain(tier, op.name(), &bound, limit.to_string(), measured)
+    }
+}
+
+/// Checks `facts` against one tier.
+#[must_use]
+pub fn evaluate(targets: &Targets, facts: &RunFacts) -> Vec<Verdict> {
+    let tier = targets.name.as_str();
+    let mut rows = Vec::new();
     for (op, bounds) in &targets.ops {
         let checks = [
-            ("p50", bounds.p50, (|s: &OpStats| s.p50_ns) as fn(&OpStats) -> u64),
-            ("p99", bounds.p99, |s| s.p99_ns),
-            ("p999", bounds.p999, |s| s.p999_ns),
-            ("max", bounds.max, |s| s.max_ns),
+            (Quantile::P50, bounds.p50),
+            (Quantile::P99, bounds.p99),
+            (Quantile::P999, bounds.p999),
+            (Quantile::Max, bounds.max),
         ];
-        let not_run_reason = if facts.issued.contains(op) {
+        let not_run = if facts.issued.contains(op) {
             bounds
                 .page_min
                 .filter(|min| facts.list_page < *min)
@@ -268,84 +416,71 @@ pub fn evaluate(targets: &Targets, facts: &RunFacts) -> Vec<Verdict> {
         } else {
             Some("not in this scenario".to_owned())
         };
-        for (bound, limit, figure) in checks {
+        for (q, limit) in checks {
             let Some(limit) = limit else { continue };
-            let limit_text = limit.to_string();
-            if let Some(reason) = &not_run_reason {
-                rows.push(row(
-                    op.name(),
-                    bound,
-                    limit_text,
-                    "-".into(),
-                    None,
-                    Status::NotRun,
-                    reason,
-                ));
-                continue;
-            }
-            match facts.ops.get(op).filter(|s| s.count > 0) {
-                None => rows.push(row(
-                    op.name(),
-                    bound,
-                    limit_text,
-                    "-".into(),
-                    None,
-                    Status::Fail,
-                    "no samples",
-                )),
-                Some(op_stats) => {
-                    let value_ns = figure(op_stats);
-                    let margin = limit.as_ns() as f64 / value_ns.max(1) as f64;
-                    let status = if value_ns <= limit.as_ns() {
-                        Status::Pass
-                    } else {
-                        Status::Fail
-                    };
-                    rows.push(row(
-                        op.name(),
-                        bound,
-                        limit_text,
-                        format_ns(value_ns),
-                        Some(margin),
-                        status,
-                        "",
-                    ));
-                }
-            }
+            let sampled = facts.ops.get(op).filter(|f| f.backend.count > 0);
+            let label = q.label(facts.peer);
+            rows.push(match (&not_run, sampled) {
+                (Some(reason), _) => Verdict {
+                    status: Status::NotRun,
+                    note: reason.clone(),
+                    ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
+                },
+                // A kind too rare to land in a judged slice (a list page a
+                // second on a busy machine) is reported, not failed; one
+                // that never ran at all fails.
+                (None, None) => match facts.ops.get(op).map_or(0, |f| f.count_all) {
+                    0 => Verdict {
+                        status: Status::Fail,
+                        note: "no samples".into(),
+                        ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
+                    },
+                    n => Verdict {
+                        status: Status::Disturbed,
+                        note: format!("all {n} samples in disturbed slices"),
+                        ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
+                    },
+                },
+                (None, Some(f)) => judge_bound(tier, *op, q, limit, f),
+            });
         }
     }
+    rows.extend(run_wide(targets, facts));
+    rows
+}
+
+/// The tier's throughput floor and error ceiling.
+fn run_wide(targets: &Targets, facts: &RunFacts) -> Vec<Verdict> {
+    let tier = targets.name.as_str();
+    let mut rows = Vec::new();
     if let Some(min) = targets.throughput_min_ops_per_s {
         let measured = facts.throughput_ops_per_s;
-        let status = if measured >= min {
-            Status::Pass
-        } else {
-            Status::Fail
-        };
-        rows.push(row(
-            "all",
-            "throughput",
-            format!("{min:.0} ops/s"),
-            format!("{measured:.0} ops/s"),
-            Some(measured / min.max(1e-9)),
-            status,
-            "floor",
-        ));
+        rows.push(Verdict {
+            margin: Some(measured / min.max(1e-9)),
+            status: if measured >= min {
+                Status::Pass
+            } else {
+                Status::Fail
+            },
+            note: "floor".into(),
+            ..Verdict::plain(
+                tier,
+                "all",
+                "throughput",
+                format!("{min:.0} ops/s"),
+                format!("{measured:.0} ops/s"),
+            )
+        });
     }
     if let Some(max) = targets.error_ratio_max {
-        let issued: u64 = facts.ops.values().map(|s| s.count).sum();
-        let failed: u64 = facts.ops.values().map(|s| s.errors).sum();
-
+        let issued: u64 = facts.ops.values().map(|f| f.backend.count).sum();
+        let failed: u64 = facts.ops.values().map(|f| f.backend.errors).sum();
         let ratio = failed as f64 / issued.max(1) as f64;
-        let status = if ratio <= max { Status::Pass } else { Status::Fail };
-        rows.push(row(
-            "all",
-            "errors",
-            format!("{max}"),
-            format!("{ratio:.6}"),
-            None,
-            status,
-            &format!("{failed} of {issued} failed"),
-        ));
+        rows.push(Verdict {
+            status: if ratio <= max { Status::Pass } else { Status::Fail },
+            note: format!("{failed} of {issued} failed"),
+            ..Verdict::plain(tier, "all", "errors", format!("{max}"), format!("{ratio:.6}"))
+        });
     }
     rows
 }
@@ -356,27 +491,189 @@ pub fn all_pass(rows: &[Verdict]) -> bool {
     rows.iter().all(|r| r.status != Status::Fail)
 }
 
+/// The run's verdict: inconclusive when fewer than [`JUDGED_SHARE_MIN`] of
+/// either side's measured slices were judged, whatever the rows say (unless
+/// no row judges anything); otherwise fail if any row failed.
+#[must_use]
+pub fn run_verdict(rows: &[Verdict], judged_share: f64) -> RunVerdict {
+    let judging = rows.iter().any(|r| r.status != Status::NotRun);
+    if judging && judged_share < JUDGED_SHARE_MIN {
+        RunVerdict::Inconclusive
+    } else if all_pass(rows) {
+        RunVerdict::Pass
+    } else {
+        RunVerdict::Fail
+    }
+}
+
+/// A run judged: the rows, the verdict, and what they were drawn from.
+pub struct Judged {
+    /// One row per bound.
+    pub verdicts: Vec<Verdict>,
+    /// The verdict.
+    pub verdict: RunVerdict,
+    /// The figures judged.
+    pub facts: RunFacts,
+    /// Open loop: the backend kept its schedule in its judged slices.
+    pub rate_held: Option<bool>,
+    /// Judged / measured slices, the lower of the two sides.
+    pub judged_share: f64,
+}
+
+/// Judges a load against `tiers`, plus the load's own checks (the rate
+/// held, something measured).
+#[must_use]
+pub fn judge(scenario: &Scenario, outcome: &Outcome, tiers: &[Targets]) -> Judged {
+    let facts = facts_of(scenario, outcome);
+    let rate = rate_verdict(scenario, outcome);
+    let rate_held = rate.as_ref().and_then(|v| match v.status {
+        Status::Pass => Some(true),
+        Status::Fail => Some(false),
+        Status::NotRun | Status::Disturbed => None,
+    });
+    let mut verdicts: Vec<Verdict> = rate.into_iter().collect();
+    verdicts.extend(nothing_measured_verdict(outcome));
+    for tier in tiers {
+        verdicts.extend(evaluate(tier, &facts));
+    }
+    let share = |side: &SideOutcome| {
+        if side.tally.measured == 0 {
+            0.0
+        } else {
+            side.tally.judged_slices as f64 / side.tally.measured as f64
+        }
+    };
+    let judged_share = outcome
+        .peer
+        .as_ref()
+        .map_or(share(&outcome.backend), |p| share(&outcome.backend).min(share(p)));
+    // A run that measured nothing fails; it is not for the machine to excuse.
+    let verdict = if outcome.backend.tally.all.point_ops().is_empty() {
+        RunVerdict::Fail
+    } else {
+        run_verdict(&verdicts, judged_share)
+    };
+    Judged {
+        verdicts,
+        verdict,
+        facts,
+        rate_held,
+        judged_share,
+    }
+}
+
+/// The per-kind figures of the judged slices.
+#[must_use]
+pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
+    let backend = &outcome.backend;
+    let slice_s = outcome.slice_ns as f64 / 1e9;
+    let seconds = |t: &crate::slices::SideTally| (t.judged_slices as f64 * slice_s).max(1e-9);
+    let stats = |t: &crate::slices::SideTally, op: Op| {
+        let h = t.judged.get(op);
+        OpStats::of(h, t.judged.errors[op.index()], h.len(), seconds(t))
+    };
+    let mut facts = RunFacts {
+        list_page: scenario.list.page,
+        throughput_ops_per_s: backend.quiet_throughput_ops_per_s.unwrap_or(0.0),
+        peer: outcome.peer.is_some(),
+        ..RunFacts::default()
+    };
+    for op in Op::ALL {
+        let issued = if op == Op::List {
+            scenario.list.rate_per_s > 0.0
+        } else {
+            scenario.mix.includes(op)
+        };
+        if issued {
+            facts.issued.push(op);
+        }
+        if issued || !backend.tally.judged.get(op).is_empty() {
+            facts.ops.insert(
+                op,
+                OpFacts {
+                    backend: stats(&backend.tally, op),
+                    peer: outcome.peer.as_ref().map(|p| stats(&p.tally, op)),
+                    typical_p50_ns: backend.tally.typical_p50_ns(op),
+                    count_all: backend.tally.all.get(op).len(),
+                },
+            );
+        }
+    }
+    facts
+}
+
+/// The load's own check (open loop): did the backend keep its schedule in
+/// its undisturbed slices? At least [`RATE_HELD_SHARE`] of the offered rate must
+/// complete within the slice it was due in, and nothing may go unsent.
+#[must_use]
+pub fn rate_verdict(scenario: &Scenario, outcome: &Outcome) -> Option<Verdict> {
+    let Rate::PerSec(target) = scenario.rate else {
+        return None;
+    };
+    let floor = target * RATE_HELD_SHARE;
+    let unsent = outcome.backend.summary.unsent;
+    let Some(achieved) = outcome.backend.quiet_throughput_ops_per_s else {
+        return Some(Verdict {
+            status: Status::Disturbed,
+            note: "no undisturbed slice".into(),
+            ..Verdict::plain("run", "all", "rate", format!("{floor:.0} ops/s"), "-".into())
+        });
+    };
+    let held = achieved >= floor && unsent == 0;
+    Some(Verdict {
+        margin: Some(achieved / floor),
+        status: if held { Status::Pass } else { Status::Fail },
+        note: if unsent > 0 {
+            format!("{unsent} operations never sent")
+        } else {
+            format!(
+                "{:.0}% of the offered rate must complete in its slice",
+                RATE_HELD_SHARE * 100.0
+            )
+        },
+        ..Verdict::plain(
+            "run",
+            "all",
+            "rate",
+            format!("{floor:.0} ops/s"),
+            format!("{achieved:.0} ops/s"),
+        )
+    })
+}
+
+/// A run that measured no point operation cannot pass, whatever its
+/// targets say (`--ops` can end a run inside its warm-up).
+fn nothing_measured_verdict(outcome: &Outcome) -> Option<Verdict> {
+    let measured = outcome.backend.tally.all.point_ops().len();
+    (measured == 0).then(|| Verdict {
+        status: Status::Fail,
+        note: "no operation was measured after the warm-up (an --ops limit reached inside it?)".into(),
+        ..Verdict::plain("run", "all", "ops", "at least 1".into(), "0".into())
+    })
+}
+
 /// The verdict table as text, for stdout.
 #[must_use]
 pub fn table(rows: &[Verdict]) -> String {
-    let header = ["tier", "op", "bound", "limit", "measured", "margin", "verdict"];
-    let body: Vec<[String; 7]> = rows
+    let header = [
+        "tier", "op", "bound", "limit", "backend", "peer", "measured", "margin", "verdict",
+    ];
+    let body: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
-            let verdict = match r.status {
-                Status::Pass => "pass".to_owned(),
-                Status::Fail => "FAIL".to_owned(),
-                Status::NotRun => format!("n/a ({})", r.note),
-            };
             let verdict = match (r.status, r.note.is_empty()) {
+                (Status::Pass, _) => "pass".to_owned(),
+                (Status::Fail, true) => "FAIL".to_owned(),
                 (Status::Fail, false) => format!("FAIL ({})", r.note),
-                _ => verdict,
+                (Status::NotRun | Status::Disturbed, _) => format!("n/a ({})", r.note),
             };
             [
                 r.tier.clone(),
                 r.subject.clone(),
                 r.bound.clone(),
                 r.limit.clone(),
+                r.backend.clone().unwrap_or_else(|| "-".into()),
+                r.peer.clone().unwrap_or_else(|| "-".into()),
                 r.measured.clone(),
                 r.margin.map_or_else(|| "-".into(), format_margin),
                 verdict,
@@ -394,41 +691,6 @@ fn format_margin(margin: f64) -> String {
     }
 }
 
-/// Left-aligned columns separated by two spaces.
-#[must_use]
-pub fn render_table<const N: usize>(header: &[&str; N], body: &[[String; N]]) -> String {
-    let mut widths = header.map(str::len);
-    for line in body {
-        for (w, cell) in widths.iter_mut().zip(line) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut push = |cells: Vec<&str>| {
-        let line: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    };
-    push(header.to_vec());
-    push(
-        widths
-            .iter()
-            .map(|w| "-".repeat(*w))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str)
-            .collect(),
-    );
-    for line in body {
-        push(line.iter().map(String::as_str).collect());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,11 +704,18 @@ mod tests {
             max_ns: get_p99_ns * 10,
             ..OpStats::default()
         };
+        let f = OpFacts {
+            backend: stats,
+            peer: None,
+            typical_p50_ns: Some(300),
+            count_all: 1000,
+        };
         RunFacts {
-            ops: [(Op::Get, stats), (Op::Create, stats)].into_iter().collect(),
+            ops: [(Op::Get, f), (Op::Create, f)].into_iter().collect(),
             issued: vec![Op::Get, Op::Create, Op::List],
             list_page: 100,
             throughput_ops_per_s: 5_000.0,
+            peer: false,
         }
     }
 
@@ -496,7 +765,7 @@ mod tests {
         .unwrap();
         let rows = evaluate(&t, &facts(5_000));
         let find = |op: &str, bound: &str| rows.iter().find(|r| r.subject == op && r.bound == bound).unwrap();
-        assert_eq!(find("get", "p50").status, Status::Pass);
+        assert_eq!(find("get", "p50 typical").status, Status::Pass);
         assert_eq!(find("get", "p99").status, Status::Pass);
         assert!((find("get", "p99").margin.unwrap() - 2.0).abs() < 1e-9);
         assert_eq!(find("delete", "p99").status, Status::NotRun);
@@ -533,10 +802,106 @@ mod tests {
     fn error_ratio_is_checked() {
         let t = Targets::parse("t", "name = \"t\"\nerror_ratio_max = 0.01").unwrap();
         let mut f = facts(1);
-        f.ops.get_mut(&Op::Get).unwrap().errors = 100;
+        f.ops.get_mut(&Op::Get).unwrap().backend.errors = 100;
         let rows = evaluate(&t, &f);
         assert_eq!(rows[0].status, Status::Fail, "100 of 2000 failed: {rows:?}");
-        f.ops.get_mut(&Op::Get).unwrap().errors = 10;
+        f.ops.get_mut(&Op::Get).unwrap().backend.errors = 10;
         assert_eq!(evaluate(&t, &f)[0].status, Status::Pass, "10 of 2000 failed");
+    }
+
+    #[test]
+    fn tails_are_judged_on_what_the_backend_adds_over_the_peer() {
+        let t = Targets::parse(
+            "t",
+            "name = \"t\"\n[ops.get]\np50 = \"2us\"\np99 = \"50us\"\np999 = \"5ms\"",
+        )
+        .unwrap();
+        let stats = |p50, p99, p999| OpStats {
+            count: 100_000,
+            p50_ns: p50,
+            p99_ns: p99,
+            p999_ns: p999,
+            ..OpStats::default()
+        };
+        let with = |backend: OpStats, peer: OpStats, typical| RunFacts {
+            ops: [(
+                Op::Get,
+                OpFacts {
+                    backend,
+                    peer: Some(peer),
+                    typical_p50_ns: Some(typical),
+                    count_all: 100_000,
+                },
+            )]
+            .into_iter()
+            .collect(),
+            issued: vec![Op::Get],
+            peer: true,
+            ..RunFacts::default()
+        };
+        let outcome = |rows: &[Verdict], bound: &str| rows.iter().find(|r| r.bound == bound).unwrap().status;
+        // A busy machine: both sides' tails in the tens of microseconds and
+        // milliseconds, close together: passes, though 74 us > 50 us.
+        let rows = evaluate(
+            &t,
+            &with(stats(400, 74_000, 6_000_000), stats(350, 70_000, 5_800_000), 400),
+        );
+        assert_eq!(outcome(&rows, "p99 added"), Status::Pass, "{}", table(&rows));
+        assert_eq!(outcome(&rows, "p999 added"), Status::Pass);
+        assert!(table(&rows).contains("+4us"), "{}", table(&rows));
+        // A 100 ms stall in the backend's slices: its p99.9 runs 90 ms ahead.
+        let rows = evaluate(
+            &t,
+            &with(stats(400, 9_000, 90_000_000), stats(350, 8_000, 900_000), 400),
+        );
+        assert_eq!(outcome(&rows, "p999 added"), Status::Fail);
+        // A slower engine: the typical slice's median is past 2 us, however
+        // the peer did.
+        let rows = evaluate(
+            &t,
+            &with(stats(5_400, 20_000, 900_000), stats(350, 8_000, 900_000), 5_400),
+        );
+        assert_eq!(outcome(&rows, "p50 typical"), Status::Fail);
+    }
+
+    #[test]
+    fn too_few_judged_slices_make_a_run_inconclusive_not_failed() {
+        let pass = [Verdict::plain("t", "get", "p99", "1ms".into(), "1us".into())];
+        let fail = [Verdict {
+            status: Status::Fail,
+            ..pass[0].clone()
+        }];
+        assert_eq!(run_verdict(&pass, 1.0), RunVerdict::Pass);
+        assert_eq!(run_verdict(&fail, 1.0), RunVerdict::Fail);
+        assert_eq!(
+            run_verdict(&fail, JUDGED_SHARE_MIN / 2.0),
+            RunVerdict::Inconclusive
+        );
+        assert_eq!(
+            run_verdict(&pass, JUDGED_SHARE_MIN / 2.0),
+            RunVerdict::Inconclusive
+        );
+    }
+
+    #[test]
+    fn a_kind_whose_samples_all_fell_in_disturbed_slices_is_reported_not_failed() {
+        let t = Targets::parse("t", "name = \"t\"\n[ops.list]\np99 = \"10ms\"").unwrap();
+        let mut f = facts(1);
+        f.ops.insert(
+            Op::List,
+            OpFacts {
+                count_all: 9,
+                ..OpFacts::default()
+            },
+        );
+        let rows = evaluate(&t, &f);
+        assert_eq!(rows[0].status, Status::Disturbed);
+        assert_eq!(rows[0].note, "all 9 samples in disturbed slices");
+        assert_eq!(run_verdict(&rows, 1.0), RunVerdict::Pass, "not a failure");
+        assert_eq!(
+            run_verdict(&rows, 0.0),
+            RunVerdict::Inconclusive,
+            "a bound the machine kept from judging is not 'nothing to judge'"
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 mod support;
 
-use loadgen::driver::Pace;
+use loadgen::schedule::Pace;
 use support::{gets, run_sim, SimStore, SimTime};
 
 const MS: u64 = 1_000_000;

@@ -7,13 +7,12 @@ mod support;
 use std::future::{ready, Future};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use loadgen::driver::{block_on_ready, drive, ClientPlan, ClientState, Pace, Work};
-use loadgen::hist::{Collector, Recorder};
+use loadgen::client::{ClientPlan, ClientState, Work};
 use loadgen::mix::{KeyDist, KeySampler, Mix, Op};
+use loadgen::schedule::{Pace, Side, Slices};
 use session_engine::{Cursor, Error, Page, Result, Session, SessionId, SessionStore, Timeout};
-use support::SimTime;
+use support::{run_client, SimTime};
 
 /// Every operation takes `service_ns` of simulated time; every delete finds
 /// its session gone.
@@ -86,9 +85,6 @@ fn delete_errors(service_ns: u64, churn_timeout: Timeout) -> (u64, u64) {
         service_ns,
         next: AtomicU64::new(0),
     };
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let (stx, srx) = crossbeam_channel::bounded(4);
-    let mut recorder = Recorder::new(0, 0, u64::MAX / 4, tx, srx);
     let population: Arc<[SessionId]> = (1..=4u128)
         .map(|n| SessionId::from_bytes(n.to_le_bytes()))
         .collect();
@@ -101,19 +97,14 @@ fn delete_errors(service_ns: u64, churn_timeout: Timeout) -> (u64, u64) {
             mix: "create=1,delete=1".parse::<Mix>().unwrap().table(),
             keys: KeySampler::new(KeyDist::Uniform, population.len()),
         },
+        side: Side::Backend,
+        slices: Slices::backend_only(0, u64::MAX / 8),
     };
     let mut state = ClientState::new(7, population, 16, churn_timeout);
-    let summary = block_on_ready(drive(&store, &time, &plan, &mut state, &mut recorder));
-    recorder.finish(summary);
-    let mut collector = Collector::new(1, u64::MAX / 4, 0, SystemTime::UNIX_EPOCH, stx, "sim");
-    for msg in rx.try_iter() {
-        collector.accept(msg);
-    }
-    assert!(collector.finished());
-    let deletes = collector.totals.get(Op::Delete).len();
-    (deletes, collector.totals.errors[Op::Delete.index()])
+    let out = run_client(&store, &time, &plan, &mut state);
+    let all = &out.tallies[0].all;
+    (all.get(Op::Delete).len(), all.errors[Op::Delete.index()])
 }
-
 #[test]
 fn gone_after_its_timeout_is_expiry_not_an_error() {
     // Each operation takes 2 ms; the sessions time out after 1 ms.

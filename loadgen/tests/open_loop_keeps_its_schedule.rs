@@ -4,8 +4,8 @@
 
 mod support;
 
-use loadgen::driver::Pace;
 use loadgen::limits::BACKLOG_GRACE_NS;
+use loadgen::schedule::Pace;
 use support::{gets, run_sim, SimStore, SimTime};
 
 const MS: u64 = 1_000_000;

@@ -27,15 +27,31 @@ fn a_short_sweep_writes_its_steps_the_knee_and_a_plot() {
         "--out",
         out.to_str().unwrap(),
     ]));
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert!(stdout.contains("knee: 3000 ops/s"), "{stdout}");
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
     assert_eq!(r["schema"], "session-engine/loadgen-sweep");
     let steps = r["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 2);
     assert_eq!(steps[0]["rate_target_ops_per_s"], 1500.0);
-    assert_eq!(r["knee_ops_per_s"], 3000.0);
+    // Whether a debug build on this machine holds 3,000 ops/s is the
+    // machine's business (speed is for benchmarks); what the sweep must do
+    // is report as its knee the highest step that held, and exit 0 iff it
+    // found one.
+    let held: Vec<f64> = steps
+        .iter()
+        .filter(|s| s["passed"] == true)
+        .map(|s| s["rate_target_ops_per_s"].as_f64().unwrap())
+        .collect();
+    match held.iter().copied().reduce(f64::max) {
+        Some(knee) => {
+            assert_eq!(code, 0, "{stdout}\n{stderr}");
+            assert_eq!(r["knee_ops_per_s"], knee);
+            assert!(stdout.contains(&format!("knee: {knee:.0} ops/s")), "{stdout}");
+        }
+        None => {
+            assert_eq!(code, 1, "{stdout}\n{stderr}");
+            assert!(r["knee_ops_per_s"].is_null());
+        }
+    }
     assert!(std::fs::read_to_string(out.join("sweep.svg"))
         .unwrap()
         .starts_with("<svg"));

@@ -10,9 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use loadgen::driver::{block_on_ready, drive, ClientPlan, ClientState, Pace, Time, Work};
-use loadgen::hist::{ClientSummary, Collector, Hist, OpHists, Recorder};
+use loadgen::client::{drive, ClientPlan, ClientState, Work};
+use loadgen::clock::{block_on_ready, Lost, Time};
+use loadgen::collect::{ClientSummary, Collected, Collector, CollectorPlan, Msg, Recorder};
+use loadgen::hist::{Hist, OpHists};
 use loadgen::mix::{KeyDist, KeySampler, Mix, Op};
+use loadgen::schedule::{Pace, Side, Slices};
 use session_engine::{Cursor, Metadata, Page, Result, Session, SessionId, SessionStore, Timeout};
 
 /// A clock that moves only when the backend works or the client waits.
@@ -123,10 +126,8 @@ impl SessionStore for SimStore {
 /// Runs one client against `store` on simulated time; returns the merged
 /// histograms (no warm-up) and the client's summary.
 pub fn run_sim(store: &SimStore, pace: Pace, end_ns: u64, ops_max: u64) -> (OpHists, ClientSummary) {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let (stx, srx) = crossbeam_channel::bounded(4);
-    let mut recorder = Recorder::new(0, 0, 100_000_000, tx, srx);
     let population: Arc<[SessionId]> = (0..100u8).map(|i| SessionId::from_bytes([i; 16])).collect();
+    let slices = Slices::backend_only(0, 100_000_000);
     let plan = ClientPlan {
         start_ns: 0,
         end_ns,
@@ -136,16 +137,43 @@ pub fn run_sim(store: &SimStore, pace: Pace, end_ns: u64, ops_max: u64) -> (OpHi
             mix: "get=1".parse::<Mix>().unwrap().table(),
             keys: KeySampler::new(KeyDist::Uniform, population.len()),
         },
+        side: Side::Backend,
+        slices,
     };
     let mut state = ClientState::new(1, population, 16, Timeout::Never);
-    let summary = block_on_ready(drive(store, &store.time, &plan, &mut state, &mut recorder));
-    recorder.finish(summary);
-    let mut collector = Collector::new(1, 100_000_000, 0, SystemTime::UNIX_EPOCH, stx, "sim");
+    let mut out = run_client(store, &store.time, &plan, &mut state);
+    let [backend, _] = std::mem::take(&mut out.tallies);
+    (backend.all, out.summaries[0])
+}
+
+/// Runs one client of `plan` on simulated time and collects what it sent.
+pub fn run_client<S: SessionStore>(
+    store: &S,
+    time: &SimTime,
+    plan: &ClientPlan,
+    state: &mut ClientState,
+) -> Collected {
+    let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
+    let (stx, srx) = crossbeam_channel::bounded(4);
+    let mut recorder = Recorder::new(0, tx, srx);
+    let summary = block_on_ready(drive(store, time, plan, state, &mut recorder));
+    recorder.finish(summary, Lost::default());
+    let mut collector = Collector::new(
+        CollectorPlan {
+            sides: vec![plan.side],
+            slices: plan.slices,
+            warmup_slices: 0,
+            interval_ns: plan.slices.slice_ns,
+            started_at: SystemTime::UNIX_EPOCH,
+            comment: "sim".into(),
+        },
+        stx,
+    );
     for msg in rx.try_iter() {
         collector.accept(msg);
     }
     assert!(collector.finished());
-    (collector.totals, collector.summary)
+    collector.finish()
 }
 
 /// The `get` histogram of a simulated run.

@@ -1,4 +1,5 @@
-//! The client loop: schedule, issue, measure, record.
+//! The client loop: what one client does, operation after operation:
+//! wait for the intended start, issue, measure, record.
 //!
 //! **Open loop** (a target rate): operation `i` of a client is *intended* to
 //! start at `start + offset + i × period`, whatever happened before. Latency
@@ -18,187 +19,22 @@
 //!
 //! The loop is an `async fn` generic over the [`SessionStore`] and a [`Time`]
 //! source. The embedded engine returns ready futures, so a worker thread runs
-//! it with [`block_on_ready`] (one poll, no executor) and [`SpinTime`]; a
+//! it with [`block_on_ready`](crate::clock::block_on_ready) (one poll, no executor) and [`SpinTime`](crate::clock::SpinTime); a
 //! remote backend runs many clients per thread on a current-thread tokio
-//! runtime with [`TokioTime`]; tests drive it with simulated time.
+//! runtime with [`TokioTime`](crate::clock::TokioTime); tests drive it with simulated time.
 
 use std::collections::VecDeque;
-use std::future::{ready, Future};
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use session_engine::{Cursor, Error, SessionId, SessionStore, Timeout};
 
-use crate::hist::{ClientSummary, Recorder};
-use crate::limits::{BACKLOG_GRACE_NS, CHURN_REMEMBERED_MAX, SLEEP_MARGIN_NS, SPIN_ONLY_NS};
+use crate::clock::Time;
+use crate::collect::{ClientSummary, Recorder};
+use crate::limits::{BACKLOG_GRACE_NS, CHURN_REMEMBERED_MAX};
 use crate::mix::{KeySampler, MixTable, Op};
-
-/// A source of time for the client loop, in nanoseconds since the run's origin.
-pub trait Time: Send + Sync {
-    /// True where several clients share one thread as tasks: each then
-    /// yields after every operation, or a client whose store answers at
-    /// once (the embedded engine) would never let its neighbours run.
-    const SHARED: bool = false;
-    /// Now.
-    fn now_ns(&self) -> u64;
-    /// Resolves at or after `t_ns`.
-    fn wait_until(&self, t_ns: u64) -> impl Future<Output = ()> + Send;
-    /// Lets the other clients on this thread run (where `SHARED`).
-    fn share(&self) -> impl Future<Output = ()> + Send {
-        std::future::ready(())
-    }
-}
-
-/// Real time for a thread that runs one client: sleeps while the next
-/// operation is far away and spins the last stretch, so that oversleeping
-/// never turns into measured latency.
-#[derive(Clone, Copy, Debug)]
-pub struct SpinTime {
-    origin: Instant,
-}
-
-impl SpinTime {
-    /// A clock whose zero is `origin`.
-    #[must_use]
-    pub fn new(origin: Instant) -> Self {
-        Self { origin }
-    }
-}
-
-impl Time for SpinTime {
-    #[inline]
-    fn now_ns(&self) -> u64 {
-        // u64 nanoseconds cover 584 years.
-        #[allow(clippy::cast_possible_truncation)]
-        let ns = self.origin.elapsed().as_nanos() as u64;
-        ns
-    }
-
-    fn wait_until(&self, t_ns: u64) -> impl Future<Output = ()> + Send {
-        loop {
-            let now = self.now_ns();
-            if now >= t_ns {
-                break;
-            }
-            let left = t_ns - now;
-            if left > 2 * SLEEP_MARGIN_NS {
-                std::thread::sleep(Duration::from_nanos(left - SLEEP_MARGIN_NS));
-            } else if left > SPIN_ONLY_NS {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
-        ready(())
-    }
-}
-
-/// Real time for clients that share a thread as tokio tasks: timer sleeps
-/// (1 ms granularity) for the bulk, then yields to the other tasks until due.
-#[derive(Clone, Copy, Debug)]
-pub struct TokioTime {
-    origin: Instant,
-}
-
-impl TokioTime {
-    /// A clock whose zero is `origin`.
-    #[must_use]
-    pub fn new(origin: Instant) -> Self {
-        Self { origin }
-    }
-}
-
-impl Time for TokioTime {
-    const SHARED: bool = true;
-
-    fn share(&self) -> impl Future<Output = ()> + Send {
-        tokio::task::yield_now()
-    }
-
-    #[inline]
-    fn now_ns(&self) -> u64 {
-        #[allow(clippy::cast_possible_truncation)]
-        let ns = self.origin.elapsed().as_nanos() as u64;
-        ns
-    }
-
-    fn wait_until(&self, t_ns: u64) -> impl Future<Output = ()> + Send {
-        let origin = self.origin;
-        let now_ns = self.now_ns();
-        async move {
-            if t_ns > now_ns + 2 * SLEEP_MARGIN_NS {
-                let wake = origin + Duration::from_nanos(t_ns - SLEEP_MARGIN_NS);
-                tokio::time::sleep_until(wake.into()).await;
-            }
-            while origin.elapsed() < Duration::from_nanos(t_ns) {
-                tokio::task::yield_now().await;
-            }
-        }
-    }
-}
-
-/// Runs a future whose awaits are (almost) all ready, the embedded engine's
-/// `SessionStore` futures and [`SpinTime`] waits, on the calling thread.
-/// The exception is a write to an engine in `Durability::Always`, whose
-/// future completes when its group commit has synced it: the thread then
-/// parks until the engine wakes the task. The park is bounded (1 ms), so a
-/// future that returns `Pending` without arranging a wake-up is still polled
-/// again.
-pub fn block_on_ready<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park_timeout(Duration::from_millis(1));
-    }
-}
-
-/// Wakes a thread parked in [`block_on_ready`].
-struct ThreadWaker(std::thread::Thread);
-
-impl std::task::Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// How a client paces its operations.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Pace {
-    /// Closed loop.
-    Closed,
-    /// Open loop: one operation every `period_ns`, the first at `offset_ns`.
-    Open {
-        /// Nanoseconds between intended starts.
-        period_ns: f64,
-        /// Intended start of operation 0, relative to the client's start.
-        offset_ns: f64,
-    },
-}
-
-impl Pace {
-    /// Intended start of operation `i` (open loop), relative to the start.
-    #[inline]
-    #[must_use]
-    pub fn intended_ns(self, i: u64) -> Option<u64> {
-        match self {
-            Pace::Closed => None,
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            Pace::Open { period_ns, offset_ns } => Some((offset_ns + i as f64 * period_ns) as u64),
-        }
-    }
-}
+use crate::schedule::{Pace, Side, Slices};
 
 /// What a client does.
 #[derive(Clone, Debug)]
@@ -230,6 +66,11 @@ pub struct ClientPlan {
     pub pace: Pace,
     /// What it does.
     pub work: Work,
+    /// The side this client loads: it issues only the operations intended
+    /// in that side's slices.
+    pub side: Side,
+    /// Which side owns each slice.
+    pub slices: Slices,
 }
 
 /// A client's mutable state: its generator, its churn sessions, its cursor.
@@ -269,7 +110,7 @@ impl ClientState {
 }
 
 /// Runs one client's load and returns its counts; every measured operation
-/// goes to `recorder`.
+/// goes to `recorder`, in the slice its intended start falls in.
 pub async fn drive<S: SessionStore, T: Time>(
     store: &S,
     time: &T,
@@ -279,18 +120,37 @@ pub async fn drive<S: SessionStore, T: Time>(
 ) -> ClientSummary {
     let mut summary = ClientSummary::default();
     let hard_stop_ns = plan.end_ns.saturating_add(BACKLOG_GRACE_NS);
+    let slices = &plan.slices;
     let mut now = time.now_ns();
     let mut i: u64 = 0;
-    while i < plan.ops_max {
+    let mut issued: u64 = 0;
+    while issued < plan.ops_max {
         let intended = match plan.pace.intended_ns(i) {
             Some(rel) => plan.start_ns + rel,
-            None => now,
+            None => now.max(plan.start_ns),
         };
-        if intended >= plan.end_ns || now >= hard_stop_ns {
-            if now >= hard_stop_ns {
-                summary.unsent = unsent(plan, i);
-            }
+        if intended >= plan.end_ns {
             break;
+        }
+        if now >= hard_stop_ns {
+            summary.unsent = unsent(plan, i, plan.ops_max - issued);
+            break;
+        }
+        let slice = slices.index_of(intended);
+        if slices.side_of(slice) != plan.side {
+            let next_ns = slices.start_of(slices.next_of(plan.side, slice));
+            if let Some(next) = plan.pace.first_at_or_after(next_ns.saturating_sub(plan.start_ns)) {
+                i = next;
+            } else {
+                // Closed loop: idle through the other side's slice.
+                recorder.close(time.take_lost());
+                time.wait_until(next_ns).await;
+                now = time.now_ns();
+            }
+            continue;
+        }
+        if recorder.slice() != Some(slice) {
+            recorder.open(slice, time.take_lost());
         }
         if intended > now {
             time.wait_until(intended).await;
@@ -302,8 +162,12 @@ pub async fn drive<S: SessionStore, T: Time>(
         let outcome = execute(store, time, op, plan, state).await;
         now = time.now_ns();
         i += 1;
+        issued += 1;
         match outcome {
-            Some(ok) => recorder.record(op, now.saturating_sub(intended), ok, now),
+            Some(ok) => {
+                let in_time = now <= slices.end_of(slice);
+                recorder.record(op, now.saturating_sub(intended), ok, in_time);
+            }
             None => summary.skipped += 1,
         }
         if T::SHARED {
@@ -313,21 +177,37 @@ pub async fn drive<S: SessionStore, T: Time>(
             now = time.now_ns();
         }
     }
-    summary.ops = i - summary.skipped;
+    summary.ops = issued - summary.skipped;
     summary
 }
 
-fn unsent(plan: &ClientPlan, issued: u64) -> u64 {
-    match plan.pace {
-        Pace::Closed => 0,
-        Pace::Open { period_ns, offset_ns } => {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let scheduled = ((plan.end_ns - plan.start_ns) as f64 - offset_ns) / period_ns;
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let scheduled = scheduled.ceil().max(0.0) as u64;
-            scheduled.min(plan.ops_max).saturating_sub(issued)
+/// Operations of this client's side still due from operation `from` up to
+/// the scheduled end (at most `left`): what a client that gave up never sent.
+fn unsent(plan: &ClientPlan, from: u64, left: u64) -> u64 {
+    let slices = &plan.slices;
+    let mut count = 0;
+    let mut i = from;
+    while count < left {
+        let Some(rel) = plan.pace.intended_ns(i) else {
+            return 0; // closed loop: nothing is due
+        };
+        let intended = plan.start_ns + rel;
+        if intended >= plan.end_ns {
+            break;
+        }
+        let slice = slices.index_of(intended);
+        if slices.side_of(slice) == plan.side {
+            count += 1;
+            i += 1;
+        } else {
+            let next_ns = slices.start_of(slices.next_of(plan.side, slice));
+            i = plan
+                .pace
+                .first_at_or_after(next_ns.saturating_sub(plan.start_ns))
+                .unwrap_or(u64::MAX);
         }
     }
+    count
 }
 
 /// Issues one operation. `Some(ok)` if it was issued, `None` if there was

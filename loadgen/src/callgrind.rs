@@ -1,0 +1,219 @@
+//! The deterministic gate's measurement: instructions per operation,
+//! counted by valgrind's callgrind inside the loops of [`crate::oploop`]
+//! only. Instruction counts do not depend on what else the machine does
+//! (`BENCHMARKING.md`); they move with the code, and, by an instruction or
+//! two, with the engine's per-process hash seed (probe lengths).
+//!
+//! `loadgen gate --instructions` runs itself under
+//! `valgrind --tool=callgrind --toggle-collect=*counted_*` with the hidden
+//! subcommand `loadgen op-loops`, which inserts the same sessions into the
+//! engine and the peer and runs each counted loop once; then it reads each
+//! loop's inclusive count from `callgrind_annotate --inclusive=yes`.
+//! `scripts/ensure-valgrind.sh` installs valgrind.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::oploop::{self, Subject, KINDS};
+use crate::peer::PeerStore;
+
+/// What the instruction gate counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountPlan {
+    /// Live sessions in each store.
+    pub sessions: usize,
+    /// Metadata bytes of each.
+    pub metadata_bytes: usize,
+    /// Operations per loop.
+    pub ops: usize,
+    /// Draws the ids and the keys.
+    pub seed: u64,
+}
+
+impl Default for CountPlan {
+    /// 100K sessions of 256 B like the wall-clock gate; 20K operations a
+    /// loop, which averages the probe lengths over a fifth of the table.
+    /// Under callgrind this takes about a minute on 2 cores, most of it
+    /// inserting the sessions.
+    fn default() -> Self {
+        Self {
+            sessions: 100_000,
+            metadata_bytes: 256,
+            ops: 20_000,
+            seed: 0x5EED_CAFE,
+        }
+    }
+}
+
+/// Instructions per operation, per kind, for each store.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    /// The engine's.
+    pub engine: BTreeMap<String, f64>,
+    /// The peer's.
+    pub peer: BTreeMap<String, f64>,
+}
+
+/// The hidden `op-loops` subcommand: runs every counted loop once.
+///
+/// # Errors
+/// [`Error`] if a store refuses an operation.
+pub fn run_loops(plan: &CountPlan) -> Result<(), Error> {
+    let engine = oploop::open_engine(plan.sessions + plan.ops)?;
+    let peer = PeerStore::default();
+    let mut e = Subject::populate(&engine, plan.sessions, plan.metadata_bytes, plan.seed)?;
+    let mut p = Subject::populate(&peer, plan.sessions, plan.metadata_bytes, plan.seed)?;
+    let keys = oploop::keys(plan.ops, plan.sessions, plan.seed ^ 0x4B45_5953);
+    let metadata = vec![0xCD; plan.metadata_bytes];
+    for op in KINDS {
+        let done = (
+            oploop::run_engine(op, &mut e, &keys, &metadata),
+            oploop::run_peer(op, &mut p, &keys, &metadata),
+        );
+        if done != (plan.ops as u64, plan.ops as u64) {
+            return Err(Error::Failed(anyhow::anyhow!(
+                "{op}: {done:?} of {} operations succeeded (engine, peer)",
+                plan.ops
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Counts the loops' instructions under callgrind.
+///
+/// # Errors
+/// [`Error::Usage`] if valgrind is missing; [`Error::Failed`] if it fails or
+/// its output lacks a loop.
+pub fn measure(plan: &CountPlan) -> Result<Counts, Error> {
+    let exe = std::env::current_exe().map_err(|e| Error::Failed(e.into()))?;
+    let dir = tempfile_dir()?;
+    let out = dir.join("callgrind.out");
+    let status = Command::new("valgrind")
+        .args([
+            "--tool=callgrind",
+            "--toggle-collect=*counted_*",
+            &format!("--callgrind-out-file={}", out.display()),
+        ])
+        .arg(&exe)
+        .args([
+            "op-loops",
+            "--sessions",
+            &plan.sessions.to_string(),
+            "--metadata-bytes",
+            &plan.metadata_bytes.to_string(),
+            "--ops",
+            &plan.ops.to_string(),
+            "--seed",
+            &plan.seed.to_string(),
+        ])
+        .output()
+        .map_err(|e| {
+            Error::Usage(format!(
+                "cannot run valgrind ({e}): install it with `bash scripts/ensure-valgrind.sh`"
+            ))
+        })?;
+    if !status.status.success() {
+        return Err(Error::Failed(anyhow::anyhow!(
+            "valgrind failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        )));
+    }
+    let annotated = Command::new("callgrind_annotate")
+        .args(["--inclusive=yes", "--threshold=100"])
+        .arg(&out)
+        .output()
+        .map_err(|e| {
+            Error::Usage(format!(
+                "cannot run callgrind_annotate ({e}); it comes with valgrind"
+            ))
+        })?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let totals = parse_annotate(&String::from_utf8_lossy(&annotated.stdout));
+    counts_of(&totals, plan.ops)
+}
+
+/// Each counted loop's inclusive instruction count, by function name
+/// (`counted_engine_get`, ...), from `callgrind_annotate --inclusive=yes`.
+#[must_use]
+pub fn parse_annotate(text: &str) -> BTreeMap<String, u64> {
+    let mut totals = BTreeMap::new();
+    for line in text.lines() {
+        let Some(at) = line.find("counted_") else { continue };
+        let name: String = line[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let number: String = line
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ',')
+            .filter(char::is_ascii_digit)
+            .collect();
+        if let Ok(n) = number.parse::<u64>() {
+            let total = totals.entry(name).or_insert(0);
+            *total = (*total).max(n);
+        }
+    }
+    totals
+}
+
+fn counts_of(totals: &BTreeMap<String, u64>, ops: usize) -> Result<Counts, Error> {
+    let mut counts = Counts::default();
+    for (store, into) in [("engine", &mut counts.engine), ("peer", &mut counts.peer)] {
+        for op in KINDS {
+            let name = format!("counted_{store}_{}", op.name());
+            let total = totals.get(&name).ok_or_else(|| {
+                Error::Failed(anyhow::anyhow!(
+                    "callgrind counted no {name} (was loadgen built with its symbols?)"
+                ))
+            })?;
+            into.insert(op.name().to_owned(), *total as f64 / ops as f64);
+        }
+    }
+    Ok(counts)
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf, Error> {
+    let dir = std::env::temp_dir().join(format!("loadgen-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Failed(e.into()))?;
+    Ok(dir)
+}
+
+/// The version valgrind reports (`valgrind-3.19.0`), if it runs.
+#[must_use]
+pub fn valgrind_version() -> Option<String> {
+    let out = Command::new("valgrind").arg("--version").output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inclusive_counts_parse_from_callgrind_annotate() {
+        let text = "\
+--------------------------------------------------------------------------------
+Ir                   
+--------------------------------------------------------------------------------
+98,765,432 (100.0%)  PROGRAM TOTALS
+
+--------------------------------------------------------------------------------
+Ir                    file:function
+--------------------------------------------------------------------------------
+ 4,000,000 (40.00%)  ???:loadgen::oploop::counted_engine_get [/x/loadgen]
+ 3,000,000 (30.00%)  ???:loadgen::oploop::counted_peer_get [/x/loadgen]
+ 2,000,000 (20.00%)  ???:session_engine::engine::Engine::get [/x/loadgen]
+";
+        let totals = parse_annotate(text);
+        assert_eq!(totals["counted_engine_get"], 4_000_000);
+        assert_eq!(totals["counted_peer_get"], 3_000_000);
+        assert_eq!(totals.len(), 2);
+        let err = counts_of(&totals, 20_000).unwrap_err().to_string();
+        assert!(err.contains("counted_engine_peek"), "{err}");
+    }
+}

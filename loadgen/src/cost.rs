@@ -1,0 +1,211 @@
+//! The wall-clock gate's measurement: CPU time per operation of the engine
+//! against the reference peer, in interleaved slices.
+//!
+//! A run opens a fresh engine and a fresh peer (new hash seeds, new memory
+//! layout), inserts the same sessions into both, then repeats a round:
+//! for each kind in [`KINDS`], four slices of `ops_per_slice` operations in
+//! the order engine, peer, peer, engine (ABBA, so a machine that speeds up
+//! or slows down over the round weighs on both alike), each timed by the
+//! calling thread's CPU time (`schedstat`, ns; wall time where it cannot be
+//! read). A preempted thread's CPU clock stops, so a busy machine costs
+//! time, not accuracy. The round's figure for a kind is the engine's CPU
+//! per operation over the peer's; the run's is the median over its rounds.
+//! See `BENCHMARKING.md`: a CPU-per-op ratio to a peer in the same slices of
+//! time is what moves least on a shared machine.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::oploop::{self, Subject, KINDS};
+use crate::peer::PeerStore;
+use crate::procfs;
+use crate::progress::Progress;
+
+/// What a gate run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CostPlan {
+    /// Live sessions in each store.
+    pub sessions: usize,
+    /// Metadata bytes of each.
+    pub metadata_bytes: usize,
+    /// Operations per slice.
+    pub ops_per_slice: usize,
+    /// Rounds per run (each: four slices per kind).
+    pub rounds: usize,
+    /// Draws the ids and the keys.
+    pub seed: u64,
+}
+
+impl Default for CostPlan {
+    /// The gate's plan: the default scenario's 100K sessions of 256 B,
+    /// 10K operations a slice (1-7 ms), 8 rounds (under a second a run on 2
+    /// cores). A run's own hash seeds and memory layout move its ratios by
+    /// ±5%, which more rounds do not average out; more runs do (`--repeat`).
+    fn default() -> Self {
+        Self {
+            sessions: 100_000,
+            metadata_bytes: 256,
+            ops_per_slice: 10_000,
+            rounds: 8,
+            seed: 0x5EED_CAFE,
+        }
+    }
+}
+
+/// One kind's figures over one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OpCost {
+    /// The engine's CPU per operation, median over the rounds, ns.
+    pub engine_ns: f64,
+    /// The peer's, ns.
+    pub peer_ns: f64,
+    /// Engine / peer, median over the rounds.
+    pub ratio: f64,
+    /// The lowest round's ratio.
+    pub ratio_min: f64,
+    /// The highest round's ratio.
+    pub ratio_max: f64,
+}
+
+/// One run: a fresh engine and peer, `rounds` rounds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CostRun {
+    /// Per kind.
+    pub ops: BTreeMap<String, OpCost>,
+    /// True if the thread's CPU time could be read (false: wall time).
+    pub cpu_time: bool,
+}
+
+/// Per round: the engine's CPU per operation, the peer's, their ratio.
+type Samples = (Vec<f64>, Vec<f64>, Vec<f64>);
+
+/// Slices of keys the rounds cycle through.
+const KEY_WINDOWS: usize = 8;
+
+/// The calling thread's CPU time, or wall time where it cannot be read, ns.
+fn clock_ns(origin: Instant) -> (u64, bool) {
+    match procfs::thread_cpu_ns() {
+        Some(ns) => (ns, true),
+        None => (
+            u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            false,
+        ),
+    }
+}
+
+/// Median of `values` (the upper middle one for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// One gate run.
+///
+/// # Errors
+/// [`Error::Failed`] if a store refuses an operation of a loop (a loop that
+/// failed fast would look cheap).
+pub fn measure(plan: &CostPlan, progress: Option<&Progress>) -> Result<CostRun, Error> {
+    let engine = oploop::open_engine(plan.sessions + 2 * plan.ops_per_slice)?;
+    let peer = PeerStore::default();
+    if let Some(bar) = progress {
+        bar.set_message(format!("populating {} sessions in each store", plan.sessions));
+    }
+    let mut e = Subject::populate(&engine, plan.sessions, plan.metadata_bytes, plan.seed)?;
+    let mut p = Subject::populate(&peer, plan.sessions, plan.metadata_bytes, plan.seed)?;
+    let keys = oploop::keys(
+        plan.ops_per_slice * KEY_WINDOWS,
+        plan.sessions,
+        plan.seed ^ 0x4B45_5953,
+    );
+    let metadata = vec![0xCD; plan.metadata_bytes];
+    let origin = Instant::now();
+    let mut per_op: BTreeMap<&str, Samples> = BTreeMap::new();
+    let mut cpu_time = true;
+    // Round 0 warms caches, allocator and branch predictors; not counted.
+    for round in 0..=plan.rounds {
+        if let Some(bar) = progress {
+            bar.set_message(format!("round {round} of {}", plan.rounds));
+        }
+        let window = round % KEY_WINDOWS;
+        let slice = &keys[window * plan.ops_per_slice..(window + 1) * plan.ops_per_slice];
+        for op in KINDS {
+            let mut timed = |engine_side: bool, e: &mut Subject<'_, _>, p: &mut Subject<'_, PeerStore>| {
+                let (before, cpu) = clock_ns(origin);
+                let ok = if engine_side {
+                    oploop::run_engine(op, e, slice, &metadata)
+                } else {
+                    oploop::run_peer(op, p, slice, &metadata)
+                };
+                let (after, _) = clock_ns(origin);
+                cpu_time &= cpu;
+                if ok != slice.len() as u64 {
+                    return Err(Error::Failed(anyhow::anyhow!(
+                        "{} {op}: {ok} of {} operations succeeded",
+                        if engine_side { "engine" } else { "peer" },
+                        slice.len()
+                    )));
+                }
+                Ok(after.saturating_sub(before) as f64)
+            };
+            let e1 = timed(true, &mut e, &mut p)?;
+            let p1 = timed(false, &mut e, &mut p)?;
+            let p2 = timed(false, &mut e, &mut p)?;
+            let e2 = timed(true, &mut e, &mut p)?;
+            if round > 0 {
+                let ops = 2.0 * plan.ops_per_slice as f64;
+                let entry = per_op.entry(op.name()).or_default();
+                entry.0.push((e1 + e2) / ops);
+                entry.1.push((p1 + p2) / ops);
+                entry.2.push((e1 + e2) / (p1 + p2).max(1.0));
+            }
+        }
+    }
+    let ops = per_op
+        .into_iter()
+        .map(|(name, (mut engine_ns, mut peer_ns, mut ratios))| {
+            let cost = OpCost {
+                engine_ns: median(&mut engine_ns),
+                peer_ns: median(&mut peer_ns),
+                ratio: median(&mut ratios),
+                ratio_min: ratios[0],
+                ratio_max: ratios[ratios.len() - 1],
+            };
+            (name.to_owned(), cost)
+        })
+        .collect();
+    Ok(CostRun { ops, cpu_time })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_run_measures_every_kind_on_both_stores() {
+        let plan = CostPlan {
+            sessions: 2_000,
+            metadata_bytes: 16,
+            ops_per_slice: 200,
+            rounds: 3,
+            seed: 1,
+        };
+        let run = measure(&plan, None).unwrap();
+        assert_eq!(run.ops.len(), KINDS.len());
+        for (op, cost) in &run.ops {
+            assert!(cost.engine_ns > 0.0 && cost.peer_ns > 0.0, "{op}: {cost:?}");
+            assert!(
+                cost.ratio_min <= cost.ratio && cost.ratio <= cost.ratio_max,
+                "{op}: {cost:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_median_is_the_middle_value() {
+        assert!((median(&mut [3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
+        assert!((median(&mut [4.0, 1.0, 3.0, 2.0]) - 3.0).abs() < f64::EPSILON);
+    }
+}

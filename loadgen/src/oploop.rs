@@ -1,0 +1,240 @@
+//! Tight loops of one operation kind against one store, what the CI gates
+//! measure: CPU time per operation, the engine's against the peer's, in
+//! interleaved slices ([`crate::cost`]), and instructions per operation
+//! under callgrind ([`crate::callgrind`]).
+//!
+//! Each loop is its own `#[inline(never)]` function per store
+//! (`counted_engine_get`, `counted_peer_get`, ...), so that callgrind can
+//! count it alone (`--toggle-collect=*counted_*`) and tell the stores apart
+//! (Rust's symbol names do not carry generic parameters). Nothing in a loop
+//! reads the clock or records a histogram: a slice is timed as a whole. The
+//! engine runs on a clock that never moves and without its sweeper, so the
+//! calling thread does all of its work and nothing else runs beside it.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use session_engine::{Config, Engine, ManualClock, SessionId, SessionStore, Timeout};
+
+use crate::error::Error;
+use crate::mix::Op;
+use crate::peer::PeerStore;
+
+/// The kinds the gates measure, in the order a round runs them (creates
+/// before the deletes that remove them).
+pub const KINDS: [Op; 6] = [Op::Get, Op::Peek, Op::Touch, Op::Update, Op::Create, Op::Delete];
+
+/// Timeout of every session the loops create: long enough that none expires
+/// (the engine's clock does not move anyway).
+const TIMEOUT: Timeout = Timeout::After(std::time::Duration::from_secs(1_800));
+
+/// Polls a future that must be ready at once (the engine in memory, the
+/// peer).
+///
+/// # Panics
+/// If it is not: the gates measure stores that answer on the calling thread.
+#[inline]
+pub fn now<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the gates measure stores whose futures are ready at once"),
+    }
+}
+
+/// The engine as the gates measure it: in memory, on a clock that never
+/// moves, with no sweeper thread, room for `sessions_max` sessions.
+///
+/// # Errors
+/// [`Error::Usage`] if the engine refuses the configuration.
+pub fn open_engine(sessions_max: usize) -> Result<Engine, Error> {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let config = Config::default()
+        .sessions_max(sessions_max)
+        .clock(clock.clock())
+        .without_sweeper();
+    Engine::open(config).map_err(|e| Error::Usage(format!("engine configuration: {e}")))
+}
+
+/// One store's side of a loop: its live sessions and the ones its creates
+/// made, for its deletes.
+pub struct Subject<'a, S> {
+    /// The store.
+    pub store: &'a S,
+    /// Its live population.
+    pub ids: Vec<SessionId>,
+    /// Sessions created by `create` loops, oldest first.
+    pub created: VecDeque<SessionId>,
+}
+
+impl<'a, S: SessionStore> Subject<'a, S> {
+    /// Inserts `sessions` sessions of `metadata_bytes` with ids drawn from
+    /// `seed`, so that two runs hold the same ids.
+    ///
+    /// # Errors
+    /// [`Error::Failed`] if the store refuses one.
+    pub fn populate(store: &'a S, sessions: usize, metadata_bytes: usize, seed: u64) -> Result<Self, Error> {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let metadata = vec![0xAB; metadata_bytes];
+        let mut ids = Vec::with_capacity(sessions);
+        for _ in 0..sessions {
+            let id = SessionId::from_bytes(rng.random());
+            now(store.insert(id, &metadata, TIMEOUT)).map_err(|e| Error::Failed(e.into()))?;
+            ids.push(id);
+        }
+        Ok(Self {
+            store,
+            ids,
+            created: VecDeque::new(),
+        })
+    }
+}
+
+/// `count` indices into a population of `population`, uniform, from `seed`.
+#[must_use]
+pub fn keys(count: usize, population: usize, seed: u64) -> Vec<u32> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let population = u32::try_from(population).expect("populations fit in u32");
+    (0..count).map(|_| rng.random_range(0..population)).collect()
+}
+
+/// The loops, generic; the counted functions below instantiate them (the
+/// counts are inclusive, so whether these are inlined does not matter).
+#[inline]
+fn reads<S: SessionStore>(store: &S, ids: &[SessionId], keys: &[u32], op: Op) -> u64 {
+    let mut ok = 0;
+    for &k in keys {
+        let id = &ids[k as usize];
+        let done = match op {
+            Op::Get => now(store.get(id)).is_ok(),
+            Op::Peek => now(store.peek(id)).is_ok(),
+            Op::Touch => now(store.touch(id)).is_ok(),
+            Op::Update => now(store.update(id, |m| {
+                let mut next = m.to_vec();
+                if let Some(first) = next.first_mut() {
+                    *first ^= 1;
+                }
+                next
+            }))
+            .is_ok(),
+            _ => unreachable!("reads and writes of existing sessions only"),
+        };
+        ok += u64::from(std::hint::black_box(done));
+    }
+    ok
+}
+
+#[inline]
+fn creates<S: SessionStore>(
+    store: &S,
+    count: usize,
+    metadata: &[u8],
+    created: &mut VecDeque<SessionId>,
+) -> u64 {
+    let mut ok = 0;
+    for _ in 0..count {
+        if let Ok(id) = now(store.create(metadata, TIMEOUT)) {
+            created.push_back(id);
+            ok += 1;
+        }
+    }
+    ok
+}
+
+#[inline]
+fn deletes<S: SessionStore>(store: &S, count: usize, created: &mut VecDeque<SessionId>) -> u64 {
+    let mut ok = 0;
+    for _ in 0..count {
+        let Some(id) = created.pop_front() else { break };
+        ok += u64::from(now(store.delete(&id)).is_ok());
+    }
+    ok
+}
+
+macro_rules! counted {
+    ($($name:ident: $store:ty => $body:ident),* $(,)?) => {
+        $(
+            /// One counted loop (see the module doc); returns how many
+            /// operations succeeded.
+            #[inline(never)]
+            pub fn $name(s: &mut Subject<'_, $store>, keys: &[u32], metadata: &[u8]) -> u64 {
+                counted!(@body $body, s, keys, metadata)
+            }
+        )*
+    };
+    (@body get, $s:ident, $keys:ident, $m:ident) => {{ let _ = $m; reads($s.store, &$s.ids, $keys, Op::Get) }};
+    (@body peek, $s:ident, $keys:ident, $m:ident) => {{ let _ = $m; reads($s.store, &$s.ids, $keys, Op::Peek) }};
+    (@body touch, $s:ident, $keys:ident, $m:ident) => {{ let _ = $m; reads($s.store, &$s.ids, $keys, Op::Touch) }};
+    (@body update, $s:ident, $keys:ident, $m:ident) => {{ let _ = $m; reads($s.store, &$s.ids, $keys, Op::Update) }};
+    (@body create, $s:ident, $keys:ident, $m:ident) => { creates($s.store, $keys.len(), $m, &mut $s.created) };
+    (@body delete, $s:ident, $keys:ident, $m:ident) => {{ let _ = $m; deletes($s.store, $keys.len(), &mut $s.created) }};
+}
+
+counted!(
+    counted_engine_get: Engine => get,
+    counted_engine_peek: Engine => peek,
+    counted_engine_touch: Engine => touch,
+    counted_engine_update: Engine => update,
+    counted_engine_create: Engine => create,
+    counted_engine_delete: Engine => delete,
+    counted_peer_get: PeerStore => get,
+    counted_peer_peek: PeerStore => peek,
+    counted_peer_touch: PeerStore => touch,
+    counted_peer_update: PeerStore => update,
+    counted_peer_create: PeerStore => create,
+    counted_peer_delete: PeerStore => delete,
+);
+
+/// The engine's loop of `op` over `keys` (creates and deletes: as many as
+/// there are keys).
+pub fn run_engine(op: Op, s: &mut Subject<'_, Engine>, keys: &[u32], metadata: &[u8]) -> u64 {
+    match op {
+        Op::Get => counted_engine_get(s, keys, metadata),
+        Op::Peek => counted_engine_peek(s, keys, metadata),
+        Op::Touch => counted_engine_touch(s, keys, metadata),
+        Op::Update => counted_engine_update(s, keys, metadata),
+        Op::Create => counted_engine_create(s, keys, metadata),
+        Op::Delete => counted_engine_delete(s, keys, metadata),
+        Op::List => unreachable!("no list loop"),
+    }
+}
+
+/// The peer's loop of `op` over `keys`.
+pub fn run_peer(op: Op, s: &mut Subject<'_, PeerStore>, keys: &[u32], metadata: &[u8]) -> u64 {
+    match op {
+        Op::Get => counted_peer_get(s, keys, metadata),
+        Op::Peek => counted_peer_peek(s, keys, metadata),
+        Op::Touch => counted_peer_touch(s, keys, metadata),
+        Op::Update => counted_peer_update(s, keys, metadata),
+        Op::Create => counted_peer_create(s, keys, metadata),
+        Op::Delete => counted_peer_delete(s, keys, metadata),
+        Op::List => unreachable!("no list loop"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_loop_succeeds_on_both_stores_and_deletes_what_creates_made() {
+        let engine = open_engine(10_000).unwrap();
+        let peer = PeerStore::default();
+        let mut e = Subject::populate(&engine, 1_000, 32, 7).unwrap();
+        let mut p = Subject::populate(&peer, 1_000, 32, 7).unwrap();
+        assert_eq!(e.ids, p.ids, "the same ids from the same seed");
+        let keys = keys(500, 1_000, 3);
+        let metadata = [1u8; 32];
+        for op in KINDS {
+            assert_eq!(run_engine(op, &mut e, &keys, &metadata), 500, "engine {op}");
+            assert_eq!(run_peer(op, &mut p, &keys, &metadata), 500, "peer {op}");
+        }
+        assert!(e.created.is_empty() && p.created.is_empty());
+        assert_eq!(now(SessionStore::len(&engine)).unwrap(), 1_000);
+        assert_eq!(now(peer.len()).unwrap(), 1_000);
+    }
+}

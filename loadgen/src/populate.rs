@@ -1,0 +1,112 @@
+//! Populating a store with the scenario's live sessions, in parallel over
+//! its workers, and what that cost.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use session_engine::{SessionId, Timeout};
+
+use crate::backend::Backend;
+use crate::clock::block_on_ready;
+use crate::hist::{new_hist, Hist};
+use crate::procfs;
+use crate::scenario::Scenario;
+
+/// The live population and what creating it cost.
+pub struct Populated {
+    /// Ids of the live sessions.
+    pub ids: Arc<[SessionId]>,
+    /// Create latency while populating (closed loop, all workers).
+    pub create_latency: Hist,
+    /// Wall time of the populate phase.
+    pub wall: Duration,
+    /// RSS before the first create, bytes.
+    pub rss_before_bytes: Option<u64>,
+    /// RSS after the last create, bytes.
+    pub rss_after_bytes: Option<u64>,
+}
+
+/// Runs `future` on the current thread: directly for ready-future backends,
+/// on a current-thread tokio runtime otherwise.
+pub(crate) fn run_here<B: Backend, F: Future>(future: F) -> F::Output {
+    if B::READY_FUTURES {
+        block_on_ready(future)
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("building a current-thread runtime")
+            .block_on(future)
+    }
+}
+
+/// Creates the scenario's live sessions, in parallel over its workers.
+///
+/// # Errors
+/// The first create that failed (capacity, metadata size, backend).
+pub fn populate<B: Backend>(store: &Arc<B>, scenario: &Scenario) -> anyhow::Result<Populated> {
+    let timeout = scenario.population_timeout()?;
+    let metadata: Arc<[u8]> = (0..scenario.metadata_bytes)
+        .map(|i| u8::try_from(i % 251).expect("below 251"))
+        .collect();
+    let rss_before_bytes = procfs::rss_bytes();
+    let started = Instant::now();
+    let workers = scenario.workers;
+    let results: Vec<anyhow::Result<(Vec<SessionId>, Hist)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let share = scenario.sessions / workers + usize::from(w < scenario.sessions % workers);
+                let store = Arc::clone(store);
+                let metadata = Arc::clone(&metadata);
+                std::thread::Builder::new()
+                    .name(format!("loadgen-populate-{w}"))
+                    .spawn_scoped(scope, move || {
+                        run_here::<B, _>(populate_share(&*store, share, &metadata, timeout))
+                    })
+                    .expect("spawning a populate thread")
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("populate thread panicked"))
+            .collect()
+    });
+    let wall = started.elapsed();
+    let mut ids = Vec::with_capacity(scenario.sessions);
+    let mut create_latency = new_hist();
+    for result in results {
+        let (part, hist) = result?;
+        ids.extend(part);
+        create_latency.add(&hist).expect("same bounds");
+    }
+    Ok(Populated {
+        ids: ids.into(),
+        create_latency,
+        wall,
+        rss_before_bytes,
+        rss_after_bytes: procfs::rss_bytes(),
+    })
+}
+
+async fn populate_share<B: Backend>(
+    store: &B,
+    count: usize,
+    metadata: &[u8],
+    timeout: Timeout,
+) -> anyhow::Result<(Vec<SessionId>, Hist)> {
+    let mut ids = Vec::with_capacity(count);
+    let mut hist = new_hist();
+    for n in 0..count {
+        let before = Instant::now();
+        let id = store
+            .create(metadata, timeout)
+            .await
+            .with_context(|| format!("creating live session {n} of {count}"))?;
+        #[allow(clippy::cast_possible_truncation)]
+        hist.saturating_record(before.elapsed().as_nanos() as u64);
+        ids.push(id);
+    }
+    Ok((ids, hist))
+}

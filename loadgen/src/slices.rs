@@ -1,0 +1,371 @@
+//! What each slice of a load measured, which slices the machine disturbed,
+//! and the pools the verdict judges (see [`crate::schedule`] for how slices
+//! alternate between the backend and the peer).
+//!
+//! **Disturbed.** A slice is disturbed when the machine took a worker off
+//! its core long enough to shape the slice's tail: one gap of
+//! [`DISTURBED_GAP_NS`] or more in a client's wait loop, as much run-queue
+//! wait, or [`DISTURBED_SHARE`] of the slice in all (see [`crate::clock`]).
+//!
+//! **Set aside.** A disturbed slice of the peer is set aside. A disturbed
+//! slice of the backend is set aside only if the disturbance explains its
+//! slowest operation (no slower than [`EXPLAINED_FACTOR`] × the time the
+//! machine took + [`EXPLAINED_SLACK_NS`]): a backend that stalls for 100 ms
+//! in a slice where the machine also took 2 ms is judged like any other.
+//!
+//! **Judged.** Every other measured slice is judged: its histograms join its
+//! side's judged pool, and its per-kind medians the list whose median is the
+//! "typical slice". The verdict ([`crate::targets`]) compares the two sides'
+//! judged pools.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Lost;
+use crate::hist::{quantile_ns, OpHists};
+use crate::limits::{
+    DISTURBED_GAP_NS, DISTURBED_SHARE, EXPLAINED_FACTOR, EXPLAINED_SLACK_NS, TYPICAL_SAMPLES_MIN,
+};
+use crate::mix::Op;
+use crate::schedule::Side;
+
+/// How a slice counts in the verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// Part of the warm-up: in no figure but the timeline.
+    Warmup,
+    /// Judged.
+    Judged,
+    /// Disturbed by the machine, and the disturbance explains it: reported,
+    /// not judged.
+    SetAside,
+}
+
+/// One slice's figures, all clients of its side together.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SliceStats {
+    /// Slice number since the start of the load (warm-up included).
+    pub index: u64,
+    /// Whose slice it was.
+    pub side: Side,
+    /// Seconds since the start of the load.
+    pub start_s: f64,
+    /// How it counts.
+    pub standing: Standing,
+    /// The machine took enough to shape its tail (see the module doc).
+    pub disturbed: bool,
+    /// Point operations intended in it.
+    pub ops: u64,
+    /// Of which completed before it ended.
+    pub in_time: u64,
+    /// Median of its point operations, ns.
+    pub p50_ns: u64,
+    /// 99th percentile of its point operations, ns.
+    pub p99_ns: u64,
+    /// Its slowest operation of any kind, ns.
+    pub max_ns: u64,
+    /// What the machine took from its clients (the most any one lost):
+    /// gaps in their wait loops and their threads' run-queue wait (0 where
+    /// it cannot be read).
+    pub lost: Lost,
+    /// Operations of each kind (`Op::index`).
+    #[serde(skip)]
+    pub count_by_op: [u64; Op::COUNT],
+    /// Median of each kind, ns (0 where none ran).
+    #[serde(skip)]
+    pub p50_by_op_ns: [u64; Op::COUNT],
+}
+
+/// What is known of a slice besides its histograms.
+#[derive(Clone, Copy, Debug)]
+pub struct SliceMeta {
+    /// Slice number since the start of the load.
+    pub index: u64,
+    /// Whose slice it was.
+    pub side: Side,
+    /// Seconds since the start of the load.
+    pub start_s: f64,
+    /// False for warm-up slices.
+    pub measured: bool,
+    /// Point operations that completed before it ended.
+    pub in_time: u64,
+    /// What the machine took from its clients.
+    pub lost: Lost,
+    /// Its length, ns.
+    pub slice_ns: u64,
+}
+
+impl SliceStats {
+    /// Summarizes one slice.
+    #[must_use]
+    pub fn of(meta: SliceMeta, hists: &OpHists) -> Self {
+        let SliceMeta {
+            index,
+            side,
+            start_s,
+            measured,
+            in_time,
+            lost,
+            slice_ns,
+        } = meta;
+        let points = hists.point_ops();
+        let max_ns = hists
+            .by_op
+            .iter()
+            .map(hdrhistogram::Histogram::max)
+            .max()
+            .unwrap_or(0);
+        let mut stats = Self {
+            index,
+            side,
+            start_s,
+            standing: Standing::Warmup,
+            disturbed: false,
+            ops: points.len(),
+            in_time,
+            p50_ns: quantile_ns(&points, 0.5),
+            p99_ns: quantile_ns(&points, 0.99),
+            max_ns,
+            lost,
+            count_by_op: by_index(|op| hists.get(op).len()),
+            p50_by_op_ns: by_index(|op| quantile_ns(hists.get(op), 0.5)),
+        };
+        stats.disturbed = stats.machine_took_enough(slice_ns);
+        stats.standing = if !measured {
+            Standing::Warmup
+        } else if stats.disturbed && (side == Side::Peer || stats.explained()) {
+            Standing::SetAside
+        } else {
+            Standing::Judged
+        };
+        stats
+    }
+
+    /// Time the machine took from the slice, as far as it can be seen:
+    /// gaps in the wait loop and run-queue wait (the two overlap, so the
+    /// larger stands for both).
+    #[must_use]
+    pub fn taken_ns(&self) -> u64 {
+        self.lost.gaps_ns.max(self.lost.runqueue_wait_ns)
+    }
+
+    fn machine_took_enough(&self, slice_ns: u64) -> bool {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let share_ns = (slice_ns as f64 * DISTURBED_SHARE) as u64;
+        self.lost.gap_max_ns >= DISTURBED_GAP_NS
+            || self.lost.runqueue_wait_ns >= DISTURBED_GAP_NS
+            || self.taken_ns() >= share_ns
+    }
+
+    fn explained(&self) -> bool {
+        self.max_ns <= EXPLAINED_FACTOR * self.taken_ns() + EXPLAINED_SLACK_NS
+    }
+}
+
+/// A per-kind array in `Op::index` order (which is not `Op::ALL`'s).
+fn by_index(f: impl Fn(Op) -> u64) -> [u64; Op::COUNT] {
+    let mut out = [0; Op::COUNT];
+    for op in Op::ALL {
+        out[op.index()] = f(op);
+    }
+    out
+}
+
+/// One side's slices, pooled.
+#[derive(Default)]
+pub struct SideTally {
+    /// Every measured slice.
+    pub all: OpHists,
+    /// The judged slices.
+    pub judged: OpHists,
+    /// Measured slices.
+    pub measured: u64,
+    /// Of which judged.
+    pub judged_slices: u64,
+    /// Of which disturbed (judged or set aside).
+    pub disturbed: u64,
+    /// Point operations completed in their slice, every measured slice.
+    pub in_time_all: u64,
+    /// The same, undisturbed slices only (what the rate verdict judges: a
+    /// disturbed slice that stays judged for its tail says nothing of the
+    /// rate the backend keeps).
+    pub in_time_quiet: u64,
+    /// Undisturbed measured slices.
+    pub quiet_slices: u64,
+    /// Time the machine took over the measured slices, ns.
+    pub taken_ns: u64,
+    /// The longest single gap, ns.
+    pub gap_max_ns: u64,
+    /// Per kind: the medians of the judged slices that ran at least
+    /// [`TYPICAL_SAMPLES_MIN`] of it.
+    p50s: [Vec<u64>; Op::COUNT],
+}
+
+impl SideTally {
+    /// Takes one final slice of this side.
+    pub fn accept(&mut self, stats: &SliceStats, hists: &OpHists) {
+        if stats.standing == Standing::Warmup {
+            return;
+        }
+        self.measured += 1;
+        self.all.add(hists);
+        self.in_time_all += stats.in_time;
+        self.taken_ns += stats.taken_ns();
+        self.gap_max_ns = self.gap_max_ns.max(stats.lost.gap_max_ns);
+        self.disturbed += u64::from(stats.disturbed);
+        if !stats.disturbed {
+            self.quiet_slices += 1;
+            self.in_time_quiet += stats.in_time;
+        }
+        if stats.standing == Standing::Judged {
+            self.judged_slices += 1;
+            self.judged.add(hists);
+            for op in Op::ALL {
+                if stats.count_by_op[op.index()] >= TYPICAL_SAMPLES_MIN {
+                    self.p50s[op.index()].push(stats.p50_by_op_ns[op.index()]);
+                }
+            }
+        }
+    }
+
+    /// The typical slice's median of `op`: the median over the judged
+    /// slices that ran enough of it, or, for kinds too rare for that (a list
+    /// page a second), the median of the judged pool.
+    #[must_use]
+    pub fn typical_p50_ns(&self, op: Op) -> Option<u64> {
+        let mut p50s = self.p50s[op.index()].clone();
+        if p50s.is_empty() {
+            let pooled = self.judged.get(op);
+            return (!pooled.is_empty()).then(|| pooled.value_at_quantile(0.5));
+        }
+        p50s.sort_unstable();
+        Some(p50s[p50s.len() / 2])
+    }
+
+    /// Set-aside slices.
+    #[must_use]
+    pub fn set_aside(&self) -> u64 {
+        self.measured - self.judged_slices
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn slice(side: Side, max_ns: u64, lost: Lost, wait_ns: u64) -> SliceStats {
+        let mut hists = OpHists::default();
+        for i in 0..100 {
+            hists.record(Op::Get, 300 + i, true);
+        }
+        hists.record(Op::Get, max_ns, true);
+        SliceStats::of(meta(side, 101, lost, wait_ns), &hists)
+    }
+
+    fn meta(side: Side, in_time: u64, lost: Lost, runqueue_wait_ns: u64) -> SliceMeta {
+        SliceMeta {
+            index: 3,
+            side,
+            start_s: 0.3,
+            measured: true,
+            in_time,
+            lost: Lost {
+                runqueue_wait_ns,
+                ..lost
+            },
+            slice_ns: 100 * MS,
+        }
+    }
+
+    fn gaps(total_ms: u64, max_ms: u64) -> Lost {
+        Lost {
+            gaps_ns: total_ms * MS,
+            gap_max_ns: max_ms * MS,
+            runqueue_wait_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_quiet_slice_is_judged() {
+        let s = slice(
+            Side::Backend,
+            80_000,
+            gaps(2, 0), /* texture: 2 ms of short gaps */
+            0,
+        );
+        assert!(!s.disturbed);
+        assert_eq!(s.standing, Standing::Judged);
+    }
+
+    #[test]
+    fn a_long_gap_or_wait_disturbs_a_slice_and_explains_its_tail() {
+        for (lost, wait) in [(gaps(4, 4), 0), (gaps(0, 0), 4 * MS), (gaps(12, 0), 0)] {
+            let s = slice(Side::Backend, 7 * MS, lost, wait);
+            assert!(s.disturbed, "{lost:?} {wait}");
+            assert_eq!(s.standing, Standing::SetAside, "{lost:?} {wait}");
+        }
+    }
+
+    #[test]
+    fn a_backend_stall_in_a_disturbed_slice_is_still_judged() {
+        // The machine took 3 ms; the slowest operation waited 100 ms.
+        let s = slice(Side::Backend, 100 * MS, gaps(3, 3), 0);
+        assert!(s.disturbed);
+        assert_eq!(s.standing, Standing::Judged);
+        // The peer's disturbed slices are always set aside.
+        let p = slice(Side::Peer, 100 * MS, gaps(3, 3), 0);
+        assert_eq!(p.standing, Standing::SetAside);
+    }
+
+    #[test]
+    fn the_typical_slice_is_the_median_of_the_judged_slices_medians() {
+        let mut tally = SideTally::default();
+        for (p50, disturbed) in [(300, false), (310, false), (900, true), (305, false)] {
+            let mut hists = OpHists::default();
+            for _ in 0..TYPICAL_SAMPLES_MIN {
+                hists.record(Op::Get, p50, true);
+            }
+            hists.record(Op::List, 2 * MS, true);
+            let lost = if disturbed { gaps(5, 5) } else { Lost::default() };
+            let stats = SliceStats::of(meta(Side::Backend, 20, lost, 0), &hists);
+            tally.accept(&stats, &hists);
+        }
+        assert_eq!((tally.measured, tally.judged_slices, tally.disturbed), (4, 3, 1));
+        let typical = tally.typical_p50_ns(Op::Get).unwrap();
+        assert!((304..=306).contains(&typical), "{typical}");
+        // One list page a slice: too few for a per-slice median; the pool's.
+        assert!(tally.typical_p50_ns(Op::List).unwrap() >= 2 * MS - 2 * MS / 1000);
+        assert_eq!(tally.typical_p50_ns(Op::Delete), None);
+    }
+
+    #[test]
+    fn each_kind_keeps_its_own_typical_median() {
+        let mut tally = SideTally::default();
+        let mut hists = OpHists::default();
+        for (op, ns) in [
+            (Op::Get, 400),
+            (Op::Create, 900),
+            (Op::Peek, 300),
+            (Op::Delete, 200),
+        ] {
+            for _ in 0..TYPICAL_SAMPLES_MIN {
+                hists.record(op, ns, true);
+            }
+        }
+        tally.accept(
+            &SliceStats::of(meta(Side::Backend, 80, Lost::default(), 0), &hists),
+            &hists,
+        );
+        for (op, ns) in [
+            (Op::Get, 400),
+            (Op::Create, 900),
+            (Op::Peek, 300),
+            (Op::Delete, 200),
+        ] {
+            let typical = tally.typical_p50_ns(op).unwrap();
+            assert!(typical.abs_diff(ns) <= ns / 100, "{op}: {typical}");
+        }
+    }
+}
