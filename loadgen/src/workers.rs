@@ -584,6 +584,28 @@ mod tests {
         ) -> impl Future<Output = session_engine::Result<()>> + Send {
             ready(Ok(()))
         }
+        fn put(
+            &self,
+            _id: SessionId,
+            _m: &[u8],
+            _t: Timeout,
+        ) -> impl Future<Output = session_engine::Result<()>> + Send {
+            ready(Ok(()))
+        }
+        fn rotate(&self, _id: &SessionId) -> impl Future<Output = session_engine::Result<SessionId>> + Send {
+            ready(Err(session_engine::Error::NotFound))
+        }
+        fn try_update<F, E>(
+            &self,
+            _id: &SessionId,
+            _f: F,
+        ) -> impl Future<Output = session_engine::Result<std::result::Result<session_engine::Updated, E>>> + Send
+        where
+            F: FnMut(&[u8]) -> std::result::Result<session_engine::Op, E> + Send,
+            E: Send,
+        {
+            ready(Err(session_engine::Error::NotFound))
+        }
         fn get(
             &self,
             id: &SessionId,
