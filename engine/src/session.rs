@@ -424,6 +424,7 @@ impl FromStr for Cursor {
 
 /// One page of a listing.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Page {
     /// Live sessions in this page (as `peek` sees them: listing is not activity).
     pub sessions: Vec<Session>,
@@ -431,8 +432,55 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
+/// Milliseconds, or `null` for never (feature `serde`).
+#[cfg(feature = "serde")]
+impl serde::Serialize for Timeout {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        self.as_ms().serialize(serializer)
+    }
+}
+
+/// From milliseconds, or `null` for never; zero is refused (feature `serde`).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Timeout {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        match Option::<u64>::deserialize(deserializer)? {
+            None => Ok(Timeout::Never),
+            Some(0) => Err(serde::de::Error::custom("a timeout of 0 ms: use null for never")),
+            Some(ms) => Ok(Timeout::from_ms(ms)),
+        }
+    }
+}
+
+/// The text form, `<part>.<position>` (feature `serde`).
+#[cfg(feature = "serde")]
+impl serde::Serialize for Cursor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// From the text form (feature `serde`).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Cursor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Page {
+    /// A page of `sessions`, followed by `next` (`None`: the listing is
+    /// complete); for backends outside this crate.
+    #[must_use]
+    pub fn new(sessions: Vec<Session>, next: Option<Cursor>) -> Self {
+        Self { sessions, next }
+    }
+}
+
 /// Counters and sizes, read shard by shard (not one atomic snapshot).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Stats {
     /// Sessions held, including expired ones not yet reclaimed (at most about

@@ -194,10 +194,7 @@ impl SessionStore for NullStore {
     }
 
     fn list(&self, _cursor: Cursor, _limit: usize) -> impl Future<Output = Result<Page>> + Send {
-        ready(Ok(Page {
-            sessions: Vec::new(),
-            next: None,
-        }))
+        ready(Ok(Page::new(Vec::new(), None)))
     }
 
     fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {

@@ -206,10 +206,10 @@ impl SessionStore for PeerStore {
             for (taken, (id, entry)) in shard.iter().skip(skip).enumerate() {
                 if sessions.len() == limit {
                     let part = u32::try_from(part).expect("few shards");
-                    return ready(Ok(Page {
+                    return ready(Ok(Page::new(
                         sessions,
-                        next: Some(Cursor::new(part, (skip + taken) as u64)),
-                    }));
+                        Some(Cursor::new(part, (skip + taken) as u64)),
+                    )));
                 }
                 sessions.push(Self::session(*id, entry));
             }
@@ -217,7 +217,7 @@ impl SessionStore for PeerStore {
             part += 1;
             skip = 0;
         }
-        ready(Ok(Page { sessions, next: None }))
+        ready(Ok(Page::new(sessions, None)))
     }
 
     fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {

@@ -653,10 +653,7 @@ mod tests {
             _: session_engine::Cursor,
             _: usize,
         ) -> impl Future<Output = session_engine::Result<session_engine::Page>> + Send {
-            ready(Ok(session_engine::Page {
-                sessions: Vec::new(),
-                next: None,
-            }))
+            ready(Ok(session_engine::Page::new(Vec::new(), None)))
         }
         fn cleanup_expired(&self) -> impl Future<Output = session_engine::Result<usize>> + Send {
             ready(Ok(0))

@@ -83,10 +83,7 @@ impl SessionStore for ForgetfulStore {
         ready(Ok(0))
     }
     fn list(&self, _c: Cursor, _l: usize) -> impl Future<Output = Result<Page>> + Send {
-        ready(Ok(Page {
-            sessions: Vec::new(),
-            next: None,
-        }))
+        ready(Ok(Page::new(Vec::new(), None)))
     }
     fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {
         ready(Ok(0))

@@ -130,10 +130,7 @@ impl SessionStore for SimStore {
     }
     fn list(&self, _c: Cursor, _l: usize) -> impl Future<Output = Result<Page>> + Send {
         self.work();
-        ready(Ok(Page {
-            sessions: Vec::new(),
-            next: None,
-        }))
+        ready(Ok(Page::new(Vec::new(), None)))
     }
     fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {
         ready(Ok(0))
