@@ -130,6 +130,8 @@ mod health;
 mod keys;
 pub mod limits;
 mod list;
+#[doc(hidden)]
+pub mod placeholder;
 mod reply;
 mod request;
 mod scripts;
@@ -140,7 +142,7 @@ pub use request::RedisStats;
 pub use store::RedisStore;
 
 /// The scripts' text and SHA-1 by operation name (`insert`, `get`, `touch`,
-/// `set_ttl`, `commit`), for benchmarks that replay the backend's exact
+/// `set_ttl`, `commit`, `put`, `rotate`), for benchmarks that replay the backend's exact
 /// commands through `redis-benchmark`. Not a stable API.
 #[doc(hidden)]
 #[must_use]
@@ -152,6 +154,8 @@ pub fn script_source(name: &str) -> Option<(String, String)> {
         "touch" => s.touch,
         "set_ttl" => s.set_ttl,
         "commit" => s.commit,
+        "put" => s.put,
+        "rotate" => s.rotate,
         _ => return None,
     };
     Some((script.code, script.sha1))
