@@ -487,13 +487,13 @@ impl RedisStore {
     /// access now. The defence against session fixation: call it when the
     /// session's privileges change (at login).
     ///
-    /// The new id is drawn from the OS CSPRNG: 128 random bits on one
-    /// server. In a cluster a script may only touch keys of one slot, so the
-    /// new id is drawn uniformly among the ids whose key falls in the old
-    /// one's slot: 114 random bits (2^128 ids / 2^14 slots), about 4 draws
-    /// and a few microseconds (see `keys::random_id_in_slot`). A resend
-    /// after a lost reply finds the rotation done (its token is on the new
-    /// key) and does not rotate twice.
+    /// The new id is drawn from the OS CSPRNG, uniformly among the ids
+    /// whose key falls in the old one's hash slot, since a cluster runs a
+    /// script only on keys of one slot: 114 random bits (2^128 ids / 2^14
+    /// slots), the same on one server. It costs about 4 draws and a few
+    /// microseconds (see `keys::random_id_in_slot`). A resend after a lost
+    /// reply finds the rotation done (its token is on the new key) and does
+    /// not rotate twice.
     ///
     /// # Errors
     /// [`Error::NotFound`] if no live session has the id; [`Error::Entropy`]
@@ -508,7 +508,7 @@ impl RedisStore {
         let deadline = inner.deadline();
         let script = &inner.scripts.rotate;
         for _ in 0..CREATE_TRIES_MAX {
-            let new_id = self.fresh_id_beside(id)?;
+            let new_id = Self::fresh_id_beside(id)?;
             let new = inner.keys.key(&new_id);
             let token = token();
             let reply = inner
@@ -708,12 +708,12 @@ impl RedisStore {
         reply::seen(reply.value)
     }
 
-    /// A fresh random id for the session `id` to move to: any (one
-    /// server), or one whose key is in the same slot (cluster).
-    fn fresh_id_beside(&self, id: &SessionId) -> Result<SessionId> {
-        if !self.inner.is_cluster() {
-            return SessionId::random().map_err(Error::Entropy);
-        }
+    /// A fresh random id for the session `id` to move to, whose key is in
+    /// the same slot. On one server too: a script of keys in two slots is
+    /// refused by a cluster and by services that put one behind a single
+    /// address (and apply its same-slot rule), and one path is one to test;
+    /// 114 random bits are far beyond what guessing can reach.
+    fn fresh_id_beside(id: &SessionId) -> Result<SessionId> {
         match random_id_in_slot(id_slot(id), SessionId::random) {
             Ok(Some(new)) => Ok(new),
             Ok(None) => Err(Error::Unavailable {
