@@ -59,7 +59,7 @@ pub use engine::Engine;
 pub use error::{Error, Result};
 pub use id::{ParseIdError, SessionId, SESSION_ID_TEXT_LEN};
 pub use persist::{CompactionStep, Damage, RecoveryReport, Truncation};
-pub use session::{Cursor, Listener, Page, RemovalCause, Session, SessionRef, Stats, Timeout};
+pub use session::{Cursor, Listener, Op, Page, RemovalCause, Session, SessionRef, Stats, Timeout, Updated};
 pub use store::SessionStore;
 
 /// The log's record codec, for fuzzing, tests and tools (see `engine/FORMAT.md`).
