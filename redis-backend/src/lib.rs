@@ -130,8 +130,6 @@ mod health;
 mod keys;
 pub mod limits;
 mod list;
-#[doc(hidden)]
-pub mod placeholder;
 mod reply;
 mod request;
 mod scripts;

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
-use session_engine::{Cursor, Error, Metadata, Page, Result, Session, SessionId, SessionStore, Timeout};
+use session_engine::{
+    Cursor, Error, Metadata, Op, Page, Result, Session, SessionId, SessionStore, Timeout, Updated,
+};
 use tokio::time::timeout;
 
 use crate::config::{Deployment, RedisConfig};
@@ -19,7 +21,6 @@ use crate::limits::{
     CREATE_TRIES_MAX, SLOT_ID_DRAWS_MAX, UPDATE_BACKOFF_MAX, UPDATE_BACKOFF_MIN, UPDATE_EAGER_TRIES,
     UPDATE_TRIES_MAX, VERSION_FIRST_MAX,
 };
-use crate::placeholder::{Op, Updated};
 use crate::reply::{self, Commit, Seen};
 use crate::request::{join_all, Acked, BatchReply, Inner, Kind, RedisStats, Reply};
 use crate::scripts::{peek_cmd, try_update_read_cmd, update_read_cmd, Scripts};
@@ -883,12 +884,6 @@ fn check_timeout(timeout: Timeout) -> Result<String> {
     })
 }
 
-fn not_yet(op: &str) -> Error {
-    Error::Unavailable {
-        reason: format!("{op} is not available on the Redis backend yet"),
-    }
-}
-
 impl SessionStore for RedisStore {
     async fn create(&self, metadata: &[u8], timeout: Timeout) -> Result<SessionId> {
         RedisStore::create(self, metadata, timeout).await
@@ -898,26 +893,20 @@ impl SessionStore for RedisStore {
         RedisStore::insert(self, id, metadata, timeout).await
     }
 
-    // Until the Redis scripts for these land (branch redis-api), they are
-    // refused rather than emulated with several non-atomic steps.
-    async fn put(&self, _id: SessionId, _metadata: &[u8], _timeout: Timeout) -> Result<()> {
-        Err(not_yet("put"))
+    async fn put(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
+        RedisStore::put(self, id, metadata, timeout).await
     }
 
-    async fn rotate(&self, _id: &SessionId) -> Result<SessionId> {
-        Err(not_yet("rotate"))
+    async fn rotate(&self, id: &SessionId) -> Result<SessionId> {
+        RedisStore::rotate(self, id).await
     }
 
-    async fn try_update<F, E>(
-        &self,
-        _id: &SessionId,
-        _f: F,
-    ) -> Result<std::result::Result<session_engine::Updated, E>>
+    async fn try_update<F, E>(&self, id: &SessionId, f: F) -> Result<std::result::Result<Updated, E>>
     where
-        F: FnMut(&[u8]) -> std::result::Result<session_engine::Op, E> + Send,
+        F: FnMut(&[u8]) -> std::result::Result<Op, E> + Send,
         E: Send,
     {
-        Err(not_yet("try_update"))
+        RedisStore::try_update(self, id, f).await
     }
 
     async fn get(&self, id: &SessionId) -> Result<Session> {

@@ -12,8 +12,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use session_engine::{Error, SessionId, Timeout};
-use session_redis::placeholder::{Op, Updated};
+use session_engine::{Error, Op, SessionId, Timeout, Updated};
 use session_redis::{RedisConfig, RedisStore};
 use support::proxy::Proxy;
 
