@@ -9,7 +9,8 @@
 //! | `a` | last activity, ms since the Unix epoch (server clock) | every activity |
 //! | `t` | inactivity timeout in ms; `0` = never expires | insert, put, `set_ttl` |
 //! | `v` | version, +1 per metadata change (optimistic `update`) | insert, put, update |
-//! | `w` | token of the last insert/put/update/rotate (idempotent retries) | insert, put, update, rotate |
+//! | `w` | token of the last insert/update/rotate (idempotent retries) | insert, update, rotate |
+//! | `p` | token of the last put (idempotent retries; a put leaves `w` alone) | put |
 //!
 //! Times and timeouts travel as decimal text and are never Lua numbers,
 //! except `now_ms` (below 2^53: exact) and the version (below 2^53 by
@@ -29,18 +30,24 @@
 //! # Idempotent writes
 //!
 //! Each insert, put, update and rotate carries a random 64-bit token, stored
-//! in `w`. When a request fails in a way that leaves open whether it ran (a
-//! timeout, a dropped connection), the backend sends the very same script
-//! again: finding its own token in `w`, the script reports success instead
-//! of applying twice. `touch`, `set_ttl` and `get` are idempotent as they
+//! in `w` (a put's in `p`). When a request fails in a way that leaves open
+//! whether it ran (a timeout, a dropped connection), the backend sends the
+//! very same script again: finding its own token, the script reports
+//! success instead of applying twice. `touch`, `set_ttl` and `get` are idempotent as they
 //! stand (they set, not add); `delete` reports success if the session is
 //! gone after a retry, and so does `try_update`'s delete (whose first try
 //! removed the version it saw). Where a resend finds the session changed by
 //! someone else since (another token in `w`, another version), whether the
-//! first try applied cannot be told: an insert, a put or an update then
-//! reports `OutcomeUnknown` rather than apply again over the newer write. A
-//! rotation's resend finds its token on the *new* key, which no one else can
-//! have touched: only this call knows the new id until it returns.
+//! first try applied cannot be told: an insert or an update then reports
+//! `OutcomeUnknown` rather than apply again over the newer write. A put
+//! keeps its token in a field of its own, `p`, which updates, touches and
+//! rotations leave alone, so that its resend still finds it after an
+//! `update` built on the put's metadata (and is not applied again over that
+//! update); only another put, or a delete, removes it, and a resend then
+//! applies the put again, as if it came last (a blind write: a put racing
+//! another has no order to keep). A rotation's resend finds its token on
+//! the *new* key, which no one else can have touched: only this call knows
+//! the new id until it returns.
 //!
 //! # Acknowledging a resend with `WAIT`
 //!
@@ -153,23 +160,20 @@ return {1, r[3], now, r[5]}
 ";
 
 /// `KEYS[1]` session; ARGV metadata, `timeout_ms` (`0` never), token, first
-/// version, and `1` if an earlier attempt may have applied (else `0`).
-/// Insert or replace. Activity. A new session starts as `INSERT` makes it;
-/// a replaced one keeps `c` and gets the next version (so that an `update`
-/// that read the old metadata loses its race instead of overwriting this).
-/// Returns 1 if stored (or already stored by this token), 2 if this is a
-/// resend after doubt and another writer's token is in `w` (not applied:
-/// see the module docs).
+/// version. Insert or replace. Activity. A new session starts as `INSERT`
+/// makes it (but with the token in `p`); a replaced one keeps `c` and gets
+/// the next version (so that an `update` that read the old metadata loses
+/// its race instead of overwriting this). Returns 1 (stored now, or already
+/// by this token).
 const PUT: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 'v', 'w')
+local r = redis.call('HMGET', key, 'v', 'p')
+if r[2] == ARGV[3] then return 1 end
 local now = now_ms()
 if r[1] then
-  if r[2] == ARGV[3] then return 1 end
-  if ARGV[5] == '1' then return 2 end
   local v = string.format('%d', tonumber(r[1]) + 1)
-  redis.call('HSET', key, 'm', ARGV[1], 'a', now, 't', ARGV[2], 'v', v, 'w', ARGV[3])
+  redis.call('HSET', key, 'm', ARGV[1], 'a', now, 't', ARGV[2], 'v', v, 'p', ARGV[3])
 else
-  redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'w', ARGV[3])
+  redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'p', ARGV[3])
 end
 if ARGV[2] == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ARGV[2]) end
 return 1

@@ -444,12 +444,14 @@ impl RedisStore {
     /// `update` that read the old metadata loses its race and runs again on
     /// this); a new one is created now.
     ///
+    /// A resend after a doubtful try does not apply twice (its token is
+    /// kept in the session, and an `update` does not remove it); after
+    /// another `put` or a `delete` in between, it applies again, as if it
+    /// came last (see `scripts.rs`).
+    ///
     /// # Errors
     /// [`Error::ValueTooLarge`], [`Error::InvalidTimeout`] (nothing sent);
-    /// [`Error::OutcomeUnknown`] also when a try failed in doubt and the
-    /// resend found another writer's change in the session (not applied
-    /// again over it: whether the first try is in cannot be told); the
-    /// request errors of the crate docs.
+    /// the request errors of the crate docs.
     pub async fn put(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
         let timeout_field = self.check(metadata.len(), timeout)?;
         let inner = &self.inner;
@@ -457,29 +459,17 @@ impl RedisStore {
         let token = token();
         let first_version = first_version();
         let script = &inner.scripts.put;
+        let args: [&[u8]; 4] = [
+            metadata,
+            timeout_field.as_bytes(),
+            token.as_bytes(),
+            first_version.as_bytes(),
+        ];
         let reply = inner
-            .request(Kind::Write, inner.deadline(), &key, |attempt| {
-                // Tells the script whether a try may already have applied
-                // (`attempt.fence` is set from then on): see `scripts::PUT`.
-                let doubt: &[u8] = if attempt.fence { b"1" } else { b"0" };
-                let args: [&[u8]; 5] = [
-                    metadata,
-                    timeout_field.as_bytes(),
-                    token.as_bytes(),
-                    first_version.as_bytes(),
-                    doubt,
-                ];
-                script.cmd(attempt.eval, &key, &args)
-            })
+            .script(Kind::Write, inner.deadline(), script, &key, &args)
             .await?;
-        match reply::code(&script.command, &reply.value.value, 1..=2, true)? {
-            1 => inner.acknowledge(reply.value.replicas, ()),
-            _ => Err(Error::OutcomeUnknown {
-                reason: "a put failed in doubt and on resending another writer had changed the session: \
-                         it may or may not be in"
-                    .into(),
-            }),
-        }
+        reply::code(&script.command, &reply.value.value, 1..=1, true)?;
+        inner.acknowledge(reply.value.replicas, ())
     }
 
     /// Moves the session to a fresh random id, atomically (one script:

@@ -2,7 +2,7 @@
 //! a replaced one keeps its creation time and takes the new metadata and
 //! timeout; both count as activity; bad input is refused before anything
 //! is sent; an `update` that read the old metadata runs again on the put
-//! one; a put whose reply was lost is resent without harm. On one server
+//! one; a put whose reply was lost is resent without applying twice. On one server
 //! and on a cluster with the cluster preset (every write waits for its
 //! replica).
 
@@ -155,7 +155,7 @@ async fn put_inserts_or_replaces_on_a_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_put_whose_reply_was_lost_is_resent_without_harm() {
+async fn a_put_whose_reply_was_lost_is_not_applied_twice() {
     let server = support::Server::standalone();
     let front = Proxy::start(server.port).await;
     let config = RedisConfig::standalone(front.url())
@@ -189,15 +189,24 @@ async fn a_put_whose_reply_was_lost_is_resent_without_harm() {
     assert_eq!(replaced.created_ms(), created.created_ms());
     assert!(store.stats().resends >= 2);
 
-    // A resend after doubt that finds another writer's change does not
-    // write over it: the script itself, as the store would resend it.
+    // The script itself, as the store resends it: a resend after an
+    // `update` that built on the put's metadata finds the put's token (an
+    // update leaves it) and does not apply the put again over the update.
     let (code, _) = session_redis::script_source("put").unwrap();
     let key = store.key(&id);
-    let resend = |token: &str| server.cli(&["EVAL", &code, "1", &key, "resent", "1000", token, "1", "1"]);
+    let put =
+        |metadata: &str, token: &str| server.cli(&["EVAL", &code, "1", &key, metadata, "60000", token, "1"]);
+    assert_eq!(put("put-once", "t1").trim(), "1");
+    store.update(&id, |m| [m, b"+u"].concat()).await.unwrap();
+    assert_eq!(put("put-once", "t1").trim(), "1", "the resend reports it done");
     assert_eq!(
-        resend("another-token").trim(),
-        "2",
-        "not applied over another writer"
+        store.peek(&id).await.unwrap().metadata(),
+        b"put-once+u",
+        "not applied twice"
     );
-    assert_eq!(store.peek(&id).await.unwrap().metadata(), b"replaced");
+    // Another put's token in its place: a resend applies again, as if last.
+    assert_eq!(put("other", "t2").trim(), "1");
+    assert_eq!(put("put-once", "t1").trim(), "1");
+    assert_eq!(store.peek(&id).await.unwrap().metadata(), b"put-once");
+    assert_eq!(store.peek(&id).await.unwrap().created_ms(), created.created_ms());
 }
