@@ -167,3 +167,22 @@ pub fn key_slot(prefix: &str, id: &session_engine::SessionId) -> Option<u16> {
     let keys = keys::KeySpace::new(prefix).ok()?;
     Some(keys::slot_of(&keys.key(id)))
 }
+
+/// A random session id whose key lies in hash slot `slot` (below 16384),
+/// as `rotate` draws it; `None` if the random source fails or never fits.
+/// For benchmarks. Not a stable API.
+#[doc(hidden)]
+#[must_use]
+pub fn random_id_in_slot(slot: u16) -> Option<session_engine::SessionId> {
+    keys::random_id_in_slot(slot, session_engine::SessionId::random)
+        .ok()
+        .flatten()
+}
+
+/// The hash slot of session `id`'s key (any prefix: the id is the hash
+/// tag). For benchmarks. Not a stable API.
+#[doc(hidden)]
+#[must_use]
+pub fn id_slot(id: &session_engine::SessionId) -> u16 {
+    keys::id_slot(id)
+}
