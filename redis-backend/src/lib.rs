@@ -53,10 +53,13 @@
 //! | operation | Redis | round trips | slides? |
 //! | --- | --- | --- | --- |
 //! | `create`, `insert` | script: `EXISTS`, `HSET`, `PEXPIRE` | 1 | yes |
+//! | `put` | script: `HMGET v p`, `HSET` (creation time kept on a replace), `PEXPIRE` or `PERSIST` | 1 | yes |
 //! | `get` | script: `HMGET`, `HSET a`, `PEXPIRE` | 1 | yes |
 //! | `get_many` | the `get` script per id, pipelined per master; the masters at the same time | 1 per master, concurrently | yes |
 //! | `peek` | `HMGET` | 1 | no |
 //! | `update(f)` | `HMGET m v`, then a compare-version-and-set script; on a lost race the script returns the newer value and `f` runs again | 2 (+1 per lost race) | yes |
+//! | `try_update(f)` | `HMGET m v c a t`, then the same script keeps (slides), replaces or deletes if the version is still the one `f` saw; a lost race reruns `f` | 2 (+1 per lost race); 1 if `f` declines | yes, unless `f` declines |
+//! | `rotate` | script on the old and the new key (one slot): `RENAME`, `HSET a`, `PEXPIRE` | 1 | yes |
 //! | `touch` | script: `HSET a`, `PEXPIRE` | 1 | yes |
 //! | `set_ttl` | script: `HSET t a`, `PEXPIRE` or `PERSIST` | 1 | yes |
 //! | `delete` | `DEL` | 1 | — |
@@ -65,14 +68,17 @@
 //! | `list` | `SCAN` per master + pipelined `HMGET` | ~2 per page and master | no |
 //! | `cleanup_expired` | nothing: Redis expires keys itself; returns 0 | 0 | — |
 //!
-//! With [`Replication::Wait`], each write (`create`, `insert`, `update`,
-//! `touch`, `set_ttl`, `delete`) is followed by `WAIT` in the same pipeline
+//! With [`Replication::Wait`], each write (`create`, `insert`, `put`,
+//! `update`, `try_update`'s replace and delete, `rotate`, `touch`,
+//! `set_ttl`, `delete`) is followed by `WAIT` in the same pipeline
 //! (one round trip still), and is acknowledged only if the replicas
 //! confirmed it — on every path, resends included (see `scripts.rs`).
 //!
-//! Scripts read and write only their one key, so they run atomically on the
-//! key's master in a cluster too; the hash tag `{<id>}` keeps any per-session
-//! key added later in the same slot. An expired session is never returned
+//! Scripts read and write only their one key (`rotate`: the session's key
+//! and its new id's, drawn in the same slot), so they run atomically on the
+//! key's master in a cluster too; the hash tag `{<id>}` keeps any
+//! per-session key added later in the same slot. A rotated id carries 114
+//! random bits instead of 128 (see [`RedisStore::rotate`]). An expired session is never returned
 //! (Redis hides a key past its TTL even before reclaiming it).
 //!
 //! Listing names a master by the first hash slot it serves (stable across
@@ -88,7 +94,8 @@
 //! run (connection refused, `CLUSTERDOWN`, `TRYAGAIN`, `MOVED`, `READONLY`,
 //! `LOADING`) and also when it may have run: every write is idempotent (a
 //! token in the session makes a resent insert or update report success
-//! instead of applying twice; `touch`/`set_ttl`/`get` set rather than add;
+//! instead of applying twice, and so does a put or a rotation;
+//! `touch`/`set_ttl`/`get` set rather than add;
 //! `delete` counts "already gone" as done after a doubtful attempt). When the
 //! budget runs out, the error says what is known:
 //!
@@ -96,7 +103,7 @@
 //! | --- | --- |
 //! | `NotFound` | the server answered: no live session |
 //! | `Unavailable` | not applied: nothing answered, or the server refused (`reason` quotes it) |
-//! | `Contended` | `update` lost 256 races in a row to concurrent writers, or its budget ran out between lost races; not applied |
+//! | `Contended` | `update` or `try_update` lost 256 races in a row to concurrent writers, or its budget ran out between lost races; not applied |
 //! | `TimedOut` | no answer within the budget: a write may or may not be in |
 //! | `OutcomeUnknown` | a write's attempt failed after sending, or `WAIT` came back short: it may be in |
 //!

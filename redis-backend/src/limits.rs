@@ -92,8 +92,8 @@ pub const CREATE_TRIES_MAX: usize = 4;
 /// before it reports the random source as broken: each draw is accepted
 /// with probability 1/4 (see `keys::random_id_in_slot`), so 256 rejected in
 /// a row happen with probability (3/4)^256, below 10^-31, to a random
-/// source. A draw costs about 0.1 µs, so this bounds the work at about
-/// 30 µs.
+/// source. A draw costs about 0.2 µs (`results/redis/rotate.md`), so this
+/// bounds the work at about 50 µs.
 pub const SLOT_ID_DRAWS_MAX: usize = 256;
 
 /// Attempts one `update` makes to commit before it gives up under contention
