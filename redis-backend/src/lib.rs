@@ -58,7 +58,7 @@
 //! | `get_many` | the `get` script per id, pipelined per master; the masters at the same time | 1 per master, concurrently | yes |
 //! | `peek` | `HMGET` | 1 | no |
 //! | `update(f)` | `HMGET m v`, then a compare-version-and-set script; on a lost race the script returns the newer value and `f` runs again | 2 (+1 per lost race) | yes |
-//! | `try_update(f)` | `HMGET m v c a t`, then the same script keeps (slides), replaces or deletes if the version is still the one `f` saw; a lost race reruns `f` | 2 (+1 per lost race); 1 if `f` declines | yes, unless `f` declines |
+//! | `try_update(f)` | `HMGET m v c a t`, then the same script keeps (slides), or replaces or deletes if the version is still the one `f` saw; a lost race reruns `f` | 2 (+1 per lost race); 1 if `f` declines | yes, unless `f` declines |
 //! | `rotate` | script on the old and the new key (one slot): `RENAME`, `HSET a`, `PEXPIRE` | 1 | yes |
 //! | `touch` | script: `HSET a`, `PEXPIRE` | 1 | yes |
 //! | `set_ttl` | script: `HSET t a`, `PEXPIRE` or `PERSIST` | 1 | yes |

@@ -129,19 +129,20 @@ return 1
 ";
 
 /// `KEYS[1]` session; ARGV expected version, new metadata, token, and the
-/// operation if the version is still the expected one: `r` (or absent)
-/// replace the metadata, `k` keep it (activity only), `d` delete the
-/// session. Returns `{0}` if absent; `{1, c, a, t}` if done (now or, for a
-/// replace, by an earlier attempt with this token; for a delete, the
-/// fields it removed); `{2, v, m, c, a, t}` if the version moved on (the
+/// operation: `r` (or absent) replace the metadata and `d` delete the
+/// session, if the version is still the expected one; `k` keep it, whatever
+/// the version (activity only: nothing a concurrent writer could lose, as
+/// the engine's keep). Returns `{0}` if absent; `{1, c, a, t}` if done (now
+/// or, for a replace, by an earlier attempt with this token; for a delete,
+/// the fields it removed); `{2, v, m, c, a, t}` if the version moved on (the
 /// caller reruns its closure on `m` and retries with `v`; `c, a, t` give the
 /// session it then sees). Activity, except a delete.
 const COMMIT: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 'v', 'w', 'c', 'a', 't')
 if not r[1] then return {0} end
 if r[2] == ARGV[3] then return {1, r[3], r[4], r[5]} end
-if r[1] ~= ARGV[1] then return {2, r[1], redis.call('HGET', key, 'm'), r[3], r[4], r[5]} end
 local op = ARGV[4] or 'r'
+if op ~= 'k' and r[1] ~= ARGV[1] then return {2, r[1], redis.call('HGET', key, 'm'), r[3], r[4], r[5]} end
 if op == 'd' then
   redis.call('DEL', key)
   return {1, r[3], r[4], r[5]}

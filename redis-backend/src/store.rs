@@ -335,13 +335,15 @@ impl RedisStore {
 
     /// Runs `f` on the current metadata and does what it decides, atomically
     /// against the version it saw (optimistic, as [`RedisStore::update`]:
-    /// one read, then the commit script, which acts only if the version is
-    /// still the one `f` saw and otherwise hands back the newer session for
-    /// `f` to run on again):
+    /// one read, then the commit script, which replaces or deletes only if
+    /// the version is still the one `f` saw and otherwise hands back the
+    /// newer session for `f` to run on again):
     ///
     /// - `Ok(Op::Keep)`: nothing changes but the last access (activity, as
-    ///   `get`; a read: it does not wait for replicas).
-    ///   [`Updated::Kept`] with the session as `f` saw it, its deadline slid.
+    ///   `get`, whatever the version now: a keep loses no one's write, as
+    ///   the engine's; a read: it does not wait for replicas).
+    ///   [`Updated::Kept`] with the session as `f` saw it, its last access
+    ///   now.
     /// - `Ok(Op::Replace(bytes))`: as `update`. [`Updated::Replaced`] with
     ///   the new session.
     /// - `Ok(Op::Delete)`: deletes the session only if it is still the
@@ -401,10 +403,14 @@ impl RedisStore {
                 .await?;
             let updated = match (reply::commit_outcome(&script.command, value)?, op) {
                 (Commit::Done(fields), Op::Keep) => {
-                    // A read: not acknowledged by replicas.
-                    let kept =
-                        reply::session_with(*id, Metadata::from(seen.metadata), &script.command, &fields)?;
-                    return Ok(Ok(Updated::Kept(kept)));
+                    // The session as `f` saw it, last accessed now (the
+                    // reply's `a`). A read: not acknowledged by replicas.
+                    let now = reply::session_with(*id, Metadata::from(Vec::new()), &script.command, &fields)?;
+                    let kept = Seen {
+                        last_access_ms: now.last_access_ms(),
+                        ..seen
+                    };
+                    return Ok(Ok(Updated::Kept(kept.into_session(*id))));
                 }
                 (Commit::Done(fields), Op::Replace(new)) => Updated::Replaced(reply::session_with(
                     *id,
