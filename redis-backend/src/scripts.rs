@@ -33,10 +33,10 @@
 //! in `w` (a put's in `p`). When a request fails in a way that leaves open
 //! whether it ran (a timeout, a dropped connection), the backend sends the
 //! very same script again: finding its own token, the script reports
-//! success instead of applying twice. `touch`, `set_ttl` and `get` are idempotent as they
-//! stand (they set, not add); `delete` reports success if the session is
-//! gone after a retry, and so does `try_update`'s delete (whose first try
-//! removed the version it saw). Where a resend finds the session changed by
+//! success instead of applying twice. `touch`, `set_ttl`, `get` and
+//! `try_update`'s keep are idempotent as they stand (they set, not add);
+//! `delete` reports success if the session is gone after a retry, and so
+//! does `try_update`'s delete (whose first try removed the version it saw). Where a resend finds the session changed by
 //! someone else since (another token in `w`, another version), whether the
 //! first try applied cannot be told: an insert or an update then reports
 //! `OutcomeUnknown` rather than apply again over the newer write. A put
@@ -67,7 +67,8 @@
 //!
 //! A script runs atomically on the master of the key's slot: read, compare,
 //! write and re-arm the TTL happen with nothing in between, in one round trip.
-//! Scripts touch only `KEYS[1]`, so they are valid in Redis Cluster. `EVALSHA`
+//! Scripts touch only `KEYS[1]` (and keys of its slot: the rotation's new
+//! key, the fence), so they are valid in Redis Cluster. `EVALSHA`
 //! is sent first; a node that does not know the script (a fresh master after
 //! a failover, a restarted server) answers `NOSCRIPT`, and the backend resends
 //! with `EVAL`, which also caches it there.
