@@ -9,11 +9,14 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::limits::SEGMENT_SIZE_BYTES_DEFAULT;
 use crate::limits::{
+    FLUSH_INTERVAL_MS_MAX, FLUSH_INTERVAL_MS_MIN, SWEEP_INTERVAL_MS_MAX, SWEEP_INTERVAL_MS_MIN,
+};
+use crate::limits::{
     METADATA_BYTES_MAX_DEFAULT, METADATA_BYTES_MAX_LIMIT, SESSIONS_MAX_DEFAULT, SESSIONS_MAX_LIMIT,
     SHARDS_MAX, SHARDS_PER_CORE_DEFAULT, SWEEP_INTERVAL_MS_DEFAULT,
 };
 use crate::limits::{SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN};
-use crate::persist::format::{put_len, SEAL_RECORD_LEN, SEGMENT_HEADER_LEN};
+use crate::persist::smallest_segment;
 use crate::session::{Listener, RemovalCause, Session, Timeout};
 
 /// How an engine is set up. Start from [`Config::default`] or a preset and
@@ -25,6 +28,7 @@ pub struct Config {
     pub(crate) initial_capacity: usize,
     pub(crate) metadata_bytes_max: usize,
     pub(crate) default_timeout: Timeout,
+    pub(crate) max_lifetime: Timeout,
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) clock: Option<Clock>,
     pub(crate) listener: Option<Listener>,
@@ -77,6 +81,7 @@ impl Default for Config {
             initial_capacity: 0,
             metadata_bytes_max: METADATA_BYTES_MAX_DEFAULT,
             default_timeout: Timeout::from_secs(30 * 60),
+            max_lifetime: Timeout::Never,
             sweep_interval: Some(Duration::from_millis(SWEEP_INTERVAL_MS_DEFAULT)),
             clock: None,
             listener: None,
@@ -156,6 +161,17 @@ impl Config {
     #[must_use]
     pub fn default_timeout(mut self, timeout: Timeout) -> Self {
         self.default_timeout = timeout;
+        self
+    }
+
+    /// A lifetime cap every new session gets (`create`, `insert`, a `put`
+    /// of a new id): it expires this long after its creation however active
+    /// it is (moka's time-to-live beside the time-to-idle; tower-sessions'
+    /// absolute expiry). Default `Timeout::Never`: no cap. Per session:
+    /// [`Engine::set_lifetime`](crate::Engine::set_lifetime).
+    #[must_use]
+    pub fn max_lifetime(mut self, lifetime: Timeout) -> Self {
+        self.max_lifetime = lifetime;
         self
     }
 
@@ -292,23 +308,30 @@ impl Config {
             )));
         }
         if let Some(interval) = self.sweep_interval {
-            if interval < Duration::from_millis(1) || interval > Duration::from_secs(60) {
+            if interval < Duration::from_millis(SWEEP_INTERVAL_MS_MIN)
+                || interval > Duration::from_millis(SWEEP_INTERVAL_MS_MAX)
+            {
                 return Err(Error::InvalidConfig(format!(
-                    "sweep_interval = {interval:?}: must be between 1 ms and 60 s"
+                    "sweep_interval = {interval:?}: must be between {SWEEP_INTERVAL_MS_MIN} ms and {SWEEP_INTERVAL_MS_MAX} ms"
                 )));
             }
         }
         self.default_timeout
             .to_stored()
             .map_err(|e| Error::InvalidConfig(format!("default_timeout: {e}")))?;
+        self.max_lifetime
+            .to_stored()
+            .map_err(|e| Error::InvalidConfig(format!("max_lifetime: {e}")))?;
         if let Durability::Interval(interval) = self.durability {
-            if interval < Duration::from_millis(1) || interval > Duration::from_secs(3600) {
+            if interval < Duration::from_millis(FLUSH_INTERVAL_MS_MIN)
+                || interval > Duration::from_millis(FLUSH_INTERVAL_MS_MAX)
+            {
                 return Err(Error::InvalidConfig(format!(
-                    "durability = Interval({interval:?}): must be between 1 ms and 1 hour"
+                    "durability = Interval({interval:?}): must be between {FLUSH_INTERVAL_MS_MIN} ms and {FLUSH_INTERVAL_MS_MAX} ms"
                 )));
             }
         }
-        let segment_needs = SEGMENT_HEADER_LEN + put_len(self.metadata_bytes_max) + SEAL_RECORD_LEN;
+        let segment_needs = smallest_segment(self.metadata_bytes_max);
         if self.segment_size_bytes < SEGMENT_SIZE_BYTES_MIN.max(segment_needs)
             || self.segment_size_bytes > SEGMENT_SIZE_BYTES_MAX
         {
@@ -342,6 +365,7 @@ impl fmt::Debug for Config {
             .field("initial_capacity", &self.initial_capacity)
             .field("metadata_bytes_max", &self.metadata_bytes_max)
             .field("default_timeout", &self.default_timeout)
+            .field("max_lifetime", &self.max_lifetime)
             .field("sweep_interval", &self.sweep_interval)
             .field("clock", &self.clock)
             .field("listener", &self.listener.as_ref().map(|_| "Fn"))

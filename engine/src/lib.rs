@@ -35,6 +35,7 @@
 #![warn(missing_docs, clippy::pedantic)]
 #![allow(clippy::module_name_repetitions, clippy::missing_panics_doc)]
 
+mod any;
 mod background;
 mod block;
 mod clock;
@@ -52,6 +53,7 @@ mod store;
 mod table;
 mod wheel;
 
+pub use any::{engine_config, AnyStore, BoxError, BoxFuture, DynSessionStore, TryUpdateFn, UpdateFn};
 pub use block::Metadata;
 pub use clock::{ms_to_system_time, system_time_to_ms, Clock, ManualClock, CLOCK_TICK, CLOCK_TICK_MIN};
 pub use config::{Config, Durability, RecoveryMode};
