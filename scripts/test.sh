@@ -12,6 +12,9 @@ bash scripts/ensure-valgrind.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The engine's optional features (serde, uuid) build, lint and pass their tests.
+cargo clippy -p session-engine --all-targets --features serde,uuid --locked -- -D warnings
+cargo test -p session-engine --features serde,uuid --locked --test ids_and_serde
 # The fuzz targets (not workspace members: running them needs nightly and
 # cargo-fuzz) must at least build against today's decoders.
 CARGO_TARGET_DIR=target/fuzz cargo check --locked --manifest-path engine/fuzz/Cargo.toml

@@ -47,7 +47,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use crate::id::SessionId;
-use crate::session::TIMEOUT_NEVER;
+use crate::session::{stored_timeout_ms, TIMEOUT_NEVER};
 
 /// Mark of the access word: the session was seen expired.
 pub(crate) const EXPIRED: u64 = 1 << 63;
@@ -435,7 +435,7 @@ pub(crate) enum Due {
 
 #[inline]
 fn deadline(last_ms: u64, timeout_ms: u32) -> Option<u64> {
-    (timeout_ms != TIMEOUT_NEVER).then(|| last_ms.saturating_add(u64::from(timeout_ms)))
+    stored_timeout_ms(timeout_ms).map(|t| last_ms.saturating_add(t))
 }
 
 #[inline]

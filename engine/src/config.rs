@@ -9,11 +9,14 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::limits::SEGMENT_SIZE_BYTES_DEFAULT;
 use crate::limits::{
+    FLUSH_INTERVAL_MS_MAX, FLUSH_INTERVAL_MS_MIN, SWEEP_INTERVAL_MS_MAX, SWEEP_INTERVAL_MS_MIN,
+};
+use crate::limits::{
     METADATA_BYTES_MAX_DEFAULT, METADATA_BYTES_MAX_LIMIT, SESSIONS_MAX_DEFAULT, SESSIONS_MAX_LIMIT,
     SHARDS_MAX, SHARDS_PER_CORE_DEFAULT, SWEEP_INTERVAL_MS_DEFAULT,
 };
 use crate::limits::{SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN};
-use crate::persist::format::{put_len, SEAL_RECORD_LEN, SEGMENT_HEADER_LEN};
+use crate::persist::smallest_segment;
 use crate::session::{Listener, RemovalCause, Session, Timeout};
 
 /// How an engine is set up. Start from [`Config::default`] or a preset and
@@ -292,9 +295,11 @@ impl Config {
             )));
         }
         if let Some(interval) = self.sweep_interval {
-            if interval < Duration::from_millis(1) || interval > Duration::from_secs(60) {
+            if interval < Duration::from_millis(SWEEP_INTERVAL_MS_MIN)
+                || interval > Duration::from_millis(SWEEP_INTERVAL_MS_MAX)
+            {
                 return Err(Error::InvalidConfig(format!(
-                    "sweep_interval = {interval:?}: must be between 1 ms and 60 s"
+                    "sweep_interval = {interval:?}: must be between {SWEEP_INTERVAL_MS_MIN} ms and {SWEEP_INTERVAL_MS_MAX} ms"
                 )));
             }
         }
@@ -302,13 +307,15 @@ impl Config {
             .to_stored()
             .map_err(|e| Error::InvalidConfig(format!("default_timeout: {e}")))?;
         if let Durability::Interval(interval) = self.durability {
-            if interval < Duration::from_millis(1) || interval > Duration::from_secs(3600) {
+            if interval < Duration::from_millis(FLUSH_INTERVAL_MS_MIN)
+                || interval > Duration::from_millis(FLUSH_INTERVAL_MS_MAX)
+            {
                 return Err(Error::InvalidConfig(format!(
-                    "durability = Interval({interval:?}): must be between 1 ms and 1 hour"
+                    "durability = Interval({interval:?}): must be between {FLUSH_INTERVAL_MS_MIN} ms and {FLUSH_INTERVAL_MS_MAX} ms"
                 )));
             }
         }
-        let segment_needs = SEGMENT_HEADER_LEN + put_len(self.metadata_bytes_max) + SEAL_RECORD_LEN;
+        let segment_needs = smallest_segment(self.metadata_bytes_max);
         if self.segment_size_bytes < SEGMENT_SIZE_BYTES_MIN.max(segment_needs)
             || self.segment_size_bytes > SEGMENT_SIZE_BYTES_MAX
         {

@@ -19,9 +19,9 @@ use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, SWEEP_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
 use crate::persist::format::{put_len, Record, TIMEOUT_NEVER_STORED};
 use crate::persist::{self, flush_all, CompactionStep, GroupCommit, RecoveryReport, ShardLog};
-use crate::session::{Listener, RemovalCause, Session, SessionRef, Stats, Timeout, TIMEOUT_NEVER};
+use crate::session::{stored_timeout_ms, Listener, RemovalCause, Session, SessionRef, Stats, Timeout};
 use crate::settle::Pending;
-use crate::shard::{snapshot, Commit, Inserted, ListPosition, LogPosition, Shard, Swept};
+use crate::shard::{snapshot, Commit, Inserted, ListPosition, Locked, LogPosition, Rotated, Shard, Swept};
 use crate::table::hash_id;
 
 thread_local! {
@@ -58,6 +58,36 @@ pub(crate) struct Core {
 #[allow(clippy::cast_possible_truncation)]
 fn route_shard(hash: u64, mask: usize) -> usize {
     (hash >> 32) as usize & mask
+}
+
+/// What a change does to the session it read (`Core::change`).
+pub(crate) enum Step {
+    /// Install this successor (every field but its access time set),
+    /// logged as `kind`.
+    Replace(Metadata, Kind),
+    /// Remove the session.
+    Delete,
+    /// Leave it, sliding its deadline.
+    Keep,
+}
+
+/// Which record logs a replacement.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    /// New metadata: `UPDATE`.
+    Update,
+    /// New timeout: `TIMEOUT`.
+    Timeout,
+    /// Both: `PUT`.
+    Put,
+}
+
+/// What a change did.
+pub(crate) enum Changed {
+    Replaced(Session, Option<Pending>),
+    Deleted(Session, Option<Pending>),
+    Kept(Session),
+    Declined,
 }
 
 /// What `insert` did with the block it was given.
@@ -349,11 +379,7 @@ impl Core {
     }
 
     /// Replaces the session's block: new metadata `f(current)` (an update),
-    /// or the same metadata with a new timeout (`set_ttl`). Optimistic: the
-    /// new block is built with no lock held and committed only if the
-    /// session is still the block it was built from; after
-    /// `UPDATE_OPTIMISTIC_TRIES` lost races the change runs under the
-    /// shard's writer mutex, which guarantees progress.
+    /// or the same metadata with a new timeout (`set_ttl`).
     pub(crate) fn replace<F>(
         &self,
         id: &SessionId,
@@ -363,6 +389,58 @@ impl Core {
     where
         F: FnMut(&[u8]) -> Vec<u8>,
     {
+        let changed = self.change(id, |read| {
+            let h = read.header();
+            let (bytes, timeout_ms, kind) = match timeout_ms {
+                Some(t) => (None, t, Kind::Timeout),
+                None => (Some(f(read.as_bytes())), h.timeout_ms, Kind::Update),
+            };
+            let bytes = bytes.as_deref().unwrap_or(read.as_bytes());
+            self.check_len(bytes.len())?;
+            Ok(Some(Step::Replace(
+                Metadata::session(bytes, h.id, h.created_ms, 0, timeout_ms),
+                kind,
+            )))
+        })?;
+        match changed {
+            Changed::Replaced(session, pending) => Ok((session, pending)),
+            _ => unreachable!("a replacement only replaces"),
+        }
+    }
+
+    /// Replaces a live session's metadata and timeout in one step (`put`),
+    /// keeping its creation time: `NotFound` if there is none.
+    pub(crate) fn overwrite(
+        &self,
+        id: &SessionId,
+        metadata: &[u8],
+        timeout_ms: u32,
+    ) -> Result<(Session, Option<Pending>)> {
+        let changed = self.change(id, |read| {
+            let h = read.header();
+            Ok(Some(Step::Replace(
+                Metadata::session(metadata, h.id, h.created_ms, 0, timeout_ms),
+                Kind::Put,
+            )))
+        })?;
+        match changed {
+            Changed::Replaced(session, pending) => Ok((session, pending)),
+            _ => unreachable!("an overwrite only replaces"),
+        }
+    }
+
+    /// A read-modify-write of the session: `decide` sees the current block
+    /// and says what to do (`None`: nothing, and nothing slides).
+    /// Optimistic: the step is decided with no lock held and committed only
+    /// if the session is still the block it was decided on, else `decide`
+    /// runs again on the newer one; after `UPDATE_OPTIMISTIC_TRIES` lost
+    /// races it runs under the shard's writer mutex, which guarantees
+    /// progress.
+    pub(crate) fn change(
+        &self,
+        id: &SessionId,
+        mut decide: impl FnMut(&Metadata) -> Result<Option<Step>>,
+    ) -> Result<Changed> {
         let (hash, shard) = self.route(id);
         for _ in 0..UPDATE_OPTIMISTIC_TRIES {
             let read = {
@@ -373,74 +451,154 @@ impl Core {
                     })
                     .ok_or_else(not_found)?
             };
-            let new = self.successor(&read, timeout_ms, &mut f)?;
             let guard = crossbeam_epoch::pin();
-            let commit = self.with_record(
-                new,
-                |new, buf| self.change_record(hash, new, timeout_ms, buf),
-                |new, record| shard.commit(hash, &read, new, &self.clock, record, &guard),
-            )?;
-            match commit {
-                Commit::Done(session, position) => return Ok((session, self.pending(hash, position))),
-                Commit::Conflict(_) => {}
-                Commit::Gone => return Err(Error::NotFound),
+            let commit = match decide(&read)? {
+                None => return Ok(Changed::Declined),
+                Some(Step::Keep) => {
+                    drop(guard);
+                    return self.keep(id, &read);
+                }
+                Some(Step::Replace(new, kind)) => self.with_record(
+                    new,
+                    |new, buf| self.change_record(hash, new, kind, buf),
+                    |new, record| shard.commit(hash, &read, new, &self.clock, record, &guard),
+                )?,
+                Some(Step::Delete) => self.with_record(
+                    (),
+                    |(), buf| Record::Delete { id: *id }.encode(self.salt(hash), buf),
+                    |(), record| shard.delete_if(hash, &read, &self.clock, record, &guard),
+                )?,
+            };
+            drop(guard);
+            if !matches!(commit, Commit::Conflict(_)) {
+                return self.changed(hash, commit);
             }
         }
-        // Contended: build the change under the writer mutex.
+        // Contended: decide under the writer mutex.
         let guard = crossbeam_epoch::pin();
         let commit = shard.commit_locked(hash, id, &self.clock, &guard, |read| {
-            let new = self.successor(read, timeout_ms, &mut f)?;
             let mut record = Vec::new();
-            if self.persistent() {
-                self.change_record(hash, &new, timeout_ms, &mut record);
-            }
-            Ok((new, record))
+            Ok(match decide(read)? {
+                None => Locked::Decline,
+                Some(Step::Keep) => Locked::Keep,
+                Some(Step::Delete) => {
+                    if self.persistent() {
+                        Record::Delete { id: *id }.encode(self.salt(hash), &mut record);
+                    }
+                    Locked::Delete(record)
+                }
+                Some(Step::Replace(new, kind)) => {
+                    if self.persistent() {
+                        self.change_record(hash, &new, kind, &mut record);
+                    }
+                    Locked::Install(new, record)
+                }
+            })
         })?;
+        drop(guard);
+        if matches!(commit, Commit::Conflict(_)) {
+            unreachable!("the writer mutex was held since the read");
+        }
+        self.changed(hash, commit)
+    }
+
+    /// A change's outcome, settled with the counters and the listener.
+    fn changed(&self, hash: u64, commit: Commit) -> Result<Changed> {
         match commit {
-            Commit::Done(session, position) => Ok((session, self.pending(hash, position))),
+            Commit::Done(session, position) => Ok(Changed::Replaced(session, self.pending(hash, position))),
+            Commit::Deleted(session, position) => {
+                self.sessions.fetch_sub(1, Ordering::Relaxed);
+                self.notify(&session, RemovalCause::Deleted);
+                Ok(Changed::Deleted(session, self.pending(hash, position)))
+            }
+            Commit::Kept(session) => Ok(Changed::Kept(session)),
+            Commit::Declined => Ok(Changed::Declined),
             Commit::Gone => Err(Error::NotFound),
-            Commit::Conflict(_) => unreachable!("the writer mutex was held since the read"),
+            Commit::Conflict(_) => unreachable!("retried by the caller"),
         }
     }
 
-    /// The block that replaces `read`: `f(metadata)` with the same timeout,
-    /// or the same metadata with `timeout_ms`. Its access time is set at the
-    /// commit.
-    fn successor(
-        &self,
-        read: &Metadata,
-        timeout_ms: Option<u32>,
-        f: &mut impl FnMut(&[u8]) -> Vec<u8>,
-    ) -> Result<Metadata> {
-        let h = read.header();
-        if let Some(timeout_ms) = timeout_ms {
-            return Ok(Metadata::session(
-                read.as_bytes(),
-                h.id,
-                h.created_ms,
-                0,
-                timeout_ms,
-            ));
-        }
-        let bytes = f(read.as_bytes());
-        self.check_len(bytes.len())?;
-        Ok(Metadata::session(&bytes, h.id, h.created_ms, 0, h.timeout_ms))
+    /// A change that keeps the session `read`: slides its deadline (as a
+    /// `get` would) and returns it as it was read.
+    fn keep(&self, id: &SessionId, read: &Metadata) -> Result<Changed> {
+        let (hash, shard) = self.route(id);
+        let guard = crossbeam_epoch::pin();
+        let last = shard
+            .read(hash, id, self.clock.now_ms(), true, &guard, |_, last| last)
+            .ok_or_else(not_found)?;
+        Ok(Changed::Kept(snapshot(read.block(), last)))
     }
 
-    /// The record of a replacement: `UPDATE` or `TIMEOUT`, with the time
-    /// read now (the commit judges liveness at a time read under the lock).
-    fn change_record(&self, hash: u64, new: &Metadata, timeout_ms: Option<u32>, buf: &mut Vec<u8>) {
-        let id = new.header().id;
+    /// Moves the live session to a fresh random id in the same shard, in
+    /// one logged step.
+    pub(crate) fn rotate(&self, id: &SessionId) -> Result<(SessionId, Session, Option<Pending>)> {
+        let (hash, shard) = self.route(id);
+        let shard_index = route_shard(hash, self.shard_mask);
+        loop {
+            let read = {
+                let guard = crossbeam_epoch::pin();
+                shard
+                    .read(hash, id, self.clock.now_ms(), false, &guard, |block, _| {
+                        block.share()
+                    })
+                    .ok_or_else(not_found)?
+            };
+            // A fresh id that routes to this shard, so that one shard's log
+            // carries the move (one shard in n of the draws qualifies).
+            let (new_id, new_hash) = loop {
+                let new_id = SessionId::random().map_err(Error::Entropy)?;
+                let new_hash = hash_id(&self.hasher, &new_id);
+                if route_shard(new_hash, self.shard_mask) == shard_index {
+                    break (new_id, new_hash);
+                }
+            };
+            let h = read.header();
+            let new = Metadata::session(read.as_bytes(), new_id, h.created_ms, 0, h.timeout_ms);
+            let guard = crossbeam_epoch::pin();
+            let rotated = self.with_record(
+                new,
+                |_, buf| {
+                    Record::Rotate {
+                        id: *id,
+                        new_id,
+                        last_access_ms: self.clock.now_ms(),
+                    }
+                    .encode(self.salt(hash), buf);
+                },
+                |new, record| shard.rotate(hash, &read, new_hash, new, &self.clock, record, &guard),
+            )?;
+            match rotated {
+                Rotated::Done(session, position) => {
+                    return Ok((new_id, session, self.pending(hash, position)))
+                }
+                Rotated::Gone => return Err(Error::NotFound),
+                Rotated::Conflict | Rotated::Taken => {}
+            }
+        }
+    }
+
+    /// The record of a replacement (the time read now: the commit judges
+    /// liveness at a time read under the lock): `UPDATE` (new metadata),
+    /// `TIMEOUT` (new timeout) or `PUT` (both).
+    fn change_record(&self, hash: u64, new: &Metadata, kind: Kind, buf: &mut Vec<u8>) {
+        let h = new.header();
         let last_access_ms = self.clock.now_ms();
-        let record = match timeout_ms {
-            Some(t) => Record::Timeout {
-                id,
+        let record = match kind {
+            Kind::Timeout => Record::Timeout {
+                id: h.id,
                 last_access_ms,
-                timeout_ms: stored_to_record(t),
+                timeout_ms: stored_to_record(h.timeout_ms),
             },
-            None => Record::Update {
-                id,
+            Kind::Update => Record::Update {
+                id: h.id,
                 last_access_ms,
+                metadata: new.as_bytes(),
+            },
+            Kind::Put => Record::Put {
+                id: h.id,
+                created_ms: h.created_ms,
+                last_access_ms,
+                timeout_ms: stored_to_record(h.timeout_ms),
                 metadata: new.as_bytes(),
             },
         };
@@ -578,11 +736,7 @@ impl Core {
 
 /// The record's timeout for a stored one.
 fn stored_to_record(timeout_ms: u32) -> u64 {
-    if timeout_ms == TIMEOUT_NEVER {
-        TIMEOUT_NEVER_STORED
-    } else {
-        u64::from(timeout_ms)
-    }
+    stored_timeout_ms(timeout_ms).unwrap_or(TIMEOUT_NEVER_STORED)
 }
 
 fn call_listener(listener: &Listener, session: &Session, cause: RemovalCause, panics: &AtomicU64) {

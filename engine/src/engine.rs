@@ -6,25 +6,62 @@ use std::sync::Arc;
 use crate::background::Background;
 use crate::clock::Clock;
 use crate::config::{Config, Durability};
-use crate::core::{Core, Placed};
+use crate::core::{Changed, Core, Kind, Placed, Step};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, LIST_PAGE_MAX};
 use crate::persist::{CompactionStep, RecoveryReport};
-use crate::session::{Cursor, Page, Session, SessionRef, Stats, Timeout};
+use crate::session::{Cursor, Op, Page, Session, SessionRef, Stats, Timeout, Updated};
 use crate::settle::{Pending, Settle};
 use crate::shard::ListPosition;
 
 /// A sharded, in-memory session store with inactivity expiry.
 ///
-/// `Engine` is `Send + Sync`: share it by reference or in an `Arc`. Reads
-/// (`get`, `peek`, `touch`, `contains`, `list`) take no lock at all; a
-/// write takes its shard's writer lock for one change and never blocks on
-/// I/O under it. Dropping the engine (or [`Engine::close`]) stops and joins
-/// its background threads.
+/// `Engine` is a handle: `Clone` is two reference-count increments, and
+/// every clone works on the same sessions (hand one to each task or
+/// request handler, as with `Arc`). Reads (`get`, `peek`, `touch`,
+/// `contains`, `list`) take no lock at all; a write takes its shard's
+/// writer lock for one change and never blocks on I/O under it. When the
+/// last handle drops (or at [`Engine::close`]) the background threads stop
+/// and, with persistence, the logs are flushed.
+#[derive(Clone)]
 pub struct Engine {
     core: Arc<Core>,
-    background: Option<Background>,
+    owner: Arc<Owner>,
+}
+
+/// What the last handle's drop shuts down: the background threads, then a
+/// final flush of the logs.
+struct Owner {
+    core: Arc<Core>,
+    background: parking_lot::Mutex<Option<Background>>,
+}
+
+impl Owner {
+    fn shutdown(&self) -> Result<()> {
+        if let Some(background) = self.background.lock().take() {
+            background.stop();
+        }
+        let flush = self.core.config.durability != Durability::Never;
+        self.core.maintain_logs(flush)
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("shards", &self.core.shards.len())
+            .field("sessions", &self.core.len())
+            .field("data_dir", &self.core.config.data_dir)
+            .field("durability", &self.core.config.durability)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Engine {
@@ -37,10 +74,11 @@ impl Engine {
     pub fn open(config: Config) -> Result<Self> {
         let core = Arc::new(Core::open(config)?);
         let background = Background::start(&core);
-        Ok(Self {
-            core,
-            background: Some(background),
-        })
+        let owner = Arc::new(Owner {
+            core: Arc::clone(&core),
+            background: parking_lot::Mutex::new(Some(background)),
+        });
+        Ok(Self { core, owner })
     }
 
     /// What recovery found when the engine opened its data directory
@@ -51,20 +89,15 @@ impl Engine {
     }
 
     /// Stops the background threads, waits for them and, with persistence,
-    /// flushes the logs (dropping does the same, ignoring a flush error).
+    /// flushes the logs (the last handle's drop does the same, ignoring a
+    /// flush error). Other clones of this handle keep working on the
+    /// sessions in memory, without the sweeper; their writes are flushed
+    /// when the last of them drops.
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::WritesRefused`] if the final flush fails.
-    pub fn close(mut self) -> Result<()> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> Result<()> {
-        if let Some(background) = self.background.take() {
-            background.stop();
-        }
-        let flush = self.core.config.durability != Durability::Never;
-        self.core.maintain_logs(flush)
+    pub fn close(self) -> Result<()> {
+        self.owner.shutdown()
     }
 
     /// The configuration the engine was opened with.
@@ -135,6 +168,126 @@ impl Engine {
             Placed::Done(pending) => Ok(((), pending)),
             Placed::Taken(_) => Err(Error::AlreadyExists),
         }
+    }
+
+    /// Stores the session under `id` whether or not one is there: a new
+    /// session, or the live one's metadata and timeout replaced in one step
+    /// (its creation time kept). Counts as activity; one log record either
+    /// way (a `PUT`). What a web framework's "save" needs.
+    ///
+    /// # Errors
+    /// [`Error::ValueTooLarge`], [`Error::InvalidTimeout`],
+    /// [`Error::CapacityExceeded`] (only when the id is new); nothing is
+    /// stored.
+    pub fn put(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
+        let ((), pending) = self.put_pending(id, metadata, timeout)?;
+        self.core.settle(pending)
+    }
+
+    /// `put` without waiting for durability (the caller settles).
+    pub(crate) fn put_pending(
+        &self,
+        id: SessionId,
+        metadata: &[u8],
+        timeout: Timeout,
+    ) -> Result<((), Option<Pending>)> {
+        let timeout_ms = self.core.check(metadata.len(), timeout)?;
+        // Each turn of this loop follows another writer's success (the
+        // session came or went in between): lock-free, never stuck.
+        loop {
+            match self.core.overwrite(&id, metadata, timeout_ms) {
+                Ok((_, pending)) => return Ok(((), pending)),
+                Err(Error::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+            match self
+                .core
+                .insert(id, crate::block::Metadata::copy_from(metadata), timeout_ms)?
+            {
+                Placed::Done(pending) => return Ok(((), pending)),
+                Placed::Taken(_) => {}
+            }
+        }
+    }
+
+    /// Moves the session to a fresh random id, atomically: afterwards the
+    /// old id is gone and the new one holds the same metadata, creation
+    /// time and timeout. Counts as activity; one log record (`ROTATE`). The
+    /// defence against session fixation: rotate at login. The listener
+    /// hears nothing (the session goes on). The new id is drawn among the
+    /// ids of the session's shard (a few draws), so it carries 128 -
+    /// log2(shards) bits of entropy.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no live session with this id;
+    /// [`Error::Entropy`].
+    pub fn rotate(&self, id: &SessionId) -> Result<SessionId> {
+        let (new_id, pending) = self.rotate_pending(id)?;
+        self.core.settle(pending)?;
+        Ok(new_id)
+    }
+
+    /// `rotate` without waiting for durability (the caller settles).
+    pub(crate) fn rotate_pending(&self, id: &SessionId) -> Result<(SessionId, Option<Pending>)> {
+        let (new_id, _, pending) = self.core.rotate(id)?;
+        Ok((new_id, pending))
+    }
+
+    /// A read-modify-write that may decide to keep, replace or delete the
+    /// session, or fail: `f` sees the metadata and returns [`Op::Keep`]
+    /// (counts as activity, like `get`), [`Op::Replace`] (as
+    /// [`Engine::update`]), [`Op::Delete`] (removes the session only if it
+    /// is still what `f` saw; the listener hears `Deleted`), or `Err(e)`:
+    /// nothing changes, nothing slides, and `e` comes back as `Ok(Err(e))`.
+    /// Like `update`, `f` runs again if the session changed meanwhile (keep
+    /// it free of side effects) and must not call this engine. The shape of
+    /// moka's `and_compute_with`, and what a per-session rate limit needs.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if there is no live session; [`Error::ValueTooLarge`]
+    /// if `f` returns too much (nothing is changed).
+    pub fn try_update<F, E>(&self, id: &SessionId, f: F) -> Result<std::result::Result<Updated, E>>
+    where
+        F: FnMut(&[u8]) -> std::result::Result<Op, E>,
+    {
+        let (outcome, pending) = self.try_update_pending(id, f)?;
+        self.core.settle(pending)?;
+        Ok(outcome)
+    }
+
+    /// `try_update` without waiting for durability (the caller settles).
+    #[allow(clippy::type_complexity)] // the closure's verdict and the wait
+    pub(crate) fn try_update_pending<F, E>(
+        &self,
+        id: &SessionId,
+        mut f: F,
+    ) -> Result<(std::result::Result<Updated, E>, Option<Pending>)>
+    where
+        F: FnMut(&[u8]) -> std::result::Result<Op, E>,
+    {
+        let mut declined = None;
+        let changed = self.core.change(id, |read| match f(read.as_bytes()) {
+            Err(e) => {
+                declined = Some(e);
+                Ok(None)
+            }
+            Ok(Op::Keep) => Ok(Some(Step::Keep)),
+            Ok(Op::Delete) => Ok(Some(Step::Delete)),
+            Ok(Op::Replace(bytes)) => {
+                self.core.check_len(bytes.len())?;
+                let h = read.header();
+                Ok(Some(Step::Replace(
+                    crate::block::Metadata::session(&bytes, h.id, h.created_ms, 0, h.timeout_ms),
+                    Kind::Update,
+                )))
+            }
+        })?;
+        Ok(match changed {
+            Changed::Replaced(session, pending) => (Ok(Updated::Replaced(session)), pending),
+            Changed::Deleted(session, pending) => (Ok(Updated::Deleted(session)), pending),
+            Changed::Kept(session) => (Ok(Updated::Kept(session)), None),
+            Changed::Declined => (Err(declined.expect("declined with its error")), None),
+        })
     }
 
     /// Returns the session and counts as activity (slides its deadline).
@@ -389,7 +542,7 @@ impl Engine {
 
     /// Turns a write's outcome into a future that completes once the write
     /// is durable (at once unless the durability is `Always`).
-    pub(crate) fn settle_later<T: Unpin>(&self, outcome: Result<(T, Option<Pending>)>) -> Settle<T> {
+    pub(crate) fn settle_later<T>(&self, outcome: Result<(T, Option<Pending>)>) -> Settle<T> {
         self.core.settle_later(outcome)
     }
 
@@ -424,12 +577,6 @@ impl Engine {
     #[doc(hidden)]
     pub fn debug_check_invariants(&self) {
         self.core.check_invariants();
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.shutdown();
     }
 }
 

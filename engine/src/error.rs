@@ -39,7 +39,7 @@ pub enum Error {
     },
 
     /// A timeout that is zero or longer than the longest finite timeout.
-    #[error("invalid timeout of {timeout_ms} ms: a finite timeout must be between 1 ms and {max_ms} ms (about 49.7 days); use Timeout::Never for sessions that never expire")]
+    #[error("invalid timeout of {timeout_ms} ms: a finite timeout must be between 1 ms and {max_ms} ms (400 days); use Timeout::Never for sessions that never expire")]
     InvalidTimeout {
         /// The rejected timeout, in milliseconds (saturated at `u64::MAX`).
         timeout_ms: u64,

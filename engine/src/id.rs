@@ -70,6 +70,57 @@ impl SessionId {
     }
 }
 
+/// The id whose little-endian bytes are `n`'s: the mapping
+/// `tower-sessions` uses for its `Id(i128)`, so both print the same text.
+impl From<i128> for SessionId {
+    fn from(n: i128) -> Self {
+        Self(n.to_le_bytes())
+    }
+}
+
+/// The inverse of `From<i128>`.
+impl From<SessionId> for i128 {
+    fn from(id: SessionId) -> Self {
+        i128::from_le_bytes(id.0)
+    }
+}
+
+/// The same 16 bytes (feature `uuid`).
+#[cfg(feature = "uuid")]
+impl From<uuid::Uuid> for SessionId {
+    fn from(u: uuid::Uuid) -> Self {
+        Self(u.into_bytes())
+    }
+}
+
+/// The same 16 bytes (feature `uuid`). A random id is not a version-4
+/// UUID (all 128 bits are random); tools that check the version bits may
+/// refuse it.
+#[cfg(feature = "uuid")]
+impl From<SessionId> for uuid::Uuid {
+    fn from(id: SessionId) -> Self {
+        uuid::Uuid::from_bytes(id.0)
+    }
+}
+
+/// The text form (feature `serde`).
+#[cfg(feature = "serde")]
+impl serde::Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut text = [0u8; SESSION_ID_TEXT_LEN];
+        serializer.serialize_str(self.encode(&mut text))
+    }
+}
+
+/// From the text form, with `FromStr`'s checks (feature `serde`).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 struct IdBatch {
     bytes: [u8; ID_BATCH * 16],
     /// Ids still unused in `bytes`, taken from the end.

@@ -35,6 +35,7 @@
 #![warn(missing_docs, clippy::pedantic)]
 #![allow(clippy::module_name_repetitions, clippy::missing_panics_doc)]
 
+mod any;
 mod background;
 mod block;
 mod clock;
@@ -52,6 +53,7 @@ mod store;
 mod table;
 mod wheel;
 
+pub use any::{engine_config, AnyStore, BoxError, BoxFuture, DynSessionStore, TryUpdateFn, UpdateFn};
 pub use block::Metadata;
 pub use clock::{ms_to_system_time, system_time_to_ms, Clock, ManualClock, CLOCK_TICK, CLOCK_TICK_MIN};
 pub use config::{Config, Durability, RecoveryMode};
@@ -59,7 +61,7 @@ pub use engine::Engine;
 pub use error::{Error, Result};
 pub use id::{ParseIdError, SessionId, SESSION_ID_TEXT_LEN};
 pub use persist::{CompactionStep, Damage, RecoveryReport, Truncation};
-pub use session::{Cursor, Listener, Page, RemovalCause, Session, SessionRef, Stats, Timeout};
+pub use session::{Cursor, Listener, Op, Page, RemovalCause, Session, SessionRef, Stats, Timeout, Updated};
 pub use store::SessionStore;
 
 /// The log's record codec, for fuzzing, tests and tools (see `engine/FORMAT.md`).

@@ -31,10 +31,15 @@ pub const METADATA_BYTES_MAX_LIMIT: usize = 16 * 1024 * 1024;
 /// never reach `u64::MAX`; the system clock never gets near it.
 pub const TIME_MS_MAX: u64 = (1 << 62) - 1;
 
-/// Longest finite inactivity timeout, in milliseconds (about 49.7 days).
-/// Timeouts are stored as `u32` milliseconds to keep a session entry at 64
-/// bytes; `u32::MAX` itself encodes "never expires".
-pub const TIMEOUT_MS_MAX: u64 = u32::MAX as u64 - 1;
+/// Longest finite inactivity timeout, in milliseconds: 400 days, so that a
+/// year-long "remember me" fits. A session keeps its timeout in 32 bits:
+/// milliseconds below [`TIMEOUT_EXACT_MS_MAX`], whole seconds (rounded up)
+/// above it.
+pub const TIMEOUT_MS_MAX: u64 = 400 * 24 * 3600 * 1000;
+
+/// Longest timeout kept to the millisecond (2^31 - 1 ms, about 24.9 days);
+/// longer ones are kept in whole seconds, rounded up.
+pub const TIMEOUT_EXACT_MS_MAX: u64 = (1 << 31) - 1;
 
 /// Upper bound on the shard count. Each shard costs one cache-padded lock, a
 /// hash index, a slab chunk list and a timer wheel (about 3.2 KiB of wheel
@@ -52,7 +57,8 @@ pub const WHEEL_SLOT_BITS: u32 = 6;
 pub const WHEEL_SLOTS: usize = 1 << WHEEL_SLOT_BITS;
 /// Wheel levels. Six levels of 64 slots span 2^36 ticks, which at the wheel's
 /// 1 ms tick is about 2.2 years: every finite timeout (at most
-/// [`TIMEOUT_MS_MAX`]) lands inside the wheel with room for a long sweeper lag.
+/// [`TIMEOUT_MS_MAX`], 400 days) lands inside the wheel with room for a long
+/// sweeper lag.
 pub const WHEEL_LEVELS: usize = 6;
 
 /// Most sessions one sweep step handles while holding a shard lock: expires,
@@ -113,6 +119,14 @@ pub const SEGMENT_SIZE_BYTES_MIN: usize = 64 * 1024;
 /// shard is already more address space than a log needs.
 pub const SEGMENT_SIZE_BYTES_MAX: usize = 1 << 30;
 
+/// How far ahead of its writer a segment's pages are faulted in, writable.
+/// The kernel zeroes each new page-cache page (about 9 ms per 16 MiB on the project's machine),
+/// so populating a whole segment up front made every open and every new
+/// segment pay for space not yet needed (8 shards: 128 MiB, about 80 ms, at
+/// each open). The background thread keeps this window populated every
+/// 50 ms; a writer faster than that takes the remaining faults itself.
+pub const PREFAULT_AHEAD_BYTES: usize = 2 << 20;
+
 /// Truncations and damaged stretches a [`RecoveryReport`](crate::RecoveryReport)
 /// lists one by one (its counts are complete): a log damaged all over would
 /// otherwise make a report as large as the log.
@@ -134,7 +148,8 @@ pub const ID_BATCH: usize = 256;
 const _: () = assert!(SESSIONS_MAX_DEFAULT <= SESSIONS_MAX_LIMIT);
 const _: () = assert!(METADATA_BYTES_MAX_DEFAULT <= METADATA_BYTES_MAX_LIMIT);
 const _: () = assert!(METADATA_BYTES_MAX_LIMIT <= u32::MAX as usize);
-const _: () = assert!(TIMEOUT_MS_MAX < u32::MAX as u64);
+// Timeouts in seconds fit below the flag bit, with `u32::MAX` left for never.
+const _: () = assert!(TIMEOUT_MS_MAX.div_ceil(1000) < (1 << 31) - 1);
 // Every finite deadline fits in the wheel's span.
 const _: () = assert!(TIMEOUT_MS_MAX < 1 << (WHEEL_SLOT_BITS as usize * WHEEL_LEVELS));
 const _: () = assert!(SHARDS_MAX.is_power_of_two());

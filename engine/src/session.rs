@@ -11,10 +11,37 @@ use std::time::{Duration, SystemTime};
 use crate::clock::ms_to_system_time;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::limits::TIMEOUT_MS_MAX;
+use crate::limits::{TIMEOUT_EXACT_MS_MAX, TIMEOUT_MS_MAX};
 
 /// `timeout_ms` value that stores [`Timeout::Never`].
 pub(crate) const TIMEOUT_NEVER: u32 = u32::MAX;
+
+/// The flag of a stored timeout kept in whole seconds (the low 31 bits).
+const TIMEOUT_IN_SECONDS: u32 = 1 << 31;
+
+/// A stored timeout in milliseconds (`None`: never).
+#[inline]
+pub(crate) fn stored_timeout_ms(stored: u32) -> Option<u64> {
+    if stored & TIMEOUT_IN_SECONDS == 0 {
+        Some(u64::from(stored))
+    } else if stored == TIMEOUT_NEVER {
+        None
+    } else {
+        Some(u64::from(stored & !TIMEOUT_IN_SECONDS) * 1000)
+    }
+}
+
+/// Packs a finite timeout of `ms` (1 to `TIMEOUT_MS_MAX`, checked by the
+/// caller): exact below `TIMEOUT_EXACT_MS_MAX`, whole seconds rounded up
+/// above it.
+pub(crate) fn timeout_to_stored(ms: u64) -> u32 {
+    debug_assert!((1..=TIMEOUT_MS_MAX).contains(&ms), "unchecked timeout {ms}");
+    if ms <= TIMEOUT_EXACT_MS_MAX {
+        u32::try_from(ms).expect("below 2^31")
+    } else {
+        TIMEOUT_IN_SECONDS | u32::try_from(ms.div_ceil(1000)).expect("TIMEOUT_MS_MAX fits")
+    }
+}
 
 /// A session's inactivity timeout: it expires once this long has passed since
 /// its last activity (creation, `get`, `update`, `touch`, `set_ttl`).
@@ -22,8 +49,10 @@ pub(crate) const TIMEOUT_NEVER: u32 = u32::MAX;
 pub enum Timeout {
     /// Never expires; only `delete` removes it.
     Never,
-    /// Expires after this much inactivity (1 ms to about 49.7 days; sub-
-    /// millisecond parts round up).
+    /// Expires after this much inactivity: 1 ms to 400 days
+    /// ([`TIMEOUT_MS_MAX`]). Sub-millisecond parts round up; a timeout over
+    /// about 24.9 days ([`TIMEOUT_EXACT_MS_MAX`]) is kept in whole seconds,
+    /// rounded up.
     After(Duration),
 }
 
@@ -53,15 +82,15 @@ impl Timeout {
         }
     }
 
-    /// The timeout in milliseconds (`None` for `Never`) if it is one the
-    /// engine accepts: 1 ms to [`TIMEOUT_MS_MAX`]. Backends use this to apply
-    /// exactly the engine's rule.
+    /// The timeout in milliseconds as the engine keeps it (`None` for
+    /// `Never`) if it is one the engine accepts: 1 ms to [`TIMEOUT_MS_MAX`],
+    /// rounded up to whole seconds above [`TIMEOUT_EXACT_MS_MAX`]. Backends
+    /// use this to apply exactly the engine's rule.
     ///
     /// # Errors
     /// [`Error::InvalidTimeout`] for zero or more than [`TIMEOUT_MS_MAX`].
     pub fn checked_ms(self) -> Result<Option<u64>> {
-        self.to_stored()
-            .map(|stored| (stored != TIMEOUT_NEVER).then_some(u64::from(stored)))
+        self.to_stored().map(stored_timeout_ms)
     }
 
     /// Validates the timeout and packs it the way the engine stores it.
@@ -71,7 +100,7 @@ impl Timeout {
     pub(crate) fn to_stored(self) -> Result<u32> {
         match self.as_ms() {
             None => Ok(TIMEOUT_NEVER),
-            Some(ms @ 1..=TIMEOUT_MS_MAX) => Ok(u32::try_from(ms).expect("bounded by TIMEOUT_MS_MAX")),
+            Some(ms @ 1..=TIMEOUT_MS_MAX) => Ok(timeout_to_stored(ms)),
             Some(timeout_ms) => Err(Error::InvalidTimeout {
                 timeout_ms,
                 max_ms: TIMEOUT_MS_MAX,
@@ -80,12 +109,51 @@ impl Timeout {
     }
 
     #[inline]
-    pub(crate) fn from_stored(timeout_ms: u32) -> Self {
-        if timeout_ms == TIMEOUT_NEVER {
-            Timeout::Never
-        } else {
-            Timeout::from_ms(u64::from(timeout_ms))
+    pub(crate) fn from_stored(stored: u32) -> Self {
+        match stored_timeout_ms(stored) {
+            None => Timeout::Never,
+            Some(ms) => Timeout::from_ms(ms),
         }
+    }
+}
+
+/// What a [`try_update`](crate::Engine::try_update) closure decides for the
+/// session it was shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Leave it as it is (counts as activity).
+    Keep,
+    /// Replace its metadata with these bytes.
+    Replace(Vec<u8>),
+    /// Remove it (only if it is still what the closure saw).
+    Delete,
+}
+
+/// What a [`try_update`](crate::Engine::try_update) did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Updated {
+    /// Left as the closure saw it (its deadline slid).
+    Kept(Session),
+    /// Replaced: the new session.
+    Replaced(Session),
+    /// Removed: the session as the closure saw it.
+    Deleted(Session),
+}
+
+impl Updated {
+    /// The session the outcome carries.
+    #[must_use]
+    pub fn session(&self) -> &Session {
+        match self {
+            Updated::Kept(s) | Updated::Replaced(s) | Updated::Deleted(s) => s,
+        }
+    }
+
+    /// True if the session is gone.
+    #[must_use]
+    pub fn is_deleted(&self) -> bool {
+        matches!(self, Updated::Deleted(_))
     }
 }
 
@@ -356,6 +424,7 @@ impl FromStr for Cursor {
 
 /// One page of a listing.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Page {
     /// Live sessions in this page (as `peek` sees them: listing is not activity).
     pub sessions: Vec<Session>,
@@ -363,8 +432,55 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
+/// Milliseconds, or `null` for never (feature `serde`).
+#[cfg(feature = "serde")]
+impl serde::Serialize for Timeout {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        self.as_ms().serialize(serializer)
+    }
+}
+
+/// From milliseconds, or `null` for never; zero is refused (feature `serde`).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Timeout {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        match Option::<u64>::deserialize(deserializer)? {
+            None => Ok(Timeout::Never),
+            Some(0) => Err(serde::de::Error::custom("a timeout of 0 ms: use null for never")),
+            Some(ms) => Ok(Timeout::from_ms(ms)),
+        }
+    }
+}
+
+/// The text form, `<part>.<position>` (feature `serde`).
+#[cfg(feature = "serde")]
+impl serde::Serialize for Cursor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// From the text form (feature `serde`).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Cursor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Page {
+    /// A page of `sessions`, followed by `next` (`None`: the listing is
+    /// complete); for backends outside this crate.
+    #[must_use]
+    pub fn new(sessions: Vec<Session>, next: Option<Cursor>) -> Self {
+        Self { sessions, next }
+    }
+}
+
 /// Counters and sizes, read shard by shard (not one atomic snapshot).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Stats {
     /// Sessions held, including expired ones not yet reclaimed (at most about

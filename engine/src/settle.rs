@@ -44,7 +44,7 @@ impl Core {
     /// Turns a write's outcome into a future that completes once the write
     /// is durable (at once unless the durability is `Always`), without
     /// blocking the thread that polls it.
-    pub(crate) fn settle_later<T: Unpin>(&self, outcome: Result<(T, Option<Pending>)>) -> Settle<T> {
+    pub(crate) fn settle_later<T>(&self, outcome: Result<(T, Option<Pending>)>) -> Settle<T> {
         match outcome {
             Err(e) => Settle::ready(Err(e)),
             Ok((value, None)) => Settle::ready(Ok(value)),
@@ -87,7 +87,11 @@ impl<T> Settle<T> {
     }
 }
 
-impl<T: Unpin> Future for Settle<T> {
+// The outcome is never pinned (it is moved out whole when ready), so the
+// future may move whatever `T` is.
+impl<T> Unpin for Settle<T> {}
+
+impl<T> Future for Settle<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {

@@ -51,7 +51,7 @@ use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::persist::format::put_len;
 use crate::persist::ShardLog;
-use crate::session::{Session, Timeout, TIMEOUT_NEVER};
+use crate::session::{stored_timeout_ms, Session, Timeout, TIMEOUT_NEVER};
 use crate::table::{hash_id, Table, SLOTS_MIN};
 use crate::wheel::{self, Link, Wheel, WheelStore, INDEX_MAX};
 
@@ -73,9 +73,40 @@ pub(crate) enum Commit {
     Done(Session, LogPosition),
     /// The session changed since it was read; the new block comes back, to
     /// be dropped outside the lock.
-    Conflict(#[allow(dead_code)] Metadata),
+    Conflict(#[allow(dead_code)] Option<Metadata>),
     /// The session is gone or expired.
     Gone,
+    /// Removed (a conditional delete): the session as it was, and the log
+    /// position.
+    Deleted(Session, LogPosition),
+    /// Left as it was, its deadline slid (a locked change that kept it).
+    Kept(Session),
+    /// The change declined to do anything (nothing slid).
+    Declined,
+}
+
+/// What a change built under the writer mutex does (`commit_locked`).
+pub(crate) enum Locked {
+    /// Install this successor; its record (empty without persistence).
+    Install(Metadata, Vec<u8>),
+    /// Remove the session; the record of the removal.
+    Delete(Vec<u8>),
+    /// Keep the session and slide its deadline.
+    Keep,
+    /// Leave everything as it is.
+    Decline,
+}
+
+/// What `rotate` did.
+pub(crate) enum Rotated {
+    /// The session moved to the new id: its snapshot there, the position.
+    Done(Session, LogPosition),
+    /// The session changed since it was read (read it again).
+    Conflict,
+    /// The session is gone or expired.
+    Gone,
+    /// The new id is taken (draw another).
+    Taken,
 }
 
 /// Where a listing stands within one shard: the table generation it started
@@ -329,12 +360,15 @@ impl Shard {
 
     #[inline(never)]
     fn log_touch(&self, log: &ShardLog, block: BlockRef<'_>, before: u64, after: u64) {
-        let timeout = block.timeout_ms;
-        if timeout == TIMEOUT_NEVER {
+        let Some(timeout) = stored_timeout_ms(block.timeout_ms) else {
             return;
-        }
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // at most the timeout
-        let period_ms = ((f64::from(timeout) * self.touch_fraction) as u64).max(1);
+        };
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )] // at most the timeout
+        let period_ms = ((timeout as f64 * self.touch_fraction) as u64).max(1);
         if before / period_ms != after / period_ms {
             log.queue_touch(block.id, after);
         }
@@ -493,6 +527,20 @@ impl Shard {
         let Some(at) = table.find_slot(hash, id) else {
             return Ok(None);
         };
+        self.remove_logged(&mut w, table, at, record, now_ms, guard)
+    }
+
+    /// Removes the live session in slot `at`, logging `record` first
+    /// (`None` if it is no longer live).
+    fn remove_logged(
+        &self,
+        w: &mut Writer,
+        table: &Table,
+        at: usize,
+        record: Option<&[u8]>,
+        now_ms: u64,
+        guard: &Guard,
+    ) -> Result<Option<(Session, LogPosition)>> {
         let block = table.header(at);
         if block.retire(now_ms).is_err() {
             return Ok(None);
@@ -505,7 +553,98 @@ impl Shard {
             }
         };
         w.deleted_total += 1;
-        Ok(Some((self.remove_at(&mut w, table, at, guard), position)))
+        Ok(Some((self.remove_at(w, table, at, guard), position)))
+    }
+
+    /// Removes the session if it is still the block `read` (a `try_update`
+    /// that chose to delete what it saw); `Conflict` if it changed.
+    pub(crate) fn delete_if(
+        &self,
+        hash: u64,
+        read: &Metadata,
+        clock: &Clock,
+        record: Option<&[u8]>,
+        guard: &Guard,
+    ) -> Result<Commit> {
+        let (mut w, table) = self.lock(guard);
+        let now_ms = clock.now_ms();
+        let id = read.header().id;
+        let Some(at) = table.find_slot(hash, &id) else {
+            return Ok(Commit::Gone);
+        };
+        let old = table.header(at);
+        if !old.same(read.block()) {
+            return Ok(if old.is_expired(now_ms) {
+                Commit::Gone
+            } else {
+                Commit::Conflict(None)
+            });
+        }
+        Ok(
+            match self.remove_logged(&mut w, table, at, record, now_ms, guard)? {
+                Some((session, position)) => Commit::Deleted(session, position),
+                None => Commit::Gone,
+            },
+        )
+    }
+
+    /// Moves the session `read` (still the block at its id) to the id of
+    /// `new` (a copy of it under that id, which routes to this shard), in
+    /// one logged step: afterwards the old id is gone.
+    #[allow(clippy::too_many_arguments)] // both ids' places and the change
+    pub(crate) fn rotate(
+        &self,
+        hash: u64,
+        read: &Metadata,
+        new_hash: u64,
+        mut new: Metadata,
+        clock: &Clock,
+        record: Option<&[u8]>,
+        guard: &Guard,
+    ) -> Result<Rotated> {
+        let (mut w, mut table) = self.lock(guard);
+        // Room for the new id first: nothing may fail once the old one goes.
+        if w.tombstones + self.len() + 1 > table.limit() {
+            table = self.rebuild(&mut w, table, guard)?;
+        }
+        let now_ms = clock.now_ms();
+        let id = read.header().id;
+        let Some(at) = table.find_slot(hash, &id) else {
+            return Ok(Rotated::Gone);
+        };
+        let old = table.header(at);
+        if !old.same(read.block()) {
+            return Ok(if old.is_expired(now_ms) {
+                Rotated::Gone
+            } else {
+                Rotated::Conflict
+            });
+        }
+        let new_id = new.header().id;
+        if table.find_slot(new_hash, &new_id).is_some() {
+            return Ok(Rotated::Taken);
+        }
+        let Ok(last) = old.retire(now_ms) else {
+            return Ok(Rotated::Gone);
+        };
+        let header = new.header_mut().expect("a new block is unshared");
+        header.set_access_unpublished(last.max(now_ms));
+        let live_delta = live_len(new.block()) - live_len(old);
+        let position = match self.append(record, live_delta, now_ms) {
+            Ok(position) => position,
+            Err(e) => {
+                old.unretire();
+                return Err(e);
+            }
+        };
+        drop(self.remove_at(&mut w, table, at, guard));
+        let session = snapshot(new.block(), new.header().last_access_ms());
+        let (at, was_tombstone) = table.free_slot(new_hash);
+        w.tombstones -= usize::from(was_tombstone);
+        table.store(at, new_hash, new);
+        self.len.fetch_add(1, Ordering::Relaxed);
+        w.schedule(table, at);
+        Ok(Rotated::Done(session, position))
     }
 
     /// Installs `new` (an update's or a timeout change's block) if the
@@ -533,7 +672,7 @@ impl Shard {
             return Ok(if old.is_expired(now_ms) {
                 Commit::Gone
             } else {
-                Commit::Conflict(new)
+                Commit::Conflict(Some(new))
             });
         }
         self.install(&mut w, table, at, hash, new, record, now_ms, guard)
@@ -548,7 +687,7 @@ impl Shard {
         id: &SessionId,
         clock: &Clock,
         guard: &Guard,
-        make: impl FnOnce(&Metadata) -> Result<(Metadata, Vec<u8>)>,
+        make: impl FnOnce(&Metadata) -> Result<Locked>,
     ) -> Result<Commit> {
         let (mut w, table) = self.lock(guard);
         let now_ms = clock.now_ms();
@@ -560,9 +699,29 @@ impl Shard {
             return Ok(Commit::Gone);
         }
         let current = block.share();
-        let (new, record) = make(&current)?;
-        let record = self.log.is_some().then_some(&record[..]);
-        self.install(&mut w, table, at, hash, new, record, now_ms, guard)
+        match make(&current)? {
+            Locked::Install(new, record) => {
+                let record = self.log.is_some().then_some(&record[..]);
+                self.install(&mut w, table, at, hash, new, record, now_ms, guard)
+            }
+            Locked::Delete(record) => {
+                let record = self.log.is_some().then_some(&record[..]);
+                Ok(
+                    match self.remove_logged(&mut w, table, at, record, now_ms, guard)? {
+                        Some((session, position)) => Commit::Deleted(session, position),
+                        None => Commit::Gone,
+                    },
+                )
+            }
+            Locked::Keep => Ok(match block.access(now_ms, true) {
+                Access::Live { before, after } => {
+                    self.log_activity(block, before, after);
+                    Commit::Kept(snapshot(block, after))
+                }
+                _ => Commit::Gone,
+            }),
+            Locked::Decline => Ok(Commit::Declined),
+        }
     }
 
     /// Retires the block in slot `at`, logs the change and publishes `new`

@@ -8,16 +8,23 @@
 //! it with real I/O. Code written against `SessionStore` switches
 //! backend by configuration. Semantics every implementation keeps:
 //! inactivity timeouts slide on activity (`get`, `update`, `touch`,
-//! `set_ttl`; not `peek`, `contains`, `list`), an expired session is never
-//! returned, `update` is an atomic read-modify-write that never loses a
-//! concurrent update, and bad input returns a typed [`Error`](crate::Error).
+//! `set_ttl`, `put`, `rotate`; not `peek`, `contains`, `list`), an expired
+//! session is never returned, `update` and `try_update` are atomic
+//! read-modify-writes that never lose a concurrent update, `put` and
+//! `rotate` are one step each (nobody sees half of one), and bad input
+//! returns a typed [`Error`](crate::Error).
+//!
+//! The trait is implemented for `&T` of every store. It is not for
+//! `Arc<T>`: on an `Arc<Engine>` with the trait in scope, the trait's async
+//! methods would then shadow the engine's own; the engine and the Redis
+//! store are cheap `Clone` handles instead.
 
 use std::future::{ready, Future};
 
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::id::SessionId;
-use crate::session::{Cursor, Page, Session, Timeout};
+use crate::session::{Cursor, Op, Page, Session, Timeout, Updated};
 
 /// A session backend. See the module docs for the shared semantics.
 pub trait SessionStore: Send + Sync {
@@ -31,6 +38,21 @@ pub trait SessionStore: Send + Sync {
         metadata: &[u8],
         timeout: Timeout,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Stores the session whether or not one is there: new, or the live
+    /// one's metadata and timeout replaced in one step (creation time
+    /// kept); counts as activity.
+    fn put(
+        &self,
+        id: SessionId,
+        metadata: &[u8],
+        timeout: Timeout,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Moves the session to a fresh random id in one step (the old id is
+    /// gone, the new one holds the same metadata and times); counts as
+    /// activity.
+    fn rotate(&self, id: &SessionId) -> impl Future<Output = Result<SessionId>> + Send;
 
     /// Returns the session; counts as activity.
     fn get(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send;
@@ -56,6 +78,18 @@ pub trait SessionStore: Send + Sync {
     fn update<F>(&self, id: &SessionId, f: F) -> impl Future<Output = Result<Session>> + Send
     where
         F: FnMut(&[u8]) -> Vec<u8> + Send;
+
+    /// A read-modify-write whose closure keeps, replaces or deletes the
+    /// session it saw, or fails (`Ok(Err(e))`, nothing changed); `f` may
+    /// run more than once. A delete applies only to the version `f` saw.
+    fn try_update<F, E>(
+        &self,
+        id: &SessionId,
+        f: F,
+    ) -> impl Future<Output = Result<std::result::Result<Updated, E>>> + Send
+    where
+        F: FnMut(&[u8]) -> std::result::Result<Op, E> + Send,
+        E: Send;
 
     /// Slides the deadline.
     fn touch(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send;
@@ -100,6 +134,34 @@ impl SessionStore for Engine {
         timeout: Timeout,
     ) -> impl Future<Output = Result<()>> + Send {
         self.settle_later(self.insert_pending(id, metadata, timeout))
+    }
+
+    #[inline]
+    fn put(
+        &self,
+        id: SessionId,
+        metadata: &[u8],
+        timeout: Timeout,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.settle_later(self.put_pending(id, metadata, timeout))
+    }
+
+    #[inline]
+    fn rotate(&self, id: &SessionId) -> impl Future<Output = Result<SessionId>> + Send {
+        self.settle_later(self.rotate_pending(id))
+    }
+
+    #[inline]
+    fn try_update<F, E>(
+        &self,
+        id: &SessionId,
+        f: F,
+    ) -> impl Future<Output = Result<std::result::Result<Updated, E>>> + Send
+    where
+        F: FnMut(&[u8]) -> std::result::Result<Op, E> + Send,
+        E: Send,
+    {
+        self.settle_later(self.try_update_pending(id, f))
     }
 
     #[inline]
@@ -158,5 +220,114 @@ impl SessionStore for Engine {
     #[inline]
     fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {
         ready(Ok(Engine::cleanup_expired(self)))
+    }
+}
+
+/// A shared reference to a store is a store (every call goes to `T`).
+impl<T: SessionStore> SessionStore for &T {
+    #[inline]
+    fn create(&self, metadata: &[u8], timeout: Timeout) -> impl Future<Output = Result<SessionId>> + Send {
+        T::create(self, metadata, timeout)
+    }
+
+    #[inline]
+    fn insert(
+        &self,
+        id: SessionId,
+        metadata: &[u8],
+        timeout: Timeout,
+    ) -> impl Future<Output = Result<()>> + Send {
+        T::insert(self, id, metadata, timeout)
+    }
+
+    #[inline]
+    fn put(
+        &self,
+        id: SessionId,
+        metadata: &[u8],
+        timeout: Timeout,
+    ) -> impl Future<Output = Result<()>> + Send {
+        T::put(self, id, metadata, timeout)
+    }
+
+    #[inline]
+    fn rotate(&self, id: &SessionId) -> impl Future<Output = Result<SessionId>> + Send {
+        T::rotate(self, id)
+    }
+
+    #[inline]
+    fn get(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
+        T::get(self, id)
+    }
+
+    #[inline]
+    fn peek(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
+        T::peek(self, id)
+    }
+
+    #[inline]
+    fn touch(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send {
+        T::touch(self, id)
+    }
+
+    #[inline]
+    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send {
+        T::delete(self, id)
+    }
+
+    #[inline]
+    fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> impl Future<Output = Result<()>> + Send {
+        T::set_ttl(self, id, timeout)
+    }
+
+    #[inline]
+    fn contains(&self, id: &SessionId) -> impl Future<Output = Result<bool>> + Send {
+        T::contains(self, id)
+    }
+
+    #[inline]
+    fn len(&self) -> impl Future<Output = Result<usize>> + Send {
+        T::len(self)
+    }
+
+    #[inline]
+    fn is_empty(&self) -> impl Future<Output = Result<bool>> + Send {
+        T::is_empty(self)
+    }
+
+    #[inline]
+    fn list(&self, cursor: Cursor, limit: usize) -> impl Future<Output = Result<Page>> + Send {
+        T::list(self, cursor, limit)
+    }
+
+    #[inline]
+    fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {
+        T::cleanup_expired(self)
+    }
+
+    #[inline]
+    fn get_many(&self, ids: &[SessionId]) -> impl Future<Output = Vec<Result<Session>>> + Send {
+        T::get_many(self, ids)
+    }
+
+    #[inline]
+    fn update<F>(&self, id: &SessionId, f: F) -> impl Future<Output = Result<Session>> + Send
+    where
+        F: FnMut(&[u8]) -> Vec<u8> + Send,
+    {
+        T::update(self, id, f)
+    }
+
+    #[inline]
+    fn try_update<F, E>(
+        &self,
+        id: &SessionId,
+        f: F,
+    ) -> impl Future<Output = Result<std::result::Result<Updated, E>>> + Send
+    where
+        F: FnMut(&[u8]) -> std::result::Result<Op, E> + Send,
+        E: Send,
+    {
+        T::try_update(self, id, f)
     }
 }

@@ -146,7 +146,7 @@ fn bad_configs_name_the_setting() {
             "initial_capacity",
         ),
     ] {
-        let err = Engine::open(config).err().expect("rejected");
+        let err = Engine::open(config).expect_err("rejected");
         assert!(matches!(err, Error::InvalidConfig(_)));
         assert!(err.to_string().contains(word), "{err}");
     }

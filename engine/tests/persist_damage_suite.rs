@@ -67,6 +67,7 @@ enum Op {
     Timeout(SessionId, u64, Option<u64>),
     Touch(SessionId, u64),
     Delete(SessionId),
+    Rotate(SessionId, SessionId, u64),
     Seal,
 }
 
@@ -102,6 +103,11 @@ impl Op {
             } => Op::Timeout(id, last_access_ms, timeout_of(timeout_ms)),
             Record::Touch { id, last_access_ms } => Op::Touch(id, last_access_ms),
             Record::Delete { id } => Op::Delete(id),
+            Record::Rotate {
+                id,
+                new_id,
+                last_access_ms,
+            } => Op::Rotate(id, new_id, last_access_ms),
             Record::Seal { .. } => Op::Seal,
         }
     }
@@ -131,6 +137,12 @@ impl Op {
             }
             Op::Delete(id) => {
                 model.remove(id);
+            }
+            Op::Rotate(id, new_id, last) => {
+                if let Some(mut s) = model.remove(id) {
+                    s.2 = s.2.max(*last);
+                    model.insert(*new_id, s);
+                }
             }
             Op::Seal => {}
         }
@@ -186,8 +198,13 @@ fn build(rng: &mut Rng) -> Log {
                 engine.delete(&id).unwrap();
             }
             7 if !live.is_empty() => {
-                let id = live[rng.below(live.len())];
-                engine.set_ttl(&id, Timeout::from_secs(7_200)).unwrap();
+                let at = rng.below(live.len());
+                let id = live[at];
+                match rng.below(3) {
+                    0 => engine.set_ttl(&id, Timeout::from_secs(7_200)).unwrap(),
+                    1 => engine.put(id, &meta, Timeout::from_secs(5_400)).unwrap(),
+                    _ => live[at] = engine.rotate(&id).unwrap(),
+                }
             }
             _ if !live.is_empty() => {
                 let id = live[rng.below(live.len())];

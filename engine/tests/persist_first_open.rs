@@ -36,7 +36,7 @@ fn logs_with_data_but_no_manifest_are_refused() {
     }
     engine.close().unwrap();
     std::fs::remove_file(dir.path().join("MANIFEST")).unwrap();
-    let err = Engine::open(config(dir.path())).err().expect("refused");
+    let err = Engine::open(config(dir.path())).expect_err("refused");
     assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
     assert!(err.to_string().contains("MANIFEST"), "{err}");
     // Nothing was removed: the segments are still there.
@@ -64,7 +64,7 @@ fn a_resharded_directory_without_its_manifest_is_refused_too() {
         .unwrap();
     assert!(dir.path().join("L00000002").is_dir() && !dir.path().join("L00000001").exists());
     std::fs::remove_file(dir.path().join("MANIFEST")).unwrap();
-    let err = Engine::open(config(dir.path()).shards(4)).err().expect("refused");
+    let err = Engine::open(config(dir.path()).shards(4)).expect_err("refused");
     assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
     assert!(err.to_string().contains("L00000002"), "{err}");
 }

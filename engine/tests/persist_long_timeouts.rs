@@ -73,5 +73,45 @@ fn long_timeouts_survive_near_the_end_of_time() {
     engine.get(&id).unwrap();
     engine.close().unwrap();
     let engine = Engine::open(config(dir.path(), &clock)).unwrap();
-    assert_eq!(engine.peek(&id).unwrap().last_access_ms(), TIME_MS_MAX);
+    // Kept, its access time within a touch period of the last read's.
+    let last = engine.peek(&id).unwrap().last_access_ms();
+    assert!(
+        TIME_MS_MAX - last <= TIMEOUT_MS_MAX / 10,
+        "lags by {}",
+        TIME_MS_MAX - last
+    );
+}
+
+/// A year-long "remember me" is accepted, expires exactly a year after the
+/// last activity, and keeps that deadline across a restart; a timeout past
+/// the exact range is kept in whole seconds, rounded up.
+#[test]
+fn a_year_long_timeout_expires_on_time_across_a_restart() {
+    const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let year = SessionId::from_bytes([1; 16]);
+    let odd = SessionId::from_bytes([2; 16]);
+    {
+        let engine = Engine::open(config(dir.path(), &clock)).unwrap();
+        engine.insert(year, b"year", Timeout::from_ms(YEAR_MS)).unwrap();
+        // 30 days and 1 ms: kept as 30 days and 1 s.
+        engine
+            .insert(odd, b"odd", Timeout::from_ms(30 * 24 * 3600 * 1000 + 1))
+            .unwrap();
+        assert_eq!(engine.peek(&year).unwrap().timeout(), Timeout::from_ms(YEAR_MS));
+        assert_eq!(
+            engine.peek(&odd).unwrap().timeout(),
+            Timeout::from_ms(30 * 24 * 3600 * 1000 + 1000)
+        );
+        engine.close().unwrap();
+    }
+    clock.advance_ms(YEAR_MS - 1);
+    let engine = Engine::open(config(dir.path(), &clock)).unwrap();
+    let session = engine.peek(&year).expect("one ms before its deadline");
+    assert_eq!(session.expires_at_ms(), Some(clock.now_ms() + 1));
+    assert!(engine.peek(&odd).is_err(), "a 30-day session is long gone");
+    clock.advance_ms(1);
+    assert!(engine.peek(&year).is_err(), "expired at its deadline");
+    assert_eq!(engine.cleanup_expired(), 1);
 }

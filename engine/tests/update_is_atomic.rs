@@ -62,3 +62,96 @@ fn a_panicking_closure_changes_nothing() {
     engine.create(b"other", Timeout::Never).unwrap();
     assert_eq!(engine.len(), 2);
 }
+
+/// `try_update`'s decisions are as atomic as `update`'s: a budget that
+/// refuses at zero hands out exactly what it held, however many threads
+/// race for it (the pattern of a per-session rate limit).
+#[test]
+fn a_budget_spent_by_racing_try_updates_is_never_overspent() {
+    use session_engine::{Op, Updated};
+    let engine = Engine::open(Config::default().shards(2)).unwrap();
+    let budget = engine.create(&10_000u64.to_le_bytes(), Timeout::Never).unwrap();
+    let spent = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..5_000 {
+                    let r = engine
+                        .try_update(&budget, |m| match counter(m) {
+                            0 => Err("empty"),
+                            n => Ok(Op::Replace((n - 1).to_le_bytes().to_vec())),
+                        })
+                        .unwrap();
+                    if let Ok(Updated::Replaced(_)) = r {
+                        spent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(spent.into_inner(), 10_000);
+    assert_eq!(counter(engine.get(&budget).unwrap().metadata()), 0);
+}
+
+/// A delete decided on a value that changed before it committed is not
+/// applied: the closure runs again on the newer value (which it keeps).
+#[test]
+fn try_update_deletes_only_the_value_it_saw() {
+    use session_engine::{Op, Updated};
+    let engine = Engine::open(Config::default().shards(1)).unwrap();
+    let id = engine.create(b"v1", Timeout::Never).unwrap();
+    let mut seen = Vec::new();
+    let outcome = std::thread::scope(|s| {
+        engine
+            .try_update(&id, |m| {
+                seen.push(m.to_vec());
+                if m == b"v1" {
+                    // Another writer changes the session meanwhile.
+                    s.spawn(|| engine.update(&id, |_| b"v2".to_vec()).unwrap())
+                        .join()
+                        .unwrap();
+                    Ok::<_, ()>(Op::Delete)
+                } else {
+                    Ok(Op::Keep)
+                }
+            })
+            .unwrap()
+    });
+    assert_eq!(seen, [b"v1".to_vec(), b"v2".to_vec()]);
+    let Ok(Updated::Kept(kept)) = outcome else {
+        panic!("expected Kept, got {outcome:?}")
+    };
+    assert_eq!(kept.metadata(), b"v2");
+    assert_eq!(engine.get(&id).unwrap().metadata(), b"v2", "not deleted");
+}
+
+/// A rotation racing updates of the same session loses none of them: each
+/// update lands either before the move (and moves with it) or fails with
+/// `NotFound` (the old id is gone), and the moved session holds every
+/// update that succeeded.
+#[test]
+fn rotation_racing_updates_loses_no_acknowledged_update() {
+    let engine = Engine::open(Config::default().shards(2)).unwrap();
+    let id = engine.create(&0u64.to_le_bytes(), Timeout::Never).unwrap();
+    let applied = std::sync::atomic::AtomicU64::new(0);
+    let new = std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                while engine
+                    .update(&id, |m| (counter(m) + 1).to_le_bytes().to_vec())
+                    .is_ok()
+                {
+                    applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        engine.rotate(&id).unwrap()
+    });
+    assert!(engine.get(&id).is_err());
+    assert_eq!(
+        counter(engine.get(&new).unwrap().metadata()),
+        applied.into_inner()
+    );
+    engine.debug_check_invariants();
+}

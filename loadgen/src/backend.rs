@@ -140,6 +140,24 @@ impl SessionStore for NullStore {
         ready(Ok(()))
     }
 
+    fn put(&self, _id: SessionId, _m: &[u8], _t: Timeout) -> impl Future<Output = Result<()>> + Send {
+        ready(Ok(()))
+    }
+    fn rotate(&self, _id: &SessionId) -> impl Future<Output = Result<SessionId>> + Send {
+        ready(Err(Error::NotFound))
+    }
+    fn try_update<F, E>(
+        &self,
+        _id: &SessionId,
+        _f: F,
+    ) -> impl Future<Output = Result<std::result::Result<session_engine::Updated, E>>> + Send
+    where
+        F: FnMut(&[u8]) -> std::result::Result<session_engine::Op, E> + Send,
+        E: Send,
+    {
+        ready(Err(Error::NotFound))
+    }
+
     fn get(&self, _id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
         ready(Err(Error::NotFound))
     }
@@ -176,10 +194,7 @@ impl SessionStore for NullStore {
     }
 
     fn list(&self, _cursor: Cursor, _limit: usize) -> impl Future<Output = Result<Page>> + Send {
-        ready(Ok(Page {
-            sessions: Vec::new(),
-            next: None,
-        }))
+        ready(Ok(Page::new(Vec::new(), None)))
     }
 
     fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {

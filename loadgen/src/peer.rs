@@ -5,7 +5,9 @@
 
 use std::future::{ready, Future};
 
-use session_engine::{Cursor, Error, Metadata, Page, Result, Session, SessionId, SessionStore, Timeout};
+use session_engine::{
+    Cursor, Error, Metadata, Op, Page, Result, Session, SessionId, SessionStore, Timeout, Updated,
+};
 
 use crate::backend::Backend;
 
@@ -97,6 +99,61 @@ impl SessionStore for PeerStore {
         })
     }
 
+    fn put(
+        &self,
+        id: SessionId,
+        metadata: &[u8],
+        _timeout: Timeout,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let mut shard = self.shard(&id).lock();
+        let entry = shard.entry(id).or_insert_with(|| PeerEntry {
+            metadata: Metadata::from(&[][..]),
+            created_ms: 0,
+        });
+        entry.metadata = Metadata::from(metadata);
+        ready(Ok(()))
+    }
+
+    fn rotate(&self, id: &SessionId) -> impl Future<Output = Result<SessionId>> + Send {
+        // Two shards' locks one after the other: the peer is a reference
+        // for speed, not for rotation's atomicity.
+        let Some(entry) = self.shard(id).lock().remove(id) else {
+            return ready(Err(Error::NotFound));
+        };
+        ready(SessionId::random().map_err(Error::Entropy).inspect(|new| {
+            self.shard(new).lock().insert(*new, entry);
+        }))
+    }
+
+    fn try_update<F, E>(
+        &self,
+        id: &SessionId,
+        mut f: F,
+    ) -> impl Future<Output = Result<std::result::Result<Updated, E>>> + Send
+    where
+        F: FnMut(&[u8]) -> std::result::Result<Op, E> + Send,
+        E: Send,
+    {
+        let mut shard = self.shard(id).lock();
+        let Some(entry) = shard.get_mut(id) else {
+            return ready(Err(Error::NotFound));
+        };
+        let outcome = match f(&entry.metadata) {
+            Err(e) => Err(e),
+            Ok(Op::Keep) => Ok(Updated::Kept(Self::session(*id, entry))),
+            Ok(Op::Replace(bytes)) => {
+                entry.metadata = Metadata::from(bytes);
+                Ok(Updated::Replaced(Self::session(*id, entry)))
+            }
+            Ok(Op::Delete) => {
+                let session = Self::session(*id, entry);
+                shard.remove(id);
+                Ok(Updated::Deleted(session))
+            }
+        };
+        ready(Ok(outcome))
+    }
+
     fn get(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
         let found = self.shard(id).lock().get(id).map(|e| Self::session(*id, e));
         ready(found.ok_or(Error::NotFound))
@@ -149,10 +206,10 @@ impl SessionStore for PeerStore {
             for (taken, (id, entry)) in shard.iter().skip(skip).enumerate() {
                 if sessions.len() == limit {
                     let part = u32::try_from(part).expect("few shards");
-                    return ready(Ok(Page {
+                    return ready(Ok(Page::new(
                         sessions,
-                        next: Some(Cursor::new(part, (skip + taken) as u64)),
-                    }));
+                        Some(Cursor::new(part, (skip + taken) as u64)),
+                    )));
                 }
                 sessions.push(Self::session(*id, entry));
             }
@@ -160,7 +217,7 @@ impl SessionStore for PeerStore {
             part += 1;
             skip = 0;
         }
-        ready(Ok(Page { sessions, next: None }))
+        ready(Ok(Page::new(sessions, None)))
     }
 
     fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {

@@ -128,6 +128,34 @@ impl<S: SessionStore> SessionStore for Stalling<S> {
         self.inner.insert(id, metadata, timeout)
     }
 
+    fn put(
+        &self,
+        id: SessionId,
+        metadata: &[u8],
+        timeout: Timeout,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.maybe_stall();
+        self.inner.put(id, metadata, timeout)
+    }
+
+    fn rotate(&self, id: &SessionId) -> impl Future<Output = Result<SessionId>> + Send {
+        self.maybe_stall();
+        self.inner.rotate(id)
+    }
+
+    fn try_update<F, E>(
+        &self,
+        id: &SessionId,
+        f: F,
+    ) -> impl Future<Output = Result<std::result::Result<session_engine::Updated, E>>> + Send
+    where
+        F: FnMut(&[u8]) -> std::result::Result<session_engine::Op, E> + Send,
+        E: Send,
+    {
+        self.maybe_stall();
+        self.inner.try_update(id, f)
+    }
+
     fn get(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
         self.maybe_stall();
         self.inner.get(id)

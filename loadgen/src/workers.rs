@@ -584,6 +584,28 @@ mod tests {
         ) -> impl Future<Output = session_engine::Result<()>> + Send {
             ready(Ok(()))
         }
+        fn put(
+            &self,
+            _id: SessionId,
+            _m: &[u8],
+            _t: Timeout,
+        ) -> impl Future<Output = session_engine::Result<()>> + Send {
+            ready(Ok(()))
+        }
+        fn rotate(&self, _id: &SessionId) -> impl Future<Output = session_engine::Result<SessionId>> + Send {
+            ready(Err(session_engine::Error::NotFound))
+        }
+        fn try_update<F, E>(
+            &self,
+            _id: &SessionId,
+            _f: F,
+        ) -> impl Future<Output = session_engine::Result<std::result::Result<session_engine::Updated, E>>> + Send
+        where
+            F: FnMut(&[u8]) -> std::result::Result<session_engine::Op, E> + Send,
+            E: Send,
+        {
+            ready(Err(session_engine::Error::NotFound))
+        }
         fn get(
             &self,
             id: &SessionId,
@@ -631,10 +653,7 @@ mod tests {
             _: session_engine::Cursor,
             _: usize,
         ) -> impl Future<Output = session_engine::Result<session_engine::Page>> + Send {
-            ready(Ok(session_engine::Page {
-                sessions: Vec::new(),
-                next: None,
-            }))
+            ready(Ok(session_engine::Page::new(Vec::new(), None)))
         }
         fn cleanup_expired(&self) -> impl Future<Output = session_engine::Result<usize>> + Send {
             ready(Ok(0))

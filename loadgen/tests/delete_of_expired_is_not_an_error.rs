@@ -37,6 +37,23 @@ impl SessionStore for ForgetfulStore {
     fn insert(&self, _id: SessionId, _m: &[u8], _t: Timeout) -> impl Future<Output = Result<()>> + Send {
         ready(Ok(()))
     }
+    fn put(&self, _id: SessionId, _m: &[u8], _t: Timeout) -> impl Future<Output = Result<()>> + Send {
+        ready(Ok(()))
+    }
+    fn rotate(&self, _id: &SessionId) -> impl Future<Output = Result<SessionId>> + Send {
+        ready(Err(Error::NotFound))
+    }
+    fn try_update<F, E>(
+        &self,
+        _id: &SessionId,
+        _f: F,
+    ) -> impl Future<Output = Result<std::result::Result<session_engine::Updated, E>>> + Send
+    where
+        F: FnMut(&[u8]) -> std::result::Result<session_engine::Op, E> + Send,
+        E: Send,
+    {
+        ready(Err(Error::NotFound))
+    }
     fn get(&self, _id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
         ready(Err(Error::NotFound))
     }
@@ -66,10 +83,7 @@ impl SessionStore for ForgetfulStore {
         ready(Ok(0))
     }
     fn list(&self, _c: Cursor, _l: usize) -> impl Future<Output = Result<Page>> + Send {
-        ready(Ok(Page {
-            sessions: Vec::new(),
-            next: None,
-        }))
+        ready(Ok(Page::new(Vec::new(), None)))
     }
     fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {
         ready(Ok(0))

@@ -121,6 +121,7 @@
 #![warn(missing_docs, clippy::pedantic)]
 #![allow(clippy::module_name_repetitions, clippy::missing_panics_doc)]
 
+mod any;
 mod config;
 mod conn;
 mod error;
@@ -135,6 +136,7 @@ mod request;
 mod scripts;
 mod store;
 
+pub use any::open_url;
 pub use config::{Deployment, RedisConfig, Replication, CLUSTER_URL_SCHEME};
 pub use request::RedisStats;
 pub use store::RedisStore;

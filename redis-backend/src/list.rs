@@ -116,12 +116,7 @@ pub(crate) async fn page(inner: &Inner, cursor: Cursor, limit: usize) -> Result<
         Some(i) => i,
         None if cursor.position() == 0 => match shards.iter().position(|s| s.first_slot > cursor.part()) {
             Some(i) => i,
-            None => {
-                return Ok(Page {
-                    sessions: Vec::new(),
-                    next: None,
-                })
-            }
+            None => return Ok(Page::new(Vec::new(), None)),
         },
         None => {
             return Err(Error::InvalidCursor {
@@ -143,23 +138,17 @@ pub(crate) async fn page(inner: &Inner, cursor: Cursor, limit: usize) -> Result<
         match stop {
             Stop::PageFull(at) => {
                 let next = Cursor::new(shard.first_slot, at.encode());
-                return Ok(Page {
-                    sessions,
-                    next: Some(next),
-                });
+                return Ok(Page::new(sessions, Some(next)));
             }
             Stop::ShardDone => {
                 index += 1;
                 pos = ScanPos::default();
                 let Some(following) = shards.get(index) else {
-                    return Ok(Page { sessions, next: None });
+                    return Ok(Page::new(sessions, None));
                 };
                 if taken == limit {
                     let next = Cursor::new(following.first_slot, 0);
-                    return Ok(Page {
-                        sessions,
-                        next: Some(next),
-                    });
+                    return Ok(Page::new(sessions, Some(next)));
                 }
             }
         }

@@ -648,6 +648,12 @@ fn check_timeout(timeout: Timeout) -> Result<String> {
     })
 }
 
+fn not_yet(op: &str) -> Error {
+    Error::Unavailable {
+        reason: format!("{op} is not available on the Redis backend yet"),
+    }
+}
+
 impl SessionStore for RedisStore {
     async fn create(&self, metadata: &[u8], timeout: Timeout) -> Result<SessionId> {
         RedisStore::create(self, metadata, timeout).await
@@ -655,6 +661,28 @@ impl SessionStore for RedisStore {
 
     async fn insert(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
         RedisStore::insert(self, id, metadata, timeout).await
+    }
+
+    // Until the Redis scripts for these land (branch redis-api), they are
+    // refused rather than emulated with several non-atomic steps.
+    async fn put(&self, _id: SessionId, _metadata: &[u8], _timeout: Timeout) -> Result<()> {
+        Err(not_yet("put"))
+    }
+
+    async fn rotate(&self, _id: &SessionId) -> Result<SessionId> {
+        Err(not_yet("rotate"))
+    }
+
+    async fn try_update<F, E>(
+        &self,
+        _id: &SessionId,
+        _f: F,
+    ) -> Result<std::result::Result<session_engine::Updated, E>>
+    where
+        F: FnMut(&[u8]) -> std::result::Result<session_engine::Op, E> + Send,
+        E: Send,
+    {
+        Err(not_yet("try_update"))
     }
 
     async fn get(&self, id: &SessionId) -> Result<Session> {

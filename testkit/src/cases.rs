@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_engine::limits::{LIST_PAGE_MAX, TIMEOUT_MS_MAX};
-use session_engine::{Cursor, Error, SessionId, SessionStore, Timeout};
+use session_engine::{Cursor, Error, Op, SessionId, SessionStore, Timeout, Updated};
 
 use crate::{Case, SuiteOptions, Verdict};
 
@@ -47,6 +47,11 @@ case_list!(
     concurrent_updates_lose_nothing,
     concurrent_creates_and_deletes_keep_len_exact,
     cleanup_expired_reports_and_len_settles,
+    put_inserts_then_replaces_keeping_the_creation_time,
+    put_checks_its_input_and_changes_nothing,
+    rotate_moves_the_session_to_a_fresh_id,
+    try_update_keeps_replaces_deletes_or_declines,
+    timeouts_of_a_year_are_kept,
 );
 
 fn ms(ms: u64) -> Duration {
@@ -668,6 +673,175 @@ async fn cleanup_expired_reports_and_len_settles<S: SessionStore>(s: Arc<S>, o: 
         let _ = s.cleanup_expired().await;
     }
     ok("the long one lives", s.get(&keep).await);
+    Verdict::Pass
+}
+
+async fn put_inserts_then_replaces_keeping_the_creation_time<S: SessionStore>(
+    s: Arc<S>,
+    _: SuiteOptions,
+) -> Verdict {
+    let id = SessionId::from_bytes(*b"put-chosen-id-01");
+    ok("put new", s.put(id, b"first", LONG).await);
+    let first = ok("peek", s.peek(&id).await);
+    assert_eq!(first.metadata(), b"first");
+    assert_eq!(first.timeout(), LONG);
+    assert_eq!(ok("len", s.len().await), 1);
+    sleep(ms(25)).await;
+    ok("put again", s.put(id, b"second", Timeout::from_secs(900)).await);
+    let second = ok("peek", s.peek(&id).await);
+    assert_eq!(second.metadata(), b"second");
+    assert_eq!(second.timeout(), Timeout::from_secs(900), "the new timeout");
+    assert_eq!(second.created_ms(), first.created_ms(), "creation time kept");
+    assert!(
+        second.last_access_ms() >= first.last_access_ms() + 20,
+        "put is activity: {} then {}",
+        first.last_access_ms(),
+        second.last_access_ms()
+    );
+    assert_eq!(ok("len", s.len().await), 1, "replaced, not added");
+    ok("delete", s.delete(&id).await);
+    ok("put after delete", s.put(id, b"third", LONG).await);
+    assert_eq!(ok("get", s.get(&id).await).metadata(), b"third");
+    Verdict::Pass
+}
+
+async fn put_checks_its_input_and_changes_nothing<S: SessionStore>(s: Arc<S>, o: SuiteOptions) -> Verdict {
+    let id = ok("create", s.create(b"kept", LONG).await);
+    let too_large = vec![0u8; o.metadata_bytes_max + 1];
+    let r = s.put(id, &too_large, LONG).await;
+    assert!(matches!(r, Err(Error::ValueTooLarge { .. })), "{r:?}");
+    for bad in [Timeout::from_ms(0), Timeout::from_ms(TIMEOUT_MS_MAX + 1)] {
+        let r = s.put(id, b"x", bad).await;
+        assert!(matches!(r, Err(Error::InvalidTimeout { .. })), "{bad:?}: {r:?}");
+    }
+    let got = ok("get", s.get(&id).await);
+    assert_eq!(got.metadata(), b"kept");
+    assert_eq!(got.timeout(), LONG);
+    let fresh = SessionId::from_bytes(*b"never-stored-put");
+    let r = s.put(fresh, &too_large, LONG).await;
+    assert!(matches!(r, Err(Error::ValueTooLarge { .. })), "{r:?}");
+    not_found("the refused put stored nothing", s.peek(&fresh).await);
+    Verdict::Pass
+}
+
+async fn rotate_moves_the_session_to_a_fresh_id<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let old = ok("create", s.create(b"user=alice", Timeout::from_secs(900)).await);
+    let before = ok("peek", s.peek(&old).await);
+    sleep(ms(25)).await;
+    let new = ok("rotate", s.rotate(&old).await);
+    assert_ne!(new, old);
+    not_found("the old id after rotate", s.get(&old).await);
+    assert!(!ok("contains old", s.contains(&old).await));
+    let got = ok("peek new", s.peek(&new).await);
+    assert_eq!(got.id(), new);
+    assert_eq!(got.metadata(), b"user=alice");
+    assert_eq!(got.created_ms(), before.created_ms(), "creation time kept");
+    assert_eq!(got.timeout(), Timeout::from_secs(900), "timeout kept");
+    assert!(
+        got.last_access_ms() >= before.last_access_ms() + 20,
+        "rotate is activity"
+    );
+    assert_eq!(ok("len", s.len().await), 1);
+    not_found("rotate of the old id", s.rotate(&old).await);
+    let newer = ok("rotate again", s.rotate(&new).await);
+    assert!(newer != new && newer != old);
+    assert_eq!(ok("get", s.get(&newer).await).metadata(), b"user=alice");
+    // A rotated session keeps working: updates and deletes by its new id.
+    ok("update", s.update(&newer, |_| b"user=bob".to_vec()).await);
+    ok("delete", s.delete(&newer).await);
+    assert_eq!(ok("len", s.len().await), 0);
+    Verdict::Pass
+}
+
+async fn try_update_keeps_replaces_deletes_or_declines<S: SessionStore>(
+    s: Arc<S>,
+    o: SuiteOptions,
+) -> Verdict {
+    let id = ok("create", s.create(b"tokens=3", LONG).await);
+    let created = ok("peek", s.peek(&id).await);
+    sleep(ms(25)).await;
+    // Declined: nothing changes, nothing slides.
+    let r = ok(
+        "try_update declining",
+        s.try_update(&id, |m| {
+            Err::<Op, _>(format!("no: {}", String::from_utf8_lossy(m)))
+        })
+        .await,
+    );
+    assert_eq!(r, Err("no: tokens=3".to_owned()));
+    let after = ok("peek", s.peek(&id).await);
+    assert_eq!(after.metadata(), b"tokens=3");
+    assert_eq!(
+        after.last_access_ms(),
+        created.last_access_ms(),
+        "a refusal is not activity"
+    );
+    // Kept: the same bytes, the deadline slid.
+    let kept = ok(
+        "try_update keeping",
+        s.try_update(&id, |_| Ok::<_, ()>(Op::Keep)).await,
+    );
+    let Ok(Updated::Kept(kept)) = kept else {
+        panic!("expected Kept, got {kept:?}")
+    };
+    assert_eq!(kept.metadata(), b"tokens=3");
+    let after = ok("peek", s.peek(&id).await);
+    assert!(
+        after.last_access_ms() >= created.last_access_ms() + 20,
+        "keeping is activity"
+    );
+    // Replaced, as update.
+    let replaced = ok(
+        "try_update replacing",
+        s.try_update(&id, |m| {
+            assert_eq!(m, b"tokens=3");
+            Ok::<_, ()>(Op::Replace(b"tokens=2".to_vec()))
+        })
+        .await,
+    );
+    let Ok(Updated::Replaced(replaced)) = replaced else {
+        panic!("expected Replaced, got {replaced:?}")
+    };
+    assert_eq!(replaced.metadata(), b"tokens=2");
+    assert_eq!(replaced.created_ms(), created.created_ms());
+    assert_eq!(ok("get", s.get(&id).await).metadata(), b"tokens=2");
+    // Too large: refused, nothing changed.
+    let big = vec![1u8; o.metadata_bytes_max + 1];
+    let r = s.try_update(&id, |_| Ok::<_, ()>(Op::Replace(big.clone()))).await;
+    assert!(matches!(r, Err(Error::ValueTooLarge { .. })), "{r:?}");
+    assert_eq!(ok("get", s.get(&id).await).metadata(), b"tokens=2");
+    // Deleted: gone, the session as it was comes back.
+    let deleted = ok(
+        "try_update deleting",
+        s.try_update(&id, |_| Ok::<_, ()>(Op::Delete)).await,
+    );
+    let Ok(Updated::Deleted(deleted)) = deleted else {
+        panic!("expected Deleted, got {deleted:?}")
+    };
+    assert_eq!(deleted.metadata(), b"tokens=2");
+    not_found("get after try_update deleted", s.get(&id).await);
+    not_found(
+        "try_update of a missing id",
+        s.try_update(&id, |_| Ok::<_, ()>(Op::Keep)).await,
+    );
+    assert_eq!(ok("len", s.len().await), 0);
+    Verdict::Pass
+}
+
+async fn timeouts_of_a_year_are_kept<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let year = Timeout::from_secs(365 * 24 * 3600);
+    let id = ok("create", s.create(b"remember me", year).await);
+    let got = ok("get", s.get(&id).await);
+    assert_eq!(got.timeout(), year);
+    let expires = got.expires_at_ms().expect("finite");
+    assert_eq!(expires, got.last_access_ms() + 365 * 24 * 3600 * 1000);
+    ok("set_ttl", s.set_ttl(&id, Timeout::from_ms(TIMEOUT_MS_MAX)).await);
+    assert_eq!(
+        ok("peek", s.peek(&id).await).timeout(),
+        Timeout::from_ms(TIMEOUT_MS_MAX)
+    );
+    ok("put", s.put(id, b"x", year).await);
+    assert_eq!(ok("peek", s.peek(&id).await).timeout(), year);
     Verdict::Pass
 }
 

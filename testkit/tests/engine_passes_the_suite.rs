@@ -13,3 +13,15 @@ async fn embedded_engine_passes_the_suite() {
     })
     .await;
 }
+
+/// The same suite through `AnyStore` (dyn dispatch, boxed closures): the
+/// run-time choice of backend keeps every semantic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_behind_any_store_passes_the_suite() {
+    run_suite("any-store(engine)", SuiteOptions::default(), || async {
+        session_engine::AnyStore::new(
+            Engine::open(Config::default().sweep_interval(Duration::from_millis(10))).expect("open engine"),
+        )
+    })
+    .await;
+}

@@ -29,10 +29,11 @@ use crossbeam_queue::ArrayQueue;
 use super::format::{
     seal_record, touch_record, SegmentHeader, FLAG_BASE, SEAL_RECORD_LEN, SEGMENT_HEADER_LEN,
 };
-use super::segment::{segment_name, sync_dir, Segment, PREFAULT_AHEAD};
+use super::segment::{segment_name, sync_dir, Segment};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
+use crate::limits::PREFAULT_AHEAD_BYTES;
 use crate::limits::TOUCH_QUEUE_MAX;
 
 /// How long an injected sync failure takes (`Engine::debug_fail_syncs`).
@@ -306,13 +307,13 @@ impl ShardLog {
     }
 
     /// Keeps the pages just ahead of the writer faulted in (see
-    /// `PREFAULT_AHEAD`); the background thread's entry point.
+    /// `PREFAULT_AHEAD_BYTES`); the background thread's entry point.
     pub(crate) fn prefault_ahead(&self) {
         let (current, pos) = {
             let w = self.writer.lock();
             (Arc::clone(&w.current), w.pos)
         };
-        current.prefault_to(pos.saturating_add(PREFAULT_AHEAD));
+        current.prefault_to(pos.saturating_add(PREFAULT_AHEAD_BYTES));
     }
 
     /// Starts writing back what was appended since the last sync, without

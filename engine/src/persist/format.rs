@@ -249,6 +249,7 @@ const UPDATE_FIXED_LEN: usize = ID_LEN + 8;
 const TIMEOUT_LEN: usize = ID_LEN + 8 + 8;
 const TOUCH_LEN: usize = ID_LEN + 8;
 const DELETE_LEN: usize = ID_LEN;
+const ROTATE_LEN: usize = ID_LEN + ID_LEN + 8;
 const SEAL_LEN: usize = 8;
 /// Smallest valid payload (a `SEAL`'s record count).
 pub(crate) const PAYLOAD_MIN: usize = SEAL_LEN;
@@ -272,6 +273,7 @@ const TYPE_TIMEOUT: u8 = 3;
 const TYPE_TOUCH: u8 = 4;
 const TYPE_DELETE: u8 = 5;
 const TYPE_SEAL: u8 = 6;
+const TYPE_ROTATE: u8 = 7;
 
 /// A decoded record, borrowing its metadata from the segment bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,6 +321,16 @@ pub enum Record<'a> {
         /// Session id.
         id: SessionId,
     },
+    /// The session moves to a new id (`rotate`): the old id is gone, the new
+    /// one holds its metadata, creation time and timeout.
+    Rotate {
+        /// The id it had.
+        id: SessionId,
+        /// The id it has now.
+        new_id: SessionId,
+        /// Last activity, ms since the epoch.
+        last_access_ms: u64,
+    },
     /// The end of a segment that the log rolled past: nothing after it in the
     /// segment is data.
     Seal {
@@ -336,7 +348,8 @@ impl Record<'_> {
             | Record::Update { id, .. }
             | Record::Timeout { id, .. }
             | Record::Touch { id, .. }
-            | Record::Delete { id } => Some(id),
+            | Record::Delete { id }
+            | Record::Rotate { id, .. } => Some(id),
             Record::Seal { .. } => None,
         }
     }
@@ -348,6 +361,7 @@ impl Record<'_> {
             Record::Timeout { .. } => TIMEOUT_LEN,
             Record::Touch { .. } => TOUCH_LEN,
             Record::Delete { .. } => DELETE_LEN,
+            Record::Rotate { .. } => ROTATE_LEN,
             Record::Seal { .. } => SEAL_LEN,
         }
     }
@@ -412,6 +426,16 @@ impl Record<'_> {
             Record::Delete { id } => {
                 p[..ID_LEN].copy_from_slice(&id.to_bytes());
                 TYPE_DELETE
+            }
+            Record::Rotate {
+                id,
+                new_id,
+                last_access_ms,
+            } => {
+                p[..ID_LEN].copy_from_slice(&id.to_bytes());
+                p[ID_LEN..2 * ID_LEN].copy_from_slice(&new_id.to_bytes());
+                put_u64(p, 2 * ID_LEN, last_access_ms);
+                TYPE_ROTATE
             }
             Record::Seal { records } => {
                 put_u64(p, 0, records);
@@ -510,6 +534,7 @@ pub fn decode(bytes: &[u8], salt: u64) -> Decoded<'_> {
         TYPE_TOUCH => len == TOUCH_LEN,
         TYPE_DELETE => len == DELETE_LEN,
         TYPE_SEAL => len == SEAL_LEN,
+        TYPE_ROTATE => len == ROTATE_LEN,
         _ => return bad("unknown record type"),
     };
     if !shape_fits {
@@ -530,7 +555,16 @@ pub fn decode(bytes: &[u8], salt: u64) -> Decoded<'_> {
     if crc32c::crc32c_append(hcrc, &bytes[RECORD_HEADER_LEN..total]) != u32_at(bytes, REC_CRC_AT) {
         return damaged("payload checksum mismatch");
     }
-    let p = &bytes[RECORD_HEADER_LEN..total];
+    decode_payload(kind, &bytes[RECORD_HEADER_LEN..total], total)
+}
+
+/// The record of a verified payload `p` of type `kind` (its shape checked),
+/// if its fields are in range.
+fn decode_payload(kind: u8, p: &[u8], total: usize) -> Decoded<'_> {
+    let damaged = |reason| Decoded::Bad {
+        reason,
+        extent: Some(total),
+    };
     let time_ok = |at| u64_at(p, at) <= TIME_MS_MAX;
     let timeout_ok = |at| {
         let t = u64_at(p, at);
@@ -579,6 +613,16 @@ pub fn decode(bytes: &[u8], salt: u64) -> Decoded<'_> {
             }
         }
         TYPE_DELETE => Record::Delete { id: id_at(p, 0) },
+        TYPE_ROTATE => {
+            if !time_ok(2 * ID_LEN) {
+                return damaged("ROTATE time out of range");
+            }
+            Record::Rotate {
+                id: id_at(p, 0),
+                new_id: id_at(p, ID_LEN),
+                last_access_ms: u64_at(p, 2 * ID_LEN),
+            }
+        }
         _ => Record::Seal {
             records: u64_at(p, 0),
         },
@@ -621,6 +665,11 @@ mod tests {
                 last_access_ms: 60,
             },
             Record::Delete { id: id(5) },
+            Record::Rotate {
+                id: id(6),
+                new_id: id(7),
+                last_access_ms: 70,
+            },
             Record::Seal { records: 7 },
         ]
     }

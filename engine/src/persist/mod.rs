@@ -32,6 +32,12 @@ pub use self::recovery::{Damage, RecoveryReport, Truncation};
 use crate::id::SessionId;
 
 /// The ahash seeds a manifest's key stands for.
+/// The smallest segment that holds the largest record at
+/// `metadata_bytes_max` (with the segment's headers and its closing `SEAL`).
+pub(crate) fn smallest_segment(metadata_bytes_max: usize) -> usize {
+    format::SEGMENT_HEADER_LEN + format::put_len(metadata_bytes_max) + format::SEAL_RECORD_LEN
+}
+
 pub(crate) fn hasher_from_key(key: [u64; 4]) -> RandomState {
     RandomState::with_seeds(key[0], key[1], key[2], key[3])
 }

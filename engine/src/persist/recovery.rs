@@ -37,7 +37,7 @@ use crate::config::RecoveryMode;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{RECOVERY_REPORT_ITEMS_MAX, TIMEOUT_MS_MAX};
-use crate::session::TIMEOUT_NEVER;
+use crate::session::{stored_timeout_ms, timeout_to_stored, TIMEOUT_NEVER};
 
 /// A session as the log left it.
 #[derive(Debug)]
@@ -50,8 +50,7 @@ pub(crate) struct Recovered {
 
 impl Recovered {
     fn is_expired(&self, now_ms: u64) -> bool {
-        self.timeout_ms != TIMEOUT_NEVER
-            && self.last_access_ms.saturating_add(u64::from(self.timeout_ms)) <= now_ms
+        stored_timeout_ms(self.timeout_ms).is_some_and(|t| self.last_access_ms.saturating_add(t) <= now_ms)
     }
 }
 
@@ -384,7 +383,7 @@ fn stored_timeout(timeout_ms: u64) -> u32 {
             (1..=TIMEOUT_MS_MAX).contains(&timeout_ms),
             "decode checked the range"
         );
-        u32::try_from(timeout_ms).expect("decode checked the range")
+        timeout_to_stored(timeout_ms)
     }
 }
 
@@ -434,6 +433,16 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
         }
         Record::Delete { id } => {
             sessions.remove(&id);
+        }
+        Record::Rotate {
+            id,
+            new_id,
+            last_access_ms,
+        } => {
+            if let Some(mut s) = sessions.remove(&id) {
+                s.last_access_ms = s.last_access_ms.max(last_access_ms);
+                sessions.insert(new_id, s);
+            }
         }
         Record::Seal { .. } => unreachable!("seals end a segment's scan"),
     }

@@ -11,14 +11,7 @@ use memmap2::{Advice, MmapOptions, MmapRaw};
 use rustix::fs::{fallocate, FallocateFlags};
 
 use super::format::{SegmentHeader, SEGMENT_HEADER_LEN};
-
-/// How far ahead of its writer a segment's pages are faulted in, writable.
-/// The kernel zeroes each new page-cache page (about 9 ms per 16 MiB here),
-/// so populating a whole segment up front made every open and every new
-/// segment pay for space not yet needed (8 shards: 128 MiB, about 80 ms, at
-/// each open). The background thread keeps this window populated every
-/// 50 ms; a writer faster than that takes the remaining faults itself.
-pub(crate) const PREFAULT_AHEAD: usize = 2 << 20;
+use crate::limits::PREFAULT_AHEAD_BYTES;
 
 /// File name of segment `sequence`.
 pub(crate) fn segment_name(sequence: u64) -> String {
@@ -78,7 +71,7 @@ impl Segment {
                 populated: AtomicUsize::new(0),
                 file,
             };
-            segment.prefault_to(PREFAULT_AHEAD);
+            segment.prefault_to(PREFAULT_AHEAD_BYTES);
             segment.write(0, &header.encode());
             Ok(segment)
         })();

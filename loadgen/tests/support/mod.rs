@@ -78,6 +78,23 @@ impl SessionStore for SimStore {
         self.work();
         ready(Ok(()))
     }
+    fn put(&self, _id: SessionId, _m: &[u8], _t: Timeout) -> impl Future<Output = Result<()>> + Send {
+        ready(Ok(()))
+    }
+    fn rotate(&self, _id: &SessionId) -> impl Future<Output = Result<SessionId>> + Send {
+        ready(Ok(SessionId::from_bytes([2; 16])))
+    }
+    fn try_update<F, E>(
+        &self,
+        _id: &SessionId,
+        _f: F,
+    ) -> impl Future<Output = Result<std::result::Result<session_engine::Updated, E>>> + Send
+    where
+        F: FnMut(&[u8]) -> std::result::Result<session_engine::Op, E> + Send,
+        E: Send,
+    {
+        ready(Err(session_engine::Error::NotFound))
+    }
     fn get(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
         self.work();
         ready(Ok(Self::session(*id)))
@@ -113,10 +130,7 @@ impl SessionStore for SimStore {
     }
     fn list(&self, _c: Cursor, _l: usize) -> impl Future<Output = Result<Page>> + Send {
         self.work();
-        ready(Ok(Page {
-            sessions: Vec::new(),
-            next: None,
-        }))
+        ready(Ok(Page::new(Vec::new(), None)))
     }
     fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {
         ready(Ok(0))

@@ -1,0 +1,322 @@
+//! Choosing the backend at run time: [`DynSessionStore`], the
+//! dyn-compatible twin of [`SessionStore`] (boxed futures, implemented for
+//! every store), and [`AnyStore`], a cheap handle over any of them that is
+//! itself a `SessionStore`.
+//!
+//! `SessionStore`'s methods return `impl Future`, which keeps the engine's
+//! calls free of allocation but makes the trait unusable as `dyn`. Code that
+//! picks its backend from configuration holds an `AnyStore` instead: every
+//! call costs one boxed future, and closures (`update`, `try_update`) are
+//! boxed too. [`AnyStore::open`] opens the embedded engine from a URL; the
+//! Redis crate's `session_redis::open_url` adds `redis://` and
+//! `redis+cluster://`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, Durability};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::session::{Cursor, Op, Page, Session, Timeout, Updated};
+use crate::store::SessionStore;
+
+/// A boxed future, as [`DynSessionStore`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The error a dyn `try_update` closure refuses with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The update closure of [`DynSessionStore::update`].
+pub type UpdateFn<'a> = Box<dyn FnMut(&[u8]) -> Vec<u8> + Send + 'a>;
+
+/// The closure of [`DynSessionStore::try_update`].
+pub type TryUpdateFn<'a> = Box<dyn FnMut(&[u8]) -> std::result::Result<Op, BoxError> + Send + 'a>;
+
+/// [`SessionStore`] with boxed futures, so that `dyn DynSessionStore`
+/// exists. Every `SessionStore` implements it; the semantics are the same.
+#[allow(missing_docs)] // each method is its SessionStore namesake
+pub trait DynSessionStore: Send + Sync {
+    fn create<'a>(&'a self, metadata: &'a [u8], timeout: Timeout) -> BoxFuture<'a, Result<SessionId>>;
+    fn insert<'a>(&'a self, id: SessionId, metadata: &'a [u8], timeout: Timeout)
+        -> BoxFuture<'a, Result<()>>;
+    fn put<'a>(&'a self, id: SessionId, metadata: &'a [u8], timeout: Timeout) -> BoxFuture<'a, Result<()>>;
+    fn rotate<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<SessionId>>;
+    fn get<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Session>>;
+    fn peek<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Session>>;
+    fn get_many<'a>(&'a self, ids: &'a [SessionId]) -> BoxFuture<'a, Vec<Result<Session>>>;
+    fn update<'a>(&'a self, id: &'a SessionId, f: UpdateFn<'a>) -> BoxFuture<'a, Result<Session>>;
+    fn try_update<'a>(
+        &'a self,
+        id: &'a SessionId,
+        f: TryUpdateFn<'a>,
+    ) -> BoxFuture<'a, Result<std::result::Result<Updated, BoxError>>>;
+    fn touch<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<()>>;
+    fn delete<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<()>>;
+    fn set_ttl<'a>(&'a self, id: &'a SessionId, timeout: Timeout) -> BoxFuture<'a, Result<()>>;
+    fn contains<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<bool>>;
+    fn len(&self) -> BoxFuture<'_, Result<usize>>;
+    fn is_empty(&self) -> BoxFuture<'_, Result<bool>>;
+    fn list(&self, cursor: Cursor, limit: usize) -> BoxFuture<'_, Result<Page>>;
+    fn cleanup_expired(&self) -> BoxFuture<'_, Result<usize>>;
+    /// What the store is, for `Debug` (`"Engine { .. }"`, a Redis address).
+    fn describe(&self) -> String;
+}
+
+impl<T: SessionStore + fmt::Debug> DynSessionStore for T {
+    fn create<'a>(&'a self, metadata: &'a [u8], timeout: Timeout) -> BoxFuture<'a, Result<SessionId>> {
+        Box::pin(SessionStore::create(self, metadata, timeout))
+    }
+    fn insert<'a>(
+        &'a self,
+        id: SessionId,
+        metadata: &'a [u8],
+        timeout: Timeout,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(SessionStore::insert(self, id, metadata, timeout))
+    }
+    fn put<'a>(&'a self, id: SessionId, metadata: &'a [u8], timeout: Timeout) -> BoxFuture<'a, Result<()>> {
+        Box::pin(SessionStore::put(self, id, metadata, timeout))
+    }
+    fn rotate<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<SessionId>> {
+        Box::pin(SessionStore::rotate(self, id))
+    }
+    fn get<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Session>> {
+        Box::pin(SessionStore::get(self, id))
+    }
+    fn peek<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Session>> {
+        Box::pin(SessionStore::peek(self, id))
+    }
+    fn get_many<'a>(&'a self, ids: &'a [SessionId]) -> BoxFuture<'a, Vec<Result<Session>>> {
+        Box::pin(SessionStore::get_many(self, ids))
+    }
+    fn update<'a>(&'a self, id: &'a SessionId, f: UpdateFn<'a>) -> BoxFuture<'a, Result<Session>> {
+        Box::pin(SessionStore::update(self, id, f))
+    }
+    fn try_update<'a>(
+        &'a self,
+        id: &'a SessionId,
+        f: TryUpdateFn<'a>,
+    ) -> BoxFuture<'a, Result<std::result::Result<Updated, BoxError>>> {
+        Box::pin(SessionStore::try_update(self, id, f))
+    }
+    fn touch<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<()>> {
+        Box::pin(SessionStore::touch(self, id))
+    }
+    fn delete<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<()>> {
+        Box::pin(SessionStore::delete(self, id))
+    }
+    fn set_ttl<'a>(&'a self, id: &'a SessionId, timeout: Timeout) -> BoxFuture<'a, Result<()>> {
+        Box::pin(SessionStore::set_ttl(self, id, timeout))
+    }
+    fn contains<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(SessionStore::contains(self, id))
+    }
+    fn len(&self) -> BoxFuture<'_, Result<usize>> {
+        Box::pin(SessionStore::len(self))
+    }
+    fn is_empty(&self) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(SessionStore::is_empty(self))
+    }
+    fn list(&self, cursor: Cursor, limit: usize) -> BoxFuture<'_, Result<Page>> {
+        Box::pin(SessionStore::list(self, cursor, limit))
+    }
+    fn cleanup_expired(&self) -> BoxFuture<'_, Result<usize>> {
+        Box::pin(SessionStore::cleanup_expired(self))
+    }
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// Any store behind one type, chosen at run time: a cheap `Clone` handle
+/// (an `Arc`) that implements [`SessionStore`] by forwarding to a
+/// [`DynSessionStore`]. One boxed future per call.
+#[derive(Clone)]
+pub struct AnyStore {
+    inner: Arc<dyn DynSessionStore>,
+}
+
+impl fmt::Debug for AnyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AnyStore({})", self.inner.describe())
+    }
+}
+
+impl AnyStore {
+    /// Wraps a store.
+    pub fn new(store: impl SessionStore + fmt::Debug + 'static) -> Self {
+        Self {
+            inner: Arc::new(store),
+        }
+    }
+
+    /// The store behind the handle.
+    #[must_use]
+    pub fn inner(&self) -> &dyn DynSessionStore {
+        &*self.inner
+    }
+
+    /// Opens the embedded engine a URL names:
+    ///
+    /// - `memory:` an in-memory engine with the default configuration;
+    /// - `engine:<dir>` (or `engine://<dir>`) the engine persisted in `<dir>`,
+    ///   with `?durability=always|never|<n>ms` (default: the engine's, a
+    ///   flush every second) and `&shards=<n>`.
+    ///
+    /// `session_redis::open_url` adds the Redis schemes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for another scheme or a bad parameter, and
+    /// the errors of [`Engine::open`].
+    pub fn open(url: &str) -> Result<Self> {
+        Ok(Self::new(Engine::open(engine_config(url)?)?))
+    }
+}
+
+/// The engine configuration an `engine:` or `memory:` URL describes.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming what is wrong.
+pub fn engine_config(url: &str) -> Result<Config> {
+    let bad = |why: String| Error::InvalidConfig(format!("store URL {url:?}: {why}"));
+    let (scheme, rest) = url
+        .split_once(':')
+        .ok_or_else(|| bad("no scheme (memory:, engine:<dir>)".into()))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut config = Config::default();
+    match scheme {
+        "memory" if path.is_empty() => {}
+        "memory" => return Err(bad("memory: takes no path".into())),
+        "engine" => {
+            let dir = path.strip_prefix("//").unwrap_or(path);
+            if dir.is_empty() {
+                return Err(bad("engine: needs a data directory (engine:/var/lib/sessions)".into()));
+            }
+            config = config.data_dir(dir);
+        }
+        other => {
+            return Err(bad(format!(
+                "unknown scheme {other:?}: memory:, engine:<dir> (redis:// and redis+cluster:// through session_redis::open_url)"
+            )))
+        }
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{pair:?} is not key=value")))?;
+        config = match key {
+            "durability" => config.durability(match value {
+                "always" => Durability::Always,
+                "never" => Durability::Never,
+                ms => Durability::Interval(Duration::from_millis(
+                    ms.strip_suffix("ms")
+                        .and_then(|n| n.parse().ok())
+                        .ok_or_else(|| bad(format!("durability={ms}: always, never or <n>ms")))?,
+                )),
+            }),
+            "shards" => config.shards(
+                value
+                    .parse()
+                    .map_err(|_| bad(format!("shards={value}: a number")))?,
+            ),
+            other => return Err(bad(format!("unknown parameter {other:?} (durability, shards)"))),
+        };
+    }
+    Ok(config)
+}
+
+impl SessionStore for AnyStore {
+    async fn create(&self, metadata: &[u8], timeout: Timeout) -> Result<SessionId> {
+        self.inner.create(metadata, timeout).await
+    }
+    async fn insert(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
+        self.inner.insert(id, metadata, timeout).await
+    }
+    async fn put(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
+        self.inner.put(id, metadata, timeout).await
+    }
+    async fn rotate(&self, id: &SessionId) -> Result<SessionId> {
+        self.inner.rotate(id).await
+    }
+    async fn get(&self, id: &SessionId) -> Result<Session> {
+        self.inner.get(id).await
+    }
+    async fn peek(&self, id: &SessionId) -> Result<Session> {
+        self.inner.peek(id).await
+    }
+    async fn get_many(&self, ids: &[SessionId]) -> Vec<Result<Session>> {
+        self.inner.get_many(ids).await
+    }
+    async fn update<F>(&self, id: &SessionId, f: F) -> Result<Session>
+    where
+        F: FnMut(&[u8]) -> Vec<u8> + Send,
+    {
+        self.inner.update(id, Box::new(f)).await
+    }
+    async fn try_update<F, E>(&self, id: &SessionId, mut f: F) -> Result<std::result::Result<Updated, E>>
+    where
+        F: FnMut(&[u8]) -> std::result::Result<Op, E> + Send,
+        E: Send,
+    {
+        // The caller's error type cannot cross the dyn boundary: it waits
+        // here, and the boxed closure refuses with a marker.
+        let mut refused = None;
+        let outcome = self
+            .inner
+            .try_update(
+                id,
+                Box::new(|m| match f(m) {
+                    Ok(op) => Ok(op),
+                    Err(e) => {
+                        refused = Some(e);
+                        Err(Box::new(Refused) as BoxError)
+                    }
+                }),
+            )
+            .await?;
+        Ok(match outcome {
+            Ok(updated) => Ok(updated),
+            Err(_) => Err(refused.expect("the closure refused")),
+        })
+    }
+    async fn touch(&self, id: &SessionId) -> Result<()> {
+        self.inner.touch(id).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<()> {
+        self.inner.delete(id).await
+    }
+    async fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> Result<()> {
+        self.inner.set_ttl(id, timeout).await
+    }
+    async fn contains(&self, id: &SessionId) -> Result<bool> {
+        self.inner.contains(id).await
+    }
+    async fn len(&self) -> Result<usize> {
+        self.inner.len().await
+    }
+    async fn is_empty(&self) -> Result<bool> {
+        self.inner.is_empty().await
+    }
+    async fn list(&self, cursor: Cursor, limit: usize) -> Result<Page> {
+        self.inner.list(cursor, limit).await
+    }
+    async fn cleanup_expired(&self) -> Result<usize> {
+        self.inner.cleanup_expired().await
+    }
+}
+
+/// The marker a forwarded `try_update` closure refuses with.
+#[derive(Debug)]
+struct Refused;
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the closure refused")
+    }
+}
+
+impl std::error::Error for Refused {}

@@ -1,0 +1,41 @@
+//! `AnyStore::open` reads the embedded engine's URLs, refuses bad ones with
+//! a message that names the problem, and opens what they describe.
+
+use session_engine::{engine_config, AnyStore, Error, SessionStore, Timeout};
+
+#[test]
+fn bad_urls_say_what_is_wrong() {
+    for (url, says) in [
+        ("", "no scheme"),
+        ("postgres://db", "unknown scheme"),
+        ("memory:/tmp", "takes no path"),
+        ("engine:", "needs a data directory"),
+        ("engine:/tmp/x?durability=sometimes", "always, never or <n>ms"),
+        ("engine:/tmp/x?shards=many", "shards=many"),
+        ("engine:/tmp/x?colour=blue", "unknown parameter"),
+        ("engine:/tmp/x?durability", "not key=value"),
+    ] {
+        match engine_config(url) {
+            Err(Error::InvalidConfig(why)) => assert!(why.contains(says), "{url}: {why}"),
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+    assert!(engine_config("memory:").is_ok());
+    assert!(engine_config("engine:/tmp/x?durability=always&shards=4").is_ok());
+    assert!(engine_config("engine:///tmp/x?durability=250ms").is_ok());
+}
+
+#[test]
+fn an_engine_url_opens_a_persistent_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("engine:{}?durability=always&shards=2", dir.path().display());
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let id = rt.block_on(async {
+        let store = AnyStore::open(&url).unwrap();
+        assert!(format!("{store:?}").starts_with("AnyStore(Engine {"), "{store:?}");
+        store.create(b"kept", Timeout::Never).await.unwrap()
+    });
+    let reopened = AnyStore::open(&url).unwrap();
+    let got = rt.block_on(reopened.get(&id)).unwrap();
+    assert_eq!(got.metadata(), b"kept");
+}

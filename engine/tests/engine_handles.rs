@@ -1,0 +1,75 @@
+//! `Engine` is a cheap handle: clones share the sessions, the last one to
+//! drop stops the threads and flushes the log, and it prints with `Debug`.
+
+use session_engine::{Config, Durability, Engine, SessionStore, Timeout};
+
+#[test]
+fn clones_share_sessions_and_the_last_drop_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        Config::default()
+            .shards(2)
+            .data_dir(dir.path())
+            .durability(Durability::Never)
+    };
+    let engine = Engine::open(config()).unwrap();
+    let clone = engine.clone();
+    let id = engine.create(b"shared", Timeout::Never).unwrap();
+    assert_eq!(clone.get(&id).unwrap().metadata(), b"shared");
+    drop(engine);
+    // The clone keeps working after the original is gone...
+    let late = clone.create(b"late", Timeout::Never).unwrap();
+    let again = clone.clone();
+    drop(clone);
+    assert!(again.contains(&late));
+    // ...and the last drop flushes (Durability::Never writes only then).
+    drop(again);
+    let reopened = Engine::open(config()).unwrap();
+    assert_eq!(reopened.len(), 2);
+    assert_eq!(reopened.peek(&late).unwrap().metadata(), b"late");
+}
+
+#[test]
+fn close_flushes_while_other_handles_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::default()
+        .shards(1)
+        .data_dir(dir.path())
+        .durability(Durability::Never);
+    let engine = Engine::open(config.clone()).unwrap();
+    let other = engine.clone();
+    let id = engine.create(b"before close", Timeout::Never).unwrap();
+    engine.close().unwrap();
+    assert_eq!(other.get(&id).unwrap().metadata(), b"before close");
+    other.update(&id, |_| b"after close".to_vec()).unwrap();
+    drop(other);
+    let reopened = Engine::open(config).unwrap();
+    assert_eq!(reopened.peek(&id).unwrap().metadata(), b"after close");
+}
+
+#[test]
+fn debug_names_the_engine_and_its_shape() {
+    let engine = Engine::open(Config::default().shards(4)).unwrap();
+    engine.create(b"x", Timeout::Never).unwrap();
+    let text = format!("{engine:?}");
+    assert!(text.starts_with("Engine {"), "{text}");
+    assert!(
+        text.contains("shards: 4") && text.contains("sessions: 1"),
+        "{text}"
+    );
+}
+
+/// Generic code takes a store by reference as readily as by value.
+#[test]
+fn a_reference_to_a_store_is_a_store() {
+    async fn count<S: SessionStore>(store: S) -> usize {
+        store.len().await.unwrap()
+    }
+    let engine = Engine::open(Config::default()).unwrap();
+    engine.create(b"x", Timeout::Never).unwrap();
+    let n = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(count(&engine));
+    assert_eq!(n, 1);
+}

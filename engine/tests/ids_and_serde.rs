@@ -1,0 +1,64 @@
+//! The conversions ecosystems need: `i128` ids as `tower-sessions` keeps
+//! them (same text), UUIDs, and serde forms (features `serde` and `uuid`;
+//! the test command runs this file with `--features serde,uuid`).
+
+use session_engine::SessionId;
+
+#[test]
+fn an_i128_id_round_trips_and_prints_as_tower_sessions_prints_it() {
+    for n in [
+        0i128,
+        1,
+        -1,
+        i128::MAX,
+        i128::MIN,
+        0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+    ] {
+        let id = SessionId::from(n);
+        assert_eq!(i128::from(id), n);
+        // tower-sessions: URL_SAFE_NO_PAD.encode(id.0.to_le_bytes()).
+        use base64::Engine as _;
+        let theirs = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n.to_le_bytes());
+        assert_eq!(id.to_string(), theirs);
+        assert_eq!(theirs.parse::<SessionId>().unwrap(), id);
+    }
+}
+
+#[cfg(feature = "uuid")]
+#[test]
+fn a_uuid_is_the_same_sixteen_bytes() {
+    let u = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+    let id = SessionId::from(u);
+    assert_eq!(id.to_bytes(), *u.as_bytes());
+    assert_eq!(uuid::Uuid::from(id), u);
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn serde_forms_are_the_text_forms() {
+    use session_engine::{Cursor, Stats, Timeout};
+    let id = SessionId::from_bytes([0xfb; 16]);
+    let json = serde_json::to_string(&id).unwrap();
+    assert_eq!(json, format!("\"{id}\""));
+    assert_eq!(serde_json::from_str::<SessionId>(&json).unwrap(), id);
+    let bad = serde_json::from_str::<SessionId>("\"not an id\"").unwrap_err();
+    assert!(bad.to_string().contains("22"), "{bad}");
+
+    assert_eq!(serde_json::to_string(&Timeout::from_secs(2)).unwrap(), "2000");
+    assert_eq!(serde_json::to_string(&Timeout::Never).unwrap(), "null");
+    assert_eq!(serde_json::from_str::<Timeout>("null").unwrap(), Timeout::Never);
+    assert_eq!(
+        serde_json::from_str::<Timeout>("1500").unwrap(),
+        Timeout::from_ms(1500)
+    );
+    assert!(serde_json::from_str::<Timeout>("0").is_err());
+
+    let cursor = Cursor::new(3, 77);
+    assert_eq!(serde_json::to_string(&cursor).unwrap(), "\"3.77\"");
+    assert_eq!(serde_json::from_str::<Cursor>("\"3.77\"").unwrap(), cursor);
+    assert!(serde_json::from_str::<Cursor>("\"3-77\"").is_err());
+
+    let stats = Stats::default();
+    let back: Stats = serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();
+    assert_eq!(back, stats);
+}

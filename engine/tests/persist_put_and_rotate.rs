@@ -1,0 +1,181 @@
+//! `put`, `rotate` and `try_update` are one log record each: what they did
+//! survives a reopen in every durability mode, and a `ROTATE` cut short by
+//! a crash leaves the session under its old id, never under both or
+//! neither.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use session_engine::log_format::{decode, shard_salt, Decoded, Record, SEGMENT_HEADER_LEN};
+use session_engine::{
+    Config, Durability, Engine, ManualClock, Op, RecoveryMode, SessionId, Timeout, Updated,
+};
+
+fn config(dir: &Path, clock: &ManualClock, durability: Durability) -> Config {
+    Config::default()
+        .shards(4)
+        .data_dir(dir)
+        .durability(durability)
+        .segment_size_bytes(256 * 1024)
+        .clock(clock.clock())
+        .without_sweeper()
+}
+
+/// What a session must look like after the reopen.
+#[derive(Debug, PartialEq, Eq)]
+struct Expected {
+    metadata: Vec<u8>,
+    created_ms: u64,
+    timeout: Timeout,
+}
+
+fn expected_of(engine: &Engine, id: &SessionId) -> Expected {
+    let s = engine.peek(id).unwrap();
+    Expected {
+        metadata: s.metadata().to_vec(),
+        created_ms: s.created_ms(),
+        timeout: s.timeout(),
+    }
+}
+
+#[test]
+fn put_rotate_and_try_update_survive_reopen_in_every_mode() {
+    for durability in [
+        Durability::Always,
+        Durability::Interval(Duration::from_millis(5)),
+        Durability::Never,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_700_000_000_000);
+        let mut expected: HashMap<SessionId, Expected> = HashMap::new();
+        let mut gone = Vec::new();
+        {
+            let engine = Engine::open(config(dir.path(), &clock, durability)).unwrap();
+            let ids: Vec<SessionId> = (0..200u32)
+                .map(|i| engine.create(&i.to_le_bytes(), Timeout::from_secs(3600)).unwrap())
+                .collect();
+            clock.advance_ms(1_000);
+            for (n, id) in ids.iter().enumerate() {
+                match n % 5 {
+                    0 => {
+                        let meta = format!("put {n}").into_bytes();
+                        engine
+                            .put(*id, &meta, Timeout::from_secs(60 * 24 * 3600))
+                            .unwrap();
+                        expected.insert(*id, expected_of(&engine, id));
+                    }
+                    1 => {
+                        let new = engine.rotate(id).unwrap();
+                        gone.push(*id);
+                        expected.insert(new, expected_of(&engine, &new));
+                    }
+                    2 => {
+                        let r = engine.try_update(id, |_| Ok::<_, ()>(Op::Delete)).unwrap();
+                        assert!(matches!(r, Ok(Updated::Deleted(_))));
+                        gone.push(*id);
+                    }
+                    3 => {
+                        let r = engine
+                            .try_update(id, |m| Ok::<_, ()>(Op::Replace([m, b"+t"].concat())))
+                            .unwrap();
+                        assert!(matches!(r, Ok(Updated::Replaced(_))));
+                        expected.insert(*id, expected_of(&engine, id));
+                    }
+                    _ => {
+                        let r = engine.try_update(id, |_| Err::<Op, _>("refused")).unwrap();
+                        assert_eq!(r, Err("refused"));
+                        expected.insert(*id, expected_of(&engine, id));
+                    }
+                }
+            }
+            let fresh = SessionId::from_bytes([3; 16]);
+            engine.put(fresh, b"new by put", Timeout::Never).unwrap();
+            expected.insert(fresh, expected_of(&engine, &fresh));
+            engine.close().unwrap();
+        }
+        let engine = Engine::open(config(dir.path(), &clock, durability)).unwrap();
+        assert_eq!(engine.len(), expected.len(), "{durability:?}");
+        for (id, want) in &expected {
+            assert_eq!(&expected_of(&engine, id), want, "{durability:?}: {id}");
+        }
+        for id in &gone {
+            assert!(engine.peek(id).is_err(), "{durability:?}: {id} came back");
+        }
+        engine.debug_check_invariants();
+    }
+}
+
+/// The records of shard 0's first segment: (start, end, record type name).
+fn records(dir: &Path) -> (std::path::PathBuf, Vec<(usize, usize, &'static str)>) {
+    let manifest = std::fs::read(dir.join("MANIFEST")).unwrap();
+    let salt = shard_salt(&manifest, 0).unwrap();
+    let path = dir.join("L00000001/S0000/0000000000000001.seg");
+    let bytes = std::fs::read(&path).unwrap();
+    let mut at = SEGMENT_HEADER_LEN;
+    let mut out = Vec::new();
+    while let Decoded::Record(record, len) = decode(&bytes[at..], salt) {
+        let kind = match record {
+            Record::Rotate { .. } => "rotate",
+            Record::Put { .. } => "put",
+            _ => "other",
+        };
+        out.push((at, at + len, kind));
+        at += len;
+    }
+    (path, out)
+}
+
+#[test]
+fn a_rotate_cut_short_leaves_the_old_id_and_never_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let one_shard = |d: &Path| {
+        config(d, &clock, Durability::Always)
+            .shards(1)
+            .recovery_mode(RecoveryMode::Strict)
+    };
+    let old = SessionId::from_bytes([1; 16]);
+    let new = {
+        let engine = Engine::open(one_shard(dir.path())).unwrap();
+        engine.insert(old, b"logged in", Timeout::from_secs(600)).unwrap();
+        let new = engine.rotate(&old).unwrap();
+        engine.close().unwrap();
+        new
+    };
+    let (path, recs) = records(dir.path());
+    let &(start, end, kind) = recs.last().unwrap();
+    assert_eq!(kind, "rotate", "{recs:?}");
+    let original = std::fs::read(&path).unwrap();
+    let relative = path.strip_prefix(dir.path()).unwrap().to_path_buf();
+    for cut in start..=end {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let mut bytes = original.clone();
+        bytes[cut..end].fill(0);
+        std::fs::write(copy.path().join(&relative), &bytes).unwrap();
+        let engine = Engine::open(one_shard(copy.path()))
+            .unwrap_or_else(|e| panic!("cut at {cut}: a torn tail must open: {e}"));
+        let (has_old, has_new) = (engine.contains(&old), engine.contains(&new));
+        // Zeroing bytes that were zero (the time's high bytes) cuts nothing.
+        if original[cut..end].iter().all(|&b| b == 0) {
+            assert!(!has_old && has_new, "cut at {cut}: the whole rotate is kept");
+        } else {
+            assert!(has_old && !has_new, "cut at {cut}: old {has_old}, new {has_new}");
+        }
+        assert_eq!(engine.len(), 1, "cut at {cut}");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

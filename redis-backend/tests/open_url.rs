@@ -1,0 +1,26 @@
+//! `open_url` opens Redis or the embedded engine behind one `AnyStore`, and
+//! refuses a URL neither reads with a message that says what it accepts.
+
+mod support;
+
+use session_engine::{Error, SessionStore, Timeout};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_opens_either_backend() {
+    let server = support::Server::standalone();
+    let redis = session_redis::open_url(&server.url()).await.unwrap();
+    assert!(format!("{redis:?}").contains("RedisStore"), "{redis:?}");
+    let id = redis.create(b"on redis", Timeout::from_secs(60)).await.unwrap();
+    assert_eq!(redis.get(&id).await.unwrap().metadata(), b"on redis");
+
+    let memory = session_redis::open_url("memory:").await.unwrap();
+    assert!(format!("{memory:?}").contains("Engine"), "{memory:?}");
+    let id = memory.create(b"in memory", Timeout::from_secs(60)).await.unwrap();
+    assert_eq!(memory.get(&id).await.unwrap().metadata(), b"in memory");
+
+    match session_redis::open_url("mysql://db").await {
+        Err(Error::InvalidConfig(why)) => assert!(why.contains("redis"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    drop(server);
+}
