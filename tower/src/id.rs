@@ -12,13 +12,13 @@ use tower_sessions_core::session::Id;
 /// The engine's id for a tower-sessions id (same bits, same text).
 #[must_use]
 pub(crate) fn to_session_id(id: Id) -> SessionId {
-    SessionId::from_bytes(id.0.to_le_bytes())
+    SessionId::from(id.0)
 }
 
 /// The tower-sessions id for an engine id (same bits, same text).
 #[must_use]
 pub(crate) fn to_tower_id(id: SessionId) -> Id {
-    Id(i128::from_le_bytes(id.to_bytes()))
+    Id(i128::from(id))
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@
 //!
 //! Each save stores the record's `expiry_date` minus now as the session's
 //! inactivity timeout (rounded up to the millisecond; a date more than
-//! [`TIMEOUT_MS_MAX`](session_engine::limits::TIMEOUT_MS_MAX), about 49.7
+//! [`TIMEOUT_MS_MAX`](session_engine::limits::TIMEOUT_MS_MAX), 400
 //! days, away is stored without a timeout and ended by `load` once it has
 //! passed). By default a `load` is a `peek`: the deadline stays where the
 //! last save put it, as in every tower-sessions store, so a session whose
@@ -114,7 +114,6 @@
 // doc_markdown: it takes "MessagePack" for an item name.
 #![allow(clippy::module_name_repetitions, clippy::doc_markdown)]
 
-mod compat;
 mod id;
 mod limits;
 mod record;

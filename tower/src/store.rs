@@ -14,7 +14,7 @@ use tower_sessions_core::session_store::{self, Error, ExpiredDeletion};
 use crate::id::{to_session_id, to_tower_id};
 use crate::limits::ID_TRIES_MAX;
 use crate::record::{self, date_of_ms};
-use crate::{compat, rotate};
+use crate::rotate;
 
 /// A tower-sessions store over any [`session_engine::SessionStore`]: the
 /// embedded [`Engine`](session_engine::Engine), `session_redis::RedisStore`,
@@ -81,7 +81,7 @@ impl<S> TowerStore<S> {
     ///
     /// # Errors
     /// [`session_engine::Error::InvalidTimeout`] for zero or more than
-    /// [`TIMEOUT_MS_MAX`] (about 49.7 days).
+    /// [`TIMEOUT_MS_MAX`] (400 days).
     pub fn inactivity_timeout(mut self, timeout: Duration) -> session_engine::Result<Self> {
         let timeout = Timeout::After(timeout);
         timeout.checked_ms()?;
@@ -179,7 +179,9 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
             // record as it is now (it may have changed in this request).
             record.id = to_tower_id(new);
             return match self.timeout_for(record.expiry_date, now) {
-                Some(timeout) => compat::put(&*self.store, new, &bytes, timeout)
+                Some(timeout) => self
+                    .store
+                    .put(new, &bytes, timeout)
                     .await
                     .map_err(|e| backend("create (after rotate)", Some(record.id), &e)),
                 None => self.delete(&record.id).await,
@@ -199,7 +201,8 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
             return self.delete(&record.id).await;
         };
         let bytes = record::encode(record)?;
-        compat::put(&*self.store, id, &bytes, timeout)
+        self.store
+            .put(id, &bytes, timeout)
             .await
             .map_err(|e| backend("save", Some(record.id), &e))
     }
@@ -235,7 +238,7 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         let id = to_session_id(*session_id);
         if rotate::claims_delete(id) {
-            return match compat::rotate(&*self.store, &id).await {
+            return match self.store.rotate(&id).await {
                 Ok(new) => {
                     rotate::rotated(Some(new));
                     Ok(())

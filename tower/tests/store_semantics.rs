@@ -150,7 +150,7 @@ async fn inactivity_timeout_overrides_the_record_date() {
 async fn a_date_beyond_the_longest_timeout_is_kept_and_ends_the_session() {
     let engine = engine();
     let store = TowerStore::from_arc(Arc::clone(&engine)).sliding(true);
-    let mut r = record(time::Duration::days(90));
+    let mut r = record(time::Duration::days(500));
     store.create(&mut r).await.unwrap();
     assert_eq!(engine.peek(&ours(r.id)).unwrap().timeout(), Timeout::Never);
     let loaded = store.load(&r.id).await.unwrap().unwrap();
