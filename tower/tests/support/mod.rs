@@ -35,18 +35,25 @@ pub const COOKIE_NAME: &str = "id";
 /// from (built here if not: see the module docs).
 fn app_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        // target/<profile>/deps/<test>-<hash> -> target/<profile>/examples/axum
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-        let bin = profile_dir.join("examples").join(format!("axum{}", std::env::consts::EXE_SUFFIX));
-        if !is_fresh(&bin) {
-            build_app(profile_dir);
-            assert!(is_fresh(&bin), "{} is still older than its sources after a build", bin.display());
-        }
-        bin
-    })
-    .clone()
+    BINARY
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test binary path");
+            // target/<profile>/deps/<test>-<hash> -> target/<profile>/examples/axum
+            let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+            let bin = profile_dir
+                .join("examples")
+                .join(format!("axum{}", std::env::consts::EXE_SUFFIX));
+            if !is_fresh(&bin) {
+                build_app(profile_dir);
+                assert!(
+                    is_fresh(&bin),
+                    "{} is still older than its sources after a build",
+                    bin.display()
+                );
+            }
+            bin
+        })
+        .clone()
 }
 
 /// True if `bin` exists and no file its dep-info (`<bin>.d`, written by
@@ -80,8 +87,15 @@ fn build_app(profile_dir: &Path) {
     let target_dir = profile_dir.parent().expect("target dir");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", "session-tower", "--example", "axum", "--target-dir"])
-        .arg(target_dir);
+    cmd.args([
+        "build",
+        "-p",
+        "session-tower",
+        "--example",
+        "axum",
+        "--target-dir",
+    ])
+    .arg(target_dir);
     if profile_dir.file_name().is_some_and(|p| p == "release") {
         cmd.arg("--release");
     }
