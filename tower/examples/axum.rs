@@ -3,9 +3,14 @@
 //!
 //! ```text
 //! cargo run -p session-tower --example axum -- --store engine:/tmp/sessions
+//! cargo run -p session-tower --example axum -- --store memory:
 //! cargo run -p session-tower --example axum -- --store redis://127.0.0.1:6379
 //! cargo run -p session-tower --example axum -- --store redis+cluster://127.0.0.1:7000,127.0.0.1:7001
 //! ```
+//!
+//! `--store` is any URL `session_redis::open_url` reads (the engine's
+//! `engine:<dir>[?durability=..]` and `memory:`, Redis' `redis://` and
+//! `redis+cluster://`); `redis-cluster://` is read as `redis+cluster://`.
 //!
 //! It prints `listening on http://<addr>` once bound (`--listen`, default
 //! `127.0.0.1:0`: a free port), then serves:
@@ -35,8 +40,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
-use session_engine::{Config, Engine, SessionStore};
-use session_redis::{RedisConfig, RedisStore};
+use session_engine::SessionStore;
 use session_tower::TowerStore;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
@@ -47,9 +51,9 @@ const COUNTER_KEY: &str = "counter";
 #[derive(Parser, Debug)]
 #[command(about = "axum + tower-sessions over session-engine or Redis")]
 struct Args {
-    /// `engine:<dir>` (persisted to dir), `engine:` (in memory),
-    /// `redis://host:port`, or `redis+cluster://host:port,host:port`
-    /// (`redis-cluster://` is read the same).
+    /// `engine:<dir>` (persisted to dir), `memory:`, `redis://host:port`,
+    /// or `redis+cluster://host:port,host:port` (`redis-cluster://` is read
+    /// the same).
     #[arg(long)]
     store: String,
     /// Address to bind (port 0: a free one; the bound address is printed).
@@ -154,21 +158,13 @@ async fn serve(router: Router, listen: SocketAddr) -> std::io::Result<()> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    if let Some(dir) = args.store.strip_prefix("engine:") {
-        let config = if dir.is_empty() {
-            Config::default()
-        } else {
-            Config::single_node_production(dir)
-        };
-        let engine = Engine::open(config)?;
-        serve(app(engine, &args)?, args.listen).await?;
-    } else {
-        let url = match args.store.strip_prefix("redis-cluster://") {
-            Some(nodes) => format!("redis+cluster://{nodes}"),
-            None => args.store.clone(),
-        };
-        let store = RedisStore::connect(RedisConfig::from_url(&url)?).await?;
-        serve(app(store, &args)?, args.listen).await?;
-    }
+    let url = match args.store.strip_prefix("redis-cluster://") {
+        Some(nodes) => format!("redis+cluster://{nodes}"),
+        None => args.store.clone(),
+    };
+    // One type for every backend; a program that knows its backend can
+    // wrap the `Engine` or `RedisStore` itself (no dynamic dispatch).
+    let store = session_redis::open_url(&url).await?;
+    serve(app(store, &args)?, args.listen).await?;
     Ok(())
 }

@@ -27,7 +27,7 @@ async fn sessions_work_end_to_end_and_survive_a_killed_app() {
 async fn sliding_mode_reads_keep_a_session_alive_until_idle() {
     let timeout = Duration::from_millis(1_000);
     let ms = timeout.as_millis().to_string();
-    let app = App::start(&["--store", "engine:", "--mode", "sliding", "--timeout-ms", &ms]);
+    let app = App::start(&["--store", "memory:", "--mode", "sliding", "--timeout-ms", &ms]);
     retry_on_stall("sliding", || reads_keep_the_session_alive(&app, timeout)).await;
 }
 
@@ -36,6 +36,6 @@ async fn fixed_mode_ends_a_session_on_time_despite_reads() {
     // Whole seconds: tower-sessions writes the cookie's Max-Age in seconds.
     let timeout = Duration::from_millis(2_000);
     let ms = timeout.as_millis().to_string();
-    let app = App::start(&["--store", "engine:", "--mode", "fixed", "--timeout-ms", &ms]);
+    let app = App::start(&["--store", "memory:", "--mode", "fixed", "--timeout-ms", &ms]);
     retry_on_stall("fixed", || reads_do_not_keep_a_fixed_session(&app, timeout)).await;
 }
