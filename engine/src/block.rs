@@ -58,8 +58,8 @@ pub(crate) const TIME_BITS: u64 = RETIRED - 1;
 const _: () = assert!(crate::limits::TIME_MS_MAX <= TIME_BITS);
 
 /// The fields a session keeps beside its metadata. `repr(C)`: the layout is
-/// the one this comment describes, 48 bytes with alignment 8 (4 of them
-/// padding); the id, the access word and the timeout share the first line.
+/// the one this comment describes, 48 bytes with alignment 8; the id, the
+/// access word and the timeouts share the first line.
 #[repr(C)]
 pub(crate) struct Header {
     /// Handles sharing the block (the shard's table, and snapshots').
@@ -71,8 +71,12 @@ pub(crate) struct Header {
     access: AtomicU64,
     /// Creation time, ms since the Unix epoch.
     pub(crate) created_ms: u64,
-    /// Inactivity timeout in ms; `TIMEOUT_NEVER` for none.
+    /// Inactivity timeout, stored (`session::stored_timeout_ms`);
+    /// `TIMEOUT_NEVER` for none.
     pub(crate) timeout_ms: u32,
+    /// Lifetime cap counted from `created_ms`, stored like the timeout;
+    /// `TIMEOUT_NEVER` for none.
+    pub(crate) lifetime: u32,
 }
 
 const HEADER_LEN: usize = std::mem::size_of::<Header>();
@@ -133,6 +137,7 @@ impl Metadata {
                 access: AtomicU64::new(0),
                 created_ms: 0,
                 timeout_ms: TIMEOUT_NEVER,
+                lifetime: TIMEOUT_NEVER,
             });
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), raw.add(HEADER_LEN), bytes.len());
         }
@@ -203,6 +208,15 @@ impl Metadata {
         h.created_ms = created_ms;
         *h.access.get_mut() = last_access_ms;
         h.timeout_ms = timeout_ms;
+        h.lifetime = TIMEOUT_NEVER;
+    }
+
+    /// Sets the lifetime cap of a block about to enter a shard (a unique
+    /// one, as `init` leaves it).
+    #[must_use]
+    pub(crate) fn with_lifetime(mut self, lifetime: u32) -> Self {
+        self.header_mut().expect("a new block is unique").lifetime = lifetime;
+        self
     }
 
     /// True if both handles share one block.
@@ -338,22 +352,32 @@ impl Header {
         self.access.load(Ordering::Acquire) & TIME_BITS
     }
 
+    /// When the session expires unless it is used first: its timeout and
+    /// its lifetime's end.
+    #[inline]
+    pub(crate) fn expiry(&self) -> Expiry {
+        Expiry {
+            timeout_ms: self.timeout_ms,
+            end_ms: stored_timeout_ms(self.lifetime).map_or(u64::MAX, |l| self.created_ms.saturating_add(l)),
+        }
+    }
+
     /// Deadline in ms since the epoch; `None` if the session never expires.
     #[inline]
     pub(crate) fn deadline_ms(&self) -> Option<u64> {
-        deadline(self.last_access_ms(), self.timeout_ms)
+        self.expiry().deadline(self.last_access_ms())
     }
 
     /// See [`access`].
     #[inline]
     pub(crate) fn access(&self, now_ms: u64, slide: bool) -> Access {
-        access(&self.access, self.timeout_ms, now_ms, slide)
+        access(&self.access, self.expiry(), now_ms, slide)
     }
 
     /// See [`retire`].
     #[inline]
     pub(crate) fn retire(&self, now_ms: u64) -> Result<u64, Gone> {
-        retire(&self.access, self.timeout_ms, now_ms)
+        retire(&self.access, self.expiry(), now_ms)
     }
 
     /// See [`unretire`].
@@ -371,14 +395,14 @@ impl Header {
     /// See [`expire_if_due`].
     #[inline]
     pub(crate) fn expire_if_due(&self, now_ms: u64) -> Due {
-        expire_if_due(&self.access, self.timeout_ms, now_ms)
+        expire_if_due(&self.access, self.expiry(), now_ms)
     }
 
     /// True if the session was seen expired or is due at `now_ms` (for the
     /// shard's own checks; decisions go through the functions above).
     pub(crate) fn is_expired(&self, now_ms: u64) -> bool {
         let word = self.access.load(Ordering::Acquire);
-        word & EXPIRED != 0 || is_due(word & TIME_BITS, self.timeout_ms, now_ms)
+        word & EXPIRED != 0 || self.expiry().is_due(word & TIME_BITS, now_ms)
     }
 }
 
@@ -433,14 +457,38 @@ pub(crate) enum Due {
     Never,
 }
 
-#[inline]
-fn deadline(last_ms: u64, timeout_ms: u32) -> Option<u64> {
-    stored_timeout_ms(timeout_ms).map(|t| last_ms.saturating_add(t))
+/// What decides when a session expires: its inactivity timeout (stored)
+/// and the end of its lifetime (ms since the epoch; `u64::MAX`: no cap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Expiry {
+    pub(crate) timeout_ms: u32,
+    pub(crate) end_ms: u64,
 }
 
-#[inline]
-fn is_due(last_ms: u64, timeout_ms: u32, now_ms: u64) -> bool {
-    deadline(last_ms, timeout_ms).is_some_and(|d| d <= now_ms)
+impl Expiry {
+    /// An inactivity timeout alone (no lifetime cap).
+    #[cfg(test)]
+    pub(crate) const fn idle(timeout_ms: u32) -> Self {
+        Self {
+            timeout_ms,
+            end_ms: u64::MAX,
+        }
+    }
+
+    /// The deadline after a last access at `last_ms`: the earlier of the
+    /// inactivity deadline and the lifetime's end; `None`: never.
+    #[inline]
+    pub(crate) fn deadline(self, last_ms: u64) -> Option<u64> {
+        match stored_timeout_ms(self.timeout_ms) {
+            Some(t) => Some(last_ms.saturating_add(t).min(self.end_ms)),
+            None => (self.end_ms != u64::MAX).then_some(self.end_ms),
+        }
+    }
+
+    #[inline]
+    fn is_due(self, last_ms: u64, now_ms: u64) -> bool {
+        self.deadline(last_ms).is_some_and(|d| d <= now_ms)
+    }
 }
 
 /// A reader's liveness check at `now_ms` and, if `slide`, its slide of the
@@ -449,7 +497,7 @@ fn is_due(last_ms: u64, timeout_ms: u32, now_ms: u64) -> bool {
 /// writes when nothing changes (a hot session's line stays shared between
 /// cores).
 #[inline]
-pub(crate) fn access(word: &impl AccessWord, timeout_ms: u32, now_ms: u64, slide: bool) -> Access {
+pub(crate) fn access(word: &impl AccessWord, expiry: Expiry, now_ms: u64, slide: bool) -> Access {
     let mut current = word.load();
     loop {
         if current & EXPIRED != 0 {
@@ -460,7 +508,7 @@ pub(crate) fn access(word: &impl AccessWord, timeout_ms: u32, now_ms: u64, slide
                 last: current & TIME_BITS,
             };
         }
-        let next = if is_due(current, timeout_ms, now_ms) {
+        let next = if expiry.is_due(current, now_ms) {
             current | EXPIRED
         } else if slide && now_ms > current {
             now_ms
@@ -487,14 +535,14 @@ pub(crate) fn access(word: &impl AccessWord, timeout_ms: u32, now_ms: u64, slide
 /// is live at `now_ms`, marks it `RETIRED` and returns its last access;
 /// if it is due, marks it `EXPIRED` and returns `Gone`. Only the shard's
 /// writer retires, so the block is not retired already.
-pub(crate) fn retire(word: &impl AccessWord, timeout_ms: u32, now_ms: u64) -> Result<u64, Gone> {
+pub(crate) fn retire(word: &impl AccessWord, expiry: Expiry, now_ms: u64) -> Result<u64, Gone> {
     let mut current = word.load();
     loop {
         debug_assert!(current & RETIRED == 0, "block retired twice (word {current:#x})");
         if current & EXPIRED != 0 {
             return Err(Gone);
         }
-        let due = is_due(current, timeout_ms, now_ms);
+        let due = expiry.is_due(current, now_ms);
         let next = current | if due { EXPIRED } else { RETIRED };
         match word.swap_if(current, next) {
             Ok(_) if due => return Err(Gone),
@@ -513,14 +561,14 @@ pub(crate) fn unretire(word: &AtomicU64) {
 
 /// The sweeper's step: marks a session due at `now_ms` `EXPIRED` (or finds
 /// it marked already), else reports its current deadline.
-pub(crate) fn expire_if_due(word: &impl AccessWord, timeout_ms: u32, now_ms: u64) -> Due {
+pub(crate) fn expire_if_due(word: &impl AccessWord, expiry: Expiry, now_ms: u64) -> Due {
     let mut current = word.load();
     loop {
         debug_assert!(current & RETIRED == 0, "a retired block is still scheduled");
         if current & EXPIRED != 0 {
             return Due::Expired;
         }
-        match deadline(current, timeout_ms) {
+        match expiry.deadline(current) {
             None => return Due::Never,
             Some(d) if d > now_ms => return Due::At(d),
             Some(_) => {}
@@ -739,10 +787,36 @@ mod tests {
         assert_eq!(refs(&m), 1);
     }
 
+    /// A lifetime cap ends the session at its end however recent the last
+    /// access: slides stop helping, the sweeper arms the end, and a
+    /// session without a timeout still ends.
+    #[test]
+    fn the_lifetime_end_caps_every_deadline() {
+        let capped = Expiry {
+            timeout_ms: 100,
+            end_ms: 1_120,
+        };
+        assert_eq!(capped.deadline(1_000), Some(1_100));
+        assert_eq!(capped.deadline(1_050), Some(1_120), "the end comes first");
+        let word = AtomicU64::new(1_000);
+        assert!(matches!(access(&word, capped, 1_050, true), Access::Live { .. }));
+        assert_eq!(expire_if_due(&word, capped, 1_060), Due::At(1_120));
+        assert!(matches!(access(&word, capped, 1_119, true), Access::Live { .. }));
+        assert_eq!(access(&word, capped, 1_120, true), Access::Expired);
+        let no_timeout = Expiry {
+            timeout_ms: TIMEOUT_NEVER,
+            end_ms: 5_000,
+        };
+        assert_eq!(no_timeout.deadline(1), Some(5_000));
+        assert_eq!(Expiry::idle(TIMEOUT_NEVER).deadline(1), None);
+        let word = AtomicU64::new(1_000);
+        assert_eq!(retire(&word, no_timeout, 5_000), Err(Gone));
+    }
+
     #[test]
     fn protocol_outcomes_one_step_at_a_time() {
         let word = AtomicU64::new(1_000);
-        let timeout = 100;
+        let timeout = Expiry::idle(100);
         assert_eq!(
             access(&word, timeout, 1_050, false),
             Access::Live {
@@ -785,9 +859,12 @@ mod tests {
             }
         );
         let never = AtomicU64::new(5);
-        assert_eq!(expire_if_due(&never, TIMEOUT_NEVER, u64::MAX >> 2), Due::Never);
         assert_eq!(
-            access(&never, TIMEOUT_NEVER, TIME_BITS, true),
+            expire_if_due(&never, Expiry::idle(TIMEOUT_NEVER), u64::MAX >> 2),
+            Due::Never
+        );
+        assert_eq!(
+            access(&never, Expiry::idle(TIMEOUT_NEVER), TIME_BITS, true),
             Access::Live {
                 before: 5,
                 after: TIME_BITS
@@ -827,7 +904,7 @@ mod loom_model {
         }
     }
 
-    const TIMEOUT: u32 = 100;
+    const TIMEOUT: Expiry = Expiry::idle(100);
     /// Last access at 1000 ms: the deadline is at 1100 ms.
     const LAST: u64 = 1_000;
     const BEFORE_DEADLINE: u64 = 1_099;
@@ -905,7 +982,7 @@ mod loom_model {
             let reader = reader.join().unwrap();
             match (sweeper, reader) {
                 (Due::Expired, Access::Expired) => {}
-                (Due::At(d), Access::Live { after, .. }) => assert_eq!(d, after + u64::from(TIMEOUT)),
+                (Due::At(d), Access::Live { after, .. }) => assert_eq!(Some(d), TIMEOUT.deadline(after)),
                 other => panic!("inconsistent: {other:?}"),
             }
         });

@@ -28,6 +28,7 @@ pub struct Config {
     pub(crate) initial_capacity: usize,
     pub(crate) metadata_bytes_max: usize,
     pub(crate) default_timeout: Timeout,
+    pub(crate) max_lifetime: Timeout,
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) clock: Option<Clock>,
     pub(crate) listener: Option<Listener>,
@@ -80,6 +81,7 @@ impl Default for Config {
             initial_capacity: 0,
             metadata_bytes_max: METADATA_BYTES_MAX_DEFAULT,
             default_timeout: Timeout::from_secs(30 * 60),
+            max_lifetime: Timeout::Never,
             sweep_interval: Some(Duration::from_millis(SWEEP_INTERVAL_MS_DEFAULT)),
             clock: None,
             listener: None,
@@ -159,6 +161,17 @@ impl Config {
     #[must_use]
     pub fn default_timeout(mut self, timeout: Timeout) -> Self {
         self.default_timeout = timeout;
+        self
+    }
+
+    /// A lifetime cap every new session gets (`create`, `insert`, a `put`
+    /// of a new id): it expires this long after its creation however active
+    /// it is (moka's time-to-live beside the time-to-idle; tower-sessions'
+    /// absolute expiry). Default `Timeout::Never`: no cap. Per session:
+    /// [`Engine::set_lifetime`](crate::Engine::set_lifetime).
+    #[must_use]
+    pub fn max_lifetime(mut self, lifetime: Timeout) -> Self {
+        self.max_lifetime = lifetime;
         self
     }
 
@@ -306,6 +319,9 @@ impl Config {
         self.default_timeout
             .to_stored()
             .map_err(|e| Error::InvalidConfig(format!("default_timeout: {e}")))?;
+        self.max_lifetime
+            .to_stored()
+            .map_err(|e| Error::InvalidConfig(format!("max_lifetime: {e}")))?;
         if let Durability::Interval(interval) = self.durability {
             if interval < Duration::from_millis(FLUSH_INTERVAL_MS_MIN)
                 || interval > Duration::from_millis(FLUSH_INTERVAL_MS_MAX)
@@ -349,6 +365,7 @@ impl fmt::Debug for Config {
             .field("initial_capacity", &self.initial_capacity)
             .field("metadata_bytes_max", &self.metadata_bytes_max)
             .field("default_timeout", &self.default_timeout)
+            .field("max_lifetime", &self.max_lifetime)
             .field("sweep_interval", &self.sweep_interval)
             .field("clock", &self.clock)
             .field("listener", &self.listener.as_ref().map(|_| "Fn"))

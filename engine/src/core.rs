@@ -43,6 +43,8 @@ pub(crate) struct Core {
     /// two would interleave their seals and their accounting of the log.
     compaction: Mutex<()>,
     pub(crate) config: Config,
+    /// `Config::max_lifetime`, stored: the cap every new session gets.
+    lifetime: u32,
     /// One log per shard when persistence is on.
     pub(crate) logs: Vec<Arc<ShardLog>>,
     /// Their group commits, one per log.
@@ -137,6 +139,7 @@ impl Core {
                 for (id, s) in sessions {
                     let mut block = s.metadata;
                     block.init(id, s.created_ms, s.last_access_ms, s.timeout_ms);
+                    let block = block.with_lifetime(s.lifetime);
                     shard.restore(hash_id(&hasher, &id), block, &guard)?;
                 }
                 shards.push(CachePadded::new(shard));
@@ -158,7 +161,9 @@ impl Core {
             (hasher, shards, Vec::new(), Vec::new(), None, None)
         };
         let sessions: usize = shards.iter().map(|s| s.len()).sum();
+        let lifetime = config.max_lifetime.to_stored()?;
         Ok(Self {
+            lifetime,
             shards: shards.into_boxed_slice(),
             shard_mask,
             hasher,
@@ -308,6 +313,8 @@ impl Core {
         let (hash, shard) = self.route(&id);
         let now_ms = self.clock.now_ms();
         block.init(id, now_ms, now_ms, timeout_ms);
+        let lifetime = self.lifetime;
+        let block = block.with_lifetime(lifetime);
         let guard = crossbeam_epoch::pin();
         let inserted = self.with_record(
             block,
@@ -317,6 +324,7 @@ impl Core {
                     created_ms: now_ms,
                     last_access_ms: now_ms,
                     timeout_ms: stored_to_record(timeout_ms),
+                    lifetime_ms: stored_to_record(lifetime),
                     metadata: block.as_bytes(),
                 }
                 .encode(self.salt(hash), buf);
@@ -378,28 +386,46 @@ impl Core {
         Ok((session, self.pending(hash, position)))
     }
 
-    /// Replaces the session's block: new metadata `f(current)` (an update),
-    /// or the same metadata with a new timeout (`set_ttl`).
-    pub(crate) fn replace<F>(
-        &self,
-        id: &SessionId,
-        timeout_ms: Option<u32>,
-        mut f: F,
-    ) -> Result<(Session, Option<Pending>)>
+    /// Replaces the session's metadata with `f(current)` (an update).
+    pub(crate) fn replace<F>(&self, id: &SessionId, mut f: F) -> Result<(Session, Option<Pending>)>
     where
         F: FnMut(&[u8]) -> Vec<u8>,
     {
         let changed = self.change(id, |read| {
             let h = read.header();
-            let (bytes, timeout_ms, kind) = match timeout_ms {
-                Some(t) => (None, t, Kind::Timeout),
-                None => (Some(f(read.as_bytes())), h.timeout_ms, Kind::Update),
-            };
-            let bytes = bytes.as_deref().unwrap_or(read.as_bytes());
+            let bytes = f(read.as_bytes());
             self.check_len(bytes.len())?;
             Ok(Some(Step::Replace(
-                Metadata::session(bytes, h.id, h.created_ms, 0, timeout_ms),
-                kind,
+                Metadata::session(&bytes, h.id, h.created_ms, 0, h.timeout_ms).with_lifetime(h.lifetime),
+                Kind::Update,
+            )))
+        })?;
+        match changed {
+            Changed::Replaced(session, pending) => Ok((session, pending)),
+            _ => unreachable!("a replacement only replaces"),
+        }
+    }
+
+    /// Changes the session's timeout and/or lifetime cap (stored values;
+    /// `None` keeps the current one), keeping its metadata.
+    pub(crate) fn set_expiry(
+        &self,
+        id: &SessionId,
+        timeout_ms: Option<u32>,
+        lifetime: Option<u32>,
+    ) -> Result<(Session, Option<Pending>)> {
+        let changed = self.change(id, |read| {
+            let h = read.header();
+            Ok(Some(Step::Replace(
+                Metadata::session(
+                    read.as_bytes(),
+                    h.id,
+                    h.created_ms,
+                    0,
+                    timeout_ms.unwrap_or(h.timeout_ms),
+                )
+                .with_lifetime(lifetime.unwrap_or(h.lifetime)),
+                Kind::Timeout,
             )))
         })?;
         match changed {
@@ -419,7 +445,7 @@ impl Core {
         let changed = self.change(id, |read| {
             let h = read.header();
             Ok(Some(Step::Replace(
-                Metadata::session(metadata, h.id, h.created_ms, 0, timeout_ms),
+                Metadata::session(metadata, h.id, h.created_ms, 0, timeout_ms).with_lifetime(h.lifetime),
                 Kind::Put,
             )))
         })?;
@@ -553,7 +579,8 @@ impl Core {
                 }
             };
             let h = read.header();
-            let new = Metadata::session(read.as_bytes(), new_id, h.created_ms, 0, h.timeout_ms);
+            let new = Metadata::session(read.as_bytes(), new_id, h.created_ms, 0, h.timeout_ms)
+                .with_lifetime(h.lifetime);
             let guard = crossbeam_epoch::pin();
             let rotated = self.with_record(
                 new,
@@ -588,6 +615,7 @@ impl Core {
                 id: h.id,
                 last_access_ms,
                 timeout_ms: stored_to_record(h.timeout_ms),
+                lifetime_ms: stored_to_record(h.lifetime),
             },
             Kind::Update => Record::Update {
                 id: h.id,
@@ -599,6 +627,7 @@ impl Core {
                 created_ms: h.created_ms,
                 last_access_ms,
                 timeout_ms: stored_to_record(h.timeout_ms),
+                lifetime_ms: stored_to_record(h.lifetime),
                 metadata: new.as_bytes(),
             },
         };

@@ -277,7 +277,8 @@ impl Engine {
                 self.core.check_len(bytes.len())?;
                 let h = read.header();
                 Ok(Some(Step::Replace(
-                    crate::block::Metadata::session(&bytes, h.id, h.created_ms, 0, h.timeout_ms),
+                    crate::block::Metadata::session(&bytes, h.id, h.created_ms, 0, h.timeout_ms)
+                        .with_lifetime(h.lifetime),
                     Kind::Update,
                 )))
             }
@@ -392,7 +393,7 @@ impl Engine {
     where
         F: FnMut(&[u8]) -> Vec<u8>,
     {
-        self.core.replace(id, None, f)
+        self.core.replace(id, f)
     }
 
     /// Removes the session and returns it; the listener hears `Deleted`.
@@ -423,8 +424,23 @@ impl Engine {
     /// `set_ttl` without waiting for durability (the caller settles).
     pub(crate) fn set_ttl_pending(&self, id: &SessionId, timeout: Timeout) -> Result<((), Option<Pending>)> {
         let timeout_ms = timeout.to_stored()?;
-        let (_, pending) = self.core.replace(id, Some(timeout_ms), |_| unreachable!())?;
+        let (_, pending) = self.core.set_expiry(id, Some(timeout_ms), None)?;
         Ok(((), pending))
+    }
+
+    /// Caps the session's lifetime: it expires `lifetime` after its
+    /// creation however active it is (`Timeout::Never` lifts the cap).
+    /// Counts as activity. New sessions get `Config::max_lifetime`.
+    ///
+    /// A cap that has already passed ends the session at once (as Redis'
+    /// `EXPIRE` with a time in the past): later reads find it expired.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTimeout`], [`Error::NotFound`].
+    pub fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
+        let lifetime = lifetime.to_stored()?;
+        let (_, pending) = self.core.set_expiry(id, None, Some(lifetime))?;
+        self.core.settle(pending)
     }
 
     /// Sessions held, including expired ones not yet reclaimed (at most about

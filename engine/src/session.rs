@@ -169,6 +169,7 @@ pub struct Session {
     created_ms: u64,
     last_access_ms: u64,
     timeout: Timeout,
+    lifetime: Timeout,
 }
 
 impl Session {
@@ -188,7 +189,22 @@ impl Session {
             created_ms,
             last_access_ms,
             timeout,
+            lifetime: Timeout::Never,
         }
+    }
+
+    /// The same snapshot with a lifetime cap (counted from creation); for
+    /// backends outside this crate.
+    #[must_use]
+    pub fn with_lifetime(mut self, lifetime: Timeout) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// The lifetime cap, counted from creation (`Timeout::Never`: none).
+    #[must_use]
+    pub fn lifetime(&self) -> Timeout {
+        self.lifetime
     }
 
     /// The session's id.
@@ -240,12 +256,19 @@ impl Session {
     }
 
     /// When the session expires unless there is activity first (`None`:
-    /// never), milliseconds since the Unix epoch.
+    /// never), milliseconds since the Unix epoch: the earlier of its
+    /// inactivity deadline and the end of its lifetime.
     #[must_use]
     pub fn expires_at_ms(&self) -> Option<u64> {
-        self.timeout
+        let idle = self
+            .timeout
             .as_ms()
-            .map(|t| self.last_access_ms.saturating_add(t))
+            .map(|t| self.last_access_ms.saturating_add(t));
+        let end = self.lifetime.as_ms().map(|l| self.created_ms.saturating_add(l));
+        match (idle, end) {
+            (Some(i), Some(e)) => Some(i.min(e)),
+            (i, e) => i.or(e),
+        }
     }
 
     /// When the session expires unless there is activity first.
@@ -303,13 +326,18 @@ impl<'a> SessionRef<'a> {
         Timeout::from_stored(self.block.timeout_ms)
     }
 
+    /// The lifetime cap, counted from creation (`Timeout::Never`: none).
+    #[must_use]
+    pub fn lifetime(&self) -> Timeout {
+        Timeout::from_stored(self.block.lifetime)
+    }
+
     /// When the session expires unless there is activity first (`None`:
-    /// never), milliseconds since the Unix epoch.
+    /// never), milliseconds since the Unix epoch: the earlier of its
+    /// inactivity deadline and the end of its lifetime.
     #[must_use]
     pub fn expires_at_ms(&self) -> Option<u64> {
-        self.timeout()
-            .as_ms()
-            .map(|t| self.last_access_ms.saturating_add(t))
+        self.block.expiry().deadline(self.last_access_ms)
     }
 
     /// An owned snapshot (shares the metadata: one reference count
@@ -323,6 +351,7 @@ impl<'a> SessionRef<'a> {
             self.last_access_ms,
             self.timeout(),
         )
+        .with_lifetime(self.lifetime())
     }
 }
 
@@ -346,6 +375,7 @@ impl fmt::Debug for Session {
             .field("created_ms", &self.created_ms)
             .field("last_access_ms", &self.last_access_ms)
             .field("timeout", &self.timeout)
+            .field("lifetime", &self.lifetime)
             .finish()
     }
 }

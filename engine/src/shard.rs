@@ -51,7 +51,7 @@ use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::persist::format::put_len;
 use crate::persist::ShardLog;
-use crate::session::{stored_timeout_ms, Session, Timeout, TIMEOUT_NEVER};
+use crate::session::{stored_timeout_ms, Session, Timeout};
 use crate::table::{hash_id, Table, SLOTS_MIN};
 use crate::wheel::{self, Link, Wheel, WheelStore, INDEX_MAX};
 
@@ -167,6 +167,7 @@ pub(crate) fn snapshot(block: BlockRef<'_>, last_access_ms: u64) -> Session {
         last_access_ms,
         Timeout::from_stored(block.timeout_ms),
     )
+    .with_lifetime(Timeout::from_stored(block.lifetime))
 }
 
 /// The wheel addresses sessions by slot index in the current table; their
@@ -758,7 +759,8 @@ impl Shard {
             }
         };
         // Same slot, so the wheel's links (slot indices) carry over.
-        let timeout_changed = new.header().timeout_ms != old.timeout_ms;
+        let timeout_changed =
+            (new.header().timeout_ms, new.header().lifetime) != (old.timeout_ms, old.lifetime);
         let session = snapshot(new.block(), new.header().last_access_ms());
         let replaced = table.replace(at, hash, new);
         guard.defer(move || drop(replaced));
@@ -870,10 +872,11 @@ impl Shard {
             let linked = w.links[at].is_linked();
             assert_eq!(
                 linked,
-                block.timeout_ms != TIMEOUT_NEVER,
-                "slot {at} scheduling: {:?} timeout {}",
+                block.deadline_ms().is_some(),
+                "slot {at} scheduling: {:?} timeout {} lifetime {}",
                 w.links[at],
-                block.timeout_ms
+                block.timeout_ms,
+                block.lifetime
             );
             scheduled += usize::from(linked);
         }
@@ -907,6 +910,7 @@ mod tests {
     //! and frees them (also run under Miri by `scripts/miri.sh`).
     use super::*;
     use crate::clock::ManualClock;
+    use crate::session::TIMEOUT_NEVER;
 
     fn id(n: u32) -> SessionId {
         let mut bytes = [0; 16];

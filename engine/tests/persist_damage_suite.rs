@@ -83,6 +83,7 @@ impl Op {
                 created_ms,
                 last_access_ms,
                 timeout_ms,
+                lifetime_ms: _,
                 metadata,
             } => Op::Put(
                 id,
@@ -100,6 +101,7 @@ impl Op {
                 id,
                 last_access_ms,
                 timeout_ms,
+                lifetime_ms: _,
             } => Op::Timeout(id, last_access_ms, timeout_of(timeout_ms)),
             Record::Touch { id, last_access_ms } => Op::Touch(id, last_access_ms),
             Record::Delete { id } => Op::Delete(id),

@@ -86,6 +86,7 @@ pub(crate) fn put_record(s: &Session) -> Record<'_> {
         created_ms: s.created_ms(),
         last_access_ms: s.last_access_ms(),
         timeout_ms: s.timeout().as_ms().unwrap_or(TIMEOUT_NEVER_STORED),
+        lifetime_ms: s.lifetime().as_ms().unwrap_or(TIMEOUT_NEVER_STORED),
         metadata: s.metadata(),
     }
 }

@@ -243,10 +243,11 @@ const REC_CRC_AT: usize = REC_TYPE_AT + 1;
 /// Bytes before the payload.
 pub(crate) const RECORD_HEADER_LEN: usize = REC_CRC_AT + 4;
 const ID_LEN: usize = 16;
-/// Fixed part of the largest payload (`PUT`): id, created, last access, timeout.
-const PUT_FIXED_LEN: usize = ID_LEN + 8 + 8 + 8;
+/// Fixed part of the largest payload (`PUT`): id, created, last access,
+/// timeout, lifetime.
+const PUT_FIXED_LEN: usize = ID_LEN + 8 + 8 + 8 + 8;
 const UPDATE_FIXED_LEN: usize = ID_LEN + 8;
-const TIMEOUT_LEN: usize = ID_LEN + 8 + 8;
+const TIMEOUT_LEN: usize = ID_LEN + 8 + 8 + 8;
 const TOUCH_LEN: usize = ID_LEN + 8;
 const DELETE_LEN: usize = ID_LEN;
 const ROTATE_LEN: usize = ID_LEN + ID_LEN + 8;
@@ -288,6 +289,8 @@ pub enum Record<'a> {
         last_access_ms: u64,
         /// Timeout in ms (`u64::MAX`: never).
         timeout_ms: u64,
+        /// Lifetime cap in ms from creation (`u64::MAX`: none).
+        lifetime_ms: u64,
         /// Metadata bytes.
         metadata: &'a [u8],
     },
@@ -300,7 +303,7 @@ pub enum Record<'a> {
         /// Metadata bytes.
         metadata: &'a [u8],
     },
-    /// New timeout (a `set_ttl`).
+    /// New timeout and lifetime cap (`set_ttl`, `set_lifetime`).
     Timeout {
         /// Session id.
         id: SessionId,
@@ -308,6 +311,8 @@ pub enum Record<'a> {
         last_access_ms: u64,
         /// Timeout in ms (`u64::MAX`: never).
         timeout_ms: u64,
+        /// Lifetime cap in ms from creation (`u64::MAX`: none).
+        lifetime_ms: u64,
     },
     /// Activity.
     Touch {
@@ -389,12 +394,14 @@ impl Record<'_> {
                 created_ms,
                 last_access_ms,
                 timeout_ms,
+                lifetime_ms,
                 metadata,
             } => {
                 p[..ID_LEN].copy_from_slice(&id.to_bytes());
                 put_u64(p, ID_LEN, created_ms);
                 put_u64(p, ID_LEN + 8, last_access_ms);
                 put_u64(p, ID_LEN + 16, timeout_ms);
+                put_u64(p, ID_LEN + 24, lifetime_ms);
                 p[PUT_FIXED_LEN..].copy_from_slice(metadata);
                 TYPE_PUT
             }
@@ -412,10 +419,12 @@ impl Record<'_> {
                 id,
                 last_access_ms,
                 timeout_ms,
+                lifetime_ms,
             } => {
                 p[..ID_LEN].copy_from_slice(&id.to_bytes());
                 put_u64(p, ID_LEN, last_access_ms);
                 put_u64(p, ID_LEN + 8, timeout_ms);
+                put_u64(p, ID_LEN + 16, lifetime_ms);
                 TYPE_TIMEOUT
             }
             Record::Touch { id, last_access_ms } => {
@@ -572,7 +581,8 @@ fn decode_payload(kind: u8, p: &[u8], total: usize) -> Decoded<'_> {
     };
     let record = match kind {
         TYPE_PUT => {
-            if !(time_ok(ID_LEN) && time_ok(ID_LEN + 8) && timeout_ok(ID_LEN + 16)) {
+            if !(time_ok(ID_LEN) && time_ok(ID_LEN + 8) && timeout_ok(ID_LEN + 16) && timeout_ok(ID_LEN + 24))
+            {
                 return damaged("PUT fields out of range");
             }
             Record::Put {
@@ -580,6 +590,7 @@ fn decode_payload(kind: u8, p: &[u8], total: usize) -> Decoded<'_> {
                 created_ms: u64_at(p, ID_LEN),
                 last_access_ms: u64_at(p, ID_LEN + 8),
                 timeout_ms: u64_at(p, ID_LEN + 16),
+                lifetime_ms: u64_at(p, ID_LEN + 24),
                 metadata: &p[PUT_FIXED_LEN..],
             }
         }
@@ -594,13 +605,14 @@ fn decode_payload(kind: u8, p: &[u8], total: usize) -> Decoded<'_> {
             }
         }
         TYPE_TIMEOUT => {
-            if !(time_ok(ID_LEN) && timeout_ok(ID_LEN + 8)) {
+            if !(time_ok(ID_LEN) && timeout_ok(ID_LEN + 8) && timeout_ok(ID_LEN + 16)) {
                 return damaged("TIMEOUT fields out of range");
             }
             Record::Timeout {
                 id: id_at(p, 0),
                 last_access_ms: u64_at(p, ID_LEN),
                 timeout_ms: u64_at(p, ID_LEN + 8),
+                lifetime_ms: u64_at(p, ID_LEN + 16),
             }
         }
         TYPE_TOUCH => {
@@ -648,6 +660,7 @@ mod tests {
                 created_ms: 10,
                 last_access_ms: 20,
                 timeout_ms: 30,
+                lifetime_ms: 3_000,
                 metadata: meta,
             },
             Record::Update {
@@ -659,6 +672,7 @@ mod tests {
                 id: id(3),
                 last_access_ms: 50,
                 timeout_ms: TIMEOUT_NEVER_STORED,
+                lifetime_ms: TIMEOUT_NEVER_STORED,
             },
             Record::Touch {
                 id: id(4),
@@ -740,6 +754,7 @@ mod tests {
             created_ms,
             last_access_ms: 1,
             timeout_ms,
+            lifetime_ms: TIMEOUT_NEVER_STORED,
             metadata: b"",
         };
         for (created, timeout) in [(TIME_MS_MAX + 1, 5), (1, 0), (1, TIMEOUT_MS_MAX + 1)] {

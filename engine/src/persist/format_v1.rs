@@ -111,6 +111,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded<'_> {
             created_ms: u64_at(p, ID_LEN),
             last_access_ms: u64_at(p, ID_LEN + 8),
             timeout_ms: widen_timeout(u32_at(p, ID_LEN + 16)),
+            lifetime_ms: TIMEOUT_NEVER_STORED,
             metadata: &p[PUT_FIXED_LEN..],
         },
         2 => Record::Update {
@@ -122,6 +123,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded<'_> {
             id,
             last_access_ms: u64_at(p, ID_LEN),
             timeout_ms: widen_timeout(u32_at(p, ID_LEN + 8)),
+            lifetime_ms: TIMEOUT_NEVER_STORED,
         },
         4 => Record::Touch {
             id,

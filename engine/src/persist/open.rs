@@ -262,6 +262,7 @@ fn write_layout(
                 s.last_access_ms,
                 Timeout::from_stored(s.timeout_ms),
             )
+            .with_lifetime(Timeout::from_stored(s.lifetime))
         });
         let base_len = write_base(&id, 1, now_ms, base)?;
         let current = create_segment(&id, 2, 0, config.segment_size_bytes, now_ms)?;

@@ -46,11 +46,15 @@ pub(crate) struct Recovered {
     pub(crate) created_ms: u64,
     pub(crate) last_access_ms: u64,
     pub(crate) timeout_ms: u32,
+    /// The lifetime cap from creation, stored like the timeout.
+    pub(crate) lifetime: u32,
 }
 
 impl Recovered {
     fn is_expired(&self, now_ms: u64) -> bool {
-        stored_timeout_ms(self.timeout_ms).is_some_and(|t| self.last_access_ms.saturating_add(t) <= now_ms)
+        let idle = stored_timeout_ms(self.timeout_ms).map(|t| self.last_access_ms.saturating_add(t));
+        let end = stored_timeout_ms(self.lifetime).map(|l| self.created_ms.saturating_add(l));
+        idle.into_iter().chain(end).any(|d| d <= now_ms)
     }
 }
 
@@ -394,6 +398,7 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
             created_ms,
             last_access_ms,
             timeout_ms,
+            lifetime_ms,
             metadata,
         } => {
             sessions.insert(
@@ -403,6 +408,7 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
                     created_ms,
                     last_access_ms,
                     timeout_ms: stored_timeout(timeout_ms),
+                    lifetime: stored_timeout(lifetime_ms),
                 },
             );
         }
@@ -420,9 +426,11 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
             id,
             last_access_ms,
             timeout_ms,
+            lifetime_ms,
         } => {
             if let Some(s) = sessions.get_mut(&id) {
                 s.timeout_ms = stored_timeout(timeout_ms);
+                s.lifetime = stored_timeout(lifetime_ms);
                 s.last_access_ms = s.last_access_ms.max(last_access_ms);
             }
         }

@@ -77,6 +77,7 @@ pub fn hostile_metadata(
             created_ms: 1_700_000_000_000,
             last_access_ms: 1_700_000_000_000,
             timeout_ms: u64::MAX,
+            lifetime_ms: u64::MAX,
             metadata: b"user_id=admin",
         }
         .encode(salt, &mut records);
