@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p session-tower --features peers --example tower_bench -- \
-//!     [--requests 20000] [--redis-requests 4000] [--concurrency 1,50] [--rounds 9] [--out results/tower.md]
+//!     [--requests 20000] [--redis-requests 4000] [--concurrency 1,50] [--rounds 9] [--out results/tower.md] [--no-redis]
 //! ```
 //!
 //! In process: `TowerStore<Engine>` (fixed and sliding) against
@@ -79,6 +79,9 @@ struct Args {
     /// Where the markdown report goes.
     #[arg(long, default_value = "results/tower.md")]
     out: PathBuf,
+    /// Skip the Redis group (no redis-server needed).
+    #[arg(long)]
+    no_redis: bool,
 }
 
 /// One store behind its session layer.
@@ -374,11 +377,12 @@ fn main() {
     writeln!(out, "Machine: {}.\n", machine()).unwrap();
     writeln!(
         out,
-        "Command: `cargo run --release -p session-tower --features peers --example tower_bench -- --requests {} --redis-requests {} --concurrency {} --rounds {}`\n",
+        "Command: `cargo run --release -p session-tower --features peers --example tower_bench -- --requests {} --redis-requests {} --concurrency {} --rounds {}{}`\n",
         args.requests,
         args.redis_requests,
         args.concurrency.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-        args.rounds
+        args.rounds,
+        if args.no_redis { " --no-redis" } else { "" }
     )
     .unwrap();
     writeln!(out, "Each request: `SessionManagerLayer` parses the cookie, the handler loads the session and writes a counter back, the layer saves it and sets the cookie; in process (`tower::ServiceExt::oneshot`, no socket), a 2-thread Tokio runtime, mimalloc. Paired, interleaved rounds (the order reverses every round); medians over rounds. Ratios are against the first row of each table.").unwrap();
@@ -397,6 +401,9 @@ fn main() {
                 &group,
                 &mut figures,
             );
+        }
+        if args.no_redis {
+            return;
         }
         let server = support::Server::standalone();
         let group = on_redis(&server.url()).await;
