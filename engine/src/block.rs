@@ -358,7 +358,8 @@ impl Header {
     pub(crate) fn expiry(&self) -> Expiry {
         Expiry {
             timeout_ms: self.timeout_ms,
-            end_ms: stored_timeout_ms(self.lifetime).map_or(u64::MAX, |l| self.created_ms.saturating_add(l)),
+            lifetime: self.lifetime,
+            created_ms: self.created_ms,
         }
     }
 
@@ -457,12 +458,15 @@ pub(crate) enum Due {
     Never,
 }
 
-/// What decides when a session expires: its inactivity timeout (stored)
-/// and the end of its lifetime (ms since the epoch; `u64::MAX`: no cap).
+/// What decides when a session expires: its inactivity timeout and its
+/// lifetime cap (both stored, `session::stored_timeout_ms`), the cap
+/// counted from its creation. The cap's end is computed only for a session
+/// that has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Expiry {
     pub(crate) timeout_ms: u32,
-    pub(crate) end_ms: u64,
+    pub(crate) lifetime: u32,
+    pub(crate) created_ms: u64,
 }
 
 impl Expiry {
@@ -471,21 +475,34 @@ impl Expiry {
     pub(crate) const fn idle(timeout_ms: u32) -> Self {
         Self {
             timeout_ms,
-            end_ms: u64::MAX,
+            lifetime: TIMEOUT_NEVER,
+            created_ms: 0,
         }
     }
 
     /// The deadline after a last access at `last_ms`: the earlier of the
     /// inactivity deadline and the lifetime's end; `None`: never.
-    #[inline]
+    #[allow(clippy::inline_always)] // on every read: kept inline, the cap itself out of line
+    #[inline(always)]
     pub(crate) fn deadline(self, last_ms: u64) -> Option<u64> {
-        match stored_timeout_ms(self.timeout_ms) {
-            Some(t) => Some(last_ms.saturating_add(t).min(self.end_ms)),
-            None => (self.end_ms != u64::MAX).then_some(self.end_ms),
+        let idle = stored_timeout_ms(self.timeout_ms).map(|t| last_ms.saturating_add(t));
+        if self.lifetime == TIMEOUT_NEVER {
+            return idle;
         }
+        Some(self.capped(idle))
     }
 
-    #[inline]
+    /// `deadline` for a session with a lifetime cap (out of the common
+    /// path: most sessions have none).
+    #[cold]
+    #[inline(never)]
+    fn capped(self, idle: Option<u64>) -> u64 {
+        let end = stored_timeout_ms(self.lifetime).map_or(u64::MAX, |l| self.created_ms.saturating_add(l));
+        idle.map_or(end, |d| d.min(end))
+    }
+
+    #[allow(clippy::inline_always)] // as `deadline`
+    #[inline(always)]
     fn is_due(self, last_ms: u64, now_ms: u64) -> bool {
         self.deadline(last_ms).is_some_and(|d| d <= now_ms)
     }
@@ -496,7 +513,8 @@ impl Expiry {
 /// `EXPIRED` before the answer; a slide never moves the time back and never
 /// writes when nothing changes (a hot session's line stays shared between
 /// cores).
-#[inline]
+#[allow(clippy::inline_always)] // left to the compiler, every read pays a call here (see the instruction gate)
+#[inline(always)]
 pub(crate) fn access(word: &impl AccessWord, expiry: Expiry, now_ms: u64, slide: bool) -> Access {
     let mut current = word.load();
     loop {
@@ -794,7 +812,8 @@ mod tests {
     fn the_lifetime_end_caps_every_deadline() {
         let capped = Expiry {
             timeout_ms: 100,
-            end_ms: 1_120,
+            lifetime: 120,
+            created_ms: 1_000,
         };
         assert_eq!(capped.deadline(1_000), Some(1_100));
         assert_eq!(capped.deadline(1_050), Some(1_120), "the end comes first");
@@ -805,7 +824,8 @@ mod tests {
         assert_eq!(access(&word, capped, 1_120, true), Access::Expired);
         let no_timeout = Expiry {
             timeout_ms: TIMEOUT_NEVER,
-            end_ms: 5_000,
+            lifetime: 4_000,
+            created_ms: 1_000,
         };
         assert_eq!(no_timeout.deadline(1), Some(5_000));
         assert_eq!(Expiry::idle(TIMEOUT_NEVER).deadline(1), None);

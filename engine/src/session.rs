@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::block::{BlockRef, Metadata};
+use crate::block::{BlockRef, Expiry, Metadata};
 use std::time::{Duration, SystemTime};
 
 use crate::clock::ms_to_system_time;
@@ -20,7 +20,8 @@ pub(crate) const TIMEOUT_NEVER: u32 = u32::MAX;
 const TIMEOUT_IN_SECONDS: u32 = 1 << 31;
 
 /// A stored timeout in milliseconds (`None`: never).
-#[inline]
+#[allow(clippy::inline_always)] // on every read's liveness check
+#[inline(always)]
 pub(crate) fn stored_timeout_ms(stored: u32) -> Option<u64> {
     if stored & TIMEOUT_IN_SECONDS == 0 {
         Some(u64::from(stored))
@@ -168,8 +169,19 @@ pub struct Session {
     metadata: Metadata,
     created_ms: u64,
     last_access_ms: u64,
-    timeout: Timeout,
-    lifetime: Timeout,
+    /// The timeout and lifetime cap as the engine stores them
+    /// (`stored_timeout_ms`): a snapshot copies two words, not two enums.
+    timeout: u32,
+    lifetime: u32,
+}
+
+/// A timeout as a snapshot keeps it: the engine's stored form, a value the
+/// engine would refuse clamped into its range.
+fn stored_clamped(t: Timeout) -> u32 {
+    match t.as_ms() {
+        None => TIMEOUT_NEVER,
+        Some(ms) => timeout_to_stored(ms.clamp(1, TIMEOUT_MS_MAX)),
+    }
 }
 
 impl Session {
@@ -188,8 +200,28 @@ impl Session {
             metadata,
             created_ms,
             last_access_ms,
+            timeout: stored_clamped(timeout),
+            lifetime: TIMEOUT_NEVER,
+        }
+    }
+
+    /// A snapshot of the engine's own, its times already stored.
+    #[inline]
+    pub(crate) fn stored(
+        id: SessionId,
+        metadata: Metadata,
+        created_ms: u64,
+        last_access_ms: u64,
+        timeout: u32,
+        lifetime: u32,
+    ) -> Self {
+        Self {
+            id,
+            metadata,
+            created_ms,
+            last_access_ms,
             timeout,
-            lifetime: Timeout::Never,
+            lifetime,
         }
     }
 
@@ -197,14 +229,14 @@ impl Session {
     /// backends outside this crate.
     #[must_use]
     pub fn with_lifetime(mut self, lifetime: Timeout) -> Self {
-        self.lifetime = lifetime;
+        self.lifetime = stored_clamped(lifetime);
         self
     }
 
     /// The lifetime cap, counted from creation (`Timeout::Never`: none).
     #[must_use]
     pub fn lifetime(&self) -> Timeout {
-        self.lifetime
+        Timeout::from_stored(self.lifetime)
     }
 
     /// The session's id.
@@ -252,7 +284,7 @@ impl Session {
     /// The inactivity timeout.
     #[must_use]
     pub fn timeout(&self) -> Timeout {
-        self.timeout
+        Timeout::from_stored(self.timeout)
     }
 
     /// When the session expires unless there is activity first (`None`:
@@ -260,15 +292,12 @@ impl Session {
     /// inactivity deadline and the end of its lifetime.
     #[must_use]
     pub fn expires_at_ms(&self) -> Option<u64> {
-        let idle = self
-            .timeout
-            .as_ms()
-            .map(|t| self.last_access_ms.saturating_add(t));
-        let end = self.lifetime.as_ms().map(|l| self.created_ms.saturating_add(l));
-        match (idle, end) {
-            (Some(i), Some(e)) => Some(i.min(e)),
-            (i, e) => i.or(e),
+        Expiry {
+            timeout_ms: self.timeout,
+            lifetime: self.lifetime,
+            created_ms: self.created_ms,
         }
+        .deadline(self.last_access_ms)
     }
 
     /// When the session expires unless there is activity first.
@@ -344,14 +373,14 @@ impl<'a> SessionRef<'a> {
     /// increment, no copy).
     #[must_use]
     pub fn to_session(&self) -> Session {
-        Session::new(
+        Session::stored(
             self.block.id,
             self.block.share(),
             self.block.created_ms,
             self.last_access_ms,
-            self.timeout(),
+            self.block.timeout_ms,
+            self.block.lifetime,
         )
-        .with_lifetime(self.lifetime())
     }
 }
 
@@ -374,8 +403,8 @@ impl fmt::Debug for Session {
             .field("metadata_len", &self.metadata.len())
             .field("created_ms", &self.created_ms)
             .field("last_access_ms", &self.last_access_ms)
-            .field("timeout", &self.timeout)
-            .field("lifetime", &self.lifetime)
+            .field("timeout", &self.timeout())
+            .field("lifetime", &self.lifetime())
             .finish()
     }
 }

@@ -51,7 +51,7 @@ use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::persist::format::put_len;
 use crate::persist::ShardLog;
-use crate::session::{stored_timeout_ms, Session, Timeout};
+use crate::session::{stored_timeout_ms, Session};
 use crate::table::{hash_id, Table, SLOTS_MIN};
 use crate::wheel::{self, Link, Wheel, WheelStore, INDEX_MAX};
 
@@ -160,14 +160,14 @@ fn live_len(block: BlockRef<'_>) -> i64 {
 /// An owned snapshot of a block (one reference count increment).
 #[inline]
 pub(crate) fn snapshot(block: BlockRef<'_>, last_access_ms: u64) -> Session {
-    Session::new(
+    Session::stored(
         block.id,
         block.share(),
         block.created_ms,
         last_access_ms,
-        Timeout::from_stored(block.timeout_ms),
+        block.timeout_ms,
+        block.lifetime,
     )
-    .with_lifetime(Timeout::from_stored(block.lifetime))
 }
 
 /// The wheel addresses sessions by slot index in the current table; their

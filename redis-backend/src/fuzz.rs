@@ -83,7 +83,8 @@ fn sessions(value: &Value) {
     );
 }
 
-/// Flags, the commit script's answer, the replicas' count, an update's read.
+/// Flags, outcome codes, the commit script's answer, the replicas' count,
+/// an update's and a `try_update`'s read.
 fn outcomes(value: &Value) {
     for write in [false, true] {
         match reply::flag("DEL", value, write) {
@@ -93,8 +94,26 @@ fn outcomes(value: &Value) {
     }
     match reply::commit_outcome("EVALSHA (fuzz)", value.clone()) {
         Ok(Commit::Done(fields)) => assert_eq!(fields.len(), 3),
-        Ok(Commit::Absent | Commit::Moved { .. }) => {}
+        Ok(Commit::Moved(_)) => {
+            assert!(
+                matches!(value, Value::Array(f) if f.len() == 6),
+                "moved from {value:?}"
+            );
+        }
+        Ok(Commit::Absent) => {}
         Err(e) => assert!(is_protocol_error(&e, true), "{e:?}"),
+    }
+    match reply::code("EVALSHA (fuzz)", value, 0..=2, true) {
+        Ok(code) => assert_eq!(*value, Value::Int(code), "a code from {value:?}"),
+        Err(e) => assert!(is_protocol_error(&e, true), "{e:?}"),
+    }
+    match reply::seen(value.clone()) {
+        Ok(_) => assert!(
+            matches!(value, Value::Array(f) if f.len() == 5),
+            "seen from {value:?}"
+        ),
+        Err(Error::NotFound) => {}
+        Err(e) => assert!(is_protocol_error(&e, false), "{e:?}"),
     }
     let rest = match value {
         Value::Array(items) => items.clone(),

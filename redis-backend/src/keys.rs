@@ -6,9 +6,11 @@
 //! may then touch both atomically. The prefix may not contain `{` or `}`
 //! (either would move the hash tag), nor spaces or control characters.
 
+use std::sync::LazyLock;
+
 use session_engine::{SessionId, SESSION_ID_TEXT_LEN};
 
-use crate::limits::{CLUSTER_SLOTS, KEY_PREFIX_BYTES_MAX};
+use crate::limits::{CLUSTER_SLOTS, KEY_PREFIX_BYTES_MAX, SLOT_ID_DRAWS_MAX};
 
 /// [`CLUSTER_SLOTS`] as the type slots are computed in.
 #[allow(clippy::cast_possible_truncation)] // 16384 fits in u16
@@ -123,6 +125,165 @@ pub(crate) fn slot_of(key: &[u8]) -> u16 {
     crc16(tagged) % SLOTS
 }
 
+/// The slot of a session key, from the id alone (its text is the hash tag;
+/// see the module docs).
+pub(crate) fn id_slot(id: &SessionId) -> u16 {
+    let mut text = [0u8; SESSION_ID_TEXT_LEN];
+    crc16(id.encode(&mut text).as_bytes()) % SLOTS
+}
+
+// ---------------------------------------------------------------------------
+// Random ids in a given slot (`rotate` in a cluster)
+// ---------------------------------------------------------------------------
+//
+// A script may only touch keys of one slot, so a rotated session's new id
+// must hash to its old id's slot. Drawing ids until one lands there takes
+// 16,384 draws on average (and a long tail); instead, one draw is bent into
+// the slot, keeping the result uniform over every id of that slot.
+//
+// The id's text is unpadded base64 of its 16 bytes. Its last three
+// characters carry exactly the low 6 bits of byte 14 and all of byte 15
+// (6 + 6 + 2 bits): the *suffix*, 14 bits, as many as a slot number; the
+// first 19 characters depend only on the other 114 bits (the *prefix*).
+// CRC16-XMODEM (initial value 0, no final xor) is linear over equal-length
+// messages, `crc(x ^ y) == crc(x) ^ crc(y)`, so for a prefix P and a suffix s
+//
+//     crc(P . chars(s)) == crc(P . chars(0)) ^ crc(chars(0) ^ chars(s))
+//
+// and the slot (the low 14 bits) of P with suffix s is
+// `slot(P, 0) ^ shift(s)`, where `shift` depends on s alone. So an id lands
+// in slot t exactly when `shift(s) == slot(P, 0) ^ t`. `shift` is not a
+// bijection (the base64 alphabet is not linear): a value has 0 to 4 suffixes
+// ([`SUFFIXES_PER_SHIFT_MAX`]), 1 on average. To draw uniformly among the
+// ids of slot t, each (prefix, suffix) pair of it must come out equally
+// often: draw a prefix (114 random bits) and an index j below 4 (2 more
+// random bits of the same draw); accept if the prefix's list of suffixes
+// for `slot(P, 0) ^ t` has a j-th entry, and use it; else draw again. Each
+// id of the slot then has probability 2^-114 / 4 per draw, and a draw is
+// accepted with probability 1/4 (4 draws on average; more than
+// [`SLOT_ID_DRAWS_MAX`] in a row: (3/4)^256 < 10^-31). The id keeps 114
+// bits of entropy: exactly as many as the ids of one slot hold (2^128 /
+// 2^14), the same as any rejection sampling by slot would leave.
+
+/// Bits of an id that its text's last three characters carry (the low 6
+/// bits of byte 14, all of byte 15): as many as a slot number has.
+const SUFFIX_BITS: u32 = 14;
+/// Characters of the id's text that carry the suffix.
+const SUFFIX_CHARS: usize = 3;
+/// Most suffixes that shift the slot by one same value (4 for base64url
+/// with CRC16-XMODEM; checked when the index is built); a power of two, so
+/// that 2 random bits pick one uniformly.
+const SUFFIXES_PER_SHIFT_MAX: usize = 4;
+
+const _: () = assert!(1 << SUFFIX_BITS == CLUSTER_SLOTS);
+const _: () = assert!(SUFFIXES_PER_SHIFT_MAX.is_power_of_two() && SUFFIXES_PER_SHIFT_MAX <= 1 << 2);
+
+/// `id` with its suffix bits replaced by `suffix` (below 2^14).
+fn with_suffix(id: [u8; 16], suffix: u16) -> [u8; 16] {
+    debug_assert!(
+        suffix < 1 << SUFFIX_BITS,
+        "suffix {suffix:#x} has more than 14 bits"
+    );
+    let mut bytes = id;
+    let [high, low] = suffix.to_be_bytes();
+    bytes[14] = (bytes[14] & 0xc0) | high;
+    bytes[15] = low;
+    bytes
+}
+
+/// For each slot shift (14 bits), the suffixes that cause it: the suffixes
+/// sorted by shift, and where each shift's run starts. 64 KiB, built on
+/// first use (about a millisecond: 16,384 encodings).
+struct ShiftIndex {
+    /// `starts[d]..starts[d + 1]` indexes `suffixes` for shift `d`.
+    starts: Box<[u16]>,
+    suffixes: Box<[u16]>,
+}
+
+static SHIFTS: LazyLock<ShiftIndex> = LazyLock::new(ShiftIndex::build);
+
+impl ShiftIndex {
+    fn build() -> Self {
+        let slots = usize::from(SLOTS);
+        let suffix_text = |suffix: u16| {
+            let mut text = [0u8; SESSION_ID_TEXT_LEN];
+            SessionId::from_bytes(with_suffix([0; 16], suffix)).encode(&mut text);
+            text
+        };
+        let zero = suffix_text(0);
+        let split = SESSION_ID_TEXT_LEN - SUFFIX_CHARS;
+        let mut shift = vec![0u16; slots];
+        for (suffix, d) in (0..SLOTS).zip(shift.iter_mut()) {
+            let text = suffix_text(suffix);
+            assert_eq!(
+                text[..split],
+                zero[..split],
+                "suffix {suffix:#x} changed the id's first {split} characters: the id encoding changed"
+            );
+            let mut diff = [0u8; SUFFIX_CHARS];
+            for (out, (a, b)) in diff.iter_mut().zip(text[split..].iter().zip(&zero[split..])) {
+                *out = a ^ b;
+            }
+            *d = crc16(&diff) % SLOTS;
+        }
+        // Counting sort of the suffixes by shift.
+        let mut starts = vec![0u16; slots + 1];
+        for &d in &shift {
+            starts[usize::from(d) + 1] += 1;
+        }
+        let most = starts.iter().copied().max().unwrap_or(0);
+        assert!(
+            usize::from(most) <= SUFFIXES_PER_SHIFT_MAX,
+            "a slot shift has {most} suffixes, more than {SUFFIXES_PER_SHIFT_MAX}: draws would not be uniform"
+        );
+        for d in 0..slots {
+            starts[d + 1] += starts[d];
+        }
+        let mut next = starts.clone();
+        let mut suffixes = vec![0u16; slots];
+        for (suffix, &d) in (0..SLOTS).zip(&shift) {
+            let at = &mut next[usize::from(d)];
+            suffixes[usize::from(*at)] = suffix;
+            *at += 1;
+        }
+        Self {
+            starts: starts.into_boxed_slice(),
+            suffixes: suffixes.into_boxed_slice(),
+        }
+    }
+
+    fn of(&self, shift: u16) -> &[u16] {
+        let d = usize::from(shift);
+        &self.suffixes[usize::from(self.starts[d])..usize::from(self.starts[d + 1])]
+    }
+}
+
+/// A random id whose key lies in `slot`, uniform over all ids of that slot
+/// (114 bits of entropy: see the notes above), from ids `draw` returns
+/// (which must be uniformly random, as `SessionId::random`'s are). About 4
+/// draws; `Ok(None)` after [`SLOT_ID_DRAWS_MAX`] rejected in a row (the
+/// source is not random).
+pub(crate) fn random_id_in_slot<E>(
+    slot: u16,
+    mut draw: impl FnMut() -> Result<SessionId, E>,
+) -> Result<Option<SessionId>, E> {
+    debug_assert!(slot < SLOTS, "slot {slot} out of range");
+    let shifts = &*SHIFTS;
+    for _ in 0..SLOT_ID_DRAWS_MAX {
+        let bytes = draw()?.to_bytes();
+        // Two random bits that the suffix will overwrite pick the entry.
+        let pick = usize::from(bytes[15]) % SUFFIXES_PER_SHIFT_MAX;
+        let prefix = with_suffix(bytes, 0);
+        let base = id_slot(&SessionId::from_bytes(prefix));
+        if let Some(&suffix) = shifts.of(base ^ slot).get(pick) {
+            let id = SessionId::from_bytes(with_suffix(prefix, suffix));
+            debug_assert_eq!(id_slot(&id), slot, "{id} landed in the wrong slot");
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
 /// A 32-bit FNV-1a hash of a key, never 0: orders the keys of one `SCAN`
 /// batch so that a page can end inside it (0 in a list position means "the
 /// batch from its start"). Fixed and portable: positions outlive processes.
@@ -198,6 +359,80 @@ mod tests {
             .unwrap()
             .key(&"AAAAAAAAAAAAAAAAAAAAAA".parse().unwrap());
         assert_eq!(slot_of(&session), 4_813, "a session key goes by its id");
+    }
+
+    #[test]
+    fn ids_land_in_every_slot_asked_for() {
+        let keys = KeySpace::new("session:").unwrap();
+        let mut draws = 0u64;
+        let mut counter = 0u64;
+        for slot in 0..SLOTS {
+            let id = random_id_in_slot(slot, || {
+                draws += 1;
+                SessionId::random()
+            })
+            .unwrap()
+            .expect("a random source is accepted within the draw limit");
+            assert_eq!(slot_of(&keys.key(&id)), slot, "{id}");
+            // A deterministic source too: the prefix bits come through
+            // untouched.
+            let fixed = random_id_in_slot(slot, || {
+                counter += 1;
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(&counter.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+                b[8..].copy_from_slice(&counter.to_le_bytes());
+                Ok::<_, ()>(SessionId::from_bytes(b))
+            })
+            .unwrap();
+            if let Some(id) = fixed {
+                assert_eq!(id_slot(&id), slot);
+            }
+        }
+        // 4 on average (geometric, variance 12): over 16,384 ids the mean
+        // is 4 +- 0.03 (one standard deviation).
+        let per_id_x100 = draws * 100 / u64::from(SLOTS);
+        assert!(
+            (370..430).contains(&per_id_x100),
+            "{per_id_x100} draws per 100 ids"
+        );
+    }
+
+    #[test]
+    fn every_slot_shift_has_at_most_four_suffixes_and_all_are_indexed() {
+        let shifts = &*SHIFTS;
+        let mut seen = vec![false; usize::from(SLOTS)];
+        for d in 0..SLOTS {
+            let list = shifts.of(d);
+            assert!(list.len() <= SUFFIXES_PER_SHIFT_MAX);
+            for &s in list {
+                assert!(
+                    !std::mem::replace(&mut seen[usize::from(s)], true),
+                    "suffix {s} twice"
+                );
+                // The shift is what the whole id's slot shows, for any prefix.
+                let prefix = [0x3c; 16];
+                let base = id_slot(&SessionId::from_bytes(with_suffix(prefix, 0)));
+                assert_eq!(id_slot(&SessionId::from_bytes(with_suffix(prefix, s))), base ^ d);
+            }
+        }
+        assert!(seen.iter().all(|&s| s), "every suffix is indexed");
+    }
+
+    #[test]
+    fn a_source_that_never_fits_is_reported() {
+        // An all-zero prefix always gives shift `slot ^ base`; pick a slot
+        // whose shift has no suffix: every draw is rejected.
+        let base = id_slot(&SessionId::from_bytes([0; 16]));
+        let empty = (0..SLOTS)
+            .find(|&d| SHIFTS.of(d).is_empty())
+            .expect("some shift has no suffix");
+        let mut draws = 0;
+        let got = random_id_in_slot(base ^ empty, || {
+            draws += 1;
+            Ok::<_, ()>(SessionId::from_bytes([0; 16]))
+        });
+        assert_eq!(got, Ok(None));
+        assert_eq!(draws, SLOT_ID_DRAWS_MAX);
     }
 
     #[test]

@@ -53,10 +53,13 @@
 //! | operation | Redis | round trips | slides? |
 //! | --- | --- | --- | --- |
 //! | `create`, `insert` | script: `EXISTS`, `HSET`, `PEXPIRE` | 1 | yes |
+//! | `put` | script: `HMGET v p`, `HSET` (creation time kept on a replace), `PEXPIRE` or `PERSIST` | 1 | yes |
 //! | `get` | script: `HMGET`, `HSET a`, `PEXPIRE` | 1 | yes |
 //! | `get_many` | the `get` script per id, pipelined per master; the masters at the same time | 1 per master, concurrently | yes |
 //! | `peek` | `HMGET` | 1 | no |
 //! | `update(f)` | `HMGET m v`, then a compare-version-and-set script; on a lost race the script returns the newer value and `f` runs again | 2 (+1 per lost race) | yes |
+//! | `try_update(f)` | `HMGET m v c a t`, then the same script keeps (slides), or replaces or deletes if the version is still the one `f` saw; a lost race reruns `f` | 2 (+1 per lost race); 1 if `f` declines | yes, unless `f` declines |
+//! | `rotate` | script on the old and the new key (one slot): `RENAME`, `HSET a`, `PEXPIRE` | 1 | yes |
 //! | `touch` | script: `HSET a`, `PEXPIRE` | 1 | yes |
 //! | `set_ttl` | script: `HSET t a`, `PEXPIRE` or `PERSIST` | 1 | yes |
 //! | `delete` | `DEL` | 1 | — |
@@ -65,14 +68,17 @@
 //! | `list` | `SCAN` per master + pipelined `HMGET` | ~2 per page and master | no |
 //! | `cleanup_expired` | nothing: Redis expires keys itself; returns 0 | 0 | — |
 //!
-//! With [`Replication::Wait`], each write (`create`, `insert`, `update`,
-//! `touch`, `set_ttl`, `delete`) is followed by `WAIT` in the same pipeline
+//! With [`Replication::Wait`], each write (`create`, `insert`, `put`,
+//! `update`, `try_update`'s replace and delete, `rotate`, `touch`,
+//! `set_ttl`, `delete`) is followed by `WAIT` in the same pipeline
 //! (one round trip still), and is acknowledged only if the replicas
 //! confirmed it — on every path, resends included (see `scripts.rs`).
 //!
-//! Scripts read and write only their one key, so they run atomically on the
-//! key's master in a cluster too; the hash tag `{<id>}` keeps any per-session
-//! key added later in the same slot. An expired session is never returned
+//! Scripts read and write only their one key (`rotate`: the session's key
+//! and its new id's, drawn in the same slot), so they run atomically on the
+//! key's master in a cluster too; the hash tag `{<id>}` keeps any
+//! per-session key added later in the same slot. A rotated id carries 114
+//! random bits instead of 128 (see [`RedisStore::rotate`]). An expired session is never returned
 //! (Redis hides a key past its TTL even before reclaiming it).
 //!
 //! Listing names a master by the first hash slot it serves (stable across
@@ -88,7 +94,8 @@
 //! run (connection refused, `CLUSTERDOWN`, `TRYAGAIN`, `MOVED`, `READONLY`,
 //! `LOADING`) and also when it may have run: every write is idempotent (a
 //! token in the session makes a resent insert or update report success
-//! instead of applying twice; `touch`/`set_ttl`/`get` set rather than add;
+//! instead of applying twice, and so does a put or a rotation;
+//! `touch`/`set_ttl`/`get` set rather than add;
 //! `delete` counts "already gone" as done after a doubtful attempt). When the
 //! budget runs out, the error says what is known:
 //!
@@ -96,7 +103,7 @@
 //! | --- | --- |
 //! | `NotFound` | the server answered: no live session |
 //! | `Unavailable` | not applied: nothing answered, or the server refused (`reason` quotes it) |
-//! | `Contended` | `update` lost 256 races in a row to concurrent writers, or its budget ran out between lost races; not applied |
+//! | `Contended` | `update` or `try_update` lost 256 races in a row to concurrent writers, or its budget ran out between lost races; not applied |
 //! | `TimedOut` | no answer within the budget: a write may or may not be in |
 //! | `OutcomeUnknown` | a write's attempt failed after sending, or `WAIT` came back short: it may be in |
 //!
@@ -142,7 +149,7 @@ pub use request::RedisStats;
 pub use store::RedisStore;
 
 /// The scripts' text and SHA-1 by operation name (`insert`, `get`, `touch`,
-/// `set_ttl`, `commit`), for benchmarks that replay the backend's exact
+/// `set_ttl`, `commit`, `put`, `rotate`), for benchmarks that replay the backend's exact
 /// commands through `redis-benchmark`. Not a stable API.
 #[doc(hidden)]
 #[must_use]
@@ -154,6 +161,8 @@ pub fn script_source(name: &str) -> Option<(String, String)> {
         "touch" => s.touch,
         "set_ttl" => s.set_ttl,
         "commit" => s.commit,
+        "put" => s.put,
+        "rotate" => s.rotate,
         _ => return None,
     };
     Some((script.code, script.sha1))
@@ -166,4 +175,23 @@ pub fn script_source(name: &str) -> Option<(String, String)> {
 pub fn key_slot(prefix: &str, id: &session_engine::SessionId) -> Option<u16> {
     let keys = keys::KeySpace::new(prefix).ok()?;
     Some(keys::slot_of(&keys.key(id)))
+}
+
+/// A random session id whose key lies in hash slot `slot` (below 16384),
+/// as `rotate` draws it; `None` if the random source fails or never fits.
+/// For benchmarks. Not a stable API.
+#[doc(hidden)]
+#[must_use]
+pub fn random_id_in_slot(slot: u16) -> Option<session_engine::SessionId> {
+    keys::random_id_in_slot(slot, session_engine::SessionId::random)
+        .ok()
+        .flatten()
+}
+
+/// The hash slot of session `id`'s key (any prefix: the id is the hash
+/// tag). For benchmarks. Not a stable API.
+#[doc(hidden)]
+#[must_use]
+pub fn id_slot(id: &session_engine::SessionId) -> u16 {
+    keys::id_slot(id)
 }

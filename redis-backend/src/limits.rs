@@ -88,6 +88,14 @@ pub const STANDALONE_RECONNECT_TRIES: usize = 6;
 /// second collision in a row already says the ids are not random.
 pub const CREATE_TRIES_MAX: usize = 4;
 
+/// Ids a `rotate` in a cluster draws to find one in its session's slot
+/// before it reports the random source as broken: each draw is accepted
+/// with probability 1/4 (see `keys::random_id_in_slot`), so 256 rejected in
+/// a row happen with probability (3/4)^256, below 10^-31, to a random
+/// source. A draw costs about 0.2 µs (`results/redis/rotate.md`), so this
+/// bounds the work at about 50 µs.
+pub const SLOT_ID_DRAWS_MAX: usize = 256;
+
 /// Attempts one `update` makes to commit before it gives up under contention
 /// (each lost race costs one round trip and hands back the newer value, so
 /// some writer always wins; this bounds one caller's work; its time is
@@ -197,3 +205,4 @@ const _: () = assert!(CLUSTER_SLOTS.is_power_of_two() && CLUSTER_SLOTS <= 1 << 1
 const _: () = assert!(VERSION_FIRST_MAX < 1 << 53);
 const _: () = assert!(UPDATE_TRIES_MAX > UPDATE_EAGER_TRIES && SCAN_CALLS_MAX > 0 && SCAN_COUNT_MAX > 0);
 const _: () = assert!(CREATE_TRIES_MAX > 1 && LIST_SCAN_BUDGET_DIVISOR >= 2);
+const _: () = assert!(SLOT_ID_DRAWS_MAX >= 64);

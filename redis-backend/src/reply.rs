@@ -89,6 +89,20 @@ pub(crate) fn session_with(
     parsed.ok_or_else(|| protocol(command, &Value::Array(fields.to_vec()), true))
 }
 
+/// A reply that must be an integer in `codes` (a script's outcome code);
+/// anything else is a protocol error.
+pub(crate) fn code(
+    command: &str,
+    value: &Value,
+    codes: std::ops::RangeInclusive<i64>,
+    write: bool,
+) -> Result<i64> {
+    match value {
+        Value::Int(n) if codes.contains(n) => Ok(*n),
+        other => Err(protocol(command, other, write)),
+    }
+}
+
 /// A reply that must be the integer 0 or 1 (a script's "done / not there",
 /// `DEL` or `EXISTS` of one key); anything else is a protocol error.
 pub(crate) fn flag(command: &str, value: &Value, write: bool) -> Result<bool> {
@@ -122,38 +136,93 @@ pub(crate) enum Replicas {
     Unconfirmed(String),
 }
 
+/// A session as an optimistic writer read it: its metadata and version,
+/// and the rest of the session, to report it as seen.
+#[derive(Debug)]
+pub(crate) struct Seen {
+    pub(crate) metadata: Vec<u8>,
+    pub(crate) version: Vec<u8>,
+    pub(crate) created_ms: u64,
+    pub(crate) last_access_ms: u64,
+    pub(crate) timeout: Timeout,
+}
+
+impl Seen {
+    /// From `[m, v, c, a, t]` (the order of `HMGET m v c a t`), taking the
+    /// metadata and version out; `None`, the fields untouched, if any is
+    /// missing or malformed.
+    fn take(fields: &mut [Value]) -> Option<Self> {
+        let [Value::BulkString(_), Value::BulkString(_), created, last_access, timeout_ms] = &*fields else {
+            return None;
+        };
+        let (created_ms, last_access_ms, timeout) =
+            (number(created)?, number(last_access)?, timeout(timeout_ms)?);
+        Some(Self {
+            metadata: bytes(std::mem::take(&mut fields[0]))?,
+            version: bytes(std::mem::take(&mut fields[1]))?,
+            created_ms,
+            last_access_ms,
+            timeout,
+        })
+    }
+
+    /// The session as seen, under `id`.
+    pub(crate) fn into_session(self, id: SessionId) -> Session {
+        Session::new(
+            id,
+            Metadata::from(self.metadata),
+            self.created_ms,
+            self.last_access_ms,
+            self.timeout,
+        )
+    }
+}
+
 /// What the commit script answered (see `scripts::COMMIT`).
 pub(crate) enum Commit {
     /// `{0}`: no session.
     Absent,
-    /// `{1, c, a, t}`: committed (now or by an earlier attempt); `[c, a, t]`.
+    /// `{1, c, a, t}`: done (now or by an earlier attempt); `[c, a, t]`.
     Done(Vec<Value>),
-    /// `{2, v, m}`: the version moved on; the newer version and metadata.
-    Moved { version: Vec<u8>, metadata: Vec<u8> },
+    /// `{2, v, m, c, a, t}`: the version moved on; the session now.
+    Moved(Seen),
 }
 
 /// Reads the commit script's reply; anything else is a protocol error.
 pub(crate) fn commit_outcome(command: &str, value: Value) -> Result<Commit> {
-    let Value::Array(fields) = value else {
+    let Value::Array(mut fields) = value else {
         return Err(protocol(command, &value, true));
     };
     match (fields.first(), fields.len()) {
         (Some(Value::Int(0)), 1) => Ok(Commit::Absent),
         (Some(Value::Int(1)), 4) => Ok(Commit::Done(fields.into_iter().skip(1).collect())),
-        (Some(Value::Int(2)), 3) => {
-            let [flag, version, metadata]: [Value; 3] = fields.try_into().expect("three fields");
-            match (version, metadata) {
-                (Value::BulkString(version), Value::BulkString(metadata)) => {
-                    Ok(Commit::Moved { version, metadata })
-                }
-                (version, metadata) => Err(protocol(
-                    command,
-                    &Value::Array(vec![flag, version, metadata]),
-                    true,
-                )),
+        (Some(Value::Int(2)), 6) => {
+            // The script sends `v` before `m`; `HMGET`'s order has `m` first.
+            fields.swap(1, 2);
+            if let Some(seen) = Seen::take(&mut fields[1..]) {
+                return Ok(Commit::Moved(seen));
             }
+            fields.swap(1, 2);
+            Err(protocol(command, &Value::Array(fields), true))
         }
         _ => Err(protocol(command, &Value::Array(fields), true)),
+    }
+}
+
+/// `HMGET key m v c a t` (a `try_update`'s read): the session as seen;
+/// [`Error::NotFound`] if it is absent.
+pub(crate) fn seen(value: Value) -> Result<Seen> {
+    let malformed = |v: Value| protocol("HMGET (try_update read)", &v, false);
+    let Value::Array(fields) = value else {
+        return Err(malformed(value));
+    };
+    match &fields[..] {
+        [Value::Nil, _, _, _, _] => Err(Error::NotFound),
+        [_, _, _, _, _] => {
+            let mut fields = fields;
+            Seen::take(&mut fields).ok_or_else(|| malformed(Value::Array(fields)))
+        }
+        _ => Err(malformed(Value::Array(fields))),
     }
 }
 
@@ -292,12 +361,43 @@ mod tests {
         ));
         let done = Value::Array(vec![Value::Int(1), bulk("1"), bulk("2"), bulk("0")]);
         assert!(matches!(commit_outcome(cmd, done), Ok(Commit::Done(f)) if f.len() == 3));
-        let moved = Value::Array(vec![Value::Int(2), bulk("8"), bulk("m")]);
-        assert!(matches!(commit_outcome(cmd, moved), Ok(Commit::Moved { .. })));
+        let moved = Value::Array(vec![
+            Value::Int(2),
+            bulk("8"),
+            bulk("m"),
+            bulk("1"),
+            bulk("2"),
+            bulk("34560000000"),
+        ]);
+        match commit_outcome(cmd, moved) {
+            Ok(Commit::Moved(seen)) => {
+                assert_eq!((&seen.metadata[..], &seen.version[..]), (&b"m"[..], &b"8"[..]));
+                assert_eq!((seen.created_ms, seen.last_access_ms), (1, 2));
+                assert_eq!(seen.timeout, Timeout::from_ms(34_560_000_000));
+            }
+            _ => panic!("a moved reply not read as one"),
+        }
         for bad in [
             Value::Int(42),
             Value::Array(vec![Value::Int(1)]),
             Value::Array(vec![Value::Int(2), bulk("8"), Value::Nil]),
+            Value::Array(vec![Value::Int(2), bulk("8"), bulk("m")]),
+            Value::Array(vec![
+                Value::Int(2),
+                bulk("8"),
+                Value::Nil,
+                bulk("1"),
+                bulk("2"),
+                bulk("0"),
+            ]),
+            Value::Array(vec![
+                Value::Int(2),
+                bulk("8"),
+                bulk("m"),
+                bulk("1"),
+                bulk("x"),
+                bulk("0"),
+            ]),
             Value::Array(vec![Value::Int(3)]),
         ] {
             match commit_outcome(cmd, bad) {
@@ -346,6 +446,45 @@ mod tests {
         assert!(matches!(update_read(absent), Err(Error::NotFound)));
         let torn = Value::Array(vec![bulk("m"), Value::Nil]);
         assert!(matches!(update_read(torn), Err(Error::Unavailable { .. })));
+    }
+
+    #[test]
+    fn try_update_reads_and_outcome_codes_are_validated() {
+        let read = Value::Array(vec![bulk("m"), bulk("7"), bulk("10"), bulk("20"), bulk("0")]);
+        let seen = seen(read).unwrap();
+        assert_eq!((seen.metadata, seen.version), (b"m".to_vec(), b"7".to_vec()));
+        assert_eq!(seen.timeout, Timeout::Never);
+        let absent = Value::Array(vec![Value::Nil; 5]);
+        assert!(matches!(super::seen(absent), Err(Error::NotFound)));
+        for torn in [
+            Value::Array(vec![bulk("m"), Value::Nil, bulk("10"), bulk("20"), bulk("0")]),
+            Value::Array(vec![bulk("m"), bulk("7"), bulk("10"), bulk("20")]),
+            Value::Array(vec![bulk("m"), bulk("7"), bulk("-1"), bulk("20"), bulk("0")]),
+            Value::Int(1),
+        ] {
+            match super::seen(torn) {
+                Err(Error::Unavailable { reason }) => assert!(reason.contains("try_update read"), "{reason}"),
+                other => panic!("accepted a malformed read: {other:?}"),
+            }
+        }
+        assert_eq!(
+            code("EVALSHA (rotate script)", &Value::Int(2), 0..=2, true).unwrap(),
+            2
+        );
+        for bad in [Value::Int(3), Value::Int(-1), bulk("1"), Value::Nil] {
+            assert!(matches!(
+                code("EVALSHA (rotate script)", &bad, 0..=2, true),
+                Err(Error::OutcomeUnknown { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn long_timeouts_are_read_back_exactly() {
+        // 400 days, the engine's longest: well above u32 ms, below 2^53.
+        let ms = 400 * 24 * 3_600 * 1_000;
+        assert_eq!(timeout(&bulk(&ms.to_string())), Some(Timeout::from_ms(ms)));
+        assert_eq!(timeout_field(Timeout::from_ms(ms)), "34560000000");
     }
 
     #[test]

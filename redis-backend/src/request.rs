@@ -52,7 +52,8 @@ pub struct RedisStats {
     pub client_rebuilds: u64,
     /// Requests resent after a failed attempt.
     pub resends: u64,
-    /// `update` commits that lost a race and reran the closure.
+    /// `update` and `try_update` commits that lost a race and reran the
+    /// closure.
     pub update_conflicts: u64,
     /// Writes that too few replicas acknowledged in time (`WAIT`).
     pub replication_shortfalls: u64,

@@ -4,12 +4,21 @@
 //!
 //! | field | value (decimal ASCII unless said) | written by |
 //! | --- | --- | --- |
-//! | `m` | metadata, raw bytes | insert, update |
-//! | `c` | created, ms since the Unix epoch (server clock) | insert |
+//! | `m` | metadata, raw bytes | insert, put, update |
+//! | `c` | created, ms since the Unix epoch (server clock) | insert, put of a new session |
 //! | `a` | last activity, ms since the Unix epoch (server clock) | every activity |
-//! | `t` | inactivity timeout in ms; `0` = never expires | insert, `set_ttl` |
-//! | `v` | version, +1 per metadata change (optimistic `update`) | insert, update |
-//! | `w` | token of the last insert/update (idempotent retries) | insert, update |
+//! | `t` | inactivity timeout in ms; `0` = never expires | insert, put, `set_ttl` |
+//! | `v` | version, +1 per metadata change (optimistic `update`) | insert, put, update |
+//! | `w` | token of the last insert/update/rotate (idempotent retries) | insert, update, rotate |
+//! | `p` | token of the last put (idempotent retries; a put leaves `w` alone) | put |
+//!
+//! Times and timeouts travel as decimal text and are never Lua numbers,
+//! except `now_ms` (below 2^53: exact) and the version (below 2^53 by
+//! `VERSION_FIRST_MAX`): `t` goes from the argument or the hash straight
+//! into `PEXPIRE`, so any timeout the engine accepts (up to 400 days,
+//! 3.5 × 10^10 ms) is stored and armed exactly. A rotation moves the hash
+//! to the new id's key with `RENAME` (both keys in one slot: see
+//! `keys::random_id_in_slot`), fields and TTL included.
 //!
 //! The key's own Redis TTL is the inactivity deadline: every activity sets
 //! `PEXPIRE key t` in the same script that records `a`, so the deadline
@@ -20,12 +29,25 @@
 //!
 //! # Idempotent writes
 //!
-//! Each insert and update carries a random 64-bit token, stored in `w`. When a
-//! request fails in a way that leaves open whether it ran (a timeout, a
-//! dropped connection), the backend sends the very same script again: finding
-//! its own token in `w`, the script reports success instead of applying twice.
-//! `touch`, `set_ttl` and `get` are idempotent as they stand (they set, not
-//! add); `delete` reports success if the session is gone after a retry.
+//! Each insert, put, update and rotate carries a random 64-bit token, stored
+//! in `w` (a put's in `p`). When a request fails in a way that leaves open
+//! whether it ran (a timeout, a dropped connection), the backend sends the
+//! very same script again: finding its own token, the script reports
+//! success instead of applying twice. `touch`, `set_ttl`, `get` and
+//! `try_update`'s keep are idempotent as they stand (they set, not add);
+//! `delete` reports success if the session is gone after a retry, and so
+//! does `try_update`'s delete (whose first try removed the version it saw). Where a resend finds the session changed by
+//! someone else since (another token in `w`, another version), whether the
+//! first try applied cannot be told: an insert or an update then reports
+//! `OutcomeUnknown` rather than apply again over the newer write. A put
+//! keeps its token in a field of its own, `p`, which updates, touches and
+//! rotations leave alone, so that its resend still finds it after an
+//! `update` built on the put's metadata (and is not applied again over that
+//! update); only another put, or a delete, removes it, and a resend then
+//! applies the put again, as if it came last (a blind write: a put racing
+//! another has no order to keep). A rotation's resend finds its token on
+//! the *new* key, which no one else can have touched: only this call knows
+//! the new id until it returns.
 //!
 //! # Acknowledging a resend with `WAIT`
 //!
@@ -45,7 +67,8 @@
 //!
 //! A script runs atomically on the master of the key's slot: read, compare,
 //! write and re-arm the TTL happen with nothing in between, in one round trip.
-//! Scripts touch only `KEYS[1]`, so they are valid in Redis Cluster. `EVALSHA`
+//! Scripts touch only `KEYS[1]` (and keys of its slot: the rotation's new
+//! key, the fence), so they are valid in Redis Cluster. `EVALSHA`
 //! is sent first; a node that does not know the script (a fresh master after
 //! a failover, a restarted server) answers `NOSCRIPT`, and the backend resends
 //! with `EVAL`, which also caches it there.
@@ -106,20 +129,76 @@ if ARGV[1] == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key
 return 1
 ";
 
-/// KEYS[1] session; ARGV expected version, new metadata, token. Activity.
-/// Returns `{0}` if absent; `{1, c, a, t}` if committed (now or by an earlier
-/// attempt with this token); `{2, v, m}` if the version moved on (the caller
-/// reruns its closure on `m` and retries with `v`).
+/// `KEYS[1]` session; ARGV expected version, new metadata, token, and the
+/// operation: `r` (or absent) replace the metadata and `d` delete the
+/// session, if the version is still the expected one; `k` keep it, whatever
+/// the version (activity only: nothing a concurrent writer could lose, as
+/// the engine's keep). Returns `{0}` if absent; `{1, c, a, t}` if done (now
+/// or, for a replace, by an earlier attempt with this token; for a delete,
+/// the fields it removed); `{2, v, m, c, a, t}` if the version moved on (the
+/// caller reruns its closure on `m` and retries with `v`; `c, a, t` give the
+/// session it then sees). Activity, except a delete.
 const COMMIT: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 'v', 'w', 'c', 'a', 't')
 if not r[1] then return {0} end
 if r[2] == ARGV[3] then return {1, r[3], r[4], r[5]} end
-if r[1] ~= ARGV[1] then return {2, r[1], redis.call('HGET', key, 'm')} end
+local op = ARGV[4] or 'r'
+if op == 'k' then
+  local now = now_ms()
+  redis.call('HSET', key, 'a', now)
+  if r[5] ~= '0' then redis.call('PEXPIRE', key, r[5]) end
+  return {1, r[3], now, r[5]}
+end
+if r[1] ~= ARGV[1] then return {2, r[1], redis.call('HGET', key, 'm'), r[3], r[4], r[5]} end
+if op == 'd' then
+  redis.call('DEL', key)
+  return {1, r[3], r[4], r[5]}
+end
+if op ~= 'r' then return redis.error_reply('commit script: unknown operation ' .. op) end
 local now = now_ms()
 local v = string.format('%d', tonumber(r[1]) + 1)
 redis.call('HSET', key, 'm', ARGV[2], 'v', v, 'a', now, 'w', ARGV[3])
 if r[5] ~= '0' then redis.call('PEXPIRE', key, r[5]) end
 return {1, r[3], now, r[5]}
+";
+
+/// `KEYS[1]` session; ARGV metadata, `timeout_ms` (`0` never), token, first
+/// version. Insert or replace. Activity. A new session starts as `INSERT`
+/// makes it (but with the token in `p`); a replaced one keeps `c` and gets
+/// the next version (so that an `update` that read the old metadata loses
+/// its race instead of overwriting this). Returns 1 (stored now, or already
+/// by this token).
+const PUT: &str = "local key = KEYS[1]
+local r = redis.call('HMGET', key, 'v', 'p')
+if r[2] == ARGV[3] then return 1 end
+local now = now_ms()
+if r[1] then
+  local v = string.format('%d', tonumber(r[1]) + 1)
+  redis.call('HSET', key, 'm', ARGV[1], 'a', now, 't', ARGV[2], 'v', v, 'p', ARGV[3])
+else
+  redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'p', ARGV[3])
+end
+if ARGV[2] == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ARGV[2]) end
+return 1
+";
+
+/// `KEYS[1]` session, `KEYS[2]` the key of its new id (the same slot);
+/// ARGV token. Moves the session to the new key (`RENAME`: every field and
+/// the TTL go along) and records the activity. Returns 1 if rotated (or
+/// already by this token: it is on the new key), 0 if the session is
+/// absent, 2 if the new id is taken (nothing changed; the caller draws
+/// another). The token is checked first: after a rotation whose reply was
+/// lost, the old id may have been inserted again by someone who knew it,
+/// and must not be rotated a second time.
+const ROTATE: &str = "local old, new = KEYS[1], KEYS[2]
+if redis.call('HGET', new, 'w') == ARGV[1] then return 1 end
+if redis.call('EXISTS', new) == 1 then return 2 end
+local t = redis.call('HGET', old, 't')
+if not t then return 0 end
+redis.call('RENAME', old, new)
+redis.call('HSET', new, 'a', now_ms(), 'w', ARGV[1])
+if t ~= '0' then redis.call('PEXPIRE', new, t) end
+return 1
 ";
 
 /// `KEYS[1]` `<session key>:fence`. Writes and removes it: a write that
@@ -146,6 +225,14 @@ pub(crate) fn update_read_cmd(key: &[u8]) -> Cmd {
     cmd
 }
 
+/// `HMGET key m v c a t`: the session a `try_update` starts from, with its
+/// version (the fields in the order `reply::seen` reads them).
+pub(crate) fn try_update_read_cmd(key: &[u8]) -> Cmd {
+    let mut cmd = sized_cmd("HMGET", 7, key.len() + 5);
+    cmd.arg(key).arg("m").arg("v").arg("c").arg("a").arg("t");
+    cmd
+}
+
 /// `redis::cmd(name)` with room for `args` arguments (the name included) of
 /// `bytes` bytes besides the name: a command built argument by argument
 /// otherwise regrows its two buffers several times on every request.
@@ -168,15 +255,27 @@ impl Script {
     /// `EVALSHA sha 1 key args...` (`EVAL code ...` when `eval`: the node
     /// answered `NOSCRIPT`).
     pub(crate) fn cmd(&self, eval: bool, key: &[u8], args: &[&[u8]]) -> Cmd {
-        let bytes = key.len() + 1 + args.iter().map(|a| a.len()).sum::<usize>();
+        self.cmd_keys(eval, &[key], args)
+    }
+
+    /// `EVALSHA sha n keys... args...` (`EVAL` when `eval`): a script of
+    /// several keys, all of one slot.
+    pub(crate) fn cmd_keys(&self, eval: bool, keys: &[&[u8]], args: &[&[u8]]) -> Cmd {
+        debug_assert!(
+            keys.windows(2)
+                .all(|k| crate::keys::slot_of(k[0]) == crate::keys::slot_of(k[1])),
+            "{} on keys of different slots",
+            self.command
+        );
+        let bytes = keys.iter().chain(args).map(|a| a.len()).sum::<usize>() + 1;
         let (name, body) = if eval {
             ("EVAL", &self.code)
         } else {
             ("EVALSHA", &self.sha1)
         };
-        let mut cmd = sized_cmd(name, 4 + args.len(), body.len() + bytes);
-        cmd.arg(body).arg(1).arg(key);
-        for arg in args {
+        let mut cmd = sized_cmd(name, 3 + keys.len() + args.len(), body.len() + bytes);
+        cmd.arg(body).arg(keys.len());
+        for arg in keys.iter().chain(args) {
             cmd.arg(*arg);
         }
         cmd
@@ -201,17 +300,21 @@ pub(crate) struct Scripts {
     pub(crate) touch: Script,
     pub(crate) set_ttl: Script,
     pub(crate) commit: Script,
+    pub(crate) put: Script,
+    pub(crate) rotate: Script,
 }
 
 impl Scripts {
     /// Every script's text (to load them on a server ahead of use).
-    pub(crate) fn codes(&self) -> [&str; 5] {
+    pub(crate) fn codes(&self) -> [&str; 7] {
         [
             &self.insert.code,
             &self.get.code,
             &self.touch.code,
             &self.set_ttl.code,
             &self.commit.code,
+            &self.put.code,
+            &self.rotate.code,
         ]
     }
 
@@ -222,6 +325,8 @@ impl Scripts {
             touch: Script::new("touch", TOUCH),
             set_ttl: Script::new("set_ttl", SET_TTL),
             commit: Script::new("commit", COMMIT),
+            put: Script::new("put", PUT),
+            rotate: Script::new("rotate", ROTATE),
         }
     }
 }
@@ -231,9 +336,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_commit_script_keeps_the_checks_the_benchmark_switches_off() {
+        // `examples/redis_bench.rs` replays the commit script with these
+        // two lines made false (`commit_replay`).
+        for check in ["if r[2] == ARGV[3] then", "if r[1] ~= ARGV[1] then"] {
+            assert_eq!(COMMIT.matches(check).count(), 1, "{check}");
+        }
+    }
+
+    #[test]
     fn scripts_have_distinct_hashes() {
         let s = Scripts::new();
-        let all = [&s.insert, &s.get, &s.touch, &s.set_ttl, &s.commit];
+        let all = [
+            &s.insert, &s.get, &s.touch, &s.set_ttl, &s.commit, &s.put, &s.rotate,
+        ];
         for (i, a) in all.iter().enumerate() {
             assert_eq!(a.sha1.len(), 40, "{}", a.code);
             assert!(a.code.starts_with(PRELUDE));

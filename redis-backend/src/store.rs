@@ -8,19 +8,22 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
-use session_engine::{Cursor, Error, Metadata, Page, Result, Session, SessionId, SessionStore, Timeout};
+use session_engine::{
+    Cursor, Error, Metadata, Op, Page, Result, Session, SessionId, SessionStore, Timeout, Updated,
+};
 use tokio::time::timeout;
 
 use crate::config::{Deployment, RedisConfig};
 use crate::conn::{connect_node, direct_query, Conn};
 use crate::error::{classify, Fault};
+use crate::keys::{id_slot, random_id_in_slot};
 use crate::limits::{
-    CREATE_TRIES_MAX, UPDATE_BACKOFF_MAX, UPDATE_BACKOFF_MIN, UPDATE_EAGER_TRIES, UPDATE_TRIES_MAX,
-    VERSION_FIRST_MAX,
+    CREATE_TRIES_MAX, SLOT_ID_DRAWS_MAX, UPDATE_BACKOFF_MAX, UPDATE_BACKOFF_MIN, UPDATE_EAGER_TRIES,
+    UPDATE_TRIES_MAX, VERSION_FIRST_MAX,
 };
-use crate::reply;
+use crate::reply::{self, Commit, Seen};
 use crate::request::{join_all, Acked, BatchReply, Inner, Kind, RedisStats, Reply};
-use crate::scripts::{peek_cmd, update_read_cmd, Scripts};
+use crate::scripts::{peek_cmd, try_update_read_cmd, update_read_cmd, Scripts};
 
 /// The session API on Redis (one server or a cluster). Cheap to clone: clones
 /// share one connection. See the crate docs for the semantics and the
@@ -310,51 +313,217 @@ impl RedisStore {
                 )
                 .await?;
             match reply::commit_outcome(&script.command, value)? {
-                reply::Commit::Absent => return Err(Error::NotFound),
-                reply::Commit::Done(fields) => {
+                Commit::Absent => return Err(Error::NotFound),
+                Commit::Done(fields) => {
                     let session = reply::session_with(*id, Metadata::from(new), &script.command, &fields)?;
                     return inner.acknowledge(replicas, session);
                 }
-                reply::Commit::Moved { .. } if resent_after_doubt => {
-                    return Err(Error::OutcomeUnknown {
-                        reason: "an update commit failed in doubt and another writer changed the session \
-                                 before the resend: it may or may not be in"
-                            .into(),
-                    })
-                }
-                reply::Commit::Moved {
-                    version: newer,
-                    metadata,
-                } => {
-                    inner.count_update_conflict();
-                    // Nothing of this call is in: out of time, it says so.
-                    let out_of_time = |pause: Duration| {
-                        (Instant::now() + pause >= deadline)
-                            .then_some(Error::Contended { tries: attempt + 1 })
-                    };
-                    if attempt < UPDATE_EAGER_TRIES {
-                        // Retry at once on the newer value the script handed back.
-                        if let Some(e) = out_of_time(Duration::ZERO) {
-                            return Err(e);
-                        }
-                        (current, version) = (metadata, newer);
-                    } else {
-                        // Contended: step aside for a random, growing pause, then
-                        // read afresh (a value held through the pause would be stale)
-                        // and commit straight after, keeping the race window at two
-                        // round trips.
-                        let pause = conflict_pause(attempt - UPDATE_EAGER_TRIES);
-                        if let Some(e) = out_of_time(pause) {
-                            return Err(e);
-                        }
-                        tokio::time::sleep(pause).await;
+                Commit::Moved(_) if resent_after_doubt => return Err(moved_after_doubt("an update")),
+                Commit::Moved(newer) => {
+                    if self.after_lost_race(attempt, deadline).await? {
                         (current, version) = self.read_for_update(&key, deadline).await?;
+                    } else {
+                        (current, version) = (newer.metadata, newer.version);
                     }
                 }
             }
         }
         Err(Error::Contended {
             tries: UPDATE_TRIES_MAX,
+        })
+    }
+
+    /// Runs `f` on the current metadata and does what it decides, atomically
+    /// against the version it saw (optimistic, as [`RedisStore::update`]:
+    /// one read, then the commit script, which replaces or deletes only if
+    /// the version is still the one `f` saw and otherwise hands back the
+    /// newer session for `f` to run on again):
+    ///
+    /// - `Ok(Op::Keep)`: nothing changes but the last access (activity, as
+    ///   `get`, whatever the version now: a keep loses no one's write, as
+    ///   the engine's; a read: it does not wait for replicas).
+    ///   [`Updated::Kept`] with the session as `f` saw it, its last access
+    ///   now.
+    /// - `Ok(Op::Replace(bytes))`: as `update`. [`Updated::Replaced`] with
+    ///   the new session.
+    /// - `Ok(Op::Delete)`: deletes the session only if it is still the
+    ///   version `f` saw (a concurrent update makes `f` run again on the
+    ///   newer value). [`Updated::Deleted`] with the session as `f` saw it.
+    /// - `Err(e)`: nothing changes, not even the last access; `Ok(Err(e))`.
+    ///
+    /// `f` may run more than once; its last decision is the one applied.
+    ///
+    /// # Errors
+    /// The outer error is the backend's, as for [`RedisStore::update`]:
+    /// [`Error::NotFound`] (also if the session goes while `f` runs);
+    /// [`Error::ValueTooLarge`] if `f` returns too much (nothing changed);
+    /// [`Error::Contended`] after 256 lost races, or when the request timeout
+    /// runs out between lost races (nothing applied);
+    /// [`Error::OutcomeUnknown`] if a replace or delete failed in doubt and
+    /// a concurrent writer then changed the session; the request errors of
+    /// the crate docs. The read, every commit and every resend share one
+    /// request timeout. A delete resent after a doubtful try that finds the
+    /// session gone counts it as deleted, as [`RedisStore::delete`] does.
+    pub async fn try_update<F, E>(&self, id: &SessionId, mut f: F) -> Result<std::result::Result<Updated, E>>
+    where
+        F: FnMut(&[u8]) -> std::result::Result<Op, E> + Send,
+        E: Send,
+    {
+        let inner = &self.inner;
+        let key = inner.keys.key(id);
+        let deadline = inner.deadline();
+        let mut seen = self.read_seen(&key, deadline).await?;
+        let script = &inner.scripts.commit;
+        for attempt in 0..UPDATE_TRIES_MAX {
+            let op = match f(&seen.metadata) {
+                Ok(op) => op,
+                Err(e) => return Ok(Err(e)),
+            };
+            // The commit script's operation codes (see `scripts::COMMIT`).
+            let (code, new, kind): (&[u8], &[u8], Kind) = match &op {
+                Op::Keep => (b"k", b"", Kind::Read),
+                Op::Replace(new) => {
+                    self.check_len(new.len())?;
+                    (b"r", new, Kind::Write)
+                }
+                Op::Delete => (b"d", b"", Kind::Write),
+            };
+            let token = token();
+            let Reply {
+                value: Acked { value, replicas },
+                resent_after_doubt,
+            } = inner
+                .script(
+                    kind,
+                    deadline,
+                    script,
+                    &key,
+                    &[&seen.version, new, token.as_bytes(), code],
+                )
+                .await?;
+            let updated = match (reply::commit_outcome(&script.command, value)?, op) {
+                (Commit::Done(fields), Op::Keep) => {
+                    // The session as `f` saw it, last accessed now (the
+                    // reply's `a`). A read: not acknowledged by replicas.
+                    let now = reply::session_with(*id, Metadata::from(Vec::new()), &script.command, &fields)?;
+                    let kept = Seen {
+                        last_access_ms: now.last_access_ms(),
+                        ..seen
+                    };
+                    return Ok(Ok(Updated::Kept(kept.into_session(*id))));
+                }
+                (Commit::Done(fields), Op::Replace(new)) => Updated::Replaced(reply::session_with(
+                    *id,
+                    Metadata::from(new),
+                    &script.command,
+                    &fields,
+                )?),
+                (Commit::Done(_), Op::Delete) => Updated::Deleted(seen.into_session(*id)),
+                // Gone after a doubtful try: this delete, by the try whose
+                // reply was lost, or another's; as `delete`, counted done.
+                (Commit::Absent, Op::Delete) if resent_after_doubt => {
+                    Updated::Deleted(seen.into_session(*id))
+                }
+                (Commit::Absent, _) => return Err(Error::NotFound),
+                (Commit::Moved(_), Op::Replace(_) | Op::Delete) if resent_after_doubt => {
+                    return Err(moved_after_doubt("a try_update"))
+                }
+                (Commit::Moved(newer), _) => {
+                    seen = if self.after_lost_race(attempt, deadline).await? {
+                        self.read_seen(&key, deadline).await?
+                    } else {
+                        newer
+                    };
+                    continue;
+                }
+            };
+            return inner.acknowledge(replicas, Ok(updated));
+        }
+        Err(Error::Contended {
+            tries: UPDATE_TRIES_MAX,
+        })
+    }
+
+    /// Stores the session under `id`, replacing any live one (one script):
+    /// sets the metadata and the timeout, and counts as activity. A
+    /// replaced session keeps its creation time (and gets a new version: an
+    /// `update` that read the old metadata loses its race and runs again on
+    /// this); a new one is created now.
+    ///
+    /// A resend after a doubtful try does not apply twice (its token is
+    /// kept in the session, and an `update` does not remove it); after
+    /// another `put` or a `delete` in between, it applies again, as if it
+    /// came last (see `scripts.rs`).
+    ///
+    /// # Errors
+    /// [`Error::ValueTooLarge`], [`Error::InvalidTimeout`] (nothing sent);
+    /// the request errors of the crate docs.
+    pub async fn put(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
+        let timeout_field = self.check(metadata.len(), timeout)?;
+        let inner = &self.inner;
+        let key = inner.keys.key(&id);
+        let token = token();
+        let first_version = first_version();
+        let script = &inner.scripts.put;
+        let args: [&[u8]; 4] = [
+            metadata,
+            timeout_field.as_bytes(),
+            token.as_bytes(),
+            first_version.as_bytes(),
+        ];
+        let reply = inner
+            .script(Kind::Write, inner.deadline(), script, &key, &args)
+            .await?;
+        reply::code(&script.command, &reply.value.value, 1..=1, true)?;
+        inner.acknowledge(reply.value.replicas, ())
+    }
+
+    /// Moves the session to a fresh random id, atomically (one script:
+    /// `RENAME` and the activity): afterwards the old id is gone and the new
+    /// one holds the same metadata, creation time and timeout, its last
+    /// access now. The defence against session fixation: call it when the
+    /// session's privileges change (at login).
+    ///
+    /// The new id is drawn from the OS CSPRNG, uniformly among the ids
+    /// whose key falls in the old one's hash slot, since a cluster runs a
+    /// script only on keys of one slot: 114 random bits (2^128 ids / 2^14
+    /// slots), the same on one server. It costs about 4 draws and a few
+    /// microseconds (see `keys::random_id_in_slot`). A resend after a lost
+    /// reply finds the rotation done (its token is on the new key) and does
+    /// not rotate twice.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no live session has the id; [`Error::Entropy`]
+    /// (nothing sent); the request errors of the crate docs. After
+    /// [`Error::OutcomeUnknown`] or [`Error::TimedOut`] the session may
+    /// have moved to an id that only this call knew: treat it as ended
+    /// (delete the old id; a session left under the new one expires by its
+    /// timeout).
+    pub async fn rotate(&self, id: &SessionId) -> Result<SessionId> {
+        let inner = &self.inner;
+        let old = inner.keys.key(id);
+        let deadline = inner.deadline();
+        let script = &inner.scripts.rotate;
+        for _ in 0..CREATE_TRIES_MAX {
+            let new_id = Self::fresh_id_beside(id)?;
+            let new = inner.keys.key(&new_id);
+            let token = token();
+            let reply = inner
+                .request(Kind::Write, deadline, &old, |attempt| {
+                    script.cmd_keys(attempt.eval, &[&old, &new], &[token.as_bytes()])
+                })
+                .await?;
+            match reply::code(&script.command, &reply.value.value, 0..=2, true)? {
+                1 => return inner.acknowledge(reply.value.replicas, new_id),
+                0 => return Err(Error::NotFound),
+                // The new id is taken (a 2^-114 event): draw another.
+                _ => {}
+            }
+        }
+        Err(Error::Unavailable {
+            reason: format!(
+                "{CREATE_TRIES_MAX} random ids in a row were taken: is the random source broken?"
+            ),
         })
     }
 
@@ -502,6 +671,58 @@ impl RedisStore {
         check_timeout(timeout)
     }
 
+    /// After the `attempt`-th lost race (from 0) of an optimistic write:
+    /// counts it, then either says to retry at once on the value the commit
+    /// script handed back (`false`: the first [`UPDATE_EAGER_TRIES`]), or
+    /// steps aside for a random, growing pause and says to read afresh
+    /// (`true`: a value held through the pause would be stale; committing
+    /// straight after the read keeps the race window at two round trips).
+    /// [`Error::Contended`] if the deadline would pass first: nothing of the
+    /// operation is in, and it says so.
+    async fn after_lost_race(&self, attempt: u32, deadline: Instant) -> Result<bool> {
+        self.inner.count_update_conflict();
+        let eager = attempt < UPDATE_EAGER_TRIES;
+        let pause = if eager {
+            Duration::ZERO
+        } else {
+            conflict_pause(attempt - UPDATE_EAGER_TRIES)
+        };
+        if Instant::now() + pause >= deadline {
+            return Err(Error::Contended { tries: attempt + 1 });
+        }
+        if !eager {
+            tokio::time::sleep(pause).await;
+        }
+        Ok(!eager)
+    }
+
+    /// The session and its version for a `try_update` (`HMGET m v c a t`).
+    async fn read_seen(&self, key: &[u8], deadline: Instant) -> Result<Seen> {
+        let reply = self
+            .inner
+            .command(Kind::Read, deadline, key, &try_update_read_cmd(key))
+            .await?;
+        reply::seen(reply.value)
+    }
+
+    /// A fresh random id for the session `id` to move to, whose key is in
+    /// the same slot. On one server too: a script of keys in two slots is
+    /// refused by a cluster and by services that put one behind a single
+    /// address (and apply its same-slot rule), and one path is one to test;
+    /// 114 random bits are far beyond what guessing can reach.
+    fn fresh_id_beside(id: &SessionId) -> Result<SessionId> {
+        match random_id_in_slot(id_slot(id), SessionId::random) {
+            Ok(Some(new)) => Ok(new),
+            Ok(None) => Err(Error::Unavailable {
+                reason: format!(
+                    "{SLOT_ID_DRAWS_MAX} random ids in a row did not fit the session's slot: is the random \
+                     source broken?"
+                ),
+            }),
+            Err(e) => Err(Error::Entropy(e)),
+        }
+    }
+
     /// Metadata and version for an update (`HMGET m v`).
     async fn read_for_update(&self, key: &[u8], deadline: Instant) -> Result<(Vec<u8>, Vec<u8>)> {
         let reply = self
@@ -618,6 +839,17 @@ fn same_error(e: &Error) -> Error {
     }
 }
 
+/// The error of an optimistic write whose try failed in doubt and whose
+/// resend found the version moved on: whether the try is in cannot be told.
+fn moved_after_doubt(what: &str) -> Error {
+    Error::OutcomeUnknown {
+        reason: format!(
+            "{what} commit failed in doubt and another writer changed the session before the resend: it \
+             may or may not be in"
+        ),
+    }
+}
+
 /// A fresh idempotency token (see `scripts.rs`).
 fn token() -> String {
     rand::rng().random::<u64>().to_string()
@@ -648,12 +880,6 @@ fn check_timeout(timeout: Timeout) -> Result<String> {
     })
 }
 
-fn not_yet(op: &str) -> Error {
-    Error::Unavailable {
-        reason: format!("{op} is not available on the Redis backend yet"),
-    }
-}
-
 impl SessionStore for RedisStore {
     async fn create(&self, metadata: &[u8], timeout: Timeout) -> Result<SessionId> {
         RedisStore::create(self, metadata, timeout).await
@@ -663,26 +889,20 @@ impl SessionStore for RedisStore {
         RedisStore::insert(self, id, metadata, timeout).await
     }
 
-    // Until the Redis scripts for these land (branch redis-api), they are
-    // refused rather than emulated with several non-atomic steps.
-    async fn put(&self, _id: SessionId, _metadata: &[u8], _timeout: Timeout) -> Result<()> {
-        Err(not_yet("put"))
+    async fn put(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
+        RedisStore::put(self, id, metadata, timeout).await
     }
 
-    async fn rotate(&self, _id: &SessionId) -> Result<SessionId> {
-        Err(not_yet("rotate"))
+    async fn rotate(&self, id: &SessionId) -> Result<SessionId> {
+        RedisStore::rotate(self, id).await
     }
 
-    async fn try_update<F, E>(
-        &self,
-        _id: &SessionId,
-        _f: F,
-    ) -> Result<std::result::Result<session_engine::Updated, E>>
+    async fn try_update<F, E>(&self, id: &SessionId, f: F) -> Result<std::result::Result<Updated, E>>
     where
-        F: FnMut(&[u8]) -> std::result::Result<session_engine::Op, E> + Send,
+        F: FnMut(&[u8]) -> std::result::Result<Op, E> + Send,
         E: Send,
     {
-        Err(not_yet("try_update"))
+        RedisStore::try_update(self, id, f).await
     }
 
     async fn get(&self, id: &SessionId) -> Result<Session> {

@@ -4,14 +4,16 @@
 //! after `NOSCRIPT`, and a resend after a try whose reply was lost (the
 //! write applied, the connection closed before the answer came back; the
 //! resend then finds the write already in: the insert's own token, the
-//! update's own commit, the session already gone for a delete).
+//! update's own commit, the session already gone for a delete, the
+//! rotation's token on the new key).
 //!
 //! Setup: a master, and its replica connected through a proxy the test
 //! freezes (the replication link stops without an error: the master still
 //! counts the replica as connected, but no acknowledgement comes back). The
 //! store reaches the master through a second proxy that injects the
-//! faults. Every write — create, insert, update, touch, set_ttl, delete —
-//! must then report `OutcomeUnknown` on every path (it is applied on the
+//! faults. Every write — create, insert, put, update, `try_update`'s
+//! replace and delete, rotate, touch, set_ttl, delete — must then report
+//! `OutcomeUnknown` on every path (it is applied on the
 //! master, and lost if the master fails now), never `Ok`; reads still
 //! answer.
 
@@ -19,7 +21,7 @@ mod support;
 
 use std::time::Duration;
 
-use session_engine::{Error, SessionId, Timeout};
+use session_engine::{Error, SessionId, Timeout, Updated};
 use session_redis::{RedisConfig, RedisStore, Replication};
 use support::proxy::Proxy;
 use support::Server;
@@ -39,16 +41,24 @@ enum Path {
 enum Op {
     Create,
     Insert,
+    Put,
     Update,
+    TryReplace,
+    TryDelete,
+    Rotate,
     Touch,
     SetTtl,
     Delete,
 }
 
-const OPS: [Op; 6] = [
+const OPS: [Op; 10] = [
     Op::Create,
     Op::Insert,
+    Op::Put,
     Op::Update,
+    Op::TryReplace,
+    Op::TryDelete,
+    Op::Rotate,
     Op::Touch,
     Op::SetTtl,
     Op::Delete,
@@ -73,7 +83,26 @@ async fn run(store: &RedisStore, op: Op, path: Path, id: SessionId) -> Result<()
                 .insert(fresh_id(path), b"inserted", Timeout::from_secs(600))
                 .await
         }
+        Op::Put => store.put(id, b"put", Timeout::from_secs(600)).await,
         Op::Update => store.update(&id, |_| b"updated".to_vec()).await.map(drop),
+        Op::TryReplace | Op::TryDelete => {
+            let op = if op == Op::TryReplace {
+                session_engine::Op::Replace(b"try-replaced".to_vec())
+            } else {
+                session_engine::Op::Delete
+            };
+            let updated = store
+                .try_update(&id, |_| Ok::<_, ()>(op.clone()))
+                .await?
+                .expect("the closure decides");
+            assert!(matches!(
+                (op, updated),
+                (session_engine::Op::Replace(_), Updated::Replaced(_))
+                    | (session_engine::Op::Delete, Updated::Deleted(_))
+            ));
+            Ok(())
+        }
+        Op::Rotate => store.rotate(&id).await.map(drop),
         Op::Touch => store.touch(&id).await,
         Op::SetTtl => store.set_ttl(&id, Timeout::from_secs(1_234)).await,
         Op::Delete => store.delete(&id).await,
@@ -90,9 +119,21 @@ async fn check_applied(store: &RedisStore, master: &Server, op: Op, path: Path, 
             let s = store.peek(&fresh_id(path)).await.expect(&what);
             assert_eq!(s.metadata(), b"inserted", "{what}");
         }
+        Op::Put => {
+            let s = store.peek(&id).await.expect(&what);
+            assert_eq!(s.metadata(), b"put", "{what}");
+        }
         Op::Update => {
             let s = store.peek(&id).await.expect(&what);
             assert_eq!(s.metadata(), b"updated", "{what}");
+        }
+        Op::TryReplace => {
+            let s = store.peek(&id).await.expect(&what);
+            assert_eq!(s.metadata(), b"try-replaced", "{what}");
+        }
+        // The session moved to an id only the failed call knew.
+        Op::Rotate => {
+            assert!(matches!(store.peek(&id).await, Err(Error::NotFound)), "{what}");
         }
         Op::SetTtl => {
             let ttl: i64 = master
@@ -102,7 +143,9 @@ async fn check_applied(store: &RedisStore, master: &Server, op: Op, path: Path, 
                 .expect(&what);
             assert!(ttl > 600_000, "{what}: TTL {ttl} ms, expected about 1234 s");
         }
-        Op::Delete => assert!(matches!(store.peek(&id).await, Err(Error::NotFound)), "{what}"),
+        Op::Delete | Op::TryDelete => {
+            assert!(matches!(store.peek(&id).await, Err(Error::NotFound)), "{what}");
+        }
     }
 }
 
@@ -169,7 +212,7 @@ async fn no_write_is_acknowledged_without_its_replica_on_any_path() {
     }
     assert!(
         problems.is_empty(),
-        "{} of 24 cases:\n{}",
+        "{} of 40 cases:\n{}",
         problems.len(),
         problems.join("\n")
     );
@@ -179,5 +222,5 @@ async fn no_write_is_acknowledged_without_its_replica_on_any_path() {
     store.get(&id).await.expect("get answers");
     store.peek(&id).await.expect("peek answers");
     assert!(store.contains(&id).await.expect("contains answers"));
-    assert!(store.stats().replication_shortfalls >= 24);
+    assert!(store.stats().replication_shortfalls >= 40);
 }

@@ -20,10 +20,9 @@
 //!    over to asks the same.
 //!
 //! Each shard's log has its own group commit, so the leaders of different
-//! shards sync at the same time. (One round shared by every shard was
-//! measured too: on this machine's disk each log's sync costs an I/O of its
-//! own whatever the order, and one leader syncing every log in turn halved
-//! the throughput of 8 shards; `results/persistence.md`.) The engine's
+//! shards sync at the same time. (One round shared by every shard would put
+//! the logs' syncs one after another behind one leader: each log's sync is
+//! a device flush of its own whatever the order.) The engine's
 //! threads that sync several logs in a row (the `Interval` flush, the
 //! flusher) first start every log's writeback (`ShardLog::hint_writeback`)
 //! so that each sync finds its pages on their way.
