@@ -165,15 +165,21 @@ fn in_process() -> Vec<Contestant> {
 }
 
 async fn on_redis(url: &str) -> Vec<Contestant> {
-    let ours_store = RedisStore::connect(RedisConfig::standalone(url))
-        .await
-        .expect("connect our store");
+    let connect = || async {
+        RedisStore::connect(RedisConfig::standalone(url))
+            .await
+            .expect("connect our store")
+    };
     let pool = Pool::new(FredConfig::from_url(url).expect("fred URL"), None, None, None, 1).expect("pool");
     let _connection = pool.init().await.expect("fred connects");
     vec![
         Contestant {
             name: "TowerStore<RedisStore> (fixed)",
-            app: ours(ours_store, false),
+            app: ours(connect().await, false),
+        },
+        Contestant {
+            name: "TowerStore<RedisStore> (sliding)",
+            app: ours(connect().await, true),
         },
         Contestant {
             name: "tower-sessions-redis-store 0.16 (fred)",
@@ -332,6 +338,42 @@ fn table(out: &mut String, title: &str, group: &[Contestant], figures: &mut [Fig
     }
 }
 
+/// The server's CPU per command over the whole Redis group (`INFO
+/// commandstats`): where a request's server time goes, ours and theirs.
+fn server_cost(out: &mut String, server: &support::Server) {
+    writeln!(
+        out,
+        "\n### Server CPU per command over the Redis runs (`INFO commandstats`)\n"
+    )
+    .unwrap();
+    writeln!(out, "| command | calls | µs per call |").unwrap();
+    writeln!(out, "| --- | --- | --- |").unwrap();
+    let stats = server.cli(&["INFO", "commandstats"]);
+    for line in stats.lines() {
+        let Some((name, fields)) = line
+            .trim()
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let field = |key: &str| {
+            fields
+                .split(',')
+                .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                .unwrap_or("?")
+        };
+        writeln!(
+            out,
+            "| {name} | {} | {} |",
+            field("calls"),
+            field("usec_per_call")
+        )
+        .unwrap();
+    }
+    writeln!(out, "\nOurs: `HMGET` is the fixed `load` (peek), `evalsha` the sliding `load` (the get script) and every `save` (the put script); theirs: `GET` and `SET ... EXAT`.").unwrap();
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -420,6 +462,7 @@ fn main() {
                 &mut figures,
             );
         }
+        server_cost(&mut out, &server);
     });
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).expect("create the output directory");
