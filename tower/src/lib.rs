@@ -1,0 +1,124 @@
+//! [tower-sessions](https://docs.rs/tower-sessions) (0.15) on the session
+//! engine: one adapter, [`TowerStore`], serves the embedded
+//! [`Engine`](session_engine::Engine), `session_redis::RedisStore` (one
+//! server or a Redis Cluster) and any other
+//! [`session_engine::SessionStore`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use axum::{routing::get, Router};
+//! use session_engine::{Config, Engine};
+//! use session_tower::TowerStore;
+//! use tower_sessions::{Expiry, Session, SessionManagerLayer};
+//!
+//! async fn counter(session: Session) -> String {
+//!     let n: u64 = session.get("n").await.unwrap().unwrap_or(0) + 1;
+//!     session.insert("n", n).await.unwrap();
+//!     n.to_string()
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::open(Config::single_node_production("/var/lib/app/sessions"))?;
+//! // A session ends after 30 minutes without requests, reads included.
+//! let store = TowerStore::new(engine)
+//!     .sliding(true)
+//!     .inactivity_timeout(Duration::from_secs(30 * 60))?;
+//! let app: Router = Router::new()
+//!     .route("/", get(counter))
+//!     .layer(SessionManagerLayer::new(store).with_expiry(Expiry::OnSessionEnd));
+//! # Ok(()) }
+//! ```
+//!
+//! # Ids
+//!
+//! A tower-sessions `Id` is an `i128` written as URL-safe base64 of its
+//! little-endian bytes; ours is 16 bytes written as URL-safe base64. The
+//! adapter takes the one for the other bit for bit, so a cookie names the
+//! same session on both sides (`id.to_string()` is the same text). `create`
+//! draws the id from the engine's source (the OS CSPRNG) rather than keeping
+//! the one tower-sessions drew, and inserts it: an id that is taken is never
+//! overwritten, another is drawn.
+//!
+//! # Deadlines: fixed (tower-sessions' rule) or sliding
+//!
+//! Each save stores the record's `expiry_date` minus now as the session's
+//! inactivity timeout (rounded up to the millisecond; a date more than
+//! [`TIMEOUT_MS_MAX`](session_engine::limits::TIMEOUT_MS_MAX), 400
+//! days, away is stored without a timeout and ended by `load` once it has
+//! passed). By default a `load` is a `peek`: the deadline stays where the
+//! last save put it, as in every tower-sessions store, so a session whose
+//! requests only read ends on time even while in use
+//! ([tower-sessions issue #74](https://github.com/maxcountryman/tower-sessions/issues/74);
+//! tower-sessions' answer is `with_always_save(true)`, a write on every
+//! request).
+//!
+//! With [`TowerStore::sliding`] a `load` is our `get`, which counts as
+//! activity: the deadline moves to now plus the session's timeout in the
+//! same operation, no write of the record, and the record comes back with
+//! that `expiry_date`. The server side is then fixed. The browser side is
+//! not the store's to fix: tower-sessions gives the cookie a `Max-Age` only
+//! on responses that save the session. So:
+//!
+//! - **`Expiry::OnSessionEnd` on the layer, with
+//!   [`TowerStore::inactivity_timeout`]** (the example above): the cookie
+//!   has no `Max-Age` (the browser keeps it until it closes), the store
+//!   holds every session with that timeout, and every request slides it. A
+//!   session ends after the timeout without requests, or when the browser
+//!   closes. This is the setting for "log out after 30 minutes of
+//!   inactivity" without `with_always_save`.
+//! - `Expiry::OnInactivity(d)` with `sliding(true)`: the store's deadline
+//!   slides on reads, but the cookie's `Max-Age = d` is sent only with saves,
+//!   so the browser drops the cookie `d` after the last request that
+//!   *changed* the session, whatever came after it. Use it only where every
+//!   request writes anyway, or where the client ignores `Max-Age`.
+//! - `Expiry::AtDateTime(t)`: a fixed end; sliding is beside the point.
+//!
+//! # `cycle_id`
+//!
+//! `Session::cycle_id` (the session-fixation defence after a login) works
+//! with this store: the old id is deleted at once, and the record is
+//! inserted under a new id when the middleware saves it at the end of the
+//! request. It cannot go through the engine's atomic rotate: tower-sessions
+//! sends a `delete(old)` and, later, a `create(record)` with a fresh id, and
+//! nothing in either call says they belong together (the same `delete`
+//! comes from a logout). Between the two the session is under no id, and a
+//! failure in between (a crash, a 5xx response, which the middleware does
+//! not save) loses it.
+//!
+//! [`cycle_id`] (this crate's) does the same through the store's rotate: it
+//! wraps `Session::cycle_id` and an immediate `Session::save` in a
+//! task-local scope naming the old id, in which this store's `delete(old)`
+//! rotates (old id gone, new id holding the data, one step) and the
+//! following `create` takes the rotated id. Call it instead of
+//! `session.cycle_id()`.
+//!
+//! # Errors
+//!
+//! Our errors become `session_store::Error::Backend` with our message
+//! prefixed by the operation and the session id ("load of session …:
+//! session backend timed out after 1000 ms; …"); metadata that is not a
+//! stored record becomes `Decode` naming what is wrong; a map that cannot
+//! be written becomes `Encode`. A session that is not there is not an error:
+//! `load` returns `None` and `delete` succeeds.
+//!
+//! # Stored form
+//!
+//! The record's map and expiry date, in the session's metadata; the layout
+//! is in the source of `record.rs` (a version byte, the date, MessagePack).
+//! The engine's metadata limit (64 KiB by default,
+//! `Config::metadata_bytes_max`) bounds a record's size.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, clippy::pedantic)]
+// doc_markdown: it takes "MessagePack" for an item name.
+#![allow(clippy::module_name_repetitions, clippy::doc_markdown)]
+
+mod id;
+mod limits;
+mod record;
+mod rotate;
+mod store;
+
+pub use rotate::cycle_id;
+pub use store::TowerStore;

@@ -1,0 +1,272 @@
+//! [`TowerStore`]: tower-sessions' `SessionStore` over one of ours.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use session_engine::limits::TIMEOUT_MS_MAX;
+use session_engine::{SessionId, SessionStore, Timeout};
+use time::OffsetDateTime;
+use tower_sessions_core::session::{Id, Record};
+use tower_sessions_core::session_store::{self, Error, ExpiredDeletion};
+
+use crate::id::{to_session_id, to_tower_id};
+use crate::limits::ID_TRIES_MAX;
+use crate::record::{self, date_of_ms};
+use crate::rotate;
+
+/// A tower-sessions store over any [`session_engine::SessionStore`]: the
+/// embedded [`Engine`](session_engine::Engine), `session_redis::RedisStore`,
+/// or a store of your own, owned or shared (`Arc`).
+///
+/// Each tower-sessions record is one session of ours under the same 128-bit
+/// id (the cookie text is the same either way), its map and expiry date in
+/// the metadata (MessagePack; the layout is in the crate docs), and its expiry
+/// date minus now as the session's inactivity timeout, so the store expires
+/// it natively.
+///
+/// | tower-sessions | here |
+/// | --- | --- |
+/// | `create(&mut record)` | `insert` under a fresh id from the OS CSPRNG (ours, replacing tower's); another fresh id if it is taken: never overwrites |
+/// | `save(&record)` | insert-or-replace with the new metadata and timeout; a record already past its expiry date is deleted |
+/// | `load(&id)` | `peek` (the deadline stays where the last save put it); with [`sliding`](Self::sliding) `get`, which slides it |
+/// | `delete(&id)` | `delete` (absent is fine); inside [`cycle_id`](crate::cycle_id) the store's rotate |
+/// | `delete_expired()` | `cleanup_expired` (0 work on Redis, which expires keys itself) |
+pub struct TowerStore<S> {
+    store: Arc<S>,
+    sliding: bool,
+    inactivity_timeout: Option<Timeout>,
+}
+
+impl<S> TowerStore<S> {
+    /// Wraps a store it owns.
+    #[must_use]
+    pub fn new(store: S) -> Self {
+        Self::from_arc(Arc::new(store))
+    }
+
+    /// Wraps a store shared with the rest of the program.
+    #[must_use]
+    pub fn from_arc(store: Arc<S>) -> Self {
+        Self {
+            store,
+            sliding: false,
+            inactivity_timeout: None,
+        }
+    }
+
+    /// `true`: every `load` counts as activity and slides the session's
+    /// deadline by its timeout (our `get`), and returns the record with the
+    /// moved `expiry_date`. A session then ends after its timeout without
+    /// requests, whether they wrote to it or not, without
+    /// `SessionManagerLayer::with_always_save` writing every request back.
+    ///
+    /// `false` (the default): tower-sessions' own rule, the deadline is the
+    /// `expiry_date` of the last save and a load leaves it there.
+    ///
+    /// The browser must keep the cookie as long as the server keeps the
+    /// session: see the crate docs for the layer settings that go with it.
+    #[must_use]
+    pub fn sliding(mut self, sliding: bool) -> Self {
+        self.sliding = sliding;
+        self
+    }
+
+    /// Stores every session with this inactivity timeout instead of the
+    /// record's `expiry_date` minus now. For a layer whose cookie has no
+    /// `Max-Age` (`Expiry::OnSessionEnd`, where tower-sessions dates every
+    /// record two weeks out): the server's deadline is then this timeout,
+    /// sliding on every request with [`sliding`](Self::sliding).
+    ///
+    /// # Errors
+    /// [`session_engine::Error::InvalidTimeout`] for zero or more than
+    /// [`TIMEOUT_MS_MAX`] (400 days).
+    pub fn inactivity_timeout(mut self, timeout: Duration) -> session_engine::Result<Self> {
+        let timeout = Timeout::After(timeout);
+        timeout.checked_ms()?;
+        self.inactivity_timeout = Some(timeout);
+        Ok(self)
+    }
+
+    /// The wrapped store.
+    #[must_use]
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// The timeout a record saved at `now` gets; `None` if its expiry date
+    /// has passed (it must not be stored).
+    fn timeout_for(&self, expiry_date: OffsetDateTime, now: OffsetDateTime) -> Option<Timeout> {
+        if let Some(timeout) = self.inactivity_timeout {
+            return Some(timeout);
+        }
+        let remaining_ns = (expiry_date - now).whole_nanoseconds();
+        if remaining_ns <= 0 {
+            return None;
+        }
+        // Rounded up: a record is never dropped before its expiry date.
+        let timeout_ms = (remaining_ns + 999_999) / 1_000_000;
+        // Beyond the longest finite timeout the store keeps it for ever and
+        // `load` checks the stored date instead (see `load`).
+        Some(match u64::try_from(timeout_ms) {
+            Ok(ms) if ms <= TIMEOUT_MS_MAX => Timeout::from_ms(ms),
+            _ => Timeout::Never,
+        })
+    }
+}
+
+impl<S> Clone for TowerStore<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            sliding: self.sliding,
+            inactivity_timeout: self.inactivity_timeout,
+        }
+    }
+}
+
+impl<S> fmt::Debug for TowerStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TowerStore")
+            .field("store", &std::any::type_name::<S>())
+            .field("sliding", &self.sliding)
+            .field("inactivity_timeout", &self.inactivity_timeout)
+            .finish()
+    }
+}
+
+/// Our error as tower-sessions' `Backend` error, naming the operation.
+fn backend(operation: &str, id: Option<Id>, e: &session_engine::Error) -> Error {
+    match id {
+        Some(id) => Error::Backend(format!("{operation} of session {id}: {e}")),
+        None => Error::Backend(format!("{operation}: {e}")),
+    }
+}
+
+impl<S: SessionStore + 'static> TowerStore<S> {
+    /// Inserts `record` under a fresh id of ours, drawing again while the
+    /// id is taken.
+    async fn insert_fresh(
+        &self,
+        record: &mut Record,
+        bytes: &[u8],
+        timeout: Timeout,
+    ) -> session_store::Result<()> {
+        for _ in 0..ID_TRIES_MAX {
+            let id = SessionId::random()
+                .map_err(|e| backend("create", None, &session_engine::Error::Entropy(e)))?;
+            record.id = to_tower_id(id);
+            match self.store.insert(id, bytes, timeout).await {
+                Ok(()) => return Ok(()),
+                Err(session_engine::Error::AlreadyExists) => {}
+                Err(e) => return Err(backend("create", Some(record.id), &e)),
+            }
+        }
+        Err(Error::Backend(format!(
+            "create: {ID_TRIES_MAX} fresh ids in a row were taken (is the random source broken?)"
+        )))
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let bytes = record::encode(record)?;
+        let now = OffsetDateTime::now_utc();
+        if let Some(new) = rotate::take_rotated() {
+            // `cycle_id` already moved the stored session to `new`; store the
+            // record as it is now (it may have changed in this request).
+            record.id = to_tower_id(new);
+            return match self.timeout_for(record.expiry_date, now) {
+                Some(timeout) => self
+                    .store
+                    .put(new, &bytes, timeout)
+                    .await
+                    .map_err(|e| backend("create (after rotate)", Some(record.id), &e)),
+                None => self.delete(&record.id).await,
+            };
+        }
+        // A record created already expired is still given an id (the caller
+        // expects one) and a 1 ms life: the next load does not find it.
+        let timeout = self
+            .timeout_for(record.expiry_date, now)
+            .unwrap_or(Timeout::from_ms(1));
+        self.insert_fresh(record, &bytes, timeout).await
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let id = to_session_id(record.id);
+        let Some(timeout) = self.timeout_for(record.expiry_date, OffsetDateTime::now_utc()) else {
+            return self.delete(&record.id).await;
+        };
+        let bytes = record::encode(record)?;
+        self.store
+            .put(id, &bytes, timeout)
+            .await
+            .map_err(|e| backend("save", Some(record.id), &e))
+    }
+
+    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        let id = to_session_id(*session_id);
+        let read = if self.sliding {
+            self.store.get(&id).await
+        } else {
+            self.store.peek(&id).await
+        };
+        let session = match read {
+            Ok(session) => session,
+            Err(session_engine::Error::NotFound) => return Ok(None),
+            Err(e) => return Err(backend("load", Some(*session_id), &e)),
+        };
+        let mut record = record::decode(*session_id, session.metadata())?;
+        if let Some(expires_ms) = session.expires_at_ms() {
+            // The store's deadline is the truth (moved by this read if sliding).
+            let expires_ms = i64::try_from(expires_ms).unwrap_or(i64::MAX);
+            record.expiry_date = date_of_ms(expires_ms).unwrap_or(record.expiry_date);
+        } else if record.expiry_date <= OffsetDateTime::now_utc() {
+            // Stored without a timeout (its date was beyond the longest one):
+            // its own date ends it. A plain delete, never a rotation.
+            return match self.store.delete(&id).await {
+                Ok(()) | Err(session_engine::Error::NotFound) => Ok(None),
+                Err(e) => Err(backend("load (delete expired)", Some(*session_id), &e)),
+            };
+        }
+        Ok(Some(record))
+    }
+
+    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        let id = to_session_id(*session_id);
+        if rotate::claims_delete(id) {
+            return match self.store.rotate(&id).await {
+                Ok(new) => {
+                    rotate::rotated(Some(new));
+                    Ok(())
+                }
+                Err(session_engine::Error::NotFound) => {
+                    rotate::rotated(None);
+                    Ok(())
+                }
+                Err(e) => Err(backend("rotate", Some(*session_id), &e)),
+            };
+        }
+        match self.store.delete(&id).await {
+            Ok(()) | Err(session_engine::Error::NotFound) => Ok(()),
+            Err(e) => Err(backend("delete", Some(*session_id), &e)),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore + 'static> ExpiredDeletion for TowerStore<S> {
+    /// Reclaims expired sessions now. Not needed for correctness (an expired
+    /// session is never loaded, and the engine's sweeper and Redis reclaim
+    /// them anyway); a hook for stores configured without a sweeper.
+    async fn delete_expired(&self) -> session_store::Result<()> {
+        self.store
+            .cleanup_expired()
+            .await
+            .map(|_| ())
+            .map_err(|e| backend("delete_expired", None, &e))
+    }
+}

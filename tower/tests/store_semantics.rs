@@ -1,0 +1,306 @@
+//! `TowerStore` against the embedded engine, in process: what each
+//! tower-sessions call does to our sessions (ids, timeouts, sliding, stored
+//! form, errors, `cycle_id`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use serde_json::json;
+use session_engine::{Config, Engine, SessionId, Timeout};
+use session_tower::TowerStore;
+use time::OffsetDateTime;
+use tower_sessions_core::session::{Id, Record};
+use tower_sessions_core::session_store::{Error, ExpiredDeletion};
+use tower_sessions_core::{Expiry, Session, SessionStore};
+
+fn engine() -> Arc<Engine> {
+    Arc::new(Engine::open(Config::default()).expect("open engine"))
+}
+
+fn record(expires_in: time::Duration) -> Record {
+    let mut data = HashMap::new();
+    data.insert("user".to_owned(), json!("alice"));
+    data.insert("n".to_owned(), json!(7));
+    Record {
+        id: Id::default(),
+        data,
+        expiry_date: OffsetDateTime::now_utc() + expires_in,
+    }
+}
+
+fn ours(id: Id) -> SessionId {
+    id.to_string().parse().expect("the same text as an engine id")
+}
+
+#[tokio::test]
+async fn create_inserts_under_a_fresh_id_with_the_expiry_as_timeout() {
+    let engine = engine();
+    let store = TowerStore::from_arc(Arc::clone(&engine));
+    // An engine session already holds the id tower-sessions drew: create
+    // must not touch it.
+    let mut r = record(time::Duration::minutes(30));
+    let taken = ours(r.id);
+    engine
+        .insert(taken, b"someone else's", Timeout::from_secs(60))
+        .unwrap();
+    store.create(&mut r).await.unwrap();
+    assert_ne!(ours(r.id), taken, "create draws its own id");
+    assert_eq!(engine.peek(&taken).unwrap().metadata(), b"someone else's");
+
+    let stored = engine.peek(&ours(r.id)).unwrap();
+    let timeout_ms = stored.timeout().as_ms().unwrap();
+    assert!(
+        (29 * 60 * 1000..=30 * 60 * 1000).contains(&timeout_ms),
+        "expiry_date - now became {timeout_ms} ms"
+    );
+    let loaded = store.load(&r.id).await.unwrap().expect("stored");
+    assert_eq!(loaded.id, r.id);
+    assert_eq!(loaded.data, r.data);
+    let drift = (loaded.expiry_date - r.expiry_date).abs();
+    assert!(
+        drift < time::Duration::milliseconds(50),
+        "expiry moved by {drift}"
+    );
+}
+
+#[tokio::test]
+async fn save_replaces_data_and_timeout_and_deletes_an_expired_record() {
+    let engine = engine();
+    let store = TowerStore::from_arc(Arc::clone(&engine));
+    let mut r = record(time::Duration::minutes(30));
+    store.create(&mut r).await.unwrap();
+    r.data.insert("n".to_owned(), json!(8));
+    r.expiry_date = OffsetDateTime::now_utc() + time::Duration::seconds(10);
+    store.save(&r).await.unwrap();
+    let stored = engine.peek(&ours(r.id)).unwrap();
+    assert!(stored.timeout().as_ms().unwrap() <= 10_000);
+    assert_eq!(store.load(&r.id).await.unwrap().unwrap().data["n"], json!(8));
+
+    // save of a record never created stores it (insert-or-replace).
+    let fresh = record(time::Duration::minutes(5));
+    store.save(&fresh).await.unwrap();
+    assert!(store.load(&fresh.id).await.unwrap().is_some());
+
+    r.expiry_date = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    store.save(&r).await.unwrap();
+    assert!(engine.peek(&ours(r.id)).unwrap_err().is_not_found());
+    assert_eq!(store.load(&r.id).await.unwrap(), None);
+    store
+        .delete(&r.id)
+        .await
+        .expect("deleting an absent session is fine");
+}
+
+#[tokio::test]
+async fn a_fixed_load_does_not_slide_and_a_sliding_load_does() {
+    let engine = engine();
+    let fixed = TowerStore::from_arc(Arc::clone(&engine));
+    let sliding = TowerStore::from_arc(Arc::clone(&engine)).sliding(true);
+    let mut r = record(time::Duration::milliseconds(400));
+    fixed.create(&mut r).await.unwrap();
+    let created = engine.peek(&ours(r.id)).unwrap().last_access_ms();
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let loaded = fixed.load(&r.id).await.unwrap().unwrap();
+    assert_eq!(
+        engine.peek(&ours(r.id)).unwrap().last_access_ms(),
+        created,
+        "peek is no activity"
+    );
+    assert!((loaded.expiry_date - r.expiry_date).abs() < time::Duration::milliseconds(5));
+
+    let loaded = sliding.load(&r.id).await.unwrap().unwrap();
+    let slid = engine.peek(&ours(r.id)).unwrap();
+    assert!(slid.last_access_ms() >= created + 150, "get slides");
+    let moved = loaded.expiry_date - r.expiry_date;
+    assert!(
+        moved >= time::Duration::milliseconds(140),
+        "expiry_date moved by {moved}"
+    );
+    assert_eq!(
+        record_ms(loaded.expiry_date),
+        i128::from(slid.expires_at_ms().unwrap()),
+        "the returned date is the store's deadline"
+    );
+}
+
+fn record_ms(date: OffsetDateTime) -> i128 {
+    date.unix_timestamp_nanos() / 1_000_000
+}
+
+#[tokio::test]
+async fn inactivity_timeout_overrides_the_record_date() {
+    let engine = engine();
+    let store = TowerStore::from_arc(Arc::clone(&engine))
+        .inactivity_timeout(Duration::from_secs(90))
+        .unwrap();
+    let mut r = record(time::Duration::weeks(2)); // Expiry::OnSessionEnd's date
+    store.create(&mut r).await.unwrap();
+    assert_eq!(
+        engine.peek(&ours(r.id)).unwrap().timeout(),
+        Timeout::from_secs(90)
+    );
+    assert!(TowerStore::new(Engine::open(Config::default()).unwrap())
+        .inactivity_timeout(Duration::ZERO)
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_date_beyond_the_longest_timeout_is_kept_and_ends_the_session() {
+    let engine = engine();
+    let store = TowerStore::from_arc(Arc::clone(&engine)).sliding(true);
+    let mut r = record(time::Duration::days(500));
+    store.create(&mut r).await.unwrap();
+    assert_eq!(engine.peek(&ours(r.id)).unwrap().timeout(), Timeout::Never);
+    let loaded = store.load(&r.id).await.unwrap().unwrap();
+    assert_eq!(record_ms(loaded.expiry_date), record_ms(r.expiry_date));
+
+    // Such a session whose date has passed is not returned, and goes. The
+    // stored form (record.rs): version 1, expiry ms LE, MessagePack map.
+    let past = SessionId::random().unwrap();
+    let mut bytes = vec![1u8];
+    bytes.extend_from_slice(&1_000i64.to_le_bytes());
+    bytes.push(0x80); // an empty map
+    engine.insert(past, &bytes, Timeout::Never).unwrap();
+    let id: Id = past.to_string().parse().unwrap();
+    assert_eq!(store.load(&id).await.unwrap(), None);
+    assert!(engine.peek(&past).unwrap_err().is_not_found());
+}
+
+#[tokio::test]
+async fn foreign_metadata_is_a_decode_error_and_backend_errors_keep_our_message() {
+    let engine = Arc::new(Engine::open(Config::default().metadata_bytes_max(64)).unwrap());
+    let store = TowerStore::from_arc(Arc::clone(&engine));
+    let foreign = engine.create(b"user_id=123", Timeout::from_secs(60)).unwrap();
+    let id: Id = foreign.to_string().parse().unwrap();
+    match store.load(&id).await {
+        Err(Error::Decode(message)) => assert!(message.contains("not written by session-tower"), "{message}"),
+        other => panic!("expected Decode, got {other:?}"),
+    }
+
+    let mut big = record(time::Duration::minutes(1));
+    big.data.insert("blob".to_owned(), json!("x".repeat(100)));
+    match store.create(&mut big).await {
+        Err(Error::Backend(message)) => {
+            assert!(message.starts_with("create of session "), "{message}");
+            assert!(message.contains("exceeds the limit of 64 bytes"), "{message}");
+        }
+        other => panic!("expected Backend, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn delete_expired_reclaims_through_the_store() {
+    let engine = Arc::new(Engine::open(Config::default().without_sweeper()).unwrap());
+    let store = TowerStore::from_arc(Arc::clone(&engine));
+    for _ in 0..5 {
+        store
+            .create(&mut record(time::Duration::milliseconds(20)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(engine.len(), 5);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    store.delete_expired().await.unwrap();
+    assert_eq!(engine.len(), 0);
+}
+
+/// A session as the middleware would hold it, on `store`, saved once.
+async fn saved_session(store: TowerStore<Engine>) -> Session {
+    let expiry = Some(Expiry::OnInactivity(time::Duration::minutes(10)));
+    let session = Session::new(None, Arc::new(store), expiry);
+    session.insert("user", "alice").await.unwrap();
+    session.save().await.unwrap();
+    session
+}
+
+/// An engine that records, at each removal, how many sessions it still
+/// holds: a rotation never leaves the session under no id.
+fn watched_engine() -> (Arc<Engine>, Arc<Mutex<Vec<usize>>>) {
+    let engine_slot: Arc<OnceLock<Weak<Engine>>> = Arc::new(OnceLock::new());
+    let held_at_removals = Arc::new(Mutex::new(Vec::new()));
+    let (slot, held) = (Arc::clone(&engine_slot), Arc::clone(&held_at_removals));
+    let config = Config::default().listener(move |_, _| {
+        if let Some(engine) = slot.get().and_then(Weak::upgrade) {
+            held.lock().unwrap().push(engine.len());
+        }
+    });
+    let engine = Arc::new(Engine::open(config).unwrap());
+    engine_slot.set(Arc::downgrade(&engine)).unwrap();
+    (engine, held_at_removals)
+}
+
+#[tokio::test]
+async fn cycle_id_moves_the_data_and_kills_the_old_id() {
+    let (engine, held_at_removals) = watched_engine();
+    let session = saved_session(TowerStore::from_arc(Arc::clone(&engine))).await;
+    let old = session.id().unwrap();
+    session.insert("n", 1).await.unwrap(); // changed in this request, not saved
+
+    session_tower::cycle_id(&session).await.unwrap();
+    let new = session.id().expect("an id right after cycle_id");
+    assert_ne!(new, old);
+    assert!(
+        engine.peek(&ours(old)).unwrap_err().is_not_found(),
+        "the old id is gone"
+    );
+    assert_eq!(engine.len(), 1, "exactly one session: rotated, not copied");
+    let store = TowerStore::from_arc(Arc::clone(&engine));
+    let stored = store
+        .load(&new)
+        .await
+        .unwrap()
+        .expect("the new id holds the session");
+    assert_eq!(stored.data["user"], json!("alice"));
+    assert_eq!(
+        stored.data["n"],
+        json!(1),
+        "the request's change is saved with it"
+    );
+    // The middleware saves again after the handler, under the new id.
+    session.save().await.unwrap();
+    assert_eq!(session.id(), Some(new));
+    assert_eq!(engine.len(), 1);
+    let held = held_at_removals.lock().unwrap().clone();
+    assert!(
+        held.iter().all(|&n| n >= 1),
+        "a removal left no session: {held:?}"
+    );
+}
+
+#[tokio::test]
+async fn plain_session_cycle_id_also_kills_the_old_id() {
+    let (engine, held_at_removals) = watched_engine();
+    let session = saved_session(TowerStore::from_arc(Arc::clone(&engine))).await;
+    let old = session.id().unwrap();
+    session.cycle_id().await.unwrap();
+    assert!(
+        engine.peek(&ours(old)).unwrap_err().is_not_found(),
+        "deleted at once"
+    );
+    assert_eq!(engine.len(), 0, "until the save, the session is under no id");
+    assert_eq!(*held_at_removals.lock().unwrap(), [0], "what cycle_id() avoids");
+    session.save().await.unwrap();
+    let new = session.id().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(engine.len(), 1);
+    let timeout_ms = engine.peek(&ours(new)).unwrap().timeout().as_ms().unwrap();
+    assert!((599_000..=600_000).contains(&timeout_ms), "{timeout_ms} ms");
+}
+
+#[tokio::test]
+async fn cycle_id_of_a_session_never_stored_just_gives_a_new_id() {
+    let engine = engine();
+    let store = TowerStore::from_arc(Arc::clone(&engine));
+    let session = Session::new(None, Arc::new(store), None);
+    session.insert("k", "v").await.unwrap();
+    session_tower::cycle_id(&session).await.unwrap();
+    assert_eq!(
+        session.id(),
+        None,
+        "saved by the middleware later, as with Session::cycle_id"
+    );
+    session.save().await.unwrap();
+    assert_eq!(engine.len(), 1);
+}
