@@ -211,6 +211,14 @@ impl Metadata {
         h.lifetime = TIMEOUT_NEVER;
     }
 
+    /// The block that replaces this session's: `bytes` with its id and
+    /// creation time, the given timeout and lifetime cap (stored); its
+    /// access time is set when it is installed.
+    pub(crate) fn successor(&self, bytes: &[u8], timeout_ms: u32, lifetime: u32) -> Self {
+        let h = self.header();
+        Self::session(bytes, h.id, h.created_ms, 0, timeout_ms).with_lifetime(lifetime)
+    }
+
     /// Sets the lifetime cap of a block about to enter a shard (a unique
     /// one, as `init` leaves it).
     #[must_use]

@@ -391,19 +391,12 @@ impl Core {
     where
         F: FnMut(&[u8]) -> Vec<u8>,
     {
-        let changed = self.change(id, |read| {
-            let h = read.header();
+        self.replace_with(id, Kind::Update, |read| {
             let bytes = f(read.as_bytes());
             self.check_len(bytes.len())?;
-            Ok(Some(Step::Replace(
-                Metadata::session(&bytes, h.id, h.created_ms, 0, h.timeout_ms).with_lifetime(h.lifetime),
-                Kind::Update,
-            )))
-        })?;
-        match changed {
-            Changed::Replaced(session, pending) => Ok((session, pending)),
-            _ => unreachable!("a replacement only replaces"),
-        }
+            let h = read.header();
+            Ok(read.successor(&bytes, h.timeout_ms, h.lifetime))
+        })
     }
 
     /// Changes the session's timeout and/or lifetime cap (stored values;
@@ -414,44 +407,41 @@ impl Core {
         timeout_ms: Option<u32>,
         lifetime: Option<u32>,
     ) -> Result<(Session, Option<Pending>)> {
-        let changed = self.change(id, |read| {
+        self.replace_with(id, Kind::Timeout, |read| {
             let h = read.header();
-            Ok(Some(Step::Replace(
-                Metadata::session(
-                    read.as_bytes(),
-                    h.id,
-                    h.created_ms,
-                    0,
-                    timeout_ms.unwrap_or(h.timeout_ms),
-                )
-                .with_lifetime(lifetime.unwrap_or(h.lifetime)),
-                Kind::Timeout,
-            )))
-        })?;
-        match changed {
-            Changed::Replaced(session, pending) => Ok((session, pending)),
-            _ => unreachable!("a replacement only replaces"),
-        }
+            Ok(read.successor(
+                read.as_bytes(),
+                timeout_ms.unwrap_or(h.timeout_ms),
+                lifetime.unwrap_or(h.lifetime),
+            ))
+        })
     }
 
     /// Replaces a live session's metadata and timeout in one step (`put`),
-    /// keeping its creation time: `NotFound` if there is none.
+    /// keeping its creation time and lifetime cap: `NotFound` if there is
+    /// none.
     pub(crate) fn overwrite(
         &self,
         id: &SessionId,
         metadata: &[u8],
         timeout_ms: u32,
     ) -> Result<(Session, Option<Pending>)> {
-        let changed = self.change(id, |read| {
-            let h = read.header();
-            Ok(Some(Step::Replace(
-                Metadata::session(metadata, h.id, h.created_ms, 0, timeout_ms).with_lifetime(h.lifetime),
-                Kind::Put,
-            )))
-        })?;
-        match changed {
+        self.replace_with(id, Kind::Put, |read| {
+            Ok(read.successor(metadata, timeout_ms, read.header().lifetime))
+        })
+    }
+
+    /// A change that always replaces: the successor `build` makes of the
+    /// current block, logged as `kind`.
+    fn replace_with(
+        &self,
+        id: &SessionId,
+        kind: Kind,
+        mut build: impl FnMut(&Metadata) -> Result<Metadata>,
+    ) -> Result<(Session, Option<Pending>)> {
+        match self.change(id, |read| Ok(Some(Step::Replace(build(read)?, kind))))? {
             Changed::Replaced(session, pending) => Ok((session, pending)),
-            _ => unreachable!("an overwrite only replaces"),
+            _ => unreachable!("a replacement only replaces"),
         }
     }
 

@@ -277,8 +277,7 @@ impl Engine {
                 self.core.check_len(bytes.len())?;
                 let h = read.header();
                 Ok(Some(Step::Replace(
-                    crate::block::Metadata::session(&bytes, h.id, h.created_ms, 0, h.timeout_ms)
-                        .with_lifetime(h.lifetime),
+                    read.successor(&bytes, h.timeout_ms, h.lifetime),
                     Kind::Update,
                 )))
             }

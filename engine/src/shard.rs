@@ -97,6 +97,28 @@ pub(crate) enum Locked {
     Decline,
 }
 
+/// Why a change cannot apply to the block it was decided on.
+enum Stale {
+    /// The session is gone or expired (the next read says so).
+    Gone,
+    /// It was replaced meanwhile: decide again.
+    Changed,
+}
+
+/// The slot of the session if it is still the block `read` (under the
+/// writer mutex), else why not.
+fn still_at(table: &Table, hash: u64, read: &Metadata, now_ms: u64) -> std::result::Result<usize, Stale> {
+    let at = table.find_slot(hash, &read.header().id).ok_or(Stale::Gone)?;
+    let current = table.header(at);
+    if current.same(read.block()) {
+        Ok(at)
+    } else if current.is_expired(now_ms) {
+        Err(Stale::Gone)
+    } else {
+        Err(Stale::Changed)
+    }
+}
+
 /// What `rotate` did.
 pub(crate) enum Rotated {
     /// The session moved to the new id: its snapshot there, the position.
@@ -569,18 +591,11 @@ impl Shard {
     ) -> Result<Commit> {
         let (mut w, table) = self.lock(guard);
         let now_ms = clock.now_ms();
-        let id = read.header().id;
-        let Some(at) = table.find_slot(hash, &id) else {
-            return Ok(Commit::Gone);
+        let at = match still_at(table, hash, read, now_ms) {
+            Ok(at) => at,
+            Err(Stale::Gone) => return Ok(Commit::Gone),
+            Err(Stale::Changed) => return Ok(Commit::Conflict(None)),
         };
-        let old = table.header(at);
-        if !old.same(read.block()) {
-            return Ok(if old.is_expired(now_ms) {
-                Commit::Gone
-            } else {
-                Commit::Conflict(None)
-            });
-        }
         Ok(
             match self.remove_logged(&mut w, table, at, record, now_ms, guard)? {
                 Some((session, position)) => Commit::Deleted(session, position),
@@ -609,18 +624,12 @@ impl Shard {
             table = self.rebuild(&mut w, table, guard)?;
         }
         let now_ms = clock.now_ms();
-        let id = read.header().id;
-        let Some(at) = table.find_slot(hash, &id) else {
-            return Ok(Rotated::Gone);
+        let at = match still_at(table, hash, read, now_ms) {
+            Ok(at) => at,
+            Err(Stale::Gone) => return Ok(Rotated::Gone),
+            Err(Stale::Changed) => return Ok(Rotated::Conflict),
         };
         let old = table.header(at);
-        if !old.same(read.block()) {
-            return Ok(if old.is_expired(now_ms) {
-                Rotated::Gone
-            } else {
-                Rotated::Conflict
-            });
-        }
         let new_id = new.header().id;
         if table.find_slot(new_hash, &new_id).is_some() {
             return Ok(Rotated::Taken);
@@ -663,19 +672,11 @@ impl Shard {
     ) -> Result<Commit> {
         let (mut w, table) = self.lock(guard);
         let now_ms = clock.now_ms();
-        let id = read.header().id;
-        let Some(at) = table.find_slot(hash, &id) else {
-            return Ok(Commit::Gone);
+        let at = match still_at(table, hash, read, now_ms) {
+            Ok(at) => at,
+            Err(Stale::Gone) => return Ok(Commit::Gone),
+            Err(Stale::Changed) => return Ok(Commit::Conflict(Some(new))),
         };
-        let old = table.header(at);
-        if !old.same(read.block()) {
-            // Replaced meanwhile, or expired (then the next read says so).
-            return Ok(if old.is_expired(now_ms) {
-                Commit::Gone
-            } else {
-                Commit::Conflict(Some(new))
-            });
-        }
         self.install(&mut w, table, at, hash, new, record, now_ms, guard)
     }
 
