@@ -79,7 +79,7 @@ pub(crate) struct Header {
     pub(crate) lifetime: u32,
 }
 
-const HEADER_LEN: usize = std::mem::size_of::<Header>();
+pub(crate) const HEADER_LEN: usize = std::mem::size_of::<Header>();
 const _: () = assert!(HEADER_LEN == 48 && std::mem::align_of::<Header>() == 8);
 
 /// Reference counts above this abort the process, as `Arc`'s do: only a

@@ -11,7 +11,7 @@ use ahash::RandomState;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
-use crate::block::Metadata;
+use crate::block::{Metadata, HEADER_LEN};
 use crate::clock::Clock;
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
@@ -39,6 +39,10 @@ pub(crate) struct Core {
     sessions: CachePadded<AtomicUsize>,
     pub(crate) listener_panics: AtomicU64,
     pub(crate) compaction_errors: AtomicU64,
+    /// Sweep passes, and what the last one expired: written once a pass
+    /// (`sweep_all`), never by an operation.
+    sweeps_total: AtomicU64,
+    expired_last_sweep: AtomicU64,
     /// One compaction at a time (the compactor thread, `debug_compact`):
     /// two would interleave their seals and their accounting of the log.
     compaction: Mutex<()>,
@@ -171,6 +175,8 @@ impl Core {
             sessions: CachePadded::new(AtomicUsize::new(sessions)),
             listener_panics: AtomicU64::new(0),
             compaction_errors: AtomicU64::new(0),
+            sweeps_total: AtomicU64::new(0),
+            expired_last_sweep: AtomicU64::new(0),
             compaction: Mutex::new(()),
             logs,
             commits,
@@ -678,6 +684,8 @@ impl Core {
                 }
             }
         }
+        self.sweeps_total.fetch_add(1, Ordering::Relaxed);
+        self.expired_last_sweep.store(total as u64, Ordering::Relaxed);
         total
     }
 
@@ -722,24 +730,36 @@ impl Core {
             sessions_max: self.config.sessions_max,
             listener_panics: self.listener_panics.load(Ordering::Relaxed),
             compaction_errors: self.compaction_errors.load(Ordering::Relaxed),
+            sweeps_total: self.sweeps_total.load(Ordering::Relaxed),
+            expired_last_sweep: self.expired_last_sweep.load(Ordering::Relaxed),
             ..Stats::default()
         };
+        let mut created_ms_sum = 0u128;
+        let mut slots = 0u64;
         for shard in &*self.shards {
-            let (scheduled, created, deleted, expired, rebuilds) = shard.counters();
-            stats.sessions_per_shard.push(shard.len());
-            stats.wheel_entries += scheduled;
-            stats.rehashes_total += rebuilds;
+            let c = shard.counters();
+            stats.sessions_per_shard.push(c.sessions);
+            stats.wheel_entries += c.scheduled;
+            stats.rehashes_total += c.rebuilds;
             if let Some(log) = shard.log() {
                 let (log_bytes, live_bytes) = log.sizes();
                 stats.log_bytes += log_bytes;
                 stats.log_live_bytes += live_bytes;
                 stats.touches_dropped += log.touches_dropped();
             }
-            stats.created_total += created;
-            stats.deleted_total += deleted;
-            stats.expired_total += expired;
+            stats.created_total += c.created_total;
+            stats.deleted_total += c.deleted_total;
+            stats.expired_total += c.expired_total;
+            stats.metadata_bytes += c.metadata_bytes;
+            created_ms_sum += c.created_ms_sum;
+            slots += c.slots as u64;
         }
         stats.sessions = stats.sessions_per_shard.iter().sum();
+        stats.average_age_ms = average_age_ms(self.clock.now_ms(), created_ms_sum, stats.sessions);
+        // A table slot is a tagged pointer; a wheel link, two u32s.
+        let slot_bytes = (std::mem::size_of::<usize>() + 2 * std::mem::size_of::<u32>()) as u64;
+        stats.memory_bytes =
+            stats.sessions as u64 * HEADER_LEN as u64 + stats.metadata_bytes + slots * slot_bytes;
         stats.log_syncs = self.commits.iter().map(|c| c.syncs()).sum();
         stats
     }
@@ -751,6 +771,18 @@ impl Core {
             shard.check_invariants(&guard);
         }
     }
+}
+
+/// Mean age at `now_ms` of `sessions` sessions whose creation times sum to
+/// `created_ms_sum`, rounded down (0 without sessions; a session created
+/// after `now_ms`, by a clock set back, counts as age 0 through the
+/// saturation).
+fn average_age_ms(now_ms: u64, created_ms_sum: u128, sessions: usize) -> u64 {
+    if sessions == 0 {
+        return 0;
+    }
+    let total_ms = (u128::from(now_ms) * sessions as u128).saturating_sub(created_ms_sum);
+    u64::try_from(total_ms / sessions as u128).unwrap_or(u64::MAX)
 }
 
 /// The record's timeout for a stored one.

@@ -553,8 +553,29 @@ pub struct Stats {
     pub created_total: u64,
     /// Sessions removed by `delete` since open.
     pub deleted_total: u64,
-    /// Sessions removed by expiry since open.
+    /// Sessions removed by expiry since open: by sweeps, and the few a
+    /// create reclaims when it finds its id held by an expired session.
     pub expired_total: u64,
+    /// Sweep passes since open (the sweeper's, `cleanup_expired`'s, and a
+    /// full engine's before it refuses a create): with `expired_total`, the
+    /// sessions expired per sweep.
+    pub sweeps_total: u64,
+    /// Sessions the last sweep pass expired (whoever ran it).
+    pub expired_last_sweep: u64,
+    /// Mean age of the sessions held (now minus creation, in ms, rounded
+    /// down; 0 when there are none), counting expired ones not yet swept as
+    /// `sessions` does. O(1) per shard: each keeps the sum of its sessions'
+    /// creation times.
+    pub average_age_ms: u64,
+    /// Bytes of metadata the sessions held carry.
+    pub metadata_bytes: u64,
+    /// An estimate of the memory the sessions take: each one's block
+    /// (a 48-byte header and its metadata) plus each shard's table and
+    /// wheel links (16 bytes a slot). Not counted: the allocator's rounding
+    /// of each block to its size class (up to an eighth more with
+    /// mimalloc), snapshots and replaced blocks still held by readers, the
+    /// logs' mapped segments (`log_bytes`).
+    pub memory_bytes: u64,
     /// Entries scheduled in the timer wheels (sessions with a finite timeout).
     pub wheel_entries: usize,
     /// Panics caught in the removal listener.

@@ -237,6 +237,30 @@ struct Writer {
     deleted_total: u64,
     expired_total: u64,
     rebuilds: u64,
+    /// Sum of the held sessions' creation times (ms since the epoch): their
+    /// mean age in O(1), with `Shard::len`. A u128 cannot overflow: 2^30
+    /// sessions (`SESSIONS_MAX_LIMIT`) x 2^64 ms.
+    created_ms_sum: u128,
+    /// Metadata bytes of the held sessions.
+    metadata_bytes: u64,
+}
+
+/// A shard's counters and sizes, read under its writer mutex (one
+/// consistent view of that shard).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    /// Sessions in the table, expired ones not yet swept included.
+    pub(crate) sessions: usize,
+    /// Sessions scheduled in the wheel.
+    pub(crate) scheduled: usize,
+    pub(crate) created_total: u64,
+    pub(crate) deleted_total: u64,
+    pub(crate) expired_total: u64,
+    pub(crate) rebuilds: u64,
+    pub(crate) created_ms_sum: u128,
+    pub(crate) metadata_bytes: u64,
+    /// The table's slots (and as many wheel links).
+    pub(crate) slots: usize,
 }
 
 pub(crate) struct Shard {
@@ -277,6 +301,8 @@ impl Shard {
                 deleted_total: 0,
                 expired_total: 0,
                 rebuilds: 0,
+                created_ms_sum: 0,
+                metadata_bytes: 0,
             }),
             len: AtomicUsize::new(0),
             hasher,
@@ -498,6 +524,7 @@ impl Shard {
             }
         };
         w.tombstones -= usize::from(was_tombstone);
+        w.hold(block.block());
         table.store(at, hash, block);
         self.len.fetch_add(1, Ordering::Relaxed);
         w.created_total += 1;
@@ -517,6 +544,7 @@ impl Shard {
             table = self.rebuild(&mut w, table, guard)?;
         }
         let (at, _) = table.free_slot(hash);
+        w.hold(block.block());
         table.store(at, hash, block);
         self.len.fetch_add(1, Ordering::Relaxed);
         w.schedule(table, at);
@@ -528,6 +556,7 @@ impl Shard {
     fn remove_at(&self, w: &mut Writer, table: &Table, at: usize, guard: &Guard) -> Session {
         w.unschedule(table, at);
         let block = table.take(at);
+        w.release(block.block());
         w.tombstones += 1;
         self.len.fetch_sub(1, Ordering::Relaxed);
         let session = snapshot(block.block(), block.header().last_access_ms());
@@ -651,6 +680,7 @@ impl Shard {
         let session = snapshot(new.block(), new.header().last_access_ms());
         let (at, was_tombstone) = table.free_slot(new_hash);
         w.tombstones -= usize::from(was_tombstone);
+        w.hold(new.block());
         table.store(at, new_hash, new);
         self.len.fetch_add(1, Ordering::Relaxed);
         w.schedule(table, at);
@@ -763,6 +793,8 @@ impl Shard {
         let timeout_changed =
             (new.header().timeout_ms, new.header().lifetime) != (old.timeout_ms, old.lifetime);
         let session = snapshot(new.block(), new.header().last_access_ms());
+        // Same creation time (asserted above): only the bytes move.
+        w.metadata_bytes = w.metadata_bytes - old.len() as u64 + new.len() as u64;
         let replaced = table.replace(at, hash, new);
         guard.defer(move || drop(replaced));
         if timeout_changed {
@@ -786,6 +818,7 @@ impl Shard {
         for index in taken {
             // Unlinked by the wheel already; marked expired by `due`.
             let block = table.take(index as usize);
+            w.release(block.block());
             out.push(snapshot(block.block(), block.header().last_access_ms()));
             guard.defer(move || drop(block));
         }
@@ -836,16 +869,20 @@ impl Shard {
         Ok(self.table(guard))
     }
 
-    /// `(sessions scheduled, created, deleted, expired, rebuilds)`.
-    pub(crate) fn counters(&self) -> (usize, u64, u64, u64, u64) {
+    /// The shard's counters and sizes, all read under its writer mutex.
+    pub(crate) fn counters(&self) -> Counters {
         let w = self.writer.lock();
-        (
-            w.wheel.len(),
-            w.created_total,
-            w.deleted_total,
-            w.expired_total,
-            w.rebuilds,
-        )
+        Counters {
+            sessions: self.len(),
+            scheduled: w.wheel.len(),
+            created_total: w.created_total,
+            deleted_total: w.deleted_total,
+            expired_total: w.expired_total,
+            rebuilds: w.rebuilds,
+            created_ms_sum: w.created_ms_sum,
+            metadata_bytes: w.metadata_bytes,
+            slots: w.links.len(),
+        }
     }
 
     /// Runs `while_held` holding the writer mutex (tests: a stalled writer).
@@ -882,12 +919,35 @@ impl Shard {
             scheduled += usize::from(linked);
         }
         assert_eq!(live, self.len(), "sessions counted");
+        let (mut created_ms_sum, mut metadata_bytes) = (0u128, 0u64);
+        for at in 0..table.slots() {
+            if let Some(block) = table.slot_entry(at) {
+                created_ms_sum += u128::from(block.created_ms);
+                metadata_bytes += block.len() as u64;
+            }
+        }
+        assert_eq!(created_ms_sum, w.created_ms_sum, "creation times summed");
+        assert_eq!(metadata_bytes, w.metadata_bytes, "metadata bytes summed");
         assert_eq!(scheduled, w.wheel.len(), "wheel length");
         assert!(live + w.tombstones <= table.limit(), "table over its limit");
     }
 }
 
 impl Writer {
+    /// Counts a session entering the table.
+    #[inline]
+    fn hold(&mut self, block: BlockRef<'_>) {
+        self.created_ms_sum += u128::from(block.created_ms);
+        self.metadata_bytes += block.len() as u64;
+    }
+
+    /// Counts a session leaving the table.
+    #[inline]
+    fn release(&mut self, block: BlockRef<'_>) {
+        self.created_ms_sum -= u128::from(block.created_ms);
+        self.metadata_bytes -= block.len() as u64;
+    }
+
     /// Schedules the session in slot `at` at its deadline, if it has one.
     fn schedule(&mut self, table: &Table, at: usize) {
         self.links[at] = Link::UNLINKED;
@@ -1050,7 +1110,7 @@ mod tests {
         for &n in &slots {
             f.insert(n, timeout(n));
         }
-        let grown = f.shard.counters().4;
+        let grown = f.shard.counters().rebuilds;
         let table_slots = f.shard.table(&crossbeam_epoch::pin()).slots();
         let mut x = 0x9E37_79B9_u32;
         for next in live..live + rounds {
@@ -1075,7 +1135,10 @@ mod tests {
             f.shard.table(&crossbeam_epoch::pin()).slots() <= 2 * table_slots,
             "the table grew without bound"
         );
-        assert!(f.shard.counters().4 > grown, "churn never rebuilt the table");
+        assert!(
+            f.shard.counters().rebuilds > grown,
+            "churn never rebuilt the table"
+        );
         for &n in &slots {
             assert!(f.get(n, 1_000, false).is_some(), "session {n} lost");
         }
@@ -1097,7 +1160,7 @@ mod tests {
             f.insert(i, if i % 3 == 0 { TIMEOUT_NEVER } else { 100 });
         }
         assert!(
-            f.shard.counters().4 >= 4,
+            f.shard.counters().rebuilds >= 4,
             "the table grew through several rebuilds"
         );
         f.check();
