@@ -153,10 +153,19 @@ fn compactor(core: &Core, stop: &Stop) {
     let segment_len = core.config.segment_size_bytes;
     while !stop.wait(Duration::from_millis(COMPACTION_CHECK_INTERVAL_MS)) {
         for (shard, log) in core.logs.iter().enumerate() {
-            if persist::wants_compaction(log, threshold, segment_len)
-                && core.compact(shard, CompactionStep::Done).is_err()
-            {
+            if !persist::wants_compaction(log, threshold, segment_len) {
+                continue;
+            }
+            if let Err(e) = core.compact(shard, CompactionStep::Done) {
                 core.compaction_errors.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "tracing")]
+                tracing::warn!(
+                    shard,
+                    error = %e,
+                    "session-engine: compaction failed; retried at the next check"
+                );
+                #[cfg(not(feature = "tracing"))]
+                let _ = e;
             }
         }
     }

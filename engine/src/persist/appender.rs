@@ -361,7 +361,18 @@ impl ShardLog {
             };
             if let Err(e) = synced {
                 let reason = format!("sync of {} failed: {e}", segment.path().display());
-                self.writer.lock().failed = Some(reason);
+                let first = self.writer.lock().failed.replace(reason).is_none();
+                // Logged once per log, outside its mutex.
+                #[cfg(not(feature = "tracing"))]
+                let _ = first;
+                #[cfg(feature = "tracing")]
+                if first {
+                    tracing::warn!(
+                        segment = %segment.path().display(),
+                        error = %e,
+                        "session-engine: a log sync failed; this shard refuses writes from now on (WritesRefused)"
+                    );
+                }
                 return Err(io_error(format!("syncing {}", segment.path().display()), e));
             }
         }

@@ -91,6 +91,8 @@ pub(crate) fn open(
         (sessions, logs, manifest.hash_key)
     };
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    #[cfg(feature = "tracing")]
+    log_report(dir, &report);
     Ok(Opened {
         persistence: Persistence {
             commits: logs
@@ -360,4 +362,33 @@ fn recover_all(
         .into_iter()
         .map(|r| r.expect("every shard recovered"))
         .collect())
+}
+
+/// The open's rare findings, one event each (feature `tracing`).
+#[cfg(feature = "tracing")]
+fn log_report(dir: &Path, report: &RecoveryReport) {
+    let dir = dir.display();
+    if report.corrupt_skipped > 0 {
+        tracing::warn!(
+            %dir,
+            stretches = report.corrupt_skipped,
+            bytes = report.corrupt_bytes,
+            rewritten = report.rewritten,
+            "session-engine: repair skipped damaged records (recovery_report().damage lists them)"
+        );
+    }
+    if report.torn_tails > 0 {
+        tracing::info!(
+            %dir,
+            tails = report.torn_tails,
+            bytes = report.torn_bytes,
+            "session-engine: torn log tails cleared at open (the trace of a crash mid-write)"
+        );
+    }
+    if let Some(format) = report.upgraded_from {
+        tracing::info!(%dir, from = format, "session-engine: log upgraded to the current format");
+    }
+    if let Some((old, new)) = report.reshard {
+        tracing::info!(%dir, old, new, "session-engine: log rewritten for a new shard count");
+    }
 }
