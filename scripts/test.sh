@@ -15,9 +15,11 @@ cargo test --workspace --locked
 # The engine's optional features (serde, uuid) build, lint and pass their tests.
 cargo clippy -p session-engine --all-targets --features serde,uuid --locked -- -D warnings
 cargo test -p session-engine --features serde,uuid --locked --test ids_and_serde
-# The optional `tracing` feature (rare events only) builds, lints and logs.
+# The optional `tracing` features (rare events only) build and lint; the
+# engine's logs its events.
 cargo clippy -p session-engine --all-targets --features tracing --locked -- -D warnings
 cargo test -p session-engine --features tracing --locked --test rare_events_are_logged
+cargo clippy -p session-redis --all-targets --features tracing --locked -- -D warnings
 # The fuzz targets (not workspace members: running them needs nightly and
 # cargo-fuzz) must at least build against today's decoders.
 CARGO_TARGET_DIR=target/fuzz cargo check --locked --manifest-path engine/fuzz/Cargo.toml

@@ -10,7 +10,6 @@
 //! together; label values escape `\`, `"` and newlines; the exposition
 //! ends with `# EOF`. Values are integers, or seconds written as exact
 //! decimals (never a float's rounding).
-#![allow(clippy::doc_markdown)] // "OpenMetrics" is a name, not code
 
 use std::fmt::{self, Display, Write};
 

@@ -138,6 +138,7 @@ mod health;
 mod keys;
 pub mod limits;
 mod list;
+mod replication;
 mod reply;
 mod request;
 mod scripts;
@@ -145,6 +146,7 @@ mod store;
 
 pub use any::open_url;
 pub use config::{Deployment, RedisConfig, Replication, CLUSTER_URL_SCHEME};
+pub use replication::{MasterLag, ReplicaLag, ReplicationLag};
 pub use request::RedisStats;
 pub use store::RedisStore;
 

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisError, RedisResult, Value};
-use session_engine::{Error, Result};
+use session_engine::{Error, OpenMetricsWriter, Result};
 use tokio::time::timeout;
 
 use crate::config::{Deployment, RedisConfig, Replication};
@@ -57,6 +57,62 @@ pub struct RedisStats {
     pub update_conflicts: u64,
     /// Writes that too few replicas acknowledged in time (`WAIT`).
     pub replication_shortfalls: u64,
+}
+
+impl RedisStats {
+    /// Writes the counters as a complete OpenMetrics exposition (ending in
+    /// `# EOF`), each a counter family `<prefix>_<name>` (sample
+    /// `<prefix>_<name>_total`): `client_rebuilds`, `resends`,
+    /// `update_conflicts`, `replication_shortfalls`. Replication lag is
+    /// [`RedisStore::replication_lag`](crate::RedisStore::replication_lag)'s
+    /// (a round trip per master); to serve both in one exposition, write
+    /// each one's families and end with one `# EOF`.
+    ///
+    /// # Errors
+    /// Those of `out` (none for a `String`).
+    ///
+    /// # Panics
+    /// If `prefix` is neither empty nor `[a-zA-Z_][a-zA-Z0-9_]*`.
+    pub fn write_openmetrics(&self, out: &mut impl std::fmt::Write, prefix: &str) -> std::fmt::Result {
+        let mut w = OpenMetricsWriter::new(out, prefix);
+        self.families(&mut w)?;
+        w.eof()
+    }
+
+    /// The families of [`write_openmetrics`](Self::write_openmetrics),
+    /// without the closing `# EOF`.
+    ///
+    /// # Errors
+    /// Those of `out`.
+    ///
+    /// # Panics
+    /// If `prefix` is neither empty nor `[a-zA-Z_][a-zA-Z0-9_]*`.
+    pub fn write_openmetrics_families(
+        &self,
+        out: &mut impl std::fmt::Write,
+        prefix: &str,
+    ) -> std::fmt::Result {
+        self.families(&mut OpenMetricsWriter::new(out, prefix))
+    }
+
+    fn families<W: std::fmt::Write>(&self, w: &mut OpenMetricsWriter<'_, W>) -> std::fmt::Result {
+        w.counter(
+            "client_rebuilds",
+            "Clients replaced by the stuck-client detector.",
+            self.client_rebuilds,
+        )?;
+        w.counter("resends", "Requests resent after a failed attempt.", self.resends)?;
+        w.counter(
+            "update_conflicts",
+            "update and try_update commits that lost a race and reran the closure.",
+            self.update_conflicts,
+        )?;
+        w.counter(
+            "replication_shortfalls",
+            "Writes too few replicas acknowledged in time (WAIT).",
+            self.replication_shortfalls,
+        )
+    }
 }
 
 /// The state every request of a store shares: its configuration, its
@@ -252,6 +308,14 @@ impl Inner {
             shortfalls: AtomicU64::new(0),
             config,
         })
+    }
+
+    /// The first configured server's address (`host:port`; names a single
+    /// server, whose topology has no address).
+    pub(crate) fn server_address(&self) -> String {
+        self.seeds
+            .first()
+            .map_or_else(String::new, |seed| seed.addr().to_string())
     }
 
     /// True for a Redis Cluster (direct routes, slots), false for one server.
@@ -756,6 +820,13 @@ impl Inner {
         }
         *self.conn.write().unwrap_or_else(PoisonError::into_inner) = conn;
         self.health.rebuilt();
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            rebuilds = self.health.rebuilds(),
+            stuck_after = ?self.config.stuck_after,
+            "session-redis: client replaced: every request failed for stuck_after while a fresh client \
+             found the servers serving"
+        );
     }
 
     fn remember(&self, nodes: Vec<(String, u16)>) {

@@ -21,6 +21,7 @@ use crate::limits::{
     CREATE_TRIES_MAX, SLOT_ID_DRAWS_MAX, UPDATE_BACKOFF_MAX, UPDATE_BACKOFF_MIN, UPDATE_EAGER_TRIES,
     UPDATE_TRIES_MAX, VERSION_FIRST_MAX,
 };
+use crate::replication::ReplicationLag;
 use crate::reply::{self, Commit, Seen};
 use crate::request::{join_all, Acked, BatchReply, Inner, Kind, RedisStats, Reply};
 use crate::scripts::{peek_cmd, try_update_read_cmd, update_read_cmd, Scripts};
@@ -635,6 +636,21 @@ impl RedisStore {
     /// errors of the crate docs.
     pub async fn list(&self, cursor: Cursor, limit: usize) -> Result<Page> {
         crate::list::page(&self.inner, cursor, limit).await
+    }
+
+    /// The replication lag of every master: its offset and each replica's,
+    /// from one `INFO replication` per master (all concurrently, within one
+    /// request timeout). An explicit call, for monitoring: nothing else
+    /// pays for it. A replica acknowledges its offset about once a second,
+    /// so a lag of a few hundred bytes under steady writes is normal; a lag
+    /// that keeps growing is a replica falling behind (what a failover
+    /// would lose with `Replication::Async`).
+    ///
+    /// # Errors
+    /// The request errors of the crate docs; `Unavailable` if a master
+    /// answers as a replica (a failover under way: ask again).
+    pub async fn replication_lag(&self) -> Result<ReplicationLag> {
+        crate::replication::lag(&self.inner).await
     }
 
     /// Always 0: Redis expires keys itself (lazily when a key is touched,

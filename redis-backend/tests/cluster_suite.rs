@@ -1,6 +1,7 @@
 //! The shared behaviour suite against a real 6-node Redis Cluster (3 masters,
 //! 3 replicas), with the cluster preset (every write waits for one replica),
-//! plus what only a cluster shows: listing spans every master.
+//! plus what only a cluster shows: listing spans every master, and
+//! replication lag is read from each of them.
 
 mod support;
 
@@ -63,4 +64,19 @@ async fn redis_cluster_passes_the_suite_and_lists_every_master() {
         assert_eq!(server_slot.trim(), store.slot(&session.id()).to_string());
     }
     assert_eq!(store.stats().client_rebuilds, 0);
+
+    // Replication lag: one INFO per master, each master's replica there;
+    // once the replicas have acknowledged the writes above, no lag.
+    let started = std::time::Instant::now();
+    loop {
+        let lag = store.replication_lag().await.expect("replication_lag");
+        assert_eq!(lag.masters.len(), 3, "{lag:?}");
+        assert!(lag.masters.iter().all(|m| m.replicas.len() == 1), "{lag:?}");
+        if lag.lag_bytes_max() == Some(0) {
+            break;
+        }
+        // Only for failing: replicas acknowledge about once a second.
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "{lag:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
