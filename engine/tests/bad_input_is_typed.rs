@@ -167,5 +167,9 @@ fn a_segment_smaller_than_the_largest_record_is_refused_with_persistence() {
         matches!(&err, Error::InvalidConfig(why) if why.contains("largest record") && why.contains("metadata_bytes_max")),
         "{err}"
     );
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
 }
