@@ -1,7 +1,7 @@
 //! Choosing the backend at run time: [`DynSessionStore`], the
 //! dyn-compatible twin of [`SessionStore`] (boxed futures, implemented for
-//! dyn-compatible twin of [`SessionStore`] (boxed futures, implemented for
-//! every store that is `Debug`), and [`AnyStore`], a cheap handle over any of them that is
+//! every store that is `Debug`), and [`AnyStore`], a cheap handle over any
+//! of them that is itself a `SessionStore`.
 //!
 //! `SessionStore`'s methods return `impl Future`, which keeps the engine's
 //! calls free of allocation but makes the trait unusable as `dyn`. Code that
