@@ -1,7 +1,7 @@
 //! Choosing the backend at run time: [`DynSessionStore`], the
 //! dyn-compatible twin of [`SessionStore`] (boxed futures, implemented for
-//! every store), and [`AnyStore`], a cheap handle over any of them that is
-//! itself a `SessionStore`.
+//! every store that is `Debug`), and [`AnyStore`], a cheap handle over any
+//! of them that is itself a `SessionStore`.
 //!
 //! `SessionStore`'s methods return `impl Future`, which keeps the engine's
 //! calls free of allocation but makes the trait unusable as `dyn`. Code that
@@ -37,7 +37,8 @@ pub type UpdateFn<'a> = Box<dyn FnMut(&[u8]) -> Vec<u8> + Send + 'a>;
 pub type TryUpdateFn<'a> = Box<dyn FnMut(&[u8]) -> std::result::Result<Op, BoxError> + Send + 'a>;
 
 /// [`SessionStore`] with boxed futures, so that `dyn DynSessionStore`
-/// exists. Every `SessionStore` implements it; the semantics are the same.
+/// exists. Every `SessionStore` that is also `Debug` (to name itself in
+/// `AnyStore`'s `Debug`) implements it; the semantics are the same.
 #[allow(missing_docs)] // each method is its SessionStore namesake
 pub trait DynSessionStore: Send + Sync {
     fn create<'a>(&'a self, metadata: &'a [u8], timeout: Timeout) -> BoxFuture<'a, Result<SessionId>>;

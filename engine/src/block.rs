@@ -47,7 +47,6 @@ use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use crate::id::SessionId;
-use crate::session::{stored_timeout_ms, TIMEOUT_NEVER};
 
 /// Mark of the access word: the session was seen expired.
 pub(crate) const EXPIRED: u64 = 1 << 63;
@@ -71,12 +70,48 @@ pub(crate) struct Header {
     access: AtomicU64,
     /// Creation time, ms since the Unix epoch.
     pub(crate) created_ms: u64,
-    /// Inactivity timeout, stored (`session::stored_timeout_ms`);
+    /// Inactivity timeout, stored (`stored_timeout_ms`);
     /// `TIMEOUT_NEVER` for none.
     pub(crate) timeout_ms: u32,
     /// Lifetime cap counted from `created_ms`, stored like the timeout;
     /// `TIMEOUT_NEVER` for none.
     pub(crate) lifetime: u32,
+}
+
+// ---- Stored timeouts ----------------------------------------------------
+
+/// `timeout_ms` value that stores `Timeout::Never` (no timeout, no cap).
+pub(crate) const TIMEOUT_NEVER: u32 = u32::MAX;
+
+/// The flag of a stored timeout kept in whole seconds (the low 31 bits).
+const TIMEOUT_IN_SECONDS: u32 = 1 << 31;
+
+/// A stored timeout in milliseconds (`None`: never).
+#[allow(clippy::inline_always)] // on every read's liveness check
+#[inline(always)]
+pub(crate) fn stored_timeout_ms(stored: u32) -> Option<u64> {
+    if stored & TIMEOUT_IN_SECONDS == 0 {
+        Some(u64::from(stored))
+    } else if stored == TIMEOUT_NEVER {
+        None
+    } else {
+        Some(u64::from(stored & !TIMEOUT_IN_SECONDS) * 1000)
+    }
+}
+
+/// Packs a finite timeout of `ms` (1 to `TIMEOUT_MS_MAX`, checked by the
+/// caller): exact below `crate::limits::TIMEOUT_EXACT_MS_MAX`, whole seconds rounded up
+/// above it.
+pub(crate) fn timeout_to_stored(ms: u64) -> u32 {
+    debug_assert!(
+        (1..=crate::limits::TIMEOUT_MS_MAX).contains(&ms),
+        "unchecked timeout {ms}"
+    );
+    if ms <= crate::limits::TIMEOUT_EXACT_MS_MAX {
+        u32::try_from(ms).expect("below 2^31")
+    } else {
+        TIMEOUT_IN_SECONDS | u32::try_from(ms.div_ceil(1000)).expect("TIMEOUT_MS_MAX fits")
+    }
 }
 
 pub(crate) const HEADER_LEN: usize = std::mem::size_of::<Header>();

@@ -16,7 +16,6 @@ use crate::limits::{
     SHARDS_MAX, SHARDS_PER_CORE_DEFAULT, SWEEP_INTERVAL_MS_DEFAULT,
 };
 use crate::limits::{SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN};
-use crate::persist::smallest_segment;
 use crate::session::{Listener, RemovalCause, Session, Timeout};
 
 /// How an engine is set up. Start from [`Config::default`] or a preset and
@@ -331,14 +330,12 @@ impl Config {
                 )));
             }
         }
-        let segment_needs = smallest_segment(self.metadata_bytes_max);
-        if self.segment_size_bytes < SEGMENT_SIZE_BYTES_MIN.max(segment_needs)
+        if self.segment_size_bytes < SEGMENT_SIZE_BYTES_MIN
             || self.segment_size_bytes > SEGMENT_SIZE_BYTES_MAX
         {
             return Err(Error::InvalidConfig(format!(
-                "segment_size_bytes = {}: must be between {SEGMENT_SIZE_BYTES_MIN} and {SEGMENT_SIZE_BYTES_MAX}, \
-                 and hold the largest record ({segment_needs} bytes at metadata_bytes_max = {})",
-                self.segment_size_bytes, self.metadata_bytes_max
+                "segment_size_bytes = {}: must be between {SEGMENT_SIZE_BYTES_MIN} and {SEGMENT_SIZE_BYTES_MAX}",
+                self.segment_size_bytes
             )));
         }
         if !(self.touch_persist_fraction > 0.0 && self.touch_persist_fraction <= 1.0) {

@@ -11,7 +11,7 @@ use ahash::RandomState;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
-use crate::block::{Metadata, HEADER_LEN};
+use crate::block::{stored_timeout_ms, Metadata, HEADER_LEN};
 use crate::clock::Clock;
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
@@ -19,7 +19,7 @@ use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, SWEEP_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
 use crate::persist::format::{put_len, Record, TIMEOUT_NEVER_STORED};
 use crate::persist::{self, flush_all, CompactionStep, GroupCommit, RecoveryReport, ShardLog};
-use crate::session::{stored_timeout_ms, Listener, RemovalCause, Session, SessionRef, Stats, Timeout};
+use crate::session::{Listener, RemovalCause, Session, SessionRef, Stats, Timeout};
 use crate::settle::Pending;
 use crate::shard::{snapshot, Commit, Inserted, ListPosition, Locked, LogPosition, Rotated, Shard, Swept};
 use crate::table::hash_id;

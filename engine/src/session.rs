@@ -5,44 +5,13 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::block::{BlockRef, Expiry, Metadata};
+use crate::block::{stored_timeout_ms, timeout_to_stored, BlockRef, Expiry, Metadata, TIMEOUT_NEVER};
 use std::time::{Duration, SystemTime};
 
 use crate::clock::ms_to_system_time;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::limits::{TIMEOUT_EXACT_MS_MAX, TIMEOUT_MS_MAX};
-
-/// `timeout_ms` value that stores [`Timeout::Never`].
-pub(crate) const TIMEOUT_NEVER: u32 = u32::MAX;
-
-/// The flag of a stored timeout kept in whole seconds (the low 31 bits).
-const TIMEOUT_IN_SECONDS: u32 = 1 << 31;
-
-/// A stored timeout in milliseconds (`None`: never).
-#[allow(clippy::inline_always)] // on every read's liveness check
-#[inline(always)]
-pub(crate) fn stored_timeout_ms(stored: u32) -> Option<u64> {
-    if stored & TIMEOUT_IN_SECONDS == 0 {
-        Some(u64::from(stored))
-    } else if stored == TIMEOUT_NEVER {
-        None
-    } else {
-        Some(u64::from(stored & !TIMEOUT_IN_SECONDS) * 1000)
-    }
-}
-
-/// Packs a finite timeout of `ms` (1 to `TIMEOUT_MS_MAX`, checked by the
-/// caller): exact below `TIMEOUT_EXACT_MS_MAX`, whole seconds rounded up
-/// above it.
-pub(crate) fn timeout_to_stored(ms: u64) -> u32 {
-    debug_assert!((1..=TIMEOUT_MS_MAX).contains(&ms), "unchecked timeout {ms}");
-    if ms <= TIMEOUT_EXACT_MS_MAX {
-        u32::try_from(ms).expect("below 2^31")
-    } else {
-        TIMEOUT_IN_SECONDS | u32::try_from(ms.div_ceil(1000)).expect("TIMEOUT_MS_MAX fits")
-    }
-}
+use crate::limits::TIMEOUT_MS_MAX;
 
 /// A session's inactivity timeout: it expires once this long has passed since
 /// its last activity (creation, `get`, `update`, `touch`, `set_ttl`).
@@ -52,7 +21,7 @@ pub enum Timeout {
     Never,
     /// Expires after this much inactivity: 1 ms to 400 days
     /// ([`TIMEOUT_MS_MAX`]). Sub-millisecond parts round up; a timeout over
-    /// about 24.9 days ([`TIMEOUT_EXACT_MS_MAX`]) is kept in whole seconds,
+    /// about 24.9 days ([`TIMEOUT_EXACT_MS_MAX`](crate::limits::TIMEOUT_EXACT_MS_MAX)) is kept in whole seconds,
     /// rounded up.
     After(Duration),
 }
@@ -85,7 +54,7 @@ impl Timeout {
 
     /// The timeout in milliseconds as the engine keeps it (`None` for
     /// `Never`) if it is one the engine accepts: 1 ms to [`TIMEOUT_MS_MAX`],
-    /// rounded up to whole seconds above [`TIMEOUT_EXACT_MS_MAX`]. Backends
+    /// rounded up to whole seconds above [`TIMEOUT_EXACT_MS_MAX`](crate::limits::TIMEOUT_EXACT_MS_MAX). Backends
     /// use this to apply exactly the engine's rule.
     ///
     /// # Errors

@@ -45,13 +45,14 @@ use ahash::RandomState;
 use crossbeam_epoch::{Atomic, Guard, Owned};
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::block::stored_timeout_ms;
 use crate::block::{Access, BlockRef, Due, Metadata};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::persist::format::put_len;
 use crate::persist::ShardLog;
-use crate::session::{stored_timeout_ms, Session};
+use crate::session::Session;
 use crate::table::{hash_id, Table, SLOTS_MIN};
 use crate::wheel::{self, Link, Wheel, WheelStore, INDEX_MAX};
 
@@ -970,8 +971,8 @@ mod tests {
     //! The shard's blocks through every path that creates, shares, replaces
     //! and frees them (also run under Miri by `scripts/miri.sh`).
     use super::*;
+    use crate::block::TIMEOUT_NEVER;
     use crate::clock::ManualClock;
-    use crate::session::TIMEOUT_NEVER;
 
     fn id(n: u32) -> SessionId {
         let mut bytes = [0; 16];

@@ -151,3 +151,25 @@ fn bad_configs_name_the_setting() {
         assert!(err.to_string().contains(word), "{err}");
     }
 }
+
+/// A segment too small for the largest record is refused when there is a
+/// log to write (naming both settings); an in-memory engine has no
+/// segments and opens.
+#[test]
+fn a_segment_smaller_than_the_largest_record_is_refused_with_persistence() {
+    let config = Config::default()
+        .segment_size_bytes(64 * 1024)
+        .metadata_bytes_max(64 * 1024);
+    Engine::open(config.clone()).expect("in memory, segments do not matter");
+    let dir = tempfile::tempdir().unwrap();
+    let err = Engine::open(config.data_dir(dir.path())).expect_err("refused");
+    assert!(
+        matches!(&err, Error::InvalidConfig(why) if why.contains("largest record") && why.contains("metadata_bytes_max")),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}

@@ -157,14 +157,17 @@ fn an_impossible_target_fails_with_exit_code_1() {
 
 #[test]
 fn a_run_that_measured_nothing_fails() {
-    // 50 operations in closed loop (no rate to hold) end inside the 200 ms
-    // warm-up; with no targets, nothing else could fail the run.
+    // 50 operations in closed loop (no rate to hold) end inside a 10 s
+    // warm-up however slow the machine; with no targets, nothing else could
+    // fail the run.
     let args = [
         "run",
         "--scenario",
         "tiny",
         "--rate",
         "max",
+        "--warmup",
+        "10s",
         "--quiet",
         "--seed",
         "7",

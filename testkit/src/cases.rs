@@ -658,7 +658,10 @@ async fn cleanup_expired_reports_and_len_settles<S: SessionStore>(s: Arc<S>, o: 
     if o.native_expiry {
         assert_eq!(reclaimed, 0, "a natively expiring backend reports 0");
     } else {
+        // What the sweeper had not reclaimed yet, this call did: every
+        // expired session is gone once it returns.
         assert!(reclaimed <= 10, "reclaimed {reclaimed} of 10");
+        assert_eq!(ok("len", s.len().await), 1, "len right after cleanup_expired");
     }
     // Native expiry is lazy on access and sampled in the background; len
     // counts live sessions once the expired are reclaimed or skipped.

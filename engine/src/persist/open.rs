@@ -40,6 +40,13 @@ pub(crate) fn open(
     route: impl Fn(&RandomState, &SessionId) -> usize + Sync,
 ) -> Result<Opened> {
     let started = Instant::now();
+    let segment_needs = super::smallest_segment(config.metadata_bytes_max);
+    if config.segment_size_bytes < segment_needs {
+        return Err(Error::InvalidConfig(format!(
+            "segment_size_bytes = {}: a segment must hold the largest record ({segment_needs} bytes at metadata_bytes_max = {})",
+            config.segment_size_bytes, config.metadata_bytes_max
+        )));
+    }
     let lock = lock(dir)?;
     let Some(manifest) = read_manifest(dir)? else {
         return create_directory(config, dir, shards, now_ms, lock);

@@ -33,11 +33,11 @@ use super::format::{
 };
 use super::format_v1;
 use crate::block::Metadata;
+use crate::block::{stored_timeout_ms, timeout_to_stored, TIMEOUT_NEVER};
 use crate::config::RecoveryMode;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{RECOVERY_REPORT_ITEMS_MAX, TIMEOUT_MS_MAX};
-use crate::session::{stored_timeout_ms, timeout_to_stored, TIMEOUT_NEVER};
 
 /// A session as the log left it.
 #[derive(Debug)]
