@@ -1,4 +1,4 @@
-//! The session block: one allocation per session, a 56-byte header with the
+//! The session block: one allocation per session, a 48-byte header with the
 //! session's fields followed by its metadata bytes, reference-counted like an
 //! `Arc`; and the protocol on its access word that lets readers slide the
 //! deadline without a lock.
