@@ -27,6 +27,7 @@ fn four_clients_on_one_worker_complete_the_schedule() {
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
     assert_passed_unless_machine_busy(code, &r, &format!("{stdout}\n{stderr}"));
+    assert_eq!(r["all_point_ops"]["errors"], 0, "{stdout}");
     assert_eq!(r["scenario"]["clients"], 4);
     assert_eq!(r["ops_unsent"], 0);
     // Every operation due in the backend's slices was issued: 2,000/s in
