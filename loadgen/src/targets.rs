@@ -337,6 +337,16 @@ impl Quantile {
         }
     }
 
+    /// Samples each side needs for the quantile to be more than its
+    /// slowest sample.
+    fn samples_min(self) -> u64 {
+        match self {
+            Quantile::P50 | Quantile::Max => 1,
+            Quantile::P99 => 100,
+            Quantile::P999 => 1_000,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Quantile::P50 => "p50",
@@ -354,6 +364,22 @@ impl Quantile {
             (q, false) => q.name().into(),
         }
     }
+}
+
+/// Why a tail bound cannot be judged on these samples, if it cannot: a
+/// quantile needs at least one sample above it on each side (100 for p99,
+/// 1,000 for p999); below that the "p99" is the slowest of a handful (a
+/// list page a second gives a 20 s run about ten per side), and one
+/// preempted sample decides the run.
+fn too_few_for(q: Quantile, f: &OpFacts) -> Option<String> {
+    let needed = q.samples_min();
+    let fewest = f.peer.map_or(f.backend.count, |p| p.count.min(f.backend.count));
+    (fewest < needed).then(|| {
+        format!(
+            "{fewest} samples: {} needs {needed} (a longer run, or a higher rate of this kind)",
+            q.name()
+        )
+    })
 }
 
 /// Judges one bound of one kind. A median is judged on the typical slice,
@@ -441,7 +467,14 @@ pub fn evaluate(targets: &Targets, facts: &RunFacts) -> Vec<Verdict> {
                         ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
                     },
                 },
-                (None, Some(f)) => judge_bound(tier, *op, q, limit, f),
+                (None, Some(f)) => match too_few_for(q, f) {
+                    Some(note) => Verdict {
+                        status: Status::NotRun,
+                        note,
+                        ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
+                    },
+                    None => judge_bound(tier, *op, q, limit, f),
+                },
             });
         }
     }
@@ -881,6 +914,43 @@ mod tests {
             run_verdict(&pass, JUDGED_SHARE_MIN / 2.0),
             RunVerdict::Inconclusive
         );
+    }
+
+    /// A tail of a handful of samples is their slowest one: it is reported,
+    /// not judged; with enough samples the same tail fails.
+    #[test]
+    fn a_tail_of_too_few_samples_is_not_judged() {
+        let t = Targets::parse("t", "name = \"t\"\n[ops.list]\np99 = \"10ms\"").unwrap();
+        let slow = |count| OpStats {
+            count,
+            p50_ns: 1_000_000,
+            p99_ns: 40_000_000,
+            max_ns: 40_000_000,
+            ..OpStats::default()
+        };
+        let mut f = facts(1);
+        f.peer = true;
+        for (count, status) in [(9, Status::NotRun), (100, Status::Fail)] {
+            f.ops.insert(
+                Op::List,
+                OpFacts {
+                    backend: slow(count),
+                    peer: Some(OpStats {
+                        count: 1_000,
+                        p99_ns: 2_000_000,
+                        ..OpStats::default()
+                    }),
+                    typical_p50_ns: None,
+                    count_all: count,
+                },
+            );
+            let rows = evaluate(&t, &f);
+            let row = rows.iter().find(|r| r.subject == "list").unwrap();
+            assert_eq!(row.status, status, "{count} samples: {row:?}");
+            if status == Status::NotRun {
+                assert!(row.note.starts_with("9 samples: p99 needs 100"), "{}", row.note);
+            }
+        }
     }
 
     #[test]

@@ -12,9 +12,10 @@ fn a_200ms_freeze_shows_in_the_tail_and_fails_the_verdict() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("stall");
     // Bounds a debug build holds by far (a millisecond above the peer)
-    // and a 200 ms freeze breaks by far.
+    // and a 200 ms freeze breaks by far; at p99, which the run's few
+    // hundred gets can judge (a p999 needs a thousand samples a side).
     let targets = tmp.path().join("stall.toml");
-    std::fs::write(&targets, "name = \"stall\"\n[ops.get]\np999 = \"1ms\"\n").unwrap();
+    std::fs::write(&targets, "name = \"stall\"\n[ops.get]\np99 = \"1ms\"\n").unwrap();
     let mut args = TINY.to_vec();
     args.extend([
         "11",
@@ -55,7 +56,7 @@ fn a_200ms_freeze_shows_in_the_tail_and_fails_the_verdict() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["tier"] == "stall" && v["bound"] == "p999 added")
+        .find(|v| v["tier"] == "stall" && v["bound"] == "p99 added")
         .expect("the bound's row")
         .clone();
     assert_eq!(row["status"], "fail", "{row}");
