@@ -24,7 +24,9 @@
 //! Semantics: a session expires once its inactivity timeout has passed since
 //! its last activity (create, `get`, `update`, `touch`, `set_ttl`); an
 //! expired session is never returned, even before the sweeper reclaims it.
-//! See [`SessionStore`] for the backend-neutral async API.
+//! See [`SessionStore`] for the backend-neutral async API, and
+//! [`SessionState`] for per-session subscriptions (with the topic fan-out)
+//! and rate limits; [`Engine::arm_timer`] adds session-scoped timers.
 
 // Unsafe code is confined to `block.rs` (the session blocks' allocation and
 // reference count), `table.rs` (tagged pointers read under an epoch guard),
@@ -46,10 +48,12 @@ mod error;
 mod id;
 pub mod limits;
 mod metrics;
+mod per_session;
 mod persist;
 mod session;
 mod settle;
 mod shard;
+mod state;
 mod store;
 mod table;
 mod wheel;
@@ -57,13 +61,14 @@ mod wheel;
 pub use any::{engine_config, AnyStore, BoxError, BoxFuture, DynSessionStore, TryUpdateFn, UpdateFn};
 pub use block::Metadata;
 pub use clock::{ms_to_system_time, system_time_to_ms, Clock, ManualClock, CLOCK_TICK, CLOCK_TICK_MIN};
-pub use config::{Config, Durability, RecoveryMode};
+pub use config::{Config, Durability, RecoveryMode, TimerListener};
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use id::{ParseIdError, SessionId, SESSION_ID_TEXT_LEN};
 pub use metrics::OpenMetricsWriter;
 pub use persist::{CompactionStep, Damage, RecoveryReport, Truncation};
 pub use session::{Cursor, Listener, Op, Page, RemovalCause, Session, SessionRef, Stats, Timeout, Updated};
+pub use state::{Bucket, RateDecision, SessionState, TopicCursor, TopicPage};
 pub use store::SessionStore;
 
 /// The log's record codec, for fuzzing, tests and tools (see `engine/FORMAT.md`).
