@@ -67,6 +67,29 @@ pub enum Error {
         max: usize,
     },
 
+    /// A per-session state bound of [`limits`](crate::limits) was reached:
+    /// a topic longer than `TOPIC_LEN_MAX` bytes, a session subscribed to
+    /// `TOPICS_PER_SESSION_MAX` topics, or holding `TIMERS_PER_SESSION_MAX`
+    /// timers. Nothing was changed.
+    #[error("{what}: {len} exceeds the limit of {max} (session_engine::limits)")]
+    LimitExceeded {
+        /// Which bound, naming its constant in `limits`.
+        what: &'static str,
+        /// What the call asked for (the topic's length, the count it would reach).
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+
+    /// An argument no call accepts: an empty topic, a token bucket with a
+    /// zero capacity or refill, a charge larger than the bucket can ever
+    /// hold. Nothing was changed.
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A configuration value out of range; the message names the setting.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

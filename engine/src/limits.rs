@@ -145,6 +145,38 @@ pub const TOUCH_QUEUE_MAX: usize = 4096;
 /// 4 KiB: one `getrandom` call serves 256 creates.
 pub const ID_BATCH: usize = 256;
 
+/// Longest topic (`SessionState::subscribe`), in bytes of UTF-8: an MCP
+/// resource URI fits with room to spare, and a topic is held twice in memory
+/// (the session's set and the reverse index shares one allocation) and once
+/// per `SUBSCRIBE` record in the log, so a 1 KiB cap keeps a session's
+/// subscriptions at most `TOPICS_PER_SESSION_MAX` KiB.
+pub const TOPIC_LEN_MAX: usize = 1024;
+
+/// Most topics one session subscribes to. A subscribe searches the session's
+/// topics linearly under the shard's writer mutex (a few hundred short
+/// comparisons at most), and a removed session's topics leave the reverse
+/// index under that mutex too, so the bound also bounds how long one expiry
+/// or delete holds the shard. An MCP client subscribes to the resources it
+/// shows, tens at a time; a server needing more wants a coarser topic.
+pub const TOPICS_PER_SESSION_MAX: usize = 256;
+
+/// Most timers (`Engine::arm_timer`) one session holds at once. A timer is a
+/// pending request of the session (the seed's 5 s cleanup); tokens are found
+/// by a linear search of the session's timers, and a removed session's timers
+/// are cancelled under the shard's writer mutex, so the bound keeps both
+/// short. Concurrent requests per MCP session are far fewer.
+pub const TIMERS_PER_SESSION_MAX: usize = 256;
+
+/// Stripes of the engine-wide topic index (topic -> subscribers): each is a
+/// lock of its own, picked by the topic's hash, so subscribes to different
+/// topics from different shards rarely meet on one lock.
+pub const TOPIC_STRIPES: usize = 64;
+
+/// Timers one sweep step fires while holding a shard's writer mutex (as
+/// [`SWEEP_BATCH_MAX`] for sessions); the listener is called after the lock
+/// is released.
+pub const TIMER_BATCH_MAX: usize = 1024;
+
 const _: () = assert!(SESSIONS_MAX_DEFAULT <= SESSIONS_MAX_LIMIT);
 const _: () = assert!(METADATA_BYTES_MAX_DEFAULT <= METADATA_BYTES_MAX_LIMIT);
 const _: () = assert!(METADATA_BYTES_MAX_LIMIT <= u32::MAX as usize);
@@ -159,3 +191,5 @@ const _: () = assert!(SEGMENT_SIZE_BYTES_MIN <= SEGMENT_SIZE_BYTES_DEFAULT);
 const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT <= SEGMENT_SIZE_BYTES_MAX);
 const _: () =
     assert!(SWEEP_BATCH_MAX > 0 && LIST_PAGE_MAX > 0 && LIST_LOCK_BATCH > 0 && UPDATE_OPTIMISTIC_TRIES > 0);
+const _: () = assert!(TOPIC_STRIPES.is_power_of_two());
+const _: () = assert!(TOPIC_LEN_MAX < METADATA_BYTES_MAX_LIMIT && TIMER_BATCH_MAX > 0);
