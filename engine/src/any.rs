@@ -22,6 +22,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::session::{Cursor, Op, Page, Session, Timeout, Updated};
+use crate::state::{Bucket, RateDecision, SessionState, TopicCursor, TopicPage};
 use crate::store::SessionStore;
 
 /// A boxed future, as [`DynSessionStore`] returns.
@@ -36,9 +37,10 @@ pub type UpdateFn<'a> = Box<dyn FnMut(&[u8]) -> Vec<u8> + Send + 'a>;
 /// The closure of [`DynSessionStore::try_update`].
 pub type TryUpdateFn<'a> = Box<dyn FnMut(&[u8]) -> std::result::Result<Op, BoxError> + Send + 'a>;
 
-/// [`SessionStore`] with boxed futures, so that `dyn DynSessionStore`
-/// exists. Every `SessionStore` that is also `Debug` (to name itself in
-/// `AnyStore`'s `Debug`) implements it; the semantics are the same.
+/// [`SessionStore`] and [`SessionState`] with boxed futures, so that `dyn
+/// DynSessionStore` exists. Every `SessionState` store that is also `Debug`
+/// (to name itself in `AnyStore`'s `Debug`) implements it; the semantics are
+/// the same.
 #[allow(missing_docs)] // each method is its SessionStore namesake
 pub trait DynSessionStore: Send + Sync {
     fn create<'a>(&'a self, metadata: &'a [u8], timeout: Timeout) -> BoxFuture<'a, Result<SessionId>>;
@@ -63,11 +65,26 @@ pub trait DynSessionStore: Send + Sync {
     fn is_empty(&self) -> BoxFuture<'_, Result<bool>>;
     fn list(&self, cursor: Cursor, limit: usize) -> BoxFuture<'_, Result<Page>>;
     fn cleanup_expired(&self) -> BoxFuture<'_, Result<usize>>;
+    fn subscribe<'a>(&'a self, id: &'a SessionId, topic: &'a str) -> BoxFuture<'a, Result<bool>>;
+    fn unsubscribe<'a>(&'a self, id: &'a SessionId, topic: &'a str) -> BoxFuture<'a, Result<bool>>;
+    fn topics<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Vec<String>>>;
+    fn subscribers<'a>(
+        &'a self,
+        topic: &'a str,
+        cursor: TopicCursor,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<TopicPage>>;
+    fn rate_limit<'a>(
+        &'a self,
+        id: &'a SessionId,
+        bucket: Bucket,
+        cost: u32,
+    ) -> BoxFuture<'a, Result<RateDecision>>;
     /// What the store is, for `Debug` (`"Engine { .. }"`, a Redis address).
     fn describe(&self) -> String;
 }
 
-impl<T: SessionStore + fmt::Debug> DynSessionStore for T {
+impl<T: SessionState + fmt::Debug> DynSessionStore for T {
     fn create<'a>(&'a self, metadata: &'a [u8], timeout: Timeout) -> BoxFuture<'a, Result<SessionId>> {
         Box::pin(SessionStore::create(self, metadata, timeout))
     }
@@ -128,6 +145,31 @@ impl<T: SessionStore + fmt::Debug> DynSessionStore for T {
     fn cleanup_expired(&self) -> BoxFuture<'_, Result<usize>> {
         Box::pin(SessionStore::cleanup_expired(self))
     }
+    fn subscribe<'a>(&'a self, id: &'a SessionId, topic: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(SessionState::subscribe(self, id, topic))
+    }
+    fn unsubscribe<'a>(&'a self, id: &'a SessionId, topic: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(SessionState::unsubscribe(self, id, topic))
+    }
+    fn topics<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(SessionState::topics(self, id))
+    }
+    fn subscribers<'a>(
+        &'a self,
+        topic: &'a str,
+        cursor: TopicCursor,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<TopicPage>> {
+        Box::pin(SessionState::subscribers(self, topic, cursor, limit))
+    }
+    fn rate_limit<'a>(
+        &'a self,
+        id: &'a SessionId,
+        bucket: Bucket,
+        cost: u32,
+    ) -> BoxFuture<'a, Result<RateDecision>> {
+        Box::pin(SessionState::rate_limit(self, id, bucket, cost))
+    }
     fn describe(&self) -> String {
         format!("{self:?}")
     }
@@ -149,7 +191,7 @@ impl fmt::Debug for AnyStore {
 
 impl AnyStore {
     /// Wraps a store.
-    pub fn new(store: impl SessionStore + fmt::Debug + 'static) -> Self {
+    pub fn new(store: impl SessionState + fmt::Debug + 'static) -> Self {
         Self {
             inner: Arc::new(store),
         }
@@ -307,6 +349,24 @@ impl SessionStore for AnyStore {
     }
     async fn cleanup_expired(&self) -> Result<usize> {
         self.inner.cleanup_expired().await
+    }
+}
+
+impl SessionState for AnyStore {
+    async fn subscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
+        self.inner.subscribe(id, topic).await
+    }
+    async fn unsubscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
+        self.inner.unsubscribe(id, topic).await
+    }
+    async fn topics(&self, id: &SessionId) -> Result<Vec<String>> {
+        self.inner.topics(id).await
+    }
+    async fn subscribers(&self, topic: &str, cursor: TopicCursor, limit: usize) -> Result<TopicPage> {
+        self.inner.subscribers(topic, cursor, limit).await
+    }
+    async fn rate_limit(&self, id: &SessionId, bucket: Bucket, cost: u32) -> Result<RateDecision> {
+        self.inner.rate_limit(id, bucket, cost).await
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::id::SessionId;
 use crate::limits::SEGMENT_SIZE_BYTES_DEFAULT;
 use crate::limits::{
     FLUSH_INTERVAL_MS_MAX, FLUSH_INTERVAL_MS_MIN, SWEEP_INTERVAL_MS_MAX, SWEEP_INTERVAL_MS_MIN,
@@ -17,6 +18,14 @@ use crate::limits::{
 };
 use crate::limits::{SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN};
 use crate::session::{Listener, RemovalCause, Session, Timeout};
+
+/// Told when a session timer fires: the session's id and the timer's token.
+/// Called on the sweeper thread (or whichever thread runs
+/// `cleanup_expired`), never under a lock, like the removal [`Listener`];
+/// keep it short. A timer fires at most once, and never for a session that
+/// expired, was deleted or rotated first (those timers die silently). A panic
+/// in it is caught and counted in `Stats::listener_panics`.
+pub type TimerListener = Arc<dyn Fn(&SessionId, u64) + Send + Sync>;
 
 /// How an engine is set up. Start from [`Config::default`] or a preset and
 /// chain the setters; [`Engine::open`](crate::Engine::open) validates it.
@@ -31,6 +40,7 @@ pub struct Config {
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) clock: Option<Clock>,
     pub(crate) listener: Option<Listener>,
+    pub(crate) timer_listener: Option<TimerListener>,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) durability: Durability,
     pub(crate) recovery: RecoveryMode,
@@ -84,6 +94,7 @@ impl Default for Config {
             sweep_interval: Some(Duration::from_millis(SWEEP_INTERVAL_MS_DEFAULT)),
             clock: None,
             listener: None,
+            timer_listener: None,
             data_dir: None,
             durability: Durability::Interval(Duration::from_secs(1)),
             recovery: RecoveryMode::Strict,
@@ -201,6 +212,14 @@ impl Config {
     #[must_use]
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// A callback told when a session timer fires (see
+    /// [`Engine::arm_timer`](crate::Engine::arm_timer) and [`TimerListener`]).
+    #[must_use]
+    pub fn timer_listener(mut self, listener: impl Fn(&SessionId, u64) + Send + Sync + 'static) -> Self {
+        self.timer_listener = Some(Arc::new(listener));
         self
     }
 
@@ -366,6 +385,7 @@ impl fmt::Debug for Config {
             .field("sweep_interval", &self.sweep_interval)
             .field("clock", &self.clock)
             .field("listener", &self.listener.as_ref().map(|_| "Fn"))
+            .field("timer_listener", &self.timer_listener.as_ref().map(|_| "Fn"))
             .field("data_dir", &self.data_dir)
             .field("durability", &self.durability)
             .field("recovery", &self.recovery)

@@ -16,12 +16,14 @@ use crate::clock::Clock;
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::limits::{LIST_LOCK_BATCH, SWEEP_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
+use crate::limits::{LIST_LOCK_BATCH, SWEEP_BATCH_MAX, TIMER_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
+use crate::per_session::{check_bucket, check_topic, TopicIndex};
 use crate::persist::format::{put_len, Record, TIMEOUT_NEVER_STORED};
 use crate::persist::{self, flush_all, CompactionStep, GroupCommit, RecoveryReport, ShardLog};
 use crate::session::{Listener, RemovalCause, Session, SessionRef, Stats, Timeout};
 use crate::settle::Pending;
 use crate::shard::{snapshot, Commit, Inserted, ListPosition, Locked, LogPosition, Rotated, Shard, Swept};
+use crate::state::{Bucket, RateDecision, TopicCursor, TopicPage};
 use crate::table::hash_id;
 
 thread_local! {
@@ -54,6 +56,8 @@ pub(crate) struct Core {
     /// Their group commits, one per log.
     pub(crate) commits: Vec<Arc<GroupCommit>>,
     pub(crate) recovery: Option<RecoveryReport>,
+    /// Topic -> subscribers, engine-wide (striped).
+    topics: Arc<TopicIndex>,
     // Holds the data directory's lock for the engine's lifetime.
     _persistence: Option<persist::Persistence>,
 }
@@ -116,6 +120,7 @@ impl Core {
         let now_ms = clock.now_ms();
         let shard_mask = shard_count - 1;
         let guard = crossbeam_epoch::pin();
+        let topics = Arc::new(TopicIndex::new());
         let (hasher, shards, logs, commits, recovery, persistence) = if let Some(dir) =
             config.data_dir.clone()
         {
@@ -138,6 +143,7 @@ impl Core {
                     now_ms,
                     Some(Arc::clone(log)),
                     config.touch_persist_fraction,
+                    Arc::clone(&topics),
                 );
                 shard.reserve(config.shard_capacity(shard_count).max(sessions.len()), &guard)?;
                 for (id, s) in sessions {
@@ -145,6 +151,9 @@ impl Core {
                     block.init(id, s.created_ms, s.last_access_ms, s.timeout_ms);
                     let block = block.with_lifetime(s.lifetime);
                     shard.restore(hash_id(&hasher, &id), block, &guard)?;
+                    if !s.topics.is_empty() {
+                        shard.restore_topics(id, &s.topics);
+                    }
                 }
                 shards.push(CachePadded::new(shard));
             }
@@ -157,7 +166,7 @@ impl Core {
             let capacity = config.shard_capacity(shard_count);
             let shards = (0..shard_count)
                 .map(|_| {
-                    let shard = Shard::new(hasher.clone(), now_ms, None, 1.0);
+                    let shard = Shard::new(hasher.clone(), now_ms, None, 1.0, Arc::clone(&topics));
                     shard.reserve(capacity, &guard)?;
                     Ok(CachePadded::new(shard))
                 })
@@ -181,6 +190,7 @@ impl Core {
             logs,
             commits,
             recovery,
+            topics,
             _persistence: persistence,
             config,
         })
@@ -683,10 +693,140 @@ impl Core {
                     break;
                 }
             }
+            self.fire_timers(shard);
         }
         self.sweeps_total.fetch_add(1, Ordering::Relaxed);
         self.expired_last_sweep.store(total as u64, Ordering::Relaxed);
         total
+    }
+
+    /// Fires the shard's due session timers, calling the timer listener
+    /// outside the lock, batch by batch.
+    fn fire_timers(&self, shard: &Shard) {
+        let mut fired = Vec::new();
+        loop {
+            let swept = {
+                let guard = crossbeam_epoch::pin();
+                shard.fire_timers(&self.clock, TIMER_BATCH_MAX, &mut fired, &guard)
+            };
+            if let Some(listener) = &self.config.timer_listener {
+                for (id, token) in fired.drain(..) {
+                    if catch_unwind(AssertUnwindSafe(|| listener(&id, token))).is_err() {
+                        self.listener_panics.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            fired.clear();
+            if swept == Swept::All {
+                return;
+            }
+        }
+    }
+
+    // ---- Per-session state ---------------------------------------------------
+
+    /// Subscribes the live session to `topic`, logged as `SUBSCRIBE`.
+    pub(crate) fn subscribe(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
+        check_topic(topic)?;
+        let (hash, shard) = self.route(id);
+        let guard = crossbeam_epoch::pin();
+        let (added, position) = self.with_record(
+            (),
+            |(), buf| Record::Subscribe { id: *id, topic }.encode(self.salt(hash), buf),
+            |(), record| {
+                shard.with_state(hash, id, &self.clock, &guard, |states, now_ms| {
+                    states.subscribe(*id, topic, |live| shard.append(record, live, now_ms))
+                })
+            },
+        )?;
+        Ok((added, self.pending(hash, position)))
+    }
+
+    /// Unsubscribes the live session from `topic`, logged as `UNSUBSCRIBE`.
+    pub(crate) fn unsubscribe(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
+        check_topic(topic)?;
+        let (hash, shard) = self.route(id);
+        let guard = crossbeam_epoch::pin();
+        let (removed, position) = self.with_record(
+            (),
+            |(), buf| Record::Unsubscribe { id: *id, topic }.encode(self.salt(hash), buf),
+            |(), record| {
+                shard.with_state(hash, id, &self.clock, &guard, |states, now_ms| {
+                    states.unsubscribe(*id, topic, |live| shard.append(record, live, now_ms))
+                })
+            },
+        )?;
+        Ok((removed, self.pending(hash, position)))
+    }
+
+    /// The live session's topics.
+    pub(crate) fn topics(&self, id: &SessionId) -> Result<Vec<String>> {
+        let (hash, shard) = self.route(id);
+        let guard = crossbeam_epoch::pin();
+        shard.with_state(hash, id, &self.clock, &guard, |states, _| Ok(states.topics(id)))
+    }
+
+    /// A page of the live subscribers of `topic`, from the index; ids whose
+    /// session expired but is not yet swept are left out.
+    pub(crate) fn subscribers(&self, topic: &str, cursor: TopicCursor, limit: usize) -> Result<TopicPage> {
+        check_topic(topic)?;
+        if limit == 0 || limit > crate::limits::LIST_PAGE_MAX {
+            return Err(Error::InvalidPageSize {
+                limit,
+                max: crate::limits::LIST_PAGE_MAX,
+            });
+        }
+        let mut ids = Vec::with_capacity(limit.min(LIST_LOCK_BATCH));
+        let next = self.topics.page(topic, cursor.position(), limit, &mut ids);
+        let now_ms = self.clock.now_ms();
+        let guard = crossbeam_epoch::pin();
+        ids.retain(|id| {
+            let (hash, shard) = self.route(id);
+            shard.read(hash, id, now_ms, false, &guard, |_, _| ()).is_some()
+        });
+        Ok(TopicPage {
+            ids,
+            next: next.map(TopicCursor::new),
+        })
+    }
+
+    /// Checks and charges the live session's token bucket (not logged: a
+    /// restart refills it).
+    pub(crate) fn rate_limit(&self, id: &SessionId, bucket: Bucket, cost: u32) -> Result<RateDecision> {
+        check_bucket(bucket, cost)?;
+        let (hash, shard) = self.route(id);
+        let guard = crossbeam_epoch::pin();
+        shard.with_state(hash, id, &self.clock, &guard, |states, now_ms| {
+            Ok(states.rate_limit(*id, bucket, cost, now_ms))
+        })
+    }
+
+    /// Arms (or re-arms) the live session's timer `token`, `after_ms` from now.
+    pub(crate) fn arm_timer(&self, id: &SessionId, token: u64, after_ms: u64) -> Result<()> {
+        let (hash, shard) = self.route(id);
+        let guard = crossbeam_epoch::pin();
+        shard.with_state(hash, id, &self.clock, &guard, |states, now_ms| {
+            // At least the next tick: the wheel fires ticks after the last
+            // one it processed, which may be `now_ms` itself.
+            states.arm(*id, token, now_ms.saturating_add(after_ms.max(1)))
+        })
+    }
+
+    /// Cancels the live session's timer `token`; false if it had none.
+    pub(crate) fn cancel_timer(&self, id: &SessionId, token: u64) -> Result<bool> {
+        let (hash, shard) = self.route(id);
+        let guard = crossbeam_epoch::pin();
+        shard.with_state(hash, id, &self.clock, &guard, |states, _| {
+            Ok(states.cancel(*id, token))
+        })
+    }
+
+    /// Timers armed and sessions holding state, engine-wide.
+    pub(crate) fn state_counts(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(t, s), shard| {
+            let (dt, ds) = shard.state_counts();
+            (t + dt, s + ds)
+        })
     }
 
     pub(crate) fn compact(&self, shard: usize, step: CompactionStep) -> Result<()> {
@@ -697,7 +837,11 @@ impl Core {
         let now_ms = self.clock.now_ms();
         let mut position = None;
         persist::compact(log, now_ms, step, |batch| {
-            let resume = self.list_batch(shard, position, LIST_LOCK_BATCH, batch);
+            let mut sessions = Vec::with_capacity(LIST_LOCK_BATCH);
+            let resume = self.list_batch(shard, position, LIST_LOCK_BATCH, &mut sessions);
+            // Topics read after the sessions: a change in between is also in
+            // the segment after the seal, which replays over the base.
+            self.shards[shard].topics_of(sessions, batch);
             position = resume;
             resume.is_some()
         })
@@ -770,6 +914,12 @@ impl Core {
         for shard in &*self.shards {
             shard.check_invariants(&guard);
         }
+        let held: usize = self.shards.iter().map(|s| s.topic_entries()).sum();
+        assert_eq!(
+            self.topics.entries(),
+            held,
+            "the topic index holds what the sessions hold"
+        );
     }
 }
 

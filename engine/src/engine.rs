@@ -14,6 +14,7 @@ use crate::persist::{CompactionStep, RecoveryReport};
 use crate::session::{Cursor, Op, Page, Session, SessionRef, Stats, Timeout, Updated};
 use crate::settle::{Pending, Settle};
 use crate::shard::ListPosition;
+use crate::state::{Bucket, RateDecision, TopicCursor, TopicPage};
 
 /// A sharded, in-memory session store with inactivity expiry.
 ///
@@ -525,6 +526,110 @@ impl Engine {
     #[allow(clippy::must_use_candidate)] // called for its effect as often as its count
     pub fn cleanup_expired(&self) -> usize {
         self.core.sweep_all(&mut Vec::new())
+    }
+
+    // ---- Per-session state (see `SessionState` and the README) -------------
+
+    /// Subscribes the session to `topic`; `true` if it was not subscribed.
+    /// Logged (`SUBSCRIBE`) and recovered; not activity.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::InvalidArgument`] for an empty topic;
+    /// [`Error::LimitExceeded`] past `limits::TOPIC_LEN_MAX` bytes or
+    /// `limits::TOPICS_PER_SESSION_MAX` topics; the log's write errors.
+    /// Nothing changes on an error.
+    pub fn subscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
+        let (added, pending) = self.core.subscribe(id, topic)?;
+        self.core.settle(pending)?;
+        Ok(added)
+    }
+
+    pub(crate) fn subscribe_pending(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
+        self.core.subscribe(id, topic)
+    }
+
+    /// Unsubscribes the session from `topic`; `true` if it was subscribed.
+    ///
+    /// # Errors
+    /// As [`Engine::subscribe`].
+    pub fn unsubscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
+        let (removed, pending) = self.core.unsubscribe(id, topic)?;
+        self.core.settle(pending)?;
+        Ok(removed)
+    }
+
+    pub(crate) fn unsubscribe_pending(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
+        self.core.unsubscribe(id, topic)
+    }
+
+    /// The session's topics, in no particular order.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn topics(&self, id: &SessionId) -> Result<Vec<String>> {
+        self.core.topics(id)
+    }
+
+    /// A page of at most `limit` live sessions subscribed to `topic`, in
+    /// id order, from the engine-wide topic index (no scan of the
+    /// sessions). Pass `TopicCursor::START`, then each page's `next`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPageSize`] for `limit` 0 or above
+    /// `limits::LIST_PAGE_MAX`; the topic errors of [`Engine::subscribe`].
+    pub fn subscribers(&self, topic: &str, cursor: TopicCursor, limit: usize) -> Result<TopicPage> {
+        self.core.subscribers(topic, cursor, limit)
+    }
+
+    /// Checks and charges `cost` tokens of the session's token bucket in
+    /// one step under its shard's lock. In memory only: a restart refills
+    /// every bucket.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::InvalidArgument`] for a bucket with a
+    /// zero capacity or refill, or a `cost` above its capacity.
+    pub fn rate_limit(&self, id: &SessionId, bucket: Bucket, cost: u32) -> Result<RateDecision> {
+        self.core.rate_limit(id, bucket, cost)
+    }
+
+    /// Arms the session's timer `token` to fire `after` from now (re-arming
+    /// a token replaces its deadline). When it fires, the
+    /// [`Config::timer_listener`](crate::Config::timer_listener) hears the
+    /// session's id and the token, from the sweeper thread (so a timer fires
+    /// up to one sweep interval late). A timer dies silently with its
+    /// session (expiry, delete, rotate) and is not persisted: it guards work
+    /// of this process (a pending request), which a restart ends anyway.
+    /// O(1): one wheel insert under the shard's lock.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::InvalidTimeout`] if `after` exceeds
+    /// `limits::TIMEOUT_MS_MAX`; [`Error::LimitExceeded`] past
+    /// `limits::TIMERS_PER_SESSION_MAX` timers.
+    pub fn arm_timer(&self, id: &SessionId, token: u64, after: std::time::Duration) -> Result<()> {
+        let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        if after_ms > crate::limits::TIMEOUT_MS_MAX {
+            return Err(Error::InvalidTimeout {
+                timeout_ms: after_ms,
+                max_ms: crate::limits::TIMEOUT_MS_MAX,
+            });
+        }
+        self.core.arm_timer(id, token, after_ms)
+    }
+
+    /// Cancels the session's timer `token`; `false` if it had none (never
+    /// armed, fired already, or cancelled).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub fn cancel_timer(&self, id: &SessionId, token: u64) -> Result<bool> {
+        self.core.cancel_timer(id, token)
+    }
+
+    /// Timers armed and sessions holding per-session state, engine-wide
+    /// (takes every shard's lock: for tests and diagnostics).
+    #[must_use]
+    pub fn state_counts(&self) -> (usize, usize) {
+        self.core.state_counts()
     }
 
     /// Counters and sizes.

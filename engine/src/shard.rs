@@ -50,6 +50,7 @@ use crate::block::{Access, BlockRef, Due, Metadata};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
+use crate::per_session::{States, TopicIndex};
 use crate::persist::format::put_len;
 use crate::persist::ShardLog;
 use crate::session::Session;
@@ -244,6 +245,9 @@ struct Writer {
     created_ms_sum: u128,
     /// Metadata bytes of the held sessions.
     metadata_bytes: u64,
+    /// Per-session state (topics, buckets, timers) of the sessions that
+    /// hold any: leaves with the session (`release`).
+    states: States,
 }
 
 /// A shard's counters and sizes, read under its writer mutex (one
@@ -291,6 +295,7 @@ impl Shard {
         now_ms: u64,
         log: Option<Arc<ShardLog>>,
         touch_fraction: f64,
+        topics: Arc<TopicIndex>,
     ) -> Self {
         Self {
             table: Atomic::new(Table::new(SLOTS_MIN, 0).expect("a table of one cache line")),
@@ -304,6 +309,7 @@ impl Shard {
                 rebuilds: 0,
                 created_ms_sum: 0,
                 metadata_bytes: 0,
+                states: States::new(topics, log.clone(), now_ms),
             }),
             len: AtomicUsize::new(0),
             hasher,
@@ -476,7 +482,7 @@ impl Shard {
     }
 
     /// Appends a record to the shard's log, if it has one.
-    fn append(&self, record: Option<&[u8]>, live_delta: i64, now_ms: u64) -> Result<LogPosition> {
+    pub(crate) fn append(&self, record: Option<&[u8]>, live_delta: i64, now_ms: u64) -> Result<LogPosition> {
         match (&self.log, record) {
             (Some(log), Some(record)) => log.append(record, live_delta, now_ms).map(Some),
             (None, _) => Ok(None),
@@ -886,6 +892,88 @@ impl Shard {
         }
     }
 
+    // ---- Per-session state (`per_session.rs`) -------------------------------
+
+    /// Runs `f` on the shard's per-session state if `id` is a live session
+    /// (else `NotFound`), under the writer mutex: the session cannot leave
+    /// meanwhile, so state never outlives it. `f` gets the time read under
+    /// the lock.
+    pub(crate) fn with_state<R>(
+        &self,
+        hash: u64,
+        id: &SessionId,
+        clock: &Clock,
+        guard: &Guard,
+        f: impl FnOnce(&mut States, u64) -> Result<R>,
+    ) -> Result<R> {
+        let (mut w, table) = self.lock(guard);
+        let now_ms = clock.now_ms();
+        let live = table
+            .find_slot(hash, id)
+            .is_some_and(|at| matches!(table.header(at).access(now_ms, false), Access::Live { .. }));
+        if !live {
+            return Err(Error::NotFound);
+        }
+        f(&mut w.states, now_ms)
+    }
+
+    /// The topics of each session in `sessions` (compaction), under one hold
+    /// of the writer mutex.
+    pub(crate) fn topics_of(
+        &self,
+        sessions: Vec<Session>,
+        out: &mut Vec<(Session, Vec<crate::per_session::Topic>)>,
+    ) {
+        let w = self.writer.lock();
+        let any = !w.states.is_empty();
+        out.extend(sessions.into_iter().map(|s| {
+            let topics = if any {
+                w.states.topics_shared(&s.id())
+            } else {
+                Vec::new()
+            };
+            (s, topics)
+        }));
+    }
+
+    /// Restores a recovered session's topics (at open, after `restore`).
+    pub(crate) fn restore_topics(&self, id: SessionId, topics: &[crate::per_session::Topic]) {
+        self.writer.lock().states.restore(id, topics);
+    }
+
+    /// Fires up to `budget` session timers due at the clock's time into
+    /// `out` (those of sessions still live; the others die silently).
+    pub(crate) fn fire_timers(
+        &self,
+        clock: &Clock,
+        budget: usize,
+        out: &mut Vec<(SessionId, u64)>,
+        guard: &Guard,
+    ) -> Swept {
+        let (mut w, table) = self.lock(guard);
+        let now_ms = clock.now_ms();
+        let live = |id: &SessionId| {
+            table
+                .find_slot(hash_id(&self.hasher, id), id)
+                .is_some_and(|at| !table.header(at).is_expired(now_ms))
+        };
+        match w.states.fire(now_ms, budget, live, out) {
+            wheel::Poll::Done => Swept::All,
+            wheel::Poll::More => Swept::More,
+        }
+    }
+
+    /// (session, topic) pairs this shard's sessions hold (tests).
+    pub(crate) fn topic_entries(&self) -> usize {
+        self.writer.lock().states.topic_entries()
+    }
+
+    /// Timers armed and sessions holding state in this shard.
+    pub(crate) fn state_counts(&self) -> (usize, usize) {
+        let w = self.writer.lock();
+        (w.states.timers(), w.states.sessions())
+    }
+
     /// Runs `while_held` holding the writer mutex (tests: a stalled writer).
     pub(crate) fn hold_writer(&self, while_held: impl FnOnce()) {
         let _w = self.writer.lock();
@@ -931,6 +1019,13 @@ impl Shard {
         assert_eq!(metadata_bytes, w.metadata_bytes, "metadata bytes summed");
         assert_eq!(scheduled, w.wheel.len(), "wheel length");
         assert!(live + w.tombstones <= table.limit(), "table over its limit");
+        w.states.check_invariants();
+        for id in w.states.ids() {
+            assert!(
+                table.find_slot(hash_id(&self.hasher, id), id).is_some(),
+                "state kept for {id:?}, which left the shard"
+            );
+        }
     }
 }
 
@@ -942,11 +1037,15 @@ impl Writer {
         self.metadata_bytes += block.len() as u64;
     }
 
-    /// Counts a session leaving the table.
+    /// Counts a session leaving the table; its per-session state (if any
+    /// session of the shard holds some) leaves with it.
     #[inline]
     fn release(&mut self, block: BlockRef<'_>) {
         self.created_ms_sum -= u128::from(block.created_ms);
         self.metadata_bytes -= block.len() as u64;
+        if !self.states.is_empty() {
+            self.states.drop_session(&block.id);
+        }
     }
 
     /// Schedules the session in slot `at` at its deadline, if it has one.
@@ -1012,7 +1111,7 @@ mod tests {
         fn new(now_ms: u64) -> Self {
             let hasher = RandomState::new();
             Self {
-                shard: Shard::new(hasher.clone(), now_ms, None, 0.5),
+                shard: Shard::new(hasher.clone(), now_ms, None, 0.5, Arc::new(TopicIndex::new())),
                 hasher,
                 clock: ManualClock::new(now_ms),
             }

@@ -5,14 +5,25 @@
 //! The state belongs to its session and is isolated from every other
 //! session's: it is removed when the session expires, is deleted or is
 //! rotated (`rotate` is the defence against session fixation: the new id
-//! starts with the metadata and times, and no subscriptions or bucket). Session-scoped timers (the seed's pending-request cleanup) are
-//! an embedded-engine feature: see `Engine::arm_timer`.
+//! starts with the metadata and times, and no subscriptions or bucket).
+//! A `put` over a live session (and `update`, `set_ttl`) keeps it: `put`
+//! replaces the metadata and timeout of the same session, whose creation
+//! time it keeps too. Session-scoped timers (the seed's pending-request
+//! cleanup) are an embedded-engine feature: see `Engine::arm_timer`.
+//!
+//! On the embedded [`Engine`]: topics are logged and recovered (rate-limit
+//! buckets are not: a restart refills them), each shard keeps its sessions'
+//! state under its writer mutex so that it leaves in the same step as the
+//! session, and an engine-wide striped index maps each topic to its
+//! subscribers' ids in order, so `subscribers` pages by id without a scan.
+//! `engine/README.md` has the details and the bounds.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{ready, Future};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::store::SessionStore;
@@ -74,9 +85,11 @@ impl FromStr for TopicCursor {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        u128::from_str_radix(s, 16).map(TopicCursor).map_err(|_| Error::InvalidCursor {
-            reason: format!("{s:?} is not a topic cursor (hexadecimal)"),
-        })
+        u128::from_str_radix(s, 16)
+            .map(TopicCursor)
+            .map_err(|_| Error::InvalidCursor {
+                reason: format!("{s:?} is not a topic cursor (hexadecimal)"),
+            })
     }
 }
 
@@ -129,4 +142,82 @@ pub trait SessionState: SessionStore {
         bucket: Bucket,
         cost: u32,
     ) -> impl Future<Output = Result<RateDecision>> + Send;
+}
+
+/// The embedded engine: futures ready at once, except that with
+/// `Durability::Always` a subscribe or unsubscribe completes when its log
+/// record is durable (as a write of `SessionStore` does).
+impl SessionState for Engine {
+    #[inline]
+    fn subscribe(&self, id: &SessionId, topic: &str) -> impl Future<Output = Result<bool>> + Send {
+        self.settle_later(self.subscribe_pending(id, topic))
+    }
+
+    #[inline]
+    fn unsubscribe(&self, id: &SessionId, topic: &str) -> impl Future<Output = Result<bool>> + Send {
+        self.settle_later(self.unsubscribe_pending(id, topic))
+    }
+
+    #[inline]
+    fn topics(&self, id: &SessionId) -> impl Future<Output = Result<Vec<String>>> + Send {
+        ready(Engine::topics(self, id))
+    }
+
+    #[inline]
+    fn subscribers(
+        &self,
+        topic: &str,
+        cursor: TopicCursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<TopicPage>> + Send {
+        ready(Engine::subscribers(self, topic, cursor, limit))
+    }
+
+    #[inline]
+    fn rate_limit(
+        &self,
+        id: &SessionId,
+        bucket: Bucket,
+        cost: u32,
+    ) -> impl Future<Output = Result<RateDecision>> + Send {
+        ready(Engine::rate_limit(self, id, bucket, cost))
+    }
+}
+
+/// A shared reference to a store with state has state (every call goes to `T`).
+impl<T: SessionState> SessionState for &T {
+    #[inline]
+    fn subscribe(&self, id: &SessionId, topic: &str) -> impl Future<Output = Result<bool>> + Send {
+        T::subscribe(self, id, topic)
+    }
+
+    #[inline]
+    fn unsubscribe(&self, id: &SessionId, topic: &str) -> impl Future<Output = Result<bool>> + Send {
+        T::unsubscribe(self, id, topic)
+    }
+
+    #[inline]
+    fn topics(&self, id: &SessionId) -> impl Future<Output = Result<Vec<String>>> + Send {
+        T::topics(self, id)
+    }
+
+    #[inline]
+    fn subscribers(
+        &self,
+        topic: &str,
+        cursor: TopicCursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<TopicPage>> + Send {
+        T::subscribers(self, topic, cursor, limit)
+    }
+
+    #[inline]
+    fn rate_limit(
+        &self,
+        id: &SessionId,
+        bucket: Bucket,
+        cost: u32,
+    ) -> impl Future<Output = Result<RateDecision>> + Send {
+        T::rate_limit(self, id, bucket, cost)
+    }
 }

@@ -111,6 +111,9 @@ impl Op {
                 last_access_ms,
             } => Op::Rotate(id, new_id, last_access_ms),
             Record::Seal { .. } => Op::Seal,
+            Record::Subscribe { .. } | Record::Unsubscribe { .. } => {
+                unreachable!("the suite makes no subscriptions")
+            }
         }
     }
 

@@ -27,6 +27,7 @@
 #![allow(clippy::missing_panics_doc, clippy::module_name_repetitions)]
 
 mod cases;
+mod state_cases;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_engine::limits::METADATA_BYTES_MAX_DEFAULT;
-use session_engine::SessionStore;
+use session_engine::{SessionState, SessionStore};
 
 /// Times a case that reports a stall is run again before it counts as failed.
 pub const STALL_RETRIES: usize = 3;
@@ -86,6 +87,12 @@ pub fn cases<S: SessionStore + 'static>() -> Vec<(&'static str, Case<S>)> {
     cases::all()
 }
 
+/// Every per-session state case ([`SessionState`]), by name.
+#[must_use]
+pub fn state_cases<S: SessionState + 'static>() -> Vec<(&'static str, Case<S>)> {
+    state_cases::all()
+}
+
 /// Runs every case against fresh stores from `make`, printing one line per
 /// case; panics at the end naming each failed case and why.
 pub async fn run_suite<S, F, Fut>(backend: &str, options: SuiteOptions, make: F)
@@ -94,8 +101,31 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = S>,
 {
+    run_cases(backend, options, make, cases::<S>()).await;
+}
+
+/// [`run_suite`] for the per-session state cases (subscriptions, the topic
+/// fan-out, rate limits).
+pub async fn run_state_suite<S, F, Fut>(backend: &str, options: SuiteOptions, make: F)
+where
+    S: SessionState + 'static,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    run_cases(backend, options, make, state_cases::<S>()).await;
+}
+
+async fn run_cases<S, F, Fut>(
+    backend: &str,
+    options: SuiteOptions,
+    make: F,
+    all: Vec<(&'static str, Case<S>)>,
+) where
+    S: SessionStore + 'static,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
     let started = Instant::now();
-    let all = cases::<S>();
     let mut failed: Vec<String> = Vec::new();
     for (name, case) in &all {
         let outcome = run_case(options, &make, *case).await;

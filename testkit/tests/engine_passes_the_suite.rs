@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use session_engine::{Config, Engine};
-use session_testkit::{run_suite, SuiteOptions};
+use session_testkit::{run_state_suite, run_suite, SuiteOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_engine_passes_the_suite() {
@@ -22,6 +22,41 @@ async fn the_engine_behind_any_store_passes_the_suite() {
         session_engine::AnyStore::new(
             Engine::open(Config::default().sweep_interval(Duration::from_millis(10))).expect("open engine"),
         )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_engine_passes_the_state_suite() {
+    run_state_suite("engine", SuiteOptions::default(), || async {
+        Engine::open(Config::default().sweep_interval(Duration::from_millis(10))).expect("open engine")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_behind_any_store_passes_the_state_suite() {
+    run_state_suite("any-store(engine)", SuiteOptions::default(), || async {
+        session_engine::AnyStore::new(
+            Engine::open(Config::default().sweep_interval(Duration::from_millis(10))).expect("open engine"),
+        )
+    })
+    .await;
+}
+
+/// The state suite on a persisted engine (every subscribe is a log record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persisted_engine_passes_the_state_suite() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    run_state_suite("engine(persisted)", SuiteOptions::default(), || {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config::default()
+            .data_dir(dir.path())
+            .shards(2)
+            .segment_size_bytes(1 << 20)
+            .sweep_interval(Duration::from_millis(10));
+        dirs.lock().unwrap().push(dir);
+        async move { Engine::open(config).expect("open engine") }
     })
     .await;
 }

@@ -13,7 +13,11 @@ use super::format::{
 };
 use super::segment::{create_owner_only, segment_name, tmp_name};
 use crate::error::Result;
+use crate::per_session::Topic;
 use crate::session::Session;
+
+/// A session as a base writes it: a `PUT`, then a `SUBSCRIBE` per topic.
+pub(crate) type Based = (Session, Vec<Topic>);
 
 /// Writes a base holding `sessions` as segment `sequence` of `log`, synced
 /// and durable under its final name. Returns its length.
@@ -21,7 +25,7 @@ pub(crate) fn write_base(
     log: &LogId,
     sequence: u64,
     now_ms: u64,
-    sessions: impl Iterator<Item = Session>,
+    sessions: impl Iterator<Item = Based>,
 ) -> Result<u64> {
     let tmp = log.dir.join(tmp_name(sequence));
     let len = write_base_tmp(&tmp, log, sequence, now_ms, sessions)?;
@@ -36,7 +40,7 @@ pub(crate) fn write_base_tmp(
     log: &LogId,
     sequence: u64,
     now_ms: u64,
-    sessions: impl Iterator<Item = Session>,
+    sessions: impl Iterator<Item = Based>,
 ) -> Result<u64> {
     let file = create_owner_only(tmp).map_err(io(format!("creating {}", tmp.display())))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -54,12 +58,16 @@ pub(crate) fn write_base_tmp(
     let mut records = 0u64;
     let result = (|| {
         out.write_all(&[0; SEGMENT_HEADER_LEN])?;
-        for s in sessions {
+        for (s, topics) in sessions {
             record.clear();
             put_record(&s).encode(log.salt, &mut record);
+            for topic in &topics {
+                let topic: &str = topic;
+                Record::Subscribe { id: s.id(), topic }.encode(log.salt, &mut record);
+            }
             out.write_all(&record)?;
             len += record.len() as u64;
-            records += 1;
+            records += 1 + topics.len() as u64;
         }
         let seal = seal_record(log.salt, records);
         out.write_all(&seal)?;

@@ -9,10 +9,10 @@
 
 use super::appender::ShardLog;
 use super::base::write_base_tmp;
+use super::base::Based;
 use super::directory::{io, rename_durably};
 use super::segment::{segment_name, sync_dir, tmp_name};
 use crate::error::Result;
-use crate::session::Session;
 
 /// How far a compaction goes before it stops (tests simulate a crash at
 /// each step by stopping there).
@@ -31,12 +31,13 @@ pub enum CompactionStep {
 
 /// Compacts one shard: seals its log, writes the live sessions into a base
 /// segment that replaces the sealed ones, and deletes those. `snapshot`
-/// hands out live sessions in batches (taking the shard lock per batch).
+/// hands out live sessions with their topics in batches (taking the shard
+/// lock per batch).
 pub(crate) fn compact(
     log: &ShardLog,
     now_ms: u64,
     stop_after: CompactionStep,
-    mut snapshot: impl FnMut(&mut Vec<Session>) -> bool,
+    mut snapshot: impl FnMut(&mut Vec<Based>) -> bool,
 ) -> Result<()> {
     let (sealed, bytes_before) = log.seal(now_ms)?;
     if stop_after == CompactionStep::Sealed {

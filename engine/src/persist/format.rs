@@ -17,7 +17,7 @@
 use siphasher::sip::SipHasher24;
 
 use crate::id::SessionId;
-use crate::limits::{METADATA_BYTES_MAX_LIMIT, TIMEOUT_MS_MAX, TIME_MS_MAX};
+use crate::limits::{METADATA_BYTES_MAX_LIMIT, TIMEOUT_MS_MAX, TIME_MS_MAX, TOPIC_LEN_MAX};
 
 /// Format version written in manifests and segment headers.
 pub(crate) const FORMAT_VERSION: u32 = 2;
@@ -252,6 +252,10 @@ const TOUCH_LEN: usize = ID_LEN + 8;
 const DELETE_LEN: usize = ID_LEN;
 const ROTATE_LEN: usize = ID_LEN + ID_LEN + 8;
 const SEAL_LEN: usize = 8;
+/// `SUBSCRIBE` and `UNSUBSCRIBE`: the id, then the topic's UTF-8 bytes
+/// (1 to `TOPIC_LEN_MAX`).
+const TOPIC_FIXED_LEN: usize = ID_LEN;
+const TOPIC_RECORD_MAX: usize = TOPIC_FIXED_LEN + TOPIC_LEN_MAX;
 /// Smallest valid payload (a `SEAL`'s record count).
 pub(crate) const PAYLOAD_MIN: usize = SEAL_LEN;
 /// Largest valid payload: a `PUT` with the largest metadata.
@@ -260,6 +264,10 @@ pub(crate) const PAYLOAD_MAX: usize = PUT_FIXED_LEN + METADATA_BYTES_MAX_LIMIT;
 pub(crate) const SEAL_RECORD_LEN: usize = RECORD_HEADER_LEN + SEAL_LEN;
 /// Bytes a `TOUCH` record takes (encoded on the stack by readers).
 pub(crate) const TOUCH_RECORD_LEN: usize = RECORD_HEADER_LEN + TOUCH_LEN;
+/// Bytes a `SUBSCRIBE` to a topic of this length takes (live-byte accounting).
+pub(crate) const fn subscribe_len(topic_len: usize) -> usize {
+    RECORD_HEADER_LEN + TOPIC_FIXED_LEN + topic_len
+}
 /// The stored timeout for "never expires".
 pub(crate) const TIMEOUT_NEVER_STORED: u64 = u64::MAX;
 
@@ -275,6 +283,8 @@ const TYPE_TOUCH: u8 = 4;
 const TYPE_DELETE: u8 = 5;
 const TYPE_SEAL: u8 = 6;
 const TYPE_ROTATE: u8 = 7;
+const TYPE_SUBSCRIBE: u8 = 8;
+const TYPE_UNSUBSCRIBE: u8 = 9;
 
 /// A decoded record, borrowing its metadata from the segment bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -336,6 +346,20 @@ pub enum Record<'a> {
         /// Last activity, ms since the epoch.
         last_access_ms: u64,
     },
+    /// The session subscribes to a topic (`SessionState::subscribe`).
+    Subscribe {
+        /// Session id.
+        id: SessionId,
+        /// The topic: 1 to `TOPIC_LEN_MAX` bytes of UTF-8.
+        topic: &'a str,
+    },
+    /// The session unsubscribes from a topic.
+    Unsubscribe {
+        /// Session id.
+        id: SessionId,
+        /// The topic.
+        topic: &'a str,
+    },
     /// The end of a segment that the log rolled past: nothing after it in the
     /// segment is data.
     Seal {
@@ -354,7 +378,9 @@ impl Record<'_> {
             | Record::Timeout { id, .. }
             | Record::Touch { id, .. }
             | Record::Delete { id }
-            | Record::Rotate { id, .. } => Some(id),
+            | Record::Rotate { id, .. }
+            | Record::Subscribe { id, .. }
+            | Record::Unsubscribe { id, .. } => Some(id),
             Record::Seal { .. } => None,
         }
     }
@@ -367,6 +393,9 @@ impl Record<'_> {
             Record::Touch { .. } => TOUCH_LEN,
             Record::Delete { .. } => DELETE_LEN,
             Record::Rotate { .. } => ROTATE_LEN,
+            Record::Subscribe { topic, .. } | Record::Unsubscribe { topic, .. } => {
+                TOPIC_FIXED_LEN + topic.len()
+            }
             Record::Seal { .. } => SEAL_LEN,
         }
     }
@@ -445,6 +474,15 @@ impl Record<'_> {
                 p[ID_LEN..2 * ID_LEN].copy_from_slice(&new_id.to_bytes());
                 put_u64(p, 2 * ID_LEN, last_access_ms);
                 TYPE_ROTATE
+            }
+            Record::Subscribe { id, topic } | Record::Unsubscribe { id, topic } => {
+                p[..ID_LEN].copy_from_slice(&id.to_bytes());
+                p[TOPIC_FIXED_LEN..].copy_from_slice(topic.as_bytes());
+                if matches!(self, Record::Subscribe { .. }) {
+                    TYPE_SUBSCRIBE
+                } else {
+                    TYPE_UNSUBSCRIBE
+                }
             }
             Record::Seal { records } => {
                 put_u64(p, 0, records);
@@ -544,6 +582,7 @@ pub fn decode(bytes: &[u8], salt: u64) -> Decoded<'_> {
         TYPE_DELETE => len == DELETE_LEN,
         TYPE_SEAL => len == SEAL_LEN,
         TYPE_ROTATE => len == ROTATE_LEN,
+        TYPE_SUBSCRIBE | TYPE_UNSUBSCRIBE => (TOPIC_FIXED_LEN + 1..=TOPIC_RECORD_MAX).contains(&len),
         _ => return bad("unknown record type"),
     };
     if !shape_fits {
@@ -635,6 +674,17 @@ fn decode_payload(kind: u8, p: &[u8], total: usize) -> Decoded<'_> {
                 last_access_ms: u64_at(p, 2 * ID_LEN),
             }
         }
+        TYPE_SUBSCRIBE | TYPE_UNSUBSCRIBE => {
+            let Ok(topic) = std::str::from_utf8(&p[TOPIC_FIXED_LEN..]) else {
+                return damaged("topic is not UTF-8");
+            };
+            let id = id_at(p, 0);
+            if kind == TYPE_SUBSCRIBE {
+                Record::Subscribe { id, topic }
+            } else {
+                Record::Unsubscribe { id, topic }
+            }
+        }
         _ => Record::Seal {
             records: u64_at(p, 0),
         },
@@ -684,6 +734,14 @@ mod tests {
                 new_id: id(7),
                 last_access_ms: 70,
             },
+            Record::Subscribe {
+                id: id(6),
+                topic: "file:///a/b.txt",
+            },
+            Record::Unsubscribe {
+                id: id(6),
+                topic: "t",
+            },
             Record::Seal { records: 7 },
         ]
     }
@@ -703,6 +761,44 @@ mod tests {
         }
         assert_eq!(seal_record(SALT, 3).len(), SEAL_RECORD_LEN);
         assert_eq!(touch_record(SALT, id(1), 5).len(), TOUCH_RECORD_LEN);
+    }
+
+    #[test]
+    fn topic_records_catch_every_bit_flip_and_truncation() {
+        for record in [
+            Record::Subscribe {
+                id: id(9),
+                topic: "resource://x",
+            },
+            Record::Unsubscribe {
+                id: id(9),
+                topic: "resource://x",
+            },
+        ] {
+            let mut buf = Vec::new();
+            record.encode(SALT, &mut buf);
+            assert_eq!(buf.len(), subscribe_len("resource://x".len()));
+            for cut in 0..buf.len() {
+                assert!(!matches!(decode(&buf[..cut], SALT), Decoded::Record(..)));
+            }
+            for byte in 0..buf.len() {
+                for bit in 0..8 {
+                    let mut bad = buf.clone();
+                    bad[byte] ^= 1 << bit;
+                    assert!(
+                        !matches!(decode(&bad, SALT), Decoded::Record(..)),
+                        "flip {byte}:{bit} of {record:?} decoded"
+                    );
+                }
+            }
+        }
+        // A topic longer than the bound is not a record of that type.
+        let long = "x".repeat(TOPIC_LEN_MAX + 1);
+        let mut buf = vec![0u8; RECORD_HEADER_LEN + ID_LEN + long.len()];
+        buf[RECORD_HEADER_LEN + ID_LEN..].copy_from_slice(long.as_bytes());
+        put_u32(&mut buf, REC_LEN_AT, u32::try_from(ID_LEN + long.len()).unwrap());
+        buf[REC_TYPE_AT] = TYPE_SUBSCRIBE;
+        assert!(matches!(decode(&buf, SALT), Decoded::Bad { extent: None, .. }));
     }
 
     #[test]

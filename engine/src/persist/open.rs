@@ -264,14 +264,15 @@ fn write_layout(
         let id = log_id(&layout, next, shard);
         make_dir(&id.dir)?;
         let base = map.iter().map(|(sid, s)| {
-            Session::new(
+            let session = Session::new(
                 *sid,
                 s.metadata.clone(),
                 s.created_ms,
                 s.last_access_ms,
                 Timeout::from_stored(s.timeout_ms),
             )
-            .with_lifetime(Timeout::from_stored(s.lifetime))
+            .with_lifetime(Timeout::from_stored(s.lifetime));
+            (session, s.topics.clone())
         });
         let base_len = write_base(&id, 1, now_ms, base)?;
         let current = create_segment(&id, 2, 0, config.segment_size_bytes, now_ms)?;

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use ahash::AHashMap;
 
 use super::format::{
-    decode, put_len, Decoded, Record, SegmentHeader, FLAG_BASE, SEGMENT_HEADER_COPY_LEN, SEGMENT_HEADER_LEN,
-    TIMEOUT_NEVER_STORED,
+    decode, put_len, subscribe_len, Decoded, Record, SegmentHeader, FLAG_BASE, SEGMENT_HEADER_COPY_LEN,
+    SEGMENT_HEADER_LEN, TIMEOUT_NEVER_STORED,
 };
 use super::format_v1;
 use crate::block::Metadata;
@@ -37,7 +37,8 @@ use crate::block::{stored_timeout_ms, timeout_to_stored, TIMEOUT_NEVER};
 use crate::config::RecoveryMode;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::limits::{RECOVERY_REPORT_ITEMS_MAX, TIMEOUT_MS_MAX};
+use crate::limits::{RECOVERY_REPORT_ITEMS_MAX, TIMEOUT_MS_MAX, TOPICS_PER_SESSION_MAX};
+use crate::per_session::Topic;
 
 /// A session as the log left it.
 #[derive(Debug)]
@@ -48,6 +49,8 @@ pub(crate) struct Recovered {
     pub(crate) timeout_ms: u32,
     /// The lifetime cap from creation, stored like the timeout.
     pub(crate) lifetime: u32,
+    /// Its topics (`SUBSCRIBE` records not cancelled by an `UNSUBSCRIBE`).
+    pub(crate) topics: Vec<Topic>,
 }
 
 impl Recovered {
@@ -245,7 +248,13 @@ impl ShardRecovery {
 }
 
 pub(crate) fn live_bytes(sessions: &AHashMap<SessionId, Recovered>) -> u64 {
-    sessions.values().map(|s| put_len(s.metadata.len()) as u64).sum()
+    sessions
+        .values()
+        .map(|s| {
+            let topics: usize = s.topics.iter().map(|t| subscribe_len(t.len())).sum();
+            (put_len(s.metadata.len()) + topics) as u64
+        })
+        .sum()
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
@@ -401,6 +410,14 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
             lifetime_ms,
             metadata,
         } => {
+            // A `put` over a live session keeps its creation time and its
+            // topics; a PUT with another creation time is a new session
+            // under the id (the old one expired or was deleted), which
+            // starts with none.
+            let topics = match sessions.remove(&id) {
+                Some(old) if old.created_ms == created_ms => old.topics,
+                _ => Vec::new(),
+            };
             sessions.insert(
                 id,
                 Recovered {
@@ -409,8 +426,21 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
                     last_access_ms,
                     timeout_ms: stored_timeout(timeout_ms),
                     lifetime: stored_timeout(lifetime_ms),
+                    topics,
                 },
             );
+        }
+        Record::Subscribe { id, topic } => {
+            if let Some(s) = sessions.get_mut(&id) {
+                if s.topics.len() < TOPICS_PER_SESSION_MAX && !s.topics.iter().any(|t| &**t == topic) {
+                    s.topics.push(Topic::from(topic));
+                }
+            }
+        }
+        Record::Unsubscribe { id, topic } => {
+            if let Some(s) = sessions.get_mut(&id) {
+                s.topics.retain(|t| &**t != topic);
+            }
         }
         Record::Update {
             id,
@@ -449,6 +479,8 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
         } => {
             if let Some(mut s) = sessions.remove(&id) {
                 s.last_access_ms = s.last_access_ms.max(last_access_ms);
+                // The new id starts with no subscriptions (`rotate`).
+                s.topics.clear();
                 sessions.insert(new_id, s);
             }
         }
@@ -867,7 +899,9 @@ fn damaged_id(codec: Codec, record: &[u8]) -> Option<SessionId> {
     let Codec::V2 { .. } = codec else { return None };
     let header = super::format::RECORD_HEADER_LEN;
     let kind = *record.get(8)?;
-    if !(1..=5).contains(&kind) {
+    // The types whose payload starts with the session's id (`SUBSCRIBE`
+    // and `UNSUBSCRIBE` included).
+    if !matches!(kind, 1..=5 | 8..=9) {
         return None;
     }
     let id: [u8; 16] = record.get(header..header + 16)?.try_into().ok()?;

@@ -1,0 +1,605 @@
+//! The engine side of [`SessionState`](crate::SessionState): each shard's
+//! side table of the sessions that hold state (topics, a token bucket,
+//! timers), guarded by the shard's writer mutex, and the engine-wide reverse
+//! index topic -> subscribers, striped by the topic's hash.
+//!
+//! Why under the writer mutex: every way a session leaves its shard
+//! (delete, expiry, rotation, an insert over an expired one) already holds
+//! it, so its state leaves in the same critical section and no later
+//! operation can see state of a session that is gone, nor can state be
+//! added to a session between its removal and the clean-up. A shard whose
+//! sessions hold no state pays one `is_empty` check per removal.
+//!
+//! Lock order: a shard's writer mutex, then one topic stripe (then the log's
+//! writer mutex, for the live-byte accounting). A listing of subscribers
+//! takes one stripe alone.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ahash::{AHashMap, RandomState};
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::limits::{TIMERS_PER_SESSION_MAX, TOPICS_PER_SESSION_MAX, TOPIC_LEN_MAX, TOPIC_STRIPES};
+use crate::persist::format::subscribe_len;
+use crate::persist::ShardLog;
+use crate::shard::LogPosition;
+use crate::state::{Bucket, RateDecision};
+use crate::wheel::{self, Link, Wheel, WheelStore};
+
+/// A topic, shared by the sessions' sets and the reverse index.
+pub(crate) type Topic = Arc<str>;
+
+/// Checks a topic against the bounds every backend keeps.
+pub(crate) fn check_topic(topic: &str) -> Result<()> {
+    if topic.is_empty() {
+        return Err(Error::InvalidArgument {
+            reason: "a topic is non-empty text".into(),
+        });
+    }
+    if topic.len() > TOPIC_LEN_MAX {
+        return Err(Error::LimitExceeded {
+            what: "topic length in bytes (TOPIC_LEN_MAX)",
+            len: topic.len(),
+            max: TOPIC_LEN_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a bucket shape and a charge.
+pub(crate) fn check_bucket(bucket: Bucket, cost: u32) -> Result<()> {
+    if bucket.capacity == 0 || bucket.refill_per_sec == 0 {
+        return Err(Error::InvalidArgument {
+            reason: format!("a token bucket needs a capacity and a refill of at least 1, not {bucket:?}"),
+        });
+    }
+    if cost > bucket.capacity {
+        return Err(Error::InvalidArgument {
+            reason: format!(
+                "a charge of {cost} tokens can never fit a bucket of capacity {}",
+                bucket.capacity
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// One stripe of the index: topic -> its subscribers' ids (as
+/// `SessionId::to_u128`), ordered.
+type Subscribers = hashbrown::HashMap<Topic, BTreeSet<u128>, RandomState>;
+
+/// Topic -> the ids of its subscribers, ordered (pages resume after the
+/// last id seen). Striped: one lock per `TOPIC_STRIPES`th of the topics.
+pub(crate) struct TopicIndex {
+    hasher: RandomState,
+    stripes: Box<[CachePadded<Mutex<Subscribers>>]>,
+}
+
+impl TopicIndex {
+    pub(crate) fn new() -> Self {
+        Self {
+            hasher: RandomState::new(),
+            stripes: (0..TOPIC_STRIPES)
+                .map(|_| CachePadded::new(Mutex::new(Subscribers::default())))
+                .collect(),
+        }
+    }
+
+    #[allow(clippy::cast_possible_truncation)] // masked to the stripe count
+    fn stripe(&self, topic: &str) -> &Mutex<Subscribers> {
+        let hash = self.hasher.hash_one(topic);
+        &self.stripes[hash as usize & (TOPIC_STRIPES - 1)]
+    }
+
+    /// Adds `id` under `topic`; returns the index's copy of the topic (one
+    /// allocation per topic, shared by every subscriber's set).
+    fn add(&self, topic: &str, id: SessionId) -> Topic {
+        let mut map = self.stripe(topic).lock();
+        if let Some((key, set)) = map.get_key_value_mut(topic) {
+            set.insert(id.to_u128());
+            return Arc::clone(key);
+        }
+        let key: Topic = Arc::from(topic);
+        map.insert(Arc::clone(&key), BTreeSet::from([id.to_u128()]));
+        key
+    }
+
+    fn remove(&self, topic: &str, id: SessionId) {
+        let mut map = self.stripe(topic).lock();
+        if let Some(set) = map.get_mut(topic) {
+            set.remove(&id.to_u128());
+            if set.is_empty() {
+                map.remove(topic);
+            }
+        }
+    }
+
+    /// (topic, subscriber) pairs held (tests: the index holds exactly what
+    /// the shards' states hold).
+    pub(crate) fn entries(&self) -> usize {
+        self.stripes
+            .iter()
+            .map(|stripe| stripe.lock().values().map(BTreeSet::len).sum::<usize>())
+            .sum()
+    }
+
+    /// Up to `limit` subscribers of `topic` with ids from `from` on, into
+    /// `out`; the id to resume from, `None` when none are left.
+    pub(crate) fn page(
+        &self,
+        topic: &str,
+        from: u128,
+        limit: usize,
+        out: &mut Vec<SessionId>,
+    ) -> Option<u128> {
+        let map = self.stripe(topic).lock();
+        let set = map.get(topic)?;
+        for &id in set.range(from..) {
+            if out.len() == limit {
+                return Some(id);
+            }
+            out.push(SessionId::from_bytes(id.to_le_bytes()));
+        }
+        None
+    }
+}
+
+/// Tokens are kept in thousandths, so a refill of `r` tokens a second adds
+/// `r` units a millisecond.
+const UNITS: u64 = 1000;
+
+/// A session's token bucket.
+#[derive(Clone, Copy, Debug)]
+struct BucketState {
+    shape: Bucket,
+    units: u64,
+    at_ms: u64,
+}
+
+impl BucketState {
+    fn full(shape: Bucket, now_ms: u64) -> Self {
+        Self {
+            shape,
+            units: u64::from(shape.capacity) * UNITS,
+            at_ms: now_ms,
+        }
+    }
+
+    /// Refills up to `now_ms` at the old shape, re-shapes (tokens capped at
+    /// the new capacity), then charges `cost` if it fits.
+    fn charge(&mut self, shape: Bucket, cost: u32, now_ms: u64) -> RateDecision {
+        let elapsed = now_ms.saturating_sub(self.at_ms);
+        let cap = u64::from(self.shape.capacity) * UNITS;
+        self.units = cap.min(
+            self.units
+                .saturating_add(elapsed.saturating_mul(u64::from(self.shape.refill_per_sec))),
+        );
+        self.at_ms = self.at_ms.max(now_ms);
+        if shape != self.shape {
+            self.shape = shape;
+            self.units = self.units.min(u64::from(shape.capacity) * UNITS);
+        }
+        let need = u64::from(cost) * UNITS;
+        if self.units >= need {
+            self.units -= need;
+            #[allow(clippy::cast_possible_truncation)] // at most the u32 capacity
+            let remaining = (self.units / UNITS) as u32;
+            RateDecision::Allowed { remaining }
+        } else {
+            let ms = (need - self.units).div_ceil(u64::from(shape.refill_per_sec));
+            RateDecision::Limited {
+                retry_after: Duration::from_millis(ms),
+            }
+        }
+    }
+}
+
+/// What one session holds.
+#[derive(Default)]
+struct PerSession {
+    topics: Vec<Topic>,
+    bucket: Option<BucketState>,
+    /// (token, index in the timer slab).
+    timers: Vec<(u64, u32)>,
+}
+
+impl PerSession {
+    fn is_empty(&self) -> bool {
+        self.topics.is_empty() && self.bucket.is_none() && self.timers.is_empty()
+    }
+}
+
+/// A timer: the session it belongs to, its token, its deadline, its place
+/// in the shard's timer wheel.
+#[derive(Clone, Copy)]
+struct TimerEntry {
+    id: SessionId,
+    token: u64,
+    deadline: u64,
+    link: Link,
+}
+
+/// The timers' storage: entries addressed by index (the wheel's links are
+/// indices), freed slots reused.
+#[derive(Default)]
+struct TimerSlab {
+    entries: Vec<TimerEntry>,
+    free: Vec<u32>,
+}
+
+impl TimerSlab {
+    fn alloc(&mut self, id: SessionId, token: u64, deadline: u64) -> Result<u32> {
+        let entry = TimerEntry {
+            id,
+            token,
+            deadline,
+            link: Link::UNLINKED,
+        };
+        if let Some(at) = self.free.pop() {
+            self.entries[at as usize] = entry;
+            return Ok(at);
+        }
+        let at = u32::try_from(self.entries.len())
+            .ok()
+            .filter(|&at| at <= wheel::INDEX_MAX)
+            .ok_or(Error::LimitExceeded {
+                what: "timers in one shard",
+                len: self.entries.len() + 1,
+                max: wheel::INDEX_MAX as usize,
+            })?;
+        self.entries.push(entry);
+        Ok(at)
+    }
+}
+
+impl WheelStore for TimerSlab {
+    #[inline]
+    fn link(&self, index: u32) -> Link {
+        self.entries[index as usize].link
+    }
+
+    #[inline]
+    fn set_link(&mut self, index: u32, link: Link) {
+        self.entries[index as usize].link = link;
+    }
+
+    #[inline]
+    fn deadline(&self, index: u32) -> Option<u64> {
+        Some(self.entries[index as usize].deadline)
+    }
+}
+
+/// One shard's per-session state, under its writer mutex.
+pub(crate) struct States {
+    map: AHashMap<SessionId, PerSession>,
+    index: Arc<TopicIndex>,
+    /// The shard's log, for the live-byte accounting of topics.
+    log: Option<Arc<ShardLog>>,
+    slab: TimerSlab,
+    wheel: Wheel,
+    /// Indices a timer poll fired (reused, not reallocated).
+    fired: Vec<u32>,
+}
+
+impl States {
+    pub(crate) fn new(index: Arc<TopicIndex>, log: Option<Arc<ShardLog>>, now_ms: u64) -> Self {
+        Self {
+            map: AHashMap::new(),
+            index,
+            log,
+            slab: TimerSlab::default(),
+            wheel: Wheel::new(now_ms),
+            fired: Vec::new(),
+        }
+    }
+
+    /// True when no session of the shard holds state: removals skip the
+    /// side table.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Timers armed in the shard.
+    pub(crate) fn timers(&self) -> usize {
+        self.wheel.len()
+    }
+
+    /// Sessions of the shard holding state.
+    pub(crate) fn sessions(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Drops everything `id` holds: it left the shard (deleted, expired,
+    /// rotated away). Its timers are cancelled without a callback.
+    #[cold]
+    pub(crate) fn drop_session(&mut self, id: &SessionId) {
+        let Some(state) = self.map.remove(id) else {
+            return;
+        };
+        let mut bytes = 0;
+        for topic in &state.topics {
+            self.index.remove(topic, *id);
+            bytes += subscribe_len(topic.len());
+        }
+        for &(_, at) in &state.timers {
+            self.wheel.remove(&mut self.slab, at);
+            self.slab.free.push(at);
+        }
+        self.unaccount(bytes);
+    }
+
+    fn unaccount(&self, bytes: usize) {
+        if let (Some(log), true) = (&self.log, bytes > 0) {
+            log.account(-i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn remove_if_empty(&mut self, id: &SessionId) {
+        if self.map.get(id).is_some_and(PerSession::is_empty) {
+            self.map.remove(id);
+        }
+    }
+
+    /// The session's topics.
+    pub(crate) fn topics(&self, id: &SessionId) -> Vec<String> {
+        self.map
+            .get(id)
+            .map(|s| s.topics.iter().map(|t| String::from(&**t)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The session's topics, shared (compaction).
+    pub(crate) fn topics_shared(&self, id: &SessionId) -> Vec<Topic> {
+        self.map.get(id).map(|s| s.topics.clone()).unwrap_or_default()
+    }
+
+    /// Subscribes `id` to `topic`, logging through `append` (given the
+    /// live-byte change) first; false if it was subscribed already.
+    pub(crate) fn subscribe(
+        &mut self,
+        id: SessionId,
+        topic: &str,
+        append: impl FnOnce(i64) -> Result<LogPosition>,
+    ) -> Result<(bool, LogPosition)> {
+        let len = match self.map.get(&id) {
+            Some(s) if s.topics.iter().any(|t| &**t == topic) => return Ok((false, None)),
+            Some(s) => s.topics.len(),
+            None => 0,
+        };
+        if len >= TOPICS_PER_SESSION_MAX {
+            return Err(Error::LimitExceeded {
+                what: "topics of one session (TOPICS_PER_SESSION_MAX)",
+                len: len + 1,
+                max: TOPICS_PER_SESSION_MAX,
+            });
+        }
+        let position = append(i64::try_from(subscribe_len(topic.len())).unwrap_or(i64::MAX))?;
+        let shared = self.index.add(topic, id);
+        self.map.entry(id).or_default().topics.push(shared);
+        Ok((true, position))
+    }
+
+    /// Unsubscribes `id` from `topic`, logging first; false if it was not
+    /// subscribed (nothing logged).
+    pub(crate) fn unsubscribe(
+        &mut self,
+        id: SessionId,
+        topic: &str,
+        append: impl FnOnce(i64) -> Result<LogPosition>,
+    ) -> Result<(bool, LogPosition)> {
+        let Some(at) = self
+            .map
+            .get(&id)
+            .and_then(|s| s.topics.iter().position(|t| &**t == topic))
+        else {
+            return Ok((false, None));
+        };
+        // The SUBSCRIBE it cancels is dead from now on.
+        let position = append(-i64::try_from(subscribe_len(topic.len())).unwrap_or(i64::MAX))?;
+        let state = self.map.get_mut(&id).expect("found above");
+        state.topics.swap_remove(at);
+        self.index.remove(topic, id);
+        self.remove_if_empty(&id);
+        Ok((true, position))
+    }
+
+    /// Topics recovered from the log (at open: nothing is logged).
+    pub(crate) fn restore(&mut self, id: SessionId, topics: &[Topic]) {
+        let state = self.map.entry(id).or_default();
+        for topic in topics.iter().take(TOPICS_PER_SESSION_MAX) {
+            state.topics.push(self.index.add(topic, id));
+        }
+        self.remove_if_empty(&id);
+    }
+
+    /// Checks and charges the session's bucket.
+    pub(crate) fn rate_limit(
+        &mut self,
+        id: SessionId,
+        bucket: Bucket,
+        cost: u32,
+        now_ms: u64,
+    ) -> RateDecision {
+        let state = self.map.entry(id).or_default();
+        state
+            .bucket
+            .get_or_insert_with(|| BucketState::full(bucket, now_ms))
+            .charge(bucket, cost, now_ms)
+    }
+
+    /// Arms (or re-arms) the session's timer `token` at `deadline`.
+    pub(crate) fn arm(&mut self, id: SessionId, token: u64, deadline: u64) -> Result<()> {
+        if let Some(&(_, at)) = self
+            .map
+            .get(&id)
+            .and_then(|s| s.timers.iter().find(|(t, _)| *t == token))
+        {
+            self.wheel.remove(&mut self.slab, at);
+            self.slab.entries[at as usize].deadline = deadline;
+            self.wheel.insert(&mut self.slab, at, deadline);
+            return Ok(());
+        }
+        let held = self.map.get(&id).map_or(0, |s| s.timers.len());
+        if held >= TIMERS_PER_SESSION_MAX {
+            return Err(Error::LimitExceeded {
+                what: "timers of one session (TIMERS_PER_SESSION_MAX)",
+                len: held + 1,
+                max: TIMERS_PER_SESSION_MAX,
+            });
+        }
+        let at = self.slab.alloc(id, token, deadline)?;
+        self.wheel.insert(&mut self.slab, at, deadline);
+        self.map.entry(id).or_default().timers.push((token, at));
+        Ok(())
+    }
+
+    /// Cancels the session's timer `token`; false if it had none.
+    pub(crate) fn cancel(&mut self, id: SessionId, token: u64) -> bool {
+        let Some(state) = self.map.get_mut(&id) else {
+            return false;
+        };
+        let Some(i) = state.timers.iter().position(|(t, _)| *t == token) else {
+            return false;
+        };
+        let (_, at) = state.timers.swap_remove(i);
+        self.wheel.remove(&mut self.slab, at);
+        self.slab.free.push(at);
+        self.remove_if_empty(&id);
+        true
+    }
+
+    /// Fires up to `budget` timers due at `now_ms`: those of sessions
+    /// `live` accepts go to `out`, the rest (sessions on their way out)
+    /// are dropped silently.
+    pub(crate) fn fire(
+        &mut self,
+        now_ms: u64,
+        budget: usize,
+        live: impl Fn(&SessionId) -> bool,
+        out: &mut Vec<(SessionId, u64)>,
+    ) -> wheel::Poll {
+        let mut fired = std::mem::take(&mut self.fired);
+        let (_, poll) = self
+            .wheel
+            .poll(&mut self.slab, now_ms, budget, |_, index| fired.push(index));
+        for at in fired.drain(..) {
+            let TimerEntry { id, token, .. } = self.slab.entries[at as usize];
+            self.slab.free.push(at);
+            if let Some(state) = self.map.get_mut(&id) {
+                if let Some(i) = state.timers.iter().position(|&(t, a)| t == token && a == at) {
+                    state.timers.swap_remove(i);
+                }
+            }
+            self.remove_if_empty(&id);
+            if live(&id) {
+                out.push((id, token));
+            }
+        }
+        self.fired = fired;
+        poll
+    }
+
+    /// The sessions holding state (tests).
+    pub(crate) fn ids(&self) -> impl Iterator<Item = &SessionId> {
+        self.map.keys()
+    }
+
+    /// (session, topic) pairs held in this shard (tests).
+    pub(crate) fn topic_entries(&self) -> usize {
+        self.map.values().map(|s| s.topics.len()).sum()
+    }
+
+    /// Checks that the side table, the index and the timers agree (tests).
+    pub(crate) fn check_invariants(&self) {
+        let mut timers = 0;
+        for (id, state) in &self.map {
+            assert!(!state.is_empty(), "empty state kept for {id:?}");
+            assert!(state.topics.len() <= TOPICS_PER_SESSION_MAX);
+            for topic in &state.topics {
+                let map = self.index.stripe(topic).lock();
+                assert!(
+                    map.get(&**topic).is_some_and(|set| set.contains(&id.to_u128())),
+                    "{id:?} missing from the index of {topic:?}"
+                );
+            }
+            for &(token, at) in &state.timers {
+                let e = self.slab.entries[at as usize];
+                assert_eq!((e.id, e.token), (*id, token), "timer slot {at}");
+                assert!(e.link.is_linked(), "timer {token} of {id:?} not in the wheel");
+            }
+            timers += state.timers.len();
+        }
+        assert_eq!(timers, self.wheel.len(), "timers in the wheel");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_refills_caps_and_reshapes() {
+        let shape = Bucket {
+            capacity: 3,
+            refill_per_sec: 2,
+        };
+        let mut b = BucketState::full(shape, 0);
+        assert_eq!(b.charge(shape, 2, 0), RateDecision::Allowed { remaining: 1 });
+        assert_eq!(b.charge(shape, 1, 0), RateDecision::Allowed { remaining: 0 });
+        // One token takes 500 ms at 2 a second.
+        assert_eq!(
+            b.charge(shape, 1, 100),
+            RateDecision::Limited {
+                retry_after: Duration::from_millis(400)
+            }
+        );
+        assert_eq!(b.charge(shape, 1, 500), RateDecision::Allowed { remaining: 0 });
+        // A long wait refills to the capacity, no further.
+        assert_eq!(b.charge(shape, 0, 60_000), RateDecision::Allowed { remaining: 3 });
+        let small = Bucket {
+            capacity: 1,
+            refill_per_sec: 1,
+        };
+        assert_eq!(b.charge(small, 1, 60_000), RateDecision::Allowed { remaining: 0 });
+        // A clock that goes back refills nothing and breaks nothing.
+        assert_eq!(
+            b.charge(small, 1, 59_000),
+            RateDecision::Limited {
+                retry_after: Duration::from_secs(1)
+            }
+        );
+    }
+
+    #[test]
+    fn bad_buckets_and_topics_are_typed_errors() {
+        let b = |capacity, refill_per_sec| Bucket {
+            capacity,
+            refill_per_sec,
+        };
+        assert!(matches!(
+            check_bucket(b(0, 1), 0),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            check_bucket(b(1, 0), 0),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            check_bucket(b(2, 1), 3),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(check_bucket(b(2, 1), 2).is_ok());
+        assert!(matches!(check_topic(""), Err(Error::InvalidArgument { .. })));
+        assert!(check_topic(&"x".repeat(TOPIC_LEN_MAX)).is_ok());
+        assert!(matches!(
+            check_topic(&"x".repeat(TOPIC_LEN_MAX + 1)),
+            Err(Error::LimitExceeded { .. })
+        ));
+    }
+}

@@ -1,0 +1,214 @@
+//! Session-scoped timers: they fire once through the timer listener, can be
+//! cancelled and re-armed, die silently with their session, and are bounded
+//! per session. Driven by a manual clock and `cleanup_expired` (the sweep).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use session_engine::limits::{TIMEOUT_MS_MAX, TIMERS_PER_SESSION_MAX};
+use session_engine::{Config, Engine, Error, ManualClock, SessionId, Timeout};
+
+type Fired = Arc<Mutex<Vec<(SessionId, u64)>>>;
+
+fn engine() -> (Engine, ManualClock, Fired) {
+    let clock = ManualClock::new(1_000_000);
+    let fired: Fired = Arc::default();
+    let sink = Arc::clone(&fired);
+    let engine = Engine::open(
+        Config::default()
+            .shards(4)
+            .clock(clock.clock())
+            .without_sweeper()
+            .timer_listener(move |id, token| sink.lock().unwrap().push((*id, token))),
+    )
+    .unwrap();
+    (engine, clock, fired)
+}
+
+fn take(fired: &Fired) -> Vec<(SessionId, u64)> {
+    let mut v = std::mem::take(&mut *fired.lock().unwrap());
+    v.sort();
+    v
+}
+
+const LONG: Timeout = Timeout::from_secs(3600);
+
+#[test]
+fn timers_fire_once_at_their_deadline() {
+    let (engine, clock, fired) = engine();
+    let a = engine.create(b"", LONG).unwrap();
+    engine.arm_timer(&a, 1, Duration::from_millis(100)).unwrap();
+    engine.arm_timer(&a, 2, Duration::from_millis(300)).unwrap();
+    engine.arm_timer(&a, 3, Duration::ZERO).unwrap();
+    assert_eq!(engine.state_counts(), (3, 1));
+    engine.cleanup_expired();
+    assert!(
+        take(&fired).is_empty(),
+        "a zero delay waits for the next millisecond"
+    );
+    clock.advance_ms(1);
+    engine.cleanup_expired();
+    assert_eq!(take(&fired), vec![(a, 3)], "a zero delay fires at the next sweep");
+    clock.advance_ms(98);
+    engine.cleanup_expired();
+    assert!(take(&fired).is_empty(), "fired early");
+    clock.advance_ms(1);
+    engine.cleanup_expired();
+    assert_eq!(take(&fired), vec![(a, 1)]);
+    clock.advance_ms(1_000);
+    engine.cleanup_expired();
+    engine.cleanup_expired();
+    assert_eq!(take(&fired), vec![(a, 2)], "each timer fires once");
+    assert_eq!(engine.state_counts(), (0, 0), "fired timers leave no state");
+    assert!(!engine.cancel_timer(&a, 1).unwrap(), "a fired timer is gone");
+    engine.debug_check_invariants();
+}
+
+#[test]
+fn cancel_and_rearm() {
+    let (engine, clock, fired) = engine();
+    let a = engine.create(b"", LONG).unwrap();
+    engine.arm_timer(&a, 7, Duration::from_millis(100)).unwrap();
+    assert!(engine.cancel_timer(&a, 7).unwrap());
+    assert!(!engine.cancel_timer(&a, 7).unwrap());
+    assert!(!engine.cancel_timer(&a, 8).unwrap(), "never armed");
+    // Re-arming a token replaces its deadline, later or earlier.
+    engine.arm_timer(&a, 9, Duration::from_millis(100)).unwrap();
+    engine.arm_timer(&a, 9, Duration::from_millis(500)).unwrap();
+    engine.arm_timer(&a, 10, Duration::from_millis(5_000)).unwrap();
+    engine.arm_timer(&a, 10, Duration::from_millis(50)).unwrap();
+    assert_eq!(engine.state_counts().0, 2);
+    clock.advance_ms(100);
+    engine.cleanup_expired();
+    assert_eq!(take(&fired), vec![(a, 10)]);
+    clock.advance_ms(400);
+    engine.cleanup_expired();
+    assert_eq!(take(&fired), vec![(a, 9)], "re-armed once, fires once");
+    clock.advance_ms(10_000);
+    engine.cleanup_expired();
+    assert!(take(&fired).is_empty());
+    engine.debug_check_invariants();
+}
+
+#[test]
+fn timers_die_with_their_session_without_a_callback() {
+    let (engine, clock, fired) = engine();
+    let deleted = engine.create(b"", LONG).unwrap();
+    let rotated = engine.create(b"", LONG).unwrap();
+    let expiring = engine.create(b"", Timeout::from_ms(50)).unwrap();
+    let kept = engine.create(b"", LONG).unwrap();
+    for id in [&deleted, &rotated, &expiring, &kept] {
+        engine.arm_timer(id, 1, Duration::from_millis(100)).unwrap();
+        engine.subscribe(id, "t").unwrap();
+    }
+    engine.delete(&deleted).unwrap();
+    let new = engine.rotate(&rotated).unwrap();
+    assert!(
+        !engine.cancel_timer(&new, 1).unwrap(),
+        "the rotated id has no timers"
+    );
+    clock.advance_ms(100);
+    engine.cleanup_expired();
+    assert_eq!(take(&fired), vec![(kept, 1)]);
+    assert_eq!(
+        engine.state_counts(),
+        (0, 1),
+        "only `kept` holds state (its topic)"
+    );
+    engine.debug_check_invariants();
+}
+
+#[test]
+fn a_timer_due_with_an_expiry_dies_with_the_session() {
+    let (engine, clock, fired) = engine();
+    let a = engine.create(b"", Timeout::from_ms(200)).unwrap();
+    engine.arm_timer(&a, 1, Duration::from_millis(100)).unwrap();
+    // One sweep after both the timer and the session are due: the session
+    // goes first, and its timer with it.
+    clock.advance_ms(250);
+    engine.cleanup_expired();
+    assert!(take(&fired).is_empty());
+    assert_eq!(engine.state_counts(), (0, 0));
+}
+
+#[test]
+fn timers_are_bounded_and_checked() {
+    let (engine, clock, fired) = engine();
+    let a = engine.create(b"", LONG).unwrap();
+    for token in 0..TIMERS_PER_SESSION_MAX as u64 {
+        engine.arm_timer(&a, token, Duration::from_millis(10)).unwrap();
+    }
+    let r = engine.arm_timer(&a, u64::MAX, Duration::from_millis(10));
+    assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
+    // Re-arming a held token at the limit is fine; after a cancel there is room.
+    engine.arm_timer(&a, 0, Duration::from_millis(20)).unwrap();
+    assert!(engine.cancel_timer(&a, 1).unwrap());
+    engine.arm_timer(&a, u64::MAX, Duration::from_millis(10)).unwrap();
+    let too_long = Duration::from_millis(TIMEOUT_MS_MAX + 1);
+    assert!(matches!(
+        engine.arm_timer(&a, 5, too_long),
+        Err(Error::InvalidTimeout { .. })
+    ));
+    engine
+        .arm_timer(&a, 5, Duration::from_millis(TIMEOUT_MS_MAX))
+        .unwrap();
+    let missing = SessionId::random().unwrap();
+    assert!(matches!(
+        engine.arm_timer(&missing, 1, Duration::ZERO),
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(engine.cancel_timer(&missing, 1), Err(Error::NotFound)));
+    clock.advance_ms(20);
+    engine.cleanup_expired();
+    assert_eq!(
+        take(&fired).len(),
+        TIMERS_PER_SESSION_MAX - 1,
+        "all but the far one fired"
+    );
+    assert_eq!(engine.state_counts(), (1, 1));
+    engine.debug_check_invariants();
+}
+
+#[test]
+fn a_panicking_timer_listener_is_counted_and_the_rest_still_fire() {
+    let clock = ManualClock::new(0);
+    let count = Arc::new(Mutex::new(0));
+    let seen = Arc::clone(&count);
+    let engine = Engine::open(
+        Config::default()
+            .clock(clock.clock())
+            .without_sweeper()
+            .timer_listener(move |_, token| {
+                *seen.lock().unwrap() += 1;
+                assert!(token != 1, "listener panics on token 1");
+            }),
+    )
+    .unwrap();
+    let a = engine.create(b"", LONG).unwrap();
+    for token in 0..3 {
+        engine.arm_timer(&a, token, Duration::from_millis(5)).unwrap();
+    }
+    clock.advance_ms(5);
+    engine.cleanup_expired();
+    assert_eq!(*count.lock().unwrap(), 3);
+    assert_eq!(engine.stats().listener_panics, 1);
+}
+
+#[test]
+fn many_sessions_timers_across_shards_fire_in_batches() {
+    let (engine, clock, fired) = engine();
+    let ids: Vec<SessionId> = (0..300).map(|_| engine.create(b"", LONG).unwrap()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        for token in 0..10u64 {
+            engine
+                .arm_timer(id, token, Duration::from_millis(1 + (n as u64 * 7 + token) % 97))
+                .unwrap();
+        }
+    }
+    assert_eq!(engine.state_counts(), (3_000, 300));
+    clock.advance_ms(100);
+    engine.cleanup_expired();
+    assert_eq!(take(&fired).len(), 3_000);
+    assert_eq!(engine.state_counts(), (0, 0));
+    engine.debug_check_invariants();
+}
