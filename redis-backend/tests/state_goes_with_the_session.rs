@@ -70,7 +70,7 @@ async fn state_goes_with_the_session(store: &RedisStore, server: &dyn Fn(&[&str]
         .lines()
         .map(str::to_owned)
         .collect();
-    let core: BTreeSet<String> = ["m", "c", "a", "t", "v", "w", "bk", "bt", "bw", "bc", "br"]
+    let core: BTreeSet<String> = ["m", "c", "a", "t", "v", "w", "l", "bk", "bt", "bw", "bc", "br"]
         .iter()
         .map(|f| (*f).to_owned())
         .collect();
