@@ -11,20 +11,39 @@
 //! | `v` | version, +1 per metadata change (optimistic `update`) | insert, put, update |
 //! | `w` | token of the last insert/update/rotate (idempotent retries) | insert, update, rotate |
 //! | `p` | token of the last put (idempotent retries; a put leaves `w` alone) | put |
+//! | `l` | lifetime cap in ms, counted from `c`; `0` (or absent) = none | insert, put of a new session, `set_lifetime` |
+//! | `s:<topic>` | a subscription: the nonce (16 hex digits) of the subscribe that made it | `subscribe` |
+//! | `sn` | how many `s:` fields the hash holds (the per-session limit) | `subscribe`, `unsubscribe` |
+//! | `bk` | the rate-limit bucket's tokens, in thousandths of a token | `rate_limit` |
+//! | `bt` | when `bk` was last refilled, ms since the Unix epoch (server clock) | `rate_limit` |
+//! | `bc`, `br` | the bucket's shape at `bt`: capacity (whole tokens), refill per second | `rate_limit` |
+//! | `bw` | token of the last charge the bucket allowed (idempotent retries) | `rate_limit` |
+//!
+//! The core fields have one-letter names; the per-session state's have two
+//! letters or more (`s:` then the topic), so neither can ever be taken for
+//! the other. The state lives in the session's own hash so that it expires,
+//! is deleted and goes with the session atomically, in its slot; a rotation
+//! copies only the core fields (`m c t v`, and `a`, `w` anew): the new id
+//! starts without subscriptions or bucket (see `session_engine::SessionState`).
+//! Besides the hash, each topic has a reverse index (a sorted set in the
+//! topic's own slot; see `state.rs`), a hint that the session's own `s:`
+//! field confirms.
 //!
 //! Times and timeouts travel as decimal text and are never Lua numbers,
 //! except `now_ms` (below 2^53: exact) and the version (below 2^53 by
 //! `VERSION_FIRST_MAX`): `t` goes from the argument or the hash straight
 //! into `PEXPIRE`, so any timeout the engine accepts (up to 400 days,
-//! 3.5 × 10^10 ms) is stored and armed exactly. A rotation moves the hash
-//! to the new id's key with `RENAME` (both keys in one slot: see
-//! `keys::random_id_in_slot`), fields and TTL included.
+//! 3.5 × 10^10 ms) is stored and armed exactly. A rotation moves the core
+//! fields to the new id's key (both keys in one slot: see
+//! `keys::random_id_in_slot`) and re-arms the TTL there.
 //!
-//! The key's own Redis TTL is the inactivity deadline: every activity sets
+//! The key's own Redis TTL is the session's deadline: every activity sets
 //! `PEXPIRE key t` in the same script that records `a`, so the deadline
 //! slides atomically, and Redis never returns a key past its TTL (lazy expiry
 //! on access, active expiry in the background). `t = 0` means no TTL
-//! (`PERSIST`). Times come from the server's `TIME`, so all clients agree on
+//! (`PERSIST`). A lifetime cap `l` bounds every such deadline by `c + l`
+//! (the prelude's `arm`), so the key expires at the cap however active the
+//! session is (issue 18's absolute lifetime, `RedisConfig::max_lifetime`). Times come from the server's `TIME`, so all clients agree on
 //! one clock per session, whatever their own clocks say.
 //!
 //! # Idempotent writes
@@ -76,56 +95,101 @@
 use redis::Cmd;
 
 /// Milliseconds since the Unix epoch from the server's clock, as a decimal
-/// string (`%d`: Lua 5.1 numbers are doubles, exact to 2^53 ms).
+/// string (`%d`: Lua 5.1 numbers are doubles, exact to 2^53 ms); and
+/// `arm`, which sets the key's TTL to its next deadline: the inactivity
+/// timeout `t` from now, or the end of the lifetime cap `c + l` if that
+/// comes first (`l` absent or `0`: no cap; `t` `0`: no inactivity timeout).
+/// Without a cap, `t` goes into `PEXPIRE` as the text it is (any timeout
+/// the engine accepts is exact); with one, the sum is below 2^53 (a
+/// creation time near 1.8 × 10^12 plus at most 3.5 × 10^10). At the cap's
+/// own millisecond (Redis expires a key only once its time has passed, so
+/// a script can still meet it then) the key is deleted: the activity that
+/// met it is the session's last, and cannot stretch the cap.
 const PRELUDE: &str = "local function now_ms()
   local t = redis.call('TIME')
   return string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 end
+local function arm(key, t, c, l, now)
+  if l and l ~= '0' then
+    local left = tonumber(c) + tonumber(l) - tonumber(now)
+    if left < 1 then
+      redis.call('DEL', key)
+      return
+    end
+    if t == '0' or left < tonumber(t) then
+      redis.call('PEXPIRE', key, string.format('%d', left))
+      return
+    end
+  end
+  if t == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, t) end
+end
 ";
 
 /// `KEYS[1]` session; ARGV metadata, `timeout_ms` (`0` never), token, first
-/// version. Returns 1 if stored (or already stored by this token), 0 if the
-/// id is taken. The first version is random (below 2^52, exact in Lua's
-/// doubles), not 1: an `update` that read a session which then went, and
-/// whose id was inserted again, must see a different version, or its commit
-/// would land on the new session (ABA).
+/// version, lifetime cap in ms (`0` or absent: none). Returns 1 if stored
+/// (or already stored by this token), 0 if the id is taken. The first
+/// version is random (below 2^52, exact in Lua's doubles), not 1: an
+/// `update` that read a session which then went, and whose id was inserted
+/// again, must see a different version, or its commit would land on the
+/// new session (ABA).
 const INSERT: &str = "local key = KEYS[1]
 if redis.call('EXISTS', key) == 1 then
   if redis.call('HGET', key, 'w') == ARGV[3] then return 1 end
   return 0
 end
 local now = now_ms()
-redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'w', ARGV[3])
-if ARGV[2] ~= '0' then redis.call('PEXPIRE', key, ARGV[2]) end
+local l = ARGV[5] or '0'
+redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'w', ARGV[3], 'l', l)
+arm(key, ARGV[2], now, l, now)
 return 1
 ";
 
 /// KEYS[1] session. Activity: records `a`, re-arms the TTL.
-/// Returns nil if absent, else `{m, c, a, t}`.
+/// Returns nil if absent, else `{m, c, a, t, l}` (`l` nil: no cap stored).
 const GET: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 'm', 'c', 't')
+local r = redis.call('HMGET', key, 'm', 'c', 't', 'l')
 if not r[1] then return false end
 local now = now_ms()
 redis.call('HSET', key, 'a', now)
-if r[3] ~= '0' then redis.call('PEXPIRE', key, r[3]) end
-return {r[1], r[2], now, r[3]}
+arm(key, r[3], r[2], r[4], now)
+return {r[1], r[2], now, r[3], r[4]}
 ";
 
 /// KEYS[1] session. Activity. Returns 1, or 0 if absent.
 const TOUCH: &str = "local key = KEYS[1]
-local t = redis.call('HGET', key, 't')
-if not t then return 0 end
-redis.call('HSET', key, 'a', now_ms())
-if t ~= '0' then redis.call('PEXPIRE', key, t) end
+local r = redis.call('HMGET', key, 't', 'c', 'l')
+if not r[1] then return 0 end
+local now = now_ms()
+redis.call('HSET', key, 'a', now)
+arm(key, r[1], r[2], r[3], now)
 return 1
 ";
 
 /// `KEYS[1]` session; ARGV `timeout_ms` (`0` never). Activity: the new deadline
-/// is now + timeout. Returns 1, or 0 if absent.
+/// is now + timeout (or the lifetime cap's end). Returns 1, or 0 if absent.
 const SET_TTL: &str = "local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then return 0 end
-redis.call('HSET', key, 't', ARGV[1], 'a', now_ms())
-if ARGV[1] == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ARGV[1]) end
+local r = redis.call('HMGET', key, 'c', 'l')
+if not r[1] then return 0 end
+local now = now_ms()
+redis.call('HSET', key, 't', ARGV[1], 'a', now)
+arm(key, ARGV[1], r[1], r[2], now)
+return 1
+";
+
+/// `KEYS[1]` session; ARGV lifetime cap in ms (`0`: none). Activity: records
+/// `a`, re-arms the TTL to the earlier of the inactivity deadline and
+/// `c + l`; a cap that has already passed ends the session (`DEL`), as the
+/// engine's `set_lifetime`. Returns 1, or 0 if absent.
+const SET_LIFETIME: &str = "local key = KEYS[1]
+local r = redis.call('HMGET', key, 't', 'c')
+if not r[1] then return 0 end
+local now = now_ms()
+if ARGV[1] ~= '0' and tonumber(r[2]) + tonumber(ARGV[1]) <= tonumber(now) then
+  redis.call('DEL', key)
+  return 1
+end
+redis.call('HSET', key, 'l', ARGV[1], 'a', now)
+arm(key, r[1], r[2], ARGV[1], now)
 return 1
 ";
 
@@ -133,72 +197,186 @@ return 1
 /// operation: `r` (or absent) replace the metadata and `d` delete the
 /// session, if the version is still the expected one; `k` keep it, whatever
 /// the version (activity only: nothing a concurrent writer could lose, as
-/// the engine's keep). Returns `{0}` if absent; `{1, c, a, t}` if done (now
-/// or, for a replace, by an earlier attempt with this token; for a delete,
-/// the fields it removed); `{2, v, m, c, a, t}` if the version moved on (the
-/// caller reruns its closure on `m` and retries with `v`; `c, a, t` give the
-/// session it then sees). Activity, except a delete.
+/// the engine's keep). Returns `{0}` if absent; `{1, c, a, t, l}` if done
+/// (now or, for a replace, by an earlier attempt with this token; for a
+/// delete, the fields it removed); `{2, v, m, c, a, t, l}` if the version
+/// moved on (the caller reruns its closure on `m` and retries with `v`;
+/// `c, a, t, l` give the session it then sees). Activity, except a delete.
 const COMMIT: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 'v', 'w', 'c', 'a', 't')
+local r = redis.call('HMGET', key, 'v', 'w', 'c', 'a', 't', 'l')
 if not r[1] then return {0} end
-if r[2] == ARGV[3] then return {1, r[3], r[4], r[5]} end
+if r[2] == ARGV[3] then return {1, r[3], r[4], r[5], r[6]} end
 local op = ARGV[4] or 'r'
 if op == 'k' then
   local now = now_ms()
   redis.call('HSET', key, 'a', now)
-  if r[5] ~= '0' then redis.call('PEXPIRE', key, r[5]) end
-  return {1, r[3], now, r[5]}
+  arm(key, r[5], r[3], r[6], now)
+  return {1, r[3], now, r[5], r[6]}
 end
-if r[1] ~= ARGV[1] then return {2, r[1], redis.call('HGET', key, 'm'), r[3], r[4], r[5]} end
+if r[1] ~= ARGV[1] then return {2, r[1], redis.call('HGET', key, 'm'), r[3], r[4], r[5], r[6]} end
 if op == 'd' then
   redis.call('DEL', key)
-  return {1, r[3], r[4], r[5]}
+  return {1, r[3], r[4], r[5], r[6]}
 end
 if op ~= 'r' then return redis.error_reply('commit script: unknown operation ' .. op) end
 local now = now_ms()
 local v = string.format('%d', tonumber(r[1]) + 1)
 redis.call('HSET', key, 'm', ARGV[2], 'v', v, 'a', now, 'w', ARGV[3])
-if r[5] ~= '0' then redis.call('PEXPIRE', key, r[5]) end
-return {1, r[3], now, r[5]}
+arm(key, r[5], r[3], r[6], now)
+return {1, r[3], now, r[5], r[6]}
 ";
 
 /// `KEYS[1]` session; ARGV metadata, `timeout_ms` (`0` never), token, first
-/// version. Insert or replace. Activity. A new session starts as `INSERT`
-/// makes it (but with the token in `p`); a replaced one keeps `c` and gets
-/// the next version (so that an `update` that read the old metadata loses
-/// its race instead of overwriting this). Returns 1 (stored now, or already
-/// by this token).
+/// version, lifetime cap in ms for a new session (`0` or absent: none).
+/// Insert or replace. Activity. A new session starts as `INSERT` makes it
+/// (but with the token in `p`); a replaced one keeps `c` and its lifetime
+/// cap and gets the next version (so that an `update` that read the old
+/// metadata loses its race instead of overwriting this). Returns 1 (stored
+/// now, or already by this token).
 const PUT: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 'v', 'p')
+local r = redis.call('HMGET', key, 'v', 'p', 'c', 'l')
 if r[2] == ARGV[3] then return 1 end
 local now = now_ms()
 if r[1] then
   local v = string.format('%d', tonumber(r[1]) + 1)
   redis.call('HSET', key, 'm', ARGV[1], 'a', now, 't', ARGV[2], 'v', v, 'p', ARGV[3])
+  arm(key, ARGV[2], r[3], r[4], now)
 else
-  redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'p', ARGV[3])
+  local l = ARGV[5] or '0'
+  redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'p', ARGV[3], 'l', l)
+  arm(key, ARGV[2], now, l, now)
 end
-if ARGV[2] == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ARGV[2]) end
 return 1
 ";
 
 /// `KEYS[1]` session, `KEYS[2]` the key of its new id (the same slot);
-/// ARGV token. Moves the session to the new key (`RENAME`: every field and
-/// the TTL go along) and records the activity. Returns 1 if rotated (or
-/// already by this token: it is on the new key), 0 if the session is
-/// absent, 2 if the new id is taken (nothing changed; the caller draws
-/// another). The token is checked first: after a rotation whose reply was
-/// lost, the old id may have been inserted again by someone who knew it,
-/// and must not be rotated a second time.
+/// ARGV token. Moves the session to the new key: the core fields only
+/// (`m c t v l`; `a` now, `w` this token), so the new id carries no
+/// subscriptions and no bucket (a rotation is the defence against session
+/// fixation: what the old id subscribed to stays behind, and its topic
+/// index entries are found stale and removed lazily); the TTL is armed
+/// afresh, and the old key deleted. Returns 1 if rotated (or already by
+/// this token: it is on the new key), 0 if the session is absent, 2 if the
+/// new id is taken (nothing changed; the caller draws another). The token
+/// is checked first: after a rotation whose reply was lost, the old id may
+/// have been inserted again by someone who knew it, and must not be
+/// rotated a second time.
 const ROTATE: &str = "local old, new = KEYS[1], KEYS[2]
 if redis.call('HGET', new, 'w') == ARGV[1] then return 1 end
 if redis.call('EXISTS', new) == 1 then return 2 end
-local t = redis.call('HGET', old, 't')
-if not t then return 0 end
-redis.call('RENAME', old, new)
-redis.call('HSET', new, 'a', now_ms(), 'w', ARGV[1])
-if t ~= '0' then redis.call('PEXPIRE', new, t) end
+local r = redis.call('HMGET', old, 'm', 'c', 't', 'v', 'l')
+if not (r[1] and r[2] and r[3] and r[4]) then return 0 end
+local l = r[5] or '0'
+local now = now_ms()
+redis.call('DEL', old)
+redis.call('HSET', new, 'm', r[1], 'c', r[2], 't', r[3], 'v', r[4], 'l', l, 'a', now, 'w', ARGV[1])
+arm(new, r[3], r[2], l, now)
 return 1
+";
+
+/// `KEYS[1]` session; ARGV the field (`s:<topic>`), this call's nonce (16
+/// hex digits; its idempotency token too), the most topics a session may
+/// have. Not activity (no `PEXPIRE`; `HSET` keeps the key's TTL). Returns
+/// `{0}` if the session is absent; `{1, nonce}` if subscribed now (or by an
+/// earlier try of this call: the field holds its nonce); `{2, nonce}` if it
+/// already was (the nonce of the subscribe that made it); `{3, n}` if the
+/// session has `n` topics, the most allowed (nothing changed). The caller
+/// then adds the returned nonce's entry to the topic's index, in every
+/// case but `{0}` and `{3}`: an entry lost earlier (a failed write, a
+/// failover) is put back by the next subscribe.
+const SUBSCRIBE: &str = "local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return {0} end
+local cur = redis.call('HGET', key, ARGV[1])
+if cur then
+  if cur == ARGV[2] then return {1, cur} end
+  return {2, cur}
+end
+local n = tonumber(redis.call('HGET', key, 'sn') or '0')
+if n >= tonumber(ARGV[3]) then return {3, n} end
+redis.call('HSET', key, ARGV[1], ARGV[2], 'sn', string.format('%d', n + 1))
+return {1, ARGV[2]}
+";
+
+/// `KEYS[1]` session; ARGV the field (`s:<topic>`). Not activity. Returns
+/// `{0}` if the session is absent, `{1, nonce}` if it was subscribed (the
+/// field's nonce: the caller removes that index entry), `{2}` if it was not.
+const UNSUBSCRIBE: &str = "local key = KEYS[1]
+local cur = redis.call('HGET', key, ARGV[1])
+if not cur then
+  if redis.call('EXISTS', key) == 0 then return {0} end
+  return {2}
+end
+redis.call('HDEL', key, ARGV[1])
+local n = tonumber(redis.call('HGET', key, 'sn') or '1') - 1
+if n > 0 then redis.call('HSET', key, 'sn', string.format('%d', n)) else redis.call('HDEL', key, 'sn') end
+return {1, cur}
+";
+
+/// `KEYS[1]` session; ARGV capacity (whole tokens), refill per second,
+/// cost (whole tokens, at most the capacity: the caller checks), token, and
+/// `1` if an earlier try of this call may have run (else `0`). A token
+/// bucket in integers: `bk` counts thousandths of a token, so a refill of
+/// `r` tokens a second adds exactly `r` thousandths per millisecond of the
+/// server's clock, with no rounding to drift; every quantity stays below
+/// 2^53 (capacity × 1000 < 2^42, and a refill larger than the room left is
+/// never added), so Lua's doubles hold them exactly, and `%` keeps the
+/// divisions exact. As the engine's bucket: it starts full; the time since
+/// `bt` refills at the shape stored with it (`bc`, `br`: the last call's),
+/// then the tokens are capped at this call's capacity (a re-shape, stored
+/// even when the call is limited); a clock that went back (a failover to a
+/// node whose clock is behind) refills nothing and keeps the later time.
+/// Not activity: no `PEXPIRE` (`HSET` keeps the TTL).
+///
+/// Returns `{0}` if the session is absent; `{1, remaining}` if charged
+/// (remaining whole tokens; or charged by an earlier try of this call, whose
+/// token `bw` still holds: the tokens now); `{2, wait_ms}` if limited
+/// (nothing charged); `{3}` if this is a resend after a doubtful try and
+/// `bw` holds another token: whether the earlier try charged cannot be
+/// told, so this one does not charge (the caller reports `OutcomeUnknown`).
+const RATE_LIMIT: &str = "local key = KEYS[1]
+local r = redis.call('HMGET', key, 't', 'bk', 'bt', 'bw', 'bc', 'br')
+if not r[1] then return {0} end
+local cap, rate = tonumber(ARGV[1]) * 1000, tonumber(ARGV[2])
+local now = tonumber(now_ms())
+local tokens = cap
+local reshaped = true
+if r[2] and r[3] and r[5] and r[6] then
+  local old_cap, old_rate = tonumber(r[5]) * 1000, tonumber(r[6])
+  tokens = tonumber(r[2])
+  local last = tonumber(r[3])
+  if now > last then
+    local room = old_cap - tokens
+    if room <= 0 or (now - last) >= math.ceil(room / old_rate) then
+      tokens = old_cap
+    else
+      tokens = tokens + (now - last) * old_rate
+    end
+  else
+    now = last
+  end
+  if tokens > cap then tokens = cap end
+  reshaped = r[5] ~= ARGV[1] or r[6] ~= ARGV[2]
+end
+local function whole(units) return (units - units % 1000) / 1000 end
+if ARGV[5] == '1' then
+  if r[4] == ARGV[4] then return {1, whole(tokens)} end
+  return {3}
+end
+local cost = tonumber(ARGV[3]) * 1000
+if tokens >= cost then
+  tokens = tokens - cost
+  redis.call('HSET', key, 'bk', string.format('%d', tokens), 'bt', string.format('%d', now), 'bw', ARGV[4],
+    'bc', ARGV[1], 'br', ARGV[2])
+  return {1, whole(tokens)}
+end
+if reshaped then
+  redis.call('HSET', key, 'bk', string.format('%d', tokens), 'bt', string.format('%d', now), 'bc', ARGV[1],
+    'br', ARGV[2])
+end
+local short = cost - tokens
+local wait = (short - short % rate) / rate
+if short % rate > 0 then wait = wait + 1 end
+return {2, wait}
 ";
 
 /// `KEYS[1]` `<session key>:fence`. Writes and removes it: a write that
@@ -210,11 +388,11 @@ pub(crate) const FENCE: &str = "redis.call('SET', KEYS[1], '1') redis.call('DEL'
 /// Suffix of the fence key after the session key (same hash tag: same slot).
 pub(crate) const FENCE_SUFFIX: &[u8] = b":fence";
 
-/// `HMGET key m c a t`: a session as `peek` and `list` read it (the fields
-/// in the order `reply::session` reads them).
+/// `HMGET key m c a t l`: a session as `peek` and `list` read it (the
+/// fields in the order `reply::session` reads them).
 pub(crate) fn peek_cmd(key: &[u8]) -> Cmd {
-    let mut cmd = sized_cmd("HMGET", 5, key.len() + 4);
-    cmd.arg(key).arg("m").arg("c").arg("a").arg("t");
+    let mut cmd = sized_cmd("HMGET", 6, key.len() + 5);
+    cmd.arg(key).arg("m").arg("c").arg("a").arg("t").arg("l");
     cmd
 }
 
@@ -225,11 +403,11 @@ pub(crate) fn update_read_cmd(key: &[u8]) -> Cmd {
     cmd
 }
 
-/// `HMGET key m v c a t`: the session a `try_update` starts from, with its
-/// version (the fields in the order `reply::seen` reads them).
+/// `HMGET key m v c a t l`: the session a `try_update` starts from, with
+/// its version (the fields in the order `reply::seen` reads them).
 pub(crate) fn try_update_read_cmd(key: &[u8]) -> Cmd {
-    let mut cmd = sized_cmd("HMGET", 7, key.len() + 5);
-    cmd.arg(key).arg("m").arg("v").arg("c").arg("a").arg("t");
+    let mut cmd = sized_cmd("HMGET", 8, key.len() + 6);
+    cmd.arg(key).arg("m").arg("v").arg("c").arg("a").arg("t").arg("l");
     cmd
 }
 
@@ -302,11 +480,15 @@ pub(crate) struct Scripts {
     pub(crate) commit: Script,
     pub(crate) put: Script,
     pub(crate) rotate: Script,
+    pub(crate) subscribe: Script,
+    pub(crate) unsubscribe: Script,
+    pub(crate) rate_limit: Script,
+    pub(crate) set_lifetime: Script,
 }
 
 impl Scripts {
     /// Every script's text (to load them on a server ahead of use).
-    pub(crate) fn codes(&self) -> [&str; 7] {
+    pub(crate) fn codes(&self) -> [&str; 11] {
         [
             &self.insert.code,
             &self.get.code,
@@ -315,6 +497,10 @@ impl Scripts {
             &self.commit.code,
             &self.put.code,
             &self.rotate.code,
+            &self.subscribe.code,
+            &self.unsubscribe.code,
+            &self.rate_limit.code,
+            &self.set_lifetime.code,
         ]
     }
 
@@ -327,6 +513,10 @@ impl Scripts {
             commit: Script::new("commit", COMMIT),
             put: Script::new("put", PUT),
             rotate: Script::new("rotate", ROTATE),
+            subscribe: Script::new("subscribe", SUBSCRIBE),
+            unsubscribe: Script::new("unsubscribe", UNSUBSCRIBE),
+            rate_limit: Script::new("rate_limit", RATE_LIMIT),
+            set_lifetime: Script::new("set_lifetime", SET_LIFETIME),
         }
     }
 }
@@ -348,7 +538,17 @@ mod tests {
     fn scripts_have_distinct_hashes() {
         let s = Scripts::new();
         let all = [
-            &s.insert, &s.get, &s.touch, &s.set_ttl, &s.commit, &s.put, &s.rotate,
+            &s.insert,
+            &s.get,
+            &s.touch,
+            &s.set_ttl,
+            &s.commit,
+            &s.put,
+            &s.rotate,
+            &s.subscribe,
+            &s.unsubscribe,
+            &s.rate_limit,
+            &s.set_lifetime,
         ];
         for (i, a) in all.iter().enumerate() {
             assert_eq!(a.sha1.len(), 40, "{}", a.code);

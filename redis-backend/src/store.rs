@@ -31,7 +31,7 @@ use crate::scripts::{peek_cmd, try_update_read_cmd, update_read_cmd, Scripts};
 /// failure model.
 #[derive(Clone)]
 pub struct RedisStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -118,6 +118,13 @@ impl RedisStore {
     #[must_use]
     pub fn key(&self, id: &SessionId) -> String {
         String::from_utf8(self.inner.keys.key(id)).expect("prefix and id are ASCII")
+    }
+
+    /// The Redis key of `topic`'s reverse index (`<prefix>t{<hash>}:<topic>`,
+    /// see `state.rs`), for operators and tests (`ZCARD`, `CLUSTER KEYSLOT`).
+    #[must_use]
+    pub fn topic_key(&self, topic: &str) -> String {
+        String::from_utf8(self.inner.keys.topic_key(topic)).expect("prefix, hex and topic are UTF-8")
     }
 
     /// The Redis Cluster hash slot of the session's key (CRC16 of the id,
@@ -465,12 +472,14 @@ impl RedisStore {
         let key = inner.keys.key(&id);
         let token = token();
         let first_version = first_version();
+        let lifetime = lifetime_field(&inner.config);
         let script = &inner.scripts.put;
-        let args: [&[u8]; 4] = [
+        let args: [&[u8]; 5] = [
             metadata,
             timeout_field.as_bytes(),
             token.as_bytes(),
             first_version.as_bytes(),
+            lifetime.as_bytes(),
         ];
         let reply = inner
             .script(Kind::Write, inner.deadline(), script, &key, &args)
@@ -479,11 +488,14 @@ impl RedisStore {
         inner.acknowledge(reply.value.replicas, ())
     }
 
-    /// Moves the session to a fresh random id, atomically (one script:
-    /// `RENAME` and the activity): afterwards the old id is gone and the new
-    /// one holds the same metadata, creation time and timeout, its last
-    /// access now. The defence against session fixation: call it when the
-    /// session's privileges change (at login).
+    /// Moves the session to a fresh random id, atomically (one script: the
+    /// core fields copied to the new key, the old key deleted, the
+    /// activity): afterwards the old id is gone and the new one holds the
+    /// same metadata, creation time and timeout, its last access now, and
+    /// no per-session state (no subscriptions, a full rate-limit bucket:
+    /// see [`SessionState`](session_engine::SessionState)). The defence
+    /// against session fixation: call it when the session's privileges
+    /// change (at login).
     ///
     /// The new id is drawn from the OS CSPRNG, uniformly among the ids
     /// whose key falls in the old one's hash slot, since a cluster runs a
@@ -582,6 +594,32 @@ impl RedisStore {
         let inner = &self.inner;
         let key = inner.keys.key(id);
         let script = &inner.scripts.set_ttl;
+        let reply = inner
+            .script(Kind::Write, inner.deadline(), script, &key, &[field.as_bytes()])
+            .await?;
+        if reply::flag(&script.command, &reply.value.value, true)? {
+            inner.acknowledge(reply.value.replicas, ())
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+
+    /// Caps the session's lifetime, as the engine's `Engine::set_lifetime`:
+    /// it expires `lifetime` after its creation however active it is
+    /// (`Timeout::Never` lifts the cap). One script: the cap stored (`l`)
+    /// and the key's TTL re-armed at the earlier of the inactivity deadline
+    /// and the cap. Counts as activity; a write. A cap that has already
+    /// passed ends the session at once (the key is deleted). New sessions
+    /// get [`RedisConfig::max_lifetime`](crate::RedisConfig::max_lifetime).
+    ///
+    /// # Errors
+    /// [`Error::InvalidTimeout`] (nothing sent), [`Error::NotFound`]; the
+    /// request errors of the crate docs.
+    pub async fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
+        let field = check_timeout(lifetime)?;
+        let inner = &self.inner;
+        let key = inner.keys.key(id);
+        let script = &inner.scripts.set_lifetime;
         let reply = inner
             .script(Kind::Write, inner.deadline(), script, &key, &[field.as_bytes()])
             .await?;
@@ -760,11 +798,13 @@ impl RedisStore {
         let key = inner.keys.key(&id);
         let token = token();
         let first_version = first_version();
-        let args: [&[u8]; 4] = [
+        let lifetime = lifetime_field(&inner.config);
+        let args: [&[u8]; 5] = [
             metadata,
             timeout_field.as_bytes(),
             token.as_bytes(),
             first_version.as_bytes(),
+            lifetime.as_bytes(),
         ];
         let script = &inner.scripts.insert;
         let reply = inner.script(Kind::Write, deadline, script, &key, &args).await?;
@@ -887,6 +927,12 @@ fn conflict_pause(round: u32) -> Duration {
         .min(UPDATE_BACKOFF_MAX);
     let cap_us = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
     Duration::from_micros(rand::rng().random_range(0..=cap_us))
+}
+
+/// The stored form of the configured lifetime cap (`0`: none; checked by
+/// `RedisConfig::validate`).
+fn lifetime_field(config: &RedisConfig) -> String {
+    reply::timeout_field(config.max_lifetime)
 }
 
 fn check_timeout(timeout: Timeout) -> Result<String> {
