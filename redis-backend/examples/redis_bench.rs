@@ -25,6 +25,17 @@
 //! cargo run --release -p session-redis --example redis_bench -- \
 //!     --only get_many [--ops 16000] [--concurrency 1,16] [--repeats 9]
 //! ```
+//!
+//! `--only state` measures the per-session state on the standalone server
+//! (one caller): `rate_limit`, `subscribe` and `unsubscribe` beside `touch`,
+//! each one's commands per call (the server's `total_commands_processed`),
+//! and a fan-out of 10,000 subscribers in pages of 1000, writing
+//! `state.md` under `--out`:
+//!
+//! ```text
+//! cargo run --release -p session-redis --example redis_bench -- \
+//!     --only state [--ops 2000] [--repeats 9]
+//! ```
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -54,7 +65,8 @@ struct Args {
     concurrency: Vec<usize>,
     repeats: usize,
     out: PathBuf,
-    /// `get_many`: only the batch comparison.
+    /// `get_many`: only the batch comparison; `state`: only the
+    /// per-session state.
     only: Option<String>,
 }
 
@@ -79,9 +91,11 @@ fn parse_args() -> Args {
             }
             "--repeats" => args.repeats = value.parse().expect("--repeats N"),
             "--out" => args.out = PathBuf::from(value),
-            "--only" if value == "get_many" => args.only = Some(value),
+            "--only" if value == "get_many" || value == "state" => args.only = Some(value),
             _ => {
-                panic!("unknown flag {flag} {value}: --ops, --concurrency, --repeats, --out, --only get_many")
+                panic!(
+                    "unknown flag {flag} {value}: --ops, --concurrency, --repeats, --out, --only get_many|state"
+                )
             }
         }
     }
@@ -1081,9 +1095,228 @@ fn main() {
                 .replication(Replication::Async),
         },
     ];
-    if args.only.is_some() {
+    if args.only.as_deref() == Some("state") {
+        state_main(&args, &rt, &deployments[0], &version);
+    } else if args.only.is_some() {
         get_many_main(&args, &rt, &deployments, &version);
     } else {
         bench_main(&args, &rt, &deployments, &mut cluster, &version);
     }
+}
+
+/// Subscribers of the fan-out topic in `--only state`.
+const FAN_OUT: usize = 10_000;
+
+/// The page size of the fan-out in `--only state`.
+const FAN_OUT_PAGE: usize = 1_000;
+
+/// `total_commands_processed` of the server on `port`.
+fn commands_processed(port: u16) -> u64 {
+    support::cli(port, &["INFO", "stats"])
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.parse().ok())
+        .expect("INFO stats")
+}
+
+/// One state operation of `--only state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StateOp {
+    Touch,
+    RateLimit,
+    Subscribe,
+    Unsubscribe,
+}
+
+impl StateOp {
+    const ALL: [StateOp; 4] = [
+        StateOp::Touch,
+        StateOp::RateLimit,
+        StateOp::Subscribe,
+        StateOp::Unsubscribe,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            StateOp::Touch => "`touch`",
+            StateOp::RateLimit => "`rate_limit` (allowed)",
+            StateOp::Subscribe => "`subscribe` (new topic)",
+            StateOp::Unsubscribe => "`unsubscribe`",
+        }
+    }
+}
+
+/// Runs `op` once on each of `ids` in a row: sorted latencies (ns) and
+/// the server's commands per call.
+async fn run_state_op(
+    store: &RedisStore,
+    port: u16,
+    op: StateOp,
+    ids: &[SessionId],
+    round: usize,
+) -> (Vec<u32>, f64) {
+    use session_engine::Bucket;
+    let bucket = Bucket {
+        capacity: 1_000_000,
+        refill_per_sec: 1_000,
+    };
+    let topic = format!("bench/topic/{round}");
+    let before = commands_processed(port);
+    let mut latencies = Vec::with_capacity(ids.len());
+    for id in ids {
+        let started = Instant::now();
+        match op {
+            StateOp::Touch => store.touch(id).await.expect("touch"),
+            StateOp::RateLimit => {
+                store.rate_limit(id, bucket, 1).await.expect("rate_limit");
+            }
+            StateOp::Subscribe => {
+                assert!(store.subscribe(id, &topic).await.expect("subscribe"));
+            }
+            StateOp::Unsubscribe => {
+                assert!(store.unsubscribe(id, &topic).await.expect("unsubscribe"));
+            }
+        }
+        latencies.push(u32::try_from(started.elapsed().as_nanos()).unwrap_or(u32::MAX));
+    }
+    // The INFO before is counted in the INFO after.
+    let commands = commands_processed(port) - before - 1;
+    latencies.sort_unstable();
+    #[allow(clippy::cast_precision_loss)]
+    let per_call = commands as f64 / ids.len() as f64;
+    (latencies, per_call)
+}
+
+/// `--only state`: the per-session state beside `touch` on one server, to
+/// `state.md`.
+fn state_main(args: &Args, rt: &tokio::runtime::Runtime, d: &Deployment, version: &str) {
+    use session_engine::TopicCursor;
+    let started = Instant::now();
+    let load_before = load_average();
+    let store = rt
+        .block_on(RedisStore::connect(d.config.clone().key_prefix("bench-state:")))
+        .expect("connect");
+    let ttl = Timeout::from_ms(TTL_MS);
+    let ids: Vec<SessionId> = rt.block_on(async {
+        let mut ids = Vec::with_capacity(args.ops);
+        for _ in 0..args.ops {
+            ids.push(store.create(METADATA, ttl).await.expect("create"));
+        }
+        ids
+    });
+    assert!(args.repeats < 200, "one topic per round, at most 256 per session");
+    // [op] -> per round (p50 µs, p99 µs, commands per call)
+    let mut rows: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); StateOp::ALL.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); StateOp::ALL.len()];
+    for round in 0..args.repeats {
+        let mut p50s = [0.0; 4];
+        // Subscribe before unsubscribe; touch and rate_limit around them,
+        // their order alternating by round.
+        let order: [usize; 4] = if round % 2 == 0 {
+            [0, 1, 2, 3]
+        } else {
+            [1, 2, 3, 0]
+        };
+        for i in order {
+            let op = StateOp::ALL[i];
+            let (lat, per_call) = rt.block_on(run_state_op(&store, d.port, op, &ids, round));
+            p50s[i] = percentile(&lat, 0.5);
+            rows[i].push((p50s[i], percentile(&lat, 0.99), per_call));
+        }
+        for i in 0..4 {
+            ratios[i].push(p50s[i] / p50s[0]);
+        }
+    }
+    // The fan-out: FAN_OUT subscribers of one topic, listed whole.
+    let fan_ids: Vec<SessionId> = rt.block_on(async {
+        let mut v = Vec::with_capacity(FAN_OUT);
+        for _ in 0..FAN_OUT {
+            let id = store.create(b"", ttl).await.expect("create");
+            store.subscribe(&id, "bench/hot").await.expect("subscribe");
+            v.push(id);
+        }
+        v
+    });
+    let mut fan_ms = Vec::new();
+    let mut fan_commands = Vec::new();
+    for _ in 0..args.repeats {
+        let before = commands_processed(d.port);
+        let t = Instant::now();
+        let listed = rt.block_on(async {
+            let mut n = 0;
+            let mut cursor = TopicCursor::START;
+            loop {
+                let page = store
+                    .subscribers("bench/hot", cursor, FAN_OUT_PAGE)
+                    .await
+                    .expect("subscribers");
+                n += page.ids.len();
+                match page.next {
+                    Some(next) => cursor = next,
+                    None => return n,
+                }
+            }
+        });
+        fan_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        #[allow(clippy::cast_precision_loss)]
+        fan_commands.push((commands_processed(d.port) - before - 1) as f64);
+        assert_eq!(listed, fan_ids.len());
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| operation | p50 µs | p99 µs | p50 / `touch` p50 | server commands per call |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+    for (i, op) in StateOp::ALL.iter().enumerate() {
+        let pick = |f: fn(&(f64, f64, f64)) -> f64| rows[i].iter().map(f).collect::<Vec<f64>>();
+        let p50 = pick(|r| r.0);
+        let p99 = pick(|r| r.1);
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} ({}) | {:.0} ({}) | {:.2} ({:.2}–{:.2}) | {:.2} |",
+            op.name(),
+            median(p50.clone()),
+            spread(&p50),
+            median(p99.clone()),
+            spread(&p99),
+            median(ratios[i].clone()),
+            ratios[i].iter().copied().fold(f64::INFINITY, f64::min),
+            ratios[i].iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            median(pick(|r| r.2)),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nFan-out: all {FAN_OUT} subscribers of one topic in pages of {FAN_OUT_PAGE}: {:.1} ms median ({:.1}–{:.1}), \
+         {:.0} server commands per listing (`ZRANGEBYLEX` and one pipelined `HGET` per subscriber).",
+        median(fan_ms.clone()),
+        fan_ms.iter().copied().fold(f64::INFINITY, f64::min),
+        fan_ms.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        median(fan_commands),
+    );
+    let text = format!(
+        "# Redis backend: per-session state beside `touch`\n\n\
+         Command: `cargo run --release -p session-redis --example redis_bench -- --only state --ops {} --repeats {}`  \n\
+         {}  \n\
+         One standalone server started by the bench on 127.0.0.1; one caller (1 in flight) on a current-thread \
+         Tokio runtime; {} sessions, each operation once per session per round, {} rounds (latency medians \
+         over the rounds, min–max in brackets; the ratio is paired per round). Commands per call are the \
+         server's `total_commands_processed` over the round (a `rate_limit` is one `EVALSHA`: one round trip; a \
+         `subscribe` is the script and a `ZADD`, to the session's and the topic's masters in a cluster). \
+         Load average before / after: {} / {}. Wall time {:.0} s.\n\n",
+        args.ops,
+        args.repeats,
+        machine_line(version),
+        args.ops,
+        args.repeats,
+        load_before,
+        load_average(),
+        started.elapsed().as_secs_f64()
+    );
+    let text = format!("{text}{out}");
+    println!("{text}");
+    std::fs::create_dir_all(&args.out).expect("create --out");
+    std::fs::write(args.out.join("state.md"), &text).expect("write state.md");
+    eprintln!("wrote {}", args.out.join("state.md").display());
 }

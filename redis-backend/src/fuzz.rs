@@ -39,6 +39,7 @@ pub fn decode(value: &Value) {
     outcomes(value);
     batches(value);
     texts(value);
+    state(value);
 }
 
 fn is_protocol_error(e: &Error, write: bool) -> bool {
@@ -154,6 +155,48 @@ fn batches(value: &Value) {
     }
 }
 
+/// The per-session state scripts' replies, `HKEYS`/`ZRANGEBYLEX` and a
+/// fan-out's `HGET`.
+fn state(value: &Value) {
+    let two = |code: i64| matches!(value, Value::Array(f) if f.len() == 2 && f[0] == Value::Int(code));
+    let one = |code: i64| matches!(value, Value::Array(f) if f.len() == 1 && f[0] == Value::Int(code));
+    match reply::subscribed("EVALSHA (fuzz)", value) {
+        Ok(reply::Subscribed::Absent) => assert!(one(0), "absent from {value:?}"),
+        Ok(reply::Subscribed::Now(n)) => assert!(two(1) && reply::nonce(&n).is_some(), "{value:?}"),
+        Ok(reply::Subscribed::Already(n)) => assert!(two(2) && reply::nonce(&n).is_some(), "{value:?}"),
+        Ok(reply::Subscribed::Full(_)) => assert!(two(3), "full from {value:?}"),
+        Err(e) => assert!(is_protocol_error(&e, true), "{e:?}"),
+    }
+    match reply::unsubscribed("EVALSHA (fuzz)", value) {
+        Ok(reply::Unsubscribed::Absent) => assert!(one(0), "absent from {value:?}"),
+        Ok(reply::Unsubscribed::Was(_)) => assert!(two(1), "was from {value:?}"),
+        Ok(reply::Unsubscribed::WasNot) => assert!(one(2), "was not from {value:?}"),
+        Err(e) => assert!(is_protocol_error(&e, true), "{e:?}"),
+    }
+    match reply::charge("EVALSHA (fuzz)", value) {
+        Ok(reply::Charge::Absent) => assert!(one(0), "absent from {value:?}"),
+        Ok(reply::Charge::Allowed(n)) => {
+            assert!(two(1), "allowed from {value:?}");
+            assert!(matches!(value, Value::Array(f) if f[1] == Value::Int(i64::from(n))));
+        }
+        Ok(reply::Charge::Limited(_)) => assert!(two(2), "limited from {value:?}"),
+        Ok(reply::Charge::Doubt) => assert!(one(3), "doubt from {value:?}"),
+        Err(e) => assert!(is_protocol_error(&e, true), "{e:?}"),
+    }
+    match reply::strings("HKEYS", value.clone()) {
+        Ok(items) => assert!(
+            matches!(value, Value::Array(f) if f.len() == items.len()),
+            "{value:?}"
+        ),
+        Err(e) => assert!(is_protocol_error(&e, false), "{e:?}"),
+    }
+    match reply::subscription("HGET (fuzz)", value) {
+        Ok(None) => assert_eq!(*value, Value::Nil),
+        Ok(Some(n)) => assert_eq!(*value, Value::BulkString(n.to_vec())),
+        Err(e) => assert!(is_protocol_error(&e, false), "{e:?}"),
+    }
+}
+
 /// `INFO` and `CLUSTER INFO`.
 fn texts(value: &Value) {
     if let Some(text) = reply::text(value) {
@@ -171,8 +214,9 @@ mod tests {
 
     /// Text a decoder might take for a field: numbers, signs, junk.
     fn word(rng: &mut StdRng) -> Vec<u8> {
-        match rng.random_range(0..6) {
+        match rng.random_range(0..7) {
             0 => rng.random::<u64>().to_string().into_bytes(),
+            5 => format!("{:016x}", rng.random::<u64>()).into_bytes(),
             1 => rng.random_range(0..3u8).to_string().into_bytes(),
             2 => format!("-{}", rng.random::<u32>()).into_bytes(),
             3 => b"cluster_enabled:1\r\ncluster_state:ok".to_vec(),
@@ -240,5 +284,19 @@ mod tests {
             b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n"
         ));
         assert!(!decode_bytes(b"*4\r\n$1\r\nm"), "a torn reply is no reply");
+        let nonce = bulk("0123456789abcdef");
+        decode(&Value::Array(vec![Value::Int(1), nonce.clone()]));
+        assert_eq!(
+            reply::subscribed("s", &Value::Array(vec![Value::Int(2), nonce.clone()])).unwrap(),
+            reply::Subscribed::Already(*b"0123456789abcdef")
+        );
+        assert!(
+            reply::subscription("h", &bulk("0123456789ABCDEF")).is_err(),
+            "upper case"
+        );
+        assert_eq!(
+            reply::charge("r", &Value::Array(vec![Value::Int(2), Value::Int(250)])).unwrap(),
+            reply::Charge::Limited(250)
+        );
     }
 }

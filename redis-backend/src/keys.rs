@@ -5,6 +5,14 @@
 //! (`<prefix>{<id>}:<suffix>`) lands in the same slot as the session: a script
 //! may then touch both atomically. The prefix may not contain `{` or `}`
 //! (either would move the hash tag), nor spaces or control characters.
+//!
+//! Each topic's reverse index (`state.rs`) is a key of its own,
+//! `<prefix>t{<h>}:<topic>`: `<h>` is the topic's 64-bit FNV-1a hash in 16
+//! hex digits, the hash tag that places the key, so any topic text (braces,
+//! bytes a tag could not hold) is safe, and the topic itself follows in
+//! full, so that two topics whose hashes collide share a slot but never an
+//! index. A session key has `{` right after the prefix, a topic key `t`: no
+//! session `SCAN` pattern matches one.
 
 use std::sync::LazyLock;
 
@@ -71,6 +79,22 @@ impl KeySpace {
         pattern.extend(std::iter::repeat_n(b'?', SESSION_ID_TEXT_LEN));
         pattern.push(b'}');
         pattern
+    }
+
+    /// The key of `topic`'s reverse index, `<prefix>t{<h>}:<topic>` (see
+    /// the module docs).
+    pub(crate) fn topic_key(&self, topic: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + TOPIC_TAG_LEN + 4 + topic.len());
+        key.extend_from_slice(self.prefix.as_bytes());
+        key.extend_from_slice(b"t{");
+        let hash = topic_hash(topic.as_bytes());
+        for shift in (0..16).rev() {
+            let nibble = (hash >> (shift * 4)) & 0xf;
+            key.push(b"0123456789abcdef"[usize::try_from(nibble).expect("a nibble")]);
+        }
+        key.extend_from_slice(b"}:");
+        key.extend_from_slice(topic.as_bytes());
+        key
     }
 
     /// The id of a session key, `None` for any other key.
@@ -284,6 +308,20 @@ pub(crate) fn random_id_in_slot<E>(
     Ok(None)
 }
 
+/// Hex digits of a topic key's hash tag (a 64-bit hash).
+const TOPIC_TAG_LEN: usize = 16;
+
+/// The 64-bit FNV-1a hash of a topic's text, the hash tag of its index key:
+/// fixed and portable (every process must find the same key), and only a
+/// placement: the key carries the topic in full.
+fn topic_hash(topic: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    topic
+        .iter()
+        .fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
 /// A 32-bit FNV-1a hash of a key, never 0: orders the keys of one `SCAN`
 /// batch so that a page can end inside it (0 in a list position means "the
 /// batch from its start"). Fixed and portable: positions outlive processes.
@@ -433,6 +471,26 @@ mod tests {
         });
         assert_eq!(got, Ok(None));
         assert_eq!(draws, SLOT_ID_DRAWS_MAX);
+    }
+
+    #[test]
+    fn topic_keys_are_tagged_by_a_hash_and_hold_the_topic() {
+        let keys = KeySpace::new("sess:").unwrap();
+        // FNV-1a 64 check values: "" and "a".
+        assert_eq!(topic_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(topic_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(keys.topic_key("a"), b"sess:t{af63dc4c8601ec8c}:a".to_vec());
+        // Braces and any text in a topic leave the tag alone.
+        let tricky = "file:///{x}/\u{0}é";
+        let key = keys.topic_key(tricky);
+        assert!(key.ends_with(tricky.as_bytes()));
+        let tag = format!("{:016x}", topic_hash(tricky.as_bytes()));
+        assert_eq!(slot_of(&key), slot_of(format!("{{{tag}}}").as_bytes()));
+        // Never a session key.
+        assert_eq!(keys.parse(&key), None);
+        let pattern = keys.scan_pattern();
+        assert_eq!(key[..5], pattern[..5], "same prefix");
+        assert_ne!(key[5], pattern[5], "then `t` against `{{`");
     }
 
     #[test]

@@ -59,7 +59,7 @@
 //! | `peek` | `HMGET` | 1 | no |
 //! | `update(f)` | `HMGET m v`, then a compare-version-and-set script; on a lost race the script returns the newer value and `f` runs again | 2 (+1 per lost race) | yes |
 //! | `try_update(f)` | `HMGET m v c a t`, then the same script keeps (slides), or replaces or deletes if the version is still the one `f` saw; a lost race reruns `f` | 2 (+1 per lost race); 1 if `f` declines | yes, unless `f` declines |
-//! | `rotate` | script on the old and the new key (one slot): `RENAME`, `HSET a`, `PEXPIRE` | 1 | yes |
+//! | `rotate` | script on the old and the new key (one slot): the core fields copied (not the per-session state), `DEL` old, `PEXPIRE` | 1 | yes |
 //! | `touch` | script: `HSET a`, `PEXPIRE` | 1 | yes |
 //! | `set_ttl` | script: `HSET t a`, `PEXPIRE` or `PERSIST` | 1 | yes |
 //! | `delete` | `DEL` | 1 | — |
@@ -67,6 +67,21 @@
 //! | `len` | `SCAN` per master, counting | keys / 1000 | no |
 //! | `list` | `SCAN` per master + pipelined `HMGET` | ~2 per page and master | no |
 //! | `cleanup_expired` | nothing: Redis expires keys itself; returns 0 | 0 | — |
+//!
+//! Per-session state ([`SessionState`](session_engine::SessionState); see
+//! `redis-backend/README.md`):
+//!
+//! | operation | Redis | round trips | slides? |
+//! | --- | --- | --- | --- |
+//! | `subscribe` | script on the session (exists, limit, `HSET s:<topic>`), then `ZADD` to the topic's index | 2 | no |
+//! | `unsubscribe` | script on the session (`HDEL`), then `ZREM` from the index | 2 (1 if not subscribed) | no |
+//! | `topics` | `HKEYS` | 1 | no |
+//! | `subscribers` | `ZRANGEBYLEX` of the topic's index, `HGET s:<topic>` of each entry's session pipelined per master, `ZREM` of stale entries | ~3 per page | no |
+//! | `rate_limit` | script: token bucket in the session's hash, server clock | 1 | no |
+//!
+//! Session-scoped timers (the engine's `Engine::arm_timer`) have no Redis
+//! counterpart: Redis calls nobody back, and a pending request lives in
+//! one process anyway (see the README).
 //!
 //! With [`Replication::Wait`], each write (`create`, `insert`, `put`,
 //! `update`, `try_update`'s replace and delete, `rotate`, `touch`,
@@ -142,6 +157,7 @@ mod replication;
 mod reply;
 mod request;
 mod scripts;
+mod state;
 mod store;
 
 pub use any::open_url;
@@ -151,7 +167,8 @@ pub use request::RedisStats;
 pub use store::RedisStore;
 
 /// The scripts' text and SHA-1 by operation name (`insert`, `get`, `touch`,
-/// `set_ttl`, `commit`, `put`, `rotate`), for benchmarks that replay the backend's exact
+/// `set_ttl`, `commit`, `put`, `rotate`, `subscribe`, `unsubscribe`, `rate_limit`), for
+/// benchmarks and tests that replay the backend's exact
 /// commands through `redis-benchmark`. Not a stable API.
 #[doc(hidden)]
 #[must_use]
@@ -165,6 +182,9 @@ pub fn script_source(name: &str) -> Option<(String, String)> {
         "commit" => s.commit,
         "put" => s.put,
         "rotate" => s.rotate,
+        "subscribe" => s.subscribe,
+        "unsubscribe" => s.unsubscribe,
+        "rate_limit" => s.rate_limit,
         _ => return None,
     };
     Some((script.code, script.sha1))

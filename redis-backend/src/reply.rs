@@ -496,3 +496,124 @@ mod tests {
         assert_eq!(text(&Value::Int(1)), None);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Per-session state (`state.rs`, the scripts in `scripts.rs`)
+// ---------------------------------------------------------------------------
+
+/// Hex digits of a subscription's nonce (a random `u64`; see `state.rs`).
+pub(crate) const NONCE_LEN: usize = 16;
+
+/// A subscription's nonce: exactly [`NONCE_LEN`] lowercase hex digits.
+pub(crate) fn nonce(value: &[u8]) -> Option<[u8; NONCE_LEN]> {
+    let nonce = <[u8; NONCE_LEN]>::try_from(value).ok()?;
+    nonce
+        .iter()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        .then_some(nonce)
+}
+
+/// What the subscribe script answered (see `scripts::SUBSCRIBE`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Subscribed {
+    /// `{0}`: no session.
+    Absent,
+    /// `{1, nonce}`: subscribed now, or by an earlier try of this call.
+    Now([u8; NONCE_LEN]),
+    /// `{2, nonce}`: it already was, by the subscribe of that nonce.
+    Already([u8; NONCE_LEN]),
+    /// `{3, n}`: the session has `n` topics, the most allowed.
+    Full(u64),
+}
+
+/// Reads the subscribe script's reply; anything else is a write's protocol
+/// error.
+pub(crate) fn subscribed(command: &str, value: &Value) -> Result<Subscribed> {
+    let decoded = match value {
+        Value::Array(fields) => match &fields[..] {
+            [Value::Int(0)] => Some(Subscribed::Absent),
+            [Value::Int(1), Value::BulkString(n)] => nonce(n).map(Subscribed::Now),
+            [Value::Int(2), Value::BulkString(n)] => nonce(n).map(Subscribed::Already),
+            [Value::Int(3), Value::Int(n)] => u64::try_from(*n).ok().map(Subscribed::Full),
+            _ => None,
+        },
+        _ => None,
+    };
+    decoded.ok_or_else(|| protocol(command, value, true))
+}
+
+/// What the unsubscribe script answered (see `scripts::UNSUBSCRIBE`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Unsubscribed {
+    /// `{0}`: no session.
+    Absent,
+    /// `{1, nonce}`: it was subscribed, by the subscribe of that nonce.
+    Was([u8; NONCE_LEN]),
+    /// `{2}`: it was not.
+    WasNot,
+}
+
+/// Reads the unsubscribe script's reply; anything else is a write's
+/// protocol error.
+pub(crate) fn unsubscribed(command: &str, value: &Value) -> Result<Unsubscribed> {
+    let decoded = match value {
+        Value::Array(fields) => match &fields[..] {
+            [Value::Int(0)] => Some(Unsubscribed::Absent),
+            [Value::Int(1), Value::BulkString(n)] => nonce(n).map(Unsubscribed::Was),
+            [Value::Int(2)] => Some(Unsubscribed::WasNot),
+            _ => None,
+        },
+        _ => None,
+    };
+    decoded.ok_or_else(|| protocol(command, value, true))
+}
+
+/// What the rate-limit script answered (see `scripts::RATE_LIMIT`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Charge {
+    /// `{0}`: no session.
+    Absent,
+    /// `{1, remaining}`: charged; whole tokens left.
+    Allowed(u32),
+    /// `{2, wait_ms}`: not charged; enough tokens in this many ms.
+    Limited(u64),
+    /// `{3}`: a resend that cannot tell whether the earlier try charged.
+    Doubt,
+}
+
+/// Reads the rate-limit script's reply; anything else is a write's protocol
+/// error (`remaining` must fit the `u32` capacity it is below).
+pub(crate) fn charge(command: &str, value: &Value) -> Result<Charge> {
+    let decoded = match value {
+        Value::Array(fields) => match &fields[..] {
+            [Value::Int(0)] => Some(Charge::Absent),
+            [Value::Int(1), Value::Int(n)] => u32::try_from(*n).ok().map(Charge::Allowed),
+            [Value::Int(2), Value::Int(ms)] => u64::try_from(*ms).ok().map(Charge::Limited),
+            [Value::Int(3)] => Some(Charge::Doubt),
+            _ => None,
+        },
+        _ => None,
+    };
+    decoded.ok_or_else(|| protocol(command, value, true))
+}
+
+/// An array of strings (`HKEYS`, `ZRANGEBYLEX`): each one's bytes.
+pub(crate) fn strings(command: &str, value: Value) -> Result<Vec<Vec<u8>>> {
+    let all_strings = matches!(&value, Value::Array(items)
+        if items.iter().all(|v| matches!(v, Value::BulkString(_) | Value::SimpleString(_))));
+    match value {
+        Value::Array(items) if all_strings => Ok(items.into_iter().filter_map(bytes).collect()),
+        other => Err(protocol(command, &other, false)),
+    }
+}
+
+/// `HGET key s:<topic>` (a fan-out's check): the subscription's nonce, or
+/// `None` if the session is gone or not subscribed. A value that is not a
+/// nonce is a read's protocol error.
+pub(crate) fn subscription(command: &str, value: &Value) -> Result<Option<[u8; NONCE_LEN]>> {
+    match value {
+        Value::Nil => Ok(None),
+        Value::BulkString(n) => nonce(n).map(Some).ok_or_else(|| protocol(command, value, false)),
+        _ => Err(protocol(command, value, false)),
+    }
+}

@@ -158,6 +158,14 @@ pub(crate) enum Kind {
     Read,
     /// Changes a session (`WAIT` when configured).
     Write,
+    /// Changes a session, but losing the change in a failover is harmless,
+    /// so it never waits for replicas (which would put a replica round trip,
+    /// and a shard without replica's `OutcomeUnknown`, on a hot path): a
+    /// rate-limit charge (forgotten, it gives its tokens back) and the lazy
+    /// removal of stale topic index entries (come back, they are removed
+    /// again). Its failures are a write's: a doubtful attempt that the
+    /// retries cannot settle is `OutcomeUnknown`.
+    Unacked,
 }
 
 /// How one attempt should be sent.
@@ -567,25 +575,43 @@ impl Inner {
 
     /// Runs `script` (without arguments) on each of `keys`, pipelined in one
     /// request to the master of the first key: the caller groups the keys
-    /// by master ([`Inner::batches`]). A read: the pipeline is resent whole,
-    /// as any read's request, until one attempt is answered or `deadline`
-    /// passes; a `NOSCRIPT` for any key resends it as `EVAL`. Each key's
-    /// reply is then its own ([`BatchReply`]).
+    /// by master ([`Inner::batches`]). See [`Inner::batch`].
     pub(crate) async fn script_batch(
         &self,
         deadline: Instant,
         script: &Script,
         keys: &[&[u8]],
     ) -> Result<Vec<BatchReply>> {
+        self.batch(deadline, &script.command, keys, |i, eval| {
+            script.cmd(eval, keys[i], &[])
+        })
+        .await
+    }
+
+    /// Sends `make(i, eval)` for each of `keys` (`i` its index; `eval`: send
+    /// scripts as `EVAL`), pipelined in one request to the master of the
+    /// first key: the caller groups the keys by master ([`Inner::batches`]).
+    /// A read: the pipeline is resent whole, as any read's request, until
+    /// one attempt is answered or `deadline` passes; a `NOSCRIPT` for any key
+    /// resends it as `EVAL`. Each key's reply is then its own
+    /// ([`BatchReply`]); `command` names the requests in protocol errors.
+    pub(crate) async fn batch(
+        &self,
+        deadline: Instant,
+        command: &str,
+        keys: &[&[u8]],
+        make: impl Fn(usize, bool) -> Cmd,
+    ) -> Result<Vec<BatchReply>> {
         let Some(first) = keys.first() else {
             return Ok(Vec::new());
         };
         let target = Target::Key(first);
+        let make = &make;
         let reply = self
             .run(Kind::Read, deadline, |conn, attempt| async move {
                 let mut pipe = redis::pipe();
-                for key in keys {
-                    pipe.add_command(script.cmd(attempt.eval, key, &[]));
+                for i in 0..keys.len() {
+                    pipe.add_command(make(i, attempt.eval));
                 }
                 let mut via = self.via(conn, target, Lane::Reads, attempt.redirected);
                 let values = via.pipeline(&pipe, target).await?;
@@ -601,7 +627,7 @@ impl Inner {
             .await?;
         if reply.value.len() != keys.len() {
             return Err(protocol(
-                &format!("{} (pipeline of {})", script.command, keys.len()),
+                &format!("{command} (pipeline of {})", keys.len()),
                 &Value::Array(reply.value),
                 false,
             ));
@@ -761,7 +787,7 @@ impl Inner {
             }
             doubt |= fault.maybe_applied();
             how.fence = doubt;
-            let give_up = |fault: &Fault| give_up(fault, kind == Kind::Write, doubt, self.request_timeout_ms);
+            let give_up = |fault: &Fault| give_up(fault, kind != Kind::Read, doubt, self.request_timeout_ms);
             match fault {
                 Fault::NoScript if !how.eval => {
                     how.eval = true;

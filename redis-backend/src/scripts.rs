@@ -11,14 +11,30 @@
 //! | `v` | version, +1 per metadata change (optimistic `update`) | insert, put, update |
 //! | `w` | token of the last insert/update/rotate (idempotent retries) | insert, update, rotate |
 //! | `p` | token of the last put (idempotent retries; a put leaves `w` alone) | put |
+//! | `s:<topic>` | a subscription: the nonce (16 hex digits) of the subscribe that made it | `subscribe` |
+//! | `sn` | how many `s:` fields the hash holds (the per-session limit) | `subscribe`, `unsubscribe` |
+//! | `bk` | the rate-limit bucket's tokens, in thousandths of a token | `rate_limit` |
+//! | `bt` | when `bk` was last refilled, ms since the Unix epoch (server clock) | `rate_limit` |
+//! | `bc`, `br` | the bucket's shape at `bt`: capacity (whole tokens), refill per second | `rate_limit` |
+//! | `bw` | token of the last charge the bucket allowed (idempotent retries) | `rate_limit` |
+//!
+//! The core fields have one-letter names; the per-session state's have two
+//! letters or more (`s:` then the topic), so neither can ever be taken for
+//! the other. The state lives in the session's own hash so that it expires,
+//! is deleted and goes with the session atomically, in its slot; a rotation
+//! copies only the core fields (`m c t v`, and `a`, `w` anew): the new id
+//! starts without subscriptions or bucket (see `session_engine::SessionState`).
+//! Besides the hash, each topic has a reverse index (a sorted set in the
+//! topic's own slot; see `state.rs`), a hint that the session's own `s:`
+//! field confirms.
 //!
 //! Times and timeouts travel as decimal text and are never Lua numbers,
 //! except `now_ms` (below 2^53: exact) and the version (below 2^53 by
 //! `VERSION_FIRST_MAX`): `t` goes from the argument or the hash straight
 //! into `PEXPIRE`, so any timeout the engine accepts (up to 400 days,
-//! 3.5 × 10^10 ms) is stored and armed exactly. A rotation moves the hash
-//! to the new id's key with `RENAME` (both keys in one slot: see
-//! `keys::random_id_in_slot`), fields and TTL included.
+//! 3.5 × 10^10 ms) is stored and armed exactly. A rotation moves the core
+//! fields to the new id's key (both keys in one slot: see
+//! `keys::random_id_in_slot`) and re-arms the TTL there.
 //!
 //! The key's own Redis TTL is the inactivity deadline: every activity sets
 //! `PEXPIRE key t` in the same script that records `a`, so the deadline
@@ -183,22 +199,131 @@ return 1
 ";
 
 /// `KEYS[1]` session, `KEYS[2]` the key of its new id (the same slot);
-/// ARGV token. Moves the session to the new key (`RENAME`: every field and
-/// the TTL go along) and records the activity. Returns 1 if rotated (or
-/// already by this token: it is on the new key), 0 if the session is
-/// absent, 2 if the new id is taken (nothing changed; the caller draws
-/// another). The token is checked first: after a rotation whose reply was
-/// lost, the old id may have been inserted again by someone who knew it,
-/// and must not be rotated a second time.
+/// ARGV token. Moves the session to the new key: the core fields only
+/// (`m c t v`; `a` now, `w` this token), so the new id carries no
+/// subscriptions and no bucket (a rotation is the defence against session
+/// fixation: what the old id subscribed to stays behind, and its topic
+/// index entries are found stale and removed lazily); the TTL is armed
+/// afresh, and the old key deleted. Returns 1 if rotated (or already by
+/// this token: it is on the new key), 0 if the session is absent, 2 if the
+/// new id is taken (nothing changed; the caller draws another). The token
+/// is checked first: after a rotation whose reply was lost, the old id may
+/// have been inserted again by someone who knew it, and must not be
+/// rotated a second time.
 const ROTATE: &str = "local old, new = KEYS[1], KEYS[2]
 if redis.call('HGET', new, 'w') == ARGV[1] then return 1 end
 if redis.call('EXISTS', new) == 1 then return 2 end
-local t = redis.call('HGET', old, 't')
-if not t then return 0 end
-redis.call('RENAME', old, new)
-redis.call('HSET', new, 'a', now_ms(), 'w', ARGV[1])
-if t ~= '0' then redis.call('PEXPIRE', new, t) end
+local r = redis.call('HMGET', old, 'm', 'c', 't', 'v')
+if not (r[1] and r[2] and r[3] and r[4]) then return 0 end
+redis.call('DEL', old)
+redis.call('HSET', new, 'm', r[1], 'c', r[2], 't', r[3], 'v', r[4], 'a', now_ms(), 'w', ARGV[1])
+if r[3] ~= '0' then redis.call('PEXPIRE', new, r[3]) end
 return 1
+";
+
+/// `KEYS[1]` session; ARGV the field (`s:<topic>`), this call's nonce (16
+/// hex digits; its idempotency token too), the most topics a session may
+/// have. Not activity (no `PEXPIRE`; `HSET` keeps the key's TTL). Returns
+/// `{0}` if the session is absent; `{1, nonce}` if subscribed now (or by an
+/// earlier try of this call: the field holds its nonce); `{2, nonce}` if it
+/// already was (the nonce of the subscribe that made it); `{3, n}` if the
+/// session has `n` topics, the most allowed (nothing changed). The caller
+/// then adds the returned nonce's entry to the topic's index, in every
+/// case but `{0}` and `{3}`: an entry lost earlier (a failed write, a
+/// failover) is put back by the next subscribe.
+const SUBSCRIBE: &str = "local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return {0} end
+local cur = redis.call('HGET', key, ARGV[1])
+if cur then
+  if cur == ARGV[2] then return {1, cur} end
+  return {2, cur}
+end
+local n = tonumber(redis.call('HGET', key, 'sn') or '0')
+if n >= tonumber(ARGV[3]) then return {3, n} end
+redis.call('HSET', key, ARGV[1], ARGV[2], 'sn', string.format('%d', n + 1))
+return {1, ARGV[2]}
+";
+
+/// `KEYS[1]` session; ARGV the field (`s:<topic>`). Not activity. Returns
+/// `{0}` if the session is absent, `{1, nonce}` if it was subscribed (the
+/// field's nonce: the caller removes that index entry), `{2}` if it was not.
+const UNSUBSCRIBE: &str = "local key = KEYS[1]
+local cur = redis.call('HGET', key, ARGV[1])
+if not cur then
+  if redis.call('EXISTS', key) == 0 then return {0} end
+  return {2}
+end
+redis.call('HDEL', key, ARGV[1])
+local n = tonumber(redis.call('HGET', key, 'sn') or '1') - 1
+if n > 0 then redis.call('HSET', key, 'sn', string.format('%d', n)) else redis.call('HDEL', key, 'sn') end
+return {1, cur}
+";
+
+/// `KEYS[1]` session; ARGV capacity (whole tokens), refill per second,
+/// cost (whole tokens, at most the capacity: the caller checks), token, and
+/// `1` if an earlier try of this call may have run (else `0`). A token
+/// bucket in integers: `bk` counts thousandths of a token, so a refill of
+/// `r` tokens a second adds exactly `r` thousandths per millisecond of the
+/// server's clock, with no rounding to drift; every quantity stays below
+/// 2^53 (capacity × 1000 < 2^42, and a refill larger than the room left is
+/// never added), so Lua's doubles hold them exactly, and `%` keeps the
+/// divisions exact. As the engine's bucket: it starts full; the time since
+/// `bt` refills at the shape stored with it (`bc`, `br`: the last call's),
+/// then the tokens are capped at this call's capacity (a re-shape, stored
+/// even when the call is limited); a clock that went back (a failover to a
+/// node whose clock is behind) refills nothing and keeps the later time.
+/// Not activity: no `PEXPIRE` (`HSET` keeps the TTL).
+///
+/// Returns `{0}` if the session is absent; `{1, remaining}` if charged
+/// (remaining whole tokens; or charged by an earlier try of this call, whose
+/// token `bw` still holds: the tokens now); `{2, wait_ms}` if limited
+/// (nothing charged); `{3}` if this is a resend after a doubtful try and
+/// `bw` holds another token: whether the earlier try charged cannot be
+/// told, so this one does not charge (the caller reports `OutcomeUnknown`).
+const RATE_LIMIT: &str = "local key = KEYS[1]
+local r = redis.call('HMGET', key, 't', 'bk', 'bt', 'bw', 'bc', 'br')
+if not r[1] then return {0} end
+local cap, rate = tonumber(ARGV[1]) * 1000, tonumber(ARGV[2])
+local now = tonumber(now_ms())
+local tokens = cap
+local reshaped = true
+if r[2] and r[3] and r[5] and r[6] then
+  local old_cap, old_rate = tonumber(r[5]) * 1000, tonumber(r[6])
+  tokens = tonumber(r[2])
+  local last = tonumber(r[3])
+  if now > last then
+    local room = old_cap - tokens
+    if room <= 0 or (now - last) >= math.ceil(room / old_rate) then
+      tokens = old_cap
+    else
+      tokens = tokens + (now - last) * old_rate
+    end
+  else
+    now = last
+  end
+  if tokens > cap then tokens = cap end
+  reshaped = r[5] ~= ARGV[1] or r[6] ~= ARGV[2]
+end
+local function whole(units) return (units - units % 1000) / 1000 end
+if ARGV[5] == '1' then
+  if r[4] == ARGV[4] then return {1, whole(tokens)} end
+  return {3}
+end
+local cost = tonumber(ARGV[3]) * 1000
+if tokens >= cost then
+  tokens = tokens - cost
+  redis.call('HSET', key, 'bk', string.format('%d', tokens), 'bt', string.format('%d', now), 'bw', ARGV[4],
+    'bc', ARGV[1], 'br', ARGV[2])
+  return {1, whole(tokens)}
+end
+if reshaped then
+  redis.call('HSET', key, 'bk', string.format('%d', tokens), 'bt', string.format('%d', now), 'bc', ARGV[1],
+    'br', ARGV[2])
+end
+local short = cost - tokens
+local wait = (short - short % rate) / rate
+if short % rate > 0 then wait = wait + 1 end
+return {2, wait}
 ";
 
 /// `KEYS[1]` `<session key>:fence`. Writes and removes it: a write that
@@ -302,11 +427,14 @@ pub(crate) struct Scripts {
     pub(crate) commit: Script,
     pub(crate) put: Script,
     pub(crate) rotate: Script,
+    pub(crate) subscribe: Script,
+    pub(crate) unsubscribe: Script,
+    pub(crate) rate_limit: Script,
 }
 
 impl Scripts {
     /// Every script's text (to load them on a server ahead of use).
-    pub(crate) fn codes(&self) -> [&str; 7] {
+    pub(crate) fn codes(&self) -> [&str; 10] {
         [
             &self.insert.code,
             &self.get.code,
@@ -315,6 +443,9 @@ impl Scripts {
             &self.commit.code,
             &self.put.code,
             &self.rotate.code,
+            &self.subscribe.code,
+            &self.unsubscribe.code,
+            &self.rate_limit.code,
         ]
     }
 
@@ -327,6 +458,9 @@ impl Scripts {
             commit: Script::new("commit", COMMIT),
             put: Script::new("put", PUT),
             rotate: Script::new("rotate", ROTATE),
+            subscribe: Script::new("subscribe", SUBSCRIBE),
+            unsubscribe: Script::new("unsubscribe", UNSUBSCRIBE),
+            rate_limit: Script::new("rate_limit", RATE_LIMIT),
         }
     }
 }
@@ -348,7 +482,16 @@ mod tests {
     fn scripts_have_distinct_hashes() {
         let s = Scripts::new();
         let all = [
-            &s.insert, &s.get, &s.touch, &s.set_ttl, &s.commit, &s.put, &s.rotate,
+            &s.insert,
+            &s.get,
+            &s.touch,
+            &s.set_ttl,
+            &s.commit,
+            &s.put,
+            &s.rotate,
+            &s.subscribe,
+            &s.unsubscribe,
+            &s.rate_limit,
         ];
         for (i, a) in all.iter().enumerate() {
             assert_eq!(a.sha1.len(), 40, "{}", a.code);

@@ -31,7 +31,7 @@ use crate::scripts::{peek_cmd, try_update_read_cmd, update_read_cmd, Scripts};
 /// failure model.
 #[derive(Clone)]
 pub struct RedisStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -118,6 +118,13 @@ impl RedisStore {
     #[must_use]
     pub fn key(&self, id: &SessionId) -> String {
         String::from_utf8(self.inner.keys.key(id)).expect("prefix and id are ASCII")
+    }
+
+    /// The Redis key of `topic`'s reverse index (`<prefix>t{<hash>}:<topic>`,
+    /// see `state.rs`), for operators and tests (`ZCARD`, `CLUSTER KEYSLOT`).
+    #[must_use]
+    pub fn topic_key(&self, topic: &str) -> String {
+        String::from_utf8(self.inner.keys.topic_key(topic)).expect("prefix, hex and topic are UTF-8")
     }
 
     /// The Redis Cluster hash slot of the session's key (CRC16 of the id,
@@ -479,11 +486,14 @@ impl RedisStore {
         inner.acknowledge(reply.value.replicas, ())
     }
 
-    /// Moves the session to a fresh random id, atomically (one script:
-    /// `RENAME` and the activity): afterwards the old id is gone and the new
-    /// one holds the same metadata, creation time and timeout, its last
-    /// access now. The defence against session fixation: call it when the
-    /// session's privileges change (at login).
+    /// Moves the session to a fresh random id, atomically (one script: the
+    /// core fields copied to the new key, the old key deleted, the
+    /// activity): afterwards the old id is gone and the new one holds the
+    /// same metadata, creation time and timeout, its last access now, and
+    /// no per-session state (no subscriptions, a full rate-limit bucket:
+    /// see [`SessionState`](session_engine::SessionState)). The defence
+    /// against session fixation: call it when the session's privileges
+    /// change (at login).
     ///
     /// The new id is drawn from the OS CSPRNG, uniformly among the ids
     /// whose key falls in the old one's hash slot, since a cluster runs a

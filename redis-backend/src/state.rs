@@ -1,0 +1,694 @@
+//! Per-session state on Redis ([`SessionState`]): subscriptions with the
+//! reverse index a fan-out reads, and the rate-limit bucket.
+//!
+//! # Where it lives
+//!
+//! The truth is in the session's own hash (`scripts.rs` has the fields): a
+//! subscription is the field `s:<topic>`, the bucket the fields `bk bt bc
+//! br bw`. So the state expires, is deleted and is dropped by a rotation
+//! with the session, atomically, and stays in its slot; each change is one
+//! script on the session's master, which checks that the session exists
+//! and the per-session bound in the same step.
+//!
+//! The reverse index is one sorted set per topic, at
+//! `<prefix>t{<hash of the topic>}:<topic>` (`keys.rs`), in the topic's own
+//! slot, so a fan-out reads one key instead of scanning every session.
+//! Every member has score 0, so the set is ordered by the member's bytes:
+//!
+//! ```text
+//!  0                16                               32
+//! +----------------+--------------------------------+
+//! | id (16 bytes)  | nonce (16 lowercase hex digits) |
+//! +----------------+--------------------------------+
+//! ```
+//!
+//! The id's raw bytes come first, so the order is the ids' order as
+//! big-endian integers, and a page resumes "after id X" with the exclusive
+//! bound `(X ‖ 0xff`, past every member of X (hex digits are below
+//! `0xff`): [`TopicCursor`] is X + 1 (0 is the start; the largest id has
+//! nothing after it). The nonce is the random token of the subscribe that
+//! made the subscription; the session's `s:<topic>` field holds the same.
+//!
+//! # The index is a hint, the field is the truth
+//!
+//! A session key and a topic key are in different slots (on different
+//! masters, in a cluster), so no script can change both: a subscribe runs
+//! its script on the session first, then `ZADD`s the entry (two round
+//! trips); an unsubscribe runs its script, then `ZREM`s the entry. The
+//! index can therefore hold entries whose subscription is gone (the
+//! `ZREM` failed, the session expired, was deleted or rotated): a fan-out
+//! checks each entry's session (`HGET key s:<topic>`, pipelined per
+//! master as `get_many`) and returns only sessions that still have the
+//! field, removing the entries it found stale. It never returns a session
+//! without the field, whatever the index says.
+//!
+//! The one thing the index must not lose is an entry whose subscription
+//! still stands. Entries are removed in two places, and both are safe:
+//!
+//! - an unsubscribe removes `id ‖ n`, where `n` is the nonce its script
+//!   found in the field and removed, in the same step;
+//! - a fan-out removes `id ‖ n` only after it read the field and found it
+//!   absent or holding another nonce.
+//!
+//! Either way the field held no `n` at that moment, and no later
+//! subscribe can set `n` again: each subscribe call draws a fresh nonce,
+//! and its `ZADD` comes after its script's last try. A subscription made
+//! meanwhile has a nonce of its own, so a new member, which those removals
+//! cannot touch: an unsubscribe racing a subscribe of the same topic by the
+//! same session, in any order, leaves the index a superset of the truth.
+//! A subscribe re-adds its entry even when the session was already
+//! subscribed (with the nonce found in the field): an entry lost earlier (a
+//! `ZADD` that failed, a failover under `Replication::Async`) comes back
+//! with the next subscribe.
+//!
+//! # Retries
+//!
+//! Subscribe and unsubscribe are idempotent (they set and remove), and
+//! resent like every write (`request.rs`): a subscribe resent after a lost
+//! reply finds its own nonce in the field and reports `true`, as the first
+//! try would have; an unsubscribe resent after a doubtful try that finds
+//! no subscription counts it as its own (as `delete` does). A rate-limit
+//! charge is not idempotent: resent blindly it would charge twice. It
+//! carries a token (as an insert does); a resend after a doubtful try
+//! asks the script only whether its token is the bucket's last charge:
+//! if so it reports that charge (`Allowed`, with the tokens now), and if
+//! not it charges nothing and the call fails with `OutcomeUnknown` (the
+//! earlier try may have charged, or been overtaken by another charge).
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use session_engine::limits::{LIST_PAGE_MAX, TOPICS_PER_SESSION_MAX, TOPIC_LEN_MAX};
+use session_engine::{Bucket, Error, RateDecision, Result, SessionId, SessionState, TopicCursor, TopicPage};
+
+use crate::limits::{LIST_SCAN_BUDGET_DIVISOR, SCAN_CALLS_MAX, SCAN_COUNT_MAX};
+use crate::reply::{self, Charge, Subscribed, Unsubscribed, NONCE_LEN};
+use crate::request::{join_all, BatchReply, Inner, Kind};
+use crate::store::RedisStore;
+
+/// Bytes of an index member: the id, then the nonce (see the module docs).
+const MEMBER_LEN: usize = 16 + NONCE_LEN;
+
+/// The prefix of a subscription's field in the session's hash.
+const FIELD_PREFIX: &[u8] = b"s:";
+
+/// Checks a topic as the engine does: non-empty, at most `TOPIC_LEN_MAX`
+/// bytes.
+fn check_topic(topic: &str) -> Result<()> {
+    if topic.is_empty() {
+        return Err(Error::InvalidArgument {
+            reason: "a topic is non-empty text".into(),
+        });
+    }
+    if topic.len() > TOPIC_LEN_MAX {
+        return Err(Error::LimitExceeded {
+            what: "topic length in bytes (TOPIC_LEN_MAX)",
+            len: topic.len(),
+            max: TOPIC_LEN_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a bucket and a charge as the engine does.
+fn check_bucket(bucket: Bucket, cost: u32) -> Result<()> {
+    if bucket.capacity == 0 || bucket.refill_per_sec == 0 {
+        return Err(Error::InvalidArgument {
+            reason: format!("a token bucket needs a capacity and a refill of at least 1, not {bucket:?}"),
+        });
+    }
+    if cost > bucket.capacity {
+        return Err(Error::InvalidArgument {
+            reason: format!(
+                "a charge of {cost} tokens can never fit a bucket of capacity {}",
+                bucket.capacity
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `s:<topic>`, the subscription's field.
+fn field(topic: &str) -> Vec<u8> {
+    let mut field = Vec::with_capacity(FIELD_PREFIX.len() + topic.len());
+    field.extend_from_slice(FIELD_PREFIX);
+    field.extend_from_slice(topic.as_bytes());
+    field
+}
+
+/// A fresh nonce: a random `u64` in [`NONCE_LEN`] lowercase hex digits.
+fn fresh_nonce() -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    let n: u64 = rand::rng().random();
+    for (i, digit) in nonce.iter_mut().enumerate() {
+        let nibble = (n >> ((NONCE_LEN - 1 - i) * 4)) & 0xf;
+        *digit = b"0123456789abcdef"[usize::try_from(nibble).expect("a nibble")];
+    }
+    nonce
+}
+
+/// The index member of `id`'s subscription of nonce `nonce`.
+fn member(id: &SessionId, nonce: &[u8; NONCE_LEN]) -> [u8; MEMBER_LEN] {
+    let mut member = [0u8; MEMBER_LEN];
+    member[..16].copy_from_slice(&id.to_bytes());
+    member[16..].copy_from_slice(nonce);
+    member
+}
+
+/// A member's id and nonce; `None` for bytes this store did not write.
+fn parse_member(member: &[u8]) -> Option<(SessionId, [u8; NONCE_LEN])> {
+    if member.len() != MEMBER_LEN {
+        return None;
+    }
+    let id = SessionId::from_bytes(member[..16].try_into().ok()?);
+    Some((id, reply::nonce(&member[16..])?))
+}
+
+/// The cursor of a listing that continues after `id`; `None` after the
+/// largest id (nothing can follow it).
+fn cursor_after(id: &SessionId) -> Option<TopicCursor> {
+    u128::from_be_bytes(id.to_bytes())
+        .checked_add(1)
+        .map(TopicCursor::new)
+}
+
+/// The `ZRANGEBYLEX` lower bound where `cursor` resumes: `-` at the start,
+/// else past every member of the id before it.
+fn lower_bound(cursor: TopicCursor) -> Vec<u8> {
+    match cursor.position().checked_sub(1) {
+        None => b"-".to_vec(),
+        Some(before) => after_id(&SessionId::from_bytes(before.to_be_bytes())),
+    }
+}
+
+/// `(<id> 0xff`: the exclusive bound past every member of `id`.
+fn after_id(id: &SessionId) -> Vec<u8> {
+    let mut bound = Vec::with_capacity(18);
+    bound.push(b'(');
+    bound.extend_from_slice(&id.to_bytes());
+    bound.push(0xff);
+    bound
+}
+
+/// What a fan-out found for one index entry.
+enum Check {
+    /// The session has the field with this entry's nonce: subscribed.
+    Live,
+    /// The session has the field with another nonce (it subscribed again
+    /// since): subscribed, and this entry is stale.
+    LiveElsewhere,
+    /// No field: the entry is stale.
+    Stale,
+    /// Undecided (the session's key holds foreign data: the server refused
+    /// `HGET`, or the field is not a nonce): neither returned nor removed.
+    Unknown,
+}
+
+impl RedisStore {
+    /// Subscribes the session to `topic` (see [`SessionState::subscribe`]):
+    /// one script on the session (exists? subscribed? under the limit?),
+    /// then the entry added to the topic's index (`ZADD`, on the topic's
+    /// master): two round trips, both writes (with
+    /// [`Replication::Wait`](crate::Replication::Wait) each waits for its
+    /// replicas). Not activity.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty topic, [`Error::LimitExceeded`]
+    /// past `TOPIC_LEN_MAX` bytes (nothing sent) or for a session already
+    /// at `TOPICS_PER_SESSION_MAX` topics (nothing changed);
+    /// [`Error::NotFound`]; the request errors of the crate docs. An error
+    /// from the index write leaves the subscription in the session but maybe
+    /// not in the index (a fan-out may miss it): subscribe again (the same
+    /// call re-adds the entry).
+    pub async fn subscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
+        check_topic(topic)?;
+        let inner = &self.inner;
+        let deadline = inner.deadline();
+        let key = inner.keys.key(id);
+        let field = field(topic);
+        let nonce = fresh_nonce();
+        let max = TOPICS_PER_SESSION_MAX.to_string();
+        let script = &inner.scripts.subscribe;
+        let reply = inner
+            .script(
+                Kind::Write,
+                deadline,
+                script,
+                &key,
+                &[&field, &nonce, max.as_bytes()],
+            )
+            .await?;
+        let (new, indexed) = match reply::subscribed(&script.command, &reply.value.value)? {
+            Subscribed::Absent => return Err(Error::NotFound),
+            Subscribed::Full(held) => {
+                return Err(Error::LimitExceeded {
+                    what: "topics of one session (TOPICS_PER_SESSION_MAX)",
+                    len: usize::try_from(held).unwrap_or(usize::MAX).saturating_add(1),
+                    max: TOPICS_PER_SESSION_MAX,
+                })
+            }
+            Subscribed::Now(n) => (true, n),
+            Subscribed::Already(n) => (false, n),
+        };
+        inner.acknowledge(reply.value.replicas, ())?;
+        let topic_key = inner.keys.topic_key(topic);
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(&topic_key).arg(0).arg(&member(id, &indexed)[..]);
+        let added = inner
+            .request(Kind::Write, deadline, &topic_key, |_| zadd.clone())
+            .await?;
+        reply::flag("ZADD", &added.value.value, true)?;
+        inner.acknowledge(added.value.replicas, new)
+    }
+
+    /// Unsubscribes the session from `topic` (see
+    /// [`SessionState::unsubscribe`]): one script on the session, then, if
+    /// it was subscribed, its entry removed from the topic's index (`ZREM`,
+    /// not waited for: an entry left behind is stale, and a fan-out removes
+    /// it). Not activity.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`], [`Error::LimitExceeded`] for a topic as
+    /// [`RedisStore::subscribe`]; [`Error::NotFound`]; the request errors of
+    /// the crate docs.
+    pub async fn unsubscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
+        check_topic(topic)?;
+        let inner = &self.inner;
+        let deadline = inner.deadline();
+        let key = inner.keys.key(id);
+        let field = field(topic);
+        let script = &inner.scripts.unsubscribe;
+        let reply = inner
+            .script(Kind::Write, deadline, script, &key, &[&field])
+            .await?;
+        let nonce = match reply::unsubscribed(&script.command, &reply.value.value)? {
+            Unsubscribed::Absent => return Err(Error::NotFound),
+            // After a doubtful try: most likely that try's own (as `delete`).
+            Unsubscribed::WasNot => return inner.acknowledge(reply.value.replicas, reply.resent_after_doubt),
+            Unsubscribed::Was(nonce) => nonce,
+        };
+        inner.acknowledge(reply.value.replicas, ())?;
+        let topic_key = inner.keys.topic_key(topic);
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(&topic_key).arg(&member(id, &nonce)[..]);
+        // The subscription is gone (the truth); a failure here leaves a
+        // stale entry, which the next fan-out finds and removes.
+        let _ = inner
+            .request(Kind::Unacked, deadline, &topic_key, |_| zrem.clone())
+            .await;
+        Ok(true)
+    }
+
+    /// The session's topics, in no particular order (`HKEYS`: one round
+    /// trip, at most `TOPICS_PER_SESSION_MAX` topics and the session's own
+    /// dozen fields). Not activity.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; the request errors of the crate docs.
+    pub async fn topics(&self, id: &SessionId) -> Result<Vec<String>> {
+        let inner = &self.inner;
+        let key = inner.keys.key(id);
+        let mut hkeys = redis::cmd("HKEYS");
+        hkeys.arg(&key);
+        let reply = inner.command(Kind::Read, inner.deadline(), &key, &hkeys).await?;
+        let fields = reply::strings("HKEYS", reply.value)?;
+        if fields.is_empty() {
+            return Err(Error::NotFound);
+        }
+        fields
+            .into_iter()
+            .filter_map(|f| f.strip_prefix(FIELD_PREFIX).map(<[u8]>::to_vec))
+            .map(|topic| {
+                String::from_utf8(topic).map_err(|e| {
+                    crate::error::protocol("HKEYS", &redis::Value::BulkString(e.into_bytes()), false)
+                })
+            })
+            .collect()
+    }
+
+    /// A page of at most `limit` live sessions subscribed to `topic` (see
+    /// [`SessionState::subscribers`]), in the order of their ids' bytes.
+    /// Each round: `ZRANGEBYLEX` of the index from the cursor, then the
+    /// entries' sessions checked (`HGET key s:<topic>`, one pipeline per
+    /// master, all at once); entries found stale are removed at the end of
+    /// the page (one `ZREM`, not waited for). So a page costs about 3 round
+    /// trips, more if stale entries crowd it. One request timeout for the
+    /// page.
+    ///
+    /// A page may hold fewer than `limit` sessions and still have a `next`:
+    /// when half the request timeout is gone, or after `SCAN_CALLS_MAX`
+    /// rounds, it returns what it found (stale entries make rounds that
+    /// find nothing). `next` is `None` only when the index is exhausted. A
+    /// session subscribed for the whole listing is returned exactly once;
+    /// one that subscribes or goes away meanwhile may or may not be.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`], [`Error::LimitExceeded`] for a topic as
+    /// [`RedisStore::subscribe`]; [`Error::InvalidPageSize`] for a `limit`
+    /// of 0 or above `LIST_PAGE_MAX`; the request errors of the crate docs.
+    pub async fn subscribers(&self, topic: &str, cursor: TopicCursor, limit: usize) -> Result<TopicPage> {
+        check_topic(topic)?;
+        if limit == 0 || limit > LIST_PAGE_MAX {
+            return Err(Error::InvalidPageSize {
+                limit,
+                max: LIST_PAGE_MAX,
+            });
+        }
+        let inner = &self.inner;
+        let started = Instant::now();
+        let deadline = started + inner.config.request_timeout;
+        let rounds_until = started + inner.config.request_timeout / LIST_SCAN_BUDGET_DIVISOR;
+        let topic_key = inner.keys.topic_key(topic);
+        let field = field(topic);
+        let mut ids = Vec::with_capacity(limit);
+        let mut stale: Vec<[u8; MEMBER_LEN]> = Vec::new();
+        let mut lower = lower_bound(cursor);
+        let mut next = None;
+        for _ in 0..SCAN_CALLS_MAX {
+            // A few more than the room left: stale entries take no room.
+            let want = (limit - ids.len() + 8).min(SCAN_COUNT_MAX);
+            let entries = self.index_range(&topic_key, &lower, want, deadline).await?;
+            let exhausted = entries.len() < want;
+            let checks = self.check_entries(&entries, &field, deadline).await?;
+            let mut full_at = None;
+            for (k, ((id, nonce), check)) in entries.iter().zip(&checks).enumerate() {
+                let live = matches!(check, Check::Live | Check::LiveElsewhere);
+                if live && full_at.is_none() && ids.last() != Some(id) {
+                    ids.push(*id);
+                    if ids.len() == limit {
+                        full_at = Some(k);
+                    }
+                }
+                // Past the page's end too: removing an entry is safe
+                // whenever it was found stale (module docs).
+                let entry_stale = matches!(check, Check::Stale | Check::LiveElsewhere);
+                if entry_stale && stale.len() < SCAN_COUNT_MAX {
+                    stale.push(member(id, nonce));
+                }
+            }
+            if let Some(k) = full_at {
+                // The next page resumes past every entry of the last id;
+                // none if nothing but stale entries follow it.
+                let last = ids[limit - 1];
+                let more = entries[k + 1..]
+                    .iter()
+                    .zip(&checks[k + 1..])
+                    .any(|((id, _), check)| *id != last && !matches!(check, Check::Stale));
+                // (An undecided entry counts as more: the next page says.)
+                next = if exhausted && !more {
+                    None
+                } else {
+                    cursor_after(&last)
+                };
+                break;
+            }
+            let Some((last, _)) = entries.last() else {
+                break; // the index is exhausted
+            };
+            if exhausted {
+                break;
+            }
+            next = cursor_after(last);
+            let Some(resume) = next else { break };
+            if Instant::now() >= rounds_until {
+                break;
+            }
+            lower = lower_bound(resume);
+            next = None;
+        }
+        if !stale.is_empty() {
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(&topic_key);
+            for m in &stale {
+                zrem.arg(&m[..]);
+            }
+            // A hint's cleanup: if it fails, the next fan-out finds them.
+            let _ = inner
+                .request(Kind::Unacked, deadline, &topic_key, |_| zrem.clone())
+                .await;
+        }
+        let mut page = TopicPage::default();
+        page.ids = ids;
+        page.next = next;
+        Ok(page)
+    }
+
+    /// Checks and charges `cost` tokens of the session's bucket (see
+    /// [`SessionState::rate_limit`]): one script, one round trip, on the
+    /// session's master, timed by the server's clock. Not activity. Not
+    /// waited for with [`Replication::Wait`](crate::Replication::Wait): a
+    /// charge lost in a failover gives its tokens back, which is cheaper
+    /// for everyone than a replica round trip on every request.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a capacity or refill of 0 or a `cost`
+    /// above the capacity (nothing sent); [`Error::NotFound`];
+    /// [`Error::OutcomeUnknown`] if a try failed in doubt and the resend
+    /// cannot tell whether it charged (see the module docs: it charges
+    /// nothing itself); the request errors of the crate docs.
+    pub async fn rate_limit(&self, id: &SessionId, bucket: Bucket, cost: u32) -> Result<RateDecision> {
+        check_bucket(bucket, cost)?;
+        let inner = &self.inner;
+        let key = inner.keys.key(id);
+        let capacity = bucket.capacity.to_string();
+        let refill = bucket.refill_per_sec.to_string();
+        let cost_text = cost.to_string();
+        let token = rand::rng().random::<u64>().to_string();
+        let script = &inner.scripts.rate_limit;
+        let reply = inner
+            .request(Kind::Unacked, inner.deadline(), &key, |attempt| {
+                let resend: &[u8] = if attempt.fence { b"1" } else { b"0" };
+                script.cmd(
+                    attempt.eval,
+                    &key,
+                    &[
+                        capacity.as_bytes(),
+                        refill.as_bytes(),
+                        cost_text.as_bytes(),
+                        token.as_bytes(),
+                        resend,
+                    ],
+                )
+            })
+            .await?;
+        match reply::charge(&script.command, &reply.value.value)? {
+            Charge::Absent => Err(Error::NotFound),
+            Charge::Allowed(remaining) => Ok(RateDecision::Allowed { remaining }),
+            Charge::Limited(ms) => Ok(RateDecision::Limited {
+                retry_after: Duration::from_millis(ms),
+            }),
+            Charge::Doubt => Err(Error::OutcomeUnknown {
+                reason: "a rate-limit charge failed in doubt and, on resending, the bucket's last charge \
+                         was not this one: it may or may not have been charged (nothing was charged again)"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// The parts of a fan-out that are not public API.
+impl RedisStore {
+    /// Up to `want` index entries from `lower` on (`ZRANGEBYLEX`); members
+    /// this store did not write are skipped.
+    async fn index_range(
+        &self,
+        topic_key: &[u8],
+        lower: &[u8],
+        want: usize,
+        deadline: Instant,
+    ) -> Result<Vec<(SessionId, [u8; NONCE_LEN])>> {
+        let mut range = redis::cmd("ZRANGEBYLEX");
+        range
+            .arg(topic_key)
+            .arg(lower)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(want);
+        let reply = self
+            .inner
+            .command(Kind::Read, deadline, topic_key, &range)
+            .await?;
+        let members = reply::strings("ZRANGEBYLEX", reply.value)?;
+        if members.len() > want {
+            return Err(crate::error::protocol(
+                "ZRANGEBYLEX",
+                &redis::Value::Int(i64::try_from(members.len()).unwrap_or(i64::MAX)),
+                false,
+            ));
+        }
+        Ok(members.iter().filter_map(|m| parse_member(m)).collect())
+    }
+
+    /// Checks each entry's session: `HGET key s:<topic>`, pipelined per
+    /// master as `get_many` (a key its master could not serve is asked on
+    /// its own). A master that does not answer fails the page: a session
+    /// is never left out of a fan-out because its master was slow.
+    async fn check_entries(
+        &self,
+        entries: &[(SessionId, [u8; NONCE_LEN])],
+        field: &[u8],
+        deadline: Instant,
+    ) -> Result<Vec<Check>> {
+        const COMMAND: &str = "HGET (subscribers)";
+        let inner: &Inner = &self.inner;
+        let keys: Vec<Vec<u8>> = entries.iter().map(|(id, _)| inner.keys.key(id)).collect();
+        let hget = |key: &[u8]| {
+            let mut cmd = redis::cmd("HGET");
+            cmd.arg(key).arg(field);
+            cmd
+        };
+        let batches = inner.batches(&keys);
+        let sent = join_all(
+            batches
+                .iter()
+                .map(|batch| {
+                    let batch_keys: Vec<&[u8]> = batch.iter().map(|&i| keys[i].as_slice()).collect();
+                    async move {
+                        inner
+                            .batch(deadline, COMMAND, &batch_keys, |i, _| hget(batch_keys[i]))
+                            .await
+                    }
+                })
+                .collect(),
+        )
+        .await;
+        let decide = |i: usize, value: &redis::Value| match reply::subscription(COMMAND, value) {
+            Ok(Some(nonce)) if nonce == entries[i].1 => Check::Live,
+            Ok(Some(_)) => Check::LiveElsewhere,
+            Ok(None) => Check::Stale,
+            Err(_) => Check::Unknown,
+        };
+        let mut checks: Vec<Option<Check>> = entries.iter().map(|_| None).collect();
+        let mut resend = Vec::new();
+        for (batch, outcome) in batches.iter().zip(sent) {
+            for (&i, reply) in batch.iter().zip(outcome?) {
+                checks[i] = match reply {
+                    BatchReply::Value(value) => Some(decide(i, &value)),
+                    BatchReply::Failed(_) => Some(Check::Unknown),
+                    BatchReply::Resend => {
+                        resend.push(i);
+                        None
+                    }
+                };
+            }
+        }
+        let single: Vec<redis::Cmd> = resend.iter().map(|&i| hget(&keys[i])).collect();
+        let again = join_all(
+            resend
+                .iter()
+                .zip(&single)
+                .map(|(&i, cmd)| inner.command(Kind::Read, deadline, &keys[i], cmd))
+                .collect(),
+        )
+        .await;
+        for (i, result) in resend.into_iter().zip(again) {
+            checks[i] = Some(decide(i, &result?.value));
+        }
+        Ok(checks
+            .into_iter()
+            .map(|check| check.expect("the batches cover every entry"))
+            .collect())
+    }
+}
+
+impl SessionState for RedisStore {
+    async fn subscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
+        RedisStore::subscribe(self, id, topic).await
+    }
+
+    async fn unsubscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
+        RedisStore::unsubscribe(self, id, topic).await
+    }
+
+    async fn topics(&self, id: &SessionId) -> Result<Vec<String>> {
+        RedisStore::topics(self, id).await
+    }
+
+    async fn subscribers(&self, topic: &str, cursor: TopicCursor, limit: usize) -> Result<TopicPage> {
+        RedisStore::subscribers(self, topic, cursor, limit).await
+    }
+
+    async fn rate_limit(&self, id: &SessionId, bucket: Bucket, cost: u32) -> Result<RateDecision> {
+        RedisStore::rate_limit(self, id, bucket, cost).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_order_as_big_endian_ids_and_round_trip() {
+        let a = SessionId::from_bytes([0; 16]);
+        let mut b_bytes = [0u8; 16];
+        b_bytes[15] = 1;
+        let b = SessionId::from_bytes(b_bytes);
+        let max = SessionId::from_bytes([0xff; 16]);
+        let n = fresh_nonce();
+        assert!(reply::nonce(&n).is_some());
+        let (first, second, last) = (member(&a, &n), member(&b, &n), member(&max, &n));
+        assert!(first < second && second < last, "byte order is id order");
+        assert_eq!(parse_member(&second), Some((b, n)));
+        assert_eq!(parse_member(&second[..31]), None);
+        let mut upper = second;
+        upper[20] = b'X';
+        assert_eq!(parse_member(&upper), None);
+    }
+
+    #[test]
+    fn cursors_resume_past_every_member_of_the_last_id() {
+        assert_eq!(lower_bound(TopicCursor::START), b"-".to_vec());
+        let id = SessionId::from_bytes([0x11; 16]);
+        let cursor = cursor_after(&id).expect("not the largest id");
+        assert_ne!(cursor, TopicCursor::START, "even after the smallest id");
+        let bound = lower_bound(cursor);
+        assert_eq!(bound, after_id(&id));
+        // The bound (exclusive) is past every member of the id and before
+        // every member of the next id.
+        let past = &bound[1..];
+        for nonce in [[b'0'; NONCE_LEN], [b'f'; NONCE_LEN], fresh_nonce()] {
+            assert!(member(&id, &nonce)[..] < *past);
+        }
+        let mut next = [0x11; 16];
+        next[15] = 0x12;
+        assert!(member(&SessionId::from_bytes(next), &[b'0'; NONCE_LEN])[..] > *past);
+        assert_eq!(
+            cursor_after(&SessionId::from_bytes([0; 16])),
+            Some(TopicCursor::new(1))
+        );
+        assert_eq!(cursor_after(&SessionId::from_bytes([0xff; 16])), None);
+        // Any position is a valid cursor (text round trip too).
+        let text = cursor.to_string();
+        assert_eq!(text.parse::<TopicCursor>().unwrap(), cursor);
+    }
+
+    #[test]
+    fn bad_input_is_typed() {
+        assert!(matches!(check_topic(""), Err(Error::InvalidArgument { .. })));
+        assert!(check_topic(&"x".repeat(TOPIC_LEN_MAX)).is_ok());
+        assert!(matches!(
+            check_topic(&"x".repeat(TOPIC_LEN_MAX + 1)),
+            Err(Error::LimitExceeded { len, max, .. }) if len == TOPIC_LEN_MAX + 1 && max == TOPIC_LEN_MAX
+        ));
+        let ok = Bucket {
+            capacity: 5,
+            refill_per_sec: 1,
+        };
+        assert!(check_bucket(ok, 5).is_ok());
+        assert!(check_bucket(ok, 0).is_ok());
+        assert!(matches!(check_bucket(ok, 6), Err(Error::InvalidArgument { .. })));
+        for bad in [
+            Bucket {
+                capacity: 0,
+                refill_per_sec: 1,
+            },
+            Bucket {
+                capacity: 1,
+                refill_per_sec: 0,
+            },
+        ] {
+            assert!(matches!(check_bucket(bad, 0), Err(Error::InvalidArgument { .. })));
+        }
+    }
+}

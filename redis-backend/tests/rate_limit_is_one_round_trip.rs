@@ -1,0 +1,229 @@
+//! `rate_limit` checks and charges a session's token bucket in one script,
+//! one request (counted at a proxy): allowed with the tokens left, then
+//! limited with the wait until the next token, then allowed again after
+//! that wait; a re-shape caps the tokens; it is not activity. A charge
+//! whose reply was lost is resent and not charged twice, and a resend that
+//! cannot tell reports `OutcomeUnknown` without charging. Bad buckets are
+//! typed errors.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use session_engine::{Bucket, Error, RateDecision, Timeout};
+use session_redis::{RedisConfig, RedisStore};
+use support::proxy::Proxy;
+
+const TTL: Timeout = Timeout::from_secs(600);
+
+/// Three tokens, one a second: the tokens a few milliseconds refill are
+/// thousandths, so whole-token counts below are exact unless a sequence
+/// takes a second, which [`exact_or_stalled`] checks.
+const SLOW: Bucket = Bucket {
+    capacity: 3,
+    refill_per_sec: 1,
+};
+
+/// Runs `sequence` until one run takes under half a second (at most three
+/// tries): the whole-token counts it asserts hold only if less than a
+/// token refilled meanwhile. The sequence says whether its checks held, and
+/// hands back what the caller continues with.
+async fn exact_or_stalled<F, Fut, T>(mut sequence: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (bool, T)>,
+{
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (ok, value) = sequence().await;
+        if started.elapsed() < Duration::from_millis(500) {
+            assert!(ok, "the sequence's checks failed");
+            return value;
+        }
+        println!("stalled ({:?}); again", started.elapsed());
+    }
+    panic!("three runs each took over half a second: the machine is too busy to judge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_is_one_request_and_decides_allowed_or_retry_after() {
+    let server = support::Server::standalone();
+    let proxy = Proxy::start(server.port).await;
+    let store =
+        RedisStore::connect(RedisConfig::standalone(proxy.url()).key_prefix(support::unique_prefix("rate")))
+            .await
+            .expect("connect");
+
+    let (id, before, retry_after) = exact_or_stalled(|| async {
+        let id = store.create(b"", TTL).await.unwrap();
+        let before = store.peek(&id).await.unwrap();
+        let mut decisions = Vec::new();
+        let mut reads = Vec::new();
+        for _ in 0..4 {
+            let sent = proxy.client_reads();
+            decisions.push(store.rate_limit(&id, SLOW, 1).await.expect("rate_limit"));
+            reads.push(proxy.client_reads() - sent);
+        }
+        assert_eq!(reads, [1, 1, 1, 1], "one request per check");
+        let allowed = |remaining| RateDecision::Allowed { remaining };
+        let retry_after = match decisions[3] {
+            RateDecision::Limited { retry_after } => retry_after,
+            RateDecision::Allowed { .. } => Duration::ZERO,
+        };
+        let ok = decisions[..3] == [allowed(2), allowed(1), allowed(0)] && !retry_after.is_zero();
+        if !ok {
+            println!("{decisions:?}");
+        }
+        (ok, (id, before, retry_after))
+    })
+    .await;
+    // Almost a whole token (1 s) short: the few ms since the first charge
+    // refilled a few thousandths.
+    assert!(
+        retry_after > Duration::from_millis(500) && retry_after <= Duration::from_secs(1),
+        "{retry_after:?}"
+    );
+    // Not activity.
+    let after = store.peek(&id).await.unwrap();
+    assert_eq!(after.last_access_ms(), before.last_access_ms());
+    // After the wait it names, a token is there.
+    tokio::time::sleep(retry_after).await;
+    assert!(matches!(
+        store.rate_limit(&id, SLOW, 1).await.unwrap(),
+        RateDecision::Allowed { remaining: 0 }
+    ));
+
+    exact_or_stalled(|| async {
+        // Re-shaping caps the tokens; a cost of 0 charges nothing; a larger
+        // bucket does not make tokens appear.
+        let id = store.create(b"", TTL).await.unwrap();
+        let one = Bucket {
+            capacity: 1,
+            refill_per_sec: 1,
+        };
+        let big = Bucket {
+            capacity: 100,
+            refill_per_sec: 1,
+        };
+        let got = [
+            store.rate_limit(&id, SLOW, 1).await.unwrap(), // 2 left
+            store.rate_limit(&id, one, 0).await.unwrap(),  // capped at 1
+            store.rate_limit(&id, big, 1).await.unwrap(),  // 0 left
+            store.rate_limit(&id, big, 1).await.unwrap(),
+        ];
+        let allowed = |remaining| RateDecision::Allowed { remaining };
+        let ok = got[..3] == [allowed(2), allowed(1), allowed(0)]
+            && matches!(got[3], RateDecision::Limited { .. });
+        if !ok {
+            println!("{got:?}");
+        }
+        (ok, ())
+    })
+    .await;
+
+    // Bad input: typed, nothing sent.
+    let id = store.create(b"", TTL).await.unwrap();
+    let sent = proxy.client_reads();
+    for (bucket, cost) in [
+        (
+            Bucket {
+                capacity: 0,
+                refill_per_sec: 1,
+            },
+            0,
+        ),
+        (
+            Bucket {
+                capacity: 1,
+                refill_per_sec: 0,
+            },
+            0,
+        ),
+        (SLOW, 4),
+    ] {
+        assert!(
+            matches!(
+                store.rate_limit(&id, bucket, cost).await,
+                Err(Error::InvalidArgument { .. })
+            ),
+            "{bucket:?} cost {cost}"
+        );
+    }
+    assert_eq!(proxy.client_reads(), sent, "nothing sent");
+    let missing = session_engine::SessionId::random().unwrap();
+    assert!(matches!(
+        store.rate_limit(&missing, SLOW, 1).await,
+        Err(Error::NotFound)
+    ));
+    // An expired session is not found either (and gets no bucket).
+    let short = store.create(b"", Timeout::from_ms(1)).await.unwrap();
+    while store.contains(&short).await.unwrap() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(matches!(
+        store.rate_limit(&short, SLOW, 1).await,
+        Err(Error::NotFound)
+    ));
+    assert_eq!(server.cli(&["EXISTS", &store.key(&short)]).trim(), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_whose_reply_was_lost_is_not_charged_twice() {
+    let server = support::Server::standalone();
+    let proxy = Proxy::start(server.port).await;
+    let store = RedisStore::connect(
+        RedisConfig::standalone(proxy.url())
+            .key_prefix(support::unique_prefix("rate-lost"))
+            .request_timeout(Duration::from_secs(5)),
+    )
+    .await
+    .expect("connect");
+    let (code, sha) = session_redis::script_source("rate_limit").expect("the script");
+    let ten = Bucket {
+        capacity: 10,
+        refill_per_sec: 1,
+    };
+    exact_or_stalled(|| async {
+        let id = store.create(b"", TTL).await.unwrap();
+        proxy.lose_reply(&sha);
+        let first = store.rate_limit(&id, ten, 1).await.expect("resent");
+        assert!(proxy.fault_fired());
+        let second = store.rate_limit(&id, ten, 1).await.unwrap();
+        let ok = first == RateDecision::Allowed { remaining: 9 }
+            && second == RateDecision::Allowed { remaining: 8 };
+        if !ok {
+            println!("{first:?} {second:?}");
+        }
+        (ok, ())
+    })
+    .await;
+    assert!(store.stats().resends >= 1);
+
+    // The script as the store resends it: its own token is the bucket's
+    // last charge (reported, not charged again); another's is doubt
+    // (nothing charged).
+    let id = store.create(b"", TTL).await.unwrap();
+    let key = store.key(&id);
+    let eval =
+        |token: &str, resend: &str| server.cli(&["EVAL", &code, "1", &key, "10", "1", "1", token, resend]);
+    assert_eq!(eval("t1", "0").split_whitespace().collect::<Vec<_>>(), ["1", "9"]);
+    assert_eq!(
+        eval("t1", "1").split_whitespace().collect::<Vec<_>>(),
+        ["1", "9"],
+        "t1 was the last charge"
+    );
+    assert_eq!(eval("t2", "0").split_whitespace().collect::<Vec<_>>(), ["1", "8"]);
+    assert_eq!(eval("t1", "1").trim(), "3", "t2 came after: doubt");
+    assert_eq!(
+        eval("t3", "1").trim(),
+        "3",
+        "a resend that never charged cannot know it either"
+    );
+    // Nothing was charged by the resends: 8 left, so the next charge leaves 7.
+    assert_eq!(eval("t4", "0").split_whitespace().collect::<Vec<_>>(), ["1", "7"]);
+    // The bucket's fields, beside the session's.
+    let fields = server.cli(&["HGETALL", &key]);
+    for field in ["bk", "bt", "bw", "bc", "br"] {
+        assert!(fields.lines().any(|l| l == field), "{field} in {fields}");
+    }
+}
