@@ -1,0 +1,156 @@
+//! [`McpSessionManager`]: rmcp's `LocalSessionManager` (the in-process
+//! workers and channels) with our ids, our touches and our close.
+
+use futures_core::Stream;
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionManager, LocalSessionManagerError,
+};
+use rmcp::transport::streamable_http_server::session::{
+    EventStore, RestoreOutcome, ServerSseMessage, SessionId as RmcpId, SessionManager,
+};
+use std::sync::Arc;
+
+use crate::sessions::McpSessions;
+
+/// What the session manager's calls fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// rmcp's in-process manager failed (an unknown session, a closed worker).
+    #[error(transparent)]
+    Local(#[from] LocalSessionManagerError),
+    /// Drawing a session id or registering its worker failed.
+    #[error("creating a session failed: {0}")]
+    Create(String),
+}
+
+/// rmcp's `SessionManager` for [`McpSessions`]: give it to
+/// `StreamableHttpService::new` (from [`McpSessions::session_manager`]).
+///
+/// What lives where: the per-session worker, its channels and its SSE
+/// streams are rmcp's `LocalSessionManager`'s, in this process (they hold
+/// live connections and cannot be stored). The session itself, the client's
+/// `initialize` parameters and the application's map are in the store. A
+/// request whose id this process does not hold makes rmcp load the session
+/// from the store (`SessionStore::load`), ask this manager for a fresh worker
+/// under the same id (`restore_session`) and replay the `initialize`
+/// handshake into it, so the client goes on without noticing.
+///
+/// On top of the local manager it
+/// - creates each session in the store first, under an id drawn from the OS
+///   CSPRNG, and hands rmcp its text (22 URL-safe characters, 128 bits), so
+///   the header value *is* the store's key;
+/// - touches the store on requests for sessions served here, coalesced
+///   (`has_session`, which rmcp calls on every request carrying an id);
+/// - ends the local worker when the store says the session is gone (it
+///   expired, or a `DELETE` reached another process): the request then gets
+///   rmcp's 404 and the client knows to start again.
+#[derive(Debug)]
+pub struct McpSessionManager {
+    sessions: McpSessions,
+    local: LocalSessionManager,
+}
+
+impl McpSessionManager {
+    pub(crate) fn new(sessions: McpSessions) -> Self {
+        let mut local = LocalSessionManager::default();
+        local.session_config.keep_alive = Some(sessions.config().local_keep_alive);
+        Self { sessions, local }
+    }
+
+    /// The handle this manager serves.
+    #[must_use]
+    pub fn sessions(&self) -> &McpSessions {
+        &self.sessions
+    }
+}
+
+impl SessionManager for McpSessionManager {
+    type Error = ManagerError;
+    type Transport = <LocalSessionManager as SessionManager>::Transport;
+
+    async fn create_session(&self) -> Result<(RmcpId, Self::Transport), Self::Error> {
+        let id = self
+            .sessions
+            .create()
+            .await
+            .map_err(|e| ManagerError::Create(e.to_string()))?;
+        let text: RmcpId = Arc::from(id.to_string());
+        // The local manager's `restore_session` is its only way to start a
+        // worker under an id of the caller's choosing.
+        match self.local.restore_session(text.clone()).await? {
+            RestoreOutcome::Restored(transport) => Ok((text, transport)),
+            // A fresh 128-bit id already held here: not in this universe.
+            _ => Err(ManagerError::Create(
+                "rmcp's local manager already holds a freshly drawn id".to_owned(),
+            )),
+        }
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &RmcpId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        Ok(self.local.initialize_session(id, message).await?)
+    }
+
+    async fn has_session(&self, id: &RmcpId) -> Result<bool, Self::Error> {
+        if !self.local.has_session(id).await? {
+            return Ok(false);
+        }
+        if self.sessions.touch_if_due(id).await {
+            return Ok(true);
+        }
+        // Gone from the store: end the worker here too. rmcp then tries
+        // the store, finds nothing, and answers 404.
+        self.local.close_session(id).await?;
+        Ok(false)
+    }
+
+    /// Ends the worker in this process. Not a delete: rmcp also calls this
+    /// when a worker ends for in-process reasons (idle past
+    /// `local_keep_alive`, the server shutting down), and the session must
+    /// then live on in the store for the next request. A client's `DELETE`
+    /// reaches the store through `SessionStore::delete`.
+    async fn close_session(&self, id: &RmcpId) -> Result<(), Self::Error> {
+        self.sessions.forget(id);
+        Ok(self.local.close_session(id).await?)
+    }
+
+    async fn create_stream(
+        &self,
+        id: &RmcpId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.local.create_stream(id, message).await?)
+    }
+
+    async fn accept_message(&self, id: &RmcpId, message: ClientJsonRpcMessage) -> Result<(), Self::Error> {
+        Ok(self.local.accept_message(id, message).await?)
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &RmcpId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.local.create_standalone_stream(id).await?)
+    }
+
+    async fn resume(
+        &self,
+        id: &RmcpId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.local.resume(id, last_event_id).await?)
+    }
+
+    async fn restore_session(&self, id: RmcpId) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        Ok(self.local.restore_session(id).await?)
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.local.event_store()
+    }
+}
