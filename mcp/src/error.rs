@@ -81,3 +81,39 @@ pub fn retry_after(error: &ErrorData) -> Option<Duration> {
     let ms = error.data.as_ref()?.get("retryAfterMs")?.as_u64()?;
     Some(Duration::from_millis(ms))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_round_trips_rounded_up_to_the_millisecond() {
+        let error = rate_limited(Duration::from_micros(1_200));
+        assert_eq!(error.code, RATE_LIMITED);
+        assert_eq!(retry_after(&error), Some(Duration::from_millis(2)));
+        assert_eq!(
+            retry_after(&rate_limited(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
+        );
+        // Other errors, or this code without the data, carry no wait.
+        assert_eq!(retry_after(&ErrorData::from(Error::NoSession)), None);
+        assert_eq!(retry_after(&ErrorData::new(RATE_LIMITED, "x", None)), None);
+    }
+
+    #[test]
+    fn errors_map_to_the_mcp_codes_a_client_can_act_on() {
+        let code = |e: Error| ErrorData::from(e).code;
+        assert_eq!(code(Error::NoSession), ErrorCode::INVALID_REQUEST);
+        assert_eq!(
+            code(Error::Store(session_engine::Error::NotFound)),
+            ErrorCode::INVALID_REQUEST
+        );
+        assert_eq!(
+            code(Error::Store(session_engine::Error::InvalidArgument {
+                reason: "empty topic".into()
+            })),
+            ErrorCode::INVALID_PARAMS
+        );
+        assert_eq!(code(Error::Record("bad".into())), ErrorCode::INTERNAL_ERROR);
+    }
+}

@@ -7,8 +7,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use session_engine::SessionId;
-use session_redis::{RedisConfig, RedisStore};
+use session_engine::{SessionId, Timeout};
+use session_redis::{RedisConfig, RedisStore, Replication};
 use support::redis::Cluster;
 use support::{Balancer, Client, Server};
 
@@ -59,7 +59,9 @@ async fn the_session_moves_between_servers_through_a_master_failover() {
         .max()
         .expect("a range holds every slot");
     let victim = cluster.master_of(first).expect("the slot's master");
-    assert!(cluster.has_synced_replica(victim), "no replica to promote");
+    support::redis::wait_for("a synced replica to promote", Duration::from_secs(30), || {
+        cluster.has_synced_replica(victim)
+    });
     let killed = Instant::now();
     cluster.nodes[victim].kill9();
 
@@ -72,12 +74,39 @@ async fn the_session_moves_between_servers_through_a_master_failover() {
     // The killed node comes back as the new master's replica, so that
     // writes that WAIT for a replica are acknowledged again.
     cluster.nodes[victim].restart();
-    let master = cluster.master_of(first).expect("the promoted master");
-    support::redis::wait_for(
-        "a synced replica of the new master",
-        Duration::from_secs(30),
-        || cluster.has_synced_replica(master),
-    );
+    // Until a write to the shard is acknowledged by a replica again (a
+    // replica online for the master, and acks flowing on a loaded machine).
+    let waiting = RedisStore::connect(
+        RedisConfig::from_url(&store)
+            .expect("url")
+            .key_prefix("probe:")
+            .replication(Replication::Wait {
+                replicas: 1,
+                timeout: Duration::from_millis(500),
+            }),
+    )
+    .await
+    .expect("connect");
+    let next = cluster
+        .first_slots()
+        .into_iter()
+        .find(|&f| f > first)
+        .unwrap_or(16_384);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let id = SessionId::random().expect("random id");
+        if !(first..next).contains(&u32::from(waiting.slot(&id))) {
+            continue;
+        }
+        match waiting.insert(id, b"probe", Timeout::from_secs(60)).await {
+            Ok(()) => break,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the shard never acknowledged a replicated write: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Back to a, restarted meanwhile (no worker in memory): it restores the
     // session from the promoted replica, its count intact.

@@ -119,3 +119,28 @@ async fn load_restores_only_our_live_sessions_and_delete_removes_them() {
     sessions.delete(&text).await.expect("deleting twice is fine");
     drop(transport);
 }
+
+#[tokio::test]
+async fn a_session_whose_handshake_never_completed_is_kept_but_not_restored() {
+    let engine = engine();
+    let config = McpConfig::with_timeout(Duration::from_secs(600)).touch_interval(Duration::ZERO);
+    let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
+    let manager = sessions.session_manager();
+    // Created (in the store, under our id) but rmcp never called `store`.
+    let (text, transport) = manager.create_session().await.expect("create");
+    let id: SessionId = text.parse().expect("our id");
+    assert!(engine.contains(&id), "created in the store first");
+    assert!(
+        manager.has_session(&text).await.expect("has_session"),
+        "touches find it"
+    );
+    assert!(
+        sessions.load(&text).await.expect("load").is_none(),
+        "nothing to replay the handshake from"
+    );
+    // Ending its worker here leaves it in the store (only DELETE removes).
+    manager.close_session(&text).await.expect("close");
+    assert!(!manager.has_session(&text).await.expect("has_session"));
+    assert!(engine.contains(&id), "close_session is not a delete");
+    drop(transport);
+}
