@@ -123,7 +123,8 @@ impl McpSessions {
     /// `Engine`, a `RedisStore`, or any other `SessionState` store.
     ///
     /// # Errors
-    /// `InvalidTimeout` if `config.timeout` is not 1 ms to 400 days.
+    /// `InvalidTimeout` if `config.timeout` is not 1 ms to 400 days;
+    /// `InvalidConfig` if `config.touch_interval` is not shorter.
     pub fn new(store: impl SessionState + fmt::Debug + 'static, config: McpConfig) -> Result<Self> {
         Self::from_any(AnyStore::new(store), config)
     }
@@ -131,11 +132,21 @@ impl McpSessions {
     /// Sessions in a store chosen at run time (`session_redis::open_url`).
     ///
     /// # Errors
-    /// `InvalidTimeout` if `config.timeout` is not 1 ms to 400 days.
+    /// `InvalidTimeout` if `config.timeout` is not 1 ms to 400 days;
+    /// `InvalidConfig` if `config.touch_interval` is not shorter.
     pub fn from_any(store: AnyStore, config: McpConfig) -> Result<Self> {
         let ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX);
         let timeout = Timeout::from_ms(ms);
         timeout.checked_ms()?;
+        if config.touch_interval >= config.timeout {
+            // The deadline would trail the last request by more than the
+            // timeout: an active client could expire.
+            return Err(session_engine::Error::InvalidConfig(format!(
+                "touch_interval {:?} must be shorter than the timeout {:?}",
+                config.touch_interval, config.timeout
+            ))
+            .into());
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 store,

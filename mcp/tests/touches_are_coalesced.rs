@@ -16,7 +16,7 @@ fn engine() -> Engine {
 #[tokio::test]
 async fn requests_within_the_interval_write_nothing() {
     let engine = engine();
-    let config = McpConfig::with_timeout(Duration::from_secs(600)).touch_interval(Duration::from_secs(3600));
+    let config = McpConfig::with_timeout(Duration::from_secs(7200)).touch_interval(Duration::from_secs(3600));
     let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
     let manager = sessions.session_manager();
     let (text, transport) = manager.create_session().await.expect("create");
