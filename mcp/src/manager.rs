@@ -1,6 +1,10 @@
 //! [`McpSessionManager`]: rmcp's `LocalSessionManager` (the in-process
 //! workers and channels) with our ids, our touches and our close.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use futures_core::Stream;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::{
@@ -10,6 +14,7 @@ use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, ServerSseMessage, SessionId as RmcpId, SessionManager,
 };
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 use crate::sessions::McpSessions;
 
@@ -43,6 +48,9 @@ pub enum ManagerError {
 ///   the header value *is* the store's key;
 /// - touches the store on requests for sessions served here, coalesced
 ///   (`has_session`, which rmcp calls on every request carrying an id);
+/// - keeps touching, at the same coalesced rate, while the session's `GET`
+///   stream is open (a client waiting on it for notifications sends no
+///   requests, yet is not idle): one task per open `GET` stream;
 /// - ends the local worker when the store says the session is gone (it
 ///   expired, or a `DELETE` reached another process): the request then gets
 ///   rmcp's 404 and the client knows to start again.
@@ -57,6 +65,38 @@ impl McpSessionManager {
         let mut local = LocalSessionManager::default();
         local.session_config.keep_alive = Some(sessions.config().local_keep_alive);
         Self { sessions, local }
+    }
+
+    /// Touches the session every touch interval (coalesced with the
+    /// requests' touches) until the returned guard drops or the store has
+    /// lost the session.
+    pub(crate) fn hold(&self, id: &RmcpId) -> oneshot::Sender<()> {
+        let (guard, mut dropped) = oneshot::channel::<()>();
+        let sessions = self.sessions.clone();
+        let id = id.clone();
+        let config = sessions.config();
+        // A zero interval (touch on every request) would spin here.
+        let every = if config.touch_interval.is_zero() {
+            config.timeout / 4
+        } else {
+            config.touch_interval
+        }
+        .max(Duration::from_millis(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut dropped => return,
+                    _ = tick.tick() => {
+                        if !sessions.touch_if_due(&id).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        guard
     }
 
     /// The handle this manager serves.
@@ -124,6 +164,8 @@ impl SessionManager for McpSessionManager {
         id: &RmcpId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        // A request's own stream lives as long as its request: not held
+        // (that would spawn a task per request).
         Ok(self.local.create_stream(id, message).await?)
     }
 
@@ -135,7 +177,8 @@ impl SessionManager for McpSessionManager {
         &self,
         id: &RmcpId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        Ok(self.local.create_standalone_stream(id).await?)
+        let stream = self.local.create_standalone_stream(id).await?;
+        Ok(Held::new(stream, self.hold(id)))
     }
 
     async fn resume(
@@ -143,7 +186,8 @@ impl SessionManager for McpSessionManager {
         id: &RmcpId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        Ok(self.local.resume(id, last_event_id).await?)
+        let stream = self.local.resume(id, last_event_id).await?;
+        Ok(Held::new(stream, self.hold(id)))
     }
 
     async fn restore_session(&self, id: RmcpId) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
@@ -152,5 +196,98 @@ impl SessionManager for McpSessionManager {
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         self.local.event_store()
+    }
+}
+
+/// A session's stream that keeps the session touched while it is open (the
+/// guard stops the touching task when the stream drops).
+struct Held<S> {
+    inner: S,
+    _guard: oneshot::Sender<()>,
+}
+
+impl<S> Held<S> {
+    fn new(inner: S, guard: oneshot::Sender<()>) -> Self {
+        Self { inner, _guard: guard }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for Held<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rmcp::model::InitializeRequestParams;
+    use rmcp::transport::streamable_http_server::session::{SessionState, SessionStore as _};
+    use session_engine::{Config, Engine, ManualClock, SessionId};
+
+    use super::*;
+    use crate::McpConfig;
+
+    /// Lets the spawned tasks run (time is paused: nothing else moves it).
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_stream_keeps_the_session_alive_and_stops_when_dropped() {
+        let clock = ManualClock::new(1_000_000);
+        let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
+        let timeout = Duration::from_secs(8);
+        let sessions = McpSessions::new(engine.clone(), McpConfig::with_timeout(timeout)).expect("sessions");
+        let manager = sessions.session_manager();
+        let (text, _transport) = manager.create_session().await.expect("create");
+        sessions
+            .store(&text, &SessionState::new(InitializeRequestParams::default()))
+            .await
+            .expect("store");
+        let id: SessionId = text.parse().expect("our id");
+
+        // No requests for five timeouts, the stream open all along (the
+        // engine's clock and tokio's move together, 3 s a step).
+        let guard = manager.hold(&text);
+        let step = Duration::from_secs(3);
+        for _ in 0..14 {
+            clock.advance(step);
+            tokio::time::advance(step).await;
+            settle().await;
+            assert!(engine.peek(&id).is_ok(), "expired while its stream was open");
+        }
+        // About one touch a step (ticks every 2 s, delayed to the step).
+        assert!(
+            sessions.touch_stats().written >= 10,
+            "{:?}",
+            sessions.touch_stats()
+        );
+
+        // Closed: no more touches, and the session ends a timeout later.
+        drop(guard);
+        settle().await;
+        let written = sessions.touch_stats().written;
+        clock.advance(timeout + step);
+        tokio::time::advance(timeout + step).await;
+        settle().await;
+        assert_eq!(
+            sessions.touch_stats().written,
+            written,
+            "touched after the stream closed"
+        );
+        assert!(
+            engine.peek(&id).is_err(),
+            "still alive with no stream and no request"
+        );
     }
 }

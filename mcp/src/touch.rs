@@ -9,6 +9,9 @@
 //! map lookup (a shard read lock of a `DashMap`) and an atomic load: no
 //! store write, no allocation.
 //!
+//! Times are tokio's (`tokio::time::Instant`), so that a test with paused
+//! time drives them.
+//!
 //! What it guarantees: the store's deadline is never more than `interval`
 //! behind the last request, so a client whose requests are less than
 //! `timeout - interval` apart is never expired. What it does not: another
@@ -16,7 +19,9 @@
 //! most once per interval; the store sees the union).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use dashmap::DashMap;
 use session_engine::SessionId;
