@@ -13,7 +13,7 @@
 //! | tool | does |
 //! | --- | --- |
 //! | `counter` | adds one to `count` in the session's stored map, returns it |
-//! | `whoami` | the session id and the `--name` of the process that answered |
+//! | `whoami` | the session id, the `--name` of the process that answered, the client's name and protocol version as the session knows them |
 //! | `notify {uri}` | fans a resource update out: `{"subscribers": [ids], "notifiedHere": n}` |
 //!
 //! `resources/subscribe` and `resources/unsubscribe` keep the session's
@@ -151,7 +151,17 @@ impl ServerHandler for Server {
                     .await?;
                 Ok(text(&json!(n)))
             }
-            "whoami" => Ok(text(&json!({ "session": id.to_string(), "server": &*self.name }))),
+            "whoami" => {
+                // What rmcp knows of the client: from its `initialize`, or,
+                // in a restored session, from the stored parameters.
+                let client = context.peer.peer_info();
+                Ok(text(&json!({
+                    "session": id.to_string(),
+                    "server": &*self.name,
+                    "client": client.as_ref().map(|c| format!("{} {}", c.client_info.name, c.client_info.version)),
+                    "protocol": client.as_ref().map(|c| c.protocol_version.to_string()),
+                })))
+            }
             "notify" => {
                 let uri = request
                     .arguments

@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, ErrorData, ResourceUpdatedNotificationParam};
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, ErrorData, Implementation, ProtocolVersion,
+    ResourceUpdatedNotificationParam,
+};
 use rmcp::service::{NotificationContext, RoleClient, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -256,7 +259,22 @@ pub struct Recorder {
     updates: mpsc::UnboundedSender<String>,
 }
 
+/// The client's name and version in its `initialize`, and the protocol
+/// version it asks for (not rmcp's latest, so that a server that lost the
+/// parameters and replayed defaults would answer differently).
+pub const CLIENT_NAME: &str = "session-mcp-test-client";
+pub const CLIENT_VERSION: &str = "7.7.7";
+pub const PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_06_18;
+
 impl ClientHandler for Recorder {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new(CLIENT_NAME, CLIENT_VERSION),
+        )
+        .with_protocol_version(PROTOCOL)
+    }
+
     async fn on_resource_updated(
         &self,
         params: ResourceUpdatedNotificationParam,
@@ -320,9 +338,12 @@ impl Client {
         self.call("counter", None).await.as_u64().expect("a count")
     }
 
-    /// `whoami`: (session id, server name).
+    /// `whoami`: (session id, server name). Checks that the session knows
+    /// this client's `initialize` parameters (restored ones included).
     pub async fn whoami(&self) -> (String, String) {
         let v = self.call("whoami", None).await;
+        assert_eq!(v["client"], format!("{CLIENT_NAME} {CLIENT_VERSION}"), "{v}");
+        assert_eq!(v["protocol"], PROTOCOL.to_string(), "{v}");
         (
             v["session"].as_str().expect("session").to_owned(),
             v["server"].as_str().expect("server").to_owned(),
