@@ -271,3 +271,26 @@ fn a_damaged_subscribe_record_is_refused_or_skipped() {
     assert_eq!(engine.topics(&other).unwrap(), vec!["kept-topic".to_owned()]);
     assert_eq!(engine.len(), 22);
 }
+
+#[test]
+fn subscriptions_survive_a_change_of_the_shard_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected: HashMap<SessionId, HashSet<String>> = HashMap::new();
+    {
+        let engine = Engine::open(config(dir.path())).unwrap();
+        for n in 0..50 {
+            let id = engine.create(b"", LONG).unwrap();
+            let topics: HashSet<String> = (0..n % 3).map(|t| format!("reshard/{t}")).collect();
+            for t in &topics {
+                engine.subscribe(&id, t).unwrap();
+            }
+            expected.insert(id, topics);
+        }
+        engine.close().unwrap();
+    }
+    let engine = Engine::open(config(dir.path()).shards(8)).unwrap();
+    assert_eq!(engine.recovery_report().unwrap().reshard, Some((2, 8)));
+    check(&engine, &expected);
+    engine.close().unwrap();
+    check(&Engine::open(config(dir.path()).shards(8)).unwrap(), &expected);
+}

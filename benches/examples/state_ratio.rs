@@ -1,0 +1,119 @@
+//! Per-session state against `touch`, interleaved: on a shared 2-core
+//! machine a criterion group per operation measures each at a different
+//! load, so their ratio drifts by 2x between runs. Here each round times a
+//! block of every operation back to back on the same engine (100K sessions,
+//! 200-byte metadata, in memory, one thread, scattered ids), and the report
+//! gives per-operation medians over the rounds and the median of the
+//! per-round ratios to `touch`.
+//!
+//! `cargo run --release -p session-engine-benches --example state_ratio -- [ROUNDS]`
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use session_engine::{Bucket, Config, Engine, SessionId, Timeout, TopicCursor};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SESSIONS: usize = 100_000;
+const BLOCK: usize = 100_000;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `n` operations on scattered ids; ns per operation.
+fn per_op(ids: &[SessionId], n: usize, seed: u64, mut op: impl FnMut(&SessionId)) -> f64 {
+    let mut x = seed | 1;
+    let started = Instant::now();
+    for _ in 0..n {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        #[allow(clippy::cast_possible_truncation)]
+        let i = (x >> 33) as usize % ids.len();
+        op(&ids[i]);
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let ns = started.elapsed().as_nanos() as f64 / n as f64;
+    ns
+}
+
+#[allow(clippy::too_many_lines)]
+fn main() {
+    let rounds: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(31);
+    let engine = Engine::open(Config::default().initial_capacity(SESSIONS)).unwrap();
+    let meta = vec![7u8; 200];
+    let ids: Vec<SessionId> = (0..SESSIONS)
+        .map(|_| engine.create(&meta, Timeout::from_secs(3600)).unwrap())
+        .collect();
+    let bucket = Bucket {
+        capacity: 1_000_000,
+        refill_per_sec: 1_000_000,
+    };
+    for id in ids.iter().step_by(SESSIONS / 10_000) {
+        engine.subscribe(id, "resource://hot").unwrap();
+    }
+    let names = [
+        "touch (ns)",
+        "rate_limit (ns)",
+        "subscribe (ns)",
+        "unsubscribe (ns)",
+        "arm+cancel per timer, 10 a session (ns)",
+        "fan-out of 10K subscribers (us)",
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    for round in 0..rounds {
+        let seed = round as u64 * 0x9E37_79B9;
+        let touch = per_op(&ids, BLOCK, seed, |id| engine.touch(id).unwrap());
+        let rate = per_op(&ids, BLOCK, seed, |id| {
+            std::hint::black_box(engine.rate_limit(id, bucket, 1).unwrap());
+        });
+        let sub = per_op(&ids, BLOCK / 2, seed, |id| {
+            engine.subscribe(id, "resource://bench").unwrap();
+        });
+        let unsub = per_op(&ids, BLOCK / 2, seed, |id| {
+            engine.unsubscribe(id, "resource://bench").unwrap();
+        });
+        // 100K timers: 10 per session over 10K sessions, armed then cancelled.
+        let timer_ids = &ids[(round * 997) % (SESSIONS - 10_000)..][..10_000];
+        let started = Instant::now();
+        for token in 0..10 {
+            for id in timer_ids {
+                engine.arm_timer(id, token, Duration::from_secs(5)).unwrap();
+            }
+        }
+        for token in 0..10 {
+            for id in timer_ids {
+                assert!(engine.cancel_timer(id, token).unwrap());
+            }
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let timer = started.elapsed().as_nanos() as f64 / 100_000.0;
+        let started = Instant::now();
+        let page = engine
+            .subscribers("resource://hot", TopicCursor::START, 10_000)
+            .unwrap();
+        assert_eq!(page.ids.len(), 10_000);
+        #[allow(clippy::cast_precision_loss)]
+        let fanout = started.elapsed().as_nanos() as f64 / 1000.0;
+        for (s, v) in samples.iter_mut().zip([touch, rate, sub, unsub, timer, fanout]) {
+            s.push(v);
+        }
+        for (r, v) in ratios.iter_mut().zip([rate, sub, unsub, timer]) {
+            r.push(v / touch);
+        }
+    }
+    println!("{rounds} rounds, {SESSIONS} sessions; medians over the rounds:");
+    for (name, s) in names.iter().zip(&mut samples) {
+        println!("  {name:<40} {:>9.1}", median(s));
+    }
+    println!("median of the per-round ratios to touch:");
+    for (name, r) in names[1..5].iter().zip(&mut ratios) {
+        let name = name.split(" (").next().unwrap_or(name);
+        println!("  {name:<40} {:>9.2}x", median(r));
+    }
+}
