@@ -1110,14 +1110,8 @@ const FAN_OUT: usize = 10_000;
 /// The page size of the fan-out in `--only state`.
 const FAN_OUT_PAGE: usize = 1_000;
 
-/// `total_commands_processed` of the server on `port`.
-fn commands_processed(port: u16) -> u64 {
-    support::cli(port, &["INFO", "stats"])
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("total_commands_processed:"))
-        .and_then(|v| v.parse().ok())
-        .expect("INFO stats")
-}
+/// Calls of the proxy counted per operation in `--only state`.
+const COUNTED_CALLS: usize = 200;
 
 /// One state operation of `--only state`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1146,22 +1140,15 @@ impl StateOp {
     }
 }
 
-/// Runs `op` once on each of `ids` in a row: sorted latencies (ns) and
-/// the server's commands per call.
-async fn run_state_op(
-    store: &RedisStore,
-    port: u16,
-    op: StateOp,
-    ids: &[SessionId],
-    round: usize,
-) -> (Vec<u32>, f64) {
+/// Runs `op` once on each of `ids` in a row (topic `round`'s): sorted
+/// latencies (ns).
+async fn run_state_op(store: &RedisStore, op: StateOp, ids: &[SessionId], round: usize) -> Vec<u32> {
     use session_engine::Bucket;
     let bucket = Bucket {
         capacity: 1_000_000,
         refill_per_sec: 1_000,
     };
     let topic = format!("bench/topic/{round}");
-    let before = commands_processed(port);
     let mut latencies = Vec::with_capacity(ids.len());
     for id in ids {
         let started = Instant::now();
@@ -1179,12 +1166,47 @@ async fn run_state_op(
         }
         latencies.push(u32::try_from(started.elapsed().as_nanos()).unwrap_or(u32::MAX));
     }
-    // The INFO before is counted in the INFO after.
-    let commands = commands_processed(port) - before - 1;
     latencies.sort_unstable();
-    #[allow(clippy::cast_precision_loss)]
-    let per_call = commands as f64 / ids.len() as f64;
-    (latencies, per_call)
+    latencies
+}
+
+/// Requests per call of each [`StateOp`], counted at a proxy in front of
+/// the server (a pipeline sent in one write is one request), and per
+/// whole listing of `topic`'s fan-out.
+async fn count_requests(port: u16, topic: &str, limit: usize) -> ([f64; 4], u64) {
+    use session_engine::TopicCursor;
+    let proxy = support::proxy::Proxy::start(port).await;
+    let store = RedisStore::connect(RedisConfig::standalone(proxy.url()).key_prefix("bench-state:"))
+        .await
+        .expect("connect through the proxy");
+    let ttl = Timeout::from_ms(TTL_MS);
+    let mut ids = Vec::with_capacity(COUNTED_CALLS);
+    for _ in 0..COUNTED_CALLS {
+        ids.push(store.create(METADATA, ttl).await.expect("create"));
+    }
+    let mut per_call = [0.0; 4];
+    for (i, op) in StateOp::ALL.iter().enumerate() {
+        let before = proxy.client_reads();
+        run_state_op(&store, *op, &ids, 0).await;
+        #[allow(clippy::cast_precision_loss)]
+        let calls = COUNTED_CALLS as f64;
+        #[allow(clippy::cast_precision_loss)]
+        let reads = (proxy.client_reads() - before) as f64;
+        per_call[i] = reads / calls;
+    }
+    let before = proxy.client_reads();
+    let mut cursor = TopicCursor::START;
+    loop {
+        let page = store
+            .subscribers(topic, cursor, limit)
+            .await
+            .expect("subscribers");
+        match page.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    (per_call, proxy.client_reads() - before)
 }
 
 /// `--only state`: the per-session state beside `touch` on one server, to
@@ -1205,8 +1227,8 @@ fn state_main(args: &Args, rt: &tokio::runtime::Runtime, d: &Deployment, version
         ids
     });
     assert!(args.repeats < 200, "one topic per round, at most 256 per session");
-    // [op] -> per round (p50 µs, p99 µs, commands per call)
-    let mut rows: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); StateOp::ALL.len()];
+    // [op] -> per round (p50 µs, p99 µs)
+    let mut rows: Vec<Vec<(f64, f64)>> = vec![Vec::new(); StateOp::ALL.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); StateOp::ALL.len()];
     for round in 0..args.repeats {
         let mut p50s = [0.0; 4];
@@ -1219,9 +1241,9 @@ fn state_main(args: &Args, rt: &tokio::runtime::Runtime, d: &Deployment, version
         };
         for i in order {
             let op = StateOp::ALL[i];
-            let (lat, per_call) = rt.block_on(run_state_op(&store, d.port, op, &ids, round));
+            let lat = rt.block_on(run_state_op(&store, op, &ids, round));
             p50s[i] = percentile(&lat, 0.5);
-            rows[i].push((p50s[i], percentile(&lat, 0.99), per_call));
+            rows[i].push((p50s[i], percentile(&lat, 0.99)));
         }
         for i in 0..4 {
             ratios[i].push(p50s[i] / p50s[0]);
@@ -1238,9 +1260,7 @@ fn state_main(args: &Args, rt: &tokio::runtime::Runtime, d: &Deployment, version
         v
     });
     let mut fan_ms = Vec::new();
-    let mut fan_commands = Vec::new();
     for _ in 0..args.repeats {
-        let before = commands_processed(d.port);
         let t = Instant::now();
         let listed = rt.block_on(async {
             let mut n = 0;
@@ -1258,18 +1278,17 @@ fn state_main(args: &Args, rt: &tokio::runtime::Runtime, d: &Deployment, version
             }
         });
         fan_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        #[allow(clippy::cast_precision_loss)]
-        fan_commands.push((commands_processed(d.port) - before - 1) as f64);
         assert_eq!(listed, fan_ids.len());
     }
+    let (requests, fan_requests) = rt.block_on(count_requests(d.port, "bench/hot", FAN_OUT_PAGE));
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| operation | p50 µs | p99 µs | p50 / `touch` p50 | server commands per call |"
+        "| operation | p50 µs | p99 µs | p50 / `touch` p50 | requests per call (at a proxy) |"
     );
     let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
     for (i, op) in StateOp::ALL.iter().enumerate() {
-        let pick = |f: fn(&(f64, f64, f64)) -> f64| rows[i].iter().map(f).collect::<Vec<f64>>();
+        let pick = |f: fn(&(f64, f64)) -> f64| rows[i].iter().map(f).collect::<Vec<f64>>();
         let p50 = pick(|r| r.0);
         let p99 = pick(|r| r.1);
         let _ = writeln!(
@@ -1283,17 +1302,18 @@ fn state_main(args: &Args, rt: &tokio::runtime::Runtime, d: &Deployment, version
             median(ratios[i].clone()),
             ratios[i].iter().copied().fold(f64::INFINITY, f64::min),
             ratios[i].iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            median(pick(|r| r.2)),
+            requests[i],
         );
     }
     let _ = writeln!(
         out,
         "\nFan-out: all {FAN_OUT} subscribers of one topic in pages of {FAN_OUT_PAGE}: {:.1} ms median ({:.1}–{:.1}), \
-         {:.0} server commands per listing (`ZRANGEBYLEX` and one pipelined `HGET` per subscriber).",
+         {fan_requests} reads per listing at the proxy ({} pages, each a `ZRANGEBYLEX` and then one pipeline of \
+         `HGET`s, about 60 KB, which the proxy may take in more than one read).",
         median(fan_ms.clone()),
         fan_ms.iter().copied().fold(f64::INFINITY, f64::min),
         fan_ms.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        median(fan_commands),
+        FAN_OUT.div_ceil(FAN_OUT_PAGE),
     );
     let text = format!(
         "# Redis backend: per-session state beside `touch`\n\n\
@@ -1301,9 +1321,10 @@ fn state_main(args: &Args, rt: &tokio::runtime::Runtime, d: &Deployment, version
          {}  \n\
          One standalone server started by the bench on 127.0.0.1; one caller (1 in flight) on a current-thread \
          Tokio runtime; {} sessions, each operation once per session per round, {} rounds (latency medians \
-         over the rounds, min–max in brackets; the ratio is paired per round). Commands per call are the \
-         server's `total_commands_processed` over the round (a `rate_limit` is one `EVALSHA`: one round trip; a \
-         `subscribe` is the script and a `ZADD`, to the session's and the topic's masters in a cluster). \
+         over the rounds, min–max in brackets; the ratio is paired per round). Requests per call are counted \
+         afterwards by a second store through a loopback proxy ({COUNTED_CALLS} calls each; a pipeline is one \
+         request): a `rate_limit` is one `EVALSHA`, one round trip; a `subscribe` is its script, then a `ZADD` \
+         (to the session's and the topic's masters in a cluster). \
          Load average before / after: {} / {}. Wall time {:.0} s.\n\n",
         args.ops,
         args.repeats,

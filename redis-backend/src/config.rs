@@ -80,6 +80,7 @@ pub struct RedisConfig {
     pub(crate) replication: Replication,
     pub(crate) metadata_bytes_max: usize,
     pub(crate) default_timeout: Timeout,
+    pub(crate) max_lifetime: Timeout,
 }
 
 impl RedisConfig {
@@ -171,6 +172,7 @@ impl RedisConfig {
             replication: Replication::Async,
             metadata_bytes_max: METADATA_BYTES_MAX_DEFAULT,
             default_timeout: Timeout::After(SESSION_TIMEOUT_DEFAULT),
+            max_lifetime: Timeout::Never,
         }
     }
 
@@ -228,6 +230,18 @@ impl RedisConfig {
     #[must_use]
     pub fn default_timeout(mut self, timeout: Timeout) -> Self {
         self.default_timeout = timeout;
+        self
+    }
+
+    /// A lifetime cap every new session gets (`create`, `insert`, a `put`
+    /// of a new id), as the engine's `Config::max_lifetime`: it expires this
+    /// long after its creation however active it is (every activity script
+    /// arms the key's TTL at the earlier of the inactivity deadline and the
+    /// cap). Default `Timeout::Never`: no cap. Per session:
+    /// [`RedisStore::set_lifetime`](crate::RedisStore::set_lifetime).
+    #[must_use]
+    pub fn max_lifetime(mut self, lifetime: Timeout) -> Self {
+        self.max_lifetime = lifetime;
         self
     }
 
@@ -302,6 +316,13 @@ impl RedisConfig {
             if ms == 0 || ms > TIMEOUT_MS_MAX {
                 return invalid(format!(
                     "default_timeout = {ms} ms: must be 1 to {TIMEOUT_MS_MAX} ms"
+                ));
+            }
+        }
+        if let Some(ms) = self.max_lifetime.as_ms() {
+            if ms == 0 || ms > TIMEOUT_MS_MAX {
+                return invalid(format!(
+                    "max_lifetime = {ms} ms: must be 1 to {TIMEOUT_MS_MAX} ms"
                 ));
             }
         }

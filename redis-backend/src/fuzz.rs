@@ -56,13 +56,13 @@ fn sessions(value: &Value) {
         Ok(Some(session)) => {
             assert_eq!(session.id(), ID, "a session decoded under another id");
             assert!(
-                matches!(value, Value::Array(fields) if fields.len() == 4),
+                matches!(value, Value::Array(fields) if fields.len() == 5),
                 "a session from {value:?}"
             );
         }
         Ok(None) => assert!(
             matches!(value, Value::Nil)
-                || matches!(value, Value::Array(fields) if fields.len() == 4 && fields[0] == Value::Nil),
+                || matches!(value, Value::Array(fields) if fields.len() == 5 && fields[0] == Value::Nil),
             "absent from {value:?}"
         ),
         Err(e) => assert!(is_protocol_error(&e, false), "{e:?}"),
@@ -72,7 +72,7 @@ fn sessions(value: &Value) {
         match reply::session_with(ID, metadata, "EVALSHA (fuzz)", fields) {
             Ok(session) => {
                 assert_eq!(session.id(), ID);
-                assert_eq!(fields.len(), 3, "a written session from {value:?}");
+                assert_eq!(fields.len(), 4, "a written session from {value:?}");
             }
             Err(e) => assert!(is_protocol_error(&e, true), "{e:?}"),
         }
@@ -94,10 +94,10 @@ fn outcomes(value: &Value) {
         }
     }
     match reply::commit_outcome("EVALSHA (fuzz)", value.clone()) {
-        Ok(Commit::Done(fields)) => assert_eq!(fields.len(), 3),
+        Ok(Commit::Done(fields)) => assert_eq!(fields.len(), 4),
         Ok(Commit::Moved(_)) => {
             assert!(
-                matches!(value, Value::Array(f) if f.len() == 6),
+                matches!(value, Value::Array(f) if f.len() == 7),
                 "moved from {value:?}"
             );
         }
@@ -110,7 +110,7 @@ fn outcomes(value: &Value) {
     }
     match reply::seen(value.clone()) {
         Ok(_) => assert!(
-            matches!(value, Value::Array(f) if f.len() == 5),
+            matches!(value, Value::Array(f) if f.len() == 6),
             "seen from {value:?}"
         ),
         Err(Error::NotFound) => {}
@@ -276,9 +276,15 @@ mod tests {
     #[test]
     fn well_formed_replies_decode() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        decode(&Value::Array(vec![bulk("m"), bulk("1"), bulk("2"), bulk("0")]));
+        decode(&Value::Array(vec![
+            bulk("m"),
+            bulk("1"),
+            bulk("2"),
+            bulk("0"),
+            Value::Nil,
+        ]));
         assert!(decode_bytes(
-            b"*4\r\n$1\r\nm\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n0\r\n"
+            b"*5\r\n$1\r\nm\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n0\r\n$1\r\n0\r\n"
         ));
         assert!(decode_bytes(
             b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n"

@@ -62,6 +62,7 @@
 //! | `rotate` | script on the old and the new key (one slot): the core fields copied (not the per-session state), `DEL` old, `PEXPIRE` | 1 | yes |
 //! | `touch` | script: `HSET a`, `PEXPIRE` | 1 | yes |
 //! | `set_ttl` | script: `HSET t a`, `PEXPIRE` or `PERSIST` | 1 | yes |
+//! | `set_lifetime` | script: `HSET l a`, `PEXPIRE` at the earlier of the deadline and the cap (`DEL` if the cap has passed) | 1 | yes |
 //! | `delete` | `DEL` | 1 | — |
 //! | `contains` | `EXISTS` | 1 | no |
 //! | `len` | `SCAN` per master, counting | keys / 1000 | no |
@@ -167,7 +168,8 @@ pub use request::RedisStats;
 pub use store::RedisStore;
 
 /// The scripts' text and SHA-1 by operation name (`insert`, `get`, `touch`,
-/// `set_ttl`, `commit`, `put`, `rotate`, `subscribe`, `unsubscribe`, `rate_limit`), for
+/// `set_ttl`, `commit`, `put`, `rotate`, `subscribe`, `unsubscribe`, `rate_limit`,
+/// `set_lifetime`), for
 /// benchmarks and tests that replay the backend's exact
 /// commands through `redis-benchmark`. Not a stable API.
 #[doc(hidden)]
@@ -185,6 +187,7 @@ pub fn script_source(name: &str) -> Option<(String, String)> {
         "subscribe" => s.subscribe,
         "unsubscribe" => s.unsubscribe,
         "rate_limit" => s.rate_limit,
+        "set_lifetime" => s.set_lifetime,
         _ => return None,
     };
     Some((script.code, script.sha1))

@@ -36,13 +36,22 @@ pub(crate) fn timeout(value: &Value) -> Option<Timeout> {
     }
 }
 
+/// The stored lifetime cap: `0` or nil (a session stored before caps
+/// existed) = none.
+pub(crate) fn lifetime(value: &Value) -> Option<Timeout> {
+    match value {
+        Value::Nil => Some(Timeout::Never),
+        other => timeout(other),
+    }
+}
+
 /// The stored form of a timeout (`0` = never).
 pub(crate) fn timeout_field(timeout: Timeout) -> String {
     timeout.as_ms().unwrap_or(0).to_string()
 }
 
-/// A session from `[m, c, a, t]` (the order of `GET` and `HMGET m c a t`),
-/// the reply to `command`; `Ok(None)` if the key is absent (all nil).
+/// A session from `[m, c, a, t, l]` (the order of `GET` and `HMGET m c a t
+/// l`), the reply to `command`; `Ok(None)` if the key is absent (all nil).
 pub(crate) fn session(id: SessionId, command: &str, value: Value) -> Result<Option<Session>> {
     let Value::Array(mut fields) = value else {
         return match value {
@@ -50,7 +59,7 @@ pub(crate) fn session(id: SessionId, command: &str, value: Value) -> Result<Opti
             other => Err(protocol(command, &other, false)),
         };
     };
-    if fields.len() != 4 {
+    if fields.len() != 5 {
         return Err(protocol(command, &Value::Array(fields), false));
     }
     if matches!(fields[0], Value::Nil) {
@@ -60,22 +69,20 @@ pub(crate) fn session(id: SessionId, command: &str, value: Value) -> Result<Opti
         let created_ms = number(&fields[1])?;
         let last_access_ms = number(&fields[2])?;
         let timeout = timeout(&fields[3])?;
+        let lifetime = lifetime(&fields[4])?;
         let metadata = bytes(std::mem::take(&mut fields[0]))?;
-        Some(Session::new(
-            id,
-            Metadata::from(metadata),
-            created_ms,
-            last_access_ms,
-            timeout,
-        ))
+        Some(
+            Session::new(id, Metadata::from(metadata), created_ms, last_access_ms, timeout)
+                .with_lifetime(lifetime),
+        )
     })();
     parsed
         .map(Some)
         .ok_or_else(|| protocol(command, &Value::Array(fields), false))
 }
 
-/// A session whose metadata the caller already holds, from `[c, a, t]` (a
-/// write's reply: a malformed one is a write's protocol error).
+/// A session whose metadata the caller already holds, from `[c, a, t, l]`
+/// (a write's reply: a malformed one is a write's protocol error).
 pub(crate) fn session_with(
     id: SessionId,
     metadata: Metadata,
@@ -83,8 +90,8 @@ pub(crate) fn session_with(
     fields: &[Value],
 ) -> Result<Session> {
     let parsed = (|| {
-        let [c, a, t] = fields else { return None };
-        Some(Session::new(id, metadata, number(c)?, number(a)?, timeout(t)?))
+        let [c, a, t, l] = fields else { return None };
+        Some(Session::new(id, metadata, number(c)?, number(a)?, timeout(t)?).with_lifetime(lifetime(l)?))
     })();
     parsed.ok_or_else(|| protocol(command, &Value::Array(fields.to_vec()), true))
 }
@@ -145,24 +152,32 @@ pub(crate) struct Seen {
     pub(crate) created_ms: u64,
     pub(crate) last_access_ms: u64,
     pub(crate) timeout: Timeout,
+    pub(crate) lifetime: Timeout,
 }
 
 impl Seen {
-    /// From `[m, v, c, a, t]` (the order of `HMGET m v c a t`), taking the
-    /// metadata and version out; `None`, the fields untouched, if any is
+    /// From `[m, v, c, a, t, l]` (the order of `HMGET m v c a t l`), taking
+    /// the metadata and version out; `None`, the fields untouched, if any is
     /// missing or malformed.
     fn take(fields: &mut [Value]) -> Option<Self> {
-        let [Value::BulkString(_), Value::BulkString(_), created, last_access, timeout_ms] = &*fields else {
+        let [Value::BulkString(_), Value::BulkString(_), created, last_access, timeout_ms, lifetime_ms] =
+            &*fields
+        else {
             return None;
         };
-        let (created_ms, last_access_ms, timeout) =
-            (number(created)?, number(last_access)?, timeout(timeout_ms)?);
+        let (created_ms, last_access_ms, timeout, lifetime) = (
+            number(created)?,
+            number(last_access)?,
+            timeout(timeout_ms)?,
+            lifetime(lifetime_ms)?,
+        );
         Some(Self {
             metadata: bytes(std::mem::take(&mut fields[0]))?,
             version: bytes(std::mem::take(&mut fields[1]))?,
             created_ms,
             last_access_ms,
             timeout,
+            lifetime,
         })
     }
 
@@ -175,6 +190,7 @@ impl Seen {
             self.last_access_ms,
             self.timeout,
         )
+        .with_lifetime(self.lifetime)
     }
 }
 
@@ -182,9 +198,9 @@ impl Seen {
 pub(crate) enum Commit {
     /// `{0}`: no session.
     Absent,
-    /// `{1, c, a, t}`: done (now or by an earlier attempt); `[c, a, t]`.
+    /// `{1, c, a, t, l}`: done (now or by an earlier attempt); `[c, a, t, l]`.
     Done(Vec<Value>),
-    /// `{2, v, m, c, a, t}`: the version moved on; the session now.
+    /// `{2, v, m, c, a, t, l}`: the version moved on; the session now.
     Moved(Seen),
 }
 
@@ -195,8 +211,8 @@ pub(crate) fn commit_outcome(command: &str, value: Value) -> Result<Commit> {
     };
     match (fields.first(), fields.len()) {
         (Some(Value::Int(0)), 1) => Ok(Commit::Absent),
-        (Some(Value::Int(1)), 4) => Ok(Commit::Done(fields.into_iter().skip(1).collect())),
-        (Some(Value::Int(2)), 6) => {
+        (Some(Value::Int(1)), 5) => Ok(Commit::Done(fields.into_iter().skip(1).collect())),
+        (Some(Value::Int(2)), 7) => {
             // The script sends `v` before `m`; `HMGET`'s order has `m` first.
             fields.swap(1, 2);
             if let Some(seen) = Seen::take(&mut fields[1..]) {
@@ -209,7 +225,7 @@ pub(crate) fn commit_outcome(command: &str, value: Value) -> Result<Commit> {
     }
 }
 
-/// `HMGET key m v c a t` (a `try_update`'s read): the session as seen;
+/// `HMGET key m v c a t l` (a `try_update`'s read): the session as seen;
 /// [`Error::NotFound`] if it is absent.
 pub(crate) fn seen(value: Value) -> Result<Seen> {
     let malformed = |v: Value| protocol("HMGET (try_update read)", &v, false);
@@ -217,8 +233,8 @@ pub(crate) fn seen(value: Value) -> Result<Seen> {
         return Err(malformed(value));
     };
     match &fields[..] {
-        [Value::Nil, _, _, _, _] => Err(Error::NotFound),
-        [_, _, _, _, _] => {
+        [Value::Nil, _, _, _, _, _] => Err(Error::NotFound),
+        [_, _, _, _, _, _] => {
             let mut fields = fields;
             Seen::take(&mut fields).ok_or_else(|| malformed(Value::Array(fields)))
         }
@@ -309,16 +325,30 @@ mod tests {
     #[test]
     fn sessions_decode_and_absent_is_none() {
         let id = SessionId::from_bytes([1; 16]);
-        let v = Value::Array(vec![bulk("meta"), bulk("10"), bulk("20"), bulk("0")]);
+        let v = Value::Array(vec![bulk("meta"), bulk("10"), bulk("20"), bulk("0"), bulk("0")]);
         let s = session(id, "get", v).unwrap().unwrap();
         assert_eq!(s.metadata(), b"meta");
         assert_eq!((s.created_ms(), s.last_access_ms()), (10, 20));
         assert_eq!(s.timeout(), Timeout::Never);
-        let absent = Value::Array(vec![Value::Nil, Value::Nil, Value::Nil, Value::Nil]);
+        assert_eq!(s.lifetime(), Timeout::Never);
+        // A lifetime cap; none stored (a session from before caps): none.
+        let v = Value::Array(vec![bulk("m"), bulk("10"), bulk("20"), bulk("5"), bulk("3000")]);
+        assert_eq!(
+            session(id, "get", v).unwrap().unwrap().lifetime(),
+            Timeout::from_ms(3000)
+        );
+        let v = Value::Array(vec![bulk("m"), bulk("10"), bulk("20"), bulk("5"), Value::Nil]);
+        assert_eq!(session(id, "get", v).unwrap().unwrap().lifetime(), Timeout::Never);
+        let absent = Value::Array(vec![Value::Nil; 5]);
         assert!(session(id, "peek", absent).unwrap().is_none());
         assert!(session(id, "get", Value::Nil).unwrap().is_none());
-        let torn = Value::Array(vec![bulk("m"), bulk("x"), bulk("20"), bulk("5")]);
-        assert!(matches!(session(id, "get", torn), Err(Error::Unavailable { .. })));
+        for torn in [
+            Value::Array(vec![bulk("m"), bulk("x"), bulk("20"), bulk("5"), bulk("0")]),
+            Value::Array(vec![bulk("m"), bulk("10"), bulk("20"), bulk("5"), bulk("-1")]),
+            Value::Array(vec![bulk("m"), bulk("10"), bulk("20"), bulk("5")]),
+        ] {
+            assert!(matches!(session(id, "get", torn), Err(Error::Unavailable { .. })));
+        }
     }
 
     #[test]
@@ -359,8 +389,8 @@ mod tests {
             commit_outcome(cmd, Value::Array(vec![Value::Int(0)])),
             Ok(Commit::Absent)
         ));
-        let done = Value::Array(vec![Value::Int(1), bulk("1"), bulk("2"), bulk("0")]);
-        assert!(matches!(commit_outcome(cmd, done), Ok(Commit::Done(f)) if f.len() == 3));
+        let done = Value::Array(vec![Value::Int(1), bulk("1"), bulk("2"), bulk("0"), Value::Nil]);
+        assert!(matches!(commit_outcome(cmd, done), Ok(Commit::Done(f)) if f.len() == 4));
         let moved = Value::Array(vec![
             Value::Int(2),
             bulk("8"),
@@ -368,12 +398,14 @@ mod tests {
             bulk("1"),
             bulk("2"),
             bulk("34560000000"),
+            bulk("7000"),
         ]);
         match commit_outcome(cmd, moved) {
             Ok(Commit::Moved(seen)) => {
                 assert_eq!((&seen.metadata[..], &seen.version[..]), (&b"m"[..], &b"8"[..]));
                 assert_eq!((seen.created_ms, seen.last_access_ms), (1, 2));
                 assert_eq!(seen.timeout, Timeout::from_ms(34_560_000_000));
+                assert_eq!(seen.lifetime, Timeout::from_ms(7000));
             }
             _ => panic!("a moved reply not read as one"),
         }
@@ -389,6 +421,7 @@ mod tests {
                 bulk("1"),
                 bulk("2"),
                 bulk("0"),
+                bulk("0"),
             ]),
             Value::Array(vec![
                 Value::Int(2),
@@ -397,7 +430,9 @@ mod tests {
                 bulk("1"),
                 bulk("x"),
                 bulk("0"),
+                bulk("0"),
             ]),
+            Value::Array(vec![Value::Int(1), bulk("1"), bulk("2"), bulk("0")]),
             Value::Array(vec![Value::Int(3)]),
         ] {
             match commit_outcome(cmd, bad) {
@@ -450,16 +485,38 @@ mod tests {
 
     #[test]
     fn try_update_reads_and_outcome_codes_are_validated() {
-        let read = Value::Array(vec![bulk("m"), bulk("7"), bulk("10"), bulk("20"), bulk("0")]);
+        let read = Value::Array(vec![
+            bulk("m"),
+            bulk("7"),
+            bulk("10"),
+            bulk("20"),
+            bulk("0"),
+            Value::Nil,
+        ]);
         let seen = seen(read).unwrap();
         assert_eq!((seen.metadata, seen.version), (b"m".to_vec(), b"7".to_vec()));
         assert_eq!(seen.timeout, Timeout::Never);
-        let absent = Value::Array(vec![Value::Nil; 5]);
+        assert_eq!(seen.lifetime, Timeout::Never);
+        let absent = Value::Array(vec![Value::Nil; 6]);
         assert!(matches!(super::seen(absent), Err(Error::NotFound)));
         for torn in [
-            Value::Array(vec![bulk("m"), Value::Nil, bulk("10"), bulk("20"), bulk("0")]),
-            Value::Array(vec![bulk("m"), bulk("7"), bulk("10"), bulk("20")]),
-            Value::Array(vec![bulk("m"), bulk("7"), bulk("-1"), bulk("20"), bulk("0")]),
+            Value::Array(vec![
+                bulk("m"),
+                Value::Nil,
+                bulk("10"),
+                bulk("20"),
+                bulk("0"),
+                bulk("0"),
+            ]),
+            Value::Array(vec![bulk("m"), bulk("7"), bulk("10"), bulk("20"), bulk("0")]),
+            Value::Array(vec![
+                bulk("m"),
+                bulk("7"),
+                bulk("-1"),
+                bulk("20"),
+                bulk("0"),
+                bulk("0"),
+            ]),
             Value::Int(1),
         ] {
             match super::seen(torn) {

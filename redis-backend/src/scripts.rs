@@ -11,6 +11,7 @@
 //! | `v` | version, +1 per metadata change (optimistic `update`) | insert, put, update |
 //! | `w` | token of the last insert/update/rotate (idempotent retries) | insert, update, rotate |
 //! | `p` | token of the last put (idempotent retries; a put leaves `w` alone) | put |
+//! | `l` | lifetime cap in ms, counted from `c`; `0` (or absent) = none | insert, put of a new session, `set_lifetime` |
 //! | `s:<topic>` | a subscription: the nonce (16 hex digits) of the subscribe that made it | `subscribe` |
 //! | `sn` | how many `s:` fields the hash holds (the per-session limit) | `subscribe`, `unsubscribe` |
 //! | `bk` | the rate-limit bucket's tokens, in thousandths of a token | `rate_limit` |
@@ -36,11 +37,13 @@
 //! fields to the new id's key (both keys in one slot: see
 //! `keys::random_id_in_slot`) and re-arms the TTL there.
 //!
-//! The key's own Redis TTL is the inactivity deadline: every activity sets
+//! The key's own Redis TTL is the session's deadline: every activity sets
 //! `PEXPIRE key t` in the same script that records `a`, so the deadline
 //! slides atomically, and Redis never returns a key past its TTL (lazy expiry
 //! on access, active expiry in the background). `t = 0` means no TTL
-//! (`PERSIST`). Times come from the server's `TIME`, so all clients agree on
+//! (`PERSIST`). A lifetime cap `l` bounds every such deadline by `c + l`
+//! (the prelude's `arm`), so the key expires at the cap however active the
+//! session is (issue 18's absolute lifetime, `RedisConfig::max_lifetime`). Times come from the server's `TIME`, so all clients agree on
 //! one clock per session, whatever their own clocks say.
 //!
 //! # Idempotent writes
@@ -92,56 +95,97 @@
 use redis::Cmd;
 
 /// Milliseconds since the Unix epoch from the server's clock, as a decimal
-/// string (`%d`: Lua 5.1 numbers are doubles, exact to 2^53 ms).
+/// string (`%d`: Lua 5.1 numbers are doubles, exact to 2^53 ms); and
+/// `arm`, which sets the key's TTL to its next deadline: the inactivity
+/// timeout `t` from now, or the end of the lifetime cap `c + l` if that
+/// comes first (`l` absent or `0`: no cap; `t` `0`: no inactivity timeout).
+/// Without a cap, `t` goes into `PEXPIRE` as the text it is (any timeout
+/// the engine accepts is exact); with one, the sum is below 2^53 (a
+/// creation time near 1.8 × 10^12 plus at most 3.5 × 10^10). A cap that has
+/// passed (a key Redis has not yet expired at the cap's millisecond) leaves
+/// 1 ms.
 const PRELUDE: &str = "local function now_ms()
   local t = redis.call('TIME')
   return string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 end
+local function arm(key, t, c, l, now)
+  if l and l ~= '0' then
+    local left = tonumber(c) + tonumber(l) - tonumber(now)
+    if left < 1 then left = 1 end
+    if t == '0' or left < tonumber(t) then
+      redis.call('PEXPIRE', key, string.format('%d', left))
+      return
+    end
+  end
+  if t == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, t) end
+end
 ";
 
 /// `KEYS[1]` session; ARGV metadata, `timeout_ms` (`0` never), token, first
-/// version. Returns 1 if stored (or already stored by this token), 0 if the
-/// id is taken. The first version is random (below 2^52, exact in Lua's
-/// doubles), not 1: an `update` that read a session which then went, and
-/// whose id was inserted again, must see a different version, or its commit
-/// would land on the new session (ABA).
+/// version, lifetime cap in ms (`0` or absent: none). Returns 1 if stored
+/// (or already stored by this token), 0 if the id is taken. The first
+/// version is random (below 2^52, exact in Lua's doubles), not 1: an
+/// `update` that read a session which then went, and whose id was inserted
+/// again, must see a different version, or its commit would land on the
+/// new session (ABA).
 const INSERT: &str = "local key = KEYS[1]
 if redis.call('EXISTS', key) == 1 then
   if redis.call('HGET', key, 'w') == ARGV[3] then return 1 end
   return 0
 end
 local now = now_ms()
-redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'w', ARGV[3])
-if ARGV[2] ~= '0' then redis.call('PEXPIRE', key, ARGV[2]) end
+local l = ARGV[5] or '0'
+redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'w', ARGV[3], 'l', l)
+arm(key, ARGV[2], now, l, now)
 return 1
 ";
 
 /// KEYS[1] session. Activity: records `a`, re-arms the TTL.
-/// Returns nil if absent, else `{m, c, a, t}`.
+/// Returns nil if absent, else `{m, c, a, t, l}` (`l` nil: no cap stored).
 const GET: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 'm', 'c', 't')
+local r = redis.call('HMGET', key, 'm', 'c', 't', 'l')
 if not r[1] then return false end
 local now = now_ms()
 redis.call('HSET', key, 'a', now)
-if r[3] ~= '0' then redis.call('PEXPIRE', key, r[3]) end
-return {r[1], r[2], now, r[3]}
+arm(key, r[3], r[2], r[4], now)
+return {r[1], r[2], now, r[3], r[4]}
 ";
 
 /// KEYS[1] session. Activity. Returns 1, or 0 if absent.
 const TOUCH: &str = "local key = KEYS[1]
-local t = redis.call('HGET', key, 't')
-if not t then return 0 end
-redis.call('HSET', key, 'a', now_ms())
-if t ~= '0' then redis.call('PEXPIRE', key, t) end
+local r = redis.call('HMGET', key, 't', 'c', 'l')
+if not r[1] then return 0 end
+local now = now_ms()
+redis.call('HSET', key, 'a', now)
+arm(key, r[1], r[2], r[3], now)
 return 1
 ";
 
 /// `KEYS[1]` session; ARGV `timeout_ms` (`0` never). Activity: the new deadline
-/// is now + timeout. Returns 1, or 0 if absent.
+/// is now + timeout (or the lifetime cap's end). Returns 1, or 0 if absent.
 const SET_TTL: &str = "local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then return 0 end
-redis.call('HSET', key, 't', ARGV[1], 'a', now_ms())
-if ARGV[1] == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ARGV[1]) end
+local r = redis.call('HMGET', key, 'c', 'l')
+if not r[1] then return 0 end
+local now = now_ms()
+redis.call('HSET', key, 't', ARGV[1], 'a', now)
+arm(key, ARGV[1], r[1], r[2], now)
+return 1
+";
+
+/// `KEYS[1]` session; ARGV lifetime cap in ms (`0`: none). Activity: records
+/// `a`, re-arms the TTL to the earlier of the inactivity deadline and
+/// `c + l`; a cap that has already passed ends the session (`DEL`), as the
+/// engine's `set_lifetime`. Returns 1, or 0 if absent.
+const SET_LIFETIME: &str = "local key = KEYS[1]
+local r = redis.call('HMGET', key, 't', 'c')
+if not r[1] then return 0 end
+local now = now_ms()
+if ARGV[1] ~= '0' and tonumber(r[2]) + tonumber(ARGV[1]) <= tonumber(now) then
+  redis.call('DEL', key)
+  return 1
+end
+redis.call('HSET', key, 'l', ARGV[1], 'a', now)
+arm(key, r[1], r[2], ARGV[1], now)
 return 1
 ";
 
@@ -149,58 +193,61 @@ return 1
 /// operation: `r` (or absent) replace the metadata and `d` delete the
 /// session, if the version is still the expected one; `k` keep it, whatever
 /// the version (activity only: nothing a concurrent writer could lose, as
-/// the engine's keep). Returns `{0}` if absent; `{1, c, a, t}` if done (now
-/// or, for a replace, by an earlier attempt with this token; for a delete,
-/// the fields it removed); `{2, v, m, c, a, t}` if the version moved on (the
-/// caller reruns its closure on `m` and retries with `v`; `c, a, t` give the
-/// session it then sees). Activity, except a delete.
+/// the engine's keep). Returns `{0}` if absent; `{1, c, a, t, l}` if done
+/// (now or, for a replace, by an earlier attempt with this token; for a
+/// delete, the fields it removed); `{2, v, m, c, a, t, l}` if the version
+/// moved on (the caller reruns its closure on `m` and retries with `v`;
+/// `c, a, t, l` give the session it then sees). Activity, except a delete.
 const COMMIT: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 'v', 'w', 'c', 'a', 't')
+local r = redis.call('HMGET', key, 'v', 'w', 'c', 'a', 't', 'l')
 if not r[1] then return {0} end
-if r[2] == ARGV[3] then return {1, r[3], r[4], r[5]} end
+if r[2] == ARGV[3] then return {1, r[3], r[4], r[5], r[6]} end
 local op = ARGV[4] or 'r'
 if op == 'k' then
   local now = now_ms()
   redis.call('HSET', key, 'a', now)
-  if r[5] ~= '0' then redis.call('PEXPIRE', key, r[5]) end
-  return {1, r[3], now, r[5]}
+  arm(key, r[5], r[3], r[6], now)
+  return {1, r[3], now, r[5], r[6]}
 end
-if r[1] ~= ARGV[1] then return {2, r[1], redis.call('HGET', key, 'm'), r[3], r[4], r[5]} end
+if r[1] ~= ARGV[1] then return {2, r[1], redis.call('HGET', key, 'm'), r[3], r[4], r[5], r[6]} end
 if op == 'd' then
   redis.call('DEL', key)
-  return {1, r[3], r[4], r[5]}
+  return {1, r[3], r[4], r[5], r[6]}
 end
 if op ~= 'r' then return redis.error_reply('commit script: unknown operation ' .. op) end
 local now = now_ms()
 local v = string.format('%d', tonumber(r[1]) + 1)
 redis.call('HSET', key, 'm', ARGV[2], 'v', v, 'a', now, 'w', ARGV[3])
-if r[5] ~= '0' then redis.call('PEXPIRE', key, r[5]) end
-return {1, r[3], now, r[5]}
+arm(key, r[5], r[3], r[6], now)
+return {1, r[3], now, r[5], r[6]}
 ";
 
 /// `KEYS[1]` session; ARGV metadata, `timeout_ms` (`0` never), token, first
-/// version. Insert or replace. Activity. A new session starts as `INSERT`
-/// makes it (but with the token in `p`); a replaced one keeps `c` and gets
-/// the next version (so that an `update` that read the old metadata loses
-/// its race instead of overwriting this). Returns 1 (stored now, or already
-/// by this token).
+/// version, lifetime cap in ms for a new session (`0` or absent: none).
+/// Insert or replace. Activity. A new session starts as `INSERT` makes it
+/// (but with the token in `p`); a replaced one keeps `c` and its lifetime
+/// cap and gets the next version (so that an `update` that read the old
+/// metadata loses its race instead of overwriting this). Returns 1 (stored
+/// now, or already by this token).
 const PUT: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 'v', 'p')
+local r = redis.call('HMGET', key, 'v', 'p', 'c', 'l')
 if r[2] == ARGV[3] then return 1 end
 local now = now_ms()
 if r[1] then
   local v = string.format('%d', tonumber(r[1]) + 1)
   redis.call('HSET', key, 'm', ARGV[1], 'a', now, 't', ARGV[2], 'v', v, 'p', ARGV[3])
+  arm(key, ARGV[2], r[3], r[4], now)
 else
-  redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'p', ARGV[3])
+  local l = ARGV[5] or '0'
+  redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'p', ARGV[3], 'l', l)
+  arm(key, ARGV[2], now, l, now)
 end
-if ARGV[2] == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, ARGV[2]) end
 return 1
 ";
 
 /// `KEYS[1]` session, `KEYS[2]` the key of its new id (the same slot);
 /// ARGV token. Moves the session to the new key: the core fields only
-/// (`m c t v`; `a` now, `w` this token), so the new id carries no
+/// (`m c t v l`; `a` now, `w` this token), so the new id carries no
 /// subscriptions and no bucket (a rotation is the defence against session
 /// fixation: what the old id subscribed to stays behind, and its topic
 /// index entries are found stale and removed lazily); the TTL is armed
@@ -213,11 +260,13 @@ return 1
 const ROTATE: &str = "local old, new = KEYS[1], KEYS[2]
 if redis.call('HGET', new, 'w') == ARGV[1] then return 1 end
 if redis.call('EXISTS', new) == 1 then return 2 end
-local r = redis.call('HMGET', old, 'm', 'c', 't', 'v')
+local r = redis.call('HMGET', old, 'm', 'c', 't', 'v', 'l')
 if not (r[1] and r[2] and r[3] and r[4]) then return 0 end
+local l = r[5] or '0'
+local now = now_ms()
 redis.call('DEL', old)
-redis.call('HSET', new, 'm', r[1], 'c', r[2], 't', r[3], 'v', r[4], 'a', now_ms(), 'w', ARGV[1])
-if r[3] ~= '0' then redis.call('PEXPIRE', new, r[3]) end
+redis.call('HSET', new, 'm', r[1], 'c', r[2], 't', r[3], 'v', r[4], 'l', l, 'a', now, 'w', ARGV[1])
+arm(new, r[3], r[2], l, now)
 return 1
 ";
 
@@ -335,11 +384,11 @@ pub(crate) const FENCE: &str = "redis.call('SET', KEYS[1], '1') redis.call('DEL'
 /// Suffix of the fence key after the session key (same hash tag: same slot).
 pub(crate) const FENCE_SUFFIX: &[u8] = b":fence";
 
-/// `HMGET key m c a t`: a session as `peek` and `list` read it (the fields
-/// in the order `reply::session` reads them).
+/// `HMGET key m c a t l`: a session as `peek` and `list` read it (the
+/// fields in the order `reply::session` reads them).
 pub(crate) fn peek_cmd(key: &[u8]) -> Cmd {
-    let mut cmd = sized_cmd("HMGET", 5, key.len() + 4);
-    cmd.arg(key).arg("m").arg("c").arg("a").arg("t");
+    let mut cmd = sized_cmd("HMGET", 6, key.len() + 5);
+    cmd.arg(key).arg("m").arg("c").arg("a").arg("t").arg("l");
     cmd
 }
 
@@ -350,11 +399,11 @@ pub(crate) fn update_read_cmd(key: &[u8]) -> Cmd {
     cmd
 }
 
-/// `HMGET key m v c a t`: the session a `try_update` starts from, with its
-/// version (the fields in the order `reply::seen` reads them).
+/// `HMGET key m v c a t l`: the session a `try_update` starts from, with
+/// its version (the fields in the order `reply::seen` reads them).
 pub(crate) fn try_update_read_cmd(key: &[u8]) -> Cmd {
-    let mut cmd = sized_cmd("HMGET", 7, key.len() + 5);
-    cmd.arg(key).arg("m").arg("v").arg("c").arg("a").arg("t");
+    let mut cmd = sized_cmd("HMGET", 8, key.len() + 6);
+    cmd.arg(key).arg("m").arg("v").arg("c").arg("a").arg("t").arg("l");
     cmd
 }
 
@@ -430,11 +479,12 @@ pub(crate) struct Scripts {
     pub(crate) subscribe: Script,
     pub(crate) unsubscribe: Script,
     pub(crate) rate_limit: Script,
+    pub(crate) set_lifetime: Script,
 }
 
 impl Scripts {
     /// Every script's text (to load them on a server ahead of use).
-    pub(crate) fn codes(&self) -> [&str; 10] {
+    pub(crate) fn codes(&self) -> [&str; 11] {
         [
             &self.insert.code,
             &self.get.code,
@@ -446,6 +496,7 @@ impl Scripts {
             &self.subscribe.code,
             &self.unsubscribe.code,
             &self.rate_limit.code,
+            &self.set_lifetime.code,
         ]
     }
 
@@ -461,6 +512,7 @@ impl Scripts {
             subscribe: Script::new("subscribe", SUBSCRIBE),
             unsubscribe: Script::new("unsubscribe", UNSUBSCRIBE),
             rate_limit: Script::new("rate_limit", RATE_LIMIT),
+            set_lifetime: Script::new("set_lifetime", SET_LIFETIME),
         }
     }
 }
@@ -492,6 +544,7 @@ mod tests {
             &s.subscribe,
             &s.unsubscribe,
             &s.rate_limit,
+            &s.set_lifetime,
         ];
         for (i, a) in all.iter().enumerate() {
             assert_eq!(a.sha1.len(), 40, "{}", a.code);

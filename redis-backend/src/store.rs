@@ -472,12 +472,14 @@ impl RedisStore {
         let key = inner.keys.key(&id);
         let token = token();
         let first_version = first_version();
+        let lifetime = lifetime_field(&inner.config);
         let script = &inner.scripts.put;
-        let args: [&[u8]; 4] = [
+        let args: [&[u8]; 5] = [
             metadata,
             timeout_field.as_bytes(),
             token.as_bytes(),
             first_version.as_bytes(),
+            lifetime.as_bytes(),
         ];
         let reply = inner
             .script(Kind::Write, inner.deadline(), script, &key, &args)
@@ -592,6 +594,32 @@ impl RedisStore {
         let inner = &self.inner;
         let key = inner.keys.key(id);
         let script = &inner.scripts.set_ttl;
+        let reply = inner
+            .script(Kind::Write, inner.deadline(), script, &key, &[field.as_bytes()])
+            .await?;
+        if reply::flag(&script.command, &reply.value.value, true)? {
+            inner.acknowledge(reply.value.replicas, ())
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+
+    /// Caps the session's lifetime, as the engine's `Engine::set_lifetime`:
+    /// it expires `lifetime` after its creation however active it is
+    /// (`Timeout::Never` lifts the cap). One script: the cap stored (`l`)
+    /// and the key's TTL re-armed at the earlier of the inactivity deadline
+    /// and the cap. Counts as activity; a write. A cap that has already
+    /// passed ends the session at once (the key is deleted). New sessions
+    /// get [`RedisConfig::max_lifetime`](crate::RedisConfig::max_lifetime).
+    ///
+    /// # Errors
+    /// [`Error::InvalidTimeout`] (nothing sent), [`Error::NotFound`]; the
+    /// request errors of the crate docs.
+    pub async fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
+        let field = check_timeout(lifetime)?;
+        let inner = &self.inner;
+        let key = inner.keys.key(id);
+        let script = &inner.scripts.set_lifetime;
         let reply = inner
             .script(Kind::Write, inner.deadline(), script, &key, &[field.as_bytes()])
             .await?;
@@ -770,11 +798,13 @@ impl RedisStore {
         let key = inner.keys.key(&id);
         let token = token();
         let first_version = first_version();
-        let args: [&[u8]; 4] = [
+        let lifetime = lifetime_field(&inner.config);
+        let args: [&[u8]; 5] = [
             metadata,
             timeout_field.as_bytes(),
             token.as_bytes(),
             first_version.as_bytes(),
+            lifetime.as_bytes(),
         ];
         let script = &inner.scripts.insert;
         let reply = inner.script(Kind::Write, deadline, script, &key, &args).await?;
@@ -897,6 +927,12 @@ fn conflict_pause(round: u32) -> Duration {
         .min(UPDATE_BACKOFF_MAX);
     let cap_us = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
     Duration::from_micros(rand::rng().random_range(0..=cap_us))
+}
+
+/// The stored form of the configured lifetime cap (`0`: none; checked by
+/// `RedisConfig::validate`).
+fn lifetime_field(config: &RedisConfig) -> String {
+    reply::timeout_field(config.max_lifetime)
 }
 
 fn check_timeout(timeout: Timeout) -> Result<String> {

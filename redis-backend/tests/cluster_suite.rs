@@ -1,4 +1,5 @@
-//! The shared behaviour suite against a real 6-node Redis Cluster (3 masters,
+//! The shared behaviour suite and its per-session state cases against a
+//! real 6-node Redis Cluster (3 masters,
 //! 3 replicas), with the cluster preset (every write waits for one replica),
 //! plus what only a cluster shows: listing spans every master, and
 //! replication lag is read from each of them.
@@ -7,7 +8,7 @@ mod support;
 
 use session_engine::{Cursor, Timeout};
 use session_redis::{RedisConfig, RedisStore, Replication};
-use session_testkit::{run_suite, SuiteOptions};
+use session_testkit::{run_state_suite, run_suite, SuiteOptions};
 
 /// Node timeout of the test cluster (short, to keep failovers fast).
 const NODE_TIMEOUT_MS: u64 = 1_000;
@@ -23,6 +24,12 @@ async fn redis_cluster_passes_the_suite_and_lists_every_master() {
     run_suite("redis cluster", options, || {
         let config =
             RedisConfig::multi_node_cluster(urls.clone()).key_prefix(support::unique_prefix("suite"));
+        async move { RedisStore::connect(config).await.expect("connect") }
+    })
+    .await;
+    run_state_suite("redis cluster", options, || {
+        let config =
+            RedisConfig::multi_node_cluster(urls.clone()).key_prefix(support::unique_prefix("state"));
         async move { RedisStore::connect(config).await.expect("connect") }
     })
     .await;

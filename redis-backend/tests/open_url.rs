@@ -1,9 +1,10 @@
-//! `open_url` opens Redis or the embedded engine behind one `AnyStore`, and
-//! refuses a URL neither reads with a message that says what it accepts.
+//! `open_url` opens Redis or the embedded engine behind one `AnyStore`
+//! (per-session state included), and refuses a URL neither reads with a
+//! message that says what it accepts.
 
 mod support;
 
-use session_engine::{Error, SessionStore, Timeout};
+use session_engine::{Bucket, Error, RateDecision, SessionState, SessionStore, Timeout, TopicCursor};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_call_opens_either_backend() {
@@ -12,6 +13,26 @@ async fn one_call_opens_either_backend() {
     assert!(format!("{redis:?}").contains("RedisStore"), "{redis:?}");
     let id = redis.create(b"on redis", Timeout::from_secs(60)).await.unwrap();
     assert_eq!(redis.get(&id).await.unwrap().metadata(), b"on redis");
+    // The state goes through the boxed twin to the Redis store.
+    assert!(redis.subscribe(&id, "t").await.unwrap());
+    assert_eq!(redis.topics(&id).await.unwrap(), vec!["t".to_owned()]);
+    let page = redis.subscribers("t", TopicCursor::START, 10).await.unwrap();
+    assert_eq!(page.ids, vec![id]);
+    let one = Bucket {
+        capacity: 1,
+        refill_per_sec: 1,
+    };
+    assert_eq!(
+        redis.rate_limit(&id, one, 1).await.unwrap(),
+        RateDecision::Allowed { remaining: 0 }
+    );
+    assert_eq!(
+        server
+            .cli(&["HEXISTS", &format!("session:{{{id}}}"), "bw"])
+            .trim(),
+        "1",
+        "the bucket is in the session's hash on the server"
+    );
 
     let memory = session_redis::open_url("memory:").await.unwrap();
     assert!(format!("{memory:?}").contains("Engine"), "{memory:?}");

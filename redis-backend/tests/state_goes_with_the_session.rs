@@ -70,7 +70,7 @@ async fn state_goes_with_the_session(store: &RedisStore, server: &dyn Fn(&[&str]
         .lines()
         .map(str::to_owned)
         .collect();
-    let core: BTreeSet<String> = ["m", "c", "a", "t", "v", "w", "bk", "bt", "bw", "bc", "br"]
+    let core: BTreeSet<String> = ["m", "c", "a", "t", "v", "w", "l", "bk", "bt", "bw", "bc", "br"]
         .iter()
         .map(|f| (*f).to_owned())
         .collect();
@@ -245,6 +245,55 @@ async fn a_subscribe_whose_reply_was_lost_reports_what_it_did() {
         vec![other]
     );
     assert!(store.stats().resends >= 3);
+
+    // An unsubscribe whose index removal is refused leaves a stale entry;
+    // subscribing again adds a second entry (another nonce) for the same
+    // session. The fan-out lists the session once and removes the stale
+    // entry, never the live one.
+    let topic_key = store.topic_key("t");
+    proxy.refuse("ZREM", "ERR refused by the test");
+    assert!(
+        store.unsubscribe(&other, "t").await.unwrap(),
+        "done in the session"
+    );
+    assert!(proxy.fault_fired());
+    assert_eq!(server.cli(&["ZCARD", &topic_key]).trim(), "1", "the stale entry");
+    assert!(store
+        .subscribers("t", TopicCursor::START, 5)
+        .await
+        .unwrap()
+        .ids
+        .is_empty());
+    assert_eq!(
+        server.cli(&["ZCARD", &topic_key]).trim(),
+        "0",
+        "removed by the fan-out"
+    );
+    assert!(store.subscribe(&other, "t").await.unwrap());
+    proxy.refuse("ZREM", "ERR refused by the test");
+    assert!(store.unsubscribe(&other, "t").await.unwrap());
+    assert!(proxy.fault_fired());
+    assert!(store.subscribe(&other, "t").await.unwrap());
+    assert_eq!(
+        server.cli(&["ZCARD", &topic_key]).trim(),
+        "2",
+        "a stale and a live entry"
+    );
+    let page = store.subscribers("t", TopicCursor::START, 1).await.unwrap();
+    assert_eq!(
+        (page.ids, page.next),
+        (vec![other], None),
+        "once, and nothing after it"
+    );
+    assert_eq!(
+        server.cli(&["ZCARD", &topic_key]).trim(),
+        "1",
+        "the stale one removed"
+    );
+    assert_eq!(
+        store.subscribers("t", TopicCursor::START, 5).await.unwrap().ids,
+        vec![other]
+    );
 }
 
 fn set_of(ids: &[SessionId]) -> BTreeSet<SessionId> {
