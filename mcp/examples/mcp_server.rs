@@ -237,19 +237,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             refill_per_sec: args.rate_per_sec,
         }),
     };
-    let service = StreamableHttpService::new(
-        move || Ok(server.clone()),
-        sessions.session_manager(),
-        sessions.server_config(StreamableHttpServerConfig::default()),
-    );
+    let config = sessions.server_config(StreamableHttpServerConfig::default());
+    // On Ctrl-C (SIGINT), rmcp ends every session's worker and stream, so
+    // that the open SSE connections let the server stop; the sessions stay
+    // in the store for the next process.
+    let shutdown = config.cancellation_token.clone();
+    let service = StreamableHttpService::new(move || Ok(server.clone()), sessions.session_manager(), config);
     let router = axum::Router::new().nest_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     // A test reads this line to find the port.
     println!("listening on http://{}/mcp", listener.local_addr()?);
     axum::serve(listener, router)
-        .with_graceful_shutdown(async {
+        .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
         })
         .await?;
+    // Let rmcp close each worker (SessionManager::close_session) before the
+    // runtime stops: a graceful stop goes through the same path as an idle
+    // worker, and leaves every session in the store.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while sessions.served_here() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Ok(())
 }

@@ -349,6 +349,13 @@ impl McpSessions {
         }
     }
 
+    /// Sessions whose worker runs in this process (created or restored
+    /// here, not yet closed).
+    #[must_use]
+    pub fn served_here(&self) -> usize {
+        self.inner.touches.tracked()
+    }
+
     /// Counters of touch coalescing in this process.
     #[must_use]
     pub fn touch_stats(&self) -> TouchStats {
@@ -389,7 +396,7 @@ impl McpSessions {
             let id = SessionId::random().map_err(|e| Error::Random(e.to_string()))?;
             match self.inner.store.insert(id, &record, self.inner.timeout).await {
                 Ok(()) => {
-                    self.inner.touches.mark(id);
+                    self.inner.touches.track(id);
                     return Ok(id);
                 }
                 Err(session_engine::Error::AlreadyExists) if tries < ID_DRAWS_MAX => tries += 1,
@@ -421,7 +428,8 @@ impl RmcpStore for McpSessions {
             Err(e) => return Err(Box::new(Error::from(e))),
         };
         let record = Record::decode(session.metadata()).map_err(Box::new)?;
-        self.inner.touches.mark(id);
+        // rmcp restores a worker here next.
+        self.inner.touches.track(id);
         // A session whose handshake never completed cannot be replayed.
         Ok(record.rmcp)
     }

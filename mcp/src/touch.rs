@@ -82,14 +82,23 @@ impl Touches {
             .saturating_add(EPOCH_MS)
     }
 
-    /// A write that counted as activity just happened (create, restore).
-    pub(crate) fn mark(&self, id: SessionId) {
+    /// A session this process now serves (created or restored here), its
+    /// store deadline just set.
+    pub(crate) fn track(&self, id: SessionId) {
         let now = self.now_ms();
         match self.last_ms.get(&id) {
             Some(last) => last.store(now, Ordering::Release),
             None => {
                 self.last_ms.insert(id, AtomicU64::new(now));
             }
+        }
+    }
+
+    /// A write that counted as activity just happened (a data update): the
+    /// next touch may wait. Sessions not served here stay untracked.
+    pub(crate) fn mark(&self, id: SessionId) {
+        if let Some(last) = self.last_ms.get(&id) {
+            last.store(self.now_ms(), Ordering::Release);
         }
     }
 
@@ -115,9 +124,8 @@ impl Touches {
                 previous: Some(previous),
             };
         }
-        // Served here but never marked (its worker outlived a forget):
-        // touch it, and track it from now on.
-        self.last_ms.insert(id, AtomicU64::new(now));
+        // Not (or no longer) served here, e.g. a stream's task racing the
+        // close: touch, but do not start tracking it (that would leak).
         self.written.fetch_add(1, Ordering::Relaxed);
         Claim::Due { previous: None }
     }
@@ -125,15 +133,9 @@ impl Touches {
     /// The claimed touch failed: let the next request try again.
     pub(crate) fn failed(&self, id: SessionId, previous: Option<u64>) {
         self.failed.fetch_add(1, Ordering::Relaxed);
-        match previous {
-            Some(previous) => {
-                if let Some(last) = self.last_ms.get(&id) {
-                    last.store(previous, Ordering::Release);
-                }
-            }
-            None => {
-                self.last_ms.remove(&id);
-            }
+        // `None`: not tracked here, nothing to put back.
+        if let (Some(previous), Some(last)) = (previous, self.last_ms.get(&id)) {
+            last.store(previous, Ordering::Release);
         }
     }
 
@@ -167,7 +169,7 @@ mod tests {
     #[test]
     fn within_the_interval_nothing_is_written() {
         let touches = Touches::new(Duration::from_secs(3600));
-        touches.mark(id(1));
+        touches.track(id(1));
         for _ in 0..100 {
             assert_eq!(touches.claim(id(1)), Claim::NotDue);
         }
@@ -184,7 +186,7 @@ mod tests {
     #[test]
     fn a_zero_interval_touches_on_every_request() {
         let touches = Touches::new(Duration::ZERO);
-        touches.mark(id(1));
+        touches.track(id(1));
         for _ in 0..10 {
             assert!(matches!(touches.claim(id(1)), Claim::Due { previous: Some(_) }));
         }
@@ -192,9 +194,18 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_session_is_touched_once_then_tracked() {
+    fn a_session_not_served_here_is_touched_but_never_tracked() {
         let touches = Touches::new(Duration::from_secs(3600));
-        assert_eq!(touches.claim(id(2)), Claim::Due { previous: None });
+        for _ in 0..3 {
+            assert_eq!(touches.claim(id(2)), Claim::Due { previous: None });
+        }
+        touches.mark(id(2));
+        assert_eq!(
+            touches.tracked(),
+            0,
+            "claims and marks of an unknown id leak no entry"
+        );
+        touches.track(id(2));
         assert_eq!(touches.claim(id(2)), Claim::NotDue);
         assert_eq!(touches.tracked(), 1);
         touches.forget(&id(2));
@@ -204,19 +215,22 @@ mod tests {
     #[test]
     fn a_failed_touch_is_tried_again_by_the_next_request() {
         let touches = Touches::new(Duration::from_secs(3600));
-        // Never marked: the first claim writes; it fails; the next claims again.
+        touches.track(id(3));
+        // Due: the last touch "long ago".
+        touches.last_ms.get(&id(3)).unwrap().store(0, Ordering::Release);
         let Claim::Due { previous } = touches.claim(id(3)) else {
-            panic!("an untracked session is due");
+            panic!("due");
         };
+        assert_eq!(touches.claim(id(3)), Claim::NotDue, "claimed by the first");
         touches.failed(id(3), previous);
-        assert_eq!(touches.claim(id(3)), Claim::Due { previous: None });
+        assert!(matches!(touches.claim(id(3)), Claim::Due { previous: Some(0) }));
         assert_eq!(touches.stats().failed, 1);
     }
 
     #[test]
     fn racing_requests_write_one_touch() {
         let touches = Touches::new(Duration::from_secs(3600));
-        touches.mark(id(4));
+        touches.track(id(4));
         // Due: the last touch "long ago".
         touches.last_ms.get(&id(4)).unwrap().store(0, Ordering::Release);
         let touches = &touches;

@@ -2,7 +2,8 @@
 //! driven by rmcp's client over HTTP through a balancer: the server process
 //! is killed (SIGKILL) and started again, and the client's session goes on
 //! under the same `Mcp-Session-Id` with its stored counter. The client's
-//! `DELETE` then ends the session in the store.
+//! `DELETE` then ends the session in the store. A graceful stop (SIGINT:
+//! rmcp closes every session's worker) leaves the sessions in the store too.
 
 mod support;
 
@@ -40,4 +41,28 @@ async fn a_killed_and_restarted_server_carries_on_the_session() {
     let engine = Engine::open(Config::default().data_dir(dir.path())).expect("open the data dir");
     let id: SessionId = session.parse().expect("our id");
     assert!(!engine.contains(&id), "DELETE left the session in the store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gracefully_stopped_server_leaves_its_sessions_in_the_store() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = format!("engine:{}", dir.path().display());
+    let mut server = Server::start(&["--store", &store, "--name", "first"]);
+    let balancer = Balancer::start(server.port).await;
+    let client = Client::connect(&balancer.url()).await;
+    assert_eq!(client.counter().await, 1);
+    assert_eq!(client.counter().await, 2);
+    let (session, _) = client.whoami().await;
+
+    // Ctrl-C: rmcp ends every worker (SessionManager::close_session), the
+    // server stops; none of that is a DELETE.
+    let status = server.restart_after_interrupt();
+    assert!(status.success(), "the server's exit after SIGINT: {status}");
+    balancer.switch_to(server.port);
+    assert_eq!(
+        client.counter().await,
+        3,
+        "the session outlived the graceful stop"
+    );
+    assert_eq!(client.whoami().await, (session, "first".to_owned()));
 }

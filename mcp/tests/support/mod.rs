@@ -172,6 +172,32 @@ impl Server {
         *self = Self::spawn(args);
     }
 
+    /// SIGINT (Ctrl-C, its own PID only), wait for the process to exit
+    /// (it must, within the start timeout), and start it again with the
+    /// same arguments. Returns the exit status.
+    pub fn restart_after_interrupt(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -INT {pid} failed");
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not stop within {START_TIMEOUT:?} of SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let args = std::mem::take(&mut self.args);
+        *self = Self::spawn(args);
+        status
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill(); // SIGKILL on Unix
         let _ = self.child.wait();
