@@ -290,4 +290,40 @@ mod tests {
             "still alive with no stream and no request"
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_closer_than_timeout_minus_interval_keep_a_session_alive() {
+        let clock = ManualClock::new(1_000_000);
+        let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
+        let timeout = Duration::from_secs(8);
+        // Touches at most every 2 s: requests less than 8 - 2 = 6 s apart
+        // keep it alive.
+        let sessions = McpSessions::new(engine.clone(), McpConfig::with_timeout(timeout)).expect("sessions");
+        let manager = sessions.session_manager();
+        let (text, _transport) = manager.create_session().await.expect("create");
+        sessions
+            .store(&text, &SessionState::new(InitializeRequestParams::default()))
+            .await
+            .expect("store");
+        // The worst case: a request just inside the interval (coalesced, so
+        // the store's deadline stays at the last touch + 8 s), then the
+        // longest allowed gap: 1.9 + 5.9 = 7.8 s after that touch.
+        for (step_ms, due) in [(1_900, false), (5_900, true)].repeat(10) {
+            let step = Duration::from_millis(step_ms);
+            clock.advance(step);
+            tokio::time::advance(step).await;
+            let written = sessions.touch_stats().written;
+            assert!(
+                manager.has_session(&text).await.expect("has_session"),
+                "expired while active"
+            );
+            assert_eq!(sessions.touch_stats().written, written + u64::from(due));
+        }
+        let stats = sessions.touch_stats();
+        assert_eq!((stats.written, stats.coalesced), (10, 10), "{stats:?}");
+        // Idle past the timeout: the store ends it, and so does the next request.
+        clock.advance(timeout + Duration::from_millis(1));
+        tokio::time::advance(timeout + Duration::from_millis(1)).await;
+        assert!(!manager.has_session(&text).await.expect("has_session"));
+    }
 }
