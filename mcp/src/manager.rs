@@ -2,9 +2,11 @@
 //! workers and channels) with our ids, our touches and our close.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use futures_core::Stream;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::{
@@ -58,13 +60,23 @@ pub enum ManagerError {
 pub struct McpSessionManager {
     sessions: McpSessions,
     local: LocalSessionManager,
+    /// Sessions whose worker rmcp is restoring here: between
+    /// `restore_session` and the replayed `notifications/initialized`.
+    restoring: DashMap<RmcpId, ()>,
+    /// `restoring.len()`, read without locking on every request.
+    restoring_count: AtomicUsize,
 }
 
 impl McpSessionManager {
     pub(crate) fn new(sessions: McpSessions) -> Self {
         let mut local = LocalSessionManager::default();
         local.session_config.keep_alive = Some(sessions.config().local_keep_alive);
-        Self { sessions, local }
+        Self {
+            sessions,
+            local,
+            restoring: DashMap::new(),
+            restoring_count: AtomicUsize::new(0),
+        }
     }
 
     /// Touches the session every touch interval (coalesced with the
@@ -97,6 +109,12 @@ impl McpSessionManager {
             }
         });
         guard
+    }
+
+    fn end_restore(&self, id: &RmcpId) {
+        if self.restoring.remove(id).is_some() {
+            self.restoring_count.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// The handle this manager serves.
@@ -137,6 +155,16 @@ impl SessionManager for McpSessionManager {
     }
 
     async fn has_session(&self, id: &RmcpId) -> Result<bool, Self::Error> {
+        // rmcp's local manager lists a restored worker before the replayed
+        // handshake has reached it, and a request routed to it meanwhile
+        // (the client's GET stream reconnecting beside a POST) becomes the
+        // worker's first event instead of `initialize`: the worker quits and
+        // the restore fails (HTTP 500). Answering "not here" sends that
+        // request to rmcp's restore path, which waits for the restore under
+        // way and then serves it.
+        if self.restoring_count.load(Ordering::Acquire) > 0 && self.restoring.contains_key(id) {
+            return Ok(false);
+        }
         if !self.local.has_session(id).await? {
             return Ok(false);
         }
@@ -155,6 +183,7 @@ impl SessionManager for McpSessionManager {
     /// then live on in the store for the next request. A client's `DELETE`
     /// reaches the store through `SessionStore::delete`.
     async fn close_session(&self, id: &RmcpId) -> Result<(), Self::Error> {
+        self.end_restore(id);
         self.sessions.forget(id);
         Ok(self.local.close_session(id).await?)
     }
@@ -170,7 +199,13 @@ impl SessionManager for McpSessionManager {
     }
 
     async fn accept_message(&self, id: &RmcpId, message: ClientJsonRpcMessage) -> Result<(), Self::Error> {
-        Ok(self.local.accept_message(id, message).await?)
+        let accepted = self.local.accept_message(id, message).await;
+        // While a session is restoring, no request reaches it (see
+        // `has_session`): the first message accepted is rmcp's replayed
+        // `notifications/initialized`, queued behind `initialize`. Events
+        // queued after it find the worker initialized.
+        self.end_restore(id);
+        Ok(accepted?)
     }
 
     async fn create_standalone_stream(
@@ -191,7 +226,15 @@ impl SessionManager for McpSessionManager {
     }
 
     async fn restore_session(&self, id: RmcpId) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
-        Ok(self.local.restore_session(id).await?)
+        // Marked before the worker exists, so no request can reach it unmarked.
+        if self.restoring.insert(id.clone(), ()).is_none() {
+            self.restoring_count.fetch_add(1, Ordering::AcqRel);
+        }
+        let outcome = self.local.restore_session(id.clone()).await;
+        if !matches!(outcome, Ok(RestoreOutcome::Restored(_))) {
+            self.end_restore(&id);
+        }
+        Ok(outcome?)
     }
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {

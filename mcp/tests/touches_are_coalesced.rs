@@ -144,3 +144,31 @@ async fn a_session_whose_handshake_never_completed_is_kept_but_not_restored() {
     assert!(engine.contains(&id), "close_session is not a delete");
     drop(transport);
 }
+
+#[tokio::test]
+async fn a_restoring_session_is_not_served_until_its_handshake_is_replayed() {
+    use rmcp::model::{ClientJsonRpcMessage, ClientNotification, InitializedNotification};
+    use rmcp::transport::streamable_http_server::session::RestoreOutcome;
+
+    let engine = engine();
+    let first = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    let (text, _transport) = first.session_manager().create_session().await.expect("create");
+    first
+        .store(&text, &SessionState::new(InitializeRequestParams::default()))
+        .await
+        .expect("store");
+    // Another process on the same store restores it.
+    let second = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    let manager = second.session_manager();
+    let outcome = manager.restore_session(text.clone()).await.expect("restore");
+    assert!(matches!(outcome, RestoreOutcome::Restored(_)));
+    // Its worker exists here, but the handshake has not been replayed: a
+    // request is sent to rmcp's restore path (which waits for this restore).
+    assert!(!manager.has_session(&text).await.expect("has_session"));
+    // The replayed `notifications/initialized` ends the restore.
+    let initialized = ClientJsonRpcMessage::notification(ClientNotification::InitializedNotification(
+        InitializedNotification::default(),
+    ));
+    manager.accept_message(&text, initialized).await.expect("accept");
+    assert!(manager.has_session(&text).await.expect("has_session"));
+}
