@@ -24,7 +24,9 @@
 //! Semantics: a session expires once its inactivity timeout has passed since
 //! its last activity (create, `get`, `update`, `touch`, `set_ttl`); an
 //! expired session is never returned, even before the sweeper reclaims it.
-//! See [`SessionStore`] for the backend-neutral async API.
+//! See [`SessionStore`] for the backend-neutral async API, and
+//! [`SessionState`] for per-session subscriptions (with the topic fan-out)
+//! and rate limits; [`Engine::arm_timer`] adds session-scoped timers.
 
 // Unsafe code is confined to `block.rs` (the session blocks' allocation and
 // reference count), `table.rs` (tagged pointers read under an epoch guard),

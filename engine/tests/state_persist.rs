@@ -294,3 +294,49 @@ fn subscriptions_survive_a_change_of_the_shard_count() {
     engine.close().unwrap();
     check(&Engine::open(config(dir.path()).shards(8)).unwrap(), &expected);
 }
+
+/// Through the async trait on an `Always` engine (whose futures wait for
+/// the group commit), subscribe and unsubscribe complete and their records
+/// are in the log when they do: a copy of the directory taken without a
+/// close recovers them. (A copy cannot tell synced pages from written ones;
+/// the sync itself is `persist_async_always`'s subject.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_always_subscribe_through_the_trait_is_logged_when_it_completes() {
+    use session_engine::{SessionState, SessionStore};
+    let dir = tempfile::tempdir().unwrap();
+    let always = || config(dir.path()).durability(Durability::Always);
+    let id;
+    {
+        let engine = Engine::open(always()).unwrap();
+        let store = &engine;
+        id = SessionStore::create(&store, b"", LONG).await.unwrap();
+        assert!(SessionState::subscribe(&store, &id, "durable").await.unwrap());
+        assert!(SessionState::subscribe(&store, &id, "gone").await.unwrap());
+        assert!(SessionState::unsubscribe(&store, &id, "gone").await.unwrap());
+        assert_eq!(
+            SessionState::topics(&store, &id).await.unwrap(),
+            vec!["durable".to_owned()]
+        );
+        // No close, no final flush.
+        std::mem::forget(engine);
+    }
+    // The forgotten engine still holds the directory's lock: read the logs
+    // from a copy, as a restarted process would find them.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    let engine = Engine::open(config(copy.path())).unwrap();
+    assert_eq!(engine.topics(&id).unwrap(), vec!["durable".to_owned()]);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

@@ -212,3 +212,32 @@ fn many_sessions_timers_across_shards_fire_in_batches() {
     assert_eq!(engine.state_counts(), (0, 0));
     engine.debug_check_invariants();
 }
+
+#[test]
+fn more_due_timers_than_one_batch_all_fire_in_one_sweep() {
+    let clock = ManualClock::new(0);
+    let fired: Fired = Arc::default();
+    let sink = Arc::clone(&fired);
+    let engine = Engine::open(
+        Config::default()
+            .shards(1)
+            .clock(clock.clock())
+            .without_sweeper()
+            .timer_listener(move |id, token| sink.lock().unwrap().push((*id, token))),
+    )
+    .unwrap();
+    let n = 3 * session_engine::limits::TIMER_BATCH_MAX + 7;
+    let ids: Vec<SessionId> = (0..n.div_ceil(100))
+        .map(|_| engine.create(b"", LONG).unwrap())
+        .collect();
+    for k in 0..n {
+        engine
+            .arm_timer(&ids[k / 100], k as u64, Duration::from_millis(50))
+            .unwrap();
+    }
+    clock.advance_ms(50);
+    engine.cleanup_expired();
+    let got = take(&fired);
+    assert_eq!(got.len(), n, "one sweep fires every due timer, batch after batch");
+    assert_eq!(engine.state_counts(), (0, 0));
+}
