@@ -86,9 +86,12 @@
 //!
 //! With [`Replication::Wait`], each write (`create`, `insert`, `put`,
 //! `update`, `try_update`'s replace and delete, `rotate`, `touch`,
-//! `set_ttl`, `delete`) is followed by `WAIT` in the same pipeline
-//! (one round trip still), and is acknowledged only if the replicas
-//! confirmed it — on every path, resends included (see `scripts.rs`).
+//! `set_ttl`, `set_lifetime`, `delete`, `subscribe`'s script and index
+//! entry, `unsubscribe`'s script) is followed by `WAIT` in the same
+//! pipeline (one round trip still), and is acknowledged only if the
+//! replicas confirmed it — on every path, resends included (see
+//! `scripts.rs`). A `rate_limit` charge and the removal of topic index
+//! entries do not wait: losing them in a failover is harmless.
 //!
 //! Scripts read and write only their one key (`rotate`: the session's key
 //! and its new id's, drawn in the same slot), so they run atomically on the

@@ -101,9 +101,10 @@ use redis::Cmd;
 /// comes first (`l` absent or `0`: no cap; `t` `0`: no inactivity timeout).
 /// Without a cap, `t` goes into `PEXPIRE` as the text it is (any timeout
 /// the engine accepts is exact); with one, the sum is below 2^53 (a
-/// creation time near 1.8 × 10^12 plus at most 3.5 × 10^10). A cap that has
-/// passed (a key Redis has not yet expired at the cap's millisecond) leaves
-/// 1 ms.
+/// creation time near 1.8 × 10^12 plus at most 3.5 × 10^10). At the cap's
+/// own millisecond (Redis expires a key only once its time has passed, so
+/// a script can still meet it then) the key is deleted: the activity that
+/// met it is the session's last, and cannot stretch the cap.
 const PRELUDE: &str = "local function now_ms()
   local t = redis.call('TIME')
   return string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
@@ -111,7 +112,10 @@ end
 local function arm(key, t, c, l, now)
   if l and l ~= '0' then
     local left = tonumber(c) + tonumber(l) - tonumber(now)
-    if left < 1 then left = 1 end
+    if left < 1 then
+      redis.call('DEL', key)
+      return
+    end
     if t == '0' or left < tonumber(t) then
       redis.call('PEXPIRE', key, string.format('%d', left))
       return

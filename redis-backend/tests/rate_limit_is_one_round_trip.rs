@@ -3,8 +3,10 @@
 //! limited with the wait until the next token, then allowed again after
 //! that wait; a re-shape caps the tokens; it is not activity. A charge
 //! whose reply was lost is resent and not charged twice, and a resend that
-//! cannot tell reports `OutcomeUnknown` without charging. Bad buckets are
-//! typed errors.
+//! cannot tell reports `OutcomeUnknown` without charging. The script's
+//! integer arithmetic, made deterministic by a clock that went back:
+//! `retry_after` rounded up to the millisecond, a re-shape capping the
+//! tokens. Bad buckets are typed errors.
 
 mod support;
 
@@ -221,6 +223,63 @@ async fn a_charge_whose_reply_was_lost_is_not_charged_twice() {
     );
     // Nothing was charged by the resends: 8 left, so the next charge leaves 7.
     assert_eq!(eval("t4", "0").split_whitespace().collect::<Vec<_>>(), ["1", "7"]);
+    // The arithmetic, made deterministic by a bucket stamped in the future
+    // (a clock that went back: nothing refills, the later stamp is kept).
+    let far = "99999999999999";
+    let stamp = |tokens_milli: &str, capacity: &str, refill: &str| {
+        let out = server.cli(&[
+            "HSET",
+            &key,
+            "bk",
+            tokens_milli,
+            "bt",
+            far,
+            "bc",
+            capacity,
+            "br",
+            refill,
+        ]);
+        assert!(out.trim().parse::<u32>().is_ok(), "{out}");
+    };
+    let charge = |capacity: &str, refill: &str, cost: &str, token: &str| {
+        server
+            .cli(&["EVAL", &code, "1", &key, capacity, refill, cost, token, "0"])
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    stamp("0", "3", "1");
+    assert_eq!(
+        charge("3", "1", "1", "a"),
+        ["2", "1000"],
+        "a whole token at 1/s: 1000 ms"
+    );
+    stamp("500", "3", "3");
+    assert_eq!(
+        charge("3", "3", "1", "b"),
+        ["2", "167"],
+        "500 thousandths at 3/s: 166.7 ms, rounded up"
+    );
+    stamp("999", "3", "1000000");
+    assert_eq!(charge("3", "1000000", "1", "c"), ["2", "1"], "at least 1 ms");
+    stamp("9000", "10", "1");
+    assert_eq!(
+        charge("5", "1", "1", "d"),
+        ["1", "4"],
+        "capped at the new capacity, then charged"
+    );
+    assert_eq!(
+        server.cli(&["HGET", &key, "bt"]).trim(),
+        far,
+        "the later stamp kept"
+    );
+    assert_eq!(
+        server
+            .cli(&["HMGET", &key, "bk", "bc"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["4000", "5"]
+    );
     // The bucket's fields, beside the session's.
     let fields = server.cli(&["HGETALL", &key]);
     for field in ["bk", "bt", "bw", "bc", "br"] {
