@@ -1,0 +1,25 @@
+//! Every bound of this crate, with its reason.
+
+/// Sessions asked of the store per page of a fan-out
+/// ([`McpSessions::notify_resource_updated`](crate::McpSessions::notify_resource_updated)):
+/// one page is one store call (one round trip on Redis), and its ids are
+/// held at once (16 bytes each: 16 KiB a page).
+pub const FANOUT_PAGE: usize = 1_024;
+
+/// Pages one fan-out reads at most: 1,024 pages of 1,024 is a million
+/// subscribers, far past any one resource's; the bound turns a listing that
+/// never ends (a backend bug) into an error instead of a loop.
+pub const FANOUT_PAGES_MAX: usize = 1_024;
+
+/// The default touch interval is the session timeout divided by this: a
+/// client whose requests are less than three quarters of the timeout apart
+/// is never expired (see the crate docs, "Touch coalescing").
+pub const TOUCH_INTERVAL_DIVISOR: u64 = 4;
+
+/// The first byte of a stored record (the layout of `record.rs`); a record
+/// with another is refused, not guessed at.
+pub const RECORD_VERSION: u8 = 1;
+
+/// Ids drawn for one new session before giving up: a taken 128-bit id is
+/// already a broken random source, three in a row a certain one.
+pub const ID_DRAWS_MAX: usize = 3;

@@ -1,0 +1,372 @@
+//! [`McpSessionManager`]: rmcp's `LocalSessionManager` (the in-process
+//! workers and channels) with our ids, our touches and our close.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures_core::Stream;
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionManager, LocalSessionManagerError,
+};
+use rmcp::transport::streamable_http_server::session::{
+    EventStore, RestoreOutcome, ServerSseMessage, SessionId as RmcpId, SessionManager,
+};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+use crate::sessions::McpSessions;
+
+/// What the session manager's calls fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// rmcp's in-process manager failed (an unknown session, a closed worker).
+    #[error(transparent)]
+    Local(#[from] LocalSessionManagerError),
+    /// Drawing a session id or registering its worker failed.
+    #[error("creating a session failed: {0}")]
+    Create(String),
+}
+
+/// rmcp's `SessionManager` for [`McpSessions`]: give it to
+/// `StreamableHttpService::new` (from [`McpSessions::session_manager`]).
+///
+/// What lives where: the per-session worker, its channels and its SSE
+/// streams are rmcp's `LocalSessionManager`'s, in this process (they hold
+/// live connections and cannot be stored). The session itself, the client's
+/// `initialize` parameters and the application's map are in the store. A
+/// request whose id this process does not hold makes rmcp load the session
+/// from the store (`SessionStore::load`), ask this manager for a fresh worker
+/// under the same id (`restore_session`) and replay the `initialize`
+/// handshake into it, so the client goes on without noticing.
+///
+/// On top of the local manager it
+/// - creates each session in the store first, under an id drawn from the OS
+///   CSPRNG, and hands rmcp its text (22 URL-safe characters, 128 bits), so
+///   the header value *is* the store's key;
+/// - touches the store on requests for sessions served here, coalesced
+///   (`has_session`, which rmcp calls on every request carrying an id);
+/// - keeps touching, at the same coalesced rate, while the session's `GET`
+///   stream is open (a client waiting on it for notifications sends no
+///   requests, yet is not idle): one task per open `GET` stream;
+/// - ends the local worker when the store says the session is gone (it
+///   expired, or a `DELETE` reached another process): the request then gets
+///   rmcp's 404 and the client knows to start again.
+#[derive(Debug)]
+pub struct McpSessionManager {
+    sessions: McpSessions,
+    local: LocalSessionManager,
+    /// Sessions whose worker rmcp is restoring here: between
+    /// `restore_session` and the replayed `notifications/initialized`.
+    restoring: DashMap<RmcpId, ()>,
+    /// `restoring.len()`, read without locking on every request.
+    restoring_count: AtomicUsize,
+}
+
+impl McpSessionManager {
+    pub(crate) fn new(sessions: McpSessions) -> Self {
+        let mut local = LocalSessionManager::default();
+        local.session_config.keep_alive = Some(sessions.config().local_keep_alive);
+        Self {
+            sessions,
+            local,
+            restoring: DashMap::new(),
+            restoring_count: AtomicUsize::new(0),
+        }
+    }
+
+    /// Touches the session every touch interval (coalesced with the
+    /// requests' touches) until the returned guard drops or the store has
+    /// lost the session.
+    pub(crate) fn hold(&self, id: &RmcpId) -> oneshot::Sender<()> {
+        let (guard, mut dropped) = oneshot::channel::<()>();
+        let sessions = self.sessions.clone();
+        let id = id.clone();
+        let config = sessions.config();
+        // A zero interval (touch on every request) would spin here.
+        let every = if config.touch_interval.is_zero() {
+            config.timeout / 4
+        } else {
+            config.touch_interval
+        }
+        .max(Duration::from_millis(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut dropped => return,
+                    _ = tick.tick() => {
+                        if !sessions.touch_if_due(&id).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        guard
+    }
+
+    fn end_restore(&self, id: &RmcpId) {
+        if self.restoring.remove(id).is_some() {
+            self.restoring_count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The handle this manager serves.
+    #[must_use]
+    pub fn sessions(&self) -> &McpSessions {
+        &self.sessions
+    }
+}
+
+impl SessionManager for McpSessionManager {
+    type Error = ManagerError;
+    type Transport = <LocalSessionManager as SessionManager>::Transport;
+
+    async fn create_session(&self) -> Result<(RmcpId, Self::Transport), Self::Error> {
+        let id = self
+            .sessions
+            .create()
+            .await
+            .map_err(|e| ManagerError::Create(e.to_string()))?;
+        let text: RmcpId = Arc::from(id.to_string());
+        // The local manager's `restore_session` is its only way to start a
+        // worker under an id of the caller's choosing.
+        match self.local.restore_session(text.clone()).await? {
+            RestoreOutcome::Restored(transport) => Ok((text, transport)),
+            // A fresh 128-bit id already held here: not in this universe.
+            _ => Err(ManagerError::Create(
+                "rmcp's local manager already holds a freshly drawn id".to_owned(),
+            )),
+        }
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &RmcpId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        Ok(self.local.initialize_session(id, message).await?)
+    }
+
+    async fn has_session(&self, id: &RmcpId) -> Result<bool, Self::Error> {
+        // rmcp's local manager lists a restored worker before the replayed
+        // handshake has reached it, and a request routed to it meanwhile
+        // (the client's GET stream reconnecting beside a POST) becomes the
+        // worker's first event instead of `initialize`: the worker quits and
+        // the restore fails (HTTP 500). Answering "not here" sends that
+        // request to rmcp's restore path, which waits for the restore under
+        // way and then serves it.
+        if self.restoring_count.load(Ordering::Acquire) > 0 && self.restoring.contains_key(id) {
+            return Ok(false);
+        }
+        if !self.local.has_session(id).await? {
+            return Ok(false);
+        }
+        if self.sessions.touch_if_due(id).await {
+            return Ok(true);
+        }
+        // Gone from the store: end the worker here too. rmcp then tries
+        // the store, finds nothing, and answers 404.
+        self.local.close_session(id).await?;
+        Ok(false)
+    }
+
+    /// Ends the worker in this process. Not a delete: rmcp also calls this
+    /// when a worker ends for in-process reasons (idle past
+    /// `local_keep_alive`, the server shutting down), and the session must
+    /// then live on in the store for the next request. A client's `DELETE`
+    /// reaches the store through `SessionStore::delete`.
+    async fn close_session(&self, id: &RmcpId) -> Result<(), Self::Error> {
+        self.end_restore(id);
+        self.sessions.forget(id);
+        Ok(self.local.close_session(id).await?)
+    }
+
+    async fn create_stream(
+        &self,
+        id: &RmcpId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        // A request's own stream lives as long as its request: not held
+        // (that would spawn a task per request).
+        Ok(self.local.create_stream(id, message).await?)
+    }
+
+    async fn accept_message(&self, id: &RmcpId, message: ClientJsonRpcMessage) -> Result<(), Self::Error> {
+        let accepted = self.local.accept_message(id, message).await;
+        // While a session is restoring, no request reaches it (see
+        // `has_session`): the first message accepted is rmcp's replayed
+        // `notifications/initialized`, queued behind `initialize`. Events
+        // queued after it find the worker initialized.
+        self.end_restore(id);
+        Ok(accepted?)
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &RmcpId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let stream = self.local.create_standalone_stream(id).await?;
+        Ok(Held::new(stream, self.hold(id)))
+    }
+
+    async fn resume(
+        &self,
+        id: &RmcpId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let stream = self.local.resume(id, last_event_id).await?;
+        Ok(Held::new(stream, self.hold(id)))
+    }
+
+    async fn restore_session(&self, id: RmcpId) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        // Marked before the worker exists, so no request can reach it unmarked.
+        if self.restoring.insert(id.clone(), ()).is_none() {
+            self.restoring_count.fetch_add(1, Ordering::AcqRel);
+        }
+        let outcome = self.local.restore_session(id.clone()).await;
+        if !matches!(outcome, Ok(RestoreOutcome::Restored(_))) {
+            self.end_restore(&id);
+        }
+        Ok(outcome?)
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.local.event_store()
+    }
+}
+
+/// A session's stream that keeps the session touched while it is open (the
+/// guard stops the touching task when the stream drops).
+struct Held<S> {
+    inner: S,
+    _guard: oneshot::Sender<()>,
+}
+
+impl<S> Held<S> {
+    fn new(inner: S, guard: oneshot::Sender<()>) -> Self {
+        Self { inner, _guard: guard }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for Held<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rmcp::model::InitializeRequestParams;
+    use rmcp::transport::streamable_http_server::session::{SessionState, SessionStore as _};
+    use session_engine::{Config, Engine, ManualClock, SessionId};
+
+    use super::*;
+    use crate::McpConfig;
+
+    /// Lets the spawned tasks run (time is paused: nothing else moves it).
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_stream_keeps_the_session_alive_and_stops_when_dropped() {
+        let clock = ManualClock::new(1_000_000);
+        let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
+        let timeout = Duration::from_secs(8);
+        let sessions = McpSessions::new(engine.clone(), McpConfig::with_timeout(timeout)).expect("sessions");
+        let manager = sessions.session_manager();
+        let (text, _transport) = manager.create_session().await.expect("create");
+        sessions
+            .store(&text, &SessionState::new(InitializeRequestParams::default()))
+            .await
+            .expect("store");
+        let id: SessionId = text.parse().expect("our id");
+
+        // No requests for five timeouts, the stream open all along (the
+        // engine's clock and tokio's move together, 3 s a step).
+        let guard = manager.hold(&text);
+        let step = Duration::from_secs(3);
+        for _ in 0..14 {
+            clock.advance(step);
+            tokio::time::advance(step).await;
+            settle().await;
+            assert!(engine.peek(&id).is_ok(), "expired while its stream was open");
+        }
+        // About one touch a step (ticks every 2 s, delayed to the step).
+        assert!(
+            sessions.touch_stats().written >= 10,
+            "{:?}",
+            sessions.touch_stats()
+        );
+
+        // Closed: no more touches, and the session ends a timeout later.
+        drop(guard);
+        settle().await;
+        let written = sessions.touch_stats().written;
+        clock.advance(timeout + step);
+        tokio::time::advance(timeout + step).await;
+        settle().await;
+        assert_eq!(
+            sessions.touch_stats().written,
+            written,
+            "touched after the stream closed"
+        );
+        assert!(
+            engine.peek(&id).is_err(),
+            "still alive with no stream and no request"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_closer_than_timeout_minus_interval_keep_a_session_alive() {
+        let clock = ManualClock::new(1_000_000);
+        let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
+        let timeout = Duration::from_secs(8);
+        // Touches at most every 2 s: requests less than 8 - 2 = 6 s apart
+        // keep it alive.
+        let sessions = McpSessions::new(engine.clone(), McpConfig::with_timeout(timeout)).expect("sessions");
+        let manager = sessions.session_manager();
+        let (text, _transport) = manager.create_session().await.expect("create");
+        sessions
+            .store(&text, &SessionState::new(InitializeRequestParams::default()))
+            .await
+            .expect("store");
+        // The worst case: a request just inside the interval (coalesced, so
+        // the store's deadline stays at the last touch + 8 s), then the
+        // longest allowed gap: 1.9 + 5.9 = 7.8 s after that touch.
+        for (step_ms, due) in [(1_900, false), (5_900, true)].repeat(10) {
+            let step = Duration::from_millis(step_ms);
+            clock.advance(step);
+            tokio::time::advance(step).await;
+            let written = sessions.touch_stats().written;
+            assert!(
+                manager.has_session(&text).await.expect("has_session"),
+                "expired while active"
+            );
+            assert_eq!(sessions.touch_stats().written, written + u64::from(due));
+        }
+        let stats = sessions.touch_stats();
+        assert_eq!((stats.written, stats.coalesced), (10, 10), "{stats:?}");
+        // Idle past the timeout: the store ends it, and so does the next request.
+        clock.advance(timeout + Duration::from_millis(1));
+        tokio::time::advance(timeout + Duration::from_millis(1)).await;
+        assert!(!manager.has_session(&text).await.expect("has_session"));
+    }
+}

@@ -1,0 +1,468 @@
+//! [`McpSessions`]: the shared handle (store, per-session state, touch
+//! coalescing, local peers) and rmcp's `SessionStore` on it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use rmcp::model::{Extensions, ResourceUpdatedNotificationParam};
+use rmcp::service::{Peer, RoleServer};
+use rmcp::transport::streamable_http_server::session::{
+    SessionRestoreMarker, SessionState as RmcpState, SessionStore as RmcpStore, SessionStoreError,
+};
+use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
+use serde_json::{Map, Value};
+use session_engine::{
+    AnyStore, Bucket, Op, RateDecision, SessionId, SessionState, SessionStore, Timeout, TopicCursor,
+};
+
+use crate::error::{Error, Result};
+use crate::limits::{FANOUT_PAGE, FANOUT_PAGES_MAX, ID_DRAWS_MAX, TOUCH_INTERVAL_DIVISOR};
+use crate::manager::McpSessionManager;
+use crate::record::Record;
+use crate::touch::{Claim, TouchStats, Touches};
+
+/// The header rmcp's streamable HTTP transport carries the session id in.
+pub const SESSION_ID_HEADER: &str = "mcp-session-id";
+
+/// How sessions are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct McpConfig {
+    /// A session ends after this long without requests (the store's
+    /// inactivity timeout). Default 30 minutes.
+    pub timeout: Duration,
+    /// At most one touch per session per this interval (default: a quarter
+    /// of `timeout`). A client whose requests are less than `timeout -
+    /// touch_interval` apart is never expired.
+    pub touch_interval: Duration,
+    /// How long this process keeps an idle session's in-memory worker
+    /// (rmcp's `SessionConfig::keep_alive`; default: `timeout`). A request
+    /// after that restores the worker from the store, so this bounds memory,
+    /// not the session's life.
+    pub local_keep_alive: Duration,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self::with_timeout(Duration::from_secs(30 * 60))
+    }
+}
+
+impl McpConfig {
+    /// Sessions of this inactivity timeout, touched at most every quarter of
+    /// it, with workers kept as long.
+    #[must_use]
+    pub fn with_timeout(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            touch_interval: timeout / u32::try_from(TOUCH_INTERVAL_DIVISOR).unwrap_or(4),
+            local_keep_alive: timeout,
+        }
+    }
+
+    /// Sets the touch interval.
+    #[must_use]
+    pub fn touch_interval(mut self, interval: Duration) -> Self {
+        self.touch_interval = interval;
+        self
+    }
+
+    /// Sets how long an idle worker stays in memory.
+    #[must_use]
+    pub fn local_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.local_keep_alive = keep_alive;
+        self
+    }
+}
+
+/// What a [`McpSessions::notify_resource_updated`] found and did.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct FanOut {
+    /// Every live session subscribed to the resource, on any process.
+    pub subscribers: Vec<SessionId>,
+    /// Those whose client this process serves and that were sent
+    /// `notifications/resources/updated`.
+    pub notified_here: usize,
+}
+
+/// rmcp sessions in one of our stores: a cheap `Clone` handle shared by
+/// the session manager, rmcp's session store and the server's handlers.
+///
+/// ```text
+/// let sessions = McpSessions::new(engine, McpConfig::default())?;
+/// let service = StreamableHttpService::new(factory, sessions.session_manager(), sessions.server_config(config));
+/// ```
+#[derive(Clone)]
+pub struct McpSessions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: AnyStore,
+    timeout: Timeout,
+    config: McpConfig,
+    touches: Touches,
+    peers: DashMap<SessionId, Peer<RoleServer>>,
+}
+
+impl fmt::Debug for McpSessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("McpSessions")
+            .field("store", &self.inner.store)
+            .field("config", &self.inner.config)
+            .field("served_here", &self.inner.touches.tracked())
+            .finish()
+    }
+}
+
+impl McpSessions {
+    /// Sessions (and their subscriptions and rate limits) in `store`: the
+    /// `Engine`, a `RedisStore`, or any other `SessionState` store.
+    ///
+    /// # Errors
+    /// `InvalidTimeout` if `config.timeout` is not 1 ms to 400 days;
+    /// `InvalidConfig` if `config.touch_interval` is not shorter.
+    pub fn new(store: impl SessionState + fmt::Debug + 'static, config: McpConfig) -> Result<Self> {
+        Self::from_any(AnyStore::new(store), config)
+    }
+
+    /// Sessions in a store chosen at run time (`session_redis::open_url`).
+    ///
+    /// # Errors
+    /// `InvalidTimeout` if `config.timeout` is not 1 ms to 400 days;
+    /// `InvalidConfig` if `config.touch_interval` is not shorter.
+    pub fn from_any(store: AnyStore, config: McpConfig) -> Result<Self> {
+        let ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX);
+        let timeout = Timeout::from_ms(ms);
+        timeout.checked_ms()?;
+        if config.touch_interval >= config.timeout {
+            // The deadline would trail the last request by more than the
+            // timeout: an active client could expire.
+            return Err(session_engine::Error::InvalidConfig(format!(
+                "touch_interval {:?} must be shorter than the timeout {:?}",
+                config.touch_interval, config.timeout
+            ))
+            .into());
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                timeout,
+                config,
+                touches: Touches::new(config.touch_interval),
+                peers: DashMap::new(),
+            }),
+        })
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> McpConfig {
+        self.inner.config
+    }
+
+    /// The store behind the sessions (named so as not to shadow rmcp's
+    /// `SessionStore::store`).
+    #[must_use]
+    pub fn backend(&self) -> &AnyStore {
+        &self.inner.store
+    }
+
+    /// The session manager to give rmcp's `StreamableHttpService`.
+    #[must_use]
+    pub fn session_manager(&self) -> Arc<McpSessionManager> {
+        Arc::new(McpSessionManager::new(self.clone()))
+    }
+
+    /// `config` with this store as its `session_store` (rmcp then persists
+    /// each session after its `initialize`, restores unknown ids from it,
+    /// and deletes on `DELETE`).
+    #[must_use]
+    pub fn server_config(&self, mut config: StreamableHttpServerConfig) -> StreamableHttpServerConfig {
+        config.session_store = Some(Arc::new(self.clone()));
+        config
+    }
+
+    /// The session a request or notification belongs to: its
+    /// `Mcp-Session-Id` header (rmcp puts the HTTP request's parts into the
+    /// context's extensions), or the session being restored.
+    ///
+    /// # Errors
+    /// [`Error::NoSession`] if there is none, or it is not an id of ours.
+    pub fn session_id(extensions: &Extensions) -> Result<SessionId> {
+        let text = extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.headers.get(SESSION_ID_HEADER))
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| extensions.get::<SessionRestoreMarker>().map(|m| m.id.to_string()));
+        text.and_then(|t| t.parse().ok()).ok_or(Error::NoSession)
+    }
+
+    /// Remembers the client of a session served here, for
+    /// [`notify_resource_updated`](Self::notify_resource_updated). Call it
+    /// from `ServerHandler::on_initialized` (rmcp calls that on a fresh
+    /// session and on a restored one).
+    ///
+    /// # Errors
+    /// [`Error::NoSession`] if the context names no session.
+    pub fn register_peer(&self, extensions: &Extensions, peer: Peer<RoleServer>) -> Result<SessionId> {
+        let id = Self::session_id(extensions)?;
+        self.inner.peers.insert(id, peer);
+        Ok(id)
+    }
+
+    /// The application's map of the session (not activity).
+    ///
+    /// # Errors
+    /// `NotFound` if the session is gone; [`Error::Record`] if its bytes are
+    /// not ours.
+    pub async fn data(&self, id: &SessionId) -> Result<Map<String, Value>> {
+        let session = self.inner.store.peek(id).await?;
+        Ok(Record::decode(session.metadata())?.data)
+    }
+
+    /// Changes the application's map of the session atomically (optimistic:
+    /// `f` may run more than once, on the latest map each time) and returns
+    /// what the last run of `f` returned. Counts as activity.
+    ///
+    /// # Errors
+    /// `NotFound` if the session is gone; [`Error::Record`] if its bytes are
+    /// not ours (nothing is written then).
+    pub async fn update_data<R, F>(&self, id: &SessionId, mut f: F) -> Result<R>
+    where
+        F: FnMut(&mut Map<String, Value>) -> R + Send,
+        R: Send,
+    {
+        let mut out = None;
+        let outcome = self
+            .inner
+            .store
+            .try_update(id, |bytes| {
+                let mut record = Record::decode(bytes)?;
+                out = Some(f(&mut record.data));
+                Ok::<_, Error>(Op::Replace(record.encode()?))
+            })
+            .await?;
+        outcome?;
+        self.inner.touches.mark(*id);
+        // A try_update that succeeded ran the closure at least once.
+        out.ok_or_else(|| Error::Record("the update closure never ran".to_owned()))
+    }
+
+    /// `resources/subscribe`: subscribes the session to `uri`; `true` if it
+    /// was not subscribed.
+    ///
+    /// # Errors
+    /// `NotFound`; `LimitExceeded` past the store's topic limits
+    /// (`limits::TOPIC_LEN_MAX`, `TOPICS_PER_SESSION_MAX`).
+    pub async fn subscribe(&self, id: &SessionId, uri: &str) -> Result<bool> {
+        Ok(self.inner.store.subscribe(id, uri).await?)
+    }
+
+    /// `resources/unsubscribe`; `true` if it was subscribed.
+    ///
+    /// # Errors
+    /// As [`subscribe`](Self::subscribe).
+    pub async fn unsubscribe(&self, id: &SessionId, uri: &str) -> Result<bool> {
+        Ok(self.inner.store.unsubscribe(id, uri).await?)
+    }
+
+    /// The session's subscriptions.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub async fn topics(&self, id: &SessionId) -> Result<Vec<String>> {
+        Ok(self.inner.store.topics(id).await?)
+    }
+
+    /// The fan-out of a resource update: every live session subscribed to
+    /// `uri` (through any process sharing the store), paged from the store's
+    /// reverse index; those whose client is served here are sent
+    /// `notifications/resources/updated`. A session served by another
+    /// process is in [`FanOut::subscribers`] but is not notified: run the
+    /// fan-out on every process (each notifies its own clients), e.g. on a
+    /// broadcast of the update.
+    ///
+    /// # Errors
+    /// The store's, [`Error::FanOutTooLong`].
+    pub async fn notify_resource_updated(&self, uri: &str) -> Result<FanOut> {
+        let mut out = FanOut::default();
+        let mut cursor = TopicCursor::START;
+        for _ in 0..FANOUT_PAGES_MAX {
+            let page = self.inner.store.subscribers(uri, cursor, FANOUT_PAGE).await?;
+            for id in &page.ids {
+                let Some(peer) = self.inner.peers.get(id).map(|p| p.clone()) else {
+                    continue;
+                };
+                match peer
+                    .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
+                    .await
+                {
+                    Ok(()) => out.notified_here += 1,
+                    // Its worker ended: the client is no longer served here.
+                    Err(_) => {
+                        self.inner.peers.remove(id);
+                    }
+                }
+            }
+            out.subscribers.extend_from_slice(&page.ids);
+            match page.next {
+                Some(next) => cursor = next,
+                None => return Ok(out),
+            }
+        }
+        Err(Error::FanOutTooLong {
+            topic: uri.to_owned(),
+            pages: FANOUT_PAGES_MAX,
+        })
+    }
+
+    /// Charges `cost` tokens of the session's bucket in one atomic store
+    /// call.
+    ///
+    /// # Errors
+    /// `NotFound`; `InvalidArgument` for a bucket or cost out of range.
+    pub async fn rate_limit(&self, id: &SessionId, bucket: Bucket, cost: u32) -> Result<RateDecision> {
+        Ok(self.inner.store.rate_limit(id, bucket, cost).await?)
+    }
+
+    /// [`rate_limit`](Self::rate_limit) for a handler: `Ok(remaining)`, or
+    /// the MCP error a client reads its wait from
+    /// ([`rate_limited`](crate::rate_limited), [`retry_after`](crate::retry_after)).
+    ///
+    /// # Errors
+    /// The rate-limit error, or this crate's errors as MCP errors.
+    pub async fn check_rate(
+        &self,
+        extensions: &Extensions,
+        bucket: Bucket,
+        cost: u32,
+    ) -> std::result::Result<u32, rmcp::ErrorData> {
+        let id = Self::session_id(extensions)?;
+        match self.rate_limit(&id, bucket, cost).await? {
+            RateDecision::Allowed { remaining } => Ok(remaining),
+            RateDecision::Limited { retry_after } => Err(crate::error::rate_limited(retry_after)),
+        }
+    }
+
+    /// Sessions whose worker runs in this process (created or restored
+    /// here, not yet closed).
+    #[must_use]
+    pub fn served_here(&self) -> usize {
+        self.inner.touches.tracked()
+    }
+
+    /// Counters of touch coalescing in this process.
+    #[must_use]
+    pub fn touch_stats(&self) -> TouchStats {
+        self.inner.touches.stats()
+    }
+
+    /// A request for `id` arrived at a process that serves it: touch the
+    /// store if due. `false` if the store no longer has the session.
+    pub(crate) async fn touch_if_due(&self, text: &str) -> bool {
+        let Ok(id) = text.parse::<SessionId>() else {
+            // Not one of ours: this process never creates such ids.
+            return false;
+        };
+        let Claim::Due { previous } = self.inner.touches.claim(id) else {
+            return true;
+        };
+        match self.inner.store.touch(&id).await {
+            Ok(()) => true,
+            Err(session_engine::Error::NotFound) => {
+                self.forget(text);
+                false
+            }
+            // Serve the request; the next one tries again.
+            Err(_) => {
+                self.inner.touches.failed(id, previous);
+                true
+            }
+        }
+    }
+
+    /// A new session in the store under a fresh id from the OS CSPRNG (a
+    /// pending record: no handshake yet). Another id if one is taken: never
+    /// over another session.
+    pub(crate) async fn create(&self) -> Result<SessionId> {
+        let record = Record::pending().encode()?;
+        let mut tries = 0;
+        loop {
+            let id = SessionId::random().map_err(|e| Error::Random(e.to_string()))?;
+            match self.inner.store.insert(id, &record, self.inner.timeout).await {
+                Ok(()) => {
+                    self.inner.touches.track(id);
+                    return Ok(id);
+                }
+                Err(session_engine::Error::AlreadyExists) if tries < ID_DRAWS_MAX => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The session left this process (its worker ended or was closed).
+    pub(crate) fn forget(&self, text: &str) {
+        if let Ok(id) = text.parse::<SessionId>() {
+            self.inner.touches.forget(&id);
+            self.inner.peers.remove(&id);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RmcpStore for McpSessions {
+    /// A `get` (activity): the session's restore state, or `None` if the
+    /// id is not ours or the session is gone.
+    async fn load(&self, session_id: &str) -> std::result::Result<Option<RmcpState>, SessionStoreError> {
+        let Ok(id) = session_id.parse::<SessionId>() else {
+            return Ok(None);
+        };
+        let session = match self.inner.store.get(&id).await {
+            Ok(session) => session,
+            Err(session_engine::Error::NotFound) => return Ok(None),
+            Err(e) => return Err(Box::new(Error::from(e))),
+        };
+        let record = Record::decode(session.metadata()).map_err(Box::new)?;
+        // rmcp restores a worker here next.
+        self.inner.touches.track(id);
+        // A session whose handshake never completed cannot be replayed.
+        Ok(record.rmcp)
+    }
+
+    /// A `put` of the record with rmcp's state (after the handshake of a
+    /// session [`McpSessionManager`] created; the map is empty then).
+    async fn store(&self, session_id: &str, state: &RmcpState) -> std::result::Result<(), SessionStoreError> {
+        let id: SessionId = session_id
+            .parse()
+            .map_err(|e: session_engine::ParseIdError| Box::new(Error::Store(e.into())))?;
+        let record = Record {
+            rmcp: Some(state.clone()),
+            data: Map::new(),
+        };
+        self.inner
+            .store
+            .put(id, &record.encode()?, self.inner.timeout)
+            .await
+            .map_err(|e| Box::new(Error::from(e)))?;
+        self.inner.touches.mark(id);
+        Ok(())
+    }
+
+    /// The session and its state (subscriptions, bucket) go; an unknown id
+    /// is not an error.
+    async fn delete(&self, session_id: &str) -> std::result::Result<(), SessionStoreError> {
+        let Ok(id) = session_id.parse::<SessionId>() else {
+            return Ok(());
+        };
+        self.forget(session_id);
+        match self.inner.store.delete(&id).await {
+            Ok(()) | Err(session_engine::Error::NotFound) => Ok(()),
+            Err(e) => Err(Box::new(Error::from(e))),
+        }
+    }
+}

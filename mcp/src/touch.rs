@@ -1,0 +1,246 @@
+//! Touch coalescing: at most one store write per session per interval,
+//! however many requests carry its id.
+//!
+//! Each session this process serves has one `AtomicU64` here: the time of
+//! the last write that counted as activity (creation, a restore's `get`, a
+//! touch), in milliseconds since this process's epoch. A request reads it;
+//! only when `interval` has passed does one request (the one that wins a
+//! compare-exchange) write a touch to the store. Requests in between cost a
+//! map lookup (a shard read lock of a `DashMap`) and an atomic load: no
+//! store write, no allocation.
+//!
+//! Times are tokio's (`tokio::time::Instant`), so that a test with paused
+//! time drives them.
+//!
+//! What it guarantees: the store's deadline is never more than `interval`
+//! behind the last request, so a client whose requests are less than
+//! `timeout - interval` apart is never expired. What it does not: another
+//! process serving the same session keeps its own times (each touches at
+//! most once per interval; the store sees the union).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use dashmap::DashMap;
+use session_engine::SessionId;
+
+/// Whether a request should write a touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Touched within the interval: nothing to write.
+    NotDue,
+    /// This request writes the touch; `previous` is what to put back if the
+    /// write fails (so the next request tries again).
+    Due { previous: Option<u64> },
+}
+
+/// Counters of the coalescing, for tests and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TouchStats {
+    /// Touches written to the store.
+    pub written: u64,
+    /// Requests that found the session touched within the interval.
+    pub coalesced: u64,
+    /// Touches the store failed (other than "session gone"); the request
+    /// was served and the next one tries again.
+    pub failed: u64,
+}
+
+/// Where this process's clock starts (about 35 years of milliseconds).
+const EPOCH_MS: u64 = 1 << 40;
+
+#[derive(Debug)]
+pub(crate) struct Touches {
+    epoch: Instant,
+    interval_ms: u64,
+    last_ms: DashMap<SessionId, AtomicU64>,
+    written: AtomicU64,
+    coalesced: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Touches {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            epoch: Instant::now(),
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+            last_ms: DashMap::new(),
+            written: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    /// Milliseconds since the epoch, plus [`EPOCH_MS`]: a stored 0 is
+    /// then always longer ago than any interval (a test relies on it).
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(EPOCH_MS)
+    }
+
+    /// A session this process now serves (created or restored here), its
+    /// store deadline just set.
+    pub(crate) fn track(&self, id: SessionId) {
+        let now = self.now_ms();
+        match self.last_ms.get(&id) {
+            Some(last) => last.store(now, Ordering::Release),
+            None => {
+                self.last_ms.insert(id, AtomicU64::new(now));
+            }
+        }
+    }
+
+    /// A write that counted as activity just happened (a data update): the
+    /// next touch may wait. Sessions not served here stay untracked.
+    pub(crate) fn mark(&self, id: SessionId) {
+        if let Some(last) = self.last_ms.get(&id) {
+            last.store(self.now_ms(), Ordering::Release);
+        }
+    }
+
+    /// Whether this request should write a touch (see [`Claim`]).
+    pub(crate) fn claim(&self, id: SessionId) -> Claim {
+        let now = self.now_ms();
+        if let Some(last) = self.last_ms.get(&id) {
+            let previous = last.load(Ordering::Acquire);
+            if now.saturating_sub(previous) < self.interval_ms {
+                self.coalesced.fetch_add(1, Ordering::Relaxed);
+                return Claim::NotDue;
+            }
+            // One of the requests racing here writes; the others need not.
+            if last
+                .compare_exchange(previous, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                self.coalesced.fetch_add(1, Ordering::Relaxed);
+                return Claim::NotDue;
+            }
+            self.written.fetch_add(1, Ordering::Relaxed);
+            return Claim::Due {
+                previous: Some(previous),
+            };
+        }
+        // Not (or no longer) served here, e.g. a stream's task racing the
+        // close: touch, but do not start tracking it (that would leak).
+        self.written.fetch_add(1, Ordering::Relaxed);
+        Claim::Due { previous: None }
+    }
+
+    /// The claimed touch failed: let the next request try again.
+    pub(crate) fn failed(&self, id: SessionId, previous: Option<u64>) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        // `None`: not tracked here, nothing to put back.
+        if let (Some(previous), Some(last)) = (previous, self.last_ms.get(&id)) {
+            last.store(previous, Ordering::Release);
+        }
+    }
+
+    /// The session left this process (closed, deleted, gone).
+    pub(crate) fn forget(&self, id: &SessionId) {
+        self.last_ms.remove(id);
+    }
+
+    /// Sessions tracked (those this process serves).
+    pub(crate) fn tracked(&self) -> usize {
+        self.last_ms.len()
+    }
+
+    pub(crate) fn stats(&self) -> TouchStats {
+        TouchStats {
+            written: self.written.load(Ordering::Relaxed),
+            coalesced: self.coalesced.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> SessionId {
+        SessionId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn within_the_interval_nothing_is_written() {
+        let touches = Touches::new(Duration::from_secs(3600));
+        touches.track(id(1));
+        for _ in 0..100 {
+            assert_eq!(touches.claim(id(1)), Claim::NotDue);
+        }
+        assert_eq!(
+            touches.stats(),
+            TouchStats {
+                written: 0,
+                coalesced: 100,
+                failed: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_zero_interval_touches_on_every_request() {
+        let touches = Touches::new(Duration::ZERO);
+        touches.track(id(1));
+        for _ in 0..10 {
+            assert!(matches!(touches.claim(id(1)), Claim::Due { previous: Some(_) }));
+        }
+        assert_eq!(touches.stats().written, 10);
+    }
+
+    #[test]
+    fn a_session_not_served_here_is_touched_but_never_tracked() {
+        let touches = Touches::new(Duration::from_secs(3600));
+        for _ in 0..3 {
+            assert_eq!(touches.claim(id(2)), Claim::Due { previous: None });
+        }
+        touches.mark(id(2));
+        assert_eq!(
+            touches.tracked(),
+            0,
+            "claims and marks of an unknown id leak no entry"
+        );
+        touches.track(id(2));
+        assert_eq!(touches.claim(id(2)), Claim::NotDue);
+        assert_eq!(touches.tracked(), 1);
+        touches.forget(&id(2));
+        assert_eq!(touches.tracked(), 0);
+    }
+
+    #[test]
+    fn a_failed_touch_is_tried_again_by_the_next_request() {
+        let touches = Touches::new(Duration::from_secs(3600));
+        touches.track(id(3));
+        // Due: the last touch "long ago".
+        touches.last_ms.get(&id(3)).unwrap().store(0, Ordering::Release);
+        let Claim::Due { previous } = touches.claim(id(3)) else {
+            panic!("due");
+        };
+        assert_eq!(touches.claim(id(3)), Claim::NotDue, "claimed by the first");
+        touches.failed(id(3), previous);
+        assert!(matches!(touches.claim(id(3)), Claim::Due { previous: Some(0) }));
+        assert_eq!(touches.stats().failed, 1);
+    }
+
+    #[test]
+    fn racing_requests_write_one_touch() {
+        let touches = Touches::new(Duration::from_secs(3600));
+        touches.track(id(4));
+        // Due: the last touch "long ago".
+        touches.last_ms.get(&id(4)).unwrap().store(0, Ordering::Release);
+        let touches = &touches;
+        let wins: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(move || usize::from(matches!(touches.claim(id(4)), Claim::Due { .. }))))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(wins, 1, "{:?}", touches.stats());
+        assert_eq!(touches.stats().coalesced, 7);
+    }
+}

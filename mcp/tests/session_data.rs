@@ -1,0 +1,76 @@
+//! The application's per-session map and the configuration checks, in
+//! process over the embedded engine.
+
+use std::time::Duration;
+
+use rmcp::model::InitializeRequestParams;
+use rmcp::transport::streamable_http_server::session::{SessionManager, SessionState, SessionStore as _};
+use serde_json::Value;
+use session_engine::{Config, Engine, SessionId, SessionStore, Timeout};
+use session_mcp::{Error, McpConfig, McpSessions};
+
+fn engine() -> Engine {
+    Engine::open(Config::development()).expect("engine")
+}
+
+#[tokio::test]
+async fn update_data_changes_the_map_and_keeps_rmcps_state() {
+    let engine = engine();
+    let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    let manager = sessions.session_manager();
+    let (text, transport) = manager.create_session().await.expect("create");
+    sessions
+        .store(&text, &SessionState::new(InitializeRequestParams::default()))
+        .await
+        .expect("store");
+    let id: SessionId = text.parse().expect("our id");
+    for expected in 1..=3u64 {
+        let n = sessions
+            .update_data(&id, |data| {
+                let n = data.get("n").and_then(Value::as_u64).unwrap_or(0) + 1;
+                data.insert("n".into(), n.into());
+                n
+            })
+            .await
+            .expect("update");
+        assert_eq!(n, expected);
+    }
+    assert_eq!(sessions.data(&id).await.expect("data")["n"], 3);
+    assert!(
+        sessions.load(&text).await.expect("load").is_some(),
+        "rmcp's state kept"
+    );
+    drop(transport);
+}
+
+#[tokio::test]
+async fn update_data_refuses_what_is_not_ours_and_writes_nothing() {
+    let engine = engine();
+    let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    let other = engine.create(b"user=1", Timeout::from_secs(60)).expect("create");
+    let result = sessions.update_data(&other, |_| ()).await;
+    assert!(matches!(result, Err(Error::Record(_))), "{result:?}");
+    assert_eq!(engine.peek(&other).expect("there").metadata(), b"user=1");
+    let gone = SessionId::from_bytes([7; 16]);
+    let result = sessions.update_data(&gone, |_| ()).await;
+    assert!(
+        matches!(result, Err(Error::Store(session_engine::Error::NotFound))),
+        "{result:?}"
+    );
+    SessionStore::delete(&engine, &other).await.expect("delete");
+}
+
+#[test]
+fn a_touch_interval_not_shorter_than_the_timeout_is_refused() {
+    let timeout = Duration::from_secs(60);
+    for interval in [timeout, timeout * 2] {
+        let config = McpConfig::with_timeout(timeout).touch_interval(interval);
+        let result = McpSessions::new(engine(), config);
+        assert!(
+            matches!(result, Err(Error::Store(session_engine::Error::InvalidConfig(_)))),
+            "{interval:?}: {result:?}"
+        );
+    }
+    assert!(McpSessions::new(engine(), McpConfig::with_timeout(Duration::ZERO)).is_err());
+    assert!(McpSessions::new(engine(), McpConfig::with_timeout(timeout)).is_ok());
+}

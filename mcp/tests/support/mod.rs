@@ -1,0 +1,386 @@
+//! Test harness: the example server (`examples/mcp_server.rs`) as real
+//! processes on free loopback ports, a load balancer the test switches
+//! between them, rmcp's own client over real HTTP, and the Redis servers of
+//! `redis-backend/tests/support` (shared by path, not copied).
+//!
+//! `cargo test` builds the examples before it runs any test, so the
+//! server's binary is at `target/<profile>/examples/mcp_server`. A run
+//! limited to one test target (`cargo test --test <name>`) does not build
+//! it, and a binary left from an older build would test old code: the
+//! harness checks the binary against the source files cargo lists for it,
+//! and builds it (`cargo build -p session-mcp --example mcp_server`) if any
+//! is newer (the same rule as `tower/tests/support`).
+
+#![allow(dead_code)] // each test binary uses a different part
+
+#[path = "../../../redis-backend/tests/support/mod.rs"]
+pub mod redis;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, ErrorData, Implementation, ProtocolVersion,
+    ResourceUpdatedNotificationParam,
+};
+use rmcp::service::{NotificationContext, RoleClient, RunningService, ServiceError};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{ClientHandler, ServiceExt};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Mutex};
+
+/// How long the server may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The example's binary name.
+const EXAMPLE: &str = "mcp_server";
+
+/// The example binary, up to date with every source file it was built
+/// from (built here if not: see the module docs).
+fn server_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test binary path");
+            // target/<profile>/deps/<test>-<hash> -> target/<profile>/examples/mcp_server
+            let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+            let bin = profile_dir
+                .join("examples")
+                .join(format!("{EXAMPLE}{}", std::env::consts::EXE_SUFFIX));
+            if !is_fresh(&bin) {
+                build_server(profile_dir);
+                assert!(
+                    is_fresh(&bin),
+                    "{} is still older than its sources after a build",
+                    bin.display()
+                );
+            }
+            bin
+        })
+        .clone()
+}
+
+/// True if `bin` exists and no file its dep-info (`<bin>.d`) lists is newer.
+fn is_fresh(bin: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(bin) else {
+        return false;
+    };
+    let Ok(dep_info) = std::fs::read_to_string(bin.with_extension("d")) else {
+        return false;
+    };
+    let Some((_, sources)) = dep_info.lines().next().and_then(|l| l.split_once(": ")) else {
+        return false;
+    };
+    let sources = sources.replace("\\ ", "\0");
+    sources
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(|s| PathBuf::from(s.replace('\0', " ")))
+        .all(|source| modified(&source).is_some_and(|m| m <= built))
+}
+
+/// `cargo build -p session-mcp --example mcp_server` into this test's
+/// target directory and profile.
+fn build_server(profile_dir: &Path) {
+    let target_dir = profile_dir.parent().expect("target dir");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", "session-mcp", "--example", EXAMPLE, "--target-dir"])
+        .arg(target_dir);
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        cmd.arg("--release");
+    }
+    eprintln!("the example server is missing or older than its sources: {cmd:?}");
+    let status = cmd.status().expect("run cargo");
+    assert!(status.success(), "building the example server failed: {status}");
+}
+
+/// One running server process; killed (SIGKILL, its own PID only) and
+/// reaped on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:<port>/mcp`.
+    pub url: String,
+    pub port: u16,
+    args: Vec<String>,
+    /// Kept open so the server never writes into a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Server {
+    /// Starts the server with these arguments (`--store` and the rest).
+    pub fn start(args: &[&str]) -> Self {
+        Self::spawn(args.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    fn spawn(args: Vec<String>) -> Self {
+        let mut child = Command::new(server_binary())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the example server");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        // On a thread, so that a silent server fails the test instead of
+        // hanging it (the kill below closes the pipe and ends the read).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = stdout.read_line(&mut line);
+            let _ = tx.send(read.map(|_| line));
+            stdout
+        });
+        let Ok(line) = rx.recv_timeout(START_TIMEOUT) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server printed no address within {START_TIMEOUT:?} (args {args:?})");
+        };
+        let line = line.expect("read the server's stdout");
+        let stdout = reader.join().expect("reader thread");
+        let Some(url) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server's first line is {line:?}, not its address (args {args:?})");
+        };
+        let port = url
+            .strip_prefix("http://127.0.0.1:")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no loopback port in {url:?}"));
+        Self {
+            child,
+            url: url.to_owned(),
+            port,
+            args,
+            _stdout: stdout,
+        }
+    }
+
+    /// `kill -9` the process and start it again with the same arguments
+    /// (on another free port).
+    pub fn restart_after_kill(&mut self) {
+        self.kill();
+        let args = std::mem::take(&mut self.args);
+        *self = Self::spawn(args);
+    }
+
+    /// SIGINT (Ctrl-C, its own PID only), wait for the process to exit
+    /// (it must, within the start timeout), and start it again with the
+    /// same arguments. Returns the exit status.
+    pub fn restart_after_interrupt(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -INT {pid} failed");
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not stop within {START_TIMEOUT:?} of SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let args = std::mem::take(&mut self.args);
+        *self = Self::spawn(args);
+        status
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL on Unix
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A load balancer: a loopback TCP proxy whose upstream the test switches.
+/// A switch also cuts every connection made before it (an HTTP keep-alive
+/// connection, the client's SSE stream), so the client's next request
+/// reaches the new upstream, as behind a balancer that moved it.
+pub struct Balancer {
+    pub port: u16,
+    upstream: Arc<AtomicU16>,
+    epoch: watch::Sender<u64>,
+    accepted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    pub async fn start(upstream_port: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind balancer");
+        let port = listener.local_addr().expect("balancer addr").port();
+        let upstream = Arc::new(AtomicU16::new(upstream_port));
+        let (epoch, _) = watch::channel(0u64);
+        let accepted = Arc::new(AtomicU64::new(0));
+        let task = {
+            let upstream = Arc::clone(&upstream);
+            let epoch = epoch.clone();
+            let accepted = Arc::clone(&accepted);
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    let to = upstream.load(Ordering::SeqCst);
+                    let mut switched = epoch.subscribe();
+                    switched.mark_unchanged();
+                    tokio::spawn(async move {
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", to)).await else {
+                            return; // upstream down: the client sees a closed connection
+                        };
+                        let (mut client, mut server) = (client, server);
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = switched.changed() => {}
+                        }
+                    });
+                }
+            })
+        };
+        Self {
+            port,
+            upstream,
+            epoch,
+            accepted,
+            task,
+        }
+    }
+
+    /// The MCP endpoint through the balancer.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// New connections go to `port`; the old ones are cut.
+    pub fn switch_to(&self, port: u16) {
+        self.upstream.store(port, Ordering::SeqCst);
+        self.epoch.send_modify(|e| *e += 1);
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A client handler that records `notifications/resources/updated`.
+#[derive(Clone)]
+pub struct Recorder {
+    updates: mpsc::UnboundedSender<String>,
+}
+
+/// The client's name and version in its `initialize`, and the protocol
+/// version it asks for (not rmcp's latest, so that a server that lost the
+/// parameters and replayed defaults would answer differently).
+pub const CLIENT_NAME: &str = "session-mcp-test-client";
+pub const CLIENT_VERSION: &str = "7.7.7";
+pub const PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_06_18;
+
+impl ClientHandler for Recorder {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new(CLIENT_NAME, CLIENT_VERSION),
+        )
+        .with_protocol_version(PROTOCOL)
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.updates.send(params.uri);
+    }
+}
+
+/// rmcp's client over real HTTP, with transparent re-initialization off:
+/// a session the server lost is an error here, never a silent new session.
+pub struct Client {
+    pub service: RunningService<RoleClient, Recorder>,
+    pub updates: Mutex<mpsc::UnboundedReceiver<String>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let config =
+            StreamableHttpClientTransportConfig::with_uri(url.to_owned()).reinit_on_expired_session(false);
+        let transport = StreamableHttpClientTransport::from_config(config);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let service = Recorder { updates: tx }
+            .serve(transport)
+            .await
+            .expect("initialize an MCP session");
+        Self {
+            service,
+            updates: Mutex::new(rx),
+        }
+    }
+
+    /// Calls a tool; its text content parsed as JSON.
+    pub async fn try_call(
+        &self,
+        tool: &'static str,
+        arguments: Option<Value>,
+    ) -> Result<Value, ServiceError> {
+        let mut params = CallToolRequestParams::new(tool);
+        if let Some(Value::Object(map)) = arguments {
+            params = params.with_arguments(map);
+        }
+        let result = self.service.call_tool(params).await?;
+        let text = result
+            .content
+            .first()
+            .and_then(|c| c.as_text())
+            .map(|t| t.text.clone())
+            .unwrap_or_else(|| panic!("{tool}: no text content in {result:?}"));
+        Ok(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{tool}: {text:?} is not JSON: {e}")))
+    }
+
+    pub async fn call(&self, tool: &'static str, arguments: Option<Value>) -> Value {
+        self.try_call(tool, arguments)
+            .await
+            .unwrap_or_else(|e| panic!("{tool}: {e}"))
+    }
+
+    /// `counter`: the session's count after adding one.
+    pub async fn counter(&self) -> u64 {
+        self.call("counter", None).await.as_u64().expect("a count")
+    }
+
+    /// `whoami`: (session id, server name). Checks that the session knows
+    /// this client's `initialize` parameters (restored ones included).
+    pub async fn whoami(&self) -> (String, String) {
+        let v = self.call("whoami", None).await;
+        assert_eq!(v["client"], format!("{CLIENT_NAME} {CLIENT_VERSION}"), "{v}");
+        assert_eq!(v["protocol"], PROTOCOL.to_string(), "{v}");
+        (
+            v["session"].as_str().expect("session").to_owned(),
+            v["server"].as_str().expect("server").to_owned(),
+        )
+    }
+
+    /// The MCP error of a failed call, if it was one.
+    pub fn mcp_error(e: &ServiceError) -> Option<&ErrorData> {
+        match e {
+            ServiceError::McpError(data) => Some(data),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The session manager in process, over the embedded engine: requests for a
+//! session served here touch the store at most once per interval; a session
+//! the store no longer has ends the local worker; a DELETE removes it.
+
+use std::time::Duration;
+
+use rmcp::model::InitializeRequestParams;
+use rmcp::transport::streamable_http_server::session::{SessionManager, SessionState, SessionStore as _};
+use session_engine::{Config, Engine, ManualClock, SessionId, SessionStore};
+use session_mcp::{McpConfig, McpSessions};
+
+fn engine() -> Engine {
+    Engine::open(Config::development()).expect("engine")
+}
+
+#[tokio::test]
+async fn requests_within_the_interval_write_nothing() {
+    let engine = engine();
+    let config = McpConfig::with_timeout(Duration::from_secs(7200)).touch_interval(Duration::from_secs(3600));
+    let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
+    let manager = sessions.session_manager();
+    let (text, transport) = manager.create_session().await.expect("create");
+    sessions
+        .store(&text, &SessionState::new(InitializeRequestParams::default()))
+        .await
+        .expect("store");
+    for _ in 0..100 {
+        assert!(manager.has_session(&text).await.expect("has_session"));
+    }
+    let stats = sessions.touch_stats();
+    assert_eq!((stats.written, stats.coalesced), (0, 100), "{stats:?}");
+    drop(transport);
+}
+
+#[tokio::test]
+async fn a_zero_interval_touches_on_every_request_and_slides_the_deadline() {
+    let clock = ManualClock::new(1_000_000);
+    let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
+    let config = McpConfig::with_timeout(Duration::from_secs(600)).touch_interval(Duration::ZERO);
+    let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
+    let manager = sessions.session_manager();
+    let (text, transport) = manager.create_session().await.expect("create");
+    sessions
+        .store(&text, &SessionState::new(InitializeRequestParams::default()))
+        .await
+        .expect("store");
+    let id: SessionId = text.parse().expect("our id");
+    let before = engine.peek(&id).expect("stored").last_access_ms();
+    clock.advance(Duration::from_secs(1));
+    for _ in 0..10 {
+        assert!(manager.has_session(&text).await.expect("has_session"));
+    }
+    assert_eq!(sessions.touch_stats().written, 10);
+    assert_eq!(
+        engine.peek(&id).expect("stored").last_access_ms(),
+        before + 1_000,
+        "touched"
+    );
+    drop(transport);
+}
+
+#[tokio::test]
+async fn a_session_gone_from_the_store_ends_its_worker() {
+    let engine = engine();
+    let config = McpConfig::with_timeout(Duration::from_secs(600)).touch_interval(Duration::ZERO);
+    let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
+    let manager = sessions.session_manager();
+    let (text, transport) = manager.create_session().await.expect("create");
+    sessions
+        .store(&text, &SessionState::new(InitializeRequestParams::default()))
+        .await
+        .expect("store");
+    let id: SessionId = text.parse().expect("our id");
+    // Deleted through another process (or expired).
+    SessionStore::delete(&engine, &id).await.expect("delete");
+    assert!(!manager.has_session(&text).await.expect("has_session"));
+    // The worker is gone here too, and the store has nothing to restore.
+    assert!(!manager.has_session(&text).await.expect("has_session"));
+    assert!(sessions.load(&text).await.expect("load").is_none());
+    drop(transport);
+}
+
+#[tokio::test]
+async fn load_restores_only_our_live_sessions_and_delete_removes_them() {
+    let engine = engine();
+    let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    let manager = sessions.session_manager();
+    let (text, transport) = manager.create_session().await.expect("create");
+    let params = InitializeRequestParams::default();
+    sessions
+        .store(&text, &SessionState::new(params.clone()))
+        .await
+        .expect("store");
+    let loaded = sessions.load(&text).await.expect("load").expect("stored");
+    assert_eq!(
+        serde_json::to_value(&loaded.initialize_params).unwrap(),
+        serde_json::to_value(&params).unwrap()
+    );
+    // Not ids of ours: nothing, not an error.
+    for foreign in [
+        "",
+        "0b7a4a5e-2f5e-4a55-9b58-4a3c1f0e9d11",
+        "not an id",
+        &"A".repeat(22),
+    ] {
+        assert!(
+            sessions.load(foreign).await.expect("load").is_none(),
+            "{foreign:?}"
+        );
+    }
+    // A session whose bytes are someone else's is an error, not a guess.
+    let other = engine
+        .create(b"user=1", session_engine::Timeout::from_secs(60))
+        .expect("create");
+    assert!(sessions.load(&other.to_string()).await.is_err());
+
+    sessions.delete(&text).await.expect("delete");
+    assert!(sessions.load(&text).await.expect("load").is_none());
+    sessions.delete(&text).await.expect("deleting twice is fine");
+    drop(transport);
+}
+
+#[tokio::test]
+async fn a_session_whose_handshake_never_completed_is_kept_but_not_restored() {
+    let engine = engine();
+    let config = McpConfig::with_timeout(Duration::from_secs(600)).touch_interval(Duration::ZERO);
+    let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
+    let manager = sessions.session_manager();
+    // Created (in the store, under our id) but rmcp never called `store`.
+    let (text, transport) = manager.create_session().await.expect("create");
+    let id: SessionId = text.parse().expect("our id");
+    assert!(engine.contains(&id), "created in the store first");
+    assert!(
+        manager.has_session(&text).await.expect("has_session"),
+        "touches find it"
+    );
+    assert!(
+        sessions.load(&text).await.expect("load").is_none(),
+        "nothing to replay the handshake from"
+    );
+    // Ending its worker here leaves it in the store (only DELETE removes).
+    manager.close_session(&text).await.expect("close");
+    assert!(!manager.has_session(&text).await.expect("has_session"));
+    assert!(engine.contains(&id), "close_session is not a delete");
+    drop(transport);
+}
+
+#[tokio::test]
+async fn a_restoring_session_is_not_served_until_its_handshake_is_replayed() {
+    use rmcp::model::{ClientJsonRpcMessage, ClientNotification, InitializedNotification};
+    use rmcp::transport::streamable_http_server::session::RestoreOutcome;
+
+    let engine = engine();
+    let first = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    let (text, _transport) = first.session_manager().create_session().await.expect("create");
+    first
+        .store(&text, &SessionState::new(InitializeRequestParams::default()))
+        .await
+        .expect("store");
+    // Another process on the same store restores it.
+    let second = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    let manager = second.session_manager();
+    let outcome = manager.restore_session(text.clone()).await.expect("restore");
+    assert!(matches!(outcome, RestoreOutcome::Restored(_)));
+    // Its worker exists here, but the handshake has not been replayed: a
+    // request is sent to rmcp's restore path (which waits for this restore).
+    assert!(!manager.has_session(&text).await.expect("has_session"));
+    // The replayed `notifications/initialized` ends the restore.
+    let initialized = ClientJsonRpcMessage::notification(ClientNotification::InitializedNotification(
+        InitializedNotification::default(),
+    ));
+    manager.accept_message(&text, initialized).await.expect("accept");
+    assert!(manager.has_session(&text).await.expect("has_session"));
+}
