@@ -60,6 +60,7 @@ pub trait DynSessionStore: Send + Sync {
     fn touch<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<()>>;
     fn delete<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<()>>;
     fn set_ttl<'a>(&'a self, id: &'a SessionId, timeout: Timeout) -> BoxFuture<'a, Result<()>>;
+    fn set_lifetime<'a>(&'a self, id: &'a SessionId, lifetime: Timeout) -> BoxFuture<'a, Result<()>>;
     fn contains<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<bool>>;
     fn len(&self) -> BoxFuture<'_, Result<usize>>;
     fn is_empty(&self) -> BoxFuture<'_, Result<bool>>;
@@ -129,6 +130,9 @@ impl<T: SessionState + fmt::Debug> DynSessionStore for T {
     }
     fn set_ttl<'a>(&'a self, id: &'a SessionId, timeout: Timeout) -> BoxFuture<'a, Result<()>> {
         Box::pin(SessionStore::set_ttl(self, id, timeout))
+    }
+    fn set_lifetime<'a>(&'a self, id: &'a SessionId, lifetime: Timeout) -> BoxFuture<'a, Result<()>> {
+        Box::pin(SessionStore::set_lifetime(self, id, lifetime))
     }
     fn contains<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<bool>> {
         Box::pin(SessionStore::contains(self, id))
@@ -334,6 +338,9 @@ impl SessionStore for AnyStore {
     }
     async fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> Result<()> {
         self.inner.set_ttl(id, timeout).await
+    }
+    async fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
+        self.inner.set_lifetime(id, lifetime).await
     }
     async fn contains(&self, id: &SessionId) -> Result<bool> {
         self.inner.contains(id).await

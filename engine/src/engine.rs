@@ -438,9 +438,19 @@ impl Engine {
     /// # Errors
     /// [`Error::InvalidTimeout`], [`Error::NotFound`].
     pub fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
+        let ((), pending) = self.set_lifetime_pending(id, lifetime)?;
+        self.core.settle(pending)
+    }
+
+    /// `set_lifetime` without waiting for durability (the caller settles).
+    pub(crate) fn set_lifetime_pending(
+        &self,
+        id: &SessionId,
+        lifetime: Timeout,
+    ) -> Result<((), Option<Pending>)> {
         let lifetime = lifetime.to_stored()?;
         let (_, pending) = self.core.set_expiry(id, None, Some(lifetime))?;
-        self.core.settle(pending)
+        Ok(((), pending))
     }
 
     /// Sessions held, including expired ones not yet reclaimed (at most about

@@ -100,6 +100,12 @@ pub trait SessionStore: Send + Sync {
     /// Changes the timeout; counts as activity.
     fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> impl Future<Output = Result<()>> + Send;
 
+    /// Caps the session's lifetime: it expires `lifetime` after its creation
+    /// however active it is (`Timeout::Never` lifts the cap; a cap already
+    /// passed ends it). Counts as activity. New sessions get the backend's
+    /// configured `max_lifetime`.
+    fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> impl Future<Output = Result<()>> + Send;
+
     /// True if a live session has this id; not activity.
     fn contains(&self, id: &SessionId) -> impl Future<Output = Result<bool>> + Send;
 
@@ -202,6 +208,10 @@ impl SessionStore for Engine {
         self.settle_later(self.set_ttl_pending(id, timeout))
     }
 
+    fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> impl Future<Output = Result<()>> + Send {
+        self.settle_later(self.set_lifetime_pending(id, lifetime))
+    }
+
     #[inline]
     fn contains(&self, id: &SessionId) -> impl Future<Output = Result<bool>> + Send {
         ready(Ok(Engine::contains(self, id)))
@@ -278,6 +288,11 @@ impl<T: SessionStore> SessionStore for &T {
     #[inline]
     fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> impl Future<Output = Result<()>> + Send {
         T::set_ttl(self, id, timeout)
+    }
+
+    #[inline]
+    fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> impl Future<Output = Result<()>> + Send {
+        T::set_lifetime(self, id, lifetime)
     }
 
     #[inline]

@@ -189,6 +189,10 @@ impl SessionStore for PeerStore {
         self.touch(id)
     }
 
+    fn set_lifetime(&self, id: &SessionId, _lifetime: Timeout) -> impl Future<Output = Result<()>> + Send {
+        self.touch(id)
+    }
+
     fn contains(&self, id: &SessionId) -> impl Future<Output = Result<bool>> + Send {
         ready(Ok(self.shard(id).lock().contains_key(id)))
     }

@@ -189,6 +189,11 @@ impl<S: SessionStore> SessionStore for Stalling<S> {
         self.inner.set_ttl(id, timeout)
     }
 
+    fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> impl Future<Output = Result<()>> + Send {
+        self.maybe_stall();
+        self.inner.set_lifetime(id, lifetime)
+    }
+
     fn contains(&self, id: &SessionId) -> impl Future<Output = Result<bool>> + Send {
         self.maybe_stall();
         self.inner.contains(id)

@@ -642,6 +642,13 @@ mod tests {
         ) -> impl Future<Output = session_engine::Result<()>> + Send {
             ready(Ok(()))
         }
+        fn set_lifetime(
+            &self,
+            _: &SessionId,
+            _: Timeout,
+        ) -> impl Future<Output = session_engine::Result<()>> + Send {
+            ready(Ok(()))
+        }
         fn contains(&self, _: &SessionId) -> impl Future<Output = session_engine::Result<bool>> + Send {
             ready(Ok(false))
         }

@@ -76,6 +76,9 @@ impl SessionStore for ForgetfulStore {
     fn set_ttl(&self, _id: &SessionId, _t: Timeout) -> impl Future<Output = Result<()>> + Send {
         ready(Err(Error::NotFound))
     }
+    fn set_lifetime(&self, _id: &SessionId, _t: Timeout) -> impl Future<Output = Result<()>> + Send {
+        ready(Err(Error::NotFound))
+    }
     fn contains(&self, _id: &SessionId) -> impl Future<Output = Result<bool>> + Send {
         ready(Ok(false))
     }

@@ -998,6 +998,10 @@ impl SessionStore for RedisStore {
         RedisStore::set_ttl(self, id, timeout).await
     }
 
+    async fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
+        RedisStore::set_lifetime(self, id, lifetime).await
+    }
+
     async fn contains(&self, id: &SessionId) -> Result<bool> {
         RedisStore::contains(self, id).await
     }

@@ -52,6 +52,7 @@ case_list!(
     rotate_moves_the_session_to_a_fresh_id,
     try_update_keeps_replaces_deletes_or_declines,
     timeouts_of_a_year_are_kept,
+    a_lifetime_cap_ends_an_active_session,
 );
 
 fn ms(ms: u64) -> Duration {
@@ -845,6 +846,48 @@ async fn timeouts_of_a_year_are_kept<S: SessionStore>(s: Arc<S>, _: SuiteOptions
     );
     ok("put", s.put(id, b"x", year).await);
     assert_eq!(ok("peek", s.peek(&id).await).timeout(), year);
+    Verdict::Pass
+}
+
+async fn a_lifetime_cap_ends_an_active_session<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let id = ok("create", s.create(b"capped", LONG).await);
+    let other = ok("create other", s.create(b"free", LONG).await);
+    assert_eq!(ok("peek", s.peek(&id).await).lifetime(), Timeout::Never);
+    let cap = ms(400);
+    ok("set_lifetime", s.set_lifetime(&id, Timeout::After(cap)).await);
+    let got = ok("get after the cap", s.get(&id).await);
+    assert_eq!(got.lifetime(), Timeout::After(cap));
+    assert_eq!(
+        got.expires_at_ms(),
+        Some(got.created_ms() + 400),
+        "the cap comes before the 600 s inactivity deadline"
+    );
+    // Activity does not carry it past the cap; the cap survives other writes.
+    ok("update", s.update(&id, |_| b"still capped".to_vec()).await);
+    ok("set_ttl", s.set_ttl(&id, LONG).await);
+    assert_eq!(ok("peek", s.peek(&id).await).lifetime(), Timeout::After(cap));
+    let created = Duration::from_millis(got.created_ms());
+    let wake = created + cap + SLACK;
+    let now = Duration::from_millis(now_ms());
+    sleep(wake.saturating_sub(now)).await;
+    not_found("get past the cap", s.get(&id).await);
+    not_found("touch past the cap", s.touch(&id).await);
+    ok("the uncapped one lives", s.get(&other).await);
+    // A cap already passed ends the session at once; lifting a cap keeps it.
+    ok(
+        "set_lifetime past",
+        s.set_lifetime(&other, Timeout::from_ms(1)).await,
+    );
+    not_found("get after a passed cap", s.get(&other).await);
+    let third = ok("create third", s.create(b"lifted", LONG).await);
+    ok("cap", s.set_lifetime(&third, Timeout::After(ms(200))).await);
+    ok("lift", s.set_lifetime(&third, Timeout::Never).await);
+    sleep(ms(200) + SLACK).await;
+    assert_eq!(ok("get lifted", s.get(&third).await).lifetime(), Timeout::Never);
+    not_found(
+        "set_lifetime on a gone id",
+        s.set_lifetime(&id, Timeout::Never).await,
+    );
     Verdict::Pass
 }
 
