@@ -32,7 +32,7 @@ use session_engine::{Cursor, Error, SessionId, SessionStore, Timeout};
 
 use crate::clock::Time;
 use crate::collect::{ClientSummary, Recorder};
-use crate::limits::{BACKLOG_GRACE_NS, CHURN_REMEMBERED_MAX};
+use crate::limits::{BACKLOG_GRACE_NS, CHURN_EXPIRY_SLACK_SHARE, CHURN_REMEMBERED_MAX};
 use crate::mix::{KeySampler, MixTable, Op};
 use crate::schedule::{Pace, Side, Slices};
 
@@ -248,14 +248,18 @@ async fn execute<S: SessionStore, T: Time>(
                 .is_ok()
         }
         Op::Create => {
-            // The backend stamps the session no earlier than this.
+            // The backend stamps the session no earlier than this (by its own
+            // clock, which may lag).
             let issued_ns = time.now_ns();
             match store.create(&state.metadata, state.churn_timeout).await {
                 Ok(id) => {
                     if state.churn.len() == CHURN_REMEMBERED_MAX {
                         state.churn.pop_front();
                     }
+                    // Early by up to a quarter of the timeout: see
+                    // CHURN_EXPIRY_SLACK_SHARE.
                     let may_expire_ns = state.churn_timeout.as_ms().map_or(u64::MAX, |ms| {
+                        let ms = ms - ms / CHURN_EXPIRY_SLACK_SHARE;
                         issued_ns.saturating_add(ms.saturating_mul(1_000_000))
                     });
                     state.churn.push_back((id, may_expire_ns));
