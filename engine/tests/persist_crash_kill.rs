@@ -275,9 +275,15 @@ fn hostile_sessions_never_steer_recovery_under_sigkill() {
             ])
             .env(HOSTILE_ENV, format!("{}|{mode}|{seed}", dir.path().display()))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let errors = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+            text
+        });
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
@@ -288,10 +294,18 @@ fn hostile_sessions_never_steer_recovery_under_sigkill() {
         let mut lines = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while !lines.last().is_some_and(|l: &String| l.ends_with("READY")) {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("kill {kill}: the child never opened the directory"));
-            lines.push(line);
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => lines.push(line),
+                Err(why) => {
+                    let _ = child.kill();
+                    let status = child.wait().unwrap();
+                    panic!(
+                        "kill {kill} ({mode}): the child never opened the directory ({why:?}, {status}); \
+                         its output: {lines:?}; its stderr:\n{}",
+                        errors.join().unwrap()
+                    );
+                }
+            }
         }
         std::thread::sleep(Duration::from_millis((seed >> 40) % 41));
         child.kill().unwrap();
