@@ -17,12 +17,13 @@ use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, SWEEP_BATCH_MAX, TIMER_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
-use crate::per_session::{check_bucket, check_topic, TopicIndex};
+use crate::per_session::TopicIndex;
 use crate::persist::format::{put_len, Record, TIMEOUT_NEVER_STORED};
 use crate::persist::{self, flush_all, CompactionStep, GroupCommit, RecoveryReport, ShardLog};
 use crate::session::{Listener, RemovalCause, Session, SessionRef, Stats, Timeout};
 use crate::settle::Pending;
 use crate::shard::{snapshot, Commit, Inserted, ListPosition, Locked, LogPosition, Rotated, Shard, Swept};
+use crate::state::{check_bucket, check_topic};
 use crate::state::{Bucket, RateDecision, TopicCursor, TopicPage};
 use crate::table::hash_id;
 

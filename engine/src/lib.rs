@@ -68,7 +68,7 @@ pub use id::{ParseIdError, SessionId, SESSION_ID_TEXT_LEN};
 pub use metrics::OpenMetricsWriter;
 pub use persist::{CompactionStep, Damage, RecoveryReport, Truncation};
 pub use session::{Cursor, Listener, Op, Page, RemovalCause, Session, SessionRef, Stats, Timeout, Updated};
-pub use state::{Bucket, RateDecision, SessionState, TopicCursor, TopicPage};
+pub use state::{check_bucket, check_topic, Bucket, RateDecision, SessionState, TopicCursor, TopicPage};
 pub use store::SessionStore;
 
 /// The log's record codec, for fuzzing, tests and tools (see `engine/FORMAT.md`).

@@ -25,7 +25,7 @@ use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::limits::{TIMERS_PER_SESSION_MAX, TOPICS_PER_SESSION_MAX, TOPIC_LEN_MAX, TOPIC_STRIPES};
+use crate::limits::{TIMERS_PER_SESSION_MAX, TOPICS_PER_SESSION_MAX, TOPIC_STRIPES};
 use crate::persist::format::subscribe_len;
 use crate::persist::ShardLog;
 use crate::shard::LogPosition;
@@ -34,41 +34,6 @@ use crate::wheel::{self, Link, Wheel, WheelStore};
 
 /// A topic, shared by the sessions' sets and the reverse index.
 pub(crate) type Topic = Arc<str>;
-
-/// Checks a topic against the bounds every backend keeps.
-pub(crate) fn check_topic(topic: &str) -> Result<()> {
-    if topic.is_empty() {
-        return Err(Error::InvalidArgument {
-            reason: "a topic is non-empty text".into(),
-        });
-    }
-    if topic.len() > TOPIC_LEN_MAX {
-        return Err(Error::LimitExceeded {
-            what: "topic length in bytes (TOPIC_LEN_MAX)",
-            len: topic.len(),
-            max: TOPIC_LEN_MAX,
-        });
-    }
-    Ok(())
-}
-
-/// Checks a bucket shape and a charge.
-pub(crate) fn check_bucket(bucket: Bucket, cost: u32) -> Result<()> {
-    if bucket.capacity == 0 || bucket.refill_per_sec == 0 {
-        return Err(Error::InvalidArgument {
-            reason: format!("a token bucket needs a capacity and a refill of at least 1, not {bucket:?}"),
-        });
-    }
-    if cost > bucket.capacity {
-        return Err(Error::InvalidArgument {
-            reason: format!(
-                "a charge of {cost} tokens can never fit a bucket of capacity {}",
-                bucket.capacity
-            ),
-        });
-    }
-    Ok(())
-}
 
 /// One stripe of the index: topic -> its subscribers' ids (as
 /// `SessionId::to_u128`), ordered.
@@ -556,6 +521,8 @@ impl States {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::TOPIC_LEN_MAX;
+    use crate::state::{check_bucket, check_topic};
 
     #[test]
     fn a_bucket_refills_caps_and_reshapes() {

@@ -26,6 +26,7 @@ use std::time::Duration;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
+use crate::limits::TOPIC_LEN_MAX;
 use crate::store::SessionStore;
 
 /// A token bucket: up to `capacity` tokens, refilled at `refill_per_sec`
@@ -220,4 +221,47 @@ impl<T: SessionState> SessionState for &T {
     ) -> impl Future<Output = Result<RateDecision>> + Send {
         T::rate_limit(self, id, bucket, cost)
     }
+}
+
+/// Checks a topic against the bounds every backend keeps (non-empty, at
+/// most `TOPIC_LEN_MAX` bytes); for backends outside this crate too.
+///
+/// # Errors
+/// [`Error::InvalidArgument`], [`Error::LimitExceeded`].
+pub fn check_topic(topic: &str) -> Result<()> {
+    if topic.is_empty() {
+        return Err(Error::InvalidArgument {
+            reason: "a topic is non-empty text".into(),
+        });
+    }
+    if topic.len() > TOPIC_LEN_MAX {
+        return Err(Error::LimitExceeded {
+            what: "topic length in bytes (TOPIC_LEN_MAX)",
+            len: topic.len(),
+            max: TOPIC_LEN_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a bucket's shape and a charge against it, as every backend does;
+/// for backends outside this crate too.
+///
+/// # Errors
+/// [`Error::InvalidArgument`].
+pub fn check_bucket(bucket: Bucket, cost: u32) -> Result<()> {
+    if bucket.capacity == 0 || bucket.refill_per_sec == 0 {
+        return Err(Error::InvalidArgument {
+            reason: format!("a token bucket needs a capacity and a refill of at least 1, not {bucket:?}"),
+        });
+    }
+    if cost > bucket.capacity {
+        return Err(Error::InvalidArgument {
+            reason: format!(
+                "a charge of {cost} tokens can never fit a bucket of capacity {}",
+                bucket.capacity
+            ),
+        });
+    }
+    Ok(())
 }

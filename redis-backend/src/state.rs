@@ -78,8 +78,11 @@
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use session_engine::limits::{LIST_PAGE_MAX, TOPICS_PER_SESSION_MAX, TOPIC_LEN_MAX};
-use session_engine::{Bucket, Error, RateDecision, Result, SessionId, SessionState, TopicCursor, TopicPage};
+use session_engine::limits::{LIST_PAGE_MAX, TOPICS_PER_SESSION_MAX};
+use session_engine::{
+    check_bucket, check_topic, Bucket, Error, RateDecision, Result, SessionId, SessionState, TopicCursor,
+    TopicPage,
+};
 
 use crate::limits::{LIST_SCAN_BUDGET_DIVISOR, SCAN_CALLS_MAX, SCAN_COUNT_MAX};
 use crate::reply::{self, Charge, Subscribed, Unsubscribed, NONCE_LEN};
@@ -91,42 +94,6 @@ const MEMBER_LEN: usize = 16 + NONCE_LEN;
 
 /// The prefix of a subscription's field in the session's hash.
 const FIELD_PREFIX: &[u8] = b"s:";
-
-/// Checks a topic as the engine does: non-empty, at most `TOPIC_LEN_MAX`
-/// bytes.
-fn check_topic(topic: &str) -> Result<()> {
-    if topic.is_empty() {
-        return Err(Error::InvalidArgument {
-            reason: "a topic is non-empty text".into(),
-        });
-    }
-    if topic.len() > TOPIC_LEN_MAX {
-        return Err(Error::LimitExceeded {
-            what: "topic length in bytes (TOPIC_LEN_MAX)",
-            len: topic.len(),
-            max: TOPIC_LEN_MAX,
-        });
-    }
-    Ok(())
-}
-
-/// Checks a bucket and a charge as the engine does.
-fn check_bucket(bucket: Bucket, cost: u32) -> Result<()> {
-    if bucket.capacity == 0 || bucket.refill_per_sec == 0 {
-        return Err(Error::InvalidArgument {
-            reason: format!("a token bucket needs a capacity and a refill of at least 1, not {bucket:?}"),
-        });
-    }
-    if cost > bucket.capacity {
-        return Err(Error::InvalidArgument {
-            reason: format!(
-                "a charge of {cost} tokens can never fit a bucket of capacity {}",
-                bucket.capacity
-            ),
-        });
-    }
-    Ok(())
-}
 
 /// `s:<topic>`, the subscription's field.
 fn field(topic: &str) -> Vec<u8> {
@@ -617,6 +584,7 @@ impl SessionState for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use session_engine::limits::TOPIC_LEN_MAX;
 
     #[test]
     fn members_order_as_big_endian_ids_and_round_trip() {
