@@ -27,6 +27,7 @@
 #![allow(clippy::missing_panics_doc, clippy::module_name_repetitions)]
 
 mod cases;
+pub mod example;
 mod state_cases;
 
 use std::future::Future;

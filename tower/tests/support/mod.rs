@@ -3,12 +3,8 @@
 //! Redis servers of `redis-backend/tests/support` (shared by path, not
 //! copied).
 //!
-//! `cargo test` builds the examples before it runs any test, so the app's
-//! binary is at `target/<profile>/examples/axum`. A run limited to one test
-//! target (`cargo test --test app_engine`) does not build it, and a binary
-//! left from an older build would test old code: the harness checks the
-//! binary against the source files cargo lists for it, and builds it
-//! (`cargo build -p session-tower --example axum`) if any is newer.
+//! The app's binary is built if missing or older than its sources
+//! (`session_testkit::example`).
 
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -16,7 +12,7 @@
 pub mod redis;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -31,77 +27,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The session cookie's name (tower-sessions' default).
 pub const COOKIE_NAME: &str = "id";
 
-/// The example binary, up to date with every source file it was built
-/// from (built here if not: see the module docs).
+/// The example binary, up to date with its sources (see
+/// `session_testkit::example`).
 fn app_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test binary path");
-            // target/<profile>/deps/<test>-<hash> -> target/<profile>/examples/axum
-            let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-            let bin = profile_dir
-                .join("examples")
-                .join(format!("axum{}", std::env::consts::EXE_SUFFIX));
-            if !is_fresh(&bin) {
-                build_app(profile_dir);
-                assert!(
-                    is_fresh(&bin),
-                    "{} is still older than its sources after a build",
-                    bin.display()
-                );
-            }
-            bin
-        })
+        .get_or_init(|| session_testkit::example::example_binary("session-tower", "axum"))
         .clone()
-}
-
-/// True if `bin` exists and no file its dep-info (`<bin>.d`, written by
-/// cargo beside it) lists is newer: cargo's own freshness rule. A test run
-/// limited with `--test` does not rebuild examples, and a stale app would
-/// test yesterday's code.
-fn is_fresh(bin: &Path) -> bool {
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(built) = modified(bin) else {
-        return false;
-    };
-    let Ok(dep_info) = std::fs::read_to_string(bin.with_extension("d")) else {
-        return false;
-    };
-    let Some((_, sources)) = dep_info.lines().next().and_then(|l| l.split_once(": ")) else {
-        return false;
-    };
-    // Paths are separated by spaces; a space inside one is escaped.
-    let sources = sources.replace("\\ ", "\0");
-    sources
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .map(|s| PathBuf::from(s.replace("\0", " ")))
-        .all(|source| modified(&source).is_some_and(|m| m <= built))
-}
-
-/// `cargo build -p session-tower --example axum` into this test's target
-/// directory and profile. Cargo has released its build lock by the time
-/// tests run; tests of one binary that race here wait on that lock.
-fn build_app(profile_dir: &Path) {
-    let target_dir = profile_dir.parent().expect("target dir");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "-p",
-        "session-tower",
-        "--example",
-        "axum",
-        "--target-dir",
-    ])
-    .arg(target_dir);
-    if profile_dir.file_name().is_some_and(|p| p == "release") {
-        cmd.arg("--release");
-    }
-    eprintln!("the example app is missing or older than its sources: {cmd:?}");
-    let status = cmd.status().expect("run cargo");
-    assert!(status.success(), "building the example app failed: {status}");
 }
 
 /// One running app process; killed (SIGKILL, its own PID only) and reaped
