@@ -53,6 +53,7 @@ case_list!(
     try_update_keeps_replaces_deletes_or_declines,
     timeouts_of_a_year_are_kept,
     a_lifetime_cap_ends_an_active_session,
+    get_many_answers_each_id_as_get_would,
 );
 
 fn ms(ms: u64) -> Duration {
@@ -899,6 +900,41 @@ async fn a_lifetime_cap_ends_an_active_session<S: SessionStore>(s: Arc<S>, _: Su
         "set_lifetime on a gone id",
         s.set_lifetime(&id, Timeout::Never).await,
     );
+    Verdict::Pass
+}
+
+async fn get_many_answers_each_id_as_get_would<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    assert!(s.get_many(&[]).await.is_empty(), "no ids, no results");
+    let mut ids = Vec::new();
+    for n in 0..40u8 {
+        ids.push(ok("create", s.create(&[n; 3], LONG).await));
+    }
+    let short = ok("create short", s.create(b"short", Timeout::from_ms(100)).await);
+    let deleted = ok("create deleted", s.create(b"gone", LONG).await);
+    ok("delete", s.delete(&deleted).await);
+    let unknown = SessionId::from_bytes(*b"never-created-id");
+    sleep(ms(100) * 3 + SLACK).await;
+    let before = ok("peek", s.peek(&ids[0]).await);
+    // Results come in the caller's order, duplicates answered each time,
+    // missing and expired ids NotFound beside live ones.
+    let mut asked = vec![ids[7], unknown, ids[0], short, ids[39], deleted, ids[7]];
+    asked.extend(ids.iter().rev());
+    let clock = clock_past!(s, "get_many", before.last_access_ms());
+    let got = s.get_many(&asked).await;
+    assert_eq!(got.len(), asked.len());
+    for (id, result) in asked.iter().zip(&got) {
+        if [unknown, short, deleted].contains(id) {
+            assert!(matches!(result, Err(Error::NotFound)), "{id}: {result:?}");
+            continue;
+        }
+        let session = result.as_ref().unwrap_or_else(|e| panic!("{id}: {e:?}"));
+        assert_eq!(session.id(), *id);
+        let n = ids.iter().position(|i| i == id).expect("one of ours") as u8;
+        assert_eq!(session.metadata(), [n; 3]);
+    }
+    // As get, it is activity.
+    let after = ok("peek after", s.peek(&ids[0]).await);
+    assert!(after.last_access_ms() >= clock, "get_many is activity");
     Verdict::Pass
 }
 
