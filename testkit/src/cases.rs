@@ -929,7 +929,7 @@ async fn get_many_answers_each_id_as_get_would<S: SessionStore>(s: Arc<S>, _: Su
         }
         let session = result.as_ref().unwrap_or_else(|e| panic!("{id}: {e:?}"));
         assert_eq!(session.id(), *id);
-        let n = ids.iter().position(|i| i == id).expect("one of ours") as u8;
+        let n = u8::try_from(ids.iter().position(|i| i == id).expect("one of ours")).expect("40 ids");
         assert_eq!(session.metadata(), [n; 3]);
     }
     // As get, it is activity.
