@@ -1,5 +1,5 @@
 //! A workspace crate's example binary, for tests that run it as a real
-//! process (the axum app, the MCP server).
+//! process (the axum app, the MCP server), and starting such a process.
 //!
 //! `cargo test` builds the examples before it runs any test, so the binary
 //! is at `target/<profile>/examples/<name>`. A run limited to one test
@@ -9,8 +9,10 @@
 //! freshness rule, from the dep-info file beside it) and builds it if any
 //! is newer.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
 
 /// The binary of `package`'s example `example`, in this test's target
 /// directory and profile, up to date with its sources (built here if not).
@@ -75,4 +77,67 @@ fn build(profile_dir: &Path, package: &str, example: &str) {
         status.success(),
         "building the example {example} failed: {status}"
     );
+}
+
+/// A process started by [`spawn_listening`]: the child, the address it
+/// printed, and its stdout (kept open so it never writes into a closed
+/// pipe).
+#[derive(Debug)]
+pub struct Listening {
+    /// The process.
+    pub child: Child,
+    /// What followed `listening on ` on its first line.
+    pub address: String,
+    /// Its stdout, past the first line.
+    pub stdout: BufReader<ChildStdout>,
+}
+
+/// Starts `bin` with `args` (stdin closed, stderr inherited) and waits up
+/// to `timeout` for its first line, `listening on <address>`.
+///
+/// # Panics
+/// If it cannot be started, prints nothing within `timeout` (it is then
+/// killed), or prints something else first.
+#[must_use]
+pub fn spawn_listening(bin: &Path, args: &[String], timeout: Duration) -> Listening {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    // On a thread, so that a silent process fails the test instead of
+    // hanging it (the kill below closes the pipe and ends the read).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = stdout.read_line(&mut line);
+        let _ = tx.send(read.map(|_| line));
+        stdout
+    });
+    let Ok(line) = rx.recv_timeout(timeout) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{} printed no address within {timeout:?} (args {args:?})",
+            bin.display()
+        );
+    };
+    let line = line.expect("read the process's stdout");
+    let stdout = reader.join().expect("reader thread");
+    let Some(address) = line.trim().strip_prefix("listening on ") else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{}'s first line is {line:?}, not its address (args {args:?})",
+            bin.display()
+        );
+    };
+    Listening {
+        address: address.to_owned(),
+        child,
+        stdout,
+    }
 }

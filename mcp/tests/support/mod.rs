@@ -11,9 +11,9 @@
 #[path = "../../../redis-backend/tests/support/mod.rs"]
 pub mod redis;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -64,35 +64,11 @@ impl Server {
     }
 
     fn spawn(args: Vec<String>) -> Self {
-        let mut child = Command::new(server_binary())
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the example server");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        // On a thread, so that a silent server fails the test instead of
-        // hanging it (the kill below closes the pipe and ends the read).
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut line = String::new();
-            let read = stdout.read_line(&mut line);
-            let _ = tx.send(read.map(|_| line));
-            stdout
-        });
-        let Ok(line) = rx.recv_timeout(START_TIMEOUT) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server printed no address within {START_TIMEOUT:?} (args {args:?})");
-        };
-        let line = line.expect("read the server's stdout");
-        let stdout = reader.join().expect("reader thread");
-        let Some(url) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server's first line is {line:?}, not its address (args {args:?})");
-        };
+        let session_testkit::example::Listening {
+            child,
+            address: url,
+            stdout,
+        } = session_testkit::example::spawn_listening(&server_binary(), &args, START_TIMEOUT);
         let port = url
             .strip_prefix("http://127.0.0.1:")
             .and_then(|rest| rest.split('/').next())
@@ -100,7 +76,7 @@ impl Server {
             .unwrap_or_else(|| panic!("no loopback port in {url:?}"));
         Self {
             child,
-            url: url.to_owned(),
+            url,
             port,
             args,
             _stdout: stdout,

@@ -11,9 +11,9 @@
 #[path = "../../../redis-backend/tests/support/mod.rs"]
 pub mod redis;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -56,38 +56,13 @@ impl App {
     }
 
     fn spawn(args: Vec<String>) -> Self {
-        let mut child = Command::new(app_binary())
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the example app");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        // The first line names the address; reading it blocks until then.
-        // On a thread, so that a silent app fails the test instead of hanging
-        // it (the kill below closes the pipe and ends the read).
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut line = String::new();
-            let read = stdout.read_line(&mut line);
-            let _ = tx.send(read.map(|_| line));
-            stdout
-        });
-        let Ok(line) = rx.recv_timeout(START_TIMEOUT) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the app printed no address within {START_TIMEOUT:?} (args {args:?})");
-        };
-        let line = line.expect("read the app's stdout");
-        let stdout = reader.join().expect("reader thread");
-        let Some(base) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the app's first line is {line:?}, not its address (args {args:?})");
-        };
+        let session_testkit::example::Listening {
+            child,
+            address: base,
+            stdout,
+        } = session_testkit::example::spawn_listening(&app_binary(), &args, START_TIMEOUT);
         Self {
-            base: base.to_owned(),
+            base,
             child,
             args,
             _stdout: stdout,
