@@ -278,6 +278,35 @@ mod tests {
     use super::*;
     use crate::McpConfig;
 
+    /// The transport of a session `create_session` made; kept by a test for
+    /// as long as the session's worker must live.
+    type Transport = <McpSessionManager as SessionManager>::Transport;
+
+    /// An engine on a manual clock with one stored MCP session of this
+    /// timeout: (clock, engine, sessions, their manager, the session's id
+    /// text, its transport).
+    async fn one_session(
+        timeout: Duration,
+    ) -> (
+        ManualClock,
+        Engine,
+        McpSessions,
+        Arc<McpSessionManager>,
+        RmcpId,
+        Transport,
+    ) {
+        let clock = ManualClock::new(1_000_000);
+        let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
+        let sessions = McpSessions::new(engine.clone(), McpConfig::with_timeout(timeout)).expect("sessions");
+        let manager = sessions.session_manager();
+        let (text, transport) = manager.create_session().await.expect("create");
+        sessions
+            .store(&text, &SessionState::new(InitializeRequestParams::default()))
+            .await
+            .expect("store");
+        (clock, engine, sessions, manager, text, transport)
+    }
+
     /// Lets the spawned tasks run (time is paused: nothing else moves it).
     async fn settle() {
         for _ in 0..20 {
@@ -287,16 +316,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_open_stream_keeps_the_session_alive_and_stops_when_dropped() {
-        let clock = ManualClock::new(1_000_000);
-        let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
         let timeout = Duration::from_secs(8);
-        let sessions = McpSessions::new(engine.clone(), McpConfig::with_timeout(timeout)).expect("sessions");
-        let manager = sessions.session_manager();
-        let (text, _transport) = manager.create_session().await.expect("create");
-        sessions
-            .store(&text, &SessionState::new(InitializeRequestParams::default()))
-            .await
-            .expect("store");
+        let (clock, engine, sessions, manager, text, _transport) = one_session(timeout).await;
         let id: SessionId = text.parse().expect("our id");
 
         // No requests for five timeouts, the stream open all along (the
@@ -336,18 +357,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn requests_closer_than_timeout_minus_interval_keep_a_session_alive() {
-        let clock = ManualClock::new(1_000_000);
-        let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
         let timeout = Duration::from_secs(8);
         // Touches at most every 2 s: requests less than 8 - 2 = 6 s apart
         // keep it alive.
-        let sessions = McpSessions::new(engine.clone(), McpConfig::with_timeout(timeout)).expect("sessions");
-        let manager = sessions.session_manager();
-        let (text, _transport) = manager.create_session().await.expect("create");
-        sessions
-            .store(&text, &SessionState::new(InitializeRequestParams::default()))
-            .await
-            .expect("store");
+        let (clock, _engine, sessions, manager, text, _transport) = one_session(timeout).await;
         // The worst case: a request just inside the interval (coalesced, so
         // the store's deadline stays at the last touch + 8 s), then the
         // longest allowed gap: 1.9 + 5.9 = 7.8 s after that touch.
