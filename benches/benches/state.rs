@@ -8,7 +8,8 @@
 //!   10,000): target under 5 ms;
 //! - `timers/arm+cancel-1M/*`: 1M timers armed then cancelled, 10 per
 //!   session over 100K sessions and 100 per session over 10K, reported per
-//!   timer (an arm plus a cancel): target under 200 ns.
+//!   timer (an arm plus a cancel): target under 200 ns; `/by-handle`
+//!   cancels through the handles arming returned.
 
 #![forbid(unsafe_code)]
 
@@ -123,6 +124,20 @@ fn ops(c: &mut Criterion) {
                     for id in timer_ids {
                         assert!(engine.cancel_timer(id, token).unwrap());
                     }
+                }
+            });
+        });
+        // The same timers cancelled through the handles arming returned.
+        let mut handles = Vec::with_capacity(1_000_000);
+        group.bench_function(format!("{name}/by-handle"), |b| {
+            b.iter(|| {
+                for token in 0..per_session {
+                    for id in timer_ids {
+                        handles.push(engine.arm_timer(id, token, Duration::from_secs(5)).unwrap());
+                    }
+                }
+                for handle in handles.drain(..) {
+                    assert!(engine.cancel_timer_handle(handle));
                 }
             });
         });

@@ -62,10 +62,12 @@ fn main() {
         "subscribe (ns)",
         "unsubscribe (ns)",
         "arm+cancel per timer, 10 a session (ns)",
+        "arm+cancel by handle, 10 a session (ns)",
         "fan-out of 10K subscribers (us)",
     ];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); 5];
+    let mut handles = Vec::with_capacity(100_000);
     for round in 0..rounds {
         let seed = round as u64 * 0x9E37_79B9;
         let touch = per_op(&ids, BLOCK, seed, |id| engine.touch(id).unwrap());
@@ -93,6 +95,18 @@ fn main() {
         }
         #[allow(clippy::cast_precision_loss)]
         let timer = started.elapsed().as_nanos() as f64 / 100_000.0;
+        // The same, cancelled through the handles `arm_timer` returned.
+        let started = Instant::now();
+        for token in 0..10 {
+            for id in timer_ids {
+                handles.push(engine.arm_timer(id, token, Duration::from_secs(5)).unwrap());
+            }
+        }
+        for handle in handles.drain(..) {
+            assert!(engine.cancel_timer_handle(handle));
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let by_handle = started.elapsed().as_nanos() as f64 / 100_000.0;
         let started = Instant::now();
         let page = engine
             .subscribers("resource://hot", TopicCursor::START, 10_000)
@@ -100,10 +114,13 @@ fn main() {
         assert_eq!(page.ids.len(), 10_000);
         #[allow(clippy::cast_precision_loss)]
         let fanout = started.elapsed().as_nanos() as f64 / 1000.0;
-        for (s, v) in samples.iter_mut().zip([touch, rate, sub, unsub, timer, fanout]) {
+        for (s, v) in samples
+            .iter_mut()
+            .zip([touch, rate, sub, unsub, timer, by_handle, fanout])
+        {
             s.push(v);
         }
-        for (r, v) in ratios.iter_mut().zip([rate, sub, unsub, timer]) {
+        for (r, v) in ratios.iter_mut().zip([rate, sub, unsub, timer, by_handle]) {
             r.push(v / touch);
         }
     }
@@ -112,7 +129,7 @@ fn main() {
         println!("  {name:<40} {:>9.1}", median(s));
     }
     println!("median of the per-round ratios to touch:");
-    for (name, r) in names[1..5].iter().zip(&mut ratios) {
+    for (name, r) in names[1..6].iter().zip(&mut ratios) {
         let name = name.split(" (").next().unwrap_or(name);
         println!("  {name:<40} {:>9.2}x", median(r));
     }

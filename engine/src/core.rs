@@ -17,7 +17,7 @@ use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, SWEEP_BATCH_MAX, TIMER_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
-use crate::per_session::TopicIndex;
+use crate::per_session::{TimerHandle, TopicIndex};
 use crate::persist::format::{put_len, Record, TIMEOUT_NEVER_STORED};
 use crate::persist::{self, flush_all, CompactionStep, GroupCommit, RecoveryReport, ShardLog};
 use crate::session::{Listener, RemovalCause, Session, SessionRef, Stats, Timeout};
@@ -803,14 +803,16 @@ impl Core {
     }
 
     /// Arms (or re-arms) the live session's timer `token`, `after_ms` from now.
-    pub(crate) fn arm_timer(&self, id: &SessionId, token: u64, after_ms: u64) -> Result<()> {
+    pub(crate) fn arm_timer(&self, id: &SessionId, token: u64, after_ms: u64) -> Result<TimerHandle> {
         let (hash, shard) = self.route(id);
         let guard = crossbeam_epoch::pin();
-        shard.with_state(hash, id, &self.clock, &guard, |states, now_ms| {
+        let armed = shard.with_state(hash, id, &self.clock, &guard, |states, now_ms| {
             // At least the next tick: the wheel fires ticks after the last
             // one it processed, which may be `now_ms` itself.
             states.arm(*id, token, now_ms.saturating_add(after_ms.max(1)))
-        })
+        })?;
+        let index = u32::try_from(route_shard(hash, self.shard_mask)).expect("shard counts fit u32");
+        Ok(TimerHandle::new(index, armed))
     }
 
     /// Cancels the live session's timer `token`; false if it had none.
@@ -820,6 +822,14 @@ impl Core {
         shard.with_state(hash, id, &self.clock, &guard, |states, _| {
             Ok(states.cancel(*id, token))
         })
+    }
+
+    /// Cancels the timer `handle` names, if it is still armed.
+    pub(crate) fn cancel_timer_handle(&self, handle: TimerHandle) -> bool {
+        let (shard, slot, generation) = handle.parts();
+        self.shards
+            .get(shard as usize)
+            .is_some_and(|shard| shard.with_states(|states| states.cancel_slot(slot, generation)))
     }
 
     /// Timers armed and sessions holding state, engine-wide.

@@ -10,6 +10,7 @@ use crate::core::{Changed, Core, Kind, Placed, Step};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, LIST_PAGE_MAX};
+use crate::per_session::TimerHandle;
 use crate::persist::{CompactionStep, RecoveryReport};
 use crate::session::{Cursor, Op, Page, Session, SessionRef, Stats, Timeout, Updated};
 use crate::settle::{Pending, Settle};
@@ -603,19 +604,21 @@ impl Engine {
     }
 
     /// Arms the session's timer `token` to fire `after` from now (re-arming
-    /// a token replaces its deadline). When it fires, the
-    /// [`Config::timer_listener`](crate::Config::timer_listener) hears the
-    /// session's id and the token, from the sweeper thread (so a timer fires
-    /// up to one sweep interval late). A timer dies silently with its
+    /// a token replaces its deadline and keeps its handle). When it fires,
+    /// the [`Config::timer_listener`](crate::Config::timer_listener) hears
+    /// the session's id and the token, from the sweeper thread (so a timer
+    /// fires up to one sweep interval late). A timer dies silently with its
     /// session (expiry, delete, rotate) and is not persisted: it guards work
     /// of this process (a pending request), which a restart ends anyway.
-    /// O(1): one wheel insert under the shard's lock.
+    /// O(1): one wheel insert under the shard's lock. The returned handle
+    /// cancels the timer without a second lookup of the session
+    /// ([`Engine::cancel_timer_handle`]).
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::InvalidTimeout`] if `after` exceeds
     /// `limits::TIMEOUT_MS_MAX`; [`Error::LimitExceeded`] past
     /// `limits::TIMERS_PER_SESSION_MAX` timers.
-    pub fn arm_timer(&self, id: &SessionId, token: u64, after: std::time::Duration) -> Result<()> {
+    pub fn arm_timer(&self, id: &SessionId, token: u64, after: std::time::Duration) -> Result<TimerHandle> {
         let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
         if after_ms > crate::limits::TIMEOUT_MS_MAX {
             return Err(Error::InvalidTimeout {
@@ -633,6 +636,17 @@ impl Engine {
     /// [`Error::NotFound`].
     pub fn cancel_timer(&self, id: &SessionId, token: u64) -> Result<bool> {
         self.core.cancel_timer(id, token)
+    }
+
+    /// Cancels the timer `handle` names without looking its session up in
+    /// the shard's table (the cheap way for a server that keeps the handle
+    /// with its pending request); `false` if it is no longer armed: it fired,
+    /// was cancelled, or its session was deleted, rotated or swept. (A
+    /// session that expired but is not swept yet still holds its timers,
+    /// which will not fire: cancelling one then answers `true`.)
+    #[must_use = "false means the timer had already fired or gone"]
+    pub fn cancel_timer_handle(&self, handle: TimerHandle) -> bool {
+        self.core.cancel_timer_handle(handle)
     }
 
     /// Timers armed and sessions holding per-session state, engine-wide

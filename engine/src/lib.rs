@@ -66,6 +66,7 @@ pub use engine::Engine;
 pub use error::{Error, Result};
 pub use id::{ParseIdError, SessionId, SESSION_ID_TEXT_LEN};
 pub use metrics::OpenMetricsWriter;
+pub use per_session::TimerHandle;
 pub use persist::{CompactionStep, Damage, RecoveryReport, Truncation};
 pub use session::{Cursor, Listener, Op, Page, RemovalCause, Session, SessionRef, Stats, Timeout, Updated};
 pub use state::{check_bucket, check_topic, Bucket, RateDecision, SessionState, TopicCursor, TopicPage};

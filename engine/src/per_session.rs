@@ -183,13 +183,46 @@ impl PerSession {
 }
 
 /// A timer: the session it belongs to, its token, its deadline, its place
-/// in the shard's timer wheel.
+/// in the shard's timer wheel, and the generation of its slab slot.
 #[derive(Clone, Copy)]
 struct TimerEntry {
     id: SessionId,
     token: u64,
     deadline: u64,
     link: Link,
+    /// Bumped each time the slot is freed, so a [`TimerHandle`] to a timer
+    /// that fired or was cancelled never matches the slot's next timer.
+    generation: u32,
+}
+
+/// An armed timer, as [`Engine::arm_timer`](crate::Engine::arm_timer)
+/// returns it: [`Engine::cancel_timer_handle`](crate::Engine::cancel_timer_handle)
+/// cancels it without looking its session up in the table. Re-arming the
+/// same token keeps the handle. A handle is only meaningful to the engine
+/// that gave it; once its timer fired or was cancelled, or its session
+/// left, it cancels nothing (its slot's generation moved on; a slot would
+/// have to be reused 2^32 times while the handle is held for it to match
+/// again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerHandle {
+    shard: u32,
+    slot: u32,
+    generation: u32,
+}
+
+impl TimerHandle {
+    pub(crate) fn new(shard: u32, (slot, generation): (u32, u32)) -> Self {
+        Self {
+            shard,
+            slot,
+            generation,
+        }
+    }
+
+    /// The shard, and the slot and generation within its timer slab.
+    pub(crate) fn parts(self) -> (u32, u32, u32) {
+        (self.shard, self.slot, self.generation)
+    }
 }
 
 /// The timers' storage: entries addressed by index (the wheel's links are
@@ -202,13 +235,15 @@ struct TimerSlab {
 
 impl TimerSlab {
     fn alloc(&mut self, id: SessionId, token: u64, deadline: u64) -> Result<u32> {
-        let entry = TimerEntry {
+        let mut entry = TimerEntry {
             id,
             token,
             deadline,
             link: Link::UNLINKED,
+            generation: 0,
         };
         if let Some(at) = self.free.pop() {
+            entry.generation = self.entries[at as usize].generation;
             self.entries[at as usize] = entry;
             return Ok(at);
         }
@@ -222,6 +257,20 @@ impl TimerSlab {
             })?;
         self.entries.push(entry);
         Ok(at)
+    }
+
+    /// Frees the slot of a timer the wheel no longer holds.
+    fn free(&mut self, at: u32) {
+        let entry = &mut self.entries[at as usize];
+        entry.generation = entry.generation.wrapping_add(1);
+        self.free.push(at);
+    }
+
+    /// The slot `handle` names, if it still holds the timer it was given for.
+    fn current(&self, slot: u32, generation: u32) -> Option<&TimerEntry> {
+        self.entries
+            .get(slot as usize)
+            .filter(|e| e.generation == generation && e.link.is_linked())
     }
 }
 
@@ -297,7 +346,7 @@ impl States {
         }
         for &(_, at) in &state.timers {
             self.wheel.remove(&mut self.slab, at);
-            self.slab.free.push(at);
+            self.slab.free(at);
         }
         self.unaccount(bytes);
     }
@@ -412,30 +461,39 @@ impl States {
             .charge(bucket, cost, now_ms)
     }
 
-    /// Arms (or re-arms) the session's timer `token` at `deadline`.
-    pub(crate) fn arm(&mut self, id: SessionId, token: u64, deadline: u64) -> Result<()> {
-        if let Some(&(_, at)) = self
-            .map
-            .get(&id)
-            .and_then(|s| s.timers.iter().find(|(t, _)| *t == token))
-        {
+    /// Arms (or re-arms) the session's timer `token` at `deadline`; its slab
+    /// slot and that slot's generation (the handle's parts). One probe of
+    /// the side table.
+    pub(crate) fn arm(&mut self, id: SessionId, token: u64, deadline: u64) -> Result<(u32, u32)> {
+        let state = self.map.entry(id).or_default();
+        if let Some(&(_, at)) = state.timers.iter().find(|(t, _)| *t == token) {
             self.wheel.remove(&mut self.slab, at);
             self.slab.entries[at as usize].deadline = deadline;
             self.wheel.insert(&mut self.slab, at, deadline);
-            return Ok(());
+            return Ok((at, self.slab.entries[at as usize].generation));
         }
-        let held = self.map.get(&id).map_or(0, |s| s.timers.len());
-        if held >= TIMERS_PER_SESSION_MAX {
-            return Err(Error::LimitExceeded {
+        let held = state.timers.len();
+        let at = if held >= TIMERS_PER_SESSION_MAX {
+            Err(Error::LimitExceeded {
                 what: "timers of one session (TIMERS_PER_SESSION_MAX)",
                 len: held + 1,
                 max: TIMERS_PER_SESSION_MAX,
-            });
+            })
+        } else {
+            self.slab.alloc(id, token, deadline)
+        };
+        match at {
+            Ok(at) => {
+                state.timers.push((token, at));
+                self.wheel.insert(&mut self.slab, at, deadline);
+                Ok((at, self.slab.entries[at as usize].generation))
+            }
+            Err(e) => {
+                // The entry may be new (and so empty).
+                self.remove_if_empty(&id);
+                Err(e)
+            }
         }
-        let at = self.slab.alloc(id, token, deadline)?;
-        self.wheel.insert(&mut self.slab, at, deadline);
-        self.map.entry(id).or_default().timers.push((token, at));
-        Ok(())
     }
 
     /// Cancels the session's timer `token`; false if it had none.
@@ -447,9 +505,33 @@ impl States {
             return false;
         };
         let (_, at) = state.timers.swap_remove(i);
+        let empty = state.is_empty();
         self.wheel.remove(&mut self.slab, at);
-        self.slab.free.push(at);
-        self.remove_if_empty(&id);
+        self.slab.free(at);
+        if empty {
+            self.map.remove(&id);
+        }
+        true
+    }
+
+    /// Cancels the timer in `slot` if it is still the one armed at
+    /// `generation`; false if it fired, was cancelled or left with its
+    /// session. The slot names the timer and the timer its session: no
+    /// lookup in the shard's table, one in the side table.
+    pub(crate) fn cancel_slot(&mut self, slot: u32, generation: u32) -> bool {
+        let Some(&TimerEntry { id, .. }) = self.slab.current(slot, generation) else {
+            return false;
+        };
+        self.wheel.remove(&mut self.slab, slot);
+        self.slab.free(slot);
+        if let Some(state) = self.map.get_mut(&id) {
+            if let Some(i) = state.timers.iter().position(|&(_, at)| at == slot) {
+                state.timers.swap_remove(i);
+            }
+            if state.is_empty() {
+                self.map.remove(&id);
+            }
+        }
         true
     }
 
@@ -469,7 +551,7 @@ impl States {
             .poll(&mut self.slab, now_ms, budget, |_, index| fired.push(index));
         for at in fired.drain(..) {
             let TimerEntry { id, token, .. } = self.slab.entries[at as usize];
-            self.slab.free.push(at);
+            self.slab.free(at);
             if let Some(state) = self.map.get_mut(&id) {
                 if let Some(i) = state.timers.iter().position(|&(t, a)| t == token && a == at) {
                     state.timers.swap_remove(i);

@@ -917,6 +917,12 @@ impl Shard {
         f(&mut w.states, now_ms)
     }
 
+    /// Runs `f` on the shard's per-session state under the writer mutex,
+    /// without looking any session up (a timer cancelled by its handle).
+    pub(crate) fn with_states<R>(&self, f: impl FnOnce(&mut States) -> R) -> R {
+        f(&mut self.writer.lock().states)
+    }
+
     /// The topics of each session in `sessions` (compaction), under one hold
     /// of the writer mutex.
     pub(crate) fn topics_of(

@@ -43,7 +43,14 @@ fn state_never_outlives_its_session_under_concurrent_removal() {
                         for r in [
                             engine.subscribe(&id, topic).map(|_| ()),
                             engine.rate_limit(&id, bucket, 1).map(|_| ()),
-                            engine.arm_timer(&id, n % 5, Duration::from_secs(30)),
+                            engine
+                                .arm_timer(&id, n % 5, Duration::from_secs(30))
+                                .map(|handle| {
+                                    // Half cancelled by handle, racing the removers.
+                                    if n % 2 == 0 {
+                                        let _ = engine.cancel_timer_handle(handle);
+                                    }
+                                }),
                         ] {
                             assert!(matches!(r, Ok(()) | Err(Error::NotFound)), "{r:?}");
                         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use session_engine::{
-    Bucket, Config, Engine, Error, ManualClock, RateDecision, SessionId, Timeout, TopicCursor,
+    Bucket, Config, Engine, Error, ManualClock, RateDecision, SessionId, Timeout, TimerHandle, TopicCursor,
 };
 
 const SLOTS: usize = 4;
@@ -43,6 +43,9 @@ struct ModelSession {
     bucket: Option<ModelBucket>,
     /// token -> deadline.
     timers: HashMap<u64, u64>,
+    /// token -> the handle its arming returned (kept after the timer ends,
+    /// so a stale handle is told from a live one).
+    handles: HashMap<u64, TimerHandle>,
 }
 
 impl ModelSession {
@@ -64,6 +67,8 @@ enum Op {
     RateLimit(usize, usize, u32),
     Arm(usize, u64, u64),
     Cancel(usize, u64),
+    /// Cancels by one of the handles given so far (an index into them).
+    CancelHandle(usize),
     Advance(u64),
 }
 
@@ -81,6 +86,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (slot.clone(), 0..SHAPES.len(), 0..3u32).prop_map(|(s, b, c)| Op::RateLimit(s, b, c)),
         3 => (slot.clone(), 0..3u64, 0..300u64).prop_map(|(s, t, a)| Op::Arm(s, t, a)),
         1 => (slot.clone(), 0..3u64).prop_map(|(s, t)| Op::Cancel(s, t)),
+        2 => (0..64usize).prop_map(Op::CancelHandle),
         3 => (0..250u64).prop_map(Op::Advance),
     ]
 }
@@ -119,6 +125,7 @@ fn run(ops: &[Op]) {
     let timeout = Timeout::from_ms(TIMEOUT_MS);
     let mut model: [Option<ModelSession>; SLOTS] = Default::default();
     let mut ids = Vec::new(); // every id ever used, for not-found checks
+    let mut given: Vec<TimerHandle> = Vec::new(); // every timer handle returned
     for op in ops {
         let now = clock.now_ms();
         // Sessions the model sees expired are gone for every operation.
@@ -134,6 +141,7 @@ fn run(ops: &[Op]) {
                         topics: BTreeSet::new(),
                         bucket: None,
                         timers: HashMap::new(),
+                        handles: HashMap::new(),
                     });
                 }
             }
@@ -158,6 +166,7 @@ fn run(ops: &[Op]) {
                         topics: BTreeSet::new(),
                         bucket: None,
                         timers: HashMap::new(),
+                        handles: HashMap::new(),
                     });
                 }
             }
@@ -239,22 +248,36 @@ fn run(ops: &[Op]) {
             }
             Op::Arm(slot, token, after) => {
                 if let Some(id) = live(&model[slot]) {
-                    engine
+                    let handle = engine
                         .arm_timer(&id, token, Duration::from_millis(after))
                         .unwrap();
+                    let s = model[slot].as_mut().unwrap();
                     // A timer fires at the first sweep at or after its deadline, at
                     // least a millisecond after it was armed.
-                    model[slot]
-                        .as_mut()
-                        .unwrap()
-                        .timers
-                        .insert(token, now + after.max(1));
+                    if s.timers.insert(token, now + after.max(1)).is_some() {
+                        assert_eq!(s.handles[&token], handle, "re-arming keeps the handle");
+                    }
+                    s.handles.insert(token, handle);
+                    given.push(handle);
                 }
             }
             Op::Cancel(slot, token) => {
                 if let Some(id) = live(&model[slot]) {
                     let had = model[slot].as_mut().unwrap().timers.remove(&token).is_some();
                     assert_eq!(engine.cancel_timer(&id, token).unwrap(), had);
+                }
+            }
+            Op::CancelHandle(k) => {
+                if let Some(&handle) = given.get(k % given.len().max(1)) {
+                    // Armed: some live session holds a timer under this handle.
+                    let mut want = false;
+                    for s in model.iter_mut().flatten() {
+                        let token = s.handles.iter().find(|(_, h)| **h == handle).map(|(t, _)| *t);
+                        if let Some(token) = token {
+                            want |= s.timers.remove(&token).is_some();
+                        }
+                    }
+                    assert_eq!(engine.cancel_timer_handle(handle), want, "{handle:?}");
                 }
             }
             Op::Advance(ms) => {

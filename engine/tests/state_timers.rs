@@ -91,6 +91,52 @@ fn cancel_and_rearm() {
 }
 
 #[test]
+fn a_handle_cancels_its_timer_once_and_never_another() {
+    let (engine, clock, fired) = engine();
+    let a = engine.create(b"", LONG).unwrap();
+    let b = engine.create(b"", LONG).unwrap();
+    let first = engine.arm_timer(&a, 1, Duration::from_millis(100)).unwrap();
+    assert_eq!(
+        engine.arm_timer(&a, 1, Duration::from_millis(200)).unwrap(),
+        first,
+        "re-arming keeps the handle"
+    );
+    let other = engine.arm_timer(&a, 2, Duration::from_millis(100)).unwrap();
+    assert!(engine.cancel_timer_handle(first));
+    assert!(!engine.cancel_timer_handle(first), "cancelled already");
+    assert!(!engine.cancel_timer(&a, 1).unwrap(), "gone for the token too");
+    // The freed slot goes to the next timer; the old handle must not reach it.
+    let reused = engine.arm_timer(&b, 1, Duration::from_millis(100)).unwrap();
+    assert_ne!(reused, first);
+    assert!(
+        !engine.cancel_timer_handle(first),
+        "a stale handle cancels nothing"
+    );
+    clock.advance_ms(100);
+    engine.cleanup_expired();
+    assert_eq!(take(&fired), {
+        let mut want = vec![(a, 2), (b, 1)];
+        want.sort();
+        want
+    });
+    assert!(!engine.cancel_timer_handle(other), "fired already");
+    assert!(!engine.cancel_timer_handle(reused), "fired already");
+    // A timer cancelled by its handle leaves no state behind.
+    let c = engine.arm_timer(&a, 3, Duration::from_millis(100)).unwrap();
+    assert_eq!(engine.state_counts(), (1, 1));
+    assert!(engine.cancel_timer_handle(c));
+    assert_eq!(engine.state_counts(), (0, 0));
+    // Handles die with their session.
+    let d = engine.arm_timer(&b, 4, Duration::from_millis(100)).unwrap();
+    engine.delete(&b).unwrap();
+    assert!(!engine.cancel_timer_handle(d), "deleted with its session");
+    clock.advance_ms(1_000);
+    engine.cleanup_expired();
+    assert!(take(&fired).is_empty());
+    engine.debug_check_invariants();
+}
+
+#[test]
 fn timers_die_with_their_session_without_a_callback() {
     let (engine, clock, fired) = engine();
     let deleted = engine.create(b"", LONG).unwrap();
