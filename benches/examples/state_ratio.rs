@@ -4,7 +4,9 @@
 //! block of every operation back to back on the same engine (100K sessions,
 //! 200-byte metadata, in memory, one thread, scattered ids), and the report
 //! gives per-operation medians over the rounds and the median of the
-//! per-round ratios to `touch`.
+//! per-round ratios to `touch`. Timers are timed at two scales: 100K live
+//! (10 on each of 10K sessions, cancelled by token and by handle) and 1M
+//! live (10 on every session, arm and cancel by handle timed apart).
 //!
 //! `cargo run --release -p session-engine-benches --example state_ratio -- [ROUNDS]`
 #![forbid(unsafe_code)]
@@ -63,13 +65,18 @@ fn main() {
         "unsubscribe (ns)",
         "arm+cancel per timer, 10 a session (ns)",
         "arm+cancel by handle, 10 a session (ns)",
+        "arm, 1M live, 10 a session (ns)",
+        "cancel by handle, 1M live (ns)",
         "fan-out of 10K subscribers (us)",
     ];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); 5];
-    let mut handles = Vec::with_capacity(100_000);
+    let mut handles = Vec::with_capacity(1_000_000);
     for round in 0..rounds {
         let seed = round as u64 * 0x9E37_79B9;
+        // Untimed: the 1M-timer block of the round before left the caches
+        // cold, and `touch` comes first.
+        per_op(&ids, BLOCK, !seed, |id| engine.touch(id).unwrap());
         let touch = per_op(&ids, BLOCK, seed, |id| engine.touch(id).unwrap());
         let rate = per_op(&ids, BLOCK, seed, |id| {
             std::hint::black_box(engine.rate_limit(id, bucket, 1).unwrap());
@@ -107,6 +114,23 @@ fn main() {
         }
         #[allow(clippy::cast_precision_loss)]
         let by_handle = started.elapsed().as_nanos() as f64 / 100_000.0;
+        // 1M timers live at once (the scale): 10 on every session,
+        // armed in scattered order, then cancelled through their handles.
+        let started = Instant::now();
+        for token in 0..10 {
+            for id in &ids {
+                handles.push(engine.arm_timer(id, token, Duration::from_secs(5)).unwrap());
+            }
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let arm_1m = started.elapsed().as_nanos() as f64 / handles.len() as f64;
+        let started = Instant::now();
+        for &handle in &handles {
+            assert!(engine.cancel_timer_handle(handle));
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let cancel_1m = started.elapsed().as_nanos() as f64 / handles.len() as f64;
+        handles.clear();
         let started = Instant::now();
         let page = engine
             .subscribers("resource://hot", TopicCursor::START, 10_000)
@@ -114,10 +138,9 @@ fn main() {
         assert_eq!(page.ids.len(), 10_000);
         #[allow(clippy::cast_precision_loss)]
         let fanout = started.elapsed().as_nanos() as f64 / 1000.0;
-        for (s, v) in samples
-            .iter_mut()
-            .zip([touch, rate, sub, unsub, timer, by_handle, fanout])
-        {
+        for (s, v) in samples.iter_mut().zip([
+            touch, rate, sub, unsub, timer, by_handle, arm_1m, cancel_1m, fanout,
+        ]) {
             s.push(v);
         }
         for (r, v) in ratios.iter_mut().zip([rate, sub, unsub, timer, by_handle]) {
