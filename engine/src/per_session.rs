@@ -14,7 +14,6 @@
 //! writer mutex, for the live-byte accounting). A listing of subscribers
 //! takes one stripe alone.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,54 +34,140 @@ use crate::wheel::{self, Link, Wheel, WheelStore};
 /// A topic, shared by the sessions' sets and the reverse index.
 pub(crate) type Topic = Arc<str>;
 
-/// One stripe of the index: topic -> its subscribers' ids (as
-/// `SessionId::to_u128`), ordered.
-type Subscribers = hashbrown::HashMap<Topic, BTreeSet<u128>, RandomState>;
+/// One topic's subscribers: a hash set for the updates, and for the
+/// listings a sorted copy taken when one needs it.
+///
+/// Why not an ordered set: a subscribe or unsubscribe is one insert or
+/// removal here, and on an ordered set of tens of thousands of random ids
+/// (a `BTreeSet<u128>`) that cost about a touch on its own, most of the
+/// subscribe's budget (`results/state.md`). A listing is rarer than the
+/// changes and already pays per subscriber, so it pays for the order.
+///
+/// **Snapshots.** Pages resume by id (the cursor is the next id to list),
+/// so every snapshot orders the same way and a listing can go on in any
+/// snapshot taken since it began. A listing that starts (cursor 0) sorts a
+/// fresh copy if the set changed since the last one; a page further on
+/// uses the newest copy there is. Either way each candidate is checked
+/// against the set at page time, so a page lists current subscribers only,
+/// and every session subscribed for the whole listing is in every snapshot
+/// the listing can see: listed exactly once. The copy is taken under the
+/// stripe's lock (a linear pass) and sorted outside it; a finished sort
+/// replaces the set's copy only if it is newer, and only in the same set
+/// (`instance`: the topic may have emptied and come back meanwhile).
+struct TopicSet {
+    members: hashbrown::HashSet<u128, RandomState>,
+    /// Bumped on every change of `members`.
+    version: u64,
+    /// Tells this set from a later one of the same topic.
+    instance: u64,
+    /// `members` in id order as of `version`.
+    sorted: Option<(u64, Arc<[u128]>)>,
+}
 
-/// Topic -> the ids of its subscribers, ordered (pages resume after the
-/// last id seen). Striped: one lock per `TOPIC_STRIPES`th of the topics.
+impl TopicSet {
+    /// The copy a listing from `from` can use: any copy mid-listing, one
+    /// as new as the set at a listing's start.
+    fn usable(&self, from: u128) -> Option<Arc<[u128]>> {
+        match &self.sorted {
+            Some((version, ids)) if from != 0 || *version == self.version => Some(Arc::clone(ids)),
+            _ => None,
+        }
+    }
+}
+
+/// An entry of a stripe: the index's copy of the topic and its set.
+struct Entry {
+    topic: Topic,
+    set: TopicSet,
+}
+
+/// One stripe of the index: topic -> its subscribers' ids (as
+/// `SessionId::to_u128`), keyed by the hash that chose the stripe.
+#[derive(Default)]
+struct Stripe {
+    topics: hashbrown::HashTable<Entry>,
+    /// Numbers the sets created in this stripe (`TopicSet::instance`).
+    created: u64,
+}
+
+/// Topic -> the ids of its subscribers (pages in id order, resuming at the
+/// next id). Striped: one lock per `TOPIC_STRIPES`th of the topics.
 pub(crate) struct TopicIndex {
     hasher: RandomState,
-    stripes: Box<[CachePadded<Mutex<Subscribers>>]>,
+    /// Hashes the ids in the sets (keyed: ids can be chosen by clients).
+    id_hasher: RandomState,
+    stripes: Box<[CachePadded<Mutex<Stripe>>]>,
 }
 
 impl TopicIndex {
     pub(crate) fn new() -> Self {
         Self {
             hasher: RandomState::new(),
+            id_hasher: RandomState::new(),
             stripes: (0..TOPIC_STRIPES)
-                .map(|_| CachePadded::new(Mutex::new(Subscribers::default())))
+                .map(|_| CachePadded::new(Mutex::new(Stripe::default())))
                 .collect(),
         }
     }
 
+    /// The topic's hash and its stripe.
     #[allow(clippy::cast_possible_truncation)] // masked to the stripe count
-    fn stripe(&self, topic: &str) -> &Mutex<Subscribers> {
+    fn stripe(&self, topic: &str) -> (u64, &Mutex<Stripe>) {
         let hash = self.hasher.hash_one(topic);
-        &self.stripes[hash as usize & (TOPIC_STRIPES - 1)]
+        (hash, &self.stripes[hash as usize & (TOPIC_STRIPES - 1)])
     }
 
     /// Adds `id` under `topic`; returns the index's copy of the topic (one
     /// allocation per topic, shared by every subscriber's set).
     fn add(&self, topic: &str, id: SessionId) -> Topic {
-        let mut map = self.stripe(topic).lock();
-        if let Some((key, set)) = map.get_key_value_mut(topic) {
-            set.insert(id.to_u128());
-            return Arc::clone(key);
+        let (hash, stripe) = self.stripe(topic);
+        let mut stripe = stripe.lock();
+        let Stripe { topics, created } = &mut *stripe;
+        let entry = match topics.entry(hash, |e| &*e.topic == topic, |e| self.hasher.hash_one(&*e.topic)) {
+            hashbrown::hash_table::Entry::Occupied(entry) => entry.into_mut(),
+            hashbrown::hash_table::Entry::Vacant(entry) => {
+                *created += 1;
+                entry
+                    .insert(Entry {
+                        topic: Arc::from(topic),
+                        set: TopicSet {
+                            members: hashbrown::HashSet::with_hasher(self.id_hasher.clone()),
+                            version: 0,
+                            instance: *created,
+                            sorted: None,
+                        },
+                    })
+                    .into_mut()
+            }
+        };
+        if entry.set.members.insert(id.to_u128()) {
+            entry.set.version += 1;
         }
-        let key: Topic = Arc::from(topic);
-        map.insert(Arc::clone(&key), BTreeSet::from([id.to_u128()]));
-        key
+        Arc::clone(&entry.topic)
     }
 
     fn remove(&self, topic: &str, id: SessionId) {
-        let mut map = self.stripe(topic).lock();
-        if let Some(set) = map.get_mut(topic) {
-            set.remove(&id.to_u128());
-            if set.is_empty() {
-                map.remove(topic);
+        let (hash, stripe) = self.stripe(topic);
+        let mut stripe = stripe.lock();
+        if let Ok(mut entry) = stripe.topics.find_entry(hash, |e| &*e.topic == topic) {
+            let set = &mut entry.get_mut().set;
+            if set.members.remove(&id.to_u128()) {
+                set.version += 1;
+            }
+            if set.members.is_empty() {
+                entry.remove();
             }
         }
+    }
+
+    /// Whether `id` is in `topic`'s set (tests).
+    fn contains(&self, topic: &str, id: SessionId) -> bool {
+        let (hash, stripe) = self.stripe(topic);
+        let stripe = stripe.lock();
+        stripe
+            .topics
+            .find(hash, |e| &*e.topic == topic)
+            .is_some_and(|e| e.set.members.contains(&id.to_u128()))
     }
 
     /// (topic, subscriber) pairs held (tests: the index holds exactly what
@@ -90,12 +175,59 @@ impl TopicIndex {
     pub(crate) fn entries(&self) -> usize {
         self.stripes
             .iter()
-            .map(|stripe| stripe.lock().values().map(BTreeSet::len).sum::<usize>())
+            .map(|stripe| {
+                stripe
+                    .lock()
+                    .topics
+                    .iter()
+                    .map(|e| e.set.members.len())
+                    .sum::<usize>()
+            })
             .sum()
     }
 
+    /// `topic`'s set in id order, as a listing from `from` may use it
+    /// (see `TopicSet`): `None` if the topic has no subscribers.
+    fn snapshot(&self, topic: &str, from: u128) -> Option<Arc<[u128]>> {
+        let (instance, version, mut ids) = match self.usable_or_copy(topic, from)? {
+            Ok(ids) => return Some(ids),
+            Err(copy) => copy,
+        };
+        ids.sort_unstable();
+        let ids: Arc<[u128]> = ids.into();
+        self.install(topic, instance, version, &ids);
+        Some(ids)
+    }
+
+    /// Under the stripe's lock: a copy a listing from `from` can use, or
+    /// else the set's members to sort, with the set's instance and version.
+    #[allow(clippy::type_complexity)]
+    fn usable_or_copy(&self, topic: &str, from: u128) -> Option<Result<Arc<[u128]>, (u64, u64, Vec<u128>)>> {
+        let (hash, stripe) = self.stripe(topic);
+        let stripe = stripe.lock();
+        let set = &stripe.topics.find(hash, |e| &*e.topic == topic)?.set;
+        Some(match set.usable(from) {
+            Some(ids) => Ok(ids),
+            None => Err((set.instance, set.version, set.members.iter().copied().collect())),
+        })
+    }
+
+    /// Keeps `ids` (sorted from `topic`'s set `instance` at `version`) as
+    /// the set's copy, if that set is still there and its copy is older.
+    fn install(&self, topic: &str, instance: u64, version: u64, ids: &Arc<[u128]>) {
+        let (hash, stripe) = self.stripe(topic);
+        let mut stripe = stripe.lock();
+        if let Some(entry) = stripe.topics.find_mut(hash, |e| &*e.topic == topic) {
+            let set = &mut entry.set;
+            let newer = set.sorted.as_ref().is_none_or(|(v, _)| *v < version);
+            if set.instance == instance && newer {
+                set.sorted = Some((version, Arc::clone(ids)));
+            }
+        }
+    }
+
     /// Up to `limit` subscribers of `topic` with ids from `from` on, into
-    /// `out`; the id to resume from, `None` when none are left.
+    /// `out`, in id order; the id to resume from, `None` when none are left.
     pub(crate) fn page(
         &self,
         topic: &str,
@@ -103,9 +235,12 @@ impl TopicIndex {
         limit: usize,
         out: &mut Vec<SessionId>,
     ) -> Option<u128> {
-        let map = self.stripe(topic).lock();
-        let set = map.get(topic)?;
-        for &id in set.range(from..) {
+        let sorted = self.snapshot(topic, from)?;
+        let (hash, stripe) = self.stripe(topic);
+        let stripe = stripe.lock();
+        let members = &stripe.topics.find(hash, |e| &*e.topic == topic)?.set.members;
+        let first = sorted.partition_point(|&id| id < from);
+        for &id in sorted[first..].iter().filter(|id| members.contains(*id)) {
             if out.len() == limit {
                 return Some(id);
             }
@@ -583,9 +718,8 @@ impl States {
             assert!(!state.is_empty(), "empty state kept for {id:?}");
             assert!(state.topics.len() <= TOPICS_PER_SESSION_MAX);
             for topic in &state.topics {
-                let map = self.index.stripe(topic).lock();
                 assert!(
-                    map.get(&**topic).is_some_and(|set| set.contains(&id.to_u128())),
+                    self.index.contains(topic, *id),
                     "{id:?} missing from the index of {topic:?}"
                 );
             }
@@ -664,5 +798,138 @@ mod tests {
             check_topic(&"x".repeat(TOPIC_LEN_MAX + 1)),
             Err(Error::LimitExceeded { .. })
         ));
+    }
+
+    fn sid(n: u128) -> SessionId {
+        SessionId::from_bytes(n.to_le_bytes())
+    }
+
+    fn page(index: &TopicIndex, topic: &str, from: u128, limit: usize) -> (Vec<u128>, Option<u128>) {
+        let mut out = Vec::new();
+        let next = index.page(topic, from, limit, &mut out);
+        (out.iter().map(|id| id.to_u128()).collect(), next)
+    }
+
+    #[test]
+    fn a_listing_goes_on_in_id_order_across_changes() {
+        let index = TopicIndex::new();
+        for n in (10..=100).step_by(10) {
+            index.add("t", sid(n));
+        }
+        let (first, next) = page(&index, "t", 0, 3);
+        assert_eq!(first, [10, 20, 30]);
+        assert_eq!(next, Some(40));
+        // Mid-listing: one leaves, one joins behind the cursor, one ahead.
+        index.remove("t", sid(70));
+        index.add("t", sid(5));
+        index.add("t", sid(85));
+        let (rest, next) = page(&index, "t", 40, 100);
+        assert_eq!(next, None);
+        assert!(!rest.contains(&70), "listed after it left: {rest:?}");
+        assert!(rest.windows(2).all(|w| w[0] < w[1]), "{rest:?}");
+        for n in [40, 50, 60, 80, 90, 100] {
+            assert!(
+                rest.contains(&n),
+                "{n} subscribed throughout, not listed: {rest:?}"
+            );
+        }
+        // A new listing sees the set as it is now.
+        let (all, next) = page(&index, "t", 0, 100);
+        assert_eq!(next, None);
+        assert_eq!(all, [5, 10, 20, 30, 40, 50, 60, 80, 85, 90, 100]);
+        assert_eq!(page(&index, "none", 0, 10), (vec![], None));
+    }
+
+    #[test]
+    fn a_finished_sort_replaces_only_an_older_copy_of_the_same_set() {
+        let index = TopicIndex::new();
+        index.add("t", sid(1));
+        let Some(Err((instance, old_version, _))) = index.usable_or_copy("t", 0) else {
+            panic!("a fresh set has no sorted copy");
+        };
+        index.add("t", sid(2));
+        // A newer sort lands first ...
+        let newer = index.snapshot("t", 0).unwrap();
+        assert_eq!(&*newer, [1, 2]);
+        // ... and the slower, older one must not replace it (a page further
+        // on uses the copy there is).
+        index.install("t", instance, old_version, &Arc::from(vec![1u128]));
+        assert_eq!(page(&index, "t", 1, 10), (vec![1, 2], None));
+        // The topic empties and comes back: a sort of the old set is not its.
+        index.remove("t", sid(1));
+        index.remove("t", sid(2));
+        index.add("t", sid(3));
+        index.install("t", instance, u64::MAX, &Arc::from(vec![1u128, 2]));
+        assert_eq!(page(&index, "t", 1, 10), (vec![3], None));
+        assert_eq!(index.entries(), 1);
+    }
+
+    #[derive(Clone, Debug)]
+    enum IndexOp {
+        Add(u8),
+        Remove(u8),
+        /// A page of this many from the listing under way (or a new one).
+        Page(usize),
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Random changes between the pages of listings, against the
+        /// promises: pages in id order and past the cursor, only current
+        /// members listed, none twice in a listing, and every id that was
+        /// a member for a whole listing listed in it.
+        #[test]
+        fn listings_keep_their_promises_under_changes(ops in proptest::collection::vec(
+            prop_oneof![
+                3 => (0..40u8).prop_map(IndexOp::Add),
+                2 => (0..40u8).prop_map(IndexOp::Remove),
+                2 => (1..6usize).prop_map(IndexOp::Page),
+            ], 1..200)) {
+            let index = TopicIndex::new();
+            let mut members = std::collections::BTreeSet::new();
+            // The listing under way: its cursor, what it listed, and the
+            // ids that have been members since it began.
+            let mut cursor: Option<u128> = None;
+            let mut listed = std::collections::BTreeSet::new();
+            let mut throughout = std::collections::BTreeSet::new();
+            for op in ops {
+                match op {
+                    IndexOp::Add(n) => {
+                        index.add("t", sid(u128::from(n) << 64 | 1));
+                        members.insert(u128::from(n) << 64 | 1);
+                    }
+                    IndexOp::Remove(n) => {
+                        index.remove("t", sid(u128::from(n) << 64 | 1));
+                        members.remove(&(u128::from(n) << 64 | 1));
+                        throughout.remove(&(u128::from(n) << 64 | 1));
+                    }
+                    IndexOp::Page(limit) => {
+                        let from = if let Some(from) = cursor {
+                            from
+                        } else {
+                            listed.clear();
+                            throughout.clone_from(&members);
+                            0
+                        };
+                        let (ids, next) = page(&index, "t", from, limit);
+                        prop_assert!(ids.len() <= limit);
+                        prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "{:?}", ids);
+                        for id in &ids {
+                            prop_assert!(*id >= from);
+                            prop_assert!(members.contains(id), "{} is not a member", id);
+                            prop_assert!(listed.insert(*id), "{} listed twice", id);
+                        }
+                        if let Some(next) = next {
+                            prop_assert!(ids.last().is_none_or(|last| next > *last));
+                        } else {
+                            prop_assert!(throughout.is_subset(&listed), "missed {:?}", throughout.difference(&listed).collect::<Vec<_>>());
+                        }
+                        cursor = next;
+                    }
+                }
+            }
+            prop_assert_eq!(index.entries(), members.len());
+        }
     }
 }
