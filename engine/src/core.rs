@@ -730,12 +730,11 @@ impl Core {
     pub(crate) fn subscribe(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
         check_topic(topic)?;
         let (hash, shard) = self.route(id);
-        let guard = crossbeam_epoch::pin();
         let (added, position) = self.with_record(
             (),
             |(), buf| Record::Subscribe { id: *id, topic }.encode(self.salt(hash), buf),
             |(), record| {
-                shard.with_state(hash, id, &self.clock, &guard, |states, now_ms| {
+                shard.with_state(hash, id, &self.clock, |states, now_ms| {
                     states.subscribe(*id, topic, |live| shard.append(record, live, now_ms))
                 })
             },
@@ -747,12 +746,11 @@ impl Core {
     pub(crate) fn unsubscribe(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
         check_topic(topic)?;
         let (hash, shard) = self.route(id);
-        let guard = crossbeam_epoch::pin();
         let (removed, position) = self.with_record(
             (),
             |(), buf| Record::Unsubscribe { id: *id, topic }.encode(self.salt(hash), buf),
             |(), record| {
-                shard.with_state(hash, id, &self.clock, &guard, |states, now_ms| {
+                shard.with_state(hash, id, &self.clock, |states, now_ms| {
                     states.unsubscribe(*id, topic, |live| shard.append(record, live, now_ms))
                 })
             },
@@ -763,8 +761,7 @@ impl Core {
     /// The live session's topics.
     pub(crate) fn topics(&self, id: &SessionId) -> Result<Vec<String>> {
         let (hash, shard) = self.route(id);
-        let guard = crossbeam_epoch::pin();
-        shard.with_state(hash, id, &self.clock, &guard, |states, _| Ok(states.topics(id)))
+        shard.with_state(hash, id, &self.clock, |states, _| Ok(states.topics(id)))
     }
 
     /// A page of the live subscribers of `topic`, from the index; ids whose
@@ -796,8 +793,7 @@ impl Core {
     pub(crate) fn rate_limit(&self, id: &SessionId, bucket: Bucket, cost: u32) -> Result<RateDecision> {
         check_bucket(bucket, cost)?;
         let (hash, shard) = self.route(id);
-        let guard = crossbeam_epoch::pin();
-        shard.with_state(hash, id, &self.clock, &guard, |states, now_ms| {
+        shard.with_state(hash, id, &self.clock, |states, now_ms| {
             Ok(states.rate_limit(*id, bucket, cost, now_ms))
         })
     }
@@ -805,8 +801,7 @@ impl Core {
     /// Arms (or re-arms) the live session's timer `token`, `after_ms` from now.
     pub(crate) fn arm_timer(&self, id: &SessionId, token: u64, after_ms: u64) -> Result<TimerHandle> {
         let (hash, shard) = self.route(id);
-        let guard = crossbeam_epoch::pin();
-        let armed = shard.with_state(hash, id, &self.clock, &guard, |states, now_ms| {
+        let armed = shard.with_state(hash, id, &self.clock, |states, now_ms| {
             // At least the next tick: the wheel fires ticks after the last
             // one it processed, which may be `now_ms` itself.
             states.arm(*id, token, now_ms.saturating_add(after_ms.max(1)))
@@ -818,10 +813,7 @@ impl Core {
     /// Cancels the live session's timer `token`; false if it had none.
     pub(crate) fn cancel_timer(&self, id: &SessionId, token: u64) -> Result<bool> {
         let (hash, shard) = self.route(id);
-        let guard = crossbeam_epoch::pin();
-        shard.with_state(hash, id, &self.clock, &guard, |states, _| {
-            Ok(states.cancel(*id, token))
-        })
+        shard.with_state(hash, id, &self.clock, |states, _| Ok(states.cancel(*id, token)))
     }
 
     /// Cancels the timer `handle` names, if it is still armed.

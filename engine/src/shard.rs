@@ -897,24 +897,46 @@ impl Shard {
     /// Runs `f` on the shard's per-session state if `id` is a live session
     /// (else `NotFound`), under the writer mutex: the session cannot leave
     /// meanwhile, so state never outlives it. `f` gets the time read under
-    /// the lock.
+    /// the lock. No epoch guard: see `with_writer`.
     pub(crate) fn with_state<R>(
         &self,
         hash: u64,
         id: &SessionId,
         clock: &Clock,
-        guard: &Guard,
         f: impl FnOnce(&mut States, u64) -> Result<R>,
     ) -> Result<R> {
-        let (mut w, table) = self.lock(guard);
-        let now_ms = clock.now_ms();
-        let live = table
-            .find_slot(hash, id)
-            .is_some_and(|at| matches!(table.header(at).access(now_ms, false), Access::Live { .. }));
-        if !live {
-            return Err(Error::NotFound);
-        }
-        f(&mut w.states, now_ms)
+        self.with_writer(|w, table| {
+            let now_ms = clock.now_ms();
+            let live = table
+                .find_slot(hash, id)
+                .is_some_and(|at| matches!(table.header(at).access(now_ms, false), Access::Live { .. }));
+            if !live {
+                return Err(Error::NotFound);
+            }
+            f(&mut w.states, now_ms)
+        })
+    }
+
+    /// Runs `f` under the writer mutex with the shard's table, without
+    /// pinning an epoch guard (a pin is a fence and two stores on every
+    /// per-session state call). For work done entirely under the mutex.
+    fn with_writer<R>(&self, f: impl FnOnce(&mut Writer, &Table) -> R) -> R {
+        let mut w = self.writer.lock();
+        // SAFETY: only a holder of the writer mutex replaces the table or
+        // takes a block out of it, and a replaced table or removed block is
+        // freed through the epoch only after that. So while `w` is held,
+        // the table loaded here and every block it points to stay
+        // allocated, with or without a guard. `f` cannot keep the reference
+        // past this call (its lifetime is the call's), and nothing is
+        // deferred through the unprotected guard (it is used for this load
+        // only). Exercised under Miri by `state_calls_read_the_table_
+        // without_a_guard` (scripts/miri.sh).
+        let table = unsafe {
+            self.table
+                .load(Ordering::Acquire, crossbeam_epoch::unprotected())
+                .deref()
+        };
+        f(&mut w, table)
     }
 
     /// Runs `f` on the shard's per-session state under the writer mutex,
@@ -1152,6 +1174,50 @@ mod tests {
         fn check(&self) {
             self.shard.check_invariants(&crossbeam_epoch::pin());
         }
+    }
+
+    /// Per-session state calls find the session in the table under the
+    /// writer mutex without an epoch guard (`with_writer`): across a table
+    /// rebuild, a replaced block and a removed one (under Miri, any use of
+    /// a freed table or block is an error).
+    #[test]
+    fn state_calls_read_the_table_without_a_guard() {
+        let f = Fixture::new(1_000);
+        let clock = f.clock.clock();
+        let live = |n: u32| {
+            f.shard
+                .with_state(f.hash(n), &id(n), &clock, |states, now_ms| {
+                    Ok(states.rate_limit(
+                        id(n),
+                        crate::state::Bucket {
+                            capacity: 9,
+                            refill_per_sec: 1,
+                        },
+                        1,
+                        now_ms,
+                    ))
+                })
+                .is_ok()
+        };
+        f.insert(1, 100);
+        assert!(live(1));
+        // Enough inserts to rebuild the table (it starts at one line).
+        for n in 2..40 {
+            f.insert(n, 100);
+        }
+        assert!(live(1) && live(39));
+        // Expired, then replaced by a new session under its id (a new block
+        // in its slot), and the rest swept.
+        f.clock.advance_ms(200);
+        assert!(!live(1) && !live(2), "expired");
+        let g = crossbeam_epoch::pin();
+        let r = f.shard.insert(f.hash(1), block(1, 1_200, 500), &clock, None, &g);
+        assert!(matches!(r, Ok(Inserted::Stored(Some(_), _))));
+        drop(g);
+        assert!(live(1));
+        f.sweep(64);
+        assert!(live(1) && !live(2));
+        f.check();
     }
 
     /// The interleaving that revived expired sessions: reader A reads the
