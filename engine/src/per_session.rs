@@ -24,7 +24,7 @@ use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::limits::{TIMERS_PER_SESSION_MAX, TOPICS_PER_SESSION_MAX, TOPIC_STRIPES};
+use crate::limits::{TIMERS_PER_SESSION_MAX, TOPICS_EMPTY_KEPT_MIN, TOPICS_PER_SESSION_MAX, TOPIC_STRIPES};
 use crate::persist::format::subscribe_len;
 use crate::persist::ShardLog;
 use crate::shard::LogPosition;
@@ -88,6 +88,8 @@ struct Stripe {
     topics: hashbrown::HashTable<Entry>,
     /// Numbers the sets created in this stripe (`TopicSet::instance`).
     created: u64,
+    /// Entries whose set is empty, kept for reuse (`TOPICS_EMPTY_KEPT_MIN`).
+    empty: usize,
 }
 
 /// Topic -> the ids of its subscribers (pages in id order, resuming at the
@@ -122,11 +124,16 @@ impl TopicIndex {
     fn add(&self, topic: &str, id: SessionId) -> Topic {
         let (hash, stripe) = self.stripe(topic);
         let mut stripe = stripe.lock();
-        let Stripe { topics, created } = &mut *stripe;
+        let Stripe {
+            topics,
+            created,
+            empty,
+        } = &mut *stripe;
         let entry = match topics.entry(hash, |e| &*e.topic == topic, |e| self.hasher.hash_one(&*e.topic)) {
             hashbrown::hash_table::Entry::Occupied(entry) => entry.into_mut(),
             hashbrown::hash_table::Entry::Vacant(entry) => {
                 *created += 1;
+                *empty += 1; // counted out below, as a kept one is
                 entry
                     .insert(Entry {
                         topic: Arc::from(topic),
@@ -140,8 +147,12 @@ impl TopicIndex {
                     .into_mut()
             }
         };
-        if entry.set.members.insert(id.to_u128()) {
-            entry.set.version += 1;
+        let set = &mut entry.set;
+        if set.members.is_empty() {
+            *empty -= 1;
+        }
+        if set.members.insert(id.to_u128()) {
+            set.version += 1;
         }
         Arc::clone(&entry.topic)
     }
@@ -149,15 +160,37 @@ impl TopicIndex {
     fn remove(&self, topic: &str, id: SessionId) {
         let (hash, stripe) = self.stripe(topic);
         let mut stripe = stripe.lock();
-        if let Ok(mut entry) = stripe.topics.find_entry(hash, |e| &*e.topic == topic) {
-            let set = &mut entry.get_mut().set;
-            if set.members.remove(&id.to_u128()) {
-                set.version += 1;
-            }
-            if set.members.is_empty() {
-                entry.remove();
+        let Stripe {
+            topics,
+            created,
+            empty,
+        } = &mut *stripe;
+        let Some(entry) = topics.find_mut(hash, |e| &*e.topic == topic) else {
+            return;
+        };
+        let set = &mut entry.set;
+        if !set.members.remove(&id.to_u128()) {
+            return;
+        }
+        set.version += 1;
+        if set.members.is_empty() {
+            // Kept for reuse, as a new set: a sort of the old one must not
+            // land in it, and its sorted copy goes.
+            *created += 1;
+            set.instance = *created;
+            set.sorted = None;
+            *empty += 1;
+            if *empty > TOPICS_EMPTY_KEPT_MIN.max((topics.len() - *empty) / 2) {
+                topics.retain(|e| !e.set.members.is_empty());
+                *empty = 0;
             }
         }
+    }
+
+    /// Topic entries held, empty ones included (tests).
+    #[cfg(test)]
+    fn held_topics(&self) -> usize {
+        self.stripes.iter().map(|stripe| stripe.lock().topics.len()).sum()
     }
 
     /// Whether `id` is in `topic`'s set (tests).
@@ -862,6 +895,42 @@ mod tests {
         index.install("t", instance, u64::MAX, &Arc::from(vec![1u128, 2]));
         assert_eq!(page(&index, "t", 1, 10), (vec![3], None));
         assert_eq!(index.entries(), 1);
+    }
+
+    #[test]
+    fn emptied_topics_are_kept_for_reuse_and_bounded() {
+        let index = TopicIndex::new();
+        // One subscriber coming and going: the entry stays, listings agree.
+        for round in 0..100u128 {
+            index.add("solo", sid(round));
+            assert_eq!(page(&index, "solo", 0, 10), (vec![round], None));
+            index.remove("solo", sid(round));
+            assert_eq!(page(&index, "solo", 0, 10), (vec![], None));
+        }
+        assert_eq!(index.entries(), 0);
+        // Many topics emptied: the empty entries are dropped in passes, so
+        // at most TOPICS_EMPTY_KEPT_MIN (plus one) a stripe stay.
+        for n in 0..10_000u128 {
+            let topic = format!("t/{n}");
+            index.add(&topic, sid(n));
+            index.remove(&topic, sid(n));
+        }
+        assert!(
+            index.held_topics() <= TOPIC_STRIPES * (TOPICS_EMPTY_KEPT_MIN + 1),
+            "{} empty topics held",
+            index.held_topics()
+        );
+        // Beside live ones, at most half as many empty ones (plus the floor).
+        for n in 0..2_000u128 {
+            index.add(&format!("live/{n}"), sid(n));
+        }
+        for n in 0..10_000u128 {
+            let topic = format!("gone/{n}");
+            index.add(&topic, sid(n));
+            index.remove(&topic, sid(n));
+        }
+        assert!(index.held_topics() <= 2_000 + 1_000 + TOPIC_STRIPES * (TOPICS_EMPTY_KEPT_MIN + 1));
+        assert_eq!(index.entries(), 2_000);
     }
 
     #[derive(Clone, Debug)]
