@@ -8,7 +8,13 @@
 //! (10 on each of 10K sessions, cancelled by token and by handle) and 1M
 //! live (10 on every session, arm and cancel by handle timed apart).
 //!
-//! `cargo run --release -p session-engine-benches --example state_ratio -- [ROUNDS]`
+//! `cargo run --release -p session-engine-benches --example state_ratio -- [ROUNDS] [SESSIONS]`
+//!
+//! With the default 100K sessions the sessions' blocks and table (about
+//! 30 MB) are as large as this machine's L3 cache, which it shares with
+//! whatever runs on the other core: how much of them stays cached, and so
+//! every ratio, moves with that. 1M sessions (`-- 31 1000000`) puts every
+//! operation's lookups in memory, whatever else runs.
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
@@ -18,8 +24,11 @@ use session_engine::{Bucket, Config, Engine, SessionId, Timeout, TopicCursor};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Sessions by default; the second argument sets another count.
 const SESSIONS: usize = 100_000;
 const BLOCK: usize = 100_000;
+/// Sessions the 1M-timer block arms its timers on (10 each).
+const TIMER_SESSIONS: usize = 100_000;
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -46,16 +55,21 @@ fn per_op(ids: &[SessionId], n: usize, seed: u64, mut op: impl FnMut(&SessionId)
 #[allow(clippy::too_many_lines)]
 fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(31);
-    let engine = Engine::open(Config::default().initial_capacity(SESSIONS)).unwrap();
+    let sessions: usize = std::env::args()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(SESSIONS)
+        .max(TIMER_SESSIONS);
+    let engine = Engine::open(Config::default().initial_capacity(sessions)).unwrap();
     let meta = vec![7u8; 200];
-    let ids: Vec<SessionId> = (0..SESSIONS)
+    let ids: Vec<SessionId> = (0..sessions)
         .map(|_| engine.create(&meta, Timeout::from_secs(3600)).unwrap())
         .collect();
     let bucket = Bucket {
         capacity: 1_000_000,
         refill_per_sec: 1_000_000,
     };
-    for id in ids.iter().step_by(SESSIONS / 10_000) {
+    for id in ids.iter().step_by(sessions / 10_000) {
         engine.subscribe(id, "resource://hot").unwrap();
     }
     let names = [
@@ -89,7 +103,7 @@ fn main() {
             engine.unsubscribe(id, "resource://bench").unwrap();
         });
         // 100K timers: 10 per session over 10K sessions, armed then cancelled.
-        let timer_ids = &ids[(round * 997) % (SESSIONS - 10_000)..][..10_000];
+        let timer_ids = &ids[(round * 997) % (sessions - 10_000)..][..10_000];
         let started = Instant::now();
         for token in 0..10 {
             for id in timer_ids {
@@ -119,7 +133,7 @@ fn main() {
         // armed in scattered order, then cancelled through their handles.
         let started = Instant::now();
         for token in 0..10 {
-            for id in &ids {
+            for id in &ids[..TIMER_SESSIONS] {
                 handles.push(engine.arm_timer(id, token, Duration::from_secs(5)).unwrap());
             }
         }
@@ -169,7 +183,7 @@ fn main() {
             r.push(v / touch);
         }
     }
-    println!("{rounds} rounds, {SESSIONS} sessions; medians over the rounds:");
+    println!("{rounds} rounds, {sessions} sessions; medians over the rounds:");
     for (name, s) in names.iter().zip(&mut samples) {
         println!("  {name:<40} {:>9.1}", median(s));
     }
