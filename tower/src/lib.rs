@@ -116,6 +116,7 @@
 
 mod id;
 mod limits;
+mod msgpack;
 mod record;
 mod rotate;
 mod store;
