@@ -47,7 +47,7 @@ pub(crate) fn unix_ms(date: OffsetDateTime) -> i64 {
     // Whole seconds round down and the millisecond counts up from them, so
     // the sum rounds down too, before the epoch as after it. No i128
     // division (a library call, the costliest step of the nanosecond path).
-    date.unix_timestamp() * MS_PER_S + i64::from(date.millisecond())
+    unix_ms_ns(date).0
 }
 
 /// The date `ms` milliseconds after the Unix epoch, if `time` can hold it.
@@ -57,9 +57,13 @@ pub(crate) fn date_of_ms(ms: i64) -> Option<OffsetDateTime> {
     Some(date.replace_millisecond(milli).expect("below 1000"))
 }
 
-/// Nanoseconds since the Unix epoch of `date`.
-pub(crate) fn unix_ns(date: OffsetDateTime) -> i128 {
-    i128::from(date.unix_timestamp()) * 1_000_000_000 + i128::from(date.nanosecond())
+/// [`unix_ms`] of `date` and its nanoseconds since the Unix epoch, the
+/// calendar converted once.
+pub(crate) fn unix_ms_ns(date: OffsetDateTime) -> (i64, i128) {
+    let s = date.unix_timestamp();
+    let ns = date.nanosecond();
+    let ms = s * MS_PER_S + i64::from(ns / 1_000_000);
+    (ms, i128::from(s) * 1_000_000_000 + i128::from(ns))
 }
 
 /// `ms` as nanoseconds.
@@ -233,7 +237,7 @@ mod tests {
             assert_eq!(unix_ms(date), ms);
             let later = date + time::Duration::nanoseconds(999_999);
             assert_eq!(unix_ms(later), ms, "{ms} + 999999 ns");
-            assert_eq!(unix_ns(later), later.unix_timestamp_nanos());
+            assert_eq!(unix_ms_ns(later).1, later.unix_timestamp_nanos());
         }
         assert_eq!(date_of_ms(min_ms - 1), None);
         assert_eq!(date_of_ms(max_ms + 1), None);

@@ -1,12 +1,13 @@
 //! [`TowerStore`]: tower-sessions' `SessionStore` over one of ours.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use session_engine::limits::TIMEOUT_MS_MAX;
-use session_engine::{SessionId, SessionStore, Timeout};
+use session_engine::{Engine, SessionId, SessionRef, SessionStore, Timeout};
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, Error, ExpiredDeletion};
 
@@ -15,7 +16,7 @@ use crate::limits::ID_TRIES_MAX;
 
 /// Nanoseconds in a millisecond.
 const NS_PER_MS: u64 = 1_000_000;
-use crate::record::{self, date_of_ms, ns_of_ms, unix_ms, unix_ns};
+use crate::record::{self, date_of_ms, ns_of_ms, unix_ms_ns};
 use crate::rotate;
 
 /// A tower-sessions store over any [`session_engine::SessionStore`]: the
@@ -163,6 +164,14 @@ fn backend(operation: &str, id: Option<Id>, e: &session_engine::Error) -> Error 
 }
 
 impl<S: SessionStore + 'static> TowerStore<S> {
+    /// The store, if it is the embedded engine, whose borrowing reads
+    /// (`peek_with`, `get_with`) the trait does not offer. A type test the
+    /// compiler settles per `S`: the other stores take the trait's path at
+    /// no cost.
+    fn engine(&self) -> Option<&Engine> {
+        (self.store.as_ref() as &dyn Any).downcast_ref::<Engine>()
+    }
+
     /// Inserts `record` under a fresh id of ours, drawing again while the
     /// id is taken.
     async fn insert_fresh(
@@ -190,9 +199,9 @@ impl<S: SessionStore + 'static> TowerStore<S> {
 #[async_trait]
 impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let expiry_ms = unix_ms(record.expiry_date);
+        let (expiry_ms, expiry_nanos) = unix_ms_ns(record.expiry_date);
         let bytes = record::encode(record, expiry_ms)?;
-        let timeout = self.timeout_for(unix_ns(record.expiry_date));
+        let timeout = self.timeout_for(expiry_nanos);
         if let Some(new) = rotate::take_rotated() {
             // `cycle_id` already moved the stored session to `new`; store the
             // record as it is now (it may have changed in this request).
@@ -214,10 +223,11 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let id = to_session_id(record.id);
-        let Some(timeout) = self.timeout_for(unix_ns(record.expiry_date)) else {
+        let (expiry_ms, expiry_nanos) = unix_ms_ns(record.expiry_date);
+        let Some(timeout) = self.timeout_for(expiry_nanos) else {
             return self.delete(&record.id).await;
         };
-        let bytes = record::encode(record, unix_ms(record.expiry_date))?;
+        let bytes = record::encode(record, expiry_ms)?;
         self.store
             .put(id, &bytes, timeout)
             .await
@@ -226,18 +236,35 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         let id = to_session_id(*session_id);
-        let read = if self.sliding {
-            self.store.get(&id).await
+        let read = if let Some(engine) = self.engine() {
+            // Decoded from the session's own bytes, borrowed: no snapshot
+            // (a reference count taken and dropped) for the embedded engine.
+            let decode = |session: SessionRef<'_>| {
+                record::decode(*session_id, session.metadata())
+                    .map(|stored| (stored, session.expires_at_ms()))
+            };
+            if self.sliding {
+                engine.get_with(&id, decode)
+            } else {
+                engine.peek_with(&id, decode)
+            }
         } else {
-            self.store.peek(&id).await
+            let read = if self.sliding {
+                self.store.get(&id).await
+            } else {
+                self.store.peek(&id).await
+            };
+            read.map(|session| {
+                record::decode(*session_id, session.metadata())
+                    .map(|stored| (stored, session.expires_at_ms()))
+            })
         };
-        let session = match read {
-            Ok(session) => session,
+        let (stored, expires_ms) = match read {
+            Ok(decoded) => decoded?,
             Err(session_engine::Error::NotFound) => return Ok(None),
             Err(e) => return Err(backend("load", Some(*session_id), &e)),
         };
-        let stored = record::decode(*session_id, session.metadata())?;
-        let expiry_date = if let Some(expires_ms) = session.expires_at_ms() {
+        let expiry_date = if let Some(expires_ms) = expires_ms {
             // The store's deadline is the truth (moved by this read if sliding).
             let expires_ms = i64::try_from(expires_ms).unwrap_or(i64::MAX);
             date_of_ms(expires_ms).unwrap_or_else(|| stored.expiry_date())
