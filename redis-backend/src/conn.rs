@@ -124,7 +124,7 @@ impl Conn {
     }
 
     /// Sends one command to `target`.
-    pub(crate) async fn query(&mut self, cmd: Cmd, target: Target<'_>, lane: Lane) -> RedisResult<Value> {
+    pub(crate) async fn query(&mut self, cmd: &Cmd, target: Target<'_>, lane: Lane) -> RedisResult<Value> {
         self.client(lane).query(cmd, target).await
     }
 
@@ -168,7 +168,7 @@ impl Conn {
     /// `INFO cluster` of a single server: whether it is a cluster node.
     pub(crate) async fn info_cluster(&mut self) -> RedisResult<Value> {
         self.reads
-            .query(redis::cmd("INFO").arg("cluster").clone(), Target::Key(b""))
+            .query(redis::cmd("INFO").arg("cluster"), Target::Key(b""))
             .await
     }
 }
@@ -205,11 +205,12 @@ impl Client {
         }
     }
 
-    async fn query(&mut self, cmd: Cmd, target: Target<'_>) -> RedisResult<Value> {
+    async fn query(&mut self, cmd: &Cmd, target: Target<'_>) -> RedisResult<Value> {
         let value = match self {
-            Client::Standalone(c) => c.req_packed_command(&cmd).await?,
+            Client::Standalone(c) => c.req_packed_command(cmd).await?,
+            // The cluster client takes its command by value.
             Client::Cluster(c) => {
-                c.route_command(cmd, RoutingInfo::SingleNode(route(target)))
+                c.route_command(cmd.clone(), RoutingInfo::SingleNode(route(target)))
                     .await?
             }
         };

@@ -18,6 +18,7 @@
 //! background when a master goes stale, and the cluster client is replaced
 //! when the stuck-client detector (`health.rs`) finds it wedged.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -262,7 +263,7 @@ impl Via {
                 guard.armed = !r.as_ref().err().is_none_or(Via::answered);
                 r
             }
-            Via::Client(conn, lane) => conn.query(cmd.clone(), target, *lane).await,
+            Via::Client(conn, lane) => conn.query(cmd, target, *lane).await,
         }
     }
 
@@ -399,8 +400,10 @@ impl Inner {
         key: &[u8],
         args: &[&[u8]],
     ) -> Result<Reply<Acked>> {
-        self.request(kind, deadline, key, |attempt| script.cmd(attempt.eval, key, args))
-            .await
+        self.request(kind, deadline, key, |attempt| {
+            Cow::Owned(script.cmd(attempt.eval, key, args))
+        })
+        .await
     }
 
     /// Runs a plain read `cmd` on the master of `key`.
@@ -411,7 +414,7 @@ impl Inner {
         key: &[u8],
         cmd: &Cmd,
     ) -> Result<Reply<Value>> {
-        let reply = self.request(kind, deadline, key, |_| cmd.clone()).await?;
+        let reply = self.request(kind, deadline, key, |_| Cow::Borrowed(cmd)).await?;
         Ok(Reply {
             value: reply.value.value,
             resent_after_doubt: reply.resent_after_doubt,
@@ -432,7 +435,9 @@ impl Inner {
     /// (on `lane`) unless the attempt follows a redirect or there is none,
     /// else the client.
     fn via(&self, conn: Conn, target: Target<'_>, lane: Lane, redirected: bool) -> Via {
-        if !redirected {
+        // A single server has no direct routes: no slot to hash (CRC16 of
+        // the key) on every request.
+        if self.cluster && !redirected {
             if let Some(master) = self.direct_master(target.slot()) {
                 let connection = master.connection(lane);
                 return Via::Direct(StaleGuard { master, armed: false }, connection);
@@ -462,13 +467,14 @@ impl Inner {
 
     /// Sends the command `make` builds to the master of `key`, followed in
     /// the same pipeline by `WAIT` for a write when replication asks for it
-    /// (and by the fence before it after a doubtful try).
-    pub(crate) async fn request(
+    /// (and by the fence before it after a doubtful try). `make` may lend a
+    /// command built beforehand (a plain command: not copied per attempt).
+    pub(crate) async fn request<'c>(
         &self,
         kind: Kind,
         deadline: Instant,
         key: &[u8],
-        make: impl Fn(Attempt) -> Cmd,
+        make: impl Fn(Attempt) -> Cow<'c, Cmd>,
     ) -> Result<Reply<Acked>> {
         let wait = self.wait_args(kind);
         let lane = if wait.is_some() { Lane::Writes } else { Lane::Reads };
@@ -491,7 +497,7 @@ impl Inner {
                 });
             };
             let mut pipe = redis::pipe();
-            pipe.add_command(cmd);
+            pipe.add_command(cmd.into_owned());
             if attempt.fence {
                 let mut fence_key = Vec::with_capacity(key.len() + FENCE_SUFFIX.len());
                 fence_key.extend_from_slice(key);

@@ -75,6 +75,7 @@
 //! not it charges nothing and the call fails with `OutcomeUnknown` (the
 //! earlier try may have charged, or been overtaken by another charge).
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -222,7 +223,7 @@ impl RedisStore {
         let mut zadd = redis::cmd("ZADD");
         zadd.arg(&topic_key).arg(0).arg(&member(id, &indexed)[..]);
         let added = inner
-            .request(Kind::Write, deadline, &topic_key, |_| zadd.clone())
+            .request(Kind::Write, deadline, &topic_key, |_| Cow::Borrowed(&zadd))
             .await?;
         reply::flag("ZADD", &added.value.value, true)?;
         inner.acknowledge(added.value.replicas, new)
@@ -261,7 +262,7 @@ impl RedisStore {
         // The subscription is gone (the truth); a failure here leaves a
         // stale entry, which the next fan-out finds and removes.
         let _ = inner
-            .request(Kind::Unacked, deadline, &topic_key, |_| zrem.clone())
+            .request(Kind::Unacked, deadline, &topic_key, |_| Cow::Borrowed(&zrem))
             .await;
         Ok(true)
     }
@@ -391,7 +392,7 @@ impl RedisStore {
             }
             // A hint's cleanup: if it fails, the next fan-out finds them.
             let _ = inner
-                .request(Kind::Unacked, deadline, &topic_key, |_| zrem.clone())
+                .request(Kind::Unacked, deadline, &topic_key, |_| Cow::Borrowed(&zrem))
                 .await;
         }
         let mut page = TopicPage::default();
@@ -425,7 +426,7 @@ impl RedisStore {
         let reply = inner
             .request(Kind::Unacked, inner.deadline(), &key, |attempt| {
                 let resend: &[u8] = if attempt.fence { b"1" } else { b"0" };
-                script.cmd(
+                Cow::Owned(script.cmd(
                     attempt.eval,
                     &key,
                     &[
@@ -435,7 +436,7 @@ impl RedisStore {
                         token.as_bytes(),
                         resend,
                     ],
-                )
+                ))
             })
             .await?;
         match reply::charge(&script.command, &reply.value.value)? {

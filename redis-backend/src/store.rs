@@ -3,6 +3,7 @@
 //! request machinery of `request.rs` and, for `len` and `list`, on
 //! `list.rs`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -523,7 +524,7 @@ impl RedisStore {
             let token = token();
             let reply = inner
                 .request(Kind::Write, deadline, &old, |attempt| {
-                    script.cmd_keys(attempt.eval, &[&old, &new], &[token.as_bytes()])
+                    Cow::Owned(script.cmd_keys(attempt.eval, &[&old, &new], &[token.as_bytes()]))
                 })
                 .await?;
             match reply::code(&script.command, &reply.value.value, 0..=2, true)? {
@@ -573,7 +574,7 @@ impl RedisStore {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(&key);
         let reply = inner
-            .request(Kind::Write, inner.deadline(), &key, |_| cmd.clone())
+            .request(Kind::Write, inner.deadline(), &key, |_| Cow::Borrowed(&cmd))
             .await?;
         let deleted = reply::flag("DEL", &reply.value.value, true)?;
         if deleted || reply.resent_after_doubt {

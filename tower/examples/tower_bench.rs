@@ -33,6 +33,11 @@
 //! second there. Every session's
 //! counter is checked at the end of each run: a store that dropped a save
 //! fails the run.
+//!
+//! Each row also has the CPU time per request of this process (all its
+//! threads) and, on Redis, of the server: on a 2-core machine where client
+//! and server share the cores, their sum is what bounds requests per second
+//! at 50 in flight.
 
 #[path = "../../redis-backend/tests/support/mod.rs"]
 mod support;
@@ -215,9 +220,32 @@ async fn request(app: &Router, cookie: Option<&HeaderValue>) -> (Duration, Heade
     (took, cookie, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// CPU time of every thread of process `pid` ("self" for this one), in
+/// nanoseconds: the sum of `/proc/<pid>/task/*/schedstat`'s first field
+/// (nanosecond resolution, where `/proc/<pid>/stat` counts 10 ms ticks).
+/// 0 where `/proc` cannot say.
+fn cpu_ns(pid: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// What one run took: per-request latencies (ns), the wall time, and the
+/// CPU time of this process and of the Redis server (ns; 0 in process).
+struct Run {
+    latencies_ns: Vec<u64>,
+    wall: Duration,
+    cpu_ns: u64,
+    server_cpu_ns: u64,
+}
+
 /// Per-request latencies (ns) and the wall time of `requests` requests by
 /// `tasks` tasks, each on its own fresh session; checks every counter.
-async fn run(app: &Router, requests: usize, tasks: usize) -> (Vec<u64>, Duration) {
+async fn run(app: &Router, requests: usize, tasks: usize, server_pid: Option<u32>) -> Run {
     let per_task = requests.div_ceil(tasks);
     let mut sessions = Vec::with_capacity(tasks);
     for _ in 0..tasks {
@@ -225,6 +253,8 @@ async fn run(app: &Router, requests: usize, tasks: usize) -> (Vec<u64>, Duration
         assert_eq!(body, "1");
         sessions.push(cookie);
     }
+    let server_cpu = || server_pid.map_or(0, |pid| cpu_ns(&pid.to_string()));
+    let (cpu_before, server_before) = (cpu_ns("self"), server_cpu());
     let start = Instant::now();
     let handles: Vec<_> = sessions
         .into_iter()
@@ -249,7 +279,12 @@ async fn run(app: &Router, requests: usize, tasks: usize) -> (Vec<u64>, Duration
     for handle in handles {
         all.extend(handle.await.expect("task"));
     }
-    (all, start.elapsed())
+    Run {
+        latencies_ns: all,
+        wall: start.elapsed(),
+        cpu_ns: cpu_ns("self").saturating_sub(cpu_before),
+        server_cpu_ns: server_cpu().saturating_sub(server_before),
+    }
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -278,13 +313,23 @@ struct Figures {
     p50_ratio: Vec<f64>,
     /// Its requests per second over ours, per round.
     rate_ratio: Vec<f64>,
+    /// This process's CPU time per request (µs), per round.
+    cpu_us: Vec<f64>,
+    /// The Redis server's CPU time per request (µs), per round.
+    server_cpu_us: Vec<f64>,
 }
 
 /// Runs the rounds for one group at one concurrency; the first contestant
 /// is "ours" for the ratios.
-async fn rounds(group: &[Contestant], requests: usize, tasks: usize, rounds: usize) -> Vec<Figures> {
+async fn rounds(
+    group: &[Contestant],
+    requests: usize,
+    tasks: usize,
+    rounds: usize,
+    server_pid: Option<u32>,
+) -> Vec<Figures> {
     for c in group {
-        run(&c.app, WARMUP_REQUESTS.max(tasks), tasks).await;
+        run(&c.app, WARMUP_REQUESTS.max(tasks), tasks, server_pid).await;
     }
     let mut figures: Vec<Figures> = group.iter().map(|_| Figures::default()).collect();
     for round in 0..rounds {
@@ -295,10 +340,19 @@ async fn rounds(group: &[Contestant], requests: usize, tasks: usize, rounds: usi
         let mut p50s = vec![0.0; group.len()];
         let mut rates = vec![0.0; group.len()];
         for &i in &order {
-            let (mut latencies, wall) = run(&group[i].app, requests, tasks).await;
-            #[allow(clippy::cast_precision_loss)]
-            let rate = latencies.len() as f64 / wall.as_secs_f64();
-            p50s[i] = p50_us(&mut latencies);
+            let mut run = run(&group[i].app, requests, tasks, server_pid).await;
+            #[allow(clippy::cast_precision_loss)] // counts and nanoseconds far below 2^52
+            let (rate, cpu_us, server_cpu_us) = {
+                let n = run.latencies_ns.len() as f64;
+                (
+                    n / run.wall.as_secs_f64(),
+                    run.cpu_ns as f64 / n / 1_000.0,
+                    run.server_cpu_ns as f64 / n / 1_000.0,
+                )
+            };
+            figures[i].cpu_us.push(cpu_us);
+            figures[i].server_cpu_us.push(server_cpu_us);
+            p50s[i] = p50_us(&mut run.latencies_ns);
             rates[i] = rate;
             figures[i].p50_us.push(p50s[i]);
             figures[i].requests_per_s.push(rate);
@@ -312,27 +366,39 @@ async fn rounds(group: &[Contestant], requests: usize, tasks: usize, rounds: usi
     figures
 }
 
-fn table(out: &mut String, title: &str, group: &[Contestant], figures: &mut [Figures]) {
+fn table(out: &mut String, title: &str, group: &[Contestant], figures: &mut [Figures], server: bool) {
     writeln!(out, "\n### {title}\n").unwrap();
     writeln!(
         out,
-        "| store | p50 µs per request (median; range over rounds) | requests/s (median) | p50 / first row | requests/s / first row |"
+        "| store | p50 µs per request (median; range over rounds) | requests/s (median) | p50 / first row | requests/s / first row | CPU µs per request, this process (median){} |",
+        if server { " | CPU µs per request, redis-server (median)" } else { "" }
     )
     .unwrap();
-    writeln!(out, "| --- | --- | --- | --- | --- |").unwrap();
+    writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | ---{} |",
+        if server { " | ---" } else { "" }
+    )
+    .unwrap();
     for (c, f) in group.iter().zip(figures.iter_mut()) {
         let (lo, hi) = (
             f.p50_us.iter().copied().fold(f64::MAX, f64::min),
             f.p50_us.iter().copied().fold(0.0, f64::max),
         );
+        let server_cpu = if server {
+            format!(" | {:.1}", median(&mut f.server_cpu_us))
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "| {} | {:.1} ({lo:.1}-{hi:.1}) | {:.0} | {:.2} | {:.2} |",
+            "| {} | {:.1} ({lo:.1}-{hi:.1}) | {:.0} | {:.2} | {:.2} | {:.1}{server_cpu} |",
             c.name,
             median(&mut f.p50_us),
             median(&mut f.requests_per_s),
             median(&mut f.p50_ratio),
-            median(&mut f.rate_ratio)
+            median(&mut f.rate_ratio),
+            median(&mut f.cpu_us),
         )
         .unwrap();
     }
@@ -427,13 +493,13 @@ fn main() {
         if args.no_redis { " --no-redis" } else { "" }
     )
     .unwrap();
-    writeln!(out, "Each request: `SessionManagerLayer` parses the cookie, the handler loads the session and writes a counter back, the layer saves it and sets the cookie; in process (`tower::ServiceExt::oneshot`, no socket), a 2-thread Tokio runtime, mimalloc. Paired, interleaved rounds (the order reverses every round); medians over rounds. Ratios are against the first row of each table.").unwrap();
+    writeln!(out, "Each request: `SessionManagerLayer` parses the cookie, the handler loads the session and writes a counter back, the layer saves it and sets the cookie; in process (`tower::ServiceExt::oneshot`, no socket), a 2-thread Tokio runtime, mimalloc. Paired, interleaved rounds (the order reverses every round); medians over rounds. Ratios are against the first row of each table. CPU per request: the CPU time of every thread of this process (and of redis-server), from `/proc/<pid>/task/*/schedstat`, over a run's requests; the process holds all contestants (idle engines' clock threads included).").unwrap();
 
     runtime.block_on(async {
         let group = in_process();
         for &tasks in &args.concurrency {
             eprintln!("in process, {tasks} in flight");
-            let mut figures = rounds(&group, args.requests, tasks, args.rounds).await;
+            let mut figures = rounds(&group, args.requests, tasks, args.rounds, None).await;
             table(
                 &mut out,
                 &format!(
@@ -442,6 +508,7 @@ fn main() {
                 ),
                 &group,
                 &mut figures,
+                false,
             );
         }
         if args.no_redis {
@@ -451,7 +518,7 @@ fn main() {
         let group = on_redis(&server.url()).await;
         for &tasks in &args.concurrency {
             eprintln!("redis, {tasks} in flight");
-            let mut figures = rounds(&group, args.redis_requests, tasks, args.rounds).await;
+            let mut figures = rounds(&group, args.redis_requests, tasks, args.rounds, server.pid()).await;
             table(
                 &mut out,
                 &format!(
@@ -460,6 +527,7 @@ fn main() {
                 ),
                 &group,
                 &mut figures,
+                true,
             );
         }
         server_cost(&mut out, &server);

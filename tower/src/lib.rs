@@ -114,8 +114,11 @@
 // doc_markdown: it takes "MessagePack" for an item name.
 #![allow(clippy::module_name_repetitions, clippy::doc_markdown)]
 
+#[doc(hidden)]
+pub mod fuzz;
 mod id;
 mod limits;
+mod msgpack;
 mod record;
 mod rotate;
 mod store;

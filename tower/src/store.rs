@@ -1,19 +1,22 @@
 //! [`TowerStore`]: tower-sessions' `SessionStore` over one of ours.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use session_engine::limits::TIMEOUT_MS_MAX;
-use session_engine::{SessionId, SessionStore, Timeout};
-use time::OffsetDateTime;
+use session_engine::{Engine, SessionId, SessionRef, SessionStore, Timeout};
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, Error, ExpiredDeletion};
 
 use crate::id::{to_session_id, to_tower_id};
 use crate::limits::ID_TRIES_MAX;
-use crate::record::{self, date_of_ms};
+
+/// Nanoseconds in a millisecond.
+const NS_PER_MS: u64 = 1_000_000;
+use crate::record::{self, date_of_ms, ns_of_ms, unix_ms_ns};
 use crate::rotate;
 
 /// A tower-sessions store over any [`session_engine::SessionStore`]: the
@@ -95,24 +98,40 @@ impl<S> TowerStore<S> {
         &self.store
     }
 
-    /// The timeout a record saved at `now` gets; `None` if its expiry date
-    /// has passed (it must not be stored).
-    fn timeout_for(&self, expiry_date: OffsetDateTime, now: OffsetDateTime) -> Option<Timeout> {
+    /// The timeout a record expiring at `expiry_ns` (nanoseconds since the
+    /// Unix epoch) gets if saved now; `None` if that has passed (it must
+    /// not be stored). Reads the clock only without an
+    /// [`inactivity_timeout`](Self::inactivity_timeout).
+    fn timeout_for(&self, expiry_ns: i128) -> Option<Timeout> {
         if let Some(timeout) = self.inactivity_timeout {
             return Some(timeout);
         }
-        let remaining_ns = (expiry_date - now).whole_nanoseconds();
+        let remaining_ns = expiry_ns - now_ns();
         if remaining_ns <= 0 {
             return None;
         }
-        // Rounded up: a record is never dropped before its expiry date.
-        let timeout_ms = (remaining_ns + 999_999) / 1_000_000;
         // Beyond the longest finite timeout the store keeps it for ever and
         // `load` checks the stored date instead (see `load`).
-        Some(match u64::try_from(timeout_ms) {
-            Ok(ms) if ms <= TIMEOUT_MS_MAX => Timeout::from_ms(ms),
-            _ => Timeout::Never,
+        let Ok(remaining_ns) = u64::try_from(remaining_ns) else {
+            return Some(Timeout::Never);
+        };
+        // Rounded up: a record is never dropped before its expiry date.
+        let timeout_ms = remaining_ns.div_ceil(NS_PER_MS);
+        Some(if timeout_ms <= TIMEOUT_MS_MAX {
+            Timeout::from_ms(timeout_ms)
+        } else {
+            Timeout::Never
         })
+    }
+}
+
+/// Nanoseconds since the Unix epoch, now (negative before it). The
+/// system clock, as `OffsetDateTime::now_utc` reads it, without the
+/// calendar arithmetic that builds a date.
+fn now_ns() -> i128 {
+    match SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i128::try_from(after.as_nanos()).expect("within i128"),
+        Err(before) => -i128::try_from(before.duration().as_nanos()).expect("within i128"),
     }
 }
 
@@ -145,6 +164,14 @@ fn backend(operation: &str, id: Option<Id>, e: &session_engine::Error) -> Error 
 }
 
 impl<S: SessionStore + 'static> TowerStore<S> {
+    /// The store, if it is the embedded engine, whose borrowing reads
+    /// (`peek_with`, `get_with`) the trait does not offer. A type test the
+    /// compiler settles per `S`: the other stores take the trait's path at
+    /// no cost.
+    fn engine(&self) -> Option<&Engine> {
+        (self.store.as_ref() as &dyn Any).downcast_ref::<Engine>()
+    }
+
     /// Inserts `record` under a fresh id of ours, drawing again while the
     /// id is taken.
     async fn insert_fresh(
@@ -172,13 +199,14 @@ impl<S: SessionStore + 'static> TowerStore<S> {
 #[async_trait]
 impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let bytes = record::encode(record)?;
-        let now = OffsetDateTime::now_utc();
+        let (expiry_ms, expiry_nanos) = unix_ms_ns(record.expiry_date);
+        let bytes = record::encode(record, expiry_ms)?;
+        let timeout = self.timeout_for(expiry_nanos);
         if let Some(new) = rotate::take_rotated() {
             // `cycle_id` already moved the stored session to `new`; store the
             // record as it is now (it may have changed in this request).
             record.id = to_tower_id(new);
-            return match self.timeout_for(record.expiry_date, now) {
+            return match timeout {
                 Some(timeout) => self
                     .store
                     .put(new, &bytes, timeout)
@@ -189,18 +217,17 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
         }
         // A record created already expired is still given an id (the caller
         // expects one) and a 1 ms life: the next load does not find it.
-        let timeout = self
-            .timeout_for(record.expiry_date, now)
-            .unwrap_or(Timeout::from_ms(1));
+        let timeout = timeout.unwrap_or(Timeout::from_ms(1));
         self.insert_fresh(record, &bytes, timeout).await
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let id = to_session_id(record.id);
-        let Some(timeout) = self.timeout_for(record.expiry_date, OffsetDateTime::now_utc()) else {
+        let (expiry_ms, expiry_nanos) = unix_ms_ns(record.expiry_date);
+        let Some(timeout) = self.timeout_for(expiry_nanos) else {
             return self.delete(&record.id).await;
         };
-        let bytes = record::encode(record)?;
+        let bytes = record::encode(record, expiry_ms)?;
         self.store
             .put(id, &bytes, timeout)
             .await
@@ -209,30 +236,49 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         let id = to_session_id(*session_id);
-        let read = if self.sliding {
-            self.store.get(&id).await
+        let read = if let Some(engine) = self.engine() {
+            // Decoded from the session's own bytes, borrowed: no snapshot
+            // (a reference count taken and dropped) for the embedded engine.
+            let decode = |session: SessionRef<'_>| {
+                record::decode(*session_id, session.metadata())
+                    .map(|stored| (stored, session.expires_at_ms()))
+            };
+            if self.sliding {
+                engine.get_with(&id, decode)
+            } else {
+                engine.peek_with(&id, decode)
+            }
         } else {
-            self.store.peek(&id).await
+            let read = if self.sliding {
+                self.store.get(&id).await
+            } else {
+                self.store.peek(&id).await
+            };
+            read.map(|session| {
+                record::decode(*session_id, session.metadata())
+                    .map(|stored| (stored, session.expires_at_ms()))
+            })
         };
-        let session = match read {
-            Ok(session) => session,
+        let (stored, expires_ms) = match read {
+            Ok(decoded) => decoded?,
             Err(session_engine::Error::NotFound) => return Ok(None),
             Err(e) => return Err(backend("load", Some(*session_id), &e)),
         };
-        let mut record = record::decode(*session_id, session.metadata())?;
-        if let Some(expires_ms) = session.expires_at_ms() {
+        let expiry_date = if let Some(expires_ms) = expires_ms {
             // The store's deadline is the truth (moved by this read if sliding).
             let expires_ms = i64::try_from(expires_ms).unwrap_or(i64::MAX);
-            record.expiry_date = date_of_ms(expires_ms).unwrap_or(record.expiry_date);
-        } else if record.expiry_date <= OffsetDateTime::now_utc() {
+            date_of_ms(expires_ms).unwrap_or_else(|| stored.expiry_date())
+        } else if ns_of_ms(stored.expiry_ms) <= now_ns() {
             // Stored without a timeout (its date was beyond the longest one):
             // its own date ends it. A plain delete, never a rotation.
             return match self.store.delete(&id).await {
                 Ok(()) | Err(session_engine::Error::NotFound) => Ok(None),
                 Err(e) => Err(backend("load (delete expired)", Some(*session_id), &e)),
             };
-        }
-        Ok(Some(record))
+        } else {
+            stored.expiry_date()
+        };
+        Ok(Some(stored.into_record(*session_id, expiry_date)))
     }
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
