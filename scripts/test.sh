@@ -24,3 +24,4 @@ cargo clippy -p session-redis --all-targets --features tracing --locked -- -D wa
 # cargo-fuzz) must at least build against today's decoders.
 CARGO_TARGET_DIR=target/fuzz cargo check --locked --manifest-path engine/fuzz/Cargo.toml
 CARGO_TARGET_DIR=target/fuzz cargo check --locked --manifest-path redis-backend/fuzz/Cargo.toml
+CARGO_TARGET_DIR=target/fuzz cargo check --locked --manifest-path tower/fuzz/Cargo.toml
