@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ahash::RandomState;
@@ -59,8 +59,17 @@ pub(crate) struct Core {
     pub(crate) recovery: Option<RecoveryReport>,
     /// Topic -> subscribers, engine-wide (striped).
     topics: Arc<TopicIndex>,
+    /// This engine's mark in its timer handles (`TimerHandle`): a handle
+    /// of another engine in the process cancels nothing here.
+    timer_mark: u32,
     // Holds the data directory's lock for the engine's lifetime.
     _persistence: Option<persist::Persistence>,
+}
+
+/// A mark for each engine opened in this process (`Core::timer_mark`).
+fn next_timer_mark() -> u32 {
+    static MARKS: AtomicU32 = AtomicU32::new(0);
+    MARKS.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The shard of a hash. The table uses the low bits (slot) and the top 16
@@ -192,6 +201,7 @@ impl Core {
             commits,
             recovery,
             topics,
+            timer_mark: next_timer_mark(),
             _persistence: persistence,
             config,
         })
@@ -807,7 +817,7 @@ impl Core {
             states.arm(*id, token, now_ms.saturating_add(after_ms.max(1)))
         })?;
         let index = u32::try_from(route_shard(hash, self.shard_mask)).expect("shard counts fit u32");
-        Ok(TimerHandle::new(index, armed))
+        Ok(TimerHandle::new(self.timer_mark, index, armed))
     }
 
     /// Cancels the live session's timer `token`; false if it had none.
@@ -818,7 +828,10 @@ impl Core {
 
     /// Cancels the timer `handle` names, if it is still armed.
     pub(crate) fn cancel_timer_handle(&self, handle: TimerHandle) -> bool {
-        let (shard, slot, generation) = handle.parts();
+        let (mark, shard, slot, generation) = handle.parts();
+        if mark != self.timer_mark {
+            return false;
+        }
         self.shards
             .get(shard as usize)
             .is_some_and(|shard| shard.with_states(|states| states.cancel_slot(slot, generation)))

@@ -366,30 +366,33 @@ struct TimerEntry {
 /// An armed timer, as [`Engine::arm_timer`](crate::Engine::arm_timer)
 /// returns it: [`Engine::cancel_timer_handle`](crate::Engine::cancel_timer_handle)
 /// cancels it without looking its session up in the table. Re-arming the
-/// same token keeps the handle. A handle is only meaningful to the engine
-/// that gave it; once its timer fired or was cancelled, or its session
-/// left, it cancels nothing (its slot's generation moved on; a slot would
-/// have to be reused 2^32 times while the handle is held for it to match
-/// again).
+/// same token keeps the handle. A handle cancels nothing in another engine
+/// (it carries its engine's mark), nor once its timer fired or was
+/// cancelled, or its session left (its slot's generation moved on; a slot
+/// would have to be reused 2^32 times while the handle is held for it to
+/// match again).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerHandle {
+    engine: u32,
     shard: u32,
     slot: u32,
     generation: u32,
 }
 
 impl TimerHandle {
-    pub(crate) fn new(shard: u32, (slot, generation): (u32, u32)) -> Self {
+    pub(crate) fn new(engine: u32, shard: u32, (slot, generation): (u32, u32)) -> Self {
         Self {
+            engine,
             shard,
             slot,
             generation,
         }
     }
 
-    /// The shard, and the slot and generation within its timer slab.
-    pub(crate) fn parts(self) -> (u32, u32, u32) {
-        (self.shard, self.slot, self.generation)
+    /// The engine's mark, the shard, and the slot and generation within
+    /// the shard's timer slab.
+    pub(crate) fn parts(self) -> (u32, u32, u32, u32) {
+        (self.engine, self.shard, self.slot, self.generation)
     }
 }
 

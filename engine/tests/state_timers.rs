@@ -137,6 +137,21 @@ fn a_handle_cancels_its_timer_once_and_never_another() {
 }
 
 #[test]
+fn another_engines_handle_cancels_nothing() {
+    // One shard each: both first timers sit in shard 0, slot 0, generation
+    // 0, so only the engine's mark in the handle tells them apart.
+    let one = || Engine::open(Config::default().shards(1).without_sweeper()).unwrap();
+    let (a, b) = (one(), one());
+    let (x, y) = (a.create(b"", LONG).unwrap(), b.create(b"", LONG).unwrap());
+    let from_a = a.arm_timer(&x, 1, Duration::from_secs(5)).unwrap();
+    let from_b = b.arm_timer(&y, 1, Duration::from_secs(5)).unwrap();
+    assert!(!a.cancel_timer_handle(from_b), "b's handle cancelled a's timer");
+    assert!(!b.cancel_timer_handle(from_a), "a's handle cancelled b's timer");
+    assert_eq!((a.state_counts().0, b.state_counts().0), (1, 1));
+    assert!(a.cancel_timer_handle(from_a) && b.cancel_timer_handle(from_b));
+}
+
+#[test]
 fn timers_die_with_their_session_without_a_callback() {
     let (engine, clock, fired) = engine();
     let deleted = engine.create(b"", LONG).unwrap();
