@@ -30,6 +30,10 @@ fn a_short_sweep_writes_its_steps_the_knee_and_a_plot() {
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
     assert_eq!(r["schema"], "session-engine/loadgen-sweep");
+    // A capacity sweep judges the backend's latency as measured: no
+    // reference peer, whose own queueing past its capacity would make any
+    // tail "added over the peer" small (the knee would climb to the top).
+    assert_eq!(r["scenario"]["peer"], false, "{}", r["scenario"]);
     let steps = r["steps"].as_array().unwrap();
     assert_eq!(steps[0]["rate_target_ops_per_s"], 1500.0);
     // Whether a debug build on this machine holds 3,000 ops/s is the
