@@ -131,16 +131,27 @@ impl Machine {
 pub struct GitInfo {
     /// `HEAD`, if this is a git checkout.
     pub commit: Option<String>,
-    /// True if tracked files differ from `HEAD`.
+    /// True if tracked files outside `results/` differ from `HEAD` (the
+    /// runs themselves rewrite files under `results/`, which says nothing
+    /// about the code measured).
     pub dirty: Option<bool>,
 }
 
 impl GitInfo {
-    /// Asks `git` (absent or failing: `None`s).
+    /// Asks `git` about the checkout the process runs in (absent or
+    /// failing: `None`s).
     #[must_use]
     pub fn detect() -> Self {
+        Self::detect_in(Path::new("."))
+    }
+
+    /// Asks `git` about the checkout at `dir`.
+    #[must_use]
+    pub fn detect_in(dir: &Path) -> Self {
         let run = |args: &[&str]| {
             Command::new("git")
+                .arg("-C")
+                .arg(dir)
                 .args(args)
                 .output()
                 .ok()
@@ -150,7 +161,16 @@ impl GitInfo {
         let commit = run(&["rev-parse", "HEAD"]);
         let dirty = commit
             .as_ref()
-            .and_then(|_| run(&["status", "--porcelain", "--untracked-files=no"]))
+            .and_then(|_| {
+                run(&[
+                    "status",
+                    "--porcelain",
+                    "--untracked-files=no",
+                    "--",
+                    ":(top)",
+                    ":(top,exclude)results",
+                ])
+            })
             .map(|s| !s.is_empty());
         Self { commit, dirty }
     }
@@ -159,6 +179,40 @@ impl GitInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkout_is_dirty_for_code_changes_not_for_rewritten_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = Command::new("git").arg("-C").arg(dir.path()).args(args).output();
+            out.is_ok_and(|o| o.status.success())
+        };
+        if !git(&["init", "-q"]) {
+            return; // no git here: nothing to check
+        }
+        std::fs::create_dir(dir.path().join("results")).unwrap();
+        std::fs::write(dir.path().join("results/run.json"), "1").unwrap();
+        std::fs::write(dir.path().join("code.rs"), "1").unwrap();
+        assert!(git(&["add", "."]));
+        assert!(git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "t"
+        ]));
+        assert_eq!(GitInfo::detect_in(dir.path()).dirty, Some(false));
+        std::fs::write(dir.path().join("results/run.json"), "2").unwrap();
+        assert_eq!(
+            GitInfo::detect_in(dir.path()).dirty,
+            Some(false),
+            "a rewritten result is not a code change"
+        );
+        std::fs::write(dir.path().join("code.rs"), "2").unwrap();
+        assert_eq!(GitInfo::detect_in(dir.path()).dirty, Some(true));
+    }
 
     #[test]
     fn proc_readings_are_plausible_on_linux() {
