@@ -53,14 +53,8 @@ mod tests {
 
     #[test]
     fn random_and_mutated_records_keep_the_promises() {
-        // A small xorshift: deterministic, no dependency.
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::test_rng::Rng(0x9e37_79b9_7f4a_7c15);
+        let mut next = || rng.next();
         let mut valid = vec![record::FORMAT_VERSION];
         valid.extend_from_slice(&1_700_000_000_123_i64.to_le_bytes());
         // {"user": {"name": "alice", "roles": [1, -2, 3.5, null, true]}, "n": 7}

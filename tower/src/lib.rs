@@ -122,6 +122,8 @@ mod msgpack;
 mod record;
 mod rotate;
 mod store;
+#[cfg(test)]
+mod test_rng;
 
 pub use rotate::cycle_id;
 pub use store::TowerStore;

@@ -365,21 +365,10 @@ mod tests {
         out
     }
 
-    /// A small xorshift: deterministic, no dependency.
-    struct Rng(u64);
+    use crate::test_rng::Rng;
 
+    /// Random values for the round trips.
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> usize {
-            usize::try_from(self.next() % n).unwrap()
-        }
-
         fn string(&mut self) -> String {
             // Lengths around each form's bounds (fixstr, str8, str16).
             let len = [0, 1, 31, 32, 255, 256, 70_000][self.below(7)];

@@ -261,14 +261,8 @@ mod tests {
 
     #[test]
     fn random_bytes_never_panic() {
-        // A small xorshift: deterministic, no dependency.
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::test_rng::Rng(0x9e37_79b9_7f4a_7c15);
+        let mut next = || rng.next();
         for _ in 0..20_000 {
             let len = usize::try_from(next() % 40).unwrap();
             let mut bytes: Vec<u8> = (0..len).map(|_| next().to_le_bytes()[0]).collect();
