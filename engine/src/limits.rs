@@ -172,12 +172,11 @@ pub const TIMERS_PER_SESSION_MAX: usize = 256;
 /// topics from different shards rarely meet on one lock.
 pub const TOPIC_STRIPES: usize = 64;
 
-/// Topics without subscribers a stripe of the topic index keeps (beyond
-/// half its topics with subscribers) before dropping them all in one
-/// pass. A topic whose only subscriber comes and goes then reuses its
-/// entry instead of allocating and freeing it every time, and the memory
-/// held for empty topics stays at most this plus half the live ones.
-pub const TOPICS_EMPTY_KEPT_MIN: usize = 8;
+/// Topics without subscribers a stripe of the topic index keeps for
+/// reuse, at most: a topic whose only subscriber comes and goes then reuses
+/// its entry instead of allocating and freeing it every time. Past this, an
+/// emptied topic's entry goes at once (no scan of the stripe under its lock).
+pub const TOPICS_EMPTY_KEPT_MAX: usize = 8;
 
 /// Timers one sweep step fires while holding a shard's writer mutex (as
 /// [`SWEEP_BATCH_MAX`] for sessions); the listener is called after the lock

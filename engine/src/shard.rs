@@ -1220,6 +1220,59 @@ mod tests {
         f.check();
     }
 
+    /// The same, with another thread deleting and re-creating sessions,
+    /// growing the table and sweeping while state calls run: under Miri a
+    /// table or block freed while a state call can still reach it would be
+    /// reported (the epoch frees them once no guard is pinned, and a state
+    /// call pins none).
+    #[test]
+    fn state_calls_race_removals_rebuilds_and_sweeps() {
+        let f = Fixture::new(1_000);
+        let clock = f.clock.clock();
+        let rounds: u32 = if cfg!(miri) { 3 } else { 200 };
+        for n in 0..16 {
+            f.insert(n, 50);
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for round in 0..rounds {
+                    for n in 0..16 {
+                        let _ = f.shard.with_state(f.hash(n), &id(n), &clock, |states, now_ms| {
+                            Ok(states.rate_limit(
+                                id(n),
+                                crate::state::Bucket {
+                                    capacity: 9,
+                                    refill_per_sec: 1,
+                                },
+                                1,
+                                now_ms + u64::from(round),
+                            ))
+                        });
+                    }
+                }
+            });
+            for round in 0..rounds {
+                let g = crossbeam_epoch::pin();
+                for n in 0..16 {
+                    let _ = f.shard.delete(f.hash(n), &id(n), &clock, None, &g);
+                    let r = f.shard.insert(f.hash(n), block(n, 1_000, 50), &clock, None, &g);
+                    assert!(matches!(r, Ok(Inserted::Stored(..))));
+                }
+                // New ids each round grow the table (rebuilds).
+                let fresh = 100 + round * 4;
+                for n in fresh..fresh + 4 {
+                    let r = f.shard.insert(f.hash(n), block(n, 1_000, 50), &clock, None, &g);
+                    assert!(matches!(r, Ok(Inserted::Stored(..))));
+                }
+                drop(g);
+                crossbeam_epoch::pin().flush();
+            }
+        });
+        f.clock.advance_ms(100);
+        f.sweep(1 << 12);
+        f.check();
+    }
+
     /// The interleaving that revived expired sessions: reader A reads the
     /// time just before the deadline and is descheduled; reader B, at the
     /// deadline, is told the session expired; A resumes and slides the

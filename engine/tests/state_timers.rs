@@ -94,7 +94,14 @@ fn cancel_and_rearm() {
 fn a_handle_cancels_its_timer_once_and_never_another() {
     let (engine, clock, fired) = engine();
     let a = engine.create(b"", LONG).unwrap();
-    let b = engine.create(b"", LONG).unwrap();
+    // `b` in `a`'s shard, so that its timer takes the slot `a`'s freed.
+    let b = loop {
+        let b = engine.create(b"", LONG).unwrap();
+        if engine.debug_shard_of(&b) == engine.debug_shard_of(&a) {
+            break b;
+        }
+        engine.delete(&b).unwrap();
+    };
     let first = engine.arm_timer(&a, 1, Duration::from_millis(100)).unwrap();
     assert_eq!(
         engine.arm_timer(&a, 1, Duration::from_millis(200)).unwrap(),
@@ -107,7 +114,7 @@ fn a_handle_cancels_its_timer_once_and_never_another() {
     assert!(!engine.cancel_timer(&a, 1).unwrap(), "gone for the token too");
     // The freed slot goes to the next timer; the old handle must not reach it.
     let reused = engine.arm_timer(&b, 1, Duration::from_millis(100)).unwrap();
-    assert_ne!(reused, first);
+    assert_ne!(reused, first, "the same slot, a new generation");
     assert!(
         !engine.cancel_timer_handle(first),
         "a stale handle cancels nothing"
