@@ -297,6 +297,19 @@ impl TopicIndex {
     }
 }
 
+/// `Ok` if one more than `held` stays within `max`, else the typed error.
+fn room_for_one_more(what: &'static str, held: usize, max: usize) -> Result<()> {
+    if held < max {
+        Ok(())
+    } else {
+        Err(Error::LimitExceeded {
+            what,
+            len: held + 1,
+            max,
+        })
+    }
+}
+
 /// Tokens are kept in thousandths, so a refill of `r` tokens a second adds
 /// `r` units a millisecond.
 const UNITS: u64 = 1000;
@@ -575,16 +588,12 @@ impl States {
         if state.topics.iter().any(|t| &**t == topic) {
             return Ok((false, None));
         }
-        let len = state.topics.len();
-        let outcome = if len >= TOPICS_PER_SESSION_MAX {
-            Err(Error::LimitExceeded {
-                what: "topics of one session (TOPICS_PER_SESSION_MAX)",
-                len: len + 1,
-                max: TOPICS_PER_SESSION_MAX,
-            })
-        } else {
-            append(i64::try_from(subscribe_len(topic.len())).unwrap_or(i64::MAX))
-        };
+        let outcome = room_for_one_more(
+            "topics of one session (TOPICS_PER_SESSION_MAX)",
+            state.topics.len(),
+            TOPICS_PER_SESSION_MAX,
+        )
+        .and_then(|()| append(i64::try_from(subscribe_len(topic.len())).unwrap_or(i64::MAX)));
         match outcome {
             Ok(position) => {
                 state.topics.push(self.index.add(topic, id));
@@ -657,16 +666,12 @@ impl States {
             self.wheel.insert(&mut self.slab, at, deadline);
             return Ok((at, self.slab.entries[at as usize].generation));
         }
-        let held = state.timers.len();
-        let at = if held >= TIMERS_PER_SESSION_MAX {
-            Err(Error::LimitExceeded {
-                what: "timers of one session (TIMERS_PER_SESSION_MAX)",
-                len: held + 1,
-                max: TIMERS_PER_SESSION_MAX,
-            })
-        } else {
-            self.slab.alloc(id, token, deadline)
-        };
+        let at = room_for_one_more(
+            "timers of one session (TIMERS_PER_SESSION_MAX)",
+            state.timers.len(),
+            TIMERS_PER_SESSION_MAX,
+        )
+        .and_then(|()| self.slab.alloc(id, token, deadline));
         match at {
             Ok(at) => {
                 state.timers.push((token, at));
