@@ -549,11 +549,24 @@ impl RedisStore {
     /// # Errors
     /// [`Error::NotFound`]; the request errors of the crate docs.
     pub async fn touch(&self, id: &SessionId) -> Result<()> {
+        self.write_existing(id, |s| &s.touch, &[]).await
+    }
+
+    /// Runs a write script (`pick` of the store's scripts) on an existing
+    /// session: the script answers whether the session was there, and the
+    /// write is acknowledged as every write is (replicas first under
+    /// `Replication::Wait`); `NotFound` if it was not there.
+    async fn write_existing(
+        &self,
+        id: &SessionId,
+        pick: impl FnOnce(&Scripts) -> &crate::scripts::Script,
+        args: &[&[u8]],
+    ) -> Result<()> {
         let inner = &self.inner;
         let key = inner.keys.key(id);
-        let script = &inner.scripts.touch;
+        let script = pick(&inner.scripts);
         let reply = inner
-            .script(Kind::Write, inner.deadline(), script, &key, &[])
+            .script(Kind::Write, inner.deadline(), script, &key, args)
             .await?;
         if reply::flag(&script.command, &reply.value.value, true)? {
             inner.acknowledge(reply.value.replicas, ())
@@ -592,17 +605,7 @@ impl RedisStore {
     /// request errors of the crate docs.
     pub async fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> Result<()> {
         let field = check_timeout(timeout)?;
-        let inner = &self.inner;
-        let key = inner.keys.key(id);
-        let script = &inner.scripts.set_ttl;
-        let reply = inner
-            .script(Kind::Write, inner.deadline(), script, &key, &[field.as_bytes()])
-            .await?;
-        if reply::flag(&script.command, &reply.value.value, true)? {
-            inner.acknowledge(reply.value.replicas, ())
-        } else {
-            Err(Error::NotFound)
-        }
+        self.write_existing(id, |s| &s.set_ttl, &[field.as_bytes()]).await
     }
 
     /// Caps the session's lifetime, as the engine's `Engine::set_lifetime`:
@@ -618,17 +621,8 @@ impl RedisStore {
     /// request errors of the crate docs.
     pub async fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
         let field = check_timeout(lifetime)?;
-        let inner = &self.inner;
-        let key = inner.keys.key(id);
-        let script = &inner.scripts.set_lifetime;
-        let reply = inner
-            .script(Kind::Write, inner.deadline(), script, &key, &[field.as_bytes()])
-            .await?;
-        if reply::flag(&script.command, &reply.value.value, true)? {
-            inner.acknowledge(reply.value.replicas, ())
-        } else {
-            Err(Error::NotFound)
-        }
+        self.write_existing(id, |s| &s.set_lifetime, &[field.as_bytes()])
+            .await
     }
 
     /// True if a live session has this id (`EXISTS`; not activity).
