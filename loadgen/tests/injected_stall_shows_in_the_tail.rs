@@ -61,7 +61,12 @@ fn a_200ms_freeze_shows_in_the_tail_and_fails_the_verdict() {
     let stalled = slices
         .iter()
         .filter(|s| s["side"] == "backend" && s["start_s"].as_f64().unwrap() >= stall_from_s)
-        .min_by(|a, b| a["start_s"].as_f64().unwrap().total_cmp(&b["start_s"].as_f64().unwrap()))
+        .min_by(|a, b| {
+            a["start_s"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["start_s"].as_f64().unwrap())
+        })
         .expect("a backend slice after the stall's start");
     assert!(stalled["max_ns"].as_u64().unwrap() >= 190 * ms, "{stalled}");
     assert_eq!(stalled["standing"], "judged", "{stalled}");
