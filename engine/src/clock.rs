@@ -236,10 +236,18 @@ pub fn system_time_to_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The `SystemTime` for `ms` milliseconds since the Unix epoch.
+/// The `SystemTime` for `ms` milliseconds since the Unix epoch; a time the
+/// platform's `SystemTime` cannot hold (a hostile or corrupt stored time,
+/// on a platform narrower than Linux's) saturates to the end of year 9999,
+/// or failing that to 2038, instead of panicking.
 #[must_use]
 pub fn ms_to_system_time(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
+    /// 9999-12-31T23:59:59Z.
+    const YEAR_9999_END_S: u64 = 253_402_300_799;
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .or_else(|| UNIX_EPOCH.checked_add(Duration::from_secs(YEAR_9999_END_S.min(ms / 1000))))
+        .unwrap_or_else(|| UNIX_EPOCH + Duration::from_secs(u64::from(i32::MAX.unsigned_abs())))
 }
 
 #[cfg(test)]
@@ -305,6 +313,13 @@ mod tests {
             reading.upgrade().is_none(),
             "dropping the last clone stops and joins the clock's thread"
         );
+    }
+
+    #[test]
+    fn the_largest_stored_times_convert_without_panicking() {
+        let far = ms_to_system_time(u64::MAX);
+        assert!(far > ms_to_system_time(crate::limits::TIME_MS_MAX));
+        assert!(far > UNIX_EPOCH + Duration::from_secs(253_402_300_799 - 1));
     }
 
     #[test]
