@@ -6,8 +6,8 @@
 //! `SessionStore`'s methods return `impl Future`, which keeps the engine's
 //! calls free of allocation but makes the trait unusable as `dyn`. Code that
 //! picks its backend from configuration holds an `AnyStore` instead: every
-//! call costs one boxed future, and closures (`update`, `try_update`) are
-//! boxed too. [`AnyStore::open`] opens the embedded engine from a URL; the
+//! call costs one boxed future, and closures (`update`, `try_update`,
+//! `get_with`, `peek_with`) are boxed or passed by reference too. [`AnyStore::open`] opens the embedded engine from a URL; the
 //! Redis crate's `session_redis::open_url` adds `redis://` and
 //! `redis+cluster://`.
 
@@ -21,7 +21,7 @@ use crate::config::{Config, Durability};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::session::{Cursor, Op, Page, Session, Timeout, Updated};
+use crate::session::{Cursor, Op, Page, Session, SessionRef, Timeout, Updated};
 use crate::state::{Bucket, RateDecision, SessionState, TopicCursor, TopicPage};
 use crate::store::SessionStore;
 
@@ -33,6 +33,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The update closure of [`DynSessionStore::update`].
 pub type UpdateFn<'a> = Box<dyn FnMut(&[u8]) -> Vec<u8> + Send + 'a>;
+
+/// The closure of [`DynSessionStore::read_with`], called once if the read
+/// finds the session.
+pub type ReadFn<'a> = &'a mut (dyn FnMut(SessionRef<'_>) + Send + 'a);
 
 /// The closure of [`DynSessionStore::try_update`].
 pub type TryUpdateFn<'a> = Box<dyn FnMut(&[u8]) -> std::result::Result<Op, BoxError> + Send + 'a>;
@@ -51,6 +55,8 @@ pub trait DynSessionStore: Send + Sync {
     fn get<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Session>>;
     fn peek<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Session>>;
     fn get_many<'a>(&'a self, ids: &'a [SessionId]) -> BoxFuture<'a, Vec<Result<Session>>>;
+    /// `get_with` (`slide`) or `peek_with`: `f` borrows the session.
+    fn read_with<'a>(&'a self, id: &'a SessionId, slide: bool, f: ReadFn<'a>) -> BoxFuture<'a, Result<()>>;
     fn update<'a>(&'a self, id: &'a SessionId, f: UpdateFn<'a>) -> BoxFuture<'a, Result<Session>>;
     fn try_update<'a>(
         &'a self,
@@ -111,6 +117,13 @@ impl<T: SessionState + fmt::Debug> DynSessionStore for T {
     }
     fn get_many<'a>(&'a self, ids: &'a [SessionId]) -> BoxFuture<'a, Vec<Result<Session>>> {
         Box::pin(SessionStore::get_many(self, ids))
+    }
+    fn read_with<'a>(&'a self, id: &'a SessionId, slide: bool, f: ReadFn<'a>) -> BoxFuture<'a, Result<()>> {
+        if slide {
+            Box::pin(SessionStore::get_with(self, id, f))
+        } else {
+            Box::pin(SessionStore::peek_with(self, id, f))
+        }
     }
     fn update<'a>(&'a self, id: &'a SessionId, f: UpdateFn<'a>) -> BoxFuture<'a, Result<Session>> {
         Box::pin(SessionStore::update(self, id, f))
@@ -222,6 +235,25 @@ impl AnyStore {
     pub fn open(url: &str) -> Result<Self> {
         Ok(Self::new(Engine::open(engine_config(url)?)?))
     }
+
+    /// A borrowing read across the dyn boundary: the caller's `FnOnce`
+    /// and its result wait here, the boxed call gets a `FnMut` over them.
+    async fn read_with<R, F>(&self, id: &SessionId, slide: bool, f: F) -> Result<R>
+    where
+        F: FnOnce(SessionRef<'_>) -> R + Send,
+        R: Send,
+    {
+        let mut f = Some(f);
+        let mut out = None;
+        self.inner
+            .read_with(id, slide, &mut |session| {
+                if let Some(f) = f.take() {
+                    out = Some(f(session));
+                }
+            })
+            .await?;
+        Ok(out.expect("a read that found the session called its closure"))
+    }
 }
 
 /// The engine configuration an `engine:` or `memory:` URL describes.
@@ -297,6 +329,20 @@ impl SessionStore for AnyStore {
     }
     async fn get_many(&self, ids: &[SessionId]) -> Vec<Result<Session>> {
         self.inner.get_many(ids).await
+    }
+    async fn get_with<R, F>(&self, id: &SessionId, f: F) -> Result<R>
+    where
+        F: FnOnce(SessionRef<'_>) -> R + Send,
+        R: Send,
+    {
+        self.read_with(id, true, f).await
+    }
+    async fn peek_with<R, F>(&self, id: &SessionId, f: F) -> Result<R>
+    where
+        F: FnOnce(SessionRef<'_>) -> R + Send,
+        R: Send,
+    {
+        self.read_with(id, false, f).await
     }
     async fn update<F>(&self, id: &SessionId, f: F) -> Result<Session>
     where

@@ -58,7 +58,7 @@ mod store;
 mod table;
 mod wheel;
 
-pub use any::{engine_config, AnyStore, BoxError, BoxFuture, DynSessionStore, TryUpdateFn, UpdateFn};
+pub use any::{engine_config, AnyStore, BoxError, BoxFuture, DynSessionStore, ReadFn, TryUpdateFn, UpdateFn};
 pub use block::Metadata;
 pub use clock::{ms_to_system_time, system_time_to_ms, Clock, ManualClock, CLOCK_TICK, CLOCK_TICK_MIN};
 pub use config::{Config, Durability, RecoveryMode, TimerListener};

@@ -274,21 +274,41 @@ impl Session {
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.expires_at_ms().map(ms_to_system_time)
     }
+
+    /// The snapshot as a borrowing read's view: what the default
+    /// [`SessionStore::get_with`](crate::SessionStore::get_with) lends
+    /// stores that read a snapshot anyway.
+    #[must_use]
+    pub fn view(&self) -> SessionRef<'_> {
+        SessionRef {
+            source: Source::Snapshot(self),
+            last_access_ms: self.last_access_ms,
+        }
+    }
 }
 
-/// A session as a borrowing read sees it (`Engine::get_with`): its fields,
-/// and its metadata borrowed from the engine for the duration of the call.
-/// Nothing is copied and no reference count is touched, so readers of a hot
-/// session share its cache line instead of writing to it.
+/// A session as a borrowing read sees it ([`SessionStore::get_with`](crate::SessionStore::get_with)):
+/// its fields, and its metadata borrowed for the duration of the call. On
+/// the embedded engine nothing is copied and no reference count is touched,
+/// so readers of a hot session share its cache line instead of writing to
+/// it; other stores lend a snapshot they read ([`Session::view`]).
 pub struct SessionRef<'a> {
-    block: BlockRef<'a>,
+    source: Source<'a>,
     last_access_ms: u64,
+}
+
+/// What a [`SessionRef`] borrows.
+enum Source<'a> {
+    /// The engine's block, in place.
+    Block(BlockRef<'a>),
+    /// A snapshot (a remote store's reply).
+    Snapshot(&'a Session),
 }
 
 impl<'a> SessionRef<'a> {
     pub(crate) fn new(block: BlockRef<'a>, last_access_ms: u64) -> Self {
         Self {
-            block,
+            source: Source::Block(block),
             last_access_ms,
         }
     }
@@ -296,19 +316,28 @@ impl<'a> SessionRef<'a> {
     /// The session's id.
     #[must_use]
     pub fn id(&self) -> SessionId {
-        self.block.id
+        match &self.source {
+            Source::Block(block) => block.id,
+            Source::Snapshot(session) => session.id,
+        }
     }
 
     /// The metadata bytes, borrowed.
     #[must_use]
     pub fn metadata(&self) -> &'a [u8] {
-        self.block.bytes()
+        match &self.source {
+            Source::Block(block) => block.bytes(),
+            Source::Snapshot(session) => &session.metadata,
+        }
     }
 
     /// Creation time, milliseconds since the Unix epoch.
     #[must_use]
     pub fn created_ms(&self) -> u64 {
-        self.block.created_ms
+        match &self.source {
+            Source::Block(block) => block.created_ms,
+            Source::Snapshot(session) => session.created_ms,
+        }
     }
 
     /// Last activity (this read's, if it slid the deadline), milliseconds
@@ -318,16 +347,24 @@ impl<'a> SessionRef<'a> {
         self.last_access_ms
     }
 
+    /// The stored timeout and lifetime cap.
+    fn stored(&self) -> (u32, u32) {
+        match &self.source {
+            Source::Block(block) => (block.timeout_ms, block.lifetime),
+            Source::Snapshot(session) => (session.timeout, session.lifetime),
+        }
+    }
+
     /// The inactivity timeout.
     #[must_use]
     pub fn timeout(&self) -> Timeout {
-        Timeout::from_stored(self.block.timeout_ms)
+        Timeout::from_stored(self.stored().0)
     }
 
     /// The lifetime cap, counted from creation (`Timeout::Never`: none).
     #[must_use]
     pub fn lifetime(&self) -> Timeout {
-        Timeout::from_stored(self.block.lifetime)
+        Timeout::from_stored(self.stored().1)
     }
 
     /// When the session expires unless there is activity first (`None`:
@@ -335,21 +372,27 @@ impl<'a> SessionRef<'a> {
     /// inactivity deadline and the end of its lifetime.
     #[must_use]
     pub fn expires_at_ms(&self) -> Option<u64> {
-        self.block.expiry().deadline(self.last_access_ms)
+        match &self.source {
+            Source::Block(block) => block.expiry().deadline(self.last_access_ms),
+            Source::Snapshot(session) => session.expires_at_ms(),
+        }
     }
 
     /// An owned snapshot (shares the metadata: one reference count
     /// increment, no copy).
     #[must_use]
     pub fn to_session(&self) -> Session {
-        Session::stored(
-            self.block.id,
-            self.block.share(),
-            self.block.created_ms,
-            self.last_access_ms,
-            self.block.timeout_ms,
-            self.block.lifetime,
-        )
+        match &self.source {
+            Source::Block(block) => Session::stored(
+                block.id,
+                block.share(),
+                block.created_ms,
+                self.last_access_ms,
+                block.timeout_ms,
+                block.lifetime,
+            ),
+            Source::Snapshot(session) => (*session).clone(),
+        }
     }
 }
 
@@ -357,7 +400,7 @@ impl fmt::Debug for SessionRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionRef")
             .field("id", &self.id())
-            .field("metadata_len", &self.block.len())
+            .field("metadata_len", &self.metadata().len())
             .field("created_ms", &self.created_ms())
             .field("last_access_ms", &self.last_access_ms)
             .field("timeout", &self.timeout())

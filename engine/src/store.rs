@@ -24,7 +24,7 @@ use std::future::{ready, Future};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::id::SessionId;
-use crate::session::{Cursor, Op, Page, Session, Timeout, Updated};
+use crate::session::{Cursor, Op, Page, Session, SessionRef, Timeout, Updated};
 
 /// A session backend. See the module docs for the shared semantics.
 pub trait SessionStore: Send + Sync {
@@ -59,6 +59,30 @@ pub trait SessionStore: Send + Sync {
 
     /// Returns the session; not activity.
     fn peek(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send;
+
+    /// Reads the session through `f`; counts as activity, as
+    /// [`get`](Self::get). The embedded engine lends the session in place
+    /// (no snapshot: no copy, no reference count); the default reads a
+    /// snapshot and lends that ([`Session::view`]).
+    fn get_with<R, F>(&self, id: &SessionId, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        F: FnOnce(SessionRef<'_>) -> R + Send,
+        R: Send,
+    {
+        let read = self.get(id);
+        async move { read.await.map(|session| f(session.view())) }
+    }
+
+    /// [`get_with`](Self::get_with) without counting as activity, as
+    /// [`peek`](Self::peek).
+    fn peek_with<R, F>(&self, id: &SessionId, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        F: FnOnce(SessionRef<'_>) -> R + Send,
+        R: Send,
+    {
+        let read = self.peek(id);
+        async move { read.await.map(|session| f(session.view())) }
+    }
 
     /// `get` of many sessions, results in order. Backends batch it (the
     /// engine overlaps the lookups' cache misses, Redis pipelines them per
@@ -181,6 +205,24 @@ impl SessionStore for Engine {
     }
 
     #[inline]
+    fn get_with<R, F>(&self, id: &SessionId, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        F: FnOnce(SessionRef<'_>) -> R + Send,
+        R: Send,
+    {
+        ready(Engine::get_with(self, id, f))
+    }
+
+    #[inline]
+    fn peek_with<R, F>(&self, id: &SessionId, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        F: FnOnce(SessionRef<'_>) -> R + Send,
+        R: Send,
+    {
+        ready(Engine::peek_with(self, id, f))
+    }
+
+    #[inline]
     fn get_many(&self, ids: &[SessionId]) -> impl Future<Output = Vec<Result<Session>>> + Send {
         ready(Engine::get_many(self, ids))
     }
@@ -273,6 +315,24 @@ impl<T: SessionStore> SessionStore for &T {
     #[inline]
     fn peek(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
         T::peek(self, id)
+    }
+
+    #[inline]
+    fn get_with<R, F>(&self, id: &SessionId, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        F: FnOnce(SessionRef<'_>) -> R + Send,
+        R: Send,
+    {
+        T::get_with(self, id, f)
+    }
+
+    #[inline]
+    fn peek_with<R, F>(&self, id: &SessionId, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        F: FnOnce(SessionRef<'_>) -> R + Send,
+        R: Send,
+    {
+        T::peek_with(self, id, f)
     }
 
     #[inline]

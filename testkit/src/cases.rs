@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_engine::limits::{LIST_PAGE_MAX, TIMEOUT_MS_MAX};
-use session_engine::{Cursor, Error, Op, SessionId, SessionStore, Timeout, Updated};
+use session_engine::{Cursor, Error, Op, SessionId, SessionRef, SessionStore, Timeout, Updated};
 
 use crate::{Case, SuiteOptions, Verdict};
 
@@ -54,6 +54,7 @@ case_list!(
     timeouts_of_a_year_are_kept,
     a_lifetime_cap_ends_an_active_session,
     get_many_answers_each_id_as_get_would,
+    borrowing_reads_see_what_get_and_peek_see,
 );
 
 fn ms(ms: u64) -> Duration {
@@ -935,6 +936,63 @@ async fn get_many_answers_each_id_as_get_would<S: SessionStore>(s: Arc<S>, _: Su
     // As get, it is activity.
     let after = ok("peek after", s.peek(&ids[0]).await);
     assert!(after.last_access_ms() >= clock, "get_many is activity");
+    Verdict::Pass
+}
+
+async fn borrowing_reads_see_what_get_and_peek_see<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let id = ok("create", s.create(b"lent\0bytes", LONG).await);
+    ok(
+        "set_lifetime",
+        s.set_lifetime(&id, Timeout::from_secs(7200)).await,
+    );
+    let seen = |v: SessionRef<'_>| {
+        (
+            v.id(),
+            v.metadata().to_vec(),
+            v.created_ms(),
+            v.last_access_ms(),
+            v.timeout(),
+            v.lifetime(),
+            v.expires_at_ms(),
+            v.to_session(),
+        )
+    };
+    let peeked = ok("peek", s.peek(&id).await);
+    sleep(ms(25)).await;
+    let clock = clock_past!(s, "peek_with", peeked.last_access_ms());
+    // peek_with lends what peek returns and is not activity.
+    let (vid, meta, created, last, timeout, lifetime, expires, owned) =
+        ok("peek_with", s.peek_with(&id, seen).await);
+    assert_eq!(
+        (vid, meta.as_slice(), created),
+        (id, &b"lent\0bytes"[..], peeked.created_ms())
+    );
+    assert_eq!(last, peeked.last_access_ms(), "peek_with is not activity");
+    assert_eq!((timeout, lifetime), (LONG, Timeout::from_secs(7200)));
+    assert_eq!(expires, peeked.expires_at_ms());
+    assert_eq!(owned, peeked, "to_session is the snapshot peek returns");
+    // get_with is activity, and lends the access time it wrote.
+    let (_, meta, _, last, _, _, expires, owned) = ok("get_with", s.get_with(&id, seen).await);
+    assert_eq!(meta, b"lent\0bytes");
+    assert!(last >= clock, "get_with is activity: {last} < {clock}");
+    let after = ok("peek after", s.peek(&id).await);
+    assert_eq!(after.last_access_ms(), last);
+    assert_eq!(expires, after.expires_at_ms());
+    assert_eq!(owned, after);
+    // A missing or expired id never reaches the closure.
+    let short = ok("create short", s.create(b"short", Timeout::from_ms(50)).await);
+    ok("delete", s.delete(&id).await);
+    sleep(ms(50) * 3 + SLACK).await;
+    for gone in [id, short] {
+        let called = std::sync::atomic::AtomicBool::new(false);
+        let mark = |_: SessionRef<'_>| called.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(matches!(s.get_with(&gone, mark).await, Err(Error::NotFound)));
+        assert!(matches!(s.peek_with(&gone, mark).await, Err(Error::NotFound)));
+        assert!(
+            !called.load(std::sync::atomic::Ordering::Relaxed),
+            "{gone}: the closure ran"
+        );
+    }
     Verdict::Pass
 }
 

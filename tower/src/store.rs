@@ -1,13 +1,12 @@
 //! [`TowerStore`]: tower-sessions' `SessionStore` over one of ours.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use session_engine::limits::TIMEOUT_MS_MAX;
-use session_engine::{Engine, SessionId, SessionRef, SessionStore, Timeout};
+use session_engine::{SessionId, SessionRef, SessionStore, Timeout};
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, Error, ExpiredDeletion};
 
@@ -164,14 +163,6 @@ fn backend(operation: &str, id: Option<Id>, e: &session_engine::Error) -> Error 
 }
 
 impl<S: SessionStore + 'static> TowerStore<S> {
-    /// The store, if it is the embedded engine, whose borrowing reads
-    /// (`peek_with`, `get_with`) the trait does not offer. A type test the
-    /// compiler settles per `S`: the other stores take the trait's path at
-    /// no cost.
-    fn engine(&self) -> Option<&Engine> {
-        (self.store.as_ref() as &dyn Any).downcast_ref::<Engine>()
-    }
-
     /// Inserts `record` under a fresh id of ours, drawing again while the
     /// id is taken.
     async fn insert_fresh(
@@ -236,28 +227,16 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         let id = to_session_id(*session_id);
-        let read = if let Some(engine) = self.engine() {
-            // Decoded from the session's own bytes, borrowed: no snapshot
-            // (a reference count taken and dropped) for the embedded engine.
-            let decode = |session: SessionRef<'_>| {
-                record::decode(*session_id, session.metadata())
-                    .map(|stored| (stored, session.expires_at_ms()))
-            };
-            if self.sliding {
-                engine.get_with(&id, decode)
-            } else {
-                engine.peek_with(&id, decode)
-            }
+        // Decoded from the session's bytes as the store lends them: on the
+        // embedded engine in place, with no snapshot (no reference count
+        // taken and dropped).
+        let decode = |session: SessionRef<'_>| {
+            record::decode(*session_id, session.metadata()).map(|stored| (stored, session.expires_at_ms()))
+        };
+        let read = if self.sliding {
+            self.store.get_with(&id, decode).await
         } else {
-            let read = if self.sliding {
-                self.store.get(&id).await
-            } else {
-                self.store.peek(&id).await
-            };
-            read.map(|session| {
-                record::decode(*session_id, session.metadata())
-                    .map(|stored| (stored, session.expires_at_ms()))
-            })
+            self.store.peek_with(&id, decode).await
         };
         let (stored, expires_ms) = match read {
             Ok(decoded) => decoded?,
