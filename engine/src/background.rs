@@ -39,7 +39,7 @@ impl Stop {
 pub(crate) struct Background {
     stop: Arc<Stop>,
     threads: Vec<JoinHandle<()>>,
-    /// The flusher thread's requests (`Always` mode).
+    /// The flusher threads' requests (`Always` mode).
     flusher: Option<Arc<FlushRequests>>,
 }
 
@@ -59,19 +59,34 @@ impl Background {
             let (core, stop) = (Arc::clone(core), Arc::clone(&stop));
             threads.push(spawn("session-compactor", move || compactor(&core, &stop)));
         }
-        let flusher = (persistent && core.config.durability == Durability::Always).then(|| {
+        let mut flush_requests = None;
+        if persistent && core.config.durability == Durability::Always {
             let requests = Arc::new(FlushRequests::default());
             for commit in &core.commits {
                 commit.set_flusher(Arc::clone(&requests));
             }
+            // One round of syncs at a time, shared by every log: thread `t`
+            // syncs the logs t, t + n, ..., all at the same time.
+            let n = core.commits.len().clamp(1, crate::limits::FLUSHER_THREADS_MAX);
+            let rounds = Arc::new(Rounds::new(n));
+            for t in 1..n {
+                let (core, rounds) = (Arc::clone(core), Arc::clone(&rounds));
+                threads.push(spawn("session-flusher", move || {
+                    let mut seen = 0;
+                    while rounds.next_round(&mut seen) {
+                        flush_share(&core, t, n);
+                        rounds.done();
+                    }
+                }));
+            }
             let (core, requests2) = (Arc::clone(core), Arc::clone(&requests));
-            threads.push(spawn("session-flusher", move || flusher(&core, &requests2)));
-            requests
-        });
+            threads.push(spawn("session-flusher", move || flusher(&core, &requests2, &rounds)));
+            flush_requests = Some(requests);
+        }
         Self {
             stop,
             threads,
-            flusher,
+            flusher: flush_requests,
         }
     }
 
@@ -102,19 +117,121 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
         .unwrap_or_else(|e| panic!("spawning the {name} thread: {e}"))
 }
 
-/// Runs the syncs that async writers wait for in `Always` mode: whenever
-/// asked, syncs every log that has them, unless a writer's thread is already
-/// leading a sync there (that leader covers them, hands over to another
-/// thread, or asks again).
-fn flusher(core: &Core, requests: &FlushRequests) {
+/// Runs the syncs that async writers wait for in `Always` mode, in
+/// rounds shared by every log: whenever asked, it starts a round in which
+/// each flusher thread syncs its share of the logs that have such writers
+/// (unless a writer's thread is already leading a sync there: that leader
+/// covers them, hands over to another thread, or asks again), all at the
+/// same time, and waits for the round to end before the next. Writes that
+/// arrive meanwhile, on any log, wait for the next round together: one
+/// round of flushes serves them all, instead of each log syncing for the
+/// few writers it has whenever they come (many small syncs, a context
+/// switch each), or one thread syncing the logs one after another (a
+/// device flush each, in a row).
+fn flusher(core: &Core, requests: &FlushRequests, rounds: &Rounds) {
+    /// Ends the helpers when this thread ends, however it does.
+    struct StopHelpers<'a>(&'a Rounds);
+    impl Drop for StopHelpers<'_> {
+        fn drop(&mut self) {
+            self.0.stop();
+        }
+    }
+    let _stop = StopHelpers(rounds);
     while requests.next() {
-        // A failure reaches the waiters through their commit.
-        let _ = persist::flush_all(
-            core.commits
-                .iter()
-                .filter(|c| c.has_async_waiters())
-                .map(|c| &**c),
-        );
+        rounds.start();
+        flush_share(core, 0, rounds.threads);
+        rounds.wait_done();
+    }
+}
+
+/// Syncs the logs `first`, `first + step`, ... that async writers wait on.
+fn flush_share(core: &Core, first: usize, step: usize) {
+    // A failure reaches the waiters through their commit.
+    let _ = persist::flush_all(
+        core.commits
+            .iter()
+            .skip(first)
+            .step_by(step)
+            .filter(|c| c.has_async_waiters())
+            .map(|c| &**c),
+    );
+}
+
+/// The flusher threads' rounds: the first thread starts one, the others
+/// (`threads - 1` helpers) each run their share and report done.
+struct Rounds {
+    threads: usize,
+    state: Mutex<RoundState>,
+    start: Condvar,
+    done: Condvar,
+}
+
+struct RoundState {
+    /// Rounds started so far.
+    round: u64,
+    /// Helpers still syncing in this round.
+    pending: usize,
+    stopped: bool,
+}
+
+impl Rounds {
+    fn new(threads: usize) -> Self {
+        Self {
+            threads,
+            state: Mutex::new(RoundState {
+                round: 0,
+                pending: 0,
+                stopped: false,
+            }),
+            start: Condvar::new(),
+            done: Condvar::new(),
+        }
+    }
+
+    fn start(&self) {
+        if self.threads == 1 {
+            return;
+        }
+        let mut state = self.state.lock();
+        state.round += 1;
+        state.pending = self.threads - 1;
+        self.start.notify_all();
+    }
+
+    fn wait_done(&self) {
+        let mut state = self.state.lock();
+        while state.pending > 0 {
+            self.done.wait(&mut state);
+        }
+    }
+
+    /// A helper's wait for a round after `seen`, the last it ran (false:
+    /// stop).
+    fn next_round(&self, seen: &mut u64) -> bool {
+        let mut state = self.state.lock();
+        loop {
+            if state.stopped {
+                return false;
+            }
+            if state.round != *seen {
+                *seen = state.round;
+                return true;
+            }
+            self.start.wait(&mut state);
+        }
+    }
+
+    fn done(&self) {
+        let mut state = self.state.lock();
+        state.pending -= 1;
+        if state.pending == 0 {
+            self.done.notify_one();
+        }
+    }
+
+    fn stop(&self) {
+        self.state.lock().stopped = true;
+        self.start.notify_all();
     }
 }
 

@@ -178,6 +178,15 @@ pub const TOPIC_STRIPES: usize = 64;
 /// emptied topic's entry goes at once (no scan of the stripe under its lock).
 pub const TOPICS_EMPTY_KEPT_MAX: usize = 8;
 
+/// Flusher threads of an `Always` engine, at most (one per shard log up to
+/// this many; past it, thread `t` syncs the logs `t`, `t + n`, ...). The
+/// syncs async writers wait for run on these threads, and those of
+/// different logs at the same time: the kernel merges device flushes that
+/// arrive while one is under way, so concurrent syncs of 8 logs cost about
+/// what one costs, where one thread syncing them in a row paid 8 flushes a
+/// round. More threads than this add wake-ups, not merged flushes.
+pub const FLUSHER_THREADS_MAX: usize = 8;
+
 /// Timers one sweep step fires while holding a shard's writer mutex (as
 /// [`SWEEP_BATCH_MAX`] for sessions); the listener is called after the lock
 /// is released.
@@ -199,3 +208,4 @@ const _: () =
     assert!(SWEEP_BATCH_MAX > 0 && LIST_PAGE_MAX > 0 && LIST_LOCK_BATCH > 0 && UPDATE_OPTIMISTIC_TRIES > 0);
 const _: () = assert!(TOPIC_STRIPES.is_power_of_two());
 const _: () = assert!(TOPIC_LEN_MAX < METADATA_BYTES_MAX_LIMIT && TIMER_BATCH_MAX > 0);
+const _: () = assert!(FLUSHER_THREADS_MAX > 0);

@@ -72,6 +72,62 @@ fn tasks_on_one_thread_share_flushes_and_every_ack_survives() {
     }
 }
 
+/// 16 logs: more than `FLUSHER_THREADS_MAX` flusher threads, so each
+/// thread syncs two logs a round, and rounds run while writers of every
+/// log keep arriving. Every acknowledged write is there after a reopen,
+/// and the writes still share syncs.
+#[test]
+fn async_writers_over_many_logs_share_rounds_and_every_ack_survives() {
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let shards = 16;
+    assert!(shards > session_engine::limits::FLUSHER_THREADS_MAX);
+    let engine = Arc::new(Engine::open(support::always_config(dir.path(), shards)).unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let acked: HashMap<SessionId, Vec<u8>> = runtime.block_on(async {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let engine = Arc::clone(&engine);
+                tokio::spawn(async move {
+                    let mut mine = HashMap::new();
+                    for i in 0..WRITES_EACH * 3 {
+                        let meta = format!("task {t} write {i}").into_bytes();
+                        let id = SessionStore::create(&*engine, &meta, Timeout::from_secs(3600))
+                            .await
+                            .unwrap();
+                        mine.insert(id, meta);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut all = HashMap::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    let writes = (TASKS * WRITES_EACH * 3) as u64;
+    assert_eq!(acked.len() as u64, writes);
+    let syncs = engine.stats().log_syncs;
+    assert!(syncs > 0);
+    assert!(
+        syncs < writes,
+        "{syncs} syncs for {writes} writes over {shards} logs: no write shared a sync"
+    );
+    drop(engine);
+
+    let engine = Engine::open(support::always_config(dir.path(), shards)).unwrap();
+    assert_eq!(engine.len(), acked.len());
+    for (id, meta) in &acked {
+        assert_eq!(engine.peek(id).unwrap().metadata(), &meta[..]);
+    }
+}
+
 #[test]
 fn blocking_and_async_writers_mix_on_one_log() {
     let _watchdog = support::Watchdog::start();

@@ -20,12 +20,15 @@
 //!    over to asks the same.
 //!
 //! Each shard's log has its own group commit, so the leaders of different
-//! shards sync at the same time. (One round shared by every shard would put
-//! the logs' syncs one after another behind one leader: each log's sync is
-//! a device flush of its own whatever the order.) The engine's
-//! threads that sync several logs in a row (the `Interval` flush, the
-//! flusher) first start every log's writeback (`ShardLog::hint_writeback`)
-//! so that each sync finds its pages on their way.
+//! shards sync at the same time. The syncs async writers wait for run on
+//! the engine's flusher threads in rounds shared by every log
+//! (`background.rs`): in a round, up to `limits::FLUSHER_THREADS_MAX`
+//! threads sync their share of the logs at the same time (the kernel
+//! merges device flushes that arrive while one is under way), and writes
+//! that arrive meanwhile wait for the next round together. A thread that
+//! syncs several logs in a row (the `Interval` flush, a flusher's share)
+//! first starts every log's writeback (`ShardLog::hint_writeback`) so that
+//! each sync finds its pages on their way.
 //!
 //! A failed sync leaves the page cache in an unknown state (fsyncgate): the
 //! log refuses every later write (`Error::WritesRefused`), and the writers
