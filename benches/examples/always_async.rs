@@ -105,7 +105,10 @@ fn main() {
         for i in order {
             let dir = scratch.path().join(format!("r{round}-s{}", shards[i]));
             let (rate, p99) = run(&dir, shards[i], length);
-            eprintln!("round {round} shards {}: {rate:.0} writes/s p99 {p99:.0} us", shards[i]);
+            eprintln!(
+                "round {round} shards {}: {rate:.0} writes/s p99 {p99:.0} us",
+                shards[i]
+            );
             this[i] = rate;
             rates[i].push(rate);
             p99s[i].push(p99);

@@ -80,7 +80,9 @@ impl Background {
                 }));
             }
             let (core, requests2) = (Arc::clone(core), Arc::clone(&requests));
-            threads.push(spawn("session-flusher", move || flusher(&core, &requests2, &rounds)));
+            threads.push(spawn("session-flusher", move || {
+                flusher(&core, &requests2, &rounds)
+            }));
             flush_requests = Some(requests);
         }
         Self {
