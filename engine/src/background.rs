@@ -81,7 +81,7 @@ impl Background {
             }
             let (core, requests2) = (Arc::clone(core), Arc::clone(&requests));
             threads.push(spawn("session-flusher", move || {
-                flusher(&core, &requests2, &rounds)
+                flusher(&core, &requests2, &rounds);
             }));
             flush_requests = Some(requests);
         }
