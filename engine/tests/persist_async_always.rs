@@ -20,25 +20,26 @@ fn one_thread() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-#[test]
-fn tasks_on_one_thread_share_flushes_and_every_ack_survives() {
-    let _watchdog = support::Watchdog::start();
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(Engine::open(support::always_config(dir.path(), 1)).unwrap());
-    // One executor thread: had a write blocked it in its sync, the tasks
-    // would run one after another and every write would need a flush.
-    let acked: HashMap<SessionId, Vec<u8>> = one_thread().block_on(async {
+/// `TASKS` tasks on `runtime`, each creating `writes_each` sessions through
+/// the trait (and updating every `update_every`th); what was acknowledged.
+fn acked_writes(
+    runtime: &tokio::runtime::Runtime,
+    engine: &Arc<Engine>,
+    writes_each: usize,
+    update_every: Option<usize>,
+) -> HashMap<SessionId, Vec<u8>> {
+    runtime.block_on(async {
         let tasks: Vec<_> = (0..TASKS)
             .map(|t| {
-                let engine = Arc::clone(&engine);
+                let engine = Arc::clone(engine);
                 tokio::spawn(async move {
                     let mut mine = HashMap::new();
-                    for i in 0..WRITES_EACH {
+                    for i in 0..writes_each {
                         let meta = format!("task {t} write {i}").into_bytes();
                         let id = SessionStore::create(&*engine, &meta, Timeout::from_secs(3600))
                             .await
                             .unwrap();
-                        let meta = if i % 3 == 0 {
+                        let meta = if update_every.is_some_and(|every| i % every == 0) {
                             let s = SessionStore::update(&*engine, &id, |m| [m, b" updated"].concat()).await;
                             s.unwrap().metadata().to_vec()
                         } else {
@@ -55,7 +56,26 @@ fn tasks_on_one_thread_share_flushes_and_every_ack_survives() {
             all.extend(t.await.unwrap());
         }
         all
-    });
+    })
+}
+
+/// Reopens the directory and finds every acknowledged write there.
+fn every_ack_survives(dir: &std::path::Path, shards: usize, acked: &HashMap<SessionId, Vec<u8>>) {
+    let engine = Engine::open(support::always_config(dir, shards)).unwrap();
+    assert_eq!(engine.len(), acked.len());
+    for (id, meta) in acked {
+        assert_eq!(engine.peek(id).unwrap().metadata(), &meta[..]);
+    }
+}
+
+#[test]
+fn tasks_on_one_thread_share_flushes_and_every_ack_survives() {
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(support::always_config(dir.path(), 1)).unwrap());
+    // One executor thread: had a write blocked it in its sync, the tasks
+    // would run one after another and every write would need a flush.
+    let acked = acked_writes(&one_thread(), &engine, WRITES_EACH, Some(3));
     let writes = (TASKS * WRITES_EACH + TASKS * WRITES_EACH.div_ceil(3)) as u64;
     let syncs = engine.stats().log_syncs;
     assert!(syncs > 0);
@@ -64,12 +84,7 @@ fn tasks_on_one_thread_share_flushes_and_every_ack_survives() {
         "{syncs} flushes for {writes} writes on one thread: the async writes did not share flushes"
     );
     drop(engine);
-
-    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
-    assert_eq!(engine.len(), acked.len());
-    for (id, meta) in &acked {
-        assert_eq!(engine.peek(id).unwrap().metadata(), &meta[..]);
-    }
+    every_ack_survives(dir.path(), 1, &acked);
 }
 
 /// 16 logs: more than `FLUSHER_THREADS_MAX` flusher threads, so each
@@ -88,29 +103,7 @@ fn async_writers_over_many_logs_share_rounds_and_every_ack_survives() {
         .enable_all()
         .build()
         .unwrap();
-    let acked: HashMap<SessionId, Vec<u8>> = runtime.block_on(async {
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|t| {
-                let engine = Arc::clone(&engine);
-                tokio::spawn(async move {
-                    let mut mine = HashMap::new();
-                    for i in 0..WRITES_EACH * 3 {
-                        let meta = format!("task {t} write {i}").into_bytes();
-                        let id = SessionStore::create(&*engine, &meta, Timeout::from_secs(3600))
-                            .await
-                            .unwrap();
-                        mine.insert(id, meta);
-                    }
-                    mine
-                })
-            })
-            .collect();
-        let mut all = HashMap::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        all
-    });
+    let acked = acked_writes(&runtime, &engine, WRITES_EACH * 3, None);
     let writes = (TASKS * WRITES_EACH * 3) as u64;
     assert_eq!(acked.len() as u64, writes);
     let syncs = engine.stats().log_syncs;
@@ -120,12 +113,7 @@ fn async_writers_over_many_logs_share_rounds_and_every_ack_survives() {
         "{syncs} syncs for {writes} writes over {shards} logs: no write shared a sync"
     );
     drop(engine);
-
-    let engine = Engine::open(support::always_config(dir.path(), shards)).unwrap();
-    assert_eq!(engine.len(), acked.len());
-    for (id, meta) in &acked {
-        assert_eq!(engine.peek(id).unwrap().metadata(), &meta[..]);
-    }
+    every_ack_survives(dir.path(), shards, &acked);
 }
 
 #[test]
