@@ -7,8 +7,9 @@
 //! calls free of allocation but makes the trait unusable as `dyn`. Code that
 //! picks its backend from configuration holds an `AnyStore` instead: every
 //! call costs one boxed future, and closures (`update`, `try_update`,
-//! `get_with`, `peek_with`) are boxed or passed by reference too. [`AnyStore::open`] opens the embedded engine from a URL; the
-//! Redis crate's `session_redis::open_url` adds `redis://` and
+//! `get_with`, `peek_with`) are boxed or passed by reference too.
+//! [`AnyStore::open`] opens the embedded engine from a URL; the Redis
+//! crate's `session_redis::open_url` adds `redis://` and
 //! `redis+cluster://`.
 
 use std::fmt;
