@@ -451,7 +451,7 @@ fn main() {
         md,
         "Writers are OS threads calling the blocking API (each waits in its sync), or async tasks on a \
          2-thread Tokio runtime calling the `SessionStore` trait (a write's future completes when it is \
-         durable; the engine's flusher thread runs the sync).\n"
+         durable; the engine's flusher threads run the syncs, every log's at once).\n"
     );
     let _ = writeln!(
         md,
