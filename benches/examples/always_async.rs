@@ -1,5 +1,5 @@
 //! `Always` durability with async writers, at several shard counts side by
-//! side: 64 Tokio tasks (a 2-thread runtime) creating sessions of 200-byte
+//! side: 64 (or TASKS) Tokio tasks (a 2-thread runtime) creating sessions of 200-byte
 //! metadata through the `SessionStore` trait, each write acknowledged once
 //! a sync covers it. Every round runs each shard count for the same time,
 //! in an order that reverses every round; the report gives each count's
@@ -7,8 +7,9 @@
 //! to the first count. A fresh data directory per run (in `--dir` or the
 //! system's temp dir).
 //!
-//! `cargo run --release -p session-engine-benches --example always_async -- [ROUNDS] [SHARDS,...] [SECONDS]`
-//! (defaults: 7 rounds; the default shard count, 2 and 1; 2 s a run).
+//! `cargo run --release -p session-engine-benches --example always_async -- [ROUNDS] [SHARDS,...] [SECONDS] [TASKS]`
+//! (defaults: 7 rounds; the default shard count, 2 and 1; 2 s a run; 64
+//! tasks).
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,15 +22,13 @@ use session_engine::{Config, Durability, Engine, SessionStore, Timeout};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const TASKS: usize = 64;
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 /// Writes/s and p99 (µs) of one run.
-fn run(dir: &std::path::Path, shards: usize, length: Duration) -> (f64, f64) {
+fn run(dir: &std::path::Path, shards: usize, tasks: usize, length: Duration) -> (f64, f64) {
     let engine = Arc::new(
         Engine::open(
             Config::default()
@@ -49,7 +48,7 @@ fn run(dir: &std::path::Path, shards: usize, length: Duration) -> (f64, f64) {
     let total = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let hist = runtime.block_on(async {
-        let tasks: Vec<_> = (0..TASKS)
+        let tasks: Vec<_> = (0..tasks)
             .map(|_| {
                 let (engine, stop, total) = (Arc::clone(&engine), Arc::clone(&stop), Arc::clone(&total));
                 tokio::spawn(async move {
@@ -92,6 +91,7 @@ fn main() {
         |a| a.split(',').map(|s| s.parse().expect("SHARDS")).collect(),
     );
     let length = Duration::from_secs_f64(args.next().map_or(2.0, |a| a.parse().expect("SECONDS")));
+    let tasks: usize = args.next().map_or(64, |a| a.parse().expect("TASKS"));
     let scratch = tempfile::tempdir().expect("temp dir");
     let mut rates = vec![Vec::new(); shards.len()];
     let mut p99s = vec![Vec::new(); shards.len()];
@@ -104,7 +104,7 @@ fn main() {
         let mut this = vec![0.0; shards.len()];
         for i in order {
             let dir = scratch.path().join(format!("r{round}-s{}", shards[i]));
-            let (rate, p99) = run(&dir, shards[i], length);
+            let (rate, p99) = run(&dir, shards[i], tasks, length);
             eprintln!(
                 "round {round} shards {}: {rate:.0} writes/s p99 {p99:.0} us",
                 shards[i]

@@ -73,7 +73,7 @@ impl Background {
                 let (core, rounds) = (Arc::clone(core), Arc::clone(&rounds));
                 threads.push(spawn("session-flusher", move || {
                     let mut seen = 0;
-                    while rounds.next_round(&mut seen) {
+                    while rounds.next_round(t, &mut seen) {
                         flush_share(&core, t, n);
                         rounds.done();
                     }
@@ -121,15 +121,16 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
 
 /// Runs the syncs that async writers wait for in `Always` mode, in
 /// rounds shared by every log: whenever asked, it starts a round in which
-/// each flusher thread syncs its share of the logs that have such writers
-/// (unless a writer's thread is already leading a sync there: that leader
-/// covers them, hands over to another thread, or asks again), all at the
-/// same time, and waits for the round to end before the next. Writes that
-/// arrive meanwhile, on any log, wait for the next round together: one
-/// round of flushes serves them all, instead of each log syncing for the
-/// few writers it has whenever they come (many small syncs, a context
-/// switch each), or one thread syncing the logs one after another (a
-/// device flush each, in a row).
+/// each flusher thread whose share of the logs has such writers syncs
+/// those logs (unless a writer's thread is already leading a sync there:
+/// that leader covers them, hands over to another thread, or asks again),
+/// all at the same time, and waits for the round to end before the next.
+/// Writes that arrive meanwhile, on any log, wait for the next round
+/// together: one round of flushes serves them all, instead of each log
+/// syncing for the few writers it has whenever they come (many small syncs,
+/// a context switch each), or one thread syncing the logs one after another
+/// (a device flush each, in a row). When one log has waiters, this thread
+/// syncs it itself: no hand-over to a helper, no added latency.
 fn flusher(core: &Core, requests: &FlushRequests, rounds: &Rounds) {
     /// Ends the helpers when this thread ends, however it does.
     struct StopHelpers<'a>(&'a Rounds);
@@ -139,9 +140,27 @@ fn flusher(core: &Core, requests: &FlushRequests, rounds: &Rounds) {
         }
     }
     let _stop = StopHelpers(rounds);
+    let n = rounds.threads;
     while requests.next() {
-        rounds.start();
-        flush_share(core, 0, rounds.threads);
+        // Which helpers have work: bit t for the share of thread t.
+        let (mut busy_logs, mut helpers, mut own) = (0, 0u64, false);
+        for (i, commit) in core.commits.iter().enumerate() {
+            if commit.has_async_waiters() {
+                busy_logs += 1;
+                match i % n {
+                    0 => own = true,
+                    t => helpers |= 1 << t,
+                }
+            }
+        }
+        if busy_logs <= 1 {
+            flush_share(core, 0, 1);
+            continue;
+        }
+        rounds.start(helpers);
+        if own {
+            flush_share(core, 0, n);
+        }
         rounds.wait_done();
     }
 }
@@ -159,45 +178,55 @@ fn flush_share(core: &Core, first: usize, step: usize) {
     );
 }
 
-/// The flusher threads' rounds: the first thread starts one, the others
-/// (`threads - 1` helpers) each run their share and report done.
+/// The flusher threads' rounds: the first thread starts one for the
+/// helpers (threads 1 to `threads - 1`) whose shares have work; each of
+/// those syncs its share and reports done.
 struct Rounds {
     threads: usize,
     state: Mutex<RoundState>,
-    start: Condvar,
+    /// One per thread (index 0, the first thread's, is unused): a round
+    /// wakes only the helpers it gives work.
+    start: Box<[Condvar]>,
     done: Condvar,
 }
 
 struct RoundState {
     /// Rounds started so far.
     round: u64,
+    /// The helpers this round gives work (bit t for thread t).
+    assigned: u64,
     /// Helpers still syncing in this round.
-    pending: usize,
+    pending: u32,
     stopped: bool,
 }
 
 impl Rounds {
     fn new(threads: usize) -> Self {
+        debug_assert!(threads <= 64, "one bit per flusher thread");
         Self {
             threads,
             state: Mutex::new(RoundState {
                 round: 0,
+                assigned: 0,
                 pending: 0,
                 stopped: false,
             }),
-            start: Condvar::new(),
+            start: (0..threads).map(|_| Condvar::new()).collect(),
             done: Condvar::new(),
         }
     }
 
-    fn start(&self) {
-        if self.threads == 1 {
-            return;
-        }
+    /// Starts a round for the helpers in `helpers` (bit t for thread t).
+    fn start(&self, helpers: u64) {
         let mut state = self.state.lock();
         state.round += 1;
-        state.pending = self.threads - 1;
-        self.start.notify_all();
+        state.assigned = helpers;
+        state.pending = helpers.count_ones();
+        for (t, start) in self.start.iter().enumerate() {
+            if helpers & (1 << t) != 0 {
+                start.notify_one();
+            }
+        }
     }
 
     fn wait_done(&self) {
@@ -207,19 +236,19 @@ impl Rounds {
         }
     }
 
-    /// A helper's wait for a round after `seen`, the last it ran (false:
-    /// stop).
-    fn next_round(&self, seen: &mut u64) -> bool {
+    /// Helper `t`'s wait for a round after `seen` (the last it ran) that
+    /// gives it work; false: stop.
+    fn next_round(&self, t: usize, seen: &mut u64) -> bool {
         let mut state = self.state.lock();
         loop {
             if state.stopped {
                 return false;
             }
-            if state.round != *seen {
+            if state.round != *seen && state.assigned & (1 << t) != 0 {
                 *seen = state.round;
                 return true;
             }
-            self.start.wait(&mut state);
+            self.start[t].wait(&mut state);
         }
     }
 
@@ -233,7 +262,9 @@ impl Rounds {
 
     fn stop(&self) {
         self.state.lock().stopped = true;
-        self.start.notify_all();
+        for start in &*self.start {
+            start.notify_one();
+        }
     }
 }
 

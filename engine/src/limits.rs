@@ -208,4 +208,4 @@ const _: () =
     assert!(SWEEP_BATCH_MAX > 0 && LIST_PAGE_MAX > 0 && LIST_LOCK_BATCH > 0 && UPDATE_OPTIMISTIC_TRIES > 0);
 const _: () = assert!(TOPIC_STRIPES.is_power_of_two());
 const _: () = assert!(TOPIC_LEN_MAX < METADATA_BYTES_MAX_LIMIT && TIMER_BATCH_MAX > 0);
-const _: () = assert!(FLUSHER_THREADS_MAX > 0);
+const _: () = assert!(FLUSHER_THREADS_MAX > 0 && FLUSHER_THREADS_MAX <= 64); // one bit each in a round
