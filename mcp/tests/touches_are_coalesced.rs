@@ -2,15 +2,31 @@
 //! session served here touch the store at most once per interval; a session
 //! the store no longer has ends the local worker; a DELETE removes it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::InitializeRequestParams;
 use rmcp::transport::streamable_http_server::session::{SessionManager, SessionState, SessionStore as _};
 use session_engine::{Config, Engine, ManualClock, SessionId, SessionStore};
-use session_mcp::{McpConfig, McpSessions};
+use session_mcp::{McpConfig, McpSessionManager, McpSessions};
+
+type Transport = <McpSessionManager as SessionManager>::Transport;
 
 fn engine() -> Engine {
     Engine::open(Config::development()).expect("engine")
+}
+
+/// A session created through `sessions`' manager and stored as rmcp stores
+/// one after its handshake: (the manager, the session's id text, its
+/// transport, to keep the local worker alive).
+async fn initialized(sessions: &McpSessions) -> (Arc<McpSessionManager>, Arc<str>, Transport) {
+    let manager = sessions.session_manager();
+    let (text, transport) = manager.create_session().await.expect("create");
+    sessions
+        .store(&text, &SessionState::new(InitializeRequestParams::default()))
+        .await
+        .expect("store");
+    (manager, text, transport)
 }
 
 #[tokio::test]
@@ -18,12 +34,7 @@ async fn requests_within_the_interval_write_nothing() {
     let engine = engine();
     let config = McpConfig::with_timeout(Duration::from_secs(7200)).touch_interval(Duration::from_secs(3600));
     let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
-    let manager = sessions.session_manager();
-    let (text, transport) = manager.create_session().await.expect("create");
-    sessions
-        .store(&text, &SessionState::new(InitializeRequestParams::default()))
-        .await
-        .expect("store");
+    let (manager, text, transport) = initialized(&sessions).await;
     for _ in 0..100 {
         assert!(manager.has_session(&text).await.expect("has_session"));
     }
@@ -38,12 +49,7 @@ async fn a_zero_interval_touches_on_every_request_and_slides_the_deadline() {
     let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
     let config = McpConfig::with_timeout(Duration::from_secs(600)).touch_interval(Duration::ZERO);
     let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
-    let manager = sessions.session_manager();
-    let (text, transport) = manager.create_session().await.expect("create");
-    sessions
-        .store(&text, &SessionState::new(InitializeRequestParams::default()))
-        .await
-        .expect("store");
+    let (manager, text, transport) = initialized(&sessions).await;
     let id: SessionId = text.parse().expect("our id");
     let before = engine.peek(&id).expect("stored").last_access_ms();
     clock.advance(Duration::from_secs(1));
@@ -64,12 +70,7 @@ async fn a_session_gone_from_the_store_ends_its_worker() {
     let engine = engine();
     let config = McpConfig::with_timeout(Duration::from_secs(600)).touch_interval(Duration::ZERO);
     let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
-    let manager = sessions.session_manager();
-    let (text, transport) = manager.create_session().await.expect("create");
-    sessions
-        .store(&text, &SessionState::new(InitializeRequestParams::default()))
-        .await
-        .expect("store");
+    let (manager, text, transport) = initialized(&sessions).await;
     let id: SessionId = text.parse().expect("our id");
     // Deleted through another process (or expired).
     SessionStore::delete(&engine, &id).await.expect("delete");
