@@ -18,7 +18,7 @@
 //! page has room for. The page then asks again with a smaller `COUNT`, down to
 //! one bucket; if a single bucket still does not fit (a page smaller than one
 //! bucket's chain), the page takes the keys with the lowest
-//! [`resume_hash`](crate::keys::resume_hash) and stores the last one: the next
+//! [`resume_hash`] and stores the last one: the next
 //! page rescans the same bucket and skips keys hashing at or below it (if any
 //! such key is still there; if none is, the bucket changed and all are new).
 //!

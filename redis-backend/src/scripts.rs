@@ -144,7 +144,7 @@ arm(key, ARGV[2], now, l, now)
 return 1
 ";
 
-/// KEYS[1] session. Activity: records `a`, re-arms the TTL.
+/// `KEYS[1]` session. Activity: records `a`, re-arms the TTL.
 /// Returns nil if absent, else `{m, c, a, t, l}` (`l` nil: no cap stored).
 const GET: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 'm', 'c', 't', 'l')
@@ -155,7 +155,7 @@ arm(key, r[3], r[2], r[4], now)
 return {r[1], r[2], now, r[3], r[4]}
 ";
 
-/// KEYS[1] session. Activity. Returns 1, or 0 if absent.
+/// `KEYS[1]` session. Activity. Returns 1, or 0 if absent.
 const TOUCH: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 't', 'c', 'l')
 if not r[1] then return 0 end
