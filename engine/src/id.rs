@@ -1,7 +1,7 @@
 //! Session ids: 128 bits from the operating system's CSPRNG, written as 22
 //! characters of unpadded URL-safe base64 (RFC 4648 §5).
 //!
-//! Ids are drawn [`ID_BATCH`](crate::limits::ID_BATCH) at a time into a
+//! Ids are drawn [`ID_BATCH`] at a time into a
 //! thread-local buffer, so a create costs one `getrandom` system call per 256
 //! ids instead of one each. Every id is still raw OS CSPRNG output; no
 //! userspace generator stretches it. (A process that `fork`s without `exec`

@@ -4,7 +4,7 @@
 //! `--backend embedded` is the in-process [`Engine`]; `--backend null`
 //! answers every call at once without storing anything, which measures the
 //! loadgen's own cost per operation; `--backend peer` is
-//! [`PeerStore`](crate::peer::PeerStore), the plain sharded map every run
+//! [`PeerStore`], the plain sharded map every run
 //! also drives as its reference; `--backend redis://...` is
 //! the `session-redis` crate's [`RedisStore`](session_redis::RedisStore)
 //! (one server, or `redis+cluster://host:port,host:port`). Its futures do real
