@@ -744,8 +744,8 @@ impl Core {
             (),
             |(), buf| Record::Subscribe { id: *id, topic }.encode(self.salt(hash), buf),
             |(), record| {
-                shard.with_state(hash, id, &self.clock, |states, now_ms| {
-                    states.subscribe(*id, topic, |live| shard.append(record, live, now_ms))
+                shard.with_state(hash, id, &self.clock, |states, owner, now_ms| {
+                    states.subscribe(owner, topic, |live| shard.append(record, live, now_ms))
                 })
             },
         )?;
@@ -760,8 +760,8 @@ impl Core {
             (),
             |(), buf| Record::Unsubscribe { id: *id, topic }.encode(self.salt(hash), buf),
             |(), record| {
-                shard.with_state(hash, id, &self.clock, |states, now_ms| {
-                    states.unsubscribe(*id, topic, |live| shard.append(record, live, now_ms))
+                shard.with_state(hash, id, &self.clock, |states, owner, now_ms| {
+                    states.unsubscribe(owner, topic, |live| shard.append(record, live, now_ms))
                 })
             },
         )?;
@@ -771,7 +771,7 @@ impl Core {
     /// The live session's topics.
     pub(crate) fn topics(&self, id: &SessionId) -> Result<Vec<String>> {
         let (hash, shard) = self.route(id);
-        shard.with_state(hash, id, &self.clock, |states, _| Ok(states.topics(id)))
+        shard.with_state(hash, id, &self.clock, |states, owner, _| Ok(states.topics(owner)))
     }
 
     /// A page of the live subscribers of `topic`, from the index; ids whose
@@ -803,18 +803,18 @@ impl Core {
     pub(crate) fn rate_limit(&self, id: &SessionId, bucket: Bucket, cost: u32) -> Result<RateDecision> {
         check_bucket(bucket, cost)?;
         let (hash, shard) = self.route(id);
-        shard.with_state(hash, id, &self.clock, |states, now_ms| {
-            Ok(states.rate_limit(*id, bucket, cost, now_ms))
+        shard.with_state(hash, id, &self.clock, |states, owner, now_ms| {
+            Ok(states.rate_limit(owner, bucket, cost, now_ms))
         })
     }
 
     /// Arms (or re-arms) the live session's timer `token`, `after_ms` from now.
     pub(crate) fn arm_timer(&self, id: &SessionId, token: u64, after_ms: u64) -> Result<TimerHandle> {
         let (hash, shard) = self.route(id);
-        let armed = shard.with_state(hash, id, &self.clock, |states, now_ms| {
+        let armed = shard.with_state(hash, id, &self.clock, |states, owner, now_ms| {
             // At least the next tick: the wheel fires ticks after the last
             // one it processed, which may be `now_ms` itself.
-            states.arm(*id, token, now_ms.saturating_add(after_ms.max(1)))
+            states.arm(owner, token, now_ms.saturating_add(after_ms.max(1)))
         })?;
         let index = u32::try_from(route_shard(hash, self.shard_mask)).expect("shard counts fit u32");
         Ok(TimerHandle::new(self.timer_mark, index, armed))
@@ -823,7 +823,9 @@ impl Core {
     /// Cancels the live session's timer `token`; false if it had none.
     pub(crate) fn cancel_timer(&self, id: &SessionId, token: u64) -> Result<bool> {
         let (hash, shard) = self.route(id);
-        shard.with_state(hash, id, &self.clock, |states, _| Ok(states.cancel(*id, token)))
+        shard.with_state(hash, id, &self.clock, |states, owner, _| {
+            Ok(states.cancel(owner, token))
+        })
     }
 
     /// Cancels the timer `handle` names, if it is still armed.

@@ -1,5 +1,5 @@
 //! The engine side of [`SessionState`](crate::SessionState): each shard's
-//! side table of the sessions that hold state (topics, a token bucket,
+//! entries for the sessions that hold state (topics, a token bucket,
 //! timers), guarded by the shard's writer mutex, and the engine-wide reverse
 //! index topic -> subscribers, striped by the topic's hash.
 //!
@@ -7,8 +7,27 @@
 //! (delete, expiry, rotation, an insert over an expired one) already holds
 //! it, so its state leaves in the same critical section and no later
 //! operation can see state of a session that is gone, nor can state be
-//! added to a session between its removal and the clean-up. A shard whose
-//! sessions hold no state pays one `is_empty` check per removal.
+//! added to a session between its removal and the clean-up.
+//!
+//! **Reached from the session's table slot.** A session's entry sits in a
+//! slab, named by a dense array beside the shard's table (`by_slot`: the
+//! entry of the session in each table slot, 4 bytes a slot, allocated when
+//! a session of the shard first holds state). A state call has found the
+//! session's slot under the mutex to check that it is live, so it reaches
+//! the entry without hashing the id again or probing a second table; and
+//! since the first slot a lookup probes is known from the hash, the CPU
+//! loads the array's line beside the table's, not after the session's
+//! block (an index kept in the block would cost one dependent miss more).
+//! A timer's slab entry names its session's entry the same way. The array
+//! follows the table: an update keeps the session's slot, a removal clears
+//! it, a rebuild moves it (`relocate`).
+//!
+//! An entry is freed when the session leaves, and also as soon as a call
+//! that found the session's slot empties it (an unsubscribe, a cancel by
+//! token, a failed call's new entry). A cancel by handle and a fired timer
+//! reach the entry from the timer, not from the slot, so an entry they
+//! empty stays, empty, until one of those calls or the session's departure
+//! frees it: at most one entry (128 bytes) per session.
 //!
 //! Lock order: a shard's writer mutex, then one topic stripe (then the log's
 //! writer mutex, for the live-byte accounting). A listing of subscribers
@@ -17,7 +36,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ahash::{AHashMap, RandomState};
+use ahash::RandomState;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
@@ -323,6 +342,20 @@ struct BucketState {
 }
 
 impl BucketState {
+    /// No bucket: a real one has a capacity of at least 1 (`check_bucket`).
+    const NONE: Self = Self {
+        shape: Bucket {
+            capacity: 0,
+            refill_per_sec: 0,
+        },
+        units: 0,
+        at_ms: 0,
+    };
+
+    fn is_none(&self) -> bool {
+        self.shape.capacity == 0
+    }
+
     fn full(shape: Bucket, now_ms: u64) -> Self {
         Self {
             shape,
@@ -360,18 +393,32 @@ impl BucketState {
     }
 }
 
-/// What one session holds.
-#[derive(Default)]
+/// What one session holds, in two cache lines: a rate-limit check and a
+/// timer's arm or cancel read the first, a subscribe the second.
+#[repr(C, align(64))]
 struct PerSession {
+    /// The token bucket, if the session has one (`capacity` 0: none).
+    bucket: BucketState,
+    /// (token, index in the timer slab).
+    timers: Vec<(u64, u32)>,
+    /// The session (for checks: a free entry's is stale).
+    id: SessionId,
     /// Two inline: most sessions subscribe to few topics, and a list on the
     /// heap is one more cache miss per subscribe.
     topics: SmallVec<[Topic; 2]>,
-    bucket: Option<BucketState>,
-    /// (token, index in the timer slab).
-    timers: Vec<(u64, u32)>,
 }
+const _: () = assert!(std::mem::size_of::<PerSession>() == 128);
 
 impl PerSession {
+    fn new(id: SessionId) -> Self {
+        Self {
+            bucket: BucketState::NONE,
+            timers: Vec::new(),
+            id,
+            topics: SmallVec::new(),
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.topics.is_empty() && self.bucket.is_none() && self.timers.is_empty()
     }
@@ -382,6 +429,8 @@ impl PerSession {
 #[derive(Clone, Copy)]
 struct TimerEntry {
     id: SessionId,
+    /// The session's entry in `States::entries`.
+    owner: u32,
     token: u64,
     deadline: u64,
     link: Link,
@@ -432,9 +481,10 @@ struct TimerSlab {
 }
 
 impl TimerSlab {
-    fn alloc(&mut self, id: SessionId, token: u64, deadline: u64) -> Result<u32> {
+    fn alloc(&mut self, id: SessionId, owner: u32, token: u64, deadline: u64) -> Result<u32> {
         let mut entry = TimerEntry {
             id,
+            owner,
             token,
             deadline,
             link: Link::UNLINKED,
@@ -489,9 +539,35 @@ impl WheelStore for TimerSlab {
     }
 }
 
+/// A session in the shard's table, as a state call names it: its table
+/// slot (which names its entry) and its id.
+#[derive(Clone, Copy)]
+pub(crate) struct Owner {
+    at: usize,
+    id: SessionId,
+}
+
+impl Owner {
+    /// The session `id`, found in table slot `at` under the writer mutex.
+    pub(crate) fn new(at: usize, id: SessionId) -> Self {
+        Self { at, id }
+    }
+}
+
+/// `States::by_slot` of a slot without an entry.
+const NO_ENTRY: u32 = u32::MAX;
+
 /// One shard's per-session state, under its writer mutex.
 pub(crate) struct States {
-    map: AHashMap<SessionId, PerSession>,
+    /// The sessions' entries.
+    entries: Vec<PerSession>,
+    /// Entries not in use.
+    free: Vec<u32>,
+    /// The entry of the session in each table slot (`NO_ENTRY`: none);
+    /// empty until an entry is first made, then as long as the table.
+    by_slot: Vec<u32>,
+    /// The table's slots.
+    slots: usize,
     index: Arc<TopicIndex>,
     /// The shard's log, for the live-byte accounting of topics.
     log: Option<Arc<ShardLog>>,
@@ -502,9 +578,13 @@ pub(crate) struct States {
 }
 
 impl States {
-    pub(crate) fn new(index: Arc<TopicIndex>, log: Option<Arc<ShardLog>>, now_ms: u64) -> Self {
+    /// The state of a shard whose table has `slots` slots.
+    pub(crate) fn new(index: Arc<TopicIndex>, log: Option<Arc<ShardLog>>, now_ms: u64, slots: usize) -> Self {
         Self {
-            map: AHashMap::new(),
+            entries: Vec::new(),
+            free: Vec::new(),
+            by_slot: Vec::new(),
+            slots,
             index,
             log,
             slab: TimerSlab::default(),
@@ -513,11 +593,10 @@ impl States {
         }
     }
 
-    /// True when no session of the shard holds state: removals skip the
-    /// side table.
+    /// True when no session of the shard has an entry.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.entries.len() == self.free.len()
     }
 
     /// Timers armed in the shard.
@@ -525,26 +604,107 @@ impl States {
         self.wheel.len()
     }
 
-    /// Sessions of the shard holding state.
+    /// Sessions of the shard holding state (a scan: diagnostics and tests).
     pub(crate) fn sessions(&self) -> usize {
-        self.map.len()
+        self.held()
+            .filter(|&(at, _)| !self.entries[at as usize].is_empty())
+            .count()
     }
 
-    /// Drops everything `id` holds: it left the shard (deleted, expired,
-    /// rotated away). Its timers are cancelled without a callback.
+    /// The entries in use and their sessions (a scan: diagnostics, tests).
+    pub(crate) fn held(&self) -> impl Iterator<Item = (u32, &SessionId)> {
+        let free: std::collections::HashSet<u32> = self.free.iter().copied().collect();
+        (0..self.entries.len()).filter_map(move |at| {
+            let at = u32::try_from(at).expect("entries are numbered by u32");
+            (!free.contains(&at)).then(|| (at, &self.entries[at as usize].id))
+        })
+    }
+
+    /// The table now has `slots` slots, and no session yet.
+    pub(crate) fn reset_slots(&mut self, slots: usize) {
+        debug_assert!(self.is_empty(), "entries of sessions in a table being replaced");
+        self.slots = slots;
+        self.by_slot = Vec::new();
+    }
+
+    /// The table was rebuilt with `slots` slots: each entry follows its
+    /// session to the slot `slot_of` gives its id.
+    pub(crate) fn relocate(&mut self, slots: usize, slot_of: impl Fn(&SessionId) -> Option<usize>) {
+        self.slots = slots;
+        if self.by_slot.is_empty() {
+            return;
+        }
+        let mut by_slot = vec![NO_ENTRY; slots];
+        let held: Vec<(u32, SessionId)> = self.held().map(|(at, id)| (at, *id)).collect();
+        for (entry, id) in held {
+            let at = slot_of(&id).expect("a session with state is in the table");
+            by_slot[at] = entry;
+        }
+        self.by_slot = by_slot;
+    }
+
+    /// The entry of the session in `owner`'s slot, if it has one.
+    #[inline]
+    fn slot(&self, owner: Owner) -> Option<u32> {
+        self.by_slot.get(owner.at).copied().filter(|&at| at != NO_ENTRY)
+    }
+
+    fn set_slot(&mut self, owner: Owner, entry: Option<u32>) {
+        if self.by_slot.is_empty() {
+            self.by_slot = vec![NO_ENTRY; self.slots];
+        }
+        self.by_slot[owner.at] = entry.unwrap_or(NO_ENTRY);
+    }
+
+    /// The session's entry, made if it has none.
+    fn entry(&mut self, owner: Owner) -> u32 {
+        if let Some(at) = self.slot(owner) {
+            return at;
+        }
+        let at = if let Some(at) = self.free.pop() {
+            self.entries[at as usize] = PerSession::new(owner.id);
+            at
+        } else {
+            // At most one entry per session in the table, whose slots are
+            // bounded by `shard::SLOTS_MAX`.
+            let at = u32::try_from(self.entries.len()).expect("one entry per session of the shard");
+            self.entries.push(PerSession::new(owner.id));
+            at
+        };
+        self.set_slot(owner, Some(at));
+        at
+    }
+
+    /// Frees the session's entry if it holds nothing.
+    fn free_if_empty(&mut self, owner: Owner) {
+        if let Some(at) = self.slot(owner) {
+            if self.entries[at as usize].is_empty() {
+                self.entries[at as usize] = PerSession::new(owner.id);
+                self.free.push(at);
+                self.set_slot(owner, None);
+            }
+        }
+    }
+
+    /// Drops everything the session holds: it is leaving its table slot
+    /// and the shard (deleted, expired, rotated away). Its timers are
+    /// cancelled without a callback.
     #[cold]
-    pub(crate) fn drop_session(&mut self, id: &SessionId) {
-        let Some(state) = self.map.remove(id) else {
+    pub(crate) fn drop_session(&mut self, owner: Owner) {
+        let Some(at) = self.slot(owner) else {
             return;
         };
+        self.set_slot(owner, None);
+        let state = std::mem::replace(&mut self.entries[at as usize], PerSession::new(owner.id));
+        self.free.push(at);
         let mut bytes = 0;
         for topic in &state.topics {
-            self.index.remove(topic, *id);
+            self.index.remove(topic, owner.id);
             bytes += subscribe_len(topic.len());
         }
-        for &(_, at) in &state.timers {
-            self.wheel.remove(&mut self.slab, at);
-            self.slab.free(at);
+        for &(_, slot) in &state.timers {
+            self.wheel.remove(&mut self.slab, slot);
+            self.slab.free(slot);
         }
         self.unaccount(bytes);
     }
@@ -555,36 +715,34 @@ impl States {
         }
     }
 
-    fn remove_if_empty(&mut self, id: &SessionId) {
-        if self.map.get(id).is_some_and(PerSession::is_empty) {
-            self.map.remove(id);
-        }
-    }
-
     /// The session's topics.
-    pub(crate) fn topics(&self, id: &SessionId) -> Vec<String> {
-        self.map
-            .get(id)
-            .map(|s| s.topics.iter().map(|t| String::from(&**t)).collect())
+    pub(crate) fn topics(&self, owner: Owner) -> Vec<String> {
+        self.slot(owner)
+            .map(|at| {
+                let topics = &self.entries[at as usize].topics;
+                topics.iter().map(|t| String::from(&**t)).collect()
+            })
             .unwrap_or_default()
     }
 
     /// The session's topics, shared (compaction).
-    pub(crate) fn topics_shared(&self, id: &SessionId) -> Vec<Topic> {
-        self.map.get(id).map(|s| s.topics.to_vec()).unwrap_or_default()
+    pub(crate) fn topics_shared(&self, owner: Owner) -> Vec<Topic> {
+        self.slot(owner)
+            .map(|at| self.entries[at as usize].topics.to_vec())
+            .unwrap_or_default()
     }
 
-    /// Subscribes `id` to `topic`, logging through `append` (given the
-    /// live-byte change) first; false if it was subscribed already.
+    /// Subscribes the session to `topic`, logging through `append` (given
+    /// the live-byte change) first; false if it was subscribed already.
     pub(crate) fn subscribe(
         &mut self,
-        id: SessionId,
+        owner: Owner,
         topic: &str,
         append: impl FnOnce(i64) -> Result<LogPosition>,
     ) -> Result<(bool, LogPosition)> {
-        // One probe of the map: the entry may be new (and then empty, which
-        // the error paths take out again).
-        let state = self.map.entry(id).or_default();
+        // The entry may be new (and then empty, which the error paths free).
+        let at = self.entry(owner) as usize;
+        let state = &self.entries[at];
         if state.topics.iter().any(|t| &**t == topic) {
             return Ok((false, None));
         }
@@ -596,133 +754,134 @@ impl States {
         .and_then(|()| append(i64::try_from(subscribe_len(topic.len())).unwrap_or(i64::MAX)));
         match outcome {
             Ok(position) => {
-                state.topics.push(self.index.add(topic, id));
+                let shared = self.index.add(topic, owner.id);
+                self.entries[at].topics.push(shared);
                 Ok((true, position))
             }
             Err(e) => {
-                self.remove_if_empty(&id);
+                self.free_if_empty(owner);
                 Err(e)
             }
         }
     }
 
-    /// Unsubscribes `id` from `topic`, logging first; false if it was not
-    /// subscribed (nothing logged).
+    /// Unsubscribes the session from `topic`, logging first; false if it
+    /// was not subscribed (nothing logged).
     pub(crate) fn unsubscribe(
         &mut self,
-        id: SessionId,
+        owner: Owner,
         topic: &str,
         append: impl FnOnce(i64) -> Result<LogPosition>,
     ) -> Result<(bool, LogPosition)> {
-        let Some(state) = self.map.get_mut(&id) else {
+        let Some(at) = self.slot(owner) else {
             return Ok((false, None));
         };
-        let Some(at) = state.topics.iter().position(|t| &**t == topic) else {
+        let topics = &mut self.entries[at as usize].topics;
+        let Some(i) = topics.iter().position(|t| &**t == topic) else {
             return Ok((false, None));
         };
         // The SUBSCRIBE it cancels is dead from now on.
         let position = append(-i64::try_from(subscribe_len(topic.len())).unwrap_or(i64::MAX))?;
-        state.topics.swap_remove(at);
-        let empty = state.is_empty();
-        self.index.remove(topic, id);
-        if empty {
-            self.map.remove(&id);
-        }
+        topics.swap_remove(i);
+        self.index.remove(topic, owner.id);
+        self.free_if_empty(owner);
         Ok((true, position))
     }
 
     /// Topics recovered from the log (at open: nothing is logged).
-    pub(crate) fn restore(&mut self, id: SessionId, topics: &[Topic]) {
-        let state = self.map.entry(id).or_default();
+    pub(crate) fn restore(&mut self, owner: Owner, topics: &[Topic]) {
+        let at = self.entry(owner) as usize;
         for topic in topics.iter().take(TOPICS_PER_SESSION_MAX) {
-            state.topics.push(self.index.add(topic, id));
+            let shared = self.index.add(topic, owner.id);
+            self.entries[at].topics.push(shared);
         }
-        self.remove_if_empty(&id);
+        self.free_if_empty(owner);
     }
 
     /// Checks and charges the session's bucket.
     pub(crate) fn rate_limit(
         &mut self,
-        id: SessionId,
+        owner: Owner,
         bucket: Bucket,
         cost: u32,
         now_ms: u64,
     ) -> RateDecision {
-        let state = self.map.entry(id).or_default();
-        state
-            .bucket
-            .get_or_insert_with(|| BucketState::full(bucket, now_ms))
-            .charge(bucket, cost, now_ms)
+        let at = self.entry(owner) as usize;
+        let state = &mut self.entries[at].bucket;
+        if state.is_none() {
+            *state = BucketState::full(bucket, now_ms);
+        }
+        state.charge(bucket, cost, now_ms)
     }
 
     /// Arms (or re-arms) the session's timer `token` at `deadline`; its slab
-    /// slot and that slot's generation (the handle's parts). One probe of
-    /// the side table.
-    pub(crate) fn arm(&mut self, id: SessionId, token: u64, deadline: u64) -> Result<(u32, u32)> {
-        let state = self.map.entry(id).or_default();
-        if let Some(&(_, at)) = state.timers.iter().find(|(t, _)| *t == token) {
-            self.wheel.remove(&mut self.slab, at);
-            self.slab.entries[at as usize].deadline = deadline;
-            self.wheel.insert(&mut self.slab, at, deadline);
-            return Ok((at, self.slab.entries[at as usize].generation));
+    /// slot and that slot's generation (the handle's parts).
+    pub(crate) fn arm(&mut self, owner: Owner, token: u64, deadline: u64) -> Result<(u32, u32)> {
+        let at = self.entry(owner);
+        let timers = &self.entries[at as usize].timers;
+        if let Some(&(_, slot)) = timers.iter().find(|(t, _)| *t == token) {
+            self.wheel.remove(&mut self.slab, slot);
+            self.slab.entries[slot as usize].deadline = deadline;
+            self.wheel.insert(&mut self.slab, slot, deadline);
+            return Ok((slot, self.slab.entries[slot as usize].generation));
         }
-        let at = room_for_one_more(
+        let slot = room_for_one_more(
             "timers of one session (TIMERS_PER_SESSION_MAX)",
-            state.timers.len(),
+            timers.len(),
             TIMERS_PER_SESSION_MAX,
         )
-        .and_then(|()| self.slab.alloc(id, token, deadline));
-        match at {
-            Ok(at) => {
-                state.timers.push((token, at));
-                self.wheel.insert(&mut self.slab, at, deadline);
-                Ok((at, self.slab.entries[at as usize].generation))
+        .and_then(|()| self.slab.alloc(owner.id, at, token, deadline));
+        match slot {
+            Ok(slot) => {
+                self.entries[at as usize].timers.push((token, slot));
+                self.wheel.insert(&mut self.slab, slot, deadline);
+                Ok((slot, self.slab.entries[slot as usize].generation))
             }
             Err(e) => {
                 // The entry may be new (and so empty).
-                self.remove_if_empty(&id);
+                self.free_if_empty(owner);
                 Err(e)
             }
         }
     }
 
     /// Cancels the session's timer `token`; false if it had none.
-    pub(crate) fn cancel(&mut self, id: SessionId, token: u64) -> bool {
-        let Some(state) = self.map.get_mut(&id) else {
+    pub(crate) fn cancel(&mut self, owner: Owner, token: u64) -> bool {
+        let Some(at) = self.slot(owner) else {
             return false;
         };
-        let Some(i) = state.timers.iter().position(|(t, _)| *t == token) else {
+        let timers = &mut self.entries[at as usize].timers;
+        let Some(i) = timers.iter().position(|(t, _)| *t == token) else {
             return false;
         };
-        let (_, at) = state.timers.swap_remove(i);
-        let empty = state.is_empty();
-        self.wheel.remove(&mut self.slab, at);
-        self.slab.free(at);
-        if empty {
-            self.map.remove(&id);
-        }
+        let (_, slot) = timers.swap_remove(i);
+        self.wheel.remove(&mut self.slab, slot);
+        self.slab.free(slot);
+        self.free_if_empty(owner);
         true
     }
 
     /// Cancels the timer in `slot` if it is still the one armed at
     /// `generation`; false if it fired, was cancelled or left with its
-    /// session. The slot names the timer and the timer its session: no
-    /// lookup in the shard's table, one in the side table.
+    /// session. The slot names the timer and the timer its session's
+    /// entry: no lookup of the session at all (an entry this empties stays
+    /// until the session leaves or another call frees it).
     pub(crate) fn cancel_slot(&mut self, slot: u32, generation: u32) -> bool {
-        let Some(&TimerEntry { id, .. }) = self.slab.current(slot, generation) else {
+        let Some(&TimerEntry { owner, .. }) = self.slab.current(slot, generation) else {
             return false;
         };
         self.wheel.remove(&mut self.slab, slot);
         self.slab.free(slot);
-        if let Some(state) = self.map.get_mut(&id) {
-            if let Some(i) = state.timers.iter().position(|&(_, at)| at == slot) {
-                state.timers.swap_remove(i);
-            }
-            if state.is_empty() {
-                self.map.remove(&id);
-            }
-        }
+        self.forget_timer(owner, slot);
         true
+    }
+
+    /// Takes the timer in `slot` off its session's list.
+    fn forget_timer(&mut self, owner: u32, slot: u32) {
+        let timers = &mut self.entries[owner as usize].timers;
+        if let Some(i) = timers.iter().position(|&(_, at)| at == slot) {
+            timers.swap_remove(i);
+        }
     }
 
     /// Fires up to `budget` timers due at `now_ms`: those of sessions
@@ -740,14 +899,9 @@ impl States {
             .wheel
             .poll(&mut self.slab, now_ms, budget, |_, index| fired.push(index));
         for at in fired.drain(..) {
-            let TimerEntry { id, token, .. } = self.slab.entries[at as usize];
+            let TimerEntry { id, owner, token, .. } = self.slab.entries[at as usize];
             self.slab.free(at);
-            if let Some(state) = self.map.get_mut(&id) {
-                if let Some(i) = state.timers.iter().position(|&(t, a)| t == token && a == at) {
-                    state.timers.swap_remove(i);
-                }
-            }
-            self.remove_if_empty(&id);
+            self.forget_timer(owner, at);
             if live(&id) {
                 out.push((id, token));
             }
@@ -756,21 +910,33 @@ impl States {
         poll
     }
 
-    /// The sessions holding state (tests).
-    pub(crate) fn ids(&self) -> impl Iterator<Item = &SessionId> {
-        self.map.keys()
-    }
-
     /// (session, topic) pairs held in this shard (tests).
     pub(crate) fn topic_entries(&self) -> usize {
-        self.map.values().map(|s| s.topics.len()).sum()
+        self.held()
+            .map(|(at, _)| self.entries[at as usize].topics.len())
+            .sum()
     }
 
-    /// Checks that the side table, the index and the timers agree (tests).
+    /// The entry of the session in `owner`'s slot (tests).
+    pub(crate) fn entry_of(&self, owner: Owner) -> Option<u32> {
+        self.slot(owner)
+    }
+
+    /// The entry table slot `at` names (tests).
+    pub(crate) fn entry_at(&self, at: usize) -> Option<u32> {
+        self.by_slot.get(at).copied().filter(|&e| e != NO_ENTRY)
+    }
+
+    /// Whether entry `at` is in use by `id` (tests).
+    pub(crate) fn holds(&self, at: u32, id: &SessionId) -> bool {
+        !self.free.contains(&at) && self.entries.get(at as usize).is_some_and(|e| e.id == *id)
+    }
+
+    /// Checks that the entries, the index and the timers agree (tests).
     pub(crate) fn check_invariants(&self) {
         let mut timers = 0;
-        for (id, state) in &self.map {
-            assert!(!state.is_empty(), "empty state kept for {id:?}");
+        for (at, id) in self.held() {
+            let state = &self.entries[at as usize];
             assert!(state.topics.len() <= TOPICS_PER_SESSION_MAX);
             for topic in &state.topics {
                 assert!(
@@ -778,9 +944,9 @@ impl States {
                     "{id:?} missing from the index of {topic:?}"
                 );
             }
-            for &(token, at) in &state.timers {
-                let e = self.slab.entries[at as usize];
-                assert_eq!((e.id, e.token), (*id, token), "timer slot {at}");
+            for &(token, slot) in &state.timers {
+                let e = self.slab.entries[slot as usize];
+                assert_eq!((e.id, e.owner, e.token), (*id, at, token), "timer slot {slot}");
                 assert!(e.link.is_linked(), "timer {token} of {id:?} not in the wheel");
             }
             timers += state.timers.len();

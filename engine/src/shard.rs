@@ -50,7 +50,7 @@ use crate::block::{Access, BlockRef, Due, Metadata};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::per_session::{States, TopicIndex};
+use crate::per_session::{Owner, States, TopicIndex};
 use crate::persist::format::put_len;
 use crate::persist::ShardLog;
 use crate::session::Session;
@@ -309,7 +309,7 @@ impl Shard {
                 rebuilds: 0,
                 created_ms_sum: 0,
                 metadata_bytes: 0,
-                states: States::new(topics, log.clone(), now_ms),
+                states: States::new(topics, log.clone(), now_ms, SLOTS_MIN),
             }),
             len: AtomicUsize::new(0),
             hasher,
@@ -341,6 +341,7 @@ impl Shard {
         })?;
         let mut w = self.writer.lock();
         w.links = vec![Link::UNLINKED; slots];
+        w.states.reset_slots(slots);
         let old = self.table.swap(Owned::new(table), Ordering::AcqRel, guard);
         // SAFETY: `old` is unlinked from the shard, and destroyed only
         // after every guard that could have loaded it is gone.
@@ -563,7 +564,7 @@ impl Shard {
     fn remove_at(&self, w: &mut Writer, table: &Table, at: usize, guard: &Guard) -> Session {
         w.unschedule(table, at);
         let block = table.take(at);
-        w.release(block.block());
+        w.release(at, block.block());
         w.tombstones += 1;
         self.len.fetch_sub(1, Ordering::Relaxed);
         let session = snapshot(block.block(), block.header().last_access_ms());
@@ -796,7 +797,8 @@ impl Shard {
                 return Err(e);
             }
         };
-        // Same slot, so the wheel's links (slot indices) carry over.
+        // Same slot, so the wheel's links and the per-session state (by slot
+        // index) carry over.
         let timeout_changed =
             (new.header().timeout_ms, new.header().lifetime) != (old.timeout_ms, old.lifetime);
         let session = snapshot(new.block(), new.header().last_access_ms());
@@ -825,7 +827,7 @@ impl Shard {
         for index in taken {
             // Unlinked by the wheel already; marked expired by `due`.
             let block = table.take(index as usize);
-            w.release(block.block());
+            w.release(index as usize, block.block());
             out.push(snapshot(block.block(), block.header().last_access_ms()));
             guard.defer(move || drop(block));
         }
@@ -866,6 +868,8 @@ impl Shard {
             }
         });
         w.links = links;
+        w.states
+            .relocate(slots, |id| next.find_slot(hash_id(&self.hasher, id), id));
         w.tombstones = 0;
         w.rebuilds += 1;
         let old = self.table.swap(Owned::new(next), Ordering::AcqRel, guard);
@@ -896,24 +900,23 @@ impl Shard {
 
     /// Runs `f` on the shard's per-session state if `id` is a live session
     /// (else `NotFound`), under the writer mutex: the session cannot leave
-    /// meanwhile, so state never outlives it. `f` gets the time read under
-    /// the lock. No epoch guard: see `with_writer`.
+    /// meanwhile, so state never outlives it. `f` gets the session's table
+    /// slot (which names its entry) and the time read under the lock. No
+    /// epoch guard: see `with_writer`.
     pub(crate) fn with_state<R>(
         &self,
         hash: u64,
         id: &SessionId,
         clock: &Clock,
-        f: impl FnOnce(&mut States, u64) -> Result<R>,
+        f: impl FnOnce(&mut States, Owner, u64) -> Result<R>,
     ) -> Result<R> {
         self.with_writer(|w, table| {
             let now_ms = clock.now_ms();
-            let live = table
-                .find_slot(hash, id)
-                .is_some_and(|at| matches!(table.header(at).access(now_ms, false), Access::Live { .. }));
-            if !live {
+            let at = table.find_slot(hash, id).ok_or(Error::NotFound)?;
+            if !matches!(table.header(at).access(now_ms, false), Access::Live { .. }) {
                 return Err(Error::NotFound);
             }
-            f(&mut w.states, now_ms)
+            f(&mut w.states, Owner::new(at, *id), now_ms)
         })
     }
 
@@ -952,21 +955,26 @@ impl Shard {
         sessions: Vec<Session>,
         out: &mut Vec<(Session, Vec<crate::per_session::Topic>)>,
     ) {
-        let w = self.writer.lock();
-        let any = !w.states.is_empty();
-        out.extend(sessions.into_iter().map(|s| {
-            let topics = if any {
-                w.states.topics_shared(&s.id())
-            } else {
-                Vec::new()
-            };
-            (s, topics)
-        }));
+        self.with_writer(|w, table| {
+            let any = !w.states.is_empty();
+            out.extend(sessions.into_iter().map(|s| {
+                let id = s.id();
+                let topics = match table.find_slot(hash_id(&self.hasher, &id), &id) {
+                    Some(at) if any => w.states.topics_shared(Owner::new(at, id)),
+                    _ => Vec::new(),
+                };
+                (s, topics)
+            }));
+        });
     }
 
     /// Restores a recovered session's topics (at open, after `restore`).
     pub(crate) fn restore_topics(&self, id: SessionId, topics: &[crate::per_session::Topic]) {
-        self.writer.lock().states.restore(id, topics);
+        self.with_writer(|w, table| {
+            if let Some(at) = table.find_slot(hash_id(&self.hasher, &id), &id) {
+                w.states.restore(Owner::new(at, id), topics);
+            }
+        });
     }
 
     /// Fires up to `budget` session timers due at the clock's time into
@@ -1048,11 +1056,23 @@ impl Shard {
         assert_eq!(scheduled, w.wheel.len(), "wheel length");
         assert!(live + w.tombstones <= table.limit(), "table over its limit");
         w.states.check_invariants();
-        for id in w.states.ids() {
-            assert!(
-                table.find_slot(hash_id(&self.hasher, id), id).is_some(),
-                "state kept for {id:?}, which left the shard"
+        for (entry, id) in w.states.held() {
+            let at = table.find_slot(hash_id(&self.hasher, id), id);
+            assert!(at.is_some(), "state kept for {id:?}, which left the shard");
+            assert_eq!(
+                at.and_then(|at| w.states.entry_of(Owner::new(at, *id))),
+                Some(entry),
+                "{id:?}'s slot does not name its entry"
             );
+        }
+        for at in 0..table.slots() {
+            let id = table.slot_entry(at).map(|block| block.id);
+            if let Some(entry) = w.states.entry_at(at) {
+                assert!(
+                    id.is_some_and(|id| w.states.holds(entry, &id)),
+                    "slot {at} ({id:?}) names entry {entry}, not its session's"
+                );
+            }
         }
     }
 }
@@ -1065,14 +1085,14 @@ impl Writer {
         self.metadata_bytes += block.len() as u64;
     }
 
-    /// Counts a session leaving the table; its per-session state (if any
-    /// session of the shard holds some) leaves with it.
+    /// Counts the session in slot `at` leaving the table; its per-session
+    /// state (if any session of the shard holds some) leaves with it.
     #[inline]
-    fn release(&mut self, block: BlockRef<'_>) {
+    fn release(&mut self, at: usize, block: BlockRef<'_>) {
         self.created_ms_sum -= u128::from(block.created_ms);
         self.metadata_bytes -= block.len() as u64;
         if !self.states.is_empty() {
-            self.states.drop_session(&block.id);
+            self.states.drop_session(Owner::new(at, block.id));
         }
     }
 
@@ -1186,9 +1206,9 @@ mod tests {
         let clock = f.clock.clock();
         let live = |n: u32| {
             f.shard
-                .with_state(f.hash(n), &id(n), &clock, |states, now_ms| {
+                .with_state(f.hash(n), &id(n), &clock, |states, owner, now_ms| {
                     Ok(states.rate_limit(
-                        id(n),
+                        owner,
                         crate::state::Bucket {
                             capacity: 9,
                             refill_per_sec: 1,
@@ -1237,17 +1257,19 @@ mod tests {
             s.spawn(|| {
                 for round in 0..rounds {
                     for n in 0..16 {
-                        let _ = f.shard.with_state(f.hash(n), &id(n), &clock, |states, now_ms| {
-                            Ok(states.rate_limit(
-                                id(n),
-                                crate::state::Bucket {
-                                    capacity: 9,
-                                    refill_per_sec: 1,
-                                },
-                                1,
-                                now_ms + u64::from(round),
-                            ))
-                        });
+                        let _ = f
+                            .shard
+                            .with_state(f.hash(n), &id(n), &clock, |states, owner, now_ms| {
+                                Ok(states.rate_limit(
+                                    owner,
+                                    crate::state::Bucket {
+                                        capacity: 9,
+                                        refill_per_sec: 1,
+                                    },
+                                    1,
+                                    now_ms + u64::from(round),
+                                ))
+                            });
                     }
                 }
             });

@@ -1,6 +1,6 @@
 //! Random sequences of subscriptions, rate limits, timers, session
-//! removals and clock advances, checked against a plain reference model
-//! under a manual clock.
+//! writes and removals and clock advances, checked against a plain
+//! reference model under a manual clock.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -60,6 +60,9 @@ enum Op {
     Delete(usize),
     Rotate(usize),
     Touch(usize),
+    /// A write that replaces the session's block (`put` or `update`):
+    /// its state stays.
+    Write(usize, bool),
     Subscribe(usize, usize),
     Unsubscribe(usize, usize),
     Topics(usize),
@@ -79,6 +82,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => slot.clone().prop_map(Op::Delete),
         1 => slot.clone().prop_map(Op::Rotate),
         1 => slot.clone().prop_map(Op::Touch),
+        2 => (slot.clone(), any::<bool>()).prop_map(|(s, put)| Op::Write(s, put)),
         3 => (slot.clone(), 0..TOPICS.len()).prop_map(|(s, t)| Op::Subscribe(s, t)),
         2 => (slot.clone(), 0..TOPICS.len()).prop_map(|(s, t)| Op::Unsubscribe(s, t)),
         1 => slot.clone().prop_map(Op::Topics),
@@ -173,6 +177,16 @@ fn run(ops: &[Op]) {
             Op::Touch(slot) => {
                 if let Some(id) = live(&model[slot]) {
                     engine.touch(&id).unwrap();
+                    model[slot].as_mut().unwrap().last = now;
+                }
+            }
+            Op::Write(slot, put) => {
+                if let Some(id) = live(&model[slot]) {
+                    if put {
+                        engine.put(id, b"put", timeout).unwrap();
+                    } else {
+                        engine.update(&id, |m| [m, b"+"].concat()).unwrap();
+                    }
                     model[slot].as_mut().unwrap().last = now;
                 }
             }
