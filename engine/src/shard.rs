@@ -483,6 +483,7 @@ impl Shard {
     }
 
     /// Appends a record to the shard's log, if it has one.
+    #[inline]
     pub(crate) fn append(&self, record: Option<&[u8]>, live_delta: i64, now_ms: u64) -> Result<LogPosition> {
         match (&self.log, record) {
             (Some(log), Some(record)) => log.append(record, live_delta, now_ms).map(Some),

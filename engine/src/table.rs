@@ -201,6 +201,7 @@ impl Table {
     /// The writer's: the slot holding `id`, or else the first free slot on
     /// its probe sequence (empty or tombstone) and whether it is a
     /// tombstone: one pass for an insert's check and its place.
+    #[inline]
     pub(crate) fn find_or_free(&self, hash: u64, id: &SessionId) -> Result<usize, (usize, bool)> {
         let tag = tag_of(hash);
         let mut at = self.start(hash);
