@@ -401,22 +401,53 @@ struct PerSession {
     bucket: BucketState,
     /// (token, index in the timer slab).
     timers: Vec<(u64, u32)>,
-    /// The session (for checks: a free entry's is stale).
-    id: SessionId,
+    /// A superset of the armed tokens' bits (`token_bit`): arming a token
+    /// whose bit is clear skips the scan of `timers` (the list's own cache
+    /// line, on the heap). Cancels leave their bits; the scan of an arm
+    /// that finds its bit set but not its token recomputes them.
+    token_bits: u128,
     /// Two inline: most sessions subscribe to few topics, and a list on the
     /// heap is one more cache miss per subscribe.
     topics: SmallVec<[Topic; 2]>,
+    /// The session (for checks: a free entry's is stale).
+    id: SessionId,
 }
 const _: () = assert!(std::mem::size_of::<PerSession>() == 128);
+const _: () = assert!(std::mem::offset_of!(PerSession, topics) == 64);
+
+/// A token's bit in `PerSession::token_bits`.
+#[inline]
+fn token_bit(token: u64) -> u128 {
+    1 << (token % 128)
+}
 
 impl PerSession {
     fn new(id: SessionId) -> Self {
         Self {
             bucket: BucketState::NONE,
             timers: Vec::new(),
-            id,
+            token_bits: 0,
             topics: SmallVec::new(),
+            id,
         }
+    }
+
+    /// The timer slot of `token`, if it is armed; keeps `token_bits` a
+    /// superset of the armed tokens' bits, and tight after a scan.
+    #[inline]
+    fn armed(&mut self, token: u64) -> Option<u32> {
+        if self.token_bits & token_bit(token) == 0 {
+            return None;
+        }
+        let mut bits = 0;
+        for &(t, slot) in &self.timers {
+            if t == token {
+                return Some(slot);
+            }
+            bits |= token_bit(t);
+        }
+        self.token_bits = bits;
+        None
     }
 
     fn is_empty(&self) -> bool {
@@ -818,8 +849,8 @@ impl States {
     /// slot and that slot's generation (the handle's parts).
     pub(crate) fn arm(&mut self, owner: Owner, token: u64, deadline: u64) -> Result<(u32, u32)> {
         let at = self.entry(owner);
-        let timers = &self.entries[at as usize].timers;
-        if let Some(&(_, slot)) = timers.iter().find(|(t, _)| *t == token) {
+        let state = &mut self.entries[at as usize];
+        if let Some(slot) = state.armed(token) {
             self.wheel.remove(&mut self.slab, slot);
             self.slab.entries[slot as usize].deadline = deadline;
             self.wheel.insert(&mut self.slab, slot, deadline);
@@ -827,13 +858,15 @@ impl States {
         }
         let slot = room_for_one_more(
             "timers of one session (TIMERS_PER_SESSION_MAX)",
-            timers.len(),
+            state.timers.len(),
             TIMERS_PER_SESSION_MAX,
         )
         .and_then(|()| self.slab.alloc(owner.id, at, token, deadline));
         match slot {
             Ok(slot) => {
-                self.entries[at as usize].timers.push((token, slot));
+                let state = &mut self.entries[at as usize];
+                state.timers.push((token, slot));
+                state.token_bits |= token_bit(token);
                 self.wheel.insert(&mut self.slab, slot, deadline);
                 Ok((slot, self.slab.entries[slot as usize].generation))
             }
@@ -945,6 +978,11 @@ impl States {
                 );
             }
             for &(token, slot) in &state.timers {
+                assert_ne!(
+                    state.token_bits & token_bit(token),
+                    0,
+                    "token {token}'s bit clear"
+                );
                 let e = self.slab.entries[slot as usize];
                 assert_eq!((e.id, e.owner, e.token), (*id, at, token), "timer slot {slot}");
                 assert!(e.link.is_linked(), "timer {token} of {id:?} not in the wheel");
