@@ -1195,6 +1195,21 @@ mod tests {
         fn check(&self) {
             self.shard.check_invariants(&crossbeam_epoch::pin());
         }
+
+        /// A rate-limit check on session `n` (a per-session state call),
+        /// `late_ms` after the clock: true if the session was live.
+        fn rate_limit(&self, n: u32, late_ms: u64) -> bool {
+            let clock = self.clock.clock();
+            let bucket = crate::state::Bucket {
+                capacity: 9,
+                refill_per_sec: 1,
+            };
+            self.shard
+                .with_state(self.hash(n), &id(n), &clock, |states, owner, now_ms| {
+                    Ok(states.rate_limit(owner, bucket, 1, now_ms + late_ms))
+                })
+                .is_ok()
+        }
     }
 
     /// Per-session state calls find the session in the table under the
@@ -1205,21 +1220,7 @@ mod tests {
     fn state_calls_read_the_table_without_a_guard() {
         let f = Fixture::new(1_000);
         let clock = f.clock.clock();
-        let live = |n: u32| {
-            f.shard
-                .with_state(f.hash(n), &id(n), &clock, |states, owner, now_ms| {
-                    Ok(states.rate_limit(
-                        owner,
-                        crate::state::Bucket {
-                            capacity: 9,
-                            refill_per_sec: 1,
-                        },
-                        1,
-                        now_ms,
-                    ))
-                })
-                .is_ok()
-        };
+        let live = |n: u32| f.rate_limit(n, 0);
         f.insert(1, 100);
         assert!(live(1));
         // Enough inserts to rebuild the table (it starts at one line).
@@ -1258,19 +1259,7 @@ mod tests {
             s.spawn(|| {
                 for round in 0..rounds {
                     for n in 0..16 {
-                        let _ = f
-                            .shard
-                            .with_state(f.hash(n), &id(n), &clock, |states, owner, now_ms| {
-                                Ok(states.rate_limit(
-                                    owner,
-                                    crate::state::Bucket {
-                                        capacity: 9,
-                                        refill_per_sec: 1,
-                                    },
-                                    1,
-                                    now_ms + u64::from(round),
-                                ))
-                            });
+                        let _ = f.rate_limit(n, u64::from(round));
                     }
                 }
             });
