@@ -17,7 +17,7 @@ use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, SWEEP_BATCH_MAX, TIMER_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
-use crate::per_session::{TimerHandle, TopicIndex};
+use crate::per_session::{EntryLine, TimerHandle, TopicIndex};
 use crate::persist::format::{put_len, Record, TIMEOUT_NEVER_STORED};
 use crate::persist::{self, flush_all, CompactionStep, GroupCommit, RecoveryReport, ShardLog};
 use crate::session::{Listener, RemovalCause, Session, SessionRef, Stats, Timeout};
@@ -744,9 +744,15 @@ impl Core {
             (),
             |(), buf| Record::Subscribe { id: *id, topic }.encode(self.salt(hash), buf),
             |(), record| {
-                shard.with_state(hash, id, &self.clock, |states, owner, now_ms| {
-                    states.subscribe(owner, topic, |live| shard.append(record, live, now_ms))
-                })
+                shard.with_state(
+                    hash,
+                    id,
+                    &self.clock,
+                    EntryLine::Topics,
+                    |states, owner, now_ms| {
+                        states.subscribe(owner, topic, |live| shard.append(record, live, now_ms))
+                    },
+                )
             },
         )?;
         Ok((added, self.pending(hash, position)))
@@ -760,9 +766,15 @@ impl Core {
             (),
             |(), buf| Record::Unsubscribe { id: *id, topic }.encode(self.salt(hash), buf),
             |(), record| {
-                shard.with_state(hash, id, &self.clock, |states, owner, now_ms| {
-                    states.unsubscribe(owner, topic, |live| shard.append(record, live, now_ms))
-                })
+                shard.with_state(
+                    hash,
+                    id,
+                    &self.clock,
+                    EntryLine::Topics,
+                    |states, owner, now_ms| {
+                        states.unsubscribe(owner, topic, |live| shard.append(record, live, now_ms))
+                    },
+                )
             },
         )?;
         Ok((removed, self.pending(hash, position)))
@@ -771,7 +783,9 @@ impl Core {
     /// The live session's topics.
     pub(crate) fn topics(&self, id: &SessionId) -> Result<Vec<String>> {
         let (hash, shard) = self.route(id);
-        shard.with_state(hash, id, &self.clock, |states, owner, _| Ok(states.topics(owner)))
+        shard.with_state(hash, id, &self.clock, EntryLine::Topics, |states, owner, _| {
+            Ok(states.topics(owner))
+        })
     }
 
     /// A page of the live subscribers of `topic`, from the index; ids whose
@@ -803,19 +817,29 @@ impl Core {
     pub(crate) fn rate_limit(&self, id: &SessionId, bucket: Bucket, cost: u32) -> Result<RateDecision> {
         check_bucket(bucket, cost)?;
         let (hash, shard) = self.route(id);
-        shard.with_state(hash, id, &self.clock, |states, owner, now_ms| {
-            Ok(states.rate_limit(owner, bucket, cost, now_ms))
-        })
+        shard.with_state(
+            hash,
+            id,
+            &self.clock,
+            EntryLine::BucketAndTimers,
+            |states, owner, now_ms| Ok(states.rate_limit(owner, bucket, cost, now_ms)),
+        )
     }
 
     /// Arms (or re-arms) the live session's timer `token`, `after_ms` from now.
     pub(crate) fn arm_timer(&self, id: &SessionId, token: u64, after_ms: u64) -> Result<TimerHandle> {
         let (hash, shard) = self.route(id);
-        let armed = shard.with_state(hash, id, &self.clock, |states, owner, now_ms| {
-            // At least the next tick: the wheel fires ticks after the last
-            // one it processed, which may be `now_ms` itself.
-            states.arm(owner, token, now_ms.saturating_add(after_ms.max(1)))
-        })?;
+        let armed = shard.with_state(
+            hash,
+            id,
+            &self.clock,
+            EntryLine::BucketAndTimers,
+            |states, owner, now_ms| {
+                // At least the next tick: the wheel fires ticks after the last
+                // one it processed, which may be `now_ms` itself.
+                states.arm(owner, token, now_ms.saturating_add(after_ms.max(1)))
+            },
+        )?;
         let index = u32::try_from(route_shard(hash, self.shard_mask)).expect("shard counts fit u32");
         Ok(TimerHandle::new(self.timer_mark, index, armed))
     }
@@ -823,9 +847,13 @@ impl Core {
     /// Cancels the live session's timer `token`; false if it had none.
     pub(crate) fn cancel_timer(&self, id: &SessionId, token: u64) -> Result<bool> {
         let (hash, shard) = self.route(id);
-        shard.with_state(hash, id, &self.clock, |states, owner, _| {
-            Ok(states.cancel(owner, token))
-        })
+        shard.with_state(
+            hash,
+            id,
+            &self.clock,
+            EntryLine::BucketAndTimers,
+            |states, owner, _| Ok(states.cancel(owner, token)),
+        )
     }
 
     /// Cancels the timer `handle` names, if it is still armed.

@@ -41,6 +41,7 @@ use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
+use crate::block::prefetch;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{TIMERS_PER_SESSION_MAX, TOPICS_EMPTY_KEPT_MAX, TOPICS_PER_SESSION_MAX, TOPIC_STRIPES};
@@ -415,6 +416,15 @@ struct PerSession {
 const _: () = assert!(std::mem::size_of::<PerSession>() == 128);
 const _: () = assert!(std::mem::offset_of!(PerSession, topics) == 64);
 
+/// The cache line of a `PerSession` a state call reads.
+#[derive(Clone, Copy)]
+pub(crate) enum EntryLine {
+    /// The token bucket and the timer list (rate limits, timers).
+    BucketAndTimers,
+    /// The topics (subscriptions).
+    Topics,
+}
+
 /// A token's bit in `PerSession::token_bits`.
 #[inline]
 fn token_bit(token: u64) -> u128 {
@@ -672,6 +682,24 @@ impl States {
             by_slot[at] = entry;
         }
         self.by_slot = by_slot;
+    }
+
+    /// Starts loading the entry named by table slot `at`, the first slot a
+    /// state call's lookup probes: issued before the lookup, the entry's
+    /// miss overlaps the table's and the block's instead of following them
+    /// (a session that sits further on gets its entry loaded late, and
+    /// another session's entry loaded for nothing).
+    /// Only the `line` the call reads: a second prefetch would cost the
+    /// timer and bucket calls more bandwidth than it saves.
+    #[inline]
+    pub(crate) fn prefetch(&self, at: usize, line: EntryLine) {
+        if let Some(entry) = self.by_slot.get(at).and_then(|&e| self.entries.get(e as usize)) {
+            let offset = match line {
+                EntryLine::BucketAndTimers => 0,
+                EntryLine::Topics => std::mem::offset_of!(PerSession, topics),
+            };
+            prefetch(std::ptr::from_ref(entry).cast::<u8>().wrapping_add(offset));
+        }
     }
 
     /// The entry of the session in `owner`'s slot, if it has one.

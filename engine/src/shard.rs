@@ -50,7 +50,7 @@ use crate::block::{Access, BlockRef, Due, Metadata};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::per_session::{Owner, States, TopicIndex};
+use crate::per_session::{EntryLine, Owner, States, TopicIndex};
 use crate::persist::format::put_len;
 use crate::persist::ShardLog;
 use crate::session::Session;
@@ -902,16 +902,19 @@ impl Shard {
     /// Runs `f` on the shard's per-session state if `id` is a live session
     /// (else `NotFound`), under the writer mutex: the session cannot leave
     /// meanwhile, so state never outlives it. `f` gets the session's table
-    /// slot (which names its entry) and the time read under the lock. No
-    /// epoch guard: see `with_writer`.
+    /// slot (which names its entry) and the time read under the lock; the
+    /// `line` of the session's entry that `f` reads is prefetched before
+    /// the lookup. No epoch guard: see `with_writer`.
     pub(crate) fn with_state<R>(
         &self,
         hash: u64,
         id: &SessionId,
         clock: &Clock,
+        line: EntryLine,
         f: impl FnOnce(&mut States, Owner, u64) -> Result<R>,
     ) -> Result<R> {
         self.with_writer(|w, table| {
+            w.states.prefetch(table.start(hash), line);
             let now_ms = clock.now_ms();
             let at = table.find_slot(hash, id).ok_or(Error::NotFound)?;
             if !matches!(table.header(at).access(now_ms, false), Access::Live { .. }) {
@@ -1205,9 +1208,13 @@ mod tests {
                 refill_per_sec: 1,
             };
             self.shard
-                .with_state(self.hash(n), &id(n), &clock, |states, owner, now_ms| {
-                    Ok(states.rate_limit(owner, bucket, 1, now_ms + late_ms))
-                })
+                .with_state(
+                    self.hash(n),
+                    &id(n),
+                    &clock,
+                    EntryLine::BucketAndTimers,
+                    |states, owner, now_ms| Ok(states.rate_limit(owner, bucket, 1, now_ms + late_ms)),
+                )
                 .is_ok()
         }
     }

@@ -130,8 +130,9 @@ impl Table {
         self.generation
     }
 
+    /// The slot a lookup of `hash` probes first.
     #[inline]
-    fn start(&self, hash: u64) -> usize {
+    pub(crate) fn start(&self, hash: u64) -> usize {
         // Truncation keeps the low bits, which the mask selects.
         #[allow(clippy::cast_possible_truncation)]
         let start = hash as usize & self.mask;
