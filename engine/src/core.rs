@@ -17,7 +17,7 @@ use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, SWEEP_BATCH_MAX, TIMER_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
-use crate::per_session::{EntryLine, TimerHandle, TopicIndex};
+use crate::per_session::{self, EntryLine, TimerHandle, TopicParts, Topics};
 use crate::persist::format::{put_len, Record, TIMEOUT_NEVER_STORED};
 use crate::persist::{self, flush_all, CompactionStep, GroupCommit, RecoveryReport, ShardLog};
 use crate::session::{Listener, RemovalCause, Session, SessionRef, Stats, Timeout};
@@ -57,8 +57,6 @@ pub(crate) struct Core {
     /// Their group commits, one per log.
     pub(crate) commits: Vec<Arc<GroupCommit>>,
     pub(crate) recovery: Option<RecoveryReport>,
-    /// Topic -> subscribers, engine-wide (striped).
-    topics: Arc<TopicIndex>,
     /// This engine's mark in its timer handles (`TimerHandle`): a handle
     /// of another engine in the process cancels nothing here.
     timer_mark: u32,
@@ -130,7 +128,6 @@ impl Core {
         let now_ms = clock.now_ms();
         let shard_mask = shard_count - 1;
         let guard = crossbeam_epoch::pin();
-        let topics = Arc::new(TopicIndex::new());
         let (hasher, shards, logs, commits, recovery, persistence) = if let Some(dir) =
             config.data_dir.clone()
         {
@@ -153,7 +150,6 @@ impl Core {
                     now_ms,
                     Some(Arc::clone(log)),
                     config.touch_persist_fraction,
-                    Arc::clone(&topics),
                 );
                 shard.reserve(config.shard_capacity(shard_count).max(sessions.len()), &guard)?;
                 for (id, s) in sessions {
@@ -176,7 +172,7 @@ impl Core {
             let capacity = config.shard_capacity(shard_count);
             let shards = (0..shard_count)
                 .map(|_| {
-                    let shard = Shard::new(hasher.clone(), now_ms, None, 1.0, Arc::clone(&topics));
+                    let shard = Shard::new(hasher.clone(), now_ms, None, 1.0);
                     shard.reserve(capacity, &guard)?;
                     Ok(CachePadded::new(shard))
                 })
@@ -200,7 +196,6 @@ impl Core {
             logs,
             commits,
             recovery,
-            topics,
             timer_mark: next_timer_mark(),
             _persistence: persistence,
             config,
@@ -799,7 +794,7 @@ impl Core {
             });
         }
         let mut ids = Vec::with_capacity(limit.min(LIST_LOCK_BATCH));
-        let next = self.topics.page(topic, cursor.position(), limit, &mut ids);
+        let next = per_session::page(&*self.shards, topic, cursor.position(), limit, &mut ids);
         let now_ms = self.clock.now_ms();
         let guard = crossbeam_epoch::pin();
         ids.retain(|id| {
@@ -960,12 +955,6 @@ impl Core {
         for shard in &*self.shards {
             shard.check_invariants(&guard);
         }
-        let held: usize = self.shards.iter().map(|s| s.topic_entries()).sum();
-        assert_eq!(
-            self.topics.entries(),
-            held,
-            "the topic index holds what the sessions hold"
-        );
     }
 }
 
@@ -989,5 +978,15 @@ fn stored_to_record(timeout_ms: u32) -> u64 {
 fn call_listener(listener: &Listener, session: &Session, cause: RemovalCause, panics: &AtomicU64) {
     if catch_unwind(AssertUnwindSafe(|| listener(session, cause))).is_err() {
         panics.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl TopicParts for [CachePadded<Shard>] {
+    fn parts(&self) -> usize {
+        self.len()
+    }
+
+    fn with_topics<R>(&self, part: usize, f: impl FnOnce(&mut Topics) -> R) -> R {
+        self[part].with_states(|states| f(states.topics_index()))
     }
 }

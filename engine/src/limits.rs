@@ -167,15 +167,11 @@ pub const TOPICS_PER_SESSION_MAX: usize = 256;
 /// short. Concurrent requests per MCP session are far fewer.
 pub const TIMERS_PER_SESSION_MAX: usize = 256;
 
-/// Stripes of the engine-wide topic index (topic -> subscribers): each is a
-/// lock of its own, picked by the topic's hash, so subscribes to different
-/// topics from different shards rarely meet on one lock.
-pub const TOPIC_STRIPES: usize = 64;
-
-/// Topics without subscribers a stripe of the topic index keeps for
-/// reuse, at most: a topic whose only subscriber comes and goes then reuses
+/// Topics without subscribers a shard's topic index keeps for reuse, at
+/// most: a topic whose only subscriber comes and goes then reuses
 /// its entry instead of allocating and freeing it every time. Past this, an
-/// emptied topic's entry goes at once (no scan of the stripe under its lock).
+/// emptied topic's entry goes at once (no scan of the index under the
+/// shard's lock).
 pub const TOPICS_EMPTY_KEPT_MAX: usize = 8;
 
 /// Flusher threads of an `Always` engine, at most (one per shard log up to
@@ -206,6 +202,5 @@ const _: () = assert!(SEGMENT_SIZE_BYTES_MIN <= SEGMENT_SIZE_BYTES_DEFAULT);
 const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT <= SEGMENT_SIZE_BYTES_MAX);
 const _: () =
     assert!(SWEEP_BATCH_MAX > 0 && LIST_PAGE_MAX > 0 && LIST_LOCK_BATCH > 0 && UPDATE_OPTIMISTIC_TRIES > 0);
-const _: () = assert!(TOPIC_STRIPES.is_power_of_two());
 const _: () = assert!(TOPIC_LEN_MAX < METADATA_BYTES_MAX_LIMIT && TIMER_BATCH_MAX > 0);
 const _: () = assert!(FLUSHER_THREADS_MAX > 0 && FLUSHER_THREADS_MAX <= 64); // one bit each in a round

@@ -1,7 +1,7 @@
 //! The engine side of [`SessionState`](crate::SessionState): each shard's
 //! entries for the sessions that hold state (topics, a token bucket,
-//! timers), guarded by the shard's writer mutex, and the engine-wide reverse
-//! index topic -> subscribers, striped by the topic's hash.
+//! timers) and the shard's reverse index topic -> subscribers, all guarded
+//! by the shard's writer mutex.
 //!
 //! Why under the writer mutex: every way a session leaves its shard
 //! (delete, expiry, rotation, an insert over an expired one) already holds
@@ -17,7 +17,8 @@
 //! the entry without hashing the id again or probing a second table; and
 //! since the first slot a lookup probes is known from the hash, the CPU
 //! loads the array's line beside the table's, not after the session's
-//! block (an index kept in the block would cost one dependent miss more).
+//! block (an index kept in the block would cost one dependent miss more);
+//! a state call also prefetches the entry's line before its lookup.
 //! A timer's slab entry names its session's entry the same way. The array
 //! follows the table: an update keeps the session's slot, a removal clears
 //! it, a rebuild moves it (`relocate`).
@@ -29,33 +30,35 @@
 //! empty stays, empty, until one of those calls or the session's departure
 //! frees it: at most one entry (128 bytes) per session.
 //!
-//! Lock order: a shard's writer mutex, then one topic stripe (then the log's
-//! writer mutex, for the live-byte accounting). A listing of subscribers
-//! takes one stripe alone.
+//! Lock order: a shard's writer mutex, then the log's writer mutex (the
+//! live-byte accounting of topics). A listing of subscribers takes each
+//! shard's writer mutex in turn, one at a time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ahash::RandomState;
-use crossbeam_utils::CachePadded;
-use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use crate::block::prefetch;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::limits::{TIMERS_PER_SESSION_MAX, TOPICS_EMPTY_KEPT_MAX, TOPICS_PER_SESSION_MAX, TOPIC_STRIPES};
+use crate::limits::{TIMERS_PER_SESSION_MAX, TOPICS_EMPTY_KEPT_MAX, TOPICS_PER_SESSION_MAX};
 use crate::persist::format::subscribe_len;
 use crate::persist::ShardLog;
 use crate::shard::LogPosition;
 use crate::state::{Bucket, RateDecision};
 use crate::wheel::{self, Link, Wheel, WheelStore};
 
-/// A topic, shared by the sessions' sets and the reverse index.
+/// A topic as recovery and compaction carry it.
 pub(crate) type Topic = Arc<str>;
 
-/// One topic's subscribers: a hash set for the updates, and for the
-/// listings a sorted copy taken when one needs it.
+/// A topic in its shard's index, as a session's entry names it (an index
+/// into the shard's topic slab, stable while the topic has subscribers).
+type TopicRef = u32;
+
+/// One topic's subscribers in one shard: a hash set for the updates, and
+/// for the listings a sorted copy taken when one needs it.
 ///
 /// Why not an ordered set: a subscribe or unsubscribe is one insert or
 /// removal here, and on an ordered set of tens of thousands of random ids
@@ -71,17 +74,15 @@ pub(crate) type Topic = Arc<str>;
 /// against the set at page time, so a page lists current subscribers only,
 /// and every session subscribed for the whole listing is in every snapshot
 /// the listing can see: listed exactly once. The copy is taken under the
-/// stripe's lock and sorted outside it; a finished sort replaces the set's
-/// copy only if it is newer, and only in the same set (`instance`: the
-/// topic may have emptied and come back meanwhile).
+/// shard's writer mutex and sorted outside it; a finished sort replaces
+/// the set's copy only if it is newer, and only in the same set
+/// (`instance`: the topic may have emptied and come back meanwhile).
 ///
-/// **Costs.** Taking the copy is a linear pass under the stripe's lock (a
-/// few ns a subscriber: tens of µs for 10K), which subscribes and
-/// unsubscribes to topics of that stripe wait for, with their shards'
-/// writer mutexes held; it happens once per listing that starts after the
-/// topic changed, never per page. Each listed topic keeps its newest
-/// sorted copy (16 bytes a subscriber) until it empties or a newer copy
-/// replaces it.
+/// **Costs.** Taking the copy is a linear pass under the shard's mutex (a
+/// few ns a subscriber of the shard), which that shard's operations wait
+/// for; it happens once per listing that starts after the topic changed,
+/// never per page. Each listed topic keeps its newest sorted copy (16
+/// bytes a subscriber) until it empties or a newer copy replaces it.
 struct TopicSet {
     members: hashbrown::HashSet<u128, RandomState>,
     /// Bumped on every change of `members`.
@@ -106,101 +107,135 @@ impl TopicSet {
 /// Ids an emptied topic's set keeps room for while it waits for reuse.
 const EMPTY_SET_ROOM: usize = 4;
 
-/// An entry of a stripe: the index's copy of the topic and its set.
-struct Entry {
-    topic: Topic,
+/// A topic of the shard's index: its name, its hash and its set.
+struct TopicEntry {
+    name: Box<str>,
+    hash: u64,
     set: TopicSet,
 }
 
-/// One stripe of the index: topic -> its subscribers' ids (as
-/// `SessionId::to_u128`), keyed by the hash that chose the stripe.
-#[derive(Default)]
-struct Stripe {
-    topics: hashbrown::HashTable<Entry>,
-    /// Numbers the sets created in this stripe (`TopicSet::instance`).
+/// One shard's reverse index, topic -> the shard's subscribers (ids as
+/// `SessionId::to_u128`), under the shard's writer mutex like the entries
+/// that name its topics.
+///
+/// Why per shard: a subscribe already holds its shard's mutex, so the
+/// index costs it no lock and no atomic of its own (an engine-wide index
+/// took a stripe's lock, and a reference count on the shared name, on
+/// every subscribe and unsubscribe), and a session's entry names its
+/// topics by slab index: its duplicate check compares integers, not text.
+/// A listing pays instead: it visits every shard and merges their pages
+/// (`page`).
+pub(crate) struct Topics {
+    hasher: RandomState,
+    /// Hashes the ids in the sets (keyed: ids can be chosen by clients).
+    id_hasher: RandomState,
+    /// The topics by `TopicRef`; `None`: a free slot.
+    slab: Vec<Option<TopicEntry>>,
+    free: Vec<TopicRef>,
+    /// Topic name -> its `TopicRef`, keyed by the name's hash.
+    by_name: hashbrown::HashTable<TopicRef>,
+    /// Numbers the sets created (`TopicSet::instance`).
     created: u64,
     /// Entries whose set is empty, kept for reuse (at most
     /// `TOPICS_EMPTY_KEPT_MAX`).
     empty: usize,
 }
 
-/// Topic -> the ids of its subscribers (pages in id order, resuming at the
-/// next id). Striped: one lock per `TOPIC_STRIPES`th of the topics.
-pub(crate) struct TopicIndex {
-    hasher: RandomState,
-    /// Hashes the ids in the sets (keyed: ids can be chosen by clients).
-    id_hasher: RandomState,
-    stripes: Box<[CachePadded<Mutex<Stripe>>]>,
-}
-
-impl TopicIndex {
+impl Topics {
     pub(crate) fn new() -> Self {
         Self {
             hasher: RandomState::new(),
             id_hasher: RandomState::new(),
-            stripes: (0..TOPIC_STRIPES)
-                .map(|_| CachePadded::new(Mutex::new(Stripe::default())))
-                .collect(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            by_name: hashbrown::HashTable::new(),
+            created: 0,
+            empty: 0,
         }
     }
 
-    /// The topic's hash and its stripe.
-    #[allow(clippy::cast_possible_truncation)] // masked to the stripe count
-    fn stripe(&self, topic: &str) -> (u64, &Mutex<Stripe>) {
-        let hash = self.hasher.hash_one(topic);
-        (hash, &self.stripes[hash as usize & (TOPIC_STRIPES - 1)])
+    fn entry(&self, r: TopicRef) -> &TopicEntry {
+        self.slab[r as usize]
+            .as_ref()
+            .expect("a topic named by a session is held")
     }
 
-    /// Adds `id` under `topic`; returns the index's copy of the topic (one
-    /// allocation per topic, shared by every subscriber's set).
-    fn add(&self, topic: &str, id: SessionId) -> Topic {
-        let (hash, stripe) = self.stripe(topic);
-        let mut stripe = stripe.lock();
-        let Stripe {
-            topics,
-            created,
-            empty,
-        } = &mut *stripe;
-        let entry = match topics.entry(hash, |e| &*e.topic == topic, |e| self.hasher.hash_one(&*e.topic)) {
-            hashbrown::hash_table::Entry::Occupied(entry) => entry.into_mut(),
-            hashbrown::hash_table::Entry::Vacant(entry) => {
-                *created += 1;
-                *empty += 1; // counted out below, as a kept one is
-                entry
-                    .insert(Entry {
-                        topic: Arc::from(topic),
-                        set: TopicSet {
-                            members: hashbrown::HashSet::with_hasher(self.id_hasher.clone()),
-                            version: 0,
-                            instance: *created,
-                            sorted: None,
-                        },
-                    })
-                    .into_mut()
-            }
-        };
-        let set = &mut entry.set;
+    fn entry_mut(&mut self, r: TopicRef) -> &mut TopicEntry {
+        self.slab[r as usize]
+            .as_mut()
+            .expect("a topic named by a session is held")
+    }
+
+    /// The topic's name.
+    fn name(&self, r: TopicRef) -> &str {
+        &self.entry(r).name
+    }
+
+    /// The topic called `name`, if the shard holds it.
+    #[inline]
+    fn find(&self, name: &str) -> Option<TopicRef> {
+        let hash = self.hasher.hash_one(name);
+        let slab = &self.slab;
+        self.by_name
+            .find(hash, |&r| {
+                slab[r as usize].as_ref().is_some_and(|e| *e.name == *name)
+            })
+            .copied()
+    }
+
+    /// Adds `id` under `name` (`found`: what `find` gave for it); returns
+    /// the topic's ref.
+    fn add(&mut self, found: Option<TopicRef>, name: &str, id: SessionId) -> TopicRef {
+        let r = found.unwrap_or_else(|| self.create(name));
+        let set = &mut self.slab[r as usize].as_mut().expect("found or created").set;
         if set.members.is_empty() {
-            *empty -= 1;
+            self.empty -= 1;
         }
         if set.members.insert(id.to_u128()) {
             set.version += 1;
         }
-        Arc::clone(&entry.topic)
+        r
     }
 
-    fn remove(&self, topic: &str, id: SessionId) {
-        let (hash, stripe) = self.stripe(topic);
-        let mut stripe = stripe.lock();
-        let Stripe {
-            topics,
-            created,
-            empty,
-        } = &mut *stripe;
-        let Ok(mut entry) = topics.find_entry(hash, |e| &*e.topic == topic) else {
-            return;
+    /// A new, empty topic (counted as a kept empty one until `add` fills it).
+    #[cold]
+    fn create(&mut self, name: &str) -> TopicRef {
+        let hash = self.hasher.hash_one(name);
+        self.created += 1;
+        self.empty += 1;
+        let entry = TopicEntry {
+            name: name.into(),
+            hash,
+            set: TopicSet {
+                members: hashbrown::HashSet::with_hasher(self.id_hasher.clone()),
+                version: 0,
+                instance: self.created,
+                sorted: None,
+            },
         };
-        let set = &mut entry.get_mut().set;
+        let r = if let Some(r) = self.free.pop() {
+            self.slab[r as usize] = Some(entry);
+            r
+        } else {
+            // A topic per (session, topic) pair of the shard at most, and
+            // those are bounded by its sessions times TOPICS_PER_SESSION_MAX.
+            let r = u32::try_from(self.slab.len()).expect("topics of one shard fit u32");
+            self.slab.push(Some(entry));
+            r
+        };
+        let slab = &self.slab;
+        self.by_name
+            .insert_unique(hash, r, |&r| slab[r as usize].as_ref().map_or(0, |e| e.hash));
+        r
+    }
+
+    /// Takes `id` out of topic `r`; an emptied topic is kept for reuse or
+    /// dropped.
+    fn remove(&mut self, r: TopicRef, id: SessionId) {
+        let entry = self.slab[r as usize]
+            .as_mut()
+            .expect("a topic named by a session is held");
+        let set = &mut entry.set;
         if !set.members.remove(&id.to_u128()) {
             return;
         }
@@ -208,84 +243,61 @@ impl TopicIndex {
         if !set.members.is_empty() {
             return;
         }
-        if *empty < TOPICS_EMPTY_KEPT_MAX {
+        if self.empty < TOPICS_EMPTY_KEPT_MAX {
             // Kept for reuse, as a new set (a sort of the old one must not
             // land in it), without its sorted copy or its room.
-            *created += 1;
-            set.instance = *created;
+            self.created += 1;
+            set.instance = self.created;
             set.sorted = None;
             set.members.shrink_to(EMPTY_SET_ROOM);
-            *empty += 1;
+            self.empty += 1;
         } else {
-            entry.remove();
+            let hash = entry.hash;
+            if let Ok(found) = self.by_name.find_entry(hash, |&x| x == r) {
+                found.remove();
+            }
+            self.slab[r as usize] = None;
+            self.free.push(r);
         }
     }
 
     /// Topic entries held, empty ones included (tests).
     #[cfg(test)]
     fn held_topics(&self) -> usize {
-        self.stripes.iter().map(|stripe| stripe.lock().topics.len()).sum()
+        self.by_name.len()
     }
 
-    /// Whether `id` is in `topic`'s set (tests).
-    fn contains(&self, topic: &str, id: SessionId) -> bool {
-        let (hash, stripe) = self.stripe(topic);
-        let stripe = stripe.lock();
-        stripe
-            .topics
-            .find(hash, |e| &*e.topic == topic)
-            .is_some_and(|e| e.set.members.contains(&id.to_u128()))
+    /// Whether `id` is in `name`'s set (tests).
+    fn contains(&self, name: &str, id: SessionId) -> bool {
+        self.find(name)
+            .is_some_and(|r| self.entry(r).set.members.contains(&id.to_u128()))
     }
 
     /// (topic, subscriber) pairs held (tests: the index holds exactly what
-    /// the shards' states hold).
+    /// the entries hold).
     pub(crate) fn entries(&self) -> usize {
-        self.stripes
-            .iter()
-            .map(|stripe| {
-                stripe
-                    .lock()
-                    .topics
-                    .iter()
-                    .map(|e| e.set.members.len())
-                    .sum::<usize>()
-            })
-            .sum()
+        self.slab.iter().flatten().map(|e| e.set.members.len()).sum()
     }
 
-    /// `topic`'s set in id order, as a listing from `from` may use it
-    /// (see `TopicSet`): `None` if the topic has no subscribers.
-    fn snapshot(&self, topic: &str, from: u128) -> Option<Arc<[u128]>> {
-        let (instance, version, mut ids) = match self.usable_or_copy(topic, from)? {
-            Ok(ids) => return Some(ids),
-            Err(copy) => copy,
-        };
-        ids.sort_unstable();
-        let ids: Arc<[u128]> = ids.into();
-        self.install(topic, instance, version, &ids);
-        Some(ids)
-    }
-
-    /// Under the stripe's lock: a copy a listing from `from` can use, or
-    /// else the set's members to sort, with the set's instance and version.
+    /// A copy a listing from `from` can use, or else the set's members to
+    /// sort, with the set's instance and version; `None`: no subscribers.
     #[allow(clippy::type_complexity)]
-    fn usable_or_copy(&self, topic: &str, from: u128) -> Option<Result<Arc<[u128]>, (u64, u64, Vec<u128>)>> {
-        let (hash, stripe) = self.stripe(topic);
-        let stripe = stripe.lock();
-        let set = &stripe.topics.find(hash, |e| &*e.topic == topic)?.set;
+    fn usable_or_copy(&self, name: &str, from: u128) -> Option<Result<Arc<[u128]>, (u64, u64, Vec<u128>)>> {
+        let set = &self.entry(self.find(name)?).set;
+        if set.members.is_empty() {
+            return None;
+        }
         Some(match set.usable(from) {
             Some(ids) => Ok(ids),
             None => Err((set.instance, set.version, set.members.iter().copied().collect())),
         })
     }
 
-    /// Keeps `ids` (sorted from `topic`'s set `instance` at `version`) as
+    /// Keeps `ids` (sorted from `name`'s set `instance` at `version`) as
     /// the set's copy, if that set is still there and its copy is older.
-    fn install(&self, topic: &str, instance: u64, version: u64, ids: &Arc<[u128]>) {
-        let (hash, stripe) = self.stripe(topic);
-        let mut stripe = stripe.lock();
-        if let Some(entry) = stripe.topics.find_mut(hash, |e| &*e.topic == topic) {
-            let set = &mut entry.set;
+    fn install(&mut self, name: &str, instance: u64, version: u64, ids: &Arc<[u128]>) {
+        if let Some(r) = self.find(name) {
+            let set = &mut self.entry_mut(r).set;
             let newer = set.sorted.as_ref().is_none_or(|(v, _)| *v < version);
             if set.instance == instance && newer {
                 set.sorted = Some((version, Arc::clone(ids)));
@@ -293,28 +305,67 @@ impl TopicIndex {
         }
     }
 
-    /// Up to `limit` subscribers of `topic` with ids from `from` on, into
-    /// `out`, in id order; the id to resume from, `None` when none are left.
-    pub(crate) fn page(
-        &self,
-        topic: &str,
-        from: u128,
-        limit: usize,
-        out: &mut Vec<SessionId>,
-    ) -> Option<u128> {
-        let sorted = self.snapshot(topic, from)?;
-        let (hash, stripe) = self.stripe(topic);
-        let stripe = stripe.lock();
-        let members = &stripe.topics.find(hash, |e| &*e.topic == topic)?.set.members;
+    /// Up to `limit` ids of `sorted` from `from` on that are still in
+    /// `name`'s set, into `out`.
+    fn members_from(&self, name: &str, sorted: &[u128], from: u128, limit: usize, out: &mut Vec<u128>) {
+        let Some(r) = self.find(name) else {
+            return;
+        };
+        let members = &self.entry(r).set.members;
         let first = sorted.partition_point(|&id| id < from);
-        for &id in sorted[first..].iter().filter(|id| members.contains(*id)) {
-            if out.len() == limit {
-                return Some(id);
-            }
-            out.push(SessionId::from_bytes(id.to_le_bytes()));
-        }
-        None
+        out.extend(
+            sorted[first..]
+                .iter()
+                .filter(|id| members.contains(*id))
+                .take(limit),
+        );
     }
+}
+
+/// What a listing needs of the shards: each one's `Topics`, under its lock.
+pub(crate) trait TopicParts {
+    /// Shards.
+    fn parts(&self) -> usize;
+    /// Runs `f` on shard `part`'s topics under its writer mutex.
+    fn with_topics<R>(&self, part: usize, f: impl FnOnce(&mut Topics) -> R) -> R;
+}
+
+/// Up to `limit` subscribers of `name` with ids from `from` on, into `out`,
+/// in id order, merged from every shard; the id to resume from, `None`
+/// when none are left. Each shard gives up to `limit + 1` (one past the
+/// page tells whether more are left and where they resume), from its
+/// snapshot (see `TopicSet`), checked against its set under its mutex:
+/// the promises of one shard's listing hold for the merge, since every id
+/// lives in one shard.
+pub(crate) fn page(
+    parts: &(impl TopicParts + ?Sized),
+    name: &str,
+    from: u128,
+    limit: usize,
+    out: &mut Vec<SessionId>,
+) -> Option<u128> {
+    let mut ids = Vec::new();
+    for part in 0..parts.parts() {
+        let sorted = match parts.with_topics(part, |t| t.usable_or_copy(name, from)) {
+            None => continue,
+            Some(Ok(sorted)) => sorted,
+            Some(Err((instance, version, mut copy))) => {
+                copy.sort_unstable();
+                let sorted: Arc<[u128]> = copy.into();
+                parts.with_topics(part, |t| t.install(name, instance, version, &sorted));
+                sorted
+            }
+        };
+        parts.with_topics(part, |t| t.members_from(name, &sorted, from, limit + 1, &mut ids));
+    }
+    ids.sort_unstable();
+    let next = ids.get(limit).copied();
+    out.extend(
+        ids.iter()
+            .take(limit)
+            .map(|id| SessionId::from_bytes(id.to_le_bytes())),
+    );
+    next
 }
 
 /// `Ok` if one more than `held` stays within `max`, else the typed error.
@@ -407,9 +458,10 @@ struct PerSession {
     /// line, on the heap). Cancels leave their bits; the scan of an arm
     /// that finds its bit set but not its token recomputes them.
     token_bits: u128,
-    /// Two inline: most sessions subscribe to few topics, and a list on the
-    /// heap is one more cache miss per subscribe.
-    topics: SmallVec<[Topic; 2]>,
+    /// The session's topics in the shard's index. Eight inline: most
+    /// sessions subscribe to few topics, and a list on the heap is one more
+    /// cache miss per subscribe.
+    topics: SmallVec<[TopicRef; 8]>,
     /// The session (for checks: a free entry's is stale).
     id: SessionId,
 }
@@ -609,7 +661,8 @@ pub(crate) struct States {
     by_slot: Vec<u32>,
     /// The table's slots.
     slots: usize,
-    index: Arc<TopicIndex>,
+    /// The shard's topic -> subscribers index.
+    index: Topics,
     /// The shard's log, for the live-byte accounting of topics.
     log: Option<Arc<ShardLog>>,
     slab: TimerSlab,
@@ -620,13 +673,13 @@ pub(crate) struct States {
 
 impl States {
     /// The state of a shard whose table has `slots` slots.
-    pub(crate) fn new(index: Arc<TopicIndex>, log: Option<Arc<ShardLog>>, now_ms: u64, slots: usize) -> Self {
+    pub(crate) fn new(log: Option<Arc<ShardLog>>, now_ms: u64, slots: usize) -> Self {
         Self {
             entries: Vec::new(),
             free: Vec::new(),
             by_slot: Vec::new(),
             slots,
-            index,
+            index: Topics::new(),
             log,
             slab: TimerSlab::default(),
             wheel: Wheel::new(now_ms),
@@ -757,9 +810,9 @@ impl States {
         let state = std::mem::replace(&mut self.entries[at as usize], PerSession::new(owner.id));
         self.free.push(at);
         let mut bytes = 0;
-        for topic in &state.topics {
+        for &topic in &state.topics {
+            bytes += subscribe_len(self.index.name(topic).len());
             self.index.remove(topic, owner.id);
-            bytes += subscribe_len(topic.len());
         }
         for &(_, slot) in &state.timers {
             self.wheel.remove(&mut self.slab, slot);
@@ -779,7 +832,7 @@ impl States {
         self.slot(owner)
             .map(|at| {
                 let topics = &self.entries[at as usize].topics;
-                topics.iter().map(|t| String::from(&**t)).collect()
+                topics.iter().map(|&t| String::from(self.index.name(t))).collect()
             })
             .unwrap_or_default()
     }
@@ -787,7 +840,10 @@ impl States {
     /// The session's topics, shared (compaction).
     pub(crate) fn topics_shared(&self, owner: Owner) -> Vec<Topic> {
         self.slot(owner)
-            .map(|at| self.entries[at as usize].topics.to_vec())
+            .map(|at| {
+                let topics = &self.entries[at as usize].topics;
+                topics.iter().map(|&t| Topic::from(self.index.name(t))).collect()
+            })
             .unwrap_or_default()
     }
 
@@ -802,7 +858,8 @@ impl States {
         // The entry may be new (and then empty, which the error paths free).
         let at = self.entry(owner) as usize;
         let state = &self.entries[at];
-        if state.topics.iter().any(|t| &**t == topic) {
+        let found = self.index.find(topic);
+        if found.is_some_and(|r| state.topics.contains(&r)) {
             return Ok((false, None));
         }
         let outcome = room_for_one_more(
@@ -813,8 +870,8 @@ impl States {
         .and_then(|()| append(i64::try_from(subscribe_len(topic.len())).unwrap_or(i64::MAX)));
         match outcome {
             Ok(position) => {
-                let shared = self.index.add(topic, owner.id);
-                self.entries[at].topics.push(shared);
+                let r = self.index.add(found, topic, owner.id);
+                self.entries[at].topics.push(r);
                 Ok((true, position))
             }
             Err(e) => {
@@ -835,14 +892,17 @@ impl States {
         let Some(at) = self.slot(owner) else {
             return Ok((false, None));
         };
+        let Some(r) = self.index.find(topic) else {
+            return Ok((false, None));
+        };
         let topics = &mut self.entries[at as usize].topics;
-        let Some(i) = topics.iter().position(|t| &**t == topic) else {
+        let Some(i) = topics.iter().position(|&t| t == r) else {
             return Ok((false, None));
         };
         // The SUBSCRIBE it cancels is dead from now on.
         let position = append(-i64::try_from(subscribe_len(topic.len())).unwrap_or(i64::MAX))?;
         topics.swap_remove(i);
-        self.index.remove(topic, owner.id);
+        self.index.remove(r, owner.id);
         self.free_if_empty(owner);
         Ok((true, position))
     }
@@ -851,8 +911,12 @@ impl States {
     pub(crate) fn restore(&mut self, owner: Owner, topics: &[Topic]) {
         let at = self.entry(owner) as usize;
         for topic in topics.iter().take(TOPICS_PER_SESSION_MAX) {
-            let shared = self.index.add(topic, owner.id);
-            self.entries[at].topics.push(shared);
+            let found = self.index.find(topic);
+            if found.is_some_and(|r| self.entries[at].topics.contains(&r)) {
+                continue;
+            }
+            let r = self.index.add(found, topic, owner.id);
+            self.entries[at].topics.push(r);
         }
         self.free_if_empty(owner);
     }
@@ -971,6 +1035,11 @@ impl States {
         poll
     }
 
+    /// The shard's topic index (listings).
+    pub(crate) fn topics_index(&mut self) -> &mut Topics {
+        &mut self.index
+    }
+
     /// (session, topic) pairs held in this shard (tests).
     pub(crate) fn topic_entries(&self) -> usize {
         self.held()
@@ -999,10 +1068,11 @@ impl States {
         for (at, id) in self.held() {
             let state = &self.entries[at as usize];
             assert!(state.topics.len() <= TOPICS_PER_SESSION_MAX);
-            for topic in &state.topics {
+            for &topic in &state.topics {
+                let name = self.index.name(topic);
                 assert!(
-                    self.index.contains(topic, *id),
-                    "{id:?} missing from the index of {topic:?}"
+                    self.index.contains(name, *id),
+                    "{id:?} missing from the index of {name:?}"
                 );
             }
             for &(token, slot) in &state.timers {
@@ -1018,6 +1088,11 @@ impl States {
             timers += state.timers.len();
         }
         assert_eq!(timers, self.wheel.len(), "timers in the wheel");
+        assert_eq!(
+            self.index.entries(),
+            self.topic_entries(),
+            "the topic index holds what the sessions hold"
+        );
     }
 }
 
@@ -1091,15 +1166,62 @@ mod tests {
         SessionId::from_bytes(n.to_le_bytes())
     }
 
-    fn page(index: &TopicIndex, topic: &str, from: u128, limit: usize) -> (Vec<u128>, Option<u128>) {
+    /// The shards' indexes, each under a lock as a shard's is; an id lives
+    /// in the part its low bits pick.
+    struct Index(Vec<parking_lot::Mutex<Topics>>);
+
+    impl Index {
+        fn new() -> Self {
+            Self((0..3).map(|_| parking_lot::Mutex::new(Topics::new())).collect())
+        }
+
+        fn part(&self, id: SessionId) -> parking_lot::MutexGuard<'_, Topics> {
+            #[allow(clippy::cast_possible_truncation)] // below the part count
+            let part = (id.to_u128() % self.0.len() as u128) as usize;
+            self.0[part].lock()
+        }
+
+        fn add(&self, topic: &str, id: SessionId) {
+            let mut t = self.part(id);
+            let found = t.find(topic);
+            t.add(found, topic, id);
+        }
+
+        fn remove(&self, topic: &str, id: SessionId) {
+            let mut t = self.part(id);
+            if let Some(r) = t.find(topic) {
+                t.remove(r, id);
+            }
+        }
+
+        fn entries(&self) -> usize {
+            self.0.iter().map(|t| t.lock().entries()).sum()
+        }
+
+        fn held_topics(&self) -> usize {
+            self.0.iter().map(|t| t.lock().held_topics()).sum()
+        }
+    }
+
+    impl TopicParts for Index {
+        fn parts(&self) -> usize {
+            self.0.len()
+        }
+
+        fn with_topics<R>(&self, part: usize, f: impl FnOnce(&mut Topics) -> R) -> R {
+            f(&mut self.0[part].lock())
+        }
+    }
+
+    fn page(index: &Index, topic: &str, from: u128, limit: usize) -> (Vec<u128>, Option<u128>) {
         let mut out = Vec::new();
-        let next = index.page(topic, from, limit, &mut out);
+        let next = super::page(index, topic, from, limit, &mut out);
         (out.iter().map(|id| id.to_u128()).collect(), next)
     }
 
     #[test]
     fn a_listing_goes_on_in_id_order_across_changes() {
-        let index = TopicIndex::new();
+        let index = Index::new();
         for n in (10..=100).step_by(10) {
             index.add("t", sid(n));
         }
@@ -1129,31 +1251,35 @@ mod tests {
 
     #[test]
     fn a_finished_sort_replaces_only_an_older_copy_of_the_same_set() {
-        let index = TopicIndex::new();
+        // One part: the ids below all live in it.
+        let index = Index(vec![parking_lot::Mutex::new(Topics::new())]);
         index.add("t", sid(1));
-        let Some(Err((instance, old_version, _))) = index.usable_or_copy("t", 0) else {
+        let Some(Err((instance, old_version, _))) = index.part(sid(1)).usable_or_copy("t", 0) else {
             panic!("a fresh set has no sorted copy");
         };
         index.add("t", sid(2));
         // A newer sort lands first ...
-        let newer = index.snapshot("t", 0).unwrap();
-        assert_eq!(&*newer, [1, 2]);
+        assert_eq!(page(&index, "t", 0, 10), (vec![1, 2], None));
         // ... and the slower, older one must not replace it (a page further
         // on uses the copy there is).
-        index.install("t", instance, old_version, &Arc::from(vec![1u128]));
+        index
+            .part(sid(1))
+            .install("t", instance, old_version, &Arc::from(vec![1u128]));
         assert_eq!(page(&index, "t", 1, 10), (vec![1, 2], None));
         // The topic empties and comes back: a sort of the old set is not its.
         index.remove("t", sid(1));
         index.remove("t", sid(2));
         index.add("t", sid(3));
-        index.install("t", instance, u64::MAX, &Arc::from(vec![1u128, 2]));
+        index
+            .part(sid(1))
+            .install("t", instance, u64::MAX, &Arc::from(vec![1u128, 2]));
         assert_eq!(page(&index, "t", 1, 10), (vec![3], None));
         assert_eq!(index.entries(), 1);
     }
 
     #[test]
     fn emptied_topics_are_kept_for_reuse_and_bounded() {
-        let index = TopicIndex::new();
+        let index = Index::new();
         // One subscriber coming and going: the entry stays, listings agree.
         for round in 0..100u128 {
             index.add("solo", sid(round));
@@ -1162,14 +1288,14 @@ mod tests {
             assert_eq!(page(&index, "solo", 0, 10), (vec![], None));
         }
         assert_eq!(index.entries(), 0);
-        // Many topics emptied: at most TOPICS_EMPTY_KEPT_MAX a stripe stay.
+        // Many topics emptied: at most TOPICS_EMPTY_KEPT_MAX a part stay.
         for n in 0..10_000u128 {
             let topic = format!("t/{n}");
             index.add(&topic, sid(n));
             index.remove(&topic, sid(n));
         }
         assert!(
-            index.held_topics() <= TOPIC_STRIPES * TOPICS_EMPTY_KEPT_MAX,
+            index.held_topics() <= 3 * TOPICS_EMPTY_KEPT_MAX,
             "{} empty topics held",
             index.held_topics()
         );
@@ -1182,7 +1308,7 @@ mod tests {
             index.add(&topic, sid(n));
             index.remove(&topic, sid(n));
         }
-        assert!(index.held_topics() <= 2_000 + TOPIC_STRIPES * TOPICS_EMPTY_KEPT_MAX);
+        assert!(index.held_topics() <= 2_000 + 3 * TOPICS_EMPTY_KEPT_MAX);
         assert_eq!(index.entries(), 2_000);
     }
 
@@ -1223,7 +1349,7 @@ mod tests {
                 2 => (0..40u8).prop_map(IndexOp::Remove),
                 2 => (0..2usize, 1..6usize).prop_map(|(l, n)| IndexOp::Page(l, n)),
             ], 1..200)) {
-            let index = TopicIndex::new();
+            let index = Index::new();
             let mut members = std::collections::BTreeSet::new();
             let mut listings = [Listing::default(), Listing::default()];
             for op in ops {

@@ -50,7 +50,7 @@ use crate::block::{Access, BlockRef, Due, Metadata};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::per_session::{EntryLine, Owner, States, TopicIndex};
+use crate::per_session::{EntryLine, Owner, States};
 use crate::persist::format::put_len;
 use crate::persist::ShardLog;
 use crate::session::Session;
@@ -295,7 +295,6 @@ impl Shard {
         now_ms: u64,
         log: Option<Arc<ShardLog>>,
         touch_fraction: f64,
-        topics: Arc<TopicIndex>,
     ) -> Self {
         Self {
             table: Atomic::new(Table::new(SLOTS_MIN, 0).expect("a table of one cache line")),
@@ -309,7 +308,7 @@ impl Shard {
                 rebuilds: 0,
                 created_ms_sum: 0,
                 metadata_bytes: 0,
-                states: States::new(topics, log.clone(), now_ms, SLOTS_MIN),
+                states: States::new(log.clone(), now_ms, SLOTS_MIN),
             }),
             len: AtomicUsize::new(0),
             hasher,
@@ -947,7 +946,8 @@ impl Shard {
     }
 
     /// Runs `f` on the shard's per-session state under the writer mutex,
-    /// without looking any session up (a timer cancelled by its handle).
+    /// without looking any session up (a timer cancelled by its handle, a
+    /// listing of a topic's subscribers).
     pub(crate) fn with_states<R>(&self, f: impl FnOnce(&mut States) -> R) -> R {
         f(&mut self.writer.lock().states)
     }
@@ -1001,11 +1001,6 @@ impl Shard {
             wheel::Poll::Done => Swept::All,
             wheel::Poll::More => Swept::More,
         }
-    }
-
-    /// (session, topic) pairs this shard's sessions hold (tests).
-    pub(crate) fn topic_entries(&self) -> usize {
-        self.writer.lock().states.topic_entries()
     }
 
     /// Timers armed and sessions holding state in this shard.
@@ -1163,7 +1158,7 @@ mod tests {
         fn new(now_ms: u64) -> Self {
             let hasher = RandomState::new();
             Self {
-                shard: Shard::new(hasher.clone(), now_ms, None, 0.5, Arc::new(TopicIndex::new())),
+                shard: Shard::new(hasher.clone(), now_ms, None, 0.5),
                 hasher,
                 clock: ManualClock::new(now_ms),
             }
