@@ -743,7 +743,7 @@ impl Core {
                     hash,
                     id,
                     &self.clock,
-                    EntryLine::Topics,
+                    Some(EntryLine::Topics),
                     |states, owner, now_ms| {
                         states.subscribe(owner, topic, |live| shard.append(record, live, now_ms))
                     },
@@ -765,7 +765,7 @@ impl Core {
                     hash,
                     id,
                     &self.clock,
-                    EntryLine::Topics,
+                    Some(EntryLine::Topics),
                     |states, owner, now_ms| {
                         states.unsubscribe(owner, topic, |live| shard.append(record, live, now_ms))
                     },
@@ -778,9 +778,13 @@ impl Core {
     /// The live session's topics.
     pub(crate) fn topics(&self, id: &SessionId) -> Result<Vec<String>> {
         let (hash, shard) = self.route(id);
-        shard.with_state(hash, id, &self.clock, EntryLine::Topics, |states, owner, _| {
-            Ok(states.topics(owner))
-        })
+        shard.with_state(
+            hash,
+            id,
+            &self.clock,
+            Some(EntryLine::Topics),
+            |states, owner, _| Ok(states.topics(owner)),
+        )
     }
 
     /// A page of the live subscribers of `topic`, from the index; ids whose
@@ -816,7 +820,10 @@ impl Core {
             hash,
             id,
             &self.clock,
-            EntryLine::BucketAndTimers,
+            // Not prefetched: the path is short enough for the CPU to load
+            // the entry right after the lookup on its own, and the prefetch
+            // made rate limits slower (results/state.md).
+            None,
             |states, owner, now_ms| Ok(states.rate_limit(owner, bucket, cost, now_ms)),
         )
     }
@@ -828,7 +835,7 @@ impl Core {
             hash,
             id,
             &self.clock,
-            EntryLine::BucketAndTimers,
+            Some(EntryLine::BucketAndTimers),
             |states, owner, now_ms| {
                 // At least the next tick: the wheel fires ticks after the last
                 // one it processed, which may be `now_ms` itself.
@@ -846,7 +853,7 @@ impl Core {
             hash,
             id,
             &self.clock,
-            EntryLine::BucketAndTimers,
+            Some(EntryLine::BucketAndTimers),
             |states, owner, _| Ok(states.cancel(owner, token)),
         )
     }
