@@ -582,7 +582,7 @@ impl Engine {
     }
 
     /// A page of at most `limit` live sessions subscribed to `topic`, in
-    /// id order, from the engine-wide topic index (no scan of the
+    /// id order, merged from the shards' topic indexes (no scan of the
     /// sessions). Pass `TopicCursor::START`, then each page's `next`.
     ///
     /// # Errors

@@ -14,8 +14,9 @@
 //! On the embedded [`Engine`]: topics are logged and recovered (rate-limit
 //! buckets are not: a restart refills them), each shard keeps its sessions'
 //! state under its writer mutex so that it leaves in the same step as the
-//! session, and an engine-wide striped index maps each topic to its
-//! subscribers' ids in order, so `subscribers` pages by id without a scan.
+//! session, and beside it an index of each topic's subscribers in that
+//! shard, so `subscribers` pages by id, merging the shards' pages, without
+//! a scan of the sessions.
 //! `engine/README.md` has the details and the bounds.
 
 use std::fmt;
