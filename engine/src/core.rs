@@ -733,33 +733,30 @@ impl Core {
 
     /// Subscribes the live session to `topic`, logged as `SUBSCRIBE`.
     pub(crate) fn subscribe(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
-        check_topic(topic)?;
-        let (hash, shard) = self.route(id);
-        let (added, position) = self.with_record(
-            (),
-            |(), buf| Record::Subscribe { id: *id, topic }.encode(self.salt(hash), buf),
-            |(), record| {
-                shard.with_state(
-                    hash,
-                    id,
-                    &self.clock,
-                    Some(EntryLine::Topics),
-                    |states, owner, now_ms| {
-                        states.subscribe(owner, topic, |live| shard.append(record, live, now_ms))
-                    },
-                )
-            },
-        )?;
-        Ok((added, self.pending(hash, position)))
+        self.change_topic(id, topic, true)
     }
 
     /// Unsubscribes the live session from `topic`, logged as `UNSUBSCRIBE`.
     pub(crate) fn unsubscribe(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
+        self.change_topic(id, topic, false)
+    }
+
+    /// Subscribes (`subscribe`) or unsubscribes the live session; true if
+    /// that changed anything.
+    #[inline]
+    fn change_topic(&self, id: &SessionId, topic: &str, subscribe: bool) -> Result<(bool, Option<Pending>)> {
         check_topic(topic)?;
         let (hash, shard) = self.route(id);
-        let (removed, position) = self.with_record(
+        let (changed, position) = self.with_record(
             (),
-            |(), buf| Record::Unsubscribe { id: *id, topic }.encode(self.salt(hash), buf),
+            |(), buf| {
+                let record = if subscribe {
+                    Record::Subscribe { id: *id, topic }
+                } else {
+                    Record::Unsubscribe { id: *id, topic }
+                };
+                record.encode(self.salt(hash), buf);
+            },
             |(), record| {
                 shard.with_state(
                     hash,
@@ -767,12 +764,17 @@ impl Core {
                     &self.clock,
                     Some(EntryLine::Topics),
                     |states, owner, now_ms| {
-                        states.unsubscribe(owner, topic, |live| shard.append(record, live, now_ms))
+                        let append = |live| shard.append(record, live, now_ms);
+                        if subscribe {
+                            states.subscribe(owner, topic, append)
+                        } else {
+                            states.unsubscribe(owner, topic, append)
+                        }
                     },
                 )
             },
         )?;
-        Ok((removed, self.pending(hash, position)))
+        Ok((changed, self.pending(hash, position)))
     }
 
     /// The live session's topics.

@@ -827,24 +827,22 @@ impl States {
         }
     }
 
-    /// The session's topics.
-    pub(crate) fn topics(&self, owner: Owner) -> Vec<String> {
-        self.slot(owner)
-            .map(|at| {
-                let topics = &self.entries[at as usize].topics;
-                topics.iter().map(|&t| String::from(self.index.name(t))).collect()
-            })
-            .unwrap_or_default()
+    /// The names of the session's topics.
+    fn topic_names(&self, owner: Owner) -> impl Iterator<Item = &str> {
+        let topics = self
+            .slot(owner)
+            .map_or(&[][..], |at| &self.entries[at as usize].topics[..]);
+        topics.iter().map(|&t| self.index.name(t))
     }
 
-    /// The session's topics, shared (compaction).
+    /// The session's topics.
+    pub(crate) fn topics(&self, owner: Owner) -> Vec<String> {
+        self.topic_names(owner).map(String::from).collect()
+    }
+
+    /// The session's topics, as compaction carries them.
     pub(crate) fn topics_shared(&self, owner: Owner) -> Vec<Topic> {
-        self.slot(owner)
-            .map(|at| {
-                let topics = &self.entries[at as usize].topics;
-                topics.iter().map(|&t| Topic::from(self.index.name(t))).collect()
-            })
-            .unwrap_or_default()
+        self.topic_names(owner).map(Topic::from).collect()
     }
 
     /// Subscribes the session to `topic`, logging through `append` (given
