@@ -107,6 +107,9 @@ impl TopicSet {
 /// Ids an emptied topic's set keeps room for while it waits for reuse.
 const EMPTY_SET_ROOM: usize = 4;
 
+/// What `Topics::lookup` finds: the topic, or else its name's hash.
+type Lookup = std::result::Result<TopicRef, u64>;
+
 /// A topic of the shard's index: its name, its hash and its set.
 struct TopicEntry {
     name: Box<str>,
@@ -174,6 +177,13 @@ impl Topics {
     /// The topic called `name`, if the shard holds it.
     #[inline]
     fn find(&self, name: &str) -> Option<TopicRef> {
+        self.lookup(name).ok()
+    }
+
+    /// The topic called `name`, or else its name's hash (to create it
+    /// without hashing the name again).
+    #[inline]
+    fn lookup(&self, name: &str) -> Lookup {
         let hash = self.hasher.hash_one(name);
         let slab = &self.slab;
         self.by_name
@@ -181,12 +191,13 @@ impl Topics {
                 slab[r as usize].as_ref().is_some_and(|e| *e.name == *name)
             })
             .copied()
+            .ok_or(hash)
     }
 
-    /// Adds `id` under `name` (`found`: what `find` gave for it); returns
-    /// the topic's ref.
-    fn add(&mut self, found: Option<TopicRef>, name: &str, id: SessionId) -> TopicRef {
-        let r = found.unwrap_or_else(|| self.create(name));
+    /// Adds `id` under `name` (`found`: what `lookup` gave for it);
+    /// returns the topic's ref.
+    fn add(&mut self, found: Lookup, name: &str, id: SessionId) -> TopicRef {
+        let r = found.unwrap_or_else(|hash| self.create(name, hash));
         let set = &mut self.slab[r as usize].as_mut().expect("found or created").set;
         if set.members.is_empty() {
             self.empty -= 1;
@@ -199,8 +210,7 @@ impl Topics {
 
     /// A new, empty topic (counted as a kept empty one until `add` fills it).
     #[cold]
-    fn create(&mut self, name: &str) -> TopicRef {
-        let hash = self.hasher.hash_one(name);
+    fn create(&mut self, name: &str, hash: u64) -> TopicRef {
         self.created += 1;
         self.empty += 1;
         let entry = TopicEntry {
@@ -856,8 +866,8 @@ impl States {
         // The entry may be new (and then empty, which the error paths free).
         let at = self.entry(owner) as usize;
         let state = &self.entries[at];
-        let found = self.index.find(topic);
-        if found.is_some_and(|r| state.topics.contains(&r)) {
+        let found = self.index.lookup(topic);
+        if found.is_ok_and(|r| state.topics.contains(&r)) {
             return Ok((false, None));
         }
         let outcome = room_for_one_more(
@@ -909,8 +919,8 @@ impl States {
     pub(crate) fn restore(&mut self, owner: Owner, topics: &[Topic]) {
         let at = self.entry(owner) as usize;
         for topic in topics.iter().take(TOPICS_PER_SESSION_MAX) {
-            let found = self.index.find(topic);
-            if found.is_some_and(|r| self.entries[at].topics.contains(&r)) {
+            let found = self.index.lookup(topic);
+            if found.is_ok_and(|r| self.entries[at].topics.contains(&r)) {
                 continue;
             }
             let r = self.index.add(found, topic, owner.id);
@@ -1181,7 +1191,7 @@ mod tests {
 
         fn add(&self, topic: &str, id: SessionId) {
             let mut t = self.part(id);
-            let found = t.find(topic);
+            let found = t.lookup(topic);
             t.add(found, topic, id);
         }
 
