@@ -22,14 +22,12 @@ async fn redis_cluster_passes_the_suite_and_lists_every_master() {
         ..SuiteOptions::default()
     };
     run_suite("redis cluster", options, || {
-        let config =
-            RedisConfig::multi_node_cluster(urls.clone()).key_prefix(support::unique_prefix("suite"));
+        let config = support::cluster_preset(urls.clone()).key_prefix(support::unique_prefix("suite"));
         async move { RedisStore::connect(config).await.expect("connect") }
     })
     .await;
     run_state_suite("redis cluster", options, || {
-        let config =
-            RedisConfig::multi_node_cluster(urls.clone()).key_prefix(support::unique_prefix("state"));
+        let config = support::cluster_preset(urls.clone()).key_prefix(support::unique_prefix("state"));
         async move { RedisStore::connect(config).await.expect("connect") }
     })
     .await;

@@ -62,7 +62,7 @@ fn master_of_slot(first_slots: &[u32], slot: u16) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_on_a_cluster_returns_each_live_subscriber_once() {
     let cluster = Cluster::start(1_000);
-    let config = RedisConfig::multi_node_cluster(cluster.urls()).key_prefix(support::unique_prefix("fanout"));
+    let config = support::cluster_preset(cluster.urls()).key_prefix(support::unique_prefix("fanout"));
     let store = RedisStore::connect(config).await.expect("connect");
     let first_slots = cluster.first_slots();
     assert_eq!(first_slots.len(), 3);

@@ -153,13 +153,13 @@ async fn on_a_cluster_with_the_cluster_preset() {
     let cluster = support::Cluster::start(1_000);
     let prefix = support::unique_prefix("lifetime");
     let capped = RedisStore::connect(
-        RedisConfig::multi_node_cluster(cluster.urls())
+        support::cluster_preset(cluster.urls())
             .key_prefix(prefix.clone())
             .max_lifetime(Timeout::from_secs(5)),
     )
     .await
     .unwrap();
-    let plain = RedisStore::connect(RedisConfig::multi_node_cluster(cluster.urls()).key_prefix(prefix))
+    let plain = RedisStore::connect(support::cluster_preset(cluster.urls()).key_prefix(prefix))
         .await
         .unwrap();
     let node = &cluster.nodes[0];

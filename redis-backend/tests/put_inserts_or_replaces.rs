@@ -136,7 +136,7 @@ async fn put_inserts_or_replaces_on_one_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_inserts_or_replaces_on_a_cluster() {
     let cluster = support::Cluster::start(1_000);
-    let config = RedisConfig::multi_node_cluster(cluster.urls())
+    let config = support::cluster_preset(cluster.urls())
         .key_prefix(support::unique_prefix("put"))
         .metadata_bytes_max(METADATA_BYTES_MAX);
     let store = RedisStore::connect(config).await.expect("connect");

@@ -144,7 +144,7 @@ async fn rotate_moves_the_session_on_one_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_moves_the_session_on_a_cluster() {
     let cluster = support::Cluster::start(1_000);
-    let config = RedisConfig::multi_node_cluster(cluster.urls()).key_prefix(support::unique_prefix("rotate"));
+    let config = support::cluster_preset(cluster.urls()).key_prefix(support::unique_prefix("rotate"));
     let store = RedisStore::connect(config).await.expect("connect");
     let port = cluster.nodes[0].port.to_string();
     let cli = |args: &[&str]| {

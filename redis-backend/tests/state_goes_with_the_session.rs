@@ -190,7 +190,7 @@ async fn on_one_server() {
 async fn on_a_cluster_with_the_cluster_preset() {
     let cluster = support::Cluster::start(1_000);
     let store = RedisStore::connect(
-        RedisConfig::multi_node_cluster(cluster.urls()).key_prefix(support::unique_prefix("state")),
+        support::cluster_preset(cluster.urls()).key_prefix(support::unique_prefix("state")),
     )
     .await
     .expect("connect");

@@ -186,7 +186,7 @@ async fn try_update_on_one_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_update_on_a_cluster() {
     let cluster = support::Cluster::start(1_000);
-    let config = RedisConfig::multi_node_cluster(cluster.urls()).key_prefix(support::unique_prefix("try"));
+    let config = support::cluster_preset(cluster.urls()).key_prefix(support::unique_prefix("try"));
     let store = RedisStore::connect(config).await.expect("connect");
     the_four_outcomes(&store).await;
     a_closure_runs_again_after_a_concurrent_update(&store).await;

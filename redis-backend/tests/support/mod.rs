@@ -563,3 +563,21 @@ pub fn unique_prefix(tag: &str) -> String {
 pub fn target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")
 }
+
+/// `WAIT`'s timeout in [`cluster_preset`]: the preset's 100 ms is what a
+/// server on a LAN needs, and a replica of a loaded 2-core test machine
+/// sometimes takes longer, which made a test whose subject is not
+/// replication fail with `OutcomeUnknown`.
+pub const TEST_WAIT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `RedisConfig::multi_node_cluster` (`WAIT` for one replica), with a
+/// `WAIT` timeout and a request budget for a loaded test machine: for the
+/// tests of what a cluster store does, not of how long `WAIT` takes.
+pub fn cluster_preset(urls: Vec<String>) -> session_redis::RedisConfig {
+    session_redis::RedisConfig::multi_node_cluster(urls)
+        .request_timeout(5 * TEST_WAIT_TIMEOUT)
+        .replication(session_redis::Replication::Wait {
+            replicas: 1,
+            timeout: TEST_WAIT_TIMEOUT,
+        })
+}
