@@ -174,6 +174,14 @@ pub const TIMERS_PER_SESSION_MAX: usize = 256;
 /// shard's lock).
 pub const TOPICS_EMPTY_KEPT_MAX: usize = 8;
 
+/// Room (subscriber ids) the topics a shard keeps without subscribers hold
+/// for their return, at most, in all: about 280 KiB a shard. A set that
+/// would take the total past this shrinks to a few ids when it empties.
+/// Below it, a topic whose subscribers all leave and come back (a
+/// resource's watchers reconnecting) finds its set the size it was, instead
+/// of growing it again by doublings, each a rehash of every id.
+pub const TOPICS_EMPTY_ROOM_MAX: usize = 16_384;
+
 /// Flusher threads of an `Always` engine, at most (one per shard log up to
 /// this many; past it, thread `t` syncs the logs `t`, `t + n`, ...). The
 /// syncs async writers wait for run on these threads, and those of

@@ -43,7 +43,9 @@ use smallvec::SmallVec;
 use crate::block::prefetch;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::limits::{TIMERS_PER_SESSION_MAX, TOPICS_EMPTY_KEPT_MAX, TOPICS_PER_SESSION_MAX};
+use crate::limits::{
+    TIMERS_PER_SESSION_MAX, TOPICS_EMPTY_KEPT_MAX, TOPICS_EMPTY_ROOM_MAX, TOPICS_PER_SESSION_MAX,
+};
 use crate::persist::format::subscribe_len;
 use crate::persist::ShardLog;
 use crate::shard::LogPosition;
@@ -104,7 +106,8 @@ impl TopicSet {
     }
 }
 
-/// Ids an emptied topic's set keeps room for while it waits for reuse.
+/// Ids an emptied topic's set keeps room for while it waits for reuse,
+/// when the shard's kept room (`TOPICS_EMPTY_ROOM_MAX`) is spent.
 const EMPTY_SET_ROOM: usize = 4;
 
 /// What `Topics::lookup` finds: the topic, or else its name's hash.
@@ -142,6 +145,9 @@ pub(crate) struct Topics {
     /// Entries whose set is empty, kept for reuse (at most
     /// `TOPICS_EMPTY_KEPT_MAX`).
     empty: usize,
+    /// Room (ids) the empty sets hold: at most `TOPICS_EMPTY_ROOM_MAX`,
+    /// plus the few ids of each set shrunk past it.
+    kept_room: usize,
 }
 
 impl Topics {
@@ -154,6 +160,7 @@ impl Topics {
             by_name: hashbrown::HashTable::new(),
             created: 0,
             empty: 0,
+            kept_room: 0,
         }
     }
 
@@ -201,6 +208,7 @@ impl Topics {
         let set = &mut self.slab[r as usize].as_mut().expect("found or created").set;
         if set.members.is_empty() {
             self.empty -= 1;
+            self.kept_room -= set.members.capacity();
         }
         if set.members.insert(id.to_u128()) {
             set.version += 1;
@@ -246,7 +254,12 @@ impl Topics {
             .as_mut()
             .expect("a topic named by a session is held");
         let set = &mut entry.set;
-        if !set.members.remove(&id.to_u128()) {
+        let key = id.to_u128();
+        if set.members.len() == 1 && set.members.contains(&key) {
+            // The last one: a clear also drops the removals' tombstones,
+            // which count against the room an emptied set keeps.
+            set.members.clear();
+        } else if !set.members.remove(&key) {
             return;
         }
         set.version += 1;
@@ -255,11 +268,17 @@ impl Topics {
         }
         if self.empty < TOPICS_EMPTY_KEPT_MAX {
             // Kept for reuse, as a new set (a sort of the old one must not
-            // land in it), without its sorted copy or its room.
+            // land in it), without its sorted copy. It keeps its room while
+            // the shard's budget allows: a topic whose subscribers all leave
+            // and come back then does not grow its set again (a rehash of
+            // every id and a fresh allocation at each doubling).
             self.created += 1;
             set.instance = self.created;
             set.sorted = None;
-            set.members.shrink_to(EMPTY_SET_ROOM);
+            if self.kept_room + set.members.capacity() > TOPICS_EMPTY_ROOM_MAX {
+                set.members.shrink_to(EMPTY_SET_ROOM);
+            }
+            self.kept_room += set.members.capacity();
             self.empty += 1;
         } else {
             let hash = entry.hash;
@@ -269,6 +288,15 @@ impl Topics {
             self.slab[r as usize] = None;
             self.free.push(r);
         }
+    }
+
+    /// Checks the counts of empty sets and of their room.
+    fn check_invariants(&self) {
+        let empty = self.slab.iter().flatten().filter(|e| e.set.members.is_empty());
+        let (sets, room) = empty.fold((0, 0), |(n, room), e| (n + 1, room + e.set.members.capacity()));
+        assert_eq!(sets, self.empty, "empty topics kept");
+        assert!(sets <= TOPICS_EMPTY_KEPT_MAX, "{sets} empty topics kept");
+        assert_eq!(room, self.kept_room, "room of the empty topics");
     }
 
     /// Topic entries held, empty ones included (tests).
@@ -1096,6 +1124,7 @@ impl States {
             timers += state.timers.len();
         }
         assert_eq!(timers, self.wheel.len(), "timers in the wheel");
+        self.index.check_invariants();
         assert_eq!(
             self.index.entries(),
             self.topic_entries(),
@@ -1318,6 +1347,46 @@ mod tests {
         }
         assert!(index.held_topics() <= 2_000 + 3 * TOPICS_EMPTY_KEPT_MAX);
         assert_eq!(index.entries(), 2_000);
+        for part in &index.0 {
+            part.lock().check_invariants();
+        }
+    }
+
+    #[test]
+    fn an_emptied_topic_keeps_its_room_within_the_budget() {
+        let mut topics = Topics::new();
+        let fill = |topics: &mut Topics, name: &str, n: u128| {
+            for i in 0..n {
+                let found = topics.lookup(name);
+                topics.add(found, name, sid(i));
+            }
+        };
+        let empty_out = |topics: &mut Topics, name: &str, n: u128| {
+            let r = topics.find(name).unwrap();
+            for i in 0..n {
+                topics.remove(r, sid(i));
+            }
+        };
+        let room =
+            |topics: &Topics, name: &str| topics.entry(topics.find(name).unwrap()).set.members.capacity();
+        // Its subscribers leave and come back: the set keeps its room.
+        fill(&mut topics, "big", 10_000);
+        let big_room = room(&topics, "big");
+        empty_out(&mut topics, "big", 10_000);
+        topics.check_invariants();
+        assert_eq!(room(&topics, "big"), big_room);
+        fill(&mut topics, "big", 10_000);
+        assert_eq!(room(&topics, "big"), big_room);
+        topics.check_invariants();
+        // A second big topic emptied while the first is empty would take the
+        // kept room past the budget: it shrinks.
+        empty_out(&mut topics, "big", 10_000);
+        fill(&mut topics, "other", 10_000);
+        empty_out(&mut topics, "other", 10_000);
+        topics.check_invariants();
+        assert!(big_room + room(&topics, "other") <= TOPICS_EMPTY_ROOM_MAX + EMPTY_SET_ROOM * 2);
+        assert!(room(&topics, "other") < 10_000);
+        assert_eq!(topics.entries(), 0);
     }
 
     #[derive(Clone, Debug)]
