@@ -700,6 +700,16 @@ impl Engine {
         }
     }
 
+    /// Makes every later log sync panic, as a bug in the sync path (or a
+    /// `tracing` subscriber panicking in it) would, to test that its
+    /// waiters fail as after a failed sync instead of waiting forever.
+    #[doc(hidden)]
+    pub fn debug_panic_syncs(&self) {
+        for log in &self.core.logs {
+            log.panic_syncs();
+        }
+    }
+
     /// Runs `while_held` holding shard `shard`'s writer lock, as a writer
     /// stalled in its critical section would (tests and the stalled-writer
     /// measurement: reads of that shard must go on).

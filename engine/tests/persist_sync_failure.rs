@@ -1,7 +1,8 @@
 //! A failed sync (a disk returning `EIO`) in `Always` mode: the writers that
 //! were waiting on it learn that their outcome is unknown, none hangs, later
 //! writes are refused instead of pretending, reads go on, and the directory
-//! still recovers everything acknowledged before the failure.
+//! still recovers everything acknowledged before the failure. A sync that
+//! panics is met the same way.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -74,6 +75,72 @@ fn a_failed_sync_is_reported_and_then_writes_are_refused() {
     };
 
     // The process "restarts": everything acknowledged is there.
+    let engine = Engine::open(support::always_config(dir.path(), 2)).unwrap();
+    for (i, id) in acked.iter().enumerate() {
+        let i = u32::try_from(i).unwrap();
+        assert_eq!(engine.peek(id).unwrap().metadata(), i.to_le_bytes());
+    }
+}
+
+/// A sync that panics (a bug, or a `tracing` subscriber panicking in the
+/// failure path) is met like a failed one: its waiters, blocking and async,
+/// learn that their outcome is unknown, later writes are refused, and no
+/// writer waits forever for a sync that will never end.
+#[test]
+fn a_panicking_sync_fails_its_writers_instead_of_hanging_them() {
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = Timeout::from_secs(3600);
+    let engine = std::sync::Arc::new(Engine::open(support::always_config(dir.path(), 2)).unwrap());
+    let acked: Vec<_> = (0..20u32)
+        .map(|i| engine.create(&i.to_le_bytes(), timeout).unwrap())
+        .collect();
+    engine.debug_panic_syncs();
+    let outcome = |result: Result<session_engine::SessionId, Error>| match result {
+        Ok(_) => panic!("a create was acknowledged although every sync panics"),
+        Err(Error::OutcomeUnknown { reason }) => assert!(reason.contains("panicked"), "{reason}"),
+        Err(Error::WritesRefused { reason }) => assert!(reason.contains("panicked"), "{reason}"),
+        Err(other) => panic!("unexpected error: {other}"),
+    };
+    std::thread::scope(|s| {
+        for w in 0..4 {
+            let engine = &engine;
+            s.spawn(move || {
+                for i in 0..4u32 {
+                    outcome(engine.create(format!("writer {w} write {i}").as_bytes(), timeout));
+                }
+            });
+        }
+        // Async writers wait on the flusher thread's syncs.
+        let engine = std::sync::Arc::clone(&engine);
+        s.spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let tasks: Vec<_> = (0..8)
+                    .map(|t| {
+                        let engine = std::sync::Arc::clone(&engine);
+                        tokio::spawn(async move {
+                            let meta = format!("task {t}");
+                            session_engine::SessionStore::create(&*engine, meta.as_bytes(), timeout).await
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    outcome(task.await.unwrap());
+                }
+            });
+        });
+    });
+    let err = engine.create(b"after", timeout).unwrap_err();
+    assert!(matches!(err, Error::WritesRefused { .. }), "{err}");
+    for (i, id) in acked.iter().enumerate() {
+        let i = u32::try_from(i).unwrap();
+        assert_eq!(engine.get(id).unwrap().metadata(), i.to_le_bytes());
+    }
+    drop(engine);
     let engine = Engine::open(support::always_config(dir.path(), 2)).unwrap();
     for (i, id) in acked.iter().enumerate() {
         let i = u32::try_from(i).unwrap();

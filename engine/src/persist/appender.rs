@@ -19,7 +19,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -35,6 +35,11 @@ use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::PREFAULT_AHEAD_BYTES;
 use crate::limits::TOUCH_QUEUE_MAX;
+
+/// `ShardLog::fail_syncs`' values: syncs work, fail, or panic (test hooks).
+const SYNCS_WORK: u8 = 0;
+const SYNCS_FAIL: u8 = 1;
+const SYNCS_PANIC: u8 = 2;
 
 /// How long an injected sync failure takes (`Engine::debug_fail_syncs`).
 const INJECTED_FAILURE_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
@@ -55,8 +60,9 @@ pub(crate) struct ShardLog {
     segment_len: usize,
     durability: Durability,
     writer: Mutex<Writer>,
-    /// Test hook: every sync fails as a real one would (`Engine::debug_fail_syncs`).
-    fail_syncs: AtomicBool,
+    /// Test hook: every sync fails as a real one would
+    /// (`Engine::debug_fail_syncs`), or panics (`Engine::debug_panic_syncs`).
+    fail_syncs: AtomicU8,
     /// Readers' `TOUCH` records, appended by the next writer or the
     /// background thread.
     touches: ArrayQueue<(SessionId, u64)>,
@@ -157,7 +163,7 @@ impl ShardLog {
                 live_bytes: r.live_bytes,
                 failed: None,
             }),
-            fail_syncs: AtomicBool::new(false),
+            fail_syncs: AtomicU8::new(SYNCS_WORK),
             touches: ArrayQueue::new(TOUCH_QUEUE_MAX),
             touches_dropped: AtomicU64::new(0),
         }
@@ -351,7 +357,9 @@ impl ShardLog {
     /// cache's state is unknown, so it does not pretend: fsyncgate).
     pub(crate) fn sync(&self, unsynced: &Unsynced) -> Result<u64> {
         for (segment, from, to) in &unsynced.ranges {
-            let synced = if self.fail_syncs.load(Ordering::Relaxed) {
+            let fail = self.fail_syncs.load(Ordering::Relaxed);
+            assert!(fail != SYNCS_PANIC, "injected sync panic (debug_panic_syncs)");
+            let synced = if fail == SYNCS_FAIL {
                 // A failing disk takes its time to say so; writers queue
                 // behind the round meanwhile, as they would.
                 std::thread::sleep(INJECTED_FAILURE_DELAY);
@@ -381,7 +389,24 @@ impl ShardLog {
 
     /// Makes every later sync fail (tests of the failure path).
     pub(crate) fn fail_syncs(&self) {
-        self.fail_syncs.store(true, Ordering::Relaxed);
+        self.fail_syncs.store(SYNCS_FAIL, Ordering::Relaxed);
+    }
+
+    /// Makes every later sync panic (tests of the panic path).
+    pub(crate) fn panic_syncs(&self) {
+        self.fail_syncs.store(SYNCS_PANIC, Ordering::Relaxed);
+    }
+
+    /// Refuses every later write: a sync panicked, so what reached the disk
+    /// is unknown, as after a failed sync. The error for its waiters.
+    pub(crate) fn refuse_after_panic(&self, message: &str) -> Error {
+        let reason = format!("a sync of log {} panicked: {message}", self.id.dir.display());
+        let mut w = self.writer.lock();
+        if w.failed.is_none() {
+            w.failed = Some(reason.clone());
+        }
+        drop(w);
+        io_error(reason, io::Error::other("panicked"))
     }
 
     /// `(log_bytes, live_bytes)` for the compaction trigger.

@@ -37,6 +37,7 @@
 //! Lock order: the log's writer mutex is never held while the commit's mutex
 //! is, and no thread waits holding either.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
@@ -230,7 +231,13 @@ impl GroupCommit {
     /// one it did not. Everything appended before the call is covered on
     /// success.
     fn lead(&self) -> Result<()> {
-        let synced = self.log.take_unsynced().and_then(|u| self.log.sync(&u));
+        // A panic in the sync (a bug, or a `tracing` subscriber's in its
+        // failure path) would leave `flushing` set and every waiter of this
+        // log waiting forever: it fails the sync instead, like an I/O error.
+        let synced = catch_unwind(AssertUnwindSafe(|| {
+            self.log.take_unsynced().and_then(|u| self.log.sync(&u))
+        }))
+        .unwrap_or_else(|panic| Err(self.log.refuse_after_panic(panic_message(panic.as_ref()))));
         let mut state = self.state.lock();
         let waiters = std::mem::take(&mut state.waiters);
         let async_waiters = std::mem::take(&mut state.async_waiters);
@@ -367,6 +374,15 @@ impl GroupCommit {
 /// Syncs several logs in a row (the `Interval` flush, `close`, the flusher
 /// thread): starts every log's writeback first, so that each sync finds its
 /// pages on their way. The first error, after trying every log.
+/// The text of a panic's payload, when it has one.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 pub(crate) fn flush_all<'a>(commits: impl Iterator<Item = &'a GroupCommit> + Clone) -> Result<()> {
     for commit in commits.clone() {
         commit.log().hint_writeback();
