@@ -203,6 +203,7 @@ impl Topics {
 
     /// Adds `id` under `name` (`found`: what `lookup` gave for it);
     /// returns the topic's ref.
+    #[inline]
     fn add(&mut self, found: Lookup, name: &str, id: SessionId) -> TopicRef {
         let r = found.unwrap_or_else(|hash| self.create(name, hash));
         let set = &mut self.slab[r as usize].as_mut().expect("found or created").set;
@@ -629,7 +630,7 @@ impl TimerSlab {
         let at = u32::try_from(self.entries.len())
             .ok()
             .filter(|&at| at <= wheel::INDEX_MAX)
-            .ok_or(Error::LimitExceeded {
+            .ok_or_else(|| Error::LimitExceeded {
                 what: "timers in one shard",
                 len: self.entries.len() + 1,
                 max: wheel::INDEX_MAX as usize,
@@ -807,10 +808,18 @@ impl States {
     }
 
     /// The session's entry, made if it has none.
+    #[inline]
     fn entry(&mut self, owner: Owner) -> u32 {
-        if let Some(at) = self.slot(owner) {
-            return at;
+        match self.slot(owner) {
+            Some(at) => at,
+            None => self.new_entry(owner),
         }
+    }
+
+    /// A new entry for the session, which has none.
+    #[cold]
+    #[inline(never)]
+    fn new_entry(&mut self, owner: Owner) -> u32 {
         let at = if let Some(at) = self.free.pop() {
             self.entries[at as usize] = PerSession::new(owner.id);
             at
@@ -885,6 +894,7 @@ impl States {
 
     /// Subscribes the session to `topic`, logging through `append` (given
     /// the live-byte change) first; false if it was subscribed already.
+    #[inline]
     pub(crate) fn subscribe(
         &mut self,
         owner: Owner,
@@ -919,6 +929,7 @@ impl States {
 
     /// Unsubscribes the session from `topic`, logging first; false if it
     /// was not subscribed (nothing logged).
+    #[inline]
     pub(crate) fn unsubscribe(
         &mut self,
         owner: Owner,

@@ -904,6 +904,7 @@ impl Shard {
     /// slot (which names its entry) and the time read under the lock; the
     /// `line` of the session's entry that `f` reads, if given, is
     /// prefetched before the lookup. No epoch guard: see `with_writer`.
+    #[inline]
     pub(crate) fn with_state<R>(
         &self,
         hash: u64,
@@ -917,7 +918,9 @@ impl Shard {
                 w.states.prefetch(table.start(hash), line);
             }
             let now_ms = clock.now_ms();
-            let at = table.find_slot(hash, id).ok_or(Error::NotFound)?;
+            let Some(at) = table.find_slot(hash, id) else {
+                return Err(Error::NotFound);
+            };
             if !matches!(table.header(at).access(now_ms, false), Access::Live { .. }) {
                 return Err(Error::NotFound);
             }
@@ -928,6 +931,7 @@ impl Shard {
     /// Runs `f` under the writer mutex with the shard's table, without
     /// pinning an epoch guard (a pin is a fence and two stores on every
     /// per-session state call). For work done entirely under the mutex.
+    #[inline]
     fn with_writer<R>(&self, f: impl FnOnce(&mut Writer, &Table) -> R) -> R {
         let mut w = self.writer.lock();
         // SAFETY: only a holder of the writer mutex replaces the table or
