@@ -500,12 +500,15 @@ struct PerSession {
     /// The session's topics in the shard's index. Eight inline: most
     /// sessions subscribe to few topics, and a list on the heap is one more
     /// cache miss per subscribe.
-    topics: SmallVec<[TopicRef; 8]>,
+    topics: SmallVec<[TopicRef; TOPICS_INLINE]>,
     /// The session (for checks: a free entry's is stale).
     id: SessionId,
 }
 const _: () = assert!(std::mem::size_of::<PerSession>() == 128);
 const _: () = assert!(std::mem::offset_of!(PerSession, topics) == 64);
+
+/// Topics a session's entry holds without a list on the heap.
+const TOPICS_INLINE: usize = 8;
 
 /// The cache line of a `PerSession` a state call reads.
 #[derive(Clone, Copy)]
@@ -939,13 +942,21 @@ impl States {
         let Some(at) = self.slot(owner) else {
             return Ok((false, None));
         };
-        let Some(r) = self.index.find(topic) else {
+        let topics = &self.entries[at as usize].topics;
+        // A session's few topics are compared by name (most differ in
+        // length): cheaper than hashing the name to look it up.
+        let found = if topics.len() <= TOPICS_INLINE {
+            topics.iter().position(|&t| self.index.name(t) == topic)
+        } else {
+            self.index
+                .find(topic)
+                .and_then(|r| topics.iter().position(|&t| t == r))
+        };
+        let Some(i) = found else {
             return Ok((false, None));
         };
+        let r = topics[i];
         let topics = &mut self.entries[at as usize].topics;
-        let Some(i) = topics.iter().position(|&t| t == r) else {
-            return Ok((false, None));
-        };
         // The SUBSCRIBE it cancels is dead from now on.
         let position = append(-i64::try_from(subscribe_len(topic.len())).unwrap_or(i64::MAX))?;
         topics.swap_remove(i);
