@@ -997,6 +997,7 @@ impl States {
 
     /// Arms (or re-arms) the session's timer `token` at `deadline`; its slab
     /// slot and that slot's generation (the handle's parts).
+    #[inline]
     pub(crate) fn arm(&mut self, owner: Owner, token: u64, deadline: u64) -> Result<(u32, u32)> {
         let at = self.entry(owner);
         let state = &mut self.entries[at as usize];
@@ -1049,6 +1050,7 @@ impl States {
     /// session. The slot names the timer and the timer its session's
     /// entry: no lookup of the session at all (an entry this empties stays
     /// until the session leaves or another call frees it).
+    #[inline]
     pub(crate) fn cancel_slot(&mut self, slot: u32, generation: u32) -> bool {
         let Some(&TimerEntry { owner, .. }) = self.slab.current(slot, generation) else {
             return false;

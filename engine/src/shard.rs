@@ -954,6 +954,7 @@ impl Shard {
     /// Runs `f` on the shard's per-session state under the writer mutex,
     /// without looking any session up (a timer cancelled by its handle, a
     /// listing of a topic's subscribers).
+    #[inline]
     pub(crate) fn with_states<R>(&self, f: impl FnOnce(&mut States) -> R) -> R {
         f(&mut self.writer.lock().states)
     }

@@ -173,6 +173,7 @@ impl Wheel {
 
     /// Schedules `index` at tick `when`. Deadlines at or before `elapsed`
     /// fire on the next poll past `elapsed`.
+    #[inline]
     pub(crate) fn insert(&mut self, store: &mut impl WheelStore, index: u32, when: u64) {
         debug_assert!(index <= INDEX_MAX, "index {index} collides with the head marker");
         debug_assert!(
@@ -188,6 +189,7 @@ impl Wheel {
     }
 
     /// Unschedules `index`; false if it was not scheduled.
+    #[inline]
     pub(crate) fn remove(&mut self, store: &mut impl WheelStore, index: u32) -> bool {
         let Link { prev, next } = store.link(index);
         if prev == NIL {
