@@ -266,27 +266,32 @@ impl Core {
     }
 
     /// Many reads in one pass: the slots of a batch are prefetched together,
-    /// so their cache misses overlap instead of following one another.
+    /// so their cache misses overlap instead of following one another, and
+    /// each id's hash, shard and table are found once for its three steps.
     pub(crate) fn read_many(&self, ids: &[SessionId], slide: bool) -> Vec<Result<Session>> {
         const BATCH: usize = 16;
         let guard = crossbeam_epoch::pin();
         let now_ms = self.clock.now_ms();
         let mut out = Vec::with_capacity(ids.len());
+        let first: &Shard = &self.shards[0];
+        let filler = (0, first, first.start_read(0, &guard));
         for chunk in ids.chunks(BATCH) {
-            let mut hashes = [0u64; BATCH];
-            for (h, id) in hashes.iter_mut().zip(chunk) {
-                *h = hash_id(&self.hasher, id);
-                self.shards[route_shard(*h, self.shard_mask)].prefetch(*h, &guard);
+            let mut batch = [filler; BATCH];
+            for (b, id) in batch.iter_mut().zip(chunk) {
+                let (hash, shard) = self.route(id);
+                *b = (hash, shard, shard.start_read(hash, &guard));
             }
+            let batch = &batch[..chunk.len()];
             // The slots are on their way; start the blocks they point to.
-            for &h in &hashes[..chunk.len()] {
-                self.shards[route_shard(h, self.shard_mask)].prefetch_block(h, &guard);
+            for &(hash, _, table) in batch {
+                if let Some(block) = table.first_candidate(hash) {
+                    block.prefetch();
+                }
             }
-            for (&hash, id) in hashes.iter().zip(chunk) {
-                let shard = &self.shards[route_shard(hash, self.shard_mask)];
+            for (&(hash, shard, table), id) in batch.iter().zip(chunk) {
                 out.push(
                     shard
-                        .read(hash, id, now_ms, slide, &guard, snapshot)
+                        .read_from(table, hash, id, now_ms, slide, &guard, snapshot)
                         .ok_or_else(not_found),
                 );
             }

@@ -362,9 +362,27 @@ impl Shard {
         guard: &'g Guard,
         f: impl FnOnce(BlockRef<'g>, u64) -> R,
     ) -> Option<R> {
+        self.read_from(self.table(guard), hash, id, now_ms, slide, guard, f)
+    }
+
+    /// `read`, looking first in `table`, the shard's table as loaded under
+    /// `guard` (by `start_read`); a second look loads it again.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn read_from<'g, R>(
+        &self,
+        table: &'g Table,
+        hash: u64,
+        id: &SessionId,
+        now_ms: u64,
+        slide: bool,
+        guard: &'g Guard,
+        f: impl FnOnce(BlockRef<'g>, u64) -> R,
+    ) -> Option<R> {
+        let mut table = table;
         let mut looked_again = false;
         loop {
-            let block = self.table(guard).find(hash, id)?;
+            let block = table.find(hash, id)?;
             match block.access(now_ms, slide) {
                 Access::Live { before, after } => {
                     if after != before {
@@ -381,24 +399,20 @@ impl Shard {
                         return Some(f(block, last));
                     }
                     looked_again = true;
+                    table = self.table(guard);
                 }
             }
         }
     }
 
-    /// Starts loading the table slot `hash` probes first (`get_many`).
+    /// `get_many`'s first step for one session: the shard's table, loaded
+    /// once for the steps after, with the slot `hash` probes first on its
+    /// way.
     #[inline]
-    pub(crate) fn prefetch(&self, hash: u64, guard: &Guard) {
-        self.table(guard).prefetch(hash);
-    }
-
-    /// Starts loading the block `hash`'s first slot points to, if its tag
-    /// matches (`get_many`, once the slot is on its way).
-    #[inline]
-    pub(crate) fn prefetch_block(&self, hash: u64, guard: &Guard) {
-        if let Some(block) = self.table(guard).first_candidate(hash) {
-            block.prefetch();
-        }
+    pub(crate) fn start_read<'g>(&self, hash: u64, guard: &'g Guard) -> &'g Table {
+        let table = self.table(guard);
+        table.prefetch(hash);
+        table
     }
 
     /// Logs a `TOUCH` when a slide crosses into a new period of
