@@ -92,9 +92,13 @@ fn concurrent_creates_never_exceed_the_budget() {
                         Err(Error::CapacityExceeded { .. }) => refusals += 1,
                         Err(e) => panic!("unexpected error: {e}"),
                     }
-                    // What the shards hold (`len` is the capacity counter,
-                    // which a refused create passes for an instant).
-                    assert!(engine.stats().sessions <= max, "over the budget");
+                    // The capacity counter, which bounds what the shards
+                    // hold, passes the budget only by the refused creates
+                    // under way (one a thread). Not `stats().sessions`: it
+                    // sums the shards one after another, so a delete in one
+                    // and a create in another between two reads of the sum
+                    // can make it exceed what was ever held at once.
+                    assert!(engine.len() <= max + 4, "over the budget");
                 }
             });
         }
