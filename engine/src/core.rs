@@ -17,7 +17,7 @@ use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, SWEEP_BATCH_MAX, TIMER_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
-use crate::per_session::{self, EntryLine, TimerHandle, TopicParts, Topics};
+use crate::per_session::{self, EntryLine, IdOf, TimerHandle, TopicParts, Topics};
 use crate::persist::format::{put_len, Record, TIMEOUT_NEVER_STORED};
 use crate::persist::{self, flush_all, CompactionStep, GroupCommit, RecoveryReport, ShardLog};
 use crate::session::{Listener, RemovalCause, Session, SessionRef, Stats, Timeout};
@@ -1000,7 +1000,7 @@ impl TopicParts for [CachePadded<Shard>] {
         self.len()
     }
 
-    fn with_topics<R>(&self, part: usize, f: impl FnOnce(&mut Topics) -> R) -> R {
-        self[part].with_states(|states| f(states.topics_index()))
+    fn with_topics<R>(&self, part: usize, f: impl FnOnce(&mut Topics, IdOf<'_>) -> R) -> R {
+        self[part].with_states(|states| states.with_topics_index(f))
     }
 }

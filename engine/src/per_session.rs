@@ -37,6 +37,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::hash::BuildHasherDefault;
+
 use ahash::RandomState;
 use smallvec::SmallVec;
 
@@ -59,8 +61,9 @@ pub(crate) type Topic = Arc<str>;
 /// into the shard's topic slab, stable while the topic has subscribers).
 type TopicRef = u32;
 
-/// One topic's subscribers in one shard: a hash set for the updates, and
-/// for the listings a sorted copy taken when one needs it.
+/// One topic's subscribers in one shard: a hash set of their entries for
+/// the updates, and for the listings a sorted copy of their ids taken when
+/// one needs it.
 ///
 /// Why not an ordered set: a subscribe or unsubscribe is one insert or
 /// removal here, and on an ordered set of tens of thousands of random ids
@@ -73,7 +76,9 @@ type TopicRef = u32;
 /// snapshot taken since it began. A listing that starts (cursor 0) sorts a
 /// fresh copy if the set changed since the last one; a page further on
 /// uses the newest copy there is. Either way each candidate is checked
-/// against the set at page time, so a page lists current subscribers only,
+/// against the set at page time (its entry still in the set, and still
+/// its: an entry freed meanwhile may hold another session), so a page
+/// lists current subscribers only,
 /// and every session subscribed for the whole listing is in every snapshot
 /// the listing can see: listed exactly once. The copy is taken under the
 /// shard's writer mutex and sorted outside it; a finished sort replaces
@@ -83,22 +88,55 @@ type TopicRef = u32;
 /// **Costs.** Taking the copy is a linear pass under the shard's mutex (a
 /// few ns a subscriber of the shard), which that shard's operations wait
 /// for; it happens once per listing that starts after the topic changed,
-/// never per page. Each listed topic keeps its newest sorted copy (16
-/// bytes a subscriber) until it empties or a newer copy replaces it.
+/// never per page; it reads each subscriber's id from its entry. Each
+/// listed topic keeps its newest sorted copy (24 bytes a subscriber: id
+/// and entry) until it empties or a newer copy replaces it.
 struct TopicSet {
-    members: hashbrown::HashSet<u128, RandomState>,
+    /// The subscribers' entries (`States::entries` indices): four bytes a
+    /// subscriber, hashed by a multiply (the shard assigns them, so no
+    /// client can aim at collisions), where ids would take 16 bytes and a
+    /// keyed hash. The set stays small enough for the cache, and a
+    /// subscribe's insert and an unsubscribe's removal cost little.
+    members: hashbrown::HashSet<u32, BuildHasherDefault<EntryHasher>>,
     /// Bumped on every change of `members`.
     version: u64,
     /// Tells this set from a later one of the same topic.
     instance: u64,
-    /// `members` in id order as of `version`.
-    sorted: Option<(u64, Arc<[u128]>)>,
+    /// The members' (id, entry) in id order as of `version`.
+    sorted: Option<(u64, Sorted)>,
+}
+
+/// A topic's subscribers in id order, each with its entry then.
+type Sorted = Arc<[(u128, u32)]>;
+
+/// The id of the session holding an entry, for a listing.
+pub(crate) type IdOf<'a> = &'a dyn Fn(u32) -> u128;
+
+/// Hashes an entry index: a multiply by an odd constant spreads
+/// consecutive indices over the table's slots and its tag bits.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct EntryHasher(u64);
+
+impl std::hash::Hasher for EntryHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, entry: u32) {
+        self.0 = u64::from(entry).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 impl TopicSet {
     /// The copy a listing from `from` can use: any copy mid-listing, one
     /// as new as the set at a listing's start.
-    fn usable(&self, from: u128) -> Option<Arc<[u128]>> {
+    fn usable(&self, from: u128) -> Option<Sorted> {
         match &self.sorted {
             Some((version, ids)) if from != 0 || *version == self.version => Some(Arc::clone(ids)),
             _ => None,
@@ -120,9 +158,9 @@ struct TopicEntry {
     set: TopicSet,
 }
 
-/// One shard's reverse index, topic -> the shard's subscribers (ids as
-/// `SessionId::to_u128`), under the shard's writer mutex like the entries
-/// that name its topics.
+/// One shard's reverse index, topic -> the shard's subscribers (their
+/// entries), under the shard's writer mutex like the entries that name
+/// their topics.
 ///
 /// Why per shard: a subscribe already holds its shard's mutex, so the
 /// index costs it no lock and no atomic of its own (an engine-wide index
@@ -133,8 +171,6 @@ struct TopicEntry {
 /// (`page`).
 pub(crate) struct Topics {
     hasher: RandomState,
-    /// Hashes the ids in the sets (keyed: ids can be chosen by clients).
-    id_hasher: RandomState,
     /// The topics by `TopicRef`; `None`: a free slot.
     slab: Vec<Option<TopicEntry>>,
     free: Vec<TopicRef>,
@@ -154,7 +190,6 @@ impl Topics {
     pub(crate) fn new() -> Self {
         Self {
             hasher: RandomState::new(),
-            id_hasher: RandomState::new(),
             slab: Vec::new(),
             free: Vec::new(),
             by_name: hashbrown::HashTable::new(),
@@ -204,14 +239,14 @@ impl Topics {
     /// Adds `id` under `name` (`found`: what `lookup` gave for it);
     /// returns the topic's ref.
     #[inline]
-    fn add(&mut self, found: Lookup, name: &str, id: SessionId) -> TopicRef {
+    fn add(&mut self, found: Lookup, name: &str, entry: u32) -> TopicRef {
         let r = found.unwrap_or_else(|hash| self.create(name, hash));
         let set = &mut self.slab[r as usize].as_mut().expect("found or created").set;
         if set.members.is_empty() {
             self.empty -= 1;
             self.kept_room -= set.members.capacity();
         }
-        if set.members.insert(id.to_u128()) {
+        if set.members.insert(entry) {
             set.version += 1;
         }
         r
@@ -226,7 +261,7 @@ impl Topics {
             name: name.into(),
             hash,
             set: TopicSet {
-                members: hashbrown::HashSet::with_hasher(self.id_hasher.clone()),
+                members: hashbrown::HashSet::default(),
                 version: 0,
                 instance: self.created,
                 sorted: None,
@@ -248,14 +283,14 @@ impl Topics {
         r
     }
 
-    /// Takes `id` out of topic `r`; an emptied topic is kept for reuse or
-    /// dropped.
-    fn remove(&mut self, r: TopicRef, id: SessionId) {
+    /// Takes `member` (a session's entry) out of topic `r`; an emptied
+    /// topic is kept for reuse or dropped.
+    fn remove(&mut self, r: TopicRef, member: u32) {
         let entry = self.slab[r as usize]
             .as_mut()
             .expect("a topic named by a session is held");
         let set = &mut entry.set;
-        let key = id.to_u128();
+        let key = member;
         if set.members.len() == 1 && set.members.contains(&key) {
             // The last one: a clear also drops the removals' tombstones,
             // which count against the room an emptied set keeps.
@@ -306,10 +341,10 @@ impl Topics {
         self.by_name.len()
     }
 
-    /// Whether `id` is in `name`'s set (tests).
-    fn contains(&self, name: &str, id: SessionId) -> bool {
+    /// Whether `entry` is in `name`'s set (checks).
+    fn contains(&self, name: &str, entry: u32) -> bool {
         self.find(name)
-            .is_some_and(|r| self.entry(r).set.members.contains(&id.to_u128()))
+            .is_some_and(|r| self.entry(r).set.members.contains(&entry))
     }
 
     /// (topic, subscriber) pairs held (tests: the index holds exactly what
@@ -321,20 +356,29 @@ impl Topics {
     /// A copy a listing from `from` can use, or else the set's members to
     /// sort, with the set's instance and version; `None`: no subscribers.
     #[allow(clippy::type_complexity)]
-    fn usable_or_copy(&self, name: &str, from: u128) -> Option<Result<Arc<[u128]>, (u64, u64, Vec<u128>)>> {
+    fn usable_or_copy(
+        &self,
+        name: &str,
+        from: u128,
+        id_of: IdOf<'_>,
+    ) -> Option<Result<Sorted, (u64, u64, Vec<(u128, u32)>)>> {
         let set = &self.entry(self.find(name)?).set;
         if set.members.is_empty() {
             return None;
         }
         Some(match set.usable(from) {
             Some(ids) => Ok(ids),
-            None => Err((set.instance, set.version, set.members.iter().copied().collect())),
+            None => Err((
+                set.instance,
+                set.version,
+                set.members.iter().map(|&e| (id_of(e), e)).collect(),
+            )),
         })
     }
 
     /// Keeps `ids` (sorted from `name`'s set `instance` at `version`) as
     /// the set's copy, if that set is still there and its copy is older.
-    fn install(&mut self, name: &str, instance: u64, version: u64, ids: &Arc<[u128]>) {
+    fn install(&mut self, name: &str, instance: u64, version: u64, ids: &Sorted) {
         if let Some(r) = self.find(name) {
             let set = &mut self.entry_mut(r).set;
             let newer = set.sorted.as_ref().is_none_or(|(v, _)| *v < version);
@@ -345,17 +389,27 @@ impl Topics {
     }
 
     /// Up to `limit` ids of `sorted` from `from` on that are still in
-    /// `name`'s set, into `out`.
-    fn members_from(&self, name: &str, sorted: &[u128], from: u128, limit: usize, out: &mut Vec<u128>) {
+    /// `name`'s set, into `out`: their entry is still in the set, and
+    /// still theirs (an entry freed meanwhile may hold another session).
+    fn members_from(
+        &self,
+        name: &str,
+        sorted: &[(u128, u32)],
+        from: u128,
+        limit: usize,
+        out: &mut Vec<u128>,
+        id_of: IdOf<'_>,
+    ) {
         let Some(r) = self.find(name) else {
             return;
         };
         let members = &self.entry(r).set.members;
-        let first = sorted.partition_point(|&id| id < from);
+        let first = sorted.partition_point(|&(id, _)| id < from);
         out.extend(
             sorted[first..]
                 .iter()
-                .filter(|id| members.contains(*id))
+                .filter(|&&(id, e)| members.contains(&e) && id_of(e) == id)
+                .map(|&(id, _)| id)
                 .take(limit),
         );
     }
@@ -365,8 +419,9 @@ impl Topics {
 pub(crate) trait TopicParts {
     /// Shards.
     fn parts(&self) -> usize;
-    /// Runs `f` on shard `part`'s topics under its writer mutex.
-    fn with_topics<R>(&self, part: usize, f: impl FnOnce(&mut Topics) -> R) -> R;
+    /// Runs `f` on shard `part`'s topics, with the ids of its entries,
+    /// under its writer mutex.
+    fn with_topics<R>(&self, part: usize, f: impl FnOnce(&mut Topics, IdOf<'_>) -> R) -> R;
 }
 
 /// Up to `limit` subscribers of `name` with ids from `from` on, into `out`,
@@ -385,17 +440,19 @@ pub(crate) fn page(
 ) -> Option<u128> {
     let mut ids = Vec::new();
     for part in 0..parts.parts() {
-        let sorted = match parts.with_topics(part, |t| t.usable_or_copy(name, from)) {
+        let sorted = match parts.with_topics(part, |t, id_of| t.usable_or_copy(name, from, id_of)) {
             None => continue,
             Some(Ok(sorted)) => sorted,
             Some(Err((instance, version, mut copy))) => {
                 copy.sort_unstable();
-                let sorted: Arc<[u128]> = copy.into();
-                parts.with_topics(part, |t| t.install(name, instance, version, &sorted));
+                let sorted: Sorted = copy.into();
+                parts.with_topics(part, |t, _| t.install(name, instance, version, &sorted));
                 sorted
             }
         };
-        parts.with_topics(part, |t| t.members_from(name, &sorted, from, limit + 1, &mut ids));
+        parts.with_topics(part, |t, id_of| {
+            t.members_from(name, &sorted, from, limit + 1, &mut ids, id_of);
+        });
     }
     ids.sort_unstable();
     let next = ids.get(limit).copied();
@@ -862,7 +919,7 @@ impl States {
         let mut bytes = 0;
         for &topic in &state.topics {
             bytes += subscribe_len(self.index.name(topic).len());
-            self.index.remove(topic, owner.id);
+            self.index.remove(topic, at);
         }
         for &(_, slot) in &state.timers {
             self.wheel.remove(&mut self.slab, slot);
@@ -905,7 +962,8 @@ impl States {
         append: impl FnOnce(i64) -> Result<LogPosition>,
     ) -> Result<(bool, LogPosition)> {
         // The entry may be new (and then empty, which the error paths free).
-        let at = self.entry(owner) as usize;
+        let entry = self.entry(owner);
+        let at = entry as usize;
         let state = &self.entries[at];
         let found = self.index.lookup(topic);
         if found.is_ok_and(|r| state.topics.contains(&r)) {
@@ -919,7 +977,7 @@ impl States {
         .and_then(|()| append(i64::try_from(subscribe_len(topic.len())).unwrap_or(i64::MAX)));
         match outcome {
             Ok(position) => {
-                let r = self.index.add(found, topic, owner.id);
+                let r = self.index.add(found, topic, entry);
                 self.entries[at].topics.push(r);
                 Ok((true, position))
             }
@@ -960,20 +1018,21 @@ impl States {
         // The SUBSCRIBE it cancels is dead from now on.
         let position = append(-i64::try_from(subscribe_len(topic.len())).unwrap_or(i64::MAX))?;
         topics.swap_remove(i);
-        self.index.remove(r, owner.id);
+        self.index.remove(r, at);
         self.free_if_empty(owner);
         Ok((true, position))
     }
 
     /// Topics recovered from the log (at open: nothing is logged).
     pub(crate) fn restore(&mut self, owner: Owner, topics: &[Topic]) {
-        let at = self.entry(owner) as usize;
+        let entry = self.entry(owner);
+        let at = entry as usize;
         for topic in topics.iter().take(TOPICS_PER_SESSION_MAX) {
             let found = self.index.lookup(topic);
             if found.is_ok_and(|r| self.entries[at].topics.contains(&r)) {
                 continue;
             }
-            let r = self.index.add(found, topic, owner.id);
+            let r = self.index.add(found, topic, entry);
             self.entries[at].topics.push(r);
         }
         self.free_if_empty(owner);
@@ -1095,9 +1154,11 @@ impl States {
         poll
     }
 
-    /// The shard's topic index (listings).
-    pub(crate) fn topics_index(&mut self) -> &mut Topics {
-        &mut self.index
+    /// Runs `f` on the shard's topic index, with the ids of its entries
+    /// (listings).
+    pub(crate) fn with_topics_index<R>(&mut self, f: impl FnOnce(&mut Topics, IdOf<'_>) -> R) -> R {
+        let entries = &self.entries;
+        f(&mut self.index, &|e| entries[e as usize].id.to_u128())
     }
 
     /// (session, topic) pairs held in this shard (tests).
@@ -1131,7 +1192,7 @@ impl States {
             for &topic in &state.topics {
                 let name = self.index.name(topic);
                 assert!(
-                    self.index.contains(name, *id),
+                    self.index.contains(name, at),
                     "{id:?} missing from the index of {name:?}"
                 );
             }
@@ -1227,40 +1288,74 @@ mod tests {
         SessionId::from_bytes(n.to_le_bytes())
     }
 
+    /// A shard's index, with the ids its entries stand for (an entry per
+    /// id, as `States` gives a session one).
+    #[derive(Default)]
+    struct Part {
+        topics: Option<Topics>,
+        ids: Vec<u128>,
+    }
+
+    impl Part {
+        fn new() -> Self {
+            Self {
+                topics: Some(Topics::new()),
+                ids: Vec::new(),
+            }
+        }
+
+        fn topics(&mut self) -> &mut Topics {
+            self.topics.as_mut().expect("made by new")
+        }
+
+        fn entry_of(&mut self, id: SessionId) -> u32 {
+            let id = id.to_u128();
+            let at = self.ids.iter().position(|&x| x == id).unwrap_or_else(|| {
+                self.ids.push(id);
+                self.ids.len() - 1
+            });
+            u32::try_from(at).unwrap()
+        }
+    }
+
     /// The shards' indexes, each under a lock as a shard's is; an id lives
     /// in the part its low bits pick.
-    struct Index(Vec<parking_lot::Mutex<Topics>>);
+    struct Index(Vec<parking_lot::Mutex<Part>>);
 
     impl Index {
         fn new() -> Self {
-            Self((0..3).map(|_| parking_lot::Mutex::new(Topics::new())).collect())
+            Self((0..3).map(|_| parking_lot::Mutex::new(Part::new())).collect())
         }
 
-        fn part(&self, id: SessionId) -> parking_lot::MutexGuard<'_, Topics> {
+        fn part(&self, id: SessionId) -> parking_lot::MutexGuard<'_, Part> {
             #[allow(clippy::cast_possible_truncation)] // below the part count
             let part = (id.to_u128() % self.0.len() as u128) as usize;
             self.0[part].lock()
         }
 
         fn add(&self, topic: &str, id: SessionId) {
-            let mut t = self.part(id);
+            let mut p = self.part(id);
+            let entry = p.entry_of(id);
+            let t = p.topics();
             let found = t.lookup(topic);
-            t.add(found, topic, id);
+            t.add(found, topic, entry);
         }
 
         fn remove(&self, topic: &str, id: SessionId) {
-            let mut t = self.part(id);
+            let mut p = self.part(id);
+            let entry = p.entry_of(id);
+            let t = p.topics();
             if let Some(r) = t.find(topic) {
-                t.remove(r, id);
+                t.remove(r, entry);
             }
         }
 
         fn entries(&self) -> usize {
-            self.0.iter().map(|t| t.lock().entries()).sum()
+            self.0.iter().map(|p| p.lock().topics().entries()).sum()
         }
 
         fn held_topics(&self) -> usize {
-            self.0.iter().map(|t| t.lock().held_topics()).sum()
+            self.0.iter().map(|p| p.lock().topics().held_topics()).sum()
         }
     }
 
@@ -1269,8 +1364,10 @@ mod tests {
             self.0.len()
         }
 
-        fn with_topics<R>(&self, part: usize, f: impl FnOnce(&mut Topics) -> R) -> R {
-            f(&mut self.0[part].lock())
+        fn with_topics<R>(&self, part: usize, f: impl FnOnce(&mut Topics, IdOf<'_>) -> R) -> R {
+            let mut p = self.0[part].lock();
+            let Part { topics, ids } = &mut *p;
+            f(topics.as_mut().expect("made by new"), &|e| ids[e as usize])
         }
     }
 
@@ -1313,9 +1410,11 @@ mod tests {
     #[test]
     fn a_finished_sort_replaces_only_an_older_copy_of_the_same_set() {
         // One part: the ids below all live in it.
-        let index = Index(vec![parking_lot::Mutex::new(Topics::new())]);
+        let index = Index(vec![parking_lot::Mutex::new(Part::new())]);
         index.add("t", sid(1));
-        let Some(Err((instance, old_version, _))) = index.part(sid(1)).usable_or_copy("t", 0) else {
+        let Some(Err((instance, old_version, _))) =
+            index.with_topics(0, |t, id_of| t.usable_or_copy("t", 0, id_of))
+        else {
             panic!("a fresh set has no sorted copy");
         };
         index.add("t", sid(2));
@@ -1323,19 +1422,48 @@ mod tests {
         assert_eq!(page(&index, "t", 0, 10), (vec![1, 2], None));
         // ... and the slower, older one must not replace it (a page further
         // on uses the copy there is).
-        index
-            .part(sid(1))
-            .install("t", instance, old_version, &Arc::from(vec![1u128]));
+        index.with_topics(0, |t, _| {
+            t.install("t", instance, old_version, &Arc::from(vec![(1u128, 0u32)]));
+        });
         assert_eq!(page(&index, "t", 1, 10), (vec![1, 2], None));
         // The topic empties and comes back: a sort of the old set is not its.
         index.remove("t", sid(1));
         index.remove("t", sid(2));
         index.add("t", sid(3));
-        index
-            .part(sid(1))
-            .install("t", instance, u64::MAX, &Arc::from(vec![1u128, 2]));
+        index.with_topics(0, |t, _| {
+            t.install("t", instance, u64::MAX, &Arc::from(vec![(1u128, 0u32), (2, 1)]));
+        });
         assert_eq!(page(&index, "t", 1, 10), (vec![3], None));
         assert_eq!(index.entries(), 1);
+    }
+
+    #[test]
+    fn a_reused_entry_is_not_listed_as_the_session_that_left_it() {
+        let mut topics = Topics::new();
+        // Entry 0 holds session 10, entry 1 session 20; both subscribe.
+        let mut ids = [10u128, 20];
+        for entry in 0..2 {
+            let found = topics.lookup("t");
+            topics.add(found, "t", entry);
+        }
+        // A listing sorts its copy.
+        let Some(Err((instance, version, mut copy))) = topics.usable_or_copy("t", 0, &|e| ids[e as usize])
+        else {
+            panic!("a fresh set has no sorted copy");
+        };
+        copy.sort_unstable();
+        let sorted: Sorted = copy.into();
+        topics.install("t", instance, version, &sorted);
+        // Session 10 leaves; session 30 gets its entry and subscribes.
+        let r = topics.find("t").unwrap();
+        topics.remove(r, 0);
+        ids[0] = 30;
+        let found = topics.lookup("t");
+        topics.add(found, "t", 0);
+        // The copy names entry 0 for 10: entry 0 is in the set, but 30's now.
+        let mut out = Vec::new();
+        topics.members_from("t", &sorted, 0, 10, &mut out, &|e| ids[e as usize]);
+        assert_eq!(out, [20]);
     }
 
     #[test]
@@ -1372,7 +1500,7 @@ mod tests {
         assert!(index.held_topics() <= 2_000 + 3 * TOPICS_EMPTY_KEPT_MAX);
         assert_eq!(index.entries(), 2_000);
         for part in &index.0 {
-            part.lock().check_invariants();
+            part.lock().topics().check_invariants();
         }
     }
 
@@ -1382,13 +1510,13 @@ mod tests {
         let fill = |topics: &mut Topics, name: &str, n: u128| {
             for i in 0..n {
                 let found = topics.lookup(name);
-                topics.add(found, name, sid(i));
+                topics.add(found, name, u32::try_from(i).unwrap());
             }
         };
         let empty_out = |topics: &mut Topics, name: &str, n: u128| {
             let r = topics.find(name).unwrap();
             for i in 0..n {
-                topics.remove(r, sid(i));
+                topics.remove(r, u32::try_from(i).unwrap());
             }
         };
         let room =
