@@ -290,12 +290,11 @@ impl Topics {
             .as_mut()
             .expect("a topic named by a session is held");
         let set = &mut entry.set;
-        let key = member;
-        if set.members.len() == 1 && set.members.contains(&key) {
+        if set.members.len() == 1 && set.members.contains(&member) {
             // The last one: a clear also drops the removals' tombstones,
             // which count against the room an emptied set keeps.
             set.members.clear();
-        } else if !set.members.remove(&key) {
+        } else if !set.members.remove(&member) {
             return;
         }
         set.version += 1;
