@@ -47,6 +47,7 @@ mod engine;
 mod error;
 mod id;
 pub mod limits;
+mod members;
 mod metrics;
 mod per_session;
 mod persist;

@@ -37,8 +37,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::hash::BuildHasherDefault;
-
 use ahash::RandomState;
 use smallvec::SmallVec;
 
@@ -48,6 +46,7 @@ use crate::id::SessionId;
 use crate::limits::{
     TIMERS_PER_SESSION_MAX, TOPICS_EMPTY_KEPT_MAX, TOPICS_EMPTY_ROOM_MAX, TOPICS_PER_SESSION_MAX,
 };
+use crate::members::Members;
 use crate::persist::format::subscribe_len;
 use crate::persist::ShardLog;
 use crate::shard::LogPosition;
@@ -61,8 +60,8 @@ pub(crate) type Topic = Arc<str>;
 /// into the shard's topic slab, stable while the topic has subscribers).
 type TopicRef = u32;
 
-/// One topic's subscribers in one shard: a hash set of their entries for
-/// the updates, and for the listings a sorted copy of their ids taken when
+/// One topic's subscribers in one shard: a set of their entries for the
+/// updates (`Members`: a hash set while sparse, a bitmap once dense), and for the listings a sorted copy of their ids taken when
 /// one needs it.
 ///
 /// Why not an ordered set: a subscribe or unsubscribe is one insert or
@@ -93,11 +92,11 @@ type TopicRef = u32;
 /// and entry) until it empties or a newer copy replaces it.
 struct TopicSet {
     /// The subscribers' entries (`States::entries` indices): four bytes a
-    /// subscriber, hashed by a multiply (the shard assigns them, so no
-    /// client can aim at collisions), where ids would take 16 bytes and a
-    /// keyed hash. The set stays small enough for the cache, and a
+    /// subscriber in a hash set, or one bit an entry of the shard once a
+    /// bitmap is as small (`crate::members`), where ids would take 16 bytes
+    /// and a keyed hash. The set stays small enough for the cache, and a
     /// subscribe's insert and an unsubscribe's removal cost little.
-    members: hashbrown::HashSet<u32, BuildHasherDefault<EntryHasher>>,
+    members: Members,
     /// Bumped on every change of `members`.
     version: u64,
     /// Tells this set from a later one of the same topic.
@@ -111,27 +110,6 @@ type Sorted = Arc<[(u128, u32)]>;
 
 /// The id of the session holding an entry, for a listing.
 pub(crate) type IdOf<'a> = &'a dyn Fn(u32) -> u128;
-
-/// Hashes an entry index: a multiply by an odd constant spreads
-/// consecutive indices over the table's slots and its tag bits.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct EntryHasher(u64);
-
-impl std::hash::Hasher for EntryHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u32(&mut self, entry: u32) {
-        self.0 = u64::from(entry).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
 
 impl TopicSet {
     /// The copy a listing from `from` can use: any copy mid-listing, one
@@ -261,7 +239,7 @@ impl Topics {
             name: name.into(),
             hash,
             set: TopicSet {
-                members: hashbrown::HashSet::default(),
+                members: Members::default(),
                 version: 0,
                 instance: self.created,
                 sorted: None,
@@ -290,11 +268,11 @@ impl Topics {
             .as_mut()
             .expect("a topic named by a session is held");
         let set = &mut entry.set;
-        if set.members.len() == 1 && set.members.contains(&member) {
+        if set.members.len() == 1 && set.members.contains(member) {
             // The last one: a clear also drops the removals' tombstones,
             // which count against the room an emptied set keeps.
             set.members.clear();
-        } else if !set.members.remove(&member) {
+        } else if !set.members.remove(member) {
             return;
         }
         set.version += 1;
@@ -343,7 +321,7 @@ impl Topics {
     /// Whether `entry` is in `name`'s set (checks).
     fn contains(&self, name: &str, entry: u32) -> bool {
         self.find(name)
-            .is_some_and(|r| self.entry(r).set.members.contains(&entry))
+            .is_some_and(|r| self.entry(r).set.members.contains(entry))
     }
 
     /// (topic, subscriber) pairs held (tests: the index holds exactly what
@@ -370,7 +348,7 @@ impl Topics {
             None => Err((
                 set.instance,
                 set.version,
-                set.members.iter().map(|&e| (id_of(e), e)).collect(),
+                set.members.iter().map(|e| (id_of(e), e)).collect(),
             )),
         })
     }
@@ -407,7 +385,7 @@ impl Topics {
         out.extend(
             sorted[first..]
                 .iter()
-                .filter(|&&(id, e)| members.contains(&e) && id_of(e) == id)
+                .filter(|&&(id, e)| members.contains(e) && id_of(e) == id)
                 .map(|&(id, _)| id)
                 .take(limit),
         );
@@ -1506,16 +1484,19 @@ mod tests {
     #[test]
     fn an_emptied_topic_keeps_its_room_within_the_budget() {
         let mut topics = Topics::new();
+        // Entries 100 apart: sparse sets, which stay hash sets (a dense
+        // one becomes a bitmap, whose room is not kept).
+        let entry = |i: u128| u32::try_from(i * 100).unwrap();
         let fill = |topics: &mut Topics, name: &str, n: u128| {
             for i in 0..n {
                 let found = topics.lookup(name);
-                topics.add(found, name, u32::try_from(i).unwrap());
+                topics.add(found, name, entry(i));
             }
         };
         let empty_out = |topics: &mut Topics, name: &str, n: u128| {
             let r = topics.find(name).unwrap();
             for i in 0..n {
-                topics.remove(r, u32::try_from(i).unwrap());
+                topics.remove(r, entry(i));
             }
         };
         let room =

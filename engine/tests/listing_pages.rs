@@ -59,3 +59,79 @@ fn sessions_present_throughout_are_listed_despite_churn() {
     }
     assert!(stable.iter().all(|id| seen.contains(id)));
 }
+
+/// A topic most sessions follow (a bitmap of entries in each shard, where a
+/// topic few follow is a hash set): its listing holds exactly its live
+/// subscribers through unsubscribes, deletes, expiry, rotation and a
+/// thinning that turns the sets back into hash sets.
+#[test]
+fn a_topic_most_sessions_follow_lists_exactly_its_live_subscribers() {
+    use session_engine::{ManualClock, TopicCursor};
+
+    let clock = ManualClock::new(1_000_000);
+    let engine = Engine::open(Config::default().shards(2).clock(clock.clock()).without_sweeper()).unwrap();
+    let listed = |engine: &Engine| -> HashSet<_> {
+        let mut out = HashSet::new();
+        let mut cursor = TopicCursor::START;
+        loop {
+            let page = engine.subscribers("hot", cursor, 333).unwrap();
+            for id in page.ids {
+                assert!(out.insert(id), "listed twice");
+            }
+            match page.next {
+                Some(next) => cursor = next,
+                None => return out,
+            }
+        }
+    };
+    let ids: Vec<_> = (0..3_000u32)
+        .map(|n| {
+            let timeout = if n % 11 == 0 {
+                Timeout::from_ms(50)
+            } else {
+                Timeout::Never
+            };
+            engine.create(b"m", timeout).unwrap()
+        })
+        .collect();
+    let mut live: HashSet<_> = HashSet::new();
+    for (n, id) in ids.iter().enumerate() {
+        if n % 10 != 9 {
+            assert!(engine.subscribe(id, "hot").unwrap());
+            live.insert(*id);
+        }
+        engine.subscribe(id, &format!("own-{n}")).unwrap();
+    }
+    assert_eq!(listed(&engine), live);
+    engine.debug_check_invariants();
+    for (n, id) in ids.iter().enumerate() {
+        if n % 3 == 0 {
+            let was = live.remove(id);
+            assert_eq!(engine.unsubscribe(id, "hot").unwrap(), was);
+        } else if n % 5 == 0 {
+            engine.delete(id).unwrap();
+            live.remove(id);
+        } else if n % 7 == 0 {
+            engine.rotate(id).unwrap();
+            live.remove(id);
+        }
+    }
+    assert_eq!(listed(&engine), live);
+    clock.advance_ms(51);
+    live.retain(|id| engine.peek(id).is_ok());
+    assert_eq!(listed(&engine), live);
+    // Down to a few: the sets are sparse again.
+    let few: Vec<_> = live.iter().copied().take(5).collect();
+    for id in live.clone() {
+        if !few.contains(&id) {
+            assert!(engine.unsubscribe(&id, "hot").unwrap());
+            live.remove(&id);
+        }
+    }
+    assert_eq!(listed(&engine), live);
+    engine.debug_check_invariants();
+    for id in &few {
+        assert!(engine.subscribe(id, "hot").is_ok());
+    }
+    assert_eq!(listed(&engine), live);
+}
