@@ -842,7 +842,7 @@ impl Core {
             hash,
             id,
             &self.clock,
-            Some(EntryLine::BucketAndTimers),
+            Some(EntryLine::Arm),
             |states, owner, now_ms| {
                 // At least the next tick: the wheel fires ticks after the last
                 // one it processed, which may be `now_ms` itself.

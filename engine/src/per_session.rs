@@ -549,6 +549,8 @@ const TOPICS_INLINE: usize = 8;
 pub(crate) enum EntryLine {
     /// The token bucket and the timer list (rate limits, timers).
     BucketAndTimers,
+    /// The timer list, and the timer slab's slot an arm takes next.
+    Arm,
     /// The topics (subscriptions).
     Topics,
 }
@@ -819,15 +821,23 @@ impl States {
     /// (a session that sits further on gets its entry loaded late, and
     /// another session's entry loaded for nothing).
     /// Only the `line` the call reads: a second prefetch would cost the
-    /// timer and bucket calls more bandwidth than it saves.
+    /// timer and bucket calls more bandwidth than it saves. An arm also
+    /// starts loading the timer slab's slot it will take (the top of the
+    /// free list, known before the lookup): a slot freed long ago is as
+    /// cold as the entry.
     #[inline]
     pub(crate) fn prefetch(&self, at: usize, line: EntryLine) {
         if let Some(entry) = self.by_slot.get(at).and_then(|&e| self.entries.get(e as usize)) {
             let offset = match line {
-                EntryLine::BucketAndTimers => 0,
+                EntryLine::BucketAndTimers | EntryLine::Arm => 0,
                 EntryLine::Topics => std::mem::offset_of!(PerSession, topics),
             };
             prefetch(std::ptr::from_ref(entry).cast::<u8>().wrapping_add(offset));
+        }
+        if let (EntryLine::Arm, Some(&slot)) = (line, self.slab.free.last()) {
+            if let Some(timer) = self.slab.entries.get(slot as usize) {
+                prefetch(std::ptr::from_ref(timer).cast::<u8>());
+            }
         }
     }
 
