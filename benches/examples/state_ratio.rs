@@ -6,7 +6,8 @@
 //! gives per-operation medians over the rounds and the median of the
 //! per-round ratios to `touch`. Timers are timed at two scales: 100K live
 //! (10 on each of 10K sessions, cancelled by token and by handle) and 1M
-//! live (10 on every session, arm and cancel by handle timed apart).
+//! live (10 on every session, an arm, a cancel by handle and a cancel by
+//! token timed apart).
 //!
 //! `cargo run --release -p session-engine-benches --example state_ratio -- [ROUNDS] [SESSIONS]`
 //!
@@ -81,6 +82,7 @@ fn main() {
         "arm+cancel by handle, 10 a session (ns)",
         "arm, 1M live, 10 a session (ns)",
         "cancel by handle, 1M live (ns)",
+        "cancel by token, 1M live (ns)",
         "fan-out of 10K subscribers (us)",
         "fan-out of 10K after a change (us)",
     ];
@@ -146,6 +148,21 @@ fn main() {
         #[allow(clippy::cast_precision_loss)]
         let cancel_1m = started.elapsed().as_nanos() as f64 / handles.len() as f64;
         handles.clear();
+        // The same 1M again (untimed), cancelled by token: a lookup of the
+        // session and a scan of its ten timers each.
+        for token in 0..10 {
+            for id in &ids[..TIMER_SESSIONS] {
+                engine.arm_timer(id, token, Duration::from_secs(5)).unwrap();
+            }
+        }
+        let started = Instant::now();
+        for token in 0..10 {
+            for id in &ids[..TIMER_SESSIONS] {
+                assert!(engine.cancel_timer(id, token).unwrap());
+            }
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let cancel_token_1m = started.elapsed().as_nanos() as f64 / (10 * TIMER_SESSIONS) as f64;
         // One page of the hot topic's 10K subscribers, in µs.
         let fan_out = || {
             let started = Instant::now();
@@ -173,6 +190,7 @@ fn main() {
             by_handle,
             arm_1m,
             cancel_1m,
+            cancel_token_1m,
             fanout,
             fanout_changed,
         ]) {
