@@ -537,6 +537,10 @@ struct PerSession {
     topics: SmallVec<[TopicRef; TOPICS_INLINE]>,
     /// The session (for checks: a free entry's is stale).
     id: SessionId,
+    /// Whether `bucket` holds one, on this line: an unsubscribe that
+    /// empties `topics` checks the entry's other state without loading the
+    /// bucket's line when the session has a bucket.
+    bucket_held: bool,
 }
 const _: () = assert!(std::mem::size_of::<PerSession>() == 128);
 const _: () = assert!(std::mem::offset_of!(PerSession, topics) == 64);
@@ -569,6 +573,7 @@ impl PerSession {
             token_bits: 0,
             topics: SmallVec::new(),
             id,
+            bucket_held: false,
         }
     }
 
@@ -590,8 +595,10 @@ impl PerSession {
         None
     }
 
+    /// Whether the entry holds nothing. Reads the bucket's line only for a
+    /// session with no topics and no bucket (`bucket_held`).
     fn is_empty(&self) -> bool {
-        self.topics.is_empty() && self.bucket.is_none() && self.timers.is_empty()
+        self.topics.is_empty() && !self.bucket_held && self.timers.is_empty()
     }
 }
 
@@ -1034,11 +1041,12 @@ impl States {
         now_ms: u64,
     ) -> RateDecision {
         let at = self.entry(owner) as usize;
-        let state = &mut self.entries[at].bucket;
-        if state.is_none() {
-            *state = BucketState::full(bucket, now_ms);
+        let entry = &mut self.entries[at];
+        if entry.bucket.is_none() {
+            entry.bucket = BucketState::full(bucket, now_ms);
+            entry.bucket_held = true;
         }
-        state.charge(bucket, cost, now_ms)
+        entry.bucket.charge(bucket, cost, now_ms)
     }
 
     /// Arms (or re-arms) the session's timer `token` at `deadline`; its slab
@@ -1176,6 +1184,7 @@ impl States {
         for (at, id) in self.held() {
             let state = &self.entries[at as usize];
             assert!(state.topics.len() <= TOPICS_PER_SESSION_MAX);
+            assert_eq!(state.bucket_held, !state.bucket.is_none(), "{id:?}'s bucket flag");
             for &topic in &state.topics {
                 let name = self.index.name(topic);
                 assert!(
