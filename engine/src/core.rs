@@ -738,24 +738,28 @@ impl Core {
 
     /// Subscribes the live session to `topic`, logged as `SUBSCRIBE`.
     pub(crate) fn subscribe(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
-        self.change_topic(id, topic, true)
+        self.change_topic::<true>(id, topic)
     }
 
     /// Unsubscribes the live session from `topic`, logged as `UNSUBSCRIBE`.
     pub(crate) fn unsubscribe(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
-        self.change_topic(id, topic, false)
+        self.change_topic::<false>(id, topic)
     }
 
-    /// Subscribes (`subscribe`) or unsubscribes the live session; true if
+    /// Subscribes (`SUBSCRIBE`) or unsubscribes the live session; true if
     /// that changed anything.
     #[inline]
-    fn change_topic(&self, id: &SessionId, topic: &str, subscribe: bool) -> Result<(bool, Option<Pending>)> {
+    fn change_topic<const SUBSCRIBE: bool>(
+        &self,
+        id: &SessionId,
+        topic: &str,
+    ) -> Result<(bool, Option<Pending>)> {
         check_topic(topic)?;
         let (hash, shard) = self.route(id);
         let (changed, position) = self.with_record(
             (),
             |(), buf| {
-                let record = if subscribe {
+                let record = if SUBSCRIBE {
                     Record::Subscribe { id: *id, topic }
                 } else {
                     Record::Unsubscribe { id: *id, topic }
@@ -770,7 +774,7 @@ impl Core {
                     Some(EntryLine::Topics),
                     |states, owner, now_ms| {
                         let append = |live| shard.append(record, live, now_ms);
-                        if subscribe {
+                        if SUBSCRIBE {
                             states.subscribe(owner, topic, append)
                         } else {
                             states.unsubscribe(owner, topic, append)
