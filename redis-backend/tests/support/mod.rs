@@ -463,11 +463,18 @@ impl Cluster {
         if masters.len() != 3 || masters.iter().any(|m| !running.iter().any(|n| n.port == m.port)) {
             return false;
         }
+        // A replica counts once it is synced and once the node whose view
+        // `node_lines` reads lists it under its master: right after
+        // `--cluster create` that view can lag the replicas' own state by
+        // a gossip round, and `replica_of` would find no replica.
         running.iter().all(|n| {
             let role = n.info_field("replication", "role");
             role.as_deref() == Some("master")
                 || (n.info_field("replication", "master_link_status").as_deref() == Some("up")
-                    && n.info_field("replication", "master_sync_in_progress").as_deref() == Some("0"))
+                    && n.info_field("replication", "master_sync_in_progress").as_deref() == Some("0")
+                    && lines
+                        .iter()
+                        .any(|l| l.port == n.port && masters.iter().any(|m| m.id == l.master_id)))
         })
     }
 
