@@ -61,8 +61,8 @@ pub(crate) type Topic = Arc<str>;
 type TopicRef = u32;
 
 /// One topic's subscribers in one shard: a set of their entries for the
-/// updates (`Members`: a hash set while sparse, a bitmap once dense), and for the listings a sorted copy of their ids taken when
-/// one needs it.
+/// updates (`Members`: a hash set while sparse, a bitmap once dense), and
+/// for the listings a sorted copy of their ids taken when one needs it.
 ///
 /// Why not an ordered set: a subscribe or unsubscribe is one insert or
 /// removal here, and on an ordered set of tens of thousands of random ids
