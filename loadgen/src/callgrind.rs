@@ -17,7 +17,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::oploop::{self, Subject, KINDS};
+use crate::oploop::{self, Subject, KINDS, STATE_KINDS};
 use crate::peer::PeerStore;
 
 /// What the instruction gate counts.
@@ -76,6 +76,16 @@ pub fn run_loops(plan: &CountPlan) -> Result<(), Error> {
         if done != (plan.ops as u64, plan.ops as u64) {
             return Err(Error::Failed(anyhow::anyhow!(
                 "{op}: {done:?} of {} operations succeeded (engine, peer)",
+                plan.ops
+            )));
+        }
+    }
+    let mut handles = Vec::with_capacity(plan.ops);
+    for kind in STATE_KINDS {
+        let done = oploop::run_engine_state(kind, &e, &keys, &mut handles);
+        if done != plan.ops as u64 {
+            return Err(Error::Failed(anyhow::anyhow!(
+                "{kind}: {done} of {} calls succeeded on the engine",
                 plan.ops
             )));
         }
@@ -173,6 +183,15 @@ fn counts_of(totals: &BTreeMap<String, u64>, ops: usize) -> Result<Counts, Error
             })?;
             into.insert(op.name().to_owned(), *total as f64 / ops as f64);
         }
+    }
+    for kind in STATE_KINDS {
+        let name = format!("counted_engine_{kind}");
+        let total = totals.get(&name).ok_or_else(|| {
+            Error::Failed(anyhow::anyhow!(
+                "callgrind counted no {name} (was loadgen built with its symbols?)"
+            ))
+        })?;
+        counts.engine.insert(kind.to_owned(), *total as f64 / ops as f64);
     }
     Ok(counts)
 }

@@ -18,7 +18,7 @@ use std::task::{Context, Poll, Waker};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use session_engine::{Config, Engine, ManualClock, SessionId, SessionStore, Timeout};
+use session_engine::{Bucket, Config, Engine, ManualClock, SessionId, SessionStore, Timeout, TimerHandle};
 
 use crate::error::Error;
 use crate::mix::Op;
@@ -200,6 +200,85 @@ counted!(
     counted_peer_delete: PeerStore => delete,
 );
 
+/// The engine's per-session state calls the instruction gate counts too,
+/// in the order a round runs them (rate limits make the sessions' entries,
+/// unsubscribes undo the subscribes, cancels the arms). The engine alone:
+/// the peer has no such calls. Their counts guard what `state_ratio`'s
+/// wall-clock ratios cannot (they move between sittings).
+pub const STATE_KINDS: [&str; 5] = [
+    "rate_limit",
+    "subscribe",
+    "unsubscribe",
+    "arm_timer",
+    "cancel_timer",
+];
+
+/// The topic the state loops subscribe to.
+const TOPIC: &str = "resource://gate";
+
+/// The bucket the rate-limit loop charges: never limits.
+const BUCKET: Bucket = Bucket {
+    capacity: 1_000_000,
+    refill_per_sec: 1_000_000,
+};
+
+/// One counted state loop (see the module doc); returns how many calls
+/// succeeded. `handles`: the arms' timer handles, for the cancels.
+macro_rules! counted_state {
+    ($($name:ident => |$e:ident, $id:ident, $handles:ident| $call:expr),* $(,)?) => {
+        $(
+            #[inline(never)]
+            pub fn $name(s: &Subject<'_, Engine>, keys: &[u32], handles: &mut Vec<TimerHandle>) -> u64 {
+                let mut ok = 0;
+                for &k in keys {
+                    let ($e, $id, $handles) = (s.store, &s.ids[k as usize], &mut *handles);
+                    ok += u64::from(std::hint::black_box($call));
+                }
+                ok
+            }
+        )*
+    };
+}
+
+counted_state!(
+    counted_engine_rate_limit => |e, id, _h| e.rate_limit(id, BUCKET, 1).is_ok(),
+    counted_engine_subscribe => |e, id, _h| e.subscribe(id, TOPIC).is_ok(),
+    counted_engine_unsubscribe => |e, id, _h| e.unsubscribe(id, TOPIC).is_ok(),
+    counted_engine_arm_timer => |e, id, h| e
+        .arm_timer(id, 0, std::time::Duration::from_secs(5))
+        .map(|handle| h.push(handle))
+        .is_ok(),
+    counted_engine_cancel_timer => |e, _id, h| {
+        // Every handle the arms returned, latest first (a re-armed token's
+        // handle comes twice: the second cancel finds nothing, a call all
+        // the same).
+        h.pop().is_some_and(|handle| {
+            let _ = e.cancel_timer_handle(handle);
+            true
+        })
+    },
+);
+
+/// The engine's state loop `kind` (one of [`STATE_KINDS`]) over `keys`.
+///
+/// # Panics
+/// On a kind not in [`STATE_KINDS`].
+pub fn run_engine_state(
+    kind: &str,
+    s: &Subject<'_, Engine>,
+    keys: &[u32],
+    handles: &mut Vec<TimerHandle>,
+) -> u64 {
+    match kind {
+        "rate_limit" => counted_engine_rate_limit(s, keys, handles),
+        "subscribe" => counted_engine_subscribe(s, keys, handles),
+        "unsubscribe" => counted_engine_unsubscribe(s, keys, handles),
+        "arm_timer" => counted_engine_arm_timer(s, keys, handles),
+        "cancel_timer" => counted_engine_cancel_timer(s, keys, handles),
+        other => unreachable!("no state loop {other}"),
+    }
+}
+
 /// The engine's loop of `op` over `keys` (creates and deletes: as many as
 /// there are keys).
 pub fn run_engine(op: Op, s: &mut Subject<'_, Engine>, keys: &[u32], metadata: &[u8]) -> u64 {
@@ -245,6 +324,16 @@ mod tests {
             assert_eq!(run_peer(op, &mut p, &keys, &metadata), 500, "peer {op}");
         }
         assert!(e.created.is_empty() && p.created.is_empty());
+        let mut handles = Vec::new();
+        for kind in STATE_KINDS {
+            assert_eq!(
+                run_engine_state(kind, &e, &keys, &mut handles),
+                500,
+                "engine {kind}"
+            );
+        }
+        assert!(handles.is_empty(), "every armed timer's handle was cancelled");
+        engine.debug_check_invariants();
         assert_eq!(now(SessionStore::len(&engine)).unwrap(), 1_000);
         assert_eq!(now(peer.len()).unwrap(), 1_000);
     }
