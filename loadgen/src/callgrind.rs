@@ -81,6 +81,7 @@ pub fn run_loops(plan: &CountPlan) -> Result<(), Error> {
         }
     }
     let mut handles = Vec::with_capacity(plan.ops);
+    oploop::warm_state(&e, &keys);
     for kind in STATE_KINDS {
         let done = oploop::run_engine_state(kind, &e, &keys, &mut handles);
         if done != plan.ops as u64 {

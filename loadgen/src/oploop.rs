@@ -201,8 +201,8 @@ counted!(
 );
 
 /// The engine's per-session state calls the instruction gate counts too,
-/// in the order a round runs them (rate limits make the sessions' entries,
-/// unsubscribes undo the subscribes, cancels the arms). The engine alone:
+/// in the order a round runs them (unsubscribes undo the subscribes,
+/// cancels the arms), after [`warm_state`]. The engine alone:
 /// the peer has no such calls. Their counts guard what `state_ratio`'s
 /// wall-clock ratios cannot (they move between sittings).
 pub const STATE_KINDS: [&str; 5] = [
@@ -258,6 +258,20 @@ counted_state!(
         })
     },
 );
+
+/// Readies the engine for the state loops, uncounted: the keyed sessions'
+/// entries made (by a rate-limit check) and the timer slab grown (by an arm
+/// and a cancel each), so the loops count calls in the steady state, not a
+/// session's first state or the slab's growth.
+pub fn warm_state(s: &Subject<'_, Engine>, keys: &[u32]) {
+    for &k in keys {
+        let id = &s.ids[k as usize];
+        let _ = s.store.rate_limit(id, BUCKET, 1);
+        if let Ok(handle) = s.store.arm_timer(id, 0, std::time::Duration::from_secs(5)) {
+            let _ = s.store.cancel_timer_handle(handle);
+        }
+    }
+}
 
 /// The engine's state loop `kind` (one of [`STATE_KINDS`]) over `keys`.
 ///
@@ -325,6 +339,7 @@ mod tests {
         }
         assert!(e.created.is_empty() && p.created.is_empty());
         let mut handles = Vec::new();
+        warm_state(&e, &keys);
         for kind in STATE_KINDS {
             assert_eq!(
                 run_engine_state(kind, &e, &keys, &mut handles),
