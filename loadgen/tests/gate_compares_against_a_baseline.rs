@@ -142,7 +142,24 @@ fn the_instruction_gate_passes_its_own_commit_and_fails_ten_percent_more() {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     for (op, n) in &baseline.counts.engine {
         assert!(*n > 10.0, "{op}: {n} instructions per operation");
+    }
+    // The mix's operations on both stores; the state calls on the engine
+    // only (the peer has none).
+    for op in ["get", "peek", "touch", "update", "create", "delete"] {
         assert!(baseline.counts.peer[op] > 10.0, "{op} on the peer");
+    }
+    for op in [
+        "rate_limit",
+        "subscribe",
+        "unsubscribe",
+        "arm_timer",
+        "cancel_timer",
+    ] {
+        assert!(
+            baseline.counts.engine.contains_key(op),
+            "{op} counted on the engine"
+        );
+        assert!(!baseline.counts.peer.contains_key(op), "{op} is not the peer's");
     }
 
     // Another process, the same code: within the 2% tolerance.
