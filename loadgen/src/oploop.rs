@@ -202,15 +202,17 @@ counted!(
 
 /// The engine's per-session state calls the instruction gate counts too,
 /// in the order a round runs them (unsubscribes undo the subscribes,
-/// cancels the arms), after [`warm_state`]. The engine alone:
+/// cancels by handle the arms; the cancels by token find timers armed
+/// again, uncounted), after [`warm_state`]. The engine alone:
 /// the peer has no such calls. Their counts guard what `state_ratio`'s
 /// wall-clock ratios cannot (they move between sittings).
-pub const STATE_KINDS: [&str; 5] = [
+pub const STATE_KINDS: [&str; 6] = [
     "rate_limit",
     "subscribe",
     "unsubscribe",
     "arm_timer",
     "cancel_timer",
+    "cancel_timer_token",
 ];
 
 /// The topic the state loops subscribe to.
@@ -248,6 +250,7 @@ counted_state!(
         .arm_timer(id, 0, std::time::Duration::from_secs(5))
         .map(|handle| h.push(handle))
         .is_ok(),
+    counted_engine_cancel_timer_token => |e, id, _h| e.cancel_timer(id, 0).is_ok(),
     counted_engine_cancel_timer => |e, _id, h| {
         // Every handle the arms returned, latest first (a re-armed token's
         // handle comes twice: the second cancel finds nothing, a call all
@@ -289,6 +292,15 @@ pub fn run_engine_state(
         "unsubscribe" => counted_engine_unsubscribe(s, keys, handles),
         "arm_timer" => counted_engine_arm_timer(s, keys, handles),
         "cancel_timer" => counted_engine_cancel_timer(s, keys, handles),
+        "cancel_timer_token" => {
+            // Uncounted: the timers the by-token cancels find.
+            for &k in keys {
+                let _ = s
+                    .store
+                    .arm_timer(&s.ids[k as usize], 0, std::time::Duration::from_secs(5));
+            }
+            counted_engine_cancel_timer_token(s, keys, handles)
+        }
         other => unreachable!("no state loop {other}"),
     }
 }
