@@ -36,6 +36,11 @@ use crate::id::SessionId;
 use crate::limits::PREFAULT_AHEAD_BYTES;
 use crate::limits::TOUCH_QUEUE_MAX;
 
+/// Bytes past a record's end whose lines an append starts loading: about
+/// one typical record (a 200-byte session's), so that the next append
+/// writes into cached lines.
+const NEXT_RECORDS_PREFETCHED: usize = 256;
+
 /// `ShardLog::fail_syncs`' values: syncs work, fail, or panic (test hooks).
 const SYNCS_WORK: u8 = 0;
 const SYNCS_FAIL: u8 = 1;
@@ -189,6 +194,8 @@ impl ShardLog {
         let at = w.pos;
         w.current.write(at, record);
         w.pos += record.len();
+        // The lines the next records will fill, loaded meanwhile.
+        w.current.prefetch(w.pos, NEXT_RECORDS_PREFETCHED);
         w.records += 1;
         w.position += record.len() as u64;
         w.log_bytes += record.len() as u64;
