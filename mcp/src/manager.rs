@@ -231,7 +231,10 @@ impl SessionManager for McpSessionManager {
             self.restoring_count.fetch_add(1, Ordering::AcqRel);
         }
         let outcome = self.local.restore_session(id.clone()).await;
-        if !matches!(outcome, Ok(RestoreOutcome::Restored(_))) {
+        if matches!(outcome, Ok(RestoreOutcome::Restored(_))) {
+            // Served here from now on, until the worker's close forgets it.
+            self.sessions.track(&id);
+        } else {
             self.end_restore(&id);
         }
         Ok(outcome?)

@@ -405,6 +405,14 @@ impl McpSessions {
         }
     }
 
+    /// This process now serves the session (its worker was restored here,
+    /// right after the `load` that counted as activity).
+    pub(crate) fn track(&self, text: &str) {
+        if let Ok(id) = text.parse::<SessionId>() {
+            self.inner.touches.track(id);
+        }
+    }
+
     /// The session left this process (its worker ended or was closed).
     pub(crate) fn forget(&self, text: &str) {
         if let Ok(id) = text.parse::<SessionId>() {
@@ -428,9 +436,10 @@ impl RmcpStore for McpSessions {
             Err(e) => return Err(Box::new(Error::from(e))),
         };
         let record = Record::decode(session.metadata()).map_err(Box::new)?;
-        // rmcp restores a worker here next.
-        self.inner.touches.track(id);
-        // A session whose handshake never completed cannot be replayed.
+        // Not tracked here: rmcp starts a worker only if this returns a
+        // state and the manager's `restore_session` succeeds, which tracks
+        // it (a 404 would leave an entry no close ever removes). A session
+        // whose handshake never completed cannot be replayed.
         Ok(record.rmcp)
     }
 

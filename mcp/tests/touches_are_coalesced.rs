@@ -173,3 +173,37 @@ async fn a_restoring_session_is_not_served_until_its_handshake_is_replayed() {
     manager.accept_message(&text, initialized).await.expect("accept");
     assert!(manager.has_session(&text).await.expect("has_session"));
 }
+
+#[tokio::test]
+async fn a_load_that_restores_nothing_leaves_nothing_tracked() {
+    // A session whose handshake never completed (its creator's process
+    // never got to `store`): another process is asked for it, loads it,
+    // finds no rmcp state and answers 404. It starts no worker there, so no
+    // close ever comes for it: nothing may stay tracked.
+    let engine = engine();
+    let config = McpConfig::with_timeout(Duration::from_secs(600));
+    let creator = McpSessions::new(engine.clone(), config.clone()).expect("sessions");
+    let (text, transport) = creator.session_manager().create_session().await.expect("create");
+    let other = McpSessions::new(engine.clone(), config).expect("sessions");
+    for _ in 0..3 {
+        assert!(other.load(&text).await.expect("load").is_none(), "no handshake stored");
+    }
+    assert_eq!(other.served_here(), 0, "a 404 left an entry behind");
+    drop(transport);
+}
+
+#[tokio::test]
+async fn a_restored_session_is_served_here_until_closed() {
+    let engine = engine();
+    let config = McpConfig::with_timeout(Duration::from_secs(600));
+    let creator = McpSessions::new(engine.clone(), config.clone()).expect("sessions");
+    let (_, text, transport) = initialized(&creator).await;
+    let other = McpSessions::new(engine.clone(), config).expect("sessions");
+    let manager = other.session_manager();
+    assert!(other.load(&text).await.expect("load").is_some());
+    let _restored = manager.restore_session(text.clone()).await.expect("restore");
+    assert_eq!(other.served_here(), 1, "restored here");
+    manager.close_session(&text).await.expect("close");
+    assert_eq!(other.served_here(), 0, "closed here");
+    drop(transport);
+}
