@@ -16,6 +16,12 @@ pub const FANOUT_PAGES_MAX: usize = 1_024;
 /// is never expired (see the crate docs, "Touch coalescing").
 pub const TOUCH_INTERVAL_DIVISOR: u64 = 4;
 
+/// After a touch by an open stream's task fails, the task tries again
+/// after the touch interval divided by this: often enough that a store
+/// back from a short outage is touched well before the session's timeout,
+/// rarely enough not to hammer one that is down.
+pub const HOLD_RETRIES_PER_INTERVAL: u32 = 8;
+
 /// The first byte of a stored record (the layout of `record.rs`); a record
 /// with another is refused, not guessed at.
 pub const RECORD_VERSION: u8 = 1;

@@ -18,6 +18,7 @@ use rmcp::transport::streamable_http_server::session::{
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
+use crate::limits::HOLD_RETRIES_PER_INTERVAL;
 use crate::sessions::McpSessions;
 
 /// What the session manager's calls fail with.
@@ -50,7 +51,7 @@ pub enum ManagerError {
 ///   the header value *is* the store's key;
 /// - touches the store on requests for sessions served here, coalesced
 ///   (`has_session`, which rmcp calls on every request carrying an id);
-/// - keeps touching, at the same coalesced rate, while the session's `GET`
+/// - keeps touching whenever a touch is due while the session's `GET`
 ///   stream is open (a client waiting on it for notifications sends no
 ///   requests, yet is not idle): one task per open `GET` stream;
 /// - ends the local worker when the store says the session is gone (it
@@ -79,28 +80,42 @@ impl McpSessionManager {
         }
     }
 
-    /// Touches the session every touch interval (coalesced with the
-    /// requests' touches) until the returned guard drops or the store has
-    /// lost the session.
+    /// Touches the session whenever a touch is due (one touch interval
+    /// after the last write that counted as activity: a request's touch, a
+    /// data update, this task's own touch), until the returned guard drops
+    /// or the store has lost the session. So an open stream's session is
+    /// touched at most one interval after its last activity, however the
+    /// requests in between fell: a task ticking on a schedule of its own
+    /// would skip a tick that came just before a touch was due and touch
+    /// up to two intervals apart. A failed touch is tried again after
+    /// `interval / HOLD_RETRIES_PER_INTERVAL`.
     pub(crate) fn hold(&self, id: &RmcpId) -> oneshot::Sender<()> {
         let (guard, mut dropped) = oneshot::channel::<()>();
         let sessions = self.sessions.clone();
         let id = id.clone();
         let config = sessions.config();
-        // A zero interval (touch on every request) would spin here.
-        let every = if config.touch_interval.is_zero() {
+        // A zero interval (touch on every request) would spin: the task
+        // then touches every quarter of the timeout.
+        let fixed = config.touch_interval.is_zero();
+        let every = if fixed {
             config.timeout / 4
         } else {
             config.touch_interval
         }
         .max(Duration::from_millis(1));
+        let retry = (every / HOLD_RETRIES_PER_INTERVAL).max(Duration::from_millis(1));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                let wait = if fixed {
+                    every
+                } else {
+                    // Not served here (a close racing this task): touch on
+                    // a fixed schedule, as a request would.
+                    sessions.touch_due_in(&id).unwrap_or(every).max(retry)
+                };
                 tokio::select! {
                     _ = &mut dropped => return,
-                    _ = tick.tick() => {
+                    () = tokio::time::sleep(wait) => {
                         if !sessions.touch_if_due(&id).await {
                             return;
                         }
@@ -298,9 +313,23 @@ mod tests {
         RmcpId,
         Transport,
     ) {
+        one_session_with(McpConfig::with_timeout(timeout)).await
+    }
+
+    /// `one_session` with this configuration.
+    async fn one_session_with(
+        config: McpConfig,
+    ) -> (
+        ManualClock,
+        Engine,
+        McpSessions,
+        Arc<McpSessionManager>,
+        RmcpId,
+        Transport,
+    ) {
         let clock = ManualClock::new(1_000_000);
         let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
-        let sessions = McpSessions::new(engine.clone(), McpConfig::with_timeout(timeout)).expect("sessions");
+        let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
         let manager = sessions.session_manager();
         let (text, transport) = manager.create_session().await.expect("create");
         sessions
@@ -384,5 +413,47 @@ mod tests {
         clock.advance(timeout + Duration::from_millis(1));
         tokio::time::advance(timeout + Duration::from_millis(1)).await;
         assert!(!manager.has_session(&text).await.expect("has_session"));
+    }
+
+    /// Moves the engine's clock and tokio's together, then lets the tasks run.
+    async fn advance(clock: &ManualClock, by: Duration) {
+        clock.advance(by);
+        tokio::time::advance(by).await;
+        settle().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_stream_touches_when_due_whatever_touched_in_between() {
+        // An interval above half the timeout: a stream's touches must come
+        // at most one interval apart, however other writes fall between
+        // them (a task ticking on its own schedule skips a tick that comes
+        // just before the touch is due, and the next one is too late).
+        let config = McpConfig::with_timeout(Duration::from_secs(8)).touch_interval(Duration::from_secs(5));
+        let (clock, engine, sessions, manager, text, _transport) = one_session_with(config).await;
+        let id: SessionId = text.parse().expect("our id");
+        advance(&clock, Duration::from_secs(1)).await;
+        let _guard = manager.hold(&text);
+        settle().await;
+        // A write just after: the session's last activity is now at 1.01 s.
+        advance(&clock, Duration::from_millis(10)).await;
+        sessions
+            .store(&text, &SessionState::new(InitializeRequestParams::default()))
+            .await
+            .expect("store");
+        // The stream's task wakes at 6 s, 10 ms before a touch is due; then
+        // a request comes at 6.01 s and touches.
+        advance(&clock, Duration::from_millis(4_995)).await;
+        assert_eq!(sessions.touch_stats().coalesced, 1, "the stream's task woke");
+        advance(&clock, Duration::from_millis(5)).await;
+        let written = sessions.touch_stats().written;
+        assert!(manager.has_session(&text).await.expect("has_session"));
+        assert_eq!(sessions.touch_stats().written, written + 1, "the request touched");
+        // The task's next wake (5 s after its last, 5 ms before the touch
+        // is due), then twenty seconds more of an open stream, no request.
+        advance(&clock, Duration::from_millis(4_995)).await;
+        for _ in 0..40 {
+            advance(&clock, Duration::from_millis(500)).await;
+            assert!(engine.peek(&id).is_ok(), "expired while its stream was open");
+        }
     }
 }

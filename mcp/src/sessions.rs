@@ -405,6 +405,13 @@ impl McpSessions {
         }
     }
 
+    /// How long until the session's next touch is due; `None` if this
+    /// process does not serve it (or the text is not one of our ids).
+    pub(crate) fn touch_due_in(&self, text: &str) -> Option<Duration> {
+        let id = text.parse::<SessionId>().ok()?;
+        self.inner.touches.due_in(&id)
+    }
+
     /// This process now serves the session (its worker was restored here,
     /// right after the `load` that counted as activity).
     pub(crate) fn track(&self, text: &str) {

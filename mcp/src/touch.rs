@@ -130,6 +130,14 @@ impl Touches {
         Claim::Due { previous: None }
     }
 
+    /// How long until a touch of `id` is due (zero if it is due now);
+    /// `None` if this process does not serve it.
+    pub(crate) fn due_in(&self, id: &SessionId) -> Option<Duration> {
+        let last = self.last_ms.get(id)?.load(Ordering::Acquire);
+        let due = last.saturating_add(self.interval_ms);
+        Some(Duration::from_millis(due.saturating_sub(self.now_ms())))
+    }
+
     /// The claimed touch failed: let the next request try again.
     pub(crate) fn failed(&self, id: SessionId, previous: Option<u64>) {
         self.failed.fetch_add(1, Ordering::Relaxed);

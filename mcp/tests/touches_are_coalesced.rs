@@ -182,11 +182,14 @@ async fn a_load_that_restores_nothing_leaves_nothing_tracked() {
     // close ever comes for it: nothing may stay tracked.
     let engine = engine();
     let config = McpConfig::with_timeout(Duration::from_secs(600));
-    let creator = McpSessions::new(engine.clone(), config.clone()).expect("sessions");
+    let creator = McpSessions::new(engine.clone(), config).expect("sessions");
     let (text, transport) = creator.session_manager().create_session().await.expect("create");
     let other = McpSessions::new(engine.clone(), config).expect("sessions");
     for _ in 0..3 {
-        assert!(other.load(&text).await.expect("load").is_none(), "no handshake stored");
+        assert!(
+            other.load(&text).await.expect("load").is_none(),
+            "no handshake stored"
+        );
     }
     assert_eq!(other.served_here(), 0, "a 404 left an entry behind");
     drop(transport);
@@ -196,7 +199,7 @@ async fn a_load_that_restores_nothing_leaves_nothing_tracked() {
 async fn a_restored_session_is_served_here_until_closed() {
     let engine = engine();
     let config = McpConfig::with_timeout(Duration::from_secs(600));
-    let creator = McpSessions::new(engine.clone(), config.clone()).expect("sessions");
+    let creator = McpSessions::new(engine.clone(), config).expect("sessions");
     let (_, text, transport) = initialized(&creator).await;
     let other = McpSessions::new(engine.clone(), config).expect("sessions");
     let manager = other.session_manager();
