@@ -72,7 +72,11 @@
 //!   so the browser drops the cookie `d` after the last request that
 //!   *changed* the session, whatever came after it. Use it only where every
 //!   request writes anyway, or where the client ignores `Max-Age`.
-//! - `Expiry::AtDateTime(t)`: a fixed end; sliding is beside the point.
+//! - `Expiry::AtDateTime(t)`: the default (fixed) store. Not with
+//!   `sliding(true)`: a sliding load moves every session's deadline by the
+//!   timeout its last save gave it (`t` minus the time of that save), and
+//!   the store cannot tell a fixed date from an inactivity one, so the
+//!   session would outlive `t`.
 //!
 //! # `cycle_id`
 //!

@@ -9,10 +9,12 @@
 //! 9       n     data: the record's map, MessagePack (as rmp-serde writes it; see msgpack.rs)
 //! ```
 //!
-//! The expiry date is kept beside the engine's own deadline because a
-//! deadline further out than the engine's longest timeout is stored as
-//! `Timeout::Never`, and then this field is the only record of when the
-//! session ends (see `store.rs`). Milliseconds, because the engine counts in
+//! The expiry date is kept beside the engine's own deadline, which may
+//! differ from it: a date further out than the engine's longest timeout is
+//! stored with that timeout, `inactivity_timeout` replaces it, and a
+//! sliding load moves the deadline (see `store.rs`). Records stored by
+//! earlier versions with `Timeout::Never` (a date beyond the longest
+//! timeout) end by this date. Milliseconds, because the engine counts in
 //! them; the sub-millisecond part of tower-sessions' date is dropped.
 //!
 //! MessagePack rather than JSON for the map: smaller (21 bytes against 29

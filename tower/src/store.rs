@@ -31,7 +31,7 @@ use crate::rotate;
 /// | tower-sessions | here |
 /// | --- | --- |
 /// | `create(&mut record)` | `insert` under a fresh id from the OS CSPRNG (ours, replacing tower's); another fresh id if it is taken: never overwrites |
-/// | `save(&record)` | insert-or-replace with the new metadata and timeout; a record already past its expiry date is deleted |
+/// | `save(&record)` | insert-or-replace with the new metadata and timeout; a record already past its expiry date is deleted (without [`inactivity_timeout`](Self::inactivity_timeout), which replaces the date) |
 /// | `load(&id)` | `peek` (the deadline stays where the last save put it); with [`sliding`](Self::sliding) `get`, which slides it |
 /// | `delete(&id)` | `delete` (absent is fine); inside [`cycle_id`](crate::cycle_id) the store's rotate |
 /// | `delete_expired()` | `cleanup_expired` (0 work on Redis, which expires keys itself) |
@@ -67,6 +67,8 @@ impl<S> TowerStore<S> {
     /// `false` (the default): tower-sessions' own rule, the deadline is the
     /// `expiry_date` of the last save and a load leaves it there.
     ///
+    /// Every session of the store slides, whatever its layer's expiry: not
+    /// for `Expiry::AtDateTime`, whose sessions would outlive their date.
     /// The browser must keep the cookie as long as the server keeps the
     /// session: see the crate docs for the layer settings that go with it.
     #[must_use]
@@ -109,18 +111,15 @@ impl<S> TowerStore<S> {
         if remaining_ns <= 0 {
             return None;
         }
-        // Beyond the longest finite timeout the store keeps it for ever and
-        // `load` checks the stored date instead (see `load`).
-        let Ok(remaining_ns) = u64::try_from(remaining_ns) else {
-            return Some(Timeout::Never);
-        };
-        // Rounded up: a record is never dropped before its expiry date.
-        let timeout_ms = remaining_ns.div_ceil(NS_PER_MS);
-        Some(if timeout_ms <= TIMEOUT_MS_MAX {
-            Timeout::from_ms(timeout_ms)
-        } else {
-            Timeout::Never
-        })
+        // Rounded up: a record is never dropped before its expiry date,
+        // unless that is further out than the longest finite timeout: then
+        // it gets the longest, so that an abandoned session (its cookie
+        // gone) is still reclaimed by the store (a save or a sliding load
+        // sets it again).
+        let timeout_ms = u64::try_from(remaining_ns)
+            .map_or(u64::MAX, |ns| ns.div_ceil(NS_PER_MS))
+            .min(TIMEOUT_MS_MAX);
+        Some(Timeout::from_ms(timeout_ms))
     }
 }
 
@@ -248,8 +247,9 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
             let expires_ms = i64::try_from(expires_ms).unwrap_or(i64::MAX);
             date_of_ms(expires_ms).unwrap_or_else(|| stored.expiry_date())
         } else if ns_of_ms(stored.expiry_ms) <= now_ns() {
-            // Stored without a timeout (its date was beyond the longest one):
-            // its own date ends it. A plain delete, never a rotation.
+            // Stored without a timeout (by an earlier version, for a date
+            // beyond the longest one): its own date ends it. A plain
+            // delete, never a rotation.
             return match self.store.delete(&id).await {
                 Ok(()) | Err(session_engine::Error::NotFound) => Ok(None),
                 Err(e) => Err(backend("load (delete expired)", Some(*session_id), &e)),

@@ -147,16 +147,32 @@ async fn inactivity_timeout_overrides_the_record_date() {
 }
 
 #[tokio::test]
-async fn a_date_beyond_the_longest_timeout_is_kept_and_ends_the_session() {
+async fn a_date_beyond_the_longest_timeout_gets_the_longest_and_is_reclaimed() {
+    // A "remember me for 500 days": stored with the longest timeout the
+    // engine has (400 days), so that a session whose cookie is abandoned is
+    // still reclaimed by the store's own expiry, never kept for ever.
     let engine = engine();
     let store = TowerStore::from_arc(Arc::clone(&engine)).sliding(true);
     let mut r = record(time::Duration::days(500));
     store.create(&mut r).await.unwrap();
-    assert_eq!(engine.peek(&ours(r.id)).unwrap().timeout(), Timeout::Never);
-    let loaded = store.load(&r.id).await.unwrap().unwrap();
-    assert_eq!(record_ms(loaded.expiry_date), record_ms(r.expiry_date));
+    let longest = Timeout::from_ms(session_engine::limits::TIMEOUT_MS_MAX);
+    assert_eq!(engine.peek(&ours(r.id)).unwrap().timeout(), longest);
+    let mut saved = store.load(&r.id).await.unwrap().unwrap();
+    let until = saved.expiry_date - OffsetDateTime::now_utc();
+    assert!(
+        (time::Duration::days(400) - time::Duration::minutes(1)..=time::Duration::days(400)).contains(&until),
+        "the loaded record ends when the store's deadline does: in {until}"
+    );
+    saved.expiry_date = OffsetDateTime::now_utc() + time::Duration::days(5000);
+    store.save(&saved).await.unwrap();
+    assert_eq!(
+        engine.peek(&ours(r.id)).unwrap().timeout(),
+        longest,
+        "a save clamps too"
+    );
 
-    // Such a session whose date has passed is not returned, and goes. The
+    // A session an earlier version stored without a timeout (its date was
+    // beyond the longest one) ends by its date: not returned, and goes. The
     // stored form (record.rs): version 1, expiry ms LE, MessagePack map.
     let past = SessionId::random().unwrap();
     let mut bytes = vec![1u8];
