@@ -710,6 +710,16 @@ impl Engine {
         }
     }
 
+    /// Makes every later growth of a shard's table fail as an allocation
+    /// failure would, to test that the write that needed it fails with a
+    /// typed error and leaves no trace, in memory or in the log.
+    #[doc(hidden)]
+    pub fn debug_fail_table_growth(&self) {
+        for shard in &*self.core.shards {
+            shard.fail_growth();
+        }
+    }
+
     /// Runs `while_held` holding shard `shard`'s writer lock, as a writer
     /// stalled in its critical section would (tests and the stalled-writer
     /// measurement: reads of that shard must go on).

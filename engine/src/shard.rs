@@ -38,7 +38,7 @@
 //! guard and handing a replaced table to the epoch for destruction.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ahash::RandomState;
@@ -278,6 +278,9 @@ pub(crate) struct Shard {
     /// A read logs a `TOUCH` when it slides a session into a new period of
     /// this fraction of its timeout.
     touch_fraction: f64,
+    /// Makes every table growth fail as an allocation failure would (a
+    /// test hook: `Engine::debug_fail_table_growth`).
+    fail_growth: AtomicBool,
 }
 
 impl Drop for Shard {
@@ -314,6 +317,7 @@ impl Shard {
             hasher,
             log,
             touch_fraction,
+            fail_growth: AtomicBool::new(false),
         }
     }
 
@@ -518,7 +522,7 @@ impl Shard {
         let (mut w, mut table) = self.lock(guard);
         let now_ms = clock.now_ms();
         let id = block.header().id;
-        let found = table.find_or_free(hash, &id);
+        let mut found = table.find_or_free(hash, &id);
         let mut live_delta = live_len(block.block());
         if let Ok(at) = found {
             let old = table.header(at);
@@ -526,6 +530,16 @@ impl Shard {
                 return Ok(Inserted::Exists(block));
             }
             live_delta -= live_len(old);
+        }
+        // The slot the search found fits, unless the table must grow first
+        // (a tombstone reused leaves the count of used slots as it was; an
+        // expired session replaced leaves a tombstone for one it removes).
+        // Grown before anything is logged: a growth that fails leaves no
+        // trace, as a failed append does.
+        let fits = |w: &Writer, table: &Table, found| matches!(found, Err((_, tombstone)) if tombstone || w.tombstones + self.len() < table.limit());
+        if !fits(&w, table, found) && w.tombstones + self.len() + 1 > table.limit() {
+            table = self.rebuild(&mut w, table, guard)?;
+            found = table.find_or_free(hash, &id);
         }
         // Logged before anything changes: a failed append leaves no trace.
         let position = self.append(record, live_delta, now_ms)?;
@@ -535,15 +549,8 @@ impl Shard {
             self.remove_at(&mut w, table, at, guard)
         });
         let (at, was_tombstone) = match found {
-            // The slot the search found, unless the table must grow first
-            // (a tombstone reused leaves the count of used slots as it was).
-            Err((at, tombstone)) if tombstone || w.tombstones + self.len() < table.limit() => (at, tombstone),
-            _ => {
-                if w.tombstones + self.len() + 1 > table.limit() {
-                    table = self.rebuild(&mut w, table, guard)?;
-                }
-                table.free_slot(hash)
-            }
+            Err((at, tombstone)) if fits(&w, table, found) => (at, tombstone),
+            _ => table.free_slot(hash),
         };
         w.tombstones -= usize::from(was_tombstone);
         w.hold(block.block());
@@ -865,7 +872,12 @@ impl Shard {
         } else {
             table.slots() * 2
         };
-        let next = Table::new(slots, table.generation().wrapping_add(1)).map_err(|e| Error::Io {
+        let grown = if self.fail_growth.load(Ordering::Relaxed) {
+            Err("an injected allocation failure".to_owned())
+        } else {
+            Table::new(slots, table.generation().wrapping_add(1)).map_err(|e| e.to_string())
+        };
+        let next = grown.map_err(|e| Error::Io {
             context: format!("growing a shard's table to {slots} slots"),
             source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, e),
         })?;
@@ -1028,6 +1040,11 @@ impl Shard {
     pub(crate) fn state_counts(&self) -> (usize, usize) {
         let w = self.writer.lock();
         (w.states.timers(), w.states.sessions())
+    }
+
+    /// Makes every later growth of the table fail (tests).
+    pub(crate) fn fail_growth(&self) {
+        self.fail_growth.store(true, Ordering::Relaxed);
     }
 
     /// Runs `while_held` holding the writer mutex (tests: a stalled writer).

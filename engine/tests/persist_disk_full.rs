@@ -146,3 +146,40 @@ fn a_full_disk_fails_writes_cleanly_and_loses_nothing() {
     }
     assert!(engine.peek(&id(acked)).is_err());
 }
+
+/// A table that cannot grow (no memory for the larger one): the insert
+/// that needed it fails with a typed error before anything is logged, so
+/// the session is neither in memory nor back after a reopen.
+#[test]
+fn an_insert_whose_table_cannot_grow_leaves_no_trace_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        Config::default()
+            .shards(1)
+            .data_dir(dir.path())
+            .durability(Durability::Always)
+            .without_sweeper()
+    };
+    let engine = Engine::open(config()).unwrap();
+    engine.debug_fail_table_growth();
+    let mut stored = 0u32;
+    let err = loop {
+        match engine.insert(id(stored), b"x", Timeout::Never) {
+            Ok(()) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 1_000_000, "the table never had to grow");
+    };
+    assert!(matches!(err, Error::Io { .. }), "typed error: {err:?}");
+    assert!(err.to_string().contains("growing a shard's table"), "{err}");
+    assert!(engine.peek(&id(stored)).is_err());
+    assert_eq!(engine.len(), stored as usize);
+    drop(engine);
+    let engine = Engine::open(config()).unwrap();
+    assert!(
+        engine.peek(&id(stored)).is_err(),
+        "the failed insert came back from the log"
+    );
+    assert_eq!(engine.len(), stored as usize);
+    assert!(engine.peek(&id(0)).is_ok());
+}
