@@ -264,8 +264,9 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
 /// Segment files by sequence.
 type Segments = Vec<(u64, PathBuf)>;
 
-/// The segments of a shard directory in sequence order, and the unfinished
-/// compactions (`.tmp`) to remove.
+/// The segments of a shard directory in sequence order, and the files to
+/// remove: unfinished compactions (`.tmp`) and segments whose creation a
+/// crash cut short (`.new`).
 fn list_segments(dir: &Path) -> Result<(Segments, Vec<PathBuf>)> {
     let mut segments = Vec::new();
     let mut tmps = Vec::new();
@@ -274,7 +275,7 @@ fn list_segments(dir: &Path) -> Result<(Segments, Vec<PathBuf>)> {
         let entry = entry.map_err(io(format!("listing {}", dir.display())))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if let Some(stem) = name.strip_suffix(".tmp") {
+        if let Some(stem) = name.strip_suffix(".tmp").or_else(|| name.strip_suffix(".new")) {
             if stem.parse::<u64>().is_ok() {
                 tmps.push(entry.path());
             }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
-use rustix::fs::{fallocate, FallocateFlags};
+use rustix::fs::{fallocate, renameat_with, FallocateFlags, RenameFlags, CWD};
 
 use super::format::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::limits::PREFAULT_AHEAD_BYTES;
@@ -21,6 +21,12 @@ pub(crate) fn segment_name(sequence: u64) -> String {
 /// File name of a compaction in progress that will become segment `sequence`.
 pub(crate) fn tmp_name(sequence: u64) -> String {
     format!("{sequence:016}.tmp")
+}
+
+/// File name of segment `sequence` while it is being created, until its
+/// header is written (recovery removes one a crash left).
+pub(crate) fn new_name(sequence: u64) -> String {
+    format!("{sequence:016}.new")
 }
 
 /// Creates a file readable and writable by the owner only.
@@ -54,10 +60,19 @@ impl Segment {
     /// Creates, preallocates and maps a new segment and writes its header
     /// (whose `len` is the file's). The caller syncs the directory before
     /// relying on the file's name.
+    ///
+    /// The file is made under its `.new` name and renamed to `path` once
+    /// its header is written (never over an existing file), so a segment
+    /// file is never seen without its header: a crash mid-creation leaves
+    /// a `.new` file, which recovery removes. A headerless segment file
+    /// would read as damage wherever the log had already rolled past it,
+    /// and the log can roll past a segment still being created (a writer
+    /// that outran the background thread makes the next one itself).
     pub(crate) fn create(path: &Path, header: &SegmentHeader) -> io::Result<Self> {
         let len = usize::try_from(header.len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment larger than memory"))?;
-        let file = create_owner_only(path)?;
+        let creating = path.with_file_name(new_name(header.sequence));
+        let file = create_owner_only(&creating)?;
         let built = (|| {
             // Real blocks, not a sparse hole: a store into the mapping can
             // then never fault for lack of space (which would be SIGBUS).
@@ -73,10 +88,11 @@ impl Segment {
             };
             segment.prefault_to(PREFAULT_AHEAD_BYTES);
             segment.write(0, &header.encode());
+            renameat_with(CWD, &creating, CWD, path, RenameFlags::NOREPLACE)?;
             Ok(segment)
         })();
         if built.is_err() {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&creating);
         }
         built
     }
