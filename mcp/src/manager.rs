@@ -1,6 +1,7 @@
 //! [`McpSessionManager`]: rmcp's `LocalSessionManager` (the in-process
 //! workers and channels) with our ids, our touches and our close.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
@@ -53,7 +54,10 @@ pub enum ManagerError {
 ///   (`has_session`, which rmcp calls on every request carrying an id);
 /// - keeps touching whenever a touch is due while the session's `GET`
 ///   stream is open (a client waiting on it for notifications sends no
-///   requests, yet is not idle): one task per open `GET` stream;
+///   requests, yet is not idle): one task per open `GET` stream, and
+///   likewise for a request's own stream once it has been open one touch
+///   interval (a tool call that runs longer than the session's timeout
+///   would otherwise see its session expire before it answers);
 /// - ends the local worker when the store says the session is gone (it
 ///   expired, or a `DELETE` reached another process): the request then gets
 ///   rmcp's 404 and the client knows to start again.
@@ -80,50 +84,10 @@ impl McpSessionManager {
         }
     }
 
-    /// Touches the session whenever a touch is due (one touch interval
-    /// after the last write that counted as activity: a request's touch, a
-    /// data update, this task's own touch), until the returned guard drops
-    /// or the store has lost the session. So an open stream's session is
-    /// touched at most one interval after its last activity, however the
-    /// requests in between fell: a task ticking on a schedule of its own
-    /// would skip a tick that came just before a touch was due and touch
-    /// up to two intervals apart. A failed touch is tried again after
-    /// `interval / HOLD_RETRIES_PER_INTERVAL`.
+    /// Touches the session whenever a touch is due, until the returned
+    /// guard drops or the store has lost the session (the free [`hold`]).
     pub(crate) fn hold(&self, id: &RmcpId) -> oneshot::Sender<()> {
-        let (guard, mut dropped) = oneshot::channel::<()>();
-        let sessions = self.sessions.clone();
-        let id = id.clone();
-        let config = sessions.config();
-        // A zero interval (touch on every request) would spin: the task
-        // then touches every quarter of the timeout.
-        let fixed = config.touch_interval.is_zero();
-        let every = if fixed {
-            config.timeout / 4
-        } else {
-            config.touch_interval
-        }
-        .max(Duration::from_millis(1));
-        let retry = (every / HOLD_RETRIES_PER_INTERVAL).max(Duration::from_millis(1));
-        tokio::spawn(async move {
-            loop {
-                let wait = if fixed {
-                    every
-                } else {
-                    // Not served here (a close racing this task): touch on
-                    // a fixed schedule, as a request would.
-                    sessions.touch_due_in(&id).unwrap_or(every).max(retry)
-                };
-                tokio::select! {
-                    _ = &mut dropped => return,
-                    () = tokio::time::sleep(wait) => {
-                        if !sessions.touch_if_due(&id).await {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        guard
+        hold(&self.sessions, id)
     }
 
     fn end_restore(&self, id: &RmcpId) {
@@ -208,9 +172,12 @@ impl SessionManager for McpSessionManager {
         id: &RmcpId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        // A request's own stream lives as long as its request: not held
-        // (that would spawn a task per request).
-        Ok(self.local.create_stream(id, message).await?)
+        // A request's own stream lives as long as its request, which may be
+        // a tool call running longer than the session's timeout: held once
+        // it has been open a touch interval (a timer per request, a task
+        // only for the long ones).
+        let stream = self.local.create_stream(id, message).await?;
+        Ok(Held::after(stream, self.sessions.clone(), id.clone()))
     }
 
     async fn accept_message(&self, id: &RmcpId, message: ClientJsonRpcMessage) -> Result<(), Self::Error> {
@@ -260,16 +227,85 @@ impl SessionManager for McpSessionManager {
     }
 }
 
-/// A session's stream that keeps the session touched while it is open (the
-/// guard stops the touching task when the stream drops).
+/// The touch interval a holding task works with: the configured one, or
+/// for a zero interval (touch on every request, which would spin here) a
+/// quarter of the timeout.
+fn hold_period(sessions: &McpSessions) -> Duration {
+    let config = sessions.config();
+    if config.touch_interval.is_zero() {
+        config.timeout / 4
+    } else {
+        config.touch_interval
+    }
+    .max(Duration::from_millis(1))
+}
+
+/// Touches the session whenever a touch is due (one touch interval after
+/// the last write that counted as activity: a request's touch, a data
+/// update, this task's own touch), until the returned guard drops or the
+/// store has lost the session. So an open stream's session is touched at
+/// most one interval after its last activity, however the requests in
+/// between fell: a task ticking on a schedule of its own would skip a tick
+/// that came just before a touch was due and touch up to two intervals
+/// apart. A failed touch is tried again after
+/// `interval / HOLD_RETRIES_PER_INTERVAL`.
+fn hold(sessions: &McpSessions, id: &RmcpId) -> oneshot::Sender<()> {
+    let (guard, mut dropped) = oneshot::channel::<()>();
+    let sessions = sessions.clone();
+    let id = id.clone();
+    let every = hold_period(&sessions);
+    let fixed = sessions.config().touch_interval.is_zero();
+    let retry = (every / HOLD_RETRIES_PER_INTERVAL).max(Duration::from_millis(1));
+    tokio::spawn(async move {
+        loop {
+            let wait = if fixed {
+                every
+            } else {
+                // Not served here (a close racing this task): touch on a
+                // fixed schedule, as a request would.
+                sessions.touch_due_in(&id).unwrap_or(every).max(retry)
+            };
+            tokio::select! {
+                _ = &mut dropped => return,
+                () = tokio::time::sleep(wait) => {
+                    if !sessions.touch_if_due(&id).await {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    guard
+}
+
+/// A session's stream that keeps the session touched while it is open:
+/// through [`McpSessionManager::hold`]'s task, from the start (the `GET`
+/// streams, open for as long as the client listens) or once the stream has
+/// been open one touch interval (a request's, usually gone long before).
+/// Dropping the stream stops the task.
 struct Held<S> {
     inner: S,
-    _guard: oneshot::Sender<()>,
+    guard: Option<oneshot::Sender<()>>,
+    /// Until the task starts: the session, and when to start it.
+    later: Option<(McpSessions, RmcpId, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl<S> Held<S> {
     fn new(inner: S, guard: oneshot::Sender<()>) -> Self {
-        Self { inner, _guard: guard }
+        Self {
+            inner,
+            guard: Some(guard),
+            later: None,
+        }
+    }
+
+    fn after(inner: S, sessions: McpSessions, id: RmcpId) -> Self {
+        let wait = hold_period(&sessions);
+        Self {
+            inner,
+            guard: None,
+            later: Some((sessions, id, Box::pin(tokio::time::sleep(wait)))),
+        }
     }
 }
 
@@ -277,7 +313,14 @@ impl<S: Stream + Unpin> Stream for Held<S> {
     type Item = S::Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        Pin::new(&mut self.inner).poll_next(cx)
+        let this = &mut *self;
+        if let Some((sessions, id, wake)) = &mut this.later {
+            if wake.as_mut().poll(cx).is_ready() {
+                this.guard = Some(hold(sessions, id));
+                this.later = None;
+            }
+        }
+        Pin::new(&mut this.inner).poll_next(cx)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -455,5 +498,69 @@ mod tests {
             advance(&clock, Duration::from_millis(500)).await;
             assert!(engine.peek(&id).is_ok(), "expired while its stream was open");
         }
+    }
+
+    /// A response stream with nothing to send yet: a tool call still running.
+    struct Silent;
+
+    impl Stream for Silent {
+        type Item = ();
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<()>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_open_past_the_timeout_keeps_its_session_alive() {
+        // A tool call answered after far longer than the session's timeout:
+        // its response stream (as `create_stream` wraps it) is open, and
+        // nothing else comes meanwhile.
+        let timeout = Duration::from_secs(8);
+        let (clock, engine, sessions, _manager, text, _transport) = one_session(timeout).await;
+        let id: SessionId = text.parse().expect("our id");
+        let mut stream = Held::after(Silent, sessions.clone(), text.clone());
+        let call =
+            tokio::spawn(async move { std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await });
+        settle().await;
+        for _ in 0..12 {
+            advance(&clock, Duration::from_secs(3)).await;
+            assert!(engine.peek(&id).is_ok(), "expired while a request was open");
+        }
+        assert!(
+            sessions.touch_stats().written >= 5,
+            "{:?}",
+            sessions.touch_stats()
+        );
+        // The call ends (its stream dropped): no more touches.
+        call.abort();
+        let _ = call.await;
+        settle().await;
+        advance(&clock, timeout + Duration::from_secs(3)).await;
+        assert!(engine.peek(&id).is_err(), "touched after the request ended");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_request_starts_no_task() {
+        let (_clock, _engine, sessions, _manager, text, _transport) =
+            one_session(Duration::from_secs(8)).await;
+        let mut stream = Held::after(futures_stream_once(), sessions.clone(), text.clone());
+        let first = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await;
+        assert_eq!(first, Some(()));
+        assert!(
+            stream.guard.is_none(),
+            "a touching task started for a request that answered at once"
+        );
+    }
+
+    /// A stream answering at once.
+    fn futures_stream_once() -> impl Stream<Item = ()> + Unpin {
+        struct Once(bool);
+        impl Stream for Once {
+            type Item = ();
+            fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<()>> {
+                Poll::Ready(std::mem::replace(&mut self.0, false).then_some(()))
+            }
+        }
+        Once(true)
     }
 }
