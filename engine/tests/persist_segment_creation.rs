@@ -87,3 +87,48 @@ fn a_segment_cut_short_between_sealed_ones_is_removed_and_strict_opens() {
     drop(engine);
     assert!(Engine::open(config(dir.path())).unwrap().contains(&id(1_000)));
 }
+
+/// A segment's name must never reach the disk before its header does: after
+/// a machine crash, a named segment of zeros right after a sealed one reads
+/// as damage (the writer had rolled into it, so it was whole), and `Strict`
+/// would refuse to open. So a new segment's header is synced before the
+/// file is renamed to its `.seg` name. Shown with syncs that fail: a segment
+/// whose header cannot be made durable is never named; the write that
+/// needed it fails with a typed error, and everything acknowledged stays.
+#[test]
+fn a_segment_whose_header_cannot_be_synced_is_never_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // A flush interval longer than the test: no log sync but the header's.
+    let config = config(dir.path()).durability(Durability::Interval(std::time::Duration::from_secs(3_600)));
+    let engine = Engine::open(config.clone()).unwrap();
+    engine.debug_fail_syncs();
+    let mut written = 0;
+    let mut failure = None;
+    for i in 0..1_000 {
+        match engine.insert(id(i), &[(i % 251) as u8 | 1; 200], Timeout::Never) {
+            Ok(()) => written += 1,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("the write that needed a second segment failed");
+    assert!(failure.to_string().contains("injected sync failure"), "{failure}");
+    assert!(written > 0, "the first segment took writes");
+    assert_eq!(engine.len(), written, "the failed write left nothing");
+    assert_eq!(
+        files(dir.path(), ".seg").len(),
+        1,
+        "{:?}",
+        files(dir.path(), ".seg")
+    );
+    assert!(
+        files(dir.path(), ".new").is_empty(),
+        "{:?}",
+        files(dir.path(), ".new")
+    );
+    drop(engine);
+    let engine = Engine::open(config).expect("Strict opens");
+    assert_eq!(engine.len(), written);
+}

@@ -244,10 +244,19 @@ impl ShardLog {
         w.live_bytes = w.live_bytes.saturating_add_signed(live_delta);
     }
 
-    /// Creates segment `sequence`; unless durability is `Never`, its name is
-    /// made durable too (directory fsync) before anything is written to it.
+    /// Creates segment `sequence`; unless durability is `Never`, its header
+    /// is made durable before its name, and its name (directory fsync)
+    /// before anything is written to it.
     fn new_segment(&self, sequence: u64, now_ms: u64) -> Result<Segment> {
-        let segment = create_segment(&self.id, sequence, 0, self.segment_len, now_ms)?;
+        let segment = create_segment_with(&self.id, sequence, 0, self.segment_len, now_ms, |segment| {
+            if self.durability == Durability::Never {
+                return Ok(());
+            }
+            if self.fail_syncs.load(Ordering::Relaxed) == SYNCS_FAIL {
+                return Err(io::Error::other("injected sync failure (debug_fail_syncs)"));
+            }
+            segment.sync(0, SEGMENT_HEADER_LEN)
+        })?;
         if self.durability != Durability::Never {
             sync_dir(&self.id.dir)
                 .map_err(|e| io_error(format!("syncing directory {}", self.id.dir.display()), e))?;
@@ -364,16 +373,9 @@ impl ShardLog {
     /// cache's state is unknown, so it does not pretend: fsyncgate).
     pub(crate) fn sync(&self, unsynced: &Unsynced) -> Result<u64> {
         for (segment, from, to) in &unsynced.ranges {
-            let fail = self.fail_syncs.load(Ordering::Relaxed);
-            assert!(fail != SYNCS_PANIC, "injected sync panic (debug_panic_syncs)");
-            let synced = if fail == SYNCS_FAIL {
-                // A failing disk takes its time to say so; writers queue
-                // behind the round meanwhile, as they would.
-                std::thread::sleep(INJECTED_FAILURE_DELAY);
-                Err(io::Error::other("injected sync failure (debug_fail_syncs)"))
-            } else {
-                segment.sync(*from, *to)
-            };
+            let synced = self
+                .injected_sync_failure()
+                .and_then(|()| segment.sync(*from, *to));
             if let Err(e) = synced {
                 let reason = format!("sync of {} failed: {e}", segment.path().display());
                 let first = self.writer.lock().failed.replace(reason).is_none();
@@ -392,6 +394,20 @@ impl ShardLog {
             }
         }
         Ok(unsynced.upto)
+    }
+
+    /// What a sync does under the test hooks: fail as a failing disk would
+    /// (`debug_fail_syncs`), panic (`debug_panic_syncs`), or go ahead.
+    fn injected_sync_failure(&self) -> io::Result<()> {
+        let fail = self.fail_syncs.load(Ordering::Relaxed);
+        assert!(fail != SYNCS_PANIC, "injected sync panic (debug_panic_syncs)");
+        if fail == SYNCS_FAIL {
+            // A failing disk takes its time to say so; writers queue
+            // behind the round meanwhile, as they would.
+            std::thread::sleep(INJECTED_FAILURE_DELAY);
+            return Err(io::Error::other("injected sync failure (debug_fail_syncs)"));
+        }
+        Ok(())
     }
 
     /// Makes every later sync fail (tests of the failure path).
@@ -453,13 +469,28 @@ impl ShardLog {
     }
 }
 
-/// Creates segment `sequence` of a log, header written.
+/// Creates segment `sequence` of a log, header written and synced before
+/// the file is named (`Segment::create`). For logs that sync; a running
+/// log's `new_segment` also honours `Never` and the test hooks.
 pub(crate) fn create_segment(
     id: &LogId,
     sequence: u64,
     flags: u32,
     len: usize,
     now_ms: u64,
+) -> Result<Segment> {
+    create_segment_with(id, sequence, flags, len, now_ms, |segment| {
+        segment.sync(0, SEGMENT_HEADER_LEN)
+    })
+}
+
+fn create_segment_with(
+    id: &LogId,
+    sequence: u64,
+    flags: u32,
+    len: usize,
+    now_ms: u64,
+    sync_header: impl FnOnce(&Segment) -> io::Result<()>,
 ) -> Result<Segment> {
     debug_assert!(flags & !FLAG_BASE == 0);
     let header = SegmentHeader {
@@ -472,6 +503,6 @@ pub(crate) fn create_segment(
         len: len as u64,
     };
     let path = id.dir.join(segment_name(sequence));
-    Segment::create(&path, &header)
+    Segment::create(&path, &header, sync_header)
         .map_err(|e| io_error(format!("creating segment {} ({len} bytes)", path.display()), e))
 }

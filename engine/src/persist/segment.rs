@@ -62,13 +62,21 @@ impl Segment {
     /// relying on the file's name.
     ///
     /// The file is made under its `.new` name and renamed to `path` once
-    /// its header is written (never over an existing file), so a segment
-    /// file is never seen without its header: a crash mid-creation leaves
-    /// a `.new` file, which recovery removes. A headerless segment file
-    /// would read as damage wherever the log had already rolled past it,
-    /// and the log can roll past a segment still being created (a writer
-    /// that outran the background thread makes the next one itself).
-    pub(crate) fn create(path: &Path, header: &SegmentHeader) -> io::Result<Self> {
+    /// its header is written and `sync_header` has made it durable (never
+    /// over an existing file), so a segment file is never seen without its
+    /// header, by a process or after a machine crash: a crash mid-creation
+    /// leaves a `.new` file, which recovery removes. A headerless segment
+    /// file would read as damage wherever the log had already rolled past
+    /// it, and the log can roll past a segment still being created (a
+    /// writer that outran the background thread makes the next one
+    /// itself). `sync_header` gets the segment with its header written; a
+    /// durable log syncs `0..SEGMENT_HEADER_LEN` there (which also makes
+    /// the preallocated length durable), a `Never` log nothing.
+    pub(crate) fn create(
+        path: &Path,
+        header: &SegmentHeader,
+        sync_header: impl FnOnce(&Self) -> io::Result<()>,
+    ) -> io::Result<Self> {
         let len = usize::try_from(header.len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment larger than memory"))?;
         let creating = path.with_file_name(new_name(header.sequence));
@@ -88,6 +96,7 @@ impl Segment {
             };
             segment.prefault_to(PREFAULT_AHEAD_BYTES);
             segment.write(0, &header.encode());
+            sync_header(&segment)?;
             renameat_with(CWD, &creating, CWD, path, RenameFlags::NOREPLACE)?;
             Ok(segment)
         })();
