@@ -197,11 +197,18 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
             // record as it is now (it may have changed in this request).
             record.id = to_tower_id(new);
             return match timeout {
-                Some(timeout) => self
-                    .store
-                    .put(new, &bytes, timeout)
-                    .await
-                    .map_err(|e| backend("create (after rotate)", Some(record.id), &e)),
+                Some(timeout) => match self.store.put(new, &bytes, timeout).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        // The caller never learns `new` (tower-sessions
+                        // keeps no id after a failed create): the rotated
+                        // copy would sit under an id nobody knows until
+                        // its timeout. Best effort: if the store is down,
+                        // the timeout still reclaims it.
+                        let _ = self.store.delete(&new).await;
+                        Err(backend("create (after rotate)", Some(record.id), &e))
+                    }
+                },
                 None => self.delete(&record.id).await,
             };
         }

@@ -320,3 +320,24 @@ async fn cycle_id_of_a_session_never_stored_just_gives_a_new_id() {
     session.save().await.unwrap();
     assert_eq!(engine.len(), 1);
 }
+
+/// A `cycle_id` whose save fails after the store rotated (here the record
+/// grew past the engine's metadata limit in this request) leaves no copy
+/// under an id nobody was told: the rotated session is deleted, and the
+/// error reaches the caller. (It used to stay until its timeout, holding
+/// the user's data, while the middleware's later save created another.)
+#[tokio::test]
+async fn a_cycle_id_whose_save_fails_leaves_no_orphan() {
+    let engine = Arc::new(Engine::open(Config::default().metadata_bytes_max(256)).unwrap());
+    let session = saved_session(TowerStore::from_arc(Arc::clone(&engine))).await;
+    let old = session.id().unwrap();
+    session.insert("big", "x".repeat(1_000)).await.unwrap();
+
+    let failed = session_tower::cycle_id(&session).await;
+    assert!(failed.is_err(), "the grown record cannot be saved");
+    assert!(
+        engine.peek(&ours(old)).unwrap_err().is_not_found(),
+        "the old id is gone, as cycle_id promises"
+    );
+    assert_eq!(engine.len(), 0, "no session under an id nobody knows");
+}
