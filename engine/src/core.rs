@@ -895,7 +895,8 @@ impl Core {
         let _one_at_a_time = self.compaction.lock();
         let now_ms = self.clock.now_ms();
         let mut position = None;
-        persist::compact(log, now_ms, step, |batch| {
+        let shard_lock = || self.shards[shard].hold_writer(|| ());
+        persist::compact(log, now_ms, step, shard_lock, |batch| {
             let mut sessions = Vec::with_capacity(LIST_LOCK_BATCH);
             let resume = self.list_batch(shard, position, LIST_LOCK_BATCH, &mut sessions);
             // Topics read after the sessions: a change in between is also in

@@ -720,6 +720,18 @@ impl Engine {
         }
     }
 
+    /// Runs `hook` once, right after the next record is appended to shard
+    /// `shard`'s log and before that write changes the sessions in memory
+    /// (the writer holds the shard's lock meanwhile), to test what runs
+    /// concurrently with a write in that window (compaction). Without
+    /// persistence nothing runs.
+    #[doc(hidden)]
+    pub fn debug_after_next_append(&self, shard: usize, hook: impl FnOnce() + Send + 'static) {
+        if let Some(log) = self.core.logs.get(shard) {
+            log.after_next_append(Box::new(hook));
+        }
+    }
+
     /// Runs `while_held` holding shard `shard`'s writer lock, as a writer
     /// stalled in its critical section would (tests and the stalled-writer
     /// measurement: reads of that shard must go on).

@@ -1047,7 +1047,8 @@ impl Shard {
         self.fail_growth.store(true, Ordering::Relaxed);
     }
 
-    /// Runs `while_held` holding the writer mutex (tests: a stalled writer).
+    /// Runs `while_held` holding the writer mutex (tests: a stalled writer;
+    /// compaction: waiting out the writes in progress).
     pub(crate) fn hold_writer(&self, while_held: impl FnOnce()) {
         let _w = self.writer.lock();
         while_held();

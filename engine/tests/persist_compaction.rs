@@ -129,3 +129,63 @@ fn compactions_started_together_run_one_after_the_other() {
     engine.close().unwrap();
     check(dir.path(), &expected);
 }
+
+/// A write logs its record, then changes the sessions in memory, holding
+/// its shard's lock throughout. A compaction that seals the log between
+/// the two must not list the shard before the write has finished: the
+/// record is in the sealed segment, which the base replaces, so the base
+/// must show the change, or the change is lost at the next open (a deleted
+/// session back, a created one gone). The hook holds a write in that
+/// window while a compaction runs to the end.
+#[test]
+fn a_write_logged_before_the_seal_is_in_the_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path()).shards(1);
+    let engine = Engine::open(config.clone()).unwrap();
+    let doomed = engine.create(b"doomed", Timeout::from_secs(3600)).unwrap();
+    let kept = engine.create(b"kept", Timeout::from_secs(3600)).unwrap();
+    in_compaction_window(&engine, || {
+        engine.delete(&doomed).unwrap();
+    });
+    drop(engine);
+    let engine = Engine::open(config.clone()).unwrap();
+    assert!(
+        engine.peek(&doomed).unwrap_err().is_not_found(),
+        "a deleted session came back"
+    );
+
+    let fresh = SessionId::from_bytes([0x42; 16]);
+    in_compaction_window(&engine, || {
+        engine.insert(fresh, b"fresh", Timeout::from_secs(3600)).unwrap();
+    });
+    drop(engine);
+    let engine = Engine::open(config).unwrap();
+    assert_eq!(
+        engine
+            .peek(&fresh)
+            .expect("a created session was lost")
+            .metadata(),
+        b"fresh"
+    );
+    assert_eq!(engine.peek(&kept).unwrap().metadata(), b"kept");
+    assert_eq!(engine.len(), 2);
+}
+
+/// Runs `write` (one write to shard 0) with a whole compaction of shard 0
+/// started between its append and its change in memory.
+fn in_compaction_window(engine: &Engine, write: impl FnOnce()) {
+    let (appended, wait) = std::sync::mpsc::channel();
+    engine.debug_after_next_append(0, move || {
+        appended.send(()).unwrap();
+        // Long enough for the compaction to seal and list here.
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    std::thread::scope(|s| {
+        let compactor = s.spawn(move || {
+            wait.recv().unwrap();
+            engine.debug_compact(0, CompactionStep::Done).unwrap();
+        });
+        write();
+        compactor.join().unwrap();
+    });
+}

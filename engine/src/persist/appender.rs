@@ -19,7 +19,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -72,6 +72,12 @@ pub(crate) struct ShardLog {
     /// background thread.
     touches: ArrayQueue<(SessionId, u64)>,
     touches_dropped: AtomicU64,
+    /// Test hook: runs once after the next append, outside this log's
+    /// mutex, while the writer still holds its shard's lock
+    /// (`Engine::debug_after_next_append`). `hook_armed` keeps the check
+    /// to one relaxed load.
+    hook_armed: AtomicBool,
+    after_append: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 struct Writer {
@@ -171,15 +177,40 @@ impl ShardLog {
             fail_syncs: AtomicU8::new(SYNCS_WORK),
             touches: ArrayQueue::new(TOUCH_QUEUE_MAX),
             touches_dropped: AtomicU64::new(0),
+            hook_armed: AtomicBool::new(false),
+            after_append: Mutex::new(None),
         }
     }
 
     /// Appends one encoded record; returns its end position for
     /// `wait_durable`. `live_delta` adjusts the live-byte count.
     pub(crate) fn append(&self, record: &[u8], live_delta: i64, now_ms: u64) -> Result<u64> {
-        let mut w = self.writer.lock();
-        self.drain_touches_locked(&mut w, now_ms);
-        self.append_locked(&mut w, record, live_delta, now_ms)
+        let appended = {
+            let mut w = self.writer.lock();
+            self.drain_touches_locked(&mut w, now_ms);
+            self.append_locked(&mut w, record, live_delta, now_ms)
+        };
+        if self.hook_armed.load(Ordering::Relaxed) {
+            self.run_append_hook();
+        }
+        appended
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn run_append_hook(&self) {
+        self.hook_armed.store(false, Ordering::Relaxed);
+        let hook = self.after_append.lock().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+
+    /// Runs `hook` once after the next append (tests of what may happen
+    /// between a record's append and its change in memory).
+    pub(crate) fn after_next_append(&self, hook: Box<dyn FnOnce() + Send>) {
+        *self.after_append.lock() = Some(hook);
+        self.hook_armed.store(true, Ordering::Relaxed);
     }
 
     fn append_locked(&self, w: &mut Writer, record: &[u8], live_delta: i64, now_ms: u64) -> Result<u64> {

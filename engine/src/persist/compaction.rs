@@ -33,13 +33,25 @@ pub enum CompactionStep {
 /// segment that replaces the sealed ones, and deletes those. `snapshot`
 /// hands out live sessions with their topics in batches (taking the shard
 /// lock per batch).
+///
+/// `writers_done` waits until every write that holds the shard's lock has
+/// finished (it takes and releases the lock), and runs between the seal and
+/// the first snapshot. A write appends its record and then changes memory,
+/// under the shard's lock: one that appended into the sealed segment may
+/// not have changed memory yet when the seal returns, and a snapshot taken
+/// then would miss a change whose only record the base replaces (a
+/// deleted session would come back at the next open, a created one would
+/// be lost). Writes that take the lock after the wait append after the
+/// seal, into segments that replay over the base.
 pub(crate) fn compact(
     log: &ShardLog,
     now_ms: u64,
     stop_after: CompactionStep,
+    writers_done: impl FnOnce(),
     mut snapshot: impl FnMut(&mut Vec<Based>) -> bool,
 ) -> Result<()> {
     let (sealed, bytes_before) = log.seal(now_ms)?;
+    writers_done();
     if stop_after == CompactionStep::Sealed {
         return Ok(());
     }
