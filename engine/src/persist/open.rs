@@ -152,6 +152,10 @@ fn create_directory(config: &Config, dir: &Path, shards: usize, now_ms: u64, loc
         logs.push(Arc::new(log));
     }
     sync_dir(&layout).map_err(io(format!("syncing {}", layout.display())))?;
+    // The layout's own name in the data directory, before the MANIFEST
+    // that names it: a MANIFEST naming a layout lost in a machine crash
+    // would open as an empty store.
+    sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
     write_manifest(dir, &manifest)?;
     Ok(Opened {
         persistence: Persistence {
@@ -293,6 +297,9 @@ fn write_layout(
         )));
     }
     sync_dir(&layout).map_err(io(format!("syncing {}", layout.display())))?;
+    // As in `create_directory`: the new layout's name before the MANIFEST
+    // that names it (and then the old layout's removal).
+    sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
     write_manifest(dir, next)?;
     let old = layout_dir(dir, old_layout);
     std::fs::remove_dir_all(&old).map_err(io(format!("removing {}", old.display())))?;
