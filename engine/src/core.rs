@@ -895,16 +895,30 @@ impl Core {
         let _one_at_a_time = self.compaction.lock();
         let now_ms = self.clock.now_ms();
         let mut position = None;
-        let shard_lock = || self.shards[shard].hold_writer(|| ());
-        persist::compact(log, now_ms, step, shard_lock, |batch| {
-            let mut sessions = Vec::with_capacity(LIST_LOCK_BATCH);
-            let resume = self.list_batch(shard, position, LIST_LOCK_BATCH, &mut sessions);
-            // Topics read after the sessions: a change in between is also in
-            // the segment after the seal, which replays over the base.
-            self.shards[shard].topics_of(sessions, batch);
-            position = resume;
-            resume.is_some()
-        })
+        let this = &self.shards[shard];
+        let compacted = persist::compact(
+            log,
+            now_ms,
+            step,
+            || this.start_compaction_listing(),
+            |batch| {
+                let mut sessions = Vec::with_capacity(LIST_LOCK_BATCH);
+                let resume = self.list_batch(shard, position, LIST_LOCK_BATCH, &mut sessions);
+                if resume.is_none() {
+                    // The sessions rotated behind the listing's back (the
+                    // others twice in the base: harmless, a replay).
+                    sessions.extend(this.end_compaction_listing());
+                }
+                // Topics read after the sessions: a change in between is also
+                // in the segment after the seal, which replays over the base.
+                this.topics_of(sessions, batch);
+                position = resume;
+                resume.is_some()
+            },
+        );
+        // A compaction that stopped early or failed keeps nothing.
+        drop(this.end_compaction_listing());
+        compacted
     }
 
     /// The chores of each shard's log, for the background thread: keeping

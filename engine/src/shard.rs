@@ -248,6 +248,14 @@ struct Writer {
     /// Per-session state (topics, buckets, timers) of the sessions that
     /// hold any: leaves with the session (`release`).
     states: States,
+    /// While a compaction lists this shard (`start_compaction_listing`):
+    /// the sessions `rotate` moved meanwhile, as they were moved. A rotate
+    /// puts the session in a slot of the new id's choosing, which the
+    /// listing may have passed while the old one is not reached yet: then
+    /// the listing sees neither, and the `ROTATE` record that replays over
+    /// the base would find nothing to move. The compaction adds these to
+    /// its base.
+    rotated: Option<Vec<Session>>,
 }
 
 /// A shard's counters and sizes, read under its writer mutex (one
@@ -312,6 +320,7 @@ impl Shard {
                 created_ms_sum: 0,
                 metadata_bytes: 0,
                 states: States::new(log.clone(), now_ms, SLOTS_MIN),
+                rotated: None,
             }),
             len: AtomicUsize::new(0),
             hasher,
@@ -707,6 +716,9 @@ impl Shard {
         };
         drop(self.remove_at(&mut w, table, at, guard));
         let session = snapshot(new.block(), new.header().last_access_ms());
+        if let Some(rotated) = &mut w.rotated {
+            rotated.push(session.clone());
+        }
         let (at, was_tombstone) = table.free_slot(new_hash);
         w.tombstones -= usize::from(was_tombstone);
         w.hold(new.block());
@@ -1047,8 +1059,20 @@ impl Shard {
         self.fail_growth.store(true, Ordering::Relaxed);
     }
 
-    /// Runs `while_held` holding the writer mutex (tests: a stalled writer;
-    /// compaction: waiting out the writes in progress).
+    /// Starts a compaction's listing of this shard: waits for the writes in
+    /// progress (every write appends its record, then changes memory,
+    /// under the writer mutex), and from now on keeps the sessions that
+    /// `rotate` moves until [`Shard::end_compaction_listing`].
+    pub(crate) fn start_compaction_listing(&self) {
+        self.writer.lock().rotated = Some(Vec::new());
+    }
+
+    /// Ends a compaction's listing: the sessions rotated since it started.
+    pub(crate) fn end_compaction_listing(&self) -> Vec<Session> {
+        self.writer.lock().rotated.take().unwrap_or_default()
+    }
+
+    /// Runs `while_held` holding the writer mutex (tests: a stalled writer).
     pub(crate) fn hold_writer(&self, while_held: impl FnOnce()) {
         let _w = self.writer.lock();
         while_held();

@@ -144,7 +144,9 @@ impl Op {
                 model.remove(id);
             }
             Op::Rotate(id, new_id, last) => {
-                if let Some(mut s) = model.remove(id) {
+                // A new id already held came from a base listed after the
+                // rotate: the old id just goes.
+                if let (Some(mut s), false) = (model.remove(id), model.contains_key(new_id)) {
                     s.2 = s.2.max(*last);
                     model.insert(*new_id, s);
                 }

@@ -478,7 +478,14 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
             new_id,
             last_access_ms,
         } => {
-            if let Some(mut s) = sessions.remove(&id) {
+            // The old id is gone either way. A new id already here was put
+            // in the base by a compaction that listed it after the rotate
+            // (fresh ids are never taken, so nothing else holds it): the
+            // base's copy is the later one, and the old id may by then
+            // hold a new session of its own (whose records follow), which
+            // must not move.
+            let old = sessions.remove(&id);
+            if let (Some(mut s), false) = (old, sessions.contains_key(&new_id)) {
                 s.last_access_ms = s.last_access_ms.max(last_access_ms);
                 // The new id starts with no subscriptions (`rotate`).
                 s.topics.clear();
