@@ -14,6 +14,7 @@
 //! With `Replication::Wait`, writes take connections of their own (see
 //! [`Lane`]). Cloning a `Conn` is cheap (handles to the same connections).
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +92,9 @@ pub(crate) enum Target<'a> {
     Key(&'a [u8]),
     /// This shard's master (ignored by a single server).
     Shard(&'a Shard),
+    /// The node at this address, which an `ASK` redirect named for `slot`
+    /// (the slot is migrating there; a cluster's only).
+    Node(SocketAddr, u16),
 }
 
 impl Target<'_> {
@@ -99,6 +103,7 @@ impl Target<'_> {
         match self {
             Target::Key(key) => slot_of(key),
             Target::Shard(shard) => u16::try_from(shard.first_slot).expect("slots are below 16384"),
+            Target::Node(_, slot) => *slot,
         }
     }
 }
@@ -464,6 +469,10 @@ fn route(target: Target<'_>) -> SingleNodeRoutingInfo {
             u16::try_from(shard.first_slot).expect("slots are below 16384"),
             SlotAddr::Master,
         )),
+        Target::Node(addr, _) => SingleNodeRoutingInfo::ByAddress {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        },
     }
 }
 

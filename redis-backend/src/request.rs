@@ -21,6 +21,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
@@ -174,9 +175,15 @@ pub(crate) enum Kind {
 pub(crate) struct Attempt {
     /// Send scripts as `EVAL` (the node answered `NOSCRIPT`).
     pub(crate) eval: bool,
-    /// A pipeline element was redirected: let the client follow a single
-    /// command's redirect (refreshing its slot map) before resending.
+    /// A pipeline element was redirected (`MOVED`): let the client follow a
+    /// single command's redirect (refreshing its slot map) before resending.
     pub(crate) redirected: bool,
+    /// The node an `ASK` redirect named, and the slot: the key's slot is
+    /// migrating there and the key has moved, so the next attempt goes to
+    /// that node after `ASKING`, in one pipeline (the slot map does not
+    /// change until the migration ends, and the client does not follow
+    /// redirects itself: `CLUSTER_CLIENT_RETRIES`).
+    pub(crate) ask: Option<(SocketAddr, u16)>,
     /// An earlier attempt may have applied: a write that waits for replicas
     /// sends the fence before its `WAIT` (see `scripts.rs`).
     pub(crate) fence: bool,
@@ -246,12 +253,13 @@ enum Via {
 }
 
 impl Via {
-    /// A failure that says nothing against the route: the master answered.
+    /// A failure that says nothing against the route: the master answered
+    /// (an `ASK` too: the slot is still this master's while it migrates).
     fn answered(err: &RedisError) -> bool {
         classify(err).server_answered()
             && !matches!(
                 err.kind(),
-                redis::ErrorKind::Server(redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask)
+                redis::ErrorKind::Server(redis::ServerErrorKind::Moved)
             )
     }
 
@@ -481,45 +489,60 @@ impl Inner {
         let make = &make;
         self.run(kind, deadline, move |conn, attempt| async move {
             let cmd = make(attempt);
-            let target = Target::Key(key);
-            let mut via = self.via(conn, target, lane, attempt.redirected);
+            let (target, mut via) = match attempt.ask {
+                Some((node, slot)) => (Target::Node(node, slot), Via::Client(conn, lane)),
+                None => (
+                    Target::Key(key),
+                    self.via(conn, Target::Key(key), lane, attempt.redirected),
+                ),
+            };
             if attempt.redirected {
-                // A single keyed command follows MOVED/ASK inside the client
+                // A single keyed command follows MOVED inside the client
                 // and refreshes its slot map; the pipeline below cannot.
                 let mut probe = redis::cmd("EXISTS");
                 probe.arg(key);
                 via.query(&probe, target).await?;
             }
-            let Some((replicas, timeout_ms)) = wait else {
+            if wait.is_none() && attempt.ask.is_none() {
                 return Ok(Acked {
                     value: via.query(&cmd, target).await?,
                     replicas: Replicas::NotAsked,
                 });
-            };
-            let mut pipe = redis::pipe();
-            pipe.add_command(cmd.into_owned());
-            if attempt.fence {
-                let mut fence_key = Vec::with_capacity(key.len() + FENCE_SUFFIX.len());
-                fence_key.extend_from_slice(key);
-                fence_key.extend_from_slice(FENCE_SUFFIX);
-                pipe.cmd("EVAL").arg(FENCE).arg(1).arg(fence_key);
             }
-            pipe.cmd("WAIT").arg(replicas).arg(timeout_ms);
-            let mut values = via.pipeline(&pipe, target).await?.into_iter();
-            let value = match values.next() {
-                Some(Value::ServerError(e)) => return Err(e.into()),
-                Some(v) => v,
-                None => {
-                    return Err(RedisError::from((
-                        redis::ErrorKind::Parse,
-                        "empty pipeline reply",
-                    )))
+            let mut pipe = redis::pipe();
+            if attempt.ask.is_some() {
+                pipe.cmd("ASKING");
+            }
+            pipe.add_command(cmd.into_owned());
+            if let Some((replicas, timeout_ms)) = wait {
+                if attempt.fence {
+                    let mut fence_key = Vec::with_capacity(key.len() + FENCE_SUFFIX.len());
+                    fence_key.extend_from_slice(key);
+                    fence_key.extend_from_slice(FENCE_SUFFIX);
+                    // The fence's key shares the session's slot: asked too.
+                    if attempt.ask.is_some() {
+                        pipe.cmd("ASKING");
+                    }
+                    pipe.cmd("EVAL").arg(FENCE).arg(1).arg(fence_key);
                 }
+                pipe.cmd("WAIT").arg(replicas).arg(timeout_ms);
+            }
+            let mut values = via.pipeline(&pipe, target).await?.into_iter();
+            if attempt.ask.is_some() {
+                first_reply(&mut values)?;
+            }
+            let value = first_reply(&mut values)?;
+            let replicas = match wait {
+                Some(_) => {
+                    if attempt.fence && attempt.ask.is_some() {
+                        // The fence's `ASKING`, whose reply is not the fence's.
+                        values.next();
+                    }
+                    reply::replicas_from(values, attempt.fence)
+                }
+                None => Replicas::NotAsked,
             };
-            Ok(Acked {
-                value,
-                replicas: reply::replicas_from(values, attempt.fence),
-            })
+            Ok(Acked { value, replicas })
         })
         .await
     }
@@ -762,6 +785,17 @@ impl Inner {
         let mut backoff = RETRY_BACKOFF_MIN;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // No budget left to send in (a batch's read of an id its
+                // pipeline could not serve, after a slow answer): not sent,
+                // and no failure of the deployment either.
+                return Err(give_up(
+                    &Fault::TimedOut,
+                    kind != Kind::Read,
+                    doubt,
+                    self.request_timeout_ms,
+                ));
+            }
             let fault = match timeout(left, attempt(self.conn(), how)).await {
                 Ok(Ok(value)) => {
                     self.health.success();
@@ -771,10 +805,20 @@ impl Inner {
                     });
                 }
                 Ok(Err(err)) => {
-                    how.redirected = matches!(
-                        err.kind(),
-                        redis::ErrorKind::Server(redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask)
-                    );
+                    match err.kind() {
+                        redis::ErrorKind::Server(redis::ServerErrorKind::Moved) => {
+                            how.redirected = true;
+                            how.ask = None;
+                        }
+                        redis::ErrorKind::Server(redis::ServerErrorKind::Ask) => {
+                            how.redirected = false;
+                            how.ask = err
+                                .redirect_node()
+                                .and_then(|(addr, slot)| Some((addr.parse().ok()?, slot)));
+                        }
+                        // Anything else from the node asked keeps asking it.
+                        _ => how.redirected = false,
+                    }
                     classify(&err)
                 }
                 Err(_) => Fault::TimedOut,
@@ -938,6 +982,18 @@ fn remember_nodes(known: &mut Vec<(String, u16)>, latest: Vec<(String, u16)>) {
     }
     merged.truncate(KNOWN_NODES_MAX);
     *known = merged;
+}
+
+/// The next reply of a pipeline, a server error as an error.
+fn first_reply(values: &mut impl Iterator<Item = Value>) -> RedisResult<Value> {
+    match values.next() {
+        Some(Value::ServerError(e)) => Err(e.into()),
+        Some(v) => Ok(v),
+        None => Err(RedisError::from((
+            redis::ErrorKind::Parse,
+            "empty pipeline reply",
+        ))),
+    }
 }
 
 #[cfg(test)]

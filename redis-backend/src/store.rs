@@ -215,42 +215,55 @@ impl RedisStore {
         }
         let inner = &self.inner;
         let deadline = inner.deadline();
-        let script = &inner.scripts.get;
         let keys: Vec<Vec<u8>> = ids.iter().map(|id| inner.keys.key(id)).collect();
         let batches = inner.batches(&keys);
-        let sent = join_all(
+        // Each master's pipeline, then at once the ids it could not serve,
+        // read one by one: a master that answers late (or not at all)
+        // holds up only its own ids.
+        let served = join_all(
             batches
                 .iter()
-                .map(|batch| {
-                    let batch_keys: Vec<&[u8]> = batch.iter().map(|&i| keys[i].as_slice()).collect();
-                    async move { inner.script_batch(deadline, script, &batch_keys).await }
-                })
+                .map(|batch| self.get_batch(ids, &keys, batch, deadline))
                 .collect(),
         )
         .await;
         let mut results: Vec<Option<Result<Session>>> = ids.iter().map(|_| None).collect();
+        for (i, result) in served.into_iter().flatten() {
+            results[i] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|result| result.expect("the batches cover every id"))
+            .collect()
+    }
+
+    /// One master's share of [`RedisStore::get_many`]: the ids at the
+    /// indices `batch` of `ids` in one pipeline, then those it could not
+    /// serve on their own; each index with its result.
+    async fn get_batch(
+        &self,
+        ids: &[SessionId],
+        keys: &[Vec<u8>],
+        batch: &[usize],
+        deadline: Instant,
+    ) -> Vec<(usize, Result<Session>)> {
+        let inner = &self.inner;
+        let script = &inner.scripts.get;
+        let batch_keys: Vec<&[u8]> = batch.iter().map(|&i| keys[i].as_slice()).collect();
+        let replies = match inner.script_batch(deadline, script, &batch_keys).await {
+            Ok(replies) => replies,
+            Err(e) => return batch.iter().map(|&i| (i, Err(same_error(&e)))).collect(),
+        };
+        let mut results = Vec::with_capacity(batch.len());
         let mut resend = Vec::new();
-        for (batch, outcome) in batches.iter().zip(sent) {
-            let replies = match outcome {
-                Ok(replies) => replies,
-                Err(e) => {
-                    for &i in batch {
-                        results[i] = Some(Err(same_error(&e)));
-                    }
-                    continue;
-                }
-            };
-            for (&i, reply) in batch.iter().zip(replies) {
-                results[i] = match reply {
-                    BatchReply::Value(value) => Some(
-                        reply::session(ids[i], &script.command, value).and_then(|s| s.ok_or(Error::NotFound)),
-                    ),
-                    BatchReply::Failed(e) => Some(Err(e)),
-                    BatchReply::Resend => {
-                        resend.push(i);
-                        None
-                    }
-                };
+        for (&i, reply) in batch.iter().zip(replies) {
+            match reply {
+                BatchReply::Value(value) => results.push((
+                    i,
+                    reply::session(ids[i], &script.command, value).and_then(|s| s.ok_or(Error::NotFound)),
+                )),
+                BatchReply::Failed(e) => results.push((i, Err(e))),
+                BatchReply::Resend => resend.push(i),
             }
         }
         let again = join_all(
@@ -260,13 +273,8 @@ impl RedisStore {
                 .collect(),
         )
         .await;
-        for (i, result) in resend.into_iter().zip(again) {
-            results[i] = Some(result);
-        }
+        results.extend(resend.into_iter().zip(again));
         results
-            .into_iter()
-            .map(|result| result.expect("the batches cover every id"))
-            .collect()
     }
 
     /// Returns the session without sliding its deadline (`HMGET`).

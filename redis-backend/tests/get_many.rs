@@ -200,6 +200,13 @@ fn shard_of(firsts: &[u32], slot: u16) -> u32 {
 /// Moves `slot` (with its one key `key`) from the master at node `from` to
 /// the one at node `to`, as `redis-cli --cluster reshard` does.
 fn move_slot(cluster: &Cluster, slot: u16, key: &str, from: usize, to: usize) {
+    migrate_key(cluster, slot, key, from, to, true);
+}
+
+/// Moves `key` of `slot` from the master at node `from` to the one at node
+/// `to`; then, if `finish`, the slot too (otherwise the slot stays
+/// migrating: `from` answers `ASK` for the key).
+fn migrate_key(cluster: &Cluster, slot: u16, key: &str, from: usize, to: usize, finish: bool) {
     let lines = cluster.node_lines();
     let id_of = |node: usize| {
         lines
@@ -216,6 +223,9 @@ fn move_slot(cluster: &Cluster, slot: u16, key: &str, from: usize, to: usize) {
     ok(cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]));
     let port = cluster.nodes[to].port.to_string();
     ok(cluster.nodes[from].cli(&["MIGRATE", support::HOST, &port, "", "0", "5000", "KEYS", key]));
+    if !finish {
+        return;
+    }
     for node in [to, from] {
         ok(cluster.nodes[node].cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]));
     }
@@ -277,4 +287,78 @@ async fn cluster_get_many_spans_every_master_and_follows_a_moved_slot() {
         assert_eq!(metadata(result), Some(format!("s{n}").as_bytes()), "{result:?}");
     }
     assert_eq!(store.stats().client_rebuilds, 0);
+}
+
+/// The keys of the migration test (its own cluster: no other test's keys).
+const PREFIX_ASKING: &str = "many-asking:";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_mid_migration_is_served_and_a_frozen_master_holds_up_only_its_ids() {
+    // A node timeout far longer than the test: the frozen master is not
+    // failed over meanwhile.
+    let cluster = Cluster::start(60_000);
+    let firsts = cluster.first_slots();
+    let store = RedisStore::connect(RedisConfig::cluster(cluster.urls()).key_prefix(PREFIX_ASKING))
+        .await
+        .expect("connect");
+    let live = create_named(&store, 30).await;
+    let on: Vec<u32> = live.iter().map(|id| shard_of(&firsts, store.slot(id))).collect();
+    let moved = on
+        .iter()
+        .position(|&f| f == firsts[0])
+        .expect("a session on the first master");
+    let from = cluster.master_of(firsts[0]).expect("first master");
+    let to = cluster.master_of(firsts[1]).expect("second master");
+    // The key moves, its slot stays migrating (as during `redis-cli
+    // --cluster reshard`, key by key): the first master answers `ASK` for
+    // it, and only a command after `ASKING` is served by the second.
+    migrate_key(
+        &cluster,
+        store.slot(&live[moved]),
+        &store.key(&live[moved]),
+        from,
+        to,
+        false,
+    );
+    let got = store.get(&live[moved]).await;
+    assert_eq!(metadata(&got), Some(format!("s{moved}").as_bytes()), "{got:?}");
+    // Writes too, and those that wait for a replica (`WAIT` after the
+    // write, on the node asked): through a store configured so.
+    let waiting = RedisStore::connect(support::cluster_preset(cluster.urls()).key_prefix(PREFIX_ASKING))
+        .await
+        .expect("connect");
+    let updated = waiting
+        .update(&live[moved], |_| b"during the migration".to_vec())
+        .await;
+    assert!(updated.is_ok(), "{updated:?}");
+    let results = store.get_many(&live).await;
+    for (n, result) in results.iter().enumerate() {
+        let expected = if n == moved {
+            b"during the migration".to_vec()
+        } else {
+            format!("s{n}").into_bytes()
+        };
+        assert_eq!(metadata(result), Some(&expected[..]), "{n}: {result:?}");
+    }
+
+    // The first master answers `ASK` for `moved` at once while the third
+    // gives its pipeline no answer: `moved` is read from the second right
+    // away, as `get` would read it, not after the third's budget ran out.
+    let frozen = cluster.master_of(firsts[2]).expect("third master");
+    cluster.nodes[frozen].freeze();
+    let results = store.get_many(&live).await;
+    cluster.nodes[frozen].resume();
+    for (n, result) in results.iter().enumerate() {
+        if on[n] == firsts[2] {
+            assert!(result.is_err(), "{n}: answered by a frozen master: {result:?}");
+        } else if n != moved {
+            assert_eq!(
+                metadata(result),
+                Some(format!("s{n}").as_bytes()),
+                "{n}: {result:?}"
+            );
+        } else {
+            assert_eq!(metadata(result), Some(&b"during the migration"[..]), "{result:?}");
+        }
+    }
 }
