@@ -889,6 +889,17 @@ impl Core {
     }
 
     pub(crate) fn compact(&self, shard: usize, step: CompactionStep) -> Result<()> {
+        self.compact_with(shard, step, || ())
+    }
+
+    /// [`Core::compact`], running `before_listing` once the log is sealed and
+    /// the writes in progress have finished (tests: writes in that window).
+    pub(crate) fn compact_with(
+        &self,
+        shard: usize,
+        step: CompactionStep,
+        before_listing: impl FnOnce(),
+    ) -> Result<()> {
         let Some(log) = self.logs.get(shard) else {
             return Ok(());
         };
@@ -900,18 +911,21 @@ impl Core {
             log,
             now_ms,
             step,
-            || this.start_compaction_listing(),
+            || {
+                this.start_compaction_listing();
+                before_listing();
+            },
             |batch| {
                 let mut sessions = Vec::with_capacity(LIST_LOCK_BATCH);
                 let resume = self.list_batch(shard, position, LIST_LOCK_BATCH, &mut sessions);
-                if resume.is_none() {
-                    // The sessions rotated behind the listing's back (the
-                    // others twice in the base: harmless, a replay).
-                    sessions.extend(this.end_compaction_listing());
-                }
                 // Topics read after the sessions: a change in between is also
                 // in the segment after the seal, which replays over the base.
                 this.topics_of(sessions, batch);
+                if resume.is_none() {
+                    // The sessions rotated behind the listing's back (the
+                    // others twice in the base: harmless, a replay).
+                    this.topics_of(this.end_compaction_listing(), batch);
+                }
                 position = resume;
                 resume.is_some()
             },

@@ -684,6 +684,15 @@ impl Engine {
         self.core.compact(shard, step)
     }
 
+    /// [`Engine::debug_compact`] to the end, running `before_listing` once the
+    /// log is sealed and before the live sessions are read: what it writes
+    /// is in the segments after the base, and replays over it.
+    #[doc(hidden)]
+    pub fn debug_compact_with(&self, shard: usize, before_listing: impl FnOnce()) -> Result<()> {
+        self.core
+            .compact_with(shard, CompactionStep::Done, before_listing)
+    }
+
     /// Turns a write's outcome into a future that completes once the write
     /// is durable (at once unless the durability is `Always`).
     pub(crate) fn settle_later<T>(&self, outcome: Result<(T, Option<Pending>)>) -> Settle<T> {

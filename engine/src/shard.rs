@@ -248,14 +248,31 @@ struct Writer {
     /// Per-session state (topics, buckets, timers) of the sessions that
     /// hold any: leaves with the session (`release`).
     states: States,
-    /// While a compaction lists this shard (`start_compaction_listing`):
-    /// the sessions `rotate` moved meanwhile, as they were moved. A rotate
-    /// puts the session in a slot of the new id's choosing, which the
-    /// listing may have passed while the old one is not reached yet: then
-    /// the listing sees neither, and the `ROTATE` record that replays over
-    /// the base would find nothing to move. The compaction adds these to
-    /// its base.
-    rotated: Option<Vec<Session>>,
+    /// What a compaction listing this shard must know of the writes made
+    /// since it sealed the log (`start_compaction_listing`).
+    listing: Option<Listing>,
+}
+
+/// The writes since a compaction sealed the log that its base must account
+/// for: the log's records after the seal replay over the base, which holds
+/// each session as the listing found it, later than the seal. Replaying a
+/// record over a later state of its session gives that state again, except
+/// where the session the record was about is not the one the base holds.
+#[derive(Default)]
+struct Listing {
+    /// The sessions `rotate` moved, as they were moved. A rotate puts the
+    /// session in a slot of the new id's choosing, which the listing may
+    /// have passed while the old one is not reached yet: then the listing
+    /// sees neither, and the `ROTATE` record would find nothing to move.
+    /// The base holds these too.
+    rotated: Vec<Session>,
+    /// The ids a new session was inserted under. Each has its `PUT` after
+    /// the seal, so the base leaves it out: its records after the seal then
+    /// replay onto the session they were about (a `SUBSCRIBE` of the
+    /// session that held the id before, expired since, would otherwise
+    /// land on the new one, which the base gives the same creation time as
+    /// the new `PUT`).
+    born: ahash::AHashSet<SessionId>,
 }
 
 /// A shard's counters and sizes, read under its writer mutex (one
@@ -320,7 +337,7 @@ impl Shard {
                 created_ms_sum: 0,
                 metadata_bytes: 0,
                 states: States::new(log.clone(), now_ms, SLOTS_MIN),
-                rotated: None,
+                listing: None,
             }),
             len: AtomicUsize::new(0),
             hasher,
@@ -566,6 +583,9 @@ impl Shard {
         table.store(at, hash, block);
         self.len.fetch_add(1, Ordering::Relaxed);
         w.created_total += 1;
+        if let Some(listing) = &mut w.listing {
+            listing.born.insert(id);
+        }
         w.schedule(table, at);
         Ok(Inserted::Stored(replaced, position))
     }
@@ -716,8 +736,8 @@ impl Shard {
         };
         drop(self.remove_at(&mut w, table, at, guard));
         let session = snapshot(new.block(), new.header().last_access_ms());
-        if let Some(rotated) = &mut w.rotated {
-            rotated.push(session.clone());
+        if let Some(listing) = &mut w.listing {
+            listing.rotated.push(session.clone());
         }
         let (at, was_tombstone) = table.free_slot(new_hash);
         w.tombstones -= usize::from(was_tombstone);
@@ -998,7 +1018,8 @@ impl Shard {
     }
 
     /// The topics of each session in `sessions` (compaction), under one hold
-    /// of the writer mutex.
+    /// of the writer mutex; a session under an id a new session was
+    /// inserted under since the listing started is left out (`Listing`).
     pub(crate) fn topics_of(
         &self,
         sessions: Vec<Session>,
@@ -1006,7 +1027,9 @@ impl Shard {
     ) {
         self.with_writer(|w, table| {
             let any = !w.states.is_empty();
-            out.extend(sessions.into_iter().map(|s| {
+            let born = w.listing.as_ref().map(|l| &l.born);
+            let fresh = |s: &Session| born.is_some_and(|b| b.contains(&s.id()));
+            out.extend(sessions.into_iter().filter(|s| !fresh(s)).map(|s| {
                 let id = s.id();
                 let topics = match table.find_slot(hash_id(&self.hasher, &id), &id) {
                     Some(at) if any => w.states.topics_shared(Owner::new(at, id)),
@@ -1064,12 +1087,17 @@ impl Shard {
     /// under the writer mutex), and from now on keeps the sessions that
     /// `rotate` moves until [`Shard::end_compaction_listing`].
     pub(crate) fn start_compaction_listing(&self) {
-        self.writer.lock().rotated = Some(Vec::new());
+        self.writer.lock().listing = Some(Listing::default());
     }
 
     /// Ends a compaction's listing: the sessions rotated since it started.
     pub(crate) fn end_compaction_listing(&self) -> Vec<Session> {
-        self.writer.lock().rotated.take().unwrap_or_default()
+        self.writer
+            .lock()
+            .listing
+            .take()
+            .map(|l| l.rotated)
+            .unwrap_or_default()
     }
 
     /// Runs `while_held` holding the writer mutex (tests: a stalled writer).

@@ -340,3 +340,38 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The same through a compaction: the old session subscribes and expires,
+/// and a new session takes its id, all after the compaction sealed the log
+/// and before it lists the shard. The base then holds the new session
+/// (with the creation time of its own `PUT`, which follows in the log), and
+/// the old session's `SUBSCRIBE`, replayed over the base, must not land on
+/// it.
+#[test]
+fn an_expired_sessions_topics_do_not_come_back_through_a_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let config = config(dir.path()).shards(1).clock(clock.clock());
+    let reused;
+    {
+        let engine = Engine::open(config.clone()).unwrap();
+        reused = engine.create(b"old", Timeout::from_ms(500)).unwrap();
+        engine
+            .debug_compact_with(0, || {
+                engine.subscribe(&reused, "feed").unwrap();
+                clock.advance_ms(1_000);
+                engine.insert(reused, b"new", LONG).unwrap();
+            })
+            .unwrap();
+        assert!(engine.topics(&reused).unwrap().is_empty());
+        engine.close().unwrap();
+    }
+    let engine = Engine::open(config).unwrap();
+    assert_eq!(engine.peek(&reused).unwrap().metadata(), b"new");
+    assert!(
+        engine.topics(&reused).unwrap().is_empty(),
+        "the old session's topics came back"
+    );
+    assert!(subscribers(&engine, "feed").is_empty());
+    engine.debug_check_invariants();
+}
