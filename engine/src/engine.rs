@@ -471,8 +471,9 @@ impl Engine {
     /// ([`Cursor::START`] first, then each page's `next`). Takes no lock.
     /// Like Redis' `SCAN`: a session present for the whole listing is
     /// returned at least once (exactly once unless its shard's table was
-    /// rebuilt between two pages, which restarts that shard); one created or
-    /// deleted meanwhile may or may not appear.
+    /// rebuilt while the listing was in that shard, which restarts the
+    /// shard, so that sessions may repeat, within a page or across pages);
+    /// one created or deleted meanwhile may or may not appear.
     ///
     /// # Errors
     /// [`Error::InvalidPageSize`], [`Error::InvalidCursor`].
