@@ -892,8 +892,8 @@ impl Core {
         self.compact_with(shard, step, || ())
     }
 
-    /// [`Core::compact`], running `before_listing` once the log is sealed and
-    /// the writes in progress have finished (tests: writes in that window).
+    /// [`Core::compact`], running `before_listing` once the log is sealed
+    /// and before the listing starts (tests: writes in that window).
     pub(crate) fn compact_with(
         &self,
         shard: usize,
@@ -911,9 +911,10 @@ impl Core {
             log,
             now_ms,
             step,
-            || {
-                this.start_compaction_listing();
+            |seal| {
+                let sealed = this.seal_for_compaction(seal)?;
                 before_listing();
+                Ok(sealed)
             },
             |batch| {
                 let mut sessions = Vec::with_capacity(LIST_LOCK_BATCH);

@@ -1082,12 +1082,16 @@ impl Shard {
         self.fail_growth.store(true, Ordering::Relaxed);
     }
 
-    /// Starts a compaction's listing of this shard: waits for the writes in
-    /// progress (every write appends its record, then changes memory,
-    /// under the writer mutex), and from now on keeps the sessions that
-    /// `rotate` moves until [`Shard::end_compaction_listing`].
-    pub(crate) fn start_compaction_listing(&self) {
-        self.writer.lock().listing = Some(Listing::default());
+    /// Runs a compaction's `seal` of this shard's log holding the writer
+    /// mutex (so that no write is between its append and its change in
+    /// memory), and from then on keeps what the compaction's listing must
+    /// know of the writes (`Listing`) until
+    /// [`Shard::end_compaction_listing`].
+    pub(crate) fn seal_for_compaction<T>(&self, seal: &mut dyn FnMut() -> Result<T>) -> Result<T> {
+        let mut w = self.writer.lock();
+        let sealed = seal()?;
+        w.listing = Some(Listing::default());
+        Ok(sealed)
     }
 
     /// Ends a compaction's listing: the sessions rotated since it started.

@@ -330,6 +330,14 @@ impl ShardLog {
         self.prepare_next_from(now_ms, 2)
     }
 
+    /// Prepares the next segment now if none is (outside the writer mutex):
+    /// a `seal` that follows then only writes the `SEAL` (compaction seals
+    /// holding the shard's lock, and usually before the background thread
+    /// prepares a segment, at half full).
+    pub(crate) fn prepare_next_now(&self, now_ms: u64) -> Result<()> {
+        self.prepare_next_from(now_ms, usize::MAX)
+    }
+
     /// Prepares the next segment once the current one is `1 / fraction`
     /// full (1: at once), outside the writer mutex.
     fn prepare_next_from(&self, now_ms: u64, fraction: usize) -> Result<()> {
@@ -478,11 +486,6 @@ impl ShardLog {
     /// Starts a compaction: seals the current segment (appends continue in a
     /// new one) and returns the sealed sequence and the log bytes up to it.
     pub(crate) fn seal(&self, now_ms: u64) -> Result<(u64, u64)> {
-        // The next segment made first, outside the mutex: the roll below
-        // then only writes the seal (writers wait on the mutex, holding
-        // their shard's lock, and a seal usually comes before the
-        // background thread prepares one, at half full).
-        self.prepare_next_from(now_ms, usize::MAX)?;
         let mut w = self.writer.lock();
         if let Some(reason) = &w.failed {
             return Err(Error::WritesRefused {

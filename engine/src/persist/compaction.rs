@@ -34,24 +34,26 @@ pub enum CompactionStep {
 /// hands out live sessions with their topics in batches (taking the shard
 /// lock per batch).
 ///
-/// `writers_done` waits until every write that holds the shard's lock has
-/// finished (it takes and releases the lock), and runs between the seal and
-/// the first snapshot. A write appends its record and then changes memory,
-/// under the shard's lock: one that appended into the sealed segment may
-/// not have changed memory yet when the seal returns, and a snapshot taken
-/// then would miss a change whose only record the base replaces (a
-/// deleted session would come back at the next open, a created one would
-/// be lost). Writes that take the lock after the wait append after the
-/// seal, into segments that replay over the base.
+/// `seal_listing` runs the seal it is given (`ShardLog::seal`) holding the
+/// shard's lock, and starts there what the listing keeps of the writes
+/// after it (`Shard::seal_for_compaction`). A write appends its record and
+/// then changes memory, under the shard's lock: so no write is halfway when
+/// the seal happens (one that appended into the sealed segment without
+/// having changed memory yet would be missed by the snapshots, and the
+/// base replaces its only record: a deleted session would come back at the
+/// next open, a created one would be lost), and every write after it
+/// appends after the seal, into segments that replay over the base.
 pub(crate) fn compact(
     log: &ShardLog,
     now_ms: u64,
     stop_after: CompactionStep,
-    writers_done: impl FnOnce(),
+    seal_listing: impl FnOnce(&mut dyn FnMut() -> Result<(u64, u64)>) -> Result<(u64, u64)>,
     mut snapshot: impl FnMut(&mut Vec<Based>) -> bool,
 ) -> Result<()> {
-    let (sealed, bytes_before) = log.seal(now_ms)?;
-    writers_done();
+    // The next segment made first, outside every lock: the seal under the
+    // shard's lock then only writes the `SEAL` (see `ShardLog::seal`).
+    log.prepare_next_now(now_ms)?;
+    let (sealed, bytes_before) = seal_listing(&mut || log.seal(now_ms))?;
     if stop_after == CompactionStep::Sealed {
         return Ok(());
     }
