@@ -912,7 +912,7 @@ impl Core {
             now_ms,
             step,
             |seal| {
-                let sealed = this.seal_for_compaction(seal)?;
+                let sealed = this.seal_for_compaction(&self.clock, seal)?;
                 before_listing();
                 Ok(sealed)
             },
@@ -925,14 +925,14 @@ impl Core {
                 if resume.is_none() {
                     // The sessions rotated behind the listing's back (the
                     // others twice in the base: harmless, a replay).
-                    this.topics_of(this.end_compaction_listing(), batch);
+                    this.topics_of(this.end_compaction_listing(self.clock.now_ms()), batch);
                 }
                 position = resume;
                 resume.is_some()
             },
         );
         // A compaction that stopped early or failed keeps nothing.
-        drop(this.end_compaction_listing());
+        drop(this.end_compaction_listing(now_ms));
         compacted
     }
 

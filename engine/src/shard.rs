@@ -258,21 +258,33 @@ struct Writer {
 /// each session as the listing found it, later than the seal. Replaying a
 /// record over a later state of its session gives that state again, except
 /// where the session the record was about is not the one the base holds.
-#[derive(Default)]
 struct Listing {
-    /// The sessions `rotate` moved, as they were moved. A rotate puts the
-    /// session in a slot of the new id's choosing, which the listing may
-    /// have passed while the old one is not reached yet: then the listing
-    /// sees neither, and the `ROTATE` record would find nothing to move.
-    /// The base holds these too.
-    rotated: Vec<Session>,
-    /// The ids a new session was inserted under. Each has its `PUT` after
-    /// the seal, so the base leaves it out: its records after the seal then
-    /// replay onto the session they were about (a `SUBSCRIBE` of the
-    /// session that held the id before, expired since, would otherwise
-    /// land on the new one, which the base gives the same creation time as
-    /// the new `PUT`).
+    /// The clock at the seal, read under the writer mutex: a session created
+    /// later was inserted after the seal (the clock never goes back, and an
+    /// insert reads it before it appends).
+    seal_ms: u64,
+    /// The ids `rotate` moved sessions to. A rotate puts the session in a
+    /// slot of the new id's choosing, which the listing may have passed
+    /// while the old one is not reached yet: then the listing sees neither,
+    /// and the `ROTATE` record would find nothing to move. The base holds
+    /// these sessions too, as they are at the end of the listing.
+    rotated: Vec<SessionId>,
+    /// Sessions inserted after the seal have their `PUT` after it, so the
+    /// base leaves them out: their records after the seal then replay onto
+    /// the session they were about (a `SUBSCRIBE` of the session that held
+    /// the id before, expired since, would otherwise land on the new one,
+    /// which the base gives the same creation time as the new `PUT`). Those
+    /// created after `seal_ms` are told by their creation time; these are
+    /// the few others (created in the seal's millisecond, or reading the
+    /// clock before the seal and taking the lock after it).
     born: ahash::AHashSet<SessionId>,
+}
+
+impl Listing {
+    /// True if the base must leave `s` out (inserted after the seal).
+    fn born_after_seal(&self, s: &Session) -> bool {
+        s.created_ms() > self.seal_ms || self.born.contains(&s.id())
+    }
 }
 
 /// A shard's counters and sizes, read under its writer mutex (one
@@ -548,6 +560,7 @@ impl Shard {
         let (mut w, mut table) = self.lock(guard);
         let now_ms = clock.now_ms();
         let id = block.header().id;
+        let created_ms = block.header().created_ms;
         let mut found = table.find_or_free(hash, &id);
         let mut live_delta = live_len(block.block());
         if let Ok(at) = found {
@@ -584,7 +597,9 @@ impl Shard {
         self.len.fetch_add(1, Ordering::Relaxed);
         w.created_total += 1;
         if let Some(listing) = &mut w.listing {
-            listing.born.insert(id);
+            if created_ms <= listing.seal_ms {
+                listing.born.insert(id);
+            }
         }
         w.schedule(table, at);
         Ok(Inserted::Stored(replaced, position))
@@ -737,7 +752,7 @@ impl Shard {
         drop(self.remove_at(&mut w, table, at, guard));
         let session = snapshot(new.block(), new.header().last_access_ms());
         if let Some(listing) = &mut w.listing {
-            listing.rotated.push(session.clone());
+            listing.rotated.push(new_id);
         }
         let (at, was_tombstone) = table.free_slot(new_hash);
         w.tombstones -= usize::from(was_tombstone);
@@ -1027,8 +1042,8 @@ impl Shard {
     ) {
         self.with_writer(|w, table| {
             let any = !w.states.is_empty();
-            let born = w.listing.as_ref().map(|l| &l.born);
-            let fresh = |s: &Session| born.is_some_and(|b| b.contains(&s.id()));
+            let listing = w.listing.as_ref();
+            let fresh = |s: &Session| listing.is_some_and(|l| l.born_after_seal(s));
             out.extend(sessions.into_iter().filter(|s| !fresh(s)).map(|s| {
                 let id = s.id();
                 let topics = match table.find_slot(hash_id(&self.hasher, &id), &id) {
@@ -1087,21 +1102,47 @@ impl Shard {
     /// memory), and from then on keeps what the compaction's listing must
     /// know of the writes (`Listing`) until
     /// [`Shard::end_compaction_listing`].
-    pub(crate) fn seal_for_compaction<T>(&self, seal: &mut dyn FnMut() -> Result<T>) -> Result<T> {
+    pub(crate) fn seal_for_compaction<T>(
+        &self,
+        clock: &Clock,
+        seal: &mut dyn FnMut() -> Result<T>,
+    ) -> Result<T> {
         let mut w = self.writer.lock();
         let sealed = seal()?;
-        w.listing = Some(Listing::default());
+        w.listing = Some(Listing {
+            seal_ms: clock.now_ms(),
+            rotated: Vec::new(),
+            born: ahash::AHashSet::new(),
+        });
         Ok(sealed)
     }
 
-    /// Ends a compaction's listing: the sessions rotated since it started.
-    pub(crate) fn end_compaction_listing(&self) -> Vec<Session> {
-        self.writer
-            .lock()
-            .listing
-            .take()
-            .map(|l| l.rotated)
-            .unwrap_or_default()
+    /// Ends a compaction's listing: the live sessions under the ids
+    /// rotated to since it started (not inserted since), as they are now.
+    pub(crate) fn end_compaction_listing(&self, now_ms: u64) -> Vec<Session> {
+        self.with_writer(|w, table| {
+            let Some(listing) = w.listing.take() else {
+                return Vec::new();
+            };
+            let mut out = Vec::with_capacity(listing.rotated.len());
+            for id in &listing.rotated {
+                let Some(at) = table.find_slot(hash_id(&self.hasher, id), id) else {
+                    continue;
+                };
+                let Some(block) = table.slot_entry(at) else {
+                    continue;
+                };
+                let session = match block.access(now_ms, false) {
+                    Access::Live { after, .. } => snapshot(block, after),
+                    Access::Retired { last } => snapshot(block, last),
+                    Access::Expired => continue,
+                };
+                if !listing.born_after_seal(&session) {
+                    out.push(session);
+                }
+            }
+            out
+        })
     }
 
     /// Runs `while_held` holding the writer mutex (tests: a stalled writer).

@@ -433,7 +433,13 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
         }
         Record::Subscribe { id, topic } => {
             if let Some(s) = sessions.get_mut(&id) {
-                if s.topics.len() < TOPICS_PER_SESSION_MAX && !s.topics.iter().any(|t| &**t == topic) {
+                // No bound here: a compaction's base holds a session's topics
+                // as they were when it was listed, and the records after the
+                // seal replay over that later set, so a session at the bound
+                // can pass it for a while (a topic subscribed late, then one
+                // whose unsubscribe and subscribe came earlier). The bound is
+                // applied once the shard is replayed.
+                if !s.topics.iter().any(|t| &**t == topic) {
                     s.topics.push(Topic::from(topic));
                 }
             }
@@ -543,6 +549,11 @@ pub(crate) fn recover_shard(files: ShardFiles<'_>, mode: RecoveryMode, now_ms: u
     let mut out = r.out;
     let before = out.sessions.len();
     out.sessions.retain(|_, s| !s.is_expired(now_ms));
+    for s in out.sessions.values_mut() {
+        // What replay gives back is what the sessions held, within the
+        // bound; only a log the engine did not write could pass it.
+        s.topics.truncate(TOPICS_PER_SESSION_MAX);
+    }
     out.report.expired_dropped = before - out.sessions.len();
     out.report.sessions = out.sessions.len();
     Ok(out)
