@@ -912,7 +912,7 @@ impl Core {
             now_ms,
             step,
             |seal| {
-                let sealed = this.seal_for_compaction(&self.clock, seal)?;
+                let sealed = this.seal_for_compaction(seal)?;
                 before_listing();
                 Ok(sealed)
             },

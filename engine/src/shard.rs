@@ -259,31 +259,27 @@ struct Writer {
 /// record over a later state of its session gives that state again, except
 /// where the session the record was about is not the one the base holds.
 struct Listing {
-    /// The clock at the seal, read under the writer mutex: a session created
-    /// later was inserted after the seal (the clock never goes back, and an
-    /// insert reads it before it appends).
-    seal_ms: u64,
     /// The ids `rotate` moved sessions to. A rotate puts the session in a
     /// slot of the new id's choosing, which the listing may have passed
     /// while the old one is not reached yet: then the listing sees neither,
     /// and the `ROTATE` record would find nothing to move. The base holds
     /// these sessions too, as they are at the end of the listing.
     rotated: Vec<SessionId>,
-    /// Sessions inserted after the seal have their `PUT` after it, so the
-    /// base leaves them out: their records after the seal then replay onto
-    /// the session they were about (a `SUBSCRIBE` of the session that held
-    /// the id before, expired since, would otherwise land on the new one,
-    /// which the base gives the same creation time as the new `PUT`). Those
-    /// created after `seal_ms` are told by their creation time; these are
-    /// the few others (created in the seal's millisecond, or reading the
-    /// clock before the seal and taking the lock after it).
+    /// The ids a new session was inserted under since the seal. Its `PUT`
+    /// is after the seal, so the base leaves it out: its records after the
+    /// seal then replay onto the session they were about (a `SUBSCRIBE` of
+    /// the session that held the id before, expired since, would otherwise
+    /// land on the new one, which the base gives the same creation time as
+    /// the new `PUT`). Not told by creation times: a session restored after
+    /// the wall clock went back can have been created "later". As many as
+    /// the shard's inserts while it is listed.
     born: ahash::AHashSet<SessionId>,
 }
 
 impl Listing {
     /// True if the base must leave `s` out (inserted after the seal).
     fn born_after_seal(&self, s: &Session) -> bool {
-        s.created_ms() > self.seal_ms || self.born.contains(&s.id())
+        self.born.contains(&s.id())
     }
 }
 
@@ -560,7 +556,6 @@ impl Shard {
         let (mut w, mut table) = self.lock(guard);
         let now_ms = clock.now_ms();
         let id = block.header().id;
-        let created_ms = block.header().created_ms;
         let mut found = table.find_or_free(hash, &id);
         let mut live_delta = live_len(block.block());
         if let Ok(at) = found {
@@ -575,10 +570,17 @@ impl Shard {
         // expired session replaced leaves a tombstone for one it removes).
         // Grown before anything is logged: a growth that fails leaves no
         // trace, as a failed append does.
-        let fits = |w: &Writer, table: &Table, found| matches!(found, Err((_, tombstone)) if tombstone || w.tombstones + self.len() < table.limit());
-        if !fits(&w, table, found) && w.tombstones + self.len() + 1 > table.limit() {
+        let slot_of = |w: &Writer, table: &Table, found| match found {
+            Err((at, tombstone)) if tombstone || w.tombstones + self.len() < table.limit() => {
+                Some((at, tombstone))
+            }
+            _ => None,
+        };
+        let mut slot = slot_of(&w, table, found);
+        if slot.is_none() && w.tombstones + self.len() + 1 > table.limit() {
             table = self.rebuild(&mut w, table, guard)?;
             found = table.find_or_free(hash, &id);
+            slot = slot_of(&w, table, found);
         }
         // Logged before anything changes: a failed append leaves no trace.
         let position = self.append(record, live_delta, now_ms)?;
@@ -587,19 +589,14 @@ impl Shard {
             w.expired_total += 1;
             self.remove_at(&mut w, table, at, guard)
         });
-        let (at, was_tombstone) = match found {
-            Err((at, tombstone)) if fits(&w, table, found) => (at, tombstone),
-            _ => table.free_slot(hash),
-        };
+        let (at, was_tombstone) = slot.unwrap_or_else(|| table.free_slot(hash));
         w.tombstones -= usize::from(was_tombstone);
         w.hold(block.block());
         table.store(at, hash, block);
         self.len.fetch_add(1, Ordering::Relaxed);
         w.created_total += 1;
         if let Some(listing) = &mut w.listing {
-            if created_ms <= listing.seal_ms {
-                listing.born.insert(id);
-            }
+            listing.born.insert(id);
         }
         w.schedule(table, at);
         Ok(Inserted::Stored(replaced, position))
@@ -1102,15 +1099,10 @@ impl Shard {
     /// memory), and from then on keeps what the compaction's listing must
     /// know of the writes (`Listing`) until
     /// [`Shard::end_compaction_listing`].
-    pub(crate) fn seal_for_compaction<T>(
-        &self,
-        clock: &Clock,
-        seal: &mut dyn FnMut() -> Result<T>,
-    ) -> Result<T> {
+    pub(crate) fn seal_for_compaction<T>(&self, seal: &mut dyn FnMut() -> Result<T>) -> Result<T> {
         let mut w = self.writer.lock();
         let sealed = seal()?;
         w.listing = Some(Listing {
-            seal_ms: clock.now_ms(),
             rotated: Vec::new(),
             born: ahash::AHashSet::new(),
         });
