@@ -343,33 +343,25 @@ mod tests {
     /// as long as the session's worker must live.
     type Transport = <McpSessionManager as SessionManager>::Transport;
 
-    /// An engine on a manual clock with one stored MCP session of this
-    /// timeout: (clock, engine, sessions, their manager, the session's id
-    /// text, its transport).
-    async fn one_session(
-        timeout: Duration,
-    ) -> (
+    /// (clock, engine, sessions, their manager, the session's id text, its
+    /// transport).
+    type OneSession = (
         ManualClock,
         Engine,
         McpSessions,
         Arc<McpSessionManager>,
         RmcpId,
         Transport,
-    ) {
+    );
+
+    /// An engine on a manual clock with one stored MCP session of this
+    /// timeout.
+    async fn one_session(timeout: Duration) -> OneSession {
         one_session_with(McpConfig::with_timeout(timeout)).await
     }
 
     /// `one_session` with this configuration.
-    async fn one_session_with(
-        config: McpConfig,
-    ) -> (
-        ManualClock,
-        Engine,
-        McpSessions,
-        Arc<McpSessionManager>,
-        RmcpId,
-        Transport,
-    ) {
+    async fn one_session_with(config: McpConfig) -> OneSession {
         let clock = ManualClock::new(1_000_000);
         let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
         let sessions = McpSessions::new(engine.clone(), config).expect("sessions");

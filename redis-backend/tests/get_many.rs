@@ -197,10 +197,19 @@ fn shard_of(firsts: &[u32], slot: u16) -> u32 {
         .expect("slot 0 starts the first range")
 }
 
-/// Moves `slot` (with its one key `key`) from the master at node `from` to
-/// the one at node `to`, as `redis-cli --cluster reshard` does.
-fn move_slot(cluster: &Cluster, slot: u16, key: &str, from: usize, to: usize) {
-    migrate_key(cluster, slot, key, from, to, true);
+/// Moves the key of the first of `live` on the first master to the second
+/// master, and its slot too if `finish`: its index in `live`.
+fn move_off_first_master(cluster: &Cluster, store: &RedisStore, live: &[SessionId], finish: bool) -> usize {
+    let firsts = cluster.first_slots();
+    let moved = live
+        .iter()
+        .position(|id| shard_of(&firsts, store.slot(id)) == firsts[0])
+        .expect("a session on the first master");
+    let from = cluster.master_of(firsts[0]).expect("first master");
+    let to = cluster.master_of(firsts[1]).expect("second master");
+    let (slot, key) = (store.slot(&live[moved]), store.key(&live[moved]));
+    migrate_key(cluster, slot, &key, from, to, finish);
+    moved
 }
 
 /// Moves `key` of `slot` from the master at node `from` to the one at node
@@ -269,19 +278,7 @@ async fn cluster_get_many_spans_every_master_and_follows_a_moved_slot() {
     // Move one session's slot from its master to another behind the
     // store's back: its routes still send that id to the old master, which
     // answers MOVED for it alone in the pipeline.
-    let moved = live
-        .iter()
-        .position(|id| shard_of(&firsts, store.slot(id)) == firsts[0])
-        .expect("a session on the first master");
-    let from = cluster.master_of(firsts[0]).expect("first master");
-    let to = cluster.master_of(firsts[1]).expect("second master");
-    move_slot(
-        &cluster,
-        store.slot(&live[moved]),
-        &store.key(&live[moved]),
-        from,
-        to,
-    );
+    move_off_first_master(&cluster, &store, &live, true);
     let results = store.get_many(&live).await;
     for (n, result) in results.iter().enumerate() {
         assert_eq!(metadata(result), Some(format!("s{n}").as_bytes()), "{result:?}");
@@ -303,23 +300,10 @@ async fn a_slot_mid_migration_is_served_and_a_frozen_master_holds_up_only_its_id
         .expect("connect");
     let live = create_named(&store, 30).await;
     let on: Vec<u32> = live.iter().map(|id| shard_of(&firsts, store.slot(id))).collect();
-    let moved = on
-        .iter()
-        .position(|&f| f == firsts[0])
-        .expect("a session on the first master");
-    let from = cluster.master_of(firsts[0]).expect("first master");
-    let to = cluster.master_of(firsts[1]).expect("second master");
     // The key moves, its slot stays migrating (as during `redis-cli
     // --cluster reshard`, key by key): the first master answers `ASK` for
     // it, and only a command after `ASKING` is served by the second.
-    migrate_key(
-        &cluster,
-        store.slot(&live[moved]),
-        &store.key(&live[moved]),
-        from,
-        to,
-        false,
-    );
+    let moved = move_off_first_master(&cluster, &store, &live, false);
     let got = store.get(&live[moved]).await;
     assert_eq!(metadata(&got), Some(format!("s{moved}").as_bytes()), "{got:?}");
     // Writes too, and those that wait for a replica (`WAIT` after the
