@@ -61,7 +61,9 @@ pub enum Replication {
     Wait {
         /// Replicas that must acknowledge (1 to 16).
         replicas: u32,
-        /// How long to wait for them (less than the request timeout).
+        /// How long to wait for them: at least 1 ms (`WAIT` takes whole
+        /// milliseconds, rounded up here, and 0 would wait forever), less
+        /// than the request timeout.
         timeout: Duration,
     },
 }
@@ -299,7 +301,13 @@ impl RedisConfig {
                     "replication Wait {{ replicas: {replicas} }}: must be 1 to {WAIT_REPLICAS_MAX} (Async for none)"
                 ));
             }
-            if timeout.is_zero() || timeout >= self.request_timeout {
+            if timeout < Duration::from_millis(1) {
+                return invalid(format!(
+                    "replication Wait {{ timeout: {timeout:?} }}: WAIT takes whole milliseconds, and 0 waits \
+                     forever: at least 1 ms"
+                ));
+            }
+            if timeout >= self.request_timeout {
                 return invalid(format!(
                     "replication Wait {{ timeout: {timeout:?} }}: must be above zero and below request_timeout ({:?})",
                     self.request_timeout
@@ -388,6 +396,13 @@ mod tests {
         assert!(msg(wait(0, 10)).contains("replicas"));
         assert!(msg(wait(1, 5_000)).contains("below request_timeout"));
         assert!(wait(1, 10).validate().is_ok());
+        // `WAIT n 0` waits forever: a wait under a millisecond is refused,
+        // not rounded down to that.
+        let sub_ms = base.clone().replication(Replication::Wait {
+            replicas: 1,
+            timeout: Duration::from_micros(500),
+        });
+        assert!(msg(sub_ms).contains("whole milliseconds"));
         assert!(msg(base.clone().default_timeout(Timeout::from_ms(0))).contains("default_timeout"));
         assert!(msg(RedisConfig::cluster(Vec::<String>::new())).contains("empty"));
     }

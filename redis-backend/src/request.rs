@@ -433,7 +433,9 @@ impl Inner {
     fn wait_args(&self, kind: Kind) -> Option<(u32, u64)> {
         match self.config.replication {
             Replication::Wait { replicas, timeout } if kind == Kind::Write => {
-                Some((replicas, u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)))
+                // Whole milliseconds, rounded up (at least 1: `validate`).
+                let ms = timeout.as_micros().div_ceil(1000);
+                Some((replicas, u64::try_from(ms).unwrap_or(u64::MAX)))
             }
             _ => None,
         }
