@@ -60,37 +60,57 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
+/// What MessagePack (as this crate reads it back) cannot hold.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum EncodeError {
+    /// A length over `u32::MAX`.
+    TooLong(usize),
+    /// Arrays and maps nested deeper than [`NESTING_DEPTH_MAX`]: `decode`
+    /// would refuse the record, so it is not written.
+    TooDeep,
+}
+
+impl From<TooLong> for EncodeError {
+    fn from(TooLong(len): TooLong) -> Self {
+        Self::TooLong(len)
+    }
+}
+
 /// A length that MessagePack cannot hold (more than `u32::MAX`).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct TooLong(pub(crate) usize);
 
 /// Appends `map` to `out`.
-pub(crate) fn encode_map(out: &mut Vec<u8>, map: &HashMap<String, Value>) -> Result<(), TooLong> {
+pub(crate) fn encode_map(out: &mut Vec<u8>, map: &HashMap<String, Value>) -> Result<(), EncodeError> {
     write_len(out, map.len(), 0x80, 0xde)?;
     for (key, value) in map {
         write_str(out, key)?;
-        write_value(out, value)?;
+        // As `decode_map` reads them: the map is one level.
+        write_value(out, value, NESTING_DEPTH_MAX - 1)?;
     }
     Ok(())
 }
 
-fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), TooLong> {
+/// Appends `value`, with `depth` levels of arrays and maps left to nest.
+fn write_value(out: &mut Vec<u8>, value: &Value, depth: usize) -> Result<(), EncodeError> {
     match value {
         Value::Null => out.push(0xc0),
         Value::Bool(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
         Value::Number(n) => write_number(out, n),
         Value::String(s) => write_str(out, s)?,
         Value::Array(items) => {
+            let depth = depth.checked_sub(1).ok_or(EncodeError::TooDeep)?;
             write_len(out, items.len(), 0x90, 0xdc)?;
             for item in items {
-                write_value(out, item)?;
+                write_value(out, item, depth)?;
             }
         }
         Value::Object(map) => {
+            let depth = depth.checked_sub(1).ok_or(EncodeError::TooDeep)?;
             write_len(out, map.len(), 0x80, 0xde)?;
             for (key, value) in map {
                 write_str(out, key)?;
-                write_value(out, value)?;
+                write_value(out, value, depth)?;
             }
         }
     }
@@ -565,6 +585,23 @@ mod tests {
         assert_eq!(
             decode_map(&nested(NESTING_DEPTH_MAX + 1)),
             Err(DecodeError::TooDeep)
+        );
+        // What is written can be read back: a map nested deeper than the
+        // bound is refused at encoding, not stored to fail every load.
+        let value_map = |depth: usize| {
+            let mut v = Value::Null;
+            for _ in 1..depth {
+                v = Value::Array(vec![v]);
+            }
+            HashMap::from([("k".to_owned(), v)])
+        };
+        let mut out = Vec::new();
+        encode_map(&mut out, &value_map(NESTING_DEPTH_MAX)).expect("at the bound");
+        assert_eq!(out, nested(NESTING_DEPTH_MAX));
+        assert!(decode_map(&out).is_ok());
+        assert_eq!(
+            encode_map(&mut Vec::new(), &value_map(NESTING_DEPTH_MAX + 1)),
+            Err(EncodeError::TooDeep)
         );
     }
 }

@@ -103,18 +103,25 @@ impl Drop for Encoded {
 ///
 /// # Errors
 /// [`Error::Encode`] if the map holds a string, array or map longer than
-/// MessagePack can say (2^32 - 1).
+/// MessagePack can say (2^32 - 1), or arrays and maps nested deeper than
+/// `decode` reads back (`NESTING_DEPTH_MAX`).
 pub(crate) fn encode(record: &Record, expiry_ms: i64) -> Result<Encoded, Error> {
     debug_assert_eq!(expiry_ms, unix_ms(record.expiry_date));
     let mut out = Encoded(SPARE.try_with(Cell::take).unwrap_or_default());
     out.0.clear();
     out.0.push(FORMAT_VERSION);
     out.0.extend_from_slice(&expiry_ms.to_le_bytes());
-    msgpack::encode_map(&mut out.0, &record.data).map_err(|msgpack::TooLong(len)| {
-        Error::Encode(format!(
-            "session data as MessagePack: a value of length {len} (the most is {})",
-            u32::MAX
-        ))
+    msgpack::encode_map(&mut out.0, &record.data).map_err(|e| {
+        Error::Encode(match e {
+            msgpack::EncodeError::TooLong(len) => format!(
+                "session data as MessagePack: a value of length {len} (the most is {})",
+                u32::MAX
+            ),
+            msgpack::EncodeError::TooDeep => format!(
+                "session data as MessagePack: arrays and maps nested deeper than {}",
+                crate::limits::NESTING_DEPTH_MAX
+            ),
+        })
     })?;
     debug_assert!(out.len() > HEADER_LEN, "a map encodes to at least one byte");
     Ok(out)
