@@ -124,7 +124,8 @@ impl McpSessions {
     ///
     /// # Errors
     /// `InvalidTimeout` if `config.timeout` is not 1 ms to 400 days;
-    /// `InvalidConfig` if `config.touch_interval` is not shorter.
+    /// `InvalidConfig` if `config.touch_interval` is not shorter, or
+    /// `config.local_keep_alive` is zero.
     pub fn new(store: impl SessionState + fmt::Debug + 'static, config: McpConfig) -> Result<Self> {
         Self::from_any(AnyStore::new(store), config)
     }
@@ -133,18 +134,28 @@ impl McpSessions {
     ///
     /// # Errors
     /// `InvalidTimeout` if `config.timeout` is not 1 ms to 400 days;
-    /// `InvalidConfig` if `config.touch_interval` is not shorter.
+    /// `InvalidConfig` if `config.touch_interval` is not shorter, or
+    /// `config.local_keep_alive` is zero.
     pub fn from_any(store: AnyStore, config: McpConfig) -> Result<Self> {
         let ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX);
         let timeout = Timeout::from_ms(ms);
         timeout.checked_ms()?;
-        if config.touch_interval >= config.timeout {
+        // Against the timeout the store keeps (whole milliseconds).
+        if config.touch_interval >= Duration::from_millis(ms) {
             // The deadline would trail the last request by more than the
             // timeout: an active client could expire.
             return Err(session_engine::Error::InvalidConfig(format!(
                 "touch_interval {:?} must be shorter than the timeout {:?}",
                 config.touch_interval, config.timeout
             ))
+            .into());
+        }
+        if config.local_keep_alive.is_zero() {
+            // rmcp's worker would end at once, and every request restore it.
+            return Err(session_engine::Error::InvalidConfig(
+                "local_keep_alive must be above zero (it bounds how long an idle worker stays in memory)"
+                    .to_owned(),
+            )
             .into());
         }
         Ok(Self {

@@ -73,4 +73,20 @@ fn a_touch_interval_not_shorter_than_the_timeout_is_refused() {
     }
     assert!(McpSessions::new(engine(), McpConfig::with_timeout(Duration::ZERO)).is_err());
     assert!(McpSessions::new(engine(), McpConfig::with_timeout(timeout)).is_ok());
+    // The store keeps whole milliseconds: an interval that is shorter only
+    // by a fraction of one is not shorter there.
+    let fraction =
+        McpConfig::with_timeout(Duration::from_micros(10_900)).touch_interval(Duration::from_micros(10_500));
+    assert!(McpSessions::new(engine(), fraction).is_err());
+}
+
+#[test]
+fn a_worker_kept_no_time_at_all_is_refused() {
+    // rmcp's worker would end at once, and every request restore it.
+    let config = McpConfig::with_timeout(Duration::from_secs(60)).local_keep_alive(Duration::ZERO);
+    let result = McpSessions::new(engine(), config);
+    assert!(
+        matches!(result, Err(Error::Store(session_engine::Error::InvalidConfig(ref m))) if m.contains("local_keep_alive")),
+        "{result:?}"
+    );
 }
