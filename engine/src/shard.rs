@@ -170,6 +170,15 @@ pub(crate) enum Swept {
 const SLOTS_MAX: usize = INDEX_MAX as usize + 1;
 const _: () = assert!(SLOTS_MAX / 4 * 3 > crate::limits::SESSIONS_MAX_LIMIT);
 
+/// `slots` unlinked timer links, or the allocation's error (the table's
+/// growth fails with a typed error rather than aborting the process).
+fn unlinked(slots: usize) -> std::result::Result<Vec<Link>, std::collections::TryReserveError> {
+    let mut links = Vec::new();
+    links.try_reserve_exact(slots)?;
+    links.resize(slots, Link::UNLINKED);
+    Ok(links)
+}
+
 fn to_index(slot: usize) -> u32 {
     u32::try_from(slot)
         .ok()
@@ -376,8 +385,13 @@ impl Shard {
                  or the sessions a data directory holds): {e}"
             ))
         })?;
+        let links = unlinked(slots).map_err(|e| {
+            Error::InvalidConfig(format!(
+                "could not allocate the timer links for {sessions} sessions in a shard: {e}"
+            ))
+        })?;
         let mut w = self.writer.lock();
-        w.links = vec![Link::UNLINKED; slots];
+        w.links = links;
         w.states.reset_slots(slots);
         let old = self.table.swap(Owned::new(table), Ordering::AcqRel, guard);
         // SAFETY: `old` is unlinked from the shard, and destroyed only
@@ -919,13 +933,14 @@ impl Shard {
         let grown = if self.fail_growth.load(Ordering::Relaxed) {
             Err("an injected allocation failure".to_owned())
         } else {
-            Table::new(slots, table.generation().wrapping_add(1)).map_err(|e| e.to_string())
+            Table::new(slots, table.generation().wrapping_add(1))
+                .map_err(|e| e.to_string())
+                .and_then(|next| Ok((next, unlinked(slots).map_err(|e| e.to_string())?)))
         };
-        let next = grown.map_err(|e| Error::Io {
+        let (next, mut links) = grown.map_err(|e| Error::Io {
             context: format!("growing a shard's table to {slots} slots"),
             source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, e),
         })?;
-        let mut links = vec![Link::UNLINKED; slots];
         w.wheel.clear();
         let wheel = &mut w.wheel;
         table.move_into(&next, &self.hasher, |at, block| {
