@@ -40,14 +40,7 @@ fn disk_full_child() {
         maximum: Some(64 * 1024),
     };
     rustix::process::setrlimit(rustix::process::Resource::Fsize, limit).unwrap();
-    let mut acked = 0u32;
-    let err = loop {
-        match engine.insert(id(acked), &[7u8; 1000], Timeout::Never) {
-            Ok(()) => acked += 1,
-            Err(e) => break e,
-        }
-        assert!(acked < 10_000, "the file-size limit never hit");
-    };
+    let (acked, err) = insert_until_refused(&engine, &[7u8; 1000], 10_000);
     assert!(matches!(err, Error::Io { .. }), "typed error: {err:?}");
     assert!(err.to_string().contains("creating segment"), "{err}");
     // Nothing half-applied: the failed session is not there.
@@ -162,14 +155,7 @@ fn an_insert_whose_table_cannot_grow_leaves_no_trace_in_the_log() {
     };
     let engine = Engine::open(config()).unwrap();
     engine.debug_fail_table_growth();
-    let mut stored = 0u32;
-    let err = loop {
-        match engine.insert(id(stored), b"x", Timeout::Never) {
-            Ok(()) => stored += 1,
-            Err(e) => break e,
-        }
-        assert!(stored < 1_000_000, "the table never had to grow");
-    };
+    let (stored, err) = insert_until_refused(&engine, b"x", 1_000_000);
     assert!(matches!(err, Error::Io { .. }), "typed error: {err:?}");
     assert!(err.to_string().contains("growing a shard's table"), "{err}");
     assert!(engine.peek(&id(stored)).is_err());
@@ -182,4 +168,15 @@ fn an_insert_whose_table_cannot_grow_leaves_no_trace_in_the_log() {
     );
     assert_eq!(engine.len(), stored as usize);
     assert!(engine.peek(&id(0)).is_ok());
+}
+
+/// Inserts sessions `id(0)`, `id(1)`... of `metadata` until one fails (at
+/// most `limit`): how many were stored, and the error.
+fn insert_until_refused(engine: &Engine, metadata: &[u8], limit: u32) -> (u32, Error) {
+    for n in 0..limit {
+        if let Err(e) = engine.insert(id(n), metadata, Timeout::Never) {
+            return (n, e);
+        }
+    }
+    panic!("{limit} inserts and none refused");
 }
