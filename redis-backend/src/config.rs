@@ -134,8 +134,9 @@ impl RedisConfig {
     }
 
     /// Reads a URL: `redis://[user:pass@]host:port[/db]` is one server,
-    /// `redis+cluster://[user:pass@]host:port,host:port,...` a cluster (as
-    /// [`RedisConfig::cluster`]: no `WAIT` unless chained on).
+    /// `redis+cluster://[user:pass@]host:port,host:port,...[/db][?options]`
+    /// a cluster (as [`RedisConfig::cluster`]: no `WAIT` unless chained on;
+    /// the database and options apply to every node).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for another scheme or an empty node list.
@@ -145,11 +146,13 @@ impl RedisConfig {
                 Some((auth, hosts)) => (format!("{auth}@"), hosts),
                 None => (String::new(), rest),
             };
+            // A database or options after the list are every node's.
+            let (hosts, suffix) = hosts.split_at(hosts.find(['/', '?']).unwrap_or(hosts.len()));
             let nodes: Vec<String> = hosts
                 .split(',')
                 .map(str::trim)
                 .filter(|h| !h.is_empty())
-                .map(|h| format!("redis://{auth}{h}"))
+                .map(|h| format!("redis://{auth}{h}{suffix}"))
                 .collect();
             if nodes.is_empty() {
                 return Err(Error::InvalidConfig(format!("{url:?}: no cluster node listed")));
@@ -374,7 +377,17 @@ mod tests {
         ));
         assert_eq!(preset.default_timeout, Timeout::from_secs(3600));
         assert!(preset.validate().is_ok());
+        // A database or options after the node list apply to every node.
+        let opts = RedisConfig::from_url("redis+cluster://h1:7000,h2:7001/0?protocol=resp3").unwrap();
+        assert_eq!(
+            opts.deployment,
+            Deployment::Cluster(vec![
+                "redis://h1:7000/0?protocol=resp3".into(),
+                "redis://h2:7001/0?protocol=resp3".into()
+            ])
+        );
         assert!(RedisConfig::from_url("redis+cluster://").is_err());
+        assert!(RedisConfig::from_url("redis+cluster:///0").is_err());
         assert!(RedisConfig::from_url("http://x").is_err());
     }
 
