@@ -55,16 +55,15 @@ impl<'a, W: Write> OpenMetricsWriter<'a, W> {
         Self { out, prefix }
     }
 
+    /// Writes a family's header, or nothing and `fmt::Error` if its name
+    /// breaks the rules (see [`OpenMetricsWriter::counter`]).
     fn header(&mut self, name: &str, kind: &str, unit: Option<&str>, help: &str) -> fmt::Result {
-        debug_assert!(valid_name(name), "metric name {name:?}");
-        debug_assert!(
-            unit.is_none_or(|u| name.ends_with(&format!("_{u}"))),
-            "{name} must end with its unit"
-        );
-        debug_assert!(
-            kind != "counter" || !name.ends_with("_total"),
-            "counter family {name}: _total is the sample's suffix"
-        );
+        let named_right = valid_name(name)
+            && unit.is_none_or(|u| name.strip_suffix(u).is_some_and(|n| n.ends_with('_')))
+            && (kind != "counter" || !name.ends_with("_total"));
+        if !named_right {
+            return Err(fmt::Error);
+        }
         let sep = if self.prefix.is_empty() { "" } else { "_" };
         let prefix = self.prefix;
         writeln!(self.out, "# TYPE {prefix}{sep}{name} {kind}")?;
@@ -92,7 +91,6 @@ impl<'a, W: Write> OpenMetricsWriter<'a, W> {
         let sep = if self.prefix.is_empty() { "" } else { "_" };
         write!(self.out, "{}{sep}{name}{suffix}", self.prefix)?;
         if let Some((key, value)) = label {
-            debug_assert!(valid_name(key), "label name {key:?}");
             write!(self.out, "{{{key}=\"")?;
             for c in value.chars() {
                 match c {
@@ -110,7 +108,10 @@ impl<'a, W: Write> OpenMetricsWriter<'a, W> {
     /// A counter family `name` (no `_total`: its sample gets it).
     ///
     /// # Errors
-    /// Those of `out`.
+    /// Those of `out`; `fmt::Error`, with nothing written, if `name` is not
+    /// a metric name (`[a-zA-Z_][a-zA-Z0-9_]*`), ends with `_total`, or (for
+    /// the families with a unit) does not end with `_<unit>`; the same for
+    /// every family below, and for a label name.
     pub fn counter(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
         self.header(name, "counter", None, help)?;
         self.sample(name, "_total", None, value)
@@ -157,6 +158,9 @@ impl<'a, W: Write> OpenMetricsWriter<'a, W> {
         label: &str,
         samples: impl IntoIterator<Item = (L, u64)>,
     ) -> fmt::Result {
+        if !valid_name(label) {
+            return Err(fmt::Error);
+        }
         self.header(name, "gauge", unit, help)?;
         let mut text = String::new();
         for (value_of_label, value) in samples {
@@ -320,6 +324,17 @@ mod tests {
     fn a_bad_prefix_is_a_programming_error() {
         let mut out = String::new();
         let _ = OpenMetricsWriter::new(&mut out, "session-engine");
+    }
+
+    #[test]
+    fn a_bad_name_writes_nothing_and_fails() {
+        let mut out = String::new();
+        let mut w = OpenMetricsWriter::new(&mut out, "p");
+        assert!(w.counter("a b\n# EOF", "h", 1).is_err());
+        assert!(w.gauge_bytes("size", "not ending with its unit", 1).is_err());
+        assert!(w.counter("requests_total", "the sample adds _total", 1).is_err());
+        assert!(w.gauge_labelled("x", None, "h", "bad key", [("v", 1)]).is_err());
+        assert_eq!(out, "", "a family written in part");
     }
 
     #[test]
