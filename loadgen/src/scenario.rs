@@ -226,8 +226,12 @@ impl Scenario {
     /// # Errors
     /// [`ScenarioError::Invalid`] naming the field.
     pub fn resolve(mut self) -> Result<Self, ScenarioError> {
-        if self.sessions == 0 {
-            return Err(self.invalid("sessions must be at least 1"));
+        if !(1..=session_engine::limits::SESSIONS_MAX_LIMIT).contains(&self.sessions) {
+            return Err(self.invalid(format!(
+                "sessions = {}: must be between 1 and {} (the most an engine holds)",
+                self.sessions,
+                session_engine::limits::SESSIONS_MAX_LIMIT
+            )));
         }
         if self.workers == 0 {
             self.workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -273,8 +277,12 @@ impl Scenario {
                 self.interval, self.slice
             )));
         }
-        if self.metadata_bytes == 0 {
-            return Err(self.invalid("metadata_bytes must be at least 1"));
+        if !(1..=session_engine::limits::METADATA_BYTES_MAX_LIMIT).contains(&self.metadata_bytes) {
+            return Err(self.invalid(format!(
+                "metadata_bytes = {}: must be between 1 and {} (the most a session holds)",
+                self.metadata_bytes,
+                session_engine::limits::METADATA_BYTES_MAX_LIMIT
+            )));
         }
         if !(self.list.rate_per_s == 0.0
             || (crate::limits::LIST_RATE_MIN_PER_S..=crate::limits::LIST_RATE_MAX_PER_S)
@@ -422,6 +430,18 @@ mod tests {
             ..Scenario::default()
         };
         assert!(bad.resolve().unwrap_err().to_string().contains("sessions"));
+        // Sizes past what any store takes are refused before anything is
+        // allocated for them.
+        let bad = Scenario {
+            sessions: 1_000_000_000_000,
+            ..Scenario::default()
+        };
+        assert!(bad.resolve().unwrap_err().to_string().contains("sessions"));
+        let bad = Scenario {
+            metadata_bytes: 10_000_000_000_000,
+            ..Scenario::default()
+        };
+        assert!(bad.resolve().unwrap_err().to_string().contains("metadata_bytes"));
         let bad = Scenario {
             engine: EngineSettings {
                 durability: "sometimes".into(),
