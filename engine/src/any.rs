@@ -284,11 +284,22 @@ pub fn engine_config(url: &str) -> Result<Config> {
             )))
         }
     }
+    let mut seen: Vec<&str> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair
             .split_once('=')
             .ok_or_else(|| bad(format!("{pair:?} is not key=value")))?;
+        if seen.contains(&key) {
+            return Err(bad(format!("{key} is given twice")));
+        }
+        seen.push(key);
         config = match key {
+            "durability" if scheme == "memory" => {
+                return Err(bad(
+                    "durability applies only with a data directory (engine:<dir>); memory: keeps nothing"
+                        .into(),
+                ))
+            }
             "durability" => config.durability(match value {
                 "always" => Durability::Always,
                 "never" => Durability::Never,

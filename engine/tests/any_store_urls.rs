@@ -14,6 +14,8 @@ fn bad_urls_say_what_is_wrong() {
         ("engine:/tmp/x?shards=many", "shards=many"),
         ("engine:/tmp/x?colour=blue", "unknown parameter"),
         ("engine:/tmp/x?durability", "not key=value"),
+        ("memory:?durability=always", "only with a data directory"),
+        ("engine:/tmp/x?shards=4&shards=8", "given twice"),
     ] {
         match engine_config(url) {
             Err(Error::InvalidConfig(why)) => assert!(why.contains(says), "{url}: {why}"),
@@ -21,6 +23,7 @@ fn bad_urls_say_what_is_wrong() {
         }
     }
     assert!(engine_config("memory:").is_ok());
+    assert!(engine_config("memory:?shards=4").is_ok());
     assert!(engine_config("engine:/tmp/x?durability=always&shards=4").is_ok());
     assert!(engine_config("engine:///tmp/x?durability=250ms").is_ok());
 }
