@@ -223,10 +223,11 @@ impl AnyStore {
 
     /// Opens the embedded engine a URL names:
     ///
-    /// - `memory:` an in-memory engine with the default configuration;
+    /// - `memory:` an in-memory engine with the default configuration
+    ///   (`?shards=<n>` too; a durability is refused: nothing is kept);
     /// - `engine:<dir>` (or `engine://<dir>`) the engine persisted in `<dir>`,
     ///   with `?durability=always|never|<n>ms` (default: the engine's, a
-    ///   flush every second) and `&shards=<n>`.
+    ///   flush every second) and `&shards=<n>`, each at most once.
     ///
     /// `session_redis::open_url` adds the Redis schemes.
     ///
