@@ -152,3 +152,34 @@ fn reads_do_not_write_a_record_each() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// The wall clock stepped back between two runs (a VM restored, an NTP step
+/// at boot): what the last run had already seen expire stays expired. The
+/// newest time in the log is a time that run reached, so recovery judges
+/// expiry at no earlier time than that.
+#[test]
+fn a_clock_stepped_back_between_runs_brings_no_expired_session_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = 1_700_000_000_000;
+    let clock = ManualClock::new(start);
+    let (expired, later, long) = {
+        let engine = Engine::open(config(dir.path(), &clock, Durability::Always)).unwrap();
+        let expired = engine.create(b"gone", Timeout::from_secs(10)).unwrap();
+        let long = engine.create(b"long", Timeout::from_secs(1000)).unwrap();
+        clock.advance(Duration::from_secs(60));
+        assert!(engine.peek(&expired).is_err(), "expired in the first run");
+        // Logged at start + 60 s: the run reached that time.
+        let later = engine.create(b"later", Timeout::from_secs(10)).unwrap();
+        (expired, later, long)
+    };
+    // The next run's clock is a minute behind the last one's.
+    let behind = ManualClock::new(start);
+    let engine = Engine::open(config(dir.path(), &behind, Durability::Always)).unwrap();
+    assert!(
+        engine.peek(&expired).unwrap_err().is_not_found(),
+        "a session the last run saw expire came back"
+    );
+    assert!(engine.peek(&later).is_ok(), "live at the newest logged time");
+    assert!(engine.peek(&long).is_ok());
+    assert_eq!(engine.recovery_report().unwrap().expired_dropped, 1);
+}

@@ -350,7 +350,7 @@ fn recover_all(
             shards: manifest.shards,
             codec,
         };
-        recover_shard(files, mode, now_ms)
+        recover_shard(files, mode)
     };
     let results: Vec<Vec<(usize, Result<ShardRecovery>)>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
@@ -373,10 +373,18 @@ fn recover_all(
     for (shard, r) in results.into_iter().flatten() {
         by_shard[shard] = Some(r?);
     }
-    Ok(by_shard
+    let mut recovered: Vec<ShardRecovery> = by_shard
         .into_iter()
         .map(|r| r.expect("every shard recovered"))
-        .collect())
+        .collect();
+    // The last run's clock reached the newest time its log holds. A clock
+    // now behind that (a VM restored, an NTP step at boot) must not bring
+    // back what that run had already seen expire.
+    let newest_ms = recovered.iter().map(|r| r.newest_ms).max().unwrap_or(0);
+    for r in &mut recovered {
+        r.drop_expired(now_ms.max(newest_ms));
+    }
+    Ok(recovered)
 }
 
 /// The open's rare findings, one event each (feature `tracing`).

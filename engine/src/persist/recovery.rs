@@ -225,6 +225,8 @@ pub(crate) struct ShardRecovery {
     pub(crate) log_bytes: u64,
     /// `Repair` skipped damage: the log must be rewritten without it.
     pub(crate) damaged: bool,
+    /// The newest time a record holds: the last run's clock reached it.
+    pub(crate) newest_ms: u64,
 }
 
 impl ShardRecovery {
@@ -238,7 +240,16 @@ impl ShardRecovery {
             first_sequence: 1,
             log_bytes: 0,
             damaged: false,
+            newest_ms: 0,
         }
+    }
+
+    /// Drops the sessions expired at `at_ms`, counting them in the report.
+    pub(crate) fn drop_expired(&mut self, at_ms: u64) {
+        let before = self.sessions.len();
+        self.sessions.retain(|_, s| !s.is_expired(at_ms));
+        self.report.expired_dropped += before - self.sessions.len();
+        self.report.sessions = self.sessions.len();
     }
 
     /// Bytes the live sessions' `PUT` records take.
@@ -538,8 +549,10 @@ enum Ending {
     },
 }
 
-/// Replays one shard directory.
-pub(crate) fn recover_shard(files: ShardFiles<'_>, mode: RecoveryMode, now_ms: u64) -> Result<ShardRecovery> {
+/// Replays one shard directory. Its sessions are all kept, expired or not:
+/// the caller drops the expired ones (`ShardRecovery::drop_expired`) once it
+/// knows the newest time of every shard.
+pub(crate) fn recover_shard(files: ShardFiles<'_>, mode: RecoveryMode) -> Result<ShardRecovery> {
     let mut r = Replay {
         files,
         mode,
@@ -547,16 +560,29 @@ pub(crate) fn recover_shard(files: ShardFiles<'_>, mode: RecoveryMode, now_ms: u
     };
     r.run()?;
     let mut out = r.out;
-    let before = out.sessions.len();
-    out.sessions.retain(|_, s| !s.is_expired(now_ms));
     for s in out.sessions.values_mut() {
         // What replay gives back is what the sessions held, within the
         // bound; only a log the engine did not write could pass it.
         s.topics.truncate(TOPICS_PER_SESSION_MAX);
     }
-    out.report.expired_dropped = before - out.sessions.len();
     out.report.sessions = out.sessions.len();
     Ok(out)
+}
+
+/// The time a record says its run had reached.
+fn logged_time_ms(record: &Record<'_>) -> u64 {
+    match *record {
+        Record::Put {
+            created_ms,
+            last_access_ms,
+            ..
+        } => created_ms.max(last_access_ms),
+        Record::Update { last_access_ms, .. }
+        | Record::Timeout { last_access_ms, .. }
+        | Record::Touch { last_access_ms, .. }
+        | Record::Rotate { last_access_ms, .. } => last_access_ms,
+        _ => 0,
+    }
 }
 
 struct Replay<'a> {
@@ -871,6 +897,7 @@ impl Replay<'_> {
                 }
                 Decoded::Record(record, len) => {
                     debug_assert!(record.id().is_some(), "only seals have no id");
+                    self.out.newest_ms = self.out.newest_ms.max(logged_time_ms(&record));
                     apply(&mut self.out.sessions, record);
                     records += 1;
                     self.out.report.records += 1;
