@@ -36,6 +36,10 @@ pub const CLOCK_TICK: Duration = Duration::from_millis(1);
 /// The shortest tick [`Clock::ticking`] uses.
 pub const CLOCK_TICK_MIN: Duration = Duration::from_micros(100);
 
+/// The longest tick [`Clock::ticking`] uses: engine time is never more than
+/// about this far behind, so no deadline is held back longer.
+pub const CLOCK_TICK_MAX: Duration = Duration::from_secs(1);
+
 /// The engine's source of time. Cheap to clone; clones share one source.
 #[derive(Clone, Debug)]
 pub struct Clock(Kind);
@@ -111,13 +115,14 @@ impl Clock {
     /// instead of every [`CLOCK_TICK`]: fewer wake-ups (1,000 a second at
     /// the default), engine time up to `tick` behind real time. A zero
     /// `tick` is [`Clock::precise`]; other ticks are at least
-    /// [`CLOCK_TICK_MIN`] (a shorter one would keep a core busy).
+    /// [`CLOCK_TICK_MIN`] (a shorter one would keep a core busy) and at most
+    /// [`CLOCK_TICK_MAX`] (a longer one would hold every deadline back).
     #[must_use]
     pub fn ticking(tick: Duration) -> Self {
         if tick.is_zero() {
             return Self::precise();
         }
-        let tick = tick.max(CLOCK_TICK_MIN);
+        let tick = tick.clamp(CLOCK_TICK_MIN, CLOCK_TICK_MAX);
         let precise = Precise::new();
         let now = Arc::new(CachePadded::new(AtomicU64::new(precise.now_ms())));
         let stop = Arc::new(AtomicBool::new(false));
@@ -298,6 +303,16 @@ mod tests {
         let start = clock.now_ms();
         assert!(reaches(&clock, start + 20), "the clock stood still");
         assert!(Clock::ticking(Duration::ZERO).reading().is_none());
+    }
+
+    /// A tick longer than any timeout would hold every deadline back by it
+    /// (an hour's tick: a 100 ms session lives an hour).
+    #[test]
+    fn a_tick_longer_than_the_maximum_ticks_at_the_maximum() {
+        let clock = Clock::ticking(Duration::from_secs(3600));
+        let start = clock.now_ms();
+        // CLOCK_TICK_MAX (1 s) and a little more.
+        assert!(reaches(&clock, start + 1_020), "the clock stood still");
     }
 
     #[test]

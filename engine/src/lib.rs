@@ -61,7 +61,9 @@ mod wheel;
 
 pub use any::{engine_config, AnyStore, BoxError, BoxFuture, DynSessionStore, ReadFn, TryUpdateFn, UpdateFn};
 pub use block::Metadata;
-pub use clock::{ms_to_system_time, system_time_to_ms, Clock, ManualClock, CLOCK_TICK, CLOCK_TICK_MIN};
+pub use clock::{
+    ms_to_system_time, system_time_to_ms, Clock, ManualClock, CLOCK_TICK, CLOCK_TICK_MAX, CLOCK_TICK_MIN,
+};
 pub use config::{Config, Durability, RecoveryMode, TimerListener};
 pub use engine::Engine;
 pub use error::{Error, Result};
