@@ -20,9 +20,20 @@
 //! - `EXPIRED`: someone found the session past its deadline. Set by a reader
 //!   before it answers "not found", by a writer that finds it so, and by the
 //!   sweeper before it removes it.
-//! - `RETIRED`: the shard's writer replaced or removed this block. A reader
-//!   that meets it looks the session up again (the table now holds the
-//!   successor, or nothing).
+//! - `RETIRED`: the shard's writer is replacing or removing this block. It
+//!   marks the block, logs the change, then publishes the successor (or
+//!   removes the block) and sets `EXPIRED` too: the block is *closed*.
+//!   Between the two steps the block as it was still answers a reader (the
+//!   read comes before the write), and a reader's slide goes into its word
+//!   as usual; the writer carries the word's time over to the successor
+//!   after publishing it (`close`, `carry`), so no touch made meanwhile is
+//!   lost. A reader that meets a closed block looks the session up again.
+//!   One case cannot be answered from the old block: its deadline has
+//!   passed at the reader's time, while the successor (its access time
+//!   taken by the writer, its timeout maybe changed) may be live. That
+//!   reader waits for the writer to finish (`Access::Pending`): the only
+//!   read that ever waits, and only when a session's deadline falls inside
+//!   a write to that very session.
 //!
 //! Every liveness decision and every slide is one compare-and-swap against
 //! the value the decision was made on ([`access`], [`retire`],
@@ -50,8 +61,10 @@ use crate::id::SessionId;
 
 /// Mark of the access word: the session was seen expired.
 pub(crate) const EXPIRED: u64 = 1 << 63;
-/// Mark of the access word: a writer replaced or removed this block.
+/// Mark of the access word: a writer is replacing or removing this block.
 pub(crate) const RETIRED: u64 = 1 << 62;
+/// Both marks: the writer that retired the block has finished.
+const CLOSED: u64 = EXPIRED | RETIRED;
 /// The time bits of the access word.
 pub(crate) const TIME_BITS: u64 = RETIRED - 1;
 const _: () = assert!(crate::limits::TIME_MS_MAX <= TIME_BITS);
@@ -418,6 +431,12 @@ impl Header {
         access(&self.access, self.expiry(), now_ms, slide)
     }
 
+    /// See [`live_for_writer`].
+    #[inline]
+    pub(crate) fn live_for_writer(&self, now_ms: u64) -> bool {
+        live_for_writer(&self.access, self.expiry(), now_ms)
+    }
+
     /// See [`retire`].
     #[inline]
     pub(crate) fn retire(&self, now_ms: u64) -> Result<u64, Gone> {
@@ -428,6 +447,18 @@ impl Header {
     #[inline]
     pub(crate) fn unretire(&self) {
         unretire(&self.access);
+    }
+
+    /// See [`close`].
+    #[inline]
+    pub(crate) fn close(&self) -> u64 {
+        close(&self.access)
+    }
+
+    /// See [`carry`].
+    #[inline]
+    pub(crate) fn carry(&self, last_ms: u64) {
+        carry(&self.access, last_ms);
     }
 
     /// Sets the last access of a block not yet published (its successor's).
@@ -479,11 +510,14 @@ pub(crate) enum Access {
     Live { before: u64, after: u64 },
     /// Past its deadline (and now marked so).
     Expired,
-    /// The writer is replacing or removing this block (its last access):
-    /// look the session up again; if the same block is still there, the
-    /// writer has not finished, and the block as it was is a valid answer
-    /// (the read comes before the write).
-    Retired { last: u64 },
+    /// The writer that retired this block has finished: look the session
+    /// up again (the table holds its successor, or nothing).
+    Replaced,
+
+    /// A writer is changing the session and its deadline has passed at the
+    /// reader's time under the old block's times: the successor decides,
+    /// once the writer has published it.
+    Pending,
 }
 
 /// A writer found the session gone: expired (now marked so).
@@ -561,13 +595,8 @@ impl Expiry {
 pub(crate) fn access(word: &impl AccessWord, expiry: Expiry, now_ms: u64, slide: bool) -> Access {
     let mut current = word.load();
     loop {
-        if current & EXPIRED != 0 {
-            return Access::Expired;
-        }
-        if current & RETIRED != 0 {
-            return Access::Retired {
-                last: current & TIME_BITS,
-            };
+        if current & CLOSED != 0 {
+            return marked(word, expiry, now_ms, slide, current);
         }
         let next = if expiry.is_due(current, now_ms) {
             current | EXPIRED
@@ -587,6 +616,65 @@ pub(crate) fn access(word: &impl AccessWord, expiry: Expiry, now_ms: u64, slide:
                     after: next,
                 }
             }
+            Err(found) => current = found,
+        }
+    }
+}
+
+/// `access` on a marked word (`current`): expired, closed, or retired by a
+/// writer still at work, where the block as it was answers and takes the
+/// slide (the writer carries it over). Out of line: the common path makes
+/// no call.
+#[cold]
+#[inline(never)]
+fn marked(word: &impl AccessWord, expiry: Expiry, now_ms: u64, slide: bool, mut current: u64) -> Access {
+    loop {
+        match current & CLOSED {
+            // Unretired meanwhile (its write failed).
+            0 => return access(word, expiry, now_ms, slide),
+            EXPIRED => return Access::Expired,
+            CLOSED => return Access::Replaced,
+            _ => {}
+        }
+        let last = current & TIME_BITS;
+        if expiry.is_due(last, now_ms) {
+            return Access::Pending;
+        }
+        if !slide || now_ms <= last {
+            return Access::Live {
+                before: last,
+                after: last,
+            };
+        }
+        match word.swap_if(current, RETIRED | now_ms) {
+            Ok(_) => {
+                return Access::Live {
+                    before: last,
+                    after: now_ms,
+                }
+            }
+            Err(found) => current = found,
+        }
+    }
+}
+
+/// `access` without a slide, for a holder of the shard's writer mutex,
+/// which no other writer can be inside: the block is in the table, so not
+/// retired, and any mark means expired. Live, or now marked expired.
+#[allow(clippy::inline_always)] // as `access`
+#[inline(always)]
+pub(crate) fn live_for_writer(word: &impl AccessWord, expiry: Expiry, now_ms: u64) -> bool {
+    let mut current = word.load();
+    loop {
+        debug_assert!(current & RETIRED == 0, "a retired block under the writer mutex");
+        if current & CLOSED != 0 {
+            return false;
+        }
+        if !expiry.is_due(current, now_ms) {
+            return true;
+        }
+        match word.swap_if(current, current | EXPIRED) {
+            Ok(_) => return false,
             Err(found) => current = found,
         }
     }
@@ -613,11 +701,48 @@ pub(crate) fn retire(word: &impl AccessWord, expiry: Expiry, now_ms: u64) -> Res
     }
 }
 
-/// Undoes `retire` when the write it prepared failed (its log append): only
-/// the writer, which retired it, changes a retired word.
+/// Undoes `retire` when the write it prepared failed (its log append); the
+/// slides readers made meanwhile stay. Only the writer that retired the
+/// block clears or closes it.
 pub(crate) fn unretire(word: &AtomicU64) {
     let before = word.fetch_and(!RETIRED, Ordering::AcqRel);
     debug_assert!(before & RETIRED != 0 && before & EXPIRED == 0, "word {before:#x}");
+}
+
+/// The writer's last step on a retired block, once its successor is
+/// published (or the block removed): marks it closed, so that readers look
+/// the session up again, and returns its last access, slides made since
+/// `retire` included.
+pub(crate) fn close(word: &impl ClosableWord) -> u64 {
+    let before = word.close();
+    debug_assert!(before & CLOSED == RETIRED, "word {before:#x}");
+    before & TIME_BITS
+}
+
+/// Carries the slides a retired block took (`close`'s time) over to its
+/// published successor: its access moves forward to `last_ms` unless a
+/// reader has marked it since.
+pub(crate) fn carry(word: &impl AccessWord, last_ms: u64) {
+    let mut current = word.load();
+    while current & CLOSED == 0 && current < last_ms {
+        match word.swap_if(current, last_ms) {
+            Ok(_) => return,
+            Err(found) => current = found,
+        }
+    }
+}
+
+/// A word the writer can close in one step (`fetch_or`).
+pub(crate) trait ClosableWord {
+    /// Sets `EXPIRED`; returns the word before.
+    fn close(&self) -> u64;
+}
+
+impl ClosableWord for AtomicU64 {
+    #[inline]
+    fn close(&self) -> u64 {
+        self.fetch_or(EXPIRED, Ordering::AcqRel)
+    }
 }
 
 /// The sweeper's step: marks a session due at `now_ms` `EXPIRED` (or finds
@@ -907,19 +1032,50 @@ mod tests {
         assert_eq!(access(&word, timeout, 1_100, true), Access::Expired);
         assert_eq!(retire(&word, timeout, 1_100), Err(Gone));
         assert_eq!(expire_if_due(&word, timeout, 0), Due::Expired);
+        // Retired: the block as it was answers and takes the slide, a
+        // failed write keeps it, and a deadline passed under the old times
+        // waits for the successor.
         let word = AtomicU64::new(1_000);
         assert_eq!(retire(&word, timeout, 1_050), Ok(1_000));
-        assert_eq!(
-            access(&word, timeout, 1_060, true),
-            Access::Retired { last: 1_000 }
-        );
-        unretire(&word);
         assert_eq!(
             access(&word, timeout, 1_060, true),
             Access::Live {
                 before: 1_000,
                 after: 1_060
             }
+        );
+        assert_eq!(access(&word, timeout, 1_170, false), Access::Pending);
+        unretire(&word);
+        assert_eq!(
+            access(&word, timeout, 1_070, true),
+            Access::Live {
+                before: 1_060,
+                after: 1_070
+            }
+        );
+        // Closed: readers look again; the successor gets the slides.
+        assert_eq!(retire(&word, timeout, 1_080), Ok(1_070));
+        assert_eq!(
+            access(&word, timeout, 1_090, true),
+            Access::Live {
+                before: 1_070,
+                after: 1_090
+            }
+        );
+        let successor = AtomicU64::new(1_080);
+        assert_eq!(close(&word), 1_090);
+        assert_eq!(access(&word, timeout, 1_095, true), Access::Replaced);
+        carry(&successor, 1_090);
+        assert_eq!(successor.load(Ordering::Relaxed), 1_090);
+        carry(&successor, 1_085);
+        assert_eq!(successor.load(Ordering::Relaxed), 1_090, "carried only forward");
+        let expired = EXPIRED + 1_080;
+        let marked = AtomicU64::new(expired);
+        carry(&marked, 1_090);
+        assert_eq!(
+            marked.load(Ordering::Relaxed),
+            expired,
+            "an expired successor stays so"
         );
         let never = AtomicU64::new(5);
         assert_eq!(
@@ -1006,7 +1162,7 @@ mod loom_model {
                     ));
                     assert!(later);
                 }
-                Access::Retired { .. } => unreachable!(),
+                Access::Replaced | Access::Pending => unreachable!(),
             }
         });
     }
@@ -1024,9 +1180,51 @@ mod loom_model {
             let reader = access(&*word, TIMEOUT, AT_DEADLINE, false);
             let writer = writer.join().unwrap();
             match (writer, reader) {
-                (Ok(last), Access::Retired { last: seen }) => assert_eq!((last, seen), (LAST, LAST)),
+                // The reader met the retired word: the successor decides.
+                (Ok(last), Access::Pending) => assert_eq!(last, LAST),
                 (Err(Gone), Access::Expired) => {}
                 other => panic!("both or neither won: {other:?}"),
+            }
+        });
+    }
+
+    impl ClosableWord for LoomU64 {
+        fn close(&self) -> u64 {
+            self.fetch_or(EXPIRED, Ordering::AcqRel)
+        }
+    }
+
+    /// A writer retires, then (its change logged) closes the block and
+    /// carries its time to the successor, while a reader slides the old
+    /// block: the slide is never lost. Either the reader slid the old block
+    /// (and the successor gets its time) or it found the block closed (and
+    /// would look the session up again, finding the successor).
+    #[test]
+    fn a_slide_during_a_write_reaches_the_successor() {
+        loom::model(|| {
+            let old = Arc::new(LoomU64::new(LAST));
+            let successor = Arc::new(LoomU64::new(0));
+            let writer = {
+                let (old, successor) = (Arc::clone(&old), Arc::clone(&successor));
+                thread::spawn(move || {
+                    let last = retire(&*old, TIMEOUT, 1_010).unwrap();
+                    // Published with the writer's time.
+                    successor.store(last.max(1_010), Ordering::Release);
+                    carry(&*successor, close(&*old));
+                })
+            };
+            let reader = access(&*old, TIMEOUT, 1_050, true);
+            writer.join().unwrap();
+            let now = LoomU64::load(&successor, Ordering::Acquire);
+            match reader {
+                Access::Live { after: 1_050, .. } => assert_eq!(now, 1_050, "the slide was lost"),
+                Access::Replaced => {
+                    assert!(matches!(
+                        access(&*successor, TIMEOUT, 1_050, true),
+                        Access::Live { after: 1_050, .. }
+                    ));
+                }
+                other => panic!("unexpected {other:?}"),
             }
         });
     }

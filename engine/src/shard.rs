@@ -7,7 +7,9 @@
 //!   a `crossbeam-epoch` guard, load the table, find the block and decide
 //!   liveness and slide the deadline in one compare-and-swap on its access
 //!   word (`block.rs`). Nothing a writer, the sweeper, the compactor or a
-//!   table rebuild holds can make them wait. A read that slides a session
+//!   table rebuild holds can make them wait, with one exception: a read
+//!   whose session's deadline passes while a writer is changing that very
+//!   session waits for the writer, whose new block decides (`block.rs`). A read that slides a session
 //!   into a new touch period hands a `TOUCH` to its log's lock-free queue.
 //! - **The writer mutex** guards the table's slots, its rebuilds, the timer
 //!   wheel and the counters. It is held for one change: the caller builds
@@ -432,7 +434,6 @@ impl Shard {
         f: impl FnOnce(BlockRef<'g>, u64) -> R,
     ) -> Option<R> {
         let mut table = table;
-        let mut looked_again = false;
         loop {
             let block = table.find(hash, id)?;
             match block.access(now_ms, slide) {
@@ -443,14 +444,13 @@ impl Shard {
                     return Some(f(block, after));
                 }
                 Access::Expired => return None,
-                // A writer is replacing or removing it: look again once. If
-                // the same block is still there, the writer is between its
-                // two steps, and the block as it was is a valid answer.
-                Access::Retired { last } => {
-                    if looked_again {
-                        return Some(f(block, last));
-                    }
-                    looked_again = true;
+                // A writer replaced or removed it: the table now holds the
+                // successor, or nothing.
+                Access::Replaced => table = self.table(guard),
+                // The successor decides, once the writer has published it:
+                // wait for the writer (the one read that ever waits).
+                Access::Pending => {
+                    drop(self.writer.lock());
                     table = self.table(guard);
                 }
             }
@@ -524,8 +524,18 @@ impl Shard {
             }
             match block.access(now_ms, false) {
                 Access::Live { after, .. } => out.push(snapshot(block, after)),
-                Access::Retired { last } => out.push(snapshot(block, last)),
-                Access::Expired => {}
+                // Changed since this slot was loaded: the slot holds the
+                // successor now (or nothing).
+                Access::Replaced => {
+                    if let Some(now) = table.slot_entry(at) {
+                        if let Access::Live { after, .. } = now.access(now_ms, false) {
+                            out.push(snapshot(now, after));
+                        }
+                    }
+                }
+                // Its deadline passes while a writer changes it: left out,
+                // as a session expiring during the listing may be.
+                Access::Pending | Access::Expired => {}
             }
         }
         None
@@ -689,7 +699,9 @@ impl Shard {
             }
         };
         w.deleted_total += 1;
-        Ok(Some((self.remove_at(w, table, at, guard), position)))
+        let session = self.remove_at(w, table, at, guard);
+        block.close();
+        Ok(Some((session, position)))
     }
 
     /// Removes the session if it is still the block `read` (a `try_update`
@@ -770,6 +782,9 @@ impl Shard {
         w.hold(new.block());
         table.store(at, new_hash, new);
         self.len.fetch_add(1, Ordering::Relaxed);
+        // Reads of the old id made since `retire` slid it: the new id keeps
+        // those slides.
+        table.header(at).carry(old.close());
         w.schedule(table, at);
         Ok(Rotated::Done(session, position))
     }
@@ -884,6 +899,9 @@ impl Shard {
         // Same creation time (asserted above): only the bytes move.
         w.metadata_bytes = w.metadata_bytes - old.len() as u64 + new.len() as u64;
         let replaced = table.replace(at, hash, new);
+        // Reads made since `retire` slid the old block: the new one keeps
+        // those slides.
+        table.header(at).carry(old.close());
         guard.defer(move || drop(replaced));
         if timeout_changed {
             // The deadline may have moved earlier, where a lazy re-arm
@@ -1006,7 +1024,7 @@ impl Shard {
             let Some(at) = table.find_slot(hash, id) else {
                 return Err(Error::NotFound);
             };
-            if !matches!(table.header(at).access(now_ms, false), Access::Live { .. }) {
+            if !table.header(at).live_for_writer(now_ms) {
                 return Err(Error::NotFound);
             }
             f(&mut w.states, Owner::new(at, *id), now_ms)
@@ -1139,11 +1157,11 @@ impl Shard {
                 let Some(block) = table.slot_entry(at) else {
                     continue;
                 };
-                let session = match block.access(now_ms, false) {
-                    Access::Live { after, .. } => snapshot(block, after),
-                    Access::Retired { last } => snapshot(block, last),
-                    Access::Expired => continue,
+                // Under the writer mutex: no write is under way.
+                let Access::Live { after, .. } = block.access(now_ms, false) else {
+                    continue;
                 };
+                let session = snapshot(block, after);
                 if !listing.born_after_seal(&session) {
                     out.push(session);
                 }

@@ -148,3 +148,82 @@ fn no_session_comes_back_after_a_reader_was_told_it_expired() {
         "sessions came back after a reader was told they expired"
     );
 }
+
+/// A writer changes a session in two steps (it marks the old block, logs
+/// the change, then publishes the new block); the tests below read the
+/// session from another thread between those steps, at a time the clock
+/// reaches meanwhile. Timeout 100 ms, last access at 1,000; the update
+/// runs at 1,050, so the new block's deadline is 1,150.
+mod during_a_write {
+    use std::sync::mpsc;
+    use std::thread;
+
+    use session_engine::{Config, Durability, Engine, ManualClock, SessionId, Timeout};
+
+    fn engine(dir: &std::path::Path, clock: &ManualClock) -> Engine {
+        Engine::open(
+            Config::default()
+                .shards(1)
+                .without_sweeper()
+                .clock(clock.clock())
+                .data_dir(dir)
+                .durability(Durability::Never),
+        )
+        .unwrap()
+    }
+
+    /// Updates the session at 1,050 while another thread, with the clock
+    /// moved to `at`, runs `during` on it between the update's two steps.
+    /// Returns what `during` returned.
+    fn read_during_update<T: Send + 'static>(
+        at: u64,
+        during: impl FnOnce(&Engine, &SessionId) -> T + Send + 'static,
+    ) -> (Engine, ManualClock, SessionId, T, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000);
+        let engine = engine(dir.path(), &clock);
+        let id = engine.create(b"v1", Timeout::from_ms(100)).unwrap();
+        clock.advance_ms(50);
+        let (tx, rx) = mpsc::channel();
+        let (e, c) = (engine.clone(), clock.clone());
+        engine.debug_after_next_append(0, move || {
+            // Not joined here: the read may wait for this write to finish.
+            thread::spawn(move || {
+                c.advance_ms(at - 1_050);
+                tx.send(during(&e, &id)).unwrap();
+            });
+            // Give it the chance to run inside the window.
+            thread::sleep(std::time::Duration::from_millis(50));
+        });
+        engine.update(&id, |_| b"v2".to_vec()).unwrap();
+        let out = rx.recv().unwrap();
+        (engine, clock, id, out, dir)
+    }
+
+    #[test]
+    fn a_read_past_both_deadlines_finds_nothing() {
+        let (engine, _clock, id, got, _dir) = read_during_update(1_200, |e, id| e.get(id));
+        assert!(got.unwrap_err().is_not_found(), "an expired session was returned");
+        assert!(engine.get(&id).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn a_read_past_the_old_deadline_only_finds_the_new_session() {
+        let (engine, _clock, id, got, _dir) = read_during_update(1_120, |e, id| e.get(id));
+        let got = got.expect("live under the update's deadline (1,150)");
+        assert_eq!(got.last_access_ms(), 1_120);
+        assert!(engine.peek(&id).is_ok());
+    }
+
+    #[test]
+    fn a_touch_inside_the_window_is_kept() {
+        let (engine, clock, id, touched, _dir) = read_during_update(1_090, |e, id| e.touch(id));
+        touched.unwrap();
+        clock.advance_ms(60); // to 1,150
+        let s = engine
+            .peek(&id)
+            .expect("the touch at 1,090 moved the deadline to 1,190");
+        assert_eq!(s.last_access_ms(), 1_090);
+        assert_eq!(s.metadata(), b"v2");
+    }
+}
