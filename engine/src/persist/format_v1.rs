@@ -6,7 +6,7 @@
 
 use super::format::{Decoded, Record, TIMEOUT_NEVER_STORED};
 use crate::id::SessionId;
-use crate::limits::METADATA_BYTES_MAX_LIMIT;
+use crate::limits::{METADATA_BYTES_MAX_LIMIT, TIMEOUT_MS_MAX, TIME_MS_MAX};
 
 const REC_LEN_AT: usize = 0;
 const REC_CRC_AT: usize = 4;
@@ -131,7 +131,33 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded<'_> {
         },
         _ => Record::Delete { id },
     };
+    if !in_range(&record) {
+        return bad("fields out of range");
+    }
     Decoded::Record(record, total)
+}
+
+/// The ranges format 2 checks (`format::decode`): times within engine
+/// time (a larger one would set the access word's marks), timeouts
+/// "never" or at least 1 ms (format 1's `u32` keeps them under the most).
+fn in_range(record: &Record<'_>) -> bool {
+    let time = |t: u64| t <= TIME_MS_MAX;
+    let timeout = |t: u64| t == TIMEOUT_NEVER_STORED || (1..=TIMEOUT_MS_MAX).contains(&t);
+    match *record {
+        Record::Put {
+            created_ms,
+            last_access_ms,
+            timeout_ms,
+            ..
+        } => time(created_ms) && time(last_access_ms) && timeout(timeout_ms),
+        Record::Timeout {
+            last_access_ms,
+            timeout_ms,
+            ..
+        } => time(last_access_ms) && timeout(timeout_ms),
+        Record::Update { last_access_ms, .. } | Record::Touch { last_access_ms, .. } => time(last_access_ms),
+        _ => true,
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +171,63 @@ mod tests {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..4]), &out[8..]);
         out[4..8].copy_from_slice(&crc.to_le_bytes());
         out
+    }
+
+    /// A format-1 record of type `kind` with `payload`, checksummed.
+    fn v1_record(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = u32::try_from(payload.len()).unwrap().to_le_bytes().to_vec();
+        out.extend_from_slice(&[0, 0, 0, 0, kind]);
+        out.extend_from_slice(payload);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..4]), &out[8..]);
+        out[4..8].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn v1_put(created: u64, last: u64, timeout: u32) -> Vec<u8> {
+        let mut p = vec![7; 16];
+        p.extend_from_slice(&created.to_le_bytes());
+        p.extend_from_slice(&last.to_le_bytes());
+        p.extend_from_slice(&timeout.to_le_bytes());
+        p.extend_from_slice(b"meta");
+        v1_record(1, &p)
+    }
+
+    /// Format 1 checked only its checksum (a plain crc32c anyone can
+    /// compute): a time over the engine's range would set the access
+    /// word's marks, a zero timeout break the stored form. Refused as
+    /// format 2 refuses them.
+    #[test]
+    fn format_1_fields_out_of_range_are_damage() {
+        assert!(matches!(
+            decode(&v1_put(1, 2, 3)),
+            Decoded::Record(Record::Put { .. }, _)
+        ));
+        assert!(matches!(
+            decode(&v1_put(1, 2, TIMEOUT_NEVER_V1)),
+            Decoded::Record(..)
+        ));
+        let over = crate::limits::TIME_MS_MAX + 1;
+        for bytes in [
+            v1_put(1, (1 << 62) + 1_000, 3),
+            v1_put(over, 2, 3),
+            v1_put(1, 2, 0),
+        ] {
+            assert!(
+                matches!(decode(&bytes), Decoded::Bad { .. }),
+                "{:?}",
+                decode(&bytes)
+            );
+        }
+        let mut touch = vec![7; 16];
+        touch.extend_from_slice(&over.to_le_bytes());
+        assert!(matches!(decode(&v1_record(4, &touch)), Decoded::Bad { .. }));
+        let mut update = vec![7; 16];
+        update.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(decode(&v1_record(2, &update)), Decoded::Bad { .. }));
+        let mut timeout = vec![7; 16];
+        timeout.extend_from_slice(&5_u64.to_le_bytes());
+        timeout.extend_from_slice(&0_u32.to_le_bytes());
+        assert!(matches!(decode(&v1_record(3, &timeout)), Decoded::Bad { .. }));
     }
 
     #[test]
