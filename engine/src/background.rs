@@ -285,7 +285,7 @@ fn sweeper(core: &Core, stop: &Stop) {
         let now = Instant::now();
         if let Some(every) = sweep_every {
             if now >= next_sweep {
-                core.sweep_all(&mut batch);
+                core.sweep_all(&mut batch, true);
                 next_sweep = now + every;
             }
         }

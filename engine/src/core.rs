@@ -390,7 +390,7 @@ impl Core {
                 return Ok(());
             }
             self.sessions.fetch_sub(1, Ordering::Relaxed);
-            if attempt == 0 && self.sweep_all(&mut Vec::new()) == 0 {
+            if attempt == 0 && self.sweep_all(&mut Vec::new(), false) == 0 {
                 break;
             }
         }
@@ -681,8 +681,10 @@ impl Core {
         }
     }
 
-    /// Expires everything due now, shard by shard, in bounded batches.
-    pub(crate) fn sweep_all(&self, batch: &mut Vec<Session>) -> usize {
+    /// Expires everything due now, shard by shard, in bounded batches, and
+    /// fires the due session timers if `timers` (the sweeper and
+    /// `cleanup_expired`; not a full engine's create, on its caller's thread).
+    pub(crate) fn sweep_all(&self, batch: &mut Vec<Session>, timers: bool) -> usize {
         let mut total = 0;
         for shard in &*self.shards {
             loop {
@@ -704,7 +706,9 @@ impl Core {
                     break;
                 }
             }
-            self.fire_timers(shard);
+            if timers {
+                self.fire_timers(shard);
+            }
         }
         self.sweeps_total.fetch_add(1, Ordering::Relaxed);
         self.expired_last_sweep.store(total as u64, Ordering::Relaxed);

@@ -309,3 +309,33 @@ fn more_due_timers_than_one_batch_all_fire_in_one_sweep() {
     assert_eq!(got.len(), n, "one sweep fires every due timer, batch after batch");
     assert_eq!(engine.state_counts(), (0, 0));
 }
+
+/// A create on a full engine reclaims expired sessions on the caller's
+/// thread, but fires no timer there: timers fire on the sweeper's thread or
+/// in `cleanup_expired` (a listener taking a lock the caller holds would
+/// deadlock).
+#[test]
+fn a_create_on_a_full_engine_fires_no_timer_on_the_callers_thread() {
+    let clock = ManualClock::new(1_000_000);
+    let fired: Fired = Arc::default();
+    let sink = Arc::clone(&fired);
+    let engine = Engine::open(
+        Config::default()
+            .shards(1)
+            .sessions_max(1)
+            .clock(clock.clock())
+            .without_sweeper()
+            .timer_listener(move |id, token| sink.lock().unwrap().push((*id, token))),
+    )
+    .unwrap();
+    let a = engine.create(b"", LONG).unwrap();
+    engine.arm_timer(&a, 7, Duration::from_millis(5)).unwrap();
+    clock.advance_ms(10);
+    assert!(matches!(
+        engine.create(b"", LONG),
+        Err(Error::CapacityExceeded { .. })
+    ));
+    assert!(take(&fired).is_empty(), "a timer fired inside create");
+    engine.cleanup_expired();
+    assert_eq!(take(&fired), vec![(a, 7)]);
+}
