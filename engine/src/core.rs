@@ -158,7 +158,7 @@ impl Core {
                     let block = block.with_lifetime(s.lifetime);
                     shard.restore(hash_id(&hasher, &id), block, &guard)?;
                     if !s.topics.is_empty() {
-                        shard.restore_topics(id, &s.topics);
+                        shard.restore_topics(id, &s.topics)?;
                     }
                 }
                 shards.push(CachePadded::new(shard));
@@ -839,7 +839,7 @@ impl Core {
             // the entry right after the lookup on its own, and the prefetch
             // made rate limits slower (results/state.md).
             None,
-            |states, owner, now_ms| Ok(states.rate_limit(owner, bucket, cost, now_ms)),
+            |states, owner, now_ms| states.rate_limit(owner, bucket, cost, now_ms),
         )
     }
 

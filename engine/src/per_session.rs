@@ -34,6 +34,7 @@
 //! live-byte accounting of topics). A listing of subscribers takes each
 //! shard's writer mutex in turn, one at a time.
 
+use std::collections::TryReserveError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -735,6 +736,15 @@ impl Owner {
 /// `States::by_slot` of a slot without an entry.
 const NO_ENTRY: u32 = u32::MAX;
 
+/// A slot-to-entry map of `slots` slots, none with an entry, or the
+/// allocation's error.
+fn no_entries(slots: usize) -> std::result::Result<Vec<u32>, TryReserveError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(slots)?;
+    v.resize(slots, NO_ENTRY);
+    Ok(v)
+}
+
 /// One shard's per-session state, under its writer mutex.
 pub(crate) struct States {
     /// The sessions' entries.
@@ -806,20 +816,45 @@ impl States {
         self.by_slot = Vec::new();
     }
 
-    /// The table was rebuilt with `slots` slots: each entry follows its
-    /// session to the slot `slot_of` gives its id.
-    pub(crate) fn relocate(&mut self, slots: usize, slot_of: impl Fn(&SessionId) -> Option<usize>) {
-        self.slots = slots;
+    /// The slot-to-entry map for a table of `slots` slots, if this shard
+    /// keeps one (the first step of a rebuild, before anything changes:
+    /// the allocation may fail, as the table's may).
+    pub(crate) fn relocation(&self, slots: usize) -> std::result::Result<Option<Vec<u32>>, TryReserveError> {
         if self.by_slot.is_empty() {
-            return;
+            return Ok(None);
         }
-        let mut by_slot = vec![NO_ENTRY; slots];
-        let held: Vec<(u32, SessionId)> = self.held().map(|(at, id)| (at, *id)).collect();
-        for (entry, id) in held {
-            let at = slot_of(&id).expect("a session with state is in the table");
+        no_entries(slots).map(Some)
+    }
+
+    /// The table was rebuilt with `slots` slots: each entry follows its
+    /// session to the slot `slot_of` gives its id, in `by_slot` (from
+    /// `relocation`).
+    pub(crate) fn relocate(
+        &mut self,
+        slots: usize,
+        by_slot: Option<Vec<u32>>,
+        slot_of: impl Fn(&SessionId) -> Option<usize>,
+    ) {
+        self.slots = slots;
+        let Some(mut by_slot) = by_slot else {
+            debug_assert!(self.by_slot.is_empty(), "no map prepared for a shard with one");
+            return;
+        };
+        for (entry, id) in self.held() {
+            let at = slot_of(id).expect("a session with state is in the table");
             by_slot[at] = entry;
         }
         self.by_slot = by_slot;
+    }
+
+    /// Why a new entry could not be made: the slot-to-entry map (made by
+    /// the shard's first entry in each table) could not be allocated.
+    #[cold]
+    fn slots_error(&self) -> Error {
+        Error::Io {
+            context: format!("a shard's per-session state map of {} slots", self.slots),
+            source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, "allocation failed"),
+        }
     }
 
     /// Starts loading the entry named by table slot `at`, the first slot a
@@ -855,17 +890,16 @@ impl States {
     }
 
     fn set_slot(&mut self, owner: Owner, entry: Option<u32>) {
-        if self.by_slot.is_empty() {
-            self.by_slot = vec![NO_ENTRY; self.slots];
-        }
+        // Made by `new_entry` before any entry exists.
         self.by_slot[owner.at] = entry.unwrap_or(NO_ENTRY);
     }
 
-    /// The session's entry, made if it has none.
+    /// The session's entry, made if it has none (`None`: no memory for the
+    /// slot-to-entry map, which `slots_error` reports).
     #[inline]
-    fn entry(&mut self, owner: Owner) -> u32 {
+    fn entry(&mut self, owner: Owner) -> Option<u32> {
         match self.slot(owner) {
-            Some(at) => at,
+            Some(at) => Some(at),
             None => self.new_entry(owner),
         }
     }
@@ -873,7 +907,10 @@ impl States {
     /// A new entry for the session, which has none.
     #[cold]
     #[inline(never)]
-    fn new_entry(&mut self, owner: Owner) -> u32 {
+    fn new_entry(&mut self, owner: Owner) -> Option<u32> {
+        if self.by_slot.is_empty() {
+            self.by_slot = no_entries(self.slots).ok()?;
+        }
         let at = if let Some(at) = self.free.pop() {
             self.entries[at as usize] = PerSession::new(owner.id);
             at
@@ -885,7 +922,7 @@ impl States {
             at
         };
         self.set_slot(owner, Some(at));
-        at
+        Some(at)
     }
 
     /// Frees the session's entry if it holds nothing.
@@ -956,7 +993,9 @@ impl States {
         append: impl FnOnce(i64) -> Result<LogPosition>,
     ) -> Result<(bool, LogPosition)> {
         // The entry may be new (and then empty, which the error paths free).
-        let entry = self.entry(owner);
+        let Some(entry) = self.entry(owner) else {
+            return Err(self.slots_error());
+        };
         let at = entry as usize;
         let state = &self.entries[at];
         let found = self.index.lookup(topic);
@@ -1018,8 +1057,10 @@ impl States {
     }
 
     /// Topics recovered from the log (at open: nothing is logged).
-    pub(crate) fn restore(&mut self, owner: Owner, topics: &[Topic]) {
-        let entry = self.entry(owner);
+    pub(crate) fn restore(&mut self, owner: Owner, topics: &[Topic]) -> Result<()> {
+        let Some(entry) = self.entry(owner) else {
+            return Err(self.slots_error());
+        };
         let at = entry as usize;
         for topic in topics.iter().take(TOPICS_PER_SESSION_MAX) {
             let found = self.index.lookup(topic);
@@ -1030,6 +1071,7 @@ impl States {
             self.entries[at].topics.push(r);
         }
         self.free_if_empty(owner);
+        Ok(())
     }
 
     /// Checks and charges the session's bucket.
@@ -1039,21 +1081,26 @@ impl States {
         bucket: Bucket,
         cost: u32,
         now_ms: u64,
-    ) -> RateDecision {
-        let at = self.entry(owner) as usize;
+    ) -> Result<RateDecision> {
+        let Some(at) = self.entry(owner) else {
+            return Err(self.slots_error());
+        };
+        let at = at as usize;
         let entry = &mut self.entries[at];
         if entry.bucket.is_none() {
             entry.bucket = BucketState::full(bucket, now_ms);
             entry.bucket_held = true;
         }
-        entry.bucket.charge(bucket, cost, now_ms)
+        Ok(entry.bucket.charge(bucket, cost, now_ms))
     }
 
     /// Arms (or re-arms) the session's timer `token` at `deadline`; its slab
     /// slot and that slot's generation (the handle's parts).
     #[inline]
     pub(crate) fn arm(&mut self, owner: Owner, token: u64, deadline: u64) -> Result<(u32, u32)> {
-        let at = self.entry(owner);
+        let Some(at) = self.entry(owner) else {
+            return Err(self.slots_error());
+        };
         let state = &mut self.entries[at as usize];
         if let Some(slot) = state.armed(token) {
             self.wheel.remove(&mut self.slab, slot);

@@ -954,8 +954,12 @@ impl Shard {
             Table::new(slots, table.generation().wrapping_add(1))
                 .map_err(|e| e.to_string())
                 .and_then(|next| Ok((next, unlinked(slots).map_err(|e| e.to_string())?)))
+                .and_then(|(next, links)| {
+                    let by_slot = w.states.relocation(slots).map_err(|e| e.to_string())?;
+                    Ok((next, links, by_slot))
+                })
         };
-        let (next, mut links) = grown.map_err(|e| Error::Io {
+        let (next, mut links, by_slot) = grown.map_err(|e| Error::Io {
             context: format!("growing a shard's table to {slots} slots"),
             source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, e),
         })?;
@@ -972,7 +976,7 @@ impl Shard {
         });
         w.links = links;
         w.states
-            .relocate(slots, |id| next.find_slot(hash_id(&self.hasher, id), id));
+            .relocate(slots, by_slot, |id| next.find_slot(hash_id(&self.hasher, id), id));
         w.tombstones = 0;
         w.rebuilds += 1;
         let old = self.table.swap(Owned::new(next), Ordering::AcqRel, guard);
@@ -1086,12 +1090,13 @@ impl Shard {
     }
 
     /// Restores a recovered session's topics (at open, after `restore`).
-    pub(crate) fn restore_topics(&self, id: SessionId, topics: &[crate::per_session::Topic]) {
+    pub(crate) fn restore_topics(&self, id: SessionId, topics: &[crate::per_session::Topic]) -> Result<()> {
         self.with_writer(|w, table| {
             if let Some(at) = table.find_slot(hash_id(&self.hasher, &id), &id) {
-                w.states.restore(Owner::new(at, id), topics);
+                w.states.restore(Owner::new(at, id), topics)?;
             }
-        });
+            Ok(())
+        })
     }
 
     /// Fires up to `budget` session timers due at the clock's time into
@@ -1365,7 +1370,7 @@ mod tests {
             };
             self.shard
                 .with_state(self.hash(n), &id(n), &clock, None, |states, owner, now_ms| {
-                    Ok(states.rate_limit(owner, bucket, 1, now_ms + late_ms))
+                    states.rate_limit(owner, bucket, 1, now_ms + late_ms)
                 })
                 .is_ok()
         }
