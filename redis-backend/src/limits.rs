@@ -165,7 +165,9 @@ pub const PIPELINE_KEYS_MAX: usize = 1_000;
 
 /// `SCAN` calls one `list` page may make per master before it returns what
 /// it has (a sparse table can return empty batches): bounds the work of
-/// one page at about 1000 × 1000 keys.
+/// one page at about 1000 × 1000 keys. Also the rounds (a `ZRANGEBYLEX` and
+/// its checks) one fan-out page (`subscribers`) makes through stale index
+/// entries before it returns what it has, with a cursor to resume from.
 pub const SCAN_CALLS_MAX: usize = 1_000;
 
 /// `SCAN` calls `len` may make per master before it reports the table too

@@ -371,18 +371,22 @@ impl RedisStore {
                 break;
             }
             let Some((last, _)) = entries.last() else {
-                break; // the index is exhausted
+                next = None; // the index is exhausted
+                break;
             };
             if exhausted {
+                next = None;
                 break;
             }
+            // Until a later round says otherwise, the listing resumes
+            // here: a page that stops for its time budget or its round cap
+            // (`SCAN_CALLS_MAX`) has not seen the index's end.
             next = cursor_after(last);
             let Some(resume) = next else { break };
             if Instant::now() >= rounds_until {
                 break;
             }
             lower = lower_bound(resume);
-            next = None;
         }
         if !stale.is_empty() {
             let mut zrem = redis::cmd("ZREM");
