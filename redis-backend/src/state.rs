@@ -23,11 +23,17 @@
 //! ```
 //!
 //! The id's raw bytes come first, so the order is the ids' order as
-//! big-endian integers, and a page resumes "after id X" with the exclusive
-//! bound `(X ‖ 0xff`, past every member of X (hex digits are below
-//! `0xff`): [`TopicCursor`] is X + 1 (0 is the start; the largest id has
-//! nothing after it). The nonce is the random token of the subscribe that
+//! big-endian integers, and a page resumes "from id Y on" with the
+//! exclusive bound `(Y-1 ‖ 0xff`, past every member of Y - 1 (hex digits
+//! are below `0xff`): [`TopicCursor`] is Y (0 is the start). A page that
+//! filled up resumes after its last id X (Y = X + 1; the largest id has
+//! nothing after it); one that stopped short (its time budget, its round
+//! cap) at an id it did not return resumes at that id (see `resume_at`).
+//! Within a page, each round resumes exactly past the last member read. The nonce is the random token of the subscribe that
 //! made the subscription; the session's `s:<topic>` field holds the same.
+//! Members of other lengths or with other bytes are not this store's: a
+//! fan-out skips them (and leaves them), but counts them as read, so they
+//! never make the index look exhausted.
 //!
 //! # The index is a hint, the field is the truth
 //!
@@ -156,6 +162,53 @@ fn after_id(id: &SessionId) -> Vec<u8> {
     bound.extend_from_slice(&id.to_bytes());
     bound.push(0xff);
     bound
+}
+
+/// `(<member>`: the exclusive bound just past one index member.
+fn after_member(member: &[u8]) -> Vec<u8> {
+    let mut bound = Vec::with_capacity(1 + member.len());
+    bound.push(b'(');
+    bound.extend_from_slice(member);
+    bound
+}
+
+/// The id an index member sorts under: its first 16 bytes (a shorter
+/// member, which this store did not write, padded with zeros).
+fn member_id(member: &[u8]) -> SessionId {
+    let mut id = [0u8; 16];
+    let n = member.len().min(16);
+    id[..n].copy_from_slice(&member[..n]);
+    SessionId::from_bytes(id)
+}
+
+/// Where the next page resumes when a page stops short (its time budget or
+/// its round cap) after reading `last`: at `last`'s id, not past it. For a
+/// member of this store's that changes nothing (any entry of a session
+/// tells whether it is subscribed, so the page checked it), but a member
+/// of someone else's making that starts with a session's id can sort
+/// before that session's entries, which the page has not read. Past it
+/// if the page returned that id (returned once), or if resuming at it
+/// would not move on from `from`, the page's own cursor (every page makes
+/// progress). `None` after the largest id.
+fn resume_at(last: &[u8], returned: Option<&SessionId>, from: TopicCursor) -> Option<TopicCursor> {
+    let id = member_id(last);
+    let at = TopicCursor::new(u128::from_be_bytes(id.to_bytes()));
+    if returned == Some(&id) || at.position() <= from.position() {
+        cursor_after(&id)
+    } else {
+        Some(at)
+    }
+}
+
+/// One `ZRANGEBYLEX` of a topic's index.
+struct Batch {
+    /// The members this store wrote, as id and nonce, in index order.
+    entries: Vec<(SessionId, [u8; NONCE_LEN])>,
+    /// Members read, those skipped included: fewer than asked for means
+    /// the index ends here.
+    read: usize,
+    /// The last member read, whoever wrote it.
+    last: Option<Vec<u8>>,
 }
 
 /// What a fan-out found for one index entry.
@@ -335,8 +388,10 @@ impl RedisStore {
         for _ in 0..SCAN_CALLS_MAX {
             // A few more than the room left: stale entries take no room.
             let want = (limit - ids.len() + 8).min(SCAN_COUNT_MAX);
-            let entries = self.index_range(&topic_key, &lower, want, deadline).await?;
-            let exhausted = entries.len() < want;
+            let Batch { entries, read, last } = self.index_range(&topic_key, &lower, want, deadline).await?;
+            // By what the index held, not by what parsed: a member of
+            // someone else's making takes its place in the batch too.
+            let exhausted = read < want;
             let checks = self.check_entries(&entries, &field, deadline).await?;
             let mut full_at = None;
             for (k, ((id, nonce), check)) in entries.iter().zip(&checks).enumerate() {
@@ -370,23 +425,20 @@ impl RedisStore {
                 };
                 break;
             }
-            let Some((last, _)) = entries.last() else {
+            let Some(last) = last.filter(|_| !exhausted) else {
                 next = None; // the index is exhausted
                 break;
             };
-            if exhausted {
-                next = None;
-                break;
-            }
             // Until a later round says otherwise, the listing resumes
             // here: a page that stops for its time budget or its round cap
             // (`SCAN_CALLS_MAX`) has not seen the index's end.
-            next = cursor_after(last);
-            let Some(resume) = next else { break };
-            if Instant::now() >= rounds_until {
+            next = resume_at(&last, ids.last(), cursor);
+            if next.is_none() || Instant::now() >= rounds_until {
                 break;
             }
-            lower = lower_bound(resume);
+            // Within the page, exactly past the last member read, whoever
+            // wrote it (a batch of foreign members alone still moves on).
+            lower = after_member(&last);
         }
         if !stale.is_empty() {
             let mut zrem = redis::cmd("ZREM");
@@ -460,15 +512,16 @@ impl RedisStore {
 
 /// The parts of a fan-out that are not public API.
 impl RedisStore {
-    /// Up to `want` index entries from `lower` on (`ZRANGEBYLEX`); members
-    /// this store did not write are skipped.
+    /// Up to `want` index members from `lower` on (`ZRANGEBYLEX`), as
+    /// entries; members this store did not write are skipped, but counted
+    /// in [`Batch::read`] and [`Batch::last`].
     async fn index_range(
         &self,
         topic_key: &[u8],
         lower: &[u8],
         want: usize,
         deadline: Instant,
-    ) -> Result<Vec<(SessionId, [u8; NONCE_LEN])>> {
+    ) -> Result<Batch> {
         let mut range = redis::cmd("ZRANGEBYLEX");
         range
             .arg(topic_key)
@@ -489,7 +542,11 @@ impl RedisStore {
                 false,
             ));
         }
-        Ok(members.iter().filter_map(|m| parse_member(m)).collect())
+        Ok(Batch {
+            entries: members.iter().filter_map(|m| parse_member(m)).collect(),
+            read: members.len(),
+            last: members.last().cloned(),
+        })
     }
 
     /// Checks each entry's session: `HGET key s:<topic>`, pipelined per
@@ -634,6 +691,40 @@ mod tests {
         // Any position is a valid cursor (text round trip too).
         let text = cursor.to_string();
         assert_eq!(text.parse::<TopicCursor>().unwrap(), cursor);
+    }
+
+    #[test]
+    fn a_page_stopped_short_resumes_at_an_id_it_did_not_return() {
+        let x = SessionId::from_bytes([0x22; 16]);
+        let last = member(&x, &fresh_nonce());
+        let at = TopicCursor::new(u128::from_be_bytes(x.to_bytes()));
+        // Not returned: at its id, so that its later members are read.
+        assert_eq!(resume_at(&last, None, TopicCursor::START), Some(at));
+        assert!(lower_bound(at)[1..] < last[..], "the member is read again");
+        // Returned: past it, never twice.
+        assert_eq!(resume_at(&last, Some(&x), TopicCursor::START), cursor_after(&x));
+        // At the page's own cursor: past it, so every page moves on.
+        assert_eq!(resume_at(&last, None, at), cursor_after(&x));
+        assert_eq!(
+            resume_at(
+                &member(&SessionId::from_bytes([0xff; 16]), &fresh_nonce()),
+                None,
+                at
+            ),
+            { Some(TopicCursor::new(u128::MAX)) }
+        );
+        // A member this store did not write sorts under its first 16 bytes.
+        assert_eq!(member_id(b"abc"), {
+            let mut id = [0u8; 16];
+            id[..3].copy_from_slice(b"abc");
+            SessionId::from_bytes(id)
+        });
+        let foreign = b"abc";
+        let cursor = resume_at(foreign, None, TopicCursor::START).expect("a cursor");
+        assert!(lower_bound(cursor)[1..] < foreign[..], "read again");
+        // Within a page: exactly past the member.
+        assert_eq!(after_member(&last)[1..], last[..]);
+        assert_eq!(after_member(&last)[0], b'(');
     }
 
     #[test]

@@ -97,3 +97,36 @@ async fn a_page_that_runs_out_of_rounds_hands_back_a_cursor() {
     let (again, _) = list_all(&store, topic, 1).await;
     assert_eq!(again, vec![live]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_the_store_did_not_write_do_not_end_the_listing() {
+    let server = support::Server::standalone();
+    let store = RedisStore::connect(
+        RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("foreign")),
+    )
+    .await
+    .expect("connect");
+    let topic = "foreign";
+    let live = live_subscriber(&store, topic).await;
+    // Stale entries and members of someone else's making (too long, not a
+    // nonce, too short) in turn, all before the live subscriber: every
+    // batch the fan-out reads holds members it skips.
+    let mut members = Vec::new();
+    for n in 0..100 {
+        members.push(stale_member(n));
+        members.push(match n % 3 {
+            0 => format!("{n:016}{NONCE}-and-more"),
+            1 => format!("{n:016}NOT-A-HEX-NONCE!"),
+            _ => format!("{n:016}"),
+        });
+    }
+    zadd(&server, &store.topic_key(topic), &members);
+
+    for limit in [1, 2, 7, 1_000] {
+        let (ids, pages) = list_all(&store, topic, limit).await;
+        assert_eq!(ids, vec![live], "pages of {limit} ({pages} pages)");
+    }
+    // The stale entries are gone; the foreign members are left alone.
+    let left = server.cli(&["ZCARD", &store.topic_key(topic)]);
+    assert_eq!(left.trim(), "101", "100 foreign members and the live entry");
+}
