@@ -58,7 +58,11 @@
 //! does `try_update`'s delete (whose first try removed the version it saw). Where a resend finds the session changed by
 //! someone else since (another token in `w`, another version), whether the
 //! first try applied cannot be told: an insert or an update then reports
-//! `OutcomeUnknown` rather than apply again over the newer write. A put
+//! `OutcomeUnknown` rather than apply again over the newer write. So does
+//! an `insert` whose resend finds no session at all (the first try may
+//! have stored it and another client, which knew the id, deleted it since:
+//! storing again would undo that delete); a `create`'s resend stores it,
+//! since no one else can know a fresh id before `create` returns it. A put
 //! keeps its token in a field of its own, `p`, which updates, touches and
 //! rotations leave alone, so that its resend still finds it after an
 //! `update` built on the put's metadata (and is not applied again over that
@@ -126,8 +130,12 @@ end
 ";
 
 /// `KEYS[1]` session; ARGV metadata, `timeout_ms` (`0` never), token, first
-/// version, lifetime cap in ms (`0` or absent: none). Returns 1 if stored
-/// (or already stored by this token), 0 if the id is taken. The first
+/// version, lifetime cap in ms (`0` or absent: none), and `1` if an earlier
+/// try of this call may have run and others may know the id (else `0` or
+/// absent). Returns 1 if stored (or already stored by this token), 0 if the
+/// id is taken, 2 if that resend finds no session: the earlier try may
+/// have stored it and someone deleted it since (storing it again would undo
+/// that delete), so it stores nothing. The first
 /// version is random (below 2^52, exact in Lua's doubles), not 1: an
 /// `update` that read a session which then went, and whose id was inserted
 /// again, must see a different version, or its commit would land on the
@@ -137,6 +145,7 @@ if redis.call('EXISTS', key) == 1 then
   if redis.call('HGET', key, 'w') == ARGV[3] then return 1 end
   return 0
 end
+if ARGV[6] == '1' then return 2 end
 local now = now_ms()
 local l = ARGV[5] or '0'
 redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'w', ARGV[3], 'l', l)

@@ -152,7 +152,10 @@ impl RedisStore {
         let deadline = self.inner.deadline();
         for _ in 0..CREATE_TRIES_MAX {
             let id = SessionId::random().map_err(Error::Entropy)?;
-            match self.insert_at(id, metadata, &timeout_field, deadline).await {
+            match self
+                .insert_at(id, metadata, &timeout_field, deadline, false)
+                .await
+            {
                 Ok(()) => return Ok(id),
                 Err(Error::AlreadyExists) => {}
                 Err(e) => return Err(e),
@@ -180,7 +183,7 @@ impl RedisStore {
     /// the errors of [`RedisStore::create`].
     pub async fn insert(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
         let timeout_field = self.check(metadata.len(), timeout)?;
-        self.insert_at(id, metadata, &timeout_field, self.inner.deadline())
+        self.insert_at(id, metadata, &timeout_field, self.inner.deadline(), true)
             .await
     }
 
@@ -789,39 +792,55 @@ impl RedisStore {
         reply::update_read(reply.value)
     }
 
-    /// Stores a new session under `id` within `deadline`.
+    /// Stores a new session under `id` within `deadline`. `shared`: the
+    /// caller chose the id, so others may know it (`insert`), and a resend
+    /// after a doubtful try that finds no session must not store it again
+    /// (see `scripts::INSERT`); a fresh id of `create`'s is known to no one
+    /// else until it returns, so nobody can have deleted it in between.
     async fn insert_at(
         &self,
         id: SessionId,
         metadata: &[u8],
         timeout_field: &str,
         deadline: Instant,
+        shared: bool,
     ) -> Result<()> {
         let inner = &self.inner;
         let key = inner.keys.key(&id);
         let token = token();
         let first_version = first_version();
         let lifetime = lifetime_field(&inner.config);
-        let args: [&[u8]; 5] = [
-            metadata,
-            timeout_field.as_bytes(),
-            token.as_bytes(),
-            first_version.as_bytes(),
-            lifetime.as_bytes(),
-        ];
         let script = &inner.scripts.insert;
-        let reply = inner.script(Kind::Write, deadline, script, &key, &args).await?;
-        match reply::flag(&script.command, &reply.value.value, true)? {
-            true => inner.acknowledge(reply.value.replicas, ()),
+        let reply = inner
+            .request(Kind::Write, deadline, &key, |attempt| {
+                let resend: &[u8] = if shared && attempt.fence { b"1" } else { b"0" };
+                let args: [&[u8]; 6] = [
+                    metadata,
+                    timeout_field.as_bytes(),
+                    token.as_bytes(),
+                    first_version.as_bytes(),
+                    lifetime.as_bytes(),
+                    resend,
+                ];
+                Cow::Owned(script.cmd(attempt.eval, &key, &args))
+            })
+            .await?;
+        match reply::code(&script.command, &reply.value.value, 0..=2, true)? {
+            1 => inner.acknowledge(reply.value.replicas, ()),
             // The id is taken by another token. After a doubtful try that
             // may be this insert's own session, changed since by someone
             // who knew the id.
-            false if reply.resent_after_doubt => Err(Error::OutcomeUnknown {
+            0 if reply.resent_after_doubt => Err(Error::OutcomeUnknown {
                 reason: "an insert failed in doubt and on resending the id was taken by a session \
                          changed since: it may be this insert's"
                     .into(),
             }),
-            false => Err(Error::AlreadyExists),
+            0 => Err(Error::AlreadyExists),
+            _ => Err(Error::OutcomeUnknown {
+                reason: "an insert failed in doubt and on resending no session had the id: it may have \
+                         been stored and deleted since (it was not stored again)"
+                    .into(),
+            }),
         }
     }
 }
