@@ -165,6 +165,7 @@ fn state(value: &Value) {
         Ok(reply::Subscribed::Now(n)) => assert!(two(1) && reply::nonce(&n).is_some(), "{value:?}"),
         Ok(reply::Subscribed::Already(n)) => assert!(two(2) && reply::nonce(&n).is_some(), "{value:?}"),
         Ok(reply::Subscribed::Full(_)) => assert!(two(3), "full from {value:?}"),
+        Ok(reply::Subscribed::Doubt) => assert!(one(4), "doubt from {value:?}"),
         Err(e) => assert!(is_protocol_error(&e, true), "{e:?}"),
     }
     match reply::unsubscribed("EVALSHA (fuzz)", value) {
@@ -295,6 +296,10 @@ mod tests {
         assert_eq!(
             reply::subscribed("s", &Value::Array(vec![Value::Int(2), nonce.clone()])).unwrap(),
             reply::Subscribed::Already(*b"0123456789abcdef")
+        );
+        assert_eq!(
+            reply::subscribed("s", &Value::Array(vec![Value::Int(4)])).unwrap(),
+            reply::Subscribed::Doubt
         );
         assert!(
             reply::subscription("h", &bulk("0123456789ABCDEF")).is_err(),

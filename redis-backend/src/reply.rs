@@ -581,6 +581,9 @@ pub(crate) enum Subscribed {
     Already([u8; NONCE_LEN]),
     /// `{3, n}`: the session has `n` topics, the most allowed.
     Full(u64),
+    /// `{4}`: a resend after a doubtful try found no subscription; whether
+    /// the earlier try made one (undone since) cannot be told.
+    Doubt,
 }
 
 /// Reads the subscribe script's reply; anything else is a write's protocol
@@ -592,6 +595,7 @@ pub(crate) fn subscribed(command: &str, value: &Value) -> Result<Subscribed> {
             [Value::Int(1), Value::BulkString(n)] => nonce(n).map(Subscribed::Now),
             [Value::Int(2), Value::BulkString(n)] => nonce(n).map(Subscribed::Already),
             [Value::Int(3), Value::Int(n)] => u64::try_from(*n).ok().map(Subscribed::Full),
+            [Value::Int(4)] => Some(Subscribed::Doubt),
             _ => None,
         },
         _ => None,

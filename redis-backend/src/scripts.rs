@@ -285,14 +285,19 @@ return 1
 
 /// `KEYS[1]` session; ARGV the field (`s:<topic>`), this call's nonce (16
 /// hex digits; its idempotency token too), the most topics a session may
-/// have. Not activity (no `PEXPIRE`; `HSET` keeps the key's TTL). Returns
+/// have, and `1` if an earlier try of this call may have run (else `0` or
+/// absent). Not activity (no `PEXPIRE`; `HSET` keeps the key's TTL). Returns
 /// `{0}` if the session is absent; `{1, nonce}` if subscribed now (or by an
 /// earlier try of this call: the field holds its nonce); `{2, nonce}` if it
 /// already was (the nonce of the subscribe that made it); `{3, n}` if the
-/// session has `n` topics, the most allowed (nothing changed). The caller
+/// session has `n` topics, the most allowed (nothing changed); `{4}` if
+/// this is a resend after a doubtful try and the session has no such
+/// subscription: the earlier try may have made it and another client
+/// unsubscribed since, so it subscribes nothing (which would undo that
+/// unsubscribe; the caller reports `OutcomeUnknown`). The caller
 /// then adds the returned nonce's entry to the topic's index, in every
-/// case but `{0}` and `{3}`: an entry lost earlier (a failed write, a
-/// failover) is put back by the next subscribe.
+/// case but `{0}`, `{3}` and `{4}`: an entry lost earlier (a failed write,
+/// a failover) is put back by the next subscribe.
 const SUBSCRIBE: &str = "local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {0} end
 local cur = redis.call('HGET', key, ARGV[1])
@@ -300,6 +305,7 @@ if cur then
   if cur == ARGV[2] then return {1, cur} end
   return {2, cur}
 end
+if ARGV[4] == '1' then return {4} end
 local n = tonumber(redis.call('HGET', key, 'sn') or '0')
 if n >= tonumber(ARGV[3]) then return {3, n} end
 redis.call('HSET', key, ARGV[1], ARGV[2], 'sn', string.format('%d', n + 1))

@@ -72,7 +72,10 @@
 //! Subscribe and unsubscribe are idempotent (they set and remove), and
 //! resent like every write (`request.rs`): a subscribe resent after a lost
 //! reply finds its own nonce in the field and reports `true`, as the first
-//! try would have; an unsubscribe resent after a doubtful try that finds
+//! try would have; one that finds no subscription makes none and fails
+//! with `OutcomeUnknown` (the first try may have subscribed and another
+//! client unsubscribed since: subscribing again would undo that); an
+//! unsubscribe resent after a doubtful try that finds
 //! no subscription counts it as its own (as `delete` does). A rate-limit
 //! charge is not idempotent: resent blindly it would charge twice. It
 //! carries a token (as an insert does); a resend after a doubtful try
@@ -237,7 +240,10 @@ impl RedisStore {
     /// [`Error::InvalidArgument`] for an empty topic, [`Error::LimitExceeded`]
     /// past `TOPIC_LEN_MAX` bytes (nothing sent) or for a session already
     /// at `TOPICS_PER_SESSION_MAX` topics (nothing changed);
-    /// [`Error::NotFound`]; the request errors of the crate docs. An error
+    /// [`Error::NotFound`]; [`Error::OutcomeUnknown`] if a try failed in
+    /// doubt and the resend found no subscription (made by that try and
+    /// undone since, or never made: nothing was made again); the request
+    /// errors of the crate docs. An error
     /// from the index write leaves the subscription in the session but maybe
     /// not in the index (a fan-out may miss it): subscribe again (the same
     /// call re-adds the entry).
@@ -251,16 +257,20 @@ impl RedisStore {
         let max = TOPICS_PER_SESSION_MAX.to_string();
         let script = &inner.scripts.subscribe;
         let reply = inner
-            .script(
-                Kind::Write,
-                deadline,
-                script,
-                &key,
-                &[&field, &nonce, max.as_bytes()],
-            )
+            .request(Kind::Write, deadline, &key, |attempt| {
+                let resend: &[u8] = if attempt.fence { b"1" } else { b"0" };
+                Cow::Owned(script.cmd(attempt.eval, &key, &[&field, &nonce, max.as_bytes(), resend]))
+            })
             .await?;
         let (new, indexed) = match reply::subscribed(&script.command, &reply.value.value)? {
             Subscribed::Absent => return Err(Error::NotFound),
+            Subscribed::Doubt => {
+                return Err(Error::OutcomeUnknown {
+                    reason: "a subscribe failed in doubt and on resending the session had no such \
+                             subscription: it may have been made and undone since (it was not made again)"
+                        .into(),
+                })
+            }
             Subscribed::Full(held) => {
                 return Err(Error::LimitExceeded {
                     what: "topics of one session (TOPICS_PER_SESSION_MAX)",

@@ -12,7 +12,7 @@ mod support;
 use std::future::Future;
 use std::time::Duration;
 
-use session_engine::{Error, SessionId, Timeout};
+use session_engine::{Error, SessionId, Timeout, TopicCursor};
 use session_redis::{RedisConfig, RedisStore};
 use support::proxy::Proxy;
 
@@ -63,10 +63,11 @@ async fn with_a_write_between<T: Send + 'static>(
     between: impl Future<Output = ()>,
 ) -> T {
     let (_, sha) = session_redis::script_source(script).expect("a script");
+    let held = front.held();
     front.lose_reply_then_hold(&sha);
     let op = tokio::spawn(op);
     let start = std::time::Instant::now();
-    while front.held() == 0 {
+    while front.held() == held {
         assert!(start.elapsed() < HELD_WITHIN, "the resend never came");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -146,4 +147,57 @@ async fn a_create_stores_its_session_again() {
     .await
     .expect("created");
     assert_eq!(other.peek(&id).await.unwrap().metadata(), b"fresh");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_does_not_undo_an_unsubscribe() {
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("subscribe").await;
+    let id = store.create(b"", TTL).await.unwrap();
+    let r = with_a_write_between(
+        &front,
+        "subscribe",
+        {
+            let store = store.clone();
+            async move { store.subscribe(&id, "t").await }
+        },
+        async {
+            assert!(
+                other.unsubscribe(&id, "t").await.unwrap(),
+                "the first try is in: unsubscribed"
+            );
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    assert!(
+        other.topics(&id).await.unwrap().is_empty(),
+        "the acknowledged unsubscribe stands"
+    );
+    let page = other.subscribers("t", TopicCursor::START, 10).await.unwrap();
+    assert!(page.ids.is_empty(), "{page:?}");
+
+    // Subscribed again by another client in between (another nonce): the
+    // resend finds it subscribed, not by itself.
+    let r = with_a_write_between(
+        &front,
+        "subscribe",
+        {
+            let store = store.clone();
+            async move { store.subscribe(&id, "t").await }
+        },
+        async {
+            assert!(other.unsubscribe(&id, "t").await.unwrap());
+            assert!(other.subscribe(&id, "t").await.unwrap());
+        },
+    )
+    .await;
+    assert!(!r.expect("subscribed"), "already, by the other client");
+    let page = other.subscribers("t", TopicCursor::START, 10).await.unwrap();
+    assert_eq!(page.ids, vec![id]);
 }
