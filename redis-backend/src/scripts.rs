@@ -58,7 +58,10 @@
 //! does `try_update`'s delete (whose first try removed the version it saw). Where a resend finds the session changed by
 //! someone else since (another token in `w`, another version), whether the
 //! first try applied cannot be told: an insert or an update then reports
-//! `OutcomeUnknown` rather than apply again over the newer write. So does
+//! `OutcomeUnknown` rather than apply again over the newer write; an
+//! update (or `try_update`'s replace) whose resend finds the session gone
+//! reports it too, not `NotFound` (the first try may have committed before
+//! the session was deleted or rotated). So does
 //! an `insert` whose resend finds no session at all (the first try may
 //! have stored it and another client, which knew the id, deleted it since:
 //! storing again would undo that delete); a `create`'s resend stores it,

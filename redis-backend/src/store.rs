@@ -304,7 +304,8 @@ impl RedisStore {
     /// [`Error::Contended`] after 256 lost races, or when the request timeout
     /// runs out between lost races (nothing applied); [`Error::OutcomeUnknown`]
     /// if a commit failed in doubt and a concurrent writer then moved the
-    /// version on (whether this update is in is then unknowable); the request
+    /// version on, or the session was gone by the resend (whether this
+    /// update is in is then unknowable); the request
     /// errors of the crate docs. The read, every commit and every resend
     /// share one request timeout.
     pub async fn update<F>(&self, id: &SessionId, mut f: F) -> Result<Session>
@@ -333,6 +334,9 @@ impl RedisStore {
                 )
                 .await?;
             match reply::commit_outcome(&script.command, value)? {
+                // Gone after a doubtful try: that try may have committed
+                // before someone deleted or rotated the session.
+                Commit::Absent if resent_after_doubt => return Err(gone_after_doubt("an update")),
                 Commit::Absent => return Err(Error::NotFound),
                 Commit::Done(fields) => {
                     let session = reply::session_with(*id, Metadata::from(new), &script.command, &fields)?;
@@ -380,7 +384,8 @@ impl RedisStore {
     /// [`Error::Contended`] after 256 lost races, or when the request timeout
     /// runs out between lost races (nothing applied);
     /// [`Error::OutcomeUnknown`] if a replace or delete failed in doubt and
-    /// a concurrent writer then changed the session; the request errors of
+    /// a concurrent writer then changed the session, or if a replace failed
+    /// in doubt and the session was gone by the resend; the request errors of
     /// the crate docs. The read, every commit and every resend share one
     /// request timeout. A delete resent after a doubtful try that finds the
     /// session gone counts it as deleted, as [`RedisStore::delete`] does.
@@ -443,6 +448,11 @@ impl RedisStore {
                 // reply was lost, or another's; as `delete`, counted done.
                 (Commit::Absent, Op::Delete) if resent_after_doubt => {
                     Updated::Deleted(seen.into_session(*id))
+                }
+                // A replace: that try may have committed before someone
+                // deleted or rotated the session.
+                (Commit::Absent, Op::Replace(_)) if resent_after_doubt => {
+                    return Err(gone_after_doubt("a try_update"))
                 }
                 (Commit::Absent, _) => return Err(Error::NotFound),
                 (Commit::Moved(_), Op::Replace(_) | Op::Delete) if resent_after_doubt => {
@@ -924,6 +934,18 @@ fn moved_after_doubt(what: &str) -> Error {
         reason: format!(
             "{what} commit failed in doubt and another writer changed the session before the resend: it \
              may or may not be in"
+        ),
+    }
+}
+
+/// The error of an optimistic write whose try failed in doubt and whose
+/// resend found the session gone: the try may have applied before another
+/// client deleted (or rotated) the session.
+fn gone_after_doubt(what: &str) -> Error {
+    Error::OutcomeUnknown {
+        reason: format!(
+            "{what} commit failed in doubt and the session was gone when it was resent: it may have been \
+             applied before the session went"
         ),
     }
 }

@@ -12,7 +12,7 @@ mod support;
 use std::future::Future;
 use std::time::Duration;
 
-use session_engine::{Error, SessionId, Timeout, TopicCursor};
+use session_engine::{Error, Op, SessionId, Timeout, TopicCursor};
 use session_redis::{RedisConfig, RedisStore};
 use support::proxy::Proxy;
 
@@ -200,4 +200,57 @@ async fn a_subscribe_does_not_undo_an_unsubscribe() {
     assert!(!r.expect("subscribed"), "already, by the other client");
     let page = other.subscribers("t", TopicCursor::START, 10).await.unwrap();
     assert_eq!(page.ids, vec![id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_that_finds_the_session_gone_may_be_in() {
+    // The first try committed; the session was deleted before the resend.
+    // "Not found" would say the update never applied.
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("update").await;
+    let id = store.create(b"n", TTL).await.unwrap();
+    let r = with_a_write_between(
+        &front,
+        "commit",
+        {
+            let store = store.clone();
+            async move { store.update(&id, |m| [m, b"+1"].concat()).await }
+        },
+        async {
+            other.delete(&id).await.expect("deleted");
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+
+    // try_update's Replace, the same.
+    let id = store.create(b"n", TTL).await.unwrap();
+    let r = with_a_write_between(
+        &front,
+        "commit",
+        {
+            let store = store.clone();
+            async move {
+                store
+                    .try_update(&id, |m| Ok::<_, ()>(Op::Replace([m, b"+1"].concat())))
+                    .await
+            }
+        },
+        async {
+            other.delete(&id).await.expect("deleted");
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+
+    // Without a lost reply, a session gone is `NotFound`.
+    assert!(matches!(
+        store.update(&id, |m| m.to_vec()).await,
+        Err(Error::NotFound)
+    ));
 }
