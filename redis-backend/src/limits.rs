@@ -186,6 +186,21 @@ pub const LIST_SCAN_BUDGET_DIVISOR: u32 = 2;
 pub const SCAN_CURSOR_BITS: u32 = 32;
 
 // ---------------------------------------------------------------------------
+// Per-session state
+// ---------------------------------------------------------------------------
+
+/// How long a topic's index is kept past the end of the latest lifetime cap
+/// among the sessions that subscribed to it (see `state.rs`). The index's
+/// TTL is computed from the session's remaining life on the session's
+/// master and armed on the topic's master, later: in real time the index
+/// outlives the session already. But each key expires by its own master's
+/// wall clock (a replica promoted later, by its own): the margin absorbs
+/// clocks that disagree by up to a minute (NTP keeps them within
+/// milliseconds). It costs a minute of an index's memory after its last
+/// session ends.
+pub const TOPIC_INDEX_TTL_MARGIN: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------
 

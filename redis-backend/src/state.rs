@@ -39,7 +39,8 @@
 //!
 //! A session key and a topic key are in different slots (on different
 //! masters, in a cluster), so no script can change both: a subscribe runs
-//! its script on the session first, then `ZADD`s the entry (two round
+//! its script on the session first, then adds the entry (`ZADD`, in the
+//! index script, which also sets the index's TTL: below; two round
 //! trips); an unsubscribe runs its script, then `ZREM`s the entry. The
 //! index can therefore hold entries whose subscription is gone (the
 //! `ZREM` failed, the session expired, was deleted or rotated): a fan-out
@@ -58,7 +59,7 @@
 //!
 //! Either way the field held no `n` at that moment, and no later
 //! subscribe can set `n` again: each subscribe call draws a fresh nonce,
-//! and its `ZADD` comes after its script's last try. A subscription made
+//! and its index write comes after its script's last try. A subscription made
 //! meanwhile has a nonce of its own, so a new member, which those removals
 //! cannot touch: an unsubscribe racing a subscribe of the same topic by the
 //! same session, in any order, leaves the index a superset of the truth.
@@ -66,6 +67,40 @@
 //! subscribed (with the nonce found in the field): an entry lost earlier (a
 //! `ZADD` that failed, a failover under `Replication::Async`) comes back
 //! with the next subscribe.
+//!
+//! # The index's TTL: past the latest lifetime cap of its sessions
+//!
+//! An index holds entries until a fan-out or an unsubscribe of its topic
+//! removes them: an index nobody fans out would keep the entries of every
+//! session that ever subscribed and went (expired, deleted, rotated). So
+//! the index key has a TTL that ends after every session that subscribed
+//! to it. A topic key lives in its own slot, so no script that slides a
+//! session's deadline (every activity) can touch its topics' indexes, and
+//! sliding them from the client would cost a round trip per topic on
+//! every `get`: the TTL can only follow what bounds a session's life for
+//! good, its lifetime cap (`l`, from `c`: the session key's TTL never
+//! passes `c + l`, however active the session; `arm` in `scripts.rs`).
+//!
+//! - The subscribe script reports the ms the session has left before its
+//!   cap; the index write is one script on the topic's key (the same round
+//!   trip as a bare `ZADD`) that adds the entry and pushes the index's TTL
+//!   up to that plus `TOPIC_INDEX_TTL_MARGIN` (clocks that disagree),
+//!   never down. A subscribe of a session already subscribed does it too.
+//! - A session without a cap has no such bound (an active one lives on
+//!   indefinitely): its index write removes the TTL (`PERSIST`), and a
+//!   later capped subscriber does not bring one back. Such an index
+//!   shrinks only by fan-outs and unsubscribes, as before (the removal of
+//!   its last entry removes the key).
+//! - `set_lifetime` (which may lengthen or lift a cap) gets the session's
+//!   subscriptions back from its script and redoes each one's index write
+//!   with the new bound (one request per topic, all at once): otherwise an
+//!   index could expire under a live subscription.
+//!
+//! So an index outlives each of its sessions, and with capped sessions
+//! (`RedisConfig::max_lifetime`) it expires at most the margin after the
+//! latest cap among them ends, whether anyone fans it out or not. The TTL
+//! is a bound, not an exact end: a cap lowered later, or the session with
+//! the latest cap gone early, leaves it where it was.
 //!
 //! # Retries
 //!
@@ -94,8 +129,8 @@ use session_engine::{
     TopicPage,
 };
 
-use crate::limits::{LIST_SCAN_BUDGET_DIVISOR, SCAN_CALLS_MAX, SCAN_COUNT_MAX};
-use crate::reply::{self, Charge, Subscribed, Unsubscribed, NONCE_LEN};
+use crate::limits::{LIST_SCAN_BUDGET_DIVISOR, SCAN_CALLS_MAX, SCAN_COUNT_MAX, TOPIC_INDEX_TTL_MARGIN};
+use crate::reply::{self, Charge, Life, Subscribed, Unsubscribed, NONCE_LEN};
 use crate::request::{join_all, BatchReply, Inner, Kind};
 use crate::store::RedisStore;
 
@@ -167,6 +202,18 @@ fn after_id(id: &SessionId) -> Vec<u8> {
     bound
 }
 
+/// The index script's TTL argument for a subscriber that can live `left`:
+/// that and the margin (no bound: `0`, no TTL).
+fn index_ttl_field(left: Life) -> String {
+    match left {
+        Life::Unbounded => "0".to_owned(),
+        Life::LeftMs(ms) => {
+            let margin = u64::try_from(TOPIC_INDEX_TTL_MARGIN.as_millis()).unwrap_or(u64::MAX);
+            ms.max(1).saturating_add(margin).to_string()
+        }
+    }
+}
+
 /// `(<member>`: the exclusive bound just past one index member.
 fn after_member(member: &[u8]) -> Vec<u8> {
     let mut bound = Vec::with_capacity(1 + member.len());
@@ -231,8 +278,10 @@ enum Check {
 impl RedisStore {
     /// Subscribes the session to `topic` (see [`SessionState::subscribe`]):
     /// one script on the session (exists? subscribed? under the limit?),
-    /// then the entry added to the topic's index (`ZADD`, on the topic's
-    /// master): two round trips, both writes (with
+    /// then the entry added to the topic's index (the index script on the
+    /// topic's master: `ZADD`, and the index's TTL pushed up to the
+    /// session's lifetime cap, see the module docs): two round trips, both
+    /// writes (with
     /// [`Replication::Wait`](crate::Replication::Wait) each waits for its
     /// replicas). Not activity.
     ///
@@ -262,7 +311,7 @@ impl RedisStore {
                 Cow::Owned(script.cmd(attempt.eval, &key, &[&field, &nonce, max.as_bytes(), resend]))
             })
             .await?;
-        let (new, indexed) = match reply::subscribed(&script.command, &reply.value.value)? {
+        let outcome = match reply::subscribed(&script.command, &reply.value.value)? {
             Subscribed::Absent => return Err(Error::NotFound),
             Subscribed::Doubt => {
                 return Err(Error::OutcomeUnknown {
@@ -278,18 +327,68 @@ impl RedisStore {
                     max: TOPICS_PER_SESSION_MAX,
                 })
             }
-            Subscribed::Now(n) => (true, n),
-            Subscribed::Already(n) => (false, n),
+            Subscribed::Now(n, left) => (true, n, left),
+            Subscribed::Already(n, left) => (false, n, left),
         };
+        let (new, indexed, left) = outcome;
         inner.acknowledge(reply.value.replicas, ())?;
-        let topic_key = inner.keys.topic_key(topic);
-        let mut zadd = redis::cmd("ZADD");
-        zadd.arg(&topic_key).arg(0).arg(&member(id, &indexed)[..]);
-        let added = inner
-            .request(Kind::Write, deadline, &topic_key, |_| Cow::Borrowed(&zadd))
+        self.index_add(topic, &member(id, &indexed), left, deadline)
             .await?;
-        reply::flag("ZADD", &added.value.value, true)?;
-        inner.acknowledge(added.value.replicas, new)
+        Ok(new)
+    }
+
+    /// Adds `member` to `topic`'s index and pushes the index's TTL up to
+    /// the subscriber's life `left` and [`TOPIC_INDEX_TTL_MARGIN`] (none
+    /// if nothing bounds its life: see the module docs): the index script, on the topic's
+    /// master; a write, acknowledged as every write.
+    async fn index_add(
+        &self,
+        topic: &str,
+        member: &[u8; MEMBER_LEN],
+        left: Life,
+        deadline: Instant,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let topic_key = inner.keys.topic_key(topic);
+        let ttl = index_ttl_field(left);
+        let script = &inner.scripts.index_add;
+        let added = inner
+            .script(
+                Kind::Write,
+                deadline,
+                script,
+                &topic_key,
+                &[member, ttl.as_bytes()],
+            )
+            .await?;
+        reply::flag(&script.command, &added.value.value, true)?;
+        inner.acknowledge(added.value.replicas, ())
+    }
+
+    /// After `set_lifetime` changed the cap of session `id`, which has the
+    /// `subscriptions` (topic, nonce) and now `left` to live: each entry
+    /// re-added with an index TTL that reaches the new cap (a longer or
+    /// lifted cap must not let an index expire before the session), all
+    /// topics at once. The first error is returned; the cap is set either
+    /// way, and subscribing again (or the same `set_lifetime` again) mends
+    /// an index whose TTL fell short.
+    pub(crate) async fn rearm_indexes(
+        &self,
+        id: &SessionId,
+        left: Life,
+        subscriptions: &[(String, [u8; NONCE_LEN])],
+        deadline: Instant,
+    ) -> Result<()> {
+        let members: Vec<[u8; MEMBER_LEN]> = subscriptions.iter().map(|(_, n)| member(id, n)).collect();
+        let done = join_all(
+            subscriptions
+                .iter()
+                .zip(&members)
+                .map(|((topic, _), member)| self.index_add(topic, member, left, deadline))
+                .collect(),
+        )
+        .await;
+        done.into_iter().collect()
     }
 
     /// Unsubscribes the session from `topic` (see
@@ -735,6 +834,15 @@ mod tests {
         // Within a page: exactly past the member.
         assert_eq!(after_member(&last)[1..], last[..]);
         assert_eq!(after_member(&last)[0], b'(');
+    }
+
+    #[test]
+    fn an_index_outlives_its_sessions_by_the_margin() {
+        let margin = u64::try_from(TOPIC_INDEX_TTL_MARGIN.as_millis()).unwrap();
+        assert_eq!(index_ttl_field(Life::Unbounded), "0", "no TTL");
+        assert_eq!(index_ttl_field(Life::LeftMs(5_000)), (5_000 + margin).to_string());
+        assert_eq!(index_ttl_field(Life::LeftMs(0)), (1 + margin).to_string());
+        assert_eq!(index_ttl_field(Life::LeftMs(u64::MAX)), u64::MAX.to_string());
     }
 
     #[test]

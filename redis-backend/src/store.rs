@@ -23,7 +23,7 @@ use crate::limits::{
     UPDATE_TRIES_MAX, VERSION_FIRST_MAX,
 };
 use crate::replication::ReplicationLag;
-use crate::reply::{self, Commit, Seen};
+use crate::reply::{self, Commit, LifetimeSet, Seen};
 use crate::request::{join_all, Acked, BatchReply, Inner, Kind, RedisStats, Reply};
 use crate::scripts::{peek_cmd, try_update_read_cmd, update_read_cmd, Scripts};
 
@@ -636,14 +636,31 @@ impl RedisStore {
     /// and the cap. Counts as activity; a write. A cap that has already
     /// passed ends the session at once (the key is deleted). New sessions
     /// get [`RedisConfig::max_lifetime`](crate::RedisConfig::max_lifetime).
+    /// A session with subscriptions then has each topic's index entry
+    /// written again (one request per topic, all at once), so that the
+    /// index's TTL reaches the new cap (see `state.rs`).
     ///
     /// # Errors
     /// [`Error::InvalidTimeout`] (nothing sent), [`Error::NotFound`]; the
-    /// request errors of the crate docs.
+    /// request errors of the crate docs (an index write's error comes after
+    /// the cap was set: calling again, or subscribing again, mends it).
     pub async fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
         let field = check_timeout(lifetime)?;
-        self.write_existing(id, |s| &s.set_lifetime, &[field.as_bytes()])
-            .await
+        let inner = &self.inner;
+        let key = inner.keys.key(id);
+        let deadline = inner.deadline();
+        let script = &inner.scripts.set_lifetime;
+        let reply = inner
+            .script(Kind::Write, deadline, script, &key, &[field.as_bytes()])
+            .await?;
+        match reply::lifetime_set(&script.command, &reply.value.value)? {
+            LifetimeSet::Absent => Err(Error::NotFound),
+            LifetimeSet::Done => inner.acknowledge(reply.value.replicas, ()),
+            LifetimeSet::Subscribed { left, subscriptions } => {
+                inner.acknowledge(reply.value.replicas, ())?;
+                self.rearm_indexes(id, left, &subscriptions, deadline).await
+            }
+        }
     }
 
     /// True if a live session has this id (`EXISTS`; not activity).
