@@ -1323,8 +1323,8 @@ fn state_main(args: &Args, rt: &tokio::runtime::Runtime, d: &Deployment, version
          Tokio runtime; {} sessions, each operation once per session per round, {} rounds (latency medians \
          over the rounds, min–max in brackets; the ratio is paired per round). Requests per call are counted \
          afterwards by a second store through a loopback proxy ({COUNTED_CALLS} calls each; a pipeline is one \
-         request): a `rate_limit` is one `EVALSHA`, one round trip; a `subscribe` is its script, then a `ZADD` \
-         (to the session's and the topic's masters in a cluster). \
+         request): a `rate_limit` is one `EVALSHA`, one round trip; a `subscribe` is its script, then the index \
+         script (`ZADD` and the index's TTL; to the session's and the topic's masters in a cluster). \
          Load average before / after: {} / {}. Wall time {:.0} s.\n\n",
         args.ops,
         args.repeats,

@@ -8,6 +8,7 @@
 //! with the checks inside the decoders.
 
 use redis::Value;
+use session_engine::limits::TOPICS_PER_SESSION_MAX;
 use session_engine::{Error, SessionId};
 
 use crate::conn::parse_cluster_slots;
@@ -159,12 +160,45 @@ fn batches(value: &Value) {
 /// fan-out's `HGET`.
 fn state(value: &Value) {
     let two = |code: i64| matches!(value, Value::Array(f) if f.len() == 2 && f[0] == Value::Int(code));
+    let three = |code: i64| matches!(value, Value::Array(f) if f.len() == 3 && f[0] == Value::Int(code));
+    let int_of = |left: reply::Life| match left {
+        reply::Life::Unbounded => Value::Int(0),
+        reply::Life::LeftMs(ms) => Value::Int(i64::try_from(ms).unwrap_or(-1)),
+    };
+    let left_is =
+        |left: reply::Life| matches!(value, Value::Array(f) if f.len() >= 2 && f[1] == int_of(left));
     let one = |code: i64| matches!(value, Value::Array(f) if f.len() == 1 && f[0] == Value::Int(code));
     match reply::subscribed("EVALSHA (fuzz)", value) {
         Ok(reply::Subscribed::Absent) => assert!(one(0), "absent from {value:?}"),
-        Ok(reply::Subscribed::Now(n)) => assert!(two(1) && reply::nonce(&n).is_some(), "{value:?}"),
-        Ok(reply::Subscribed::Already(n)) => assert!(two(2) && reply::nonce(&n).is_some(), "{value:?}"),
+        Ok(reply::Subscribed::Now(n, left)) => assert!(
+            three(1)
+                && reply::nonce(&n).is_some()
+                && matches!(value, Value::Array(f)
+                if f[2] == int_of(left)),
+            "{value:?}"
+        ),
+        Ok(reply::Subscribed::Already(n, left)) => assert!(
+            three(2)
+                && reply::nonce(&n).is_some()
+                && matches!(value, Value::Array(f)
+                if f[2] == int_of(left)),
+            "{value:?}"
+        ),
         Ok(reply::Subscribed::Full(_)) => assert!(two(3), "full from {value:?}"),
+        Ok(reply::Subscribed::Doubt) => assert!(one(4), "doubt from {value:?}"),
+        Err(e) => assert!(is_protocol_error(&e, true), "{e:?}"),
+    }
+    match reply::lifetime_set("EVALSHA (fuzz)", value) {
+        Ok(reply::LifetimeSet::Absent) => assert!(one(0), "absent from {value:?}"),
+        Ok(reply::LifetimeSet::Done) => assert!(one(1), "done from {value:?}"),
+        Ok(reply::LifetimeSet::Subscribed { left, subscriptions }) => {
+            assert!(left_is(left), "left {left:?} from {value:?}");
+            assert!(subscriptions.len() <= TOPICS_PER_SESSION_MAX);
+            assert!(
+                matches!(value, Value::Array(f) if f[0] == Value::Int(2) && f.len() == 2 + 2 * subscriptions.len()),
+                "{value:?}"
+            );
+        }
         Err(e) => assert!(is_protocol_error(&e, true), "{e:?}"),
     }
     match reply::unsubscribed("EVALSHA (fuzz)", value) {
@@ -292,9 +326,45 @@ mod tests {
         assert!(!decode_bytes(b"*4\r\n$1\r\nm"), "a torn reply is no reply");
         let nonce = bulk("0123456789abcdef");
         decode(&Value::Array(vec![Value::Int(1), nonce.clone()]));
+        decode(&Value::Array(vec![Value::Int(1), nonce.clone(), Value::Int(3)]));
         assert_eq!(
-            reply::subscribed("s", &Value::Array(vec![Value::Int(2), nonce.clone()])).unwrap(),
-            reply::Subscribed::Already(*b"0123456789abcdef")
+            reply::subscribed(
+                "s",
+                &Value::Array(vec![Value::Int(2), nonce.clone(), Value::Int(0)])
+            )
+            .unwrap(),
+            reply::Subscribed::Already(*b"0123456789abcdef", reply::Life::Unbounded)
+        );
+        assert_eq!(
+            reply::subscribed(
+                "s",
+                &Value::Array(vec![Value::Int(1), nonce.clone(), Value::Int(5)])
+            )
+            .unwrap(),
+            reply::Subscribed::Now(*b"0123456789abcdef", reply::Life::LeftMs(5))
+        );
+        assert!(reply::subscribed(
+            "s",
+            &Value::Array(vec![Value::Int(1), nonce.clone(), Value::Int(-1)])
+        )
+        .is_err());
+        assert_eq!(
+            reply::lifetime_set(
+                "l",
+                &Value::Array(vec![Value::Int(2), Value::Int(7), bulk("t"), nonce.clone()])
+            )
+            .unwrap(),
+            reply::LifetimeSet::Subscribed {
+                left: reply::Life::LeftMs(7),
+                subscriptions: vec![("t".to_owned(), *b"0123456789abcdef")]
+            }
+        );
+        assert!(
+            reply::lifetime_set("l", &Value::Array(vec![Value::Int(2), Value::Int(7), bulk("t")])).is_err()
+        );
+        assert_eq!(
+            reply::subscribed("s", &Value::Array(vec![Value::Int(4)])).unwrap(),
+            reply::Subscribed::Doubt
         );
         assert!(
             reply::subscription("h", &bulk("0123456789ABCDEF")).is_err(),

@@ -62,7 +62,7 @@
 //! | `rotate` | script on the old and the new key (one slot): the core fields copied (not the per-session state), `DEL` old, `PEXPIRE` | 1 | yes |
 //! | `touch` | script: `HSET a`, `PEXPIRE` | 1 | yes |
 //! | `set_ttl` | script: `HSET t a`, `PEXPIRE` or `PERSIST` | 1 | yes |
-//! | `set_lifetime` | script: `HSET l a`, `PEXPIRE` at the earlier of the deadline and the cap (`DEL` if the cap has passed) | 1 | yes |
+//! | `set_lifetime` | script: `HSET l a`, `PEXPIRE` at the earlier of the deadline and the cap (`DEL` if the cap has passed); then, for a session with subscriptions, each topic's index script (its TTL pushed to the new cap) | 1 (+1 per subscribed topic, at once) | yes |
 //! | `delete` | `DEL` | 1 | — |
 //! | `contains` | `EXISTS` | 1 | no |
 //! | `len` | `SCAN` per master, counting | keys / 1000 | no |
@@ -74,7 +74,7 @@
 //!
 //! | operation | Redis | round trips | slides? |
 //! | --- | --- | --- | --- |
-//! | `subscribe` | script on the session (exists, limit, `HSET s:<topic>`), then `ZADD` to the topic's index | 2 | no |
+//! | `subscribe` | script on the session (exists, limit, `HSET s:<topic>`), then a script on the topic's index (`ZADD`, its TTL pushed up to the session's lifetime cap) | 2 | no |
 //! | `unsubscribe` | script on the session (`HDEL`), then `ZREM` from the index | 2 (1 if not subscribed) | no |
 //! | `topics` | `HKEYS` | 1 | no |
 //! | `subscribers` | `ZRANGEBYLEX` of the topic's index, `HGET s:<topic>` of each entry's session pipelined per master, `ZREM` of stale entries | ~3 per page | no |
@@ -86,8 +86,8 @@
 //!
 //! With [`Replication::Wait`], each write (`create`, `insert`, `put`,
 //! `update`, `try_update`'s replace and delete, `rotate`, `touch`,
-//! `set_ttl`, `set_lifetime`, `delete`, `subscribe`'s script and index
-//! entry, `unsubscribe`'s script) is followed by `WAIT` in the same
+//! `set_ttl`, `set_lifetime` and its index writes, `delete`, `subscribe`'s
+//! script and index entry, `unsubscribe`'s script) is followed by `WAIT` in the same
 //! pipeline (one round trip still), and is acknowledged only if the
 //! replicas confirmed it — on every path, resends included (see
 //! `scripts.rs`). A `rate_limit` charge and the removal of topic index
@@ -171,8 +171,8 @@ pub use request::RedisStats;
 pub use store::RedisStore;
 
 /// The scripts' text and SHA-1 by operation name (`insert`, `get`, `touch`,
-/// `set_ttl`, `commit`, `put`, `rotate`, `subscribe`, `unsubscribe`, `rate_limit`,
-/// `set_lifetime`), for
+/// `set_ttl`, `commit`, `put`, `rotate`, `subscribe`, `index_add`, `unsubscribe`,
+/// `rate_limit`, `set_lifetime`), for
 /// benchmarks and tests that replay the backend's exact
 /// commands through `redis-benchmark`. Not a stable API.
 #[doc(hidden)]
@@ -188,6 +188,7 @@ pub fn script_source(name: &str) -> Option<(String, String)> {
         "put" => s.put,
         "rotate" => s.rotate,
         "subscribe" => s.subscribe,
+        "index_add" => s.index_add,
         "unsubscribe" => s.unsubscribe,
         "rate_limit" => s.rate_limit,
         "set_lifetime" => s.set_lifetime,

@@ -165,7 +165,9 @@ pub const PIPELINE_KEYS_MAX: usize = 1_000;
 
 /// `SCAN` calls one `list` page may make per master before it returns what
 /// it has (a sparse table can return empty batches): bounds the work of
-/// one page at about 1000 × 1000 keys.
+/// one page at about 1000 × 1000 keys. Also the rounds (a `ZRANGEBYLEX` and
+/// its checks) one fan-out page (`subscribers`) makes through stale index
+/// entries before it returns what it has, with a cursor to resume from.
 pub const SCAN_CALLS_MAX: usize = 1_000;
 
 /// `SCAN` calls `len` may make per master before it reports the table too
@@ -182,6 +184,21 @@ pub const LIST_SCAN_BUDGET_DIVISOR: u32 = 2;
 /// cursor is below the hash table size, so 32 bits cover 2^32 buckets, more
 /// keys than one node holds in any real deployment.
 pub const SCAN_CURSOR_BITS: u32 = 32;
+
+// ---------------------------------------------------------------------------
+// Per-session state
+// ---------------------------------------------------------------------------
+
+/// How long a topic's index is kept past the end of the latest lifetime cap
+/// among the sessions that subscribed to it (see `state.rs`). The index's
+/// TTL is computed from the session's remaining life on the session's
+/// master and armed on the topic's master, later: in real time the index
+/// outlives the session already. But each key expires by its own master's
+/// wall clock (a replica promoted later, by its own): the margin absorbs
+/// clocks that disagree by up to a minute (NTP keeps them within
+/// milliseconds). It costs a minute of an index's memory after its last
+/// session ends.
+pub const TOPIC_INDEX_TTL_MARGIN: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------
 // Errors

@@ -5,6 +5,7 @@
 //! panics on any reply (fuzz target `redis-backend/fuzz`, `decode_reply`).
 
 use redis::Value;
+use session_engine::limits::TOPICS_PER_SESSION_MAX;
 use session_engine::{Error, Metadata, Result, Session, SessionId, Timeout};
 
 use crate::error::protocol;
@@ -570,17 +571,40 @@ pub(crate) fn nonce(value: &[u8]) -> Option<[u8; NONCE_LEN]> {
         .then_some(nonce)
 }
 
+/// How long a session can still live, as the scripts report it
+/// (`left_ms` in `scripts.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Life {
+    /// `0`: no lifetime cap; nothing bounds its life.
+    Unbounded,
+    /// The milliseconds before its lifetime cap ends it.
+    LeftMs(u64),
+}
+
+/// A [`Life`]; `None` for anything but a non-negative integer.
+pub(crate) fn life(value: &Value) -> Option<Life> {
+    match value {
+        Value::Int(0) => Some(Life::Unbounded),
+        Value::Int(n) => u64::try_from(*n).ok().map(Life::LeftMs),
+        _ => None,
+    }
+}
+
 /// What the subscribe script answered (see `scripts::SUBSCRIBE`).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Subscribed {
     /// `{0}`: no session.
     Absent,
-    /// `{1, nonce}`: subscribed now, or by an earlier try of this call.
-    Now([u8; NONCE_LEN]),
-    /// `{2, nonce}`: it already was, by the subscribe of that nonce.
-    Already([u8; NONCE_LEN]),
+    /// `{1, nonce, left}`: subscribed now, or by an earlier try of this
+    /// call; how long the session can still live.
+    Now([u8; NONCE_LEN], Life),
+    /// `{2, nonce, left}`: it already was, by the subscribe of that nonce.
+    Already([u8; NONCE_LEN], Life),
     /// `{3, n}`: the session has `n` topics, the most allowed.
     Full(u64),
+    /// `{4}`: a resend after a doubtful try found no subscription; whether
+    /// the earlier try made one (undone since) cannot be told.
+    Doubt,
 }
 
 /// Reads the subscribe script's reply; anything else is a write's protocol
@@ -589,9 +613,64 @@ pub(crate) fn subscribed(command: &str, value: &Value) -> Result<Subscribed> {
     let decoded = match value {
         Value::Array(fields) => match &fields[..] {
             [Value::Int(0)] => Some(Subscribed::Absent),
-            [Value::Int(1), Value::BulkString(n)] => nonce(n).map(Subscribed::Now),
-            [Value::Int(2), Value::BulkString(n)] => nonce(n).map(Subscribed::Already),
+            [Value::Int(1), Value::BulkString(n), left] => {
+                nonce(n).zip(life(left)).map(|(n, left)| Subscribed::Now(n, left))
+            }
+            [Value::Int(2), Value::BulkString(n), left] => nonce(n)
+                .zip(life(left))
+                .map(|(n, left)| Subscribed::Already(n, left)),
             [Value::Int(3), Value::Int(n)] => u64::try_from(*n).ok().map(Subscribed::Full),
+            [Value::Int(4)] => Some(Subscribed::Doubt),
+            _ => None,
+        },
+        _ => None,
+    };
+    decoded.ok_or_else(|| protocol(command, value, true))
+}
+
+/// What the `set_lifetime` script answered (see `scripts::SET_LIFETIME`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LifetimeSet {
+    /// `{0}`: no session.
+    Absent,
+    /// `{1}`: done; the session has no subscriptions (or ended at once).
+    Done,
+    /// `{2, left, topic, nonce, ...}`: done; how long the session can
+    /// still live and its subscriptions, whose index entries the caller
+    /// re-adds with a TTL that reaches the new cap.
+    Subscribed {
+        left: Life,
+        subscriptions: Vec<(String, [u8; NONCE_LEN])>,
+    },
+}
+
+/// Reads the `set_lifetime` script's reply; anything else (more than
+/// `TOPICS_PER_SESSION_MAX` subscriptions, a topic that is not text, a
+/// value that is not a nonce) is a write's protocol error.
+pub(crate) fn lifetime_set(command: &str, value: &Value) -> Result<LifetimeSet> {
+    let decoded = match value {
+        Value::Array(fields) => match &fields[..] {
+            [Value::Int(0)] => Some(LifetimeSet::Absent),
+            [Value::Int(1)] => Some(LifetimeSet::Done),
+            [Value::Int(2), left, pairs @ ..]
+                if pairs.len() % 2 == 0 && pairs.len() / 2 <= TOPICS_PER_SESSION_MAX =>
+            {
+                let subscriptions = pairs
+                    .chunks_exact(2)
+                    .map(|pair| match pair {
+                        [Value::BulkString(topic), Value::BulkString(n)] => {
+                            Some((String::from_utf8(topic.clone()).ok()?, nonce(n)?))
+                        }
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>();
+                subscriptions.and_then(|subscriptions| {
+                    Some(LifetimeSet::Subscribed {
+                        left: life(left)?,
+                        subscriptions,
+                    })
+                })
+            }
             _ => None,
         },
         _ => None,

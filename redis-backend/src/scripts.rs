@@ -26,8 +26,9 @@
 //! copies only the core fields (`m c t v`, and `a`, `w` anew): the new id
 //! starts without subscriptions or bucket (see `session_engine::SessionState`).
 //! Besides the hash, each topic has a reverse index (a sorted set in the
-//! topic's own slot; see `state.rs`), a hint that the session's own `s:`
-//! field confirms.
+//! topic's own slot, written by `INDEX_ADD`, its TTL past the lifetime
+//! caps of the sessions that subscribed; see `state.rs`), a hint that the
+//! session's own `s:` field confirms.
 //!
 //! Times and timeouts travel as decimal text and are never Lua numbers,
 //! except `now_ms` (below 2^53: exact) and the version (below 2^53 by
@@ -58,7 +59,14 @@
 //! does `try_update`'s delete (whose first try removed the version it saw). Where a resend finds the session changed by
 //! someone else since (another token in `w`, another version), whether the
 //! first try applied cannot be told: an insert or an update then reports
-//! `OutcomeUnknown` rather than apply again over the newer write. A put
+//! `OutcomeUnknown` rather than apply again over the newer write; an
+//! update (or `try_update`'s replace) whose resend finds the session gone
+//! reports it too, not `NotFound` (the first try may have committed before
+//! the session was deleted or rotated). So does
+//! an `insert` whose resend finds no session at all (the first try may
+//! have stored it and another client, which knew the id, deleted it since:
+//! storing again would undo that delete); a `create`'s resend stores it,
+//! since no one else can know a fresh id before `create` returns it. A put
 //! keeps its token in a field of its own, `p`, which updates, touches and
 //! rotations leave alone, so that its resend still finds it after an
 //! `update` built on the put's metadata (and is not applied again over that
@@ -95,8 +103,10 @@
 use redis::Cmd;
 
 /// Milliseconds since the Unix epoch from the server's clock, as a decimal
-/// string (`%d`: Lua 5.1 numbers are doubles, exact to 2^53 ms); and
-/// `arm`, which sets the key's TTL to its next deadline: the inactivity
+/// string (`%d`: Lua 5.1 numbers are doubles, exact to 2^53 ms);
+/// `left_ms`, the milliseconds the session has left before its lifetime
+/// cap ends it (`0`: no cap, nothing bounds its life; at least 1 else);
+/// and `arm`, which sets the key's TTL to its next deadline: the inactivity
 /// timeout `t` from now, or the end of the lifetime cap `c + l` if that
 /// comes first (`l` absent or `0`: no cap; `t` `0`: no inactivity timeout).
 /// Without a cap, `t` goes into `PEXPIRE` as the text it is (any timeout
@@ -123,11 +133,22 @@ local function arm(key, t, c, l, now)
   end
   if t == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, t) end
 end
+local function left_ms(key, now)
+  local r = redis.call('HMGET', key, 'c', 'l')
+  if not r[2] or r[2] == '0' then return 0 end
+  local left = tonumber(r[1]) + tonumber(r[2]) - tonumber(now)
+  if left < 1 then return 1 end
+  return left
+end
 ";
 
 /// `KEYS[1]` session; ARGV metadata, `timeout_ms` (`0` never), token, first
-/// version, lifetime cap in ms (`0` or absent: none). Returns 1 if stored
-/// (or already stored by this token), 0 if the id is taken. The first
+/// version, lifetime cap in ms (`0` or absent: none), and `1` if an earlier
+/// try of this call may have run and others may know the id (else `0` or
+/// absent). Returns 1 if stored (or already stored by this token), 0 if the
+/// id is taken, 2 if that resend finds no session: the earlier try may
+/// have stored it and someone deleted it since (storing it again would undo
+/// that delete), so it stores nothing. The first
 /// version is random (below 2^52, exact in Lua's doubles), not 1: an
 /// `update` that read a session which then went, and whose id was inserted
 /// again, must see a different version, or its commit would land on the
@@ -137,6 +158,7 @@ if redis.call('EXISTS', key) == 1 then
   if redis.call('HGET', key, 'w') == ARGV[3] then return 1 end
   return 0
 end
+if ARGV[6] == '1' then return 2 end
 local now = now_ms()
 local l = ARGV[5] or '0'
 redis.call('HSET', key, 'm', ARGV[1], 'c', now, 'a', now, 't', ARGV[2], 'v', ARGV[4], 'w', ARGV[3], 'l', l)
@@ -179,18 +201,32 @@ return 1
 /// `KEYS[1]` session; ARGV lifetime cap in ms (`0`: none). Activity: records
 /// `a`, re-arms the TTL to the earlier of the inactivity deadline and
 /// `c + l`; a cap that has already passed ends the session (`DEL`), as the
-/// engine's `set_lifetime`. Returns 1, or 0 if absent.
+/// engine's `set_lifetime`. Returns `{0}` if absent; `{1}` if done and the
+/// session has no subscriptions (or just ended); `{2, left, topic, nonce,
+/// ...}` if done and it has subscriptions: the ms it now has left before
+/// its cap (`0`: no cap) and each subscription, whose index entry the
+/// caller re-adds with a TTL of at least that (see `state.rs`: a longer
+/// or lifted cap must not let the topic's index expire before the session).
 const SET_LIFETIME: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 't', 'c')
-if not r[1] then return 0 end
+local r = redis.call('HMGET', key, 't', 'c', 'sn')
+if not r[1] then return {0} end
 local now = now_ms()
 if ARGV[1] ~= '0' and tonumber(r[2]) + tonumber(ARGV[1]) <= tonumber(now) then
   redis.call('DEL', key)
-  return 1
+  return {1}
 end
 redis.call('HSET', key, 'l', ARGV[1], 'a', now)
 arm(key, r[1], r[2], ARGV[1], now)
-return 1
+if not r[3] then return {1} end
+local out = {2, left_ms(key, now)}
+local all = redis.call('HGETALL', key)
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, 2) == 's:' then
+    out[#out + 1] = string.sub(all[i], 3)
+    out[#out + 1] = all[i + 1]
+  end
+end
+return out
 ";
 
 /// `KEYS[1]` session; ARGV expected version, new metadata, token, and the
@@ -276,25 +312,53 @@ return 1
 
 /// `KEYS[1]` session; ARGV the field (`s:<topic>`), this call's nonce (16
 /// hex digits; its idempotency token too), the most topics a session may
-/// have. Not activity (no `PEXPIRE`; `HSET` keeps the key's TTL). Returns
-/// `{0}` if the session is absent; `{1, nonce}` if subscribed now (or by an
-/// earlier try of this call: the field holds its nonce); `{2, nonce}` if it
-/// already was (the nonce of the subscribe that made it); `{3, n}` if the
-/// session has `n` topics, the most allowed (nothing changed). The caller
+/// have, and `1` if an earlier try of this call may have run (else `0` or
+/// absent). Not activity (no `PEXPIRE`; `HSET` keeps the key's TTL). Returns
+/// `{0}` if the session is absent; `{1, nonce, left}` if subscribed now (or by an
+/// earlier try of this call: the field holds its nonce); `{2, nonce, left}` if it
+/// already was (the nonce of the subscribe that made it), `left` being the
+/// ms the session has before its lifetime cap (`0`: no cap), which the
+/// topic index's TTL must reach; `{3, n}` if the
+/// session has `n` topics, the most allowed (nothing changed); `{4}` if
+/// this is a resend after a doubtful try and the session has no such
+/// subscription: the earlier try may have made it and another client
+/// unsubscribed since, so it subscribes nothing (which would undo that
+/// unsubscribe; the caller reports `OutcomeUnknown`). The caller
 /// then adds the returned nonce's entry to the topic's index, in every
-/// case but `{0}` and `{3}`: an entry lost earlier (a failed write, a
-/// failover) is put back by the next subscribe.
+/// case but `{0}`, `{3}` and `{4}`: an entry lost earlier (a failed write,
+/// a failover) is put back by the next subscribe.
 const SUBSCRIBE: &str = "local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {0} end
 local cur = redis.call('HGET', key, ARGV[1])
 if cur then
-  if cur == ARGV[2] then return {1, cur} end
-  return {2, cur}
+  if cur == ARGV[2] then return {1, cur, left_ms(key, now_ms())} end
+  return {2, cur, left_ms(key, now_ms())}
 end
+if ARGV[4] == '1' then return {4} end
 local n = tonumber(redis.call('HGET', key, 'sn') or '0')
 if n >= tonumber(ARGV[3]) then return {3, n} end
 redis.call('HSET', key, ARGV[1], ARGV[2], 'sn', string.format('%d', n + 1))
-return {1, ARGV[2]}
+return {1, ARGV[2], left_ms(key, now_ms())}
+";
+
+/// `KEYS[1]` a topic's index; ARGV the member (id and nonce), and the TTL
+/// in ms the index must have at least (`0`: none, the subscriber's life
+/// has no bound). Adds the member (score 0) and pushes the key's TTL up to
+/// the one given, never down: a new key gets it; a key with a shorter TTL
+/// gets it; a key without one (some subscriber's life had no bound) keeps
+/// none; `0` removes the TTL. So the index outlives every session that
+/// subscribed to it (see `state.rs`). Returns 1 if the member is new, else
+/// 0 (as `ZADD`).
+const INDEX_ADD: &str = "local key = KEYS[1]
+local existed = redis.call('EXISTS', key)
+local added = redis.call('ZADD', key, 0, ARGV[1])
+if ARGV[2] == '0' then
+  redis.call('PERSIST', key)
+else
+  local ttl = redis.call('PTTL', key)
+  if existed == 0 or (ttl >= 0 and ttl < tonumber(ARGV[2])) then redis.call('PEXPIRE', key, ARGV[2]) end
+end
+return added
 ";
 
 /// `KEYS[1]` session; ARGV the field (`s:<topic>`). Not activity. Returns
@@ -481,6 +545,7 @@ pub(crate) struct Scripts {
     pub(crate) put: Script,
     pub(crate) rotate: Script,
     pub(crate) subscribe: Script,
+    pub(crate) index_add: Script,
     pub(crate) unsubscribe: Script,
     pub(crate) rate_limit: Script,
     pub(crate) set_lifetime: Script,
@@ -488,7 +553,7 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     /// Every script's text (to load them on a server ahead of use).
-    pub(crate) fn codes(&self) -> [&str; 11] {
+    pub(crate) fn codes(&self) -> [&str; 12] {
         [
             &self.insert.code,
             &self.get.code,
@@ -498,6 +563,7 @@ impl Scripts {
             &self.put.code,
             &self.rotate.code,
             &self.subscribe.code,
+            &self.index_add.code,
             &self.unsubscribe.code,
             &self.rate_limit.code,
             &self.set_lifetime.code,
@@ -514,6 +580,7 @@ impl Scripts {
             put: Script::new("put", PUT),
             rotate: Script::new("rotate", ROTATE),
             subscribe: Script::new("subscribe", SUBSCRIBE),
+            index_add: Script::new("index_add", INDEX_ADD),
             unsubscribe: Script::new("unsubscribe", UNSUBSCRIBE),
             rate_limit: Script::new("rate_limit", RATE_LIMIT),
             set_lifetime: Script::new("set_lifetime", SET_LIFETIME),
@@ -546,6 +613,7 @@ mod tests {
             &s.put,
             &s.rotate,
             &s.subscribe,
+            &s.index_add,
             &s.unsubscribe,
             &s.rate_limit,
             &s.set_lifetime,

@@ -23,17 +23,24 @@
 //! ```
 //!
 //! The id's raw bytes come first, so the order is the ids' order as
-//! big-endian integers, and a page resumes "after id X" with the exclusive
-//! bound `(X ‖ 0xff`, past every member of X (hex digits are below
-//! `0xff`): [`TopicCursor`] is X + 1 (0 is the start; the largest id has
-//! nothing after it). The nonce is the random token of the subscribe that
+//! big-endian integers, and a page resumes "from id Y on" with the
+//! exclusive bound `(Y-1 ‖ 0xff`, past every member of Y - 1 (hex digits
+//! are below `0xff`): [`TopicCursor`] is Y (0 is the start). A page that
+//! filled up resumes after its last id X (Y = X + 1; the largest id has
+//! nothing after it); one that stopped short (its time budget, its round
+//! cap) at an id it did not return resumes at that id (see `resume_at`).
+//! Within a page, each round resumes exactly past the last member read. The nonce is the random token of the subscribe that
 //! made the subscription; the session's `s:<topic>` field holds the same.
+//! Members of other lengths or with other bytes are not this store's: a
+//! fan-out skips them (and leaves them), but counts them as read, so they
+//! never make the index look exhausted.
 //!
 //! # The index is a hint, the field is the truth
 //!
 //! A session key and a topic key are in different slots (on different
 //! masters, in a cluster), so no script can change both: a subscribe runs
-//! its script on the session first, then `ZADD`s the entry (two round
+//! its script on the session first, then adds the entry (`ZADD`, in the
+//! index script, which also sets the index's TTL: below; two round
 //! trips); an unsubscribe runs its script, then `ZREM`s the entry. The
 //! index can therefore hold entries whose subscription is gone (the
 //! `ZREM` failed, the session expired, was deleted or rotated): a fan-out
@@ -52,7 +59,7 @@
 //!
 //! Either way the field held no `n` at that moment, and no later
 //! subscribe can set `n` again: each subscribe call draws a fresh nonce,
-//! and its `ZADD` comes after its script's last try. A subscription made
+//! and its index write comes after its script's last try. A subscription made
 //! meanwhile has a nonce of its own, so a new member, which those removals
 //! cannot touch: an unsubscribe racing a subscribe of the same topic by the
 //! same session, in any order, leaves the index a superset of the truth.
@@ -61,12 +68,49 @@
 //! `ZADD` that failed, a failover under `Replication::Async`) comes back
 //! with the next subscribe.
 //!
+//! # The index's TTL: past the latest lifetime cap of its sessions
+//!
+//! An index holds entries until a fan-out or an unsubscribe of its topic
+//! removes them: an index nobody fans out would keep the entries of every
+//! session that ever subscribed and went (expired, deleted, rotated). So
+//! the index key has a TTL that ends after every session that subscribed
+//! to it. A topic key lives in its own slot, so no script that slides a
+//! session's deadline (every activity) can touch its topics' indexes, and
+//! sliding them from the client would cost a round trip per topic on
+//! every `get`: the TTL can only follow what bounds a session's life for
+//! good, its lifetime cap (`l`, from `c`: the session key's TTL never
+//! passes `c + l`, however active the session; `arm` in `scripts.rs`).
+//!
+//! - The subscribe script reports the ms the session has left before its
+//!   cap; the index write is one script on the topic's key (the same round
+//!   trip as a bare `ZADD`) that adds the entry and pushes the index's TTL
+//!   up to that plus `TOPIC_INDEX_TTL_MARGIN` (clocks that disagree),
+//!   never down. A subscribe of a session already subscribed does it too.
+//! - A session without a cap has no such bound (an active one lives on
+//!   indefinitely): its index write removes the TTL (`PERSIST`), and a
+//!   later capped subscriber does not bring one back. Such an index
+//!   shrinks only by fan-outs and unsubscribes, as before (the removal of
+//!   its last entry removes the key).
+//! - `set_lifetime` (which may lengthen or lift a cap) gets the session's
+//!   subscriptions back from its script and redoes each one's index write
+//!   with the new bound (one request per topic, all at once): otherwise an
+//!   index could expire under a live subscription.
+//!
+//! So an index outlives each of its sessions, and with capped sessions
+//! (`RedisConfig::max_lifetime`) it expires at most the margin after the
+//! latest cap among them ends, whether anyone fans it out or not. The TTL
+//! is a bound, not an exact end: a cap lowered later, or the session with
+//! the latest cap gone early, leaves it where it was.
+//!
 //! # Retries
 //!
 //! Subscribe and unsubscribe are idempotent (they set and remove), and
 //! resent like every write (`request.rs`): a subscribe resent after a lost
 //! reply finds its own nonce in the field and reports `true`, as the first
-//! try would have; an unsubscribe resent after a doubtful try that finds
+//! try would have; one that finds no subscription makes none and fails
+//! with `OutcomeUnknown` (the first try may have subscribed and another
+//! client unsubscribed since: subscribing again would undo that); an
+//! unsubscribe resent after a doubtful try that finds
 //! no subscription counts it as its own (as `delete` does). A rate-limit
 //! charge is not idempotent: resent blindly it would charge twice. It
 //! carries a token (as an insert does); a resend after a doubtful try
@@ -85,8 +129,8 @@ use session_engine::{
     TopicPage,
 };
 
-use crate::limits::{LIST_SCAN_BUDGET_DIVISOR, SCAN_CALLS_MAX, SCAN_COUNT_MAX};
-use crate::reply::{self, Charge, Subscribed, Unsubscribed, NONCE_LEN};
+use crate::limits::{LIST_SCAN_BUDGET_DIVISOR, SCAN_CALLS_MAX, SCAN_COUNT_MAX, TOPIC_INDEX_TTL_MARGIN};
+use crate::reply::{self, Charge, Life, Subscribed, Unsubscribed, NONCE_LEN};
 use crate::request::{join_all, BatchReply, Inner, Kind};
 use crate::store::RedisStore;
 
@@ -158,6 +202,65 @@ fn after_id(id: &SessionId) -> Vec<u8> {
     bound
 }
 
+/// The index script's TTL argument for a subscriber that can live `left`:
+/// that and the margin (no bound: `0`, no TTL).
+fn index_ttl_field(left: Life) -> String {
+    match left {
+        Life::Unbounded => "0".to_owned(),
+        Life::LeftMs(ms) => {
+            let margin = u64::try_from(TOPIC_INDEX_TTL_MARGIN.as_millis()).unwrap_or(u64::MAX);
+            ms.max(1).saturating_add(margin).to_string()
+        }
+    }
+}
+
+/// `(<member>`: the exclusive bound just past one index member.
+fn after_member(member: &[u8]) -> Vec<u8> {
+    let mut bound = Vec::with_capacity(1 + member.len());
+    bound.push(b'(');
+    bound.extend_from_slice(member);
+    bound
+}
+
+/// The id an index member sorts under: its first 16 bytes (a shorter
+/// member, which this store did not write, padded with zeros).
+fn member_id(member: &[u8]) -> SessionId {
+    let mut id = [0u8; 16];
+    let n = member.len().min(16);
+    id[..n].copy_from_slice(&member[..n]);
+    SessionId::from_bytes(id)
+}
+
+/// Where the next page resumes when a page stops short (its time budget or
+/// its round cap) after reading `last`: at `last`'s id, not past it. For a
+/// member of this store's that changes nothing (any entry of a session
+/// tells whether it is subscribed, so the page checked it), but a member
+/// of someone else's making that starts with a session's id can sort
+/// before that session's entries, which the page has not read. Past it
+/// if the page returned that id (returned once), or if resuming at it
+/// would not move on from `from`, the page's own cursor (every page makes
+/// progress). `None` after the largest id.
+fn resume_at(last: &[u8], returned: Option<&SessionId>, from: TopicCursor) -> Option<TopicCursor> {
+    let id = member_id(last);
+    let at = TopicCursor::new(u128::from_be_bytes(id.to_bytes()));
+    if returned == Some(&id) || at.position() <= from.position() {
+        cursor_after(&id)
+    } else {
+        Some(at)
+    }
+}
+
+/// One `ZRANGEBYLEX` of a topic's index.
+struct Batch {
+    /// The members this store wrote, as id and nonce, in index order.
+    entries: Vec<(SessionId, [u8; NONCE_LEN])>,
+    /// Members read, those skipped included: fewer than asked for means
+    /// the index ends here.
+    read: usize,
+    /// The last member read, whoever wrote it.
+    last: Option<Vec<u8>>,
+}
+
 /// What a fan-out found for one index entry.
 enum Check {
     /// The session has the field with this entry's nonce: subscribed.
@@ -175,8 +278,10 @@ enum Check {
 impl RedisStore {
     /// Subscribes the session to `topic` (see [`SessionState::subscribe`]):
     /// one script on the session (exists? subscribed? under the limit?),
-    /// then the entry added to the topic's index (`ZADD`, on the topic's
-    /// master): two round trips, both writes (with
+    /// then the entry added to the topic's index (the index script on the
+    /// topic's master: `ZADD`, and the index's TTL pushed up to the
+    /// session's lifetime cap, see the module docs): two round trips, both
+    /// writes (with
     /// [`Replication::Wait`](crate::Replication::Wait) each waits for its
     /// replicas). Not activity.
     ///
@@ -184,7 +289,10 @@ impl RedisStore {
     /// [`Error::InvalidArgument`] for an empty topic, [`Error::LimitExceeded`]
     /// past `TOPIC_LEN_MAX` bytes (nothing sent) or for a session already
     /// at `TOPICS_PER_SESSION_MAX` topics (nothing changed);
-    /// [`Error::NotFound`]; the request errors of the crate docs. An error
+    /// [`Error::NotFound`]; [`Error::OutcomeUnknown`] if a try failed in
+    /// doubt and the resend found no subscription (made by that try and
+    /// undone since, or never made: nothing was made again); the request
+    /// errors of the crate docs. An error
     /// from the index write leaves the subscription in the session but maybe
     /// not in the index (a fan-out may miss it): subscribe again (the same
     /// call re-adds the entry).
@@ -198,16 +306,20 @@ impl RedisStore {
         let max = TOPICS_PER_SESSION_MAX.to_string();
         let script = &inner.scripts.subscribe;
         let reply = inner
-            .script(
-                Kind::Write,
-                deadline,
-                script,
-                &key,
-                &[&field, &nonce, max.as_bytes()],
-            )
+            .request(Kind::Write, deadline, &key, |attempt| {
+                let resend: &[u8] = if attempt.fence { b"1" } else { b"0" };
+                Cow::Owned(script.cmd(attempt.eval, &key, &[&field, &nonce, max.as_bytes(), resend]))
+            })
             .await?;
-        let (new, indexed) = match reply::subscribed(&script.command, &reply.value.value)? {
+        let outcome = match reply::subscribed(&script.command, &reply.value.value)? {
             Subscribed::Absent => return Err(Error::NotFound),
+            Subscribed::Doubt => {
+                return Err(Error::OutcomeUnknown {
+                    reason: "a subscribe failed in doubt and on resending the session had no such \
+                             subscription: it may have been made and undone since (it was not made again)"
+                        .into(),
+                })
+            }
             Subscribed::Full(held) => {
                 return Err(Error::LimitExceeded {
                     what: "topics of one session (TOPICS_PER_SESSION_MAX)",
@@ -215,18 +327,68 @@ impl RedisStore {
                     max: TOPICS_PER_SESSION_MAX,
                 })
             }
-            Subscribed::Now(n) => (true, n),
-            Subscribed::Already(n) => (false, n),
+            Subscribed::Now(n, left) => (true, n, left),
+            Subscribed::Already(n, left) => (false, n, left),
         };
+        let (new, indexed, left) = outcome;
         inner.acknowledge(reply.value.replicas, ())?;
-        let topic_key = inner.keys.topic_key(topic);
-        let mut zadd = redis::cmd("ZADD");
-        zadd.arg(&topic_key).arg(0).arg(&member(id, &indexed)[..]);
-        let added = inner
-            .request(Kind::Write, deadline, &topic_key, |_| Cow::Borrowed(&zadd))
+        self.index_add(topic, &member(id, &indexed), left, deadline)
             .await?;
-        reply::flag("ZADD", &added.value.value, true)?;
-        inner.acknowledge(added.value.replicas, new)
+        Ok(new)
+    }
+
+    /// Adds `member` to `topic`'s index and pushes the index's TTL up to
+    /// the subscriber's life `left` and [`TOPIC_INDEX_TTL_MARGIN`] (none
+    /// if nothing bounds its life: see the module docs): the index script, on the topic's
+    /// master; a write, acknowledged as every write.
+    async fn index_add(
+        &self,
+        topic: &str,
+        member: &[u8; MEMBER_LEN],
+        left: Life,
+        deadline: Instant,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let topic_key = inner.keys.topic_key(topic);
+        let ttl = index_ttl_field(left);
+        let script = &inner.scripts.index_add;
+        let added = inner
+            .script(
+                Kind::Write,
+                deadline,
+                script,
+                &topic_key,
+                &[member, ttl.as_bytes()],
+            )
+            .await?;
+        reply::flag(&script.command, &added.value.value, true)?;
+        inner.acknowledge(added.value.replicas, ())
+    }
+
+    /// After `set_lifetime` changed the cap of session `id`, which has the
+    /// `subscriptions` (topic, nonce) and now `left` to live: each entry
+    /// re-added with an index TTL that reaches the new cap (a longer or
+    /// lifted cap must not let an index expire before the session), all
+    /// topics at once. The first error is returned; the cap is set either
+    /// way, and subscribing again (or the same `set_lifetime` again) mends
+    /// an index whose TTL fell short.
+    pub(crate) async fn rearm_indexes(
+        &self,
+        id: &SessionId,
+        left: Life,
+        subscriptions: &[(String, [u8; NONCE_LEN])],
+        deadline: Instant,
+    ) -> Result<()> {
+        let members: Vec<[u8; MEMBER_LEN]> = subscriptions.iter().map(|(_, n)| member(id, n)).collect();
+        let done = join_all(
+            subscriptions
+                .iter()
+                .zip(&members)
+                .map(|((topic, _), member)| self.index_add(topic, member, left, deadline))
+                .collect(),
+        )
+        .await;
+        done.into_iter().collect()
     }
 
     /// Unsubscribes the session from `topic` (see
@@ -335,8 +497,10 @@ impl RedisStore {
         for _ in 0..SCAN_CALLS_MAX {
             // A few more than the room left: stale entries take no room.
             let want = (limit - ids.len() + 8).min(SCAN_COUNT_MAX);
-            let entries = self.index_range(&topic_key, &lower, want, deadline).await?;
-            let exhausted = entries.len() < want;
+            let Batch { entries, read, last } = self.index_range(&topic_key, &lower, want, deadline).await?;
+            // By what the index held, not by what parsed: a member of
+            // someone else's making takes its place in the batch too.
+            let exhausted = read < want;
             let checks = self.check_entries(&entries, &field, deadline).await?;
             let mut full_at = None;
             for (k, ((id, nonce), check)) in entries.iter().zip(&checks).enumerate() {
@@ -370,19 +534,20 @@ impl RedisStore {
                 };
                 break;
             }
-            let Some((last, _)) = entries.last() else {
-                break; // the index is exhausted
+            let Some(last) = last.filter(|_| !exhausted) else {
+                next = None; // the index is exhausted
+                break;
             };
-            if exhausted {
+            // Until a later round says otherwise, the listing resumes
+            // here: a page that stops for its time budget or its round cap
+            // (`SCAN_CALLS_MAX`) has not seen the index's end.
+            next = resume_at(&last, ids.last(), cursor);
+            if next.is_none() || Instant::now() >= rounds_until {
                 break;
             }
-            next = cursor_after(last);
-            let Some(resume) = next else { break };
-            if Instant::now() >= rounds_until {
-                break;
-            }
-            lower = lower_bound(resume);
-            next = None;
+            // Within the page, exactly past the last member read, whoever
+            // wrote it (a batch of foreign members alone still moves on).
+            lower = after_member(&last);
         }
         if !stale.is_empty() {
             let mut zrem = redis::cmd("ZREM");
@@ -456,15 +621,16 @@ impl RedisStore {
 
 /// The parts of a fan-out that are not public API.
 impl RedisStore {
-    /// Up to `want` index entries from `lower` on (`ZRANGEBYLEX`); members
-    /// this store did not write are skipped.
+    /// Up to `want` index members from `lower` on (`ZRANGEBYLEX`), as
+    /// entries; members this store did not write are skipped, but counted
+    /// in [`Batch::read`] and [`Batch::last`].
     async fn index_range(
         &self,
         topic_key: &[u8],
         lower: &[u8],
         want: usize,
         deadline: Instant,
-    ) -> Result<Vec<(SessionId, [u8; NONCE_LEN])>> {
+    ) -> Result<Batch> {
         let mut range = redis::cmd("ZRANGEBYLEX");
         range
             .arg(topic_key)
@@ -485,7 +651,11 @@ impl RedisStore {
                 false,
             ));
         }
-        Ok(members.iter().filter_map(|m| parse_member(m)).collect())
+        Ok(Batch {
+            entries: members.iter().filter_map(|m| parse_member(m)).collect(),
+            read: members.len(),
+            last: members.last().cloned(),
+        })
     }
 
     /// Checks each entry's session: `HGET key s:<topic>`, pipelined per
@@ -630,6 +800,49 @@ mod tests {
         // Any position is a valid cursor (text round trip too).
         let text = cursor.to_string();
         assert_eq!(text.parse::<TopicCursor>().unwrap(), cursor);
+    }
+
+    #[test]
+    fn a_page_stopped_short_resumes_at_an_id_it_did_not_return() {
+        let x = SessionId::from_bytes([0x22; 16]);
+        let last = member(&x, &fresh_nonce());
+        let at = TopicCursor::new(u128::from_be_bytes(x.to_bytes()));
+        // Not returned: at its id, so that its later members are read.
+        assert_eq!(resume_at(&last, None, TopicCursor::START), Some(at));
+        assert!(lower_bound(at)[1..] < last[..], "the member is read again");
+        // Returned: past it, never twice.
+        assert_eq!(resume_at(&last, Some(&x), TopicCursor::START), cursor_after(&x));
+        // At the page's own cursor: past it, so every page moves on.
+        assert_eq!(resume_at(&last, None, at), cursor_after(&x));
+        assert_eq!(
+            resume_at(
+                &member(&SessionId::from_bytes([0xff; 16]), &fresh_nonce()),
+                None,
+                at
+            ),
+            { Some(TopicCursor::new(u128::MAX)) }
+        );
+        // A member this store did not write sorts under its first 16 bytes.
+        assert_eq!(member_id(b"abc"), {
+            let mut id = [0u8; 16];
+            id[..3].copy_from_slice(b"abc");
+            SessionId::from_bytes(id)
+        });
+        let foreign = b"abc";
+        let cursor = resume_at(foreign, None, TopicCursor::START).expect("a cursor");
+        assert!(lower_bound(cursor)[1..] < foreign[..], "read again");
+        // Within a page: exactly past the member.
+        assert_eq!(after_member(&last)[1..], last[..]);
+        assert_eq!(after_member(&last)[0], b'(');
+    }
+
+    #[test]
+    fn an_index_outlives_its_sessions_by_the_margin() {
+        let margin = u64::try_from(TOPIC_INDEX_TTL_MARGIN.as_millis()).unwrap();
+        assert_eq!(index_ttl_field(Life::Unbounded), "0", "no TTL");
+        assert_eq!(index_ttl_field(Life::LeftMs(5_000)), (5_000 + margin).to_string());
+        assert_eq!(index_ttl_field(Life::LeftMs(0)), (1 + margin).to_string());
+        assert_eq!(index_ttl_field(Life::LeftMs(u64::MAX)), u64::MAX.to_string());
     }
 
     #[test]

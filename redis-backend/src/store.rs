@@ -23,7 +23,7 @@ use crate::limits::{
     UPDATE_TRIES_MAX, VERSION_FIRST_MAX,
 };
 use crate::replication::ReplicationLag;
-use crate::reply::{self, Commit, Seen};
+use crate::reply::{self, Commit, LifetimeSet, Seen};
 use crate::request::{join_all, Acked, BatchReply, Inner, Kind, RedisStats, Reply};
 use crate::scripts::{peek_cmd, try_update_read_cmd, update_read_cmd, Scripts};
 
@@ -152,7 +152,10 @@ impl RedisStore {
         let deadline = self.inner.deadline();
         for _ in 0..CREATE_TRIES_MAX {
             let id = SessionId::random().map_err(Error::Entropy)?;
-            match self.insert_at(id, metadata, &timeout_field, deadline).await {
+            match self
+                .insert_at(id, metadata, &timeout_field, deadline, false)
+                .await
+            {
                 Ok(()) => return Ok(id),
                 Err(Error::AlreadyExists) => {}
                 Err(e) => return Err(e),
@@ -180,7 +183,7 @@ impl RedisStore {
     /// the errors of [`RedisStore::create`].
     pub async fn insert(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
         let timeout_field = self.check(metadata.len(), timeout)?;
-        self.insert_at(id, metadata, &timeout_field, self.inner.deadline())
+        self.insert_at(id, metadata, &timeout_field, self.inner.deadline(), true)
             .await
     }
 
@@ -301,7 +304,8 @@ impl RedisStore {
     /// [`Error::Contended`] after 256 lost races, or when the request timeout
     /// runs out between lost races (nothing applied); [`Error::OutcomeUnknown`]
     /// if a commit failed in doubt and a concurrent writer then moved the
-    /// version on (whether this update is in is then unknowable); the request
+    /// version on, or the session was gone by the resend (whether this
+    /// update is in is then unknowable); the request
     /// errors of the crate docs. The read, every commit and every resend
     /// share one request timeout.
     pub async fn update<F>(&self, id: &SessionId, mut f: F) -> Result<Session>
@@ -330,6 +334,9 @@ impl RedisStore {
                 )
                 .await?;
             match reply::commit_outcome(&script.command, value)? {
+                // Gone after a doubtful try: that try may have committed
+                // before someone deleted or rotated the session.
+                Commit::Absent if resent_after_doubt => return Err(gone_after_doubt("an update")),
                 Commit::Absent => return Err(Error::NotFound),
                 Commit::Done(fields) => {
                     let session = reply::session_with(*id, Metadata::from(new), &script.command, &fields)?;
@@ -377,7 +384,8 @@ impl RedisStore {
     /// [`Error::Contended`] after 256 lost races, or when the request timeout
     /// runs out between lost races (nothing applied);
     /// [`Error::OutcomeUnknown`] if a replace or delete failed in doubt and
-    /// a concurrent writer then changed the session; the request errors of
+    /// a concurrent writer then changed the session, or if a replace failed
+    /// in doubt and the session was gone by the resend; the request errors of
     /// the crate docs. The read, every commit and every resend share one
     /// request timeout. A delete resent after a doubtful try that finds the
     /// session gone counts it as deleted, as [`RedisStore::delete`] does.
@@ -440,6 +448,11 @@ impl RedisStore {
                 // reply was lost, or another's; as `delete`, counted done.
                 (Commit::Absent, Op::Delete) if resent_after_doubt => {
                     Updated::Deleted(seen.into_session(*id))
+                }
+                // A replace: that try may have committed before someone
+                // deleted or rotated the session.
+                (Commit::Absent, Op::Replace(_)) if resent_after_doubt => {
+                    return Err(gone_after_doubt("a try_update"))
                 }
                 (Commit::Absent, _) => return Err(Error::NotFound),
                 (Commit::Moved(_), Op::Replace(_) | Op::Delete) if resent_after_doubt => {
@@ -623,14 +636,31 @@ impl RedisStore {
     /// and the cap. Counts as activity; a write. A cap that has already
     /// passed ends the session at once (the key is deleted). New sessions
     /// get [`RedisConfig::max_lifetime`](crate::RedisConfig::max_lifetime).
+    /// A session with subscriptions then has each topic's index entry
+    /// written again (one request per topic, all at once), so that the
+    /// index's TTL reaches the new cap (see `state.rs`).
     ///
     /// # Errors
     /// [`Error::InvalidTimeout`] (nothing sent), [`Error::NotFound`]; the
-    /// request errors of the crate docs.
+    /// request errors of the crate docs (an index write's error comes after
+    /// the cap was set: calling again, or subscribing again, mends it).
     pub async fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
         let field = check_timeout(lifetime)?;
-        self.write_existing(id, |s| &s.set_lifetime, &[field.as_bytes()])
-            .await
+        let inner = &self.inner;
+        let key = inner.keys.key(id);
+        let deadline = inner.deadline();
+        let script = &inner.scripts.set_lifetime;
+        let reply = inner
+            .script(Kind::Write, deadline, script, &key, &[field.as_bytes()])
+            .await?;
+        match reply::lifetime_set(&script.command, &reply.value.value)? {
+            LifetimeSet::Absent => Err(Error::NotFound),
+            LifetimeSet::Done => inner.acknowledge(reply.value.replicas, ()),
+            LifetimeSet::Subscribed { left, subscriptions } => {
+                inner.acknowledge(reply.value.replicas, ())?;
+                self.rearm_indexes(id, left, &subscriptions, deadline).await
+            }
+        }
     }
 
     /// True if a live session has this id (`EXISTS`; not activity).
@@ -789,39 +819,55 @@ impl RedisStore {
         reply::update_read(reply.value)
     }
 
-    /// Stores a new session under `id` within `deadline`.
+    /// Stores a new session under `id` within `deadline`. `shared`: the
+    /// caller chose the id, so others may know it (`insert`), and a resend
+    /// after a doubtful try that finds no session must not store it again
+    /// (see `scripts::INSERT`); a fresh id of `create`'s is known to no one
+    /// else until it returns, so nobody can have deleted it in between.
     async fn insert_at(
         &self,
         id: SessionId,
         metadata: &[u8],
         timeout_field: &str,
         deadline: Instant,
+        shared: bool,
     ) -> Result<()> {
         let inner = &self.inner;
         let key = inner.keys.key(&id);
         let token = token();
         let first_version = first_version();
         let lifetime = lifetime_field(&inner.config);
-        let args: [&[u8]; 5] = [
-            metadata,
-            timeout_field.as_bytes(),
-            token.as_bytes(),
-            first_version.as_bytes(),
-            lifetime.as_bytes(),
-        ];
         let script = &inner.scripts.insert;
-        let reply = inner.script(Kind::Write, deadline, script, &key, &args).await?;
-        match reply::flag(&script.command, &reply.value.value, true)? {
-            true => inner.acknowledge(reply.value.replicas, ()),
+        let reply = inner
+            .request(Kind::Write, deadline, &key, |attempt| {
+                let resend: &[u8] = if shared && attempt.fence { b"1" } else { b"0" };
+                let args: [&[u8]; 6] = [
+                    metadata,
+                    timeout_field.as_bytes(),
+                    token.as_bytes(),
+                    first_version.as_bytes(),
+                    lifetime.as_bytes(),
+                    resend,
+                ];
+                Cow::Owned(script.cmd(attempt.eval, &key, &args))
+            })
+            .await?;
+        match reply::code(&script.command, &reply.value.value, 0..=2, true)? {
+            1 => inner.acknowledge(reply.value.replicas, ()),
             // The id is taken by another token. After a doubtful try that
             // may be this insert's own session, changed since by someone
             // who knew the id.
-            false if reply.resent_after_doubt => Err(Error::OutcomeUnknown {
+            0 if reply.resent_after_doubt => Err(Error::OutcomeUnknown {
                 reason: "an insert failed in doubt and on resending the id was taken by a session \
                          changed since: it may be this insert's"
                     .into(),
             }),
-            false => Err(Error::AlreadyExists),
+            0 => Err(Error::AlreadyExists),
+            _ => Err(Error::OutcomeUnknown {
+                reason: "an insert failed in doubt and on resending no session had the id: it may have \
+                         been stored and deleted since (it was not stored again)"
+                    .into(),
+            }),
         }
     }
 }
@@ -905,6 +951,18 @@ fn moved_after_doubt(what: &str) -> Error {
         reason: format!(
             "{what} commit failed in doubt and another writer changed the session before the resend: it \
              may or may not be in"
+        ),
+    }
+}
+
+/// The error of an optimistic write whose try failed in doubt and whose
+/// resend found the session gone: the try may have applied before another
+/// client deleted (or rotated) the session.
+fn gone_after_doubt(what: &str) -> Error {
+    Error::OutcomeUnknown {
+        reason: format!(
+            "{what} commit failed in doubt and the session was gone when it was resent: it may have been \
+             applied before the session went"
         ),
     }
 }

@@ -230,7 +230,8 @@ async fn a_subscribe_whose_reply_was_lost_reports_what_it_did() {
     );
     // The index write's reply lost: resent (a set operation), listed once.
     let other = store.create(b"", TTL).await.unwrap();
-    proxy.lose_reply("ZADD");
+    let (_, sha) = session_redis::script_source("index_add").unwrap();
+    proxy.lose_reply(&sha);
     assert!(store.subscribe(&other, "t").await.expect("resent"));
     assert!(proxy.fault_fired());
     let page = store.subscribers("t", TopicCursor::START, 5).await.unwrap();

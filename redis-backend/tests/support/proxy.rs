@@ -13,6 +13,10 @@
 //! - [`Proxy::refuse`]: the next request containing a marker never reaches
 //!   the server; the proxy answers each of its commands with an error reply
 //!   (`-TRYAGAIN`, say): a request the server did not run.
+//! - [`Proxy::lose_reply_then_hold`]: as `lose_reply`, and the next request
+//!   containing the marker after that (the client's resend) is held at the
+//!   proxy until [`Proxy::release`]: the test acts between a write that
+//!   applied and its resend ([`Proxy::held`] says when the resend is held).
 //! - [`Proxy::delay`]: every request waits this long before it is forwarded.
 //!
 //! Markers are matched against one read from the client (a pipeline sent in
@@ -31,6 +35,9 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Clone, Debug)]
 enum Fault {
     LoseReply,
+    /// `LoseReply`, then `Hold` armed for the same marker.
+    LoseReplyThenHold,
+    Hold,
     Refuse(String),
 }
 
@@ -43,6 +50,8 @@ struct Control {
     fired: AtomicU64,
     reads: AtomicU64,
     accepted: AtomicU64,
+    held: AtomicU64,
+    released: AtomicBool,
 }
 
 impl Control {
@@ -56,7 +65,13 @@ impl Control {
             return None;
         }
         self.fired.fetch_add(1, Ordering::SeqCst);
-        armed.take().map(|(_, fault)| fault)
+        let (marker, fault) = armed.take()?;
+        if matches!(fault, Fault::LoseReplyThenHold) {
+            // Armed in the same step: the resend cannot slip through.
+            *armed = Some((marker, Fault::Hold));
+            return Some(Fault::LoseReply);
+        }
+        Some(fault)
     }
 }
 
@@ -127,6 +142,23 @@ impl Proxy {
     /// does not reach the client, whose connection is closed instead.
     pub fn lose_reply(&self, marker: &str) {
         *self.control.armed.lock().unwrap() = Some((marker.as_bytes().to_vec(), Fault::LoseReply));
+    }
+
+    /// As [`Proxy::lose_reply`]; then the next request containing `marker`
+    /// (the resend) waits at the proxy until [`Proxy::release`].
+    pub fn lose_reply_then_hold(&self, marker: &str) {
+        self.control.released.store(false, Ordering::SeqCst);
+        *self.control.armed.lock().unwrap() = Some((marker.as_bytes().to_vec(), Fault::LoseReplyThenHold));
+    }
+
+    /// Requests held so far by [`Proxy::lose_reply_then_hold`].
+    pub fn held(&self) -> u64 {
+        self.control.held.load(Ordering::SeqCst)
+    }
+
+    /// Lets a held request (and any later one) go on to the server.
+    pub fn release(&self) {
+        self.control.released.store(true, Ordering::SeqCst);
     }
 
     /// The next request containing `marker` does not reach the server; each
@@ -229,6 +261,13 @@ async fn upstream(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, link: Arc<Lin
                 continue;
             }
             Some(Fault::LoseReply) => link.cut_pending.store(true, Ordering::SeqCst),
+            Some(Fault::Hold) => {
+                link.control.held.fetch_add(1, Ordering::SeqCst);
+                while !link.control.released.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            Some(Fault::LoseReplyThenHold) => unreachable!("taken as LoseReply"),
             None => {}
         }
         if to.write_all(&buf[..n]).await.is_err() {

@@ -1,0 +1,256 @@
+//! A write whose reply was lost is resent; when the resend finds its
+//! session (or its subscription) gone, it cannot tell "my first try never
+//! ran" from "my first try ran and another client undid it since". It
+//! must not guess: it reports `OutcomeUnknown`, and in particular does not
+//! apply again over another client's acknowledged delete or unsubscribe.
+//!
+//! One server behind a proxy that loses the first try's reply and holds the
+//! resend while another client (straight to the server) writes.
+
+mod support;
+
+use std::future::Future;
+use std::time::Duration;
+
+use session_engine::{Error, Op, SessionId, Timeout, TopicCursor};
+use session_redis::{RedisConfig, RedisStore};
+use support::proxy::Proxy;
+
+const TTL: Timeout = Timeout::from_secs(600);
+
+/// Only a hang guard: the resend reaches the proxy within milliseconds.
+const HELD_WITHIN: Duration = Duration::from_secs(30);
+
+struct Setup {
+    server: support::Server,
+    front: Proxy,
+    /// Through the proxy.
+    store: RedisStore,
+    /// Another client, straight to the server.
+    other: RedisStore,
+    prefix: String,
+}
+
+async fn setup(tag: &str) -> Setup {
+    let server = support::Server::standalone();
+    let front = Proxy::start(server.port).await;
+    let prefix = support::unique_prefix(tag);
+    let store = RedisStore::connect(
+        RedisConfig::standalone(front.url())
+            .key_prefix(prefix.clone())
+            .request_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .expect("connect through the proxy");
+    let other = RedisStore::connect(RedisConfig::standalone(server.url()).key_prefix(prefix.clone()))
+        .await
+        .expect("connect");
+    Setup {
+        server,
+        front,
+        store,
+        other,
+        prefix,
+    }
+}
+
+/// Runs `op` with the reply of its request marked `script`'s SHA-1 lost and
+/// its resend held until `between` (another client's write) is done.
+async fn with_a_write_between<T: Send + 'static>(
+    front: &Proxy,
+    script: &str,
+    op: impl Future<Output = T> + Send + 'static,
+    between: impl Future<Output = ()>,
+) -> T {
+    let (_, sha) = session_redis::script_source(script).expect("a script");
+    let held = front.held();
+    front.lose_reply_then_hold(&sha);
+    let op = tokio::spawn(op);
+    let start = std::time::Instant::now();
+    while front.held() == held {
+        assert!(start.elapsed() < HELD_WITHIN, "the resend never came");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    between.await;
+    front.release();
+    op.await.expect("the operation's task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_does_not_undo_a_delete() {
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("insert").await;
+    let id = SessionId::random().unwrap();
+    let r = with_a_write_between(
+        &front,
+        "insert",
+        {
+            let store = store.clone();
+            async move { store.insert(id, b"mine", TTL).await }
+        },
+        async {
+            other.delete(&id).await.expect("the first try is in: deleted");
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    assert!(
+        !other.contains(&id).await.unwrap(),
+        "the acknowledged delete stands"
+    );
+    assert_eq!(front.held(), 1);
+
+    // With nothing in between, the resend finds its own token: done.
+    let (_, sha) = session_redis::script_source("insert").unwrap();
+    front.lose_reply(&sha);
+    store
+        .insert(id, b"mine", TTL)
+        .await
+        .expect("resent, found its own");
+    assert!(front.fault_fired());
+    assert_eq!(other.peek(&id).await.unwrap().metadata(), b"mine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_stores_its_session_again() {
+    // No one else can know a fresh id before `create` returns it: a
+    // session gone before the resend can only have expired, and storing it
+    // again undoes no one's write.
+    let Setup {
+        server,
+        front,
+        store,
+        other,
+        prefix,
+    } = setup("create").await;
+    let pattern = format!("{prefix}*");
+    let id = with_a_write_between(
+        &front,
+        "insert",
+        {
+            let store = store.clone();
+            async move { store.create(b"fresh", TTL).await }
+        },
+        async {
+            // As if it expired: the test reads the key off the server.
+            let keys = server.cli(&["KEYS", &pattern]);
+            let key = keys.trim();
+            assert!(!key.is_empty() && !key.contains('\n'), "one session: {keys:?}");
+            assert_eq!(server.cli(&["DEL", key]).trim(), "1");
+        },
+    )
+    .await
+    .expect("created");
+    assert_eq!(other.peek(&id).await.unwrap().metadata(), b"fresh");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_does_not_undo_an_unsubscribe() {
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("subscribe").await;
+    let id = store.create(b"", TTL).await.unwrap();
+    let r = with_a_write_between(
+        &front,
+        "subscribe",
+        {
+            let store = store.clone();
+            async move { store.subscribe(&id, "t").await }
+        },
+        async {
+            assert!(
+                other.unsubscribe(&id, "t").await.unwrap(),
+                "the first try is in: unsubscribed"
+            );
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    assert!(
+        other.topics(&id).await.unwrap().is_empty(),
+        "the acknowledged unsubscribe stands"
+    );
+    let page = other.subscribers("t", TopicCursor::START, 10).await.unwrap();
+    assert!(page.ids.is_empty(), "{page:?}");
+
+    // Subscribed again by another client in between (another nonce): the
+    // resend finds it subscribed, not by itself.
+    let r = with_a_write_between(
+        &front,
+        "subscribe",
+        {
+            let store = store.clone();
+            async move { store.subscribe(&id, "t").await }
+        },
+        async {
+            assert!(other.unsubscribe(&id, "t").await.unwrap());
+            assert!(other.subscribe(&id, "t").await.unwrap());
+        },
+    )
+    .await;
+    assert!(!r.expect("subscribed"), "already, by the other client");
+    let page = other.subscribers("t", TopicCursor::START, 10).await.unwrap();
+    assert_eq!(page.ids, vec![id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_that_finds_the_session_gone_may_be_in() {
+    // The first try committed; the session was deleted before the resend.
+    // "Not found" would say the update never applied.
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("update").await;
+    let id = store.create(b"n", TTL).await.unwrap();
+    let r = with_a_write_between(
+        &front,
+        "commit",
+        {
+            let store = store.clone();
+            async move { store.update(&id, |m| [m, b"+1"].concat()).await }
+        },
+        async {
+            other.delete(&id).await.expect("deleted");
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+
+    // try_update's Replace, the same.
+    let id = store.create(b"n", TTL).await.unwrap();
+    let r = with_a_write_between(
+        &front,
+        "commit",
+        {
+            let store = store.clone();
+            async move {
+                store
+                    .try_update(&id, |m| Ok::<_, ()>(Op::Replace([m, b"+1"].concat())))
+                    .await
+            }
+        },
+        async {
+            other.delete(&id).await.expect("deleted");
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+
+    // Without a lost reply, a session gone is `NotFound`.
+    assert!(matches!(
+        store.update(&id, |m| m.to_vec()).await,
+        Err(Error::NotFound)
+    ));
+}
