@@ -38,7 +38,11 @@ impl Stop {
 
 pub(crate) struct Background {
     stop: Arc<Stop>,
-    threads: Vec<JoinHandle<()>>,
+    /// The sweeper and the compactor.
+    chores: Vec<JoinHandle<()>>,
+    /// The flusher threads (`Always` mode): they outlive `Engine::close`,
+    /// since the other handles' async writers still need them.
+    flushers: Vec<JoinHandle<()>>,
     /// The flusher threads' requests (`Always` mode).
     flusher: Option<Arc<FlushRequests>>,
 }
@@ -49,15 +53,16 @@ impl Background {
             stopped: Mutex::new(false),
             wake: Condvar::new(),
         });
+        let mut chores = Vec::new();
         let mut threads = Vec::new();
         let persistent = !core.logs.is_empty();
         if core.config.sweep_interval.is_some() || persistent {
             let (core, stop) = (Arc::clone(core), Arc::clone(&stop));
-            threads.push(spawn("session-sweeper", move || sweeper(&core, &stop)));
+            chores.push(spawn("session-sweeper", move || sweeper(&core, &stop)));
         }
         if persistent {
             let (core, stop) = (Arc::clone(core), Arc::clone(&stop));
-            threads.push(spawn("session-compactor", move || compactor(&core, &stop)));
+            chores.push(spawn("session-compactor", move || compactor(&core, &stop)));
         }
         let mut flush_requests = None;
         if persistent && core.config.durability == Durability::Always {
@@ -87,28 +92,41 @@ impl Background {
         }
         Self {
             stop,
-            threads,
+            chores,
+            flushers: threads,
             flusher: flush_requests,
         }
     }
 
-    pub(crate) fn stop(self) {
+    /// Stops the sweeper and the compactor and waits for them
+    /// (`Engine::close`); the flusher threads go on.
+    pub(crate) fn stop_chores(&mut self) {
         *self.stop.stopped.lock() = true;
         self.stop.wake.notify_all();
+        join(std::mem::take(&mut self.chores));
+    }
+
+    /// Stops every thread and waits for them (the last handle's drop).
+    pub(crate) fn stop(mut self) {
+        self.stop_chores();
         if let Some(flusher) = &self.flusher {
             flusher.stop();
         }
-        let current = std::thread::current().id();
-        for thread in self.threads {
-            // Dropped from one of its own threads (a listener that held the
-            // last handle): that thread sees the stop flag and ends once the
-            // listener returns; joining itself would fail.
-            if thread.thread().id() == current {
-                continue;
-            }
-            // A panic there was already reported by the thread itself.
-            let _ = thread.join();
+        join(std::mem::take(&mut self.flushers));
+    }
+}
+
+fn join(threads: Vec<JoinHandle<()>>) {
+    let current = std::thread::current().id();
+    for thread in threads {
+        // Dropped from one of its own threads (a listener that held the
+        // last handle): that thread sees the stop flag and ends once the
+        // listener returns; joining itself would fail.
+        if thread.thread().id() == current {
+            continue;
         }
+        // A panic there was already reported by the thread itself.
+        let _ = thread.join();
     }
 }
 

@@ -19,7 +19,9 @@ use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, SWEEP_BATCH_MAX, TIMER_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
 use crate::per_session::{self, EntryLine, IdOf, TimerHandle, TopicParts, Topics};
 use crate::persist::format::{put_len, Record, TIMEOUT_NEVER_STORED};
-use crate::persist::{self, flush_all, CompactionStep, GroupCommit, RecoveryReport, ShardLog};
+use crate::persist::{
+    self, flush_all, flush_all_waiting, CompactionStep, GroupCommit, RecoveryReport, ShardLog,
+};
 use crate::session::{Listener, RemovalCause, Session, SessionRef, Stats, Timeout};
 use crate::settle::Pending;
 use crate::shard::{snapshot, Commit, Inserted, ListPosition, Locked, LogPosition, Rotated, Shard, Swept};
@@ -951,6 +953,22 @@ impl Core {
         }
         if flush {
             flush_all(self.commits.iter().map(|c| &**c))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `maintain_logs` for `close` and the last drop: the flush also waits
+    /// for a sync under way, then syncs what it did not cover, and reports
+    /// that sync's failure (`maintain_logs` leaves a log whose sync is
+    /// running to that sync).
+    pub(crate) fn close_logs(&self, flush: bool) -> Result<()> {
+        let now_ms = self.clock.now_ms();
+        for log in &self.logs {
+            log.maintain(now_ms);
+        }
+        if flush {
+            flush_all_waiting(self.commits.iter().map(|c| &**c))
         } else {
             Ok(())
         }

@@ -40,18 +40,30 @@ struct Owner {
 }
 
 impl Owner {
-    fn shutdown(&self) -> Result<()> {
-        if let Some(background) = self.background.lock().take() {
-            background.stop();
+    /// `Engine::close`: the sweeper and the compactor stop; the flusher
+    /// threads stay for the other handles' async `Always` writers (they
+    /// cannot sync for themselves) until the last handle drops.
+    fn close(&self) -> Result<()> {
+        if let Some(background) = &mut *self.background.lock() {
+            background.stop_chores();
         }
+        self.final_flush()
+    }
+
+    /// Flushes the logs, waiting for a sync under way (its failure is
+    /// this flush's).
+    fn final_flush(&self) -> Result<()> {
         let flush = self.core.config.durability != Durability::Never;
-        self.core.maintain_logs(flush)
+        self.core.close_logs(flush)
     }
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        let _ = self.shutdown();
+        if let Some(background) = self.background.lock().take() {
+            background.stop();
+        }
+        let _ = self.final_flush();
     }
 }
 
@@ -90,16 +102,19 @@ impl Engine {
         self.core.recovery.as_ref()
     }
 
-    /// Stops the background threads, waits for them and, with persistence,
-    /// flushes the logs (the last handle's drop does the same, ignoring a
-    /// flush error). Other clones of this handle keep working on the
-    /// sessions in memory, without the sweeper; their writes are flushed
-    /// when the last of them drops.
+    /// Stops the sweeper and the compactor, waits for them and, with
+    /// persistence, flushes the logs, waiting for a sync under way (the
+    /// last handle's drop does the same, ignoring a flush error). Other
+    /// clones of this handle keep working on the sessions in memory,
+    /// without the sweeper; in `Always` mode their async writes are still
+    /// synced (the flusher threads stop with the last handle), and their
+    /// writes are flushed when the last of them drops.
     ///
     /// # Errors
-    /// [`Error::Io`] or [`Error::WritesRefused`] if the final flush fails.
+    /// [`Error::Io`] or [`Error::WritesRefused`] if the final flush fails,
+    /// or a sync under way when it started.
     pub fn close(self) -> Result<()> {
-        self.owner.shutdown()
+        self.owner.close()
     }
 
     /// The configuration the engine was opened with.

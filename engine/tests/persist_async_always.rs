@@ -242,3 +242,21 @@ fn a_write_future_dropped_while_waiting_leaves_the_write_applied() {
     assert!(engine.contains(&id));
     assert!(engine.contains(&later));
 }
+
+/// `close` ends the background chores of the engine, but another clone's
+/// async `Always` writes still need the flusher threads that sync for them
+/// (a task cannot run a sync itself): they hung after a `close`.
+#[test]
+fn an_async_write_on_a_clone_after_close_completes() {
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
+    let other = engine.clone();
+    engine.close().unwrap();
+    let id = one_thread()
+        .block_on(async { SessionStore::create(&other, b"after close", Timeout::Never).await })
+        .unwrap();
+    drop(other);
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
+    assert!(engine.contains(&id));
+}

@@ -147,3 +147,28 @@ fn a_panicking_sync_fails_its_writers_instead_of_hanging_them() {
         assert_eq!(engine.peek(id).unwrap().metadata(), i.to_le_bytes());
     }
 }
+
+/// `close` while a writer's sync is under way (and failing): the final
+/// flush waits for that sync and reports its failure. It returned `Ok` at
+/// once, as if the log were durable, whenever a sync was running.
+#[test]
+fn close_during_a_failing_sync_reports_the_failure() {
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
+    engine.debug_fail_syncs();
+    let writer = engine.clone();
+    let write = std::thread::spawn(move || writer.create(b"w", Timeout::Never));
+    // Into the injected failure's delay (the close's own flush, or a later
+    // one, fails the same way: the verdict does not depend on this sleep).
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let closed = engine.close();
+    assert!(
+        matches!(closed, Err(Error::Io { .. } | Error::WritesRefused { .. })),
+        "close reported {closed:?} for a log whose sync failed"
+    );
+    assert!(matches!(
+        write.join().unwrap(),
+        Err(Error::OutcomeUnknown { .. } | Error::WritesRefused { .. })
+    ));
+}

@@ -226,6 +226,15 @@ impl GroupCommit {
         self.lead()
     }
 
+    /// Syncs everything appended so far; a sync under way is waited for
+    /// (its failure is this call's) and what it did not cover synced after.
+    pub(crate) fn flush_waiting(&self) -> Result<()> {
+        // No sync covers `u64::MAX`: this waiter is handed the lead, after
+        // the sync under way, unless that sync fails (then it meets the
+        // failure when it looks again).
+        self.wait_durable(u64::MAX)
+    }
+
     /// Runs one sync as the leader (`flushing` is set for the caller), then
     /// wakes the waiters it covered and hands the next sync to the oldest
     /// one it did not. Everything appended before the call is covered on
@@ -384,12 +393,25 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 pub(crate) fn flush_all<'a>(commits: impl Iterator<Item = &'a GroupCommit> + Clone) -> Result<()> {
+    flush_each(commits, GroupCommit::flush)
+}
+
+/// `flush_all`, waiting on each log for a sync under way and then syncing
+/// what it did not cover (`GroupCommit::flush_waiting`): `close`'s flush.
+pub(crate) fn flush_all_waiting<'a>(commits: impl Iterator<Item = &'a GroupCommit> + Clone) -> Result<()> {
+    flush_each(commits, GroupCommit::flush_waiting)
+}
+
+fn flush_each<'a>(
+    commits: impl Iterator<Item = &'a GroupCommit> + Clone,
+    flush: impl Fn(&GroupCommit) -> Result<()>,
+) -> Result<()> {
     for commit in commits.clone() {
         commit.log().hint_writeback();
     }
     let mut first_error = None;
     for commit in commits {
-        if let Err(e) = commit.flush() {
+        if let Err(e) = flush(commit) {
             first_error.get_or_insert(e);
         }
     }
