@@ -642,8 +642,9 @@ impl RedisStore {
     ///
     /// # Errors
     /// [`Error::InvalidTimeout`] (nothing sent), [`Error::NotFound`]; the
-    /// request errors of the crate docs (an index write's error comes after
-    /// the cap was set: calling again, or subscribing again, mends it).
+    /// request errors of the crate docs. An index write that fails comes
+    /// after the cap was set: [`Error::OutcomeUnknown`] (calling again, or
+    /// subscribing again, mends it).
     pub async fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
         let field = check_timeout(lifetime)?;
         let inner = &self.inner;
@@ -657,8 +658,21 @@ impl RedisStore {
             LifetimeSet::Absent => Err(Error::NotFound),
             LifetimeSet::Done => inner.acknowledge(reply.value.replicas, ()),
             LifetimeSet::Subscribed { left, subscriptions } => {
+                // The cap is set on the master whatever `WAIT` says: the
+                // indexes follow it first, or they could expire before a
+                // subscriber whose cap grew (a short `WAIT` is reported
+                // after). An index write's error comes after the cap was
+                // set: not "not applied", whatever the request's error.
+                let indexed = self
+                    .rearm_indexes(id, left, &subscriptions, deadline)
+                    .await
+                    .map_err(|e| Error::OutcomeUnknown {
+                        reason: format!(
+                            "the lifetime cap is set, but a topic index was not updated for it ({e}); set it again"
+                        ),
+                    });
                 inner.acknowledge(reply.value.replicas, ())?;
-                self.rearm_indexes(id, left, &subscriptions, deadline).await
+                indexed
             }
         }
     }

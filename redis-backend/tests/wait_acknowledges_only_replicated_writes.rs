@@ -15,7 +15,8 @@
 //! replace and delete, rotate, touch, set_ttl, delete — must then report
 //! `OutcomeUnknown` on every path (it is applied on the
 //! master, and lost if the master fails now), never `Ok`; reads still
-//! answer.
+//! answer. And `set_lifetime` on a subscribed session still carries its new
+//! cap to the topic indexes when `WAIT` comes back short.
 
 mod support;
 
@@ -223,4 +224,50 @@ async fn no_write_is_acknowledged_without_its_replica_on_any_path() {
     store.peek(&id).await.expect("peek answers");
     assert!(store.contains(&id).await.expect("contains answers"));
     assert!(store.stats().replication_shortfalls >= 40);
+}
+
+/// `set_lifetime` on a subscribed session while the replica does not
+/// acknowledge: the cap is set on the master, so the topic indexes must
+/// follow it although `WAIT` comes back short (the index rewrite was
+/// skipped, and an index could then expire before its subscriber, whose
+/// cap had grown, silently dropping it from fan-outs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifetime_cap_reaches_the_topic_indexes_though_wait_comes_back_short() {
+    let master = Server::standalone();
+    let link = Proxy::start(master.port).await;
+    let replica = tokio::task::block_in_place(|| Server::replica_of(link.port()));
+    tokio::task::block_in_place(|| {
+        support::wait_for("the replica in sync", Duration::from_secs(20), || {
+            replica.info_field("replication", "master_link_status").as_deref() == Some("up")
+                && master.info_field("replication", "connected_slaves").as_deref() == Some("1")
+        })
+    });
+    let config = RedisConfig::standalone(master.url())
+        .key_prefix(support::unique_prefix("wait-cap"))
+        .request_timeout(REQUEST_TIMEOUT)
+        .max_lifetime(Timeout::from_secs(600))
+        .replication(Replication::Wait {
+            replicas: 1,
+            timeout: WAIT_TIMEOUT,
+        });
+    let store = RedisStore::connect(config).await.expect("connect");
+    let id = store.create(b"s", Timeout::from_secs(300)).await.unwrap();
+    assert!(store.subscribe(&id, "topic").await.unwrap());
+    let index_ttl = || -> i64 {
+        master
+            .cli(&["PTTL", &store.topic_key("topic")])
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(index_ttl() <= 700_000, "{}", index_ttl());
+
+    link.wedge();
+    let r = store.set_lifetime(&id, Timeout::from_secs(3_600)).await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    assert!(
+        index_ttl() > 3_500_000,
+        "the index kept {} ms for a subscriber capped at an hour",
+        index_ttl()
+    );
 }
