@@ -16,6 +16,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Durability;
 use crate::core::Core;
+use crate::error::{Error, Result};
 use crate::limits::{COMPACTION_CHECK_INTERVAL_MS, LOG_CHECK_INTERVAL_MS, SWEEP_BATCH_MAX};
 use crate::persist::{self, CompactionStep, FlushRequests};
 
@@ -38,6 +39,9 @@ impl Stop {
 
 pub(crate) struct Background {
     stop: Arc<Stop>,
+    /// The flusher threads' rounds (`Always` mode): stopping them ends the
+    /// helpers even if the main flusher thread never started.
+    rounds: Option<Arc<Rounds>>,
     /// The sweeper and the compactor.
     chores: Vec<JoinHandle<()>>,
     /// The flusher threads (`Always` mode): they outlive `Engine::close`,
@@ -48,54 +52,90 @@ pub(crate) struct Background {
 }
 
 impl Background {
-    pub(crate) fn start(core: &Arc<Core>) -> Self {
+    /// Starts the engine's threads; if one cannot be started (the process
+    /// is out of threads), stops those that did and says so.
+    pub(crate) fn start(core: &Arc<Core>) -> Result<Self> {
         let stop = Arc::new(Stop {
             stopped: Mutex::new(false),
             wake: Condvar::new(),
         });
-        let mut chores = Vec::new();
-        let mut threads = Vec::new();
+        let mut started = Self {
+            stop,
+            rounds: None,
+            chores: Vec::new(),
+            flushers: Vec::new(),
+            flusher: None,
+        };
+        match started.spawn_all(core) {
+            Ok(()) => Ok(started),
+            Err(e) => {
+                started.stop();
+                Err(Error::Io {
+                    context: "starting the engine's background threads".into(),
+                    source: e,
+                })
+            }
+        }
+    }
+
+    fn spawn_all(&mut self, core: &Arc<Core>) -> std::io::Result<()> {
+        let mut spawned = 0;
+        let fail_at = core.config.fail_thread_spawn;
+        let mut spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            let n = spawned;
+            spawned += 1;
+            if fail_at == Some(n) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!("spawning the {name} thread: injected failure (debug_fail_thread_spawn)"),
+                ));
+            }
+            std::thread::Builder::new().name(name.into()).spawn(f)
+        };
         let persistent = !core.logs.is_empty();
         if core.config.sweep_interval.is_some() || persistent {
-            let (core, stop) = (Arc::clone(core), Arc::clone(&stop));
-            chores.push(spawn("session-sweeper", move || sweeper(&core, &stop)));
+            let (core, stop) = (Arc::clone(core), Arc::clone(&self.stop));
+            self.chores
+                .push(spawn("session-sweeper", Box::new(move || sweeper(&core, &stop)))?);
         }
         if persistent {
-            let (core, stop) = (Arc::clone(core), Arc::clone(&stop));
-            chores.push(spawn("session-compactor", move || compactor(&core, &stop)));
+            let (core, stop) = (Arc::clone(core), Arc::clone(&self.stop));
+            self.chores.push(spawn(
+                "session-compactor",
+                Box::new(move || compactor(&core, &stop)),
+            )?);
         }
-        let mut flush_requests = None;
         if persistent && core.config.durability == Durability::Always {
             let requests = Arc::new(FlushRequests::default());
             for commit in &core.commits {
                 commit.set_flusher(Arc::clone(&requests));
             }
+            self.flusher = Some(Arc::clone(&requests));
             // One round of syncs at a time, shared by every log: thread `t`
             // syncs the logs t, t + n, ..., all at the same time.
             let n = core.commits.len().clamp(1, crate::limits::FLUSHER_THREADS_MAX);
             let rounds = Arc::new(Rounds::new(n));
+            self.rounds = Some(Arc::clone(&rounds));
             for t in 1..n {
                 let (core, rounds) = (Arc::clone(core), Arc::clone(&rounds));
-                threads.push(spawn("session-flusher", move || {
-                    let mut seen = 0;
-                    while rounds.next_round(t, &mut seen) {
-                        flush_share(&core, t, n);
-                        rounds.done();
-                    }
-                }));
+                self.flushers.push(spawn(
+                    "session-flusher",
+                    Box::new(move || {
+                        let mut seen = 0;
+                        while rounds.next_round(t, &mut seen) {
+                            flush_share(&core, t, n);
+                            rounds.done();
+                        }
+                    }),
+                )?);
             }
-            let (core, requests2) = (Arc::clone(core), Arc::clone(&requests));
-            threads.push(spawn("session-flusher", move || {
-                flusher(&core, &requests2, &rounds);
-            }));
-            flush_requests = Some(requests);
+            let core = Arc::clone(core);
+            self.flushers.push(spawn(
+                "session-flusher",
+                Box::new(move || flusher(&core, &requests, &rounds)),
+            )?);
         }
-        Self {
-            stop,
-            chores,
-            flushers: threads,
-            flusher: flush_requests,
-        }
+        Ok(())
     }
 
     /// Stops the sweeper and the compactor and waits for them
@@ -111,6 +151,9 @@ impl Background {
         self.stop_chores();
         if let Some(flusher) = &self.flusher {
             flusher.stop();
+        }
+        if let Some(rounds) = &self.rounds {
+            rounds.stop();
         }
         join(std::mem::take(&mut self.flushers));
     }
@@ -128,13 +171,6 @@ fn join(threads: Vec<JoinHandle<()>>) {
         // A panic there was already reported by the thread itself.
         let _ = thread.join();
     }
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .unwrap_or_else(|e| panic!("spawning the {name} thread: {e}"))
 }
 
 /// Runs the syncs that async writers wait for in `Always` mode, in

@@ -47,6 +47,9 @@ pub struct Config {
     pub(crate) segment_size_bytes: usize,
     pub(crate) touch_persist_fraction: f64,
     pub(crate) compaction_threshold: f64,
+    /// Tests: the background thread (counted from 0 in start order) whose
+    /// spawn fails, as when the process is out of threads.
+    pub(crate) fail_thread_spawn: Option<usize>,
 }
 
 /// When an acknowledged write is on disk (only with a data directory).
@@ -101,6 +104,7 @@ impl Default for Config {
             segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT,
             touch_persist_fraction: 0.1,
             compaction_threshold: 0.5,
+            fail_thread_spawn: None,
         }
     }
 }
@@ -202,6 +206,15 @@ impl Config {
     #[must_use]
     pub fn without_sweeper(mut self) -> Self {
         self.sweep_interval = None;
+        self
+    }
+
+    /// Tests: makes the spawn of the engine's `nth` background thread (from
+    /// 0, in start order) fail, as when the process is out of threads.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn debug_fail_thread_spawn(mut self, nth: usize) -> Self {
+        self.fail_thread_spawn = Some(nth);
         self
     }
 
@@ -392,6 +405,7 @@ impl fmt::Debug for Config {
             .field("segment_size_bytes", &self.segment_size_bytes)
             .field("touch_persist_fraction", &self.touch_persist_fraction)
             .field("compaction_threshold", &self.compaction_threshold)
+            .field("fail_thread_spawn", &self.fail_thread_spawn)
             .finish()
     }
 }

@@ -87,7 +87,7 @@ impl Engine {
     /// [`Error::Io`], [`Error::DirectoryLocked`]).
     pub fn open(config: Config) -> Result<Self> {
         let core = Arc::new(Core::open(config)?);
-        let background = Background::start(&core);
+        let background = Background::start(&core)?;
         let owner = Arc::new(Owner {
             core: Arc::clone(&core),
             background: parking_lot::Mutex::new(Some(background)),

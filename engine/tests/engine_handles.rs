@@ -73,3 +73,37 @@ fn a_reference_to_a_store_is_a_store() {
         .block_on(count(&engine));
     assert_eq!(n, 1);
 }
+
+/// A background thread that cannot be started (the process is out of
+/// threads) fails the open with `Error::Io`, after stopping the threads it
+/// did start: they held the engine, and with it the data directory's lock,
+/// so a second open got `DirectoryLocked`. (The open panicked.)
+#[test]
+fn a_thread_that_cannot_start_fails_the_open_and_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        Config::default()
+            .shards(4)
+            .data_dir(dir.path())
+            .durability(Durability::Always)
+    };
+    // Sweeper, compactor, three flusher helpers and the flusher.
+    for nth in 0..6 {
+        let failed = Engine::open(config().debug_fail_thread_spawn(nth));
+        match failed {
+            Err(session_engine::Error::Io { context, source }) => {
+                assert!(context.contains("background threads"), "{context}");
+                assert!(source.to_string().contains("injected"), "{source}");
+            }
+            other => panic!("thread {nth}: {other:?}"),
+        }
+        let engine = Engine::open(config()).expect("nothing left holding the directory");
+        engine.create(b"x", Timeout::Never).unwrap();
+        engine.close().unwrap();
+    }
+    // Past the last thread: nothing fails.
+    Engine::open(config().debug_fail_thread_spawn(6))
+        .unwrap()
+        .close()
+        .unwrap();
+}
