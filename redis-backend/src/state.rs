@@ -24,8 +24,9 @@
 //!
 //! The id's raw bytes come first, so the order is the ids' order as
 //! big-endian integers, and a page resumes "from id Y on" with the
-//! exclusive bound `(Y-1 ‖ 0xff`, past every member of Y - 1 (hex digits
-//! are below `0xff`): [`TopicCursor`] is Y (0 is the start). A page that
+//! inclusive bound `[Y` (Y's 16 bytes: every member whose first 16 bytes
+//! are at least Y, none before, whatever bytes follow them):
+//! [`TopicCursor`] is Y (0 is the start). A page that
 //! filled up resumes after its last id X (Y = X + 1; the largest id has
 //! nothing after it); one that stopped short (its time budget, its round
 //! cap) at an id it did not return resumes at that id (see `resume_at`).
@@ -185,20 +186,16 @@ fn cursor_after(id: &SessionId) -> Option<TopicCursor> {
 }
 
 /// The `ZRANGEBYLEX` lower bound where `cursor` resumes: `-` at the start,
-/// else past every member of the id before it.
+/// else `[<cursor's 16 bytes>`, inclusive: every member whose first 16
+/// bytes are at least the cursor (a member that is a longer string sorts
+/// after its prefix), and none before it, whatever bytes follow them.
 fn lower_bound(cursor: TopicCursor) -> Vec<u8> {
-    match cursor.position().checked_sub(1) {
-        None => b"-".to_vec(),
-        Some(before) => after_id(&SessionId::from_bytes(before.to_be_bytes())),
+    if cursor == TopicCursor::START {
+        return b"-".to_vec();
     }
-}
-
-/// `(<id> 0xff`: the exclusive bound past every member of `id`.
-fn after_id(id: &SessionId) -> Vec<u8> {
-    let mut bound = Vec::with_capacity(18);
-    bound.push(b'(');
-    bound.extend_from_slice(&id.to_bytes());
-    bound.push(0xff);
+    let mut bound = Vec::with_capacity(17);
+    bound.push(b'[');
+    bound.extend_from_slice(&cursor.position().to_be_bytes());
     bound
 }
 
@@ -782,9 +779,9 @@ mod tests {
         let cursor = cursor_after(&id).expect("not the largest id");
         assert_ne!(cursor, TopicCursor::START, "even after the smallest id");
         let bound = lower_bound(cursor);
-        assert_eq!(bound, after_id(&id));
-        // The bound (exclusive) is past every member of the id and before
-        // every member of the next id.
+        assert_eq!(bound[0], b'[');
+        // The bound (inclusive) is past every member of the id and at or
+        // before every member of the next id.
         let past = &bound[1..];
         for nonce in [[b'0'; NONCE_LEN], [b'f'; NONCE_LEN], fresh_nonce()] {
             assert!(member(&id, &nonce)[..] < *past);
@@ -830,10 +827,40 @@ mod tests {
         });
         let foreign = b"abc";
         let cursor = resume_at(foreign, None, TopicCursor::START).expect("a cursor");
-        assert!(lower_bound(cursor)[1..] < foreign[..], "read again");
+        // Not read again (it sorts before its padded id), but every member
+        // this store wrote under that id is.
+        assert!(foreign[..] < lower_bound(cursor)[1..]);
+        assert!(member(&member_id(foreign), &[b'0'; NONCE_LEN])[..] >= lower_bound(cursor)[1..]);
         // Within a page: exactly past the member.
         assert_eq!(after_member(&last)[1..], last[..]);
         assert_eq!(after_member(&last)[0], b'(');
+    }
+
+    /// A member someone else wrote under the id before a cursor, with bytes
+    /// after `0xff`, sorted past the old exclusive bound `(Y-1 ‖ 0xff`:
+    /// a page read it, and resuming at its id gave the page's own cursor
+    /// back (a listing of such members never ended). A page reads only
+    /// members whose first 16 bytes are at least its cursor.
+    #[test]
+    fn a_page_reads_nothing_before_its_cursor_and_always_moves_on() {
+        let from = TopicCursor::new(0x3333);
+        let before = SessionId::from_bytes((0x3332_u128).to_be_bytes());
+        let mut foreign = before.to_bytes().to_vec();
+        foreign.extend_from_slice(&[0xff, b'x', b'y']);
+        let bound = lower_bound(from);
+        assert_eq!(bound[0], b'[', "inclusive");
+        assert!(foreign[..] < bound[1..], "a member before the cursor is not read");
+        // Whatever a page read, it resumes past its own cursor.
+        let at = SessionId::from_bytes(from.position().to_be_bytes());
+        for last in [member(&at, &fresh_nonce()).to_vec(), at.to_bytes().to_vec(), {
+            let mut m = at.to_bytes().to_vec();
+            m.push(0xff);
+            m
+        }] {
+            assert!(last[..] >= bound[1..]);
+            let next = resume_at(&last, None, from).expect("a cursor");
+            assert!(next.position() > from.position());
+        }
     }
 
     #[test]
