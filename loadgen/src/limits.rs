@@ -5,8 +5,16 @@
 /// each at 3 significant digits) under a few hundred MiB.
 pub const WORKERS_MAX: usize = 256;
 
-/// Most concurrent clients (async tasks over the workers, for remote backends).
-pub const CLIENTS_MAX: usize = 65_536;
+/// Most concurrent clients (async tasks over the workers, for remote
+/// backends). Each keeps its own histogram sets (1.7 MB each, two or three
+/// in use at a time: see `SPARE_SETS_PER_CLIENT`), so 1,024 clients hold
+/// about 5 GB of histograms; more would exhaust the memory of the machines
+/// this runs on and abort the run on an allocation instead of refusing it.
+pub const CLIENTS_MAX: usize = 1_024;
+
+/// Most histogram sets allocated before the load, whatever the client
+/// count (about 1.7 GB): past it, sets are allocated as slices need them.
+pub const PREALLOCATED_SETS_MAX: usize = 1_024;
 
 /// Largest latency a histogram tracks, in nanoseconds (10 minutes); larger
 /// values saturate at it (and the run is long broken by then).

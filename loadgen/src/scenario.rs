@@ -442,6 +442,18 @@ mod tests {
             ..Scenario::default()
         };
         assert!(bad.resolve().unwrap_err().to_string().contains("metadata_bytes"));
+        // Clients past what their histograms' memory allows (ten thousand
+        // clients' 1.7 MB sets would abort the run on an allocation).
+        let bad = Scenario {
+            clients: 10_000,
+            ..Scenario::default()
+        };
+        assert!(bad.resolve().unwrap_err().to_string().contains("clients"));
+        let ok = Scenario {
+            clients: crate::limits::CLIENTS_MAX,
+            ..Scenario::default()
+        };
+        assert!(ok.resolve().is_ok());
         let bad = Scenario {
             engine: EngineSettings {
                 durability: "sometimes".into(),

@@ -17,7 +17,7 @@ use crate::client::{drive, ClientPlan, ClientState, Work};
 use crate::clock::{block_on_ready, SpinTime, Time, TokioTime};
 use crate::collect::{ClientSummary, Collected, Collector, CollectorPlan, IntervalPoint, Msg, Recorder};
 use crate::hist::OpHists;
-use crate::limits::{SPARE_SETS_PER_CLIENT, START_LEAD_NS};
+use crate::limits::{PREALLOCATED_SETS_MAX, SPARE_SETS_PER_CLIENT, START_LEAD_NS};
 use crate::mix::KeySampler;
 use crate::peer::PeerStore;
 use crate::procfs;
@@ -359,7 +359,7 @@ pub fn run<B: Backend>(
     // faults in pages on a client's thread and takes the process's memory
     // map lock while the other threads work.
     let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Box<OpHists>>(clients * SPARE_SETS_PER_CLIENT);
-    for _ in 0..clients * SPARE_SETS_PER_CLIENT / 2 {
+    for _ in 0..(clients * SPARE_SETS_PER_CLIENT / 2).min(PREALLOCATED_SETS_MAX) {
         let _ = spare_tx.try_send(Box::default());
     }
     let mut collector = Collector::new(
