@@ -455,6 +455,16 @@ impl Header {
         close(&self.access)
     }
 
+    /// For a holder of the writer mutex, under which no write is under way:
+    /// clears a `RETIRED` mark left by a writer that panicked between its
+    /// two steps (the block stands as it was; nothing else to do if not).
+    pub(crate) fn unretire_orphan(&self) {
+        let word = self.access.load(Ordering::Acquire);
+        if word & CLOSED == RETIRED {
+            unretire(&self.access);
+        }
+    }
+
     /// See [`carry`].
     #[inline]
     pub(crate) fn carry(&self, last_ms: u64) {

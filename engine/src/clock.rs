@@ -54,12 +54,14 @@ enum Kind {
     Manual(Arc<AtomicU64>),
 }
 
-/// Wall time at creation, advanced by the TSC.
+/// Wall time at creation, advanced by the TSC, and never below `floor`.
 #[derive(Clone, Debug)]
 struct Precise {
     tsc: quanta::Clock,
     anchor: u64,
     anchor_ms: u64,
+    /// Raised by `Clock::raise_to` (shared by clones).
+    floor: Arc<AtomicU64>,
 }
 
 impl Precise {
@@ -71,13 +73,16 @@ impl Precise {
             tsc,
             anchor,
             anchor_ms,
+            floor: Arc::new(AtomicU64::new(0)),
         }
     }
 
     #[inline]
     fn now_ms(&self) -> u64 {
         let elapsed_ns = self.tsc.delta_as_nanos(self.anchor, self.tsc.raw());
-        self.anchor_ms.saturating_add(elapsed_ns / 1_000_000)
+        self.anchor_ms
+            .saturating_add(elapsed_ns / 1_000_000)
+            .max(self.floor.load(Ordering::Relaxed))
     }
 }
 
@@ -164,6 +169,26 @@ impl Clock {
             Kind::Ticking { now, .. } => now.load(Ordering::Relaxed),
             Kind::Precise(precise) => precise.now_ms(),
             Kind::Manual(now) => now.load(Ordering::Acquire),
+        }
+    }
+
+    /// Moves the clock forward to `floor_ms` if it is behind it (never
+    /// back; at most [`TIME_MS_MAX`]): an engine opening a log whose times
+    /// are ahead of the wall clock (it stepped back since, or was set late
+    /// at boot) goes on from them, so the times it writes never step back
+    /// behind the ones it recovered. Clones share the raise.
+    pub(crate) fn raise_to(&self, floor_ms: u64) {
+        let floor_ms = floor_ms.min(TIME_MS_MAX);
+        match &self.0 {
+            Kind::Ticking { now, .. } => {
+                now.fetch_max(floor_ms, Ordering::Relaxed);
+            }
+            Kind::Precise(precise) => {
+                precise.floor.fetch_max(floor_ms, Ordering::Relaxed);
+            }
+            Kind::Manual(now) => {
+                now.fetch_max(floor_ms, Ordering::AcqRel);
+            }
         }
     }
 

@@ -136,6 +136,10 @@ impl Core {
             let opened = persist::open(&config, &dir, shard_count, now_ms, |hasher, id| {
                 route_shard(hash_id(hasher, id), shard_mask)
             })?;
+            // Engine time never runs behind the log's (recovery judged
+            // expiry at the later of the two).
+            clock.raise_to(opened.newest_ms);
+            let now_ms = clock.now_ms();
             let persistence = opened.persistence;
             let hasher = persist::hasher_from_key(persistence.hash_key);
             let recovered: usize = opened.sessions.iter().map(|s| s.len()).sum();

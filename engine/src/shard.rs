@@ -450,8 +450,15 @@ impl Shard {
                 // The successor decides, once the writer has published it:
                 // wait for the writer (the one read that ever waits).
                 Access::Pending => {
-                    drop(self.writer.lock());
+                    let w = self.writer.lock();
                     table = self.table(guard);
+                    // Holding the writer mutex, no write is under way: a
+                    // block still retired was left so by a writer that
+                    // panicked before publishing; it stands as it was.
+                    if let Some(orphan) = table.find(hash, id) {
+                        orphan.unretire_orphan();
+                    }
+                    drop(w);
                 }
             }
         }
@@ -524,18 +531,19 @@ impl Shard {
             }
             match block.access(now_ms, false) {
                 Access::Live { after, .. } => out.push(snapshot(block, after)),
-                // Changed since this slot was loaded: the slot holds the
-                // successor now (or nothing).
-                Access::Replaced => {
-                    if let Some(now) = table.slot_entry(at) {
-                        if let Access::Live { after, .. } = now.access(now_ms, false) {
-                            out.push(snapshot(now, after));
-                        }
+                // Changed since this slot was loaded, or being changed with
+                // its deadline passing meanwhile: the session as the shard
+                // holds it now (its current table, which may have been
+                // rebuilt since this listing loaded its own), waiting for
+                // the writer if need be. Its id is listed here, or not at
+                // all: it is gone, or was rotated to an id listed on its own.
+                Access::Replaced | Access::Pending => {
+                    let hash = hash_id(&self.hasher, &block.id);
+                    if let Some(session) = self.read(hash, &block.id, now_ms, false, guard, snapshot) {
+                        out.push(session);
                     }
                 }
-                // Its deadline passes while a writer changes it: left out,
-                // as a session expiring during the listing may be.
-                Access::Pending | Access::Expired => {}
+                Access::Expired => {}
             }
         }
         None

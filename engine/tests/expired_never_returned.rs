@@ -215,6 +215,43 @@ mod during_a_write {
         assert!(engine.peek(&id).is_ok());
     }
 
+    /// A listing that meets the session while its deadline passes inside
+    /// the write lists it as the write leaves it (it left it out, and a
+    /// compaction's listing then lost it from the log).
+    #[test]
+    fn a_listing_past_the_old_deadline_lists_the_new_session() {
+        let (_engine, _clock, id, listed, _dir) = read_during_update(1_120, |e, _| e.list_all());
+        assert_eq!(listed.len(), 1, "the live session was left out");
+        assert_eq!(listed[0].id(), id);
+        assert_eq!(listed[0].metadata(), b"v2");
+    }
+
+    /// A writer that panics between its two steps leaves the old block
+    /// marked; a read that must wait for it finds no write under way and
+    /// takes the block as it stands (it waited and looked again forever).
+    #[test]
+    fn a_writer_that_panics_inside_the_window_leaves_the_session_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000);
+        let engine = engine(dir.path(), &clock);
+        let id = engine.create(b"v1", Timeout::from_ms(100)).unwrap();
+        engine.debug_after_next_append(0, || panic!("a bug between the write's two steps"));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = engine.update(&id, |_| b"v2".to_vec());
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(engine.peek(&id).unwrap().metadata(), b"v1");
+        clock.advance_ms(150);
+        // Past the old deadline: decided, not waited for again and again.
+        let (tx, rx) = mpsc::channel();
+        let e = engine.clone();
+        thread::spawn(move || tx.send(e.get(&id).map(|_| ())).unwrap());
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the read never ended");
+        assert!(got.unwrap_err().is_not_found());
+    }
+
     #[test]
     fn a_touch_inside_the_window_is_kept() {
         let (engine, clock, id, touched, _dir) = read_during_update(1_090, |e, id| e.touch(id));

@@ -183,3 +183,36 @@ fn a_clock_stepped_back_between_runs_brings_no_expired_session_back() {
     assert!(engine.peek(&long).is_ok());
     assert_eq!(engine.recovery_report().unwrap().expired_dropped, 1);
 }
+
+/// A run whose clock was a day fast (set wrong at boot), then runs with
+/// the right one: engine time goes on from the log's newest time instead
+/// of stepping back, so a session a later run created, and saw live, is
+/// not judged expired at the next open by the fast run's times.
+#[test]
+fn a_run_with_a_fast_clock_does_not_expire_the_next_runs_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = 86_400_000;
+    let right = 1_700_000_000_000;
+    let fast = ManualClock::new(right + day);
+    let forever = {
+        let engine = Engine::open(config(dir.path(), &fast, Durability::Always)).unwrap();
+        engine.create(b"forever", Timeout::Never).unwrap()
+    };
+    let clock = ManualClock::new(right);
+    let hour_long = {
+        let engine = Engine::open(config(dir.path(), &clock, Durability::Always)).unwrap();
+        assert!(
+            clock.now_ms() >= right + day,
+            "engine time went on from the log's times"
+        );
+        engine.create(b"an hour", Timeout::from_secs(3_600)).unwrap()
+    };
+    clock.advance(Duration::from_secs(600));
+    let engine = Engine::open(config(dir.path(), &clock, Durability::Always)).unwrap();
+    assert!(engine.peek(&forever).is_ok());
+    assert!(
+        engine.peek(&hour_long).is_ok(),
+        "live ten minutes after its creation"
+    );
+    assert_eq!(engine.recovery_report().unwrap().expired_dropped, 0);
+}

@@ -58,4 +58,7 @@ pub(crate) struct Persistence {
 pub(crate) struct Opened {
     pub(crate) persistence: Persistence,
     pub(crate) sessions: Vec<AHashMap<SessionId, Recovered>>,
+    /// The newest time the log holds: engine time must not run behind it
+    /// (recovery judged expiry at no earlier time).
+    pub(crate) newest_ms: u64,
 }

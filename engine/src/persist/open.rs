@@ -54,6 +54,8 @@ pub(crate) fn open(
     remove_other_layouts(dir, manifest.layout)?;
     let layout = layout_dir(dir, manifest.layout);
     let recoveries = recover_all(config.recovery, &layout, &manifest, now_ms)?;
+    let newest_ms = recoveries.iter().map(|r| r.newest_ms).max().unwrap_or(0);
+    let now_ms = now_ms.max(newest_ms);
     let mut report = RecoveryReport::default();
     for r in &recoveries {
         report.add(&r.report);
@@ -112,6 +114,7 @@ pub(crate) fn open(
             _lock: lock,
         },
         sessions,
+        newest_ms,
     })
 }
 
@@ -169,6 +172,7 @@ fn create_directory(config: &Config, dir: &Path, shards: usize, now_ms: u64, loc
             _lock: lock,
         },
         sessions: (0..shards).map(|_| AHashMap::new()).collect(),
+        newest_ms: 0,
     })
 }
 
@@ -377,9 +381,10 @@ fn recover_all(
         .into_iter()
         .map(|r| r.expect("every shard recovered"))
         .collect();
-    // The last run's clock reached the newest time its log holds. A clock
-    // now behind that (a VM restored, an NTP step at boot) must not bring
-    // back what that run had already seen expire.
+    // The log's runs reached the newest time it holds. A clock now behind
+    // that (a VM restored, an NTP step, a boot before NTP) must not bring
+    // back what they had already seen expire; the engine's clock is raised
+    // to it too (`Core::open`), so that the log's times never step back.
     let newest_ms = recovered.iter().map(|r| r.newest_ms).max().unwrap_or(0);
     for r in &mut recovered {
         r.drop_expired(now_ms.max(newest_ms));
