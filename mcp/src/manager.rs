@@ -280,8 +280,9 @@ fn hold(sessions: &McpSessions, id: &RmcpId) -> oneshot::Sender<()> {
 
 /// A session's stream that keeps the session touched while it is open:
 /// through [`McpSessionManager::hold`]'s task, from the start (the `GET`
-/// streams, open for as long as the client listens) or once the stream has
-/// been open one touch interval (a request's, usually gone long before).
+/// streams, open for as long as the client listens) or once the stream is
+/// still open when the session's next touch falls due (a request's,
+/// usually gone long before).
 /// Dropping the stream stops the task.
 struct Held<S> {
     inner: S,
@@ -300,7 +301,16 @@ impl<S> Held<S> {
     }
 
     fn after(inner: S, sessions: McpSessions, id: RmcpId) -> Self {
-        let wait = hold_period(&sessions);
+        // When the session's next touch falls due (a request that came just
+        // before it was due was not touched): a full interval from now
+        // could be past the deadline. With a zero interval every request
+        // touches, and the task's period is its own.
+        let period = hold_period(&sessions);
+        let wait = if sessions.config().touch_interval.is_zero() {
+            period
+        } else {
+            sessions.touch_due_in(&id).map_or(period, |due| due.min(period))
+        };
         Self {
             inner,
             guard: None,
@@ -529,6 +539,29 @@ mod tests {
         settle().await;
         advance(&clock, timeout + Duration::from_secs(3)).await;
         assert!(engine.peek(&id).is_err(), "touched after the request ended");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_comes_just_before_a_touch_is_due_keeps_its_session_alive() {
+        // An interval above half the timeout (8 s, 5 s): a request at 4.9 s
+        // is not touched (not due), and its stream's task must start when
+        // the touch falls due (5 s), not one interval after the request
+        // (9.9 s, past the deadline at 8 s).
+        let config = McpConfig::with_timeout(Duration::from_secs(8)).touch_interval(Duration::from_secs(5));
+        let (clock, engine, sessions, manager, text, _transport) = one_session_with(config).await;
+        let id: SessionId = text.parse().expect("our id");
+        advance(&clock, Duration::from_millis(4_900)).await;
+        assert!(manager.has_session(&text).await.expect("has_session"));
+        let mut stream = Held::after(Silent, sessions.clone(), text.clone());
+        let call =
+            tokio::spawn(async move { std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await });
+        settle().await;
+        for _ in 0..20 {
+            advance(&clock, Duration::from_millis(500)).await;
+            assert!(engine.peek(&id).is_ok(), "expired while a request was open");
+        }
+        call.abort();
+        let _ = call.await;
     }
 
     #[tokio::test(start_paused = true)]
