@@ -43,10 +43,12 @@
 //! # Deadlines: fixed (tower-sessions' rule) or sliding
 //!
 //! Each save stores the record's `expiry_date` minus now as the session's
-//! inactivity timeout (rounded up to the millisecond; a date more than
+//! inactivity timeout (rounded up to the millisecond). A date more than
 //! [`TIMEOUT_MS_MAX`](session_engine::limits::TIMEOUT_MS_MAX), 400
-//! days, away is stored without a timeout and ended by `load` once it has
-//! passed). By default a `load` is a `peek`: the deadline stays where the
+//! days, away gets that longest timeout, so that an abandoned session is
+//! still reclaimed: such a session ends 400 days after its last save (or
+//! sliding load), before its date, unless it is saved again meanwhile.
+//! By default a `load` is a `peek`: the deadline stays where the
 //! last save put it, as in every tower-sessions store, so a session whose
 //! requests only read ends on time even while in use
 //! ([tower-sessions issue #74](https://github.com/maxcountryman/tower-sessions/issues/74);
@@ -63,9 +65,11 @@
 //! - **`Expiry::OnSessionEnd` on the layer, with
 //!   [`TowerStore::inactivity_timeout`]** (the example above): the cookie
 //!   has no `Max-Age` (the browser keeps it until it closes), the store
-//!   holds every session with that timeout, and every request slides it. A
-//!   session ends after the timeout without requests, or when the browser
-//!   closes. This is the setting for "log out after 30 minutes of
+//!   holds every session with that timeout, and every request that loads
+//!   the session slides it (tower-sessions loads a record lazily: a handler
+//!   that takes `Session` but never reads or writes it does not load it). A
+//!   session ends after the timeout without such requests, or when the
+//!   browser closes. This is the setting for "log out after 30 minutes of
 //!   inactivity" without `with_always_save`.
 //! - `Expiry::OnInactivity(d)` with `sliding(true)`: the store's deadline
 //!   slides on reads, but the cookie's `Max-Age = d` is sent only with saves,

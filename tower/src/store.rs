@@ -81,7 +81,8 @@ impl<S> TowerStore<S> {
     /// record's `expiry_date` minus now. For a layer whose cookie has no
     /// `Max-Age` (`Expiry::OnSessionEnd`, where tower-sessions dates every
     /// record two weeks out): the server's deadline is then this timeout,
-    /// sliding on every request with [`sliding`](Self::sliding).
+    /// sliding on every request that loads the session with
+    /// [`sliding`](Self::sliding).
     ///
     /// # Errors
     /// [`session_engine::Error::InvalidTimeout`] for zero or more than
