@@ -132,3 +132,42 @@ fn a_flipped_bit_in_a_record_is_repaired_for_good() {
     let repaired = repaired_for_good(dir.path());
     assert_eq!(repaired.len(), expected.len() - 1, "one record damaged");
 }
+
+/// A MANIFEST naming a layout that is not there (renamed, lost): refused in
+/// both modes, and the directory's other layouts are left alone. It opened
+/// as an empty store, after deleting every other layout, possibly the only
+/// copy of the data.
+#[test]
+fn a_missing_layout_is_refused_and_nothing_is_deleted() {
+    let (dir, _segments, _state) = build();
+    let named = dir.path().join("L00000001");
+    let elsewhere = dir.path().join("L00000002");
+    std::fs::rename(&named, &elsewhere).unwrap();
+    for mode in [RecoveryMode::Strict, RecoveryMode::Repair] {
+        match open(dir.path(), mode) {
+            Err(Error::Corrupt { path, reason, .. }) => {
+                assert_eq!(path, named, "{reason}");
+                assert!(reason.contains("missing"), "{reason}");
+            }
+            other => panic!("{mode:?}: {other:?}"),
+        }
+        assert!(elsewhere.exists(), "{mode:?} deleted the other layout");
+    }
+}
+
+/// A shard directory of the layout gone: refused, not opened without that
+/// shard's sessions.
+#[test]
+fn a_missing_shard_directory_is_refused() {
+    let (dir, _segments, _state) = build();
+    let shard = dir.path().join("L00000001").join("S0000");
+    std::fs::remove_dir_all(&shard).unwrap();
+    for mode in [RecoveryMode::Strict, RecoveryMode::Repair] {
+        match open(dir.path(), mode) {
+            Err(Error::Corrupt { path, reason, .. }) => {
+                assert_eq!(path, shard, "{reason}");
+            }
+            other => panic!("{mode:?}: {other:?}"),
+        }
+    }
+}

@@ -51,9 +51,17 @@ pub(crate) fn open(
     let Some(manifest) = read_manifest(dir)? else {
         return create_directory(config, dir, shards, now_ms, lock);
     };
-    remove_other_layouts(dir, manifest.layout)?;
     let layout = layout_dir(dir, manifest.layout);
+    // The MANIFEST is written only after the layout it names and all its
+    // shard directories are in place and synced: one missing is damage,
+    // not an empty store, in either mode (no record to keep survives it).
+    if !layout.is_dir() {
+        return Err(missing(&layout, "the layout the MANIFEST names is missing"));
+    }
     let recoveries = recover_all(config.recovery, &layout, &manifest, now_ms)?;
+    // Only now that the named layout recovered: the others are leftovers
+    // of an interrupted rewrite (a reshard, an upgrade, a repair).
+    remove_other_layouts(dir, manifest.layout)?;
     let newest_ms = recoveries.iter().map(|r| r.newest_ms).max().unwrap_or(0);
     let now_ms = now_ms.max(newest_ms);
     let mut report = RecoveryReport::default();
@@ -85,7 +93,11 @@ pub(crate) fn open(
         let next = Manifest {
             format: FORMAT_VERSION,
             shards: to_u32(shards),
-            layout: manifest.layout + 1,
+            layout: manifest.layout.checked_add(1).ok_or_else(|| Error::Corrupt {
+                path: dir.join("MANIFEST"),
+                offset: 0,
+                reason: format!("layout {} has no successor", manifest.layout),
+            })?,
             hash_key: manifest.hash_key,
             log_key,
         };
@@ -116,6 +128,14 @@ pub(crate) fn open(
         sessions,
         newest_ms,
     })
+}
+
+fn missing(path: &Path, reason: &str) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        offset: 0,
+        reason: reason.to_owned(),
+    }
 }
 
 fn random_log_key() -> Result<[u8; LOG_KEY_LEN]> {
@@ -306,7 +326,11 @@ fn write_layout(
     sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
     write_manifest(dir, next)?;
     let old = layout_dir(dir, old_layout);
-    std::fs::remove_dir_all(&old).map_err(io(format!("removing {}", old.display())))?;
+    match std::fs::remove_dir_all(&old) {
+        // Gone already: the MANIFEST has switched, nothing else to do.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        removed => removed.map_err(io(format!("removing {}", old.display())))?,
+    }
     sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
     Ok(logs)
 }
@@ -337,8 +361,8 @@ fn recover_all(
         .max(1);
     let recover = |shard: usize| -> Result<ShardRecovery> {
         let dir = shard_dir(layout, shard);
-        if !dir.exists() {
-            return Ok(ShardRecovery::empty());
+        if !dir.is_dir() {
+            return Err(missing(&dir, "a shard directory of the layout is missing"));
         }
         let codec = if manifest.format == FORMAT_VERSION {
             Codec::V2 {

@@ -37,7 +37,7 @@ use crate::block::{stored_timeout_ms, timeout_to_stored, TIMEOUT_NEVER};
 use crate::config::RecoveryMode;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::limits::{RECOVERY_REPORT_ITEMS_MAX, TIMEOUT_MS_MAX, TOPICS_PER_SESSION_MAX};
+use crate::limits::{RECOVERY_REPORT_ITEMS_MAX, TIMEOUT_MS_MAX, TIME_MS_MAX, TOPICS_PER_SESSION_MAX};
 use crate::per_session::Topic;
 
 /// A session as the log left it.
@@ -709,6 +709,11 @@ impl Replay<'_> {
             self.out.report.segments += 1;
             let has_data = bytes.get(hlen..).is_some_and(|d| d.iter().any(|&b| b != 0));
             let check = check_header(files, sequence, &bytes);
+            if let Some(header) = &check.header {
+                // Made when its run's clock read this (an empty segment
+                // prepared ahead included): a time that run reached.
+                self.out.newest_ms = self.out.newest_ms.max(header.created_ms.min(TIME_MS_MAX));
+            }
             if !has_data {
                 let reason = check.damage.map_or("segment header damaged", |d| d.1);
                 match check.header {
