@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::Durability;
-use crate::core::Core;
+use crate::core::{Core, LogFlush};
 use crate::error::{Error, Result};
 use crate::limits::{COMPACTION_CHECK_INTERVAL_MS, LOG_CHECK_INTERVAL_MS, SWEEP_BATCH_MAX};
 use crate::persist::{self, CompactionStep, FlushRequests};
@@ -345,7 +345,11 @@ fn sweeper(core: &Core, stop: &Stop) {
         }
         let flush = flush_every.is_some_and(|_| now >= next_flush);
         // Failures resurface on the write path, which returns them.
-        let _ = core.maintain_logs(flush);
+        let _ = core.maintain_logs(if flush {
+            LogFlush::UnlessRunning
+        } else {
+            LogFlush::No
+        });
         if let (true, Some(every)) = (flush, flush_every) {
             next_flush = now + every;
         }

@@ -80,6 +80,19 @@ fn route_shard(hash: u64, mask: usize) -> usize {
     (hash >> 32) as usize & mask
 }
 
+/// The sync round `Core::maintain_logs` ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogFlush {
+    No,
+    /// Every log, but one whose sync is under way is left to that sync
+    /// (the `Interval` flush).
+    UnlessRunning,
+    /// Every log, waiting for a sync under way and then syncing what it
+    /// did not cover; that sync's failure is this flush's (`close`, the
+    /// last drop).
+    Complete,
+}
+
 /// What a change does to the session it read (`Core::change`).
 pub(crate) enum Step {
     /// Install this successor (every field but its access time set),
@@ -946,35 +959,19 @@ impl Core {
         compacted
     }
 
-    /// The chores of each shard's log, for the background thread: keeping
-    /// pages ahead of the writer faulted in, preparing the next segment,
-    /// appending the readers' queued touches; then, if `flush`, one sync
-    /// round for every log.
-    pub(crate) fn maintain_logs(&self, flush: bool) -> Result<()> {
+    /// The chores of each shard's log: keeping pages ahead of the writer
+    /// faulted in, preparing the next segment, appending the readers'
+    /// queued touches; then the sync round `flush` asks for.
+    pub(crate) fn maintain_logs(&self, flush: LogFlush) -> Result<()> {
         let now_ms = self.clock.now_ms();
         for log in &self.logs {
             log.maintain(now_ms);
         }
-        if flush {
-            flush_all(self.commits.iter().map(|c| &**c))
-        } else {
-            Ok(())
-        }
-    }
-
-    /// `maintain_logs` for `close` and the last drop: the flush also waits
-    /// for a sync under way, then syncs what it did not cover, and reports
-    /// that sync's failure (`maintain_logs` leaves a log whose sync is
-    /// running to that sync).
-    pub(crate) fn close_logs(&self, flush: bool) -> Result<()> {
-        let now_ms = self.clock.now_ms();
-        for log in &self.logs {
-            log.maintain(now_ms);
-        }
-        if flush {
-            flush_all_waiting(self.commits.iter().map(|c| &**c))
-        } else {
-            Ok(())
+        let commits = self.commits.iter().map(|c| &**c);
+        match flush {
+            LogFlush::No => Ok(()),
+            LogFlush::UnlessRunning => flush_all(commits),
+            LogFlush::Complete => flush_all_waiting(commits),
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::background::Background;
 use crate::clock::Clock;
 use crate::config::{Config, Durability};
-use crate::core::{Changed, Core, Kind, Placed, Step};
+use crate::core::{Changed, Core, Kind, LogFlush, Placed, Step};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{LIST_LOCK_BATCH, LIST_PAGE_MAX};
@@ -53,8 +53,12 @@ impl Owner {
     /// Flushes the logs, waiting for a sync under way (its failure is
     /// this flush's).
     fn final_flush(&self) -> Result<()> {
-        let flush = self.core.config.durability != Durability::Never;
-        self.core.close_logs(flush)
+        self.core
+            .maintain_logs(if self.core.config.durability == Durability::Never {
+                LogFlush::No
+            } else {
+                LogFlush::Complete
+            })
     }
 }
 

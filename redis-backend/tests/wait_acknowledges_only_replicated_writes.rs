@@ -150,8 +150,9 @@ async fn check_applied(store: &RedisStore, master: &Server, op: Op, path: Path, 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_write_is_acknowledged_without_its_replica_on_any_path() {
+/// A master and its replica, in sync, the replication link through a proxy
+/// the test can freeze.
+async fn master_and_replica() -> (Server, Proxy, Server) {
     let master = Server::standalone();
     let link = Proxy::start(master.port).await;
     let replica = tokio::task::block_in_place(|| Server::replica_of(link.port()));
@@ -161,6 +162,12 @@ async fn no_write_is_acknowledged_without_its_replica_on_any_path() {
                 && master.info_field("replication", "connected_slaves").as_deref() == Some("1")
         })
     });
+    (master, link, replica)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_write_is_acknowledged_without_its_replica_on_any_path() {
+    let (master, link, _replica) = master_and_replica().await;
     let front = Proxy::start(master.port).await;
     let config = RedisConfig::standalone(front.url())
         .key_prefix(support::unique_prefix("wait-paths"))
@@ -233,15 +240,7 @@ async fn no_write_is_acknowledged_without_its_replica_on_any_path() {
 /// cap had grown, silently dropping it from fan-outs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifetime_cap_reaches_the_topic_indexes_though_wait_comes_back_short() {
-    let master = Server::standalone();
-    let link = Proxy::start(master.port).await;
-    let replica = tokio::task::block_in_place(|| Server::replica_of(link.port()));
-    tokio::task::block_in_place(|| {
-        support::wait_for("the replica in sync", Duration::from_secs(20), || {
-            replica.info_field("replication", "master_link_status").as_deref() == Some("up")
-                && master.info_field("replication", "connected_slaves").as_deref() == Some("1")
-        })
-    });
+    let (master, link, _replica) = master_and_replica().await;
     let config = RedisConfig::standalone(master.url())
         .key_prefix(support::unique_prefix("wait-cap"))
         .request_timeout(REQUEST_TIMEOUT)
