@@ -431,6 +431,20 @@ impl Header {
         access(&self.access, self.expiry(), now_ms, slide)
     }
 
+    /// `access` for a word `access` found `Marked`: expired, closed, or
+    /// retired by a writer still at work ([`marked`]).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn decide_marked(&self, now_ms: u64, slide: bool) -> Access {
+        marked(
+            &self.access,
+            self.expiry(),
+            now_ms,
+            slide,
+            self.access.load(Ordering::Acquire),
+        )
+    }
+
     /// See [`live_for_writer`].
     #[inline]
     pub(crate) fn live_for_writer(&self, now_ms: u64) -> bool {
@@ -520,6 +534,10 @@ pub(crate) enum Access {
     Live { before: u64, after: u64 },
     /// Past its deadline (and now marked so).
     Expired,
+    /// The word carries a mark (`access` leaves it to [`marked`], out of
+    /// line, so that its common path makes no call): never from
+    /// [`BlockRef::decide_marked`].
+    Marked,
     /// The writer that retired this block has finished: look the session
     /// up again (the table holds its successor, or nothing).
     Replaced,
@@ -606,7 +624,7 @@ pub(crate) fn access(word: &impl AccessWord, expiry: Expiry, now_ms: u64, slide:
     let mut current = word.load();
     loop {
         if current & CLOSED != 0 {
-            return marked(word, expiry, now_ms, slide, current);
+            return Access::Marked;
         }
         let next = if expiry.is_due(current, now_ms) {
             current | EXPIRED
@@ -637,11 +655,20 @@ pub(crate) fn access(word: &impl AccessWord, expiry: Expiry, now_ms: u64, slide:
 /// no call.
 #[cold]
 #[inline(never)]
-fn marked(word: &impl AccessWord, expiry: Expiry, now_ms: u64, slide: bool, mut current: u64) -> Access {
+pub(crate) fn marked(
+    word: &impl AccessWord,
+    expiry: Expiry,
+    now_ms: u64,
+    slide: bool,
+    mut current: u64,
+) -> Access {
     loop {
         match current & CLOSED {
             // Unretired meanwhile (its write failed).
-            0 => return access(word, expiry, now_ms, slide),
+            0 => match access(word, expiry, now_ms, slide) {
+                Access::Marked => current = word.load(),
+                other => return other,
+            },
             EXPIRED => return Access::Expired,
             CLOSED => return Access::Replaced,
             _ => {}
@@ -996,10 +1023,10 @@ mod tests {
         assert_eq!(capped.deadline(1_000), Some(1_100));
         assert_eq!(capped.deadline(1_050), Some(1_120), "the end comes first");
         let word = AtomicU64::new(1_000);
-        assert!(matches!(access(&word, capped, 1_050, true), Access::Live { .. }));
+        assert!(matches!(decide(&word, capped, 1_050, true), Access::Live { .. }));
         assert_eq!(expire_if_due(&word, capped, 1_060), Due::At(1_120));
-        assert!(matches!(access(&word, capped, 1_119, true), Access::Live { .. }));
-        assert_eq!(access(&word, capped, 1_120, true), Access::Expired);
+        assert!(matches!(decide(&word, capped, 1_119, true), Access::Live { .. }));
+        assert_eq!(decide(&word, capped, 1_120, true), Access::Expired);
         let no_timeout = Expiry {
             timeout_ms: TIMEOUT_NEVER,
             lifetime: 4_000,
@@ -1016,30 +1043,30 @@ mod tests {
         let word = AtomicU64::new(1_000);
         let timeout = Expiry::idle(100);
         assert_eq!(
-            access(&word, timeout, 1_050, false),
+            decide(&word, timeout, 1_050, false),
             Access::Live {
                 before: 1_000,
                 after: 1_000
             }
         );
         assert_eq!(
-            access(&word, timeout, 1_050, true),
+            decide(&word, timeout, 1_050, true),
             Access::Live {
                 before: 1_000,
                 after: 1_050
             }
         );
         assert_eq!(
-            access(&word, timeout, 1_040, true),
+            decide(&word, timeout, 1_040, true),
             Access::Live {
                 before: 1_050,
                 after: 1_050
             }
         );
         assert_eq!(expire_if_due(&word, timeout, 1_100), Due::At(1_150));
-        assert_eq!(access(&word, timeout, 1_150, false), Access::Expired);
+        assert_eq!(decide(&word, timeout, 1_150, false), Access::Expired);
         // Marked: an older reading of the clock no longer revives it.
-        assert_eq!(access(&word, timeout, 1_100, true), Access::Expired);
+        assert_eq!(decide(&word, timeout, 1_100, true), Access::Expired);
         assert_eq!(retire(&word, timeout, 1_100), Err(Gone));
         assert_eq!(expire_if_due(&word, timeout, 0), Due::Expired);
         // Retired: the block as it was answers and takes the slide, a
@@ -1048,16 +1075,16 @@ mod tests {
         let word = AtomicU64::new(1_000);
         assert_eq!(retire(&word, timeout, 1_050), Ok(1_000));
         assert_eq!(
-            access(&word, timeout, 1_060, true),
+            decide(&word, timeout, 1_060, true),
             Access::Live {
                 before: 1_000,
                 after: 1_060
             }
         );
-        assert_eq!(access(&word, timeout, 1_170, false), Access::Pending);
+        assert_eq!(decide(&word, timeout, 1_170, false), Access::Pending);
         unretire(&word);
         assert_eq!(
-            access(&word, timeout, 1_070, true),
+            decide(&word, timeout, 1_070, true),
             Access::Live {
                 before: 1_060,
                 after: 1_070
@@ -1066,7 +1093,7 @@ mod tests {
         // Closed: readers look again; the successor gets the slides.
         assert_eq!(retire(&word, timeout, 1_080), Ok(1_070));
         assert_eq!(
-            access(&word, timeout, 1_090, true),
+            decide(&word, timeout, 1_090, true),
             Access::Live {
                 before: 1_070,
                 after: 1_090
@@ -1074,7 +1101,7 @@ mod tests {
         );
         let successor = AtomicU64::new(1_080);
         assert_eq!(close(&word), 1_090);
-        assert_eq!(access(&word, timeout, 1_095, true), Access::Replaced);
+        assert_eq!(decide(&word, timeout, 1_095, true), Access::Replaced);
         carry(&successor, 1_090);
         assert_eq!(successor.load(Ordering::Relaxed), 1_090);
         carry(&successor, 1_085);
@@ -1116,6 +1143,15 @@ mod tests {
 
 /// The access word's protocol under `loom`: every interleaving of two or
 /// three threads' steps, on the real functions above.
+/// `access`, a mark decided by `marked` (tests).
+#[cfg(test)]
+fn decide(word: &impl AccessWord, expiry: Expiry, now_ms: u64, slide: bool) -> Access {
+    match access(word, expiry, now_ms, slide) {
+        Access::Marked => marked(word, expiry, now_ms, slide, word.load()),
+        other => other,
+    }
+}
+
 #[cfg(all(test, not(miri)))]
 mod loom_model {
     use super::*;
@@ -1152,9 +1188,9 @@ mod loom_model {
             let word = Arc::new(LoomU64::new(LAST));
             let a = {
                 let word = Arc::clone(&word);
-                thread::spawn(move || access(&*word, TIMEOUT, BEFORE_DEADLINE, true))
+                thread::spawn(move || decide(&*word, TIMEOUT, BEFORE_DEADLINE, true))
             };
-            let b = access(&*word, TIMEOUT, AT_DEADLINE, true);
+            let b = decide(&*word, TIMEOUT, AT_DEADLINE, true);
             let a = a.join().unwrap();
             let later = live_at(&word, AT_DEADLINE);
             match b {
@@ -1172,7 +1208,7 @@ mod loom_model {
                     ));
                     assert!(later);
                 }
-                Access::Replaced | Access::Pending => unreachable!(),
+                Access::Replaced | Access::Pending | Access::Marked => unreachable!(),
             }
         });
     }
@@ -1187,7 +1223,7 @@ mod loom_model {
                 let word = Arc::clone(&word);
                 thread::spawn(move || retire(&*word, TIMEOUT, BEFORE_DEADLINE))
             };
-            let reader = access(&*word, TIMEOUT, AT_DEADLINE, false);
+            let reader = decide(&*word, TIMEOUT, AT_DEADLINE, false);
             let writer = writer.join().unwrap();
             match (writer, reader) {
                 // The reader met the retired word: the successor decides.
@@ -1223,14 +1259,14 @@ mod loom_model {
                     carry(&*successor, close(&*old));
                 })
             };
-            let reader = access(&*old, TIMEOUT, 1_050, true);
+            let reader = decide(&*old, TIMEOUT, 1_050, true);
             writer.join().unwrap();
             let now = LoomU64::load(&successor, Ordering::Acquire);
             match reader {
                 Access::Live { after: 1_050, .. } => assert_eq!(now, 1_050, "the slide was lost"),
                 Access::Replaced => {
                     assert!(matches!(
-                        access(&*successor, TIMEOUT, 1_050, true),
+                        decide(&*successor, TIMEOUT, 1_050, true),
                         Access::Live { after: 1_050, .. }
                     ));
                 }
@@ -1247,7 +1283,7 @@ mod loom_model {
             let word = Arc::new(LoomU64::new(LAST));
             let reader = {
                 let word = Arc::clone(&word);
-                thread::spawn(move || access(&*word, TIMEOUT, BEFORE_DEADLINE, true))
+                thread::spawn(move || decide(&*word, TIMEOUT, BEFORE_DEADLINE, true))
             };
             let sweeper = expire_if_due(&*word, TIMEOUT, AT_DEADLINE);
             let reader = reader.join().unwrap();
@@ -1269,7 +1305,7 @@ mod loom_model {
                 .into_iter()
                 .map(|now| {
                     let word = Arc::clone(&word);
-                    thread::spawn(move || access(&*word, TIMEOUT, now, true))
+                    thread::spawn(move || decide(&*word, TIMEOUT, now, true))
                 })
                 .collect();
             for h in handles {

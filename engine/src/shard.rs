@@ -436,7 +436,11 @@ impl Shard {
         let mut table = table;
         loop {
             let block = table.find(hash, id)?;
-            match block.access(now_ms, slide) {
+            let mut access = block.access(now_ms, slide);
+            if access == Access::Marked {
+                access = block.decide_marked(now_ms, slide);
+            }
+            match access {
                 Access::Live { before, after } => {
                     if after != before {
                         self.log_activity(block, before, after);
@@ -446,22 +450,29 @@ impl Shard {
                 Access::Expired => return None,
                 // A writer replaced or removed it: the table now holds the
                 // successor, or nothing.
-                Access::Replaced => table = self.table(guard),
+                Access::Replaced | Access::Marked => table = self.table(guard),
                 // The successor decides, once the writer has published it:
                 // wait for the writer (the one read that ever waits).
-                Access::Pending => {
-                    let w = self.writer.lock();
-                    table = self.table(guard);
-                    // Holding the writer mutex, no write is under way: a
-                    // block still retired was left so by a writer that
-                    // panicked before publishing; it stands as it was.
-                    if let Some(orphan) = table.find(hash, id) {
-                        orphan.unretire_orphan();
-                    }
-                    drop(w);
-                }
+                Access::Pending => table = self.wait_for_writer(hash, id, guard),
             }
         }
+    }
+
+    /// `read_from`'s wait for the writer changing the session (out of
+    /// line: the read path stays small enough to inline): the table to
+    /// look in once it is done.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_writer<'g>(&self, hash: u64, id: &SessionId, guard: &'g Guard) -> &'g Table {
+        let _w = self.writer.lock();
+        let table = self.table(guard);
+        // Holding the writer mutex, no write is under way: a block still
+        // retired was left so by a writer that panicked before publishing;
+        // it stands as it was.
+        if let Some(orphan) = table.find(hash, id) {
+            orphan.unretire_orphan();
+        }
+        table
     }
 
     /// `get_many`'s first step for one session: the shard's table, loaded
@@ -529,7 +540,11 @@ impl Shard {
                     slot: to_index(at),
                 });
             }
-            match block.access(now_ms, false) {
+            let mut access = block.access(now_ms, false);
+            if access == Access::Marked {
+                access = block.decide_marked(now_ms, false);
+            }
+            match access {
                 Access::Live { after, .. } => out.push(snapshot(block, after)),
                 // Changed since this slot was loaded, or being changed with
                 // its deadline passing meanwhile: the session as the shard
@@ -537,7 +552,7 @@ impl Shard {
                 // rebuilt since this listing loaded its own), waiting for
                 // the writer if need be. Its id is listed here, or not at
                 // all: it is gone, or was rotated to an id listed on its own.
-                Access::Replaced | Access::Pending => {
+                Access::Replaced | Access::Pending | Access::Marked => {
                     let hash = hash_id(&self.hasher, &block.id);
                     if let Some(session) = self.read(hash, &block.id, now_ms, false, guard, snapshot) {
                         out.push(session);
