@@ -7,9 +7,11 @@
 
 mod support;
 
+use support::list_all;
+
 use std::time::Duration;
 
-use session_engine::{SessionId, Timeout, TopicCursor};
+use session_engine::{SessionId, Timeout};
 use session_redis::limits::SCAN_CALLS_MAX;
 use session_redis::{RedisConfig, RedisStore};
 
@@ -17,28 +19,6 @@ const TTL: Timeout = Timeout::from_secs(600);
 
 /// A nonce as the store writes them (16 lowercase hex digits).
 const NONCE: &str = "0123456789abcdef";
-
-/// The ids of every page of `topic`'s fan-out at `limit` per page, and the
-/// number of pages.
-async fn list_all(store: &RedisStore, topic: &str, limit: usize) -> (Vec<SessionId>, usize) {
-    let mut ids = Vec::new();
-    let mut pages = 0;
-    let mut cursor = TopicCursor::START;
-    loop {
-        let page = store
-            .subscribers(topic, cursor, limit)
-            .await
-            .expect("subscribers");
-        assert!(page.ids.len() <= limit);
-        pages += 1;
-        ids.extend(page.ids);
-        match page.next {
-            Some(next) => cursor = next,
-            None => return (ids, pages),
-        }
-        assert!(pages < 10_000, "the listing does not end");
-    }
-}
 
 /// The index member of a session that does not exist (an entry left by a
 /// session that was deleted or expired): the id `n` in 16 ASCII digits,

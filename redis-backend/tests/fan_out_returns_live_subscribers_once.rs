@@ -14,35 +14,9 @@ use std::time::Duration;
 
 use session_engine::{SessionId, Timeout, TopicCursor};
 use session_redis::{RedisConfig, RedisStore};
-use support::Cluster;
+use support::{list_all, Cluster};
 
 const TTL: Timeout = Timeout::from_secs(600);
-
-/// Every page of `topic`'s fan-out at `limit` per page: the ids in listing
-/// order and the number of pages.
-async fn list_all(store: &RedisStore, topic: &str, limit: usize) -> (Vec<SessionId>, usize) {
-    let mut ids = Vec::new();
-    let mut pages = 0;
-    let mut cursor = TopicCursor::START;
-    loop {
-        let page = store
-            .subscribers(topic, cursor, limit)
-            .await
-            .expect("subscribers");
-        assert!(
-            page.ids.len() <= limit,
-            "{} ids in a page of {limit}",
-            page.ids.len()
-        );
-        pages += 1;
-        ids.extend(page.ids);
-        match page.next {
-            Some(next) => cursor = next,
-            None => return (ids, pages),
-        }
-        assert!(pages < 10_000, "the listing does not end");
-    }
-}
 
 /// `ZCARD` of the topic's index, asked of whichever master holds it.
 fn index_len(cluster: &Cluster, store: &RedisStore, topic: &str) -> u64 {

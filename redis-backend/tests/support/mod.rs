@@ -588,3 +588,33 @@ pub fn cluster_preset(urls: Vec<String>) -> session_redis::RedisConfig {
             timeout: TEST_WAIT_TIMEOUT,
         })
 }
+
+/// Every page of `topic`'s fan-out at `limit` per page: the ids in listing
+/// order and the number of pages.
+pub async fn list_all(
+    store: &session_redis::RedisStore,
+    topic: &str,
+    limit: usize,
+) -> (Vec<session_engine::SessionId>, usize) {
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    let mut cursor = session_engine::TopicCursor::START;
+    loop {
+        let page = store
+            .subscribers(topic, cursor, limit)
+            .await
+            .expect("subscribers");
+        assert!(
+            page.ids.len() <= limit,
+            "{} ids in a page of {limit}",
+            page.ids.len()
+        );
+        pages += 1;
+        ids.extend(page.ids);
+        match page.next {
+            Some(next) => cursor = next,
+            None => return (ids, pages),
+        }
+        assert!(pages < 10_000, "the listing does not end");
+    }
+}
