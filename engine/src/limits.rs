@@ -127,6 +127,14 @@ pub const SEGMENT_SIZE_BYTES_MAX: usize = 1 << 30;
 /// 50 ms; a writer faster than that takes the remaining faults itself.
 pub const PREFAULT_AHEAD_BYTES: usize = 2 << 20;
 
+/// The fewest bytes of whole pages behind a log's writer that are dropped
+/// from its mapping at once, before they are written back. Writing back a
+/// mapped page costs a TLB shootdown to every core this process runs on,
+/// per page; dropping a range costs one for the range. Below this, as in
+/// `Always` mode's small sync rounds, the drop would cost as much as it
+/// saves.
+pub const RELEASE_MIN_BYTES: usize = 64 << 10;
+
 /// Truncations and damaged stretches a [`RecoveryReport`](crate::RecoveryReport)
 /// lists one by one (its counts are complete): a log damaged all over would
 /// otherwise make a report as large as the log.

@@ -381,16 +381,29 @@ impl ShardLog {
             (Arc::clone(&w.current), w.pos)
         };
         current.prefault_to(pos.saturating_add(PREFAULT_AHEAD_BYTES));
+        // And the pages behind it, which it will not write again, leave the
+        // mapping before the kernel writes them back (see `release_to`).
+        current.release_to(pos);
     }
 
     /// Starts writing back what was appended since the last sync, without
-    /// taking it (a hint before several logs are synced in a row).
+    /// taking it (a hint before several logs are synced in a row), with the
+    /// writer mutex released: starting writeback walks the pages.
     pub(crate) fn hint_writeback(&self) {
-        let w = self.writer.lock();
-        for (segment, from, to) in &w.unsynced {
+        let (mut ranges, pos) = {
+            let w = self.writer.lock();
+            let mut ranges = w.unsynced.clone();
+            ranges.push((Arc::clone(&w.current), w.sync_from, w.pos));
+            (ranges, w.pos)
+        };
+        let current = ranges.pop().expect("pushed above");
+        for (segment, from, to) in &ranges {
+            // Sealed: nothing is written to it again.
+            segment.release_to(segment.len());
             segment.start_writeback(*from, *to);
         }
-        w.current.start_writeback(w.sync_from, w.pos);
+        current.0.release_to(pos);
+        current.0.start_writeback(current.1, current.2);
     }
 
     /// Takes the ranges appended since the last sync round (the group
@@ -418,6 +431,9 @@ impl ShardLog {
     /// cache's state is unknown, so it does not pretend: fsyncgate).
     pub(crate) fn sync(&self, unsynced: &Unsynced) -> Result<u64> {
         for (segment, from, to) in &unsynced.ranges {
+            // The writer is past `to`: the whole pages below it leave the
+            // mapping first, so that writing them back write-protects none.
+            segment.release_to(*to);
             let synced = self
                 .injected_sync_failure()
                 .and_then(|()| segment.sync(*from, *to));

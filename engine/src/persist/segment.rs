@@ -11,7 +11,7 @@ use memmap2::{Advice, MmapOptions, MmapRaw};
 use rustix::fs::{fallocate, renameat_with, FallocateFlags, RenameFlags, CWD};
 
 use super::format::{SegmentHeader, SEGMENT_HEADER_LEN};
-use crate::limits::PREFAULT_AHEAD_BYTES;
+use crate::limits::{PREFAULT_AHEAD_BYTES, RELEASE_MIN_BYTES};
 
 /// File name of segment `sequence`.
 pub(crate) fn segment_name(sequence: u64) -> String {
@@ -27,6 +27,11 @@ pub(crate) fn tmp_name(sequence: u64) -> String {
 /// header is written (recovery removes one a crash left).
 pub(crate) fn new_name(sequence: u64) -> String {
     format!("{sequence:016}.new")
+}
+
+/// The size of a memory page.
+fn page_size() -> usize {
+    rustix::param::page_size()
 }
 
 /// Creates a file readable and writable by the owner only.
@@ -51,6 +56,9 @@ pub(crate) struct Segment {
     len: usize,
     /// Pages below this offset were faulted in writable (`prefault_to`).
     populated: AtomicUsize,
+    /// Pages below this offset were dropped from the mapping
+    /// (`release_to`).
+    released: AtomicUsize,
     // Keeps the descriptor open for the mapping's lifetime (not required by
     // mmap, but it makes the file's identity explicit).
     file: File,
@@ -92,6 +100,7 @@ impl Segment {
                 map,
                 len,
                 populated: AtomicUsize::new(0),
+                released: AtomicUsize::new(0),
                 file,
             };
             segment.prefault_to(PREFAULT_AHEAD_BYTES);
@@ -124,6 +133,7 @@ impl Segment {
             map,
             len,
             populated: AtomicUsize::new(0),
+            released: AtomicUsize::new(0),
             file,
         })
     }
@@ -157,6 +167,38 @@ impl Segment {
             .is_ok()
         {
             self.populated.fetch_max(end, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops the pages below `end` (rounded down to a page) from the
+    /// mapping, once the writer is past them for good; their data stays in
+    /// the page cache, dirty until written back.
+    ///
+    /// Writing back a page still mapped costs the kernel a walk of its
+    /// mappings and a write-protect with a TLB shootdown to every core
+    /// that runs this process, per page; a page no process maps is written
+    /// back without either, and dropping a range costs one shootdown for
+    /// the whole range. Best effort, like `prefault_to`: on error the
+    /// pages stay mapped. Called by the background and flusher threads,
+    /// never on the write path.
+    pub(crate) fn release_to(&self, end: usize) {
+        let end = end.min(self.len) & !(page_size() - 1);
+        let from = self.released.load(Ordering::Relaxed);
+        if end < from.saturating_add(RELEASE_MIN_BYTES) {
+            return;
+        }
+        // SAFETY: `MADV_DONTNEED` on a shared file mapping keeps the data:
+        // the pages' contents (dirty ones included) stay in the page cache
+        // and a later access faults them back in. No Rust reference to the
+        // mapped bytes exists (the segment hands out none), so nothing
+        // observes the pages leaving the mapping; the range is inside it.
+        #[allow(unsafe_code)]
+        let released = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, end - from)
+        };
+        if released.is_ok() {
+            self.released.fetch_max(end, Ordering::Relaxed);
         }
     }
 
@@ -243,5 +285,76 @@ impl Segment {
             self.map.flush_range(from, to - from)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEN: usize = 1 << 20;
+
+    fn segment(dir: &Path) -> Segment {
+        let header = SegmentHeader {
+            shard: 0,
+            shards: 1,
+            flags: 0,
+            sequence: 1,
+            created_ms: 1,
+            layout: 1,
+            len: LEN as u64,
+        };
+        Segment::create(&dir.join(segment_name(1)), &header, |_| Ok(())).expect("create segment")
+    }
+
+    /// The resident kilobytes of this process's mapping of `path`.
+    fn mapped_kib(path: &Path) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut lines = smaps.lines();
+        while let Some(line) = lines.next() {
+            if line.ends_with(path.to_str().expect("utf-8 path")) {
+                let rss = lines.find(|l| l.starts_with("Rss:")).expect("Rss line");
+                return rss
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|n| n.parse().ok())
+                    .expect("Rss value");
+            }
+        }
+        panic!("{} is not mapped", path.display());
+    }
+
+    #[test]
+    fn released_pages_leave_the_mapping_and_keep_their_data() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let segment = segment(dir.path());
+        let data: Vec<u8> = (0..LEN - SEGMENT_HEADER_LEN)
+            .map(|i| u8::try_from(i % 251).expect("under 251"))
+            .collect();
+        segment.write(SEGMENT_HEADER_LEN, &data);
+        let before = mapped_kib(segment.path());
+        assert!(before >= LEN / 1024, "written pages are mapped: {before} KiB");
+
+        // Less than `RELEASE_MIN_BYTES` is left mapped; a page-unaligned end
+        // rounds down.
+        segment.release_to(RELEASE_MIN_BYTES - 1);
+        assert_eq!(mapped_kib(segment.path()), before);
+        segment.release_to(LEN / 2 + 100);
+        let after = mapped_kib(segment.path());
+        assert_eq!(after, before - LEN / 2 / 1024, "the first half left the mapping");
+
+        // Nothing is lost: the page cache has it before and after the sync,
+        // and a write into a released page maps it again.
+        let on_file = std::fs::read(segment.path()).expect("read segment");
+        assert_eq!(&on_file[SEGMENT_HEADER_LEN..], &data[..]);
+        segment.write(LEN / 4, b"written again");
+        segment.sync(0, LEN).expect("sync");
+        let on_file = std::fs::read(segment.path()).expect("read segment");
+        assert_eq!(&on_file[LEN / 4..LEN / 4 + 13], b"written again");
+        assert_eq!(
+            &on_file[LEN / 4 + 13..],
+            &data[LEN / 4 + 13 - SEGMENT_HEADER_LEN..]
+        );
+        assert!(mapped_kib(segment.path()) > after);
     }
 }
