@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use session_engine::{Config, Durability, Engine, Error, RecoveryMode, SessionId, Timeout};
+use session_engine::{CompactionStep, Config, Durability, Engine, Error, RecoveryMode, SessionId, Timeout};
 
 fn config(dir: &Path, mode: RecoveryMode) -> Config {
     Config::default()
@@ -170,4 +170,63 @@ fn a_missing_shard_directory_is_refused() {
             other => panic!("{mode:?}: {other:?}"),
         }
     }
+}
+
+/// A segment file extended far past its header's length (sparse: 1 TiB of
+/// zeros on disk costs nothing) is damage the open names at once, and Repair
+/// keeps every record. Recovery read each segment whole into memory: the
+/// open failed with an out-of-memory I/O error in both modes, and a smaller
+/// extension (tens of GiB) would have been read into memory before the
+/// damage was found.
+#[test]
+fn a_segment_extended_past_memory_is_named_and_repaired() {
+    let (dir, segments, expected) = build();
+    let extended = &segments[1];
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(extended)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let e = refused_naming(dir.path(), extended);
+    assert!(e.to_string().contains("extended"), "{e}");
+    assert_eq!(repaired_for_good(dir.path()), expected, "a record was dropped");
+}
+
+/// The same for an empty segment (one prepared ahead of the writer, or
+/// the one a seal rolled into): its length is checked like any other's
+/// (FORMAT.md), not only when it holds data.
+#[test]
+fn an_extended_empty_segment_is_named_and_removed_by_repair() {
+    let (dir, segments, expected) = build();
+    // A compaction stopped after its seal leaves the log in a new, empty
+    // segment.
+    let engine = Engine::open(config(dir.path(), RecoveryMode::Strict)).unwrap();
+    engine.debug_compact(0, CompactionStep::Sealed).unwrap();
+    engine.close().unwrap();
+    let shard = segments[0].parent().unwrap();
+    let mut after: Vec<PathBuf> = std::fs::read_dir(shard)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    after.sort();
+    let empty = after.last().unwrap().clone();
+    assert!(
+        !segments.contains(&empty),
+        "no new segment after the seal: {after:?}"
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&empty)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let e = refused_naming(dir.path(), &empty);
+    assert!(e.to_string().contains("extended"), "{e}");
+    assert_eq!(repaired_for_good(dir.path()), expected, "a record was dropped");
+    assert!(
+        std::fs::metadata(&empty).map_or(true, |m| m.len() < 1 << 30),
+        "the repair left the extended segment"
+    );
 }

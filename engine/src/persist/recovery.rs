@@ -381,6 +381,46 @@ fn check_header(files: ShardFiles<'_>, sequence: u64, bytes: &[u8]) -> HeaderChe
     }
 }
 
+/// A segment file's bytes for replay, mapped read-only: a base holds its
+/// shard's live sessions, and reading it into memory would hold them twice
+/// during recovery (and a damaged file's length could exceed memory).
+enum SegmentBytes {
+    Empty,
+    Mapped(memmap2::Mmap),
+}
+
+impl SegmentBytes {
+    fn map(path: &Path) -> Result<Self> {
+        let context = || format!("reading {}", path.display());
+        let file = std::fs::File::open(path).map_err(io(context()))?;
+        if file.metadata().map_err(io(context()))?.len() == 0 {
+            return Ok(Self::Empty);
+        }
+        // SAFETY: the map is only read, and only while no process changes
+        // the file: the data directory is locked for this engine, this
+        // process writes a segment only through its own writable mapping,
+        // made after recovery has dropped this one (recovery's fixes run
+        // after the scan), and an outside process changing a locked data
+        // directory breaks the engine's writable mappings the same way.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io(context()))?;
+        // Replay reads it once, front to back.
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok(Self::Mapped(map))
+    }
+}
+
+impl std::ops::Deref for SegmentBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Empty => &[],
+            Self::Mapped(map) => map,
+        }
+    }
+}
+
 fn read_header_bytes(path: &Path, len: usize) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut buf = Vec::with_capacity(len);
@@ -705,14 +745,36 @@ impl Replay<'_> {
         let mut may_be_unfinished = false;
         let mut empties: Vec<(u64, PathBuf)> = Vec::new();
         for (sequence, path) in segments {
-            let bytes = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+            let mapped = SegmentBytes::map(&path)?;
             self.out.report.segments += 1;
-            let has_data = bytes.get(hlen..).is_some_and(|d| d.iter().any(|&b| b != 0));
-            let check = check_header(files, sequence, &bytes);
+            let check = check_header(files, sequence, &mapped);
             if let Some(header) = &check.header {
                 // Made when its run's clock read this (an empty segment
                 // prepared ahead included): a time that run reached.
                 self.out.newest_ms = self.out.newest_ms.max(header.created_ms.min(TIME_MS_MAX));
+            }
+            // A file whose length is not its verified header's was
+            // truncated or extended (a crash cannot change a preallocated
+            // file's length): damage, found before any data is read. Only
+            // the header's length is read: past it the engine never wrote.
+            let (bytes, resized) = match (files.codec, check.header) {
+                (Codec::V2 { .. }, Some(h)) if h.len != mapped.len() as u64 => {
+                    let end = usize::try_from(h.len).unwrap_or(usize::MAX).min(mapped.len());
+                    let reason = format!(
+                        "the segment file is {} bytes, its header says {}: it was truncated or extended",
+                        mapped.len(),
+                        h.len
+                    );
+                    self.damage(&path, end, 0, &reason, None)?;
+                    (&mapped[..end], true)
+                }
+                _ => (&mapped[..], false),
+            };
+            let has_data = bytes.get(hlen..).is_some_and(|d| d.iter().any(|&b| b != 0));
+            if !has_data && resized {
+                // An empty segment of the wrong length holds nothing to keep.
+                self.out.fixes.push(Fix::Remove { path });
+                continue;
             }
             if !has_data {
                 let reason = check.damage.map_or("segment header damaged", |d| d.1);
@@ -747,18 +809,7 @@ impl Replay<'_> {
                 self.damage(&path, offset, 0, reason, None)?;
             }
             let is_base = check.header.is_some_and(|h| h.flags & FLAG_BASE != 0);
-            if let (Codec::V2 { .. }, Some(h)) = (files.codec, check.header) {
-                if h.len != bytes.len() as u64 {
-                    let reason = format!(
-                        "the segment file is {} bytes, its header says {}: it was truncated or extended",
-                        bytes.len(),
-                        h.len
-                    );
-                    let at = usize::try_from(h.len).unwrap_or(usize::MAX).min(bytes.len());
-                    self.damage(&path, at, 0, &reason, None)?;
-                }
-            }
-            let ending = self.scan(&path, &bytes)?;
+            let ending = self.scan(&path, bytes)?;
             let seals = matches!(files.codec, Codec::V2 { .. });
             may_be_unfinished = !matches!(ending, Ending::Sealed { .. });
             match ending {
