@@ -260,3 +260,26 @@ fn a_session_rotated_while_compaction_lists_its_shard_survives() {
     }
     assert_eq!(engine.len(), ids.len() + reborn_live);
 }
+
+/// The segments a compaction replaced leave the process at once: their
+/// files are gone, and the next sync round wrote back the pages of those
+/// unlinked files (the durable base already holds what they held).
+#[test]
+fn replaced_segments_are_not_kept_for_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let mut expected = HashMap::new();
+    churn(&engine, &mut expected);
+    for shard in 0..2 {
+        engine.debug_compact(shard, CompactionStep::Done).unwrap();
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let ours = dir.path().to_str().unwrap();
+    let stale: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains(ours) && l.ends_with("(deleted)"))
+        .collect();
+    assert!(stale.is_empty(), "still mapped after the compaction: {stale:#?}");
+    engine.close().unwrap();
+    check(dir.path(), &expected);
+}

@@ -93,6 +93,9 @@ struct Writer {
     next_sequence: u64,
     /// Sealed segments with unsynced bytes: (segment, from, to).
     unsynced: Vec<(Arc<Segment>, usize, usize)>,
+    /// A sealed segment of a `Never` log, left for the background thread
+    /// to unmap outside the writer mutex.
+    retired: Option<Arc<Segment>>,
     /// Oldest segment sequence still on disk.
     first_sequence: u64,
     /// Bytes appended since open: the durability position.
@@ -168,6 +171,7 @@ impl ShardLog {
                 next: None,
                 next_sequence,
                 unsynced: Vec::new(),
+                retired: None,
                 first_sequence: r.first_sequence,
                 position: 0,
                 log_bytes: r.log_bytes,
@@ -289,8 +293,17 @@ impl ShardLog {
             segment.sync(0, SEGMENT_HEADER_LEN)
         })?;
         if self.durability != Durability::Never {
-            sync_dir(&self.id.dir)
-                .map_err(|e| io_error(format!("syncing directory {}", self.id.dir.display()), e))?;
+            if let Err(e) = sync_dir(&self.id.dir) {
+                // Not kept: every retry would leave another preallocated
+                // file behind until the disk filled.
+                let path = segment.path().to_path_buf();
+                drop(segment);
+                let _ = std::fs::remove_file(path);
+                return Err(io_error(
+                    format!("syncing directory {}", self.id.dir.display()),
+                    e,
+                ));
+            }
         }
         Ok(segment)
     }
@@ -313,7 +326,12 @@ impl ShardLog {
         w.pos += seal.len();
         w.log_bytes += seal.len() as u64;
         let old = std::mem::replace(&mut w.current, next);
-        if self.durability != Durability::Never {
+        if self.durability == Durability::Never {
+            // Unmapped by the background thread, not here under the locks
+            // writers wait on (`munmap` takes the process's address-space
+            // lock and shoots down TLBs); without one, at the next roll.
+            w.retired = Some(old);
+        } else {
             let (from, to) = (w.sync_from, w.pos);
             w.unsynced.push((old, from, to));
         }
@@ -350,12 +368,19 @@ impl ShardLog {
             w.next_sequence - 1
         };
         let segment = self.new_segment(sequence, now_ms)?;
-        let mut w = self.writer.lock();
-        if w.next.is_none() && sequence > w.current.sequence() {
-            w.next = Some(Arc::new(segment));
-        } else {
+        let unneeded = {
+            let mut w = self.writer.lock();
+            if w.next.is_none() && sequence > w.current.sequence() {
+                w.next = Some(Arc::new(segment));
+                None
+            } else {
+                Some(segment)
+            }
+        };
+        if let Some(segment) = unneeded {
             // The writer rolled past it meanwhile; an empty segment is
-            // harmless even if this removal is lost in a crash.
+            // harmless even if this removal is lost in a crash. Unmapped and
+            // removed with no lock held.
             let path = segment.path().to_path_buf();
             drop(segment);
             let _ = std::fs::remove_file(path);
@@ -368,6 +393,8 @@ impl ShardLog {
     /// the current one is half full, and append the readers' queued
     /// touches. Failures resurface on the write path, which returns them.
     pub(crate) fn maintain(&self, now_ms: u64) {
+        let retired = self.writer.lock().retired.take();
+        drop(retired);
         self.prefault_ahead();
         let _ = self.prepare_next(now_ms);
         self.drain_touches(now_ms);
@@ -516,9 +543,21 @@ impl ShardLog {
 
     /// Finishes a compaction whose base replaced segments up to `sealed`.
     pub(crate) fn compacted(&self, sealed: u64, bytes_before: u64, base_len: u64) {
-        let mut w = self.writer.lock();
-        w.first_sequence = sealed;
-        w.log_bytes = w.log_bytes - bytes_before + base_len;
+        let replaced: Vec<_> = {
+            let mut w = self.writer.lock();
+            w.first_sequence = sealed;
+            w.log_bytes = w.log_bytes - bytes_before + base_len;
+            // The durable base holds what the replaced segments held: their
+            // files are gone, and writing back their pages would be wasted
+            // (a waiter's position is covered by the next round's `upto`).
+            let (replaced, kept) = std::mem::take(&mut w.unsynced)
+                .into_iter()
+                .partition(|(segment, _, _)| segment.sequence() <= sealed);
+            w.unsynced = kept;
+            replaced
+        };
+        // Unmapped with no lock held.
+        drop(replaced);
     }
 
     pub(crate) fn first_sequence(&self) -> u64 {

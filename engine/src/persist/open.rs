@@ -212,7 +212,7 @@ fn keep_layout(
         apply_fixes(&id.dir, &r.fixes)?;
         let live = r.live_bytes();
         let reopened = if let Some(tail) = &r.tail {
-            let current = Segment::open(tail.path.clone(), tail.sequence)
+            let current = Segment::open(tail.path.clone(), tail.sequence, tail.pos)
                 .map_err(io(format!("opening {}", tail.path.display())))?;
             Reopened {
                 current,
@@ -257,7 +257,7 @@ fn apply_fixes(dir: &Path, fixes: &[Fix]) -> Result<()> {
                 // Synced, so that a later crash cannot bring the torn bytes
                 // back behind records appended over them.
                 let segment =
-                    Segment::open(path.clone(), 0).map_err(io(format!("opening {}", path.display())))?;
+                    Segment::open(path.clone(), 0, 0).map_err(io(format!("opening {}", path.display())))?;
                 segment
                     .zero(*from, to - from)
                     .map_err(io(format!("clearing the torn tail of {}", path.display())))?;

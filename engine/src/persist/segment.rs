@@ -115,8 +115,11 @@ impl Segment {
         built
     }
 
-    /// Maps an existing segment for appending.
-    pub(crate) fn open(path: PathBuf, sequence: u64) -> io::Result<Self> {
+    /// Maps an existing segment for appending at `pos`: the pages below it
+    /// hold what recovery read, and are neither faulted in nor released
+    /// (faulting them in writable would dirty every one, and the first sync
+    /// would write them all again).
+    pub(crate) fn open(path: PathBuf, sequence: u64, pos: usize) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let len = usize::try_from(file.metadata()?.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "segment larger than memory"))?;
@@ -127,13 +130,14 @@ impl Segment {
             ));
         }
         let map = MmapOptions::new().len(len).map_raw(&file)?;
+        let written = pos.min(len) & !(page_size() - 1);
         Ok(Self {
             path,
             sequence,
             map,
             len,
-            populated: AtomicUsize::new(0),
-            released: AtomicUsize::new(0),
+            populated: AtomicUsize::new(written),
+            released: AtomicUsize::new(written),
             file,
         })
     }
@@ -157,7 +161,12 @@ impl Segment {
     /// thread, never on the write path.
     pub(crate) fn prefault_to(&self, end: usize) {
         let end = end.min(self.len);
-        let from = self.populated.load(Ordering::Relaxed);
+        // Not below what was released: the writer is past those pages, and
+        // faulting them in writable would dirty them again.
+        let from = self
+            .populated
+            .load(Ordering::Relaxed)
+            .max(self.released.load(Ordering::Relaxed));
         if end <= from {
             return;
         }
@@ -180,7 +189,7 @@ impl Segment {
     /// back without either, and dropping a range costs one shootdown for
     /// the whole range. Best effort, like `prefault_to`: on error the
     /// pages stay mapped. Called by the background and flusher threads,
-    /// never on the write path.
+    /// and by a sync's leader, with no lock held; never while appending.
     pub(crate) fn release_to(&self, end: usize) {
         let end = end.min(self.len) & !(page_size() - 1);
         let from = self.released.load(Ordering::Relaxed);
@@ -322,6 +331,31 @@ mod tests {
             }
         }
         panic!("{} is not mapped", path.display());
+    }
+
+    /// Reopened after recovery, a segment faults in only the pages ahead of
+    /// its writer: it faulted in (writable, so dirty) every page from the
+    /// start, and the first sync wrote the whole recovered prefix again.
+    #[test]
+    fn a_reopened_segment_faults_in_only_what_lies_ahead() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let segment = segment(dir.path());
+        let pos = SEGMENT_HEADER_LEN + LEN / 2;
+        segment.write(SEGMENT_HEADER_LEN, &vec![7u8; LEN / 2]);
+        segment.sync(0, pos).expect("sync");
+        let path = segment.path().to_path_buf();
+        drop(segment);
+        let reopened = Segment::open(path.clone(), 1, pos).expect("reopen");
+        reopened.prefault_to(pos + LEN / 4);
+        let kib = mapped_kib(&path);
+        assert!(
+            kib <= (LEN / 4 + 8192) / 1024,
+            "{kib} KiB mapped: the recovered prefix was faulted in"
+        );
+        // Nor does a release below the position map anything again.
+        reopened.release_to(pos);
+        reopened.prefault_to(pos + LEN / 4);
+        assert!(mapped_kib(&path) <= kib);
     }
 
     #[test]
