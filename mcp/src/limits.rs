@@ -22,6 +22,15 @@ pub const TOUCH_INTERVAL_DIVISOR: u64 = 4;
 /// rarely enough not to hammer one that is down.
 pub const HOLD_RETRIES_PER_INTERVAL: u32 = 8;
 
+/// How long a request for a session whose worker is being restored here
+/// waits for that restore (rmcp's replayed handshake) before it is answered
+/// "not here" as if none were under way: far longer than a restore takes
+/// (one store read and the handshake in process), and a bound for one that
+/// was abandoned (its request cancelled between the worker's start and the
+/// replayed `notifications/initialized`), whose worker otherwise stays
+/// until `local_keep_alive` ends it.
+pub const RESTORE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The first byte of a stored record (the layout of `record.rs`); a record
 /// with another is refused, not guessed at.
 pub const RECORD_VERSION: u8 = 1;
