@@ -10,8 +10,9 @@ use serde_json::json;
 use session_engine::{Config, Engine, SessionId, Timeout};
 use session_tower::TowerStore;
 use time::OffsetDateTime;
+use tower_sessions::MemoryStore;
 use tower_sessions_core::session::{Id, Record};
-use tower_sessions_core::session_store::{Error, ExpiredDeletion};
+use tower_sessions_core::session_store::{CachingSessionStore, Error, ExpiredDeletion};
 use tower_sessions_core::{Expiry, Session, SessionStore};
 
 fn engine() -> Arc<Engine> {
@@ -34,7 +35,75 @@ fn ours(id: Id) -> SessionId {
 }
 
 #[tokio::test]
-async fn create_inserts_under_a_fresh_id_with_the_expiry_as_timeout() {
+async fn create_keeps_the_callers_id_when_it_is_free() {
+    let engine = engine();
+    let store = TowerStore::from_arc(Arc::clone(&engine));
+    let mut r = record(time::Duration::minutes(30));
+    let drawn = r.id;
+    store.create(&mut r).await.unwrap();
+    assert_eq!(r.id, drawn, "the id the caller drew");
+    assert_eq!(engine.len(), 1);
+    assert!(store.load(&drawn).await.unwrap().is_some());
+}
+
+/// `CachingSessionStore` creates in its backend, then in its cache with the
+/// backend's id: with this store as the cache, both layers must keep that
+/// one id (a cache that drew another gave the cookie an id the backend does
+/// not know, and left the backend's copy orphaned).
+#[tokio::test]
+async fn as_a_caching_stores_cache_it_keeps_the_backends_id() {
+    let engine = engine();
+    let backend = MemoryStore::default();
+    let caching = CachingSessionStore::new(TowerStore::from_arc(Arc::clone(&engine)), backend.clone());
+    let mut r = record(time::Duration::minutes(30));
+    caching.create(&mut r).await.unwrap();
+    assert!(
+        backend.load(&r.id).await.unwrap().is_some(),
+        "the backend holds the id the caller was given"
+    );
+    assert!(engine.peek(&ours(r.id)).is_ok(), "and so does the cache");
+    assert_eq!(engine.len(), 1);
+
+    r.data.insert("n".to_owned(), json!(8));
+    caching.save(&r).await.unwrap();
+    assert_eq!(caching.load(&r.id).await.unwrap().unwrap().data["n"], json!(8));
+    // Another node's cache (or this one after a restart) finds it in the backend.
+    let other = CachingSessionStore::new(TowerStore::new(Engine::open(Config::default()).unwrap()), backend);
+    assert_eq!(other.load(&r.id).await.unwrap().unwrap().data["n"], json!(8));
+}
+
+/// What `create` keeping the caller's id means after a logout: the
+/// `Session` keeps its record, old id included, after `flush`, so a write
+/// in the same request creates the new session under the old id (as with
+/// tower-sessions' own stores); `Session::cycle_id` after the `flush` gives
+/// it a fresh one (what the docs tell such a handler to do).
+#[tokio::test]
+async fn a_write_after_flush_reuses_the_old_id_unless_the_id_is_cycled() {
+    let engine = engine();
+    for cycled in [false, true] {
+        let session = saved_session(TowerStore::from_arc(Arc::clone(&engine))).await;
+        let old = session.id().unwrap();
+        session.flush().await.unwrap();
+        assert!(engine.peek(&ours(old)).unwrap_err().is_not_found());
+        if cycled {
+            session.cycle_id().await.unwrap();
+        }
+        session.insert("flash", "logged out").await.unwrap();
+        session.save().await.unwrap();
+        let new = session.id().unwrap();
+        assert_eq!(new == old, !cycled, "cycled: {cycled}");
+        let stored = TowerStore::from_arc(Arc::clone(&engine))
+            .load(&new)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.data.get("user"), None, "the logged-out data is gone");
+        assert_eq!(stored.data["flash"], json!("logged out"));
+    }
+}
+
+#[tokio::test]
+async fn create_never_overwrites_and_stores_the_expiry_as_timeout() {
     let engine = engine();
     let store = TowerStore::from_arc(Arc::clone(&engine));
     // An engine session already holds the id tower-sessions drew: create
@@ -45,7 +114,7 @@ async fn create_inserts_under_a_fresh_id_with_the_expiry_as_timeout() {
         .insert(taken, b"someone else's", Timeout::from_secs(60))
         .unwrap();
     store.create(&mut r).await.unwrap();
-    assert_ne!(ours(r.id), taken, "create draws its own id");
+    assert_ne!(ours(r.id), taken, "another id when the caller's is taken");
     assert_eq!(engine.peek(&taken).unwrap().metadata(), b"someone else's");
 
     let stored = engine.peek(&ours(r.id)).unwrap();
