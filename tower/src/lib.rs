@@ -110,6 +110,22 @@
 //! following `create` takes the rotated id. Call it instead of
 //! `session.cycle_id()`.
 //!
+//! # A logout and a save in flight
+//!
+//! `save` stores the record whether or not the session is still there (an
+//! insert-or-replace, as in tower-sessions' own stores). So a request that
+//! loaded the session before a concurrent logout (`Session::flush` in
+//! another request with the same cookie), and saves it after (it changed
+//! the session, or the layer has `with_always_save(true)`), **writes the
+//! session back under the old id: the logout is undone** for that cookie.
+//! A save that only replaces a live session would break tower-sessions'
+//! `CachingSessionStore`, which fills its cache on a load with a `save` of
+//! an id the cache never created, and our stores have no replace-only write
+//! of metadata and timeout in one step. A logout that must hold against
+//! requests in flight needs a check of its own on the server, such as a
+//! per-user logout time compared with the session's login time on every
+//! request.
+//!
 //! # Errors
 //!
 //! Our errors become `session_store::Error::Backend` with our message

@@ -31,7 +31,7 @@ use crate::rotate;
 /// | tower-sessions | here |
 /// | --- | --- |
 /// | `create(&mut record)` | `insert` under the record's id (tower-sessions draws it from its CSPRNG; a `CachingSessionStore` passes its backend's); if that is taken, under a fresh id from the OS CSPRNG, drawn again while taken: never overwrites |
-/// | `save(&record)` | insert-or-replace with the new metadata and timeout; a record already past its expiry date is deleted (without [`inactivity_timeout`](Self::inactivity_timeout), which replaces the date) |
+/// | `save(&record)` | insert-or-replace with the new metadata and timeout; a record already past its expiry date is deleted (without [`inactivity_timeout`](Self::inactivity_timeout), which replaces the date). An insert too: see the crate docs, "A logout and a save in flight" |
 /// | `load(&id)` | `peek` (the deadline stays where the last save put it); with [`sliding`](Self::sliding) `get`, which slides it |
 /// | `delete(&id)` | `delete` (absent is fine); inside [`cycle_id`](crate::cycle_id) the store's rotate |
 /// | `delete_expired()` | `cleanup_expired` (0 work on Redis, which expires keys itself) |

@@ -67,9 +67,46 @@ async fn as_a_caching_stores_cache_it_keeps_the_backends_id() {
     r.data.insert("n".to_owned(), json!(8));
     caching.save(&r).await.unwrap();
     assert_eq!(caching.load(&r.id).await.unwrap().unwrap().data["n"], json!(8));
-    // Another node's cache (or this one after a restart) finds it in the backend.
-    let other = CachingSessionStore::new(TowerStore::new(Engine::open(Config::default()).unwrap()), backend);
+    // Another node's cache (or this one after a restart) finds it in the
+    // backend, and is filled with it by a `save` of an id it never created
+    // (why `save` inserts: see the logout test below).
+    let other_engine = Arc::new(Engine::open(Config::default()).unwrap());
+    let other = CachingSessionStore::new(TowerStore::from_arc(Arc::clone(&other_engine)), backend);
     assert_eq!(other.load(&r.id).await.unwrap().unwrap().data["n"], json!(8));
+    assert!(other_engine.peek(&ours(r.id)).is_ok(), "the cache is filled");
+}
+
+/// `save` is an insert-or-replace, as in tower-sessions' own stores (its
+/// contract leaves it open; `CachingSessionStore` fills its cache on a load
+/// with a `save` of an id the cache never created, above). So a request
+/// that loaded the session before a concurrent logout, and saves after it
+/// (it changed the session, or `with_always_save`), writes the session back
+/// under the old id: the logout is undone for that cookie. The READMEs say
+/// so; this shows it.
+#[tokio::test]
+async fn a_save_after_a_concurrent_logout_writes_the_session_back() {
+    let engine = engine();
+    let store = Arc::new(TowerStore::from_arc(Arc::clone(&engine)));
+    let expiry = Some(Expiry::OnInactivity(time::Duration::minutes(10)));
+    let login = Session::new(None, Arc::clone(&store), expiry);
+    login.insert("user", "alice").await.unwrap();
+    login.save().await.unwrap();
+    let id = login.id().unwrap();
+
+    // Request A, with the cookie, has loaded the session.
+    let a = Session::new(Some(id), Arc::clone(&store), expiry);
+    assert_eq!(a.get::<String>("user").await.unwrap().as_deref(), Some("alice"));
+    // Request B, with the same cookie, logs out.
+    let b = Session::new(Some(id), Arc::clone(&store), expiry);
+    b.flush().await.unwrap();
+    assert_eq!(store.load(&id).await.unwrap(), None, "logged out");
+    // A changes the session; the middleware saves it at the end of A.
+    a.insert("n", 1).await.unwrap();
+    a.save().await.unwrap();
+    assert_eq!(a.id(), Some(id), "saved, not created: the old id");
+    let back = store.load(&id).await.unwrap().expect("written back");
+    assert_eq!(back.data["user"], json!("alice"), "the logout is undone");
+    assert_eq!(engine.len(), 1);
 }
 
 /// What `create` keeping the caller's id means after a logout: the
