@@ -13,6 +13,13 @@ pub(crate) const ID_TRIES_MAX: usize = 8;
 /// more) of rmp-serde's.
 pub(crate) const NESTING_DEPTH_MAX: usize = 1023;
 
+/// Items (array elements, entries of the record's map) a decode reserves
+/// room for at once before reading them: a record's own lengths are not
+/// trusted further (they may claim 2^32 items), and genuine arrays this long
+/// are rare; a longer one grows as it is read. 4,096 items are 128 KiB of
+/// `serde_json::Value`s.
+pub(crate) const RESERVED_ITEMS_MAX: usize = 4096;
+
 /// The largest encode buffer a thread keeps for its next save (see
 /// `record::Encoded`): a record of the default 64 KiB metadata limit fits,
 /// so the common case allocates nothing; a thread holds at most this much
