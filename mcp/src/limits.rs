@@ -11,6 +11,13 @@ pub const FANOUT_PAGE: usize = 1_024;
 /// never ends (a backend bug) into an error instead of a loop.
 pub const FANOUT_PAGES_MAX: usize = 1_024;
 
+/// How long a fan-out waits for one client served here to take a
+/// notification (rmcp's send completes once the session's worker has
+/// queued it for the client's stream, at once for a client reading it):
+/// a client that stopped reading (its stream's buffer full) is counted as
+/// not delivered after this, and holds up no other (they are sent at once).
+pub const NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The default touch interval is the session timeout divided by this: a
 /// client whose requests are less than three quarters of the timeout apart
 /// is never expired (see the crate docs, "Touch coalescing").

@@ -18,7 +18,7 @@ use session_engine::{
 };
 
 use crate::error::{Error, Result};
-use crate::limits::{FANOUT_PAGE, FANOUT_PAGES_MAX, ID_DRAWS_MAX, TOUCH_INTERVAL_DIVISOR};
+use crate::limits::{FANOUT_PAGE, FANOUT_PAGES_MAX, ID_DRAWS_MAX, NOTIFY_TIMEOUT, TOUCH_INTERVAL_DIVISOR};
 use crate::manager::McpSessionManager;
 use crate::record::Record;
 use crate::touch::{Claim, TouchStats, Touches};
@@ -86,6 +86,12 @@ pub struct FanOut {
     /// Those whose client this process serves and that were sent
     /// `notifications/resources/updated`.
     pub notified_here: usize,
+    /// Those whose client this process serves but that were not: the
+    /// session's worker had ended (the client is no longer served here), or
+    /// the client did not take the notification within
+    /// [`NOTIFY_TIMEOUT`](crate::limits::NOTIFY_TIMEOUT) (one not reading
+    /// its stream; it may still get it later).
+    pub failed_here: usize,
 }
 
 /// rmcp sessions in one of our stores: a cheap `Clone` handle shared by
@@ -293,7 +299,11 @@ impl McpSessions {
     /// The fan-out of a resource update: every live session subscribed to
     /// `uri` (through any process sharing the store), paged from the store's
     /// reverse index; those whose client is served here are sent
-    /// `notifications/resources/updated`. A session served by another
+    /// `notifications/resources/updated`, all of a page at once, each
+    /// given [`NOTIFY_TIMEOUT`](crate::limits::NOTIFY_TIMEOUT) to take it: a
+    /// client that stopped reading delays the others by nothing, and the
+    /// fan-out by that timeout at most per page ([`FanOut::failed_here`]
+    /// counts it). A session served by another
     /// process is in [`FanOut::subscribers`] but is not notified: run the
     /// fan-out on every process (each notifies its own clients), e.g. on a
     /// broadcast of the update.
@@ -305,19 +315,30 @@ impl McpSessions {
         let mut cursor = TopicCursor::START;
         for _ in 0..FANOUT_PAGES_MAX {
             let page = self.inner.store.subscribers(uri, cursor, FANOUT_PAGE).await?;
+            // One task per client served here (at most a page of them).
+            let mut sends = tokio::task::JoinSet::new();
             for id in &page.ids {
                 let Some(peer) = self.inner.peers.get(id).map(|p| p.clone()) else {
                     continue;
                 };
-                match peer
-                    .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
-                    .await
-                {
-                    Ok(()) => out.notified_here += 1,
+                let (id, update) = (*id, ResourceUpdatedNotificationParam::new(uri));
+                sends.spawn(async move {
+                    let sent =
+                        tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_resource_updated(update)).await;
+                    (id, sent)
+                });
+            }
+            while let Some(joined) = sends.join_next().await {
+                match joined {
+                    Ok((_, Ok(Ok(())))) => out.notified_here += 1,
                     // Its worker ended: the client is no longer served here.
-                    Err(_) => {
-                        self.inner.peers.remove(id);
+                    Ok((id, Ok(Err(_)))) => {
+                        self.inner.peers.remove(&id);
+                        out.failed_here += 1;
                     }
+                    // Not taken in time (or the task failed): the client
+                    // stays registered for the next fan-out.
+                    Ok((_, Err(_))) | Err(_) => out.failed_here += 1,
                 }
             }
             out.subscribers.extend_from_slice(&page.ids);
