@@ -34,7 +34,7 @@ use crate::rotate;
 /// | `save(&record)` | insert-or-replace with the new metadata and timeout; a record already past its expiry date is deleted (without [`inactivity_timeout`](Self::inactivity_timeout), which replaces the date). An insert too: see the crate docs, "A logout and a save in flight" |
 /// | `load(&id)` | `peek` (the deadline stays where the last save put it); with [`sliding`](Self::sliding) `get`, which slides it |
 /// | `delete(&id)` | `delete` (absent is fine); inside [`cycle_id`](crate::cycle_id) the store's rotate |
-/// | `delete_expired()` | `cleanup_expired` (0 work on Redis, which expires keys itself) |
+/// | `delete_expired()` | `cleanup_expired`, on tokio's blocking pool (0 work on Redis, which expires keys itself) |
 pub struct TowerStore<S> {
     store: Arc<S>,
     sliding: bool,
@@ -303,10 +303,22 @@ impl<S: SessionStore + 'static> ExpiredDeletion for TowerStore<S> {
     /// Reclaims expired sessions now. Not needed for correctness (an expired
     /// session is never loaded, and the engine's sweeper and Redis reclaim
     /// them anyway); a hook for stores configured without a sweeper.
+    ///
+    /// On tokio's blocking pool: the engine's sweep is synchronous work over
+    /// every shard (its future does it all when created), which on the
+    /// runtime's thread would stall every task there meanwhile. Outside a
+    /// tokio runtime, in place.
     async fn delete_expired(&self) -> session_store::Result<()> {
-        self.store
-            .cleanup_expired()
-            .await
+        let cleaned = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let store = Arc::clone(&self.store);
+                tokio::task::spawn_blocking(move || runtime.block_on(store.cleanup_expired()))
+                    .await
+                    .map_err(|e| Error::Backend(format!("delete_expired: the sweep's task failed: {e}")))?
+            }
+            Err(_) => self.store.cleanup_expired().await,
+        };
+        cleaned
             .map(|_| ())
             .map_err(|e| backend("delete_expired", None, &e))
     }

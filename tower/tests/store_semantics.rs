@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use serde_json::json;
-use session_engine::{Config, Engine, SessionId, Timeout};
+use session_engine::{Config, Engine, ManualClock, SessionId, Timeout};
 use session_tower::TowerStore;
 use time::OffsetDateTime;
 use tower_sessions::MemoryStore;
@@ -326,6 +326,39 @@ async fn delete_expired_reclaims_through_the_store() {
     tokio::time::sleep(Duration::from_millis(60)).await;
     store.delete_expired().await.unwrap();
     assert_eq!(engine.len(), 0);
+}
+
+/// The engine's sweep is synchronous work over every shard: `delete_expired`
+/// runs it on a blocking thread, not on the async runtime's (here the only
+/// one, this test's), which would stall every task meanwhile. The engine's
+/// listener hears each expiry on the thread that sweeps.
+#[tokio::test]
+async fn delete_expired_sweeps_off_the_runtimes_thread() {
+    let clock = ManualClock::new(1_000_000);
+    let sweepers = Arc::new(Mutex::new(Vec::new()));
+    let heard = Arc::clone(&sweepers);
+    let config = Config::default()
+        .without_sweeper()
+        .clock(clock.clock())
+        .listener(move |_, _| heard.lock().unwrap().push(std::thread::current().id()));
+    let engine = Arc::new(Engine::open(config).unwrap());
+    let store = TowerStore::from_arc(Arc::clone(&engine));
+    for _ in 0..3 {
+        store
+            .create(&mut record(time::Duration::minutes(1)))
+            .await
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(120));
+    store.delete_expired().await.unwrap();
+    assert_eq!(engine.len(), 0, "reclaimed");
+    let sweepers = sweepers.lock().unwrap();
+    assert_eq!(sweepers.len(), 3, "{sweepers:?}");
+    let runtime = std::thread::current().id();
+    assert!(
+        sweepers.iter().all(|&t| t != runtime),
+        "swept on the runtime's thread"
+    );
 }
 
 /// A session as the middleware would hold it, on `store`, saved once.
