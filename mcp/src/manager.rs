@@ -129,11 +129,22 @@ impl SessionManager for McpSessionManager {
             .create()
             .await
             .map_err(|e| ManagerError::Create(e.to_string()))?;
+        // Deleted again unless its worker starts (this request may also be
+        // cancelled while it waits for the local manager).
+        let pending = Pending {
+            sessions: &self.sessions,
+            id: Some(id),
+        };
         let text: RmcpId = Arc::from(id.to_string());
         // The local manager's `restore_session` is its only way to start a
         // worker under an id of the caller's choosing.
         match self.local.restore_session(text.clone()).await? {
-            RestoreOutcome::Restored(transport) => Ok((text, transport)),
+            RestoreOutcome::Restored(transport) => {
+                pending.started();
+                // Served here from now on, until the worker's close forgets it.
+                self.sessions.track(&text);
+                Ok((text, transport))
+            }
             // A fresh 128-bit id already held here: not in this universe.
             _ => Err(ManagerError::Create(
                 "rmcp's local manager already holds a freshly drawn id".to_owned(),
@@ -266,6 +277,29 @@ impl SessionManager for McpSessionManager {
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         self.local.event_store()
+    }
+}
+
+/// A session `create_session` stored whose worker has not started yet:
+/// dropped before [`started`](Self::started) (the local manager refused
+/// the id, or the request was cancelled), it discards the session, whose id
+/// nobody was given.
+struct Pending<'a> {
+    sessions: &'a McpSessions,
+    id: Option<session_engine::SessionId>,
+}
+
+impl Pending<'_> {
+    fn started(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.sessions.discard(id);
+        }
     }
 }
 
@@ -489,6 +523,43 @@ mod tests {
             .expect("answered once the restore ended")
             .expect("the request's task");
         assert!(served, "the restored session is served here");
+    }
+
+    /// A `create_session` that never gets its worker (its request cancelled
+    /// while the local manager was busy; the same cleanup serves a local
+    /// manager that refuses the id) leaves nothing behind: no touch entry,
+    /// which no close would ever remove, and no pending record in the store
+    /// under an id nobody was given.
+    #[tokio::test]
+    async fn a_create_that_gets_no_worker_leaves_nothing_behind() {
+        let engine = Engine::open(Config::development()).expect("engine");
+        let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+        let manager = sessions.session_manager();
+        let busy = manager.local.sessions.write().await;
+        let create = tokio::spawn({
+            let manager = Arc::clone(&manager);
+            async move { manager.create_session().await.map(|(id, _)| id) }
+        });
+        // Stored, and waiting for the local manager.
+        for _ in 0..1_000 {
+            if engine.len() == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(engine.len(), 1, "the pending record is stored first");
+        create.abort();
+        assert!(create.await.expect_err("cancelled").is_cancelled());
+        drop(busy);
+
+        assert_eq!(sessions.served_here(), 0, "a touch entry no close will remove");
+        for _ in 0..1_000 {
+            if engine.is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(engine.is_empty(), "a pending record under an id nobody has");
     }
 
     /// Lets the spawned tasks run (time is paused: nothing else moves it).

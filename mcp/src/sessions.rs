@@ -420,7 +420,8 @@ impl McpSessions {
 
     /// A new session in the store under a fresh id from the OS CSPRNG (a
     /// pending record: no handshake yet). Another id if one is taken: never
-    /// over another session.
+    /// over another session. Not yet served here: the caller tracks it once
+    /// its worker has started, or [`discard`](Self::discard)s it.
     pub(crate) async fn create(&self) -> Result<SessionId> {
         let record = Record::pending().encode()?;
         let mut tries = 0;
@@ -428,13 +429,27 @@ impl McpSessions {
             let id = SessionId::random().map_err(|e| Error::Random(e.to_string()))?;
             match self.inner.store.insert(id, &record, self.inner.timeout).await {
                 Ok(()) => {
-                    self.inner.touches.track(id);
                     return Ok(id);
                 }
                 Err(session_engine::Error::AlreadyExists) if tries < ID_DRAWS_MAX => tries += 1,
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Deletes a session [`create`](Self::create) made whose worker never
+    /// started (nobody was given its id), in a task of its own: called where
+    /// nothing can be awaited (a cancelled request's drop). Best effort: if
+    /// the store fails, the session's timeout reclaims it.
+    pub(crate) fn discard(&self, id: SessionId) {
+        self.inner.touches.forget(&id);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let sessions = self.clone();
+        runtime.spawn(async move {
+            let _ = sessions.inner.store.delete(&id).await;
+        });
     }
 
     /// How long until the session's next touch is due; `None` if this
