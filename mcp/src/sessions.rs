@@ -424,17 +424,8 @@ impl McpSessions {
     /// its worker has started, or [`discard`](Self::discard)s it.
     pub(crate) async fn create(&self) -> Result<SessionId> {
         let record = Record::pending().encode()?;
-        let mut tries = 0;
-        loop {
-            let id = SessionId::random().map_err(|e| Error::Random(e.to_string()))?;
-            match self.inner.store.insert(id, &record, self.inner.timeout).await {
-                Ok(()) => {
-                    return Ok(id);
-                }
-                Err(session_engine::Error::AlreadyExists) if tries < ID_DRAWS_MAX => tries += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let store = &self.inner.store;
+        insert_fresh(|id| store.insert(id, &record, self.inner.timeout)).await
     }
 
     /// Deletes a session [`create`](Self::create) made whose worker never
@@ -474,6 +465,24 @@ impl McpSessions {
             self.inner.peers.remove(&id);
         }
     }
+}
+
+/// `insert(id)` under fresh ids from the OS CSPRNG while the id is taken:
+/// the id it took, or `AlreadyExists` after [`ID_DRAWS_MAX`] taken ids.
+async fn insert_fresh<F, Fut>(mut insert: F) -> Result<SessionId>
+where
+    F: FnMut(SessionId) -> Fut,
+    Fut: std::future::Future<Output = session_engine::Result<()>>,
+{
+    for _ in 0..ID_DRAWS_MAX {
+        let id = SessionId::random().map_err(|e| Error::Random(e.to_string()))?;
+        match insert(id).await {
+            Ok(()) => return Ok(id),
+            Err(session_engine::Error::AlreadyExists) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(session_engine::Error::AlreadyExists.into())
 }
 
 #[async_trait::async_trait]
@@ -527,5 +536,40 @@ impl RmcpStore for McpSessions {
             Ok(()) | Err(session_engine::Error::NotFound) => Ok(()),
             Err(e) => Err(Box::new(Error::from(e))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_create_draws_at_most_id_draws_max_ids() {
+        let tried = AtomicUsize::new(0);
+        let taken = insert_fresh(|_| {
+            tried.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Err(session_engine::Error::AlreadyExists))
+        })
+        .await;
+        assert!(
+            matches!(taken, Err(Error::Store(session_engine::Error::AlreadyExists))),
+            "{taken:?}"
+        );
+        assert_eq!(tried.load(Ordering::Relaxed), ID_DRAWS_MAX);
+
+        let tried = AtomicUsize::new(0);
+        let id = insert_fresh(|_| {
+            let n = tried.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(if n == 0 {
+                Err(session_engine::Error::AlreadyExists)
+            } else {
+                Ok(())
+            })
+        })
+        .await;
+        assert!(id.is_ok(), "{id:?}");
+        assert_eq!(tried.load(Ordering::Relaxed), 2, "the second id was free");
     }
 }
