@@ -11,6 +11,13 @@ pub const FANOUT_PAGE: usize = 1_024;
 /// never ends (a backend bug) into an error instead of a loop.
 pub const FANOUT_PAGES_MAX: usize = 1_024;
 
+/// How long a fan-out waits for one client served here to take a
+/// notification (rmcp's send completes once the session's worker has
+/// queued it for the client's stream, at once for a client reading it):
+/// a client that stopped reading (its stream's buffer full) is counted as
+/// not delivered after this, and holds up no other (they are sent at once).
+pub const NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The default touch interval is the session timeout divided by this: a
 /// client whose requests are less than three quarters of the timeout apart
 /// is never expired (see the crate docs, "Touch coalescing").
@@ -21,6 +28,15 @@ pub const TOUCH_INTERVAL_DIVISOR: u64 = 4;
 /// back from a short outage is touched well before the session's timeout,
 /// rarely enough not to hammer one that is down.
 pub const HOLD_RETRIES_PER_INTERVAL: u32 = 8;
+
+/// How long a request for a session whose worker is being restored here
+/// waits for that restore (rmcp's replayed handshake) before it is answered
+/// "not here" as if none were under way: far longer than a restore takes
+/// (one store read and the handshake in process), and a bound for one that
+/// was abandoned (its request cancelled between the worker's start and the
+/// replayed `notifications/initialized`), whose worker otherwise stays
+/// until `local_keep_alive` ends it.
+pub const RESTORE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The first byte of a stored record (the layout of `record.rs`); a record
 /// with another is refused, not guessed at.

@@ -17,9 +17,9 @@ use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, ServerSseMessage, SessionId as RmcpId, SessionManager,
 };
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
-use crate::limits::HOLD_RETRIES_PER_INTERVAL;
+use crate::limits::{HOLD_RETRIES_PER_INTERVAL, RESTORE_WAIT_MAX};
 use crate::sessions::McpSessions;
 
 /// What the session manager's calls fail with.
@@ -66,10 +66,15 @@ pub struct McpSessionManager {
     sessions: McpSessions,
     local: LocalSessionManager,
     /// Sessions whose worker rmcp is restoring here: between
-    /// `restore_session` and the replayed `notifications/initialized`.
-    restoring: DashMap<RmcpId, ()>,
+    /// `restore_session` and the replayed `notifications/initialized`. The
+    /// sender is dropped when the restore ends, which wakes the requests
+    /// waiting for it (`has_session`); nothing is ever sent.
+    restoring: DashMap<RmcpId, watch::Sender<()>>,
     /// `restoring.len()`, read without locking on every request.
     restoring_count: AtomicUsize,
+    /// Tests stop `has_session` here, just before it asks the local manager.
+    #[cfg(test)]
+    pause: tests::Pause,
 }
 
 impl McpSessionManager {
@@ -81,6 +86,8 @@ impl McpSessionManager {
             local,
             restoring: DashMap::new(),
             restoring_count: AtomicUsize::new(0),
+            #[cfg(test)]
+            pause: tests::Pause::default(),
         }
     }
 
@@ -94,6 +101,15 @@ impl McpSessionManager {
         if self.restoring.remove(id).is_some() {
             self.restoring_count.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+
+    /// If a restore of `id` is under way here, what tells when it ends
+    /// (`changed` fails once its sender is dropped).
+    fn restore_under_way(&self, id: &RmcpId) -> Option<watch::Receiver<()>> {
+        if self.restoring_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.restoring.get(id).map(|ended| ended.subscribe())
     }
 
     /// The handle this manager serves.
@@ -113,11 +129,22 @@ impl SessionManager for McpSessionManager {
             .create()
             .await
             .map_err(|e| ManagerError::Create(e.to_string()))?;
+        // Deleted again unless its worker starts (this request may also be
+        // cancelled while it waits for the local manager).
+        let pending = Pending {
+            sessions: &self.sessions,
+            id: Some(id),
+        };
         let text: RmcpId = Arc::from(id.to_string());
         // The local manager's `restore_session` is its only way to start a
         // worker under an id of the caller's choosing.
         match self.local.restore_session(text.clone()).await? {
-            RestoreOutcome::Restored(transport) => Ok((text, transport)),
+            RestoreOutcome::Restored(transport) => {
+                pending.started();
+                // Served here from now on, until the worker's close forgets it.
+                self.sessions.track(&text);
+                Ok((text, transport))
+            }
             // A fresh 128-bit id already held here: not in this universe.
             _ => Err(ManagerError::Create(
                 "rmcp's local manager already holds a freshly drawn id".to_owned(),
@@ -138,14 +165,32 @@ impl SessionManager for McpSessionManager {
         // handshake has reached it, and a request routed to it meanwhile
         // (the client's GET stream reconnecting beside a POST) becomes the
         // worker's first event instead of `initialize`: the worker quits and
-        // the restore fails (HTTP 500). Answering "not here" sends that
-        // request to rmcp's restore path, which waits for the restore under
-        // way and then serves it.
-        if self.restoring_count.load(Ordering::Acquire) > 0 && self.restoring.contains_key(id) {
-            return Ok(false);
-        }
-        if !self.local.has_session(id).await? {
-            return Ok(false);
+        // the restore fails (HTTP 500). Such a request waits here for the
+        // restore to end, then is served by the restored worker. (Answering
+        // "not here" instead would send it into rmcp's restore path, which
+        // starts a second restore if the first has ended meanwhile: the
+        // local manager refuses it as already present, HTTP 500 again.)
+        let deadline = tokio::time::Instant::now() + RESTORE_WAIT_MAX;
+        loop {
+            if let Some(mut ended) = self.restore_under_way(id) {
+                if tokio::time::timeout_at(deadline, ended.changed()).await.is_err() {
+                    // Abandoned, or far slower than any restore: what
+                    // rmcp's path makes of it.
+                    return Ok(false);
+                }
+                continue;
+            }
+            #[cfg(test)]
+            self.pause.here().await;
+            if !self.local.has_session(id).await? {
+                return Ok(false);
+            }
+            // Asked again after the local manager: a restore marks the
+            // session before its worker is listed, so a restore that began
+            // after the check above is seen now, and waited for.
+            if self.restore_under_way(id).is_none() {
+                break;
+            }
         }
         if self.sessions.touch_if_due(id).await {
             return Ok(true);
@@ -208,15 +253,23 @@ impl SessionManager for McpSessionManager {
     }
 
     async fn restore_session(&self, id: RmcpId) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
-        // Marked before the worker exists, so no request can reach it unmarked.
-        if self.restoring.insert(id.clone(), ()).is_none() {
-            self.restoring_count.fetch_add(1, Ordering::AcqRel);
-        }
+        // Marked before the worker exists, so no request can reach it
+        // unmarked. A restore of this id already under way here (rmcp runs
+        // one at a time per id) keeps its mark: this one then finds its
+        // worker listed, and ends without touching it.
+        let marked = match self.restoring.entry(id.clone()) {
+            dashmap::Entry::Occupied(_) => false,
+            dashmap::Entry::Vacant(vacant) => {
+                vacant.insert(watch::channel(()).0);
+                self.restoring_count.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+        };
         let outcome = self.local.restore_session(id.clone()).await;
         if matches!(outcome, Ok(RestoreOutcome::Restored(_))) {
             // Served here from now on, until the worker's close forgets it.
             self.sessions.track(&id);
-        } else {
+        } else if marked {
             self.end_restore(&id);
         }
         Ok(outcome?)
@@ -224,6 +277,29 @@ impl SessionManager for McpSessionManager {
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         self.local.event_store()
+    }
+}
+
+/// A session `create_session` stored whose worker has not started yet:
+/// dropped before [`started`](Self::started) (the local manager refused
+/// the id, or the request was cancelled), it discards the session, whose id
+/// nobody was given.
+struct Pending<'a> {
+    sessions: &'a McpSessions,
+    id: Option<session_engine::SessionId>,
+}
+
+impl Pending<'_> {
+    fn started(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.sessions.discard(id);
+        }
     }
 }
 
@@ -382,6 +458,108 @@ mod tests {
             .await
             .expect("store");
         (clock, engine, sessions, manager, text, transport)
+    }
+
+    /// Where a test stops [`McpSessionManager::has_session`]: it says it
+    /// arrived, then waits while the test holds `gate`.
+    #[derive(Debug, Default)]
+    pub(super) struct Pause {
+        arrived: tokio::sync::Notify,
+        gate: tokio::sync::Mutex<()>,
+    }
+
+    impl Pause {
+        pub(super) async fn here(&self) {
+            self.arrived.notify_one();
+            drop(self.gate.lock().await);
+        }
+    }
+
+    /// A request that checked for a restore just before one began here, and
+    /// asks the local manager just after it listed the restored worker, must
+    /// still wait for the replayed handshake: routed to the worker before
+    /// `initialize`, it would become its first event and the restore would
+    /// fail (HTTP 500).
+    #[tokio::test]
+    async fn a_request_that_checked_just_before_a_restore_waits_for_its_handshake() {
+        use rmcp::model::{ClientNotification, InitializedNotification};
+
+        let engine = Engine::open(Config::development()).expect("engine");
+        let creator = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+        let (text, _creator_transport) = creator.session_manager().create_session().await.expect("create");
+        creator
+            .store(&text, &SessionState::new(InitializeRequestParams::default()))
+            .await
+            .expect("store");
+        // Another process on the same store: a request for the session has
+        // found no restore under way, and stops before the local lookup.
+        let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+        let manager = sessions.session_manager();
+        let gate = manager.pause.gate.lock().await;
+        let request = tokio::spawn({
+            let (manager, text) = (Arc::clone(&manager), text.clone());
+            async move { manager.has_session(&text).await.expect("has_session") }
+        });
+        manager.pause.arrived.notified().await;
+        // rmcp restores the session for another request: the worker is listed.
+        let outcome = manager.restore_session(text.clone()).await.expect("restore");
+        let RestoreOutcome::Restored(_transport) = outcome else {
+            panic!("not restored");
+        };
+        drop(gate);
+        settle().await;
+        assert!(
+            !request.is_finished(),
+            "answered before the replayed handshake: {:?}",
+            request.await
+        );
+        // The replayed `notifications/initialized` ends the restore.
+        let initialized = ClientJsonRpcMessage::notification(ClientNotification::InitializedNotification(
+            InitializedNotification::default(),
+        ));
+        manager.accept_message(&text, initialized).await.expect("accept");
+        let served = tokio::time::timeout(Duration::from_secs(60), request)
+            .await
+            .expect("answered once the restore ended")
+            .expect("the request's task");
+        assert!(served, "the restored session is served here");
+    }
+
+    /// A `create_session` that never gets its worker (its request cancelled
+    /// while the local manager was busy; the same cleanup serves a local
+    /// manager that refuses the id) leaves nothing behind: no touch entry,
+    /// which no close would ever remove, and no pending record in the store
+    /// under an id nobody was given.
+    #[tokio::test]
+    async fn a_create_that_gets_no_worker_leaves_nothing_behind() {
+        let engine = Engine::open(Config::development()).expect("engine");
+        let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+        let manager = sessions.session_manager();
+        let busy = manager.local.sessions.write().await;
+        let create = tokio::spawn({
+            let manager = Arc::clone(&manager);
+            async move { manager.create_session().await.map(|(id, _)| id) }
+        });
+        // Stored, and waiting for the local manager.
+        for _ in 0..1_000 {
+            if engine.len() == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(engine.len(), 1, "the pending record is stored first");
+        create.abort();
+        assert!(create.await.expect_err("cancelled").is_cancelled());
+        drop(busy);
+
+        assert_eq!(sessions.served_here(), 0, "a touch entry no close will remove");
+        for _ in 0..1_000 {
+            if engine.is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(engine.is_empty(), "a pending record under an id nobody has");
     }
 
     /// Lets the spawned tasks run (time is paused: nothing else moves it).

@@ -18,7 +18,7 @@ use session_engine::{
 };
 
 use crate::error::{Error, Result};
-use crate::limits::{FANOUT_PAGE, FANOUT_PAGES_MAX, ID_DRAWS_MAX, TOUCH_INTERVAL_DIVISOR};
+use crate::limits::{FANOUT_PAGE, FANOUT_PAGES_MAX, ID_DRAWS_MAX, NOTIFY_TIMEOUT, TOUCH_INTERVAL_DIVISOR};
 use crate::manager::McpSessionManager;
 use crate::record::Record;
 use crate::touch::{Claim, TouchStats, Touches};
@@ -86,6 +86,12 @@ pub struct FanOut {
     /// Those whose client this process serves and that were sent
     /// `notifications/resources/updated`.
     pub notified_here: usize,
+    /// Those whose client this process serves but that were not: the
+    /// session's worker had ended (the client is no longer served here), or
+    /// the client did not take the notification within
+    /// [`NOTIFY_TIMEOUT`](crate::limits::NOTIFY_TIMEOUT) (one not reading
+    /// its stream; it may still get it later).
+    pub failed_here: usize,
 }
 
 /// rmcp sessions in one of our stores: a cheap `Clone` handle shared by
@@ -293,7 +299,11 @@ impl McpSessions {
     /// The fan-out of a resource update: every live session subscribed to
     /// `uri` (through any process sharing the store), paged from the store's
     /// reverse index; those whose client is served here are sent
-    /// `notifications/resources/updated`. A session served by another
+    /// `notifications/resources/updated`, all of a page at once, each
+    /// given [`NOTIFY_TIMEOUT`](crate::limits::NOTIFY_TIMEOUT) to take it: a
+    /// client that stopped reading delays the others by nothing, and the
+    /// fan-out by that timeout at most per page ([`FanOut::failed_here`]
+    /// counts it). A session served by another
     /// process is in [`FanOut::subscribers`] but is not notified: run the
     /// fan-out on every process (each notifies its own clients), e.g. on a
     /// broadcast of the update.
@@ -305,19 +315,30 @@ impl McpSessions {
         let mut cursor = TopicCursor::START;
         for _ in 0..FANOUT_PAGES_MAX {
             let page = self.inner.store.subscribers(uri, cursor, FANOUT_PAGE).await?;
+            // One task per client served here (at most a page of them).
+            let mut sends = tokio::task::JoinSet::new();
             for id in &page.ids {
                 let Some(peer) = self.inner.peers.get(id).map(|p| p.clone()) else {
                     continue;
                 };
-                match peer
-                    .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
-                    .await
-                {
-                    Ok(()) => out.notified_here += 1,
+                let (id, update) = (*id, ResourceUpdatedNotificationParam::new(uri));
+                sends.spawn(async move {
+                    let sent =
+                        tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_resource_updated(update)).await;
+                    (id, sent)
+                });
+            }
+            while let Some(joined) = sends.join_next().await {
+                match joined {
+                    Ok((_, Ok(Ok(())))) => out.notified_here += 1,
                     // Its worker ended: the client is no longer served here.
-                    Err(_) => {
-                        self.inner.peers.remove(id);
+                    Ok((id, Ok(Err(_)))) => {
+                        self.inner.peers.remove(&id);
+                        out.failed_here += 1;
                     }
+                    // Not taken in time (or the task failed): the client
+                    // stays registered for the next fan-out.
+                    Ok((_, Err(_))) | Err(_) => out.failed_here += 1,
                 }
             }
             out.subscribers.extend_from_slice(&page.ids);
@@ -399,21 +420,27 @@ impl McpSessions {
 
     /// A new session in the store under a fresh id from the OS CSPRNG (a
     /// pending record: no handshake yet). Another id if one is taken: never
-    /// over another session.
+    /// over another session. Not yet served here: the caller tracks it once
+    /// its worker has started, or [`discard`](Self::discard)s it.
     pub(crate) async fn create(&self) -> Result<SessionId> {
         let record = Record::pending().encode()?;
-        let mut tries = 0;
-        loop {
-            let id = SessionId::random().map_err(|e| Error::Random(e.to_string()))?;
-            match self.inner.store.insert(id, &record, self.inner.timeout).await {
-                Ok(()) => {
-                    self.inner.touches.track(id);
-                    return Ok(id);
-                }
-                Err(session_engine::Error::AlreadyExists) if tries < ID_DRAWS_MAX => tries += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let store = &self.inner.store;
+        insert_fresh(|id| store.insert(id, &record, self.inner.timeout)).await
+    }
+
+    /// Deletes a session [`create`](Self::create) made whose worker never
+    /// started (nobody was given its id), in a task of its own: called where
+    /// nothing can be awaited (a cancelled request's drop). Best effort: if
+    /// the store fails, the session's timeout reclaims it.
+    pub(crate) fn discard(&self, id: SessionId) {
+        self.inner.touches.forget(&id);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let sessions = self.clone();
+        runtime.spawn(async move {
+            let _ = sessions.inner.store.delete(&id).await;
+        });
     }
 
     /// How long until the session's next touch is due; `None` if this
@@ -438,6 +465,24 @@ impl McpSessions {
             self.inner.peers.remove(&id);
         }
     }
+}
+
+/// `insert(id)` under fresh ids from the OS CSPRNG while the id is taken:
+/// the id it took, or `AlreadyExists` after [`ID_DRAWS_MAX`] taken ids.
+async fn insert_fresh<F, Fut>(mut insert: F) -> Result<SessionId>
+where
+    F: FnMut(SessionId) -> Fut,
+    Fut: std::future::Future<Output = session_engine::Result<()>>,
+{
+    for _ in 0..ID_DRAWS_MAX {
+        let id = SessionId::random().map_err(|e| Error::Random(e.to_string()))?;
+        match insert(id).await {
+            Ok(()) => return Ok(id),
+            Err(session_engine::Error::AlreadyExists) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(session_engine::Error::AlreadyExists.into())
 }
 
 #[async_trait::async_trait]
@@ -491,5 +536,40 @@ impl RmcpStore for McpSessions {
             Ok(()) | Err(session_engine::Error::NotFound) => Ok(()),
             Err(e) => Err(Box::new(Error::from(e))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_create_draws_at_most_id_draws_max_ids() {
+        let tried = AtomicUsize::new(0);
+        let taken = insert_fresh(|_| {
+            tried.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Err(session_engine::Error::AlreadyExists))
+        })
+        .await;
+        assert!(
+            matches!(taken, Err(Error::Store(session_engine::Error::AlreadyExists))),
+            "{taken:?}"
+        );
+        assert_eq!(tried.load(Ordering::Relaxed), ID_DRAWS_MAX);
+
+        let tried = AtomicUsize::new(0);
+        let id = insert_fresh(|_| {
+            let n = tried.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(if n == 0 {
+                Err(session_engine::Error::AlreadyExists)
+            } else {
+                Ok(())
+            })
+        })
+        .await;
+        assert!(id.is_ok(), "{id:?}");
+        assert_eq!(tried.load(Ordering::Relaxed), 2, "the second id was free");
     }
 }

@@ -146,8 +146,13 @@ async fn a_session_whose_handshake_never_completed_is_kept_but_not_restored() {
     drop(transport);
 }
 
+/// A request for a session while its restore is under way here waits for
+/// the replayed handshake, then is served by the restored worker. (It was
+/// answered "not here", which sent it into rmcp's restore path: if the
+/// restore ended meanwhile, that path started a second one, which the local
+/// manager refused as already present: HTTP 500.)
 #[tokio::test]
-async fn a_restoring_session_is_not_served_until_its_handshake_is_replayed() {
+async fn a_request_during_a_restore_is_served_once_its_handshake_is_replayed() {
     use rmcp::model::{ClientJsonRpcMessage, ClientNotification, InitializedNotification};
     use rmcp::transport::streamable_http_server::session::RestoreOutcome;
 
@@ -162,15 +167,33 @@ async fn a_restoring_session_is_not_served_until_its_handshake_is_replayed() {
     let second = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
     let manager = second.session_manager();
     let outcome = manager.restore_session(text.clone()).await.expect("restore");
-    assert!(matches!(outcome, RestoreOutcome::Restored(_)));
+    let RestoreOutcome::Restored(_restored) = outcome else {
+        panic!("not restored");
+    };
     // Its worker exists here, but the handshake has not been replayed: a
-    // request is sent to rmcp's restore path (which waits for this restore).
-    assert!(!manager.has_session(&text).await.expect("has_session"));
+    // request must not reach it yet, nor be turned away.
+    let request = tokio::spawn({
+        let (manager, text) = (Arc::clone(&manager), text.clone());
+        async move { manager.has_session(&text).await.expect("has_session") }
+    });
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !request.is_finished(),
+        "answered during the restore: {:?}",
+        request.await
+    );
     // The replayed `notifications/initialized` ends the restore.
     let initialized = ClientJsonRpcMessage::notification(ClientNotification::InitializedNotification(
         InitializedNotification::default(),
     ));
     manager.accept_message(&text, initialized).await.expect("accept");
+    let served = tokio::time::timeout(Duration::from_secs(60), request)
+        .await
+        .expect("answered once the restore ended")
+        .expect("the request's task");
+    assert!(served, "served by the restored worker");
     assert!(manager.has_session(&text).await.expect("has_session"));
 }
 

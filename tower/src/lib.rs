@@ -36,9 +36,18 @@
 //! little-endian bytes; ours is 16 bytes written as URL-safe base64. The
 //! adapter takes the one for the other bit for bit, so a cookie names the
 //! same session on both sides (`id.to_string()` is the same text). `create`
-//! draws the id from the engine's source (the OS CSPRNG) rather than keeping
-//! the one tower-sessions drew, and inserts it: an id that is taken is never
-//! overwritten, another is drawn.
+//! inserts the record under its own id (tower-sessions draws it from its
+//! CSPRNG; `CachingSessionStore` creates in its cache under the id its
+//! backend chose, so both layers keep one id); an id that is taken is never
+//! overwritten: the record gets a fresh id from the engine's source (the OS
+//! CSPRNG), drawn again while taken.
+//!
+//! One consequence, shared with tower-sessions' own stores: after
+//! `Session::flush` (a logout) the session keeps its record, with the old
+//! id, and a handler that writes to it again in the same request (a flash
+//! message) has it created under that old id, now free. Call
+//! `Session::cycle_id` after the `flush` in such a handler: the new session
+//! then gets a fresh id.
 //!
 //! # Deadlines: fixed (tower-sessions' rule) or sliding
 //!
@@ -100,6 +109,22 @@
 //! rotates (old id gone, new id holding the data, one step) and the
 //! following `create` takes the rotated id. Call it instead of
 //! `session.cycle_id()`.
+//!
+//! # A logout and a save in flight
+//!
+//! `save` stores the record whether or not the session is still there (an
+//! insert-or-replace, as in tower-sessions' own stores). So a request that
+//! loaded the session before a concurrent logout (`Session::flush` in
+//! another request with the same cookie), and saves it after (it changed
+//! the session, or the layer has `with_always_save(true)`), **writes the
+//! session back under the old id: the logout is undone** for that cookie.
+//! A save that only replaces a live session would break tower-sessions'
+//! `CachingSessionStore`, which fills its cache on a load with a `save` of
+//! an id the cache never created, and our stores have no replace-only write
+//! of metadata and timeout in one step. A logout that must hold against
+//! requests in flight needs a check of its own on the server, such as a
+//! per-user logout time compared with the session's login time on every
+//! request.
 //!
 //! # Errors
 //!

@@ -1,7 +1,7 @@
 //! Every bound of the crate, with its reason.
 
-/// Fresh ids drawn for one `create` before it
-/// gives up. Two random 128-bit ids collide with odds of about 2^-64 among
+/// Fresh ids drawn for one `create` whose record's own id is taken, before
+/// it gives up. Two random 128-bit ids collide with odds of about 2^-64 among
 /// 2^32 live sessions, so a second draw already means a bug or a broken
 /// random source; a few more cost nothing and keep the loop bounded.
 pub(crate) const ID_TRIES_MAX: usize = 8;
@@ -12,6 +12,13 @@ pub(crate) const ID_TRIES_MAX: usize = 8;
 /// deeper: each level is one stack frame of the decoder, as it was one (or
 /// more) of rmp-serde's.
 pub(crate) const NESTING_DEPTH_MAX: usize = 1023;
+
+/// Items (array elements, entries of the record's map) a decode reserves
+/// room for at once before reading them: a record's own lengths are not
+/// trusted further (they may claim 2^32 items), and genuine arrays this long
+/// are rare; a longer one grows as it is read. 4,096 items are 128 KiB of
+/// `serde_json::Value`s.
+pub(crate) const RESERVED_ITEMS_MAX: usize = 4096;
 
 /// The largest encode buffer a thread keeps for its next save (see
 /// `record::Encoded`): a record of the default 64 KiB metadata limit fits,

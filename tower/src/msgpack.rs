@@ -28,7 +28,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
 
-use crate::limits::NESTING_DEPTH_MAX;
+use crate::limits::{NESTING_DEPTH_MAX, RESERVED_ITEMS_MAX};
 
 /// Why bytes are not a map of JSON values.
 #[derive(Debug, PartialEq, Eq)]
@@ -204,7 +204,11 @@ fn write_len(out: &mut Vec<u8>, len: usize, fix: u8, wide16: u8) -> Result<(), T
 
 /// The map at the start of `bytes`.
 pub(crate) fn decode_map(bytes: &[u8]) -> Result<HashMap<String, Value>, DecodeError> {
-    let mut reader = Reader { bytes, at: 0 };
+    let mut reader = Reader {
+        bytes,
+        at: 0,
+        reservable: bytes.len(),
+    };
     let offset = reader.at;
     let marker = reader.byte()?;
     let len = reader
@@ -212,7 +216,7 @@ pub(crate) fn decode_map(bytes: &[u8]) -> Result<HashMap<String, Value>, DecodeE
         .ok_or(DecodeError::Unexpected { marker, offset })?;
     // Each entry takes at least two bytes: a length the bytes cannot hold
     // must not reserve memory for it.
-    let mut map = HashMap::with_capacity(len.min(reader.left() / 2));
+    let mut map = HashMap::with_capacity(len.min(reader.left() / 2).min(RESERVED_ITEMS_MAX));
     for _ in 0..len {
         let key = reader.top_key()?;
         // The record's map is the first level.
@@ -225,11 +229,29 @@ pub(crate) fn decode_map(bytes: &[u8]) -> Result<HashMap<String, Value>, DecodeE
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Array items this decode may still reserve room for before reading
+    /// them: at first one per byte of the input.
+    reservable: usize,
 }
 
 impl<'a> Reader<'a> {
     fn left(&self) -> usize {
         self.bytes.len() - self.at
+    }
+
+    /// Room to reserve for an array claiming `len` items: no more than the
+    /// bytes left can hold (one byte an item), than [`RESERVED_ITEMS_MAX`],
+    /// or than what is left of the decode's budget. The items of all the
+    /// arrays open at once share the bytes left, so sized by those bytes
+    /// alone, each of a thousand nested arrays claiming 2^32 items reserved
+    /// room for all of them (2 GiB for a 64 KiB record); within the budget,
+    /// a record reserves at most one item per byte in all, what a genuine
+    /// record of its size may hold. An array longer than what it reserved
+    /// grows as its items are read.
+    fn reservation(&mut self, len: usize) -> usize {
+        let items = len.min(self.left()).min(RESERVED_ITEMS_MAX).min(self.reservable);
+        self.reservable -= items;
+        items
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
@@ -339,8 +361,7 @@ impl<'a> Reader<'a> {
         };
         if let Some(len) = array_len {
             let depth = depth.checked_sub(1).ok_or(DecodeError::TooDeep)?;
-            // At least one byte per item.
-            let mut items = Vec::with_capacity(len.min(self.left()));
+            let mut items = Vec::with_capacity(self.reservation(len));
             for _ in 0..len {
                 items.push(self.value(depth)?);
             }

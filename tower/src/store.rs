@@ -30,11 +30,11 @@ use crate::rotate;
 ///
 /// | tower-sessions | here |
 /// | --- | --- |
-/// | `create(&mut record)` | `insert` under a fresh id from the OS CSPRNG (ours, replacing tower's); another fresh id if it is taken: never overwrites |
-/// | `save(&record)` | insert-or-replace with the new metadata and timeout; a record already past its expiry date is deleted (without [`inactivity_timeout`](Self::inactivity_timeout), which replaces the date) |
+/// | `create(&mut record)` | `insert` under the record's id (tower-sessions draws it from its CSPRNG; a `CachingSessionStore` passes its backend's); if that is taken, under a fresh id from the OS CSPRNG, drawn again while taken: never overwrites |
+/// | `save(&record)` | insert-or-replace with the new metadata and timeout; a record already past its expiry date is deleted (without [`inactivity_timeout`](Self::inactivity_timeout), which replaces the date). An insert too: see the crate docs, "A logout and a save in flight" |
 /// | `load(&id)` | `peek` (the deadline stays where the last save put it); with [`sliding`](Self::sliding) `get`, which slides it |
 /// | `delete(&id)` | `delete` (absent is fine); inside [`cycle_id`](crate::cycle_id) the store's rotate |
-/// | `delete_expired()` | `cleanup_expired` (0 work on Redis, which expires keys itself) |
+/// | `delete_expired()` | `cleanup_expired`, on tokio's blocking pool (0 work on Redis, which expires keys itself) |
 pub struct TowerStore<S> {
     store: Arc<S>,
     sliding: bool,
@@ -163,14 +163,21 @@ fn backend(operation: &str, id: Option<Id>, e: &session_engine::Error) -> Error 
 }
 
 impl<S: SessionStore + 'static> TowerStore<S> {
-    /// Inserts `record` under a fresh id of ours, drawing again while the
-    /// id is taken.
-    async fn insert_fresh(
+    /// Inserts `record` under its own id if that is free (tower-sessions'
+    /// `CachingSessionStore` creates in its cache under the id its backend
+    /// chose), else under fresh ids of ours, drawing again while the id is
+    /// taken. Never over another session.
+    async fn insert_new(
         &self,
         record: &mut Record,
         bytes: &[u8],
         timeout: Timeout,
     ) -> session_store::Result<()> {
+        match self.store.insert(to_session_id(record.id), bytes, timeout).await {
+            Ok(()) => return Ok(()),
+            Err(session_engine::Error::AlreadyExists) => {}
+            Err(e) => return Err(backend("create", Some(record.id), &e)),
+        }
         for _ in 0..ID_TRIES_MAX {
             let id = SessionId::random()
                 .map_err(|e| backend("create", None, &session_engine::Error::Entropy(e)))?;
@@ -182,7 +189,7 @@ impl<S: SessionStore + 'static> TowerStore<S> {
             }
         }
         Err(Error::Backend(format!(
-            "create: {ID_TRIES_MAX} fresh ids in a row were taken (is the random source broken?)"
+            "create: the caller's id and {ID_TRIES_MAX} fresh ids in a row were taken (is the random source broken?)"
         )))
     }
 }
@@ -213,10 +220,11 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
                 None => self.delete(&record.id).await,
             };
         }
-        // A record created already expired is still given an id (the caller
-        // expects one) and a 1 ms life: the next load does not find it.
+        // A record created already expired is still stored (the caller
+        // expects its id to name a session) with a 1 ms life: the next
+        // load does not find it.
         let timeout = timeout.unwrap_or(Timeout::from_ms(1));
-        self.insert_fresh(record, &bytes, timeout).await
+        self.insert_new(record, &bytes, timeout).await
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
@@ -295,10 +303,22 @@ impl<S: SessionStore + 'static> ExpiredDeletion for TowerStore<S> {
     /// Reclaims expired sessions now. Not needed for correctness (an expired
     /// session is never loaded, and the engine's sweeper and Redis reclaim
     /// them anyway); a hook for stores configured without a sweeper.
+    ///
+    /// On tokio's blocking pool: the engine's sweep is synchronous work over
+    /// every shard (its future does it all when created), which on the
+    /// runtime's thread would stall every task there meanwhile. Outside a
+    /// tokio runtime, in place.
     async fn delete_expired(&self) -> session_store::Result<()> {
-        self.store
-            .cleanup_expired()
-            .await
+        let cleaned = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let store = Arc::clone(&self.store);
+                tokio::task::spawn_blocking(move || runtime.block_on(store.cleanup_expired()))
+                    .await
+                    .map_err(|e| Error::Backend(format!("delete_expired: the sweep's task failed: {e}")))?
+            }
+            Err(_) => self.store.cleanup_expired().await,
+        };
+        cleaned
             .map(|_| ())
             .map_err(|e| backend("delete_expired", None, &e))
     }

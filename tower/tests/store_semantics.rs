@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use serde_json::json;
-use session_engine::{Config, Engine, SessionId, Timeout};
+use session_engine::{Config, Engine, ManualClock, SessionId, Timeout};
 use session_tower::TowerStore;
 use time::OffsetDateTime;
+use tower_sessions::MemoryStore;
 use tower_sessions_core::session::{Id, Record};
-use tower_sessions_core::session_store::{Error, ExpiredDeletion};
+use tower_sessions_core::session_store::{CachingSessionStore, Error, ExpiredDeletion};
 use tower_sessions_core::{Expiry, Session, SessionStore};
 
 fn engine() -> Arc<Engine> {
@@ -34,7 +35,112 @@ fn ours(id: Id) -> SessionId {
 }
 
 #[tokio::test]
-async fn create_inserts_under_a_fresh_id_with_the_expiry_as_timeout() {
+async fn create_keeps_the_callers_id_when_it_is_free() {
+    let engine = engine();
+    let store = TowerStore::from_arc(Arc::clone(&engine));
+    let mut r = record(time::Duration::minutes(30));
+    let drawn = r.id;
+    store.create(&mut r).await.unwrap();
+    assert_eq!(r.id, drawn, "the id the caller drew");
+    assert_eq!(engine.len(), 1);
+    assert!(store.load(&drawn).await.unwrap().is_some());
+}
+
+/// `CachingSessionStore` creates in its backend, then in its cache with the
+/// backend's id: with this store as the cache, both layers must keep that
+/// one id (a cache that drew another gave the cookie an id the backend does
+/// not know, and left the backend's copy orphaned).
+#[tokio::test]
+async fn as_a_caching_stores_cache_it_keeps_the_backends_id() {
+    let engine = engine();
+    let backend = MemoryStore::default();
+    let caching = CachingSessionStore::new(TowerStore::from_arc(Arc::clone(&engine)), backend.clone());
+    let mut r = record(time::Duration::minutes(30));
+    caching.create(&mut r).await.unwrap();
+    assert!(
+        backend.load(&r.id).await.unwrap().is_some(),
+        "the backend holds the id the caller was given"
+    );
+    assert!(engine.peek(&ours(r.id)).is_ok(), "and so does the cache");
+    assert_eq!(engine.len(), 1);
+
+    r.data.insert("n".to_owned(), json!(8));
+    caching.save(&r).await.unwrap();
+    assert_eq!(caching.load(&r.id).await.unwrap().unwrap().data["n"], json!(8));
+    // Another node's cache (or this one after a restart) finds it in the
+    // backend, and is filled with it by a `save` of an id it never created
+    // (why `save` inserts: see the logout test below).
+    let other_engine = Arc::new(Engine::open(Config::default()).unwrap());
+    let other = CachingSessionStore::new(TowerStore::from_arc(Arc::clone(&other_engine)), backend);
+    assert_eq!(other.load(&r.id).await.unwrap().unwrap().data["n"], json!(8));
+    assert!(other_engine.peek(&ours(r.id)).is_ok(), "the cache is filled");
+}
+
+/// `save` is an insert-or-replace, as in tower-sessions' own stores (its
+/// contract leaves it open; `CachingSessionStore` fills its cache on a load
+/// with a `save` of an id the cache never created, above). So a request
+/// that loaded the session before a concurrent logout, and saves after it
+/// (it changed the session, or `with_always_save`), writes the session back
+/// under the old id: the logout is undone for that cookie. The READMEs say
+/// so; this shows it.
+#[tokio::test]
+async fn a_save_after_a_concurrent_logout_writes_the_session_back() {
+    let engine = engine();
+    let store = Arc::new(TowerStore::from_arc(Arc::clone(&engine)));
+    let expiry = Some(Expiry::OnInactivity(time::Duration::minutes(10)));
+    let login = Session::new(None, Arc::clone(&store), expiry);
+    login.insert("user", "alice").await.unwrap();
+    login.save().await.unwrap();
+    let id = login.id().unwrap();
+
+    // Request A, with the cookie, has loaded the session.
+    let a = Session::new(Some(id), Arc::clone(&store), expiry);
+    assert_eq!(a.get::<String>("user").await.unwrap().as_deref(), Some("alice"));
+    // Request B, with the same cookie, logs out.
+    let b = Session::new(Some(id), Arc::clone(&store), expiry);
+    b.flush().await.unwrap();
+    assert_eq!(store.load(&id).await.unwrap(), None, "logged out");
+    // A changes the session; the middleware saves it at the end of A.
+    a.insert("n", 1).await.unwrap();
+    a.save().await.unwrap();
+    assert_eq!(a.id(), Some(id), "saved, not created: the old id");
+    let back = store.load(&id).await.unwrap().expect("written back");
+    assert_eq!(back.data["user"], json!("alice"), "the logout is undone");
+    assert_eq!(engine.len(), 1);
+}
+
+/// What `create` keeping the caller's id means after a logout: the
+/// `Session` keeps its record, old id included, after `flush`, so a write
+/// in the same request creates the new session under the old id (as with
+/// tower-sessions' own stores); `Session::cycle_id` after the `flush` gives
+/// it a fresh one (what the docs tell such a handler to do).
+#[tokio::test]
+async fn a_write_after_flush_reuses_the_old_id_unless_the_id_is_cycled() {
+    let engine = engine();
+    for cycled in [false, true] {
+        let session = saved_session(TowerStore::from_arc(Arc::clone(&engine))).await;
+        let old = session.id().unwrap();
+        session.flush().await.unwrap();
+        assert!(engine.peek(&ours(old)).unwrap_err().is_not_found());
+        if cycled {
+            session.cycle_id().await.unwrap();
+        }
+        session.insert("flash", "logged out").await.unwrap();
+        session.save().await.unwrap();
+        let new = session.id().unwrap();
+        assert_eq!(new == old, !cycled, "cycled: {cycled}");
+        let stored = TowerStore::from_arc(Arc::clone(&engine))
+            .load(&new)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.data.get("user"), None, "the logged-out data is gone");
+        assert_eq!(stored.data["flash"], json!("logged out"));
+    }
+}
+
+#[tokio::test]
+async fn create_never_overwrites_and_stores_the_expiry_as_timeout() {
     let engine = engine();
     let store = TowerStore::from_arc(Arc::clone(&engine));
     // An engine session already holds the id tower-sessions drew: create
@@ -45,7 +151,7 @@ async fn create_inserts_under_a_fresh_id_with_the_expiry_as_timeout() {
         .insert(taken, b"someone else's", Timeout::from_secs(60))
         .unwrap();
     store.create(&mut r).await.unwrap();
-    assert_ne!(ours(r.id), taken, "create draws its own id");
+    assert_ne!(ours(r.id), taken, "another id when the caller's is taken");
     assert_eq!(engine.peek(&taken).unwrap().metadata(), b"someone else's");
 
     let stored = engine.peek(&ours(r.id)).unwrap();
@@ -220,6 +326,39 @@ async fn delete_expired_reclaims_through_the_store() {
     tokio::time::sleep(Duration::from_millis(60)).await;
     store.delete_expired().await.unwrap();
     assert_eq!(engine.len(), 0);
+}
+
+/// The engine's sweep is synchronous work over every shard: `delete_expired`
+/// runs it on a blocking thread, not on the async runtime's (here the only
+/// one, this test's), which would stall every task meanwhile. The engine's
+/// listener hears each expiry on the thread that sweeps.
+#[tokio::test]
+async fn delete_expired_sweeps_off_the_runtimes_thread() {
+    let clock = ManualClock::new(1_000_000);
+    let sweepers = Arc::new(Mutex::new(Vec::new()));
+    let heard = Arc::clone(&sweepers);
+    let config = Config::default()
+        .without_sweeper()
+        .clock(clock.clock())
+        .listener(move |_, _| heard.lock().unwrap().push(std::thread::current().id()));
+    let engine = Arc::new(Engine::open(config).unwrap());
+    let store = TowerStore::from_arc(Arc::clone(&engine));
+    for _ in 0..3 {
+        store
+            .create(&mut record(time::Duration::minutes(1)))
+            .await
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(120));
+    store.delete_expired().await.unwrap();
+    assert_eq!(engine.len(), 0, "reclaimed");
+    let sweepers = sweepers.lock().unwrap();
+    assert_eq!(sweepers.len(), 3, "{sweepers:?}");
+    let runtime = std::thread::current().id();
+    assert!(
+        sweepers.iter().all(|&t| t != runtime),
+        "swept on the runtime's thread"
+    );
 }
 
 /// A session as the middleware would hold it, on `store`, saved once.
