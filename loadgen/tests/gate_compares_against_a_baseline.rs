@@ -162,18 +162,27 @@ fn the_instruction_gate_passes_its_own_commit_and_fails_ten_percent_more() {
         assert!(!baseline.counts.peer.contains_key(op), "{op} is not the peer's");
     }
 
-    // Another process, the same code: within the 2% tolerance.
+    // Another process, the same code: no regression. This plan is small
+    // (2,000 operations a loop) and the build a debug one, so a process's
+    // hash seeds and ids weigh more than in the committed gate's: over 10
+    // processes here the engine's counts spread by at most 0.2% (delete;
+    // the peer's create, which is not gated, by 2.4%). A 10% tolerance is
+    // fifty times that, so this cannot flap; the lean baseline below still
+    // fails at the default 2% by a margin as wide (+11%).
     let (code, stdout, stderr) = outcome(&loadgen(&[
         "gate",
         "--instructions",
         "--baseline",
         path.to_str().unwrap(),
+        "--tolerance",
+        "10%",
         "--quiet",
     ]));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("gate: PASS"), "{stdout}");
 
-    // A baseline 10% leaner: the same code now counts as 11% more.
+    // A baseline 10% leaner: the same code now counts as 11% more, beyond
+    // the default tolerance (2%).
     let mut lean = baseline.clone();
     for v in lean.counts.engine.values_mut() {
         *v *= 0.9;
