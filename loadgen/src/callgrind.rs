@@ -31,6 +31,11 @@ pub struct CountPlan {
     pub ops: usize,
     /// Draws the ids and the keys.
     pub seed: u64,
+    /// The engine's shards ([`crate::limits::GATE_SHARDS`]; absent from a
+    /// baseline written before plans recorded it, which was measured with
+    /// that many).
+    #[serde(default = "oploop::gate_shards")]
+    pub shards: usize,
 }
 
 impl Default for CountPlan {
@@ -44,6 +49,7 @@ impl Default for CountPlan {
             metadata_bytes: 256,
             ops: 20_000,
             seed: 0x5EED_CAFE,
+            shards: oploop::gate_shards(),
         }
     }
 }
@@ -62,7 +68,7 @@ pub struct Counts {
 /// # Errors
 /// [`Error`] if a store refuses an operation.
 pub fn run_loops(plan: &CountPlan) -> Result<(), Error> {
-    let engine = oploop::open_engine(plan.sessions + plan.ops)?;
+    let engine = oploop::open_engine(plan.sessions + plan.ops, plan.shards)?;
     let peer = PeerStore::default();
     let mut e = Subject::populate(&engine, plan.sessions, plan.metadata_bytes, plan.seed)?;
     let mut p = Subject::populate(&peer, plan.sessions, plan.metadata_bytes, plan.seed)?;
@@ -120,6 +126,8 @@ pub fn measure(plan: &CountPlan) -> Result<Counts, Error> {
             &plan.ops.to_string(),
             "--seed",
             &plan.seed.to_string(),
+            "--shards",
+            &plan.shards.to_string(),
         ])
         .output()
         .map_err(|e| {

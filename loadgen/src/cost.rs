@@ -37,6 +37,11 @@ pub struct CostPlan {
     pub rounds: usize,
     /// Draws the ids and the keys.
     pub seed: u64,
+    /// The engine's shards ([`crate::limits::GATE_SHARDS`]; absent from a
+    /// baseline written before plans recorded it, which was measured with
+    /// that many).
+    #[serde(default = "oploop::gate_shards")]
+    pub shards: usize,
 }
 
 impl Default for CostPlan {
@@ -51,6 +56,7 @@ impl Default for CostPlan {
             ops_per_slice: 10_000,
             rounds: 8,
             seed: 0x5EED_CAFE,
+            shards: oploop::gate_shards(),
         }
     }
 }
@@ -108,7 +114,7 @@ fn median(values: &mut [f64]) -> f64 {
 /// [`Error::Failed`] if a store refuses an operation of a loop (a loop that
 /// failed fast would look cheap).
 pub fn measure(plan: &CostPlan, progress: Option<&Progress>) -> Result<CostRun, Error> {
-    let engine = oploop::open_engine(plan.sessions + 2 * plan.ops_per_slice)?;
+    let engine = oploop::open_engine(plan.sessions + 2 * plan.ops_per_slice, plan.shards)?;
     let peer = PeerStore::default();
     if let Some(bar) = progress {
         bar.set_message(format!("populating {} sessions in each store", plan.sessions));
@@ -191,6 +197,7 @@ mod tests {
             ops_per_slice: 200,
             rounds: 3,
             seed: 1,
+            shards: oploop::gate_shards(),
         };
         let run = measure(&plan, None).unwrap();
         assert_eq!(run.ops.len(), KINDS.len());

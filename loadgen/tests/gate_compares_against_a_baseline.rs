@@ -63,6 +63,11 @@ fn the_wall_clock_gate_fails_a_slower_engine_and_passes_a_faster_one() {
     let written = tmp.path().join("nested").join("baseline.json");
     let baseline = write_wall_baseline(&written);
     assert_eq!(baseline.plan.sessions, 2_000);
+    assert_eq!(
+        read_json(&written)["plan"]["shards"],
+        8,
+        "the baseline records the engine it measured"
+    );
     assert_eq!(baseline.runs.len(), 1);
     for op in ["get", "peek", "touch", "update", "create", "delete"] {
         let ratio = baseline.ratios[op];
@@ -92,6 +97,31 @@ fn the_wall_clock_gate_fails_a_slower_engine_and_passes_a_faster_one() {
     assert!(
         stdout.contains("improvement") && stdout.contains("gate: PASS"),
         "{stdout}"
+    );
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) {
+    std::fs::write(path, serde_json::to_string_pretty(value).unwrap()).unwrap();
+}
+
+#[test]
+fn a_baseline_of_another_engine_is_refused_not_compared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let written = tmp.path().join("baseline.json");
+    write_wall_baseline(&written);
+    let mut other = read_json(&written);
+    other["plan"]["shards"] = 16.into();
+    let path = tmp.path().join("sixteen.json");
+    write_json(&path, &other);
+    let (code, stdout, stderr) = gate(&path, &[]);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("16 shards") && stderr.contains("refresh-baseline"),
+        "{stderr}"
     );
 }
 
@@ -198,4 +228,86 @@ fn the_instruction_gate_passes_its_own_commit_and_fails_ten_percent_more() {
     ]));
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("REGRESSION"), "{stdout}");
+}
+
+/// A tiny instruction baseline (2,000 sessions, 2,000 operations a loop).
+fn write_instruction_baseline(path: &Path) -> serde_json::Value {
+    let (code, stdout, stderr) = outcome(&loadgen(&[
+        "gate",
+        "--instructions",
+        "--write-baseline",
+        path.to_str().unwrap(),
+        "--sessions",
+        "2000",
+        "--ops",
+        "2000",
+        "--quiet",
+    ]));
+    assert_eq!(
+        code, 0,
+        "valgrind is installed by scripts/ensure-valgrind.sh\n{stdout}\n{stderr}"
+    );
+    read_json(path)
+}
+
+fn instruction_gate(baseline: &Path) -> (i32, String, String) {
+    outcome(&loadgen(&[
+        "gate",
+        "--instructions",
+        "--baseline",
+        baseline.to_str().unwrap(),
+        "--tolerance",
+        "10%",
+        "--quiet",
+    ]))
+}
+
+#[test]
+fn the_instruction_gate_refuses_another_engine_and_cannot_judge_under_another_valgrind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("instructions.json");
+    let baseline = write_instruction_baseline(&path);
+    assert_eq!(baseline["plan"]["shards"], 8, "{}", baseline["plan"]);
+
+    // Another engine (16 shards): refused before anything is counted.
+    let mut other = baseline.clone();
+    other["plan"]["shards"] = 16.into();
+    let sixteen = tmp.path().join("sixteen.json");
+    write_json(&sixteen, &other);
+    let (code, stdout, stderr) = instruction_gate(&sixteen);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("16 shards") && stderr.contains("refresh-baseline"),
+        "{stderr}"
+    );
+
+    // Counted under another valgrind, and the counts agree: a pass, with
+    // the difference said.
+    let mut old_valgrind = baseline.clone();
+    old_valgrind["valgrind"] = "valgrind-0.0.1".into();
+    let agreeing = tmp.path().join("old-valgrind.json");
+    write_json(&agreeing, &old_valgrind);
+    let (code, stdout, stderr) = instruction_gate(&agreeing);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("valgrind-0.0.1") && stdout.contains("gate: PASS"),
+        "{stdout}"
+    );
+
+    // Under another valgrind, counts 25% above the baseline's: the code or
+    // valgrind moved them, which the gate cannot tell (exit 3).
+    for (_, v) in old_valgrind["counts"]["engine"].as_object_mut().unwrap() {
+        *v = (v.as_f64().unwrap() * 0.8).into();
+    }
+    let lean = tmp.path().join("old-valgrind-lean.json");
+    write_json(&lean, &old_valgrind);
+    let (code, stdout, stderr) = instruction_gate(&lean);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("REGRESSION")
+            && stdout.contains("gate: INCONCLUSIVE")
+            && stdout.contains("valgrind-0.0.1")
+            && stdout.contains("refresh-baseline"),
+        "{stdout}"
+    );
 }
