@@ -8,10 +8,15 @@
 //! `valgrind --tool=callgrind --toggle-collect=*counted_*` with the hidden
 //! subcommand `loadgen op-loops`, which inserts the same sessions into the
 //! engine and the peer and runs each counted loop once; then it reads each
-//! loop's inclusive count from `callgrind_annotate --inclusive=yes`.
+//! loop's inclusive count from `callgrind_annotate --inclusive=yes`. The
+//! counted process's allocator never purges on a timer, and the
+//! environment passes it no allocator or valgrind options (see
+//! `counted_command`).
 //! `scripts/ensure-valgrind.sh` installs valgrind.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
@@ -109,26 +114,7 @@ pub fn measure(plan: &CountPlan) -> Result<Counts, Error> {
     let exe = std::env::current_exe().map_err(|e| Error::Failed(e.into()))?;
     let dir = tempfile_dir()?;
     let out = dir.join("callgrind.out");
-    let status = Command::new("valgrind")
-        .args([
-            "--tool=callgrind",
-            "--toggle-collect=*counted_*",
-            &format!("--callgrind-out-file={}", out.display()),
-        ])
-        .arg(&exe)
-        .args([
-            "op-loops",
-            "--sessions",
-            &plan.sessions.to_string(),
-            "--metadata-bytes",
-            &plan.metadata_bytes.to_string(),
-            "--ops",
-            &plan.ops.to_string(),
-            "--seed",
-            &plan.seed.to_string(),
-            "--shards",
-            &plan.shards.to_string(),
-        ])
+    let status = counted_command(&exe, &out, plan, std::env::vars_os())
         .output()
         .map_err(|e| {
             Error::Usage(format!(
@@ -153,6 +139,56 @@ pub fn measure(plan: &CountPlan) -> Result<Counts, Error> {
     let _ = std::fs::remove_dir_all(&dir);
     let totals = parse_annotate(&String::from_utf8_lossy(&annotated.stdout));
     counts_of(&totals, plan.ops)
+}
+
+/// mimalloc's option (v3, as `libmimalloc-sys` builds it): milliseconds
+/// before freed memory is purged, `-1` never.
+const MIMALLOC_PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
+
+/// The valgrind command that counts `plan`'s loops in `exe`, writing to
+/// `out`; `inherited` is the environment it would inherit.
+///
+/// The counted process allocates with mimalloc, whose purge of freed memory
+/// runs on a timer ([`MIMALLOC_PURGE_DELAY`]): under valgrind's slowdown
+/// how much of that work falls inside a counted loop would depend on the
+/// machine's speed. The child purges never (`-1`), and inherits no other
+/// mimalloc option (mimalloc reads them case-insensitively) and no
+/// `VALGRIND_OPTS`: nothing in the environment changes what is counted.
+fn counted_command(
+    exe: &Path,
+    out: &Path,
+    plan: &CountPlan,
+    inherited: impl Iterator<Item = (OsString, OsString)>,
+) -> Command {
+    let mut command = Command::new("valgrind");
+    for (name, _) in inherited {
+        let upper = name.to_string_lossy().to_ascii_uppercase();
+        if upper.starts_with("MIMALLOC_") || upper == "VALGRIND_OPTS" {
+            command.env_remove(&name);
+        }
+    }
+    command.env(MIMALLOC_PURGE_DELAY, "-1");
+    command
+        .args([
+            "--tool=callgrind",
+            "--toggle-collect=*counted_*",
+            &format!("--callgrind-out-file={}", out.display()),
+        ])
+        .arg(exe)
+        .args([
+            "op-loops",
+            "--sessions",
+            &plan.sessions.to_string(),
+            "--metadata-bytes",
+            &plan.metadata_bytes.to_string(),
+            "--ops",
+            &plan.ops.to_string(),
+            "--seed",
+            &plan.seed.to_string(),
+            "--shards",
+            &plan.shards.to_string(),
+        ]);
+    command
 }
 
 /// Each counted loop's inclusive instruction count, by function name
@@ -221,6 +257,49 @@ pub fn valgrind_version() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The counted process's allocator must not purge freed memory on a
+    /// timer (under valgrind's slowdown, how much of that work lands in a
+    /// counted loop would depend on the machine's speed), and no inherited
+    /// mimalloc option (read case-insensitively) or valgrind option may
+    /// change what is counted.
+    #[test]
+    fn the_counted_child_runs_mimalloc_without_timed_purges_and_nothing_inherited() {
+        let inherited = [
+            ("MIMALLOC_PURGE_DELAY", "10"),
+            ("mimalloc_verbose", "1"),
+            ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+            ("VALGRIND_OPTS", "--instr-atstart=no"),
+            ("PATH", "/usr/bin"),
+            ("MY_MIMALLOC_NOTES", "kept"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let command = counted_command(
+            Path::new("/x/loadgen"),
+            Path::new("/tmp/out"),
+            &CountPlan::default(),
+            inherited.into_iter(),
+        );
+        let envs: BTreeMap<String, Option<String>> = command
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        let expected: BTreeMap<String, Option<String>> = [
+            ("MIMALLOC_PURGE_DELAY", Some("-1")),
+            ("mimalloc_verbose", None),
+            ("MIMALLOC_ARENA_EAGER_COMMIT", None),
+            ("VALGRIND_OPTS", None),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.map(str::to_owned)))
+        .collect();
+        assert_eq!(envs, expected, "PATH and the rest are inherited untouched");
+    }
 
     #[test]
     fn inclusive_counts_parse_from_callgrind_annotate() {
