@@ -22,6 +22,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::limits::GATE_SESSIONS_MAX;
 use crate::oploop::{self, Subject, KINDS, STATE_KINDS};
 use crate::peer::PeerStore;
 
@@ -59,6 +60,25 @@ impl Default for CountPlan {
     }
 }
 
+impl CountPlan {
+    /// Checks that the plan can be measured: sessions and operations in
+    /// `1..=`[`GATE_SESSIONS_MAX`] (none would divide by zero or draw keys
+    /// from nothing), metadata the gates' engine accepts.
+    ///
+    /// # Errors
+    /// A message naming the first field out of its range.
+    pub fn check(&self) -> Result<(), String> {
+        oploop::check_within("plan.sessions", self.sessions, 1, GATE_SESSIONS_MAX)?;
+        oploop::check_within("plan.ops", self.ops, 1, GATE_SESSIONS_MAX)?;
+        oploop::check_within(
+            "plan.metadata_bytes",
+            self.metadata_bytes,
+            1,
+            oploop::METADATA_BYTES_MAX,
+        )
+    }
+}
+
 /// Instructions per operation, per kind, for each store.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counts {
@@ -73,6 +93,7 @@ pub struct Counts {
 /// # Errors
 /// [`Error`] if a store refuses an operation.
 pub fn run_loops(plan: &CountPlan) -> Result<(), Error> {
+    plan.check().map_err(Error::Usage)?;
     let engine = oploop::open_engine(plan.sessions + plan.ops, plan.shards)?;
     let peer = PeerStore::default();
     let mut e = Subject::populate(&engine, plan.sessions, plan.metadata_bytes, plan.seed)?;
@@ -111,6 +132,7 @@ pub fn run_loops(plan: &CountPlan) -> Result<(), Error> {
 /// [`Error::Usage`] if valgrind is missing; [`Error::Failed`] if it fails or
 /// its output lacks a loop.
 pub fn measure(plan: &CountPlan) -> Result<Counts, Error> {
+    plan.check().map_err(Error::Usage)?;
     let exe = std::env::current_exe().map_err(|e| Error::Failed(e.into()))?;
     let dir = tempfile_dir()?;
     let out = dir.join("callgrind.out");
@@ -130,13 +152,20 @@ pub fn measure(plan: &CountPlan) -> Result<Counts, Error> {
     let annotated = Command::new("callgrind_annotate")
         .args(["--inclusive=yes", "--threshold=100"])
         .arg(&out)
-        .output()
-        .map_err(|e| {
-            Error::Usage(format!(
-                "cannot run callgrind_annotate ({e}); it comes with valgrind"
-            ))
-        })?;
+        .output();
     let _ = std::fs::remove_dir_all(&dir);
+    let annotated = annotated.map_err(|e| {
+        Error::Usage(format!(
+            "cannot run callgrind_annotate ({e}); it comes with valgrind"
+        ))
+    })?;
+    if !annotated.status.success() {
+        return Err(Error::Failed(anyhow::anyhow!(
+            "callgrind_annotate failed ({}): {}",
+            annotated.status,
+            String::from_utf8_lossy(&annotated.stderr).trim()
+        )));
+    }
     let totals = parse_annotate(&String::from_utf8_lossy(&annotated.stdout));
     counts_of(&totals, plan.ops)
 }

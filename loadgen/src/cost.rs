@@ -19,6 +19,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::limits::{GATE_ROUNDS_MAX, GATE_SESSIONS_MAX};
 use crate::oploop::{self, Subject, KINDS};
 use crate::peer::PeerStore;
 use crate::procfs;
@@ -58,6 +59,27 @@ impl Default for CostPlan {
             seed: 0x5EED_CAFE,
             shards: oploop::gate_shards(),
         }
+    }
+}
+
+impl CostPlan {
+    /// Checks that the plan can be measured: sessions and operations per
+    /// slice in `1..=`[`GATE_SESSIONS_MAX`] (none would draw keys from
+    /// nothing or time empty slices), rounds in `1..=`[`GATE_ROUNDS_MAX`],
+    /// metadata the gates' engine accepts.
+    ///
+    /// # Errors
+    /// A message naming the first field out of its range.
+    pub fn check(&self) -> Result<(), String> {
+        oploop::check_within("plan.sessions", self.sessions, 1, GATE_SESSIONS_MAX)?;
+        oploop::check_within("plan.ops_per_slice", self.ops_per_slice, 1, GATE_SESSIONS_MAX)?;
+        oploop::check_within("plan.rounds", self.rounds, 1, GATE_ROUNDS_MAX)?;
+        oploop::check_within(
+            "plan.metadata_bytes",
+            self.metadata_bytes,
+            1,
+            oploop::METADATA_BYTES_MAX,
+        )
     }
 }
 
@@ -114,6 +136,7 @@ fn median(values: &mut [f64]) -> f64 {
 /// [`Error::Failed`] if a store refuses an operation of a loop (a loop that
 /// failed fast would look cheap).
 pub fn measure(plan: &CostPlan, progress: Option<&Progress>) -> Result<CostRun, Error> {
+    plan.check().map_err(Error::Usage)?;
     let engine = oploop::open_engine(plan.sessions + 2 * plan.ops_per_slice, plan.shards)?;
     let peer = PeerStore::default();
     if let Some(bar) = progress {

@@ -148,6 +148,20 @@ pub fn read_versioned<T: for<'de> Deserialize<'de>>(
     serde_json::from_value(head).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
 }
 
+/// Refuses a baseline whose plan cannot be measured (`check`: the plan's
+/// own check), hand-edited or damaged.
+///
+/// # Errors
+/// [`Error::Usage`] naming the file and the field.
+pub fn check_plan(path: &Path, check: Result<(), String>) -> Result<(), Error> {
+    check.map_err(|e| {
+        Error::Usage(format!(
+            "{}: {e}: not a plan this loadgen can measure (refresh the baseline with scripts/refresh-baseline.sh)",
+            path.display()
+        ))
+    })
+}
+
 /// Refuses a baseline that measured another engine than this loadgen
 /// does (see [`GATE_SHARDS`]).
 ///
@@ -197,8 +211,8 @@ pub enum Judgement {
     Improvement,
     /// Within the tolerance: noise.
     Within,
-    /// In the baseline, absent from the candidate (or a baseline of zero,
-    /// which nothing can be compared with): fails the gate.
+    /// In the baseline, absent from the candidate (or a baseline of zero or
+    /// less, which nothing can be compared with): fails the gate.
     Missing,
 }
 
@@ -242,7 +256,7 @@ pub fn compare(
                 change,
                 judgement,
             };
-            if values.is_empty() || base.abs() <= f64::EPSILON {
+            if values.is_empty() || base.is_nan() || base <= f64::EPSILON {
                 return row(None, None, None, None, Judgement::Missing);
             }
             let candidate = median(&values);
@@ -567,6 +581,7 @@ fn wall_clock(request: &GateRequest) -> Result<GateVerdict, Error> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(WALL_BASELINE_DEFAULT));
     let baseline: Baseline = read_versioned(&path, BASELINE_SCHEMA, BASELINE_SCHEMA_VERSION)?;
+    check_plan(&path, baseline.plan.check())?;
     check_shards(&path, baseline.plan.shards)?;
     let mut plan = baseline.plan;
     plan.rounds = request.rounds.unwrap_or(plan.rounds);
@@ -587,7 +602,7 @@ fn wall_clock(request: &GateRequest) -> Result<GateVerdict, Error> {
         baseline.peer_level_ns,
         path.display(),
         baseline.provenance.created_at,
-        short_commit(&baseline.provenance.git),
+        baseline.provenance.git.short(),
         tolerance * 100.0
     );
     let per_run: Vec<BTreeMap<String, f64>> = runs.kept.iter().map(ratios).collect();
@@ -640,6 +655,7 @@ fn instructions(request: &GateRequest) -> Result<GateVerdict, Error> {
         .unwrap_or_else(|| PathBuf::from(INSTRUCTIONS_BASELINE_DEFAULT));
     let baseline: InstructionBaseline =
         read_versioned(&path, INSTRUCTIONS_SCHEMA, INSTRUCTIONS_SCHEMA_VERSION)?;
+    check_plan(&path, baseline.plan.check())?;
     check_shards(&path, baseline.plan.shards)?;
     let counts = callgrind::measure(&baseline.plan)?;
     let running = callgrind::valgrind_version();
@@ -652,7 +668,7 @@ fn instructions(request: &GateRequest) -> Result<GateVerdict, Error> {
         "gate (instructions): the engine's instructions per operation under callgrind vs {} ({}, {}), tolerance {:.1}%\n",
         path.display(),
         baseline.provenance.created_at,
-        short_commit(&baseline.provenance.git),
+        baseline.provenance.git.short(),
         tolerance * 100.0
     );
     print!("{}", table(&rows, tolerance, &|v| format!("{v:.1}")));
@@ -703,12 +719,6 @@ pub fn instructions_verdict(
         (false, true) => GateVerdict::Fail,
         (false, false) => GateVerdict::Inconclusive,
     }
-}
-
-fn short_commit(git: &GitInfo) -> &str {
-    git.commit
-        .as_deref()
-        .map_or("unknown commit", |c| &c[..c.len().min(12)])
 }
 
 #[allow(clippy::too_many_arguments)] // the pieces of one result document
@@ -814,6 +824,12 @@ mod tests {
         assert!(!passes(&rows));
         let rows = compare(&metrics(0.0, 1.0), &[metrics(5.0, 1.0)], 0.08);
         assert_eq!(judge(&rows, "get"), Judgement::Missing);
+        let rows = compare(&metrics(-1.0, 1.0), &[metrics(5.0, 1.0)], 0.08);
+        assert_eq!(
+            judge(&rows, "get"),
+            Judgement::Missing,
+            "a negative baseline would make every count an improvement"
+        );
         assert!(table(&rows, 0.08, &|v| format!("{v:.1}")).contains("MISSING"));
     }
 

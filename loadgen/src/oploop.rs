@@ -78,6 +78,23 @@ pub fn gate_shards() -> usize {
     GATE_SHARDS
 }
 
+/// Checks one field of a gate's plan: `name = value` must lie in
+/// `lo..=hi`.
+///
+/// # Errors
+/// A message naming the field, its value and the range.
+pub fn check_within(name: &str, value: usize, lo: usize, hi: usize) -> Result<(), String> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("{name} = {value}: must be between {lo} and {hi}"))
+    }
+}
+
+/// Most metadata bytes a gate's sessions hold: what the engine the gates
+/// open accepts (its default).
+pub const METADATA_BYTES_MAX: usize = session_engine::limits::METADATA_BYTES_MAX_DEFAULT;
+
 /// How many times the gates' population the engine's tables are sized for:
 /// the tombstones a loop's deletes leave never bring a table to its limit.
 pub const TABLE_ROOM: usize = 4;

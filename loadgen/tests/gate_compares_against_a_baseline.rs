@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 
 use loadgen::gate::{Baseline, InstructionBaseline};
-use support::cli::{loadgen, outcome};
+use support::cli::{loadgen, loadgen_with_env, outcome};
 
 /// A small wall-clock baseline (2,000 sessions, 500 operations a slice).
 fn write_wall_baseline(path: &Path) -> Baseline {
@@ -309,5 +309,160 @@ fn the_instruction_gate_refuses_another_engine_and_cannot_judge_under_another_va
             && stdout.contains("valgrind-0.0.1")
             && stdout.contains("refresh-baseline"),
         "{stdout}"
+    );
+}
+
+/// A committed baseline, which hand-edited ones start from, with a plan
+/// small enough for a debug build (should it be measured after all).
+fn committed(file: &str) -> serde_json::Value {
+    let mut baseline = read_json(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../results")
+            .join(file),
+    );
+    baseline["plan"]["sessions"] = 2_000.into();
+    if file.contains("instructions") {
+        baseline["plan"]["ops"] = 2_000.into();
+    } else {
+        baseline["plan"]["ops_per_slice"] = 500.into();
+        baseline["plan"]["rounds"] = 2.into();
+    }
+    baseline
+}
+
+#[test]
+fn a_baseline_whose_plan_cannot_be_measured_is_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str, serde_json::Value, &str); 9] = [
+        ("baseline.json", "sessions", 0.into(), "plan.sessions = 0"),
+        (
+            "baseline.json",
+            "sessions",
+            5_000_000_000u64.into(),
+            "plan.sessions = 5000000000",
+        ),
+        (
+            "baseline.json",
+            "ops_per_slice",
+            0.into(),
+            "plan.ops_per_slice = 0",
+        ),
+        ("baseline.json", "rounds", 0.into(), "plan.rounds = 0"),
+        (
+            "baseline.json",
+            "metadata_bytes",
+            (1u64 << 20).into(),
+            "plan.metadata_bytes = 1048576",
+        ),
+        ("baseline-instructions.json", "ops", 0.into(), "plan.ops = 0"),
+        (
+            "baseline-instructions.json",
+            "sessions",
+            0.into(),
+            "plan.sessions = 0",
+        ),
+        (
+            "baseline-instructions.json",
+            "ops",
+            20_000_000.into(),
+            "plan.ops = 20000000",
+        ),
+        (
+            "baseline-instructions.json",
+            "metadata_bytes",
+            (1u64 << 20).into(),
+            "plan.metadata_bytes = 1048576",
+        ),
+    ];
+    // The counted child's own command line, too.
+    let (code, _, stderr) = outcome(&loadgen(&[
+        "op-loops",
+        "--sessions",
+        "0",
+        "--metadata-bytes",
+        "16",
+        "--ops",
+        "10",
+        "--seed",
+        "1",
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("plan.sessions = 0"), "{stderr}");
+    for (file, field, value, message) in cases {
+        let mut baseline = committed(file);
+        baseline["plan"][field] = value;
+        let path = tmp.path().join(format!("{field}-{file}"));
+        write_json(&path, &baseline);
+        let mut args = vec![
+            "gate",
+            "--baseline",
+            path.to_str().unwrap(),
+            "--repeat",
+            "1",
+            "--quiet",
+        ];
+        if file.contains("instructions") {
+            args.push("--instructions");
+        }
+        let (code, stdout, stderr) = outcome(&loadgen(&args));
+        assert_eq!(code, 2, "{file} {field}: {stdout}\n{stderr}");
+        assert!(
+            stderr.contains(message) && stderr.contains(path.to_str().unwrap()),
+            "{file} {field}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_baseline_commit_of_any_characters_is_shown_cut_at_a_character() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut baseline = committed("baseline-instructions.json");
+    // Byte 12 falls inside the sixth "é".
+    baseline["git"]["commit"] = "aéééééééééééééé".into();
+    let path = tmp.path().join("commit.json");
+    write_json(&path, &baseline);
+    let (code, stdout, stderr) = outcome(&loadgen(&[
+        "gate",
+        "--instructions",
+        "--baseline",
+        path.to_str().unwrap(),
+        "--quiet",
+    ]));
+    // The committed counts are a release build's at another plan: what the
+    // verdict is does not matter here, only that it is reached.
+    assert!(matches!(code, 0 | 1 | 3), "exit {code}: {stdout}\n{stderr}");
+    assert!(stdout.contains("aééééééééééé)"), "{stdout}");
+}
+
+#[test]
+fn a_failing_callgrind_annotate_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("callgrind_annotate");
+    std::fs::write(&fake, "#!/bin/sh\necho 'cannot read the profile' >&2\nexit 7\n").unwrap();
+    let mut permissions = std::fs::metadata(&fake).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&fake, permissions).unwrap();
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let baseline = tmp.path().join("baseline.json");
+    write_json(&baseline, &committed("baseline-instructions.json"));
+    let (code, stdout, stderr) = outcome(&loadgen_with_env(
+        &[
+            "gate",
+            "--instructions",
+            "--baseline",
+            baseline.to_str().unwrap(),
+            "--quiet",
+        ],
+        &[("PATH", &path)],
+    ));
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("callgrind_annotate failed") && stderr.contains("cannot read the profile"),
+        "{stderr}"
     );
 }

@@ -11,12 +11,18 @@ static ONE_LOAD_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Runs `loadgen` with `args`; never shows a progress bar.
 pub fn loadgen(args: &[&str]) -> Output {
+    loadgen_with_env(args, &[])
+}
+
+/// Runs `loadgen` with `args` and these variables set in its environment.
+pub fn loadgen_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
     let _turn = ONE_LOAD_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(args)
         .env("CI", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("running loadgen")
 }
