@@ -8,15 +8,21 @@
 //! `valgrind --tool=callgrind --toggle-collect=*counted_*` with the hidden
 //! subcommand `loadgen op-loops`, which inserts the same sessions into the
 //! engine and the peer and runs each counted loop once; then it reads each
-//! loop's inclusive count from `callgrind_annotate --inclusive=yes`.
+//! loop's inclusive count from `callgrind_annotate --inclusive=yes`. The
+//! counted process's allocator never purges on a timer, and the
+//! environment passes it no allocator or valgrind options (see
+//! `counted_command`).
 //! `scripts/ensure-valgrind.sh` installs valgrind.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::limits::GATE_SESSIONS_MAX;
 use crate::oploop::{self, Subject, KINDS, STATE_KINDS};
 use crate::peer::PeerStore;
 
@@ -31,6 +37,11 @@ pub struct CountPlan {
     pub ops: usize,
     /// Draws the ids and the keys.
     pub seed: u64,
+    /// The engine's shards ([`crate::limits::GATE_SHARDS`]; absent from a
+    /// baseline written before plans recorded it, which was measured with
+    /// that many).
+    #[serde(default = "oploop::gate_shards")]
+    pub shards: usize,
 }
 
 impl Default for CountPlan {
@@ -44,7 +55,27 @@ impl Default for CountPlan {
             metadata_bytes: 256,
             ops: 20_000,
             seed: 0x5EED_CAFE,
+            shards: oploop::gate_shards(),
         }
+    }
+}
+
+impl CountPlan {
+    /// Checks that the plan can be measured: sessions and operations in
+    /// `1..=`[`GATE_SESSIONS_MAX`] (none would divide by zero or draw keys
+    /// from nothing), metadata the gates' engine accepts.
+    ///
+    /// # Errors
+    /// A message naming the first field out of its range.
+    pub fn check(&self) -> Result<(), String> {
+        oploop::check_within("plan.sessions", self.sessions, 1, GATE_SESSIONS_MAX)?;
+        oploop::check_within("plan.ops", self.ops, 1, GATE_SESSIONS_MAX)?;
+        oploop::check_within(
+            "plan.metadata_bytes",
+            self.metadata_bytes,
+            1,
+            oploop::METADATA_BYTES_MAX,
+        )
     }
 }
 
@@ -62,7 +93,8 @@ pub struct Counts {
 /// # Errors
 /// [`Error`] if a store refuses an operation.
 pub fn run_loops(plan: &CountPlan) -> Result<(), Error> {
-    let engine = oploop::open_engine(plan.sessions + plan.ops)?;
+    plan.check().map_err(Error::Usage)?;
+    let engine = oploop::open_engine(plan.sessions + plan.ops, plan.shards)?;
     let peer = PeerStore::default();
     let mut e = Subject::populate(&engine, plan.sessions, plan.metadata_bytes, plan.seed)?;
     let mut p = Subject::populate(&peer, plan.sessions, plan.metadata_bytes, plan.seed)?;
@@ -100,27 +132,11 @@ pub fn run_loops(plan: &CountPlan) -> Result<(), Error> {
 /// [`Error::Usage`] if valgrind is missing; [`Error::Failed`] if it fails or
 /// its output lacks a loop.
 pub fn measure(plan: &CountPlan) -> Result<Counts, Error> {
+    plan.check().map_err(Error::Usage)?;
     let exe = std::env::current_exe().map_err(|e| Error::Failed(e.into()))?;
     let dir = tempfile_dir()?;
     let out = dir.join("callgrind.out");
-    let status = Command::new("valgrind")
-        .args([
-            "--tool=callgrind",
-            "--toggle-collect=*counted_*",
-            &format!("--callgrind-out-file={}", out.display()),
-        ])
-        .arg(&exe)
-        .args([
-            "op-loops",
-            "--sessions",
-            &plan.sessions.to_string(),
-            "--metadata-bytes",
-            &plan.metadata_bytes.to_string(),
-            "--ops",
-            &plan.ops.to_string(),
-            "--seed",
-            &plan.seed.to_string(),
-        ])
+    let status = counted_command(&exe, &out, plan, std::env::vars_os())
         .output()
         .map_err(|e| {
             Error::Usage(format!(
@@ -136,15 +152,72 @@ pub fn measure(plan: &CountPlan) -> Result<Counts, Error> {
     let annotated = Command::new("callgrind_annotate")
         .args(["--inclusive=yes", "--threshold=100"])
         .arg(&out)
-        .output()
-        .map_err(|e| {
-            Error::Usage(format!(
-                "cannot run callgrind_annotate ({e}); it comes with valgrind"
-            ))
-        })?;
+        .output();
     let _ = std::fs::remove_dir_all(&dir);
+    let annotated = annotated.map_err(|e| {
+        Error::Usage(format!(
+            "cannot run callgrind_annotate ({e}); it comes with valgrind"
+        ))
+    })?;
+    if !annotated.status.success() {
+        return Err(Error::Failed(anyhow::anyhow!(
+            "callgrind_annotate failed ({}): {}",
+            annotated.status,
+            String::from_utf8_lossy(&annotated.stderr).trim()
+        )));
+    }
     let totals = parse_annotate(&String::from_utf8_lossy(&annotated.stdout));
     counts_of(&totals, plan.ops)
+}
+
+/// mimalloc's option (v3, as `libmimalloc-sys` builds it): milliseconds
+/// before freed memory is purged, `-1` never.
+const MIMALLOC_PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
+
+/// The valgrind command that counts `plan`'s loops in `exe`, writing to
+/// `out`; `inherited` is the environment it would inherit.
+///
+/// The counted process allocates with mimalloc, whose purge of freed memory
+/// runs on a timer ([`MIMALLOC_PURGE_DELAY`]): under valgrind's slowdown
+/// how much of that work falls inside a counted loop would depend on the
+/// machine's speed. The child purges never (`-1`), and inherits no other
+/// mimalloc option (mimalloc reads them case-insensitively) and no
+/// `VALGRIND_OPTS`: nothing in the environment changes what is counted.
+fn counted_command(
+    exe: &Path,
+    out: &Path,
+    plan: &CountPlan,
+    inherited: impl Iterator<Item = (OsString, OsString)>,
+) -> Command {
+    let mut command = Command::new("valgrind");
+    for (name, _) in inherited {
+        let upper = name.to_string_lossy().to_ascii_uppercase();
+        if upper.starts_with("MIMALLOC_") || upper == "VALGRIND_OPTS" {
+            command.env_remove(&name);
+        }
+    }
+    command.env(MIMALLOC_PURGE_DELAY, "-1");
+    command
+        .args([
+            "--tool=callgrind",
+            "--toggle-collect=*counted_*",
+            &format!("--callgrind-out-file={}", out.display()),
+        ])
+        .arg(exe)
+        .args([
+            "op-loops",
+            "--sessions",
+            &plan.sessions.to_string(),
+            "--metadata-bytes",
+            &plan.metadata_bytes.to_string(),
+            "--ops",
+            &plan.ops.to_string(),
+            "--seed",
+            &plan.seed.to_string(),
+            "--shards",
+            &plan.shards.to_string(),
+        ]);
+    command
 }
 
 /// Each counted loop's inclusive instruction count, by function name
@@ -213,6 +286,49 @@ pub fn valgrind_version() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The counted process's allocator must not purge freed memory on a
+    /// timer (under valgrind's slowdown, how much of that work lands in a
+    /// counted loop would depend on the machine's speed), and no inherited
+    /// mimalloc option (read case-insensitively) or valgrind option may
+    /// change what is counted.
+    #[test]
+    fn the_counted_child_runs_mimalloc_without_timed_purges_and_nothing_inherited() {
+        let inherited = [
+            ("MIMALLOC_PURGE_DELAY", "10"),
+            ("mimalloc_verbose", "1"),
+            ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+            ("VALGRIND_OPTS", "--instr-atstart=no"),
+            ("PATH", "/usr/bin"),
+            ("MY_MIMALLOC_NOTES", "kept"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let command = counted_command(
+            Path::new("/x/loadgen"),
+            Path::new("/tmp/out"),
+            &CountPlan::default(),
+            inherited.into_iter(),
+        );
+        let envs: BTreeMap<String, Option<String>> = command
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        let expected: BTreeMap<String, Option<String>> = [
+            ("MIMALLOC_PURGE_DELAY", Some("-1")),
+            ("mimalloc_verbose", None),
+            ("MIMALLOC_ARENA_EAGER_COMMIT", None),
+            ("VALGRIND_OPTS", None),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.map(str::to_owned)))
+        .collect();
+        assert_eq!(envs, expected, "PATH and the rest are inherited untouched");
+    }
 
     #[test]
     fn inclusive_counts_parse_from_callgrind_annotate() {

@@ -336,6 +336,9 @@ pub struct OpLoopsArgs {
     /// Draws the ids and keys.
     #[arg(long)]
     pub seed: u64,
+    /// The engine's shards.
+    #[arg(long, default_value_t = crate::limits::GATE_SHARDS)]
+    pub shards: usize,
 }
 
 /// The exit code of a verdict.
@@ -361,6 +364,7 @@ pub fn main_with(cli: Cli, command_line: Vec<String>) -> i32 {
             metadata_bytes: args.metadata_bytes,
             ops: args.ops,
             seed: args.seed,
+            shards: args.shards,
         })
         .map(|()| EXIT_PASS),
         Command::List => {

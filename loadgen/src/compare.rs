@@ -51,10 +51,7 @@ pub fn table(a: &Report, b: &Report) -> String {
             r.mode,
             r.started_at,
             r.scenario.backend,
-            r.git
-                .commit
-                .as_deref()
-                .map_or("unknown commit", |c| &c[..c.len().min(12)]),
+            r.git.short(),
             r.verdict.shout()
         )
     };

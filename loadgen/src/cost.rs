@@ -19,6 +19,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::limits::{GATE_ROUNDS_MAX, GATE_SESSIONS_MAX};
 use crate::oploop::{self, Subject, KINDS};
 use crate::peer::PeerStore;
 use crate::procfs;
@@ -37,6 +38,11 @@ pub struct CostPlan {
     pub rounds: usize,
     /// Draws the ids and the keys.
     pub seed: u64,
+    /// The engine's shards ([`crate::limits::GATE_SHARDS`]; absent from a
+    /// baseline written before plans recorded it, which was measured with
+    /// that many).
+    #[serde(default = "oploop::gate_shards")]
+    pub shards: usize,
 }
 
 impl Default for CostPlan {
@@ -51,7 +57,29 @@ impl Default for CostPlan {
             ops_per_slice: 10_000,
             rounds: 8,
             seed: 0x5EED_CAFE,
+            shards: oploop::gate_shards(),
         }
+    }
+}
+
+impl CostPlan {
+    /// Checks that the plan can be measured: sessions and operations per
+    /// slice in `1..=`[`GATE_SESSIONS_MAX`] (none would draw keys from
+    /// nothing or time empty slices), rounds in `1..=`[`GATE_ROUNDS_MAX`],
+    /// metadata the gates' engine accepts.
+    ///
+    /// # Errors
+    /// A message naming the first field out of its range.
+    pub fn check(&self) -> Result<(), String> {
+        oploop::check_within("plan.sessions", self.sessions, 1, GATE_SESSIONS_MAX)?;
+        oploop::check_within("plan.ops_per_slice", self.ops_per_slice, 1, GATE_SESSIONS_MAX)?;
+        oploop::check_within("plan.rounds", self.rounds, 1, GATE_ROUNDS_MAX)?;
+        oploop::check_within(
+            "plan.metadata_bytes",
+            self.metadata_bytes,
+            1,
+            oploop::METADATA_BYTES_MAX,
+        )
     }
 }
 
@@ -108,7 +136,8 @@ fn median(values: &mut [f64]) -> f64 {
 /// [`Error::Failed`] if a store refuses an operation of a loop (a loop that
 /// failed fast would look cheap).
 pub fn measure(plan: &CostPlan, progress: Option<&Progress>) -> Result<CostRun, Error> {
-    let engine = oploop::open_engine(plan.sessions + 2 * plan.ops_per_slice)?;
+    plan.check().map_err(Error::Usage)?;
+    let engine = oploop::open_engine(plan.sessions + 2 * plan.ops_per_slice, plan.shards)?;
     let peer = PeerStore::default();
     if let Some(bar) = progress {
         bar.set_message(format!("populating {} sessions in each store", plan.sessions));
@@ -191,6 +220,7 @@ mod tests {
             ops_per_slice: 200,
             rounds: 3,
             seed: 1,
+            shards: oploop::gate_shards(),
         };
         let run = measure(&plan, None).unwrap();
         assert_eq!(run.ops.len(), KINDS.len());

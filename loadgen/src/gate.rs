@@ -19,8 +19,13 @@
 //! makes an operation slower on purpose refreshes the baselines in the same
 //! commit and says why in its message; a change that makes one faster may
 //! refresh them to tighten the gate. A gate compares only like with like:
-//! a baseline of another plan (sessions, operations) is refused, not
-//! compared.
+//! it measures the plan its baseline records (sessions, operations), and
+//! a baseline of another engine (its shard count, [`GATE_SHARDS`]) is
+//! refused, not compared. An instruction baseline counted under another
+//! valgrind than the running one is compared all the same, and said so;
+//! should the counts then move beyond the tolerance, the gate cannot tell
+//! the code from valgrind and is inconclusive (exit 3), which
+//! `scripts/gate.sh` fails the build on: refresh the baseline.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +36,7 @@ use crate::callgrind::{self, CountPlan, Counts};
 use crate::cost::{self, CostPlan, CostRun};
 use crate::error::Error;
 use crate::limits::{
-    INSTRUCTIONS_TOLERANCE_DEFAULT, PEER_DRIFT_MAX, WALL_ATTEMPTS_FACTOR, WALL_TOLERANCE_DEFAULT,
+    GATE_SHARDS, INSTRUCTIONS_TOLERANCE_DEFAULT, PEER_DRIFT_MAX, WALL_ATTEMPTS_FACTOR, WALL_TOLERANCE_DEFAULT,
 };
 use crate::procfs::{GitInfo, Machine};
 use crate::progress::Progress;
@@ -143,6 +148,36 @@ pub fn read_versioned<T: for<'de> Deserialize<'de>>(
     serde_json::from_value(head).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
 }
 
+/// Refuses a baseline whose plan cannot be measured (`check`: the plan's
+/// own check), hand-edited or damaged.
+///
+/// # Errors
+/// [`Error::Usage`] naming the file and the field.
+pub fn check_plan(path: &Path, check: Result<(), String>) -> Result<(), Error> {
+    check.map_err(|e| {
+        Error::Usage(format!(
+            "{}: {e}: not a plan this loadgen can measure (refresh the baseline with scripts/refresh-baseline.sh)",
+            path.display()
+        ))
+    })
+}
+
+/// Refuses a baseline that measured another engine than this loadgen
+/// does (see [`GATE_SHARDS`]).
+///
+/// # Errors
+/// [`Error::Usage`] naming both shard counts.
+pub fn check_shards(path: &Path, shards: usize) -> Result<(), Error> {
+    if shards == GATE_SHARDS {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{}: measured an engine of {shards} shards; this loadgen measures one of {GATE_SHARDS}, which cannot be compared with it: \
+         refresh the baseline with scripts/refresh-baseline.sh",
+        path.display()
+    )))
+}
+
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::Failed(e.into()))?;
@@ -176,8 +211,8 @@ pub enum Judgement {
     Improvement,
     /// Within the tolerance: noise.
     Within,
-    /// In the baseline, absent from the candidate (or a baseline of zero,
-    /// which nothing can be compared with): fails the gate.
+    /// In the baseline, absent from the candidate (or a baseline of zero or
+    /// less, which nothing can be compared with): fails the gate.
     Missing,
 }
 
@@ -221,7 +256,7 @@ pub fn compare(
                 change,
                 judgement,
             };
-            if values.is_empty() || base.abs() <= f64::EPSILON {
+            if values.is_empty() || base.is_nan() || base <= f64::EPSILON {
                 return row(None, None, None, None, Judgement::Missing);
             }
             let candidate = median(&values);
@@ -546,6 +581,8 @@ fn wall_clock(request: &GateRequest) -> Result<GateVerdict, Error> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(WALL_BASELINE_DEFAULT));
     let baseline: Baseline = read_versioned(&path, BASELINE_SCHEMA, BASELINE_SCHEMA_VERSION)?;
+    check_plan(&path, baseline.plan.check())?;
+    check_shards(&path, baseline.plan.shards)?;
     let mut plan = baseline.plan;
     plan.rounds = request.rounds.unwrap_or(plan.rounds);
     let runs = wall_runs(
@@ -565,7 +602,7 @@ fn wall_clock(request: &GateRequest) -> Result<GateVerdict, Error> {
         baseline.peer_level_ns,
         path.display(),
         baseline.provenance.created_at,
-        short_commit(&baseline.provenance.git),
+        baseline.provenance.git.short(),
         tolerance * 100.0
     );
     let per_run: Vec<BTreeMap<String, f64>> = runs.kept.iter().map(ratios).collect();
@@ -618,21 +655,40 @@ fn instructions(request: &GateRequest) -> Result<GateVerdict, Error> {
         .unwrap_or_else(|| PathBuf::from(INSTRUCTIONS_BASELINE_DEFAULT));
     let baseline: InstructionBaseline =
         read_versioned(&path, INSTRUCTIONS_SCHEMA, INSTRUCTIONS_SCHEMA_VERSION)?;
+    check_plan(&path, baseline.plan.check())?;
+    check_shards(&path, baseline.plan.shards)?;
     let counts = callgrind::measure(&baseline.plan)?;
+    let running = callgrind::valgrind_version();
     let rows = compare(
         &baseline.counts.engine,
         std::slice::from_ref(&counts.engine),
         tolerance,
     );
-    let verdict = GateVerdict::of(passes(&rows));
     println!(
         "gate (instructions): the engine's instructions per operation under callgrind vs {} ({}, {}), tolerance {:.1}%\n",
         path.display(),
         baseline.provenance.created_at,
-        short_commit(&baseline.provenance.git),
+        baseline.provenance.git.short(),
         tolerance * 100.0
     );
     print!("{}", table(&rows, tolerance, &|v| format!("{v:.1}")));
+    let verdict = instructions_verdict(passes(&rows), baseline.valgrind.as_deref(), running.as_deref());
+    if baseline.valgrind != running || running.is_none() {
+        println!(
+            "\nnote: the baseline was counted under {}, this run under {}{}",
+            baseline.valgrind.as_deref().unwrap_or("an unrecorded valgrind"),
+            running
+                .as_deref()
+                .unwrap_or("a valgrind that does not say its version"),
+            match verdict {
+                GateVerdict::Inconclusive => {
+                    "; the counts moved beyond the tolerance, and whether the code or valgrind moved them cannot be told: \
+                     refresh the baseline under this valgrind (scripts/refresh-baseline.sh)"
+                }
+                _ => "; the counts agree within the tolerance",
+            }
+        );
+    }
     finish(
         request,
         GateKind::Instructions,
@@ -645,10 +701,24 @@ fn instructions(request: &GateRequest) -> Result<GateVerdict, Error> {
     )
 }
 
-fn short_commit(git: &GitInfo) -> &str {
-    git.commit
-        .as_deref()
-        .map_or("unknown commit", |c| &c[..c.len().min(12)])
+/// The instruction gate's verdict: a regression counted under another
+/// valgrind than the baseline's (or one of them unknown) is inconclusive,
+/// since valgrind's version can move the counts too (the CPU it reports
+/// picks the C library's routines).
+#[must_use]
+pub fn instructions_verdict(
+    passed: bool,
+    baseline_valgrind: Option<&str>,
+    running_valgrind: Option<&str>,
+) -> GateVerdict {
+    match (
+        passed,
+        baseline_valgrind == running_valgrind && running_valgrind.is_some(),
+    ) {
+        (true, _) => GateVerdict::Pass,
+        (false, true) => GateVerdict::Fail,
+        (false, false) => GateVerdict::Inconclusive,
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // the pieces of one result document
@@ -667,8 +737,12 @@ fn finish(
         match verdict {
             GateVerdict::Pass => "PASS",
             GateVerdict::Fail => "FAIL (regression beyond tolerance)",
-            GateVerdict::Inconclusive =>
-                "INCONCLUSIVE (too few runs comparable with the baseline's: the machine is in another state)",
+            GateVerdict::Inconclusive => match kind {
+                GateKind::WallClock =>
+                    "INCONCLUSIVE (too few runs comparable with the baseline's: the machine is in another state)",
+                GateKind::Instructions =>
+                    "INCONCLUSIVE (counted under another valgrind than the baseline: refresh the baseline)",
+            },
         }
     );
     if let Some(out) = &request.out {
@@ -750,7 +824,51 @@ mod tests {
         assert!(!passes(&rows));
         let rows = compare(&metrics(0.0, 1.0), &[metrics(5.0, 1.0)], 0.08);
         assert_eq!(judge(&rows, "get"), Judgement::Missing);
+        let rows = compare(&metrics(-1.0, 1.0), &[metrics(5.0, 1.0)], 0.08);
+        assert_eq!(
+            judge(&rows, "get"),
+            Judgement::Missing,
+            "a negative baseline would make every count an improvement"
+        );
         assert!(table(&rows, 0.08, &|v| format!("{v:.1}")).contains("MISSING"));
+    }
+
+    #[test]
+    fn a_regression_under_another_valgrind_is_inconclusive() {
+        let v = Some("valgrind-3.19.0");
+        assert_eq!(instructions_verdict(true, v, v), GateVerdict::Pass);
+        assert_eq!(instructions_verdict(false, v, v), GateVerdict::Fail);
+        assert_eq!(
+            instructions_verdict(true, Some("valgrind-3.22.0"), v),
+            GateVerdict::Pass,
+            "counts that agree agree, whatever counted them"
+        );
+        for (base, running) in [(Some("valgrind-3.22.0"), v), (None, v), (v, None), (None, None)] {
+            assert_eq!(
+                instructions_verdict(false, base, running),
+                GateVerdict::Inconclusive,
+                "{base:?} / {running:?}"
+            );
+        }
+    }
+
+    /// The committed baselines were written before plans recorded the
+    /// shard count: they read as measured with [`GATE_SHARDS`], which they
+    /// were, and are compared.
+    #[test]
+    fn the_committed_baselines_measured_the_engine_the_gates_measure() {
+        let wall: Baseline = serde_json::from_str(include_str!("../../results/baseline.json")).unwrap();
+        let counted: InstructionBaseline =
+            serde_json::from_str(include_str!("../../results/baseline-instructions.json")).unwrap();
+        for shards in [wall.plan.shards, counted.plan.shards] {
+            assert_eq!(shards, GATE_SHARDS);
+            check_shards(Path::new("committed"), shards).unwrap();
+        }
+        let err = check_shards(Path::new("b.json"), 16).unwrap_err().to_string();
+        assert!(
+            err.contains("16 shards") && err.contains("refresh-baseline"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use session_engine::{Bucket, Config, Engine, ManualClock, SessionId, SessionStore, Timeout, TimerHandle};
 
 use crate::error::Error;
+use crate::limits::GATE_SHARDS;
 use crate::mix::Op;
 use crate::peer::PeerStore;
 
@@ -46,26 +47,53 @@ pub fn now<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// The engine as the gates measure it: in memory, on a clock that never
-/// moves, with no sweeper thread, room for `sessions_max` sessions, and
-/// tables sized up front for [`TABLE_ROOM`] times that: no table grows or
-/// rebuilds in place during a loop. (Whether one would is decided by the
-/// process's random hash seed and ids: a create loop that met a rebuild
-/// counted about 10% more instructions per create than one that did not,
-/// from one process to the next, which an exact gate cannot have.)
+/// The engine as the gates measure it: `shards` shards (the plan's,
+/// [`GATE_SHARDS`]: never the engine's default, which follows the core
+/// count), in memory, on a clock that never moves, with no sweeper thread,
+/// room for `sessions_max` sessions, and tables sized up front for
+/// [`TABLE_ROOM`] times that: no table grows or rebuilds in place during a
+/// loop. (Whether one would is decided by the process's random hash seed
+/// and ids: a create loop that met a rebuild counted about 10% more
+/// instructions per create than one that did not, from one process to the
+/// next, which an exact gate cannot have.)
 ///
 /// # Errors
 /// [`Error::Usage`] if the engine refuses the configuration.
-pub fn open_engine(sessions_max: usize) -> Result<Engine, Error> {
+pub fn open_engine(sessions_max: usize, shards: usize) -> Result<Engine, Error> {
     let clock = ManualClock::new(1_700_000_000_000);
     let room = sessions_max.saturating_mul(TABLE_ROOM);
     let config = Config::default()
+        .shards(shards)
         .sessions_max(room)
         .initial_capacity(room)
         .clock(clock.clock())
         .without_sweeper();
     Engine::open(config).map_err(|e| Error::Usage(format!("engine configuration: {e}")))
 }
+
+/// The shard count a plan that records none was measured with
+/// ([`GATE_SHARDS`]: baselines written before plans recorded it).
+#[must_use]
+pub fn gate_shards() -> usize {
+    GATE_SHARDS
+}
+
+/// Checks one field of a gate's plan: `name = value` must lie in
+/// `lo..=hi`.
+///
+/// # Errors
+/// A message naming the field, its value and the range.
+pub fn check_within(name: &str, value: usize, lo: usize, hi: usize) -> Result<(), String> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("{name} = {value}: must be between {lo} and {hi}"))
+    }
+}
+
+/// Most metadata bytes a gate's sessions hold: what the engine the gates
+/// open accepts (its default).
+pub const METADATA_BYTES_MAX: usize = session_engine::limits::METADATA_BYTES_MAX_DEFAULT;
 
 /// How many times the gates' population the engine's tables are sized for:
 /// the tombstones a loop's deletes leave never bring a table to its limit.
@@ -336,9 +364,21 @@ pub fn run_peer(op: Op, s: &mut Subject<'_, PeerStore>, keys: &[u32], metadata: 
 mod tests {
     use super::*;
 
+    /// Whatever the machine's core count (the engine's default follows it):
+    /// run under `taskset -c 0`, an engine left to its default has 4.
+    #[test]
+    fn the_gates_measure_an_engine_of_a_fixed_shard_count() {
+        use crate::callgrind::CountPlan;
+        use crate::cost::CostPlan;
+        assert_eq!(CountPlan::default().shards, GATE_SHARDS);
+        assert_eq!(CostPlan::default().shards, GATE_SHARDS);
+        let engine = open_engine(1_000, GATE_SHARDS).unwrap();
+        assert_eq!(engine.shard_count(), GATE_SHARDS);
+    }
+
     #[test]
     fn every_loop_succeeds_on_both_stores_and_deletes_what_creates_made() {
-        let engine = open_engine(10_000).unwrap();
+        let engine = open_engine(10_000, GATE_SHARDS).unwrap();
         let peer = PeerStore::default();
         let mut e = Subject::populate(&engine, 1_000, 32, 7).unwrap();
         let mut p = Subject::populate(&peer, 1_000, 32, 7).unwrap();

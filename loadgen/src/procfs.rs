@@ -138,6 +138,16 @@ pub struct GitInfo {
 }
 
 impl GitInfo {
+    /// The commit's first 12 characters, or `unknown commit` (a document
+    /// read from a file may hold anything there: cut at a character, never
+    /// inside one).
+    #[must_use]
+    pub fn short(&self) -> &str {
+        self.commit.as_deref().map_or("unknown commit", |c| {
+            c.char_indices().nth(12).map_or(c, |(end, _)| &c[..end])
+        })
+    }
+
     /// Asks `git` about the checkout the process runs in (absent or
     /// failing: `None`s).
     #[must_use]
@@ -179,6 +189,23 @@ impl GitInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_commit_is_cut_at_a_character() {
+        let git = |c: &str| GitInfo {
+            commit: Some(c.to_owned()),
+            dirty: None,
+        };
+        assert_eq!(git("8f0d9067213b4c9322a0").short(), "8f0d9067213b");
+        assert_eq!(git("abc").short(), "abc");
+        // Byte 12 falls inside the sixth "é".
+        assert_eq!(git("aéééééééééééééé").short(), "aééééééééééé");
+        let unknown = GitInfo {
+            commit: None,
+            dirty: None,
+        };
+        assert_eq!(unknown.short(), "unknown commit");
+    }
 
     #[test]
     fn a_checkout_is_dirty_for_code_changes_not_for_rewritten_results() {

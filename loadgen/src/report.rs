@@ -458,8 +458,8 @@ impl Report {
         if self.verdict == RunVerdict::Inconclusive {
             let _ = writeln!(
                 md,
-                "\n**Inconclusive**: only {:.0}% of the slices could be judged; the machine was too busy (rerun on a quieter one).",
-                sl.judged_share * 100.0
+                "\n**Inconclusive**: {} (rerun on a quieter machine).",
+                crate::targets::inconclusive_reason(&self.verdicts, sl.judged_share)
             );
         }
     }

@@ -263,9 +263,8 @@ fn slices_line(r: &Report) -> String {
     if r.verdict == RunVerdict::Inconclusive {
         let _ = writeln!(
             line,
-            "inconclusive: only {:.0}% of the slices could be judged (at least {:.0}% needed); the machine was too busy",
-            sl.judged_share * 100.0,
-            crate::limits::JUDGED_SHARE_MIN * 100.0
+            "inconclusive: {}",
+            targets::inconclusive_reason(&r.verdicts, sl.judged_share)
         );
     }
     line

@@ -256,7 +256,8 @@ pub enum RunVerdict {
     /// A bound failed on the judged slices.
     Fail,
     /// The machine disturbed so many slices that the rest cannot stand for
-    /// the run (fewer than [`JUDGED_SHARE_MIN`] of either side's judged).
+    /// the run (fewer than [`JUDGED_SHARE_MIN`] of either side's judged),
+    /// or every slice a bound's samples fell in, and nothing failed.
     Inconclusive,
 }
 
@@ -453,12 +454,23 @@ pub fn evaluate(targets: &Targets, facts: &RunFacts) -> Vec<Verdict> {
                     ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
                 },
                 // A kind too rare to land in a judged slice (a list page a
-                // second on a busy machine) is reported, not failed; one
-                // that never ran at all fails.
+                // second on a busy machine) is reported, not failed, and
+                // leaves the run inconclusive; one that never ran at all
+                // fails. Too few samples to judge the quantile even had
+                // they all been judged is not the machine's doing.
                 (None, None) => match facts.ops.get(op).map_or(0, |f| f.count_all) {
                     0 => Verdict {
                         status: Status::Fail,
                         note: "no samples".into(),
+                        ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
+                    },
+                    n if n < q.samples_min() => Verdict {
+                        status: Status::NotRun,
+                        note: format!(
+                            "{n} samples, all in disturbed slices: {} needs {}",
+                            q.name(),
+                            q.samples_min()
+                        ),
                         ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
                     },
                     n => Verdict {
@@ -526,17 +538,50 @@ pub fn all_pass(rows: &[Verdict]) -> bool {
 
 /// The run's verdict: inconclusive when fewer than [`JUDGED_SHARE_MIN`] of
 /// either side's measured slices were judged, whatever the rows say (unless
-/// no row judges anything); otherwise fail if any row failed.
+/// no row judges anything); otherwise fail if any row failed; otherwise
+/// inconclusive if a bound went unjudged because the machine disturbed
+/// every slice its samples fell in ([`Status::Disturbed`]): a pass says
+/// every bound held.
 #[must_use]
 pub fn run_verdict(rows: &[Verdict], judged_share: f64) -> RunVerdict {
     let judging = rows.iter().any(|r| r.status != Status::NotRun);
     if judging && judged_share < JUDGED_SHARE_MIN {
         RunVerdict::Inconclusive
-    } else if all_pass(rows) {
-        RunVerdict::Pass
-    } else {
+    } else if !all_pass(rows) {
         RunVerdict::Fail
+    } else if any_disturbed(rows) {
+        RunVerdict::Inconclusive
+    } else {
+        RunVerdict::Pass
     }
+}
+
+/// Why a run is inconclusive, for people: too few slices judged, or the
+/// bounds the machine kept from judging.
+#[must_use]
+pub fn inconclusive_reason(rows: &[Verdict], judged_share: f64) -> String {
+    if judged_share < JUDGED_SHARE_MIN {
+        return format!(
+            "only {:.0}% of the slices could be judged (at least {:.0}% needed); the machine was too busy",
+            judged_share * 100.0,
+            JUDGED_SHARE_MIN * 100.0
+        );
+    }
+    let unjudged: Vec<String> = rows
+        .iter()
+        .filter(|r| r.status == Status::Disturbed)
+        .map(|r| format!("{} {} {}", r.tier, r.subject, r.bound))
+        .collect();
+    format!(
+        "nothing failed, but the machine disturbed every slice the samples of {} fell in, so it was not judged",
+        unjudged.join(", ")
+    )
+}
+
+/// True if a bound went unjudged because of the machine.
+#[must_use]
+pub fn any_disturbed(rows: &[Verdict]) -> bool {
+    rows.iter().any(|r| r.status == Status::Disturbed)
 }
 
 /// A run judged: the rows, the verdict, and what they were drawn from.
@@ -953,9 +998,12 @@ mod tests {
         }
     }
 
+    /// A bound the machine kept from judging (every sample in a disturbed
+    /// slice) is not failed, but neither can the run pass on it: the run
+    /// is inconclusive, unless a judged bound failed.
     #[test]
-    fn a_kind_whose_samples_all_fell_in_disturbed_slices_is_reported_not_failed() {
-        let t = Targets::parse("t", "name = \"t\"\n[ops.list]\np99 = \"10ms\"").unwrap();
+    fn a_bound_whose_samples_all_fell_in_disturbed_slices_makes_the_run_inconclusive() {
+        let t = Targets::parse("t", "name = \"t\"\n[ops.list]\nmax = \"10ms\"\np99 = \"10ms\"").unwrap();
         let mut f = facts(1);
         f.ops.insert(
             Op::List,
@@ -965,13 +1013,37 @@ mod tests {
             },
         );
         let rows = evaluate(&t, &f);
-        assert_eq!(rows[0].status, Status::Disturbed);
-        assert_eq!(rows[0].note, "all 9 samples in disturbed slices");
-        assert_eq!(run_verdict(&rows, 1.0), RunVerdict::Pass, "not a failure");
-        assert_eq!(
-            run_verdict(&rows, 0.0),
-            RunVerdict::Inconclusive,
-            "a bound the machine kept from judging is not 'nothing to judge'"
+        let row = |bound: &str| rows.iter().find(|r| r.bound == bound).unwrap().clone();
+        assert_eq!(row("max").status, Status::Disturbed);
+        assert_eq!(row("max").note, "all 9 samples in disturbed slices");
+        // Nine samples could not have judged a p99 however quiet the
+        // machine: that bound is not the machine's doing.
+        assert_eq!(row("p99").status, Status::NotRun, "{:?}", row("p99"));
+        assert!(
+            row("p99").note.contains("9 samples") && row("p99").note.contains("p99 needs 100"),
+            "{}",
+            row("p99").note
         );
+        assert_eq!(
+            run_verdict(&rows, 1.0),
+            RunVerdict::Inconclusive,
+            "a run cannot pass on a bound it did not judge"
+        );
+        assert_eq!(run_verdict(&rows, 0.0), RunVerdict::Inconclusive);
+        let failed = Verdict {
+            status: Status::Fail,
+            ..row("max")
+        };
+        let why = inconclusive_reason(&rows, 1.0);
+        assert!(why.contains("t list max") && !why.contains("p99"), "{why}");
+        assert!(inconclusive_reason(&rows, 0.1).starts_with("only 10% of the slices"));
+        let with_a_failure = [rows.clone(), vec![failed]].concat();
+        assert_eq!(
+            run_verdict(&with_a_failure, 1.0),
+            RunVerdict::Fail,
+            "a bound judged and failed fails the run, whatever else went unjudged"
+        );
+        let only_p99 = [row("p99")];
+        assert_eq!(run_verdict(&only_p99, 1.0), RunVerdict::Pass);
     }
 }

@@ -18,6 +18,14 @@ fn four_clients_on_one_worker_complete_the_schedule() {
         "4",
         "--list-rate",
         "0",
+        // Churn sessions outlive the run: a delete that found one gone
+        // would be the engine losing it, never its expiry. (At the tiny
+        // scenario's 100 ms, a session is stamped early by as much as the
+        // engine's clock thread lags behind, and one expired before three
+        // quarters of its timeout counts as an error: a machine that kept
+        // that thread off a CPU for 25 ms would fail this test.)
+        "--churn-timeout",
+        "30s",
         "--targets",
         "none",
         "--out",

@@ -46,17 +46,24 @@ fn a_200ms_freeze_shows_in_the_tail_and_fails_the_verdict() {
     assert!(all["p99_ns"].as_u64().unwrap() >= 150 * ms, "{all}");
     assert!(all["p90_ns"].as_u64().unwrap() >= 20 * ms, "{all}");
     assert_eq!(r["ops_unsent"], 0, "the backlog cleared");
-    // The peer's threads never wait for the backend's.
-    assert!(
-        r["peer"]["all_point_ops"]["max_ns"].as_u64().unwrap() < 150 * ms,
-        "{}",
-        r["peer"]
-    );
-    // The stalled slice is the backend's first at or after 400 ms past the
-    // warm-up; it holds the whole freeze and is judged, however much the
-    // machine was disturbed. (Found by its time, not by its lateness: a
-    // debug build's start can leave warm-up slices late by as much.)
     let slices = r["slices"]["list"].as_array().unwrap();
+    // The peer's threads never wait for the backend's: every peer slice the
+    // machine left alone (judged; a peer slice it disturbed is set aside)
+    // ends far short of the freeze. (The peer's slowest operation overall
+    // is the machine's to decide: a busy one holds a client off its core
+    // for as long, and that slice is then disturbed.)
+    for s in slices
+        .iter()
+        .filter(|s| s["side"] == "peer" && s["standing"] == "judged")
+    {
+        assert!(s["max_ns"].as_u64().unwrap() < 150 * ms, "{s}");
+    }
+    // The stalled slice is the backend's first at or after 400 ms past the
+    // warm-up; it holds the whole freeze and is judged, unless the machine
+    // took so much from its clients that it explains even that (twice what
+    // it took, plus a millisecond: see slices.rs). (Found by its time, not
+    // by its lateness: a debug build's start can leave warm-up slices late
+    // by as much.)
     let stall_from_s = r["warmup_s"].as_f64().unwrap() + 0.4 - 1e-6;
     let stalled = slices
         .iter()
@@ -68,8 +75,17 @@ fn a_200ms_freeze_shows_in_the_tail_and_fails_the_verdict() {
                 .total_cmp(&b["start_s"].as_f64().unwrap())
         })
         .expect("a backend slice after the stall's start");
-    assert!(stalled["max_ns"].as_u64().unwrap() >= 190 * ms, "{stalled}");
-    assert_eq!(stalled["standing"], "judged", "{stalled}");
+    let stalled_max = stalled["max_ns"].as_u64().unwrap();
+    assert!(stalled_max >= 190 * ms, "{stalled}");
+    let lost = &stalled["lost"];
+    let taken = lost["gaps_ns"]
+        .as_u64()
+        .unwrap()
+        .max(lost["runqueue_wait_ns"].as_u64().unwrap());
+    assert!(
+        stalled["standing"] == "judged" || stalled_max <= 2 * taken + ms,
+        "{stalled}"
+    );
     let row = r["verdicts"]
         .as_array()
         .unwrap()

@@ -11,12 +11,18 @@ static ONE_LOAD_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Runs `loadgen` with `args`; never shows a progress bar.
 pub fn loadgen(args: &[&str]) -> Output {
+    loadgen_with_env(args, &[])
+}
+
+/// Runs `loadgen` with `args` and these variables set in its environment.
+pub fn loadgen_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
     let _turn = ONE_LOAD_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(args)
         .env("CI", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("running loadgen")
 }
@@ -50,7 +56,8 @@ pub const EXIT_INCONCLUSIVE: i32 = 3;
 /// Asserts that a run whose bounds it cannot fail passed: exit 0 and
 /// `"verdict": "pass"`; or, if the machine disturbed so many slices that
 /// the run could not be judged, exit 3 with the report showing it (fewer
-/// than a quarter of the slices judged); or a FAIL whose only failed row is
+/// than a quarter of the slices judged, or a bound every sample of which
+/// fell in a disturbed slice, and none failed); or a FAIL whose only failed row is
 /// the run's own rate check (a debug build beside other tests on 2 cores
 /// may not deliver the offered rate: that is speed, which tests do not
 /// judge). A failed latency or error bound never passes this.
@@ -74,8 +81,11 @@ pub fn assert_passed_unless_machine_busy(code: i32, report: &serde_json::Value, 
         EXIT_INCONCLUSIVE => {
             assert_eq!(report["verdict"], "inconclusive", "{context}");
             let share = report["slices"]["judged_share"].as_f64().unwrap();
+            let rows = report["verdicts"].as_array().expect("verdict rows");
+            let unjudged = rows.iter().any(|row| row["status"] == "disturbed");
+            let failed = rows.iter().any(|row| row["status"] == "fail");
             assert!(
-                share < 0.25,
+                share < 0.25 || (unjudged && !failed),
                 "inconclusive with {share} of the slices judged\n{context}"
             );
             eprintln!("note: the machine was too busy to judge this run ({share:.2} of slices judged)");
