@@ -37,7 +37,9 @@ use crate::block::{stored_timeout_ms, timeout_to_stored, TIMEOUT_NEVER};
 use crate::config::RecoveryMode;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::limits::{RECOVERY_REPORT_ITEMS_MAX, TIMEOUT_MS_MAX, TIME_MS_MAX, TOPICS_PER_SESSION_MAX};
+use crate::limits::{
+    RECOVERY_REPORT_ITEMS_MAX, SEGMENT_SIZE_BYTES_MAX, TIMEOUT_MS_MAX, TIME_MS_MAX, TOPICS_PER_SESSION_MAX,
+};
 use crate::per_session::Topic;
 
 /// A session as the log left it.
@@ -381,44 +383,33 @@ fn check_header(files: ShardFiles<'_>, sequence: u64, bytes: &[u8]) -> HeaderChe
     }
 }
 
-/// A segment file's bytes for replay, mapped read-only: a base holds its
-/// shard's live sessions, and reading it into memory would hold them twice
-/// during recovery (and a damaged file's length could exceed memory).
-enum SegmentBytes {
-    Empty,
-    Mapped(memmap2::Mmap),
-}
-
-impl SegmentBytes {
-    fn map(path: &Path) -> Result<Self> {
-        let context = || format!("reading {}", path.display());
-        let file = std::fs::File::open(path).map_err(io(context()))?;
-        if file.metadata().map_err(io(context()))?.len() == 0 {
-            return Ok(Self::Empty);
-        }
-        // SAFETY: the map is only read, and only while no process changes
-        // the file: the data directory is locked for this engine, this
-        // process writes a segment only through its own writable mapping,
-        // made after recovery has dropped this one (recovery's fixes run
-        // after the scan), and an outside process changing a locked data
-        // directory breaks the engine's writable mappings the same way.
-        #[allow(unsafe_code)]
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io(context()))?;
-        // Replay reads it once, front to back.
-        let _ = map.advise(memmap2::Advice::Sequential);
-        Ok(Self::Mapped(map))
-    }
-}
-
-impl std::ops::Deref for SegmentBytes {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Self::Empty => &[],
-            Self::Mapped(map) => map,
-        }
-    }
+/// A segment file's bytes for replay, and the file's length: at most its
+/// verified header's `len` (past it the engine never wrote: a file extended
+/// beyond it costs no memory), or, with no verified header, at most the
+/// largest segment the engine appends to (a base's header is written last
+/// and synced before the base is named, so only damage leaves a base
+/// without one). Read, not mapped: a disk error is then `Error::Io` naming
+/// the file, where a mapping would kill the process with `SIGBUS`.
+fn read_segment(files: ShardFiles<'_>, sequence: u64, path: &Path) -> Result<(Vec<u8>, u64)> {
+    use std::io::Read;
+    let context = || format!("reading {}", path.display());
+    let file = std::fs::File::open(path).map_err(io(context()))?;
+    let file_len = file.metadata().map_err(io(context()))?.len();
+    let head = read_header_bytes(path, files.codec.header_len())?;
+    let want = match (files.codec, check_header(files, sequence, &head).header) {
+        (Codec::V2 { .. }, Some(h)) => file_len.min(h.len),
+        (Codec::V2 { .. }, None) => file_len.min(SEGMENT_SIZE_BYTES_MAX as u64),
+        (Codec::V1, _) => file_len,
+    };
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(usize::try_from(want).unwrap_or(usize::MAX))
+        .map_err(|_| Error::Io {
+            context: context(),
+            source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("{want} bytes")),
+        })?;
+    file.take(want).read_to_end(&mut bytes).map_err(io(context()))?;
+    Ok((bytes, file_len))
 }
 
 fn read_header_bytes(path: &Path, len: usize) -> Result<Vec<u8>> {
@@ -745,9 +736,9 @@ impl Replay<'_> {
         let mut may_be_unfinished = false;
         let mut empties: Vec<(u64, PathBuf)> = Vec::new();
         for (sequence, path) in segments {
-            let mapped = SegmentBytes::map(&path)?;
+            let (read, file_len) = read_segment(files, sequence, &path)?;
             self.out.report.segments += 1;
-            let check = check_header(files, sequence, &mapped);
+            let check = check_header(files, sequence, &read);
             if let Some(header) = &check.header {
                 // Made when its run's clock read this (an empty segment
                 // prepared ahead included): a time that run reached.
@@ -757,18 +748,25 @@ impl Replay<'_> {
             // truncated or extended (a crash cannot change a preallocated
             // file's length): damage, found before any data is read. Only
             // the header's length is read: past it the engine never wrote.
-            let (bytes, resized) = match (files.codec, check.header) {
-                (Codec::V2 { .. }, Some(h)) if h.len != mapped.len() as u64 => {
-                    let end = usize::try_from(h.len).unwrap_or(usize::MAX).min(mapped.len());
+            let bytes = &read[..];
+            let resized = match (files.codec, check.header) {
+                (Codec::V2 { .. }, Some(h)) if h.len != file_len => {
                     let reason = format!(
-                        "the segment file is {} bytes, its header says {}: it was truncated or extended",
-                        mapped.len(),
+                        "the segment file is {file_len} bytes, its header says {}: it was truncated or extended",
                         h.len
                     );
-                    self.damage(&path, end, 0, &reason, None)?;
-                    (&mapped[..end], true)
+                    self.damage(&path, bytes.len(), 0, &reason, None)?;
+                    true
                 }
-                _ => (&mapped[..], false),
+                (Codec::V2 { .. }, None) if file_len > bytes.len() as u64 => {
+                    let reason = format!(
+                        "the segment file is {file_len} bytes with no verified header, longer than any segment the engine appends to: only its first {} bytes are read",
+                        bytes.len()
+                    );
+                    self.damage(&path, bytes.len(), 0, &reason, None)?;
+                    false
+                }
+                _ => false,
             };
             let has_data = bytes.get(hlen..).is_some_and(|d| d.iter().any(|&b| b != 0));
             if !has_data && resized {
