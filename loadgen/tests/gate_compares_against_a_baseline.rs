@@ -153,21 +153,7 @@ fn missing_foreign_and_old_baselines_are_usage_errors() {
 fn the_instruction_gate_passes_its_own_commit_and_fails_ten_percent_more() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("instructions.json");
-    let (code, stdout, stderr) = outcome(&loadgen(&[
-        "gate",
-        "--instructions",
-        "--write-baseline",
-        path.to_str().unwrap(),
-        "--sessions",
-        "2000",
-        "--ops",
-        "2000",
-        "--quiet",
-    ]));
-    assert_eq!(
-        code, 0,
-        "valgrind is installed by scripts/ensure-valgrind.sh\n{stdout}\n{stderr}"
-    );
+    write_instruction_baseline(&path);
     let baseline: InstructionBaseline =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     for (op, n) in &baseline.counts.engine {
@@ -199,15 +185,7 @@ fn the_instruction_gate_passes_its_own_commit_and_fails_ten_percent_more() {
     // the peer's create, which is not gated, by 2.4%). A 10% tolerance is
     // fifty times that, so this cannot flap; the lean baseline below still
     // fails at the default 2% by a margin as wide (+11%).
-    let (code, stdout, stderr) = outcome(&loadgen(&[
-        "gate",
-        "--instructions",
-        "--baseline",
-        path.to_str().unwrap(),
-        "--tolerance",
-        "10%",
-        "--quiet",
-    ]));
+    let (code, stdout, stderr) = instruction_gate(&path);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("gate: PASS"), "{stdout}");
 
