@@ -111,7 +111,10 @@ struct Inner {
     timeout: Timeout,
     config: McpConfig,
     touches: Touches,
-    peers: DashMap<SessionId, Peer<RoleServer>>,
+    /// The client of each session served here, shared so that a fan-out
+    /// whose send failed can tell whether the registered client is still
+    /// the one it sent to.
+    peers: DashMap<SessionId, Arc<Peer<RoleServer>>>,
 }
 
 impl fmt::Debug for McpSessions {
@@ -228,7 +231,7 @@ impl McpSessions {
     /// [`Error::NoSession`] if the context names no session.
     pub fn register_peer(&self, extensions: &Extensions, peer: Peer<RoleServer>) -> Result<SessionId> {
         let id = Self::session_id(extensions)?;
-        self.inner.peers.insert(id, peer);
+        self.inner.peers.insert(id, Arc::new(peer));
         Ok(id)
     }
 
@@ -318,27 +321,31 @@ impl McpSessions {
             // One task per client served here (at most a page of them).
             let mut sends = tokio::task::JoinSet::new();
             for id in &page.ids {
-                let Some(peer) = self.inner.peers.get(id).map(|p| p.clone()) else {
+                let Some(peer) = self.inner.peers.get(id).map(|p| Arc::clone(&p)) else {
                     continue;
                 };
                 let (id, update) = (*id, ResourceUpdatedNotificationParam::new(uri));
                 sends.spawn(async move {
                     let sent =
                         tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_resource_updated(update)).await;
-                    (id, sent)
+                    (id, peer, sent)
                 });
             }
             while let Some(joined) = sends.join_next().await {
                 match joined {
-                    Ok((_, Ok(Ok(())))) => out.notified_here += 1,
+                    Ok((_, _, Ok(Ok(())))) => out.notified_here += 1,
                     // Its worker ended: the client is no longer served here.
-                    Ok((id, Ok(Err(_)))) => {
-                        self.inner.peers.remove(&id);
+                    // Unless the session was registered again meanwhile (a
+                    // request restored its worker here): that client stays.
+                    Ok((id, peer, Ok(Err(_)))) => {
+                        self.inner
+                            .peers
+                            .remove_if(&id, |_, registered| Arc::ptr_eq(registered, &peer));
                         out.failed_here += 1;
                     }
                     // Not taken in time (or the task failed): the client
                     // stays registered for the next fan-out.
-                    Ok((_, Err(_))) | Err(_) => out.failed_here += 1,
+                    Ok((_, _, Err(_))) | Err(_) => out.failed_here += 1,
                 }
             }
             out.subscribers.extend_from_slice(&page.ids);

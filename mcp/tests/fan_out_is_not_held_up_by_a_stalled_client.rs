@@ -1,6 +1,9 @@
 //! A fan-out reaches every subscriber served here while one of them never
 //! takes its notification (a client that stopped reading its stream), and
-//! ends, counting that one as not delivered.
+//! ends, counting that one as not delivered; stalled clients on several
+//! pages of subscribers hold it up once, not once a page; and a send that
+//! fails drops only the client it was sent to, not one registered for the
+//! session since (its worker restored here meanwhile).
 //!
 //! The peers are rmcp servers on in-process transports (what a session's
 //! worker gives `register_peer`); time is tokio's, paused: it moves only
@@ -19,7 +22,7 @@ use rmcp::transport::Transport;
 use rmcp::ServerHandler;
 use session_engine::{Config, Engine, SessionId, Timeout};
 use session_mcp::{McpConfig, McpSessions, SESSION_ID_HEADER};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 const RESOURCE: &str = "file:///projects/report.md";
 
@@ -28,14 +31,29 @@ struct Server;
 
 impl ServerHandler for Server {}
 
+/// What a client does with the messages after the answer to its handshake.
+#[derive(Clone)]
+enum Takes {
+    /// Takes every one, passing it on to the test.
+    All,
+    /// Takes none: the send never completes, as a write to a stream nobody
+    /// reads.
+    Nothing,
+    /// Says so on `sending`, then fails each send once `open` is `true` (a
+    /// connection that broke while the fan-out was sending to it).
+    FailsWhenOpened {
+        sending: mpsc::UnboundedSender<()>,
+        open: watch::Receiver<bool>,
+    },
+}
+
 /// A client's end of a session, in process: it sends the handshake, takes
-/// the server's answer to it, then takes every message (`stalled: false`,
-/// passing them on to `received`) or none (`stalled: true`: the send never
-/// completes, as a write to a stream nobody reads).
+/// the server's answer to it, then does with every other message what
+/// `takes` says.
 struct Client {
     from_client: mpsc::UnboundedReceiver<ClientJsonRpcMessage>,
     received: mpsc::UnboundedSender<ServerJsonRpcMessage>,
-    stalled: bool,
+    takes: Takes,
     sent: usize,
 }
 
@@ -46,12 +64,22 @@ impl Transport<RoleServer> for Client {
         &mut self,
         item: ServerJsonRpcMessage,
     ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let hangs = self.stalled && self.sent > 0;
+        let takes = if self.sent == 0 {
+            Takes::All
+        } else {
+            self.takes.clone()
+        };
         self.sent += 1;
         let received = self.received.clone();
         async move {
-            if hangs {
-                std::future::pending::<()>().await;
+            match takes {
+                Takes::All => {}
+                Takes::Nothing => std::future::pending::<()>().await,
+                Takes::FailsWhenOpened { sending, mut open } => {
+                    let _ = sending.send(());
+                    let _ = open.wait_for(|open| *open).await;
+                    return Err(std::io::Error::other("the connection broke"));
+                }
             }
             let _ = received.send(item);
             Ok(())
@@ -67,21 +95,18 @@ impl Transport<RoleServer> for Client {
     }
 }
 
-/// A session subscribed to [`RESOURCE`] whose client is served here.
-struct Subscriber {
-    id: SessionId,
-    /// What its client received.
+/// A client served here: the session's worker, after its handshake.
+struct Served {
+    /// What the client received.
     reads: mpsc::UnboundedReceiver<ServerJsonRpcMessage>,
     /// The server (the session's worker) and the client's way to it, kept
     /// open for the test.
-    _server: RunningService<RoleServer, Server>,
+    server: RunningService<RoleServer, Server>,
     _to_server: mpsc::UnboundedSender<ClientJsonRpcMessage>,
 }
 
-async fn subscriber(sessions: &McpSessions, engine: &Engine, stalled: bool) -> Subscriber {
-    let id = engine.create(b"", Timeout::from_secs(600)).expect("session");
-    sessions.subscribe(&id, RESOURCE).await.expect("subscribe");
-
+/// A worker for a client that does what `takes` says, its handshake done.
+async fn serve(takes: Takes) -> Served {
     let (to_server, from_client) = mpsc::unbounded_channel();
     let (received, mut reads) = mpsc::unbounded_channel();
     let initialize = ClientJsonRpcMessage::request(
@@ -96,12 +121,21 @@ async fn subscriber(sessions: &McpSessions, engine: &Engine, stalled: bool) -> S
     let client = Client {
         from_client,
         received,
-        stalled,
+        takes,
         sent: 0,
     };
     let server = rmcp::serve_server(Server, client).await.expect("handshake");
     reads.recv().await.expect("the answer to initialize");
+    Served {
+        reads,
+        server,
+        _to_server: to_server,
+    }
+}
 
+/// Registers the worker's client as the session's (as the worker's
+/// `on_initialized` does, from the request's `Mcp-Session-Id`).
+fn register(sessions: &McpSessions, id: SessionId, served: &Served) {
     let mut extensions = Extensions::new();
     let (parts, ()) = http::Request::builder()
         .header(SESSION_ID_HEADER, id.to_string())
@@ -109,14 +143,28 @@ async fn subscriber(sessions: &McpSessions, engine: &Engine, stalled: bool) -> S
         .expect("request")
         .into_parts();
     extensions.insert(parts);
-    let peer: Peer<RoleServer> = server.peer().clone();
+    let peer: Peer<RoleServer> = served.server.peer().clone();
     assert_eq!(sessions.register_peer(&extensions, peer).expect("register"), id);
-    Subscriber {
-        id,
-        reads,
-        _server: server,
-        _to_server: to_server,
-    }
+}
+
+/// A session subscribed to [`RESOURCE`].
+async fn subscribed(sessions: &McpSessions, engine: &Engine) -> SessionId {
+    let id = engine.create(b"", Timeout::from_secs(600)).expect("session");
+    sessions.subscribe(&id, RESOURCE).await.expect("subscribe");
+    id
+}
+
+/// A session subscribed to [`RESOURCE`] whose client is served here.
+struct Subscriber {
+    id: SessionId,
+    served: Served,
+}
+
+async fn subscriber(sessions: &McpSessions, engine: &Engine, stalled: bool) -> Subscriber {
+    let id = subscribed(sessions, engine).await;
+    let served = serve(if stalled { Takes::Nothing } else { Takes::All }).await;
+    register(sessions, id, &served);
+    Subscriber { id, served }
 }
 
 /// The URI of the next `notifications/resources/updated` a client received.
@@ -148,9 +196,12 @@ async fn a_client_that_never_reads_delays_no_other_and_is_counted() {
         async move { sessions.notify_resource_updated(RESOURCE).await }
     });
     for (subscriber, _) in subscribers.iter_mut().filter(|(_, stalled)| !stalled) {
-        let uri = tokio::time::timeout(Duration::from_secs(3600), next_update(&mut subscriber.reads))
-            .await
-            .expect("notified while another client is stalled");
+        let uri = tokio::time::timeout(
+            Duration::from_secs(3600),
+            next_update(&mut subscriber.served.reads),
+        )
+        .await
+        .expect("notified while another client is stalled");
         assert_eq!(uri, RESOURCE);
     }
     let fan_out = tokio::time::timeout(Duration::from_secs(3600), fan_out)
@@ -165,4 +216,55 @@ async fn a_client_that_never_reads_delays_no_other_and_is_counted() {
     assert_eq!(found, all);
     assert_eq!(fan_out.notified_here, 3, "{fan_out:?}");
     assert_eq!(fan_out.failed_here, 1, "{fan_out:?}");
+}
+
+/// A send that fails while the session's client has been registered again
+/// meanwhile (its worker ended, and a request restored it here) drops the
+/// client it was sent to, not the new one: that one still gets the next
+/// fan-out's notification.
+#[tokio::test(start_paused = true)]
+async fn a_failed_send_drops_only_the_client_it_was_sent_to() {
+    let engine = Engine::open(Config::development()).expect("engine");
+    let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    let id = subscribed(&sessions, &engine).await;
+    let (opened, open) = watch::channel(false);
+    let (sending, mut sent_to_old) = mpsc::unbounded_channel();
+    let old = serve(Takes::FailsWhenOpened { sending, open }).await;
+    register(&sessions, id, &old);
+
+    let fan_out = tokio::spawn({
+        let sessions = sessions.clone();
+        async move { sessions.notify_resource_updated(RESOURCE).await }
+    });
+    tokio::time::timeout(Duration::from_secs(3600), sent_to_old.recv())
+        .await
+        .expect("the fan-out sends to the old client")
+        .expect("its transport");
+    // The session's worker is restored here meanwhile: a new client.
+    let mut new = serve(Takes::All).await;
+    register(&sessions, id, &new);
+    opened.send(true).expect("the old client's transport waits");
+    let first = tokio::time::timeout(Duration::from_secs(3600), fan_out)
+        .await
+        .expect("the fan-out ends")
+        .expect("its task")
+        .expect("the fan-out");
+    assert_eq!((first.notified_here, first.failed_here), (0, 1), "{first:?}");
+
+    let second = tokio::time::timeout(
+        Duration::from_secs(3600),
+        sessions.notify_resource_updated(RESOURCE),
+    )
+    .await
+    .expect("the fan-out ends")
+    .expect("the fan-out");
+    assert_eq!(
+        (second.notified_here, second.failed_here),
+        (1, 0),
+        "the new client was dropped with the old one: {second:?}"
+    );
+    let uri = tokio::time::timeout(Duration::from_secs(3600), next_update(&mut new.reads))
+        .await
+        .expect("the new client is notified");
+    assert_eq!(uri, RESOURCE);
 }
