@@ -20,7 +20,8 @@ use rmcp::model::{
 use rmcp::service::{Peer, RoleServer, RunningService};
 use rmcp::transport::Transport;
 use rmcp::ServerHandler;
-use session_engine::{Config, Engine, SessionId, Timeout};
+use session_engine::{Config, Engine, SessionId, SessionState, Timeout, TopicCursor};
+use session_mcp::limits::{FANOUT_PAGE, NOTIFY_TIMEOUT, SENDS_IN_FLIGHT_MAX};
 use session_mcp::{McpConfig, McpSessions, SESSION_ID_HEADER};
 use tokio::sync::{mpsc, watch};
 
@@ -267,4 +268,102 @@ async fn a_failed_send_drops_only_the_client_it_was_sent_to() {
         .await
         .expect("the new client is notified");
     assert_eq!(uri, RESOURCE);
+}
+
+/// Stalled clients on several pages of subscribers hold the fan-out up by
+/// one [`NOTIFY_TIMEOUT`], not one a page: a page's sends used to be waited
+/// for before the next page was read, so a stalled client on each of three
+/// pages took three timeouts (a hundred on a hundred pages, minutes). The
+/// counts stay exact.
+#[tokio::test(start_paused = true)]
+async fn stalled_clients_on_several_pages_hold_the_fan_out_up_once() {
+    let engine = Engine::open(Config::development()).expect("engine");
+    let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    // Three pages of subscribers, most of them served elsewhere.
+    for _ in 0..2 * FANOUT_PAGE + 2 {
+        subscribed(&sessions, &engine).await;
+    }
+    // The pages as the fan-out reads them (the store's order): on each, the
+    // first subscriber's client is served here and stalls, the last one's
+    // is served here and reads.
+    let mut pages = Vec::new();
+    let mut cursor = TopicCursor::START;
+    loop {
+        let page = SessionState::subscribers(&engine, RESOURCE, cursor, FANOUT_PAGE)
+            .await
+            .expect("a page");
+        pages.push(page.ids);
+        match page.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    assert_eq!(pages.len(), 3, "three pages");
+    let mut stalled = Vec::new();
+    let mut reading = Vec::new();
+    for page in &pages {
+        let (first, last) = (page[0], page[page.len() - 1]);
+        let served = serve(Takes::Nothing).await;
+        register(&sessions, first, &served);
+        stalled.push(served);
+        let served = serve(Takes::All).await;
+        register(&sessions, last, &served);
+        reading.push(served);
+    }
+
+    let started = tokio::time::Instant::now();
+    let fan_out = tokio::time::timeout(
+        Duration::from_secs(3600),
+        sessions.notify_resource_updated(RESOURCE),
+    )
+    .await
+    .expect("the fan-out ends with clients stalled")
+    .expect("the fan-out");
+    let took = started.elapsed();
+    assert_eq!(fan_out.subscribers, pages.concat(), "read page by page");
+    assert_eq!(
+        (fan_out.notified_here, fan_out.failed_here),
+        (3, 3),
+        "{:?}",
+        (fan_out.notified_here, fan_out.failed_here)
+    );
+    for served in &mut reading {
+        assert_eq!(next_update(&mut served.reads).await, RESOURCE);
+    }
+    assert!(
+        took < 2 * NOTIFY_TIMEOUT,
+        "three stalled clients on three pages held the fan-out up {took:?} (one timeout is {NOTIFY_TIMEOUT:?})"
+    );
+}
+
+/// The sends under way at once are bounded: one stalled client past
+/// [`SENDS_IN_FLIGHT_MAX`] waits for a slot, and is sent to (and times
+/// out) once the first ones have timed out.
+#[tokio::test(start_paused = true)]
+async fn sends_in_flight_are_bounded() {
+    let engine = Engine::open(Config::development()).expect("engine");
+    let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    let mut stalled = Vec::new();
+    for _ in 0..=SENDS_IN_FLIGHT_MAX {
+        stalled.push(subscriber(&sessions, &engine, true).await);
+    }
+    let started = tokio::time::Instant::now();
+    let fan_out = tokio::time::timeout(
+        Duration::from_secs(3600),
+        sessions.notify_resource_updated(RESOURCE),
+    )
+    .await
+    .expect("the fan-out ends with clients stalled")
+    .expect("the fan-out");
+    assert_eq!(
+        (fan_out.notified_here, fan_out.failed_here),
+        (0, SENDS_IN_FLIGHT_MAX + 1)
+    );
+    // Two timeouts (tokio's timers round to the millisecond): the last
+    // send started once a slot was free, not with the others.
+    let took = started.elapsed();
+    assert!(
+        (2 * NOTIFY_TIMEOUT..3 * NOTIFY_TIMEOUT).contains(&took),
+        "{took:?}"
+    );
 }
