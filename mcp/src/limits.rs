@@ -15,8 +15,19 @@ pub const FANOUT_PAGES_MAX: usize = 1_024;
 /// notification (rmcp's send completes once the session's worker has
 /// queued it for the client's stream, at once for a client reading it):
 /// a client that stopped reading (its stream's buffer full) is counted as
-/// not delivered after this, and holds up no other (they are sent at once).
+/// not delivered after this, and holds up no other (they are sent at once,
+/// up to [`SENDS_IN_FLIGHT_MAX`]).
 pub const NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sends one fan-out has under way at once, across its pages (one task
+/// each, holding the client's handle and the notification: some hundred
+/// bytes). A stalled client holds one of them for [`NOTIFY_TIMEOUT`]
+/// while the next pages are read and sent to, so up to this many stalled
+/// clients, wherever they fall, hold the fan-out up by one timeout in all;
+/// each further this many, one timeout more. Pages waited for their own
+/// sends before: a stalled client on each of a hundred pages took a hundred
+/// timeouts.
+pub const SENDS_IN_FLIGHT_MAX: usize = 1_024;
 
 /// The default touch interval is the session timeout divided by this: a
 /// client whose requests are less than three quarters of the timeout apart

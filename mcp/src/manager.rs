@@ -265,12 +265,18 @@ impl SessionManager for McpSessionManager {
                 true
             }
         };
+        // Ended unless the worker starts: also if this request is cancelled
+        // while it waits for the local manager.
+        let mark = Marked {
+            manager: self,
+            id: marked.then_some(&id),
+        };
         let outcome = self.local.restore_session(id.clone()).await;
         if matches!(outcome, Ok(RestoreOutcome::Restored(_))) {
+            // Ended by the replayed handshake (`accept_message`).
+            mark.restored();
             // Served here from now on, until the worker's close forgets it.
             self.sessions.track(&id);
-        } else if marked {
-            self.end_restore(&id);
         }
         Ok(outcome?)
     }
@@ -299,6 +305,30 @@ impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             self.sessions.discard(id);
+        }
+    }
+}
+
+/// The restore mark `restore_session` set: dropped before
+/// [`restored`](Self::restored) (the local manager refused the id or
+/// failed, or the request was cancelled while it waited), it ends the
+/// restore, which no replayed handshake will end. `id` is `None` where
+/// another restore's mark was already there (that one ends it).
+struct Marked<'a> {
+    manager: &'a McpSessionManager,
+    id: Option<&'a RmcpId>,
+}
+
+impl Marked<'_> {
+    fn restored(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Marked<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.manager.end_restore(id);
         }
     }
 }
@@ -560,6 +590,53 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(engine.is_empty(), "a pending record under an id nobody has");
+    }
+
+    /// A `restore_session` cancelled while it waits for the local manager
+    /// (its request dropped: the client went away) leaves no restore mark:
+    /// a mark nothing ends would turn the fast path off for every request
+    /// (`restoring_count` above zero) and make the next request for the id
+    /// wait [`RESTORE_WAIT_MAX`] for a restore that never ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_restore_cancelled_before_its_worker_starts_leaves_no_mark() {
+        let engine = Engine::open(Config::development()).expect("engine");
+        let sessions = McpSessions::new(engine, McpConfig::default()).expect("sessions");
+        let manager = sessions.session_manager();
+        let text: RmcpId = Arc::from(SessionId::random().expect("id").to_string());
+        let busy = manager.local.sessions.write().await;
+        let restore = tokio::spawn({
+            let (manager, text) = (Arc::clone(&manager), text.clone());
+            async move { manager.restore_session(text).await.map(|_| ()) }
+        });
+        // Marked, and waiting for the local manager.
+        for _ in 0..1_000 {
+            if manager.restore_under_way(&text).is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            manager.restore_under_way(&text).is_some(),
+            "the restore marks the id before the local manager starts its worker"
+        );
+        restore.abort();
+        assert!(restore.await.expect_err("cancelled").is_cancelled());
+        drop(busy);
+
+        assert_eq!(manager.restoring.len(), 0, "the cancelled restore's mark is left");
+        assert_eq!(
+            manager.restoring_count.load(Ordering::Acquire),
+            0,
+            "the fast path stays off for every request"
+        );
+        // The next request for the id is answered at once: no worker here.
+        let asked = tokio::time::Instant::now();
+        assert!(!manager.has_session(&text).await.expect("has_session"));
+        assert_eq!(
+            asked.elapsed(),
+            Duration::ZERO,
+            "waited for a restore that had ended"
+        );
     }
 
     /// Lets the spawned tasks run (time is paused: nothing else moves it).

@@ -18,7 +18,9 @@ use session_engine::{
 };
 
 use crate::error::{Error, Result};
-use crate::limits::{FANOUT_PAGE, FANOUT_PAGES_MAX, ID_DRAWS_MAX, NOTIFY_TIMEOUT, TOUCH_INTERVAL_DIVISOR};
+use crate::limits::{
+    FANOUT_PAGE, FANOUT_PAGES_MAX, ID_DRAWS_MAX, NOTIFY_TIMEOUT, SENDS_IN_FLIGHT_MAX, TOUCH_INTERVAL_DIVISOR,
+};
 use crate::manager::McpSessionManager;
 use crate::record::Record;
 use crate::touch::{Claim, TouchStats, Touches};
@@ -77,6 +79,14 @@ impl McpConfig {
     }
 }
 
+/// What one send of a fan-out came to: the session, the client it was sent
+/// to, and rmcp's answer unless the send timed out.
+type Sent = (
+    SessionId,
+    Arc<Peer<RoleServer>>,
+    std::result::Result<std::result::Result<(), rmcp::ServiceError>, tokio::time::error::Elapsed>,
+);
+
 /// What a [`McpSessions::notify_resource_updated`] found and did.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -111,7 +121,10 @@ struct Inner {
     timeout: Timeout,
     config: McpConfig,
     touches: Touches,
-    peers: DashMap<SessionId, Peer<RoleServer>>,
+    /// The client of each session served here, shared so that a fan-out
+    /// whose send failed can tell whether the registered client is still
+    /// the one it sent to.
+    peers: DashMap<SessionId, Arc<Peer<RoleServer>>>,
 }
 
 impl fmt::Debug for McpSessions {
@@ -228,7 +241,7 @@ impl McpSessions {
     /// [`Error::NoSession`] if the context names no session.
     pub fn register_peer(&self, extensions: &Extensions, peer: Peer<RoleServer>) -> Result<SessionId> {
         let id = Self::session_id(extensions)?;
-        self.inner.peers.insert(id, peer);
+        self.inner.peers.insert(id, Arc::new(peer));
         Ok(id)
     }
 
@@ -299,58 +312,84 @@ impl McpSessions {
     /// The fan-out of a resource update: every live session subscribed to
     /// `uri` (through any process sharing the store), paged from the store's
     /// reverse index; those whose client is served here are sent
-    /// `notifications/resources/updated`, all of a page at once, each
-    /// given [`NOTIFY_TIMEOUT`](crate::limits::NOTIFY_TIMEOUT) to take it: a
-    /// client that stopped reading delays the others by nothing, and the
-    /// fan-out by that timeout at most per page ([`FanOut::failed_here`]
-    /// counts it). A session served by another
-    /// process is in [`FanOut::subscribers`] but is not notified: run the
-    /// fan-out on every process (each notifies its own clients), e.g. on a
-    /// broadcast of the update.
+    /// `notifications/resources/updated`, each given
+    /// [`NOTIFY_TIMEOUT`](crate::limits::NOTIFY_TIMEOUT) to take it. The
+    /// sends run at once, [`SENDS_IN_FLIGHT_MAX`](crate::limits::SENDS_IN_FLIGHT_MAX)
+    /// at most, while the next pages are read: a client that stopped
+    /// reading delays the others by nothing, and the fan-out by that timeout
+    /// at most, wherever it falls, as long as no more clients than that
+    /// bound stall ([`FanOut::failed_here`] counts them). A session served by
+    /// another process is in [`FanOut::subscribers`] but is not notified:
+    /// run the fan-out on every process (each notifies its own clients),
+    /// e.g. on a broadcast of the update.
     ///
     /// # Errors
-    /// The store's, [`Error::FanOutTooLong`].
+    /// The store's, [`Error::FanOutTooLong`]. The sends already started
+    /// then go on (each within its timeout), uncounted.
     pub async fn notify_resource_updated(&self, uri: &str) -> Result<FanOut> {
         let mut out = FanOut::default();
         let mut cursor = TopicCursor::START;
+        // One task per client served here, across pages, at most
+        // SENDS_IN_FLIGHT_MAX at once.
+        let mut sends = tokio::task::JoinSet::new();
         for _ in 0..FANOUT_PAGES_MAX {
-            let page = self.inner.store.subscribers(uri, cursor, FANOUT_PAGE).await?;
-            // One task per client served here (at most a page of them).
-            let mut sends = tokio::task::JoinSet::new();
+            let page = match self.inner.store.subscribers(uri, cursor, FANOUT_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    sends.detach_all();
+                    return Err(e.into());
+                }
+            };
             for id in &page.ids {
-                let Some(peer) = self.inner.peers.get(id).map(|p| p.clone()) else {
+                let Some(peer) = self.inner.peers.get(id).map(|p| Arc::clone(&p)) else {
                     continue;
                 };
+                while sends.len() >= SENDS_IN_FLIGHT_MAX {
+                    let Some(joined) = sends.join_next().await else {
+                        break;
+                    };
+                    self.count_send(joined, &mut out);
+                }
                 let (id, update) = (*id, ResourceUpdatedNotificationParam::new(uri));
                 sends.spawn(async move {
                     let sent =
                         tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_resource_updated(update)).await;
-                    (id, sent)
+                    (id, peer, sent)
                 });
             }
-            while let Some(joined) = sends.join_next().await {
-                match joined {
-                    Ok((_, Ok(Ok(())))) => out.notified_here += 1,
-                    // Its worker ended: the client is no longer served here.
-                    Ok((id, Ok(Err(_)))) => {
-                        self.inner.peers.remove(&id);
-                        out.failed_here += 1;
-                    }
-                    // Not taken in time (or the task failed): the client
-                    // stays registered for the next fan-out.
-                    Ok((_, Err(_))) | Err(_) => out.failed_here += 1,
-                }
-            }
             out.subscribers.extend_from_slice(&page.ids);
-            match page.next {
-                Some(next) => cursor = next,
-                None => return Ok(out),
-            }
+            let Some(next) = page.next else {
+                while let Some(joined) = sends.join_next().await {
+                    self.count_send(joined, &mut out);
+                }
+                return Ok(out);
+            };
+            cursor = next;
         }
+        sends.detach_all();
         Err(Error::FanOutTooLong {
             topic: uri.to_owned(),
             pages: FANOUT_PAGES_MAX,
         })
+    }
+
+    /// Counts one send of a fan-out in `out`.
+    fn count_send(&self, joined: std::result::Result<Sent, tokio::task::JoinError>, out: &mut FanOut) {
+        match joined {
+            Ok((_, _, Ok(Ok(())))) => out.notified_here += 1,
+            // Its worker ended: the client is no longer served here.
+            // Unless the session was registered again meanwhile (a request
+            // restored its worker here): that client stays.
+            Ok((id, peer, Ok(Err(_)))) => {
+                self.inner
+                    .peers
+                    .remove_if(&id, |_, registered| Arc::ptr_eq(registered, &peer));
+                out.failed_here += 1;
+            }
+            // Not taken in time (or the task failed): the client stays
+            // registered for the next fan-out.
+            Ok((_, _, Err(_))) | Err(_) => out.failed_here += 1,
+        }
     }
 
     /// Charges `cost` tokens of the session's bucket in one atomic store

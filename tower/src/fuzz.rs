@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 use tower_sessions_core::session::Id;
 
+use crate::limits::NESTING_DEPTH_MAX;
 use crate::record::{self, unix_ms};
 
 /// Decodes `bytes` as a stored record and, if they are one, checks that it
@@ -47,9 +48,59 @@ pub fn decode_map(bytes: &[u8]) -> Option<HashMap<String, Value>> {
     crate::msgpack::decode_map(bytes).ok()
 }
 
+/// Whether a record's map nests arrays and maps deeper than this crate
+/// reads and writes (`limits::NESTING_DEPTH_MAX`, the map counted): such a
+/// map is one rmp-serde reads (up to 1,023 levels) and [`decode_map`]
+/// refuses. For the fuzz target's comparison with rmp-serde. Not recursive:
+/// the map may be nested 1,023 levels deep.
+#[must_use]
+pub fn nested_past_the_bound<S: std::hash::BuildHasher>(map: &HashMap<String, Value, S>) -> bool {
+    // (value, its level): a value in the record's map is on level 2.
+    let mut open: Vec<(&Value, usize)> = map.values().map(|value| (value, 2)).collect();
+    while let Some((value, level)) = open.pop() {
+        let inner: Vec<&Value> = match value {
+            Value::Array(items) => items.iter().collect(),
+            Value::Object(map) => map.values().collect(),
+            _ => continue,
+        };
+        if level > NESTING_DEPTH_MAX {
+            return true;
+        }
+        open.extend(inner.into_iter().map(|value| (value, level + 1)));
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_map_nested_past_the_bound_is_told_apart() {
+        let nested = |depth: usize, array: bool| {
+            let mut value = Value::Null;
+            for _ in 1..depth {
+                value = if array {
+                    Value::Array(vec![Value::Null, value])
+                } else {
+                    Value::Object([("k".to_owned(), value)].into_iter().collect())
+                };
+            }
+            HashMap::from([("a".to_owned(), Value::Null), ("k".to_owned(), value)])
+        };
+        for array in [true, false] {
+            for depth in [1, 2, NESTING_DEPTH_MAX] {
+                let map = nested(depth, array);
+                assert!(!nested_past_the_bound(&map), "depth {depth}");
+                let mut bytes = Vec::new();
+                crate::msgpack::encode_map(&mut bytes, &map).expect("within the bound");
+                assert_eq!(decode_map(&bytes), Some(map));
+            }
+            for depth in [NESTING_DEPTH_MAX + 1, 1_023] {
+                assert!(nested_past_the_bound(&nested(depth, array)), "depth {depth}");
+            }
+        }
+    }
 
     #[test]
     fn random_and_mutated_records_keep_the_promises() {

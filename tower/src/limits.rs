@@ -7,11 +7,22 @@
 pub(crate) const ID_TRIES_MAX: usize = 8;
 
 /// Arrays and maps nested in a stored record, the record's map counted:
-/// what `rmp-serde` 1.3 reads (its depth counter starts at 1024 and fails
-/// on reaching 0), so that every record it could read, ours reads, and no
-/// deeper: each level is one stack frame of the decoder, as it was one (or
-/// more) of rmp-serde's.
-pub(crate) const NESTING_DEPTH_MAX: usize = 1023;
+/// serde_json's own recursion limit when it parses text (128), so any
+/// session value that came in as JSON fits. The decoder and the encoder
+/// recurse once per level, and a record is decoded on every load on a
+/// tokio worker's thread (2 MiB of stack): at this depth an unoptimised
+/// build decodes in under 384 KiB of it (`msgpack.rs`'s tests run both
+/// directions on a 2 MiB thread), where 1,023 levels (rmp-serde's bound,
+/// this crate's before) overflowed it and aborted the process, whether the
+/// record was hostile or the application's own.
+///
+/// Records are written only by this crate's encoder (`record::encode`,
+/// `save` and `create`; a `cycle_id` moves the bytes as they are), which
+/// refuses a deeper map with `Error::Encode`, so every record written reads
+/// back. A record nested deeper (written by hand, or by a build of this
+/// crate from before the bound was lowered) is refused with
+/// `Error::Decode`, not read.
+pub(crate) const NESTING_DEPTH_MAX: usize = 128;
 
 /// Items (array elements, entries of the record's map) a decode reserves
 /// room for at once before reading them: a record's own lengths are not

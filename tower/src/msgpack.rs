@@ -1,6 +1,8 @@
 //! The record's map as MessagePack, written and read by hand: the same bytes
 //! `rmp-serde` 1.3 writes for a `HashMap<String, serde_json::Value>`, and
-//! the same values it reads back, without serde's visitor machinery. A
+//! the same values it reads back (nested no deeper than
+//! [`NESTING_DEPTH_MAX`], 128 levels, where rmp-serde reads 1,023), without
+//! serde's visitor machinery. A
 //! request decodes the map on every load and encodes it on every save, and
 //! serde's visitors were most of that cost (`results/tower.md`). The tests
 //! below check both directions against `rmp-serde`, on random
@@ -21,8 +23,11 @@
 //! Lengths and numbers are big-endian. Read: all of the above, and also the
 //! signed markers holding non-negative values and `0xca` f32, as
 //! `rmp-serde` reads them; binary, extension and the unused `0xc1` are
-//! errors (a JSON value has no such kind). Bytes after the map are ignored,
-//! as `rmp_serde::from_slice` ignores them.
+//! errors (a JSON value has no such kind), and so are arrays and maps nested
+//! deeper than [`NESTING_DEPTH_MAX`] (both directions recurse once a level:
+//! the bound keeps them within a tokio worker's stack; `limits.rs` has the
+//! reason). Bytes after the map are ignored, as `rmp_serde::from_slice`
+//! ignores them.
 
 use std::collections::HashMap;
 
@@ -578,51 +583,105 @@ mod tests {
         );
     }
 
-    #[test]
-    fn nesting_is_bounded_as_rmp_serde_bounds_it() {
-        // Both recurse once per level: an unoptimised build needs more
-        // than a test thread's stack for a thousand levels.
+    /// serde_json's own recursion limit when it parses text: the depth a
+    /// record may nest to (the record's map counted).
+    const DEPTH_MAX: usize = 128;
+
+    /// `{"k": [[...[null]...]]}`, `depth` levels with the record's map,
+    /// and its bytes.
+    fn nested_arrays(depth: usize) -> (HashMap<String, Value>, Vec<u8>) {
+        let mut value = Value::Null;
+        for _ in 1..depth {
+            value = Value::Array(vec![value]);
+        }
+        let mut bytes = vec![0x81, 0xa1, b'k'];
+        bytes.extend(std::iter::repeat_n(0x91, depth - 1));
+        bytes.push(0xc0);
+        (HashMap::from([("k".to_owned(), value)]), bytes)
+    }
+
+    /// `{"k": {"k": ...{"k": null}...}}`, `depth` levels with the record's
+    /// map, and its bytes.
+    fn nested_maps(depth: usize) -> (HashMap<String, Value>, Vec<u8>) {
+        let mut value = Value::Null;
+        for _ in 1..depth {
+            value = Value::Object(Map::from_iter([("k".to_owned(), value)]));
+        }
+        let mut bytes = Vec::new();
+        for _ in 0..depth {
+            bytes.extend_from_slice(&[0x81, 0xa1, b'k']);
+        }
+        bytes.push(0xc0);
+        (HashMap::from([("k".to_owned(), value)]), bytes)
+    }
+
+    /// Runs `f` on a thread with a tokio worker's stack (2 MiB), where a
+    /// server decodes and encodes records.
+    fn on_a_workers_stack(f: fn()) {
         std::thread::Builder::new()
-            .stack_size(256 << 20)
-            .spawn(nesting_bound)
+            .stack_size(2 << 20)
+            .spawn(f)
             .unwrap()
             .join()
             .unwrap();
     }
 
+    #[test]
+    fn nesting_is_bounded_within_a_workers_stack() {
+        // Both recurse once per level: in an unoptimised build (this one),
+        // a record at the bound is written and read on a tokio worker's
+        // stack, and one nested deeper, however deep, is refused there
+        // (it used to abort the process with a stack overflow).
+        on_a_workers_stack(nesting_bound);
+    }
+
     fn nesting_bound() {
-        let nested = |depth: usize| {
-            let mut bytes = vec![0x81, 0xa1, b'k'];
-            bytes.extend(std::iter::repeat_n(0x91, depth - 1));
-            bytes.push(0xc0);
-            bytes
-        };
-        for depth in [NESTING_DEPTH_MAX - 1, NESTING_DEPTH_MAX, NESTING_DEPTH_MAX + 1] {
-            let bytes = nested(depth);
-            let theirs = rmp_serde::from_slice::<HashMap<String, Value>>(&bytes).ok();
-            assert_eq!(decode_map(&bytes).ok(), theirs, "depth {depth}");
-        }
-        assert!(decode_map(&nested(NESTING_DEPTH_MAX)).is_ok());
-        assert_eq!(
-            decode_map(&nested(NESTING_DEPTH_MAX + 1)),
-            Err(DecodeError::TooDeep)
-        );
-        // What is written can be read back: a map nested deeper than the
-        // bound is refused at encoding, not stored to fail every load.
-        let value_map = |depth: usize| {
-            let mut v = Value::Null;
-            for _ in 1..depth {
-                v = Value::Array(vec![v]);
+        for nested in [nested_arrays, nested_maps] {
+            for depth in [1, 2, DEPTH_MAX - 1, DEPTH_MAX] {
+                let (map, bytes) = nested(depth);
+                assert_eq!(ours(&map), bytes, "depth {depth}");
+                assert_eq!(decode_map(&bytes).as_ref(), Ok(&map), "depth {depth}");
             }
-            HashMap::from([("k".to_owned(), v)])
-        };
-        let mut out = Vec::new();
-        encode_map(&mut out, &value_map(NESTING_DEPTH_MAX)).expect("at the bound");
-        assert_eq!(out, nested(NESTING_DEPTH_MAX));
-        assert!(decode_map(&out).is_ok());
-        assert_eq!(
-            encode_map(&mut Vec::new(), &value_map(NESTING_DEPTH_MAX + 1)),
-            Err(EncodeError::TooDeep)
-        );
+            // What is written can be read back: a map nested deeper than
+            // the bound is refused at encoding, not stored to fail every load.
+            for depth in [DEPTH_MAX + 1, 1_023] {
+                let (map, bytes) = nested(depth);
+                assert_eq!(decode_map(&bytes), Err(DecodeError::TooDeep), "depth {depth}");
+                assert_eq!(
+                    encode_map(&mut Vec::new(), &map),
+                    Err(EncodeError::TooDeep),
+                    "depth {depth}"
+                );
+            }
+        }
+        // Hostile bytes, nested far deeper than anything rmp-serde reads.
+        let mut bytes = vec![0x81, 0xa1, b'k'];
+        bytes.extend(std::iter::repeat_n(0x91, 100_000));
+        bytes.push(0xc0);
+        assert_eq!(decode_map(&bytes), Err(DecodeError::TooDeep));
+    }
+
+    #[test]
+    fn nesting_within_the_bound_reads_as_rmp_serde_reads_it() {
+        // rmp-serde's decoder needs more than a test thread's stack for
+        // its own recursion in an unoptimised build: a thread of its own.
+        // It reads records nested up to 1,023 levels; ours refuses those
+        // past the bound, which this crate never writes.
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(|| {
+                for nested in [nested_arrays, nested_maps] {
+                    for depth in [DEPTH_MAX - 1, DEPTH_MAX] {
+                        let (map, bytes) = nested(depth);
+                        let theirs = rmp_serde::from_slice::<HashMap<String, Value>>(&bytes).ok();
+                        assert_eq!(theirs.as_ref(), Some(&map), "depth {depth}");
+                        assert_eq!(decode_map(&bytes).ok(), theirs, "depth {depth}");
+                        assert_eq!(rmp_serde::to_vec(&map).unwrap(), bytes, "depth {depth}");
+                    }
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -104,7 +104,7 @@ impl Drop for Encoded {
 /// # Errors
 /// [`Error::Encode`] if the map holds a string, array or map longer than
 /// MessagePack can say (2^32 - 1), or arrays and maps nested deeper than
-/// `decode` reads back (`NESTING_DEPTH_MAX`).
+/// `decode` reads back (`NESTING_DEPTH_MAX`, 128 levels with the map).
 pub(crate) fn encode(record: &Record, expiry_ms: i64) -> Result<Encoded, Error> {
     debug_assert_eq!(expiry_ms, unix_ms(record.expiry_date));
     let mut out = Encoded(SPARE.try_with(Cell::take).unwrap_or_default());

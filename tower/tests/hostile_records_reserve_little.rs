@@ -78,16 +78,16 @@ fn record(map: &[u8], len: usize) -> Vec<u8> {
 /// a genuine one of that size may need decoded: an array of 64 Ki nulls is
 /// 2 MiB of `Value`s, a map of 32 Ki two-byte entries 3.6 MiB of hash
 /// table. (Each of the nested arrays below used to reserve room for every
-/// byte left: 2 GiB in all.)
+/// byte left: 2 GiB in all for the 1,022 a record could nest then.)
 const LEN: usize = session_engine::limits::METADATA_BYTES_MAX_DEFAULT;
 const GENUINE_MAX: usize = 64 * LEN;
 
 #[test]
 fn lengths_the_bytes_cannot_hold_reserve_no_more_than_a_genuine_record() {
-    // The decoder recurses once per level: an unoptimised build needs more
-    // than a test thread's stack for a thousand levels.
+    // The decoder recurses once per level: at its bound it needs no more
+    // than a tokio worker's stack (2 MiB), as on a server.
     std::thread::Builder::new()
-        .stack_size(256 << 20)
+        .stack_size(2 << 20)
         .spawn(|| {
             tokio::runtime::Builder::new_current_thread()
                 .build()
@@ -101,10 +101,11 @@ fn lengths_the_bytes_cannot_hold_reserve_no_more_than_a_genuine_record() {
 
 async fn refused_in_proportion() {
     let claims_u32 = [0xff; 4];
-    // {"k": [[[ ... 1022 arrays deep, each claiming 2^32 - 1 items ... ]]]},
-    // the innermost item a marker no value has.
+    // {"k": [[[ ... 127 arrays deep (the most the decoder opens: 128 levels
+    // with the record's map), each claiming 2^32 - 1 items ... ]]]}, the
+    // innermost item a marker no value has.
     let mut nested = vec![0x81, 0xa1, b'k'];
-    for _ in 0..1022 {
+    for _ in 0..127 {
         nested.push(0xdd);
         nested.extend_from_slice(&claims_u32);
     }

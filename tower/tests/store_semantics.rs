@@ -312,6 +312,64 @@ async fn foreign_metadata_is_a_decode_error_and_backend_errors_keep_our_message(
     }
 }
 
+/// Session data nests at most 128 levels (the record's map counted;
+/// serde_json's own limit): a record at the bound is saved and loaded on a
+/// tokio worker's thread in this unoptimised build; deeper data is an
+/// `Encode` error at save, nothing stored, and a stored record nested
+/// deeper (1,023 levels, what builds before the bound wrote) a `Decode`
+/// error at load. Either used to overflow the worker's stack and abort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn data_nests_at_most_128_levels_on_a_workers_stack() {
+    let engine = engine();
+    let store = TowerStore::from_arc(Arc::clone(&engine));
+    // `depth` levels with the record's map.
+    let nested = |depth: usize| {
+        let mut value = json!(null);
+        for _ in 1..depth {
+            value = json!([value]);
+        }
+        value
+    };
+    let on_a_worker = tokio::spawn(async move {
+        let mut at_the_bound = record(time::Duration::minutes(1));
+        at_the_bound.data.insert("deep".to_owned(), nested(128));
+        store.create(&mut at_the_bound).await.expect("128 levels");
+        let loaded = store.load(&at_the_bound.id).await.expect("load").expect("stored");
+        assert_eq!(loaded.data, at_the_bound.data);
+
+        let too_deep = |error: Result<(), Error>| match error {
+            Err(Error::Encode(message)) => assert!(message.contains("nested deeper than 128"), "{message}"),
+            other => panic!("expected Encode, got {other:?}"),
+        };
+        let mut deeper = record(time::Duration::minutes(1));
+        deeper.data.insert("deep".to_owned(), nested(129));
+        too_deep(store.create(&mut deeper).await);
+        assert!(store.load(&deeper.id).await.expect("load").is_none(), "stored");
+        let mut saved = at_the_bound.clone();
+        saved.data.insert("deep".to_owned(), nested(129));
+        too_deep(store.save(&saved).await);
+        let kept = store.load(&at_the_bound.id).await.expect("load").expect("stored");
+        assert_eq!(kept.data, at_the_bound.data, "the stored record was replaced");
+
+        // {"k": [[...]]}, 1,023 levels, as a build before the bound stored it.
+        let mut bytes = vec![1];
+        bytes.extend_from_slice(&4_000_000_000_000_i64.to_le_bytes());
+        bytes.extend_from_slice(&[0x81, 0xa1, b'k']);
+        bytes.extend(std::iter::repeat_n(0x91, 1_022));
+        bytes.push(0xc0);
+        let old = SessionId::random().expect("id");
+        engine
+            .insert(old, &bytes, Timeout::from_secs(60))
+            .expect("stored");
+        let old: Id = old.to_string().parse().expect("the same text");
+        match store.load(&old).await {
+            Err(Error::Decode(message)) => assert!(message.contains("nested deeper than 128"), "{message}"),
+            other => panic!("expected Decode, got {other:?}"),
+        }
+    });
+    on_a_worker.await.expect("no panic on the worker");
+}
+
 #[tokio::test]
 async fn delete_expired_reclaims_through_the_store() {
     let engine = Arc::new(Engine::open(Config::default().without_sweeper()).unwrap());

@@ -3,7 +3,8 @@
 //! being written and read again. The bytes after the 9-byte header are also
 //! read as a map by rmp-serde: the hand-written decoder must accept exactly
 //! what rmp-serde accepts, with the same values (records written before it
-//! replaced rmp-serde stay readable).
+//! replaced rmp-serde stay readable), but for maps nested deeper than its
+//! bound (128 levels; rmp-serde reads 1,023), which it refuses.
 //!
 //! ```text
 //! cargo +nightly fuzz run --fuzz-dir tower/fuzz decode_record
@@ -18,5 +19,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = session_tower::fuzz::decode_record(data);
     let map = data.get(9..).unwrap_or_default();
     let theirs = rmp_serde::from_slice::<HashMap<String, serde_json::Value>>(map).ok();
-    assert_eq!(session_tower::fuzz::decode_map(map), theirs);
+    let ours = session_tower::fuzz::decode_map(map);
+    match (&ours, &theirs) {
+        (None, Some(theirs)) if session_tower::fuzz::nested_past_the_bound(theirs) => {}
+        _ => assert_eq!(ours, theirs),
+    }
 });
