@@ -267,10 +267,17 @@ fn a_session_rotated_while_compaction_lists_its_shard_survives() {
 #[test]
 fn replaced_segments_are_not_kept_for_the_next_sync() {
     let dir = tempfile::tempdir().unwrap();
-    // No flush round runs while the test looks (a round under way holds
-    // the ranges it took, replaced or not, until its sync ends).
+    // Flushes hourly: an engine's first round runs at its first tick, the
+    // next an hour later. A round holds the ranges it took until its sync
+    // ends, so the test starts once the first round is over (each of the
+    // two logs synced once): no round runs while it looks.
     let hourly = config(dir.path()).durability(Durability::Interval(Duration::from_secs(3600)));
     let engine = Engine::open(hourly).unwrap();
+    let hang_guard = Instant::now() + Duration::from_secs(30);
+    while engine.stats().log_syncs < 2 {
+        assert!(Instant::now() < hang_guard, "no first flush round");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut expected = HashMap::new();
     churn(&engine, &mut expected);
     for shard in 0..2 {
