@@ -339,9 +339,10 @@ impl Master {
         }
     }
 
-    /// Routes nothing more here until the next table.
-    pub(crate) fn mark_stale(&self) {
-        self.stale.store(true, Ordering::Relaxed);
+    /// Routes nothing more here until the next table; true if it was not
+    /// stale before.
+    pub(crate) fn mark_stale(&self) -> bool {
+        !self.stale.swap(true, Ordering::Relaxed)
     }
 
     pub(crate) fn is_stale(&self) -> bool {

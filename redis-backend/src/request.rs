@@ -37,7 +37,7 @@ use crate::config::{Deployment, RedisConfig, Replication};
 use crate::conn::{
     connect_node, direct_pipeline, direct_query, Conn, Direct, Lane, Master, Shard, Target, Topology,
 };
-use crate::error::{classify, give_up, protocol, Fault};
+use crate::error::{classify, give_up, node_answered, protocol, Fault};
 use crate::health::Health;
 use crate::keys::{slot_of, KeySpace};
 use crate::limits::{
@@ -150,6 +150,8 @@ pub(crate) struct Inner {
     resends: AtomicU64,
     update_conflicts: AtomicU64,
     shortfalls: AtomicU64,
+    /// Direct routes marked stale (see [`Inner::mark_stale`]).
+    stale_marks: AtomicU64,
 }
 
 /// What a request does to data, which decides its error and its `WAIT`.
@@ -228,39 +230,53 @@ enum BatchRoute {
     Server,
 }
 
-/// Marks a direct route's master stale unless disarmed: an attempt that
-/// was cut off by its deadline (the future dropped mid-flight) counts as a
-/// failure of the route.
-struct StaleGuard {
+/// Judges one attempt on a direct route: a failure of the route marks its
+/// master stale (see [`StaleGuard::settle`]), and so does an attempt cut
+/// off by its deadline (the future dropped mid-flight once the deadline has
+/// passed). An attempt dropped earlier was dropped by its caller (a handler
+/// cancelled, an outer timeout): that says nothing of the route.
+struct StaleGuard<'a> {
+    inner: &'a Inner,
     master: Arc<Master>,
+    /// A request is in flight.
     armed: bool,
+    /// The operation's deadline.
+    deadline: Instant,
 }
 
-impl Drop for StaleGuard {
+impl StaleGuard<'_> {
+    /// The attempt ended: marks the master stale if `failed` (the route
+    /// failed it, see [`Via::answered`]).
+    fn settle(&mut self, failed: bool) {
+        self.armed = false;
+        if failed {
+            self.inner.mark_stale(&self.master);
+        }
+    }
+}
+
+impl Drop for StaleGuard<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            self.master.mark_stale();
+        if self.armed && Instant::now() >= self.deadline {
+            self.inner.mark_stale(&self.master);
         }
     }
 }
 
 /// The connection one attempt goes out on.
-enum Via {
+enum Via<'a> {
     /// Straight to the slot's master (cluster: see `conn::Direct`).
-    Direct(StaleGuard, MultiplexedConnection),
+    Direct(StaleGuard<'a>, MultiplexedConnection),
     /// Through the `redis` crate's client.
     Client(Conn, Lane),
 }
 
-impl Via {
+impl Via<'_> {
     /// A failure that says nothing against the route: the master answered
-    /// (an `ASK` too: the slot is still this master's while it migrates).
+    /// for a slot it still serves (an `ASK` or `TRYAGAIN` too: the slot is
+    /// still this master's while it migrates). See [`node_answered`].
     fn answered(err: &RedisError) -> bool {
-        classify(err).server_answered()
-            && !matches!(
-                err.kind(),
-                redis::ErrorKind::Server(redis::ServerErrorKind::Moved)
-            )
+        node_answered(err)
     }
 
     async fn query(&mut self, cmd: &Cmd, target: Target<'_>) -> RedisResult<Value> {
@@ -268,7 +284,7 @@ impl Via {
             Via::Direct(guard, conn) => {
                 guard.armed = true;
                 let r = direct_query(conn, cmd).await;
-                guard.armed = !r.as_ref().err().is_none_or(Via::answered);
+                guard.settle(!r.as_ref().err().is_none_or(Via::answered));
                 r
             }
             Via::Client(conn, lane) => conn.query(cmd, target, *lane).await,
@@ -280,13 +296,13 @@ impl Via {
             Via::Direct(guard, conn) => {
                 guard.armed = true;
                 let r = direct_pipeline(conn, pipe).await;
-                guard.armed = match &r {
+                guard.settle(match &r {
                     Ok(values) => values.iter().any(|v| match v {
                         Value::ServerError(e) => !Via::answered(&e.clone().into()),
                         _ => false,
                     }),
                     Err(e) => !Via::answered(e),
-                };
+                });
                 r
             }
             Via::Client(conn, lane) => conn.pipeline(pipe, target, *lane).await,
@@ -323,6 +339,7 @@ impl Inner {
             resends: AtomicU64::new(0),
             update_conflicts: AtomicU64::new(0),
             shortfalls: AtomicU64::new(0),
+            stale_marks: AtomicU64::new(0),
             config,
         })
     }
@@ -348,6 +365,18 @@ impl Inner {
             update_conflicts: self.update_conflicts.load(Ordering::Relaxed),
             replication_shortfalls: self.shortfalls.load(Ordering::Relaxed),
         }
+    }
+
+    /// Routes nothing more to `master` until the next direct table.
+    fn mark_stale(&self, master: &Master) {
+        if master.mark_stale() {
+            self.stale_marks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Direct routes marked stale since connect (for tests).
+    pub(crate) fn routes_marked_stale(&self) -> u64 {
+        self.stale_marks.load(Ordering::Relaxed)
     }
 
     /// An `update` lost a race (see [`RedisStats::update_conflicts`]).
@@ -444,21 +473,40 @@ impl Inner {
     /// The route of one attempt to `target`: its master's direct connection
     /// (on `lane`) unless the attempt follows a redirect or there is none,
     /// else the client.
-    fn via(&self, conn: Conn, target: Target<'_>, lane: Lane, redirected: bool) -> Via {
+    fn via(
+        &self,
+        conn: Conn,
+        target: Target<'_>,
+        lane: Lane,
+        redirected: bool,
+        deadline: Instant,
+    ) -> Via<'_> {
         // A single server has no direct routes: no slot to hash (CRC16 of
         // the key) on every request.
         if self.cluster && !redirected {
             if let Some(master) = self.direct_master(target.slot()) {
                 let connection = master.connection(lane);
-                return Via::Direct(StaleGuard { master, armed: false }, connection);
+                let guard = StaleGuard {
+                    inner: self,
+                    master,
+                    armed: false,
+                    deadline,
+                };
+                return Via::Direct(guard, connection);
             }
         }
         Via::Client(conn, lane)
     }
 
     /// Sends one command to `target` on one attempt (see [`Inner::via`]).
-    pub(crate) async fn send_query(&self, conn: Conn, cmd: &Cmd, target: Target<'_>) -> RedisResult<Value> {
-        self.via(conn, target, Lane::Reads, false)
+    pub(crate) async fn send_query(
+        &self,
+        conn: Conn,
+        cmd: &Cmd,
+        target: Target<'_>,
+        deadline: Instant,
+    ) -> RedisResult<Value> {
+        self.via(conn, target, Lane::Reads, false, deadline)
             .query(cmd, target)
             .await
     }
@@ -469,8 +517,9 @@ impl Inner {
         conn: Conn,
         pipe: &Pipeline,
         target: Target<'_>,
+        deadline: Instant,
     ) -> RedisResult<Vec<Value>> {
-        self.via(conn, target, Lane::Reads, false)
+        self.via(conn, target, Lane::Reads, false, deadline)
             .pipeline(pipe, target)
             .await
     }
@@ -495,7 +544,7 @@ impl Inner {
                 Some((node, slot)) => (Target::Node(node, slot), Via::Client(conn, lane)),
                 None => (
                     Target::Key(key),
-                    self.via(conn, Target::Key(key), lane, attempt.redirected),
+                    self.via(conn, Target::Key(key), lane, attempt.redirected, deadline),
                 ),
             };
             if attempt.redirected {
@@ -644,7 +693,7 @@ impl Inner {
                 for i in 0..keys.len() {
                     pipe.add_command(make(i, attempt.eval));
                 }
-                let mut via = self.via(conn, target, Lane::Reads, attempt.redirected);
+                let mut via = self.via(conn, target, Lane::Reads, attempt.redirected, deadline);
                 let values = via.pipeline(&pipe, target).await?;
                 let no_script = values.iter().find_map(|v| match v {
                     Value::ServerError(e) if classify(&e.clone().into()) == Fault::NoScript => Some(e),
@@ -798,7 +847,7 @@ impl Inner {
                     self.request_timeout_ms,
                 ));
             }
-            let fault = match timeout(left, attempt(self.conn(), how)).await {
+            let (fault, answered) = match timeout(left, attempt(self.conn(), how)).await {
                 Ok(Ok(value)) => {
                     self.health.success();
                     return Ok(Reply {
@@ -821,11 +870,11 @@ impl Inner {
                         // Anything else from the node asked keeps asking it.
                         _ => how.redirected = false,
                     }
-                    classify(&err)
+                    (classify(&err), node_answered(&err))
                 }
-                Err(_) => Fault::TimedOut,
+                Err(_) => (Fault::TimedOut, false),
             };
-            if fault.server_answered() {
+            if answered {
                 self.health.success();
             } else if self.health.failure() {
                 // The rebuild runs on the home runtime and outlives this
@@ -930,7 +979,7 @@ impl Inner {
                 self.remember(nodes);
                 return Ok(shards);
             }
-            master.mark_stale();
+            self.mark_stale(master);
         }
         let reply = self
             .run(Kind::Read, deadline, |mut conn, _| async move {

@@ -142,6 +142,16 @@ impl RedisStore {
         self.inner.stats()
     }
 
+    /// Times a direct route to a master was marked stale since connect
+    /// (its slots then take the cluster client until the table is rebuilt):
+    /// for tests of what does and does not count against a route. Not a
+    /// stable API.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn routes_marked_stale(&self) -> u64 {
+        self.inner.routes_marked_stale()
+    }
+
     /// Creates a session with a fresh random id (128 bits from the OS).
     ///
     /// # Errors
