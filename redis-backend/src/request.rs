@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::task::Poll;
 use std::time::Instant;
@@ -220,7 +220,7 @@ pub(crate) enum BatchReply {
 
 /// Where the keys of one batch go (see [`Inner::batches`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum BatchRoute {
+pub(crate) enum BatchRoute {
     /// A master of the direct table, by index.
     Master(usize),
     /// A slot whose master has no direct route: the cluster client routes
@@ -615,16 +615,17 @@ impl Inner {
 
     /// The indices of `keys` grouped by the master that serves them, each
     /// group a pipeline of at most [`PIPELINE_KEYS_MAX`] keys, in the order
-    /// given: per master of the direct table (cluster), per slot where a
-    /// master has no direct route, one group for a single server.
-    pub(crate) fn batches(&self, keys: &[Vec<u8>]) -> Vec<Vec<usize>> {
+    /// given, with its route: per master of the direct table (cluster), per
+    /// slot where a master has no direct route, one route for a single
+    /// server. Send them with [`per_route`].
+    pub(crate) fn batches(&self, keys: &[Vec<u8>]) -> Vec<(BatchRoute, Vec<usize>)> {
         let table = if self.cluster {
             self.direct.read().unwrap_or_else(PoisonError::into_inner).clone()
         } else {
             None
         };
         let mut unrouted = false;
-        let mut batches: Vec<Vec<usize>> = Vec::new();
+        let mut batches: Vec<(BatchRoute, Vec<usize>)> = Vec::new();
         // The batch still open for each route.
         let mut open: HashMap<BatchRoute, usize> = HashMap::new();
         for (i, key) in keys.iter().enumerate() {
@@ -640,10 +641,10 @@ impl Inner {
                 BatchRoute::Server
             };
             match open.get(&route) {
-                Some(&b) if batches[b].len() < PIPELINE_KEYS_MAX => batches[b].push(i),
+                Some(&b) if batches[b].1.len() < PIPELINE_KEYS_MAX => batches[b].1.push(i),
                 _ => {
                     open.insert(route, batches.len());
-                    batches.push(vec![i]);
+                    batches.push((route, vec![i]));
                 }
             }
         }
@@ -1021,6 +1022,59 @@ pub(crate) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
         .collect()
 }
 
+/// Runs `run` on each of `batches` (each with its route), all routes at
+/// once but at most `limit` batches at a time per route (the next one of a
+/// route starts when one of its own ends); their outputs in the order of
+/// `batches`. On the caller's task, as [`join_all`].
+pub(crate) async fn per_route<'b, R, B, F, Fut>(
+    batches: &'b [(R, B)],
+    limit: usize,
+    run: F,
+) -> Vec<Fut::Output>
+where
+    R: Copy + Eq + std::hash::Hash,
+    F: Fn(&'b B) -> Fut,
+    Fut: Future,
+{
+    // Each route's batches (indices into `batches`), routes in the order
+    // they first appear.
+    let mut routes: Vec<Vec<usize>> = Vec::new();
+    {
+        let mut route_of: HashMap<R, usize> = HashMap::new();
+        for (i, (route, _)) in batches.iter().enumerate() {
+            let r = *route_of.entry(*route).or_insert_with(|| {
+                routes.push(Vec::new());
+                routes.len() - 1
+            });
+            routes[r].push(i);
+        }
+    }
+    // The next batch each route's workers take.
+    let next: Vec<AtomicUsize> = routes.iter().map(|_| AtomicUsize::new(0)).collect();
+    let run = &run;
+    let workers: Vec<_> = routes
+        .iter()
+        .zip(&next)
+        .flat_map(|(members, next)| {
+            (0..limit.max(1).min(members.len())).map(move |_| async move {
+                let mut done = Vec::new();
+                while let Some(&i) = members.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    done.push((i, run(&batches[i].1).await));
+                }
+                done
+            })
+        })
+        .collect();
+    let mut outputs: Vec<Option<Fut::Output>> = batches.iter().map(|_| None).collect();
+    for (i, output) in join_all(workers).await.into_iter().flatten() {
+        outputs[i] = Some(output);
+    }
+    outputs
+        .into_iter()
+        .map(|output| output.expect("each route's workers take every batch of it"))
+        .collect()
+}
+
 /// Puts `latest` (a fresh topology's nodes) in front of `known`, keeping
 /// earlier ones behind them up to [`KNOWN_NODES_MAX`].
 fn remember_nodes(known: &mut Vec<(String, u16)>, latest: Vec<(String, u16)>) {
@@ -1053,6 +1107,54 @@ mod tests {
 
     fn node(port: u16) -> (String, u16) {
         ("10.0.0.1".to_owned(), port)
+    }
+
+    /// A future that is pending `rounds` times (waking itself) before it
+    /// is ready.
+    async fn yield_times(rounds: usize) {
+        for _ in 0..rounds {
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if yielded {
+                    Poll::Ready(())
+                } else {
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+    }
+
+    #[test]
+    fn per_route_bounds_each_route_and_keeps_the_order() {
+        // Three routes with 7, 1 and 4 batches, interleaved.
+        let routes = [0u8, 1, 0, 2, 0, 0, 2, 0, 2, 0, 2, 0];
+        let batches: Vec<(u8, usize)> = routes.iter().enumerate().map(|(i, &r)| (r, i)).collect();
+        let in_flight: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+        let most: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+        let outputs = block_on(per_route(&batches, 2, |&i| {
+            let (in_flight, most) = (&in_flight, &most);
+            async move {
+                let r = usize::from(routes[i]);
+                let now = in_flight[r].fetch_add(1, Ordering::SeqCst) + 1;
+                most[r].fetch_max(now, Ordering::SeqCst);
+                yield_times(1 + i % 3).await;
+                in_flight[r].fetch_sub(1, Ordering::SeqCst);
+                i * 10
+            }
+        }));
+        assert_eq!(outputs, (0..routes.len()).map(|i| i * 10).collect::<Vec<_>>());
+        let most: Vec<usize> = most.iter().map(|m| m.load(Ordering::SeqCst)).collect();
+        assert_eq!(most, vec![2, 1, 2], "at most 2 at a time per route");
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(future)
     }
 
     #[test]

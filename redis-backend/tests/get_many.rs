@@ -346,3 +346,39 @@ async fn a_slot_mid_migration_is_served_and_a_frozen_master_holds_up_only_its_id
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_the_limit_is_refused_whole_and_sends_nothing() {
+    let server = Server::standalone();
+    let proxy = Proxy::start(server.port).await;
+    let store = RedisStore::connect(
+        RedisConfig::standalone(proxy.url()).key_prefix(support::unique_prefix("many-limit")),
+    )
+    .await
+    .expect("connect");
+    let id = store.create(b"one", TTL).await.expect("create");
+    let max = session_redis::limits::GET_MANY_IDS_MAX;
+    let over = vec![id; max + 1];
+    let reads_before = proxy.client_reads();
+    for results in [
+        store.get_many(&over).await,
+        SessionStore::get_many(&store, &over).await,
+    ] {
+        assert_eq!(results.len(), over.len(), "one result per id");
+        for result in &results {
+            assert!(
+                matches!(result, Err(Error::LimitExceeded { len, max: m, .. }) if *len == max + 1 && *m == max),
+                "{result:?}"
+            );
+        }
+    }
+    assert_eq!(proxy.client_reads(), reads_before, "nothing sent");
+
+    // At the limit: every id served (in pipelines of 1000, a few at a time).
+    let at = vec![id; max];
+    let results = store.get_many(&at).await;
+    assert_eq!(results.len(), max);
+    for result in &results {
+        assert_eq!(metadata(result), Some(&b"one"[..]), "{result:?}");
+    }
+}
