@@ -24,8 +24,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, Weak};
-use std::task::Poll;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use redis::aio::MultiplexedConnection;
@@ -995,21 +995,60 @@ impl Inner {
 
 /// Runs `futures` concurrently on the caller's task (no spawn: they may
 /// borrow, and the caller's runtime need not be the store's); their outputs
-/// in the same order.
+/// in the same order. Each future has a waker of its own, so a wake-up polls
+/// only the futures that were woken (as `FuturesUnordered` does), not every
+/// one still pending: a batch of thousands of requests (a failover splits
+/// one `get_many` into up to 16,384 per-slot groups, then single-id
+/// resends) costs polls in proportion to its wake-ups, not their product.
 pub(crate) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let n = futures.len();
+    let mut pending: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
     let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    let woken = Arc::new(Woken {
+        // Every future is polled once to start.
+        queue: Mutex::new(((0..n).collect(), vec![true; n])),
+        task: Mutex::new(None),
+    });
+    let wakers: Vec<Waker> = (0..n)
+        .map(|index| {
+            Waker::from(Arc::new(ChildWaker {
+                index,
+                woken: Arc::clone(&woken),
+            }))
+        })
+        .collect();
+    let mut left = n;
     std::future::poll_fn(|cx| {
-        let mut all_done = true;
-        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => all_done = false,
-                }
+        // Before taking the queue: a wake-up after it wakes this task.
+        {
+            let mut task = woken.task.lock().unwrap_or_else(PoisonError::into_inner);
+            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
             }
         }
-        if all_done {
+        // One pass over those woken so far; one woken again meanwhile is
+        // polled on the next (its wake-up woke this task): a future that
+        // wakes itself at once (a spent cooperative budget) cannot keep
+        // this poll from returning.
+        let due = {
+            let mut queue = woken.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = std::mem::take(&mut queue.0);
+            for &i in &due {
+                queue.1[i] = false;
+            }
+            due
+        };
+        for i in due {
+            let Some(future) = pending[i].as_mut() else {
+                continue;
+            };
+            if let Poll::Ready(value) = future.as_mut().poll(&mut Context::from_waker(&wakers[i])) {
+                outputs[i] = Some(value);
+                pending[i] = None;
+                left -= 1;
+            }
+        }
+        if left == 0 {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -1020,6 +1059,45 @@ pub(crate) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
         .into_iter()
         .map(|output| output.expect("poll_fn returned only once every future was ready"))
         .collect()
+}
+
+/// The futures of one [`join_all`] woken since it last looked.
+struct Woken {
+    /// Their indices, each once, and whether each is queued.
+    queue: Mutex<(Vec<usize>, Vec<bool>)>,
+    /// The task running the join.
+    task: Mutex<Option<Waker>>,
+}
+
+/// The waker of one future of a [`join_all`].
+struct ChildWaker {
+    index: usize,
+    woken: Arc<Woken>,
+}
+
+impl Wake for ChildWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        {
+            let mut queue = self.woken.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            if !queue.1[self.index] {
+                queue.1[self.index] = true;
+                queue.0.push(self.index);
+            }
+        }
+        if let Some(task) = self
+            .woken
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            task.wake_by_ref();
+        }
+    }
 }
 
 /// Runs `run` on each of `batches` (each with its route), all routes at
@@ -1155,6 +1233,94 @@ mod tests {
             .build()
             .expect("runtime")
             .block_on(future)
+    }
+
+    #[test]
+    fn join_all_polls_only_the_woken_and_keeps_each_output_at_its_index() {
+        const N: usize = 20_000;
+        let polls = AtomicUsize::new(0);
+        let futures: Vec<_> = (0..N)
+            .map(|i| {
+                let polls = &polls;
+                async move {
+                    // Pending `i % 4` times, each time waking itself.
+                    let mut left = i % 4;
+                    std::future::poll_fn(|cx| {
+                        polls.fetch_add(1, Ordering::Relaxed);
+                        if left == 0 {
+                            Poll::Ready(())
+                        } else {
+                            left -= 1;
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                    i * 3
+                }
+            })
+            .collect();
+        let outputs = block_on(join_all(futures));
+        assert_eq!(outputs, (0..N).map(|i| i * 3).collect::<Vec<_>>());
+        // Each future polled once per wake-up, plus its first poll.
+        let expected: usize = (0..N).map(|i| i % 4 + 1).sum();
+        assert_eq!(polls.load(Ordering::Relaxed), expected);
+        assert!(block_on(join_all(Vec::<std::future::Ready<u8>>::new())).is_empty());
+    }
+
+    #[test]
+    fn join_all_does_not_repoll_futures_nobody_woke() {
+        // A relay: future i is ready once the turn is `N - 1 - i` (the last
+        // first), and when done hands the turn on and wakes the one before
+        // it. One wake-up per join poll, the others left pending: a join
+        // that polled every pending future on each wake-up would poll
+        // N (N + 1) / 2 times; polling only the woken, 2 N - 1.
+        const N: usize = 2_000;
+        let polls = AtomicUsize::new(0);
+        let turn = AtomicUsize::new(0);
+        let parked: Vec<Mutex<Option<Waker>>> = (0..N).map(|_| Mutex::new(None)).collect();
+        let futures: Vec<_> = (0..N)
+            .map(|i| {
+                let (polls, turn, parked) = (&polls, &turn, &parked);
+                async move {
+                    std::future::poll_fn(|cx| {
+                        polls.fetch_add(1, Ordering::Relaxed);
+                        if turn.load(Ordering::SeqCst) == N - 1 - i {
+                            Poll::Ready(())
+                        } else {
+                            *parked[i].lock().unwrap() = Some(cx.waker().clone());
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                    turn.fetch_add(1, Ordering::SeqCst);
+                    if let Some(before) = i.checked_sub(1) {
+                        if let Some(waker) = parked[before].lock().unwrap().take() {
+                            waker.wake();
+                        }
+                    }
+                    i
+                }
+            })
+            .collect();
+        let outputs = block_on(join_all(futures));
+        assert_eq!(outputs, (0..N).collect::<Vec<_>>());
+        assert_eq!(polls.load(Ordering::Relaxed), 2 * N - 1);
+    }
+
+    #[test]
+    fn join_all_wakes_for_futures_woken_from_other_threads() {
+        let outputs = block_on(async {
+            let futures: Vec<_> = (0..64u64)
+                .map(|i| async move {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    std::thread::spawn(move || tx.send(i * 2));
+                    rx.await.expect("sent")
+                })
+                .collect();
+            join_all(futures).await
+        });
+        assert_eq!(outputs, (0..64u64).map(|i| i * 2).collect::<Vec<_>>());
     }
 
     #[test]
