@@ -21,7 +21,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
@@ -173,7 +172,7 @@ pub(crate) enum Kind {
 }
 
 /// How one attempt should be sent.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Attempt {
     /// Send scripts as `EVAL` (the node answered `NOSCRIPT`).
     pub(crate) eval: bool,
@@ -185,10 +184,43 @@ pub(crate) struct Attempt {
     /// that node after `ASKING`, in one pipeline (the slot map does not
     /// change until the migration ends, and the client does not follow
     /// redirects itself: `CLUSTER_CLIENT_RETRIES`).
-    pub(crate) ask: Option<(SocketAddr, u16)>,
+    pub(crate) ask: Option<AskNode>,
     /// An earlier attempt may have applied: a write that waits for replicas
     /// sends the fence before its `WAIT` (see `scripts.rs`).
     pub(crate) fence: bool,
+}
+
+/// The node an `ASK` redirect named (see [`Attempt::ask`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AskNode {
+    /// As the redirect names it: an IP address (IPv6 without brackets) or,
+    /// in a cluster that announces hostnames, a hostname: the endpoint the
+    /// node has in `CLUSTER SLOTS` too, which the cluster client knows it by.
+    pub(crate) host: Arc<str>,
+    pub(crate) port: u16,
+    /// The slot the redirect was for.
+    pub(crate) slot: u16,
+}
+
+impl AskNode {
+    /// The node of `ASK <slot> <endpoint>:<port>` (`endpoint_port` is the
+    /// part after the slot): split at the last `:`, since an IPv6 endpoint
+    /// holds colons itself; brackets around it are taken off.
+    pub(crate) fn parse(endpoint_port: &str, slot: u16) -> Option<Self> {
+        let (host, port) = endpoint_port.rsplit_once(':')?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return None;
+        }
+        Some(Self {
+            host: host.into(),
+            port: port.parse().ok()?,
+            slot,
+        })
+    }
 }
 
 /// A request's reply and what its attempts leave open.
@@ -533,15 +565,18 @@ impl Inner {
         kind: Kind,
         deadline: Instant,
         key: &[u8],
-        make: impl Fn(Attempt) -> Cow<'c, Cmd>,
+        make: impl Fn(&Attempt) -> Cow<'c, Cmd>,
     ) -> Result<Reply<Acked>> {
         let wait = self.wait_args(kind);
         let lane = if wait.is_some() { Lane::Writes } else { Lane::Reads };
         let make = &make;
         self.run(kind, deadline, move |conn, attempt| async move {
-            let cmd = make(attempt);
-            let (target, mut via) = match attempt.ask {
-                Some((node, slot)) => (Target::Node(node, slot), Via::Client(conn, lane)),
+            let cmd = make(&attempt);
+            let (target, mut via) = match &attempt.ask {
+                Some(node) => (
+                    Target::Node(&node.host, node.port, node.slot),
+                    Via::Client(conn, lane),
+                ),
                 None => (
                     Target::Key(key),
                     self.via(conn, Target::Key(key), lane, attempt.redirected, deadline),
@@ -848,7 +883,7 @@ impl Inner {
                     self.request_timeout_ms,
                 ));
             }
-            let (fault, answered) = match timeout(left, attempt(self.conn(), how)).await {
+            let (fault, answered) = match timeout(left, attempt(self.conn(), how.clone())).await {
                 Ok(Ok(value)) => {
                     self.health.success();
                     return Ok(Reply {
@@ -866,7 +901,7 @@ impl Inner {
                             how.redirected = false;
                             how.ask = err
                                 .redirect_node()
-                                .and_then(|(addr, slot)| Some((addr.parse().ok()?, slot)));
+                                .and_then(|(node, slot)| AskNode::parse(node, slot));
                         }
                         // Anything else from the node asked keeps asking it.
                         _ => how.redirected = false,
@@ -1321,6 +1356,24 @@ mod tests {
             join_all(futures).await
         });
         assert_eq!(outputs, (0..64u64).map(|i| i * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_ask_names_its_node_by_address_or_hostname() {
+        let node = |s: &str| AskNode::parse(s, 7).map(|n| (n.host.to_string(), n.port, n.slot));
+        let some = |h: &str, p: u16| Some((h.to_owned(), p, 7));
+        assert_eq!(node("127.0.0.1:7000"), some("127.0.0.1", 7000));
+        assert_eq!(
+            node("redis-2.example.internal:6379"),
+            some("redis-2.example.internal", 6379)
+        );
+        // Redis writes IPv6 endpoints without brackets (`%s:%d`).
+        assert_eq!(node("fd00::1:7001"), some("fd00::1", 7001));
+        assert_eq!(node("::1:7001"), some("::1", 7001));
+        assert_eq!(node("[fd00::1]:7001"), some("fd00::1", 7001));
+        for bad in ["", "7000", ":7000", "[]:7000", "host:", "host:port", "host:70000"] {
+            assert_eq!(node(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
