@@ -63,6 +63,23 @@ pub(crate) fn node_answered(err: &RedisError) -> bool {
         )
 }
 
+/// True if `err` is a state of the whole node rather than of one key: it
+/// is loading its data (`LOADING`), the cluster is down as it sees it
+/// (`CLUSTERDOWN`), it is a replica that lost its master (`MASTERDOWN`) or
+/// a replica asked to write (`READONLY`). Every key a pipeline sends it
+/// then gets the same answer: a batch resends its pipeline, not each key.
+pub(crate) fn node_wide(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+        )
+    )
+}
+
 /// Sorts a client error (see the module docs).
 pub(crate) fn classify(err: &RedisError) -> Fault {
     match err.kind() {

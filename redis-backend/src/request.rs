@@ -36,7 +36,7 @@ use crate::config::{Deployment, RedisConfig, Replication};
 use crate::conn::{
     connect_node, direct_pipeline, direct_query, Conn, Direct, Lane, Master, Shard, Target, Topology,
 };
-use crate::error::{classify, give_up, node_answered, protocol, Fault};
+use crate::error::{classify, give_up, node_answered, node_wide, protocol, Fault};
 use crate::health::Health;
 use crate::keys::{slot_of, KeySpace};
 use crate::limits::{
@@ -245,8 +245,10 @@ pub(crate) enum BatchReply {
     /// The server refused this key's request (`WRONGTYPE`, a script error):
     /// the error a single request would report.
     Failed(Error),
-    /// Not run for this key (its slot moved, `TRYAGAIN`, a node loading):
-    /// to send on its own, which follows redirects and retries.
+    /// Not run for this key (its slot moved: `MOVED`, `ASK`; `TRYAGAIN`):
+    /// to send on its own, which follows redirects and retries. A state of
+    /// the whole node (`LOADING`, `CLUSTERDOWN`...) resends the pipeline
+    /// instead (see [`Inner::batch`]).
     Resend,
 }
 
@@ -709,7 +711,11 @@ impl Inner {
     /// first key: the caller groups the keys by master ([`Inner::batches`]).
     /// A read: the pipeline is resent whole, as any read's request, until
     /// one attempt is answered or `deadline` passes; a `NOSCRIPT` for any key
-    /// resends it as `EVAL`. Each key's reply is then its own
+    /// resends it as `EVAL`, and a state of the whole node for any key
+    /// (`LOADING`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY`: see
+    /// [`node_wide`]) resends it after a pause, as a single request's would
+    /// be (not each key on its own: one retry loop, not one per key). Each
+    /// key's reply is then its own
     /// ([`BatchReply`]); `command` names the requests in protocol errors.
     pub(crate) async fn batch(
         &self,
@@ -731,12 +737,17 @@ impl Inner {
                 }
                 let mut via = self.via(conn, target, Lane::Reads, attempt.redirected, deadline);
                 let values = via.pipeline(&pipe, target).await?;
-                let no_script = values.iter().find_map(|v| match v {
-                    Value::ServerError(e) if classify(&e.clone().into()) == Fault::NoScript => Some(e),
+                // A `NOSCRIPT` (resent as `EVAL`) or a state of the whole
+                // node (resent after a pause) for any key is the pipeline's.
+                let whole = values.iter().find_map(|v| match v {
+                    Value::ServerError(e) => {
+                        let err: RedisError = e.clone().into();
+                        (classify(&err) == Fault::NoScript || node_wide(&err)).then_some(err)
+                    }
                     _ => None,
                 });
-                match no_script {
-                    Some(e) => Err(e.clone().into()),
+                match whole {
+                    Some(err) => Err(err),
                     None => Ok(values),
                 }
             })

@@ -214,8 +214,9 @@ impl RedisStore {
     /// `get` would say of it: the session with its deadline slid,
     /// [`Error::NotFound`], or an error of its own (a key holding foreign
     /// data is that id's `Unavailable`). An id the pipeline could not serve
-    /// (its slot moved to another master, a node refused it for now) is
-    /// read on its own. One request timeout covers the whole call. An id
+    /// (its slot moved to another master: `MOVED`, `ASK`) is read on its
+    /// own; a pipeline a node refused whole for now (`LOADING`,
+    /// `CLUSTERDOWN`...) is resent after a pause. One request timeout covers the whole call. An id
     /// given twice is read twice, as two `get`s would. At most
     /// [`PIPELINES_IN_FLIGHT_MAX`] pipelines of one call are in flight on
     /// one master's connection at a time.
