@@ -472,8 +472,9 @@ fn route(target: Target<'_>) -> SingleNodeRoutingInfo {
         )),
         // The cluster client knows its nodes by the endpoints of
         // `CLUSTER SLOTS`, which an `ASK` names them by too. It connects to
-        // no node it does not know: one not yet in its slot map (a master
-        // just added) answers `ClusterConnectionNotFound` (resent).
+        // no node it does not know (a master just added): the store sends
+        // an asked try on a connection of its own instead
+        // (`Inner::asked_connection`).
         Target::Node(host, port, _) => SingleNodeRoutingInfo::ByAddress {
             host: host.to_owned(),
             port,

@@ -140,6 +140,11 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// until the promoted replica is used.
 pub const DIRECT_REBUILD_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Nodes an `ASK` redirect named that the store keeps a connection of its
+/// own to (the latest; an older one is closed when a newer one is made):
+/// a resharding moves slots to a few nodes at a time.
+pub const ASKED_NODES_MAX: usize = 16;
+
 /// Nodes a client rebuild may connect through, beside the seeds: the
 /// latest topology's first, then those seen before (under node or address
 /// churn the list would otherwise only grow). Each is a host and a port.

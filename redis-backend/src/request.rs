@@ -40,7 +40,8 @@ use crate::error::{classify, give_up, node_answered, node_wide, protocol, Fault}
 use crate::health::Health;
 use crate::keys::{slot_of, KeySpace};
 use crate::limits::{
-    DIRECT_REBUILD_INTERVAL, KNOWN_NODES_MAX, PIPELINE_KEYS_MAX, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN,
+    ASKED_NODES_MAX, DIRECT_REBUILD_INTERVAL, KNOWN_NODES_MAX, PIPELINE_KEYS_MAX, RETRY_BACKOFF_MAX,
+    RETRY_BACKOFF_MIN,
 };
 use crate::reply::{self, Replicas};
 use crate::scripts::{Script, Scripts, FENCE, FENCE_SUFFIX};
@@ -151,7 +152,14 @@ pub(crate) struct Inner {
     shortfalls: AtomicU64,
     /// Direct routes marked stale (see [`Inner::mark_stale`]).
     stale_marks: AtomicU64,
+    /// The store's own connections to nodes `ASK` redirects named (see
+    /// [`Inner::asked_connection`]): host, port, lane; the latest last, at
+    /// most [`ASKED_NODES_MAX`].
+    asked: Mutex<Vec<AskedConnection>>,
 }
+
+/// One of [`Inner::asked`]'s connections: host, port, lane, connection.
+type AskedConnection = (Arc<str>, u16, Lane, MultiplexedConnection);
 
 /// What a request does to data, which decides its error and its `WAIT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,7 +189,8 @@ pub(crate) struct Attempt {
     pub(crate) redirected: bool,
     /// The node an `ASK` redirect named, and the slot: the key's slot is
     /// migrating there and the key has moved, so the next attempt goes to
-    /// that node after `ASKING`, in one pipeline (the slot map does not
+    /// that node (on a connection of the store's own, see
+    /// [`Inner::asked_connection`]) after `ASKING`, in one pipeline (the slot map does not
     /// change until the migration ends, and the client does not follow
     /// redirects itself: `CLUSTER_CLIENT_RETRIES`).
     pub(crate) ask: Option<AskNode>,
@@ -297,10 +306,30 @@ impl Drop for StaleGuard<'_> {
     }
 }
 
+/// A connection of the store's own to a node an `ASK` named (see
+/// [`Inner::asked_connection`]), forgotten when an attempt on it fails
+/// without an answer (the next attempt connects afresh).
+struct AskedGuard<'a> {
+    inner: &'a Inner,
+    host: Arc<str>,
+    port: u16,
+    lane: Lane,
+}
+
+impl AskedGuard<'_> {
+    fn settle(&self, failed: bool) {
+        if failed {
+            self.inner.forget_asked(&self.host, self.port, self.lane);
+        }
+    }
+}
+
 /// The connection one attempt goes out on.
 enum Via<'a> {
     /// Straight to the slot's master (cluster: see `conn::Direct`).
     Direct(StaleGuard<'a>, MultiplexedConnection),
+    /// Straight to the node an `ASK` named.
+    Asked(AskedGuard<'a>, MultiplexedConnection),
     /// Through the `redis` crate's client.
     Client(Conn, Lane),
 }
@@ -321,6 +350,11 @@ impl Via<'_> {
                 guard.settle(!r.as_ref().err().is_none_or(Via::answered));
                 r
             }
+            Via::Asked(guard, conn) => {
+                let r = direct_query(conn, cmd).await;
+                guard.settle(!r.as_ref().err().is_none_or(Via::answered));
+                r
+            }
             Via::Client(conn, lane) => conn.query(cmd, target, *lane).await,
         }
     }
@@ -337,6 +371,11 @@ impl Via<'_> {
                     }),
                     Err(e) => !Via::answered(e),
                 });
+                r
+            }
+            Via::Asked(guard, conn) => {
+                let r = direct_pipeline(conn, pipe).await;
+                guard.settle(r.as_ref().err().is_some_and(|e| !Via::answered(e)));
                 r
             }
             Via::Client(conn, lane) => conn.pipeline(pipe, target, *lane).await,
@@ -374,6 +413,7 @@ impl Inner {
             update_conflicts: AtomicU64::new(0),
             shortfalls: AtomicU64::new(0),
             stale_marks: AtomicU64::new(0),
+            asked: Mutex::new(Vec::new()),
             config,
         })
     }
@@ -406,6 +446,58 @@ impl Inner {
         if master.mark_stale() {
             self.stale_marks.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The store's own connection to the node an `ASK` named, on `lane`:
+    /// kept from an earlier redirect to it, else made now (on the home
+    /// runtime, with the seed's credentials). Not through the cluster
+    /// client: it reaches only the nodes of its slot map, and a master
+    /// added for a resharding is in none until its first slot is migrated.
+    async fn asked_connection(&self, node: &AskNode, lane: Lane) -> RedisResult<Via<'_>> {
+        let lane = match self.config.replication {
+            Replication::Wait { .. } => lane,
+            Replication::Async => Lane::Reads,
+        };
+        let guard = AskedGuard {
+            inner: self,
+            host: Arc::clone(&node.host),
+            port: node.port,
+            lane,
+        };
+        let kept = self
+            .asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(h, p, l, _)| *h == node.host && *p == node.port && *l == lane)
+            .map(|(.., c)| c.clone());
+        if let Some(conn) = kept {
+            return Ok(Via::Asked(guard, conn));
+        }
+        let (config, seed) = (self.config.clone(), self.seeds[0].clone());
+        let (host, port) = (node.host.to_string(), node.port);
+        let conn = self
+            .home
+            .spawn(async move { connect_node(&config, &seed, &host, port).await })
+            .await
+            .map_err(|e| RedisError::from((redis::ErrorKind::Io, "connect task failed", e.to_string())))??;
+        {
+            let mut asked = self.asked.lock().unwrap_or_else(PoisonError::into_inner);
+            asked.retain(|(h, p, l, _)| !(*h == node.host && *p == node.port && *l == lane));
+            if asked.len() >= ASKED_NODES_MAX {
+                asked.remove(0);
+            }
+            asked.push((Arc::clone(&node.host), node.port, lane, conn.clone()));
+        }
+        Ok(Via::Asked(guard, conn))
+    }
+
+    /// Drops the connection to an asked node (see [`Inner::asked_connection`]).
+    fn forget_asked(&self, host: &str, port: u16, lane: Lane) {
+        self.asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(h, p, l, _)| !(&**h == host && *p == port && *l == lane));
     }
 
     /// Direct routes marked stale since connect (for tests).
@@ -575,10 +667,13 @@ impl Inner {
         self.run(kind, deadline, move |conn, attempt| async move {
             let cmd = make(&attempt);
             let (target, mut via) = match &attempt.ask {
-                Some(node) => (
-                    Target::Node(&node.host, node.port, node.slot),
-                    Via::Client(conn, lane),
-                ),
+                Some(node) => {
+                    drop(conn);
+                    (
+                        Target::Node(&node.host, node.port, node.slot),
+                        self.asked_connection(node, lane).await?,
+                    )
+                }
                 None => (
                     Target::Key(key),
                     self.via(conn, Target::Key(key), lane, attempt.redirected, deadline),
