@@ -14,7 +14,6 @@
 //! With `Replication::Wait`, writes take connections of their own (see
 //! [`Lane`]). Cloning a `Conn` is cheap (handles to the same connections).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,9 +91,10 @@ pub(crate) enum Target<'a> {
     Key(&'a [u8]),
     /// This shard's master (ignored by a single server).
     Shard(&'a Shard),
-    /// The node at this address, which an `ASK` redirect named for `slot`
-    /// (the slot is migrating there; a cluster's only).
-    Node(SocketAddr, u16),
+    /// The node at this host (as the redirect names it: an address or a
+    /// hostname) and port, which an `ASK` redirect named for the slot (the
+    /// third field: the slot is migrating there; a cluster's only).
+    Node(&'a str, u16, u16),
 }
 
 impl Target<'_> {
@@ -103,7 +103,7 @@ impl Target<'_> {
         match self {
             Target::Key(key) => slot_of(key),
             Target::Shard(shard) => u16::try_from(shard.first_slot).expect("slots are below 16384"),
-            Target::Node(_, slot) => *slot,
+            Target::Node(_, _, slot) => *slot,
         }
     }
 }
@@ -339,9 +339,10 @@ impl Master {
         }
     }
 
-    /// Routes nothing more here until the next table.
-    pub(crate) fn mark_stale(&self) {
-        self.stale.store(true, Ordering::Relaxed);
+    /// Routes nothing more here until the next table; true if it was not
+    /// stale before.
+    pub(crate) fn mark_stale(&self) -> bool {
+        !self.stale.swap(true, Ordering::Relaxed)
     }
 
     pub(crate) fn is_stale(&self) -> bool {
@@ -469,9 +470,14 @@ fn route(target: Target<'_>) -> SingleNodeRoutingInfo {
             u16::try_from(shard.first_slot).expect("slots are below 16384"),
             SlotAddr::Master,
         )),
-        Target::Node(addr, _) => SingleNodeRoutingInfo::ByAddress {
-            host: addr.ip().to_string(),
-            port: addr.port(),
+        // The cluster client knows its nodes by the endpoints of
+        // `CLUSTER SLOTS`, which an `ASK` names them by too. It connects to
+        // no node it does not know (a master just added): the store sends
+        // an asked try on a connection of its own instead
+        // (`Inner::asked_connection`).
+        Target::Node(host, port, _) => SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port,
         },
     }
 }

@@ -48,6 +48,38 @@ impl Fault {
     }
 }
 
+/// True if the node answered `err` in a way that says its connection works
+/// and it still serves the request's slot: the server answered
+/// ([`Fault::server_answered`]), or it is migrating the slot (`ASK`: the
+/// key has moved on, the slot has not; `TRYAGAIN`: the keys are split
+/// between the two nodes for now). Neither is a failure of the route to
+/// that node nor of the client, though the request is resent (`NotApplied`).
+/// A `MOVED` is not: the slot is another master's now.
+pub(crate) fn node_answered(err: &RedisError) -> bool {
+    classify(err).server_answered()
+        || matches!(
+            err.kind(),
+            ErrorKind::Server(ServerErrorKind::Ask | ServerErrorKind::TryAgain)
+        )
+}
+
+/// True if `err` is a state of the whole node rather than of one key: it
+/// is loading its data (`LOADING`), the cluster is down as it sees it
+/// (`CLUSTERDOWN`), it is a replica that lost its master (`MASTERDOWN`) or
+/// a replica asked to write (`READONLY`). Every key a pipeline sends it
+/// then gets the same answer: a batch resends its pipeline, not each key.
+pub(crate) fn node_wide(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+        )
+    )
+}
+
 /// Sorts a client error (see the module docs).
 pub(crate) fn classify(err: &RedisError) -> Fault {
     match err.kind() {
@@ -152,6 +184,21 @@ mod tests {
         assert!(matches!(classify(&reset), Fault::Ambiguous(_)));
         let slow = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
         assert_eq!(classify(&slow), Fault::TimedOut);
+    }
+
+    #[test]
+    fn a_node_migrating_the_slot_answered_but_a_moved_slot_did_not() {
+        let ask = RedisError::from((ErrorKind::Server(ServerErrorKind::Ask), "ASK"));
+        let tryagain = RedisError::from((ErrorKind::Server(ServerErrorKind::TryAgain), "TRYAGAIN"));
+        let moved = RedisError::from((ErrorKind::Server(ServerErrorKind::Moved), "MOVED"));
+        let down = RedisError::from((ErrorKind::Server(ServerErrorKind::ClusterDown), "down"));
+        let reset = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let wrongtype = RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "WRONGTYPE"));
+        assert!(node_answered(&ask) && node_answered(&tryagain) && node_answered(&wrongtype));
+        assert!(!node_answered(&moved) && !node_answered(&down) && !node_answered(&reset));
+        // Still resent: neither ran.
+        assert!(matches!(classify(&ask), Fault::NotApplied(_)));
+        assert!(matches!(classify(&tryagain), Fault::NotApplied(_)));
     }
 
     #[test]

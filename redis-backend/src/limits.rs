@@ -140,6 +140,11 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// until the promoted replica is used.
 pub const DIRECT_REBUILD_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Nodes an `ASK` redirect named that the store keeps a connection of its
+/// own to (the latest; an older one is closed when a newer one is made):
+/// a resharding moves slots to a few nodes at a time.
+pub const ASKED_NODES_MAX: usize = 16;
+
 /// Nodes a client rebuild may connect through, beside the seeds: the
 /// latest topology's first, then those seen before (under node or address
 /// churn the list would otherwise only grow). Each is a host and a port.
@@ -162,6 +167,25 @@ pub const SCAN_COUNT_MAX: usize = 1_000;
 /// sessions, about as much server time as one [`SCAN_COUNT_MAX`] batch, so
 /// that one batch does not hold up the master's other clients for long.
 pub const PIPELINE_KEYS_MAX: usize = 1_000;
+
+/// Ids one `get_many` call reads at most: as many as the largest `list`
+/// page (`session_engine::limits::LIST_PAGE_MAX`, the most sessions any
+/// other call returns at once). A call over it reads nothing: every id's
+/// result is `Error::LimitExceeded`. One request timeout covers the whole
+/// call, and at about 1 µs of server time per key 10,000 ids are about
+/// 10 ms of one master's time (in pipelines of [`PIPELINE_KEYS_MAX`], at
+/// most [`PIPELINES_IN_FLIGHT_MAX`] at a time per master); a caller with
+/// more ids splits them into calls of this size. The embedded engine has
+/// no such bound (its lookups are in memory, with no round trip or shared
+/// connection to hold up); both answer every call up to this size.
+pub const GET_MANY_IDS_MAX: usize = session_engine::limits::LIST_PAGE_MAX;
+
+/// Pipelines of one batch (`get_many`, a fan-out page's checks) in flight
+/// at once on one route (one master's connection, shared with every other
+/// request of the store): two keep the route busy (one is answered while
+/// the next is sent) without queuing a whole batch's requests, and
+/// [`PIPELINE_KEYS_MAX`] replies each, ahead of other callers' requests.
+pub const PIPELINES_IN_FLIGHT_MAX: usize = 2;
 
 /// `SCAN` calls one `list` page may make per master before it returns what
 /// it has (a sparse table can return empty batches): bounds the work of
@@ -223,3 +247,4 @@ const _: () = assert!(VERSION_FIRST_MAX < 1 << 53);
 const _: () = assert!(UPDATE_TRIES_MAX > UPDATE_EAGER_TRIES && SCAN_CALLS_MAX > 0 && SCAN_COUNT_MAX > 0);
 const _: () = assert!(CREATE_TRIES_MAX > 1 && LIST_SCAN_BUDGET_DIVISOR >= 2);
 const _: () = assert!(SLOT_ID_DRAWS_MAX >= 64);
+const _: () = assert!(PIPELINES_IN_FLIGHT_MAX >= 1 && GET_MANY_IDS_MAX >= PIPELINE_KEYS_MAX);

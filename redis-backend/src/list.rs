@@ -236,7 +236,7 @@ async fn scan(
     let cmd = &cmd;
     let reply = inner
         .run(Kind::Read, deadline, |conn, _| async move {
-            inner.send_query(conn, cmd, Target::Shard(shard)).await
+            inner.send_query(conn, cmd, Target::Shard(shard), deadline).await
         })
         .await?;
     let (next, keys) = reply::scan(reply.value)?;
@@ -268,7 +268,9 @@ async fn fetch(
         let pipe = &pipe;
         let reply = inner
             .run(Kind::Read, deadline, |conn, _| async move {
-                inner.send_pipeline(conn, pipe, Target::Shard(shard)).await
+                inner
+                    .send_pipeline(conn, pipe, Target::Shard(shard), deadline)
+                    .await
             })
             .await?;
         if reply.value.len() != chunk.len() {

@@ -140,7 +140,7 @@ pub(crate) async fn lag(inner: &Inner) -> Result<ReplicationLag> {
             .map(|shard| async move {
                 inner
                     .run(Kind::Read, deadline, |conn, _| async move {
-                        inner.send_query(conn, cmd, Target::Shard(shard)).await
+                        inner.send_query(conn, cmd, Target::Shard(shard), deadline).await
                     })
                     .await
             })

@@ -21,11 +21,10 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, Weak};
-use std::task::Poll;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use redis::aio::MultiplexedConnection;
@@ -37,11 +36,12 @@ use crate::config::{Deployment, RedisConfig, Replication};
 use crate::conn::{
     connect_node, direct_pipeline, direct_query, Conn, Direct, Lane, Master, Shard, Target, Topology,
 };
-use crate::error::{classify, give_up, protocol, Fault};
+use crate::error::{classify, give_up, node_answered, node_wide, protocol, Fault};
 use crate::health::Health;
 use crate::keys::{slot_of, KeySpace};
 use crate::limits::{
-    DIRECT_REBUILD_INTERVAL, KNOWN_NODES_MAX, PIPELINE_KEYS_MAX, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN,
+    ASKED_NODES_MAX, DIRECT_REBUILD_INTERVAL, KNOWN_NODES_MAX, PIPELINE_KEYS_MAX, RETRY_BACKOFF_MAX,
+    RETRY_BACKOFF_MIN,
 };
 use crate::reply::{self, Replicas};
 use crate::scripts::{Script, Scripts, FENCE, FENCE_SUFFIX};
@@ -150,7 +150,16 @@ pub(crate) struct Inner {
     resends: AtomicU64,
     update_conflicts: AtomicU64,
     shortfalls: AtomicU64,
+    /// Direct routes marked stale (see [`Inner::mark_stale`]).
+    stale_marks: AtomicU64,
+    /// The store's own connections to nodes `ASK` redirects named (see
+    /// [`Inner::asked_connection`]): host, port, lane; the latest last, at
+    /// most [`ASKED_NODES_MAX`].
+    asked: Mutex<Vec<AskedConnection>>,
 }
+
+/// One of [`Inner::asked`]'s connections: host, port, lane, connection.
+type AskedConnection = (Arc<str>, u16, Lane, MultiplexedConnection);
 
 /// What a request does to data, which decides its error and its `WAIT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,7 +180,7 @@ pub(crate) enum Kind {
 }
 
 /// How one attempt should be sent.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Attempt {
     /// Send scripts as `EVAL` (the node answered `NOSCRIPT`).
     pub(crate) eval: bool,
@@ -180,13 +189,47 @@ pub(crate) struct Attempt {
     pub(crate) redirected: bool,
     /// The node an `ASK` redirect named, and the slot: the key's slot is
     /// migrating there and the key has moved, so the next attempt goes to
-    /// that node after `ASKING`, in one pipeline (the slot map does not
+    /// that node (on a connection of the store's own, see
+    /// [`Inner::asked_connection`]) after `ASKING`, in one pipeline (the slot map does not
     /// change until the migration ends, and the client does not follow
     /// redirects itself: `CLUSTER_CLIENT_RETRIES`).
-    pub(crate) ask: Option<(SocketAddr, u16)>,
+    pub(crate) ask: Option<AskNode>,
     /// An earlier attempt may have applied: a write that waits for replicas
     /// sends the fence before its `WAIT` (see `scripts.rs`).
     pub(crate) fence: bool,
+}
+
+/// The node an `ASK` redirect named (see [`Attempt::ask`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AskNode {
+    /// As the redirect names it: an IP address (IPv6 without brackets) or,
+    /// in a cluster that announces hostnames, a hostname: the endpoint the
+    /// node has in `CLUSTER SLOTS` too, which the cluster client knows it by.
+    pub(crate) host: Arc<str>,
+    pub(crate) port: u16,
+    /// The slot the redirect was for.
+    pub(crate) slot: u16,
+}
+
+impl AskNode {
+    /// The node of `ASK <slot> <endpoint>:<port>` (`endpoint_port` is the
+    /// part after the slot): split at the last `:`, since an IPv6 endpoint
+    /// holds colons itself; brackets around it are taken off.
+    pub(crate) fn parse(endpoint_port: &str, slot: u16) -> Option<Self> {
+        let (host, port) = endpoint_port.rsplit_once(':')?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return None;
+        }
+        Some(Self {
+            host: host.into(),
+            port: port.parse().ok()?,
+            slot,
+        })
+    }
 }
 
 /// A request's reply and what its attempts leave open.
@@ -211,14 +254,16 @@ pub(crate) enum BatchReply {
     /// The server refused this key's request (`WRONGTYPE`, a script error):
     /// the error a single request would report.
     Failed(Error),
-    /// Not run for this key (its slot moved, `TRYAGAIN`, a node loading):
-    /// to send on its own, which follows redirects and retries.
+    /// Not run for this key (its slot moved: `MOVED`, `ASK`; `TRYAGAIN`):
+    /// to send on its own, which follows redirects and retries. A state of
+    /// the whole node (`LOADING`, `CLUSTERDOWN`...) resends the pipeline
+    /// instead (see [`Inner::batch`]).
     Resend,
 }
 
 /// Where the keys of one batch go (see [`Inner::batches`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum BatchRoute {
+pub(crate) enum BatchRoute {
     /// A master of the direct table, by index.
     Master(usize),
     /// A slot whose master has no direct route: the cluster client routes
@@ -228,39 +273,73 @@ enum BatchRoute {
     Server,
 }
 
-/// Marks a direct route's master stale unless disarmed: an attempt that
-/// was cut off by its deadline (the future dropped mid-flight) counts as a
-/// failure of the route.
-struct StaleGuard {
+/// Judges one attempt on a direct route: a failure of the route marks its
+/// master stale (see [`StaleGuard::settle`]), and so does an attempt cut
+/// off by its deadline (the future dropped mid-flight once the deadline has
+/// passed). An attempt dropped earlier was dropped by its caller (a handler
+/// cancelled, an outer timeout): that says nothing of the route.
+struct StaleGuard<'a> {
+    inner: &'a Inner,
     master: Arc<Master>,
+    /// A request is in flight.
     armed: bool,
+    /// The operation's deadline.
+    deadline: Instant,
 }
 
-impl Drop for StaleGuard {
+impl StaleGuard<'_> {
+    /// The attempt ended: marks the master stale if `failed` (the route
+    /// failed it, see [`Via::answered`]).
+    fn settle(&mut self, failed: bool) {
+        self.armed = false;
+        if failed {
+            self.inner.mark_stale(&self.master);
+        }
+    }
+}
+
+impl Drop for StaleGuard<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            self.master.mark_stale();
+        if self.armed && Instant::now() >= self.deadline {
+            self.inner.mark_stale(&self.master);
+        }
+    }
+}
+
+/// A connection of the store's own to a node an `ASK` named (see
+/// [`Inner::asked_connection`]), forgotten when an attempt on it fails
+/// without an answer (the next attempt connects afresh).
+struct AskedGuard<'a> {
+    inner: &'a Inner,
+    host: Arc<str>,
+    port: u16,
+    lane: Lane,
+}
+
+impl AskedGuard<'_> {
+    fn settle(&self, failed: bool) {
+        if failed {
+            self.inner.forget_asked(&self.host, self.port, self.lane);
         }
     }
 }
 
 /// The connection one attempt goes out on.
-enum Via {
+enum Via<'a> {
     /// Straight to the slot's master (cluster: see `conn::Direct`).
-    Direct(StaleGuard, MultiplexedConnection),
+    Direct(StaleGuard<'a>, MultiplexedConnection),
+    /// Straight to the node an `ASK` named.
+    Asked(AskedGuard<'a>, MultiplexedConnection),
     /// Through the `redis` crate's client.
     Client(Conn, Lane),
 }
 
-impl Via {
+impl Via<'_> {
     /// A failure that says nothing against the route: the master answered
-    /// (an `ASK` too: the slot is still this master's while it migrates).
+    /// for a slot it still serves (an `ASK` or `TRYAGAIN` too: the slot is
+    /// still this master's while it migrates). See [`node_answered`].
     fn answered(err: &RedisError) -> bool {
-        classify(err).server_answered()
-            && !matches!(
-                err.kind(),
-                redis::ErrorKind::Server(redis::ServerErrorKind::Moved)
-            )
+        node_answered(err)
     }
 
     async fn query(&mut self, cmd: &Cmd, target: Target<'_>) -> RedisResult<Value> {
@@ -268,7 +347,12 @@ impl Via {
             Via::Direct(guard, conn) => {
                 guard.armed = true;
                 let r = direct_query(conn, cmd).await;
-                guard.armed = !r.as_ref().err().is_none_or(Via::answered);
+                guard.settle(!r.as_ref().err().is_none_or(Via::answered));
+                r
+            }
+            Via::Asked(guard, conn) => {
+                let r = direct_query(conn, cmd).await;
+                guard.settle(!r.as_ref().err().is_none_or(Via::answered));
                 r
             }
             Via::Client(conn, lane) => conn.query(cmd, target, *lane).await,
@@ -280,13 +364,18 @@ impl Via {
             Via::Direct(guard, conn) => {
                 guard.armed = true;
                 let r = direct_pipeline(conn, pipe).await;
-                guard.armed = match &r {
+                guard.settle(match &r {
                     Ok(values) => values.iter().any(|v| match v {
                         Value::ServerError(e) => !Via::answered(&e.clone().into()),
                         _ => false,
                     }),
                     Err(e) => !Via::answered(e),
-                };
+                });
+                r
+            }
+            Via::Asked(guard, conn) => {
+                let r = direct_pipeline(conn, pipe).await;
+                guard.settle(r.as_ref().err().is_some_and(|e| !Via::answered(e)));
                 r
             }
             Via::Client(conn, lane) => conn.pipeline(pipe, target, *lane).await,
@@ -323,6 +412,8 @@ impl Inner {
             resends: AtomicU64::new(0),
             update_conflicts: AtomicU64::new(0),
             shortfalls: AtomicU64::new(0),
+            stale_marks: AtomicU64::new(0),
+            asked: Mutex::new(Vec::new()),
             config,
         })
     }
@@ -348,6 +439,70 @@ impl Inner {
             update_conflicts: self.update_conflicts.load(Ordering::Relaxed),
             replication_shortfalls: self.shortfalls.load(Ordering::Relaxed),
         }
+    }
+
+    /// Routes nothing more to `master` until the next direct table.
+    fn mark_stale(&self, master: &Master) {
+        if master.mark_stale() {
+            self.stale_marks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The store's own connection to the node an `ASK` named, on `lane`:
+    /// kept from an earlier redirect to it, else made now (on the home
+    /// runtime, with the seed's credentials). Not through the cluster
+    /// client: it reaches only the nodes of its slot map, and a master
+    /// added for a resharding is in none until its first slot is migrated.
+    async fn asked_connection(&self, node: &AskNode, lane: Lane) -> RedisResult<Via<'_>> {
+        let lane = match self.config.replication {
+            Replication::Wait { .. } => lane,
+            Replication::Async => Lane::Reads,
+        };
+        let guard = AskedGuard {
+            inner: self,
+            host: Arc::clone(&node.host),
+            port: node.port,
+            lane,
+        };
+        let kept = self
+            .asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(h, p, l, _)| *h == node.host && *p == node.port && *l == lane)
+            .map(|(.., c)| c.clone());
+        if let Some(conn) = kept {
+            return Ok(Via::Asked(guard, conn));
+        }
+        let (config, seed) = (self.config.clone(), self.seeds[0].clone());
+        let (host, port) = (node.host.to_string(), node.port);
+        let conn = self
+            .home
+            .spawn(async move { connect_node(&config, &seed, &host, port).await })
+            .await
+            .map_err(|e| RedisError::from((redis::ErrorKind::Io, "connect task failed", e.to_string())))??;
+        {
+            let mut asked = self.asked.lock().unwrap_or_else(PoisonError::into_inner);
+            asked.retain(|(h, p, l, _)| !(*h == node.host && *p == node.port && *l == lane));
+            if asked.len() >= ASKED_NODES_MAX {
+                asked.remove(0);
+            }
+            asked.push((Arc::clone(&node.host), node.port, lane, conn.clone()));
+        }
+        Ok(Via::Asked(guard, conn))
+    }
+
+    /// Drops the connection to an asked node (see [`Inner::asked_connection`]).
+    fn forget_asked(&self, host: &str, port: u16, lane: Lane) {
+        self.asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(h, p, l, _)| !(&**h == host && *p == port && *l == lane));
+    }
+
+    /// Direct routes marked stale since connect (for tests).
+    pub(crate) fn routes_marked_stale(&self) -> u64 {
+        self.stale_marks.load(Ordering::Relaxed)
     }
 
     /// An `update` lost a race (see [`RedisStats::update_conflicts`]).
@@ -444,21 +599,40 @@ impl Inner {
     /// The route of one attempt to `target`: its master's direct connection
     /// (on `lane`) unless the attempt follows a redirect or there is none,
     /// else the client.
-    fn via(&self, conn: Conn, target: Target<'_>, lane: Lane, redirected: bool) -> Via {
+    fn via(
+        &self,
+        conn: Conn,
+        target: Target<'_>,
+        lane: Lane,
+        redirected: bool,
+        deadline: Instant,
+    ) -> Via<'_> {
         // A single server has no direct routes: no slot to hash (CRC16 of
         // the key) on every request.
         if self.cluster && !redirected {
             if let Some(master) = self.direct_master(target.slot()) {
                 let connection = master.connection(lane);
-                return Via::Direct(StaleGuard { master, armed: false }, connection);
+                let guard = StaleGuard {
+                    inner: self,
+                    master,
+                    armed: false,
+                    deadline,
+                };
+                return Via::Direct(guard, connection);
             }
         }
         Via::Client(conn, lane)
     }
 
     /// Sends one command to `target` on one attempt (see [`Inner::via`]).
-    pub(crate) async fn send_query(&self, conn: Conn, cmd: &Cmd, target: Target<'_>) -> RedisResult<Value> {
-        self.via(conn, target, Lane::Reads, false)
+    pub(crate) async fn send_query(
+        &self,
+        conn: Conn,
+        cmd: &Cmd,
+        target: Target<'_>,
+        deadline: Instant,
+    ) -> RedisResult<Value> {
+        self.via(conn, target, Lane::Reads, false, deadline)
             .query(cmd, target)
             .await
     }
@@ -469,8 +643,9 @@ impl Inner {
         conn: Conn,
         pipe: &Pipeline,
         target: Target<'_>,
+        deadline: Instant,
     ) -> RedisResult<Vec<Value>> {
-        self.via(conn, target, Lane::Reads, false)
+        self.via(conn, target, Lane::Reads, false, deadline)
             .pipeline(pipe, target)
             .await
     }
@@ -484,18 +659,24 @@ impl Inner {
         kind: Kind,
         deadline: Instant,
         key: &[u8],
-        make: impl Fn(Attempt) -> Cow<'c, Cmd>,
+        make: impl Fn(&Attempt) -> Cow<'c, Cmd>,
     ) -> Result<Reply<Acked>> {
         let wait = self.wait_args(kind);
         let lane = if wait.is_some() { Lane::Writes } else { Lane::Reads };
         let make = &make;
         self.run(kind, deadline, move |conn, attempt| async move {
-            let cmd = make(attempt);
-            let (target, mut via) = match attempt.ask {
-                Some((node, slot)) => (Target::Node(node, slot), Via::Client(conn, lane)),
+            let cmd = make(&attempt);
+            let (target, mut via) = match &attempt.ask {
+                Some(node) => {
+                    drop(conn);
+                    (
+                        Target::Node(&node.host, node.port, node.slot),
+                        self.asked_connection(node, lane).await?,
+                    )
+                }
                 None => (
                     Target::Key(key),
-                    self.via(conn, Target::Key(key), lane, attempt.redirected),
+                    self.via(conn, Target::Key(key), lane, attempt.redirected, deadline),
                 ),
             };
             if attempt.redirected {
@@ -566,16 +747,17 @@ impl Inner {
 
     /// The indices of `keys` grouped by the master that serves them, each
     /// group a pipeline of at most [`PIPELINE_KEYS_MAX`] keys, in the order
-    /// given: per master of the direct table (cluster), per slot where a
-    /// master has no direct route, one group for a single server.
-    pub(crate) fn batches(&self, keys: &[Vec<u8>]) -> Vec<Vec<usize>> {
+    /// given, with its route: per master of the direct table (cluster), per
+    /// slot where a master has no direct route, one route for a single
+    /// server. Send them with [`per_route`].
+    pub(crate) fn batches(&self, keys: &[Vec<u8>]) -> Vec<(BatchRoute, Vec<usize>)> {
         let table = if self.cluster {
             self.direct.read().unwrap_or_else(PoisonError::into_inner).clone()
         } else {
             None
         };
         let mut unrouted = false;
-        let mut batches: Vec<Vec<usize>> = Vec::new();
+        let mut batches: Vec<(BatchRoute, Vec<usize>)> = Vec::new();
         // The batch still open for each route.
         let mut open: HashMap<BatchRoute, usize> = HashMap::new();
         for (i, key) in keys.iter().enumerate() {
@@ -591,10 +773,10 @@ impl Inner {
                 BatchRoute::Server
             };
             match open.get(&route) {
-                Some(&b) if batches[b].len() < PIPELINE_KEYS_MAX => batches[b].push(i),
+                Some(&b) if batches[b].1.len() < PIPELINE_KEYS_MAX => batches[b].1.push(i),
                 _ => {
                     open.insert(route, batches.len());
-                    batches.push(vec![i]);
+                    batches.push((route, vec![i]));
                 }
             }
         }
@@ -624,7 +806,11 @@ impl Inner {
     /// first key: the caller groups the keys by master ([`Inner::batches`]).
     /// A read: the pipeline is resent whole, as any read's request, until
     /// one attempt is answered or `deadline` passes; a `NOSCRIPT` for any key
-    /// resends it as `EVAL`. Each key's reply is then its own
+    /// resends it as `EVAL`, and a state of the whole node for any key
+    /// (`LOADING`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY`: see
+    /// [`node_wide`]) resends it after a pause, as a single request's would
+    /// be (not each key on its own: one retry loop, not one per key). Each
+    /// key's reply is then its own
     /// ([`BatchReply`]); `command` names the requests in protocol errors.
     pub(crate) async fn batch(
         &self,
@@ -644,14 +830,19 @@ impl Inner {
                 for i in 0..keys.len() {
                     pipe.add_command(make(i, attempt.eval));
                 }
-                let mut via = self.via(conn, target, Lane::Reads, attempt.redirected);
+                let mut via = self.via(conn, target, Lane::Reads, attempt.redirected, deadline);
                 let values = via.pipeline(&pipe, target).await?;
-                let no_script = values.iter().find_map(|v| match v {
-                    Value::ServerError(e) if classify(&e.clone().into()) == Fault::NoScript => Some(e),
+                // A `NOSCRIPT` (resent as `EVAL`) or a state of the whole
+                // node (resent after a pause) for any key is the pipeline's.
+                let whole = values.iter().find_map(|v| match v {
+                    Value::ServerError(e) => {
+                        let err: RedisError = e.clone().into();
+                        (classify(&err) == Fault::NoScript || node_wide(&err)).then_some(err)
+                    }
                     _ => None,
                 });
-                match no_script {
-                    Some(e) => Err(e.clone().into()),
+                match whole {
+                    Some(err) => Err(err),
                     None => Ok(values),
                 }
             })
@@ -798,7 +989,7 @@ impl Inner {
                     self.request_timeout_ms,
                 ));
             }
-            let fault = match timeout(left, attempt(self.conn(), how)).await {
+            let (fault, answered) = match timeout(left, attempt(self.conn(), how.clone())).await {
                 Ok(Ok(value)) => {
                     self.health.success();
                     return Ok(Reply {
@@ -816,16 +1007,16 @@ impl Inner {
                             how.redirected = false;
                             how.ask = err
                                 .redirect_node()
-                                .and_then(|(addr, slot)| Some((addr.parse().ok()?, slot)));
+                                .and_then(|(node, slot)| AskNode::parse(node, slot));
                         }
                         // Anything else from the node asked keeps asking it.
                         _ => how.redirected = false,
                     }
-                    classify(&err)
+                    (classify(&err), node_answered(&err))
                 }
-                Err(_) => Fault::TimedOut,
+                Err(_) => (Fault::TimedOut, false),
             };
-            if fault.server_answered() {
+            if answered {
                 self.health.success();
             } else if self.health.failure() {
                 // The rebuild runs on the home runtime and outlives this
@@ -930,7 +1121,7 @@ impl Inner {
                 self.remember(nodes);
                 return Ok(shards);
             }
-            master.mark_stale();
+            self.mark_stale(master);
         }
         let reply = self
             .run(Kind::Read, deadline, |mut conn, _| async move {
@@ -945,21 +1136,60 @@ impl Inner {
 
 /// Runs `futures` concurrently on the caller's task (no spawn: they may
 /// borrow, and the caller's runtime need not be the store's); their outputs
-/// in the same order.
+/// in the same order. Each future has a waker of its own, so a wake-up polls
+/// only the futures that were woken (as `FuturesUnordered` does), not every
+/// one still pending: a batch of thousands of requests (a failover splits
+/// one `get_many` into up to 16,384 per-slot groups, then single-id
+/// resends) costs polls in proportion to its wake-ups, not their product.
 pub(crate) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let n = futures.len();
+    let mut pending: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
     let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    let woken = Arc::new(Woken {
+        // Every future is polled once to start.
+        queue: Mutex::new(((0..n).collect(), vec![true; n])),
+        task: Mutex::new(None),
+    });
+    let wakers: Vec<Waker> = (0..n)
+        .map(|index| {
+            Waker::from(Arc::new(ChildWaker {
+                index,
+                woken: Arc::clone(&woken),
+            }))
+        })
+        .collect();
+    let mut left = n;
     std::future::poll_fn(|cx| {
-        let mut all_done = true;
-        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => all_done = false,
-                }
+        // Before taking the queue: a wake-up after it wakes this task.
+        {
+            let mut task = woken.task.lock().unwrap_or_else(PoisonError::into_inner);
+            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
             }
         }
-        if all_done {
+        // One pass over those woken so far; one woken again meanwhile is
+        // polled on the next (its wake-up woke this task): a future that
+        // wakes itself at once (a spent cooperative budget) cannot keep
+        // this poll from returning.
+        let due = {
+            let mut queue = woken.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = std::mem::take(&mut queue.0);
+            for &i in &due {
+                queue.1[i] = false;
+            }
+            due
+        };
+        for i in due {
+            let Some(future) = pending[i].as_mut() else {
+                continue;
+            };
+            if let Poll::Ready(value) = future.as_mut().poll(&mut Context::from_waker(&wakers[i])) {
+                outputs[i] = Some(value);
+                pending[i] = None;
+                left -= 1;
+            }
+        }
+        if left == 0 {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -969,6 +1199,98 @@ pub(crate) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     outputs
         .into_iter()
         .map(|output| output.expect("poll_fn returned only once every future was ready"))
+        .collect()
+}
+
+/// The futures of one [`join_all`] woken since it last looked.
+struct Woken {
+    /// Their indices, each once, and whether each is queued.
+    queue: Mutex<(Vec<usize>, Vec<bool>)>,
+    /// The task running the join.
+    task: Mutex<Option<Waker>>,
+}
+
+/// The waker of one future of a [`join_all`].
+struct ChildWaker {
+    index: usize,
+    woken: Arc<Woken>,
+}
+
+impl Wake for ChildWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        {
+            let mut queue = self.woken.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            if !queue.1[self.index] {
+                queue.1[self.index] = true;
+                queue.0.push(self.index);
+            }
+        }
+        if let Some(task) = self
+            .woken
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            task.wake_by_ref();
+        }
+    }
+}
+
+/// Runs `run` on each of `batches` (each with its route), all routes at
+/// once but at most `limit` batches at a time per route (the next one of a
+/// route starts when one of its own ends); their outputs in the order of
+/// `batches`. On the caller's task, as [`join_all`].
+pub(crate) async fn per_route<'b, R, B, F, Fut>(
+    batches: &'b [(R, B)],
+    limit: usize,
+    run: F,
+) -> Vec<Fut::Output>
+where
+    R: Copy + Eq + std::hash::Hash,
+    F: Fn(&'b B) -> Fut,
+    Fut: Future,
+{
+    // Each route's batches (indices into `batches`), routes in the order
+    // they first appear.
+    let mut routes: Vec<Vec<usize>> = Vec::new();
+    {
+        let mut route_of: HashMap<R, usize> = HashMap::new();
+        for (i, (route, _)) in batches.iter().enumerate() {
+            let r = *route_of.entry(*route).or_insert_with(|| {
+                routes.push(Vec::new());
+                routes.len() - 1
+            });
+            routes[r].push(i);
+        }
+    }
+    // The next batch each route's workers take.
+    let next: Vec<AtomicUsize> = routes.iter().map(|_| AtomicUsize::new(0)).collect();
+    let run = &run;
+    let workers: Vec<_> = routes
+        .iter()
+        .zip(&next)
+        .flat_map(|(members, next)| {
+            (0..limit.max(1).min(members.len())).map(move |_| async move {
+                let mut done = Vec::new();
+                while let Some(&i) = members.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    done.push((i, run(&batches[i].1).await));
+                }
+                done
+            })
+        })
+        .collect();
+    let mut outputs: Vec<Option<Fut::Output>> = batches.iter().map(|_| None).collect();
+    for (i, output) in join_all(workers).await.into_iter().flatten() {
+        outputs[i] = Some(output);
+    }
+    outputs
+        .into_iter()
+        .map(|output| output.expect("each route's workers take every batch of it"))
         .collect()
 }
 
@@ -1004,6 +1326,160 @@ mod tests {
 
     fn node(port: u16) -> (String, u16) {
         ("10.0.0.1".to_owned(), port)
+    }
+
+    /// A future that is pending `rounds` times (waking itself) before it
+    /// is ready.
+    async fn yield_times(rounds: usize) {
+        for _ in 0..rounds {
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if yielded {
+                    Poll::Ready(())
+                } else {
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+    }
+
+    #[test]
+    fn per_route_bounds_each_route_and_keeps_the_order() {
+        // Three routes with 7, 1 and 4 batches, interleaved.
+        let routes = [0u8, 1, 0, 2, 0, 0, 2, 0, 2, 0, 2, 0];
+        let batches: Vec<(u8, usize)> = routes.iter().enumerate().map(|(i, &r)| (r, i)).collect();
+        let in_flight: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+        let most: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+        let outputs = block_on(per_route(&batches, 2, |&i| {
+            let (in_flight, most) = (&in_flight, &most);
+            async move {
+                let r = usize::from(routes[i]);
+                let now = in_flight[r].fetch_add(1, Ordering::SeqCst) + 1;
+                most[r].fetch_max(now, Ordering::SeqCst);
+                yield_times(1 + i % 3).await;
+                in_flight[r].fetch_sub(1, Ordering::SeqCst);
+                i * 10
+            }
+        }));
+        assert_eq!(outputs, (0..routes.len()).map(|i| i * 10).collect::<Vec<_>>());
+        let most: Vec<usize> = most.iter().map(|m| m.load(Ordering::SeqCst)).collect();
+        assert_eq!(most, vec![2, 1, 2], "at most 2 at a time per route");
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(future)
+    }
+
+    #[test]
+    fn join_all_polls_only_the_woken_and_keeps_each_output_at_its_index() {
+        const N: usize = 20_000;
+        let polls = AtomicUsize::new(0);
+        let futures: Vec<_> = (0..N)
+            .map(|i| {
+                let polls = &polls;
+                async move {
+                    // Pending `i % 4` times, each time waking itself.
+                    let mut left = i % 4;
+                    std::future::poll_fn(|cx| {
+                        polls.fetch_add(1, Ordering::Relaxed);
+                        if left == 0 {
+                            Poll::Ready(())
+                        } else {
+                            left -= 1;
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                    i * 3
+                }
+            })
+            .collect();
+        let outputs = block_on(join_all(futures));
+        assert_eq!(outputs, (0..N).map(|i| i * 3).collect::<Vec<_>>());
+        // Each future polled once per wake-up, plus its first poll.
+        let expected: usize = (0..N).map(|i| i % 4 + 1).sum();
+        assert_eq!(polls.load(Ordering::Relaxed), expected);
+        assert!(block_on(join_all(Vec::<std::future::Ready<u8>>::new())).is_empty());
+    }
+
+    #[test]
+    fn join_all_does_not_repoll_futures_nobody_woke() {
+        // A relay: future i is ready once the turn is `N - 1 - i` (the last
+        // first), and when done hands the turn on and wakes the one before
+        // it. One wake-up per join poll, the others left pending: a join
+        // that polled every pending future on each wake-up would poll
+        // N (N + 1) / 2 times; polling only the woken, 2 N - 1.
+        const N: usize = 2_000;
+        let polls = AtomicUsize::new(0);
+        let turn = AtomicUsize::new(0);
+        let parked: Vec<Mutex<Option<Waker>>> = (0..N).map(|_| Mutex::new(None)).collect();
+        let futures: Vec<_> = (0..N)
+            .map(|i| {
+                let (polls, turn, parked) = (&polls, &turn, &parked);
+                async move {
+                    std::future::poll_fn(|cx| {
+                        polls.fetch_add(1, Ordering::Relaxed);
+                        if turn.load(Ordering::SeqCst) == N - 1 - i {
+                            Poll::Ready(())
+                        } else {
+                            *parked[i].lock().unwrap() = Some(cx.waker().clone());
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                    turn.fetch_add(1, Ordering::SeqCst);
+                    if let Some(before) = i.checked_sub(1) {
+                        if let Some(waker) = parked[before].lock().unwrap().take() {
+                            waker.wake();
+                        }
+                    }
+                    i
+                }
+            })
+            .collect();
+        let outputs = block_on(join_all(futures));
+        assert_eq!(outputs, (0..N).collect::<Vec<_>>());
+        assert_eq!(polls.load(Ordering::Relaxed), 2 * N - 1);
+    }
+
+    #[test]
+    fn join_all_wakes_for_futures_woken_from_other_threads() {
+        let outputs = block_on(async {
+            let futures: Vec<_> = (0..64u64)
+                .map(|i| async move {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    std::thread::spawn(move || tx.send(i * 2));
+                    rx.await.expect("sent")
+                })
+                .collect();
+            join_all(futures).await
+        });
+        assert_eq!(outputs, (0..64u64).map(|i| i * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_ask_names_its_node_by_address_or_hostname() {
+        let node = |s: &str| AskNode::parse(s, 7).map(|n| (n.host.to_string(), n.port, n.slot));
+        let some = |h: &str, p: u16| Some((h.to_owned(), p, 7));
+        assert_eq!(node("127.0.0.1:7000"), some("127.0.0.1", 7000));
+        assert_eq!(
+            node("redis-2.example.internal:6379"),
+            some("redis-2.example.internal", 6379)
+        );
+        // Redis writes IPv6 endpoints without brackets (`%s:%d`).
+        assert_eq!(node("fd00::1:7001"), some("fd00::1", 7001));
+        assert_eq!(node("::1:7001"), some("::1", 7001));
+        assert_eq!(node("[fd00::1]:7001"), some("fd00::1", 7001));
+        for bad in ["", "7000", ":7000", "[]:7000", "host:", "host:port", "host:70000"] {
+            assert_eq!(node(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

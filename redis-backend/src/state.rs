@@ -130,9 +130,11 @@ use session_engine::{
     TopicPage,
 };
 
-use crate::limits::{LIST_SCAN_BUDGET_DIVISOR, SCAN_CALLS_MAX, SCAN_COUNT_MAX, TOPIC_INDEX_TTL_MARGIN};
+use crate::limits::{
+    LIST_SCAN_BUDGET_DIVISOR, PIPELINES_IN_FLIGHT_MAX, SCAN_CALLS_MAX, SCAN_COUNT_MAX, TOPIC_INDEX_TTL_MARGIN,
+};
 use crate::reply::{self, Charge, Life, Subscribed, Unsubscribed, NONCE_LEN};
-use crate::request::{join_all, BatchReply, Inner, Kind};
+use crate::request::{join_all, per_route, BatchReply, Inner, Kind};
 use crate::store::RedisStore;
 
 /// Bytes of an index member: the id, then the nonce (see the module docs).
@@ -674,19 +676,14 @@ impl RedisStore {
             cmd
         };
         let batches = inner.batches(&keys);
-        let sent = join_all(
-            batches
-                .iter()
-                .map(|batch| {
-                    let batch_keys: Vec<&[u8]> = batch.iter().map(|&i| keys[i].as_slice()).collect();
-                    async move {
-                        inner
-                            .batch(deadline, COMMAND, &batch_keys, |i, _| hget(batch_keys[i]))
-                            .await
-                    }
-                })
-                .collect(),
-        )
+        let sent = per_route(&batches, PIPELINES_IN_FLIGHT_MAX, |batch| {
+            let batch_keys: Vec<&[u8]> = batch.iter().map(|&i| keys[i].as_slice()).collect();
+            async move {
+                inner
+                    .batch(deadline, COMMAND, &batch_keys, |i, _| hget(batch_keys[i]))
+                    .await
+            }
+        })
         .await;
         let decide = |i: usize, value: &redis::Value| match reply::subscription(COMMAND, value) {
             Ok(Some(nonce)) if nonce == entries[i].1 => Check::Live,
@@ -696,7 +693,7 @@ impl RedisStore {
         };
         let mut checks: Vec<Option<Check>> = entries.iter().map(|_| None).collect();
         let mut resend = Vec::new();
-        for (batch, outcome) in batches.iter().zip(sent) {
+        for ((_, batch), outcome) in batches.iter().zip(sent) {
             for (&i, reply) in batch.iter().zip(outcome?) {
                 checks[i] = match reply {
                     BatchReply::Value(value) => Some(decide(i, &value)),

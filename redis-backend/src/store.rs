@@ -19,12 +19,12 @@ use crate::conn::{connect_node, direct_query, Conn};
 use crate::error::{classify, Fault};
 use crate::keys::{id_slot, random_id_in_slot};
 use crate::limits::{
-    CREATE_TRIES_MAX, SLOT_ID_DRAWS_MAX, UPDATE_BACKOFF_MAX, UPDATE_BACKOFF_MIN, UPDATE_EAGER_TRIES,
-    UPDATE_TRIES_MAX, VERSION_FIRST_MAX,
+    CREATE_TRIES_MAX, GET_MANY_IDS_MAX, PIPELINES_IN_FLIGHT_MAX, SLOT_ID_DRAWS_MAX, UPDATE_BACKOFF_MAX,
+    UPDATE_BACKOFF_MIN, UPDATE_EAGER_TRIES, UPDATE_TRIES_MAX, VERSION_FIRST_MAX,
 };
 use crate::replication::ReplicationLag;
 use crate::reply::{self, Commit, LifetimeSet, Seen};
-use crate::request::{join_all, Acked, BatchReply, Inner, Kind, RedisStats, Reply};
+use crate::request::{join_all, per_route, Acked, BatchReply, Inner, Kind, RedisStats, Reply};
 use crate::scripts::{peek_cmd, try_update_read_cmd, update_read_cmd, Scripts};
 
 /// The session API on Redis (one server or a cluster). Cheap to clone: clones
@@ -142,6 +142,16 @@ impl RedisStore {
         self.inner.stats()
     }
 
+    /// Times a direct route to a master was marked stale since connect
+    /// (its slots then take the cluster client until the table is rebuilt):
+    /// for tests of what does and does not count against a route. Not a
+    /// stable API.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn routes_marked_stale(&self) -> u64 {
+        self.inner.routes_marked_stale()
+    }
+
     /// Creates a session with a fresh random id (128 bits from the OS).
     ///
     /// # Errors
@@ -204,17 +214,33 @@ impl RedisStore {
     /// `get` would say of it: the session with its deadline slid,
     /// [`Error::NotFound`], or an error of its own (a key holding foreign
     /// data is that id's `Unavailable`). An id the pipeline could not serve
-    /// (its slot moved to another master, a node refused it for now) is
-    /// read on its own. One request timeout covers the whole call. An id
-    /// given twice is read twice, as two `get`s would.
+    /// (its slot moved to another master: `MOVED`, `ASK`) is read on its
+    /// own; a pipeline a node refused whole for now (`LOADING`,
+    /// `CLUSTERDOWN`...) is resent after a pause. One request timeout covers the whole call. An id
+    /// given twice is read twice, as two `get`s would. At most
+    /// [`PIPELINES_IN_FLIGHT_MAX`] pipelines of one call are in flight on
+    /// one master's connection at a time.
     ///
     /// # Errors
     /// Per id, those of [`RedisStore::get`]; if a master's pipeline gets no
     /// answer within the request timeout, each of its ids reports the
-    /// request error.
+    /// request error. More than [`GET_MANY_IDS_MAX`] ids: nothing is sent,
+    /// and each id reports [`Error::LimitExceeded`].
     pub async fn get_many(&self, ids: &[SessionId]) -> Vec<Result<Session>> {
         if ids.is_empty() {
             return Vec::new();
+        }
+        if ids.len() > GET_MANY_IDS_MAX {
+            return ids
+                .iter()
+                .map(|_| {
+                    Err(Error::LimitExceeded {
+                        what: "ids of one get_many (LIST_PAGE_MAX)",
+                        len: ids.len(),
+                        max: GET_MANY_IDS_MAX,
+                    })
+                })
+                .collect();
         }
         let inner = &self.inner;
         let deadline = inner.deadline();
@@ -223,12 +249,9 @@ impl RedisStore {
         // Each master's pipeline, then at once the ids it could not serve,
         // read one by one: a master that answers late (or not at all)
         // holds up only its own ids.
-        let served = join_all(
-            batches
-                .iter()
-                .map(|batch| self.get_batch(ids, &keys, batch, deadline))
-                .collect(),
-        )
+        let served = per_route(&batches, PIPELINES_IN_FLIGHT_MAX, |batch| {
+            self.get_batch(ids, &keys, batch, deadline)
+        })
         .await;
         let mut results: Vec<Option<Result<Session>>> = ids.iter().map(|_| None).collect();
         for (i, result) in served.into_iter().flatten() {

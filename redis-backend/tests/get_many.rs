@@ -346,3 +346,82 @@ async fn a_slot_mid_migration_is_served_and_a_frozen_master_holds_up_only_its_id
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_the_limit_is_refused_whole_and_sends_nothing() {
+    let server = Server::standalone();
+    let proxy = Proxy::start(server.port).await;
+    let store = RedisStore::connect(
+        RedisConfig::standalone(proxy.url()).key_prefix(support::unique_prefix("many-limit")),
+    )
+    .await
+    .expect("connect");
+    let id = store.create(b"one", TTL).await.expect("create");
+    let max = session_redis::limits::GET_MANY_IDS_MAX;
+    let over = vec![id; max + 1];
+    let reads_before = proxy.client_reads();
+    for results in [
+        store.get_many(&over).await,
+        SessionStore::get_many(&store, &over).await,
+    ] {
+        assert_eq!(results.len(), over.len(), "one result per id");
+        for result in &results {
+            assert!(
+                matches!(result, Err(Error::LimitExceeded { len, max: m, .. }) if *len == max + 1 && *m == max),
+                "{result:?}"
+            );
+        }
+    }
+    assert_eq!(proxy.client_reads(), reads_before, "nothing sent");
+
+    // At the limit: every id served (in pipelines of 1000, a few at a time).
+    let at = vec![id; max];
+    let results = store.get_many(&at).await;
+    assert_eq!(results.len(), max);
+    for result in &results {
+        assert_eq!(metadata(result), Some(&b"one"[..]), "{result:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_wide_refusal_resends_the_pipeline_not_each_id() {
+    // A node loading its data set, a cluster down, a master without its
+    // replicas answers every command of the pipeline with the same error:
+    // the pipeline is resent whole after a pause (one request), not each
+    // id on its own (one request and one retry loop per id).
+    let server = Server::standalone();
+    let proxy = Proxy::start(server.port).await;
+    let store = RedisStore::connect(
+        RedisConfig::standalone(proxy.url()).key_prefix(support::unique_prefix("many-loading")),
+    )
+    .await
+    .expect("connect");
+    let ids = create_named(&store, 16).await;
+    store.get(&ids[0]).await.expect("get: the script is loaded");
+    for (n, error) in [
+        "LOADING Redis is loading the dataset in memory",
+        "CLUSTERDOWN The cluster is down",
+        "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let resends_before = store.stats().resends;
+        proxy.refuse("EVALSHA", error);
+        let results = store.get_many(&ids).await;
+        assert!(proxy.fault_fired(), "{error}: the pipeline was refused");
+        for (i, result) in results.iter().enumerate() {
+            assert_eq!(
+                metadata(result),
+                Some(format!("s{i}").as_bytes()),
+                "{error}: {result:?}"
+            );
+        }
+        assert_eq!(
+            store.stats().resends - resends_before,
+            1,
+            "{error}: the pipeline resent once, not each id on its own"
+        );
+        assert_eq!(proxy.faults_fired(), n as u64 + 1);
+    }
+}

@@ -1,0 +1,94 @@
+//! An `ASK` redirect names the node a key moved to as Redis names nodes to
+//! clients: `<endpoint>:<port>`, where the endpoint is a hostname when the
+//! cluster announces hostnames (`cluster-preferred-endpoint-type hostname`,
+//! Redis 7), and an IPv6 address without brackets. The store follows it
+//! whatever the endpoint; before, it parsed the address as a socket
+//! address, which fails for both, and resent the request to the old master
+//! (answering `ASK` again) until the request timeout ran out.
+
+mod support;
+
+use std::time::Duration;
+
+use session_engine::{SessionId, Timeout};
+use session_redis::{RedisConfig, RedisStore};
+use support::Cluster;
+
+const TTL: Timeout = Timeout::from_secs(600);
+
+/// Which master's range (by first slot) holds `slot`.
+fn shard_of(firsts: &[u32], slot: u16) -> u32 {
+    *firsts
+        .iter()
+        .rev()
+        .find(|f| **f <= u32::from(slot))
+        .expect("slot 0 starts the first range")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_naming_a_hostname_is_followed() {
+    let cluster = Cluster::start(60_000);
+    for node in &cluster.nodes {
+        for (name, value) in [
+            ("cluster-announce-hostname", "localhost"),
+            ("cluster-preferred-endpoint-type", "hostname"),
+        ] {
+            assert_eq!(node.cli(&["CONFIG", "SET", name, value]).trim(), "OK");
+        }
+    }
+    // Every node names every node by its hostname (gossiped): the first
+    // field of each of the 6 node entries of `CLUSTER SLOTS`, and the
+    // `hostname` field beside it.
+    support::wait_for("hostnames gossiped", Duration::from_secs(30), || {
+        cluster
+            .nodes
+            .iter()
+            .all(|node| node.cli(&["CLUSTER", "SLOTS"]).matches("localhost").count() >= 6)
+    });
+    let firsts = cluster.first_slots();
+    let store = RedisStore::connect(
+        RedisConfig::cluster(cluster.urls()).key_prefix(support::unique_prefix("ask-host")),
+    )
+    .await
+    .expect("connect");
+    let mut ids: Vec<SessionId> = Vec::new();
+    let moved = loop {
+        let id = store.create(b"moving", TTL).await.expect("create");
+        ids.push(id);
+        if shard_of(&firsts, store.slot(&id)) == firsts[0] {
+            break id;
+        }
+    };
+    let from = cluster.master_of(firsts[0]).expect("first master");
+    let to = cluster.master_of(firsts[1]).expect("second master");
+    let lines = cluster.node_lines();
+    let id_of = |node: usize| {
+        lines
+            .iter()
+            .find(|l| l.port == cluster.nodes[node].port)
+            .expect("node line")
+            .id
+            .clone()
+    };
+    let slot = store.slot(&moved).to_string();
+    let key = store.key(&moved);
+    let ok = |reply: String| assert_eq!(reply.trim(), "OK", "resharding step");
+    ok(cluster.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id_of(from)]));
+    ok(cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id_of(to)]));
+    let port = cluster.nodes[to].port.to_string();
+    ok(cluster.nodes[from].cli(&["MIGRATE", support::HOST, &port, "", "0", "5000", "KEYS", &key]));
+    let asked = cluster.nodes[from].cli(&["HGETALL", &key]);
+    assert!(asked.contains("ASK") && asked.contains("localhost:"), "{asked}");
+
+    let got = store.get(&moved).await;
+    assert_eq!(
+        got.as_ref().map(session_engine::Session::metadata).ok(),
+        Some(&b"moving"[..]),
+        "{got:?}"
+    );
+    let updated = store.update(&moved, |_| b"moved".to_vec()).await;
+    assert!(updated.is_ok(), "{updated:?}");
+    for result in store.get_many(&ids).await {
+        assert!(result.is_ok(), "{result:?}");
+    }
+}

@@ -1,0 +1,182 @@
+//! A direct route to a master is marked stale (its slots then take the
+//! cluster client until the table is rebuilt, with new connections and the
+//! scripts loaded again) only for a failure of that route: no answer within
+//! the operation's deadline, a dropped connection, a redirect for good
+//! (`MOVED`). Not for an answer that says the master still serves the slot,
+//! and not for a caller that stops waiting.
+//!
+//! - `ASK`: a key moved while its slot is still migrating, as during
+//!   `redis-cli --cluster reshard`. Before, every request touching such a
+//!   key marked its (healthy) master stale.
+//! - A request dropped mid-flight by its caller (a web framework dropping a
+//!   handler, an outer timeout) before its deadline. Before, the drop
+//!   marked the master stale as if the deadline had cut the request off.
+//!   One cut off by its own deadline still counts.
+
+mod support;
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use session_engine::{Error, SessionId, Timeout};
+use session_redis::{RedisConfig, RedisStore};
+use support::Cluster;
+
+const TTL: Timeout = Timeout::from_secs(600);
+
+async fn create_named(store: &RedisStore, n: usize) -> Vec<SessionId> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(
+            store
+                .create(format!("s{i}").as_bytes(), TTL)
+                .await
+                .expect("create"),
+        );
+    }
+    ids
+}
+
+fn metadata(result: &Result<session_engine::Session, Error>) -> Option<&[u8]> {
+    result.as_ref().ok().map(session_engine::Session::metadata)
+}
+
+/// Which master's range (by first slot) holds `slot`.
+fn shard_of(firsts: &[u32], slot: u16) -> u32 {
+    *firsts
+        .iter()
+        .rev()
+        .find(|f| **f <= u32::from(slot))
+        .expect("slot 0 starts the first range")
+}
+
+/// Moves `key` of `slot` from the master at node `from` to the one at node
+/// `to`, leaving the slot migrating: `from` answers `ASK` for the key (as
+/// `tests/get_many.rs` does).
+fn migrate_key_leaving_slot_migrating(cluster: &Cluster, slot: u16, key: &str, from: usize, to: usize) {
+    let lines = cluster.node_lines();
+    let id_of = |node: usize| {
+        lines
+            .iter()
+            .find(|l| l.port == cluster.nodes[node].port)
+            .expect("node line")
+            .id
+            .clone()
+    };
+    let (from_id, to_id) = (id_of(from), id_of(to));
+    let slot = slot.to_string();
+    let ok = |reply: String| assert_eq!(reply.trim(), "OK", "resharding step");
+    ok(cluster.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]));
+    ok(cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]));
+    let port = cluster.nodes[to].port.to_string();
+    ok(cluster.nodes[from].cli(&["MIGRATE", support::HOST, &port, "", "0", "5000", "KEYS", key]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_redirect_leaves_the_route_of_its_master_in_place() {
+    let cluster = Cluster::start(60_000);
+    let firsts = cluster.first_slots();
+    let store = RedisStore::connect(
+        RedisConfig::cluster(cluster.urls()).key_prefix(support::unique_prefix("ask-route")),
+    )
+    .await
+    .expect("connect");
+    let live = create_named(&store, 30).await;
+    let moved = live
+        .iter()
+        .position(|id| shard_of(&firsts, store.slot(id)) == firsts[0])
+        .expect("a session on the first master");
+    let from = cluster.master_of(firsts[0]).expect("first master");
+    let to = cluster.master_of(firsts[1]).expect("second master");
+    migrate_key_leaving_slot_migrating(
+        &cluster,
+        store.slot(&live[moved]),
+        &store.key(&live[moved]),
+        from,
+        to,
+    );
+    assert_eq!(store.routes_marked_stale(), 0, "nothing failed yet");
+
+    // Each of these gets `ASK` from the first master for the moved key.
+    let got = store.get(&live[moved]).await;
+    assert_eq!(metadata(&got), Some(format!("s{moved}").as_bytes()), "{got:?}");
+    let updated = store.update(&live[moved], |_| b"moved".to_vec()).await;
+    assert!(updated.is_ok(), "{updated:?}");
+    let results = store.get_many(&live).await;
+    for (n, result) in results.iter().enumerate() {
+        let expected = if n == moved {
+            b"moved".to_vec()
+        } else {
+            format!("s{n}").into_bytes()
+        };
+        assert_eq!(metadata(result), Some(&expected[..]), "{n}: {result:?}");
+    }
+    assert_eq!(
+        store.routes_marked_stale(),
+        0,
+        "an ASK is the master answering for a slot it still serves: its route stays"
+    );
+}
+
+/// Polls `future` once (the request is then on its way) and drops it, as a
+/// caller that stops waiting does.
+async fn poll_once_then_drop<F: Future>(future: F) {
+    let mut future = pin!(future);
+    let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_pending())).await;
+    assert!(first, "answered on the first poll by a frozen master");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_its_caller_drops_does_not_mark_the_route_stale() {
+    // A node timeout far longer than the test: the frozen master is not
+    // failed over meanwhile.
+    let cluster = Cluster::start(60_000);
+    let firsts = cluster.first_slots();
+    // A budget the test never reaches: every drop below is the caller's.
+    let patient = RedisStore::connect(
+        RedisConfig::cluster(cluster.urls())
+            .key_prefix(support::unique_prefix("cancel"))
+            .request_timeout(Duration::from_secs(30)),
+    )
+    .await
+    .expect("connect");
+    let live = create_named(&patient, 30).await;
+    let on_first: Vec<SessionId> = live
+        .iter()
+        .copied()
+        .filter(|id| shard_of(&firsts, patient.slot(id)) == firsts[0])
+        .collect();
+    assert!(!on_first.is_empty(), "a session on the first master");
+    // Connected before the freeze (connecting reads the topology from a
+    // master the cluster client picks at random).
+    let hasty = RedisStore::connect(
+        RedisConfig::cluster(cluster.urls())
+            .key_prefix(support::unique_prefix("cancel"))
+            .request_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .expect("connect");
+    let frozen = cluster.master_of(firsts[0]).expect("first master");
+    cluster.nodes[frozen].freeze();
+
+    poll_once_then_drop(patient.get(&on_first[0])).await;
+    poll_once_then_drop(patient.get_many(&live)).await;
+    poll_once_then_drop(patient.touch(&on_first[0])).await;
+    assert_eq!(
+        patient.routes_marked_stale(),
+        0,
+        "requests dropped by their caller before their deadline say nothing against the route"
+    );
+
+    // One cut off by its own deadline does.
+    let r = hasty.get(&on_first[0]).await;
+    assert!(matches!(r, Err(Error::TimedOut { .. })), "{r:?}");
+    assert_eq!(hasty.routes_marked_stale(), 1, "a request its deadline cut off");
+
+    cluster.nodes[frozen].resume();
+    let got = patient.get(&on_first[0]).await;
+    assert!(got.is_ok(), "{got:?}");
+    assert_eq!(patient.routes_marked_stale(), 0);
+}
