@@ -174,6 +174,11 @@ pub fn measure(plan: &CountPlan) -> Result<Counts, Error> {
 /// before freed memory is purged, `-1` never.
 const MIMALLOC_PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
 
+/// Variables the counted child does not inherit: valgrind's options, and
+/// those that change which `memcpy`/`memcmp` glibc runs (its tunables, a
+/// preloaded library) or when symbols bind.
+const NOT_INHERITED: [&str; 4] = ["VALGRIND_OPTS", "GLIBC_TUNABLES", "LD_PRELOAD", "LD_BIND_NOW"];
+
 /// The valgrind command that counts `plan`'s loops in `exe`, writing to
 /// `out`; `inherited` is the environment it would inherit.
 ///
@@ -181,8 +186,10 @@ const MIMALLOC_PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
 /// runs on a timer ([`MIMALLOC_PURGE_DELAY`]): under valgrind's slowdown
 /// how much of that work falls inside a counted loop would depend on the
 /// machine's speed. The child purges never (`-1`), and inherits no other
-/// mimalloc option (mimalloc reads them case-insensitively) and no
-/// `VALGRIND_OPTS`: nothing in the environment changes what is counted.
+/// mimalloc option (mimalloc reads them case-insensitively) nor any of
+/// [`NOT_INHERITED`]; valgrind reads its options from this command line
+/// only (no `VALGRIND_OPTS`, no `.valgrindrc`): nothing in the environment
+/// changes what is counted.
 fn counted_command(
     exe: &Path,
     out: &Path,
@@ -192,7 +199,7 @@ fn counted_command(
     let mut command = Command::new("valgrind");
     for (name, _) in inherited {
         let upper = name.to_string_lossy().to_ascii_uppercase();
-        if upper.starts_with("MIMALLOC_") || upper == "VALGRIND_OPTS" {
+        if upper.starts_with("MIMALLOC_") || NOT_INHERITED.contains(&upper.as_str()) {
             command.env_remove(&name);
         }
     }
@@ -200,6 +207,7 @@ fn counted_command(
     command
         .args([
             "--tool=callgrind",
+            "--command-line-only=yes",
             "--toggle-collect=*counted_*",
             &format!("--callgrind-out-file={}", out.display()),
         ])
@@ -299,6 +307,9 @@ mod tests {
             ("mimalloc_verbose", "1"),
             ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
             ("VALGRIND_OPTS", "--instr-atstart=no"),
+            ("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX2_Usable"),
+            ("LD_PRELOAD", "/x/libfast-memcpy.so"),
+            ("LD_BIND_NOW", "1"),
             ("PATH", "/usr/bin"),
             ("MY_MIMALLOC_NOTES", "kept"),
         ]
@@ -323,11 +334,22 @@ mod tests {
             ("mimalloc_verbose", None),
             ("MIMALLOC_ARENA_EAGER_COMMIT", None),
             ("VALGRIND_OPTS", None),
+            ("GLIBC_TUNABLES", None),
+            ("LD_PRELOAD", None),
+            ("LD_BIND_NOW", None),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.map(str::to_owned)))
         .collect();
         assert_eq!(envs, expected, "PATH and the rest are inherited untouched");
+        let args: Vec<String> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            args.iter().any(|a| a == "--command-line-only=yes"),
+            "no .valgrindrc read: {args:?}"
+        );
     }
 
     #[test]

@@ -95,8 +95,13 @@ fn a_200ms_freeze_shows_in_the_tail_and_fails_the_verdict() {
         .clone();
     // A machine too busy to judge the run makes it inconclusive (and may
     // leave a side too few judged gets for a p99); otherwise the stall
-    // fails it.
+    // fails it, unless the machine took enough to explain the stall, whose
+    // slice is then set aside and the judged ones may pass.
     match code {
+        0 if stalled["standing"] != "judged" => {
+            assert_eq!(r["verdict"], "pass");
+            assert!(row["status"] == "pass" || row["status"] == "not_run", "{row}");
+        }
         1 => {
             assert_eq!(r["verdict"], "fail");
             assert_eq!(row["status"], "fail", "{row}");
