@@ -61,22 +61,8 @@ async fn an_ask_naming_a_hostname_is_followed() {
     };
     let from = cluster.master_of(firsts[0]).expect("first master");
     let to = cluster.master_of(firsts[1]).expect("second master");
-    let lines = cluster.node_lines();
-    let id_of = |node: usize| {
-        lines
-            .iter()
-            .find(|l| l.port == cluster.nodes[node].port)
-            .expect("node line")
-            .id
-            .clone()
-    };
-    let slot = store.slot(&moved).to_string();
     let key = store.key(&moved);
-    let ok = |reply: String| assert_eq!(reply.trim(), "OK", "resharding step");
-    ok(cluster.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id_of(from)]));
-    ok(cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id_of(to)]));
-    let port = cluster.nodes[to].port.to_string();
-    ok(cluster.nodes[from].cli(&["MIGRATE", support::HOST, &port, "", "0", "5000", "KEYS", &key]));
+    cluster.migrate_key(store.slot(&moved), &key, from, to, false);
     let asked = cluster.nodes[from].cli(&["HGETALL", &key]);
     assert!(asked.contains("ASK") && asked.contains("localhost:"), "{asked}");
 

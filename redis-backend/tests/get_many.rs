@@ -208,36 +208,8 @@ fn move_off_first_master(cluster: &Cluster, store: &RedisStore, live: &[SessionI
     let from = cluster.master_of(firsts[0]).expect("first master");
     let to = cluster.master_of(firsts[1]).expect("second master");
     let (slot, key) = (store.slot(&live[moved]), store.key(&live[moved]));
-    migrate_key(cluster, slot, &key, from, to, finish);
+    cluster.migrate_key(slot, &key, from, to, finish);
     moved
-}
-
-/// Moves `key` of `slot` from the master at node `from` to the one at node
-/// `to`; then, if `finish`, the slot too (otherwise the slot stays
-/// migrating: `from` answers `ASK` for the key).
-fn migrate_key(cluster: &Cluster, slot: u16, key: &str, from: usize, to: usize, finish: bool) {
-    let lines = cluster.node_lines();
-    let id_of = |node: usize| {
-        lines
-            .iter()
-            .find(|l| l.port == cluster.nodes[node].port)
-            .expect("node line")
-            .id
-            .clone()
-    };
-    let (from_id, to_id) = (id_of(from), id_of(to));
-    let slot = slot.to_string();
-    let ok = |reply: String| assert_eq!(reply.trim(), "OK", "resharding step");
-    ok(cluster.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]));
-    ok(cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]));
-    let port = cluster.nodes[to].port.to_string();
-    ok(cluster.nodes[from].cli(&["MIGRATE", support::HOST, &port, "", "0", "5000", "KEYS", key]));
-    if !finish {
-        return;
-    }
-    for node in [to, from] {
-        ok(cluster.nodes[node].cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

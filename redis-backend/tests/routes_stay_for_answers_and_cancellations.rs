@@ -52,28 +52,6 @@ fn shard_of(firsts: &[u32], slot: u16) -> u32 {
         .expect("slot 0 starts the first range")
 }
 
-/// Moves `key` of `slot` from the master at node `from` to the one at node
-/// `to`, leaving the slot migrating: `from` answers `ASK` for the key (as
-/// `tests/get_many.rs` does).
-fn migrate_key_leaving_slot_migrating(cluster: &Cluster, slot: u16, key: &str, from: usize, to: usize) {
-    let lines = cluster.node_lines();
-    let id_of = |node: usize| {
-        lines
-            .iter()
-            .find(|l| l.port == cluster.nodes[node].port)
-            .expect("node line")
-            .id
-            .clone()
-    };
-    let (from_id, to_id) = (id_of(from), id_of(to));
-    let slot = slot.to_string();
-    let ok = |reply: String| assert_eq!(reply.trim(), "OK", "resharding step");
-    ok(cluster.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]));
-    ok(cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]));
-    let port = cluster.nodes[to].port.to_string();
-    ok(cluster.nodes[from].cli(&["MIGRATE", support::HOST, &port, "", "0", "5000", "KEYS", key]));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ask_redirect_leaves_the_route_of_its_master_in_place() {
     let cluster = Cluster::start(60_000);
@@ -90,12 +68,13 @@ async fn an_ask_redirect_leaves_the_route_of_its_master_in_place() {
         .expect("a session on the first master");
     let from = cluster.master_of(firsts[0]).expect("first master");
     let to = cluster.master_of(firsts[1]).expect("second master");
-    migrate_key_leaving_slot_migrating(
-        &cluster,
+    // The slot stays migrating: the first master answers `ASK` for the key.
+    cluster.migrate_key(
         store.slot(&live[moved]),
         &store.key(&live[moved]),
         from,
         to,
+        false,
     );
     assert_eq!(store.routes_marked_stale(), 0, "nothing failed yet");
 

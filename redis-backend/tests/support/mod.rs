@@ -427,6 +427,35 @@ impl Cluster {
         self.nodes.iter().map(Server::url).collect()
     }
 
+    /// Moves `key` of `slot` from the master at node `from` to the one at
+    /// node `to`, by hand as `redis-cli --cluster reshard` would; then, if
+    /// `finish`, the slot too (otherwise the slot stays migrating: `from`
+    /// answers `ASK` for the key).
+    pub fn migrate_key(&self, slot: u16, key: &str, from: usize, to: usize, finish: bool) {
+        let lines = self.node_lines();
+        let id_of = |node: usize| {
+            lines
+                .iter()
+                .find(|l| l.port == self.nodes[node].port)
+                .expect("node line")
+                .id
+                .clone()
+        };
+        let (from_id, to_id) = (id_of(from), id_of(to));
+        let slot = slot.to_string();
+        let ok = |reply: String| assert_eq!(reply.trim(), "OK", "resharding step");
+        ok(self.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]));
+        ok(self.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]));
+        let port = self.nodes[to].port.to_string();
+        ok(self.nodes[from].cli(&["MIGRATE", HOST, &port, "", "0", "5000", "KEYS", key]));
+        if !finish {
+            return;
+        }
+        for node in [to, from] {
+            ok(self.nodes[node].cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]));
+        }
+    }
+
     /// `CLUSTER NODES` as some running node sees it.
     pub fn node_lines(&self) -> Vec<NodeLine> {
         for node in self.nodes.iter().filter(|n| n.is_running()) {
