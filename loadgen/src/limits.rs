@@ -105,6 +105,13 @@ pub const TYPICAL_SAMPLES_MIN: u64 = 20;
 /// the machine was too busy for the rest to stand for the run.
 pub const JUDGED_SHARE_MIN: f64 = 0.25;
 
+/// A quantile bound is judged only if the schedule offers at least this
+/// many times the samples the quantile needs (100 for p99): a run judged on
+/// [`JUDGED_SHARE_MIN`] of its slices then still holds enough of them, and
+/// whether a bound applies stays a property of the scenario, not of how
+/// busy the machine was.
+pub const OFFERED_PER_NEEDED: u64 = 4;
+
 const _: () = assert!(SPIN_ONLY_NS < SLEEP_MARGIN_NS);
 const _: () = assert!(SLICE_MIN_NS >= 10 * DISTURBED_GAP_NS);
 const _: () = assert!(WORKERS_MAX <= CLIENTS_MAX);

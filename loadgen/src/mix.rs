@@ -152,6 +152,17 @@ impl Mix {
         }
     }
 
+    /// The share of point operations that are `op` (0 for the lister's).
+    #[must_use]
+    pub fn share(&self, op: Op) -> f64 {
+        let total: f64 = Self::POINT_OPS.iter().map(|&o| self.weight(o)).sum();
+        if total > 0.0 {
+            self.weight(op) / total
+        } else {
+            0.0
+        }
+    }
+
     /// True if the mix issues `op` at all.
     #[must_use]
     pub fn includes(&self, op: Op) -> bool {

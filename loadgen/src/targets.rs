@@ -28,7 +28,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{JUDGED_SHARE_MIN, RATE_HELD_SHARE};
+use crate::limits::{JUDGED_SHARE_MIN, OFFERED_PER_NEEDED, RATE_HELD_SHARE};
 use crate::mix::Op;
 use crate::scenario::Scenario;
 use crate::table::render_table;
@@ -212,6 +212,13 @@ pub struct OpFacts {
     /// The backend's operations of this kind in every measured slice,
     /// judged or not.
     pub count_all: u64,
+    /// The operations of this kind the schedule offers the backend in its
+    /// measured slices (open loop, and the lister at any rate); in closed
+    /// loop, where the backend's speed sets the count, `count_all`.
+    /// Whether a quantile can be judged at all is decided on this, so that
+    /// the machine's disturbances cannot turn a judged bound into "too few
+    /// samples" from one run to the next.
+    pub offered: u64,
 }
 
 /// What the verdict needs to know about a run.
@@ -367,18 +374,39 @@ impl Quantile {
     }
 }
 
-/// Why a tail bound cannot be judged on these samples, if it cannot: a
-/// quantile needs at least one sample above it on each side (100 for p99,
-/// 1,000 for p999); below that the "p99" is the slowest of a handful (a
-/// list page a second gives a 20 s run about ten per side), and one
-/// preempted sample decides the run.
-fn too_few_for(q: Quantile, f: &OpFacts) -> Option<String> {
+/// Why a bound cannot be judged, if it cannot, and what that makes it.
+///
+/// A quantile needs at least one sample above it on each side (100 for
+/// p99, 1,000 for p999); below that the "p99" is the slowest of a handful
+/// (a list page a second gives a 20 s run about ten per side), and one
+/// preempted sample decides the run. Whether enough samples can come is
+/// the schedule's doing, so it is decided on what the schedule offers: at
+/// least [`OFFERED_PER_NEEDED`] times what the quantile needs, or the bound
+/// is not applicable to this scenario, on every run of it. A bound the
+/// schedule could have judged but whose judged slices kept too few samples
+/// is the machine's doing: the bound is unjudged and the run inconclusive.
+fn unjudgeable(q: Quantile, f: &OpFacts) -> Option<(Status, String)> {
     let needed = q.samples_min();
+    let offered_min = needed * OFFERED_PER_NEEDED;
+    if f.offered < offered_min {
+        return Some((
+            Status::NotRun,
+            format!(
+                "{} offered: {} needs {offered_min} (a longer run, or a higher rate of this kind)",
+                f.offered,
+                q.name()
+            ),
+        ));
+    }
     let fewest = f.peer.map_or(f.backend.count, |p| p.count.min(f.backend.count));
     (fewest < needed).then(|| {
-        format!(
-            "{fewest} samples: {} needs {needed} (a longer run, or a higher rate of this kind)",
-            q.name()
+        (
+            Status::Disturbed,
+            format!(
+                "{fewest} samples in judged slices of {} offered: {} needs {needed}",
+                f.offered,
+                q.name()
+            ),
         )
     })
 }
@@ -458,30 +486,25 @@ pub fn evaluate(targets: &Targets, facts: &RunFacts) -> Vec<Verdict> {
                 // leaves the run inconclusive; one that never ran at all
                 // fails. Too few samples to judge the quantile even had
                 // they all been judged is not the machine's doing.
-                (None, None) => match facts.ops.get(op).map_or(0, |f| f.count_all) {
-                    0 => Verdict {
-                        status: Status::Fail,
-                        note: "no samples".into(),
-                        ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
-                    },
-                    n if n < q.samples_min() => Verdict {
-                        status: Status::NotRun,
-                        note: format!(
-                            "{n} samples, all in disturbed slices: {} needs {}",
-                            q.name(),
-                            q.samples_min()
+                (None, None) => {
+                    let f = facts.ops.get(op).copied().unwrap_or_default();
+                    let (status, note) = match unjudgeable(q, &f) {
+                        _ if f.count_all == 0 => (Status::Fail, "no samples".to_owned()),
+                        Some((Status::NotRun, note)) => (Status::NotRun, note),
+                        _ => (
+                            Status::Disturbed,
+                            format!("all {} samples in disturbed slices", f.count_all),
                         ),
+                    };
+                    Verdict {
+                        status,
+                        note,
                         ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
-                    },
-                    n => Verdict {
-                        status: Status::Disturbed,
-                        note: format!("all {n} samples in disturbed slices"),
-                        ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
-                    },
-                },
-                (None, Some(f)) => match too_few_for(q, f) {
-                    Some(note) => Verdict {
-                        status: Status::NotRun,
+                    }
+                }
+                (None, Some(f)) => match unjudgeable(q, f) {
+                    Some((status, note)) => Verdict {
+                        status,
                         note,
                         ..Verdict::plain(tier, op.name(), &label, limit.to_string(), "-".into())
                     },
@@ -673,11 +696,28 @@ pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
                     peer: outcome.peer.as_ref().map(|p| stats(&p.tally, op)),
                     typical_p50_ns: backend.tally.typical_p50_ns(op),
                     count_all: backend.tally.all.get(op).len(),
+                    offered: offered(scenario, outcome, op),
                 },
             );
         }
     }
     facts
+}
+
+/// The operations of kind `op` the schedule offers the backend over its
+/// measured slices: the lister's rate and, in open loop, the point
+/// operations' rate times the kind's share of the mix. In closed loop the
+/// backend's speed sets how many come, and the count measured stands in.
+fn offered(scenario: &Scenario, outcome: &Outcome, op: Op) -> u64 {
+    let measured_s = outcome.backend.tally.measured as f64 * outcome.slice_ns as f64 / 1e9;
+    let per_s = match (op, scenario.rate) {
+        (Op::List, _) => scenario.list.rate_per_s,
+        (_, Rate::PerSec(rate)) => rate * scenario.mix.share(op),
+        (_, Rate::Max) => return outcome.backend.tally.all.get(op).len(),
+    };
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let offered = (per_s * measured_s).round() as u64;
+    offered
 }
 
 /// The load's own check (open loop): did the backend keep its schedule in
@@ -787,6 +827,7 @@ mod tests {
             peer: None,
             typical_p50_ns: Some(300),
             count_all: 1000,
+            offered: 1000,
         };
         RunFacts {
             ops: [(Op::Get, f), (Op::Create, f)].into_iter().collect(),
@@ -909,6 +950,7 @@ mod tests {
                     peer: Some(peer),
                     typical_p50_ns: Some(typical),
                     count_all: 100_000,
+                    offered: 100_000,
                 },
             )]
             .into_iter()
@@ -975,7 +1017,7 @@ mod tests {
         };
         let mut f = facts(1);
         f.peer = true;
-        for (count, status) in [(9, Status::NotRun), (100, Status::Fail)] {
+        for (count, offered, status) in [(9, 9, Status::NotRun), (100, 1_000, Status::Fail)] {
             f.ops.insert(
                 Op::List,
                 OpFacts {
@@ -987,15 +1029,58 @@ mod tests {
                     }),
                     typical_p50_ns: None,
                     count_all: count,
+                    offered,
                 },
             );
             let rows = evaluate(&t, &f);
             let row = rows.iter().find(|r| r.subject == "list").unwrap();
             assert_eq!(row.status, status, "{count} samples: {row:?}");
             if status == Status::NotRun {
-                assert!(row.note.starts_with("9 samples: p99 needs 100"), "{}", row.note);
+                assert!(row.note.starts_with("9 offered: p99 needs 400"), "{}", row.note);
             }
         }
+    }
+
+    /// Whether a tail can be judged follows from what the schedule offers,
+    /// not from how many samples the machine left in judged slices: on one
+    /// commit and one scenario, a bound is either always "n/a (too few)" or
+    /// judged (inconclusive when the machine took too many of its slices),
+    /// never one or the other by the luck of the run.
+    #[test]
+    fn whether_a_tail_is_judged_follows_the_schedule_not_the_machine() {
+        let t = Targets::parse("t", "name = \"t\"\n[ops.list]\np99 = \"10ms\"").unwrap();
+        let slow = |count| OpStats {
+            count,
+            p99_ns: 40_000_000,
+            ..OpStats::default()
+        };
+        let status = |offered: u64, judged: u64| {
+            let mut f = facts(1);
+            f.ops.insert(
+                Op::List,
+                OpFacts {
+                    backend: slow(judged),
+                    peer: None,
+                    typical_p50_ns: None,
+                    count_all: offered,
+                    offered,
+                },
+            );
+            let rows = evaluate(&t, &f);
+            rows.iter().find(|r| r.subject == "list").unwrap().clone()
+        };
+        // 120 offered: a quiet run judges 101 of them, a busy one 99; both
+        // are "too few" for a p99, whichever the machine gave.
+        for judged in [99, 101, 120] {
+            let row = status(120, judged);
+            assert_eq!(row.status, Status::NotRun, "{judged} judged: {row:?}");
+            assert!(row.note.contains("120 offered"), "{}", row.note);
+        }
+        // 1,000 offered: enough to judge; a run that kept only 99 of them
+        // is the machine's doing (inconclusive), 101 are judged.
+        assert_eq!(status(1_000, 99).status, Status::Disturbed);
+        assert!(status(1_000, 99).note.contains("99 samples in judged slices"));
+        assert_eq!(status(1_000, 101).status, Status::Fail);
     }
 
     /// A bound the machine kept from judging (every sample in a disturbed
@@ -1009,6 +1094,7 @@ mod tests {
             Op::List,
             OpFacts {
                 count_all: 9,
+                offered: 9,
                 ..OpFacts::default()
             },
         );
@@ -1020,7 +1106,7 @@ mod tests {
         // machine: that bound is not the machine's doing.
         assert_eq!(row("p99").status, Status::NotRun, "{:?}", row("p99"));
         assert!(
-            row("p99").note.contains("9 samples") && row("p99").note.contains("p99 needs 100"),
+            row("p99").note.contains("9 offered") && row("p99").note.contains("p99 needs 400"),
             "{}",
             row("p99").note
         );
