@@ -12,18 +12,9 @@ use std::time::Duration;
 
 use session_engine::{SessionId, Timeout};
 use session_redis::{RedisConfig, RedisStore};
-use support::Cluster;
+use support::{shard_of, Cluster};
 
 const TTL: Timeout = Timeout::from_secs(600);
-
-/// Which master's range (by first slot) holds `slot`.
-fn shard_of(firsts: &[u32], slot: u16) -> u32 {
-    *firsts
-        .iter()
-        .rev()
-        .find(|f| **f <= u32::from(slot))
-        .expect("slot 0 starts the first range")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ask_naming_a_hostname_is_followed() {
@@ -66,15 +57,5 @@ async fn an_ask_naming_a_hostname_is_followed() {
     let asked = cluster.nodes[from].cli(&["HGETALL", &key]);
     assert!(asked.contains("ASK") && asked.contains("localhost:"), "{asked}");
 
-    let got = store.get(&moved).await;
-    assert_eq!(
-        got.as_ref().map(session_engine::Session::metadata).ok(),
-        Some(&b"moving"[..]),
-        "{got:?}"
-    );
-    let updated = store.update(&moved, |_| b"moved".to_vec()).await;
-    assert!(updated.is_ok(), "{updated:?}");
-    for result in store.get_many(&ids).await {
-        assert!(result.is_ok(), "{result:?}");
-    }
+    support::assert_moved_session_serves(&store, &moved, &ids).await;
 }

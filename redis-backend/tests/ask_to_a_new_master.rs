@@ -58,15 +58,5 @@ async fn an_ask_to_a_master_not_yet_in_the_slot_map_is_followed() {
     ok(cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &new_id]));
     ok(cluster.nodes[from].cli(&["MIGRATE", support::HOST, &port, "", "0", "5000", "KEYS", &key]));
 
-    let got = store.get(&moved).await;
-    assert_eq!(
-        got.as_ref().map(session_engine::Session::metadata).ok(),
-        Some(&b"moving"[..]),
-        "{got:?}"
-    );
-    let updated = store.update(&moved, |_| b"moved".to_vec()).await;
-    assert!(updated.is_ok(), "{updated:?}");
-    for result in store.get_many(&ids).await {
-        assert!(result.is_ok(), "{result:?}");
-    }
+    support::assert_moved_session_serves(&store, &moved, &ids).await;
 }

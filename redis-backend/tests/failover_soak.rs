@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use session_engine::{Error, SessionId, Timeout};
 use session_redis::{RedisConfig, RedisStore};
-use support::Cluster;
+use support::{shard_of, Cluster};
 
 const NODE_TIMEOUT_MS: u64 = 1_000;
 /// Failovers in a row, unless `SOAK_FAILOVERS` says otherwise.
@@ -97,16 +97,6 @@ struct Subject {
 
 fn counter(meta: &[u8]) -> u64 {
     std::str::from_utf8(meta).unwrap().parse().unwrap()
-}
-
-/// The shard (by first slot) that serves `slot`, given the masters' first
-/// slots (each master serves one contiguous range in this cluster).
-fn shard_of(firsts: &[u32], slot: u16) -> u32 {
-    *firsts
-        .iter()
-        .rev()
-        .find(|f| **f <= u32::from(slot))
-        .expect("slot 0 is some master's first")
 }
 
 /// Increments the counter of a live session; records the outcome.

@@ -13,23 +13,9 @@ use std::time::Duration;
 use session_engine::{Error, SessionId, SessionStore, Timeout};
 use session_redis::{RedisConfig, RedisStore};
 use support::proxy::Proxy;
-use support::{Cluster, Server};
+use support::{create_named, Cluster, Server};
 
 const TTL: Timeout = Timeout::from_secs(600);
-
-/// Creates `n` sessions whose metadata names them (`s0`, `s1`, ...).
-async fn create_named(store: &RedisStore, n: usize) -> Vec<SessionId> {
-    let mut ids = Vec::with_capacity(n);
-    for i in 0..n {
-        ids.push(
-            store
-                .create(format!("s{i}").as_bytes(), TTL)
-                .await
-                .expect("create"),
-        );
-    }
-    ids
-}
 
 /// A session that has expired: created with a 1 ms timeout, then polled
 /// until the server no longer has it (Redis expires keys itself).

@@ -20,36 +20,12 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use session_engine::{Error, SessionId, Timeout};
+use session_engine::{Error, SessionId};
 use session_redis::{RedisConfig, RedisStore};
-use support::Cluster;
-
-const TTL: Timeout = Timeout::from_secs(600);
-
-async fn create_named(store: &RedisStore, n: usize) -> Vec<SessionId> {
-    let mut ids = Vec::with_capacity(n);
-    for i in 0..n {
-        ids.push(
-            store
-                .create(format!("s{i}").as_bytes(), TTL)
-                .await
-                .expect("create"),
-        );
-    }
-    ids
-}
+use support::{create_named, shard_of, Cluster};
 
 fn metadata(result: &Result<session_engine::Session, Error>) -> Option<&[u8]> {
     result.as_ref().ok().map(session_engine::Session::metadata)
-}
-
-/// Which master's range (by first slot) holds `slot`.
-fn shard_of(firsts: &[u32], slot: u16) -> u32 {
-    *firsts
-        .iter()
-        .rev()
-        .find(|f| **f <= u32::from(slot))
-        .expect("slot 0 starts the first range")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -647,3 +647,51 @@ pub async fn list_all(
         assert!(pages < 10_000, "the listing does not end");
     }
 }
+
+/// Which master's range (by its first slot, from [`Cluster::first_slots`])
+/// holds `slot`.
+pub fn shard_of(firsts: &[u32], slot: u16) -> u32 {
+    *firsts
+        .iter()
+        .rev()
+        .find(|f| **f <= u32::from(slot))
+        .expect("slot 0 starts the first range")
+}
+
+/// Creates `n` sessions (timeout 10 minutes) whose metadata names them:
+/// `s0`, `s1`, ...
+pub async fn create_named(store: &session_redis::RedisStore, n: usize) -> Vec<session_engine::SessionId> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(
+            store
+                .create(
+                    format!("s{i}").as_bytes(),
+                    session_engine::Timeout::from_secs(600),
+                )
+                .await
+                .expect("create"),
+        );
+    }
+    ids
+}
+
+/// A session (metadata `moving`) whose key a test moved by hand is read,
+/// updated and read in a batch with `others` through the redirects.
+pub async fn assert_moved_session_serves(
+    store: &session_redis::RedisStore,
+    moved: &session_engine::SessionId,
+    others: &[session_engine::SessionId],
+) {
+    let got = store.get(moved).await;
+    assert_eq!(
+        got.as_ref().map(session_engine::Session::metadata).ok(),
+        Some(&b"moving"[..]),
+        "{got:?}"
+    );
+    let updated = store.update(moved, |_| b"moved".to_vec()).await;
+    assert!(updated.is_ok(), "{updated:?}");
+    for result in store.get_many(others).await {
+        assert!(result.is_ok(), "{result:?}");
+    }
+}
