@@ -133,6 +133,37 @@ fn a_flipped_bit_in_a_record_is_repaired_for_good() {
     assert_eq!(repaired.len(), expected.len() - 1, "one record damaged");
 }
 
+/// A segment gone from the middle of a log (deleted by hand, lost by the
+/// file system): later segments would replay without its records (a
+/// session it deleted would come back, one it created would be lost, with
+/// no word). The seal before it names it as the next segment: `Strict`
+/// refuses, naming the missing file; `Repair` keeps every other record and
+/// repairs for good.
+#[test]
+fn a_segment_missing_from_the_middle_is_refused() {
+    let (dir, segments, expected) = build();
+    std::fs::remove_file(&segments[1]).unwrap();
+    let e = refused_naming(dir.path(), &segments[1]);
+    assert!(e.to_string().contains("missing"), "{e}");
+    let repaired = repaired_for_good(dir.path());
+    assert!(repaired.len() < expected.len());
+    assert!(repaired.iter().all(|(id, meta)| expected.get(id) == Some(meta)));
+}
+
+/// The same with the segment's file still there but its data gone (zeroed
+/// after its headers, as pages the disk lost): it looked like an empty
+/// segment prepared ahead of need, which is harmless, and was removed.
+#[test]
+fn a_middle_segment_whose_data_is_gone_is_refused() {
+    let (dir, segments, expected) = build();
+    // Records start after the two 64-byte header copies.
+    damage(&segments[1], |bytes| bytes[128..].fill(0));
+    refused_naming(dir.path(), &segments[1]);
+    let repaired = repaired_for_good(dir.path());
+    assert!(repaired.len() < expected.len());
+    assert!(repaired.iter().all(|(id, meta)| expected.get(id) == Some(meta)));
+}
+
 /// A MANIFEST naming a layout that is not there (renamed, lost): refused in
 /// both modes, and the directory's other layouts are left alone. It opened
 /// as an empty store, after deleting every other layout, possibly the only

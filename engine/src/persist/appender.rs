@@ -130,6 +130,17 @@ fn io_error(context: String, source: io::Error) -> Error {
     Error::Io { context, source }
 }
 
+/// Where a compaction's seal left the log.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sealed {
+    /// The segment sealed: the base takes its sequence.
+    pub(crate) sequence: u64,
+    /// The segment appends went on in, which the base's seal names.
+    pub(crate) next: u64,
+    /// The log's bytes up to the seal.
+    pub(crate) bytes_before: u64,
+}
+
 impl ShardLog {
     /// Which log this is.
     pub(crate) fn id(&self) -> &LogId {
@@ -320,7 +331,8 @@ impl ShardLog {
         };
         // The old segment ends with a SEAL: recovery can then tell its end
         // from a tail lost to damage. `append` kept room for it.
-        let seal = seal_record(self.id.salt, w.records);
+        let room = w.current.len() - w.pos;
+        let seal = seal_record(self.id.salt, w.records, next.sequence(), room);
         let at = w.pos;
         w.current.write(at, &seal);
         w.pos += seal.len();
@@ -527,18 +539,22 @@ impl ShardLog {
     }
 
     /// Starts a compaction: seals the current segment (appends continue in a
-    /// new one) and returns the sealed sequence and the log bytes up to it.
-    pub(crate) fn seal(&self, now_ms: u64) -> Result<(u64, u64)> {
+    /// new one) and says where.
+    pub(crate) fn seal(&self, now_ms: u64) -> Result<Sealed> {
         let mut w = self.writer.lock();
         if let Some(reason) = &w.failed {
             return Err(Error::WritesRefused {
                 reason: reason.clone(),
             });
         }
-        let sealed = w.current.sequence();
-        let before = w.log_bytes;
+        let sequence = w.current.sequence();
+        let bytes_before = w.log_bytes;
         self.roll(&mut w, now_ms)?;
-        Ok((sealed, before))
+        Ok(Sealed {
+            sequence,
+            next: w.current.sequence(),
+            bytes_before,
+        })
     }
 
     /// Finishes a compaction whose base replaced segments up to `sealed`.

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::appender::LogId;
 use super::directory::{io, rename_durably};
 use super::format::{
-    seal_record, Record, SegmentHeader, FLAG_BASE, SEGMENT_HEADER_LEN, TIMEOUT_NEVER_STORED,
+    seal_record, Record, SegmentHeader, FLAG_BASE, SEAL_RECORD_LEN, SEGMENT_HEADER_LEN, TIMEOUT_NEVER_STORED,
 };
 use super::segment::{create_owner_only, segment_name, tmp_name};
 use crate::error::Result;
@@ -20,15 +20,17 @@ use crate::session::Session;
 pub(crate) type Based = (Session, Vec<Topic>);
 
 /// Writes a base holding `sessions` as segment `sequence` of `log`, synced
-/// and durable under its final name. Returns its length.
+/// and durable under its final name; its seal names `next` as the segment
+/// appends go on in. Returns its length.
 pub(crate) fn write_base(
     log: &LogId,
     sequence: u64,
+    next: u64,
     now_ms: u64,
     sessions: impl Iterator<Item = Based>,
 ) -> Result<u64> {
     let tmp = log.dir.join(tmp_name(sequence));
-    let len = write_base_tmp(&tmp, log, sequence, now_ms, sessions)?;
+    let len = write_base_tmp(&tmp, log, sequence, next, now_ms, sessions)?;
     rename_durably(&log.dir, &tmp, &log.dir.join(segment_name(sequence)))?;
     Ok(len)
 }
@@ -39,6 +41,7 @@ pub(crate) fn write_base_tmp(
     tmp: &Path,
     log: &LogId,
     sequence: u64,
+    next: u64,
     now_ms: u64,
     sessions: impl Iterator<Item = Based>,
 ) -> Result<u64> {
@@ -69,7 +72,7 @@ pub(crate) fn write_base_tmp(
             len += record.len() as u64;
             records += 1 + topics.len() as u64;
         }
-        let seal = seal_record(log.salt, records);
+        let seal = seal_record(log.salt, records, next, SEAL_RECORD_LEN);
         out.write_all(&seal)?;
         len += seal.len() as u64;
         let mut file: File = out.into_inner().map_err(std::io::IntoInnerError::into_error)?;

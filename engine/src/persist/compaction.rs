@@ -7,7 +7,7 @@
 //! it. A crash before the rename leaves a `.tmp` that recovery deletes; one
 //! after it leaves a base that supersedes what it replaced.
 
-use super::appender::ShardLog;
+use super::appender::{Sealed, ShardLog};
 use super::base::write_base_tmp;
 use super::base::Based;
 use super::directory::{io, rename_durably};
@@ -47,13 +47,17 @@ pub(crate) fn compact(
     log: &ShardLog,
     now_ms: u64,
     stop_after: CompactionStep,
-    seal_listing: impl FnOnce(&mut dyn FnMut() -> Result<(u64, u64)>) -> Result<(u64, u64)>,
+    seal_listing: impl FnOnce(&mut dyn FnMut() -> Result<Sealed>) -> Result<Sealed>,
     mut snapshot: impl FnMut(&mut Vec<Based>) -> bool,
 ) -> Result<()> {
     // The next segment made first, outside every lock: the seal under the
     // shard's lock then only writes the `SEAL` (see `ShardLog::seal`).
     log.prepare_next_now(now_ms)?;
-    let (sealed, bytes_before) = seal_listing(&mut || log.seal(now_ms))?;
+    let Sealed {
+        sequence: sealed,
+        next,
+        bytes_before,
+    } = seal_listing(&mut || log.seal(now_ms))?;
     if stop_after == CompactionStep::Sealed {
         return Ok(());
     }
@@ -70,7 +74,7 @@ pub(crate) fn compact(
         }
         done = !snapshot(&mut batch);
     });
-    let base_len = write_base_tmp(&tmp, id, sealed, now_ms, sessions)?;
+    let base_len = write_base_tmp(&tmp, id, sealed, next, now_ms, sessions)?;
     if stop_after == CompactionStep::TmpWritten {
         return Ok(());
     }

@@ -251,13 +251,17 @@ const TIMEOUT_LEN: usize = ID_LEN + 8 + 8 + 8;
 const TOUCH_LEN: usize = ID_LEN + 8;
 const DELETE_LEN: usize = ID_LEN;
 const ROTATE_LEN: usize = ID_LEN + ID_LEN + 8;
-const SEAL_LEN: usize = 8;
+/// A `SEAL`: the records before it, then the sequence of the segment the
+/// log went on in.
+const SEAL_LEN: usize = 16;
+/// A `SEAL` written before seals named the next segment: the count alone.
+const SEAL_COUNT_ONLY_LEN: usize = 8;
 /// `SUBSCRIBE` and `UNSUBSCRIBE`: the id, then the topic's UTF-8 bytes
 /// (1 to `TOPIC_LEN_MAX`).
 const TOPIC_FIXED_LEN: usize = ID_LEN;
 const TOPIC_RECORD_MAX: usize = TOPIC_FIXED_LEN + TOPIC_LEN_MAX;
-/// Smallest valid payload (a `SEAL`'s record count).
-pub(crate) const PAYLOAD_MIN: usize = SEAL_LEN;
+/// Smallest valid payload (a `SEAL` of the record count alone).
+pub(crate) const PAYLOAD_MIN: usize = SEAL_COUNT_ONLY_LEN;
 /// Largest valid payload: a `PUT` with the largest metadata.
 pub(crate) const PAYLOAD_MAX: usize = PUT_FIXED_LEN + METADATA_BYTES_MAX_LIMIT;
 /// Bytes a `SEAL` record takes: every segment keeps this much room at its end.
@@ -365,6 +369,10 @@ pub enum Record<'a> {
     Seal {
         /// Records in the segment before this one.
         records: u64,
+        /// The sequence of the segment the log went on in, which recovery
+        /// then expects as the next segment holding data (`None`: a seal
+        /// written before seals named it).
+        next: Option<u64>,
     },
 }
 
@@ -396,7 +404,8 @@ impl Record<'_> {
             Record::Subscribe { topic, .. } | Record::Unsubscribe { topic, .. } => {
                 TOPIC_FIXED_LEN + topic.len()
             }
-            Record::Seal { .. } => SEAL_LEN,
+            Record::Seal { next: Some(_), .. } => SEAL_LEN,
+            Record::Seal { next: None, .. } => SEAL_COUNT_ONLY_LEN,
         }
     }
 
@@ -484,8 +493,11 @@ impl Record<'_> {
                     TYPE_UNSUBSCRIBE
                 }
             }
-            Record::Seal { records } => {
+            Record::Seal { records, next } => {
                 put_u64(p, 0, records);
+                if let Some(next) = next {
+                    put_u64(p, 8, next);
+                }
                 TYPE_SEAL
             }
         };
@@ -514,11 +526,33 @@ fn header_crc(salt: u64, len_and_type: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&salt.to_le_bytes()), len_and_type)
 }
 
-/// A `SEAL` record, encoded on the stack (the writer seals under its mutex).
-pub(crate) fn seal_record(salt: u64, records: u64) -> [u8; SEAL_RECORD_LEN] {
+/// A `SEAL` record naming the next segment, encoded on the stack (the
+/// writer seals under its mutex); `room` is what the segment has left. A
+/// segment an older engine appended to may keep room for a seal without
+/// the next segment's sequence only: it then gets that one.
+pub(crate) fn seal_record(salt: u64, records: u64, next: u64, room: usize) -> SealRecord {
+    let seal = Record::Seal {
+        records,
+        next: (room >= SEAL_RECORD_LEN).then_some(next),
+    };
     let mut buf = [0u8; SEAL_RECORD_LEN];
-    Record::Seal { records }.encode_into(salt, &mut buf);
-    buf
+    let len = seal.encoded_len();
+    seal.encode_into(salt, &mut buf[..len]);
+    SealRecord { buf, len }
+}
+
+/// An encoded `SEAL` (see [`seal_record`]).
+pub(crate) struct SealRecord {
+    buf: [u8; SEAL_RECORD_LEN],
+    len: usize,
+}
+
+impl std::ops::Deref for SealRecord {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// A `TOUCH` record, encoded on the stack (readers log touches).
@@ -580,7 +614,7 @@ pub fn decode(bytes: &[u8], salt: u64) -> Decoded<'_> {
         TYPE_TIMEOUT => len == TIMEOUT_LEN,
         TYPE_TOUCH => len == TOUCH_LEN,
         TYPE_DELETE => len == DELETE_LEN,
-        TYPE_SEAL => len == SEAL_LEN,
+        TYPE_SEAL => len == SEAL_LEN || len == SEAL_COUNT_ONLY_LEN,
         TYPE_ROTATE => len == ROTATE_LEN,
         TYPE_SUBSCRIBE | TYPE_UNSUBSCRIBE => (TOPIC_FIXED_LEN + 1..=TOPIC_RECORD_MAX).contains(&len),
         _ => return bad("unknown record type"),
@@ -687,6 +721,7 @@ fn decode_payload(kind: u8, p: &[u8], total: usize) -> Decoded<'_> {
         }
         _ => Record::Seal {
             records: u64_at(p, 0),
+            next: (p.len() == SEAL_LEN).then(|| u64_at(p, 8)),
         },
     };
     Decoded::Record(record, total)
@@ -742,7 +777,14 @@ mod tests {
                 id: id(6),
                 topic: "t",
             },
-            Record::Seal { records: 7 },
+            Record::Seal {
+                records: 7,
+                next: Some(12),
+            },
+            Record::Seal {
+                records: 7,
+                next: None,
+            },
         ]
     }
 
@@ -759,7 +801,18 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seal_record(SALT, 3).len(), SEAL_RECORD_LEN);
+        assert_eq!(seal_record(SALT, 3, 4, SEAL_RECORD_LEN).len(), SEAL_RECORD_LEN);
+        let short = seal_record(SALT, 3, 4, SEAL_RECORD_LEN - 1);
+        assert_eq!(
+            decode(&short, SALT),
+            Decoded::Record(
+                Record::Seal {
+                    records: 3,
+                    next: None
+                },
+                short.len()
+            )
+        );
         assert_eq!(touch_record(SALT, id(1), 5).len(), TOUCH_RECORD_LEN);
     }
 

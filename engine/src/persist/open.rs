@@ -302,7 +302,7 @@ fn write_layout(
             .with_lifetime(Timeout::from_stored(s.lifetime));
             (session, s.topics.clone())
         });
-        let base_len = write_base(&id, 1, now_ms, base)?;
+        let base_len = write_base(&id, 1, 2, now_ms, base)?;
         let current = create_segment(&id, 2, 0, config.segment_size_bytes, now_ms)?;
         sync_dir(&id.dir).map_err(io(format!("syncing {}", id.dir.display())))?;
         let reopened = Reopened {

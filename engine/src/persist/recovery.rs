@@ -32,6 +32,7 @@ use super::format::{
     SEGMENT_HEADER_LEN, TIMEOUT_NEVER_STORED,
 };
 use super::format_v1;
+use super::segment::segment_name;
 use crate::block::Metadata;
 use crate::block::{stored_timeout_ms, timeout_to_stored, TIMEOUT_NEVER};
 use crate::config::RecoveryMode;
@@ -567,8 +568,9 @@ enum Deferred {
 
 /// How a segment's scan ended.
 enum Ending {
-    /// At a `SEAL`; `end` is just past it.
-    Sealed { end: usize },
+    /// At a `SEAL`; `end` is just past it; `next`, the segment it names as
+    /// the one the log went on in.
+    Sealed { end: usize, next: Option<u64> },
     /// Data ends at `pos` (followed by zeros) without a seal.
     Open { pos: usize, records: u64 },
     /// Nothing from `pos` on verifies (bytes up to `dirty_end`).
@@ -735,6 +737,8 @@ impl Replay<'_> {
         // or as the first segment, it is a segment that lost its header.
         let mut may_be_unfinished = false;
         let mut empties: Vec<(u64, PathBuf)> = Vec::new();
+        // The segment the last seal names as the next, and the sealed one.
+        let mut named_next: Option<(u64, u64)> = None;
         for (sequence, path) in segments {
             let (read, file_len) = read_segment(files, sequence, &path)?;
             self.out.report.segments += 1;
@@ -798,6 +802,17 @@ impl Replay<'_> {
             for d in std::mem::take(&mut deferred) {
                 self.deferred_is_damage(d)?;
             }
+            // The log went on in the segment the last seal names: data past
+            // it means that segment's records are gone (its file, or its
+            // pages), and this one would replay without them.
+            if let Some((next, sealed)) = named_next.take() {
+                if sequence > next {
+                    let reason = format!(
+                        "segment {next}, which the seal of segment {sealed} names as the next, is missing or holds no data, while segment {sequence} after it does"
+                    );
+                    self.damage(&files.dir.join(segment_name(next)), 0, 0, &reason, None)?;
+                }
+            }
             // Empty segments before one with data are harmless (a prepared
             // segment the writer rolled past): removed when the layout is kept.
             for (_, p) in empties.drain(..) {
@@ -811,7 +826,8 @@ impl Replay<'_> {
             let seals = matches!(files.codec, Codec::V2 { .. });
             may_be_unfinished = !matches!(ending, Ending::Sealed { .. });
             match ending {
-                Ending::Sealed { end } => {
+                Ending::Sealed { end, next } => {
+                    named_next = next.map(|next| (next, sequence));
                     self.out.log_bytes += end as u64;
                     last_data = Some(LastData {
                         path,
@@ -940,14 +956,20 @@ impl Replay<'_> {
         let mut records = 0u64;
         loop {
             let (reason, extent) = match codec.decode(&bytes[pos..]) {
-                Decoded::Record(Record::Seal { records: sealed }, len) => {
+                Decoded::Record(
+                    Record::Seal {
+                        records: sealed,
+                        next,
+                    },
+                    len,
+                ) => {
                     if sealed != records {
                         let reason = format!("the seal counts {sealed} records, the segment holds {records}");
                         self.damage(path, pos, len, &reason, None)?;
                     }
                     self.out.report.records += 1;
                     self.out.report.bytes += len as u64;
-                    return Ok(Ending::Sealed { end: pos + len });
+                    return Ok(Ending::Sealed { end: pos + len, next });
                 }
                 Decoded::Record(record, len) => {
                     debug_assert!(record.id().is_some(), "only seals have no id");
