@@ -164,6 +164,76 @@ fn a_middle_segment_whose_data_is_gone_is_refused() {
     assert!(repaired.iter().all(|(id, meta)| expected.get(id) == Some(meta)));
 }
 
+/// The first segments of a log gone (no base before what is left): the
+/// log's first segment holding data is neither its first nor a base, so
+/// what came before it is missing.
+#[test]
+fn the_first_segment_missing_is_refused() {
+    let (dir, segments, expected) = build();
+    std::fs::remove_file(&segments[0]).unwrap();
+    let e = refused_naming(dir.path(), &segments[1]);
+    assert!(e.to_string().contains("missing"), "{e}");
+    let repaired = repaired_for_good(dir.path());
+    assert!(repaired.len() < expected.len());
+    assert!(repaired.iter().all(|(id, meta)| expected.get(id) == Some(meta)));
+}
+
+/// A base whose data is gone (its header good) replaced every segment
+/// before it, and read as an empty segment prepared ahead of need: the
+/// shard opened empty, with no word.
+#[test]
+fn a_base_whose_data_is_gone_is_refused() {
+    let (dir, segments, _expected) = build();
+    let engine = Engine::open(config(dir.path(), RecoveryMode::Strict)).unwrap();
+    engine.debug_compact(0, CompactionStep::Done).unwrap();
+    engine.close().unwrap();
+    let shard = segments[0].parent().unwrap();
+    let mut after: Vec<PathBuf> = std::fs::read_dir(shard)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    after.sort();
+    let base = &after[0];
+    damage(base, |bytes| bytes[128..].fill(0));
+    let e = refused_naming(dir.path(), base);
+    assert!(e.to_string().contains("base"), "{e}");
+}
+
+/// The segment a seal names gone while an empty segment after it is left
+/// (in `Never` mode a machine crash can lose a new segment's name and keep
+/// a later prepared one): nothing after the seal held data, so the open
+/// goes on; appends must then go on in the segment the seal names, or the
+/// next open finds data past a missing segment and refuses a log that
+/// lost nothing more.
+#[test]
+fn appends_after_a_lost_named_segment_go_on_under_its_name() {
+    let (dir, segments, _expected) = build();
+    // Two seals in a row: the last segment with records names a segment
+    // holding only a seal, which names an empty one.
+    let engine = Engine::open(config(dir.path(), RecoveryMode::Strict)).unwrap();
+    engine.debug_compact(0, CompactionStep::Sealed).unwrap();
+    engine.debug_compact(0, CompactionStep::Sealed).unwrap();
+    engine.close().unwrap();
+    let shard = segments[0].parent().unwrap();
+    let mut after: Vec<PathBuf> = std::fs::read_dir(shard)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    after.sort();
+    assert_eq!(after.len(), segments.len() + 2, "{after:?}");
+    let named = &after[segments.len()];
+    std::fs::remove_file(named).unwrap();
+    let engine = Engine::open(config(dir.path(), RecoveryMode::Strict)).unwrap();
+    let id = engine.create(b"after", Timeout::Never).unwrap();
+    let kept = state(&engine);
+    engine.close().unwrap();
+    let again = open(dir.path(), RecoveryMode::Strict).expect("a second open");
+    assert_eq!(again, kept);
+    assert!(again.contains_key(&id));
+}
+
 /// A MANIFEST naming a layout that is not there (renamed, lost): refused in
 /// both modes, and the directory's other layouts are left alone. It opened
 /// as an empty store, after deleting every other layout, possibly the only

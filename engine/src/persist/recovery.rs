@@ -780,6 +780,14 @@ impl Replay<'_> {
             }
             if !has_data {
                 let reason = check.damage.map_or("segment header damaged", |d| d.1);
+                if check.header.is_some_and(|h| h.flags & FLAG_BASE != 0) {
+                    // A base is written whole and synced before its name
+                    // exists: one without data lost it, and the segments
+                    // it replaced are gone.
+                    let reason = "a base segment holds no data: the sessions it held are lost";
+                    self.damage(&path, hlen, 0, reason, None)?;
+                    continue;
+                }
                 match check.header {
                     Some(_) if check.damage.is_none() => {
                         empties.push((sequence, path));
@@ -802,6 +810,16 @@ impl Replay<'_> {
             for d in std::mem::take(&mut deferred) {
                 self.deferred_is_damage(d)?;
             }
+            // A log starts at segment 1 or at a base (which replaced every
+            // segment before it): a first segment with data that is
+            // neither had segments before it that are gone.
+            let is_base = check.header.is_some_and(|h| h.flags & FLAG_BASE != 0);
+            if last_data.is_none() && sequence != 1 && !is_base && matches!(files.codec, Codec::V2 { .. }) {
+                let reason = format!(
+                    "the log's first segment with data is {sequence}, neither segment 1 nor a base: the segments before it are missing or hold no data"
+                );
+                self.damage(&path, 0, 0, &reason, None)?;
+            }
             // The log went on in the segment the last seal names: data past
             // it means that segment's records are gone (its file, or its
             // pages), and this one would replay without them.
@@ -821,13 +839,16 @@ impl Replay<'_> {
             if let Some((offset, reason)) = check.damage {
                 self.damage(&path, offset, 0, reason, None)?;
             }
-            let is_base = check.header.is_some_and(|h| h.flags & FLAG_BASE != 0);
             let ending = self.scan(&path, bytes)?;
             let seals = matches!(files.codec, Codec::V2 { .. });
             may_be_unfinished = !matches!(ending, Ending::Sealed { .. });
             match ending {
                 Ending::Sealed { end, next } => {
-                    named_next = next.map(|next| (next, sequence));
+                    if next.is_some_and(|next| next <= sequence) {
+                        let reason = format!("the seal names segment {next:?} as the next, not one after it");
+                        self.damage(&path, end, 0, &reason, None)?;
+                    }
+                    named_next = next.filter(|&next| next > sequence).map(|next| (next, sequence));
                     self.out.log_bytes += end as u64;
                     last_data = Some(LastData {
                         path,
@@ -922,8 +943,14 @@ impl Replay<'_> {
             }
         }
         // Appends continue after the last data if that segment can take
-        // them, else in the first empty segment after it, else in a new one.
-        let mut empties = empties.into_iter();
+        // them. After a seal, in the segment it names (the empty one there,
+        // else a new one under its name: data in a later one would read as
+        // that segment lost). Else in the first empty segment, or a new one.
+        let named = named_next.map(|(next, _)| next);
+        let empty_at = match named {
+            Some(next) => empties.iter().position(|(sequence, _)| *sequence == next),
+            None => (!empties.is_empty()).then_some(0),
+        };
         self.out.tail = match last_data {
             Some(d) if d.appendable => Some(Tail {
                 path: d.path,
@@ -931,19 +958,28 @@ impl Replay<'_> {
                 pos: d.pos,
                 records: d.records,
             }),
-            _ => empties.next().map(|(sequence, path)| {
-                self.out.log_bytes += hlen as u64;
-                Tail {
-                    path,
-                    sequence,
-                    pos: hlen,
-                    records: 0,
+            _ => {
+                if let Some(i) = empty_at {
+                    let (sequence, path) = empties.remove(i);
+                    self.out.log_bytes += hlen as u64;
+                    Some(Tail {
+                        path,
+                        sequence,
+                        pos: hlen,
+                        records: 0,
+                    })
+                } else {
+                    if let Some(next) = named {
+                        // The empty segments left are removed first.
+                        self.out.next_sequence = next;
+                    }
+                    None
                 }
-            }),
+            }
         };
         self.out
             .fixes
-            .extend(empties.map(|(_, path)| Fix::Remove { path }));
+            .extend(empties.into_iter().map(|(_, path)| Fix::Remove { path }));
         Ok(())
     }
 
