@@ -129,3 +129,24 @@ fn a_torn_tail_in_a_format_1_log_is_cleared_by_the_upgrade() {
     );
     assert_eq!(sessions(&engine).len(), 643 - 1, "the torn create is gone");
 }
+
+/// A format-1 base with no sessions is a header alone (format 1 has no
+/// seal): an empty base that stands for an empty shard, not a lost one.
+/// Shard 1's first segment becomes one, before its second.
+#[test]
+fn an_empty_format_1_base_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture().join("data"), dir.path());
+    let segment = dir.path().join("L00000001/S0001/0000000000000001.seg");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // Format 1's header: flags at 20 (bit 0: base), CRC-32C of 0..40 at 40.
+    bytes[20..24].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..40]);
+    bytes[40..44].copy_from_slice(&crc.to_le_bytes());
+    bytes[64..].fill(0);
+    std::fs::write(&segment, &bytes).unwrap();
+    let engine = open(dir.path(), RecoveryMode::Strict);
+    let report = engine.recovery_report().unwrap().clone();
+    assert_eq!(report.upgraded_from, Some(1), "{report:?}");
+    assert!(report.damage.is_empty(), "{report:?}");
+}

@@ -739,6 +739,8 @@ impl Replay<'_> {
         let mut empties: Vec<(u64, PathBuf)> = Vec::new();
         // The segment the last seal names as the next, and the sealed one.
         let mut named_next: Option<(u64, u64)> = None;
+        // The newest base was found without its data (reported once).
+        let mut base_lost = false;
         for (sequence, path) in segments {
             let (read, file_len) = read_segment(files, sequence, &path)?;
             self.out.report.segments += 1;
@@ -780,12 +782,15 @@ impl Replay<'_> {
             }
             if !has_data {
                 let reason = check.damage.map_or("segment header damaged", |d| d.1);
-                if check.header.is_some_and(|h| h.flags & FLAG_BASE != 0) {
-                    // A base is written whole and synced before its name
-                    // exists: one without data lost it, and the segments
-                    // it replaced are gone.
+                // A base is written whole, sealed and synced before its
+                // name exists: one without data lost it, and the segments
+                // it replaced are gone. (A format-1 base has no seal: with
+                // no sessions it is a header alone.)
+                let v2 = matches!(files.codec, Codec::V2 { .. });
+                if v2 && check.header.is_some_and(|h| h.flags & FLAG_BASE != 0) {
                     let reason = "a base segment holds no data: the sessions it held are lost";
                     self.damage(&path, hlen, 0, reason, None)?;
+                    base_lost = true;
                     continue;
                 }
                 match check.header {
@@ -814,7 +819,8 @@ impl Replay<'_> {
             // segment before it): a first segment with data that is
             // neither had segments before it that are gone.
             let is_base = check.header.is_some_and(|h| h.flags & FLAG_BASE != 0);
-            if last_data.is_none() && sequence != 1 && !is_base && matches!(files.codec, Codec::V2 { .. }) {
+            let v2 = matches!(files.codec, Codec::V2 { .. });
+            if last_data.is_none() && sequence != 1 && !is_base && !base_lost && v2 {
                 let reason = format!(
                     "the log's first segment with data is {sequence}, neither segment 1 nor a base: the segments before it are missing or hold no data"
                 );
