@@ -12,8 +12,9 @@
 #   2. the wall-clock gate: the engine's CPU per operation over the reference
 #      peer's, in interleaved slices, against results/baseline.json; its
 #      verdict is REPORTED (a shared machine can only be read, not trusted
-#      with a red build: see results/gate.md for how often it flaps, which is
-#      0 in 20 here), and does not fail the script.
+#      with a red build: its ratios move by up to about 15% between sittings
+#      on an unchanged engine, so its verdict can flip; results/gate.md and
+#      results/README.md measure how often), and does not fail the script.
 # A change that makes an operation slower on purpose refreshes both
 # baselines in the same commit: bash scripts/refresh-baseline.sh.
 set -euo pipefail
