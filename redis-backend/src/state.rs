@@ -291,8 +291,8 @@ impl RedisStore {
     /// [`Error::NotFound`]; [`Error::OutcomeUnknown`] if a try failed in
     /// doubt and the resend found no subscription (made by that try and
     /// undone since, or never made: nothing was made again); the request
-    /// errors of the crate docs. An error
-    /// from the index write leaves the subscription in the session but maybe
+    /// errors of the crate docs. An error from the index write is
+    /// [`Error::OutcomeUnknown`]: the subscription is in the session, maybe
     /// not in the index (a fan-out may miss it): subscribe again (the same
     /// call re-adds the entry).
     pub async fn subscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
@@ -330,9 +330,22 @@ impl RedisStore {
             Subscribed::Already(n, left) => (false, n, left),
         };
         let (new, indexed, left) = outcome;
+        // The subscription stands in the session on its master whatever
+        // `WAIT` says: its index entry follows first, or a fan-out would
+        // never list a subscriber that stands (a short `WAIT` is reported
+        // after, as `set_lifetime` does). An index write's error comes
+        // after the subscription was made: not "not applied".
+        let entry = self
+            .index_add(topic, &member(id, &indexed), left, deadline)
+            .await
+            .map_err(|e| Error::OutcomeUnknown {
+                reason: format!(
+                    "the subscription is made, but its entry in the topic's index may be missing ({e}): \
+                     subscribe again"
+                ),
+            });
         inner.acknowledge(reply.value.replicas, ())?;
-        self.index_add(topic, &member(id, &indexed), left, deadline)
-            .await?;
+        entry?;
         Ok(new)
     }
 

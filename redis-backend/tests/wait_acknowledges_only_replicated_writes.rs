@@ -270,3 +270,38 @@ async fn a_lifetime_cap_reaches_the_topic_indexes_though_wait_comes_back_short()
         index_ttl()
     );
 }
+
+/// A subscribe while the replica does not acknowledge: the subscription
+/// stands in the session on the master, so its topic index entry must be
+/// written although `WAIT` comes back short (it was skipped: a fan-out
+/// never listed a subscriber that stood), and the call says the outcome is
+/// unknown. An index write that fails after the subscription was made is
+/// not "not applied" either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_reaches_the_topic_index_though_wait_comes_back_short() {
+    let (master, link, _replica) = master_and_replica().await;
+    let config = RedisConfig::standalone(master.url())
+        .key_prefix(support::unique_prefix("wait-sub"))
+        .request_timeout(REQUEST_TIMEOUT)
+        .replication(Replication::Wait {
+            replicas: 1,
+            timeout: WAIT_TIMEOUT,
+        });
+    let store = RedisStore::connect(config).await.expect("connect");
+    let id = store.create(b"s", Timeout::from_secs(300)).await.unwrap();
+    link.wedge();
+    let r = store.subscribe(&id, "topic").await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    let listed = store
+        .subscribers("topic", session_engine::TopicCursor::START, 10)
+        .await
+        .expect("a read");
+    assert_eq!(listed.ids, vec![id], "the subscriber standing in its session");
+
+    // The index key holds foreign data: the subscription is made in the
+    // session, its entry cannot be: doubt, not a refusal.
+    master.cli(&["SET", &store.topic_key("other"), "foreign"]);
+    let r = store.subscribe(&id, "other").await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    assert!(store.topics(&id).await.unwrap().contains(&"other".to_owned()));
+}
