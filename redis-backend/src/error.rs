@@ -6,7 +6,7 @@
 //!
 //! | class | examples | may have run? | retried | final error |
 //! | --- | --- | --- | --- | --- |
-//! | [`Fault::NotApplied`] | connection refused, `CLUSTERDOWN`, `TRYAGAIN`, `MOVED`/`ASK` left over, `MASTERDOWN`, `LOADING`, `READONLY` | no | yes | `Unavailable` |
+//! | [`Fault::NotApplied`] | connection refused, `CLUSTERDOWN`, `TRYAGAIN`, `MOVED`/`ASK` left over, `MASTERDOWN`, `LOADING`, `READONLY`, `BUSY` (a script running past its threshold) | no | yes | `Unavailable` |
 //! | [`Fault::Ambiguous`] | connection dropped after sending, I/O error mid-reply | yes | yes (writes are idempotent, see `scripts.rs`) | `OutcomeUnknown` for a write, `Unavailable` for a read |
 //! | [`Fault::TimedOut`] | no answer within the request timeout | yes | no time left | `TimedOut` |
 //! | [`Fault::NoScript`] | `NOSCRIPT` | no | at once, as `EVAL` | — |
@@ -57,27 +57,37 @@ impl Fault {
 /// A `MOVED` is not: the slot is another master's now.
 pub(crate) fn node_answered(err: &RedisError) -> bool {
     classify(err).server_answered()
+        || busy(err)
         || matches!(
             err.kind(),
             ErrorKind::Server(ServerErrorKind::Ask | ServerErrorKind::TryAgain)
         )
 }
 
+/// True for `BUSY`: the node is running a script past its
+/// `busy-reply-threshold` and refuses every other command until it ends
+/// (the client library has no kind for it).
+fn busy(err: &RedisError) -> bool {
+    err.code() == Some("BUSY")
+}
+
 /// True if `err` is a state of the whole node rather than of one key: it
 /// is loading its data (`LOADING`), the cluster is down as it sees it
-/// (`CLUSTERDOWN`), it is a replica that lost its master (`MASTERDOWN`) or
-/// a replica asked to write (`READONLY`). Every key a pipeline sends it
+/// (`CLUSTERDOWN`), it is a replica that lost its master (`MASTERDOWN`),
+/// a replica asked to write (`READONLY`), or it is running a script
+/// (`BUSY`). Every key a pipeline sends it
 /// then gets the same answer: a batch resends its pipeline, not each key.
 pub(crate) fn node_wide(err: &RedisError) -> bool {
-    matches!(
-        err.kind(),
-        ErrorKind::Server(
-            ServerErrorKind::BusyLoading
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::ReadOnly
+    busy(err)
+        || matches!(
+            err.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
         )
-    )
 }
 
 /// Sorts a client error (see the module docs).
@@ -94,6 +104,7 @@ pub(crate) fn classify(err: &RedisError) -> Fault {
             | ServerErrorKind::ReadOnly,
         )
         | ErrorKind::ClusterConnectionNotFound => Fault::NotApplied(err.to_string()),
+        _ if busy(err) => Fault::NotApplied(err.to_string()),
         ErrorKind::Io if err.is_connection_refusal() => Fault::NotApplied(err.to_string()),
         ErrorKind::Io if err.is_timeout() => Fault::TimedOut,
         ErrorKind::Io | ErrorKind::Parse => Fault::Ambiguous(err.to_string()),

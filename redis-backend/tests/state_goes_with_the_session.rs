@@ -300,3 +300,33 @@ async fn a_subscribe_whose_reply_was_lost_reports_what_it_did() {
 fn set_of(ids: &[SessionId]) -> BTreeSet<SessionId> {
     ids.iter().copied().collect()
 }
+
+/// A master busy running a script (`-BUSY`, a state of the whole node)
+/// while a fan-out checks its subscribers: the check is resent, and the
+/// page never leaves out a subscriber that stands (the refusal read as
+/// "unknown": neither listed nor removed, and the page went on past it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_master_does_not_drop_subscribers_from_a_fan_out() {
+    let server = support::Server::standalone();
+    let proxy = Proxy::start(server.port).await;
+    let store = RedisStore::connect(
+        RedisConfig::standalone(proxy.url())
+            .key_prefix(support::unique_prefix("busy"))
+            .request_timeout(Duration::from_secs(5)),
+    )
+    .await
+    .expect("connect");
+    let ids = support::create_named(&store, 3).await;
+    for id in &ids {
+        assert!(store.subscribe(id, "t").await.unwrap());
+    }
+    proxy.refuse(
+        "HGET",
+        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+    );
+    let page = store.subscribers("t", TopicCursor::START, 10).await;
+    assert!(proxy.fault_fired());
+    let page = page.expect("served once the node is free");
+    assert_eq!(set_of(&page.ids), set_of(&ids), "{page:?}");
+    assert_eq!(page.next, None);
+}
