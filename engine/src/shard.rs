@@ -1133,10 +1133,13 @@ impl Shard {
     ) -> Swept {
         let (mut w, table) = self.lock(guard);
         let now_ms = clock.now_ms();
+        // Marks a session it finds expired, as every writer-side check
+        // does: its timer dies here, so no reader holding an earlier time
+        // may slide the session back to life after.
         let live = |id: &SessionId| {
             table
                 .find_slot(hash_id(&self.hasher, id), id)
-                .is_some_and(|at| !table.header(at).is_expired(now_ms))
+                .is_some_and(|at| table.header(at).live_for_writer(now_ms))
         };
         match w.states.fire(now_ms, budget, live, out) {
             wheel::Poll::Done => Swept::All,
@@ -1478,6 +1481,33 @@ mod tests {
     /// deadline. A's liveness check and slide are one atomic step that B's
     /// answer marked, so A finds the session expired too, whichever read
     /// each of them makes.
+    /// A session whose timer fires as it expires: the firing finds it
+    /// expired and drops the timer, so it must mark the session expired as
+    /// every writer-side check does, or a reader holding an earlier time
+    /// slides it back to life with its timer gone, never reported.
+    #[test]
+    fn a_reader_with_an_older_time_cannot_revive_a_session_whose_timer_died_with_it() {
+        let f = Fixture::new(1_000);
+        f.insert(1, 50); // deadline 1_050
+        let clock = f.clock.clock();
+        f.shard
+            .with_state(f.hash(1), &id(1), &clock, None, |states, owner, _| {
+                states.arm(owner, 7, 1_050).map(|_| ())
+            })
+            .unwrap();
+        f.clock.advance_ms(50);
+        let mut fired = Vec::new();
+        let g = crossbeam_epoch::pin();
+        while f.shard.fire_timers(&f.clock.clock(), 16, &mut fired, &g) == Swept::More {}
+        drop(g);
+        assert!(fired.is_empty(), "the session's timer died with it: {fired:?}");
+        assert!(
+            f.get(1, 1_049, true).is_none(),
+            "a read with the time before the expiry revived the session whose timer was dropped"
+        );
+        f.check();
+    }
+
     #[test]
     fn a_reader_with_an_older_time_cannot_revive_a_session_seen_expired() {
         type Read = fn(&Fixture, u32, u64) -> bool;
