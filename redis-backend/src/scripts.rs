@@ -388,7 +388,11 @@ return {1, cur}
 /// `bt` refills at the shape stored with it (`bc`, `br`: the last call's),
 /// then the tokens are capped at this call's capacity (a re-shape, stored
 /// even when the call is limited); a clock that went back (a failover to a
-/// node whose clock is behind) refills nothing and keeps the later time.
+/// node whose clock is behind) refills nothing, and the bucket goes on from
+/// this clock (keeping the later stamp would freeze the bucket until this
+/// clock passed it, minutes maybe, while `wait_ms` counts from now; going
+/// on gives back at most the refill of the time counted twice, capped at
+/// the capacity).
 /// Not activity: no `PEXPIRE` (`HSET` keeps the TTL).
 ///
 /// Returns `{0}` if the session is absent; `{1, remaining}` if charged
@@ -415,8 +419,6 @@ if r[2] and r[3] and r[5] and r[6] then
     else
       tokens = tokens + (now - last) * old_rate
     end
-  else
-    now = last
   end
   if tokens > cap then tokens = cap end
   reshaped = r[5] ~= ARGV[1] or r[6] ~= ARGV[2]
