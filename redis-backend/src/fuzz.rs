@@ -205,6 +205,7 @@ fn state(value: &Value) {
         Ok(reply::Unsubscribed::Absent) => assert!(one(0), "absent from {value:?}"),
         Ok(reply::Unsubscribed::Was(_)) => assert!(two(1), "was from {value:?}"),
         Ok(reply::Unsubscribed::WasNot) => assert!(one(2), "was not from {value:?}"),
+        Ok(reply::Unsubscribed::Doubt) => assert!(one(3), "doubt from {value:?}"),
         Err(e) => assert!(is_protocol_error(&e, true), "{e:?}"),
     }
     match reply::charge("EVALSHA (fuzz)", value) {

@@ -685,8 +685,12 @@ pub(crate) enum Unsubscribed {
     Absent,
     /// `{1, nonce}`: it was subscribed, by the subscribe of that nonce.
     Was([u8; NONCE_LEN]),
-    /// `{2}`: it was not.
+    /// `{2}`: it was not (or, on a resend, this call's earlier try
+    /// removed it).
     WasNot,
+    /// `{3}`: a resend that found a subscription it cannot tell from one
+    /// made after its earlier try removed the one it was called for.
+    Doubt,
 }
 
 /// Reads the unsubscribe script's reply; anything else is a write's
@@ -697,6 +701,7 @@ pub(crate) fn unsubscribed(command: &str, value: &Value) -> Result<Unsubscribed>
             [Value::Int(0)] => Some(Unsubscribed::Absent),
             [Value::Int(1), Value::BulkString(n)] => nonce(n).map(Unsubscribed::Was),
             [Value::Int(2)] => Some(Unsubscribed::WasNot),
+            [Value::Int(3)] => Some(Unsubscribed::Doubt),
             _ => None,
         },
         _ => None,

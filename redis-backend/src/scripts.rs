@@ -14,6 +14,7 @@
 //! | `l` | lifetime cap in ms, counted from `c`; `0` (or absent) = none | insert, put of a new session, `set_lifetime` |
 //! | `s:<topic>` | a subscription: the nonce (16 hex digits) of the subscribe that made it | `subscribe` |
 //! | `sn` | how many `s:` fields the hash holds (the per-session limit) | `subscribe`, `unsubscribe` |
+//! | `uw` | token of the last unsubscribe that removed a subscription (idempotent retries) | `unsubscribe` |
 //! | `bk` | the rate-limit bucket's tokens, in thousandths of a token | `rate_limit` |
 //! | `bt` | when `bk` was last refilled, ms since the Unix epoch (server clock) | `rate_limit` |
 //! | `bc`, `br` | the bucket's shape at `bt`: capacity (whole tokens), refill per second | `rate_limit` |
@@ -361,15 +362,26 @@ end
 return added
 ";
 
-/// `KEYS[1]` session; ARGV the field (`s:<topic>`). Not activity. Returns
+/// `KEYS[1]` session; ARGV the field (`s:<topic>`), a token, and `1` if an
+/// earlier try of this call may have run (else `0`). Not activity. Returns
 /// `{0}` if the session is absent, `{1, nonce}` if it was subscribed (the
-/// field's nonce: the caller removes that index entry), `{2}` if it was not.
+/// field's nonce: the caller removes that index entry; the token goes to
+/// `uw`), `{2}` if it was not. A resend that finds the field removes
+/// nothing: `{2}` if `uw` holds its token (its earlier try
+/// removed the subscription, and someone subscribed again since: that one
+/// stands), `{3}` otherwise (the earlier try may not have run, or may have
+/// and another unsubscribe came since: it cannot tell, and removes nothing).
 const UNSUBSCRIBE: &str = "local key = KEYS[1]
 local cur = redis.call('HGET', key, ARGV[1])
 if not cur then
   if redis.call('EXISTS', key) == 0 then return {0} end
   return {2}
 end
+if ARGV[3] == '1' then
+  if redis.call('HGET', key, 'uw') == ARGV[2] then return {2} end
+  return {3}
+end
+redis.call('HSET', key, 'uw', ARGV[2])
 redis.call('HDEL', key, ARGV[1])
 local n = tonumber(redis.call('HGET', key, 'sn') or '1') - 1
 if n > 0 then redis.call('HSET', key, 'sn', string.format('%d', n)) else redis.call('HDEL', key, 'sn') end

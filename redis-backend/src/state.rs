@@ -411,23 +411,38 @@ impl RedisStore {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`], [`Error::LimitExceeded`] for a topic as
-    /// [`RedisStore::subscribe`]; [`Error::NotFound`]; the request errors of
-    /// the crate docs.
+    /// [`RedisStore::subscribe`]; [`Error::NotFound`];
+    /// [`Error::OutcomeUnknown`] if a try failed in doubt and the resend
+    /// found the session subscribed, by a subscription it cannot tell from
+    /// one made after its first try removed the one it was called for
+    /// (nothing was removed); the request errors of the crate docs.
     pub async fn unsubscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
         check_topic(topic)?;
         let inner = &self.inner;
         let deadline = inner.deadline();
         let key = inner.keys.key(id);
         let field = field(topic);
+        let token = fresh_nonce();
         let script = &inner.scripts.unsubscribe;
         let reply = inner
-            .script(Kind::Write, deadline, script, &key, &[&field])
+            .request(Kind::Write, deadline, &key, |attempt| {
+                let resend: &[u8] = if attempt.fence { b"1" } else { b"0" };
+                Cow::Owned(script.cmd(attempt.eval, &key, &[&field, &token, resend]))
+            })
             .await?;
         let nonce = match reply::unsubscribed(&script.command, &reply.value.value)? {
             Unsubscribed::Absent => return Err(Error::NotFound),
             // After a doubtful try: most likely that try's own (as `delete`).
             Unsubscribed::WasNot => return inner.acknowledge(reply.value.replicas, reply.resent_after_doubt),
             Unsubscribed::Was(nonce) => nonce,
+            Unsubscribed::Doubt => {
+                return Err(Error::OutcomeUnknown {
+                    reason: "an unsubscribe failed in doubt and on resending the session was subscribed: \
+                             by a subscribe made after the first try removed the subscription, or the first \
+                             try did not run (nothing was removed: unsubscribe again to remove it)"
+                        .into(),
+                })
+            }
         };
         inner.acknowledge(reply.value.replicas, ())?;
         let topic_key = inner.keys.topic_key(topic);

@@ -2,7 +2,9 @@
 //! session (or its subscription) gone, it cannot tell "my first try never
 //! ran" from "my first try ran and another client undid it since". It
 //! must not guess: it reports `OutcomeUnknown`, and in particular does not
-//! apply again over another client's acknowledged delete or unsubscribe.
+//! apply again over another client's acknowledged delete or unsubscribe;
+//! nor does a resent unsubscribe remove a subscription another client made
+//! after its first try.
 //!
 //! One server behind a proxy that loses the first try's reply and holds the
 //! resend while another client (straight to the server) writes.
@@ -200,6 +202,65 @@ async fn a_subscribe_does_not_undo_an_unsubscribe() {
     assert!(!r.expect("subscribed"), "already, by the other client");
     let page = other.subscribers("t", TopicCursor::START, 10).await.unwrap();
     assert_eq!(page.ids, vec![id]);
+}
+
+/// An unsubscribe whose first try ran (its reply lost), then another
+/// client subscribed the session to the topic again: the resend must not
+/// remove that acknowledged subscription. It found the field, took it for
+/// its own, and removed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribe_does_not_undo_a_subscribe() {
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("unsubscribe").await;
+    let id = store.create(b"", TTL).await.unwrap();
+    assert!(store.subscribe(&id, "t").await.unwrap());
+    let r = with_a_write_between(
+        &front,
+        "unsubscribe",
+        {
+            let store = store.clone();
+            async move { store.unsubscribe(&id, "t").await }
+        },
+        async {
+            assert!(
+                other.subscribe(&id, "t").await.unwrap(),
+                "the first try is in: subscribed anew"
+            );
+        },
+    )
+    .await;
+    assert!(r.expect("the first try removed it"), "unsubscribed");
+    assert_eq!(
+        other.topics(&id).await.unwrap(),
+        vec!["t".to_owned()],
+        "the acknowledged subscribe stands"
+    );
+    let page = other.subscribers("t", TopicCursor::START, 10).await.unwrap();
+    assert_eq!(page.ids, vec![id]);
+
+    // Another unsubscribe came in between too: the resend cannot tell
+    // whose removal was last, and removes nothing.
+    let r = with_a_write_between(
+        &front,
+        "unsubscribe",
+        {
+            let store = store.clone();
+            async move { store.unsubscribe(&id, "t").await }
+        },
+        async {
+            assert!(other.subscribe(&id, "t").await.unwrap());
+            assert!(other.unsubscribe(&id, "t").await.unwrap());
+            assert!(other.subscribe(&id, "t").await.unwrap());
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    assert_eq!(other.topics(&id).await.unwrap(), vec!["t".to_owned()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
