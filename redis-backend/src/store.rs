@@ -619,22 +619,40 @@ impl RedisStore {
         }
     }
 
-    /// Removes the session (`DEL`). After a resend (the first attempt failed
-    /// in doubt) a missing session counts as deleted — acknowledged, like
-    /// every write, only once the replicas confirm it.
+    /// Removes the session (`DEL`). After an attempt that failed in doubt
+    /// the resend deletes nothing: it asks whether the session is there
+    /// (`EXISTS`). Gone counts as deleted — acknowledged, like every write,
+    /// only once the replicas confirm it; there is `OutcomeUnknown`, since
+    /// the first try may not have run, or may have and another client
+    /// inserted a session under this id since (which a second `DEL` would
+    /// delete).
     ///
     /// # Errors
-    /// [`Error::NotFound`]; the request errors of the crate docs.
+    /// [`Error::NotFound`]; [`Error::OutcomeUnknown`] as above; the request
+    /// errors of the crate docs.
     pub async fn delete(&self, id: &SessionId) -> Result<()> {
         let inner = &self.inner;
         let key = inner.keys.key(id);
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(&key);
+        let mut del = redis::cmd("DEL");
+        del.arg(&key);
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(&key);
         let reply = inner
-            .request(Kind::Write, inner.deadline(), &key, |_| Cow::Borrowed(&cmd))
+            .request(Kind::Write, inner.deadline(), &key, |attempt| {
+                Cow::Borrowed(if attempt.fence { &exists } else { &del })
+            })
             .await?;
-        let deleted = reply::flag("DEL", &reply.value.value, true)?;
-        if deleted || reply.resent_after_doubt {
+        if reply.resent_after_doubt {
+            if reply::flag("EXISTS", &reply.value.value, true)? {
+                return Err(Error::OutcomeUnknown {
+                    reason: "a delete failed in doubt and on resending the session was there: the first try \
+                             may not have run, or may have and another client inserted a session under this id \
+                             since (nothing was deleted: delete again to delete it)"
+                        .into(),
+                });
+            }
+            inner.acknowledge(reply.value.replicas, ())
+        } else if reply::flag("DEL", &reply.value.value, true)? {
             inner.acknowledge(reply.value.replicas, ())
         } else {
             Err(Error::NotFound)

@@ -65,8 +65,18 @@ async fn with_a_write_between<T: Send + 'static>(
     between: impl Future<Output = ()>,
 ) -> T {
     let (_, sha) = session_redis::script_source(script).expect("a script");
+    with_a_write_between_marked(front, &sha, op, between).await
+}
+
+/// As [`with_a_write_between`], for the requests that contain `marker`.
+async fn with_a_write_between_marked<T: Send + 'static>(
+    front: &Proxy,
+    marker: &str,
+    op: impl Future<Output = T> + Send + 'static,
+    between: impl Future<Output = ()>,
+) -> T {
     let held = front.held();
-    front.lose_reply_then_hold(&sha);
+    front.lose_reply_then_hold(marker);
     let op = tokio::spawn(op);
     let start = std::time::Instant::now();
     while front.held() == held {
@@ -116,6 +126,55 @@ async fn an_insert_does_not_undo_a_delete() {
         .expect("resent, found its own");
     assert!(front.fault_fired());
     assert_eq!(other.peek(&id).await.unwrap().metadata(), b"mine");
+}
+
+/// A delete whose first try ran (its reply lost), then another client
+/// inserted a session under the same id: the resend must not delete that
+/// acknowledged session. It sent `DEL` again and did; now it asks whether
+/// the session is there and, finding one, reports doubt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_does_not_undo_an_insert() {
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("delete").await;
+    let id = SessionId::random().unwrap();
+    store.insert(id, b"first", TTL).await.unwrap();
+    // The key marks both the first try (`DEL`) and the resend.
+    let key = store.key(&id);
+    let r = with_a_write_between_marked(
+        &front,
+        &key,
+        {
+            let store = store.clone();
+            async move { store.delete(&id).await }
+        },
+        async {
+            other
+                .insert(id, b"second", TTL)
+                .await
+                .expect("the first try is in: inserted anew");
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    assert_eq!(
+        other
+            .peek(&id)
+            .await
+            .expect("the acknowledged insert stands")
+            .metadata(),
+        b"second"
+    );
+
+    // With nothing in between, the resend finds the session gone: done.
+    front.lose_reply("DEL");
+    store.delete(&id).await.expect("resent, found it gone");
+    assert!(front.fault_fired());
+    assert!(!other.contains(&id).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
