@@ -447,6 +447,10 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
         Some(Rate::PerSec(r)) => Some(r),
         Some(Rate::Max) => return Err(Error::Usage("--to takes a rate (omit it to use the peak)".into())),
     };
+    if let Some(to) = to {
+        // Before populating: the same check the sweep makes of a peak.
+        sweep::steps_floor(to, args.steps, false)?;
+    }
     let out_dir = args.output.dir(&format!("sweep-{}", scenario.name));
     let request = SweepRequest {
         scenario,

@@ -302,8 +302,24 @@ impl Scenario {
             )));
         }
         self.mix.validate().map_err(|reason| self.invalid(reason))?;
-        self.population_timeout()
-            .map_err(|e| self.invalid(e.to_string()))?;
+        let population = self
+            .population_timeout()
+            .map_err(|e| self.invalid(format!("timeout = {:?}: {e}", self.timeout)))?;
+        population
+            .checked_ms()
+            .map_err(|e| self.invalid(format!("timeout = {}: {e}", self.timeout)))?;
+        let run = self.warmup.0 + self.duration.0;
+        if matches!(population, Timeout::After(d) if d < run) {
+            return Err(self.invalid(format!(
+                "timeout = {} is shorter than warmup + duration ({}): sessions of the live population \
+                 the load does not reach in time would expire mid-run and fail its reads",
+                self.timeout,
+                Dur(run)
+            )));
+        }
+        Timeout::After(self.churn_timeout.0)
+            .checked_ms()
+            .map_err(|e| self.invalid(format!("churn_timeout = {}: {e}", self.churn_timeout)))?;
         self.durability().map_err(|e| self.invalid(e.to_string()))?;
         if self.seed == 0 {
             self.seed = fresh_seed();
@@ -399,6 +415,53 @@ fn fresh_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Timeouts the engine refuses made every create fail at run time
+    /// (counted as the backend's errors: a FAIL that blamed the backend),
+    /// and a population that expires before the run ends made its gets
+    /// fail: both are the scenario's mistakes, refused with its field named.
+    #[test]
+    fn timeouts_the_run_cannot_use_are_refused() {
+        let refused = |s: Scenario, field: &str| {
+            let err = s.resolve().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        };
+        refused(
+            Scenario {
+                churn_timeout: Dur(Duration::ZERO),
+                ..Scenario::default()
+            },
+            "churn_timeout",
+        );
+        refused(
+            Scenario {
+                churn_timeout: Dur(Duration::from_secs(401 * 24 * 3600)),
+                ..Scenario::default()
+            },
+            "churn_timeout",
+        );
+        refused(
+            Scenario {
+                timeout: "9700h".into(),
+                ..Scenario::default()
+            },
+            "timeout",
+        );
+        refused(
+            Scenario {
+                timeout: "10s".into(),
+                duration: Dur(Duration::from_secs(20)),
+                ..Scenario::default()
+            },
+            "timeout",
+        );
+        assert!(Scenario {
+            timeout: "never".into(),
+            ..Scenario::default()
+        }
+        .resolve()
+        .is_ok());
+    }
 
     #[test]
     fn every_builtin_scenario_parses_and_resolves() {

@@ -241,9 +241,16 @@ fn sweep_with<B: Backend>(
         // them expire before the first step, or their mass expiry (the
         // sweeper taking shard locks batch after batch) lands in its tail.
         let settle = base.churn_timeout.0 + 3 * base.engine.sweep_interval.0 + Duration::from_millis(500);
+        if let Some(bar) = progress {
+            bar.set_prefix(format!(
+                "sweep: waiting {} for the peak's churn sessions to expire (churn_timeout)",
+                crate::units::Dur(settle)
+            ));
+        }
         std::thread::sleep(settle);
         (peak, Some(peak))
     };
+    steps_floor(to, request.steps, peak.is_some())?;
     let mut steps = Vec::new();
     let mut probe = |rate: f64, label: String| {
         let scenario = Scenario {
@@ -300,6 +307,27 @@ fn sweep_with<B: Backend>(
         broke_first: knee.broke_first,
         knee_precision: KNEE_PRECISION,
         targets: request.targets.iter().map(|t| t.name.clone()).collect(),
+    })
+}
+
+/// Refuses steps that would offer under 1 op/s each, as `--rate` does
+/// (slower schedules push a client's next start past any run): `to` over
+/// `steps`, where `to` is the measured peak if `measured`.
+pub(crate) fn steps_floor(to: f64, steps: usize, measured: bool) -> Result<(), Error> {
+    #[allow(clippy::cast_precision_loss)]
+    let lowest = to / steps as f64;
+    if lowest >= 1.0 {
+        return Ok(());
+    }
+    Err(if measured {
+        Error::Failed(anyhow::anyhow!(
+            "the closed-loop peak was {to:.1} ops/s, under 1 op/s for each of {steps} steps: the backend \
+             served almost nothing (is it answering?)"
+        ))
+    } else {
+        Error::Usage(format!(
+            "--to {to} over {steps} steps offers under 1 op/s a step: raise --to or lower --steps"
+        ))
     })
 }
 
@@ -455,6 +483,21 @@ impl SweepReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peak of nothing (a backend that stopped answering: every
+    /// operation outlived its slice) made every step's rate 0 ops/s, whose
+    /// schedule never ends; a `--to` over so many steps that each offers
+    /// under 1 op/s likewise. Both are refused, saying why.
+    #[test]
+    fn steps_under_one_op_per_second_are_refused() {
+        let err = steps_floor(0.0, 10, true).unwrap_err().to_string();
+        assert!(err.contains("peak") && err.contains("answering"), "{err}");
+        let err = steps_floor(5.0, 10, false).unwrap_err().to_string();
+        assert!(err.contains("--to") && err.contains("--steps"), "{err}");
+        assert!(steps_floor(f64::NAN, 10, true).is_err());
+        assert!(steps_floor(10.0, 10, false).is_ok());
+        assert!(steps_floor(1e6, 10, true).is_ok());
+    }
 
     /// A backend that holds up to `capacity`; past it the p99 bound breaks,
     /// and past 1.5 × `capacity` the rate too.

@@ -133,6 +133,13 @@ impl Targets {
                 return Err(invalid(format!("ops.{op}: page_min applies to list only")));
             }
         }
+        if let Some(min) = targets.throughput_min_ops_per_s {
+            if !(min.is_finite() && min > 0.0) {
+                return Err(invalid(format!(
+                    "throughput_min_ops_per_s = {min}: must be a number above 0"
+                )));
+            }
+        }
         if let Some(r) = targets.error_ratio_max {
             if !(0.0..=1.0).contains(&r) {
                 return Err(invalid(format!("error_ratio_max = {r}: must be between 0 and 1")));
@@ -231,8 +238,8 @@ pub struct RunFacts {
     /// The lister's page size.
     pub list_page: usize,
     /// The backend's point operations per second over its undisturbed
-    /// slices.
-    pub throughput_ops_per_s: f64,
+    /// slices (`None`: the machine disturbed every slice).
+    pub throughput_ops_per_s: Option<f64>,
     /// The run had a reference peer: tails are judged on what the backend
     /// adds over it.
     pub peer: bool,
@@ -522,22 +529,24 @@ fn run_wide(targets: &Targets, facts: &RunFacts) -> Vec<Verdict> {
     let tier = targets.name.as_str();
     let mut rows = Vec::new();
     if let Some(min) = targets.throughput_min_ops_per_s {
-        let measured = facts.throughput_ops_per_s;
-        rows.push(Verdict {
-            margin: Some(measured / min.max(1e-9)),
-            status: if measured >= min {
-                Status::Pass
-            } else {
-                Status::Fail
+        let limit = format!("{min:.0} ops/s");
+        rows.push(match facts.throughput_ops_per_s {
+            // Not the backend's doing: nothing to judge the floor on.
+            None => Verdict {
+                status: Status::Disturbed,
+                note: "no undisturbed slice".into(),
+                ..Verdict::plain(tier, "all", "throughput", limit, "-".into())
             },
-            note: "floor".into(),
-            ..Verdict::plain(
-                tier,
-                "all",
-                "throughput",
-                format!("{min:.0} ops/s"),
-                format!("{measured:.0} ops/s"),
-            )
+            Some(measured) => Verdict {
+                margin: Some(measured / min),
+                status: if measured >= min {
+                    Status::Pass
+                } else {
+                    Status::Fail
+                },
+                note: "floor".into(),
+                ..Verdict::plain(tier, "all", "throughput", limit, format!("{measured:.0} ops/s"))
+            },
         });
     }
     if let Some(max) = targets.error_ratio_max {
@@ -675,7 +684,7 @@ pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
     };
     let mut facts = RunFacts {
         list_page: scenario.list.page,
-        throughput_ops_per_s: backend.quiet_throughput_ops_per_s.unwrap_or(0.0),
+        throughput_ops_per_s: backend.quiet_throughput_ops_per_s,
         peer: outcome.peer.is_some(),
         ..RunFacts::default()
     };
@@ -833,7 +842,7 @@ mod tests {
             ops: [(Op::Get, f), (Op::Create, f)].into_iter().collect(),
             issued: vec![Op::Get, Op::Create, Op::List],
             list_page: 100,
-            throughput_ops_per_s: 5_000.0,
+            throughput_ops_per_s: Some(5_000.0),
             peer: false,
         }
     }
@@ -915,6 +924,30 @@ mod tests {
         let rows = evaluate(&t, &facts(1));
         assert_eq!(rows[0].status, Status::Fail);
         assert_eq!(rows[0].note, "no samples");
+    }
+
+    /// A floor that is not a number above 0 is refused (NaN failed every
+    /// run, a negative one passed every run); a run with no undisturbed
+    /// slice leaves the floor unjudged (inconclusive), not failed at 0.
+    #[test]
+    fn the_throughput_floor_is_a_number_and_judged_only_on_undisturbed_slices() {
+        for bad in ["nan", "-5.0", "0.0", "inf"] {
+            let text = format!("name = \"t\"\nthroughput_min_ops_per_s = {bad}");
+            let err = Targets::parse("t", &text).unwrap_err().to_string();
+            assert!(err.contains("throughput_min_ops_per_s"), "{bad}: {err}");
+        }
+        let t = Targets::parse("t", "name = \"t\"\nthroughput_min_ops_per_s = 1000").unwrap();
+        let mut f = facts(1);
+        f.throughput_ops_per_s = None;
+        let rows = evaluate(&t, &f);
+        let row = rows.iter().find(|r| r.bound == "throughput").unwrap();
+        assert_eq!(row.status, Status::Disturbed, "{row:?}");
+        f.throughput_ops_per_s = Some(500.0);
+        let rows = evaluate(&t, &f);
+        assert_eq!(
+            rows.iter().find(|r| r.bound == "throughput").unwrap().status,
+            Status::Fail
+        );
     }
 
     #[test]
