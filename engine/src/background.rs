@@ -121,10 +121,19 @@ impl Background {
                 self.flushers.push(spawn(
                     "session-flusher",
                     Box::new(move || {
+                        /// Reports the round done however the share's
+                        /// syncs end (a panic included): the first thread
+                        /// waits for every helper it gave work.
+                        struct Done<'a>(&'a Rounds);
+                        impl Drop for Done<'_> {
+                            fn drop(&mut self) {
+                                self.0.done();
+                            }
+                        }
                         let mut seen = 0;
                         while rounds.next_round(t, &mut seen) {
+                            let _done = Done(&rounds);
                             flush_share(&core, t, n);
-                            rounds.done();
                         }
                     }),
                 )?);
@@ -291,16 +300,17 @@ impl Rounds {
     }
 
     /// Helper `t`'s wait for a round after `seen` (the last it ran) that
-    /// gives it work; false: stop.
+    /// gives it work; false: stop. A round it was given before the stop is
+    /// run first: the first thread waits for it to be done.
     fn next_round(&self, t: usize, seen: &mut u64) -> bool {
         let mut state = self.state.lock();
         loop {
-            if state.stopped {
-                return false;
-            }
             if state.round != *seen && state.assigned & (1 << t) != 0 {
                 *seen = state.round;
                 return true;
+            }
+            if state.stopped {
+                return false;
             }
             self.start[t].wait(&mut state);
         }
@@ -376,5 +386,26 @@ fn compactor(core: &Core, stop: &Stop) {
                 let _ = e;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A helper given a round before the stop runs it and reports done:
+    /// it used to see the stop first and end without reporting, and the
+    /// first flusher thread then waited for it forever (the last handle's
+    /// drop, joining it, with it).
+    #[test]
+    fn a_round_started_before_the_stop_is_finished_by_its_helper() {
+        let rounds = Rounds::new(2);
+        rounds.start(0b10);
+        rounds.stop();
+        let mut seen = 0;
+        assert!(rounds.next_round(1, &mut seen), "the assigned round runs");
+        rounds.done();
+        rounds.wait_done();
+        assert!(!rounds.next_round(1, &mut seen), "then the helper stops");
     }
 }
