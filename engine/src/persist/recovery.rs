@@ -130,6 +130,12 @@ pub struct RecoveryReport {
     pub damage: Vec<Damage>,
     /// Time recovery took, in milliseconds.
     pub duration_ms: u64,
+    /// Segment files synced at the open, before any write could land after
+    /// them (0 with `Durability::Never`): what recovery read may have been
+    /// in the page cache only (a process that died in `Interval` or `Never`
+    /// mode), and a write acknowledged once synced must not depend on
+    /// records a power loss could still take.
+    pub synced_segments: usize,
 }
 
 impl RecoveryReport {
