@@ -171,8 +171,10 @@ impl Wheel {
         self.len = 0;
     }
 
-    /// Schedules `index` at tick `when`. Deadlines at or before `elapsed`
-    /// fire on the next poll past `elapsed`.
+    /// Schedules `index` at tick `when`. A deadline at or before `elapsed`
+    /// is already due: it goes on the pending list, which the next poll
+    /// drains first (filed a tick later, it waited for the clock to move,
+    /// and a poll in the same millisecond reclaimed nothing).
     #[inline]
     pub(crate) fn insert(&mut self, store: &mut impl WheelStore, index: u32, when: u64) {
         debug_assert!(index <= INDEX_MAX, "index {index} collides with the head marker");
@@ -181,7 +183,10 @@ impl Wheel {
             "entry {index} is already scheduled: {:?}",
             store.link(index)
         );
-        let when = when.max(self.elapsed.saturating_add(1));
+        if when <= self.elapsed {
+            self.push_front(store, index, PENDING_LIST);
+            return;
+        }
         let level = level_for(self.elapsed, when);
         let slot = slot_for(when, level);
         self.push_front(store, index, list_id(level, slot));
@@ -466,8 +471,17 @@ mod tests {
         let mut store = VecStore::new(1);
         store.deadlines[0] = Some(10);
         wheel.insert(&mut store, 0, 10);
-        assert_eq!(poll_all(&mut wheel, &mut store, 500), Vec::<u32>::new());
-        assert_eq!(poll_all(&mut wheel, &mut store, 501), vec![0]);
+        // Already due: fired by a poll at the same tick (it used to wait
+        // for the clock to move on).
+        assert_eq!(poll_all(&mut wheel, &mut store, 500), vec![0]);
+        assert_eq!(wheel.len(), 0);
+        store.deadlines[0] = Some(500);
+        wheel.insert(&mut store, 0, 500);
+        assert_eq!(
+            poll_all(&mut wheel, &mut store, 500),
+            vec![0],
+            "due at elapsed itself"
+        );
     }
 
     #[test]

@@ -107,3 +107,32 @@ fn concurrent_creates_never_exceed_the_budget() {
     assert_eq!(engine.len(), created.load(Ordering::Relaxed));
     assert_eq!(engine.len() + fill(&engine).len(), max);
 }
+
+/// A session whose deadline is already behind the engine's clock when it
+/// is scheduled (a lifetime cap set into the past) is reclaimed at once:
+/// it was filed a tick later, so in the same millisecond `cleanup_expired`
+/// found nothing and a full engine refused a create with
+/// `CapacityExceeded` while holding a session every read reports gone.
+#[test]
+fn a_deadline_already_passed_is_reclaimed_in_the_same_millisecond() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let engine = Engine::open(
+        Config::default()
+            .shards(1)
+            .sessions_max(1)
+            .clock(clock.clock())
+            .without_sweeper(),
+    )
+    .unwrap();
+    let a = engine.create(b"a", Timeout::Never).unwrap();
+    clock.advance_ms(100);
+    assert_eq!(engine.cleanup_expired(), 0);
+    engine
+        .set_lifetime(&a, Timeout::from_ms(50))
+        .expect("a cap in the past ends the session");
+    assert!(engine.get(&a).is_err(), "reads find it gone");
+    assert_eq!(engine.cleanup_expired(), 1, "reclaimed in the same millisecond");
+    engine
+        .create(b"b", Timeout::Never)
+        .expect("room for a new session");
+}
