@@ -513,8 +513,12 @@ impl Core {
                     })
                     .ok_or_else(not_found)?
             };
+            // The user's closure runs with no epoch pinned (`read` owns its
+            // bytes): a slow one must not hold back the freeing of every
+            // block and table the writers retire meanwhile.
+            let step = decide(&read)?;
             let guard = crossbeam_epoch::pin();
-            let commit = match decide(&read)? {
+            let commit = match step {
                 None => return Ok(Changed::Declined),
                 Some(Step::Keep) => {
                     drop(guard);
