@@ -188,6 +188,29 @@ fn to_index(slot: usize) -> u32 {
         .expect("tables never exceed SLOTS_MAX slots")
 }
 
+/// Undoes a write's `retire` if the write unwinds before it publishes or
+/// removes the block (a panic between its two steps: its log append): the
+/// block then stands as it was, for the writers' checks (an insert, a
+/// sweep, a state call) as for readers. Disarmed once the block is done
+/// with; an error path undoes the mark itself.
+struct Retired<'a>(Option<BlockRef<'a>>);
+
+impl Retired<'_> {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Retired<'_> {
+    fn drop(&mut self) {
+        if let Some(block) = self.0.take() {
+            if std::thread::panicking() {
+                block.unretire();
+            }
+        }
+    }
+}
+
 fn live_len(block: BlockRef<'_>) -> i64 {
     i64::try_from(put_len(block.len())).unwrap_or(i64::MAX)
 }
@@ -714,15 +737,18 @@ impl Shard {
         if block.retire(now_ms).is_err() {
             return Ok(None);
         }
+        let mut retired = Retired(Some(block));
         let position = match self.append(record, -live_len(block), now_ms) {
             Ok(position) => position,
             Err(e) => {
                 block.unretire();
+                retired.disarm();
                 return Err(e);
             }
         };
         w.deleted_total += 1;
         let session = self.remove_at(w, table, at, guard);
+        retired.disarm();
         block.close();
         Ok(Some((session, position)))
     }
@@ -785,6 +811,7 @@ impl Shard {
         let Ok(last) = old.retire(now_ms) else {
             return Ok(Rotated::Gone);
         };
+        let mut retired = Retired(Some(old));
         let header = new.header_mut().expect("a new block is unshared");
         header.set_access_unpublished(last.max(now_ms));
         let live_delta = live_len(new.block()) - live_len(old);
@@ -792,6 +819,7 @@ impl Shard {
             Ok(position) => position,
             Err(e) => {
                 old.unretire();
+                retired.disarm();
                 return Err(e);
             }
         };
@@ -807,6 +835,7 @@ impl Shard {
         self.len.fetch_add(1, Ordering::Relaxed);
         // Reads of the old id made since `retire` slid it: the new id keeps
         // those slides.
+        retired.disarm();
         table.header(at).carry(old.close());
         w.schedule(table, at);
         Ok(Rotated::Done(session, position))
@@ -900,6 +929,7 @@ impl Shard {
         let Ok(last) = old.retire(now_ms) else {
             return Ok(Commit::Gone);
         };
+        let mut retired = Retired(Some(old));
         let header = new.header_mut().expect("a new block is unshared");
         debug_assert!(
             header.id == id && header.created_ms == old.created_ms,
@@ -911,6 +941,7 @@ impl Shard {
             Ok(position) => position,
             Err(e) => {
                 old.unretire();
+                retired.disarm();
                 return Err(e);
             }
         };
@@ -924,6 +955,7 @@ impl Shard {
         let replaced = table.replace(at, hash, new);
         // Reads made since `retire` slid the old block: the new one keeps
         // those slides.
+        retired.disarm();
         table.header(at).carry(old.close());
         guard.defer(move || drop(replaced));
         if timeout_changed {

@@ -252,6 +252,36 @@ mod during_a_write {
         assert!(got.unwrap_err().is_not_found());
     }
 
+    /// After a writer panicked between its two steps, the writers' own
+    /// checks take the session as it stands too: an insert under its id
+    /// is refused (it took the mark for an expiry and replaced the live
+    /// session), a write goes through, and the sweeper expires it on time
+    /// (it re-armed it 2^62 ms away: never swept, its room never freed).
+    #[test]
+    fn after_a_writer_panicked_the_writers_take_the_session_as_it_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000);
+        let engine = engine(dir.path(), &clock);
+        let id = SessionId::from_bytes([7; 16]);
+        engine.insert(id, b"v1", Timeout::from_ms(100)).unwrap();
+        engine.debug_after_next_append(0, || panic!("a bug between the write's two steps"));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = engine.update(&id, |_| b"v2".to_vec());
+        }));
+        assert!(panicked.is_err());
+        let again = engine.insert(id, b"other", Timeout::from_ms(100));
+        assert!(
+            matches!(again, Err(session_engine::Error::AlreadyExists)),
+            "{again:?}"
+        );
+        engine
+            .set_ttl(&id, Timeout::from_ms(100))
+            .expect("a write goes through");
+        clock.advance_ms(150);
+        assert_eq!(engine.cleanup_expired(), 1, "swept on time");
+        assert!(engine.is_empty());
+    }
+
     #[test]
     fn a_touch_inside_the_window_is_kept() {
         let (engine, clock, id, touched, _dir) = read_during_update(1_090, |e, id| e.touch(id));
