@@ -17,7 +17,10 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::Durability;
 use crate::core::{Core, LogFlush};
 use crate::error::{Error, Result};
-use crate::limits::{COMPACTION_CHECK_INTERVAL_MS, LOG_CHECK_INTERVAL_MS, SWEEP_BATCH_MAX};
+use crate::limits::{
+    COMPACTION_BACKOFF_CHECKS_MAX, COMPACTION_BACKOFF_CHECKS_MIN, COMPACTION_CHECK_INTERVAL_MS,
+    LOG_CHECK_INTERVAL_MS, SWEEP_BATCH_MAX,
+};
 use crate::persist::{self, CompactionStep, FlushRequests};
 
 /// Stop flag shared with the background threads.
@@ -366,24 +369,47 @@ fn sweeper(core: &Core, stop: &Stop) {
     }
 }
 
+/// Checks to skip after `failures` failed compactions of a shard in a row
+/// (0 after a success): doubling from [`COMPACTION_BACKOFF_CHECKS_MIN`] up to
+/// [`COMPACTION_BACKOFF_CHECKS_MAX`].
+fn compaction_backoff(failures: u32) -> u32 {
+    match failures {
+        0 => 0,
+        n => COMPACTION_BACKOFF_CHECKS_MIN
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(COMPACTION_BACKOFF_CHECKS_MAX),
+    }
+}
+
 fn compactor(core: &Core, stop: &Stop) {
     let threshold = core.config.compaction_threshold;
     let segment_len = core.config.segment_size_bytes;
+    // Per shard: failures in a row, and checks left to skip.
+    let mut backoff = vec![(0u32, 0u32); core.logs.len()];
     while !stop.wait(Duration::from_millis(COMPACTION_CHECK_INTERVAL_MS)) {
         for (shard, log) in core.logs.iter().enumerate() {
+            let (failures, skip) = &mut backoff[shard];
+            if *skip > 0 {
+                *skip -= 1;
+                continue;
+            }
             if !persist::wants_compaction(log, threshold, segment_len) {
                 continue;
             }
             if let Err(e) = core.compact(shard, CompactionStep::Done) {
+                *failures = failures.saturating_add(1);
+                *skip = compaction_backoff(*failures);
                 core.compaction_errors.fetch_add(1, Ordering::Relaxed);
                 #[cfg(feature = "tracing")]
                 tracing::warn!(
                     shard,
                     error = %e,
-                    "session-engine: compaction failed; retried at the next check"
+                    "session-engine: compaction failed; retried after a backoff that doubles per failure in a row (up to about a minute)"
                 );
                 #[cfg(not(feature = "tracing"))]
                 let _ = e;
+            } else {
+                *failures = 0;
             }
         }
     }
@@ -392,6 +418,16 @@ fn compactor(core: &Core, stop: &Stop) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Failed compactions of a shard back off, doubling to about a minute,
+    /// and a success starts over: each try preallocates a segment, so a
+    /// disk too full for the base lost a segment's space every 500 ms.
+    #[test]
+    fn failed_compactions_back_off() {
+        let waits: Vec<u32> = (0..10).map(compaction_backoff).collect();
+        assert_eq!(waits, [0, 2, 4, 8, 16, 32, 64, 128, 128, 128]);
+        assert_eq!(compaction_backoff(u32::MAX), COMPACTION_BACKOFF_CHECKS_MAX);
+    }
 
     /// A helper given a round before the stop runs it and reports done:
     /// it used to see the stop first and end without reporting, and the

@@ -94,6 +94,17 @@ pub const LOG_CHECK_INTERVAL_MS: u64 = 50;
 /// How often the compactor checks whether a shard's log is worth rewriting.
 pub const COMPACTION_CHECK_INTERVAL_MS: u64 = 500;
 
+/// After a shard's compaction failed, the next try waits this many checks,
+/// doubling per failure in a row up to [`COMPACTION_BACKOFF_CHECKS_MAX`]:
+/// each try seals the log into a new preallocated segment before it
+/// writes the base, so on a disk too full to hold the base, retrying every
+/// check turned the space left into near-empty segments.
+pub const COMPACTION_BACKOFF_CHECKS_MIN: u32 = 2;
+
+/// The longest wait between failed compactions of one shard, in checks
+/// (128 × 500 ms: about a minute).
+pub const COMPACTION_BACKOFF_CHECKS_MAX: u32 = 128;
+
 /// Bounds of `Config::sweep_interval`: a sweep more often than every
 /// millisecond (the wheel's tick) does nothing more; less often than a
 /// minute leaves expired sessions' memory held too long.
