@@ -23,7 +23,9 @@ use crate::state::{Bucket, RateDecision, TopicCursor, TopicPage};
 /// every clone works on the same sessions (hand one to each task or
 /// request handler, as with `Arc`). Reads (`get`, `peek`, `touch`,
 /// `contains`, `list`) take no lock at all; a write takes its shard's
-/// writer lock for one change and never blocks on I/O under it. When the
+/// writer lock for one change and does no I/O under it beyond its append
+/// to the mapped log (except when it fills a segment before the next one
+/// was prepared, and creates that one itself). When the
 /// last handle drops (or at [`Engine::close`]) the background threads stop
 /// and, with persistence, the logs are flushed.
 #[derive(Clone)]
