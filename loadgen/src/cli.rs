@@ -472,16 +472,25 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
             report.broke_first.join(", ")
         ),
         (Some(k), None) => println!("\nknee: {k:.0} ops/s (the highest step; nothing broke)"),
-        (None, _) => println!(
+        (None, Some(_)) => println!(
             "\nknee: none (the first step already broke {})",
             report.broke_first.join(", ")
         ),
+        (None, None) => println!("\nknee: none judged"),
+    }
+    if let Some(rate) = report.inconclusive_at_ops_per_s {
+        println!(
+            "inconclusive: the machine was too busy to judge {rate:.0} ops/s on any attempt; the search \
+             stopped there (the knee is at least what held)"
+        );
     }
     if let Some(dir) = out_dir {
         report.write(&dir)?;
         println!("results: {}", dir.display());
     }
-    Ok(if report.knee_ops_per_s.is_some() {
+    Ok(if report.inconclusive_at_ops_per_s.is_some() {
+        EXIT_INCONCLUSIVE
+    } else if report.knee_ops_per_s.is_some() {
         EXIT_PASS
     } else {
         EXIT_FAIL

@@ -69,6 +69,9 @@ pub struct SweepStep {
     pub throughput_ops_per_s: f64,
     /// All bounds held and the rate was kept.
     pub passed: bool,
+    /// The machine was too busy to judge this attempt.
+    #[serde(default)]
+    pub inconclusive: bool,
     /// The bounds that failed, as `tier/op/bound`.
     pub failed: Vec<String>,
     /// All point operations.
@@ -105,6 +108,10 @@ pub struct SweepReport {
     pub broke_at_ops_per_s: Option<f64>,
     /// The bounds that broke there, most broken first (`tier/op/bound`).
     pub broke_first: Vec<String>,
+    /// The rate the machine was too busy to judge on any attempt, where the
+    /// search stopped (the knee is then only known to be at least
+    /// `knee_ops_per_s`).
+    pub inconclusive_at_ops_per_s: Option<f64>,
     /// How close the bisection brings the knee to the lowest rate that
     /// broke: (broke − knee) / knee at most this.
     pub knee_precision: f64,
@@ -119,6 +126,9 @@ pub enum Probe {
     Held,
     /// A bound broke on every attempt: these, most broken first.
     Broke(Vec<String>),
+    /// No attempt held, and none could be judged: the machine was too busy
+    /// (neither held nor broke).
+    Inconclusive,
 }
 
 /// Where the knee is.
@@ -130,6 +140,8 @@ pub struct Knee {
     pub broke_at: Option<f64>,
     /// What broke there.
     pub broke_first: Vec<String>,
+    /// The rate the machine kept from judging, where the search stopped.
+    pub inconclusive_at: Option<f64>,
 }
 
 /// Steps up through `rates` until one breaks, then bisects between the last
@@ -147,6 +159,10 @@ pub fn find_knee(rates: &[f64], precision: f64, probe: &mut dyn FnMut(f64, Strin
                 knee.broke_first = bounds;
                 break;
             }
+            Probe::Inconclusive => {
+                knee.inconclusive_at = Some(rate);
+                return knee;
+            }
         }
     }
     let (Some(mut held), Some(mut broke)) = (knee.held, knee.broke_at) else {
@@ -161,6 +177,10 @@ pub fn find_knee(rates: &[f64], precision: f64, probe: &mut dyn FnMut(f64, Strin
             Probe::Broke(bounds) => {
                 broke = mid;
                 knee.broke_first = bounds;
+            }
+            Probe::Inconclusive => {
+                knee.inconclusive_at = Some(mid);
+                break;
             }
         }
     }
@@ -261,7 +281,7 @@ fn sweep_with<B: Backend>(
         // machine one burst of other work can break a bound that the backend
         // holds. The step counts as held if any attempt held; every attempt
         // is recorded.
-        let mut failed = Vec::new();
+        let mut broke: Option<Vec<String>> = None;
         for attempt in 0..=request.retries {
             if let Some(bar) = progress {
                 bar.set_prefix(format!(
@@ -280,13 +300,17 @@ fn sweep_with<B: Backend>(
             );
             let step = step_of(&scenario, &outcome, &request.targets);
             let held = step.passed;
-            failed.clone_from(&step.failed);
+            if !held && !step.inconclusive {
+                broke = Some(step.failed.clone());
+            }
             steps.push(SweepStep { attempt, ..step });
             if held {
                 return Probe::Held;
             }
         }
-        Probe::Broke(failed)
+        // Broken if any attempt was judged and broke; the machine's doing
+        // if it kept every attempt from being judged.
+        broke.map_or(Probe::Inconclusive, Probe::Broke)
     };
     let rates: Vec<f64> = (1..=request.steps)
         .map(|i| to * i as f64 / request.steps as f64)
@@ -304,6 +328,7 @@ fn sweep_with<B: Backend>(
         steps,
         knee_ops_per_s: knee.held,
         broke_at_ops_per_s: knee.broke_at,
+        inconclusive_at_ops_per_s: knee.inconclusive_at,
         broke_first: knee.broke_first,
         knee_precision: KNEE_PRECISION,
         targets: request.targets.iter().map(|t| t.name.clone()).collect(),
@@ -358,6 +383,7 @@ fn step_of(scenario: &Scenario, outcome: &Outcome, tiers: &[Targets]) -> SweepSt
         attempt: 0,
         throughput_ops_per_s: outcome.backend.throughput_ops_per_s,
         passed: judged.verdict == RunVerdict::Pass,
+        inconclusive: judged.verdict == RunVerdict::Inconclusive,
         failed,
         all_point_ops: {
             let points = all.point_ops();
@@ -526,6 +552,40 @@ mod tests {
         assert_eq!(knee.broke_first, vec!["embedded/get/p99 added".to_owned()]);
         assert_eq!(probed[..7], rates[..7], "stepped up first");
         assert!(probed.len() <= 7 + 4, "a handful of bisections: {probed:?}");
+    }
+
+    /// A rate the machine kept from judging (every attempt inconclusive)
+    /// neither holds nor breaks: the search stops there and says so. It
+    /// counted as broken, so a busy moment lowered the knee (or, on the
+    /// first step, reported "no knee" as a failure).
+    #[test]
+    fn an_inconclusive_rate_stops_the_search_without_moving_the_knee() {
+        let rates = [1_000.0, 2_000.0, 3_000.0, 4_000.0];
+        let mut probed = Vec::new();
+        let knee = find_knee(&rates, 0.05, &mut |rate, _| {
+            probed.push(rate);
+            if rate < 2_500.0 {
+                Probe::Held
+            } else {
+                Probe::Inconclusive
+            }
+        });
+        assert_eq!(knee.held, Some(2_000.0));
+        assert_eq!(knee.broke_at, None);
+        assert_eq!(knee.inconclusive_at, Some(3_000.0));
+        assert_eq!(probed, vec![1_000.0, 2_000.0, 3_000.0]);
+        // While bisecting: the knee and the rate that broke stay as found.
+        let knee = find_knee(&rates, 0.05, &mut |rate, label| {
+            if label == "bisect" {
+                Probe::Inconclusive
+            } else if rate <= 2_000.0 {
+                Probe::Held
+            } else {
+                Probe::Broke(vec!["t/get/p99".into()])
+            }
+        });
+        assert_eq!((knee.held, knee.broke_at), (Some(2_000.0), Some(3_000.0)));
+        assert_eq!(knee.inconclusive_at, Some(2_500.0));
     }
 
     #[test]
