@@ -24,7 +24,9 @@ use crate::persist::{
 };
 use crate::session::{Listener, RemovalCause, Session, SessionRef, Stats, Timeout};
 use crate::settle::Pending;
-use crate::shard::{snapshot, Commit, Inserted, ListPosition, Locked, LogPosition, Rotated, Shard, Swept};
+use crate::shard::{
+    snapshot, Commit, Inserted, ListPosition, Locked, LogPosition, Room, Rotated, Shard, Swept,
+};
 use crate::state::{check_bucket, check_topic};
 use crate::state::{Bucket, RateDecision, TopicCursor, TopicPage};
 use crate::table::hash_id;
@@ -353,67 +355,59 @@ impl Core {
         !self.logs.is_empty()
     }
 
-    /// Stores a session in `block`, reserving capacity first.
+    /// Stores a session in `block` if its id is new, claiming room for it
+    /// under the shard's writer mutex; when the engine is full, reclaims
+    /// expired sessions once and tries again before refusing.
     pub(crate) fn insert(&self, id: SessionId, mut block: Metadata, timeout_ms: u32) -> Result<Placed> {
-        self.reserve()?;
         let (hash, shard) = self.route(&id);
-        let now_ms = self.clock.now_ms();
-        block.init(id, now_ms, now_ms, timeout_ms);
-        let lifetime = self.lifetime;
-        let block = block.with_lifetime(lifetime);
-        let guard = crossbeam_epoch::pin();
-        let inserted = self.with_record(
-            block,
-            |block, buf| {
-                Record::Put {
-                    id,
-                    created_ms: now_ms,
-                    last_access_ms: now_ms,
-                    timeout_ms: stored_to_record(timeout_ms),
-                    lifetime_ms: stored_to_record(lifetime),
-                    metadata: block.as_bytes(),
-                }
-                .encode(self.salt(hash), buf);
-            },
-            |block, record| shard.insert(hash, block, &self.clock, record, &guard),
-        );
-        let inserted = match inserted {
-            Ok(inserted) => inserted,
-            Err(e) => {
-                self.sessions.fetch_sub(1, Ordering::Relaxed);
-                return Err(e);
-            }
+        let room = Room {
+            count: &self.sessions,
+            max: self.config.sessions_max,
         };
-        drop(guard);
-        match inserted {
-            Inserted::Stored(replaced, position) => {
-                if let Some(expired) = replaced {
-                    self.sessions.fetch_sub(1, Ordering::Relaxed);
-                    self.notify(&expired, RemovalCause::Expired);
+        let lifetime = self.lifetime;
+        let mut swept = false;
+        loop {
+            let now_ms = self.clock.now_ms();
+            block.init(id, now_ms, now_ms, timeout_ms);
+            block = block.with_lifetime(lifetime);
+            let guard = crossbeam_epoch::pin();
+            let inserted = self.with_record(
+                block,
+                |block, buf| {
+                    Record::Put {
+                        id,
+                        created_ms: now_ms,
+                        last_access_ms: now_ms,
+                        timeout_ms: stored_to_record(timeout_ms),
+                        lifetime_ms: stored_to_record(lifetime),
+                        metadata: block.as_bytes(),
+                    }
+                    .encode(self.salt(hash), buf);
+                },
+                |block, record| shard.insert(hash, block, &self.clock, &room, record, &guard),
+            )?;
+            drop(guard);
+            match inserted {
+                Inserted::Stored(replaced, position) => {
+                    if let Some(expired) = replaced {
+                        self.notify(&expired, RemovalCause::Expired);
+                    }
+                    return Ok(Placed::Done(self.pending(hash, position)));
                 }
-                Ok(Placed::Done(self.pending(hash, position)))
-            }
-            Inserted::Exists(block) => {
-                self.sessions.fetch_sub(1, Ordering::Relaxed);
-                Ok(Placed::Taken(block))
-            }
-        }
-    }
-
-    /// Claims room for one more session; reclaims expired sessions once
-    /// before refusing.
-    fn reserve(&self) -> Result<()> {
-        let max = self.config.sessions_max;
-        for attempt in 0..2 {
-            if self.sessions.fetch_add(1, Ordering::Relaxed) < max {
-                return Ok(());
-            }
-            self.sessions.fetch_sub(1, Ordering::Relaxed);
-            if attempt == 0 && self.sweep_all(&mut Vec::new(), false) == 0 {
-                break;
+                Inserted::Exists(block) => return Ok(Placed::Taken(block)),
+                Inserted::Full(back) if !swept => {
+                    // Outside every shard's mutex: the sweep takes them.
+                    self.sweep_all(&mut Vec::new(), false);
+                    swept = true;
+                    block = back;
+                }
+                Inserted::Full(_) => {
+                    return Err(Error::CapacityExceeded {
+                        sessions_max: self.config.sessions_max,
+                    })
+                }
             }
         }
-        Err(Error::CapacityExceeded { sessions_max: max })
     }
 
     /// Removes the live session.

@@ -69,6 +69,33 @@ pub(crate) enum Inserted {
     Stored(Option<Session>, LogPosition),
     /// A live session has this id; the block comes back to the caller.
     Exists(Metadata),
+    /// The id is new and the engine holds `sessions_max` sessions; the
+    /// block comes back to the caller (nothing changed).
+    Full(Metadata),
+}
+
+/// The engine's count of sessions against `Config::sessions_max`. An insert
+/// claims room under the shard's writer mutex once it knows its id is new:
+/// another insert of the same id, serialized by that mutex, then finds it
+/// taken and claims nothing (claimed before the mutex, one put of a new
+/// id at the limit could be refused for another's claim in flight).
+pub(crate) struct Room<'a> {
+    pub(crate) count: &'a AtomicUsize,
+    pub(crate) max: usize,
+}
+
+impl Room<'_> {
+    fn claim(&self) -> bool {
+        if self.count.fetch_add(1, Ordering::Relaxed) < self.max {
+            return true;
+        }
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        false
+    }
+
+    fn give_back(&self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Result of committing a replacement block (an update or a new timeout).
@@ -620,6 +647,7 @@ impl Shard {
         hash: u64,
         block: Metadata,
         clock: &Clock,
+        room: &Room<'_>,
         record: Option<&[u8]>,
         guard: &Guard,
     ) -> Result<Inserted> {
@@ -652,8 +680,22 @@ impl Shard {
             found = table.find_or_free(hash, &id);
             slot = slot_of(&w, table, found);
         }
+        // An expired session of this id passes its room on; a new id claims
+        // room, before anything is logged.
+        let replacing = found.is_ok();
+        if !replacing && !room.claim() {
+            return Ok(Inserted::Full(block));
+        }
         // Logged before anything changes: a failed append leaves no trace.
-        let position = self.append(record, live_delta, now_ms)?;
+        let position = match self.append(record, live_delta, now_ms) {
+            Ok(position) => position,
+            Err(e) => {
+                if !replacing {
+                    room.give_back();
+                }
+                return Err(e);
+            }
+        };
         // An expired session the sweeper has not reached goes now.
         let replaced = found.ok().map(|at| {
             w.expired_total += 1;
@@ -1360,6 +1402,16 @@ mod tests {
         )
     }
 
+    /// Room for any number of sessions (the capacity is the engine's
+    /// concern, tested there).
+    fn unbounded() -> Room<'static> {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        Room {
+            count: &COUNT,
+            max: usize::MAX,
+        }
+    }
+
     struct Fixture {
         shard: Shard,
         hasher: RandomState,
@@ -1395,7 +1447,9 @@ mod tests {
         fn insert(&self, n: u32, timeout_ms: u32) {
             let g = crossbeam_epoch::pin();
             let b = block(n, self.clock.now_ms(), timeout_ms);
-            let r = self.shard.insert(self.hash(n), b, &self.clock.clock(), None, &g);
+            let r = self
+                .shard
+                .insert(self.hash(n), b, &self.clock.clock(), &unbounded(), None, &g);
             assert!(matches!(r, Ok(Inserted::Stored(None, None))));
         }
 
@@ -1455,7 +1509,9 @@ mod tests {
         f.clock.advance_ms(200);
         assert!(!live(1) && !live(2), "expired");
         let g = crossbeam_epoch::pin();
-        let r = f.shard.insert(f.hash(1), block(1, 1_200, 500), &clock, None, &g);
+        let r = f
+            .shard
+            .insert(f.hash(1), block(1, 1_200, 500), &clock, &unbounded(), None, &g);
         assert!(matches!(r, Ok(Inserted::Stored(Some(_), _))));
         drop(g);
         assert!(live(1));
@@ -1489,13 +1545,17 @@ mod tests {
                 let g = crossbeam_epoch::pin();
                 for n in 0..16 {
                     let _ = f.shard.delete(f.hash(n), &id(n), &clock, None, &g);
-                    let r = f.shard.insert(f.hash(n), block(n, 1_000, 50), &clock, None, &g);
+                    let r = f
+                        .shard
+                        .insert(f.hash(n), block(n, 1_000, 50), &clock, &unbounded(), None, &g);
                     assert!(matches!(r, Ok(Inserted::Stored(..))));
                 }
                 // New ids each round grow the table (rebuilds).
                 let fresh = 100 + round * 4;
                 for n in fresh..fresh + 4 {
-                    let r = f.shard.insert(f.hash(n), block(n, 1_000, 50), &clock, None, &g);
+                    let r = f
+                        .shard
+                        .insert(f.hash(n), block(n, 1_000, 50), &clock, &unbounded(), None, &g);
                     assert!(matches!(r, Ok(Inserted::Stored(..))));
                 }
                 drop(g);

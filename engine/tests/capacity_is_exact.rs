@@ -136,3 +136,30 @@ fn a_deadline_already_passed_is_reclaimed_in_the_same_millisecond() {
         .create(b"b", Timeout::Never)
         .expect("room for a new session");
 }
+
+/// Puts of one new id racing at one session below `sessions_max`: one
+/// inserts it, the others find it and replace it. A put whose reservation
+/// met another put's in-flight one was refused with `CapacityExceeded`,
+/// though the id existed by the time it returned (the refusal is for new
+/// ids only).
+#[test]
+fn puts_of_one_new_id_racing_at_the_limit_all_succeed() {
+    for round in 0..200u32 {
+        let engine = Engine::open(Config::default().shards(2).sessions_max(2).without_sweeper()).unwrap();
+        engine.create(b"x", Timeout::Never).unwrap();
+        let id = session_engine::SessionId::from_bytes([round as u8 | 1; 16]);
+        let barrier = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let (engine, barrier) = (&engine, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    engine
+                        .put(id, &[t], Timeout::Never)
+                        .unwrap_or_else(|e| panic!("round {round}, put {t}: {e}"));
+                });
+            }
+        });
+        assert_eq!(engine.len(), 2);
+    }
+}
