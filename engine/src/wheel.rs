@@ -184,13 +184,21 @@ impl Wheel {
             store.link(index)
         );
         if when <= self.elapsed {
-            self.push_front(store, index, PENDING_LIST);
+            self.insert_due(store, index);
             return;
         }
         let level = level_for(self.elapsed, when);
         let slot = slot_for(when, level);
         self.push_front(store, index, list_id(level, slot));
         self.occupied[level] |= 1 << slot;
+    }
+
+    /// [`Wheel::insert`] of a deadline already due (rare: out of line, so
+    /// the common insert stays small).
+    #[cold]
+    #[inline(never)]
+    fn insert_due(&mut self, store: &mut impl WheelStore, index: u32) {
+        self.push_front(store, index, PENDING_LIST);
     }
 
     /// Unschedules `index`; false if it was not scheduled.
