@@ -452,6 +452,9 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
         sweep::steps_floor(to, args.steps, false)?;
     }
     let out_dir = args.output.dir(&format!("sweep-{}", scenario.name));
+    if let Some(dir) = &out_dir {
+        crate::output::prepare(dir).map_err(|e| Error::Usage(e.to_string()))?;
+    }
     let request = SweepRequest {
         scenario,
         targets: load_targets(&args.targets)?,

@@ -18,7 +18,29 @@ use crate::workers::Outcome;
 /// The default results directory for a run of `scenario` started now.
 #[must_use]
 pub fn default_dir(root: &Path, scenario: &str) -> PathBuf {
-    crate::report::default_out_dir(root, scenario, SystemTime::now())
+    let base = crate::report::default_out_dir(root, scenario, SystemTime::now());
+    // Named to the second: a second run in the same second gets its own.
+    let mut dir = base.clone();
+    let mut n = 2;
+    while dir.exists() {
+        dir = PathBuf::from(format!("{}-{n}", base.display()));
+        n += 1;
+    }
+    dir
+}
+
+/// Makes sure the results can go to `dir` before a load runs (created,
+/// and a file written and removed there): a run that could not write them
+/// would end with an error in place of its verdict.
+///
+/// # Errors
+/// Why not, naming the directory.
+pub fn prepare(dir: &Path) -> anyhow::Result<()> {
+    let probe = dir.join(".loadgen-probe");
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| anyhow::anyhow!("cannot write results to {}: {e}", dir.display()))
 }
 
 /// Writes the JSON, markdown, plots, interval log and `.hgrm` files into `dir`.

@@ -218,6 +218,9 @@ pub fn execute(request: &RunRequest, quiet: bool) -> Result<Report, Error> {
             s.seed
         );
     }
+    if let Some(dir) = &request.out_dir {
+        output::prepare(dir).map_err(|e| Error::Usage(e.to_string()))?;
+    }
     let bar = Progress::new(!request.progress, &s.name);
     let measured = measure_request(request, bar.as_ref())?;
     if let Some(bar) = &bar {

@@ -231,6 +231,26 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
     }
 }
 
+/// Results that cannot be written are refused before the load: a run
+/// whose `--out` is a file ran to the end, then failed with exit 2 and no
+/// verdict.
+#[test]
+fn results_that_cannot_be_written_are_refused_before_the_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let started = std::time::Instant::now();
+    let mut args = vec!["run"];
+    args.extend(TINY);
+    args.extend(["42", "--out", file.to_str().unwrap()]);
+    let (code, stdout, stderr) = outcome(&loadgen(&args));
+    assert_eq!(code, 2, "stdout {stdout}\nstderr {stderr}");
+    assert!(stderr.contains("results"), "{stderr}");
+    assert!(!stdout.contains("verdict"), "the load ran: {stdout}");
+    // The tiny run measures 1 s after a 1 s warm-up: refused before that.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
 #[test]
 fn a_data_dir_is_passed_to_the_engine_and_a_second_run_refuses_it() {
     let tmp = tempfile::tempdir().unwrap();
