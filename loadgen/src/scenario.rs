@@ -254,29 +254,7 @@ impl Scenario {
                 crate::limits::CLIENTS_MAX
             )));
         }
-        if self.duration.0.is_zero() && self.ops_max == 0 {
-            return Err(
-                self.invalid("duration is zero and ops_max is not set: the run would measure nothing")
-            );
-        }
-        if self.interval.as_ns() < crate::limits::INTERVAL_MIN_NS {
-            return Err(self.invalid("interval must be at least 10ms"));
-        }
-        let slice_ns = self.slice.as_ns();
-        if !(crate::limits::SLICE_MIN_NS..=crate::limits::SLICE_MAX_NS).contains(&slice_ns) {
-            return Err(self.invalid(format!(
-                "slice = {}: must be between {} and {}",
-                self.slice,
-                Dur(Duration::from_nanos(crate::limits::SLICE_MIN_NS)),
-                Dur(Duration::from_nanos(crate::limits::SLICE_MAX_NS))
-            )));
-        }
-        if !self.interval.as_ns().is_multiple_of(slice_ns) {
-            return Err(self.invalid(format!(
-                "interval = {} is not a whole number of slices of {}",
-                self.interval, self.slice
-            )));
-        }
+        self.check_times()?;
         if !(1..=session_engine::limits::METADATA_BYTES_MAX_LIMIT).contains(&self.metadata_bytes) {
             return Err(self.invalid(format!(
                 "metadata_bytes = {}: must be between 1 and {} (the most a session holds)",
@@ -302,6 +280,76 @@ impl Scenario {
             )));
         }
         self.mix.validate().map_err(|reason| self.invalid(reason))?;
+        self.check_timeouts()?;
+        self.durability().map_err(|e| self.invalid(e.to_string()))?;
+        if self.seed == 0 {
+            self.seed = fresh_seed();
+        }
+        Ok(self)
+    }
+
+    /// The run's times: something to measure, slices and intervals in
+    /// range and whole numbers of each other.
+    fn check_times(&self) -> Result<(), ScenarioError> {
+        if self.duration.0.is_zero() && self.ops_max == 0 {
+            return Err(
+                self.invalid("duration is zero and ops_max is not set: the run would measure nothing")
+            );
+        }
+        if self.interval.as_ns() < crate::limits::INTERVAL_MIN_NS {
+            return Err(self.invalid("interval must be at least 10ms"));
+        }
+        let slice_ns = self.slice.as_ns();
+        if !(crate::limits::SLICE_MIN_NS..=crate::limits::SLICE_MAX_NS).contains(&slice_ns) {
+            return Err(self.invalid(format!(
+                "slice = {}: must be between {} and {}",
+                self.slice,
+                Dur(Duration::from_nanos(crate::limits::SLICE_MIN_NS)),
+                Dur(Duration::from_nanos(crate::limits::SLICE_MAX_NS))
+            )));
+        }
+        if !self.interval.as_ns().is_multiple_of(slice_ns) {
+            return Err(self.invalid(format!(
+                "interval = {} is not a whole number of slices of {}",
+                self.interval, self.slice
+            )));
+        }
+        // The run measures whole pairs of slices (one each side) and warms
+        // up for whole intervals: times that are not are refused rather
+        // than rounded up behind the user's back.
+        if !self.duration.0.is_zero() {
+            if self.interval.0 > self.duration.0 {
+                return Err(self.invalid(format!(
+                    "interval = {} is longer than duration = {}",
+                    self.interval, self.duration
+                )));
+            }
+            let pair_ns = if self.peer { 2 * slice_ns } else { slice_ns };
+            if !self.duration.as_ns().is_multiple_of(pair_ns) {
+                return Err(self.invalid(format!(
+                    "duration = {} is not a whole number of {} (the run measures whole {})",
+                    self.duration,
+                    Dur(Duration::from_nanos(pair_ns)),
+                    if self.peer {
+                        "pairs of slices, one each side"
+                    } else {
+                        "slices"
+                    }
+                )));
+            }
+        }
+        if !self.warmup.as_ns().is_multiple_of(self.interval.as_ns()) {
+            return Err(self.invalid(format!(
+                "warmup = {} is not a whole number of intervals of {}",
+                self.warmup, self.interval
+            )));
+        }
+        Ok(())
+    }
+
+    /// The population's and the churn's timeouts, as the engine takes them
+    /// and long enough for the run.
+    fn check_timeouts(&self) -> Result<(), ScenarioError> {
         let population = self
             .population_timeout()
             .map_err(|e| self.invalid(format!("timeout = {:?}: {e}", self.timeout)))?;
@@ -320,11 +368,7 @@ impl Scenario {
         Timeout::After(self.churn_timeout.0)
             .checked_ms()
             .map_err(|e| self.invalid(format!("churn_timeout = {}: {e}", self.churn_timeout)))?;
-        self.durability().map_err(|e| self.invalid(e.to_string()))?;
-        if self.seed == 0 {
-            self.seed = fresh_seed();
-        }
-        Ok(self)
+        Ok(())
     }
 
     /// The population's timeout.
@@ -461,6 +505,43 @@ mod tests {
         }
         .resolve()
         .is_ok());
+    }
+
+    /// Times the run would round up are refused, saying why: an interval
+    /// of an hour turned a 3 s warm-up into an hour, and slices of 10 s
+    /// turned a 1 s run into 20 s, while the start line printed the times
+    /// asked for.
+    #[test]
+    fn times_the_run_would_round_up_are_refused() {
+        let refused = |s: Scenario, field: &str| {
+            let err = s.resolve().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        };
+        refused(
+            Scenario {
+                interval: Dur(Duration::from_secs(3_600)),
+                ..Scenario::default()
+            },
+            "interval",
+        );
+        refused(
+            Scenario {
+                warmup: Dur(Duration::from_millis(1_500)),
+                interval: Dur(Duration::from_secs(1)),
+                ..Scenario::default()
+            },
+            "warmup",
+        );
+        refused(
+            Scenario {
+                duration: Dur(Duration::from_secs(1)),
+                slice: Dur(Duration::from_secs(10)),
+                interval: Dur(Duration::from_secs(10)),
+                warmup: Dur(Duration::ZERO),
+                ..Scenario::default()
+            },
+            "duration",
+        );
     }
 
     #[test]
