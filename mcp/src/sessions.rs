@@ -251,7 +251,7 @@ impl McpSessions {
     /// `NotFound` if the session is gone; [`Error::Record`] if its bytes are
     /// not ours.
     pub async fn data(&self, id: &SessionId) -> Result<Map<String, Value>> {
-        let session = self.inner.store.peek(id).await?;
+        let session = self.gone_if_not_found(id, self.inner.store.peek(id).await)?;
         Ok(Record::decode(session.metadata())?.data)
     }
 
@@ -276,7 +276,8 @@ impl McpSessions {
                 out = Some(f(&mut record.data));
                 Ok::<_, Error>(Op::Replace(record.encode()?))
             })
-            .await?;
+            .await;
+        let outcome = self.gone_if_not_found(id, outcome)?;
         outcome?;
         self.inner.touches.mark(*id);
         // A try_update that succeeded ran the closure at least once.
@@ -290,7 +291,7 @@ impl McpSessions {
     /// `NotFound`; `LimitExceeded` past the store's topic limits
     /// (`limits::TOPIC_LEN_MAX`, `TOPICS_PER_SESSION_MAX`).
     pub async fn subscribe(&self, id: &SessionId, uri: &str) -> Result<bool> {
-        Ok(self.inner.store.subscribe(id, uri).await?)
+        Ok(self.gone_if_not_found(id, self.inner.store.subscribe(id, uri).await)?)
     }
 
     /// `resources/unsubscribe`; `true` if it was subscribed.
@@ -298,7 +299,7 @@ impl McpSessions {
     /// # Errors
     /// As [`subscribe`](Self::subscribe).
     pub async fn unsubscribe(&self, id: &SessionId, uri: &str) -> Result<bool> {
-        Ok(self.inner.store.unsubscribe(id, uri).await?)
+        Ok(self.gone_if_not_found(id, self.inner.store.unsubscribe(id, uri).await)?)
     }
 
     /// The session's subscriptions.
@@ -306,7 +307,7 @@ impl McpSessions {
     /// # Errors
     /// `NotFound`.
     pub async fn topics(&self, id: &SessionId) -> Result<Vec<String>> {
-        Ok(self.inner.store.topics(id).await?)
+        Ok(self.gone_if_not_found(id, self.inner.store.topics(id).await)?)
     }
 
     /// The fan-out of a resource update: every live session subscribed to
@@ -398,7 +399,7 @@ impl McpSessions {
     /// # Errors
     /// `NotFound`; `InvalidArgument` for a bucket or cost out of range.
     pub async fn rate_limit(&self, id: &SessionId, bucket: Bucket, cost: u32) -> Result<RateDecision> {
-        Ok(self.inner.store.rate_limit(id, bucket, cost).await?)
+        Ok(self.gone_if_not_found(id, self.inner.store.rate_limit(id, bucket, cost).await)?)
     }
 
     /// [`rate_limit`](Self::rate_limit) for a handler: `Ok(remaining)`, or
@@ -495,6 +496,21 @@ impl McpSessions {
         if let Ok(id) = text.parse::<SessionId>() {
             self.inner.touches.track(id);
         }
+    }
+
+    /// A call found the session gone (deleted through another process,
+    /// evicted): this process stops coalescing its touches, so the next
+    /// request asks the store and is answered "no such session" (within
+    /// the interval it would otherwise be served, every call failing).
+    fn gone_if_not_found<T>(
+        &self,
+        id: &SessionId,
+        r: session_engine::Result<T>,
+    ) -> session_engine::Result<T> {
+        if matches!(r, Err(session_engine::Error::NotFound)) {
+            self.inner.touches.forget(id);
+        }
+        r
     }
 
     /// The session left this process (its worker ended or was closed).

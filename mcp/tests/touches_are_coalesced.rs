@@ -233,3 +233,27 @@ async fn a_restored_session_is_served_here_until_closed() {
     assert_eq!(other.served_here(), 0, "closed here");
     drop(transport);
 }
+
+/// A session the store lost (deleted through another process, evicted)
+/// while a request found it within its touch interval: the first call
+/// that meets "not found" stops the coalescing, so the next request asks
+/// the store and is told the session is gone (it went on being served for
+/// up to an interval, every call failing, and never got the 404 that tells
+/// a client to start again).
+#[tokio::test]
+async fn a_call_that_finds_the_session_gone_ends_the_coalescing() {
+    let engine = engine();
+    let config = McpConfig::with_timeout(Duration::from_secs(7200)).touch_interval(Duration::from_secs(3600));
+    let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
+    let (manager, text, transport) = initialized(&sessions).await;
+    let id: SessionId = text.parse().expect("our id");
+    assert!(manager.has_session(&text).await.expect("has_session"));
+    engine.delete(&id).expect("deleted elsewhere");
+    let r = sessions.subscribe(&id, "file:///a").await;
+    assert!(r.is_err(), "{r:?}");
+    assert!(
+        !manager.has_session(&text).await.expect("has_session"),
+        "the next request was served from the coalescing window"
+    );
+    drop(transport);
+}
