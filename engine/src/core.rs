@@ -366,8 +366,10 @@ impl Core {
         };
         let lifetime = self.lifetime;
         let mut swept = false;
+        // Made later than an expired session of the id it replaces.
+        let mut after_ms = 0;
         loop {
-            let now_ms = self.clock.now_ms();
+            let now_ms = self.clock.now_ms().max(after_ms);
             block.init(id, now_ms, now_ms, timeout_ms);
             block = block.with_lifetime(lifetime);
             let guard = crossbeam_epoch::pin();
@@ -395,6 +397,10 @@ impl Core {
                     return Ok(Placed::Done(self.pending(hash, position)));
                 }
                 Inserted::Exists(block) => return Ok(Placed::Taken(block)),
+                Inserted::Stale(back, created_ms) => {
+                    after_ms = created_ms + 1;
+                    block = back;
+                }
                 Inserted::Full(back) if !swept => {
                     // Outside every shard's mutex: the sweep takes them.
                     self.sweep_all(&mut Vec::new(), false);

@@ -72,6 +72,12 @@ pub(crate) enum Inserted {
     /// The id is new and the engine holds `sessions_max` sessions; the
     /// block comes back to the caller (nothing changed).
     Full(Metadata),
+    /// An expired session of this id was created no earlier than the new
+    /// one (its time was read before the writer mutex): the block comes
+    /// back, to be made again later than that creation time, so that
+    /// recovery tells the two apart (a `PUT` of the same creation time is
+    /// the same session, whose topics it keeps). Nothing changed.
+    Stale(Metadata, u64),
 }
 
 /// The engine's count of sessions against `Config::sessions_max`. An insert
@@ -660,6 +666,10 @@ impl Shard {
             let old = table.header(at);
             if matches!(old.access(now_ms, false), Access::Live { .. }) {
                 return Ok(Inserted::Exists(block));
+            }
+            if old.created_ms >= block.header().created_ms {
+                let created_ms = old.created_ms;
+                return Ok(Inserted::Stale(block, created_ms));
             }
             live_delta -= live_len(old);
         }

@@ -179,3 +179,87 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// One shard, `Never` durability, the clock in the test's hands.
+fn one_shard(dir: &Path, clock: &ManualClock) -> Config {
+    config(dir, clock, Durability::Never).shards(1)
+}
+
+/// Runs `while_held` holding shard 0's writer mutex, with `blocked` (a
+/// write) started on another thread first and given time to reach the
+/// mutex: its record is encoded at the time before `while_held` runs.
+fn with_a_write_blocked<T: Send + 'static>(
+    engine: &Engine,
+    blocked: impl FnOnce() -> T + Send + 'static,
+    while_held: impl FnOnce(),
+) -> T {
+    let mut handle = None;
+    engine.debug_hold_writer(0, || {
+        handle = Some(std::thread::spawn(blocked));
+        std::thread::sleep(Duration::from_millis(200));
+        while_held();
+    });
+    handle.unwrap().join().unwrap()
+}
+
+/// An insert that replaces an expired session of its id in the millisecond
+/// the expired one was created (its time read before the writer mutex,
+/// the expiry judged under it) is a new session: its topics do not come
+/// back at the next open. Its `PUT` carried the old creation time, and
+/// replay took it for the same session and kept the topics.
+#[test]
+fn an_insert_over_an_expired_session_of_the_same_millisecond_starts_without_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let engine = Engine::open(one_shard(dir.path(), &clock)).unwrap();
+    let id = SessionId::from_bytes([9; 16]);
+    engine.insert(id, b"old", Timeout::from_ms(1)).unwrap();
+    assert!(engine.subscribe(&id, "a").unwrap());
+    let e = engine.clone();
+    let inserted = with_a_write_blocked(
+        &engine,
+        move || e.insert(id, b"new", Timeout::from_secs(3600)),
+        || clock.advance_ms(1),
+    );
+    inserted.expect("the old one expired");
+    assert!(engine.topics(&id).unwrap().is_empty());
+    engine.close().unwrap();
+    let engine = Engine::open(one_shard(dir.path(), &clock)).unwrap();
+    assert_eq!(engine.peek(&id).unwrap().metadata(), b"new");
+    assert!(
+        engine.topics(&id).unwrap().is_empty(),
+        "the expired session's topics came back"
+    );
+}
+
+/// A `put` whose record was encoded before a read's logged touch but
+/// appended after it (the touch queued while the writer mutex was held,
+/// drained ahead of the put) keeps the touch at the next open: replay took
+/// the put's older last access, and the session expired early.
+#[test]
+fn a_put_never_moves_last_access_back_at_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let cfg = || one_shard(dir.path(), &clock).touch_persist_fraction(0.5);
+    let engine = Engine::open(cfg()).unwrap();
+    let id = SessionId::from_bytes([8; 16]);
+    engine.insert(id, b"v1", Timeout::from_secs(100)).unwrap();
+    let e = engine.clone();
+    let put = with_a_write_blocked(
+        &engine,
+        move || e.put(id, b"v2", Timeout::from_secs(100)),
+        || {
+            clock.advance_ms(60_000);
+            engine.get(&id).expect("live: logs a touch");
+        },
+    );
+    put.unwrap();
+    let last = engine.peek(&id).unwrap().last_access_ms();
+    assert_eq!(last, 1_700_000_060_000);
+    engine.close().unwrap();
+    clock.advance_ms(45_000);
+    let engine = Engine::open(cfg()).unwrap();
+    let s = engine.peek(&id).expect("live until the touch's deadline");
+    assert_eq!(s.metadata(), b"v2");
+    assert!(s.last_access_ms() >= 1_700_000_050_000, "{}", s.last_access_ms());
+}

@@ -461,12 +461,16 @@ fn apply(sessions: &mut AHashMap<SessionId, Recovered>, record: Record<'_>) {
             metadata,
         } => {
             // A `put` over a live session keeps its creation time and its
-            // topics; a PUT with another creation time is a new session
-            // under the id (the old one expired or was deleted), which
-            // starts with none.
-            let topics = match sessions.remove(&id) {
-                Some(old) if old.created_ms == created_ms => old.topics,
-                _ => Vec::new(),
+            // topics, and never moves its last access back (its record's
+            // time was read before the writer mutex: a touch logged later
+            // can come before it); a PUT with another creation time is a
+            // new session under the id (the old one expired or was
+            // deleted), which starts with none.
+            let (topics, last_access_ms) = match sessions.remove(&id) {
+                Some(old) if old.created_ms == created_ms => {
+                    (old.topics, old.last_access_ms.max(last_access_ms))
+                }
+                _ => (Vec::new(), last_access_ms),
             };
             sessions.insert(
                 id,
