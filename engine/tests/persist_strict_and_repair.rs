@@ -50,12 +50,7 @@ fn build() -> (tempfile::TempDir, Vec<PathBuf>, State) {
     let expected = state(&engine);
     engine.close().unwrap();
     let shard = dir.path().join("L00000001/S0000");
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(&shard)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segments.sort();
+    let segments = segment_files(&shard);
     assert!(segments.len() >= 3, "{segments:?}");
     (dir, segments, expected)
 }
@@ -81,6 +76,24 @@ fn refused_naming(dir: &Path, file: &Path) -> Error {
             other.map(|sessions| format!("{} sessions", sessions.len()))
         ),
     }
+}
+
+/// The segment files of a shard directory, in sequence order.
+fn segment_files(shard: &Path) -> Vec<PathBuf> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(shard)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    segments
+}
+
+/// A repair for good that lost some sessions and changed none it kept.
+fn repaired_with_less(dir: &Path, expected: &State) {
+    let repaired = repaired_for_good(dir);
+    assert!(repaired.len() < expected.len());
+    assert!(repaired.iter().all(|(id, meta)| expected.get(id) == Some(meta)));
 }
 
 /// After a repair, the next default open finds the same sessions and no damage.
@@ -109,9 +122,7 @@ fn a_shortened_earlier_segment_is_refused() {
     let (dir, segments, expected) = build();
     damage(&segments[1], |bytes| bytes.truncate(bytes.len() / 2));
     refused_naming(dir.path(), &segments[1]);
-    let repaired = repaired_for_good(dir.path());
-    assert!(repaired.len() < expected.len());
-    assert!(repaired.iter().all(|(id, meta)| expected.get(id) == Some(meta)));
+    repaired_with_less(dir.path(), &expected);
 }
 
 #[test]
@@ -145,9 +156,7 @@ fn a_segment_missing_from_the_middle_is_refused() {
     std::fs::remove_file(&segments[1]).unwrap();
     let e = refused_naming(dir.path(), &segments[1]);
     assert!(e.to_string().contains("missing"), "{e}");
-    let repaired = repaired_for_good(dir.path());
-    assert!(repaired.len() < expected.len());
-    assert!(repaired.iter().all(|(id, meta)| expected.get(id) == Some(meta)));
+    repaired_with_less(dir.path(), &expected);
 }
 
 /// The same with the segment's file still there but its data gone (zeroed
@@ -159,9 +168,7 @@ fn a_middle_segment_whose_data_is_gone_is_refused() {
     // Records start after the two 64-byte header copies.
     damage(&segments[1], |bytes| bytes[128..].fill(0));
     refused_naming(dir.path(), &segments[1]);
-    let repaired = repaired_for_good(dir.path());
-    assert!(repaired.len() < expected.len());
-    assert!(repaired.iter().all(|(id, meta)| expected.get(id) == Some(meta)));
+    repaired_with_less(dir.path(), &expected);
 }
 
 /// The first segments of a log gone (no base before what is left): the
@@ -173,9 +180,7 @@ fn the_first_segment_missing_is_refused() {
     std::fs::remove_file(&segments[0]).unwrap();
     let e = refused_naming(dir.path(), &segments[1]);
     assert!(e.to_string().contains("missing"), "{e}");
-    let repaired = repaired_for_good(dir.path());
-    assert!(repaired.len() < expected.len());
-    assert!(repaired.iter().all(|(id, meta)| expected.get(id) == Some(meta)));
+    repaired_with_less(dir.path(), &expected);
 }
 
 /// A base whose data is gone (its header good) replaced every segment
@@ -188,12 +193,7 @@ fn a_base_whose_data_is_gone_is_refused() {
     engine.debug_compact(0, CompactionStep::Done).unwrap();
     engine.close().unwrap();
     let shard = segments[0].parent().unwrap();
-    let mut after: Vec<PathBuf> = std::fs::read_dir(shard)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    after.sort();
+    let after = segment_files(shard);
     let base = &after[0];
     damage(base, |bytes| bytes[128..].fill(0));
     let e = refused_naming(dir.path(), base);
@@ -216,12 +216,7 @@ fn appends_after_a_lost_named_segment_go_on_under_its_name() {
     engine.debug_compact(0, CompactionStep::Sealed).unwrap();
     engine.close().unwrap();
     let shard = segments[0].parent().unwrap();
-    let mut after: Vec<PathBuf> = std::fs::read_dir(shard)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    after.sort();
+    let after = segment_files(shard);
     assert_eq!(after.len(), segments.len() + 2, "{after:?}");
     let named = &after[segments.len()];
     std::fs::remove_file(named).unwrap();
@@ -306,12 +301,7 @@ fn an_extended_empty_segment_is_named_and_removed_by_repair() {
     engine.debug_compact(0, CompactionStep::Sealed).unwrap();
     engine.close().unwrap();
     let shard = segments[0].parent().unwrap();
-    let mut after: Vec<PathBuf> = std::fs::read_dir(shard)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    after.sort();
+    let after = segment_files(shard);
     let empty = after.last().unwrap().clone();
     assert!(
         !segments.contains(&empty),

@@ -263,6 +263,24 @@ async fn a_subscribe_does_not_undo_an_unsubscribe() {
     assert_eq!(page.ids, vec![id]);
 }
 
+/// `store.unsubscribe(id, "t")` with its first reply lost and its resend
+/// held while `between` runs.
+async fn unsubscribe_around(
+    front: &Proxy,
+    store: &RedisStore,
+    id: SessionId,
+    between: impl Future<Output = ()>,
+) -> Result<bool, Error> {
+    let store = store.clone();
+    with_a_write_between(
+        front,
+        "unsubscribe",
+        async move { store.unsubscribe(&id, "t").await },
+        between,
+    )
+    .await
+}
+
 /// An unsubscribe whose first try ran (its reply lost), then another
 /// client subscribed the session to the topic again: the resend must not
 /// remove that acknowledged subscription. It found the field, took it for
@@ -278,20 +296,12 @@ async fn an_unsubscribe_does_not_undo_a_subscribe() {
     } = setup("unsubscribe").await;
     let id = store.create(b"", TTL).await.unwrap();
     assert!(store.subscribe(&id, "t").await.unwrap());
-    let r = with_a_write_between(
-        &front,
-        "unsubscribe",
-        {
-            let store = store.clone();
-            async move { store.unsubscribe(&id, "t").await }
-        },
-        async {
-            assert!(
-                other.subscribe(&id, "t").await.unwrap(),
-                "the first try is in: subscribed anew"
-            );
-        },
-    )
+    let r = unsubscribe_around(&front, &store, id, async {
+        assert!(
+            other.subscribe(&id, "t").await.unwrap(),
+            "the first try is in: subscribed anew"
+        );
+    })
     .await;
     assert!(r.expect("the first try removed it"), "unsubscribed");
     assert_eq!(
@@ -304,19 +314,11 @@ async fn an_unsubscribe_does_not_undo_a_subscribe() {
 
     // Another unsubscribe came in between too: the resend cannot tell
     // whose removal was last, and removes nothing.
-    let r = with_a_write_between(
-        &front,
-        "unsubscribe",
-        {
-            let store = store.clone();
-            async move { store.unsubscribe(&id, "t").await }
-        },
-        async {
-            assert!(other.subscribe(&id, "t").await.unwrap());
-            assert!(other.unsubscribe(&id, "t").await.unwrap());
-            assert!(other.subscribe(&id, "t").await.unwrap());
-        },
-    )
+    let r = unsubscribe_around(&front, &store, id, async {
+        assert!(other.subscribe(&id, "t").await.unwrap());
+        assert!(other.unsubscribe(&id, "t").await.unwrap());
+        assert!(other.subscribe(&id, "t").await.unwrap());
+    })
     .await;
     assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
     assert_eq!(other.topics(&id).await.unwrap(), vec!["t".to_owned()]);
