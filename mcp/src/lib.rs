@@ -57,7 +57,10 @@
 //! # Ending a session
 //!
 //! A client's `DELETE` ends it everywhere: rmcp calls the store's `delete`
-//! (with the session go its subscriptions and rate-limit bucket). A worker
+//! (with the session go its subscriptions and rate-limit bucket). If the
+//! store fails it, the session is gone for this process at once and the
+//! delete is retried in the background until the store has it or the
+//! session's timeout has passed. A worker
 //! that ends in the process (idle past [`McpConfig::local_keep_alive`], the
 //! server shutting down) leaves the session in the store for the next
 //! request; the store's timeout ends it.

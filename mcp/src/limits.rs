@@ -56,3 +56,11 @@ pub const RECORD_VERSION: u8 = 1;
 /// Ids drawn for one new session before giving up: a taken 128-bit id is
 /// already a broken random source, three in a row a certain one.
 pub const ID_DRAWS_MAX: usize = 3;
+
+/// After a `DELETE` whose store delete failed, how long to wait before
+/// trying again (doubling up to [`DELETE_RETRY_MAX`]), until the store
+/// deletes it, finds it gone, or the session's timeout has passed.
+pub const DELETE_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The longest wait between two tries of a failed delete.
+pub const DELETE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);

@@ -125,6 +125,10 @@ struct Inner {
     /// whose send failed can tell whether the registered client is still
     /// the one it sent to.
     peers: DashMap<SessionId, Arc<Peer<RoleServer>>>,
+    /// Sessions a client ended (`DELETE`) whose store delete failed: gone
+    /// for this process until the store delete succeeds (retried in the
+    /// background) or the session's timeout has passed.
+    ended: DashMap<SessionId, tokio::time::Instant>,
 }
 
 impl fmt::Debug for McpSessions {
@@ -184,6 +188,7 @@ impl McpSessions {
                 config,
                 touches: Touches::new(config.touch_interval),
                 peers: DashMap::new(),
+                ended: DashMap::new(),
             }),
         })
     }
@@ -441,6 +446,9 @@ impl McpSessions {
             // Not one of ours: this process never creates such ids.
             return false;
         };
+        if self.ended(&id) {
+            return false;
+        }
         let Claim::Due { previous } = self.inner.touches.claim(id) else {
             return true;
         };
@@ -498,6 +506,40 @@ impl McpSessions {
         }
     }
 
+    /// True if a client ended the session here and its store delete is
+    /// still being retried (see [`Inner::ended`]).
+    fn ended(&self, id: &SessionId) -> bool {
+        let Some(until) = self.inner.ended.get(id).map(|u| *u) else {
+            return false;
+        };
+        if tokio::time::Instant::now() < until {
+            return true;
+        }
+        self.inner.ended.remove(id);
+        false
+    }
+
+    /// Tries the store delete of a session a client ended until it
+    /// succeeds, finds the session gone, or the session's timeout has
+    /// passed (by then the store expired it), backing off; the session is
+    /// gone for this process meanwhile.
+    fn retry_delete(&self, id: SessionId) {
+        let until = tokio::time::Instant::now() + self.inner.config.timeout;
+        self.inner.ended.insert(id, until);
+        let sessions = self.clone();
+        tokio::spawn(async move {
+            let mut wait = crate::limits::DELETE_RETRY_MIN;
+            while tokio::time::Instant::now() < until {
+                tokio::time::sleep(wait).await;
+                match sessions.inner.store.delete(&id).await {
+                    Ok(()) | Err(session_engine::Error::NotFound) => break,
+                    Err(_) => wait = (wait * 2).min(crate::limits::DELETE_RETRY_MAX),
+                }
+            }
+            sessions.inner.ended.remove(&id);
+        });
+    }
+
     /// A call found the session gone (deleted through another process,
     /// evicted): this process stops coalescing its touches, so the next
     /// request asks the store and is answered "no such session" (within
@@ -548,6 +590,9 @@ impl RmcpStore for McpSessions {
         let Ok(id) = session_id.parse::<SessionId>() else {
             return Ok(None);
         };
+        if self.ended(&id) {
+            return Ok(None);
+        }
         let session = match self.inner.store.get(&id).await {
             Ok(session) => session,
             Err(session_engine::Error::NotFound) => return Ok(None),
@@ -581,7 +626,10 @@ impl RmcpStore for McpSessions {
     }
 
     /// The session and its state (subscriptions, bucket) go; an unknown id
-    /// is not an error.
+    /// is not an error. If the store fails the delete (rmcp answers the
+    /// client 202 whatever this returns), the session is gone for this
+    /// process at once and the delete is retried in the background, so a
+    /// client's `DELETE` is never a session left to whoever holds its id.
     async fn delete(&self, session_id: &str) -> std::result::Result<(), SessionStoreError> {
         let Ok(id) = session_id.parse::<SessionId>() else {
             return Ok(());
@@ -589,7 +637,10 @@ impl RmcpStore for McpSessions {
         self.forget(session_id);
         match self.inner.store.delete(&id).await {
             Ok(()) | Err(session_engine::Error::NotFound) => Ok(()),
-            Err(e) => Err(Box::new(Error::from(e))),
+            Err(e) => {
+                self.retry_delete(id);
+                Err(Box::new(Error::from(e)))
+            }
         }
     }
 }

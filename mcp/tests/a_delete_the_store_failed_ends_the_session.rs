@@ -1,0 +1,59 @@
+//! A client's `DELETE` ends its session even when the store fails the
+//! delete (rmcp answers 202 whatever the store said): the session is gone
+//! for this process at once, neither restorable nor served, and the delete
+//! is retried until the store has it. Before, the session lived on in the
+//! store for whoever held its id, until its timeout. Against one real
+//! Redis server, frozen (SIGSTOP) while the delete is sent.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rmcp::model::InitializeRequestParams;
+use rmcp::transport::streamable_http_server::session::{SessionManager, SessionState, SessionStore as _};
+use session_engine::SessionId;
+use session_mcp::{McpConfig, McpSessions};
+use session_redis::{RedisConfig, RedisStore};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_the_store_failed_ends_the_session_here_and_is_retried() {
+    let server = support::redis::Server::standalone();
+    let store = RedisStore::connect(
+        RedisConfig::standalone(server.url())
+            .key_prefix(support::redis::unique_prefix("mcp-delete"))
+            .request_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .expect("connect");
+    let sessions =
+        McpSessions::new(store.clone(), McpConfig::with_timeout(Duration::from_secs(600))).expect("sessions");
+    let manager = sessions.session_manager();
+    let (text, transport) = manager.create_session().await.expect("create");
+    sessions
+        .store(&text, &SessionState::new(InitializeRequestParams::default()))
+        .await
+        .expect("store");
+    let id: SessionId = text.parse().expect("our id");
+
+    server.freeze();
+    let deleted = sessions.delete(&text).await;
+    assert!(deleted.is_err(), "the store did not answer: {deleted:?}");
+    assert!(
+        sessions.load(&text).await.expect("no store call").is_none(),
+        "restorable after its client's DELETE"
+    );
+    assert!(
+        !manager.has_session(&text).await.expect("has_session"),
+        "served after its client's DELETE"
+    );
+    server.resume();
+    let started = Instant::now();
+    while store.contains(&id).await.expect("contains") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the delete was never retried"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(transport);
+}
