@@ -93,7 +93,7 @@ impl McpSessionManager {
 
     /// Touches the session whenever a touch is due, until the returned
     /// guard drops or the store has lost the session (the free [`hold`]).
-    pub(crate) fn hold(&self, id: &RmcpId) -> oneshot::Sender<()> {
+    pub(crate) fn hold(&self, id: &RmcpId) -> Holding {
         hold(&self.sessions, id)
     }
 
@@ -355,8 +355,9 @@ fn hold_period(sessions: &McpSessions) -> Duration {
 /// that came just before a touch was due and touch up to two intervals
 /// apart. A failed touch is tried again after
 /// `interval / HOLD_RETRIES_PER_INTERVAL`.
-fn hold(sessions: &McpSessions, id: &RmcpId) -> oneshot::Sender<()> {
+fn hold(sessions: &McpSessions, id: &RmcpId) -> Holding {
     let (guard, mut dropped) = oneshot::channel::<()>();
+    let (gone_tx, gone) = oneshot::channel::<()>();
     let sessions = sessions.clone();
     let id = id.clone();
     let every = hold_period(&sessions);
@@ -375,13 +376,43 @@ fn hold(sessions: &McpSessions, id: &RmcpId) -> oneshot::Sender<()> {
                 _ = &mut dropped => return,
                 () = tokio::time::sleep(wait) => {
                     if !sessions.touch_if_due(&id).await {
+                        // The stream ends: its client is told the session
+                        // is gone at its next request.
+                        let _ = gone_tx.send(());
                         return;
                     }
                 }
             }
         }
     });
-    guard
+    Holding {
+        _guard: guard,
+        gone: Some(gone),
+        ended: false,
+    }
+}
+
+/// A [`hold`]'s task, seen from its stream: dropping `_guard` stops it;
+/// `gone` fires if it found the session gone from the store, which ends
+/// the stream.
+pub(crate) struct Holding {
+    _guard: oneshot::Sender<()>,
+    gone: Option<oneshot::Receiver<()>>,
+    ended: bool,
+}
+
+impl Holding {
+    /// True once the task found the session gone (polls `gone` until it
+    /// answers, never after).
+    fn ended(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(gone) = &mut self.gone {
+            if let Poll::Ready(fired) = Pin::new(gone).poll(cx) {
+                self.ended = fired.is_ok();
+                self.gone = None;
+            }
+        }
+        self.ended
+    }
 }
 
 /// A session's stream that keeps the session touched while it is open:
@@ -392,16 +423,16 @@ fn hold(sessions: &McpSessions, id: &RmcpId) -> oneshot::Sender<()> {
 /// Dropping the stream stops the task.
 struct Held<S> {
     inner: S,
-    guard: Option<oneshot::Sender<()>>,
+    holding: Option<Holding>,
     /// Until the task starts: the session, and when to start it.
     later: Option<(McpSessions, RmcpId, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl<S> Held<S> {
-    fn new(inner: S, guard: oneshot::Sender<()>) -> Self {
+    fn new(inner: S, holding: Holding) -> Self {
         Self {
             inner,
-            guard: Some(guard),
+            holding: Some(holding),
             later: None,
         }
     }
@@ -419,7 +450,7 @@ impl<S> Held<S> {
         };
         Self {
             inner,
-            guard: None,
+            holding: None,
             later: Some((sessions, id, Box::pin(tokio::time::sleep(wait)))),
         }
     }
@@ -432,9 +463,14 @@ impl<S: Stream + Unpin> Stream for Held<S> {
         let this = &mut *self;
         if let Some((sessions, id, wake)) = &mut this.later {
             if wake.as_mut().poll(cx).is_ready() {
-                this.guard = Some(hold(sessions, id));
+                this.holding = Some(hold(sessions, id));
                 this.later = None;
             }
+        }
+        // The store lost the session: the stream ends (it stayed open and
+        // silent, no fan-out and no 404 for its client).
+        if this.holding.as_mut().is_some_and(|h| h.ended(cx)) {
+            return Poll::Ready(None);
         }
         Pin::new(&mut this.inner).poll_next(cx)
     }
@@ -767,6 +803,27 @@ mod tests {
         }
     }
 
+    /// An open stream (a client's GET) whose session the store lost (its
+    /// client's DELETE through another process, an expiry during an
+    /// outage) ends when its task finds the session gone: it stayed open
+    /// and silent, no fan-out and no 404 to tell the client to start again.
+    #[tokio::test(start_paused = true)]
+    async fn an_open_stream_ends_when_the_store_lost_its_session() {
+        let timeout = Duration::from_secs(8);
+        let (clock, engine, _sessions, manager, text, _transport) = one_session(timeout).await;
+        let id: SessionId = text.parse().expect("our id");
+        let mut stream = Held::new(Silent, manager.hold(&text));
+        let listen =
+            tokio::spawn(async move { std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await });
+        settle().await;
+        engine.delete(&id).expect("deleted elsewhere");
+        for _ in 0..6 {
+            advance(&clock, Duration::from_secs(3)).await;
+        }
+        assert!(listen.is_finished(), "the stream stayed open");
+        assert_eq!(listen.await.expect("the stream's task"), None);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_request_open_past_the_timeout_keeps_its_session_alive() {
         // A tool call answered after far longer than the session's timeout:
@@ -827,7 +884,7 @@ mod tests {
         let first = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await;
         assert_eq!(first, Some(()));
         assert!(
-            stream.guard.is_none(),
+            stream.holding.is_none(),
             "a touching task started for a request that answered at once"
         );
     }
