@@ -9,8 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rmcp::model::InitializeRequestParams;
-use rmcp::transport::streamable_http_server::session::{SessionManager, SessionState, SessionStore as _};
+use rmcp::transport::streamable_http_server::session::{SessionManager, SessionStore as _};
 use session_engine::SessionId;
 use session_mcp::{McpConfig, McpSessions};
 use session_redis::{RedisConfig, RedisStore};
@@ -27,12 +26,7 @@ async fn a_delete_the_store_failed_ends_the_session_here_and_is_retried() {
     .expect("connect");
     let sessions =
         McpSessions::new(store.clone(), McpConfig::with_timeout(Duration::from_secs(600))).expect("sessions");
-    let manager = sessions.session_manager();
-    let (text, transport) = manager.create_session().await.expect("create");
-    sessions
-        .store(&text, &SessionState::new(InitializeRequestParams::default()))
-        .await
-        .expect("store");
+    let (manager, text, transport) = support::initialized(&sessions).await;
     let id: SessionId = text.parse().expect("our id");
 
     server.freeze();

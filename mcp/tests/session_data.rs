@@ -1,10 +1,11 @@
 //! The application's per-session map and the configuration checks, in
 //! process over the embedded engine.
 
+mod support;
+
 use std::time::Duration;
 
-use rmcp::model::InitializeRequestParams;
-use rmcp::transport::streamable_http_server::session::{SessionManager, SessionState, SessionStore as _};
+use rmcp::transport::streamable_http_server::session::SessionStore as _;
 use serde_json::Value;
 use session_engine::{Config, Engine, SessionId, SessionStore, Timeout};
 use session_mcp::{Error, McpConfig, McpSessions};
@@ -17,12 +18,7 @@ fn engine() -> Engine {
 async fn update_data_changes_the_map_and_keeps_rmcps_state() {
     let engine = engine();
     let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
-    let manager = sessions.session_manager();
-    let (text, transport) = manager.create_session().await.expect("create");
-    sessions
-        .store(&text, &SessionState::new(InitializeRequestParams::default()))
-        .await
-        .expect("store");
+    let (_manager, text, transport) = support::initialized(&sessions).await;
     let id: SessionId = text.parse().expect("our id");
     for expected in 1..=3u64 {
         let n = sessions

@@ -2,31 +2,18 @@
 //! session served here touch the store at most once per interval; a session
 //! the store no longer has ends the local worker; a DELETE removes it.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::InitializeRequestParams;
 use rmcp::transport::streamable_http_server::session::{SessionManager, SessionState, SessionStore as _};
 use session_engine::{Config, Engine, ManualClock, SessionId, SessionStore};
-use session_mcp::{McpConfig, McpSessionManager, McpSessions};
-
-type Transport = <McpSessionManager as SessionManager>::Transport;
+use session_mcp::{McpConfig, McpSessions};
 
 fn engine() -> Engine {
     Engine::open(Config::development()).expect("engine")
-}
-
-/// A session created through `sessions`' manager and stored as rmcp stores
-/// one after its handshake: (the manager, the session's id text, its
-/// transport, to keep the local worker alive).
-async fn initialized(sessions: &McpSessions) -> (Arc<McpSessionManager>, Arc<str>, Transport) {
-    let manager = sessions.session_manager();
-    let (text, transport) = manager.create_session().await.expect("create");
-    sessions
-        .store(&text, &SessionState::new(InitializeRequestParams::default()))
-        .await
-        .expect("store");
-    (manager, text, transport)
 }
 
 #[tokio::test]
@@ -34,7 +21,7 @@ async fn requests_within_the_interval_write_nothing() {
     let engine = engine();
     let config = McpConfig::with_timeout(Duration::from_secs(7200)).touch_interval(Duration::from_secs(3600));
     let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
-    let (manager, text, transport) = initialized(&sessions).await;
+    let (manager, text, transport) = support::initialized(&sessions).await;
     for _ in 0..100 {
         assert!(manager.has_session(&text).await.expect("has_session"));
     }
@@ -49,7 +36,7 @@ async fn a_zero_interval_touches_on_every_request_and_slides_the_deadline() {
     let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
     let config = McpConfig::with_timeout(Duration::from_secs(600)).touch_interval(Duration::ZERO);
     let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
-    let (manager, text, transport) = initialized(&sessions).await;
+    let (manager, text, transport) = support::initialized(&sessions).await;
     let id: SessionId = text.parse().expect("our id");
     let before = engine.peek(&id).expect("stored").last_access_ms();
     clock.advance(Duration::from_secs(1));
@@ -70,7 +57,7 @@ async fn a_session_gone_from_the_store_ends_its_worker() {
     let engine = engine();
     let config = McpConfig::with_timeout(Duration::from_secs(600)).touch_interval(Duration::ZERO);
     let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
-    let (manager, text, transport) = initialized(&sessions).await;
+    let (manager, text, transport) = support::initialized(&sessions).await;
     let id: SessionId = text.parse().expect("our id");
     // Deleted through another process (or expired).
     SessionStore::delete(&engine, &id).await.expect("delete");
@@ -223,7 +210,7 @@ async fn a_restored_session_is_served_here_until_closed() {
     let engine = engine();
     let config = McpConfig::with_timeout(Duration::from_secs(600));
     let creator = McpSessions::new(engine.clone(), config).expect("sessions");
-    let (_, text, transport) = initialized(&creator).await;
+    let (_, text, transport) = support::initialized(&creator).await;
     let other = McpSessions::new(engine.clone(), config).expect("sessions");
     let manager = other.session_manager();
     assert!(other.load(&text).await.expect("load").is_some());
@@ -245,7 +232,7 @@ async fn a_call_that_finds_the_session_gone_ends_the_coalescing() {
     let engine = engine();
     let config = McpConfig::with_timeout(Duration::from_secs(7200)).touch_interval(Duration::from_secs(3600));
     let sessions = McpSessions::new(engine.clone(), config).expect("sessions");
-    let (manager, text, transport) = initialized(&sessions).await;
+    let (manager, text, transport) = support::initialized(&sessions).await;
     let id: SessionId = text.parse().expect("our id");
     assert!(manager.has_session(&text).await.expect("has_session"));
     engine.delete(&id).expect("deleted elsewhere");

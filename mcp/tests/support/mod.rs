@@ -303,3 +303,29 @@ impl Client {
         }
     }
 }
+
+/// The transport of a session the manager created; kept by a test for as
+/// long as the session's local worker must live.
+pub type Transport =
+    <session_mcp::McpSessionManager as rmcp::transport::streamable_http_server::session::SessionManager>::Transport;
+
+/// A session created through `sessions`' manager and stored as rmcp stores
+/// one after its handshake: (the manager, the session's id text, its
+/// transport, to keep the local worker alive).
+pub async fn initialized(
+    sessions: &session_mcp::McpSessions,
+) -> (Arc<session_mcp::McpSessionManager>, Arc<str>, Transport) {
+    use rmcp::transport::streamable_http_server::session::{SessionManager as _, SessionStore as _};
+    let manager = sessions.session_manager();
+    let (text, transport) = manager.create_session().await.expect("create");
+    sessions
+        .store(
+            &text,
+            &rmcp::transport::streamable_http_server::session::SessionState::new(
+                rmcp::model::InitializeRequestParams::default(),
+            ),
+        )
+        .await
+        .expect("store");
+    (manager, text, transport)
+}
