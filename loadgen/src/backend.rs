@@ -96,6 +96,11 @@ pub trait Backend: SessionStore + 'static {
     /// (then one client per worker thread runs without an executor).
     const READY_FUTURES: bool;
 
+    /// True if the sessions outlive the run (a server): the run deletes its
+    /// live population at the end, so that the next run on the same server
+    /// starts from what this one did.
+    const OUTLIVES_RUN: bool = false;
+
     /// Called just before the clients of a load phase start.
     fn load_started(&self, _load: &LoadClock) {}
 
@@ -115,6 +120,7 @@ impl Backend for Engine {
 
 impl Backend for session_redis::RedisStore {
     const READY_FUTURES: bool = false;
+    const OUTLIVES_RUN: bool = true;
 }
 
 /// Answers every call at once without storing anything: the loop, the

@@ -90,6 +90,44 @@ pub fn populate<B: Backend>(store: &Arc<B>, scenario: &Scenario) -> anyhow::Resu
     })
 }
 
+/// Deletes the live population from a store that outlives the run
+/// ([`Backend::OUTLIVES_RUN`]: Redis), on `threads` threads: left there (for
+/// its 30-minute timeout, say), it doubled the next run's population and
+/// its list pages, and so could change that run's verdict. Best effort:
+/// a session already gone is fine, a failed delete is counted. Returns
+/// (deleted, failed).
+pub fn depopulate<B: Backend>(store: &Arc<B>, ids: &[SessionId], threads: usize) -> (usize, usize) {
+    if !B::OUTLIVES_RUN || ids.is_empty() {
+        return (0, 0);
+    }
+    let per_thread = ids.len().div_ceil(threads.max(1));
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ids
+            .chunks(per_thread)
+            .map(|chunk| {
+                let store = Arc::clone(store);
+                scope.spawn(move || {
+                    run_here::<B, _>(async {
+                        let (mut deleted, mut failed) = (0, 0);
+                        for id in chunk {
+                            match store.delete(id).await {
+                                Ok(()) => deleted += 1,
+                                Err(session_engine::Error::NotFound) => {}
+                                Err(_) => failed += 1,
+                            }
+                        }
+                        (deleted, failed)
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("depopulate thread panicked"))
+            .fold((0, 0), |(d, f), (dd, ff)| (d + dd, f + ff))
+    })
+}
+
 async fn populate_share<B: Backend>(
     store: &B,
     count: usize,

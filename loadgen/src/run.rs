@@ -110,13 +110,16 @@ pub fn measure<B: Backend>(
         Phase::of(scenario),
         progress,
     );
+    let rss_end_bytes = procfs::rss_bytes();
+    let stats = store.stats();
+    populate::depopulate(store, &populated.ids, scenario.workers);
     Ok(Measured {
         populated,
         outcome,
         loadgen_ns_per_op,
         timer_ns,
-        rss_end_bytes: procfs::rss_bytes(),
-        stats: store.stats(),
+        rss_end_bytes,
+        stats,
         expiry: probe.map(EngineProbe::expiry),
     })
 }

@@ -219,6 +219,36 @@ pub fn execute(request: &SweepRequest) -> Result<SweepReport, Error> {
     report
 }
 
+/// The sweep's closed-loop peak (ops/s), then a wait for the churn
+/// sessions it created to expire.
+fn measure_peak<B: Backend>(
+    store: &Arc<B>,
+    peer: Option<&Arc<PeerStore>>,
+    base: &Scenario,
+    populations: &Populations,
+    phase: Phase,
+    progress: Option<&Progress>,
+) -> f64 {
+    if let Some(bar) = progress {
+        bar.set_prefix("sweep: peak (closed loop)".into());
+    }
+    let peak = workers::run(store, peer, base, populations, phase, progress)
+        .backend
+        .throughput_ops_per_s;
+    // The peak phase created churn sessions at millions per second; let
+    // them expire before the first step, or their mass expiry (the
+    // sweeper taking shard locks batch after batch) lands in its tail.
+    let settle = base.churn_timeout.0 + 3 * base.engine.sweep_interval.0 + Duration::from_millis(500);
+    if let Some(bar) = progress {
+        bar.set_prefix(format!(
+            "sweep: waiting {} for the peak's churn sessions to expire (churn_timeout)",
+            crate::units::Dur(settle)
+        ));
+    }
+    std::thread::sleep(settle);
+    peak
+}
+
 fn sweep_with<B: Backend>(
     store: &Arc<B>,
     request: &SweepRequest,
@@ -244,30 +274,14 @@ fn sweep_with<B: Backend>(
     let (to, peak) = if let Some(to) = request.to {
         (to, None)
     } else {
-        if let Some(bar) = progress {
-            bar.set_prefix("sweep: peak (closed loop)".into());
-        }
-        let peak = workers::run(
+        let peak = measure_peak(
             store,
             peer.as_ref(),
             base,
             &populations,
             phase(Rate::Max),
             progress,
-        )
-        .backend
-        .throughput_ops_per_s;
-        // The peak phase created churn sessions at millions per second; let
-        // them expire before the first step, or their mass expiry (the
-        // sweeper taking shard locks batch after batch) lands in its tail.
-        let settle = base.churn_timeout.0 + 3 * base.engine.sweep_interval.0 + Duration::from_millis(500);
-        if let Some(bar) = progress {
-            bar.set_prefix(format!(
-                "sweep: waiting {} for the peak's churn sessions to expire (churn_timeout)",
-                crate::units::Dur(settle)
-            ));
-        }
-        std::thread::sleep(settle);
+        );
         (peak, Some(peak))
     };
     steps_floor(to, request.steps, peak.is_some())?;
@@ -316,6 +330,7 @@ fn sweep_with<B: Backend>(
         .map(|i| to * i as f64 / request.steps as f64)
         .collect();
     let knee = find_knee(&rates, KNEE_PRECISION, &mut probe);
+    populate::depopulate(store, &populated.ids, base.workers);
     Ok(SweepReport {
         schema: SWEEP_SCHEMA.into(),
         schema_version: 1,
