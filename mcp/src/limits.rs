@@ -57,9 +57,10 @@ pub const RECORD_VERSION: u8 = 1;
 /// already a broken random source, three in a row a certain one.
 pub const ID_DRAWS_MAX: usize = 3;
 
-/// After a `DELETE` whose store delete failed, how long to wait before
-/// trying again (doubling up to [`DELETE_RETRY_MAX`]), until the store
-/// deletes it, finds it gone, or the session's timeout has passed.
+/// After a `DELETE` whose store delete failed (or the write of a session's
+/// restore state, after its handshake, that the store failed), how long to
+/// wait before trying again (doubling up to [`DELETE_RETRY_MAX`]), until
+/// the store has it, the session is gone, or its timeout has passed.
 pub const DELETE_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The longest wait between two tries of a failed delete.

@@ -540,6 +540,38 @@ impl McpSessions {
         });
     }
 
+    /// Writes rmcp's restore state into the session's record in the
+    /// background after the store failed the write, keeping its data map
+    /// (`try_update`), until it is there, the session is gone, or the
+    /// session's timeout has passed; backing off as a failed delete does.
+    fn retry_state(&self, id: SessionId, state: RmcpState) {
+        let until = tokio::time::Instant::now() + self.inner.config.timeout;
+        let sessions = self.clone();
+        tokio::spawn(async move {
+            let mut wait = crate::limits::DELETE_RETRY_MIN;
+            while tokio::time::Instant::now() < until {
+                tokio::time::sleep(wait).await;
+                let written = sessions
+                    .inner
+                    .store
+                    .try_update(&id, |bytes| {
+                        let mut record = Record::decode(bytes)?;
+                        if record.rmcp.is_some() {
+                            return Ok::<_, Error>(Op::Keep);
+                        }
+                        record.rmcp = Some(state.clone());
+                        Ok(Op::Replace(record.encode()?))
+                    })
+                    .await;
+                match written {
+                    // Written, or the record is not ours: nothing to retry.
+                    Ok(_) | Err(session_engine::Error::NotFound) => break,
+                    Err(_) => wait = (wait * 2).min(crate::limits::DELETE_RETRY_MAX),
+                }
+            }
+        });
+    }
+
     /// A call found the session gone (deleted through another process,
     /// evicted): this process stops coalescing its touches, so the next
     /// request asks the store and is answered "no such session" (within
@@ -616,11 +648,17 @@ impl RmcpStore for McpSessions {
             rmcp: Some(state.clone()),
             data: Map::new(),
         };
-        self.inner
+        if let Err(e) = self
+            .inner
             .store
             .put(id, &record.encode()?, self.inner.timeout)
             .await
-            .map_err(|e| Box::new(Error::from(e)))?;
+        {
+            // rmcp ignores this error: without its state the session could
+            // never be restored elsewhere (a 404 for its client there).
+            self.retry_state(id, state.clone());
+            return Err(Box::new(Error::from(e)));
+        }
         self.inner.touches.mark(id);
         Ok(())
     }
