@@ -174,8 +174,16 @@ impl SessionManager for McpSessionManager {
         loop {
             if let Some(mut ended) = self.restore_under_way(id) {
                 if tokio::time::timeout_at(deadline, ended.changed()).await.is_err() {
-                    // Abandoned, or far slower than any restore: what
-                    // rmcp's path makes of it.
+                    // Abandoned (its request cancelled after the worker
+                    // started, the replayed handshake never sent), or far
+                    // slower than any restore: the mark ends and the
+                    // half-started worker closes, so rmcp's own path can
+                    // restore the session (both would otherwise stay: every
+                    // request waiting this long, rmcp's restore refused as
+                    // already present).
+                    self.end_restore(id);
+                    // No worker left to close is as good.
+                    let _ = self.local.close_session(id).await;
                     return Ok(false);
                 }
                 continue;
@@ -672,6 +680,33 @@ mod tests {
             asked.elapsed(),
             Duration::ZERO,
             "waited for a restore that had ended"
+        );
+    }
+
+    /// A restore whose request was cancelled after its worker started
+    /// (the replayed handshake never came) is cleared by the next request
+    /// for the id once it has waited [`RESTORE_WAIT_MAX`]: the mark ends
+    /// and the half-started worker is closed, so rmcp's own restore can run.
+    /// Both stayed: every later request waited the full wait, and rmcp's
+    /// restore was refused as already present (HTTP 500).
+    #[tokio::test(start_paused = true)]
+    async fn a_restore_abandoned_after_its_worker_started_is_cleared() {
+        let (_clock, engine, _sessions, _manager, text, _transport) =
+            one_session(Duration::from_secs(600)).await;
+        let other =
+            McpSessions::new(engine, McpConfig::with_timeout(Duration::from_secs(600))).expect("sessions");
+        let manager = other.session_manager();
+        let abandoned = manager.restore_session(text.clone()).await.expect("restore");
+        assert!(matches!(abandoned, RestoreOutcome::Restored(_)));
+        drop(abandoned);
+        assert!(
+            !manager.has_session(&text).await.expect("has_session"),
+            "not served by a worker whose handshake never came"
+        );
+        let again = manager.restore_session(text.clone()).await.expect("restore");
+        assert!(
+            matches!(again, RestoreOutcome::Restored(_)),
+            "rmcp's own restore refused after the wait"
         );
     }
 
