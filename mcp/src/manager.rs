@@ -361,14 +361,19 @@ fn hold_period(sessions: &McpSessions) -> Duration {
 /// most one interval after its last activity, however the requests in
 /// between fell: a task ticking on a schedule of its own would skip a tick
 /// that came just before a touch was due and touch up to two intervals
-/// apart. A failed touch is tried again after
-/// `interval / HOLD_RETRIES_PER_INTERVAL`.
+/// apart. Never later than half the timeout after the last, whatever the
+/// interval: the other half is the touch's to reach the store (one interval
+/// just under the timeout left it a millisecond). A failed touch is tried
+/// again after `interval / HOLD_RETRIES_PER_INTERVAL`.
 fn hold(sessions: &McpSessions, id: &RmcpId) -> Holding {
     let (guard, mut dropped) = oneshot::channel::<()>();
     let (gone_tx, gone) = oneshot::channel::<()>();
     let sessions = sessions.clone();
     let id = id.clone();
-    let every = hold_period(&sessions);
+    let half = sessions.config().timeout / 2;
+    let every = hold_period(&sessions).min(half);
+    // How much sooner than the coalescing interval this task touches.
+    let sooner = sessions.config().touch_interval.saturating_sub(half);
     let fixed = sessions.config().touch_interval.is_zero();
     let retry = (every / HOLD_RETRIES_PER_INTERVAL).max(Duration::from_millis(1));
     tokio::spawn(async move {
@@ -378,12 +383,15 @@ fn hold(sessions: &McpSessions, id: &RmcpId) -> Holding {
             } else {
                 // Not served here (a close racing this task): touch on a
                 // fixed schedule, as a request would.
-                sessions.touch_due_in(&id).unwrap_or(every).max(retry)
+                sessions
+                    .touch_due_in(&id)
+                    .map_or(every, |due| due.saturating_sub(sooner))
+                    .max(retry)
             };
             tokio::select! {
                 _ = &mut dropped => return,
                 () = tokio::time::sleep(wait) => {
-                    if !sessions.touch_if_due(&id).await {
+                    if !sessions.touch_if_older(&id, half).await {
                         // The stream ends: its client is told the session
                         // is gone at its next request.
                         let _ = gone_tx.send(());
@@ -795,11 +803,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_open_stream_touches_when_due_whatever_touched_in_between() {
-        // An interval above half the timeout: a stream's touches must come
-        // at most one interval apart, however other writes fall between
-        // them (a task ticking on its own schedule skips a tick that comes
-        // just before the touch is due, and the next one is too late).
-        let config = McpConfig::with_timeout(Duration::from_secs(8)).touch_interval(Duration::from_secs(5));
+        // An interval of half the timeout (the longest a stream's task
+        // waits, see the next test): a stream's touches must come at most
+        // one interval apart, however other writes fall between them (a
+        // task ticking on its own schedule skips a tick that comes just
+        // before the touch is due, and the next one is too late).
+        let config = McpConfig::with_timeout(Duration::from_secs(10)).touch_interval(Duration::from_secs(5));
         let (clock, engine, sessions, manager, text, _transport) = one_session_with(config).await;
         let id: SessionId = text.parse().expect("our id");
         advance(&clock, Duration::from_secs(1)).await;
@@ -826,6 +835,27 @@ mod tests {
             advance(&clock, Duration::from_millis(500)).await;
             assert!(engine.peek(&id).is_ok(), "expired while its stream was open");
         }
+    }
+
+    /// An interval just under the timeout (which the configuration
+    /// accepts): an open stream's touches still leave half the timeout for
+    /// the store to take them. They came one interval after the last, so a
+    /// touch that took longer than the 1 ms left expired the session of a
+    /// client listening on its stream.
+    #[tokio::test(start_paused = true)]
+    async fn an_open_stream_touches_within_half_the_timeout_whatever_the_interval() {
+        let config =
+            McpConfig::with_timeout(Duration::from_secs(8)).touch_interval(Duration::from_millis(7_999));
+        let (clock, _engine, sessions, manager, text, _transport) = one_session_with(config).await;
+        let _guard = manager.hold(&text);
+        settle().await;
+        let written = sessions.touch_stats().written;
+        advance(&clock, Duration::from_millis(4_100)).await;
+        assert!(
+            sessions.touch_stats().written > written,
+            "no touch within half the timeout: {:?}",
+            sessions.touch_stats()
+        );
     }
 
     /// A response stream with nothing to send yet: a tool call still running.

@@ -442,6 +442,21 @@ impl McpSessions {
     /// A request for `id` arrived at a process that serves it: touch the
     /// store if due. `false` if the store no longer has the session.
     pub(crate) async fn touch_if_due(&self, text: &str) -> bool {
+        self.touch_claimed(text, Touches::claim).await
+    }
+
+    /// [`touch_if_due`](Self::touch_if_due), with a touch due once `age`
+    /// has passed since the last if that is sooner than the interval (an
+    /// open stream's task, which keeps half the timeout for the store).
+    pub(crate) async fn touch_if_older(&self, text: &str, age: Duration) -> bool {
+        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        self.touch_claimed(text, |touches, id| touches.claim_within(id, age_ms))
+            .await
+    }
+
+    /// Touches the store if `claim` says a touch is due; `false` if the
+    /// store no longer has the session.
+    async fn touch_claimed(&self, text: &str, claim: impl FnOnce(&Touches, SessionId) -> Claim) -> bool {
         let Ok(id) = text.parse::<SessionId>() else {
             // Not one of ours: this process never creates such ids.
             return false;
@@ -449,7 +464,7 @@ impl McpSessions {
         if self.ended(&id) {
             return false;
         }
-        let Claim::Due { previous } = self.inner.touches.claim(id) else {
+        let Claim::Due { previous } = claim(&self.inner.touches, id) else {
             return true;
         };
         match self.inner.store.touch(&id).await {

@@ -104,10 +104,17 @@ impl Touches {
 
     /// Whether this request should write a touch (see [`Claim`]).
     pub(crate) fn claim(&self, id: SessionId) -> Claim {
+        self.claim_within(id, self.interval_ms)
+    }
+
+    /// [`Touches::claim`] with a touch due once `interval_ms` has passed
+    /// (an open stream's task: at most the coalescing interval).
+    pub(crate) fn claim_within(&self, id: SessionId, interval_ms: u64) -> Claim {
+        let interval_ms = interval_ms.min(self.interval_ms);
         let now = self.now_ms();
         if let Some(last) = self.last_ms.get(&id) {
             let previous = last.load(Ordering::Acquire);
-            if now.saturating_sub(previous) < self.interval_ms {
+            if now.saturating_sub(previous) < interval_ms {
                 self.coalesced.fetch_add(1, Ordering::Relaxed);
                 return Claim::NotDue;
             }
