@@ -695,3 +695,25 @@ pub async fn assert_moved_session_serves(
         assert!(result.is_ok(), "{result:?}");
     }
 }
+
+/// A read's metadata, if it found the session.
+pub fn metadata(result: &Result<session_engine::Session, session_engine::Error>) -> Option<&[u8]> {
+    result.as_ref().ok().map(session_engine::Session::metadata)
+}
+
+/// Each of `results` (a batch read of sessions from [`create_named`]) holds
+/// its name, `s<n>`, except the one at `moved`, which holds `value`.
+pub fn assert_named_except(
+    results: &[Result<session_engine::Session, session_engine::Error>],
+    moved: usize,
+    value: &[u8],
+) {
+    for (n, result) in results.iter().enumerate() {
+        let expected = if n == moved {
+            value.to_vec()
+        } else {
+            format!("s{n}").into_bytes()
+        };
+        assert_eq!(metadata(result), Some(&expected[..]), "{n}: {result:?}");
+    }
+}
