@@ -1,7 +1,8 @@
 //! The engine's threads. They only schedule: each calls one chore of the
 //! core on its interval and sleeps. The sweeper expires sessions and keeps
 //! the logs up (`Core::maintain_logs`: prefault, segment preparation, queued
-//! touches, the `Interval` flush); with persistence the compactor rewrites
+//! touches, the `Interval` flush) and, with persistence, writes the time
+//! mark (`persist/time_mark.rs`); with persistence the compactor rewrites
 //! logs dominated by dead records; in `Always` mode the flusher runs the
 //! syncs that async writers wait for (they cannot run one themselves). None
 //! runs for an in-memory engine opened `without_sweeper` (the default clock
@@ -19,7 +20,7 @@ use crate::core::{Core, LogFlush};
 use crate::error::{Error, Result};
 use crate::limits::{
     COMPACTION_BACKOFF_CHECKS_MAX, COMPACTION_BACKOFF_CHECKS_MIN, COMPACTION_CHECK_INTERVAL_MS,
-    LOG_CHECK_INTERVAL_MS, SWEEP_BATCH_MAX,
+    LOG_CHECK_INTERVAL_MS, SWEEP_BATCH_MAX, TIME_MARK_INTERVAL_MS,
 };
 use crate::persist::{self, CompactionStep, FlushRequests};
 
@@ -348,6 +349,10 @@ fn sweeper(core: &Core, stop: &Stop) {
     let mut batch = Vec::with_capacity(SWEEP_BATCH_MAX);
     let mut next_sweep = Instant::now();
     let mut next_flush = next_sweep;
+    let mut next_mark = next_sweep;
+    // Synced each time unless `Never`: no more often than the logs are in
+    // `Interval` mode.
+    let mark_every = Duration::from_millis(TIME_MARK_INTERVAL_MS).max(flush_every.unwrap_or_default());
     while !stop.wait(tick) {
         let now = Instant::now();
         if let Some(every) = sweep_every {
@@ -365,6 +370,12 @@ fn sweeper(core: &Core, stop: &Stop) {
         });
         if let (true, Some(every)) = (flush, flush_every) {
             next_flush = now + every;
+        }
+        if now >= next_mark {
+            // A failed mark loses a floor, not a session: the next one
+            // tries again.
+            let _ = core.mark_time();
+            next_mark = now + mark_every;
         }
     }
 }

@@ -13,11 +13,10 @@
 //! stores the time every [`CLOCK_TICK`], and a read is one load of a cache
 //! line that changes once per tick. [`Clock::precise`] reads the TSC on
 //! every call instead: a non-serialising `rdtsc` scaled to nanoseconds
-//! (`quanta`), about 10 ns here, but a microcoded instruction that also
-//! holds back the overlap of the cache misses around it (a 100K-session get
-//! loop took 1.19x as long with it as with the ticking clock).
-//! A `clock_gettime` through the vDSO cost about 130 ns per operation here,
-//! because this VM's vDSO orders the TSC read with `rdtscp` and `lfence`.
+//! (`quanta`), but a microcoded instruction that also holds back the
+//! overlap of the cache misses around it. A `clock_gettime` through the
+//! vDSO costs more on VMs whose vDSO orders the TSC read with `rdtscp` and
+//! `lfence`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -48,20 +47,23 @@ pub struct Clock(Kind);
 enum Kind {
     Ticking {
         now: Arc<CachePadded<AtomicU64>>,
+        /// The source the thread stores from (its raise is shared).
+        precise: Precise,
         _ticker: Arc<Ticker>,
     },
     Precise(Precise),
     Manual(Arc<AtomicU64>),
 }
 
-/// Wall time at creation, advanced by the TSC, and never below `floor`.
+/// Wall time at creation, advanced by the TSC, plus `raised`.
 #[derive(Clone, Debug)]
 struct Precise {
     tsc: quanta::Clock,
     anchor: u64,
     anchor_ms: u64,
-    /// Raised by `Clock::raise_to` (shared by clones).
-    floor: Arc<AtomicU64>,
+    /// Added by `Clock::raise_to` (shared by clones): time goes on from a
+    /// raise at the TSC's pace.
+    raised: Arc<AtomicU64>,
 }
 
 impl Precise {
@@ -73,16 +75,32 @@ impl Precise {
             tsc,
             anchor,
             anchor_ms,
-            floor: Arc::new(AtomicU64::new(0)),
+            raised: Arc::new(AtomicU64::new(0)),
         }
     }
 
     #[inline]
-    fn now_ms(&self) -> u64 {
+    fn unraised_ms(&self) -> u64 {
         let elapsed_ns = self.tsc.delta_as_nanos(self.anchor, self.tsc.raw());
-        self.anchor_ms
-            .saturating_add(elapsed_ns / 1_000_000)
-            .max(self.floor.load(Ordering::Relaxed))
+        self.anchor_ms.saturating_add(elapsed_ns / 1_000_000)
+    }
+
+    #[inline]
+    fn now_ms(&self) -> u64 {
+        self.unraised_ms()
+            .saturating_add(self.raised.load(Ordering::Relaxed))
+            .min(TIME_MS_MAX)
+    }
+
+    /// Adds what takes the reading to `floor_ms`, if it is behind (raises
+    /// racing each other add it once).
+    fn raise_to(&self, floor_ms: u64) {
+        let _ = self
+            .raised
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |raised| {
+                let now = self.unraised_ms().saturating_add(raised);
+                (now < floor_ms).then(|| raised + (floor_ms - now))
+            });
     }
 }
 
@@ -131,10 +149,11 @@ impl Clock {
         let precise = Precise::new();
         let now = Arc::new(CachePadded::new(AtomicU64::new(precise.now_ms())));
         let stop = Arc::new(AtomicBool::new(false));
-        let (now2, stop2) = (Arc::clone(&now), Arc::clone(&stop));
+        let (now2, stop2, precise2) = (Arc::clone(&now), Arc::clone(&stop), precise.clone());
         let thread = std::thread::Builder::new()
             .name("session-clock".into())
             .spawn(move || {
+                let precise = precise2;
                 while !stop2.load(Ordering::Acquire) {
                     // `fetch_max`: a TSC read just below the anchor (a
                     // core switch right after creation) must not step back.
@@ -145,6 +164,7 @@ impl Clock {
         match thread {
             Ok(thread) => Self(Kind::Ticking {
                 now,
+                precise,
                 _ticker: Arc::new(Ticker {
                     stop,
                     thread: Some(thread),
@@ -173,19 +193,19 @@ impl Clock {
     }
 
     /// Moves the clock forward to `floor_ms` if it is behind it (never
-    /// back; at most [`TIME_MS_MAX`]): an engine opening a log whose times
-    /// are ahead of the wall clock (it stepped back since, or was set late
-    /// at boot) goes on from them, so the times it writes never step back
-    /// behind the ones it recovered. Clones share the raise.
+    /// back; at most [`TIME_MS_MAX`]), and it goes on from there at the
+    /// real pace: an engine opening a log whose times are ahead of the wall
+    /// clock (it stepped back since, or was set late at boot) goes on from
+    /// them, so the times it writes never step back behind the ones it
+    /// recovered. Clones share the raise.
     pub(crate) fn raise_to(&self, floor_ms: u64) {
         let floor_ms = floor_ms.min(TIME_MS_MAX);
         match &self.0 {
-            Kind::Ticking { now, .. } => {
+            Kind::Ticking { now, precise, .. } => {
+                precise.raise_to(floor_ms);
                 now.fetch_max(floor_ms, Ordering::Relaxed);
             }
-            Kind::Precise(precise) => {
-                precise.floor.fetch_max(floor_ms, Ordering::Relaxed);
-            }
+            Kind::Precise(precise) => precise.raise_to(floor_ms),
             Kind::Manual(now) => {
                 now.fetch_max(floor_ms, Ordering::AcqRel);
             }
@@ -319,6 +339,34 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         true
+    }
+
+    /// A raise (the open of a log whose times are ahead of the wall clock)
+    /// moves the clock forward, and it goes on ticking from there: a clock
+    /// that stood at the raised time until the wall clock caught up froze
+    /// every deadline, timer and token refill for as long.
+    #[test]
+    fn a_raised_clock_goes_on_from_the_raise() {
+        for clock in [
+            Clock::system(),
+            Clock::ticking(Duration::from_millis(5)),
+            Clock::precise(),
+        ] {
+            let floor = clock.now_ms() + 60_000;
+            clock.raise_to(floor);
+            assert!(clock.now_ms() >= floor, "raised at once");
+            assert!(
+                reaches(&clock, floor + 20),
+                "{clock:?} stood still after the raise"
+            );
+            let clone = clock.clone();
+            clone.raise_to(floor);
+            let now = clone.now_ms();
+            assert!(
+                now >= floor + 20 && now < floor + 10_000,
+                "a lower raise changes nothing: {now}"
+            );
+        }
     }
 
     #[test]

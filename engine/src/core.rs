@@ -41,8 +41,8 @@ pub(crate) struct Core {
     shard_mask: usize,
     hasher: RandomState,
     pub(crate) clock: Clock,
-    /// Sessions held plus creates in flight: the capacity check reserves here
-    /// before it locks a shard.
+    /// Sessions held: an insert claims its room here under its shard's
+    /// writer mutex, once it knows its id is new (`shard::Room`).
     sessions: CachePadded<AtomicUsize>,
     pub(crate) listener_panics: AtomicU64,
     pub(crate) compaction_errors: AtomicU64,
@@ -65,7 +65,7 @@ pub(crate) struct Core {
     /// of another engine in the process cancels nothing here.
     timer_mark: u32,
     // Holds the data directory's lock for the engine's lifetime.
-    _persistence: Option<persist::Persistence>,
+    persistence: Option<persist::Persistence>,
 }
 
 /// A mark for each engine opened in this process (`Core::timer_mark`).
@@ -218,7 +218,7 @@ impl Core {
             commits,
             recovery,
             timer_mark: next_timer_mark(),
-            _persistence: persistence,
+            persistence,
             config,
         })
     }
@@ -522,7 +522,11 @@ impl Core {
                 None => return Ok(Changed::Declined),
                 Some(Step::Keep) => {
                     drop(guard);
-                    return self.keep(id, &read);
+                    match self.keep(id, &read)? {
+                        Some(kept) => return Ok(kept),
+                        // Changed since the decision: decide again.
+                        None => continue,
+                    }
                 }
                 Some(Step::Replace(new, kind)) => self.with_record(
                     new,
@@ -585,14 +589,19 @@ impl Core {
     }
 
     /// A change that keeps the session `read`: slides its deadline (as a
-    /// `get` would) and returns it as it was read.
-    fn keep(&self, id: &SessionId, read: &Metadata) -> Result<Changed> {
+    /// `get` would) and returns it as it was read; `None` if the id holds
+    /// another block by now (the decision was made on bytes that are gone:
+    /// the caller decides again; the slide it gave the newer block is
+    /// activity on the session all the same).
+    fn keep(&self, id: &SessionId, read: &Metadata) -> Result<Option<Changed>> {
         let (hash, shard) = self.route(id);
         let guard = crossbeam_epoch::pin();
-        let last = shard
-            .read(hash, id, self.clock.now_ms(), true, &guard, |_, last| last)
+        let (same, last) = shard
+            .read(hash, id, self.clock.now_ms(), true, &guard, |block, last| {
+                (block.same(read.block()), last)
+            })
             .ok_or_else(not_found)?;
-        Ok(Changed::Kept(snapshot(read.block(), last)))
+        Ok(same.then(|| Changed::Kept(snapshot(read.block(), last))))
     }
 
     /// Moves the live session to a fresh random id in the same shard, in
@@ -687,6 +696,16 @@ impl Core {
 
     /// One batch of a listing: live sessions of shard `part` from `from` on
     /// into `out` until it holds `limit`; where to resume in that shard.
+    /// See `Shard::check_list_position`.
+    pub(crate) fn check_list_position(
+        &self,
+        part: usize,
+        position: ListPosition,
+    ) -> std::result::Result<(), String> {
+        let guard = crossbeam_epoch::pin();
+        self.shards[part].check_list_position(position, &guard)
+    }
+
     pub(crate) fn list_batch(
         &self,
         part: usize,
@@ -961,6 +980,16 @@ impl Core {
         // A compaction that stopped early or failed keeps nothing.
         drop(this.end_compaction_listing(now_ms));
         compacted
+    }
+
+    /// Writes the data directory's time mark: engine time reached now (see
+    /// `persist/time_mark.rs`). Nothing without persistence, or when the
+    /// time has not moved since the last mark.
+    pub(crate) fn mark_time(&self) -> Result<()> {
+        match &self.persistence {
+            Some(p) => p.time_mark.mark(self.clock.now_ms()),
+            None => Ok(()),
+        }
     }
 
     /// The chores of each shard's log: keeping pages ahead of the writer

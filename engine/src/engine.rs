@@ -53,14 +53,17 @@ impl Owner {
     }
 
     /// Flushes the logs, waiting for a sync under way (its failure is
-    /// this flush's).
+    /// this flush's), then writes the time mark: the time this run reached
+    /// (a failed mark loses a floor, not a session: not this flush's error).
     fn final_flush(&self) -> Result<()> {
         self.core
             .maintain_logs(if self.core.config.durability == Durability::Never {
                 LogFlush::No
             } else {
                 LogFlush::Complete
-            })
+            })?;
+        let _ = self.core.mark_time();
+        Ok(())
     }
 }
 
@@ -513,6 +516,9 @@ impl Engine {
             });
         }
         let mut position = Some(ListPosition::decode(cursor.position()));
+        self.core
+            .check_list_position(part, ListPosition::decode(cursor.position()))
+            .map_err(|reason| Error::InvalidCursor { reason })?;
         let mut sessions = Vec::with_capacity(limit.min(LIST_LOCK_BATCH));
         while part < shard_count {
             // At most LIST_LOCK_BATCH sessions per epoch pin: memory freed

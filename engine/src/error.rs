@@ -128,8 +128,9 @@ pub enum Error {
         path: std::path::PathBuf,
     },
 
-    /// An earlier sync of the log failed, so the engine no longer accepts
-    /// writes (reads still work); reopen it once the disk is healthy.
+    /// An earlier sync of this shard's log failed, so the shard no longer
+    /// accepts writes (reads still work; other shards' logs go on until a
+    /// sync of theirs fails); reopen the engine once the disk is healthy.
     #[error("writes are refused after an earlier I/O failure ({reason}); reads still work")]
     WritesRefused {
         /// The failure that started it.
@@ -177,3 +178,16 @@ impl Error {
         matches!(self, Error::NotFound)
     }
 }
+
+/// Untrusted text as an error shows it: quoted, and cut after
+/// [`SHOWN_CHARS_MAX`] characters (a hostile cursor of megabytes is not
+/// copied into its error).
+pub(crate) fn shown(text: &str) -> String {
+    match text.char_indices().nth(SHOWN_CHARS_MAX) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}... ({} bytes)", &text[..end], text.len()),
+    }
+}
+
+/// How much of an untrusted text an error quotes.
+const SHOWN_CHARS_MAX: usize = 64;

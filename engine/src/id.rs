@@ -167,7 +167,7 @@ impl fmt::Debug for SessionId {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseIdError {
     /// The text does not have the 22 characters of an id.
-    #[error("malformed session id: expected {SESSION_ID_TEXT_LEN} characters, got {len}")]
+    #[error("malformed session id: expected {SESSION_ID_TEXT_LEN} characters, got {len} bytes")]
     Length {
         /// Length of the rejected text, in bytes.
         len: usize,

@@ -76,9 +76,9 @@ pub const UPDATE_OPTIMISTIC_TRIES: usize = 8;
 /// Largest page `list` returns (one `Vec` of snapshots the caller holds).
 pub const LIST_PAGE_MAX: usize = 10_000;
 
-/// Most sessions a listing copies per shard-lock hold (shared). About 1,000
-/// snapshots take some 100 µs on this hardware; a whole 10K page under one
-/// hold measured 1-1.5 ms, which writers to that shard then waited out.
+/// Most sessions a listing copies per epoch pin: memory the writers free
+/// meanwhile waits for one batch to end, never for a whole page (a listing
+/// takes no lock).
 pub const LIST_LOCK_BATCH: usize = 1024;
 
 /// Default interval of the background sweeper (the wheel itself always works
@@ -90,6 +90,15 @@ pub const SWEEP_INTERVAL_MS_DEFAULT: u64 = 100;
 /// shorter sweep or flush interval wakes it: at 16 MiB segments and the 2
 /// MiB prefault window, a writer outruns it only above 40 MB/s of records.
 pub const LOG_CHECK_INTERVAL_MS: u64 = 50;
+
+/// How often, at most, the sweeper thread writes the data directory's time
+/// mark (`CLOCK`: the newest engine time reached, so a later run whose
+/// wall clock stepped back does not bring back what this one saw expire),
+/// and syncs it unless the durability is `Never` (with `Interval(d)` longer
+/// than this, every `d`: the mark is not synced more often than the logs). A crash loses at most
+/// about this much of the time the run reached: a session that expired
+/// within it may be live again after a restart with a clock stepped back.
+pub const TIME_MARK_INTERVAL_MS: u64 = 1_000;
 
 /// How often the compactor checks whether a shard's log is worth rewriting.
 pub const COMPACTION_CHECK_INTERVAL_MS: u64 = 500;

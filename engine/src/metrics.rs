@@ -71,13 +71,7 @@ impl<'a, W: Write> OpenMetricsWriter<'a, W> {
             writeln!(self.out, "# UNIT {prefix}{sep}{name} {unit}")?;
         }
         write!(self.out, "# HELP {prefix}{sep}{name} ")?;
-        for c in help.chars() {
-            match c {
-                '\\' => self.out.write_str("\\\\")?,
-                '\n' => self.out.write_str("\\n")?,
-                c => self.out.write_char(c)?,
-            }
-        }
+        escape(self.out, help)?;
         self.out.write_char('\n')
     }
 
@@ -92,14 +86,7 @@ impl<'a, W: Write> OpenMetricsWriter<'a, W> {
         write!(self.out, "{}{sep}{name}{suffix}", self.prefix)?;
         if let Some((key, value)) = label {
             write!(self.out, "{{{key}=\"")?;
-            for c in value.chars() {
-                match c {
-                    '\\' => self.out.write_str("\\\\")?,
-                    '"' => self.out.write_str("\\\"")?,
-                    '\n' => self.out.write_str("\\n")?,
-                    c => self.out.write_char(c)?,
-                }
-            }
+            escape(self.out, value)?;
             self.out.write_str("\"}")?;
         }
         writeln!(self.out, " {value}")
@@ -267,7 +254,7 @@ impl Stats {
         )?;
         w.counter(
             "listener_panics",
-            "Panics caught in the removal listener.",
+            "Panics caught in the removal listener and the timer listener.",
             self.listener_panics,
         )?;
         w.counter(
@@ -295,6 +282,20 @@ impl Stats {
     }
 }
 
+/// OpenMetrics 1.0's escaped string (HELP text and label values alike):
+/// `\`, `"` and a newline escaped.
+fn escape(out: &mut impl Write, text: &str) -> fmt::Result {
+    for c in text.chars() {
+        match c {
+            '\\' => out.write_str("\\\\")?,
+            '"' => out.write_str("\\\"")?,
+            '\n' => out.write_str("\\n")?,
+            c => out.write_char(c)?,
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,12 +311,13 @@ mod tests {
     fn help_and_label_values_are_escaped() {
         let mut out = String::new();
         let mut w = OpenMetricsWriter::new(&mut out, "");
-        w.gauge_labelled("x", None, "a \\ b\nc", "node", [("a\"b\\c\nd", 1)])
+        // OpenMetrics 1.0: HELP text escapes `"` as label values do.
+        w.gauge_labelled("x", None, "a \\ b\nc \"q\"", "node", [("a\"b\\c\nd", 1)])
             .unwrap();
         w.eof().unwrap();
         assert_eq!(
             out,
-            "# TYPE x gauge\n# HELP x a \\\\ b\\nc\nx{node=\"a\\\"b\\\\c\\nd\"} 1\n# EOF\n"
+            "# TYPE x gauge\n# HELP x a \\\\ b\\nc \\\"q\\\"\nx{node=\"a\\\"b\\\\c\\nd\"} 1\n# EOF\n"
         );
     }
 

@@ -483,7 +483,7 @@ impl FromStr for Cursor {
 
     fn from_str(s: &str) -> Result<Self> {
         let invalid = || Error::InvalidCursor {
-            reason: format!("{s:?} is not of the form <part>.<position>"),
+            reason: format!("{} is not of the form <part>.<position>", crate::error::shown(s)),
         };
         let (part, position) = s.split_once('.').ok_or_else(invalid)?;
         Ok(Cursor {
@@ -590,7 +590,7 @@ pub struct Stats {
     pub memory_bytes: u64,
     /// Entries scheduled in the timer wheels (sessions with a finite timeout).
     pub wheel_entries: usize,
-    /// Panics caught in the removal listener.
+    /// Panics caught in the removal listener and the timer listener.
     pub listener_panics: u64,
     /// Table rebuilds (growth or tombstone cleanup) since open, each an O(n)
     /// pause of one shard's writers (readers go on): a write latency spike

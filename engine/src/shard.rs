@@ -91,12 +91,15 @@ pub(crate) struct Room<'a> {
 }
 
 impl Room<'_> {
+    /// Counts one more session unless that would pass the limit. Never
+    /// counts past it, even for a moment: a claim that added itself and
+    /// then took itself back made a claim racing it see no room.
     fn claim(&self) -> bool {
-        if self.count.fetch_add(1, Ordering::Relaxed) < self.max {
-            return true;
-        }
-        self.count.fetch_sub(1, Ordering::Relaxed);
-        false
+        self.count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     fn give_back(&self) {
@@ -568,6 +571,25 @@ impl Shard {
         if before / period_ms != after / period_ms {
             log.queue_touch(block.id, after);
         }
+    }
+
+    /// `Err` naming the slot if `position` is in this shard's current table
+    /// generation but past its end: no page ends there (a forged or damaged
+    /// cursor), and listing from it would leave the shard out.
+    pub(crate) fn check_list_position(
+        &self,
+        position: ListPosition,
+        guard: &Guard,
+    ) -> std::result::Result<(), String> {
+        let table = self.table(guard);
+        if position.generation == table.generation() && position.slot as usize >= table.slots() {
+            return Err(format!(
+                "slot {} is past the end of its shard's table ({} slots): a forged or damaged cursor, or one from before a restart",
+                position.slot,
+                table.slots()
+            ));
+        }
+        Ok(())
     }
 
     /// Appends live sessions from `from` on to `out` until it holds `limit`;
@@ -1395,6 +1417,47 @@ mod tests {
     use super::*;
     use crate::block::TIMEOUT_NEVER;
     use crate::clock::ManualClock;
+
+    /// A claim that fails does not take room from one that would succeed:
+    /// one room freed while another thread keeps failing claims at the
+    /// limit goes to exactly one claim. (A claim that counted itself in
+    /// and then out again made a claim racing it see the limit, with room
+    /// free: `CapacityExceeded` below `sessions_max`.)
+    #[test]
+    fn a_failing_claim_takes_no_room_from_a_free_one() {
+        use std::sync::atomic::AtomicBool;
+        for _ in 0..2_000 {
+            let count = AtomicUsize::new(1);
+            let room = Room {
+                count: &count,
+                max: 1,
+            };
+            let done = AtomicBool::new(false);
+            let successes = AtomicUsize::new(0);
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    while !done.load(Ordering::Acquire) {
+                        if room.claim() {
+                            successes.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                });
+                std::thread::yield_now();
+                room.give_back();
+                if room.claim() {
+                    successes.fetch_add(1, Ordering::Relaxed);
+                }
+                done.store(true, Ordering::Release);
+            });
+            assert_eq!(
+                successes.load(Ordering::Relaxed),
+                1,
+                "one room was free: exactly one claim takes it"
+            );
+            assert_eq!(count.load(Ordering::Relaxed), 1);
+        }
+    }
 
     fn id(n: u32) -> SessionId {
         let mut bytes = [0; 16];

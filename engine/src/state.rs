@@ -90,8 +90,24 @@ impl FromStr for TopicCursor {
         u128::from_str_radix(s, 16)
             .map(TopicCursor)
             .map_err(|_| Error::InvalidCursor {
-                reason: format!("{s:?} is not a topic cursor (hexadecimal)"),
+                reason: format!("{} is not a topic cursor (hexadecimal)", crate::error::shown(s)),
             })
+    }
+}
+
+/// The text form, hexadecimal (feature `serde`).
+#[cfg(feature = "serde")]
+impl serde::Serialize for TopicCursor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for TopicCursor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -240,6 +240,11 @@ impl Wheel {
         budget: usize,
         mut on_expire: impl FnMut(&mut S, u32),
     ) -> (usize, Poll) {
+        // Time the wheel has reached stays reached: a caller whose clock
+        // reads a little behind (another thread's TSC) must not see the
+        // deadlines between the two as not due, which put them back on the
+        // pending list until the budget ran out.
+        let now = now.max(self.elapsed);
         let mut expired = 0;
         let mut handled = 0;
         loop {
@@ -490,6 +495,23 @@ mod tests {
             vec![0],
             "due at elapsed itself"
         );
+    }
+
+    /// A poll whose `now` is behind the wheel's (threads whose TSCs differ
+    /// a little, say) fires what is due by the wheel's time: a deadline it
+    /// had already reached went back on the pending list over and over
+    /// until the budget ran out, and the sweep spun until the clock caught
+    /// up.
+    #[test]
+    fn a_poll_behind_the_wheel_fires_what_the_wheel_reached() {
+        let mut wheel = Wheel::new(0);
+        let mut store = VecStore::new(1);
+        assert_eq!(poll_all(&mut wheel, &mut store, 100), Vec::<u32>::new());
+        store.deadlines[0] = Some(100);
+        wheel.insert(&mut store, 0, 100);
+        let (expired, poll) = wheel.poll(&mut store, 99, 10, |_, _| {});
+        assert_eq!((expired, poll), (1, Poll::Done));
+        assert_eq!(wheel.len(), 0);
     }
 
     #[test]

@@ -42,7 +42,7 @@ fn activity_slides_the_deadline_but_peek_does_not() {
         let _ = engine.peek(&peeked);
     }
     assert!(engine.get(&slid).is_ok());
-    assert!(engine.get(&peeked).is_err());
+    assert!(engine.get(&peeked).unwrap_err().is_not_found());
     assert_eq!(engine.cleanup_expired(), 1);
     assert_eq!(
         engine.peek(&slid).unwrap().expires_at_ms(),

@@ -57,6 +57,22 @@ fn serde_forms_are_the_text_forms() {
     assert_eq!(serde_json::to_string(&cursor).unwrap(), "\"3.77\"");
     assert_eq!(serde_json::from_str::<Cursor>("\"3.77\"").unwrap(), cursor);
     assert!(serde_json::from_str::<Cursor>("\"3-77\"").is_err());
+    let topic_cursor = session_engine::TopicCursor::START;
+    let text = serde_json::to_string(&topic_cursor).unwrap();
+    assert_eq!(
+        serde_json::from_str::<session_engine::TopicCursor>(&text).unwrap(),
+        topic_cursor
+    );
+    assert!(serde_json::from_str::<session_engine::TopicCursor>("\"xyz\"").is_err());
+    // A hostile cursor's error shows a bounded part of it, not all of it.
+    let huge = "9".repeat(1 << 20);
+    let err = huge.parse::<Cursor>().unwrap_err().to_string();
+    assert!(err.len() < 300, "{} bytes of error", err.len());
+    let err = huge
+        .parse::<session_engine::TopicCursor>()
+        .unwrap_err()
+        .to_string();
+    assert!(err.len() < 300, "{} bytes of error", err.len());
 
     let stats = Stats::default();
     let back: Stats = serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();

@@ -31,6 +31,25 @@ fn pages_through_every_session_exactly_once() {
     assert!(pages >= n / 7_000);
 }
 
+/// A cursor naming a slot past the end of its shard's table (no page of
+/// this engine ends there: it was forged, or damaged in transit) is an
+/// `InvalidCursor`, not a page that quietly leaves the shard out.
+#[test]
+fn a_cursor_past_its_shards_table_is_refused() {
+    let engine = Engine::open(Config::default().shards(1).initial_capacity(100)).unwrap();
+    for _ in 0..10 {
+        engine.create(b"m", Timeout::Never).unwrap();
+    }
+    let forged = Cursor::new(0, u64::from(u32::MAX));
+    let err = engine.list(forged, 100).unwrap_err();
+    assert!(
+        matches!(err, session_engine::Error::InvalidCursor { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("slot"), "{err}");
+    assert_eq!(engine.list(Cursor::START, 100).unwrap().sessions.len(), 10);
+}
+
 #[test]
 fn sessions_present_throughout_are_listed_despite_churn() {
     let engine = Engine::open(Config::default().shards(4).without_sweeper()).unwrap();

@@ -211,6 +211,24 @@ fn a_failed_sync_reaches_async_writers() {
     );
     assert_eq!(engine.len(), 1 + unknown);
     assert!(engine.get(&before).is_ok(), "reads go on");
+    // After a restart: the acknowledged write, and at most the writes whose
+    // outcome was unknown; a refused one left no record.
+    let unknown_tasks: std::collections::HashSet<String> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| matches!(o, Err(Error::OutcomeUnknown { .. })))
+        .map(|(t, _)| t.to_string())
+        .collect();
+    drop(engine);
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
+    assert_eq!(engine.peek(&before).unwrap().metadata(), b"before");
+    for session in engine.list_all() {
+        let meta = String::from_utf8_lossy(session.metadata()).into_owned();
+        assert!(
+            session.id() == before || unknown_tasks.contains(&meta),
+            "a refused write came back: {meta:?}"
+        );
+    }
 }
 
 #[test]

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use session_engine::log_format::{decode, shard_salt, Decoded, SEGMENT_HEADER_LEN as HEADER};
 use session_engine::{Config, Durability, Engine, Error, RecoveryMode, SessionId, Timeout};
 
+mod support;
+
 fn config(dir: &Path, mode: RecoveryMode) -> Config {
     Config::default()
         .shards(1)
@@ -63,19 +65,6 @@ fn recovered(
     Ok((ids, engine.recovery_report().unwrap().clone()))
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_log_cut_at_any_offset_recovers_its_intact_prefix() {
     let (dir, segment, records) = build(6);
@@ -85,7 +74,7 @@ fn a_log_cut_at_any_offset_recovers_its_intact_prefix() {
     for cut in HEADER..=data_end {
         // What a crash leaves in a preallocated file: the rest zeroed.
         let copy = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), copy.path());
+        support::copy_dir(dir.path(), copy.path());
         let mut bytes = original.clone();
         bytes[cut..].fill(0);
         std::fs::write(copy.path().join(&relative), &bytes).unwrap();
@@ -132,7 +121,7 @@ fn a_segment_file_made_shorter_is_damage_not_a_torn_tail() {
     let relative = segment.strip_prefix(dir.path()).unwrap().to_path_buf();
     for cut in [records[2].2, records[4].1 + 3, records[5].2 + 10] {
         let copy = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), copy.path());
+        support::copy_dir(dir.path(), copy.path());
         std::fs::write(copy.path().join(&relative), &original[..cut]).unwrap();
         match recovered(copy.path(), RecoveryMode::Strict) {
             Err(Error::Corrupt { path, offset, reason }) => {
@@ -184,7 +173,7 @@ fn damage_in_the_middle_is_refused_by_strict_and_skipped_by_repair() {
             }
         }
         let copy = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), copy.path());
+        support::copy_dir(dir.path(), copy.path());
         std::fs::write(copy.path().join(&relative), &bytes).unwrap();
 
         let first = *damaged.iter().next().unwrap();
@@ -240,7 +229,7 @@ fn a_zeroed_record_with_records_after_it_is_damage_not_the_end() {
         let mut bytes = original.clone();
         bytes[start..end].fill(0);
         let copy = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), copy.path());
+        support::copy_dir(dir.path(), copy.path());
         std::fs::write(copy.path().join(&relative), &bytes).unwrap();
         match recovered(copy.path(), RecoveryMode::Strict) {
             Err(Error::Corrupt { offset, reason, .. }) => {
@@ -264,7 +253,7 @@ fn garbage_files_never_panic() {
     let mut seed = 42u64;
     for trial in 0..40 {
         let copy = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), copy.path());
+        support::copy_dir(dir.path(), copy.path());
         let mut bytes = std::fs::read(&segment).unwrap();
         for b in bytes
             .iter_mut()

@@ -147,9 +147,12 @@ fn acknowledged_writes_survive_sigkill() {
         let mut lines = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !lines.last().is_some_and(|l: &String| l.ends_with("READY")) {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("kill {kill}: the child never opened the directory"));
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+                // Not left writing forever into a directory about to go.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kill {kill}: the child never opened the directory");
+            };
             lines.push(line);
         }
         std::thread::sleep(Duration::from_millis((seed >> 40) % 31));
@@ -281,6 +284,7 @@ fn hostile_sessions_never_steer_recovery_under_sigkill() {
     println!("seed {seed} (replay: set it here)");
     let mut acked: Option<String> = None;
     let mut total_acks = 0;
+    let (mut torn_rounds, mut big_rounds) = (0, 0);
     for kill in 0..HOSTILE_KILLS {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         let mode = ["always", "interval", "never"][kill % 3];
@@ -350,6 +354,8 @@ fn hostile_sessions_never_steer_recovery_under_sigkill() {
             "kill {kill} ({mode}): the forged PUT was applied"
         );
         let big = engine.peek(&BIG).ok().map(|s| s.metadata().to_vec());
+        torn_rounds += usize::from(in_flight.is_some());
+        big_rounds += usize::from(big.is_some());
         let holds = |marker: &Option<String>| match (&big, marker) {
             (Some(meta), Some(m)) => meta.starts_with(m.as_bytes()),
             (None, None) => true,
@@ -365,5 +371,15 @@ fn hostile_sessions_never_steer_recovery_under_sigkill() {
         }
         engine.debug_check_invariants();
     }
-    println!("{HOSTILE_KILLS} kills, {total_acks} acknowledged rewrites of a hostile session");
+    println!(
+        "{HOSTILE_KILLS} kills, {total_acks} acknowledged rewrites of a hostile session, \
+         {torn_rounds} kills during one, {big_rounds} recoveries holding it"
+    );
+    // The kills must have met the case they test: hostile records written,
+    // acknowledged, and killed in the middle of.
+    assert!(
+        total_acks > 0 && torn_rounds > 0 && big_rounds > 0,
+        "no kill met a hostile write: {total_acks} acknowledged, {torn_rounds} killed during one, \
+         {big_rounds} recovered"
+    );
 }

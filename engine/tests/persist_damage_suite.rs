@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use session_engine::log_format::{decode, shard_salt, Decoded, Record, SEGMENT_HEADER_LEN};
+
+mod support;
 use session_engine::{
     CompactionStep, Config, Durability, Engine, Error, ManualClock, RecoveryMode, SessionId, Timeout,
 };
@@ -301,19 +303,6 @@ fn open(dir: &Path, mode: RecoveryMode) -> Result<(Model, session_engine::Recove
     Ok((model, engine.recovery_report().unwrap().clone()))
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn random_damage_is_refused_by_strict_and_repaired_exactly() {
     let seed = std::env::var("SESSION_DAMAGE_SEED")
@@ -439,7 +428,7 @@ fn random_damage_is_refused_by_strict_and_repaired_exactly() {
         };
 
         let copy = tempfile::tempdir().unwrap();
-        copy_dir(log.dir.path(), copy.path());
+        support::copy_dir(log.dir.path(), copy.path());
         std::fs::write(copy.path().join(&segment.path), &bytes).unwrap();
         let label = format!(
             "seed {seed} trial {trial}: {damage:?} in {} (data ends at {}, sealed {})",

@@ -44,7 +44,7 @@ fn disk_full_child() {
     assert!(matches!(err, Error::Io { .. }), "typed error: {err:?}");
     assert!(err.to_string().contains("creating segment"), "{err}");
     // Nothing half-applied: the failed session is not there.
-    assert!(engine.peek(&id(acked)).is_err());
+    assert!(engine.peek(&id(acked)).unwrap_err().is_not_found());
     assert_eq!(engine.len(), acked as usize);
     // Reads go on; later writes that need space fail the same clean way.
     assert!(engine.get(&id(0)).is_ok());
@@ -137,7 +137,7 @@ fn a_full_disk_fails_writes_cleanly_and_loses_nothing() {
     for n in 0..acked {
         assert!(engine.peek(&id(n)).is_ok(), "acknowledged session {n} lost");
     }
-    assert!(engine.peek(&id(acked)).is_err());
+    assert!(engine.peek(&id(acked)).unwrap_err().is_not_found());
 }
 
 /// A table that cannot grow (no memory for the larger one): the insert
@@ -158,7 +158,7 @@ fn an_insert_whose_table_cannot_grow_leaves_no_trace_in_the_log() {
     let (stored, err) = insert_until_refused(&engine, b"x", 1_000_000);
     assert!(matches!(err, Error::Io { .. }), "typed error: {err:?}");
     assert!(err.to_string().contains("growing a shard's table"), "{err}");
-    assert!(engine.peek(&id(stored)).is_err());
+    assert!(engine.peek(&id(stored)).unwrap_err().is_not_found());
     assert_eq!(engine.len(), stored as usize);
     drop(engine);
     let engine = Engine::open(config()).unwrap();

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use session_engine::log_format::{decode, shard_salt, Decoded, Record, SEGMENT_HEADER_LEN};
+
+mod support;
 use session_engine::{
     Config, Durability, Engine, ManualClock, Op, RecoveryMode, SessionId, Timeout, Updated,
 };
@@ -150,7 +152,7 @@ fn a_rotate_cut_short_leaves_the_old_id_and_never_both() {
     let relative = path.strip_prefix(dir.path()).unwrap().to_path_buf();
     for cut in start..=end {
         let copy = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), copy.path());
+        support::copy_dir(dir.path(), copy.path());
         let mut bytes = original.clone();
         bytes[cut..end].fill(0);
         std::fs::write(copy.path().join(&relative), &bytes).unwrap();
@@ -164,19 +166,6 @@ fn a_rotate_cut_short_leaves_the_old_id_and_never_both() {
             assert!(has_old && !has_new, "cut at {cut}: old {has_old}, new {has_new}");
         }
         assert_eq!(engine.len(), 1, "cut at {cut}");
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&entry.path(), &target);
-        } else if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use session_engine::{Config, Durability, Engine, ManualClock, SessionId, Timeout};
 
+mod support;
+
 fn config(dir: &std::path::Path, clock: &ManualClock, durability: Durability) -> Config {
     Config::default()
         .shards(4)
@@ -113,7 +115,10 @@ fn expired_sessions_are_dropped_at_recovery_and_activity_is_kept() {
     };
     clock.advance(Duration::from_secs(50));
     let engine = Engine::open(config(dir.path(), &clock, Durability::Always)).unwrap();
-    assert!(engine.peek(&short).is_err(), "expired while closed");
+    assert!(
+        engine.peek(&short).unwrap_err().is_not_found(),
+        "expired while closed"
+    );
     assert!(engine.peek(&long).is_ok());
     let recovered = engine.peek(&active).unwrap();
     let real_last_access = 1_700_000_000_000 + 9 * 20_000;
@@ -182,6 +187,67 @@ fn a_clock_stepped_back_between_runs_brings_no_expired_session_back() {
     assert!(engine.peek(&later).is_ok(), "live at the newest logged time");
     assert!(engine.peek(&long).is_ok());
     assert_eq!(engine.recovery_report().unwrap().expired_dropped, 1);
+}
+
+/// As above, with nothing logged after the expiry: the last run only saw
+/// time pass (a session that expires by the clock writes nothing), so no
+/// record holds the time it reached. The data directory keeps that time
+/// apart from the logs: at a clean close, and about once a second while the
+/// engine runs (the crash image is a copy of the directory taken while the
+/// engine still runs, waited for up to 10 s).
+#[test]
+fn a_clock_stepped_back_after_a_quiet_expiry_brings_no_expired_session_back() {
+    let start = 1_700_000_000_000;
+    for (durability, crashed) in [
+        (Durability::Always, false),
+        (Durability::Interval(Duration::from_millis(5)), false),
+        (Durability::Never, false),
+        (Durability::Always, true),
+        (Durability::Never, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(start);
+        let engine = Engine::open(config(dir.path(), &clock, durability)).unwrap();
+        let expired = engine.create(b"gone", Timeout::from_secs(10)).unwrap();
+        let long = engine.create(b"long", Timeout::from_secs(1000)).unwrap();
+        clock.advance(Duration::from_secs(60));
+        assert!(engine.peek(&expired).is_err(), "expired in the first run");
+        // The next run's clock is where the first one started.
+        let reopen = |path: &std::path::Path| {
+            let behind = ManualClock::new(start);
+            let engine = Engine::open(config(path, &behind, durability)).unwrap();
+            let gone = engine.peek(&expired).is_err();
+            assert!(engine.peek(&long).is_ok(), "{durability:?}");
+            gone
+        };
+        if crashed {
+            let images = tempfile::tempdir().unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut n = 0;
+            loop {
+                n += 1;
+                let image = images.path().join(format!("image-{n}"));
+                support::copy_dir(dir.path(), &image);
+                let gone = reopen(&image);
+                std::fs::remove_dir_all(&image).unwrap();
+                if gone {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{durability:?}: 10 s after the expiry, a crash image still brings the expired session back"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            drop(engine);
+        } else {
+            engine.close().unwrap();
+            assert!(
+                reopen(dir.path()),
+                "{durability:?}: a session the last run saw expire came back after a clean close"
+            );
+        }
+    }
 }
 
 /// A run whose clock was a day fast (set wrong at boot), then runs with

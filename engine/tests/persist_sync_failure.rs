@@ -18,7 +18,7 @@ fn a_failed_sync_is_reported_and_then_writes_are_refused() {
     let _watchdog = support::Watchdog::start();
     let dir = tempfile::tempdir().unwrap();
     let timeout = Timeout::from_secs(3600);
-    let acked: Vec<_> = {
+    let (acked, unknown) = {
         let engine = Engine::open(support::always_config(dir.path(), 2)).unwrap();
         let acked: Vec<_> = (0..50u32)
             .map(|i| engine.create(&i.to_le_bytes(), timeout).unwrap())
@@ -71,14 +71,32 @@ fn a_failed_sync_is_reported_and_then_writes_are_refused() {
             let i = u32::try_from(i).unwrap();
             assert_eq!(engine.get(id).unwrap().metadata(), i.to_le_bytes());
         }
-        acked
+        (acked, unknown)
     };
 
-    // The process "restarts": everything acknowledged is there.
+    // The process "restarts": everything acknowledged is there, and nothing
+    // but the writes whose outcome was unknown beside it (a refused write
+    // left no record).
     let engine = Engine::open(support::always_config(dir.path(), 2)).unwrap();
+    assert_recovered(&engine, &acked, |meta| {
+        unknown.contains(&String::from_utf8_lossy(meta).into_owned())
+    });
+}
+
+/// Every acknowledged session (metadata: its index) is there after the
+/// reopen, and every other session held is one whose outcome was unknown.
+fn assert_recovered(engine: &Engine, acked: &[session_engine::SessionId], unknown: impl Fn(&[u8]) -> bool) {
     for (i, id) in acked.iter().enumerate() {
         let i = u32::try_from(i).unwrap();
         assert_eq!(engine.peek(id).unwrap().metadata(), i.to_le_bytes());
+    }
+    let acked: HashSet<_> = acked.iter().copied().collect();
+    for session in engine.list_all() {
+        assert!(
+            acked.contains(&session.id()) || unknown(session.metadata()),
+            "a session no write acknowledged nor left unknown came back: {:?}",
+            String::from_utf8_lossy(session.metadata())
+        );
     }
 }
 
@@ -142,10 +160,10 @@ fn a_panicking_sync_fails_its_writers_instead_of_hanging_them() {
     }
     drop(engine);
     let engine = Engine::open(support::always_config(dir.path(), 2)).unwrap();
-    for (i, id) in acked.iter().enumerate() {
-        let i = u32::try_from(i).unwrap();
-        assert_eq!(engine.peek(id).unwrap().metadata(), i.to_le_bytes());
-    }
+    // Only the writers' and tasks' creates had an unknown outcome.
+    assert_recovered(&engine, &acked, |meta| {
+        meta.starts_with(b"writer ") || meta.starts_with(b"task ")
+    });
 }
 
 /// `close` while a writer's sync is under way (and failing): the final

@@ -8,24 +8,13 @@ use std::path::Path;
 
 use session_engine::{Config, Engine, ManualClock, RecoveryMode, SessionId};
 
+mod support;
+
 /// The time the fixture's `expected.txt` was taken at.
 const FIXTURE_NOW_MS: u64 = 1_700_034_620_000;
 
 fn fixture() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format_v1"))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// `id -> "created last timeout len crc"`, as `expected.txt` lists them.
@@ -84,7 +73,7 @@ fn a_format_1_directory_is_upgraded_with_every_session() {
     assert_eq!(expected.len(), 643, "the fixture");
     for mode in [RecoveryMode::Strict, RecoveryMode::Repair] {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(&fixture().join("data"), dir.path());
+        support::copy_dir(&fixture().join("data"), dir.path());
         assert_eq!(manifest_format(dir.path()), 1);
         let engine = open(dir.path(), mode);
         let report = engine.recovery_report().unwrap().clone();
@@ -113,7 +102,7 @@ fn a_format_1_directory_is_upgraded_with_every_session() {
 #[test]
 fn a_torn_tail_in_a_format_1_log_is_cleared_by_the_upgrade() {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture().join("data"), dir.path());
+    support::copy_dir(&fixture().join("data"), dir.path());
     // Shard 1's current segment: cut its last record in half, as a crash would.
     let segment = dir.path().join("L00000001/S0001/0000000000000002.seg");
     let mut bytes = std::fs::read(&segment).unwrap();
@@ -136,7 +125,7 @@ fn a_torn_tail_in_a_format_1_log_is_cleared_by_the_upgrade() {
 #[test]
 fn an_empty_format_1_base_is_upgraded() {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture().join("data"), dir.path());
+    support::copy_dir(&fixture().join("data"), dir.path());
     let segment = dir.path().join("L00000001/S0001/0000000000000001.seg");
     let mut bytes = std::fs::read(&segment).unwrap();
     // Format 1's header: flags at 20 (bit 0: base), CRC-32C of 0..40 at 40.

@@ -7,6 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+mod support;
+
 use session_engine::{
     CompactionStep, Config, Durability, Engine, Error, ManualClock, RecoveryMode, SessionId, Timeout,
     TopicCursor,
@@ -323,22 +325,9 @@ async fn an_always_subscribe_through_the_trait_is_logged_when_it_completes() {
     // The forgotten engine still holds the directory's lock: read the logs
     // from a copy, as a restarted process would find them.
     let copy = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), copy.path());
+    support::copy_dir(dir.path(), copy.path());
     let engine = Engine::open(config(copy.path())).unwrap();
     assert_eq!(engine.topics(&id).unwrap(), vec!["durable".to_owned()]);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&entry.path(), &target);
-        } else if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// The same through a compaction: the old session subscribes and expires,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use session_engine::{Config, Engine, Timeout};
+use session_engine::{Config, Engine, SessionId, Timeout};
 
 fn counter(meta: &[u8]) -> u64 {
     u64::from_le_bytes(meta.try_into().unwrap())
@@ -93,11 +93,11 @@ fn a_budget_spent_by_racing_try_updates_is_never_overspent() {
     assert_eq!(counter(engine.get(&budget).unwrap().metadata()), 0);
 }
 
-/// A delete decided on a value that changed before it committed is not
-/// applied: the closure runs again on the newer value (which it keeps).
-#[test]
-fn try_update_deletes_only_the_value_it_saw() {
-    use session_engine::{Op, Updated};
+/// `try_update` on a session holding `v1`, whose closure decides `Delete`
+/// (or `Keep`) on `v1` after another writer has replaced it with `v2`, and
+/// keeps `v2`: what the closure saw, in order, and the outcome.
+fn decided_on_a_replaced_value(delete: bool) -> (Engine, SessionId, Vec<Vec<u8>>, session_engine::Updated) {
+    use session_engine::Op;
     let engine = Engine::open(Config::default().shards(1)).unwrap();
     let id = engine.create(b"v1", Timeout::Never).unwrap();
     let mut seen = Vec::new();
@@ -110,19 +110,42 @@ fn try_update_deletes_only_the_value_it_saw() {
                     s.spawn(|| engine.update(&id, |_| b"v2".to_vec()).unwrap())
                         .join()
                         .unwrap();
-                    Ok::<_, ()>(Op::Delete)
+                    Ok::<_, ()>(if delete { Op::Delete } else { Op::Keep })
                 } else {
                     Ok(Op::Keep)
                 }
             })
             .unwrap()
+            .unwrap()
     });
+    (engine, id, seen, outcome)
+}
+
+/// A delete decided on a value that changed before it committed is not
+/// applied: the closure runs again on the newer value (which it keeps).
+#[test]
+fn try_update_deletes_only_the_value_it_saw() {
+    let (engine, id, seen, outcome) = decided_on_a_replaced_value(true);
     assert_eq!(seen, [b"v1".to_vec(), b"v2".to_vec()]);
-    let Ok(Updated::Kept(kept)) = outcome else {
+    let session_engine::Updated::Kept(kept) = outcome else {
         panic!("expected Kept, got {outcome:?}")
     };
     assert_eq!(kept.metadata(), b"v2");
     assert_eq!(engine.get(&id).unwrap().metadata(), b"v2", "not deleted");
+}
+
+/// A keep decided on a value that changed before it committed is not
+/// applied to the newer one: the closure runs again on it, and the session
+/// returned is the one it kept (the keep slid whatever the id then held
+/// and returned the bytes the closure had seen, gone by then).
+#[test]
+fn try_update_keeps_only_the_value_it_saw() {
+    let (_engine, _id, seen, outcome) = decided_on_a_replaced_value(false);
+    assert_eq!(seen, [b"v1".to_vec(), b"v2".to_vec()], "decided again on v2");
+    let session_engine::Updated::Kept(kept) = outcome else {
+        panic!("expected Kept, got {outcome:?}")
+    };
+    assert_eq!(kept.metadata(), b"v2", "the session kept is the one there");
 }
 
 /// A rotation racing updates of the same session loses none of them: each
@@ -131,27 +154,35 @@ fn try_update_deletes_only_the_value_it_saw() {
 /// update that succeeded.
 #[test]
 fn rotation_racing_updates_loses_no_acknowledged_update() {
+    use std::sync::atomic::Ordering::Relaxed;
     let engine = Engine::open(Config::default().shards(2)).unwrap();
     let id = engine.create(&0u64.to_le_bytes(), Timeout::Never).unwrap();
     let applied = std::sync::atomic::AtomicU64::new(0);
     let new = std::thread::scope(|s| {
         for _ in 0..2 {
-            s.spawn(|| {
-                while engine
-                    .update(&id, |m| (counter(m) + 1).to_le_bytes().to_vec())
-                    .is_ok()
-                {
-                    applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            s.spawn(|| loop {
+                match engine.update(&id, |m| (counter(m) + 1).to_le_bytes().to_vec()) {
+                    Ok(_) => {
+                        applied.fetch_add(1, Relaxed);
+                    }
+                    // The only way out: the id moved.
+                    Err(e) => {
+                        assert!(e.is_not_found(), "{e}");
+                        return;
+                    }
                 }
             });
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // The updates are under way before the move (a late thread would
+        // leave nothing to race).
+        while applied.load(Relaxed) < 1_000 {
+            std::hint::spin_loop();
+        }
         engine.rotate(&id).unwrap()
     });
-    assert!(engine.get(&id).is_err());
-    assert_eq!(
-        counter(engine.get(&new).unwrap().metadata()),
-        applied.into_inner()
-    );
+    assert!(engine.get(&id).unwrap_err().is_not_found());
+    let applied = applied.into_inner();
+    assert!(applied >= 1_000);
+    assert_eq!(counter(engine.get(&new).unwrap().metadata()), applied);
     engine.debug_check_invariants();
 }

@@ -39,15 +39,7 @@ pub(crate) fn make_dir(path: &Path) -> Result<()> {
 /// manifest that was being written.
 pub(crate) fn lock(dir: &Path) -> Result<File> {
     make_dir(dir)?;
-    let path = dir.join(LOCK_FILE);
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io(format!("opening {}", path.display())))?;
+    let lock = open_kept(&dir.join(LOCK_FILE))?;
     if lock.try_lock().is_err() {
         return Err(Error::DirectoryLocked {
             path: dir.to_path_buf(),
@@ -55,6 +47,19 @@ pub(crate) fn lock(dir: &Path) -> Result<File> {
     }
     let _ = std::fs::remove_file(dir.join(MANIFEST_TMP));
     Ok(lock)
+}
+
+/// Opens a file of the directory that stays (read and write, owner only),
+/// creating it empty if it is not there.
+pub(crate) fn open_kept(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(format!("opening {}", path.display())))
 }
 
 pub(crate) fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {

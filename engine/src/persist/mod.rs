@@ -4,7 +4,8 @@
 //! in `open.rs`; the directory, its lock and its MANIFEST in `directory.rs`;
 //! replay and its damage rules in `recovery.rs`; the write path in
 //! `appender.rs`, one segment file in `segment.rs`; group commit in
-//! `commit.rs`; base segments in `base.rs`; compaction in `compaction.rs`.
+//! `commit.rs`; base segments in `base.rs`; compaction in `compaction.rs`;
+//! the newest time a run reached in `time_mark.rs`.
 
 mod appender;
 mod base;
@@ -16,6 +17,7 @@ mod format_v1;
 mod open;
 mod recovery;
 mod segment;
+mod time_mark;
 
 use std::fs::File;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ pub(crate) use self::compaction::{compact, wants_compaction};
 pub(crate) use self::open::open;
 pub(crate) use self::recovery::Recovered;
 pub use self::recovery::{Damage, RecoveryReport, Truncation};
+pub(crate) use self::time_mark::TimeMark;
 use crate::id::SessionId;
 
 /// The ahash seeds a manifest's key stands for.
@@ -49,6 +52,8 @@ pub(crate) struct Persistence {
     pub(crate) commits: Vec<Arc<GroupCommit>>,
     pub(crate) report: RecoveryReport,
     pub(crate) hash_key: [u64; 4],
+    /// The newest engine time reached, kept for the next run.
+    pub(crate) time_mark: TimeMark,
     // Held for the engine's lifetime; the kernel drops the flock with it.
     _lock: File,
 }
@@ -58,7 +63,7 @@ pub(crate) struct Persistence {
 pub(crate) struct Opened {
     pub(crate) persistence: Persistence,
     pub(crate) sessions: Vec<AHashMap<SessionId, Recovered>>,
-    /// The newest time the log holds: engine time must not run behind it
-    /// (recovery judged expiry at no earlier time).
+    /// The newest time the log or the time mark holds: engine time must
+    /// not run behind it (recovery judged expiry at no earlier time).
     pub(crate) newest_ms: u64,
 }

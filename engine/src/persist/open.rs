@@ -22,7 +22,7 @@ use super::recovery::{
     live_bytes, recover_shard, Codec, Fix, Recovered, RecoveryReport, ShardFiles, ShardRecovery,
 };
 use super::segment::{sync_dir, Segment};
-use super::{hasher_from_key, Opened, Persistence};
+use super::{hasher_from_key, Opened, Persistence, TimeMark};
 use crate::config::{Config, Durability, RecoveryMode};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
@@ -48,8 +48,12 @@ pub(crate) fn open(
         )));
     }
     let lock = lock(dir)?;
+    // The last run may have seen time pass beyond its newest record (see
+    // `time_mark.rs`): recovery judges expiry from there at the earliest.
+    let (time_mark, marked_ms) = TimeMark::open(dir, config.durability != Durability::Never)?;
+    let now_ms = now_ms.max(marked_ms);
     let Some(manifest) = read_manifest(dir)? else {
-        return create_directory(config, dir, shards, now_ms, lock);
+        return create_directory(config, dir, shards, now_ms, (lock, time_mark));
     };
     let layout = layout_dir(dir, manifest.layout);
     // The MANIFEST is written only after the layout it names and all its
@@ -62,7 +66,12 @@ pub(crate) fn open(
     // Only now that the named layout recovered: the others are leftovers
     // of an interrupted rewrite (a reshard, an upgrade, a repair).
     remove_other_layouts(dir, manifest.layout)?;
-    let newest_ms = recoveries.iter().map(|r| r.newest_ms).max().unwrap_or(0);
+    let newest_ms = recoveries
+        .iter()
+        .map(|r| r.newest_ms)
+        .max()
+        .unwrap_or(0)
+        .max(marked_ms);
     let now_ms = now_ms.max(newest_ms);
     let mut report = RecoveryReport::default();
     for r in &recoveries {
@@ -124,6 +133,7 @@ pub(crate) fn open(
             logs,
             report,
             hash_key,
+            time_mark,
             _lock: lock,
         },
         sessions,
@@ -156,7 +166,13 @@ fn log_id(layout_dir: &Path, manifest: &Manifest, shard: usize) -> LogId {
 }
 
 /// A new directory: fresh keys, layout 1, an empty log per shard.
-fn create_directory(config: &Config, dir: &Path, shards: usize, now_ms: u64, lock: File) -> Result<Opened> {
+fn create_directory(
+    config: &Config,
+    dir: &Path,
+    shards: usize,
+    now_ms: u64,
+    (lock, time_mark): (File, TimeMark),
+) -> Result<Opened> {
     let mut key_bytes = [0u8; 32];
     getrandom::fill(&mut key_bytes).map_err(Error::Entropy)?;
     let manifest = Manifest {
@@ -190,10 +206,11 @@ fn create_directory(config: &Config, dir: &Path, shards: usize, now_ms: u64, loc
             logs,
             report: RecoveryReport::default(),
             hash_key: manifest.hash_key,
+            time_mark,
             _lock: lock,
         },
         sessions: (0..shards).map(|_| AHashMap::new()).collect(),
-        newest_ms: 0,
+        newest_ms: now_ms,
     })
 }
 

@@ -90,3 +90,19 @@ pub fn hostile_metadata(
     meta.truncate(len.max(marker.len() + 100 + records.len()));
     meta
 }
+
+/// Copies a data directory (without its `LOCK`): with the engine still
+/// running, the copy is what a crash at that moment leaves (the files as the
+/// page cache holds them).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
