@@ -981,8 +981,22 @@ fn machine_line(version: &str) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        );
+    let dirty = Command::new("git")
+        .args(["diff", "--quiet", "HEAD", "--", "redis-backend", "engine"])
+        .status()
+        .is_ok_and(|s| !s.success());
     format!(
-        "Date: {}; machine: {} cores ({}), shared (other work ran beside it); {}",
+        "Commit: `{commit}`{}; date: {}; machine: {} cores ({}), shared (other work ran beside it); {}",
+        if dirty { " (with uncommitted changes)" } else { "" },
         date_text,
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         cpu_model(),

@@ -142,12 +142,14 @@ impl RedisConfig {
     /// [`Error::InvalidConfig`] for another scheme or an empty node list.
     pub fn from_url(url: &str) -> Result<Self> {
         if let Some(rest) = url.strip_prefix(CLUSTER_URL_SCHEME) {
-            let (auth, hosts) = match rest.rsplit_once('@') {
+            // A database or options after the list are every node's; the
+            // credentials end at the authority's last `@` (one in the
+            // options is theirs).
+            let (authority, suffix) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+            let (auth, hosts) = match authority.rsplit_once('@') {
                 Some((auth, hosts)) => (format!("{auth}@"), hosts),
-                None => (String::new(), rest),
+                None => (String::new(), authority),
             };
-            // A database or options after the list are every node's.
-            let (hosts, suffix) = hosts.split_at(hosts.find(['/', '?']).unwrap_or(hosts.len()));
             let nodes: Vec<String> = hosts
                 .split(',')
                 .map(str::trim)
@@ -384,6 +386,15 @@ mod tests {
             Deployment::Cluster(vec![
                 "redis://h1:7000/0?protocol=resp3".into(),
                 "redis://h2:7001/0?protocol=resp3".into()
+            ])
+        );
+        // An `@` in the options is not the credentials' end.
+        let at = RedisConfig::from_url("redis+cluster://u:p@h1:7000,h2:7001/0?client=a@b").unwrap();
+        assert_eq!(
+            at.deployment,
+            Deployment::Cluster(vec![
+                "redis://u:p@h1:7000/0?client=a@b".into(),
+                "redis://u:p@h2:7001/0?client=a@b".into()
             ])
         );
         assert!(RedisConfig::from_url("redis+cluster://").is_err());

@@ -52,6 +52,14 @@ impl KeySpace {
         })
     }
 
+    /// `<prefix>s{<n>}`, a key of hash slot `slot` that holds nothing (no
+    /// `SCAN` pattern of sessions or topics matches it): `EXISTS` of it
+    /// beside a keyless command (`SCAN`) makes a node that does not serve
+    /// the slot answer `MOVED`, so a stale route is found out.
+    pub(crate) fn slot_probe(&self, slot: u16) -> Vec<u8> {
+        format!("{}s{{{}}}", self.prefix, SLOT_TAGS[usize::from(slot % SLOTS)]).into_bytes()
+    }
+
     /// `<prefix>{<id>}`.
     pub(crate) fn key(&self, id: &SessionId) -> Vec<u8> {
         let mut text = [0u8; SESSION_ID_TEXT_LEN];
@@ -226,6 +234,23 @@ struct ShiftIndex {
 
 static SHIFTS: LazyLock<ShiftIndex> = LazyLock::new(ShiftIndex::build);
 
+/// For each slot, the smallest number whose decimal text hashes to it (a
+/// hash tag of that slot): about 170K CRC16s of short texts, once.
+static SLOT_TAGS: LazyLock<Box<[u32]>> = LazyLock::new(|| {
+    let mut tags = vec![u32::MAX; usize::from(SLOTS)];
+    let mut left = tags.len();
+    let mut n = 0u32;
+    while left > 0 {
+        let slot = usize::from(crc16(n.to_string().as_bytes()) % SLOTS);
+        if tags[slot] == u32::MAX {
+            tags[slot] = n;
+            left -= 1;
+        }
+        n += 1;
+    }
+    tags.into_boxed_slice()
+});
+
 impl ShiftIndex {
     fn build() -> Self {
         let slots = usize::from(SLOTS);
@@ -364,6 +389,17 @@ mod tests {
         assert!(KeySpace::new(&"x".repeat(KEY_PREFIX_BYTES_MAX + 1))
             .unwrap_err()
             .contains("at most"));
+    }
+
+    #[test]
+    fn slot_probes_hash_to_their_slot_and_match_no_pattern() {
+        let keys = KeySpace::new("app:").unwrap();
+        for slot in [0, 1, 5460, 5461, 16_383] {
+            let probe = keys.slot_probe(slot);
+            assert_eq!(slot_of(&probe), slot, "{}", String::from_utf8_lossy(&probe));
+            assert!(keys.parse(&probe).is_none(), "not a session key");
+        }
+        assert!((0..SLOTS).all(|s| slot_of(&keys.slot_probe(s)) == s));
     }
 
     #[test]

@@ -101,9 +101,10 @@
 //! (Redis hides a key past its TTL even before reclaiming it).
 //!
 //! Listing names a master by the first hash slot it serves (stable across
-//! failover) and packs the master's `SCAN` cursor into the position; see
-//! `list.rs` for the layout and the guarantees (those of `SCAN`: at least
-//! once, exactly once while the cluster does not change).
+//! failover) and its process's mark, and packs the master's `SCAN` cursor
+//! into the position; see `list.rs` for the layout and the guarantees (at
+//! least once while no slot moves, exactly once while the cluster does not
+//! change).
 //!
 //! # Failures
 //!

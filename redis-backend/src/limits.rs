@@ -92,8 +92,8 @@ pub const CREATE_TRIES_MAX: usize = 4;
 /// before it reports the random source as broken: each draw is accepted
 /// with probability 1/4 (see `keys::random_id_in_slot`), so 256 rejected in
 /// a row happen with probability (3/4)^256, below 10^-31, to a random
-/// source. A draw costs about 0.2 µs (`results/redis/rotate.md`), so this
-/// bounds the work at about 50 µs.
+/// source. A draw is one random id and one CRC16 (`results/redis/rotate.md`
+/// measures it), so this bounds the work at 256 of them.
 pub const SLOT_ID_DRAWS_MAX: usize = 256;
 
 /// Attempts one `update` makes to commit before it gives up under contention
@@ -209,6 +209,15 @@ pub const LIST_SCAN_BUDGET_DIVISOR: u32 = 2;
 /// keys than one node holds in any real deployment.
 pub const SCAN_CURSOR_BITS: u32 = 32;
 
+/// Bits of a list cursor's `part` above the master's first slot (which
+/// takes the low 14) that name the master's process: the first hex digits
+/// of its `run_id`. A `SCAN` cursor means nothing to another process (its
+/// hash seed orders the buckets otherwise: a promoted replica, a restarted
+/// master), so a page resuming on a master whose mark differs starts that
+/// master again. Two processes share a mark once in 2^17; the top bit stays
+/// clear, so not every `part` is a cursor of this store.
+pub const LIST_NODE_MARK_BITS: u32 = 17;
+
 // ---------------------------------------------------------------------------
 // Per-session state
 // ---------------------------------------------------------------------------
@@ -243,6 +252,7 @@ const _: () = assert!(RETRY_BACKOFF_MIN.as_millis() <= RETRY_BACKOFF_MAX.as_mill
 const _: () = assert!(UPDATE_BACKOFF_MIN.as_micros() <= UPDATE_BACKOFF_MAX.as_micros());
 const _: () = assert!(SCAN_CURSOR_BITS <= 48);
 const _: () = assert!(CLUSTER_SLOTS.is_power_of_two() && CLUSTER_SLOTS <= 1 << 16);
+const _: () = assert!(CLUSTER_SLOTS.trailing_zeros() + LIST_NODE_MARK_BITS <= 32);
 const _: () = assert!(VERSION_FIRST_MAX < 1 << 53);
 const _: () = assert!(UPDATE_TRIES_MAX > UPDATE_EAGER_TRIES && SCAN_CALLS_MAX > 0 && SCAN_COUNT_MAX > 0);
 const _: () = assert!(CREATE_TRIES_MAX > 1 && LIST_SCAN_BUDGET_DIVISOR >= 2);

@@ -2,10 +2,16 @@
 //!
 //! # Cursor layout
 //!
-//! A [`Cursor`] names a master by the **first hash slot** it serves (`part`;
-//! always 0 for a single server): unlike an index or an address, that stays
-//! the same when a replica takes over. `position` packs where to continue on
-//! that master:
+//! A [`Cursor`] names a master by the **first hash slot** it serves (the low
+//! 14 bits of `part`; always 0 for a single server): unlike an index or an
+//! address, that stays the same when a replica takes over. The bits above
+//! hold the master process's mark (the head of its `run_id`, read with every
+//! `SCAN`): a `SCAN` cursor means nothing to another process, whose hash
+//! seed orders its buckets otherwise, so a page that resumes on a master
+//! whose mark changed (a promoted replica, a restart) starts that master
+//! again. A cursor whose first slot no master starts at any more (the
+//! cluster was resharded) starts the master that now serves that slot.
+//! `position` packs where to continue on that master:
 //!
 //! ```text
 //!  63                           32 31                            0
@@ -19,16 +25,22 @@
 //! one bucket; if a single bucket still does not fit (a page smaller than one
 //! bucket's chain), the page takes the keys with the lowest
 //! [`resume_hash`] and stores the last one: the next
-//! page rescans the same bucket and skips keys hashing at or below it (if any
-//! such key is still there; if none is, the bucket changed and all are new).
+//! page rescans the same bucket and skips keys hashing at or below it if the
+//! last key taken is still there (if it is not, the batch may be another
+//! bucket's, `SCAN` having found that one empty: all its keys are new).
 //!
 //! # Guarantees
 //!
-//! `SCAN`'s own: a session present for the whole listing is returned at least
-//! once (exactly once while no master fails over or reshards meanwhile, and
-//! barring a 2^-32 hash tie at a page boundary inside one bucket); one
-//! created or deleted meanwhile may or may not appear. Keys are fetched after
-//! they are scanned, so a session that expires in between is left out.
+//! A session present for the whole listing is returned at least once while
+//! no slot moves between masters (exactly once while no master fails over
+//! either and the last key a page took inside a bucket is still there at
+//! the next page, barring a 2^-32 hash tie at such a boundary):
+//! a failover or a restart starts that master again, so its sessions may
+//! repeat. A resharding meanwhile can leave out the sessions of the slots
+//! it moves (from a master not yet listed to one already listed: `SCAN` is
+//! per node). One created or deleted meanwhile may or may not appear. Keys
+//! are fetched after they are scanned, so a session that expires in between
+//! is left out, and a key under the prefix that holds no session is too.
 
 use std::time::Instant;
 
@@ -41,8 +53,8 @@ use crate::conn::{Shard, Target};
 use crate::error::protocol;
 use crate::keys::resume_hash;
 use crate::limits::{
-    CLUSTER_SLOTS, COUNT_SCAN_CALLS_MAX, LIST_SCAN_BUDGET_DIVISOR, SCAN_CALLS_MAX, SCAN_COUNT_MAX,
-    SCAN_CURSOR_BITS,
+    CLUSTER_SLOTS, COUNT_SCAN_CALLS_MAX, LIST_NODE_MARK_BITS, LIST_SCAN_BUDGET_DIVISOR, SCAN_CALLS_MAX,
+    SCAN_COUNT_MAX, SCAN_CURSOR_BITS,
 };
 use crate::reply;
 use crate::request::{Inner, Kind};
@@ -73,10 +85,25 @@ impl ScanPos {
     }
 }
 
+/// Bits of a cursor's `part` that hold the first slot.
+const SLOT_BITS: u32 = CLUSTER_SLOTS.trailing_zeros();
+
+/// A cursor's `part`: the master's first slot and its process's mark.
+fn part(first_slot: u32, mark: u32) -> u32 {
+    debug_assert!(first_slot < CLUSTER_SLOTS && mark < 1 << LIST_NODE_MARK_BITS);
+    mark << SLOT_BITS | first_slot
+}
+
+/// The slot a shard's requests are routed by.
+fn target_slot(shard: &Shard) -> u16 {
+    u16::try_from(shard.first_slot).expect("slots are below 16384")
+}
+
 /// How a scan of one master ended.
 enum Stop {
-    /// The page is full (or the call budget spent): continue here.
-    PageFull(ScanPos),
+    /// The page is full (or the call budget spent): continue here, on the
+    /// process of this mark.
+    PageFull(ScanPos, u32),
     /// This master has no more keys.
     ShardDone,
 }
@@ -98,10 +125,11 @@ pub(crate) async fn page(inner: &Inner, cursor: Cursor, limit: usize) -> Result<
     }
     let standalone = matches!(inner.config.deployment, Deployment::Standalone(_));
     let parts_max = if standalone { 1 } else { CLUSTER_SLOTS };
-    if cursor.part() >= parts_max {
+    let (slot, mark) = (cursor.part() & (CLUSTER_SLOTS - 1), cursor.part() >> SLOT_BITS);
+    if slot >= parts_max || mark >= 1 << LIST_NODE_MARK_BITS {
         return Err(Error::InvalidCursor {
             reason: format!(
-                "partition {} is not a hash slot of this deployment (below {parts_max})",
+                "partition {} does not name a hash slot of this deployment (below {parts_max}) and a node mark",
                 cursor.part()
             ),
         });
@@ -112,37 +140,29 @@ pub(crate) async fn page(inner: &Inner, cursor: Cursor, limit: usize) -> Result<
     let deadline = started + inner.config.request_timeout;
     let scan_until = started + inner.config.request_timeout / LIST_SCAN_BUDGET_DIVISOR;
     let shards = inner.topology(deadline).await?;
-    let mut index = match shards.iter().position(|s| s.first_slot == cursor.part()) {
-        Some(i) => i,
-        None if cursor.position() == 0 => match shards.iter().position(|s| s.first_slot > cursor.part()) {
-            Some(i) => i,
-            None => return Ok(Page::new(Vec::new(), None)),
-        },
-        None => {
-            return Err(Error::InvalidCursor {
-                reason: format!(
-                    "no master starts at slot {} any more (the cluster was resharded): restart the listing",
-                    cursor.part()
-                ),
-            })
-        }
-    };
-    let mut pos = ScanPos::decode(cursor.position());
+    let (mut index, mut pos) =
+        start(&shards, slot, cursor.position()).unwrap_or((shards.len(), ScanPos::default()));
+    if index == shards.len() {
+        return Ok(Page::new(Vec::new(), None));
+    }
+    let mut expected = (pos != ScanPos::default()).then_some(mark);
     let mut sessions = Vec::with_capacity(limit.min(SCAN_COUNT_MAX));
     let mut taken = 0;
     loop {
         let shard = &shards[index];
-        let (found, stop) = scan_shard(inner, shard, pos, limit - taken, deadline, scan_until).await?;
+        let budget = (limit - taken, deadline, scan_until);
+        let (found, stop) = scan_shard(inner, shard, pos, expected, budget).await?;
         taken += found.len();
         fetch(inner, shard, found, &mut sessions, deadline).await?;
         match stop {
-            Stop::PageFull(at) => {
-                let next = Cursor::new(shard.first_slot, at.encode());
+            Stop::PageFull(at, mark) => {
+                let next = Cursor::new(part(shard.first_slot, mark), at.encode());
                 return Ok(Page::new(sessions, Some(next)));
             }
             Stop::ShardDone => {
                 index += 1;
                 pos = ScanPos::default();
+                expected = None;
                 let Some(following) = shards.get(index) else {
                     return Ok(Page::new(sessions, None));
                 };
@@ -155,27 +175,58 @@ pub(crate) async fn page(inner: &Inner, cursor: Cursor, limit: usize) -> Result<
     }
 }
 
-/// Scans one master from `pos` for at most `room` session keys, until
-/// `scan_until` has passed after at least one call.
+/// Where a page starting at the master of first slot `slot` begins: that
+/// master at `position`; or, once resharded (no master starts there any
+/// more), the master that serves the slot now, from its start (its first
+/// slot may have moved below the cursor's), else the next one; `None` past
+/// the last.
+fn start(shards: &[Shard], slot: u32, position: u64) -> Option<(usize, ScanPos)> {
+    if let Some(i) = shards.iter().position(|s| s.first_slot == slot) {
+        return Some((i, ScanPos::decode(position)));
+    }
+    let serving = shards
+        .iter()
+        .position(|s| s.ranges.iter().any(|&(lo, hi)| lo <= slot && slot <= hi));
+    serving
+        .or_else(|| shards.iter().position(|s| s.first_slot > slot))
+        .map(|i| (i, ScanPos::default()))
+}
+
+/// Scans one master from `pos` (made on the process of mark `expected`, if
+/// any) for at most `room` session keys, until `scan_until` has passed after
+/// at least one call. A call answered by another process than the one
+/// `pos` was made on starts the master again.
 async fn scan_shard(
     inner: &Inner,
     shard: &Shard,
     mut pos: ScanPos,
-    room: usize,
-    deadline: Instant,
-    scan_until: Instant,
+    mut expected: Option<u32>,
+    (room, deadline, scan_until): (usize, Instant, Instant),
 ) -> Result<(Vec<Found>, Stop)> {
     let pattern = inner.keys.scan_pattern();
     let mut found: Vec<Found> = Vec::new();
     // Resuming inside a bucket: rescan exactly that bucket first.
     let mut count_cap = if pos.resume == 0 { SCAN_COUNT_MAX } else { 1 };
+    let mut mark = expected.unwrap_or(0);
     for call in 0..SCAN_CALLS_MAX {
         let room_left = room - found.len();
         if room_left == 0 || (call > 0 && Instant::now() >= scan_until) {
-            return Ok((found, Stop::PageFull(pos)));
+            return Ok((found, Stop::PageFull(pos, mark)));
         }
         let count = room_left.min(count_cap);
-        let (next, keys) = scan(inner, shard, pos.cursor, &pattern, count, deadline).await?;
+        let (next, keys, answered_by) = scan(inner, shard, pos.cursor, &pattern, count, deadline).await?;
+        mark = answered_by;
+        if expected.is_some_and(|m| m != answered_by) {
+            // Another process: `pos` means nothing there. From its start
+            // (what this page found stays: sessions may repeat).
+            expected = Some(answered_by);
+            if pos != ScanPos::default() {
+                pos = ScanPos::default();
+                count_cap = SCAN_COUNT_MAX;
+                continue;
+            }
+        }
+        expected = Some(answered_by);
         let mut batch: Vec<Found> = keys
             .into_iter()
             .filter_map(|key| {
@@ -187,7 +238,11 @@ async fn scan_shard(
                 })
             })
             .collect();
-        if pos.resume != 0 && batch.iter().any(|f| f.hash <= pos.resume) {
+        // The bucket a page ended inside still holds the last key that page
+        // took: the keys hashing at or below it were taken too. Without that
+        // key, the batch is not known to be that bucket (emptied meanwhile,
+        // `SCAN` goes on to the next ones): every key of it is new.
+        if pos.resume != 0 && batch.iter().any(|f| f.hash == pos.resume) {
             batch.retain(|f| f.hash > pos.resume);
         }
         if batch.len() <= room_left {
@@ -203,7 +258,7 @@ async fn scan_shard(
             count_cap = count / 2;
         } else if !found.is_empty() {
             // One bucket that does not fit after others: it opens the next page.
-            return Ok((found, Stop::PageFull(pos)));
+            return Ok((found, Stop::PageFull(pos, mark)));
         } else {
             // One bucket larger than the whole page: split it by hash.
             batch.sort_unstable_by_key(|f| f.hash);
@@ -212,17 +267,22 @@ async fn scan_shard(
             found.append(&mut batch);
             return Ok((
                 found,
-                Stop::PageFull(ScanPos {
-                    cursor: pos.cursor,
-                    resume: last,
-                }),
+                Stop::PageFull(
+                    ScanPos {
+                        cursor: pos.cursor,
+                        resume: last,
+                    },
+                    mark,
+                ),
             ));
         }
     }
-    Ok((found, Stop::PageFull(pos)))
+    Ok((found, Stop::PageFull(pos, mark)))
 }
 
-/// `SCAN cursor MATCH pattern COUNT count` on the shard's master.
+/// `SCAN cursor MATCH pattern COUNT count` on the shard's master, after
+/// `INFO server` in the same pipeline: the keys, the next cursor and the
+/// mark of the process that answered (see the module docs).
 async fn scan(
     inner: &Inner,
     shard: &Shard,
@@ -230,16 +290,53 @@ async fn scan(
     pattern: &[u8],
     count: usize,
     deadline: Instant,
-) -> Result<(u64, Vec<Vec<u8>>)> {
-    let mut cmd = redis::cmd("SCAN");
-    cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(count);
-    let cmd = &cmd;
+) -> Result<(u64, Vec<Vec<u8>>, u32)> {
+    let mut pipe = redis::pipe();
+    // In a cluster, a key of the shard's first slot: a route gone stale (the
+    // slot moved to another master) answers MOVED instead of scanning the
+    // wrong master (`ASK`, the slot migrating out, is not: still its own).
+    let probe = !matches!(inner.config.deployment, Deployment::Standalone(_));
+    if probe {
+        pipe.cmd("EXISTS").arg(inner.keys.slot_probe(target_slot(shard)));
+    }
+    pipe.cmd("INFO").arg("server");
+    pipe.cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(count);
+    let pipe = &pipe;
     let reply = inner
         .run(Kind::Read, deadline, |conn, _| async move {
-            inner.send_query(conn, cmd, Target::Shard(shard), deadline).await
+            let values = inner
+                .send_pipeline(conn, pipe, Target::Shard(shard), deadline)
+                .await?;
+            // The SCAN's errors are the attempt's (a node loading); the
+            // probe's too (`MOVED`: a stale route), but for `ASK` or
+            // `TRYAGAIN` (the slot migrating out: this master still serves
+            // it). INFO's only loses the mark.
+            let probe_error = values.first().filter(|_| probe).and_then(|v| match v {
+                Value::ServerError(e) => {
+                    let err = redis::RedisError::from(e.clone());
+                    (!matches!(err.code(), Some("ASK" | "TRYAGAIN"))).then_some(err)
+                }
+                _ => None,
+            });
+            match (probe_error, values.last()) {
+                (Some(err), _) => Err(err),
+                (None, Some(Value::ServerError(e))) => Err(e.clone().into()),
+                _ => Ok(values),
+            }
         })
         .await?;
-    let (next, keys) = reply::scan(reply.value)?;
+    let mut values = reply.value;
+    if probe && !values.is_empty() {
+        values.remove(0);
+    }
+    let [info, scanned] = <[Value; 2]>::try_from(values)
+        .map_err(|values| protocol("INFO server + SCAN", &Value::Array(values), false))?;
+    let (next, keys) = reply::scan(scanned)?;
     if next >= 1 << SCAN_CURSOR_BITS {
         return Err(Error::Unavailable {
             reason: format!(
@@ -248,7 +345,7 @@ async fn scan(
             ),
         });
     }
-    Ok((next, keys))
+    Ok((next, keys, reply::node_mark(&info)))
 }
 
 /// Reads the found keys from the shard's master, pipelined, into `out`
@@ -277,16 +374,24 @@ async fn fetch(
             return Err(protocol("HMGET (list fetch)", &Value::Array(reply.value), false));
         }
         for (f, value) in chunk.iter().zip(reply.value) {
-            let session = match value {
-                Value::ServerError(_) => {
-                    let reply = inner
-                        .command(Kind::Read, deadline, &f.key, &peek_cmd(&f.key))
-                        .await?;
-                    reply::session(f.id, "HMGET (peek)", reply.value)?
+            let value = match value {
+                Value::ServerError(e) if redis::RedisError::from(e.clone()).code() == Some("WRONGTYPE") => {
+                    continue
                 }
-                value => reply::session(f.id, "HMGET (list fetch)", value)?,
+                Value::ServerError(_) => {
+                    inner
+                        .command(Kind::Read, deadline, &f.key, &peek_cmd(&f.key))
+                        .await?
+                        .value
+                }
+                value => value,
             };
-            out.extend(session);
+            // A key under the prefix that holds no session of ours (another
+            // program's hash) is not one: left out, as a `get` of it is that
+            // id's own error, not the whole listing's.
+            if let Ok(session) = reply::session(f.id, "HMGET (list fetch)", value) {
+                out.extend(session);
+            }
         }
     }
     Ok(())
@@ -301,7 +406,8 @@ pub(crate) async fn count(inner: &Inner) -> Result<usize> {
         let mut calls = 0;
         loop {
             // Counting is O(keys): one request timeout per SCAN round trip.
-            let (next, keys) = scan(inner, shard, cursor, &pattern, SCAN_COUNT_MAX, inner.deadline()).await?;
+            let (next, keys, _) =
+                scan(inner, shard, cursor, &pattern, SCAN_COUNT_MAX, inner.deadline()).await?;
             total += keys.iter().filter(|k| inner.keys.parse(k).is_some()).count();
             cursor = next;
             calls += 1;

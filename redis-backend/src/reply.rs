@@ -309,6 +309,21 @@ pub(crate) fn text(value: &Value) -> Option<String> {
     }
 }
 
+/// The node mark of an `INFO server` reply: the first
+/// [`LIST_NODE_MARK_BITS`](crate::limits::LIST_NODE_MARK_BITS) bits of its
+/// `run_id` (40 random hex digits, new with every process); 0 if there is
+/// none (the position can then not be checked, as before the mark).
+pub(crate) fn node_mark(value: &Value) -> u32 {
+    use crate::limits::LIST_NODE_MARK_BITS;
+    text(value)
+        .and_then(|t| {
+            let run_id = info_field(&t, "run_id")?.trim();
+            let head = run_id.get(..8)?;
+            u32::from_str_radix(head, 16).ok()
+        })
+        .map_or(0, |v| v >> (32 - LIST_NODE_MARK_BITS))
+}
+
 /// The value of `field` in an `INFO`-style text (`field:value` lines).
 pub(crate) fn info_field<'a>(text: &'a str, field: &str) -> Option<&'a str> {
     text.lines()
@@ -321,6 +336,16 @@ mod tests {
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn node_marks_come_from_the_run_id() {
+        let info =
+            bulk("# Server\r\nredis_version:7.0.15\r\nrun_id:f3c2a1b0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4\r\n");
+        assert_eq!(node_mark(&info), 0xf3c2_a1b0 >> 15);
+        assert_eq!(node_mark(&bulk("run_id:zz")), 0, "not hex");
+        assert_eq!(node_mark(&bulk("# Server\r\n")), 0, "none");
+        assert_eq!(node_mark(&Value::Nil), 0);
     }
 
     #[test]

@@ -150,6 +150,16 @@ async fn check_applied(store: &RedisStore, master: &Server, op: Op, path: Path, 
     }
 }
 
+/// `EVAL` calls the server has answered (`INFO commandstats`).
+fn eval_calls(server: &Server) -> u64 {
+    server
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cmdstat_eval:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A master and its replica, in sync, the replication link through a proxy
 /// the test can freeze.
 async fn master_and_replica() -> (Server, Proxy, Server) {
@@ -204,8 +214,20 @@ async fn no_write_is_acknowledged_without_its_replica_on_any_path() {
             Path::AfterLostReply => front.lose_reply("WAIT"),
             Path::AfterNoScript => assert_eq!(master.cli(&["SCRIPT", "FLUSH"]).trim(), "OK"),
         }
+        let (resends, evals) = (store.stats().resends, eval_calls(&master));
         let r = run(&store, op, path, id).await;
         println!("{op:?} {path:?}: {r:?} resends {}", store.stats().resends);
+        // The path named really was taken: a resend after the refused or
+        // lost reply, the script sent whole after NOSCRIPT.
+        let taken = match path {
+            Path::FirstTry => true,
+            Path::AfterRefusal | Path::AfterLostReply => store.stats().resends > resends,
+            // A delete is no script (`DEL`, and `EXISTS` on a resend).
+            Path::AfterNoScript => op == Op::Delete || eval_calls(&master) > evals,
+        };
+        if !taken {
+            problems.push(format!("{op:?} {path:?}: the path was not taken"));
+        }
         if !front.fault_fired() {
             front.disarm();
             problems.push(format!("{op:?} {path:?}: no WAIT came by with the write"));

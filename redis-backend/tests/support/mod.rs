@@ -265,10 +265,11 @@ impl Server {
 
     fn signal(&self, signal: &str) {
         let pid = self.pid().expect("a running server").to_string();
-        let status = Command::new("kill")
-            .args([signal, &pid])
+        // The shell's built-in `kill`: a minimal machine may lack procps.
+        let status = Command::new("sh")
+            .args(["-c", "kill \"$0\" \"$1\"", signal, &pid])
             .status()
-            .expect("run kill");
+            .expect("run sh -c kill");
         assert!(status.success(), "kill {signal} {pid} failed");
     }
 
@@ -432,27 +433,75 @@ impl Cluster {
     /// `finish`, the slot too (otherwise the slot stays migrating: `from`
     /// answers `ASK` for the key).
     pub fn migrate_key(&self, slot: u16, key: &str, from: usize, to: usize, finish: bool) {
+        self.move_slot(slot, Some(key), from, to, finish);
+    }
+
+    /// Marks `slot` migrating from the master at node `from` to the one at
+    /// node `to`, moving no key (`from` answers `ASK` for a key it lacks).
+    pub fn begin_migration(&self, slot: u16, from: usize, to: usize) {
         let lines = self.node_lines();
-        let id_of = |node: usize| {
-            lines
-                .iter()
-                .find(|l| l.port == self.nodes[node].port)
-                .expect("node line")
-                .id
-                .clone()
-        };
+        let id_of = |node: usize| self.node_id(&lines, node);
+        let slot = slot.to_string();
+        let ok = |reply: String| assert_eq!(reply.trim(), "OK", "migration step");
+        ok(self.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id_of(from)]));
+        ok(self.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id_of(to)]));
+    }
+
+    /// Ends [`Cluster::begin_migration`] with the slot where it was.
+    pub fn cancel_migration(&self, slot: u16, from: usize, to: usize) {
+        let slot = slot.to_string();
+        for node in [from, to] {
+            assert_eq!(
+                self.nodes[node]
+                    .cli(&["CLUSTER", "SETSLOT", &slot, "STABLE"])
+                    .trim(),
+                "OK"
+            );
+        }
+    }
+
+    /// Moves `slot`, which holds no key, from the master at node `from` to
+    /// the one at node `to`, and tells every running master.
+    pub fn move_empty_slot(&self, slot: u16, from: usize, to: usize) {
+        self.move_slot(slot, None, from, to, true);
+    }
+
+    /// Node `node`'s cluster id, from `CLUSTER NODES` lines.
+    fn node_id(&self, lines: &[NodeLine], node: usize) -> String {
+        lines
+            .iter()
+            .find(|l| l.port == self.nodes[node].port)
+            .expect("node line")
+            .id
+            .clone()
+    }
+
+    fn move_slot(&self, slot: u16, key: Option<&str>, from: usize, to: usize, finish: bool) {
+        let lines = self.node_lines();
+        let id_of = |node: usize| self.node_id(&lines, node);
         let (from_id, to_id) = (id_of(from), id_of(to));
         let slot = slot.to_string();
         let ok = |reply: String| assert_eq!(reply.trim(), "OK", "resharding step");
         ok(self.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]));
         ok(self.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]));
-        let port = self.nodes[to].port.to_string();
-        ok(self.nodes[from].cli(&["MIGRATE", HOST, &port, "", "0", "5000", "KEYS", key]));
+        if let Some(key) = key {
+            let port = self.nodes[to].port.to_string();
+            ok(self.nodes[from].cli(&["MIGRATE", HOST, &port, "", "0", "5000", "KEYS", key]));
+        }
         if !finish {
             return;
         }
         for node in [to, from] {
             ok(self.nodes[node].cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]));
+        }
+        if key.is_none() {
+            let others = lines
+                .iter()
+                .filter(|l| l.is_master() && !l.failed() && l.id != to_id && l.id != from_id);
+            for other in others {
+                let node = self.index_of_port(other.port);
+                ok(self.nodes[node].cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]));
+            }
         }
     }
 

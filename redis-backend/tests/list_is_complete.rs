@@ -1,0 +1,187 @@
+//! A listing returns every session present for the whole of it, at least
+//! once, whatever happens between its pages: a master fails over, a
+//! master's first slot moves, the bucket a page ended inside is emptied,
+//! a key under the store's prefix holds foreign data.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use session_engine::{Cursor, SessionId, Timeout};
+use session_redis::{RedisConfig, RedisStore, Replication};
+
+/// Every session listed from `cursor` to the end, `limit` a page.
+async fn list_from(store: &RedisStore, mut cursor: Cursor, limit: usize) -> HashSet<SessionId> {
+    let mut seen = HashSet::new();
+    for _ in 0..100_000 {
+        let page = store.list(cursor, limit).await.expect("list");
+        seen.extend(page.sessions.iter().map(session_engine::Session::id));
+        match page.next {
+            Some(next) => cursor = next,
+            None => return seen,
+        }
+    }
+    panic!("the listing does not end");
+}
+
+/// Pages of one session; whenever a page ends inside a bucket (a
+/// resume hash in its cursor), every key of that bucket is deleted behind
+/// the listing's back. The next page then finds the bucket empty, and
+/// `SCAN ... COUNT 1` goes on to the keys of the next bucket, which are
+/// new: every session not deleted is still listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_emptied_under_a_page_boundary_loses_no_other_session() {
+    support::require_redis();
+    let server = support::Server::standalone();
+    let prefix = support::unique_prefix("split");
+    let store = RedisStore::connect(RedisConfig::standalone(server.url()).key_prefix(prefix.clone()))
+        .await
+        .expect("connect");
+    let ids = support::create_named(&store, 3_000).await;
+    let by_key: HashMap<String, SessionId> = ids.iter().map(|id| (store.key(id), *id)).collect();
+    let mut deleted = HashSet::new();
+    let mut seen = HashSet::new();
+    let mut cursor = Cursor::START;
+    let mut emptied = 0;
+    loop {
+        let page = store.list(cursor, 1).await.expect("list");
+        seen.extend(page.sessions.iter().map(session_engine::Session::id));
+        let Some(next) = page.next else { break };
+        if next.position() & 0xffff_ffff != 0 {
+            let bucket = (next.position() >> 32).to_string();
+            let reply = server.cli(&["SCAN", &bucket, "MATCH", &format!("{prefix}*"), "COUNT", "1"]);
+            for key in reply.lines().skip(1).filter(|k| !k.is_empty()) {
+                server.cli(&["DEL", key]);
+                deleted.insert(by_key[key]);
+            }
+            emptied += 1;
+        }
+        cursor = next;
+    }
+    assert!(emptied > 10, "pages ended inside a bucket {emptied} times");
+    let missing: Vec<_> = ids
+        .iter()
+        .filter(|id| !deleted.contains(*id) && !seen.contains(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} sessions never listed ({} buckets emptied)",
+        missing.len(),
+        emptied
+    );
+}
+
+/// A key under the store's prefix that holds no session (a string, a hash
+/// of other fields) is not one: a listing leaves it out and goes on,
+/// instead of failing at that page on every try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_keys_under_the_prefix_are_left_out_of_a_listing() {
+    support::require_redis();
+    let server = support::Server::standalone();
+    let store = RedisStore::connect(
+        RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("foreign")),
+    )
+    .await
+    .expect("connect");
+    let ids: HashSet<SessionId> = support::create_named(&store, 50).await.into_iter().collect();
+    let (string, hash) = (SessionId::random().unwrap(), SessionId::random().unwrap());
+    server.cli(&["SET", &store.key(&string), "x"]);
+    server.cli(&["HSET", &store.key(&hash), "other", "1"]);
+    for limit in [1, 7, 1_000] {
+        assert_eq!(
+            list_from(&store, Cursor::START, limit).await,
+            ids,
+            "pages of {limit}"
+        );
+    }
+}
+
+/// Node timeout of the test cluster (short, to keep the failover fast).
+const NODE_TIMEOUT_MS: u64 = 1_000;
+
+/// Through a cluster's changes between pages: a master's first slot moving
+/// lower (a cursor naming the old first slot starts that master, not the
+/// next one), and a failover of the master a page ended inside (the
+/// promoted replica's `SCAN` order is another, so the listing starts that
+/// master again: sessions may repeat, none is missed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_goes_through_a_moved_first_slot_and_a_failover() {
+    support::require_redis();
+    let cluster = support::Cluster::start(NODE_TIMEOUT_MS);
+    let config = support::cluster_preset(cluster.urls())
+        .key_prefix(support::unique_prefix("complete"))
+        .replication(Replication::Wait {
+            replicas: 1,
+            timeout: support::TEST_WAIT_TIMEOUT,
+        });
+    let store = RedisStore::connect(config).await.expect("connect");
+    let mut ids = HashSet::new();
+    for i in 0..3_000u32 {
+        ids.insert(
+            store
+                .create(&i.to_le_bytes(), Timeout::from_secs(600))
+                .await
+                .expect("create"),
+        );
+    }
+    let firsts = cluster.first_slots();
+    assert_eq!(firsts.len(), 3, "{firsts:?}");
+
+    // The second master gets an empty slot of the first's range, below its
+    // own first slot: its first slot moves lower.
+    let second = cluster.master_of(firsts[1]).expect("second master");
+    let first = cluster.master_of(firsts[0]).expect("first master");
+    let empty = (firsts[0] + 1..firsts[1])
+        .rev()
+        .find(|s| {
+            cluster.nodes[first]
+                .cli(&["CLUSTER", "COUNTKEYSINSLOT", &s.to_string()])
+                .trim()
+                == "0"
+        })
+        .expect("an empty slot");
+    cluster.move_empty_slot(empty as u16, first, second);
+    let later: HashSet<SessionId> = ids
+        .iter()
+        .filter(|id| store.slot(id) >= firsts[1] as u16)
+        .copied()
+        .collect();
+    let listed = list_from(&store, Cursor::new(firsts[1], 0), 100).await;
+    assert!(
+        later.is_subset(&listed),
+        "{} of the later masters' sessions not listed",
+        later.difference(&listed).count()
+    );
+
+    // The first master's first slot migrating (left half-done, as a
+    // resharding that stopped): that master still serves the slot, so a
+    // listing and a count go on (the slot's key check answers ASK there).
+    cluster.begin_migration(firsts[0] as u16, first, second);
+    let migrating = list_from(&store, Cursor::START, 500).await;
+    assert!(
+        ids.is_subset(&migrating),
+        "{} sessions not listed while the first slot migrates",
+        ids.difference(&migrating).count()
+    );
+    assert_eq!(store.len().await.expect("len while a slot migrates"), ids.len());
+    cluster.cancel_migration(firsts[0] as u16, first, second);
+
+    // A page ends inside the first master; it fails over; the rest.
+    let page = store.list(Cursor::START, 100).await.expect("list");
+    let next = page.next.expect("more pages");
+    assert!(next.position() != 0, "the page ends inside the first master");
+    let replica = cluster.replica_of(first).expect("a replica");
+    support::wait_for("a synced replica", Duration::from_secs(30), || {
+        cluster.has_synced_replica(first)
+    });
+    assert_eq!(cluster.nodes[replica].cli(&["CLUSTER", "FAILOVER"]).trim(), "OK");
+    cluster.wait_promoted(firsts[0], first, Duration::from_secs(30));
+    let mut listed: HashSet<SessionId> = page.sessions.iter().map(session_engine::Session::id).collect();
+    listed.extend(list_from(&store, next, 100).await);
+    assert!(
+        ids.is_subset(&listed),
+        "{} sessions not listed across the failover",
+        ids.difference(&listed).count()
+    );
+}
