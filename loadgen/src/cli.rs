@@ -307,6 +307,13 @@ pub struct GateArgs {
     /// Write the gate's result (runs, rows, verdict) as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Wall clock: judge the change (PASS, or FAIL with exit 1 beyond the
+    /// tolerance) instead of only reporting it. Meant for a baseline written
+    /// in the same sitting (as scripts/measure-gates.sh does): against one
+    /// from another sitting an unchanged engine's ratios move by up to about
+    /// 15% on a shared machine, so the verdict could flip.
+    #[arg(long, conflicts_with_all = ["instructions", "write_baseline"])]
+    pub verdict: bool,
     /// No progress line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -544,11 +551,12 @@ fn cmd_gate(args: &GateArgs, command: Vec<String>) -> Result<i32, Error> {
         ops: args.ops,
         write_baseline: args.write_baseline.clone(),
         out: args.out.clone(),
+        verdict: args.verdict,
         quiet: args.quiet,
         command,
     };
     Ok(match gate::execute(&request)? {
-        gate::GateVerdict::Pass => EXIT_PASS,
+        gate::GateVerdict::Pass | gate::GateVerdict::Reported => EXIT_PASS,
         gate::GateVerdict::Fail => EXIT_FAIL,
         gate::GateVerdict::Inconclusive => EXIT_INCONCLUSIVE,
     })

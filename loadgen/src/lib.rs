@@ -15,7 +15,7 @@
 //!   [`gate`]: the CI regression gate and its baseline policy; [`sweep`]:
 //!   the capacity sweep; [`table`]: text tables.
 //! - [`limits`]: every bound, with why; [`error`]: why a command could not
-//!   do its job.
+//!   do its job; [`interrupt`]: Ctrl-C during a run against Redis.
 
 #![forbid(unsafe_code)]
 #![warn(clippy::pedantic)]
@@ -37,6 +37,7 @@ pub mod cost;
 pub mod error;
 pub mod gate;
 pub mod hist;
+pub mod interrupt;
 pub mod limits;
 pub mod mix;
 pub mod oploop;

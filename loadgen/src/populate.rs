@@ -128,6 +128,23 @@ pub fn depopulate<B: Backend>(store: &Arc<B>, ids: &[SessionId], threads: usize)
     })
 }
 
+/// Sets [`depopulate`] of `ids` as what Ctrl-C does before the process
+/// ends, for a store that outlives the run ([`crate::interrupt`]); the
+/// run's normal end runs it with [`crate::interrupt::run_cleanup`].
+pub fn depopulate_on_interrupt<B: Backend + Send + Sync>(
+    store: &Arc<B>,
+    ids: &Arc<[SessionId]>,
+    threads: usize,
+) {
+    if !B::OUTLIVES_RUN {
+        return;
+    }
+    let (store, ids) = (Arc::clone(store), Arc::clone(ids));
+    crate::interrupt::on_interrupt(move || {
+        depopulate(&store, &ids, threads);
+    });
+}
+
 async fn populate_share<B: Backend>(
     store: &B,
     count: usize,

@@ -564,7 +564,7 @@ impl Report {
                 v.backend.as_deref().unwrap_or("-"),
                 v.peer.as_deref().unwrap_or("-"),
                 v.measured,
-                v.margin.map_or("-".into(), |m| format!("{m:.1}x"))
+                v.margin.map_or("-".into(), crate::targets::format_margin)
             );
         }
     }

@@ -88,6 +88,7 @@ pub fn measure<B: Backend>(
         bar.set_message(format!("populating {} sessions", scenario.sessions));
     }
     let populated = populate::populate(store, scenario)?;
+    populate::depopulate_on_interrupt(store, &populated.ids, scenario.workers);
     let peer = scenario.peer.then(|| Arc::new(PeerStore::default()));
     let peer_ids = match &peer {
         Some(peer) => Some(populate::populate(peer, scenario)?.ids),
@@ -112,7 +113,7 @@ pub fn measure<B: Backend>(
     );
     let rss_end_bytes = procfs::rss_bytes();
     let stats = store.stats();
-    populate::depopulate(store, &populated.ids, scenario.workers);
+    crate::interrupt::run_cleanup();
     Ok(Measured {
         populated,
         outcome,

@@ -238,15 +238,24 @@ fn measure_peak<B: Backend>(
     // The peak phase created churn sessions at millions per second; let
     // them expire before the first step, or their mass expiry (the
     // sweeper taking shard locks batch after batch) lands in its tail.
+    settle(base, "the peak's", progress);
+    peak
+}
+
+/// Waits until the churn sessions of the phase before have expired and been
+/// swept (`churn_timeout` plus three sweep intervals and half a second):
+/// their expiry would otherwise land in the next phase's measured window
+/// (the warm-up is shorter than the churn timeout), so a probe at one rate
+/// judged differently after a faster one than after a slower one.
+fn settle(base: &Scenario, whose: &str, progress: Option<&Progress>) {
     let settle = base.churn_timeout.0 + 3 * base.engine.sweep_interval.0 + Duration::from_millis(500);
     if let Some(bar) = progress {
         bar.set_prefix(format!(
-            "sweep: waiting {} for the peak's churn sessions to expire (churn_timeout)",
+            "sweep: waiting {} for {whose} churn sessions to expire (churn_timeout)",
             crate::units::Dur(settle)
         ));
     }
     std::thread::sleep(settle);
-    peak
 }
 
 fn sweep_with<B: Backend>(
@@ -257,6 +266,7 @@ fn sweep_with<B: Backend>(
     let started = SystemTime::now();
     let base = &request.scenario;
     let populated = populate::populate(store, base)?;
+    populate::depopulate_on_interrupt(store, &populated.ids, base.workers);
     let peer = base.peer.then(|| Arc::new(PeerStore::default()));
     let populations = Populations {
         backend: Arc::clone(&populated.ids),
@@ -286,6 +296,9 @@ fn sweep_with<B: Backend>(
     };
     steps_floor(to, request.steps, peak.is_some())?;
     let mut steps = Vec::new();
+    // Every probe starts from a settled store, whatever ran before it (the
+    // first one after the peak, which settled already, or after nothing).
+    let mut settled = true;
     let mut probe = |rate: f64, label: String| {
         let scenario = Scenario {
             rate: Rate::PerSec(rate),
@@ -297,6 +310,10 @@ fn sweep_with<B: Backend>(
         // is recorded.
         let mut broke: Option<Vec<String>> = None;
         for attempt in 0..=request.retries {
+            if !settled {
+                settle(base, "the last probe's", progress);
+            }
+            settled = false;
             if let Some(bar) = progress {
                 bar.set_prefix(format!(
                     "sweep: {label} at {} ops/s (attempt {})",
@@ -330,7 +347,7 @@ fn sweep_with<B: Backend>(
         .map(|i| to * i as f64 / request.steps as f64)
         .collect();
     let knee = find_knee(&rates, KNEE_PRECISION, &mut probe);
-    populate::depopulate(store, &populated.ids, base.workers);
+    crate::interrupt::run_cleanup();
     Ok(SweepReport {
         schema: SWEEP_SCHEMA.into(),
         schema_version: 1,

@@ -496,6 +496,9 @@ pub fn evaluate(targets: &Targets, facts: &RunFacts) -> Vec<Verdict> {
                 (None, None) => {
                     let f = facts.ops.get(op).copied().unwrap_or_default();
                     let (status, note) = match unjudgeable(q, &f) {
+                        // Too few offered to judge: whatever landed on this
+                        // side (the lister's pages go to either side).
+                        Some((Status::NotRun, note)) if f.offered > 0 => (Status::NotRun, note),
                         _ if f.count_all == 0 => (Status::Fail, "no samples".to_owned()),
                         Some((Status::NotRun, note)) => (Status::NotRun, note),
                         _ => (
@@ -810,8 +813,14 @@ pub fn table(rows: &[Verdict]) -> String {
     render_table(&header, &body)
 }
 
-fn format_margin(margin: f64) -> String {
-    if margin >= 10.0 {
+/// A margin as the tables show it: two decimals near the edge (0.96x is
+/// not "1.0x", a fail that read as a pass), whole numbers from 10x, and a
+/// measured +0 (limit over 1 ns) as over 1000x, not its arithmetic.
+#[must_use]
+pub fn format_margin(margin: f64) -> String {
+    if margin > 1_000.0 {
+        ">1000x".into()
+    } else if margin >= 10.0 {
         format!("{margin:.0}x")
     } else {
         format!("{margin:.2}x")
@@ -919,11 +928,46 @@ mod tests {
     }
 
     #[test]
+    fn margins_read_right_at_the_edge_and_far_from_it() {
+        assert_eq!(format_margin(0.96), "0.96x");
+        assert_eq!(format_margin(1.05), "1.05x");
+        assert_eq!(format_margin(36.4), "36x");
+        assert_eq!(format_margin(20_000_000.0), ">1000x");
+    }
+
+    #[test]
     fn an_issued_kind_without_samples_fails() {
         let t = Targets::parse("t", "name = \"t\"\n[ops.list]\np99 = \"1s\"").unwrap();
-        let rows = evaluate(&t, &facts(1));
+        let mut f = facts(1);
+        // Offered enough to judge, and not one answered: it fails.
+        f.ops.insert(
+            Op::List,
+            OpFacts {
+                offered: 1_000,
+                ..OpFacts::default()
+            },
+        );
+        let rows = evaluate(&t, &f);
         assert_eq!(rows[0].status, Status::Fail);
         assert_eq!(rows[0].note, "no samples");
+        // Offered too few to judge (two pages at 0.2 a second, say, and the
+        // schedule's coin gave the other side both): not judged, whatever
+        // the count; it failed in 1 run of 16 and passed in the others.
+        for offered in [1, 2, 399] {
+            f.ops.insert(
+                Op::List,
+                OpFacts {
+                    offered,
+                    ..OpFacts::default()
+                },
+            );
+            let rows = evaluate(&t, &f);
+            assert_eq!(rows[0].status, Status::NotRun, "offered {offered}: {:?}", rows[0]);
+        }
+        // None offered at all (a closed loop whose kind never answered, the
+        // count standing in for the offer): it fails.
+        f.ops.remove(&Op::List);
+        assert_eq!(evaluate(&t, &f)[0].status, Status::Fail, "none offered");
     }
 
     /// A floor that is not a number above 0 is refused (NaN failed every

@@ -40,7 +40,14 @@ fn scaled(baseline: &Baseline, factor: f64, path: &Path) {
     std::fs::write(path, serde_json::to_string_pretty(&b).unwrap()).unwrap();
 }
 
+/// The wall-clock gate asked for a verdict (`--verdict`).
 fn gate(baseline: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["--verdict"];
+    args.extend_from_slice(extra);
+    wall_gate(baseline, &args)
+}
+
+fn wall_gate(baseline: &Path, extra: &[&str]) -> (i32, String, String) {
     // A debug build on a busy machine: let its runs count however far the
     // machine moved since the baseline (the factor of two dwarfs that).
     let mut args = vec![
@@ -55,6 +62,36 @@ fn gate(baseline: &Path, extra: &[&str]) -> (i32, String, String) {
     ];
     args.extend_from_slice(extra);
     outcome(&loadgen(&args))
+}
+
+/// Without `--verdict` the wall-clock gate reports its figures and judges
+/// nothing: against a baseline from another sitting its ratios move by up
+/// to about 15% on an unchanged engine (results/gate.md), so a verdict
+/// could flip on an unchanged commit. Even a cost twice the baseline's is
+/// shown, with its change, and exits 0.
+#[test]
+fn the_wall_clock_gate_reports_without_a_verdict_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let written = tmp.path().join("baseline.json");
+    let baseline = write_wall_baseline(&written);
+    let faster = tmp.path().join("faster.json");
+    scaled(&baseline, 0.5, &faster);
+    let out = tmp.path().join("gate.json");
+    let (code, stdout, stderr) = wall_gate(&faster, &["--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("gate: REPORTED") && !stdout.contains("REGRESSION") && !stdout.contains("FAIL"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("change") && stdout.contains('+'),
+        "the changes are shown: {stdout}"
+    );
+    let result = read_json(&out);
+    assert_eq!(result["verdict"], "reported");
+    assert_eq!(result["passed"], false, "nothing was judged");
+    let (code, _, stderr) = outcome(&loadgen(&["gate", "--instructions", "--verdict"]));
+    assert_eq!(code, 2, "--verdict is the wall-clock gate's: {stderr}");
 }
 
 #[test]

@@ -108,7 +108,11 @@ fn a_200ms_freeze_shows_in_the_tail_and_fails_the_verdict() {
         }
         EXIT_INCONCLUSIVE => {
             assert_eq!(r["verdict"], "inconclusive");
-            assert!(row["status"] == "fail" || row["status"] == "not_run", "{row}");
+            // Too few judged gets on a side is `disturbed` (`adf52b8`).
+            assert!(
+                row["status"] == "fail" || row["status"] == "not_run" || row["status"] == "disturbed",
+                "{row}"
+            );
         }
         other => panic!("exit {other}\n{stdout}\n{stderr}"),
     }

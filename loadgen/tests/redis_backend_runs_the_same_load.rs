@@ -53,6 +53,90 @@ fn start_redis() -> (Server, u16) {
     (server, port)
 }
 
+/// `loadgen run` of the tiny scenario against `url`: one worker, four
+/// clients, at `rate`, quiet, writing to `out`.
+fn tiny_run<'a>(url: &'a str, rate: &'a str, out: &'a std::path::Path) -> Vec<&'a str> {
+    vec![
+        "run",
+        "--scenario",
+        "tiny",
+        "--backend",
+        url,
+        "--workers",
+        "1",
+        "--clients",
+        "4",
+        "--rate",
+        rate,
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+}
+
+fn dbsize(port: u16) -> u64 {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "DBSIZE"])
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// Ctrl-C during a run against Redis deletes the run's live population
+/// before the process ends (exit 130), as the run's normal end does: left
+/// for its 30-minute timeout, it doubled the next run's population.
+#[test]
+fn an_interrupted_run_against_redis_deletes_its_population() {
+    let (_server, port) = start_redis();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("redis://127.0.0.1:{port}");
+    let out = tmp.path().join("interrupted");
+    let mut args = tiny_run(&url, "200", &out);
+    args.extend(["--duration", "60s"]);
+    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(&args)
+        .env("CI", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("loadgen");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dbsize(port) < 1_000 {
+        assert!(Instant::now() < deadline, "the population never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // The shell's built-in `kill`: a minimal machine may lack procps.
+    let killed = Command::new("sh")
+        .args(["-c", "kill -INT \"$0\"", &run.id().to_string()])
+        .status()
+        .expect("sh -c kill");
+    assert!(killed.success());
+    let out = run.wait_with_output().expect("loadgen ends");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(text.contains("interrupted"), "{text}");
+    assert_emptied(port);
+}
+
+/// The server holds no key within 20 s (a run's churn sessions expire on
+/// their own, in 100 ms; its live population is the run's to delete).
+fn assert_emptied(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dbsize(port) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the run left {} keys behind",
+            dbsize(port)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_tiny_run_against_redis_completes_its_schedule() {
     let (_server, port) = start_redis();
@@ -60,24 +144,9 @@ fn a_tiny_run_against_redis_completes_its_schedule() {
     let out = tmp.path().join("redis");
     let url = format!("redis://127.0.0.1:{port}");
     let targets = lenient_targets(tmp.path());
-    let (code, stdout, stderr) = outcome(&loadgen(&[
-        "run",
-        "--scenario",
-        "tiny",
-        "--backend",
-        &url,
-        "--workers",
-        "1",
-        "--clients",
-        "4",
-        "--rate",
-        "1000",
-        "--targets",
-        &targets,
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    let mut args = tiny_run(&url, "1000", &out);
+    args.extend(["--targets", &targets]);
+    let (code, stdout, stderr) = outcome(&loadgen(&args));
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
     // On one 2-core machine the server and its client compete for the
@@ -98,18 +167,6 @@ fn a_tiny_run_against_redis_completes_its_schedule() {
     );
     // The run deletes its live population: the next run on this server
     // starts from what this one did (it left 1,000 sessions for 30 minutes,
-    // and the next run's list pages covered twice as many). Its churn
-    // sessions expire on their own (100 ms).
-    let dbsize = || -> u64 {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "DBSIZE"])
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while dbsize() > 0 {
-        assert!(Instant::now() < deadline, "the run left {} keys behind", dbsize());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // and the next run's list pages covered twice as many).
+    assert_emptied(port);
 }

@@ -51,8 +51,10 @@ fn a_short_sweep_writes_its_steps_the_knee_and_a_plot() {
             assert_eq!(r["knee_ops_per_s"], knee);
             assert!(stdout.contains(&format!("knee: {knee:.0} ops/s")), "{stdout}");
         }
+        // No knee: every step broke (1), or one could not be judged on any
+        // attempt, the machine too busy (3).
         None => {
-            assert_eq!(code, 1, "{stdout}\n{stderr}");
+            assert!(code == 1 || code == 3, "exit {code}\n{stdout}\n{stderr}");
             assert!(r["knee_ops_per_s"].is_null());
         }
     }

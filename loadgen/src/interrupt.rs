@@ -1,0 +1,64 @@
+//! Ctrl-C (SIGINT) during a run or a sweep against a store that outlives it
+//! ([`Backend::OUTLIVES_RUN`](crate::backend::Backend::OUTLIVES_RUN):
+//! Redis): the run's live population is deleted before the process ends,
+//! with exit code 130, as the normal end of a run deletes it. Left there
+//! for its timeout (30 minutes by default), it doubled the next run's
+//! population on the same server and could change that run's verdict. A
+//! second Ctrl-C ends the process at once. The embedded engine's runs keep
+//! the default: the process ends and its memory goes with it.
+
+use std::sync::{Mutex, Once, PoisonError};
+
+/// Exit code of an interrupted run (128 + SIGINT, as a shell reports it).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+type Cleanup = Box<dyn FnOnce() + Send>;
+
+/// What an interrupt must do before the process ends. The normal end takes
+/// it under this lock and runs it holding the lock, so an interrupt that
+/// arrives meanwhile waits for it instead of ending the process half-way.
+static CLEANUP: Mutex<Option<Cleanup>> = Mutex::new(None);
+static INSTALL: Once = Once::new();
+
+/// Sets what an interrupt does from now on (and starts listening for one,
+/// the first time).
+pub fn on_interrupt(cleanup: impl FnOnce() + Send + 'static) {
+    INSTALL.call_once(listen);
+    *CLEANUP.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(cleanup));
+}
+
+/// The normal end: runs the cleanup set by [`on_interrupt`] (if an
+/// interrupt has not), here, holding off an interrupt until it is done.
+pub fn run_cleanup() {
+    let mut cleanup = CLEANUP.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(f) = cleanup.take() {
+        f();
+    }
+}
+
+fn listen() {
+    let spawned = std::thread::Builder::new()
+        .name("loadgen-interrupt".into())
+        .spawn(|| {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    return;
+                }
+                eprintln!(
+                    "loadgen: interrupted: deleting the run's live population (Ctrl-C again to quit at once)"
+                );
+                std::thread::spawn(|| {
+                    // The cleanup runs on this thread, outside the runtime.
+                    run_cleanup();
+                    std::process::exit(EXIT_INTERRUPTED);
+                });
+                let _ = tokio::signal::ctrl_c().await;
+                std::process::exit(EXIT_INTERRUPTED);
+            });
+        });
+    // Without the thread, Ctrl-C keeps its default (the process ends).
+    drop(spawned);
+}
