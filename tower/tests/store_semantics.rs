@@ -203,11 +203,21 @@ async fn a_fixed_load_does_not_slide_and_a_sliding_load_does() {
     let engine = engine();
     let fixed = TowerStore::from_arc(Arc::clone(&engine));
     let sliding = TowerStore::from_arc(Arc::clone(&engine)).sliding(true);
-    let mut r = record(time::Duration::milliseconds(400));
+    // Long enough that no stall of the machine expires it meanwhile.
+    let mut r = record(time::Duration::seconds(60));
     fixed.create(&mut r).await.unwrap();
     let created = engine.peek(&ours(r.id)).unwrap().last_access_ms();
 
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // 150 ms of the engine's time (its clock's thread may wait for a core:
+    // a fixed sleep could end before its clock moved that far).
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.clock().now_ms() < created + 150 {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the engine's clock stood still"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let loaded = fixed.load(&r.id).await.unwrap().unwrap();
     assert_eq!(
         engine.peek(&ours(r.id)).unwrap().last_access_ms(),
@@ -381,7 +391,17 @@ async fn delete_expired_reclaims_through_the_store() {
             .unwrap();
     }
     assert_eq!(engine.len(), 5);
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    // Once the engine's clock is past their deadlines (its thread may wait
+    // for a core), one call reclaims them all.
+    let created = std::time::Instant::now();
+    let due = engine.clock().now_ms() + 20;
+    while engine.clock().now_ms() <= due {
+        assert!(
+            created.elapsed() < Duration::from_secs(10),
+            "the engine's clock stood still"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     store.delete_expired().await.unwrap();
     assert_eq!(engine.len(), 0);
 }

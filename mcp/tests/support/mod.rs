@@ -96,10 +96,11 @@ impl Server {
     /// same arguments. Returns the exit status.
     pub fn restart_after_interrupt(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-INT", &pid])
+        // The shell's built-in `kill`: a minimal machine may lack procps.
+        let sent = Command::new("sh")
+            .args(["-c", "kill -INT \"$0\"", &pid])
             .status()
-            .expect("run kill");
+            .expect("run sh -c kill");
         assert!(sent.success(), "kill -INT {pid} failed");
         let deadline = std::time::Instant::now() + START_TIMEOUT;
         let status = loop {
