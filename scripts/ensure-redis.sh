@@ -3,8 +3,10 @@
 # backend's tests (crate session-redis) run against real servers and never
 # skip. Installs Debian's `redis-server` package when they are missing (it
 # ships all three binaries); refreshes the package index only if the package
-# is not found in it. The package's own service is stopped and disabled: the
-# tests start their own servers on free loopback ports.
+# is not found in it. The package's own service is kept from starting: the
+# tests start their own servers on free loopback ports. The tests need Redis
+# 7.0 or later (PEXPIRETIME, cluster-announce-hostname): an older one on the
+# PATH is refused with a message, not met by failing tests.
 set -euo pipefail
 
 have_all() {
@@ -13,8 +15,19 @@ have_all() {
         command -v redis-benchmark >/dev/null 2>&1
 }
 
+# 0 if the redis-server on the PATH is 7.0 or later.
+recent_enough() {
+    local version
+    version=$(redis-server --version | sed -n 's/.*v=\([0-9][0-9]*\)\..*/\1/p')
+    [ -n "$version" ] && [ "$version" -ge 7 ]
+}
+
 if have_all; then
-    exit 0
+    if recent_enough; then
+        exit 0
+    fi
+    echo "ensure-redis: $(redis-server --version): the tests need Redis 7.0 or later" >&2
+    exit 1
 fi
 
 SUDO=""
@@ -56,3 +69,7 @@ if ! have_all; then
     exit 1
 fi
 redis-server --version >&2
+if ! recent_enough; then
+    echo "ensure-redis: the installed Redis is older than 7.0, which the tests need" >&2
+    exit 1
+fi

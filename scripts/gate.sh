@@ -9,12 +9,14 @@
 #      this is the gate that fails the build, and passing it there would
 #      switch it off after a valgrind upgrade until someone noticed. Counts
 #      within 2% under another valgrind pass (the gate says so);
-#   2. the wall-clock gate: the engine's CPU per operation over the reference
-#      peer's, in interleaved slices, against results/baseline.json; its
-#      verdict is REPORTED (a shared machine can only be read, not trusted
-#      with a red build: its ratios move by up to about 15% between sittings
-#      on an unchanged engine, so its verdict can flip; results/gate.md and
-#      results/README.md measure how often), and does not fail the script.
+#   2. the wall-clock figures: the engine's CPU per operation over the
+#      reference peer's, in interleaved slices, against results/baseline.json,
+#      REPORTED without a verdict: on a shared machine an unchanged engine's
+#      ratios move by up to about 15% between sittings (results/gate.md), so
+#      a PASS/FAIL against a baseline from another sitting could flip on an
+#      unchanged commit. Comparing two builds in one sitting is the way to
+#      judge wall-clock speed (`loadgen gate --verdict` against a baseline
+#      written in that sitting; see results/engine-retire.md).
 # A change that makes an operation slower on purpose refreshes both
 # baselines in the same commit: bash scripts/refresh-baseline.sh.
 set -euo pipefail
@@ -36,14 +38,12 @@ case $code in
     *) echo "instruction gate: could not run (exit $code)"; exit "$code" ;;
 esac
 
-echo "== wall-clock gate (reported)"
+echo "== wall-clock figures (reported, no verdict)"
 set +e
 "$bin" gate --quiet
 code=$?
 set -e
 case $code in
-    0) echo "wall-clock gate: PASS" ;;
-    1) echo "wall-clock gate: FAIL (reported, not failing the build; rerun it, and check results/gate.md)" ;;
-    3) echo "wall-clock gate: INCONCLUSIVE (the machine was in another state than the baseline's)" ;;
-    *) echo "wall-clock gate: could not run (exit $code)"; exit "$code" ;;
+    0) echo "wall-clock figures: reported" ;;
+    *) echo "wall-clock figures: could not be measured (exit $code)"; exit "$code" ;;
 esac

@@ -31,7 +31,7 @@ mkdir -p "$out"
 
 gate() { # label binary spins n -> gate results as JSON in $out
     local label=$1 binary=$2 n=$4
-    SESSION_ENGINE_INJECT_GET_SPINS=$3 "$binary" gate --baseline "$out/baseline.json" \
+    SESSION_ENGINE_INJECT_GET_SPINS=$3 "$binary" gate --verdict --baseline "$out/baseline.json" \
         --out "$out/$label-wall-$n.json" --quiet >/dev/null || true
     SESSION_ENGINE_INJECT_GET_SPINS=$3 "$binary" gate --instructions --baseline "$out/baseline-instructions.json" \
         --out "$out/$label-instructions-$n.json" --quiet >/dev/null || true
