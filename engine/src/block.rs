@@ -33,7 +33,11 @@
 //!   taken by the writer, its timeout maybe changed) may be live. That
 //!   reader waits for the writer to finish (`Access::Pending`): the only
 //!   read that ever waits, and only when a session's deadline falls inside
-//!   a write to that very session.
+//!   a write to that very session. The successor is published `RETIRED`
+//!   too, until the carry (`publishing`): its own time is the writer's,
+//!   from before the log append, and a reader that found it due before
+//!   the slides of the old block reached it would expire a session those
+//!   slides kept alive; it waits instead.
 //!
 //! Every liveness decision and every slide is one compare-and-swap against
 //! the value the decision was made on ([`access`], [`retire`],
@@ -488,7 +492,7 @@ impl Header {
     /// Sets the last access of a block not yet published (its successor's).
     pub(crate) fn set_access_unpublished(&mut self, last_access_ms: u64) {
         debug_assert!(last_access_ms <= TIME_BITS);
-        *self.access.get_mut() = last_access_ms;
+        *self.access.get_mut() = publishing(last_access_ms);
     }
 
     /// See [`expire_if_due`].
@@ -756,13 +760,28 @@ pub(crate) fn close(word: &impl ClosableWord) -> u64 {
     before & TIME_BITS
 }
 
+/// The access word a successor is published with: its time, marked
+/// `RETIRED` until the writer's [`carry`]. Its time is the writer's, taken
+/// before its log append; readers may have slid the old block since, which
+/// only `carry` brings over. Until then a reader that finds the successor's
+/// deadline passed waits for the writer (`Access::Pending`, as on the old
+/// block) instead of expiring a session a slide kept alive; one that finds
+/// it live answers and slides it, as on any retired block.
+pub(crate) const fn publishing(last_ms: u64) -> u64 {
+    RETIRED | last_ms
+}
+
 /// Carries the slides a retired block took (`close`'s time) over to its
-/// published successor: its access moves forward to `last_ms` unless a
-/// reader has marked it since.
+/// published successor and clears the successor's `RETIRED` mark
+/// ([`publishing`]): its access moves forward to `last_ms`, or stays at a
+/// later slide of its own. Readers meanwhile only slid it (a due one
+/// waits); nothing else marks a block the writer holds.
 pub(crate) fn carry(word: &impl AccessWord, last_ms: u64) {
     let mut current = word.load();
-    while current & CLOSED == 0 && current < last_ms {
-        match word.swap_if(current, last_ms) {
+    loop {
+        debug_assert!(current & CLOSED == RETIRED, "successor word {current:#x}");
+        let next = (current & TIME_BITS).max(last_ms);
+        match word.swap_if(current, next) {
             Ok(_) => return,
             Err(found) => current = found,
         }
@@ -1099,20 +1118,31 @@ mod tests {
                 after: 1_090
             }
         );
-        let successor = AtomicU64::new(1_080);
+        // Published marked: a reader past its own deadline waits, one
+        // before it slides it.
+        let successor = AtomicU64::new(publishing(1_080));
+        assert_eq!(decide(&successor, timeout, 1_185, false), Access::Pending);
+        assert_eq!(
+            decide(&successor, timeout, 1_085, true),
+            Access::Live {
+                before: 1_080,
+                after: 1_085
+            }
+        );
         assert_eq!(close(&word), 1_090);
         assert_eq!(decide(&word, timeout, 1_095, true), Access::Replaced);
         carry(&successor, 1_090);
         assert_eq!(successor.load(Ordering::Relaxed), 1_090);
-        carry(&successor, 1_085);
-        assert_eq!(successor.load(Ordering::Relaxed), 1_090, "carried only forward");
-        let expired = EXPIRED + 1_080;
-        let marked = AtomicU64::new(expired);
-        carry(&marked, 1_090);
+        let ahead = AtomicU64::new(publishing(1_080));
+        assert!(matches!(
+            decide(&ahead, timeout, 1_095, true),
+            Access::Live { .. }
+        ));
+        carry(&ahead, 1_090);
         assert_eq!(
-            marked.load(Ordering::Relaxed),
-            expired,
-            "an expired successor stays so"
+            ahead.load(Ordering::Relaxed),
+            1_095,
+            "carried only forward, unmarked"
         );
         let never = AtomicU64::new(5);
         assert_eq!(
@@ -1255,7 +1285,7 @@ mod loom_model {
                 thread::spawn(move || {
                     let last = retire(&*old, TIMEOUT, 1_010).unwrap();
                     // Published with the writer's time.
-                    successor.store(last.max(1_010), Ordering::Release);
+                    successor.store(publishing(last.max(1_010)), Ordering::Release);
                     carry(&*successor, close(&*old));
                 })
             };
@@ -1271,6 +1301,47 @@ mod loom_model {
                     ));
                 }
                 other => panic!("unexpected {other:?}"),
+            }
+        });
+    }
+
+    /// A writer slow between retiring a block and carrying its time over
+    /// (its log append stalled): one reader slides the old block meanwhile,
+    /// another reads the published successor at a time past the deadline
+    /// the writer's own time gives it but before the slid one. The slide
+    /// is never lost: the second reader never expires the session, it
+    /// answers live or waits for the writer (`Pending`), and the session is
+    /// live at that time once the writer is done.
+    #[test]
+    fn a_reader_of_the_successor_never_undoes_a_slide_of_the_old_block() {
+        const SLID: u64 = 1_050;
+        /// Past the writer's deadline (`1_010` + 100), before the slid one.
+        const LATE: u64 = 1_120;
+        loom::model(|| {
+            let old = Arc::new(LoomU64::new(LAST));
+            // 0: not published yet.
+            let successor = Arc::new(LoomU64::new(0));
+            let writer = {
+                let (old, successor) = (Arc::clone(&old), Arc::clone(&successor));
+                thread::spawn(move || {
+                    let last = retire(&*old, TIMEOUT, 1_010).unwrap();
+                    successor.store(publishing(last.max(1_010)), Ordering::Release);
+                    carry(&*successor, close(&*old));
+                })
+            };
+            let slider = {
+                let old = Arc::clone(&old);
+                thread::spawn(move || decide(&*old, TIMEOUT, SLID, true))
+            };
+            while LoomU64::load(&successor, Ordering::Acquire) == 0 {
+                thread::yield_now();
+            }
+            let late = decide(&*successor, TIMEOUT, LATE, false);
+            let slid = slider.join().unwrap();
+            writer.join().unwrap();
+            if matches!(slid, Access::Live { after: SLID, .. }) {
+                assert_ne!(late, Access::Expired, "the slide was undone");
+                assert!(live_at(&successor, LATE), "the slide was lost");
             }
         });
     }
