@@ -68,12 +68,16 @@
 //! have stored it and another client, which knew the id, deleted it since:
 //! storing again would undo that delete); a `create`'s resend stores it,
 //! since no one else can know a fresh id before `create` returns it. A put
-//! keeps its token in a field of its own, `p`, which updates, touches and
-//! rotations leave alone, so that its resend still finds it after an
-//! `update` built on the put's metadata (and is not applied again over that
-//! update); only another put, or a delete, removes it, and a resend then
-//! applies the put again, as if it came last (a blind write: a put racing
-//! another has no order to keep). A rotation's resend finds its token on
+//! keeps its token in a field of its own, `p`, which updates and touches
+//! leave alone, so that its resend still finds it after an `update` built
+//! on the put's metadata (and is not applied again over that update);
+//! another put replaces it, and a resend then applies the put again, as if
+//! it came last (a blind write: a put racing another has no order to keep).
+//! A put's resend that finds no session at all reports `OutcomeUnknown`,
+//! as an insert's does: the first try may have stored it and another
+//! client deleted it since, or rotated it away (the put's data went to the
+//! new id), and storing again would undo that delete or bring back an id
+//! the rotation retired. A rotation's resend finds its token on
 //! the *new* key, which no one else can have touched: only this call knows
 //! the new id until it returns.
 //!
@@ -264,15 +268,21 @@ return {1, r[3], now, r[5], r[6]}
 ";
 
 /// `KEYS[1]` session; ARGV metadata, `timeout_ms` (`0` never), token, first
-/// version, lifetime cap in ms for a new session (`0` or absent: none).
-/// Insert or replace. Activity. A new session starts as `INSERT` makes it
-/// (but with the token in `p`); a replaced one keeps `c` and its lifetime
-/// cap and gets the next version (so that an `update` that read the old
-/// metadata loses its race instead of overwriting this). Returns 1 (stored
-/// now, or already by this token).
+/// version, lifetime cap in ms for a new session (`0` or absent: none),
+/// and `1` if an earlier try of this call may have run (else `0` or
+/// absent). Insert or replace. Activity. A new session starts as `INSERT`
+/// makes it (but with the token in `p`); a replaced one keeps `c` and its
+/// lifetime cap and gets the next version (so that an `update` that read
+/// the old metadata loses its race instead of overwriting this). Returns 1
+/// (stored now, or already by this token); 2 if this is a resend after a
+/// doubtful try and the session is absent: the earlier try may have stored
+/// it and another client rotated or deleted it since, and storing again
+/// would bring back an id a rotation retired (nothing stored; the caller
+/// reports `OutcomeUnknown`).
 const PUT: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 'v', 'p', 'c', 'l')
 if r[2] == ARGV[3] then return 1 end
+if not r[1] and ARGV[6] == '1' then return 2 end
 local now = now_ms()
 if r[1] then
   local v = string.format('%d', tonumber(r[1]) + 1)

@@ -505,12 +505,17 @@ impl RedisStore {
     ///
     /// A resend after a doubtful try does not apply twice (its token is
     /// kept in the session, and an `update` does not remove it); after
-    /// another `put` or a `delete` in between, it applies again, as if it
-    /// came last (see `scripts.rs`).
+    /// another `put` in between, it applies again, as if it came last. A
+    /// resend that finds no session stores nothing (see `scripts.rs`): the
+    /// first try may have stored it and another client deleted it or
+    /// rotated it away since, and storing again would bring back an id a
+    /// rotation retired.
     ///
     /// # Errors
     /// [`Error::ValueTooLarge`], [`Error::InvalidTimeout`] (nothing sent);
-    /// the request errors of the crate docs.
+    /// [`Error::OutcomeUnknown`] if a try failed in doubt and the resend
+    /// found no session (nothing was stored again); the request errors of
+    /// the crate docs.
     pub async fn put(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
         let timeout_field = self.check(metadata.len(), timeout)?;
         let inner = &self.inner;
@@ -519,17 +524,27 @@ impl RedisStore {
         let first_version = first_version();
         let lifetime = lifetime_field(&inner.config);
         let script = &inner.scripts.put;
-        let args: [&[u8]; 5] = [
-            metadata,
-            timeout_field.as_bytes(),
-            token.as_bytes(),
-            first_version.as_bytes(),
-            lifetime.as_bytes(),
-        ];
         let reply = inner
-            .script(Kind::Write, inner.deadline(), script, &key, &args)
+            .request(Kind::Write, inner.deadline(), &key, |attempt| {
+                let resend: &[u8] = if attempt.fence { b"1" } else { b"0" };
+                let args: [&[u8]; 6] = [
+                    metadata,
+                    timeout_field.as_bytes(),
+                    token.as_bytes(),
+                    first_version.as_bytes(),
+                    lifetime.as_bytes(),
+                    resend,
+                ];
+                Cow::Owned(script.cmd(attempt.eval, &key, &args))
+            })
             .await?;
-        reply::code(&script.command, &reply.value.value, 1..=1, true)?;
+        if reply::code(&script.command, &reply.value.value, 1..=2, true)? == 2 {
+            return Err(Error::OutcomeUnknown {
+                reason: "a put failed in doubt and on resending the session was gone: it may have been \
+                         stored and then deleted or rotated away by another client (it was not stored again)"
+                    .into(),
+            });
+        }
         inner.acknowledge(reply.value.replicas, ())
     }
 

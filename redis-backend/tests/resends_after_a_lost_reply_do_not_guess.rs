@@ -376,3 +376,68 @@ async fn an_update_that_finds_the_session_gone_may_be_in() {
         Err(Error::NotFound)
     ));
 }
+
+/// A put whose first try ran (its reply lost), then another client rotated
+/// the session: the put's data went to the new id with it, and the old id
+/// must stay gone (a rotation is the defence against session fixation). A
+/// resend that stored the put again would bring the old id back beside the
+/// new one; it reports doubt instead. The same after a delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_does_not_revive_a_rotated_or_deleted_id() {
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("put").await;
+    let id = other.create(b"before", TTL).await.unwrap();
+    let (rotated_tx, rotated_rx) = tokio::sync::oneshot::channel();
+    let r = with_a_write_between(
+        &front,
+        "put",
+        {
+            let store = store.clone();
+            async move { store.put(id, b"mine", TTL).await }
+        },
+        async {
+            let new = other.rotate(&id).await.expect("the first try is in: rotated");
+            rotated_tx.send(new).unwrap();
+        },
+    )
+    .await;
+    let new = rotated_rx.await.unwrap();
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    assert!(
+        !other.contains(&id).await.unwrap(),
+        "the rotated-away id stays gone"
+    );
+    assert_eq!(other.peek(&new).await.unwrap().metadata(), b"mine");
+
+    let id = other.create(b"before", TTL).await.unwrap();
+    let r = with_a_write_between(
+        &front,
+        "put",
+        {
+            let store = store.clone();
+            async move { store.put(id, b"mine", TTL).await }
+        },
+        async {
+            other.delete(&id).await.expect("the first try is in: deleted");
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    assert!(
+        !other.contains(&id).await.unwrap(),
+        "the acknowledged delete stands"
+    );
+
+    // With nothing in between, the resend finds its own token: done, and
+    // a put of a new id whose reply was lost stores it once.
+    let (_, sha) = session_redis::script_source("put").unwrap();
+    front.lose_reply(&sha);
+    store.put(id, b"fresh", TTL).await.expect("resent, found its own");
+    assert!(front.fault_fired());
+    assert_eq!(other.peek(&id).await.unwrap().metadata(), b"fresh");
+}
