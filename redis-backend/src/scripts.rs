@@ -116,10 +116,13 @@ use redis::Cmd;
 /// comes first (`l` absent or `0`: no cap; `t` `0`: no inactivity timeout).
 /// Without a cap, `t` goes into `PEXPIRE` as the text it is (any timeout
 /// the engine accepts is exact); with one, the sum is below 2^53 (a
-/// creation time near 1.8 × 10^12 plus at most 3.5 × 10^10). At the cap's
-/// own millisecond (Redis expires a key only once its time has passed, so
-/// a script can still meet it then) the key is deleted: the activity that
-/// met it is the session's last, and cannot stretch the cap.
+/// creation time near 1.8 × 10^12 plus at most 3.5 × 10^10). `over`: a
+/// session whose cap has come (`c + l <= now`) is expired, as on the
+/// engine, though Redis still keeps its key through the cap's own
+/// millisecond (it expires a key once its time has passed): a script that
+/// meets one deletes the key and treats the session as absent, so no
+/// operation answers for it or stretches its cap. `arm` deletes the key
+/// too if the cap has come by `now`.
 const PRELUDE: &str = "local function now_ms()
   local t = redis.call('TIME')
   return string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
@@ -138,6 +141,13 @@ local function arm(key, t, c, l, now)
   end
   if t == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, t) end
 end
+local function over(key, c, l, now)
+  if l and l ~= '0' and tonumber(c) + tonumber(l) <= tonumber(now) then
+    redis.call('DEL', key)
+    return true
+  end
+  return false
+end
 local function left_ms(key, now)
   local r = redis.call('HMGET', key, 'c', 'l')
   if not r[2] or r[2] == '0' then return 0 end
@@ -151,17 +161,19 @@ end
 /// version, lifetime cap in ms (`0` or absent: none), and `1` if an earlier
 /// try of this call may have run and others may know the id (else `0` or
 /// absent). Returns 1 if stored (or already stored by this token), 0 if the
-/// id is taken, 2 if that resend finds no session: the earlier try may
-/// have stored it and someone deleted it since (storing it again would undo
-/// that delete), so it stores nothing. The first
+/// id is taken (by a session its cap has not ended), 2 if that resend
+/// finds no session: the earlier try may have stored it and someone
+/// deleted it since (storing it again would undo that delete), so it
+/// stores nothing. The first
 /// version is random (below 2^52, exact in Lua's doubles), not 1: an
 /// `update` that read a session which then went, and whose id was inserted
 /// again, must see a different version, or its commit would land on the
 /// new session (ABA).
 const INSERT: &str = "local key = KEYS[1]
 if redis.call('EXISTS', key) == 1 then
-  if redis.call('HGET', key, 'w') == ARGV[3] then return 1 end
-  return 0
+  local r = redis.call('HMGET', key, 'w', 'c', 'l')
+  if r[1] == ARGV[3] then return 1 end
+  if not (r[2] and over(key, r[2], r[3], now_ms())) then return 0 end
 end
 if ARGV[6] == '1' then return 2 end
 local now = now_ms()
@@ -177,6 +189,7 @@ const GET: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 'm', 'c', 't', 'l')
 if not r[1] then return false end
 local now = now_ms()
+if over(key, r[2], r[4], now) then return false end
 redis.call('HSET', key, 'a', now)
 arm(key, r[3], r[2], r[4], now)
 return {r[1], r[2], now, r[3], r[4]}
@@ -187,6 +200,7 @@ const TOUCH: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 't', 'c', 'l')
 if not r[1] then return 0 end
 local now = now_ms()
+if over(key, r[2], r[3], now) then return 0 end
 redis.call('HSET', key, 'a', now)
 arm(key, r[1], r[2], r[3], now)
 return 1
@@ -198,6 +212,7 @@ const SET_TTL: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 'c', 'l')
 if not r[1] then return 0 end
 local now = now_ms()
+if over(key, r[1], r[2], now) then return 0 end
 redis.call('HSET', key, 't', ARGV[1], 'a', now)
 arm(key, ARGV[1], r[1], r[2], now)
 return 1
@@ -213,9 +228,10 @@ return 1
 /// caller re-adds with a TTL of at least that (see `state.rs`: a longer
 /// or lifted cap must not let the topic's index expire before the session).
 const SET_LIFETIME: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 't', 'c', 'sn')
+local r = redis.call('HMGET', key, 't', 'c', 'sn', 'l')
 if not r[1] then return {0} end
 local now = now_ms()
+if over(key, r[2], r[4], now) then return {0} end
 if ARGV[1] ~= '0' and tonumber(r[2]) + tonumber(ARGV[1]) <= tonumber(now) then
   redis.call('DEL', key)
   return {1}
@@ -247,9 +263,10 @@ const COMMIT: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 'v', 'w', 'c', 'a', 't', 'l')
 if not r[1] then return {0} end
 if r[2] == ARGV[3] then return {1, r[3], r[4], r[5], r[6]} end
+local now = now_ms()
+if over(key, r[3], r[6], now) then return {0} end
 local op = ARGV[4] or 'r'
 if op == 'k' then
-  local now = now_ms()
   redis.call('HSET', key, 'a', now)
   arm(key, r[5], r[3], r[6], now)
   return {1, r[3], now, r[5], r[6]}
@@ -260,7 +277,6 @@ if op == 'd' then
   return {1, r[3], r[4], r[5], r[6]}
 end
 if op ~= 'r' then return redis.error_reply('commit script: unknown operation ' .. op) end
-local now = now_ms()
 local v = string.format('%d', tonumber(r[1]) + 1)
 redis.call('HSET', key, 'm', ARGV[2], 'v', v, 'a', now, 'w', ARGV[3])
 arm(key, r[5], r[3], r[6], now)
@@ -282,8 +298,9 @@ return {1, r[3], now, r[5], r[6]}
 const PUT: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 'v', 'p', 'c', 'l')
 if r[2] == ARGV[3] then return 1 end
-if not r[1] and ARGV[6] == '1' then return 2 end
 local now = now_ms()
+if r[1] and over(key, r[3], r[4], now) then r[1] = nil end
+if not r[1] and ARGV[6] == '1' then return 2 end
 if r[1] then
   local v = string.format('%d', tonumber(r[1]) + 1)
   redis.call('HSET', key, 'm', ARGV[1], 'a', now, 't', ARGV[2], 'v', v, 'p', ARGV[3])
@@ -315,6 +332,7 @@ local r = redis.call('HMGET', old, 'm', 'c', 't', 'v', 'l')
 if not (r[1] and r[2] and r[3] and r[4]) then return 0 end
 local l = r[5] or '0'
 local now = now_ms()
+if over(old, r[2], l, now) then return 0 end
 redis.call('DEL', old)
 redis.call('HSET', new, 'm', r[1], 'c', r[2], 't', r[3], 'v', r[4], 'l', l, 'a', now, 'w', ARGV[1])
 arm(new, r[3], r[2], l, now)
