@@ -449,6 +449,11 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
             "--steps must be between 1 and {SWEEP_STEPS_MAX}"
         )));
     }
+    if args.retries > SWEEP_RETRIES_MAX {
+        return Err(Error::Usage(format!(
+            "--retries must be at most {SWEEP_RETRIES_MAX} (extra attempts at a rate that failed)"
+        )));
+    }
     let to = match args.to {
         None => None,
         Some(Rate::PerSec(r)) => Some(r),
@@ -469,7 +474,7 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
         to,
         step_duration: args.step_duration.0,
         step_warmup: args.step_warmup.0,
-        retries: args.retries.min(SWEEP_RETRIES_MAX),
+        retries: args.retries,
         out_dir: out_dir.clone(),
         progress: !args.output.quiet,
         command,

@@ -184,7 +184,7 @@ fn a_run_that_measured_nothing_fails() {
 
 #[test]
 fn usage_and_configuration_errors_exit_2_with_a_reason() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["run", "--rate", "fast"], "rate"),
         (
             &["run", "--scenario", "/nonexistent/scenario.toml"],
@@ -218,6 +218,10 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
         (
             &["run", "--scenario", "tiny", "--shards", "3", "--no-output"],
             "engine configuration",
+        ),
+        (
+            &["sweep", "--scenario", "tiny", "--retries", "11", "--no-output"],
+            "--retries must be at most 10",
         ),
         (&["frobnicate"], "unrecognized subcommand"),
     ];
