@@ -700,7 +700,9 @@ impl RedisStore {
     /// [`Error::InvalidTimeout`] (nothing sent), [`Error::NotFound`]; the
     /// request errors of the crate docs. An index write that fails comes
     /// after the cap was set: [`Error::OutcomeUnknown`] (calling again, or
-    /// subscribing again, mends it).
+    /// subscribing again, mends it). [`Error::OutcomeUnknown`] too if a try
+    /// failed in doubt and the resend found the session gone: that try may
+    /// have ended it.
     pub async fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
         let field = check_timeout(lifetime)?;
         let inner = &self.inner;
@@ -711,6 +713,13 @@ impl RedisStore {
             .script(Kind::Write, deadline, script, &key, &[field.as_bytes()])
             .await?;
         match reply::lifetime_set(&script.command, &reply.value.value)? {
+            // Gone after a doubtful try: that try may have ended it (a cap
+            // already passed), or another client deleted it.
+            LifetimeSet::Absent if reply.resent_after_doubt => Err(Error::OutcomeUnknown {
+                reason: "a lifetime change failed in doubt and the session was gone when it was resent: \
+                         the first try may have ended it (a cap already passed) or been applied before it went"
+                    .into(),
+            }),
             LifetimeSet::Absent => Err(Error::NotFound),
             LifetimeSet::Done => inner.acknowledge(reply.value.replicas, ()),
             LifetimeSet::Subscribed { left, subscriptions } => {

@@ -441,3 +441,36 @@ async fn a_put_does_not_revive_a_rotated_or_deleted_id() {
     assert!(front.fault_fired());
     assert_eq!(other.peek(&id).await.unwrap().metadata(), b"fresh");
 }
+
+/// A `set_lifetime` whose cap has already passed ends the session; when
+/// its reply was lost, the resend finds the session gone and cannot tell
+/// its own first try's end from another client's delete: `OutcomeUnknown`,
+/// not `NotFound` (which says the call did nothing, while it ended the
+/// session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifetime_change_that_finds_the_session_gone_may_have_ended_it() {
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("lifetime").await;
+    let id = other.create(b"m", TTL).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (_, sha) = session_redis::script_source("set_lifetime").unwrap();
+    front.lose_reply(&sha);
+    let r = store.set_lifetime(&id, Timeout::from_ms(1)).await;
+    assert!(front.fault_fired());
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    assert!(!other.contains(&id).await.unwrap(), "ended by the first try");
+
+    // Without a lost reply: done, and a session gone is `NotFound`.
+    let id = other.create(b"m", TTL).await.unwrap();
+    store.set_lifetime(&id, Timeout::from_secs(60)).await.unwrap();
+    other.delete(&id).await.unwrap();
+    assert!(matches!(
+        store.set_lifetime(&id, Timeout::from_secs(60)).await,
+        Err(Error::NotFound)
+    ));
+}
