@@ -117,12 +117,13 @@ use redis::Cmd;
 /// Without a cap, `t` goes into `PEXPIRE` as the text it is (any timeout
 /// the engine accepts is exact); with one, the sum is below 2^53 (a
 /// creation time near 1.8 × 10^12 plus at most 3.5 × 10^10). `over`: a
-/// session whose cap has come (`c + l <= now`) is expired, as on the
-/// engine, though Redis still keeps its key through the cap's own
-/// millisecond (it expires a key once its time has passed): a script that
-/// meets one deletes the key and treats the session as absent, so no
-/// operation answers for it or stretches its cap. `arm` deletes the key
-/// too if the cap has come by `now`.
+/// session whose cap has come (`c + l <= now`) or whose inactivity
+/// deadline has (`a + t <= now`) is expired, as on the engine, though
+/// Redis still keeps its key through that deadline's own millisecond (it
+/// expires a key once its time has passed): a script that meets one
+/// deletes the key and treats the session as absent, so no operation
+/// answers for it, slides it back to life or stretches its cap. `arm`
+/// deletes the key too if the cap has come by `now`.
 const PRELUDE: &str = "local function now_ms()
   local t = redis.call('TIME')
   return string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
@@ -141,8 +142,9 @@ local function arm(key, t, c, l, now)
   end
   if t == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, t) end
 end
-local function over(key, c, l, now)
-  if l and l ~= '0' and tonumber(c) + tonumber(l) <= tonumber(now) then
+local function over(key, c, l, a, t, now)
+  local n = tonumber(now)
+  if (l and l ~= '0' and tonumber(c) + tonumber(l) <= n) or (t and t ~= '0' and a and tonumber(a) + tonumber(t) <= n) then
     redis.call('DEL', key)
     return true
   end
@@ -171,9 +173,9 @@ end
 /// new session (ABA).
 const INSERT: &str = "local key = KEYS[1]
 if redis.call('EXISTS', key) == 1 then
-  local r = redis.call('HMGET', key, 'w', 'c', 'l')
+  local r = redis.call('HMGET', key, 'w', 'c', 'l', 'a', 't')
   if r[1] == ARGV[3] then return 1 end
-  if not (r[2] and over(key, r[2], r[3], now_ms())) then return 0 end
+  if not (r[2] and over(key, r[2], r[3], r[4], r[5], now_ms())) then return 0 end
 end
 if ARGV[6] == '1' then return 2 end
 local now = now_ms()
@@ -186,10 +188,10 @@ return 1
 /// `KEYS[1]` session. Activity: records `a`, re-arms the TTL.
 /// Returns nil if absent, else `{m, c, a, t, l}` (`l` nil: no cap stored).
 const GET: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 'm', 'c', 't', 'l')
+local r = redis.call('HMGET', key, 'm', 'c', 't', 'l', 'a')
 if not r[1] then return false end
 local now = now_ms()
-if over(key, r[2], r[4], now) then return false end
+if over(key, r[2], r[4], r[5], r[3], now) then return false end
 redis.call('HSET', key, 'a', now)
 arm(key, r[3], r[2], r[4], now)
 return {r[1], r[2], now, r[3], r[4]}
@@ -197,10 +199,10 @@ return {r[1], r[2], now, r[3], r[4]}
 
 /// `KEYS[1]` session. Activity. Returns 1, or 0 if absent.
 const TOUCH: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 't', 'c', 'l')
+local r = redis.call('HMGET', key, 't', 'c', 'l', 'a')
 if not r[1] then return 0 end
 local now = now_ms()
-if over(key, r[2], r[3], now) then return 0 end
+if over(key, r[2], r[3], r[4], r[1], now) then return 0 end
 redis.call('HSET', key, 'a', now)
 arm(key, r[1], r[2], r[3], now)
 return 1
@@ -209,10 +211,10 @@ return 1
 /// `KEYS[1]` session; ARGV `timeout_ms` (`0` never). Activity: the new deadline
 /// is now + timeout (or the lifetime cap's end). Returns 1, or 0 if absent.
 const SET_TTL: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 'c', 'l')
+local r = redis.call('HMGET', key, 'c', 'l', 'a', 't')
 if not r[1] then return 0 end
 local now = now_ms()
-if over(key, r[1], r[2], now) then return 0 end
+if over(key, r[1], r[2], r[3], r[4], now) then return 0 end
 redis.call('HSET', key, 't', ARGV[1], 'a', now)
 arm(key, ARGV[1], r[1], r[2], now)
 return 1
@@ -228,10 +230,10 @@ return 1
 /// caller re-adds with a TTL of at least that (see `state.rs`: a longer
 /// or lifted cap must not let the topic's index expire before the session).
 const SET_LIFETIME: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 't', 'c', 'sn', 'l')
+local r = redis.call('HMGET', key, 't', 'c', 'sn', 'l', 'a')
 if not r[1] then return {0} end
 local now = now_ms()
-if over(key, r[2], r[4], now) then return {0} end
+if over(key, r[2], r[4], r[5], r[1], now) then return {0} end
 if ARGV[1] ~= '0' and tonumber(r[2]) + tonumber(ARGV[1]) <= tonumber(now) then
   redis.call('DEL', key)
   return {1}
@@ -264,7 +266,7 @@ local r = redis.call('HMGET', key, 'v', 'w', 'c', 'a', 't', 'l')
 if not r[1] then return {0} end
 if r[2] == ARGV[3] then return {1, r[3], r[4], r[5], r[6]} end
 local now = now_ms()
-if over(key, r[3], r[6], now) then return {0} end
+if over(key, r[3], r[6], r[4], r[5], now) then return {0} end
 local op = ARGV[4] or 'r'
 if op == 'k' then
   redis.call('HSET', key, 'a', now)
@@ -296,10 +298,10 @@ return {1, r[3], now, r[5], r[6]}
 /// would bring back an id a rotation retired (nothing stored; the caller
 /// reports `OutcomeUnknown`).
 const PUT: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 'v', 'p', 'c', 'l')
+local r = redis.call('HMGET', key, 'v', 'p', 'c', 'l', 'a', 't')
 if r[2] == ARGV[3] then return 1 end
 local now = now_ms()
-if r[1] and over(key, r[3], r[4], now) then r[1] = nil end
+if r[1] and over(key, r[3], r[4], r[5], r[6], now) then r[1] = nil end
 if not r[1] and ARGV[6] == '1' then return 2 end
 if r[1] then
   local v = string.format('%d', tonumber(r[1]) + 1)
@@ -328,11 +330,11 @@ return 1
 const ROTATE: &str = "local old, new = KEYS[1], KEYS[2]
 if redis.call('HGET', new, 'w') == ARGV[1] then return 1 end
 if redis.call('EXISTS', new) == 1 then return 2 end
-local r = redis.call('HMGET', old, 'm', 'c', 't', 'v', 'l')
+local r = redis.call('HMGET', old, 'm', 'c', 't', 'v', 'l', 'a')
 if not (r[1] and r[2] and r[3] and r[4]) then return 0 end
 local l = r[5] or '0'
 local now = now_ms()
-if over(old, r[2], l, now) then return 0 end
+if over(old, r[2], l, r[6], r[3], now) then return 0 end
 redis.call('DEL', old)
 redis.call('HSET', new, 'm', r[1], 'c', r[2], 't', r[3], 'v', r[4], 'l', l, 'a', now, 'w', ARGV[1])
 arm(new, r[3], r[2], l, now)

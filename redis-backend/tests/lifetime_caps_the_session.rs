@@ -21,47 +21,74 @@ use session_redis::{RedisConfig, RedisStore};
 /// the cap, and a `put` stores a new session (it kept the old creation
 /// time, deleted the key at once and reported success: a lost write).
 async fn met_past_the_cap(capped: &RedisStore, server: &dyn Fn(&[&str]) -> String) {
+    met_expired(capped, server, &["c"], 6_000).await;
+}
+
+/// Creates sessions (an hour's timeout) whose `fields` are moved `back_ms`
+/// into the past behind the store's back, so that a script meets each one
+/// expired while Redis still keeps its key; every operation must find it
+/// gone, and `insert` and `put` store a new session.
+async fn met_expired(store: &RedisStore, server: &dyn Fn(&[&str]) -> String, fields: &[&str], back_ms: u64) {
     let hour = Timeout::from_secs(3600);
     let late = || async move {
-        let id = capped.create(b"late", hour).await.unwrap();
-        let c = capped.peek(&id).await.unwrap().created_ms();
-        let earlier = (c - 6_000).to_string();
-        assert_eq!(server(&["HSET", &capped.key(&id), "c", &earlier]).trim(), "0");
+        let id = store.create(b"late", hour).await.unwrap();
+        let key = store.key(&id);
+        for field in fields {
+            let was: u64 = server(&["HGET", &key, field]).trim().parse().unwrap();
+            let earlier = (was - back_ms).to_string();
+            assert_eq!(server(&["HSET", &key, field, &earlier]).trim(), "0");
+        }
         id
     };
     let gone = |what: &str, r: Result<(), Error>| assert!(matches!(r, Err(Error::NotFound)), "{what}: {r:?}");
     let id = late().await;
-    gone("touch", capped.touch(&id).await);
+    gone("touch", store.touch(&id).await);
     assert_eq!(
-        server(&["EXISTS", &capped.key(&id)]).trim(),
+        server(&["EXISTS", &store.key(&id)]).trim(),
         "0",
         "deleted, not re-armed"
     );
     let id = late().await;
-    gone("get", capped.get(&id).await.map(drop));
+    gone("get", store.get(&id).await.map(drop));
     let id = late().await;
-    gone("get_many", capped.get_many(&[id]).await.remove(0).map(drop));
+    gone("get_many", store.get_many(&[id]).await.remove(0).map(drop));
     let id = late().await;
-    gone("update", capped.update(&id, |m| m.to_vec()).await.map(drop));
+    gone("update", store.update(&id, |m| m.to_vec()).await.map(drop));
     let id = late().await;
-    gone("set_ttl", capped.set_ttl(&id, hour).await);
+    gone("set_ttl", store.set_ttl(&id, hour).await);
     let id = late().await;
-    gone("set_lifetime", capped.set_lifetime(&id, Timeout::Never).await);
+    gone("set_lifetime", store.set_lifetime(&id, Timeout::Never).await);
     let id = late().await;
-    gone("rotate", capped.rotate(&id).await.map(drop));
+    gone("rotate", store.rotate(&id).await.map(drop));
     let id = late().await;
     assert!(
-        matches!(capped.insert(id, b"again", hour).await, Ok(())),
+        matches!(store.insert(id, b"again", hour).await, Ok(())),
         "an insert finds the id free"
     );
     let id = late().await;
-    capped.put(id, b"put", hour).await.unwrap();
-    let s = capped.peek(&id).await.expect("the put's session is there");
+    let before = server(&["HGET", &store.key(&id), "c"])
+        .trim()
+        .parse::<u64>()
+        .unwrap();
+    store.put(id, b"put", hour).await.unwrap();
+    let s = store.peek(&id).await.expect("the put's session is there");
     assert_eq!(s.metadata(), b"put");
-    assert!(
-        s.expires_at_ms() > Some(s.created_ms() + 4_000),
-        "a new session, a new cap: {s:?}"
-    );
+    assert!(s.created_ms() > before, "a new session: {s:?}");
+}
+
+/// A session whose inactivity deadline has come is expired too, though
+/// Redis keeps its key through that millisecond (here its last access is
+/// moved back an hour and a second; its creation time with it, so that a
+/// new session shows): every operation finds it gone (a `get` or `touch`
+/// at that millisecond slid it back to life).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_past_its_idle_deadline_is_gone_to_every_operation() {
+    let server = support::Server::standalone();
+    let store =
+        RedisStore::connect(RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("idle")))
+            .await
+            .unwrap();
+    met_expired(&store, &|args| server.cli(args), &["a", "c"], 3_601_000).await;
 }
 
 /// PTTL of the session's key, ms (-1: no TTL).
@@ -216,4 +243,66 @@ async fn on_a_cluster_with_the_cluster_preset() {
         capped.stats().replication_shortfalls + plain.stats().replication_shortfalls,
         0
     );
+}
+
+/// A session stored before lifetime caps existed has no `l` field ("no
+/// cap"): every operation serves it. (The scripts' replies carry the
+/// missing field as Redis' nil, `false` in Lua, which keeps the reply's
+/// length: a Lua `nil` there would cut it short and fail the decode.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_from_before_caps_is_served() {
+    let server = support::Server::standalone();
+    let store = RedisStore::connect(
+        RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("pre-cap")),
+    )
+    .await
+    .unwrap();
+    let hour = Timeout::from_secs(3600);
+    let old = || async {
+        let id = store.create(b"old", hour).await.unwrap();
+        assert_eq!(server.cli(&["HDEL", &store.key(&id), "l"]).trim(), "1");
+        id
+    };
+    let id = old().await;
+    assert_eq!(store.peek(&id).await.unwrap().lifetime(), Timeout::Never);
+    assert_eq!(store.get(&id).await.unwrap().metadata(), b"old");
+    assert_eq!(
+        store.get_many(&[id]).await.remove(0).unwrap().lifetime(),
+        Timeout::Never
+    );
+    let updated = store.update(&id, |m| [m, b"+1"].concat()).await.unwrap();
+    assert_eq!(
+        (updated.metadata(), updated.lifetime()),
+        (&b"old+1"[..], Timeout::Never)
+    );
+    store.touch(&id).await.unwrap();
+    store.set_ttl(&id, hour).await.unwrap();
+    let moved = store.rotate(&id).await.unwrap();
+    assert_eq!(store.peek(&moved).await.unwrap().metadata(), b"old+1");
+
+    // A contended update: the version moved between the read and the
+    // commit, and the commit's "moved on" reply carries the session.
+    let id = old().await;
+    let mut runs = 0;
+    let updated = store
+        .update(&id, |m| {
+            runs += 1;
+            if runs == 1 {
+                assert!(!server
+                    .cli(&["HINCRBY", &store.key(&id), "v", "1"])
+                    .trim()
+                    .is_empty());
+            }
+            [m, b"+2"].concat()
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.metadata(), b"old+2");
+    assert!(runs >= 2, "the version moved once");
+    let deleted = store
+        .try_update(&id, |_| Ok::<_, ()>(session_engine::Op::Delete))
+        .await
+        .unwrap();
+    assert!(deleted.is_ok());
+    assert!(!store.contains(&id).await.unwrap());
 }
