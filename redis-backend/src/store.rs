@@ -567,7 +567,10 @@ impl RedisStore {
     ///
     /// # Errors
     /// [`Error::NotFound`] if no live session has the id; [`Error::Entropy`]
-    /// (nothing sent); the request errors of the crate docs. After
+    /// (nothing sent); [`Error::OutcomeUnknown`] if a try failed in doubt
+    /// and the resend found the session gone (that try may have moved it
+    /// to a new id, which then expired); the request errors of the crate
+    /// docs. After
     /// [`Error::OutcomeUnknown`] or [`Error::TimedOut`] the session may
     /// have moved to an id that only this call knew: treat it as ended
     /// (delete the old id; a session left under the new one expires by its
@@ -588,6 +591,16 @@ impl RedisStore {
                 .await?;
             match reply::code(&script.command, &reply.value.value, 0..=2, true)? {
                 1 => return inner.acknowledge(reply.value.replicas, new_id),
+                // Gone after a doubtful try: that try may have rotated it
+                // to an id only this call knew, which then expired.
+                0 if reply.resent_after_doubt => {
+                    return Err(Error::OutcomeUnknown {
+                        reason:
+                            "a rotation failed in doubt and the session was gone when it was resent: the \
+                                 first try may have moved it to a new id, which expired since"
+                                .into(),
+                    })
+                }
                 0 => return Err(Error::NotFound),
                 // The new id is taken (a 2^-114 event): draw another.
                 _ => {}
@@ -606,7 +619,9 @@ impl RedisStore {
     /// reported).
     ///
     /// # Errors
-    /// [`Error::NotFound`]; the request errors of the crate docs.
+    /// [`Error::NotFound`]; [`Error::OutcomeUnknown`] if a try failed in
+    /// doubt and the resend found the session gone (that try may have
+    /// applied before it went); the request errors of the crate docs.
     pub async fn touch(&self, id: &SessionId) -> Result<()> {
         self.write_existing(id, |s| &s.touch, &[]).await
     }
@@ -629,6 +644,16 @@ impl RedisStore {
             .await?;
         if reply::flag(&script.command, &reply.value.value, true)? {
             inner.acknowledge(reply.value.replicas, ())
+        } else if reply.resent_after_doubt {
+            // Gone after a doubtful try: that try may have applied before
+            // the session went (a very short timeout it set, a delete).
+            Err(Error::OutcomeUnknown {
+                reason: format!(
+                    "a write ({}) failed in doubt and the session was gone when it was resent: the first try \
+                     may have applied before it went",
+                    script.command
+                ),
+            })
         } else {
             Err(Error::NotFound)
         }
@@ -678,8 +703,10 @@ impl RedisStore {
     /// to now + timeout.
     ///
     /// # Errors
-    /// [`Error::InvalidTimeout`] (nothing sent), [`Error::NotFound`]; the
-    /// request errors of the crate docs.
+    /// [`Error::InvalidTimeout`] (nothing sent), [`Error::NotFound`];
+    /// [`Error::OutcomeUnknown`] if a try failed in doubt and the resend
+    /// found the session gone (that try may have applied, a very short
+    /// timeout then ending it); the request errors of the crate docs.
     pub async fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> Result<()> {
         let field = check_timeout(timeout)?;
         self.write_existing(id, |s| &s.set_ttl, &[field.as_bytes()]).await

@@ -474,3 +474,52 @@ async fn a_lifetime_change_that_finds_the_session_gone_may_have_ended_it() {
         Err(Error::NotFound)
     ));
 }
+
+/// A `set_ttl` or a `rotate` whose first try ran (its reply lost) and left
+/// a session that expired before the resend (a very short timeout; the
+/// rotated session keeps its timeout under the new id, which only the
+/// call knew): the resend finds nothing, and cannot tell that from "no
+/// such session": `OutcomeUnknown`, not `NotFound` (which says the call
+/// did nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_session_expired_after_its_first_try_may_be_in() {
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("expired-after").await;
+    let expire = || tokio::time::sleep(Duration::from_millis(600));
+    let id = other.create(b"m", TTL).await.unwrap();
+    let r = with_a_write_between(
+        &front,
+        "set_ttl",
+        {
+            let store = store.clone();
+            async move { store.set_ttl(&id, Timeout::from_ms(1)).await }
+        },
+        expire(),
+    )
+    .await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    assert!(!other.contains(&id).await.unwrap());
+
+    let id = other.create(b"m", Timeout::from_ms(300)).await.unwrap();
+    let r = with_a_write_between(
+        &front,
+        "rotate",
+        {
+            let store = store.clone();
+            async move { store.rotate(&id).await }
+        },
+        expire(),
+    )
+    .await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+
+    // Without a lost reply, a session gone is `NotFound`.
+    assert!(matches!(store.rotate(&id).await, Err(Error::NotFound)));
+    assert!(matches!(store.set_ttl(&id, TTL).await, Err(Error::NotFound)));
+    assert!(matches!(store.touch(&id).await, Err(Error::NotFound)));
+}
