@@ -250,6 +250,31 @@ fn a_clock_stepped_back_after_a_quiet_expiry_brings_no_expired_session_back() {
     }
 }
 
+/// A `CLOCK` file whose slot verifies but holds a time past the engine's
+/// range (written by a tool, or hostile) is a mark that does not verify:
+/// it raises nothing. (It raised the clock to the end of time: every
+/// session expired at the open, and the clock stood still after.)
+#[test]
+fn a_time_mark_past_the_engines_range_raises_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let id = {
+        let engine = Engine::open(config(dir.path(), &clock, Durability::Always)).unwrap();
+        engine.create(b"kept", Timeout::from_secs(3600)).unwrap()
+    };
+    for time in [u64::MAX, 1 << 62] {
+        let mut slot = b"SECK".to_vec();
+        slot.extend_from_slice(&time.to_le_bytes());
+        let crc = crc32c::crc32c(&slot);
+        slot.extend_from_slice(&crc.to_le_bytes());
+        std::fs::write(dir.path().join("CLOCK"), [slot.clone(), slot].concat()).unwrap();
+        let engine = Engine::open(config(dir.path(), &clock, Durability::Always)).unwrap();
+        assert_eq!(engine.peek(&id).unwrap().metadata(), b"kept", "time {time:#x}");
+        assert_eq!(engine.recovery_report().unwrap().expired_dropped, 0);
+        assert_eq!(engine.clock().now_ms(), 1_700_000_000_000, "the clock was raised");
+    }
+}
+
 /// A run whose clock was a day fast (set wrong at boot), then runs with
 /// the right one: engine time goes on from the log's newest time instead
 /// of stepping back, so a session a later run created, and saw live, is

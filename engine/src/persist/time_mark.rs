@@ -27,7 +27,9 @@ use std::path::Path;
 use parking_lot::Mutex;
 
 use super::directory::{io, open_kept};
+use super::segment::sync_dir;
 use crate::error::Result;
+use crate::limits::TIME_MS_MAX;
 
 /// The file's name in the data directory.
 pub(crate) const TIME_MARK_FILE: &str = "CLOCK";
@@ -46,11 +48,13 @@ fn encode(time_ms: u64) -> [u8; SLOT_LEN] {
     slot
 }
 
+/// A slot's time, if the slot verifies: its magic, its CRC, and a time in
+/// the engine's range (a log record's time past it is damage too).
 fn decode(slot: &[u8]) -> Option<u64> {
     let slot: &[u8; SLOT_LEN] = slot.try_into().ok()?;
     let crc = u32::from_le_bytes(slot[12..].try_into().ok()?);
-    (slot[..4] == MAGIC && crc32c::crc32c(&slot[..12]) == crc)
-        .then(|| u64::from_le_bytes(slot[4..12].try_into().expect("8 bytes")))
+    let time = u64::from_le_bytes(slot[4..12].try_into().ok()?);
+    (slot[..4] == MAGIC && crc32c::crc32c(&slot[..12]) == crc && time <= TIME_MS_MAX).then_some(time)
 }
 
 /// The open mark file.
@@ -70,7 +74,13 @@ impl TimeMark {
     /// or read.
     pub(crate) fn open(dir: &Path, sync: bool) -> Result<(Self, u64)> {
         let path = dir.join(TIME_MARK_FILE);
+        let created = !path.exists();
         let file = open_kept(&path)?;
+        if created && sync {
+            // The new name must survive a crash, or the floor goes with it
+            // (the data directory is locked: no one else creates it).
+            sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
+        }
         let mut bytes = [0u8; SLOTS * SLOT_LEN];
         let mut read = 0;
         while read < bytes.len() {
@@ -147,6 +157,10 @@ mod tests {
         let mut magic = a;
         magic[0] = b'X';
         assert_eq!(newest(&magic), 0);
+        // A slot that verifies but holds a time past the engine's range.
+        assert_eq!(newest(&[encode(TIME_MS_MAX + 1), a].concat()), 1_000);
+        assert_eq!(newest(&encode(u64::MAX)), 0);
+        assert_eq!(newest(&encode(TIME_MS_MAX)), TIME_MS_MAX);
     }
 
     fn read(dir: &Path) -> u64 {
