@@ -94,6 +94,9 @@ impl<S> Stalling<S> {
 
 impl<S: Backend> Backend for Stalling<S> {
     const READY_FUTURES: bool = S::READY_FUTURES;
+    // A stalled Redis store's sessions outlive the run as the store's do:
+    // the run deletes them at its end and on Ctrl-C.
+    const OUTLIVES_RUN: bool = S::OUTLIVES_RUN;
 
     fn load_started(&self, load: &LoadClock) {
         let slices = load.slices;
@@ -210,5 +213,19 @@ impl<S: SessionStore> SessionStore for Stalling<S> {
 
     fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {
         self.inner.cleanup_expired()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stalled backend keeps what it wraps says of its sessions (it fell
+    /// back to "they die with the run": a `--inject-stall` run against
+    /// Redis left its whole population on the server).
+    #[test]
+    fn a_stalled_backend_outlives_the_run_as_its_store_does() {
+        const { assert!(<Stalling<session_redis::RedisStore> as Backend>::OUTLIVES_RUN) };
+        const { assert!(!<Stalling<session_engine::Engine> as Backend>::OUTLIVES_RUN) };
     }
 }
