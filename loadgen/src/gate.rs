@@ -490,6 +490,17 @@ fn one_run(plan: &CostPlan, label: &str, quiet: bool) -> Result<CostRun, Error> 
     run
 }
 
+/// The peer level a new baseline keeps its runs around: the runs' median,
+/// the lower of the two middle ones for an even count. A run's own level,
+/// so at least that run is kept (the mean of two middle levels more than
+/// twice the drift apart kept none, and the baseline's median of nothing
+/// panicked).
+fn new_baseline_level(levels: &[f64]) -> f64 {
+    let mut sorted = levels.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[(sorted.len() - 1) / 2]
+}
+
 fn comparable(run: &CostRun, reference_ns: f64, drift: f64) -> bool {
     (peer_level_ns(run) / reference_ns - 1.0).abs() <= drift
 }
@@ -528,8 +539,8 @@ fn wall_runs(
             break;
         }
     }
-    let reference_ns =
-        reference_ns.unwrap_or_else(|| median(&all.iter().map(peer_level_ns).collect::<Vec<_>>()));
+    let reference_ns = reference_ns
+        .unwrap_or_else(|| new_baseline_level(&all.iter().map(peer_level_ns).collect::<Vec<_>>()));
     let total = all.len();
     let kept: Vec<CostRun> = all
         .into_iter()
@@ -799,6 +810,26 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_baseline_keeps_at_least_one_run_whatever_the_levels() {
+        for levels in [
+            vec![100.0, 150.0],
+            vec![100.0],
+            vec![90.0, 100.0, 140.0, 150.0],
+            vec![150.0, 100.0],
+        ] {
+            let level = new_baseline_level(&levels);
+            assert!(
+                levels.iter().any(|l| (l / level - 1.0).abs() <= 0.01),
+                "{levels:?}: {level}"
+            );
+        }
+        assert!(
+            (new_baseline_level(&[150.0, 100.0]) - 100.0).abs() < 1e-9,
+            "the lower middle"
+        );
+    }
 
     fn metrics(get: f64, update: f64) -> BTreeMap<String, f64> {
         [("get".to_owned(), get), ("update".to_owned(), update)]
