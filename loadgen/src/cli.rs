@@ -482,6 +482,9 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
     let report = sweep::execute(&request)?;
     print!("{}", report.table());
     match (report.knee_ops_per_s, report.broke_at_ops_per_s) {
+        (Some(k), _) if report.inconclusive_at_ops_per_s.is_some() => {
+            println!("\nknee: {k:.0} ops/s at least (the highest rate that held before the search stopped)");
+        }
         (Some(k), Some(b)) => println!(
             "\nknee: {k:.0} ops/s (highest offered rate that held every bound; {b:.0} ops/s broke {})",
             report.broke_first.join(", ")

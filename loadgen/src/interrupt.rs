@@ -36,6 +36,18 @@ pub fn run_cleanup() {
     }
 }
 
+/// Runs [`run_cleanup`] when dropped: held from the moment a cleanup is
+/// set until the run ends, so that an error returned or a panic in between
+/// still runs it (a sweep whose peak was too low to step, say, left its
+/// population on the server).
+pub struct CleanupGuard;
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        run_cleanup();
+    }
+}
+
 fn listen() {
     let spawned = std::thread::Builder::new()
         .name("loadgen-interrupt".into())

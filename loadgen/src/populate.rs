@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use session_engine::{SessionId, Timeout};
 
 use crate::backend::Backend;
@@ -45,7 +44,9 @@ pub(crate) fn run_here<B: Backend, F: Future>(future: F) -> F::Output {
 /// Creates the scenario's live sessions, in parallel over its workers.
 ///
 /// # Errors
-/// The first create that failed (capacity, metadata size, backend).
+/// The first create that failed (capacity, metadata size, backend); the
+/// sessions created before it are deleted first from a store that outlives
+/// the run (they stayed there for their timeout).
 pub fn populate<B: Backend>(store: &Arc<B>, scenario: &Scenario) -> anyhow::Result<Populated> {
     let timeout = scenario.population_timeout()?;
     let metadata: Arc<[u8]> = (0..scenario.metadata_bytes)
@@ -54,7 +55,7 @@ pub fn populate<B: Backend>(store: &Arc<B>, scenario: &Scenario) -> anyhow::Resu
     let rss_before_bytes = procfs::rss_bytes();
     let started = Instant::now();
     let workers = scenario.workers;
-    let results: Vec<anyhow::Result<(Vec<SessionId>, Hist)>> = std::thread::scope(|scope| {
+    let results: Vec<Share> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let share = scenario.sessions / workers + usize::from(w < scenario.sessions % workers);
@@ -76,10 +77,15 @@ pub fn populate<B: Backend>(store: &Arc<B>, scenario: &Scenario) -> anyhow::Resu
     let wall = started.elapsed();
     let mut ids = Vec::with_capacity(scenario.sessions);
     let mut create_latency = new_hist();
-    for result in results {
-        let (part, hist) = result?;
-        ids.extend(part);
-        create_latency.add(&hist).expect("same bounds");
+    let mut failed = None;
+    for share in results {
+        ids.extend(share.ids);
+        create_latency.add(&share.latency).expect("same bounds");
+        failed = failed.or(share.failed);
+    }
+    if let Some(e) = failed {
+        depopulate(store, &ids, workers);
+        return Err(e);
     }
     Ok(Populated {
         ids: ids.into(),
@@ -131,37 +137,53 @@ pub fn depopulate<B: Backend>(store: &Arc<B>, ids: &[SessionId], threads: usize)
 /// Sets [`depopulate`] of `ids` as what Ctrl-C does before the process
 /// ends, for a store that outlives the run ([`crate::interrupt`]); the
 /// run's normal end runs it with [`crate::interrupt::run_cleanup`].
+///
+/// Returns a guard that runs it when dropped, so that an error or a panic
+/// between here and the run's normal end deletes the population too.
+#[must_use = "the population is deleted when the guard drops"]
 pub fn depopulate_on_interrupt<B: Backend + Send + Sync>(
     store: &Arc<B>,
     ids: &Arc<[SessionId]>,
     threads: usize,
-) {
-    if !B::OUTLIVES_RUN {
-        return;
+) -> crate::interrupt::CleanupGuard {
+    if B::OUTLIVES_RUN {
+        let (store, ids) = (Arc::clone(store), Arc::clone(ids));
+        crate::interrupt::on_interrupt(move || {
+            depopulate(&store, &ids, threads);
+        });
     }
-    let (store, ids) = (Arc::clone(store), Arc::clone(ids));
-    crate::interrupt::on_interrupt(move || {
-        depopulate(&store, &ids, threads);
-    });
+    crate::interrupt::CleanupGuard
 }
 
-async fn populate_share<B: Backend>(
-    store: &B,
-    count: usize,
-    metadata: &[u8],
-    timeout: Timeout,
-) -> anyhow::Result<(Vec<SessionId>, Hist)> {
-    let mut ids = Vec::with_capacity(count);
-    let mut hist = new_hist();
+/// One populate thread's sessions, and the create that stopped it early.
+struct Share {
+    ids: Vec<SessionId>,
+    latency: Hist,
+    failed: Option<anyhow::Error>,
+}
+
+async fn populate_share<B: Backend>(store: &B, count: usize, metadata: &[u8], timeout: Timeout) -> Share {
+    let mut share = Share {
+        ids: Vec::with_capacity(count),
+        latency: new_hist(),
+        failed: None,
+    };
     for n in 0..count {
         let before = Instant::now();
-        let id = store
-            .create(metadata, timeout)
-            .await
-            .with_context(|| format!("creating live session {n} of {count}"))?;
-        #[allow(clippy::cast_possible_truncation)]
-        hist.saturating_record(before.elapsed().as_nanos() as u64);
-        ids.push(id);
+        match store.create(metadata, timeout).await {
+            Ok(id) => {
+                #[allow(clippy::cast_possible_truncation)]
+                share
+                    .latency
+                    .saturating_record(before.elapsed().as_nanos() as u64);
+                share.ids.push(id);
+            }
+            Err(e) => {
+                share.failed =
+                    Some(anyhow::Error::new(e).context(format!("creating live session {n} of {count}")));
+                break;
+            }
+        }
     }
-    Ok((ids, hist))
+    share
 }

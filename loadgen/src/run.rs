@@ -88,7 +88,7 @@ pub fn measure<B: Backend>(
         bar.set_message(format!("populating {} sessions", scenario.sessions));
     }
     let populated = populate::populate(store, scenario)?;
-    populate::depopulate_on_interrupt(store, &populated.ids, scenario.workers);
+    let _cleanup = populate::depopulate_on_interrupt(store, &populated.ids, scenario.workers);
     let peer = scenario.peer.then(|| Arc::new(PeerStore::default()));
     let peer_ids = match &peer {
         Some(peer) => Some(populate::populate(peer, scenario)?.ids),

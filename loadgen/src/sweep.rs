@@ -266,7 +266,7 @@ fn sweep_with<B: Backend>(
     let started = SystemTime::now();
     let base = &request.scenario;
     let populated = populate::populate(store, base)?;
-    populate::depopulate_on_interrupt(store, &populated.ids, base.workers);
+    let _cleanup = populate::depopulate_on_interrupt(store, &populated.ids, base.workers);
     let peer = base.peer.then(|| Arc::new(PeerStore::default()));
     let populations = Populations {
         backend: Arc::clone(&populated.ids),
@@ -479,20 +479,34 @@ impl SweepReport {
     /// The markdown summary.
     #[must_use]
     pub fn markdown(&self) -> String {
-        let broke = self.broke_at_ops_per_s.map_or_else(
-            || "nothing broke up to the highest step".into(),
-            |b| format!("{} ops/s broke {}", thousands(b), self.broke_first.join(", ")),
-        );
-        let knee = self.knee_ops_per_s.map_or_else(
-            || format!("none ({broke})"),
-            |k| {
+        let knee = match (
+            self.knee_ops_per_s,
+            self.broke_at_ops_per_s,
+            self.inconclusive_at_ops_per_s,
+        ) {
+            // The search stopped at a rate the machine was too busy to judge.
+            (knee, _, Some(i)) => {
                 format!(
-                    "**{} ops/s**, within {:.0}% of what broke ({broke})",
-                    thousands(k),
-                    self.knee_precision * 100.0
-                )
-            },
-        );
+                "{} (the machine was too busy to judge {} ops/s on any attempt; the search stopped there)",
+                knee.map_or_else(|| "none judged".into(), |k| format!("at least **{} ops/s**", thousands(k))),
+                thousands(i)
+            )
+            }
+            (Some(k), Some(b), None) => format!(
+                "**{} ops/s**, within {:.0}% of what broke ({} ops/s broke {})",
+                thousands(k),
+                self.knee_precision * 100.0,
+                thousands(b),
+                self.broke_first.join(", ")
+            ),
+            (Some(k), None, None) => format!("**{} ops/s** (the highest step; nothing broke)", thousands(k)),
+            (None, Some(b), None) => format!(
+                "none ({} ops/s broke {})",
+                thousands(b),
+                self.broke_first.join(", ")
+            ),
+            (None, None, None) => "none judged".into(),
+        };
         let peak = self.peak_closed_loop_ops_per_s.map_or_else(String::new, |p| {
             format!("- closed-loop peak: {} ops/s\n", thousands(p))
         });

@@ -170,3 +170,38 @@ fn a_tiny_run_against_redis_completes_its_schedule() {
     // and the next run's list pages covered twice as many).
     assert_emptied(port);
 }
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A populate that fails part-way (the server out of memory here) deletes
+/// the sessions it had created before it reports the failure: they stayed
+/// on the server for their 30-minute timeout.
+#[test]
+fn a_populate_that_fails_part_way_leaves_nothing_behind() {
+    let (_server, port) = start_redis();
+    let used: u64 = cli(port, &["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory");
+    // Room for a few hundred sessions of the tiny scenario, not 20,000.
+    let limit = (used + 300_000).to_string();
+    cli(port, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    cli(port, &["CONFIG", "SET", "maxmemory", &limit]);
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("redis://127.0.0.1:{port}");
+    let out = tmp.path().join("oom");
+    let mut args = tiny_run(&url, "200", &out);
+    args.extend(["--sessions", "20000"]);
+    let (code, stdout, stderr) = outcome(&loadgen(&args));
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(stderr.contains("creating live session"), "{stderr}");
+    assert_eq!(dbsize(port), 0, "the sessions created before the failure stayed");
+}

@@ -69,7 +69,15 @@ fn a_short_sweep_writes_its_steps_the_knee_and_a_plot() {
     assert!(std::fs::read_to_string(out.join("sweep.svg"))
         .unwrap()
         .starts_with("<svg"));
-    assert!(out.join("sweep.md").is_file());
+    let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
+    assert_eq!(
+        inconclusive,
+        md.contains("too busy to judge"),
+        "the summary says where the search stopped: {md}"
+    );
+    if inconclusive {
+        assert!(!md.contains("nothing broke"), "{md}");
+    }
 }
 
 #[test]
