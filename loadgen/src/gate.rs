@@ -621,26 +621,38 @@ fn wall_clock(request: &GateRequest) -> Result<GateVerdict, Error> {
     check_shards(&path, baseline.plan.shards)?;
     let mut plan = baseline.plan;
     plan.rounds = request.rounds.unwrap_or(plan.rounds);
-    let runs = wall_runs(
-        &plan,
-        request.repeat,
-        Some(baseline.peer_level_ns),
-        drift,
-        request.quiet,
-    )?;
+    // A verdict keeps only runs whose machine matches the baseline's (the
+    // peer's level); a report takes `repeat` runs of this sitting, setting
+    // aside only those far from its own median, and says how far the
+    // sitting's level is from the baseline's (it kept no run at all on a
+    // machine that had moved, and printed nothing but MISSING).
+    let reference = request.verdict.then_some(baseline.peer_level_ns);
+    let runs = wall_runs(&plan, request.repeat, reference, drift, request.quiet)?;
+    let from = if request.verdict {
+        format!("the baseline's {:.0} ns", baseline.peer_level_ns)
+    } else {
+        "this sitting's median".into()
+    };
     println!(
         "gate (wall clock): engine / peer CPU per operation, median of {} run(s) of {} rounds ({} set aside: the peer's level \
-         moved more than {:.0}% from the baseline's {:.0} ns), vs {} ({}, {}), tolerance {:.0}%\n",
+         moved more than {:.0}% from {from}), vs {} ({}, {}), tolerance {:.0}%\n",
         runs.kept.len(),
         plan.rounds,
         runs.set_aside,
         drift * 100.0,
-        baseline.peer_level_ns,
         path.display(),
         baseline.provenance.created_at,
         baseline.provenance.git.short(),
         tolerance * 100.0
     );
+    if !request.verdict && !runs.kept.is_empty() {
+        let level = median(&runs.kept.iter().map(peer_level_ns).collect::<Vec<_>>());
+        println!(
+            "peer level {level:.0} ns in this sitting, {:.0} ns in the baseline's ({:+.0}%): the ratios move with it\n",
+            baseline.peer_level_ns,
+            (level / baseline.peer_level_ns - 1.0) * 100.0
+        );
+    }
     let per_run: Vec<BTreeMap<String, f64>> = runs.kept.iter().map(ratios).collect();
     let rows = compare(&baseline.ratios, &per_run, tolerance);
     let shown = if request.verdict { Some(tolerance) } else { None };

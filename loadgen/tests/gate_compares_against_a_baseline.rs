@@ -94,6 +94,35 @@ fn the_wall_clock_gate_reports_without_a_verdict_unless_asked() {
     assert_eq!(code, 2, "--verdict is the wall-clock gate's: {stderr}");
 }
 
+/// A report from a sitting whose machine moved far from the baseline's
+/// (the peer's level ten times the baseline's here) still shows this
+/// sitting's figures, and says how far the machine moved: it set every
+/// run aside and showed nothing but MISSING.
+#[test]
+fn a_report_from_another_machine_state_still_shows_its_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let written = tmp.path().join("baseline.json");
+    let mut baseline = write_wall_baseline(&written);
+    baseline.peer_level_ns *= 10.0;
+    let moved = tmp.path().join("moved.json");
+    std::fs::write(&moved, serde_json::to_string_pretty(&baseline).unwrap()).unwrap();
+    let (code, stdout, stderr) = outcome(&loadgen(&[
+        "gate",
+        "--baseline",
+        moved.to_str().unwrap(),
+        "--repeat",
+        "1",
+        "--quiet",
+    ]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(!stdout.contains("MISSING"), "{stdout}");
+    assert!(stdout.contains("median of 1 run(s)"), "{stdout}");
+    assert!(
+        stdout.contains("in the baseline's (-9"),
+        "how far it moved: {stdout}"
+    );
+}
+
 #[test]
 fn the_wall_clock_gate_fails_a_slower_engine_and_passes_a_faster_one() {
     let tmp = tempfile::tempdir().unwrap();
