@@ -185,6 +185,16 @@ impl Mix {
         if Self::POINT_OPS.iter().all(|op| self.weight(*op) == 0.0) {
             return Err("mix: every weight is zero".into());
         }
+        let (create, delete) = (self.weight(Op::Create), self.weight(Op::Delete));
+        if delete > create {
+            // A delete removes a session a create of the same client made:
+            // the excess would find none, be skipped, and the offered rate
+            // never be held (every run failing, every sweep without a knee).
+            return Err(format!(
+                "mix weight for delete ({delete}) is above create's ({create}): deletes remove sessions the \
+                 creates made, so the excess would be skipped and the rate not held"
+            ));
+        }
         Ok(())
     }
 
@@ -474,6 +484,12 @@ mod tests {
         assert!("get=-1".parse::<Mix>().is_err());
         assert!("fly=1".parse::<Mix>().is_err());
         assert!("get".parse::<Mix>().is_err());
+        let more_deletes = "get=1,create=1,delete=2".parse::<Mix>().unwrap_err().reason;
+        assert!(
+            more_deletes.contains("delete") && more_deletes.contains("create"),
+            "{more_deletes}"
+        );
+        assert!("get=1,create=2,delete=2".parse::<Mix>().is_ok());
     }
 
     #[test]
