@@ -84,7 +84,7 @@ pub fn populate<B: Backend>(store: &Arc<B>, scenario: &Scenario) -> anyhow::Resu
         failed = failed.or(share.failed);
     }
     if let Some(e) = failed {
-        depopulate(store, &ids, workers);
+        report_left(depopulate(store, &ids, workers));
         return Err(e);
     }
     Ok(Populated {
@@ -134,6 +134,16 @@ pub fn depopulate<B: Backend>(store: &Arc<B>, ids: &[SessionId], threads: usize)
     })
 }
 
+/// Says on stderr how many sessions [`depopulate`] could not delete (they
+/// stay on the server until their timeout); nothing when it deleted all.
+fn report_left((_, failed): (usize, usize)) {
+    if failed > 0 {
+        eprintln!(
+            "loadgen: {failed} sessions could not be deleted from the server: they stay until their timeout"
+        );
+    }
+}
+
 /// Sets [`depopulate`] of `ids` as what Ctrl-C does before the process
 /// ends, for a store that outlives the run ([`crate::interrupt`]); the
 /// run's normal end runs it with [`crate::interrupt::run_cleanup`].
@@ -149,7 +159,7 @@ pub fn depopulate_on_interrupt<B: Backend + Send + Sync>(
     if B::OUTLIVES_RUN {
         let (store, ids) = (Arc::clone(store), Arc::clone(ids));
         crate::interrupt::on_interrupt(move || {
-            depopulate(&store, &ids, threads);
+            report_left(depopulate(&store, &ids, threads));
         });
     }
     crate::interrupt::CleanupGuard
