@@ -263,7 +263,8 @@ impl AnyStore {
 /// # Errors
 /// [`Error::InvalidConfig`] naming what is wrong.
 pub fn engine_config(url: &str) -> Result<Config> {
-    let bad = |why: String| Error::InvalidConfig(format!("store URL {url:?}: {why}"));
+    let bad =
+        |why: String| Error::InvalidConfig(format!("store URL {:?}: {why}", crate::error::redact_url(url)));
     let (scheme, rest) = url
         .split_once(':')
         .ok_or_else(|| bad("no scheme (memory:, engine:<dir>)".into()))?;

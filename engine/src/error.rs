@@ -191,3 +191,52 @@ pub(crate) fn shown(text: &str) -> String {
 
 /// How much of an untrusted text an error quotes.
 const SHOWN_CHARS_MAX: usize = 64;
+
+/// A store URL as messages, logs and reports may show it: the password of
+/// its credentials (`scheme://user:password@host...`) replaced by `***`;
+/// the rest as it was. Everything between the scheme and the URL's last
+/// `@` after its first `:` counts as the password, so a password holding
+/// `@`, `/` or `,` unencoded is hidden whole (a query holding an `@` hides
+/// more than needed, never less).
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let Some(at) = rest.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &userinfo[..colon], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_urls_password_is_never_shown() {
+        for (url, shown) in [
+            (
+                "redis://:hunter2@127.0.0.1:6379/0",
+                "redis://:***@127.0.0.1:6379/0",
+            ),
+            ("redis://app:hunter2@h:1", "redis://app:***@h:1"),
+            (
+                "redis+cluster://u:pa@ss,w/rd@h1:7000,h2:7001",
+                "redis+cluster://u:***@h1:7000,h2:7001",
+            ),
+            ("rediss://u:hunter2@h", "rediss://u:***@h"),
+            ("redis://user@h:1", "redis://user@h:1"),
+            ("redis://h:1/2", "redis://h:1/2"),
+            ("engine:/srv/sessions?shards=8", "engine:/srv/sessions?shards=8"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+}

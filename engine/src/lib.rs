@@ -66,7 +66,7 @@ pub use clock::{
 };
 pub use config::{Config, Durability, RecoveryMode, TimerListener};
 pub use engine::Engine;
-pub use error::{Error, Result};
+pub use error::{redact_url, Error, Result};
 pub use id::{ParseIdError, SessionId, SESSION_ID_TEXT_LEN};
 pub use metrics::OpenMetricsWriter;
 pub use per_session::TimerHandle;

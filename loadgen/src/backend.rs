@@ -297,11 +297,12 @@ pub fn connect_redis(
         .enable_all()
         .build()
         .map_err(|e| LoadgenError::Failed(e.into()))?;
+    let shown = session_engine::redact_url(url);
     let config = session_redis::RedisConfig::from_url(url)
-        .map_err(|e| LoadgenError::Usage(format!("backend {url}: {e}")))?;
+        .map_err(|e| LoadgenError::Usage(format!("backend {shown}: {e}")))?;
     let store = runtime
         .block_on(session_redis::RedisStore::connect(config))
-        .map_err(|e| LoadgenError::Usage(format!("backend {url}: {e}")))?;
+        .map_err(|e| LoadgenError::Usage(format!("backend {shown}: {e}")))?;
     Ok((runtime, store))
 }
 

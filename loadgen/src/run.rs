@@ -438,7 +438,10 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
         command: request.command.clone(),
         machine: Machine::detect(),
         git: GitInfo::detect(),
-        scenario: scenario.clone(),
+        scenario: Scenario {
+            backend: session_engine::redact_url(&scenario.backend),
+            ..scenario.clone()
+        },
         mode: if scenario.rate == Rate::Max {
             "closed-loop"
         } else {

@@ -355,7 +355,10 @@ fn sweep_with<B: Backend>(
         command: request.command.clone(),
         machine: Machine::detect(),
         git: GitInfo::detect(),
-        scenario: base.clone(),
+        scenario: Scenario {
+            backend: session_engine::redact_url(&base.backend),
+            ..base.clone()
+        },
         peak_closed_loop_ops_per_s: peak,
         steps,
         knee_ops_per_s: knee.held,

@@ -21,6 +21,10 @@ impl Drop for Server {
 }
 
 fn start_redis() -> (Server, u16) {
+    start_redis_with(&[])
+}
+
+fn start_redis_with(extra: &[&str]) -> (Server, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -37,6 +41,7 @@ fn start_redis() -> (Server, u16) {
             "--appendonly",
             "no",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -204,4 +209,38 @@ fn a_populate_that_fails_part_way_leaves_nothing_behind() {
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(stderr.contains("creating live session"), "{stderr}");
     assert_eq!(dbsize(port), 0, "the sessions created before the failure stayed");
+}
+
+/// A backend URL's password appears nowhere a run writes: not in what it
+/// prints, not in its results (the command line and the scenario went into
+/// result.json and report.md as given), not in a failed connect's error.
+#[test]
+fn a_backend_password_is_never_written() {
+    let (_server, port) = start_redis_with(&["--requirepass", "hunter2"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("redis://:hunter2@127.0.0.1:{port}");
+    let out = tmp.path().join("secret");
+    let targets = lenient_targets(tmp.path());
+    let mut args = tiny_run(&url, "500", &out);
+    args.extend(["--targets", &targets]);
+    let (code, stdout, stderr) = outcome(&loadgen(&args));
+    assert!(matches!(code, 0 | 1 | 3), "{stdout}\n{stderr}");
+    assert!(
+        !format!("{stdout}{stderr}").contains("hunter2"),
+        "{stdout}\n{stderr}"
+    );
+    let mut files = 0;
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            files += 1;
+            assert!(!text.contains("hunter2"), "{} holds the password", path.display());
+        }
+    }
+    assert!(files >= 3, "the run wrote its results");
+    let bad = format!("redis://:hunter2@127.0.0.1:{}", port.wrapping_add(1).max(1));
+    let (code, stdout, stderr) = outcome(&loadgen(&tiny_run(&bad, "500", &tmp.path().join("refused"))));
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(!format!("{stdout}{stderr}").contains("hunter2"), "{stderr}");
+    assert!(stderr.contains(":***@"), "{stderr}");
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use session_engine::limits::{METADATA_BYTES_MAX_DEFAULT, METADATA_BYTES_MAX_LIMIT, TIMEOUT_MS_MAX};
-use session_engine::{Error, Result, Timeout};
+use session_engine::{redact_url, Error, Result, Timeout};
 
 use crate::keys::KeySpace;
 use crate::limits::{
@@ -16,14 +16,27 @@ use crate::limits::{
 /// The URL scheme [`RedisConfig::from_url`] reads as a cluster.
 pub const CLUSTER_URL_SCHEME: &str = "redis+cluster://";
 
-/// Where the servers are.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where the servers are. `Debug` shows the URLs without their
+/// passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Deployment {
     /// One server (`redis://host:port[/db]`); no failover of its own.
     Standalone(String),
     /// A Redis Cluster: the URLs of some of its nodes (`redis://host:port`);
     /// any one that answers is enough to discover the rest.
     Cluster(Vec<String>),
+}
+
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Standalone(url) => f.debug_tuple("Standalone").field(&redact_url(url)).finish(),
+            Self::Cluster(urls) => f
+                .debug_tuple("Cluster")
+                .field(&urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
 }
 
 /// What an acknowledged write has waited for. Redis replicates
@@ -157,7 +170,10 @@ impl RedisConfig {
                 .map(|h| format!("redis://{auth}{h}{suffix}"))
                 .collect();
             if nodes.is_empty() {
-                return Err(Error::InvalidConfig(format!("{url:?}: no cluster node listed")));
+                return Err(Error::InvalidConfig(format!(
+                    "{:?}: no cluster node listed",
+                    redact_url(url)
+                )));
             }
             return Ok(Self::cluster(nodes));
         }
@@ -165,7 +181,8 @@ impl RedisConfig {
             return Ok(Self::standalone(url));
         }
         Err(Error::InvalidConfig(format!(
-            "{url:?}: expected redis://host:port or {CLUSTER_URL_SCHEME}host:port,host:port"
+            "{:?}: expected redis://host:port or {CLUSTER_URL_SCHEME}host:port,host:port",
+            redact_url(url)
         )))
     }
 

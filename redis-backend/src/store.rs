@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use session_engine::{
-    Cursor, Error, Metadata, Op, Page, Result, Session, SessionId, SessionStore, Timeout, Updated,
+    redact_url, Cursor, Error, Metadata, Op, Page, Result, Session, SessionId, SessionStore, Timeout, Updated,
 };
 use tokio::time::timeout;
 
@@ -72,7 +72,7 @@ impl RedisStore {
             .map(|url| {
                 url.as_str()
                     .into_connection_info()
-                    .map_err(|e| Error::InvalidConfig(format!("server URL {url:?}: {e}")))
+                    .map_err(|e| Error::InvalidConfig(format!("server URL {:?}: {e}", redact_url(url))))
             })
             .collect::<Result<Vec<ConnectionInfo>>>()?;
         let budget = config.connect_timeout + config.request_timeout;
@@ -84,12 +84,12 @@ impl RedisStore {
                     check_not_standalone(&config, &seeds, &urls).await?;
                 }
                 return Err(Error::Unavailable {
-                    reason: format!("cannot connect to {urls:?}: {e}"),
+                    reason: format!("cannot connect to {:?}: {e}", redacted(&urls)),
                 });
             }
             Err(_) => {
                 return Err(Error::Unavailable {
-                    reason: format!("cannot connect to {urls:?} within {budget:?}"),
+                    reason: format!("cannot connect to {:?} within {budget:?}", redacted(&urls)),
                 })
             }
         };
@@ -978,9 +978,15 @@ impl RedisStore {
     }
 }
 
+/// The URLs without their passwords, for messages.
+fn redacted(urls: &[String]) -> Vec<String> {
+    urls.iter().map(|u| redact_url(u)).collect()
+}
+
 /// Refuses a single-server configuration that reached a cluster node, or a
 /// server that does not answer `INFO` like Redis.
 async fn check_standalone(mut conn: Conn, url: &str, budget: Duration) -> Result<()> {
+    let url = &redact_url(url);
     let reply = match timeout(budget, conn.info_cluster()).await {
         Ok(Ok(reply)) => reply,
         // INFO refused (an ACL, a proxy without it): cannot tell; go ahead.
@@ -1015,6 +1021,7 @@ async fn check_standalone(mut conn: Conn, url: &str, budget: Duration) -> Result
 async fn check_not_standalone(config: &RedisConfig, seeds: &[ConnectionInfo], urls: &[String]) -> Result<()> {
     let budget = config.connect_timeout + config.request_timeout;
     for (seed, url) in seeds.iter().zip(urls) {
+        let url = &redact_url(url);
         let ConnectionAddr::Tcp(host, port) = seed.addr() else {
             continue;
         };
