@@ -377,6 +377,9 @@ fn hold(sessions: &McpSessions, id: &RmcpId) -> Holding {
     let fixed = sessions.config().touch_interval.is_zero();
     let retry = (every / HOLD_RETRIES_PER_INTERVAL).max(Duration::from_millis(1));
     tokio::spawn(async move {
+        // The first wait takes no retry pause: a task started when a touch
+        // is due (`Held::after`) touches at once.
+        let mut pause = Duration::ZERO;
         loop {
             let wait = if fixed {
                 every
@@ -386,8 +389,9 @@ fn hold(sessions: &McpSessions, id: &RmcpId) -> Holding {
                 sessions
                     .touch_due_in(&id)
                     .map_or(every, |due| due.saturating_sub(sooner))
-                    .max(retry)
+                    .max(pause)
             };
+            pause = retry;
             tokio::select! {
                 _ = &mut dropped => return,
                 () = tokio::time::sleep(wait) => {
@@ -458,11 +462,17 @@ impl<S> Held<S> {
         // before it was due was not touched): a full interval from now
         // could be past the deadline. With a zero interval every request
         // touches, and the task's period is its own.
+        // As the task's own waits: never later than half the timeout after
+        // the last touch, whatever the interval.
         let period = hold_period(&sessions);
+        let half = sessions.config().timeout / 2;
+        let sooner = sessions.config().touch_interval.saturating_sub(half);
         let wait = if sessions.config().touch_interval.is_zero() {
             period
         } else {
-            sessions.touch_due_in(&id).map_or(period, |due| due.min(period))
+            sessions
+                .touch_due_in(&id)
+                .map_or(period, |due| due.saturating_sub(sooner).min(period))
         };
         Self {
             inner,
@@ -934,6 +944,32 @@ mod tests {
             tokio::spawn(async move { std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await });
         settle().await;
         for _ in 0..20 {
+            advance(&clock, Duration::from_millis(500)).await;
+            assert!(engine.peek(&id).is_ok(), "expired while a request was open");
+        }
+        call.abort();
+        let _ = call.await;
+    }
+
+    /// An interval just under the timeout (which the configuration
+    /// accepts): a request's open stream touches within half the timeout
+    /// of the last touch, as an open `GET` does. Its task started one
+    /// interval after that touch and then waited a retry, so the first
+    /// touch came after the store's deadline: the session expired under a
+    /// running tool call.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_open_with_an_interval_near_the_timeout_keeps_its_session_alive() {
+        let config =
+            McpConfig::with_timeout(Duration::from_secs(8)).touch_interval(Duration::from_millis(7_999));
+        let (clock, engine, sessions, manager, text, _transport) = one_session_with(config).await;
+        let id: SessionId = text.parse().expect("our id");
+        advance(&clock, Duration::from_millis(100)).await;
+        assert!(manager.has_session(&text).await.expect("has_session"));
+        let mut stream = Held::after(Silent, sessions.clone(), text.clone());
+        let call =
+            tokio::spawn(async move { std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await });
+        settle().await;
+        for _ in 0..40 {
             advance(&clock, Duration::from_millis(500)).await;
             assert!(engine.peek(&id).is_ok(), "expired while a request was open");
         }
