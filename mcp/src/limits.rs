@@ -63,5 +63,12 @@ pub const ID_DRAWS_MAX: usize = 3;
 /// the store has it, the session is gone, or its timeout has passed.
 pub const DELETE_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Most sessions whose failed delete this process retries in the
+/// background at once (a client's `DELETE`s of any ids during a store
+/// outage would otherwise grow its tasks without bound). Past it a failed
+/// delete is not retried: its error stands, and the store ends the session
+/// on its timeout; the ended sessions tracked are bounded with it.
+pub const DELETE_RETRIES_MAX: usize = 10_000;
+
 /// The longest wait between two tries of a failed delete.
 pub const DELETE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);

@@ -538,20 +538,37 @@ impl McpSessions {
     /// succeeds, finds the session gone, or the session's timeout has
     /// passed (by then the store expired it), backing off; the session is
     /// gone for this process meanwhile.
+    ///
+    /// One task per session (a second failed delete of it moves the
+    /// deadline its task already works to), and at most
+    /// [`DELETE_RETRIES_MAX`](crate::limits::DELETE_RETRIES_MAX) sessions.
     fn retry_delete(&self, id: SessionId) {
         let until = tokio::time::Instant::now() + self.inner.config.timeout;
-        self.inner.ended.insert(id, until);
+        let ended = &self.inner.ended;
+        if ended.len() >= crate::limits::DELETE_RETRIES_MAX && !ended.contains_key(&id) {
+            return;
+        }
+        if ended.insert(id, until).is_some() {
+            return;
+        }
         let sessions = self.clone();
         tokio::spawn(async move {
             let mut wait = crate::limits::DELETE_RETRY_MIN;
-            while tokio::time::Instant::now() < until {
+            let mut seen = until;
+            loop {
+                // The deadline as the last failed delete of it set it.
+                match sessions.inner.ended.get(&id).map(|until| *until) {
+                    Some(until) if tokio::time::Instant::now() < until => seen = until,
+                    _ => break,
+                }
                 tokio::time::sleep(wait).await;
                 match sessions.inner.store.delete(&id).await {
                     Ok(()) | Err(session_engine::Error::NotFound) => break,
                     Err(_) => wait = (wait * 2).min(crate::limits::DELETE_RETRY_MAX),
                 }
             }
-            sessions.inner.ended.remove(&id);
+            // Unless a failed delete moved the deadline since it was read.
+            sessions.inner.ended.remove_if(&id, |_, until| *until == seen);
         });
     }
 
@@ -703,6 +720,31 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    /// A client's `DELETE`s while the store fails them (any ids, the same
+    /// one again and again): one background retry per session, and at most
+    /// `DELETE_RETRIES_MAX` at once. Each call spawned a task of its own,
+    /// living up to the session timeout: a client's requests grew the
+    /// process's tasks without bound, and the store got a retry storm when
+    /// it came back.
+    #[tokio::test(start_paused = true)]
+    async fn failed_deletes_are_retried_once_per_session_and_within_a_bound() {
+        let engine = session_engine::Engine::open(session_engine::Config::development()).expect("engine");
+        let sessions = McpSessions::new(engine, crate::McpConfig::with_timeout(Duration::from_secs(60)))
+            .expect("sessions");
+        let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let before = tasks();
+        let id = SessionId::random().expect("id");
+        for _ in 0..100 {
+            sessions.retry_delete(id);
+        }
+        assert_eq!(tasks(), before + 1, "one retry for one session");
+        for _ in 0..crate::limits::DELETE_RETRIES_MAX + 100 {
+            sessions.retry_delete(SessionId::random().expect("id"));
+        }
+        assert_eq!(sessions.inner.ended.len(), crate::limits::DELETE_RETRIES_MAX);
+        assert_eq!(tasks(), before + crate::limits::DELETE_RETRIES_MAX);
+    }
 
     #[tokio::test]
     async fn a_create_draws_at_most_id_draws_max_ids() {
