@@ -49,6 +49,12 @@ pub const HOLD_RETRIES_PER_INTERVAL: u32 = 8;
 /// until `local_keep_alive` ends it.
 pub const RESTORE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// After [`RESTORE_WAIT_MAX`] has closed an abandoned restore's worker, how
+/// long to wait for that worker's task to report its close (rmcp's worker
+/// task calls `close_session` as it ends, within a few task hops) before
+/// ending the restore's mark without it (no task was started).
+pub const RESTORE_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The first byte of a stored record (the layout of `record.rs`); a record
 /// with another is refused, not guessed at.
 pub const RECORD_VERSION: u8 = 1;

@@ -19,7 +19,7 @@ use rmcp::transport::streamable_http_server::session::{
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
-use crate::limits::{HOLD_RETRIES_PER_INTERVAL, RESTORE_WAIT_MAX};
+use crate::limits::{HOLD_RETRIES_PER_INTERVAL, RESTORE_CLOSE_WAIT, RESTORE_WAIT_MAX};
 use crate::sessions::McpSessions;
 
 /// What the session manager's calls fail with.
@@ -176,14 +176,23 @@ impl SessionManager for McpSessionManager {
                 if tokio::time::timeout_at(deadline, ended.changed()).await.is_err() {
                     // Abandoned (its request cancelled after the worker
                     // started, the replayed handshake never sent), or far
-                    // slower than any restore: the mark ends and the
-                    // half-started worker closes, so rmcp's own path can
+                    // slower than any restore: the half-started worker
+                    // closes and the mark ends, so rmcp's own path can
                     // restore the session (both would otherwise stay: every
                     // request waiting this long, rmcp's restore refused as
-                    // already present).
-                    self.end_restore(id);
-                    // No worker left to close is as good.
+                    // already present). No worker left to close is as good.
                     let _ = self.local.close_session(id).await;
+                    // The worker's task ends with a `close_session` of the
+                    // id, which ends the mark: waited for, since arriving
+                    // after the next restore had begun it would end that
+                    // one (its mark, its tracking, its worker). Without a
+                    // task to send it, the mark ends here.
+                    if tokio::time::timeout(RESTORE_CLOSE_WAIT, ended.changed())
+                        .await
+                        .is_err()
+                    {
+                        self.end_restore(id);
+                    }
                     return Ok(false);
                 }
                 continue;
@@ -725,6 +734,51 @@ mod tests {
         assert!(
             matches!(again, RestoreOutcome::Restored(_)),
             "rmcp's own restore refused after the wait"
+        );
+    }
+
+    /// As above, with the abandoned worker's task doing what rmcp's does
+    /// when its transport closes: it calls `close_session` for the id. That
+    /// close, keyed only by the id, came after the wait had already given
+    /// the session back to rmcp, and tore down the restore that followed
+    /// (its mark, its tracking and its new worker: HTTP 500 for the
+    /// client). The wait now ends once that close has come.
+    #[tokio::test(start_paused = true)]
+    async fn the_abandoned_workers_own_close_spares_the_next_restore() {
+        use rmcp::transport::Transport as _;
+        let (_clock, engine, _sessions, _manager, text, _transport) =
+            one_session(Duration::from_secs(600)).await;
+        let other =
+            McpSessions::new(engine, McpConfig::with_timeout(Duration::from_secs(600))).expect("sessions");
+        let manager = Arc::new(other.session_manager());
+        let RestoreOutcome::Restored(mut abandoned) =
+            manager.restore_session(text.clone()).await.expect("restore")
+        else {
+            panic!("not restored");
+        };
+        let worker = {
+            let (manager, text) = (Arc::clone(&manager), text.clone());
+            tokio::spawn(async move {
+                while abandoned.receive().await.is_some() {}
+                let _ = manager.close_session(&text).await;
+            })
+        };
+        assert!(!manager.has_session(&text).await.expect("has_session"));
+        let again = manager.restore_session(text.clone()).await.expect("restore");
+        assert!(
+            matches!(again, RestoreOutcome::Restored(_)),
+            "rmcp's own restore refused"
+        );
+        settle().await;
+        worker.await.expect("the abandoned worker's task");
+        settle().await;
+        assert!(
+            manager.local.has_session(&text).await.expect("has_session"),
+            "the new restore's worker was closed"
+        );
+        assert!(
+            manager.restore_under_way(&text).is_some(),
+            "the new restore's mark was ended"
         );
     }
 
