@@ -27,6 +27,45 @@ pub enum Deployment {
     Cluster(Vec<String>),
 }
 
+/// Refuses what the `redis` crate would read otherwise than the user
+/// meant, after a server URL's host: a database that is not a number (or
+/// not 0 in a cluster, which has only database 0), and query parameters
+/// but one `protocol` (it ignores the rest: `?db=3` wrote to database 0).
+fn check_url_tail(url: &str, cluster: bool) -> Result<()> {
+    let bad = |why: String| {
+        Err(Error::InvalidConfig(format!(
+            "server URL {:?}: {why}",
+            redact_url(url)
+        )))
+    };
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let after_auth = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
+    let (before_query, query) = after_auth.split_once('?').unwrap_or((after_auth, ""));
+    let db = before_query.split_once('/').map_or("", |(_, path)| path);
+    if !db.is_empty() {
+        match db.parse::<u32>() {
+            Err(_) => return bad(format!("database {db:?} is not a number")),
+            Ok(n) if cluster && n != 0 => {
+                return bad(format!("database {n}: a Redis Cluster has database 0 only"));
+            }
+            Ok(_) => {}
+        }
+    }
+    let mut protocol = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').map_or(pair, |(key, _)| key) {
+            "protocol" if !protocol => protocol = true,
+            "protocol" => return bad("protocol is given twice".into()),
+            other => {
+                return bad(format!(
+                    "unknown parameter {other:?} (the only one read is protocol; the database goes in the path: /3)"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 impl std::fmt::Debug for Deployment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -160,6 +199,13 @@ impl RedisConfig {
             // options is theirs).
             let (authority, suffix) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
             let (auth, hosts) = match authority.rsplit_once('@') {
+                Some((auth, _)) if auth.contains(',') => {
+                    return Err(Error::InvalidConfig(format!(
+                        "{:?}: one credential serves every node (user:password@host,host); a `,` in it \
+                         reads as a node list: percent-encode it as %2C",
+                        redact_url(url)
+                    )));
+                }
                 Some((auth, hosts)) => (format!("{auth}@"), hosts),
                 None => (String::new(), authority),
             };
@@ -179,6 +225,12 @@ impl RedisConfig {
         }
         if url.starts_with("redis://") {
             return Ok(Self::standalone(url));
+        }
+        if url.starts_with("rediss://") {
+            return Err(Error::InvalidConfig(format!(
+                "{:?}: TLS (rediss://) is not supported by this build",
+                redact_url(url)
+            )));
         }
         Err(Error::InvalidConfig(format!(
             "{:?}: expected redis://host:port or {CLUSTER_URL_SCHEME}host:port,host:port",
@@ -297,7 +349,12 @@ impl RedisConfig {
             Deployment::Cluster(nodes) if nodes.is_empty() => {
                 return invalid("cluster node list is empty".into())
             }
-            _ => {}
+            Deployment::Standalone(url) => check_url_tail(url, false)?,
+            Deployment::Cluster(nodes) => {
+                for url in nodes {
+                    check_url_tail(url, true)?;
+                }
+            }
         }
         if !(REQUEST_TIMEOUT_MIN..=REQUEST_TIMEOUT_MAX).contains(&self.request_timeout) {
             return invalid(format!(
