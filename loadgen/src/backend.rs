@@ -39,8 +39,8 @@ pub enum BackendSpec {
     Null,
     /// The reference peer: a plain sharded `Mutex<HashMap>`.
     Peer,
-    /// A Redis URL (`redis://`, `rediss://`, `redis+cluster://`), for the
-    /// `session-redis` backend.
+    /// A Redis URL (`redis://`, `redis+cluster://`), for the
+    /// `session-redis` backend (built without TLS: `rediss://` is refused).
     Redis(String),
 }
 
@@ -53,15 +53,20 @@ impl FromStr for BackendSpec {
             "embedded" | "engine" => Ok(BackendSpec::Embedded),
             "null" => Ok(BackendSpec::Null),
             "peer" => Ok(BackendSpec::Peer),
-            url if ["redis://", "rediss://", "redis+cluster://"]
+            url if ["redis://", "redis+cluster://"]
                 .iter()
                 .any(|scheme| url.starts_with(scheme)) =>
             {
                 Ok(BackendSpec::Redis(url.to_owned()))
             }
+            url if url.starts_with("rediss://") => Err(ParseError::new(
+                "backend",
+                &session_engine::redact_url(s),
+                "TLS (rediss://) is not supported by this build of the Redis backend",
+            )),
             _ => Err(ParseError::new(
                 "backend",
-                s,
+                &session_engine::redact_url(s),
                 "expected embedded, null, peer or a redis:// URL",
             )),
         }

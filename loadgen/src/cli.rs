@@ -422,6 +422,16 @@ fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, Error> {
             crate::limits::PERCENTILE_COLUMNS_MAX
         )));
     }
+    if let Some(stall) = &args.inject_stall {
+        // A stall past the measured time never happens: the run would pass
+        // without showing it.
+        if stall.at + stall.length > scenario.duration.0 {
+            return Err(Error::Usage(format!(
+                "--inject-stall {stall}: it would end past the measured {} (AT + LENGTH must fit in --duration)",
+                scenario.duration
+            )));
+        }
+    }
     let out_dir = args.output.dir(&scenario.name);
     let request = RunRequest {
         scenario,
@@ -444,6 +454,19 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
     // "added over the peer" stays small however long it is: with a peer
     // the knee climbs to the highest step.
     scenario.peer = false;
+    // Each step is a run of these times: refused as a run refuses them,
+    // not rounded up to whole slices and intervals.
+    let step = crate::scenario::Scenario {
+        duration: args.step_duration,
+        warmup: args.step_warmup,
+        ..scenario.clone()
+    };
+    step.check_times().map_err(|e| {
+        Error::Usage(format!(
+            "--step-duration {} / --step-warmup {}: {e}",
+            args.step_duration, args.step_warmup
+        ))
+    })?;
     if args.steps == 0 || args.steps > SWEEP_STEPS_MAX {
         return Err(Error::Usage(format!(
             "--steps must be between 1 and {SWEEP_STEPS_MAX}"

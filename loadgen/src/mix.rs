@@ -234,6 +234,7 @@ impl FromStr for Mix {
             create: 0.0,
             delete: 0.0,
         };
+        let mut named: Vec<Op> = Vec::new();
         for part in s.split(',').filter(|p| !p.trim().is_empty()) {
             let (name, weight) = part
                 .split_once('=')
@@ -241,6 +242,14 @@ impl FromStr for Mix {
             let op: Op = name
                 .parse()
                 .map_err(|e: ParseError| ParseError::new("mix", s, e.to_string()))?;
+            if named.contains(&op) {
+                return Err(ParseError::new(
+                    "mix",
+                    s,
+                    format!("{} is given twice", name.trim()),
+                ));
+            }
+            named.push(op);
             let slot = mix.weight_mut(op).ok_or_else(|| {
                 ParseError::new("mix", s, "list has its own rate (--list-rate), not a mix weight")
             })?;
@@ -490,6 +499,8 @@ mod tests {
             "{more_deletes}"
         );
         assert!("get=1,create=2,delete=2".parse::<Mix>().is_ok());
+        let twice = "get=60,get=10,update=30".parse::<Mix>().unwrap_err().reason;
+        assert!(twice.contains("get is given twice"), "{twice}");
     }
 
     #[test]

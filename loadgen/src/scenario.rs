@@ -290,7 +290,7 @@ impl Scenario {
 
     /// The run's times: something to measure, slices and intervals in
     /// range and whole numbers of each other.
-    fn check_times(&self) -> Result<(), ScenarioError> {
+    pub(crate) fn check_times(&self) -> Result<(), ScenarioError> {
         if self.duration.0.is_zero() && self.ops_max == 0 {
             return Err(
                 self.invalid("duration is zero and ops_max is not set: the run would measure nothing")

@@ -184,7 +184,7 @@ fn a_run_that_measured_nothing_fails() {
 
 #[test]
 fn usage_and_configuration_errors_exit_2_with_a_reason() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["run", "--rate", "fast"], "rate"),
         (
             &["run", "--scenario", "/nonexistent/scenario.toml"],
@@ -222,6 +222,41 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
         (
             &["sweep", "--scenario", "tiny", "--retries", "11", "--no-output"],
             "--retries must be at most 10",
+        ),
+        (
+            &[
+                "run",
+                "--scenario",
+                "tiny",
+                "--inject-stall",
+                "900ms:200ms",
+                "--no-output",
+            ],
+            "must fit in --duration",
+        ),
+        (
+            &[
+                "sweep",
+                "--scenario",
+                "tiny",
+                "--step-duration",
+                "0s",
+                "--no-output",
+            ],
+            "the run would measure nothing",
+        ),
+        (
+            &[
+                "sweep",
+                "--scenario",
+                "tiny",
+                "--step-duration",
+                "1s",
+                "--step-warmup",
+                "150ms",
+                "--no-output",
+            ],
+            "not a whole number of intervals",
         ),
         (&["frobnicate"], "unrecognized subcommand"),
     ];
