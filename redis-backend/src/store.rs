@@ -519,24 +519,9 @@ impl RedisStore {
     pub async fn put(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
         let timeout_field = self.check(metadata.len(), timeout)?;
         let inner = &self.inner;
-        let key = inner.keys.key(&id);
-        let token = token();
-        let first_version = first_version();
-        let lifetime = lifetime_field(&inner.config);
         let script = &inner.scripts.put;
-        let reply = inner
-            .request(Kind::Write, inner.deadline(), &key, |attempt| {
-                let resend: &[u8] = if attempt.fence { b"1" } else { b"0" };
-                let args: [&[u8]; 6] = [
-                    metadata,
-                    timeout_field.as_bytes(),
-                    token.as_bytes(),
-                    first_version.as_bytes(),
-                    lifetime.as_bytes(),
-                    resend,
-                ];
-                Cow::Owned(script.cmd(attempt.eval, &key, &args))
-            })
+        let reply = self
+            .store_script(script, &id, metadata, &timeout_field, inner.deadline(), true)
             .await?;
         if reply::code(&script.command, &reply.value.value, 1..=2, true)? == 2 {
             return Err(Error::OutcomeUnknown {
@@ -925,6 +910,40 @@ impl RedisStore {
         reply::update_read(reply.value)
     }
 
+    /// Sends a script that stores a session (`INSERT`, `PUT`), with their
+    /// arguments: the metadata, the timeout, a fresh idempotency token and
+    /// first version, the configured lifetime cap, and whether this try
+    /// comes after a doubtful one (`1` only when `flag_resends`).
+    async fn store_script(
+        &self,
+        script: &crate::scripts::Script,
+        id: &SessionId,
+        metadata: &[u8],
+        timeout_field: &str,
+        deadline: Instant,
+        flag_resends: bool,
+    ) -> Result<Reply<Acked>> {
+        let inner = &self.inner;
+        let key = inner.keys.key(id);
+        let token = token();
+        let first_version = first_version();
+        let lifetime = lifetime_field(&inner.config);
+        inner
+            .request(Kind::Write, deadline, &key, |attempt| {
+                let resend: &[u8] = if flag_resends && attempt.fence { b"1" } else { b"0" };
+                let args: [&[u8]; 6] = [
+                    metadata,
+                    timeout_field.as_bytes(),
+                    token.as_bytes(),
+                    first_version.as_bytes(),
+                    lifetime.as_bytes(),
+                    resend,
+                ];
+                Cow::Owned(script.cmd(attempt.eval, &key, &args))
+            })
+            .await
+    }
+
     /// Stores a new session under `id` within `deadline`. `shared`: the
     /// caller chose the id, so others may know it (`insert`), and a resend
     /// after a doubtful try that finds no session must not store it again
@@ -939,24 +958,9 @@ impl RedisStore {
         shared: bool,
     ) -> Result<()> {
         let inner = &self.inner;
-        let key = inner.keys.key(&id);
-        let token = token();
-        let first_version = first_version();
-        let lifetime = lifetime_field(&inner.config);
         let script = &inner.scripts.insert;
-        let reply = inner
-            .request(Kind::Write, deadline, &key, |attempt| {
-                let resend: &[u8] = if shared && attempt.fence { b"1" } else { b"0" };
-                let args: [&[u8]; 6] = [
-                    metadata,
-                    timeout_field.as_bytes(),
-                    token.as_bytes(),
-                    first_version.as_bytes(),
-                    lifetime.as_bytes(),
-                    resend,
-                ];
-                Cow::Owned(script.cmd(attempt.eval, &key, &args))
-            })
+        let reply = self
+            .store_script(script, &id, metadata, timeout_field, deadline, shared)
             .await?;
         match reply::code(&script.command, &reply.value.value, 0..=2, true)? {
             1 => inner.acknowledge(reply.value.replicas, ()),
