@@ -1270,6 +1270,24 @@ mod loom_model {
         }
     }
 
+    /// A block last used at `LAST`, and a writer replacing it at `now` on a
+    /// thread of its own, as `shard.rs` does: it retires the block,
+    /// publishes the successor with its own time (the successor's word is 0
+    /// until then), then closes the old block and carries its time over.
+    fn replacing_at(now: u64) -> (Arc<LoomU64>, Arc<LoomU64>, thread::JoinHandle<()>) {
+        let old = Arc::new(LoomU64::new(LAST));
+        let successor = Arc::new(LoomU64::new(0));
+        let writer = {
+            let (old, successor) = (Arc::clone(&old), Arc::clone(&successor));
+            thread::spawn(move || {
+                let last = retire(&*old, TIMEOUT, now).unwrap();
+                successor.store(publishing(last.max(now)), Ordering::Release);
+                carry(&*successor, close(&*old));
+            })
+        };
+        (old, successor, writer)
+    }
+
     /// A writer retires, then (its change logged) closes the block and
     /// carries its time to the successor, while a reader slides the old
     /// block: the slide is never lost. Either the reader slid the old block
@@ -1278,17 +1296,7 @@ mod loom_model {
     #[test]
     fn a_slide_during_a_write_reaches_the_successor() {
         loom::model(|| {
-            let old = Arc::new(LoomU64::new(LAST));
-            let successor = Arc::new(LoomU64::new(0));
-            let writer = {
-                let (old, successor) = (Arc::clone(&old), Arc::clone(&successor));
-                thread::spawn(move || {
-                    let last = retire(&*old, TIMEOUT, 1_010).unwrap();
-                    // Published with the writer's time.
-                    successor.store(publishing(last.max(1_010)), Ordering::Release);
-                    carry(&*successor, close(&*old));
-                })
-            };
+            let (old, successor, writer) = replacing_at(1_010);
             let reader = decide(&*old, TIMEOUT, 1_050, true);
             writer.join().unwrap();
             let now = LoomU64::load(&successor, Ordering::Acquire);
@@ -1318,17 +1326,7 @@ mod loom_model {
         /// Past the writer's deadline (`1_010` + 100), before the slid one.
         const LATE: u64 = 1_120;
         loom::model(|| {
-            let old = Arc::new(LoomU64::new(LAST));
-            // 0: not published yet.
-            let successor = Arc::new(LoomU64::new(0));
-            let writer = {
-                let (old, successor) = (Arc::clone(&old), Arc::clone(&successor));
-                thread::spawn(move || {
-                    let last = retire(&*old, TIMEOUT, 1_010).unwrap();
-                    successor.store(publishing(last.max(1_010)), Ordering::Release);
-                    carry(&*successor, close(&*old));
-                })
-            };
+            let (old, successor, writer) = replacing_at(1_010);
             let slider = {
                 let old = Arc::clone(&old);
                 thread::spawn(move || decide(&*old, TIMEOUT, SLID, true))
