@@ -597,7 +597,7 @@ pub(crate) fn nonce(value: &[u8]) -> Option<[u8; NONCE_LEN]> {
 }
 
 /// How long a session can still live, as the scripts report it
-/// (`left_ms` in `scripts.rs`).
+/// (`left_of` in `scripts.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Life {
     /// `0`: no lifetime cap; nothing bounds its life.

@@ -109,7 +109,7 @@ use redis::Cmd;
 
 /// Milliseconds since the Unix epoch from the server's clock, as a decimal
 /// string (`%d`: Lua 5.1 numbers are doubles, exact to 2^53 ms);
-/// `left_ms`, the milliseconds the session has left before its lifetime
+/// `left_of(c, l, now)`, the milliseconds a session has left before its lifetime
 /// cap ends it (`0`: no cap, nothing bounds its life; at least 1 else);
 /// and `arm`, which sets the key's TTL to its next deadline: the inactivity
 /// timeout `t` from now, or the end of the lifetime cap `c + l` if that
@@ -150,10 +150,9 @@ local function over(key, c, l, a, t, now)
   end
   return false
 end
-local function left_ms(key, now)
-  local r = redis.call('HMGET', key, 'c', 'l')
-  if not r[2] or r[2] == '0' then return 0 end
-  local left = tonumber(r[1]) + tonumber(r[2]) - tonumber(now)
+local function left_of(c, l, now)
+  if not l or l == '0' then return 0 end
+  local left = tonumber(c) + tonumber(l) - tonumber(now)
   if left < 1 then return 1 end
   return left
 end
@@ -241,7 +240,7 @@ end
 redis.call('HSET', key, 'l', ARGV[1], 'a', now)
 arm(key, r[1], r[2], ARGV[1], now)
 if not r[3] then return {1} end
-local out = {2, left_ms(key, now)}
+local out = {2, left_of(r[2], ARGV[1], now)}
 local all = redis.call('HGETALL', key)
 for i = 1, #all, 2 do
   if string.sub(all[i], 1, 2) == 's:' then
@@ -345,7 +344,8 @@ return 1
 /// hex digits; its idempotency token too), the most topics a session may
 /// have, and `1` if an earlier try of this call may have run (else `0` or
 /// absent). Not activity (no `PEXPIRE`; `HSET` keeps the key's TTL). Returns
-/// `{0}` if the session is absent; `{1, nonce, left}` if subscribed now (or by an
+/// `{0}` if the session is absent (or expired: `over`, as every script
+/// here); `{1, nonce, left}` if subscribed now (or by an
 /// earlier try of this call: the field holds its nonce); `{2, nonce, left}` if it
 /// already was (the nonce of the subscribe that made it), `left` being the
 /// ms the session has before its lifetime cap (`0`: no cap), which the
@@ -359,17 +359,20 @@ return 1
 /// case but `{0}`, `{3}` and `{4}`: an entry lost earlier (a failed write,
 /// a failover) is put back by the next subscribe.
 const SUBSCRIBE: &str = "local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then return {0} end
-local cur = redis.call('HGET', key, ARGV[1])
+local r = redis.call('HMGET', key, 't', 'c', 'l', 'a', ARGV[1], 'sn')
+if not r[1] then return {0} end
+local now = now_ms()
+if over(key, r[2], r[3], r[4], r[1], now) then return {0} end
+local cur = r[5]
 if cur then
-  if cur == ARGV[2] then return {1, cur, left_ms(key, now_ms())} end
-  return {2, cur, left_ms(key, now_ms())}
+  if cur == ARGV[2] then return {1, cur, left_of(r[2], r[3], now)} end
+  return {2, cur, left_of(r[2], r[3], now)}
 end
 if ARGV[4] == '1' then return {4} end
-local n = tonumber(redis.call('HGET', key, 'sn') or '0')
+local n = tonumber(r[6] or '0')
 if n >= tonumber(ARGV[3]) then return {3, n} end
 redis.call('HSET', key, ARGV[1], ARGV[2], 'sn', string.format('%d', n + 1))
-return {1, ARGV[2], left_ms(key, now_ms())}
+return {1, ARGV[2], left_of(r[2], r[3], now)}
 ";
 
 /// `KEYS[1]` a topic's index; ARGV the member (id and nonce), and the TTL
@@ -394,7 +397,7 @@ return added
 
 /// `KEYS[1]` session; ARGV the field (`s:<topic>`), a token, and `1` if an
 /// earlier try of this call may have run (else `0`). Not activity. Returns
-/// `{0}` if the session is absent, `{1, nonce}` if it was subscribed (the
+/// `{0}` if the session is absent (or expired: `over`), `{1, nonce}` if it was subscribed (the
 /// field's nonce: the caller removes that index entry; the token goes to
 /// `uw`), `{2}` if it was not. A resend that finds the field removes
 /// nothing: `{2}` if `uw` holds its token (its earlier try
@@ -402,18 +405,18 @@ return added
 /// stands), `{3}` otherwise (the earlier try may not have run, or may have
 /// and another unsubscribe came since: it cannot tell, and removes nothing).
 const UNSUBSCRIBE: &str = "local key = KEYS[1]
-local cur = redis.call('HGET', key, ARGV[1])
-if not cur then
-  if redis.call('EXISTS', key) == 0 then return {0} end
-  return {2}
-end
+local r = redis.call('HMGET', key, 't', 'c', 'l', 'a', ARGV[1], 'sn')
+if not r[1] then return {0} end
+if over(key, r[2], r[3], r[4], r[1], now_ms()) then return {0} end
+local cur = r[5]
+if not cur then return {2} end
 if ARGV[3] == '1' then
   if redis.call('HGET', key, 'uw') == ARGV[2] then return {2} end
   return {3}
 end
 redis.call('HSET', key, 'uw', ARGV[2])
 redis.call('HDEL', key, ARGV[1])
-local n = tonumber(redis.call('HGET', key, 'sn') or '1') - 1
+local n = tonumber(r[6] or '1') - 1
 if n > 0 then redis.call('HSET', key, 'sn', string.format('%d', n)) else redis.call('HDEL', key, 'sn') end
 return {1, cur}
 ";
@@ -437,17 +440,19 @@ return {1, cur}
 /// the capacity).
 /// Not activity: no `PEXPIRE` (`HSET` keeps the TTL).
 ///
-/// Returns `{0}` if the session is absent; `{1, remaining}` if charged
+/// Returns `{0}` if the session is absent (or expired: `over`);
+/// `{1, remaining}` if charged
 /// (remaining whole tokens; or charged by an earlier try of this call, whose
 /// token `bw` still holds: the tokens now); `{2, wait_ms}` if limited
 /// (nothing charged); `{3}` if this is a resend after a doubtful try and
 /// `bw` holds another token: whether the earlier try charged cannot be
 /// told, so this one does not charge (the caller reports `OutcomeUnknown`).
 const RATE_LIMIT: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 't', 'bk', 'bt', 'bw', 'bc', 'br')
+local r = redis.call('HMGET', key, 't', 'bk', 'bt', 'bw', 'bc', 'br', 'c', 'l', 'a')
 if not r[1] then return {0} end
-local cap, rate = tonumber(ARGV[1]) * 1000, tonumber(ARGV[2])
 local now = tonumber(now_ms())
+if over(key, r[7], r[8], r[9], r[1], now) then return {0} end
+local cap, rate = tonumber(ARGV[1]) * 1000, tonumber(ARGV[2])
 local tokens = cap
 local reshaped = true
 if r[2] and r[3] and r[5] and r[6] then

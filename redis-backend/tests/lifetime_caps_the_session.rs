@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use session_engine::{Error, SessionId, Timeout};
+use session_engine::{Bucket, Error, SessionId, Timeout};
 use session_redis::{RedisConfig, RedisStore};
 
 /// A session whose cap has passed when a script meets its key (at the
@@ -60,6 +60,23 @@ async fn met_expired(store: &RedisStore, server: &dyn Fn(&[&str]) -> String, fie
     gone("set_lifetime", store.set_lifetime(&id, Timeout::Never).await);
     let id = late().await;
     gone("rotate", store.rotate(&id).await.map(drop));
+    // The per-session state's writes answer for no expired session either
+    // (they answered "subscribed" and "allowed", and left an index entry).
+    let id = late().await;
+    gone("subscribe", store.subscribe(&id, "topic").await.map(drop));
+    assert_eq!(
+        server(&["EXISTS", &store.key(&id)]).trim(),
+        "0",
+        "subscribe deleted it"
+    );
+    let id = late().await;
+    gone("unsubscribe", store.unsubscribe(&id, "topic").await.map(drop));
+    let id = late().await;
+    let bucket = Bucket {
+        capacity: 5,
+        refill_per_sec: 1,
+    };
+    gone("rate_limit", store.rate_limit(&id, bucket, 1).await.map(drop));
     let id = late().await;
     assert!(
         matches!(store.insert(id, b"again", hour).await, Ok(())),
