@@ -70,9 +70,9 @@ fn engine(dir: Option<&Path>, durability: Durability, sessions_max: usize) -> En
 }
 
 fn engine_with(config: Config, dir: Option<&Path>, durability: Durability, sessions_max: usize) -> Engine {
-    let mut config = config.sessions_max(sessions_max).durability(durability);
+    let mut config = config.sessions_max(sessions_max);
     if let Some(dir) = dir {
-        config = config.data_dir(dir);
+        config = config.data_dir(dir).durability(durability);
     }
     Engine::open(config).expect("open engine")
 }

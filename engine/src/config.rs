@@ -43,6 +43,9 @@ pub struct Config {
     pub(crate) timer_listener: Option<TimerListener>,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) durability: Durability,
+    /// Whether [`Config::durability`] was called: without a data directory
+    /// that is refused (nothing would be durable).
+    durability_set: bool,
     pub(crate) recovery: RecoveryMode,
     pub(crate) segment_size_bytes: usize,
     pub(crate) touch_persist_fraction: f64,
@@ -100,6 +103,7 @@ impl Default for Config {
             timer_listener: None,
             data_dir: None,
             durability: Durability::Interval(Duration::from_secs(1)),
+            durability_set: false,
             recovery: RecoveryMode::Strict,
             segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT,
             touch_persist_fraction: 0.1,
@@ -253,10 +257,12 @@ impl Config {
     }
 
     /// When writes are durable (default `Interval(1 s)`); only with
-    /// [`Config::data_dir`].
+    /// [`Config::data_dir`]: an engine opened with a durability but no data
+    /// directory is refused (`InvalidConfig`), as it would keep nothing.
     #[must_use]
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self.durability_set = true;
         self
     }
 
@@ -353,6 +359,14 @@ impl Config {
         self.max_lifetime
             .to_stored()
             .map_err(|e| Error::InvalidConfig(format!("max_lifetime: {e}")))?;
+        if self.durability_set && self.data_dir.is_none() {
+            return Err(Error::InvalidConfig(format!(
+                "durability = {:?} without a data_dir: an engine without a data directory keeps nothing on \
+                 disk, so no write would be durable (set data_dir, or leave durability unset for an \
+                 in-memory engine)",
+                self.durability
+            )));
+        }
         if let Durability::Interval(interval) = self.durability {
             if interval < Duration::from_millis(FLUSH_INTERVAL_MS_MIN)
                 || interval > Duration::from_millis(FLUSH_INTERVAL_MS_MAX)
@@ -401,6 +415,7 @@ impl fmt::Debug for Config {
             .field("timer_listener", &self.timer_listener.as_ref().map(|_| "Fn"))
             .field("data_dir", &self.data_dir)
             .field("durability", &self.durability)
+            .field("durability_set", &self.durability_set)
             .field("recovery", &self.recovery)
             .field("segment_size_bytes", &self.segment_size_bytes)
             .field("touch_persist_fraction", &self.touch_persist_fraction)

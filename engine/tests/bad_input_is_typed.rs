@@ -1,6 +1,8 @@
 //! Bad input gets a typed error naming the limit, and changes nothing.
 
-use session_engine::{limits, Config, Cursor, Engine, Error, ManualClock, SessionId, Timeout};
+use std::time::Duration;
+
+use session_engine::{limits, Config, Cursor, Durability, Engine, Error, ManualClock, SessionId, Timeout};
 
 fn engine() -> Engine {
     Engine::open(
@@ -150,6 +152,28 @@ fn bad_configs_name_the_setting() {
         assert!(matches!(err, Error::InvalidConfig(_)));
         assert!(err.to_string().contains(word), "{err}");
     }
+}
+
+/// A durability asked for without a data directory is refused: the engine
+/// would keep nothing on disk, and a caller who set `Always` would believe
+/// every acknowledged write durable (it opened in memory, silently). With
+/// a data directory, or without asking for a durability, it opens.
+#[test]
+fn a_durability_without_a_data_dir_is_refused() {
+    for durability in [
+        Durability::Always,
+        Durability::Never,
+        Durability::Interval(Duration::from_secs(1)),
+    ] {
+        let err = Engine::open(Config::default().durability(durability)).expect_err("refused");
+        assert!(
+            matches!(&err, Error::InvalidConfig(why) if why.contains("durability") && why.contains("data_dir")),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        Engine::open(Config::default().durability(durability).data_dir(dir.path())).expect("with a data dir");
+    }
+    Engine::open(Config::default()).expect("in memory");
 }
 
 /// A segment too small for the largest record is refused when there is a

@@ -282,6 +282,13 @@ impl Scenario {
         self.mix.validate().map_err(|reason| self.invalid(reason))?;
         self.check_timeouts()?;
         self.durability().map_err(|e| self.invalid(e.to_string()))?;
+        if self.engine.data_dir.is_none() && self.engine.durability != EngineSettings::default().durability {
+            return Err(self.invalid(format!(
+                "durability applies only with a data dir (--data-dir): without one the engine keeps nothing on disk \
+                 (durability {:?})",
+                self.engine.durability
+            )));
+        }
         if self.seed == 0 {
             self.seed = fresh_seed();
         }
@@ -398,8 +405,7 @@ impl Scenario {
     pub fn engine_config(&self) -> Result<Config, ParseError> {
         let mut config = Config::default()
             .sessions_max(self.engine.sessions_max)
-            .sweep_interval(self.engine.sweep_interval.0)
-            .durability(self.durability()?);
+            .sweep_interval(self.engine.sweep_interval.0);
         if self.engine.shards > 0 {
             config = config.shards(self.engine.shards);
         }
@@ -410,7 +416,7 @@ impl Scenario {
             config = config.metadata_bytes_max(self.engine.metadata_bytes_max);
         }
         if let Some(dir) = &self.engine.data_dir {
-            config = config.data_dir(dir);
+            config = config.data_dir(dir).durability(self.durability()?);
         }
         Ok(config)
     }

@@ -184,7 +184,7 @@ fn a_run_that_measured_nothing_fails() {
 
 #[test]
 fn usage_and_configuration_errors_exit_2_with_a_reason() {
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["run", "--rate", "fast"], "rate"),
         (
             &["run", "--scenario", "/nonexistent/scenario.toml"],
@@ -214,6 +214,17 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
         (
             &["run", "--scenario", "tiny", "--durability", "sometimes"],
             "durability",
+        ),
+        (
+            &[
+                "run",
+                "--scenario",
+                "tiny",
+                "--durability",
+                "always",
+                "--no-output",
+            ],
+            "durability applies only with a data dir",
         ),
         (
             &["run", "--scenario", "tiny", "--shards", "3", "--no-output"],
