@@ -133,6 +133,37 @@ pub(crate) enum Placed {
     Taken(Metadata),
 }
 
+/// `read`'s session under `new_id`: the same metadata and times (the
+/// access time is set when it is installed).
+fn rotated_copy(read: &Metadata, new_id: SessionId) -> Metadata {
+    let h = read.header();
+    Metadata::session(read.as_bytes(), new_id, h.created_ms, 0, h.timeout_ms).with_lifetime(h.lifetime)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Optimistic rotations on this thread to fail as if a writer had
+    /// committed between their read and their commit (tests).
+    pub(crate) static FORCED_ROTATE_CONFLICTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this optimistic rotation is to lose its race (tests only).
+#[inline]
+fn forced_rotate_conflict() -> bool {
+    #[cfg(test)]
+    {
+        FORCED_ROTATE_CONFLICTS.with(|n| {
+            let left = n.get();
+            n.set(left.saturating_sub(1));
+            left > 0
+        })
+    }
+    #[cfg(not(test))]
+    {
+        false
+    }
+}
+
 fn not_found() -> Error {
     Error::NotFound
 }
@@ -605,11 +636,13 @@ impl Core {
     }
 
     /// Moves the live session to a fresh random id in the same shard, in
-    /// one logged step.
+    /// one logged step. Optimistic, as `change`: the copy is made with no
+    /// lock held and moved only if the session is still the block it was
+    /// copied from; after `UPDATE_OPTIMISTIC_TRIES` lost races the copy is
+    /// made under the shard's writer mutex, which guarantees progress.
     pub(crate) fn rotate(&self, id: &SessionId) -> Result<(SessionId, Session, Option<Pending>)> {
         let (hash, shard) = self.route(id);
-        let shard_index = route_shard(hash, self.shard_mask);
-        loop {
+        for _ in 0..UPDATE_OPTIMISTIC_TRIES {
             let read = {
                 let guard = crossbeam_epoch::pin();
                 shard
@@ -618,29 +651,15 @@ impl Core {
                     })
                     .ok_or_else(not_found)?
             };
-            // A fresh id that routes to this shard, so that one shard's log
-            // carries the move (one shard in n of the draws qualifies).
-            let (new_id, new_hash) = loop {
-                let new_id = SessionId::random().map_err(Error::Entropy)?;
-                let new_hash = hash_id(&self.hasher, &new_id);
-                if route_shard(new_hash, self.shard_mask) == shard_index {
-                    break (new_id, new_hash);
-                }
-            };
-            let h = read.header();
-            let new = Metadata::session(read.as_bytes(), new_id, h.created_ms, 0, h.timeout_ms)
-                .with_lifetime(h.lifetime);
+            let (new_id, new_hash) = self.fresh_id_beside(hash)?;
+            if forced_rotate_conflict() {
+                continue;
+            }
+            let new = rotated_copy(&read, new_id);
             let guard = crossbeam_epoch::pin();
             let rotated = self.with_record(
                 new,
-                |_, buf| {
-                    Record::Rotate {
-                        id: *id,
-                        new_id,
-                        last_access_ms: self.clock.now_ms(),
-                    }
-                    .encode(self.salt(hash), buf);
-                },
+                |_, buf| self.rotate_record(hash, id, new_id, self.clock.now_ms(), buf),
                 |new, record| shard.rotate(hash, &read, new_hash, new, &self.clock, record, &guard),
             )?;
             match rotated {
@@ -651,6 +670,56 @@ impl Core {
                 Rotated::Conflict | Rotated::Taken => {}
             }
         }
+        // Contended: copy under the writer mutex.
+        loop {
+            let (new_id, new_hash) = self.fresh_id_beside(hash)?;
+            let guard = crossbeam_epoch::pin();
+            let rotated =
+                shard.rotate_locked(hash, id, new_hash, &self.clock, &guard, |current, now_ms| {
+                    let mut record = Vec::new();
+                    if self.persistent() {
+                        self.rotate_record(hash, id, new_id, now_ms, &mut record);
+                    }
+                    (rotated_copy(current, new_id), record)
+                })?;
+            match rotated {
+                Rotated::Done(session, position) => {
+                    return Ok((new_id, session, self.pending(hash, position)))
+                }
+                Rotated::Gone => return Err(Error::NotFound),
+                Rotated::Taken => {}
+                Rotated::Conflict => unreachable!("the writer mutex was held since the read"),
+            }
+        }
+    }
+
+    /// A fresh random id that routes to the same shard as `hash`, so that
+    /// one shard's log carries a rotation (one draw in n qualifies).
+    fn fresh_id_beside(&self, hash: u64) -> Result<(SessionId, u64)> {
+        let shard_index = route_shard(hash, self.shard_mask);
+        loop {
+            let new_id = SessionId::random().map_err(Error::Entropy)?;
+            let new_hash = hash_id(&self.hasher, &new_id);
+            if route_shard(new_hash, self.shard_mask) == shard_index {
+                return Ok((new_id, new_hash));
+            }
+        }
+    }
+
+    fn rotate_record(
+        &self,
+        hash: u64,
+        id: &SessionId,
+        new_id: SessionId,
+        last_access_ms: u64,
+        buf: &mut Vec<u8>,
+    ) {
+        Record::Rotate {
+            id: *id,
+            new_id,
+            last_access_ms,
+        }
+        .encode(self.salt(hash), buf);
     }
 
     /// The record of a replacement (the time read now: the commit judges

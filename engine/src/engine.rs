@@ -803,6 +803,51 @@ mod tests {
     use crate::clock::ManualClock;
     use std::time::Duration;
 
+    /// A rotation that loses every optimistic race (a writer of the same
+    /// session commits between each read and commit) still ends: after
+    /// `UPDATE_OPTIMISTIC_TRIES` it moves the session under the shard's
+    /// writer mutex, as a contended update does (it retried forever, so a
+    /// client updating its own session in a loop could starve the
+    /// server's rotation). Persisted: the record it logs replays to the
+    /// same move.
+    #[test]
+    fn a_rotation_that_loses_every_race_still_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = || {
+            Config::default()
+                .shards(2)
+                .without_sweeper()
+                .data_dir(dir.path())
+                .durability(crate::Durability::Never)
+        };
+        let engine = Engine::open(config()).unwrap();
+        let id = engine.create(b"kept", Timeout::from_secs(60)).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let rotating = engine.clone();
+        let rotation = std::thread::spawn(move || {
+            crate::core::FORCED_ROTATE_CONFLICTS.with(|n| n.set(usize::MAX));
+            let moved = rotating.rotate(&id);
+            crate::core::FORCED_ROTATE_CONFLICTS.with(|n| n.set(0));
+            done.send(moved).unwrap();
+        });
+        let moved = finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the rotation ends")
+            .unwrap();
+        rotation.join().unwrap();
+        assert!(
+            matches!(engine.get(&id), Err(Error::NotFound)),
+            "the old id is gone"
+        );
+        assert_eq!(engine.get(&moved).unwrap().metadata(), b"kept");
+        assert_eq!(engine.len(), 1);
+        engine.debug_check_invariants();
+        drop(engine);
+        let reopened = Engine::open(config()).unwrap();
+        assert!(matches!(reopened.get(&id), Err(Error::NotFound)));
+        assert_eq!(reopened.get(&moved).unwrap().metadata(), b"kept");
+    }
+
     /// A manual clock pushed to the end of time stops there, and the engine
     /// and its wheel keep working (before, the wheel's arithmetic wrapped
     /// at `u64::MAX` and a debug build panicked).
