@@ -500,13 +500,6 @@ impl Header {
     pub(crate) fn expire_if_due(&self, now_ms: u64) -> Due {
         expire_if_due(&self.access, self.expiry(), now_ms)
     }
-
-    /// True if the session was seen expired or is due at `now_ms` (for the
-    /// shard's own checks; decisions go through the functions above).
-    pub(crate) fn is_expired(&self, now_ms: u64) -> bool {
-        let word = self.access.load(Ordering::Acquire);
-        word & EXPIRED != 0 || self.expiry().is_due(word & TIME_BITS, now_ms)
-    }
 }
 
 // ---- The access word's protocol ---------------------------------------------

@@ -152,7 +152,9 @@ fn still_at(table: &Table, hash: u64, read: &Metadata, now_ms: u64) -> std::resu
     let current = table.header(at);
     if current.same(read.block()) {
         Ok(at)
-    } else if current.is_expired(now_ms) {
+    } else if !current.live_for_writer(now_ms) {
+        // Marked expired if it is due: whoever is told it is gone, no
+        // reader with an older time may revive it afterwards.
         Err(Stale::Gone)
     } else {
         Err(Stale::Changed)
@@ -1908,6 +1910,61 @@ mod tests {
             "the old snapshot keeps its bytes"
         );
         // Dropping the shard frees the rest (Miri reports any leak).
+    }
+
+    /// A writer whose read went stale and who finds the session's newer
+    /// block due is told the session expired (`Gone`): it marks that block
+    /// expired, so a reader holding an older clock reading cannot slide it
+    /// back to life afterwards (it only loaded the word, and the reader
+    /// revived a session a writer had been told was gone). For `commit`
+    /// (`update`, `set_ttl`, `put`), `delete_if` (`try_update`'s delete) and
+    /// `rotate`.
+    #[test]
+    fn a_stale_writer_told_the_session_expired_leaves_it_expired() {
+        for (n, path) in [(1, "commit"), (2, "delete_if"), (3, "rotate")] {
+            let f = Fixture::new(1_000);
+            f.insert(n, 100); // due at 1_100
+            let clock = f.clock.clock();
+            let g = crossbeam_epoch::pin();
+            let read = f
+                .shard
+                .read(f.hash(n), &id(n), 1_000, false, &g, |b, _| b.share())
+                .unwrap();
+            let (t, l) = (read.header().timeout_ms, read.header().lifetime);
+            // Another writer wins first (its block's access time is 1_000).
+            let other = read.successor(b"other", t, l);
+            assert!(matches!(
+                f.shard.commit(f.hash(n), &read, other, &clock, None, &g),
+                Ok(Commit::Done(..))
+            ));
+            f.clock.advance_ms(100);
+            let told_gone = match path {
+                "commit" => matches!(
+                    f.shard
+                        .commit(f.hash(n), &read, read.successor(b"mine", t, l), &clock, None, &g),
+                    Ok(Commit::Gone)
+                ),
+                "delete_if" => matches!(
+                    f.shard.delete_if(f.hash(n), &read, &clock, None, &g),
+                    Ok(Commit::Gone)
+                ),
+                _ => {
+                    let copy = Metadata::session(read.as_bytes(), id(10), read.header().created_ms, 0, t);
+                    matches!(
+                        f.shard
+                            .rotate(f.hash(n), &read, f.hash(10), copy, &clock, None, &g),
+                        Ok(Rotated::Gone)
+                    )
+                }
+            };
+            assert!(told_gone, "{path}: the writer is told the session is gone");
+            drop((read, g));
+            assert!(
+                f.get(n, 1_099, true).is_none(),
+                "{path}: a reader with an older time revived it"
+            );
+            f.check();
+        }
     }
 
     /// Both rotation paths move the block to the new id and free the old
