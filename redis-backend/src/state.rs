@@ -290,7 +290,8 @@ impl RedisStore {
     /// at `TOPICS_PER_SESSION_MAX` topics (nothing changed);
     /// [`Error::NotFound`]; [`Error::OutcomeUnknown`] if a try failed in
     /// doubt and the resend found no subscription (made by that try and
-    /// undone since, or never made: nothing was made again); the request
+    /// undone since, or never made: nothing was made again), or no session
+    /// (that try may have subscribed before it went); the request
     /// errors of the crate docs. An error from the index write is
     /// [`Error::OutcomeUnknown`]: the subscription is in the session, maybe
     /// not in the index (a fan-out may miss it): subscribe again (the same
@@ -311,7 +312,7 @@ impl RedisStore {
             })
             .await?;
         let outcome = match reply::subscribed(&script.command, &reply.value.value)? {
-            Subscribed::Absent => return Err(Error::NotFound),
+            Subscribed::Absent => return Err(gone(reply.resent_after_doubt, "subscribe")),
             Subscribed::Doubt => {
                 return Err(Error::OutcomeUnknown {
                     reason: "a subscribe failed in doubt and on resending the session had no such \
@@ -415,7 +416,9 @@ impl RedisStore {
     /// [`Error::OutcomeUnknown`] if a try failed in doubt and the resend
     /// found the session subscribed, by a subscription it cannot tell from
     /// one made after its first try removed the one it was called for
-    /// (nothing was removed); the request errors of the crate docs.
+    /// (nothing was removed), or found no session (that try may have
+    /// removed it before the session went); the request errors of the
+    /// crate docs.
     pub async fn unsubscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
         check_topic(topic)?;
         let inner = &self.inner;
@@ -431,7 +434,7 @@ impl RedisStore {
             })
             .await?;
         let nonce = match reply::unsubscribed(&script.command, &reply.value.value)? {
-            Unsubscribed::Absent => return Err(Error::NotFound),
+            Unsubscribed::Absent => return Err(gone(reply.resent_after_doubt, "unsubscribe")),
             // After a doubtful try: most likely that try's own (as `delete`).
             Unsubscribed::WasNot => return inner.acknowledge(reply.value.replicas, reply.resent_after_doubt),
             Unsubscribed::Was(nonce) => nonce,
@@ -605,7 +608,8 @@ impl RedisStore {
     /// above the capacity (nothing sent); [`Error::NotFound`];
     /// [`Error::OutcomeUnknown`] if a try failed in doubt and the resend
     /// cannot tell whether it charged (see the module docs: it charges
-    /// nothing itself); the request errors of the crate docs.
+    /// nothing itself), or finds no session; the request errors of the
+    /// crate docs.
     pub async fn rate_limit(&self, id: &SessionId, bucket: Bucket, cost: u32) -> Result<RateDecision> {
         check_bucket(bucket, cost)?;
         let inner = &self.inner;
@@ -632,7 +636,7 @@ impl RedisStore {
             })
             .await?;
         match reply::charge(&script.command, &reply.value.value)? {
-            Charge::Absent => Err(Error::NotFound),
+            Charge::Absent => Err(gone(reply.resent_after_doubt, "rate-limit charge")),
             Charge::Allowed(remaining) => Ok(RateDecision::Allowed { remaining }),
             Charge::Limited(ms) => Ok(RateDecision::Limited {
                 retry_after: Duration::from_millis(ms),
@@ -643,6 +647,23 @@ impl RedisStore {
                     .into(),
             }),
         }
+    }
+}
+
+/// A state write that found its session absent: `NotFound`, unless a try
+/// of it failed in doubt before (that try may have applied, and the
+/// session have been deleted or rotated since: whether it is in cannot be
+/// told).
+fn gone(resent_after_doubt: bool, what: &str) -> Error {
+    if resent_after_doubt {
+        Error::OutcomeUnknown {
+            reason: format!(
+                "a {what} failed in doubt and the session was gone when it was resent: the first try may \
+                 have applied before the session went"
+            ),
+        }
+    } else {
+        Error::NotFound
     }
 }
 

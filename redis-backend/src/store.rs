@@ -25,7 +25,7 @@ use crate::limits::{
 use crate::replication::ReplicationLag;
 use crate::reply::{self, Commit, LifetimeSet, Seen};
 use crate::request::{join_all, per_route, Acked, BatchReply, Inner, Kind, RedisStats, Reply};
-use crate::scripts::{peek_cmd, try_update_read_cmd, update_read_cmd, Scripts};
+use crate::scripts::{peek_cmd, try_update_read_cmd, update_read_cmd, Scripts, ROTATED_SUFFIX};
 
 /// The session API on Redis (one server or a cluster). Cheap to clone: clones
 /// share one connection. See the crate docs for the semantics and the
@@ -547,14 +547,16 @@ impl RedisStore {
     /// script only on keys of one slot: 114 random bits (2^128 ids / 2^14
     /// slots), the same on one server. It costs about 4 draws and a few
     /// microseconds (see `keys::random_id_in_slot`). A resend after a lost
-    /// reply finds the rotation done (its token is on the new key) and does
-    /// not rotate twice.
+    /// reply finds the rotation done (its token is on the new key, or on a
+    /// mark beside the old key that lives for the request timeout) and does
+    /// not rotate twice, nor a session someone inserted under the old id
+    /// after the new one expired.
     ///
     /// # Errors
     /// [`Error::NotFound`] if no live session has the id; [`Error::Entropy`]
     /// (nothing sent); [`Error::OutcomeUnknown`] if a try failed in doubt
-    /// and the resend found the session gone (that try may have moved it
-    /// to a new id, which then expired); the request errors of the crate
+    /// and the resend found the session gone or that try's mark (it moved
+    /// the session to a new id, which then expired); the request errors of the crate
     /// docs. After
     /// [`Error::OutcomeUnknown`] or [`Error::TimedOut`] the session may
     /// have moved to an id that only this call knew: treat it as ended
@@ -565,25 +567,34 @@ impl RedisStore {
         let old = inner.keys.key(id);
         let deadline = inner.deadline();
         let script = &inner.scripts.rotate;
+        let mark = [&old[..], ROTATED_SUFFIX].concat();
+        let mark_ms = inner.config.request_timeout.as_millis().max(1).to_string();
         for _ in 0..CREATE_TRIES_MAX {
             let new_id = Self::fresh_id_beside(id)?;
             let new = inner.keys.key(&new_id);
             let token = token();
             let reply = inner
                 .request(Kind::Write, deadline, &old, |attempt| {
-                    Cow::Owned(script.cmd_keys(attempt.eval, &[&old, &new], &[token.as_bytes()]))
+                    let resend: &[u8] = if attempt.fence { b"1" } else { b"0" };
+                    Cow::Owned(script.cmd_keys(
+                        attempt.eval,
+                        &[&old, &new, &mark],
+                        &[token.as_bytes(), resend, mark_ms.as_bytes()],
+                    ))
                 })
                 .await?;
             match reply::code(&script.command, &reply.value.value, 0..=2, true)? {
                 1 => return inner.acknowledge(reply.value.replicas, new_id),
-                // Gone after a doubtful try: that try may have rotated it
-                // to an id only this call knew, which then expired.
+                // Gone after a doubtful try (or found again under its old
+                // id, by someone who inserted it since): that try may have
+                // rotated it to an id only this call knew, which then
+                // expired.
                 0 if reply.resent_after_doubt => {
                     return Err(Error::OutcomeUnknown {
-                        reason:
-                            "a rotation failed in doubt and the session was gone when it was resent: the \
-                                 first try may have moved it to a new id, which expired since"
-                                .into(),
+                        reason: "a rotation failed in doubt, and when it was resent the session was gone or \
+                                 that first try was found to have moved it (to a new id, which expired since; \
+                                 a session under the old id now is someone else's)"
+                            .into(),
                     })
                 }
                 0 => return Err(Error::NotFound),

@@ -523,3 +523,82 @@ async fn a_write_whose_session_expired_after_its_first_try_may_be_in() {
     assert!(matches!(store.set_ttl(&id, TTL).await, Err(Error::NotFound)));
     assert!(matches!(store.touch(&id).await, Err(Error::NotFound)));
 }
+
+/// A rotation whose reply was lost, and whose new session then expired
+/// while someone who knew the old id inserted it again: the resend finds no
+/// token and no new key, and must not move that other client's session to
+/// a new id only this call knows (it did, and answered `Ok`: the other
+/// client's acknowledged session vanished from its id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_does_not_take_an_id_inserted_again_after_its_first_try() {
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("rotate-again").await;
+    let id = other.create(b"victim", Timeout::from_ms(300)).await.unwrap();
+    let r = with_a_write_between(
+        &front,
+        "rotate",
+        {
+            let store = store.clone();
+            async move { store.rotate(&id).await }
+        },
+        async {
+            // The first try's new session expires; the old id comes back.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            other
+                .insert(id, b"mallory", TTL)
+                .await
+                .expect("the old id is free");
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    assert_eq!(
+        other
+            .peek(&id)
+            .await
+            .expect("left where it was inserted")
+            .metadata(),
+        b"mallory"
+    );
+}
+
+/// A per-session state write whose reply was lost, and whose session
+/// another client then deleted: the resend finds the session gone, and
+/// cannot tell whether its first try applied; it reports `OutcomeUnknown`
+/// as the other writes do (they said `NotFound`: "nothing was done").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_writes_that_find_the_session_gone_may_be_in() {
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("state-gone").await;
+    let bucket = session_engine::Bucket {
+        capacity: 5,
+        refill_per_sec: 1,
+    };
+    for op in ["subscribe", "unsubscribe", "rate_limit"] {
+        let id = other.create(b"m", TTL).await.unwrap();
+        other.subscribe(&id, "t").await.unwrap();
+        let store = store.clone();
+        let call = async move {
+            match op {
+                "subscribe" => store.subscribe(&id, "u").await.map(drop),
+                "unsubscribe" => store.unsubscribe(&id, "t").await.map(drop),
+                _ => store.rate_limit(&id, bucket, 1).await.map(drop),
+            }
+        };
+        let r = with_a_write_between(&front, op, call, async {
+            other.delete(&id).await.expect("deleted");
+        })
+        .await;
+        assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{op}: {r:?}");
+    }
+}
