@@ -22,7 +22,7 @@ use super::recovery::{
     live_bytes, recover_shard, Codec, Fix, Recovered, RecoveryReport, ShardFiles, ShardRecovery,
 };
 use super::segment::{sync_dir, Segment};
-use super::{hasher_from_key, Opened, Persistence, TimeMark};
+use super::{hasher_from_key, route_check, Opened, Persistence, TimeMark};
 use crate::config::{Config, Durability, RecoveryMode};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
@@ -82,7 +82,10 @@ pub(crate) fn open(
         !damaged || config.recovery == RecoveryMode::Repair,
         "Strict stops at damage"
     );
-    let keep = manifest.shards as usize == shards && manifest.format == FORMAT_VERSION && !damaged;
+    let check = route_check(&hasher_from_key(manifest.hash_key));
+    let rerouted = manifest.route_check != check;
+    let keep =
+        manifest.shards as usize == shards && manifest.format == FORMAT_VERSION && !damaged && !rerouted;
     let (sessions, logs, hash_key) = if keep {
         let (sessions, logs, synced) = keep_layout(config, &layout, &manifest, now_ms, recoveries)?;
         report.synced_segments = synced;
@@ -110,6 +113,7 @@ pub(crate) fn open(
             })?,
             hash_key: manifest.hash_key,
             log_key,
+            route_check: check,
         };
         let logs = write_layout(config, dir, manifest.layout, &next, now_ms, &sessions)?;
         if manifest.shards != next.shards {
@@ -119,6 +123,7 @@ pub(crate) fn open(
             report.upgraded_from = Some(manifest.format);
         }
         report.rewritten = damaged;
+        report.rerouted = rerouted && manifest.format == FORMAT_VERSION;
         (sessions, logs, manifest.hash_key)
     };
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -175,12 +180,14 @@ fn create_directory(
 ) -> Result<Opened> {
     let mut key_bytes = [0u8; 32];
     getrandom::fill(&mut key_bytes).map_err(Error::Entropy)?;
+    let hash_key = key_from_bytes(key_bytes);
     let manifest = Manifest {
         format: FORMAT_VERSION,
         shards: to_u32(shards),
         layout: 1,
-        hash_key: key_from_bytes(key_bytes),
+        hash_key,
         log_key: random_log_key()?,
+        route_check: route_check(&hasher_from_key(hash_key)),
     };
     clear_unfinished_creation(dir)?;
     let layout = layout_dir(dir, manifest.layout);
@@ -483,5 +490,8 @@ fn log_report(dir: &Path, report: &RecoveryReport) {
     }
     if let Some((old, new)) = report.reshard {
         tracing::info!(%dir, old, new, "session-engine: log rewritten for a new shard count");
+    }
+    if report.rerouted {
+        tracing::info!(%dir, "session-engine: log rewritten: its ids had been routed to shards by another hash");
     }
 }

@@ -122,6 +122,11 @@ pub struct RecoveryReport {
     /// `Repair` skipped damage and rewrote the log without it: the next
     /// open (`Strict` or not) finds none.
     pub rewritten: bool,
+    /// The logs had been routed to their shards by another hash than the
+    /// one this build computes (another build of the hash function, or a
+    /// directory from before the check was recorded): every session was
+    /// re-routed into a new layout.
+    pub rerouted: bool,
     /// Each torn tail cleared and unfinished segment removed (the first
     /// `RECOVERY_REPORT_ITEMS_MAX`; the counts above are complete).
     pub truncations: Vec<Truncation>,
