@@ -290,31 +290,29 @@ impl ShardLog {
         w.live_bytes = w.live_bytes.saturating_add_signed(live_delta);
     }
 
-    /// Creates segment `sequence`; unless durability is `Never`, its header
-    /// is made durable before its name, and its name (directory fsync)
-    /// before anything is written to it.
+    /// Creates segment `sequence`: its header is made durable before its
+    /// name, and its name (directory fsync) before anything is written to
+    /// it. In every durability, `Never` included: a named segment of zeros
+    /// right after a sealed one is damage to `Strict` (the writer had
+    /// rolled into it), so a power loss must never leave one. Two syncs
+    /// per segment, made by the background thread ahead of need.
     fn new_segment(&self, sequence: u64, now_ms: u64) -> Result<Segment> {
         let segment = create_segment_with(&self.id, sequence, 0, self.segment_len, now_ms, |segment| {
-            if self.durability == Durability::Never {
-                return Ok(());
-            }
             if self.fail_syncs.load(Ordering::Relaxed) == SYNCS_FAIL {
                 return Err(io::Error::other("injected sync failure (debug_fail_syncs)"));
             }
             segment.sync(0, SEGMENT_HEADER_LEN)
         })?;
-        if self.durability != Durability::Never {
-            if let Err(e) = sync_dir(&self.id.dir) {
-                // Not kept: every retry would leave another preallocated
-                // file behind until the disk filled.
-                let path = segment.path().to_path_buf();
-                drop(segment);
-                let _ = std::fs::remove_file(path);
-                return Err(io_error(
-                    format!("syncing directory {}", self.id.dir.display()),
-                    e,
-                ));
-            }
+        if let Err(e) = sync_dir(&self.id.dir) {
+            // Not kept: every retry would leave another preallocated
+            // file behind until the disk filled.
+            let path = segment.path().to_path_buf();
+            drop(segment);
+            let _ = std::fs::remove_file(path);
+            return Err(io_error(
+                format!("syncing directory {}", self.id.dir.display()),
+                e,
+            ));
         }
         Ok(segment)
     }
@@ -586,8 +584,8 @@ impl ShardLog {
 }
 
 /// Creates segment `sequence` of a log, header written and synced before
-/// the file is named (`Segment::create`). For logs that sync; a running
-/// log's `new_segment` also honours `Never` and the test hooks.
+/// the file is named (`Segment::create`). A running log's `new_segment`
+/// also honours the test hooks.
 pub(crate) fn create_segment(
     id: &LogId,
     sequence: u64,

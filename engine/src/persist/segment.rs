@@ -78,8 +78,8 @@ impl Segment {
     /// it, and the log can roll past a segment still being created (a
     /// writer that outran the background thread makes the next one
     /// itself). `sync_header` gets the segment with its header written; a
-    /// durable log syncs `0..SEGMENT_HEADER_LEN` there (which also makes
-    /// the preallocated length durable), a `Never` log nothing.
+    /// log syncs `0..SEGMENT_HEADER_LEN` there, whatever its durability
+    /// (which also makes the preallocated length durable).
     pub(crate) fn create(
         path: &Path,
         header: &SegmentHeader,
