@@ -253,7 +253,7 @@ fn main() {
         out,
         "## One rotation against one `touch` (1 in flight, loopback, `Replication::Async`)\n"
     );
-    let _ = writeln!(out, "Both are one script round trip; `rotate` adds the draw, a second key, and copies the core fields (`HMGET`, `DEL`, `HSET`). p50 µs per round, then its median over the rounds; {} of each per round, in turn.\n", args.ops);
+    let _ = writeln!(out, "Both are one script round trip; `rotate` adds the draw, a second key, copies the core fields (`HMGET`, `DEL`, `HSET`), and sets its mark beside the old key (`SET ... PX`, for a resend after a lost reply). p50 µs per round, then its median over the rounds; {} of each per round, in turn.\n", args.ops);
     let _ = writeln!(
         out,
         "| deployment | touch p50 µs | rotate p50 µs | rotate / touch |"
