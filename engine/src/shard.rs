@@ -72,8 +72,9 @@ pub(crate) enum Inserted {
     /// The id is new and the engine holds `sessions_max` sessions; the
     /// block comes back to the caller (nothing changed).
     Full(Metadata),
-    /// An expired session of this id was created no earlier than the new
-    /// one (its time was read before the writer mutex): the block comes
+    /// An expired session of this id (or one the sweep removed, of any id)
+    /// was created no earlier than the new one (its time was read before
+    /// the writer mutex): the block comes
     /// back, to be made again later than that creation time, so that
     /// recovery tells the two apart (a `PUT` of the same creation time is
     /// the same session, whose topics it keeps). Nothing changed.
@@ -317,6 +318,12 @@ struct Writer {
     created_ms_sum: u128,
     /// Metadata bytes of the held sessions.
     metadata_bytes: u64,
+    /// One past the latest creation time of a session the sweep removed
+    /// (no record says so; 0 before any): an insert of any id made earlier
+    /// than that is `Stale`, as over an expired session still in the
+    /// table, so that recovery never reads a new session's `PUT` as a
+    /// replacement of one swept.
+    created_floor_ms: u64,
     /// Per-session state (topics, buckets, timers) of the sessions that
     /// hold any: leaves with the session (`release`).
     states: States,
@@ -416,6 +423,7 @@ impl Shard {
                 rebuilds: 0,
                 created_ms_sum: 0,
                 metadata_bytes: 0,
+                created_floor_ms: 0,
                 states: States::new(log.clone(), now_ms, SLOTS_MIN),
                 listing: None,
             }),
@@ -696,6 +704,11 @@ impl Shard {
                 return Ok(Inserted::Stale(block, created_ms));
             }
             live_delta -= live_len(old);
+        } else if block.header().created_ms < w.created_floor_ms {
+            // The id's last session may be one the sweep removed after
+            // this block's time was read: made later, it cannot pass for
+            // that session's replacement (whose topics it would keep).
+            return Ok(Inserted::Stale(block, w.created_floor_ms - 1));
         }
         // The slot the search found fits, unless the table must grow first
         // (a tombstone reused leaves the count of used slots as it was; an
@@ -1105,6 +1118,7 @@ impl Shard {
         for index in taken {
             // Unlinked by the wheel already; marked expired by `due`.
             let block = table.take(index as usize);
+            w.created_floor_ms = w.created_floor_ms.max(block.header().created_ms + 1);
             w.release(index as usize, block.block());
             out.push(snapshot(block.block(), block.header().last_access_ms()));
             guard.defer(move || drop(block));
@@ -1965,6 +1979,33 @@ mod tests {
             );
             f.check();
         }
+    }
+
+    /// An insert whose time was read before the sweep removed the id's
+    /// expired session, created in that same millisecond, is `Stale`: its
+    /// `PUT` would carry the swept session's creation time, and recovery
+    /// would read it as that session replaced, keeping its topics (nothing
+    /// logs a sweep). It is stored when made later.
+    #[test]
+    fn an_insert_no_later_than_a_swept_session_is_stale() {
+        let f = Fixture::new(1_000);
+        f.insert(1, 1); // created 1_000, due 1_001
+        f.clock.advance_ms(1);
+        assert_eq!(f.sweep(16).len(), 1);
+        let clock = f.clock.clock();
+        let g = crossbeam_epoch::pin();
+        let same_ms = block(1, 1_000, 100);
+        assert!(matches!(
+            f.shard.insert(f.hash(1), same_ms, &clock, &unbounded(), None, &g),
+            Ok(Inserted::Stale(_, 1_000))
+        ));
+        let later = block(1, 1_001, 100);
+        assert!(matches!(
+            f.shard.insert(f.hash(1), later, &clock, &unbounded(), None, &g),
+            Ok(Inserted::Stored(None, None))
+        ));
+        drop(g);
+        f.check();
     }
 
     /// Both rotation paths move the block to the new id and free the old
