@@ -198,9 +198,20 @@ impl<S: SessionStore + 'static> TowerStore<S> {
 impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         let (expiry_ms, expiry_nanos) = unix_ms_ns(record.expiry_date);
-        let bytes = record::encode(record, expiry_ms)?;
+        // Taken first: a record that cannot be encoded must not leave the
+        // rotated copy under an id nobody is given.
+        let rotated = rotate::take_rotated();
+        let bytes = match record::encode(record, expiry_ms) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if let Some(new) = rotated {
+                    let _ = self.store.delete(&new).await;
+                }
+                return Err(e);
+            }
+        };
         let timeout = self.timeout_for(expiry_nanos);
-        if let Some(new) = rotate::take_rotated() {
+        if let Some(new) = rotated {
             // `cycle_id` already moved the stored session to `new`; store the
             // record as it is now (it may have changed in this request).
             record.id = to_tower_id(new);

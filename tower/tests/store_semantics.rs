@@ -558,3 +558,24 @@ async fn a_cycle_id_whose_save_fails_leaves_no_orphan() {
     );
     assert_eq!(engine.len(), 0, "no session under an id nobody knows");
 }
+
+/// As above, with a record that cannot even be encoded (a value nested
+/// deeper than the encoder's 128 levels): the rotated copy goes too (the
+/// encode failed before the rotated id was taken, and the copy of the
+/// session before this request stayed under an id nobody was given).
+#[tokio::test]
+async fn a_cycle_id_whose_record_cannot_be_encoded_leaves_no_orphan() {
+    let engine = Arc::new(Engine::open(Config::default()).unwrap());
+    let session = saved_session(TowerStore::from_arc(Arc::clone(&engine))).await;
+    let old = session.id().unwrap();
+    let mut deep = serde_json::json!(1);
+    for _ in 0..130 {
+        deep = serde_json::json!([deep]);
+    }
+    session.insert("deep", deep).await.unwrap();
+
+    let failed = session_tower::cycle_id(&session).await;
+    assert!(failed.is_err(), "the record cannot be encoded");
+    assert!(engine.peek(&ours(old)).unwrap_err().is_not_found());
+    assert_eq!(engine.len(), 0, "no session under an id nobody knows");
+}
