@@ -553,22 +553,37 @@ impl McpSessions {
         }
         let sessions = self.clone();
         tokio::spawn(async move {
+            let ended = &sessions.inner.ended;
             let mut wait = crate::limits::DELETE_RETRY_MIN;
-            let mut seen = until;
             loop {
                 // The deadline as the last failed delete of it set it.
-                match sessions.inner.ended.get(&id).map(|until| *until) {
-                    Some(until) if tokio::time::Instant::now() < until => seen = until,
-                    _ => break,
+                match ended.get(&id).map(|until| *until) {
+                    None => return,
+                    Some(until) if tokio::time::Instant::now() >= until => {
+                        // Unless a failed delete moved the deadline since it
+                        // was read: then this task goes on (that delete
+                        // started none, finding it here).
+                        if ended
+                            .remove_if(&id, |_, until| tokio::time::Instant::now() >= *until)
+                            .is_some()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                    Some(_) => {}
                 }
                 tokio::time::sleep(wait).await;
                 match sessions.inner.store.delete(&id).await {
-                    Ok(()) | Err(session_engine::Error::NotFound) => break,
+                    // Gone from the store: whatever failed delete came since
+                    // (a later one starts a task of its own).
+                    Ok(()) | Err(session_engine::Error::NotFound) => {
+                        ended.remove(&id);
+                        return;
+                    }
                     Err(_) => wait = (wait * 2).min(crate::limits::DELETE_RETRY_MAX),
                 }
             }
-            // Unless a failed delete moved the deadline since it was read.
-            sessions.inner.ended.remove_if(&id, |_, until| *until == seen);
         });
     }
 
@@ -744,6 +759,26 @@ mod tests {
         }
         assert_eq!(sessions.inner.ended.len(), crate::limits::DELETE_RETRIES_MAX);
         assert_eq!(tasks(), before + crate::limits::DELETE_RETRIES_MAX);
+    }
+
+    /// A failed delete that comes again while its session's retry sleeps
+    /// moves the deadline; when the retry's store delete then succeeds
+    /// (here the store has no such session: `NotFound`), the entry goes
+    /// all the same. It stayed, with no task left to remove it: such
+    /// entries piled up against `DELETE_RETRIES_MAX` until failed deletes
+    /// were no longer retried.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_that_succeeds_removes_its_entry_whatever_its_deadline() {
+        let engine = session_engine::Engine::open(session_engine::Config::development()).expect("engine");
+        let sessions = McpSessions::new(engine, crate::McpConfig::with_timeout(Duration::from_secs(60)))
+            .expect("sessions");
+        let id = SessionId::random().expect("id");
+        sessions.retry_delete(id);
+        // The retry reads the deadline and sleeps; a second failure moves it.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        sessions.retry_delete(id);
+        tokio::time::sleep(crate::limits::DELETE_RETRY_MIN * 4).await;
+        assert_eq!(sessions.inner.ended.len(), 0, "the delete went through");
     }
 
     #[tokio::test]
