@@ -1,6 +1,7 @@
 //! Ctrl-C (SIGINT) during a run or a sweep against a store that outlives it
 //! ([`Backend::OUTLIVES_RUN`](crate::backend::Backend::OUTLIVES_RUN):
-//! Redis): the run's live population is deleted before the process ends,
+//! Redis), from the start of its populate: the run's live population (or
+//! what the populate has made of it) is deleted before the process ends,
 //! with exit code 130, as the normal end of a run deletes it. Left there
 //! for its timeout (30 minutes by default), it doubled the next run's
 //! population on the same server and could change that run's verdict. A
@@ -25,6 +26,23 @@ static INSTALL: Once = Once::new();
 pub fn on_interrupt(cleanup: impl FnOnce() + Send + 'static) {
     INSTALL.call_once(listen);
     *CLEANUP.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(cleanup));
+}
+
+/// For a thread an interrupt's cleanup stopped: waits for that cleanup to
+/// end and the process with it (with [`EXIT_INTERRUPTED`]), so that this
+/// thread cannot end the process first, with another code, the cleanup
+/// half done.
+pub fn await_exit() -> ! {
+    run_cleanup();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Forgets the cleanup set by [`on_interrupt`] (its work is done): an
+/// interrupt from now on ends the process at once.
+pub fn clear() {
+    CLEANUP.lock().unwrap_or_else(PoisonError::into_inner).take();
 }
 
 /// The normal end: runs the cleanup set by [`on_interrupt`] (if an

@@ -2,7 +2,7 @@
 //! its workers, and what that cost.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use session_engine::{SessionId, Timeout};
@@ -41,7 +41,10 @@ pub(crate) fn run_here<B: Backend, F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Creates the scenario's live sessions, in parallel over its workers.
+/// Creates the scenario's live sessions, in parallel over its workers. On
+/// a store that outlives the run, an interrupt from here on stops the
+/// creates and deletes the sessions made (until the caller sets what an
+/// interrupt does next, see [`depopulate_on_interrupt`]).
 ///
 /// # Errors
 /// The first create that failed (capacity, metadata size, backend); the
@@ -49,22 +52,30 @@ pub(crate) fn run_here<B: Backend, F: Future>(future: F) -> F::Output {
 /// the run (they stayed there for their timeout).
 pub fn populate<B: Backend>(store: &Arc<B>, scenario: &Scenario) -> anyhow::Result<Populated> {
     let timeout = scenario.population_timeout()?;
+    let workers = scenario.workers;
+    let underway = B::OUTLIVES_RUN.then(|| Arc::new(Underway::default()));
+    if let Some(underway) = &underway {
+        let (store, underway) = (Arc::clone(store), Arc::clone(underway));
+        crate::interrupt::on_interrupt(move || {
+            report_left(depopulate(&store, &underway.stop(), workers));
+        });
+    }
     let metadata: Arc<[u8]> = (0..scenario.metadata_bytes)
         .map(|i| u8::try_from(i % 251).expect("below 251"))
         .collect();
     let rss_before_bytes = procfs::rss_bytes();
     let started = Instant::now();
-    let workers = scenario.workers;
     let results: Vec<Share> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let share = scenario.sessions / workers + usize::from(w < scenario.sessions % workers);
                 let store = Arc::clone(store);
                 let metadata = Arc::clone(&metadata);
+                let underway = underway.as_deref();
                 std::thread::Builder::new()
                     .name(format!("loadgen-populate-{w}"))
                     .spawn_scoped(scope, move || {
-                        run_here::<B, _>(populate_share(&*store, share, &metadata, timeout))
+                        run_here::<B, _>(populate_share(&*store, share, &metadata, timeout, underway))
                     })
                     .expect("spawning a populate thread")
             })
@@ -78,13 +89,23 @@ pub fn populate<B: Backend>(store: &Arc<B>, scenario: &Scenario) -> anyhow::Resu
     let mut ids = Vec::with_capacity(scenario.sessions);
     let mut create_latency = new_hist();
     let mut failed = None;
+    let mut stopped = false;
     for share in results {
         ids.extend(share.ids);
         create_latency.add(&share.latency).expect("same bounds");
         failed = failed.or(share.failed);
+        stopped |= share.stopped;
+    }
+    if stopped {
+        // Stopped by the interrupt's cleanup, which deletes them and ends
+        // the process.
+        crate::interrupt::await_exit();
     }
     if let Some(e) = failed {
         report_left(depopulate(store, &ids, workers));
+        if underway.is_some() {
+            crate::interrupt::clear();
+        }
         return Err(e);
     }
     Ok(Populated {
@@ -170,17 +191,83 @@ struct Share {
     ids: Vec<SessionId>,
     latency: Hist,
     failed: Option<anyhow::Error>,
+    /// An interrupt stopped it.
+    stopped: bool,
 }
 
-async fn populate_share<B: Backend>(store: &B, count: usize, metadata: &[u8], timeout: Timeout) -> Share {
+/// The sessions a populate has made so far, for an interrupt to delete
+/// (stores that outlive the run): the creates in flight are waited for,
+/// and no create starts after the interrupt.
+#[derive(Default)]
+struct Underway {
+    state: Mutex<UnderwayState>,
+    idle: Condvar,
+}
+
+#[derive(Default)]
+struct UnderwayState {
+    stopped: bool,
+    in_flight: usize,
+    ids: Vec<SessionId>,
+}
+
+impl Underway {
+    fn lock(&self) -> std::sync::MutexGuard<'_, UnderwayState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// False once stopped: make no more.
+    fn begin(&self) -> bool {
+        let mut state = self.lock();
+        state.in_flight += usize::from(!state.stopped);
+        !state.stopped
+    }
+
+    /// A create begun has ended, with this session if it made one.
+    fn end(&self, made: Option<SessionId>) {
+        let mut state = self.lock();
+        state.in_flight -= 1;
+        state.ids.extend(made);
+        if state.in_flight == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Stops the creates and returns every session made.
+    fn stop(&self) -> Vec<SessionId> {
+        let mut state = self.lock();
+        state.stopped = true;
+        while state.in_flight > 0 {
+            state = self.idle.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        std::mem::take(&mut state.ids)
+    }
+}
+
+async fn populate_share<B: Backend>(
+    store: &B,
+    count: usize,
+    metadata: &[u8],
+    timeout: Timeout,
+    underway: Option<&Underway>,
+) -> Share {
     let mut share = Share {
         ids: Vec::with_capacity(count),
         latency: new_hist(),
         failed: None,
+        stopped: false,
     };
     for n in 0..count {
+        if underway.is_some_and(|u| !u.begin()) {
+            share.stopped = true;
+            break;
+        }
         let before = Instant::now();
-        match store.create(metadata, timeout).await {
+        let made = store.create(metadata, timeout).await;
+        if let Some(underway) = underway {
+            underway.end(made.as_ref().ok().copied());
+        }
+        match made {
             Ok(id) => {
                 #[allow(clippy::cast_possible_truncation)]
                 share

@@ -128,6 +128,48 @@ fn an_interrupted_run_against_redis_deletes_its_population() {
     assert_emptied(port);
 }
 
+/// Ctrl-C while the population is still being created: the sessions
+/// created so far are deleted (exit 130), as after the populate. The
+/// interrupt was only heard once the populate had ended: until then
+/// Ctrl-C kept its default, and the process died leaving every session it
+/// had made on the server for its timeout.
+#[test]
+fn an_interrupt_during_the_populate_deletes_what_it_created() {
+    let (_server, port) = start_redis();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("redis://127.0.0.1:{port}");
+    let out = tmp.path().join("interrupted-populate");
+    let mut args = tiny_run(&url, "200", &out);
+    // Far more than a populate makes before the interrupt below.
+    args.extend(["--sessions", "1000000", "--duration", "60s"]);
+    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(&args)
+        .env("CI", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("loadgen");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dbsize(port) < 100 {
+        assert!(Instant::now() < deadline, "the populate never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("sh")
+        .args(["-c", "kill -INT \"$0\"", &run.id().to_string()])
+        .status()
+        .expect("sh -c kill");
+    assert!(killed.success());
+    let out = run.wait_with_output().expect("loadgen ends");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(text.contains("interrupted"), "{text}");
+    assert_emptied(port);
+}
+
 /// The server holds no key within 20 s (a run's churn sessions expire on
 /// their own, in 100 ms; its live population is the run's to delete).
 fn assert_emptied(port: u16) {
