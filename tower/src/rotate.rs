@@ -33,6 +33,10 @@ tokio::task_local! {
 enum Rotation {
     /// `delete(old)` has not come yet.
     Pending { old: SessionId },
+    /// A store's `delete(old)` claimed the rotation and is rotating (a
+    /// `CachingSessionStore` sends the delete to its cache and its backend
+    /// at once: the other one deletes).
+    Claimed,
     /// The store rotated `old` to `new`; `create` has not come yet.
     Rotated { new: SessionId },
     /// `create` took the new id, or there was nothing to rotate.
@@ -71,12 +75,22 @@ pub async fn cycle_id(session: &Session) -> Result<(), Error> {
         .await
 }
 
-/// True if a [`cycle_id`] in this task is waiting for `delete(id)`: the
-/// store then rotates `id` instead of deleting it and reports the new id to
-/// [`rotated`] (`None`: the session was gone, there was nothing to rotate).
+/// True if a [`cycle_id`] in this task is waiting for `delete(id)`, and
+/// claims it: the store then rotates `id` instead of deleting it and
+/// reports the new id to [`rotated`] (`None`: the session was gone, there
+/// was nothing to rotate). Claimed once: a second store's `delete(id)` in
+/// the same call (a `CachingSessionStore`'s) deletes, and its `create`
+/// then stores the record under the id the first one rotated to.
 pub(crate) fn claims_delete(id: SessionId) -> bool {
     ROTATION
-        .try_with(|r| *r.borrow() == Rotation::Pending { old: id })
+        .try_with(|r| {
+            let mut r = r.borrow_mut();
+            let claimed = *r == Rotation::Pending { old: id };
+            if claimed {
+                *r = Rotation::Claimed;
+            }
+            claimed
+        })
         .unwrap_or(false)
 }
 
@@ -85,8 +99,8 @@ pub(crate) fn rotated(new: Option<SessionId>) {
     let _ = ROTATION.try_with(|r| {
         let mut r = r.borrow_mut();
         debug_assert!(
-            matches!(*r, Rotation::Pending { .. }),
-            "rotated twice in one cycle_id: {r:?}"
+            matches!(*r, Rotation::Claimed),
+            "a rotation reported that was not claimed: {r:?}"
         );
         *r = new.map_or(Rotation::Done, |new| Rotation::Rotated { new });
     });
