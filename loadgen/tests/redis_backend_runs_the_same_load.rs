@@ -92,40 +92,13 @@ fn dbsize(port: u16) -> u64 {
 /// for its 30-minute timeout, it doubled the next run's population.
 #[test]
 fn an_interrupted_run_against_redis_deletes_its_population() {
-    let (_server, port) = start_redis();
-    let tmp = tempfile::tempdir().unwrap();
-    let url = format!("redis://127.0.0.1:{port}");
-    let out = tmp.path().join("interrupted");
-    let mut args = tiny_run(&url, "200", &out);
-    args.extend(["--duration", "60s"]);
-    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(&args)
-        .env("CI", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("loadgen");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while dbsize(port) < 1_000 {
-        assert!(Instant::now() < deadline, "the population never arrived");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    // The shell's built-in `kill`: a minimal machine may lack procps.
-    let killed = Command::new("sh")
-        .args(["-c", "kill -INT \"$0\"", &run.id().to_string()])
-        .status()
-        .expect("sh -c kill");
-    assert!(killed.success());
-    let out = run.wait_with_output().expect("loadgen ends");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    // The whole tiny population, and then some of the load.
+    interrupt_and_check_emptied(
+        "interrupted",
+        &["--duration", "60s"],
+        1_000,
+        Duration::from_millis(500),
     );
-    assert_eq!(out.status.code(), Some(130), "{text}");
-    assert!(text.contains("interrupted"), "{text}");
-    assert_emptied(port);
 }
 
 /// Ctrl-C while the population is still being created: the sessions
@@ -135,13 +108,25 @@ fn an_interrupted_run_against_redis_deletes_its_population() {
 /// had made on the server for its timeout.
 #[test]
 fn an_interrupt_during_the_populate_deletes_what_it_created() {
+    // Far more sessions than a populate makes before the interrupt.
+    interrupt_and_check_emptied(
+        "interrupted-populate",
+        &["--sessions", "1000000", "--duration", "60s"],
+        100,
+        Duration::ZERO,
+    );
+}
+
+/// Starts a tiny run against a fresh server with `extra` arguments, sends
+/// it SIGINT once the server holds `keys` keys and `then` has passed, and
+/// checks that it ends with 130, saying so, and leaves no key behind.
+fn interrupt_and_check_emptied(tag: &str, extra: &[&str], keys: u64, then: Duration) {
     let (_server, port) = start_redis();
     let tmp = tempfile::tempdir().unwrap();
     let url = format!("redis://127.0.0.1:{port}");
-    let out = tmp.path().join("interrupted-populate");
+    let out = tmp.path().join(tag);
     let mut args = tiny_run(&url, "200", &out);
-    // Far more than a populate makes before the interrupt below.
-    args.extend(["--sessions", "1000000", "--duration", "60s"]);
+    args.extend(extra);
     let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(&args)
         .env("CI", "1")
@@ -150,10 +135,12 @@ fn an_interrupt_during_the_populate_deletes_what_it_created() {
         .spawn()
         .expect("loadgen");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while dbsize(port) < 100 {
-        assert!(Instant::now() < deadline, "the populate never started");
+    while dbsize(port) < keys {
+        assert!(Instant::now() < deadline, "the population never arrived");
         std::thread::sleep(Duration::from_millis(20));
     }
+    std::thread::sleep(then);
+    // The shell's built-in `kill`: a minimal machine may lack procps.
     let killed = Command::new("sh")
         .args(["-c", "kill -INT \"$0\"", &run.id().to_string()])
         .status()
