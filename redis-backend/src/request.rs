@@ -652,7 +652,8 @@ impl Inner {
 
     /// Sends the command `make` builds to the master of `key`, followed in
     /// the same pipeline by `WAIT` for a write when replication asks for it
-    /// (and by the fence before it after a doubtful try). `make` may lend a
+    /// (after a doubtful try, by the fence and `WAIT` in a pipeline of
+    /// their own: `fence_and_wait`). `make` may lend a
     /// command built beforehand (a plain command: not copied per attempt).
     pub(crate) async fn request<'c>(
         &self,
@@ -692,38 +693,29 @@ impl Inner {
                     replicas: Replicas::NotAsked,
                 });
             }
+            let asked = attempt.ask.is_some();
             let mut pipe = redis::pipe();
-            if attempt.ask.is_some() {
+            if asked {
                 pipe.cmd("ASKING");
             }
             pipe.add_command(cmd.into_owned());
-            if let Some((replicas, timeout_ms)) = wait {
-                if attempt.fence {
-                    let mut fence_key = Vec::with_capacity(key.len() + FENCE_SUFFIX.len());
-                    fence_key.extend_from_slice(key);
-                    fence_key.extend_from_slice(FENCE_SUFFIX);
-                    // The fence's key shares the session's slot: asked too.
-                    if attempt.ask.is_some() {
-                        pipe.cmd("ASKING");
-                    }
-                    pipe.cmd("EVAL").arg(FENCE).arg(1).arg(fence_key);
+            let fenced = match wait {
+                Some(wait) if attempt.fence => Some(wait),
+                Some((replicas, timeout_ms)) => {
+                    pipe.cmd("WAIT").arg(replicas).arg(timeout_ms);
+                    None
                 }
-                pipe.cmd("WAIT").arg(replicas).arg(timeout_ms);
-            }
+                None => None,
+            };
             let mut values = via.pipeline(&pipe, target).await?.into_iter();
-            if attempt.ask.is_some() {
+            if asked {
                 first_reply(&mut values)?;
             }
             let value = first_reply(&mut values)?;
-            let replicas = match wait {
-                Some(_) => {
-                    if attempt.fence && attempt.ask.is_some() {
-                        // The fence's `ASKING`, whose reply is not the fence's.
-                        values.next();
-                    }
-                    reply::replicas_from(values, attempt.fence)
-                }
-                None => Replicas::NotAsked,
+            let replicas = match (wait, fenced) {
+                (_, Some(wait)) => fence_and_wait(&mut via, target, key, asked, wait).await,
+                (Some(_), None) => reply::replicas_from(values, false),
+                (None, _) => Replicas::NotAsked,
             };
             Ok(Acked { value, replicas })
         })
@@ -1309,6 +1301,47 @@ fn remember_nodes(known: &mut Vec<(String, u16)>, latest: Vec<(String, u16)>) {
 }
 
 /// The next reply of a pipeline, a server error as an error.
+/// After a write resent following a doubtful try: the fence (a write
+/// that moves this connection's replication offset past everything the
+/// master applied before it, the first try included) and `WAIT`, in a
+/// pipeline of their own, after the command's. Not in the command's
+/// pipeline: in a slot being migrated the fence's key (never stored)
+/// answers `ASK` on the old master while the session's key is there, and
+/// the redis crate's cluster client answers a pipeline with its first
+/// reply that asks for a redirection: read as the command's own `ASK`, the
+/// command ran again on the importing node, which does not hold the
+/// session (a delete's resend, `EXISTS`, found nothing there and the
+/// delete was acknowledged with the session still on its master). A fence
+/// that fails, that way or any other, confirms no replica.
+async fn fence_and_wait(
+    via: &mut Via<'_>,
+    target: Target<'_>,
+    key: &[u8],
+    asked: bool,
+    (replicas, timeout_ms): (u32, u64),
+) -> Replicas {
+    let mut fence_key = Vec::with_capacity(key.len() + FENCE_SUFFIX.len());
+    fence_key.extend_from_slice(key);
+    fence_key.extend_from_slice(FENCE_SUFFIX);
+    let mut pipe = redis::pipe();
+    if asked {
+        // The fence's key shares the session's slot: asked too.
+        pipe.cmd("ASKING");
+    }
+    pipe.cmd("EVAL").arg(FENCE).arg(1).arg(fence_key);
+    pipe.cmd("WAIT").arg(replicas).arg(timeout_ms);
+    match via.pipeline(&pipe, target).await {
+        Ok(values) => {
+            let mut values = values.into_iter();
+            if asked {
+                values.next();
+            }
+            reply::replicas_from(values, true)
+        }
+        Err(e) => Replicas::Unconfirmed(format!("the replication fence failed: {e}")),
+    }
+}
+
 fn first_reply(values: &mut impl Iterator<Item = Value>) -> RedisResult<Value> {
     match values.next() {
         Some(Value::ServerError(e)) => Err(e.into()),

@@ -1,0 +1,93 @@
+//! A write whose first try failed in doubt is resent with a fence and
+//! `WAIT` (with `Replication::Wait`). In a slot being migrated, the fence's
+//! key (never stored) answers `ASK` on the old master even where the
+//! session's key is still there; the redis crate's cluster client answers
+//! a pipeline with its first reply that asks for a redirection, so a
+//! resend sent as one pipeline through it read the fence's `ASK` as the
+//! command's own, and ran the command again on the importing node, which
+//! does not hold the session: a `delete` resent as `EXISTS` found nothing
+//! there and answered `Ok` while the session lived on in the old master.
+//! The resend sends the command alone, then the fence and `WAIT`.
+//!
+//! The doubt: the old master's writes paused (`CLIENT PAUSE ... WRITE`),
+//! the first try's connection killed while it waits there.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use session_engine::{Error, Timeout};
+use session_redis::RedisStore;
+use support::Cluster;
+
+const TTL: Timeout = Timeout::from_secs(600);
+
+/// The id of the client on `node` blocked (by the pause) in `cmd`.
+fn client_blocked_in(cluster: &Cluster, node: usize, cmd: &str) -> Option<String> {
+    let list = cluster.nodes[node].cli(&["CLIENT", "LIST"]);
+    let field = |line: &str, name: &str| {
+        line.split(' ')
+            .find_map(|f| f.strip_prefix(name).map(str::to_owned))
+    };
+    list.lines()
+        .find(|line| {
+            field(line, "cmd=").as_deref() == Some(cmd)
+                && field(line, "flags=").is_some_and(|f| f.contains('b'))
+        })
+        .and_then(|line| field(line, "id="))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_resent_in_a_migrating_slot_is_never_acknowledged_undone() {
+    let cluster = Cluster::start(60_000);
+    let firsts = cluster.first_slots();
+    let store = RedisStore::connect(
+        support::cluster_preset(cluster.urls()).key_prefix(support::unique_prefix("migrating-resend")),
+    )
+    .await
+    .expect("connect");
+    // The resend goes through the cluster client when the direct route's
+    // rebuild has not come back yet: usually, not always. A few rounds.
+    for round in 0..4 {
+        let id = store.create(b"logged in", TTL).await.expect("create");
+        let slot = store.slot(&id);
+        let from = cluster
+            .master_of(support::shard_of(&firsts, slot))
+            .expect("the slot's master");
+        let to = firsts
+            .iter()
+            .filter_map(|&f| cluster.master_of(f))
+            .find(|&m| m != from)
+            .expect("another master");
+        cluster.begin_migration(slot, from, to);
+        let paused = cluster.nodes[from].cli(&["CLIENT", "PAUSE", "1500", "WRITE"]);
+        assert_eq!(paused.trim(), "OK");
+        let deleting = tokio::spawn({
+            let store = store.clone();
+            async move { store.delete(&id).await }
+        });
+        let until = Instant::now() + Duration::from_secs(10);
+        let client = loop {
+            if let Some(client) = client_blocked_in(&cluster, from, "del") {
+                break client;
+            }
+            assert!(Instant::now() < until, "the delete never reached its master");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        cluster.nodes[from].cli(&["CLIENT", "KILL", "ID", &client]);
+        let outcome = deleting.await.expect("the delete's task");
+        let key = store.key(&id);
+        let there = cluster.nodes[from].cli(&["EXISTS", &key]).trim() == "1";
+        cluster.cancel_migration(slot, from, to);
+        match outcome {
+            Ok(()) => assert!(
+                !there,
+                "round {round}: an acknowledged delete left the session on its master"
+            ),
+            Err(Error::OutcomeUnknown { .. }) => {}
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        // The session, if it is still there, goes now.
+        let _ = RedisStore::delete(&store, &id).await;
+    }
+}
