@@ -128,10 +128,10 @@ fn route_differently(dir: &std::path::Path) {
 /// one this build computes (another build of the hash function: ahash
 /// changes its output with the CPU features it is compiled for, the
 /// toolchain and its version) is re-routed at the open, every session
-/// recovered and reachable; the open then records this build's routing,
-/// and the next open keeps the layout. (The layout was kept: each log's
-/// sessions went to its shard, while every later operation routed by the
-/// new hash and missed most of them; `len` still counted them.)
+/// recovered and reachable; the next open keeps the new layout. (The
+/// layout was kept: each log's sessions went to its shard, while every
+/// later operation routed by the new hash and missed most of them; `len`
+/// still counted them.)
 #[test]
 fn logs_routed_by_another_hash_are_rerouted() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,12 +146,12 @@ fn logs_routed_by_another_hash_are_rerouted() {
     route_differently(dir.path());
     {
         let engine = open(dir.path(), 4);
+        for (id, meta) in &expected {
+            assert_eq!(engine.peek(id).expect("reachable").metadata(), &meta[..]);
+        }
         let report = engine.recovery_report().unwrap().clone();
         assert!(report.rerouted, "{report:?}");
         assert_eq!(report.sessions, expected.len());
-        for (id, meta) in &expected {
-            assert_eq!(engine.peek(id).unwrap().metadata(), &meta[..]);
-        }
         engine.debug_check_invariants();
         let id = engine.create(b"after", Timeout::Never).unwrap();
         expected.insert(id, b"after".to_vec());

@@ -47,10 +47,7 @@ const MANIFEST_LAYOUT_AT: usize = MANIFEST_SHARDS_AT + 4;
 const MANIFEST_KEY_AT: usize = MANIFEST_LAYOUT_AT + 8;
 const MANIFEST_LOG_KEY_AT: usize = MANIFEST_KEY_AT + 32;
 const MANIFEST_CRC_AT: usize = MANIFEST_LOG_KEY_AT + LOG_KEY_LEN;
-/// The route check (outside the checksum: zero in manifests written before
-/// it was recorded, and a damaged one only costs a re-routing).
-const MANIFEST_ROUTE_AT: usize = MANIFEST_CRC_AT + 4;
-pub(crate) const MANIFEST_LEN: usize = MANIFEST_ROUTE_AT + 4;
+pub(crate) const MANIFEST_LEN: usize = MANIFEST_CRC_AT + 4 + 4;
 const _: () = assert!(MANIFEST_LEN == 80);
 /// Format 1's manifest: the hash key, then the checksum at byte 56.
 const MANIFEST_V1_CRC_AT: usize = MANIFEST_KEY_AT + 32;
@@ -68,10 +65,6 @@ pub(crate) struct Manifest {
     pub(crate) hash_key: [u64; 4],
     /// Zero in a format-1 manifest (whose logs have no salt).
     pub(crate) log_key: [u8; LOG_KEY_LEN],
-    /// The route check of the hash that routed the layout's ids to its
-    /// shards (`super::route_check`); zero if not recorded (a manifest
-    /// written before the check existed, or of format 1).
-    pub(crate) route_check: u32,
 }
 
 impl Manifest {
@@ -89,7 +82,6 @@ impl Manifest {
         m[MANIFEST_LOG_KEY_AT..MANIFEST_LOG_KEY_AT + LOG_KEY_LEN].copy_from_slice(&self.log_key);
         let crc = crc32c::crc32c(&m[..MANIFEST_CRC_AT]);
         put_u32(&mut m, MANIFEST_CRC_AT, crc);
-        put_u32(&mut m, MANIFEST_ROUTE_AT, self.route_check);
         debug_assert_eq!(Self::decode(&m), Ok(*self), "manifest encode/decode pair");
         m
     }
@@ -111,7 +103,7 @@ impl Manifest {
         if crc32c::crc32c(&bytes[..crc_at]) != u32_at(bytes, crc_at) {
             return Err("manifest checksum mismatch");
         }
-        if format == 1 && bytes[crc_at + 4..].iter().any(|&b| b != 0) {
+        if bytes[crc_at + 4..].iter().any(|&b| b != 0) {
             return Err("manifest reserved bytes are not zero");
         }
         let shards = u32_at(bytes, MANIFEST_SHARDS_AT);
@@ -126,18 +118,12 @@ impl Manifest {
         if format == FORMAT_VERSION {
             log_key.copy_from_slice(&bytes[MANIFEST_LOG_KEY_AT..MANIFEST_LOG_KEY_AT + LOG_KEY_LEN]);
         }
-        let route_check = if format == FORMAT_VERSION {
-            u32_at(bytes, MANIFEST_ROUTE_AT)
-        } else {
-            0
-        };
         Ok(Self {
             format,
             shards,
             layout: u64_at(bytes, MANIFEST_LAYOUT_AT),
             hash_key,
             log_key,
-            route_check,
         })
     }
 }
@@ -973,20 +959,14 @@ mod tests {
             layout: 7,
             hash_key: [1, 2, 3, u64::MAX],
             log_key: [9; LOG_KEY_LEN],
-            route_check: 0xdead_beef,
         };
         let bytes = m.encode();
         assert_eq!(Manifest::decode(&bytes), Ok(m));
-        for at in 0..MANIFEST_ROUTE_AT {
+        for at in 0..MANIFEST_LEN {
             let mut bad = bytes;
             bad[at] ^= 0x80;
             assert!(Manifest::decode(&bad).is_err(), "manifest flip at {at}");
         }
-        // The route check is outside the checksum: a flip there reads as
-        // another routing (the open re-routes: slower, never wrong).
-        let mut flipped = bytes;
-        flipped[MANIFEST_ROUTE_AT] ^= 0x80;
-        assert_ne!(Manifest::decode(&flipped).unwrap().route_check, m.route_check);
         assert!(Manifest::decode(&bytes[..64]).is_err(), "cut short");
     }
 

@@ -45,23 +45,6 @@ pub(crate) fn hasher_from_key(key: [u64; 4]) -> RandomState {
     RandomState::with_seeds(key[0], key[1], key[2], key[3])
 }
 
-/// What the keyed hash makes of a few fixed ids, folded into 32 bits, never
-/// zero: recorded in the MANIFEST with the layout it routed. The same key
-/// hashes differently in another build of the hash (ahash's output changes
-/// with the CPU features it is compiled for, the toolchain and its
-/// version), and a layout kept across such a change would leave most
-/// sessions in logs their shards are not (every operation would miss
-/// them): an open whose check differs re-routes every session instead.
-pub(crate) fn route_check(hasher: &RandomState) -> u32 {
-    let folded = (0u8..4)
-        .map(|n| crate::table::hash_id(hasher, &SessionId::from_bytes([n.wrapping_mul(0x3b) ^ 0xa5; 16])))
-        .fold(0u64, |acc, h| acc.rotate_left(17) ^ h);
-    let halves = folded ^ (folded >> 32);
-    u32::try_from(halves & u64::from(u32::MAX))
-        .expect("masked to 32 bits")
-        .max(1)
-}
-
 /// An open data directory.
 pub(crate) struct Persistence {
     pub(crate) logs: Vec<Arc<ShardLog>>,

@@ -22,7 +22,7 @@ use super::recovery::{
     live_bytes, recover_shard, Codec, Fix, Recovered, RecoveryReport, ShardFiles, ShardRecovery,
 };
 use super::segment::{sync_dir, Segment};
-use super::{hasher_from_key, route_check, Opened, Persistence, TimeMark};
+use super::{hasher_from_key, Opened, Persistence, TimeMark};
 use crate::config::{Config, Durability, RecoveryMode};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
@@ -82,10 +82,13 @@ pub(crate) fn open(
         !damaged || config.recovery == RecoveryMode::Repair,
         "Strict stops at damage"
     );
-    let check = route_check(&hasher_from_key(manifest.hash_key));
-    let rerouted = manifest.route_check != check;
-    let keep =
-        manifest.shards as usize == shards && manifest.format == FORMAT_VERSION && !damaged && !rerouted;
+    let same_shards = manifest.shards as usize == shards;
+    // Ids are routed by ahash, whose output changes with the CPU features,
+    // toolchain and version it is built with: a log whose sessions this
+    // build routes to other shards was written by another build, and its
+    // layout cannot be kept (every operation would miss them).
+    let rerouted = same_shards && !routed_here(&hasher_from_key(manifest.hash_key), &recoveries, &route);
+    let keep = same_shards && manifest.format == FORMAT_VERSION && !damaged && !rerouted;
     let (sessions, logs, hash_key) = if keep {
         let (sessions, logs, synced) = keep_layout(config, &layout, &manifest, now_ms, recoveries)?;
         report.synced_segments = synced;
@@ -113,7 +116,6 @@ pub(crate) fn open(
             })?,
             hash_key: manifest.hash_key,
             log_key,
-            route_check: check,
         };
         let logs = write_layout(config, dir, manifest.layout, &next, now_ms, &sessions)?;
         if manifest.shards != next.shards {
@@ -123,7 +125,7 @@ pub(crate) fn open(
             report.upgraded_from = Some(manifest.format);
         }
         report.rewritten = damaged;
-        report.rerouted = rerouted && manifest.format == FORMAT_VERSION;
+        report.rerouted = rerouted;
         (sessions, logs, manifest.hash_key)
     };
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -187,7 +189,6 @@ fn create_directory(
         layout: 1,
         hash_key,
         log_key: random_log_key()?,
-        route_check: route_check(&hasher_from_key(hash_key)),
     };
     clear_unfinished_creation(dir)?;
     let layout = layout_dir(dir, manifest.layout);
@@ -396,6 +397,19 @@ fn key_from_bytes(bytes: [u8; 32]) -> [u64; 4] {
 }
 
 /// Replays every shard of a layout, on as many threads as there are cores.
+/// True if this build routes every recovered session to the shard whose
+/// log held it.
+fn routed_here(
+    hasher: &RandomState,
+    recoveries: &[ShardRecovery],
+    route: &(impl Fn(&RandomState, &SessionId) -> usize + Sync),
+) -> bool {
+    recoveries
+        .iter()
+        .enumerate()
+        .all(|(shard, r)| r.sessions.keys().all(|id| route(hasher, id) == shard))
+}
+
 fn recover_all(
     mode: RecoveryMode,
     layout: &Path,

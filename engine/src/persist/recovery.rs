@@ -123,9 +123,9 @@ pub struct RecoveryReport {
     /// open (`Strict` or not) finds none.
     pub rewritten: bool,
     /// The logs had been routed to their shards by another hash than the
-    /// one this build computes (another build of the hash function, or a
-    /// directory from before the check was recorded): every session was
-    /// re-routed into a new layout.
+    /// one this build computes (another build of the hash function: a
+    /// recovered session routes to another shard than its log's): every
+    /// session was re-routed into a new layout.
     pub rerouted: bool,
     /// Each torn tail cleared and unfinished segment removed (the first
     /// `RECOVERY_REPORT_ITEMS_MAX`; the counts above are complete).
