@@ -314,8 +314,9 @@ end
 return 1
 ";
 
-/// `KEYS[1]` session, `KEYS[2]` the key of its new id, `KEYS[3]` the
-/// rotation's mark (`<session key>:rotated`; all three in one slot); ARGV
+/// `KEYS[1]` session, `KEYS[2]` the key of its new id, `KEYS[3]` this
+/// call's mark (`<session key>:rotated:<token>`: one per call, so another
+/// rotation of the id cannot overwrite it; all three in one slot); ARGV
 /// token, `1` if an earlier try of this call may have run (else `0` or
 /// absent), and the mark's life in ms (the request timeout: every resend
 /// comes within it). Moves the session to the new key: the core fields only
@@ -323,10 +324,10 @@ return 1
 /// subscriptions and no bucket (a rotation is the defence against session
 /// fixation: what the old id subscribed to stays behind, and its topic
 /// index entries are found stale and removed lazily); the TTL is armed
-/// afresh, the old key deleted, and the mark set to the token. Returns 1
+/// afresh, the old key deleted, and the mark set. Returns 1
 /// if rotated (or already by this token: it is on the new key), 0 if the
-/// session is absent, or if this is a resend and the mark holds this
-/// call's token (its earlier try rotated, the new session has expired
+/// session is absent, or if this is a resend and finds the mark (its
+/// earlier try rotated, the new session has expired
 /// since, and the old id may have been inserted again by someone who knew
 /// it: such a session must not be moved to an id only this call knows;
 /// the caller reports `OutcomeUnknown`), 2 if the new id is taken
@@ -334,7 +335,7 @@ return 1
 /// first, so a rotation is never done twice.
 const ROTATE: &str = "local old, new, mark = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('HGET', new, 'w') == ARGV[1] then return 1 end
-if ARGV[2] == '1' and redis.call('GET', mark) == ARGV[1] then return 0 end
+if ARGV[2] == '1' and redis.call('EXISTS', mark) == 1 then return 0 end
 if redis.call('EXISTS', new) == 1 then return 2 end
 local r = redis.call('HMGET', old, 'm', 'c', 't', 'v', 'l', 'a')
 if not (r[1] and r[2] and r[3] and r[4]) then return 0 end
@@ -344,7 +345,7 @@ if over(old, r[2], l, r[6], r[3], now) then return 0 end
 redis.call('DEL', old)
 redis.call('HSET', new, 'm', r[1], 'c', r[2], 't', r[3], 'v', r[4], 'l', l, 'a', now, 'w', ARGV[1])
 arm(new, r[3], r[2], l, now)
-if ARGV[3] then redis.call('SET', mark, ARGV[1], 'PX', ARGV[3]) end
+if ARGV[3] then redis.call('SET', mark, '1', 'PX', ARGV[3]) end
 return 1
 ";
 
@@ -509,8 +510,9 @@ pub(crate) const FENCE: &str = "redis.call('SET', KEYS[1], '1') redis.call('DEL'
 /// Suffix of the fence key after the session key (same hash tag: same slot).
 pub(crate) const FENCE_SUFFIX: &[u8] = b":fence";
 
-/// What `ROTATE`'s mark key adds to the session key (the same slot).
-pub(crate) const ROTATED_SUFFIX: &[u8] = b":rotated";
+/// What `ROTATE`'s mark key adds to the session key (the same slot), before
+/// the call's token.
+pub(crate) const ROTATED_SUFFIX: &[u8] = b":rotated:";
 
 /// `HMGET key m c a t l`: a session as `peek` and `list` read it (the
 /// fields in the order `reply::session` reads them).

@@ -567,12 +567,12 @@ impl RedisStore {
         let old = inner.keys.key(id);
         let deadline = inner.deadline();
         let script = &inner.scripts.rotate;
-        let mark = [&old[..], ROTATED_SUFFIX].concat();
         let mark_ms = inner.config.request_timeout.as_millis().max(1).to_string();
         for _ in 0..CREATE_TRIES_MAX {
             let new_id = Self::fresh_id_beside(id)?;
             let new = inner.keys.key(&new_id);
             let token = token();
+            let mark = [&old[..], ROTATED_SUFFIX, token.as_bytes()].concat();
             let reply = inner
                 .request(Kind::Write, deadline, &old, |attempt| {
                     let resend: &[u8] = if attempt.fence { b"1" } else { b"0" };
