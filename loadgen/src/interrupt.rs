@@ -66,15 +66,25 @@ impl Drop for CleanupGuard {
     }
 }
 
+/// Starts the thread that hears Ctrl-C, and returns once it listens (an
+/// interrupt before that would end the process by its default action).
 fn listen() {
+    let (ready, listening) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("loadgen-interrupt".into())
-        .spawn(|| {
+        .spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             runtime.block_on(async {
-                if tokio::signal::ctrl_c().await.is_err() {
+                // Registered here, not at the first poll.
+                let Ok(mut interrupts) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                else {
+                    return;
+                };
+                let _ = ready.send(());
+                if interrupts.recv().await.is_none() {
                     return;
                 }
                 eprintln!(
@@ -85,10 +95,12 @@ fn listen() {
                     run_cleanup();
                     std::process::exit(EXIT_INTERRUPTED);
                 });
-                let _ = tokio::signal::ctrl_c().await;
+                let _ = interrupts.recv().await;
                 std::process::exit(EXIT_INTERRUPTED);
             });
         });
     // Without the thread, Ctrl-C keeps its default (the process ends).
-    drop(spawned);
+    if spawned.is_ok() {
+        let _ = listening.recv_timeout(std::time::Duration::from_secs(5));
+    }
 }

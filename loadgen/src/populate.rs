@@ -53,7 +53,7 @@ pub(crate) fn run_here<B: Backend, F: Future>(future: F) -> F::Output {
 pub fn populate<B: Backend>(store: &Arc<B>, scenario: &Scenario) -> anyhow::Result<Populated> {
     let timeout = scenario.population_timeout()?;
     let workers = scenario.workers;
-    let underway = B::OUTLIVES_RUN.then(|| Arc::new(Underway::default()));
+    let underway = B::OUTLIVES_RUN.then(|| Arc::new(Underway::with_capacity(scenario.sessions)));
     if let Some(underway) = &underway {
         let (store, underway) = (Arc::clone(store), Arc::clone(underway));
         crate::interrupt::on_interrupt(move || {
@@ -198,13 +198,11 @@ struct Share {
 /// The sessions a populate has made so far, for an interrupt to delete
 /// (stores that outlive the run): the creates in flight are waited for,
 /// and no create starts after the interrupt.
-#[derive(Default)]
 struct Underway {
     state: Mutex<UnderwayState>,
     idle: Condvar,
 }
 
-#[derive(Default)]
 struct UnderwayState {
     stopped: bool,
     in_flight: usize,
@@ -212,6 +210,19 @@ struct UnderwayState {
 }
 
 impl Underway {
+    /// Room for `sessions` ids up front: no reallocation under the lock
+    /// every create takes.
+    fn with_capacity(sessions: usize) -> Self {
+        Self {
+            state: Mutex::new(UnderwayState {
+                stopped: false,
+                in_flight: 0,
+                ids: Vec::with_capacity(sessions),
+            }),
+            idle: Condvar::new(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, UnderwayState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -264,15 +275,14 @@ async fn populate_share<B: Backend>(
         }
         let before = Instant::now();
         let made = store.create(metadata, timeout).await;
+        let took = before.elapsed();
         if let Some(underway) = underway {
             underway.end(made.as_ref().ok().copied());
         }
         match made {
             Ok(id) => {
                 #[allow(clippy::cast_possible_truncation)]
-                share
-                    .latency
-                    .saturating_record(before.elapsed().as_nanos() as u64);
+                share.latency.saturating_record(took.as_nanos() as u64);
                 share.ids.push(id);
             }
             Err(e) => {
