@@ -1300,7 +1300,6 @@ fn remember_nodes(known: &mut Vec<(String, u16)>, latest: Vec<(String, u16)>) {
     *known = merged;
 }
 
-/// The next reply of a pipeline, a server error as an error.
 /// After a write resent following a doubtful try: the fence (a write
 /// that moves this connection's replication offset past everything the
 /// master applied before it, the first try included) and `WAIT`, in a
@@ -1342,6 +1341,7 @@ async fn fence_and_wait(
     }
 }
 
+/// The next reply of a pipeline, a server error as an error.
 fn first_reply(values: &mut impl Iterator<Item = Value>) -> RedisResult<Value> {
     match values.next() {
         Some(Value::ServerError(e)) => Err(e.into()),
