@@ -282,6 +282,37 @@ mod during_a_write {
         assert!(engine.is_empty());
     }
 
+    /// A writer whose read went stale meets the newer block a writer that
+    /// panicked between its two steps had retired: the panicked writer's
+    /// guard gave the block back unmarked, so the stale writer (which now
+    /// marks a due block it meets, and asserts in debug builds that no
+    /// block under the writer mutex is retired) decides again on the block
+    /// as it stands.
+    #[test]
+    fn a_stale_writer_meets_a_block_a_panicked_writer_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000);
+        let engine = engine(dir.path(), &clock);
+        let id = SessionId::from_bytes([8; 16]);
+        engine.insert(id, b"v1", Timeout::from_ms(100)).unwrap();
+        let mut first = true;
+        let updated = engine.update(&id, |current| {
+            if std::mem::take(&mut first) {
+                // Between this update's read and its commit: another write
+                // goes through, and a third panics between its two steps.
+                engine.update(&id, |_| b"v2".to_vec()).unwrap();
+                engine.debug_after_next_append(0, || panic!("a bug between the write's two steps"));
+                let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let _ = engine.update(&id, |_| b"v3".to_vec());
+                }));
+                assert!(panicked.is_err());
+            }
+            [current, b"+"].concat()
+        });
+        assert_eq!(updated.expect("the update goes through").metadata(), b"v2+");
+        assert_eq!(engine.peek(&id).unwrap().metadata(), b"v2+");
+    }
+
     #[test]
     fn a_touch_inside_the_window_is_kept() {
         let (engine, clock, id, touched, _dir) = read_during_update(1_090, |e, id| e.touch(id));
