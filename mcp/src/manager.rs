@@ -989,20 +989,7 @@ mod tests {
         // the touch falls due (5 s), not one interval after the request
         // (9.9 s, past the deadline at 8 s).
         let config = McpConfig::with_timeout(Duration::from_secs(8)).touch_interval(Duration::from_secs(5));
-        let (clock, engine, sessions, manager, text, _transport) = one_session_with(config).await;
-        let id: SessionId = text.parse().expect("our id");
-        advance(&clock, Duration::from_millis(4_900)).await;
-        assert!(manager.has_session(&text).await.expect("has_session"));
-        let mut stream = Held::after(Silent, sessions.clone(), text.clone());
-        let call =
-            tokio::spawn(async move { std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await });
-        settle().await;
-        for _ in 0..20 {
-            advance(&clock, Duration::from_millis(500)).await;
-            assert!(engine.peek(&id).is_ok(), "expired while a request was open");
-        }
-        call.abort();
-        let _ = call.await;
+        an_open_request_keeps_its_session_alive(config, Duration::from_millis(4_900), 20).await;
     }
 
     /// An interval just under the timeout (which the configuration
@@ -1015,15 +1002,22 @@ mod tests {
     async fn a_request_open_with_an_interval_near_the_timeout_keeps_its_session_alive() {
         let config =
             McpConfig::with_timeout(Duration::from_secs(8)).touch_interval(Duration::from_millis(7_999));
+        an_open_request_keeps_its_session_alive(config, Duration::from_millis(100), 40).await;
+    }
+
+    /// One session under `config`; `before` later a request comes
+    /// (`has_session`) and its response stream stays open, silent, for
+    /// `steps` half-seconds: the session never expires meanwhile.
+    async fn an_open_request_keeps_its_session_alive(config: McpConfig, before: Duration, steps: usize) {
         let (clock, engine, sessions, manager, text, _transport) = one_session_with(config).await;
         let id: SessionId = text.parse().expect("our id");
-        advance(&clock, Duration::from_millis(100)).await;
+        advance(&clock, before).await;
         assert!(manager.has_session(&text).await.expect("has_session"));
         let mut stream = Held::after(Silent, sessions.clone(), text.clone());
         let call =
             tokio::spawn(async move { std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await });
         settle().await;
-        for _ in 0..40 {
+        for _ in 0..steps {
             advance(&clock, Duration::from_millis(500)).await;
             assert!(engine.peek(&id).is_ok(), "expired while a request was open");
         }
