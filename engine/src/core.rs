@@ -979,7 +979,7 @@ impl Core {
             hash,
             id,
             &self.clock,
-            Some(EntryLine::BucketAndTimers),
+            Some(EntryLine::Timers),
             |states, owner, _| Ok(states.cancel(owner, token)),
         )
     }

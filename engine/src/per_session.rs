@@ -519,87 +519,186 @@ impl BucketState {
     }
 }
 
-/// What one session holds, in two cache lines: a rate-limit check and a
-/// timer's arm or cancel read the first, a subscribe the second.
+/// What one session holds, in two cache lines: a timer's arm or cancel
+/// reads the first, a subscribe or a rate-limit check the second.
 #[repr(C, align(64))]
 struct PerSession {
-    /// The token bucket, if the session has one (`capacity` 0: none).
-    bucket: BucketState,
-    /// (token, index in the timer slab).
-    timers: Vec<(u64, u32)>,
-    /// A superset of the armed tokens' bits (`token_bit`): arming a token
-    /// whose bit is clear skips the scan of `timers` (the list's own cache
-    /// line, on the heap). Cancels leave their bits; the scan of an arm
-    /// that finds its bit set but not its token recomputes them.
-    token_bits: u128,
-    /// The session's topics in the shard's index. Eight inline: most
+    /// The session's timers.
+    timers: Timers,
+    /// The session's topics in the shard's index. Four inline: most
     /// sessions subscribe to few topics, and a list on the heap is one more
     /// cache miss per subscribe.
     topics: SmallVec<[TopicRef; TOPICS_INLINE]>,
     /// The session (for checks: a free entry's is stale).
     id: SessionId,
-    /// Whether `bucket` holds one, on this line: an unsubscribe that
-    /// empties `topics` checks the entry's other state without loading the
-    /// bucket's line when the session has a bucket.
-    bucket_held: bool,
+    /// The token bucket, if the session has one (`capacity` 0: none).
+    bucket: BucketState,
 }
 const _: () = assert!(std::mem::size_of::<PerSession>() == 128);
 const _: () = assert!(std::mem::offset_of!(PerSession, topics) == 64);
 
-/// Topics a session's entry holds without a list on the heap.
-const TOPICS_INLINE: usize = 8;
+/// Topics a session's entry holds without a list on the heap: as many as
+/// share the line with the id and the bucket.
+const TOPICS_INLINE: usize = 4;
+
+/// Topics of a session an unsubscribe compares by name (most differ in
+/// length: cheaper than hashing the name to look it up); past them it
+/// looks the name up in the index.
+const TOPICS_COMPARED_BY_NAME: usize = 8;
+
+/// Timers a session's entry holds on its timer line: as many as the line
+/// takes beside a count and the pointer to the rest.
+const TIMERS_INLINE: usize = 10;
+
+/// A session's timers, on one cache line: the first `TIMERS_INLINE` as
+/// their slots in the timer slab and an 8-bit fingerprint of each token,
+/// the rest (token, slot) on the heap. A lookup by token compares the
+/// fingerprints and confirms a match on the slab entry, which the arm or
+/// cancel that looked it up then works on anyway (a false match, one
+/// compare in 256, costs one slab entry loaded for nothing); a list of
+/// full tokens and slots would not fit the line, and one on the heap is a
+/// dependent cache miss more per arm and per cancel.
+#[repr(C, align(64))]
+struct Timers {
+    /// The session's timers, on the line and on the heap.
+    len: u16,
+    fingerprints: [u8; TIMERS_INLINE],
+    slots: [u32; TIMERS_INLINE],
+    /// The timers past the first `TIMERS_INLINE`: only for a session that
+    /// has held more. Boxed: a pointer fits the line beside ten timers,
+    /// a `Vec`'s three words do not.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<(u64, u32)>>>,
+}
+const _: () = assert!(std::mem::size_of::<Timers>() == 64);
+
+/// A token's fingerprint in `Timers`: eight well-mixed bits (tokens are
+/// often consecutive request ids).
+#[inline]
+fn fingerprint(token: u64) -> u8 {
+    #[allow(clippy::cast_possible_truncation)] // the top 8 bits, on purpose
+    let top = (token.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8;
+    top
+}
+
+impl Timers {
+    const NONE: Self = Self {
+        len: 0,
+        fingerprints: [0; TIMERS_INLINE],
+        slots: [0; TIMERS_INLINE],
+        more: None,
+    };
+
+    /// Timers on the line.
+    #[inline]
+    fn inline(&self) -> usize {
+        usize::from(self.len).min(TIMERS_INLINE)
+    }
+
+    /// The timers past the line (empty for a session with no more).
+    fn more(&self) -> &[(u64, u32)] {
+        match &self.more {
+            Some(more) if usize::from(self.len) > TIMERS_INLINE => more,
+            _ => &[],
+        }
+    }
+}
 
 /// The cache line of a `PerSession` a state call reads.
 #[derive(Clone, Copy)]
 pub(crate) enum EntryLine {
-    /// The token bucket and the timer list (rate limits, timers).
-    BucketAndTimers,
-    /// The timer list, and the timer slab's slot an arm takes next.
+    /// The timers (a cancel by token).
+    Timers,
+    /// The timers, and the timer slab's slot an arm takes next.
     Arm,
     /// The topics (subscriptions).
     Topics,
 }
 
-/// A token's bit in `PerSession::token_bits`.
-#[inline]
-fn token_bit(token: u64) -> u128 {
-    1 << (token % 128)
-}
-
 impl PerSession {
     fn new(id: SessionId) -> Self {
         Self {
-            bucket: BucketState::NONE,
-            timers: Vec::new(),
-            token_bits: 0,
+            timers: Timers::NONE,
             topics: SmallVec::new(),
             id,
-            bucket_held: false,
+            bucket: BucketState::NONE,
         }
     }
 
-    /// The timer slot of `token`, if it is armed; keeps `token_bits` a
-    /// superset of the armed tokens' bits, and tight after a scan.
+    /// Where `token`'s timer is in the session's list, and its slab slot.
+    /// A fingerprint's match is confirmed on the slot's entry in `slab`.
     #[inline]
-    fn armed(&mut self, token: u64) -> Option<u32> {
-        if self.token_bits & token_bit(token) == 0 {
-            return None;
-        }
-        let mut bits = 0;
-        for &(t, slot) in &self.timers {
-            if t == token {
-                return Some(slot);
+    fn find_token(&self, slab: &TimerSlab, token: u64) -> Option<(usize, u32)> {
+        let print = fingerprint(token);
+        let t = &self.timers;
+        for i in 0..t.inline() {
+            if t.fingerprints[i] == print && slab.entries[t.slots[i] as usize].token == token {
+                return Some((i, t.slots[i]));
             }
-            bits |= token_bit(t);
         }
-        self.token_bits = bits;
-        None
+        let more = t.more();
+        let i = more.iter().position(|&(t, _)| t == token)?;
+        Some((TIMERS_INLINE + i, more[i].1))
     }
 
-    /// Whether the entry holds nothing. Reads the bucket's line only for a
-    /// session with no topics and no bucket (`bucket_held`).
+    /// Where the timer in slab slot `slot` is in the session's list.
+    fn find_slot(&self, slot: u32) -> Option<usize> {
+        let t = &self.timers;
+        if let Some(i) = t.slots[..t.inline()].iter().position(|&s| s == slot) {
+            return Some(i);
+        }
+        let i = t.more().iter().position(|&(_, s)| s == slot)?;
+        Some(TIMERS_INLINE + i)
+    }
+
+    /// Adds a timer to the session's list (its count checked by the caller).
+    #[inline]
+    fn push_timer(&mut self, token: u64, slot: u32) {
+        let t = &mut self.timers;
+        let at = usize::from(t.len);
+        if at < TIMERS_INLINE {
+            t.fingerprints[at] = fingerprint(token);
+            t.slots[at] = slot;
+        } else {
+            t.more.get_or_insert_with(Box::default).push((token, slot));
+        }
+        t.len += 1;
+    }
+
+    /// Takes the timer at `i` in the session's list off it; the last one
+    /// takes its place.
+    #[inline]
+    fn remove_timer(&mut self, i: usize) {
+        let t = &mut self.timers;
+        let len = usize::from(t.len);
+        if len > TIMERS_INLINE {
+            let more = t.more.as_mut().expect("timers past the line are on the heap");
+            let (token, slot) = more.pop().expect("timers past the line are on the heap");
+            if i < TIMERS_INLINE {
+                t.fingerprints[i] = fingerprint(token);
+                t.slots[i] = slot;
+            } else if i - TIMERS_INLINE < more.len() {
+                more[i - TIMERS_INLINE] = (token, slot);
+            }
+        } else {
+            t.fingerprints[i] = t.fingerprints[len - 1];
+            t.slots[i] = t.slots[len - 1];
+        }
+        t.len -= 1;
+    }
+
+    /// The slab slots of the session's timers.
+    fn timer_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        let t = &self.timers;
+        t.slots[..t.inline()]
+            .iter()
+            .copied()
+            .chain(t.more().iter().map(|&(_, slot)| slot))
+    }
+
+    /// Whether the entry holds nothing.
     fn is_empty(&self) -> bool {
-        self.topics.is_empty() && !self.bucket_held && self.timers.is_empty()
+        self.topics.is_empty() && self.bucket.is_none() && self.timers.len == 0
     }
 }
 
@@ -863,7 +962,7 @@ impl States {
     /// (a session that sits further on gets its entry loaded late, and
     /// another session's entry loaded for nothing).
     /// Only the `line` the call reads: a second prefetch would cost the
-    /// timer and bucket calls more bandwidth than it saves. An arm also
+    /// timer calls more bandwidth than it saves. An arm also
     /// starts loading the timer slab's slot it will take (the top of the
     /// free list, known before the lookup): a slot freed long ago is as
     /// cold as the entry.
@@ -871,7 +970,7 @@ impl States {
     pub(crate) fn prefetch(&self, at: usize, line: EntryLine) {
         if let Some(entry) = self.by_slot.get(at).and_then(|&e| self.entries.get(e as usize)) {
             let offset = match line {
-                EntryLine::BucketAndTimers | EntryLine::Arm => 0,
+                EntryLine::Timers | EntryLine::Arm => 0,
                 EntryLine::Topics => std::mem::offset_of!(PerSession, topics),
             };
             prefetch(std::ptr::from_ref(entry).cast::<u8>().wrapping_add(offset));
@@ -952,7 +1051,7 @@ impl States {
             bytes += subscribe_len(self.index.name(topic).len());
             self.index.remove(topic, at);
         }
-        for &(_, slot) in &state.timers {
+        for slot in state.timer_slots() {
             self.wheel.remove(&mut self.slab, slot);
             self.slab.free(slot);
         }
@@ -1034,9 +1133,7 @@ impl States {
             return Ok((false, None));
         };
         let topics = &self.entries[at as usize].topics;
-        // A session's few topics are compared by name (most differ in
-        // length): cheaper than hashing the name to look it up.
-        let found = if topics.len() <= TOPICS_INLINE {
+        let found = if topics.len() <= TOPICS_COMPARED_BY_NAME {
             topics.iter().position(|&t| self.index.name(t) == topic)
         } else {
             self.index
@@ -1089,7 +1186,6 @@ impl States {
         let entry = &mut self.entries[at];
         if entry.bucket.is_none() {
             entry.bucket = BucketState::full(bucket, now_ms);
-            entry.bucket_held = true;
         }
         Ok(entry.bucket.charge(bucket, cost, now_ms))
     }
@@ -1101,8 +1197,8 @@ impl States {
         let Some(at) = self.entry(owner) else {
             return Err(self.slots_error());
         };
-        let state = &mut self.entries[at as usize];
-        if let Some(slot) = state.armed(token) {
+        let state = &self.entries[at as usize];
+        if let Some((_, slot)) = state.find_token(&self.slab, token) {
             self.wheel.remove(&mut self.slab, slot);
             self.slab.entries[slot as usize].deadline = deadline;
             self.wheel.insert(&mut self.slab, slot, deadline);
@@ -1110,15 +1206,13 @@ impl States {
         }
         let slot = room_for_one_more(
             "timers of one session (TIMERS_PER_SESSION_MAX)",
-            state.timers.len(),
+            usize::from(state.timers.len),
             TIMERS_PER_SESSION_MAX,
         )
         .and_then(|()| self.slab.alloc(owner.id, at, token, deadline));
         match slot {
             Ok(slot) => {
-                let state = &mut self.entries[at as usize];
-                state.timers.push((token, slot));
-                state.token_bits |= token_bit(token);
+                self.entries[at as usize].push_timer(token, slot);
                 self.wheel.insert(&mut self.slab, slot, deadline);
                 Ok((slot, self.slab.entries[slot as usize].generation))
             }
@@ -1135,14 +1229,19 @@ impl States {
         let Some(at) = self.slot(owner) else {
             return false;
         };
-        let timers = &mut self.entries[at as usize].timers;
-        let Some(i) = timers.iter().position(|(t, _)| *t == token) else {
+        let state = &mut self.entries[at as usize];
+        let Some((i, slot)) = state.find_token(&self.slab, token) else {
             return false;
         };
-        let (_, slot) = timers.swap_remove(i);
+        state.remove_timer(i);
+        // The rest of the entry is on other lines: read only once the
+        // timers are gone.
+        let last = state.timers.len == 0;
         self.wheel.remove(&mut self.slab, slot);
         self.slab.free(slot);
-        self.free_if_empty(owner);
+        if last {
+            self.free_if_empty(owner);
+        }
         true
     }
 
@@ -1164,9 +1263,9 @@ impl States {
 
     /// Takes the timer in `slot` off its session's list.
     fn forget_timer(&mut self, owner: u32, slot: u32) {
-        let timers = &mut self.entries[owner as usize].timers;
-        if let Some(i) = timers.iter().position(|&(_, at)| at == slot) {
-            timers.swap_remove(i);
+        let state = &mut self.entries[owner as usize];
+        if let Some(i) = state.find_slot(slot) {
+            state.remove_timer(i);
         }
     }
 
@@ -1231,7 +1330,6 @@ impl States {
         for (at, id) in self.held() {
             let state = &self.entries[at as usize];
             assert!(state.topics.len() <= TOPICS_PER_SESSION_MAX);
-            assert_eq!(state.bucket_held, !state.bucket.is_none(), "{id:?}'s bucket flag");
             for &topic in &state.topics {
                 let name = self.index.name(topic);
                 assert!(
@@ -1239,17 +1337,37 @@ impl States {
                     "{id:?} missing from the index of {name:?}"
                 );
             }
-            for &(token, slot) in &state.timers {
-                assert_ne!(
-                    state.token_bits & token_bit(token),
-                    0,
-                    "token {token}'s bit clear"
-                );
+            let t = &state.timers;
+            assert_eq!(
+                usize::from(t.len),
+                t.inline() + t.more().len(),
+                "{id:?}'s timer count"
+            );
+            for (i, slot) in state.timer_slots().enumerate() {
                 let e = self.slab.entries[slot as usize];
-                assert_eq!((e.id, e.owner, e.token), (*id, at, token), "timer slot {slot}");
-                assert!(e.link.is_linked(), "timer {token} of {id:?} not in the wheel");
+                assert_eq!((e.id, e.owner), (*id, at), "timer slot {slot}");
+                assert!(e.link.is_linked(), "timer {} of {id:?} not in the wheel", e.token);
+                if i < TIMERS_INLINE {
+                    assert_eq!(
+                        t.fingerprints[i],
+                        fingerprint(e.token),
+                        "timer slot {slot}'s fingerprint"
+                    );
+                } else {
+                    assert_eq!(
+                        t.more()[i - TIMERS_INLINE].0,
+                        e.token,
+                        "timer slot {slot}'s token"
+                    );
+                }
+                assert_eq!(
+                    state.find_token(&self.slab, e.token),
+                    Some((i, slot)),
+                    "token {}",
+                    e.token
+                );
             }
-            timers += state.timers.len();
+            timers += usize::from(t.len);
         }
         assert_eq!(timers, self.wheel.len(), "timers in the wheel");
         self.index.check_invariants();
@@ -1298,6 +1416,88 @@ mod tests {
                 retry_after: Duration::from_secs(1)
             }
         );
+    }
+
+    /// Tokens for the timer-list test: half share the fingerprint of
+    /// token 0 (every compare of the line matches, and the slab entry
+    /// decides), the rest are small numbers; more than the line holds.
+    fn timer_tokens() -> Vec<u64> {
+        let shared: Vec<u64> = (1..u64::MAX)
+            .filter(|&t| fingerprint(t) == fingerprint(0))
+            .take(TIMERS_INLINE + 3)
+            .collect();
+        [0].into_iter()
+            .chain(shared)
+            .chain(1..TIMERS_INLINE as u64)
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 64, ..Default::default() })]
+        /// Arms, re-arms and cancels (by token and by handle) on one
+        /// session's timers, past the line into the heap and back, against
+        /// a map token -> handle: every call answers as the map does, and
+        /// the line, the heap list, the slab and the wheel agree after each.
+        #[test]
+        fn a_sessions_timer_list_matches_a_map(ops in proptest::collection::vec((0..3u8, 0..27usize), 1..300)) {
+            use std::collections::HashMap;
+            let tokens = timer_tokens();
+            let mut states = States::new(None, 0, 8);
+            let owner = Owner::new(3, sid(7));
+            let mut model: HashMap<u64, (u32, u32)> = HashMap::new();
+            for (kind, pick) in ops {
+                let token = tokens[pick % tokens.len()];
+                match kind {
+                    0 => {
+                        let handle = states.arm(owner, token, 1_000 + pick as u64).unwrap();
+                        if let Some(&armed) = model.get(&token) {
+                            proptest::prop_assert_eq!(handle, armed, "a re-arm keeps the slot");
+                        }
+                        model.insert(token, handle);
+                    }
+                    1 => {
+                        proptest::prop_assert_eq!(states.cancel(owner, token), model.remove(&token).is_some());
+                    }
+                    _ => {
+                        let Some(&(slot, generation)) = model.get(&token) else { continue };
+                        proptest::prop_assert!(states.cancel_slot(slot, generation));
+                        proptest::prop_assert!(!states.cancel_slot(slot, generation), "a handle cancels once");
+                        model.remove(&token);
+                    }
+                }
+                states.check_invariants();
+                proptest::prop_assert_eq!(states.timers(), model.len());
+            }
+            // The session leaves: its timers go with it, silently.
+            states.drop_session(owner);
+            proptest::prop_assert_eq!(states.timers(), 0);
+            let mut fired = Vec::new();
+            states.fire(u64::MAX, usize::MAX, |_| true, &mut fired);
+            proptest::prop_assert!(fired.is_empty());
+        }
+    }
+
+    #[test]
+    fn timers_past_the_line_fire_and_leave_the_list() {
+        let tokens = timer_tokens();
+        let mut states = States::new(None, 0, 8);
+        let owner = Owner::new(5, sid(9));
+        for (i, &token) in tokens.iter().enumerate() {
+            states.arm(owner, token, 10 + i as u64).unwrap();
+        }
+        states.check_invariants();
+        let mut fired = Vec::new();
+        // The first half due: some on the line, some on the heap.
+        states.fire(10 + tokens.len() as u64 / 2, usize::MAX, |_| true, &mut fired);
+        let got: Vec<u64> = fired.iter().map(|&(_, token)| token).collect();
+        assert_eq!(got, tokens[..=tokens.len() / 2].to_vec());
+        states.check_invariants();
+        for &token in &tokens[tokens.len() / 2 + 1..] {
+            assert!(states.cancel(owner, token), "token {token}");
+        }
+        assert_eq!(states.timers(), 0);
+        states.check_invariants();
+        assert!(states.is_empty(), "the last cancel frees the entry");
     }
 
     #[test]
