@@ -631,9 +631,11 @@ impl PerSession {
     fn find_token(&self, slab: &TimerSlab, token: u64) -> Option<(usize, u32)> {
         let print = fingerprint(token);
         let t = &self.timers;
-        for i in 0..t.inline() {
-            if t.fingerprints[i] == print && slab.entries[t.slots[i] as usize].token == token {
-                return Some((i, t.slots[i]));
+        let n = t.inline();
+        let line = t.fingerprints[..n].iter().zip(&t.slots[..n]);
+        for (i, (&p, &slot)) in line.enumerate() {
+            if p == print && slab.entries[slot as usize].token == token {
+                return Some((i, slot));
             }
         }
         let more = t.more();
@@ -642,6 +644,7 @@ impl PerSession {
     }
 
     /// Where the timer in slab slot `slot` is in the session's list.
+    #[inline]
     fn find_slot(&self, slot: u32) -> Option<usize> {
         let t = &self.timers;
         if let Some(i) = t.slots[..t.inline()].iter().position(|&s| s == slot) {
@@ -672,17 +675,26 @@ impl PerSession {
         let t = &mut self.timers;
         let len = usize::from(t.len);
         if len > TIMERS_INLINE {
-            let more = t.more.as_mut().expect("timers past the line are on the heap");
-            let (token, slot) = more.pop().expect("timers past the line are on the heap");
-            if i < TIMERS_INLINE {
-                t.fingerprints[i] = fingerprint(token);
-                t.slots[i] = slot;
-            } else if i - TIMERS_INLINE < more.len() {
-                more[i - TIMERS_INLINE] = (token, slot);
-            }
-        } else {
-            t.fingerprints[i] = t.fingerprints[len - 1];
-            t.slots[i] = t.slots[len - 1];
+            return self.remove_timer_with_more(i);
+        }
+        t.fingerprints[i] = t.fingerprints[len - 1];
+        t.slots[i] = t.slots[len - 1];
+        t.len -= 1;
+    }
+
+    /// `remove_timer` for a session with timers on the heap: the heap's
+    /// last takes the place.
+    #[cold]
+    #[inline(never)]
+    fn remove_timer_with_more(&mut self, i: usize) {
+        let t = &mut self.timers;
+        let more = t.more.as_mut().expect("timers past the line are on the heap");
+        let (token, slot) = more.pop().expect("timers past the line are on the heap");
+        if i < TIMERS_INLINE {
+            t.fingerprints[i] = fingerprint(token);
+            t.slots[i] = slot;
+        } else if i - TIMERS_INLINE < more.len() {
+            more[i - TIMERS_INLINE] = (token, slot);
         }
         t.len -= 1;
     }
