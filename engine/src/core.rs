@@ -947,8 +947,9 @@ impl Core {
             id,
             &self.clock,
             // Not prefetched: the path is short enough for the CPU to load
-            // the entry right after the lookup on its own, and the prefetch
-            // made rate limits slower (results/state.md).
+            // the entry right after the lookup on its own; a prefetch made
+            // rate limits slower, and with the bucket on the topics' line
+            // no faster (results/state.md).
             None,
             |states, owner, now_ms| states.rate_limit(owner, bucket, cost, now_ms),
         )

@@ -550,9 +550,10 @@ const TOPICS_COMPARED_BY_NAME: usize = 8;
 /// takes beside a count and the pointer to the rest.
 const TIMERS_INLINE: usize = 10;
 
-/// A session's timers, on one cache line: the first `TIMERS_INLINE` as
-/// their slots in the timer slab and an 8-bit fingerprint of each token,
-/// the rest (token, slot) on the heap. A lookup by token compares the
+/// A session's timers, on one cache line: up to `TIMERS_INLINE` as their
+/// slots in the timer slab and an 8-bit fingerprint of each token, the
+/// rest (token, slot) on the heap (a removal moves the heap's last onto
+/// the line). A lookup by token compares the
 /// fingerprints and confirms a match on the slab entry, which the arm or
 /// cancel that looked it up then works on anyway (a false match, one
 /// compare in 256, costs one slab entry loaded for nothing); a list of
@@ -564,13 +565,15 @@ struct Timers {
     len: u16,
     fingerprints: [u8; TIMERS_INLINE],
     slots: [u32; TIMERS_INLINE],
-    /// The timers past the first `TIMERS_INLINE`: only for a session that
-    /// has held more. Boxed: a pointer fits the line beside ten timers,
+    /// The timers past the line's `TIMERS_INLINE`: only for a session
+    /// that has held more. Boxed: a pointer fits the line beside ten timers,
     /// a `Vec`'s three words do not.
     #[allow(clippy::box_collection)]
     more: Option<Box<Vec<(u64, u32)>>>,
 }
 const _: () = assert!(std::mem::size_of::<Timers>() == 64);
+// `Timers::len` counts them all.
+const _: () = assert!(TIMERS_PER_SESSION_MAX <= u16::MAX as usize);
 
 /// A token's fingerprint in `Timers`: eight well-mixed bits (tokens are
 /// often consecutive request ids).
