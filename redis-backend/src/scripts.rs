@@ -443,10 +443,10 @@ return {1, cur}
 /// then the tokens are capped at this call's capacity (a re-shape, stored
 /// even when the call is limited); a clock that went back (a failover to a
 /// node whose clock is behind) refills nothing, and the bucket goes on from
-/// this clock (keeping the later stamp would freeze the bucket until this
-/// clock passed it, minutes maybe, while `wait_ms` counts from now; going
-/// on gives back at most the refill of the time counted twice, capped at
-/// the capacity).
+/// this clock, also when the call is limited (keeping the later stamp would
+/// freeze the bucket until this clock passed it, minutes maybe, while
+/// `wait_ms` counts from now; going on gives back at most the refill of the
+/// time counted twice, capped at the capacity).
 /// Not activity: no `PEXPIRE` (`HSET` keeps the TTL).
 ///
 /// Returns `{0}` if the session is absent (or expired: `over`);
@@ -463,7 +463,7 @@ local now = tonumber(now_ms())
 if over(key, r[7], r[8], r[9], r[1], now) then return {0} end
 local cap, rate = tonumber(ARGV[1]) * 1000, tonumber(ARGV[2])
 local tokens = cap
-local reshaped = true
+local restamp = true
 if r[2] and r[3] and r[5] and r[6] then
   local old_cap, old_rate = tonumber(r[5]) * 1000, tonumber(r[6])
   tokens = tonumber(r[2])
@@ -477,7 +477,7 @@ if r[2] and r[3] and r[5] and r[6] then
     end
   end
   if tokens > cap then tokens = cap end
-  reshaped = r[5] ~= ARGV[1] or r[6] ~= ARGV[2]
+  restamp = now < last or r[5] ~= ARGV[1] or r[6] ~= ARGV[2]
 end
 local function whole(units) return (units - units % 1000) / 1000 end
 if ARGV[5] == '1' then
@@ -491,7 +491,7 @@ if tokens >= cost then
     'bc', ARGV[1], 'br', ARGV[2])
   return {1, whole(tokens)}
 end
-if reshaped then
+if restamp then
   redis.call('HSET', key, 'bk', string.format('%d', tokens), 'bt', string.format('%d', now), 'bc', ARGV[1],
     'br', ARGV[2])
 end

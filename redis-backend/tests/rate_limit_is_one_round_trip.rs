@@ -254,11 +254,26 @@ async fn a_charge_whose_reply_was_lost_is_not_charged_twice() {
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
+    let server_ms = || -> u64 {
+        let time = server.cli(&["TIME"]);
+        let mut parts = time.split_whitespace().map(|p| p.parse::<u64>().unwrap());
+        let (secs, micros) = (parts.next().unwrap(), parts.next().unwrap());
+        secs * 1000 + micros / 1000
+    };
+    let stamped = || -> u64 { server.cli(&["HGET", &key, "bt"]).trim().parse().unwrap() };
     stamp("0", "3", "1");
     assert_eq!(
         charge("3", "1", "1", "a"),
         ["2", "1000"],
         "a whole token at 1/s: 1000 ms"
+    );
+    // Limited, same shape: the bucket goes on from this clock all the
+    // same (the later stamp kept would refill nothing until the clock
+    // passed it, each retry limited again while told to wait a second).
+    let (at, now) = (stamped(), server_ms());
+    assert!(
+        at <= now,
+        "a limited call kept the later stamp {at} (server at {now}): the bucket stays empty until then"
     );
     stamp("500", "3", "3");
     assert_eq!(
@@ -274,16 +289,10 @@ async fn a_charge_whose_reply_was_lost_is_not_charged_twice() {
         ["1", "4"],
         "capped at the new capacity, then charged"
     );
-    let stamped: u64 = server.cli(&["HGET", &key, "bt"]).trim().parse().unwrap();
-    let server_ms: u64 = {
-        let time = server.cli(&["TIME"]);
-        let mut parts = time.split_whitespace().map(|p| p.parse::<u64>().unwrap());
-        let (secs, micros) = (parts.next().unwrap(), parts.next().unwrap());
-        secs * 1000 + micros / 1000
-    };
+    let (at, now) = (stamped(), server_ms());
     assert!(
-        stamped <= server_ms,
-        "the bucket kept the later stamp {stamped} (server at {server_ms}): it refills nothing until then"
+        at <= now,
+        "the bucket kept the later stamp {at} (server at {now}): it refills nothing until then"
     );
     assert_eq!(
         server
