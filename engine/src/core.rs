@@ -68,6 +68,16 @@ pub(crate) struct Core {
     persistence: Option<persist::Persistence>,
 }
 
+/// A mark for this run of an engine, in its listing cursors (`Shard::run_mark`):
+/// random, never 0 (a cursor's position 0 is the start of a shard).
+fn next_run_mark() -> u16 {
+    let drawn = SessionId::random().map_or(next_timer_mark().to_le_bytes(), |id| {
+        let b = id.to_bytes();
+        [b[0], b[1], b[2], b[3]]
+    });
+    u16::from_le_bytes([drawn[0], drawn[1]]).max(1)
+}
+
 /// A mark for each engine opened in this process (`Core::timer_mark`).
 fn next_timer_mark() -> u32 {
     static MARKS: AtomicU32 = AtomicU32::new(0);
@@ -176,6 +186,7 @@ impl Core {
         let now_ms = clock.now_ms();
         let shard_mask = shard_count - 1;
         let guard = crossbeam_epoch::pin();
+        let run_mark = next_run_mark();
         let (hasher, shards, logs, commits, recovery, persistence) = if let Some(dir) =
             config.data_dir.clone()
         {
@@ -202,6 +213,7 @@ impl Core {
                     now_ms,
                     Some(Arc::clone(log)),
                     config.touch_persist_fraction,
+                    run_mark,
                 );
                 shard.reserve(config.shard_capacity(shard_count).max(sessions.len()), &guard)?;
                 for (id, s) in sessions {
@@ -224,7 +236,7 @@ impl Core {
             let capacity = config.shard_capacity(shard_count);
             let shards = (0..shard_count)
                 .map(|_| {
-                    let shard = Shard::new(hasher.clone(), now_ms, None, 1.0);
+                    let shard = Shard::new(hasher.clone(), now_ms, None, 1.0, run_mark);
                     shard.reserve(capacity, &guard)?;
                     Ok(CachePadded::new(shard))
                 })

@@ -497,7 +497,14 @@ impl Engine {
     /// returned at least once (exactly once unless its shard's table was
     /// rebuilt while the listing was in that shard, which restarts the
     /// shard, so that sessions may repeat, within a page or across pages);
-    /// one created or deleted meanwhile may or may not appear.
+    /// one created or deleted meanwhile may or may not appear, and a
+    /// rotation is both (its old id deleted, its new one created): a
+    /// session rotated meanwhile may appear under either id, both or
+    /// neither, as a key renamed during a `SCAN`. A cursor is good for the
+    /// engine that gave it: one from before a restart (or from another
+    /// engine) is an [`Error::InvalidCursor`] (its shards' tables are gone;
+    /// a 1 in 65,535 chance that it passes for this run's and resumes in
+    /// the tables of this run).
     ///
     /// # Errors
     /// [`Error::InvalidPageSize`], [`Error::InvalidCursor`].

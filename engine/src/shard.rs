@@ -196,6 +196,16 @@ impl ListPosition {
     }
 }
 
+/// The bits of a table generation that hold the run's mark (`Shard::run_mark`).
+const RUN_MARK_BITS: u32 = 0xFFFF_0000;
+
+/// The generation of a shard's next table: the run's mark kept, the count
+/// of rebuilds in the bottom half moved on (wrapping: a cursor would have
+/// to sleep through 65,536 rebuilds of its shard to match again).
+fn next_generation(generation: u32) -> u32 {
+    generation & RUN_MARK_BITS | (generation.wrapping_add(1) & !RUN_MARK_BITS)
+}
+
 /// Whether a sweep step left due sessions for the next one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Swept {
@@ -393,6 +403,10 @@ pub(crate) struct Shard {
     /// Makes every table growth fail as an allocation failure would (a
     /// test hook: `Engine::debug_fail_table_growth`).
     fail_growth: AtomicBool,
+    /// This run's mark in the top half of every table generation (the
+    /// rebuilds count in the bottom half): a listing cursor from another
+    /// run of the engine carries another mark (`check_list_position`).
+    run_mark: u32,
 }
 
 impl Drop for Shard {
@@ -405,14 +419,18 @@ impl Drop for Shard {
 }
 
 impl Shard {
+    /// A shard of an engine whose run is marked `run_mark` (see
+    /// `Shard::run_mark`).
     pub(crate) fn new(
         hasher: RandomState,
         now_ms: u64,
         log: Option<Arc<ShardLog>>,
         touch_fraction: f64,
+        run_mark: u16,
     ) -> Self {
+        let run_mark = u32::from(run_mark) << 16;
         Self {
-            table: Atomic::new(Table::new(SLOTS_MIN, 0).expect("a table of one cache line")),
+            table: Atomic::new(Table::new(SLOTS_MIN, run_mark).expect("a table of one cache line")),
             writer: Mutex::new(Writer {
                 wheel: Wheel::new(now_ms),
                 links: vec![Link::UNLINKED; SLOTS_MIN],
@@ -432,6 +450,7 @@ impl Shard {
             log,
             touch_fraction,
             fail_growth: AtomicBool::new(false),
+            run_mark,
         }
     }
 
@@ -450,7 +469,7 @@ impl Shard {
     pub(crate) fn reserve(&self, sessions: usize, guard: &Guard) -> Result<()> {
         debug_assert_eq!(self.len(), 0, "room is made before any session arrives");
         let slots = Table::slots_for(sessions).min(SLOTS_MAX);
-        let table = Table::new(slots, 0).map_err(|e| {
+        let table = Table::new(slots, self.run_mark).map_err(|e| {
             Error::InvalidConfig(format!(
                 "could not allocate a table for {sessions} sessions in a shard (Config::initial_capacity, \
                  or the sessions a data directory holds): {e}"
@@ -592,6 +611,17 @@ impl Shard {
         guard: &Guard,
     ) -> std::result::Result<(), String> {
         let table = self.table(guard);
+        // `Cursor::START` (and a page's end at a shard's start) names no
+        // table; every other position names one of this run's.
+        if position.encode() != 0 && position.generation & RUN_MARK_BITS != self.run_mark {
+            return Err(format!(
+                "it was given by another run of the engine (a cursor from before a restart, whose \
+                 tables are gone, or a forged one): list again from Cursor::START (run mark {:#06x}, \
+                 this run's {:#06x})",
+                position.generation >> 16,
+                self.run_mark >> 16
+            ));
+        }
         if position.generation == table.generation() && position.slot as usize >= table.slots() {
             return Err(format!(
                 "slot {} is past the end of its shard's table ({} slots): a forged or damaged cursor, or one from before a restart",
@@ -639,7 +669,8 @@ impl Shard {
                 // holds it now (its current table, which may have been
                 // rebuilt since this listing loaded its own), waiting for
                 // the writer if need be. Its id is listed here, or not at
-                // all: it is gone, or was rotated to an id listed on its own.
+                // all: it is gone, or was rotated to another id (which this
+                // listing meets if its slot is still ahead).
                 Access::Replaced | Access::Pending | Access::Marked => {
                     let hash = hash_id(&self.hasher, &block.id);
                     if let Some(session) = self.read(hash, &block.id, now_ms, false, guard, snapshot) {
@@ -1146,7 +1177,7 @@ impl Shard {
         let grown = if self.fail_growth.load(Ordering::Relaxed) {
             Err("an injected allocation failure".to_owned())
         } else {
-            Table::new(slots, table.generation().wrapping_add(1))
+            Table::new(slots, next_generation(table.generation()))
                 .map_err(|e| e.to_string())
                 .and_then(|next| Ok((next, unlinked(slots).map_err(|e| e.to_string())?)))
                 .and_then(|(next, links)| {
@@ -1573,7 +1604,7 @@ mod tests {
         fn new(now_ms: u64) -> Self {
             let hasher = RandomState::new();
             Self {
-                shard: Shard::new(hasher.clone(), now_ms, None, 0.5),
+                shard: Shard::new(hasher.clone(), now_ms, None, 0.5, 1),
                 hasher,
                 clock: ManualClock::new(now_ms),
             }
