@@ -413,6 +413,9 @@ return added
 /// removed the subscription, and someone subscribed again since: that one
 /// stands), `{3}` otherwise (the earlier try may not have run, or may have
 /// and another unsubscribe came since: it cannot tell, and removes nothing).
+/// The topic count is read before the first write: a count that is not a
+/// number (foreign data) fails the script with nothing changed (Redis keeps
+/// what a failing script wrote).
 const UNSUBSCRIBE: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 't', 'c', 'l', 'a', ARGV[1], 'sn')
 if not r[1] then return {0} end
@@ -423,9 +426,9 @@ if ARGV[3] == '1' then
   if redis.call('HGET', key, 'uw') == ARGV[2] then return {2} end
   return {3}
 end
+local n = tonumber(r[6] or '1') - 1
 redis.call('HSET', key, 'uw', ARGV[2])
 redis.call('HDEL', key, ARGV[1])
-local n = tonumber(r[6] or '1') - 1
 if n > 0 then redis.call('HSET', key, 'sn', string.format('%d', n)) else redis.call('HDEL', key, 'sn') end
 return {1, cur}
 ";

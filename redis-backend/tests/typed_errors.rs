@@ -69,6 +69,23 @@ async fn failures_map_onto_typed_errors() {
     }
     assert!(store.contains(&foreign).await.unwrap(), "EXISTS sees the key");
 
+    // A session whose topic count (`sn`) is not a number (written by
+    // someone else): the unsubscribe fails before it changes anything
+    // (Redis does not roll back what a failing script wrote), so its
+    // `Unavailable` ("not applied") is true and the subscription stands.
+    let id = store.create(b"s", Timeout::from_secs(60)).await.expect("create");
+    assert!(store.subscribe(&id, "t").await.expect("subscribe"));
+    server.cli(&["HSET", &store.key(&id), "sn", "not a number"]);
+    match store.unsubscribe(&id, "t").await {
+        Err(Error::Unavailable { .. }) => {}
+        other => panic!("a foreign topic count: {other:?}"),
+    }
+    assert_eq!(
+        store.topics(&id).await.expect("topics"),
+        ["t"],
+        "an unsubscribe that failed removed the subscription"
+    );
+
     // Settings out of range never reach the server.
     for config in [
         base().key_prefix("bad{prefix"),
