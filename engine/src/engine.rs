@@ -492,7 +492,9 @@ impl Engine {
     }
 
     /// One page of at most `limit` live sessions, starting at `cursor`
-    /// ([`Cursor::START`] first, then each page's `next`). Takes no lock.
+    /// ([`Cursor::START`] first, then each page's `next`). Takes no lock,
+    /// but for the wait every read has for a writer changing a session
+    /// whose deadline passes meanwhile.
     /// Like Redis' `SCAN`: a session present for the whole listing is
     /// returned at least once (exactly once unless its shard's table was
     /// rebuilt while the listing was in that shard, which restarts the
