@@ -71,10 +71,19 @@ pub(crate) struct Core {
 /// A mark for this run of an engine, in its listing cursors (`Shard::run_mark`):
 /// random, never 0 (a cursor's position 0 is the start of a shard).
 fn next_run_mark() -> u16 {
-    let drawn = SessionId::random().map_or(next_timer_mark().to_le_bytes(), |id| {
-        let b = id.to_bytes();
-        [b[0], b[1], b[2], b[3]]
-    });
+    let drawn = SessionId::random().map_or_else(
+        // Without the OS's random source: this process and this moment.
+        |_| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            (std::process::id() ^ nanos ^ nanos >> 16 ^ next_timer_mark()).to_le_bytes()
+        },
+        |id| {
+            let b = id.to_bytes();
+            [b[0], b[1], b[2], b[3]]
+        },
+    );
     u16::from_le_bytes([drawn[0], drawn[1]]).max(1)
 }
 
