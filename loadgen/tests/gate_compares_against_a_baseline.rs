@@ -117,9 +117,19 @@ fn a_report_from_another_machine_state_still_shows_its_figures() {
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(!stdout.contains("MISSING"), "{stdout}");
     assert!(stdout.contains("median of 1 run(s)"), "{stdout}");
+    // The baseline's peer level is ten times this sitting's as written
+    // seconds before; this sitting's own noise moves it by some percent
+    // (-89% when the peer ran 7% slower than in the writing run), so the
+    // report must show a fall of most of the level, not an exact figure.
+    let fall: u32 = stdout
+        .split("in the baseline's (-")
+        .nth(1)
+        .and_then(|rest| rest.split('%').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("how far it moved: {stdout}"));
     assert!(
-        stdout.contains("in the baseline's (-9"),
-        "how far it moved: {stdout}"
+        (70..100).contains(&fall),
+        "the peer's level fell by {fall}%: {stdout}"
     );
 }
 
