@@ -220,6 +220,10 @@ pub enum Judgement {
     /// In the baseline, absent from the candidate (or a baseline of zero or
     /// less, which nothing can be compared with): fails the gate.
     Missing,
+    /// Measured, absent from the baseline (one from before the kind was
+    /// measured, or a truncated one): fails the gate, which would
+    /// otherwise leave the kind unguarded without a word.
+    NotInBaseline,
 }
 
 /// One line of the side-by-side table.
@@ -242,14 +246,32 @@ pub struct GateRow {
 }
 
 /// Compares candidate runs with a baseline, lower is better. `tolerance` is
-/// relative (0.10 = 10%).
+/// relative (0.10 = 10%). A kind the runs measured and the baseline lacks
+/// gets a row too ([`Judgement::NotInBaseline`]).
 #[must_use]
 pub fn compare(
     baseline: &BTreeMap<String, f64>,
     runs: &[BTreeMap<String, f64>],
     tolerance: f64,
 ) -> Vec<GateRow> {
-    baseline
+    let unbaselined: std::collections::BTreeSet<&String> = runs
+        .iter()
+        .flat_map(BTreeMap::keys)
+        .filter(|metric| !baseline.contains_key(*metric))
+        .collect();
+    let unbaselined = unbaselined.into_iter().map(|metric| {
+        let values: Vec<f64> = runs.iter().filter_map(|r| r.get(metric).copied()).collect();
+        GateRow {
+            metric: metric.clone(),
+            baseline: f64::NAN,
+            candidate: Some(median(&values)),
+            min: values.iter().copied().reduce(f64::min),
+            max: values.iter().copied().reduce(f64::max),
+            change: None,
+            judgement: Judgement::NotInBaseline,
+        }
+    });
+    let mut rows: Vec<GateRow> = baseline
         .iter()
         .map(|(metric, &base)| {
             let values: Vec<f64> = runs.iter().filter_map(|r| r.get(metric).copied()).collect();
@@ -282,21 +304,31 @@ pub fn compare(
                 judgement,
             )
         })
-        .collect()
+        .collect();
+    rows.extend(unbaselined);
+    rows
 }
 
-/// True if no row is a regression or missing.
+/// True if some row was judged and none is a regression, missing, or
+/// absent from the baseline.
 #[must_use]
 pub fn passes(rows: &[GateRow]) -> bool {
-    rows.iter()
-        .all(|r| !matches!(r.judgement, Judgement::Regression | Judgement::Missing))
+    !rows.is_empty()
+        && rows.iter().all(|r| {
+            !matches!(
+                r.judgement,
+                Judgement::Regression | Judgement::Missing | Judgement::NotInBaseline
+            )
+        })
 }
 
 /// The side-by-side table; `format` renders a value. With no `tolerance`
 /// (a report) it has no verdict column.
 #[must_use]
 pub fn table(rows: &[GateRow], tolerance: Option<f64>, format: &dyn Fn(f64) -> String) -> String {
-    let missing = rows.iter().any(|r| r.judgement == Judgement::Missing);
+    let missing = rows
+        .iter()
+        .any(|r| matches!(r.judgement, Judgement::Missing | Judgement::NotInBaseline));
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -307,7 +339,11 @@ pub fn table(rows: &[GateRow], tolerance: Option<f64>, format: &dyn Fn(f64) -> S
             };
             let mut row = vec![
                 r.metric.clone(),
-                format(r.baseline),
+                if r.baseline.is_nan() {
+                    "-".into()
+                } else {
+                    format(r.baseline)
+                },
                 f(r.candidate),
                 range,
                 r.change
@@ -319,13 +355,14 @@ pub fn table(rows: &[GateRow], tolerance: Option<f64>, format: &dyn Fn(f64) -> S
                     Judgement::Improvement => "improvement".into(),
                     Judgement::Within => "ok".into(),
                     Judgement::Missing => "MISSING".into(),
+                    Judgement::NotInBaseline => "NOT IN BASELINE".into(),
                 });
             } else if missing {
                 row.push(
-                    if r.judgement == Judgement::Missing {
-                        "MISSING"
-                    } else {
-                        ""
+                    match r.judgement {
+                        Judgement::Missing => "MISSING",
+                        Judgement::NotInBaseline => "NOT IN BASELINE",
+                        _ => "",
                     }
                     .into(),
                 );
@@ -888,6 +925,24 @@ mod tests {
         assert_eq!(judge(&rows, "get"), Judgement::Within);
         let rows = compare(&base, &[metrics(1.081, 1.0)], 0.08);
         assert_eq!(judge(&rows, "get"), Judgement::Regression);
+    }
+
+    /// A kind the run measures and the baseline lacks (a baseline from
+    /// before the kind was counted, or a truncated one) fails: passing it
+    /// would leave that kind ungated without a word; so does a comparison
+    /// that judged nothing.
+    #[test]
+    fn a_kind_the_baseline_lacks_fails_and_so_does_judging_nothing() {
+        let mut old = metrics(1.0, 1.0);
+        old.remove("update");
+        let rows = compare(&old, &[metrics(1.0, 1.0)], 0.08);
+        assert_eq!(judge(&rows, "update"), Judgement::NotInBaseline);
+        assert!(!passes(&rows));
+        assert!(table(&rows, Some(0.08), &|v| format!("{v:.1}")).contains("NOT IN BASELINE"));
+        let rows = compare(&BTreeMap::new(), &[metrics(1.0, 1.0)], 0.08);
+        assert_eq!(rows.len(), 2);
+        assert!(!passes(&rows));
+        assert!(!passes(&[]), "nothing judged is no pass");
     }
 
     #[test]
