@@ -225,7 +225,10 @@ impl AnyStore {
     ///
     /// - `memory:` an in-memory engine with the default configuration
     ///   (`?shards=<n>` too; a durability is refused: nothing is kept);
-    /// - `engine:<dir>` (or `engine://<dir>`) the engine persisted in `<dir>`,
+    /// - `engine:<dir>` (or `engine://<dir>` with `<dir>` absolute: an
+    ///   empty host) the engine persisted in `<dir>`, percent-escapes
+    ///   decoded, a relative `<dir>` from the working directory (a host,
+    ///   a fragment or a `~` is refused),
     ///   with `?durability=always|never|<n>ms` (default: the engine's, a
     ///   flush every second) and `&shards=<n>`, each at most once.
     ///
@@ -258,6 +261,51 @@ impl AnyStore {
     }
 }
 
+/// The directory an `engine:` URL's path names: `/<path>`, `///<path>` (an
+/// empty host) or a path relative to the working directory, its
+/// percent-escapes decoded. A host (`//name/...`), a fragment, a `~` (no
+/// shell expands it here) or a bad escape is refused: each would name a
+/// directory nobody meant, which the engine would create, empty.
+fn engine_dir(path: &str) -> std::result::Result<std::path::PathBuf, String> {
+    let path = match path.strip_prefix("//") {
+        Some(rest) if rest.starts_with('/') => rest,
+        Some(rest) => return Err(format!(
+            "//{} names a host; the engine keeps its data on this machine: engine:/<dir> or engine:///<dir>",
+            rest.split('/').next().unwrap_or_default()
+        )),
+        None => path,
+    };
+    if path.is_empty() {
+        return Err("engine: needs a data directory (engine:/var/lib/sessions)".into());
+    }
+    if path.contains('#') {
+        return Err("a fragment (#...) has no meaning in a store URL (write a # in a name as %23)".into());
+    }
+    if path.starts_with('~') {
+        return Err("~ is not expanded in a store URL: give the directory's full path".into());
+    }
+    let mut bytes = Vec::with_capacity(path.len());
+    let mut rest = path.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = tail
+                .get(..2)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("a bad percent-escape at {:?}", String::from_utf8_lossy(rest)))?;
+            bytes.push(hex);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes)
+        .map(std::path::PathBuf::from)
+        .map_err(|_| "the decoded path is not UTF-8".into())
+}
+
 /// The engine configuration an `engine:` or `memory:` URL describes.
 ///
 /// # Errors
@@ -273,13 +321,7 @@ pub fn engine_config(url: &str) -> Result<Config> {
     match scheme {
         "memory" if path.is_empty() => {}
         "memory" => return Err(bad("memory: takes no path".into())),
-        "engine" => {
-            let dir = path.strip_prefix("//").unwrap_or(path);
-            if dir.is_empty() {
-                return Err(bad("engine: needs a data directory (engine:/var/lib/sessions)".into()));
-            }
-            config = config.data_dir(dir);
-        }
+        "engine" => config = config.data_dir(engine_dir(path).map_err(bad)?),
         other => {
             return Err(bad(format!(
                 "unknown scheme {other:?}: memory:, engine:<dir> (redis:// and redis+cluster:// through session_redis::open_url)"

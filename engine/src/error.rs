@@ -200,9 +200,9 @@ const SHOWN_CHARS_MAX: usize = 64;
 /// more than needed, never less).
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
+    // Without `://` (a URL missing its scheme, or with a bad one) what
+    // comes before an `@` may still be a user and password.
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
     let rest = &url[scheme_end..];
     let Some(at) = rest.rfind('@') else {
         return url.to_owned();

@@ -16,6 +16,15 @@ fn bad_urls_say_what_is_wrong() {
         ("engine:/tmp/x?durability", "not key=value"),
         ("memory:?durability=always", "only with a data directory"),
         ("engine:/tmp/x?shards=4&shards=8", "given twice"),
+        // Read as meant or refused, never a directory nobody meant.
+        ("engine://var/lib/sessions", "names a host"),
+        ("engine://localhost/var/lib/sessions", "names a host"),
+        ("engine:/var/lib/sessions#old", "fragment"),
+        ("engine:~/sessions", "not expanded"),
+        ("engine:/var/lib/bad%zzescape", "escape"),
+        ("engine:/var/lib/%FF", "UTF-8"),
+        // A password is hidden even where the scheme is missing or wrong.
+        ("user:hunter2@cache:6379", "user:***@cache:6379"),
         // A URL's password is never echoed (a TLS Redis URL the engine
         // does not read, here).
         ("rediss://app:hunter2@cache:6380", "app:***@cache:6380"),
@@ -44,4 +53,21 @@ fn an_engine_url_opens_a_persistent_store() {
     let reopened = AnyStore::open(&url).unwrap();
     let got = rt.block_on(reopened.get(&id)).unwrap();
     assert_eq!(got.metadata(), b"kept");
+}
+
+/// A path's percent-escapes are decoded (a space, `?` or `#` in a
+/// directory's name can only be written so), and `engine:///<path>` is
+/// `engine:/<path>`.
+#[test]
+fn an_engine_urls_path_is_decoded() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("my sessions?#1");
+    let encoded = format!("{}/my%20sessions%3F%231", parent.path().display());
+    for url in [format!("engine:{encoded}"), format!("engine://{encoded}")] {
+        let store = AnyStore::open(&url).unwrap();
+        drop(store);
+        assert!(dir.is_dir(), "{url} made no {dir:?}");
+    }
+    let entries: Vec<_> = std::fs::read_dir(parent.path()).unwrap().collect();
+    assert_eq!(entries.len(), 1, "one directory, the decoded one: {entries:?}");
 }
