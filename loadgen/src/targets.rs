@@ -727,8 +727,18 @@ fn offered(scenario: &Scenario, outcome: &Outcome, op: Op) -> u64 {
         (_, Rate::PerSec(rate)) => rate * scenario.mix.share(op),
         (_, Rate::Max) => return outcome.backend.tally.all.get(op).len(),
     };
+    scheduled(per_s, measured_s)
+}
+
+/// Operations a schedule of `per_s` a second offers over `measured_s`
+/// seconds: any share above none counts at least one, so a kind the
+/// schedule offers too rarely to judge is not judged, whether or not one
+/// of its few draws came (rounded, a kind expected 0.03 times failed with
+/// "no samples" when its draw did not come and was not judged when it
+/// did: a verdict that flipped on an unchanged commit).
+fn scheduled(per_s: f64, measured_s: f64) -> u64 {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let offered = (per_s * measured_s).round() as u64;
+    let offered = (per_s * measured_s).ceil() as u64;
     offered
 }
 
@@ -964,6 +974,12 @@ mod tests {
             let rows = evaluate(&t, &f);
             assert_eq!(rows[0].status, Status::NotRun, "offered {offered}: {:?}", rows[0]);
         }
+        // A schedule that offers a kind less than once over the run
+        // (a weight of 1 in 100,000 at a low rate) offers it once: not
+        // judged, whether or not its draw came.
+        assert_eq!(scheduled(0.0025, 10.0), 1);
+        assert_eq!(scheduled(2.0, 10.0), 20);
+        assert_eq!(scheduled(0.0, 10.0), 0);
         // None offered at all (a closed loop whose kind never answered, the
         // count standing in for the offer): it fails.
         f.ops.remove(&Op::List);
