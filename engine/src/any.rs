@@ -269,10 +269,13 @@ impl AnyStore {
 fn engine_dir(path: &str) -> std::result::Result<std::path::PathBuf, String> {
     let path = match path.strip_prefix("//") {
         Some(rest) if rest.starts_with('/') => rest,
-        Some(rest) => return Err(format!(
-            "//{} names a host; the engine keeps its data on this machine: engine:/<dir> or engine:///<dir>",
-            rest.split('/').next().unwrap_or_default()
-        )),
+        Some(rest) => {
+            let host = rest.split('/').next().unwrap_or_default();
+            return Err(format!(
+                "//{host} names a host; the engine keeps its data on this machine: \
+                 engine:/<dir> or engine:///<dir>"
+            ));
+        }
         None => path,
     };
     if path.is_empty() {
