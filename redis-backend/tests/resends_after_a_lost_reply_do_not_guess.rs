@@ -56,6 +56,20 @@ async fn setup(tag: &str) -> Setup {
     }
 }
 
+/// The resend reported doubt (`r`), and `id` still holds the session
+/// another client stored there meanwhile, with `metadata`: the resend
+/// undid nothing it had acknowledged.
+async fn doubted_and_left<T: std::fmt::Debug>(
+    r: session_engine::Result<T>,
+    other: &RedisStore,
+    id: &SessionId,
+    metadata: &[u8],
+) {
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    let stored = other.peek(id).await.expect("the other client's session stands");
+    assert_eq!(stored.metadata(), metadata);
+}
+
 /// Runs `op` with the reply of its request marked `script`'s SHA-1 lost and
 /// its resend held until `between` (another client's write) is done.
 async fn with_a_write_between<T: Send + 'static>(
@@ -160,15 +174,7 @@ async fn a_delete_does_not_undo_an_insert() {
         },
     )
     .await;
-    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
-    assert_eq!(
-        other
-            .peek(&id)
-            .await
-            .expect("the acknowledged insert stands")
-            .metadata(),
-        b"second"
-    );
+    doubted_and_left(r, &other, &id, b"second").await;
 
     // With nothing in between, the resend finds the session gone: done.
     front.lose_reply("DEL");
@@ -556,15 +562,7 @@ async fn a_rotation_does_not_take_an_id_inserted_again_after_its_first_try() {
         },
     )
     .await;
-    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
-    assert_eq!(
-        other
-            .peek(&id)
-            .await
-            .expect("left where it was inserted")
-            .metadata(),
-        b"mallory"
-    );
+    doubted_and_left(r, &other, &id, b"mallory").await;
 }
 
 /// A per-session state write whose reply was lost, and whose session
