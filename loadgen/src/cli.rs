@@ -81,7 +81,8 @@ pub struct ScenarioArgs {
     /// Measured duration (e.g. 20s).
     #[arg(long)]
     pub duration: Option<Dur>,
-    /// Stop after this many point operations (warm-up included).
+    /// Stop after this many point operations (warm-up included), or at the
+    /// end of --duration if that comes first.
     #[arg(long)]
     pub ops: Option<u64>,
     /// Warm-up excluded from the figures.

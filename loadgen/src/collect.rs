@@ -236,6 +236,9 @@ pub struct CollectorPlan {
     pub slices: Slices,
     /// Slices of warm-up.
     pub warmup_slices: u64,
+    /// The load's scheduled end on the run's clock, ns: no slice at or
+    /// after it is the load's.
+    pub end_ns: u64,
     /// Interval of the timeline and the log, ns (a whole number of slices).
     pub interval_ns: u64,
     /// Wall-clock start of the load.
@@ -249,6 +252,17 @@ pub struct Collector {
     plan: CollectorPlan,
     /// Highest slice each client has reported (`u64::MAX` once done).
     reported: Vec<Option<u64>>,
+    /// Per side: the latest slice some client of it is known to have
+    /// reached (reported, or ended in).
+    reach: [Option<u64>; 2],
+    /// Per side: the first slice not closed yet.
+    next: [u64; 2],
+    /// Per side: until when (run-clock ns) the time the machine took from a
+    /// closed slice may have run on into the next ones.
+    disturbed_until: [u64; 2],
+    /// What a slice in which no client recorded anything holds (taken out
+    /// while such a slice is folded in).
+    empty: Option<Box<OpHists>>,
     pending: BTreeMap<u64, Pending>,
     tallies: [SideTally; 2],
     slice_stats: Vec<SliceStats>,
@@ -297,6 +311,10 @@ impl Collector {
         Self {
             reported: vec![None; plan.sides.len()],
             plan,
+            reach: [None; 2],
+            next: [0; 2],
+            disturbed_until: [0; 2],
+            empty: Some(Box::default()),
             pending: BTreeMap::new(),
             tallies: Default::default(),
             slice_stats: Vec::new(),
@@ -333,12 +351,14 @@ impl Collector {
                 self.ops_seen += slice.hists.total();
                 let side = self.plan.sides[slice.client];
                 self.reported[slice.client] = Some(slice.index);
+                self.reached(side, slice.index);
                 self.merge(slice);
                 side
             }
             Msg::Done { client, summary } => {
                 let side = self.plan.sides[client];
                 self.reported[client] = Some(u64::MAX);
+                self.reached(side, self.plan.slices.index_of(summary.end_ns));
                 self.clients_done += 1;
                 self.summaries[side.index()].add(&summary);
                 side
@@ -375,9 +395,17 @@ impl Collector {
         let _ = self.spares.try_send(hists);
     }
 
+    fn reached(&mut self, side: Side, index: u64) {
+        let reach = &mut self.reach[side.index()];
+        *reach = Some(reach.map_or(index, |r| r.max(index)));
+    }
+
     /// Slice `k` of `side` is final once every client of that side has
     /// reported `k` or later (a client reports each of its slices once, in
-    /// order) or is done.
+    /// order) or is done. A final slice of the side that no client recorded
+    /// in (no operation was due, or a stalled operation spanned it) is
+    /// closed empty: it was the side's time all the same, and a rate over
+    /// the slices that held operations only would overstate what was served.
     fn flush_final(&mut self, side: Side) {
         let watermark = self
             .plan
@@ -388,35 +416,65 @@ impl Collector {
             .map(|(_, r)| *r)
             .min()
             .flatten();
-        let Some(watermark) = watermark else { return };
+        let (Some(watermark), Some(reach)) = (watermark, self.reach[side.index()]) else {
+            return;
+        };
+        let last = self.plan.slices.index_of(self.plan.end_ns.saturating_sub(1));
+        let upto = watermark.min(reach).min(last);
+        let from = self.next[side.index()];
+        if from > upto {
+            return;
+        }
+        self.next[side.index()] = upto + 1;
         let slices = self.plan.slices;
-        let ready: Vec<u64> = self
-            .pending
-            .range(..=watermark)
-            .map(|(k, _)| *k)
-            .filter(|k| slices.side_of(*k) == side)
-            .collect();
-        for index in ready {
-            let pending = self.pending.remove(&index).expect("listed above");
-            self.close_slice(index, side, pending);
+        for index in (from..=upto).filter(|k| slices.side_of(*k) == side) {
+            match self.pending.remove(&index) {
+                Some(pending) => self.close_slice(index, side, pending),
+                None => self.close_empty(index, side),
+            }
         }
     }
 
-    fn close_slice(&mut self, index: u64, side: Side, pending: Pending) {
+    fn meta(&self, index: u64, side: Side, in_time: u64, lost: Lost) -> SliceMeta {
         let slices = self.plan.slices;
-        let start_s = Duration::from_nanos(slices.start_of(index) - slices.start_ns).as_secs_f64();
+        SliceMeta {
+            index,
+            side,
+            start_s: Duration::from_nanos(slices.start_of(index) - slices.start_ns).as_secs_f64(),
+            measured: index >= self.plan.warmup_slices,
+            in_time,
+            lost,
+            slice_ns: slices.slice_ns,
+        }
+    }
+
+    /// A slice in which no client of `side` recorded anything. The machine's
+    /// time taken is counted in the slice whose operation it delayed; where
+    /// it ran on past that slice's end into this one, this one is disturbed
+    /// too, so a stall of the machine does not count as the backend serving
+    /// nothing in undisturbed time.
+    fn close_empty(&mut self, index: u64, side: Side) {
+        let empty = self.empty.take().expect("put back after each use");
+        let mut stats = SliceStats::of(self.meta(index, side, 0, Lost::default()), &empty);
+        if self.plan.slices.start_of(index) < self.disturbed_until[side.index()] {
+            stats.spilled_into();
+        }
+        self.tallies[side.index()].accept(&stats, &empty);
+        self.fold_into_interval(side, index, &stats, &empty);
+        self.empty = Some(empty);
+        self.slice_stats.push(stats);
+    }
+
+    fn close_slice(&mut self, index: u64, side: Side, pending: Pending) {
         let stats = SliceStats::of(
-            SliceMeta {
-                index,
-                side,
-                start_s,
-                measured: index >= self.plan.warmup_slices,
-                in_time: pending.in_time,
-                lost: pending.lost,
-                slice_ns: slices.slice_ns,
-            },
+            self.meta(index, side, pending.in_time, pending.lost),
             &pending.hists,
         );
+        if stats.disturbed {
+            let until = self.plan.slices.end_of(index).saturating_add(stats.taken_ns());
+            let mark = &mut self.disturbed_until[side.index()];
+            *mark = (*mark).max(until);
+        }
         self.tallies[side.index()].accept(&stats, &pending.hists);
         self.fold_into_interval(side, index, &stats, &pending.hists);
         self.slice_stats.push(stats);
@@ -483,6 +541,7 @@ impl Collector {
     pub fn finish(mut self) -> Collected {
         // Done clients have reported everything; anything pending is final.
         for side in Side::ALL {
+            self.flush_final(side);
             let keys: Vec<u64> = self
                 .pending
                 .keys()
@@ -560,6 +619,7 @@ mod tests {
                 sides,
                 slices,
                 warmup_slices: warmup,
+                end_ns: u64::MAX,
                 interval_ns,
                 started_at: SystemTime::UNIX_EPOCH,
                 comment: "test".into(),
@@ -614,11 +674,91 @@ mod tests {
         assert_eq!(tally.judged.get(Op::Get).max(), 300);
         assert_eq!(tally.all.errors[Op::Update.index()], 1);
         assert_eq!(tally.in_time_all, 3, "the late update is not in time");
-        assert_eq!((tally.measured, tally.judged_slices), (2, 2));
+        assert_eq!(
+            (tally.measured, tally.judged_slices),
+            (4, 4),
+            "slices 2 and 3 were the backend's time, with nothing in them"
+        );
         assert_eq!(out.summaries[Side::Backend.index()].ops, 6);
         assert_eq!(out.summaries[Side::Backend.index()].unsent, 1);
-        assert_eq!(out.slices.len(), 3, "slices 0, 1 and 4");
+        assert_eq!(out.slices.len(), 5, "slices 0 to 4");
+        assert_eq!((out.slices[2].ops, out.slices[3].ops), (0, 0));
         assert!(out.timeline[0].warmup && !out.timeline[1].warmup);
+    }
+
+    /// Closes every message `rx` holds into a collector of one backend
+    /// client (intervals of ten slices) and returns what it learned.
+    fn collect_one(rx: &Receiver<Msg>, stx: Sender<Box<OpHists>>, slices: Slices, end_ns: u64) -> Collected {
+        let mut c = collector(vec![Side::Backend], slices, 0, 10 * slices.slice_ns, stx);
+        c.plan.end_ns = end_ns;
+        for msg in rx.try_iter() {
+            c.accept(msg);
+        }
+        c.finish()
+    }
+
+    #[test]
+    fn slices_with_nothing_in_them_count_up_to_where_the_load_ended() {
+        let (tx, rx, stx, srx) = channels();
+        let slices = Slices::backend_only(0, 100);
+        let mut r = Recorder::new(0, tx, srx);
+        // An operation every fourth slice (a low open-loop rate), the client
+        // ending in slice 9 of a load scheduled for 20.
+        for index in [0, 4, 8] {
+            r.open(index, Lost::default());
+            r.record(Op::Get, 10, true, true);
+        }
+        r.finish(
+            ClientSummary {
+                ops: 3,
+                end_ns: 950,
+                ..Default::default()
+            },
+            Lost::default(),
+        );
+        let out = collect_one(&rx, stx, slices, 2_000);
+        let tally = &out.tallies[Side::Backend.index()];
+        assert_eq!(
+            (tally.measured, tally.quiet_slices, tally.in_time_all),
+            (10, 10, 3),
+            "3 operations over 10 slices, not over the 3 that held one"
+        );
+        let rate = out.timeline[0].ops_per_s;
+        assert!((rate - 3e6).abs() < 1.0, "the timeline's rate too: {rate}");
+    }
+
+    #[test]
+    fn an_empty_slice_the_machines_time_ran_into_is_not_quiet() {
+        let (tx, rx, stx, srx) = channels();
+        let slices = Slices::backend_only(0, 100);
+        let mut r = Recorder::new(0, tx, srx);
+        // Slice 1's operation was held off its core for 250 ns: slices 2 and
+        // 3 (and the start of 4) passed with the client not running.
+        r.open(1, Lost::default());
+        r.record(Op::Get, 300, true, false);
+        r.open(
+            4,
+            Lost {
+                gaps_ns: 250,
+                gap_max_ns: 250,
+                runqueue_wait_ns: 0,
+            },
+        );
+        r.record(Op::Get, 10, true, true);
+        r.open(6, Lost::default());
+        r.record(Op::Get, 10, true, true);
+        r.finish(ClientSummary::default(), Lost::default());
+        let out = collect_one(&rx, stx, slices, 700);
+        let tally = &out.tallies[Side::Backend.index()];
+        let disturbed: Vec<u64> = out
+            .slices
+            .iter()
+            .filter(|s| s.disturbed)
+            .map(|s| s.index)
+            .collect();
+        assert_eq!(disturbed, [1, 2, 3], "slice 5, after the gap, is quiet");
+        assert_eq!(tally.measured, 7);
+        assert_eq!((tally.quiet_slices, tally.in_time_quiet), (4, 2));
     }
 
     #[test]

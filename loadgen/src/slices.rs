@@ -141,6 +141,16 @@ impl SliceStats {
         stats
     }
 
+    /// Marks a slice with no operation in it as disturbed: the time the
+    /// machine took from an earlier slice ran on into it. Set aside, as a
+    /// disturbed slice with nothing slow in it is.
+    pub fn spilled_into(&mut self) {
+        self.disturbed = true;
+        if self.standing == Standing::Judged {
+            self.standing = Standing::SetAside;
+        }
+    }
+
     /// Time the machine took from the slice, as far as it can be seen:
     /// gaps in the wait loop and run-queue wait (the two overlap, so the
     /// larger stands for both).

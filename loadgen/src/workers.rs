@@ -367,6 +367,7 @@ pub fn run<B: Backend>(
             sides,
             slices: timing.slices,
             warmup_slices: timing.warmup_ns / timing.slices.slice_ns,
+            end_ns: timing.end_ns,
             interval_ns: timing.interval_ns,
             started_at,
             comment: format!(

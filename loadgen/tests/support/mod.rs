@@ -181,6 +181,7 @@ pub fn run_client<S: SessionStore>(
             sides: vec![plan.side],
             slices: plan.slices,
             warmup_slices: 0,
+            end_ns: plan.end_ns,
             interval_ns: plan.slices.slice_ns,
             started_at: SystemTime::UNIX_EPOCH,
             comment: "sim".into(),
