@@ -154,9 +154,16 @@ impl Background {
     /// Stops the sweeper and the compactor and waits for them
     /// (`Engine::close`); the flusher threads go on.
     pub(crate) fn stop_chores(&mut self) {
+        self.take_chores().join();
+    }
+
+    /// Tells the sweeper and the compactor to stop and hands over their
+    /// threads, for the caller to join once it holds no lock a listener
+    /// on one of them could be waiting for.
+    pub(crate) fn take_chores(&mut self) -> Chores {
         *self.stop.stopped.lock() = true;
         self.stop.wake.notify_all();
-        join(std::mem::take(&mut self.chores));
+        Chores(std::mem::take(&mut self.chores))
     }
 
     /// Stops every thread and waits for them (the last handle's drop).
@@ -169,6 +176,16 @@ impl Background {
             rounds.stop();
         }
         join(std::mem::take(&mut self.flushers));
+    }
+}
+
+/// The sweeper's and the compactor's threads, told to stop.
+pub(crate) struct Chores(Vec<JoinHandle<()>>);
+
+impl Chores {
+    /// Waits for them (not for the calling thread, if it is one of them).
+    pub(crate) fn join(self) {
+        join(self.0);
     }
 }
 

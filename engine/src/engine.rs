@@ -45,9 +45,14 @@ impl Owner {
     /// `Engine::close`: the sweeper and the compactor stop; the flusher
     /// threads stay for the other handles' async `Always` writers (they
     /// cannot sync for themselves) until the last handle drops.
+    ///
+    /// The threads are joined after the lock on `background` is released:
+    /// a listener on the sweeper thread may itself be closing a handle
+    /// (and waiting for that lock) while this thread waits for it.
     fn close(&self) -> Result<()> {
-        if let Some(background) = &mut *self.background.lock() {
-            background.stop_chores();
+        let chores = self.background.lock().as_mut().map(Background::take_chores);
+        if let Some(chores) = chores {
+            chores.join();
         }
         self.final_flush()
     }
@@ -69,7 +74,8 @@ impl Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        if let Some(background) = self.background.lock().take() {
+        let background = self.background.lock().take();
+        if let Some(background) = background {
             background.stop();
         }
         let _ = self.final_flush();
@@ -117,7 +123,9 @@ impl Engine {
     /// clones of this handle keep working on the sessions in memory,
     /// without the sweeper; in `Always` mode their async writes are still
     /// synced (the flusher threads stop with the last handle), and their
-    /// writes are flushed when the last of them drops.
+    /// writes are flushed when the last of them drops. A removal listener
+    /// may call it (on the sweeper thread, which it then does not wait for),
+    /// also while another thread is closing.
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::WritesRefused`] if the final flush fails,

@@ -135,3 +135,63 @@ fn a_listener_may_drop_the_last_handle_on_the_sweeper_thread() {
     );
     eventually(|| count("session-sweeper") == 0, "the sweeper thread ended");
 }
+
+/// A listener on the sweeper thread closes a handle while another thread
+/// is closing the engine (and so waits for the sweeper): neither waits for
+/// the other forever.
+#[test]
+fn a_listener_may_close_while_another_thread_closes() {
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let clock = ManualClock::new(0);
+    let slot: Arc<Mutex<Option<Engine>>> = Arc::new(Mutex::new(None));
+    let (in_listener, listener_entered) = mpsc::channel::<()>();
+    let (go_on, closing_started) = mpsc::channel::<()>();
+    let (listener_closed, closed_in_listener) = mpsc::channel::<bool>();
+    let slot2 = Arc::clone(&slot);
+    let (go_on_rx, in_listener, listener_closed) = (
+        Mutex::new(closing_started),
+        Mutex::new(in_listener),
+        Mutex::new(listener_closed),
+    );
+    let engine = Engine::open(
+        Config::default()
+            .sweep_interval(Duration::from_millis(5))
+            .clock(clock.clock())
+            .listener(move |_, _| {
+                let Some(engine) = slot2.lock().unwrap().take() else {
+                    return;
+                };
+                let _ = in_listener.lock().unwrap().send(());
+                // The other thread is in `close` by now, waiting for this one.
+                let _ = go_on_rx.lock().unwrap().recv();
+                std::thread::sleep(Duration::from_millis(50));
+                let ok = engine.close().is_ok();
+                let _ = listener_closed.lock().unwrap().send(ok);
+            }),
+    )
+    .unwrap();
+    engine.create(b"x", Timeout::from_ms(10)).unwrap();
+    *slot.lock().unwrap() = Some(engine.clone());
+    clock.advance_ms(10);
+    listener_entered
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the sweeper calls the listener");
+    let (closed, closed_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = closed.send(engine.close().is_ok());
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    go_on.send(()).unwrap();
+    assert_eq!(
+        closed_in_listener.recv_timeout(Duration::from_secs(30)),
+        Ok(true),
+        "the listener's close returns while another thread closes"
+    );
+    assert_eq!(
+        closed_rx.recv_timeout(Duration::from_secs(30)),
+        Ok(true),
+        "the other thread's close returns once the listener has"
+    );
+}
