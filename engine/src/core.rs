@@ -919,7 +919,22 @@ impl Core {
                 )
             },
         )?;
+        // Found already so: the record that made it so may still be on its
+        // way to disk (another caller's, not synced yet, or whose sync
+        // failed). Under `Always` this call answers once the log is
+        // durable up to everything appended by now, which covers it.
+        let position = match position {
+            None if !changed => self.appended_so_far(hash),
+            p => p,
+        };
         Ok((changed, self.pending(hash, position)))
+    }
+
+    /// Where the shard's log has been appended to by now, under `Always`
+    /// (`None` otherwise, or without a log: nothing waits for it there).
+    fn appended_so_far(&self, hash: u64) -> LogPosition {
+        let log = self.logs.get(route_shard(hash, self.shard_mask))?;
+        (log.durability() == Durability::Always).then(|| log.appended())
     }
 
     /// The live session's topics.

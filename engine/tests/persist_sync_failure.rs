@@ -190,3 +190,48 @@ fn close_during_a_failing_sync_reports_the_failure() {
         Err(Error::OutcomeUnknown { .. } | Error::WritesRefused { .. })
     ));
 }
+
+/// A subscribe (or unsubscribe) that finds the session already so answers
+/// only once the record that made it so is durable: after that record's
+/// sync failed, the no-op repeat is not acknowledged as if it were.
+#[test]
+fn a_repeated_subscribe_is_not_acknowledged_before_the_first_is_durable() {
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
+    let id = engine.create(b"s", Timeout::Never).unwrap();
+    engine.subscribe(&id, "kept").unwrap();
+    engine.debug_fail_syncs();
+    assert!(matches!(
+        engine.subscribe(&id, "t"),
+        Err(Error::OutcomeUnknown { .. })
+    ));
+    let again = engine.subscribe(&id, "t");
+    assert!(
+        matches!(
+            again,
+            Err(Error::OutcomeUnknown { .. } | Error::WritesRefused { .. })
+        ),
+        "a repeat of a subscribe whose record was never synced answered {again:?}"
+    );
+    let again = engine.unsubscribe(&id, "never");
+    assert!(
+        matches!(
+            again,
+            Err(Error::OutcomeUnknown { .. } | Error::WritesRefused { .. })
+        ),
+        "an unsubscribe that changes nothing answered {again:?} while the log holds an unsynced subscribe"
+    );
+    let again = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(session_engine::SessionState::subscribe(&engine, &id, "t"));
+    assert!(
+        matches!(
+            again,
+            Err(Error::OutcomeUnknown { .. } | Error::WritesRefused { .. })
+        ),
+        "the async repeat answered {again:?}"
+    );
+}

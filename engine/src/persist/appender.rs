@@ -211,6 +211,13 @@ impl ShardLog {
         appended
     }
 
+    /// The end of what has been appended so far: a change found already
+    /// made waits for this (`Core::change_topic`), since the record that
+    /// made it may not be durable yet.
+    pub(crate) fn appended(&self) -> u64 {
+        self.writer.lock().position
+    }
+
     #[cold]
     #[inline(never)]
     fn run_append_hook(&self) {
