@@ -327,3 +327,53 @@ async fn a_subscription_reaches_the_topic_index_though_wait_comes_back_short() {
     assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
     assert!(store.topics(&id).await.unwrap().contains(&"other".to_owned()));
 }
+
+/// A subscribe that finds the subscription already made, or an unsubscribe
+/// that finds it already gone, on another client than the one whose
+/// unreplicated write made it so, is not acknowledged (`Ok(false)`) either:
+/// the replica has not seen the state it would report. This holds because
+/// the script runs on the connection before its `WAIT`, and Redis (7.0)
+/// takes the offset `WAIT` waits for from the master's at the connection's
+/// last command, written or not (a `WAIT` alone on a fresh connection
+/// returns at once). A change that answered such a no-op without its
+/// `WAIT`, or sent the `WAIT` on a connection of its own, fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_found_already_made_by_another_client_waits_for_its_replica() {
+    let (master, link, _replica) = master_and_replica().await;
+    let prefix = support::unique_prefix("wait-found");
+    let config = || {
+        RedisConfig::standalone(master.url())
+            .key_prefix(prefix.clone())
+            .request_timeout(REQUEST_TIMEOUT)
+            .replication(Replication::Wait {
+                replicas: 1,
+                timeout: WAIT_TIMEOUT,
+            })
+    };
+    // Each check on a store of its own, which writes nothing after the link
+    // freezes: its `WAIT` would fail on that write of its own instead.
+    let store = || async { RedisStore::connect(config()).await.expect("connect") };
+    let (first, second, third) = (store().await, store().await, store().await);
+    // The replica acknowledges these (and whatever the stores wrote as they
+    // connected): the link freezes with it in sync.
+    let id = first.create(b"s", Timeout::from_secs(300)).await.unwrap();
+    assert!(first.subscribe(&id, "gone").await.unwrap());
+    // With the replica in sync, a change found already made is acknowledged.
+    assert!(!second.subscribe(&id, "gone").await.unwrap());
+    assert!(!third.unsubscribe(&id, "never").await.unwrap());
+    link.wedge();
+    let r = first.subscribe(&id, "topic").await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    let r = second.subscribe(&id, "topic").await;
+    assert!(
+        matches!(r, Err(Error::OutcomeUnknown { .. })),
+        "a subscribe found made by an unreplicated write answered {r:?}"
+    );
+    let r = first.unsubscribe(&id, "gone").await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    let r = third.unsubscribe(&id, "gone").await;
+    assert!(
+        matches!(r, Err(Error::OutcomeUnknown { .. })),
+        "an unsubscribe found made by an unreplicated write answered {r:?}"
+    );
+}
