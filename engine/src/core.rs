@@ -1041,16 +1041,17 @@ impl Core {
     }
 
     pub(crate) fn compact(&self, shard: usize, step: CompactionStep) -> Result<()> {
-        self.compact_with(shard, step, || ())
+        self.compact_with(shard, step, |_| ())
     }
 
-    /// [`Core::compact`], running `before_listing` once the log is sealed
-    /// and before the listing starts (tests: writes in that window).
+    /// [`Core::compact`], running `listed(n)` once the log is sealed and
+    /// `n` batches of the live sessions are listed: `listed(0)` before the
+    /// listing starts (tests: writes in those windows).
     pub(crate) fn compact_with(
         &self,
         shard: usize,
         step: CompactionStep,
-        before_listing: impl FnOnce(),
+        listed: impl FnMut(usize),
     ) -> Result<()> {
         let Some(log) = self.logs.get(shard) else {
             return Ok(());
@@ -1058,6 +1059,9 @@ impl Core {
         let _one_at_a_time = self.compaction.lock();
         let now_ms = self.clock.now_ms();
         let mut position = None;
+        let mut batches = 0;
+        // Called from the seal's closure and the listing's.
+        let listed = RefCell::new(listed);
         let this = &self.shards[shard];
         let compacted = persist::compact(
             log,
@@ -1065,7 +1069,7 @@ impl Core {
             step,
             |seal| {
                 let sealed = this.seal_for_compaction(seal)?;
-                before_listing();
+                (listed.borrow_mut())(0);
                 Ok(sealed)
             },
             |batch| {
@@ -1076,12 +1080,19 @@ impl Core {
                 this.topics_of(sessions, batch);
                 if resume.is_none() {
                     // The sessions rotated behind the listing's back (the
-                    // others twice in the base: harmless, a replay).
+                    // others twice in the base: harmless, since the log
+                    // holding their `ROTATE` records is synced before the
+                    // base replaces it).
                     this.topics_of(this.end_compaction_listing(self.clock.now_ms()), batch);
                 }
                 position = resume;
+                batches += 1;
+                if resume.is_some() {
+                    (listed.borrow_mut())(batches);
+                }
                 resume.is_some()
             },
+            || self.commits[shard].flush_waiting(),
         );
         // A compaction that stopped early or failed keeps nothing.
         drop(this.end_compaction_listing(now_ms));

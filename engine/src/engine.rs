@@ -734,8 +734,23 @@ impl Engine {
     /// is in the segments after the base, and replays over it.
     #[doc(hidden)]
     pub fn debug_compact_with(&self, shard: usize, before_listing: impl FnOnce()) -> Result<()> {
-        self.core
-            .compact_with(shard, CompactionStep::Done, before_listing)
+        let mut before_listing = Some(before_listing);
+        self.core.compact_with(shard, CompactionStep::Done, |listed| {
+            if listed == 0 {
+                if let Some(f) = before_listing.take() {
+                    f();
+                }
+            }
+        })
+    }
+
+    /// [`Engine::debug_compact`] to the end, running `listed(n)` once `n`
+    /// batches of the live sessions (`LIST_LOCK_BATCH` each) are read into
+    /// the base, `listed(0)` before the first: writes in the middle of the
+    /// listing.
+    #[doc(hidden)]
+    pub fn debug_compact_listing(&self, shard: usize, listed: impl FnMut(usize)) -> Result<()> {
+        self.core.compact_with(shard, CompactionStep::Done, listed)
     }
 
     /// Turns a write's outcome into a future that completes once the write

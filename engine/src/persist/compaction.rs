@@ -2,10 +2,21 @@
 //! sessions once dead records dominate it (`FORMAT.md`, "Crash cases").
 //!
 //! Order: seal the current segment (appends continue in a new one), write
-//! the live sessions into `<sealed>.tmp` and sync it, rename it over the
-//! sealed segment and sync the directory, then delete the segments before
-//! it. A crash before the rename leaves a `.tmp` that recovery deletes; one
-//! after it leaves a base that supersedes what it replaced.
+//! the live sessions into `<sealed>.tmp` and sync it, sync the log (the
+//! records appended since the seal), rename the `.tmp` over the sealed
+//! segment and sync the directory, then delete the segments before it. A
+//! crash before the rename leaves a `.tmp` that recovery deletes; one after
+//! it leaves a base that supersedes what it replaced.
+//!
+//! **Why the log is synced before the rename.** The listing is not a
+//! snapshot of one moment: it reads the shard in batches while writes go
+//! on, so the base can hold a session rotated during the listing under both
+//! ids (the old one listed before, the new one after), an update listed
+//! while an earlier one to another session was not, and so on. The records
+//! after the seal replay over the base and bring it to a state that was.
+//! Without them — a machine crash that lost them, while the base it
+//! replaced the log with was durable — the base alone is a state that
+//! never was. So they are durable before the base takes the log's place.
 
 use super::appender::{Sealed, ShardLog};
 use super::base::write_base_tmp;
@@ -43,12 +54,17 @@ pub enum CompactionStep {
 /// base replaces its only record: a deleted session would come back at the
 /// next open, a created one would be lost), and every write after it
 /// appends after the seal, into segments that replay over the base.
+///
+/// `sync_log` makes everything appended to the log so far durable (its
+/// group commit's flush); it runs once the listing is over and before the
+/// rename (see the module docs).
 pub(crate) fn compact(
     log: &ShardLog,
     now_ms: u64,
     stop_after: CompactionStep,
     seal_listing: impl FnOnce(&mut dyn FnMut() -> Result<Sealed>) -> Result<Sealed>,
     mut snapshot: impl FnMut(&mut Vec<Based>) -> bool,
+    sync_log: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     // The next segment made first, outside every lock: the seal under the
     // shard's lock then only writes the `SEAL` (see `ShardLog::seal`).
@@ -77,6 +93,11 @@ pub(crate) fn compact(
     let base_len = write_base_tmp(&tmp, id, sealed, next, now_ms, sessions)?;
     if stop_after == CompactionStep::TmpWritten {
         return Ok(());
+    }
+    if let Err(e) = sync_log() {
+        // A failed compaction leaves no `.tmp` behind (`FORMAT.md`).
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     rename_durably(&id.dir, &tmp, &id.dir.join(segment_name(sealed)))?;
     if stop_after == CompactionStep::Renamed {
