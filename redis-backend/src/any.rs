@@ -4,7 +4,7 @@
 
 use session_engine::{AnyStore, Result};
 
-use crate::config::{RedisConfig, CLUSTER_URL_SCHEME};
+use crate::config::RedisConfig;
 use crate::store::RedisStore;
 
 /// Opens the store a URL names, behind one type: `memory:`,
@@ -17,7 +17,11 @@ use crate::store::RedisStore;
 /// `InvalidConfig` for a URL neither backend reads; the errors of opening
 /// the engine or connecting to Redis.
 pub async fn open_url(url: &str) -> Result<AnyStore> {
-    if url.starts_with("redis://") || url.starts_with(CLUSTER_URL_SCHEME) {
+    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    if ["redis", "rediss", "redis+cluster", "rediss+cluster"]
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s))
+    {
         let store = RedisStore::connect(RedisConfig::from_url(url)?).await?;
         return Ok(AnyStore::new(store));
     }

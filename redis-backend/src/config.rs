@@ -193,7 +193,17 @@ impl RedisConfig {
     /// # Errors
     /// [`Error::InvalidConfig`] for another scheme or an empty node list.
     pub fn from_url(url: &str) -> Result<Self> {
-        if let Some(rest) = url.strip_prefix(CLUSTER_URL_SCHEME) {
+        // A scheme is read in any case (RFC 3986); the rest as written.
+        let scheme_len = url.find("://").map_or(0, |at| at + 3);
+        let scheme = url[..scheme_len].to_ascii_lowercase();
+        if scheme.starts_with("rediss") {
+            return Err(Error::InvalidConfig(format!(
+                "{:?}: TLS (rediss://) is not supported by this build",
+                redact_url(url)
+            )));
+        }
+        if scheme == CLUSTER_URL_SCHEME {
+            let rest = &url[scheme_len..];
             // A database or options after the list are every node's; the
             // credentials end at the authority's last `@` (one in the
             // options is theirs).
@@ -223,14 +233,8 @@ impl RedisConfig {
             }
             return Ok(Self::cluster(nodes));
         }
-        if url.starts_with("redis://") {
-            return Ok(Self::standalone(url));
-        }
-        if url.starts_with("rediss://") {
-            return Err(Error::InvalidConfig(format!(
-                "{:?}: TLS (rediss://) is not supported by this build",
-                redact_url(url)
-            )));
+        if scheme == "redis://" {
+            return Ok(Self::standalone(format!("redis://{}", &url[scheme_len..])));
         }
         Err(Error::InvalidConfig(format!(
             "{:?}: expected redis://host:port or {CLUSTER_URL_SCHEME}host:port,host:port",

@@ -45,3 +45,26 @@ async fn one_call_opens_either_backend() {
     }
     drop(server);
 }
+
+/// A TLS URL is refused with what is wrong with it (no TLS in this build),
+/// not as an unknown scheme, and without its password; a scheme is read in
+/// any case.
+#[tokio::test]
+async fn a_tls_url_is_refused_as_tls() {
+    let cluster =
+        session_redis::RedisConfig::from_url("Redis+Cluster://127.0.0.1:7000,127.0.0.1:7001").unwrap();
+    let shown = format!("{cluster:?}");
+    assert!(shown.contains("Cluster") && shown.contains("7001"), "{shown}");
+    let one = session_redis::RedisConfig::from_url("REDIS://127.0.0.1:7000/2").unwrap();
+    let shown = format!("{one:?}");
+    assert!(shown.contains("\"redis://127.0.0.1:7000/2\""), "{shown}");
+    for url in ["rediss://:secret@127.0.0.1:6380", "REDISS://127.0.0.1:6380"] {
+        match session_redis::open_url(url).await {
+            Err(Error::InvalidConfig(why)) => {
+                assert!(why.contains("TLS"), "{url}: {why}");
+                assert!(!why.contains("secret"), "{url}: {why}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+}
