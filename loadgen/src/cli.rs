@@ -276,18 +276,18 @@ pub struct GateArgs {
     pub instructions: bool,
     /// The baseline (default: results/baseline.json, or
     /// results/baseline-instructions.json with --instructions).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "write_baseline")]
     pub baseline: Option<PathBuf>,
     /// Wall clock: runs (fresh engine and peer each: new hash seeds, new
     /// memory layout) to take the median of.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, conflicts_with = "instructions")]
     pub repeat: usize,
     /// Wall clock: rounds per run (default: the baseline's plan).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "instructions")]
     pub rounds: Option<usize>,
     /// Allowed change before a kind counts as a regression, e.g. 10%
     /// (default: 10% wall clock, 2% instructions).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "write_baseline")]
     pub tolerance: Option<String>,
     /// Make a new baseline at this path instead of comparing
     /// (scripts/refresh-baseline.sh writes both).
@@ -296,7 +296,7 @@ pub struct GateArgs {
     /// Wall clock: how far the peer's cost may be from the baseline's for a
     /// run to count (default 15%: further, the machine is in another state,
     /// which moves the ratios too).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "instructions")]
     pub peer_drift: Option<String>,
     /// With --write-baseline: live sessions in each store (default 100K).
     #[arg(long, requires = "write_baseline")]
@@ -306,7 +306,7 @@ pub struct GateArgs {
     #[arg(long, requires = "write_baseline")]
     pub ops: Option<usize>,
     /// Write the gate's result (runs, rows, verdict) as JSON here.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "write_baseline")]
     pub out: Option<PathBuf>,
     /// Wall clock: judge the change (PASS, or FAIL with exit 1 beyond the
     /// tolerance) instead of only reporting it. Meant for a baseline written
@@ -592,4 +592,67 @@ fn cmd_gate(args: &GateArgs, command: Vec<String>) -> Result<i32, Error> {
         gate::GateVerdict::Fail => EXIT_FAIL,
         gate::GateVerdict::Inconclusive => EXIT_INCONCLUSIVE,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["loadgen", "gate"].iter().chain(args))
+    }
+
+    /// A gate flag that the chosen gate would not use is refused, not
+    /// silently ignored.
+    #[test]
+    fn gate_flags_the_gate_would_ignore_are_refused() {
+        for args in [
+            &["--instructions", "--rounds", "3"][..],
+            &["--instructions", "--repeat", "5"],
+            &["--instructions", "--peer-drift", "20%"],
+            &["--write-baseline", "b.json", "--tolerance", "5%"],
+            &["--write-baseline", "b.json", "--baseline", "a.json"],
+            &["--write-baseline", "b.json", "--out", "r.json"],
+            &[
+                "--instructions",
+                "--write-baseline",
+                "b.json",
+                "--tolerance",
+                "1%",
+            ],
+        ] {
+            let err = gate(args).expect_err(&format!("{args:?} was accepted"));
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{args:?}: {err}"
+            );
+        }
+        for args in [
+            &["--instructions", "--tolerance", "1%", "--out", "r.json"][..],
+            &[
+                "--repeat",
+                "5",
+                "--rounds",
+                "3",
+                "--peer-drift",
+                "20%",
+                "--tolerance",
+                "12%",
+            ],
+            &[
+                "--write-baseline",
+                "b.json",
+                "--repeat",
+                "5",
+                "--rounds",
+                "3",
+                "--sessions",
+                "1000",
+            ],
+            &["--instructions", "--write-baseline", "b.json", "--ops", "1000"],
+        ] {
+            gate(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
 }
