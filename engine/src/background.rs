@@ -8,6 +8,7 @@
 //! runs for an in-memory engine opened `without_sweeper` (the default clock
 //! has a thread of its own: see `Clock::system`).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,8 +20,8 @@ use crate::config::Durability;
 use crate::core::{Core, LogFlush};
 use crate::error::{Error, Result};
 use crate::limits::{
-    COMPACTION_BACKOFF_CHECKS_MAX, COMPACTION_BACKOFF_CHECKS_MIN, COMPACTION_CHECK_INTERVAL_MS,
-    LOG_CHECK_INTERVAL_MS, SWEEP_BATCH_MAX, TIME_MARK_INTERVAL_MS,
+    CHORE_PANIC_PAUSE, COMPACTION_BACKOFF_CHECKS_MAX, COMPACTION_BACKOFF_CHECKS_MIN,
+    COMPACTION_CHECK_INTERVAL_MS, LOG_CHECK_INTERVAL_MS, SWEEP_BATCH_MAX, TIME_MARK_INTERVAL_MS,
 };
 use crate::persist::{self, CompactionStep, FlushRequests};
 
@@ -364,21 +365,60 @@ fn sweeper(core: &Core, stop: &Stop) {
         tick = tick.min(every);
     }
     let mut batch = Vec::with_capacity(SWEEP_BATCH_MAX);
-    let mut next_sweep = Instant::now();
-    let mut next_flush = next_sweep;
-    let mut next_mark = next_sweep;
+    let now = Instant::now();
+    let mut next = Due {
+        sweep: now,
+        flush: now,
+        mark: now,
+    };
     // Synced each time unless `Never`: no more often than the logs are in
     // `Interval` mode.
     let mark_every = Duration::from_millis(TIME_MARK_INTERVAL_MS).max(flush_every.unwrap_or_default());
     while !stop.wait(tick) {
-        let now = Instant::now();
-        if let Some(every) = sweep_every {
-            if now >= next_sweep {
-                core.sweep_all(&mut batch, true);
-                next_sweep = now + every;
+        let pass = catch_unwind(AssertUnwindSafe(|| {
+            injected_panic(core, PANIC_SWEEPER);
+            sweeper_pass(
+                core,
+                &mut batch,
+                (sweep_every, flush_every, mark_every),
+                &mut next,
+            );
+        }));
+        if let Err(panic) = pass {
+            caught(core, "sweeper", panic.as_ref());
+            // A bug that panics on every pass is not retried at once.
+            if stop.wait(CHORE_PANIC_PAUSE) {
+                return;
             }
         }
-        let flush = flush_every.is_some_and(|_| now >= next_flush);
+    }
+}
+
+/// When the sweeper's next sweep, flush and time mark are due.
+struct Due {
+    sweep: Instant,
+    flush: Instant,
+    mark: Instant,
+}
+
+/// One pass of the sweeper: sweeps, flushes the logs and writes the time
+/// mark, each when due.
+fn sweeper_pass(
+    core: &Core,
+    batch: &mut Vec<crate::session::Session>,
+    (sweep_every, flush_every, mark_every): (Option<Duration>, Option<Duration>, Duration),
+    next: &mut Due,
+) {
+    {
+        let (next_sweep, next_flush, next_mark) = (&mut next.sweep, &mut next.flush, &mut next.mark);
+        let now = Instant::now();
+        if let Some(every) = sweep_every {
+            if now >= *next_sweep {
+                core.sweep_all(batch, true);
+                *next_sweep = now + every;
+            }
+        }
+        let flush = flush_every.is_some_and(|_| now >= *next_flush);
         // Failures resurface on the write path, which returns them.
         let _ = core.maintain_logs(if flush {
             LogFlush::UnlessRunning
@@ -386,14 +426,42 @@ fn sweeper(core: &Core, stop: &Stop) {
             LogFlush::No
         });
         if let (true, Some(every)) = (flush, flush_every) {
-            next_flush = now + every;
+            *next_flush = now + every;
         }
-        if now >= next_mark {
+        if now >= *next_mark {
             // A failed mark loses a floor, not a session: the next one
             // tries again.
             let _ = core.mark_time();
-            next_mark = now + mark_every;
+            *next_mark = now + mark_every;
         }
+    }
+}
+
+/// Counts a panic caught in a background pass, and logs it (with the
+/// `tracing` feature).
+fn caught(core: &Core, thread: &str, panic: &(dyn std::any::Any + Send)) {
+    core.background_panics.fetch_add(1, Ordering::Relaxed);
+    #[cfg(feature = "tracing")]
+    tracing::error!(
+        thread,
+        panic = persist::panic_message(panic),
+        "session-engine: a pass of a background thread panicked (a bug); counted in Stats::background_panics, the thread goes on"
+    );
+    #[cfg(not(feature = "tracing"))]
+    let _ = (thread, persist::panic_message(panic));
+}
+
+/// `Core::panic_next_pass`'s bit for the sweeper's next pass.
+pub(crate) const PANIC_SWEEPER: u8 = 1;
+/// `Core::panic_next_pass`'s bit for the compactor's next pass.
+pub(crate) const PANIC_COMPACTOR: u8 = 2;
+
+/// Panics if a test asked for it (`Engine::debug_panic_in_next_pass`).
+fn injected_panic(core: &Core, bit: u8) {
+    if core.panic_next_pass.load(Ordering::Relaxed) & bit != 0
+        && core.panic_next_pass.fetch_and(!bit, Ordering::Relaxed) & bit != 0
+    {
+        panic!("injected panic in a background pass (debug_panic_in_next_pass)");
     }
 }
 
@@ -421,10 +489,25 @@ fn compactor(core: &Core, stop: &Stop) {
                 *skip -= 1;
                 continue;
             }
-            if !persist::wants_compaction(log, threshold, segment_len) {
-                continue;
-            }
-            if let Err(e) = core.compact(shard, CompactionStep::Done) {
+            let compacted = catch_unwind(AssertUnwindSafe(|| {
+                injected_panic(core, PANIC_COMPACTOR);
+                if !persist::wants_compaction(log, threshold, segment_len) {
+                    return None;
+                }
+                Some(core.compact(shard, CompactionStep::Done))
+            }));
+            let compacted = match compacted {
+                Ok(None) => continue,
+                Ok(Some(compacted)) => compacted,
+                Err(panic) => {
+                    caught(core, "compactor", panic.as_ref());
+                    Err(crate::error::Error::Io {
+                        context: "compaction".into(),
+                        source: std::io::Error::other("the compaction panicked (a bug)"),
+                    })
+                }
+            };
+            if let Err(e) = compacted {
                 *failures = failures.saturating_add(1);
                 *skip = compaction_backoff(*failures);
                 core.compaction_errors.fetch_add(1, Ordering::Relaxed);

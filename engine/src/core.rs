@@ -46,6 +46,11 @@ pub(crate) struct Core {
     sessions: CachePadded<AtomicUsize>,
     pub(crate) listener_panics: AtomicU64,
     pub(crate) compaction_errors: AtomicU64,
+    /// Panics caught in the background threads' passes (`Stats`).
+    pub(crate) background_panics: AtomicU64,
+    /// Test hook: the next pass of the background threads whose bits are
+    /// set panics (`Engine::debug_panic_in_next_pass`).
+    pub(crate) panic_next_pass: std::sync::atomic::AtomicU8,
     /// Sweep passes, and what the last one expired: written once a pass
     /// (`sweep_all`), never by an operation.
     sweeps_total: AtomicU64,
@@ -263,6 +268,8 @@ impl Core {
             sessions: CachePadded::new(AtomicUsize::new(sessions)),
             listener_panics: AtomicU64::new(0),
             compaction_errors: AtomicU64::new(0),
+            background_panics: AtomicU64::new(0),
+            panic_next_pass: std::sync::atomic::AtomicU8::new(0),
             sweeps_total: AtomicU64::new(0),
             expired_last_sweep: AtomicU64::new(0),
             compaction: Mutex::new(()),
@@ -1136,6 +1143,7 @@ impl Core {
             sessions_max: self.config.sessions_max,
             listener_panics: self.listener_panics.load(Ordering::Relaxed),
             compaction_errors: self.compaction_errors.load(Ordering::Relaxed),
+            background_panics: self.background_panics.load(Ordering::Relaxed),
             sweeps_total: self.sweeps_total.load(Ordering::Relaxed),
             expired_last_sweep: self.expired_last_sweep.load(Ordering::Relaxed),
             ..Stats::default()

@@ -769,6 +769,21 @@ impl Engine {
         }
     }
 
+    /// Makes the next pass of a background thread panic, as a bug there
+    /// would, to test that the thread survives it and says so: `compactor`
+    /// picks the compactor's, else the sweeper's.
+    #[doc(hidden)]
+    pub fn debug_panic_in_next_pass(&self, compactor: bool) {
+        let bit = if compactor {
+            crate::background::PANIC_COMPACTOR
+        } else {
+            crate::background::PANIC_SWEEPER
+        };
+        self.core
+            .panic_next_pass
+            .fetch_or(bit, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Makes every later log sync panic, as a bug in the sync path (or a
     /// `tracing` subscriber panicking in it) would, to test that its
     /// waiters fail as after a failed sync instead of waiting forever.

@@ -100,6 +100,10 @@ pub const LOG_CHECK_INTERVAL_MS: u64 = 50;
 /// within it may be live again after a restart with a clock stepped back.
 pub const TIME_MARK_INTERVAL_MS: u64 = 1_000;
 
+/// How long the sweeper waits after a pass that panicked (a bug) before the
+/// next: a pass that panics every time is not retried every tick.
+pub const CHORE_PANIC_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How often the compactor checks whether a shard's log is worth rewriting.
 pub const COMPACTION_CHECK_INTERVAL_MS: u64 = 500;
 

@@ -275,6 +275,11 @@ impl Stats {
             self.compaction_errors,
         )?;
         w.counter(
+            "background_panics",
+            "Panics caught in a pass of the sweeper or the compactor thread.",
+            self.background_panics,
+        )?;
+        w.counter(
             "touches_dropped",
             "Touches a read could not queue for its log.",
             self.touches_dropped,

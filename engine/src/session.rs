@@ -605,6 +605,11 @@ pub struct Stats {
     pub log_syncs: u64,
     /// Background compactions that failed (each retried on the next check).
     pub compaction_errors: u64,
+    /// Panics caught in a pass of the sweeper or the compactor thread (a
+    /// bug): the pass is cut short, counted, logged with the `tracing`
+    /// feature, and the thread goes on with the next, so expiry and the
+    /// `Interval` flushes never stop unseen.
+    pub background_panics: u64,
     /// Touches a read could not hand to its log's queue (full): each leaves
     /// that session's logged access time one touch period further behind.
     pub touches_dropped: u64,

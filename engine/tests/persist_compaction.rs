@@ -377,3 +377,30 @@ fn a_machine_crash_after_a_compaction_never_leaves_both_ids_of_a_rotation() {
     );
     assert_eq!(engine.len(), SESSIONS);
 }
+
+/// A panic in a pass of the compactor thread (a bug) is counted and the
+/// compactor goes on: a log full of dead records is still compacted.
+#[test]
+fn the_compactor_survives_a_panic_in_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = HashMap::new();
+    let engine = Engine::open(config(dir.path()).compaction_threshold(0.5)).unwrap();
+    engine.debug_panic_in_next_pass(true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while engine.stats().background_panics == 0 {
+        assert!(Instant::now() < deadline, "the panic was not counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    churn(&engine, &mut expected);
+    while engine.stats().log_bytes > 2 * engine.stats().log_live_bytes + 4 * 128 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "no compaction after the panic: {:?}",
+            engine.stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(engine.stats().background_panics, 1);
+    drop(engine);
+    check(dir.path(), &expected);
+}

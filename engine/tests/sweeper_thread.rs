@@ -195,3 +195,27 @@ fn a_listener_may_close_while_another_thread_closes() {
         "the other thread's close returns once the listener has"
     );
 }
+
+/// A panic in a pass of the sweeper (a bug) is counted and the sweeper goes
+/// on: expired sessions are still reclaimed, and with a data directory
+/// the `Interval` flushes it runs go on too.
+#[test]
+fn the_sweeper_survives_a_panic_in_a_pass() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let clock = ManualClock::new(0);
+    let engine = Engine::open(
+        Config::default()
+            .sweep_interval(Duration::from_millis(5))
+            .clock(clock.clock()),
+    )
+    .unwrap();
+    engine.debug_panic_in_next_pass(false);
+    eventually(|| engine.stats().background_panics == 1, "the panic is counted");
+    for _ in 0..100 {
+        engine.create(b"x", Timeout::from_ms(100)).unwrap();
+    }
+    clock.advance_ms(100);
+    eventually(|| engine.is_empty(), "the sweeper still reclaims");
+    assert_eq!(count("session-sweeper"), 1);
+    engine.close().unwrap();
+}

@@ -380,11 +380,8 @@ impl GroupCommit {
     }
 }
 
-/// Syncs several logs in a row (the `Interval` flush, `close`, the flusher
-/// thread): starts every log's writeback first, so that each sync finds its
-/// pages on their way. The first error, after trying every log.
 /// The text of a panic's payload, when it has one.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     payload
         .downcast_ref::<&str>()
         .copied()
@@ -392,6 +389,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
+/// Syncs several logs in a row (the `Interval` flush, `close`, the flusher
+/// thread): starts every log's writeback first, so that each sync finds its
+/// pages on their way. The first error, after trying every log.
 pub(crate) fn flush_all<'a>(commits: impl Iterator<Item = &'a GroupCommit> + Clone) -> Result<()> {
     flush_each(commits, GroupCommit::flush)
 }

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use ahash::{AHashMap, RandomState};
 
 pub(crate) use self::appender::ShardLog;
-pub(crate) use self::commit::{flush_all, flush_all_waiting, AsyncWaiter, FlushRequests, GroupCommit};
+pub(crate) use self::commit::{
+    flush_all, flush_all_waiting, panic_message, AsyncWaiter, FlushRequests, GroupCommit,
+};
 pub use self::compaction::CompactionStep;
 pub(crate) use self::compaction::{compact, wants_compaction};
 pub(crate) use self::open::open;
