@@ -194,6 +194,22 @@ pub const PIPELINES_IN_FLIGHT_MAX: usize = 2;
 /// entries before it returns what it has, with a cursor to resume from.
 pub const SCAN_CALLS_MAX: usize = 1_000;
 
+/// One new subscription in this many (per store) also tidies its topic's
+/// index: it checks [`INDEX_TIDY_ENTRIES`] entries from a random point and
+/// removes those whose subscription is gone. Each new subscription adds
+/// one entry, which goes stale when its session does; checking two entries
+/// per new subscription on average keeps the stale ones under about half
+/// the index (stale entries are found in proportion to their share, and
+/// removed twice as fast as they come once they are half), so an index
+/// nobody fans out, without a TTL (sessions with no lifetime cap), holds
+/// about its live subscribers rather than every session that ever
+/// subscribed. The call that tidies pays a round trip to the topic's
+/// master and one to each master of the entries it checks.
+pub const INDEX_TIDY_EVERY: u64 = 8;
+
+/// Entries one tidying of a topic's index checks (see [`INDEX_TIDY_EVERY`]).
+pub const INDEX_TIDY_ENTRIES: usize = 16;
+
 /// `SCAN` calls `len` may make per master before it reports the table too
 /// large to count: 100 million keys at [`SCAN_COUNT_MAX`] a call.
 pub const COUNT_SCAN_CALLS_MAX: usize = 100_000;

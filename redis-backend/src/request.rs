@@ -152,6 +152,9 @@ pub(crate) struct Inner {
     shortfalls: AtomicU64,
     /// Direct routes marked stale (see [`Inner::mark_stale`]).
     stale_marks: AtomicU64,
+    /// New subscriptions made through this store: every
+    /// `INDEX_TIDY_EVERY`th tidies its topic's index (`state.rs`).
+    pub(crate) subscriptions: AtomicU64,
     /// The store's own connections to nodes `ASK` redirects named (see
     /// [`Inner::asked_connection`]): host, port, lane; the latest last, at
     /// most [`ASKED_NODES_MAX`].
@@ -413,6 +416,7 @@ impl Inner {
             update_conflicts: AtomicU64::new(0),
             shortfalls: AtomicU64::new(0),
             stale_marks: AtomicU64::new(0),
+            subscriptions: AtomicU64::new(0),
             asked: Mutex::new(Vec::new()),
             config,
         })

@@ -90,8 +90,12 @@
 //! - A session without a cap has no such bound (an active one lives on
 //!   indefinitely): its index write removes the TTL (`PERSIST`), and a
 //!   later capped subscriber does not bring one back. Such an index
-//!   shrinks only by fan-outs and unsubscribes, as before (the removal of
-//!   its last entry removes the key).
+//!   shrinks by fan-outs, unsubscribes (the removal of its last entry
+//!   removes the key) and tidying: every `INDEX_TIDY_EVERY`th new
+//!   subscription of the store checks a few entries of its topic's index
+//!   from a random point and removes the stale ones (the fan-out's
+//!   removal), so an index nobody fans out stays near its live
+//!   subscribers.
 //! - `set_lifetime` (which may lengthen or lift a cap) gets the session's
 //!   subscriptions back from its script and redoes each one's index write
 //!   with the new bound (one request per topic, all at once): otherwise an
@@ -121,6 +125,7 @@
 //! earlier try may have charged, or been overtaken by another charge).
 
 use std::borrow::Cow;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -131,7 +136,8 @@ use session_engine::{
 };
 
 use crate::limits::{
-    LIST_SCAN_BUDGET_DIVISOR, PIPELINES_IN_FLIGHT_MAX, SCAN_CALLS_MAX, SCAN_COUNT_MAX, TOPIC_INDEX_TTL_MARGIN,
+    INDEX_TIDY_ENTRIES, INDEX_TIDY_EVERY, LIST_SCAN_BUDGET_DIVISOR, PIPELINES_IN_FLIGHT_MAX, SCAN_CALLS_MAX,
+    SCAN_COUNT_MAX, TOPIC_INDEX_TTL_MARGIN,
 };
 use crate::reply::{self, Charge, Life, Subscribed, Unsubscribed, NONCE_LEN};
 use crate::request::{join_all, per_route, BatchReply, Inner, Kind};
@@ -347,7 +353,50 @@ impl RedisStore {
             });
         inner.acknowledge(reply.value.replicas, ())?;
         entry?;
+        if new
+            && inner
+                .subscriptions
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(INDEX_TIDY_EVERY)
+        {
+            self.tidy_index(topic, deadline).await;
+        }
         Ok(new)
+    }
+
+    /// Checks [`INDEX_TIDY_ENTRIES`] entries of `topic`'s index from a
+    /// random point on and removes those whose subscription is gone (see
+    /// [`INDEX_TIDY_EVERY`]; the removal is the fan-out's, safe whenever an
+    /// entry was found stale: module docs). Best effort, within the
+    /// caller's deadline: what it cannot do, a later tidying or fan-out
+    /// does.
+    async fn tidy_index(&self, topic: &str, deadline: Instant) {
+        let inner = &self.inner;
+        let topic_key = inner.keys.topic_key(topic);
+        let from = TopicCursor::new(rand::rng().random::<u128>().max(1));
+        let Ok(Batch { entries, .. }) = self
+            .index_range(&topic_key, &lower_bound(from), INDEX_TIDY_ENTRIES, deadline)
+            .await
+        else {
+            return;
+        };
+        let Ok(checks) = self.check_entries(&entries, &field(topic), deadline).await else {
+            return;
+        };
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(&topic_key);
+        let mut stale = 0;
+        for ((id, nonce), check) in entries.iter().zip(&checks) {
+            if matches!(check, Check::Stale | Check::LiveElsewhere) {
+                zrem.arg(&member(id, nonce)[..]);
+                stale += 1;
+            }
+        }
+        if stale > 0 {
+            let _ = inner
+                .request(Kind::Unacked, deadline, &topic_key, |_| Cow::Borrowed(&zrem))
+                .await;
+        }
     }
 
     /// Adds `member` to `topic`'s index and pushes the index's TTL up to

@@ -71,7 +71,18 @@ async fn fan_out_on_a_cluster_returns_each_live_subscriber_once() {
     assert_eq!(masters.len(), 3, "subscribers on every master");
     assert_eq!(index_len(&cluster, &store, topic), 120);
 
-    // Sessions that go away, each in its own way.
+    // Sessions that go away, each in its own way. The last subscriptions
+    // come first: a new subscription may tidy the index (remove entries
+    // found stale), and this index is to keep them for the fan-out.
+    let expiring = {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            let id = store.create(b"short", Timeout::from_ms(300)).await.unwrap();
+            store.subscribe(&id, topic).await.unwrap();
+            v.push(id);
+        }
+        v
+    };
     let deleted = live.split_off(100); // 20
     for id in &deleted[..10] {
         store.delete(id).await.expect("delete");
@@ -94,15 +105,6 @@ async fn fan_out_on_a_cluster_returns_each_live_subscriber_once() {
         );
         rotated_to.push(new);
     }
-    let expiring = {
-        let mut v = Vec::new();
-        for _ in 0..5 {
-            let id = store.create(b"short", Timeout::from_ms(300)).await.unwrap();
-            store.subscribe(&id, topic).await.unwrap();
-            v.push(id);
-        }
-        v
-    };
     // Wait for the server to expire them (Redis hides them at once).
     for id in &expiring {
         for _ in 0..1_000 {

@@ -7,7 +7,9 @@
 //! TTL, as it must: an active session can live on indefinitely. A cap made
 //! longer or lifted after subscribing pushes the indexes' TTL along. On one
 //! server and on a cluster with the cluster preset (topic keys in slots of
-//! their own).
+//! their own). Such an index without a TTL does not grow with the stale
+//! entries of sessions gone either, fanned out or not: new subscriptions
+//! tidy it as they come.
 
 mod support;
 
@@ -139,4 +141,56 @@ async fn on_a_cluster_with_the_cluster_preset() {
     };
     indexes_expire_after_their_sessions(&store, &cli).await;
     assert_eq!(store.stats().replication_shortfalls, 0);
+}
+
+/// An index without a TTL (its sessions have no lifetime cap) that nobody
+/// fans out: the entries of the sessions that went are removed as new
+/// subscriptions come, so it holds about its live subscribers, not every
+/// session that ever subscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_nobody_fans_out_does_not_keep_its_gone_sessions() {
+    const GONE: usize = 400;
+    const LIVE: usize = 400;
+    let server = support::Server::standalone();
+    let store = RedisStore::connect(
+        RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("index-tidy")),
+    )
+    .await
+    .expect("connect");
+    let topic = "news";
+    for _ in 0..GONE {
+        let id = store.create(b"short", Timeout::from_ms(300)).await.unwrap();
+        assert!(store.subscribe(&id, topic).await.unwrap());
+    }
+    assert_eq!(
+        pttl(&|a| server.cli(a), &store.topic_key(topic)),
+        -1,
+        "no TTL: no cap"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..LIVE {
+        let id = store.create(b"long", TTL).await.unwrap();
+        assert!(store.subscribe(&id, topic).await.unwrap());
+    }
+    let held: usize = server
+        .cli(&["ZCARD", &store.topic_key(topic)])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        held <= LIVE + GONE / 2,
+        "the index holds {held} entries for {LIVE} live subscribers ({GONE} gone before them)"
+    );
+    // The tidying never removes a live subscriber.
+    let mut listed = 0;
+    let mut cursor = TopicCursor::START;
+    loop {
+        let page = store.subscribers(topic, cursor, 1_000).await.unwrap();
+        listed += page.ids.len();
+        match page.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    assert_eq!(listed, LIVE);
 }
