@@ -21,6 +21,19 @@ pub(crate) fn to_tower_id(id: SessionId) -> Id {
     Id(i128::from(id))
 }
 
+/// How an id shows in error text: its first four characters (24 of its
+/// 128 bits), enough to tell sessions apart in a log and far too few to take
+/// one over. tower-sessions logs a store's errors (`tracing`), and a
+/// session's id is the bearer's key to it.
+pub(crate) struct Shown(pub(crate) Id);
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0.to_string();
+        write!(f, "{}…", text.get(..4).unwrap_or(&text))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

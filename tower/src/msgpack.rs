@@ -73,6 +73,10 @@ pub(crate) enum EncodeError {
     /// Arrays and maps nested deeper than [`NESTING_DEPTH_MAX`]: `decode`
     /// would refuse the record, so it is not written.
     TooDeep,
+    /// A number that is no `u64`, `i64` or `f64` (serde_json with its
+    /// `arbitrary_precision` feature, which any crate of a build can turn
+    /// on, keeps e.g. `1e400` as text): its text.
+    Number(String),
 }
 
 impl From<TooLong> for EncodeError {
@@ -101,7 +105,7 @@ fn write_value(out: &mut Vec<u8>, value: &Value, depth: usize) -> Result<(), Enc
     match value {
         Value::Null => out.push(0xc0),
         Value::Bool(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
-        Value::Number(n) => write_number(out, n),
+        Value::Number(n) => write_number(out, n)?,
         Value::String(s) => write_str(out, s)?,
         Value::Array(items) => {
             let depth = depth.checked_sub(1).ok_or(EncodeError::TooDeep)?;
@@ -122,17 +126,18 @@ fn write_value(out: &mut Vec<u8>, value: &Value, depth: usize) -> Result<(), Enc
     Ok(())
 }
 
-fn write_number(out: &mut Vec<u8>, n: &Number) {
+fn write_number(out: &mut Vec<u8>, n: &Number) -> Result<(), EncodeError> {
     if let Some(u) = n.as_u64() {
         write_uint(out, u);
     } else if let Some(i) = n.as_i64() {
         // Negative: `as_u64` took every non-negative integer.
         write_negative(out, i);
     } else {
-        let f = n.as_f64().expect("a serde_json number is an integer or a float");
+        let f = n.as_f64().ok_or_else(|| EncodeError::Number(n.to_string()))?;
         out.push(0xcb);
         out.extend_from_slice(&f.to_be_bytes());
     }
+    Ok(())
 }
 
 fn write_uint(out: &mut Vec<u8>, u: u64) {

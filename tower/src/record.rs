@@ -28,6 +28,7 @@ use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::Error;
 
+use crate::id::Shown;
 use crate::limits::ENCODE_BUFFER_KEPT_BYTES_MAX;
 use crate::msgpack;
 
@@ -121,6 +122,10 @@ pub(crate) fn encode(record: &Record, expiry_ms: i64) -> Result<Encoded, Error> 
                 "session data as MessagePack: arrays and maps nested deeper than {}",
                 crate::limits::NESTING_DEPTH_MAX
             ),
+            msgpack::EncodeError::Number(text) => format!(
+                "session data as MessagePack: the number {text} is neither a 64-bit integer nor a float \
+                 (serde_json's arbitrary_precision feature keeps such numbers)"
+            ),
         })
     })?;
     debug_assert!(out.len() > HEADER_LEN, "a map encodes to at least one byte");
@@ -158,24 +163,31 @@ impl Stored {
 pub(crate) fn decode(id: Id, bytes: &[u8]) -> Result<Stored, Error> {
     if bytes.len() <= HEADER_LEN {
         return Err(Error::Decode(format!(
-            "session {id}: {} bytes of metadata, a stored record has more than {HEADER_LEN}",
+            "session {}: {} bytes of metadata, a stored record has more than {HEADER_LEN}",
+            Shown(id),
             bytes.len()
         )));
     }
     if bytes[0] != FORMAT_VERSION {
         return Err(Error::Decode(format!(
-            "session {id}: record format {} (this build reads {FORMAT_VERSION}): not written by session-tower",
+            "session {}: record format {} (this build reads {FORMAT_VERSION}): not written by session-tower",
+            Shown(id),
             bytes[0]
         )));
     }
     let expiry_ms = i64::from_le_bytes(bytes[1..HEADER_LEN].try_into().expect("8 bytes"));
     if OffsetDateTime::from_unix_timestamp(expiry_ms.div_euclid(MS_PER_S)).is_err() {
         return Err(Error::Decode(format!(
-            "session {id}: expiry date {expiry_ms} ms is out of range"
+            "session {}: expiry date {expiry_ms} ms is out of range",
+            Shown(id)
         )));
     }
-    let data = msgpack::decode_map(&bytes[HEADER_LEN..])
-        .map_err(|e| Error::Decode(format!("session {id}: data is not a MessagePack map: {e}")))?;
+    let data = msgpack::decode_map(&bytes[HEADER_LEN..]).map_err(|e| {
+        Error::Decode(format!(
+            "session {}: data is not a MessagePack map: {e}",
+            Shown(id)
+        ))
+    })?;
     Ok(Stored { expiry_ms, data })
 }
 

@@ -10,7 +10,7 @@ use session_engine::{SessionId, SessionRef, SessionStore, Timeout};
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, Error, ExpiredDeletion};
 
-use crate::id::{to_session_id, to_tower_id};
+use crate::id::{to_session_id, to_tower_id, Shown};
 use crate::limits::ID_TRIES_MAX;
 
 /// Nanoseconds in a millisecond.
@@ -157,7 +157,7 @@ impl<S> fmt::Debug for TowerStore<S> {
 /// Our error as tower-sessions' `Backend` error, naming the operation.
 fn backend(operation: &str, id: Option<Id>, e: &session_engine::Error) -> Error {
     match id {
-        Some(id) => Error::Backend(format!("{operation} of session {id}: {e}")),
+        Some(id) => Error::Backend(format!("{operation} of session {}: {e}", Shown(id))),
         None => Error::Backend(format!("{operation}: {e}")),
     }
 }

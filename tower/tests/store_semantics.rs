@@ -224,7 +224,7 @@ async fn a_fixed_load_does_not_slide_and_a_sliding_load_does() {
         created,
         "peek is no activity"
     );
-    assert!((loaded.expiry_date - r.expiry_date).abs() < time::Duration::milliseconds(5));
+    assert!((loaded.expiry_date - r.expiry_date).abs() < time::Duration::milliseconds(50));
 
     let loaded = sliding.load(&r.id).await.unwrap().unwrap();
     let slid = engine.peek(&ours(r.id)).unwrap();
@@ -306,8 +306,15 @@ async fn foreign_metadata_is_a_decode_error_and_backend_errors_keep_our_message(
     let store = TowerStore::from_arc(Arc::clone(&engine));
     let foreign = engine.create(b"user_id=123", Timeout::from_secs(60)).unwrap();
     let id: Id = foreign.to_string().parse().unwrap();
+    // Neither message holds the session's id: tower-sessions logs them,
+    // and an id is the bearer's key to the session (a 4-character prefix
+    // tells sessions apart in the logs and gives nothing away).
     match store.load(&id).await {
-        Err(Error::Decode(message)) => assert!(message.contains("not written by session-tower"), "{message}"),
+        Err(Error::Decode(message)) => {
+            assert!(message.contains("not written by session-tower"), "{message}");
+            assert!(!message.contains(&id.to_string()), "{message}");
+            assert!(message.contains(&id.to_string()[..4]), "{message}");
+        }
         other => panic!("expected Decode, got {other:?}"),
     }
 
@@ -317,6 +324,7 @@ async fn foreign_metadata_is_a_decode_error_and_backend_errors_keep_our_message(
         Err(Error::Backend(message)) => {
             assert!(message.starts_with("create of session "), "{message}");
             assert!(message.contains("exceeds the limit of 64 bytes"), "{message}");
+            assert!(!message.contains(&big.id.to_string()), "{message}");
         }
         other => panic!("expected Backend, got {other:?}"),
     }
