@@ -40,20 +40,44 @@ pub enum Error {
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The MCP error a client gets. Errors about its request keep their
+/// message. The server's own failures (`INTERNAL_ERROR`) carry a fixed
+/// message by kind and `data: {"retryable": <bool>}`, never the store's
+/// text, which can name data directory paths, Redis nodes and their
+/// replies: log the [`Error`] itself (its `Display`) before converting it,
+/// for the operator.
 impl From<Error> for ErrorData {
     fn from(e: Error) -> Self {
-        let message = e.to_string();
+        use session_engine::Error as Store;
+        let internal = |message: &'static str, retryable: bool| {
+            ErrorData::new(
+                ErrorCode::INTERNAL_ERROR,
+                message,
+                Some(serde_json::json!({ "retryable": retryable })),
+            )
+        };
         match e {
-            Error::NoSession | Error::Store(session_engine::Error::NotFound) => {
-                ErrorData::new(ErrorCode::INVALID_REQUEST, message, None)
+            Error::NoSession | Error::Store(Store::NotFound) => {
+                ErrorData::new(ErrorCode::INVALID_REQUEST, e.to_string(), None)
             }
             Error::Store(
-                session_engine::Error::InvalidId(_)
-                | session_engine::Error::ValueTooLarge { .. }
-                | session_engine::Error::LimitExceeded { .. }
-                | session_engine::Error::InvalidArgument { .. },
-            ) => ErrorData::new(ErrorCode::INVALID_PARAMS, message, None),
-            _ => ErrorData::new(ErrorCode::INTERNAL_ERROR, message, None),
+                Store::InvalidId(_)
+                | Store::ValueTooLarge { .. }
+                | Store::LimitExceeded { .. }
+                | Store::InvalidArgument { .. },
+            ) => ErrorData::new(ErrorCode::INVALID_PARAMS, e.to_string(), None),
+            Error::Store(Store::Unavailable { .. } | Store::TimedOut { .. } | Store::Contended { .. }) => {
+                internal("the session store is unavailable or busy: retry later", true)
+            }
+            Error::Store(Store::CapacityExceeded { .. }) => {
+                internal("the session store is full: retry later", true)
+            }
+            Error::Store(Store::OutcomeUnknown { .. }) => internal(
+                "the session store could not confirm the change: it may or may not have been made",
+                false,
+            ),
+            Error::FanOutTooLong { .. } => internal("a fan-out did not end within its page bound", false),
+            _ => internal("the session store failed", false),
         }
     }
 }
@@ -115,5 +139,28 @@ mod tests {
             ErrorCode::INVALID_PARAMS
         );
         assert_eq!(code(Error::Record("bad".into())), ErrorCode::INTERNAL_ERROR);
+    }
+
+    /// A server-side failure reaches the client as a kind and whether to
+    /// retry, not as the store's text (paths, nodes, replies).
+    #[test]
+    fn the_stores_own_text_stays_on_the_server() {
+        let retryable = |e: &ErrorData| e.data.as_ref().and_then(|d| d["retryable"].as_bool());
+        let io = ErrorData::from(Error::Store(session_engine::Error::Io {
+            context: "syncing /var/lib/secret-app/sessions/L00000001".into(),
+            source: std::io::Error::other("EIO"),
+        }));
+        assert_eq!(io.code, ErrorCode::INTERNAL_ERROR);
+        assert!(!io.message.contains("secret-app"), "{}", io.message);
+        assert_eq!(retryable(&io), Some(false));
+        let down = ErrorData::from(Error::Store(session_engine::Error::Unavailable {
+            reason: "10.0.3.7:6379 refused the connection".into(),
+        }));
+        assert!(!down.message.contains("10.0.3.7"), "{}", down.message);
+        assert_eq!(retryable(&down), Some(true));
+        let slow = ErrorData::from(Error::Store(session_engine::Error::TimedOut { after_ms: 1_000 }));
+        assert_eq!(retryable(&slow), Some(true));
+        let record = ErrorData::from(Error::Record("node-7 wrote format 9".into()));
+        assert!(!record.message.contains("node-7"), "{}", record.message);
     }
 }

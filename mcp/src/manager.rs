@@ -186,12 +186,15 @@ impl SessionManager for McpSessionManager {
                     // id, which ends the mark: waited for, since arriving
                     // after the next restore had begun it would end that
                     // one (its mark, its tracking, its worker). Without a
-                    // task to send it, the mark ends here.
+                    // task to send it, the mark ends here, and so does
+                    // what that close would have forgotten (its tracking,
+                    // its peer).
                     if tokio::time::timeout(RESTORE_CLOSE_WAIT, ended.changed())
                         .await
                         .is_err()
                     {
                         self.end_restore(id);
+                        self.sessions.forget(id);
                     }
                     return Ok(false);
                 }
@@ -726,9 +729,15 @@ mod tests {
         let abandoned = manager.restore_session(text.clone()).await.expect("restore");
         assert!(matches!(abandoned, RestoreOutcome::Restored(_)));
         drop(abandoned);
+        assert_eq!(other.served_here(), 1, "tracked while restored");
         assert!(
             !manager.has_session(&text).await.expect("has_session"),
             "not served by a worker whose handshake never came"
+        );
+        assert_eq!(
+            other.served_here(),
+            0,
+            "no worker task will close it: not counted as served here"
         );
         let again = manager.restore_session(text.clone()).await.expect("restore");
         assert!(

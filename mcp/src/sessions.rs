@@ -129,6 +129,10 @@ struct Inner {
     /// for this process until the store delete succeeds (retried in the
     /// background) or the session's timeout has passed.
     ended: DashMap<SessionId, tokio::time::Instant>,
+    /// The session manager handed out (`session_manager`), while anyone
+    /// holds it: one per `McpSessions`, since the touches and the peers
+    /// above are shared by every manager made from them.
+    manager: std::sync::Mutex<std::sync::Weak<McpSessionManager>>,
 }
 
 impl fmt::Debug for McpSessions {
@@ -189,6 +193,7 @@ impl McpSessions {
                 touches: Touches::new(config.touch_interval),
                 peers: DashMap::new(),
                 ended: DashMap::new(),
+                manager: std::sync::Mutex::new(std::sync::Weak::new()),
             }),
         })
     }
@@ -206,10 +211,25 @@ impl McpSessions {
         &self.inner.store
     }
 
-    /// The session manager to give rmcp's `StreamableHttpService`.
+    /// The session manager to give rmcp's `StreamableHttpService`: the same
+    /// one on every call while it is held (two services, on two routes or
+    /// ports, share it). Two managers over the same sessions would each
+    /// keep workers of their own while sharing which sessions are served
+    /// here and their clients: one closing a session would forget the
+    /// other's.
     #[must_use]
     pub fn session_manager(&self) -> Arc<McpSessionManager> {
-        Arc::new(McpSessionManager::new(self.clone()))
+        let mut held = self
+            .inner
+            .manager
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(manager) = held.upgrade() {
+            return manager;
+        }
+        let manager = Arc::new(McpSessionManager::new(self.clone()));
+        *held = Arc::downgrade(&manager);
+        manager
     }
 
     /// `config` with this store as its `session_store` (rmcp then persists
@@ -534,6 +554,28 @@ impl McpSessions {
         false
     }
 
+    /// Deletes the session if it is an MCP session (its metadata one of
+    /// our records), in one step with that check; another session of the
+    /// store (a web session of the same id format, in a store shared with
+    /// one) is left alone, and that is `Ok` too: the id came from a client's
+    /// header.
+    async fn delete_ours(&self, id: &SessionId) -> session_engine::Result<()> {
+        let decided = self
+            .inner
+            .store
+            .try_update(id, |bytes| {
+                if Record::decode(bytes).is_ok() {
+                    Ok(Op::Delete)
+                } else {
+                    Err(())
+                }
+            })
+            .await?;
+        // Deleted (`Ok`), or not ours and left (`Err`).
+        let _: std::result::Result<_, ()> = decided;
+        Ok(())
+    }
+
     /// Tries the store delete of a session a client ended until it
     /// succeeds, finds the session gone, or the session's timeout has
     /// passed (by then the store expired it), backing off; the session is
@@ -574,7 +616,7 @@ impl McpSessions {
                     Some(_) => {}
                 }
                 tokio::time::sleep(wait).await;
-                match sessions.inner.store.delete(&id).await {
+                match sessions.delete_ours(&id).await {
                     // Gone from the store: whatever failed delete came since
                     // (a later one starts a task of its own).
                     Ok(()) | Err(session_engine::Error::NotFound) => {
@@ -711,7 +753,8 @@ impl RmcpStore for McpSessions {
     }
 
     /// The session and its state (subscriptions, bucket) go; an unknown id
-    /// is not an error. If the store fails the delete (rmcp answers the
+    /// is not an error, and a session of the store that is not an MCP one
+    /// is left alone. If the store fails the delete (rmcp answers the
     /// client 202 whatever this returns), the session is gone for this
     /// process at once and the delete is retried in the background, so a
     /// client's `DELETE` is never a session left to whoever holds its id.
@@ -720,7 +763,7 @@ impl RmcpStore for McpSessions {
             return Ok(());
         };
         self.forget(session_id);
-        match self.inner.store.delete(&id).await {
+        match self.delete_ours(&id).await {
             Ok(()) | Err(session_engine::Error::NotFound) => Ok(()),
             Err(e) => {
                 self.retry_delete(id);

@@ -56,6 +56,31 @@ async fn update_data_refuses_what_is_not_ours_and_writes_nothing() {
     SessionStore::delete(&engine, &other).await.expect("delete");
 }
 
+/// A client's `DELETE` (rmcp's `SessionStore::delete`) removes an MCP
+/// session, and leaves alone a session of the same store that is not one
+/// (a web session of the same id format, in a store shared with it): the
+/// header's id is the client's word, not proof the session is an MCP one.
+#[tokio::test]
+async fn a_delete_removes_our_sessions_only() {
+    let engine = engine();
+    let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    let other = engine.create(b"user=1", Timeout::from_secs(60)).expect("create");
+    sessions
+        .delete(&other.to_string())
+        .await
+        .expect("a delete answers");
+    assert_eq!(
+        engine.peek(&other).expect("left alone").metadata(),
+        b"user=1",
+        "a session that is not an MCP one is not deleted"
+    );
+    let (_manager, text, transport) = support::initialized(&sessions).await;
+    let ours: SessionId = text.parse().expect("our id");
+    sessions.delete(&text).await.expect("delete");
+    assert!(!engine.contains(&ours), "an MCP session is deleted");
+    drop(transport);
+}
+
 #[test]
 fn a_touch_interval_not_shorter_than_the_timeout_is_refused() {
     let timeout = Duration::from_secs(60);
@@ -85,4 +110,17 @@ fn a_worker_kept_no_time_at_all_is_refused() {
         matches!(result, Err(Error::Store(session_engine::Error::InvalidConfig(ref m))) if m.contains("local_keep_alive")),
         "{result:?}"
     );
+}
+
+/// Every call hands out the same session manager while it is held: two
+/// managers over one `McpSessions` shared its record of which sessions are
+/// served here, and one closing a session made the other's client lose its
+/// touches and its notifications.
+#[tokio::test]
+async fn one_session_manager_per_sessions() {
+    let sessions = McpSessions::new(engine(), McpConfig::default()).expect("sessions");
+    let first = sessions.session_manager();
+    assert!(std::sync::Arc::ptr_eq(&first, &sessions.session_manager()));
+    drop(first);
+    let _again = sessions.session_manager();
 }

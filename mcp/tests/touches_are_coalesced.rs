@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rmcp::model::InitializeRequestParams;
 use rmcp::transport::streamable_http_server::session::{SessionManager, SessionState, SessionStore as _};
+use rmcp::transport::Transport as _;
 use session_engine::{Config, Engine, ManualClock, SessionId, SessionStore};
 use session_mcp::{McpConfig, McpSessions};
 
@@ -62,10 +63,14 @@ async fn a_session_gone_from_the_store_ends_its_worker() {
     // Deleted through another process (or expired).
     SessionStore::delete(&engine, &id).await.expect("delete");
     assert!(!manager.has_session(&text).await.expect("has_session"));
-    // The worker is gone here too, and the store has nothing to restore.
-    assert!(!manager.has_session(&text).await.expect("has_session"));
+    // The worker is gone here too (its transport ends: a second
+    // `has_session` would say false either way, from the store), and the
+    // store has nothing to restore.
+    let mut transport = transport;
+    let ended = tokio::time::timeout(Duration::from_secs(5), transport.receive()).await;
+    assert!(matches!(ended, Ok(None)), "the worker still runs: {ended:?}");
+    assert_eq!(sessions.served_here(), 0);
     assert!(sessions.load(&text).await.expect("load").is_none());
-    drop(transport);
 }
 
 #[tokio::test]
@@ -89,7 +94,9 @@ async fn load_restores_only_our_live_sessions_and_delete_removes_them() {
         "",
         "0b7a4a5e-2f5e-4a55-9b58-4a3c1f0e9d11",
         "not an id",
-        &"A".repeat(22),
+        // 22 characters whose last holds bits past the id's 128: no id
+        // writes it (`"A".repeat(22)` is the all-zero id, ours but absent).
+        &format!("{}B", "A".repeat(21)),
     ] {
         assert!(
             sessions.load(foreign).await.expect("load").is_none(),
