@@ -939,7 +939,7 @@ impl Core {
 
     /// Where the shard's log has been appended to by now, under `Always`
     /// (`None` otherwise, or without a log: nothing waits for it there).
-    fn appended_so_far(&self, hash: u64) -> LogPosition {
+    pub(crate) fn appended_so_far(&self, hash: u64) -> LogPosition {
         let log = self.logs.get(route_shard(hash, self.shard_mask))?;
         (log.durability() == Durability::Always).then(|| log.appended())
     }

@@ -183,8 +183,8 @@ impl Engine {
     /// [`Error::AlreadyExists`] if a live session has the id (it is left
     /// untouched), and the errors of [`Engine::create`].
     pub fn insert(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
-        let ((), pending) = self.insert_pending(id, metadata, timeout)?;
-        self.core.settle(pending)
+        self.core
+            .settle_found(&id, self.insert_pending(id, metadata, timeout))
     }
 
     /// `insert` without waiting for durability (the caller settles).
@@ -256,9 +256,7 @@ impl Engine {
     /// [`Error::NotFound`] if there is no live session with this id;
     /// [`Error::Entropy`].
     pub fn rotate(&self, id: &SessionId) -> Result<SessionId> {
-        let (new_id, pending) = self.rotate_pending(id)?;
-        self.core.settle(pending)?;
-        Ok(new_id)
+        self.core.settle_found(id, self.rotate_pending(id))
     }
 
     /// `rotate` without waiting for durability (the caller settles).
@@ -284,9 +282,7 @@ impl Engine {
     where
         F: FnMut(&[u8]) -> std::result::Result<Op, E>,
     {
-        let (outcome, pending) = self.try_update_pending(id, f)?;
-        self.core.settle(pending)?;
-        Ok(outcome)
+        self.core.settle_found(id, self.try_update_pending(id, f))
     }
 
     /// `try_update` without waiting for durability (the caller settles).
@@ -319,8 +315,12 @@ impl Engine {
         Ok(match changed {
             Changed::Replaced(session, pending) => (Ok(Updated::Replaced(session)), pending),
             Changed::Deleted(session, pending) => (Ok(Updated::Deleted(session)), pending),
-            Changed::Kept(session) => (Ok(Updated::Kept(session)), None),
-            Changed::Declined => (Err(declined.expect("declined with its error")), None),
+            // Answers from what is in memory (see `Core::found`).
+            Changed::Kept(session) => (Ok(Updated::Kept(session)), self.core.found(id)),
+            Changed::Declined => (
+                Err(declined.expect("declined with its error")),
+                self.core.found(id),
+            ),
         })
     }
 
@@ -416,9 +416,7 @@ impl Engine {
     where
         F: FnMut(&[u8]) -> Vec<u8>,
     {
-        let (session, pending) = self.update_pending(id, f)?;
-        self.core.settle(pending)?;
-        Ok(session)
+        self.core.settle_found(id, self.update_pending(id, f))
     }
 
     /// `update` without waiting for durability (the caller settles).
@@ -434,9 +432,7 @@ impl Engine {
     /// # Errors
     /// [`Error::NotFound`] if there is no live session with this id.
     pub fn delete(&self, id: &SessionId) -> Result<Session> {
-        let (session, pending) = self.delete_pending(id)?;
-        self.core.settle(pending)?;
-        Ok(session)
+        self.core.settle_found(id, self.delete_pending(id))
     }
 
     /// `delete` without waiting for durability (the caller settles).
@@ -450,8 +446,7 @@ impl Engine {
     /// # Errors
     /// [`Error::InvalidTimeout`], [`Error::NotFound`].
     pub fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> Result<()> {
-        let ((), pending) = self.set_ttl_pending(id, timeout)?;
-        self.core.settle(pending)
+        self.core.settle_found(id, self.set_ttl_pending(id, timeout))
     }
 
     /// `set_ttl` without waiting for durability (the caller settles).
@@ -471,8 +466,8 @@ impl Engine {
     /// # Errors
     /// [`Error::InvalidTimeout`], [`Error::NotFound`].
     pub fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
-        let ((), pending) = self.set_lifetime_pending(id, lifetime)?;
-        self.core.settle(pending)
+        self.core
+            .settle_found(id, self.set_lifetime_pending(id, lifetime))
     }
 
     /// `set_lifetime` without waiting for durability (the caller settles).
@@ -595,9 +590,7 @@ impl Engine {
     /// `limits::TOPICS_PER_SESSION_MAX` topics; the log's write errors.
     /// Nothing changes on an error.
     pub fn subscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
-        let (added, pending) = self.core.subscribe(id, topic)?;
-        self.core.settle(pending)?;
-        Ok(added)
+        self.core.settle_found(id, self.core.subscribe(id, topic))
     }
 
     pub(crate) fn subscribe_pending(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
@@ -609,9 +602,7 @@ impl Engine {
     /// # Errors
     /// As [`Engine::subscribe`].
     pub fn unsubscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
-        let (removed, pending) = self.core.unsubscribe(id, topic)?;
-        self.core.settle(pending)?;
-        Ok(removed)
+        self.core.settle_found(id, self.core.unsubscribe(id, topic))
     }
 
     pub(crate) fn unsubscribe_pending(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
@@ -757,6 +748,16 @@ impl Engine {
     /// is durable (at once unless the durability is `Always`).
     pub(crate) fn settle_later<T>(&self, outcome: Result<(T, Option<Pending>)>) -> Settle<T> {
         self.core.settle_later(outcome)
+    }
+
+    /// `settle_later` for a write call on `id` that may answer from what it
+    /// found in memory (`Core::settle_found`).
+    pub(crate) fn settle_found_later<T>(
+        &self,
+        id: &SessionId,
+        outcome: Result<(T, Option<Pending>)>,
+    ) -> Settle<T> {
+        self.core.settle_found_later(id, outcome)
     }
 
     /// Makes every later log sync fail as a failing disk would (`EIO`), to

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 
 use crate::core::Core;
 use crate::error::{Error, Result};
+use crate::id::SessionId;
 use crate::persist::{AsyncWaiter, GroupCommit};
 
 /// A change that, in `Always` mode, is acknowledged only once the log of
@@ -19,6 +20,12 @@ use crate::persist::{AsyncWaiter, GroupCommit};
 pub(crate) struct Pending {
     pub(crate) shard: usize,
     pub(crate) position: u64,
+}
+
+/// Errors a write call answers from what it found in memory, which may be
+/// another caller's change not durable yet (see `Core::found`).
+fn found_in_memory(e: &Error) -> bool {
+    matches!(e, Error::NotFound | Error::AlreadyExists)
 }
 
 /// A failed sync leaves the change applied in memory and in the log but of
@@ -39,6 +46,45 @@ impl Core {
         self.commits[p.shard]
             .wait_durable(p.position)
             .map_err(outcome_unknown)
+    }
+
+    /// Under `Always`: where the log of `id`'s shard has been appended to
+    /// by now. A write call that answers from what it found in memory
+    /// (`AlreadyExists`, `NotFound`, a change already made, kept or
+    /// declined) waits for it: what it found may be another caller's
+    /// change whose record is not durable yet (or whose sync failed), and
+    /// the answer would vouch for it. `None` otherwise.
+    pub(crate) fn found(&self, id: &SessionId) -> Option<Pending> {
+        let (hash, _) = self.route(id);
+        self.pending(hash, self.appended_so_far(hash))
+    }
+
+    /// `settle` for a write call's outcome: a success waits for its own
+    /// record; an answer found in memory ([`found`](Self::found)) for
+    /// what is appended by then, a failed wait turning it into
+    /// `OutcomeUnknown`.
+    pub(crate) fn settle_found<T>(&self, id: &SessionId, outcome: Result<(T, Option<Pending>)>) -> Result<T> {
+        match outcome {
+            Ok((value, pending)) => self.settle(pending).map(|()| value),
+            Err(e) if found_in_memory(&e) => self.settle(self.found(id)).and(Err(e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`settle_found`](Self::settle_found) as a future (see
+    /// [`settle_later`](Self::settle_later)).
+    pub(crate) fn settle_found_later<T>(
+        &self,
+        id: &SessionId,
+        outcome: Result<(T, Option<Pending>)>,
+    ) -> Settle<T> {
+        match outcome {
+            Err(e) if found_in_memory(&e) => match self.found(id) {
+                Some(p) => Settle::outcome_after(Err(e), Arc::clone(&self.commits[p.shard]), p.position),
+                None => Settle::ready(Err(e)),
+            },
+            other => self.settle_later(other),
+        }
     }
 
     /// Turns a write's outcome into a future that completes once the write
@@ -76,8 +122,12 @@ impl<T> Settle<T> {
     }
 
     fn after(value: T, commit: Arc<GroupCommit>, position: u64) -> Self {
+        Self::outcome_after(Ok(value), commit, position)
+    }
+
+    fn outcome_after(outcome: Result<T>, commit: Arc<GroupCommit>, position: u64) -> Self {
         Self {
-            outcome: Some(Ok(value)),
+            outcome: Some(outcome),
             wait: Some(Wait {
                 commit,
                 position,

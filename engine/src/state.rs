@@ -168,12 +168,12 @@ pub trait SessionState: SessionStore {
 impl SessionState for Engine {
     #[inline]
     fn subscribe(&self, id: &SessionId, topic: &str) -> impl Future<Output = Result<bool>> + Send {
-        self.settle_later(self.subscribe_pending(id, topic))
+        self.settle_found_later(id, self.subscribe_pending(id, topic))
     }
 
     #[inline]
     fn unsubscribe(&self, id: &SessionId, topic: &str) -> impl Future<Output = Result<bool>> + Send {
-        self.settle_later(self.unsubscribe_pending(id, topic))
+        self.settle_found_later(id, self.unsubscribe_pending(id, topic))
     }
 
     #[inline]

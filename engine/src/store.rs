@@ -163,7 +163,7 @@ impl SessionStore for Engine {
         metadata: &[u8],
         timeout: Timeout,
     ) -> impl Future<Output = Result<()>> + Send {
-        self.settle_later(self.insert_pending(id, metadata, timeout))
+        self.settle_found_later(&id, self.insert_pending(id, metadata, timeout))
     }
 
     #[inline]
@@ -178,7 +178,7 @@ impl SessionStore for Engine {
 
     #[inline]
     fn rotate(&self, id: &SessionId) -> impl Future<Output = Result<SessionId>> + Send {
-        self.settle_later(self.rotate_pending(id))
+        self.settle_found_later(id, self.rotate_pending(id))
     }
 
     #[inline]
@@ -191,7 +191,7 @@ impl SessionStore for Engine {
         F: FnMut(&[u8]) -> std::result::Result<Op, E> + Send,
         E: Send,
     {
-        self.settle_later(self.try_update_pending(id, f))
+        self.settle_found_later(id, self.try_update_pending(id, f))
     }
 
     #[inline]
@@ -232,7 +232,7 @@ impl SessionStore for Engine {
     where
         F: FnMut(&[u8]) -> Vec<u8> + Send,
     {
-        self.settle_later(self.update_pending(id, f))
+        self.settle_found_later(id, self.update_pending(id, f))
     }
 
     #[inline]
@@ -242,16 +242,16 @@ impl SessionStore for Engine {
 
     #[inline]
     fn delete(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send {
-        self.settle_later(self.delete_pending(id).map(|(_, pending)| ((), pending)))
+        self.settle_found_later(id, self.delete_pending(id).map(|(_, pending)| ((), pending)))
     }
 
     #[inline]
     fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> impl Future<Output = Result<()>> + Send {
-        self.settle_later(self.set_ttl_pending(id, timeout))
+        self.settle_found_later(id, self.set_ttl_pending(id, timeout))
     }
 
     fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> impl Future<Output = Result<()>> + Send {
-        self.settle_later(self.set_lifetime_pending(id, lifetime))
+        self.settle_found_later(id, self.set_lifetime_pending(id, lifetime))
     }
 
     #[inline]

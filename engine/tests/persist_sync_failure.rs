@@ -235,3 +235,71 @@ fn a_repeated_subscribe_is_not_acknowledged_before_the_first_is_durable() {
         "the async repeat answered {again:?}"
     );
 }
+
+/// Under `Always`, a write call that answers from what is in memory —
+/// `AlreadyExists`, `NotFound`, `Kept` or the closure's own error — answers
+/// once the log is durable up to everything appended by then: what it
+/// found may be another caller's change that is not durable yet (here one
+/// whose sync failed, which a crash would lose), and a caller reading
+/// `AlreadyExists` after its own insert came back in doubt would take its
+/// session for stored. Each such answer is an error about durability
+/// instead, the same as the write's own caller got.
+#[test]
+fn an_answer_found_in_memory_waits_for_what_made_it_so() {
+    use session_engine::{Op, SessionStore};
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, b) = (
+        engine.create(b"a", Timeout::Never).unwrap(),
+        engine.create(b"b", Timeout::Never).unwrap(),
+    );
+    let doubt = |what: &str, r: Result<(), Error>| {
+        assert!(
+            matches!(r, Err(Error::OutcomeUnknown { .. } | Error::WritesRefused { .. })),
+            "{what} answered {r:?} while the change it found was never durable"
+        );
+    };
+    engine.debug_fail_syncs();
+    let x = session_engine::SessionId::from_bytes([9; 16]);
+    doubt("the first insert", engine.insert(x, b"x", Timeout::Never));
+    doubt("a second insert", engine.insert(x, b"x", Timeout::Never));
+    doubt(
+        "a second insert through the trait",
+        runtime.block_on(SessionStore::insert(&engine, x, b"x", Timeout::Never)),
+    );
+    doubt("the first delete", engine.delete(&a).map(drop));
+    doubt("a second delete", engine.delete(&a).map(drop));
+    doubt(
+        "a second delete through the trait",
+        runtime.block_on(SessionStore::delete(&engine, &a)),
+    );
+    doubt("an update of it", engine.update(&a, |_| b"u".to_vec()).map(drop));
+    doubt("a rotation of it", engine.rotate(&a).map(drop));
+    doubt("a new timeout for it", engine.set_ttl(&a, Timeout::from_secs(5)));
+    doubt("a subscribe of it", engine.subscribe(&a, "t").map(drop));
+    doubt(
+        "the first update",
+        engine.update(&b, |_| b"v2".to_vec()).map(drop),
+    );
+    let keep = |m: &[u8]| {
+        if m == b"v2" {
+            Ok(Op::Keep)
+        } else {
+            Err("not v2")
+        }
+    };
+    doubt("a Keep of it", engine.try_update(&b, keep).map(drop));
+    doubt(
+        "a Keep of it through the trait",
+        runtime
+            .block_on(SessionStore::try_update(&engine, &b, keep))
+            .map(drop),
+    );
+    let decline = |_: &[u8]| Err::<Op, _>("declined");
+    doubt("a closure's refusal", engine.try_update(&b, decline).map(drop));
+}
