@@ -180,3 +180,52 @@ fn insert_until_refused(engine: &Engine, metadata: &[u8], limit: u32) -> (u32, E
     }
     panic!("{limit} inserts and none refused");
 }
+
+/// A data directory copied with holes (`cp --sparse`, `rsync -S`, `tar
+/// --sparse` turn a segment's preallocated zeros into holes) gets its open
+/// segment's blocks back at open: a store into a hole of the mapping on a
+/// full disk is SIGBUS, the process killed instead of a typed error.
+#[test]
+fn a_reopened_segment_has_its_blocks_again() {
+    use rustix::fs::{fallocate, seek, FallocateFlags, SeekFrom};
+    use std::os::fd::AsFd;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(config(dir.path())).unwrap();
+        for n in 0..10 {
+            engine.insert(id(n), b"kept", Timeout::Never).unwrap();
+        }
+    }
+    let shard = dir.path().join("L00000001/S0000");
+    let mut segments: Vec<_> = std::fs::read_dir(&shard)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    let open = segments[0].clone();
+    let hole_at = |path: &Path| {
+        let file = std::fs::File::open(path).unwrap();
+        let len = file.metadata().unwrap().len();
+        (seek(file.as_fd(), SeekFrom::Hole(0)).unwrap(), len)
+    };
+    {
+        let file = std::fs::OpenOptions::new().write(true).open(&open).unwrap();
+        let len = file.metadata().unwrap().len();
+        // The records are in the first page or two; the rest is the tail.
+        fallocate(
+            file.as_fd(),
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            64 * 1024,
+            len - 64 * 1024,
+        )
+        .unwrap();
+    }
+    let (hole, len) = hole_at(&open);
+    assert!(hole < len, "the copy has a hole at {hole} of {len}");
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(engine.len(), 10);
+    let (hole, len) = hole_at(&open);
+    assert_eq!(hole, len, "the open segment still has a hole at {hole}");
+    engine.insert(id(10), b"after", Timeout::Never).unwrap();
+}

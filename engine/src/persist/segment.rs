@@ -119,6 +119,12 @@ impl Segment {
     /// hold what recovery read, and are neither faulted in nor released
     /// (faulting them in writable would dirty every one, and the first sync
     /// would write them all again).
+    ///
+    /// Its blocks are allocated again first, as `create` does: a directory
+    /// copied with holes (`cp --sparse`, `rsync -S`) lost them, and a store
+    /// into a hole of the mapping on a full disk is SIGBUS, where the
+    /// engine promises `Error::Io` (this fails the open with it instead).
+    /// Blocks already there are left as they are.
     pub(crate) fn open(path: PathBuf, sequence: u64, pos: usize) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let len = usize::try_from(file.metadata()?.len())
@@ -129,6 +135,7 @@ impl Segment {
                 "segment shorter than its header",
             ));
         }
+        fallocate(&file, FallocateFlags::KEEP_SIZE, 0, len as u64)?;
         let map = MmapOptions::new().len(len).map_raw(&file)?;
         let written = pos.min(len) & !(page_size() - 1);
         Ok(Self {
