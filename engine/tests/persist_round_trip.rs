@@ -250,6 +250,38 @@ fn a_clock_stepped_back_after_a_quiet_expiry_brings_no_expired_session_back() {
     }
 }
 
+/// A run that drops a session as expired at its open marks the time it
+/// judged by at once: a crash right after that open (before its first
+/// periodic mark), then a run with the clock stepped back, brought the
+/// session back, its records still in the log.
+#[test]
+fn an_open_that_drops_expired_sessions_marks_the_time_it_judged_by() {
+    let start = 1_700_000_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (gone, long) = {
+        let clock = ManualClock::new(start);
+        let engine = Engine::open(config(dir.path(), &clock, Durability::Always)).unwrap();
+        let gone = engine.create(b"gone", Timeout::from_secs(10)).unwrap();
+        let long = engine.create(b"long", Timeout::from_secs(1000)).unwrap();
+        engine.close().unwrap();
+        (gone, long)
+    };
+    let later = ManualClock::new(start + 60_000);
+    let engine = Engine::open(config(dir.path(), &later, Durability::Always)).unwrap();
+    assert_eq!(engine.recovery_report().unwrap().expired_dropped, 1);
+    // The crash image: the directory as this open left it.
+    let image = tempfile::tempdir().unwrap();
+    support::copy_dir(dir.path(), image.path());
+    drop(engine);
+    let behind = ManualClock::new(start);
+    let engine = Engine::open(config(image.path(), &behind, Durability::Always)).unwrap();
+    assert!(
+        engine.peek(&gone).unwrap_err().is_not_found(),
+        "a session the last open dropped as expired came back"
+    );
+    assert!(engine.peek(&long).is_ok());
+}
+
 /// A `CLOCK` file whose slot verifies but holds a time past the engine's
 /// range (written by a tool, or hostile) is a mark that does not verify:
 /// it raises nothing. (It raised the clock to the end of time: every

@@ -128,6 +128,10 @@ pub(crate) fn open(
         report.rerouted = rerouted;
         (sessions, logs, manifest.hash_key)
     };
+    // The time expiry was judged by, marked now: sessions dropped as
+    // expired keep their records in a kept layout, and a crash before the
+    // first periodic mark, then a clock stepped back, would bring them back.
+    time_mark.mark(now_ms)?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     #[cfg(feature = "tracing")]
     log_report(dir, &report);
