@@ -447,16 +447,11 @@ fn a_baseline_whose_plan_cannot_be_measured_is_refused_with_the_reason() {
         baseline["plan"][field] = value;
         let path = tmp.path().join(format!("{field}-{file}"));
         write_json(&path, &baseline);
-        let mut args = vec![
-            "gate",
-            "--baseline",
-            path.to_str().unwrap(),
-            "--repeat",
-            "1",
-            "--quiet",
-        ];
+        let mut args = vec!["gate", "--baseline", path.to_str().unwrap(), "--quiet"];
         if file.contains("instructions") {
             args.push("--instructions");
+        } else {
+            args.extend(["--repeat", "1"]);
         }
         let (code, stdout, stderr) = outcome(&loadgen(&args));
         assert_eq!(code, 2, "{file} {field}: {stdout}\n{stderr}");
