@@ -25,37 +25,59 @@ fn start_redis() -> (Server, u16) {
 }
 
 fn start_redis_with(extra: &[&str]) -> (Server, u16) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server not found: run scripts/ensure-redis.sh");
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    // A port free when drawn can be taken by another test's server before
+    // this one binds it: then this server exits, and the port answers for
+    // the other. Drawn again until the server that answers is this one.
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: run scripts/ensure-redis.sh");
+        let mut server = Server(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut exited = false;
+        // (A server with a password answers NOAUTH: up all the same.)
+        while !["PONG", "NOAUTH"]
+            .iter()
+            .any(|up| cli(port, &["PING"]).contains(up))
+        {
+            if server.0.try_wait().ok().flatten().is_some() {
+                exited = true;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if exited {
+            continue;
+        }
+        // A server that lost the port exits within moments of starting.
+        std::thread::sleep(Duration::from_millis(50));
+        if server.0.try_wait().ok().flatten().is_none() {
+            return (server, port);
+        }
     }
-    (server, port)
+    panic!("redis-server could not keep a port of its own in 5 tries");
 }
 
 /// `loadgen run` of the tiny scenario against `url`: one worker, four

@@ -174,7 +174,10 @@ pub fn run_client<S: SessionStore>(
     let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
     let (stx, srx) = crossbeam_channel::bounded(4);
     let mut recorder = Recorder::new(0, tx, srx);
-    let summary = block_on_ready(drive(store, time, plan, state, &mut recorder));
+    let mut summary = block_on_ready(drive(store, time, plan, state, &mut recorder));
+    // As `workers.rs` sets it: where the client stopped bounds the slices
+    // the collector closes empty.
+    summary.end_ns = time.now_ns();
     recorder.finish(summary, Lost::default());
     let mut collector = Collector::new(
         CollectorPlan {
