@@ -365,74 +365,59 @@ fn sweeper(core: &Core, stop: &Stop) {
         tick = tick.min(every);
     }
     let mut batch = Vec::with_capacity(SWEEP_BATCH_MAX);
-    let now = Instant::now();
-    let mut next = Due {
-        sweep: now,
-        flush: now,
-        mark: now,
-    };
+    let (mut next_sweep, mut next_flush, mut next_mark) = (Instant::now(), Instant::now(), Instant::now());
     // Synced each time unless `Never`: no more often than the logs are in
     // `Interval` mode.
     let mark_every = Duration::from_millis(TIME_MARK_INTERVAL_MS).max(flush_every.unwrap_or_default());
+    // Each of the three in a `chore` of its own: a bug that panics in one
+    // (counted, logged) stops neither of the others, nor the thread.
     while !stop.wait(tick) {
-        let pass = catch_unwind(AssertUnwindSafe(|| {
-            injected_panic(core, PANIC_SWEEPER);
-            sweeper_pass(
-                core,
-                &mut batch,
-                (sweep_every, flush_every, mark_every),
-                &mut next,
-            );
-        }));
-        if let Err(panic) = pass {
-            caught(core, "sweeper", panic.as_ref());
-            // A bug that panics on every pass is not retried at once.
-            if stop.wait(CHORE_PANIC_PAUSE) {
-                return;
+        let now = Instant::now();
+        if let Some(every) = sweep_every {
+            if now >= next_sweep {
+                // Due again after the interval, or after a pause if this
+                // one panics: a sweep that panics every time is not
+                // retried every tick.
+                next_sweep = now + CHORE_PANIC_PAUSE.max(every);
+                if chore(core, "sweeper (sweep)", || {
+                    injected_panic(core, PANIC_SWEEPER);
+                    core.sweep_all(&mut batch, true);
+                }) {
+                    next_sweep = now + every;
+                }
             }
+        }
+        let flush = flush_every.is_some_and(|_| now >= next_flush);
+        chore(core, "sweeper (log maintenance)", || {
+            // Failures resurface on the write path, which returns them.
+            let _ = core.maintain_logs(if flush {
+                LogFlush::UnlessRunning
+            } else {
+                LogFlush::No
+            });
+        });
+        if let (true, Some(every)) = (flush, flush_every) {
+            next_flush = now + every;
+        }
+        if now >= next_mark {
+            // A failed mark loses a floor, not a session: the next one
+            // tries again.
+            chore(core, "sweeper (time mark)", || {
+                let _ = core.mark_time();
+            });
+            next_mark = now + mark_every;
         }
     }
 }
 
-/// When the sweeper's next sweep, flush and time mark are due.
-struct Due {
-    sweep: Instant,
-    flush: Instant,
-    mark: Instant,
-}
-
-/// One pass of the sweeper: sweeps, flushes the logs and writes the time
-/// mark, each when due.
-fn sweeper_pass(
-    core: &Core,
-    batch: &mut Vec<crate::session::Session>,
-    (sweep_every, flush_every, mark_every): (Option<Duration>, Option<Duration>, Duration),
-    next: &mut Due,
-) {
-    {
-        let (next_sweep, next_flush, next_mark) = (&mut next.sweep, &mut next.flush, &mut next.mark);
-        let now = Instant::now();
-        if let Some(every) = sweep_every {
-            if now >= *next_sweep {
-                core.sweep_all(batch, true);
-                *next_sweep = now + every;
-            }
-        }
-        let flush = flush_every.is_some_and(|_| now >= *next_flush);
-        // Failures resurface on the write path, which returns them.
-        let _ = core.maintain_logs(if flush {
-            LogFlush::UnlessRunning
-        } else {
-            LogFlush::No
-        });
-        if let (true, Some(every)) = (flush, flush_every) {
-            *next_flush = now + every;
-        }
-        if now >= *next_mark {
-            // A failed mark loses a floor, not a session: the next one
-            // tries again.
-            let _ = core.mark_time();
-            *next_mark = now + mark_every;
+/// Runs one chore of a background thread; a panic in it (a bug) is caught
+/// and counted ([`caught`]). True if it ran to its end.
+fn chore(core: &Core, what: &str, f: impl FnOnce()) -> bool {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => true,
+        Err(panic) => {
+            caught(core, what, panic.as_ref());
+            false
         }
     }
 }

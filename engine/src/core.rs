@@ -192,6 +192,18 @@ fn not_found() -> Error {
     Error::NotFound
 }
 
+/// Ends a shard's compaction listing however the compaction ends: done,
+/// stopped early, failed, or unwinding from a panic (left on, the shard
+/// would note every insert and rotation for a listing no one reads, until
+/// the next compaction).
+struct EndListing<'a>(&'a Shard, u64);
+
+impl Drop for EndListing<'_> {
+    fn drop(&mut self) {
+        drop(self.0.end_compaction_listing(self.1));
+    }
+}
+
 impl Core {
     /// Opens the shards (recovering them from the data directory, if any).
     pub(crate) fn open(config: Config) -> Result<Self> {
@@ -1065,6 +1077,7 @@ impl Core {
         };
         let _one_at_a_time = self.compaction.lock();
         let now_ms = self.clock.now_ms();
+        let _end_listing = EndListing(&self.shards[shard], now_ms);
         let mut position = None;
         let mut batches = 0;
         // Called from the seal's closure and the listing's.
@@ -1101,8 +1114,8 @@ impl Core {
             },
             || self.commits[shard].flush_waiting(),
         );
-        // A compaction that stopped early or failed keeps nothing.
-        drop(this.end_compaction_listing(now_ms));
+        // A compaction that stopped early or failed keeps nothing
+        // (`_end_listing`).
         compacted
     }
 

@@ -28,6 +28,15 @@ use crate::state::{Bucket, RateDecision, TopicCursor, TopicPage};
 /// was prepared, and creates that one itself). When the
 /// last handle drops (or at [`Engine::close`]) the background threads stop
 /// and, with persistence, the logs are flushed.
+///
+/// With `Durability::Always`, every write call also answers
+/// [`Error::OutcomeUnknown`] when the log cannot be made durable: for its
+/// own change, or, for an answer it found in memory (`NotFound`,
+/// `AlreadyExists`, `try_update`'s `Kept` or refusal, a subscription
+/// already made), for what is appended by then (another caller's change
+/// that answer depends on may not be durable); after a failed sync a shard
+/// refuses writes ([`Error::WritesRefused`]). The `# Errors` sections below
+/// leave these two out.
 #[derive(Clone)]
 pub struct Engine {
     core: Arc<Core>,
@@ -125,7 +134,9 @@ impl Engine {
     /// synced (the flusher threads stop with the last handle), and their
     /// writes are flushed when the last of them drops. A removal listener
     /// may call it (on the sweeper thread, which it then does not wait for),
-    /// also while another thread is closing.
+    /// also while another thread is closing; of two closes at once, the
+    /// one that stops the threads waits for them, the other flushes and
+    /// returns meanwhile.
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::WritesRefused`] if the final flush fails,
@@ -735,13 +746,18 @@ impl Engine {
         })
     }
 
-    /// [`Engine::debug_compact`] to the end, running `listed(n)` once `n`
+    /// [`Engine::debug_compact`] up to `step`, running `listed(n)` once `n`
     /// batches of the live sessions (`LIST_LOCK_BATCH` each) are read into
     /// the base, `listed(0)` before the first: writes in the middle of the
     /// listing.
     #[doc(hidden)]
-    pub fn debug_compact_listing(&self, shard: usize, listed: impl FnMut(usize)) -> Result<()> {
-        self.core.compact_with(shard, CompactionStep::Done, listed)
+    pub fn debug_compact_listing(
+        &self,
+        shard: usize,
+        step: CompactionStep,
+        listed: impl FnMut(usize),
+    ) -> Result<()> {
+        self.core.compact_with(shard, step, listed)
     }
 
     /// Turns a write's outcome into a future that completes once the write

@@ -321,8 +321,8 @@ fn lose_what_follows_the_base(dir: &Path) {
 /// already durable opened with both ids of each such rotation live, a
 /// state that never was. Whatever a crash leaves must be one that was: so
 /// the records the base was listed under are durable before the base
-/// replaces the log (here: nothing after the base is kept unless a sync
-/// came after the rotations).
+/// replaces the log (here: the compaction stops right after its rename,
+/// and nothing after the base is kept unless a sync came by then).
 #[test]
 fn a_machine_crash_after_a_compaction_never_leaves_both_ids_of_a_rotation() {
     const SESSIONS: usize = 3 * session_engine::limits::LIST_LOCK_BATCH;
@@ -348,8 +348,10 @@ fn a_machine_crash_after_a_compaction_never_leaves_both_ids_of_a_rotation() {
     }
     let syncs_before = engine.stats().log_syncs;
     let mut pairs = Vec::new();
+    // Stopped right after the rename (a crash there): what was synced by
+    // then is all a crash may keep.
     engine
-        .debug_compact_listing(0, |listed| {
+        .debug_compact_listing(0, CompactionStep::Renamed, |listed| {
             if listed == 1 {
                 for id in &ids {
                     pairs.push((*id, engine.rotate(id).unwrap()));
@@ -358,9 +360,9 @@ fn a_machine_crash_after_a_compaction_never_leaves_both_ids_of_a_rotation() {
         })
         .unwrap();
     assert_eq!(pairs.len(), SESSIONS, "the hook ran after the first batch");
-    let synced_after_rotating = engine.stats().log_syncs != syncs_before;
+    let synced_by_the_rename = engine.stats().log_syncs != syncs_before;
     drop(engine); // the files keep what the page cache held
-    if !synced_after_rotating {
+    if !synced_by_the_rename {
         lose_what_follows_the_base(dir.path());
     }
     let engine = Engine::open(config).unwrap();
