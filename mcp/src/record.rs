@@ -46,6 +46,19 @@ impl Record {
         Ok(out)
     }
 
+    /// True if `bytes` are an MCP session's record, of this build's form
+    /// or a later one's (a rolling upgrade's): a version byte of ours or
+    /// later, then a JSON object with an `rmcp` member. What a `DELETE`
+    /// checks before it removes a session; reading one is `decode`'s.
+    pub(crate) fn is_ours(bytes: &[u8]) -> bool {
+        match bytes.split_first() {
+            Some((&v, json)) if v >= RECORD_VERSION => {
+                serde_json::from_slice::<Map<String, Value>>(json).is_ok_and(|m| m.contains_key("rmcp"))
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
         match bytes.split_first() {
             Some((&RECORD_VERSION, json)) => {
@@ -64,6 +77,21 @@ mod tests {
     use rmcp::model::InitializeRequestParams;
 
     use super::*;
+
+    #[test]
+    fn a_record_of_a_later_version_is_still_ours() {
+        assert!(Record::is_ours(&Record::pending().encode().unwrap()));
+        let mut later = vec![RECORD_VERSION + 1];
+        later.extend_from_slice(br#"{"rmcp":null,"data":{},"added":1}"#);
+        assert!(Record::is_ours(&later));
+        assert!(
+            Record::decode(&later).is_err(),
+            "not readable here, ours all the same"
+        );
+        for foreign in [&b"user=1"[..], b"", b"\x01\x81\xa1a\x01", b"\x01{\"data\":{}}"] {
+            assert!(!Record::is_ours(foreign), "{foreign:?}");
+        }
+    }
 
     #[test]
     fn round_trips_and_refuses_what_it_cannot_read() {

@@ -555,7 +555,8 @@ impl McpSessions {
     }
 
     /// Deletes the session if it is an MCP session (its metadata one of
-    /// our records), in one step with that check; another session of the
+    /// our records, of this build's version or a later one's), in one step
+    /// with that check; another session of the
     /// store (a web session of the same id format, in a store shared with
     /// one) is left alone, and that is `Ok` too: the id came from a client's
     /// header.
@@ -564,7 +565,7 @@ impl McpSessions {
             .inner
             .store
             .try_update(id, |bytes| {
-                if Record::decode(bytes).is_ok() {
+                if Record::is_ours(bytes) {
                     Ok(Op::Delete)
                 } else {
                     Err(())

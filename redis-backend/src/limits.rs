@@ -203,9 +203,17 @@ pub const SCAN_CALLS_MAX: usize = 1_000;
 /// removed twice as fast as they come once they are half), so an index
 /// nobody fans out, without a TTL (sessions with no lifetime cap), holds
 /// about its live subscribers rather than every session that ever
-/// subscribed. The call that tidies pays a round trip to the topic's
-/// master and one to each master of the entries it checks.
+/// subscribed. The call that tidies pays three more round trips: the
+/// index read on the topic's master, the checks on the masters of the
+/// entries' sessions, the removal; at most [`INDEX_TIDY_BUDGET`] of them.
 pub const INDEX_TIDY_EVERY: u64 = 8;
+
+/// The most time a tidying (see [`INDEX_TIDY_EVERY`]) adds to the
+/// subscribe that runs it: past this, it stops where it is (a later one
+/// goes on). Loopback round trips are a fraction of a millisecond; a slow
+/// topic master does not hold a subscribe that already succeeded for its
+/// whole request timeout.
+pub const INDEX_TIDY_BUDGET: Duration = Duration::from_millis(50);
 
 /// Entries one tidying of a topic's index checks (see [`INDEX_TIDY_EVERY`]).
 pub const INDEX_TIDY_ENTRIES: usize = 16;

@@ -136,8 +136,8 @@ use session_engine::{
 };
 
 use crate::limits::{
-    INDEX_TIDY_ENTRIES, INDEX_TIDY_EVERY, LIST_SCAN_BUDGET_DIVISOR, PIPELINES_IN_FLIGHT_MAX, SCAN_CALLS_MAX,
-    SCAN_COUNT_MAX, TOPIC_INDEX_TTL_MARGIN,
+    INDEX_TIDY_BUDGET, INDEX_TIDY_ENTRIES, INDEX_TIDY_EVERY, LIST_SCAN_BUDGET_DIVISOR,
+    PIPELINES_IN_FLIGHT_MAX, SCAN_CALLS_MAX, SCAN_COUNT_MAX, TOPIC_INDEX_TTL_MARGIN,
 };
 use crate::reply::{self, Charge, Life, Subscribed, Unsubscribed, NONCE_LEN};
 use crate::request::{join_all, per_route, BatchReply, Inner, Kind};
@@ -359,7 +359,8 @@ impl RedisStore {
                 .fetch_add(1, Ordering::Relaxed)
                 .is_multiple_of(INDEX_TIDY_EVERY)
         {
-            self.tidy_index(topic, deadline).await;
+            self.tidy_index(topic, deadline.min(Instant::now() + INDEX_TIDY_BUDGET))
+                .await;
         }
         Ok(new)
     }
@@ -367,9 +368,9 @@ impl RedisStore {
     /// Checks [`INDEX_TIDY_ENTRIES`] entries of `topic`'s index from a
     /// random point on and removes those whose subscription is gone (see
     /// [`INDEX_TIDY_EVERY`]; the removal is the fan-out's, safe whenever an
-    /// entry was found stale: module docs). Best effort, within the
-    /// caller's deadline: what it cannot do, a later tidying or fan-out
-    /// does.
+    /// entry was found stale: module docs). Best effort, by `deadline`
+    /// (the caller's, or `INDEX_TIDY_BUDGET` from now): what it cannot do,
+    /// a later tidying or fan-out does.
     async fn tidy_index(&self, topic: &str, deadline: Instant) {
         let inner = &self.inner;
         let topic_key = inner.keys.topic_key(topic);
