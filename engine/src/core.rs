@@ -938,19 +938,36 @@ impl Core {
                 )
             },
         )?;
+        if changed {
+            return Ok((true, self.pending(hash, position)));
+        }
         // Found already so: the record that made it so may still be on its
         // way to disk (another caller's, not synced yet, or whose sync
         // failed). Under `Always` this call answers once the log is
         // durable up to everything appended by now, which covers it.
-        let position = match position {
-            None if !changed => self.appended_so_far(hash),
-            p => p,
-        };
-        Ok((changed, self.pending(hash, position)))
+        Ok((false, self.found(id)))
+    }
+
+    /// Under `Always`: where the log of `id`'s shard has been appended to
+    /// by now. A write call that answers from what it found in memory
+    /// (`AlreadyExists`, `NotFound`, a change already made, kept or
+    /// declined) waits for it: what it found may be another caller's
+    /// change whose record is not durable yet (or whose sync failed), and
+    /// the answer would vouch for it. `None` otherwise.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn found(&self, id: &SessionId) -> Option<Pending> {
+        if self.logs.is_empty() {
+            return None;
+        }
+        let hash = hash_id(&self.hasher, id);
+        self.pending(hash, self.appended_so_far(hash))
     }
 
     /// Where the shard's log has been appended to by now, under `Always`
     /// (`None` otherwise, or without a log: nothing waits for it there).
+    #[cold]
+    #[inline(never)]
     pub(crate) fn appended_so_far(&self, hash: u64) -> LogPosition {
         let log = self.logs.get(route_shard(hash, self.shard_mask))?;
         (log.durability() == Durability::Always).then(|| log.appended())

@@ -194,8 +194,10 @@ impl Engine {
     /// [`Error::AlreadyExists`] if a live session has the id (it is left
     /// untouched), and the errors of [`Engine::create`].
     pub fn insert(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
-        self.core
-            .settle_found(&id, self.insert_pending(id, metadata, timeout))
+        let ((), pending) = self
+            .insert_pending(id, metadata, timeout)
+            .map_err(|e| self.core.found_error(&id, e))?;
+        self.core.settle(pending)
     }
 
     /// `insert` without waiting for durability (the caller settles).
@@ -267,7 +269,11 @@ impl Engine {
     /// [`Error::NotFound`] if there is no live session with this id;
     /// [`Error::Entropy`].
     pub fn rotate(&self, id: &SessionId) -> Result<SessionId> {
-        self.core.settle_found(id, self.rotate_pending(id))
+        let (new_id, pending) = self
+            .rotate_pending(id)
+            .map_err(|e| self.core.found_error(id, e))?;
+        self.core.settle(pending)?;
+        Ok(new_id)
     }
 
     /// `rotate` without waiting for durability (the caller settles).
@@ -293,7 +299,11 @@ impl Engine {
     where
         F: FnMut(&[u8]) -> std::result::Result<Op, E>,
     {
-        self.core.settle_found(id, self.try_update_pending(id, f))
+        let (outcome, pending) = self
+            .try_update_pending(id, f)
+            .map_err(|e| self.core.found_error(id, e))?;
+        self.core.settle(pending)?;
+        Ok(outcome)
     }
 
     /// `try_update` without waiting for durability (the caller settles).
@@ -427,7 +437,11 @@ impl Engine {
     where
         F: FnMut(&[u8]) -> Vec<u8>,
     {
-        self.core.settle_found(id, self.update_pending(id, f))
+        let (session, pending) = self
+            .update_pending(id, f)
+            .map_err(|e| self.core.found_error(id, e))?;
+        self.core.settle(pending)?;
+        Ok(session)
     }
 
     /// `update` without waiting for durability (the caller settles).
@@ -443,7 +457,11 @@ impl Engine {
     /// # Errors
     /// [`Error::NotFound`] if there is no live session with this id.
     pub fn delete(&self, id: &SessionId) -> Result<Session> {
-        self.core.settle_found(id, self.delete_pending(id))
+        let (session, pending) = self
+            .delete_pending(id)
+            .map_err(|e| self.core.found_error(id, e))?;
+        self.core.settle(pending)?;
+        Ok(session)
     }
 
     /// `delete` without waiting for durability (the caller settles).
@@ -457,7 +475,10 @@ impl Engine {
     /// # Errors
     /// [`Error::InvalidTimeout`], [`Error::NotFound`].
     pub fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> Result<()> {
-        self.core.settle_found(id, self.set_ttl_pending(id, timeout))
+        let ((), pending) = self
+            .set_ttl_pending(id, timeout)
+            .map_err(|e| self.core.found_error(id, e))?;
+        self.core.settle(pending)
     }
 
     /// `set_ttl` without waiting for durability (the caller settles).
@@ -477,8 +498,10 @@ impl Engine {
     /// # Errors
     /// [`Error::InvalidTimeout`], [`Error::NotFound`].
     pub fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
-        self.core
-            .settle_found(id, self.set_lifetime_pending(id, lifetime))
+        let ((), pending) = self
+            .set_lifetime_pending(id, lifetime)
+            .map_err(|e| self.core.found_error(id, e))?;
+        self.core.settle(pending)
     }
 
     /// `set_lifetime` without waiting for durability (the caller settles).
@@ -601,7 +624,12 @@ impl Engine {
     /// `limits::TOPICS_PER_SESSION_MAX` topics; the log's write errors.
     /// Nothing changes on an error.
     pub fn subscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
-        self.core.settle_found(id, self.core.subscribe(id, topic))
+        let (added, pending) = self
+            .core
+            .subscribe(id, topic)
+            .map_err(|e| self.core.found_error(id, e))?;
+        self.core.settle(pending)?;
+        Ok(added)
     }
 
     pub(crate) fn subscribe_pending(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
@@ -613,7 +641,12 @@ impl Engine {
     /// # Errors
     /// As [`Engine::subscribe`].
     pub fn unsubscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
-        self.core.settle_found(id, self.core.unsubscribe(id, topic))
+        let (removed, pending) = self
+            .core
+            .unsubscribe(id, topic)
+            .map_err(|e| self.core.found_error(id, e))?;
+        self.core.settle(pending)?;
+        Ok(removed)
     }
 
     pub(crate) fn unsubscribe_pending(&self, id: &SessionId, topic: &str) -> Result<(bool, Option<Pending>)> {
@@ -767,7 +800,7 @@ impl Engine {
     }
 
     /// `settle_later` for a write call on `id` that may answer from what it
-    /// found in memory (`Core::settle_found`).
+    /// found in memory (`Core::found_error`).
     pub(crate) fn settle_found_later<T>(
         &self,
         id: &SessionId,

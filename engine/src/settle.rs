@@ -48,42 +48,44 @@ impl Core {
             .map_err(outcome_unknown)
     }
 
-    /// Under `Always`: where the log of `id`'s shard has been appended to
-    /// by now. A write call that answers from what it found in memory
-    /// (`AlreadyExists`, `NotFound`, a change already made, kept or
-    /// declined) waits for it: what it found may be another caller's
-    /// change whose record is not durable yet (or whose sync failed), and
-    /// the answer would vouch for it. `None` otherwise.
-    pub(crate) fn found(&self, id: &SessionId) -> Option<Pending> {
-        let (hash, _) = self.route(id);
-        self.pending(hash, self.appended_so_far(hash))
-    }
-
-    /// `settle` for a write call's outcome: a success waits for its own
-    /// record; an answer found in memory ([`found`](Self::found)) for
-    /// what is appended by then, a failed wait turning it into
-    /// `OutcomeUnknown`.
-    pub(crate) fn settle_found<T>(&self, id: &SessionId, outcome: Result<(T, Option<Pending>)>) -> Result<T> {
-        match outcome {
-            Ok((value, pending)) => self.settle(pending).map(|()| value),
-            Err(e) if found_in_memory(&e) => self.settle(self.found(id)).and(Err(e)),
-            Err(e) => Err(e),
+    /// A write call's error, once what an answer found in memory depends
+    /// on is durable ([`found`](Self::found)): `NotFound` and
+    /// `AlreadyExists` after that wait, `OutcomeUnknown` if it fails; any
+    /// other error as it is. Out of line: the calls' success paths stay as
+    /// they were.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn found_error(&self, id: &SessionId, e: Error) -> Error {
+        if found_in_memory(&e) {
+            if let Err(unknown) = self.settle(self.found(id)) {
+                return unknown;
+            }
         }
+        e
     }
 
-    /// [`settle_found`](Self::settle_found) as a future (see
-    /// [`settle_later`](Self::settle_later)).
+    /// [`settle_later`](Self::settle_later) for a write call on `id`
+    /// that may answer from what it found in memory: its error waits as
+    /// [`found_error`](Self::found_error)'s does, in the future.
+    #[inline]
     pub(crate) fn settle_found_later<T>(
         &self,
         id: &SessionId,
         outcome: Result<(T, Option<Pending>)>,
     ) -> Settle<T> {
         match outcome {
-            Err(e) if found_in_memory(&e) => match self.found(id) {
-                Some(p) => Settle::outcome_after(Err(e), Arc::clone(&self.commits[p.shard]), p.position),
-                None => Settle::ready(Err(e)),
-            },
-            other => self.settle_later(other),
+            Err(e) => self.found_error_later(id, e),
+            ok => self.settle_later(ok),
+        }
+    }
+
+    /// `settle_found_later`'s error path, out of line (as `found_error`).
+    #[cold]
+    #[inline(never)]
+    fn found_error_later<T>(&self, id: &SessionId, e: Error) -> Settle<T> {
+        match self.found(id).filter(|_| found_in_memory(&e)) {
+            Some(p) => Settle::outcome_after(Err(e), Arc::clone(&self.commits[p.shard]), p.position),
+            None => Settle::ready(Err(e)),
         }
     }
 
