@@ -2,6 +2,8 @@
 //! the superseded ones; a crash at any step of it loses nothing, and the
 //! background compactor shrinks a log full of dead records by itself.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -300,13 +302,7 @@ fn replaced_segments_are_not_kept_for_the_next_sync() {
 /// compaction's base was synced: every segment after the base holds only
 /// its header (synced when the segment was made).
 fn lose_what_follows_the_base(dir: &Path) {
-    let shard_dir = dir.join("L00000001/S0000");
-    let mut segments: Vec<_> = std::fs::read_dir(&shard_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segments.sort();
+    let segments = support::segment_files(&dir.join("L00000001/S0000"));
     for path in &segments[1..] {
         let mut bytes = std::fs::read(path).unwrap();
         bytes[session_engine::log_format::SEGMENT_HEADER_LEN..].fill(0);

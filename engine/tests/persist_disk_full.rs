@@ -5,6 +5,8 @@
 //! one segment with SIGXFSZ ignored, so the kernel fails the next segment's
 //! allocation with EFBIG exactly as a full disk fails it with ENOSPC.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -196,14 +198,7 @@ fn a_reopened_segment_has_its_blocks_again() {
             engine.insert(id(n), b"kept", Timeout::Never).unwrap();
         }
     }
-    let shard = dir.path().join("L00000001/S0000");
-    let mut segments: Vec<_> = std::fs::read_dir(&shard)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segments.sort();
-    let open = segments[0].clone();
+    let open = support::segment_files(&dir.path().join("L00000001/S0000"))[0].clone();
     let hole_at = |path: &Path| {
         let file = std::fs::File::open(path).unwrap();
         let len = file.metadata().unwrap().len();

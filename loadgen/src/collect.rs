@@ -717,6 +717,24 @@ mod tests {
         c.finish()
     }
 
+    /// What the machine took in one gap of `ns`.
+    fn gap(ns: u64) -> Lost {
+        Lost {
+            gaps_ns: ns,
+            gap_max_ns: ns,
+            runqueue_wait_ns: 0,
+        }
+    }
+
+    /// The disturbed slices' indices.
+    fn disturbed(out: &Collected) -> Vec<u64> {
+        out.slices
+            .iter()
+            .filter(|s| s.disturbed)
+            .map(|s| s.index)
+            .collect()
+    }
+
     #[test]
     fn slices_with_nothing_in_them_count_up_to_where_the_load_ended() {
         let (tx, rx, stx, srx) = channels();
@@ -756,26 +774,14 @@ mod tests {
         // 3 (and the start of 4) passed with the client not running.
         r.open(1, Lost::default());
         r.record(Op::Get, 300, true, false);
-        r.open(
-            4,
-            Lost {
-                gaps_ns: 250,
-                gap_max_ns: 250,
-                runqueue_wait_ns: 0,
-            },
-        );
+        r.open(4, gap(250));
         r.record(Op::Get, 10, true, true);
         r.open(6, Lost::default());
         r.record(Op::Get, 10, true, true);
         r.finish(ClientSummary::default(), Lost::default());
         let out = collect_one(&rx, stx, slices, 700);
         let tally = &out.tallies[Side::Backend.index()];
-        let disturbed: Vec<u64> = out
-            .slices
-            .iter()
-            .filter(|s| s.disturbed)
-            .map(|s| s.index)
-            .collect();
+        let disturbed = disturbed(&out);
         // Slice 0 too: a slice's lost time is not placed within it (it may
         // have been carried from before it opened), so an empty slice it
         // could reach back over is set aside as well.
@@ -794,23 +800,11 @@ mod tests {
         // No slice open (as while waiting out the other side's), and the
         // machine takes 250 ns: carried into slice 4, the next opened.
         r.close(Lost::default());
-        r.open(
-            4,
-            Lost {
-                gaps_ns: 250,
-                gap_max_ns: 250,
-                runqueue_wait_ns: 0,
-            },
-        );
+        r.open(4, gap(250));
         r.record(Op::Get, 10, true, true);
         r.finish(ClientSummary::default(), Lost::default());
         let out = collect_one(&rx, stx, slices, 500);
-        let disturbed: Vec<u64> = out
-            .slices
-            .iter()
-            .filter(|s| s.disturbed)
-            .map(|s| s.index)
-            .collect();
+        let disturbed = disturbed(&out);
         assert_eq!(disturbed, [1, 2, 3, 4], "the stall may have begun in slice 1");
         assert_eq!(out.tallies[Side::Backend.index()].quiet_slices, 1);
     }
