@@ -734,23 +734,33 @@ impl RmcpStore for McpSessions {
         let id: SessionId = session_id
             .parse()
             .map_err(|e: session_engine::ParseIdError| Box::new(Error::Store(e.into())))?;
-        let record = Record {
-            rmcp: Some(state.clone()),
-            data: Map::new(),
-        };
-        if let Err(e) = self
+        // Into the record the session was created with, its data map kept;
+        // a session gone meanwhile (a client's DELETE) is not made again.
+        let written = self
             .inner
             .store
-            .put(id, &record.encode()?, self.inner.timeout)
-            .await
-        {
-            // rmcp ignores this error: without its state the session could
-            // never be restored elsewhere (a 404 for its client there).
-            self.retry_state(id, state.clone());
-            return Err(Box::new(Error::from(e)));
+            .try_update(&id, |bytes| {
+                let mut record = Record::decode(bytes)?;
+                record.rmcp = Some(state.clone());
+                Ok::<_, Error>(Op::Replace(record.encode()?))
+            })
+            .await;
+        match written {
+            Ok(Ok(_)) => {
+                self.inner.touches.mark(id);
+                Ok(())
+            }
+            Ok(Err(not_ours)) => Err(Box::new(not_ours)),
+            Err(e) => {
+                if !e.is_not_found() {
+                    // rmcp ignores this error: without its state the
+                    // session could never be restored elsewhere (a 404 for
+                    // its client there).
+                    self.retry_state(id, state.clone());
+                }
+                Err(Box::new(Error::from(e)))
+            }
         }
-        self.inner.touches.mark(id);
-        Ok(())
     }
 
     /// The session and its state (subscriptions, bucket) go; an unknown id

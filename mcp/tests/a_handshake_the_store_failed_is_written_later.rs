@@ -39,8 +39,10 @@ async fn a_handshake_the_store_failed_is_written_later() {
     .await
     .expect("data before the handshake's write");
 
-    let (_, put) = session_redis::script_source("put").expect("the put script");
-    proxy.refuse(&put, "ERR refused by the test");
+    // The handshake's write is a `try_update` (it keeps the data map): on
+    // Redis, the commit script.
+    let (_, commit) = session_redis::script_source("commit").expect("the commit script");
+    proxy.refuse(&commit, "ERR refused by the test");
     let stored = here
         .store(&text, &SessionState::new(InitializeRequestParams::default()))
         .await;

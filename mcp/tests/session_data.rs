@@ -124,3 +124,32 @@ async fn one_session_manager_per_sessions() {
     drop(first);
     let _again = sessions.session_manager();
 }
+
+/// rmcp's `store` (the handshake's state) keeps the session's data map and
+/// does not bring back a session that is gone: it wrote a whole record
+/// (`put`), the map empty, and recreated a session deleted meanwhile.
+#[tokio::test]
+async fn storing_rmcps_state_keeps_the_data_and_no_deleted_session_comes_back() {
+    let engine = engine();
+    let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    let (_manager, text, transport) = support::initialized(&sessions).await;
+    let id: SessionId = text.parse().expect("our id");
+    sessions
+        .update_data(&id, |data| {
+            data.insert("kept".into(), 1.into());
+        })
+        .await
+        .expect("update");
+    let state = rmcp::transport::streamable_http_server::session::SessionState::new(
+        rmcp::model::InitializeRequestParams::default(),
+    );
+    sessions.store(&text, &state).await.expect("store");
+    assert_eq!(sessions.data(&id).await.expect("data")["kept"], 1);
+    SessionStore::delete(&engine, &id).await.expect("delete");
+    assert!(
+        sessions.store(&text, &state).await.is_err(),
+        "a store of a deleted session"
+    );
+    assert!(!engine.contains(&id), "the deleted session came back");
+    drop(transport);
+}
