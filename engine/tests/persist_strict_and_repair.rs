@@ -4,6 +4,8 @@
 //! header is damaged, and repairs for good, so that the next (Strict) open
 //! finds nothing wrong.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -50,7 +52,7 @@ fn build() -> (tempfile::TempDir, Vec<PathBuf>, State) {
     let expected = state(&engine);
     engine.close().unwrap();
     let shard = dir.path().join("L00000001/S0000");
-    let segments = segment_files(&shard);
+    let segments = support::segment_files(&shard);
     assert!(segments.len() >= 3, "{segments:?}");
     (dir, segments, expected)
 }
@@ -76,17 +78,6 @@ fn refused_naming(dir: &Path, file: &Path) -> Error {
             other.map(|sessions| format!("{} sessions", sessions.len()))
         ),
     }
-}
-
-/// The segment files of a shard directory, in sequence order.
-fn segment_files(shard: &Path) -> Vec<PathBuf> {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(shard)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segments.sort();
-    segments
 }
 
 /// A repair for good that lost some sessions and changed none it kept.
@@ -193,7 +184,7 @@ fn a_base_whose_data_is_gone_is_refused() {
     engine.debug_compact(0, CompactionStep::Done).unwrap();
     engine.close().unwrap();
     let shard = segments[0].parent().unwrap();
-    let after = segment_files(shard);
+    let after = support::segment_files(shard);
     let base = &after[0];
     damage(base, |bytes| bytes[128..].fill(0));
     let e = refused_naming(dir.path(), base);
@@ -216,7 +207,7 @@ fn appends_after_a_lost_named_segment_go_on_under_its_name() {
     engine.debug_compact(0, CompactionStep::Sealed).unwrap();
     engine.close().unwrap();
     let shard = segments[0].parent().unwrap();
-    let after = segment_files(shard);
+    let after = support::segment_files(shard);
     assert_eq!(after.len(), segments.len() + 2, "{after:?}");
     let named = &after[segments.len()];
     std::fs::remove_file(named).unwrap();
@@ -301,7 +292,7 @@ fn an_extended_empty_segment_is_named_and_removed_by_repair() {
     engine.debug_compact(0, CompactionStep::Sealed).unwrap();
     engine.close().unwrap();
     let shard = segments[0].parent().unwrap();
-    let after = segment_files(shard);
+    let after = support::segment_files(shard);
     let empty = after.last().unwrap().clone();
     assert!(
         !segments.contains(&empty),

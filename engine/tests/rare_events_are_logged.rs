@@ -4,6 +4,7 @@
 //! repair that skipped damage at open is one warning. Run by
 //! `cargo test -p session-engine --features tracing --test rare_events_are_logged`.
 #![cfg(feature = "tracing")]
+mod support;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,13 +115,7 @@ fn rare_events_are_logged_once_and_operations_never() {
             .unwrap();
     }
     engine.close().unwrap();
-    let shard = dir.path().join("L00000001/S0000");
-    let mut segments: Vec<_> = std::fs::read_dir(&shard)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segments.sort();
+    let segments = support::segment_files(&dir.path().join("L00000001/S0000"));
     assert!(segments.len() >= 2, "{segments:?}");
     // Garble the middle of a sealed segment: damage a crash cannot cause.
     let mut bytes = std::fs::read(&segments[0]).unwrap();
