@@ -545,7 +545,7 @@ fn cmd_gate(args: &GateArgs, command: Vec<String>) -> Result<i32, Error> {
         .as_deref()
         .map(gate::parse_tolerance)
         .transpose()
-        .map_err(Error::Usage)?;
+        .map_err(|e| Error::Usage(format!("--tolerance {e}")))?;
     if args.repeat == 0 || args.repeat > GATE_REPEAT_MAX {
         return Err(Error::Usage(format!(
             "--repeat must be between 1 and {GATE_REPEAT_MAX}"
@@ -578,7 +578,7 @@ fn cmd_gate(args: &GateArgs, command: Vec<String>) -> Result<i32, Error> {
             .as_deref()
             .map(gate::parse_tolerance)
             .transpose()
-            .map_err(Error::Usage)?,
+            .map_err(|e| Error::Usage(format!("--peer-drift {e}")))?,
         sessions: args.sessions,
         ops: args.ops,
         write_baseline: args.write_baseline.clone(),

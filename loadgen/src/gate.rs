@@ -377,25 +377,34 @@ pub fn table(rows: &[GateRow], tolerance: Option<f64>, format: &dyn Fn(f64) -> S
     render(&head, &body)
 }
 
-/// `10%`, `0.1` or `10` (percent) as a fraction: a bare number below 1 is
-/// a fraction, from 1 up a percentage (so `1` is 1%, not 100%).
+/// A percentage written with its sign (`10%`, `2.5%`) as a fraction.
+/// A bare number is refused: `0.99` could be 0.99% or 99%, and `1` 1% or
+/// 100%, and guessing either way turns a typo into a gate that never
+/// fails (or always does).
 ///
 /// # Errors
-/// A message for values that are not a percentage in (0, 100].
+/// A message for text that is not a percentage in (0%, 100%], naming the
+/// spelling meant for a bare number.
 pub fn parse_tolerance(text: &str) -> Result<f64, String> {
     let t = text.trim();
-    let (number, percent) = match t.strip_suffix('%') {
-        Some(n) => (n, true),
-        None => (t, false),
+    let Some(number) = t.strip_suffix('%') else {
+        return Err(match t.parse::<f64>() {
+            Ok(_) => format!(
+                "{text:?}: write it as a percentage with its sign, e.g. {t}% \
+                 (a bare number could be a fraction or a percentage)"
+            ),
+            Err(_) => format!("{text:?}: expected a percentage, e.g. 10%"),
+        });
     };
     let v: f64 = number
+        .trim()
         .parse()
-        .map_err(|_| format!("tolerance {text:?}: expected e.g. 10% or 0.1"))?;
-    let fraction = if percent || v >= 1.0 { v / 100.0 } else { v };
+        .map_err(|_| format!("{text:?}: expected a percentage, e.g. 10%"))?;
+    let fraction = v / 100.0;
     if fraction > 0.0 && fraction <= 1.0 {
         Ok(fraction)
     } else {
-        Err(format!("tolerance {text:?}: must be between 0% and 100%"))
+        Err(format!("{text:?}: must be above 0% and at most 100%"))
     }
 }
 
@@ -1010,12 +1019,20 @@ mod tests {
         assert!((median(&[3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
         assert!((median(&[4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < f64::EPSILON);
         assert!((parse_tolerance("10%").unwrap() - 0.1).abs() < 1e-12);
-        assert!((parse_tolerance("0.25").unwrap() - 0.25).abs() < 1e-12);
-        assert!((parse_tolerance("15").unwrap() - 0.15).abs() < 1e-12);
-        assert!(
-            (parse_tolerance("1").unwrap() - 0.01).abs() < 1e-12,
-            "1 is 1%, not 100%"
-        );
-        assert!(parse_tolerance("0").is_err() && parse_tolerance("x").is_err());
+        assert!((parse_tolerance(" 2.5% ").unwrap() - 0.025).abs() < 1e-12);
+        assert!((parse_tolerance("100%").unwrap() - 1.0).abs() < 1e-12);
+        for bad in ["0%", "x", "%", "101%", "-5%", "NaN%", "inf%"] {
+            assert!(parse_tolerance(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    /// A bare number could be a fraction or a percentage (was `0.99` 99%
+    /// and `1` 1%?): it is refused, with the spelling that is meant.
+    #[test]
+    fn a_tolerance_without_a_percent_sign_is_refused() {
+        for bare in ["0.99", "1", "15", "0.1"] {
+            let err = parse_tolerance(bare).expect_err(bare);
+            assert!(err.contains(&format!("{bare}%")), "{bare}: {err}");
+        }
     }
 }

@@ -15,6 +15,7 @@
 //! name = "seed"
 //! throughput_min_ops_per_s = 1000   # optional floor, point operations
 //! error_ratio_max = 0.01            # optional: failed / issued, all kinds
+//!                                   # (absent: any failed operation fails)
 //! [ops.get]
 //! p50 = "2us"    # any of p50, p99, p999, max
 //! p99 = "100us"
@@ -54,7 +55,8 @@ pub struct Targets {
     /// Floor on point operations per second.
     #[serde(default)]
     pub throughput_min_ops_per_s: Option<f64>,
-    /// Ceiling on failed / issued operations.
+    /// Ceiling on failed / issued operations (`None`: no operation may
+    /// fail).
     #[serde(default)]
     pub error_ratio_max: Option<f64>,
     /// Bounds per operation kind.
@@ -552,14 +554,22 @@ fn run_wide(targets: &Targets, facts: &RunFacts) -> Vec<Verdict> {
             },
         });
     }
+    let issued: u64 = facts.ops.values().map(|f| f.backend.count).sum();
+    let failed: u64 = facts.ops.values().map(|f| f.backend.errors).sum();
+    let ratio = failed as f64 / issued.max(1) as f64;
     if let Some(max) = targets.error_ratio_max {
-        let issued: u64 = facts.ops.values().map(|f| f.backend.count).sum();
-        let failed: u64 = facts.ops.values().map(|f| f.backend.errors).sum();
-        let ratio = failed as f64 / issued.max(1) as f64;
         rows.push(Verdict {
             status: if ratio <= max { Status::Pass } else { Status::Fail },
             note: format!("{failed} of {issued} failed"),
             ..Verdict::plain(tier, "all", "errors", format!("{max}"), format!("{ratio:.6}"))
+        });
+    } else if failed > 0 {
+        // No ceiling set is none allowed: a backend that fails fast
+        // would otherwise pass every latency bound and the floor.
+        rows.push(Verdict {
+            status: Status::Fail,
+            note: format!("{failed} of {issued} failed; no error_ratio_max set, so none may"),
+            ..Verdict::plain(tier, "all", "errors", "0".into(), format!("{ratio:.6}"))
         });
     }
     rows
@@ -1019,6 +1029,21 @@ mod tests {
         assert_eq!(rows[0].status, Status::Fail, "100 of 2000 failed: {rows:?}");
         f.ops.get_mut(&Op::Get).unwrap().backend.errors = 10;
         assert_eq!(evaluate(&t, &f)[0].status, Status::Pass, "10 of 2000 failed");
+    }
+
+    /// A targets file without `error_ratio_max` allows no failure: a
+    /// backend that fails every operation fast must not pass on latency.
+    #[test]
+    fn without_a_ceiling_no_operation_may_fail() {
+        let t = Targets::parse("t", "name = \"t\"\n[ops.get]\np99 = \"1ms\"").unwrap();
+        let mut f = facts(1);
+        let errors = |rows: &[Verdict]| rows.iter().filter(|r| r.bound == "errors").count();
+        assert_eq!(errors(&evaluate(&t, &f)), 0, "no failures, no row");
+        f.ops.get_mut(&Op::Get).unwrap().backend.errors = 1;
+        let rows = evaluate(&t, &f);
+        let row = rows.iter().find(|r| r.bound == "errors").expect("an errors row");
+        assert_eq!(row.status, Status::Fail, "{row:?}");
+        assert!(!all_pass(&rows));
     }
 
     #[test]
