@@ -123,7 +123,12 @@ use redis::Cmd;
 /// expires a key once its time has passed): a script that meets one
 /// deletes the key and treats the session as absent, so no operation
 /// answers for it, slides it back to life or stretches its cap. `arm`
-/// deletes the key too if the cap has come by `now`.
+/// deletes the key too if the cap has come by `now`. Every script calls
+/// `over` before it writes, and `over` raises an error (nothing written)
+/// when `t` is absent or not a whole number of ms: `arm` hands `t` to
+/// `PEXPIRE` as the text it is, and Redis keeps what a failing script
+/// wrote before it failed (a `c` or `l` that is not a number fails the
+/// arithmetic here, before any write, too).
 const PRELUDE: &str = "local function now_ms()
   local t = redis.call('TIME')
   return string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
@@ -143,6 +148,9 @@ local function arm(key, t, c, l, now)
   if t == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, t) end
 end
 local function over(key, c, l, a, t, now)
+  if not (t and string.find(t, '^%d+$')) then
+    error({err = 'ERR session record: its inactivity timeout (field t) is not a whole number of ms'})
+  end
   local n = tonumber(now)
   if (l and l ~= '0' and tonumber(c) + tonumber(l) <= n) or (t and t ~= '0' and a and tonumber(a) + tonumber(t) <= n) then
     redis.call('DEL', key)

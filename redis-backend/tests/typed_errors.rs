@@ -104,3 +104,71 @@ async fn failures_map_onto_typed_errors() {
     ));
     assert_eq!(SessionStore::cleanup_expired(&store).await.unwrap(), 0);
 }
+
+/// A session whose inactivity timeout `t` is not a whole number of ms
+/// (written by someone else, or absent): every operation that would slide
+/// or re-arm the session fails with `Unavailable` (or, with no `t`, may
+/// find no session) before it writes anything. Redis keeps what a failing script wrote, so a script that
+/// recorded the access time and then failed on `PEXPIRE` left half a
+/// change (a rotation: the new key written, the old one gone, no TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_timeout_field_fails_before_anything_is_written() {
+    let server = support::Server::standalone();
+    let store = RedisStore::connect(
+        RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("malformed")),
+    )
+    .await
+    .expect("connect");
+    for bad in [Some("abc"), Some("1.5"), Some(""), Some("-5"), None] {
+        for op in [
+            "get",
+            "touch",
+            "set_ttl",
+            "set_lifetime",
+            "rotate",
+            "update",
+            "put",
+            "subscribe",
+        ] {
+            let id = store.create(b"s", Timeout::from_secs(60)).await.expect("create");
+            let key = store.key(&id);
+            match bad {
+                Some(t) => server.cli(&["HSET", &key, "t", t]),
+                None => server.cli(&["HDEL", &key, "t"]),
+            };
+            let before = server.cli(&["HGETALL", &key]);
+            let r = match op {
+                "get" => store.get(&id).await.map(drop),
+                "touch" => store.touch(&id).await,
+                "set_ttl" => store.set_ttl(&id, Timeout::from_secs(30)).await,
+                "set_lifetime" => store.set_lifetime(&id, Timeout::from_secs(3600)).await,
+                "rotate" => store.rotate(&id).await.map(drop),
+                "update" => store.update(&id, |m| m.to_vec()).await.map(drop),
+                "put" => store.put(id, b"p", Timeout::from_secs(30)).await,
+                "subscribe" => session_engine::SessionState::subscribe(&store, &id, "t")
+                    .await
+                    .map(drop),
+                _ => unreachable!(),
+            };
+            // Without `t` the scripts that find a session by it see none.
+            let refused = matches!(r, Err(Error::Unavailable { .. }))
+                || (bad.is_none() && matches!(r, Err(Error::NotFound)));
+            assert!(refused, "t = {bad:?}, {op}: {r:?}");
+            assert_eq!(
+                server.cli(&["HGETALL", &key]),
+                before,
+                "t = {bad:?}, {op}: the failing call changed the record"
+            );
+            let pttl: i64 = server.cli(&["PTTL", &key]).trim().parse().expect("PTTL");
+            assert!(
+                pttl > 0,
+                "t = {bad:?}, {op}: PTTL {pttl} (the key lost its TTL or is gone)"
+            );
+            assert_eq!(
+                server.cli(&["KEYS", &format!("{key}*")]).lines().count(),
+                1,
+                "{op}: keys beside it"
+            );
+        }
+    }
+}
