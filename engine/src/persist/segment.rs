@@ -46,7 +46,17 @@ pub(crate) fn create_owner_only(path: &Path) -> io::Result<File> {
 
 /// Fsyncs a directory, making renames and creations in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    SYNCED_DIRS.with(|synced| synced.borrow_mut().push(dir.to_path_buf()));
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The directories this thread synced, for tests that check a
+    /// directory entry is made durable.
+    pub(crate) static SYNCED_DIRS: std::cell::RefCell<Vec<std::path::PathBuf>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 pub(crate) struct Segment {
