@@ -120,7 +120,9 @@ impl Recorder {
     #[inline]
     pub fn record(&mut self, op: Op, latency_ns: u64, ok: bool, in_time: bool) {
         self.current.record(op, latency_ns, ok);
-        if in_time && op != Op::List {
+        if !in_time {
+            self.current.mark_late(op);
+        } else if op != Op::List {
             self.in_time += 1;
         }
     }
@@ -694,6 +696,12 @@ mod tests {
         assert_eq!(tally.judged.get(Op::Get).max(), 300);
         assert_eq!(tally.all.errors[Op::Update.index()], 1);
         assert_eq!(tally.in_time_all, 3, "the late update is not in time");
+        assert_eq!(
+            (tally.all.get(Op::Update).len(), tally.all.completed(Op::Update)),
+            (1, 0),
+            "the late update's latency counts, not towards the rate"
+        );
+        assert_eq!(tally.all.completed_point_ops(), 3);
         assert_eq!(
             (tally.measured, tally.judged_slices),
             (4, 4),

@@ -23,6 +23,10 @@ pub struct OpHists {
     pub by_op: Vec<Hist>,
     /// Operations that returned an error, by [`Op::index`].
     pub errors: [u64; Op::COUNT],
+    /// Operations that completed after their slice ended, by
+    /// [`Op::index`]: in the histograms (their latency counts), not in a
+    /// rate (see [`OpHists::completed`]).
+    pub late: [u64; Op::COUNT],
 }
 
 impl Default for OpHists {
@@ -30,6 +34,7 @@ impl Default for OpHists {
         Self {
             by_op: (0..Op::COUNT).map(|_| new_hist()).collect(),
             errors: [0; Op::COUNT],
+            late: [0; Op::COUNT],
         }
     }
 }
@@ -52,12 +57,41 @@ impl OpHists {
         for (mine, theirs) in self.errors.iter_mut().zip(other.errors) {
             *mine += theirs;
         }
+        for (mine, theirs) in self.late.iter_mut().zip(other.late) {
+            *mine += theirs;
+        }
+    }
+
+    /// Notes that an operation of `op` recorded in these histograms
+    /// completed after its slice ended.
+    #[inline]
+    pub fn mark_late(&mut self, op: Op) {
+        self.late[op.index()] += 1;
+    }
+
+    /// Operations of `op` that completed within their slice: what a rate
+    /// counts (open loop, an overloaded backend finishes late what it
+    /// was offered; those latencies count, but not towards the rate).
+    #[must_use]
+    pub fn completed(&self, op: Op) -> u64 {
+        self.get(op).len().saturating_sub(self.late[op.index()])
+    }
+
+    /// [`OpHists::completed`] of every point operation (all but `list`).
+    #[must_use]
+    pub fn completed_point_ops(&self) -> u64 {
+        Op::ALL
+            .iter()
+            .filter(|op| **op != Op::List)
+            .map(|op| self.completed(*op))
+            .sum()
     }
 
     /// Empties every histogram, keeping the memory.
     pub fn reset(&mut self) {
         self.by_op.iter_mut().for_each(Histogram::reset);
         self.errors = [0; Op::COUNT];
+        self.late = [0; Op::COUNT];
     }
 
     /// Operations recorded, all kinds.

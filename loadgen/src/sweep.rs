@@ -422,7 +422,7 @@ fn step_of(scenario: &Scenario, outcome: &Outcome, tiers: &[Targets]) -> SweepSt
         failed,
         all_point_ops: {
             let points = all.point_ops();
-            OpStats::of(&points, 0, points.len(), seconds)
+            OpStats::of(&points, 0, all.completed_point_ops(), seconds)
         },
         ops: Op::ALL
             .iter()
@@ -431,7 +431,7 @@ fn step_of(scenario: &Scenario, outcome: &Outcome, tiers: &[Targets]) -> SweepSt
                 let h = all.get(*op);
                 (
                     op.name().to_owned(),
-                    OpStats::of(h, all.errors[op.index()], h.len(), seconds),
+                    OpStats::of(h, all.errors[op.index()], all.completed(*op), seconds),
                 )
             })
             .collect(),

@@ -693,7 +693,7 @@ pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
     let seconds = |t: &crate::slices::SideTally| (t.judged_slices as f64 * slice_s).max(1e-9);
     let stats = |t: &crate::slices::SideTally, op: Op| {
         let h = t.judged.get(op);
-        OpStats::of(h, t.judged.errors[op.index()], h.len(), seconds(t))
+        OpStats::of(h, t.judged.errors[op.index()], t.judged.completed(op), seconds(t))
     };
     let mut facts = RunFacts {
         list_page: scenario.list.page,
