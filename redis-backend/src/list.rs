@@ -203,7 +203,8 @@ fn start(shards: &[Shard], slot: u32, position: u64) -> Option<(usize, ScanPos)>
 
 /// Scans one master from `pos` (made on the process of mark `expected`, if
 /// any) for at most `room` session keys, until `scan_until` has passed after
-/// at least one call. A call answered by another process than the one
+/// at least one call and some progress (a key found, or a position past
+/// `pos`). A call answered by another process than the one
 /// `pos` was made on starts the master again.
 async fn scan_shard(
     inner: &Inner,
@@ -217,9 +218,17 @@ async fn scan_shard(
     // Resuming inside a bucket: rescan exactly that bucket first.
     let mut count_cap = if pos.resume == 0 { SCAN_COUNT_MAX } else { 1 };
     let mut mark = expected.unwrap_or(0);
+    let entry = pos;
     for call in 0..SCAN_CALLS_MAX {
         let room_left = room - found.len();
-        if room_left == 0 || (call > 0 && Instant::now() >= scan_until) {
+        // The budget ends a scan only once it got somewhere: a page that
+        // stopped with nothing found where it began would hand back its own
+        // cursor, and a caller paging to the end would loop for ever (a
+        // server whose round trip outlasts the budget, a first batch too
+        // large for the page). Without progress it goes on until it makes
+        // some or its deadline fails it.
+        let progressed = !found.is_empty() || pos != entry;
+        if room_left == 0 || (call > 0 && progressed && Instant::now() >= scan_until) {
             return Ok((found, Stop::PageFull(pos, mark)));
         }
         let count = room_left.min(count_cap);

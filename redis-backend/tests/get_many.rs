@@ -372,3 +372,61 @@ async fn a_node_wide_refusal_resends_the_pipeline_not_each_id() {
         assert_eq!(proxy.faults_fired(), n as u64 + 1);
     }
 }
+
+/// A batch that goes through the cluster client (its master's direct
+/// route marked stale by an earlier batch of the same call, which met a
+/// `MOVED`) and holds an id whose slot moved: every id is served (a
+/// reviewer read the client's code as failing such a pipeline whole until
+/// the deadline; against the server, the resent pipeline is answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_through_the_cluster_client_survives_a_moved_id() {
+    let cluster = Cluster::start(1_000);
+    let firsts = cluster.first_slots();
+    let store = RedisStore::connect(
+        RedisConfig::cluster(cluster.urls()).key_prefix(support::unique_prefix("many-moved")),
+    )
+    .await
+    .expect("connect");
+    // Three pipelines' worth on the first master (two in flight at a time).
+    let mut on_first = Vec::new();
+    while on_first.len() < 2_100 {
+        let id = store.create(b"m", TTL).await.expect("create");
+        if shard_of(&firsts, store.slot(&id)) == firsts[0] {
+            on_first.push(id);
+        }
+    }
+    // An id alone in its slot among these: moving the slot moves no other.
+    let alone = (0..on_first.len())
+        .find(|&i| {
+            let slot = store.slot(&on_first[i]);
+            on_first.iter().filter(|id| store.slot(id) == slot).count() == 1
+        })
+        .expect("an id alone in its slot");
+    let moved = on_first.remove(alone);
+    let from = cluster.master_of(firsts[0]).expect("first master");
+    let to = cluster.master_of(firsts[1]).expect("second master");
+    cluster.migrate_key(store.slot(&moved), &store.key(&moved), from, to, true);
+    // The moved id opens the first pipeline (its MOVED marks the route
+    // stale) and is second in the third, behind an id still on the master
+    // (the cluster client routes a pipeline by its first key).
+    let mut ids = vec![moved];
+    ids.extend_from_slice(&on_first[..1_999]);
+    ids.push(on_first[1_999]);
+    ids.push(moved);
+    ids.extend_from_slice(&on_first[2_000..]);
+    assert_eq!(ids[2_001], moved);
+    let results = store.get_many(&ids).await;
+    let failed: Vec<(usize, &Result<session_engine::Session, Error>)> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| metadata(r) != Some(&b"m"[..]))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} ids not served, the first: {:?}",
+        failed.len(),
+        ids.len(),
+        failed.first()
+    );
+    assert!(store.routes_marked_stale() >= 1, "the scenario did not happen");
+}

@@ -185,3 +185,54 @@ async fn a_listing_goes_through_a_moved_first_slot_and_a_failover() {
         ids.difference(&listed).count()
     );
 }
+
+/// A server whose round trip takes more than the page's scan budget (half
+/// the request timeout): a page whose first `SCAN` found more keys than it
+/// has room for used to stop for its budget with nothing found and the
+/// cursor it was given, so a caller paging until the end looped for ever
+/// on empty pages. A page now makes progress (a session, or a cursor
+/// further on) or fails with an error once its deadline has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_server_never_gets_an_empty_page_that_stays_put() {
+    support::require_redis();
+    let server = support::Server::standalone();
+    let proxy = support::proxy::Proxy::start(server.port).await;
+    let store = RedisStore::connect(
+        RedisConfig::standalone(proxy.url())
+            .key_prefix(support::unique_prefix("slow-list"))
+            .request_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .expect("connect");
+    // Near one key a bucket (the table doubles at 1,024): a `SCAN ...
+    // COUNT 2` often finds more than a page of 2 has room for.
+    for n in 0..1_000 {
+        store
+            .create(format!("s{n}").as_bytes(), Timeout::from_secs(600))
+            .await
+            .expect("create");
+    }
+    proxy.delay(Duration::from_millis(110));
+    let mut cursor = Cursor::START;
+    let (mut pages, mut errors) = (0, 0);
+    for _ in 0..40 {
+        match store.list(cursor, 2).await {
+            Ok(page) => {
+                pages += 1;
+                assert!(
+                    !page.sessions.is_empty() || page.next != Some(cursor),
+                    "an empty page handed back its own cursor {cursor}: the listing loops"
+                );
+                match page.next {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+            }
+            Err(e) => {
+                assert!(matches!(e, session_engine::Error::TimedOut { .. }), "{e:?}");
+                errors += 1;
+            }
+        }
+    }
+    assert!(pages + errors > 0);
+}
