@@ -403,6 +403,12 @@ fn sweeper(core: &Core, stop: &Stop) {
             // A failed mark loses a floor, not a session: the next one
             // tries again.
             chore(core, "sweeper (time mark)", || {
+                // Under `Always` the logs are synced up to what they hold
+                // first (reads' touches: `Core::sync_appended`); a failed
+                // sync has its log refuse writes, and no mark is written.
+                if core.config.durability == Durability::Always && core.sync_appended().is_err() {
+                    return;
+                }
                 let _ = core.mark_time();
             });
             next_mark = now + mark_every;

@@ -60,3 +60,39 @@ fn concurrent_writers_share_flushes_and_every_ack_survives() {
         }
     }
 }
+
+/// Under `Always`, a shard that only serves reads still has its `TOUCH`
+/// records (a read sliding a deadline into the next period) synced before
+/// the time mark that recovery judges expiry by: they waited for some
+/// writer of their shard to sync, while the mark was synced every second,
+/// so after a machine crash a session kept alive by reads alone could be
+/// judged by the new mark against its old access time and dropped. And a
+/// shard with nothing appended is not synced for nothing.
+#[test]
+fn touches_of_a_shard_nobody_writes_are_synced_before_the_time_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = session_engine::ManualClock::new(1_700_000_000_000);
+    let engine = Engine::open(
+        support::always_config(dir.path(), 1)
+            .clock(clock.clock())
+            .sweep_interval(std::time::Duration::from_millis(10)),
+    )
+    .unwrap();
+    let id = engine.create(b"read", Timeout::from_secs(10)).unwrap();
+    let created = engine.stats().log_syncs;
+    // More than a time mark's interval with nothing appended: no sync.
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    assert_eq!(engine.stats().log_syncs, created, "a sync with nothing to sync");
+    // A read into the next touch period (a tenth of the timeout) appends
+    // a TOUCH, and no write follows.
+    clock.advance(std::time::Duration::from_secs(3));
+    engine.get(&id).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.stats().log_syncs == created {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the touch was never synced, though time marks were"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
