@@ -402,3 +402,67 @@ fn the_compactor_survives_a_panic_in_a_pass() {
     drop(engine);
     check(dir.path(), &expected);
 }
+
+/// The `.tmp` files of a shard directory.
+fn tmp_files(shard_dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(shard_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tmp"))
+        .collect()
+}
+
+/// A compaction that fails after it wrote its base (the rename refused)
+/// or panics while it lists the sessions leaves no `.tmp` behind
+/// (`FORMAT.md`): the compactor retries after its backoff and each try
+/// wrote another full-size base, which piled up until the next open.
+#[test]
+fn a_failed_or_panicking_compaction_leaves_no_tmp_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path()).shards(1)).unwrap();
+    let mut expected = HashMap::new();
+    churn(&engine, &mut expected);
+    let shard_dir = dir.path().join("L00000001/S0000");
+
+    // A panic in the listing (a bug there), after its first batch went
+    // into the base file.
+    for i in 0..2 * session_engine::limits::LIST_LOCK_BATCH {
+        let id = engine
+            .create(format!("b{i}").as_bytes(), Timeout::from_secs(3600))
+            .unwrap();
+        expected.insert(id, format!("b{i}").into_bytes());
+    }
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        engine.debug_compact_listing(0, CompactionStep::Done, |listed| {
+            assert!(listed < 1, "a bug in the listing");
+        })
+    }));
+    // (The compaction catches it: a failed compaction.)
+    assert!(
+        !matches!(panicked, Ok(Ok(()))),
+        "the compaction went through a panic"
+    );
+    assert_eq!(
+        tmp_files(&shard_dir),
+        Vec::<std::path::PathBuf>::new(),
+        "after a panic"
+    );
+
+    // The rename of the base over the sealed segment refused: a non-empty
+    // directory stands in the sealed segment's place.
+    let r = engine.debug_compact_listing(0, CompactionStep::Done, |listed| {
+        if listed == 0 {
+            let segments = support::segment_files(&shard_dir);
+            let sealed = &segments[segments.len() - 2];
+            std::fs::remove_file(sealed).unwrap();
+            std::fs::create_dir(sealed).unwrap();
+            std::fs::write(sealed.join("x"), b"x").unwrap();
+        }
+    });
+    assert!(r.is_err(), "the rename cannot replace a directory: {r:?}");
+    assert_eq!(
+        tmp_files(&shard_dir),
+        Vec::<std::path::PathBuf>::new(),
+        "after a refused rename"
+    );
+}

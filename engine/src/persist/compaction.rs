@@ -90,16 +90,19 @@ pub(crate) fn compact(
         }
         done = !snapshot(&mut batch);
     });
+    // A failed compaction leaves no `.tmp` behind (`FORMAT.md`), whether
+    // it returns an error or unwinds (a panic in the listing): the
+    // compactor retries, and each try would leave another full base.
+    let mut unfinished = RemoveOnDrop(Some(&tmp));
     let base_len = write_base_tmp(&tmp, id, sealed, next, now_ms, sessions)?;
     if stop_after == CompactionStep::TmpWritten {
+        // A test's crash at this step: the `.tmp` stays, as a crash's would.
+        unfinished.0 = None;
         return Ok(());
     }
-    if let Err(e) = sync_log() {
-        // A failed compaction leaves no `.tmp` behind (`FORMAT.md`).
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    sync_log()?;
     rename_durably(&id.dir, &tmp, &id.dir.join(segment_name(sealed)))?;
+    unfinished.0 = None;
     if stop_after == CompactionStep::Renamed {
         return Ok(());
     }
@@ -114,6 +117,17 @@ pub(crate) fn compact(
     sync_dir(&id.dir).map_err(io(format!("syncing {}", id.dir.display())))?;
     log.compacted(sealed, bytes_before, base_len);
     Ok(())
+}
+
+/// Removes a file when dropped, unless disarmed (`None`).
+struct RemoveOnDrop<'a>(Option<&'a std::path::Path>);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// True when dead bytes dominate the log enough to compact.
