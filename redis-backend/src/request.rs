@@ -676,7 +676,7 @@ impl Inner {
                     drop(conn);
                     (
                         Target::Node(&node.host, node.port, node.slot),
-                        self.asked_connection(node, lane).await?,
+                        self.asked_connection(node, lane).await.map_err(not_sent)?,
                     )
                 }
                 None => (
@@ -689,7 +689,7 @@ impl Inner {
                 // and refreshes its slot map; the pipeline below cannot.
                 let mut probe = redis::cmd("EXISTS");
                 probe.arg(key);
-                via.query(&probe, target).await?;
+                via.query(&probe, target).await.map_err(not_sent)?;
             }
             if wait.is_none() && attempt.ask.is_none() {
                 return Ok(Acked {
@@ -1354,6 +1354,27 @@ fn first_reply(values: &mut impl Iterator<Item = Value>) -> RedisResult<Value> {
             redis::ErrorKind::Parse,
             "empty pipeline reply",
         ))),
+    }
+}
+
+/// An error met before the request's own command was sent (opening the
+/// connection to an asked node, the probe after a `MOVED`): whatever it
+/// says, the command did not run, so it is not applied
+/// ([`Fault::NotApplied`], never one that leaves the outcome in doubt).
+/// A server's answer (`MOVED`, `ASK`, ...) keeps its kind.
+fn not_sent(err: RedisError) -> RedisError {
+    match classify(&err) {
+        Fault::Ambiguous(text) => RedisError::from((
+            redis::ErrorKind::ClusterConnectionNotFound,
+            "no connection to send the request on",
+            text,
+        )),
+        Fault::TimedOut => RedisError::from((
+            redis::ErrorKind::ClusterConnectionNotFound,
+            "no connection to send the request on",
+            err.to_string(),
+        )),
+        _ => err,
     }
 }
 
