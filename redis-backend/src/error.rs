@@ -139,6 +139,10 @@ pub(crate) fn give_up(last: &Fault, write: bool, maybe_applied: bool, request_ti
         Fault::NotApplied(reason) | Fault::Ambiguous(reason) => Error::Unavailable {
             reason: format!("redis did not serve the request within {request_timeout_ms} ms: {reason}"),
         },
+        Fault::NoScript if write && maybe_applied => Error::OutcomeUnknown {
+            reason: "redis kept answering NOSCRIPT to EVAL, after an attempt that may have applied"
+                .to_owned(),
+        },
         Fault::NoScript => Error::Unavailable {
             reason: "redis kept answering NOSCRIPT to EVAL".to_owned(),
         },
@@ -261,5 +265,14 @@ mod tests {
         ));
         assert!(matches!(give_up(&oom, true, false, 5), Error::Unavailable { .. }));
         assert!(matches!(give_up(&oom, false, true, 5), Error::Unavailable { .. }));
+        // Nor does a NOSCRIPT to the resend, after a try that may have run.
+        assert!(matches!(
+            give_up(&Fault::NoScript, true, true, 5),
+            Error::OutcomeUnknown { .. }
+        ));
+        assert!(matches!(
+            give_up(&Fault::NoScript, true, false, 5),
+            Error::Unavailable { .. }
+        ));
     }
 }
