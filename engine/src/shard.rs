@@ -1177,7 +1177,7 @@ impl Shard {
         let grown = if self.fail_growth.load(Ordering::Relaxed) {
             Err("an injected allocation failure".to_owned())
         } else {
-            Table::new(slots, next_generation(table.generation()))
+            Table::successor(slots, next_generation(table.generation()))
                 .map_err(|e| e.to_string())
                 .and_then(|next| Ok((next, unlinked(slots).map_err(|e| e.to_string())?)))
                 .and_then(|(next, links)| {
@@ -1205,6 +1205,11 @@ impl Shard {
             .relocate(slots, by_slot, |id| next.find_slot(hash_id(&self.hasher, id), id));
         w.tombstones = 0;
         w.rebuilds += 1;
+        // The blocks change owner here, with nothing between that can
+        // panic: until now `next` owned none of them, so a panic while
+        // moving (the wheel, the states) dropped it harmlessly and left the
+        // shard on `table`, which still owned them all.
+        table.hand_blocks_to(&next);
         let old = self.table.swap(Owned::new(next), Ordering::AcqRel, guard);
         // SAFETY: `old` is unlinked from the shard, and destroyed only after
         // every guard that could have loaded it is gone (it no longer owns
