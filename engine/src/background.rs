@@ -404,10 +404,9 @@ fn sweeper(core: &Core, stop: &Stop) {
             // tries again.
             chore(core, "sweeper (time mark)", || {
                 // Under `Always` the logs are synced up to what they hold
-                // first (reads' touches: `Core::sync_appended`); a failed
-                // sync has its log refuse writes, and no mark is written.
-                if core.config.durability == Durability::Always && core.sync_appended().is_err() {
-                    return;
+                // first (reads' touches: `Core::sync_appended`).
+                if core.config.durability == Durability::Always {
+                    core.sync_appended();
                 }
                 let _ = core.mark_time();
             });

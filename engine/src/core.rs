@@ -1149,20 +1149,32 @@ impl Core {
     /// The chores of each shard's log: keeping pages ahead of the writer
     /// faulted in, preparing the next segment, appending the readers'
     /// queued touches; then the sync round `flush` asks for.
-    /// Syncs what each log holds beyond its durable position, waiting for
-    /// a sync under way; a log with nothing behind is left alone. Under
-    /// `Always`, before a time mark: a shard nobody writes still appends
-    /// the `TOUCH` records of its reads, which no writer's sync covers, and
-    /// a mark durable ahead of them would have recovery judge the sessions
-    /// kept alive by reads by their old access times.
-    pub(crate) fn sync_appended(&self) -> Result<()> {
-        let mut first_error = None;
-        for commit in &self.commits {
-            if let Err(e) = commit.wait_durable(commit.log().appended()) {
-                first_error.get_or_insert(e);
-            }
+    /// Appends the queued touches and syncs what each log holds beyond its
+    /// durable position (writeback started on all of them first, so the
+    /// syncs overlap), waiting for a sync under way; a log with nothing
+    /// behind is left alone. Under `Always`, before a time mark: a shard
+    /// nobody writes still appends the `TOUCH` records of its reads, which
+    /// no writer's sync covers, and a mark durable ahead of them would have
+    /// recovery judge the sessions kept alive by reads by their old access
+    /// times. A log whose sync fails refuses writes from then on (its
+    /// writers are told); it does not hold back the others' mark.
+    pub(crate) fn sync_appended(&self) {
+        let now_ms = self.clock.now_ms();
+        let behind: Vec<(&GroupCommit, u64)> = self
+            .commits
+            .iter()
+            .filter_map(|commit| {
+                commit.log().drain_touches(now_ms);
+                let appended = commit.log().appended();
+                (commit.durable() < appended).then_some((&**commit, appended))
+            })
+            .collect();
+        for (commit, _) in &behind {
+            commit.log().hint_writeback();
         }
-        first_error.map_or(Ok(()), Err)
+        for (commit, appended) in behind {
+            let _ = commit.wait_durable(appended);
+        }
     }
 
     pub(crate) fn maintain_logs(&self, flush: LogFlush) -> Result<()> {

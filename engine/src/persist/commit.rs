@@ -374,6 +374,11 @@ impl GroupCommit {
         Poll::Pending
     }
 
+    /// The log position every sync so far has made durable.
+    pub(crate) fn durable(&self) -> u64 {
+        self.state.lock().durable
+    }
+
     /// Successful syncs since open.
     pub(crate) fn syncs(&self) -> u64 {
         self.state.lock().syncs
