@@ -540,7 +540,8 @@ impl Collector {
             index,
             warmup: acc.warmup,
             ops: all.len(),
-            ops_per_s: all.len() as f64 / active_s.max(1e-9),
+            // Completed within their slices, as every rate here counts.
+            ops_per_s: acc.hists.completed_point_ops() as f64 / active_s.max(1e-9),
             p50_ns: quantile_ns(&all, 0.5),
             p99_ns: quantile_ns(&all, 0.99),
             max_ns: all.max(),

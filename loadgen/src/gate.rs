@@ -389,6 +389,11 @@ pub fn parse_tolerance(text: &str) -> Result<f64, String> {
     let t = text.trim();
     let Some(number) = t.strip_suffix('%') else {
         return Err(match t.parse::<f64>() {
+            Ok(v) if v > 0.0 && v < 1.0 => format!(
+                "{text:?}: write it as a percentage with its sign: {t}% or {}% \
+                 (a bare number could be a fraction or a percentage)",
+                v * 100.0
+            ),
             Ok(_) => format!(
                 "{text:?}: write it as a percentage with its sign, e.g. {t}% \
                  (a bare number could be a fraction or a percentage)"
@@ -1034,5 +1039,8 @@ mod tests {
             let err = parse_tolerance(bare).expect_err(bare);
             assert!(err.contains(&format!("{bare}%")), "{bare}: {err}");
         }
+        // A fraction as the old spelling meant it is named too.
+        let err = parse_tolerance("0.1").unwrap_err();
+        assert!(err.contains("10%"), "{err}");
     }
 }

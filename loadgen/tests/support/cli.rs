@@ -41,7 +41,10 @@ pub fn lenient_targets(dir: &Path) -> String {
     let path = dir.join("lenient.toml");
     std::fs::write(
         &path,
-        "name = \"lenient\"\n[ops.get]\np50 = \"60s\"\np99 = \"60s\"\n[ops.create]\np99 = \"60s\"\n",
+        // Failures allowed too: a churn session stamped early by a clock
+        // thread that lagged on a busy machine can be gone before its
+        // delete, which counts as a failed operation.
+        "name = \"lenient\"\nerror_ratio_max = 0.5\n[ops.get]\np50 = \"60s\"\np99 = \"60s\"\n[ops.create]\np99 = \"60s\"\n",
     )
     .unwrap();
     path.to_string_lossy().into_owned()
