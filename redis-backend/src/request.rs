@@ -826,8 +826,19 @@ impl Inner {
                 for i in 0..keys.len() {
                     pipe.add_command(make(i, attempt.eval));
                 }
-                let mut via = self.via(conn, target, Lane::Reads, attempt.redirected, deadline);
-                let values = via.pipeline(&pipe, target).await?;
+                // Never the redirected route: a batch is not resent whole
+                // after a redirect (below), so nothing here follows one.
+                let mut via = self.via(conn, target, Lane::Reads, false, deadline);
+                let values = match via.pipeline(&pipe, target).await {
+                    Ok(values) => values,
+                    // Through the cluster client (the master's direct route
+                    // stale), one key's redirect fails the whole pipeline,
+                    // which goes by its first key: resent whole, it would
+                    // meet the same redirect until the deadline. Each key
+                    // is read on its own instead, following its redirect.
+                    Err(e) if redirect(&e) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
                 // A `NOSCRIPT` (resent as `EVAL`) or a state of the whole
                 // node (resent after a pause) for any key is the pipeline's.
                 let whole = values.iter().find_map(|v| match v {
@@ -839,18 +850,21 @@ impl Inner {
                 });
                 match whole {
                     Some(err) => Err(err),
-                    None => Ok(values),
+                    None => Ok(Some(values)),
                 }
             })
             .await?;
-        if reply.value.len() != keys.len() {
+        let Some(values) = reply.value else {
+            return Ok((0..keys.len()).map(|_| BatchReply::Resend).collect());
+        };
+        if values.len() != keys.len() {
             return Err(protocol(
                 &format!("{command} (pipeline of {})", keys.len()),
-                &Value::Array(reply.value),
+                &Value::Array(values),
                 false,
             ));
         }
-        let replies = reply.value.into_iter().map(|value| match value {
+        let replies = values.into_iter().map(|value| match value {
             Value::ServerError(e) => match classify(&e.into()) {
                 fault @ Fault::Refused(_) => {
                     BatchReply::Failed(give_up(&fault, false, false, self.request_timeout_ms))
@@ -1355,6 +1369,17 @@ fn first_reply(values: &mut impl Iterator<Item = Value>) -> RedisResult<Value> {
             "empty pipeline reply",
         ))),
     }
+}
+
+/// True for a redirect: the key is served elsewhere (`MOVED`), or, while
+/// its slot migrates, maybe elsewhere (`ASK`, `TRYAGAIN`).
+fn redirect(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        redis::ErrorKind::Server(
+            redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask | redis::ServerErrorKind::TryAgain
+        )
+    )
 }
 
 /// An error met before the request's own command was sent (opening the

@@ -125,7 +125,8 @@ use redis::Cmd;
 /// answers for it, slides it back to life or stretches its cap. `arm`
 /// deletes the key too if the cap has come by `now`. Every script calls
 /// `over` before it writes, and `over` raises an error (nothing written)
-/// when `t` is absent or not a whole number of ms: `arm` hands `t` to
+/// when `t` is absent or not a whole number of ms of at most 15 digits
+/// (the engine's timeouts have 11; `PEXPIRE` refuses what overflows): `arm` hands `t` to
 /// `PEXPIRE` as the text it is, and Redis keeps what a failing script
 /// wrote before it failed (a `c` or `l` that is not a number fails the
 /// arithmetic here, before any write, too).
@@ -148,7 +149,7 @@ local function arm(key, t, c, l, now)
   if t == '0' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, t) end
 end
 local function over(key, c, l, a, t, now)
-  if not (t and string.find(t, '^%d+$')) then
+  if not (t and #t <= 15 and string.find(t, '^%d+$')) then
     error({err = 'ERR session record: its inactivity timeout (field t) is not a whole number of ms'})
   end
   local n = tonumber(now)

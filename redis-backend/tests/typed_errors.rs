@@ -119,7 +119,14 @@ async fn a_malformed_timeout_field_fails_before_anything_is_written() {
     )
     .await
     .expect("connect");
-    for bad in [Some("abc"), Some("1.5"), Some(""), Some("-5"), None] {
+    for bad in [
+        Some("abc"),
+        Some("1.5"),
+        Some(""),
+        Some("-5"),
+        Some("99999999999999999999"),
+        None,
+    ] {
         for op in [
             "get",
             "touch",

@@ -60,8 +60,10 @@ async fn a_write_asked_to_a_node_that_cannot_be_reached_is_not_applied() {
         ("touch", store.touch(&id).await),
         ("delete", store.delete(&id).await),
     ] {
+        // `TimedOut` if the deadline cut the last try short while it was
+        // connecting (a loaded machine); never a doubt.
         assert!(
-            matches!(r, Err(Error::Unavailable { .. })),
+            matches!(r, Err(Error::Unavailable { .. } | Error::TimedOut { .. })),
             "{op}: {r:?} (nothing was sent to a server that could apply it)"
         );
     }
