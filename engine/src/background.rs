@@ -404,14 +404,42 @@ fn sweeper(core: &Core, stop: &Stop) {
             // tries again.
             chore(core, "sweeper (time mark)", || {
                 // Under `Always` the logs are synced up to what they hold
-                // first (reads' touches: `Core::sync_appended`).
+                // first (reads' touches: `sync_appended`).
                 if core.config.durability == Durability::Always {
-                    core.sync_appended();
+                    sync_appended(core);
                 }
                 let _ = core.mark_time();
             });
             next_mark = now + mark_every;
         }
+    }
+}
+
+/// Appends the queued touches and syncs what each log holds beyond its
+/// durable position (writeback started on all of them first, so the
+/// syncs overlap), waiting for a sync under way; a log with nothing
+/// behind is left alone. Under `Always`, before a time mark: a shard
+/// nobody writes still appends the `TOUCH` records of its reads, which
+/// no writer's sync covers, and a mark durable ahead of them would have
+/// recovery judge the sessions kept alive by reads by their old access
+/// times. A log whose sync fails refuses writes from then on (its
+/// writers are told); it does not hold back the others' mark.
+fn sync_appended(core: &Core) {
+    let now_ms = core.clock.now_ms();
+    let behind: Vec<&crate::persist::GroupCommit> = core
+        .commits
+        .iter()
+        .filter(|commit| {
+            commit.log().drain_touches(now_ms);
+            commit.durable() < commit.log().appended()
+        })
+        .map(|commit| &**commit)
+        .collect();
+    for commit in &behind {
+        commit.log().hint_writeback();
+    }
+    for commit in behind {
+        let _ = commit.flush_waiting();
     }
 }
 

@@ -1149,34 +1149,6 @@ impl Core {
     /// The chores of each shard's log: keeping pages ahead of the writer
     /// faulted in, preparing the next segment, appending the readers'
     /// queued touches; then the sync round `flush` asks for.
-    /// Appends the queued touches and syncs what each log holds beyond its
-    /// durable position (writeback started on all of them first, so the
-    /// syncs overlap), waiting for a sync under way; a log with nothing
-    /// behind is left alone. Under `Always`, before a time mark: a shard
-    /// nobody writes still appends the `TOUCH` records of its reads, which
-    /// no writer's sync covers, and a mark durable ahead of them would have
-    /// recovery judge the sessions kept alive by reads by their old access
-    /// times. A log whose sync fails refuses writes from then on (its
-    /// writers are told); it does not hold back the others' mark.
-    pub(crate) fn sync_appended(&self) {
-        let now_ms = self.clock.now_ms();
-        let behind: Vec<(&GroupCommit, u64)> = self
-            .commits
-            .iter()
-            .filter_map(|commit| {
-                commit.log().drain_touches(now_ms);
-                let appended = commit.log().appended();
-                (commit.durable() < appended).then_some((&**commit, appended))
-            })
-            .collect();
-        for (commit, _) in &behind {
-            commit.log().hint_writeback();
-        }
-        for (commit, appended) in behind {
-            let _ = commit.wait_durable(appended);
-        }
-    }
-
     pub(crate) fn maintain_logs(&self, flush: LogFlush) -> Result<()> {
         let now_ms = self.clock.now_ms();
         for log in &self.logs {
