@@ -18,7 +18,12 @@ cd "$(dirname "$0")/.."
 if ! cargo +nightly miri --version >/dev/null 2>&1; then
   rustup toolchain install nightly --profile minimal --component miri,rust-src
 fi
-MIRIFLAGS="-Zmiri-strict-provenance" cargo +nightly miri test -p session-engine --lib -- block:: table::
+# The table test with a collector of its own leaves strict provenance out:
+# crossbeam-epoch casts integers to pointers; it keeps the leak check.
+MIRIFLAGS="-Zmiri-strict-provenance" cargo +nightly miri test -p session-engine --lib -- block:: table:: \
+  --skip table::tests::a_writer_that_panics_after_a_take_leaves_the_block_to_the_epoch
+MIRIFLAGS="-Zmiri-tree-borrows" cargo +nightly miri test -p session-engine --lib -- \
+  table::tests::a_writer_that_panics_after_a_take_leaves_the_block_to_the_epoch
 # -Zmiri-ignore-leaks: crossbeam-epoch's global collector keeps its
 # per-thread records and the last sealed bags of exited threads until the
 # process ends (they are static), which Miri reports as leaks. The shard's

@@ -815,13 +815,11 @@ impl Shard {
     /// expired); its reference goes to the epoch, a new one to the caller.
     fn remove_at(&self, w: &mut Writer, table: &Table, at: usize, guard: &Guard) -> Session {
         w.unschedule(table, at);
-        let block = table.take(at);
+        let block = table.take(at, guard);
         w.release(at, block.block());
         w.tombstones += 1;
         self.len.fetch_sub(1, Ordering::Relaxed);
-        let session = snapshot(block.block(), block.header().last_access_ms());
-        guard.defer(move || drop(block));
-        session
+        snapshot(block.block(), block.header().last_access_ms())
     }
 
     /// Removes the live session; expired ones are left to the sweeper, which
@@ -1122,12 +1120,12 @@ impl Shard {
         let session = snapshot(new.block(), new.header().last_access_ms());
         // Same creation time (asserted above): only the bytes move.
         w.metadata_bytes = w.metadata_bytes - old.len() as u64 + new.len() as u64;
-        let replaced = table.replace(at, hash, new);
+        let replaced = table.replace(at, hash, new, guard);
         // Reads made since `retire` slid the old block: the new one keeps
         // those slides.
         retired.disarm();
         table.header(at).carry(old.close());
-        guard.defer(move || drop(replaced));
+        drop(replaced);
         if timeout_changed {
             // The deadline may have moved earlier, where a lazy re-arm
             // would fire late: re-schedule (O(1) both ways).
@@ -1148,11 +1146,10 @@ impl Shard {
         });
         for index in taken {
             // Unlinked by the wheel already; marked expired by `due`.
-            let block = table.take(index as usize);
+            let block = table.take(index as usize, guard);
             w.created_floor_ms = w.created_floor_ms.max(block.header().created_ms + 1);
             w.release(index as usize, block.block());
             out.push(snapshot(block.block(), block.header().last_access_ms()));
-            guard.defer(move || drop(block));
         }
         w.tombstones += expired;
         self.len.fetch_sub(expired, Ordering::Relaxed);
