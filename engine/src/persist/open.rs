@@ -311,8 +311,10 @@ fn apply_fixes(dir: &Path, fixes: &[Fix]) -> Result<()> {
                 // back behind records appended over them.
                 let segment =
                     Segment::open(path.clone(), 0, 0).map_err(io(format!("opening {}", path.display())))?;
-                segment
-                    .zero(*from, to - from)
+                // SAFETY: recovery opened the segment just above; no other
+                // thread has it.
+                #[allow(unsafe_code)]
+                unsafe { segment.zero(*from, to - from) }
                     .map_err(io(format!("clearing the torn tail of {}", path.display())))?;
             }
             Fix::Remove { path } => match std::fs::remove_file(path) {

@@ -114,7 +114,11 @@ impl Segment {
                 file,
             };
             segment.prefault_to(PREFAULT_AHEAD_BYTES);
-            segment.write(0, &header.encode());
+            // SAFETY: the segment is this thread's alone until it returns.
+            #[allow(unsafe_code)]
+            unsafe {
+                segment.write(0, &header.encode());
+            }
             sync_header(&segment)?;
             renameat_with(CWD, &creating, CWD, path, RenameFlags::NOREPLACE)?;
             Ok(segment)
@@ -230,10 +234,13 @@ impl Segment {
 
     /// Copies `bytes` into the segment at `at`.
     ///
-    /// Only the log's writer calls this, holding the writer mutex, and only
-    /// past every byte it has handed out; flushers only `msync` and never
-    /// read through the mapping, so no other access to these bytes exists.
-    pub(crate) fn write(&self, at: usize, bytes: &[u8]) {
+    /// # Safety
+    /// No other thread writes into this segment meanwhile: the caller holds
+    /// its log's writer mutex, or has the segment to itself (creating or
+    /// recovering it). Flushers only sync and drop pages, and nothing reads
+    /// through the mapping, so that leaves no other access to these bytes.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn write(&self, at: usize, bytes: &[u8]) {
         assert!(
             at.checked_add(bytes.len()).is_some_and(|end| end <= self.len),
             "write of {} bytes at {at} past the end of {} ({} bytes)",
@@ -245,8 +252,8 @@ impl Segment {
         // `self` lives; the assert keeps `at..at + bytes.len()` inside it.
         // `bytes` cannot overlap the mapping (it is an ordinary buffer of the
         // caller's). No Rust reference to the mapped bytes exists anywhere
-        // (the segment hands out none), and the writer mutex makes this the
-        // only store to them, so the raw copy aliases nothing.
+        // (the segment hands out none), and the caller makes this the only
+        // store to them (see `# Safety`), so the raw copy aliases nothing.
         #[allow(unsafe_code)]
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.as_mut_ptr().add(at), bytes.len());
@@ -270,12 +277,18 @@ impl Segment {
     /// Zeroes `len` bytes at `at` and syncs them (a torn tail cleared at
     /// recovery: synced, so that a later crash cannot bring it back behind
     /// records appended after it).
-    pub(crate) fn zero(&self, at: usize, len: usize) -> io::Result<()> {
+    ///
+    /// # Safety
+    /// As for [`Segment::write`]: no other thread writes into the segment
+    /// meanwhile.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn zero(&self, at: usize, len: usize) -> io::Result<()> {
         const ZEROS: [u8; 4096] = [0; 4096];
         let mut done = 0;
         while done < len {
             let n = (len - done).min(ZEROS.len());
-            self.write(at + done, &ZEROS[..n]);
+            // SAFETY: the caller's promise (see `# Safety`).
+            unsafe { self.write(at + done, &ZEROS[..n]) };
             done += n;
         }
         self.sync(at, at + len)
@@ -315,6 +328,7 @@ impl Segment {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)] // `Segment::write`, by a test thread that has the segment alone
 mod tests {
     use super::*;
 
@@ -358,7 +372,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let segment = segment(dir.path());
         let pos = SEGMENT_HEADER_LEN + LEN / 2;
-        segment.write(SEGMENT_HEADER_LEN, &vec![7u8; LEN / 2]);
+        // SAFETY: the test's thread has the segment to itself.
+        unsafe { segment.write(SEGMENT_HEADER_LEN, &vec![7u8; LEN / 2]) };
         segment.sync(0, pos).expect("sync");
         let path = segment.path().to_path_buf();
         drop(segment);
@@ -382,7 +397,8 @@ mod tests {
         let data: Vec<u8> = (0..LEN - SEGMENT_HEADER_LEN)
             .map(|i| u8::try_from(i % 251).expect("under 251"))
             .collect();
-        segment.write(SEGMENT_HEADER_LEN, &data);
+        // SAFETY: the test's thread has the segment to itself.
+        unsafe { segment.write(SEGMENT_HEADER_LEN, &data) };
         let before = mapped_kib(segment.path());
         assert!(before >= LEN / 1024, "written pages are mapped: {before} KiB");
 
@@ -398,7 +414,8 @@ mod tests {
         // and a write into a released page maps it again.
         let on_file = std::fs::read(segment.path()).expect("read segment");
         assert_eq!(&on_file[SEGMENT_HEADER_LEN..], &data[..]);
-        segment.write(LEN / 4, b"written again");
+        // SAFETY: the test's thread has the segment to itself.
+        unsafe { segment.write(LEN / 4, b"written again") };
         segment.sync(0, LEN).expect("sync");
         let on_file = std::fs::read(segment.path()).expect("read segment");
         assert_eq!(&on_file[LEN / 4..LEN / 4 + 13], b"written again");
