@@ -26,6 +26,7 @@ use parking_lot::Mutex;
 
 use crossbeam_queue::ArrayQueue;
 
+use super::directory::mark_sync_failed;
 use super::format::{
     seal_record, touch_record, SegmentHeader, FLAG_BASE, SEAL_RECORD_LEN, SEGMENT_HEADER_LEN,
 };
@@ -492,6 +493,9 @@ impl ShardLog {
             if let Err(e) = synced {
                 let reason = format!("sync of {} failed: {e}", segment.path().display());
                 let first = self.writer.lock().failed.replace(reason).is_none();
+                if first {
+                    mark_sync_failed(&self.id.dir);
+                }
                 // Logged once per log, outside its mutex.
                 #[cfg(not(feature = "tracing"))]
                 let _ = first;
@@ -538,10 +542,14 @@ impl ShardLog {
     pub(crate) fn refuse_after_panic(&self, message: &str) -> Error {
         let reason = format!("a sync of log {} panicked: {message}", self.id.dir.display());
         let mut w = self.writer.lock();
-        if w.failed.is_none() {
+        let first = w.failed.is_none();
+        if first {
             w.failed = Some(reason.clone());
         }
         drop(w);
+        if first {
+            mark_sync_failed(&self.id.dir);
+        }
         io_error(reason, io::Error::other("panicked"))
     }
 

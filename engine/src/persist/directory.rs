@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 const LOCK_FILE: &str = "LOCK";
 const MANIFEST_FILE: &str = "MANIFEST";
 const MANIFEST_TMP: &str = "MANIFEST.tmp";
+/// In a shard directory: a sync of its log failed in a run since the
+/// machine booted (see [`mark_sync_failed`]).
+const SYNC_FAILED_FILE: &str = "SYNC-FAILED";
 
 pub(crate) fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
@@ -208,6 +211,61 @@ fn holds_records(path: &Path) -> Result<bool> {
         }
         offset += n;
     }
+}
+
+/// Notes in `shard_dir` that a sync of its log failed, for the next open
+/// (best effort: the disk just failed, and nothing here may fail the
+/// caller further).
+///
+/// After a failed writeback (`EIO`) the kernel keeps the pages in its
+/// cache, marked clean, although the disk never got their bytes. A restart
+/// in the same boot reading the log through the cache would take those
+/// records for the disk's, append after them and sync only its own pages,
+/// and a power loss later would leave a hole in the log before those
+/// appends: a torn tail there, and every acknowledged write after it gone.
+/// The note survives a restart as the cache does (a reboot clears both),
+/// and the next open reads the shard from the disk ([`reread_from_disk`]).
+pub(crate) fn mark_sync_failed(shard_dir: &Path) {
+    let _ = super::segment::create_owner_only(&shard_dir.join(SYNC_FAILED_FILE));
+}
+
+/// If a run of this boot noted a failed sync in `shard_dir`: syncs each of
+/// its files (what a dead process left dirty goes to the disk, or the disk
+/// still fails and the open with it) and drops its cached pages, so that
+/// recovery reads what the disk holds. Returns how many files, 0 when no
+/// sync failed.
+pub(crate) fn reread_from_disk(shard_dir: &Path) -> Result<usize> {
+    if !shard_dir.join(SYNC_FAILED_FILE).exists() {
+        return Ok(0);
+    }
+    let entries = std::fs::read_dir(shard_dir).map_err(io(format!("listing {}", shard_dir.display())))?;
+    let mut files = 0;
+    for entry in entries {
+        let entry = entry.map_err(io(format!("listing {}", shard_dir.display())))?;
+        let path = entry.path();
+        if entry.file_name() == SYNC_FAILED_FILE || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let context = || {
+            format!(
+                "reading {} from the disk (a sync of this log failed in an earlier run)",
+                path.display()
+            )
+        };
+        let file = File::open(&path).map_err(io(context()))?;
+        file.sync_data().map_err(io(context()))?;
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)
+            .map_err(|e| io(context())(e.into()))?;
+        files += 1;
+    }
+    Ok(files)
+}
+
+/// Removes `shard_dir`'s note of a failed sync once an open has read the
+/// shard from the disk and synced what it keeps. Best effort: a note left
+/// only makes the next open read from the disk again.
+pub(crate) fn clear_sync_failed(shard_dir: &Path) {
+    let _ = std::fs::remove_file(shard_dir.join(SYNC_FAILED_FILE));
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use super::appender::{create_segment, LogId, Reopened, ShardLog};
 use super::base::write_base;
 use super::commit::GroupCommit;
 use super::directory::{
-    clear_unfinished_creation, io, layout_dir, lock, make_dir, read_manifest, remove_other_layouts,
-    shard_dir, write_manifest,
+    clear_sync_failed, clear_unfinished_creation, io, layout_dir, lock, make_dir, read_manifest,
+    remove_other_layouts, reread_from_disk, shard_dir, write_manifest,
 };
 use super::format::{log_salt, Manifest, FORMAT_VERSION, LOG_KEY_LEN, SEGMENT_HEADER_LEN};
 use super::recovery::{
@@ -132,6 +132,11 @@ pub(crate) fn open(
     // expired keep their records in a kept layout, and a crash before the
     // first periodic mark, then a clock stepped back, would bring them back.
     time_mark.mark(now_ms)?;
+    // What a failed sync's note asked for is done: the shards were read
+    // from the disk, and what the open keeps is synced (or rewritten).
+    for shard in 0..manifest.shards as usize {
+        clear_sync_failed(&shard_dir(&layout, shard));
+    }
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     #[cfg(feature = "tracing")]
     log_report(dir, &report);
@@ -439,6 +444,7 @@ fn recover_all(
         } else {
             Codec::V1
         };
+        let reread = reread_from_disk(&dir)?;
         let files = ShardFiles {
             dir: &dir,
             layout: manifest.layout,
@@ -446,7 +452,9 @@ fn recover_all(
             shards: manifest.shards,
             codec,
         };
-        recover_shard(files, mode)
+        let mut recovered = recover_shard(files, mode)?;
+        recovered.report.reread_after_failed_sync = reread;
+        Ok(recovered)
     };
     let results: Vec<Vec<(usize, Result<ShardRecovery>)>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
@@ -513,5 +521,12 @@ fn log_report(dir: &Path, report: &RecoveryReport) {
     }
     if report.rerouted {
         tracing::info!(%dir, "session-engine: log rewritten: its ids had been routed to shards by another hash");
+    }
+    if report.reread_after_failed_sync > 0 {
+        tracing::warn!(
+            %dir,
+            files = report.reread_after_failed_sync,
+            "session-engine: a log sync failed in an earlier run: its shards were read from the disk, not the page cache"
+        );
     }
 }

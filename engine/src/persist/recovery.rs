@@ -141,6 +141,12 @@ pub struct RecoveryReport {
     /// mode), and a write acknowledged once synced must not depend on
     /// records a power loss could still take.
     pub synced_segments: usize,
+    /// Files of shards whose log sync failed in an earlier run since the
+    /// machine booted, read from the disk rather than the page cache: after
+    /// a failed writeback the kernel keeps the pages cached and clean
+    /// although the disk never got them, so the open synced each such file
+    /// and dropped its cached pages before recovery read it (0 normally).
+    pub reread_after_failed_sync: usize,
 }
 
 impl RecoveryReport {
@@ -154,6 +160,7 @@ impl RecoveryReport {
         self.corrupt_skipped += other.corrupt_skipped;
         self.corrupt_bytes += other.corrupt_bytes;
         self.expired_dropped += other.expired_dropped;
+        self.reread_after_failed_sync += other.reread_after_failed_sync;
         for t in &other.truncations {
             push_bounded(&mut self.truncations, t.clone());
         }
