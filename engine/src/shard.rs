@@ -1739,6 +1739,91 @@ mod tests {
         f.check();
     }
 
+    /// Lock-free reads of sessions that another thread updates, deletes
+    /// and re-creates, moves through table rebuilds and sweeps as they
+    /// expire: a read finds its own id with whole bytes, or nothing, and a
+    /// snapshot keeps its bytes after its guard is gone. Under Miri
+    /// (`scripts/miri.sh`) a block or table freed while a reader could
+    /// still reach it, or a racing plain access, is reported.
+    #[test]
+    fn reads_race_updates_removals_rebuilds_and_sweeps() {
+        let f = Fixture::new(1_000);
+        let rounds: u32 = if cfg!(miri) { 3 } else { 200 };
+        for n in 0..16 {
+            f.insert(n, 50);
+        }
+        let whole = |n: u32, bytes: &[u8]| {
+            assert!(
+                bytes == format!("session {n}").as_bytes() || bytes == format!("updated {n}").as_bytes(),
+                "session {n} read as {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        };
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| loop {
+                let last = done.load(Ordering::Acquire);
+                for n in 0..16 {
+                    let now_ms = f.clock.clock().now_ms();
+                    let g = crossbeam_epoch::pin();
+                    if let Some(read) = f.shard.read(f.hash(n), &id(n), now_ms, n % 2 == 0, &g, |b, _| {
+                        assert_eq!(b.id, id(n));
+                        whole(n, b.bytes());
+                        b.share()
+                    }) {
+                        drop(g);
+                        whole(n, read.as_bytes());
+                    }
+                }
+                if last {
+                    break;
+                }
+            });
+            for round in 0..rounds {
+                let clock = f.clock.clock();
+                let now_ms = clock.now_ms();
+                let g = crossbeam_epoch::pin();
+                for n in 0..16 {
+                    let read = f
+                        .shard
+                        .read(f.hash(n), &id(n), now_ms, false, &g, |b, _| b.share());
+                    if let Some(read) = read {
+                        let created_ms = read.header().created_ms;
+                        let new = Metadata::session(
+                            format!("updated {n}").as_bytes(),
+                            id(n),
+                            created_ms,
+                            0,
+                            read.header().timeout_ms,
+                        );
+                        let _ = f.shard.commit(f.hash(n), &read, new, &clock, None, &g);
+                    }
+                    if (round + n) % 3 == 0 {
+                        let _ = f.shard.delete(f.hash(n), &id(n), &clock, None, &g);
+                    }
+                    let _ = f
+                        .shard
+                        .insert(f.hash(n), block(n, now_ms, 50), &clock, &unbounded(), None, &g);
+                }
+                // New ids each round grow the table (rebuilds).
+                let fresh = 100 + round * 4;
+                for n in fresh..fresh + 4 {
+                    let r = f
+                        .shard
+                        .insert(f.hash(n), block(n, now_ms, 50), &clock, &unbounded(), None, &g);
+                    assert!(matches!(r, Ok(Inserted::Stored(..))));
+                }
+                drop(g);
+                // The sessions the reader does not slide expire and are swept.
+                f.clock.advance_ms(30);
+                f.sweep(8);
+                crossbeam_epoch::pin().flush();
+            }
+            done.store(true, Ordering::Release);
+        });
+        f.check();
+    }
+
     /// The interleaving that revived expired sessions: reader A reads the
     /// time just before the deadline and is descheduled; reader B, at the
     /// deadline, is told the session expired; A resumes and slides the
