@@ -234,6 +234,11 @@ pub(crate) fn mark_sync_failed(shard_dir: &Path) {
 /// still fails and the open with it) and drops its cached pages, so that
 /// recovery reads what the disk holds. Returns how many files, 0 when no
 /// sync failed.
+///
+/// The drop is advice the kernel takes for pages that are clean, unmapped
+/// and unlocked: after the sync above, and with the failed run's process
+/// gone (the directory's lock says no engine has it), those are all the
+/// pages of these files. On a tmpfs there is no disk and nothing to drop.
 pub(crate) fn reread_from_disk(shard_dir: &Path) -> Result<usize> {
     if !shard_dir.join(SYNC_FAILED_FILE).exists() {
         return Ok(0);

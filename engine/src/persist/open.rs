@@ -14,8 +14,8 @@ use super::appender::{create_segment, LogId, Reopened, ShardLog};
 use super::base::write_base;
 use super::commit::GroupCommit;
 use super::directory::{
-    clear_sync_failed, clear_unfinished_creation, io, layout_dir, lock, make_dir, read_manifest,
-    remove_other_layouts, reread_from_disk, shard_dir, write_manifest,
+    clear_sync_failed, clear_unfinished_creation, io, layout_dir, lock, make_dir, mark_sync_failed,
+    read_manifest, remove_other_layouts, reread_from_disk, shard_dir, write_manifest,
 };
 use super::format::{log_salt, Manifest, FORMAT_VERSION, LOG_KEY_LEN, SEGMENT_HEADER_LEN};
 use super::recovery::{
@@ -246,10 +246,18 @@ fn keep_layout(
     let mut synced = 0;
     for (shard, r) in recoveries.into_iter().enumerate() {
         let id = log_id(layout, manifest, shard);
-        apply_fixes(&id.dir, &r.fixes)?;
-        if config.durability != Durability::Never {
-            synced += sync_segments(&id.dir)?;
-        }
+        let durable = apply_fixes(&id.dir, &r.fixes).and_then(|()| {
+            if config.durability == Durability::Never {
+                Ok(0)
+            } else {
+                sync_segments(&id.dir)
+            }
+        });
+        // A sync failing here leaves the shard's note as one in a run does:
+        // the pages it could not write stay cached and clean, and a retried
+        // open, whose sync no longer reports the error, would read them as
+        // the disk's.
+        synced += durable.inspect_err(|_| mark_sync_failed(&id.dir))?;
         let live = r.live_bytes();
         let reopened = if let Some(tail) = &r.tail {
             let current = Segment::open(tail.path.clone(), tail.sequence, tail.pos)
@@ -287,8 +295,6 @@ fn keep_layout(
     Ok((sessions, logs, synced))
 }
 
-/// Clears torn tails (zeroed and synced) and removes the files recovery
-/// found superseded, unfinished or surplus.
 /// Syncs every segment file in `dir` (one that is clean costs a system
 /// call): recovery read them through the page cache, which may hold
 /// records a dead process wrote and no one synced. Returns how many.
@@ -298,6 +304,11 @@ fn sync_segments(dir: &Path) -> Result<usize> {
     for entry in entries {
         let path = entry.map_err(io(format!("listing {}", dir.display())))?.path();
         if path.extension().is_some_and(|x| x == "seg") {
+            #[cfg(test)]
+            if tests::FAIL_SEGMENT_SYNCS.with(std::cell::Cell::get) {
+                let injected = std::io::Error::other("injected sync failure");
+                return Err(io(format!("syncing {}", path.display()))(injected));
+            }
             File::open(&path)
                 .and_then(|f| f.sync_data())
                 .map_err(io(format!("syncing {}", path.display())))?;
@@ -307,6 +318,8 @@ fn sync_segments(dir: &Path) -> Result<usize> {
     Ok(synced)
 }
 
+/// Clears torn tails (zeroed and synced) and removes the files recovery
+/// found superseded, unfinished or surplus.
 fn apply_fixes(dir: &Path, fixes: &[Fix]) -> Result<()> {
     let mut removed = false;
     for fix in fixes {
@@ -527,6 +540,70 @@ fn log_report(dir: &Path, report: &RecoveryReport) {
             %dir,
             files = report.reread_after_failed_sync,
             "session-engine: a log sync failed in an earlier run: its shards were read from the disk, not the page cache"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use crate::{Config, Durability, Engine, Error, Timeout};
+
+    thread_local! {
+        /// Makes this thread's open fail the syncs of the segments it
+        /// keeps, as a disk returning `EIO` would.
+        pub(super) static FAIL_SEGMENT_SYNCS: Cell<bool> = const { Cell::new(false) };
+    }
+
+    fn notes(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                if p.is_dir() {
+                    notes(&p)
+                } else {
+                    usize::from(p.file_name().is_some_and(|n| n == "SYNC-FAILED"))
+                }
+            })
+            .sum()
+    }
+
+    /// A sync that fails at an open (the kernel's own writeback of a log
+    /// failed before a crash, and the open's sync is the first to hear of
+    /// it) fails that open and leaves the shard's note: the open retried
+    /// next, whose sync no longer reports the error, reads that shard from
+    /// the disk rather than from the pages left cached and clean.
+    #[test]
+    fn a_sync_that_fails_at_an_open_leaves_the_note_for_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = || {
+            Config::default()
+                .shards(2)
+                .data_dir(dir.path())
+                .durability(Durability::Always)
+                .segment_size_bytes(256 * 1024)
+                .without_sweeper()
+        };
+        let id = {
+            let engine = Engine::open(config()).unwrap();
+            engine.create(b"kept", Timeout::from_secs(3600)).unwrap()
+        };
+        FAIL_SEGMENT_SYNCS.with(|f| f.set(true));
+        let failed = Engine::open(config());
+        FAIL_SEGMENT_SYNCS.with(|f| f.set(false));
+        let err = failed.expect_err("the open's sync failed");
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert!(notes(dir.path()) >= 1, "no note left by the failed open");
+
+        let engine = Engine::open(config()).unwrap();
+        assert!(engine.recovery_report().unwrap().reread_after_failed_sync >= 1);
+        assert_eq!(engine.peek(&id).unwrap().metadata(), b"kept");
+        assert_eq!(
+            notes(dir.path()),
+            0,
+            "the note outlived the open that read the disk"
         );
     }
 }
