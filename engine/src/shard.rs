@@ -1760,8 +1760,13 @@ mod tests {
             );
         };
         let done = AtomicBool::new(false);
+        let (found, passes) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let start = std::sync::Barrier::new(2);
         std::thread::scope(|s| {
             s.spawn(|| loop {
+                if passes.load(Ordering::Relaxed) == 0 {
+                    start.wait();
+                }
                 let last = done.load(Ordering::Acquire);
                 for n in 0..16 {
                     let now_ms = f.clock.clock().now_ms();
@@ -1773,13 +1778,23 @@ mod tests {
                     }) {
                         drop(g);
                         whole(n, read.as_bytes());
+                        found.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                passes.fetch_add(1, Ordering::Release);
                 if last {
                     break;
                 }
             });
+            start.wait();
             for round in 0..rounds {
+                // Now and then the reader's pass ends inside the rounds.
+                if round % 16 == 0 {
+                    let seen = passes.load(Ordering::Acquire);
+                    while passes.load(Ordering::Acquire) == seen {
+                        std::thread::yield_now();
+                    }
+                }
                 let clock = f.clock.clock();
                 let now_ms = clock.now_ms();
                 let g = crossbeam_epoch::pin();
@@ -1821,6 +1836,7 @@ mod tests {
             }
             done.store(true, Ordering::Release);
         });
+        assert!(found.load(Ordering::Relaxed) > 0, "the reader found nothing");
         f.check();
     }
 

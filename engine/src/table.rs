@@ -369,6 +369,9 @@ impl Table {
 /// under, on every path out of the writer's code, a panic's unwinding
 /// included (a plain `Metadata` dropped by an unwinding writer, between
 /// the take and its deferral, freed a block under the readers' feet).
+/// The guard must be pinned on the collector the readers pin (the global
+/// one, `crossbeam_epoch::pin`), and never `unprotected()` while readers
+/// may hold the table: either would release the block under them.
 pub(crate) struct Unlinked<'g> {
     block: ManuallyDrop<Metadata>,
     guard: &'g Guard,
