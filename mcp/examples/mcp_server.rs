@@ -224,6 +224,16 @@ async fn open(args: &Args, config: McpConfig) -> Result<McpSessions, Box<dyn std
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    // rmcp logs why it answered HTTP 500 (a store error, say): on stderr,
+    // warnings and worse unless RUST_LOG says otherwise.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let mut config = McpConfig::with_timeout(Duration::from_millis(args.timeout_ms));
     if let Some(ms) = args.touch_interval_ms {
         config = config.touch_interval(Duration::from_millis(ms));

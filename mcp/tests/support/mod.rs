@@ -239,6 +239,11 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str) -> Self {
+        Self::try_connect(url).await.expect("initialize an MCP session")
+    }
+
+    /// [`Client::connect`], its failure returned.
+    pub async fn try_connect(url: &str) -> Result<Self, String> {
         let config =
             StreamableHttpClientTransportConfig::with_uri(url.to_owned()).reinit_on_expired_session(false);
         let transport = StreamableHttpClientTransport::from_config(config);
@@ -246,11 +251,11 @@ impl Client {
         let service = Recorder { updates: tx }
             .serve(transport)
             .await
-            .expect("initialize an MCP session");
-        Self {
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(Self {
             service,
             updates: Mutex::new(rx),
-        }
+        })
     }
 
     /// Calls a tool; its text content parsed as JSON.
