@@ -112,6 +112,19 @@ type Sorted = Arc<[(u128, u32)]>;
 /// The id of the session holding an entry, for a listing.
 pub(crate) type IdOf<'a> = &'a dyn Fn(u32) -> u128;
 
+/// A session id as the number a topic's listing sorts and resumes by:
+/// its bytes read big-endian, so the numbers' order is `SessionId`'s (its
+/// bytes' order, which is also the order of the Redis backend's index).
+/// The listing is documented in id order on every backend.
+pub(crate) fn order_key(id: SessionId) -> u128 {
+    u128::from_be_bytes(id.to_bytes())
+}
+
+/// The id whose [`order_key`] is `key`.
+fn id_of_key(key: u128) -> SessionId {
+    SessionId::from_bytes(key.to_be_bytes())
+}
+
 impl TopicSet {
     /// The copy a listing from `from` can use: any copy mid-listing, one
     /// as new as the set at a listing's start.
@@ -434,11 +447,7 @@ pub(crate) fn page(
     }
     ids.sort_unstable();
     let next = ids.get(limit).copied();
-    out.extend(
-        ids.iter()
-            .take(limit)
-            .map(|id| SessionId::from_bytes(id.to_le_bytes())),
-    );
+    out.extend(ids.iter().take(limit).map(|&key| id_of_key(key)));
     next
 }
 
@@ -1314,7 +1323,7 @@ impl States {
     /// (listings).
     pub(crate) fn with_topics_index<R>(&mut self, f: impl FnOnce(&mut Topics, IdOf<'_>) -> R) -> R {
         let entries = &self.entries;
-        f(&mut self.index, &|e| entries[e as usize].id.to_u128())
+        f(&mut self.index, &|e| order_key(entries[e as usize].id))
     }
 
     /// (session, topic) pairs held in this shard (tests).
@@ -1542,8 +1551,9 @@ mod tests {
         ));
     }
 
+    /// The id whose listing order is `n`'s.
     fn sid(n: u128) -> SessionId {
-        SessionId::from_bytes(n.to_le_bytes())
+        super::id_of_key(n)
     }
 
     /// A shard's index, with the ids its entries stand for (an entry per
@@ -1567,7 +1577,7 @@ mod tests {
         }
 
         fn entry_of(&mut self, id: SessionId) -> u32 {
-            let id = id.to_u128();
+            let id = super::order_key(id);
             let at = self.ids.iter().position(|&x| x == id).unwrap_or_else(|| {
                 self.ids.push(id);
                 self.ids.len() - 1
@@ -1587,7 +1597,7 @@ mod tests {
 
         fn part(&self, id: SessionId) -> parking_lot::MutexGuard<'_, Part> {
             #[allow(clippy::cast_possible_truncation)] // below the part count
-            let part = (id.to_u128() % self.0.len() as u128) as usize;
+            let part = (super::order_key(id) % self.0.len() as u128) as usize;
             self.0[part].lock()
         }
 
@@ -1632,7 +1642,7 @@ mod tests {
     fn page(index: &Index, topic: &str, from: u128, limit: usize) -> (Vec<u128>, Option<u128>) {
         let mut out = Vec::new();
         let next = super::page(index, topic, from, limit, &mut out);
-        (out.iter().map(|id| id.to_u128()).collect(), next)
+        (out.iter().map(|&id| super::order_key(id)).collect(), next)
     }
 
     #[test]

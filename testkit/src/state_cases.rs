@@ -54,9 +54,12 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 /// Every live subscriber of `topic`, page by page (`limit` a page); also
-/// how many pages it took. Panics on a repeated id.
+/// how many pages it took. Panics on a repeated id, and on ids out of
+/// `SessionId`'s order (the documented order of a listing, within a page
+/// and across pages, on every backend).
 async fn all_subscribers<S: SessionState>(s: &S, topic: &str, limit: usize) -> (HashSet<SessionId>, usize) {
     let mut seen = HashSet::new();
+    let mut last: Option<SessionId> = None;
     let mut cursor = TopicCursor::START;
     let mut pages = 0;
     loop {
@@ -69,6 +72,13 @@ async fn all_subscribers<S: SessionState>(s: &S, topic: &str, limit: usize) -> (
         );
         for id in page.ids {
             assert!(seen.insert(id), "{id} listed twice for {topic:?}");
+            if let Some(last) = last {
+                assert!(
+                    last < id,
+                    "{id} listed after {last} for {topic:?}: not in id order (page {pages})"
+                );
+            }
+            last = Some(id);
         }
         match page.next {
             // The cursor's text form round-trips (HTTP APIs pass it along).
