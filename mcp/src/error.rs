@@ -48,7 +48,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// for the operator.
 impl From<Error> for ErrorData {
     fn from(e: Error) -> Self {
+        e.for_client()
+    }
+}
+
+impl Error {
+    /// The MCP error a client gets for this one (see `From<Error> for
+    /// ErrorData`).
+    pub(crate) fn for_client(&self) -> ErrorData {
         use session_engine::Error as Store;
+        let e = self;
         let internal = |message: &'static str, retryable: bool| {
             ErrorData::new(
                 ErrorCode::INTERNAL_ERROR,
@@ -79,6 +88,23 @@ impl From<Error> for ErrorData {
             Error::FanOutTooLong { .. } => internal("a fan-out did not end within its page bound", false),
             _ => internal("the session store failed", false),
         }
+    }
+}
+
+/// An error handed to rmcp, which puts its text into an HTTP 500 body: the
+/// message a client may see ([`Error::for_client`]'s), never the store's
+/// own text. The whole error goes to the log (`tracing`, warn) when this is
+/// made.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct ClientText(String);
+
+impl ClientText {
+    /// `e`, as a client may see it; logs the whole of it, naming `what`
+    /// failed.
+    pub(crate) fn of(what: &str, e: &Error) -> Self {
+        tracing::warn!(error = %e, "{what} failed");
+        Self(e.for_client().message.into_owned())
     }
 }
 

@@ -51,8 +51,9 @@
 //! write. An active client is never expired while its requests are less
 //! than `timeout - touch_interval` apart. A touch that finds the session gone
 //! (expired, or deleted through another process) ends the local worker and
-//! the request gets 404; a touch that fails otherwise (Redis unavailable)
-//! still serves the request and the next request tries again.
+//! the request gets 404; a touch that fails otherwise (Redis unavailable),
+//! or whose request is cancelled before the store answers, still serves
+//! the request (if it is still there) and the next request tries again.
 //!
 //! # Ending a session
 //!

@@ -19,6 +19,7 @@ use rmcp::transport::streamable_http_server::session::{
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
+use crate::error::ClientText;
 use crate::limits::{HOLD_RETRIES_PER_INTERVAL, RESTORE_CLOSE_WAIT, RESTORE_WAIT_MAX};
 use crate::sessions::McpSessions;
 
@@ -29,7 +30,9 @@ pub enum ManagerError {
     /// rmcp's in-process manager failed (an unknown session, a closed worker).
     #[error(transparent)]
     Local(#[from] LocalSessionManagerError),
-    /// Drawing a session id or registering its worker failed.
+    /// Drawing a session id or registering its worker failed. The text is
+    /// what a client may see (rmcp sends it in the HTTP 500's body): the
+    /// kind of failure, never the store's own text, which is logged.
     #[error("creating a session failed: {0}")]
     Create(String),
 }
@@ -124,11 +127,10 @@ impl SessionManager for McpSessionManager {
     type Transport = <LocalSessionManager as SessionManager>::Transport;
 
     async fn create_session(&self) -> Result<(RmcpId, Self::Transport), Self::Error> {
-        let id = self
-            .sessions
-            .create()
-            .await
-            .map_err(|e| ManagerError::Create(e.to_string()))?;
+        let id =
+            self.sessions.create().await.map_err(|e| {
+                ManagerError::Create(ClientText::of("creating an MCP session", &e).to_string())
+            })?;
         // Deleted again unless its worker starts (this request may also be
         // cancelled while it waits for the local manager).
         let pending = Pending {

@@ -17,7 +17,7 @@ use session_engine::{
     AnyStore, Bucket, Op, RateDecision, SessionId, SessionState, SessionStore, Timeout, TopicCursor,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{ClientText, Error, Result};
 use crate::limits::{
     FANOUT_PAGE, FANOUT_PAGES_MAX, ID_DRAWS_MAX, NOTIFY_TIMEOUT, SENDS_IN_FLIGHT_MAX, TOUCH_INTERVAL_DIVISOR,
 };
@@ -487,7 +487,19 @@ impl McpSessions {
         let Claim::Due { previous } = claim(&self.inner.touches, id) else {
             return true;
         };
-        match self.inner.store.touch(&id).await {
+        // Until the store answers, the claim is put back if this future is
+        // dropped (its request cancelled: the client went away, a timeout in
+        // front of the server): a touch never written must not keep the
+        // next requests of the interval from writing theirs.
+        let mut pending = PendingTouch {
+            touches: &self.inner.touches,
+            id,
+            previous,
+            done: false,
+        };
+        let touched = self.inner.store.touch(&id).await;
+        pending.done = true;
+        match touched {
             Ok(()) => true,
             Err(session_engine::Error::NotFound) => {
                 self.forget(text);
@@ -718,9 +730,16 @@ impl RmcpStore for McpSessions {
         let session = match self.inner.store.get(&id).await {
             Ok(session) => session,
             Err(session_engine::Error::NotFound) => return Ok(None),
-            Err(e) => return Err(Box::new(Error::from(e))),
+            // rmcp sends this error's text to the client (HTTP 500).
+            Err(e) => {
+                return Err(Box::new(ClientText::of(
+                    "loading an MCP session",
+                    &Error::from(e),
+                )))
+            }
         };
-        let record = Record::decode(session.metadata()).map_err(Box::new)?;
+        let record = Record::decode(session.metadata())
+            .map_err(|e| Box::new(ClientText::of("loading an MCP session", &e)))?;
         // Not tracked here: rmcp starts a worker only if this returns a
         // state and the manager's `restore_session` succeeds, which tracks
         // it (a 404 would leave an entry no close ever removes). A session
@@ -780,6 +799,23 @@ impl RmcpStore for McpSessions {
                 self.retry_delete(id);
                 Err(Box::new(Error::from(e)))
             }
+        }
+    }
+}
+
+/// A claimed touch not yet answered by the store; dropped before
+/// [`done`](Self::done), it puts the claim back as a failed touch.
+struct PendingTouch<'a> {
+    touches: &'a Touches,
+    id: SessionId,
+    previous: Option<u64>,
+    done: bool,
+}
+
+impl Drop for PendingTouch<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.touches.failed(self.id, self.previous);
         }
     }
 }

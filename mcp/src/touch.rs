@@ -44,8 +44,9 @@ pub struct TouchStats {
     pub written: u64,
     /// Requests that found the session touched within the interval.
     pub coalesced: u64,
-    /// Touches the store failed (other than "session gone"); the request
-    /// was served and the next one tries again.
+    /// Touches the store failed (other than "session gone"), or whose
+    /// request was cancelled before the store answered; the request was
+    /// served (or gone) and the next one tries again.
     pub failed: u64,
 }
 
