@@ -76,5 +76,18 @@ pub const DELETE_RETRY_MIN: std::time::Duration = std::time::Duration::from_mill
 /// on its timeout; the ended sessions tracked are bounded with it.
 pub const DELETE_RETRIES_MAX: usize = 10_000;
 
+/// How long a process remembers a session a client deleted through it, so
+/// that a restore of that session already under way here (rmcp's `load`
+/// found it just before the `DELETE`) does not start a worker for it:
+/// far longer than the gap between a restore's `load` and its
+/// `restore_session` (one store read).
+pub const DELETED_REMEMBERED: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Most deleted sessions remembered at once (a client's `DELETE`s of any
+/// ids). Past it the expired ones are dropped, and if none had expired a
+/// new one is not remembered: for that one, a restore racing its delete
+/// here can serve it until its next touch finds it gone.
+pub const DELETED_REMEMBERED_MAX: usize = 10_000;
+
 /// The longest wait between two tries of a failed delete.
 pub const DELETE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);

@@ -275,6 +275,12 @@ impl SessionManager for McpSessionManager {
     }
 
     async fn restore_session(&self, id: RmcpId) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        // A client's DELETE reached this process after rmcp's `load` found
+        // the session: its record is gone, and the restore must not start
+        // a worker for it (rmcp answers 404 for `NotSupported`).
+        if self.sessions.deleted_here(&id) {
+            return Ok(RestoreOutcome::NotSupported);
+        }
         // Marked before the worker exists, so no request can reach it
         // unmarked. A restore of this id already under way here (rmcp runs
         // one at a time per id) keeps its mark: this one then finds its
@@ -294,6 +300,13 @@ impl SessionManager for McpSessionManager {
             id: marked.then_some(&id),
         };
         let outcome = self.local.restore_session(id.clone()).await;
+        if matches!(outcome, Ok(RestoreOutcome::Restored(_))) && self.sessions.deleted_here(&id) {
+            // The DELETE came while the worker started: close it (the mark
+            // ends as this returns).
+            drop(outcome);
+            let _ = self.local.close_session(&id).await;
+            return Ok(RestoreOutcome::NotSupported);
+        }
         if matches!(outcome, Ok(RestoreOutcome::Restored(_))) {
             // Ended by the replayed handshake (`accept_message`).
             mark.restored();

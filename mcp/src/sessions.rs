@@ -19,7 +19,8 @@ use session_engine::{
 
 use crate::error::{ClientText, Error, Result};
 use crate::limits::{
-    FANOUT_PAGE, FANOUT_PAGES_MAX, ID_DRAWS_MAX, NOTIFY_TIMEOUT, SENDS_IN_FLIGHT_MAX, TOUCH_INTERVAL_DIVISOR,
+    DELETED_REMEMBERED, DELETED_REMEMBERED_MAX, FANOUT_PAGE, FANOUT_PAGES_MAX, ID_DRAWS_MAX, NOTIFY_TIMEOUT,
+    SENDS_IN_FLIGHT_MAX, TOUCH_INTERVAL_DIVISOR,
 };
 use crate::manager::McpSessionManager;
 use crate::record::Record;
@@ -129,6 +130,10 @@ struct Inner {
     /// for this process until the store delete succeeds (retried in the
     /// background) or the session's timeout has passed.
     ended: DashMap<SessionId, tokio::time::Instant>,
+    /// Sessions a client deleted through this process, each until
+    /// [`DELETED_REMEMBERED`] after: a restore of one that was under way
+    /// (its `load` came first) must not start a worker for it.
+    deleted: DashMap<SessionId, tokio::time::Instant>,
     /// The session manager handed out (`session_manager`), while anyone
     /// holds it: one per `McpSessions`, since the touches and the peers
     /// above are shared by every manager made from them.
@@ -193,6 +198,7 @@ impl McpSessions {
                 touches: Touches::new(config.touch_interval),
                 peers: DashMap::new(),
                 ended: DashMap::new(),
+                deleted: DashMap::new(),
                 manager: std::sync::Mutex::new(std::sync::Weak::new()),
             }),
         })
@@ -553,6 +559,36 @@ impl McpSessions {
         }
     }
 
+    /// Remembers that a client deleted `id` through this process (see
+    /// [`Inner::deleted`]), within [`DELETED_REMEMBERED_MAX`].
+    fn remember_deleted(&self, id: SessionId) {
+        let deleted = &self.inner.deleted;
+        let now = tokio::time::Instant::now();
+        if deleted.len() >= DELETED_REMEMBERED_MAX {
+            deleted.retain(|_, until| *until > now);
+        }
+        if deleted.len() < DELETED_REMEMBERED_MAX {
+            deleted.insert(id, now + DELETED_REMEMBERED);
+        }
+    }
+
+    /// True if a client deleted the session through this process within
+    /// [`DELETED_REMEMBERED`] (a restore of it must not go on).
+    pub(crate) fn deleted_here(&self, text: &str) -> bool {
+        let Ok(id) = text.parse::<SessionId>() else {
+            return false;
+        };
+        let now = tokio::time::Instant::now();
+        let Some(until) = self.inner.deleted.get(&id).map(|u| *u) else {
+            return false;
+        };
+        if now < until {
+            return true;
+        }
+        self.inner.deleted.remove_if(&id, |_, until| *until <= now);
+        false
+    }
+
     /// True if a client ended the session here and its store delete is
     /// still being retried (see [`Inner::ended`]).
     fn ended(&self, id: &SessionId) -> bool {
@@ -792,6 +828,7 @@ impl RmcpStore for McpSessions {
         let Ok(id) = session_id.parse::<SessionId>() else {
             return Ok(());
         };
+        self.remember_deleted(id);
         self.forget(session_id);
         match self.delete_ours(&id).await {
             Ok(()) | Err(session_engine::Error::NotFound) => Ok(()),

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::InitializeRequestParams;
-use rmcp::transport::streamable_http_server::session::{SessionManager, SessionState, SessionStore as _};
+use rmcp::transport::streamable_http_server::session::{
+    RestoreOutcome, SessionManager, SessionState, SessionStore as _,
+};
 use rmcp::transport::Transport as _;
 use session_engine::{Config, Engine, ManualClock, SessionId, SessionStore};
 use session_mcp::{McpConfig, McpSessions};
@@ -250,4 +252,37 @@ async fn a_call_that_finds_the_session_gone_ends_the_coalescing() {
         "the next request was served from the coalescing window"
     );
     drop(transport);
+}
+
+/// A client's `DELETE` reaching this process between rmcp's `load` of a
+/// session served elsewhere and its `restore_session`: the restore must not
+/// bring the deleted session back to life here (a worker, a registered
+/// client, requests served from the touch coalescing) after its record is
+/// gone from the store.
+#[tokio::test]
+async fn a_delete_between_load_and_restore_is_not_undone() {
+    let engine = engine();
+    let config = McpConfig::with_timeout(Duration::from_secs(600));
+    // Served by another process first.
+    let creator = McpSessions::new(engine.clone(), config).expect("sessions");
+    let (_creator_manager, text, _creator_transport) = support::initialized(&creator).await;
+    let here = McpSessions::new(engine.clone(), config).expect("sessions");
+    let manager = here.session_manager();
+    // rmcp's restore path here: the load finds the session...
+    assert!(here.load(&text).await.expect("load").is_some());
+    // ...the client's DELETE arrives here meanwhile (rmcp closes the
+    // session, then deletes it from the store)...
+    manager.close_session(&text).await.expect("close");
+    here.delete(&text).await.expect("delete");
+    // ...then the restore goes on.
+    let outcome = manager.restore_session(text.clone()).await.expect("restore");
+    assert!(
+        !matches!(outcome, RestoreOutcome::Restored(_)),
+        "a deleted session got a worker here"
+    );
+    assert!(
+        !manager.has_session(&text).await.expect("has_session"),
+        "a deleted session is served here"
+    );
+    assert_eq!(engine.len(), 0, "the record stays deleted");
 }
