@@ -17,12 +17,11 @@
 //! Starts its own `redis-server` on a free loopback port (no persistence) and
 //! writes `memory.md` under `--out`.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use session_engine::{SessionId, Timeout};
@@ -35,35 +34,6 @@ const SIZES: [usize; 4] = [32, 64, 200, 1000];
 /// `hash-max-listpack-value` settings measured: Redis' default, then one
 /// above every size measured.
 const LISTPACK_VALUES: [usize; 2] = [64, 1024];
-
-struct Args {
-    sessions: usize,
-    repeats: usize,
-    out: PathBuf,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        sessions: 20_000,
-        repeats: 5,
-        out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../results/redis"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--sessions" => args.sessions = value.parse().expect("--sessions N"),
-            "--repeats" => args.repeats = value.parse().expect("--repeats N"),
-            "--out" => args.out = PathBuf::from(value),
-            _ => panic!("unknown flag {flag}: --sessions, --repeats, --out"),
-        }
-    }
-    assert!(
-        args.sessions > 0 && args.repeats > 0,
-        "--sessions and --repeats must be positive"
-    );
-    args
-}
 
 /// One field of an `INFO` section, or of a `commandstats` line.
 fn info_field(port: u16, section: &str, line_prefix: &str, field: &str) -> f64 {
@@ -144,39 +114,8 @@ async fn measure(store: &Arc<RedisStore>, port: u16, size: usize, sessions: usiz
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn range(v: &[f64], decimals: usize) -> String {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{lo:.decimals$}–{hi:.decimals$}")
-}
-
-fn output(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
-}
-
 fn main() {
-    let args = parse_args();
+    let args = common::parse_args("--sessions", 20_000, 5);
     let server = support::Server::standalone();
     let port = server.port;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -195,7 +134,7 @@ fn main() {
         .map(|_| SIZES.iter().map(|_| Vec::new()).collect())
         .collect();
     // Unreported: loads the scripts, warms the connection and the server.
-    rt.block_on(measure(&store, port, SIZES[0], args.sessions));
+    rt.block_on(measure(&store, port, SIZES[0], args.count));
     for repeat in 0..args.repeats {
         for (s, &size) in SIZES.iter().enumerate() {
             for (l, &value) in LISTPACK_VALUES.iter().enumerate() {
@@ -204,7 +143,7 @@ fn main() {
                     &["CONFIG", "SET", "hash-max-listpack-value", &value.to_string()],
                 )
                 .expect("CONFIG SET");
-                let sample = rt.block_on(measure(&store, port, size, args.sessions));
+                let sample = rt.block_on(measure(&store, port, size, args.count));
                 eprintln!(
                     "repeat {repeat}: {size} B, listpack-value {value}: {:.0} B/session, create {:.2} µs, put {:.2} µs ({})",
                     sample.bytes, sample.create_us, sample.put_us, sample.encoding
@@ -219,17 +158,14 @@ fn main() {
     writeln!(
         out,
         "Command: `cargo run --release -p session-redis --example redis_memory -- --sessions {} --repeats {}`  ",
-        args.sessions, args.repeats
+        args.count, args.repeats
     )
     .unwrap();
     writeln!(
         out,
-        "Commit: `{}`; date: {}; machine: {} cores ({}), shared with other work; {}  ",
-        output("git", &["rev-parse", "--short", "HEAD"]),
-        output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        cpu_model(),
-        output("redis-server", &["--version"]),
+        "Commit: `{}`; {}  ",
+        common::output("git", &["rev-parse", "--short", "HEAD"]),
+        common::machine_line(),
     )
     .unwrap();
     writeln!(
@@ -239,7 +175,7 @@ fn main() {
          the creates less before, over the sessions. Server µs: `INFO commandstats`' `usec_per_call` of `EVALSHA` over the \
          creates (the insert script) and over the puts (the put script). Medians of {} repeats, min–max in brackets; \
          the two settings alternate within each repeat.\n",
-        args.sessions, args.repeats
+        args.count, args.repeats
     )
     .unwrap();
     writeln!(
@@ -259,12 +195,12 @@ fn main() {
                 out,
                 "| {size} | {value}{default} | {} | {:.0} ({}) | {:.2} ({}) | {:.2} ({}) |",
                 v[0].encoding,
-                median(bytes.clone()),
-                range(&bytes, 0),
-                median(create.clone()),
-                range(&create, 2),
-                median(put.clone()),
-                range(&put, 2),
+                common::median(bytes.clone()),
+                common::range(&bytes, 0),
+                common::median(create.clone()),
+                common::range(&create, 2),
+                common::median(put.clone()),
+                common::range(&put, 2),
             )
             .unwrap();
         }

@@ -10,54 +10,16 @@
 //!
 //! Writes `rotate.md` under `--out`.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use session_engine::{SessionId, Timeout};
 use session_redis::{RedisConfig, RedisStore};
-
-struct Args {
-    ops: usize,
-    repeats: usize,
-    out: PathBuf,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        ops: 2_000,
-        repeats: 9,
-        out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../results/redis"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--ops" => args.ops = value.parse().expect("--ops N"),
-            "--repeats" => args.repeats = value.parse().expect("--repeats N"),
-            "--out" => args.out = PathBuf::from(value),
-            _ => panic!("unknown flag {flag}: --ops, --repeats, --out"),
-        }
-    }
-    args
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// "min–max" of `v`, with `decimals` places.
-fn range(v: &[f64], decimals: usize) -> String {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{lo:.decimals$}–{hi:.decimals$}")
-}
 
 /// A small deterministic sequence of slots to aim at.
 fn slot(i: usize) -> u16 {
@@ -149,32 +111,8 @@ async fn round_trips(store: &RedisStore, ops: usize, repeats: usize) -> (Vec<f64
     (touches, rotations)
 }
 
-fn machine_line() -> String {
-    let cmd = |c: &str, a: &[&str]| {
-        Command::new(c)
-            .args(a)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default()
-    };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    format!(
-        "Date: {}; machine: {} cores ({cpu}), shared (other work ran beside it); {}",
-        cmd("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        cmd("redis-server", &["--version"]),
-    )
-}
-
 fn main() {
-    let args = parse_args();
+    let args = common::parse_args("--ops", 2_000, 9);
     support::require_redis();
     let mut out = String::new();
     let started = Instant::now();
@@ -197,8 +135,8 @@ fn main() {
             .await
             .expect("connect");
         (
-            round_trips(&one, args.ops, args.repeats).await,
-            round_trips(&many, args.ops, args.repeats).await,
+            round_trips(&one, args.count, args.repeats).await,
+            round_trips(&many, args.count, args.repeats).await,
         )
     });
 
@@ -206,9 +144,9 @@ fn main() {
     let _ = writeln!(
         out,
         "Command: `cargo run --release -p session-redis --example rotate_cost -- --ops {} --repeats {}`  ",
-        args.ops, args.repeats
+        args.count, args.repeats
     );
-    let _ = writeln!(out, "{}  ", machine_line());
+    let _ = writeln!(out, "{}  ", common::machine_line());
     let _ = writeln!(
         out,
         "Load average before / after: {} / {}. Wall time {:.0} s. Medians over {} rounds (min–max).\n",
@@ -230,20 +168,20 @@ fn main() {
     let _ = writeln!(
         out,
         "| the store's: one draw bent into the slot (`keys::random_id_in_slot`) | {:.0} ({}) | 4 on average | 114 bits, uniform over the slot's ids |",
-        median(ours.clone()),
-        range(&ours, 0)
+        common::median(ours.clone()),
+        common::range(&ours, 0)
     );
     let _ = writeln!(
         out,
         "| drawing until an id lands in the slot | {:.0} ({}) | {brute_per_id:.0} measured | 114 bits, uniform over the slot's ids |",
-        median(brute.clone()),
-        range(&brute, 0)
+        common::median(brute.clone()),
+        common::range(&brute, 0)
     );
     let _ = writeln!(
         out,
         "| a plain id, no slot (`SessionId::random`, buffered OS CSPRNG) | {:.0} ({}) | 1 | 128 bits |",
-        median(plain.clone()),
-        range(&plain, 0)
+        common::median(plain.clone()),
+        common::range(&plain, 0)
     );
     let _ = writeln!(
         out,
@@ -253,7 +191,7 @@ fn main() {
         out,
         "## One rotation against one `touch` (1 in flight, loopback, `Replication::Async`)\n"
     );
-    let _ = writeln!(out, "Both are one script round trip; `rotate` adds the draw, a second key, copies the core fields (`HMGET`, `DEL`, `HSET`), and sets its mark beside the old key (`SET ... PX`, for a resend after a lost reply). p50 µs per round, then its median over the rounds; {} of each per round, in turn.\n", args.ops);
+    let _ = writeln!(out, "Both are one script round trip; `rotate` adds the draw, a second key, copies the core fields (`HMGET`, `DEL`, `HSET`), and sets its mark beside the old key (`SET ... PX`, for a resend after a lost reply). p50 µs per round, then its median over the rounds; {} of each per round, in turn.\n", args.count);
     let _ = writeln!(
         out,
         "| deployment | touch p50 µs | rotate p50 µs | rotate / touch |"
@@ -267,12 +205,12 @@ fn main() {
         let _ = writeln!(
             out,
             "| {name} | {:.0} ({}) | {:.0} ({}) | **{:.2}** ({}) |",
-            median(touch.clone()),
-            range(&touch, 0),
-            median(rotate.clone()),
-            range(&rotate, 0),
-            median(ratios.clone()),
-            range(&ratios, 2),
+            common::median(touch.clone()),
+            common::range(&touch, 0),
+            common::median(rotate.clone()),
+            common::range(&rotate, 0),
+            common::median(ratios.clone()),
+            common::range(&ratios, 2),
         );
     }
     print!("{out}");
