@@ -487,11 +487,21 @@ impl Collector {
         slices.start_of(later).saturating_sub(taken) < slices.end_of(index)
     }
 
+    /// A slice some client of `side` recorded in. The machine's time taken
+    /// that an earlier slice of the side counted may have run on into this
+    /// one (its clients were waiting for that slice's operation when it
+    /// was taken, so it is counted there): then its first operations
+    /// waited it out, and it is disturbed too (see
+    /// [`SliceStats::spilled_over`]).
     fn close_slice(&mut self, index: u64, side: Side, pending: Pending) {
-        let stats = SliceStats::of(
+        let mut stats = SliceStats::of(
             self.meta(index, side, pending.in_time, pending.lost),
             &pending.hists,
         );
+        let spill = self.disturbed_until[side.index()].saturating_sub(self.plan.slices.start_of(index));
+        if spill > 0 {
+            stats.spilled_over(spill);
+        }
         if stats.disturbed {
             let until = self.plan.slices.end_of(index).saturating_add(stats.taken_ns());
             let mark = &mut self.disturbed_until[side.index()];
@@ -793,10 +803,41 @@ mod tests {
         let disturbed = disturbed(&out);
         // Slice 0 too: a slice's lost time is not placed within it (it may
         // have been carried from before it opened), so an empty slice it
-        // could reach back over is set aside as well.
-        assert_eq!(disturbed, [0, 1, 2, 3], "slice 5, after the gap, is quiet");
+        // could reach back over is set aside as well. Slice 4, whose start
+        // the gap reached, is disturbed though it holds an operation.
+        assert_eq!(disturbed, [0, 1, 2, 3, 4], "slice 5, after the gap, is quiet");
         assert_eq!(tally.measured, 7);
-        assert_eq!((tally.quiet_slices, tally.in_time_quiet), (3, 2));
+        assert_eq!((tally.quiet_slices, tally.in_time_quiet), (2, 1));
+    }
+
+    #[test]
+    fn a_slice_the_machines_time_ran_into_is_not_quiet_with_operations_in_it_either() {
+        let (tx, rx, stx, srx) = channels();
+        let slices = Slices::backend_only(0, 100);
+        let mut r = Recorder::new(0, tx, srx);
+        // Slice 1's operation was held off its core for 150 ns, counted in
+        // slice 1 (the client waited for its operation): it resumed at 350,
+        // inside slice 3, and slice 2's operation, due at 210, waited for it.
+        r.open(1, Lost::default());
+        r.record(Op::Get, 10, true, true);
+        r.open(2, gap(150));
+        r.record(Op::Get, 140, true, true);
+        r.open(4, Lost::default());
+        r.record(Op::Get, 10, true, true);
+        r.finish(ClientSummary::default(), Lost::default());
+        let out = collect_one(&rx, stx, slices, 500);
+        assert_eq!(disturbed(&out), [0, 1, 2, 3], "slice 2 is not quiet");
+        assert_eq!(
+            out.slices[2].standing,
+            Standing::SetAside,
+            "what ran into it explains its slowest operation"
+        );
+        let tally = &out.tallies[Side::Backend.index()];
+        assert_eq!(
+            tally.judged.get(Op::Get).max(),
+            10,
+            "slice 2's late get is not judged"
+        );
     }
 
     #[test]

@@ -151,6 +151,23 @@ impl SliceStats {
         }
     }
 
+    /// Marks a slice with operations in it as disturbed: the time the
+    /// machine took in an earlier slice of its side ran on `spill_ns` into
+    /// this one. Set aside as a disturbed slice is: the peer's always, the
+    /// backend's if that time (or its own, if more) explains its slowest
+    /// operation.
+    pub fn spilled_over(&mut self, spill_ns: u64) {
+        self.disturbed = true;
+        let took = spill_ns.max(self.taken_ns());
+        let explained = self.max_ns
+            <= EXPLAINED_FACTOR
+                .saturating_mul(took)
+                .saturating_add(EXPLAINED_SLACK_NS);
+        if self.standing == Standing::Judged && (self.side == Side::Peer || explained) {
+            self.standing = Standing::SetAside;
+        }
+    }
+
     /// Time the machine took from the slice, as far as it can be seen:
     /// gaps in the wait loop and run-queue wait (the two overlap, so the
     /// larger stands for both).
