@@ -245,6 +245,12 @@ pub struct RunFacts {
     /// The run had a reference peer: tails are judged on what the backend
     /// adds over it.
     pub peer: bool,
+    /// The backend's operations over every measured slice, judged or set
+    /// aside (what the error ratio is taken over: a failure counts wherever
+    /// it fell).
+    pub ops_all: u64,
+    /// Of which failed.
+    pub errors_all: u64,
 }
 
 /// Pass, fail, or not applicable to this scenario.
@@ -554,8 +560,9 @@ fn run_wide(targets: &Targets, facts: &RunFacts) -> Vec<Verdict> {
             },
         });
     }
-    let issued: u64 = facts.ops.values().map(|f| f.backend.count).sum();
-    let failed: u64 = facts.ops.values().map(|f| f.backend.errors).sum();
+    // Every measured slice's: failures come with a busy machine, whose
+    // slices are the ones set aside.
+    let (issued, failed) = (facts.ops_all, facts.errors_all);
     let ratio = failed as f64 / issued.max(1) as f64;
     if let Some(max) = targets.error_ratio_max {
         rows.push(Verdict {
@@ -699,6 +706,8 @@ pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
         list_page: scenario.list.page,
         throughput_ops_per_s: backend.quiet_throughput_ops_per_s,
         peer: outcome.peer.is_some(),
+        ops_all: backend.tally.all.total(),
+        errors_all: backend.tally.all.errors.iter().sum(),
         ..RunFacts::default()
     };
     for op in Op::ALL {
@@ -873,7 +882,34 @@ mod tests {
             list_page: 100,
             throughput_ops_per_s: Some(5_000.0),
             peer: false,
+            ops_all: 2000,
+            errors_all: 0,
         }
+    }
+
+    /// A failed operation counts wherever it fell: in a slice set aside (the
+    /// machine disturbed it) as much as in a judged one. Failures come with
+    /// busy machines, which are the slices set aside, so counting judged
+    /// slices only made the verdict follow the machine.
+    #[test]
+    fn a_failure_in_a_slice_set_aside_still_fails_the_run() {
+        let no_ceiling = Targets::parse("t", "name = \"t\"\n[ops.get]\np99 = \"1ms\"").unwrap();
+        let ceiling = Targets::parse(
+            "t",
+            "name = \"t\"\nerror_ratio_max = 0.0001\n[ops.get]\np99 = \"1ms\"",
+        )
+        .unwrap();
+        let mut f = facts(5_000);
+        f.errors_all = 1;
+        let errors = |rows: Vec<Verdict>| {
+            rows.into_iter()
+                .find(|r| r.subject == "all" && r.bound == "errors")
+        };
+        let row = errors(evaluate(&no_ceiling, &f)).expect("an errors row");
+        assert_eq!(row.status, Status::Fail, "{row:?}");
+        assert!(row.note.contains("1 of 2000"), "{row:?}");
+        let row = errors(evaluate(&ceiling, &f)).expect("an errors row");
+        assert_eq!(row.status, Status::Fail, "1 in 2000 is over 1 in 10,000: {row:?}");
     }
 
     #[test]
@@ -1024,10 +1060,10 @@ mod tests {
     fn error_ratio_is_checked() {
         let t = Targets::parse("t", "name = \"t\"\nerror_ratio_max = 0.01").unwrap();
         let mut f = facts(1);
-        f.ops.get_mut(&Op::Get).unwrap().backend.errors = 100;
+        f.errors_all = 100;
         let rows = evaluate(&t, &f);
         assert_eq!(rows[0].status, Status::Fail, "100 of 2000 failed: {rows:?}");
-        f.ops.get_mut(&Op::Get).unwrap().backend.errors = 10;
+        f.errors_all = 10;
         assert_eq!(evaluate(&t, &f)[0].status, Status::Pass, "10 of 2000 failed");
     }
 
@@ -1039,7 +1075,7 @@ mod tests {
         let mut f = facts(1);
         let errors = |rows: &[Verdict]| rows.iter().filter(|r| r.bound == "errors").count();
         assert_eq!(errors(&evaluate(&t, &f)), 0, "no failures, no row");
-        f.ops.get_mut(&Op::Get).unwrap().backend.errors = 1;
+        f.errors_all = 1;
         let rows = evaluate(&t, &f);
         let row = rows.iter().find(|r| r.bound == "errors").expect("an errors row");
         assert_eq!(row.status, Status::Fail, "{row:?}");
