@@ -213,62 +213,57 @@ impl Core {
         let shard_mask = shard_count - 1;
         let guard = crossbeam_epoch::pin();
         let run_mark = next_run_mark();
-        let (hasher, shards, logs, commits, recovery, persistence) = if let Some(dir) =
-            config.data_dir.clone()
-        {
-            let opened = persist::open(&config, &dir, shard_count, now_ms, |hasher, id| {
-                route_shard(hash_id(hasher, id), shard_mask)
-            })?;
-            // Engine time never runs behind the log's (recovery judged
-            // expiry at the later of the two).
-            clock.raise_to(opened.newest_ms);
-            let now_ms = clock.now_ms();
-            let persistence = opened.persistence;
-            let hasher = persist::hasher_from_key(persistence.hash_key);
-            let recovered: usize = opened.sessions.iter().map(|s| s.len()).sum();
-            if recovered > config.sessions_max {
-                return Err(Error::InvalidConfig(format!(
-                    "sessions_max = {}: the data directory holds {recovered} live sessions; raise sessions_max to open it",
-                    config.sessions_max
-                )));
-            }
-            let mut shards = Vec::with_capacity(shard_count);
-            for (log, sessions) in persistence.logs.iter().zip(opened.sessions) {
-                let shard = Shard::new(
-                    hasher.clone(),
-                    now_ms,
-                    Some(Arc::clone(log)),
-                    config.touch_persist_fraction,
-                    run_mark,
-                );
-                shard.reserve(config.shard_capacity(shard_count).max(sessions.len()), &guard)?;
-                for (id, s) in sessions {
-                    let mut block = s.metadata;
-                    block.init(id, s.created_ms, s.last_access_ms, s.timeout_ms);
-                    let block = block.with_lifetime(s.lifetime);
-                    shard.restore(hash_id(&hasher, &id), block, &guard)?;
-                    if !s.topics.is_empty() {
-                        shard.restore_topics(id, &s.topics)?;
+        let (hasher, shards, logs, commits, recovery, persistence) =
+            if let Some(dir) = config.data_dir.clone() {
+                let opened = persist::open(&config, &dir, shard_count, now_ms, |hasher, id| {
+                    route_shard(hash_id(hasher, id), shard_mask)
+                })?;
+                // Engine time never runs behind the log's (recovery judged
+                // expiry at the later of the two).
+                clock.raise_to(opened.newest_ms);
+                let now_ms = clock.now_ms();
+                let persistence = opened.persistence;
+                let hasher = persist::hasher_from_key(persistence.hash_key);
+                // `persist::open` refused a directory holding more live
+                // sessions than `sessions_max`, before it changed anything.
+                debug_assert!(opened.sessions.iter().map(|s| s.len()).sum::<usize>() <= config.sessions_max);
+                let mut shards = Vec::with_capacity(shard_count);
+                for (log, sessions) in persistence.logs.iter().zip(opened.sessions) {
+                    let shard = Shard::new(
+                        hasher.clone(),
+                        now_ms,
+                        Some(Arc::clone(log)),
+                        config.touch_persist_fraction,
+                        run_mark,
+                    );
+                    shard.reserve(config.shard_capacity(shard_count).max(sessions.len()), &guard)?;
+                    for (id, s) in sessions {
+                        let mut block = s.metadata;
+                        block.init(id, s.created_ms, s.last_access_ms, s.timeout_ms);
+                        let block = block.with_lifetime(s.lifetime);
+                        shard.restore(hash_id(&hasher, &id), block, &guard)?;
+                        if !s.topics.is_empty() {
+                            shard.restore_topics(id, &s.topics)?;
+                        }
                     }
+                    shards.push(CachePadded::new(shard));
                 }
-                shards.push(CachePadded::new(shard));
-            }
-            let logs = persistence.logs.clone();
-            let commits = persistence.commits.clone();
-            let report = persistence.report.clone();
-            (hasher, shards, logs, commits, Some(report), Some(persistence))
-        } else {
-            let hasher = RandomState::new();
-            let capacity = config.shard_capacity(shard_count);
-            let shards = (0..shard_count)
-                .map(|_| {
-                    let shard = Shard::new(hasher.clone(), now_ms, None, 1.0, run_mark);
-                    shard.reserve(capacity, &guard)?;
-                    Ok(CachePadded::new(shard))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            (hasher, shards, Vec::new(), Vec::new(), None, None)
-        };
+                let logs = persistence.logs.clone();
+                let commits = persistence.commits.clone();
+                let report = persistence.report.clone();
+                (hasher, shards, logs, commits, Some(report), Some(persistence))
+            } else {
+                let hasher = RandomState::new();
+                let capacity = config.shard_capacity(shard_count);
+                let shards = (0..shard_count)
+                    .map(|_| {
+                        let shard = Shard::new(hasher.clone(), now_ms, None, 1.0, run_mark);
+                        shard.reserve(capacity, &guard)?;
+                        Ok(CachePadded::new(shard))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (hasher, shards, Vec::new(), Vec::new(), None, None)
+            };
         let sessions: usize = shards.iter().map(|s| s.len()).sum();
         let lifetime = config.max_lifetime.to_stored()?;
         Ok(Self {

@@ -312,3 +312,23 @@ fn an_extended_empty_segment_is_named_and_removed_by_repair() {
         "the repair left the extended segment"
     );
 }
+
+/// An open refused because the directory holds more live sessions than
+/// `sessions_max` changes nothing on disk: the damage a Repair open would
+/// drop is still there for the retried open to report (Strict still
+/// refuses it). It used to be refused only after the layout was rewritten
+/// without the damaged records, and the report that named them was lost.
+#[test]
+fn an_open_refused_for_sessions_max_changes_nothing_on_disk() {
+    let (dir, segments, _expected) = build();
+    damage(&segments[1], |b| b[5_000] ^= 0x10);
+    let err = Engine::open(config(dir.path(), RecoveryMode::Repair).sessions_max(10)).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidConfig(ref why) if why.contains("sessions_max")),
+        "{err}"
+    );
+    refused_naming(dir.path(), &segments[1]);
+    let engine = Engine::open(config(dir.path(), RecoveryMode::Repair)).unwrap();
+    let report = engine.recovery_report().unwrap();
+    assert!(report.rewritten && !report.damage.is_empty(), "{report:?}");
+}

@@ -62,7 +62,7 @@ pub(crate) fn open(
     if !layout.is_dir() {
         return Err(missing(&layout, "the layout the MANIFEST names is missing"));
     }
-    let recoveries = recover_all(config.recovery, &layout, &manifest, now_ms)?;
+    let recoveries = recover_all(config, &layout, &manifest, now_ms)?;
     // Only now that the named layout recovered: the others are leftovers
     // of an interrupted rewrite (a reshard, an upgrade, a repair).
     remove_other_layouts(dir, manifest.layout)?;
@@ -434,8 +434,25 @@ fn routed_here(
         .all(|(shard, r)| r.sessions.keys().all(|id| route(hasher, id) == shard))
 }
 
+/// `InvalidConfig` if the recovered shards hold more live sessions than
+/// `sessions_max`: checked before anything on disk changes (a rewrite
+/// would drop the damage a Repair open reports, and the retried open would
+/// have nothing to report).
+fn check_room(config: &Config, recoveries: &[ShardRecovery]) -> Result<()> {
+    let live: usize = recoveries.iter().map(|r| r.sessions.len()).sum();
+    if live > config.sessions_max {
+        return Err(Error::InvalidConfig(format!(
+            "sessions_max = {}: the data directory holds {live} live sessions; raise sessions_max to open it",
+            config.sessions_max
+        )));
+    }
+    Ok(())
+}
+
+/// Every shard's sessions (expired ones dropped); refused
+/// ([`check_room`]) if they are more than `sessions_max`.
 fn recover_all(
-    mode: RecoveryMode,
+    config: &Config,
     layout: &Path,
     manifest: &Manifest,
     now_ms: u64,
@@ -465,7 +482,7 @@ fn recover_all(
             shards: manifest.shards,
             codec,
         };
-        let mut recovered = recover_shard(files, mode)?;
+        let mut recovered = recover_shard(files, config.recovery)?;
         recovered.report.reread_after_failed_sync = reread;
         Ok(recovered)
     };
@@ -502,6 +519,7 @@ fn recover_all(
     for r in &mut recovered {
         r.drop_expired(now_ms.max(newest_ms));
     }
+    check_room(config, &recovered)?;
     Ok(recovered)
 }
 
