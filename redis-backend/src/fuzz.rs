@@ -191,6 +191,7 @@ fn state(value: &Value) {
     match reply::lifetime_set("EVALSHA (fuzz)", value) {
         Ok(reply::LifetimeSet::Absent) => assert!(one(0), "absent from {value:?}"),
         Ok(reply::LifetimeSet::Done) => assert!(one(1), "done from {value:?}"),
+        Ok(reply::LifetimeSet::InDoubt) => assert!(one(3), "in doubt from {value:?}"),
         Ok(reply::LifetimeSet::Subscribed { left, subscriptions }) => {
             assert!(left_is(left), "left {left:?} from {value:?}");
             assert!(subscriptions.len() <= TOPICS_PER_SESSION_MAX);

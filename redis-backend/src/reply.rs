@@ -97,6 +97,13 @@ pub(crate) fn session_with(
     parsed.ok_or_else(|| protocol(command, &Value::Array(fields.to_vec()), true))
 }
 
+/// True if `fields` are a session's `[c, a, t, l]` as [`session_with`]
+/// reads them.
+fn times_are_valid(fields: &[Value]) -> bool {
+    let [c, a, t, l] = fields else { return false };
+    number(c).is_some() && number(a).is_some() && timeout(t).is_some() && lifetime(l).is_some()
+}
+
 /// A reply that must be an integer in `codes` (a script's outcome code);
 /// anything else is a protocol error.
 pub(crate) fn code(
@@ -212,7 +219,9 @@ pub(crate) fn commit_outcome(command: &str, value: Value) -> Result<Commit> {
     };
     match (fields.first(), fields.len()) {
         (Some(Value::Int(0)), 1) => Ok(Commit::Absent),
-        (Some(Value::Int(1)), 5) => Ok(Commit::Done(fields.into_iter().skip(1).collect())),
+        (Some(Value::Int(1)), 5) if times_are_valid(&fields[1..]) => {
+            Ok(Commit::Done(fields.into_iter().skip(1).collect()))
+        }
         (Some(Value::Int(2)), 7) => {
             // The script sends `v` before `m`; `HMGET`'s order has `m` first.
             fields.swap(1, 2);
@@ -346,6 +355,27 @@ mod tests {
         assert_eq!(node_mark(&bulk("run_id:zz")), 0, "not hex");
         assert_eq!(node_mark(&bulk("# Server\r\n")), 0, "none");
         assert_eq!(node_mark(&Value::Nil), 0);
+    }
+
+    /// A commit's "done" carries the session's `c, a, t, l`: checked as
+    /// every reply is, whatever the caller then uses (a delete reports the
+    /// session its closure saw, and used to take any four values).
+    #[test]
+    fn a_commits_done_is_checked() {
+        let done = |fields: [Value; 4]| {
+            let mut all = vec![Value::Int(1)];
+            all.extend(fields);
+            commit_outcome("EVALSHA (commit script)", Value::Array(all))
+        };
+        assert!(matches!(
+            done([bulk("10"), bulk("20"), bulk("0"), bulk("0")]),
+            Ok(Commit::Done(_))
+        ));
+        let junk = done([bulk("x"), bulk("y"), bulk("z"), bulk("w")]);
+        assert!(
+            matches!(junk, Err(Error::OutcomeUnknown { .. })),
+            "junk taken for done"
+        );
     }
 
     #[test]
@@ -660,6 +690,9 @@ pub(crate) enum LifetimeSet {
     Absent,
     /// `{1}`: done; the session has no subscriptions (or ended at once).
     Done,
+    /// `{3}`: a resend after a doubtful try found a session that does not
+    /// carry its token; nothing written.
+    InDoubt,
     /// `{2, left, topic, nonce, ...}`: done; how long the session can
     /// still live and its subscriptions, whose index entries the caller
     /// re-adds with a TTL that reaches the new cap.
@@ -677,6 +710,7 @@ pub(crate) fn lifetime_set(command: &str, value: &Value) -> Result<LifetimeSet> 
         Value::Array(fields) => match &fields[..] {
             [Value::Int(0)] => Some(LifetimeSet::Absent),
             [Value::Int(1)] => Some(LifetimeSet::Done),
+            [Value::Int(3)] => Some(LifetimeSet::InDoubt),
             [Value::Int(2), left, pairs @ ..]
                 if pairs.len() % 2 == 0 && pairs.len() / 2 <= TOPICS_PER_SESSION_MAX =>
             {

@@ -216,37 +216,51 @@ arm(key, r[1], r[2], r[3], now)
 return 1
 ";
 
-/// `KEYS[1]` session; ARGV `timeout_ms` (`0` never). Activity: the new deadline
-/// is now + timeout (or the lifetime cap's end). Returns 1, or 0 if absent.
+/// `KEYS[1]` session; ARGV `timeout_ms` (`0` never), token, and `1` if an
+/// earlier try of this call may have run (else `0`). Activity: the new
+/// deadline is now + timeout (or the lifetime cap's end); the token goes
+/// into `p`, the field naming the last call that set the session's timeout
+/// or cap (see `PUT`). Returns 1, or 0 if absent, or 2 if this is a resend
+/// after a doubtful try and the session does not carry its token: the
+/// first try may have run and the session been deleted and inserted
+/// again, or its timeout set by another call since; nothing written (the
+/// caller reports `OutcomeUnknown`).
 const SET_TTL: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 'c', 'l', 'a', 't')
+local r = redis.call('HMGET', key, 'c', 'l', 'a', 't', 'p')
 if not r[1] then return 0 end
+if ARGV[3] == '1' and r[5] ~= ARGV[2] then return 2 end
 local now = now_ms()
 if over(key, r[1], r[2], r[3], r[4], now) then return 0 end
-redis.call('HSET', key, 't', ARGV[1], 'a', now)
+redis.call('HSET', key, 't', ARGV[1], 'a', now, 'p', ARGV[2])
 arm(key, ARGV[1], r[1], r[2], now)
 return 1
 ";
 
-/// `KEYS[1]` session; ARGV lifetime cap in ms (`0`: none). Activity: records
-/// `a`, re-arms the TTL to the earlier of the inactivity deadline and
-/// `c + l`; a cap that has already passed ends the session (`DEL`), as the
-/// engine's `set_lifetime`. Returns `{0}` if absent; `{1}` if done and the
+/// `KEYS[1]` session; ARGV lifetime cap in ms (`0`: none), token, and `1`
+/// if an earlier try of this call may have run (else `0`). Activity:
+/// records `a` and the token (in `p`, as `SET_TTL`), re-arms the TTL to
+/// the earlier of the inactivity deadline and `c + l`; a cap that has
+/// already passed ends the session (`DEL`), as the engine's
+/// `set_lifetime`. A resend after a doubtful try that finds a session not
+/// carrying its token writes nothing and returns `{3}`: the first try may
+/// have ended the session (a cap already passed) and another been inserted
+/// under its id since. Returns `{0}` if absent; `{1}` if done and the
 /// session has no subscriptions (or just ended); `{2, left, topic, nonce,
 /// ...}` if done and it has subscriptions: the ms it now has left before
 /// its cap (`0`: no cap) and each subscription, whose index entry the
 /// caller re-adds with a TTL of at least that (see `state.rs`: a longer
 /// or lifted cap must not let the topic's index expire before the session).
 const SET_LIFETIME: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 't', 'c', 'sn', 'l', 'a')
+local r = redis.call('HMGET', key, 't', 'c', 'sn', 'l', 'a', 'p')
 if not r[1] then return {0} end
+if ARGV[3] == '1' and r[6] ~= ARGV[2] then return {3} end
 local now = now_ms()
 if over(key, r[2], r[4], r[5], r[1], now) then return {0} end
 if ARGV[1] ~= '0' and tonumber(r[2]) + tonumber(ARGV[1]) <= tonumber(now) then
   redis.call('DEL', key)
   return {1}
 end
-redis.call('HSET', key, 'l', ARGV[1], 'a', now)
+redis.call('HSET', key, 'l', ARGV[1], 'a', now, 'p', ARGV[2])
 arm(key, r[1], r[2], ARGV[1], now)
 if not r[3] then return {1} end
 local out = {2, left_of(r[2], ARGV[1], now)}
@@ -299,18 +313,23 @@ return {1, r[3], now, r[5], r[6]}
 /// absent). Insert or replace. Activity. A new session starts as `INSERT`
 /// makes it (but with the token in `p`); a replaced one keeps `c` and its
 /// lifetime cap and gets the next version (so that an `update` that read
-/// the old metadata loses its race instead of overwriting this). Returns 1
-/// (stored now, or already by this token); 2 if this is a resend after a
-/// doubtful try and the session is absent: the earlier try may have stored
-/// it and another client rotated or deleted it since, and storing again
-/// would bring back an id a rotation retired (nothing stored; the caller
-/// reports `OutcomeUnknown`).
+/// the old metadata loses its race instead of overwriting this). `p` names
+/// the last call that set the session's timeout or cap (a put, `SET_TTL`,
+/// `SET_LIFETIME`); a rotation or a new session starts without it. Returns
+/// 1 (stored now, or already by this token); 2 if this is a resend after a
+/// doubtful try and the session does not carry its token: absent (the
+/// earlier try may have stored it and another client rotated or deleted it
+/// since, and storing again would bring back an id a rotation retired), or
+/// another session or write since (the earlier try may have stored it,
+/// and it was deleted and inserted again, or its timeout set by another
+/// call: storing again would undo that). Nothing stored; the caller
+/// reports `OutcomeUnknown`.
 const PUT: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 'v', 'p', 'c', 'l', 'a', 't')
 if r[2] == ARGV[3] then return 1 end
+if ARGV[6] == '1' then return 2 end
 local now = now_ms()
 if r[1] and over(key, r[3], r[4], r[5], r[6], now) then r[1] = nil end
-if not r[1] and ARGV[6] == '1' then return 2 end
 if r[1] then
   local v = string.format('%d', tonumber(r[1]) + 1)
   redis.call('HSET', key, 'm', ARGV[1], 'a', now, 't', ARGV[2], 'v', v, 'p', ARGV[3])

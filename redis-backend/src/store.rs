@@ -466,6 +466,7 @@ impl RedisStore {
                     &script.command,
                     &fields,
                 )?),
+                // The session `f` saw (the reply's fields were checked).
                 (Commit::Done(_), Op::Delete) => Updated::Deleted(seen.into_session(*id)),
                 // Gone after a doubtful try: this delete, by the try whose
                 // reply was lost, or another's; as `delete`, counted done.
@@ -525,9 +526,11 @@ impl RedisStore {
             .await?;
         if reply::code(&script.command, &reply.value.value, 1..=2, true)? == 2 {
             return Err(Error::OutcomeUnknown {
-                reason: "a put failed in doubt and on resending the session was gone: it may have been \
-                         stored and then deleted or rotated away by another client (it was not stored again)"
-                    .into(),
+                reason:
+                    "a put failed in doubt and, when it was resent, the session was gone or not the one it \
+                         wrote: it may have been stored and then deleted, rotated away or written by another \
+                         client (it was not stored again)"
+                        .into(),
             });
         }
         inner.acknowledge(reply.value.replicas, ())
@@ -705,7 +708,48 @@ impl RedisStore {
     /// timeout then ending it); the request errors of the crate docs.
     pub async fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> Result<()> {
         let field = check_timeout(timeout)?;
-        self.write_existing(id, |s| &s.set_ttl, &[field.as_bytes()]).await
+        let inner = &self.inner;
+        let key = inner.keys.key(id);
+        let script = &inner.scripts.set_ttl;
+        let reply = self
+            .tokened_script(script, &key, &[field.as_bytes()], inner.deadline())
+            .await?;
+        match reply::code(&script.command, &reply.value.value, 0..=2, true)? {
+            1 => inner.acknowledge(reply.value.replicas, ()),
+            0 if !reply.resent_after_doubt => Err(Error::NotFound),
+            // Gone, or not the session the first try wrote, after a
+            // doubtful try: that try may have applied, and the session
+            // then been deleted (and inserted again), or its timeout set
+            // by another call since. Nothing written again.
+            _ => Err(Error::OutcomeUnknown {
+                reason: "a timeout change failed in doubt and, when it was resent, the session was gone or \
+                         not the one it wrote: the first try may have applied (it was not applied again)"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Runs `script` (one that sets a session's timeout or cap) on `key`
+    /// with `args`, then this call's token and `1` on a try after one that
+    /// failed in doubt (else `0`): the script writes the token into the
+    /// session and, on such a try, writes nothing unless it finds it there
+    /// (see `scripts::SET_TTL`).
+    async fn tokened_script(
+        &self,
+        script: &crate::scripts::Script,
+        key: &[u8],
+        args: &[&[u8]],
+        deadline: Instant,
+    ) -> Result<Reply<Acked>> {
+        let token = token();
+        self.inner
+            .request(Kind::Write, deadline, key, |attempt| {
+                let resend: &[u8] = if attempt.fence { b"1" } else { b"0" };
+                let mut all = args.to_vec();
+                all.extend([token.as_bytes(), resend]);
+                Cow::Owned(script.cmd(attempt.eval, key, &all))
+            })
+            .await
     }
 
     /// Caps the session's lifetime, as the engine's `Engine::set_lifetime`:
@@ -732,10 +776,18 @@ impl RedisStore {
         let key = inner.keys.key(id);
         let deadline = inner.deadline();
         let script = &inner.scripts.set_lifetime;
-        let reply = inner
-            .script(Kind::Write, deadline, script, &key, &[field.as_bytes()])
+        let reply = self
+            .tokened_script(script, &key, &[field.as_bytes()], deadline)
             .await?;
         match reply::lifetime_set(&script.command, &reply.value.value)? {
+            // A resend after a doubtful try found a session the first try
+            // did not write: that try may have ended the session (a cap
+            // already passed), and another been inserted since.
+            LifetimeSet::InDoubt => Err(Error::OutcomeUnknown {
+                reason: "a lifetime change failed in doubt and, when it was resent, the session was not the one \
+                         it wrote: the first try may have applied, or ended it (it was not applied again)"
+                    .into(),
+            }),
             // Gone after a doubtful try: that try may have ended it (a cap
             // already passed), or another client deleted it.
             LifetimeSet::Absent if reply.resent_after_doubt => Err(Error::OutcomeUnknown {
@@ -1120,8 +1172,11 @@ fn conflict_pause(round: u32) -> Duration {
 
 /// The stored form of the configured lifetime cap (`0`: none; checked by
 /// `RedisConfig::validate`).
+/// The configured cap on new sessions as `set_lifetime` stores one: in
+/// whole seconds, rounded up, past 2^31 - 1 ms, as the engine keeps it
+/// (`connect` refused one out of range).
 fn lifetime_field(config: &RedisConfig) -> String {
-    reply::timeout_field(config.max_lifetime)
+    check_timeout(config.max_lifetime).unwrap_or_else(|_| reply::timeout_field(config.max_lifetime))
 }
 
 fn check_timeout(timeout: Timeout) -> Result<String> {

@@ -600,3 +600,122 @@ async fn state_writes_that_find_the_session_gone_may_be_in() {
         assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{op}: {r:?}");
     }
 }
+
+/// A `put` whose first try stored a session under a new id (its reply
+/// lost), which another client then deleted (acknowledged: it existed only
+/// through that first try) and inserted again: the resend must not
+/// overwrite the session inserted after the delete. It finds a session
+/// that does not carry its token, and cannot tell "my first try never ran"
+/// from "it ran and was undone": `OutcomeUnknown`, nothing written. Before,
+/// it replaced the other client's session, a put applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_does_not_overwrite_a_session_inserted_after_its_first_try() {
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("put-again").await;
+    let id = SessionId::random().unwrap();
+    let r = with_a_write_between(
+        &front,
+        "put",
+        {
+            let store = store.clone();
+            async move { store.put(id, b"mine", TTL).await }
+        },
+        async {
+            other.delete(&id).await.expect("the first try is in: deleted");
+            other
+                .insert(id, b"theirs", TTL)
+                .await
+                .expect("the id is free again");
+        },
+    )
+    .await;
+    doubted_and_left(r, &other, &id, b"theirs").await;
+}
+
+/// A `set_ttl` whose first try ran (its reply lost), then the session was
+/// deleted and another inserted under its id: the resend must not set the
+/// new session's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_change_does_not_reach_a_session_inserted_after_its_first_try() {
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("ttl-again").await;
+    let id = other.create(b"before", TTL).await.unwrap();
+    let r = with_a_write_between(
+        &front,
+        "set_ttl",
+        {
+            let store = store.clone();
+            async move { store.set_ttl(&id, Timeout::from_secs(5)).await }
+        },
+        async {
+            other.delete(&id).await.expect("deleted");
+            other
+                .insert(id, b"theirs", TTL)
+                .await
+                .expect("the id is free again");
+        },
+    )
+    .await;
+    doubted_and_left(r, &other, &id, b"theirs").await;
+    assert_eq!(
+        other.peek(&id).await.unwrap().timeout(),
+        TTL,
+        "the inserted session keeps its own timeout"
+    );
+
+    // With nothing in between, the resend applies (to the same session).
+    let (_, sha) = session_redis::script_source("set_ttl").unwrap();
+    front.lose_reply(&sha);
+    store.set_ttl(&id, Timeout::from_secs(7)).await.expect("resent");
+    assert!(front.fault_fired());
+    assert_eq!(other.peek(&id).await.unwrap().timeout(), Timeout::from_secs(7));
+}
+
+/// A `set_lifetime` whose cap had already passed ended the session on its
+/// first try (its reply lost); another client then inserted a session
+/// under the id: the resend must not end that one, nor cap it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifetime_change_does_not_reach_a_session_inserted_after_its_first_try() {
+    let Setup {
+        server: _server,
+        front,
+        store,
+        other,
+        ..
+    } = setup("lifetime-again").await;
+    let id = other.create(b"before", TTL).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let r = with_a_write_between(
+        &front,
+        "set_lifetime",
+        {
+            let store = store.clone();
+            async move { store.set_lifetime(&id, Timeout::from_ms(10)).await }
+        },
+        async {
+            other
+                .insert(id, b"theirs", TTL)
+                .await
+                .expect("the first try ended it");
+            // Older than the cap by the time the resend runs.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        },
+    )
+    .await;
+    doubted_and_left(r, &other, &id, b"theirs").await;
+    assert_eq!(
+        other.peek(&id).await.unwrap().lifetime(),
+        Timeout::Never,
+        "the inserted session is not capped"
+    );
+}

@@ -64,11 +64,17 @@ const OPS: [Op; 10] = [
     Op::SetTtl,
     Op::Delete,
 ];
+/// `AfterNoScript` last: it flushes the server's scripts before each write,
+/// and a lost reply's first try must find its script loaded to apply. A
+/// `put` or `set_ttl` whose first try went unanswered and whose resend
+/// does not find its token in the session is `OutcomeUnknown` without
+/// applying (it cannot tell a first try that never ran from one undone
+/// since).
 const PATHS: [Path; 4] = [
     Path::FirstTry,
     Path::AfterRefusal,
-    Path::AfterNoScript,
     Path::AfterLostReply,
+    Path::AfterNoScript,
 ];
 
 /// An id no session has yet, for `insert`.
