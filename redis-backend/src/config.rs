@@ -39,9 +39,11 @@ fn check_url_tail(url: &str, cluster: bool) -> Result<()> {
         )))
     };
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let after_auth = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
-    let (before_query, query) = after_auth.split_once('?').unwrap_or((after_auth, ""));
-    let db = before_query.split_once('/').map_or("", |(_, path)| path);
+    // The host part (credentials included) ends at the path or the query:
+    // an `@` after it (`?x=a@b`) is not the end of credentials.
+    let tail = rest.find(['/', '?']).map_or("", |at| &rest[at..]);
+    let (before_query, query) = tail.split_once('?').unwrap_or((tail, ""));
+    let db = before_query.strip_prefix('/').unwrap_or("");
     if !db.is_empty() {
         match db.parse::<u32>() {
             Err(_) => return bad(format!("database {db:?} is not a number")),

@@ -323,3 +323,31 @@ async fn a_session_from_before_caps_is_served() {
     assert!(deleted.is_ok());
     assert!(!store.contains(&id).await.unwrap());
 }
+
+/// A configured cap past 2^31 - 1 ms is kept in whole seconds, rounded up,
+/// as the engine keeps it and as `set_lifetime` stores one: the key's TTL
+/// and the session's reported expiry agree. The configured cap used to be
+/// stored exact while the session reported it rounded, so the key expired
+/// up to 999 ms before the store said it would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_configured_cap_is_kept_as_the_engine_keeps_it() {
+    let server = support::Server::standalone();
+    let store = RedisStore::connect(
+        RedisConfig::standalone(server.url())
+            .key_prefix(support::unique_prefix("long-cap"))
+            .max_lifetime(Timeout::from_ms(2_147_483_648)),
+    )
+    .await
+    .unwrap();
+    let id = store.create(b"m", Timeout::Never).await.unwrap();
+    let stored = server.cli(&["HGET", &store.key(&id), "l"]);
+    assert_eq!(stored.trim(), "2147484000", "rounded up to whole seconds");
+    let session = store.peek(&id).await.unwrap();
+    assert_eq!(session.lifetime(), Timeout::from_ms(2_147_484_000));
+    let expire_at = server.cli(&["PEXPIRETIME", &store.key(&id)]);
+    assert_eq!(
+        expire_at.trim().parse::<u64>().unwrap(),
+        session.expires_at_ms().expect("capped"),
+        "the key expires when the session says it does"
+    );
+}

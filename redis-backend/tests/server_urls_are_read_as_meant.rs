@@ -55,6 +55,11 @@ async fn what_the_client_would_misread_is_refused_at_connect() {
         ),
         ("redis://127.0.0.1:1/-1", "is not a number"),
         ("redis+cluster://127.0.0.1:1,127.0.0.1:2/3", "database 0 only"),
+        // An `@` after the host is not the end of credentials: the query
+        // is still checked.
+        ("redis://127.0.0.1:1/?db=3&x=a@b", "unknown parameter \"db\""),
+        ("redis://u:p@127.0.0.1:1/?db=3&x=a@b", "unknown parameter \"db\""),
+        ("redis://127.0.0.1:1/x@y", "is not a number"),
     ] {
         let config = RedisConfig::from_url(url)
             .unwrap()
