@@ -425,11 +425,15 @@ fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, Error> {
     }
     if let Some(stall) = &args.inject_stall {
         // A stall past the measured time never happens: the run would pass
-        // without showing it.
-        if stall.at + stall.length > scenario.duration.0 {
+        // without showing it. It starts with the backend's first slice at
+        // or after AT: up to three slices later (the next slice boundary,
+        // then a pair whose backend slice comes second).
+        let latest_start = stall.at + 3 * scenario.slice.0;
+        if latest_start + stall.length > scenario.duration.0 {
             return Err(Error::Usage(format!(
-                "--inject-stall {stall}: it would end past the measured {} (AT + LENGTH must fit in --duration)",
-                scenario.duration
+                "--inject-stall {stall}: it could end past the measured {} (it starts with the backend's first \
+                 slice at or after AT, up to three slices of {} later: AT + 3 slices + LENGTH must fit in --duration)",
+                scenario.duration, scenario.slice
             )));
         }
     }

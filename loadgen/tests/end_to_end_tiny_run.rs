@@ -184,7 +184,7 @@ fn a_run_that_measured_nothing_fails() {
 
 #[test]
 fn usage_and_configuration_errors_exit_2_with_a_reason() {
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 13] = [
         (&["run", "--rate", "fast"], "rate"),
         (
             &["run", "--scenario", "/nonexistent/scenario.toml"],
@@ -241,6 +241,20 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
                 "tiny",
                 "--inject-stall",
                 "900ms:200ms",
+                "--no-output",
+            ],
+            "must fit in --duration",
+        ),
+        (
+            // AT + LENGTH is the duration, but the stall starts with the
+            // backend's first slice at or after AT: up to three slices
+            // later, past the end of the load.
+            &[
+                "run",
+                "--scenario",
+                "tiny",
+                "--inject-stall",
+                "950ms:50ms",
                 "--no-output",
             ],
             "must fit in --duration",
