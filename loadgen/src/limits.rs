@@ -112,6 +112,13 @@ pub const JUDGED_SHARE_MIN: f64 = 0.25;
 /// busy the machine was.
 pub const OFFERED_PER_NEEDED: u64 = 4;
 
+/// A kind due at least this many times over the measured slices that got
+/// no sample at all fails ("no samples": it never ran). Due fewer times,
+/// none can be chance (the mix draws each operation's kind: none of `n`
+/// due comes with a chance of about e^-n, 1.8% at 4, 10^-13 at 30), and
+/// the bound is not judged.
+pub const NO_SAMPLES_FAIL_OFFERED_MIN: u64 = 30;
+
 const _: () = assert!(SPIN_ONLY_NS < SLEEP_MARGIN_NS);
 const _: () = assert!(SLICE_MIN_NS >= 10 * DISTURBED_GAP_NS);
 const _: () = assert!(WORKERS_MAX <= CLIENTS_MAX);

@@ -219,6 +219,9 @@ pub struct SideTally {
     pub in_time_quiet: u64,
     /// Undisturbed measured slices.
     pub quiet_slices: u64,
+    /// Point operations due in them (issued, in time or late): what the
+    /// rate verdict compares `in_time_quiet` with.
+    pub offered_quiet: u64,
     /// Time the machine took over the measured slices, ns.
     pub taken_ns: u64,
     /// The longest single gap, ns.
@@ -243,6 +246,7 @@ impl SideTally {
         if !stats.disturbed {
             self.quiet_slices += 1;
             self.in_time_quiet += stats.in_time;
+            self.offered_quiet += stats.ops;
         }
         if stats.standing == Standing::Judged {
             self.judged_slices += 1;
