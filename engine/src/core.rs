@@ -2,7 +2,7 @@
 //! limits, encodes log records before any lock, and runs the chores the
 //! background threads schedule (sweeps, compactions, the logs' upkeep).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -594,11 +594,17 @@ impl Core {
                         None => continue,
                     }
                 }
-                Some(Step::Replace(new, kind)) => self.with_record(
-                    new,
-                    |new, buf| self.change_record(hash, new, kind, buf),
-                    |new, record| shard.commit(hash, &read, new, &self.clock, record, &guard),
-                )?,
+                Some(Step::Replace(new, kind)) => {
+                    // The time the record logs, which memory then takes.
+                    let logged = Cell::new(None);
+                    self.with_record(
+                        new,
+                        |new, buf| logged.set(Some(self.change_record(hash, new, kind, buf))),
+                        |new, record| {
+                            shard.commit(hash, &read, new, &self.clock, record, logged.get(), &guard)
+                        },
+                    )?
+                }
                 Some(Step::Delete) => self.with_record(
                     (),
                     |(), buf| Record::Delete { id: *id }.encode(self.salt(hash), buf),
@@ -625,7 +631,7 @@ impl Core {
                 }
                 Some(Step::Replace(new, kind)) => {
                     if self.persistent() {
-                        self.change_record(hash, &new, kind, &mut record);
+                        let _ = self.change_record(hash, &new, kind, &mut record);
                     }
                     Locked::Install(new, record)
                 }
@@ -692,10 +698,27 @@ impl Core {
             }
             let new = rotated_copy(&read, new_id);
             let guard = crossbeam_epoch::pin();
+            // The time the record logs, which memory then takes.
+            let logged = Cell::new(None);
             let rotated = self.with_record(
                 new,
-                |_, buf| self.rotate_record(hash, id, new_id, self.clock.now_ms(), buf),
-                |new, record| shard.rotate(hash, &read, new_hash, new, &self.clock, record, &guard),
+                |_, buf| {
+                    let now_ms = self.clock.now_ms();
+                    logged.set(Some(now_ms));
+                    self.rotate_record(hash, id, new_id, now_ms, buf);
+                },
+                |new, record| {
+                    shard.rotate(
+                        hash,
+                        &read,
+                        new_hash,
+                        new,
+                        &self.clock,
+                        record,
+                        logged.get(),
+                        &guard,
+                    )
+                },
             )?;
             match rotated {
                 Rotated::Done(session, position) => {
@@ -758,9 +781,10 @@ impl Core {
     }
 
     /// The record of a replacement (the time read now: the commit judges
-    /// liveness at a time read under the lock): `UPDATE` (new metadata),
-    /// `TIMEOUT` (new timeout) or `PUT` (both).
-    fn change_record(&self, hash: u64, new: &Metadata, kind: Kind, buf: &mut Vec<u8>) {
+    /// liveness at a time read under the lock, and gives the new block the
+    /// access time logged here): `UPDATE` (new metadata), `TIMEOUT` (new
+    /// timeout) or `PUT` (both). Returns the access time it logged.
+    fn change_record(&self, hash: u64, new: &Metadata, kind: Kind, buf: &mut Vec<u8>) -> u64 {
         let h = new.header();
         let last_access_ms = self.clock.now_ms();
         let record = match kind {
@@ -785,6 +809,7 @@ impl Core {
             },
         };
         record.encode(self.salt(hash), buf);
+        last_access_ms
     }
 
     /// What a change logged at `position` must wait for before it is

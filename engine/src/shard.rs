@@ -900,6 +900,7 @@ impl Shard {
     /// `new` (a copy of it under that id, which routes to this shard), in
     /// one logged step: afterwards the old id is gone.
     #[allow(clippy::too_many_arguments)] // both ids' places and the change
+    #[allow(clippy::too_many_arguments)] // the change, its record and the time it logged
     pub(crate) fn rotate(
         &self,
         hash: u64,
@@ -908,6 +909,7 @@ impl Shard {
         new: Metadata,
         clock: &Clock,
         record: Option<&[u8]>,
+        logged_ms: Option<u64>,
         guard: &Guard,
     ) -> Result<Rotated> {
         let (mut w, table) = self.lock(guard);
@@ -918,7 +920,7 @@ impl Shard {
             Err(Stale::Gone) => return Ok(Rotated::Gone),
             Err(Stale::Changed) => return Ok(Rotated::Conflict),
         };
-        self.rotate_at(&mut w, table, at, new_hash, new, record, now_ms, guard)
+        self.rotate_at(&mut w, table, at, new_hash, new, record, now_ms, logged_ms, guard)
     }
 
     /// `rotate` built under the writer mutex (the fallback of a rotation
@@ -946,7 +948,7 @@ impl Shard {
         }
         let (new, record) = make(&block.share(), now_ms);
         let record = self.log.is_some().then_some(&record[..]);
-        self.rotate_at(&mut w, table, at, new_hash, new, record, now_ms, guard)
+        self.rotate_at(&mut w, table, at, new_hash, new, record, now_ms, None, guard)
     }
 
     /// Room in the table for one more id (a rotation holds both for a
@@ -958,7 +960,8 @@ impl Shard {
         Ok(table)
     }
 
-    /// The rotation of the live block in slot `at` to `new`'s id.
+    /// The rotation of the live block in slot `at` to `new`'s id; its
+    /// access time as [`Shard::install`] sets one.
     #[allow(clippy::too_many_arguments)] // the writer's state and the change
     fn rotate_at(
         &self,
@@ -969,6 +972,7 @@ impl Shard {
         mut new: Metadata,
         record: Option<&[u8]>,
         now_ms: u64,
+        logged_ms: Option<u64>,
         guard: &Guard,
     ) -> Result<Rotated> {
         let old = table.header(at);
@@ -981,7 +985,7 @@ impl Shard {
         };
         let mut retired = Retired(Some(old));
         let header = new.header_mut().expect("a new block is unshared");
-        header.set_access_unpublished(last.max(now_ms));
+        header.set_access_unpublished(last.max(logged_ms.unwrap_or(now_ms)));
         let live_delta = live_len(new.block()) - live_len(old);
         let position = match self.append(record, live_delta, now_ms) {
             Ok(position) => position,
@@ -1013,6 +1017,7 @@ impl Shard {
     /// session is still the block `read` (the one the change started from);
     /// counts as activity. The caller gave `new` every field but its access
     /// time, set here; the time is read under the lock.
+    #[allow(clippy::too_many_arguments)] // the change, its record and the time it logged
     pub(crate) fn commit(
         &self,
         hash: u64,
@@ -1020,6 +1025,7 @@ impl Shard {
         new: Metadata,
         clock: &Clock,
         record: Option<&[u8]>,
+        logged_ms: Option<u64>,
         guard: &Guard,
     ) -> Result<Commit> {
         let (mut w, table) = self.lock(guard);
@@ -1029,7 +1035,7 @@ impl Shard {
             Err(Stale::Gone) => return Ok(Commit::Gone),
             Err(Stale::Changed) => return Ok(Commit::Conflict(Some(new))),
         };
-        self.install(&mut w, table, at, hash, new, record, now_ms, guard)
+        self.install(&mut w, table, at, hash, new, record, now_ms, logged_ms, guard)
     }
 
     /// `commit` for a change built under the writer mutex (the fallback of
@@ -1056,7 +1062,7 @@ impl Shard {
         match make(&current)? {
             Locked::Install(new, record) => {
                 let record = self.log.is_some().then_some(&record[..]);
-                self.install(&mut w, table, at, hash, new, record, now_ms, guard)
+                self.install(&mut w, table, at, hash, new, record, now_ms, None, guard)
             }
             Locked::Delete(record) => {
                 let record = self.log.is_some().then_some(&record[..]);
@@ -1081,6 +1087,12 @@ impl Shard {
     /// Retires the block in slot `at`, logs the change and publishes `new`
     /// in its place.
     #[allow(clippy::too_many_arguments)] // the writer's state and the change
+    ///
+    /// The new block's access time is `logged_ms` if its record logged one
+    /// (read before the writer mutex, so a wait for it does not leave
+    /// memory's time ahead of the log's: a reopen in between would drop a
+    /// session memory kept live), else `now_ms` (or the old block's, if
+    /// later).
     fn install(
         &self,
         w: &mut Writer,
@@ -1090,6 +1102,7 @@ impl Shard {
         mut new: Metadata,
         record: Option<&[u8]>,
         now_ms: u64,
+        logged_ms: Option<u64>,
         guard: &Guard,
     ) -> Result<Commit> {
         let old = table.header(at);
@@ -1103,7 +1116,7 @@ impl Shard {
             header.id == id && header.created_ms == old.created_ms,
             "new block not initialised"
         );
-        header.set_access_unpublished(last.max(now_ms));
+        header.set_access_unpublished(last.max(logged_ms.unwrap_or(now_ms)));
         let live_delta = live_len(new.block()) - live_len(old);
         let position = match self.append(record, live_delta, now_ms) {
             Ok(position) => position,
@@ -1811,7 +1824,7 @@ mod tests {
                             0,
                             read.header().timeout_ms,
                         );
-                        let _ = f.shard.commit(f.hash(n), &read, new, &clock, None, &g);
+                        let _ = f.shard.commit(f.hash(n), &read, new, &clock, None, None, &g);
                     }
                     if (round + n) % 3 == 0 {
                         let _ = f.shard.delete(f.hash(n), &id(n), &clock, None, &g);
@@ -2000,7 +2013,9 @@ mod tests {
             read.header().timeout_ms,
         );
         let g = crossbeam_epoch::pin();
-        let Ok(Commit::Done(after, None)) = f.shard.commit(f.hash(1), &read, new, &f.clock.clock(), None, &g)
+        let Ok(Commit::Done(after, None)) =
+            f.shard
+                .commit(f.hash(1), &read, new, &f.clock.clock(), None, None, &g)
         else {
             panic!("commit failed")
         };
@@ -2013,7 +2028,7 @@ mod tests {
         let again = block(1, 0, 100);
         assert!(matches!(
             f.shard
-                .commit(f.hash(1), &read, again, &f.clock.clock(), None, &g),
+                .commit(f.hash(1), &read, again, &f.clock.clock(), None, None, &g),
             Ok(Commit::Conflict(_))
         ));
         drop(read);
@@ -2025,7 +2040,7 @@ mod tests {
         let longer = Metadata::session(read2.as_bytes(), id(2), read2.header().created_ms, 0, 5_000);
         assert!(matches!(
             f.shard
-                .commit(f.hash(2), &read2, longer, &f.clock.clock(), None, &g),
+                .commit(f.hash(2), &read2, longer, &f.clock.clock(), None, None, &g),
             Ok(Commit::Done(..))
         ));
         let (deleted, None) = f
@@ -2082,14 +2097,21 @@ mod tests {
             // Another writer wins first (its block's access time is 1_000).
             let other = read.successor(b"other", t, l);
             assert!(matches!(
-                f.shard.commit(f.hash(n), &read, other, &clock, None, &g),
+                f.shard.commit(f.hash(n), &read, other, &clock, None, None, &g),
                 Ok(Commit::Done(..))
             ));
             f.clock.advance_ms(100);
             let told_gone = match path {
                 "commit" => matches!(
-                    f.shard
-                        .commit(f.hash(n), &read, read.successor(b"mine", t, l), &clock, None, &g),
+                    f.shard.commit(
+                        f.hash(n),
+                        &read,
+                        read.successor(b"mine", t, l),
+                        &clock,
+                        None,
+                        None,
+                        &g
+                    ),
                     Ok(Commit::Gone)
                 ),
                 "delete_if" => matches!(
@@ -2100,7 +2122,7 @@ mod tests {
                     let copy = Metadata::session(read.as_bytes(), id(10), read.header().created_ms, 0, t);
                     matches!(
                         f.shard
-                            .rotate(f.hash(n), &read, f.hash(10), copy, &clock, None, &g),
+                            .rotate(f.hash(n), &read, f.hash(10), copy, &clock, None, None, &g),
                         Ok(Rotated::Gone)
                     )
                 }
@@ -2164,9 +2186,16 @@ mod tests {
         let copy = |from: &Metadata, n: u32| {
             Metadata::session(from.as_bytes(), id(n), from.header().created_ms, 0, 100)
         };
-        let moved = f
-            .shard
-            .rotate(f.hash(0), &read, f.hash(10), copy(&read, 10), &clock, None, &g);
+        let moved = f.shard.rotate(
+            f.hash(0),
+            &read,
+            f.hash(10),
+            copy(&read, 10),
+            &clock,
+            None,
+            None,
+            &g,
+        );
         assert!(matches!(moved, Ok(Rotated::Done(_, None))));
         drop(read);
         let locked = |from: u32, to: u32| {

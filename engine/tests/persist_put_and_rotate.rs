@@ -252,3 +252,49 @@ fn a_put_never_moves_last_access_back_at_recovery() {
     assert_eq!(s.metadata(), b"v2");
     assert!(s.last_access_ms() >= 1_700_000_050_000, "{}", s.last_access_ms());
 }
+
+/// A write that waited for the shard's writer mutex (held by another write,
+/// a compaction's seal, a sweep batch) is recovered as memory had it: the
+/// access time its record logged is the one memory gives it. Its record's
+/// time used to be read before the wait and memory's after it, so memory
+/// kept the session alive for the wait longer than the log did, and a
+/// reopen in between dropped a session that was live (by up to the whole
+/// wait; here 60 s of a 100 s timeout).
+#[test]
+fn a_write_that_waited_for_the_writer_mutex_is_recovered_as_memory_had_it() {
+    for op in ["update", "set_ttl", "put", "rotate"] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_700_000_000_000);
+        let engine = Engine::open(one_shard(dir.path(), &clock)).unwrap();
+        let id = SessionId::from_bytes([7; 16]);
+        engine.insert(id, b"v1", Timeout::from_secs(100)).unwrap();
+        let e = engine.clone();
+        let live = with_a_write_blocked(
+            &engine,
+            move || match op {
+                "update" => e.update(&id, |_| b"v2".to_vec()).map(|_| id),
+                "set_ttl" => e.set_ttl(&id, Timeout::from_secs(100)).map(|()| id),
+                "put" => e.put(id, b"v2", Timeout::from_secs(100)).map(|()| id),
+                _ => e.rotate(&id),
+            },
+            || clock.advance_ms(60_000),
+        )
+        .unwrap();
+        let last = engine.peek(&live).unwrap().last_access_ms();
+        engine.close().unwrap();
+        // Within the timeout of the access time memory had.
+        clock.advance_ms(last + 90_000 - clock.now_ms());
+        let engine = Engine::open(one_shard(dir.path(), &clock)).unwrap();
+        let s = engine.peek(&live).unwrap_or_else(|e| {
+            panic!(
+                "{op}: live in memory until {}, gone at reopen: {e}",
+                last + 100_000
+            )
+        });
+        assert!(
+            s.last_access_ms() >= last,
+            "{op}: {} < {last}",
+            s.last_access_ms()
+        );
+    }
+}
