@@ -5,7 +5,8 @@
 //! two, with the engine's per-process hash seed (probe lengths).
 //!
 //! `loadgen gate --instructions` runs itself under
-//! `valgrind --tool=callgrind --toggle-collect=*counted_*` with the hidden
+//! `valgrind --tool=callgrind` (one `--toggle-collect` per counted loop,
+//! by its whole name) with the hidden
 //! subcommand `loadgen op-loops`, which inserts the same sessions into the
 //! engine and the peer and runs each counted loop once; then it reads each
 //! loop's inclusive count from `callgrind_annotate --inclusive=yes`. The
@@ -94,9 +95,9 @@ pub struct Counts {
 /// [`Error`] if a store refuses an operation.
 pub fn run_loops(plan: &CountPlan) -> Result<(), Error> {
     plan.check().map_err(Error::Usage)?;
-    let engine = oploop::open_engine(plan.sessions + plan.ops, plan.shards)?;
+    let (engine, clock) = oploop::open_engine(plan.sessions + plan.ops, plan.shards)?;
     let peer = PeerStore::default();
-    let mut e = Subject::populate(&engine, plan.sessions, plan.metadata_bytes, plan.seed)?;
+    let mut e = Subject::populate(&engine, plan.sessions, plan.metadata_bytes, plan.seed)?.with_clock(clock);
     let mut p = Subject::populate(&peer, plan.sessions, plan.metadata_bytes, plan.seed)?;
     let keys = oploop::keys(plan.ops, plan.sessions, plan.seed ^ 0x4B45_5953);
     let metadata = vec![0xCD; plan.metadata_bytes];
@@ -208,9 +209,19 @@ fn counted_command(
         .args([
             "--tool=callgrind",
             "--command-line-only=yes",
-            "--toggle-collect=*counted_*",
             &format!("--callgrind-out-file={}", out.display()),
         ])
+        // Each loop by its whole name: a pattern such as `*counted_*` also
+        // matches a closure inside a loop (`counted_engine_cancel_timer::
+        // {{closure}}`) that the compiler stops inlining, and callgrind
+        // flips collection on entering and leaving every function that
+        // matches, so the closure's work (the call the loop counts) would
+        // go uncounted.
+        .args(
+            counted_names()
+                .iter()
+                .map(|name| format!("--toggle-collect=*::oploop::{name}")),
+        )
         .arg(exe)
         .args([
             "op-loops",
@@ -251,6 +262,21 @@ pub fn parse_annotate(text: &str) -> BTreeMap<String, u64> {
         }
     }
     totals
+}
+
+/// The counted loops' function names: each store's loop of each kind,
+/// then the engine's state loops.
+fn counted_names() -> Vec<String> {
+    let mut names: Vec<String> = ["engine", "peer"]
+        .iter()
+        .flat_map(|store| {
+            KINDS
+                .iter()
+                .map(move |op| format!("counted_{store}_{}", op.name()))
+        })
+        .collect();
+    names.extend(STATE_KINDS.iter().map(|kind| format!("counted_engine_{kind}")));
+    names
 }
 
 fn counts_of(totals: &BTreeMap<String, u64>, ops: usize) -> Result<Counts, Error> {
@@ -350,6 +376,23 @@ mod tests {
             args.iter().any(|a| a == "--command-line-only=yes"),
             "no .valgrindrc read: {args:?}"
         );
+        // Collection toggles on each counted loop by its whole name: a
+        // closure inside a loop must not toggle it off again.
+        let toggles: Vec<&str> = args
+            .iter()
+            .filter_map(|a| a.strip_prefix("--toggle-collect="))
+            .collect();
+        assert_eq!(toggles.len(), 2 * KINDS.len() + STATE_KINDS.len(), "{toggles:?}");
+        for toggle in &toggles {
+            let name = toggle
+                .strip_prefix("*::oploop::counted_")
+                .unwrap_or_else(|| panic!("{toggle}"));
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{toggle} matches more than one loop"
+            );
+        }
+        assert!(toggles.contains(&"*::oploop::counted_engine_cancel_timer"));
     }
 
     #[test]

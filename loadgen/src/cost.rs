@@ -137,12 +137,12 @@ fn median(values: &mut [f64]) -> f64 {
 /// failed fast would look cheap).
 pub fn measure(plan: &CostPlan, progress: Option<&Progress>) -> Result<CostRun, Error> {
     plan.check().map_err(Error::Usage)?;
-    let engine = oploop::open_engine(plan.sessions + 2 * plan.ops_per_slice, plan.shards)?;
+    let (engine, clock) = oploop::open_engine(plan.sessions + 2 * plan.ops_per_slice, plan.shards)?;
     let peer = PeerStore::default();
     if let Some(bar) = progress {
         bar.set_message(format!("populating {} sessions in each store", plan.sessions));
     }
-    let mut e = Subject::populate(&engine, plan.sessions, plan.metadata_bytes, plan.seed)?;
+    let mut e = Subject::populate(&engine, plan.sessions, plan.metadata_bytes, plan.seed)?.with_clock(clock);
     let mut p = Subject::populate(&peer, plan.sessions, plan.metadata_bytes, plan.seed)?;
     let keys = oploop::keys(
         plan.ops_per_slice * KEY_WINDOWS,

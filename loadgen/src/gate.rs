@@ -126,6 +126,12 @@ pub struct InstructionBaseline {
     pub valgrind: Option<String>,
     /// What was counted.
     pub plan: CountPlan,
+    /// Counted in a build with debug assertions (a loadgen run without
+    /// `--release`): its counts are several times a release build's, and a
+    /// gate comparing the two would pass anything (absent: a release
+    /// build, as every baseline before this field was).
+    #[serde(default)]
+    pub debug_build: bool,
     /// Instructions per operation.
     pub counts: Counts,
 }
@@ -181,6 +187,27 @@ pub fn check_shards(path: &Path, shards: usize) -> Result<(), Error> {
         "{}: measured an engine of {shards} shards; this loadgen measures one of {GATE_SHARDS}, which cannot be compared with it: \
          refresh the baseline with scripts/refresh-baseline.sh",
         path.display()
+    )))
+}
+
+/// `Ok` if a baseline counted in a build with debug assertions or not
+/// (`debug_build`) can be compared with this build's counts; a debug
+/// build's are several times a release build's, which would pass any
+/// regression (or fail every count) rather than guard anything.
+///
+/// # Errors
+/// [`Error::Usage`] naming both builds.
+pub fn check_build(path: &Path, debug_build: bool) -> Result<(), Error> {
+    if debug_build == cfg!(debug_assertions) {
+        return Ok(());
+    }
+    let kind = |debug: bool| if debug { "debug" } else { "release" };
+    Err(Error::Usage(format!(
+        "{}: counted in a {} build; this loadgen is a {} build, whose counts cannot be compared with it: \
+         run the gate, and write baselines, with a release build (cargo run --release -p loadgen)",
+        path.display(),
+        kind(debug_build),
+        kind(cfg!(debug_assertions))
     )))
 }
 
@@ -745,6 +772,7 @@ fn instructions(request: &GateRequest) -> Result<GateVerdict, Error> {
             provenance: Provenance::now(&request.command),
             valgrind: callgrind::valgrind_version(),
             plan,
+            debug_build: cfg!(debug_assertions),
             counts: callgrind::measure(&plan)?,
         };
         write_json(path, &baseline)?;
@@ -759,6 +787,7 @@ fn instructions(request: &GateRequest) -> Result<GateVerdict, Error> {
         read_versioned(&path, INSTRUCTIONS_SCHEMA, INSTRUCTIONS_SCHEMA_VERSION)?;
     check_plan(&path, baseline.plan.check())?;
     check_shards(&path, baseline.plan.shards)?;
+    check_build(&path, baseline.debug_build)?;
     let counts = callgrind::measure(&baseline.plan)?;
     let running = callgrind::valgrind_version();
     let rows = compare(
@@ -1017,6 +1046,16 @@ mod tests {
             err.contains("16 shards") && err.contains("refresh-baseline"),
             "{err}"
         );
+        // Counted in a release build. A build of the other kind than this
+        // one is refused, naming both; one of the same kind compares.
+        assert!(!counted.debug_build);
+        let other = !cfg!(debug_assertions);
+        let err = check_build(Path::new("b.json"), other).unwrap_err().to_string();
+        assert!(
+            err.contains("debug build") && err.contains("release build") && err.contains("--release"),
+            "{err}"
+        );
+        check_build(Path::new("b.json"), cfg!(debug_assertions)).unwrap();
     }
 
     #[test]

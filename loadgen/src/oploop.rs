@@ -5,11 +5,14 @@
 //!
 //! Each loop is its own `#[inline(never)]` function per store
 //! (`counted_engine_get`, `counted_peer_get`, ...), so that callgrind can
-//! count it alone (`--toggle-collect=*counted_*`) and tell the stores apart
-//! (Rust's symbol names do not carry generic parameters). Nothing in a loop
-//! reads the clock or records a histogram: a slice is timed as a whole. The
-//! engine runs on a clock that never moves and without its sweeper, so the
-//! calling thread does all of its work and nothing else runs beside it.
+//! count it alone (one `--toggle-collect` per loop, by its whole name) and
+//! tell the stores apart (Rust's symbol names do not carry generic
+//! parameters). Nothing in a loop reads the clock or records a histogram: a
+//! slice is timed as a whole. The engine runs on a manual clock, moved a
+//! millisecond between loops (so each loop's first read of a session
+//! slides its deadline, as a live server's reads do), and without its
+//! sweeper, so the calling thread does all of its work and nothing else
+//! runs beside it.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -30,7 +33,7 @@ use crate::peer::PeerStore;
 pub const KINDS: [Op; 6] = [Op::Get, Op::Peek, Op::Touch, Op::Update, Op::Create, Op::Delete];
 
 /// Timeout of every session the loops create: long enough that none expires
-/// (the engine's clock does not move anyway).
+/// (the engine's clock moves a millisecond a loop).
 const TIMEOUT: Timeout = Timeout::After(std::time::Duration::from_secs(1_800));
 
 /// Polls a future that must be ready at once (the engine in memory, the
@@ -49,7 +52,10 @@ pub fn now<F: Future>(future: F) -> F::Output {
 
 /// The engine as the gates measure it: `shards` shards (the plan's,
 /// [`GATE_SHARDS`]: never the engine's default, which follows the core
-/// count), in memory, on a clock that never moves, with no sweeper thread,
+/// count), in memory, on a manual clock (returned: give it to the engine's
+/// [`Subject`], whose loops move it a millisecond before each loop,
+/// uncounted, so that reads slide deadlines as a live server's do), with
+/// no sweeper thread,
 /// room for `sessions_max` sessions, and tables sized up front for
 /// [`TABLE_ROOM`] times that: no table grows or rebuilds in place during a
 /// loop. (Whether one would is decided by the process's random hash seed
@@ -59,7 +65,7 @@ pub fn now<F: Future>(future: F) -> F::Output {
 ///
 /// # Errors
 /// [`Error::Usage`] if the engine refuses the configuration.
-pub fn open_engine(sessions_max: usize, shards: usize) -> Result<Engine, Error> {
+pub fn open_engine(sessions_max: usize, shards: usize) -> Result<(Engine, ManualClock), Error> {
     let clock = ManualClock::new(1_700_000_000_000);
     let room = sessions_max.saturating_mul(TABLE_ROOM);
     let config = Config::default()
@@ -68,7 +74,8 @@ pub fn open_engine(sessions_max: usize, shards: usize) -> Result<Engine, Error> 
         .initial_capacity(room)
         .clock(clock.clock())
         .without_sweeper();
-    Engine::open(config).map_err(|e| Error::Usage(format!("engine configuration: {e}")))
+    let engine = Engine::open(config).map_err(|e| Error::Usage(format!("engine configuration: {e}")))?;
+    Ok((engine, clock))
 }
 
 /// The shard count a plan that records none was measured with
@@ -108,6 +115,10 @@ pub struct Subject<'a, S> {
     pub ids: Vec<SessionId>,
     /// Sessions created by `create` loops, oldest first.
     pub created: VecDeque<SessionId>,
+    /// The store's manual clock, if it has one: moved a millisecond before
+    /// each loop (uncounted), so that every session's millisecond has
+    /// moved since the loop before and its first read in a loop slides it.
+    pub clock: Option<ManualClock>,
 }
 
 impl<'a, S: SessionStore> Subject<'a, S> {
@@ -129,7 +140,22 @@ impl<'a, S: SessionStore> Subject<'a, S> {
             store,
             ids,
             created: VecDeque::new(),
+            clock: None,
         })
+    }
+
+    /// This subject's store runs on `clock` (see [`Subject::clock`]).
+    #[must_use]
+    pub fn with_clock(mut self, clock: ManualClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Moves the store's clock a millisecond (before a loop, uncounted).
+    fn next_millisecond(&self) {
+        if let Some(clock) = &self.clock {
+            clock.advance_ms(1);
+        }
     }
 }
 
@@ -314,6 +340,7 @@ pub fn run_engine_state(
     keys: &[u32],
     handles: &mut Vec<TimerHandle>,
 ) -> u64 {
+    s.next_millisecond();
     match kind {
         "rate_limit" => counted_engine_rate_limit(s, keys, handles),
         "subscribe" => counted_engine_subscribe(s, keys, handles),
@@ -336,6 +363,7 @@ pub fn run_engine_state(
 /// The engine's loop of `op` over `keys` (creates and deletes: as many as
 /// there are keys).
 pub fn run_engine(op: Op, s: &mut Subject<'_, Engine>, keys: &[u32], metadata: &[u8]) -> u64 {
+    s.next_millisecond();
     match op {
         Op::Get => counted_engine_get(s, keys, metadata),
         Op::Peek => counted_engine_peek(s, keys, metadata),
@@ -372,15 +400,44 @@ mod tests {
         use crate::cost::CostPlan;
         assert_eq!(CountPlan::default().shards, GATE_SHARDS);
         assert_eq!(CostPlan::default().shards, GATE_SHARDS);
-        let engine = open_engine(1_000, GATE_SHARDS).unwrap();
+        let (engine, _) = open_engine(1_000, GATE_SHARDS).unwrap();
         assert_eq!(engine.shard_count(), GATE_SHARDS);
+    }
+
+    /// The counted reads are real ones: a `get` or `touch` whose session's
+    /// millisecond moved writes its access word (the path every read of a
+    /// live server takes at least once a millisecond). On a clock that
+    /// never moved, the gates counted `touch` as a `contains` and `get` as
+    /// a `peek`, and a regression of the slide passed both.
+    #[test]
+    fn the_counted_reads_slide_the_deadline() {
+        let (engine, clock) = open_engine(1_000, GATE_SHARDS).unwrap();
+        let mut e = Subject::populate(&engine, 100, 32, 7).unwrap().with_clock(clock);
+        let keys: Vec<u32> = (0..100).collect();
+        for op in [Op::Get, Op::Touch] {
+            let before: Vec<u64> = e
+                .ids
+                .iter()
+                .map(|id| engine.peek(id).unwrap().last_access_ms())
+                .collect();
+            assert_eq!(run_engine(op, &mut e, &keys, &[1; 32]), 100);
+            let slid = e
+                .ids
+                .iter()
+                .zip(&before)
+                .filter(|(id, b)| engine.peek(id).unwrap().last_access_ms() > **b)
+                .count();
+            assert_eq!(slid, 100, "{op}: the loop slid no deadline");
+        }
     }
 
     #[test]
     fn every_loop_succeeds_on_both_stores_and_deletes_what_creates_made() {
-        let engine = open_engine(10_000, GATE_SHARDS).unwrap();
+        let (engine, clock) = open_engine(10_000, GATE_SHARDS).unwrap();
         let peer = PeerStore::default();
-        let mut e = Subject::populate(&engine, 1_000, 32, 7).unwrap();
+        let mut e = Subject::populate(&engine, 1_000, 32, 7)
+            .unwrap()
+            .with_clock(clock);
         let mut p = Subject::populate(&peer, 1_000, 32, 7).unwrap();
         assert_eq!(e.ids, p.ids, "the same ids from the same seed");
         let keys = keys(500, 1_000, 3);
