@@ -468,6 +468,9 @@ fn a_baseline_commit_of_any_characters_is_shown_cut_at_a_character() {
     let mut baseline = committed("baseline-instructions.json");
     // Byte 12 falls inside the sixth "é".
     baseline["git"]["commit"] = "aéééééééééééééé".into();
+    // Counted by a build of this test's kind (a debug build's baseline is
+    // refused by a release loadgen, and the other way round).
+    baseline["debug_build"] = cfg!(debug_assertions).into();
     let path = tmp.path().join("commit.json");
     write_json(&path, &baseline);
     let (code, stdout, stderr) = outcome(&loadgen(&[
@@ -498,7 +501,9 @@ fn a_failing_callgrind_annotate_is_named_as_such() {
     )))
     .unwrap();
     let baseline = tmp.path().join("baseline.json");
-    write_json(&baseline, &committed("baseline-instructions.json"));
+    let mut counted = committed("baseline-instructions.json");
+    counted["debug_build"] = cfg!(debug_assertions).into();
+    write_json(&baseline, &counted);
     let (code, stdout, stderr) = outcome(&loadgen_with_env(
         &[
             "gate",
@@ -512,6 +517,31 @@ fn a_failing_callgrind_annotate_is_named_as_such() {
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(
         stderr.contains("callgrind_annotate failed") && stderr.contains("cannot read the profile"),
+        "{stderr}"
+    );
+}
+
+/// A baseline counted by a build of the other kind (debug against
+/// release) is refused, not compared: a debug build counts several times
+/// a release build's instructions, and a release gate against a debug
+/// baseline passed every regression.
+#[test]
+fn a_baseline_of_the_other_build_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut baseline = committed("baseline-instructions.json");
+    baseline["debug_build"] = (!cfg!(debug_assertions)).into();
+    let path = tmp.path().join("other-build.json");
+    write_json(&path, &baseline);
+    let (code, stdout, stderr) = outcome(&loadgen(&[
+        "gate",
+        "--instructions",
+        "--baseline",
+        path.to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("cannot be compared") && stderr.contains("--release"),
         "{stderr}"
     );
 }
