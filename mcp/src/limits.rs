@@ -19,6 +19,13 @@ pub const FANOUT_PAGES_MAX: usize = 1_024;
 /// up to [`SENDS_IN_FLIGHT_MAX`]).
 pub const NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Clients remembered for fan-outs (`McpSessions::register_peer`) at
+/// which a registration first drops those whose worker has ended; after
+/// that, each time the count doubles. A scan of the map each time it
+/// doubles costs a registration O(1) on average, and at most twice as many
+/// clients are remembered as were ever served at once.
+pub const PEERS_PRUNE_MIN: usize = 64;
+
 /// Sends one fan-out has under way at once, across its pages (one task
 /// each, holding the client's handle and the notification: some hundred
 /// bytes). A stalled client holds one of them for [`NOTIFY_TIMEOUT`]

@@ -2,6 +2,7 @@
 //! coalescing, local peers) and rmcp's `SessionStore` on it.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use session_engine::{
 use crate::error::{ClientText, Error, Result};
 use crate::limits::{
     DELETED_REMEMBERED, DELETED_REMEMBERED_MAX, FANOUT_PAGE, FANOUT_PAGES_MAX, ID_DRAWS_MAX, NOTIFY_TIMEOUT,
-    SENDS_IN_FLIGHT_MAX, TOUCH_INTERVAL_DIVISOR,
+    PEERS_PRUNE_MIN, SENDS_IN_FLIGHT_MAX, TOUCH_INTERVAL_DIVISOR,
 };
 use crate::manager::McpSessionManager;
 use crate::record::Record;
@@ -126,6 +127,10 @@ struct Inner {
     /// whose send failed can tell whether the registered client is still
     /// the one it sent to.
     peers: DashMap<SessionId, Arc<Peer<RoleServer>>>,
+    /// The count of `peers` at which the next registration first drops
+    /// the clients whose worker has ended ([`PEERS_PRUNE_MIN`] or twice
+    /// the count the last pruning left).
+    peers_prune_at: AtomicUsize,
     /// Sessions a client ended (`DELETE`) whose store delete failed: gone
     /// for this process until the store delete succeeds (retried in the
     /// background) or the session's timeout has passed.
@@ -197,6 +202,7 @@ impl McpSessions {
                 config,
                 touches: Touches::new(config.touch_interval),
                 peers: DashMap::new(),
+                peers_prune_at: AtomicUsize::new(PEERS_PRUNE_MIN),
                 ended: DashMap::new(),
                 deleted: DashMap::new(),
                 manager: std::sync::Mutex::new(std::sync::Weak::new()),
@@ -268,12 +274,44 @@ impl McpSessions {
     /// from `ServerHandler::on_initialized` (rmcp calls that on a fresh
     /// session and on a restored one).
     ///
+    /// A client whose worker has already ended is not remembered: rmcp
+    /// runs `on_initialized` in a task of its own, which can come after the
+    /// worker's close (a client that sends `initialize`, `initialized` and
+    /// `DELETE` back to back), and the close's forgetting of the client
+    /// would then be undone. Clients whose worker ends after they were
+    /// remembered are dropped by a fan-out that fails to reach them, and
+    /// by the registrations themselves: each time the count doubles, the
+    /// ended ones go (so at most twice as many clients are remembered as
+    /// were ever served here at once, or [`PEERS_PRUNE_MIN`]).
+    ///
     /// # Errors
     /// [`Error::NoSession`] if the context names no session.
     pub fn register_peer(&self, extensions: &Extensions, peer: Peer<RoleServer>) -> Result<SessionId> {
         let id = Self::session_id(extensions)?;
-        self.inner.peers.insert(id, Arc::new(peer));
+        if peer.is_transport_closed() {
+            return Ok(id);
+        }
+        let peers = &self.inner.peers;
+        let peer = Arc::new(peer);
+        peers.insert(id, Arc::clone(&peer));
+        // Its worker may have ended between the check and the insert.
+        if peer.is_transport_closed() {
+            peers.remove_if(&id, |_, registered| Arc::ptr_eq(registered, &peer));
+        }
+        if peers.len() >= self.inner.peers_prune_at.load(Ordering::Relaxed) {
+            peers.retain(|_, registered| !registered.is_transport_closed());
+            self.inner
+                .peers_prune_at
+                .store((peers.len() * 2).max(PEERS_PRUNE_MIN), Ordering::Relaxed);
+        }
         Ok(id)
+    }
+
+    /// Clients remembered by [`register_peer`](Self::register_peer) (tests
+    /// and metrics).
+    #[must_use]
+    pub fn peers_registered(&self) -> usize {
+        self.inner.peers.len()
     }
 
     /// The application's map of the session (not activity).

@@ -3,7 +3,8 @@
 //! ends, counting that one as not delivered; stalled clients on several
 //! pages of subscribers hold it up once, not once a page; and a send that
 //! fails drops only the client it was sent to, not one registered for the
-//! session since (its worker restored here meanwhile).
+//! session since (its worker restored here meanwhile); and clients whose
+//! worker has ended are not kept.
 //!
 //! The peers are rmcp servers on in-process transports (what a session's
 //! worker gives `register_peer`); time is tokio's, paused: it moves only
@@ -21,7 +22,7 @@ use rmcp::service::{Peer, RoleServer, RunningService};
 use rmcp::transport::Transport;
 use rmcp::ServerHandler;
 use session_engine::{Config, Engine, SessionId, SessionState, Timeout, TopicCursor};
-use session_mcp::limits::{FANOUT_PAGE, NOTIFY_TIMEOUT, SENDS_IN_FLIGHT_MAX};
+use session_mcp::limits::{FANOUT_PAGE, NOTIFY_TIMEOUT, PEERS_PRUNE_MIN, SENDS_IN_FLIGHT_MAX};
 use session_mcp::{McpConfig, McpSessions, SESSION_ID_HEADER};
 use tokio::sync::{mpsc, watch};
 
@@ -365,5 +366,50 @@ async fn sends_in_flight_are_bounded() {
     assert!(
         (2 * NOTIFY_TIMEOUT..3 * NOTIFY_TIMEOUT).contains(&took),
         "{took:?}"
+    );
+}
+
+/// A client whose worker has ended is not remembered (rmcp's
+/// `on_initialized` runs in a task of its own, which can come after a
+/// back-to-back `DELETE` has closed the worker and forgotten its client),
+/// and clients whose worker ends once remembered are dropped as the
+/// registrations double.
+#[tokio::test(start_paused = true)]
+async fn clients_whose_worker_ended_are_not_kept() {
+    let engine = Engine::open(Config::development()).expect("engine");
+    let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    let late = subscribed(&sessions, &engine).await;
+    let ended = serve(Takes::All).await;
+    let peer = ended.server.peer().clone();
+    ended.server.cancel().await.expect("the worker ends");
+    let mut extensions = Extensions::new();
+    let (parts, ()) = http::Request::builder()
+        .header(SESSION_ID_HEADER, late.to_string())
+        .body(())
+        .expect("request")
+        .into_parts();
+    extensions.insert(parts);
+    assert_eq!(sessions.register_peer(&extensions, peer).expect("register"), late);
+    assert_eq!(sessions.peers_registered(), 0, "a client already gone was kept");
+    // One that ends after its registration goes once the count reaches
+    // the first pruning's.
+    let first = subscriber(&sessions, &engine, false).await;
+    first.served.server.cancel().await.expect("the worker ends");
+    let mut live = Vec::new();
+    for _ in 1..PEERS_PRUNE_MIN - 1 {
+        live.push(subscriber(&sessions, &engine, false).await);
+    }
+    assert_eq!(sessions.peers_registered(), PEERS_PRUNE_MIN - 1, "not pruned yet");
+    live.push(subscriber(&sessions, &engine, false).await);
+    assert_eq!(
+        sessions.peers_registered(),
+        PEERS_PRUNE_MIN - 1,
+        "the ended client was kept"
+    );
+    // The fan-out reaches every live one.
+    let fan_out = sessions.notify_resource_updated(RESOURCE).await.expect("fan-out");
+    assert_eq!(
+        (fan_out.notified_here, fan_out.failed_here),
+        (PEERS_PRUNE_MIN - 1, 0)
     );
 }
