@@ -1,4 +1,5 @@
-//! `get_many` of 16 against 16 single `get`s, interleaved block by block
+//! `get_many` of 16 against 16 single `get`s, and `get_many_with` against
+//! 16 `get_with`s (the borrowing reads), each pair interleaved block by block
 //! (the compare bench measures the two loops once per round, so one slow
 //! second moves its ratio by a third). Each round reads the same scattered
 //! ids both ways, in alternating order; the report gives sessions read per
@@ -70,31 +71,77 @@ fn main() {
         }
         assert!(engine.get_many(&batch).iter().all(Result::is_ok));
     };
-    let (mut single_rates, mut many_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    // The borrowing pair: each session's metadata length read in place.
+    let singles_with = |chunk: &[usize]| {
+        for &k in chunk {
+            assert!(engine.get_with(&ids[k], |s| s.metadata().len()).is_ok());
+        }
+    };
+    let mut batch_with = [ids[0]; BATCH];
+    let mut many_with = |chunk: &[usize]| {
+        for (slot, &k) in batch_with.iter_mut().zip(chunk) {
+            *slot = ids[k];
+        }
+        let lens = engine.get_many_with(&batch_with, |s| s.metadata().len());
+        assert!(lens.iter().all(Result::is_ok));
+    };
+    let mut owned = Pair::default();
+    let mut borrowed = Pair::default();
     for round in 0..rounds {
         let keys = keys(BLOCK, round as u64 * 0x9E37_79B9 + 7);
-        let (s, m) = if round % 2 == 0 {
-            let s = rate(&keys, singles);
-            (s, rate(&keys, &mut many))
-        } else {
-            let m = rate(&keys, &mut many);
-            (rate(&keys, singles), m)
-        };
-        single_rates.push(s / 1e6);
-        many_rates.push(m / 1e6);
-        ratios.push(m / s);
+        owned.round(round, &keys, singles, &mut many);
+        borrowed.round(round, &keys, singles_with, &mut many_with);
     }
     println!("{rounds} rounds of {BLOCK} sessions read each way; medians over the rounds:");
-    println!(
-        "  16 gets (M sessions/s)            {:>7.2}",
-        median(&mut single_rates)
-    );
-    println!(
-        "  get_many of 16 (M sessions/s)     {:>7.2}",
-        median(&mut many_rates)
-    );
-    println!(
-        "  get_many / gets (per-round ratio) {:>7.2}x",
-        median(&mut ratios)
-    );
+    owned.report("get", "get_many");
+    borrowed.report("get_with", "get_many_with");
+}
+
+/// One pair of loops: 16 single reads against one batch of 16.
+#[derive(Default)]
+struct Pair {
+    singles: Vec<f64>,
+    many: Vec<f64>,
+    ratios: Vec<f64>,
+}
+
+impl Pair {
+    /// Runs both loops over `keys`, in an order that alternates by round.
+    fn round(
+        &mut self,
+        round: usize,
+        keys: &[usize],
+        singles: impl FnMut(&[usize]),
+        many: impl FnMut(&[usize]),
+    ) {
+        let (s, m) = if round.is_multiple_of(2) {
+            let s = rate(keys, singles);
+            (s, rate(keys, many))
+        } else {
+            let m = rate(keys, many);
+            (rate(keys, singles), m)
+        };
+        self.singles.push(s / 1e6);
+        self.many.push(m / 1e6);
+        self.ratios.push(m / s);
+    }
+
+    fn report(&mut self, single: &str, many: &str) {
+        let rows = [
+            (
+                format!("16 {single}s (M sessions/s)"),
+                median(&mut self.singles),
+                "",
+            ),
+            (format!("{many} of 16 (M sessions/s)"), median(&mut self.many), ""),
+            (
+                format!("{many} / {single}s (per-round ratio)"),
+                median(&mut self.ratios),
+                "x",
+            ),
+        ];
+        for (label, value, unit) in rows {
+            println!("  {label:<44} {value:>7.2}{unit}");
+        }
+    }
 }

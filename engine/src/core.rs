@@ -11,7 +11,7 @@ use ahash::RandomState;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
-use crate::block::{stored_timeout_ms, Metadata, HEADER_LEN};
+use crate::block::{stored_timeout_ms, BlockRef, Metadata, HEADER_LEN};
 use crate::clock::Clock;
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
@@ -356,6 +356,17 @@ impl Core {
     /// so their cache misses overlap instead of following one another, and
     /// each id's hash, shard and table are found once for its three steps.
     pub(crate) fn read_many(&self, ids: &[SessionId], slide: bool) -> Vec<Result<Session>> {
+        self.read_many_with(ids, slide, snapshot)
+    }
+
+    /// [`Core::read_many`] handing each live session, borrowed, to `f`
+    /// (with its access time), as [`Core::read_with`] does for one.
+    pub(crate) fn read_many_with<R>(
+        &self,
+        ids: &[SessionId],
+        slide: bool,
+        mut f: impl FnMut(BlockRef<'_>, u64) -> R,
+    ) -> Vec<Result<R>> {
         const BATCH: usize = 16;
         let guard = crossbeam_epoch::pin();
         let now_ms = self.clock.now_ms();
@@ -378,7 +389,7 @@ impl Core {
             for (&(hash, shard, table), id) in batch.iter().zip(chunk) {
                 out.push(
                     shard
-                        .read_from(table, hash, id, now_ms, slide, &guard, snapshot)
+                        .read_from(table, hash, id, now_ms, slide, &guard, &mut f)
                         .ok_or_else(not_found),
                 );
             }

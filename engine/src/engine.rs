@@ -397,6 +397,21 @@ impl Engine {
         self.core.read_many(ids, true)
     }
 
+    /// [`Engine::get_many`] lending each live session to `f`, as
+    /// [`Engine::get_with`] does for one: no snapshot is made, so nothing
+    /// shared is written (not even a reference count) unless a session's
+    /// last access moves to a new millisecond. Results in order; `f` runs
+    /// once per live session, in the order of `ids`. Keep `f` short: while
+    /// the batch runs, memory freed by writers waits for it.
+    pub fn get_many_with<R>(
+        &self,
+        ids: &[SessionId],
+        mut f: impl FnMut(SessionRef<'_>) -> R,
+    ) -> Vec<Result<R>> {
+        self.core
+            .read_many_with(ids, true, |block, last| f(SessionRef::new(block, last)))
+    }
+
     /// Slides the session's deadline.
     ///
     /// # Errors

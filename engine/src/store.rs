@@ -97,6 +97,26 @@ pub trait SessionStore: Send + Sync {
         }
     }
 
+    /// [`get_many`](Self::get_many) reading each live session through `f`,
+    /// as [`get_with`](Self::get_with) does for one; results in order, `f`
+    /// called once per live session in the order of `ids`. The embedded
+    /// engine lends each session in place; the default reads the snapshots
+    /// with `get_many` and lends those.
+    fn get_many_with<R, F>(&self, ids: &[SessionId], mut f: F) -> impl Future<Output = Vec<Result<R>>> + Send
+    where
+        F: FnMut(SessionRef<'_>) -> R + Send,
+        R: Send,
+    {
+        let read = self.get_many(ids);
+        async move {
+            let sessions = read.await;
+            sessions
+                .into_iter()
+                .map(|session| session.map(|session| f(session.view())))
+                .collect()
+        }
+    }
+
     /// Replaces the metadata with `f(current)` atomically; counts as
     /// activity. `f` may run more than once.
     fn update<F>(&self, id: &SessionId, f: F) -> impl Future<Output = Result<Session>> + Send
@@ -225,6 +245,15 @@ impl SessionStore for Engine {
     #[inline]
     fn get_many(&self, ids: &[SessionId]) -> impl Future<Output = Vec<Result<Session>>> + Send {
         ready(Engine::get_many(self, ids))
+    }
+
+    #[inline]
+    fn get_many_with<R, F>(&self, ids: &[SessionId], f: F) -> impl Future<Output = Vec<Result<R>>> + Send
+    where
+        F: FnMut(SessionRef<'_>) -> R + Send,
+        R: Send,
+    {
+        ready(Engine::get_many_with(self, ids, f))
     }
 
     #[inline]
@@ -383,6 +412,15 @@ impl<T: SessionStore> SessionStore for &T {
     #[inline]
     fn get_many(&self, ids: &[SessionId]) -> impl Future<Output = Vec<Result<Session>>> + Send {
         T::get_many(self, ids)
+    }
+
+    #[inline]
+    fn get_many_with<R, F>(&self, ids: &[SessionId], f: F) -> impl Future<Output = Vec<Result<R>>> + Send
+    where
+        F: FnMut(SessionRef<'_>) -> R + Send,
+        R: Send,
+    {
+        T::get_many_with(self, ids, f)
     }
 
     #[inline]

@@ -936,6 +936,37 @@ async fn get_many_answers_each_id_as_get_would<S: SessionStore>(s: Arc<S>, _: Su
     // As get, it is activity.
     let after = ok("peek after", s.peek(&ids[0]).await);
     assert!(after.last_access_ms() >= clock, "get_many is activity");
+    // get_many_with lends the same sessions, calling its closure for the
+    // live ones only, in the caller's order, and is activity too.
+    let live: Vec<SessionId> = asked
+        .iter()
+        .copied()
+        .filter(|id| ![unknown, short, deleted].contains(id))
+        .collect();
+    sleep(ms(25)).await;
+    let clock = clock_past!(s, "get_many_with", after.last_access_ms());
+    let mut lent = Vec::new();
+    let with = s
+        .get_many_with(&asked, |v| {
+            lent.push(v.id());
+            (v.metadata().to_vec(), v.last_access_ms())
+        })
+        .await;
+    assert_eq!(lent, live, "the closure ran once per live id, in order");
+    assert_eq!(with.len(), asked.len());
+    for ((id, result), snapshot) in asked.iter().zip(&with).zip(&got) {
+        match (result, snapshot) {
+            (Ok((meta, last)), Ok(session)) => {
+                assert_eq!(meta, session.metadata(), "{id}");
+                assert!(
+                    *last >= clock,
+                    "{id}: get_many_with is activity: {last} < {clock}"
+                );
+            }
+            (Err(Error::NotFound), Err(Error::NotFound)) => {}
+            (result, snapshot) => panic!("{id}: get_many_with {result:?}, get_many {snapshot:?}"),
+        }
+    }
     Verdict::Pass
 }
 
