@@ -48,6 +48,11 @@ pub struct Report {
     pub rate_target_ops_per_s: Option<f64>,
     /// The backend's point operations per second over its measured slices.
     pub throughput_ops_per_s: f64,
+    /// Seconds of the backend's measured slices that `throughput_ops_per_s`
+    /// is over: those up to its point clients' end (with `--ops`, they can
+    /// end before the measured time does).
+    #[serde(default)]
+    pub throughput_over_s: f64,
     /// Open loop: the backend kept its schedule in its undisturbed slices
     /// (throughput ≥ 95% of the target and nothing left unsent).
     pub rate_held: Option<bool>,
@@ -397,11 +402,21 @@ impl Report {
             Some(false) => " (**rate not held**: the backend or the loadgen fell behind)".to_owned(),
             None => String::new(),
         };
+        // The backend's share of the measured time (the peer has the rest).
+        let backend_s = self.measured_s * self.slices.backend.measured as f64
+            / (self.slices.backend.measured + self.slices.peer.map_or(0, |p| p.measured)).max(1) as f64;
+        let over = if self.throughput_over_s + 1e-9 < backend_s {
+            format!(
+                "the first {:.1} s of the backend's {backend_s:.1} s of slices (its clients had issued their --ops by then)",
+                self.throughput_over_s
+            )
+        } else {
+            format!("the backend's {backend_s:.1} s of slices")
+        };
         let _ = writeln!(
             md,
-            "- throughput: **{} ops/s**{held} over the backend's {:.1} s of slices (of {:.1} s measured after {:.1} s warm-up); {} ops issued, {} unsent",
+            "- throughput: **{} ops/s**{held} over {over} (of {:.1} s measured after {:.1} s warm-up); {} ops issued, {} unsent",
             thousands(self.throughput_ops_per_s),
-            self.measured_s * self.slices.backend.measured as f64 / (self.slices.backend.measured + self.slices.peer.map_or(0, |p| p.measured)).max(1) as f64,
             self.measured_s,
             self.warmup_s,
             thousands_u(self.ops_issued),

@@ -453,6 +453,7 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
             Rate::PerSec(r) => Some(r),
         },
         throughput_ops_per_s: outcome.backend.throughput_ops_per_s,
+        throughput_over_s: outcome.backend.active_s,
         rate_held: judged.rate_held,
         measured_s: outcome.measured_s,
         warmup_s: outcome.warmup.as_secs_f64(),

@@ -24,7 +24,7 @@ use crate::procfs;
 use crate::progress::Progress;
 use crate::scenario::Scenario;
 use crate::schedule::{Pace, Side, Slices};
-use crate::slices::{SideTally, SliceStats};
+use crate::slices::{SideTally, SliceStats, Standing};
 use crate::units::Rate;
 
 /// The sweeper thread's name in the engine (`engine.rs`).
@@ -99,14 +99,18 @@ pub struct SideOutcome {
 }
 
 impl SideOutcome {
-    fn of(tally: SideTally, summary: ClientSummary, slice_ns: u64) -> Self {
+    /// `after`: the side's measured slices that started once its point
+    /// clients had all ended, and how many of those were undisturbed (see
+    /// [`slices_after`]); they ran no point operation, so no rate counts
+    /// their time.
+    fn of(tally: SideTally, summary: ClientSummary, slice_ns: u64, after: (u64, u64)) -> Self {
         let seconds = Duration::from_nanos(slice_ns).as_secs_f64();
-        let active_s = tally.measured as f64 * seconds;
-        let quiet_s = tally.quiet_slices as f64 * seconds;
+        let quiet_slices = tally.quiet_slices.saturating_sub(after.1);
+        let active_s = tally.measured.saturating_sub(after.0) as f64 * seconds;
+        let quiet_s = quiet_slices as f64 * seconds;
         Self {
             throughput_ops_per_s: tally.in_time_all as f64 / active_s.max(1e-9),
-            quiet_throughput_ops_per_s: (tally.quiet_slices > 0)
-                .then(|| tally.in_time_quiet as f64 / quiet_s),
+            quiet_throughput_ops_per_s: (quiet_slices > 0).then(|| tally.in_time_quiet as f64 / quiet_s),
             active_s,
             tally,
             summary,
@@ -440,6 +444,21 @@ impl Readings {
     }
 }
 
+/// Of `side`'s measured slices, those that start at or after `end_s`
+/// (seconds since the load's start: where its point clients had all ended,
+/// having issued `ops_max` before the measured time ran out, while a lister
+/// went on), and how many of them were undisturbed. Counted in, they would
+/// dilute every rate by how early the clients finished: the throughput
+/// floor of a tier could then fail or pass by the machine's speed alone.
+fn slices_after(slices: &[SliceStats], side: Side, end_s: f64) -> (u64, u64) {
+    slices
+        .iter()
+        .filter(|s| s.side == side && s.standing != Standing::Warmup && s.start_s >= end_s)
+        .fold((0, 0), |(all, quiet), s| {
+            (all + 1, quiet + u64::from(!s.disturbed))
+        })
+}
+
 fn assemble(
     collected: Collected,
     thread_cpu: &[ThreadCpu],
@@ -481,12 +500,22 @@ fn assemble(
         summaries: [backend_summary, peer_summary],
     } = collected;
     let slice_ns = timing.slices.slice_ns;
+    let ended = |side: Side| {
+        let end_ns = thread_cpu
+            .iter()
+            .filter(|t| t.point && t.side == side)
+            .map(|t| t.end_ns)
+            .max()
+            .unwrap_or(timing.end_ns);
+        slices_after(&slices, side, ns_to_s(end_ns.saturating_sub(timing.start_ns)))
+    };
+    let (backend_after, peer_after) = (ended(Side::Backend), ended(Side::Peer));
     Outcome {
-        backend: SideOutcome::of(backend_tally, backend_summary, slice_ns),
+        backend: SideOutcome::of(backend_tally, backend_summary, slice_ns, backend_after),
         peer: timing
             .slices
             .peer
-            .then(|| SideOutcome::of(peer_tally, peer_summary, slice_ns)),
+            .then(|| SideOutcome::of(peer_tally, peer_summary, slice_ns, peer_after)),
         slices,
         slice_ns,
         timeline,
@@ -670,6 +699,50 @@ mod tests {
 
     impl Backend for Log {
         const READY_FUTURES: bool = true;
+    }
+
+    #[test]
+    fn slices_after_the_point_clients_ended_count_toward_no_rate() {
+        // Ten measured slices of 100 ms after two of warm-up; the point
+        // clients reached `ops_max` 0.65 s in, 100 operations in time a
+        // slice until then, while a lister went on. One slice of each part
+        // was disturbed.
+        const SLICE_NS: u64 = 100_000_000;
+        let mut tally = SideTally::default();
+        let mut slices = Vec::new();
+        for index in 0..12u64 {
+            let start_s = index as f64 * 0.1;
+            let point = start_s < 0.65;
+            let meta = crate::slices::SliceMeta {
+                index,
+                side: Side::Backend,
+                start_s,
+                measured: index >= 2,
+                in_time: if point { 100 } else { 0 },
+                lost: crate::clock::Lost::default(),
+                slice_ns: SLICE_NS,
+            };
+            let mut stats = SliceStats::of(meta, &OpHists::default());
+            stats.disturbed = index == 4 || index == 9;
+            tally.accept(&stats, &OpHists::default());
+            slices.push(stats);
+        }
+        let after = slices_after(&slices, Side::Backend, 0.65);
+        // Slices 7 to 11, of which 9 disturbed.
+        assert_eq!(after, (5, 4));
+        assert_eq!(slices_after(&slices, Side::Peer, 0.65), (0, 0));
+        let outcome = SideOutcome::of(tally, ClientSummary::default(), SLICE_NS, after);
+        // 500 in time over slices 2 to 6 (0.5 s); 400 over the four quiet ones.
+        assert!(
+            (outcome.throughput_ops_per_s - 1_000.0).abs() < 1e-6,
+            "{}",
+            outcome.throughput_ops_per_s
+        );
+        let quiet = outcome.quiet_throughput_ops_per_s.expect("quiet slices");
+        assert!((quiet - 1_000.0).abs() < 1e-6, "{quiet}");
+        assert!((outcome.active_s - 0.5).abs() < 1e-9);
+        // Clients that ran to the end leave every slice counted.
+        assert_eq!(slices_after(&slices, Side::Backend, 1.2), (0, 0));
     }
 
     #[test]
