@@ -749,16 +749,18 @@ pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
 
 /// The operations of kind `op` the schedule offers the backend over its
 /// measured slices: the lister's rate and, in open loop, the point
-/// operations' rate times the kind's share of the mix. In closed loop the
-/// backend's speed sets how many come, and the count measured stands in.
+/// operations' rate times the kind's share of the mix, over the slices up
+/// to the point clients' end (with `--ops` they can stop before the lister
+/// does). In closed loop the backend's speed sets how many come, and the
+/// count measured stands in.
 fn offered(scenario: &Scenario, outcome: &Outcome, op: Op) -> u64 {
     let measured_s = outcome.backend.tally.measured as f64 * outcome.slice_ns as f64 / 1e9;
-    let per_s = match (op, scenario.rate) {
-        (Op::List, _) => scenario.list.rate_per_s,
-        (_, Rate::PerSec(rate)) => rate * scenario.mix.share(op),
+    let (per_s, over_s) = match (op, scenario.rate) {
+        (Op::List, _) => (scenario.list.rate_per_s, measured_s),
+        (_, Rate::PerSec(rate)) => (rate * scenario.mix.share(op), outcome.backend.active_s),
         (_, Rate::Max) => return outcome.backend.tally.all.get(op).len(),
     };
-    scheduled(per_s, measured_s)
+    scheduled(per_s, over_s)
 }
 
 /// Operations a schedule of `per_s` a second offers over `measured_s`
@@ -914,6 +916,57 @@ pub fn format_margin(margin: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An open-loop outcome of 20 measured slices of 100 ms, the point
+    /// clients running through `active_s` of them.
+    fn open_loop_outcome(active_s: f64) -> Outcome {
+        let mut tally = crate::slices::SideTally::default();
+        tally.measured = 20;
+        let side = crate::workers::SideOutcome {
+            tally,
+            summary: crate::collect::ClientSummary::default(),
+            active_s,
+            throughput_ops_per_s: 0.0,
+            quiet_throughput_ops_per_s: None,
+        };
+        Outcome {
+            backend: side,
+            peer: None,
+            slices: Vec::new(),
+            slice_ns: 100_000_000,
+            timeline: Vec::new(),
+            interval_log: Vec::new(),
+            measured_s: 2.0,
+            cpu: crate::workers::CpuUse::default(),
+            workers_cpu_known: true,
+            steal_ms: None,
+            started_at: std::time::SystemTime::UNIX_EPOCH,
+            warmup: std::time::Duration::ZERO,
+        }
+    }
+
+    /// With `--ops` the point clients stop before the lister: a point
+    /// kind is offered over their time only (counted over the lister's,
+    /// a kind that got no sample would fail with "no samples" for
+    /// operations never due), the lister's over the whole measured time.
+    #[test]
+    fn point_kinds_are_offered_only_while_the_point_clients_ran() {
+        let scenario = Scenario {
+            rate: Rate::PerSec(1_000.0),
+            mix: "get=90,touch=10".parse().expect("mix"),
+            list: crate::scenario::ListLoad {
+                rate_per_s: 10.0,
+                ..Scenario::default().list
+            },
+            ..Scenario::default()
+        };
+        let ran_through = open_loop_outcome(0.5);
+        assert_eq!(offered(&scenario, &ran_through, Op::Get), 450);
+        assert_eq!(offered(&scenario, &ran_through, Op::Touch), 50);
+        assert_eq!(offered(&scenario, &ran_through, Op::List), 20);
+        let to_the_end = open_loop_outcome(2.0);
+        assert_eq!(offered(&scenario, &to_the_end, Op::Get), 1_800);
+    }
 
     fn facts(get_p99_ns: u64) -> RunFacts {
         let stats = OpStats {
