@@ -641,10 +641,10 @@ impl Core {
                     Locked::Delete(record)
                 }
                 Some(Step::Replace(new, kind)) => {
-                    if self.persistent() {
-                        let _ = self.change_record(hash, &new, kind, &mut record);
-                    }
-                    Locked::Install(new, record)
+                    let logged_ms = self
+                        .persistent()
+                        .then(|| self.change_record(hash, &new, kind, &mut record));
+                    Locked::Install(new, record, logged_ms)
                 }
             })
         })?;

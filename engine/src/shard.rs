@@ -128,8 +128,10 @@ pub(crate) enum Commit {
 
 /// What a change built under the writer mutex does (`commit_locked`).
 pub(crate) enum Locked {
-    /// Install this successor; its record (empty without persistence).
-    Install(Metadata, Vec<u8>),
+    /// Install this successor; its record (empty without persistence) and
+    /// the access time that record logs (`None` without persistence),
+    /// which the successor takes.
+    Install(Metadata, Vec<u8>, Option<u64>),
     /// Remove the session; the record of the removal.
     Delete(Vec<u8>),
     /// Keep the session and slide its deadline.
@@ -1060,9 +1062,9 @@ impl Shard {
         }
         let current = block.share();
         match make(&current)? {
-            Locked::Install(new, record) => {
+            Locked::Install(new, record, logged_ms) => {
                 let record = self.log.is_some().then_some(&record[..]);
-                self.install(&mut w, table, at, hash, new, record, now_ms, None, guard)
+                self.install(&mut w, table, at, hash, new, record, now_ms, logged_ms, guard)
             }
             Locked::Delete(record) => {
                 let record = self.log.is_some().then_some(&record[..]);
@@ -1091,8 +1093,10 @@ impl Shard {
     /// The new block's access time is `logged_ms` if its record logged one
     /// (read before the writer mutex, so a wait for it does not leave
     /// memory's time ahead of the log's: a reopen in between would drop a
-    /// session memory kept live), else `now_ms` (or the old block's, if
-    /// later).
+    /// session memory kept live; or, for a change decided under the mutex,
+    /// read there after `now_ms`, which a log ahead of memory would bring
+    /// back for a tick after memory had it expire), else `now_ms` (or the
+    /// old block's, if later).
     fn install(
         &self,
         w: &mut Writer,

@@ -298,3 +298,47 @@ fn a_write_that_waited_for_the_writer_mutex_is_recovered_as_memory_had_it() {
         );
     }
 }
+
+/// An update that lost its optimistic races is decided under the writer
+/// mutex, and its record encoded there: the access time that record logs
+/// is the one memory takes, even when the clock ticks between the lock and
+/// the encoding (here, inside the closure). A log later than memory would
+/// bring the session back for that tick after a restart, past the moment
+/// memory had it expire.
+#[test]
+fn a_contended_update_is_recovered_with_the_access_time_memory_gave_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let engine = Engine::open(one_shard(dir.path(), &clock)).unwrap();
+    let id = SessionId::from_bytes([9; 16]);
+    engine.insert(id, b"v1", Timeout::from_secs(100)).unwrap();
+    clock.advance_ms(1_000);
+    let runs = std::cell::Cell::new(0);
+    let updated = engine
+        .update(&id, |current| {
+            runs.set(runs.get() + 1);
+            if runs.get() <= session_engine::limits::UPDATE_OPTIMISTIC_TRIES {
+                // Lose this race: another write lands meanwhile (no lock
+                // is held while an optimistic run decides).
+                engine.update(&id, |old| old.to_vec()).unwrap();
+            } else {
+                // Under the writer mutex: the clock ticks before the
+                // record's encoding reads it.
+                clock.advance_ms(1);
+            }
+            [current, b"+"].concat()
+        })
+        .unwrap();
+    assert_eq!(runs.get(), session_engine::limits::UPDATE_OPTIMISTIC_TRIES + 1);
+    let memory = engine.peek(&id).unwrap().last_access_ms();
+    assert_eq!(updated.last_access_ms(), memory);
+    engine.close().unwrap();
+    let engine = Engine::open(one_shard(dir.path(), &clock)).unwrap();
+    let recovered = engine.peek(&id).unwrap();
+    assert_eq!(recovered.metadata(), b"v1+");
+    assert_eq!(
+        recovered.last_access_ms(),
+        memory,
+        "the log's access time is not the one memory had"
+    );
+}
