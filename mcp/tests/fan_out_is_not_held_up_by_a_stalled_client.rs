@@ -135,9 +135,9 @@ async fn serve(takes: Takes) -> Served {
     }
 }
 
-/// Registers the worker's client as the session's (as the worker's
+/// Registers `peer` as the client of session `id` (as the worker's
 /// `on_initialized` does, from the request's `Mcp-Session-Id`).
-fn register(sessions: &McpSessions, id: SessionId, served: &Served) {
+fn register_peer(sessions: &McpSessions, id: SessionId, peer: Peer<RoleServer>) {
     let mut extensions = Extensions::new();
     let (parts, ()) = http::Request::builder()
         .header(SESSION_ID_HEADER, id.to_string())
@@ -145,8 +145,12 @@ fn register(sessions: &McpSessions, id: SessionId, served: &Served) {
         .expect("request")
         .into_parts();
     extensions.insert(parts);
-    let peer: Peer<RoleServer> = served.server.peer().clone();
     assert_eq!(sessions.register_peer(&extensions, peer).expect("register"), id);
+}
+
+/// Registers the worker's client as the session's.
+fn register(sessions: &McpSessions, id: SessionId, served: &Served) {
+    register_peer(sessions, id, served.server.peer().clone());
 }
 
 /// A session subscribed to [`RESOURCE`].
@@ -382,14 +386,7 @@ async fn clients_whose_worker_ended_are_not_kept() {
     let ended = serve(Takes::All).await;
     let peer = ended.server.peer().clone();
     ended.server.cancel().await.expect("the worker ends");
-    let mut extensions = Extensions::new();
-    let (parts, ()) = http::Request::builder()
-        .header(SESSION_ID_HEADER, late.to_string())
-        .body(())
-        .expect("request")
-        .into_parts();
-    extensions.insert(parts);
-    assert_eq!(sessions.register_peer(&extensions, peer).expect("register"), late);
+    register_peer(&sessions, late, peer);
     assert_eq!(sessions.peers_registered(), 0, "a client already gone was kept");
     // One that ends after its registration goes once the count reaches
     // the first pruning's.
