@@ -579,6 +579,33 @@ mod tests {
         (clock, engine, sessions, manager, text, transport)
     }
 
+    /// A session created and stored by another process on `engine`'s
+    /// store (its worker's transport, kept by the test).
+    async fn created_elsewhere(engine: &Engine) -> (RmcpId, Transport) {
+        let creator = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+        let (text, transport) = creator.session_manager().create_session().await.expect("create");
+        creator
+            .store(&text, &SessionState::new(InitializeRequestParams::default()))
+            .await
+            .expect("store");
+        (text, transport)
+    }
+
+    /// Waits until a restore of `text` has marked it, as it does before it
+    /// waits for the local manager to start its worker.
+    async fn until_marked(manager: &McpSessionManager, text: &RmcpId) {
+        for _ in 0..1_000 {
+            if manager.restore_under_way(text).is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            manager.restore_under_way(text).is_some(),
+            "the restore marks the id before the local manager starts its worker"
+        );
+    }
+
     /// Where a test stops [`McpSessionManager::has_session`]: it says it
     /// arrived, then waits while the test holds `gate`.
     #[derive(Debug, Default)]
@@ -604,12 +631,7 @@ mod tests {
         use rmcp::model::{ClientNotification, InitializedNotification};
 
         let engine = Engine::open(Config::development()).expect("engine");
-        let creator = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
-        let (text, _creator_transport) = creator.session_manager().create_session().await.expect("create");
-        creator
-            .store(&text, &SessionState::new(InitializeRequestParams::default()))
-            .await
-            .expect("store");
+        let (text, _creator_transport) = created_elsewhere(&engine).await;
         // Another process on the same store: a request for the session has
         // found no restore under way, and stops before the local lookup.
         let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
@@ -698,16 +720,7 @@ mod tests {
             async move { manager.restore_session(text).await.map(|_| ()) }
         });
         // Marked, and waiting for the local manager.
-        for _ in 0..1_000 {
-            if manager.restore_under_way(&text).is_some() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert!(
-            manager.restore_under_way(&text).is_some(),
-            "the restore marks the id before the local manager starts its worker"
-        );
+        until_marked(&manager, &text).await;
         restore.abort();
         assert!(restore.await.expect_err("cancelled").is_cancelled());
         drop(busy);
@@ -726,6 +739,40 @@ mod tests {
             Duration::ZERO,
             "waited for a restore that had ended"
         );
+    }
+
+    /// A client's `DELETE` that lands while the restore of its session
+    /// waits for the local manager (its `load` already read the session,
+    /// and the check before the worker starts found no delete): once the
+    /// worker has started, the restore closes it and answers "not here",
+    /// so the deleted session is not served from the touch coalescing.
+    #[tokio::test(start_paused = true)]
+    async fn a_delete_while_the_worker_starts_is_not_undone() {
+        let engine = Engine::open(Config::development()).expect("engine");
+        let (text, _creator_transport) = created_elsewhere(&engine).await;
+        // Another process restores it for a request.
+        let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+        let manager = sessions.session_manager();
+        let busy = manager.local.sessions.write().await;
+        let restore = tokio::spawn({
+            let (manager, text) = (Arc::clone(&manager), text.clone());
+            async move { manager.restore_session(text).await }
+        });
+        until_marked(&manager, &text).await;
+        // The client's DELETE reaches this process meanwhile.
+        sessions.delete(&text).await.expect("delete");
+        drop(busy);
+        let outcome = restore.await.expect("the restore's task").expect("restore");
+        assert!(
+            matches!(outcome, RestoreOutcome::NotSupported),
+            "the deleted session was restored"
+        );
+        assert!(
+            !manager.local.has_session(&text).await.expect("has_session"),
+            "its worker runs"
+        );
+        assert_eq!(sessions.served_here(), 0, "served from the touch coalescing");
+        assert!(!manager.has_session(&text).await.expect("has_session"));
     }
 
     /// A restore whose request was cancelled after its worker started
