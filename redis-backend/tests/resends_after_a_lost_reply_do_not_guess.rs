@@ -70,6 +70,16 @@ async fn doubted_and_left<T: std::fmt::Debug>(
     assert_eq!(stored.metadata(), metadata);
 }
 
+/// Another client deletes the session under `id` (the delete acknowledged:
+/// it finds one) and inserts its own there, with `metadata`.
+async fn replaced_after_a_delete(other: &RedisStore, id: SessionId, metadata: &[u8]) {
+    other.delete(&id).await.expect("a session to delete");
+    other
+        .insert(id, metadata, TTL)
+        .await
+        .expect("the id is free again");
+}
+
 /// Runs `op` with the reply of its request marked `script`'s SHA-1 lost and
 /// its resend held until `between` (another client's write) is done.
 async fn with_a_write_between<T: Send + 'static>(
@@ -104,16 +114,11 @@ async fn with_a_write_between_marked<T: Send + 'static>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insert_does_not_undo_a_delete() {
-    let Setup {
-        server: _server,
-        front,
-        store,
-        other,
-        ..
-    } = setup("insert").await;
+    let s = setup("insert").await;
+    let (front, store, other) = (&s.front, &s.store, &s.other);
     let id = SessionId::random().unwrap();
     let r = with_a_write_between(
-        &front,
+        front,
         "insert",
         {
             let store = store.clone();
@@ -148,19 +153,14 @@ async fn an_insert_does_not_undo_a_delete() {
 /// the session is there and, finding one, reports doubt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_does_not_undo_an_insert() {
-    let Setup {
-        server: _server,
-        front,
-        store,
-        other,
-        ..
-    } = setup("delete").await;
+    let s = setup("delete").await;
+    let (front, store, other) = (&s.front, &s.store, &s.other);
     let id = SessionId::random().unwrap();
     store.insert(id, b"first", TTL).await.unwrap();
     // The key marks both the first try (`DEL`) and the resend.
     let key = store.key(&id);
     let r = with_a_write_between_marked(
-        &front,
+        front,
         &key,
         {
             let store = store.clone();
@@ -174,7 +174,7 @@ async fn a_delete_does_not_undo_an_insert() {
         },
     )
     .await;
-    doubted_and_left(r, &other, &id, b"second").await;
+    doubted_and_left(r, other, &id, b"second").await;
 
     // With nothing in between, the resend finds the session gone: done.
     front.lose_reply("DEL");
@@ -218,16 +218,11 @@ async fn a_create_stores_its_session_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscribe_does_not_undo_an_unsubscribe() {
-    let Setup {
-        server: _server,
-        front,
-        store,
-        other,
-        ..
-    } = setup("subscribe").await;
+    let s = setup("subscribe").await;
+    let (front, store, other) = (&s.front, &s.store, &s.other);
     let id = store.create(b"", TTL).await.unwrap();
     let r = with_a_write_between(
-        &front,
+        front,
         "subscribe",
         {
             let store = store.clone();
@@ -252,7 +247,7 @@ async fn a_subscribe_does_not_undo_an_unsubscribe() {
     // Subscribed again by another client in between (another nonce): the
     // resend finds it subscribed, not by itself.
     let r = with_a_write_between(
-        &front,
+        front,
         "subscribe",
         {
             let store = store.clone();
@@ -293,16 +288,11 @@ async fn unsubscribe_around(
 /// its own, and removed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsubscribe_does_not_undo_a_subscribe() {
-    let Setup {
-        server: _server,
-        front,
-        store,
-        other,
-        ..
-    } = setup("unsubscribe").await;
+    let s = setup("unsubscribe").await;
+    let (front, store, other) = (&s.front, &s.store, &s.other);
     let id = store.create(b"", TTL).await.unwrap();
     assert!(store.subscribe(&id, "t").await.unwrap());
-    let r = unsubscribe_around(&front, &store, id, async {
+    let r = unsubscribe_around(front, store, id, async {
         assert!(
             other.subscribe(&id, "t").await.unwrap(),
             "the first try is in: subscribed anew"
@@ -320,7 +310,7 @@ async fn an_unsubscribe_does_not_undo_a_subscribe() {
 
     // Another unsubscribe came in between too: the resend cannot tell
     // whose removal was last, and removes nothing.
-    let r = unsubscribe_around(&front, &store, id, async {
+    let r = unsubscribe_around(front, store, id, async {
         assert!(other.subscribe(&id, "t").await.unwrap());
         assert!(other.unsubscribe(&id, "t").await.unwrap());
         assert!(other.subscribe(&id, "t").await.unwrap());
@@ -334,16 +324,11 @@ async fn an_unsubscribe_does_not_undo_a_subscribe() {
 async fn an_update_that_finds_the_session_gone_may_be_in() {
     // The first try committed; the session was deleted before the resend.
     // "Not found" would say the update never applied.
-    let Setup {
-        server: _server,
-        front,
-        store,
-        other,
-        ..
-    } = setup("update").await;
+    let s = setup("update").await;
+    let (front, store, other) = (&s.front, &s.store, &s.other);
     let id = store.create(b"n", TTL).await.unwrap();
     let r = with_a_write_between(
-        &front,
+        front,
         "commit",
         {
             let store = store.clone();
@@ -359,7 +344,7 @@ async fn an_update_that_finds_the_session_gone_may_be_in() {
     // try_update's Replace, the same.
     let id = store.create(b"n", TTL).await.unwrap();
     let r = with_a_write_between(
-        &front,
+        front,
         "commit",
         {
             let store = store.clone();
@@ -390,17 +375,12 @@ async fn an_update_that_finds_the_session_gone_may_be_in() {
 /// new one; it reports doubt instead. The same after a delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_does_not_revive_a_rotated_or_deleted_id() {
-    let Setup {
-        server: _server,
-        front,
-        store,
-        other,
-        ..
-    } = setup("put").await;
+    let s = setup("put").await;
+    let (front, store, other) = (&s.front, &s.store, &s.other);
     let id = other.create(b"before", TTL).await.unwrap();
     let (rotated_tx, rotated_rx) = tokio::sync::oneshot::channel();
     let r = with_a_write_between(
-        &front,
+        front,
         "put",
         {
             let store = store.clone();
@@ -422,7 +402,7 @@ async fn a_put_does_not_revive_a_rotated_or_deleted_id() {
 
     let id = other.create(b"before", TTL).await.unwrap();
     let r = with_a_write_between(
-        &front,
+        front,
         "put",
         {
             let store = store.clone();
@@ -455,13 +435,8 @@ async fn a_put_does_not_revive_a_rotated_or_deleted_id() {
 /// session).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifetime_change_that_finds_the_session_gone_may_have_ended_it() {
-    let Setup {
-        server: _server,
-        front,
-        store,
-        other,
-        ..
-    } = setup("lifetime").await;
+    let s = setup("lifetime").await;
+    let (front, store, other) = (&s.front, &s.store, &s.other);
     let id = other.create(b"m", TTL).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let (_, sha) = session_redis::script_source("set_lifetime").unwrap();
@@ -489,17 +464,12 @@ async fn a_lifetime_change_that_finds_the_session_gone_may_have_ended_it() {
 /// did nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_session_expired_after_its_first_try_may_be_in() {
-    let Setup {
-        server: _server,
-        front,
-        store,
-        other,
-        ..
-    } = setup("expired-after").await;
+    let s = setup("expired-after").await;
+    let (front, store, other) = (&s.front, &s.store, &s.other);
     let expire = || tokio::time::sleep(Duration::from_millis(600));
     let id = other.create(b"m", TTL).await.unwrap();
     let r = with_a_write_between(
-        &front,
+        front,
         "set_ttl",
         {
             let store = store.clone();
@@ -513,7 +483,7 @@ async fn a_write_whose_session_expired_after_its_first_try_may_be_in() {
 
     let id = other.create(b"m", Timeout::from_ms(300)).await.unwrap();
     let r = with_a_write_between(
-        &front,
+        front,
         "rotate",
         {
             let store = store.clone();
@@ -537,16 +507,11 @@ async fn a_write_whose_session_expired_after_its_first_try_may_be_in() {
 /// client's acknowledged session vanished from its id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_does_not_take_an_id_inserted_again_after_its_first_try() {
-    let Setup {
-        server: _server,
-        front,
-        store,
-        other,
-        ..
-    } = setup("rotate-again").await;
+    let s = setup("rotate-again").await;
+    let (front, store, other) = (&s.front, &s.store, &s.other);
     let id = other.create(b"victim", Timeout::from_ms(300)).await.unwrap();
     let r = with_a_write_between(
-        &front,
+        front,
         "rotate",
         {
             let store = store.clone();
@@ -562,7 +527,7 @@ async fn a_rotation_does_not_take_an_id_inserted_again_after_its_first_try() {
         },
     )
     .await;
-    doubted_and_left(r, &other, &id, b"mallory").await;
+    doubted_and_left(r, other, &id, b"mallory").await;
 }
 
 /// A per-session state write whose reply was lost, and whose session
@@ -571,13 +536,8 @@ async fn a_rotation_does_not_take_an_id_inserted_again_after_its_first_try() {
 /// as the other writes do (they said `NotFound`: "nothing was done").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_writes_that_find_the_session_gone_may_be_in() {
-    let Setup {
-        server: _server,
-        front,
-        store,
-        other,
-        ..
-    } = setup("state-gone").await;
+    let s = setup("state-gone").await;
+    let (front, store, other) = (&s.front, &s.store, &s.other);
     let bucket = session_engine::Bucket {
         capacity: 5,
         refill_per_sec: 1,
@@ -593,7 +553,7 @@ async fn state_writes_that_find_the_session_gone_may_be_in() {
                 _ => store.rate_limit(&id, bucket, 1).await.map(drop),
             }
         };
-        let r = with_a_write_between(&front, op, call, async {
+        let r = with_a_write_between(front, op, call, async {
             other.delete(&id).await.expect("deleted");
         })
         .await;
@@ -610,31 +570,20 @@ async fn state_writes_that_find_the_session_gone_may_be_in() {
 /// it replaced the other client's session, a put applied twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_does_not_overwrite_a_session_inserted_after_its_first_try() {
-    let Setup {
-        server: _server,
-        front,
-        store,
-        other,
-        ..
-    } = setup("put-again").await;
+    let s = setup("put-again").await;
+    let (front, store, other) = (&s.front, &s.store, &s.other);
     let id = SessionId::random().unwrap();
     let r = with_a_write_between(
-        &front,
+        front,
         "put",
         {
             let store = store.clone();
             async move { store.put(id, b"mine", TTL).await }
         },
-        async {
-            other.delete(&id).await.expect("the first try is in: deleted");
-            other
-                .insert(id, b"theirs", TTL)
-                .await
-                .expect("the id is free again");
-        },
+        replaced_after_a_delete(other, id, b"theirs"),
     )
     .await;
-    doubted_and_left(r, &other, &id, b"theirs").await;
+    doubted_and_left(r, other, &id, b"theirs").await;
 }
 
 /// A `set_ttl` whose first try ran (its reply lost), then the session was
@@ -642,31 +591,20 @@ async fn a_put_does_not_overwrite_a_session_inserted_after_its_first_try() {
 /// new session's timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_change_does_not_reach_a_session_inserted_after_its_first_try() {
-    let Setup {
-        server: _server,
-        front,
-        store,
-        other,
-        ..
-    } = setup("ttl-again").await;
+    let s = setup("ttl-again").await;
+    let (front, store, other) = (&s.front, &s.store, &s.other);
     let id = other.create(b"before", TTL).await.unwrap();
     let r = with_a_write_between(
-        &front,
+        front,
         "set_ttl",
         {
             let store = store.clone();
             async move { store.set_ttl(&id, Timeout::from_secs(5)).await }
         },
-        async {
-            other.delete(&id).await.expect("deleted");
-            other
-                .insert(id, b"theirs", TTL)
-                .await
-                .expect("the id is free again");
-        },
+        replaced_after_a_delete(other, id, b"theirs"),
     )
     .await;
-    doubted_and_left(r, &other, &id, b"theirs").await;
+    doubted_and_left(r, other, &id, b"theirs").await;
     assert_eq!(
         other.peek(&id).await.unwrap().timeout(),
         TTL,
@@ -686,17 +624,12 @@ async fn a_timeout_change_does_not_reach_a_session_inserted_after_its_first_try(
 /// under the id: the resend must not end that one, nor cap it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifetime_change_does_not_reach_a_session_inserted_after_its_first_try() {
-    let Setup {
-        server: _server,
-        front,
-        store,
-        other,
-        ..
-    } = setup("lifetime-again").await;
+    let s = setup("lifetime-again").await;
+    let (front, store, other) = (&s.front, &s.store, &s.other);
     let id = other.create(b"before", TTL).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let r = with_a_write_between(
-        &front,
+        front,
         "set_lifetime",
         {
             let store = store.clone();
@@ -712,7 +645,7 @@ async fn a_lifetime_change_does_not_reach_a_session_inserted_after_its_first_try
         },
     )
     .await;
-    doubted_and_left(r, &other, &id, b"theirs").await;
+    doubted_and_left(r, other, &id, b"theirs").await;
     assert_eq!(
         other.peek(&id).await.unwrap().lifetime(),
         Timeout::Never,
