@@ -384,6 +384,15 @@ fn committed(file: &str) -> serde_json::Value {
     baseline
 }
 
+/// The committed instruction baseline, marked counted by a build of this
+/// test's kind (a debug build's baseline is refused by a release loadgen,
+/// and the other way round), for tests that must reach the count.
+fn committed_for_this_build() -> serde_json::Value {
+    let mut baseline = committed("baseline-instructions.json");
+    baseline["debug_build"] = cfg!(debug_assertions).into();
+    baseline
+}
+
 #[test]
 fn a_baseline_whose_plan_cannot_be_measured_is_refused_with_the_reason() {
     let tmp = tempfile::tempdir().unwrap();
@@ -465,12 +474,9 @@ fn a_baseline_whose_plan_cannot_be_measured_is_refused_with_the_reason() {
 #[test]
 fn a_baseline_commit_of_any_characters_is_shown_cut_at_a_character() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut baseline = committed("baseline-instructions.json");
+    let mut baseline = committed_for_this_build();
     // Byte 12 falls inside the sixth "é".
     baseline["git"]["commit"] = "aéééééééééééééé".into();
-    // Counted by a build of this test's kind (a debug build's baseline is
-    // refused by a release loadgen, and the other way round).
-    baseline["debug_build"] = cfg!(debug_assertions).into();
     let path = tmp.path().join("commit.json");
     write_json(&path, &baseline);
     let (code, stdout, stderr) = outcome(&loadgen(&[
@@ -501,9 +507,7 @@ fn a_failing_callgrind_annotate_is_named_as_such() {
     )))
     .unwrap();
     let baseline = tmp.path().join("baseline.json");
-    let mut counted = committed("baseline-instructions.json");
-    counted["debug_build"] = cfg!(debug_assertions).into();
-    write_json(&baseline, &counted);
+    write_json(&baseline, &committed_for_this_build());
     let (code, stdout, stderr) = outcome(&loadgen_with_env(
         &[
             "gate",
