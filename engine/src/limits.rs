@@ -132,6 +132,12 @@ pub const FLUSH_INTERVAL_MS_MIN: u64 = 1;
 /// See [`FLUSH_INTERVAL_MS_MIN`].
 pub const FLUSH_INTERVAL_MS_MAX: u64 = 3_600_000;
 
+/// The largest segment sequence a shard's log uses: sequences count from 1,
+/// one per segment, so 2^62 is out of reach; a file named `<n>.seg` above it
+/// was not written by this engine and is left alone (numbering the next
+/// segment after it would overflow).
+pub const SEGMENT_SEQUENCE_MAX: u64 = 1 << 62;
+
 /// Default size of a log segment. Sixteen MiB hold about 60K 200-byte
 /// sessions; each shard preallocates one, so 8 shards start at 128 MiB of disk.
 pub const SEGMENT_SIZE_BYTES_DEFAULT: usize = 16 * 1024 * 1024;

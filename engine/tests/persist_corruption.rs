@@ -246,6 +246,29 @@ fn a_zeroed_record_with_records_after_it_is_damage_not_the_end() {
     }
 }
 
+/// A file in a shard's directory named as a segment of a sequence this
+/// engine never reaches (the largest `u64`: the next one would overflow) is
+/// not taken for one: the open neither panics nor numbers its next segment
+/// from it, and the sessions and new writes are kept.
+#[test]
+fn a_segment_name_past_every_sequence_is_not_ours() {
+    let (dir, segment, records) = build(5);
+    let stray = segment.with_file_name(format!("{}.seg", u64::MAX));
+    std::fs::write(&stray, b"").unwrap();
+    for mode in [RecoveryMode::Strict, RecoveryMode::Repair] {
+        let (ids, _) = recovered(dir.path(), mode).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        assert_eq!(ids.len(), records.len(), "{mode:?}");
+    }
+    let engine = Engine::open(config(dir.path(), RecoveryMode::Strict)).unwrap();
+    engine
+        .insert(SessionId::from_bytes([99; 16]), b"after", Timeout::Never)
+        .unwrap();
+    engine.close().unwrap();
+    let (ids, _) = recovered(dir.path(), RecoveryMode::Strict).unwrap();
+    assert_eq!(ids.len(), records.len() + 1);
+    assert!(stray.exists(), "a file that is not ours is left alone");
+}
+
 #[test]
 fn garbage_files_never_panic() {
     let (dir, segment, _) = build(5);

@@ -39,7 +39,8 @@ use crate::config::RecoveryMode;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::limits::{
-    RECOVERY_REPORT_ITEMS_MAX, SEGMENT_SIZE_BYTES_MAX, TIMEOUT_MS_MAX, TIME_MS_MAX, TOPICS_PER_SESSION_MAX,
+    RECOVERY_REPORT_ITEMS_MAX, SEGMENT_SEQUENCE_MAX, SEGMENT_SIZE_BYTES_MAX, TIMEOUT_MS_MAX, TIME_MS_MAX,
+    TOPICS_PER_SESSION_MAX,
 };
 use crate::per_session::Topic;
 
@@ -312,8 +313,10 @@ fn list_segments(dir: &Path) -> Result<(Segments, Vec<PathBuf>)> {
                 tmps.push(entry.path());
             }
         } else if let Some(stem) = name.strip_suffix(".seg") {
-            if let Ok(sequence) = stem.parse::<u64>() {
-                segments.push((sequence, entry.path()));
+            match stem.parse::<u64>() {
+                Ok(sequence) if sequence <= SEGMENT_SEQUENCE_MAX => segments.push((sequence, entry.path())),
+                // Not a name this engine gives (see SEGMENT_SEQUENCE_MAX).
+                _ => {}
             }
         }
     }
