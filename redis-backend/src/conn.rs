@@ -530,9 +530,13 @@ pub(crate) fn parse_cluster_slots(reply: &Value) -> RedisResult<Topology> {
             _ => Err(bad()),
         };
         let (start, end) = (slot(fields.first())?, slot(fields.get(1))?);
-        let Some(slots) = claimed.get_mut(start as usize..=end as usize) else {
-            return Err(bad()); // start > end
-        };
+        if start > end {
+            // Backwards, or empty (`end = start - 1`, which slicing takes
+            // for an empty range: the shard would get a first slot another
+            // serves, and a listing would scan that one twice, this never).
+            return Err(bad());
+        }
+        let slots = &mut claimed[start as usize..=end as usize];
         if slots.iter().any(|c| *c) {
             return Err(bad());
         }
@@ -631,6 +635,14 @@ mod tests {
         };
         let backwards = Value::Array(vec![range(10, 5, 1)]);
         assert!(parse_cluster_slots(&backwards).is_err(), "start after end");
+        // An empty range (end = start - 1) inside another node's: its node
+        // would be listed from a slot the other serves.
+        let empty = Value::Array(vec![
+            range(0, 5000, 1),
+            range(3000, 2999, 2),
+            range(5001, 16383, 2),
+        ]);
+        assert!(parse_cluster_slots(&empty).is_err(), "an empty range");
         let overlap = Value::Array(vec![range(0, 100, 1), range(100, 200, 2)]);
         assert!(parse_cluster_slots(&overlap).is_err(), "slot 100 claimed twice");
         let twice = Value::Array(vec![range(0, 100, 1), range(0, 100, 1)]);

@@ -149,14 +149,10 @@ pub(crate) fn give_up(last: &Fault, write: bool, maybe_applied: bool, request_ti
     }
 }
 
-/// The error for a reply of the wrong type or value to `command` (named as
-/// Redis knows it, with the operation: `EVALSHA (insert script)`, `DEL`):
-/// the server is not Redis, or the key holds data this backend did not
-/// write. Never read as an answer ("not found", "already exists"). A write
-/// may have been applied all the same, so it reports `OutcomeUnknown`; a
-/// read reports `Unavailable`. (The engine's error type has no protocol
-/// variant of its own; the reason starts with "protocol error".)
-pub(crate) fn protocol(command: &str, value: &redis::Value, write: bool) -> Error {
+/// A server's reply as an error's text shows it: cut at
+/// [`PROTOCOL_REPLY_SHOWN_BYTES`] (a broken or hostile server's reply can
+/// be megabytes, which would then travel in every error and log line).
+pub(crate) fn shown(value: &redis::Value) -> String {
     let mut shown = format!("{value:?}");
     if shown.len() > PROTOCOL_REPLY_SHOWN_BYTES {
         let mut end = PROTOCOL_REPLY_SHOWN_BYTES;
@@ -166,6 +162,18 @@ pub(crate) fn protocol(command: &str, value: &redis::Value, write: bool) -> Erro
         shown.truncate(end);
         shown.push_str("...");
     }
+    shown
+}
+
+/// The error for a reply of the wrong type or value to `command` (named as
+/// Redis knows it, with the operation: `EVALSHA (insert script)`, `DEL`):
+/// the server is not Redis, or the key holds data this backend did not
+/// write. Never read as an answer ("not found", "already exists"). A write
+/// may have been applied all the same, so it reports `OutcomeUnknown`; a
+/// read reports `Unavailable`. (The engine's error type has no protocol
+/// variant of its own; the reason starts with "protocol error".)
+pub(crate) fn protocol(command: &str, value: &redis::Value, write: bool) -> Error {
+    let shown = shown(value);
     let reason = format!(
         "protocol error: unexpected reply to {command}: {shown} (is the server Redis, and is the key \
          prefix used by this store alone?)"

@@ -269,6 +269,10 @@ async fn scan_shard(
                 cursor: next,
                 resume: 0,
             };
+            // Past the bucket that was rescanned or too large: the next
+            // buckets are asked for at the full count again (left at 1 or
+            // halved, the rest of the page took a round trip a bucket).
+            count_cap = SCAN_COUNT_MAX;
             if next == 0 {
                 return Ok((found, Stop::ShardDone));
             }
@@ -294,6 +298,18 @@ async fn scan_shard(
                 ),
             ));
         }
+    }
+    if found.is_empty() && pos == entry {
+        // Every call answered the cursor it was given, with nothing in it:
+        // a page that handed that cursor back would be asked for again,
+        // for ever. Redis' SCAN always moves on (or ends at 0).
+        return Err(Error::Unavailable {
+            reason: format!(
+                "protocol error: unexpected reply to SCAN: the master at {}:{} answered cursor {} \
+                 with itself and no keys {SCAN_CALLS_MAX} times (is the server Redis?)",
+                shard.host, shard.port, pos.cursor
+            ),
+        });
     }
     Ok((found, Stop::PageFull(pos, mark)))
 }

@@ -8,7 +8,7 @@ use redis::Value;
 use session_engine::limits::TOPICS_PER_SESSION_MAX;
 use session_engine::{Error, Metadata, Result, Session, SessionId, Timeout};
 
-use crate::error::protocol;
+use crate::error::{protocol, shown};
 
 /// Bytes of a bulk reply; `None` for nil.
 pub(crate) fn bytes(value: Value) -> Option<Vec<u8>> {
@@ -259,15 +259,21 @@ pub(crate) fn replicas_from(mut rest: impl Iterator<Item = Value>, fenced: bool)
         match rest.next() {
             Some(Value::Int(1)) => {}
             Some(other) => {
-                return Replicas::Unconfirmed(format!("the replication fence (EVAL) answered {other:?}"))
+                return Replicas::Unconfirmed(format!(
+                    "the replication fence (EVAL) answered {}",
+                    shown(&other)
+                ))
             }
             None => return Replicas::Unconfirmed("no reply to the replication fence".into()),
         }
     }
     match rest.next() {
         Some(Value::Int(n)) if n >= 0 => Replicas::Acked(n),
-        Some(Value::ServerError(e)) => Replicas::Unconfirmed(format!("WAIT failed: {e:?}")),
-        Some(other) => Replicas::Unconfirmed(format!("protocol error: unexpected reply to WAIT: {other:?}")),
+        Some(e @ Value::ServerError(_)) => Replicas::Unconfirmed(format!("WAIT failed: {}", shown(&e))),
+        Some(other) => Replicas::Unconfirmed(format!(
+            "protocol error: unexpected reply to WAIT: {}",
+            shown(&other)
+        )),
         None => Replicas::Unconfirmed("no reply to WAIT".into()),
     }
 }
@@ -345,6 +351,23 @@ mod tests {
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    /// A huge reply to `WAIT` or to the fence is cut in the reason it
+    /// gives, as every protocol error's quoted reply is.
+    #[test]
+    fn replicas_reasons_quote_a_bounded_reply() {
+        let huge = || Value::BulkString(vec![b'x'; 1 << 20]);
+        for (rest, fenced) in [
+            (vec![huge()], true),
+            (vec![Value::Int(1), huge()], true),
+            (vec![huge()], false),
+        ] {
+            let Replicas::Unconfirmed(reason) = replicas_from(rest.into_iter(), fenced) else {
+                panic!("a huge reply confirmed replicas");
+            };
+            assert!(reason.len() < 1_000, "{} bytes", reason.len());
+        }
     }
 
     #[test]

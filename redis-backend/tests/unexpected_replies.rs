@@ -104,3 +104,39 @@ async fn the_wrong_kind_of_server_fails_at_connect() {
         .await
         .expect("redis:// to a single server");
 }
+
+/// A server whose `SCAN` never moves its cursor (and finds nothing) gets an
+/// error, not an empty page that hands back the cursor it was given: a
+/// caller paging to the end would loop for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_that_never_moves_is_an_error_not_a_page_that_stays_put() {
+    let fake = FakeServer::start(Arc::new(|args: &[Vec<u8>]| match name(args).as_str() {
+        "INFO" => bulk("# Server\r\nrun_id:f3c2a1b0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4\r\n# Cluster\r\ncluster_enabled:0\r\n"),
+        "SCAN" => b"*2\r\n$1\r\n7\r\n*0\r\n".to_vec(),
+        _ => b"-ERR not here\r\n".to_vec(),
+    }))
+    .await;
+    let store = RedisStore::connect(RedisConfig::standalone(fake.url()).key_prefix("p:"))
+        .await
+        .expect("connect: INFO looks like Redis");
+    let mut cursor = session_engine::Cursor::START;
+    for _ in 0..3 {
+        match store.list(cursor, 10).await {
+            Ok(page) => {
+                assert!(
+                    !page.sessions.is_empty() || page.next != Some(cursor),
+                    "an empty page handed back its own cursor {cursor}: the listing loops"
+                );
+                match page.next {
+                    Some(next) => cursor = next,
+                    None => return,
+                }
+            }
+            Err(e) => {
+                assert!(is_protocol_error(&e, "SCAN"), "{e:?}");
+                return;
+            }
+        }
+    }
+    panic!("three pages, and the listing neither ended nor failed");
+}
