@@ -108,6 +108,34 @@ fn target_slot(shard: &Shard) -> u16 {
     u16::try_from(shard.first_slot).expect("slots are below 16384")
 }
 
+/// A pipeline for `shard`'s master that starts, in a cluster, with a read
+/// of a key of the shard's first slot (`true`): a route gone stale (the
+/// slot moved to another master), or a command the cluster client sent to
+/// another node (it falls back to any node when the master is not
+/// connected), answers `MOVED` there instead of the other node answering
+/// for this master (`ASK`, the slot migrating out, is not: still its own).
+pub(crate) fn probed_pipe(inner: &Inner, shard: &Shard) -> (redis::Pipeline, bool) {
+    let mut pipe = redis::pipe();
+    let probe = !matches!(inner.config.deployment, Deployment::Standalone(_));
+    if probe {
+        pipe.cmd("EXISTS").arg(inner.keys.slot_probe(target_slot(shard)));
+    }
+    (pipe, probe)
+}
+
+/// The error of a [`probed_pipe`]'s probe, which is the attempt's: any but
+/// `ASK` or `TRYAGAIN` (the slot migrating out: this master still serves
+/// it).
+pub(crate) fn probe_error(values: &[Value], probe: bool) -> Option<redis::RedisError> {
+    values.first().filter(|_| probe).and_then(|v| match v {
+        Value::ServerError(e) => {
+            let err = redis::RedisError::from(e.clone());
+            (!matches!(err.code(), Some("ASK" | "TRYAGAIN"))).then_some(err)
+        }
+        _ => None,
+    })
+}
+
 /// How a scan of one master ended.
 enum Stop {
     /// The page is full (or the call budget spent): continue here, on the
@@ -325,14 +353,7 @@ async fn scan(
     count: usize,
     deadline: Instant,
 ) -> Result<(u64, Vec<Vec<u8>>, u32)> {
-    let mut pipe = redis::pipe();
-    // In a cluster, a key of the shard's first slot: a route gone stale (the
-    // slot moved to another master) answers MOVED instead of scanning the
-    // wrong master (`ASK`, the slot migrating out, is not: still its own).
-    let probe = !matches!(inner.config.deployment, Deployment::Standalone(_));
-    if probe {
-        pipe.cmd("EXISTS").arg(inner.keys.slot_probe(target_slot(shard)));
-    }
+    let (mut pipe, probe) = probed_pipe(inner, shard);
     pipe.cmd("INFO").arg("server");
     pipe.cmd("SCAN")
         .arg(cursor)
@@ -347,17 +368,8 @@ async fn scan(
                 .send_pipeline(conn, pipe, Target::Shard(shard), deadline)
                 .await?;
             // The SCAN's errors are the attempt's (a node loading); the
-            // probe's too (`MOVED`: a stale route), but for `ASK` or
-            // `TRYAGAIN` (the slot migrating out: this master still serves
-            // it). INFO's only loses the mark.
-            let probe_error = values.first().filter(|_| probe).and_then(|v| match v {
-                Value::ServerError(e) => {
-                    let err = redis::RedisError::from(e.clone());
-                    (!matches!(err.code(), Some("ASK" | "TRYAGAIN"))).then_some(err)
-                }
-                _ => None,
-            });
-            match (probe_error, values.last()) {
+            // probe's too. INFO's only loses the mark.
+            match (probe_error(&values, probe), values.last()) {
                 (Some(err), _) => Err(err),
                 (None, Some(Value::ServerError(e))) => Err(e.clone().into()),
                 _ => Ok(values),

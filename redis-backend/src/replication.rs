@@ -16,8 +16,10 @@ use session_engine::{Error, OpenMetricsWriter, Result};
 
 use crate::conn::{Shard, Target};
 use crate::error::protocol;
+use crate::list::{probe_error, probed_pipe};
 use crate::reply::{self, info_field};
 use crate::request::{join_all, Inner, Kind};
+use redis::Value;
 
 /// The replication state of every master, as each reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,22 +127,30 @@ impl ReplicationLag {
 }
 
 /// Reads `INFO replication` from every master, concurrently, within one
-/// request timeout.
+/// request timeout. In a cluster each read follows a probe of its master's
+/// first slot ([`probed_pipe`]): the cluster client sends a command for a
+/// master it is not connected to (down, failing over) to any node, whose
+/// figures would then be reported under that master's name.
 pub(crate) async fn lag(inner: &Inner) -> Result<ReplicationLag> {
     let deadline = inner.deadline();
     let shards = inner.topology(deadline).await?;
-    let cmd = &{
-        let mut cmd = redis::cmd("INFO");
-        cmd.arg("replication");
-        cmd
-    };
     let replies = join_all(
         shards
             .iter()
             .map(|shard| async move {
+                let (mut pipe, probe) = probed_pipe(inner, shard);
+                pipe.cmd("INFO").arg("replication");
+                let pipe = &pipe;
                 inner
                     .run(Kind::Read, deadline, |conn, _| async move {
-                        inner.send_query(conn, cmd, Target::Shard(shard), deadline).await
+                        let values = inner
+                            .send_pipeline(conn, pipe, Target::Shard(shard), deadline)
+                            .await?;
+                        match (probe_error(&values, probe), values.last()) {
+                            (Some(err), _) => Err(err),
+                            (None, Some(Value::ServerError(e))) => Err(e.clone().into()),
+                            _ => Ok(values),
+                        }
                     })
                     .await
             })
@@ -149,7 +159,8 @@ pub(crate) async fn lag(inner: &Inner) -> Result<ReplicationLag> {
     .await;
     let mut masters = Vec::with_capacity(shards.len());
     for (shard, reply) in shards.iter().zip(replies) {
-        let value = reply?.value;
+        let mut values = reply?.value;
+        let value = values.pop().unwrap_or(Value::Nil);
         let text = reply::text(&value).ok_or_else(|| protocol("INFO replication", &value, false))?;
         masters.push(parse(&text, master_name(inner, shard))?);
     }

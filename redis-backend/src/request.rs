@@ -628,19 +628,6 @@ impl Inner {
         Via::Client(conn, lane)
     }
 
-    /// Sends one command to `target` on one attempt (see [`Inner::via`]).
-    pub(crate) async fn send_query(
-        &self,
-        conn: Conn,
-        cmd: &Cmd,
-        target: Target<'_>,
-        deadline: Instant,
-    ) -> RedisResult<Value> {
-        self.via(conn, target, Lane::Reads, false, deadline)
-            .query(cmd, target)
-            .await
-    }
-
     /// Sends a pipeline to `target` on one attempt (see [`Inner::via`]).
     pub(crate) async fn send_pipeline(
         &self,

@@ -100,4 +100,19 @@ async fn healthy_shards_serve_while_one_shard_is_down() {
             "lost shard: {r:?}"
         );
     }
+    // Replication figures never come from another node under the lost
+    // master's name (the cluster client sends a command for a master it
+    // is not connected to to any node): they fail, or leave it out.
+    let dead = format!("127.0.0.1:{dead_port}");
+    for _ in 0..10 {
+        let lag = tokio::time::timeout(Duration::from_secs(60), store.replication_lag())
+            .await
+            .expect("replication_lag hung");
+        if let Ok(lag) = lag {
+            assert!(
+                lag.masters.iter().all(|m| m.master != dead),
+                "figures under the lost master's name: {lag:?}"
+            );
+        }
+    }
 }
