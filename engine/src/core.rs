@@ -16,7 +16,9 @@ use crate::clock::Clock;
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::limits::{LIST_LOCK_BATCH, SWEEP_BATCH_MAX, TIMER_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES};
+use crate::limits::{
+    COMPACTION_LIST_RESTARTS_MAX, LIST_LOCK_BATCH, SWEEP_BATCH_MAX, TIMER_BATCH_MAX, UPDATE_OPTIMISTIC_TRIES,
+};
 use crate::per_session::{self, EntryLine, IdOf, TimerHandle, TopicParts, Topics};
 use crate::persist::format::{put_len, Record, TIMEOUT_NEVER_STORED};
 use crate::persist::{
@@ -1126,8 +1128,10 @@ impl Core {
         let _one_at_a_time = self.compaction.lock();
         let now_ms = self.clock.now_ms();
         let _end_listing = EndListing(&self.shards[shard], now_ms);
-        let mut position = None;
+        let mut position: Option<ListPosition> = None;
         let mut batches = 0;
+        let mut restarts = 0;
+        let gave_up = Cell::new(false);
         // Called from the seal's closure and the listing's.
         let listed = RefCell::new(listed);
         let this = &self.shards[shard];
@@ -1143,6 +1147,19 @@ impl Core {
             |batch| {
                 let mut sessions = Vec::with_capacity(LIST_LOCK_BATCH);
                 let resume = self.list_batch(shard, position, LIST_LOCK_BATCH, &mut sessions);
+                // A batch that resumes in another table generation than it
+                // started from listed the shard again from its start (the
+                // table was rebuilt since the last batch): past the bound,
+                // the load is winning and the base would only grow.
+                if let (Some(from), Some(to)) = (position, resume) {
+                    if from.generation != to.generation {
+                        restarts += 1;
+                        if restarts > COMPACTION_LIST_RESTARTS_MAX {
+                            gave_up.set(true);
+                            return false;
+                        }
+                    }
+                }
                 // Topics read after the sessions: a change in between is also
                 // in the segment after the seal, which replays over the base.
                 this.topics_of(sessions, batch);
@@ -1160,7 +1177,21 @@ impl Core {
                 }
                 resume.is_some()
             },
-            || self.commits[shard].flush_waiting(),
+            || {
+                // Failed before the base replaces anything (its `.tmp` is
+                // removed): retried after the compactor's backoff.
+                if gave_up.get() {
+                    return Err(Error::Io {
+                        context: format!("compacting shard {shard}"),
+                        source: std::io::Error::other(format!(
+                            "its table was rebuilt {} times while its sessions were listed \
+                             (each rebuild starts the listing again): given up, retried later",
+                            COMPACTION_LIST_RESTARTS_MAX + 1
+                        )),
+                    });
+                }
+                self.commits[shard].flush_waiting()
+            },
         );
         // A compaction that stopped early or failed keeps nothing
         // (`_end_listing`).

@@ -114,6 +114,15 @@ pub const COMPACTION_CHECK_INTERVAL_MS: u64 = 500;
 /// check turned the space left into near-empty segments.
 pub const COMPACTION_BACKOFF_CHECKS_MIN: u32 = 2;
 
+/// Restarts of one compaction's listing before the compaction gives up (a
+/// failed compaction, retried after the backoff above). Each table rebuild
+/// of the shard restarts the listing at slot 0, and the whole shard goes
+/// into the base again; a rebuild comes after at least as many inserts into
+/// unused slots as the shard holds sessions, so a listing that loses this
+/// many races is losing them to a load that would keep it from ending, its
+/// base file growing by a shard each time.
+pub const COMPACTION_LIST_RESTARTS_MAX: usize = 3;
+
 /// The longest wait between failed compactions of one shard, in checks
 /// (128 × 500 ms: about a minute).
 pub const COMPACTION_BACKOFF_CHECKS_MAX: u32 = 128;

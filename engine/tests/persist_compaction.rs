@@ -468,3 +468,60 @@ fn a_failed_or_panicking_compaction_leaves_no_tmp_base() {
         "after a refused rename"
     );
 }
+
+/// Each table rebuild of a shard restarts a compaction's listing at slot 0
+/// (its position names a table that is gone), and the whole shard goes into
+/// the base again: a load that rebuilds the table between every two batches
+/// kept the listing from ever ending while the base file grew. It gives up
+/// after `COMPACTION_LIST_RESTARTS_MAX` restarts (a failed compaction,
+/// retried after the compactor's backoff), leaving no `.tmp`, losing
+/// nothing.
+#[test]
+fn a_listing_restarted_by_table_rebuilds_gives_up() {
+    use session_engine::limits::{COMPACTION_LIST_RESTARTS_MAX, LIST_LOCK_BATCH};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path()).shards(1).segment_size_bytes(16 << 20)).unwrap();
+    let mut expected = HashMap::new();
+    for i in 0..4 * LIST_LOCK_BATCH {
+        let id = engine
+            .create(format!("s{i}").as_bytes(), Timeout::from_secs(3600))
+            .unwrap();
+        expected.insert(id, format!("s{i}").into_bytes());
+    }
+    let shard_dir = dir.path().join("L00000001/S0000");
+    // Without a bound the listing ends only once the churn stops: this many
+    // batches of it.
+    const CHURNED_BATCHES: usize = 100;
+    let mut batches = 0;
+    let r = engine.debug_compact_listing(0, CompactionStep::Done, |listed| {
+        if listed == 0 {
+            return;
+        }
+        batches += 1;
+        if batches > CHURNED_BATCHES {
+            return;
+        }
+        // Creates and deletes until the shard's table rebuilds.
+        let before = engine.stats().rehashes_total;
+        for _ in 0..1_000_000 {
+            let id = engine.create(b"churn", Timeout::from_secs(3600)).unwrap();
+            engine.delete(&id).unwrap();
+            if engine.stats().rehashes_total > before {
+                return;
+            }
+        }
+        panic!("no table rebuild after a million creates and deletes");
+    });
+    assert!(r.is_err(), "a listing restarted by every batch went on");
+    assert!(
+        batches <= COMPACTION_LIST_RESTARTS_MAX + 1,
+        "{batches} batches listed before giving up"
+    );
+    assert_eq!(tmp_files(&shard_dir), Vec::<std::path::PathBuf>::new());
+    engine.close().unwrap();
+    let engine = Engine::open(config(dir.path()).shards(1).segment_size_bytes(16 << 20)).unwrap();
+    for (id, metadata) in &expected {
+        assert_eq!(engine.peek(id).unwrap().metadata(), &metadata[..], "{id}");
+    }
+    assert_eq!(engine.len(), expected.len());
+}
