@@ -393,6 +393,19 @@ fn committed_for_this_build() -> serde_json::Value {
     baseline
 }
 
+/// `loadgen gate --instructions --quiet` against `baseline`, written to
+/// `path` first: its exit code, stdout and stderr.
+fn instruction_gate_against(path: &Path, baseline: &serde_json::Value) -> (i32, String, String) {
+    write_json(path, baseline);
+    outcome(&loadgen(&[
+        "gate",
+        "--instructions",
+        "--baseline",
+        path.to_str().unwrap(),
+        "--quiet",
+    ]))
+}
+
 #[test]
 fn a_baseline_whose_plan_cannot_be_measured_is_refused_with_the_reason() {
     let tmp = tempfile::tempdir().unwrap();
@@ -477,15 +490,7 @@ fn a_baseline_commit_of_any_characters_is_shown_cut_at_a_character() {
     let mut baseline = committed_for_this_build();
     // Byte 12 falls inside the sixth "é".
     baseline["git"]["commit"] = "aéééééééééééééé".into();
-    let path = tmp.path().join("commit.json");
-    write_json(&path, &baseline);
-    let (code, stdout, stderr) = outcome(&loadgen(&[
-        "gate",
-        "--instructions",
-        "--baseline",
-        path.to_str().unwrap(),
-        "--quiet",
-    ]));
+    let (code, stdout, stderr) = instruction_gate_against(&tmp.path().join("commit.json"), &baseline);
     // The committed counts are a release build's at another plan: what the
     // verdict is does not matter here, only that it is reached.
     assert!(matches!(code, 0 | 1 | 3), "exit {code}: {stdout}\n{stderr}");
@@ -534,15 +539,7 @@ fn a_baseline_of_the_other_build_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let mut baseline = committed("baseline-instructions.json");
     baseline["debug_build"] = (!cfg!(debug_assertions)).into();
-    let path = tmp.path().join("other-build.json");
-    write_json(&path, &baseline);
-    let (code, stdout, stderr) = outcome(&loadgen(&[
-        "gate",
-        "--instructions",
-        "--baseline",
-        path.to_str().unwrap(),
-        "--quiet",
-    ]));
+    let (code, stdout, stderr) = instruction_gate_against(&tmp.path().join("other-build.json"), &baseline);
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(
         stderr.contains("cannot be compared") && stderr.contains("--release"),

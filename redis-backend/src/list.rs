@@ -58,7 +58,7 @@ use session_engine::limits::LIST_PAGE_MAX;
 use session_engine::{Cursor, Error, Page, Result, Session, SessionId};
 
 use crate::config::Deployment;
-use crate::conn::{Shard, Target};
+use crate::conn::{Conn, Shard, Target};
 use crate::error::protocol;
 use crate::keys::resume_hash;
 use crate::limits::{
@@ -123,17 +123,31 @@ pub(crate) fn probed_pipe(inner: &Inner, shard: &Shard) -> (redis::Pipeline, boo
     (pipe, probe)
 }
 
-/// The error of a [`probed_pipe`]'s probe, which is the attempt's: any but
-/// `ASK` or `TRYAGAIN` (the slot migrating out: this master still serves
-/// it).
-pub(crate) fn probe_error(values: &[Value], probe: bool) -> Option<redis::RedisError> {
-    values.first().filter(|_| probe).and_then(|v| match v {
+/// Sends a [`probed_pipe`] to `shard`'s master on one attempt. The probe's
+/// error is the attempt's, but for `ASK` or `TRYAGAIN` (the slot migrating
+/// out: this master still serves it); so is the last command's.
+pub(crate) async fn send_probed(
+    inner: &Inner,
+    conn: Conn,
+    (pipe, probe): (&redis::Pipeline, bool),
+    shard: &Shard,
+    deadline: Instant,
+) -> redis::RedisResult<Vec<Value>> {
+    let values = inner
+        .send_pipeline(conn, pipe, Target::Shard(shard), deadline)
+        .await?;
+    let probe_error = values.first().filter(|_| probe).and_then(|v| match v {
         Value::ServerError(e) => {
             let err = redis::RedisError::from(e.clone());
             (!matches!(err.code(), Some("ASK" | "TRYAGAIN"))).then_some(err)
         }
         _ => None,
-    })
+    });
+    match (probe_error, values.last()) {
+        (Some(err), _) => Err(err),
+        (None, Some(Value::ServerError(e))) => Err(e.clone().into()),
+        _ => Ok(values),
+    }
 }
 
 /// How a scan of one master ended.
@@ -362,18 +376,11 @@ async fn scan(
         .arg("COUNT")
         .arg(count);
     let pipe = &pipe;
+    // The SCAN's errors are the attempt's (a node loading); the probe's
+    // too. INFO's only loses the mark.
     let reply = inner
-        .run(Kind::Read, deadline, |conn, _| async move {
-            let values = inner
-                .send_pipeline(conn, pipe, Target::Shard(shard), deadline)
-                .await?;
-            // The SCAN's errors are the attempt's (a node loading); the
-            // probe's too. INFO's only loses the mark.
-            match (probe_error(&values, probe), values.last()) {
-                (Some(err), _) => Err(err),
-                (None, Some(Value::ServerError(e))) => Err(e.clone().into()),
-                _ => Ok(values),
-            }
+        .run(Kind::Read, deadline, |conn, _| {
+            send_probed(inner, conn, (pipe, probe), shard, deadline)
         })
         .await?;
     let mut values = reply.value;

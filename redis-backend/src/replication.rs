@@ -14,9 +14,9 @@ use std::fmt::{self, Write};
 
 use session_engine::{Error, OpenMetricsWriter, Result};
 
-use crate::conn::{Shard, Target};
+use crate::conn::Shard;
 use crate::error::protocol;
-use crate::list::{probe_error, probed_pipe};
+use crate::list::{probed_pipe, send_probed};
 use crate::reply::{self, info_field};
 use crate::request::{join_all, Inner, Kind};
 use redis::Value;
@@ -142,15 +142,8 @@ pub(crate) async fn lag(inner: &Inner) -> Result<ReplicationLag> {
                 pipe.cmd("INFO").arg("replication");
                 let pipe = &pipe;
                 inner
-                    .run(Kind::Read, deadline, |conn, _| async move {
-                        let values = inner
-                            .send_pipeline(conn, pipe, Target::Shard(shard), deadline)
-                            .await?;
-                        match (probe_error(&values, probe), values.last()) {
-                            (Some(err), _) => Err(err),
-                            (None, Some(Value::ServerError(e))) => Err(e.clone().into()),
-                            _ => Ok(values),
-                        }
+                    .run(Kind::Read, deadline, |conn, _| {
+                        send_probed(inner, conn, (pipe, probe), shard, deadline)
                     })
                     .await
             })
