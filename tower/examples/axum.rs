@@ -17,7 +17,7 @@
 //!
 //! | route | does |
 //! | --- | --- |
-//! | `POST /login?user=NAME` | puts `user` in the session |
+//! | `POST /login?user=NAME` | gives the session a new id and puts `user` in it (a cookie planted before the login does not name the logged-in session: session fixation) |
 //! | `GET /counter` | adds one to `counter` and returns it |
 //! | `GET /whoami` | returns `user` (or `anonymous`); reads only |
 //! | `POST /cycle` | gives the session a new id ([`session_tower::cycle_id`]) |
@@ -87,6 +87,11 @@ struct Login {
 }
 
 async fn login(session: Session, Query(login): Query<Login>) -> AppResult {
+    // A new id for the new privilege, before it is granted: an id someone
+    // planted in the browser's cookie does not become the logged-in session.
+    session_tower::cycle_id(&session)
+        .await
+        .map_err(|e| internal(&e))?;
     session
         .insert(USER_KEY, &login.user)
         .await

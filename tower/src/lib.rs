@@ -43,9 +43,10 @@
 //! CSPRNG), drawn again while taken.
 //!
 //! One consequence, shared with tower-sessions' own stores: after
-//! `Session::flush` (a logout) the session keeps its record, with the old
-//! id, and a handler that writes to it again in the same request (a flash
-//! message) has it created under that old id, now free. Call
+//! `Session::flush` (a logout) the session keeps its record, with the id
+//! the request's cookie carried (whether or not it named a stored session),
+//! and a handler that writes to it again in the same request (a flash
+//! message) has it created under that id, now free. Call
 //! `Session::cycle_id` after the `flush` in such a handler: the new session
 //! then gets a fresh id.
 //!
@@ -130,9 +131,11 @@
 //!
 //! Our errors become `session_store::Error::Backend` with our message
 //! prefixed by the operation and the session id ("load of session …:
-//! session backend timed out after 1000 ms; …"); metadata that is not a
-//! stored record becomes `Decode` naming what is wrong; a map that cannot
-//! be written becomes `Encode`. A session that is not there is not an error:
+//! session backend timed out after 1000 ms; …"); a map that cannot be
+//! written becomes `Encode`. Metadata that is not a stored record this
+//! build reads (another application's, a newer format, damage) is no
+//! session: `load` returns `None` and logs a `tracing` warning naming what
+//! is wrong, and the bytes stay as they are until their deadline. A session that is not there is not an error:
 //! `load` returns `None` and `delete` succeeds.
 //!
 //! # Stored form

@@ -228,7 +228,7 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
                         Err(backend("create (after rotate)", Some(record.id), &e))
                     }
                 },
-                None => self.delete(&record.id).await,
+                None => plain_delete(&*self.store, "create (after rotate)", record.id).await,
             };
         }
         // A record created already expired is still stored (the caller
@@ -242,7 +242,8 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
         let id = to_session_id(record.id);
         let (expiry_ms, expiry_nanos) = unix_ms_ns(record.expiry_date);
         let Some(timeout) = self.timeout_for(expiry_nanos) else {
-            return self.delete(&record.id).await;
+            // A plain delete: never taken for a `cycle_id`'s rotation.
+            return plain_delete(&*self.store, "save (delete expired)", record.id).await;
         };
         let bytes = record::encode(record, expiry_ms)?;
         self.store
@@ -265,7 +266,20 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
             self.store.peek_with(&id, decode).await
         };
         let (stored, expires_ms) = match read {
-            Ok(decoded) => decoded?,
+            Ok(Ok(decoded)) => decoded,
+            // Bytes this build cannot read as a record (written by another
+            // application or a newer build, or damaged) are no session to
+            // it, as Django's and Rails' stores treat them: tower-sessions
+            // then starts an empty session, drops the cookie unless the
+            // handler writes (which creates a new id), and the stored bytes
+            // stay as they are for whoever can read them, until their
+            // deadline. An error instead would fail every request that
+            // carries the cookie, logins included, and in sliding mode keep
+            // the unreadable record alive for as long as they come.
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "session-tower: a stored session that is not a readable record is loaded as none");
+                return Ok(None);
+            }
             Err(session_engine::Error::NotFound) => return Ok(None),
             Err(e) => return Err(backend("load", Some(*session_id), &e)),
         };
@@ -277,10 +291,9 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
             // Stored without a timeout (by an earlier version, for a date
             // beyond the longest one): its own date ends it. A plain
             // delete, never a rotation.
-            return match self.store.delete(&id).await {
-                Ok(()) | Err(session_engine::Error::NotFound) => Ok(None),
-                Err(e) => Err(backend("load (delete expired)", Some(*session_id), &e)),
-            };
+            return plain_delete(&*self.store, "load (delete expired)", *session_id)
+                .await
+                .map(|()| None);
         } else {
             stored.expiry_date()
         };
@@ -302,10 +315,19 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
                 Err(e) => Err(backend("rotate", Some(*session_id), &e)),
             };
         }
-        match self.store.delete(&id).await {
-            Ok(()) | Err(session_engine::Error::NotFound) => Ok(()),
-            Err(e) => Err(backend("delete", Some(*session_id), &e)),
-        }
+        plain_delete(&*self.store, "delete", *session_id).await
+    }
+}
+
+/// Deletes `id` (gone already is done), never taking the call for a
+/// [`cycle_id`](crate::cycle_id)'s rotation: the adapter's own deletes of
+/// expired records go through here, not through `delete`, so that inside a
+/// `cycle_id` scope they cannot claim the rotation meant for the session's
+/// `delete(old)`.
+async fn plain_delete<S: SessionStore>(store: &S, operation: &str, id: Id) -> session_store::Result<()> {
+    match store.delete(&to_session_id(id)).await {
+        Ok(()) | Err(session_engine::Error::NotFound) => Ok(()),
+        Err(e) => Err(backend(operation, Some(id), &e)),
     }
 }
 

@@ -1,6 +1,7 @@
 //! A stored record whose MessagePack claims lengths its bytes cannot hold
-//! is refused with a `Decode` error, having reserved memory in proportion
-//! to its size: no more than a genuine record of that size needs.
+//! is refused (loaded as no session; the decoder's error text is checked in
+//! `record.rs`), having reserved memory in proportion to its size: no more
+//! than a genuine record of that size needs.
 //!
 //! The allocator of this test binary counts the bytes held at once (one
 //! test in the file, so nothing else allocates meanwhile but the runtime).
@@ -12,7 +13,6 @@ use std::sync::Arc;
 use session_engine::{Config, Engine, SessionId, Timeout};
 use session_tower::TowerStore;
 use tower_sessions_core::session::Id;
-use tower_sessions_core::session_store::Error;
 use tower_sessions_core::SessionStore;
 
 /// The system allocator, counting the bytes held and their peak.
@@ -129,10 +129,10 @@ async fn refused_in_proportion() {
         let loaded = store.load(&tower_id).await;
         let reserved = PEAK.load(Ordering::Relaxed) - before;
 
-        match loaded {
-            Err(Error::Decode(message)) => assert!(message.contains("not a MessagePack map"), "{message}"),
-            other => panic!("{what}: expected Decode, got {other:?}"),
-        }
+        assert!(
+            matches!(loaded, Ok(None)),
+            "{what}: expected no session, got {loaded:?}"
+        );
         assert!(
             reserved <= GENUINE_MAX,
             "{what}: {reserved} bytes held at once to refuse a {LEN}-byte record (a genuine one needs at most {GENUINE_MAX})"

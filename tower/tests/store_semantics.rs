@@ -300,24 +300,43 @@ async fn a_date_beyond_the_longest_timeout_gets_the_longest_and_is_reclaimed() {
     assert!(engine.peek(&past).unwrap_err().is_not_found());
 }
 
+/// Bytes that are not a record this build reads (another application's
+/// metadata, a newer format, damage) are no session to the adapter, in
+/// either mode: `load` gives `None` (it used to be a `Decode` error, which
+/// failed every request carrying the cookie, logins included, and a sliding
+/// load kept the unreadable record alive meanwhile), a write in that
+/// session goes to a new id, and the stored bytes stay as they were.
 #[tokio::test]
-async fn foreign_metadata_is_a_decode_error_and_backend_errors_keep_our_message() {
+async fn a_stored_session_that_is_not_a_record_loads_as_none_and_stays() {
     let engine = Arc::new(Engine::open(Config::default().metadata_bytes_max(64)).unwrap());
-    let store = TowerStore::from_arc(Arc::clone(&engine));
     let foreign = engine.create(b"user_id=123", Timeout::from_secs(60)).unwrap();
     let id: Id = foreign.to_string().parse().unwrap();
-    // Neither message holds the session's id: tower-sessions logs them,
+    for sliding in [false, true] {
+        let store = TowerStore::from_arc(Arc::clone(&engine)).sliding(sliding);
+        assert_eq!(store.load(&id).await.unwrap(), None, "sliding {sliding}");
+
+        // A login on that cookie: an empty session, saved under a new id.
+        let session = Session::new(Some(id), Arc::new(store), None);
+        assert!(session.get::<String>("user").await.unwrap().is_none());
+        session.insert("user", "alice").await.unwrap();
+        session.save().await.unwrap();
+        let new = session.id().expect("saved");
+        assert_ne!(new, id, "sliding {sliding}");
+        assert_eq!(
+            engine.peek(&foreign).unwrap().metadata(),
+            b"user_id=123",
+            "the foreign bytes are left as they were"
+        );
+    }
+}
+
+#[tokio::test]
+async fn backend_errors_keep_our_message_without_the_id() {
+    let engine = Arc::new(Engine::open(Config::default().metadata_bytes_max(64)).unwrap());
+    let store = TowerStore::from_arc(Arc::clone(&engine));
+    // The message does not hold the session's id: tower-sessions logs it,
     // and an id is the bearer's key to the session (a 4-character prefix
     // tells sessions apart in the logs and gives nothing away).
-    match store.load(&id).await {
-        Err(Error::Decode(message)) => {
-            assert!(message.contains("not written by session-tower"), "{message}");
-            assert!(!message.contains(&id.to_string()), "{message}");
-            assert!(message.contains(&id.to_string()[..4]), "{message}");
-        }
-        other => panic!("expected Decode, got {other:?}"),
-    }
-
     let mut big = record(time::Duration::minutes(1));
     big.data.insert("blob".to_owned(), json!("x".repeat(100)));
     match store.create(&mut big).await {
@@ -334,8 +353,8 @@ async fn foreign_metadata_is_a_decode_error_and_backend_errors_keep_our_message(
 /// serde_json's own limit): a record at the bound is saved and loaded on a
 /// tokio worker's thread in this unoptimised build; deeper data is an
 /// `Encode` error at save, nothing stored, and a stored record nested
-/// deeper (1,023 levels, what builds before the bound wrote) a `Decode`
-/// error at load. Either used to overflow the worker's stack and abort.
+/// deeper (1,023 levels, what builds before the bound wrote) is refused at
+/// load (no session: the decoder's error is checked in `record.rs`). Either used to overflow the worker's stack and abort.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn data_nests_at_most_128_levels_on_a_workers_stack() {
     let engine = engine();
@@ -380,10 +399,7 @@ async fn data_nests_at_most_128_levels_on_a_workers_stack() {
             .insert(old, &bytes, Timeout::from_secs(60))
             .expect("stored");
         let old: Id = old.to_string().parse().expect("the same text");
-        match store.load(&old).await {
-            Err(Error::Decode(message)) => assert!(message.contains("nested deeper than 128"), "{message}"),
-            other => panic!("expected Decode, got {other:?}"),
-        }
+        assert_eq!(store.load(&old).await.expect("no error"), None);
     });
     on_a_worker.await.expect("no panic on the worker");
 }
