@@ -37,19 +37,26 @@ fn four_clients_on_one_worker_complete_the_schedule() {
     assert_passed_unless_machine_busy(code, &r, &format!("{stdout}\n{stderr}"));
     assert_eq!(r["all_point_ops"]["errors"], 0, "{stdout}");
     assert_eq!(r["scenario"]["clients"], 4);
-    assert_eq!(r["ops_unsent"], 0);
     // Every operation due in the backend's slices was issued: 2,000/s in
     // half of the 1.2 s of warm-up and measurement (the other half is the
-    // peer's), 25 per client per 50 ms slice.
+    // peer's), 25 per client per 50 ms slice; except those of a client the
+    // machine kept off its core past the end and the backlog's grace, which
+    // gives up on them and counts them as unsent (the rate row fails then,
+    // which is the machine's: see `assert_passed_unless_machine_busy`).
+    let unsent = r["ops_unsent"].as_u64().unwrap();
     let issued = r["ops_issued"].as_u64().unwrap() + r["deletes_skipped"].as_u64().unwrap();
-    assert_eq!(issued, 1_200, "operations issued to the backend");
-    // And every one due in its measured slices (10 of them) was recorded,
-    // late or not.
+    assert_eq!(
+        issued + unsent,
+        1_200,
+        "operations issued to the backend or unsent"
+    );
+    // And every one due in its measured slices (10 of them) and sent was
+    // recorded, late or not.
     let skipped_at_most = r["deletes_skipped"].as_u64().unwrap();
     let measured = r["all_point_ops"]["count"].as_u64().unwrap();
     assert!(
-        (1_000 - skipped_at_most..=1_000).contains(&measured),
-        "{measured} measured operations"
+        (1_000u64.saturating_sub(skipped_at_most + unsent)..=1_000).contains(&measured),
+        "{measured} measured operations ({unsent} unsent)"
     );
 }
 
@@ -70,6 +77,10 @@ fn the_null_backend_measures_the_loadgen_alone() {
         "--no-output",
         "--quiet",
     ]));
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    // 200 ms measured is four backend slices: a machine that keeps the
+    // worker off its core across them leaves nothing measured, which the
+    // run rightly fails (and says so); anything else must pass.
+    let nothing_measured = code == 1 && stdout.contains("no operation was measured");
+    assert!(code == 0 || nothing_measured, "exit {code}\n{stdout}\n{stderr}");
     assert!(stdout.contains("closed-loop"), "{stdout}");
 }

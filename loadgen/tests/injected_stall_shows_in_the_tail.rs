@@ -82,9 +82,19 @@ fn a_200ms_freeze_shows_in_the_tail_and_fails_the_verdict() {
         .as_u64()
         .unwrap()
         .max(lost["runqueue_wait_ns"].as_u64().unwrap());
+    // Or the time the machine took in the backend's slice before ran on
+    // into this one (a spill: set aside on that time, which its own `lost`
+    // does not show), which only a disturbed slice before it can do.
+    let before = slices
+        .iter()
+        .filter(|s| s["side"] == "backend" && s["index"].as_u64() < stalled["index"].as_u64())
+        .max_by_key(|s| s["index"].as_u64())
+        .expect("a backend slice before the stalled one");
     assert!(
-        stalled["standing"] == "judged" || stalled_max <= 2 * taken + ms,
-        "{stalled}"
+        stalled["standing"] == "judged"
+            || stalled_max <= 2 * taken + ms
+            || (stalled["disturbed"] == true && before["disturbed"] == true),
+        "{stalled}\nbefore it: {before}"
     );
     let row = r["verdicts"]
         .as_array()

@@ -96,6 +96,10 @@ fn tiny_run<'a>(url: &'a str, rate: &'a str, out: &'a std::path::Path) -> Vec<&'
         "--rate",
         rate,
         "--quiet",
+        // The lister's ten pages go to the backend or the peer by the
+        // seed's draws: a random seed sent none to Redis once in 2^10 runs.
+        "--seed",
+        "7",
         "--out",
         out.to_str().unwrap(),
     ]
@@ -209,7 +213,8 @@ fn a_tiny_run_against_redis_completes_its_schedule() {
     // cores, which the slices show as the machine taking them.
     assert_passed_unless_machine_busy(code, &r, &format!("{stdout}\n{stderr}"));
     assert_eq!(r["scenario"]["backend"], url);
-    assert_eq!(r["ops_unsent"], 0);
+    // (Operations left unsent by a client the machine held past the end
+    // fail the rate row, which the check above allows: the machine's.)
     for op in ["get", "update", "create", "delete", "list"] {
         assert!(
             r["ops"][op]["count"].as_u64().unwrap() > 0,
