@@ -68,11 +68,15 @@ async fn updates_out_of_time_under_contention_say_contended_and_are_not_in() {
     // applied) — and the counter must hold exactly the acknowledged
     // increments plus at most the doubtful ones.
     let server = support::Server::standalone();
-    let config = RedisConfig::standalone(server.url())
-        .key_prefix(support::unique_prefix("conc-short"))
-        .request_timeout(Duration::from_millis(150));
-    let store = Arc::new(RedisStore::connect(config).await.expect("connect"));
-    let id = store.create(b"0", Timeout::from_secs(60)).await.expect("create");
+    let config = RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("conc-short"));
+    let store =
+        Arc::new(support::connect_short(config.clone().request_timeout(Duration::from_millis(150))).await);
+    // Creating the session and reading the total are not what the short
+    // budget is for: a store with a long one does them.
+    let steady = RedisStore::connect(config.request_timeout(Duration::from_secs(10)))
+        .await
+        .expect("connect");
+    let id = steady.create(b"0", Timeout::from_secs(60)).await.expect("create");
     let (ok, contended, doubtful) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
@@ -110,7 +114,7 @@ async fn updates_out_of_time_under_contention_say_contended_and_are_not_in() {
         contended.load(Ordering::Relaxed),
         doubtful.load(Ordering::Relaxed),
     );
-    let total = counter(store.get(&id).await.expect("get").metadata()) as u64;
+    let total = counter(steady.get(&id).await.expect("get").metadata()) as u64;
     println!("short budget: {ok} acknowledged, {contended} contended, {doubtful} doubtful; counter {total}");
     assert!(
         total >= ok && total <= ok + doubtful,
@@ -129,7 +133,11 @@ async fn an_update_never_lands_on_a_session_inserted_again_under_its_id() {
     // and its id inserted again with m1. The commit must see a different
     // session (ABA) and rerun the closure on m1.
     let server = support::Server::standalone();
-    let config = RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("aba"));
+    // A long budget: the update's own includes the wait for the delete and
+    // the insert below, and a loaded machine may stall between them.
+    let config = RedisConfig::standalone(server.url())
+        .key_prefix(support::unique_prefix("aba"))
+        .request_timeout(Duration::from_secs(10));
     let store = Arc::new(RedisStore::connect(config).await.expect("connect"));
     let id = session_engine::SessionId::from_bytes([0xAB; 16]);
     store

@@ -5,6 +5,13 @@
 //! while the lost shard's operations fail with typed errors. (With Redis' default, `yes`, every node answers
 //! `CLUSTERDOWN` for every key as soon as one slot is uncovered: every
 //! operation on every shard fails.)
+//!
+//! The healthy shards are read and written through a store with a 10 s
+//! request budget (a loaded test machine can stall a request past the
+//! default 1 s; how soon a request ends is `one_budget_per_operation`'s to
+//! show); the rest through one with the default budget, connected to the
+//! same cluster the same way, so that the lost shard's operations fail
+//! quickly.
 
 mod support;
 
@@ -22,11 +29,14 @@ async fn healthy_shards_serve_while_one_shard_is_down() {
     let mut cluster = Cluster::start(NODE_TIMEOUT_MS);
     let firsts = cluster.first_slots();
     let config = RedisConfig::cluster(cluster.urls()).key_prefix(support::unique_prefix("down"));
-    let store = RedisStore::connect(config).await.expect("connect");
+    let store = RedisStore::connect(config.clone()).await.expect("connect");
+    let patient = RedisStore::connect(config.request_timeout(Duration::from_secs(10)))
+        .await
+        .expect("connect");
     let mut ids = Vec::new();
     for i in 0..SESSIONS {
         ids.push(
-            store
+            patient
                 .create(i.to_string().as_bytes(), Timeout::from_secs(600))
                 .await
                 .expect("create"),
@@ -61,11 +71,11 @@ async fn healthy_shards_serve_while_one_shard_is_down() {
     // Every healthy session, read and written, twice over.
     for round in 0..2 {
         for id in &healthy {
-            let session = store
+            let session = patient
                 .get(id)
                 .await
                 .unwrap_or_else(|e| panic!("round {round}: healthy session {id} unreadable: {e}"));
-            store
+            patient
                 .update(id, |m| [m, b"+"].concat())
                 .await
                 .unwrap_or_else(|e| panic!("round {round}: healthy session {id} not writable: {e}"));

@@ -35,9 +35,14 @@ async fn a_bucket_emptied_under_a_page_boundary_loses_no_other_session() {
     support::require_redis();
     let server = support::Server::standalone();
     let prefix = support::unique_prefix("split");
-    let store = RedisStore::connect(RedisConfig::standalone(server.url()).key_prefix(prefix.clone()))
-        .await
-        .expect("connect");
+    // A long budget: what is tested is what the pages hold, not how soon.
+    let store = RedisStore::connect(
+        RedisConfig::standalone(server.url())
+            .key_prefix(prefix.clone())
+            .request_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .expect("connect");
     let ids = support::create_named(&store, 3_000).await;
     let by_key: HashMap<String, SessionId> = ids.iter().map(|id| (store.key(id), *id)).collect();
     let mut deleted = HashSet::new();
@@ -80,7 +85,9 @@ async fn foreign_keys_under_the_prefix_are_left_out_of_a_listing() {
     support::require_redis();
     let server = support::Server::standalone();
     let store = RedisStore::connect(
-        RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("foreign")),
+        RedisConfig::standalone(server.url())
+            .key_prefix(support::unique_prefix("foreign"))
+            .request_timeout(Duration::from_secs(10)),
     )
     .await
     .expect("connect");
@@ -197,17 +204,26 @@ async fn a_slow_server_never_gets_an_empty_page_that_stays_put() {
     support::require_redis();
     let server = support::Server::standalone();
     let proxy = support::proxy::Proxy::start(server.port).await;
-    let store = RedisStore::connect(
+    let prefix = support::unique_prefix("slow-list");
+    let store = support::connect_short(
         RedisConfig::standalone(proxy.url())
-            .key_prefix(support::unique_prefix("slow-list"))
+            .key_prefix(prefix.clone())
             .request_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    // The sessions are written straight to the server with a long budget:
+    // set-up, not the short budget under test.
+    let setup = RedisStore::connect(
+        RedisConfig::standalone(server.url())
+            .key_prefix(prefix)
+            .request_timeout(Duration::from_secs(10)),
     )
     .await
     .expect("connect");
     // Near one key a bucket (the table doubles at 1,024): a `SCAN ...
     // COUNT 2` often finds more than a page of 2 has room for.
     for n in 0..1_000 {
-        store
+        setup
             .create(format!("s{n}").as_bytes(), Timeout::from_secs(600))
             .await
             .expect("create");

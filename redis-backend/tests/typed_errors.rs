@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use session_engine::{Error, SessionStore, Timeout};
 use session_redis::{RedisConfig, RedisStore, Replication};
@@ -14,10 +14,14 @@ use session_redis::{RedisConfig, RedisStore, Replication};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_map_onto_typed_errors() {
     let server = support::Server::standalone();
-    let base = || RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("typed"));
+    let prefix = support::unique_prefix("typed");
+    let base = || RedisConfig::standalone(server.url()).key_prefix(prefix.clone());
+    // A budget far above any stall of a loaded test machine, for each step
+    // whose budget is not what it checks.
+    let long = Duration::from_secs(10);
 
     // WAIT for a replica that does not exist: applied, but not acknowledged.
-    let waiting = RedisStore::connect(base().replication(Replication::Wait {
+    let waiting = RedisStore::connect(base().request_timeout(long).replication(Replication::Wait {
         replicas: 1,
         timeout: Duration::from_millis(50),
     }))
@@ -40,19 +44,31 @@ async fn failures_map_onto_typed_errors() {
 
     // A frozen server (stopped until the test resumes it, not for a time
     // that a busy machine could outlast): no answer within the request
-    // timeout; served again once it runs.
-    let store = RedisStore::connect(base().request_timeout(Duration::from_millis(150)))
+    // timeout; served again once it runs (a try that the machine stalled
+    // past the short budget is tried again).
+    let short = support::connect_short(base().request_timeout(Duration::from_millis(150))).await;
+    let store = RedisStore::connect(base().request_timeout(long))
         .await
         .expect("connect");
     let id = store.create(b"p", Timeout::from_secs(60)).await.expect("create");
     server.freeze();
-    let r = store.get(&id).await;
+    let r = short.get(&id).await;
     server.resume();
     assert!(
         matches!(r, Err(Error::TimedOut { after_ms: 150 })),
         "frozen: {r:?}"
     );
-    store.get(&id).await.expect("served again once resumed");
+    let resumed = Instant::now();
+    loop {
+        match short.get(&id).await {
+            Ok(session) => {
+                assert_eq!(session.metadata(), b"p");
+                break;
+            }
+            Err(Error::TimedOut { .. }) if resumed.elapsed() < Duration::from_secs(30) => {}
+            Err(e) => panic!("not served again once resumed: {e:?}"),
+        }
+    }
 
     // Foreign data under a session key: Redis refuses, the error quotes it.
     let foreign = session_engine::SessionId::from_bytes([5; 16]);
@@ -115,7 +131,9 @@ async fn failures_map_onto_typed_errors() {
 async fn a_malformed_timeout_field_fails_before_anything_is_written() {
     let server = support::Server::standalone();
     let store = RedisStore::connect(
-        RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix("malformed")),
+        RedisConfig::standalone(server.url())
+            .key_prefix(support::unique_prefix("malformed"))
+            .request_timeout(Duration::from_secs(10)),
     )
     .await
     .expect("connect");

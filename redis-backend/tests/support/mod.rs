@@ -707,6 +707,24 @@ pub fn shard_of(firsts: &[u32], slot: u16) -> u32 {
         .expect("slot 0 starts the first range")
 }
 
+/// Connects a store whose short request budget is what a test is about.
+/// `RedisStore::connect` asks the server `INFO` within that budget, which a
+/// loaded test machine can outlast: a connect that finds no answer
+/// (`Unavailable`) is tried again, for up to 30 s.
+pub async fn connect_short(config: session_redis::RedisConfig) -> session_redis::RedisStore {
+    let started = Instant::now();
+    loop {
+        match session_redis::RedisStore::connect(config.clone()).await {
+            Ok(store) => return store,
+            Err(e @ session_engine::Error::Unavailable { .. }) => {
+                assert!(started.elapsed() < Duration::from_secs(30), "connect: {e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("connect: {e:?}"),
+        }
+    }
+}
+
 /// Creates `n` sessions (timeout 10 minutes) whose metadata names them:
 /// `s0`, `s1`, ...
 pub async fn create_named(store: &session_redis::RedisStore, n: usize) -> Vec<session_engine::SessionId> {
