@@ -14,6 +14,12 @@ const LONG: Timeout = Timeout::from_secs(600);
 
 /// Slack for clock granularity (whole milliseconds, the sweeper's tick).
 const SLACK: Duration = Duration::from_millis(30);
+/// How far a backend's clock may sit behind the wall clock for good (the
+/// engine's is the wall clock anchored once and advanced by the monotonic
+/// one; Redis' is its host's): `caught_up!` allows this much.
+const CLOCK_SKEW_MS: u64 = 5;
+/// How long `caught_up!` waits for a backend's clock to catch up.
+const CATCH_UP_MAX: Duration = Duration::from_secs(5);
 
 macro_rules! case_list {
     ($($name:ident),* $(,)?) => {
@@ -128,6 +134,37 @@ macro_rules! clock_past {
             return Verdict::Stalled(format!("{}: the backend's clock did not move in 25 ms", $what));
         }
         now
+    }};
+}
+
+/// After a sleep past a deadline, before checking that the session is
+/// gone: waits until the backend's clock has reached the wall clock's time
+/// at the end of the sleep (less [`CLOCK_SKEW_MS`]), so the sleep's margin
+/// over the deadline holds in the backend's time too. The engine's clock is
+/// a cache its own thread stores; one kept off a CPU for longer than the
+/// margin left an expired session alive on that clock, and the check
+/// failed on a correct build. A clock that does not catch up within
+/// [`CATCH_UP_MAX`] makes the case a stall.
+macro_rules! caught_up {
+    ($s:expr, $what:expr) => {{
+        let target = now_ms().saturating_sub(CLOCK_SKEW_MS);
+        let give_up = Instant::now() + CATCH_UP_MAX;
+        loop {
+            let probe = ok("probe create", $s.create(b"probe", LONG).await);
+            let now = ok("probe peek", $s.peek(&probe).await).created_ms();
+            ok("probe delete", $s.delete(&probe).await);
+            if now >= target {
+                break;
+            }
+            if Instant::now() >= give_up {
+                return Verdict::Stalled(format!(
+                    "{}: the backend's clock stayed {} ms behind the wall clock",
+                    $what,
+                    target - now
+                ));
+            }
+            sleep(ms(5)).await;
+        }
     }};
 }
 
@@ -343,6 +380,7 @@ async fn set_ttl_finite_after_never_expires_again<S: SessionStore>(s: Arc<S>, _:
     assert_eq!(got.timeout(), Timeout::After(timeout));
     assert_eq!(got.expires_at_ms(), Some(got.last_access_ms() + 150));
     sleep(timeout * 2 + SLACK).await;
+    caught_up!(s, "set_ttl_finite_after_never_expires_again");
     not_found("get after the new deadline", s.get(&id).await);
     assert!(!ok("contains", s.contains(&id).await));
     Verdict::Pass
@@ -355,6 +393,7 @@ async fn a_session_expires_after_its_inactivity_timeout<S: SessionStore>(
     let short = ok("create short", s.create(b"x", Timeout::from_ms(100)).await);
     let long = ok("create long", s.create(b"y", LONG).await);
     sleep(ms(100) * 3 + SLACK).await;
+    caught_up!(s, "a_session_expires_after_its_inactivity_timeout");
     not_found("peek expired", s.peek(&short).await);
     not_found("get expired", s.get(&short).await);
     not_found("touch expired", s.touch(&short).await);
@@ -390,6 +429,7 @@ async fn activity_slides_the_deadline<S: SessionStore>(s: Arc<S>, _: SuiteOption
     let meta = alive!("peek", s.peek(&id).await, since, timeout);
     assert_eq!(meta.metadata(), b"5");
     sleep(timeout * 2 + SLACK).await;
+    caught_up!(s, "activity_slides_the_deadline");
     not_found("get after the last deadline", s.get(&id).await);
     Verdict::Pass
 }
@@ -414,6 +454,7 @@ async fn peek_contains_and_list_do_not_slide_the_deadline<S: SessionStore>(
     // creation; check at 450 ms, past the original.
     let until = created + timeout + ms(150);
     sleep(until.saturating_duration_since(Instant::now())).await;
+    caught_up!(s, "peek_contains_and_list_do_not_slide_the_deadline");
     not_found("peek after the original deadline", s.peek(&id).await);
     Verdict::Pass
 }
@@ -506,6 +547,7 @@ async fn list_leaves_out_expired_sessions<S: SessionStore>(s: Arc<S>, _: SuiteOp
         live.push(ok("create never", s.create(b"never", Timeout::Never).await));
     }
     sleep(ms(100) * 3 + SLACK).await;
+    caught_up!(s, "list_leaves_out_expired_sessions");
     let page = ok("list", s.list(Cursor::START, 100).await);
     let mut listed: Vec<_> = page.sessions.iter().map(session_engine::Session::id).collect();
     listed.sort();
@@ -671,6 +713,7 @@ async fn cleanup_expired_reports_and_len_settles<S: SessionStore>(s: Arc<S>, o: 
     }
     let keep = ok("create long", s.create(b"l", LONG).await);
     sleep(ms(100) * 3 + SLACK).await;
+    caught_up!(s, "cleanup_expired_reports_and_len_settles");
     let reclaimed = ok("cleanup_expired", s.cleanup_expired().await);
     if o.native_expiry {
         assert_eq!(reclaimed, 0, "a natively expiring backend reports 0");
@@ -883,6 +926,7 @@ async fn a_lifetime_cap_ends_an_active_session<S: SessionStore>(s: Arc<S>, _: Su
     let wake = created + cap + SLACK;
     let now = Duration::from_millis(now_ms());
     sleep(wake.saturating_sub(now)).await;
+    caught_up!(s, "a_lifetime_cap_ends_an_active_session");
     not_found("get past the cap", s.get(&id).await);
     not_found("touch past the cap", s.touch(&id).await);
     ok("the uncapped one lives", s.get(&other).await);
@@ -915,6 +959,7 @@ async fn get_many_answers_each_id_as_get_would<S: SessionStore>(s: Arc<S>, _: Su
     ok("delete", s.delete(&deleted).await);
     let unknown = SessionId::from_bytes(*b"never-created-id");
     sleep(ms(100) * 3 + SLACK).await;
+    caught_up!(s, "get_many_answers_each_id_as_get_would");
     let before = ok("peek", s.peek(&ids[0]).await);
     // Results come in the caller's order, duplicates answered each time,
     // missing and expired ids NotFound beside live ones.
@@ -1014,6 +1059,7 @@ async fn borrowing_reads_see_what_get_and_peek_see<S: SessionStore>(s: Arc<S>, _
     let short = ok("create short", s.create(b"short", Timeout::from_ms(50)).await);
     ok("delete", s.delete(&id).await);
     sleep(ms(50) * 3 + SLACK).await;
+    caught_up!(s, "borrowing_reads_see_what_get_and_peek_see");
     for gone in [id, short] {
         let called = std::sync::atomic::AtomicBool::new(false);
         let mark = |_: SessionRef<'_>| called.store(true, std::sync::atomic::Ordering::Relaxed);
