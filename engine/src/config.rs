@@ -25,6 +25,14 @@ use crate::session::{Listener, RemovalCause, Session, Timeout};
 /// keep it short. A timer fires at most once, and never for a session that
 /// expired, was deleted or rotated first (those timers die silently). A panic
 /// in it is caught and counted in `Stats::listener_panics`.
+///
+/// "First" is before the timer is taken off under its shard's lock; the
+/// call comes after that lock is let go. So a session deleted in between
+/// is still told, and if its id was meanwhile inserted again and armed a
+/// timer with the same token, the call cannot be told from one for that
+/// new timer (which is still armed: `cancel_timer` finds it). A listener
+/// that must tell them apart uses tokens that are never reused under one
+/// id (a counter, or the time the timer was armed).
 pub type TimerListener = Arc<dyn Fn(&SessionId, u64) + Send + Sync>;
 
 /// How an engine is set up. Start from [`Config::default`] or a preset and
