@@ -437,7 +437,21 @@ impl Core {
     /// Stores a session in `block` if its id is new, claiming room for it
     /// under the shard's writer mutex; when the engine is full, reclaims
     /// expired sessions once and tries again before refusing.
-    pub(crate) fn insert(&self, id: SessionId, mut block: Metadata, timeout_ms: u32) -> Result<Placed> {
+    #[inline]
+    pub(crate) fn insert(&self, id: SessionId, block: Metadata, timeout_ms: u32) -> Result<Placed> {
+        self.insert_with(id, block, timeout_ms, || {})
+    }
+
+    /// `insert`, running `before_lock` once, after its first clock read and
+    /// before its shard's writer mutex (`Engine::debug_insert_with`).
+    pub(crate) fn insert_with(
+        &self,
+        id: SessionId,
+        mut block: Metadata,
+        timeout_ms: u32,
+        before_lock: impl FnOnce(),
+    ) -> Result<Placed> {
+        let mut before_lock = Some(before_lock);
         let (hash, shard) = self.route(&id);
         let room = Room {
             count: &self.sessions,
@@ -449,6 +463,9 @@ impl Core {
         let mut after_ms = 0;
         loop {
             let now_ms = self.clock.now_ms().max(after_ms);
+            if let Some(hook) = before_lock.take() {
+                hook();
+            }
             block.init(id, now_ms, now_ms, timeout_ms);
             block = block.with_lifetime(lifetime);
             let guard = crossbeam_epoch::pin();

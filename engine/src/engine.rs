@@ -881,6 +881,39 @@ impl Engine {
         }
     }
 
+    /// `insert`, running `before_lock` after the insert read the clock
+    /// and before it takes its shard's writer lock, as a thread preempted
+    /// there would: to test what other threads do to the id meanwhile.
+    ///
+    /// # Errors
+    /// As [`Engine::insert`].
+    #[doc(hidden)]
+    pub fn debug_insert_with(
+        &self,
+        id: SessionId,
+        metadata: &[u8],
+        timeout: Timeout,
+        before_lock: impl FnOnce(),
+    ) -> Result<()> {
+        let timeout_ms = self.core.check(metadata.len(), timeout)?;
+        let block = crate::block::Metadata::copy_from(metadata);
+        match self.core.insert_with(id, block, timeout_ms, before_lock)? {
+            Placed::Done(pending) => self.core.settle(pending),
+            Placed::Taken(_) => Err(Error::AlreadyExists),
+        }
+    }
+
+    /// Queues a `TOUCH` record of `id` at `last_access_ms` in its shard's
+    /// log, as a reader whose slide crossed a touch period does: to test a
+    /// reader's push that comes late, after other writes to the id.
+    #[doc(hidden)]
+    pub fn debug_queue_touch(&self, id: &SessionId, last_access_ms: u64) {
+        let (hash, _) = self.core.route(id);
+        if let Some(log) = self.core.logs.get(self.core.shard_index(hash)) {
+            log.queue_touch(*id, last_access_ms);
+        }
+    }
+
     /// Runs `while_held` holding shard `shard`'s writer lock, as a writer
     /// stalled in its critical section would (tests and the stalled-writer
     /// measurement: reads of that shard must go on).

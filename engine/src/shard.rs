@@ -330,11 +330,19 @@ struct Writer {
     created_ms_sum: u128,
     /// Metadata bytes of the held sessions.
     metadata_bytes: u64,
-    /// One past the latest creation time of a session the sweep removed
-    /// (no record says so; 0 before any): an insert of any id made earlier
-    /// than that is `Stale`, as over an expired session still in the
-    /// table, so that recovery never reads a new session's `PUT` as a
-    /// replacement of one swept.
+    /// The earliest creation time an insert may have (0 before any
+    /// removal): an insert of any id made earlier is `Stale`, as over an
+    /// expired session still in the table, and made again at this time (or
+    /// the clock's, if later; never later than the clock). It is one past
+    /// the latest creation time of a session the sweep removed (no record
+    /// says so), so that recovery never reads a new session's `PUT` as a
+    /// replacement of one swept; and the latest access time of a session
+    /// removed (deleted, rotated away, swept), so that a `TOUCH` a reader
+    /// of the removed session queued late, after the new session's `PUT`,
+    /// cannot raise the new one's access time in the log above the one it
+    /// has in memory (recovery takes the later of the two: an insert that
+    /// read the clock before the reader slid the old session would have
+    /// come back later than memory had it expire).
     created_floor_ms: u64,
     /// Per-session state (topics, buckets, timers) of the sessions that
     /// hold any: leaves with the session (`release`).
@@ -732,9 +740,12 @@ impl Shard {
             if matches!(old.access(now_ms, false), Access::Live { .. }) {
                 return Ok(Inserted::Exists(block));
             }
-            if old.created_ms >= block.header().created_ms {
-                let created_ms = old.created_ms;
-                return Ok(Inserted::Stale(block, created_ms));
+            // Later than the expired session's creation, and no earlier
+            // than its last access (a late `TOUCH` of it, see
+            // `created_floor_ms`).
+            let earliest = (old.created_ms + 1).max(old.last_access_ms());
+            if block.header().created_ms < earliest {
+                return Ok(Inserted::Stale(block, earliest - 1));
             }
             live_delta -= live_len(old);
         } else if block.header().created_ms < w.created_floor_ms {
@@ -869,7 +880,8 @@ impl Shard {
         w.deleted_total += 1;
         let session = self.remove_at(w, table, at, guard);
         retired.disarm();
-        block.close();
+        let last_ms = block.close();
+        w.created_floor_ms = w.created_floor_ms.max(last_ms);
         Ok(Some((session, position)))
     }
 
@@ -1010,7 +1022,10 @@ impl Shard {
         // Reads of the old id made since `retire` slid it: the new id keeps
         // those slides.
         retired.disarm();
-        table.header(at).carry(old.close());
+        let last_ms = old.close();
+        table.header(at).carry(last_ms);
+        // The old id is free: see `created_floor_ms`.
+        w.created_floor_ms = w.created_floor_ms.max(last_ms);
         w.schedule(table, at);
         Ok(Rotated::Done(session, position))
     }
@@ -1164,7 +1179,11 @@ impl Shard {
         for index in taken {
             // Unlinked by the wheel already; marked expired by `due`.
             let block = table.take(index as usize, guard);
-            w.created_floor_ms = w.created_floor_ms.max(block.header().created_ms + 1);
+            let header = block.header();
+            w.created_floor_ms = w
+                .created_floor_ms
+                .max(header.created_ms + 1)
+                .max(header.last_access_ms());
             w.release(index as usize, block.block());
             out.push(snapshot(block.block(), block.header().last_access_ms()));
         }

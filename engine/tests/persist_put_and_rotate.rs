@@ -342,3 +342,46 @@ fn a_contended_update_is_recovered_with_the_access_time_memory_gave_it() {
         "the log's access time is not the one memory had"
     );
 }
+
+/// A reader slides a session and queues its `TOUCH` late (preempted before
+/// the push); meanwhile the session is deleted (or rotated away) and its id
+/// inserted again by a thread that read the clock before the slide. The
+/// late `TOUCH` lands in the log after the new session's `PUT`, and
+/// recovery takes the later access time: the new session must not come
+/// back later than memory had it expire. (Its creation time was the stale
+/// clock read, so memory had it expire first: a restart brought it back.)
+#[test]
+fn a_late_touch_of_a_removed_session_does_not_extend_the_id_inserted_after_it() {
+    for removal in ["delete", "rotate"] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_700_000_000_000);
+        let engine = Engine::open(one_shard(dir.path(), &clock)).unwrap();
+        let id = SessionId::from_bytes([7; 16]);
+        engine.insert(id, b"old", Timeout::from_secs(100)).unwrap();
+        clock.advance_ms(1_000);
+        let slid_ms = clock.now_ms() + 5_000;
+        engine
+            .debug_insert_with(id, b"new", Timeout::from_secs(1), || {
+                // The inserting thread read the clock, then lost its core.
+                clock.advance_ms(5_000);
+                // A reader slides the old session...
+                assert_eq!(engine.get(&id).unwrap().last_access_ms(), slid_ms);
+                // ... which goes before the insert takes the lock.
+                match removal {
+                    "delete" => drop(engine.delete(&id).unwrap()),
+                    _ => drop(engine.rotate(&id).unwrap()),
+                }
+            })
+            .unwrap();
+        // The reader's push, late: after the new session's PUT.
+        engine.debug_queue_touch(&id, slid_ms);
+        let memory = engine.peek(&id).ok().map(|s| s.expires_at_ms());
+        engine.close().unwrap();
+        let engine = Engine::open(one_shard(dir.path(), &clock)).unwrap();
+        let recovered = engine.peek(&id).ok().map(|s| s.expires_at_ms());
+        assert_eq!(
+            recovered, memory,
+            "{removal}: the deadline recovered is not the one memory had"
+        );
+    }
+}
