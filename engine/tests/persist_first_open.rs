@@ -69,6 +69,33 @@ fn a_resharded_directory_without_its_manifest_is_refused_too() {
     assert!(err.to_string().contains("L00000002"), "{err}");
 }
 
+/// Entries in the data directory that merely look like layouts (`L1`,
+/// `L+2`: not names the engine gives, `L00000001`) are the user's: neither
+/// a first open (which clears what an unfinished one left) nor a reshard
+/// (which removes the old layout) touches them. A first open removed `L1`
+/// whole, its files short enough to read as empty segments.
+#[test]
+fn a_users_entries_that_look_like_layouts_are_never_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["L1", "L+2", "L2"] {
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+        std::fs::write(dir.path().join(name).join("notes.txt"), b"ten bytes!").unwrap();
+    }
+    let engine = Engine::open(config(dir.path())).expect("first open");
+    let id = engine.create(b"kept", Timeout::Never).unwrap();
+    engine.close().unwrap();
+    // A reshard moves the data to a new layout and removes the old one.
+    let engine = Engine::open(config(dir.path()).shards(4)).expect("resharded");
+    assert_eq!(engine.get(&id).unwrap().metadata(), b"kept");
+    engine.close().unwrap();
+    for name in ["L1", "L+2", "L2"] {
+        assert_eq!(
+            std::fs::read(dir.path().join(name).join("notes.txt")).expect(name),
+            b"ten bytes!"
+        );
+    }
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -135,12 +135,13 @@ fn layout_dirs(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     for entry in entries {
         let entry = entry.map_err(io(format!("listing {}", dir.display())))?;
         let name = entry.file_name();
-        if let Some(n) = name
-            .to_string_lossy()
-            .strip_prefix('L')
-            .and_then(|n| n.parse().ok())
-        {
-            layouts.push((n, entry.path()));
+        let name = name.to_string_lossy();
+        // Only a name the engine gives (`layout_dir`): a user's `L1` or
+        // `L+2` beside them is not a layout, and is never removed.
+        if let Some(n) = name.strip_prefix('L').and_then(|n| n.parse().ok()) {
+            if layout_dir(Path::new(""), n).as_os_str() == &*name {
+                layouts.push((n, entry.path()));
+            }
         }
     }
     Ok(layouts)
