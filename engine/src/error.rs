@@ -193,13 +193,40 @@ pub(crate) fn shown(text: &str) -> String {
 const SHOWN_CHARS_MAX: usize = 64;
 
 /// A store URL as messages, logs and reports may show it: the password of
-/// its credentials (`scheme://user:password@host...`) replaced by `***`;
-/// the rest as it was. Everything between the scheme and the URL's last
-/// `@` after its first `:` counts as the password, so a password holding
-/// `@`, `/` or `,` unencoded is hidden whole (a query holding an `@` hides
-/// more than needed, never less).
+/// its credentials (`scheme://user:password@host...`) replaced by `***`,
+/// and the value of every query parameter but those known to hold no
+/// secret (`durability`, `shards`, `protocol`) too (`?password=...`, a form other
+/// clients read); the rest as it was. Everything between the scheme and
+/// the URL's last `@` after its first `:` counts as the password, so a
+/// password holding `@`, `/` or `,` unencoded is hidden whole (a query
+/// holding an `@` hides more than needed, never less).
 #[must_use]
 pub fn redact_url(url: &str) -> String {
+    let shown = redact_userinfo(url);
+    // The query starts at the first `?` after the credentials (a `?` in a
+    // password is hidden with it).
+    let from = shown.rfind('@').map_or(0, |at| at + 1);
+    let Some(mark) = shown[from..].find('?').map(|i| from + i) else {
+        return shown;
+    };
+    let (head, query) = shown.split_at(mark + 1);
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !value.is_empty() && !URL_PARAMETERS_SHOWN.contains(&key) => {
+                format!("{key}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{head}{}", pairs.join("&"))
+}
+
+/// Query parameters whose values [`redact_url`] shows: the ones the
+/// engine's and the Redis backend's URLs read, none of them a secret.
+const URL_PARAMETERS_SHOWN: [&str; 3] = ["durability", "shards", "protocol"];
+
+fn redact_userinfo(url: &str) -> String {
     // Without `://` (a URL missing its scheme, or with a bad one) what
     // comes before an `@` may still be a user and password.
     let scheme_end = url.find("://").map_or(0, |i| i + 3);
@@ -234,6 +261,16 @@ mod tests {
             ("redis://user@h:1", "redis://user@h:1"),
             ("redis://h:1/2", "redis://h:1/2"),
             ("engine:/srv/sessions?shards=8", "engine:/srv/sessions?shards=8"),
+            (
+                "engine:/srv/s?durability=always&shards=2",
+                "engine:/srv/s?durability=always&shards=2",
+            ),
+            (
+                "redis://127.0.0.1:6379?password=hunter2&protocol=resp2",
+                "redis://127.0.0.1:6379?password=***&protocol=resp2",
+            ),
+            ("redis://h:1?token=hunter2", "redis://h:1?token=***"),
+            ("redis://u:a?b@h:1?pass=x&flag", "redis://u:***@h:1?pass=***&flag"),
             ("not a url", "not a url"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");

@@ -27,6 +27,10 @@ pub enum Deployment {
     Cluster(Vec<String>),
 }
 
+/// Why a URL with an `@` after its host's first `/` or `?` is refused.
+const CREDENTIAL_NOT_ENCODED: &str = "an `@` after the host's first `/` or `?`: a `/`, `?`, `#` or `@` in a \
+     user name or password must be percent-encoded (%2F, %3F, %23, %40)";
+
 /// Refuses what the `redis` crate would read otherwise than the user
 /// meant, after a server URL's host: a database that is not a number (or
 /// not 0 in a cluster, which has only database 0), and query parameters
@@ -39,9 +43,13 @@ fn check_url_tail(url: &str, cluster: bool) -> Result<()> {
         )))
     };
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    // The host part (credentials included) ends at the path or the query:
-    // an `@` after it (`?x=a@b`) is not the end of credentials.
+    // The host part (credentials included) ends at the path or the query.
     let tail = rest.find(['/', '?']).map_or("", |at| &rest[at..]);
+    if tail.contains('@') {
+        // A credential holding `/` or `?` unencoded: what follows it would
+        // be quoted as a database or a parameter, password and all.
+        return bad(CREDENTIAL_NOT_ENCODED.into());
+    }
     let (before_query, query) = tail.split_once('?').unwrap_or((tail, ""));
     let db = before_query.strip_prefix('/').unwrap_or("");
     if !db.is_empty() {
@@ -55,9 +63,18 @@ fn check_url_tail(url: &str, cluster: bool) -> Result<()> {
     }
     let mut protocol = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=').map_or(pair, |(key, _)| key) {
-            "protocol" if !protocol => protocol = true,
-            "protocol" => return bad("protocol is given twice".into()),
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "protocol" if protocol => return bad("protocol is given twice".into()),
+            // RESP3 answers a script's `false` (a missing session) with a
+            // boolean the store's replies do not read: every get of an
+            // unknown id would be a protocol error instead of NotFound.
+            "protocol" if !matches!(value, "2" | "resp2") => {
+                return bad(format!(
+                    "protocol {value:?}: this store speaks RESP2 only (protocol=resp2, or leave it out)"
+                ))
+            }
+            "protocol" => protocol = true,
             other => {
                 return bad(format!(
                     "unknown parameter {other:?} (the only one read is protocol; the database goes in the path: /3)"
@@ -210,6 +227,12 @@ impl RedisConfig {
             // credentials end at the authority's last `@` (one in the
             // options is theirs).
             let (authority, suffix) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+            if suffix.contains('@') {
+                return Err(Error::InvalidConfig(format!(
+                    "{:?}: {CREDENTIAL_NOT_ENCODED}",
+                    redact_url(url)
+                )));
+            }
             let (auth, hosts) = match authority.rsplit_once('@') {
                 Some((auth, _)) if auth.contains(',') => {
                     return Err(Error::InvalidConfig(format!(
@@ -460,23 +483,18 @@ mod tests {
         assert_eq!(preset.default_timeout, Timeout::from_secs(3600));
         assert!(preset.validate().is_ok());
         // A database or options after the node list apply to every node.
-        let opts = RedisConfig::from_url("redis+cluster://h1:7000,h2:7001/0?protocol=resp3").unwrap();
+        let opts = RedisConfig::from_url("redis+cluster://h1:7000,h2:7001/0?protocol=resp2").unwrap();
         assert_eq!(
             opts.deployment,
             Deployment::Cluster(vec![
-                "redis://h1:7000/0?protocol=resp3".into(),
-                "redis://h2:7001/0?protocol=resp3".into()
+                "redis://h1:7000/0?protocol=resp2".into(),
+                "redis://h2:7001/0?protocol=resp2".into()
             ])
         );
-        // An `@` in the options is not the credentials' end.
-        let at = RedisConfig::from_url("redis+cluster://u:p@h1:7000,h2:7001/0?client=a@b").unwrap();
-        assert_eq!(
-            at.deployment,
-            Deployment::Cluster(vec![
-                "redis://u:p@h1:7000/0?client=a@b".into(),
-                "redis://u:p@h2:7001/0?client=a@b".into()
-            ])
-        );
+        // An `@` after the node list's `/` or `?` is a credential that
+        // needed encoding (or a typo): refused, not read either way.
+        assert!(RedisConfig::from_url("redis+cluster://u:p@h1:7000,h2:7001/0?client=a@b").is_err());
+        assert!(RedisConfig::from_url("redis+cluster://u:x/y@h1:7000,h2:7001").is_err());
         assert!(RedisConfig::from_url("redis+cluster://").is_err());
         assert!(RedisConfig::from_url("redis+cluster:///0").is_err());
         assert!(RedisConfig::from_url("http://x").is_err());

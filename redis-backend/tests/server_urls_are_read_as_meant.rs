@@ -38,6 +38,27 @@ async fn a_password_is_never_shown() {
         .unwrap_err()
         .to_string();
     assert_hidden("a malformed URL", &e);
+    // A password holding `/` or `?` unencoded: what follows it read as a
+    // database or a parameter was quoted, password and all. A password
+    // in the query (a form other clients read) is hidden too.
+    for url in [
+        "redis://app:x/hunter2@127.0.0.1:1",
+        "redis://app:ab?hunter2@127.0.0.1:1",
+        "redis+cluster://u:x/hunter2@127.0.0.1:1,127.0.0.1:2",
+        "redis://127.0.0.1:1?password=hunter2",
+    ] {
+        let shown = match RedisConfig::from_url(url) {
+            Err(e) => e.to_string(),
+            Ok(config) => {
+                assert_hidden(url, &format!("{config:?}"));
+                RedisStore::connect(config.connect_timeout(Duration::from_millis(100)))
+                    .await
+                    .unwrap_err()
+                    .to_string()
+            }
+        };
+        assert_hidden(url, &shown);
+    }
 }
 
 /// What the `redis` crate would read otherwise than meant is refused at
@@ -55,11 +76,19 @@ async fn what_the_client_would_misread_is_refused_at_connect() {
         ),
         ("redis://127.0.0.1:1/-1", "is not a number"),
         ("redis+cluster://127.0.0.1:1,127.0.0.1:2/3", "database 0 only"),
-        // An `@` after the host is not the end of credentials: the query
-        // is still checked.
-        ("redis://127.0.0.1:1/?db=3&x=a@b", "unknown parameter \"db\""),
-        ("redis://u:p@127.0.0.1:1/?db=3&x=a@b", "unknown parameter \"db\""),
-        ("redis://127.0.0.1:1/x@y", "is not a number"),
+        // An `@` after the host's first `/` or `?` is a credential that
+        // needed encoding (or a typo): refused, not read either way.
+        ("redis://127.0.0.1:1/?db=3&x=a@b", "must be percent-encoded"),
+        ("redis://u:p@127.0.0.1:1/?db=3&x=a@b", "must be percent-encoded"),
+        ("redis://127.0.0.1:1/x@y", "must be percent-encoded"),
+        // RESP3 answers a missing session with a boolean the store does
+        // not read: every get of an unknown id was a protocol error.
+        ("redis://127.0.0.1:1?protocol=resp3", "RESP2 only"),
+        ("redis://127.0.0.1:1?protocol=3", "RESP2 only"),
+        (
+            "redis+cluster://127.0.0.1:1,127.0.0.1:2?protocol=resp3",
+            "RESP2 only",
+        ),
     ] {
         let config = RedisConfig::from_url(url)
             .unwrap()
