@@ -63,18 +63,9 @@ fn check_url_tail(url: &str, cluster: bool) -> Result<()> {
     }
     let mut protocol = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "protocol" if protocol => return bad("protocol is given twice".into()),
-            // RESP3 answers a script's `false` (a missing session) with a
-            // boolean the store's replies do not read: every get of an
-            // unknown id would be a protocol error instead of NotFound.
-            "protocol" if !matches!(value, "2" | "resp2") => {
-                return bad(format!(
-                    "protocol {value:?}: this store speaks RESP2 only (protocol=resp2, or leave it out)"
-                ))
-            }
-            "protocol" => protocol = true,
+        match pair.split_once('=').map_or(pair, |(key, _)| key) {
+            "protocol" if !protocol => protocol = true,
+            "protocol" => return bad("protocol is given twice".into()),
             other => {
                 return bad(format!(
                     "unknown parameter {other:?} (the only one read is protocol; the database goes in the path: /3)"
@@ -483,12 +474,12 @@ mod tests {
         assert_eq!(preset.default_timeout, Timeout::from_secs(3600));
         assert!(preset.validate().is_ok());
         // A database or options after the node list apply to every node.
-        let opts = RedisConfig::from_url("redis+cluster://h1:7000,h2:7001/0?protocol=resp2").unwrap();
+        let opts = RedisConfig::from_url("redis+cluster://h1:7000,h2:7001/0?protocol=resp3").unwrap();
         assert_eq!(
             opts.deployment,
             Deployment::Cluster(vec![
-                "redis://h1:7000/0?protocol=resp2".into(),
-                "redis://h2:7001/0?protocol=resp2".into()
+                "redis://h1:7000/0?protocol=resp3".into(),
+                "redis://h2:7001/0?protocol=resp3".into()
             ])
         );
         // An `@` after the node list's `/` or `?` is a credential that

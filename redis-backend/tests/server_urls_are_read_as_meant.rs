@@ -81,14 +81,6 @@ async fn what_the_client_would_misread_is_refused_at_connect() {
         ("redis://127.0.0.1:1/?db=3&x=a@b", "must be percent-encoded"),
         ("redis://u:p@127.0.0.1:1/?db=3&x=a@b", "must be percent-encoded"),
         ("redis://127.0.0.1:1/x@y", "must be percent-encoded"),
-        // RESP3 answers a missing session with a boolean the store does
-        // not read: every get of an unknown id was a protocol error.
-        ("redis://127.0.0.1:1?protocol=resp3", "RESP2 only"),
-        ("redis://127.0.0.1:1?protocol=3", "RESP2 only"),
-        (
-            "redis+cluster://127.0.0.1:1,127.0.0.1:2?protocol=resp3",
-            "RESP2 only",
-        ),
     ] {
         let config = RedisConfig::from_url(url)
             .unwrap()
