@@ -717,7 +717,8 @@ impl McpSessions {
     }
 
     /// Writes rmcp's restore state into the session's record in the
-    /// background after the store failed the write, keeping its data map
+    /// background after the store failed the write for a reason another
+    /// try can get past ([`worth_retrying`]), keeping its data map
     /// (`try_update`), until it is there, the session is gone, or the
     /// session's timeout has passed; backing off as a failed delete does.
     fn retry_state(&self, id: SessionId, state: RmcpState) {
@@ -740,9 +741,10 @@ impl McpSessions {
                     })
                     .await;
                 match written {
-                    // Written, or the record is not ours: nothing to retry.
-                    Ok(_) | Err(session_engine::Error::NotFound) => break,
-                    Err(_) => wait = (wait * 2).min(crate::limits::DELETE_RETRY_MAX),
+                    Err(e) if worth_retrying(&e) => wait = (wait * 2).min(crate::limits::DELETE_RETRY_MAX),
+                    // Written, the record is not ours, the session is gone,
+                    // or the store refuses this write for good.
+                    _ => break,
                 }
             }
         });
@@ -845,7 +847,7 @@ impl RmcpStore for McpSessions {
             }
             Ok(Err(not_ours)) => Err(Box::new(not_ours)),
             Err(e) => {
-                if !e.is_not_found() {
+                if worth_retrying(&e) {
                     // rmcp ignores this error: without its state the
                     // session could never be restored elsewhere (a 404 for
                     // its client there).
@@ -893,6 +895,23 @@ impl Drop for PendingTouch<'_> {
             self.touches.failed(self.id, self.previous);
         }
     }
+}
+
+/// A store error another try can get past: the store down, slow or busy,
+/// or a write whose outcome is unknown. Not one that refuses the write for
+/// good (a record over the store's metadata limit: a client's handshake
+/// can make one; a limit; a bad argument), which a retry would repeat
+/// until the session's timeout, one task per such handshake.
+fn worth_retrying(e: &session_engine::Error) -> bool {
+    use session_engine::Error as E;
+    matches!(
+        e,
+        E::Unavailable { .. }
+            | E::TimedOut { .. }
+            | E::OutcomeUnknown { .. }
+            | E::Contended { .. }
+            | E::Io { .. }
+    )
 }
 
 #[cfg(test)]

@@ -66,3 +66,29 @@ async fn a_handshake_the_store_failed_is_written_later() {
         "the data map was kept: {data:?}"
     );
 }
+
+/// A handshake write the store refuses for good (a client's `initialize`
+/// too large for the store's metadata limit) is not retried: each such
+/// handshake left a task retrying it until the session's timeout (30
+/// minutes by default), so a client sending them in a loop grew the tasks,
+/// and their store traffic, without bound.
+#[tokio::test(flavor = "current_thread")]
+async fn a_handshake_write_refused_for_good_is_not_retried() {
+    let engine =
+        session_engine::Engine::open(session_engine::Config::development().metadata_bytes_max(4 * 1024))
+            .expect("engine");
+    let sessions =
+        McpSessions::new(engine, McpConfig::with_timeout(Duration::from_secs(600))).expect("sessions");
+    let manager = sessions.session_manager();
+    let (text, _transport) = manager.create_session().await.expect("create");
+    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let mut params = InitializeRequestParams::default();
+    params.client_info.name = "x".repeat(100_000);
+    let stored = sessions.store(&text, &SessionState::new(params)).await;
+    assert!(stored.is_err(), "over the metadata limit: {stored:?}");
+    assert_eq!(
+        tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+        tasks,
+        "a task was left retrying a write that can never succeed"
+    );
+}
