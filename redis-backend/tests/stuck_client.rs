@@ -16,7 +16,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use session_engine::{Error, Timeout};
+use session_engine::{Error, SessionId, Timeout};
 use session_redis::{RedisConfig, RedisStore};
 use support::proxy::Proxy;
 
@@ -36,6 +36,16 @@ async fn steady_store(url: String, prefix: &str) -> RedisStore {
     )
     .await
     .expect("connect the steady store")
+}
+
+/// A session created through [`steady_store`] (set-up, whose budget is
+/// not what a test checks).
+async fn created_steadily(url: String, prefix: &str) -> SessionId {
+    steady_store(url, prefix)
+        .await
+        .create(b"x", Timeout::Never)
+        .await
+        .expect("create")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,11 +118,7 @@ async fn a_rebuild_never_holds_a_request_past_its_deadline() {
         .connect_timeout(CONNECT_TIMEOUT)
         .stuck_after(STUCK_AFTER_HERE);
     let store = support::connect_short(config).await;
-    let id = steady_store(server.url(), &prefix)
-        .await
-        .create(b"x", Timeout::Never)
-        .await
-        .expect("create");
+    let id = created_steadily(server.url(), &prefix).await;
     proxy.black_hole();
     let black_holed = Instant::now();
     let connections = proxy.connections_accepted();
@@ -154,11 +160,7 @@ async fn a_dead_server_gives_typed_errors_without_rebuilds_and_service_resumes()
         .request_timeout(REQUEST_TIMEOUT)
         .stuck_after(STUCK_AFTER);
     let store = support::connect_short(config).await;
-    let id = steady_store(server.url(), &prefix)
-        .await
-        .create(b"x", Timeout::Never)
-        .await
-        .expect("create");
+    let id = created_steadily(server.url(), &prefix).await;
 
     server.kill9();
     let down_since = Instant::now();
