@@ -794,8 +794,11 @@ where
 
 #[async_trait::async_trait]
 impl RmcpStore for McpSessions {
-    /// A `get` (activity): the session's restore state, or `None` if the
-    /// id is not ours or the session is gone.
+    /// The session's restore state, or `None` if the id is not ours, the
+    /// session is gone or its handshake never completed. Activity only
+    /// when there is a state to restore (a `peek`, then a `touch`):
+    /// requests naming a session that cannot be restored here (each a 404)
+    /// do not keep it alive.
     async fn load(&self, session_id: &str) -> std::result::Result<Option<RmcpState>, SessionStoreError> {
         let Ok(id) = session_id.parse::<SessionId>() else {
             return Ok(None);
@@ -803,19 +806,23 @@ impl RmcpStore for McpSessions {
         if self.ended(&id) {
             return Ok(None);
         }
-        let session = match self.inner.store.get(&id).await {
+        // rmcp sends these errors' text to the client (HTTP 500).
+        let failed =
+            |e: session_engine::Error| Box::new(ClientText::of("loading an MCP session", &Error::from(e)));
+        let session = match self.inner.store.peek(&id).await {
             Ok(session) => session,
             Err(session_engine::Error::NotFound) => return Ok(None),
-            // rmcp sends this error's text to the client (HTTP 500).
-            Err(e) => {
-                return Err(Box::new(ClientText::of(
-                    "loading an MCP session",
-                    &Error::from(e),
-                )))
-            }
+            Err(e) => return Err(failed(e)),
         };
         let record = Record::decode(session.metadata())
             .map_err(|e| Box::new(ClientText::of("loading an MCP session", &e)))?;
+        if record.rmcp.is_some() {
+            match self.inner.store.touch(&id).await {
+                Ok(()) => {}
+                Err(session_engine::Error::NotFound) => return Ok(None),
+                Err(e) => return Err(failed(e)),
+            }
+        }
         // Not tracked here: rmcp starts a worker only if this returns a
         // state and the manager's `restore_session` succeeds, which tracks
         // it (a 404 would leave an entry no close ever removes). A session

@@ -46,10 +46,10 @@ async fn store_failures_reach_clients_without_the_stores_text() {
     assert!(text.contains("unavailable"), "the kind is kept: {text}");
 
     // rmcp's "restore session" 500 (its `load` of a session named by a
-    // request).
+    // request: a read, then, the session being restorable, a touch).
     let (_manager, id, _transport) = support::initialized(&sessions).await;
-    let (_, get) = session_redis::script_source("get").expect("the get script");
-    proxy.refuse(&get, &refusal);
+    let (_, touch) = session_redis::script_source("touch").expect("the touch script");
+    proxy.refuse(&touch, &refusal);
     let loaded = sessions.load(&id).await;
     assert!(proxy.fault_fired());
     let error = loaded.expect_err("the store refused the load");

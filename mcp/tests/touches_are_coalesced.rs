@@ -199,18 +199,29 @@ async fn a_load_that_restores_nothing_leaves_nothing_tracked() {
     // never got to `store`): another process is asked for it, loads it,
     // finds no rmcp state and answers 404. It starts no worker there, so no
     // close ever comes for it: nothing may stay tracked.
-    let engine = engine();
+    // Nor do the loads count as activity: requests naming it (each a 404)
+    // kept it alive for as long as they came.
+    let clock = session_engine::ManualClock::new(1_700_000_000_000);
+    let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
     let config = McpConfig::with_timeout(Duration::from_secs(600));
     let creator = McpSessions::new(engine.clone(), config).expect("sessions");
     let (text, transport) = creator.session_manager().create_session().await.expect("create");
+    let id: session_engine::SessionId = text.parse().expect("our id");
+    let created = engine.peek(&id).expect("pending").last_access_ms();
     let other = McpSessions::new(engine.clone(), config).expect("sessions");
     for _ in 0..3 {
+        clock.advance_ms(1_000);
         assert!(
             other.load(&text).await.expect("load").is_none(),
             "no handshake stored"
         );
     }
     assert_eq!(other.served_here(), 0, "a 404 left an entry behind");
+    assert_eq!(
+        engine.peek(&id).expect("pending").last_access_ms(),
+        created,
+        "a load that restores nothing slid the session"
+    );
     drop(transport);
 }
 
