@@ -94,8 +94,10 @@
 //!   removes the key) and tidying: every `INDEX_TIDY_EVERY`th new
 //!   subscription of the store checks a few entries of its topic's index
 //!   from a random point and removes the stale ones (the fan-out's
-//!   removal), so an index nobody fans out stays near its live
-//!   subscribers.
+//!   removal), so an index nobody fans out but that still gets new
+//!   subscribers stays near its live ones. One that gets neither keeps
+//!   its gone entries, with no TTL once an uncapped session subscribed
+//!   (an open defect: README, "Not bounded").
 //! - `set_lifetime` (which may lengthen or lift a cap) gets the session's
 //!   subscriptions back from its script and redoes each one's index write
 //!   with the new bound (one request per topic, all at once): otherwise an
