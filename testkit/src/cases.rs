@@ -137,35 +137,24 @@ macro_rules! clock_past {
     }};
 }
 
-/// After a sleep past a deadline, before checking that the session is
-/// gone: waits until the backend's clock has reached the wall clock's time
-/// at the end of the sleep (less [`CLOCK_SKEW_MS`]), so the sleep's margin
-/// over the deadline holds in the backend's time too. The engine's clock is
-/// a cache its own thread stores; one kept off a CPU for longer than the
-/// margin left an expired session alive on that clock, and the check
-/// failed on a correct build. A clock that does not catch up within
-/// [`CATCH_UP_MAX`] makes the case a stall.
-macro_rules! caught_up {
-    ($s:expr, $what:expr) => {{
-        let target = now_ms().saturating_sub(CLOCK_SKEW_MS);
-        let give_up = Instant::now() + CATCH_UP_MAX;
-        loop {
-            let probe = ok("probe create", $s.create(b"probe", LONG).await);
-            let now = ok("probe peek", $s.peek(&probe).await).created_ms();
-            ok("probe delete", $s.delete(&probe).await);
-            if now >= target {
-                break;
-            }
-            if Instant::now() >= give_up {
-                return Verdict::Stalled(format!(
-                    "{}: the backend's clock stayed {} ms behind the wall clock",
-                    $what,
-                    target - now
-                ));
-            }
-            sleep(ms(5)).await;
+/// See `caught_up!` (`lib.rs`): `Err` with the backend clock's lag, in ms, if it did
+/// not catch up in time. Reads the backend's clock as the creation stamp of
+/// a throwaway session.
+pub(crate) async fn backend_caught_up<S: SessionStore + ?Sized>(s: &S) -> Result<(), u64> {
+    let target = now_ms().saturating_sub(CLOCK_SKEW_MS);
+    let give_up = Instant::now() + CATCH_UP_MAX;
+    loop {
+        let probe = ok("probe create", s.create(b"probe", LONG).await);
+        let now = ok("probe peek", s.peek(&probe).await).created_ms();
+        ok("probe delete", s.delete(&probe).await);
+        if now >= target {
+            return Ok(());
         }
-    }};
+        if Instant::now() >= give_up {
+            return Err(target - now);
+        }
+        sleep(ms(5)).await;
+    }
 }
 
 macro_rules! alive {

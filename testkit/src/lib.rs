@@ -26,6 +26,25 @@
 #![warn(missing_docs, clippy::pedantic)]
 #![allow(clippy::missing_panics_doc, clippy::module_name_repetitions)]
 
+/// After a sleep past a deadline, before checking that a session is gone
+/// (or a bucket refilled): waits until the backend's clock has reached the
+/// wall clock's time at the end of the sleep (less a few ms of skew), so the
+/// sleep's margin holds in the backend's time too. The engine's clock is a
+/// cache its own thread stores; one kept off a CPU for longer than the
+/// margin left an expired session alive on that clock, and the check
+/// failed on a correct build. A clock that does not catch up within 5 s
+/// makes the case a stall, retried as the suite's other stalls are.
+macro_rules! caught_up {
+    ($s:expr, $what:expr) => {{
+        if let Err(lag_ms) = $crate::cases::backend_caught_up(&*$s).await {
+            return $crate::Verdict::Stalled(format!(
+                "{}: the backend's clock stayed {lag_ms} ms behind the wall clock",
+                $what
+            ));
+        }
+    }};
+}
+
 mod cases;
 pub mod example;
 mod state_cases;

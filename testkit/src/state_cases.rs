@@ -214,6 +214,7 @@ async fn state_goes_with_an_expired_session<S: SessionState>(s: Arc<S>, _: Suite
     ok("subscribe", s.subscribe(&long, "feed").await);
     ok("charge", s.rate_limit(&short, bucket(1, 1), 1).await);
     tokio::time::sleep(Duration::from_millis(400)).await;
+    caught_up!(s, "state_goes_with_an_expired_session");
     // Not returned once expired, before and after the backend reclaims it.
     let (subs, _) = all_subscribers(&*s, "feed", 10).await;
     assert_eq!(subs, HashSet::from([long]), "an expired subscriber was listed");
@@ -336,6 +337,7 @@ async fn rate_limit_allows_then_limits_with_retry_after<S: SessionState>(
     ));
     // The bucket refills: after the wait it gives a token again.
     tokio::time::sleep(retry_after + Duration::from_millis(20)).await;
+    caught_up!(s, "rate_limit_allows_then_limits_with_retry_after");
     assert!(
         matches!(
             ok("after the wait", s.rate_limit(&id, shape, 1).await),
