@@ -7,7 +7,9 @@
 //!
 //! `rmcp` is what rmcp persists to restore a session on another process:
 //! today the client's `initialize` parameters (protocol version, client
-//! info, capabilities), kept whole so that fields a later rmcp adds survive.
+//! info, capabilities), kept as stored (JSON) so that fields a later rmcp
+//! adds survive a rewrite by this build, as do fields a later build of this
+//! crate adds to the record.
 //! It is `null` from the session's creation until its `initialize`
 //! handshake has completed (such a session cannot be restored).
 //! `data` is the application's per-session map
@@ -24,11 +26,18 @@ use crate::limits::RECORD_VERSION;
 /// One stored session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Record {
-    /// rmcp's restore state, once the handshake has completed.
-    pub rmcp: Option<SessionState>,
+    /// rmcp's restore state once the handshake has completed, as stored
+    /// (JSON): a rewrite by this build (a data change) keeps the fields a
+    /// later rmcp added, which a typed field dropped during a rolling
+    /// upgrade.
+    rmcp: Option<Value>,
     /// The application's map.
     #[serde(default)]
     pub data: Map<String, Value>,
+    /// Fields a later build of this crate added to the record: kept on a
+    /// rewrite, as `rmcp`'s are.
+    #[serde(flatten)]
+    later: Map<String, Value>,
 }
 
 impl Record {
@@ -37,7 +46,33 @@ impl Record {
         Self {
             rmcp: None,
             data: Map::new(),
+            later: Map::new(),
         }
+    }
+
+    /// True once the handshake's state is stored (the session can be
+    /// restored).
+    pub(crate) fn has_state(&self) -> bool {
+        self.rmcp.is_some()
+    }
+
+    /// rmcp's state, `None` before the handshake; `Err` if this build's
+    /// rmcp cannot read what a later one stored.
+    pub(crate) fn state(&self) -> Result<Option<SessionState>> {
+        self.rmcp
+            .as_ref()
+            .map(|v| {
+                serde_json::from_value(v.clone())
+                    .map_err(|e| Error::Record(format!("rmcp's session state: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Stores the handshake's state.
+    pub(crate) fn set_state(&mut self, state: &SessionState) -> Result<()> {
+        let value = serde_json::to_value(state).map_err(|e| Error::Record(format!("encode: {e}")))?;
+        self.rmcp = Some(value);
+        Ok(())
     }
 
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
@@ -95,27 +130,50 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_what_it_cannot_read() {
-        let mut record = Record {
-            rmcp: Some(SessionState::new(InitializeRequestParams::default())),
-            data: Map::new(),
-        };
+        let mut record = Record::pending();
+        record
+            .set_state(&SessionState::new(InitializeRequestParams::default()))
+            .unwrap();
         record.data.insert("n".into(), Value::from(3));
         let bytes = record.encode().unwrap();
         assert_eq!(bytes[0], RECORD_VERSION);
         let back = Record::decode(&bytes).unwrap();
         assert_eq!(back.data, record.data);
         assert_eq!(
-            serde_json::to_value(&back.rmcp).unwrap(),
-            serde_json::to_value(&record.rmcp).unwrap()
+            serde_json::to_value(back.state().unwrap()).unwrap(),
+            serde_json::to_value(record.state().unwrap()).unwrap()
         );
-        assert!(Record::decode(&Record::pending().encode().unwrap())
+        assert!(!Record::decode(&Record::pending().encode().unwrap())
             .unwrap()
-            .rmcp
-            .is_none());
+            .has_state());
         assert!(matches!(Record::decode(b""), Err(Error::Record(_))));
         assert!(matches!(Record::decode(b"\x02{}"), Err(Error::Record(_))));
         assert!(matches!(Record::decode(b"\x01{not json"), Err(Error::Record(_))));
         // Another application's bytes in the session (JSON but not a record).
         assert!(matches!(Record::decode(b"\x01[1]"), Err(Error::Record(_))));
+    }
+
+    /// A record written by a later rmcp (a field its `SessionState` added)
+    /// or a later build of this crate (a field of the record) keeps those
+    /// fields when this build rewrites it for a data change: the typed
+    /// state dropped them, and the later build's restore then lacked them.
+    #[test]
+    fn a_rewrite_keeps_the_fields_a_later_build_added() {
+        let mut written =
+            serde_json::to_value(SessionState::new(InitializeRequestParams::default())).unwrap();
+        written["added_by_a_later_rmcp"] = Value::from(1);
+        let mut bytes = vec![RECORD_VERSION];
+        serde_json::to_writer(
+            &mut bytes,
+            &serde_json::json!({"rmcp": written, "data": {}, "added_by_a_later_build": true}),
+        )
+        .unwrap();
+        let mut record = Record::decode(&bytes).unwrap();
+        assert!(record.state().unwrap().is_some(), "this build reads the state");
+        record.data.insert("n".into(), Value::from(1));
+        let rewritten: Value = serde_json::from_slice(&record.encode().unwrap()[1..]).unwrap();
+        assert_eq!(rewritten["rmcp"]["added_by_a_later_rmcp"], 1, "{rewritten}");
+        assert_eq!(rewritten["added_by_a_later_build"], true, "{rewritten}");
+        assert_eq!(rewritten["data"]["n"], 1);
     }
 }

@@ -733,10 +733,10 @@ impl McpSessions {
                     .store
                     .try_update(&id, |bytes| {
                         let mut record = Record::decode(bytes)?;
-                        if record.rmcp.is_some() {
+                        if record.has_state() {
                             return Ok::<_, Error>(Op::Keep);
                         }
-                        record.rmcp = Some(state.clone());
+                        record.set_state(&state)?;
                         Ok(Op::Replace(record.encode()?))
                     })
                     .await;
@@ -816,7 +816,7 @@ impl RmcpStore for McpSessions {
         };
         let record = Record::decode(session.metadata())
             .map_err(|e| Box::new(ClientText::of("loading an MCP session", &e)))?;
-        if record.rmcp.is_some() {
+        if record.has_state() {
             match self.inner.store.touch(&id).await {
                 Ok(()) => {}
                 Err(session_engine::Error::NotFound) => return Ok(None),
@@ -827,7 +827,9 @@ impl RmcpStore for McpSessions {
         // state and the manager's `restore_session` succeeds, which tracks
         // it (a 404 would leave an entry no close ever removes). A session
         // whose handshake never completed cannot be replayed.
-        Ok(record.rmcp)
+        record
+            .state()
+            .map_err(|e| Box::new(ClientText::of("loading an MCP session", &e)) as SessionStoreError)
     }
 
     /// A `put` of the record with rmcp's state (after the handshake of a
@@ -843,7 +845,7 @@ impl RmcpStore for McpSessions {
             .store
             .try_update(&id, |bytes| {
                 let mut record = Record::decode(bytes)?;
-                record.rmcp = Some(state.clone());
+                record.set_state(state)?;
                 Ok::<_, Error>(Op::Replace(record.encode()?))
             })
             .await;
