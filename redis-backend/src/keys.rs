@@ -76,16 +76,33 @@ impl KeySpace {
     /// glob characters escaped, then `{`, 22 `?`, `}` (so `<prefix>{<id>}:x`
     /// keys added later are not listed as sessions).
     pub(crate) fn scan_pattern(&self) -> Vec<u8> {
-        let mut pattern = Vec::with_capacity(self.prefix.len() * 2 + SESSION_ID_TEXT_LEN + 2);
+        let mut pattern = self.escaped_prefix(SESSION_ID_TEXT_LEN + 2);
+        pattern.push(b'{');
+        pattern.extend(std::iter::repeat_n(b'?', SESSION_ID_TEXT_LEN));
+        pattern.push(b'}');
+        pattern
+    }
+
+    /// The `SCAN MATCH` pattern of the topic index keys: the escaped
+    /// prefix, then `t{`, 16 `?`, `}:*`.
+    pub(crate) fn topic_scan_pattern(&self) -> Vec<u8> {
+        let mut pattern = self.escaped_prefix(TOPIC_TAG_LEN + 5);
+        pattern.extend_from_slice(b"t{");
+        pattern.extend(std::iter::repeat_n(b'?', TOPIC_TAG_LEN));
+        pattern.extend_from_slice(b"}:*");
+        pattern
+    }
+
+    /// The prefix with `SCAN MATCH`'s glob characters escaped, with room
+    /// for `more` bytes.
+    fn escaped_prefix(&self, more: usize) -> Vec<u8> {
+        let mut pattern = Vec::with_capacity(self.prefix.len() * 2 + more);
         for b in self.prefix.bytes() {
             if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
                 pattern.push(b'\\');
             }
             pattern.push(b);
         }
-        pattern.push(b'{');
-        pattern.extend(std::iter::repeat_n(b'?', SESSION_ID_TEXT_LEN));
-        pattern.push(b'}');
         pattern
     }
 
@@ -95,14 +112,20 @@ impl KeySpace {
         let mut key = Vec::with_capacity(self.prefix.len() + TOPIC_TAG_LEN + 4 + topic.len());
         key.extend_from_slice(self.prefix.as_bytes());
         key.extend_from_slice(b"t{");
-        let hash = topic_hash(topic.as_bytes());
-        for shift in (0..16).rev() {
-            let nibble = (hash >> (shift * 4)) & 0xf;
-            key.push(b"0123456789abcdef"[usize::try_from(nibble).expect("a nibble")]);
-        }
+        key.extend_from_slice(&topic_tag(topic.as_bytes()));
         key.extend_from_slice(b"}:");
         key.extend_from_slice(topic.as_bytes());
         key
+    }
+
+    /// The topic whose index `key` is ([`KeySpace::topic_key`] of it), `None`
+    /// for any other key (another prefix's, a hash tag that is not the
+    /// topic's, a topic that is not UTF-8).
+    pub(crate) fn parse_topic_key<'k>(&self, key: &'k [u8]) -> Option<&'k str> {
+        let rest = key.strip_prefix(self.prefix.as_bytes())?.strip_prefix(b"t{")?;
+        let (tag, topic) = rest.split_at_checked(TOPIC_TAG_LEN)?;
+        let topic = std::str::from_utf8(topic.strip_prefix(b"}:")?).ok()?;
+        (*tag == topic_tag(topic.as_bytes())).then_some(topic)
     }
 
     /// The id of a session key, `None` for any other key.
@@ -333,6 +356,23 @@ pub(crate) fn random_id_in_slot<E>(
     Ok(None)
 }
 
+/// What a fence's key has after the hash tag it shares with the written
+/// key (see [`fence_key`]).
+const FENCE_MARK: &[u8] = b"!fence";
+
+/// The key of the fence (`scripts::FENCE`, which sets and deletes it) for a
+/// write routed by `key`: `key` up to the end of its hash tag, then
+/// `!fence`. The same slot as `key`, and no key of any store: after its tag
+/// a session key has nothing or `:` (its rotation mark), a topic index
+/// `:`, so the fence's `DEL` can never remove one. (A suffix after the
+/// whole key could: `<index of t>:fence` has the shape of topic
+/// `t:fence`'s index, and is that index whenever the two topics' hashes
+/// agree.) A prefix holds no `{`, so the first `}` ends the tag.
+pub(crate) fn fence_key(key: &[u8]) -> Vec<u8> {
+    let tag_end = key.iter().position(|&b| b == b'}').map_or(key.len(), |i| i + 1);
+    [&key[..tag_end], FENCE_MARK].concat()
+}
+
 /// Hex digits of a topic key's hash tag (a 64-bit hash).
 const TOPIC_TAG_LEN: usize = 16;
 
@@ -345,6 +385,18 @@ fn topic_hash(topic: &[u8]) -> u64 {
     topic
         .iter()
         .fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
+/// The hash tag of a topic's index key: [`topic_hash`] in 16 lowercase hex
+/// digits.
+fn topic_tag(topic: &[u8]) -> [u8; TOPIC_TAG_LEN] {
+    let hash = topic_hash(topic);
+    let mut tag = [0u8; TOPIC_TAG_LEN];
+    for (i, digit) in tag.iter_mut().enumerate() {
+        let nibble = (hash >> ((TOPIC_TAG_LEN - 1 - i) * 4)) & 0xf;
+        *digit = b"0123456789abcdef"[usize::try_from(nibble).expect("a nibble")];
+    }
+    tag
 }
 
 /// A 32-bit FNV-1a hash of a key, never 0: orders the keys of one `SCAN`
@@ -507,6 +559,58 @@ mod tests {
         });
         assert_eq!(got, Ok(None));
         assert_eq!(draws, SLOT_ID_DRAWS_MAX);
+    }
+
+    #[test]
+    fn topic_keys_parse_back_to_their_topic_and_nothing_else_does() {
+        let keys = KeySpace::new("sess:").unwrap();
+        for topic in ["a", "", "doc/42", "file:///{x}/\u{0}é", "x}:y"] {
+            assert_eq!(keys.parse_topic_key(&keys.topic_key(topic)), Some(topic));
+        }
+        let other = KeySpace::new("sess:x").unwrap();
+        assert_eq!(
+            keys.parse_topic_key(&other.topic_key("a")),
+            None,
+            "another prefix"
+        );
+        assert_eq!(other.parse_topic_key(&keys.topic_key("a")), None);
+        // The shape of an index, with a tag that is not the topic's.
+        let mut forged = keys.topic_key("a");
+        forged.extend_from_slice(b":fence");
+        assert_eq!(keys.parse_topic_key(&forged), None);
+        assert_eq!(
+            keys.parse_topic_key(&keys.key(&SessionId::from_bytes([7; 16]))),
+            None
+        );
+        assert_eq!(keys.parse_topic_key(b"sess:t{af63dc4c8601ec8c}"), None);
+        assert_eq!(keys.parse_topic_key(b"sess:t{af63}:a"), None);
+        let pattern = String::from_utf8(keys.topic_scan_pattern()).unwrap();
+        assert_eq!(pattern, format!("sess:t{{{}}}:*", "?".repeat(16)));
+        let escaped = KeySpace::new("a*b?[c]\\:").unwrap().topic_scan_pattern();
+        assert!(escaped.starts_with(b"a\\*b\\?\\[c\\]\\\\:t{"));
+    }
+
+    /// The fence sets and deletes its key: it must share the written key's
+    /// slot and be no key a store keeps. A topic index's fence used to be
+    /// `<index>:fence`, the shape of another topic's index.
+    #[test]
+    fn a_fence_key_shares_the_slot_and_is_no_stored_key() {
+        let keys = KeySpace::new("sess:").unwrap();
+        let id = SessionId::from_bytes([7; 16]);
+        let mut written = vec![keys.key(&id), [&keys.key(&id)[..], b":rotated:1"].concat()];
+        written.extend(["a", "a:fence", "x}:y", ""].map(|t| keys.topic_key(t)));
+        for key in written {
+            let fence = fence_key(&key);
+            let shown = String::from_utf8_lossy(&fence).into_owned();
+            assert_eq!(slot_of(&fence), slot_of(&key), "{shown}");
+            assert_ne!(fence, key);
+            assert_eq!(keys.parse(&fence), None, "{shown}");
+            assert_eq!(keys.parse_topic_key(&fence), None, "{shown}");
+            // Every stored key has nothing or `:` after its tag: a session,
+            // its rotation mark, any topic's index (whatever its hash).
+            let after_tag = fence[fence.iter().position(|&b| b == b'}').unwrap() + 1..].first();
+            assert!(!matches!(after_tag, None | Some(b':')), "{shown}");
+        }
     }
 
     #[test]

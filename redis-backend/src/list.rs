@@ -274,7 +274,8 @@ async fn scan_shard(
             return Ok((found, Stop::PageFull(pos, mark)));
         }
         let count = room_left.min(count_cap);
-        let (next, keys, answered_by) = scan(inner, shard, pos.cursor, &pattern, count, deadline).await?;
+        let (next, keys, answered_by) =
+            scan(inner, shard, (pos.cursor, &pattern, None), count, deadline).await?;
         mark = answered_by;
         if expected.is_some_and(|m| m != answered_by) {
             // Another process: `pos` means nothing there. From its start
@@ -356,25 +357,28 @@ async fn scan_shard(
     Ok((found, Stop::PageFull(pos, mark)))
 }
 
-/// `SCAN cursor MATCH pattern COUNT count` on the shard's master, after
-/// `INFO server` in the same pipeline: the keys, the next cursor and the
-/// mark of the process that answered (see the module docs).
-async fn scan(
+/// `SCAN cursor MATCH pattern COUNT count [TYPE kind]` on the shard's
+/// master, after `INFO server` in the same pipeline: the keys, the next
+/// cursor and the mark of the process that answered (see the module docs).
+pub(crate) async fn scan(
     inner: &Inner,
     shard: &Shard,
-    cursor: u64,
-    pattern: &[u8],
+    (cursor, pattern, kind): (u64, &[u8], Option<&str>),
     count: usize,
     deadline: Instant,
 ) -> Result<(u64, Vec<Vec<u8>>, u32)> {
     let (mut pipe, probe) = probed_pipe(inner, shard);
     pipe.cmd("INFO").arg("server");
-    pipe.cmd("SCAN")
+    let scan = pipe
+        .cmd("SCAN")
         .arg(cursor)
         .arg("MATCH")
         .arg(pattern)
         .arg("COUNT")
         .arg(count);
+    if let Some(kind) = kind {
+        scan.arg("TYPE").arg(kind);
+    }
     let pipe = &pipe;
     // The SCAN's errors are the attempt's (a node loading); the probe's
     // too. INFO's only loses the mark.
@@ -459,8 +463,14 @@ pub(crate) async fn count(inner: &Inner) -> Result<usize> {
         let mut calls = 0;
         loop {
             // Counting is O(keys): one request timeout per SCAN round trip.
-            let (next, keys, _) =
-                scan(inner, shard, cursor, &pattern, SCAN_COUNT_MAX, inner.deadline()).await?;
+            let (next, keys, _) = scan(
+                inner,
+                shard,
+                (cursor, &pattern, None),
+                SCAN_COUNT_MAX,
+                inner.deadline(),
+            )
+            .await?;
             total += keys.iter().filter(|k| inner.keys.parse(k).is_some()).count();
             cursor = next;
             calls += 1;

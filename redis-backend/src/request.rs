@@ -44,7 +44,7 @@ use crate::limits::{
     RETRY_BACKOFF_MIN,
 };
 use crate::reply::{self, Replicas};
-use crate::scripts::{Script, Scripts, FENCE, FENCE_SUFFIX};
+use crate::scripts::{Script, Scripts, FENCE};
 
 /// Counters of a store's life so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -1324,9 +1324,7 @@ async fn fence_and_wait(
     asked: bool,
     (replicas, timeout_ms): (u32, u64),
 ) -> Replicas {
-    let mut fence_key = Vec::with_capacity(key.len() + FENCE_SUFFIX.len());
-    fence_key.extend_from_slice(key);
-    fence_key.extend_from_slice(FENCE_SUFFIX);
+    let fence_key = crate::keys::fence_key(key);
     let mut pipe = redis::pipe();
     if asked {
         // The fence's key shares the session's slot: asked too.

@@ -90,8 +90,8 @@
 //! than the try that wrote (that one broke): its `WAIT` would prove nothing
 //! about the earlier write, and can return at once. So after a try that may
 //! have applied, the resend carries a [fence](FENCE) before its `WAIT`: a
-//! write on the session's slot that leaves no trace (it sets and deletes
-//! `<key>:fence` in one script), so that the connection's last write — and
+//! write on the key's slot that leaves no trace (it sets and deletes a key
+//! of no store, `keys::fence_key`, in one script), so that the connection's last write — and
 //! the replication offset `WAIT` waits for — comes after everything the
 //! master had applied by then, the earlier try included.
 //!
@@ -532,14 +532,11 @@ if short % rate > 0 then wait = wait + 1 end
 return {2, wait}
 ";
 
-/// `KEYS[1]` `<session key>:fence`. Writes and removes it: a write that
+/// `KEYS[1]` the fence's key (`keys::fence_key`). Writes and removes it: a write that
 /// leaves nothing behind but moves the connection's replication offset past
 /// everything the master applied before it (see the module docs). Sent as
 /// `EVAL` (only after a doubtful try, so rarely).
 pub(crate) const FENCE: &str = "redis.call('SET', KEYS[1], '1') redis.call('DEL', KEYS[1]) return 1";
-
-/// Suffix of the fence key after the session key (same hash tag: same slot).
-pub(crate) const FENCE_SUFFIX: &[u8] = b":fence";
 
 /// What `ROTATE`'s mark key adds to the session key (the same slot), before
 /// the call's token.

@@ -95,9 +95,10 @@
 //!   subscription of the store checks a few entries of its topic's index
 //!   from a random point and removes the stale ones (the fan-out's
 //!   removal), so an index nobody fans out but that still gets new
-//!   subscribers stays near its live ones. One that gets neither keeps
-//!   its gone entries, with no TTL once an uncapped session subscribed
-//!   (an open defect: README, "Not bounded").
+//!   subscribers stays near its live ones. One that gets neither is
+//!   tidied by the sweep `cleanup_expired` runs
+//!   ([`RedisStore::tidy_topic_indexes`]: every index key of the store,
+//!   every entry checked, the fan-out's removal).
 //! - `set_lifetime` (which may lengthen or lift a cap) gets the session's
 //!   subscriptions back from its script and redoes each one's index write
 //!   with the new bound (one request per topic, all at once): otherwise an
@@ -141,6 +142,7 @@ use crate::limits::{
     INDEX_TIDY_BUDGET, INDEX_TIDY_ENTRIES, INDEX_TIDY_EVERY, LIST_SCAN_BUDGET_DIVISOR,
     PIPELINES_IN_FLIGHT_MAX, SCAN_CALLS_MAX, SCAN_COUNT_MAX, TOPIC_INDEX_TTL_MARGIN,
 };
+use crate::list;
 use crate::reply::{self, Charge, Life, Subscribed, Unsubscribed, NONCE_LEN};
 use crate::request::{join_all, per_route, BatchReply, Inner, Kind};
 use crate::store::RedisStore;
@@ -402,6 +404,44 @@ impl RedisStore {
         }
     }
 
+    /// Checks every entry of `topic`'s index at `topic_key`, from the
+    /// start, and removes the stale ones (see
+    /// [`RedisStore::tidy_topic_indexes`]): the number removed.
+    async fn tidy_whole_index(&self, topic_key: &[u8], topic: &str) -> Result<usize> {
+        let inner = &self.inner;
+        let field = field(topic);
+        let mut lower = lower_bound(TopicCursor::START);
+        let mut removed = 0;
+        loop {
+            let deadline = inner.deadline();
+            let Batch { entries, read, last } = self
+                .index_range(topic_key, &lower, SCAN_COUNT_MAX, deadline)
+                .await?;
+            let checks = self.check_entries(&entries, &field, deadline).await?;
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(topic_key);
+            let mut stale = 0;
+            for ((id, nonce), check) in entries.iter().zip(&checks) {
+                if matches!(check, Check::Stale | Check::LiveElsewhere) {
+                    zrem.arg(&member(id, nonce)[..]);
+                    stale += 1;
+                }
+            }
+            if stale > 0 {
+                let reply = inner
+                    .request(Kind::Unacked, deadline, topic_key, |_| Cow::Borrowed(&zrem))
+                    .await?;
+                let value = &reply.value.value;
+                let n = reply::number(value).ok_or_else(|| crate::error::protocol("ZREM", value, true))?;
+                removed += usize::try_from(n).unwrap_or(usize::MAX);
+            }
+            match last {
+                Some(last) if read == SCAN_COUNT_MAX => lower = after_member(&last),
+                _ => return Ok(removed),
+            }
+        }
+    }
+
     /// Adds `member` to `topic`'s index and pushes the index's TTL up to
     /// the subscriber's life `left` and [`TOPIC_INDEX_TTL_MARGIN`] (none
     /// if nothing bounds its life: see the module docs): the index script, on the topic's
@@ -646,6 +686,51 @@ impl RedisStore {
         page.ids = ids;
         page.next = next;
         Ok(page)
+    }
+
+    /// Sweeps every topic index of this store (`SCAN` of the index keys on
+    /// each master) and removes the entries whose subscription is gone,
+    /// the index keys left with none (Redis removes an emptied sorted set):
+    /// what keeps an index without a TTL (an uncapped subscriber's) bounded
+    /// when its topic gets no fan-out and no new subscriber after its
+    /// subscribers went. [`RedisStore::cleanup_expired`] runs it. Returns
+    /// the entries removed.
+    ///
+    /// O(keys on each master + entries in each index): every entry's
+    /// session is checked, `SCAN_COUNT_MAX` at a time (a `ZRANGEBYLEX` and
+    /// one `HGET` pipeline per master), each round trip with a request
+    /// timeout of its own. Run it from a background task every few
+    /// minutes, not per request. Removes only entries it found stale (the
+    /// fan-out's rule: module docs), so it never loses a live
+    /// subscription, whatever runs beside it.
+    ///
+    /// # Errors
+    /// The request errors of the crate docs; what was removed before the
+    /// error stays removed, and the next sweep goes on from the start.
+    pub async fn tidy_topic_indexes(&self) -> Result<usize> {
+        let inner = &self.inner;
+        let pattern = inner.keys.topic_scan_pattern();
+        let mut removed = 0;
+        for shard in &inner.topology(inner.deadline()).await? {
+            let mut cursor = 0;
+            loop {
+                let found = (cursor, &pattern[..], Some("zset"));
+                let (next, keys, _) =
+                    list::scan(inner, shard, found, SCAN_COUNT_MAX, inner.deadline()).await?;
+                for key in &keys {
+                    // Another program's key that matches the pattern is
+                    // not an index: its tag is not its topic's hash.
+                    if let Some(topic) = inner.keys.parse_topic_key(key) {
+                        removed += self.tidy_whole_index(key, topic).await?;
+                    }
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Checks and charges `cost` tokens of the session's bucket (see

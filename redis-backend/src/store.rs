@@ -878,12 +878,19 @@ impl RedisStore {
         crate::replication::lag(&self.inner).await
     }
 
-    /// Always 0: Redis expires keys itself (lazily when a key is touched,
-    /// and by its active expiry cycle in the background), so there is nothing
-    /// to sweep, and an expired session is never returned.
-    #[must_use]
-    pub fn cleanup_expired(&self) -> usize {
-        0
+    /// Tidies the topic indexes ([`RedisStore::tidy_topic_indexes`]) and
+    /// returns 0: Redis expires sessions itself (lazily when a key is
+    /// touched, and by its active expiry cycle in the background), so no
+    /// session is left to reclaim, and an expired one is never returned.
+    /// What needs sweeping is the topic indexes' entries of sessions gone:
+    /// call this every few minutes (as tower-sessions' `ExpiredDeletion`
+    /// does) when sessions subscribe to topics without a lifetime cap.
+    ///
+    /// # Errors
+    /// The request errors of the crate docs.
+    pub async fn cleanup_expired(&self) -> Result<usize> {
+        self.tidy_topic_indexes().await?;
+        Ok(0)
     }
 }
 
@@ -1259,6 +1266,6 @@ impl SessionStore for RedisStore {
     }
 
     async fn cleanup_expired(&self) -> Result<usize> {
-        Ok(RedisStore::cleanup_expired(self))
+        RedisStore::cleanup_expired(self).await
     }
 }

@@ -9,13 +9,14 @@
 //! server and on a cluster with the cluster preset (topic keys in slots of
 //! their own). Such an index without a TTL does not grow with the stale
 //! entries of sessions gone either, fanned out or not: new subscriptions
-//! tidy it as they come.
+//! tidy it as they come, and `cleanup_expired` sweeps the indexes that
+//! get no new subscription either.
 
 mod support;
 
 use std::time::Duration;
 
-use session_engine::{SessionId, Timeout, TopicCursor};
+use session_engine::{SessionId, SessionStore, Timeout, TopicCursor};
 use session_redis::limits::TOPIC_INDEX_TTL_MARGIN;
 use session_redis::{RedisConfig, RedisStore};
 
@@ -193,4 +194,113 @@ async fn an_index_nobody_fans_out_does_not_keep_its_gone_sessions() {
         }
     }
     assert_eq!(listed, LIVE);
+}
+
+/// Indexes without a TTL (uncapped subscribers) that nobody fans out and
+/// nobody subscribes to again after their subscribers went (deleted,
+/// rotated away, expired): `cleanup_expired` removes their gone entries,
+/// and with them the indexes that hold nothing else; it leaves the live
+/// subscribers, and another store's indexes, alone.
+async fn a_sweep_removes_what_nobody_touches_again(
+    store: &RedisStore,
+    other: &RedisStore,
+    cli: &dyn Fn(&[&str]) -> String,
+) {
+    const TOPICS: usize = 12;
+    let topic = |t: usize| format!("doc/{t}");
+    let zcard = |store: &RedisStore, topic: &str| -> i64 {
+        let out = cli(&["ZCARD", &store.topic_key(topic)]);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("ZCARD {topic}: {out:?}"))
+    };
+    let live = store.create(b"live", TTL).await.unwrap();
+    for t in 0..TOPICS {
+        for way in 0..3 {
+            let id = store.create(b"gone", Timeout::from_ms(300)).await.unwrap();
+            assert!(store.subscribe(&id, &topic(t)).await.unwrap());
+            match way {
+                0 => store.delete(&id).await.unwrap(),
+                1 => drop(store.rotate(&id).await.unwrap()),
+                _ => {} // expires
+            }
+        }
+        if t % 3 == 0 {
+            assert!(store.subscribe(&live, &topic(t)).await.unwrap());
+        }
+        assert_eq!(pttl(cli, &store.topic_key(&topic(t))), -1, "no cap, no TTL");
+    }
+    let elsewhere = other.create(b"gone", TTL).await.unwrap();
+    assert!(other.subscribe(&elsewhere, &topic(0)).await.unwrap());
+    other.delete(&elsewhere).await.unwrap();
+    // Another program's sorted set in the shape of an index, whose tag is
+    // not its topic's hash: not an index, left alone.
+    let real = store.topic_key("x");
+    let tag = real.find('{').unwrap() + 1;
+    let forged = format!("{}0123456789abcdef{}", &real[..tag], &real[tag + 16..]);
+    assert_eq!(cli(&["ZADD", &forged, "0", "not-ours"]).trim(), "1");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    assert_eq!(
+        SessionStore::cleanup_expired(store).await.unwrap(),
+        0,
+        "sessions: Redis expires them itself"
+    );
+    for t in 0..TOPICS {
+        if t % 3 == 0 {
+            assert_eq!(
+                zcard(store, &topic(t)),
+                1,
+                "{}: the live subscriber's entry alone",
+                topic(t)
+            );
+            let page = store
+                .subscribers(&topic(t), TopicCursor::START, 10)
+                .await
+                .unwrap();
+            assert_eq!(page.ids, vec![live]);
+        } else {
+            assert_eq!(
+                pttl(cli, &store.topic_key(&topic(t))),
+                -2,
+                "{}: no entry left, no key",
+                topic(t)
+            );
+        }
+    }
+    assert_eq!(zcard(other, &topic(0)), 1, "another store's index is its own");
+    assert_eq!(cli(&["ZCARD", &forged]).trim(), "1", "{forged}");
+    assert_eq!(
+        store.tidy_topic_indexes().await.unwrap(),
+        0,
+        "nothing left to remove"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_on_one_server() {
+    let server = support::Server::standalone();
+    let connect = |tag: &'static str| {
+        RedisStore::connect(RedisConfig::standalone(server.url()).key_prefix(support::unique_prefix(tag)))
+    };
+    let store = connect("index-sweep").await.expect("connect");
+    let other = connect("index-sweep-other").await.expect("connect");
+    a_sweep_removes_what_nobody_touches_again(&store, &other, &|args| server.cli(args)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_on_a_cluster() {
+    let cluster = support::Cluster::start(1_000);
+    let connect = |tag: &'static str| {
+        RedisStore::connect(support::cluster_preset(cluster.urls()).key_prefix(support::unique_prefix(tag)))
+    };
+    let store = connect("index-sweep").await.expect("connect");
+    let other = connect("index-sweep-other").await.expect("connect");
+    let node = &cluster.nodes[0];
+    let cli = |args: &[&str]| {
+        let mut with_redirects = vec!["-c"];
+        with_redirects.extend_from_slice(args);
+        node.cli(&with_redirects)
+    };
+    a_sweep_removes_what_nobody_touches_again(&store, &other, &cli).await;
 }

@@ -34,7 +34,7 @@ use crate::rotate;
 /// | `save(&record)` | insert-or-replace with the new metadata and timeout; a record already past its expiry date is deleted (without [`inactivity_timeout`](Self::inactivity_timeout), which replaces the date). An insert too: see the crate docs, "A logout and a save in flight" |
 /// | `load(&id)` | `peek` (the deadline stays where the last save put it); with [`sliding`](Self::sliding) `get`, which slides it |
 /// | `delete(&id)` | `delete` (absent is fine); inside [`cycle_id`](crate::cycle_id) the store's rotate |
-/// | `delete_expired()` | `cleanup_expired`, on tokio's blocking pool (0 work on Redis, which expires keys itself) |
+/// | `delete_expired()` | `cleanup_expired`, on tokio's blocking pool (on Redis, which expires sessions itself, the sweep of the topic indexes) |
 pub struct TowerStore<S> {
     store: Arc<S>,
     sliding: bool,
