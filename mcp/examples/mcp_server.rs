@@ -22,9 +22,11 @@
 //! one gets the error `session_mcp::RATE_LIMITED` carrying `retryAfterMs`.
 //!
 //! `--wait-replicas 1` makes every Redis write wait for a replica (the
-//! sessions then survive the kill of a master). `--store` is a URL as `session_redis::open_url` reads it (`memory:`,
-//! `engine:<dir>[?durability=..]`, `redis://`, `redis+cluster://`;
-//! `redis-cluster://` is read as `redis+cluster://`).
+//! sessions then survive the kill of a master; refused with the engine).
+//! `--store` is a URL as `session_redis::open_url` reads it (`memory:`,
+//! `engine:<dir>[?durability=..]`, `redis://`, `rediss://`,
+//! `redis+cluster://`; `redis-cluster://` is read as `redis+cluster://`;
+//! schemes in any case).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,7 +44,7 @@ use rmcp::ServerHandler;
 use serde_json::{json, Map, Value};
 use session_engine::{engine_config, Bucket, Engine};
 use session_mcp::{McpConfig, McpSessions};
-use session_redis::{RedisConfig, RedisStore, Replication, CLUSTER_URL_SCHEME};
+use session_redis::{RedisConfig, RedisStore, Replication};
 
 #[derive(Parser, Debug)]
 #[command(about = "MCP streamable-HTTP server with sessions in session-engine or Redis")]
@@ -202,23 +204,38 @@ impl ServerHandler for Server {
 
 /// Opens the store with its per-session state (subscriptions, rate limits).
 async fn open(args: &Args, config: McpConfig) -> Result<McpSessions, Box<dyn std::error::Error>> {
-    let url = args.store.as_str();
-    let url = match url.strip_prefix("redis-cluster://") {
-        Some(nodes) => format!("{CLUSTER_URL_SCHEME}{nodes}"),
-        None => url.to_owned(),
-    };
-    if url.starts_with("redis://") || url.starts_with(CLUSTER_URL_SCHEME) {
-        let mut redis = RedisConfig::from_url(&url)?;
+    let Some(url) = redis_url(&args.store) else {
         if args.wait_replicas > 0 {
-            redis = redis.replication(Replication::Wait {
-                replicas: args.wait_replicas,
-                timeout: Duration::from_millis(500),
-            });
+            return Err("--wait-replicas applies to a Redis store; --store names the embedded engine".into());
         }
-        let store = RedisStore::connect(redis).await?;
-        return Ok(McpSessions::new(store, config)?);
+        return Ok(McpSessions::new(
+            Engine::open(engine_config(&args.store)?)?,
+            config,
+        )?);
+    };
+    let mut redis = RedisConfig::from_url(&url)?;
+    if args.wait_replicas > 0 {
+        redis = redis.replication(Replication::Wait {
+            replicas: args.wait_replicas,
+            timeout: Duration::from_millis(500),
+        });
     }
-    Ok(McpSessions::new(Engine::open(engine_config(&url)?)?, config)?)
+    let store = RedisStore::connect(redis).await?;
+    Ok(McpSessions::new(store, config)?)
+}
+
+/// `url` as `RedisConfig::from_url` reads it if it names Redis (its scheme,
+/// in any case as every URL scheme: `redis`, `rediss`, `redis+cluster`,
+/// `rediss+cluster`, or `redis-cluster` for `redis+cluster`), else `None`.
+fn redis_url(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let scheme = match scheme.as_str() {
+        "redis-cluster" => "redis+cluster",
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => &scheme,
+        _ => return None,
+    };
+    Some(format!("{scheme}://{rest}"))
 }
 
 #[tokio::main]

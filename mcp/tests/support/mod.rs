@@ -45,6 +45,33 @@ fn server_binary() -> PathBuf {
         .clone()
 }
 
+/// Runs the server with `args` expecting it to refuse them: its exit
+/// status and standard error, or `None` if it was still running after
+/// `limit` (then killed).
+pub fn run_to_exit(args: &[&str], limit: Duration) -> Option<(std::process::ExitStatus, String)> {
+    let mut child = Command::new(server_binary())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the example");
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the example") {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+                .expect("read stderr");
+            return Some((status, stderr));
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// One running server process; killed (SIGKILL, its own PID only) and
 /// reaped on drop.
 pub struct Server {
