@@ -67,7 +67,7 @@
 //! | `contains` | `EXISTS` | 1 | no |
 //! | `len` | `SCAN` per master, counting | keys / 1000 | no |
 //! | `list` | `SCAN` per master + pipelined `HMGET` | ~2 per page and master | no |
-//! | `cleanup_expired` | no session sweep (Redis expires keys itself; returns 0); tidies the topic indexes: `SCAN ... TYPE zset` per master, then each index as `subscribers` reads it, `ZREM` of stale entries | keys / 1000 + ~2 per 1000 index entries | — |
+//! | `cleanup_expired` | no session sweep (Redis expires keys itself; returns 0); tidies the topic indexes: `SCAN ... TYPE zset` per master, then each index as `subscribers` reads it, `ZREM` of stale entries | keys / 1000 per master + ~3 per index (per 1000 of its entries), 16 indexes at once | — |
 //!
 //! Per-session state ([`SessionState`](session_engine::SessionState); see
 //! `redis-backend/README.md`):

@@ -208,6 +208,13 @@ pub const SCAN_CALLS_MAX: usize = 1_000;
 /// entries' sessions, the removal; at most [`INDEX_TIDY_BUDGET`] of them.
 pub const INDEX_TIDY_EVERY: u64 = 8;
 
+/// Topic indexes a sweep (`RedisStore::tidy_topic_indexes`) tidies at
+/// once. Each costs about three round trips in turn (its read, its
+/// entries' checks, the removal), so one at a time would leave the
+/// connections idle between them; 16 keep them busy while adding at most
+/// 16 small requests to other callers' queues.
+pub const INDEX_SWEEP_IN_FLIGHT: usize = 16;
+
 /// The most time a tidying (see [`INDEX_TIDY_EVERY`]) adds to the
 /// subscribe that runs it: past this, it stops where it is (a later one
 /// goes on). Loopback round trips are a fraction of a millisecond; a slow

@@ -139,7 +139,7 @@ use session_engine::{
 };
 
 use crate::limits::{
-    INDEX_TIDY_BUDGET, INDEX_TIDY_ENTRIES, INDEX_TIDY_EVERY, LIST_SCAN_BUDGET_DIVISOR,
+    INDEX_SWEEP_IN_FLIGHT, INDEX_TIDY_BUDGET, INDEX_TIDY_ENTRIES, INDEX_TIDY_EVERY, LIST_SCAN_BUDGET_DIVISOR,
     PIPELINES_IN_FLIGHT_MAX, SCAN_CALLS_MAX, SCAN_COUNT_MAX, TOPIC_INDEX_TTL_MARGIN,
 };
 use crate::list;
@@ -696,32 +696,59 @@ impl RedisStore {
     /// subscribers went. [`RedisStore::cleanup_expired`] runs it. Returns
     /// the entries removed.
     ///
-    /// O(keys on each master + entries in each index): every entry's
-    /// session is checked, `SCAN_COUNT_MAX` at a time (a `ZRANGEBYLEX` and
-    /// one `HGET` pipeline per master), each round trip with a request
-    /// timeout of its own. Run it from a background task every few
-    /// minutes, not per request. Removes only entries it found stale (the
-    /// fan-out's rule: module docs), so it never loses a live
-    /// subscription, whatever runs beside it.
+    /// Every entry's session is checked: per index about three round trips
+    /// (`ZRANGEBYLEX`, one `HGET` pipeline per master, `ZREM` if any is
+    /// stale) per [`SCAN_COUNT_MAX`] entries, each such batch within a
+    /// request timeout of its own, [`INDEX_SWEEP_IN_FLIGHT`] indexes at a
+    /// time; plus a `SCAN` per 1000 keys of each master. Its time grows
+    /// with the number of topics: run it from a background task, not per
+    /// request. Removes only entries it found stale (the
+    /// fan-out's rule: module docs), so it never loses a live subscription,
+    /// whatever runs beside it.
     ///
     /// # Errors
-    /// The request errors of the crate docs; what was removed before the
-    /// error stays removed, and the next sweep goes on from the start.
+    /// The first error met (the request errors of the crate docs), once
+    /// the sweep has gone on past it: an index that fails is left for the
+    /// next sweep, a master whose `SCAN` fails ends that master's part, and
+    /// what was removed stays removed.
     pub async fn tidy_topic_indexes(&self) -> Result<usize> {
         let inner = &self.inner;
         let pattern = inner.keys.topic_scan_pattern();
         let mut removed = 0;
+        let mut first_error = None;
         for shard in &inner.topology(inner.deadline()).await? {
             let mut cursor = 0;
             loop {
                 let found = (cursor, &pattern[..], Some("zset"));
                 let (next, keys, _) =
-                    list::scan(inner, shard, found, SCAN_COUNT_MAX, inner.deadline()).await?;
-                for key in &keys {
-                    // Another program's key that matches the pattern is
-                    // not an index: its tag is not its topic's hash.
-                    if let Some(topic) = inner.keys.parse_topic_key(key) {
-                        removed += self.tidy_whole_index(key, topic).await?;
+                    match list::scan(inner, shard, found, SCAN_COUNT_MAX, inner.deadline()).await {
+                        Ok(scanned) => scanned,
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                            break;
+                        }
+                    };
+                // Another program's key that matches the pattern is not an
+                // index: its tag is not its topic's hash.
+                let indexes: Vec<(&[u8], &str)> = keys
+                    .iter()
+                    .filter_map(|key| Some((&key[..], inner.keys.parse_topic_key(key)?)))
+                    .collect();
+                for group in indexes.chunks(INDEX_SWEEP_IN_FLIGHT) {
+                    let tidied = join_all(
+                        group
+                            .iter()
+                            .map(|&(key, topic)| self.tidy_whole_index(key, topic))
+                            .collect(),
+                    )
+                    .await;
+                    for outcome in tidied {
+                        match outcome {
+                            Ok(n) => removed += n,
+                            Err(e) => {
+                                first_error.get_or_insert(e);
+                            }
+                        }
                     }
                 }
                 cursor = next;
@@ -730,7 +757,7 @@ impl RedisStore {
                 }
             }
         }
-        Ok(removed)
+        first_error.map_or(Ok(removed), Err)
     }
 
     /// Checks and charges `cost` tokens of the session's bucket (see

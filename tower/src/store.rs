@@ -333,9 +333,17 @@ async fn plain_delete<S: SessionStore>(store: &S, operation: &str, id: Id) -> se
 
 #[async_trait]
 impl<S: SessionStore + 'static> ExpiredDeletion for TowerStore<S> {
-    /// Reclaims expired sessions now. Not needed for correctness (an expired
-    /// session is never loaded, and the engine's sweeper and Redis reclaim
-    /// them anyway); a hook for stores configured without a sweeper.
+    /// Reclaims expired sessions now (the store's `cleanup_expired`). Not
+    /// needed for their correctness (an expired session is never loaded,
+    /// and the engine's sweeper and Redis reclaim them anyway): a hook for
+    /// an engine configured without a sweeper, and on Redis the sweep of
+    /// the topic indexes (which only per-session state uses).
+    ///
+    /// A failure of the store's sweep (a Redis master that does not
+    /// answer, say) is logged (`tracing` warning) and not returned:
+    /// tower-sessions' `continuously_delete_expired` ends its loop for good
+    /// on the first error, and the next round tries again. A failure of the
+    /// task that runs the sweep is returned.
     ///
     /// On tokio's blocking pool: the engine's sweep is synchronous work over
     /// every shard (its future does it all when created), which on the
@@ -351,8 +359,9 @@ impl<S: SessionStore + 'static> ExpiredDeletion for TowerStore<S> {
             }
             Err(_) => self.store.cleanup_expired().await,
         };
-        cleaned
-            .map(|_| ())
-            .map_err(|e| backend("delete_expired", None, &e))
+        if let Err(e) = cleaned {
+            tracing::warn!(error = %e, "session-tower: delete_expired: the store's sweep failed; the next one tries again");
+        }
+        Ok(())
     }
 }
