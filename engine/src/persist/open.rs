@@ -55,6 +55,11 @@ pub(crate) fn open(
     let Some(manifest) = read_manifest(dir)? else {
         return create_directory(config, dir, shards, now_ms, (lock, time_mark));
     };
+    // A MANIFEST switched by a process that died before syncing the
+    // directory is made durable before anything acts on it (FORMAT.md).
+    if config.durability != Durability::Never {
+        sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
+    }
     let layout = layout_dir(dir, manifest.layout);
     // The MANIFEST is written only after the layout it names and all its
     // shard directories are in place and synced: one missing is damage,
@@ -94,13 +99,7 @@ pub(crate) fn open(
         report.synced_segments = synced;
         (sessions, logs, manifest.hash_key)
     } else {
-        let hasher = hasher_from_key(manifest.hash_key);
-        let mut sessions: Sessions = (0..shards).map(|_| AHashMap::new()).collect();
-        for r in recoveries {
-            for (id, s) in r.sessions {
-                sessions[route(&hasher, &id)].insert(id, s);
-            }
-        }
+        let sessions = reroute(recoveries, shards, &hasher_from_key(manifest.hash_key), &route);
         let log_key = if manifest.format == FORMAT_VERSION {
             manifest.log_key
         } else {
@@ -231,6 +230,22 @@ fn create_directory(
     })
 }
 
+/// Every recovered session, in the shard `route` gives it among `shards`.
+fn reroute(
+    recoveries: Vec<ShardRecovery>,
+    shards: usize,
+    hasher: &RandomState,
+    route: impl Fn(&RandomState, &SessionId) -> usize,
+) -> Sessions {
+    let mut sessions: Sessions = (0..shards).map(|_| AHashMap::new()).collect();
+    for r in recoveries {
+        for (id, s) in r.sessions {
+            sessions[route(hasher, &id)].insert(id, s);
+        }
+    }
+    sessions
+}
+
 /// The same layout as last time: clear what recovery asked for, make what
 /// it read durable, and append where each log left off. Returns the
 /// segment files synced too.
@@ -250,7 +265,11 @@ fn keep_layout(
             if config.durability == Durability::Never {
                 Ok(0)
             } else {
-                sync_segments(&id.dir)
+                // The segments' names too: a dead process may have rolled
+                // to one without syncing the directory.
+                let synced = sync_segments(&id.dir)?;
+                sync_dir(&id.dir).map_err(io(format!("syncing {}", id.dir.display())))?;
+                Ok(synced)
             }
         });
         // A sync failing here leaves the shard's note as one in a run does:
@@ -586,6 +605,51 @@ mod tests {
                 }
             })
             .sum()
+    }
+
+    /// An open of an existing directory acts on names the process before
+    /// it may have made without syncing their directory (it died between
+    /// a rename and the sync): the MANIFEST a layout change switched, a
+    /// segment it rolled to. Before it acknowledges anything (and before
+    /// it removes the layouts that MANIFEST leaves behind), it makes them
+    /// durable: the data directory and every shard's directory are synced,
+    /// or a power loss could bring the old MANIFEST back beside a removed
+    /// layout, or drop the segment holding acknowledged writes.
+    #[test]
+    fn an_open_makes_the_names_it_acts_on_durable() {
+        use crate::persist::segment::SYNCED_DIRS;
+        let dir = tempfile::tempdir().unwrap();
+        let config = || {
+            Config::default()
+                .shards(2)
+                .data_dir(dir.path())
+                .durability(Durability::Always)
+                .segment_size_bytes(256 * 1024)
+                .without_sweeper()
+        };
+        drop(Engine::open(config()).unwrap());
+        SYNCED_DIRS.with(|synced| synced.borrow_mut().clear());
+        let engine = Engine::open(config()).unwrap();
+        let synced = SYNCED_DIRS.with(|synced| synced.borrow().clone());
+        assert!(
+            synced.iter().any(|d| d == dir.path()),
+            "the data directory: {synced:?}"
+        );
+        let layout = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_dir())
+            .expect("a layout directory");
+        let shards: Vec<_> = std::fs::read_dir(&layout)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        assert_eq!(shards.len(), 2, "{shards:?}");
+        for shard in &shards {
+            assert!(synced.contains(shard), "{}: {synced:?}", shard.display());
+        }
+        drop(engine);
     }
 
     /// A sync that fails at an open (the kernel's own writeback of a log
