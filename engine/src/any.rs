@@ -264,13 +264,17 @@ impl AnyStore {
 /// The directory an `engine:` URL's path names: `/<path>`, `///<path>` (an
 /// empty host) or a path relative to the working directory, its
 /// percent-escapes decoded. A host (`//name/...`), a fragment, a `~` (no
-/// shell expands it here) or a bad escape is refused: each would name a
-/// directory nobody meant, which the engine would create, empty.
+/// shell expands it here), the file system's root or a bad escape is
+/// refused: each would name a directory nobody meant, which the engine
+/// would create, empty (or fill, for the root).
 fn engine_dir(path: &str) -> std::result::Result<std::path::PathBuf, String> {
     let path = match path.strip_prefix("//") {
         Some(rest) if rest.starts_with('/') => rest,
         Some(rest) => {
-            let host = rest.split('/').next().unwrap_or_default();
+            // The host alone: what comes before an `@` is a user and
+            // perhaps a password, never shown.
+            let authority = rest.split('/').next().unwrap_or_default();
+            let host = authority.rsplit('@').next().unwrap_or_default();
             return Err(format!(
                 "//{host} names a host; the engine keeps its data on this machine: \
                  engine:/<dir> or engine:///<dir>"
@@ -284,9 +288,18 @@ fn engine_dir(path: &str) -> std::result::Result<std::path::PathBuf, String> {
     if path.contains('#') {
         return Err("a fragment (#...) has no meaning in a store URL (write a # in a name as %23)".into());
     }
-    if path.starts_with('~') {
+    let dir = decode_path(path)?;
+    if dir.to_string_lossy().starts_with('~') {
         return Err("~ is not expanded in a store URL: give the directory's full path".into());
     }
+    if dir.has_root() && dir.parent().is_none() {
+        return Err("the file system's root is not a data directory: engine:/<dir>".into());
+    }
+    Ok(dir)
+}
+
+/// `path` with its percent-escapes decoded, as a path.
+fn decode_path(path: &str) -> std::result::Result<std::path::PathBuf, String> {
     let mut bytes = Vec::with_capacity(path.len());
     let mut rest = path.as_bytes();
     while let Some((&b, tail)) = rest.split_first() {
@@ -321,6 +334,9 @@ pub fn engine_config(url: &str) -> Result<Config> {
         .ok_or_else(|| bad("no scheme (memory:, engine:<dir>)".into()))?;
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let mut config = Config::default();
+    // Schemes are case-insensitive, as in every URL.
+    let scheme = scheme.to_ascii_lowercase();
+    let scheme = scheme.as_str();
     match scheme {
         "memory" if path.is_empty() => {}
         "memory" => return Err(bad("memory: takes no path".into())),
@@ -335,7 +351,9 @@ pub fn engine_config(url: &str) -> Result<Config> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair
             .split_once('=')
-            .ok_or_else(|| bad(format!("{pair:?} is not key=value")))?;
+            // Not echoed: a stray token may be a secret pasted in the
+            // wrong place.
+            .ok_or_else(|| bad("a query parameter is not key=value (durability=..., shards=...)".into()))?;
         if seen.contains(&key) {
             return Err(bad(format!("{key} is given twice")));
         }
@@ -359,7 +377,7 @@ pub fn engine_config(url: &str) -> Result<Config> {
             "shards" => config.shards(
                 value
                     .parse()
-                    .map_err(|_| bad(format!("shards={value}: a number")))?,
+                    .map_err(|e| bad(format!("shards={value}: a number of shards ({e})")))?,
             ),
             other => return Err(bad(format!("unknown parameter {other:?} (durability, shards)"))),
         };

@@ -216,6 +216,8 @@ pub fn redact_url(url: &str) -> String {
             Some((key, value)) if !value.is_empty() && !URL_PARAMETERS_SHOWN.contains(&key) => {
                 format!("{key}=***")
             }
+            // A bare token may be a secret pasted in the wrong place.
+            None if !pair.is_empty() && !URL_PARAMETERS_SHOWN.contains(&pair) => "***".to_owned(),
             _ => pair.to_owned(),
         })
         .collect();
@@ -270,7 +272,9 @@ mod tests {
                 "redis://127.0.0.1:6379?password=***&protocol=resp2",
             ),
             ("redis://h:1?token=hunter2", "redis://h:1?token=***"),
-            ("redis://u:a?b@h:1?pass=x&flag", "redis://u:***@h:1?pass=***&flag"),
+            ("redis://u:a?b@h:1?pass=x&flag", "redis://u:***@h:1?pass=***&***"),
+            ("engine:/tmp/x?hunter2", "engine:/tmp/x?***"),
+            ("engine:/tmp/x?durability", "engine:/tmp/x?durability"),
             ("not a url", "not a url"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");

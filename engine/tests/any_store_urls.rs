@@ -28,12 +28,28 @@ fn bad_urls_say_what_is_wrong() {
         // A URL's password is never echoed (a TLS Redis URL the engine
         // does not read, here).
         ("rediss://app:hunter2@cache:6380", "app:***@cache:6380"),
+        // Nor in the explanation after the quoted URL.
+        ("engine://app:hunter2@cache/dir", "//cache names a host"),
+        ("engine:/tmp/x?hunter2", "not key=value"),
+        // A `~` written as an escape is still a `~`.
+        ("engine:%7E/sessions", "not expanded"),
+        // The file system's root is nobody's data directory (an empty
+        // variable in `engine:/${DIR}`).
+        ("engine:/", "root"),
+        ("engine:///", "root"),
+        ("engine:/tmp/x?shards=99999999999999999999999", "too large"),
     ] {
         match engine_config(url) {
-            Err(Error::InvalidConfig(why)) => assert!(why.contains(says), "{url}: {why}"),
+            Err(Error::InvalidConfig(why)) => {
+                assert!(why.contains(says), "{url}: {why}");
+                assert!(!why.contains("hunter2"), "{url}: {why}");
+            }
             other => panic!("{url}: {other:?}"),
         }
     }
+    // A scheme is read in any case, as every URL's.
+    assert!(engine_config("MEMORY:").is_ok());
+    assert!(engine_config("Engine:/tmp/x").is_ok());
     assert!(engine_config("memory:").is_ok());
     assert!(engine_config("memory:?shards=4").is_ok());
     assert!(engine_config("engine:/tmp/x?durability=always&shards=4").is_ok());
