@@ -200,6 +200,11 @@ pub(crate) struct Attempt {
     /// An earlier attempt may have applied: a write that waits for replicas
     /// sends the fence before its `WAIT` (see `scripts.rs`).
     pub(crate) fence: bool,
+    /// Where the attempts that may have applied went: `None` to the key's
+    /// master, else the node an `ASK` named. A fence and `WAIT` on one node
+    /// say nothing of a write another node applied: a resend on another
+    /// node than a doubtful try (the slot is migrating) confirms no replica.
+    pub(crate) doubt_at: Vec<Option<AskNode>>,
 }
 
 /// The node an `ASK` redirect named (see [`Attempt::ask`]).
@@ -704,6 +709,13 @@ impl Inner {
             }
             let value = first_reply(&mut values)?;
             let replicas = match (wait, fenced) {
+                (_, Some(_)) if attempt.doubt_at.iter().any(|at| *at != attempt.ask) => {
+                    Replicas::Unconfirmed(
+                        "a try that may have applied went to another node than the resend (the slot is \
+                     migrating), whose replicas the resend cannot ask"
+                            .into(),
+                    )
+                }
                 (_, Some(wait)) => fence_and_wait(&mut via, target, key, asked, wait).await,
                 (Some(_), None) => reply::replicas_from(values, false),
                 (None, _) => Replicas::NotAsked,
@@ -986,6 +998,7 @@ impl Inner {
                     self.request_timeout_ms,
                 ));
             }
+            let sent_to = how.ask.clone();
             let (fault, answered) = match timeout(left, attempt(self.conn(), how.clone())).await {
                 Ok(Ok(value)) => {
                     self.health.success();
@@ -1024,6 +1037,9 @@ impl Inner {
                     let rebuild = self.home.spawn(async move { me.rebuild().await });
                     let _ = timeout(deadline.saturating_duration_since(Instant::now()), rebuild).await;
                 }
+            }
+            if fault.maybe_applied() && !how.doubt_at.contains(&sent_to) {
+                how.doubt_at.push(sent_to);
             }
             doubt |= fault.maybe_applied();
             how.fence = doubt;

@@ -560,7 +560,9 @@ impl RedisStore {
     /// (nothing sent); [`Error::OutcomeUnknown`] if a try failed in doubt
     /// and the resend found the session gone or that try's mark (it moved
     /// the session to a new id, which then expired); the request errors of the crate
-    /// docs. After
+    /// docs, `Unavailable` too while the session's slot migrates (Redis
+    /// refuses a script over keys some of which are not there yet:
+    /// `TRYAGAIN`, until the migration ends). After
     /// [`Error::OutcomeUnknown`] or [`Error::TimedOut`] the session may
     /// have moved to an id that only this call knew: treat it as ended
     /// (delete the old id; a session left under the new one expires by its

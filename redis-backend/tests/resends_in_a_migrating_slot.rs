@@ -97,3 +97,72 @@ async fn a_delete_resent_in_a_migrating_slot_is_never_acknowledged_undone() {
         "every round's delete failed in doubt and was resent"
     );
 }
+
+/// The other order: the first try's `DEL` applied on the old master, whose
+/// replica never had it (frozen), and the reply was lost (the connection
+/// killed while its `WAIT` waited). The resend's `EXISTS` finds no key on
+/// the old master, which sends it on (`ASK`) to the importing node, where
+/// the fence and `WAIT` then succeed: they prove nothing about the old
+/// master's `DEL`, which a failover there would undo. So the delete must
+/// not be acknowledged while the old master's replica cannot have it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_applied_before_the_redirect_is_not_acknowledged_by_the_other_node() {
+    let cluster = Cluster::start(60_000);
+    let firsts = cluster.first_slots();
+    let store = RedisStore::connect(
+        support::cluster_preset(cluster.urls()).key_prefix(support::unique_prefix("migrating-applied")),
+    )
+    .await
+    .expect("connect");
+    let rounds = 3;
+    for round in 0..rounds {
+        let id = store.create(b"logged in", TTL).await.expect("create");
+        let slot = store.slot(&id);
+        let from = cluster
+            .master_of(support::shard_of(&firsts, slot))
+            .expect("the slot's master");
+        let replica = cluster.replica_of(from).expect("the master's replica");
+        let to = firsts
+            .iter()
+            .filter_map(|&f| cluster.master_of(f))
+            .find(|&m| m != from)
+            .expect("another master");
+        cluster.begin_migration(slot, from, to);
+        cluster.nodes[replica].freeze();
+        let deleting = tokio::spawn({
+            let store = store.clone();
+            async move { store.delete(&id).await }
+        });
+        let until = Instant::now() + Duration::from_secs(10);
+        let client = loop {
+            if let Some(client) = client_blocked_in(&cluster, from, "wait") {
+                break client;
+            }
+            assert!(
+                Instant::now() < until,
+                "the delete's WAIT never blocked on its master"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let key = store.key(&id);
+        // Gone from the old master, which sends a missing key's reader on
+        // (`ASK`) while its slot migrates.
+        let there = cluster.nodes[from].cli(&["EXISTS", &key]);
+        assert!(
+            there.trim() == "0" || there.starts_with("ASK "),
+            "round {round}: the first try's DEL did not apply: {there:?}"
+        );
+        cluster.nodes[from].cli(&["CLIENT", "KILL", "ID", &client]);
+        let outcome = deleting.await.expect("the delete's task");
+        cluster.nodes[replica].resume();
+        cluster.cancel_migration(slot, from, to);
+        match outcome {
+            Err(Error::OutcomeUnknown { .. }) => {}
+            Ok(()) => panic!(
+                "round {round}: the delete was acknowledged while the only replica of the master that \
+                 applied it was frozen"
+            ),
+            Err(e) => panic!("round {round}: {e}"),
+        }
+    }
+}
