@@ -388,20 +388,38 @@ impl RedisStore {
         let Ok(checks) = self.check_entries(&entries, &field(topic), deadline).await else {
             return;
         };
+        let _ = self.remove_stale(&topic_key, &entries, &checks, deadline).await;
+    }
+
+    /// Removes from the index at `topic_key` the `entries` whose `checks`
+    /// found them stale (the fan-out's rule: module docs), in one `ZREM`:
+    /// the number removed (nothing sent if none is).
+    async fn remove_stale(
+        &self,
+        topic_key: &[u8],
+        entries: &[(SessionId, [u8; NONCE_LEN])],
+        checks: &[Check],
+        deadline: Instant,
+    ) -> Result<usize> {
         let mut zrem = redis::cmd("ZREM");
-        zrem.arg(&topic_key);
+        zrem.arg(topic_key);
         let mut stale = 0;
-        for ((id, nonce), check) in entries.iter().zip(&checks) {
+        for ((id, nonce), check) in entries.iter().zip(checks) {
             if matches!(check, Check::Stale | Check::LiveElsewhere) {
                 zrem.arg(&member(id, nonce)[..]);
                 stale += 1;
             }
         }
-        if stale > 0 {
-            let _ = inner
-                .request(Kind::Unacked, deadline, &topic_key, |_| Cow::Borrowed(&zrem))
-                .await;
+        if stale == 0 {
+            return Ok(0);
         }
+        let reply = self
+            .inner
+            .request(Kind::Unacked, deadline, topic_key, |_| Cow::Borrowed(&zrem))
+            .await?;
+        let value = &reply.value.value;
+        let n = reply::number(value).ok_or_else(|| crate::error::protocol("ZREM", value, true))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     /// Checks every entry of `topic`'s index at `topic_key`, from the
@@ -418,23 +436,7 @@ impl RedisStore {
                 .index_range(topic_key, &lower, SCAN_COUNT_MAX, deadline)
                 .await?;
             let checks = self.check_entries(&entries, &field, deadline).await?;
-            let mut zrem = redis::cmd("ZREM");
-            zrem.arg(topic_key);
-            let mut stale = 0;
-            for ((id, nonce), check) in entries.iter().zip(&checks) {
-                if matches!(check, Check::Stale | Check::LiveElsewhere) {
-                    zrem.arg(&member(id, nonce)[..]);
-                    stale += 1;
-                }
-            }
-            if stale > 0 {
-                let reply = inner
-                    .request(Kind::Unacked, deadline, topic_key, |_| Cow::Borrowed(&zrem))
-                    .await?;
-                let value = &reply.value.value;
-                let n = reply::number(value).ok_or_else(|| crate::error::protocol("ZREM", value, true))?;
-                removed += usize::try_from(n).unwrap_or(usize::MAX);
-            }
+            removed += self.remove_stale(topic_key, &entries, &checks, deadline).await?;
             match last {
                 Some(last) if read == SCAN_COUNT_MAX => lower = after_member(&last),
                 _ => return Ok(removed),

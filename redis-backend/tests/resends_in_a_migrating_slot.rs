@@ -16,7 +16,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use session_engine::{Error, Timeout};
+use session_engine::{Error, SessionId, Timeout};
 use session_redis::RedisStore;
 use support::Cluster;
 
@@ -37,45 +37,73 @@ fn client_blocked_in(cluster: &Cluster, node: usize, cmd: &str) -> Option<String
         .and_then(|line| field(line, "id="))
 }
 
+/// A store on `cluster` that waits for a replica (the cluster preset).
+async fn connect(cluster: &Cluster, tag: &str) -> RedisStore {
+    RedisStore::connect(support::cluster_preset(cluster.urls()).key_prefix(support::unique_prefix(tag)))
+        .await
+        .expect("connect")
+}
+
+/// A new session whose slot now migrates from its master to another:
+/// the id, its slot, the old master and the importing one.
+async fn a_session_in_a_migrating_slot(
+    cluster: &Cluster,
+    store: &RedisStore,
+) -> (SessionId, u16, usize, usize) {
+    let firsts = cluster.first_slots();
+    let id = store.create(b"logged in", TTL).await.expect("create");
+    let slot = store.slot(&id);
+    let from = cluster
+        .master_of(support::shard_of(&firsts, slot))
+        .expect("the slot's master");
+    let to = firsts
+        .iter()
+        .filter_map(|&f| cluster.master_of(f))
+        .find(|&m| m != from)
+        .expect("another master");
+    cluster.begin_migration(slot, from, to);
+    (id, slot, from, to)
+}
+
+/// A delete of `id` started on its own task, and the id of its client on
+/// `node` once it is blocked there in `cmd`.
+async fn delete_blocked_in(
+    cluster: &Cluster,
+    store: &RedisStore,
+    id: SessionId,
+    node: usize,
+    cmd: &str,
+) -> (tokio::task::JoinHandle<session_engine::Result<()>>, String) {
+    let deleting = tokio::spawn({
+        let store = store.clone();
+        async move { store.delete(&id).await }
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(client) = client_blocked_in(cluster, node, cmd) {
+            return (deleting, client);
+        }
+        assert!(
+            Instant::now() < until,
+            "the delete never blocked in {cmd} on its master"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_resent_in_a_migrating_slot_is_never_acknowledged_undone() {
     let cluster = Cluster::start(60_000);
-    let firsts = cluster.first_slots();
-    let store = RedisStore::connect(
-        support::cluster_preset(cluster.urls()).key_prefix(support::unique_prefix("migrating-resend")),
-    )
-    .await
-    .expect("connect");
+    let store = connect(&cluster, "migrating-resend").await;
     // The resend goes through the cluster client when the direct route's
     // rebuild has not come back yet: usually, not always. A few rounds.
     let resends = store.stats().resends;
     let rounds = 4;
     for round in 0..rounds {
-        let id = store.create(b"logged in", TTL).await.expect("create");
-        let slot = store.slot(&id);
-        let from = cluster
-            .master_of(support::shard_of(&firsts, slot))
-            .expect("the slot's master");
-        let to = firsts
-            .iter()
-            .filter_map(|&f| cluster.master_of(f))
-            .find(|&m| m != from)
-            .expect("another master");
-        cluster.begin_migration(slot, from, to);
+        let (id, slot, from, to) = a_session_in_a_migrating_slot(&cluster, &store).await;
         let paused = cluster.nodes[from].cli(&["CLIENT", "PAUSE", "1500", "WRITE"]);
         assert_eq!(paused.trim(), "OK");
-        let deleting = tokio::spawn({
-            let store = store.clone();
-            async move { store.delete(&id).await }
-        });
-        let until = Instant::now() + Duration::from_secs(10);
-        let client = loop {
-            if let Some(client) = client_blocked_in(&cluster, from, "del") {
-                break client;
-            }
-            assert!(Instant::now() < until, "the delete never reached its master");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        let (deleting, client) = delete_blocked_in(&cluster, &store, id, from, "del").await;
         cluster.nodes[from].cli(&["CLIENT", "KILL", "ID", &client]);
         let outcome = deleting.await.expect("the delete's task");
         let key = store.key(&id);
@@ -108,42 +136,13 @@ async fn a_delete_resent_in_a_migrating_slot_is_never_acknowledged_undone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_applied_before_the_redirect_is_not_acknowledged_by_the_other_node() {
     let cluster = Cluster::start(60_000);
-    let firsts = cluster.first_slots();
-    let store = RedisStore::connect(
-        support::cluster_preset(cluster.urls()).key_prefix(support::unique_prefix("migrating-applied")),
-    )
-    .await
-    .expect("connect");
+    let store = connect(&cluster, "migrating-applied").await;
     let rounds = 3;
     for round in 0..rounds {
-        let id = store.create(b"logged in", TTL).await.expect("create");
-        let slot = store.slot(&id);
-        let from = cluster
-            .master_of(support::shard_of(&firsts, slot))
-            .expect("the slot's master");
+        let (id, slot, from, to) = a_session_in_a_migrating_slot(&cluster, &store).await;
         let replica = cluster.replica_of(from).expect("the master's replica");
-        let to = firsts
-            .iter()
-            .filter_map(|&f| cluster.master_of(f))
-            .find(|&m| m != from)
-            .expect("another master");
-        cluster.begin_migration(slot, from, to);
         cluster.nodes[replica].freeze();
-        let deleting = tokio::spawn({
-            let store = store.clone();
-            async move { store.delete(&id).await }
-        });
-        let until = Instant::now() + Duration::from_secs(10);
-        let client = loop {
-            if let Some(client) = client_blocked_in(&cluster, from, "wait") {
-                break client;
-            }
-            assert!(
-                Instant::now() < until,
-                "the delete's WAIT never blocked on its master"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        let (deleting, client) = delete_blocked_in(&cluster, &store, id, from, "wait").await;
         let key = store.key(&id);
         // Gone from the old master, which sends a missing key's reader on
         // (`ASK`) while its slot migrates.

@@ -593,6 +593,16 @@ mod tests {
         pub(super) static FAIL_SEGMENT_SYNCS: Cell<bool> = const { Cell::new(false) };
     }
 
+    /// Two shards, `Always`, small segments, no sweeper, in `dir`.
+    fn two_shards_always(dir: &std::path::Path) -> Config {
+        Config::default()
+            .shards(2)
+            .data_dir(dir)
+            .durability(Durability::Always)
+            .segment_size_bytes(256 * 1024)
+            .without_sweeper()
+    }
+
     fn notes(dir: &std::path::Path) -> usize {
         std::fs::read_dir(dir)
             .unwrap()
@@ -619,14 +629,7 @@ mod tests {
     fn an_open_makes_the_names_it_acts_on_durable() {
         use crate::persist::segment::SYNCED_DIRS;
         let dir = tempfile::tempdir().unwrap();
-        let config = || {
-            Config::default()
-                .shards(2)
-                .data_dir(dir.path())
-                .durability(Durability::Always)
-                .segment_size_bytes(256 * 1024)
-                .without_sweeper()
-        };
+        let config = || two_shards_always(dir.path());
         drop(Engine::open(config()).unwrap());
         SYNCED_DIRS.with(|synced| synced.borrow_mut().clear());
         let engine = Engine::open(config()).unwrap();
@@ -660,14 +663,7 @@ mod tests {
     #[test]
     fn a_sync_that_fails_at_an_open_leaves_the_note_for_the_next() {
         let dir = tempfile::tempdir().unwrap();
-        let config = || {
-            Config::default()
-                .shards(2)
-                .data_dir(dir.path())
-                .durability(Durability::Always)
-                .segment_size_bytes(256 * 1024)
-                .without_sweeper()
-        };
+        let config = || two_shards_always(dir.path());
         let id = {
             let engine = Engine::open(config()).unwrap();
             engine.create(b"kept", Timeout::from_secs(3600)).unwrap()
