@@ -427,11 +427,16 @@ fn retag(slot: Slot, hash: u64) -> Slot {
     slot.map_addr(|a| (a & PTR_BITS as usize) | tag)
 }
 
+/// The block `slot` points to. Panics on a slot without one (empty, or a
+/// tombstone, whose address is not null): handing that out as a block
+/// would be a dangling reference (a caller's bug, caught here).
 #[inline]
 fn pointer(slot: Slot) -> NonNull<Header> {
     // Masking keeps the provenance `map_addr` carried along.
     #[allow(clippy::cast_possible_truncation)]
-    NonNull::new(slot.map_addr(|a| a & PTR_BITS as usize)).expect("an occupied slot")
+    let block = slot.map_addr(|a| a & PTR_BITS as usize);
+    assert!(block.addr() > TOMBSTONE_ADDR, "a slot without a block");
+    NonNull::new(block).expect("an occupied slot")
 }
 
 impl Drop for Table {
@@ -517,6 +522,39 @@ mod tests {
     /// block to the epoch: a reader pinned before the take still reads it.
     /// Released on the spot by the unwinding, it was freed under that
     /// reader (Miri, `scripts/miri.sh`, reports the use after free).
+    /// A slot that holds no block (a tombstone, or empty) is never read as
+    /// one: a second `take` of a slot (a caller's bug: a timer fired twice
+    /// for one index) panics instead of handing out the tombstone's
+    /// address as a block, which its deferred release would dereference.
+    #[test]
+    fn a_slot_without_a_block_is_never_taken_for_one() {
+        let hasher = RandomState::new();
+        let hash = hash_id(&hasher, &id(1));
+        let table = Table::new(64, 0).unwrap();
+        let (at, _) = table.free_slot(hash);
+        table.store(at, hash, block(1));
+        let collector = crossbeam_epoch::Collector::new();
+        let writer = collector.register();
+        drop(table.take(at, &writer.pin()));
+        for _ in 0..2 {
+            let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                drop(table.take(at, &writer.pin()));
+            }));
+            assert!(again.is_err(), "a tombstone was taken for a block");
+        }
+        let (empty, _) = table.free_slot(hash_id(&hasher, &id(2)));
+        assert_ne!(empty, at);
+        let replaced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let guard = writer.pin();
+            let _old = table.replace(empty, hash, block(3), &guard);
+        }));
+        assert!(replaced.is_err(), "an empty slot was taken for a block");
+        for _ in 0..256 {
+            writer.pin().flush();
+        }
+        drop((writer, collector));
+    }
+
     #[test]
     fn a_writer_that_panics_after_a_take_leaves_the_block_to_the_epoch() {
         let hasher = RandomState::new();
