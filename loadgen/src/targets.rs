@@ -600,16 +600,23 @@ pub fn all_pass(rows: &[Verdict]) -> bool {
     rows.iter().all(|r| r.status != Status::Fail)
 }
 
-/// The run's verdict: inconclusive when fewer than [`JUDGED_SHARE_MIN`] of
-/// either side's measured slices were judged, whatever the rows say (unless
-/// no row judges anything); otherwise fail if any row failed; otherwise
-/// inconclusive if a bound went unjudged because the machine disturbed
-/// every slice its samples fell in ([`Status::Disturbed`]): a pass says
-/// every bound held.
+/// The run's verdict: fail if the failed operations broke their bound
+/// (counted over every measured slice, judged or set aside, so no busy
+/// machine excuses them); else inconclusive when fewer than
+/// [`JUDGED_SHARE_MIN`] of either side's measured slices were judged,
+/// whatever the rows say (unless no row judges anything); otherwise fail
+/// if any row failed; otherwise inconclusive if a bound went unjudged
+/// because the machine disturbed every slice its samples fell in
+/// ([`Status::Disturbed`]): a pass says every bound held.
 #[must_use]
 pub fn run_verdict(rows: &[Verdict], judged_share: f64) -> RunVerdict {
     let judging = rows.iter().any(|r| r.status != Status::NotRun);
-    if judging && judged_share < JUDGED_SHARE_MIN {
+    if rows
+        .iter()
+        .any(|r| r.status == Status::Fail && r.bound == "errors")
+    {
+        RunVerdict::Fail
+    } else if judging && judged_share < JUDGED_SHARE_MIN {
         RunVerdict::Inconclusive
     } else if !all_pass(rows) {
         RunVerdict::Fail
@@ -1312,6 +1319,13 @@ mod tests {
             run_verdict(&pass, JUDGED_SHARE_MIN / 2.0),
             RunVerdict::Inconclusive
         );
+        // Failed operations count in every slice: no busy machine makes
+        // their bound's failure inconclusive.
+        let errors = [Verdict {
+            status: Status::Fail,
+            ..Verdict::plain("t", "all", "errors", "0".into(), "0.01".into())
+        }];
+        assert_eq!(run_verdict(&errors, JUDGED_SHARE_MIN / 2.0), RunVerdict::Fail);
     }
 
     /// A tail of a handful of samples is their slowest one: it is reported,
