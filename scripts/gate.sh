@@ -4,8 +4,9 @@
 #   1. the instruction-count gate (deterministic): the engine's instructions
 #      per operation under callgrind against results/baseline-instructions.json;
 #      a regression beyond 2% FAILS this script. So does an INCONCLUSIVE
-#      one (exit 3: counts beyond 2% under another valgrind than the
-#      baseline's, which cannot tell the code from valgrind), deliberately:
+#      one (exit 3: counts beyond 2% under another valgrind, or from a build
+#      by another compiler, than the baseline's, which cannot tell the code
+#      from the tools), deliberately:
 #      this is the gate that fails the build, and passing it there would
 #      switch it off after a valgrind upgrade until someone noticed. Counts
 #      within 2% under another valgrind pass (the gate says so);
@@ -38,7 +39,7 @@ set -e
 case $code in
     0) echo "instruction gate: PASS" ;;
     1) echo "instruction gate: FAIL (a regression beyond the tolerance)"; exit 1 ;;
-    3) echo "instruction gate: INCONCLUSIVE, which fails the build: the counts moved beyond the tolerance under another valgrind than the baseline's; refresh results/baseline-instructions.json under this one (scripts/refresh-baseline.sh)"; exit 3 ;;
+    3) echo "instruction gate: INCONCLUSIVE, which fails the build: the counts moved beyond the tolerance under another valgrind or compiler than the baseline's; refresh results/baseline-instructions.json with these tools (scripts/refresh-baseline.sh)"; exit 3 ;;
     *) echo "instruction gate: could not run (exit $code)"; exit "$code" ;;
 esac
 

@@ -28,9 +28,10 @@
 //! it measures the plan its baseline records (sessions, operations), and
 //! a baseline of another engine (its shard count, [`GATE_SHARDS`]) is
 //! refused, not compared. An instruction baseline counted under another
-//! valgrind than the running one is compared all the same, and said so;
-//! should the counts then move beyond the tolerance, the gate cannot tell
-//! the code from valgrind and is inconclusive (exit 3), which
+//! valgrind than the running one, or from a build by another compiler, is
+//! compared all the same, and said so; should the counts then move beyond
+//! the tolerance, the gate cannot tell the code from the tools and is
+//! inconclusive (exit 3), which
 //! `scripts/gate.sh` fails the build on: refresh the baseline.
 
 use std::collections::BTreeMap;
@@ -124,6 +125,11 @@ pub struct InstructionBaseline {
     pub provenance: Provenance,
     /// `valgrind --version`.
     pub valgrind: Option<String>,
+    /// `rustc -V` of the compiler that built the counting loadgen (absent
+    /// in baselines before this field: unknown, as a compiler that does
+    /// not say its version).
+    #[serde(default)]
+    pub rustc: Option<String>,
     /// What was counted.
     pub plan: CountPlan,
     /// Counted in a build with debug assertions (a loadgen run without
@@ -771,6 +777,7 @@ fn instructions(request: &GateRequest) -> Result<GateVerdict, Error> {
             schema_version: INSTRUCTIONS_SCHEMA_VERSION,
             provenance: Provenance::now(&request.command),
             valgrind: callgrind::valgrind_version(),
+            rustc: built_by(),
             plan,
             debug_build: cfg!(debug_assertions),
             counts: callgrind::measure(&plan)?,
@@ -790,6 +797,7 @@ fn instructions(request: &GateRequest) -> Result<GateVerdict, Error> {
     check_build(&path, baseline.debug_build)?;
     let counts = callgrind::measure(&baseline.plan)?;
     let running = callgrind::valgrind_version();
+    let compiler = built_by();
     let rows = compare(
         &baseline.counts.engine,
         std::slice::from_ref(&counts.engine),
@@ -803,18 +811,24 @@ fn instructions(request: &GateRequest) -> Result<GateVerdict, Error> {
         tolerance * 100.0
     );
     print!("{}", table(&rows, Some(tolerance), &|v| format!("{v:.1}")));
-    let verdict = instructions_verdict(passes(&rows), baseline.valgrind.as_deref(), running.as_deref());
-    if baseline.valgrind != running || running.is_none() {
+    let verdict = instructions_verdict(
+        passes(&rows),
+        [baseline.valgrind.as_deref(), baseline.rustc.as_deref()],
+        [running.as_deref(), compiler.as_deref()],
+    );
+    if baseline.valgrind != running || running.is_none() || baseline.rustc != compiler || compiler.is_none() {
         println!(
-            "\nnote: the baseline was counted under {}, this run under {}{}",
+            "\nnote: the baseline was counted under {} from a build by {}, this run under {} from a build by {}{}",
             baseline.valgrind.as_deref().unwrap_or("an unrecorded valgrind"),
+            baseline.rustc.as_deref().unwrap_or("an unrecorded compiler"),
             running
                 .as_deref()
                 .unwrap_or("a valgrind that does not say its version"),
+            compiler.as_deref().unwrap_or("an unknown compiler"),
             match verdict {
                 GateVerdict::Inconclusive => {
-                    "; the counts moved beyond the tolerance, and whether the code or valgrind moved them cannot be told: \
-                     refresh the baseline under this valgrind (scripts/refresh-baseline.sh)"
+                    "; the counts moved beyond the tolerance, and whether the code or the tools moved them cannot be \
+                     told: refresh the baseline with these tools (scripts/refresh-baseline.sh)"
                 }
                 _ => "; the counts agree within the tolerance",
             }
@@ -832,20 +846,28 @@ fn instructions(request: &GateRequest) -> Result<GateVerdict, Error> {
     )
 }
 
-/// The instruction gate's verdict: a regression counted under another
-/// valgrind than the baseline's (or one of them unknown) is inconclusive,
-/// since valgrind's version can move the counts too (the CPU it reports
-/// picks the C library's routines).
+/// The compiler that built this loadgen (`rustc -V`, recorded by the
+/// build script), `None` if it did not say.
+#[must_use]
+pub fn built_by() -> Option<String> {
+    option_env!("LOADGEN_RUSTC_VERSION")
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// The instruction gate's verdict: a regression counted with other tools
+/// than the baseline's, `[valgrind, rustc]` (or one of them unknown), is
+/// inconclusive: valgrind's version can move the counts (the CPU it
+/// reports picks the C library's routines), and so can the compiler's
+/// code generation (inlining, layout) with no change to the code.
 #[must_use]
 pub fn instructions_verdict(
     passed: bool,
-    baseline_valgrind: Option<&str>,
-    running_valgrind: Option<&str>,
+    baseline_tools: [Option<&str>; 2],
+    running_tools: [Option<&str>; 2],
 ) -> GateVerdict {
-    match (
-        passed,
-        baseline_valgrind == running_valgrind && running_valgrind.is_some(),
-    ) {
+    let same_tools = baseline_tools == running_tools && running_tools.iter().all(Option::is_some);
+    match (passed, same_tools) {
         (true, _) => GateVerdict::Pass,
         (false, true) => GateVerdict::Fail,
         (false, false) => GateVerdict::Inconclusive,
@@ -876,7 +898,7 @@ fn finish(
                 GateKind::WallClock =>
                     "INCONCLUSIVE (too few runs comparable with the baseline's: the machine is in another state)",
                 GateKind::Instructions =>
-                    "INCONCLUSIVE (counted under another valgrind than the baseline: refresh the baseline)",
+                    "INCONCLUSIVE (counted with another valgrind or compiler than the baseline: refresh the baseline)",
             },
         }
     );
@@ -1011,22 +1033,37 @@ mod tests {
     }
 
     #[test]
-    fn a_regression_under_another_valgrind_is_inconclusive() {
+    fn a_regression_under_another_valgrind_or_compiler_is_inconclusive() {
         let v = Some("valgrind-3.19.0");
-        assert_eq!(instructions_verdict(true, v, v), GateVerdict::Pass);
-        assert_eq!(instructions_verdict(false, v, v), GateVerdict::Fail);
+        let c = Some("rustc 1.95.0 (59807616e 2026-04-14)");
+        assert_eq!(instructions_verdict(true, [v, c], [v, c]), GateVerdict::Pass);
+        assert_eq!(instructions_verdict(false, [v, c], [v, c]), GateVerdict::Fail);
         assert_eq!(
-            instructions_verdict(true, Some("valgrind-3.22.0"), v),
+            instructions_verdict(true, [Some("valgrind-3.22.0"), None], [v, c]),
             GateVerdict::Pass,
             "counts that agree agree, whatever counted them"
         );
-        for (base, running) in [(Some("valgrind-3.22.0"), v), (None, v), (v, None), (None, None)] {
+        let other_v = Some("valgrind-3.22.0");
+        let other_c = Some("rustc 1.96.0 (0000000 2026-06-01)");
+        for (base, running) in [
+            ([other_v, c], [v, c]),
+            ([None, c], [v, c]),
+            ([v, c], [None, c]),
+            ([v, other_c], [v, c]),
+            ([v, None], [v, c]),
+            ([v, c], [v, None]),
+        ] {
             assert_eq!(
                 instructions_verdict(false, base, running),
                 GateVerdict::Inconclusive,
                 "{base:?} / {running:?}"
             );
         }
+        assert!(
+            built_by().is_some_and(|v| v.starts_with("rustc ")),
+            "{:?}",
+            built_by()
+        );
     }
 
     /// The committed baselines were written before plans recorded the
