@@ -298,10 +298,13 @@ impl Scenario {
     /// The run's times: something to measure, slices and intervals in
     /// range and whole numbers of each other.
     pub(crate) fn check_times(&self) -> Result<(), ScenarioError> {
-        if self.duration.0.is_zero() && self.ops_max == 0 {
-            return Err(
-                self.invalid("duration is zero and ops_max is not set: the run would measure nothing")
-            );
+        // `ops_max` stops a run early, within its duration: it does not
+        // replace one (a zero duration measured one pair of slices,
+        // however many operations were asked for).
+        if self.duration.0.is_zero() {
+            return Err(self.invalid(
+                "duration is zero: the run would measure nothing (ops_max stops a run early, within its duration)",
+            ));
         }
         if self.interval.as_ns() < crate::limits::INTERVAL_MIN_NS {
             return Err(self.invalid("interval must be at least 10ms"));

@@ -200,7 +200,7 @@ fn a_run_that_measured_nothing_fails() {
 
 #[test]
 fn usage_and_configuration_errors_exit_2_with_a_reason() {
-    let cases: [(&[&str], &str); 13] = [
+    let cases: [(&[&str], &str); 14] = [
         (&["run", "--rate", "fast"], "rate"),
         (
             &["run", "--scenario", "/nonexistent/scenario.toml"],
@@ -282,6 +282,20 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
                 "tiny",
                 "--step-duration",
                 "0s",
+                "--no-output",
+            ],
+            "the run would measure nothing",
+        ),
+        // --ops bounds a run within its duration; it does not replace one.
+        (
+            &[
+                "run",
+                "--scenario",
+                "tiny",
+                "--duration",
+                "0s",
+                "--ops",
+                "5000",
                 "--no-output",
             ],
             "the run would measure nothing",
