@@ -233,6 +233,15 @@ impl Scenario {
                 session_engine::limits::SESSIONS_MAX_LIMIT
             )));
         }
+        // The embedded engine must hold the population: more would fail
+        // its creates under load, a FAIL that blamed the engine for the
+        // run's own configuration.
+        if self.backend == "embedded" && self.sessions > self.engine.sessions_max {
+            return Err(self.invalid(format!(
+                "sessions = {} exceed the engine's capacity, sessions_max = {} (--sessions-max)",
+                self.sessions, self.engine.sessions_max
+            )));
+        }
         if self.workers == 0 {
             self.workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         }

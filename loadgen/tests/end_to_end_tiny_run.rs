@@ -200,7 +200,7 @@ fn a_run_that_measured_nothing_fails() {
 
 #[test]
 fn usage_and_configuration_errors_exit_2_with_a_reason() {
-    let cases: [(&[&str], &str); 14] = [
+    let cases: [(&[&str], &str); 15] = [
         (&["run", "--rate", "fast"], "rate"),
         (
             &["run", "--scenario", "/nonexistent/scenario.toml"],
@@ -285,6 +285,20 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
                 "--no-output",
             ],
             "the run would measure nothing",
+        ),
+        // A population the engine cannot hold is the configuration's fault.
+        (
+            &[
+                "run",
+                "--scenario",
+                "tiny",
+                "--sessions",
+                "2000",
+                "--sessions-max",
+                "1000",
+                "--no-output",
+            ],
+            "exceed the engine's capacity",
         ),
         // --ops bounds a run within its duration; it does not replace one.
         (
