@@ -64,6 +64,13 @@ pub struct SliceStats {
     pub p99_ns: u64,
     /// Its slowest operation of any kind, ns.
     pub max_ns: u64,
+    /// Its slowest point operation, ns: what the machine's taken time must
+    /// explain for a disturbed slice to be set aside (a list page takes
+    /// milliseconds of its own, which no stall explains, and would keep
+    /// every disturbed slice it lands in judged on the backend's side
+    /// while the peer's are set aside).
+    #[serde(skip)]
+    pub point_max_ns: u64,
     /// What the machine took from its clients (the most any one lost):
     /// gaps in their wait loops and their threads' run-queue wait (0 where
     /// it cannot be read).
@@ -126,6 +133,7 @@ impl SliceStats {
             p50_ns: quantile_ns(&points, 0.5),
             p99_ns: quantile_ns(&points, 0.99),
             max_ns,
+            point_max_ns: points.max(),
             lost,
             count_by_op: by_index(|op| hists.get(op).len()),
             p50_by_op_ns: by_index(|op| quantile_ns(hists.get(op), 0.5)),
@@ -159,7 +167,7 @@ impl SliceStats {
     pub fn spilled_over(&mut self, spill_ns: u64) {
         self.disturbed = true;
         let took = spill_ns.max(self.taken_ns());
-        let explained = self.max_ns
+        let explained = self.point_max_ns
             <= EXPLAINED_FACTOR
                 .saturating_mul(took)
                 .saturating_add(EXPLAINED_SLACK_NS);
@@ -185,7 +193,7 @@ impl SliceStats {
     }
 
     fn explained(&self) -> bool {
-        self.max_ns <= EXPLAINED_FACTOR * self.taken_ns() + EXPLAINED_SLACK_NS
+        self.point_max_ns <= EXPLAINED_FACTOR * self.taken_ns() + EXPLAINED_SLACK_NS
     }
 }
 
@@ -348,6 +356,28 @@ mod tests {
         // The peer's disturbed slices are always set aside.
         let p = slice(Side::Peer, 100 * MS, gaps(3, 3), 0);
         assert_eq!(p.standing, Standing::SetAside);
+    }
+
+    /// A list page's own milliseconds are not the machine's to explain: a
+    /// disturbed slice whose point operations the stall explains is set
+    /// aside though a page in it took longer (the peer's always are; kept
+    /// judged, the machine's noise counted against the backend alone).
+    #[test]
+    fn a_slow_list_page_does_not_keep_a_disturbed_slice_judged() {
+        let mut hists = OpHists::default();
+        for i in 0..100 {
+            hists.record(Op::Get, 300 + i, true);
+        }
+        hists.record(Op::Get, 6 * MS, true);
+        hists.record(Op::List, 40 * MS, true);
+        let s = SliceStats::of(meta(Side::Backend, 101, gaps(4, 4), 0), &hists);
+        assert!(s.disturbed);
+        assert_eq!(s.max_ns, hists.get(Op::List).max());
+        assert_eq!(s.standing, Standing::SetAside);
+        let mut spilled = SliceStats::of(meta(Side::Backend, 101, Lost::default(), 0), &hists);
+        assert_eq!(spilled.standing, Standing::Judged);
+        spilled.spilled_over(4 * MS);
+        assert_eq!(spilled.standing, Standing::SetAside);
     }
 
     #[test]
