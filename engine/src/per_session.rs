@@ -974,15 +974,17 @@ impl States {
         by_slot: Option<Vec<u32>>,
         slot_of: impl Fn(&SessionId) -> Option<usize>,
     ) {
-        self.slots = slots;
         let Some(mut by_slot) = by_slot else {
             debug_assert!(self.by_slot.is_empty(), "no map prepared for a shard with one");
+            self.slots = slots;
             return;
         };
+        // Filled aside: a panic here leaves the map as it was.
         for (entry, id) in self.held() {
             let at = slot_of(id).expect("a session with state is in the table");
             by_slot[at] = entry;
         }
+        self.slots = slots;
         self.by_slot = by_slot;
     }
 

@@ -1222,9 +1222,13 @@ impl Shard {
             context: format!("growing a shard's table to {slots} slots"),
             source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, e),
         })?;
-        w.wheel.clear();
-        let wheel = &mut w.wheel;
+        // The new wheel, links and state map are built aside and put in
+        // place only once every step that could panic is done: a panic
+        // meanwhile leaves the shard as it was, its wheel included.
+        let mut wheel = w.wheel.emptied();
         table.move_into(&next, &self.hasher, |at, block| {
+            #[cfg(test)]
+            tests::injected_move_panic();
             if let Some(deadline) = block.deadline_ms() {
                 let store = &mut Slots {
                     table: &next,
@@ -1233,9 +1237,10 @@ impl Shard {
                 wheel.insert(store, to_index(at), deadline);
             }
         });
-        w.links = links;
         w.states
             .relocate(slots, by_slot, |id| next.find_slot(hash_id(&self.hasher, id), id));
+        w.wheel = wheel;
+        w.links = links;
         w.tombstones = 0;
         w.rebuilds += 1;
         // The blocks change owner here, with nothing between that can
@@ -1592,6 +1597,64 @@ mod tests {
             );
             assert_eq!(count.load(Ordering::Relaxed), 1);
         }
+    }
+
+    thread_local! {
+        /// Moves left before a rebuild on this thread panics (`None`: it
+        /// does not), as a bug in a step of the move would.
+        static MOVES_BEFORE_PANIC: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    }
+
+    pub(super) fn injected_move_panic() {
+        MOVES_BEFORE_PANIC.with(|left| match left.get() {
+            Some(0) => {
+                left.set(None);
+                panic!("an injected panic in a rebuild's move");
+            }
+            Some(n) => left.set(Some(n - 1)),
+            None => {}
+        });
+    }
+
+    /// A rebuild that panics halfway (a bug in a step of the move) leaves
+    /// the shard as it was: the old table with its wheel, links and state
+    /// map, consistent; its sessions stay readable and still expire. (The
+    /// wheel used to be cleared before the move: the shard kept the old
+    /// table with an empty wheel, its sessions linked to nothing.)
+    #[test]
+    fn a_rebuild_that_panics_halfway_leaves_the_shard_as_it_was() {
+        let f = Fixture::new(1_000);
+        MOVES_BEFORE_PANIC.with(|left| left.set(Some(2)));
+        let mut stored = Vec::new();
+        for n in 0..1_000 {
+            let inserted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.insert(n, 500)));
+            if inserted.is_err() {
+                break;
+            }
+            stored.push(n);
+            if n == 0 {
+                assert!(f.rate_limit(0, 0), "a session with per-session state");
+            }
+        }
+        assert!(
+            MOVES_BEFORE_PANIC.with(std::cell::Cell::get).is_none(),
+            "no rebuild panicked"
+        );
+        assert!(stored.len() >= 3, "{stored:?}");
+        f.check();
+        for &n in &stored {
+            assert!(f.get(n, 1_000, false).is_some(), "session {n} lost");
+        }
+        // The shard goes on: it grows (a rebuild that completes) and
+        // expires every session by its timer.
+        let more = u32::try_from(stored.len()).unwrap();
+        for n in more..more + 64 {
+            f.insert(n, 500);
+        }
+        f.check();
+        f.clock.advance(std::time::Duration::from_millis(600));
+        assert_eq!(f.sweep(1_000).len(), stored.len() + 64, "every session expired");
+        f.check();
     }
 
     fn id(n: u32) -> SessionId {

@@ -163,12 +163,11 @@ impl Wheel {
         self.len
     }
 
-    /// Forgets every entry (their links are the caller's to reset), keeping
-    /// `elapsed`: for relinking after the owner moved its entries.
-    pub(crate) fn clear(&mut self) {
-        self.occupied = [0; LEVELS];
-        self.heads = [NIL; LEVELS * SLOTS + 1];
-        self.len = 0;
+    /// An empty wheel at this one's time (`elapsed`): for relinking the
+    /// entries after their owner moved them, built aside so that the old
+    /// wheel stands until the move is done.
+    pub(crate) fn emptied(&self) -> Self {
+        Self::new(self.elapsed)
     }
 
     /// Schedules `index` at tick `when`. A deadline at or before `elapsed`
