@@ -270,15 +270,14 @@ impl AnyStore {
 fn engine_dir(path: &str) -> std::result::Result<std::path::PathBuf, String> {
     let path = match path.strip_prefix("//") {
         Some(rest) if rest.starts_with('/') => rest,
-        Some(rest) => {
-            // The host alone: what comes before an `@` is a user and
-            // perhaps a password, never shown.
-            let authority = rest.split('/').next().unwrap_or_default();
-            let host = authority.rsplit('@').next().unwrap_or_default();
-            return Err(format!(
-                "//{host} names a host; the engine keeps its data on this machine: \
-                 engine:/<dir> or engine:///<dir>"
-            ));
+        Some(_) => {
+            // Not echoed: a user and password may come before the host,
+            // and one holding a `/` or `?` cannot be told from it here.
+            return Err(
+                "engine://<host>/... names a host; the engine keeps its data on this machine: \
+                        engine:/<dir> or engine:///<dir>"
+                    .into(),
+            );
         }
         None => path,
     };

@@ -196,7 +196,8 @@ const SHOWN_CHARS_MAX: usize = 64;
 /// its credentials (`scheme://user:password@host...`) replaced by `***`,
 /// and the value of every query parameter but those known to hold no
 /// secret (`durability`, `shards`, `protocol`) too (`?password=...`, a form other
-/// clients read); the rest as it was. Everything between the scheme and
+/// clients read), and a bare query token other than those names (a secret
+/// pasted in the wrong place); the rest as it was. Everything between the scheme and
 /// the URL's last `@` after its first `:` counts as the password, so a
 /// password holding `@`, `/` or `,` unencoded is hidden whole (a query
 /// holding an `@` hides more than needed, never less).

@@ -29,7 +29,9 @@ fn bad_urls_say_what_is_wrong() {
         // does not read, here).
         ("rediss://app:hunter2@cache:6380", "app:***@cache:6380"),
         // Nor in the explanation after the quoted URL.
-        ("engine://app:hunter2@cache/dir", "//cache names a host"),
+        ("engine://app:hunter2@cache/dir", "names a host"),
+        ("engine://app:hunter2/x@cache/dir", "names a host"),
+        ("engine://app:hunter2?x@cache/dir", "names a host"),
         ("engine:/tmp/x?hunter2", "not key=value"),
         // A `~` written as an escape is still a `~`.
         ("engine:%7E/sessions", "not expanded"),

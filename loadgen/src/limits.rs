@@ -84,7 +84,7 @@ pub const DISTURBED_GAP_NS: u64 = 1_000_000;
 /// (a quiet slice here loses ~2% to short gaps; 10% is a busy machine).
 pub const DISTURBED_SHARE: f64 = 0.10;
 
-/// A disturbed backend slice is set aside only if its slowest operation is
+/// A disturbed backend slice is set aside only if its slowest point operation is
 /// within this factor of the time the machine took (plus
 /// [`EXPLAINED_SLACK_NS`]): a client off its core for `t` delays what was
 /// due meanwhile by up to `t`, and working off that backlog adds at most as

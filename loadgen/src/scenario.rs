@@ -236,7 +236,8 @@ impl Scenario {
         // The embedded engine must hold the population: more would fail
         // its creates under load, a FAIL that blamed the engine for the
         // run's own configuration.
-        if self.backend == "embedded" && self.sessions > self.engine.sessions_max {
+        let embedded = matches!(self.backend.parse(), Ok(crate::backend::BackendSpec::Embedded));
+        if embedded && self.sessions > self.engine.sessions_max {
             return Err(self.invalid(format!(
                 "sessions = {} exceed the engine's capacity, sessions_max = {} (--sessions-max)",
                 self.sessions, self.engine.sessions_max

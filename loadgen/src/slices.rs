@@ -9,7 +9,7 @@
 //!
 //! **Set aside.** A disturbed slice of the peer is set aside. A disturbed
 //! slice of the backend is set aside only if the disturbance explains its
-//! slowest operation (no slower than [`EXPLAINED_FACTOR`] × the time the
+//! slowest point operation (no slower than [`EXPLAINED_FACTOR`] × the time the
 //! machine took + [`EXPLAINED_SLACK_NS`]): a backend that stalls for 100 ms
 //! in a slice where the machine also took 2 ms is judged like any other.
 //!

@@ -200,7 +200,7 @@ fn a_run_that_measured_nothing_fails() {
 
 #[test]
 fn usage_and_configuration_errors_exit_2_with_a_reason() {
-    let cases: [(&[&str], &str); 15] = [
+    let cases: [(&[&str], &str); 16] = [
         (&["run", "--rate", "fast"], "rate"),
         (
             &["run", "--scenario", "/nonexistent/scenario.toml"],
@@ -292,6 +292,22 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
                 "run",
                 "--scenario",
                 "tiny",
+                "--sessions",
+                "2000",
+                "--sessions-max",
+                "1000",
+                "--no-output",
+            ],
+            "exceed the engine's capacity",
+        ),
+        // Under either of the engine's names.
+        (
+            &[
+                "run",
+                "--scenario",
+                "tiny",
+                "--backend",
+                "engine",
                 "--sessions",
                 "2000",
                 "--sessions-max",

@@ -200,10 +200,13 @@ pub(crate) struct Attempt {
     /// An earlier attempt may have applied: a write that waits for replicas
     /// sends the fence before its `WAIT` (see `scripts.rs`).
     pub(crate) fence: bool,
-    /// Where the attempts that may have applied went: `None` to the key's
-    /// master, else the node an `ASK` named. A fence and `WAIT` on one node
-    /// say nothing of a write another node applied: a resend on another
-    /// node than a doubtful try (the slot is migrating) confirms no replica.
+    /// Where the attempts that may have applied went: `None` by the key's
+    /// route (its master then, which a `MOVED` or a failover may change:
+    /// the new owner holds what the old one applied, or a migrated key
+    /// carried it), else the node an `ASK` named. A fence and `WAIT` on one
+    /// node say nothing of a write another node applied: a resend by
+    /// another route than a doubtful try (an `ASK` while the slot
+    /// migrates) confirms no replica.
     pub(crate) doubt_at: Vec<Option<AskNode>>,
 }
 
