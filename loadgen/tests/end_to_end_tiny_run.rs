@@ -200,7 +200,7 @@ fn a_run_that_measured_nothing_fails() {
 
 #[test]
 fn usage_and_configuration_errors_exit_2_with_a_reason() {
-    let cases: [(&[&str], &str); 16] = [
+    let cases: [(&[&str], &str); 14] = [
         (&["run", "--rate", "fast"], "rate"),
         (
             &["run", "--scenario", "/nonexistent/scenario.toml"],
@@ -286,36 +286,6 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
             ],
             "the run would measure nothing",
         ),
-        // A population the engine cannot hold is the configuration's fault.
-        (
-            &[
-                "run",
-                "--scenario",
-                "tiny",
-                "--sessions",
-                "2000",
-                "--sessions-max",
-                "1000",
-                "--no-output",
-            ],
-            "exceed the engine's capacity",
-        ),
-        // Under either of the engine's names.
-        (
-            &[
-                "run",
-                "--scenario",
-                "tiny",
-                "--backend",
-                "engine",
-                "--sessions",
-                "2000",
-                "--sessions-max",
-                "1000",
-                "--no-output",
-            ],
-            "exceed the engine's capacity",
-        ),
         // --ops bounds a run within its duration; it does not replace one.
         (
             &[
@@ -345,6 +315,19 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
         ),
         (&["frobnicate"], "unrecognized subcommand"),
     ];
+    // A population the engine cannot hold is the configuration's fault,
+    // under either of the engine's names.
+    let over_capacity = ["--sessions", "2000", "--sessions-max", "1000", "--no-output"];
+    let capacity_cases = ["embedded", "engine"].map(|backend| {
+        let mut args = vec!["run", "--scenario", "tiny", "--backend", backend];
+        args.extend(over_capacity);
+        args
+    });
+    let cases = cases.into_iter().chain(
+        capacity_cases
+            .iter()
+            .map(|args| (&args[..], "exceed the engine's capacity")),
+    );
     for (args, expected) in cases {
         let (code, stdout, stderr) = outcome(&loadgen(args));
         assert_eq!(code, 2, "{args:?}\nstdout {stdout}\nstderr {stderr}");
