@@ -426,7 +426,7 @@ impl Core {
 
     /// The salt of the log of the shard `hash` routes to (persistence only).
     #[inline]
-    fn salt(&self, hash: u64) -> u64 {
+    fn salt(&self, hash: u64) -> crate::persist::format::LogSalt {
         self.logs[route_shard(hash, self.shard_mask)].salt()
     }
 

@@ -78,28 +78,41 @@ pub use store::SessionStore;
 /// The log's record codec, for fuzzing, tests and tools (see `engine/FORMAT.md`).
 #[doc(hidden)]
 pub mod log_format {
-    pub use crate::persist::format::{decode, log_salt, Decoded, Record};
+    pub use crate::persist::format::{decode, log_salt, Decoded, LogSalt, Record};
 
     /// Bytes of a segment's header (both copies): its records start here.
     pub const SEGMENT_HEADER_LEN: usize = crate::persist::format::SEGMENT_HEADER_LEN;
 
-    /// The salt of `shard`'s log, from a MANIFEST's bytes (`None` if they
-    /// are not a format-2 manifest): what a tool needs to read the records.
+    /// The salts of `shard`'s log, from a MANIFEST's bytes (`None` if they
+    /// are not a manifest of the current format): what a tool needs to read
+    /// the records.
     #[must_use]
-    pub fn shard_salt(manifest: &[u8], shard: u32) -> Option<u64> {
+    pub fn shard_salt(manifest: &[u8], shard: u32) -> Option<LogSalt> {
         let m = crate::persist::format::Manifest::decode(manifest).ok()?;
         (m.format == crate::persist::format::FORMAT_VERSION).then(|| log_salt(&m.log_key, m.layout, shard))
+    }
+
+    /// What a record header's check (`hcrc`) is for `len` and `kind` in
+    /// `shard`'s log (`None` if the bytes are not a MANIFEST of the current
+    /// format): a test stands in for an attacker who guessed those 32 bits.
+    #[must_use]
+    pub fn header_check(manifest: &[u8], shard: u32, len: u32, kind: u8) -> Option<u32> {
+        let m = crate::persist::format::Manifest::decode(manifest).ok()?;
+        (m.format == crate::persist::format::FORMAT_VERSION)
+            .then(|| crate::persist::format::header_check(log_salt(&m.log_key, m.layout, shard), len, kind))
     }
 
     /// Decodes one segment header copy and, if it verifies, encodes it
     /// again (one copy): fuzzing checks that this gives back the input.
     #[must_use]
     pub fn segment_header_round_trip(bytes: &[u8]) -> Option<Vec<u8>> {
-        let header = crate::persist::format::SegmentHeader::decode_copy(bytes).ok()?;
+        let header =
+            crate::persist::format::SegmentHeader::decode_copy(bytes, crate::persist::format::FORMAT_VERSION)
+                .ok()?;
         Some(header.encode()[..crate::persist::format::SEGMENT_HEADER_COPY_LEN].to_vec())
     }
 
-    /// Decodes a MANIFEST and, if it is a valid format-2 one, encodes it
+    /// Decodes a MANIFEST and, if it is a valid one of the current format, encodes it
     /// again: fuzzing checks that this gives back the input. A format-1
     /// manifest decodes (for the upgrade) but is never written: `None`.
     #[must_use]

@@ -1,7 +1,8 @@
 //! A data directory written in log format 1 (by the engine before format 2,
 //! committed as a fixture) opens with today's engine: every session comes
-//! back as that engine recovered it, the directory is rewritten in format 2
-//! (a new layout, switched by the MANIFEST), and later opens read format 2.
+//! back as that engine recovered it, the directory is rewritten in the
+//! current format (a new layout, switched by the MANIFEST), and later opens
+//! read that.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -80,12 +81,12 @@ fn a_format_1_directory_is_upgraded_with_every_session() {
         assert_eq!(report.upgraded_from, Some(1), "{report:?}");
         assert_eq!((report.torn_tails, report.corrupt_skipped), (0, 0), "{report:?}");
         assert_eq!(sessions(&engine), expected, "{mode:?}");
-        // Writes go on in format 2 and survive the next open.
+        // Writes go on in the current format and survive the next open.
         let extra = engine
             .create(b"after the upgrade", session_engine::Timeout::Never)
             .unwrap();
         engine.close().unwrap();
-        assert_eq!(manifest_format(dir.path()), 2);
+        assert_eq!(manifest_format(dir.path()), 3);
         assert!(
             !dir.path().join("L00000001").exists(),
             "the format-1 layout was removed"

@@ -28,7 +28,7 @@ use crossbeam_queue::ArrayQueue;
 
 use super::directory::mark_sync_failed;
 use super::format::{
-    seal_record, touch_record, SegmentHeader, FLAG_BASE, SEAL_RECORD_LEN, SEGMENT_HEADER_LEN,
+    seal_record, touch_record, LogSalt, SegmentHeader, FLAG_BASE, SEAL_RECORD_LEN, SEGMENT_HEADER_LEN,
 };
 use super::segment::{segment_name, sync_dir, Segment};
 use crate::config::Durability;
@@ -58,7 +58,7 @@ pub(crate) struct LogId {
     pub(crate) layout: u64,
     pub(crate) shard: u32,
     pub(crate) shards: u32,
-    pub(crate) salt: u64,
+    pub(crate) salt: LogSalt,
 }
 
 pub(crate) struct ShardLog {
@@ -150,7 +150,7 @@ impl ShardLog {
 
     /// The salt this log's records are checksummed from.
     #[inline]
-    pub(crate) fn salt(&self) -> u64 {
+    pub(crate) fn salt(&self) -> LogSalt {
         self.id.salt
     }
 

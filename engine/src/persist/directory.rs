@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::format::{Manifest, SEGMENT_HEADER_LEN};
+use super::format::{Manifest, FORMAT_ONE_SALT, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use super::segment::{create_owner_only, sync_dir};
 use crate::error::{Error, Result};
 
@@ -189,7 +189,7 @@ pub(crate) fn clear_unfinished_creation(dir: &Path) -> Result<()> {
 }
 
 /// True if a file has a non-zero byte after its segment header (64 bytes in
-/// format 1, 128 in format 2; a file too short to say is read as format 1).
+/// format 1, 128 since format 2; a file too short to say is read as format 1).
 fn holds_records(path: &Path) -> Result<bool> {
     use std::io::Read;
     let mut file = File::open(path).map_err(io(format!("opening {}", path.display())))?;
@@ -203,7 +203,8 @@ fn holds_records(path: &Path) -> Result<bool> {
         if n == 0 {
             return Ok(false);
         }
-        if offset == 0 && n >= 12 && buf[8..12] == super::format::FORMAT_VERSION.to_le_bytes() {
+        let format = || u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
+        if offset == 0 && n >= 12 && matches!(format(), FORMAT_ONE_SALT | FORMAT_VERSION) {
             header_len = SEGMENT_HEADER_LEN;
         }
         let skip = header_len.saturating_sub(offset).min(n);

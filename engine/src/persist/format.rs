@@ -1,4 +1,4 @@
-//! The bytes of the log, as `FORMAT.md` specifies them (format 2): manifest,
+//! The bytes of the log, as `FORMAT.md` specifies them (format 3): manifest,
 //! segment header and record framing, with encoders and decoders that never
 //! panic on untrusted input.
 //!
@@ -7,12 +7,15 @@
 //! record:  [ hcrc: u32 ][ len: u32 ][ type: u8 ][ crc: u32 ][ payload: len bytes ]
 //! ```
 //!
-//! Every record's checksums start from the log's secret salt (derived from the
-//! MANIFEST's log key, never written next to the records), so bytes a user
-//! puts in a session cannot form a record that verifies, and the header has a
-//! checksum of its own, so a record whose header verifies is skipped whole
-//! when its payload is damaged: recovery never looks for records inside it.
-//! Format 1 (no salt, no seals) is read by `format_v1.rs` for the upgrade.
+//! Each of a record's two checksums starts from a secret salt of its own
+//! (both derived from the MANIFEST's log key, never written next to the
+//! records), so bytes a user puts in a session cannot form a record that
+//! verifies: that takes guessing 64 secret bits. The header has a checksum
+//! of its own, so a record whose header verifies is skipped whole when its
+//! payload is damaged: recovery never looks for records inside it.
+//! Format 2 (one salt, the payload's checksum going on from the header's) is
+//! read here too, and format 1 (no salt, no seals) by `format_v1.rs`, for
+//! the upgrade.
 
 use siphasher::sip::SipHasher24;
 
@@ -20,7 +23,9 @@ use crate::id::SessionId;
 use crate::limits::{METADATA_BYTES_MAX_LIMIT, TIMEOUT_MS_MAX, TIME_MS_MAX, TOPIC_LEN_MAX};
 
 /// Format version written in manifests and segment headers.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 3;
+/// The format before the payload's salt: read for the upgrade only.
+pub(crate) const FORMAT_ONE_SALT: u32 = 2;
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
@@ -38,7 +43,7 @@ fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
     bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
 
-// ---- Manifest: 80 bytes (format 1: 64, without the log key) ---------------
+// ---- Manifest: 80 bytes (format 1: 64, without the log key) -------------
 pub(crate) const MANIFEST_MAGIC: [u8; 8] = *b"SESSMANI";
 const MANIFEST_MAGIC_AT: usize = 0;
 const MANIFEST_FORMAT_AT: usize = MANIFEST_MAGIC_AT + 8;
@@ -58,7 +63,7 @@ pub(crate) const LOG_KEY_LEN: usize = 16;
 /// The manifest's fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Manifest {
-    /// Format of the layout's logs: 1 (read for the upgrade only) or 2.
+    /// Format of the layout's logs: 1 or 2 (read for the upgrade only), or 3.
     pub(crate) format: u32,
     pub(crate) shards: u32,
     pub(crate) layout: u64,
@@ -68,7 +73,7 @@ pub(crate) struct Manifest {
 }
 
 impl Manifest {
-    /// Encodes a format-2 manifest.
+    /// Encodes a manifest of the current format.
     pub(crate) fn encode(&self) -> [u8; MANIFEST_LEN] {
         debug_assert_eq!(self.format, FORMAT_VERSION, "only the current format is written");
         let mut m = [0u8; MANIFEST_LEN];
@@ -86,7 +91,7 @@ impl Manifest {
         m
     }
 
-    /// Decodes a manifest of format 2, or of format 1 (`log_key` zero).
+    /// Decodes a manifest of format 3 or 2, or of format 1 (`log_key` zero).
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
         if bytes.len() < MANIFEST_FORMAT_AT + 4 || bytes[..8] != MANIFEST_MAGIC {
             return Err("bad manifest magic");
@@ -94,7 +99,7 @@ impl Manifest {
         let format = u32_at(bytes, MANIFEST_FORMAT_AT);
         let (len, crc_at) = match format {
             1 => (MANIFEST_V1_LEN, MANIFEST_V1_CRC_AT),
-            FORMAT_VERSION => (MANIFEST_LEN, MANIFEST_CRC_AT),
+            FORMAT_ONE_SALT | FORMAT_VERSION => (MANIFEST_LEN, MANIFEST_CRC_AT),
             _ => return Err("unsupported manifest format version"),
         };
         if bytes.len() != len {
@@ -115,7 +120,7 @@ impl Manifest {
             *k = u64_at(bytes, MANIFEST_KEY_AT + 8 * i);
         }
         let mut log_key = [0u8; LOG_KEY_LEN];
-        if format == FORMAT_VERSION {
+        if format != 1 {
             log_key.copy_from_slice(&bytes[MANIFEST_LOG_KEY_AT..MANIFEST_LOG_KEY_AT + LOG_KEY_LEN]);
         }
         Ok(Self {
@@ -128,16 +133,90 @@ impl Manifest {
     }
 }
 
-/// The salt of one shard's log in one layout: `SipHash-2-4(log key; layout,
-/// shard)`. Secret as the key is; every record checksum of that log starts
-/// from it.
+/// The salts of one shard's log in one layout (`FORMAT.md`, "The log's
+/// salts"): the header's, `SipHash-2-4(log key; layout, shard)`, and the
+/// payload's, `SipHash-2-4(log key; layout, shard, 1)`. Secret as the key is.
 #[must_use]
-pub fn log_salt(log_key: &[u8; LOG_KEY_LEN], layout: u64, shard: u32) -> u64 {
+pub fn log_salt(log_key: &[u8; LOG_KEY_LEN], layout: u64, shard: u32) -> LogSalt {
+    LogSalt::new(
+        salt_hash(log_key, layout, shard, None),
+        salt_hash(log_key, layout, shard, Some(1)),
+    )
+}
+
+/// The one salt of a format-2 log (read for the upgrade only).
+pub(crate) fn log_salt_format_2(log_key: &[u8; LOG_KEY_LEN], layout: u64, shard: u32) -> LogSalt {
+    LogSalt::format_2(salt_hash(log_key, layout, shard, None))
+}
+
+fn salt_hash(log_key: &[u8; LOG_KEY_LEN], layout: u64, shard: u32, part: Option<u8>) -> u64 {
     use std::hash::Hasher;
     let mut h = SipHasher24::new_with_key(log_key);
     h.write(&layout.to_le_bytes());
     h.write(&shard.to_le_bytes());
+    if let Some(part) = part {
+        h.write(&[part]);
+    }
     h.finish()
+}
+
+/// What a log's record checksums start from: the CRC-32C state after each
+/// salt's 8 bytes, computed once per log rather than per record.
+///
+/// Both are secret, and independent: a CRC with a secret start is an affine
+/// function of the bytes plus a 32-bit unknown, so a record whose header
+/// check someone guessed (2^-32 per try) still has a payload check they
+/// must guess on its own. In format 2 the payload's went on from the
+/// header's value, which is written in the record: one guess forged both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogSalt {
+    header: u32,
+    /// `None` in format 2: the payload's check goes on from the header's.
+    payload: Option<u32>,
+}
+
+impl LogSalt {
+    /// The salts of a format-3 log.
+    #[must_use]
+    pub fn new(header: u64, payload: u64) -> Self {
+        Self {
+            header: crc32c::crc32c(&header.to_le_bytes()),
+            payload: Some(crc32c::crc32c(&payload.to_le_bytes())),
+        }
+    }
+
+    /// The one salt of a format-2 log.
+    #[must_use]
+    pub fn format_2(salt: u64) -> Self {
+        Self {
+            header: crc32c::crc32c(&salt.to_le_bytes()),
+            payload: None,
+        }
+    }
+
+    /// The format whose records these salts check.
+    pub(crate) fn format(self) -> u32 {
+        if self.payload.is_some() {
+            FORMAT_VERSION
+        } else {
+            FORMAT_ONE_SALT
+        }
+    }
+
+    /// The header check: from the header's salt, `len` and `type`.
+    fn header_check(self, len_and_type: &[u8]) -> u32 {
+        crc32c::crc32c_append(self.header, len_and_type)
+    }
+
+    /// The payload check of a record whose header check is `hcrc`: from the
+    /// payload's salt, `len`, `type` and the payload (format 2: from `hcrc`,
+    /// over the payload).
+    fn payload_check(self, hcrc: u32, len_and_type: &[u8], payload: &[u8]) -> u32 {
+        match self.payload {
+            Some(start) => crc32c::crc32c_append(crc32c::crc32c_append(start, len_and_type), payload),
+            None => crc32c::crc32c_append(hcrc, payload),
+        }
+    }
 }
 
 // ---- Segment header: two copies of 64 bytes -------------------------------
@@ -191,12 +270,17 @@ impl SegmentHeader {
         let crc = crc32c::crc32c(&copy[..SEG_CRC_AT]);
         put_u32(copy, SEG_CRC_AT, crc);
         h.copy_within(..SEGMENT_HEADER_COPY_LEN, SEGMENT_HEADER_COPY_LEN);
-        debug_assert_eq!(Self::decode_copy(&h), Ok(*self), "header encode/decode pair");
+        debug_assert_eq!(
+            Self::decode_copy(&h, FORMAT_VERSION),
+            Ok(*self),
+            "header encode/decode pair"
+        );
         h
     }
 
-    /// Decodes one copy (the first `SEGMENT_HEADER_COPY_LEN` bytes given).
-    pub(crate) fn decode_copy(bytes: &[u8]) -> Result<Self, &'static str> {
+    /// Decodes one copy (the first `SEGMENT_HEADER_COPY_LEN` bytes given)
+    /// of a segment of a layout of `format` (2 or 3).
+    pub(crate) fn decode_copy(bytes: &[u8], format: u32) -> Result<Self, &'static str> {
         if bytes.len() < SEGMENT_HEADER_COPY_LEN {
             return Err("shorter than a segment header");
         }
@@ -206,8 +290,8 @@ impl SegmentHeader {
         if crc32c::crc32c(&bytes[..SEG_CRC_AT]) != u32_at(bytes, SEG_CRC_AT) {
             return Err("segment header checksum mismatch");
         }
-        if u32_at(bytes, SEG_FORMAT_AT) != FORMAT_VERSION {
-            return Err("unsupported segment format version");
+        if u32_at(bytes, SEG_FORMAT_AT) != format {
+            return Err("segment format version is not its layout's");
         }
         if bytes[SEG_CRC_AT + 4..SEGMENT_HEADER_COPY_LEN]
             .iter()
@@ -227,11 +311,16 @@ impl SegmentHeader {
     }
 
     /// What both copies say: `(first, second)`.
-    pub(crate) fn decode_both(bytes: &[u8]) -> (Result<Self, &'static str>, Result<Self, &'static str>) {
+    pub(crate) fn decode_both(
+        bytes: &[u8],
+        format: u32,
+    ) -> (Result<Self, &'static str>, Result<Self, &'static str>) {
         let second = bytes
             .get(SEGMENT_HEADER_COPY_LEN..)
-            .map_or(Err("shorter than a segment header"), Self::decode_copy);
-        (Self::decode_copy(bytes), second)
+            .map_or(Err("shorter than a segment header"), |b| {
+                Self::decode_copy(b, format)
+            });
+        (Self::decode_copy(bytes, format), second)
     }
 }
 
@@ -416,14 +505,14 @@ impl Record<'_> {
     }
 
     /// Appends the encoded record, checksummed from `salt`, to `out`.
-    pub fn encode(&self, salt: u64, out: &mut Vec<u8>) {
+    pub fn encode(&self, salt: LogSalt, out: &mut Vec<u8>) {
         let start = out.len();
         out.resize(start + self.encoded_len(), 0);
         self.encode_into(salt, &mut out[start..]);
     }
 
     /// Encodes the record into `buf`, which is exactly `encoded_len()` long.
-    pub fn encode_into(&self, salt: u64, buf: &mut [u8]) {
+    pub fn encode_into(&self, salt: LogSalt, buf: &mut [u8]) {
         assert_eq!(buf.len(), self.encoded_len(), "record buffer of the wrong size");
         let p = &mut buf[RECORD_HEADER_LEN..];
         let kind = match *self {
@@ -509,10 +598,11 @@ impl Record<'_> {
         let len = u32::try_from(payload_len).expect("payload bounded by PAYLOAD_MAX");
         put_u32(buf, REC_LEN_AT, len);
         buf[REC_TYPE_AT] = kind;
-        let hcrc = header_crc(salt, &buf[REC_LEN_AT..REC_CRC_AT]);
-        put_u32(buf, REC_HCRC_AT, hcrc);
-        let crc = crc32c::crc32c_append(hcrc, &buf[RECORD_HEADER_LEN..]);
-        put_u32(buf, REC_CRC_AT, crc);
+        let (header, payload) = buf.split_at_mut(RECORD_HEADER_LEN);
+        let hcrc = salt.header_check(&header[REC_LEN_AT..REC_CRC_AT]);
+        let crc = salt.payload_check(hcrc, &header[REC_LEN_AT..REC_CRC_AT], payload);
+        put_u32(header, REC_HCRC_AT, hcrc);
+        put_u32(header, REC_CRC_AT, crc);
         debug_assert_eq!(
             decode(buf, salt),
             Decoded::Record(*self, buf.len()),
@@ -521,16 +611,20 @@ impl Record<'_> {
     }
 }
 
-/// The header checksum: the salt, then `len` and `type`.
-fn header_crc(salt: u64, len_and_type: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&salt.to_le_bytes()), len_and_type)
+/// A record header's check for `len` and `kind` (tests stand in for an
+/// attacker who guessed it).
+pub(crate) fn header_check(salt: LogSalt, len: u32, kind: u8) -> u32 {
+    let mut len_and_type = [0u8; 5];
+    len_and_type[..4].copy_from_slice(&len.to_le_bytes());
+    len_and_type[4] = kind;
+    salt.header_check(&len_and_type)
 }
 
 /// A `SEAL` record naming the next segment, encoded on the stack (the
 /// writer seals under its mutex); `room` is what the segment has left. A
 /// segment an older engine appended to may keep room for a seal without
 /// the next segment's sequence only: it then gets that one.
-pub(crate) fn seal_record(salt: u64, records: u64, next: u64, room: usize) -> SealRecord {
+pub(crate) fn seal_record(salt: LogSalt, records: u64, next: u64, room: usize) -> SealRecord {
     let seal = Record::Seal {
         records,
         next: (room >= SEAL_RECORD_LEN).then_some(next),
@@ -556,7 +650,7 @@ impl std::ops::Deref for SealRecord {
 }
 
 /// A `TOUCH` record, encoded on the stack (readers log touches).
-pub(crate) fn touch_record(salt: u64, id: SessionId, last_access_ms: u64) -> [u8; TOUCH_RECORD_LEN] {
+pub(crate) fn touch_record(salt: LogSalt, id: SessionId, last_access_ms: u64) -> [u8; TOUCH_RECORD_LEN] {
     let mut buf = [0u8; TOUCH_RECORD_LEN];
     Record::Touch { id, last_access_ms }.encode_into(salt, &mut buf);
     buf
@@ -595,7 +689,7 @@ fn id_at(bytes: &[u8], at: usize) -> SessionId {
 /// whose header is damaged, and the length, type and shape reject almost
 /// every offset before a checksum is computed.
 #[must_use]
-pub fn decode(bytes: &[u8], salt: u64) -> Decoded<'_> {
+pub fn decode(bytes: &[u8], salt: LogSalt) -> Decoded<'_> {
     let header = &bytes[..bytes.len().min(RECORD_HEADER_LEN)];
     if header.iter().all(|&b| b == 0) {
         return Decoded::End;
@@ -623,7 +717,7 @@ pub fn decode(bytes: &[u8], salt: u64) -> Decoded<'_> {
         return bad("payload length does not fit its type");
     }
     let hcrc = u32_at(bytes, REC_HCRC_AT);
-    if header_crc(salt, &bytes[REC_LEN_AT..REC_CRC_AT]) != hcrc {
+    if salt.header_check(&bytes[REC_LEN_AT..REC_CRC_AT]) != hcrc {
         return bad("record header checksum mismatch");
     }
     let total = RECORD_HEADER_LEN + len;
@@ -634,7 +728,12 @@ pub fn decode(bytes: &[u8], salt: u64) -> Decoded<'_> {
         reason,
         extent: Some(total),
     };
-    if crc32c::crc32c_append(hcrc, &bytes[RECORD_HEADER_LEN..total]) != u32_at(bytes, REC_CRC_AT) {
+    let payload_check = salt.payload_check(
+        hcrc,
+        &bytes[REC_LEN_AT..REC_CRC_AT],
+        &bytes[RECORD_HEADER_LEN..total],
+    );
+    if payload_check != u32_at(bytes, REC_CRC_AT) {
         return damaged("payload checksum mismatch");
     }
     decode_payload(kind, &bytes[RECORD_HEADER_LEN..total], total)
@@ -732,7 +831,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const SALT: u64 = 0x0123_4567_89AB_CDEF;
+    const HEADER_SALT: u64 = 0x0123_4567_89AB_CDEF;
+    const PAYLOAD_SALT: u64 = 0x0F1E_2D3C_4B5A_6978;
+
+    fn salt() -> LogSalt {
+        LogSalt::new(HEADER_SALT, PAYLOAD_SALT)
+    }
 
     fn id(n: u8) -> SessionId {
         SessionId::from_bytes([n; 16])
@@ -793,18 +897,18 @@ mod tests {
         for meta in [&b""[..], b"x", &[7u8; 1000]] {
             for record in samples(meta) {
                 let mut buf = Vec::new();
-                record.encode(SALT, &mut buf);
-                assert_eq!(decode(&buf, SALT), Decoded::Record(record, buf.len()));
+                record.encode(salt(), &mut buf);
+                assert_eq!(decode(&buf, salt()), Decoded::Record(record, buf.len()));
                 assert_eq!(buf.len(), record.encoded_len());
                 if let Record::Put { metadata, .. } = record {
                     assert_eq!(buf.len(), put_len(metadata.len()));
                 }
             }
         }
-        assert_eq!(seal_record(SALT, 3, 4, SEAL_RECORD_LEN).len(), SEAL_RECORD_LEN);
-        let short = seal_record(SALT, 3, 4, SEAL_RECORD_LEN - 1);
+        assert_eq!(seal_record(salt(), 3, 4, SEAL_RECORD_LEN).len(), SEAL_RECORD_LEN);
+        let short = seal_record(salt(), 3, 4, SEAL_RECORD_LEN - 1);
         assert_eq!(
-            decode(&short, SALT),
+            decode(&short, salt()),
             Decoded::Record(
                 Record::Seal {
                     records: 3,
@@ -813,7 +917,7 @@ mod tests {
                 short.len()
             )
         );
-        assert_eq!(touch_record(SALT, id(1), 5).len(), TOUCH_RECORD_LEN);
+        assert_eq!(touch_record(salt(), id(1), 5).len(), TOUCH_RECORD_LEN);
     }
 
     #[test]
@@ -829,17 +933,17 @@ mod tests {
             },
         ] {
             let mut buf = Vec::new();
-            record.encode(SALT, &mut buf);
+            record.encode(salt(), &mut buf);
             assert_eq!(buf.len(), subscribe_len("resource://x".len()));
             for cut in 0..buf.len() {
-                assert!(!matches!(decode(&buf[..cut], SALT), Decoded::Record(..)));
+                assert!(!matches!(decode(&buf[..cut], salt()), Decoded::Record(..)));
             }
             for byte in 0..buf.len() {
                 for bit in 0..8 {
                     let mut bad = buf.clone();
                     bad[byte] ^= 1 << bit;
                     assert!(
-                        !matches!(decode(&bad, SALT), Decoded::Record(..)),
+                        !matches!(decode(&bad, salt()), Decoded::Record(..)),
                         "flip {byte}:{bit} of {record:?} decoded"
                     );
                 }
@@ -851,18 +955,50 @@ mod tests {
         buf[RECORD_HEADER_LEN + ID_LEN..].copy_from_slice(long.as_bytes());
         put_u32(&mut buf, REC_LEN_AT, u32::try_from(ID_LEN + long.len()).unwrap());
         buf[REC_TYPE_AT] = TYPE_SUBSCRIBE;
-        assert!(matches!(decode(&buf, SALT), Decoded::Bad { extent: None, .. }));
+        assert!(matches!(decode(&buf, salt()), Decoded::Bad { extent: None, .. }));
     }
 
     #[test]
     fn a_record_never_verifies_under_another_salt() {
         for record in samples(b"metadata") {
             let mut buf = Vec::new();
-            record.encode(SALT, &mut buf);
-            for other in [0, 1, SALT ^ 1, SALT ^ (1 << 63), u64::MAX] {
+            record.encode(salt(), &mut buf);
+            for other in [0, 1, HEADER_SALT ^ 1, HEADER_SALT ^ (1 << 63), u64::MAX] {
+                for other in [LogSalt::new(other, PAYLOAD_SALT), LogSalt::format_2(other)] {
+                    assert!(
+                        matches!(decode(&buf, other), Decoded::Bad { extent: None, .. }),
+                        "{record:?} verified under salt {other:?}"
+                    );
+                }
+            }
+            // The header's salt alone: the header verifies, the payload not.
+            for other in [
+                LogSalt::new(HEADER_SALT, PAYLOAD_SALT ^ 1),
+                LogSalt::format_2(HEADER_SALT),
+            ] {
                 assert!(
-                    matches!(decode(&buf, other), Decoded::Bad { extent: None, .. }),
-                    "{record:?} verified under salt {other:#x}"
+                    matches!(decode(&buf, other), Decoded::Bad { extent: Some(_), .. }),
+                    "{record:?} verified under salt {other:?}"
+                );
+            }
+        }
+    }
+
+    /// Format 3's payload check has a secret of its own: a record whose
+    /// header check is known (guessed) but whose payload check is computed
+    /// from it, as format 2 did, does not verify. Format 2 accepted it.
+    #[test]
+    fn a_known_header_check_does_not_give_the_payload_check() {
+        for record in samples(b"metadata") {
+            for (salt, forged_verifies) in [(salt(), false), (LogSalt::format_2(HEADER_SALT), true)] {
+                let mut buf = Vec::new();
+                record.encode(salt, &mut buf);
+                let crc = crc32c::crc32c_append(u32_at(&buf, REC_HCRC_AT), &buf[RECORD_HEADER_LEN..]);
+                put_u32(&mut buf, REC_CRC_AT, crc);
+                assert_eq!(
+                    matches!(decode(&buf, salt), Decoded::Record(..)),
+                    forged_verifies,
+                    "{record:?} under {salt:?}"
                 );
             }
         }
@@ -871,10 +1007,10 @@ mod tests {
     #[test]
     fn every_truncation_and_every_bit_flip_is_caught() {
         let mut buf = Vec::new();
-        samples(b"metadata")[0].encode(SALT, &mut buf);
+        samples(b"metadata")[0].encode(salt(), &mut buf);
         for cut in 0..buf.len() {
             assert!(
-                !matches!(decode(&buf[..cut], SALT), Decoded::Record(..)),
+                !matches!(decode(&buf[..cut], salt()), Decoded::Record(..)),
                 "prefix of {cut} bytes decoded"
             );
         }
@@ -882,7 +1018,7 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = buf.clone();
                 bad[byte] ^= 1 << bit;
-                match decode(&bad, SALT) {
+                match decode(&bad, salt()) {
                     Decoded::Record(..) => panic!("flip {byte}:{bit} decoded"),
                     // A verified header means the damage is in the payload,
                     // and the extent it reports is the record's own.
@@ -910,13 +1046,14 @@ mod tests {
             // Encoded without the pairing assertion (these are not records
             // the engine writes): build by hand from a good one.
             let mut buf = Vec::new();
-            put(1, 5).encode(SALT, &mut buf);
+            put(1, 5).encode(salt(), &mut buf);
             put_u64(&mut buf, RECORD_HEADER_LEN + ID_LEN, created);
             put_u64(&mut buf, RECORD_HEADER_LEN + ID_LEN + 16, timeout);
-            let crc = crc32c::crc32c_append(u32_at(&buf, REC_HCRC_AT), &buf[RECORD_HEADER_LEN..]);
+            let (header, payload) = buf.split_at_mut(RECORD_HEADER_LEN);
+            let crc = salt().payload_check(0, &header[REC_LEN_AT..REC_CRC_AT], payload);
             put_u32(&mut buf, REC_CRC_AT, crc);
             assert!(
-                matches!(decode(&buf, SALT), Decoded::Bad { extent: Some(_), .. }),
+                matches!(decode(&buf, salt()), Decoded::Bad { extent: Some(_), .. }),
                 "created {created} timeout {timeout}"
             );
         }
@@ -924,11 +1061,11 @@ mod tests {
 
     #[test]
     fn zeros_are_the_end() {
-        assert_eq!(decode(&[0; 64], SALT), Decoded::End);
-        assert_eq!(decode(&[0; 3], SALT), Decoded::End);
-        assert_eq!(decode(&[], SALT), Decoded::End);
+        assert_eq!(decode(&[0; 64], salt()), Decoded::End);
+        assert_eq!(decode(&[0; 3], salt()), Decoded::End);
+        assert_eq!(decode(&[], salt()), Decoded::End);
         assert!(
-            matches!(decode(&[7, 0, 0], SALT), Decoded::Bad { .. }),
+            matches!(decode(&[7, 0, 0], salt()), Decoded::Bad { .. }),
             "a cut header is not the end"
         );
     }
@@ -945,11 +1082,16 @@ mod tests {
             len: 1 << 20,
         };
         let bytes = h.encode();
-        assert_eq!(SegmentHeader::decode_both(&bytes), (Ok(h), Ok(h)));
+        assert_eq!(SegmentHeader::decode_both(&bytes, FORMAT_VERSION), (Ok(h), Ok(h)));
+        let (first, second) = SegmentHeader::decode_both(&bytes, FORMAT_ONE_SALT);
+        assert!(
+            first.is_err() && second.is_err(),
+            "a format-3 header is no format-2 layout's"
+        );
         for at in 0..SEGMENT_HEADER_LEN {
             let mut bad = bytes;
             bad[at] ^= 0x10;
-            let (first, second) = SegmentHeader::decode_both(&bad);
+            let (first, second) = SegmentHeader::decode_both(&bad, FORMAT_VERSION);
             assert!(first.is_err() != second.is_err(), "flip at {at}: one copy breaks");
             assert_eq!(first.or(second), Ok(h), "flip at {at}: the other copy holds");
         }
@@ -974,6 +1116,12 @@ mod tests {
     fn salts_differ_by_key_layout_and_shard() {
         let key = [7u8; LOG_KEY_LEN];
         let a = log_salt(&key, 1, 0);
+        assert_ne!(a.header, a.payload.unwrap(), "two salts");
+        assert_eq!(
+            log_salt_format_2(&key, 1, 0).header,
+            a.header,
+            "format 2's is the header's"
+        );
         assert_ne!(a, log_salt(&key, 2, 0));
         assert_ne!(a, log_salt(&key, 1, 1));
         assert_ne!(a, log_salt(&[8u8; LOG_KEY_LEN], 1, 0));
@@ -983,8 +1131,9 @@ mod tests {
     proptest! {
         #[test]
         fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200), salt in any::<u64>()) {
-            let _ = decode(&bytes, salt);
-            let _ = SegmentHeader::decode_both(&bytes);
+            let _ = decode(&bytes, LogSalt::new(salt, !salt));
+            let _ = decode(&bytes, LogSalt::format_2(salt));
+            let _ = SegmentHeader::decode_both(&bytes, FORMAT_VERSION);
             let _ = Manifest::decode(&bytes);
         }
     }

@@ -17,7 +17,9 @@ use super::directory::{
     clear_sync_failed, clear_unfinished_creation, io, layout_dir, lock, make_dir, mark_sync_failed,
     read_manifest, remove_other_layouts, reread_from_disk, shard_dir, write_manifest,
 };
-use super::format::{log_salt, Manifest, FORMAT_VERSION, LOG_KEY_LEN, SEGMENT_HEADER_LEN};
+use super::format::{
+    log_salt, log_salt_format_2, Manifest, FORMAT_ONE_SALT, FORMAT_VERSION, LOG_KEY_LEN, SEGMENT_HEADER_LEN,
+};
 use super::recovery::{
     live_bytes, recover_shard, Codec, Fix, Recovered, RecoveryReport, ShardFiles, ShardRecovery,
 };
@@ -486,12 +488,14 @@ fn recover_all(
         if !dir.is_dir() {
             return Err(missing(&dir, "a shard directory of the layout is missing"));
         }
-        let codec = if manifest.format == FORMAT_VERSION {
-            Codec::V2 {
+        let codec = match manifest.format {
+            FORMAT_VERSION => Codec::Salted {
                 salt: log_salt(&manifest.log_key, manifest.layout, to_u32(shard)),
-            }
-        } else {
-            Codec::V1
+            },
+            FORMAT_ONE_SALT => Codec::Salted {
+                salt: log_salt_format_2(&manifest.log_key, manifest.layout, to_u32(shard)),
+            },
+            _ => Codec::V1,
         };
         let reread = reread_from_disk(&dir)?;
         let files = ShardFiles {

@@ -14,22 +14,23 @@
 //!   (naming file and offset) and is skipped and reported by `Repair`.
 //! - A record whose header verifies but whose payload does not is skipped
 //!   whole: recovery never looks for records inside it. One whose header does
-//!   not verify is followed by a search for the next record at every offset;
-//!   records are checksummed from the log's secret salt, so bytes inside a
-//!   payload (a user's metadata) never verify as one.
+//!   not verify is followed by a search for the next record that verifies
+//!   whole, at every offset; a record's two checks start from two secret
+//!   salts, so bytes inside a payload (a user's metadata) never verify as
+//!   one, and a header that verifies alone (32 bits) is not taken for one.
 //! - A segment that the log rolled past ends with a `SEAL`; one that ends
 //!   without it while a later segment holds data lost its tail (damage).
 //! - A header copy that does not verify, a file whose length is not the one
 //!   its header records, a base without its seal: damage. `Repair` reads such
-//!   a segment's records all the same (the salt does not come from the header).
+//!   a segment's records all the same (the salts do not come from the header).
 
 use std::path::{Path, PathBuf};
 
 use ahash::AHashMap;
 
 use super::format::{
-    decode, put_len, subscribe_len, Decoded, Record, SegmentHeader, FLAG_BASE, SEGMENT_HEADER_COPY_LEN,
-    SEGMENT_HEADER_LEN, TIMEOUT_NEVER_STORED,
+    decode, put_len, subscribe_len, Decoded, LogSalt, Record, SegmentHeader, FLAG_BASE,
+    SEGMENT_HEADER_COPY_LEN, SEGMENT_HEADER_LEN, TIMEOUT_NEVER_STORED,
 };
 use super::format_v1;
 use super::segment::segment_name;
@@ -118,7 +119,8 @@ pub struct RecoveryReport {
     pub expired_dropped: usize,
     /// `(old, new)` shard counts when the layout changed.
     pub reshard: Option<(u32, u32)>,
-    /// The format the directory was upgraded from (`Some(1)`), if it was.
+    /// The format the directory was upgraded from (`Some(1)` or `Some(2)`),
+    /// if it was.
     pub upgraded_from: Option<u32>,
     /// `Repair` skipped damage and rewrote the log without it: the next
     /// open (`Strict` or not) finds none.
@@ -182,22 +184,23 @@ fn push_bounded<T>(list: &mut Vec<T>, item: T) {
 pub(crate) enum Codec {
     /// Format 1: no salt, no seals (read for the upgrade only).
     V1,
-    /// Format 2, with the shard log's salt.
-    V2 { salt: u64 },
+    /// Format 3, or format 2 (read for the upgrade only), with the shard
+    /// log's salts (which say which).
+    Salted { salt: LogSalt },
 }
 
 impl Codec {
     fn header_len(self) -> usize {
         match self {
             Codec::V1 => format_v1::SEGMENT_HEADER_LEN,
-            Codec::V2 { .. } => SEGMENT_HEADER_LEN,
+            Codec::Salted { .. } => SEGMENT_HEADER_LEN,
         }
     }
 
     fn decode(self, bytes: &[u8]) -> Decoded<'_> {
         match self {
             Codec::V1 => format_v1::decode(bytes),
-            Codec::V2 { salt } => decode(bytes, salt),
+            Codec::Salted { salt } => decode(bytes, salt),
         }
     }
 }
@@ -368,8 +371,8 @@ fn check_header(files: ShardFiles<'_>, sequence: u64, bytes: &[u8]) -> HeaderChe
                 damage: Some((0, reason)),
             },
         },
-        Codec::V2 { .. } => {
-            let (first, second) = SegmentHeader::decode_both(bytes);
+        Codec::Salted { salt } => {
+            let (first, second) = SegmentHeader::decode_both(bytes, salt.format());
             let check = |copy: Result<SegmentHeader, &'static str>| {
                 copy.and_then(|h| {
                     if names_us(&h) {
@@ -419,8 +422,8 @@ fn read_segment(files: ShardFiles<'_>, sequence: u64, path: &Path) -> Result<(Ve
     let file_len = file.metadata().map_err(io(context()))?.len();
     let head = read_header_bytes(path, files.codec.header_len())?;
     let want = match (files.codec, check_header(files, sequence, &head).header) {
-        (Codec::V2 { .. }, Some(h)) => file_len.min(h.len),
-        (Codec::V2 { .. }, None) => file_len.min(SEGMENT_SIZE_BYTES_MAX as u64),
+        (Codec::Salted { .. }, Some(h)) => file_len.min(h.len),
+        (Codec::Salted { .. }, None) => file_len.min(SEGMENT_SIZE_BYTES_MAX as u64),
         (Codec::V1, _) => file_len,
     };
     let mut bytes = Vec::new();
@@ -443,14 +446,12 @@ fn read_header_bytes(path: &Path, len: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Where the next record that verifies starts, from `from` to `to`; with
-/// `or_header`, also a record whose header alone verifies.
-fn resync(codec: Codec, bytes: &[u8], from: usize, to: usize, or_header: bool) -> Option<usize> {
-    (from..to).find(|&at| match codec.decode(&bytes[at..]) {
-        Decoded::Record(..) => true,
-        Decoded::Bad { extent: Some(_), .. } => or_header,
-        _ => false,
-    })
+/// Where the next record that verifies starts, from `from` to `to`. A
+/// record whose header alone verifies is not one: the header's check is 32
+/// bits, which a user's bytes pass once in 2^32 offsets, and its extent
+/// would hide the records after it.
+fn resync(codec: Codec, bytes: &[u8], from: usize, to: usize) -> Option<usize> {
+    (from..to).find(|&at| matches!(codec.decode(&bytes[at..]), Decoded::Record(..)))
 }
 
 fn stored_timeout(timeout_ms: u64) -> u32 {
@@ -781,7 +782,7 @@ impl Replay<'_> {
             // the header's length is read: past it the engine never wrote.
             let bytes = &read[..];
             let resized = match (files.codec, check.header) {
-                (Codec::V2 { .. }, Some(h)) if h.len != file_len => {
+                (Codec::Salted { .. }, Some(h)) if h.len != file_len => {
                     let reason = format!(
                         "the segment file is {file_len} bytes, its header says {}: it was truncated or extended",
                         h.len
@@ -789,7 +790,7 @@ impl Replay<'_> {
                     self.damage(&path, bytes.len(), 0, &reason, None)?;
                     true
                 }
-                (Codec::V2 { .. }, None) if file_len > bytes.len() as u64 => {
+                (Codec::Salted { .. }, None) if file_len > bytes.len() as u64 => {
                     let reason = format!(
                         "the segment file is {file_len} bytes with no verified header, longer than any segment the engine appends to: only its first {} bytes are read",
                         bytes.len()
@@ -811,7 +812,7 @@ impl Replay<'_> {
                 // name exists: one without data lost it, and the segments
                 // it replaced are gone. (A format-1 base has no seal: with
                 // no sessions it is a header alone.)
-                let v2 = matches!(files.codec, Codec::V2 { .. });
+                let v2 = matches!(files.codec, Codec::Salted { .. });
                 if v2 && check.header.is_some_and(|h| h.flags & FLAG_BASE != 0) {
                     let reason = "a base segment holds no data: the sessions it held are lost";
                     self.damage(&path, hlen, 0, reason, None)?;
@@ -844,7 +845,7 @@ impl Replay<'_> {
             // segment before it): a first segment with data that is
             // neither had segments before it that are gone.
             let is_base = check.header.is_some_and(|h| h.flags & FLAG_BASE != 0);
-            let v2 = matches!(files.codec, Codec::V2 { .. });
+            let v2 = matches!(files.codec, Codec::Salted { .. });
             if last_data.is_none() && sequence != 1 && !is_base && !base_lost && v2 {
                 let reason = format!(
                     "the log's first segment with data is {sequence}, neither segment 1 nor a base: the segments before it are missing or hold no data"
@@ -871,7 +872,7 @@ impl Replay<'_> {
                 self.damage(&path, offset, 0, reason, None)?;
             }
             let ending = self.scan(&path, bytes)?;
-            let seals = matches!(files.codec, Codec::V2 { .. });
+            let seals = matches!(files.codec, Codec::Salted { .. });
             may_be_unfinished = !matches!(ending, Ending::Sealed { .. });
             match ending {
                 Ending::Sealed { end, next } => {
@@ -1060,14 +1061,11 @@ impl Replay<'_> {
             // known, and its payload is a user's bytes.
             let resume = extent.map_or(pos + 1, |len| pos + len);
             // Damage if a record follows anywhere; a torn tail if none does.
-            if resync(codec, bytes, resume, dirty_end, false).is_some() {
-                // Resume at the next record, or at the next record whose
-                // header verifies (damaged too, reported on its own).
-                let next = if extent.is_some() {
-                    resume
-                } else {
-                    resync(codec, bytes, resume, dirty_end, true).expect("a record follows")
-                };
+            if let Some(found) = resync(codec, bytes, resume, dirty_end) {
+                // Resume after the record whose header verified (what
+                // follows it is read as a record, and reported on its own
+                // if damaged too), else at the record found.
+                let next = if extent.is_some() { resume } else { found };
                 let id = extent.and_then(|_| damaged_id(codec, &bytes[pos..]));
                 self.damage(path, pos, next - pos, reason, id)?;
                 pos = next;
@@ -1085,7 +1083,7 @@ impl Replay<'_> {
 
 /// The id in a damaged record whose header verified (type known).
 fn damaged_id(codec: Codec, record: &[u8]) -> Option<SessionId> {
-    let Codec::V2 { .. } = codec else { return None };
+    let Codec::Salted { .. } = codec else { return None };
     let header = super::format::RECORD_HEADER_LEN;
     let kind = *record.get(8)?;
     // The types whose payload starts with the session's id (`SUBSCRIBE`

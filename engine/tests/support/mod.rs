@@ -54,7 +54,7 @@ pub fn v1_record(kind: u8, payload: &[u8]) -> Vec<u8> {
 
 /// Metadata an attacker would store: `marker`, then records that delete
 /// `victim` and create `forged` as an admin, in every framing they could
-/// guess (format 1, and format 2 under guessed salts), repeated until the
+/// guess (format 1, and formats 2 and 3 under guessed salts), repeated until the
 /// metadata is `len` bytes long.
 pub fn hostile_metadata(
     marker: &[u8],
@@ -62,7 +62,7 @@ pub fn hostile_metadata(
     forged: session_engine::SessionId,
     len: usize,
 ) -> Vec<u8> {
-    use session_engine::log_format::Record;
+    use session_engine::log_format::{LogSalt, Record};
     let mut records = v1_record(5, &victim.to_bytes());
     let mut put = forged.to_bytes().to_vec();
     put.extend_from_slice(&1_700_000_000_000u64.to_le_bytes());
@@ -70,7 +70,11 @@ pub fn hostile_metadata(
     put.extend_from_slice(&u32::MAX.to_le_bytes());
     put.extend_from_slice(b"user_id=admin");
     records.extend(v1_record(1, &put));
-    for salt in [0, 1, u64::MAX, 0x5EED_5EED_5EED_5EED] {
+    let guesses = [0, 1, u64::MAX, 0x5EED_5EED_5EED_5EED];
+    let salts = guesses
+        .iter()
+        .flat_map(|&g| [LogSalt::format_2(g), LogSalt::new(g, g), LogSalt::new(g, !g)]);
+    for salt in salts {
         Record::Delete { id: victim }.encode(salt, &mut records);
         Record::Put {
             id: forged,
