@@ -81,8 +81,8 @@ pub struct ScenarioArgs {
     /// Measured duration (e.g. 20s).
     #[arg(long)]
     pub duration: Option<Dur>,
-    /// Stop after this many point operations (warm-up included), or at the
-    /// end of --duration if that comes first.
+    /// Stop after this many measured point operations (the warm-up's are
+    /// not counted), or at the end of --duration if that comes first.
     #[arg(long)]
     pub ops: Option<u64>,
     /// Warm-up excluded from the figures.

@@ -60,8 +60,12 @@ pub struct ClientPlan {
     pub start_ns: u64,
     /// Scheduled end of the load on the run's clock.
     pub end_ns: u64,
-    /// Stop after this many operations (`u64::MAX`: no limit).
+    /// Stop after this many measured operations (`u64::MAX`: no limit).
     pub ops_max: u64,
+    /// End of the warm-up on the run's clock: operations intended before it
+    /// count toward no `ops_max`, so that however fast a sitting runs
+    /// through the warm-up, it measures as many.
+    pub measured_from_ns: u64,
     /// Pacing.
     pub pace: Pace,
     /// What it does.
@@ -124,7 +128,8 @@ pub async fn drive<S: SessionStore, T: Time>(
     let mut now = time.now_ns();
     let mut i: u64 = 0;
     let mut issued: u64 = 0;
-    while issued < plan.ops_max {
+    let mut measured: u64 = 0;
+    while measured < plan.ops_max {
         let intended = match plan.pace.intended_ns(i) {
             Some(rel) => plan.start_ns + rel,
             None => now.max(plan.start_ns),
@@ -133,7 +138,7 @@ pub async fn drive<S: SessionStore, T: Time>(
             break;
         }
         if now >= hard_stop_ns {
-            summary.unsent = unsent(plan, i, plan.ops_max - issued);
+            summary.unsent = unsent(plan, i, plan.ops_max - measured);
             break;
         }
         let slice = slices.index_of(intended);
@@ -163,6 +168,7 @@ pub async fn drive<S: SessionStore, T: Time>(
         now = time.now_ns();
         i += 1;
         issued += 1;
+        measured += u64::from(intended >= plan.measured_from_ns);
         match outcome {
             Some(ok) => {
                 let in_time = now <= slices.end_of(slice);

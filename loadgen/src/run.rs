@@ -138,6 +138,7 @@ pub fn loadgen_cost_ns(scenario: &Scenario, population: &Arc<[SessionId]>) -> f6
         start_ns: 0,
         end_ns: CALIBRATION_NS,
         ops_max: u64::MAX,
+        measured_from_ns: 0,
         pace: Pace::Closed,
         work: Work::Point {
             mix: scenario.mix.table(),

@@ -37,8 +37,8 @@ pub struct Scenario {
     pub rate: Rate,
     /// Measured time, after the warm-up.
     pub duration: Dur,
-    /// Stop once this many operations were issued, warm-up included (0: no
-    /// limit).
+    /// Stop once this many measured operations were issued (the warm-up's
+    /// not counted; 0: no limit).
     pub ops_max: u64,
     /// Load before measuring, excluded from every figure (rounded up to whole intervals).
     pub warmup: Dur,

@@ -865,12 +865,13 @@ fn rate_row(
 }
 
 /// A run that measured no point operation cannot pass, whatever its
-/// targets say (`--ops` can end a run inside its warm-up).
+/// targets say (a rate too low for any operation to be due in the
+/// measured time, say).
 fn nothing_measured_verdict(outcome: &Outcome) -> Option<Verdict> {
     let measured = outcome.backend.tally.all.point_ops().len();
     (measured == 0).then(|| Verdict {
         status: Status::Fail,
-        note: "no operation was measured after the warm-up (an --ops limit reached inside it?)".into(),
+        note: "no operation was measured after the warm-up".into(),
         ..Verdict::plain("run", "all", "ops", "at least 1".into(), "0".into())
     })
 }

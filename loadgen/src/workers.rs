@@ -39,7 +39,7 @@ pub struct Phase {
     pub warmup: Duration,
     /// Measured.
     pub duration: Duration,
-    /// Stop after this many point operations per side, warm-up included (0: no limit).
+    /// Stop after this many measured point operations per side (0: no limit).
     pub ops_max: u64,
 }
 
@@ -217,6 +217,7 @@ fn plan_side(
         } else {
             phase.ops_max.div_ceil(clients as u64)
         },
+        measured_from_ns: timing.start_ns + timing.warmup_ns,
         pace: match phase.rate {
             Rate::Max => Pace::Closed,
             Rate::PerSec(rate) => {
@@ -238,6 +239,7 @@ fn plan_side(
     let lister = (scenario.list.rate_per_s > 0.0).then(|| {
         plans.push(ClientPlan {
             ops_max: u64::MAX,
+            measured_from_ns: timing.start_ns + timing.warmup_ns,
             pace: Pace::Open {
                 period_ns: 1e9 / scenario.list.rate_per_s,
                 offset_ns: 0.0,
@@ -762,6 +764,7 @@ mod tests {
                     start_ns: 0,
                     end_ns: u64::MAX / 2,
                     ops_max: 100,
+                    measured_from_ns: 0,
                     pace: Pace::Closed,
                     work: Work::Point {
                         mix: "get=1".parse::<crate::mix::Mix>().unwrap().table(),

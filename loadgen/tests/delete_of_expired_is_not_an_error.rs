@@ -109,6 +109,7 @@ fn delete_errors(service_ns: u64, churn_timeout: Timeout) -> (u64, u64) {
         start_ns: 0,
         end_ns: u64::MAX / 4,
         ops_max: 400,
+        measured_from_ns: 0,
         pace: Pace::Closed,
         work: Work::Point {
             mix: "create=1,delete=1".parse::<Mix>().unwrap().table(),

@@ -150,6 +150,7 @@ pub fn run_sim(store: &SimStore, pace: Pace, end_ns: u64, ops_max: u64) -> (OpHi
         start_ns: 0,
         end_ns,
         ops_max,
+        measured_from_ns: 0,
         pace,
         work: Work::Point {
             mix: "get=1".parse::<Mix>().unwrap().table(),
