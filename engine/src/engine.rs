@@ -678,7 +678,9 @@ impl Engine {
 
     /// A page of at most `limit` live sessions subscribed to `topic`, in
     /// id order, merged from the shards' topic indexes (no scan of the
-    /// sessions). Pass `TopicCursor::START`, then each page's `next`.
+    /// sessions). Pass `TopicCursor::START`, then each page's `next`, until
+    /// `next` is `None`: a page can be short, even empty, with more after
+    /// it (subscribers that expired and were not swept yet are left out).
     ///
     /// # Errors
     /// [`Error::InvalidPageSize`] for `limit` 0 or above

@@ -586,7 +586,9 @@ pub struct Stats {
     /// wheel links (16 bytes a slot). Not counted: the allocator's rounding
     /// of each block to its size class (up to an eighth more with
     /// mimalloc), snapshots and replaced blocks still held by readers, the
-    /// logs' mapped segments (`log_bytes`).
+    /// logs' mapped segments (`log_bytes`), and per-session state (topics
+    /// and their indexes, rate-limit buckets, timers: about 128 bytes per
+    /// session holding any, plus its topics and timers).
     pub memory_bytes: u64,
     /// Entries scheduled in the timer wheels (sessions with a finite timeout).
     pub wheel_entries: usize,

@@ -146,3 +146,22 @@ fn a_torn_tail_in_a_format_2_log_is_cleared_by_the_upgrade() {
     );
     assert!(sessions(&engine).len() <= 360);
 }
+
+/// An upgrade interrupted before its MANIFEST switch (a process killed
+/// while writing the new layout) leaves the format-2 layout in force: the
+/// next open removes the half-written layout and redoes the upgrade.
+#[test]
+fn an_interrupted_upgrade_is_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    support::copy_dir(&fixture().join("data"), dir.path());
+    let half = dir.path().join("L00000002/S0000");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("0000000000000001.seg"), [0xA5; 4096]).unwrap();
+    let engine = open(dir.path(), RecoveryMode::Strict);
+    let report = engine.recovery_report().unwrap().clone();
+    assert_eq!(report.upgraded_from, Some(2), "{report:?}");
+    assert_eq!(sessions(&engine), expected());
+    engine.close().unwrap();
+    assert_eq!(manifest_format(dir.path()), 3);
+    assert!(!dir.path().join("L00000001").exists());
+}

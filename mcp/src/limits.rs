@@ -83,6 +83,13 @@ pub const DELETE_RETRY_MIN: std::time::Duration = std::time::Duration::from_mill
 /// on its timeout; the ended sessions tracked are bounded with it.
 pub const DELETE_RETRIES_MAX: usize = 10_000;
 
+/// Most sessions whose failed restore-state write this process retries in
+/// the background at once, for the same reason as [`DELETE_RETRIES_MAX`]
+/// (`initialize` needs no credentials). Past it a failed write is not
+/// retried: its error stands, and the session cannot be restored in
+/// another process until a later write of its state succeeds.
+pub const STATE_RETRIES_MAX: usize = 10_000;
+
 /// How long a process remembers a session a client deleted through it, so
 /// that a restore of that session already under way here (rmcp's `load`
 /// found it just before the `DELETE`) does not start a worker for it:

@@ -2,7 +2,7 @@
 //! coalescing, local peers) and rmcp's `SessionStore` on it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,6 +135,12 @@ struct Inner {
     /// for this process until the store delete succeeds (retried in the
     /// background) or the session's timeout has passed.
     ended: DashMap<SessionId, tokio::time::Instant>,
+    /// Sessions whose restore state a failed write left to a background
+    /// retry, each with the newest state to write and its generation
+    /// (`state_generation`): one task per session, at most
+    /// [`STATE_RETRIES_MAX`](crate::limits::STATE_RETRIES_MAX) at once.
+    state_retries: DashMap<SessionId, (u64, RmcpState)>,
+    state_generation: AtomicU64,
     /// Sessions a client deleted through this process, each until
     /// [`DELETED_REMEMBERED`] after: a restore of one that was under way
     /// (its `load` came first) must not start a worker for it.
@@ -204,6 +210,8 @@ impl McpSessions {
                 peers: DashMap::new(),
                 peers_prune_at: AtomicUsize::new(PEERS_PRUNE_MIN),
                 ended: DashMap::new(),
+                state_retries: DashMap::new(),
+                state_generation: AtomicU64::new(0),
                 deleted: DashMap::new(),
                 manager: std::sync::Mutex::new(std::sync::Weak::new()),
             }),
@@ -721,30 +729,55 @@ impl McpSessions {
     /// try can get past ([`worth_retrying`]), keeping its data map
     /// (`try_update`), until it is there, the session is gone, or the
     /// session's timeout has passed; backing off as a failed delete does.
+    ///
+    /// One task per session (a later failed write of it hands the running
+    /// task its newer state), and at most
+    /// [`STATE_RETRIES_MAX`](crate::limits::STATE_RETRIES_MAX) sessions:
+    /// `initialize` needs no credentials, and while the store fails writes
+    /// every handshake would otherwise add a task living up to the session
+    /// timeout, and a retry storm when the store came back.
     fn retry_state(&self, id: SessionId, state: RmcpState) {
+        let pending = &self.inner.state_retries;
+        if pending.len() >= crate::limits::STATE_RETRIES_MAX && !pending.contains_key(&id) {
+            return;
+        }
+        let generation = self.inner.state_generation.fetch_add(1, Ordering::Relaxed);
+        if pending.insert(id, (generation, state)).is_some() {
+            return;
+        }
         let until = tokio::time::Instant::now() + self.inner.config.timeout;
         let sessions = self.clone();
         tokio::spawn(async move {
+            let pending = &sessions.inner.state_retries;
             let mut wait = crate::limits::DELETE_RETRY_MIN;
-            while tokio::time::Instant::now() < until {
-                tokio::time::sleep(wait).await;
-                let written = sessions
-                    .inner
-                    .store
-                    .try_update(&id, |bytes| {
-                        let mut record = Record::decode(bytes)?;
-                        if record.has_state() {
-                            return Ok::<_, Error>(Op::Keep);
-                        }
-                        record.set_state(&state)?;
-                        Ok(Op::Replace(record.encode()?))
-                    })
-                    .await;
-                match written {
-                    Err(e) if worth_retrying(&e) => wait = (wait * 2).min(crate::limits::DELETE_RETRY_MAX),
+            loop {
+                let Some((generation, state)) = pending.get(&id).map(|s| s.clone()) else {
+                    return;
+                };
+                let done = tokio::time::Instant::now() >= until || {
+                    tokio::time::sleep(wait).await;
+                    let written = sessions
+                        .inner
+                        .store
+                        .try_update(&id, |bytes| {
+                            let mut record = Record::decode(bytes)?;
+                            if record.has_state() {
+                                return Ok::<_, Error>(Op::Keep);
+                            }
+                            record.set_state(&state)?;
+                            Ok(Op::Replace(record.encode()?))
+                        })
+                        .await;
                     // Written, the record is not ours, the session is gone,
                     // or the store refuses this write for good.
-                    _ => break,
+                    !matches!(written, Err(e) if worth_retrying(&e))
+                };
+                // Unless a newer state came meanwhile: then it is tried.
+                if done && pending.remove_if(&id, |_, (g, _)| *g == generation).is_some() {
+                    return;
+                }
+                if !done {
+                    wait = (wait * 2).min(crate::limits::DELETE_RETRY_MAX);
                 }
             }
         });
@@ -972,6 +1005,43 @@ mod tests {
         sessions.retry_delete(id);
         tokio::time::sleep(crate::limits::DELETE_RETRY_MIN * 4).await;
         assert_eq!(sessions.inner.ended.len(), 0, "the delete went through");
+    }
+
+    /// Failed state writes while the store fails them: one background retry
+    /// per session, handed the newest state, and at most
+    /// `STATE_RETRIES_MAX` at once. Each failed write spawned a task of its
+    /// own, living up to the session timeout, with no bound.
+    #[tokio::test(start_paused = true)]
+    async fn failed_state_writes_are_retried_once_per_session_and_within_a_bound() {
+        let engine = session_engine::Engine::open(session_engine::Config::development()).expect("engine");
+        let sessions = McpSessions::new(engine, crate::McpConfig::with_timeout(Duration::from_secs(60)))
+            .expect("sessions");
+        let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let before = tasks();
+        let id = SessionId::random().expect("id");
+        for _ in 0..100 {
+            sessions.retry_state(
+                id,
+                RmcpState::new(rmcp::model::InitializeRequestParams::default()),
+            );
+        }
+        assert_eq!(tasks(), before + 1, "one retry for one session");
+        for _ in 0..crate::limits::STATE_RETRIES_MAX + 100 {
+            sessions.retry_state(
+                SessionId::random().expect("id"),
+                RmcpState::new(rmcp::model::InitializeRequestParams::default()),
+            );
+        }
+        assert_eq!(
+            sessions.inner.state_retries.len(),
+            crate::limits::STATE_RETRIES_MAX
+        );
+        assert_eq!(tasks(), before + crate::limits::STATE_RETRIES_MAX);
+        // The sessions are not in the store: each retry ends at its first
+        // try, and takes its entry with it.
+        tokio::time::sleep(crate::limits::DELETE_RETRY_MIN * 2).await;
+        assert_eq!(sessions.inner.state_retries.len(), 0);
+        assert_eq!(tasks(), before);
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! Format 1, read once to upgrade a data directory to format 2
+//! Format 1, read once to upgrade a data directory to the current format
 //! (`FORMAT.md`, "Upgrading from format 1"). Format 1 has no salt and no
 //! seals: its records are `[len: u32][crc: u32][type: u8][payload]` with the
 //! CRC over `len`, `type` and the payload, and its segments have one 64-byte
@@ -65,7 +65,7 @@ fn widen_timeout(stored: u32) -> u64 {
     }
 }
 
-/// Decodes a format-1 record into the format-2 `Record` it stands for. Its
+/// Decodes a format-1 record into the `Record` it stands for. Its
 /// `Bad` never carries an extent: format 1's header has no checksum of its
 /// own. Never panics.
 pub(crate) fn decode(bytes: &[u8]) -> Decoded<'_> {
@@ -137,7 +137,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Decoded<'_> {
     Decoded::Record(record, total)
 }
 
-/// The ranges format 2 checks (`format::decode`): times within engine
+/// The ranges formats 2 and 3 check (`format::decode`): times within engine
 /// time (a larger one would set the access word's marks), timeouts
 /// "never" or at least 1 ms (format 1's `u32` keeps them under the most).
 fn in_range(record: &Record<'_>) -> bool {
@@ -195,7 +195,7 @@ mod tests {
     /// Format 1 checked only its checksum (a plain crc32c anyone can
     /// compute): a time over the engine's range would set the access
     /// word's marks, a zero timeout break the stored form. Refused as
-    /// format 2 refuses them.
+    /// formats 2 and 3 refuse them.
     #[test]
     fn format_1_fields_out_of_range_are_damage() {
         assert!(matches!(
