@@ -87,13 +87,14 @@ struct Login {
 }
 
 async fn login(session: Session, Query(login): Query<Login>) -> AppResult {
-    // A new id for the new privilege, before it is granted: an id someone
-    // planted in the browser's cookie does not become the logged-in session.
-    session_tower::cycle_id(&session)
-        .await
-        .map_err(|e| internal(&e))?;
     session
         .insert(USER_KEY, &login.user)
+        .await
+        .map_err(|e| internal(&e))?;
+    // A new id for the new privilege, last in the handler (tower/README.md):
+    // the session is saved under it at once, and an id someone planted in
+    // the browser's cookie never holds the logged-in session.
+    session_tower::cycle_id(&session)
         .await
         .map_err(|e| internal(&e))?;
     Ok(format!("logged in as {}", login.user))

@@ -274,8 +274,11 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
             // handler writes (which creates a new id), and the stored bytes
             // stay as they are for whoever can read them, until their
             // deadline. An error instead would fail every request that
-            // carries the cookie, logins included, and in sliding mode keep
-            // the unreadable record alive for as long as they come.
+            // carries the cookie, logins included. (A sliding load has moved
+            // the record's deadline by then, as for any id a client
+            // presents: a client holding another application's id keeps that
+            // record alive by presenting it, which holding the id allows
+            // anyway.)
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "session-tower: a stored session that is not a readable record is loaded as none");
                 return Ok(None);

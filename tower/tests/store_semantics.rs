@@ -303,9 +303,8 @@ async fn a_date_beyond_the_longest_timeout_gets_the_longest_and_is_reclaimed() {
 /// Bytes that are not a record this build reads (another application's
 /// metadata, a newer format, damage) are no session to the adapter, in
 /// either mode: `load` gives `None` (it used to be a `Decode` error, which
-/// failed every request carrying the cookie, logins included, and a sliding
-/// load kept the unreadable record alive meanwhile), a write in that
-/// session goes to a new id, and the stored bytes stay as they were.
+/// failed every request carrying the cookie, logins included), a write in
+/// that session goes to a new id, and the stored bytes stay as they were.
 #[tokio::test]
 async fn a_stored_session_that_is_not_a_record_loads_as_none_and_stays() {
     let engine = Arc::new(Engine::open(Config::default().metadata_bytes_max(64)).unwrap());
