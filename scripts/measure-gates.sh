@@ -10,13 +10,15 @@
 # 3. False alarms: runs both gates RUNS times (default 20) on the same
 #    binary against those baselines.
 # 4. Catches: runs both gates CATCHES times (default 10) on the slowed binary
-#    with SESSION_ENGINE_INJECT_GET_SPINS=SPINS (default 37: get's CPU per
-#    operation ~15% up; the summary says by how much the runs measured it).
+#    with SESSION_ENGINE_INJECT_GET_SPINS=SPINS (default 90: get's CPU per
+#    operation about 15% up on the 2-core AMD EPYC guest, where 37 moved it
+#    3% and 150 by 25-30%; 37 did 13% on the Intel machine before it; the
+#    summary says by how much the runs measured it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-20}
 catches=${CATCHES:-10}
-spins=${SPINS:-37}
+spins=${SPINS:-90}
 out=results/gate
 bash scripts/ensure-valgrind.sh
 command -v jq >/dev/null || { echo "measure-gates: needs jq" >&2; exit 1; }
