@@ -7,44 +7,17 @@
 //! value forged a whole record (see `persist_forged_records.rs`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
 
-use session_engine::{Config, Engine, ManualClock, RecoveryMode, SessionId, Timeout};
+use session_engine::{Engine, RecoveryMode, SessionId, Timeout};
 
 mod support;
 
 /// The time the fixture's `expected.txt` was taken at.
 const FIXTURE_NOW_MS: u64 = 1_700_034_620_000;
 
-fn fixture() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format_v2"))
-}
-
-/// `id -> "created last timeout lifetime len crc topics"`, as
-/// `expected.txt` lists them.
-fn expected() -> BTreeMap<SessionId, String> {
-    std::fs::read_to_string(fixture().join("expected.txt"))
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let (id, rest) = line.split_once(' ').unwrap();
-            (id.parse().unwrap(), rest.to_string())
-        })
-        .collect()
-}
-
-fn open(dir: &Path, mode: RecoveryMode) -> Engine {
-    Engine::open(
-        Config::default()
-            .shards(2)
-            .data_dir(dir)
-            .segment_size_bytes(64 * 1024)
-            .metadata_bytes_max(4096)
-            .recovery_mode(mode)
-            .without_sweeper()
-            .clock(ManualClock::new(FIXTURE_NOW_MS).clock()),
-    )
-    .unwrap()
+fn fixture() -> PathBuf {
+    support::fixture("format_v2")
 }
 
 fn sessions(engine: &Engine) -> BTreeMap<SessionId, String> {
@@ -74,14 +47,9 @@ fn sessions(engine: &Engine) -> BTreeMap<SessionId, String> {
         .collect()
 }
 
-fn manifest_format(dir: &Path) -> u32 {
-    let bytes = std::fs::read(dir.join("MANIFEST")).unwrap();
-    u32::from_le_bytes(bytes[8..12].try_into().unwrap())
-}
-
 #[test]
 fn a_format_2_directory_is_upgraded_with_every_session() {
-    let expected = expected();
+    let expected = support::expected_sessions(&fixture());
     assert_eq!(expected.len(), 360, "the fixture");
     assert!(
         expected.values().any(|s| s.contains("news,room-")),
@@ -90,26 +58,15 @@ fn a_format_2_directory_is_upgraded_with_every_session() {
     for mode in [RecoveryMode::Strict, RecoveryMode::Repair] {
         let dir = tempfile::tempdir().unwrap();
         support::copy_dir(&fixture().join("data"), dir.path());
-        assert_eq!(manifest_format(dir.path()), 2);
-        let engine = open(dir.path(), mode);
+        assert_eq!(support::manifest_format(dir.path()), 2);
+        let engine = support::open_fixture(dir.path(), mode, FIXTURE_NOW_MS);
         let report = engine.recovery_report().unwrap().clone();
         assert_eq!(report.upgraded_from, Some(2), "{report:?}");
         assert_eq!((report.torn_tails, report.corrupt_skipped), (0, 0), "{report:?}");
         assert!(report.damage.is_empty(), "{report:?}");
         assert_eq!(sessions(&engine), expected, "{mode:?}");
         // Writes go on in format 3 and survive the next open.
-        let extra = engine.create(b"after the upgrade", Timeout::Never).unwrap();
-        engine.close().unwrap();
-        assert_eq!(manifest_format(dir.path()), 3);
-        assert!(
-            !dir.path().join("L00000001").exists(),
-            "the format-2 layout was removed"
-        );
-        let engine = open(dir.path(), RecoveryMode::Strict);
-        let report = engine.recovery_report().unwrap().clone();
-        assert_eq!(report.upgraded_from, None);
-        let mut now = sessions(&engine);
-        assert!(now.remove(&extra).is_some());
+        let now = support::writes_go_on_after_the_upgrade(engine, dir.path(), FIXTURE_NOW_MS, sessions);
         assert_eq!(now, expected);
     }
 }
@@ -137,7 +94,7 @@ fn a_torn_tail_in_a_format_2_log_is_cleared_by_the_upgrade() {
         .unwrap();
     bytes[end - 10..end].fill(0);
     std::fs::write(&segment, &bytes).unwrap();
-    let engine = open(dir.path(), RecoveryMode::Strict);
+    let engine = support::open_fixture(dir.path(), RecoveryMode::Strict, FIXTURE_NOW_MS);
     let report = engine.recovery_report().unwrap().clone();
     assert_eq!(
         (report.upgraded_from, report.torn_tails),
@@ -157,11 +114,11 @@ fn an_interrupted_upgrade_is_redone() {
     let half = dir.path().join("L00000002/S0000");
     std::fs::create_dir_all(&half).unwrap();
     std::fs::write(half.join("0000000000000001.seg"), [0xA5; 4096]).unwrap();
-    let engine = open(dir.path(), RecoveryMode::Strict);
+    let engine = support::open_fixture(dir.path(), RecoveryMode::Strict, FIXTURE_NOW_MS);
     let report = engine.recovery_report().unwrap().clone();
     assert_eq!(report.upgraded_from, Some(2), "{report:?}");
-    assert_eq!(sessions(&engine), expected());
+    assert_eq!(sessions(&engine), support::expected_sessions(&fixture()));
     engine.close().unwrap();
-    assert_eq!(manifest_format(dir.path()), 3);
+    assert_eq!(support::manifest_format(dir.path()), 3);
     assert!(!dir.path().join("L00000001").exists());
 }

@@ -962,6 +962,37 @@ mod tests {
 
     use super::*;
 
+    fn sessions_for_retries() -> McpSessions {
+        let engine = session_engine::Engine::open(session_engine::Config::development()).expect("engine");
+        McpSessions::new(engine, crate::McpConfig::with_timeout(Duration::from_secs(60))).expect("sessions")
+    }
+
+    fn alive_tasks() -> usize {
+        tokio::runtime::Handle::current().metrics().num_alive_tasks()
+    }
+
+    /// Calls `retry` 100 times for one session, then `max + 100` times for
+    /// as many fresh ones: one task per session, and at most `max` pending
+    /// (`pending`). Returns the tasks alive before.
+    fn check_retries_are_bounded(
+        retry: impl Fn(SessionId),
+        pending: impl Fn() -> usize,
+        max: usize,
+    ) -> usize {
+        let before = alive_tasks();
+        let id = SessionId::random().expect("id");
+        for _ in 0..100 {
+            retry(id);
+        }
+        assert_eq!(alive_tasks(), before + 1, "one retry for one session");
+        for _ in 0..max + 100 {
+            retry(SessionId::random().expect("id"));
+        }
+        assert_eq!(pending(), max);
+        assert_eq!(alive_tasks(), before + max);
+        before
+    }
+
     /// A client's `DELETE`s while the store fails them (any ids, the same
     /// one again and again): one background retry per session, and at most
     /// `DELETE_RETRIES_MAX` at once. Each call spawned a task of its own,
@@ -970,21 +1001,12 @@ mod tests {
     /// it came back.
     #[tokio::test(start_paused = true)]
     async fn failed_deletes_are_retried_once_per_session_and_within_a_bound() {
-        let engine = session_engine::Engine::open(session_engine::Config::development()).expect("engine");
-        let sessions = McpSessions::new(engine, crate::McpConfig::with_timeout(Duration::from_secs(60)))
-            .expect("sessions");
-        let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
-        let before = tasks();
-        let id = SessionId::random().expect("id");
-        for _ in 0..100 {
-            sessions.retry_delete(id);
-        }
-        assert_eq!(tasks(), before + 1, "one retry for one session");
-        for _ in 0..crate::limits::DELETE_RETRIES_MAX + 100 {
-            sessions.retry_delete(SessionId::random().expect("id"));
-        }
-        assert_eq!(sessions.inner.ended.len(), crate::limits::DELETE_RETRIES_MAX);
-        assert_eq!(tasks(), before + crate::limits::DELETE_RETRIES_MAX);
+        let sessions = sessions_for_retries();
+        check_retries_are_bounded(
+            |id| sessions.retry_delete(id),
+            || sessions.inner.ended.len(),
+            crate::limits::DELETE_RETRIES_MAX,
+        );
     }
 
     /// A failed delete that comes again while its session's retry sleeps
@@ -995,9 +1017,7 @@ mod tests {
     /// were no longer retried.
     #[tokio::test(start_paused = true)]
     async fn a_retry_that_succeeds_removes_its_entry_whatever_its_deadline() {
-        let engine = session_engine::Engine::open(session_engine::Config::development()).expect("engine");
-        let sessions = McpSessions::new(engine, crate::McpConfig::with_timeout(Duration::from_secs(60)))
-            .expect("sessions");
+        let sessions = sessions_for_retries();
         let id = SessionId::random().expect("id");
         sessions.retry_delete(id);
         // The retry reads the deadline and sleeps; a second failure moves it.
@@ -1013,35 +1033,18 @@ mod tests {
     /// own, living up to the session timeout, with no bound.
     #[tokio::test(start_paused = true)]
     async fn failed_state_writes_are_retried_once_per_session_and_within_a_bound() {
-        let engine = session_engine::Engine::open(session_engine::Config::development()).expect("engine");
-        let sessions = McpSessions::new(engine, crate::McpConfig::with_timeout(Duration::from_secs(60)))
-            .expect("sessions");
-        let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
-        let before = tasks();
-        let id = SessionId::random().expect("id");
-        for _ in 0..100 {
-            sessions.retry_state(
-                id,
-                RmcpState::new(rmcp::model::InitializeRequestParams::default()),
-            );
-        }
-        assert_eq!(tasks(), before + 1, "one retry for one session");
-        for _ in 0..crate::limits::STATE_RETRIES_MAX + 100 {
-            sessions.retry_state(
-                SessionId::random().expect("id"),
-                RmcpState::new(rmcp::model::InitializeRequestParams::default()),
-            );
-        }
-        assert_eq!(
-            sessions.inner.state_retries.len(),
-            crate::limits::STATE_RETRIES_MAX
+        let sessions = sessions_for_retries();
+        let state = RmcpState::new(rmcp::model::InitializeRequestParams::default());
+        let before = check_retries_are_bounded(
+            |id| sessions.retry_state(id, state.clone()),
+            || sessions.inner.state_retries.len(),
+            crate::limits::STATE_RETRIES_MAX,
         );
-        assert_eq!(tasks(), before + crate::limits::STATE_RETRIES_MAX);
         // The sessions are not in the store: each retry ends at its first
         // try, and takes its entry with it.
         tokio::time::sleep(crate::limits::DELETE_RETRY_MIN * 2).await;
         assert_eq!(sessions.inner.state_retries.len(), 0);
-        assert_eq!(tasks(), before);
+        assert_eq!(alive_tasks(), before);
     }
 
     #[tokio::test]

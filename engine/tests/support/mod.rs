@@ -122,3 +122,76 @@ pub fn segment_files(shard_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     segments.sort();
     segments
 }
+
+/// A data directory committed under `tests/fixtures/<name>`, written by an
+/// engine of an older log format (its `README.md` says which).
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// `id -> the rest of its line`, as a fixture's `expected.txt` lists what
+/// the engine that wrote it recovered.
+pub fn expected_sessions(
+    fixture: &std::path::Path,
+) -> std::collections::BTreeMap<session_engine::SessionId, String> {
+    std::fs::read_to_string(fixture.join("expected.txt"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (id, rest) = line.split_once(' ').unwrap();
+            (id.parse().unwrap(), rest.to_string())
+        })
+        .collect()
+}
+
+/// Opens a copy of a fixture's data as the fixtures were written: 2
+/// shards, 64 KiB segments, 4096-byte metadata, the clock at `now_ms`.
+pub fn open_fixture(
+    dir: &std::path::Path,
+    mode: session_engine::RecoveryMode,
+    now_ms: u64,
+) -> session_engine::Engine {
+    session_engine::Engine::open(
+        Config::default()
+            .shards(2)
+            .data_dir(dir)
+            .segment_size_bytes(64 * 1024)
+            .metadata_bytes_max(4096)
+            .recovery_mode(mode)
+            .without_sweeper()
+            .clock(session_engine::ManualClock::new(now_ms).clock()),
+    )
+    .unwrap()
+}
+
+/// The log format a data directory's MANIFEST names.
+pub fn manifest_format(dir: &std::path::Path) -> u32 {
+    let bytes = std::fs::read(dir.join("MANIFEST")).unwrap();
+    u32::from_le_bytes(bytes[8..12].try_into().unwrap())
+}
+
+/// After a fixture's upgrade by `engine`: a session created now survives a
+/// close and a `Strict` reopen, which upgrades nothing; the MANIFEST names
+/// format 3 and the old layout is gone. Returns what `sessions` reads from
+/// the reopened engine, the new session left out.
+pub fn writes_go_on_after_the_upgrade(
+    engine: session_engine::Engine,
+    dir: &std::path::Path,
+    now_ms: u64,
+    sessions: impl Fn(&session_engine::Engine) -> std::collections::BTreeMap<session_engine::SessionId, String>,
+) -> std::collections::BTreeMap<session_engine::SessionId, String> {
+    let extra = engine
+        .create(b"after the upgrade", session_engine::Timeout::Never)
+        .unwrap();
+    engine.close().unwrap();
+    assert_eq!(manifest_format(dir), 3);
+    assert!(!dir.join("L00000001").exists(), "the old layout was removed");
+    let engine = open_fixture(dir, session_engine::RecoveryMode::Strict, now_ms);
+    let report = engine.recovery_report().unwrap().clone();
+    assert_eq!(report.upgraded_from, None);
+    let mut now = sessions(&engine);
+    assert!(now.remove(&extra).is_some());
+    now
+}
