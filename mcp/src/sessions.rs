@@ -745,15 +745,21 @@ impl McpSessions {
         if pending.insert(id, (generation, state)).is_some() {
             return;
         }
-        let until = tokio::time::Instant::now() + self.inner.config.timeout;
+        let timeout = self.inner.config.timeout;
         let sessions = self.clone();
         tokio::spawn(async move {
             let pending = &sessions.inner.state_retries;
             let mut wait = crate::limits::DELETE_RETRY_MIN;
+            let mut tried = None;
+            let mut until = tokio::time::Instant::now() + timeout;
             loop {
                 let Some((generation, state)) = pending.get(&id).map(|s| s.clone()) else {
                     return;
                 };
+                // A newer failed write gets the whole timeout too.
+                if tried.replace(generation).is_some_and(|g| g != generation) {
+                    until = tokio::time::Instant::now() + timeout;
+                }
                 let done = tokio::time::Instant::now() >= until || {
                     tokio::time::sleep(wait).await;
                     let written = sessions
