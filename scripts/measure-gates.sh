@@ -10,10 +10,9 @@
 # 3. False alarms: runs both gates RUNS times (default 20) on the same
 #    binary against those baselines.
 # 4. Catches: runs both gates CATCHES times (default 10) on the slowed binary
-#    with SESSION_ENGINE_INJECT_GET_SPINS=SPINS (default 90: get's CPU per
-#    operation about 15% up on the 2-core AMD EPYC guest, where 37 moved it
-#    3% and 150 by 25-30%; 37 did 13% on the Intel machine before it; the
-#    summary says by how much the runs measured it).
+#    with SESSION_ENGINE_INJECT_GET_SPINS=SPINS (default 90, chosen for a
+#    slowdown of about 15%: results/README.md says how; the summary says by
+#    how much the runs measured it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-20}
