@@ -188,12 +188,15 @@ pub async fn drive<S: SessionStore, T: Time>(
 }
 
 /// Operations of this client's side still due from operation `from` up to
-/// the scheduled end (at most `left`): what a client that gave up never sent.
+/// the scheduled end (at most `left` measured ones, the warm-up's not
+/// counted against it, as `ops_max` does not count them): what a client
+/// that gave up never sent.
 fn unsent(plan: &ClientPlan, from: u64, left: u64) -> u64 {
     let slices = &plan.slices;
     let mut count = 0;
+    let mut measured = 0;
     let mut i = from;
-    while count < left {
+    while measured < left {
         let Some(rel) = plan.pace.intended_ns(i) else {
             return 0; // closed loop: nothing is due
         };
@@ -204,6 +207,7 @@ fn unsent(plan: &ClientPlan, from: u64, left: u64) -> u64 {
         let slice = slices.index_of(intended);
         if slices.side_of(slice) == plan.side {
             count += 1;
+            measured += u64::from(intended >= plan.measured_from_ns);
             i += 1;
         } else {
             let next_ns = slices.start_of(slices.next_of(plan.side, slice));

@@ -77,6 +77,20 @@ fn past_the_grace_the_rest_is_counted_as_unsent() {
     );
 }
 
+/// With `--ops`, what a client that gave up never sent counts the
+/// warm-up's operations in full and the measured ones up to the limit, as
+/// the limit itself does: 500 due in the warm-up, 100 of the 500 after it.
+#[test]
+fn unsent_counts_the_warm_up_beside_the_ops_limit() {
+    let store = SimStore::new(SimTime::default(), 1_000 * MS, u64::MAX, 0);
+    let pace = Pace::Open {
+        period_ns: 1e6,
+        offset_ns: 0.0,
+    };
+    let (_, summary) = support::run_sim_measured_from(&store, pace, 1_000 * MS, 100, 500 * MS);
+    assert_eq!(summary.ops + summary.unsent, 500 + 100);
+}
+
 #[test]
 fn closed_loop_runs_back_to_back_until_the_end_or_the_count() {
     let store = SimStore::new(SimTime::default(), 1_000, u64::MAX, 0);

@@ -144,13 +144,25 @@ impl SessionStore for SimStore {
 /// Runs one client against `store` on simulated time; returns the merged
 /// histograms (no warm-up) and the client's summary.
 pub fn run_sim(store: &SimStore, pace: Pace, end_ns: u64, ops_max: u64) -> (OpHists, ClientSummary) {
+    run_sim_measured_from(store, pace, end_ns, ops_max, 0)
+}
+
+/// [`run_sim`] whose operations intended before `measured_from_ns` are
+/// the warm-up's (they count toward no `ops_max`).
+pub fn run_sim_measured_from(
+    store: &SimStore,
+    pace: Pace,
+    end_ns: u64,
+    ops_max: u64,
+    measured_from_ns: u64,
+) -> (OpHists, ClientSummary) {
     let population: Arc<[SessionId]> = (0..100u8).map(|i| SessionId::from_bytes([i; 16])).collect();
     let slices = Slices::backend_only(0, 100_000_000);
     let plan = ClientPlan {
         start_ns: 0,
         end_ns,
         ops_max,
-        measured_from_ns: 0,
+        measured_from_ns,
         pace,
         work: Work::Point {
             mix: "get=1".parse::<Mix>().unwrap().table(),
