@@ -262,9 +262,12 @@ pub(crate) struct Acked {
 pub(crate) enum BatchReply {
     /// The script's reply, to decode as a single request's.
     Value(Value),
-    /// The server refused this key's request (`WRONGTYPE`, a script error):
+    /// The server refused this key's request (a script error, `NOPERM`...):
     /// the error a single request would report.
     Failed(Error),
+    /// The key holds another type (`WRONGTYPE`): data that is not a
+    /// session's, with the error a single request would report.
+    Foreign(Error),
     /// Not run for this key (its slot moved: `MOVED`, `ASK`; `TRYAGAIN`):
     /// to send on its own, which follows redirects and retries. A state of
     /// the whole node (`LOADING`, `CLUSTERDOWN`...) resends the pipeline
@@ -867,12 +870,20 @@ impl Inner {
             ));
         }
         let replies = values.into_iter().map(|value| match value {
-            Value::ServerError(e) => match classify(&e.into()) {
-                fault @ Fault::Refused(_) => {
-                    BatchReply::Failed(give_up(&fault, false, false, self.request_timeout_ms))
+            Value::ServerError(e) => {
+                let e = RedisError::from(e);
+                match classify(&e) {
+                    fault @ Fault::Refused(_) => {
+                        let error = give_up(&fault, false, false, self.request_timeout_ms);
+                        if e.code() == Some("WRONGTYPE") {
+                            BatchReply::Foreign(error)
+                        } else {
+                            BatchReply::Failed(error)
+                        }
+                    }
+                    _ => BatchReply::Resend,
                 }
-                _ => BatchReply::Resend,
-            },
+            }
             value => BatchReply::Value(value),
         });
         Ok(replies.collect())

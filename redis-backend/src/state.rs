@@ -279,8 +279,8 @@ enum Check {
     LiveElsewhere,
     /// No field: the entry is stale.
     Stale,
-    /// Undecided (the session's key holds foreign data: the server refused
-    /// `HGET`, or the field is not a nonce): neither returned nor removed.
+    /// Undecided (the session's key holds foreign data: `HGET` met another
+    /// type, or the field is not a nonce): neither returned nor removed.
     Unknown,
 }
 
@@ -912,7 +912,10 @@ impl RedisStore {
             for (&i, reply) in batch.iter().zip(outcome?) {
                 checks[i] = match reply {
                     BatchReply::Value(value) => Some(decide(i, &value)),
-                    BatchReply::Failed(_) => Some(Check::Unknown),
+                    BatchReply::Foreign(_) => Some(Check::Unknown),
+                    // Refused for another reason (an ACL without `HGET`):
+                    // the page fails, as the check sent on its own does.
+                    BatchReply::Failed(e) => return Err(e),
                     BatchReply::Resend => {
                         resend.push(i);
                         None

@@ -288,7 +288,7 @@ impl RedisStore {
                     i,
                     reply::session(ids[i], &script.command, value).and_then(|s| s.ok_or(Error::NotFound)),
                 )),
-                BatchReply::Failed(e) => results.push((i, Err(e))),
+                BatchReply::Failed(e) | BatchReply::Foreign(e) => results.push((i, Err(e))),
                 BatchReply::Resend => resend.push(i),
             }
         }
