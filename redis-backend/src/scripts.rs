@@ -114,6 +114,10 @@ use redis::Cmd;
 /// and `arm`, which sets the key's TTL to its next deadline: the inactivity
 /// timeout `t` from now, or the end of the lifetime cap `c + l` if that
 /// comes first (`l` absent or `0`: no cap; `t` `0`: no inactivity timeout).
+/// The cap's end is set as the time it is (`PEXPIREAT`), not as what is
+/// left of it: Redis counts a relative expiry from its command's clock,
+/// which can read a millisecond apart from `TIME` in the script, and the
+/// key would expire a millisecond off the end the session reports.
 /// Without a cap, `t` goes into `PEXPIRE` as the text it is (any timeout
 /// the engine accepts is exact); with one, the sum is below 2^53 (a
 /// creation time near 1.8 × 10^12 plus at most 3.5 × 10^10). `over`: a
@@ -142,7 +146,7 @@ local function arm(key, t, c, l, now)
       return
     end
     if t == '0' or left < tonumber(t) then
-      redis.call('PEXPIRE', key, string.format('%d', left))
+      redis.call('PEXPIREAT', key, string.format('%d', tonumber(c) + tonumber(l)))
       return
     end
   end
