@@ -106,6 +106,31 @@ impl Room<'_> {
     fn give_back(&self) {
         self.count.fetch_sub(1, Ordering::Relaxed);
     }
+
+    /// [`Room::claim`], given back when the returned guard drops unless it
+    /// is kept: a write that fails or unwinds (a panic between its append
+    /// and its table store) leaves the count as it was.
+    fn claim_guarded(&self) -> Option<Claim<'_, '_>> {
+        self.claim().then(|| Claim { room: self })
+    }
+}
+
+/// A claim on one session's room that is given back on drop, unless kept.
+struct Claim<'r, 'a> {
+    room: &'r Room<'a>,
+}
+
+impl Claim<'_, '_> {
+    /// The session is stored: the room stays counted.
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Claim<'_, '_> {
+    fn drop(&mut self) {
+        self.room.give_back();
+    }
 }
 
 /// Result of committing a replacement block (an update or a new timeout).
@@ -774,19 +799,17 @@ impl Shard {
         // An expired session of this id passes its room on; a new id claims
         // room, before anything is logged.
         let replacing = found.is_ok();
-        if !replacing && !room.claim() {
-            return Ok(Inserted::Full(block));
-        }
-        // Logged before anything changes: a failed append leaves no trace.
-        let position = match self.append(record, live_delta, now_ms) {
-            Ok(position) => position,
-            Err(e) => {
-                if !replacing {
-                    room.give_back();
-                }
-                return Err(e);
+        let claim = if replacing {
+            None
+        } else {
+            match room.claim_guarded() {
+                Some(claim) => Some(claim),
+                None => return Ok(Inserted::Full(block)),
             }
         };
+        // Logged before anything changes: a failed append leaves no trace
+        // (the claim goes back as it drops).
+        let position = self.append(record, live_delta, now_ms)?;
         // An expired session the sweeper has not reached goes now.
         let replaced = found.ok().map(|at| {
             w.expired_total += 1;
@@ -797,6 +820,9 @@ impl Shard {
         w.hold(block.block());
         table.store(at, hash, block);
         self.len.fetch_add(1, Ordering::Relaxed);
+        if let Some(claim) = claim {
+            claim.keep();
+        }
         w.created_total += 1;
         if let Some(listing) = &mut w.listing {
             listing.born.insert(id);

@@ -313,6 +313,40 @@ mod during_a_write {
         assert_eq!(engine.peek(&id).unwrap().metadata(), b"v2+");
     }
 
+    /// An insert that panics after its record is logged gives back the
+    /// room it claimed: the engine's count stays the sessions it holds, and
+    /// an engine at its limit takes the next create (the claim stayed
+    /// counted, and a full engine refused creates for good).
+    #[test]
+    fn an_insert_that_panics_after_its_append_gives_its_room_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000);
+        let engine = Engine::open(
+            Config::default()
+                .shards(1)
+                .sessions_max(1)
+                .initial_capacity(1)
+                .without_sweeper()
+                .clock(clock.clock())
+                .data_dir(dir.path())
+                .durability(Durability::Never),
+        )
+        .unwrap();
+        engine.debug_after_next_append(0, || panic!("a bug between the write's two steps"));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = engine.insert(SessionId::from_bytes([9; 16]), b"a", Timeout::from_ms(100));
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(
+            engine.len(),
+            engine.stats().sessions,
+            "the count and the table agree"
+        );
+        engine
+            .create(b"b", Timeout::from_ms(100))
+            .expect("the engine holds no session: it has room for one");
+    }
+
     #[test]
     fn a_touch_inside_the_window_is_kept() {
         let (engine, clock, id, touched, _dir) = read_during_update(1_090, |e, id| e.touch(id));
