@@ -278,3 +278,58 @@ fn an_async_write_on_a_clone_after_close_completes() {
     let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
     assert!(engine.contains(&id));
 }
+
+/// An executor's waker that panics when a flush wakes it (a bug in the
+/// executor) takes down neither the flusher thread nor the writers after
+/// it. The wake-up unwound out of the flusher thread and ended it; later
+/// async writes then waited for the sweeper's once-a-second sync of the
+/// time mark, each (30 in a row here took about 30 s; with the flusher,
+/// milliseconds).
+#[test]
+fn a_waker_that_panics_does_not_stop_the_flusher() {
+    use std::future::Future;
+    use std::task::{Context, Wake, Waker};
+
+    struct Panicking;
+    impl Wake for Panicking {
+        fn wake(self: Arc<Self>) {
+            panic!("the executor's waker panicked");
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
+    let first = SessionId::from_bytes([3; 16]);
+    {
+        let mut future = std::pin::pin!(SessionStore::insert(
+            &engine,
+            first,
+            b"woken badly",
+            Timeout::Never
+        ));
+        let waker = Waker::from(Arc::new(Panicking));
+        let _ = future.as_mut().poll(&mut Context::from_waker(&waker));
+        // The flush runs on the flusher thread, which wakes that waker.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let other = engine.clone();
+    std::thread::spawn(move || {
+        let written = one_thread().block_on(async {
+            let mut ids = Vec::new();
+            for _ in 0..30 {
+                ids.push(SessionStore::create(&other, b"later", Timeout::Never).await?);
+            }
+            Ok::<_, Error>(ids)
+        });
+        let _ = tx.send(written);
+    });
+    let later = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("30 async writes in a row took over 10 s: no flusher thread syncs for them")
+        .unwrap();
+    drop(engine);
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
+    assert!(engine.contains(&first));
+    assert!(later.iter().all(|id| engine.contains(id)));
+}

@@ -115,9 +115,16 @@ pub(crate) struct AsyncWaiter {
 }
 
 impl AsyncWaiter {
+    /// Sets the decision and wakes the task. A waker that panics (its
+    /// executor's bug) is caught here: unwound, it ended the thread that
+    /// ran the sync (the flusher, which every later async write waits for)
+    /// and left the waiters after this one unwoken. Its own task was told
+    /// as far as the engine can tell it: the decision is set.
     fn wake(&self, state: u8) {
         self.state.store(state, Ordering::Release);
-        self.waker.lock().wake_by_ref();
+        let waker = self.waker.lock();
+        // The panic hook has reported it.
+        let _ = catch_unwind(AssertUnwindSafe(|| waker.wake_by_ref()));
     }
 }
 
