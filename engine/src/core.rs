@@ -357,6 +357,9 @@ impl Core {
     /// Many reads in one pass: the slots of a batch are prefetched together,
     /// so their cache misses overlap instead of following one another, and
     /// each id's hash, shard and table are found once for its three steps.
+    /// Each chunk of the batch reads the clock when it starts: a session is
+    /// judged at most one chunk's lookups (and the closure's calls) late,
+    /// not by the time a long batch started at.
     pub(crate) fn read_many(&self, ids: &[SessionId], slide: bool) -> Vec<Result<Session>> {
         self.read_many_with(ids, slide, snapshot)
     }
@@ -371,11 +374,11 @@ impl Core {
     ) -> Vec<Result<R>> {
         const BATCH: usize = 16;
         let guard = crossbeam_epoch::pin();
-        let now_ms = self.clock.now_ms();
         let mut out = Vec::with_capacity(ids.len());
         let first: &Shard = &self.shards[0];
         let filler = (0, first, first.start_read(0, &guard));
         for chunk in ids.chunks(BATCH) {
+            let now_ms = self.clock.now_ms();
             let mut batch = [filler; BATCH];
             for (b, id) in batch.iter_mut().zip(chunk) {
                 let (hash, shard) = self.route(id);

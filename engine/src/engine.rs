@@ -391,7 +391,8 @@ impl Engine {
     /// [`Engine::get`] for many sessions at once, results in order: the
     /// lookups of a batch are started together, so their cache misses
     /// overlap (a request that needs several sessions gets them at memory
-    /// speed rather than one miss after another).
+    /// speed rather than one miss after another). The lookups go in groups
+    /// of 16, each judged by the clock as read when its group starts.
     #[must_use]
     pub fn get_many(&self, ids: &[SessionId]) -> Vec<Result<Session>> {
         self.core.read_many(ids, true)

@@ -543,7 +543,11 @@ impl Shard {
     }
 
     /// `read`, looking first in `table`, the shard's table as loaded under
-    /// `guard` (by `start_read`); a second look loads it again.
+    /// `guard` (by `start_read`); a second look loads it again, and so does
+    /// a miss in a table that has been replaced since (a batch's tables are
+    /// loaded before its lookups, and its closure may have written: a
+    /// session it inserted, and the rebuild that made room for it, are in
+    /// the current table only).
     #[inline]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn read_from<'g, R>(
@@ -558,7 +562,14 @@ impl Shard {
     ) -> Option<R> {
         let mut table = table;
         loop {
-            let block = table.find(hash, id)?;
+            let Some(block) = table.find(hash, id) else {
+                let current = self.table(guard);
+                if std::ptr::eq(current, table) {
+                    return None;
+                }
+                table = current;
+                continue;
+            };
             let mut access = block.access(now_ms, slide);
             if access == Access::Marked {
                 access = block.decide_marked(now_ms, slide);
