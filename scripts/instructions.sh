@@ -18,9 +18,15 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 count() { # contender op n -> instructions executed inside run_ops
+  # (`set -e` does not reach inside `$(count ...)`: each step checks itself,
+  # or a failed run would print the previous contender's count)
+  rm -f "$tmp/cg"
   valgrind --tool=callgrind --toggle-collect='*run_ops*' --callgrind-out-file="$tmp/cg" \
-    "$bin" "$1" "$2" "$3" >/dev/null 2>&1
-  callgrind_annotate "$tmp/cg" 2>/dev/null | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ','
+    "$bin" "$1" "$2" "$3" >/dev/null 2>&1 || { echo "callgrind of $1 $2 failed" >&2; return 1; }
+  local n
+  n=$(callgrind_annotate "$tmp/cg" 2>/dev/null | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ',')
+  [ -n "$n" ] || { echo "no count for $1 $2" >&2; return 1; }
+  echo "$n"
 }
 
 contenders=(engine-manual-clock engine mutex-map dashmap)
@@ -42,7 +48,7 @@ out=results/instructions.md
 for op in "${opnames[@]}"; do
   printf '| %s |' "$op" >> "$out.tmp"
   for c in "${contenders[@]}"; do
-    n=$(count "$c" "$op" "$ops")
+    n=$(count "$c" "$op" "$ops") || exit 1
     printf ' %s |' "$(( n / ops ))" >> "$out.tmp"
   done
   echo >> "$out.tmp"

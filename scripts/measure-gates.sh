@@ -30,12 +30,23 @@ mkdir -p "$out"
 "$bin" gate --write-baseline "$out/baseline.json" --quiet
 "$bin" gate --instructions --write-baseline "$out/baseline-instructions.json" --quiet
 
+one() { # result-file command... -> runs one gate; a verdict of any kind is a result,
+    # an error (exit 2, or no result written) stops the measurement: dropped
+    # silently, it would leave the tables below counting fewer runs than they say
+    local file=$1 rc=0
+    shift
+    "$@" --out "$file" --quiet >/dev/null || rc=$?
+    if [ "$rc" = 2 ] || [ ! -s "$file" ]; then
+        echo "measure-gates: a gate run failed (exit $rc, no verdict): $*" >&2
+        exit 1
+    fi
+}
 gate() { # label binary spins n -> gate results as JSON in $out
     local label=$1 binary=$2 n=$4
-    SESSION_ENGINE_INJECT_GET_SPINS=$3 "$binary" gate --verdict --baseline "$out/baseline.json" \
-        --out "$out/$label-wall-$n.json" --quiet >/dev/null || true
-    SESSION_ENGINE_INJECT_GET_SPINS=$3 "$binary" gate --instructions --baseline "$out/baseline-instructions.json" \
-        --out "$out/$label-instructions-$n.json" --quiet >/dev/null || true
+    SESSION_ENGINE_INJECT_GET_SPINS=$3 one "$out/$label-wall-$n.json" \
+        "$binary" gate --verdict --baseline "$out/baseline.json"
+    SESSION_ENGINE_INJECT_GET_SPINS=$3 one "$out/$label-instructions-$n.json" \
+        "$binary" gate --instructions --baseline "$out/baseline-instructions.json"
 }
 for n in $(seq "$runs"); do gate same "$bin" 0 "$n"; echo "same commit: run $n of $runs done" >&2; done
 for n in $(seq "$catches"); do gate slow "$slow" "$spins" "$n"; echo "slower get: run $n of $catches done" >&2; done
