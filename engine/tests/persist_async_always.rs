@@ -314,7 +314,7 @@ fn a_waker_that_panics_does_not_stop_the_flusher() {
     }
     let (tx, rx) = std::sync::mpsc::channel();
     let other = engine.clone();
-    std::thread::spawn(move || {
+    let writer = std::thread::spawn(move || {
         let written = one_thread().block_on(async {
             let mut ids = Vec::new();
             for _ in 0..30 {
@@ -328,6 +328,7 @@ fn a_waker_that_panics_does_not_stop_the_flusher() {
         .recv_timeout(std::time::Duration::from_secs(10))
         .expect("30 async writes in a row took over 10 s: no flusher thread syncs for them")
         .unwrap();
+    writer.join().unwrap(); // its clone of the engine is dropped
     drop(engine);
     let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
     assert!(engine.contains(&first));
