@@ -563,11 +563,7 @@ impl Shard {
         let mut table = table;
         loop {
             let Some(block) = table.find(hash, id) else {
-                let current = self.table(guard);
-                if std::ptr::eq(current, table) {
-                    return None;
-                }
-                table = current;
+                table = self.replacing_table(table, guard)?;
                 continue;
             };
             let mut access = block.access(now_ms, slide);
@@ -590,6 +586,16 @@ impl Shard {
                 Access::Pending => table = self.wait_for_writer(hash, id, guard),
             }
         }
+    }
+
+    /// `read_from` after a miss in `table`: the shard's current table if a
+    /// rebuild has replaced `table` since it was loaded (out of line: a
+    /// miss is rare on the read path, a replaced table rarer still).
+    #[cold]
+    #[inline(never)]
+    fn replacing_table<'g>(&self, table: &'g Table, guard: &'g Guard) -> Option<&'g Table> {
+        let current = self.table(guard);
+        (!std::ptr::eq(current, table)).then_some(current)
     }
 
     /// `read_from`'s wait for the writer changing the session (out of
