@@ -303,3 +303,59 @@ fn an_answer_found_in_memory_waits_for_what_made_it_so() {
     let decline = |_: &[u8]| Err::<Op, _>("declined");
     doubt("a closure's refusal", engine.try_update(&b, decline).map(drop));
 }
+
+/// When the note that tells the next open to read a failed log from the
+/// disk cannot be written either (the disk is full, or its file system
+/// failed too), the refusal says so: the note's failure was dropped
+/// silently, and a restart in the same boot read pages the disk may never
+/// have got, with nothing to warn of it. (The test moves the shard's
+/// directory away and puts a file in its place, so the note's creation
+/// fails; the log's open files are not disturbed.)
+#[test]
+fn a_failed_sync_whose_note_cannot_be_written_says_so() {
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
+    engine.create(b"before", Timeout::from_secs(3600)).unwrap();
+    let shard_dirs: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('S'))
+        })
+        .collect();
+    assert_eq!(shard_dirs.len(), 1, "{shard_dirs:?}");
+    let shard = &shard_dirs[0];
+    let moved = shard.with_file_name("moved-away");
+    std::fs::rename(shard, &moved).unwrap();
+    std::fs::write(shard, b"not a directory").unwrap();
+    engine.debug_fail_syncs();
+    let err = engine.create(b"unknown", Timeout::from_secs(3600)).unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err}");
+    let refused = engine.create(b"refused", Timeout::from_secs(3600)).unwrap_err();
+    let Error::WritesRefused { reason } = &refused else {
+        panic!("{refused}");
+    };
+    assert!(
+        reason.contains("note"),
+        "the refusal does not say the note is missing: {reason}"
+    );
+    assert!(reason.contains("reboot"), "{reason}");
+    drop(engine);
+    std::fs::remove_file(shard).unwrap();
+    std::fs::rename(&moved, shard).unwrap();
+}
+
+/// Every path under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
+}

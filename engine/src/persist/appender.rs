@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 
 use crossbeam_queue::ArrayQueue;
 
-use super::directory::mark_sync_failed;
+use super::directory::{mark_sync_failed, unmarked_sync_failure};
 use super::format::{
     seal_record, touch_record, LogSalt, SegmentHeader, FLAG_BASE, SEAL_RECORD_LEN, SEGMENT_HEADER_LEN,
 };
@@ -494,7 +494,7 @@ impl ShardLog {
                 let reason = format!("sync of {} failed: {e}", segment.path().display());
                 let first = self.writer.lock().failed.replace(reason).is_none();
                 if first {
-                    mark_sync_failed(&self.id.dir);
+                    self.note_sync_failed();
                 }
                 // Logged once per log, outside its mutex.
                 #[cfg(not(feature = "tracing"))]
@@ -548,9 +548,22 @@ impl ShardLog {
         }
         drop(w);
         if first {
-            mark_sync_failed(&self.id.dir);
+            self.note_sync_failed();
         }
         io_error(reason, io::Error::other("panicked"))
+    }
+
+    /// Leaves the note for the next open ([`mark_sync_failed`]); if it
+    /// cannot be written, the refusal's reason says so.
+    fn note_sync_failed(&self) {
+        if let Err(e) = mark_sync_failed(&self.id.dir) {
+            let missing = unmarked_sync_failure(&self.id.dir, &e);
+            #[cfg(feature = "tracing")]
+            tracing::error!(dir = %self.id.dir.display(), "session-engine: a log sync failed{missing}");
+            if let Some(reason) = self.writer.lock().failed.as_mut() {
+                reason.push_str(&missing);
+            }
+        }
     }
 
     /// `(log_bytes, live_bytes)` for the compaction trigger.

@@ -216,8 +216,9 @@ fn holds_records(path: &Path) -> Result<bool> {
 }
 
 /// Notes in `shard_dir` that a sync of its log failed, for the next open
-/// (best effort: the disk just failed, and nothing here may fail the
-/// caller further).
+/// (a note already there is this one). The caller's write has failed
+/// already; an error here is for its reason to say that the next open
+/// will not know.
 ///
 /// After a failed writeback (`EIO`) the kernel keeps the pages in its
 /// cache, marked clean, although the disk never got their bytes. A restart
@@ -227,8 +228,22 @@ fn holds_records(path: &Path) -> Result<bool> {
 /// appends: a torn tail there, and every acknowledged write after it gone.
 /// The note survives a restart as the cache does (a reboot clears both),
 /// and the next open reads the shard from the disk ([`reread_from_disk`]).
-pub(crate) fn mark_sync_failed(shard_dir: &Path) {
-    let _ = super::segment::create_owner_only(&shard_dir.join(SYNC_FAILED_FILE));
+pub(crate) fn mark_sync_failed(shard_dir: &Path) -> std::io::Result<()> {
+    match super::segment::create_owner_only(&shard_dir.join(SYNC_FAILED_FILE)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// What a log's refusal adds when [`mark_sync_failed`] failed.
+pub(crate) fn unmarked_sync_failure(shard_dir: &Path, e: &std::io::Error) -> String {
+    format!(
+        "; and the note that makes the next open read this log from the disk could not be written in {} \
+         ({e}): open it again only after a reboot (the page cache may hold pages the disk never got), \
+         or create that file by hand",
+        shard_dir.join(SYNC_FAILED_FILE).display()
+    )
 }
 
 /// If a run of this boot noted a failed sync in `shard_dir`: syncs each of

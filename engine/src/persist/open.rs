@@ -278,7 +278,11 @@ fn keep_layout(
         // the pages it could not write stay cached and clean, and a retried
         // open, whose sync no longer reports the error, would read them as
         // the disk's.
-        synced += durable.inspect_err(|_| mark_sync_failed(&id.dir))?;
+        // The open fails with the sync's error whether or not the note is
+        // written; the next open rereads only if it is.
+        synced += durable.inspect_err(|_| {
+            let _ = mark_sync_failed(&id.dir);
+        })?;
         let live = r.live_bytes();
         let reopened = if let Some(tail) = &r.tail {
             let current = Segment::open(tail.path.clone(), tail.sequence, tail.pos)
