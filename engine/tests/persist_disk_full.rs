@@ -14,6 +14,7 @@ use session_engine::{CompactionStep, Config, Durability, Engine, Error, SessionI
 
 const CHILD_ENV: &str = "SESSION_DISK_FULL_CHILD";
 const COMPACT_CHILD_ENV: &str = "SESSION_DISK_FULL_COMPACT_CHILD";
+const ROOM_AGAIN_CHILD_ENV: &str = "SESSION_DISK_FULL_ROOM_AGAIN_CHILD";
 
 fn config(dir: &Path) -> Config {
     Config::default()
@@ -140,6 +141,58 @@ fn a_full_disk_fails_writes_cleanly_and_loses_nothing() {
         assert!(engine.peek(&id(n)).is_ok(), "acknowledged session {n} lost");
     }
     assert!(engine.peek(&id(acked)).unwrap_err().is_not_found());
+}
+
+#[test]
+fn room_again_child() {
+    let Ok(dir) = std::env::var(ROOM_AGAIN_CHILD_ENV) else {
+        return;
+    };
+    let engine = Engine::open(config(Path::new(&dir))).unwrap();
+    // Only the soft limit is lowered: raised again, it is the disk freed.
+    let before = rustix::process::getrlimit(rustix::process::Resource::Fsize);
+    let full = rustix::process::Rlimit {
+        current: Some(64 * 1024),
+        maximum: before.maximum,
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Fsize, full).unwrap();
+    let (refused_at, err) = insert_until_refused(&engine, &[7u8; 1000], 10_000);
+    assert!(matches!(err, Error::Io { .. }), "typed error: {err:?}");
+    // A second refusal, so that the failed segment's sequence number is
+    // not the only one skipped.
+    assert!(engine
+        .insert(id(refused_at), &[7u8; 1000], Timeout::Never)
+        .is_err());
+    rustix::process::setrlimit(rustix::process::Resource::Fsize, before).unwrap();
+    // The refused session and more after it go through, into new segments.
+    for n in refused_at..refused_at + 600 {
+        engine
+            .insert(id(n), &[8u8; 1000], Timeout::Never)
+            .unwrap_or_else(|e| panic!("insert {n} after the disk had room again: {e}"));
+    }
+    println!("ACKED {}", refused_at + 600);
+}
+
+/// Once the disk has room again, writes go on where they stopped: the
+/// segment whose creation failed is made again, nothing is wedged, and the
+/// directory opens in `Strict` mode with every acknowledged session (the
+/// skipped segment number is no damage).
+#[test]
+fn writes_resume_once_the_disk_has_room_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = run_child("room_again_child", ROOM_AGAIN_CHILD_ENV, dir.path());
+    let acked: u32 = stdout
+        .lines()
+        .find_map(|l| l.split("ACKED ").nth(1))
+        .expect("the child reported")
+        .trim()
+        .parse()
+        .unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(engine.len(), acked as usize);
+    for n in 0..acked {
+        assert!(engine.peek(&id(n)).is_ok(), "acknowledged session {n} lost");
+    }
 }
 
 /// A table that cannot grow (no memory for the larger one): the insert

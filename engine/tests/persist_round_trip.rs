@@ -403,3 +403,56 @@ fn walk_segments(dir: &std::path::Path) -> usize {
     }
     n
 }
+
+/// At the boundary: with `metadata_bytes_max` the largest a 64 KiB segment
+/// accepts, records of exactly that size each fill a segment to its seal,
+/// the log rolls for every one, and a `Strict` open brings them all back
+/// (one byte more is refused at open, with the reason).
+#[test]
+fn records_of_the_largest_size_fill_their_segments_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |max: usize| {
+        Config::default()
+            .shards(1)
+            .without_sweeper()
+            .data_dir(dir.path())
+            .durability(Durability::Always)
+            .segment_size_bytes(64 * 1024)
+            .metadata_bytes_max(max)
+    };
+    let max = (60 * 1024..=64 * 1024)
+        .rev()
+        .find(|&max| match Engine::open(config(max)) {
+            Ok(_) => true,
+            Err(e) => {
+                assert!(e.to_string().contains("largest record"), "{e}");
+                false
+            }
+        })
+        .expect("some metadata size fits a 64 KiB segment");
+    let mut kept = std::collections::HashMap::new();
+    {
+        let engine = Engine::open(config(max)).unwrap();
+        for n in 0..4u8 {
+            let meta = vec![n; max];
+            let id = engine.create(&meta, Timeout::from_secs(3600)).unwrap();
+            kept.insert(id, meta);
+        }
+        let (&first, _) = kept.iter().next().unwrap();
+        let updated = vec![0xEE; max];
+        engine.update(&first, |_| updated.clone()).unwrap();
+        kept.insert(first, updated);
+        let rotated = engine.rotate(&first).unwrap();
+        let meta = kept.remove(&first).unwrap();
+        kept.insert(rotated, meta);
+        assert!(matches!(
+            engine.create(&vec![0; max + 1], Timeout::from_secs(3600)),
+            Err(session_engine::Error::ValueTooLarge { .. })
+        ));
+    }
+    let engine = Engine::open(config(max)).unwrap();
+    assert_eq!(engine.len(), kept.len());
+    for (id, meta) in &kept {
+        assert_eq!(engine.peek(id).unwrap().metadata(), &meta[..], "{id}");
+    }
+}
