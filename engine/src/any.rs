@@ -294,6 +294,11 @@ fn engine_dir(path: &str) -> std::result::Result<std::path::PathBuf, String> {
     if dir.has_root() && dir.parent().is_none() {
         return Err("the file system's root is not a data directory: engine:/<dir>".into());
     }
+    // `Path::parent` of `/..` is `/`: a `..` could lead to the root past
+    // the check above, or anywhere else the URL does not show.
+    if dir.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err("a data directory is named without `..`: give the directory's own path".into());
+    }
     Ok(dir)
 }
 

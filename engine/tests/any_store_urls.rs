@@ -39,6 +39,13 @@ fn bad_urls_say_what_is_wrong() {
         // variable in `engine:/${DIR}`).
         ("engine:/", "root"),
         ("engine:///", "root"),
+        // Nor is it when `..` leads there (`Path::parent` of `/..` is `/`:
+        // these opened the root as the data directory), and a `..` is
+        // refused wherever it stands, written or escaped.
+        ("engine:/..", ".."),
+        ("engine:/tmp/..", ".."),
+        ("engine:%2F%2E%2E", ".."),
+        ("engine:/var/lib/../sessions", ".."),
         ("engine:/tmp/x?shards=99999999999999999999999", "too large"),
     ] {
         match engine_config(url) {
