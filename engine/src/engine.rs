@@ -27,7 +27,10 @@ use crate::state::{Bucket, RateDecision, TopicCursor, TopicPage};
 /// to the mapped log (except when it fills a segment before the next one
 /// was prepared, and creates that one itself). When the
 /// last handle drops (or at [`Engine::close`]) the background threads stop
-/// and, with persistence, the logs are flushed.
+/// and, with persistence, the logs are flushed and the data directory's
+/// lock is let go. A listener that calls back into the engine holds a
+/// [`WeakEngine`] ([`Engine::downgrade`]), not an `Engine`: a handle the
+/// engine's own listener holds is never the last to drop.
 ///
 /// With `Durability::Always`, every write call also answers
 /// [`Error::OutcomeUnknown`] when the log cannot be made durable: for its
@@ -41,6 +44,35 @@ use crate::state::{Bucket, RateDecision, TopicCursor, TopicPage};
 pub struct Engine {
     core: Arc<Core>,
     owner: Arc<Owner>,
+}
+
+/// A handle that does not keep the engine open ([`Engine::downgrade`]): for
+/// a listener (or anything the engine itself holds) that calls back into
+/// it. [`WeakEngine::upgrade`] gives an `Engine` while another handle
+/// exists.
+#[derive(Clone)]
+pub struct WeakEngine {
+    core: std::sync::Weak<Core>,
+    owner: std::sync::Weak<Owner>,
+}
+
+impl WeakEngine {
+    /// An `Engine` handle, or `None` once the last one has dropped.
+    #[must_use]
+    pub fn upgrade(&self) -> Option<Engine> {
+        Some(Engine {
+            owner: self.owner.upgrade()?,
+            core: self.core.upgrade()?,
+        })
+    }
+}
+
+impl std::fmt::Debug for WeakEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakEngine")
+            .field("open", &(self.owner.strong_count() > 0))
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the last handle's drop shuts down: the background threads, then a
@@ -103,6 +135,15 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
+    /// A [`WeakEngine`] for this engine: it does not keep the engine open.
+    #[must_use]
+    pub fn downgrade(&self) -> WeakEngine {
+        WeakEngine {
+            core: Arc::downgrade(&self.core),
+            owner: Arc::downgrade(&self.owner),
+        }
+    }
+
     /// Opens an engine.
     ///
     /// # Errors
@@ -559,7 +600,9 @@ impl Engine {
     /// engine that gave it: one from before a restart (or from another
     /// engine) is an [`Error::InvalidCursor`] (its shards' tables are gone;
     /// a 1 in 65,535 chance that it passes for this run's and resumes in
-    /// the tables of this run).
+    /// the tables of this run). A cursor held while its shard's table is
+    /// rebuilt 65,536 times (the count of rebuilds wraps) resumes in the
+    /// table of that count as if it were its own, and may skip sessions.
     ///
     /// # Errors
     /// [`Error::InvalidPageSize`], [`Error::InvalidCursor`].
@@ -604,7 +647,9 @@ impl Engine {
         Ok(Page { sessions, next: None })
     }
 
-    /// Every live session, page by page (a convenience over [`Engine::list`]).
+    /// Every live session, page by page (a convenience over [`Engine::list`]):
+    /// a session may appear twice if its shard's table was rebuilt during
+    /// the listing (see `list`); collect into a set where that matters.
     #[must_use]
     pub fn list_all(&self) -> Vec<Session> {
         let mut all = Vec::with_capacity(self.len());

@@ -437,7 +437,10 @@ pub enum RemovalCause {
 /// an expired session not yet swept replaces it); for deletes on the
 /// deleting thread. Keep it short; to hand work
 /// elsewhere, send into a channel from it. A panic in it is caught and counted
-/// in [`Stats::listener_panics`].
+/// in [`Stats::listener_panics`]. One that calls back into the engine holds a
+/// [`WeakEngine`](crate::WeakEngine), not an `Engine`: the engine holds its
+/// listener, so a handle in it would keep the engine open for good (threads
+/// running, the data directory locked).
 pub type Listener = Arc<dyn Fn(&Session, RemovalCause) + Send + Sync>;
 
 /// Where a listing continues. Opaque to callers: pass back what the previous
@@ -590,7 +593,8 @@ pub struct Stats {
     /// and their indexes, rate-limit buckets, timers: about 128 bytes per
     /// session holding any, plus its topics and timers).
     pub memory_bytes: u64,
-    /// Entries scheduled in the timer wheels (sessions with a finite timeout).
+    /// Entries scheduled in the timer wheels (sessions with a deadline: a
+    /// finite timeout, a lifetime cap, or both).
     pub wheel_entries: usize,
     /// Panics caught in the removal listener and the timer listener.
     pub listener_panics: u64,
