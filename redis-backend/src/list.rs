@@ -381,7 +381,8 @@ pub(crate) async fn scan(
     }
     let pipe = &pipe;
     // The SCAN's errors are the attempt's (a node loading); the probe's
-    // too. INFO's only loses the mark.
+    // too. INFO's fails the page below: without the mark a resumed
+    // cursor cannot be checked.
     let reply = inner
         .run(Kind::Read, deadline, |conn, _| {
             send_probed(inner, conn, (pipe, probe), shard, deadline)
@@ -402,7 +403,21 @@ pub(crate) async fn scan(
             ),
         });
     }
-    Ok((next, keys, reply::node_mark(&info)))
+    let Some(mark) = reply::node_mark(&info) else {
+        let answer = match &info {
+            Value::ServerError(e) => format!("refused INFO: {}", redis::RedisError::from(e.clone())),
+            _ => "gave no run_id in INFO server".to_owned(),
+        };
+        return Err(Error::Unavailable {
+            reason: format!(
+                "listing tells a restarted or promoted master by its run_id (INFO server): a page's SCAN \
+                 cursor means nothing on another process, and resumed there it would skip sessions; the \
+                 master at {}:{} {answer} (grant this user +info to list)",
+                shard.host, shard.port
+            ),
+        });
+    };
+    Ok((next, keys, mark))
 }
 
 /// Reads the found keys from the shard's master, pipelined, into `out`

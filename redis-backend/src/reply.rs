@@ -326,9 +326,9 @@ pub(crate) fn text(value: &Value) -> Option<String> {
 
 /// The node mark of an `INFO server` reply: the first
 /// [`LIST_NODE_MARK_BITS`](crate::limits::LIST_NODE_MARK_BITS) bits of its
-/// `run_id` (40 random hex digits, new with every process); 0 if there is
-/// none (the position can then not be checked, as before the mark).
-pub(crate) fn node_mark(value: &Value) -> u32 {
+/// `run_id` (40 random hex digits, new with every process); `None` if
+/// there is none (a refused `INFO`, or a server that gives no `run_id`).
+pub(crate) fn node_mark(value: &Value) -> Option<u32> {
     use crate::limits::LIST_NODE_MARK_BITS;
     text(value)
         .and_then(|t| {
@@ -336,7 +336,7 @@ pub(crate) fn node_mark(value: &Value) -> u32 {
             let head = run_id.get(..8)?;
             u32::from_str_radix(head, 16).ok()
         })
-        .map_or(0, |v| v >> (32 - LIST_NODE_MARK_BITS))
+        .map(|v| v >> (32 - LIST_NODE_MARK_BITS))
 }
 
 /// The value of `field` in an `INFO`-style text (`field:value` lines).
@@ -374,10 +374,10 @@ mod tests {
     fn node_marks_come_from_the_run_id() {
         let info =
             bulk("# Server\r\nredis_version:7.0.15\r\nrun_id:f3c2a1b0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4\r\n");
-        assert_eq!(node_mark(&info), 0xf3c2_a1b0 >> 15);
-        assert_eq!(node_mark(&bulk("run_id:zz")), 0, "not hex");
-        assert_eq!(node_mark(&bulk("# Server\r\n")), 0, "none");
-        assert_eq!(node_mark(&Value::Nil), 0);
+        assert_eq!(node_mark(&info), Some(0xf3c2_a1b0 >> 15));
+        assert_eq!(node_mark(&bulk("run_id:zz")), None, "not hex");
+        assert_eq!(node_mark(&bulk("# Server\r\n")), None, "none");
+        assert_eq!(node_mark(&Value::Nil), None);
     }
 
     /// A commit's "done" carries the session's `c, a, t, l`: checked as
