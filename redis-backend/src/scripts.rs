@@ -398,7 +398,13 @@ return 1
 /// unsubscribe; the caller reports `OutcomeUnknown`). The caller
 /// then adds the returned nonce's entry to the topic's index, in every
 /// case but `{0}`, `{3}` and `{4}`: an entry lost earlier (a failed write,
-/// a failover) is put back by the next subscribe.
+/// a failover) is put back by the next subscribe. `{2}` writes the
+/// session's `t` back as it is: an answer that wrote nothing propagates
+/// nothing, and from Redis 7.2 on (and in Valkey) a `WAIT` counts from the
+/// last write its connection propagated, so it would not wait for the
+/// replica to hold the subscription this answer reports (made by another
+/// client's write, maybe not replicated yet). `HSET` propagates whatever
+/// it changes.
 const SUBSCRIBE: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 't', 'c', 'l', 'a', ARGV[1], 'sn')
 if not r[1] then return {0} end
@@ -407,6 +413,7 @@ if over(key, r[2], r[3], r[4], r[1], now) then return {0} end
 local cur = r[5]
 if cur then
   if cur == ARGV[2] then return {1, cur, left_of(r[2], r[3], now)} end
+  redis.call('HSET', key, 't', r[1])
   return {2, cur, left_of(r[2], r[3], now)}
 end
 if ARGV[4] == '1' then return {4} end
@@ -445,6 +452,8 @@ return added
 /// removed the subscription, and someone subscribed again since: that one
 /// stands), `{3}` otherwise (the earlier try may not have run, or may have
 /// and another unsubscribe came since: it cannot tell, and removes nothing).
+/// `{2}` writes the session's `t` back as it is, for the `WAIT` after it
+/// (see `SUBSCRIBE`).
 /// The topic count is read before the first write: a count that is not a
 /// number (foreign data) fails the script with nothing changed (Redis keeps
 /// what a failing script wrote).
@@ -453,7 +462,10 @@ local r = redis.call('HMGET', key, 't', 'c', 'l', 'a', ARGV[1], 'sn')
 if not r[1] then return {0} end
 if over(key, r[2], r[3], r[4], r[1], now_ms()) then return {0} end
 local cur = r[5]
-if not cur then return {2} end
+if not cur then
+  redis.call('HSET', key, 't', r[1])
+  return {2}
+end
 if ARGV[3] == '1' then
   if redis.call('HGET', key, 'uw') == ARGV[2] then return {2} end
   return {3}

@@ -383,3 +383,54 @@ async fn a_change_found_already_made_by_another_client_waits_for_its_replica() {
         "an unsubscribe found made by an unreplicated write answered {r:?}"
     );
 }
+
+/// The same answers on Redis 7.2 and later (and Valkey), where a
+/// connection's `WAIT` counts from the last write the connection itself
+/// propagated, not from its last command: a script that wrote nothing left
+/// that offset behind, and its `WAIT` returned at once, the state it
+/// reported unreplicated. So a subscribe found made and an unsubscribe
+/// found done write the session's timeout field back as it is (one `HSET`
+/// each, which Redis propagates whatever it changes): seen here as the
+/// replica's count of `HSET`s, which the no-op answers did not move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_found_already_made_propagates_a_write_for_its_wait() {
+    let (master, _link, replica) = master_and_replica().await;
+    let config = RedisConfig::standalone(master.url())
+        .key_prefix(support::unique_prefix("wait-noop"))
+        .request_timeout(REQUEST_TIMEOUT)
+        .replication(Replication::Wait {
+            replicas: 1,
+            timeout: WAIT_TIMEOUT,
+        });
+    let store = RedisStore::connect(config).await.expect("connect");
+    let id = store.create(b"s", Timeout::from_secs(300)).await.unwrap();
+    assert!(store.subscribe(&id, "made").await.unwrap());
+    let in_sync = || {
+        tokio::task::block_in_place(|| {
+            support::wait_for("the replica in sync", Duration::from_secs(20), || {
+                let offset = |s: &Server| s.info_field("replication", "master_repl_offset");
+                offset(&master).is_some() && offset(&master) == offset(&replica)
+            });
+        });
+    };
+    let hsets = || {
+        replica
+            .info_field("commandstats", "cmdstat_hset")
+            .and_then(|s| s.split(['=', ',']).nth(1).and_then(|n| n.parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    in_sync();
+    let before = hsets();
+    assert!(!store.subscribe(&id, "made").await.unwrap(), "found made");
+    assert!(
+        !store.unsubscribe(&id, "never").await.unwrap(),
+        "found not subscribed"
+    );
+    in_sync();
+    assert_eq!(
+        hsets() - before,
+        2,
+        "each no-op answer propagates one write for its WAIT to wait on"
+    );
+    assert!(store.topics(&id).await.unwrap().contains(&"made".to_owned()));
+}
