@@ -71,8 +71,9 @@
 //! keeps its token in a field of its own, `p`, which updates and touches
 //! leave alone, so that its resend still finds it after an `update` built
 //! on the put's metadata (and is not applied again over that update);
-//! another put replaces it, and a resend then applies the put again, as if
-//! it came last (a blind write: a put racing another has no order to keep).
+//! another put (or a timeout or cap change) replaces it, and a resend then
+//! stores nothing and reports `OutcomeUnknown` (that write may have come
+//! after the first try, and applying again would undo it).
 //! A put's resend that finds no session at all reports `OutcomeUnknown`,
 //! as an insert's does: the first try may have stored it and another
 //! client deleted it since, or rotated it away (the put's data went to the

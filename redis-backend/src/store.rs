@@ -506,7 +506,9 @@ impl RedisStore {
     ///
     /// A resend after a doubtful try does not apply twice (its token is
     /// kept in the session, and an `update` does not remove it); after
-    /// another `put` in between, it applies again, as if it came last. A
+    /// another `put` (or a `set_ttl` or `set_lifetime`) in between, it
+    /// stores nothing and reports [`Error::OutcomeUnknown`] (that write may
+    /// have come after the first try). A
     /// resend that finds no session stores nothing (see `scripts.rs`): the
     /// first try may have stored it and another client deleted it or
     /// rotated it away since, and storing again would bring back an id a
