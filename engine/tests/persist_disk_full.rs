@@ -123,17 +123,22 @@ fn a_failed_compaction_removes_its_partial_base_and_loses_nothing() {
     assert_eq!(engine.len(), 401);
 }
 
-#[test]
-fn a_full_disk_fails_writes_cleanly_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let stdout = run_child("disk_full_child", CHILD_ENV, dir.path());
-    let acked: u32 = stdout
+/// Runs `child` (see [`run_child`]) and reads the count of sessions it
+/// had acknowledged (`ACKED n`).
+fn acked_by_child(child: &str, env: &str, dir: &Path) -> u32 {
+    run_child(child, env, dir)
         .lines()
         .find_map(|l| l.split("ACKED ").nth(1))
         .expect("the child reported")
         .trim()
         .parse()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_full_disk_fails_writes_cleanly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = acked_by_child("disk_full_child", CHILD_ENV, dir.path());
     assert!(acked > 100, "it wrote before the disk filled: {acked}");
     let engine = Engine::open(config(dir.path())).unwrap();
     assert_eq!(engine.len(), acked as usize);
@@ -180,14 +185,7 @@ fn room_again_child() {
 #[test]
 fn writes_resume_once_the_disk_has_room_again() {
     let dir = tempfile::tempdir().unwrap();
-    let stdout = run_child("room_again_child", ROOM_AGAIN_CHILD_ENV, dir.path());
-    let acked: u32 = stdout
-        .lines()
-        .find_map(|l| l.split("ACKED ").nth(1))
-        .expect("the child reported")
-        .trim()
-        .parse()
-        .unwrap();
+    let acked = acked_by_child("room_again_child", ROOM_AGAIN_CHILD_ENV, dir.path());
     let engine = Engine::open(config(dir.path())).unwrap();
     assert_eq!(engine.len(), acked as usize);
     for n in 0..acked {

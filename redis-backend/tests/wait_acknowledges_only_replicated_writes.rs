@@ -181,6 +181,18 @@ async fn master_and_replica() -> (Server, Proxy, Server) {
     (master, link, replica)
 }
 
+/// A store on `master` under a prefix of its own, asking one replica to
+/// acknowledge every write (`WAIT 1`).
+fn waiting_config(master: &Server, prefix: String) -> RedisConfig {
+    RedisConfig::standalone(master.url())
+        .key_prefix(prefix)
+        .request_timeout(REQUEST_TIMEOUT)
+        .replication(Replication::Wait {
+            replicas: 1,
+            timeout: WAIT_TIMEOUT,
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_write_is_acknowledged_without_its_replica_on_any_path() {
     let (master, link, _replica) = master_and_replica().await;
@@ -269,14 +281,8 @@ async fn no_write_is_acknowledged_without_its_replica_on_any_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lifetime_cap_reaches_the_topic_indexes_though_wait_comes_back_short() {
     let (master, link, _replica) = master_and_replica().await;
-    let config = RedisConfig::standalone(master.url())
-        .key_prefix(support::unique_prefix("wait-cap"))
-        .request_timeout(REQUEST_TIMEOUT)
-        .max_lifetime(Timeout::from_secs(600))
-        .replication(Replication::Wait {
-            replicas: 1,
-            timeout: WAIT_TIMEOUT,
-        });
+    let config =
+        waiting_config(&master, support::unique_prefix("wait-cap")).max_lifetime(Timeout::from_secs(600));
     let store = RedisStore::connect(config).await.expect("connect");
     let id = store.create(b"s", Timeout::from_secs(300)).await.unwrap();
     assert!(store.subscribe(&id, "topic").await.unwrap());
@@ -308,13 +314,7 @@ async fn a_lifetime_cap_reaches_the_topic_indexes_though_wait_comes_back_short()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_reaches_the_topic_index_though_wait_comes_back_short() {
     let (master, link, _replica) = master_and_replica().await;
-    let config = RedisConfig::standalone(master.url())
-        .key_prefix(support::unique_prefix("wait-sub"))
-        .request_timeout(REQUEST_TIMEOUT)
-        .replication(Replication::Wait {
-            replicas: 1,
-            timeout: WAIT_TIMEOUT,
-        });
+    let config = waiting_config(&master, support::unique_prefix("wait-sub"));
     let store = RedisStore::connect(config).await.expect("connect");
     let id = store.create(b"s", Timeout::from_secs(300)).await.unwrap();
     link.wedge();
@@ -347,15 +347,7 @@ async fn a_subscription_reaches_the_topic_index_though_wait_comes_back_short() {
 async fn a_change_found_already_made_by_another_client_waits_for_its_replica() {
     let (master, link, _replica) = master_and_replica().await;
     let prefix = support::unique_prefix("wait-found");
-    let config = || {
-        RedisConfig::standalone(master.url())
-            .key_prefix(prefix.clone())
-            .request_timeout(REQUEST_TIMEOUT)
-            .replication(Replication::Wait {
-                replicas: 1,
-                timeout: WAIT_TIMEOUT,
-            })
-    };
+    let config = || waiting_config(&master, prefix.clone());
     // Each check on a store of its own, which writes nothing after the link
     // freezes: its `WAIT` would fail on that write of its own instead.
     let store = || async { RedisStore::connect(config()).await.expect("connect") };
@@ -395,13 +387,7 @@ async fn a_change_found_already_made_by_another_client_waits_for_its_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_found_already_made_propagates_a_write_for_its_wait() {
     let (master, _link, replica) = master_and_replica().await;
-    let config = RedisConfig::standalone(master.url())
-        .key_prefix(support::unique_prefix("wait-noop"))
-        .request_timeout(REQUEST_TIMEOUT)
-        .replication(Replication::Wait {
-            replicas: 1,
-            timeout: WAIT_TIMEOUT,
-        });
+    let config = waiting_config(&master, support::unique_prefix("wait-noop"));
     let store = RedisStore::connect(config).await.expect("connect");
     let id = store.create(b"s", Timeout::from_secs(300)).await.unwrap();
     assert!(store.subscribe(&id, "made").await.unwrap());
