@@ -294,7 +294,9 @@ fn a_time_mark_past_the_engines_range_raises_nothing() {
         let engine = Engine::open(config(dir.path(), &clock, Durability::Always)).unwrap();
         engine.create(b"kept", Timeout::from_secs(3600)).unwrap()
     };
-    for time in [u64::MAX, 1 << 62] {
+    // `(1 << 62) - 1` is the engine's last millisecond: a mark there is no
+    // time a run reached either (it was taken, and pinned the clock there).
+    for time in [u64::MAX, 1 << 62, (1 << 62) - 1] {
         let mut slot = b"SECK".to_vec();
         slot.extend_from_slice(&time.to_le_bytes());
         let crc = crc32c::crc32c(&slot);
@@ -305,6 +307,51 @@ fn a_time_mark_past_the_engines_range_raises_nothing() {
         assert_eq!(engine.recovery_report().unwrap().expired_dropped, 0);
         assert_eq!(engine.clock().now_ms(), 1_700_000_000_000, "the clock was raised");
     }
+}
+
+/// A segment header whose creation time is past the engine's range (its
+/// check is a plain CRC, which a damaged or hand-edited file can carry) is
+/// no time a run reached: it raises nothing. It was clamped to the last
+/// millisecond and taken, which expired every session at open and left the
+/// clock there for good.
+#[test]
+fn a_segment_header_time_past_the_engines_range_raises_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let id = {
+        let engine = Engine::open(config(dir.path(), &clock, Durability::Always)).unwrap();
+        engine.create(b"kept", Timeout::from_secs(3600)).unwrap()
+    };
+    for time in [u64::MAX, (1 << 62) - 1] {
+        for path in segment_files(dir.path()) {
+            let mut bytes = std::fs::read(&path).unwrap();
+            for copy in [0, 64] {
+                let header = &mut bytes[copy..copy + 64];
+                header[32..40].copy_from_slice(&time.to_le_bytes());
+                let crc = crc32c::crc32c(&header[..56]);
+                header[56..60].copy_from_slice(&crc.to_le_bytes());
+            }
+            std::fs::write(&path, bytes).unwrap();
+        }
+        let engine = Engine::open(config(dir.path(), &clock, Durability::Always)).unwrap();
+        assert_eq!(engine.peek(&id).unwrap().metadata(), b"kept", "time {time:#x}");
+        assert_eq!(engine.recovery_report().unwrap().expired_dropped, 0);
+        assert_eq!(engine.clock().now_ms(), 1_700_000_000_000, "the clock was raised");
+    }
+}
+
+/// Every log segment under `dir`.
+fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(segment_files(&path));
+        } else if path.extension().is_some_and(|e| e == "seg") {
+            found.push(path);
+        }
+    }
+    found
 }
 
 /// A run whose clock was a day fast (set wrong at boot), then runs with

@@ -773,8 +773,13 @@ impl Replay<'_> {
             let check = check_header(files, sequence, &read);
             if let Some(header) = &check.header {
                 // Made when its run's clock read this (an empty segment
-                // prepared ahead included): a time that run reached.
-                self.out.newest_ms = self.out.newest_ms.max(header.created_ms.min(TIME_MS_MAX));
+                // prepared ahead included): a time that run reached. One at
+                // or past the engine's last millisecond is not (the
+                // header's check is a plain CRC): taken, it expired every
+                // session and pinned the clock there.
+                if header.created_ms < TIME_MS_MAX {
+                    self.out.newest_ms = self.out.newest_ms.max(header.created_ms);
+                }
             }
             // A file whose length is not its verified header's was
             // truncated or extended (a crash cannot change a preallocated

@@ -48,13 +48,15 @@ fn encode(time_ms: u64) -> [u8; SLOT_LEN] {
     slot
 }
 
-/// A slot's time, if the slot verifies: its magic, its CRC, and a time in
-/// the engine's range (a log record's time past it is damage too).
+/// A slot's time, if the slot verifies: its magic, its CRC, and a time
+/// below the engine's last millisecond (a log record's time past it is
+/// damage too; a mark at it is no time a run reached, and would pin the
+/// clock there).
 fn decode(slot: &[u8]) -> Option<u64> {
     let slot: &[u8; SLOT_LEN] = slot.try_into().ok()?;
     let crc = u32::from_le_bytes(slot[12..].try_into().ok()?);
     let time = u64::from_le_bytes(slot[4..12].try_into().ok()?);
-    (slot[..4] == MAGIC && crc32c::crc32c(&slot[..12]) == crc && time <= TIME_MS_MAX).then_some(time)
+    (slot[..4] == MAGIC && crc32c::crc32c(&slot[..12]) == crc && time < TIME_MS_MAX).then_some(time)
 }
 
 /// The open mark file.
