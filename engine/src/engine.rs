@@ -746,7 +746,8 @@ impl Engine {
         self.core.rate_limit(id, bucket, cost)
     }
 
-    /// Arms the session's timer `token` to fire `after` from now (re-arming
+    /// Arms the session's timer `token` to fire `after` from now (rounded up
+    /// to whole milliseconds; re-arming
     /// a token replaces its deadline and keeps its handle). When it fires,
     /// the [`Config::timer_listener`](crate::Config::timer_listener) hears
     /// the session's id and the token, from the sweeper thread (so a timer
@@ -762,7 +763,8 @@ impl Engine {
     /// `limits::TIMEOUT_MS_MAX`; [`Error::LimitExceeded`] past
     /// `limits::TIMERS_PER_SESSION_MAX` timers.
     pub fn arm_timer(&self, id: &SessionId, token: u64, after: std::time::Duration) -> Result<TimerHandle> {
-        let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        // Rounded up, as timeouts are: a timer never fires before its delay.
+        let after_ms = u64::try_from(after.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
         if after_ms > crate::limits::TIMEOUT_MS_MAX {
             return Err(Error::InvalidTimeout {
                 timeout_ms: after_ms,

@@ -339,3 +339,19 @@ fn a_create_on_a_full_engine_fires_no_timer_on_the_callers_thread() {
     engine.cleanup_expired();
     assert_eq!(take(&fired), vec![(a, 7)]);
 }
+
+/// A delay that is not a whole number of milliseconds is rounded up, as
+/// timeouts are: a timer never fires before the delay it was given (1.999
+/// ms was truncated to 1 ms, and fired after 1).
+#[test]
+fn a_delay_between_milliseconds_is_rounded_up() {
+    let (engine, clock, fired) = engine();
+    let a = engine.create(b"", LONG).unwrap();
+    engine.arm_timer(&a, 1, Duration::from_micros(1_999)).unwrap();
+    clock.advance_ms(1);
+    engine.cleanup_expired();
+    assert!(take(&fired).is_empty(), "fired 1 ms into a 1.999 ms delay");
+    clock.advance_ms(1);
+    engine.cleanup_expired();
+    assert_eq!(take(&fired), vec![(a, 1)]);
+}
