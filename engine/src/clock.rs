@@ -1,9 +1,15 @@
 //! Time as the engine sees it: `u64` milliseconds since the Unix epoch.
 //!
 //! The system clock anchors the wall time once, when it is created, and
-//! advances it with the monotonic clock, so engine time never steps backwards
-//! when NTP adjusts the wall clock, yet stays comparable across restarts (the
-//! log stores these values). Tests use a [`ManualClock`] and advance it
+//! advances it with the operating system's monotonic clock, which NTP keeps
+//! at the real rate and never steps: engine time never steps when NTP
+//! adjusts the wall clock, does not drift from it over a long run, and
+//! stays comparable across restarts (the log stores these values). A wall
+//! clock stepped after the clock was made is not followed, either way:
+//! open the engine once the clock is set (systemd's `time-sync.target`).
+//! [`Clock::precise`] advances the anchor with the TSC as `quanta`
+//! calibrated it once: over a long run it can drift from the wall clock by
+//! that calibration's error. Tests use a [`ManualClock`] and advance it
 //! explicitly instead of sleeping.
 //!
 //! Every operation needs the time (to check a deadline, to slide one), and
@@ -55,34 +61,53 @@ enum Kind {
     Manual(Arc<AtomicU64>),
 }
 
-/// Wall time at creation, advanced by the TSC, plus `raised`.
+/// What advances a clock's anchor.
+#[derive(Clone, Debug)]
+enum Elapsed {
+    /// The TSC, scaled by `quanta` (calibrated once): [`Clock::precise`],
+    /// read on every call.
+    Tsc { tsc: quanta::Clock, anchor: u64 },
+    /// The operating system's monotonic clock (NTP keeps its rate, never
+    /// steps it): the ticking clock's thread, one read a tick.
+    Monotonic(std::time::Instant),
+}
+
+/// Wall time at creation, advanced by `elapsed`, plus `raised`.
 #[derive(Clone, Debug)]
 struct Precise {
-    tsc: quanta::Clock,
-    anchor: u64,
+    elapsed: Elapsed,
     anchor_ms: u64,
     /// Added by `Clock::raise_to` (shared by clones): time goes on from a
-    /// raise at the TSC's pace.
+    /// raise at the source's pace.
     raised: Arc<AtomicU64>,
 }
 
 impl Precise {
-    fn new() -> Self {
+    fn tsc() -> Self {
         let tsc = quanta::Clock::new();
         let anchor = tsc.raw();
-        let anchor_ms = system_time_to_ms(SystemTime::now());
+        Self::anchored(Elapsed::Tsc { tsc, anchor })
+    }
+
+    fn monotonic() -> Self {
+        Self::anchored(Elapsed::Monotonic(std::time::Instant::now()))
+    }
+
+    fn anchored(elapsed: Elapsed) -> Self {
         Self {
-            tsc,
-            anchor,
-            anchor_ms,
+            elapsed,
+            anchor_ms: system_time_to_ms(SystemTime::now()),
             raised: Arc::new(AtomicU64::new(0)),
         }
     }
 
     #[inline]
     fn unraised_ms(&self) -> u64 {
-        let elapsed_ns = self.tsc.delta_as_nanos(self.anchor, self.tsc.raw());
-        self.anchor_ms.saturating_add(elapsed_ns / 1_000_000)
+        let elapsed_ms = match &self.elapsed {
+            Elapsed::Tsc { tsc, anchor } => tsc.delta_as_nanos(*anchor, tsc.raw()) / 1_000_000,
+            Elapsed::Monotonic(start) => u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        self.anchor_ms.saturating_add(elapsed_ms)
     }
 
     #[inline]
@@ -146,7 +171,7 @@ impl Clock {
             return Self::precise();
         }
         let tick = tick.clamp(CLOCK_TICK_MIN, CLOCK_TICK_MAX);
-        let precise = Precise::new();
+        let precise = Precise::monotonic();
         let now = Arc::new(CachePadded::new(AtomicU64::new(precise.now_ms())));
         let stop = Arc::new(AtomicBool::new(false));
         let (now2, stop2, precise2) = (Arc::clone(&now), Arc::clone(&stop), precise.clone());
@@ -155,8 +180,7 @@ impl Clock {
             .spawn(move || {
                 let precise = precise2;
                 while !stop2.load(Ordering::Acquire) {
-                    // `fetch_max`: a TSC read just below the anchor (a
-                    // core switch right after creation) must not step back.
+                    // `fetch_max`: never a step back, whatever the source.
                     now2.fetch_max(precise.now_ms(), Ordering::Relaxed);
                     std::thread::park_timeout(tick);
                 }
@@ -178,7 +202,7 @@ impl Clock {
     /// to the millisecond, at about 10 ns and some lost overlap per read.
     #[must_use]
     pub fn precise() -> Self {
-        Self(Kind::Precise(Precise::new()))
+        Self(Kind::Precise(Precise::tsc()))
     }
 
     /// Milliseconds since the Unix epoch.
@@ -303,6 +327,23 @@ pub fn ms_to_system_time(ms: u64) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ticking clock (the default) advances its anchor with the
+    /// operating system's monotonic clock, which NTP keeps at the real
+    /// rate: the TSC as calibrated once drifts from the wall clock over a
+    /// long run, and a run's times behind it expired sessions early at the
+    /// next open. `Clock::precise` reads the TSC.
+    #[test]
+    fn the_ticking_clock_follows_the_monotonic_clock() {
+        let Kind::Ticking { precise, .. } = Clock::system().0 else {
+            panic!("the system clock ticks");
+        };
+        assert!(matches!(precise.elapsed, Elapsed::Monotonic(_)));
+        let Kind::Precise(precise) = Clock::precise().0 else {
+            panic!("the precise clock reads on every call");
+        };
+        assert!(matches!(precise.elapsed, Elapsed::Tsc { .. }));
+    }
 
     #[test]
     fn manual_clock_moves_only_when_told() {
