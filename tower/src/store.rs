@@ -286,6 +286,13 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
             Err(session_engine::Error::NotFound) => return Ok(None),
             Err(e) => return Err(backend("load", Some(*session_id), &e)),
         };
+        // A fixed date ends the record to the millisecond: the store's
+        // deadline for one past 24.9 days is in whole seconds, rounded up
+        // (and reclaims it then).
+        let fixed = !self.sliding && self.inactivity_timeout.is_none();
+        if fixed && expires_ms.is_some() && ns_of_ms(stored.expiry_ms) <= now_ns() {
+            return Ok(None);
+        }
         let expiry_date = if let Some(expires_ms) = expires_ms {
             // The store's deadline is the truth (moved by this read if sliding).
             let expires_ms = i64::try_from(expires_ms).unwrap_or(i64::MAX);
@@ -366,5 +373,37 @@ impl<S: SessionStore + 'static> ExpiredDeletion for TowerStore<S> {
             tracing::warn!(error = %e, "session-tower: delete_expired: the store's sweep failed; the next one tries again");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_engine::{Config, Engine};
+    use tower_sessions_core::session_store::SessionStore as _;
+
+    /// With a fixed date (no sliding, no inactivity timeout) the record's
+    /// own date ends it, to the millisecond: the store's deadline for a
+    /// date past 24.9 days is in whole seconds, rounded up, and a load
+    /// that took the store's deadline alone returned the record for up to
+    /// a second past its date (here a record stored with its date passed).
+    #[tokio::test]
+    async fn a_fixed_date_ends_the_record_whatever_the_stores_deadline() {
+        let engine = Arc::new(Engine::open(Config::default()).unwrap());
+        let store = TowerStore::from_arc(Arc::clone(&engine));
+        let record = Record {
+            id: Id::default(),
+            data: std::collections::HashMap::default(),
+            expiry_date: time::OffsetDateTime::now_utc() - time::Duration::milliseconds(5),
+        };
+        let (expiry_ms, _) = unix_ms_ns(record.expiry_date);
+        let bytes = record::encode(&record, expiry_ms).unwrap();
+        engine
+            .put(to_session_id(record.id), &bytes, Timeout::from_secs(60))
+            .unwrap();
+        assert!(
+            store.load(&record.id).await.unwrap().is_none(),
+            "a record loaded past its date"
+        );
     }
 }
