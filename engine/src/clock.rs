@@ -72,6 +72,14 @@ enum Elapsed {
     Monotonic(std::time::Instant),
 }
 
+/// Milliseconds since `start` on the monotonic clock. Out of line: only
+/// the ticking clock's thread (and a raise) reads it, and inlined into
+/// every operation's clock read it cost a create 3% more instructions.
+#[inline(never)]
+fn monotonic_ms(start: std::time::Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Wall time at creation, advanced by `elapsed`, plus `raised`.
 #[derive(Clone, Debug)]
 struct Precise {
@@ -105,7 +113,7 @@ impl Precise {
     fn unraised_ms(&self) -> u64 {
         let elapsed_ms = match &self.elapsed {
             Elapsed::Tsc { tsc, anchor } => tsc.delta_as_nanos(*anchor, tsc.raw()) / 1_000_000,
-            Elapsed::Monotonic(start) => u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            Elapsed::Monotonic(start) => monotonic_ms(*start),
         };
         self.anchor_ms.saturating_add(elapsed_ms)
     }
