@@ -765,7 +765,7 @@ impl Engine {
     pub fn arm_timer(&self, id: &SessionId, token: u64, after: std::time::Duration) -> Result<TimerHandle> {
         // Rounded up, as timeouts are: a timer never fires before its delay.
         let whole_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
-        let after_ms = whole_ms.saturating_add(u64::from(after.subsec_nanos() % 1_000_000 != 0));
+        let after_ms = whole_ms.saturating_add(u64::from(!after.subsec_nanos().is_multiple_of(1_000_000)));
         if after_ms > crate::limits::TIMEOUT_MS_MAX {
             return Err(Error::InvalidTimeout {
                 timeout_ms: after_ms,
