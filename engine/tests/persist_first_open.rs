@@ -2,6 +2,8 @@
 //! MANIFEST was written) is retried cleanly; a directory whose MANIFEST went
 //! missing while its logs hold data is refused, not overwritten.
 
+mod support;
+
 use session_engine::{Config, Durability, Engine, Error, Timeout};
 
 fn config(dir: &std::path::Path) -> Config {
@@ -40,10 +42,7 @@ fn logs_with_data_but_no_manifest_are_refused() {
     assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
     assert!(err.to_string().contains("MANIFEST"), "{err}");
     // Nothing was removed: the segments are still there.
-    let segments = walk(dir.path())
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .count();
+    let segments = support::segments_under(dir.path()).len();
     assert_eq!(segments, 2, "one segment per shard survives");
 }
 
@@ -94,17 +93,4 @@ fn a_users_entries_that_look_like_layouts_are_never_removed() {
             b"ten bytes!"
         );
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }

@@ -6,18 +6,13 @@
 mod support;
 
 use session_engine::{Engine, Error, Timeout};
+
 /// The files named `name` anywhere under `dir`.
 fn files_named(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(files_named(&path, name));
-        } else if path.file_name().is_some_and(|n| n == name) {
-            found.push(path);
-        }
-    }
-    found
+    support::files_under(dir)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == name))
+        .collect()
 }
 
 /// Bytes this process has had fetched from storage (`/proc/self/io`).

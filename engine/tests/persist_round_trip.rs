@@ -323,7 +323,7 @@ fn a_segment_header_time_past_the_engines_range_raises_nothing() {
         engine.create(b"kept", Timeout::from_secs(3600)).unwrap()
     };
     for time in [u64::MAX, (1 << 62) - 1] {
-        for path in segment_files(dir.path()) {
+        for path in support::segments_under(dir.path()) {
             let mut bytes = std::fs::read(&path).unwrap();
             for copy in [0, 64] {
                 let header = &mut bytes[copy..copy + 64];
@@ -338,20 +338,6 @@ fn a_segment_header_time_past_the_engines_range_raises_nothing() {
         assert_eq!(engine.recovery_report().unwrap().expired_dropped, 0);
         assert_eq!(engine.clock().now_ms(), 1_700_000_000_000, "the clock was raised");
     }
-}
-
-/// Every log segment under `dir`.
-fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(segment_files(&path));
-        } else if path.extension().is_some_and(|e| e == "seg") {
-            found.push(path);
-        }
-    }
-    found
 }
 
 /// A run whose clock was a day fast (set wrong at boot), then runs with
@@ -411,7 +397,10 @@ fn an_open_makes_what_it_recovered_durable_before_writing_after_it() {
         }
         engine.close().unwrap();
     }
-    let with_data = walk_segments(dir.path());
+    let with_data = support::segments_under(dir.path())
+        .into_iter()
+        .filter(|p| std::fs::read(p).unwrap()[128..].iter().any(|&b| b != 0))
+        .count();
     assert!(with_data > 4, "{with_data} segments hold records");
     for durability in [
         Durability::Interval(Duration::from_millis(5)),
@@ -432,23 +421,6 @@ fn an_open_makes_what_it_recovered_durable_before_writing_after_it() {
         assert_eq!(engine.len(), 2_000);
         engine.close().unwrap();
     }
-}
-
-/// The segment files under `dir` (every layout and shard) that hold
-/// records: bytes other than zero after their two 64-byte headers.
-fn walk_segments(dir: &std::path::Path) -> usize {
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            n += walk_segments(&path);
-        } else if path.extension().is_some_and(|x| x == "seg")
-            && std::fs::read(&path).unwrap()[128..].iter().any(|&b| b != 0)
-        {
-            n += 1;
-        }
-    }
-    n
 }
 
 /// At the boundary: with `metadata_bytes_max` the largest a 64 KiB segment

@@ -317,13 +317,9 @@ fn a_failed_sync_whose_note_cannot_be_written_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
     engine.create(b"before", Timeout::from_secs(3600)).unwrap();
-    let shard_dirs: Vec<_> = walk(dir.path())
+    let shard_dirs: Vec<_> = support::segments_under(dir.path())
         .into_iter()
-        .filter(|p| {
-            p.is_dir()
-                && p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('S'))
-        })
+        .map(|p| p.parent().unwrap().to_path_buf())
         .collect();
     assert_eq!(shard_dirs.len(), 1, "{shard_dirs:?}");
     let shard = &shard_dirs[0];
@@ -345,17 +341,4 @@ fn a_failed_sync_whose_note_cannot_be_written_says_so() {
     drop(engine);
     std::fs::remove_file(shard).unwrap();
     std::fs::rename(&moved, shard).unwrap();
-}
-
-/// Every path under `dir`.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        }
-        found.push(path);
-    }
-    found
 }

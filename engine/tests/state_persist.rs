@@ -221,17 +221,6 @@ fn subscriptions_survive_compaction_at_every_crash_step() {
     }
 }
 
-fn segment_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            segment_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
 #[test]
 fn a_damaged_subscribe_record_is_refused_or_skipped() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,10 +238,8 @@ fn a_damaged_subscribe_record_is_refused_or_skipped() {
         }
         engine.close().unwrap();
     }
-    let mut files = Vec::new();
-    segment_files(dir.path(), &mut files);
     let mut hit = false;
-    for file in files {
+    for file in support::files_under(dir.path()) {
         let mut bytes = std::fs::read(&file).unwrap();
         if let Some(at) = bytes.windows(9).position(|w| w == b"DAMAGE-ME") {
             bytes[at] ^= 0x20;

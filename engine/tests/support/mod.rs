@@ -111,6 +111,28 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// Every file under `dir`, at any depth (directories left out).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// The log segments (`*.seg`) under `dir`, at any depth.
+pub fn segments_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect()
+}
+
 /// The segment files (`*.seg`) of a shard's directory, in sequence order
 /// (their names are zero-padded sequence numbers).
 pub fn segment_files(shard_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
