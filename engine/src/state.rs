@@ -20,7 +20,7 @@
 //! `engine/README.md` has the details and the bounds.
 
 use std::fmt;
-use std::future::{ready, Future};
+use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -162,43 +162,36 @@ pub trait SessionState: SessionStore {
     ) -> impl Future<Output = Result<RateDecision>> + Send;
 }
 
-/// The embedded engine: futures ready at once, except that with
-/// `Durability::Always` a subscribe or unsubscribe completes when its log
-/// record is durable (as a write of `SessionStore` does).
+/// The embedded engine: futures ready at their first poll (a call does
+/// nothing until then), except that with `Durability::Always` a subscribe
+/// or unsubscribe completes when its log record is durable (as a write of
+/// `SessionStore` does).
 impl SessionState for Engine {
     #[inline]
-    fn subscribe(&self, id: &SessionId, topic: &str) -> impl Future<Output = Result<bool>> + Send {
+    async fn subscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
         self.settle_found_later(id, self.subscribe_pending(id, topic))
+            .await
     }
 
     #[inline]
-    fn unsubscribe(&self, id: &SessionId, topic: &str) -> impl Future<Output = Result<bool>> + Send {
+    async fn unsubscribe(&self, id: &SessionId, topic: &str) -> Result<bool> {
         self.settle_found_later(id, self.unsubscribe_pending(id, topic))
+            .await
     }
 
     #[inline]
-    fn topics(&self, id: &SessionId) -> impl Future<Output = Result<Vec<String>>> + Send {
-        ready(Engine::topics(self, id))
+    async fn topics(&self, id: &SessionId) -> Result<Vec<String>> {
+        Engine::topics(self, id)
     }
 
     #[inline]
-    fn subscribers(
-        &self,
-        topic: &str,
-        cursor: TopicCursor,
-        limit: usize,
-    ) -> impl Future<Output = Result<TopicPage>> + Send {
-        ready(Engine::subscribers(self, topic, cursor, limit))
+    async fn subscribers(&self, topic: &str, cursor: TopicCursor, limit: usize) -> Result<TopicPage> {
+        Engine::subscribers(self, topic, cursor, limit)
     }
 
     #[inline]
-    fn rate_limit(
-        &self,
-        id: &SessionId,
-        bucket: Bucket,
-        cost: u32,
-    ) -> impl Future<Output = Result<RateDecision>> + Send {
-        ready(Engine::rate_limit(self, id, bucket, cost))
+    async fn rate_limit(&self, id: &SessionId, bucket: Bucket, cost: u32) -> Result<RateDecision> {
+        Engine::rate_limit(self, id, bucket, cost)
     }
 }
 

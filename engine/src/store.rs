@@ -1,11 +1,14 @@
 //! The backend-neutral session API, as an async trait.
 //!
-//! The embedded [`Engine`] implements it with futures that are ready at once
-//! (no allocation, no executor round trip), except that with
-//! `Durability::Always` a write's future completes when its group commit
-//! has made it durable: the task waits, its thread does not (the engine's
-//! flusher thread runs the sync). Remote backends (Redis Cluster) implement
-//! it with real I/O. Code written against `SessionStore` switches
+//! The embedded [`Engine`] implements it with futures that are ready at
+//! their first poll (no allocation, no executor round trip), except that
+//! with `Durability::Always` a write's future completes when its group
+//! commit has made it durable: the task waits, its thread does not (the
+//! engine's flusher thread runs the sync). Remote backends (Redis Cluster)
+//! implement it with real I/O. On every backend a call does nothing until
+//! its future is first polled: a future dropped unpolled (a `select!`
+//! branch whose precondition was false, which `select!` still builds)
+//! neither writes nor counts as activity. Code written against `SessionStore` switches
 //! backend by configuration. Semantics every implementation keeps:
 //! inactivity timeouts slide on activity (`get`, `update`, `touch`,
 //! `set_ttl`, `put`, `rotate`; not `peek`, `contains`, `list`), an expired
@@ -19,7 +22,7 @@
 //! methods would then shadow the engine's own; the engine and the Redis
 //! store are cheap `Clone` handles instead.
 
-use std::future::{ready, Future};
+use std::future::Future;
 
 use crate::engine::Engine;
 use crate::error::Result;
@@ -170,137 +173,149 @@ pub trait SessionStore: Send + Sync {
     fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send;
 }
 
+/// A write's outcome as its call's output: at once, in line, unless a
+/// flush must cover it first (`Durability::Always`) or it failed, which
+/// go through `Settle` (`settle_later`).
+macro_rules! settle {
+    ($engine:expr, $outcome:expr) => {
+        match $outcome {
+            Ok((value, None)) => Ok(value),
+            outcome => $engine.settle_later(outcome).await,
+        }
+    };
+}
+
+/// `settle!` for a write on `id` (`settle_found_later`).
+macro_rules! settle_found {
+    ($engine:expr, $id:expr, $outcome:expr) => {
+        match $outcome {
+            Ok((value, None)) => Ok(value),
+            outcome => $engine.settle_found_later($id, outcome).await,
+        }
+    };
+}
+
 impl SessionStore for Engine {
     #[inline]
-    fn create(&self, metadata: &[u8], timeout: Timeout) -> impl Future<Output = Result<SessionId>> + Send {
-        self.settle_later(self.create_pending(metadata, timeout))
+    async fn create(&self, metadata: &[u8], timeout: Timeout) -> Result<SessionId> {
+        settle!(self, self.create_pending(metadata, timeout))
     }
 
     #[inline]
-    fn insert(
-        &self,
-        id: SessionId,
-        metadata: &[u8],
-        timeout: Timeout,
-    ) -> impl Future<Output = Result<()>> + Send {
-        self.settle_found_later(&id, self.insert_pending(id, metadata, timeout))
+    async fn insert(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
+        settle_found!(self, &id, self.insert_pending(id, metadata, timeout))
     }
 
     #[inline]
-    fn put(
-        &self,
-        id: SessionId,
-        metadata: &[u8],
-        timeout: Timeout,
-    ) -> impl Future<Output = Result<()>> + Send {
-        self.settle_later(self.put_pending(id, metadata, timeout))
+    async fn put(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
+        settle!(self, self.put_pending(id, metadata, timeout))
     }
 
     #[inline]
-    fn rotate(&self, id: &SessionId) -> impl Future<Output = Result<SessionId>> + Send {
-        self.settle_found_later(id, self.rotate_pending(id))
+    async fn rotate(&self, id: &SessionId) -> Result<SessionId> {
+        settle_found!(self, id, self.rotate_pending(id))
     }
 
     #[inline]
-    fn try_update<F, E>(
-        &self,
-        id: &SessionId,
-        f: F,
-    ) -> impl Future<Output = Result<std::result::Result<Updated, E>>> + Send
+    async fn try_update<F, E>(&self, id: &SessionId, f: F) -> Result<std::result::Result<Updated, E>>
     where
         F: FnMut(&[u8]) -> std::result::Result<Op, E> + Send,
         E: Send,
     {
-        self.settle_found_later(id, self.try_update_pending(id, f))
+        settle_found!(self, id, self.try_update_pending(id, f))
     }
 
     #[inline]
-    fn get(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
-        ready(Engine::get(self, id))
+    async fn get(&self, id: &SessionId) -> Result<Session> {
+        Engine::get(self, id)
     }
 
     #[inline]
-    fn peek(&self, id: &SessionId) -> impl Future<Output = Result<Session>> + Send {
-        ready(Engine::peek(self, id))
+    async fn peek(&self, id: &SessionId) -> Result<Session> {
+        Engine::peek(self, id)
     }
 
     #[inline]
-    fn get_with<R, F>(&self, id: &SessionId, f: F) -> impl Future<Output = Result<R>> + Send
+    async fn get_with<R, F>(&self, id: &SessionId, f: F) -> Result<R>
     where
         F: FnOnce(SessionRef<'_>) -> R + Send,
         R: Send,
     {
-        ready(Engine::get_with(self, id, f))
+        Engine::get_with(self, id, f)
     }
 
     #[inline]
-    fn peek_with<R, F>(&self, id: &SessionId, f: F) -> impl Future<Output = Result<R>> + Send
+    async fn peek_with<R, F>(&self, id: &SessionId, f: F) -> Result<R>
     where
         F: FnOnce(SessionRef<'_>) -> R + Send,
         R: Send,
     {
-        ready(Engine::peek_with(self, id, f))
+        Engine::peek_with(self, id, f)
     }
 
     #[inline]
-    fn get_many(&self, ids: &[SessionId]) -> impl Future<Output = Vec<Result<Session>>> + Send {
-        ready(Engine::get_many(self, ids))
+    async fn get_many(&self, ids: &[SessionId]) -> Vec<Result<Session>> {
+        Engine::get_many(self, ids)
     }
 
     #[inline]
-    fn get_many_with<R, F>(&self, ids: &[SessionId], f: F) -> impl Future<Output = Vec<Result<R>>> + Send
+    async fn get_many_with<R, F>(&self, ids: &[SessionId], f: F) -> Vec<Result<R>>
     where
         F: FnMut(SessionRef<'_>) -> R + Send,
         R: Send,
     {
-        ready(Engine::get_many_with(self, ids, f))
+        Engine::get_many_with(self, ids, f)
     }
 
     #[inline]
-    fn update<F>(&self, id: &SessionId, f: F) -> impl Future<Output = Result<Session>> + Send
+    async fn update<F>(&self, id: &SessionId, f: F) -> Result<Session>
     where
         F: FnMut(&[u8]) -> Vec<u8> + Send,
     {
-        self.settle_found_later(id, self.update_pending(id, f))
+        settle_found!(self, id, self.update_pending(id, f))
     }
 
     #[inline]
-    fn touch(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send {
-        ready(Engine::touch(self, id))
+    async fn touch(&self, id: &SessionId) -> Result<()> {
+        Engine::touch(self, id)
     }
 
     #[inline]
-    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<()>> + Send {
-        self.settle_found_later(id, self.delete_pending(id).map(|(_, pending)| ((), pending)))
+    async fn delete(&self, id: &SessionId) -> Result<()> {
+        settle_found!(
+            self,
+            id,
+            self.delete_pending(id).map(|(_, pending)| ((), pending))
+        )
     }
 
     #[inline]
-    fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> impl Future<Output = Result<()>> + Send {
-        self.settle_found_later(id, self.set_ttl_pending(id, timeout))
+    async fn set_ttl(&self, id: &SessionId, timeout: Timeout) -> Result<()> {
+        settle_found!(self, id, self.set_ttl_pending(id, timeout))
     }
 
-    fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> impl Future<Output = Result<()>> + Send {
-        self.settle_found_later(id, self.set_lifetime_pending(id, lifetime))
-    }
-
-    #[inline]
-    fn contains(&self, id: &SessionId) -> impl Future<Output = Result<bool>> + Send {
-        ready(Ok(Engine::contains(self, id)))
+    async fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
+        settle_found!(self, id, self.set_lifetime_pending(id, lifetime))
     }
 
     #[inline]
-    fn len(&self) -> impl Future<Output = Result<usize>> + Send {
-        ready(Ok(Engine::len(self)))
+    async fn contains(&self, id: &SessionId) -> Result<bool> {
+        Ok(Engine::contains(self, id))
     }
 
     #[inline]
-    fn list(&self, cursor: Cursor, limit: usize) -> impl Future<Output = Result<Page>> + Send {
-        ready(Engine::list(self, cursor, limit))
+    async fn len(&self) -> Result<usize> {
+        Ok(Engine::len(self))
     }
 
     #[inline]
-    fn cleanup_expired(&self) -> impl Future<Output = Result<usize>> + Send {
-        ready(Ok(Engine::cleanup_expired(self)))
+    async fn list(&self, cursor: Cursor, limit: usize) -> Result<Page> {
+        Engine::list(self, cursor, limit)
+    }
+
+    #[inline]
+    async fn cleanup_expired(&self) -> Result<usize> {
+        Ok(Engine::cleanup_expired(self))
     }
 }
 

@@ -61,6 +61,7 @@ case_list!(
     a_lifetime_cap_ends_an_active_session,
     get_many_answers_each_id_as_get_would,
     borrowing_reads_see_what_get_and_peek_see,
+    a_future_never_polled_changes_nothing,
 );
 
 fn ms(ms: u64) -> Duration {
@@ -1059,6 +1060,48 @@ async fn borrowing_reads_see_what_get_and_peek_see<S: SessionStore>(s: Arc<S>, _
             "{gone}: the closure ran"
         );
     }
+    Verdict::Pass
+}
+
+/// A call's future does nothing until it is polled, on every backend: one
+/// built and dropped (a `select!` branch whose precondition is false is
+/// still built; a losing branch is dropped) neither writes nor counts as
+/// activity.
+async fn a_future_never_polled_changes_nothing<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let id = ok("create", s.create(b"kept", LONG).await);
+    let before = ok("peek", s.peek(&id).await);
+    sleep(ms(25)).await;
+    clock_past!(
+        s,
+        "a_future_never_polled_changes_nothing",
+        before.last_access_ms()
+    );
+    let fresh = SessionId::random().expect("a random id");
+    drop(s.create(b"never", LONG));
+    drop(s.insert(fresh, b"never", LONG));
+    drop(s.put(id, b"never", LONG));
+    drop(s.put(fresh, b"never", LONG));
+    drop(s.rotate(&id));
+    drop(s.update(&id, |_| b"never".to_vec()));
+    drop(s.try_update(&id, |_| Ok::<_, ()>(Op::Delete)));
+    drop(s.set_ttl(&id, Timeout::from_ms(1)));
+    drop(s.set_lifetime(&id, Timeout::from_ms(1)));
+    drop(s.get(&id));
+    drop(s.get_with(&id, |_| ()));
+    drop(s.touch(&id));
+    drop(s.get_many(std::slice::from_ref(&id)));
+    drop(s.delete(&id));
+    let after = ok("peek after", s.peek(&id).await);
+    assert_eq!(after, before, "a future never polled changed the session");
+    assert!(
+        !ok("contains fresh", s.contains(&fresh).await),
+        "a future never polled stored a session"
+    );
+    assert_eq!(
+        ok("len", s.len().await),
+        1,
+        "a future never polled created a session"
+    );
     Verdict::Pass
 }
 

@@ -31,6 +31,7 @@ state_case_list!(
     rate_limit_allows_then_limits_with_retry_after,
     a_reshaped_bucket_caps_its_tokens,
     state_bad_input_and_limits_are_typed_errors,
+    a_state_future_never_polled_changes_nothing,
 );
 
 fn ok<T>(what: &str, r: Result<T, Error>) -> T {
@@ -229,6 +230,28 @@ async fn state_goes_with_an_expired_session<S: SessionState>(s: Arc<S>, _: Suite
         ok("rate_limit", s.rate_limit(&short, bucket(1, 1), 1).await),
         RateDecision::Allowed { remaining: 0 },
         "the bucket came back"
+    );
+    Verdict::Pass
+}
+
+/// As for `SessionStore`: a state call does nothing until its future is
+/// first polled.
+async fn a_state_future_never_polled_changes_nothing<S: SessionState>(s: Arc<S>, _: SuiteOptions) -> Verdict {
+    let id = ok("create", s.create(b"", LONG).await);
+    ok("subscribe", s.subscribe(&id, "kept").await);
+    let shape = bucket(2, 1);
+    drop(s.subscribe(&id, "never"));
+    drop(s.unsubscribe(&id, "kept"));
+    drop(s.rate_limit(&id, shape, 2));
+    assert_eq!(
+        ok("topics", s.topics(&id).await),
+        vec!["kept".to_owned()],
+        "a subscribe or unsubscribe never polled changed the topics"
+    );
+    assert_eq!(
+        ok("rate_limit", s.rate_limit(&id, shape, 2).await),
+        RateDecision::Allowed { remaining: 0 },
+        "a rate_limit never polled took tokens"
     );
     Verdict::Pass
 }
