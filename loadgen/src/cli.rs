@@ -3,6 +3,7 @@
 //! configuration error, 3 inconclusive: the machine was too busy to judge).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -429,6 +430,26 @@ fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, Error> {
         // or after AT: up to three slices later (the next slice boundary,
         // then a pair whose backend slice comes second).
         let latest_start = stall.at + 3 * scenario.slice.0;
+        // With `--ops` the clients stop once they have issued their
+        // operations: before the stall ends, it delays nothing.
+        if scenario.ops_max > 0 {
+            let issued_by = match scenario.rate {
+                Rate::PerSec(rate) => Some(Duration::from_secs_f64(scenario.ops_max as f64 / rate)),
+                Rate::Max => None,
+            };
+            if issued_by.is_none_or(|t| t < latest_start + stall.length) {
+                return Err(Error::Usage(format!(
+                    "--inject-stall {stall} with --ops {}: the clients may have issued their operations and \
+                     stopped before the stall ends ({}), and a stall that delays nothing passes unseen (raise \
+                     --ops past what the rate issues by then, or drop it)",
+                    scenario.ops_max,
+                    issued_by.map_or_else(
+                        || "in closed loop they issue them as fast as the backend answers".to_owned(),
+                        |t| format!("at the offered rate they are issued in {}", Dur(t))
+                    )
+                )));
+            }
+        }
         if latest_start + stall.length > scenario.duration.0 {
             return Err(Error::Usage(format!(
                 "--inject-stall {stall}: it could end past the measured {} (it starts with the backend's first \
@@ -452,8 +473,50 @@ fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, Error> {
     Ok(exit_code(report.verdict))
 }
 
+/// The live population must outlive the sweep, as it must a run (see
+/// `Scenario::check_timeouts`): sessions the load does not reach in time
+/// would expire mid-sweep, and their reads' errors break steps the backend
+/// holds. The length counted here is the most a sweep takes when no step is
+/// retried: the peak (without `--to`), every step and every bisection, each
+/// a warm-up, a duration and the churn's settle.
+fn check_sweep_timeout(scenario: &Scenario, args: &SweepArgs, measures_peak: bool) -> Result<(), Error> {
+    let Ok(session_engine::Timeout::After(timeout)) = scenario.population_timeout() else {
+        return Ok(());
+    };
+    let phases = u32::try_from(args.steps)
+        .unwrap_or(u32::MAX)
+        .saturating_add(sweep::KNEE_BISECTIONS_MAX + u32::from(measures_peak));
+    let phase = args.step_warmup.0 + args.step_duration.0 + sweep::settle_time(scenario);
+    let planned = phase.saturating_mul(phases);
+    if timeout < planned {
+        return Err(Error::Usage(format!(
+            "timeout = {}: shorter than the sweep can take without retries ({}: {}{} steps and up to {} \
+             bisections of --step-warmup + --step-duration + the churn's settle, {} each): sessions of the \
+             live population the load does not reach in time would expire mid-sweep and fail its reads \
+             (raise --timeout, or use fewer or shorter steps)",
+            Dur(timeout),
+            Dur(planned),
+            if measures_peak { "the peak, " } else { "" },
+            args.steps,
+            sweep::KNEE_BISECTIONS_MAX,
+            Dur(phase)
+        )));
+    }
+    Ok(())
+}
+
 fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
     let mut scenario = args.scenario.resolve()?;
+    // Each step runs its warm-up and duration; a limit on operations
+    // would stop no step but would still be read as each kind's share
+    // when judging, leaving most bounds unjudged.
+    if scenario.ops_max > 0 {
+        return Err(Error::Usage(format!(
+            "--ops {} (ops_max) does not apply to a sweep: each step runs --step-warmup + --step-duration \
+             at its rate (drop --ops, or shorten --step-duration)",
+            scenario.ops_max
+        )));
+    }
     // Capacity is judged on the backend's latency as measured. Past the
     // rate a reference peer itself can serve, both sides queue and a tail
     // "added over the peer" stays small however long it is: with a peer
@@ -491,6 +554,7 @@ fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
         // Before populating: the same check the sweep makes of a peak.
         sweep::steps_floor(to, args.steps, false)?;
     }
+    check_sweep_timeout(&scenario, args, to.is_none())?;
     let out_dir = args.output.dir(&format!("sweep-{}", scenario.name));
     if let Some(dir) = &out_dir {
         crate::output::prepare(dir).map_err(|e| Error::Usage(e.to_string()))?;

@@ -242,13 +242,24 @@ fn measure_peak<B: Backend>(
     peak
 }
 
+/// How long [`settle`] waits.
+pub(crate) fn settle_time(base: &Scenario) -> Duration {
+    base.churn_timeout.0 + 3 * base.engine.sweep_interval.0 + Duration::from_millis(500)
+}
+
+/// Most bisections after the steps: each halves the gap between the rate
+/// that held and the one that broke, which starts at one step (at most the
+/// rate that held) and ends within `KNEE_PRECISION` of it.
+pub(crate) const KNEE_BISECTIONS_MAX: u32 = 5;
+const _: () = assert!(1.0 / (1u32 << KNEE_BISECTIONS_MAX) as f64 <= KNEE_PRECISION);
+
 /// Waits until the churn sessions of the phase before have expired and been
 /// swept (`churn_timeout` plus three sweep intervals and half a second):
 /// their expiry would otherwise land in the next phase's measured window
 /// (the warm-up is shorter than the churn timeout), so a probe at one rate
 /// judged differently after a faster one than after a slower one.
 fn settle(base: &Scenario, whose: &str, progress: Option<&Progress>) {
-    let settle = base.churn_timeout.0 + 3 * base.engine.sweep_interval.0 + Duration::from_millis(500);
+    let settle = settle_time(base);
     if let Some(bar) = progress {
         bar.set_prefix(format!(
             "sweep: waiting {} for {whose} churn sessions to expire (churn_timeout)",

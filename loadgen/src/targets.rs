@@ -791,8 +791,8 @@ fn offered(scenario: &Scenario, outcome: &Outcome, op: Op) -> u64 {
 /// (`--ops`, split evenly between them and rounded up), `None` without a
 /// limit.
 fn point_ops_max(scenario: &Scenario) -> Option<u64> {
-    (scenario.ops_max > 0)
-        .then(|| scenario.ops_max.div_ceil(scenario.clients.max(1) as u64) * scenario.clients.max(1) as u64)
+    let clients = scenario.clients.max(1) as u64;
+    (scenario.ops_max > 0).then(|| scenario.ops_max.div_ceil(clients).saturating_mul(clients))
 }
 
 /// Operations a schedule of `per_s` a second offers over `measured_s`
@@ -1022,9 +1022,17 @@ mod tests {
         // A limit the schedule does not reach leaves the schedule's count.
         let far = Scenario {
             ops_max: 1_000_000,
-            ..scenario
+            ..scenario.clone()
         };
         assert_eq!(offered(&far, &outcome, Op::Get), 12_000);
+        // A limit near u64::MAX, rounded up to whole clients, stays a
+        // limit (it wrapped to 0, and nothing was judged).
+        let huge = Scenario {
+            ops_max: u64::MAX,
+            clients: 2,
+            ..scenario
+        };
+        assert_eq!(offered(&huge, &outcome, Op::Get), 12_000);
     }
 
     /// In closed loop a kind is offered its share of the point operations

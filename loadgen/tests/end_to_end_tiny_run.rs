@@ -229,7 +229,7 @@ fn an_ops_limit_counts_no_warm_up_operation() {
 
 #[test]
 fn usage_and_configuration_errors_exit_2_with_a_reason() {
-    let cases: [(&[&str], &str); 14] = [
+    let cases: [(&[&str], &str); 18] = [
         (&["run", "--rate", "fast"], "rate"),
         (
             &["run", "--scenario", "/nonexistent/scenario.toml"],
@@ -341,6 +341,67 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
                 "--no-output",
             ],
             "not a whole number of intervals",
+        ),
+        // A sweep's steps run their own times: an --ops limit stopped no
+        // step but was read as each kind's share when judging.
+        (
+            &[
+                "sweep",
+                "--scenario",
+                "tiny",
+                "--to",
+                "1000",
+                "--ops",
+                "100",
+                "--no-output",
+            ],
+            "does not apply to a sweep",
+        ),
+        // The population must outlive the whole sweep, not one run.
+        (
+            &[
+                "sweep",
+                "--scenario",
+                "tiny",
+                "--to",
+                "1000",
+                "--steps",
+                "8",
+                "--timeout",
+                "3s",
+                "--no-output",
+            ],
+            "shorter than the sweep can take",
+        ),
+        // At 5K ops/s, 100 operations are issued in 20 ms, long before the
+        // stall: it would delay nothing and pass unseen.
+        (
+            &[
+                "run",
+                "--scenario",
+                "tiny",
+                "--inject-stall",
+                "300ms:100ms",
+                "--ops",
+                "100",
+                "--no-output",
+            ],
+            "stopped before the stall ends",
+        ),
+        (
+            &[
+                "run",
+                "--scenario",
+                "tiny",
+                "--rate",
+                "max",
+                "--inject-stall",
+                "300ms:100ms",
+                "--ops",
+                "1000000",
+                "--no-output",
+            ],
+            "in closed loop",
         ),
         (&["frobnicate"], "unrecognized subcommand"),
     ];
