@@ -110,8 +110,12 @@ pub enum Error {
     },
 
     /// A log or manifest holds bytes that are not what the format allows
-    /// (see `engine/FORMAT.md`); recovery in `RecoveryMode::Strict` stops here.
-    #[error("corrupt data in {} at byte offset {offset}: {reason} (open with RecoveryMode::Repair to skip damaged records)", path.display())]
+    /// (see `engine/FORMAT.md`), or a file or directory the MANIFEST names
+    /// is missing; recovery in `RecoveryMode::Strict` stops here. The
+    /// reason says whether `RecoveryMode::Repair` can skip the damage
+    /// (damaged records) or cannot (a damaged MANIFEST, a missing layout or
+    /// shard directory: restore the directory instead).
+    #[error("corrupt data in {} at byte offset {offset}: {reason}", path.display())]
     Corrupt {
         /// The damaged file.
         path: std::path::PathBuf,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
-use session_engine::{Config, Durability, Engine, Error, SessionId, Timeout};
+use session_engine::{Config, Durability, Engine, Error, RecoveryMode, SessionId, Timeout};
 
 fn open(dir: &std::path::Path, shards: usize) -> Engine {
     Engine::open(
@@ -107,6 +107,21 @@ fn a_damaged_manifest_is_reported_not_guessed() {
         .unwrap();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("MANIFEST"), "{err}");
+    // Repair skips damaged records; it cannot rebuild the MANIFEST (the
+    // log key and the layout are in it), and the message says so.
+    let repair = Engine::open(
+        Config::default()
+            .shards(2)
+            .data_dir(dir.path())
+            .recovery_mode(RecoveryMode::Repair),
+    )
+    .err()
+    .unwrap();
+    for err in [err, repair] {
+        let text = err.to_string();
+        assert!(!text.contains("open with RecoveryMode::Repair"), "{text}");
+        assert!(text.contains("Repair cannot"), "{text}");
+    }
 }
 
 /// Rewrites the MANIFEST's hash key (and its checksum) as a directory whose

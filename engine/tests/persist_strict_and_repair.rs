@@ -251,8 +251,20 @@ fn a_missing_shard_directory_is_refused() {
     std::fs::remove_dir_all(&shard).unwrap();
     for mode in [RecoveryMode::Strict, RecoveryMode::Repair] {
         match open(dir.path(), mode) {
-            Err(Error::Corrupt { path, reason, .. }) => {
-                assert_eq!(path, shard, "{reason}");
+            Err(e @ Error::Corrupt { .. }) => {
+                let Error::Corrupt { path, reason, .. } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(path, &shard, "{reason}");
+                // Repair cannot bring a directory back: the message must not
+                // send the operator to it (it did, and Repair then failed
+                // with the same words).
+                let text = e.to_string();
+                assert!(
+                    !text.contains("open with RecoveryMode::Repair"),
+                    "{mode:?}: {text}"
+                );
+                assert!(text.contains("Repair cannot"), "{mode:?}: {text}");
             }
             other => panic!("{mode:?}: {other:?}"),
         }

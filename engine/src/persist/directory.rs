@@ -60,13 +60,24 @@ pub(crate) fn make_dir(path: &Path) -> Result<()> {
 pub(crate) fn lock(dir: &Path) -> Result<File> {
     make_dir(dir)?;
     let lock = open_kept(&dir.join(LOCK_FILE))?;
-    if lock.try_lock().is_err() {
-        return Err(Error::DirectoryLocked {
-            path: dir.to_path_buf(),
-        });
-    }
+    lock_outcome(dir, lock.try_lock())?;
     let _ = std::fs::remove_file(dir.join(MANIFEST_TMP));
     Ok(lock)
+}
+
+/// `DirectoryLocked` only where another holder has the lock; a lock the
+/// file system could not take at all (`ENOLCK` on NFS without a lock
+/// daemon, a FUSE file system without `flock`) is the I/O error it is.
+fn lock_outcome(dir: &Path, outcome: std::result::Result<(), std::fs::TryLockError>) -> Result<()> {
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::DirectoryLocked {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(io(format!("locking {}", dir.join(LOCK_FILE).display()))(e))
+        }
+    }
 }
 
 /// Opens a file of the directory that stays (read and write, owner only),
@@ -90,7 +101,10 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
             .map_err(|reason| Error::Corrupt {
                 path,
                 offset: 0,
-                reason: reason.to_string(),
+                reason: format!(
+                    "{reason} (it holds the logs' key and layout: {})",
+                    super::open::UNREPAIRABLE
+                ),
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(format!("reading {}", path.display()))(e)),
@@ -294,6 +308,32 @@ pub(crate) fn clear_sync_failed(shard_dir: &Path) {
 mod tests {
     use super::*;
     use crate::persist::segment::SYNCED_DIRS;
+
+    /// A held lock is `DirectoryLocked`; a lock the file system refused is
+    /// an I/O error naming the lock file and the OS error (it was reported
+    /// as held by another engine, which sent the operator looking for one).
+    #[test]
+    fn only_a_held_lock_is_directory_locked() {
+        let dir = Path::new("/data/sessions");
+        assert!(lock_outcome(dir, Ok(())).is_ok());
+        assert!(matches!(
+            lock_outcome(dir, Err(std::fs::TryLockError::WouldBlock)),
+            Err(Error::DirectoryLocked { path }) if path == dir
+        ));
+        let refused = std::io::Error::from_raw_os_error(37); // ENOLCK
+        match lock_outcome(dir, Err(std::fs::TryLockError::Error(refused))) {
+            Err(e @ Error::Io { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("/data/sessions/LOCK"), "{text}");
+                assert!(text.contains("os error 37"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A real second lock of the same directory is the held case.
+        let root = tempfile::tempdir().unwrap();
+        let _held = lock(root.path()).unwrap();
+        assert!(matches!(lock(root.path()), Err(Error::DirectoryLocked { .. })));
+    }
 
     /// A data directory that `open` creates (its missing parents too) has
     /// its name synced into its parent before anything is acknowledged: a

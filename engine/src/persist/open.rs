@@ -113,7 +113,7 @@ pub(crate) fn open(
             layout: manifest.layout.checked_add(1).ok_or_else(|| Error::Corrupt {
                 path: dir.join("MANIFEST"),
                 offset: 0,
-                reason: format!("layout {} has no successor", manifest.layout),
+                reason: format!("layout {} has no successor ({UNREPAIRABLE})", manifest.layout),
             })?,
             hash_key: manifest.hash_key,
             log_key,
@@ -158,13 +158,19 @@ pub(crate) fn open(
     })
 }
 
+/// Damage that no record can explain and `Repair` cannot undo: the
+/// directory must be restored.
 fn missing(path: &Path, reason: &str) -> Error {
     Error::Corrupt {
         path: path.to_path_buf(),
         offset: 0,
-        reason: reason.to_owned(),
+        reason: format!("{reason} ({UNREPAIRABLE})"),
     }
 }
+
+/// What an error `RecoveryMode::Repair` cannot fix tells the operator.
+pub(crate) const UNREPAIRABLE: &str =
+    "RecoveryMode::Repair cannot rebuild it: restore the data directory from a backup";
 
 fn random_log_key() -> Result<[u8; LOG_KEY_LEN]> {
     let mut key = [0u8; LOG_KEY_LEN];

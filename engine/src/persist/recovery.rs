@@ -410,20 +410,21 @@ fn check_header(files: ShardFiles<'_>, sequence: u64, bytes: &[u8]) -> HeaderChe
 
 /// A segment file's bytes for replay, and the file's length: at most its
 /// verified header's `len` (past it the engine never wrote: a file extended
-/// beyond it costs no memory), or, with no verified header, at most the
-/// largest segment the engine appends to (a base's header is written last
-/// and synced before the base is named, so only damage leaves a base
-/// without one). Read, not mapped: a disk error is then `Error::Io` naming
-/// the file, where a mapping would kill the process with `SIGBUS`.
+/// beyond it costs no memory), or, with no verified header, see
+/// [`unverified_read_len`]. Read, not mapped: a disk error is then
+/// `Error::Io` naming the file, where a mapping would kill the process
+/// with `SIGBUS`.
 fn read_segment(files: ShardFiles<'_>, sequence: u64, path: &Path) -> Result<(Vec<u8>, u64)> {
     use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
     let context = || format!("reading {}", path.display());
     let file = std::fs::File::open(path).map_err(io(context()))?;
-    let file_len = file.metadata().map_err(io(context()))?.len();
+    let meta = file.metadata().map_err(io(context()))?;
+    let file_len = meta.len();
     let head = read_header_bytes(path, files.codec.header_len())?;
     let want = match (files.codec, check_header(files, sequence, &head).header) {
         (Codec::Salted { .. }, Some(h)) => file_len.min(h.len),
-        (Codec::Salted { .. }, None) => file_len.min(SEGMENT_SIZE_BYTES_MAX as u64),
+        (Codec::Salted { .. }, None) => unverified_read_len(file_len, meta.blocks().saturating_mul(512)),
         (Codec::V1, _) => file_len,
     };
     let mut bytes = Vec::new();
@@ -435,6 +436,17 @@ fn read_segment(files: ShardFiles<'_>, sequence: u64, path: &Path) -> Result<(Ve
         })?;
     file.take(want).read_to_end(&mut bytes).map_err(io(context()))?;
     Ok((bytes, file_len))
+}
+
+/// How much of a segment whose header copies are both damaged to read: the
+/// largest segment the engine appends to, or as much as the file holds on
+/// disk if that is more. A compaction base is written whole and may pass
+/// the append limit (a shard of more than 1 GiB of sessions): capped at
+/// the limit, Repair dropped every record past it, all of which verify. A
+/// file extended by a hole (sparse: no blocks on disk) is not read past
+/// what it holds, so such damage costs no memory.
+fn unverified_read_len(file_len: u64, on_disk: u64) -> u64 {
+    file_len.min((SEGMENT_SIZE_BYTES_MAX as u64).max(on_disk))
 }
 
 fn read_header_bytes(path: &Path, len: usize) -> Result<Vec<u8>> {
@@ -674,7 +686,7 @@ impl Replay<'_> {
             RecoveryMode::Strict => Err(Error::Corrupt {
                 path: path.to_path_buf(),
                 offset: offset as u64,
-                reason: reason.to_string(),
+                reason: format!("{reason} (open with RecoveryMode::Repair to skip damaged records)"),
             }),
             RecoveryMode::Repair => {
                 let report = &mut self.out.report;
@@ -1098,4 +1110,23 @@ fn damaged_id(codec: Codec, record: &[u8]) -> Option<SessionId> {
     }
     let id: [u8; 16] = record.get(header..header + 16)?.try_into().ok()?;
     Some(SessionId::from_bytes(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    /// A segment without a verified header is read whole when the disk
+    /// holds it whole (a base past the append limit keeps its records
+    /// past 1 GiB), and a hole past the limit is not read.
+    #[test]
+    fn a_headerless_segment_is_read_as_far_as_the_disk_holds_it() {
+        assert_eq!(SEGMENT_SIZE_BYTES_MAX as u64, GIB);
+        assert_eq!(unverified_read_len(3 * GIB, 3 * GIB + 4096), 3 * GIB);
+        assert_eq!(unverified_read_len(1 << 40, 200 << 20), GIB);
+        assert_eq!(unverified_read_len(1 << 40, 2 * GIB), 2 * GIB);
+        assert_eq!(unverified_read_len(100 << 20, 0), 100 << 20);
+    }
 }
