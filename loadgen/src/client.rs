@@ -135,6 +135,10 @@ pub async fn drive<S: SessionStore, T: Time>(
             None => now.max(plan.start_ns),
         };
         if intended >= plan.end_ns {
+            // The schedule ran out: the client's time went to the end of
+            // the measured time, whatever was (not) due in its last slices
+            // (unlike a stop at `ops_max`, which ends it where it is).
+            summary.end_ns = plan.end_ns;
             break;
         }
         if now >= hard_stop_ns {

@@ -481,3 +481,33 @@ fn a_data_dir_is_passed_to_the_engine_and_a_second_run_refuses_it() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("not empty"), "{stderr}");
 }
+
+/// At a rate so low that a client's schedule ends before the measured time
+/// does (3 ops/s: the last is due at about 667 ms of 1 s), the throughput
+/// is over the whole measured time, as the README says of slices in which
+/// nothing was due: the slices after the last operation were taken for
+/// those after an `--ops` stop and left out (3.53 ops/s over 0.85 s).
+#[test]
+fn a_schedule_that_ends_early_is_measured_over_the_whole_run() {
+    let args = [
+        "run",
+        "--json",
+        "-s",
+        "tiny",
+        "--rate",
+        "3",
+        "--no-peer",
+        "--list-rate",
+        "0",
+        "--targets",
+        "none",
+        "--no-output",
+    ];
+    let (code, stdout, stderr) = outcome(&loadgen(&args));
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("--json: the result on stdout");
+    // tiny: 1 s measured in 50 ms slices, all the backend's without a peer.
+    assert_eq!(report["slices"]["backend"]["measured"], 20, "{stdout}");
+    let over = report["throughput_over_s"].as_f64().unwrap();
+    assert!((over - 1.0).abs() < 1e-9, "throughput over {over} s");
+}
