@@ -43,14 +43,16 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # The service must not start on install (policy-rc.d exit 101 = "do not start").
 POLICY=/usr/sbin/policy-rc.d
+# Removed on exit, however this script ends (set before the file exists: a
+# policy left behind would keep every later install's service from starting).
 created_policy=0
-if [ ! -e "$POLICY" ]; then
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
-    $SUDO chmod +x "$POLICY"
-    created_policy=1
-fi
 cleanup() { if [ "$created_policy" = 1 ]; then $SUDO rm -f "$POLICY"; fi; }
 trap cleanup EXIT
+if [ ! -e "$POLICY" ]; then
+    created_policy=1
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
+    $SUDO chmod +x "$POLICY"
+fi
 
 if ! apt-cache show redis-server >/dev/null 2>&1; then
     echo "ensure-redis: refreshing the package index (apt-get update)" >&2

@@ -24,12 +24,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/ensure-valgrind.sh
-# The binary cargo built, wherever its configuration puts it (a path
-# guessed from CARGO_TARGET_DIR would run a stale one left in target/ when
-# build.target-dir or CARGO_BUILD_TARGET_DIR sends the build elsewhere).
-bin=$(cargo build --release --locked -q -p loadgen --message-format=json-render-diagnostics \
-    | sed -n 's/.*"executable":"\([^"]*\/loadgen\)".*/\1/p' | tail -n 1)
-[ -x "$bin" ] || { echo "$(basename "$0"): cargo built no loadgen binary" >&2; exit 1; }
+# The binary cargo built, wherever its configuration puts it.
+source scripts/built.sh
+bin=$(built loadgen --release --locked -q -p loadgen)
 
 echo "== instruction-count gate (fails the build on a regression)"
 set +e

@@ -12,8 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ops=${1:-200000}
 command -v valgrind >/dev/null || { echo "valgrind not found (apt-get install valgrind)" >&2; exit 1; }
-cargo build --release -q -p session-engine-benches --example op_loop
-bin=target/release/examples/op_loop
+source scripts/built.sh
+bin=$(built op_loop --release --locked -q -p session-engine-benches --example op_loop)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 

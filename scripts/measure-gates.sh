@@ -21,11 +21,15 @@ spins=${SPINS:-90}
 out=results/gate
 bash scripts/ensure-valgrind.sh
 command -v jq >/dev/null || { echo "measure-gates: needs jq" >&2; exit 1; }
-cargo build --release --locked -q -p loadgen
-CARGO_TARGET_DIR=target/inject-slowdown cargo build --release --locked -q -p loadgen --features inject-slowdown
-bin=target/release/loadgen
-slow=target/inject-slowdown/release/loadgen
-rm -rf "$out"
+source scripts/built.sh
+bin=$(built loadgen --release --locked -q -p loadgen)
+slow=$(CARGO_TARGET_DIR=target/inject-slowdown built loadgen --release --locked -q -p loadgen --features inject-slowdown)
+# The last measurement stays until this one has written results/gate.md: a
+# failed run puts it back (a gate.md beside the runs of another sitting
+# would describe files that are gone).
+rm -rf "$out.old"
+if [ -d "$out" ]; then mv "$out" "$out.old"; fi
+trap 'if [ -d "$out.old" ]; then rm -rf "$out"; mv "$out.old" "$out"; fi; rm -f results/gate.md.tmp' EXIT
 mkdir -p "$out"
 "$bin" gate --write-baseline "$out/baseline.json" --quiet
 "$bin" gate --instructions --write-baseline "$out/baseline-instructions.json" --quiet
@@ -74,5 +78,7 @@ get_ratio() { jq -r '.rows[] | select(.metric == "get") | .candidate' "$out"/$1-
     echo "How much slower get was: its engine / peer CPU per operation, median over the runs' medians, was $(printf %.3f "$same")x on the same commit and $(printf %.3f "$slowed")x slowed, **$(awk -v a="$same" -v b="$slowed" 'BEGIN {printf "%+.0f%%", (b / a - 1) * 100}')** (baseline $(printf %.3f "$(jq -r '.ratios.get' "$out/baseline.json")")x); its instructions per operation $(printf %.1f "$(jq -r '.counts.engine.get' "$out/same-instructions-1.json")") and $(printf %.1f "$(jq -r '.counts.engine.get' "$out/slow-instructions-1.json")")."
     echo
     echo "Largest change of any kind on the same commit, wall clock: $(jq -r '.rows[].change' "$out"/same-wall-*.json | sort -g | tail -1 | awk '{printf "%+.1f%%", $1 * 100}') (the tolerance is 10%); smallest change of get slowed: $(jq -r '.rows[] | select(.metric == "get") | .change' "$out"/slow-wall-*.json | sort -g | head -1 | awk '{printf "%+.1f%%", $1 * 100}')."
-} > results/gate.md
+} > results/gate.md.tmp
+mv results/gate.md.tmp results/gate.md
+rm -rf "$out.old"
 cat results/gate.md

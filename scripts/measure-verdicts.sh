@@ -17,10 +17,9 @@ stalls=${STALLS:-10}
 slowed=${SLOWED:-3}
 spins=${SPINS:-10000}
 command -v jq >/dev/null || { echo "measure-verdicts: needs jq" >&2; exit 1; }
-cargo build --release --locked -q -p loadgen
-CARGO_TARGET_DIR=target/inject-slowdown cargo build --release --locked -q -p loadgen --features inject-slowdown
-bin=target/release/loadgen
-slow=target/inject-slowdown/release/loadgen
+source scripts/built.sh
+bin=$(built loadgen --release --locked -q -p loadgen)
+slow=$(CARGO_TARGET_DIR=target/inject-slowdown built loadgen --release --locked -q -p loadgen --features inject-slowdown)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 rows=()
@@ -44,10 +43,6 @@ one() { # kind n binary spins [flags...]
             | if . == null then "-"
               else "\(if .margin < 0.1 then (.margin * 1000 | floor / 1000) else (.margin * 100 | floor / 100) end)x \(.tier)/\(.subject)/\(.bound)" end)
         ] | "| " + join(" | ") + " |"' "$dir/result.json")")
-    if [ "$n" = 1 ]; then
-        rm -rf "results/loadgen/$kind"
-        cp -r "$dir" "results/loadgen/$kind"
-    fi
     echo "$kind $n: exit $code" >&2
 }
 for n in $(seq "$runs"); do one default "$n" "$bin" 0; done
@@ -71,5 +66,13 @@ count() { printf '%s\n' "${rows[@]}" | grep "^| $1 " | awk -F'|' '{print $5}' | 
     echo "| run | started (UTC) | exit | verdict | slices judged (backend + peer) | get p50, typical slice | first failed tail | bounds failed | largest p999 added | smallest margin |"
     echo "| --- | --- | ---: | --- | --- | ---: | --- | ---: | --- | --- |"
     printf '%s\n' "${rows[@]}"
-} > results/loadgen/verdicts.md
+} > "$tmp/verdicts.md"
+# Only now that every run is in: the first run of each kind, and the table.
+for kind in default stall slowdown; do
+    if [ -d "$tmp/$kind-1" ]; then
+        rm -rf "results/loadgen/$kind"
+        cp -r "$tmp/$kind-1" "results/loadgen/$kind"
+    fi
+done
+mv "$tmp/verdicts.md" results/loadgen/verdicts.md
 cat results/loadgen/verdicts.md
