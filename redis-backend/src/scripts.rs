@@ -432,14 +432,31 @@ return {1, ARGV[2], left_of(r[2], r[3], now)}
 /// none; `0` removes the TTL. So the index outlives every session that
 /// subscribed to it (see `state.rs`). Returns 1 if the member is new, else
 /// 0 (as `ZADD`).
+///
+/// An index found as it should be (the member there, its TTL long enough
+/// or none) still gets a write that propagates, so that the caller's
+/// `WAIT` covers the entry and TTL that another client wrote (on Redis
+/// 7.2+ and Valkey a connection's `WAIT` counts from the last write it
+/// propagated itself; a script that changes nothing propagates nothing): a
+/// placeholder member added and removed at once, `!`, which no entry is
+/// (entries are an id and a nonce, `MEMBER_LEN` bytes) and which leaves
+/// the key, its TTL and its members as they were.
 const INDEX_ADD: &str = "local key = KEYS[1]
 local existed = redis.call('EXISTS', key)
 local added = redis.call('ZADD', key, 0, ARGV[1])
+local changed = added == 1
 if ARGV[2] == '0' then
-  redis.call('PERSIST', key)
+  changed = redis.call('PERSIST', key) == 1 or changed
 else
   local ttl = redis.call('PTTL', key)
-  if existed == 0 or (ttl >= 0 and ttl < tonumber(ARGV[2])) then redis.call('PEXPIRE', key, ARGV[2]) end
+  if existed == 0 or (ttl >= 0 and ttl < tonumber(ARGV[2])) then
+    redis.call('PEXPIRE', key, ARGV[2])
+    changed = true
+  end
+end
+if not changed then
+  redis.call('ZADD', key, 0, '!')
+  redis.call('ZREM', key, '!')
 end
 return added
 ";

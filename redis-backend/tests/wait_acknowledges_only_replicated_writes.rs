@@ -420,3 +420,52 @@ async fn a_change_found_already_made_propagates_a_write_for_its_wait() {
     );
     assert!(store.topics(&id).await.unwrap().contains(&"made".to_owned()));
 }
+
+/// The same for a topic's index: a subscribe found made, or a lifetime
+/// change that leaves the index as it was, still has its index write
+/// acknowledged by `WAIT`. When the index script changed nothing (the entry
+/// there, the TTL already long enough or none), it propagated nothing, and
+/// on Redis 7.2+ and Valkey its `WAIT` covered no write: it could return
+/// at once while another client's entry or TTL had not reached a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_found_as_it_should_be_propagates_a_write_for_its_wait() {
+    let (master, _link, replica) = master_and_replica().await;
+    let config = waiting_config(&master, support::unique_prefix("wait-index-noop"));
+    let store = RedisStore::connect(config).await.expect("connect");
+    let id = store.create(b"s", Timeout::from_secs(300)).await.unwrap();
+    assert!(store.subscribe(&id, "made").await.unwrap());
+    let in_sync = || {
+        tokio::task::block_in_place(|| {
+            support::wait_for("the replica in sync", Duration::from_secs(20), || {
+                let offset = |s: &Server| s.info_field("replication", "master_repl_offset");
+                offset(&master).is_some() && offset(&master) == offset(&replica)
+            });
+        });
+    };
+    let index_writes = || {
+        ["zadd", "zrem", "pexpire", "pexpireat", "persist"]
+            .iter()
+            .map(|c| {
+                replica
+                    .info_field("commandstats", &format!("cmdstat_{c}"))
+                    .and_then(|s| s.split(['=', ',']).nth(1).and_then(|n| n.parse::<u64>().ok()))
+                    .unwrap_or(0)
+            })
+            .sum::<u64>()
+    };
+    in_sync();
+    let before = index_writes();
+    assert!(!store.subscribe(&id, "made").await.unwrap(), "found made");
+    in_sync();
+    let after_subscribe = index_writes();
+    assert!(
+        after_subscribe > before,
+        "the index write of a subscribe found made propagated nothing"
+    );
+    store.set_lifetime(&id, Timeout::Never).await.unwrap();
+    in_sync();
+    assert!(
+        index_writes() > after_subscribe,
+        "the index write of a lifetime change that left the index as it was propagated nothing"
+    );
+}
