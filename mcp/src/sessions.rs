@@ -918,12 +918,41 @@ impl RmcpStore for McpSessions {
         };
         self.remember_deleted(id);
         self.forget(session_id);
-        match self.delete_ours(&id).await {
+        // Dropped before the store answers (the client gave up on its
+        // DELETE, and the request went with it), the delete is retried as
+        // a failed one is.
+        let mut pending = PendingDelete {
+            sessions: self,
+            id,
+            done: false,
+        };
+        let deleted = self.delete_ours(&id).await;
+        pending.done = true;
+        match deleted {
             Ok(()) | Err(session_engine::Error::NotFound) => Ok(()),
             Err(e) => {
                 self.retry_delete(id);
                 Err(Box::new(Error::from(e)))
             }
+        }
+    }
+}
+
+/// A store delete not yet answered; dropped before [`done`](Self::done),
+/// the delete is retried in the background (`retry_delete`).
+struct PendingDelete<'a> {
+    sessions: &'a McpSessions,
+    id: SessionId,
+    done: bool,
+}
+
+impl Drop for PendingDelete<'_> {
+    fn drop(&mut self) {
+        // A request is dropped on its runtime; outside one (a runtime shut
+        // down under it) no task can be started, and the session expires
+        // in the store on its own.
+        if !self.done && tokio::runtime::Handle::try_current().is_ok() {
+            self.sessions.retry_delete(self.id);
         }
     }
 }

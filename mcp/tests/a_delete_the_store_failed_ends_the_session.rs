@@ -57,3 +57,46 @@ async fn a_delete_the_store_failed_ends_the_session_here_and_is_retried() {
     }
     drop(transport);
 }
+
+/// The same when the `DELETE` request itself is dropped while the store
+/// delete waits (the client gave up first: rmcp's own client closes a
+/// session within 5 s, less than a store's request timeout may be). The
+/// delete was retried only when the store answered an error; dropped before
+/// it answered, it was never retried and the session lived on in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_dropped_while_the_store_waits_is_retried() {
+    let server = support::redis::Server::standalone();
+    let store = RedisStore::connect(
+        RedisConfig::standalone(server.url())
+            .key_prefix(support::redis::unique_prefix("mcp-delete-dropped"))
+            .request_timeout(Duration::from_secs(30)),
+    )
+    .await
+    .expect("connect");
+    let sessions =
+        McpSessions::new(store.clone(), McpConfig::with_timeout(Duration::from_secs(600))).expect("sessions");
+    let (manager, text, transport) = support::initialized(&sessions).await;
+    let id: SessionId = text.parse().expect("our id");
+
+    server.freeze();
+    let dropped = tokio::time::timeout(Duration::from_millis(300), sessions.delete(&text)).await;
+    assert!(dropped.is_err(), "the frozen store answered: {dropped:?}");
+    assert!(
+        !manager.has_session(&text).await.expect("has_session"),
+        "served after its client's DELETE"
+    );
+    server.resume();
+    let started = Instant::now();
+    loop {
+        let there = store.contains(&id).await;
+        if matches!(there, Ok(false)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the dropped delete was never retried: {there:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(transport);
+}
