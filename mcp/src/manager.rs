@@ -78,6 +78,10 @@ pub struct McpSessionManager {
     /// Tests stop `has_session` here, just before it asks the local manager.
     #[cfg(test)]
     pause: tests::Pause,
+    /// Tests stop `restore_session` here, between its two steps once the
+    /// worker started.
+    #[cfg(test)]
+    restore_pause: tests::Pause,
 }
 
 impl McpSessionManager {
@@ -91,6 +95,8 @@ impl McpSessionManager {
             restoring_count: AtomicUsize::new(0),
             #[cfg(test)]
             pause: tests::Pause::default(),
+            #[cfg(test)]
+            restore_pause: tests::Pause::default(),
         }
     }
 
@@ -300,18 +306,23 @@ impl SessionManager for McpSessionManager {
             id: marked.then_some(&id),
         };
         let outcome = self.local.restore_session(id.clone()).await;
-        if matches!(outcome, Ok(RestoreOutcome::Restored(_))) && self.sessions.deleted_here(&id) {
-            // The DELETE came while the worker started: close it (the mark
-            // ends as this returns).
-            drop(outcome);
-            let _ = self.local.close_session(&id).await;
-            return Ok(RestoreOutcome::NotSupported);
-        }
         if matches!(outcome, Ok(RestoreOutcome::Restored(_))) {
+            // Served here from now on, until the worker's close forgets it.
+            // Tracked before the check below: a DELETE after the check
+            // forgets it; one before, the check finds.
+            self.sessions.track(&id);
+            #[cfg(test)]
+            self.restore_pause.here().await;
+            if self.sessions.deleted_here(&id) {
+                // The DELETE came while the worker started: close it (the
+                // mark ends as this returns).
+                drop(outcome);
+                self.sessions.forget(&id);
+                let _ = self.local.close_session(&id).await;
+                return Ok(RestoreOutcome::NotSupported);
+            }
             // Ended by the replayed handshake (`accept_message`).
             mark.restored();
-            // Served here from now on, until the worker's close forgets it.
-            self.sessions.track(&id);
         }
         Ok(outcome?)
     }
@@ -664,6 +675,31 @@ mod tests {
             .expect("answered once the restore ended")
             .expect("the request's task");
         assert!(served, "the restored session is served here");
+    }
+
+    /// A client's DELETE that lands while a restore of its session starts
+    /// the worker here leaves nothing served: the restore checked for a
+    /// DELETE, then tracked the session; a DELETE between the two found
+    /// nothing tracked to forget, and the restored worker was then tracked,
+    /// served from touch coalescing for up to a touch interval.
+    #[tokio::test]
+    async fn a_delete_during_a_restore_leaves_nothing_served() {
+        use rmcp::transport::streamable_http_server::session::SessionStore as _;
+
+        let engine = Engine::open(Config::development()).expect("engine");
+        let (text, _creator_transport) = created_elsewhere(&engine).await;
+        let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+        let manager = sessions.session_manager();
+        let gate = manager.restore_pause.gate.lock().await;
+        let restore = tokio::spawn({
+            let (manager, text) = (Arc::clone(&manager), text.clone());
+            async move { manager.restore_session(text).await.map(|_| ()) }
+        });
+        manager.restore_pause.arrived.notified().await;
+        sessions.delete(&text).await.expect("delete");
+        drop(gate);
+        restore.await.expect("the restore's task").expect("restore");
+        assert_eq!(sessions.served_here(), 0, "a deleted session is tracked here");
     }
 
     /// A `create_session` that never gets its worker (its request cancelled
