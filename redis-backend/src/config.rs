@@ -145,6 +145,9 @@ pub struct RedisConfig {
     pub(crate) metadata_bytes_max: usize,
     pub(crate) default_timeout: Timeout,
     pub(crate) max_lifetime: Timeout,
+    /// Tests: every request through the `redis` crate's cluster client, as
+    /// while the direct routes are being rebuilt.
+    pub(crate) direct_routes: bool,
 }
 
 impl RedisConfig {
@@ -269,7 +272,19 @@ impl RedisConfig {
             metadata_bytes_max: METADATA_BYTES_MAX_DEFAULT,
             default_timeout: Timeout::After(SESSION_TIMEOUT_DEFAULT),
             max_lifetime: Timeout::Never,
+            direct_routes: true,
         }
+    }
+
+    /// Tests: a cluster store that never routes straight to a slot's master
+    /// and sends every request through the `redis` crate's cluster client,
+    /// as it does while its direct routes are being rebuilt (which a test
+    /// cannot time).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn debug_without_direct_routes(mut self) -> Self {
+        self.direct_routes = false;
+        self
     }
 
     /// The text before `{<id>}` in every key (default `session:`); printable

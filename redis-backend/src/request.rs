@@ -133,6 +133,9 @@ pub(crate) struct Inner {
     /// The time base of `direct_retry_at_ms`.
     origin: Instant,
     cluster: bool,
+    /// A cluster whose requests may go straight to a slot's master (not
+    /// for a store configured `debug_without_direct_routes`).
+    direct_routes: bool,
     /// The configured servers; the first also lends its credentials to
     /// connections to nodes learnt from the cluster.
     seeds: Vec<ConnectionInfo>,
@@ -412,6 +415,7 @@ impl Inner {
             me: me.clone(),
             origin: Instant::now(),
             cluster: matches!(config.deployment, Deployment::Cluster(_)),
+            direct_routes: matches!(config.deployment, Deployment::Cluster(_)) && config.direct_routes,
             request_timeout_ms: u64::try_from(config.request_timeout.as_millis()).unwrap_or(u64::MAX),
             health: Health::new(config.stuck_after),
             keys,
@@ -624,7 +628,7 @@ impl Inner {
     ) -> Via<'_> {
         // A single server has no direct routes: no slot to hash (CRC16 of
         // the key) on every request.
-        if self.cluster && !redirected {
+        if self.direct_routes && !redirected {
             if let Some(master) = self.direct_master(target.slot()) {
                 let connection = master.connection(lane);
                 let guard = StaleGuard {
@@ -735,7 +739,7 @@ impl Inner {
     /// background rebuild of the table if it has none for that slot and it
     /// is time to try again.
     fn direct_master(&self, slot: u16) -> Option<Arc<Master>> {
-        if !self.cluster {
+        if !self.direct_routes {
             return None;
         }
         let table = self.direct.read().unwrap_or_else(PoisonError::into_inner).clone();

@@ -165,3 +165,70 @@ async fn a_delete_applied_before_the_redirect_is_not_acknowledged_by_the_other_n
         }
     }
 }
+
+/// A resend's fence and `WAIT` go in a pipeline of their own after the
+/// command's (see the test above). Here the first try's `DEL` applied on
+/// the old master, whose only replica is frozen; the resend's `EXISTS` runs
+/// there, its fence waits (writes paused) while the slot moves to another
+/// master, then answers `MOVED`. The delete must not be acknowledged: the
+/// master that applied it has no replica that could. A cluster client that
+/// followed the `MOVED` on its own would run the fence and `WAIT` on the
+/// new master, whose replicas confirm nothing of the write (with the
+/// client's own resends turned on, `CLUSTER_CLIENT_RETRIES`, this fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_that_lands_on_another_master_confirms_nothing() {
+    let cluster = Cluster::start(60_000);
+    // Through the cluster client, as while the direct routes are rebuilt
+    // after the killed connection (a direct route sends both pipelines on
+    // one connection to one master).
+    let store = RedisStore::connect(
+        support::cluster_preset(cluster.urls())
+            .key_prefix(support::unique_prefix("fence-moved"))
+            .debug_without_direct_routes(),
+    )
+    .await
+    .expect("connect");
+    let rounds = 4;
+    for round in 0..rounds {
+        let firsts = cluster.first_slots();
+        let id = store.create(b"logged in", TTL).await.expect("create");
+        let slot = store.slot(&id);
+        let from = cluster
+            .master_of(support::shard_of(&firsts, slot))
+            .expect("the slot's master");
+        let to = firsts
+            .iter()
+            .filter_map(|&f| cluster.master_of(f))
+            .find(|&m| m != from)
+            .expect("another master");
+        let replica = cluster.replica_of(from).expect("the master's replica");
+        cluster.nodes[replica].freeze();
+        let (deleting, client) = delete_blocked_in(&cluster, &store, id, from, "wait").await;
+        let paused = cluster.nodes[from].cli(&["CLIENT", "PAUSE", "2000", "WRITE"]);
+        assert_eq!(paused.trim(), "OK");
+        cluster.nodes[from].cli(&["CLIENT", "KILL", "ID", &client]);
+        let until = Instant::now() + Duration::from_secs(10);
+        while client_blocked_in(&cluster, from, "eval").is_none() && !deleting.is_finished() {
+            assert!(
+                Instant::now() < until,
+                "round {round}: the resend's fence never came"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The session's key is gone (the DEL applied): the slot is empty.
+        cluster.move_empty_slot(slot, from, to);
+        let outcome = deleting.await.expect("the delete's task");
+        cluster.nodes[replica].resume();
+        // Back where it was, once the pause is over (its writes waited).
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        cluster.move_empty_slot(slot, to, from);
+        match outcome {
+            Err(Error::OutcomeUnknown { .. }) => {}
+            Ok(()) => panic!(
+                "round {round}: the delete was acknowledged by another master's replicas while the only \
+                 replica of the master that applied it was frozen"
+            ),
+            Err(e) => panic!("round {round}: {e}"),
+        }
+    }
+}
