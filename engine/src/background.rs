@@ -371,6 +371,18 @@ fn sweeper(core: &Core, stop: &Stop) {
     let mark_every = Duration::from_millis(TIME_MARK_INTERVAL_MS).max(flush_every.unwrap_or_default());
     // Each of the three in a `chore` of its own: a bug that panics in one
     // (counted, logged) stops neither of the others, nor the thread.
+    // The `Interval` flush, when due: between the loop's chores, and
+    // between a sweep pass's batches (listeners can make a pass long, and
+    // what a machine crash loses is bounded by the interval).
+    let flush_if_due = |next_flush: &mut Instant| {
+        let Some(every) = flush_every else { return };
+        let now = Instant::now();
+        if now >= *next_flush {
+            *next_flush = now + every;
+            // Failures resurface on the write path, which returns them.
+            let _ = core.maintain_logs(LogFlush::UnlessRunning);
+        }
+    };
     while !stop.wait(tick) {
         let now = Instant::now();
         if let Some(every) = sweep_every {
@@ -381,12 +393,13 @@ fn sweeper(core: &Core, stop: &Stop) {
                 next_sweep = now + CHORE_PANIC_PAUSE.max(every);
                 if chore(core, "sweeper (sweep)", || {
                     injected_panic(core, PANIC_SWEEPER);
-                    core.sweep_all(&mut batch, true);
+                    core.sweep_all(&mut batch, true, &mut || flush_if_due(&mut next_flush));
                 }) {
                     next_sweep = now + every;
                 }
             }
         }
+        let now = Instant::now();
         let flush = flush_every.is_some_and(|_| now >= next_flush);
         chore(core, "sweeper (log maintenance)", || {
             // Failures resurface on the write path, which returns them.

@@ -502,7 +502,7 @@ impl Core {
                 }
                 Inserted::Full(back) if !swept => {
                     // Outside every shard's mutex: the sweep takes them.
-                    self.sweep_all(&mut Vec::new(), false);
+                    self.sweep_all(&mut Vec::new(), false, &mut || {});
                     swept = true;
                     block = back;
                 }
@@ -888,7 +888,16 @@ impl Core {
     /// Expires everything due now, shard by shard, in bounded batches, and
     /// fires the due session timers if `timers` (the sweeper and
     /// `cleanup_expired`; not a full engine's create, on its caller's thread).
-    pub(crate) fn sweep_all(&self, batch: &mut Vec<Session>, timers: bool) -> usize {
+    /// `between` runs after each batch and after each listener call (a
+    /// listener's, not the engine's, time): the sweeper keeps its other
+    /// chores' cadence there (the `Interval` flush) through a pass that
+    /// listeners make long.
+    pub(crate) fn sweep_all(
+        &self,
+        batch: &mut Vec<Session>,
+        timers: bool,
+        between: &mut dyn FnMut(),
+    ) -> usize {
         let mut total = 0;
         for shard in &*self.shards {
             loop {
@@ -905,13 +914,17 @@ impl Core {
                 // Listener calls and frees happen here, outside the lock.
                 for session in batch.drain(..) {
                     self.notify(&session, RemovalCause::Expired);
+                    if self.config.listener.is_some() {
+                        between();
+                    }
                 }
+                between();
                 if swept == Swept::All {
                     break;
                 }
             }
             if timers {
-                self.fire_timers(shard);
+                self.fire_timers(shard, between);
             }
         }
         self.sweeps_total.fetch_add(1, Ordering::Relaxed);
@@ -921,7 +934,7 @@ impl Core {
 
     /// Fires the shard's due session timers, calling the timer listener
     /// outside the lock, batch by batch.
-    fn fire_timers(&self, shard: &Shard) {
+    fn fire_timers(&self, shard: &Shard, between: &mut dyn FnMut()) {
         let mut fired = Vec::new();
         loop {
             let swept = {
@@ -933,9 +946,11 @@ impl Core {
                     if catch_unwind(AssertUnwindSafe(|| listener(&id, token))).is_err() {
                         self.listener_panics.fetch_add(1, Ordering::Relaxed);
                     }
+                    between();
                 }
             }
             fired.clear();
+            between();
             if swept == Swept::All {
                 return;
             }

@@ -671,7 +671,7 @@ impl Engine {
     /// interval; hosts without a sweeper call it themselves.
     #[allow(clippy::must_use_candidate)] // called for its effect as often as its count
     pub fn cleanup_expired(&self) -> usize {
-        self.core.sweep_all(&mut Vec::new(), true)
+        self.core.sweep_all(&mut Vec::new(), true, &mut || {})
     }
 
     // ---- Per-session state (see `SessionState` and the README) -------------
