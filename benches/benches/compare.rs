@@ -449,12 +449,13 @@ fn main() {
     let _ = writeln!(
         md,
         "Command: `cargo bench -p session-engine-benches --bench compare -- --rounds {} --ops {}`  \n\
-         Machine: 2 cores (AMD EPYC, KVM), 24 GiB, shared and noisy. mimalloc as global allocator.  \n\
+         Machine: {}, shared and noisy. mimalloc as global allocator.  \n\
          Commit: `{commit}`. Rounds: {} (contenders interleaved within each round, their order rotating). Run took {:.0} s.  \n\
          Figures: median over rounds, [min-max] in brackets. Timer cost (one `Instant::now()` pair): {timer_ns:.0} ns, \
          included in every latency below.\n",
         args.rounds,
         args.ops,
+        session_engine_benches::machine(),
         args.rounds,
         started.elapsed().as_secs_f64()
     );

@@ -408,9 +408,10 @@ fn main() {
     let _ = writeln!(
         md,
         "Command: `cargo bench -p session-engine-benches --bench persist{}`  \n\
-         Machine: 2 cores (AMD EPYC, KVM), 24 GiB, virtual disk, shared and noisy. Commit `{commit}`. \
+         Machine: {}, virtual disk, shared and noisy. Commit `{commit}`. \
          Run took {:.0} s. Median over {rounds} round(s), [min-max].\n",
         if args.quick { " -- --quick" } else { "" },
+        session_engine_benches::machine(),
         started.elapsed().as_secs_f64()
     );
     let _ = writeln!(

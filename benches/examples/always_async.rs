@@ -4,8 +4,8 @@
 //! a sync covers it. Every round runs each shard count for the same time,
 //! in an order that reverses every round; the report gives each count's
 //! median writes/s and p99 over the rounds, and the median per-round ratio
-//! to the first count. A fresh data directory per run (in `--dir` or the
-//! system's temp dir).
+//! to the first count. A fresh data directory per run, in the system's temp
+//! dir.
 //!
 //! `cargo run --release -p session-engine-benches --example always_async -- [ROUNDS] [SHARDS,...] [SECONDS] [TASKS]`
 //! (defaults: 7 rounds; the default shard count, 2 and 1; 2 s a run; 64

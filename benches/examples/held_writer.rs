@@ -170,7 +170,7 @@ fn main() {
     let _ = writeln!(
         md,
         "Command: `cargo run --release -p session-engine-benches --example held_writer -- --rounds {} --hold-ms {}`  \n\
-         Commit: `{}`. Scheduling policy of the process: {}. Machine: 2 cores (AMD EPYC, KVM), shared and noisy. \
+         Commit: `{}`. Scheduling policy of the process: {}. Machine: {}, shared and noisy. \
          {} sessions of 200 bytes, engine defaults ({} shards); one thread reads shard 0's {} sessions in turn, \
          every `get` timed (`Instant` pair included). Each round holds shard 0's writer mutex for {} ms \
          (`Engine::debug_hold_writer`) and leaves it free for as long, alternating which window comes first; \
@@ -179,6 +179,7 @@ fn main() {
         args.hold.as_millis(),
         git_commit(),
         policy(),
+        session_engine_benches::machine(),
         SESSIONS,
         e.shard_count(),
         mine.len(),
@@ -213,7 +214,8 @@ fn main() {
     }
     held_max.sort_unstable();
     free_max.sort_unstable();
-    let median = |v: &[u64]| v[v.len() / 2];
+    // The mean of the middle two for an even count (the default 10 rounds).
+    let median = |v: &[u64]| (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2;
     let _ = writeln!(
         md,
         "\nMedian of the rounds' max: held {} ns, free {} ns; largest max: held {} ns, free {} ns. \

@@ -395,6 +395,23 @@ pub fn default_shards() -> usize {
     engine().shard_count()
 }
 
+/// This machine as a report states it: its cores and CPU model (read at
+/// run time: a report written on another machine than the last says so).
+#[must_use]
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    format!("{cores} cores ({cpu})")
+}
+
 /// Every contender by name.
 pub const NAMES: [&str; 5] = ["engine", "scc", "dashmap", "mutex-map", "moka"];
 
@@ -405,11 +422,10 @@ pub const NAMES: [&str; 5] = ["engine", "scc", "dashmap", "mutex-map", "moka"];
 /// no activity to record, and under valgrind no `clock_gettime` fallback).
 #[must_use]
 pub fn contender(name: &str) -> Box<dyn Contender> {
-    let with_clock = |clock: Clock| Box::new(engine_with(Config::default().clock(clock)));
     match name {
         "engine" => Box::new(engine()),
-        "engine-precise-clock" => with_clock(Clock::precise()),
-        "engine-manual-clock" => with_clock(ManualClock::new(1_700_000_000_000).clock()),
+        "engine-precise-clock" => engine_on(Clock::precise()),
+        "engine-manual-clock" => engine_on(ManualClock::new(1_700_000_000_000).clock()),
         "engine-interval" => Box::new(PersistentEngine::new(session_engine::Durability::Interval(
             Duration::from_secs(1),
         ))),
@@ -419,6 +435,12 @@ pub fn contender(name: &str) -> Box<dyn Contender> {
         "moka" => Box::new(Moka::new(4 * SESSIONS as u64)),
         other => panic!("unknown contender {other}"),
     }
+}
+
+/// The engine contender on `clock` (defaults otherwise).
+#[must_use]
+pub fn engine_on(clock: Clock) -> Box<dyn Contender> {
+    Box::new(engine_with(Config::default().clock(clock)))
 }
 
 /// Fills a contender with [`SESSIONS`] sessions; returns their ids.
