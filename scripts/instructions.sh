@@ -41,6 +41,7 @@ out=results/instructions.md
   echo "Instructions counted by valgrind's callgrind inside the measured loop only, divided by $ops operations."
   echo "Exact for a given binary; they do not include cache misses, which dominate wall-clock time at this size."
   echo "\`engine-manual-clock\` reads a manual clock: under valgrind the engine's TSC clock may fall back to \`clock_gettime\`, so \`engine\` overstates the clock's cost."
+  echo "Both engine columns' clocks move past the sessions' creation before the loop, so a session's first \`get\` or \`touch\` in it slides its deadline (about 43% of them, at 2 operations a session): the peers' reads write nothing."
   echo
   printf '| op |'; for c in "${contenders[@]}"; do printf ' %s |' "$c"; done; echo
   printf '|---|'; for _ in "${contenders[@]}"; do printf -- '---|'; done; echo
