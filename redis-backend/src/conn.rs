@@ -62,8 +62,9 @@ pub(crate) struct Conn {
 enum Client {
     /// One server.
     Standalone(ConnectionManager),
-    /// A Redis Cluster.
-    Cluster(ClusterConnection),
+    /// A Redis Cluster, and the host of its first seed (see
+    /// [`parse_cluster_slots`]'s `answered`).
+    Cluster(ClusterConnection, String),
 }
 
 /// One master and the slots it serves, as `CLUSTER SLOTS` reports them.
@@ -205,7 +206,11 @@ impl Client {
                     .min_retry_wait(millis(RETRY_BACKOFF_MIN))
                     .max_retry_wait(millis(RETRY_BACKOFF_MAX))
                     .build()?;
-                Ok(Client::Cluster(client.get_async_connection().await?))
+                let seed_host = match seeds.first().map(ConnectionInfo::addr) {
+                    Some(ConnectionAddr::Tcp(host, _)) => host.clone(),
+                    _ => String::new(),
+                };
+                Ok(Client::Cluster(client.get_async_connection().await?, seed_host))
             }
         }
     }
@@ -214,7 +219,7 @@ impl Client {
         let value = match self {
             Client::Standalone(c) => c.req_packed_command(cmd).await?,
             // The cluster client takes its command by value.
-            Client::Cluster(c) => {
+            Client::Cluster(c, _) => {
                 c.route_command(cmd.clone(), RoutingInfo::SingleNode(route(target)))
                     .await?
             }
@@ -225,21 +230,24 @@ impl Client {
     async fn pipeline(&mut self, pipe: &Pipeline, target: Target<'_>) -> RedisResult<Vec<Value>> {
         match self {
             Client::Standalone(c) => c.req_packed_commands(pipe, 0, pipe.len()).await,
-            Client::Cluster(c) => c.route_pipeline(pipe.clone(), 0, pipe.len(), route(target)).await,
+            Client::Cluster(c, _) => c.route_pipeline(pipe.clone(), 0, pipe.len(), route(target)).await,
         }
     }
 
     async fn topology(&mut self) -> RedisResult<Topology> {
         match self {
             Client::Standalone(_) => Ok((vec![standalone_shard()], Vec::new())),
-            Client::Cluster(c) => {
+            Client::Cluster(c, seed_host) => {
                 let reply = c
                     .route_command(
                         redis::cmd("CLUSTER").arg("SLOTS").clone(),
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
                     )
                     .await?;
-                parse_cluster_slots(&reply)
+                // Which node answered is not known here: a node without an
+                // endpoint of its own is reached as the seed is (one
+                // address in front of every node, or a one-node cluster).
+                parse_cluster_slots(&reply, seed_host)
             }
         }
     }
@@ -251,7 +259,7 @@ impl Client {
                 let reply = c.req_packed_command(&redis::cmd("PING")).await?;
                 Ok(matches!(reply, Value::SimpleString(ref s) if s == "PONG"))
             }
-            Client::Cluster(c) => {
+            Client::Cluster(c, _) => {
                 let reply = c
                     .route_command(
                         redis::cmd("CLUSTER").arg("INFO").clone(),
@@ -353,7 +361,7 @@ impl Master {
     pub(crate) async fn topology(&self) -> RedisResult<Topology> {
         let mut conn = self.reads.clone();
         let reply = direct_query(&mut conn, redis::cmd("CLUSTER").arg("SLOTS")).await?;
-        parse_cluster_slots(&reply)
+        parse_cluster_slots(&reply, &self.host)
     }
 }
 
@@ -508,7 +516,12 @@ fn server_error_to_err(value: Value) -> RedisResult<Value> {
 }
 
 /// Parses `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`.
-pub(crate) fn parse_cluster_slots(reply: &Value) -> RedisResult<Topology> {
+/// A node whose endpoint is unknown (null or `?`: a cluster configured
+/// `cluster-preferred-endpoint-type unknown-endpoint`, behind one address)
+/// or empty (a one-node cluster that no other node told its address) is
+/// reached at `answered`, the host that gave the reply, as the Redis docs
+/// say a client should.
+pub(crate) fn parse_cluster_slots(reply: &Value, answered: &str) -> RedisResult<Topology> {
     let bad = || RedisError::from((ErrorKind::UnexpectedReturnType, "malformed CLUSTER SLOTS reply"));
     let Value::Array(ranges) = reply else {
         return Err(bad());
@@ -541,7 +554,10 @@ pub(crate) fn parse_cluster_slots(reply: &Value) -> RedisResult<Topology> {
             return Err(bad());
         }
         slots.fill(true);
-        let mut addrs = fields.iter().skip(2).map(|node| node_addr(node).ok_or_else(bad));
+        let mut addrs = fields
+            .iter()
+            .skip(2)
+            .map(|node| node_addr(node, answered).ok_or_else(bad));
         let (host, port) = addrs.next().ok_or_else(bad)??;
         for addr in std::iter::once(Ok((host.clone(), port))).chain(addrs) {
             let addr = addr?;
@@ -572,12 +588,18 @@ pub(crate) fn parse_cluster_slots(reply: &Value) -> RedisResult<Topology> {
     Ok((shards, nodes))
 }
 
-fn node_addr(node: &Value) -> Option<(String, u16)> {
+fn node_addr(node: &Value, answered: &str) -> Option<(String, u16)> {
     let Value::Array(parts) = node else { return None };
     let host = match parts.first()? {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok()?,
         Value::SimpleString(s) => s.clone(),
+        Value::Nil => String::new(),
         _ => return None,
+    };
+    let host = match host.as_str() {
+        "" | "?" if answered.is_empty() => return None,
+        "" | "?" => answered.to_owned(),
+        _ => host,
     };
     let port = match parts.get(1)? {
         Value::Int(n) => u16::try_from(*n).ok()?,
@@ -611,7 +633,7 @@ mod tests {
             Value::Array(vec![Value::Int(5461), Value::Int(9000), node("127.0.0.1", 7002)]),
             Value::Array(vec![Value::Int(9001), Value::Int(10922), node("127.0.0.1", 7002)]),
         ]);
-        let (shards, nodes) = parse_cluster_slots(&reply).unwrap();
+        let (shards, nodes) = parse_cluster_slots(&reply, "127.0.0.1").unwrap();
         let firsts: Vec<_> = shards.iter().map(|s| (s.first_slot, s.port)).collect();
         assert_eq!(firsts, vec![(0, 7001), (5461, 7002), (10923, 7003)]);
         assert_eq!(nodes.len(), 4);
@@ -621,20 +643,20 @@ mod tests {
 
     #[test]
     fn malformed_cluster_slots_is_an_error() {
-        assert!(parse_cluster_slots(&Value::Int(3)).is_err());
-        assert!(parse_cluster_slots(&Value::Array(vec![])).is_err());
-        assert!(parse_cluster_slots(&Value::Array(vec![Value::Array(vec![Value::Int(0)])])).is_err());
+        assert!(parse_cluster_slots(&Value::Int(3), "h").is_err());
+        assert!(parse_cluster_slots(&Value::Array(vec![]), "h").is_err());
+        assert!(parse_cluster_slots(&Value::Array(vec![Value::Array(vec![Value::Int(0)])]), "h").is_err());
         let beyond = Value::Array(vec![Value::Array(vec![
             Value::Int(0),
             Value::Int(16_384),
             node("h", 1),
         ])]);
-        assert!(parse_cluster_slots(&beyond).is_err());
+        assert!(parse_cluster_slots(&beyond, "h").is_err());
         let range = |start: i64, end: i64, port: i64| {
             Value::Array(vec![Value::Int(start), Value::Int(end), node("h", port)])
         };
         let backwards = Value::Array(vec![range(10, 5, 1)]);
-        assert!(parse_cluster_slots(&backwards).is_err(), "start after end");
+        assert!(parse_cluster_slots(&backwards, "h").is_err(), "start after end");
         // An empty range (end = start - 1) inside another node's: its node
         // would be listed from a slot the other serves.
         let empty = Value::Array(vec![
@@ -642,11 +664,17 @@ mod tests {
             range(3000, 2999, 2),
             range(5001, 16383, 2),
         ]);
-        assert!(parse_cluster_slots(&empty).is_err(), "an empty range");
+        assert!(parse_cluster_slots(&empty, "h").is_err(), "an empty range");
         let overlap = Value::Array(vec![range(0, 100, 1), range(100, 200, 2)]);
-        assert!(parse_cluster_slots(&overlap).is_err(), "slot 100 claimed twice");
+        assert!(
+            parse_cluster_slots(&overlap, "h").is_err(),
+            "slot 100 claimed twice"
+        );
         let twice = Value::Array(vec![range(0, 100, 1), range(0, 100, 1)]);
-        assert!(parse_cluster_slots(&twice).is_err(), "one range listed twice");
-        assert!(parse_cluster_slots(&Value::Array(vec![range(0, 100, 1), range(101, 200, 2)])).is_ok());
+        assert!(
+            parse_cluster_slots(&twice, "h").is_err(),
+            "one range listed twice"
+        );
+        assert!(parse_cluster_slots(&Value::Array(vec![range(0, 100, 1), range(101, 200, 2)]), "h").is_ok());
     }
 }

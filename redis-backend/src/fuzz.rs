@@ -143,7 +143,7 @@ fn batches(value: &Value) {
         ),
         Err(e) => assert!(is_protocol_error(&e, false), "{e:?}"),
     }
-    if let Ok((shards, nodes)) = parse_cluster_slots(value) {
+    if let Ok((shards, nodes)) = parse_cluster_slots(value, "h") {
         assert!(!shards.is_empty() && !nodes.is_empty());
         assert!(shards.windows(2).all(|w| w[0].first_slot < w[1].first_slot));
         for shard in &shards {

@@ -972,7 +972,7 @@ impl Inner {
             let probe = async {
                 let mut c = connect_node(&self.config, &self.seeds[0], &host, port).await?;
                 let reply = direct_query(&mut c, redis::cmd("CLUSTER").arg("SLOTS")).await?;
-                crate::conn::parse_cluster_slots(&reply)
+                crate::conn::parse_cluster_slots(&reply, &host)
             };
             match timeout(per_try, probe).await {
                 Ok(Ok(topology)) => return Ok(topology),
