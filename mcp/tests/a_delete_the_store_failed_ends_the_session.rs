@@ -14,13 +14,26 @@ use session_engine::SessionId;
 use session_mcp::{McpConfig, McpSessions};
 use session_redis::{RedisConfig, RedisStore};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delete_the_store_failed_ends_the_session_here_and_is_retried() {
+/// One Redis server, a store on it with `request_timeout`, MCP sessions over
+/// it and one initialized session: (server, store, sessions, manager, the
+/// session's text and id, its transport).
+async fn one_session(
+    tag: &str,
+    request_timeout: Duration,
+) -> (
+    support::redis::Server,
+    RedisStore,
+    McpSessions,
+    std::sync::Arc<session_mcp::McpSessionManager>,
+    std::sync::Arc<str>,
+    SessionId,
+    support::Transport,
+) {
     let server = support::redis::Server::standalone();
     let store = RedisStore::connect(
         RedisConfig::standalone(server.url())
-            .key_prefix(support::redis::unique_prefix("mcp-delete"))
-            .request_timeout(Duration::from_millis(500)),
+            .key_prefix(support::redis::unique_prefix(tag))
+            .request_timeout(request_timeout),
     )
     .await
     .expect("connect");
@@ -28,6 +41,27 @@ async fn a_delete_the_store_failed_ends_the_session_here_and_is_retried() {
         McpSessions::new(store.clone(), McpConfig::with_timeout(Duration::from_secs(600))).expect("sessions");
     let (manager, text, transport) = support::initialized(&sessions).await;
     let id: SessionId = text.parse().expect("our id");
+    (server, store, sessions, manager, text, id, transport)
+}
+
+/// Waits until the store answers that `id` is gone (a check that the
+/// machine stalled past the store's budget is tried again).
+async fn until_gone(store: &RedisStore, id: &SessionId, what: &str) {
+    let started = Instant::now();
+    loop {
+        let there = store.contains(id).await;
+        if matches!(there, Ok(false)) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}: {there:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_the_store_failed_ends_the_session_here_and_is_retried() {
+    let (server, store, sessions, manager, text, id, transport) =
+        one_session("mcp-delete", Duration::from_millis(500)).await;
 
     server.freeze();
     let deleted = sessions.delete(&text).await;
@@ -41,20 +75,7 @@ async fn a_delete_the_store_failed_ends_the_session_here_and_is_retried() {
         "served after its client's DELETE"
     );
     server.resume();
-    let started = Instant::now();
-    // Until the store answers that the session is gone (a check that the
-    // machine stalled past the 500 ms budget is tried again).
-    loop {
-        let there = store.contains(&id).await;
-        if matches!(there, Ok(false)) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the delete was never retried: {there:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_gone(&store, &id, "the delete was never retried").await;
     drop(transport);
 }
 
@@ -65,18 +86,8 @@ async fn a_delete_the_store_failed_ends_the_session_here_and_is_retried() {
 /// it answered, it was never retried and the session lived on in the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_dropped_while_the_store_waits_is_retried() {
-    let server = support::redis::Server::standalone();
-    let store = RedisStore::connect(
-        RedisConfig::standalone(server.url())
-            .key_prefix(support::redis::unique_prefix("mcp-delete-dropped"))
-            .request_timeout(Duration::from_secs(30)),
-    )
-    .await
-    .expect("connect");
-    let sessions =
-        McpSessions::new(store.clone(), McpConfig::with_timeout(Duration::from_secs(600))).expect("sessions");
-    let (manager, text, transport) = support::initialized(&sessions).await;
-    let id: SessionId = text.parse().expect("our id");
+    let (server, store, sessions, manager, text, id, transport) =
+        one_session("mcp-delete-dropped", Duration::from_secs(30)).await;
 
     server.freeze();
     let dropped = tokio::time::timeout(Duration::from_millis(300), sessions.delete(&text)).await;
@@ -86,17 +97,6 @@ async fn a_delete_dropped_while_the_store_waits_is_retried() {
         "served after its client's DELETE"
     );
     server.resume();
-    let started = Instant::now();
-    loop {
-        let there = store.contains(&id).await;
-        if matches!(there, Ok(false)) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the dropped delete was never retried: {there:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_gone(&store, &id, "the dropped delete was never retried").await;
     drop(transport);
 }

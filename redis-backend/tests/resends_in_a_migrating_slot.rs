@@ -44,12 +44,8 @@ async fn connect(cluster: &Cluster, tag: &str) -> RedisStore {
         .expect("connect")
 }
 
-/// A new session whose slot now migrates from its master to another:
-/// the id, its slot, the old master and the importing one.
-async fn a_session_in_a_migrating_slot(
-    cluster: &Cluster,
-    store: &RedisStore,
-) -> (SessionId, u16, usize, usize) {
+/// A new session: the id, its slot, its master and another master.
+async fn a_session_and_two_masters(cluster: &Cluster, store: &RedisStore) -> (SessionId, u16, usize, usize) {
     let firsts = cluster.first_slots();
     let id = store.create(b"logged in", TTL).await.expect("create");
     let slot = store.slot(&id);
@@ -61,6 +57,16 @@ async fn a_session_in_a_migrating_slot(
         .filter_map(|&f| cluster.master_of(f))
         .find(|&m| m != from)
         .expect("another master");
+    (id, slot, from, to)
+}
+
+/// A new session whose slot now migrates from its master to another:
+/// the id, its slot, the old master and the importing one.
+async fn a_session_in_a_migrating_slot(
+    cluster: &Cluster,
+    store: &RedisStore,
+) -> (SessionId, u16, usize, usize) {
+    let (id, slot, from, to) = a_session_and_two_masters(cluster, store).await;
     cluster.begin_migration(slot, from, to);
     (id, slot, from, to)
 }
@@ -190,17 +196,7 @@ async fn a_fence_that_lands_on_another_master_confirms_nothing() {
     .expect("connect");
     let rounds = 4;
     for round in 0..rounds {
-        let firsts = cluster.first_slots();
-        let id = store.create(b"logged in", TTL).await.expect("create");
-        let slot = store.slot(&id);
-        let from = cluster
-            .master_of(support::shard_of(&firsts, slot))
-            .expect("the slot's master");
-        let to = firsts
-            .iter()
-            .filter_map(|&f| cluster.master_of(f))
-            .find(|&m| m != from)
-            .expect("another master");
+        let (id, slot, from, to) = a_session_and_two_masters(&cluster, &store).await;
         let replica = cluster.replica_of(from).expect("the master's replica");
         cluster.nodes[replica].freeze();
         let (deleting, client) = delete_blocked_in(&cluster, &store, id, from, "wait").await;

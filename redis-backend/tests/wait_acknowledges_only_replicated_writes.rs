@@ -391,20 +391,8 @@ async fn a_change_found_already_made_propagates_a_write_for_its_wait() {
     let store = RedisStore::connect(config).await.expect("connect");
     let id = store.create(b"s", Timeout::from_secs(300)).await.unwrap();
     assert!(store.subscribe(&id, "made").await.unwrap());
-    let in_sync = || {
-        tokio::task::block_in_place(|| {
-            support::wait_for("the replica in sync", Duration::from_secs(20), || {
-                let offset = |s: &Server| s.info_field("replication", "master_repl_offset");
-                offset(&master).is_some() && offset(&master) == offset(&replica)
-            });
-        });
-    };
-    let hsets = || {
-        replica
-            .info_field("commandstats", "cmdstat_hset")
-            .and_then(|s| s.split(['=', ',']).nth(1).and_then(|n| n.parse::<u64>().ok()))
-            .unwrap_or(0)
-    };
+    let in_sync = || in_sync(&master, &replica);
+    let hsets = || replica_calls(&replica, &["hset"]);
     in_sync();
     let before = hsets();
     assert!(!store.subscribe(&id, "made").await.unwrap(), "found made");
@@ -421,6 +409,30 @@ async fn a_change_found_already_made_propagates_a_write_for_its_wait() {
     assert!(store.topics(&id).await.unwrap().contains(&"made".to_owned()));
 }
 
+/// Waits until the replica has all the master wrote (blocking this worker
+/// thread, which the test runtime can spare).
+fn in_sync(master: &Server, replica: &Server) {
+    tokio::task::block_in_place(|| {
+        support::wait_for("the replica in sync", Duration::from_secs(20), || {
+            let offset = |s: &Server| s.info_field("replication", "master_repl_offset");
+            offset(master).is_some() && offset(master) == offset(replica)
+        });
+    });
+}
+
+/// How many of these commands the replica has run (`INFO commandstats`).
+fn replica_calls(replica: &Server, commands: &[&str]) -> u64 {
+    commands
+        .iter()
+        .map(|c| {
+            replica
+                .info_field("commandstats", &format!("cmdstat_{c}"))
+                .and_then(|s| s.split(['=', ',']).nth(1).and_then(|n| n.parse::<u64>().ok()))
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
 /// The same for a topic's index: a subscribe found made, or a lifetime
 /// change that leaves the index as it was, still has its index write
 /// acknowledged by `WAIT`. When the index script changed nothing (the entry
@@ -434,25 +446,8 @@ async fn an_index_found_as_it_should_be_propagates_a_write_for_its_wait() {
     let store = RedisStore::connect(config).await.expect("connect");
     let id = store.create(b"s", Timeout::from_secs(300)).await.unwrap();
     assert!(store.subscribe(&id, "made").await.unwrap());
-    let in_sync = || {
-        tokio::task::block_in_place(|| {
-            support::wait_for("the replica in sync", Duration::from_secs(20), || {
-                let offset = |s: &Server| s.info_field("replication", "master_repl_offset");
-                offset(&master).is_some() && offset(&master) == offset(&replica)
-            });
-        });
-    };
-    let index_writes = || {
-        ["zadd", "zrem", "pexpire", "pexpireat", "persist"]
-            .iter()
-            .map(|c| {
-                replica
-                    .info_field("commandstats", &format!("cmdstat_{c}"))
-                    .and_then(|s| s.split(['=', ',']).nth(1).and_then(|n| n.parse::<u64>().ok()))
-                    .unwrap_or(0)
-            })
-            .sum::<u64>()
-    };
+    let in_sync = || in_sync(&master, &replica);
+    let index_writes = || replica_calls(&replica, &["zadd", "zrem", "pexpire", "pexpireat", "persist"]);
     in_sync();
     let before = index_writes();
     assert!(!store.subscribe(&id, "made").await.unwrap(), "found made");
