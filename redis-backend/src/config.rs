@@ -50,7 +50,7 @@ fn check_url_tail(url: &str, cluster: bool) -> Result<()> {
         // be quoted as a database or a parameter, password and all.
         return bad(CREDENTIAL_NOT_ENCODED.into());
     }
-    let (before_query, query) = tail.split_once('?').unwrap_or((tail, ""));
+    let (before_query, _) = tail.split_once('?').unwrap_or((tail, ""));
     let db = before_query.strip_prefix('/').unwrap_or("");
     if !db.is_empty() {
         match db.parse::<u32>() {
@@ -62,8 +62,8 @@ fn check_url_tail(url: &str, cluster: bool) -> Result<()> {
         }
     }
     let mut protocol = false;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=').map_or(pair, |(key, _)| key) {
+    for key in query_keys(url) {
+        match key {
             "protocol" if !protocol => protocol = true,
             "protocol" => return bad("protocol is given twice".into()),
             other => {
@@ -74,6 +74,22 @@ fn check_url_tail(url: &str, cluster: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The keys of a server URL's query parameters (after the host's first `?`).
+fn query_keys(url: &str) -> impl Iterator<Item = &str> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let query = rest.find('?').map_or("", |at| &rest[at + 1..]);
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| pair.split_once('=').map_or(pair, |(key, _)| key))
+}
+
+/// True if a server URL chooses the protocol (`?protocol=resp2`); the
+/// store speaks RESP3 otherwise (see [`RedisConfig`]).
+pub(crate) fn names_protocol(url: &str) -> bool {
+    query_keys(url).any(|key| key == "protocol")
 }
 
 impl std::fmt::Debug for Deployment {
@@ -201,7 +217,11 @@ impl RedisConfig {
     /// Reads a URL: `redis://[user:pass@]host:port[/db]` is one server,
     /// `redis+cluster://[user:pass@]host:port,host:port,...[/db][?options]`
     /// a cluster (as [`RedisConfig::cluster`]: no `WAIT` unless chained on;
-    /// the database and options apply to every node).
+    /// the database and options apply to every node). The one option read
+    /// is `protocol`: the store speaks RESP3 (Redis 6 and later; RESP2 to a
+    /// server without `HELLO`) unless it names one. With `?protocol=resp2`
+    /// a connection the server closes while idle is found closed only by
+    /// the next request, and a write then is [`Error::OutcomeUnknown`].
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for another scheme or an empty node list.
@@ -463,6 +483,15 @@ impl RedisConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_protocol_parameter_names_the_protocol() {
+        assert!(names_protocol("redis://h:1/0?protocol=resp2"));
+        assert!(names_protocol("redis://h:1?protocol=resp3"));
+        assert!(!names_protocol("redis://h:1/0"));
+        assert!(!names_protocol("redis://user:pass@h:1/0?db=1"));
+        assert!(!names_protocol("redis://h:1/protocol"));
+    }
 
     #[test]
     fn urls_select_the_deployment() {

@@ -14,6 +14,7 @@
 //! With `Replication::Wait`, writes take connections of their own (see
 //! [`Lane`]). Cloning a `Conn` is cheap (handles to the same connections).
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +24,8 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, Pipeline, RedisError, RedisResult,
-    Value,
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, Pipeline, PushInfo, PushKind,
+    RedisError, RedisResult, Value,
 };
 
 use crate::config::{Deployment, RedisConfig, Replication};
@@ -309,9 +310,11 @@ pub(crate) struct Master {
     pub(crate) port: u16,
     reads: MultiplexedConnection,
     writes: Option<MultiplexedConnection>,
-    /// A request here failed without an answer or was redirected: its slots
-    /// take the cluster client until the next table.
-    stale: AtomicBool,
+    /// A request here failed without an answer or was redirected, or the
+    /// server closed one of its connections: its slots take the cluster
+    /// client until the next table. Shared with the connections' push
+    /// senders (see [`connect_node`]).
+    stale: Arc<AtomicBool>,
 }
 
 impl Master {
@@ -324,10 +327,11 @@ impl Master {
         port: u16,
         scripts: &[&str],
     ) -> RedisResult<Self> {
-        let mut reads = connect_node(config, seed, host, port).await?;
+        let stale = Arc::new(AtomicBool::new(false));
+        let mut reads = connect_node(config, seed, host, port, Some(&stale)).await?;
         load_scripts(&mut reads, scripts).await;
         let writes = match config.replication {
-            Replication::Wait { .. } => Some(connect_node(config, seed, host, port).await?),
+            Replication::Wait { .. } => Some(connect_node(config, seed, host, port, Some(&stale)).await?),
             Replication::Async => None,
         };
         Ok(Self {
@@ -335,7 +339,7 @@ impl Master {
             port,
             reads,
             writes,
-            stale: AtomicBool::new(false),
+            stale,
         })
     }
 
@@ -424,18 +428,37 @@ impl Direct {
     }
 }
 
-/// One multiplexed connection to a node, with the seed's credentials.
+/// One multiplexed connection to a node, with the seed's credentials and
+/// protocol; `closed` is set when the connection closes (RESP3 only: the
+/// `redis` crate tells a push sender, which it takes only with RESP3).
+///
+/// Why: a request sent on a connection the server has closed fails as one
+/// cut off in flight does (`BrokenPipe` both), so a write would be in
+/// doubt though it never left. The closed connection's master is marked
+/// stale the moment its driver reads the close, and the next request takes
+/// another route while the table is rebuilt.
 pub(crate) async fn connect_node(
     config: &RedisConfig,
     seed: &ConnectionInfo,
     host: &str,
     port: u16,
+    closed: Option<&Arc<AtomicBool>>,
 ) -> RedisResult<MultiplexedConnection> {
     let info = seed.clone().set_addr(ConnectionAddr::Tcp(host.to_owned(), port));
+    let resp3 = info.redis_settings().protocol().supports_resp3();
     let client = redis::Client::open(info)?;
-    let connection_config = AsyncConnectionConfig::new()
+    let mut connection_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.request_timeout));
+    if let (Some(closed), true) = (closed, resp3) {
+        let closed = Arc::clone(closed);
+        connection_config = connection_config.set_push_sender(move |push: PushInfo| {
+            if push.kind == PushKind::Disconnection {
+                closed.store(true, Ordering::Relaxed);
+            }
+            Ok::<(), Infallible>(())
+        });
+    }
     client
         .get_multiplexed_async_connection_with_config(&connection_config)
         .await

@@ -497,7 +497,7 @@ impl Inner {
         let (host, port) = (node.host.to_string(), node.port);
         let conn = self
             .home
-            .spawn(async move { connect_node(&config, &seed, &host, port).await })
+            .spawn(async move { connect_node(&config, &seed, &host, port, None).await })
             .await
             .map_err(|e| RedisError::from((redis::ErrorKind::Io, "connect task failed", e.to_string())))??;
         {
@@ -970,7 +970,7 @@ impl Inner {
             .clone();
         for (host, port) in known {
             let probe = async {
-                let mut c = connect_node(&self.config, &self.seeds[0], &host, port).await?;
+                let mut c = connect_node(&self.config, &self.seeds[0], &host, port, None).await?;
                 let reply = direct_query(&mut c, redis::cmd("CLUSTER").arg("SLOTS")).await?;
                 crate::conn::parse_cluster_slots(&reply, &host)
             };

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
 use session_engine::{
     redact_url, Cursor, Error, Metadata, Op, Page, Result, Session, SessionId, SessionStore, Timeout, Updated,
 };
 use tokio::time::timeout;
 
-use crate::config::{Deployment, RedisConfig};
+use crate::config::{names_protocol, Deployment, RedisConfig};
 use crate::conn::{connect_node, direct_query, Conn};
 use crate::error::{classify, Fault};
 use crate::keys::{id_slot, random_id_in_slot};
@@ -67,18 +67,29 @@ impl RedisStore {
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let keys = config.validate()?;
         let urls = config.seeds();
-        let seeds = urls
-            .iter()
-            .map(|url| {
-                url.as_str()
-                    .into_connection_info()
-                    .map_err(|e| Error::InvalidConfig(format!("server URL {:?}: {e}", redact_url(url))))
-            })
-            .collect::<Result<Vec<ConnectionInfo>>>()?;
+        let defaulted = !urls.iter().any(|url| names_protocol(url));
+        let seeds =
+            urls.iter()
+                .map(|url| {
+                    let info = url.as_str().into_connection_info().map_err(|e| {
+                        Error::InvalidConfig(format!("server URL {:?}: {e}", redact_url(url)))
+                    })?;
+                    if !defaulted {
+                        return Ok(info);
+                    }
+                    // RESP3 unless a URL says otherwise: the `redis` crate's
+                    // clients then replace a connection the server closes as
+                    // soon as it closes, and the direct routes are marked
+                    // stale (`conn::connect_node`), before a request is sent
+                    // on it; the request would be in doubt.
+                    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+                    Ok(info.set_redis_settings(settings))
+                })
+                .collect::<Result<Vec<ConnectionInfo>>>()?;
         let budget = config.connect_timeout + config.request_timeout;
-        let conn = match timeout(budget, Conn::connect(&config, &seeds)).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
+        let (conn, seeds) = match timeout(budget, connect_speaking(&config, seeds, defaulted)).await {
+            Ok((Ok(conn), seeds)) => (conn, seeds),
+            Ok((Err(e), seeds)) => {
                 // A single server behind redis+cluster:// refuses CLUSTER SLOTS.
                 if matches!(config.deployment, Deployment::Cluster(_)) {
                     check_not_standalone(&config, &seeds, &urls).await?;
@@ -1063,6 +1074,50 @@ fn redacted(urls: &[String]) -> Vec<String> {
 
 /// Refuses a single-server configuration that reached a cluster node, or a
 /// server that does not answer `INFO` like Redis.
+/// Connects in the seeds' protocol. If the store chose it (`defaulted`: no
+/// URL names one) and the server is too old for RESP3 (Redis 5 and earlier
+/// have no `HELLO`), connects again in RESP2 and returns seeds that say so:
+/// the store's later connections are made from them.
+async fn connect_speaking(
+    config: &RedisConfig,
+    seeds: Vec<ConnectionInfo>,
+    defaulted: bool,
+) -> (redis::RedisResult<Conn>, Vec<ConnectionInfo>) {
+    match Conn::connect(config, &seeds).await {
+        Err(e) if defaulted && too_old_for_resp3(config, &e, &seeds).await => {
+            let seeds: Vec<ConnectionInfo> = seeds
+                .into_iter()
+                .map(|info| {
+                    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP2);
+                    info.set_redis_settings(settings)
+                })
+                .collect();
+            (Conn::connect(config, &seeds).await, seeds)
+        }
+        result => (result, seeds),
+    }
+}
+
+/// True if `err` (a failed connect) says a server has no `HELLO`. The
+/// cluster client reports only its own error's text, so a seed is asked
+/// then over a connection of its own.
+async fn too_old_for_resp3(config: &RedisConfig, err: &redis::RedisError, seeds: &[ConnectionInfo]) -> bool {
+    let too_old = |e: &redis::RedisError| e.kind() == redis::ErrorKind::RESP3NotSupported;
+    if too_old(err) {
+        return true;
+    }
+    for seed in seeds {
+        if let ConnectionAddr::Tcp(host, port) = seed.addr() {
+            if let Err(e) = connect_node(config, seed, host, *port, None).await {
+                if too_old(&e) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
 async fn check_standalone(mut conn: Conn, url: &str, budget: Duration) -> Result<()> {
     let url = &redact_url(url);
     let reply = match timeout(budget, conn.info_cluster()).await {
@@ -1104,7 +1159,7 @@ async fn check_not_standalone(config: &RedisConfig, seeds: &[ConnectionInfo], ur
             continue;
         };
         let probe = async {
-            let mut conn = connect_node(config, seed, host, *port).await?;
+            let mut conn = connect_node(config, seed, host, *port, None).await?;
             direct_query(&mut conn, redis::cmd("INFO").arg("cluster")).await
         };
         if let Ok(Ok(value)) = timeout(budget, probe).await {

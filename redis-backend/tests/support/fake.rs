@@ -1,7 +1,8 @@
 //! A server that speaks the Redis protocol but is not Redis: it parses each
 //! request (an array of bulk strings) and answers what the test's function
 //! says, on a free loopback port. For checking that the backend validates
-//! replies instead of reading meaning into whatever comes back.
+//! replies instead of reading meaning into whatever comes back. It refuses
+//! `HELLO` as Redis 5 does, so the store speaks RESP2 to it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,13 @@ impl FakeServer {
                         let mut out = Vec::new();
                         while let Some((args, used)) = parse_request(&pending) {
                             pending.drain(..used);
+                            if name(&args) == "HELLO" {
+                                // As Redis 5 answers: the store speaks RESP2.
+                                out.extend(
+                                    b"-ERR unknown command `HELLO`, with args beginning with: `3`, \r\n",
+                                );
+                                continue;
+                            }
                             out.extend(respond(&args));
                         }
                         if socket.write_all(&out).await.is_err() {
