@@ -932,14 +932,18 @@ impl Core {
         total
     }
 
-    /// Fires the shard's due session timers, calling the timer listener
-    /// outside the lock, batch by batch.
+    /// Fires the shard's session timers due when it begins, calling the
+    /// timer listener outside the lock, batch by batch. Only those: a
+    /// listener that re-arms its timers for sooner than it takes to run a
+    /// batch would otherwise keep the pass here for good, and the other
+    /// shards unswept. What it re-arms fires in the next pass.
     fn fire_timers(&self, shard: &Shard, between: &mut dyn FnMut()) {
         let mut fired = Vec::new();
+        let until_ms = self.clock.now_ms();
         loop {
             let swept = {
                 let guard = crossbeam_epoch::pin();
-                shard.fire_timers(&self.clock, TIMER_BATCH_MAX, &mut fired, &guard)
+                shard.fire_timers(&self.clock, until_ms, TIMER_BATCH_MAX, &mut fired, &guard)
             };
             if let Some(listener) = &self.config.timer_listener {
                 for (id, token) in fired.drain(..) {

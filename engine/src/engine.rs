@@ -751,7 +751,10 @@ impl Engine {
     /// a token replaces its deadline and keeps its handle). When it fires,
     /// the [`Config::timer_listener`](crate::Config::timer_listener) hears
     /// the session's id and the token, from the sweeper thread (so a timer
-    /// fires up to one sweep interval late). A timer dies silently with its
+    /// fires up to one sweep interval late; one re-armed by the listener for
+    /// a time the running pass has passed fires in the next pass, so that a
+    /// listener slower than its timers' delays cannot hold the sweeper on
+    /// one shard). A timer dies silently with its
     /// session (expiry, delete, rotate) and is not persisted: it guards work
     /// of this process (a pending request), which a restart ends anyway.
     /// O(1): one wheel insert under the shard's lock. The returned handle

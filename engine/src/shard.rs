@@ -1411,11 +1411,13 @@ impl Shard {
         })
     }
 
-    /// Fires up to `budget` session timers due at the clock's time into
-    /// `out` (those of sessions still live; the others die silently).
+    /// Fires up to `budget` session timers due by `until_ms` (and at the
+    /// clock's time) into `out` (those of sessions still live; the others
+    /// die silently).
     pub(crate) fn fire_timers(
         &self,
         clock: &Clock,
+        until_ms: u64,
         budget: usize,
         out: &mut Vec<(SessionId, u64)>,
         guard: &Guard,
@@ -1430,7 +1432,7 @@ impl Shard {
                 .find_slot(hash_id(&self.hasher, id), id)
                 .is_some_and(|at| table.header(at).live_for_writer(now_ms))
         };
-        match w.states.fire(now_ms, budget, live, out) {
+        match w.states.fire(now_ms.min(until_ms), budget, live, out) {
             wheel::Poll::Done => Swept::All,
             wheel::Poll::More => Swept::More,
         }
@@ -2005,7 +2007,11 @@ mod tests {
         f.clock.advance_ms(50);
         let mut fired = Vec::new();
         let g = crossbeam_epoch::pin();
-        while f.shard.fire_timers(&f.clock.clock(), 16, &mut fired, &g) == Swept::More {}
+        while f
+            .shard
+            .fire_timers(&f.clock.clock(), u64::MAX, 16, &mut fired, &g)
+            == Swept::More
+        {}
         drop(g);
         assert!(fired.is_empty(), "the session's timer died with it: {fired:?}");
         assert!(

@@ -355,3 +355,55 @@ fn a_delay_between_milliseconds_is_rounded_up() {
     engine.cleanup_expired();
     assert_eq!(take(&fired), vec![(a, 1)]);
 }
+
+/// A sweep pass fires the timers due when it reached their shard, once
+/// each: a listener slower than the delay it re-arms its timers with (a
+/// heartbeat per session whose work takes longer, over more sessions than
+/// one batch) does not keep the pass on that shard, where the other shards
+/// would never be swept again. The re-armed timers fire in the next pass.
+#[test]
+fn timers_rearmed_by_a_slow_listener_fire_once_per_pass() {
+    let clock = ManualClock::new(0);
+    let handle: Arc<std::sync::OnceLock<Engine>> = Arc::default();
+    let fires = Arc::new(Mutex::new(0usize));
+    let n = session_engine::limits::TIMER_BATCH_MAX + 1;
+    let (me, count, ticking) = (Arc::clone(&handle), Arc::clone(&fires), clock.clone());
+    let engine = Engine::open(
+        Config::default()
+            .shards(1)
+            .clock(clock.clock())
+            .without_sweeper()
+            .timer_listener(move |id, token| {
+                let mut fired = count.lock().unwrap();
+                *fired += 1;
+                // It re-arms, then its work takes 2 ms; it stops re-arming
+                // after ten rounds (the old pass looped until then).
+                if *fired < 10 * n {
+                    me.get()
+                        .unwrap()
+                        .arm_timer(id, token, Duration::from_millis(1))
+                        .unwrap();
+                }
+                ticking.advance_ms(2);
+            }),
+    )
+    .unwrap();
+    let _ = handle.set(engine.clone());
+    let ids: Vec<SessionId> = (0..n.div_ceil(100))
+        .map(|_| engine.create(b"", LONG).unwrap())
+        .collect();
+    for k in 0..n {
+        engine
+            .arm_timer(&ids[k / 100], k as u64, Duration::from_millis(1))
+            .unwrap();
+    }
+    clock.advance_ms(1);
+    engine.cleanup_expired();
+    assert_eq!(*fires.lock().unwrap(), n, "one pass fires each timer once");
+    engine.cleanup_expired();
+    assert_eq!(
+        *fires.lock().unwrap(),
+        2 * n,
+        "the re-armed timers fire in the next pass"
+    );
+}
