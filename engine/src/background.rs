@@ -40,6 +40,11 @@ impl Stop {
         }
         *stopped
     }
+
+    /// True once stop was requested.
+    fn requested(&self) -> bool {
+        *self.stopped.lock()
+    }
 }
 
 pub(crate) struct Background {
@@ -393,7 +398,11 @@ fn sweeper(core: &Core, stop: &Stop) {
                 next_sweep = now + CHORE_PANIC_PAUSE.max(every);
                 if chore(core, "sweeper (sweep)", || {
                     injected_panic(core, PANIC_SWEEPER);
-                    core.sweep_all(&mut batch, true, &mut || flush_if_due(&mut next_flush));
+                    // A close ends the pass after the batch it is in.
+                    core.sweep_all(&mut batch, true, &mut || {
+                        flush_if_due(&mut next_flush);
+                        !stop.requested()
+                    });
                 }) {
                     next_sweep = now + every;
                 }

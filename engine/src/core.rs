@@ -502,7 +502,7 @@ impl Core {
                 }
                 Inserted::Full(back) if !swept => {
                     // Outside every shard's mutex: the sweep takes them.
-                    self.sweep_all(&mut Vec::new(), false, &mut || {});
+                    self.sweep_all(&mut Vec::new(), false, &mut || true);
                     swept = true;
                     block = back;
                 }
@@ -891,15 +891,17 @@ impl Core {
     /// `between` runs after each batch and after each listener call (a
     /// listener's, not the engine's, time): the sweeper keeps its other
     /// chores' cadence there (the `Interval` flush) through a pass that
-    /// listeners make long.
+    /// listeners make long. After a batch, `between` returning false ends
+    /// the pass there (the engine is closing: `close` waits for one batch,
+    /// not a whole pass); what is left stays due for the next one.
     pub(crate) fn sweep_all(
         &self,
         batch: &mut Vec<Session>,
         timers: bool,
-        between: &mut dyn FnMut(),
+        between: &mut dyn FnMut() -> bool,
     ) -> usize {
         let mut total = 0;
-        for shard in &*self.shards {
+        'shards: for shard in &*self.shards {
             loop {
                 let swept = {
                     let guard = crossbeam_epoch::pin();
@@ -918,13 +920,15 @@ impl Core {
                         between();
                     }
                 }
-                between();
+                if !between() {
+                    break 'shards;
+                }
                 if swept == Swept::All {
                     break;
                 }
             }
-            if timers {
-                self.fire_timers(shard, between);
+            if timers && !self.fire_timers(shard, between) {
+                break;
             }
         }
         self.sweeps_total.fetch_add(1, Ordering::Relaxed);
@@ -936,8 +940,9 @@ impl Core {
     /// timer listener outside the lock, batch by batch. Only those: a
     /// listener that re-arms its timers for sooner than it takes to run a
     /// batch would otherwise keep the pass here for good, and the other
-    /// shards unswept. What it re-arms fires in the next pass.
-    fn fire_timers(&self, shard: &Shard, between: &mut dyn FnMut()) {
+    /// shards unswept. What it re-arms fires in the next pass. False if
+    /// `between` ended the pass (see [`Core::sweep_all`]).
+    fn fire_timers(&self, shard: &Shard, between: &mut dyn FnMut() -> bool) -> bool {
         let mut fired = Vec::new();
         let until_ms = self.clock.now_ms();
         loop {
@@ -954,9 +959,11 @@ impl Core {
                 }
             }
             fired.clear();
-            between();
+            if !between() {
+                return false;
+            }
             if swept == Swept::All {
-                return;
+                return true;
             }
         }
     }

@@ -167,7 +167,11 @@ impl Engine {
         self.core.recovery.as_ref()
     }
 
-    /// Stops the sweeper and the compactor, waits for them and, with
+    /// Stops the sweeper and the compactor, waits for them (a sweep pass
+    /// under way ends after its batch, at most `limits::SWEEP_BATCH_MAX`
+    /// removals and their listener calls; the expired sessions it leaves
+    /// are removed by a later `cleanup_expired` or, with persistence, by
+    /// the next open) and, with
     /// persistence, flushes the logs, waiting for a sync under way (the
     /// last handle's drop does the same, ignoring a flush error). Other
     /// clones of this handle keep working on the sessions in memory,
@@ -671,7 +675,7 @@ impl Engine {
     /// interval; hosts without a sweeper call it themselves.
     #[allow(clippy::must_use_candidate)] // called for its effect as often as its count
     pub fn cleanup_expired(&self) -> usize {
-        self.core.sweep_all(&mut Vec::new(), true, &mut || {})
+        self.core.sweep_all(&mut Vec::new(), true, &mut || true)
     }
 
     // ---- Per-session state (see `SessionState` and the README) -------------

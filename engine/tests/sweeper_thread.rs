@@ -303,3 +303,71 @@ fn the_interval_flush_runs_during_a_long_sweep_pass() {
         );
     }
 }
+
+/// `close` stops the sweeper at the end of the batch it is in, not of its
+/// whole pass: a slow removal listener over many expiries would hold the
+/// close (and the sweeper's thread) for the pass, here four batches. The
+/// listener closes the engine on its first call; the pass then ends with
+/// that batch, and the sessions left stay for whoever sweeps next.
+#[test]
+fn close_stops_a_long_pass_after_its_batch() {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Arc, OnceLock};
+
+    use session_engine::limits::SWEEP_BATCH_MAX;
+    use session_engine::WeakEngine;
+
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let clock = ManualClock::new(0);
+    let handle: Arc<OnceLock<WeakEngine>> = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let pass_closed_in = Arc::new(AtomicU64::new(u64::MAX));
+    let (me, heard, pass) = (
+        Arc::clone(&handle),
+        Arc::clone(&calls),
+        Arc::clone(&pass_closed_in),
+    );
+    let engine = Engine::open(
+        Config::default()
+            .shards(1)
+            .sweep_interval(Duration::from_millis(5))
+            .clock(clock.clock())
+            .listener(move |_, _| {
+                if heard.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let engine = me.get().and_then(WeakEngine::upgrade).expect("open");
+                    pass.store(engine.stats().sweeps_total, Ordering::SeqCst);
+                    engine.close().expect("close");
+                }
+            }),
+    )
+    .unwrap();
+    let _ = handle.set(engine.downgrade());
+    for _ in 0..4 * SWEEP_BATCH_MAX {
+        engine.create(b"x", Timeout::from_ms(100)).unwrap();
+    }
+    clock.advance_ms(100);
+    // The pass the close came in has ended once the sweeper counts it.
+    eventually(
+        || {
+            let closed_in = pass_closed_in.load(Ordering::SeqCst);
+            closed_in != u64::MAX && engine.stats().sweeps_total > closed_in
+        },
+        "the pass the close came in ended",
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        SWEEP_BATCH_MAX,
+        "the pass went on past the batch the close came in"
+    );
+    assert_eq!(
+        engine.len(),
+        3 * SWEEP_BATCH_MAX,
+        "the rest stay for the next sweep"
+    );
+    assert_eq!(engine.cleanup_expired(), 3 * SWEEP_BATCH_MAX);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4 * SWEEP_BATCH_MAX,
+        "each heard once"
+    );
+}
