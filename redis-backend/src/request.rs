@@ -164,8 +164,10 @@ pub(crate) struct Inner {
     asked: Mutex<Vec<AskedConnection>>,
 }
 
-/// One of [`Inner::asked`]'s connections: host, port, lane, connection.
-type AskedConnection = (Arc<str>, u16, Lane, MultiplexedConnection);
+/// One of [`Inner::asked`]'s connections: host, port, lane, connection,
+/// and whether the connection has closed (see [`connect_node`]: a request
+/// sent on it would be in doubt, so it is connected afresh instead).
+type AskedConnection = (Arc<str>, u16, Lane, MultiplexedConnection, Arc<AtomicBool>);
 
 /// What a request does to data, which decides its error and its `WAIT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -488,25 +490,29 @@ impl Inner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .find(|(h, p, l, _)| *h == node.host && *p == node.port && *l == lane)
-            .map(|(.., c)| c.clone());
+            .find(|(h, p, l, _, closed)| {
+                *h == node.host && *p == node.port && *l == lane && !closed.load(Ordering::Relaxed)
+            })
+            .map(|(_, _, _, c, _)| c.clone());
         if let Some(conn) = kept {
             return Ok(Via::Asked(guard, conn));
         }
         let (config, seed) = (self.config.clone(), self.seeds[0].clone());
         let (host, port) = (node.host.to_string(), node.port);
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&closed);
         let conn = self
             .home
-            .spawn(async move { connect_node(&config, &seed, &host, port, None).await })
+            .spawn(async move { connect_node(&config, &seed, &host, port, Some(&flag)).await })
             .await
             .map_err(|e| RedisError::from((redis::ErrorKind::Io, "connect task failed", e.to_string())))??;
         {
             let mut asked = self.asked.lock().unwrap_or_else(PoisonError::into_inner);
-            asked.retain(|(h, p, l, _)| !(*h == node.host && *p == node.port && *l == lane));
+            asked.retain(|(h, p, l, ..)| !(*h == node.host && *p == node.port && *l == lane));
             if asked.len() >= ASKED_NODES_MAX {
                 asked.remove(0);
             }
-            asked.push((Arc::clone(&node.host), node.port, lane, conn.clone()));
+            asked.push((Arc::clone(&node.host), node.port, lane, conn.clone(), closed));
         }
         Ok(Via::Asked(guard, conn))
     }
@@ -516,7 +522,17 @@ impl Inner {
         self.asked
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(h, p, l, _)| !(&**h == host && *p == port && *l == lane));
+            .retain(|(h, p, l, ..)| !(&**h == host && *p == port && *l == lane));
+    }
+
+    /// The connections to asked nodes kept open (tests).
+    pub(crate) fn asked_connections_open(&self) -> usize {
+        self.asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(.., closed)| !closed.load(Ordering::Relaxed))
+            .count()
     }
 
     /// Direct routes marked stale since connect (for tests).

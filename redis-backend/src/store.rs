@@ -147,6 +147,14 @@ impl RedisStore {
         crate::keys::slot_of(&self.inner.keys.key(id))
     }
 
+    /// Tests: the store's connections to nodes an `ASK` named that are
+    /// kept for the next redirect and have not closed.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn debug_asked_connections_open(&self) -> usize {
+        self.inner.asked_connections_open()
+    }
+
     /// Counters since connect.
     #[must_use]
     pub fn stats(&self) -> RedisStats {

@@ -7,7 +7,7 @@
 //! would have to be reported `OutcomeUnknown`: a delete that deletes
 //! nothing, an insert of a new id that stores nothing.) Against one server
 //! and a 6-node cluster, whose direct routes and cluster client are both
-//! closed.
+//! closed, and the store's own connections to a node an `ASK` named.
 
 mod support;
 
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use session_engine::{SessionId, Timeout};
 use session_redis::{RedisConfig, RedisStore};
-use support::{cli, create_named, metadata, Cluster, Server};
+use support::{cli, create_named, metadata, shard_of, Cluster, Server};
 
 const TTL: Timeout = Timeout::from_secs(600);
 /// The request budget where how soon is not what a test checks.
@@ -154,4 +154,43 @@ async fn the_protocol_is_resp3_unless_the_url_names_one() {
     assert_eq!(protocols(server.port), ["2"]);
     let id = store.create(b"in resp2", TTL).await.expect("create");
     assert_eq!(metadata(&store.get(&id).await), Some(&b"in resp2"[..]));
+}
+
+/// The store's own connections to a node an `ASK` named (a slot being
+/// migrated), kept for the next redirect: one the server closed is not
+/// written on again; the next write connects afresh and is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_to_an_asked_node_is_not_written_on() {
+    let cluster = Cluster::start(60_000);
+    let firsts = cluster.first_slots();
+    let store = RedisStore::connect(
+        support::cluster_preset(cluster.urls()).key_prefix(support::unique_prefix("idle-ask")),
+    )
+    .await
+    .expect("connect");
+    let moved = loop {
+        let id = store.create(b"moving", TTL).await.expect("create");
+        if shard_of(&firsts, store.slot(&id)) == firsts[0] {
+            break id;
+        }
+    };
+    let from = cluster.master_of(firsts[0]).expect("first master");
+    let to = cluster.master_of(firsts[1]).expect("second master");
+    cluster.migrate_key(store.slot(&moved), &store.key(&moved), from, to, false);
+    // A read and a write follow the ASK on connections of the store's own.
+    assert_eq!(metadata(&store.get(&moved).await), Some(&b"moving"[..]));
+    store.touch(&moved).await.expect("touch through the ASK");
+    assert!(store.debug_asked_connections_open() > 0, "asked connections kept");
+
+    let killed = cluster.nodes[to].cli(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    assert!(
+        killed.trim().parse::<u32>().is_ok_and(|n| n > 0),
+        "killed {killed:?}"
+    );
+    let started = Instant::now();
+    while store.debug_asked_connections_open() > 0 && started.elapsed() < RECONNECT_LIMIT {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.delete(&moved).await.expect("delete after the close");
+    assert!(!store.contains(&moved).await.expect("contains"), "deleted");
 }
