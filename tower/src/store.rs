@@ -294,9 +294,16 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
             return Ok(None);
         }
         let expiry_date = if let Some(expires_ms) = expires_ms {
-            // The store's deadline is the truth (moved by this read if sliding).
+            // The store's deadline is the truth (moved by this read if
+            // sliding), but for a fixed date, which it may pass (whole
+            // seconds; on Redis the server's clock): the earlier of the two.
             let expires_ms = i64::try_from(expires_ms).unwrap_or(i64::MAX);
-            date_of_ms(expires_ms).unwrap_or_else(|| stored.expiry_date())
+            let deadline = date_of_ms(expires_ms).unwrap_or_else(|| stored.expiry_date());
+            if fixed {
+                deadline.min(stored.expiry_date())
+            } else {
+                deadline
+            }
         } else if ns_of_ms(stored.expiry_ms) <= now_ns() {
             // Stored without a timeout (by an earlier version, for a date
             // beyond the longest one): its own date ends it. A plain
@@ -356,7 +363,7 @@ impl<S: SessionStore + 'static> ExpiredDeletion for TowerStore<S> {
     /// task that runs the sweep is returned.
     ///
     /// On tokio's blocking pool: the engine's sweep is synchronous work over
-    /// every shard (its future does it all when created), which on the
+    /// every shard (its future does it all when first polled), which on the
     /// runtime's thread would stall every task there meanwhile. Outside a
     /// tokio runtime, in place.
     async fn delete_expired(&self) -> session_store::Result<()> {
@@ -404,6 +411,32 @@ mod tests {
         assert!(
             store.load(&record.id).await.unwrap().is_none(),
             "a record loaded past its date"
+        );
+    }
+
+    /// A fixed date is the record's `expiry_date` when loaded, not the
+    /// store's deadline, which can be later: past 24.9 days the engine
+    /// keeps it in whole seconds, rounded up (on Redis, the server's clock
+    /// may run ahead). A cache filled from the load (tower-sessions'
+    /// `CachingSessionStore`) would serve the session past its date.
+    #[tokio::test]
+    async fn a_fixed_date_is_the_loaded_records_date() {
+        let engine = Arc::new(Engine::open(Config::default()).unwrap());
+        let store = TowerStore::from_arc(Arc::clone(&engine));
+        let record = Record {
+            id: Id::default(),
+            data: std::collections::HashMap::default(),
+            expiry_date: time::OffsetDateTime::now_utc()
+                + time::Duration::days(30)
+                + time::Duration::milliseconds(500),
+        };
+        store.create(&mut record.clone()).await.unwrap();
+        let loaded = store.load(&record.id).await.unwrap().expect("loaded");
+        assert!(
+            unix_ms_ns(loaded.expiry_date).0 <= unix_ms_ns(record.expiry_date).0,
+            "loaded until {}, stored until {}",
+            loaded.expiry_date,
+            record.expiry_date
         );
     }
 }
