@@ -433,10 +433,7 @@ fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, Error> {
         // With `--ops` the clients stop once they have issued their
         // operations: before the stall ends, it delays nothing.
         if scenario.ops_max > 0 {
-            let issued_by = match scenario.rate {
-                Rate::PerSec(rate) => Some(Duration::from_secs_f64(scenario.ops_max as f64 / rate)),
-                Rate::Max => None,
-            };
+            let issued_by = issued_by(scenario.ops_max, scenario.rate);
             if issued_by.is_none_or(|t| t < latest_start + stall.length) {
                 return Err(Error::Usage(format!(
                     "--inject-stall {stall} with --ops {}: the clients may have issued their operations and \
@@ -479,6 +476,18 @@ fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, Error> {
 /// holds. The length counted here is the most a sweep takes when no step is
 /// retried: the peak (without `--to`), every step and every bisection, each
 /// a warm-up, a duration and the churn's settle.
+/// When clients at `rate` have issued `ops_max` operations: `None` in
+/// closed loop (as fast as the backend answers), the longest duration when
+/// that is past any (an `--ops` near `u64::MAX` at a low rate).
+fn issued_by(ops_max: u64, rate: Rate) -> Option<Duration> {
+    match rate {
+        Rate::PerSec(rate) => {
+            Some(Duration::try_from_secs_f64(ops_max as f64 / rate).unwrap_or(Duration::MAX))
+        }
+        Rate::Max => None,
+    }
+}
+
 fn check_sweep_timeout(scenario: &Scenario, args: &SweepArgs, measures_peak: bool) -> Result<(), Error> {
     let Ok(session_engine::Timeout::After(timeout)) = scenario.population_timeout() else {
         return Ok(());
@@ -665,6 +674,18 @@ fn cmd_gate(args: &GateArgs, command: Vec<String>) -> Result<i32, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--ops` near `u64::MAX` at a low rate is issued after any stall:
+    /// the check panicked making a `Duration` past `Duration::MAX`.
+    #[test]
+    fn huge_ops_are_issued_after_any_stall() {
+        assert_eq!(issued_by(u64::MAX, Rate::PerSec(1.0)), Some(Duration::MAX));
+        assert_eq!(
+            issued_by(1_000, Rate::PerSec(100.0)),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(issued_by(1_000, Rate::Max), None);
+    }
 
     fn gate(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(["loadgen", "gate"].iter().chain(args))

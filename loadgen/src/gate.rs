@@ -704,6 +704,16 @@ fn wall_clock(request: &GateRequest) -> Result<GateVerdict, Error> {
     check_plan(&path, baseline.plan.check())?;
     check_shards(&path, baseline.plan.shards)?;
     let mut plan = baseline.plan;
+    if let (true, Some(rounds)) = (request.verdict, request.rounds) {
+        if rounds != plan.rounds {
+            return Err(Error::Usage(format!(
+                "--rounds {rounds} with --verdict: the baseline {} has runs of {} rounds, and a run's figure is the \
+                 median of its rounds (of another count, another figure); drop --rounds, or write a baseline with it",
+                path.display(),
+                plan.rounds
+            )));
+        }
+    }
     plan.rounds = request.rounds.unwrap_or(plan.rounds);
     // A verdict keeps only runs whose machine matches the baseline's (the
     // peer's level); a report takes `repeat` runs of this sitting, setting

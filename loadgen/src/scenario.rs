@@ -364,6 +364,16 @@ impl Scenario {
                 self.warmup, self.interval
             )));
         }
+        // Measured time starting inside a pair would not be whole pairs:
+        // by the seed, one side could get both slices of a pair, the
+        // other none.
+        if self.peer && !self.warmup.as_ns().is_multiple_of(2 * slice_ns) {
+            return Err(self.invalid(format!(
+                "warmup = {} is not a whole number of pairs of slices of {} (one each side: the measured time \
+                 starts with a pair)",
+                self.warmup, self.slice
+            )));
+        }
         Ok(())
     }
 

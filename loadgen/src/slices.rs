@@ -221,6 +221,9 @@ pub struct SideTally {
     pub disturbed: u64,
     /// Point operations completed in their slice, every measured slice.
     pub in_time_all: u64,
+    /// Point operations due in every measured slice (issued, in time or
+    /// late).
+    pub offered_all: u64,
     /// The same, undisturbed slices only (what the rate verdict judges: a
     /// disturbed slice that stays judged for its tail says nothing of the
     /// rate the backend keeps).
@@ -248,6 +251,7 @@ impl SideTally {
         self.measured += 1;
         self.all.add(hists);
         self.in_time_all += stats.in_time;
+        self.offered_all += stats.ops;
         self.taken_ns += stats.taken_ns();
         self.gap_max_ns = self.gap_max_ns.max(stats.lost.gap_max_ns);
         self.disturbed += u64::from(stats.disturbed);

@@ -760,9 +760,9 @@ pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
 /// to the point clients' end (with `--ops` they can stop before the lister
 /// does), and no more than the kind's share of the `--ops` limit (the
 /// clients stop inside a slice, which counts whole). In closed loop the
-/// backend's speed sets how many come: the kind's share of the point
-/// operations measured (its own count would make a kind the mix's draws
-/// missed one that never answered).
+/// speed sets how many come: the kind's share of the point operations
+/// measured (its own count would make a kind the mix's draws missed one
+/// that never answered), on the faster side when there is a peer.
 fn offered(scenario: &Scenario, outcome: &Outcome, op: Op) -> u64 {
     let measured_s = outcome.backend.tally.measured as f64 * outcome.slice_ns as f64 / 1e9;
     let share = scenario.mix.share(op);
@@ -776,12 +776,18 @@ fn offered(scenario: &Scenario, outcome: &Outcome, op: Op) -> u64 {
             }
         }
         (_, Rate::Max) => {
-            let all = &outcome.backend.tally.all;
-            let measured: u64 = Op::ALL
-                .into_iter()
-                .filter(|&o| o != Op::List)
-                .map(|o| all.get(o).len())
-                .sum();
+            let point_ops = |all: &crate::hist::OpHists| -> u64 {
+                Op::ALL
+                    .into_iter()
+                    .filter(|&o| o != Op::List)
+                    .map(|o| all.get(o).len())
+                    .sum()
+            };
+            // With a peer, the faster side's count (both had the same
+            // slices): on its own, a backend slower in one sitting would
+            // offer fewer and take its own tail bounds out of the run.
+            let measured = point_ops(&outcome.backend.tally.all)
+                .max(outcome.peer.as_ref().map_or(0, |peer| point_ops(&peer.tally.all)));
             scheduled(measured as f64 * share, 1.0)
         }
     }
@@ -817,11 +823,14 @@ pub fn rate_verdict(scenario: &Scenario, outcome: &Outcome) -> Option<Verdict> {
         return None;
     };
     let tally = &outcome.backend.tally;
-    if tally.quiet_slices == 0 {
+    // Empty slices are undisturbed by construction (nothing was there to
+    // be held up): at a low rate, quiet slices may all be empty while
+    // every slice with operations due was disturbed.
+    if tally.quiet_slices == 0 || (tally.offered_quiet == 0 && tally.offered_all > 0) {
         let floor = target * RATE_HELD_SHARE;
         return Some(Verdict {
             status: Status::Disturbed,
-            note: "no undisturbed slice".into(),
+            note: "no undisturbed slice had operations due".into(),
             ..Verdict::plain("run", "all", "rate", format!("{floor:.0} ops/s"), "-".into())
         });
     }
@@ -1075,6 +1084,30 @@ mod tests {
         assert_eq!(judged(&with_gets(1_000)), Status::Fail);
     }
 
+    /// With a peer, closed loop offers a kind its share of the larger of
+    /// the two sides' point operations: a backend slower in one sitting
+    /// (a regression, a busier machine) measures fewer and, on its own
+    /// count, would take its tail bounds out of the run ("n/a": PASS)
+    /// where a faster one is judged on the same latencies.
+    #[test]
+    fn closed_loop_with_a_peer_offers_what_the_faster_side_measured() {
+        let scenario = Scenario {
+            rate: Rate::Max,
+            mix: "get=100".parse().expect("mix"),
+            ..Scenario::default()
+        };
+        let mut outcome = open_loop_outcome(2.0);
+        for _ in 0..100 {
+            outcome.backend.tally.all.record(Op::Get, 1_000, true);
+        }
+        let mut peer = open_loop_outcome(2.0).backend;
+        for _ in 0..1_000 {
+            peer.tally.all.record(Op::Get, 1_000, true);
+        }
+        outcome.peer = Some(peer);
+        assert_eq!(offered(&scenario, &outcome, Op::Get), 1_000);
+    }
+
     fn facts(get_p99_ns: u64) -> RunFacts {
         let stats = OpStats {
             count: 1000,
@@ -1253,6 +1286,28 @@ mod tests {
         assert_eq!(row(75, 75, 100, 3).status, Status::Fail);
         // Nothing offered in the undisturbed slices: nothing to judge.
         assert_eq!(row(0, 0, 100, 0).status, Status::NotRun);
+    }
+
+    /// A run whose slices with operations due were all disturbed, at a
+    /// low rate where other slices were empty (and so undisturbed), did
+    /// not judge its rate: inconclusive, not a rate row "not run" that
+    /// lets the run pass.
+    #[test]
+    fn only_empty_slices_undisturbed_is_a_disturbed_rate() {
+        let scenario = Scenario {
+            rate: Rate::PerSec(5.0),
+            ..Scenario::default()
+        };
+        let mut outcome = open_loop_outcome(2.0);
+        let tally = &mut outcome.backend.tally;
+        (tally.quiet_slices, tally.offered_quiet, tally.in_time_quiet) = (4, 0, 0);
+        (tally.offered_all, tally.in_time_all, tally.disturbed) = (10, 0, 1);
+        let row = rate_verdict(&scenario, &outcome).expect("open loop");
+        assert_eq!(row.status, Status::Disturbed, "{row:?}");
+        // Nothing due at all (an `--ops` run's clients done): not run.
+        outcome.backend.tally.offered_all = 0;
+        let row = rate_verdict(&scenario, &outcome).expect("open loop");
+        assert_eq!(row.status, Status::NotRun, "{row:?}");
     }
 
     #[test]

@@ -229,7 +229,7 @@ fn an_ops_limit_counts_no_warm_up_operation() {
 
 #[test]
 fn usage_and_configuration_errors_exit_2_with_a_reason() {
-    let cases: [(&[&str], &str); 18] = [
+    let cases: [(&[&str], &str); 19] = [
         (&["run", "--rate", "fast"], "rate"),
         (
             &["run", "--scenario", "/nonexistent/scenario.toml"],
@@ -341,6 +341,25 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
                 "--no-output",
             ],
             "not a whole number of intervals",
+        ),
+        // An odd number of warm-up slices started the measured time inside
+        // a pair: one side could get both of its slices, by the seed.
+        (
+            &[
+                "run",
+                "--scenario",
+                "tiny",
+                "--slice",
+                "100ms",
+                "--interval",
+                "100ms",
+                "--warmup",
+                "100ms",
+                "--duration",
+                "200ms",
+                "--no-output",
+            ],
+            "whole number of pairs of slices",
         ),
         // A sweep's steps run their own times: an --ops limit stopped no
         // step but was read as each kind's share when judging.

@@ -74,6 +74,15 @@ fn the_wall_clock_gate_reports_without_a_verdict_unless_asked() {
     let tmp = tempfile::tempdir().unwrap();
     let written = tmp.path().join("baseline.json");
     let baseline = write_wall_baseline(&written);
+    // A verdict compares runs of as many rounds as the baseline's: each
+    // run's figure is a median of its rounds, and of fewer it is another
+    // figure (refused before anything is measured).
+    let (code, _, stderr) = gate(&written, &["--rounds", "2"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--rounds 2") && stderr.contains("5 rounds"),
+        "{stderr}"
+    );
     let faster = tmp.path().join("faster.json");
     scaled(&baseline, 0.5, &faster);
     let out = tmp.path().join("gate.json");
