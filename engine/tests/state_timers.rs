@@ -33,6 +33,16 @@ fn take(fired: &Fired) -> Vec<(SessionId, u64)> {
 
 const LONG: Timeout = Timeout::from_secs(3600);
 
+/// Arms `n` timers (tokens 0..n) due `after`, 100 to a session.
+fn arm_on_sessions_of_100(engine: &Engine, n: usize, after: Duration) {
+    let ids: Vec<SessionId> = (0..n.div_ceil(100))
+        .map(|_| engine.create(b"", LONG).unwrap())
+        .collect();
+    for k in 0..n {
+        engine.arm_timer(&ids[k / 100], k as u64, after).unwrap();
+    }
+}
+
 #[test]
 fn timers_fire_once_at_their_deadline() {
     let (engine, clock, fired) = engine();
@@ -295,14 +305,7 @@ fn more_due_timers_than_one_batch_all_fire_in_one_sweep() {
     )
     .unwrap();
     let n = 3 * session_engine::limits::TIMER_BATCH_MAX + 7;
-    let ids: Vec<SessionId> = (0..n.div_ceil(100))
-        .map(|_| engine.create(b"", LONG).unwrap())
-        .collect();
-    for k in 0..n {
-        engine
-            .arm_timer(&ids[k / 100], k as u64, Duration::from_millis(50))
-            .unwrap();
-    }
+    arm_on_sessions_of_100(&engine, n, Duration::from_millis(50));
     clock.advance_ms(50);
     engine.cleanup_expired();
     let got = take(&fired);
@@ -389,14 +392,7 @@ fn timers_rearmed_by_a_slow_listener_fire_once_per_pass() {
     )
     .unwrap();
     let _ = handle.set(engine.clone());
-    let ids: Vec<SessionId> = (0..n.div_ceil(100))
-        .map(|_| engine.create(b"", LONG).unwrap())
-        .collect();
-    for k in 0..n {
-        engine
-            .arm_timer(&ids[k / 100], k as u64, Duration::from_millis(1))
-            .unwrap();
-    }
+    arm_on_sessions_of_100(&engine, n, Duration::from_millis(1));
     clock.advance_ms(1);
     engine.cleanup_expired();
     assert_eq!(*fires.lock().unwrap(), n, "one pass fires each timer once");
