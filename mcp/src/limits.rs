@@ -105,3 +105,9 @@ pub const DELETED_REMEMBERED_MAX: usize = 10_000;
 
 /// The longest wait between two tries of a failed delete.
 pub const DELETE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The deepest nesting of a stored record's JSON (the record's own object
+/// counts one): serde_json reads no deeper (its recursion limit of 128),
+/// so a record nested deeper is refused when written rather than stored
+/// unreadable.
+pub const JSON_DEPTH_MAX: usize = 127;

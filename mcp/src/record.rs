@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::limits::RECORD_VERSION;
+use crate::limits::{JSON_DEPTH_MAX, RECORD_VERSION};
 
 /// One stored session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,7 +75,25 @@ impl Record {
         Ok(())
     }
 
+    /// The record's bytes; a record nested deeper than
+    /// [`JSON_DEPTH_MAX`] is refused (`InvalidArgument`): `decode` could
+    /// never read it back.
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
+        // The record's object, then its members (`data` an object of its own).
+        let data = 1 + self.data.values().map(depth).max().unwrap_or(0);
+        let deepest = 1 + [self.rmcp.as_ref().map_or(0, depth), data]
+            .into_iter()
+            .chain(self.later.values().map(depth))
+            .max()
+            .unwrap_or(0);
+        if deepest > JSON_DEPTH_MAX {
+            return Err(Error::Store(session_engine::Error::InvalidArgument {
+                reason: format!(
+                    "a session record nested {deepest} levels deep: stored JSON is read back to {JSON_DEPTH_MAX} \
+                     levels (the client's initialize parameters or the session's data nest too deep)"
+                ),
+            }));
+        }
         let mut out = vec![RECORD_VERSION];
         serde_json::to_writer(&mut out, self).map_err(|e| Error::Record(format!("encode: {e}")))?;
         Ok(out)
@@ -107,6 +125,23 @@ impl Record {
     }
 }
 
+/// How deep `value` nests: 0 for a scalar, 1 for an array or object of
+/// scalars. Iterative: a value as deep as serde_json builds is no threat
+/// to the stack here.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, above)) = stack.pop() {
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|child| (child, above + 1))),
+            Value::Object(members) => stack.extend(members.values().map(|child| (child, above + 1))),
+            _ => continue,
+        }
+        deepest = deepest.max(above + 1);
+    }
+    deepest
+}
+
 #[cfg(test)]
 mod tests {
     use rmcp::model::InitializeRequestParams;
@@ -126,6 +161,37 @@ mod tests {
         for foreign in [&b"user=1"[..], b"", b"\x01\x81\xa1a\x01", b"\x01{\"data\":{}}"] {
             assert!(!Record::is_ours(foreign), "{foreign:?}");
         }
+    }
+
+    /// A value `levels` arrays deep around a number.
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(Value::from(0), |v, _| Value::Array(vec![v]))
+    }
+
+    /// What is encoded decodes: a record nested deeper than serde_json
+    /// reads back (128 levels) is refused when written, with nothing
+    /// stored, where it was stored and then unreadable for good (every
+    /// restore an error, and a `DELETE` took it for another application's
+    /// record and left it).
+    #[test]
+    fn what_encodes_decodes_or_is_refused() {
+        let deepest_readable = crate::limits::JSON_DEPTH_MAX - 2;
+        let mut record = Record::pending();
+        record.data.insert("k".into(), nested(deepest_readable));
+        let bytes = record.encode().expect("deep, but readable");
+        assert!(Record::decode(&bytes).is_ok() && Record::is_ours(&bytes));
+        record.data.insert("k".into(), nested(deepest_readable + 1));
+        match record.encode() {
+            Err(Error::Store(session_engine::Error::InvalidArgument { reason })) => {
+                assert!(reason.contains("nested"), "{reason}");
+            }
+            other => panic!("a record decode cannot read was encoded: {other:?}"),
+        }
+        let mut record = Record::pending();
+        record.rmcp = Some(nested(crate::limits::JSON_DEPTH_MAX - 1));
+        assert!(Record::decode(&record.encode().expect("readable")).is_ok());
+        record.rmcp = Some(nested(crate::limits::JSON_DEPTH_MAX));
+        assert!(record.encode().is_err(), "rmcp's state nested too deep");
     }
 
     #[test]

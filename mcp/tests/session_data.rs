@@ -56,6 +56,35 @@ async fn update_data_refuses_what_is_not_ours_and_writes_nothing() {
     SessionStore::delete(&engine, &other).await.expect("delete");
 }
 
+/// Data nested deeper than a stored record is read back is refused, and
+/// the session stays as it was (readable, restorable, deleted by a
+/// `DELETE`); it was stored, and every read of the session failed after.
+#[tokio::test]
+async fn update_data_refuses_a_value_nested_past_what_is_read_back() {
+    let engine = engine();
+    let sessions = McpSessions::new(engine.clone(), McpConfig::default()).expect("sessions");
+    let (_manager, text, transport) = support::initialized(&sessions).await;
+    let id: SessionId = text.parse().expect("our id");
+    let deep = (0..126).fold(Value::from(0), |v, _| Value::Array(vec![v]));
+    let result = sessions
+        .update_data(&id, |data| {
+            data.insert("deep".into(), deep.clone());
+        })
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(Error::Store(session_engine::Error::InvalidArgument { .. }))
+        ),
+        "{result:?}"
+    );
+    assert!(sessions.data(&id).await.expect("still readable").is_empty());
+    assert!(sessions.load(&text).await.expect("load").is_some(), "restorable");
+    sessions.delete(&text).await.expect("DELETE");
+    assert!(engine.peek(&id).unwrap_err().is_not_found(), "deleted");
+    drop(transport);
+}
+
 /// A client's `DELETE` (rmcp's `SessionStore::delete`) removes an MCP
 /// session, and leaves alone a session of the same store that is not one
 /// (a web session of the same id format, in a store shared with it): the
