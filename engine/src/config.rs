@@ -61,6 +61,8 @@ pub struct Config {
     /// Tests: the background thread (counted from 0 in start order) whose
     /// spawn fails, as when the process is out of threads.
     pub(crate) fail_thread_spawn: Option<usize>,
+    /// Tests: every recovery thread's spawn fails.
+    pub(crate) fail_recovery_threads: bool,
 }
 
 /// When an acknowledged write is on disk (only with a data directory).
@@ -117,6 +119,7 @@ impl Default for Config {
             touch_persist_fraction: 0.1,
             compaction_threshold: 0.5,
             fail_thread_spawn: None,
+            fail_recovery_threads: false,
         }
     }
 }
@@ -227,6 +230,15 @@ impl Config {
     #[must_use]
     pub fn debug_fail_thread_spawn(mut self, nth: usize) -> Self {
         self.fail_thread_spawn = Some(nth);
+        self
+    }
+
+    /// Tests: makes the spawn of every recovery thread (`open` reads the
+    /// shards' logs on several) fail, as when the process is out of threads.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn debug_fail_recovery_threads(mut self) -> Self {
+        self.fail_recovery_threads = true;
         self
     }
 
@@ -429,6 +441,7 @@ impl fmt::Debug for Config {
             .field("touch_persist_fraction", &self.touch_persist_fraction)
             .field("compaction_threshold", &self.compaction_threshold)
             .field("fail_thread_spawn", &self.fail_thread_spawn)
+            .field("fail_recovery_threads", &self.fail_recovery_threads)
             .finish()
     }
 }

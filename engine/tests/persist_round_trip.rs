@@ -28,6 +28,7 @@ fn state_survives_reopen_in_every_mode() {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(1_700_000_000_000);
         let mut expected: HashMap<SessionId, (Vec<u8>, Timeout)> = HashMap::new();
+        let mut read_at: HashMap<SessionId, u64> = HashMap::new();
         {
             let engine = Engine::open(config(dir.path(), &clock, durability)).unwrap();
             assert_eq!(engine.recovery_report().unwrap().sessions, 0);
@@ -48,6 +49,9 @@ fn state_survives_reopen_in_every_mode() {
                 let id = engine.create(&meta, timeout).unwrap();
                 expected.insert(id, (meta, timeout));
             }
+            // The reads' activity comes well after the creates: further
+            // than the coalescing bound (10% of the hour).
+            clock.advance(Duration::from_secs(1_000));
             let ids: Vec<SessionId> = expected.keys().copied().collect();
             for (n, id) in ids.iter().enumerate() {
                 match n % 4 {
@@ -64,7 +68,10 @@ fn state_survives_reopen_in_every_mode() {
                         expected.get_mut(id).unwrap().1 = Timeout::from_secs(7200);
                     }
                     _ => {
-                        engine.get(id).unwrap();
+                        let s = engine.get(id).unwrap();
+                        if s.timeout() != Timeout::Never {
+                            read_at.insert(*id, s.last_access_ms());
+                        }
                     }
                 }
             }
@@ -87,7 +94,16 @@ fn state_survives_reopen_in_every_mode() {
                 .unwrap_or_else(|e| panic!("{durability:?}: {id} lost: {e}"));
             assert_eq!(s.metadata(), &meta[..]);
             assert_eq!(s.timeout(), *timeout);
+            if let Some(&at) = read_at.get(id) {
+                // A read's activity survives, up to the coalescing bound.
+                assert!(
+                    at - s.last_access_ms() <= 360_000,
+                    "{durability:?}: {id} read at {at}, recovered {}",
+                    s.last_access_ms()
+                );
+            }
         }
+        assert!(!read_at.is_empty());
         // And it keeps working: a write after recovery survives the next reopen.
         let late = engine.create(b"late", Timeout::Never).unwrap();
         drop(engine);
@@ -473,5 +489,28 @@ fn records_of_the_largest_size_fill_their_segments_and_come_back() {
     assert_eq!(engine.len(), kept.len());
     for (id, meta) in &kept {
         assert_eq!(engine.peek(id).unwrap().metadata(), &meta[..], "{id}");
+    }
+}
+
+/// Recovery reads the shards' logs on several threads; a process out of
+/// threads (a process or cgroup limit) recovers them on the opening
+/// thread instead, where the open panicked.
+#[test]
+fn recovery_without_threads_recovers_on_the_opening_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let ids: Vec<SessionId> = {
+        let engine = Engine::open(config(dir.path(), &clock, Durability::Never)).unwrap();
+        let ids = (0..64u8)
+            .map(|i| engine.create(&[i; 10], Timeout::Never).unwrap())
+            .collect();
+        engine.close().unwrap();
+        ids
+    };
+    let engine =
+        Engine::open(config(dir.path(), &clock, Durability::Never).debug_fail_recovery_threads()).unwrap();
+    assert_eq!(engine.len(), ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(engine.peek(id).unwrap().metadata(), [i as u8; 10]);
     }
 }

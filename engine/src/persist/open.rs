@@ -519,21 +519,37 @@ fn recover_all(
         recovered.report.reread_after_failed_sync = reread;
         Ok(recovered)
     };
+    // Thread `t` recovers shards t, t + threads, ...
+    let share = |t: usize| -> Vec<(usize, Result<ShardRecovery>)> {
+        (t..shards)
+            .step_by(threads)
+            .map(|shard| (shard, recover(shard)))
+            .collect()
+    };
     let results: Vec<Vec<(usize, Result<ShardRecovery>)>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
-                let recover = &recover;
-                s.spawn(move || {
-                    (t..shards)
-                        .step_by(threads)
-                        .map(|shard| (shard, recover(shard)))
-                        .collect()
-                })
+                let share = &share;
+                let spawned = if config.fail_recovery_threads {
+                    Err(std::io::Error::other(
+                        "injected failure (debug_fail_recovery_threads)",
+                    ))
+                } else {
+                    std::thread::Builder::new()
+                        .name("session-recovery".into())
+                        .spawn_scoped(s, move || share(t))
+                };
+                (t, spawned)
             })
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().expect("recovery thread panicked"))
+            .map(|(t, w)| match w {
+                Ok(w) => w.join().expect("recovery thread panicked"),
+                // Out of threads (a process or cgroup limit): its share
+                // is recovered here, on the opening thread.
+                Err(_) => share(t),
+            })
             .collect()
     });
     let mut by_shard: Vec<Option<ShardRecovery>> = (0..shards).map(|_| None).collect();
