@@ -185,14 +185,20 @@ mod during_a_write {
         let id = engine.create(b"v1", Timeout::from_ms(100)).unwrap();
         clock.advance_ms(50);
         let (tx, rx) = mpsc::channel();
+        let (started_tx, started_rx) = mpsc::channel();
         let (e, c) = (engine.clone(), clock.clone());
         engine.debug_after_next_append(0, move || {
             // Not joined here: the read may wait for this write to finish.
             thread::spawn(move || {
                 c.advance_ms(at - 1_050);
+                started_tx.send(()).unwrap();
                 tx.send(during(&e, &id)).unwrap();
             });
-            // Give it the chance to run inside the window.
+            // The read begins inside the window (this hook holds the write
+            // there until it has), then has the chance to run in it.
+            started_rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("the read never began inside the update's window");
             thread::sleep(std::time::Duration::from_millis(50));
         });
         engine.update(&id, |_| b"v2".to_vec()).unwrap();

@@ -143,7 +143,10 @@ fn a_full_disk_fails_writes_cleanly_and_loses_nothing() {
     let engine = Engine::open(config(dir.path())).unwrap();
     assert_eq!(engine.len(), acked as usize);
     for n in 0..acked {
-        assert!(engine.peek(&id(n)).is_ok(), "acknowledged session {n} lost");
+        let got = engine
+            .peek(&id(n))
+            .unwrap_or_else(|e| panic!("acknowledged session {n} lost: {e}"));
+        assert_eq!(got.metadata(), [7u8; 1000], "session {n}'s metadata");
     }
     assert!(engine.peek(&id(acked)).unwrap_err().is_not_found());
 }
@@ -188,8 +191,15 @@ fn writes_resume_once_the_disk_has_room_again() {
     let acked = acked_by_child("room_again_child", ROOM_AGAIN_CHILD_ENV, dir.path());
     let engine = Engine::open(config(dir.path())).unwrap();
     assert_eq!(engine.len(), acked as usize);
+    // The child wrote [7; 1000] until the disk refused, then [8; 1000]
+    // for the refused id and 599 more: none of the refused bytes is back.
+    let refused_at = acked - 600;
     for n in 0..acked {
-        assert!(engine.peek(&id(n)).is_ok(), "acknowledged session {n} lost");
+        let got = engine
+            .peek(&id(n))
+            .unwrap_or_else(|e| panic!("acknowledged session {n} lost: {e}"));
+        let expected = if n < refused_at { [7u8; 1000] } else { [8u8; 1000] };
+        assert_eq!(got.metadata(), expected, "session {n}'s metadata");
     }
 }
 

@@ -239,13 +239,16 @@ async fn get_records_activity_and_peek_does_not<S: SessionStore>(s: Arc<S>, _: S
     let id = ok("create", s.create(b"m", LONG).await);
     let first = ok("get", s.get(&id).await);
     sleep(ms(25)).await;
+    // The clock has moved past the get before the peek: on a clock that
+    // stood still, a peek that counted as activity would leave the same
+    // time.
+    let clock = clock_past!(s, "peek", first.last_access_ms());
     let peeked = ok("peek", s.peek(&id).await);
     assert_eq!(
         peeked.last_access_ms(),
         first.last_access_ms(),
         "peek is not activity"
     );
-    let clock = clock_past!(s, "get", first.last_access_ms());
     let second = ok("get again", s.get(&id).await);
     assert!(
         second.last_access_ms() >= clock,
@@ -812,7 +815,8 @@ async fn try_update_keeps_replaces_deletes_or_declines<S: SessionStore>(
     let id = ok("create", s.create(b"tokens=3", LONG).await);
     let created = ok("peek", s.peek(&id).await);
     sleep(ms(25)).await;
-    // Declined: nothing changes, nothing slides.
+    // Declined: nothing changes, nothing slides (the clock has moved).
+    let clock = clock_past!(s, "try_update declining", created.last_access_ms());
     let r = ok(
         "try_update declining",
         s.try_update(&id, |m| {
@@ -829,7 +833,6 @@ async fn try_update_keeps_replaces_deletes_or_declines<S: SessionStore>(
         "a refusal is not activity"
     );
     // Kept: the same bytes, the deadline slid.
-    let clock = clock_past!(s, "try_update keeping", created.last_access_ms());
     let kept = ok(
         "try_update keeping",
         s.try_update(&id, |_| Ok::<_, ()>(Op::Keep)).await,

@@ -45,6 +45,7 @@ macro_rules! caught_up {
     }};
 }
 
+#[macro_use]
 mod cases;
 pub mod example;
 mod state_cases;
