@@ -15,7 +15,7 @@
 //! [`Lane`]). Cloning a `Conn` is cheap (handles to the same connections).
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -319,19 +319,30 @@ pub(crate) struct Master {
 
 impl Master {
     /// Connects to a master: a reads connection and, with `Replication::Wait`,
-    /// a writes connection.
+    /// a writes connection. When the server closes either, the master is
+    /// marked stale and `marks` counts it (as `Inner::mark_stale` does).
     pub(crate) async fn connect(
         config: &RedisConfig,
         seed: &ConnectionInfo,
         host: &str,
         port: u16,
         scripts: &[&str],
+        marks: &Arc<AtomicU64>,
     ) -> RedisResult<Self> {
         let stale = Arc::new(AtomicBool::new(false));
-        let mut reads = connect_node(config, seed, host, port, Some(&stale)).await?;
+        let on_close: OnClose = {
+            let stale = Arc::clone(&stale);
+            let marks = Arc::clone(marks);
+            Arc::new(move || {
+                if !stale.swap(true, Ordering::Relaxed) {
+                    marks.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let mut reads = connect_node(config, seed, host, port, Some(&on_close)).await?;
         load_scripts(&mut reads, scripts).await;
         let writes = match config.replication {
-            Replication::Wait { .. } => Some(connect_node(config, seed, host, port, Some(&stale)).await?),
+            Replication::Wait { .. } => Some(connect_node(config, seed, host, port, Some(&on_close)).await?),
             Replication::Async => None,
         };
         Ok(Self {
@@ -381,6 +392,7 @@ impl Direct {
         config: &RedisConfig,
         seed: &ConnectionInfo,
         scripts: &[&str],
+        marks: &Arc<AtomicU64>,
     ) -> Self {
         let mut slots = vec![u16::MAX; CLUSTER_SLOTS as usize];
         let mut masters: Vec<Arc<Master>> = Vec::with_capacity(shards.len());
@@ -393,7 +405,7 @@ impl Direct {
             });
             let master = match reused {
                 Some(m) => m,
-                None => match Master::connect(config, seed, &shard.host, shard.port, scripts).await {
+                None => match Master::connect(config, seed, &shard.host, shard.port, scripts, marks).await {
                     Ok(m) => Arc::new(m),
                     Err(_) => continue,
                 },
@@ -428,8 +440,11 @@ impl Direct {
     }
 }
 
+/// What to do when a connection closes (see [`connect_node`]).
+pub(crate) type OnClose = Arc<dyn Fn() + Send + Sync>;
+
 /// One multiplexed connection to a node, with the seed's credentials and
-/// protocol; `closed` is set when the connection closes (RESP3 only: the
+/// protocol; `on_close` runs when the connection closes (RESP3 only: the
 /// `redis` crate tells a push sender, which it takes only with RESP3).
 ///
 /// Why: a request sent on a connection the server has closed fails as one
@@ -442,7 +457,7 @@ pub(crate) async fn connect_node(
     seed: &ConnectionInfo,
     host: &str,
     port: u16,
-    closed: Option<&Arc<AtomicBool>>,
+    on_close: Option<&OnClose>,
 ) -> RedisResult<MultiplexedConnection> {
     let info = seed.clone().set_addr(ConnectionAddr::Tcp(host.to_owned(), port));
     let resp3 = info.redis_settings().protocol().supports_resp3();
@@ -450,11 +465,11 @@ pub(crate) async fn connect_node(
     let mut connection_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.request_timeout));
-    if let (Some(closed), true) = (closed, resp3) {
-        let closed = Arc::clone(closed);
+    if let (Some(on_close), true) = (on_close, resp3) {
+        let on_close = Arc::clone(on_close);
         connection_config = connection_config.set_push_sender(move |push: PushInfo| {
             if push.kind == PushKind::Disconnection {
-                closed.store(true, Ordering::Relaxed);
+                on_close();
             }
             Ok::<(), Infallible>(())
         });

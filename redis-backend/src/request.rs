@@ -34,7 +34,7 @@ use tokio::time::timeout;
 
 use crate::config::{Deployment, RedisConfig, Replication};
 use crate::conn::{
-    connect_node, direct_pipeline, direct_query, Conn, Direct, Lane, Master, Shard, Target, Topology,
+    connect_node, direct_pipeline, direct_query, Conn, Direct, Lane, Master, OnClose, Shard, Target, Topology,
 };
 use crate::error::{classify, give_up, node_answered, node_wide, protocol, Fault};
 use crate::health::Health;
@@ -154,7 +154,7 @@ pub(crate) struct Inner {
     update_conflicts: AtomicU64,
     shortfalls: AtomicU64,
     /// Direct routes marked stale (see [`Inner::mark_stale`]).
-    stale_marks: AtomicU64,
+    stale_marks: Arc<AtomicU64>,
     /// New subscriptions made through this store: every
     /// `INDEX_TIDY_EVERY`th tidies its topic's index (`state.rs`).
     pub(crate) subscriptions: AtomicU64,
@@ -432,7 +432,7 @@ impl Inner {
             resends: AtomicU64::new(0),
             update_conflicts: AtomicU64::new(0),
             shortfalls: AtomicU64::new(0),
-            stale_marks: AtomicU64::new(0),
+            stale_marks: Arc::default(),
             subscriptions: AtomicU64::new(0),
             asked: Mutex::new(Vec::new()),
             config,
@@ -500,10 +500,13 @@ impl Inner {
         let (config, seed) = (self.config.clone(), self.seeds[0].clone());
         let (host, port) = (node.host.to_string(), node.port);
         let closed = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&closed);
+        let on_close: OnClose = {
+            let closed = Arc::clone(&closed);
+            Arc::new(move || closed.store(true, Ordering::Relaxed))
+        };
         let conn = self
             .home
-            .spawn(async move { connect_node(&config, &seed, &host, port, Some(&flag)).await })
+            .spawn(async move { connect_node(&config, &seed, &host, port, Some(&on_close)).await })
             .await
             .map_err(|e| RedisError::from((redis::ErrorKind::Io, "connect task failed", e.to_string())))??;
         {
@@ -949,6 +952,7 @@ impl Inner {
                     &self.config,
                     &self.seeds[0],
                     &scripts,
+                    &self.stale_marks,
                 )
                 .await,
             )

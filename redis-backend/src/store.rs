@@ -162,7 +162,8 @@ impl RedisStore {
     }
 
     /// Times a direct route to a master was marked stale since connect
-    /// (its slots then take the cluster client until the table is rebuilt):
+    /// (its slots then take the cluster client until the table is rebuilt;
+    /// a request failed on it, or the server closed one of its connections):
     /// for tests of what does and does not count against a route. Not a
     /// stable API.
     #[doc(hidden)]

@@ -119,8 +119,16 @@ async fn a_cluster_writes_after_its_connections_were_closed() {
         .iter()
         .map(|&slot| cluster.nodes[cluster.master_of(slot).expect("a master")].port)
         .collect();
+    let marked = store.routes_marked_stale();
     close_from_the_server(&masters).await;
     writes_are_answered(&store, &kept).await;
+    // Each master's route was marked stale when its connection closed,
+    // and counted.
+    assert!(
+        store.routes_marked_stale() >= marked + masters.len() as u64,
+        "{} routes marked stale, {marked} before",
+        store.routes_marked_stale()
+    );
 }
 
 /// The store speaks RESP3 unless the URL names a protocol: `?protocol=resp2`
