@@ -219,7 +219,7 @@ impl RedisConfig {
     /// a cluster (as [`RedisConfig::cluster`]: no `WAIT` unless chained on;
     /// the database and options apply to every node). The one option read
     /// is `protocol`: the store speaks RESP3 (Redis 6 and later; RESP2 to a
-    /// server without `HELLO`) unless it names one. With `?protocol=resp2`
+    /// server or proxy that refuses `HELLO`) unless it names one. With `?protocol=resp2`
     /// a connection the server closes while idle is found closed only by
     /// the next request, and a write then is [`Error::OutcomeUnknown`].
     ///

@@ -87,9 +87,9 @@ impl RedisStore {
                 })
                 .collect::<Result<Vec<ConnectionInfo>>>()?;
         let budget = config.connect_timeout + config.request_timeout;
-        let (conn, seeds) = match timeout(budget, connect_speaking(&config, seeds, defaulted)).await {
-            Ok((Ok(conn), seeds)) => (conn, seeds),
-            Ok((Err(e), seeds)) => {
+        let (conn, seeds) = match connect_speaking(&config, seeds, defaulted, budget).await {
+            (Ok(Ok(conn)), seeds) => (conn, seeds),
+            (Ok(Err(e)), seeds) => {
                 // A single server behind redis+cluster:// refuses CLUSTER SLOTS.
                 if matches!(config.deployment, Deployment::Cluster(_)) {
                     check_not_standalone(&config, &seeds, &urls).await?;
@@ -98,7 +98,7 @@ impl RedisStore {
                     reason: format!("cannot connect to {:?}: {e}", redacted(&urls)),
                 });
             }
-            Err(_) => {
+            (Err(_), _) => {
                 return Err(Error::Unavailable {
                     reason: format!("cannot connect to {:?} within {budget:?}", redacted(&urls)),
                 })
@@ -1081,52 +1081,42 @@ fn redacted(urls: &[String]) -> Vec<String> {
     urls.iter().map(|u| redact_url(u)).collect()
 }
 
-/// Refuses a single-server configuration that reached a cluster node, or a
-/// server that does not answer `INFO` like Redis.
-/// Connects in the seeds' protocol. If the store chose it (`defaulted`: no
-/// URL names one) and the server is too old for RESP3 (Redis 5 and earlier
-/// have no `HELLO`), connects again in RESP2 and returns seeds that say so:
-/// the store's later connections are made from them.
+/// Connects in the seeds' protocol within `budget`. If the store chose it
+/// (`defaulted`: no URL names one) and the connect failed with an answer
+/// (not the budget running out: nothing answered), connects again in RESP2
+/// within a budget of its own, and if that works returns seeds that say
+/// so: the store's later connections are made from them. A server without
+/// `HELLO` (Redis 5) or a proxy that refuses it (whatever its words, or by
+/// closing the connection) is then spoken to as before RESP3; a failure of
+/// both returns the first one's error.
 async fn connect_speaking(
     config: &RedisConfig,
     seeds: Vec<ConnectionInfo>,
     defaulted: bool,
-) -> (redis::RedisResult<Conn>, Vec<ConnectionInfo>) {
-    match Conn::connect(config, &seeds).await {
-        Err(e) if defaulted && too_old_for_resp3(config, &e, &seeds).await => {
-            let seeds: Vec<ConnectionInfo> = seeds
-                .into_iter()
-                .map(|info| {
-                    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP2);
-                    info.set_redis_settings(settings)
-                })
-                .collect();
-            (Conn::connect(config, &seeds).await, seeds)
-        }
-        result => (result, seeds),
+    budget: Duration,
+) -> (
+    std::result::Result<redis::RedisResult<Conn>, tokio::time::error::Elapsed>,
+    Vec<ConnectionInfo>,
+) {
+    let first = timeout(budget, Conn::connect(config, &seeds)).await;
+    if !defaulted || !matches!(first, Ok(Err(_))) {
+        return (first, seeds);
+    }
+    let resp2: Vec<ConnectionInfo> = seeds
+        .iter()
+        .map(|info| {
+            let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP2);
+            info.clone().set_redis_settings(settings)
+        })
+        .collect();
+    match timeout(budget, Conn::connect(config, &resp2)).await {
+        Ok(Ok(conn)) => (Ok(Ok(conn)), resp2),
+        _ => (first, seeds),
     }
 }
 
-/// True if `err` (a failed connect) says a server has no `HELLO`. The
-/// cluster client reports only its own error's text, so a seed is asked
-/// then over a connection of its own.
-async fn too_old_for_resp3(config: &RedisConfig, err: &redis::RedisError, seeds: &[ConnectionInfo]) -> bool {
-    let too_old = |e: &redis::RedisError| e.kind() == redis::ErrorKind::RESP3NotSupported;
-    if too_old(err) {
-        return true;
-    }
-    for seed in seeds {
-        if let ConnectionAddr::Tcp(host, port) = seed.addr() {
-            if let Err(e) = connect_node(config, seed, host, *port, None).await {
-                if too_old(&e) {
-                    return true;
-                }
-            }
-        }
-    }
-    false
-}
-
+/// Refuses a single-server configuration that reached a cluster node, or a
+/// server that does not answer `INFO` like Redis.
 async fn check_standalone(mut conn: Conn, url: &str, budget: Duration) -> Result<()> {
     let url = &redact_url(url);
     let reply = match timeout(budget, conn.info_cluster()).await {

@@ -105,6 +105,30 @@ async fn the_wrong_kind_of_server_fails_at_connect() {
         .expect("redis:// to a single server");
 }
 
+/// A server or proxy that refuses `HELLO` otherwise than Redis 5 does (in
+/// Redis 4's words, a proxy's, or by closing the connection) is spoken to
+/// in RESP2, as before the store spoke RESP3: connecting failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_hello_is_spoken_to_in_resp2() {
+    let refusals: [&'static [u8]; 3] = [
+        b"-ERR unknown command 'HELLO'\r\n",
+        b"-ERR unsupported command\r\n",
+        b"",
+    ];
+    for refusal in refusals {
+        let fake = FakeServer::start_raw(Arc::new(move |args: &[Vec<u8>]| match name(args).as_str() {
+            "HELLO" => refusal.to_vec(),
+            "INFO" => bulk("# Server\r\nredis_version:4.0.14\r\n# Cluster\r\ncluster_enabled:0\r\n"),
+            "PING" => b"+PONG\r\n".to_vec(),
+            _ => b"-ERR not here\r\n".to_vec(),
+        }))
+        .await;
+        RedisStore::connect(RedisConfig::standalone(fake.url()).key_prefix("p:"))
+            .await
+            .unwrap_or_else(|e| panic!("HELLO refused with {:?}: {e:?}", String::from_utf8_lossy(refusal)));
+    }
+}
+
 /// A server whose `SCAN` never moves its cursor (and finds nothing) gets an
 /// error, not an empty page that hands back the cursor it was given: a
 /// caller paging to the end would loop for ever.

@@ -20,7 +20,21 @@ pub struct FakeServer {
 }
 
 impl FakeServer {
+    /// A fake that refuses `HELLO` as Redis 5 does.
     pub async fn start(respond: Responder) -> Self {
+        Self::start_raw(Arc::new(move |args: &[Vec<u8>]| {
+            if name(args) == "HELLO" {
+                // As Redis 5 answers: the store speaks RESP2.
+                return b"-ERR unknown command `HELLO`, with args beginning with: `3`, \r\n".to_vec();
+            }
+            respond(args)
+        }))
+        .await
+    }
+
+    /// A fake whose `respond` answers every command, `HELLO` included; an
+    /// empty answer closes the connection.
+    pub async fn start_raw(respond: Responder) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake server");
         let addr = listener.local_addr().expect("fake server addr");
         let task = tokio::spawn(async move {
@@ -38,14 +52,11 @@ impl FakeServer {
                         let mut out = Vec::new();
                         while let Some((args, used)) = parse_request(&pending) {
                             pending.drain(..used);
-                            if name(&args) == "HELLO" {
-                                // As Redis 5 answers: the store speaks RESP2.
-                                out.extend(
-                                    b"-ERR unknown command `HELLO`, with args beginning with: `3`, \r\n",
-                                );
-                                continue;
+                            let reply = respond(&args);
+                            if reply.is_empty() {
+                                return;
                             }
-                            out.extend(respond(&args));
+                            out.extend(reply);
                         }
                         if socket.write_all(&out).await.is_err() {
                             return;
