@@ -74,7 +74,7 @@ enum Elapsed {
 
 /// Milliseconds since `start` on the monotonic clock. Out of line: only
 /// the ticking clock's thread (and a raise) reads it, and inlined into
-/// every operation's clock read it cost a create 3% more instructions.
+/// every operation's clock read it cost every create instructions.
 #[inline(never)]
 fn monotonic_ms(start: std::time::Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -207,7 +207,8 @@ impl Clock {
     }
 
     /// The operating system's clock, read from the TSC on every call: exact
-    /// to the millisecond, at about 10 ns and some lost overlap per read.
+    /// to the millisecond, at the cost of a clock read (and some lost
+    /// overlap) per operation.
     #[must_use]
     pub fn precise() -> Self {
         Self(Kind::Precise(Precise::tsc()))

@@ -59,7 +59,7 @@ pub fn now<F: Future>(future: F) -> F::Output {
 /// room for `sessions_max` sessions, and tables sized up front for
 /// [`TABLE_ROOM`] times that: no table grows or rebuilds in place during a
 /// loop. (Whether one would is decided by the process's random hash seed
-/// and ids: a create loop that met a rebuild counted about 10% more
+/// and ids: a create loop that met a rebuild counted many more
 /// instructions per create than one that did not, from one process to the
 /// next, which an exact gate cannot have.)
 ///
