@@ -26,6 +26,7 @@
 //! valgrind --tool=callgrind target/release/examples/client_layers --only store.peek --ops 100000
 //! ```
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::AsyncConnectionConfig;
 use session_engine::{SessionId, Timeout};
+use common::median;
 use session_redis::{RedisConfig, RedisStore};
 
 const NAMES: [&str; 5] = ["raw", "raw+timeout", "manager", "store.peek", "redis-benchmark"];
@@ -118,11 +120,6 @@ fn cpu_us(children: bool) -> u64 {
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     let (user, system) = if children { (13, 14) } else { (11, 12) };
     (ticks(user) + ticks(system)) * 10_000
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -210,13 +207,16 @@ fn write_report(ops: usize, rounds: usize, results: &[Vec<(f64, f64, f64)>]) {
         md,
         "# Client layers at one request in flight (standalone, `HMGET` of a 100-byte session)\n\n\
          Command: `cargo run --release -p session-redis --example client_layers -- --ops {ops} --rounds {rounds}`  \n\
-         Machine: 2 cores, shared. {rounds} rounds, the five clients one after the other in each (order rotating), \
+         Commit: `{}`; {}  \n\
+         {rounds} rounds, the five clients one after the other in each (order rotating), \
          {ops} requests each; medians over rounds, min–max of the per-round p50 in brackets. \
          `redis-benchmark` reports latency in 8 µs steps, so its p50 is coarse; its mean is not.\n\n\
          Client CPU: this process's time per request, or `redis-benchmark`'s (a child process); the kernel's TCP work \
          on the client side included.\n\n\
          | client | p50 µs | mean µs | p50 vs redis-benchmark | mean vs redis-benchmark | client CPU µs/request |\n\
-         | --- | --- | --- | --- | --- | --- |"
+         | --- | --- | --- | --- | --- | --- |",
+        common::output("git", &["rev-parse", "--short", "HEAD"]),
+        common::machine_line(),
     );
     for (name, runs) in NAMES.iter().zip(results) {
         let p50s: Vec<f64> = runs.iter().map(|r| r.0).collect();
