@@ -34,10 +34,10 @@ use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::median;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::AsyncConnectionConfig;
 use session_engine::{SessionId, Timeout};
-use common::median;
 use session_redis::{RedisConfig, RedisStore};
 
 const NAMES: [&str; 5] = ["raw", "raw+timeout", "manager", "store.peek", "redis-benchmark"];

@@ -281,9 +281,11 @@ return out
 
 /// `KEYS[1]` session; ARGV expected version, new metadata, token, and the
 /// operation: `r` (or absent) replace the metadata and `d` delete the
-/// session, if the version is still the expected one; `k` keep it, whatever
-/// the version (activity only: nothing a concurrent writer could lose, as
-/// the engine's keep). Returns `{0}` if absent; `{1, c, a, t, l}` if done
+/// session, if the version is still the expected one; `k` keep it: slide
+/// it whatever the version (activity on the session all the same, as the
+/// engine's keep), and, if the version moved on, hand back the newer
+/// session for the closure to decide again (a keep decided on bytes that
+/// are gone does not stand). Returns `{0}` if absent; `{1, c, a, t, l}` if done
 /// (now or, for a replace, by an earlier attempt with this token; for a
 /// delete, the fields it removed); `{2, v, m, c, a, t, l}` if the version
 /// moved on (the caller reruns its closure on `m` and retries with `v`;
@@ -298,6 +300,7 @@ local op = ARGV[4] or 'r'
 if op == 'k' then
   redis.call('HSET', key, 'a', now)
   arm(key, r[5], r[3], r[6], now)
+  if r[1] ~= ARGV[1] then return {2, r[1], redis.call('HGET', key, 'm'), r[3], now, r[5], r[6]} end
   return {1, r[3], now, r[5], r[6]}
 end
 if r[1] ~= ARGV[1] then return {2, r[1], redis.call('HGET', key, 'm'), r[3], r[4], r[5], r[6]} end

@@ -407,10 +407,10 @@ impl RedisStore {
     /// newer session for `f` to run on again):
     ///
     /// - `Ok(Op::Keep)`: nothing changes but the last access (activity, as
-    ///   `get`, whatever the version now: a keep loses no one's write, as
-    ///   the engine's; a read: it does not wait for replicas).
-    ///   [`Updated::Kept`] with the session as `f` saw it, its last access
-    ///   now.
+    ///   `get`; a read: it does not wait for replicas). If the version moved
+    ///   on meanwhile, `f` runs again on the newer value (the slide stands,
+    ///   as the engine's keep). [`Updated::Kept`] with the session as `f`
+    ///   saw it, its last access now.
     /// - `Ok(Op::Replace(bytes))`: as `update`. [`Updated::Replaced`] with
     ///   the new session.
     /// - `Ok(Op::Delete)`: deletes the session only if it is still the

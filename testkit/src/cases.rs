@@ -57,6 +57,7 @@ case_list!(
     put_checks_its_input_and_changes_nothing,
     rotate_moves_the_session_to_a_fresh_id,
     try_update_keeps_replaces_deletes_or_declines,
+    a_keep_on_bytes_that_changed_is_decided_again,
     timeouts_of_a_year_are_kept,
     a_lifetime_cap_ends_an_active_session,
     get_many_answers_each_id_as_get_would,
@@ -805,6 +806,53 @@ async fn rotate_moves_the_session_to_a_fresh_id<S: SessionStore>(s: Arc<S>, _: S
     ok("update", s.update(&newer, |_| b"user=bob".to_vec()).await);
     ok("delete", s.delete(&newer).await);
     assert_eq!(ok("len", s.len().await), 0);
+    Verdict::Pass
+}
+
+/// A `Keep` decided on bytes that changed before it applied is decided
+/// again on the newer ones, as a `Replace` or `Delete` is: a closure that
+/// keeps a grant and refuses a revoked one never answers `Kept` with the
+/// grant once another writer has revoked it.
+async fn a_keep_on_bytes_that_changed_is_decided_again<S: SessionStore + 'static>(
+    s: Arc<S>,
+    _: SuiteOptions,
+) -> Verdict {
+    let id = ok("create", s.create(b"granted", LONG).await);
+    let mut calls = 0;
+    let writer = Arc::clone(&s);
+    let r = ok(
+        "try_update",
+        s.try_update(&id, |m| {
+            calls += 1;
+            if calls == 1 {
+                // Another writer revokes the grant while this closure
+                // decides (on a thread and runtime of its own).
+                let writer = Arc::clone(&writer);
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("the writer's runtime");
+                    runtime.block_on(writer.update(&id, |_| b"revoked".to_vec()))
+                })
+                .join()
+                .expect("the writer's thread")
+                .expect("the concurrent update");
+            }
+            if m == b"revoked" {
+                Err("revoked")
+            } else {
+                Ok(Op::Keep)
+            }
+        })
+        .await,
+    );
+    assert!(
+        matches!(r, Err("revoked")),
+        "a keep stood on the grant another writer had revoked: {r:?}"
+    );
+    assert_eq!(calls, 2, "decided again once, on the newer bytes");
+    assert_eq!(ok("peek", s.peek(&id).await).metadata(), b"revoked");
     Verdict::Pass
 }
 
