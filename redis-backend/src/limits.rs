@@ -168,16 +168,15 @@ pub const SCAN_COUNT_MAX: usize = 1_000;
 /// that one batch does not hold up the master's other clients for long.
 pub const PIPELINE_KEYS_MAX: usize = 1_000;
 
-/// Ids one `get_many` call reads at most: as many as the largest `list`
-/// page (`session_engine::limits::LIST_PAGE_MAX`, the most sessions any
-/// other call returns at once). A call over it reads nothing: every id's
-/// result is `Error::LimitExceeded`. One request timeout covers the whole
-/// call, and at about 1 µs of server time per key 10,000 ids are about
-/// 10 ms of one master's time (in pipelines of [`PIPELINE_KEYS_MAX`], at
-/// most [`PIPELINES_IN_FLIGHT_MAX`] at a time per master); a caller with
-/// more ids splits them into calls of this size. The embedded engine has
-/// no such bound (its lookups are in memory, with no round trip or shared
-/// connection to hold up); both answer every call up to this size.
+/// Ids one batch of a `get_many` call reads at most, within one request
+/// timeout: as many as the largest `list` page
+/// (`session_engine::limits::LIST_PAGE_MAX`, the most sessions any other
+/// call returns at once). At about 1 µs of server time per key 10,000 ids
+/// are about 10 ms of one master's time (in pipelines of
+/// [`PIPELINE_KEYS_MAX`], at most [`PIPELINES_IN_FLIGHT_MAX`] at a time per
+/// master). A call with more ids reads them in batches of this size, one
+/// after another, each with a request timeout of its own: it answers every
+/// id, as the embedded engine (which has no bound) does.
 pub const GET_MANY_IDS_MAX: usize = session_engine::limits::LIST_PAGE_MAX;
 
 /// Pipelines of one batch (`get_many`, a fan-out page's checks) in flight

@@ -244,23 +244,26 @@ impl RedisStore {
     /// # Errors
     /// Per id, those of [`RedisStore::get`]; if a master's pipeline gets no
     /// answer within the request timeout, each of its ids reports the
-    /// request error. More than [`GET_MANY_IDS_MAX`] ids: nothing is sent,
-    /// and each id reports [`Error::LimitExceeded`].
+    /// request error. More than [`GET_MANY_IDS_MAX`] ids are read that many
+    /// at a time, one batch after another, each within a request timeout
+    /// of its own (as the embedded engine, which has no bound, answers
+    /// them all).
     pub async fn get_many(&self, ids: &[SessionId]) -> Vec<Result<Session>> {
+        if ids.len() <= GET_MANY_IDS_MAX {
+            return self.get_many_within(ids).await;
+        }
+        let mut results = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(GET_MANY_IDS_MAX) {
+            results.extend(self.get_many_within(batch).await);
+        }
+        results
+    }
+
+    /// [`RedisStore::get_many`] of at most [`GET_MANY_IDS_MAX`] ids, within
+    /// one request timeout.
+    async fn get_many_within(&self, ids: &[SessionId]) -> Vec<Result<Session>> {
         if ids.is_empty() {
             return Vec::new();
-        }
-        if ids.len() > GET_MANY_IDS_MAX {
-            return ids
-                .iter()
-                .map(|_| {
-                    Err(Error::LimitExceeded {
-                        what: "ids of one get_many (LIST_PAGE_MAX)",
-                        len: ids.len(),
-                        max: GET_MANY_IDS_MAX,
-                    })
-                })
-                .collect();
         }
         let inner = &self.inner;
         let deadline = inner.deadline();
