@@ -56,6 +56,9 @@ pub trait DynSessionStore: Send + Sync {
     fn get<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Session>>;
     fn peek<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Session>>;
     fn get_many<'a>(&'a self, ids: &'a [SessionId]) -> BoxFuture<'a, Vec<Result<Session>>>;
+    /// `get_many_with`: `f` borrows each live session, in the order of
+    /// `ids` (the store's own, not the trait's default of snapshots).
+    fn read_many_with<'a>(&'a self, ids: &'a [SessionId], f: ReadFn<'a>) -> BoxFuture<'a, Vec<Result<()>>>;
     /// `get_with` (`slide`) or `peek_with`: `f` borrows the session.
     fn read_with<'a>(&'a self, id: &'a SessionId, slide: bool, f: ReadFn<'a>) -> BoxFuture<'a, Result<()>>;
     fn update<'a>(&'a self, id: &'a SessionId, f: UpdateFn<'a>) -> BoxFuture<'a, Result<Session>>;
@@ -118,6 +121,9 @@ impl<T: SessionState + fmt::Debug> DynSessionStore for T {
     }
     fn get_many<'a>(&'a self, ids: &'a [SessionId]) -> BoxFuture<'a, Vec<Result<Session>>> {
         Box::pin(SessionStore::get_many(self, ids))
+    }
+    fn read_many_with<'a>(&'a self, ids: &'a [SessionId], f: ReadFn<'a>) -> BoxFuture<'a, Vec<Result<()>>> {
+        Box::pin(SessionStore::get_many_with(self, ids, f))
     }
     fn read_with<'a>(&'a self, id: &'a SessionId, slide: bool, f: ReadFn<'a>) -> BoxFuture<'a, Result<()>> {
         if slide {
@@ -411,6 +417,24 @@ impl SessionStore for AnyStore {
     async fn get_many(&self, ids: &[SessionId]) -> Vec<Result<Session>> {
         self.inner.get_many(ids).await
     }
+    async fn get_many_with<R, F>(&self, ids: &[SessionId], mut f: F) -> Vec<Result<R>>
+    where
+        F: FnMut(SessionRef<'_>) -> R + Send,
+        R: Send,
+    {
+        // `f`'s values cannot cross the dyn boundary: they wait here, one
+        // per live session in the order of `ids`, as the store lends them.
+        let mut values = Vec::with_capacity(ids.len());
+        let results = self
+            .inner
+            .read_many_with(ids, &mut |session| values.push(f(session)))
+            .await;
+        let mut values = values.into_iter();
+        results
+            .into_iter()
+            .map(|result| result.map(|()| values.next().expect("the store lends each live session once")))
+            .collect()
+    }
     async fn get_with<R, F>(&self, id: &SessionId, f: F) -> Result<R>
     where
         F: FnOnce(SessionRef<'_>) -> R + Send,
@@ -515,3 +539,146 @@ impl fmt::Display for Refused {
 }
 
 impl std::error::Error for Refused {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose `get_many` must not be called: `get_many_with`
+    /// through `AnyStore` reaches its `read_many_with` (it took the trait's
+    /// default, snapshots from `get_many`, whatever the store).
+    #[derive(Debug)]
+    struct Lends(Session);
+
+    impl DynSessionStore for Lends {
+        fn create<'a>(&'a self, _: &'a [u8], _: Timeout) -> BoxFuture<'a, Result<SessionId>> {
+            unreachable!()
+        }
+        fn insert<'a>(&'a self, _: SessionId, _: &'a [u8], _: Timeout) -> BoxFuture<'a, Result<()>> {
+            unreachable!()
+        }
+        fn put<'a>(&'a self, _: SessionId, _: &'a [u8], _: Timeout) -> BoxFuture<'a, Result<()>> {
+            unreachable!()
+        }
+        fn rotate<'a>(&'a self, _: &'a SessionId) -> BoxFuture<'a, Result<SessionId>> {
+            unreachable!()
+        }
+        fn get<'a>(&'a self, _: &'a SessionId) -> BoxFuture<'a, Result<Session>> {
+            unreachable!()
+        }
+        fn peek<'a>(&'a self, _: &'a SessionId) -> BoxFuture<'a, Result<Session>> {
+            unreachable!()
+        }
+        fn get_many<'a>(&'a self, _: &'a [SessionId]) -> BoxFuture<'a, Vec<Result<Session>>> {
+            unreachable!("get_many_with took the snapshots' way")
+        }
+        fn read_many_with<'a>(
+            &'a self,
+            ids: &'a [SessionId],
+            f: ReadFn<'a>,
+        ) -> BoxFuture<'a, Vec<Result<()>>> {
+            Box::pin(async move {
+                ids.iter()
+                    .map(|id| {
+                        if *id == self.0.id() {
+                            f(self.0.view());
+                            Ok(())
+                        } else {
+                            Err(Error::NotFound)
+                        }
+                    })
+                    .collect()
+            })
+        }
+        fn read_with<'a>(&'a self, _: &'a SessionId, _: bool, _: ReadFn<'a>) -> BoxFuture<'a, Result<()>> {
+            unreachable!()
+        }
+        fn update<'a>(&'a self, _: &'a SessionId, _: UpdateFn<'a>) -> BoxFuture<'a, Result<Session>> {
+            unreachable!()
+        }
+        fn try_update<'a>(
+            &'a self,
+            _: &'a SessionId,
+            _: TryUpdateFn<'a>,
+        ) -> BoxFuture<'a, Result<std::result::Result<Updated, BoxError>>> {
+            unreachable!()
+        }
+        fn touch<'a>(&'a self, _: &'a SessionId) -> BoxFuture<'a, Result<()>> {
+            unreachable!()
+        }
+        fn delete<'a>(&'a self, _: &'a SessionId) -> BoxFuture<'a, Result<()>> {
+            unreachable!()
+        }
+        fn set_ttl<'a>(&'a self, _: &'a SessionId, _: Timeout) -> BoxFuture<'a, Result<()>> {
+            unreachable!()
+        }
+        fn set_lifetime<'a>(&'a self, _: &'a SessionId, _: Timeout) -> BoxFuture<'a, Result<()>> {
+            unreachable!()
+        }
+        fn contains<'a>(&'a self, _: &'a SessionId) -> BoxFuture<'a, Result<bool>> {
+            unreachable!()
+        }
+        fn len(&self) -> BoxFuture<'_, Result<usize>> {
+            unreachable!()
+        }
+        fn is_empty(&self) -> BoxFuture<'_, Result<bool>> {
+            unreachable!()
+        }
+        fn list(&self, _: Cursor, _: usize) -> BoxFuture<'_, Result<Page>> {
+            unreachable!()
+        }
+        fn cleanup_expired(&self) -> BoxFuture<'_, Result<usize>> {
+            unreachable!()
+        }
+        fn subscribe<'a>(&'a self, _: &'a SessionId, _: &'a str) -> BoxFuture<'a, Result<bool>> {
+            unreachable!()
+        }
+        fn unsubscribe<'a>(&'a self, _: &'a SessionId, _: &'a str) -> BoxFuture<'a, Result<bool>> {
+            unreachable!()
+        }
+        fn topics<'a>(&'a self, _: &'a SessionId) -> BoxFuture<'a, Result<Vec<String>>> {
+            unreachable!()
+        }
+        fn subscribers<'a>(
+            &'a self,
+            _: &'a str,
+            _: TopicCursor,
+            _: usize,
+        ) -> BoxFuture<'a, Result<TopicPage>> {
+            unreachable!()
+        }
+        fn rate_limit<'a>(
+            &'a self,
+            _: &'a SessionId,
+            _: Bucket,
+            _: u32,
+        ) -> BoxFuture<'a, Result<RateDecision>> {
+            unreachable!()
+        }
+        fn describe(&self) -> String {
+            "Lends".into()
+        }
+    }
+
+    #[test]
+    fn get_many_with_reaches_the_stores_own() {
+        let engine = crate::Engine::open(crate::Config::default()).unwrap();
+        let id = engine.create(b"lent", Timeout::from_secs(60)).unwrap();
+        let session = engine.peek(&id).unwrap();
+        let any = AnyStore {
+            inner: Arc::new(Lends(session)),
+        };
+        let missing = SessionId::from_bytes([7; 16]);
+        let ids = [missing, id, id];
+        let mut read = std::pin::pin!(any.get_many_with(&ids, |s| s.metadata().len()));
+        let std::task::Poll::Ready(read) = read
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        else {
+            panic!("ready at once")
+        };
+        assert!(matches!(read[0], Err(Error::NotFound)), "{read:?}");
+        assert_eq!(read[1].as_ref().ok(), Some(&4));
+        assert_eq!(read[2].as_ref().ok(), Some(&4));
+    }
+}
