@@ -39,9 +39,30 @@ fn client_blocked_in(cluster: &Cluster, node: usize, cmd: &str) -> Option<String
 
 /// A store on `cluster` that waits for a replica (the cluster preset).
 async fn connect(cluster: &Cluster, tag: &str) -> RedisStore {
-    RedisStore::connect(support::cluster_preset(cluster.urls()).key_prefix(support::unique_prefix(tag)))
-        .await
-        .expect("connect")
+    connect_with(cluster, tag, |config| config).await
+}
+
+/// The same store sending every request through the cluster client, as
+/// while its direct routes are rebuilt after a killed connection.
+async fn connect_through_the_cluster_client(cluster: &Cluster, tag: &str) -> RedisStore {
+    connect_with(
+        cluster,
+        tag,
+        session_redis::RedisConfig::debug_without_direct_routes,
+    )
+    .await
+}
+
+async fn connect_with(
+    cluster: &Cluster,
+    tag: &str,
+    more: impl FnOnce(session_redis::RedisConfig) -> session_redis::RedisConfig,
+) -> RedisStore {
+    RedisStore::connect(more(
+        support::cluster_preset(cluster.urls()).key_prefix(support::unique_prefix(tag)),
+    ))
+    .await
+    .expect("connect")
 }
 
 /// A new session: the id, its slot, its master and another master.
@@ -103,13 +124,7 @@ async fn a_delete_resent_in_a_migrating_slot_is_never_acknowledged_undone() {
     // Through the cluster client, where the resend went while the direct
     // route's rebuild had not come back (usually, not always, with the
     // direct routes on: a round on the direct route checked nothing).
-    let store = RedisStore::connect(
-        support::cluster_preset(cluster.urls())
-            .key_prefix(support::unique_prefix("migrating-resend"))
-            .debug_without_direct_routes(),
-    )
-    .await
-    .expect("connect");
+    let store = connect_through_the_cluster_client(&cluster, "migrating-resend").await;
     let resends = store.stats().resends;
     let rounds = 4;
     for round in 0..rounds {
@@ -197,13 +212,7 @@ async fn a_fence_that_lands_on_another_master_confirms_nothing() {
     // Through the cluster client, as while the direct routes are rebuilt
     // after the killed connection (a direct route sends both pipelines on
     // one connection to one master).
-    let store = RedisStore::connect(
-        support::cluster_preset(cluster.urls())
-            .key_prefix(support::unique_prefix("fence-moved"))
-            .debug_without_direct_routes(),
-    )
-    .await
-    .expect("connect");
+    let store = connect_through_the_cluster_client(&cluster, "fence-moved").await;
     let rounds = 4;
     for round in 0..rounds {
         let (id, slot, from, to) = a_session_and_two_masters(&cluster, &store).await;
