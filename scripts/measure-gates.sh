@@ -61,7 +61,7 @@ get_ratio() { jq -r '.rows[] | select(.metric == "get") | .candidate' "$out"/$1-
     echo "# Gate steadiness: false alarms and catches"
     echo
     echo "Command: \`bash scripts/measure-gates.sh\` (RUNS=$runs CATCHES=$catches SPINS=$spins)  "
-    echo "Commit: \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- engine loadgen || echo ' (with uncommitted changes)'); $(date -u +%Y-%m-%dT%H:%MZ); machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), shared with other work; $(valgrind --version)."
+    echo "Commit: \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- engine gate-loops loadgen || echo ' (with uncommitted changes)'); $(date -u +%Y-%m-%dT%H:%MZ); machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), shared with other work; $(valgrind --version)."
     echo
     echo "Both baselines were written at this commit ([baseline.json](gate/baseline.json), [baseline-instructions.json](gate/baseline-instructions.json)); every gate run is in [gate/](gate/)."
     echo

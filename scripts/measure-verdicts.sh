@@ -53,7 +53,7 @@ count() { printf '%s\n' "${rows[@]}" | grep "^| $1 " | awk -F'|' '{print $5}' | 
     echo "# Run verdicts on this machine"
     echo
     echo "Command: \`bash scripts/measure-verdicts.sh\` (RUNS=$runs STALLS=$stalls SLOWED=$slowed SPINS=$spins)  "
-    echo "Commit: \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- engine loadgen || echo ' (with uncommitted changes)'); $(date -u +%Y-%m-%dT%H:%MZ); machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), shared with other work (no \`nice\`)."
+    echo "Commit: \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- engine gate-loops loadgen || echo ' (with uncommitted changes)'); $(date -u +%Y-%m-%dT%H:%MZ); machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), shared with other work (no \`nice\`)."
     echo
     echo "Each run is \`target/release/loadgen run\` (the default scenario and tiers, what \`cargo run --release -p loadgen -- run\` runs), \`--inject-stall 2s:100ms\`, or the engine built with \`--features inject-slowdown\` and \`SESSION_ENGINE_INJECT_GET_SPINS=$spins\`. The first of each is kept in full: [default](default/summary.md), [stall](stall/summary.md), [slowdown](slowdown/summary.md)."
     echo

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/ensure-valgrind.sh
-if [ -n "$(git status --porcelain --untracked-files=no -- engine loadgen Cargo.lock)" ]; then
+if [ -n "$(git status --porcelain --untracked-files=no -- engine gate-loops loadgen Cargo.lock)" ]; then
     echo "refresh-baseline: measuring uncommitted changes (recorded as git.dirty): commit them with the baselines" >&2
 fi
 # The binary cargo built, wherever its configuration puts it.

@@ -97,8 +97,11 @@ pub fn run_loops(plan: &CountPlan) -> Result<(), Error> {
     plan.check().map_err(Error::Usage)?;
     let (engine, clock) = oploop::open_engine(plan.sessions + plan.ops, plan.shards)?;
     let peer = PeerStore::default();
-    let mut e = Subject::populate(&engine, plan.sessions, plan.metadata_bytes, plan.seed)?.with_clock(clock);
-    let mut p = Subject::populate(&peer, plan.sessions, plan.metadata_bytes, plan.seed)?;
+    let mut e = Subject::populate(&engine, plan.sessions, plan.metadata_bytes, plan.seed)
+        .map_err(|e| Error::Failed(e.into()))?
+        .with_clock(clock);
+    let mut p = Subject::populate(&peer, plan.sessions, plan.metadata_bytes, plan.seed)
+        .map_err(|e| Error::Failed(e.into()))?;
     let keys = oploop::keys(plan.ops, plan.sessions, plan.seed ^ 0x4B45_5953);
     let metadata = vec![0xCD; plan.metadata_bytes];
     for op in KINDS {

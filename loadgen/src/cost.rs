@@ -137,8 +137,11 @@ pub fn measure(plan: &CostPlan, progress: Option<&Progress>) -> Result<CostRun, 
     if let Some(bar) = progress {
         bar.set_message(format!("populating {} sessions in each store", plan.sessions));
     }
-    let mut e = Subject::populate(&engine, plan.sessions, plan.metadata_bytes, plan.seed)?.with_clock(clock);
-    let mut p = Subject::populate(&peer, plan.sessions, plan.metadata_bytes, plan.seed)?;
+    let mut e = Subject::populate(&engine, plan.sessions, plan.metadata_bytes, plan.seed)
+        .map_err(|e| Error::Failed(e.into()))?
+        .with_clock(clock);
+    let mut p = Subject::populate(&peer, plan.sessions, plan.metadata_bytes, plan.seed)
+        .map_err(|e| Error::Failed(e.into()))?;
     let keys = oploop::keys(
         plan.ops_per_slice * KEY_WINDOWS,
         plan.sessions,

@@ -3,25 +3,27 @@
 //! interleaved slices ([`crate::cost`]), and instructions per operation
 //! under callgrind ([`crate::callgrind`]).
 //!
-//! Each loop is its own `#[inline(never)]` function per store
-//! (`counted_engine_get`, `counted_peer_get`, ...), so that callgrind can
-//! count it alone (one `--toggle-collect` per loop, by its whole name) and
-//! tell the stores apart (Rust's symbol names do not carry generic
-//! parameters). Nothing in a loop reads the clock or records a histogram: a
-//! slice is timed as a whole. The engine runs on a manual clock, moved a
-//! millisecond between loops (so each loop's first read of a session
-//! slides its deadline, as a live server's reads do), and without its
-//! sweeper, so the calling thread does all of its work and nothing else
-//! runs beside it.
+//! The engine's loops live in the `session-gate-loops` crate (re-exported
+//! here), compiled apart from the rest of loadgen so that no other code
+//! changes how they are compiled (that crate's doc says why); the peer's
+//! are instantiated here from the same generic loops. Each loop is its own
+//! `#[inline(never)]` function per store (`counted_engine_get`,
+//! `counted_peer_get`, ...), in a module named `oploop` either way, so
+//! that callgrind can count it alone (one `--toggle-collect` per loop, by
+//! its whole name) and tell the stores apart (Rust's symbol names do not
+//! carry generic parameters). Nothing in a loop reads the clock or records
+//! a histogram: a slice is timed as a whole. The engine runs on a manual
+//! clock, moved a millisecond between loops (so each loop's first read of
+//! a session slides its deadline, as a live server's reads do), and
+//! without its sweeper, so the calling thread does all of its work and
+//! nothing else runs beside it.
 
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use session_engine::{Bucket, Config, Engine, ManualClock, SessionId, SessionStore, Timeout, TimerHandle};
+use session_engine::{Config, Engine, ManualClock};
+pub use session_gate_loops::oploop::{
+    counted_engine_create, counted_engine_delete, counted_engine_get, counted_engine_peek,
+    counted_engine_touch, counted_engine_update, keys, now, run_engine_state, warm_state, Subject,
+    STATE_KINDS,
+};
 
 use crate::error::Error;
 use crate::limits::GATE_SHARDS;
@@ -31,24 +33,6 @@ use crate::peer::PeerStore;
 /// The kinds the gates measure, in the order a round runs them (creates
 /// before the deletes that remove them).
 pub const KINDS: [Op; 6] = [Op::Get, Op::Peek, Op::Touch, Op::Update, Op::Create, Op::Delete];
-
-/// Timeout of every session the loops create: long enough that none expires
-/// (the engine's clock moves a millisecond a loop).
-const TIMEOUT: Timeout = Timeout::After(std::time::Duration::from_secs(1_800));
-
-/// Polls a future that must be ready at once (the engine in memory, the
-/// peer).
-///
-/// # Panics
-/// If it is not: the gates measure stores that answer on the calling thread.
-#[inline]
-pub fn now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("the gates measure stores whose futures are ready at once"),
-    }
-}
 
 /// The engine as the gates measure it: `shards` shards (the plan's,
 /// [`GATE_SHARDS`]: never the engine's default, which follows the core
@@ -106,146 +90,7 @@ pub const METADATA_BYTES_MAX: usize = session_engine::limits::METADATA_BYTES_MAX
 /// the tombstones a loop's deletes leave never bring a table to its limit.
 pub const TABLE_ROOM: usize = 4;
 
-/// One store's side of a loop: its live sessions and the ones its creates
-/// made, for its deletes.
-pub struct Subject<'a, S> {
-    /// The store.
-    pub store: &'a S,
-    /// Its live population.
-    pub ids: Vec<SessionId>,
-    /// Sessions created by `create` loops, oldest first.
-    pub created: VecDeque<SessionId>,
-    /// The store's manual clock, if it has one: moved a millisecond before
-    /// each loop (uncounted), so that every session's millisecond has
-    /// moved since the loop before and its first read in a loop slides it.
-    pub clock: Option<ManualClock>,
-}
-
-impl<'a, S: SessionStore> Subject<'a, S> {
-    /// Inserts `sessions` sessions of `metadata_bytes` with ids drawn from
-    /// `seed`, so that two runs hold the same ids.
-    ///
-    /// # Errors
-    /// [`Error::Failed`] if the store refuses one.
-    pub fn populate(store: &'a S, sessions: usize, metadata_bytes: usize, seed: u64) -> Result<Self, Error> {
-        let mut rng = SmallRng::seed_from_u64(seed);
-        let metadata = vec![0xAB; metadata_bytes];
-        let mut ids = Vec::with_capacity(sessions);
-        for _ in 0..sessions {
-            let id = SessionId::from_bytes(rng.random());
-            now(store.insert(id, &metadata, TIMEOUT)).map_err(|e| Error::Failed(e.into()))?;
-            ids.push(id);
-        }
-        Ok(Self {
-            store,
-            ids,
-            created: VecDeque::new(),
-            clock: None,
-        })
-    }
-
-    /// This subject's store runs on `clock` (see [`Subject::clock`]).
-    #[must_use]
-    pub fn with_clock(mut self, clock: ManualClock) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    /// Moves the store's clock a millisecond (before a loop, uncounted).
-    fn next_millisecond(&self) {
-        if let Some(clock) = &self.clock {
-            clock.advance_ms(1);
-        }
-    }
-}
-
-/// `count` indices into a population of `population`, uniform, from `seed`.
-#[must_use]
-pub fn keys(count: usize, population: usize, seed: u64) -> Vec<u32> {
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let population = u32::try_from(population).expect("populations fit in u32");
-    (0..count).map(|_| rng.random_range(0..population)).collect()
-}
-
-/// The loops, generic; the counted functions below instantiate them (the
-/// counts are inclusive, so whether these are inlined does not matter).
-#[inline]
-fn reads<S: SessionStore>(store: &S, ids: &[SessionId], keys: &[u32], op: Op) -> u64 {
-    let mut ok = 0;
-    for &k in keys {
-        let id = &ids[k as usize];
-        let done = match op {
-            Op::Get => now(store.get(id)).is_ok(),
-            Op::Peek => now(store.peek(id)).is_ok(),
-            Op::Touch => now(store.touch(id)).is_ok(),
-            Op::Update => now(store.update(id, |m| {
-                let mut next = m.to_vec();
-                if let Some(first) = next.first_mut() {
-                    *first ^= 1;
-                }
-                next
-            }))
-            .is_ok(),
-            _ => unreachable!("reads and writes of existing sessions only"),
-        };
-        ok += u64::from(std::hint::black_box(done));
-    }
-    ok
-}
-
-#[inline]
-fn creates<S: SessionStore>(
-    store: &S,
-    count: usize,
-    metadata: &[u8],
-    created: &mut VecDeque<SessionId>,
-) -> u64 {
-    let mut ok = 0;
-    for _ in 0..count {
-        if let Ok(id) = now(store.create(metadata, TIMEOUT)) {
-            created.push_back(id);
-            ok += 1;
-        }
-    }
-    ok
-}
-
-#[inline]
-fn deletes<S: SessionStore>(store: &S, count: usize, created: &mut VecDeque<SessionId>) -> u64 {
-    let mut ok = 0;
-    for _ in 0..count {
-        let Some(id) = created.pop_front() else { break };
-        ok += u64::from(now(store.delete(&id)).is_ok());
-    }
-    ok
-}
-
-macro_rules! counted {
-    ($($name:ident: $store:ty => $body:ident),* $(,)?) => {
-        $(
-            /// One counted loop (see the module doc); returns how many
-            /// operations succeeded.
-            #[inline(never)]
-            pub fn $name(s: &mut Subject<'_, $store>, keys: &[u32], metadata: &[u8]) -> u64 {
-                counted!(@body $body, s, keys, metadata)
-            }
-        )*
-    };
-    (@body get, $s:ident, $keys:ident, $m:ident) => {{ let _ = $m; reads($s.store, &$s.ids, $keys, Op::Get) }};
-    (@body peek, $s:ident, $keys:ident, $m:ident) => {{ let _ = $m; reads($s.store, &$s.ids, $keys, Op::Peek) }};
-    (@body touch, $s:ident, $keys:ident, $m:ident) => {{ let _ = $m; reads($s.store, &$s.ids, $keys, Op::Touch) }};
-    (@body update, $s:ident, $keys:ident, $m:ident) => {{ let _ = $m; reads($s.store, &$s.ids, $keys, Op::Update) }};
-    (@body create, $s:ident, $keys:ident, $m:ident) => { creates($s.store, $keys.len(), $m, &mut $s.created) };
-    (@body delete, $s:ident, $keys:ident, $m:ident) => {{ let _ = $m; deletes($s.store, $keys.len(), &mut $s.created) }};
-}
-
-counted!(
-    counted_engine_get: Engine => get,
-    counted_engine_peek: Engine => peek,
-    counted_engine_touch: Engine => touch,
-    counted_engine_update: Engine => update,
-    counted_engine_create: Engine => create,
-    counted_engine_delete: Engine => delete,
+session_gate_loops::counted_loops!(
     counted_peer_get: PeerStore => get,
     counted_peer_peek: PeerStore => peek,
     counted_peer_touch: PeerStore => touch,
@@ -253,112 +98,6 @@ counted!(
     counted_peer_create: PeerStore => create,
     counted_peer_delete: PeerStore => delete,
 );
-
-/// The engine's per-session state calls the instruction gate counts too,
-/// in the order a round runs them (unsubscribes undo the subscribes,
-/// cancels by handle the arms; the cancels by token find timers armed
-/// again, uncounted), after [`warm_state`]. The engine alone:
-/// the peer has no such calls. Their counts guard what `state_ratio`'s
-/// wall-clock ratios cannot (they move between sittings).
-pub const STATE_KINDS: [&str; 6] = [
-    "rate_limit",
-    "subscribe",
-    "unsubscribe",
-    "arm_timer",
-    "cancel_timer",
-    "cancel_timer_token",
-];
-
-/// The topic the state loops subscribe to.
-const TOPIC: &str = "resource://gate";
-
-/// The bucket the rate-limit loop charges: never limits.
-const BUCKET: Bucket = Bucket {
-    capacity: 1_000_000,
-    refill_per_sec: 1_000_000,
-};
-
-/// One counted state loop (see the module doc); returns how many calls
-/// succeeded. `handles`: the arms' timer handles, for the cancels.
-macro_rules! counted_state {
-    ($($name:ident => |$e:ident, $id:ident, $handles:ident| $call:expr),* $(,)?) => {
-        $(
-            #[inline(never)]
-            pub fn $name(s: &Subject<'_, Engine>, keys: &[u32], handles: &mut Vec<TimerHandle>) -> u64 {
-                let mut ok = 0;
-                for &k in keys {
-                    let ($e, $id, $handles) = (s.store, &s.ids[k as usize], &mut *handles);
-                    ok += u64::from(std::hint::black_box($call));
-                }
-                ok
-            }
-        )*
-    };
-}
-
-counted_state!(
-    counted_engine_rate_limit => |e, id, _h| e.rate_limit(id, BUCKET, 1).is_ok(),
-    counted_engine_subscribe => |e, id, _h| e.subscribe(id, TOPIC).is_ok(),
-    counted_engine_unsubscribe => |e, id, _h| e.unsubscribe(id, TOPIC).is_ok(),
-    counted_engine_arm_timer => |e, id, h| e
-        .arm_timer(id, 0, std::time::Duration::from_secs(5))
-        .map(|handle| h.push(handle))
-        .is_ok(),
-    counted_engine_cancel_timer_token => |e, id, _h| e.cancel_timer(id, 0).is_ok(),
-    counted_engine_cancel_timer => |e, _id, h| {
-        // Every handle the arms returned, latest first (a re-armed token's
-        // handle comes twice: the second cancel finds nothing, a call all
-        // the same).
-        h.pop().is_some_and(|handle| {
-            let _ = e.cancel_timer_handle(handle);
-            true
-        })
-    },
-);
-
-/// Readies the engine for the state loops, uncounted: the keyed sessions'
-/// entries made (by a rate-limit check) and the timer slab grown (by an arm
-/// and a cancel each), so the loops count calls in the steady state, not a
-/// session's first state or the slab's growth.
-pub fn warm_state(s: &Subject<'_, Engine>, keys: &[u32]) {
-    for &k in keys {
-        let id = &s.ids[k as usize];
-        let _ = s.store.rate_limit(id, BUCKET, 1);
-        if let Ok(handle) = s.store.arm_timer(id, 0, std::time::Duration::from_secs(5)) {
-            let _ = s.store.cancel_timer_handle(handle);
-        }
-    }
-}
-
-/// The engine's state loop `kind` (one of [`STATE_KINDS`]) over `keys`.
-///
-/// # Panics
-/// On a kind not in [`STATE_KINDS`].
-pub fn run_engine_state(
-    kind: &str,
-    s: &Subject<'_, Engine>,
-    keys: &[u32],
-    handles: &mut Vec<TimerHandle>,
-) -> u64 {
-    s.next_millisecond();
-    match kind {
-        "rate_limit" => counted_engine_rate_limit(s, keys, handles),
-        "subscribe" => counted_engine_subscribe(s, keys, handles),
-        "unsubscribe" => counted_engine_unsubscribe(s, keys, handles),
-        "arm_timer" => counted_engine_arm_timer(s, keys, handles),
-        "cancel_timer" => counted_engine_cancel_timer(s, keys, handles),
-        "cancel_timer_token" => {
-            // Uncounted: the timers the by-token cancels find.
-            for &k in keys {
-                let _ = s
-                    .store
-                    .arm_timer(&s.ids[k as usize], 0, std::time::Duration::from_secs(5));
-            }
-            counted_engine_cancel_timer_token(s, keys, handles)
-        }
-        other => unreachable!("no state loop {other}"),
-    }
-}
 
 /// The engine's loop of `op` over `keys` (creates and deletes: as many as
 /// there are keys).
@@ -391,6 +130,7 @@ pub fn run_peer(op: Op, s: &mut Subject<'_, PeerStore>, keys: &[u32], metadata: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use session_engine::SessionStore;
 
     /// Whatever the machine's core count (the engine's default follows it):
     /// run under `taskset -c 0`, an engine left to its default has 4.
@@ -402,6 +142,21 @@ mod tests {
         assert_eq!(CostPlan::default().shards, GATE_SHARDS);
         let (engine, _) = open_engine(1_000, GATE_SHARDS).unwrap();
         assert_eq!(engine.shard_count(), GATE_SHARDS);
+    }
+
+    /// The engine's loops are the other crate's, compiled there (where no
+    /// loadgen code changes how), and every loop's path ends in
+    /// `::oploop::` and its name, which is what callgrind's toggles match.
+    #[test]
+    fn the_engines_loops_are_compiled_in_their_own_crate() {
+        assert_eq!(
+            std::any::type_name_of_val(&counted_engine_get),
+            "session_gate_loops::oploop::counted_engine_get"
+        );
+        assert_eq!(
+            std::any::type_name_of_val(&counted_peer_get),
+            "loadgen::oploop::counted_peer_get"
+        );
     }
 
     /// The counted reads are real ones: a `get` or `touch` whose session's
