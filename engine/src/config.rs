@@ -167,10 +167,10 @@ impl Config {
     /// shard's table grows by rebuilding itself under the shard's lock, in
     /// time proportional to its sessions). Under churn a table that is more
     /// than half full may still double once, when the marks deleted
-    /// sessions leave (tombstones) use up its room, as any hashbrown table
-    /// does. The room costs 10-21 bytes per
-    /// session (the table's 8-byte pointers and control bytes, in a
-    /// power-of-two number of buckets) whether used or not. Default 0 (tables grow as sessions come); at most
+    /// sessions leave (tombstones, most emptied again at once) use up its
+    /// room. The room costs 21-43 bytes per session (each slot's tagged
+    /// 8-byte pointer and 8-byte timer-wheel link, 4/3 to 8/3 slots per
+    /// session: a power of two) whether used or not. Default 0 (tables grow as sessions come); at most
     /// `sessions_max`.
     #[must_use]
     pub fn initial_capacity(mut self, sessions: usize) -> Self {

@@ -28,10 +28,19 @@
 //! stores: a block is fully written before its pointer is stored, so a
 //! reader that sees the pointer sees the block. A slot goes from empty to a
 //! pointer, from a pointer to another pointer (an update in place) or to a
-//! tombstone, from a tombstone to a pointer; never back to empty except in a
-//! fresh table. A reader racing with an insert may miss it (the insert had
-//! not happened yet), never sees half a block, and never loses an entry that
-//! sits behind a slot being reused (probing skips tombstones and other ids).
+//! tombstone, from a tombstone to a pointer, and from a tombstone back to
+//! empty only where no probe needs it: a removal whose next slot is empty
+//! empties its own tombstone and the run of tombstones just before it
+//! ([`Table::reclaim_tombstones`]). That is safe for readers because every
+//! live entry's probe path (its first slot up to its own) holds no empty
+//! slot from the entry's insert (which took the first free slot, so every
+//! slot before it was live) until its removal (an emptied slot is followed
+//! by an empty one, so no live entry sits beyond it on a path through it);
+//! a reader whose search began after an insert therefore finds every slot
+//! on that entry's path non-empty. A reader racing with an insert may miss
+//! it (the insert had not happened yet), never sees half a block, and never
+//! loses an entry that sits behind a slot being reused (probing skips
+//! tombstones and other ids).
 #![allow(unsafe_code)]
 
 // The tag lives in the top 16 bits of a 64-bit pointer: on a narrower
@@ -306,6 +315,35 @@ impl Table {
         let old = self.slots[at].swap(tombstone(), Ordering::AcqRel);
         // SAFETY: as in `replace`.
         Unlinked::new(unsafe { Metadata::from_raw(pointer(old)) }, guard)
+    }
+
+    /// The writer's, after a [`Table::take`] at `at`: if the slot after
+    /// `at` is empty, turns the run of tombstones that ends at `at` back
+    /// into empty slots, and returns how many. No probe for a live entry
+    /// passes an empty slot, so none passes `at + 1`, and none can need
+    /// the tombstones just before it either (see the module doc). Without
+    /// this, every removal left its tombstone until a rebuild of the whole
+    /// table (an O(n) pause of the shard's writers) swept them out.
+    pub(crate) fn reclaim_tombstones(&self, at: usize) -> usize {
+        if !self.slots[(at + 1) & self.mask].load(Ordering::Relaxed).is_null() {
+            return 0;
+        }
+        let mut reclaimed = 0;
+        let mut i = at;
+        while self.slots[i].load(Ordering::Relaxed).addr() == TOMBSTONE_ADDR {
+            self.slots[i].store(std::ptr::null_mut(), Ordering::Release);
+            reclaimed += 1;
+            i = i.wrapping_sub(1) & self.mask;
+        }
+        reclaimed
+    }
+
+    /// The tombstones the table holds (the writer's invariant checks).
+    pub(crate) fn count_tombstones(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|slot| slot.load(Ordering::Relaxed).addr() == TOMBSTONE_ADDR)
+            .count()
     }
 
     /// The writer's: copies every entry into `into` (an empty, larger or

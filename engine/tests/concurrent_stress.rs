@@ -121,3 +121,59 @@ fn len_matches_contents_and_deadlines_hold_under_contention() {
         deletes_ok.load(Ordering::Relaxed)
     );
 }
+
+/// Readers never miss a live session while others come and go around it:
+/// a writer creates and deletes sessions in the same small table (its
+/// removals empty tombstones again where the next slot is empty, and its
+/// table rebuilds), and readers look up a fixed set of live sessions the
+/// whole time. A tombstone emptied on a live session's probe path would
+/// hide that session from a reader (and from the writer, which could then
+/// store its id twice).
+#[test]
+fn readers_never_miss_a_live_session_while_others_come_and_go() {
+    let engine = Engine::open(Config::default().shards(1).without_sweeper()).unwrap();
+    let live: Vec<SessionId> = (0..300)
+        .map(|_| engine.create(b"kept", Timeout::Never).unwrap())
+        .collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let missed = AtomicU64::new(0);
+    let reads = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let (engine, live, stop, missed, reads) = (&engine, &live, &stop, &missed, &reads);
+        s.spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for id in live {
+                    if engine.peek(id).is_err() {
+                        missed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                reads.fetch_add(live.len() as u64, Ordering::Relaxed);
+            }
+        });
+        s.spawn(move || {
+            // The readers stop when this thread ends, a panic included.
+            struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let _stop = Stop(stop);
+            let mut churn = std::collections::VecDeque::new();
+            for i in 0..200_000u32 {
+                churn.push_back(engine.create(&i.to_le_bytes(), Timeout::Never).unwrap());
+                // Between 1 and 200 other sessions at a time.
+                while churn.len() > 1 + (i as usize * 7) % 200 {
+                    engine.delete(&churn.pop_front().unwrap()).unwrap();
+                }
+            }
+        });
+    });
+    assert_eq!(missed.load(Ordering::Relaxed), 0, "live sessions missed");
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    for id in &live {
+        assert!(engine.contains(id), "{id} lost");
+    }
+    engine.debug_check_invariants();
+    assert!(engine.stats().rehashes_total > 0, "the table rebuilt meanwhile");
+}
