@@ -871,9 +871,9 @@ impl Shard {
     /// expired); its reference goes to the epoch, a new one to the caller.
     fn remove_at(&self, w: &mut Writer, table: &Table, at: usize, guard: &Guard) -> Session {
         w.unschedule(table, at);
-        let block = table.take(at, guard);
+        let (block, tombstones) = table.take(at, guard);
         w.release(at, block.block());
-        w.tombstones = w.tombstones + 1 - table.reclaim_tombstones(at);
+        w.tombstones = w.tombstones.wrapping_add_signed(tombstones);
         self.len.fetch_sub(1, Ordering::Relaxed);
         snapshot(block.block(), block.header().last_access_ms())
     }
@@ -1221,8 +1221,8 @@ impl Shard {
         });
         for index in taken {
             // Unlinked by the wheel already; marked expired by `due`.
-            let block = table.take(index as usize, guard);
-            w.tombstones = w.tombstones + 1 - table.reclaim_tombstones(index as usize);
+            let (block, tombstones) = table.take(index as usize, guard);
+            w.tombstones = w.tombstones.wrapping_add_signed(tombstones);
             let header = block.header();
             w.created_floor_ms = w
                 .created_floor_ms

@@ -31,7 +31,7 @@
 //! tombstone, from a tombstone to a pointer, and from a tombstone back to
 //! empty only where no probe needs it: a removal whose next slot is empty
 //! empties its own tombstone and the run of tombstones just before it
-//! ([`Table::reclaim_tombstones`]). That is safe for readers because every
+//! ([`Table::take`]). That is safe for readers because every
 //! live entry's probe path (its first slot up to its own) holds no empty
 //! slot from the entry's insert (which took the first free slot, so every
 //! slot before it was live) until its removal (an emptied slot is followed
@@ -309,33 +309,36 @@ impl Table {
         Unlinked::new(unsafe { Metadata::from_raw(pointer(old)) }, guard)
     }
 
-    /// The writer's: empties slot `at` (a tombstone) and returns its block's
-    /// reference, released through `guard`'s epoch.
-    pub(crate) fn take<'g>(&self, at: usize, guard: &'g Guard) -> Unlinked<'g> {
-        let old = self.slots[at].swap(tombstone(), Ordering::AcqRel);
+    /// The writer's: empties slot `at` and returns its block's reference,
+    /// released through `guard`'s epoch, and how the table's count of
+    /// tombstones changed. The slot becomes a tombstone (+1), unless the
+    /// slot after it is empty: then it becomes empty too, with the run of
+    /// tombstones just before it (minus their number). No probe for a
+    /// live entry passes an empty slot, so none passes `at + 1`, and none
+    /// can need the slots just before it either (see the module doc).
+    /// Without this, every removal left its tombstone until a rebuild of
+    /// the whole table (an O(n) pause of the shard's writers) swept it out.
+    #[inline]
+    pub(crate) fn take<'g>(&self, at: usize, guard: &'g Guard) -> (Unlinked<'g>, isize) {
+        let next_empty = self.slots[(at + 1) & self.mask].load(Ordering::Relaxed).is_null();
+        let (old, change) = if next_empty {
+            let old = self.slots[at].swap(std::ptr::null_mut(), Ordering::AcqRel);
+            let mut reclaimed = 0;
+            let mut i = at.wrapping_sub(1) & self.mask;
+            while self.slots[i].load(Ordering::Relaxed).addr() == TOMBSTONE_ADDR {
+                self.slots[i].store(std::ptr::null_mut(), Ordering::Release);
+                reclaimed += 1;
+                i = i.wrapping_sub(1) & self.mask;
+            }
+            (old, -reclaimed)
+        } else {
+            (self.slots[at].swap(tombstone(), Ordering::AcqRel), 1)
+        };
         // SAFETY: as in `replace`.
-        Unlinked::new(unsafe { Metadata::from_raw(pointer(old)) }, guard)
-    }
-
-    /// The writer's, after a [`Table::take`] at `at`: if the slot after
-    /// `at` is empty, turns the run of tombstones that ends at `at` back
-    /// into empty slots, and returns how many. No probe for a live entry
-    /// passes an empty slot, so none passes `at + 1`, and none can need
-    /// the tombstones just before it either (see the module doc). Without
-    /// this, every removal left its tombstone until a rebuild of the whole
-    /// table (an O(n) pause of the shard's writers) swept them out.
-    pub(crate) fn reclaim_tombstones(&self, at: usize) -> usize {
-        if !self.slots[(at + 1) & self.mask].load(Ordering::Relaxed).is_null() {
-            return 0;
-        }
-        let mut reclaimed = 0;
-        let mut i = at;
-        while self.slots[i].load(Ordering::Relaxed).addr() == TOMBSTONE_ADDR {
-            self.slots[i].store(std::ptr::null_mut(), Ordering::Release);
-            reclaimed += 1;
-            i = i.wrapping_sub(1) & self.mask;
-        }
-        reclaimed
+        (
+            Unlinked::new(unsafe { Metadata::from_raw(pointer(old)) }, guard),
+            change,
+        )
     }
 
     /// The tombstones the table holds (the writer's invariant checks).
@@ -615,7 +618,7 @@ mod tests {
                 let guard = writer.pin();
                 let at = table.find_slot(hash(n), &id(n)).unwrap();
                 let _out = if n == 1 {
-                    table.take(at, &guard)
+                    table.take(at, &guard).0
                 } else {
                     table.replace(at, hash(n), block(99), &guard)
                 };
