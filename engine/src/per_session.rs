@@ -1106,6 +1106,12 @@ impl States {
         }
     }
 
+    /// Whether the session is subscribed to any topic.
+    pub(crate) fn has_topics(&self, owner: Owner) -> bool {
+        self.slot(owner)
+            .is_some_and(|at| !self.entries[at as usize].topics.is_empty())
+    }
+
     /// The names of the session's topics.
     fn topic_names(&self, owner: Owner) -> impl Iterator<Item = &str> {
         let topics = self

@@ -344,3 +344,60 @@ fn an_open_refused_for_sessions_max_changes_nothing_on_disk() {
     let report = engine.recovery_report().unwrap();
     assert!(report.rewritten && !report.damage.is_empty(), "{report:?}");
 }
+
+/// A session deleted and made again under its id in the same millisecond
+/// (ids a caller chooses) is logged as a session of a later millisecond, as
+/// one that expired is: should the `DELETE` between them be damaged, a
+/// repair that skips it cannot take the new session's `PUT` for the old
+/// session's (same id, same creation time), which would keep the deleted
+/// session's topics on the new one. Likewise a rotation away.
+#[test]
+fn a_session_made_again_in_the_millisecond_of_its_delete_is_not_the_old_one() {
+    for rotate in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = session_engine::ManualClock::new(1_700_000_000_000);
+        let engine = Engine::open(config(dir.path(), RecoveryMode::Strict).clock(clock.clock())).unwrap();
+        let x = SessionId::from_bytes([0x3C; 16]);
+        engine.insert(x, b"old", Timeout::Never).unwrap();
+        assert!(engine.subscribe(&x, "a").unwrap());
+        if rotate {
+            engine.rotate(&x).unwrap();
+        } else {
+            engine.delete(&x).unwrap();
+        }
+        engine.insert(x, b"new", Timeout::Never).unwrap();
+        assert!(engine.topics(&x).unwrap().is_empty());
+        // Records after it, so that the damage is not the log's torn tail.
+        for i in 0..20u32 {
+            let mut id = [0x5A; 16];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            engine
+                .insert(SessionId::from_bytes(id), b"later", Timeout::Never)
+                .unwrap();
+        }
+        engine.close().unwrap();
+        let segments = support::segment_files(&dir.path().join("L00000001/S0000"));
+        // PUT, SUBSCRIBE, DELETE (or ROTATE), PUT: damage the third.
+        damage(&segments[0], |bytes| {
+            let at: Vec<usize> = bytes
+                .windows(16)
+                .enumerate()
+                .filter(|(_, w)| *w == [0x3C; 16])
+                .map(|(at, _)| at)
+                .collect();
+            assert_eq!(at.len(), 4, "rotate {rotate}: {at:?}");
+            bytes[at[2] + 7] ^= 0x01;
+        });
+        let engine = Engine::open(
+            config(dir.path(), RecoveryMode::Repair)
+                .clock(session_engine::ManualClock::new(1_700_000_000_001).clock()),
+        )
+        .unwrap();
+        assert_eq!(engine.peek(&x).unwrap().metadata(), b"new", "rotate {rotate}");
+        assert_eq!(
+            engine.topics(&x).unwrap(),
+            Vec::<String>::new(),
+            "rotate {rotate}: the new session took the deleted one's topics"
+        );
+    }
+}
