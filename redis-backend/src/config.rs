@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use redis::io::tcp::socket2::TcpKeepalive;
+use redis::io::tcp::TcpSettings;
 use session_engine::limits::{METADATA_BYTES_MAX_DEFAULT, METADATA_BYTES_MAX_LIMIT, TIMEOUT_MS_MAX};
 use session_engine::{redact_url, Error, Result, Timeout};
 
@@ -10,7 +12,7 @@ use crate::keys::KeySpace;
 use crate::limits::{
     CONNECT_TIMEOUT_DEFAULT, PRESET_SESSION_TIMEOUT, PRESET_WAIT_TIMEOUT, REQUEST_TIMEOUT_DEFAULT,
     REQUEST_TIMEOUT_MAX, REQUEST_TIMEOUT_MIN, SESSION_TIMEOUT_DEFAULT, STUCK_AFTER_DEFAULT, STUCK_AFTER_MIN,
-    WAIT_REPLICAS_MAX,
+    TCP_KEEPALIVE_DEFAULT, TCP_KEEPALIVE_MAX, TCP_KEEPALIVE_MIN, TCP_KEEPALIVE_PROBES, WAIT_REPLICAS_MAX,
 };
 
 /// The URL scheme [`RedisConfig::from_url`] reads as a cluster.
@@ -161,6 +163,7 @@ pub struct RedisConfig {
     pub(crate) metadata_bytes_max: usize,
     pub(crate) default_timeout: Timeout,
     pub(crate) max_lifetime: Timeout,
+    pub(crate) tcp_keepalive: Option<Duration>,
     /// Tests: every request through the `redis` crate's cluster client, as
     /// while the direct routes are being rebuilt.
     pub(crate) direct_routes: bool,
@@ -292,6 +295,7 @@ impl RedisConfig {
             metadata_bytes_max: METADATA_BYTES_MAX_DEFAULT,
             default_timeout: Timeout::After(SESSION_TIMEOUT_DEFAULT),
             max_lifetime: Timeout::Never,
+            tcp_keepalive: Some(TCP_KEEPALIVE_DEFAULT),
             direct_routes: true,
         }
     }
@@ -339,6 +343,23 @@ impl RedisConfig {
     #[must_use]
     pub fn stuck_after(mut self, after: Duration) -> Self {
         self.stuck_after = after;
+        self
+    }
+
+    /// TCP keepalive on every connection to the servers: after `idle` with
+    /// no traffic the kernel probes the server every third of that (at
+    /// least 1 s), and drops the connection after
+    /// [`TCP_KEEPALIVE_PROBES`](crate::limits::TCP_KEEPALIVE_PROBES)
+    /// unanswered probes. The probes keep a quiet connection alive through
+    /// a load balancer, NAT gateway or firewall that forgets idle flows
+    /// without telling either end; and a flow dropped anyway is found dead
+    /// by the kernel and replaced before a request is sent on it (a request
+    /// sent on it would time out, and a write would be
+    /// [`Error::OutcomeUnknown`]). Default 30 s; from 1 s to 32,767 s
+    /// (whole seconds); `None` sends no probes.
+    #[must_use]
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.tcp_keepalive = idle;
         self
     }
 
@@ -394,6 +415,26 @@ impl RedisConfig {
         self.request_timeout
     }
 
+    /// The configured TCP keepalive idle time (`None`: no probes).
+    #[must_use]
+    pub fn get_tcp_keepalive(&self) -> Option<Duration> {
+        self.tcp_keepalive
+    }
+
+    /// The TCP settings of every connection the store makes.
+    pub(crate) fn tcp_settings(&self) -> TcpSettings {
+        let settings = TcpSettings::default();
+        match self.tcp_keepalive {
+            Some(idle) => settings.set_keepalive(
+                TcpKeepalive::new()
+                    .with_time(idle)
+                    .with_interval((idle / 3).max(TCP_KEEPALIVE_MIN))
+                    .with_retries(TCP_KEEPALIVE_PROBES),
+            ),
+            None => settings,
+        }
+    }
+
     /// Checks every value; returns the key space.
     pub(crate) fn validate(&self) -> Result<KeySpace> {
         let invalid = |msg: String| Err(Error::InvalidConfig(msg));
@@ -422,6 +463,14 @@ impl RedisConfig {
                 "connect_timeout = {:?}: must be above zero and at most {REQUEST_TIMEOUT_MAX:?}",
                 self.connect_timeout
             ));
+        }
+        if let Some(idle) = self.tcp_keepalive {
+            if !(TCP_KEEPALIVE_MIN..=TCP_KEEPALIVE_MAX).contains(&idle) || idle.subsec_nanos() != 0 {
+                return invalid(format!(
+                    "tcp_keepalive = {idle:?}: must be whole seconds from {TCP_KEEPALIVE_MIN:?} to \
+                     {TCP_KEEPALIVE_MAX:?} (or None: no probes)"
+                ));
+            }
         }
         if self.stuck_after < STUCK_AFTER_MIN {
             return invalid(format!(

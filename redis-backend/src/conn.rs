@@ -199,7 +199,10 @@ impl Client {
                 if seeds.is_empty() {
                     return Err(no_seed());
                 }
+                // The cluster client connects with its own TCP settings,
+                // not its seeds'.
                 let client = ClusterClientBuilder::new(seeds.to_vec())
+                    .tcp_settings(config.tcp_settings())
                     .connection_timeout(config.connect_timeout)
                     .response_timeout(config.request_timeout)
                     .overall_response_timeout(Some(config.request_timeout))

@@ -128,6 +128,25 @@ pub const STUCK_AFTER_DEFAULT: Duration = Duration::from_secs(2);
 /// connections during an ordinary failover.
 pub const STUCK_AFTER_MIN: Duration = Duration::from_millis(100);
 
+/// How long a connection to a server stays idle before the kernel sends it
+/// TCP keepalive probes (`RedisConfig::tcp_keepalive`). Below the shortest
+/// idle limits of common middleboxes (60 s for some cloud load balancers;
+/// NAT gateways and firewalls allow minutes), so the probes keep a quiet
+/// connection's state alive there, and a flow dropped silently anyway is
+/// found dead by the kernel, not by the next request.
+pub const TCP_KEEPALIVE_DEFAULT: Duration = Duration::from_secs(30);
+
+/// Unanswered keepalive probes before the kernel drops the connection; they
+/// go every third of the idle time (at least 1 s), so a dead flow is found
+/// about twice the idle time after its last traffic.
+pub const TCP_KEEPALIVE_PROBES: u32 = 3;
+
+/// Shortest and longest idle times before the first probe: the kernel
+/// counts them in whole seconds, up to 32,767 (Linux's `TCP_KEEPIDLE`).
+pub const TCP_KEEPALIVE_MIN: Duration = Duration::from_secs(1);
+/// See [`TCP_KEEPALIVE_MIN`].
+pub const TCP_KEEPALIVE_MAX: Duration = Duration::from_secs(32_767);
+
 /// Least time between two probes with a fresh client by the stuck-client
 /// detector: a deployment that is really down then costs one connection
 /// attempt per interval, not one per failing request.

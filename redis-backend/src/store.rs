@@ -68,24 +68,26 @@ impl RedisStore {
         let keys = config.validate()?;
         let urls = config.seeds();
         let defaulted = !urls.iter().any(|url| names_protocol(url));
-        let seeds =
-            urls.iter()
-                .map(|url| {
-                    let info = url.as_str().into_connection_info().map_err(|e| {
-                        Error::InvalidConfig(format!("server URL {:?}: {e}", redact_url(url)))
-                    })?;
-                    if !defaulted {
-                        return Ok(info);
-                    }
-                    // RESP3 unless a URL says otherwise: the `redis` crate's
-                    // clients then replace a connection the server closes as
-                    // soon as it closes, and the direct routes are marked
-                    // stale (`conn::connect_node`), before a request is sent
-                    // on it; the request would be in doubt.
-                    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-                    Ok(info.set_redis_settings(settings))
-                })
-                .collect::<Result<Vec<ConnectionInfo>>>()?;
+        let seeds = urls
+            .iter()
+            .map(|url| {
+                let info = url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| Error::InvalidConfig(format!("server URL {:?}: {e}", redact_url(url))))?
+                    .set_tcp_settings(config.tcp_settings());
+                if !defaulted {
+                    return Ok(info);
+                }
+                // RESP3 unless a URL says otherwise: the `redis` crate's
+                // clients then replace a connection the server closes as
+                // soon as it closes, and the direct routes are marked
+                // stale (`conn::connect_node`), before a request is sent
+                // on it; the request would be in doubt.
+                let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+                Ok(info.set_redis_settings(settings))
+            })
+            .collect::<Result<Vec<ConnectionInfo>>>()?;
         let budget = config.connect_timeout + config.request_timeout;
         let (conn, seeds) = match connect_speaking(&config, seeds, defaulted, budget).await {
             (Ok(Ok(conn)), seeds) => (conn, seeds),
