@@ -345,6 +345,22 @@ fn an_open_refused_for_sessions_max_changes_nothing_on_disk() {
     assert!(report.rewritten && !report.damage.is_empty(), "{report:?}");
 }
 
+/// Where `id` is written in `bytes`, one byte inside each copy. A byte
+/// next to a copy (a checksum, a length) can equal the id's own bytes, so
+/// that one copy matches at two overlapping offsets: overlapping matches are
+/// one copy, and the byte returned (the run's last match) lies inside the
+/// id whichever of them it starts at.
+fn id_runs(bytes: &[u8], id: [u8; 16]) -> Vec<usize> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for at in (0..bytes.len().saturating_sub(15)).filter(|&at| bytes[at..at + 16] == id) {
+        match runs.last_mut() {
+            Some((first, last)) if at < *first + 16 => *last = at,
+            _ => runs.push((at, at)),
+        }
+    }
+    runs.into_iter().map(|(_, last)| last).collect()
+}
+
 /// A session deleted and made again under its id in the same millisecond
 /// (ids a caller chooses) is logged as a session of a later millisecond, as
 /// one that expired is: should the `DELETE` between them be damaged, a
@@ -379,14 +395,9 @@ fn a_session_made_again_in_the_millisecond_of_its_delete_is_not_the_old_one() {
         let segments = support::segment_files(&dir.path().join("L00000001/S0000"));
         // PUT, SUBSCRIBE, DELETE (or ROTATE), PUT: damage the third.
         damage(&segments[0], |bytes| {
-            let at: Vec<usize> = bytes
-                .windows(16)
-                .enumerate()
-                .filter(|(_, w)| *w == [0x3C; 16])
-                .map(|(at, _)| at)
-                .collect();
-            assert_eq!(at.len(), 4, "rotate {rotate}: {at:?}");
-            bytes[at[2] + 7] ^= 0x01;
+            let runs = id_runs(bytes, [0x3C; 16]);
+            assert_eq!(runs.len(), 4, "rotate {rotate}: {runs:?}");
+            bytes[runs[2]] ^= 0x01;
         });
         let engine = Engine::open(
             config(dir.path(), RecoveryMode::Repair)
