@@ -320,6 +320,13 @@ impl Table {
     /// the whole table (an O(n) pause of the shard's writers) swept it out.
     #[inline]
     pub(crate) fn take<'g>(&self, at: usize, guard: &'g Guard) -> (Unlinked<'g>, isize) {
+        // A caller's bug (a slot taken twice) panics before it changes a
+        // slot: emptying the tombstones before a slot with no block could
+        // cut a live entry's probe path.
+        assert!(
+            occupied(self.slots[at].load(Ordering::Relaxed)),
+            "a take of slot {at}, which holds no block"
+        );
         let next_empty = self.slots[(at + 1) & self.mask].load(Ordering::Relaxed).is_null();
         let (old, change) = if next_empty {
             let old = self.slots[at].swap(std::ptr::null_mut(), Ordering::AcqRel);
@@ -585,6 +592,21 @@ mod tests {
             let _old = table.replace(empty, hash, block(3), &guard);
         }));
         assert!(replaced.is_err(), "an empty slot was taken for a block");
+        // Such a take changes no slot before it panics: an empty slot
+        // before an occupied one stays empty (not a tombstone).
+        let (b, _) = table.free_slot(hash);
+        table.store(b, hash, block(2));
+        let before = b.wrapping_sub(1) % table.slots();
+        let tombstones = table.count_tombstones();
+        assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(table.take(before, &writer.pin()));
+        }))
+        .is_err());
+        assert_eq!(
+            table.count_tombstones(),
+            tombstones,
+            "a failed take left a tombstone"
+        );
         for _ in 0..256 {
             writer.pin().flush();
         }
