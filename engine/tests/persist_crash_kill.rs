@@ -44,24 +44,6 @@ fn id(k: u8) -> SessionId {
     SessionId::from_bytes([k.wrapping_add(1); 16])
 }
 
-/// Opens the directory in a child, waiting while it is locked. The parent
-/// has closed its engine by then, but this test binary runs its tests on
-/// several threads, and a sibling test that spawns a child at that moment
-/// holds a copy of every open file, the parent's lock file included, from
-/// its fork until its exec (close-on-exec acts only then): on two busy
-/// cores, long enough to be seen (once in about 30 runs).
-fn open_when_free(config: &Config) -> Engine {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match Engine::open(config.clone()) {
-            Err(Error::DirectoryLocked { .. }) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            opened => return opened.unwrap(),
-        }
-    }
-}
-
 /// The child: runs only when the parent sets the environment variable.
 #[test]
 fn crash_child() {
@@ -74,7 +56,7 @@ fn crash_child() {
             parts.next().unwrap().parse::<u64>().unwrap(),
         )
     };
-    let engine = open_when_free(&config(Path::new(&dir), durability(&mode)));
+    let engine = support::open_when_free(&config(Path::new(&dir), durability(&mode)));
     let mut out = std::io::stdout().lock();
     writeln!(out, "READY").unwrap();
     out.flush().unwrap();
@@ -246,7 +228,7 @@ fn hostile_crash_child() {
         parts.next().unwrap().to_string(),
         parts.next().unwrap().parse::<u64>().unwrap(),
     );
-    let engine = open_when_free(&hostile_config(Path::new(&dir), durability(&mode)));
+    let engine = support::open_when_free(&hostile_config(Path::new(&dir), durability(&mode)));
     if !engine.contains(&VICTIM) {
         engine.insert(VICTIM, b"user_id=alice", Timeout::Never).unwrap();
     }

@@ -175,11 +175,14 @@ fn close_during_a_failing_sync_reports_the_failure() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
     engine.debug_fail_syncs();
+    let (appended, wait) = std::sync::mpsc::channel();
+    engine.debug_after_next_append(0, move || appended.send(()).unwrap());
     let writer = engine.clone();
     let write = std::thread::spawn(move || writer.create(b"w", Timeout::Never));
-    // Into the injected failure's delay (the close's own flush, or a later
-    // one, fails the same way: the verdict does not depend on this sleep).
-    std::thread::sleep(std::time::Duration::from_millis(5));
+    // Once the record is in the log, its sync is under way or due (the
+    // close's own flush, or a later one, fails the same way). A close
+    // before the append found nothing to sync and rightly said `Ok`.
+    wait.recv().unwrap();
     let closed = engine.close();
     assert!(
         matches!(closed, Err(Error::Io { .. } | Error::WritesRefused { .. })),

@@ -43,10 +43,13 @@ async fn rotations_move_sessions(store: &RedisStore, server: &dyn Fn(&[&str]) ->
         after.last_access_ms() > before.last_access_ms(),
         "a rotation is activity"
     );
-    let pttl: u64 = server(&["PTTL", &store.key(&new)]).trim().parse().unwrap();
+    // The key expires at the session's deadline (`PEXPIRETIME`, absolute:
+    // a relative `PTTL` window would also count a stall before the check).
+    let at: i64 = server(&["PEXPIRETIME", &store.key(&new)]).trim().parse().unwrap();
+    let deadline = i64::try_from(after.last_access_ms() + 600_000).unwrap();
     assert!(
-        (599_000..=600_000).contains(&pttl),
-        "TTL {pttl} ms on the new key"
+        (at - deadline).abs() <= 2,
+        "the new key expires at {at}, the session's deadline is {deadline}"
     );
     assert_eq!(server(&["EXISTS", &store.key(&old)]).trim(), "0");
     // The store's slot is the server's.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use serde_json::json;
-use session_engine::{Config, Engine, ManualClock, SessionId, Timeout};
+use session_engine::{Clock, Config, Engine, ManualClock, SessionId, Timeout};
 use session_tower::TowerStore;
 use time::OffsetDateTime;
 use tower_sessions::MemoryStore;
@@ -15,8 +15,12 @@ use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{CachingSessionStore, Error, ExpiredDeletion};
 use tower_sessions_core::{Expiry, Session, SessionStore};
 
+/// On the precise clock: these tests compare the engine's deadlines with
+/// dates a caller computed from the wall clock, and the default clock's
+/// thread, starved of a core for tens of milliseconds, would lag by that
+/// much (expiries would seem to drift or slide too little).
 fn engine() -> Arc<Engine> {
-    Arc::new(Engine::open(Config::default()).expect("open engine"))
+    Arc::new(Engine::open(Config::default().clock(Clock::precise())).expect("open engine"))
 }
 
 fn record(expires_in: time::Duration) -> Record {

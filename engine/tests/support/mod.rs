@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
-use session_engine::{Config, Durability};
+use session_engine::{Config, Durability, Engine, Error};
 
 /// An `Always` engine on `dir` with `shards` shards and small segments.
 pub fn always_config(dir: &std::path::Path, shards: usize) -> Config {
@@ -216,4 +216,23 @@ pub fn writes_go_on_after_the_upgrade(
     let mut now = sessions(&engine);
     assert!(now.remove(&extra).is_some());
     now
+}
+
+/// Opens `config`'s directory, waiting (up to 10 s) while it is locked: for
+/// a reopen in a test binary that also spawns processes. This binary runs
+/// its tests on several threads, and a sibling test that spawns a child
+/// holds a copy of every open file, the lock file of an engine just closed
+/// included, from its fork until its exec (close-on-exec acts only then):
+/// on two busy cores, long enough to be seen (once in about 30 runs of the
+/// crash test).
+pub fn open_when_free(config: &Config) -> Engine {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Engine::open(config.clone()) {
+            Err(Error::DirectoryLocked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            opened => return opened.unwrap(),
+        }
+    }
 }

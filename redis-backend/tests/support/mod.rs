@@ -217,7 +217,14 @@ impl Server {
                 }
             }
             if raw_command(self.port, &["PING"]).is_ok_and(|r| r.starts_with("+PONG")) {
-                return true;
+                // The port was free when drawn, not reserved: another
+                // test's server may have bound it first, and this one then
+                // exits while that one answers. Ours only if it says so.
+                if self.answering_pid() == self.pid() {
+                    return true;
+                }
+                self.kill9();
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -234,6 +241,14 @@ impl Server {
 
     pub fn addr(&self) -> String {
         format!("{HOST}:{}", self.port)
+    }
+
+    /// The PID of the server answering on this port (`INFO server`).
+    fn answering_pid(&self) -> Option<u32> {
+        let info = raw_command(self.port, &["INFO", "server"]).ok()?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
     }
 
     pub fn pid(&self) -> Option<u32> {
