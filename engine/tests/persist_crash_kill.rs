@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use session_engine::{Config, Durability, Engine, Error, SessionId, Timeout};
+use session_engine::{Config, Durability, Engine, SessionId, Timeout};
 
 mod support;
 
