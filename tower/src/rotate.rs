@@ -70,9 +70,25 @@ pub async fn cycle_id(session: &Session) -> Result<(), Error> {
     ROTATION
         .scope(rotation, async {
             session.cycle_id().await?;
+            // Nothing was stored under the old id (an id naming no session,
+            // or one expired) and the session holds nothing: the
+            // middleware stores nothing then and drops the cookie, as
+            // after `Session::cycle_id` alone. A save here would store an
+            // empty session under a new id for any such request.
+            if !rotated_copy_waits() && session.is_empty().await {
+                return Ok(());
+            }
             session.save().await
         })
         .await
+}
+
+/// True if the store rotated the session and its `create` has not taken
+/// the new id yet (the save must come, or the copy waits unknown).
+fn rotated_copy_waits() -> bool {
+    ROTATION
+        .try_with(|r| matches!(*r.borrow(), Rotation::Rotated { .. }))
+        .unwrap_or(false)
 }
 
 /// True if a [`cycle_id`] in this task is waiting for `delete(id)`, and

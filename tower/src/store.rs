@@ -82,7 +82,9 @@ impl<S> TowerStore<S> {
     /// `Max-Age` (`Expiry::OnSessionEnd`, where tower-sessions dates every
     /// record two weeks out): the server's deadline is then this timeout,
     /// sliding on every request that loads the session with
-    /// [`sliding`](Self::sliding).
+    /// [`sliding`](Self::sliding). A record saved with a date already past
+    /// (a handler ending the session with `Expiry::AtDateTime`) is deleted
+    /// all the same.
     ///
     /// # Errors
     /// [`session_engine::Error::InvalidTimeout`] for zero or more than
@@ -102,15 +104,17 @@ impl<S> TowerStore<S> {
 
     /// The timeout a record expiring at `expiry_ns` (nanoseconds since the
     /// Unix epoch) gets if saved now; `None` if that has passed (it must
-    /// not be stored). Reads the clock only without an
-    /// [`inactivity_timeout`](Self::inactivity_timeout).
+    /// not be stored), with an
+    /// [`inactivity_timeout`](Self::inactivity_timeout) too: a date in the
+    /// past is a handler's "end it now" (`Expiry::AtDateTime` of a past
+    /// date), never the two weeks out that `Expiry::OnSessionEnd` dates.
     fn timeout_for(&self, expiry_ns: i128) -> Option<Timeout> {
-        if let Some(timeout) = self.inactivity_timeout {
-            return Some(timeout);
-        }
         let remaining_ns = expiry_ns - now_ns();
         if remaining_ns <= 0 {
             return None;
+        }
+        if let Some(timeout) = self.inactivity_timeout {
+            return Some(timeout);
         }
         // Rounded up: a record is never dropped before its expiry date,
         // unless that is further out than the longest finite timeout: then

@@ -606,3 +606,48 @@ async fn a_cycle_id_whose_record_cannot_be_encoded_leaves_no_orphan() {
     assert!(engine.peek(&ours(old)).unwrap_err().is_not_found());
     assert_eq!(engine.len(), 0, "no session under an id nobody knows");
 }
+
+/// With an inactivity timeout, a record saved with a date already past (a
+/// handler ending the session with `Expiry::AtDateTime` of a past date)
+/// is deleted, as without one: it was stored for the timeout again, and a
+/// load returned it (for ever, with sliding loads), where tower-sessions
+/// requires a load of an expired record to find none.
+#[tokio::test]
+async fn a_past_date_ends_the_session_with_an_inactivity_timeout_too() {
+    for sliding in [false, true] {
+        let engine = engine();
+        let store = TowerStore::from_arc(Arc::clone(&engine))
+            .sliding(sliding)
+            .inactivity_timeout(Duration::from_secs(90))
+            .unwrap();
+        let mut r = record(time::Duration::weeks(2));
+        store.create(&mut r).await.unwrap();
+        assert!(store.load(&r.id).await.unwrap().is_some());
+        r.expiry_date = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+        store.save(&r).await.unwrap();
+        assert_eq!(store.load(&r.id).await.unwrap(), None, "sliding {sliding}");
+        assert!(engine.peek(&ours(r.id)).unwrap_err().is_not_found());
+    }
+}
+
+/// `session_tower::cycle_id` of a cookie's id that names no stored session,
+/// with nothing put in the session, stores nothing: as after
+/// `Session::cycle_id` alone, the middleware then drops the cookie. It
+/// used to save an empty session under a new id for every such request.
+/// What the handler writes afterwards is saved under a new id as usual.
+#[tokio::test]
+async fn cycle_id_of_an_id_naming_nothing_stores_nothing() {
+    let engine = engine();
+    let store = TowerStore::from_arc(Arc::clone(&engine));
+    let named = Id::default();
+    let session = Session::new(Some(named), Arc::new(store), None);
+    session_tower::cycle_id(&session).await.unwrap();
+    assert_eq!(engine.len(), 0, "an empty session was stored");
+    assert!(session.is_empty().await, "the middleware drops the cookie");
+    session.insert("user", "alice").await.unwrap();
+    session.save().await.unwrap();
+    let new = session.id().expect("saved under a new id");
+    assert_ne!(new, named);
+    assert_eq!(engine.len(), 1);
+    assert!(engine.peek(&ours(named)).unwrap_err().is_not_found());
+}
