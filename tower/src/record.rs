@@ -65,9 +65,13 @@ pub(crate) fn unix_ms_ns(date: OffsetDateTime) -> (i64, i128) {
     (ms, i128::from(s) * 1_000_000_000 + i128::from(ns))
 }
 
-/// `ms` as nanoseconds.
-pub(crate) fn ns_of_ms(ms: i64) -> i128 {
-    i128::from(ms) * NS_PER_MS
+/// True once a record's date, stored as `expiry_ms` (its millisecond,
+/// rounded down), has certainly passed at `now_ns`: the date lies somewhere
+/// in that millisecond, so it has passed only once the millisecond has.
+/// A record is never ended before its date (at most 1 ms after), as its
+/// timeout is rounded up.
+pub(crate) fn date_passed(expiry_ms: i64, now_ns: i128) -> bool {
+    (i128::from(expiry_ms) + 1) * NS_PER_MS <= now_ns
 }
 
 thread_local! {
@@ -193,6 +197,19 @@ pub(crate) fn decode(id: Id, bytes: &[u8]) -> Result<Stored, Error> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_date_has_passed_only_once_its_millisecond_has() {
+        // 1,000 ms: the date was somewhere in 1,000.000..1,001.000 ms.
+        assert!(!date_passed(1_000, 1_000_000_000));
+        assert!(!date_passed(1_000, 1_000_900_000));
+        assert!(!date_passed(1_000, 1_000_999_999));
+        assert!(date_passed(1_000, 1_001_000_000));
+        // Before the epoch alike.
+        assert!(!date_passed(-1, -1));
+        assert!(date_passed(-1, 0));
+    }
+
     use serde_json::json;
 
     use super::*;

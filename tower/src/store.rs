@@ -15,7 +15,7 @@ use crate::limits::ID_TRIES_MAX;
 
 /// Nanoseconds in a millisecond.
 const NS_PER_MS: u64 = 1_000_000;
-use crate::record::{self, date_of_ms, ns_of_ms, unix_ms_ns};
+use crate::record::{self, date_of_ms, date_passed, unix_ms_ns};
 use crate::rotate;
 
 /// A tower-sessions store over any [`session_engine::SessionStore`]: the
@@ -294,7 +294,7 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
         // deadline for one past 24.9 days is in whole seconds, rounded up
         // (and reclaims it then).
         let fixed = !self.sliding && self.inactivity_timeout.is_none();
-        if fixed && expires_ms.is_some() && ns_of_ms(stored.expiry_ms) <= now_ns() {
+        if fixed && expires_ms.is_some() && date_passed(stored.expiry_ms, now_ns()) {
             return Ok(None);
         }
         let expiry_date = if let Some(expires_ms) = expires_ms {
@@ -308,7 +308,7 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
             } else {
                 deadline
             }
-        } else if ns_of_ms(stored.expiry_ms) <= now_ns() {
+        } else if date_passed(stored.expiry_ms, now_ns()) {
             // Stored without a timeout (by an earlier version, for a date
             // beyond the longest one): its own date ends it. A plain
             // delete, never a rotation.
