@@ -14,7 +14,7 @@
 //! | --- | --- |
 //! | `counter` | adds one to `count` in the session's stored map, returns it |
 //! | `whoami` | the session id, the `--name` of the process that answered, the client's name and protocol version as the session knows them |
-//! | `notify {uri}` | fans a resource update out: `{"subscribers": [ids], "notifiedHere": n}` |
+//! | `notify {uri}` | fans a resource update out: `{"subscribers": n, "notifiedHere": n}` (counts: a session id is its client's credential, never shown to another) |
 //!
 //! `resources/subscribe` and `resources/unsubscribe` keep the session's
 //! subscriptions in the store. With `--rate-capacity N --rate-per-sec R`,
@@ -172,10 +172,12 @@ impl ServerHandler for Server {
                     .and_then(Value::as_str)
                     .ok_or_else(|| ErrorData::invalid_params("notify needs a string `uri`", None))?;
                 let fan_out = self.sessions.notify_resource_updated(uri).await?;
-                let ids: Vec<String> = fan_out.subscribers.iter().map(ToString::to_string).collect();
-                Ok(text(
-                    &json!({ "subscribers": ids, "notifiedHere": fan_out.notified_here }),
-                ))
+                // Counts only: a session's id is its client's only
+                // credential, and the subscribers are other clients.
+                Ok(text(&json!({
+                    "subscribers": fan_out.subscribers.len(),
+                    "notifiedHere": fan_out.notified_here,
+                })))
             }
             other => Err(ErrorData::invalid_params(format!("no tool {other:?}"), None)),
         }
