@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use futures_core::Stream;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::{
-    LocalSessionManager, LocalSessionManagerError,
+    LocalSessionManager, LocalSessionManagerError, SessionError,
 };
 use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, ServerSseMessage, SessionId as RmcpId, SessionManager,
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::ClientText;
-use crate::limits::{HOLD_RETRIES_PER_INTERVAL, RESTORE_CLOSE_WAIT, RESTORE_WAIT_MAX};
+use crate::limits::{CLOSE_WAIT, HOLD_RETRIES_PER_INTERVAL, RESTORE_CLOSE_WAIT, RESTORE_WAIT_MAX};
 use crate::sessions::McpSessions;
 
 /// What the session manager's calls fail with.
@@ -119,6 +119,32 @@ impl McpSessionManager {
             return None;
         }
         self.restoring.get(id).map(|ended| ended.subscribe())
+    }
+
+    /// The local manager's `close_session`, bounded: the worker's handle
+    /// goes at once, and the close is handed to the worker's event channel
+    /// for at most [`CLOSE_WAIT`], then by a task of its own. A worker
+    /// stuck sending to a client that stopped reading its stream drains no
+    /// event, so the close waited with it, and rmcp's `DELETE` deletes
+    /// from the store only after the close: a `DELETE` dropped meanwhile
+    /// (its client gave up) never deleted.
+    async fn close_local(&self, id: &RmcpId) -> Result<(), ManagerError> {
+        let handle = self.local.sessions.write().await.remove(id);
+        let Some(handle) = handle else {
+            return Ok(());
+        };
+        let mut close = Box::pin(async move { handle.close().await });
+        match tokio::time::timeout(CLOSE_WAIT, &mut close).await {
+            // An ended worker has nothing left to close.
+            Ok(Ok(()) | Err(SessionError::SessionServiceTerminated)) => Ok(()),
+            Ok(Err(e)) => Err(LocalSessionManagerError::from(e).into()),
+            Err(_) => {
+                tokio::spawn(async move {
+                    let _ = close.await;
+                });
+                Ok(())
+            }
+        }
     }
 
     /// The handle this manager serves.
@@ -225,7 +251,7 @@ impl SessionManager for McpSessionManager {
         }
         // Gone from the store: end the worker here too. rmcp then tries
         // the store, finds nothing, and answers 404.
-        self.local.close_session(id).await?;
+        self.close_local(id).await?;
         Ok(false)
     }
 
@@ -237,7 +263,7 @@ impl SessionManager for McpSessionManager {
     async fn close_session(&self, id: &RmcpId) -> Result<(), Self::Error> {
         self.end_restore(id);
         self.sessions.forget(id);
-        Ok(self.local.close_session(id).await?)
+        self.close_local(id).await
     }
 
     async fn create_stream(
@@ -615,6 +641,62 @@ mod tests {
             manager.restore_under_way(text).is_some(),
             "the restore marks the id before the local manager starts its worker"
         );
+    }
+
+    /// A close that the session's worker does not take (a worker stuck
+    /// sending to a client that stopped reading its stream drains no
+    /// event; here one that never runs, its event channel full) returns
+    /// once [`CLOSE_WAIT`] has passed, with the worker's handle gone: rmcp's
+    /// `DELETE` deletes from the store only after the close, so it waited
+    /// for ever, and a `DELETE` its client then dropped never deleted (the
+    /// next request restored the session).
+    #[tokio::test(start_paused = true)]
+    async fn a_close_the_worker_does_not_take_returns_after_a_bound() {
+        let (_clock, _engine, _sessions, manager, text, _transport) =
+            one_session(Duration::from_secs(60)).await;
+        let event = || {
+            ClientJsonRpcMessage::notification(rmcp::model::ClientNotification::InitializedNotification(
+                rmcp::model::InitializedNotification::default(),
+            ))
+        };
+        // The worker takes the handshake and waits for its handler's answer,
+        // which never comes (nothing serves the transport): it drains no
+        // more events, as one stuck sending to its client does.
+        let initialize = ClientJsonRpcMessage::request(
+            rmcp::model::ClientRequest::InitializeRequest(rmcp::model::InitializeRequest::new(
+                InitializeRequestParams::default(),
+            )),
+            rmcp::model::NumberOrString::Number(0),
+        );
+        let handshake = {
+            let (manager, text) = (Arc::clone(&manager), text.clone());
+            tokio::spawn(async move { manager.local.initialize_session(&text, initialize).await })
+        };
+        // Until the worker has taken it (time is paused: this sleep ends
+        // once every task waits).
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Queue events until one no longer fits: the channel is full.
+        let mut queued = 0;
+        while let Ok(pushed) = tokio::time::timeout(
+            Duration::from_millis(1),
+            manager.local.accept_message(&text, event()),
+        )
+        .await
+        {
+            pushed.expect("the worker is alive");
+            queued += 1;
+            assert!(queued < 10_000, "the worker's channel never filled");
+        }
+        let closed = tokio::time::timeout(CLOSE_WAIT * 10, manager.close_session(&text)).await;
+        assert!(
+            matches!(closed, Ok(Ok(()))),
+            "the close waited for the worker: {closed:?}"
+        );
+        assert!(
+            !manager.local.has_session(&text).await.unwrap(),
+            "the worker's handle stayed"
+        );
+        handshake.abort();
     }
 
     /// Where a test stops [`McpSessionManager::has_session`]: it says it
