@@ -17,9 +17,10 @@ pub enum Error {
     /// deleted, or never existed).
     #[error(transparent)]
     Store(#[from] session_engine::Error),
-    /// The request carries no `Mcp-Session-Id` naming one of our sessions
-    /// (a stateless request, or an id this crate did not issue).
-    #[error("the request names no session (no Mcp-Session-Id header of ours)")]
+    /// The request was not routed to one of our sessions: a stateless
+    /// request (protocol `2026-07-28` or later has no sessions, whatever
+    /// `Mcp-Session-Id` it carries), or an id this crate did not issue.
+    #[error("the request names no session of ours (a stateless request, or no Mcp-Session-Id header this server issued)")]
     NoSession,
     /// A stored record that this version cannot read.
     #[error("session record unreadable: {0}")]

@@ -154,6 +154,17 @@ impl McpSessionManager {
     }
 }
 
+/// Put by the manager into each message it hands to a session's worker:
+/// the session rmcp routed it to ([`McpSessions::session_id`] reads it;
+/// a request rmcp serves without a session carries none).
+#[derive(Clone, Debug)]
+pub(crate) struct RoutedTo(pub(crate) RmcpId);
+
+fn routed(id: &RmcpId, mut message: ClientJsonRpcMessage) -> ClientJsonRpcMessage {
+    message.insert_extension(RoutedTo(id.clone()));
+    message
+}
+
 impl SessionManager for McpSessionManager {
     type Error = ManagerError;
     type Transport = <LocalSessionManager as SessionManager>::Transport;
@@ -275,12 +286,12 @@ impl SessionManager for McpSessionManager {
         // a tool call running longer than the session's timeout: held once
         // it has been open a touch interval (a timer per request, a task
         // only for the long ones).
-        let stream = self.local.create_stream(id, message).await?;
+        let stream = self.local.create_stream(id, routed(id, message)).await?;
         Ok(Held::after(stream, self.sessions.clone(), id.clone()))
     }
 
     async fn accept_message(&self, id: &RmcpId, message: ClientJsonRpcMessage) -> Result<(), Self::Error> {
-        let accepted = self.local.accept_message(id, message).await;
+        let accepted = self.local.accept_message(id, routed(id, message)).await;
         // While a session is restoring, no request reaches it (see
         // `has_session`): the first message accepted is rmcp's replayed
         // `notifications/initialized`, queued behind `initialize`. Events

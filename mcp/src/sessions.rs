@@ -23,7 +23,7 @@ use crate::limits::{
     DELETED_REMEMBERED, DELETED_REMEMBERED_MAX, FANOUT_PAGE, FANOUT_PAGES_MAX, ID_DRAWS_MAX, NOTIFY_TIMEOUT,
     PEERS_PRUNE_MIN, SENDS_IN_FLIGHT_MAX, TOUCH_INTERVAL_DIVISOR,
 };
-use crate::manager::McpSessionManager;
+use crate::manager::{McpSessionManager, RoutedTo};
 use crate::record::Record;
 use crate::touch::{Claim, TouchStats, Touches};
 
@@ -261,20 +261,36 @@ impl McpSessions {
         config
     }
 
-    /// The session a request or notification belongs to: its
-    /// `Mcp-Session-Id` header (rmcp puts the HTTP request's parts into the
-    /// context's extensions), or the session being restored.
+    /// The session a request or notification belongs to: the one rmcp
+    /// routed it to through this crate's [`McpSessionManager`], or the
+    /// session being restored.
+    ///
+    /// A request rmcp serves without a session names none, whatever
+    /// `Mcp-Session-Id` header it carries: one declaring protocol
+    /// `2026-07-28` or later (which has no sessions; rmcp serves it
+    /// statelessly even with `legacy_session_mode`). That path neither
+    /// touches a session nor checks for one whose `DELETE` is under way,
+    /// so a handler acting on the header's session would act on it unseen.
     ///
     /// # Errors
     /// [`Error::NoSession`] if there is none, or it is not an id of ours.
     pub fn session_id(extensions: &Extensions) -> Result<SessionId> {
         let text = extensions
-            .get::<http::request::Parts>()
-            .and_then(|parts| parts.headers.get(SESSION_ID_HEADER))
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| extensions.get::<SessionRestoreMarker>().map(|m| m.id.to_string()));
+            .get::<RoutedTo>()
+            .map(|routed| &*routed.0)
+            .or_else(|| extensions.get::<SessionRestoreMarker>().map(|m| &*m.id));
         text.and_then(|t| t.parse().ok()).ok_or(Error::NoSession)
+    }
+
+    /// Extensions naming session `id` as those of a request rmcp routed to
+    /// it through this crate's manager do: for tests of handlers that call
+    /// [`session_id`](Self::session_id) or
+    /// [`register_peer`](Self::register_peer) without an HTTP transport.
+    #[must_use]
+    pub fn extensions_naming(id: &SessionId) -> Extensions {
+        let mut extensions = Extensions::new();
+        extensions.insert(RoutedTo(id.to_string().into()));
+        extensions
     }
 
     /// Remembers the client of a session served here, for

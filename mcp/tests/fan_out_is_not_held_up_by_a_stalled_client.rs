@@ -14,16 +14,15 @@
 use std::time::Duration;
 
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, ClientRequest, Extensions, InitializeRequest,
-    InitializeRequestParams, InitializedNotification, NumberOrString, ServerJsonRpcMessage,
-    ServerNotification,
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, InitializeRequest, InitializeRequestParams,
+    InitializedNotification, NumberOrString, ServerJsonRpcMessage, ServerNotification,
 };
 use rmcp::service::{Peer, RoleServer, RunningService};
 use rmcp::transport::Transport;
 use rmcp::ServerHandler;
 use session_engine::{Config, Engine, SessionId, SessionState, Timeout, TopicCursor};
 use session_mcp::limits::{FANOUT_PAGE, NOTIFY_TIMEOUT, PEERS_PRUNE_MIN, SENDS_IN_FLIGHT_MAX};
-use session_mcp::{McpConfig, McpSessions, SESSION_ID_HEADER};
+use session_mcp::{McpConfig, McpSessions};
 use tokio::sync::{mpsc, watch};
 
 const RESOURCE: &str = "file:///projects/report.md";
@@ -136,15 +135,9 @@ async fn serve(takes: Takes) -> Served {
 }
 
 /// Registers `peer` as the client of session `id` (as the worker's
-/// `on_initialized` does, from the request's `Mcp-Session-Id`).
+/// `on_initialized` does).
 fn register_peer(sessions: &McpSessions, id: SessionId, peer: Peer<RoleServer>) {
-    let mut extensions = Extensions::new();
-    let (parts, ()) = http::Request::builder()
-        .header(SESSION_ID_HEADER, id.to_string())
-        .body(())
-        .expect("request")
-        .into_parts();
-    extensions.insert(parts);
+    let extensions = McpSessions::extensions_naming(&id);
     assert_eq!(sessions.register_peer(&extensions, peer).expect("register"), id);
 }
 
