@@ -1377,13 +1377,17 @@ fn state_main(args: &Args, rt: &tokio::runtime::Runtime, d: &Deployment, version
          over the rounds, min–max in brackets; the ratio is paired per round). Requests per call are counted \
          afterwards by a second store through a loopback proxy ({COUNTED_CALLS} calls each; a pipeline is one \
          request): a `rate_limit` is one `EVALSHA`, one round trip; a `subscribe` is its script, then the index \
-         script (`ZADD` and the index's TTL; to the session's and the topic's masters in a cluster). \
+         script (`ZADD` and the index's TTL; to the session's and the topic's masters in a cluster), and \
+         every {}th new subscription a store makes is followed by a tidying of the topic's index (a range \
+         read and one pipeline of checks: two requests more, {:.2} a call on average). \
          Load average before / after: {} / {}. Wall time {:.0} s.\n\n",
         args.ops,
         args.repeats,
         machine_line(version),
         args.ops,
         args.repeats,
+        session_redis::limits::INDEX_TIDY_EVERY,
+        2.0 + 2.0 / session_redis::limits::INDEX_TIDY_EVERY as f64,
         load_before,
         load_average(),
         started.elapsed().as_secs_f64()
