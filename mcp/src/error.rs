@@ -17,10 +17,12 @@ pub enum Error {
     /// deleted, or never existed).
     #[error(transparent)]
     Store(#[from] session_engine::Error),
-    /// The request was not routed to one of our sessions: a stateless
-    /// request (protocol `2026-07-28` or later has no sessions, whatever
-    /// `Mcp-Session-Id` it carries), or an id this crate did not issue.
-    #[error("the request names no session of ours (a stateless request, or no Mcp-Session-Id header this server issued)")]
+    /// The request was not served within one of this server's sessions:
+    /// rmcp served it statelessly (see [`McpSessions::session_id`]),
+    /// whatever `Mcp-Session-Id` it carries.
+    ///
+    /// [`McpSessions::session_id`]: crate::McpSessions::session_id
+    #[error("the request was not served within one of this server's sessions")]
     NoSession,
     /// A stored record that this version cannot read.
     #[error("session record unreadable: {0}")]

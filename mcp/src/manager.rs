@@ -154,9 +154,10 @@ impl McpSessionManager {
     }
 }
 
-/// Put by the manager into each message it hands to a session's worker:
-/// the session rmcp routed it to ([`McpSessions::session_id`] reads it;
-/// a request rmcp serves without a session carries none).
+/// Put by the manager into each message it hands to a session's worker
+/// (`initialize_session`, `create_stream`, `accept_message`): the session
+/// rmcp routed it to ([`McpSessions::session_id`] reads it; a request rmcp
+/// serves without a session carries none).
 #[derive(Clone, Debug)]
 pub(crate) struct RoutedTo(pub(crate) RmcpId);
 
@@ -202,7 +203,7 @@ impl SessionManager for McpSessionManager {
         id: &RmcpId,
         message: ClientJsonRpcMessage,
     ) -> Result<ServerJsonRpcMessage, Self::Error> {
-        Ok(self.local.initialize_session(id, message).await?)
+        Ok(self.local.initialize_session(id, routed(id, message)).await?)
     }
 
     async fn has_session(&self, id: &RmcpId) -> Result<bool, Self::Error> {

@@ -266,14 +266,18 @@ impl McpSessions {
     /// session being restored.
     ///
     /// A request rmcp serves without a session names none, whatever
-    /// `Mcp-Session-Id` header it carries: one declaring protocol
-    /// `2026-07-28` or later (which has no sessions; rmcp serves it
-    /// statelessly even with `legacy_session_mode`). That path neither
-    /// touches a session nor checks for one whose `DELETE` is under way,
-    /// so a handler acting on the header's session would act on it unseen.
+    /// `Mcp-Session-Id` header it carries. rmcp serves statelessly, even
+    /// with `legacy_session_mode`, a request declaring protocol
+    /// `2026-07-28` or later (which has no sessions) and any request but
+    /// `initialize` whose `_meta` carries the per-request protocol fields
+    /// (`protocolVersion` and `clientCapabilities`), whatever version
+    /// they name. That path neither touches a session nor checks for one
+    /// whose `DELETE` is under way, so a handler acting on the header's
+    /// session would act on it unseen.
     ///
     /// # Errors
-    /// [`Error::NoSession`] if there is none, or it is not an id of ours.
+    /// [`Error::NoSession`] if the request was not served within one of
+    /// this server's sessions.
     pub fn session_id(extensions: &Extensions) -> Result<SessionId> {
         let text = extensions
             .get::<RoutedTo>()
@@ -286,6 +290,8 @@ impl McpSessions {
     /// it through this crate's manager do: for tests of handlers that call
     /// [`session_id`](Self::session_id) or
     /// [`register_peer`](Self::register_peer) without an HTTP transport.
+    /// Tests only: a context built with it skips what the manager does for
+    /// a routed request (the touch, the check for a `DELETE` under way).
     #[must_use]
     pub fn extensions_naming(id: &SessionId) -> Extensions {
         let mut extensions = Extensions::new();

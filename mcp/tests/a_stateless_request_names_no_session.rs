@@ -1,6 +1,7 @@
 //! A request rmcp serves without a session (one declaring protocol
-//! `2026-07-28`, which has no sessions: rmcp takes its stateless path even
-//! with `legacy_session_mode`) names no session to a handler, whatever
+//! `2026-07-28`, which has no sessions, or carrying the per-request
+//! protocol fields in its `_meta`: rmcp takes its stateless path even with
+//! `legacy_session_mode`) names no session to a handler, whatever
 //! `Mcp-Session-Id` header it carries: that path touches no session and
 //! does not look for one being deleted, so a handler that acted on the
 //! header's session would act on it unseen.
@@ -50,27 +51,34 @@ async fn a_request_without_a_session_acts_on_none_its_header_names() {
     let (id, _) = client.whoami().await;
     assert_eq!(client.counter().await, 1);
 
-    let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"counter","arguments":{},
-        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
-    let answer = post(
-        &server,
-        &[
-            ("MCP-Protocol-Version", "2026-07-28"),
-            ("Mcp-Method", "tools/call"),
-            ("Mcp-Name", "counter"),
-            ("Mcp-Session-Id", &id),
-        ],
-        call,
-    )
-    .await;
-    // rmcp served it (a refused request would prove nothing) ...
-    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
-    assert!(answer.contains(r#""id":7"#), "{answer}");
-    // ... and the handler found no session in it.
-    assert!(
-        !answer.contains(r#""text":"2""#),
-        "the stateless request counted on the header's session: {answer}"
-    );
-    // The session's own requests see it untouched by that request.
-    assert_eq!(client.counter().await, 2, "after {answer}");
+    // rmcp serves statelessly a request declaring 2026-07-28, and one
+    // carrying the per-request protocol fields in its `_meta` whatever
+    // version they name.
+    for version in ["2026-07-28", "2025-11-25"] {
+        let call = format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"counter","arguments":{{}},
+            "_meta":{{"io.modelcontextprotocol/protocolVersion":"{version}","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+        );
+        let answer = post(
+            &server,
+            &[
+                ("MCP-Protocol-Version", version),
+                ("Mcp-Method", "tools/call"),
+                ("Mcp-Name", "counter"),
+                ("Mcp-Session-Id", &id),
+            ],
+            &call,
+        )
+        .await;
+        // rmcp served it and the handler answered that it found no session
+        // (a request refused before the handler would prove nothing) ...
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{version}: {answer}");
+        assert!(answer.contains(r#""id":7"#), "{version}: {answer}");
+        assert!(
+            answer.contains("not served within one of this server's sessions"),
+            "{version}: the stateless request was not refused for want of a session: {answer}"
+        );
+    }
+    // ... and the session's own requests see it untouched by them.
+    assert_eq!(client.counter().await, 2);
 }
