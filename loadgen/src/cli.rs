@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::backend::{backend_of, BackendSpec};
 use crate::error::Error;
 use crate::gate;
 use crate::limits::{
-    GATE_REPEAT_MAX, GATE_ROUNDS_MAX, GATE_SESSIONS_MAX, SWEEP_RETRIES_MAX, SWEEP_STEPS_MAX,
+    GATE_REPEAT_MAX, GATE_ROUNDS_MAX, GATE_SESSIONS_MAX, RUN_ATTEMPTS_DEFAULT, RUN_ATTEMPTS_MAX,
+    SWEEP_RETRIES_MAX, SWEEP_STEPS_MAX,
 };
 use crate::mix::{KeyDist, Mix};
 use crate::output::Column;
@@ -235,6 +237,13 @@ pub struct RunArgs {
     /// Print the result document (JSON) on stdout, and the tables on stderr.
     #[arg(long)]
     pub json: bool,
+    /// Runs of the load at most: an inconclusive one (too few slices
+    /// judged: the machine was too busy) is run again with a fresh backend
+    /// and population; a pass or a fail is final. Default 3 on the
+    /// in-memory engine; 1 (never run again) with a data directory or on
+    /// Redis, which keep the first attempt's sessions.
+    #[arg(long)]
+    pub attempts: Option<usize>,
 }
 
 /// `loadgen sweep`.
@@ -417,6 +426,7 @@ fn load_targets(names: &[String]) -> Result<Vec<Targets>, Error> {
 
 fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, Error> {
     let scenario = args.scenario.resolve()?;
+    let attempts = run_attempts(args.attempts, &scenario)?;
     let targets = load_targets(&args.targets)?;
     if args.percentiles.len() > crate::limits::PERCENTILE_COLUMNS_MAX {
         return Err(Error::Usage(format!(
@@ -465,9 +475,33 @@ fn cmd_run(args: &RunArgs, command: Vec<String>) -> Result<i32, Error> {
         columns: args.percentiles.clone(),
         json: args.json,
         command,
+        attempts,
     };
     let report = run::execute(&request, args.output.quiet)?;
     Ok(exit_code(report.verdict))
+}
+
+/// How many attempts a run makes: `--attempts`, or the default. An attempt
+/// after the first starts from a fresh backend, which only the in-memory
+/// ones are: a data directory holds the first attempt's log (and a run
+/// refuses a directory that is not empty), a Redis server its sessions.
+fn run_attempts(asked: Option<usize>, scenario: &Scenario) -> Result<usize, Error> {
+    let kept_by = match (backend_of(scenario)?, &scenario.engine.data_dir) {
+        (BackendSpec::Redis(_), _) => Some("the Redis server keeps the first attempt's sessions"),
+        (BackendSpec::Embedded, Some(_)) => Some("the data directory keeps the first attempt's log"),
+        _ => None,
+    };
+    match (asked, kept_by) {
+        (Some(n), _) if n == 0 || n > RUN_ATTEMPTS_MAX => Err(Error::Usage(format!(
+            "--attempts must be between 1 and {RUN_ATTEMPTS_MAX} (runs of the load at most; an inconclusive one is run again)"
+        ))),
+        (Some(n), Some(why)) if n > 1 => Err(Error::Usage(format!(
+            "--attempts {n}: an attempt after the first needs a fresh backend, and {why} (rerun by hand with a fresh one)"
+        ))),
+        (Some(n), _) => Ok(n),
+        (None, Some(_)) => Ok(1),
+        (None, None) => Ok(RUN_ATTEMPTS_DEFAULT),
+    }
 }
 
 /// The live population must outlive the sweep, as it must a run (see
@@ -685,6 +719,42 @@ mod tests {
             Some(Duration::from_secs(10))
         );
         assert_eq!(issued_by(1_000, Rate::Max), None);
+    }
+
+    fn attempts_for(asked: Option<usize>, scenario: &[&str]) -> Result<usize, String> {
+        let Command::Run(args) = Cli::try_parse_from(["loadgen", "run"].iter().chain(scenario))
+            .unwrap()
+            .command
+        else {
+            unreachable!()
+        };
+        run_attempts(asked, &args.scenario.resolve().unwrap()).map_err(|e| e.to_string())
+    }
+
+    /// An inconclusive run is run again by default only where an attempt
+    /// can start from a fresh backend; asking for more attempts where it
+    /// cannot is refused with the reason, not ignored.
+    #[test]
+    fn attempts_default_to_rerunning_only_a_fresh_backend() {
+        assert_eq!(attempts_for(None, &[]), Ok(RUN_ATTEMPTS_DEFAULT));
+        assert_eq!(attempts_for(Some(5), &[]), Ok(5));
+        assert_eq!(
+            attempts_for(None, &["--backend", "peer"]),
+            Ok(RUN_ATTEMPTS_DEFAULT)
+        );
+        let data_dir = ["--data-dir", "/nonexistent/x", "--durability", "never"];
+        assert_eq!(attempts_for(None, &data_dir), Ok(1));
+        assert_eq!(attempts_for(Some(1), &data_dir), Ok(1));
+        let refused = attempts_for(Some(2), &data_dir).unwrap_err();
+        assert!(refused.contains("data directory keeps"), "{refused}");
+        let redis = ["--backend", "redis://127.0.0.1:1"];
+        assert_eq!(attempts_for(None, &redis), Ok(1));
+        let refused = attempts_for(Some(3), &redis).unwrap_err();
+        assert!(refused.contains("Redis server keeps"), "{refused}");
+        for wrong in [0, RUN_ATTEMPTS_MAX + 1] {
+            let refused = attempts_for(Some(wrong), &[]).unwrap_err();
+            assert!(refused.contains("--attempts must be between 1"), "{refused}");
+        }
     }
 
     fn gate(args: &[&str]) -> Result<Cli, clap::Error> {

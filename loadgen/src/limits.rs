@@ -173,6 +173,15 @@ pub const KNEE_PRECISION: f64 = 0.05;
 /// Most extra attempts at a failed sweep step (`--retries`).
 pub const SWEEP_RETRIES_MAX: usize = 10;
 
+/// Attempts `loadgen run` makes by default (`--attempts`): an inconclusive
+/// attempt (too few slices judged: the machine was too busy) is run again,
+/// a pass or a fail is final. On a machine that leaves a run inconclusive
+/// half the time, three attempts give a verdict seven times in eight.
+pub const RUN_ATTEMPTS_DEFAULT: usize = 3;
+
+/// Most attempts of `loadgen run` (`--attempts`): each is a whole run.
+pub const RUN_ATTEMPTS_MAX: usize = 10;
+
 /// Most columns of the percentile table (`--percentiles`): past a dozen
 /// the table no longer fits a terminal.
 pub const PERCENTILE_COLUMNS_MAX: usize = 12;

@@ -97,8 +97,54 @@ pub struct Report {
     pub verdict: RunVerdict,
     /// True if the verdict is a pass.
     pub passed: bool,
+    /// The attempts before this one, all inconclusive (`--attempts`): the
+    /// figures above are this attempt's alone.
+    #[serde(default)]
+    pub earlier_attempts: Vec<EarlierAttempt>,
     /// The files written beside this one.
     pub files: Files,
+}
+
+/// An attempt of `loadgen run` that was inconclusive and run again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlierAttempt {
+    /// Start of its load, UTC (RFC 3339).
+    pub started_at: String,
+    /// Share of its measured slices judged (the lower side's).
+    pub judged_share: f64,
+    /// Why it was inconclusive.
+    pub reason: String,
+}
+
+impl EarlierAttempt {
+    /// What is kept of an inconclusive attempt.
+    #[must_use]
+    pub fn of(report: &Report) -> Self {
+        Self {
+            started_at: report.started_at.clone(),
+            judged_share: report.slices.judged_share,
+            reason: crate::targets::inconclusive_reason(&report.verdicts, report.slices.judged_share),
+        }
+    }
+
+    /// One line per earlier attempt, for the summaries; empty if none.
+    #[must_use]
+    pub fn lines(attempts: &[Self]) -> String {
+        let total = attempts.len() + 1;
+        attempts
+            .iter()
+            .enumerate()
+            .fold(String::new(), |mut out, (i, a)| {
+                let _ = writeln!(
+                    out,
+                    "attempt {} of {total} (load started {}) was inconclusive: {}; run again",
+                    i + 1,
+                    a.started_at,
+                    a.reason
+                );
+                out
+            })
+    }
 }
 
 /// The reference peer's figures over its measured slices.
@@ -476,6 +522,16 @@ impl Report {
                 "\n**Inconclusive**: {} (rerun on a quieter machine).",
                 crate::targets::inconclusive_reason(&self.verdicts, sl.judged_share)
             );
+        }
+        if !self.earlier_attempts.is_empty() {
+            let _ = writeln!(
+                md,
+                "\nThis is attempt {} of the run: the figures are its own.",
+                self.earlier_attempts.len() + 1
+            );
+            for line in EarlierAttempt::lines(&self.earlier_attempts).lines() {
+                let _ = writeln!(md, "- {line}");
+            }
         }
     }
 

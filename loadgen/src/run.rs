@@ -24,8 +24,8 @@ use crate::populate::{self, Populated};
 use crate::procfs::{self, GitInfo, Machine};
 use crate::progress::Progress;
 use crate::report::{
-    rfc3339, CpuReport, EngineReport, ExpiryReport, Files, JudgedReport, MemoryReport, PeerReport,
-    PopulateReport, Report, SideSlices, SlicesReport, RESULT_SCHEMA, RESULT_SCHEMA_VERSION,
+    rfc3339, CpuReport, EarlierAttempt, EngineReport, ExpiryReport, Files, JudgedReport, MemoryReport,
+    PeerReport, PopulateReport, Report, SideSlices, SlicesReport, RESULT_SCHEMA, RESULT_SCHEMA_VERSION,
 };
 use crate::scenario::Scenario;
 use crate::schedule::{Pace, Side, Slices};
@@ -53,6 +53,8 @@ pub struct RunRequest {
     pub json: bool,
     /// The command line, for the record.
     pub command: Vec<String>,
+    /// Runs of the load at most: an inconclusive one is run again.
+    pub attempts: usize,
 }
 
 /// Everything one run measured, before it becomes a report.
@@ -226,12 +228,31 @@ pub fn execute(request: &RunRequest, quiet: bool) -> Result<Report, Error> {
     if let Some(dir) = &request.out_dir {
         output::prepare(dir).map_err(|e| Error::Usage(e.to_string()))?;
     }
-    let bar = Progress::new(!request.progress, &s.name);
-    let measured = measure_request(request, bar.as_ref())?;
-    if let Some(bar) = &bar {
-        bar.finish();
-    }
-    let report = build_report(request, &measured);
+    let attempts = request.attempts.max(1);
+    let ((mut report, measured), earlier) = until_conclusive(
+        attempts,
+        |_| {
+            let bar = Progress::new(!request.progress, &s.name);
+            let measured = measure_request(request, bar.as_ref())?;
+            if let Some(bar) = &bar {
+                bar.finish();
+            }
+            Ok((build_report(request, &measured), measured))
+        },
+        |(report, _)| report.verdict,
+        |(report, _), next| {
+            let kept = EarlierAttempt::of(report);
+            if !quiet {
+                eprintln!(
+                    "loadgen: attempt {} of {attempts} was inconclusive: {}; attempt {next} runs the load again (a fresh backend and population)",
+                    next - 1,
+                    kept.reason
+                );
+            }
+            kept
+        },
+    )?;
+    report.earlier_attempts = earlier;
     let mut human = String::new();
     human.push_str(&headline(&report));
     human.push_str("\n\n");
@@ -241,6 +262,14 @@ pub fn execute(request: &RunRequest, quiet: bool) -> Result<Report, Error> {
     if let Some(dir) = &request.out_dir {
         output::write(dir, &report, &measured.outcome)?;
         let _ = writeln!(human, "\nresults: {}", dir.display());
+    }
+    if !report.earlier_attempts.is_empty() {
+        human.push_str(&EarlierAttempt::lines(&report.earlier_attempts));
+        let _ = writeln!(
+            human,
+            "the figures above and the verdict are attempt {}'s",
+            report.earlier_attempts.len() + 1
+        );
     }
     human.push_str(&slices_line(&report));
     let _ = writeln!(human, "verdict: {}", report.verdict.shout());
@@ -253,6 +282,31 @@ pub fn execute(request: &RunRequest, quiet: bool) -> Result<Report, Error> {
         print!("{human}");
     }
     Ok(report)
+}
+
+/// Runs `attempt(n)` for n = 1, 2, ... until one is conclusive (a pass or
+/// a fail) or `max` have run: returns the last, and what `keep(attempt,
+/// next)` kept of each inconclusive one before it. A pass or a fail is
+/// never run again: only the machine's "too busy to judge" is.
+///
+/// # Errors
+/// The first attempt's error.
+fn until_conclusive<T, K>(
+    max: usize,
+    mut attempt: impl FnMut(usize) -> Result<T, Error>,
+    verdict: impl Fn(&T) -> RunVerdict,
+    mut keep: impl FnMut(&T, usize) -> K,
+) -> Result<(T, Vec<K>), Error> {
+    let mut earlier = Vec::new();
+    let mut n = 1;
+    loop {
+        let got = attempt(n)?;
+        if verdict(&got) != RunVerdict::Inconclusive || n >= max {
+            return Ok((got, earlier));
+        }
+        n += 1;
+        earlier.push(keep(&got, n));
+    }
 }
 
 /// What the machine did to the slices, in a line above the verdict.
@@ -493,6 +547,7 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
         passed: judged.verdict == RunVerdict::Pass,
         verdict: judged.verdict,
         verdicts: judged.verdicts,
+        earlier_attempts: Vec::new(),
         files: Files::standard(
             Op::ALL
                 .iter()
@@ -505,6 +560,73 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Attempts whose verdicts are `verdicts` in turn: how many ran, the
+    /// verdict returned, and the attempt numbers kept as earlier ones.
+    fn attempts_of(max: usize, verdicts: &[RunVerdict]) -> (usize, RunVerdict, Vec<(usize, usize)>) {
+        let mut ran = 0;
+        let (last, kept) = until_conclusive(
+            max,
+            |n| {
+                ran += 1;
+                assert_eq!(n, ran, "attempts are numbered from 1");
+                Ok((n, verdicts[n - 1]))
+            },
+            |&(_, v)| v,
+            |&(n, _), next| (n, next),
+        )
+        .unwrap();
+        (ran, last.1, kept)
+    }
+
+    /// Only an inconclusive attempt runs again: a failure is never
+    /// retried into a pass, and a pass ends the run.
+    #[test]
+    fn only_an_inconclusive_attempt_runs_again() {
+        use RunVerdict::{Fail, Inconclusive, Pass};
+        assert_eq!(attempts_of(3, &[Pass]), (1, Pass, vec![]));
+        assert_eq!(attempts_of(3, &[Fail, Pass, Pass]), (1, Fail, vec![]));
+        assert_eq!(
+            attempts_of(3, &[Inconclusive, Fail, Pass]),
+            (2, Fail, vec![(1, 2)])
+        );
+        assert_eq!(
+            attempts_of(3, &[Inconclusive, Inconclusive, Pass]),
+            (3, Pass, vec![(1, 2), (2, 3)])
+        );
+    }
+
+    /// The cap holds: the last attempt's inconclusive verdict is the run's.
+    #[test]
+    fn attempts_stop_at_the_cap() {
+        use RunVerdict::{Inconclusive, Pass};
+        assert_eq!(
+            attempts_of(2, &[Inconclusive, Inconclusive, Pass]),
+            (2, Inconclusive, vec![(1, 2)])
+        );
+        assert_eq!(attempts_of(1, &[Inconclusive, Pass]), (1, Inconclusive, vec![]));
+    }
+
+    /// An attempt's error ends the run with it.
+    #[test]
+    fn an_attempts_error_ends_the_run() {
+        let mut ran = 0;
+        let got = until_conclusive(
+            3,
+            |n| {
+                ran += 1;
+                if n == 2 {
+                    Err(Error::Usage("gone".into()))
+                } else {
+                    Ok(RunVerdict::Inconclusive)
+                }
+            },
+            |v| *v,
+            |_, _| (),
+        );
+        assert!(got.is_err());
+        assert_eq!(ran, 2);
+    }
 
     /// Open loop, an overloaded backend completes late some of what a
     /// slice offered: their latencies count, but the per-kind and the

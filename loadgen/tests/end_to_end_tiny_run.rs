@@ -42,6 +42,16 @@ fn a_tiny_run_with_lenient_targets_passes_and_writes_every_file() {
     }
     assert_eq!(r["schema"], "session-engine/loadgen-result");
     assert_eq!(r["schema_version"], 2);
+    // Attempts before this one were inconclusive (the machine too busy),
+    // each kept with its reason, and said so above the verdict.
+    for earlier in r["earlier_attempts"].as_array().expect("earlier_attempts") {
+        assert!(earlier["judged_share"].as_f64().unwrap() < 1.0, "{earlier}");
+        assert!(
+            earlier["reason"].as_str().unwrap().contains("machine"),
+            "{earlier}"
+        );
+        assert!(stdout.contains("was inconclusive"), "{stdout}");
+    }
     assert_eq!(r["mode"], "open-loop");
     assert_eq!(r["scenario"]["sessions"], 1000);
     assert_eq!(r["scenario"]["seed"], 42);
@@ -229,8 +239,27 @@ fn an_ops_limit_counts_no_warm_up_operation() {
 
 #[test]
 fn usage_and_configuration_errors_exit_2_with_a_reason() {
-    let cases: [(&[&str], &str); 19] = [
+    let cases: [(&[&str], &str); 21] = [
         (&["run", "--rate", "fast"], "rate"),
+        (
+            &["run", "--scenario", "tiny", "--attempts", "0", "--no-output"],
+            "--attempts must be between 1",
+        ),
+        (
+            &[
+                "run",
+                "--scenario",
+                "tiny",
+                "--attempts",
+                "2",
+                "--data-dir",
+                "/nonexistent/loadgen-data",
+                "--durability",
+                "never",
+                "--no-output",
+            ],
+            "the data directory keeps the first attempt's log",
+        ),
         (
             &["run", "--scenario", "/nonexistent/scenario.toml"],
             "cannot read scenario",
