@@ -394,7 +394,7 @@ impl Core {
             for (&(hash, shard, table), id) in batch.iter().zip(chunk) {
                 out.push(
                     shard
-                        .read_from(table, hash, id, now_ms, slide, &guard, &mut f)
+                        .read_from_in_batch(table, hash, id, now_ms, slide, &guard, &mut f)
                         .ok_or_else(not_found),
                 );
             }

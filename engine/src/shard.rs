@@ -594,6 +594,30 @@ impl Shard {
         }
     }
 
+    /// `read_from` for a batch, whose caller's closure may have written
+    /// since the batch loaded `table`: a session expired (or missing) there
+    /// is looked for again in the table a rebuild has put in its place, if
+    /// any, where such a write may have put a live successor. (A lone read
+    /// loads the table just before it looks: a write that rebuilt it in
+    /// between overlaps the read, which may then miss it.)
+    #[allow(clippy::too_many_arguments)] // `read_from`'s
+    pub(crate) fn read_from_in_batch<'g, R>(
+        &self,
+        table: &'g Table,
+        hash: u64,
+        id: &SessionId,
+        now_ms: u64,
+        slide: bool,
+        guard: &'g Guard,
+        mut f: impl FnMut(BlockRef<'g>, u64) -> R,
+    ) -> Option<R> {
+        if let Some(got) = self.read_from(table, hash, id, now_ms, slide, guard, &mut f) {
+            return Some(got);
+        }
+        let current = self.replacing_table(table, guard)?;
+        self.read_from(current, hash, id, now_ms, slide, guard, f)
+    }
+
     /// `read_from` after a miss in `table`: the shard's current table if a
     /// rebuild has replaced `table` since it was loaded (out of line: a
     /// miss is rare on the read path, a replaced table rarer still).

@@ -44,6 +44,36 @@ fn a_batch_finds_what_its_closure_inserted_across_a_table_rebuild() {
     );
 }
 
+/// The same across a rebuild when the id held an expired session: the
+/// closure's insert replaces it in the new table, while the table the
+/// batch started in still holds the expired block, and the lookup stopped
+/// at it (`NotFound` for a session inserted before it).
+#[test]
+fn a_batch_finds_what_its_closure_inserted_over_an_expired_session_across_a_rebuild() {
+    let clock = ManualClock::new(1_000);
+    let engine = engine(&clock, 16);
+    let later = SessionId::from_bytes([42; 16]);
+    engine.insert(later, b"old", Timeout::from_ms(100)).unwrap();
+    let first = engine.create(b"first", Timeout::from_secs(60)).unwrap();
+    clock.advance_ms(200); // `later` expired, not swept (no sweeper)
+    let got = engine.get_many_with(&[first, later], |s| {
+        if s.id() == first {
+            for _ in 0..1_000 {
+                engine.create(b"filler", Timeout::from_secs(60)).unwrap();
+            }
+            engine.insert(later, b"new", Timeout::from_secs(60)).unwrap();
+        }
+        s.metadata().to_vec()
+    });
+    assert_eq!(got[0].as_deref().unwrap(), b"first");
+    assert_eq!(
+        got[1]
+            .as_deref()
+            .expect("the batch missed a session inserted over an expired one before its lookup"),
+        b"new"
+    );
+}
+
 /// A batch longer than one chunk reads the clock again for each chunk: a
 /// session whose deadline passed while earlier chunks were served is not
 /// returned (and slid back to life) as of the time the batch started.
