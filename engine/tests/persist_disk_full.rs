@@ -99,14 +99,31 @@ fn compaction_on_a_full_disk_child() {
         maximum: Some(300 * 1024),
     };
     rustix::process::setrlimit(rustix::process::Resource::Fsize, limit).unwrap();
-    let err = engine.debug_compact(0, CompactionStep::Done).unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "typed error: {err:?}");
     let shard_dir = Path::new(&dir).join("L00000001/S0000");
-    let leftovers: Vec<_> = std::fs::read_dir(&shard_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".tmp"))
-        .collect();
+    let files = |suffix: &str| -> Vec<String> {
+        std::fs::read_dir(&shard_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(suffix))
+            .collect()
+    };
+    let segments_before = files(".seg").len();
+    // The compactor retries a failed compaction (with backoff): each try
+    // used to seal the segment being written and roll into a new one before
+    // finding no room for the base, leaving a full-size, nearly empty
+    // segment behind per try, until the disk filled with them.
+    for _ in 0..5 {
+        let err = engine.debug_compact(0, CompactionStep::Done).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "typed error: {err:?}");
+        assert!(err.to_string().contains("base"), "{err}");
+    }
+    let segments = files(".seg");
+    assert!(
+        segments.len() <= segments_before + 1,
+        "5 failed compactions took {} segments' room: {segments:?} (before: {segments_before})",
+        segments.len() - segments_before
+    );
+    let leftovers = files(".tmp");
     assert!(leftovers.is_empty(), "a failed compaction left {leftovers:?}");
     // Nothing lost: every session is still there, and writes go on.
     assert_eq!(engine.len(), 400);

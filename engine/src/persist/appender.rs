@@ -610,6 +610,11 @@ impl ShardLog {
         drop(replaced);
     }
 
+    /// The sequence of the segment being written.
+    pub(crate) fn current_sequence(&self) -> u64 {
+        self.writer.lock().current.sequence()
+    }
+
     pub(crate) fn first_sequence(&self) -> u64 {
         self.writer.lock().first_sequence
     }

@@ -46,6 +46,39 @@ pub(crate) fn write_base_tmp(
     sessions: impl Iterator<Item = Based>,
 ) -> Result<u64> {
     let file = create_owner_only(tmp).map_err(io(format!("creating {}", tmp.display())))?;
+    write_base_into(file, tmp, log, sequence, next, now_ms, sessions)
+}
+
+/// Creates `tmp` with `bytes` of real blocks allocated, for a base to be
+/// written into (`write_base_into`): a compaction reserves its base's room
+/// before it seals the log, so that a disk without room for the base fails
+/// it before anything changes (a seal rolls the log into a new segment).
+/// Removes the file if the room cannot be had.
+pub(crate) fn reserve_base_tmp(tmp: &Path, bytes: u64) -> Result<File> {
+    let file = create_owner_only(tmp).map_err(io(format!("creating {}", tmp.display())))?;
+    if let Err(e) = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
+        drop(file);
+        let _ = std::fs::remove_file(tmp);
+        return Err(io(format!(
+            "reserving {bytes} bytes for a compaction's base ({})",
+            tmp.display()
+        ))(e.into()));
+    }
+    Ok(file)
+}
+
+/// `write_base_tmp` into a file already created (and perhaps reserved
+/// longer than the base: it is cut to the base's length).
+#[allow(clippy::too_many_arguments)] // `write_base_tmp`'s and its file
+pub(crate) fn write_base_into(
+    file: File,
+    tmp: &Path,
+    log: &LogId,
+    sequence: u64,
+    next: u64,
+    now_ms: u64,
+    sessions: impl Iterator<Item = Based>,
+) -> Result<u64> {
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut header = SegmentHeader {
         shard: log.shard,
@@ -76,6 +109,8 @@ pub(crate) fn write_base_tmp(
         out.write_all(&seal)?;
         len += seal.len() as u64;
         let mut file: File = out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+        // A reservation longer than the base: its tail goes.
+        file.set_len(len)?;
         header.len = len;
         file.seek(SeekFrom::Start(0))?;
         file.write_all(&header.encode())?;

@@ -1,7 +1,9 @@
 //! Compaction: a shard's log rewritten as one base segment of its live
 //! sessions once dead records dominate it (`FORMAT.md`, "Crash cases").
 //!
-//! Order: seal the current segment (appends continue in a new one), write
+//! Order: reserve the base's room (a `.tmp` file of the live sessions'
+//! size, so that a disk without it fails the compaction before anything
+//! changes), seal the current segment (appends continue in a new one), write
 //! the live sessions into `<sealed>.tmp` and sync it, sync the log (the
 //! records appended since the seal), rename the `.tmp` over the sealed
 //! segment and sync the directory, then delete the segments before it. A
@@ -19,9 +21,10 @@
 //! never was. So they are durable before the base takes the log's place.
 
 use super::appender::{Sealed, ShardLog};
-use super::base::write_base_tmp;
 use super::base::Based;
+use super::base::{reserve_base_tmp, write_base_into};
 use super::directory::{io, rename_durably};
+use super::format::{SEAL_RECORD_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{segment_name, sync_dir, tmp_name};
 use crate::error::Result;
 
@@ -66,6 +69,22 @@ pub(crate) fn compact(
     mut snapshot: impl FnMut(&mut Vec<Based>) -> bool,
     sync_log: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
+    let id = log.id();
+    // The base's room first, before anything changes: a compaction that
+    // sealed the log and then found no room for its base would leave the
+    // segment it rolled into behind, full size, on every retry, until the
+    // disk filled with them. Reserved under the name of the segment being
+    // written, renamed if a roll moved the seal on meanwhile. The live
+    // sessions' records, what a base mostly holds (it may still outgrow the
+    // reservation: sessions created during the listing, topics).
+    let reserved = id.dir.join(tmp_name(log.current_sequence()));
+    let (_, live_bytes) = log.sizes();
+    let room = live_bytes + (SEGMENT_HEADER_LEN + SEAL_RECORD_LEN) as u64;
+    let file = reserve_base_tmp(&reserved, room)?;
+    // A failed compaction leaves no `.tmp` behind (`FORMAT.md`), whether
+    // it returns an error or unwinds (a panic in the listing): the
+    // compactor retries, and each try would leave another full base.
+    let mut unfinished = RemoveOnDrop(Some(reserved.clone()));
     // The next segment made first, outside every lock: the seal under the
     // shard's lock then only writes the `SEAL` (see `ShardLog::seal`).
     log.prepare_next_now(now_ms)?;
@@ -77,8 +96,11 @@ pub(crate) fn compact(
     if stop_after == CompactionStep::Sealed {
         return Ok(());
     }
-    let id = log.id();
     let tmp = id.dir.join(tmp_name(sealed));
+    if tmp != reserved {
+        std::fs::rename(&reserved, &tmp).map_err(io(format!("renaming {}", reserved.display())))?;
+        unfinished.0 = Some(tmp.clone());
+    }
     let mut batch = Vec::with_capacity(1024);
     let mut done = false;
     let sessions = std::iter::from_fn(|| loop {
@@ -90,11 +112,7 @@ pub(crate) fn compact(
         }
         done = !snapshot(&mut batch);
     });
-    // A failed compaction leaves no `.tmp` behind (`FORMAT.md`), whether
-    // it returns an error or unwinds (a panic in the listing): the
-    // compactor retries, and each try would leave another full base.
-    let mut unfinished = RemoveOnDrop(Some(&tmp));
-    let base_len = write_base_tmp(&tmp, id, sealed, next, now_ms, sessions)?;
+    let base_len = write_base_into(file, &tmp, id, sealed, next, now_ms, sessions)?;
     if stop_after == CompactionStep::TmpWritten {
         // A test's crash at this step: the `.tmp` stays, as a crash's would.
         unfinished.0 = None;
@@ -120,11 +138,11 @@ pub(crate) fn compact(
 }
 
 /// Removes a file when dropped, unless disarmed (`None`).
-struct RemoveOnDrop<'a>(Option<&'a std::path::Path>);
+struct RemoveOnDrop(Option<std::path::PathBuf>);
 
-impl Drop for RemoveOnDrop<'_> {
+impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        if let Some(path) = self.0 {
+        if let Some(path) = &self.0 {
             let _ = std::fs::remove_file(path);
         }
     }
