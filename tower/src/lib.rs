@@ -42,7 +42,8 @@
 //! overwritten: the record gets a fresh id from the engine's source (the OS
 //! CSPRNG), drawn again while taken.
 //!
-//! One consequence, shared with tower-sessions' own stores: after
+//! One consequence, shared with tower-sessions' `MemoryStore` (not its
+//! Redis store, whose `save` replaces only a key still there): after
 //! `Session::flush` (a logout) the session keeps its record, with the id
 //! the request's cookie carried (whether or not it named a stored session),
 //! and a handler that writes to it again in the same request (a flash
@@ -114,7 +115,8 @@
 //! # A logout and a save in flight
 //!
 //! `save` stores the record whether or not the session is still there (an
-//! insert-or-replace, as in tower-sessions' own stores). So a request that
+//! insert-or-replace, as tower-sessions' `MemoryStore` does; its Redis
+//! store's `save` replaces only a key still there). So a request that
 //! loaded the session before a concurrent logout (`Session::flush` in
 //! another request with the same cookie), and saves it after (it changed
 //! the session, or the layer has `with_always_save(true)`), **writes the

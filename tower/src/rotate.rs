@@ -49,8 +49,8 @@ enum Rotation {
 /// the old id stops working and the new one holds the data in one step, and
 /// the session is saved under its new id before this returns (the
 /// middleware saves it once more at the end of the request, as after any
-/// change). One exception, which tower-sessions' `save` contract (an
-/// upsert) allows: a concurrent request on the old id that loaded it before
+/// change). One exception, which this crate's `save` (an upsert, as
+/// tower-sessions' `MemoryStore`'s) allows: a concurrent request on the old id that loaded it before
 /// the rotation and saves afterwards (with `with_always_save`, or after a
 /// change) stores it again under the old id.
 ///

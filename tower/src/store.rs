@@ -78,7 +78,10 @@ impl<S> TowerStore<S> {
     }
 
     /// Stores every session with this inactivity timeout instead of the
-    /// record's `expiry_date` minus now. For a layer whose cookie has no
+    /// record's `expiry_date` minus now, unless that is sooner (a
+    /// handler's `Expiry::AtDateTime` a few minutes out: the date bounds
+    /// the session, as without this timeout; with [`sliding`](Self::sliding)
+    /// a load slides it by what was left at the last save). For a layer whose cookie has no
     /// `Max-Age` (`Expiry::OnSessionEnd`, where tower-sessions dates every
     /// record two weeks out): the server's deadline is then this timeout,
     /// sliding on every request that loads the session with
@@ -107,14 +110,12 @@ impl<S> TowerStore<S> {
     /// not be stored), with an
     /// [`inactivity_timeout`](Self::inactivity_timeout) too: a date in the
     /// past is a handler's "end it now" (`Expiry::AtDateTime` of a past
-    /// date), never the two weeks out that `Expiry::OnSessionEnd` dates.
+    /// date), never the two weeks out that `Expiry::OnSessionEnd` dates;
+    /// and a date sooner than that timeout bounds it.
     fn timeout_for(&self, expiry_ns: i128) -> Option<Timeout> {
         let remaining_ns = expiry_ns - now_ns();
         if remaining_ns <= 0 {
             return None;
-        }
-        if let Some(timeout) = self.inactivity_timeout {
-            return Some(timeout);
         }
         // Rounded up: a record is never dropped before its expiry date,
         // unless that is further out than the longest finite timeout: then
@@ -124,6 +125,12 @@ impl<S> TowerStore<S> {
         let timeout_ms = u64::try_from(remaining_ns)
             .map_or(u64::MAX, |ns| ns.div_ceil(NS_PER_MS))
             .min(TIMEOUT_MS_MAX);
+        // An inactivity timeout replaces dates further out (the two weeks
+        // `Expiry::OnSessionEnd` dates), not a sooner one a handler set.
+        let timeout_ms = match self.inactivity_timeout.and_then(Timeout::as_ms) {
+            Some(inactivity_ms) => timeout_ms.min(inactivity_ms),
+            None => timeout_ms,
+        };
         Some(Timeout::from_ms(timeout_ms))
     }
 }

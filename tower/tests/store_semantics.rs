@@ -630,6 +630,36 @@ async fn a_past_date_ends_the_session_with_an_inactivity_timeout_too() {
     }
 }
 
+/// With an inactivity timeout, a record dated sooner than the timeout (a
+/// handler's `Expiry::AtDateTime` in five minutes, for a short-lived
+/// step) is stored with what is left to its date: it was stored with the
+/// whole timeout, and a load returned it past its date.
+#[tokio::test]
+async fn a_date_sooner_than_the_inactivity_timeout_bounds_it() {
+    for sliding in [false, true] {
+        let engine = engine();
+        let store = TowerStore::from_arc(Arc::clone(&engine))
+            .sliding(sliding)
+            .inactivity_timeout(Duration::from_secs(90))
+            .unwrap();
+        let mut r = record(time::Duration::seconds(5));
+        store.create(&mut r).await.unwrap();
+        let stored = engine.peek(&ours(r.id)).unwrap().timeout().as_ms().unwrap();
+        assert!(stored <= 5_000, "stored with {stored} ms (sliding {sliding})");
+        r.expiry_date = OffsetDateTime::now_utc() + time::Duration::milliseconds(50);
+        store.save(&r).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(store.load(&r.id).await.unwrap(), None, "sliding {sliding}");
+        // A date further out than the timeout still gets the timeout.
+        let mut far = record(time::Duration::weeks(2));
+        store.create(&mut far).await.unwrap();
+        assert_eq!(
+            engine.peek(&ours(far.id)).unwrap().timeout(),
+            Timeout::from_secs(90)
+        );
+    }
+}
+
 /// `session_tower::cycle_id` of a cookie's id that names no stored session,
 /// with nothing put in the session, stores nothing: as after
 /// `Session::cycle_id` alone, the middleware then drops the cookie. It
