@@ -101,6 +101,11 @@ pub const EXPLAINED_SLACK_NS: u64 = 1_000_000;
 /// one operation's luck).
 pub const TYPICAL_SAMPLES_MIN: u64 = 20;
 
+/// A slice's p99 of one operation kind counts towards the typical slice's
+/// p99 only if the slice ran at least this many of it (two above the
+/// quantile: below that a slice's p99 is its slowest one or two).
+pub const TYPICAL_P99_SAMPLES_MIN: u64 = 200;
+
 /// Below this share of its measured slices judged, a run is inconclusive:
 /// the machine was too busy for the rest to stand for the run.
 pub const JUDGED_SHARE_MIN: f64 = 0.25;

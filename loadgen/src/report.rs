@@ -612,7 +612,7 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "Medians are the typical slice's; tails are what the backend adds over the peer, over the judged slices.\n"
+            "Medians are the typical slice's; tails are what the backend adds over the peer, over the judged slices: a p99 in each side's typical slice, a p99.9 or max pooled.\n"
         );
         let _ = writeln!(
             md,

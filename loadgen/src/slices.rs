@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Lost;
 use crate::hist::{quantile_ns, OpHists};
 use crate::limits::{
-    DISTURBED_GAP_NS, DISTURBED_SHARE, EXPLAINED_FACTOR, EXPLAINED_SLACK_NS, TYPICAL_SAMPLES_MIN,
+    DISTURBED_GAP_NS, DISTURBED_SHARE, EXPLAINED_FACTOR, EXPLAINED_SLACK_NS, TYPICAL_P99_SAMPLES_MIN,
+    TYPICAL_SAMPLES_MIN,
 };
 use crate::mix::Op;
 use crate::schedule::Side;
@@ -81,6 +82,9 @@ pub struct SliceStats {
     /// Median of each kind, ns (0 where none ran).
     #[serde(skip)]
     pub p50_by_op_ns: [u64; Op::COUNT],
+    /// 99th percentile of each kind, ns (0 where none ran).
+    #[serde(skip)]
+    pub p99_by_op_ns: [u64; Op::COUNT],
 }
 
 /// What is known of a slice besides its histograms.
@@ -137,6 +141,7 @@ impl SliceStats {
             lost,
             count_by_op: by_index(|op| hists.get(op).len()),
             p50_by_op_ns: by_index(|op| quantile_ns(hists.get(op), 0.5)),
+            p99_by_op_ns: by_index(|op| quantile_ns(hists.get(op), 0.99)),
         };
         stats.disturbed = stats.machine_took_enough(slice_ns);
         stats.standing = if !measured {
@@ -240,6 +245,9 @@ pub struct SideTally {
     /// Per kind: the medians of the judged slices that ran at least
     /// [`TYPICAL_SAMPLES_MIN`] of it.
     p50s: [Vec<u64>; Op::COUNT],
+    /// Per kind: the p99s of the judged slices that ran at least
+    /// [`TYPICAL_P99_SAMPLES_MIN`] of it.
+    p99s: [Vec<u64>; Op::COUNT],
 }
 
 impl SideTally {
@@ -267,6 +275,9 @@ impl SideTally {
                 if stats.count_by_op[op.index()] >= TYPICAL_SAMPLES_MIN {
                     self.p50s[op.index()].push(stats.p50_by_op_ns[op.index()]);
                 }
+                if stats.count_by_op[op.index()] >= TYPICAL_P99_SAMPLES_MIN {
+                    self.p99s[op.index()].push(stats.p99_by_op_ns[op.index()]);
+                }
             }
         }
     }
@@ -283,6 +294,19 @@ impl SideTally {
         }
         p50s.sort_unstable();
         Some(p50s[p50s.len() / 2])
+    }
+
+    /// The typical slice's p99 of `op`: the median over the judged slices
+    /// that ran enough of it for a p99 of their own; `None` if none did (a
+    /// kind too rare in a slice, whose p99 is then judged on the pool).
+    #[must_use]
+    pub fn typical_p99_ns(&self, op: Op) -> Option<u64> {
+        let mut p99s = self.p99s[op.index()].clone();
+        if p99s.is_empty() {
+            return None;
+        }
+        p99s.sort_unstable();
+        Some(p99s[p99s.len() / 2])
     }
 
     /// Set-aside slices.
@@ -382,6 +406,35 @@ mod tests {
         assert_eq!(spilled.standing, Standing::Judged);
         spilled.spilled_over(4 * MS);
         assert_eq!(spilled.standing, Standing::SetAside);
+    }
+
+    /// The typical slice's p99: the median of the judged slices' p99s,
+    /// so a slice held up for milliseconds (one in five here) does not move
+    /// it; slices with too few of a kind for a p99 of their own count not.
+    #[test]
+    fn the_typical_p99_is_the_median_of_the_judged_slices_p99s() {
+        let mut tally = SideTally::default();
+        for held_up in [false, false, true, false, false] {
+            let mut hists = OpHists::default();
+            for i in 0..TYPICAL_P99_SAMPLES_MIN {
+                // 2% of the slice slow: 40 us, or 5 ms in the held-up one.
+                let slow = if held_up { 5 * MS } else { 40_000 };
+                hists.record(Op::Get, if i % 50 == 0 { slow } else { 500 }, true);
+            }
+            for _ in 0..TYPICAL_P99_SAMPLES_MIN - 1 {
+                hists.record(Op::Delete, 300, true);
+            }
+            let stats = SliceStats::of(meta(Side::Backend, 20, Lost::default(), 0), &hists);
+            tally.accept(&stats, &hists);
+        }
+        assert_eq!(tally.judged_slices, 5);
+        let typical = tally.typical_p99_ns(Op::Get).unwrap();
+        assert!(typical.abs_diff(40_000) <= 400, "{typical}");
+        assert!(
+            tally.judged.get(Op::Get).max() >= 4 * MS,
+            "the pool has the slow slice"
+        );
+        assert_eq!(tally.typical_p99_ns(Op::Delete), None, "199 a slice: too few");
     }
 
     #[test]

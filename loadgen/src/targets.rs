@@ -6,10 +6,14 @@
 //! are reported and set aside ([`crate::slices`]). On the rest, a `p50`
 //! bound holds the typical slice's median (the median of the slices'
 //! medians), absolutely; a `p99`, `p999` or `max` bound holds what the
-//! backend adds over the peer, pooled over the judged slices of each side:
-//! the machine's hiccups, which both sides see, cancel, and a backend stall
-//! or slowdown does not. A run with too few judged slices is inconclusive,
-//! not failed.
+//! backend adds over the peer: the machine's hiccups, which both sides
+//! see, cancel, and a backend stall or slowdown does not. A `p99` compares
+//! the two sides' typical slices (the median of each side's judged slices'
+//! p99s; pooled for a kind too rare in a slice), since a run's few slices
+//! in which a worker was held up for milliseconds, unseen by the slices'
+//! meters, decide a pooled p99 on whichever side they land; a `p999` or
+//! `max` compares the two sides' judged slices pooled, where a stall shows.
+//! A run with too few judged slices is inconclusive, not failed.
 //!
 //! ```toml
 //! name = "seed"
@@ -218,6 +222,11 @@ pub struct OpFacts {
     pub peer: Option<OpStats>,
     /// The median of the backend's judged slices' medians.
     pub typical_p50_ns: Option<u64>,
+    /// The median of the backend's judged slices' p99s (slices with enough
+    /// of the kind for one; `None`: too rare in a slice).
+    pub typical_p99_ns: Option<u64>,
+    /// The same of the peer's judged slices.
+    pub peer_typical_p99_ns: Option<u64>,
     /// The backend's operations of this kind in every measured slice,
     /// judged or not.
     pub count_all: u64,
@@ -437,6 +446,23 @@ fn judge_bound(tier: &str, op: Op, q: Quantile, limit: Dur, facts: &OpFacts) -> 
         (Quantile::P50, _) => {
             let typical = facts.typical_p50_ns.unwrap_or(facts.backend.p50_ns);
             (format_ns(typical), None, typical, format_ns(typical))
+        }
+        // A p99 is what the backend adds in the typical slice: a few
+        // slices' stalls that no meter sees (a worker held up inside
+        // operations) decide a p99 pooled over a run, whichever side they
+        // land on; they leave each side's median slice alone.
+        (Quantile::P99, Some(_)) if facts.typical_p99_ns.is_some() && facts.peer_typical_p99_ns.is_some() => {
+            let (b, p) = (
+                facts.typical_p99_ns.unwrap_or(0),
+                facts.peer_typical_p99_ns.unwrap_or(0),
+            );
+            let added = b.saturating_sub(p);
+            (
+                format_ns(b),
+                Some(format_ns(p)),
+                added,
+                format!("+{}", format_ns(added)),
+            )
         }
         (_, Some(peer)) => {
             let (b, p) = (q.of(&facts.backend), q.of(&peer));
@@ -745,6 +771,8 @@ pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
                     backend: stats(&backend.tally, op),
                     peer: outcome.peer.as_ref().map(|p| stats(&p.tally, op)),
                     typical_p50_ns: backend.tally.typical_p50_ns(op),
+                    typical_p99_ns: backend.tally.typical_p99_ns(op),
+                    peer_typical_p99_ns: outcome.peer.as_ref().and_then(|p| p.tally.typical_p99_ns(op)),
                     count_all: backend.tally.all.get(op).len(),
                     offered: offered(scenario, outcome, op),
                 },
@@ -1121,6 +1149,8 @@ mod tests {
             backend: stats,
             peer: None,
             typical_p50_ns: Some(300),
+            typical_p99_ns: None,
+            peer_typical_p99_ns: None,
             count_all: 1000,
             offered: 1000,
         };
@@ -1422,6 +1452,8 @@ mod tests {
                     backend,
                     peer: Some(peer),
                     typical_p50_ns: Some(typical),
+                    typical_p99_ns: None,
+                    peer_typical_p99_ns: None,
                     count_all: 100_000,
                     offered: 100_000,
                 },
@@ -1455,6 +1487,55 @@ mod tests {
             &with(stats(5_400, 20_000, 900_000), stats(350, 8_000, 900_000), 5_400),
         );
         assert_eq!(outcome(&rows, "p50 typical"), Status::Fail);
+    }
+
+    /// With each side's typical slice known, a p99 is judged on what the
+    /// backend adds there: a few slices on one side that a stall no meter
+    /// saw held up (pooled p99s of 553 us against 49 us, an unchanged
+    /// engine's false fail) do not fail it; a backend slower in every slice
+    /// does, however its pool compares.
+    #[test]
+    fn a_p99_is_judged_on_the_typical_slice_when_both_sides_have_one() {
+        let t = Targets::parse("t", "name = \"t\"\n[ops.get]\np99 = \"50us\"").unwrap();
+        let stats = |p99| OpStats {
+            count: 100_000,
+            p99_ns: p99,
+            ..OpStats::default()
+        };
+        let with = |backend: u64, peer: u64, typical: Option<(u64, u64)>| RunFacts {
+            ops: [(
+                Op::Get,
+                OpFacts {
+                    backend: stats(backend),
+                    peer: Some(stats(peer)),
+                    typical_p50_ns: Some(400),
+                    typical_p99_ns: typical.map(|t| t.0),
+                    peer_typical_p99_ns: typical.map(|t| t.1),
+                    count_all: 100_000,
+                    offered: 100_000,
+                },
+            )]
+            .into_iter()
+            .collect(),
+            issued: vec![Op::Get],
+            peer: true,
+            ..RunFacts::default()
+        };
+        let row = |f: &RunFacts| {
+            evaluate(&t, f)
+                .into_iter()
+                .find(|r| r.bound == "p99 added")
+                .unwrap()
+        };
+        let stalls_on_one_side = row(&with(553_000, 49_000, Some((36_000, 44_000))));
+        assert_eq!(stalls_on_one_side.status, Status::Pass, "{stalls_on_one_side:?}");
+        assert_eq!(stalls_on_one_side.measured, "+0ns");
+        let slower_everywhere = row(&with(120_000, 130_000, Some((110_000, 30_000))));
+        assert_eq!(slower_everywhere.status, Status::Fail, "{slower_everywhere:?}");
+        assert_eq!(slower_everywhere.measured, "+80us");
+        // Without a typical slice on both sides (a kind too rare in a
+        // slice), the pools decide, as before.
+        assert_eq!(row(&with(553_000, 49_000, None)).status, Status::Fail);
     }
 
     #[test]
@@ -1508,6 +1589,8 @@ mod tests {
                         ..OpStats::default()
                     }),
                     typical_p50_ns: None,
+                    typical_p99_ns: None,
+                    peer_typical_p99_ns: None,
                     count_all: count,
                     offered,
                 },
@@ -1542,6 +1625,8 @@ mod tests {
                     backend: slow(judged),
                     peer: None,
                     typical_p50_ns: None,
+                    typical_p99_ns: None,
+                    peer_typical_p99_ns: None,
                     count_all: offered,
                     offered,
                 },

@@ -11,12 +11,13 @@ use support::cli::{loadgen, outcome, EXIT_INCONCLUSIVE, TINY};
 fn a_200ms_freeze_shows_in_the_tail_and_fails_the_verdict() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("stall");
-    // Bounds a debug build holds by far (a millisecond above the peer)
-    // and a 200 ms freeze breaks by far; at p99, which needs 100 gets a side
-    // in the judged slices: at 8,000 ops/s a side has about 2,400 gets, so
-    // even with three slices in four disturbed on a busy machine.
+    // A bound a debug build holds by far (50 ms above the peer's slowest)
+    // and a 200 ms freeze breaks by far. On the slowest get, pooled over the
+    // judged slices: a p99 is judged on the typical slice, which the two
+    // frozen slices of ten do not move (the stall is a tail's business:
+    // the embedded tier's p99.9 and the seed tier's pooled bounds).
     let targets = tmp.path().join("stall.toml");
-    std::fs::write(&targets, "name = \"stall\"\n[ops.get]\np99 = \"1ms\"\n").unwrap();
+    std::fs::write(&targets, "name = \"stall\"\n[ops.get]\nmax = \"50ms\"\n").unwrap();
     let mut args = TINY.to_vec();
     let rate = args
         .iter()
@@ -100,7 +101,7 @@ fn a_200ms_freeze_shows_in_the_tail_and_fails_the_verdict() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["tier"] == "stall" && v["bound"] == "p99 added")
+        .find(|v| v["tier"] == "stall" && v["bound"] == "max added")
         .expect("the bound's row")
         .clone();
     // A machine too busy to judge the run makes it inconclusive (and may
