@@ -618,9 +618,10 @@ impl Shard {
         self.read_from(current, hash, id, now_ms, slide, guard, f)
     }
 
-    /// `read_from` after a miss in `table`: the shard's current table if a
-    /// rebuild has replaced `table` since it was loaded (out of line: a
-    /// miss is rare on the read path, a replaced table rarer still).
+    /// `read_from` after a miss in `table` (and `read_from_in_batch` after
+    /// an expired session there): the shard's current table if a rebuild
+    /// has replaced `table` since it was loaded (out of line: a miss is
+    /// rare on the read path, a replaced table rarer still).
     #[cold]
     #[inline(never)]
     fn replacing_table<'g>(&self, table: &'g Table, guard: &'g Guard) -> Option<&'g Table> {

@@ -50,9 +50,10 @@ enum Rotation {
 /// the session is saved under its new id before this returns (the
 /// middleware saves it once more at the end of the request, as after any
 /// change). One exception, which this crate's `save` (an upsert, as
-/// tower-sessions' `MemoryStore`'s) allows: a concurrent request on the old id that loaded it before
-/// the rotation and saves afterwards (with `with_always_save`, or after a
-/// change) stores it again under the old id.
+/// tower-sessions' `MemoryStore`'s) allows: a concurrent request on the
+/// old id that loaded it before the rotation and saves afterwards (with
+/// `with_always_save`, or after a change) stores it again under the old
+/// id.
 ///
 /// With any other store it is `Session::cycle_id` followed by
 /// `Session::save`.

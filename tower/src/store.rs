@@ -79,9 +79,11 @@ impl<S> TowerStore<S> {
 
     /// Stores every session with this inactivity timeout instead of the
     /// record's `expiry_date` minus now, unless that is sooner (a
-    /// handler's `Expiry::AtDateTime` a few minutes out: the date bounds
-    /// the session, as without this timeout; with [`sliding`](Self::sliding)
-    /// a load slides it by what was left at the last save). For a layer whose cookie has no
+    /// handler's `Expiry::AtDateTime` a few minutes out, or a timeout over
+    /// the two weeks `Expiry::OnSessionEnd` dates: the date bounds the
+    /// session, as without this timeout; with [`sliding`](Self::sliding) a
+    /// load slides it by what was left at the last save). For a layer
+    /// whose cookie has no
     /// `Max-Age` (`Expiry::OnSessionEnd`, where tower-sessions dates every
     /// record two weeks out): the server's deadline is then this timeout,
     /// sliding on every request that loads the session with
