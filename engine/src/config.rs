@@ -305,7 +305,10 @@ impl Config {
     /// may lag the real one before a read writes a `TOUCH` record (default
     /// 0.1). A recovered session expires at most this fraction of its timeout
     /// early. Smaller: more log writes on reads; larger: earlier expiry after
-    /// a restart.
+    /// a restart. A read logs when it slides the session into a new touch
+    /// period, the largest power of two of milliseconds not over this
+    /// fraction of its timeout (so between half of it and all of it: an
+    /// active session logs one to two touches per fraction of its timeout).
     #[must_use]
     pub fn touch_persist_fraction(mut self, fraction: f64) -> Self {
         self.touch_persist_fraction = fraction;

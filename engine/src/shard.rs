@@ -438,8 +438,9 @@ pub(crate) struct Shard {
     hasher: RandomState,
     log: Option<Arc<ShardLog>>,
     /// A read logs a `TOUCH` when it slides a session into a new period of
-    /// this fraction of its timeout.
-    touch_fraction: f64,
+    /// at most this fraction of its timeout (`touch_period_crossed`), in
+    /// 32-bit fixed point (2^32 is the whole timeout).
+    touch_fraction_q32: u64,
     /// Makes every table growth fail as an allocation failure would (a
     /// test hook: `Engine::debug_fail_table_growth`).
     fail_growth: AtomicBool,
@@ -447,6 +448,30 @@ pub(crate) struct Shard {
     /// rebuilds count in the bottom half): a listing cursor from another
     /// run of the engine carries another mark (`check_list_position`).
     run_mark: u32,
+}
+
+/// `touch_persist_fraction` (in `(0, 1]`, checked by `Config`) in 32-bit
+/// fixed point.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // in 1..=2^32
+fn fraction_q32(fraction: f64) -> u64 {
+    ((fraction * 4_294_967_296.0) as u64).clamp(1, 1 << 32)
+}
+
+/// Whether a slide of a session with a timeout of `timeout_ms` from
+/// `before` to `after` (`before <= after`) crosses into a new touch period.
+/// A period is the largest power of two of milliseconds not over
+/// `fraction_q32` of the timeout (at least 1 ms), counted from the epoch:
+/// between half that fraction and all of it. So the log's access time lags
+/// by less than the fraction, and the check is a shift where a period of
+/// exactly the fraction would take two 64-bit divisions, which a read of
+/// a persisted engine paid on every slide.
+#[inline]
+pub(crate) fn touch_period_crossed(before: u64, after: u64, timeout_ms: u64, fraction_q32: u64) -> bool {
+    // At most the timeout (the fraction is at most 2^32 / 2^32).
+    #[allow(clippy::cast_possible_truncation)]
+    let most = ((u128::from(timeout_ms) * u128::from(fraction_q32)) >> 32) as u64;
+    let shift = most.max(1).ilog2();
+    (before ^ after) >> shift != 0
 }
 
 impl Drop for Shard {
@@ -489,7 +514,7 @@ impl Shard {
             len: AtomicUsize::new(0),
             hasher,
             log,
-            touch_fraction,
+            touch_fraction_q32: fraction_q32(touch_fraction),
             fail_growth: AtomicBool::new(false),
             run_mark,
         }
@@ -656,12 +681,12 @@ impl Shard {
         table
     }
 
-    /// Logs a `TOUCH` when a slide crosses into a new period of
-    /// `touch_persist_fraction` x the timeout (counted from the epoch): the
-    /// first slide into a period queues its time, so the log's access time
-    /// lags the real one by less than one period, and of the readers that
-    /// slide within a period only the one whose swap crossed the boundary
-    /// queues. Best effort: a full queue drops it (the next period logs).
+    /// Logs a `TOUCH` when a slide crosses into a new touch period (see
+    /// `touch_period_crossed`): the first slide into a period queues its
+    /// time, so the log's access time lags the real one by less than one
+    /// period, and of the readers that slide within a period only the one
+    /// whose swap crossed the boundary queues. Best effort: a full queue
+    /// drops it (the next period logs).
     #[inline]
     fn log_activity(&self, block: BlockRef<'_>, before: u64, after: u64) {
         if let Some(log) = &self.log {
@@ -669,18 +694,14 @@ impl Shard {
         }
     }
 
+    /// Out of line: inlined, it grows the in-memory engine's read path
+    /// (which never calls it) by a few instructions a read.
     #[inline(never)]
     fn log_touch(&self, log: &ShardLog, block: BlockRef<'_>, before: u64, after: u64) {
         let Some(timeout) = stored_timeout_ms(block.timeout_ms) else {
             return;
         };
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )] // at most the timeout
-        let period_ms = ((timeout as f64 * self.touch_fraction) as u64).max(1);
-        if before / period_ms != after / period_ms {
+        if touch_period_crossed(before, after, timeout, self.touch_fraction_q32) {
             log.queue_touch(block.id, after);
         }
     }
@@ -1658,6 +1679,52 @@ mod tests {
     use super::*;
     use crate::block::TIMEOUT_NEVER;
     use crate::clock::ManualClock;
+
+    proptest::proptest! {
+        /// A read's touch period, against the division it replaced: a
+        /// power of two of ms over half the fraction of the timeout and
+        /// not over all of it, crossed exactly where a division by it
+        /// changes; so a slide by the whole fraction always logs.
+        #[test]
+        #[cfg_attr(miri, ignore)] // arithmetic only, slow under Miri
+        fn a_touch_period_is_a_power_of_two_within_the_fraction(
+            before in 0..crate::limits::TIME_MS_MAX / 2,
+            step in 0..crate::limits::TIMEOUT_MS_MAX,
+            timeout in 1..=crate::limits::TIMEOUT_MS_MAX,
+            fraction in 0.0001..=1.0f64,
+        ) {
+            let after = before + step;
+            let q32 = fraction_q32(fraction);
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+            let most = (timeout as f64 * fraction) as u64;
+            let period = 1u64 << most.max(1).ilog2();
+            proptest::prop_assert!(period <= most.max(1) && 2 * period > most.max(1).saturating_sub(1));
+            let crossed = touch_period_crossed(before, after, timeout, q32);
+            // The fixed-point fraction rounds the bound down: by at most
+            // 2^-32 of the timeout (under 9 ms at the longest), plus 1 ms.
+            #[allow(clippy::cast_possible_truncation)]
+            let q_most = ((u128::from(timeout) * u128::from(q32)) >> 32) as u64;
+            let q_period = 1u64 << q_most.max(1).ilog2();
+            proptest::prop_assert!(q_most <= most.max(1) && q_most + 10 >= most);
+            proptest::prop_assert_eq!(crossed, before / q_period != after / q_period);
+            if step >= most.max(1) {
+                proptest::prop_assert!(crossed, "a slide of {} ms past a fraction of {} ms", step, most);
+            }
+        }
+    }
+
+    #[test]
+    fn touch_periods_at_the_edges() {
+        // A 1 ms bound (or less) logs every slide.
+        assert!(touch_period_crossed(10, 11, 1, fraction_q32(1.0)));
+        assert!(touch_period_crossed(10, 11, 5, fraction_q32(0.01)));
+        assert!(!touch_period_crossed(10, 10, 5, fraction_q32(0.01)));
+        // 100 s at 0.1: 10 s bound, 8,192 ms periods.
+        let q = fraction_q32(0.1);
+        assert!(!touch_period_crossed(8_192, 16_383, 100_000, q));
+        assert!(touch_period_crossed(16_383, 16_384, 100_000, q));
+        assert_eq!(fraction_q32(1.0), 1 << 32);
+    }
 
     /// A claim that fails does not take room from one that would succeed:
     /// one room freed while another thread keeps failing claims at the

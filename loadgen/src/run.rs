@@ -290,7 +290,8 @@ pub fn execute(request: &RunRequest, quiet: bool) -> Result<Report, Error> {
 /// never run again: only the machine's "too busy to judge" is.
 ///
 /// # Errors
-/// The first attempt's error.
+/// The error of the attempt that failed to run (the first such: no
+/// attempt follows it).
 fn until_conclusive<T, K>(
     max: usize,
     mut attempt: impl FnMut(usize) -> Result<T, Error>,
