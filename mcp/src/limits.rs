@@ -62,13 +62,6 @@ pub const RESTORE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs
 /// ending the restore's mark without it (no task was started).
 pub const RESTORE_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How long ending a session's worker here waits for the worker to take
-/// its close before going on without it (a task of its own then delivers
-/// it): a worker stuck sending to a client that stopped reading its stream
-/// takes no event, and rmcp deletes a `DELETE`d session from the store
-/// only once the close returns.
-pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// The first byte of a stored record (the layout of `record.rs`); a record
 /// with another is refused, not guessed at.
 pub const RECORD_VERSION: u8 = 1;

@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use futures_core::Stream;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::{
-    LocalSessionManager, LocalSessionManagerError, SessionError,
+    LocalSessionHandle, LocalSessionManager, LocalSessionManagerError, SessionError,
 };
 use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, ServerSseMessage, SessionId as RmcpId, SessionManager,
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::ClientText;
-use crate::limits::{CLOSE_WAIT, HOLD_RETRIES_PER_INTERVAL, RESTORE_CLOSE_WAIT, RESTORE_WAIT_MAX};
+use crate::limits::{HOLD_RETRIES_PER_INTERVAL, RESTORE_CLOSE_WAIT, RESTORE_WAIT_MAX};
 use crate::sessions::McpSessions;
 
 /// What the session manager's calls fail with.
@@ -67,7 +67,8 @@ pub enum ManagerError {
 #[derive(Debug)]
 pub struct McpSessionManager {
     sessions: McpSessions,
-    local: LocalSessionManager,
+    /// Shared with the tasks that close its workers (`close_local`).
+    local: Arc<LocalSessionManager>,
     /// Sessions whose worker rmcp is restoring here: between
     /// `restore_session` and the replayed `notifications/initialized`. The
     /// sender is dropped when the restore ends, which wakes the requests
@@ -90,7 +91,7 @@ impl McpSessionManager {
         local.session_config.keep_alive = Some(sessions.config().local_keep_alive);
         Self {
             sessions,
-            local,
+            local: Arc::new(local),
             restoring: DashMap::new(),
             restoring_count: AtomicUsize::new(0),
             #[cfg(test)]
@@ -121,29 +122,31 @@ impl McpSessionManager {
         self.restoring.get(id).map(|ended| ended.subscribe())
     }
 
-    /// The local manager's `close_session`, bounded: the worker's handle
-    /// goes at once, and the close is handed to the worker's event channel
-    /// for at most [`CLOSE_WAIT`], then by a task of its own. A worker
-    /// stuck sending to a client that stopped reading its stream drains no
-    /// event, so the close waited with it, and rmcp's `DELETE` deletes
-    /// from the store only after the close: a `DELETE` dropped meanwhile
-    /// (its client gave up) never deleted.
-    async fn close_local(&self, id: &RmcpId) -> Result<(), ManagerError> {
-        let handle = self.local.sessions.write().await.remove(id);
-        let Some(handle) = handle else {
-            return Ok(());
-        };
-        let mut close = Box::pin(async move { handle.close().await });
-        match tokio::time::timeout(CLOSE_WAIT, &mut close).await {
-            // An ended worker has nothing left to close.
-            Ok(Ok(()) | Err(SessionError::SessionServiceTerminated)) => Ok(()),
-            Ok(Err(e)) => Err(LocalSessionManagerError::from(e).into()),
-            Err(_) => {
-                tokio::spawn(async move {
-                    let _ = close.await;
-                });
-                Ok(())
+    /// The local manager's `close_session`, without waiting: the worker's
+    /// handle goes at once (or, if a call holds the local map this instant,
+    /// by a task as soon as it lets go), and a task of its own hands the
+    /// worker its close. rmcp's `DELETE` deletes from the store only once
+    /// `close_session` returns, so any wait here was a window in which a
+    /// `DELETE` its client dropped deleted nothing (the next request
+    /// restored the session): a worker stuck sending to a client that
+    /// stopped reading its stream takes no event, and a busy one takes its
+    /// time. While the handle waits for such a task, requests for the id
+    /// still reach that worker (rmcp restores no other), and its next touch
+    /// finds the session gone from the store.
+    fn close_local(&self, id: &RmcpId) {
+        if let Ok(mut local) = self.local.sessions.try_write() {
+            if let Some(handle) = local.remove(id) {
+                drop(local);
+                tokio::spawn(close_worker(handle));
             }
+        } else {
+            let (local, id) = (Arc::clone(&self.local), id.clone());
+            tokio::spawn(async move {
+                let handle = local.sessions.write().await.remove(&id);
+                if let Some(handle) = handle {
+                    close_worker(handle).await;
+                }
+            });
         }
     }
 
@@ -151,6 +154,15 @@ impl McpSessionManager {
     #[must_use]
     pub fn sessions(&self) -> &McpSessions {
         &self.sessions
+    }
+}
+
+/// Hands a worker whose handle is gone its close; a worker already ended
+/// has nothing left to close.
+async fn close_worker(handle: LocalSessionHandle) {
+    match handle.close().await {
+        Ok(()) | Err(SessionError::SessionServiceTerminated) => {}
+        Err(e) => tracing::warn!(error = %e, "closing a session's worker failed"),
     }
 }
 
@@ -263,7 +275,7 @@ impl SessionManager for McpSessionManager {
         }
         // Gone from the store: end the worker here too. rmcp then tries
         // the store, finds nothing, and answers 404.
-        self.close_local(id).await?;
+        self.close_local(id);
         Ok(false)
     }
 
@@ -275,7 +287,8 @@ impl SessionManager for McpSessionManager {
     async fn close_session(&self, id: &RmcpId) -> Result<(), Self::Error> {
         self.end_restore(id);
         self.sessions.forget(id);
-        self.close_local(id).await
+        self.close_local(id);
+        Ok(())
     }
 
     async fn create_stream(
@@ -655,25 +668,16 @@ mod tests {
         );
     }
 
-    /// A close that the session's worker does not take (a worker stuck
-    /// sending to a client that stopped reading its stream drains no
-    /// event; here one that never runs, its event channel full) returns
-    /// once [`CLOSE_WAIT`] has passed, with the worker's handle gone: rmcp's
-    /// `DELETE` deletes from the store only after the close, so it waited
-    /// for ever, and a `DELETE` its client then dropped never deleted (the
-    /// next request restored the session).
-    #[tokio::test(start_paused = true)]
-    async fn a_close_the_worker_does_not_take_returns_after_a_bound() {
-        let (_clock, _engine, _sessions, manager, text, _transport) =
-            one_session(Duration::from_secs(60)).await;
+    /// Fills the event channel of `text`'s worker after handing it a
+    /// handshake it waits on for ever (nothing serves the transport): it
+    /// drains no more events, as one stuck sending to a client that stopped
+    /// reading its stream does. Returns the handshake's task.
+    async fn stuck_worker(manager: &Arc<McpSessionManager>, text: &RmcpId) -> tokio::task::JoinHandle<()> {
         let event = || {
             ClientJsonRpcMessage::notification(rmcp::model::ClientNotification::InitializedNotification(
                 rmcp::model::InitializedNotification::default(),
             ))
         };
-        // The worker takes the handshake and waits for its handler's answer,
-        // which never comes (nothing serves the transport): it drains no
-        // more events, as one stuck sending to its client does.
         let initialize = ClientJsonRpcMessage::request(
             rmcp::model::ClientRequest::InitializeRequest(rmcp::model::InitializeRequest::new(
                 InitializeRequestParams::default(),
@@ -681,8 +685,10 @@ mod tests {
             rmcp::model::NumberOrString::Number(0),
         );
         let handshake = {
-            let (manager, text) = (Arc::clone(&manager), text.clone());
-            tokio::spawn(async move { manager.local.initialize_session(&text, initialize).await })
+            let (manager, text) = (Arc::clone(manager), text.clone());
+            tokio::spawn(async move {
+                let _ = manager.local.initialize_session(&text, initialize).await;
+            })
         };
         // Until the worker has taken it (time is paused: this sleep ends
         // once every task waits).
@@ -691,7 +697,7 @@ mod tests {
         let mut queued = 0;
         while let Ok(pushed) = tokio::time::timeout(
             Duration::from_millis(1),
-            manager.local.accept_message(&text, event()),
+            manager.local.accept_message(text, event()),
         )
         .await
         {
@@ -699,7 +705,20 @@ mod tests {
             queued += 1;
             assert!(queued < 10_000, "the worker's channel never filled");
         }
-        let closed = tokio::time::timeout(CLOSE_WAIT * 10, manager.close_session(&text)).await;
+        handshake
+    }
+
+    /// A close that the session's worker does not take returns at once,
+    /// with the worker's handle gone: rmcp's `DELETE` deletes from the
+    /// store only after the close, which waited for ever (later for up to
+    /// a second), and a `DELETE` its client dropped meanwhile never deleted
+    /// (the next request restored the session).
+    #[tokio::test(start_paused = true)]
+    async fn a_close_the_worker_does_not_take_returns_at_once() {
+        let (_clock, _engine, _sessions, manager, text, _transport) =
+            one_session(Duration::from_secs(60)).await;
+        let handshake = stuck_worker(&manager, &text).await;
+        let closed = tokio::time::timeout(Duration::from_millis(1), manager.close_session(&text)).await;
         assert!(
             matches!(closed, Ok(Ok(()))),
             "the close waited for the worker: {closed:?}"
@@ -707,6 +726,58 @@ mod tests {
         assert!(
             !manager.local.has_session(&text).await.unwrap(),
             "the worker's handle stayed"
+        );
+        handshake.abort();
+    }
+
+    /// A close while another call holds the local manager's map (a
+    /// request looking up its worker) returns at once all the same; the
+    /// worker's handle goes as soon as the map is free.
+    #[tokio::test(start_paused = true)]
+    async fn a_close_while_the_local_map_is_held_returns_at_once() {
+        let (_clock, _engine, _sessions, manager, text, _transport) =
+            one_session(Duration::from_secs(60)).await;
+        let held = manager.local.sessions.read().await;
+        let closed = tokio::time::timeout(Duration::from_millis(1), manager.close_session(&text)).await;
+        assert!(
+            matches!(closed, Ok(Ok(()))),
+            "the close waited for the map: {closed:?}"
+        );
+        assert!(held.contains_key(&text), "removed while the map was held");
+        drop(held);
+        for _ in 0..1_000 {
+            if !manager.local.has_session(&text).await.unwrap() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !manager.local.has_session(&text).await.unwrap(),
+            "the handle stayed once the map was free"
+        );
+    }
+
+    /// A `DELETE` whose client goes away while the session's worker is
+    /// slow to take its close still deletes the session from the store.
+    /// rmcp's `DELETE` awaits `close_session`, then the store's `delete`:
+    /// a close that waited for the worker (up to a second) was a
+    /// window in which a dropped `DELETE` (its client disconnected, a
+    /// proxy's timeout) deleted nothing, and the next request with the id
+    /// restored the session its client had ended.
+    #[tokio::test(start_paused = true)]
+    async fn a_delete_dropped_while_the_worker_is_slow_still_deletes() {
+        let (_clock, _engine, sessions, manager, text, _transport) =
+            one_session(Duration::from_secs(60)).await;
+        let handshake = stuck_worker(&manager, &text).await;
+        // rmcp's `handle_delete`, dropped 1 ms in.
+        let delete = async {
+            manager.close_session(&text).await.expect("close");
+            sessions.delete(&text).await.expect("delete");
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(1), delete).await;
+        assert!(
+            sessions.load(&text).await.expect("load").is_none(),
+            "the dropped DELETE left the session in the store"
         );
         handshake.abort();
     }

@@ -143,7 +143,8 @@ struct Inner {
     state_generation: AtomicU64,
     /// Sessions a client deleted through this process, each until
     /// [`DELETED_REMEMBERED`] after: a restore of one that was under way
-    /// (its `load` came first) must not start a worker for it.
+    /// (its `load` came first) must not start a worker for it. A delete
+    /// that finds no MCP session in the store leaves no mark.
     deleted: DashMap<SessionId, tokio::time::Instant>,
     /// The session manager handed out (`session_manager`), while anyone
     /// holds it: one per `McpSessions`, since the touches and the peers
@@ -628,15 +629,42 @@ impl McpSessions {
     }
 
     /// Remembers that a client deleted `id` through this process (see
-    /// [`Inner::deleted`]), within [`DELETED_REMEMBERED_MAX`].
-    fn remember_deleted(&self, id: SessionId) {
+    /// [`Inner::deleted`]), within [`DELETED_REMEMBERED_MAX`]. Returns the
+    /// end of the mark if this call made it (the id was not remembered
+    /// already), for [`forget_deleted`](Self::forget_deleted).
+    fn remember_deleted(&self, id: SessionId) -> Option<tokio::time::Instant> {
         let deleted = &self.inner.deleted;
         let now = tokio::time::Instant::now();
+        let until = now + DELETED_REMEMBERED;
+        if let Some(mut mark) = deleted.get_mut(&id) {
+            *mark = until;
+            return None;
+        }
         if deleted.len() >= DELETED_REMEMBERED_MAX {
             deleted.retain(|_, until| *until > now);
         }
-        if deleted.len() < DELETED_REMEMBERED_MAX {
-            deleted.insert(id, now + DELETED_REMEMBERED);
+        if deleted.len() >= DELETED_REMEMBERED_MAX {
+            return None;
+        }
+        match deleted.entry(id) {
+            dashmap::Entry::Occupied(mut mark) => {
+                *mark.get_mut() = until;
+                None
+            }
+            dashmap::Entry::Vacant(mark) => {
+                mark.insert(until);
+                Some(until)
+            }
+        }
+    }
+
+    /// Takes back the mark `remember_deleted` made (`until`), if no later
+    /// delete of the id has renewed it: the delete found no MCP session
+    /// to end, so there is no restore to stop, and ids anyone may send
+    /// would otherwise fill the room real deletes need.
+    fn forget_deleted(&self, id: SessionId, until: Option<tokio::time::Instant>) {
+        if let Some(until) = until {
+            self.inner.deleted.remove_if(&id, |_, mark| *mark == until);
         }
     }
 
@@ -676,7 +704,7 @@ impl McpSessions {
     /// store (a web session of the same id format, in a store shared with
     /// one) is left alone, and that is `Ok` too: the id came from a client's
     /// header.
-    async fn delete_ours(&self, id: &SessionId) -> session_engine::Result<()> {
+    async fn delete_ours(&self, id: &SessionId) -> session_engine::Result<bool> {
         let decided = self
             .inner
             .store
@@ -689,8 +717,7 @@ impl McpSessions {
             })
             .await?;
         // Deleted (`Ok`), or not ours and left (`Err`).
-        let _: std::result::Result<_, ()> = decided;
-        Ok(())
+        Ok(decided.is_ok())
     }
 
     /// Tries the store delete of a session a client ended until it
@@ -736,7 +763,7 @@ impl McpSessions {
                 match sessions.delete_ours(&id).await {
                     // Gone from the store: whatever failed delete came since
                     // (a later one starts a task of its own).
-                    Ok(()) | Err(session_engine::Error::NotFound) => {
+                    Ok(_) | Err(session_engine::Error::NotFound) => {
                         ended.remove(&id);
                         return;
                     }
@@ -938,7 +965,7 @@ impl RmcpStore for McpSessions {
         let Ok(id) = session_id.parse::<SessionId>() else {
             return Ok(());
         };
-        self.remember_deleted(id);
+        let mark = self.remember_deleted(id);
         self.forget(session_id);
         // Dropped before the store answers (the client gave up on its
         // DELETE, and the request went with it), the delete is retried as
@@ -951,7 +978,11 @@ impl RmcpStore for McpSessions {
         let deleted = self.delete_ours(&id).await;
         pending.done = true;
         match deleted {
-            Ok(()) | Err(session_engine::Error::NotFound) => Ok(()),
+            Ok(true) => Ok(()),
+            Ok(false) | Err(session_engine::Error::NotFound) => {
+                self.forget_deleted(id, mark);
+                Ok(())
+            }
             Err(e) => {
                 self.retry_delete(id);
                 Err(Box::new(Error::from(e)))
@@ -1048,6 +1079,36 @@ mod tests {
         assert_eq!(pending(), max);
         assert_eq!(alive_tasks(), before + max);
         before
+    }
+
+    /// `DELETE`s of ids the store does not hold (anyone can send them, as
+    /// many as they like) take no place among the ids a process remembers
+    /// deleting: each took one of the `DELETED_REMEMBERED_MAX` for a
+    /// minute, so a flood of them left a client's real `DELETE`
+    /// unremembered, and a restore of that session under way here went on.
+    #[tokio::test(start_paused = true)]
+    async fn deletes_of_unknown_ids_take_no_room_from_real_ones() {
+        use rmcp::model::InitializeRequestParams;
+        use rmcp::transport::streamable_http_server::session::{
+            SessionManager as _, SessionState, SessionStore as _,
+        };
+        let sessions = sessions_for_retries();
+        for _ in 0..DELETED_REMEMBERED_MAX {
+            let unknown = SessionId::random().expect("id").to_string();
+            sessions
+                .delete(&unknown)
+                .await
+                .expect("an unknown id is no error");
+            assert!(!sessions.deleted_here(&unknown));
+        }
+        let (text, _transport) = sessions.session_manager().create_session().await.expect("create");
+        sessions
+            .store(&text, &SessionState::new(InitializeRequestParams::default()))
+            .await
+            .expect("store");
+        sessions.delete(&text).await.expect("delete");
+        assert!(sessions.deleted_here(&text), "the real DELETE is remembered");
+        assert!(sessions.load(&text).await.expect("load").is_none());
     }
 
     /// A client's `DELETE`s while the store fails them (any ids, the same
