@@ -45,9 +45,10 @@
 //! One consequence, shared with tower-sessions' `MemoryStore` (not its
 //! Redis store, whose `save` replaces only a key still there): after
 //! `Session::flush` (a logout) the session keeps its record, with the id
-//! the request's cookie carried (whether or not it named a stored session),
-//! and a handler that writes to it again in the same request (a flash
-//! message) has it created under that id, now free. Call
+//! it had (the request's cookie's; or, if the handler read the session
+//! first and the cookie named no stored one, a fresh id), and a handler
+//! that writes to it again in the same request (a flash message) has it
+//! created under that id, now free. Call
 //! `Session::cycle_id` after the `flush` in such a handler: the new session
 //! then gets a fresh id.
 //!

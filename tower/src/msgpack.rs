@@ -130,8 +130,13 @@ fn write_number(out: &mut Vec<u8>, n: &Number) -> Result<(), EncodeError> {
     if let Some(u) = n.as_u64() {
         write_uint(out, u);
     } else if let Some(i) = n.as_i64() {
-        // Negative: `as_u64` took every non-negative integer.
-        write_negative(out, i);
+        // Negative: `as_u64` took every non-negative integer, but for
+        // `arbitrary_precision`'s `-0`, which reads as the i64 0.
+        if i < 0 {
+            write_negative(out, i);
+        } else {
+            write_uint(out, i.unsigned_abs());
+        }
     } else {
         let f = n.as_f64().ok_or_else(|| EncodeError::Number(n.to_string()))?;
         out.push(0xcb);

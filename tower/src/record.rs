@@ -68,8 +68,12 @@ pub(crate) fn unix_ms_ns(date: OffsetDateTime) -> (i64, i128) {
 /// True once a record's date, stored as `expiry_ms` (its millisecond,
 /// rounded down), has certainly passed at `now_ns`: the date lies somewhere
 /// in that millisecond, so it has passed only once the millisecond has.
-/// A record is never ended before its date (at most 1 ms after), as its
-/// timeout is rounded up.
+/// This check never ends a record before its date (at most 1 ms after).
+/// The store's own deadline, the date less the wall clock at the save
+/// (rounded up) counted on the store's clock, can come sooner by as much
+/// as that clock lagged the wall clock at the save more than later (the
+/// engine's ticking clock: a millisecond while its thread runs; on Redis,
+/// the server's clock against the app's).
 pub(crate) fn date_passed(expiry_ms: i64, now_ns: i128) -> bool {
     (i128::from(expiry_ms) + 1) * NS_PER_MS <= now_ns
 }

@@ -299,10 +299,12 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
             Err(session_engine::Error::NotFound) => return Ok(None),
             Err(e) => return Err(backend("load", Some(*session_id), &e)),
         };
-        // A fixed date ends the record to the millisecond: the store's
-        // deadline for one past 24.9 days is in whole seconds, rounded up
-        // (and reclaims it then).
-        let fixed = !self.sliding && self.inactivity_timeout.is_none();
+        // Without sliding the record's date ends it to the millisecond: the
+        // store's deadline for one past 24.9 days is in whole seconds,
+        // rounded up (and reclaims it then). With an inactivity timeout
+        // too, which a sooner date bounds (`timeout_for`); a later date
+        // (`Expiry::OnSessionEnd`'s two weeks) is never reached first.
+        let fixed = !self.sliding;
         if fixed && expires_ms.is_some() && date_passed(stored.expiry_ms, now_ns()) {
             return Ok(None);
         }
@@ -402,29 +404,45 @@ mod tests {
     use session_engine::{Config, Engine};
     use tower_sessions_core::session_store::SessionStore as _;
 
-    /// With a fixed date (no sliding, no inactivity timeout) the record's
-    /// own date ends it, to the millisecond: the store's deadline for a
-    /// date past 24.9 days is in whole seconds, rounded up, and a load
-    /// that took the store's deadline alone returned the record for up to
-    /// a second past its date (here a record stored with its date passed).
+    /// The stores the fixed-date tests run on: no sliding, without and
+    /// with an inactivity timeout (longer than the date is away, so the
+    /// date bounds the stored timeout).
+    fn fixed_stores(engine: &Arc<Engine>) -> [TowerStore<Engine>; 2] {
+        [
+            TowerStore::from_arc(Arc::clone(engine)),
+            TowerStore::from_arc(Arc::clone(engine))
+                .inactivity_timeout(Duration::from_secs(40 * 24 * 3600))
+                .unwrap(),
+        ]
+    }
+
+    /// Without sliding the record's own date ends it, to the millisecond:
+    /// the store's deadline for a date past 24.9 days is in whole seconds,
+    /// rounded up, and a load that took the store's deadline alone
+    /// returned the record for up to a second past its date (here a record
+    /// stored with its date passed). With an inactivity timeout too: a
+    /// date sooner than the timeout bounds it, and the load skipped the
+    /// check.
     #[tokio::test]
     async fn a_fixed_date_ends_the_record_whatever_the_stores_deadline() {
         let engine = Arc::new(Engine::open(Config::default()).unwrap());
-        let store = TowerStore::from_arc(Arc::clone(&engine));
-        let record = Record {
-            id: Id::default(),
-            data: std::collections::HashMap::default(),
-            expiry_date: time::OffsetDateTime::now_utc() - time::Duration::milliseconds(5),
-        };
-        let (expiry_ms, _) = unix_ms_ns(record.expiry_date);
-        let bytes = record::encode(&record, expiry_ms).unwrap();
-        engine
-            .put(to_session_id(record.id), &bytes, Timeout::from_secs(60))
-            .unwrap();
-        assert!(
-            store.load(&record.id).await.unwrap().is_none(),
-            "a record loaded past its date"
-        );
+        for store in fixed_stores(&engine) {
+            let record = Record {
+                id: Id::default(),
+                data: std::collections::HashMap::default(),
+                expiry_date: time::OffsetDateTime::now_utc() - time::Duration::milliseconds(5),
+            };
+            let (expiry_ms, _) = unix_ms_ns(record.expiry_date);
+            let bytes = record::encode(&record, expiry_ms).unwrap();
+            engine
+                .put(to_session_id(record.id), &bytes, Timeout::from_secs(60))
+                .unwrap();
+            assert!(
+                store.load(&record.id).await.unwrap().is_none(),
+                "a record loaded past its date ({:?})",
+                store.inactivity_timeout
+            );
+        }
     }
 
     /// A fixed date is the record's `expiry_date` when loaded, not the
@@ -435,21 +453,23 @@ mod tests {
     #[tokio::test]
     async fn a_fixed_date_is_the_loaded_records_date() {
         let engine = Arc::new(Engine::open(Config::default()).unwrap());
-        let store = TowerStore::from_arc(Arc::clone(&engine));
-        let record = Record {
-            id: Id::default(),
-            data: std::collections::HashMap::default(),
-            expiry_date: time::OffsetDateTime::now_utc()
-                + time::Duration::days(30)
-                + time::Duration::milliseconds(500),
-        };
-        store.create(&mut record.clone()).await.unwrap();
-        let loaded = store.load(&record.id).await.unwrap().expect("loaded");
-        assert!(
-            unix_ms_ns(loaded.expiry_date).0 <= unix_ms_ns(record.expiry_date).0,
-            "loaded until {}, stored until {}",
-            loaded.expiry_date,
-            record.expiry_date
-        );
+        for store in fixed_stores(&engine) {
+            let record = Record {
+                id: Id::default(),
+                data: std::collections::HashMap::default(),
+                expiry_date: time::OffsetDateTime::now_utc()
+                    + time::Duration::days(30)
+                    + time::Duration::milliseconds(500),
+            };
+            store.create(&mut record.clone()).await.unwrap();
+            let loaded = store.load(&record.id).await.unwrap().expect("loaded");
+            assert!(
+                unix_ms_ns(loaded.expiry_date).0 <= unix_ms_ns(record.expiry_date).0,
+                "loaded until {}, stored until {} ({:?})",
+                loaded.expiry_date,
+                record.expiry_date,
+                store.inactivity_timeout
+            );
+        }
     }
 }
