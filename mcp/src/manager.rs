@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -73,7 +73,9 @@ pub struct McpSessionManager {
     /// `restore_session` and the replayed `notifications/initialized`. The
     /// sender is dropped when the restore ends, which wakes the requests
     /// waiting for it (`has_session`); nothing is ever sent.
-    restoring: DashMap<RmcpId, watch::Sender<()>>,
+    restoring: DashMap<RmcpId, Restoring>,
+    /// The next restore's token (see [`Restoring`]).
+    restore_tokens: AtomicU64,
     /// `restoring.len()`, read without locking on every request.
     restoring_count: AtomicUsize,
     /// Tests stop `has_session` here, just before it asks the local manager.
@@ -93,6 +95,7 @@ impl McpSessionManager {
             sessions,
             local: Arc::new(local),
             restoring: DashMap::new(),
+            restore_tokens: AtomicU64::new(0),
             restoring_count: AtomicUsize::new(0),
             #[cfg(test)]
             pause: tests::Pause::default(),
@@ -113,13 +116,33 @@ impl McpSessionManager {
         }
     }
 
+    /// Marks a restore of `id` under way, unless one already is: the
+    /// guard that ends the mark if this restore starts no worker.
+    fn mark_restore<'a>(&'a self, id: &'a RmcpId) -> Marked<'a> {
+        let token = self.restore_tokens.fetch_add(1, Ordering::Relaxed);
+        let owns = match self.restoring.entry(id.clone()) {
+            dashmap::Entry::Occupied(_) => false,
+            dashmap::Entry::Vacant(vacant) => {
+                vacant.insert(Restoring::new(token));
+                self.restoring_count.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+        };
+        Marked {
+            manager: self,
+            id,
+            token,
+            owns,
+        }
+    }
+
     /// If a restore of `id` is under way here, what tells when it ends
     /// (`changed` fails once its sender is dropped).
     fn restore_under_way(&self, id: &RmcpId) -> Option<watch::Receiver<()>> {
         if self.restoring_count.load(Ordering::Acquire) == 0 {
             return None;
         }
-        self.restoring.get(id).map(|ended| ended.subscribe())
+        self.restoring.get(id).map(|r| r.ended.subscribe())
     }
 
     /// The local manager's `close_session`, without waiting: the worker's
@@ -340,24 +363,14 @@ impl SessionManager for McpSessionManager {
         }
         // Marked before the worker exists, so no request can reach it
         // unmarked. A restore of this id already under way here (rmcp runs
-        // one at a time per id) keeps its mark: this one then finds its
-        // worker listed, and ends without touching it.
-        let marked = match self.restoring.entry(id.clone()) {
-            dashmap::Entry::Occupied(_) => false,
-            dashmap::Entry::Vacant(vacant) => {
-                vacant.insert(watch::channel(()).0);
-                self.restoring_count.fetch_add(1, Ordering::AcqRel);
-                true
-            }
-        };
-        // Ended unless the worker starts: also if this request is cancelled
-        // while it waits for the local manager.
-        let mark = Marked {
-            manager: self,
-            id: marked.then_some(&id),
-        };
+        // one at a time per id within a service; two services may share
+        // this manager) keeps its mark, and whichever of the two starts the
+        // worker owns it from then on. Ended unless the worker starts: also
+        // if this request is cancelled while it waits for the local manager.
+        let mut mark = self.mark_restore(&id);
         let outcome = self.local.restore_session(id.clone()).await;
         if matches!(outcome, Ok(RestoreOutcome::Restored(_))) {
+            mark.take_over();
             // Served here from now on, until the worker's close forgets it.
             // Tracked before the check below: a DELETE after the check
             // forgets it; one before, the check finds.
@@ -406,26 +419,72 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// The restore mark `restore_session` set: dropped before
+/// A restore under way: what its waiting requests watch (the sender is
+/// dropped when it ends; nothing is ever sent), and the token of the
+/// restore that owns the mark.
+#[derive(Debug)]
+struct Restoring {
+    ended: watch::Sender<()>,
+    token: u64,
+}
+
+impl Restoring {
+    fn new(token: u64) -> Self {
+        Self {
+            ended: watch::channel(()).0,
+            token,
+        }
+    }
+}
+
+/// A restore's hold on the mark of its id: dropped before
 /// [`restored`](Self::restored) (the local manager refused the id or
 /// failed, or the request was cancelled while it waited), it ends the
-/// restore, which no replayed handshake will end. `id` is `None` where
-/// another restore's mark was already there (that one ends it).
+/// mark if it owns it, which no replayed handshake will end. It does not
+/// own it where another restore's mark was there first, until it starts
+/// the worker itself ([`take_over`](Self::take_over)): of two restores at
+/// once, the one that marked first may lose the local manager's race, and
+/// its end must not end the mark the winner's worker waits under.
 struct Marked<'a> {
     manager: &'a McpSessionManager,
-    id: Option<&'a RmcpId>,
+    id: &'a RmcpId,
+    token: u64,
+    owns: bool,
 }
 
 impl Marked<'_> {
+    /// This restore started the worker: the mark is its own (the other
+    /// restore's end leaves it), put back if that one ended it already.
+    fn take_over(&mut self) {
+        if self.owns {
+            return;
+        }
+        let m = self.manager;
+        match m.restoring.entry(self.id.clone()) {
+            dashmap::Entry::Occupied(mut occupied) => occupied.get_mut().token = self.token,
+            dashmap::Entry::Vacant(vacant) => {
+                vacant.insert(Restoring::new(self.token));
+                m.restoring_count.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        self.owns = true;
+    }
+
+    /// The replayed handshake ends the mark from now on.
     fn restored(mut self) {
-        self.id = None;
+        self.owns = false;
     }
 }
 
 impl Drop for Marked<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            self.manager.end_restore(id);
+        let m = self.manager;
+        if self.owns
+            && m.restoring
+                .remove_if(self.id, |_, r| r.token == self.token)
+                .is_some()
+        {
+            m.restoring_count.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -902,6 +961,31 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(engine.is_empty(), "a pending record under an id nobody has");
+    }
+
+    /// Two restores of one id at once (two services sharing one manager;
+    /// rmcp runs one at a time per id only within a service): the one
+    /// that marked the id first can lose the local manager's race to the
+    /// other. The winner's worker then waits for its replayed handshake,
+    /// and the mark must stay until that arrives; the loser's end took it
+    /// away, and a request could reach the half-started worker first.
+    #[tokio::test(start_paused = true)]
+    async fn a_restore_that_loses_the_race_leaves_the_winners_mark() {
+        let engine = Engine::open(Config::development()).expect("engine");
+        let (text, _creator) = created_elsewhere(&engine).await;
+        let sessions = McpSessions::new(engine, McpConfig::default()).expect("sessions");
+        let manager = sessions.session_manager();
+        // The first restore marks the id; its local restore is still to come.
+        let first = manager.mark_restore(&text);
+        // The second wins the local manager's race...
+        let second = manager.restore_session(text.clone()).await.expect("restore");
+        assert!(matches!(second, RestoreOutcome::Restored(_)));
+        // ...and the first, told the worker is already there, ends.
+        drop(first);
+        assert!(
+            manager.restore_under_way(&text).is_some(),
+            "the winner's worker waits for its handshake unmarked"
+        );
     }
 
     /// A `restore_session` cancelled while it waits for the local manager
