@@ -549,6 +549,19 @@ fn check_sweep_timeout(scenario: &Scenario, args: &SweepArgs, measures_peak: boo
 }
 
 fn cmd_sweep(args: &SweepArgs, command: Vec<String>) -> Result<i32, Error> {
+    // Every phase of a sweep runs `--step-warmup` + `--step-duration`: a
+    // run's times, taken and ignored, would leave the caller believing
+    // the steps ran them.
+    for (flag, given) in [
+        ("--duration", args.scenario.duration.is_some()),
+        ("--warmup", args.scenario.warmup.is_some()),
+    ] {
+        if given {
+            return Err(Error::Usage(format!(
+                "{flag} does not apply to a sweep: each step runs --step-warmup + --step-duration"
+            )));
+        }
+    }
     let mut scenario = args.scenario.resolve()?;
     // Each step runs its warm-up and duration; a limit on operations
     // would stop no step but would still be read as each kind's share

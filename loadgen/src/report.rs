@@ -54,7 +54,8 @@ pub struct Report {
     #[serde(default)]
     pub throughput_over_s: f64,
     /// Open loop: the backend kept its schedule in its undisturbed slices
-    /// (throughput ≥ 95% of the target and nothing left unsent).
+    /// (95% of the point operations due in them completed within their
+    /// slice, and nothing left unsent).
     pub rate_held: Option<bool>,
     /// Seconds of the measured window (both sides; each had half).
     pub measured_s: f64,
@@ -171,7 +172,8 @@ pub struct JudgedReport {
     /// judged slices' medians), ns.
     pub typical_p50_ns: BTreeMap<String, u64>,
     /// The backend's point operations per second over its undisturbed
-    /// slices (what the rate verdict judges).
+    /// slices (reported; the rate verdict judges the operations due in
+    /// them, not this).
     pub throughput_ops_per_s: Option<f64>,
 }
 

@@ -292,8 +292,7 @@ impl SideTally {
             let pooled = self.judged.get(op);
             return (!pooled.is_empty()).then(|| pooled.value_at_quantile(0.5));
         }
-        p50s.sort_unstable();
-        Some(p50s[p50s.len() / 2])
+        Some(median_ns(&mut p50s))
     }
 
     /// The typical slice's p99 of `op`: the median over the judged slices
@@ -305,14 +304,25 @@ impl SideTally {
         if p99s.is_empty() {
             return None;
         }
-        p99s.sort_unstable();
-        Some(p99s[p99s.len() / 2])
+        Some(median_ns(&mut p99s))
     }
 
     /// Set-aside slices.
     #[must_use]
     pub fn set_aside(&self) -> u64 {
         self.measured - self.judged_slices
+    }
+}
+
+/// The median of `values` (not empty), midway between the middle two of
+/// an even count (rounded down), as `gate::median`.
+fn median_ns(values: &mut [u64]) -> u64 {
+    values.sort_unstable();
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        u64::midpoint(values[mid - 1], values[mid])
     }
 }
 
@@ -435,6 +445,27 @@ mod tests {
             "the pool has the slow slice"
         );
         assert_eq!(tally.typical_p99_ns(Op::Delete), None, "199 a slice: too few");
+    }
+
+    /// Of an even count of judged slices, the typical one is midway between
+    /// the middle two (as the gate's medians): the upper middle made the
+    /// worse of two slices, a held-up one, decide a p99 bound alone.
+    #[test]
+    fn the_typical_slice_of_an_even_count_is_midway_between_the_middle_two() {
+        let mut tally = SideTally::default();
+        for (p50, p99) in [(300, 40_000), (400, 5 * MS)] {
+            let mut hists = OpHists::default();
+            for i in 0..TYPICAL_P99_SAMPLES_MIN {
+                hists.record(Op::Get, if i % 50 == 0 { p99 } else { p50 }, true);
+            }
+            let stats = SliceStats::of(meta(Side::Backend, 20, Lost::default(), 0), &hists);
+            tally.accept(&stats, &hists);
+        }
+        let typical = tally.typical_p99_ns(Op::Get).unwrap();
+        let midway = u64::midpoint(40_000, 5 * MS);
+        assert!(typical.abs_diff(midway) <= midway / 100, "{typical}");
+        let typical = tally.typical_p50_ns(Op::Get).unwrap();
+        assert!((348..=352).contains(&typical), "{typical}");
     }
 
     #[test]

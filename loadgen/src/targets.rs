@@ -39,7 +39,7 @@ use crate::scenario::Scenario;
 use crate::table::render_table;
 use crate::units::Rate;
 use crate::units::{format_ns, Dur};
-use crate::workers::{Outcome, SideOutcome};
+use crate::workers::Outcome;
 
 /// The targets files shipped in `loadgen/targets/`, by name.
 pub const BUILTIN: [(&str, &str); 2] = [
@@ -630,19 +630,19 @@ pub fn all_pass(rows: &[Verdict]) -> bool {
 /// (counted over every measured slice, judged or set aside, so no busy
 /// machine excuses them); else inconclusive when fewer than
 /// [`JUDGED_SHARE_MIN`] of either side's measured slices were judged,
-/// whatever the rows say (unless no row judges anything); otherwise fail
+/// whatever the rows say (also with no bound to judge: the figures are
+/// what is in doubt); otherwise fail
 /// if any row failed; otherwise inconclusive if a bound went unjudged
 /// because the machine disturbed every slice its samples fell in
 /// ([`Status::Disturbed`]): a pass says every bound held.
 #[must_use]
 pub fn run_verdict(rows: &[Verdict], judged_share: f64) -> RunVerdict {
-    let judging = rows.iter().any(|r| r.status != Status::NotRun);
     if rows
         .iter()
         .any(|r| r.status == Status::Fail && r.bound == "errors")
     {
         RunVerdict::Fail
-    } else if judging && judged_share < JUDGED_SHARE_MIN {
+    } else if judged_share < JUDGED_SHARE_MIN {
         RunVerdict::Inconclusive
     } else if !all_pass(rows) {
         RunVerdict::Fail
@@ -711,17 +711,9 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome, tiers: &[Targets]) -> Judge
     for tier in tiers {
         verdicts.extend(evaluate(tier, &facts));
     }
-    let share = |side: &SideOutcome| {
-        if side.tally.measured == 0 {
-            0.0
-        } else {
-            side.tally.judged_slices as f64 / side.tally.measured as f64
-        }
-    };
-    let judged_share = outcome
-        .peer
-        .as_ref()
-        .map_or(share(&outcome.backend), |p| share(&outcome.backend).min(share(p)));
+    let judged_share = outcome.peer.as_ref().map_or(outcome.backend.judged_share, |p| {
+        outcome.backend.judged_share.min(p.judged_share)
+    });
     // A run that measured nothing fails; it is not for the machine to excuse.
     let verdict = if outcome.backend.tally.all.point_ops().is_empty() {
         RunVerdict::Fail
@@ -998,6 +990,7 @@ mod tests {
             active_s,
             throughput_ops_per_s: 0.0,
             quiet_throughput_ops_per_s: None,
+            judged_share: 1.0,
         };
         Outcome {
             backend: side,
@@ -1562,6 +1555,18 @@ mod tests {
             ..Verdict::plain("t", "all", "errors", "0".into(), "0.01".into())
         }];
         assert_eq!(run_verdict(&errors, JUDGED_SHARE_MIN / 2.0), RunVerdict::Fail);
+        // A run with no bound to judge (`--targets none`, closed loop: no
+        // rate row) is no pass when the machine let it judge next to
+        // nothing: its figures are what is in doubt. It said PASS with no
+        // slice of the peer judged.
+        let not_run = [Verdict {
+            status: Status::NotRun,
+            ..pass[0].clone()
+        }];
+        for rows in [&[][..], &not_run[..]] {
+            assert_eq!(run_verdict(rows, 0.0), RunVerdict::Inconclusive);
+            assert_eq!(run_verdict(rows, 1.0), RunVerdict::Pass);
+        }
     }
 
     /// A tail of a handful of samples is their slowest one: it is reported,

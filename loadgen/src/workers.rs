@@ -96,26 +96,46 @@ pub struct SideOutcome {
     pub throughput_ops_per_s: f64,
     /// The same over its undisturbed slices only (`None`: it had none).
     pub quiet_throughput_ops_per_s: Option<f64>,
+    /// The share of its measured slices that were judged, of those its
+    /// point clients ran in (0 if none): the slices after they ended (with
+    /// `--ops`) are idle, so judged however busy the machine was, and
+    /// counted in they would make a disturbed run look judged.
+    pub judged_share: f64,
 }
 
 impl SideOutcome {
     /// `after`: the side's measured slices that started once its point
-    /// clients had all ended, and how many of those were undisturbed (see
-    /// [`slices_after`]); they ran no point operation, so no rate counts
-    /// their time.
-    fn of(tally: SideTally, summary: ClientSummary, slice_ns: u64, after: (u64, u64)) -> Self {
+    /// clients had all ended (see [`slices_after`]); they ran no point
+    /// operation, so neither a rate nor the judged share counts them.
+    fn of(tally: SideTally, summary: ClientSummary, slice_ns: u64, after: After) -> Self {
         let seconds = Duration::from_nanos(slice_ns).as_secs_f64();
-        let quiet_slices = tally.quiet_slices.saturating_sub(after.1);
-        let active_s = tally.measured.saturating_sub(after.0) as f64 * seconds;
+        let quiet_slices = tally.quiet_slices.saturating_sub(after.quiet);
+        let active_slices = tally.measured.saturating_sub(after.all);
+        let active_s = active_slices as f64 * seconds;
         let quiet_s = quiet_slices as f64 * seconds;
+        let judged_share = if active_slices == 0 {
+            0.0
+        } else {
+            tally.judged_slices.saturating_sub(after.judged) as f64 / active_slices as f64
+        };
         Self {
             throughput_ops_per_s: tally.in_time_all as f64 / active_s.max(1e-9),
             quiet_throughput_ops_per_s: (quiet_slices > 0).then(|| tally.in_time_quiet as f64 / quiet_s),
             active_s,
+            judged_share,
             tally,
             summary,
         }
     }
+}
+
+/// A side's measured slices after its point clients ended: how many, and
+/// of those, how many were undisturbed and how many judged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct After {
+    all: u64,
+    quiet: u64,
+    judged: u64,
 }
 
 /// What one load phase measured.
@@ -449,15 +469,18 @@ impl Readings {
 /// Of `side`'s measured slices, those that start at or after `end_s`
 /// (seconds since the load's start: where its point clients had all ended,
 /// having issued `ops_max` before the measured time ran out, while a lister
-/// went on), and how many of them were undisturbed. Counted in, they would
-/// dilute every rate by how early the clients finished: the throughput
-/// floor of a tier could then fail or pass by the machine's speed alone.
-fn slices_after(slices: &[SliceStats], side: Side, end_s: f64) -> (u64, u64) {
+/// went on), and how many of them were undisturbed and judged. Counted in,
+/// they would dilute every rate by how early the clients finished (the
+/// throughput floor of a tier could then fail or pass by the machine's
+/// speed alone), and pad the judged share with idle slices.
+fn slices_after(slices: &[SliceStats], side: Side, end_s: f64) -> After {
     slices
         .iter()
         .filter(|s| s.side == side && s.standing != Standing::Warmup && s.start_s >= end_s)
-        .fold((0, 0), |(all, quiet), s| {
-            (all + 1, quiet + u64::from(!s.disturbed))
+        .fold(After::default(), |a, s| After {
+            all: a.all + 1,
+            quiet: a.quiet + u64::from(!s.disturbed),
+            judged: a.judged + u64::from(s.standing == Standing::Judged),
         })
 }
 
@@ -730,9 +753,17 @@ mod tests {
             slices.push(stats);
         }
         let after = slices_after(&slices, Side::Backend, 0.65);
-        // Slices 7 to 11, of which 9 disturbed.
-        assert_eq!(after, (5, 4));
-        assert_eq!(slices_after(&slices, Side::Peer, 0.65), (0, 0));
+        // Slices 7 to 11, of which 9 disturbed (judged all the same: its
+        // tally is that of a slice that stays judged).
+        assert_eq!(
+            after,
+            After {
+                all: 5,
+                quiet: 4,
+                judged: 5
+            }
+        );
+        assert_eq!(slices_after(&slices, Side::Peer, 0.65), After::default());
         let outcome = SideOutcome::of(tally, ClientSummary::default(), SLICE_NS, after);
         // 500 in time over slices 2 to 6 (0.5 s); 400 over the four quiet ones.
         assert!(
@@ -744,7 +775,48 @@ mod tests {
         assert!((quiet - 1_000.0).abs() < 1e-6, "{quiet}");
         assert!((outcome.active_s - 0.5).abs() < 1e-9);
         // Clients that ran to the end leave every slice counted.
-        assert_eq!(slices_after(&slices, Side::Backend, 1.2), (0, 0));
+        assert_eq!(slices_after(&slices, Side::Backend, 1.2), After::default());
+    }
+
+    /// With `--ops` the point clients end early, and the slices after them
+    /// are idle: judged, whatever the machine did. Counted in the judged
+    /// share, 80 of them made a run whose 20 active slices the machine had
+    /// disturbed all but one judged at 81%: a verdict on one slice, where
+    /// fewer than a quarter judged is inconclusive.
+    #[test]
+    fn idle_slices_after_the_point_clients_ended_are_not_judged_share() {
+        const SLICE_NS: u64 = 100_000_000;
+        let mut tally = SideTally::default();
+        let mut slices = Vec::new();
+        for index in 0..100u64 {
+            let start_s = index as f64 * 0.1;
+            let meta = crate::slices::SliceMeta {
+                index,
+                side: Side::Backend,
+                start_s,
+                measured: true,
+                in_time: if start_s < 2.0 { 100 } else { 0 },
+                lost: crate::clock::Lost::default(),
+                slice_ns: SLICE_NS,
+            };
+            let mut stats = SliceStats::of(meta, &OpHists::default());
+            if index > 0 && start_s < 2.0 {
+                stats.disturbed = true;
+                stats.standing = Standing::SetAside;
+            }
+            tally.accept(&stats, &OpHists::default());
+            slices.push(stats);
+        }
+        assert_eq!(tally.judged_slices, 81);
+        let after = slices_after(&slices, Side::Backend, 2.0);
+        assert_eq!(after.judged, 80);
+        let outcome = SideOutcome::of(tally, ClientSummary::default(), SLICE_NS, after);
+        assert!(
+            (outcome.judged_share - 1.0 / 20.0).abs() < 1e-9,
+            "{}",
+            outcome.judged_share
+        );
+        assert!(outcome.judged_share < crate::limits::JUDGED_SHARE_MIN);
     }
 
     #[test]

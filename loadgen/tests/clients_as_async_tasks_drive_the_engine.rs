@@ -79,8 +79,15 @@ fn the_null_backend_measures_the_loadgen_alone() {
     ]));
     // 200 ms measured is four backend slices: a machine that keeps the
     // worker off its core across them leaves nothing measured, which the
-    // run rightly fails (and says so); anything else must pass.
+    // run rightly fails (and says so). A closed loop keeps both cores
+    // busy, so the machine's other work disturbs its slices: with fewer
+    // than a quarter judged the run is inconclusive, bound or no bound
+    // (and says why); anything else must pass.
     let nothing_measured = code == 1 && stdout.contains("no operation was measured");
-    assert!(code == 0 || nothing_measured, "exit {code}\n{stdout}\n{stderr}");
+    let too_busy = code == 3 && stdout.contains("the machine was too busy");
+    assert!(
+        code == 0 || nothing_measured || too_busy,
+        "exit {code}\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("closed-loop"), "{stdout}");
 }

@@ -239,7 +239,7 @@ fn an_ops_limit_counts_no_warm_up_operation() {
 
 #[test]
 fn usage_and_configuration_errors_exit_2_with_a_reason() {
-    let cases: [(&[&str], &str); 21] = [
+    let cases: [(&[&str], &str); 23] = [
         (&["run", "--rate", "fast"], "rate"),
         (
             &["run", "--scenario", "tiny", "--attempts", "0", "--no-output"],
@@ -404,6 +404,34 @@ fn usage_and_configuration_errors_exit_2_with_a_reason() {
                 "--no-output",
             ],
             "does not apply to a sweep",
+        ),
+        // Nor a run's times: each step runs --step-warmup + --step-duration
+        // (a --duration was taken and ignored).
+        (
+            &[
+                "sweep",
+                "--scenario",
+                "tiny",
+                "--to",
+                "1000",
+                "--duration",
+                "30s",
+                "--no-output",
+            ],
+            "--duration does not apply to a sweep",
+        ),
+        (
+            &[
+                "sweep",
+                "--scenario",
+                "tiny",
+                "--to",
+                "1000",
+                "--warmup",
+                "5s",
+                "--no-output",
+            ],
+            "--warmup does not apply to a sweep",
         ),
         // The population must outlive the whole sweep, not one run.
         (
