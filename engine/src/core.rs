@@ -951,7 +951,14 @@ impl Core {
                 shard.fire_timers(&self.clock, until_ms, TIMER_BATCH_MAX, &mut fired, &guard)
             };
             if let Some(listener) = &self.config.timer_listener {
-                for (id, token) in fired.drain(..) {
+                for (id, token, created_ms) in fired.drain(..) {
+                    // Its session may have ended since the shard took the
+                    // batch (a callback before it, another thread): its
+                    // timer died with it, and a session inserted under the
+                    // id since is another one.
+                    if !self.is_live_as_created(&id, created_ms) {
+                        continue;
+                    }
                     if catch_unwind(AssertUnwindSafe(|| listener(&id, token))).is_err() {
                         self.listener_panics.fetch_add(1, Ordering::Relaxed);
                     }
@@ -966,6 +973,19 @@ impl Core {
                 return true;
             }
         }
+    }
+
+    /// True if session `id` is live and is the one created at
+    /// `created_ms` (a session inserted under a reused id is created
+    /// later: the creation floor).
+    fn is_live_as_created(&self, id: &SessionId, created_ms: u64) -> bool {
+        let (hash, shard) = self.route(id);
+        let guard = crossbeam_epoch::pin();
+        shard
+            .read(hash, id, self.clock.now_ms(), false, &guard, |block, _| {
+                block.created_ms == created_ms
+            })
+            .unwrap_or(false)
     }
 
     // ---- Per-session state ---------------------------------------------------

@@ -467,6 +467,11 @@ fn keep_smallest(ids: &mut Vec<u128>, n: usize) {
     }
 }
 
+/// `LimitExceeded`'s `what` for a session subscribed to
+/// `TOPICS_PER_SESSION_MAX` topics: counted in memory, where another
+/// caller's subscribe may not be durable yet (see `settle.rs`).
+pub(crate) const SESSION_FULL_OF_TOPICS: &str = "topics of one session (TOPICS_PER_SESSION_MAX)";
+
 /// `Ok` if one more than `held` stays within `max`, else the typed error.
 fn room_for_one_more(what: &'static str, held: usize, max: usize) -> Result<()> {
     if held < max {
@@ -1149,12 +1154,8 @@ impl States {
         if found.is_ok_and(|r| state.topics.contains(&r)) {
             return Ok((false, None));
         }
-        let outcome = room_for_one_more(
-            "topics of one session (TOPICS_PER_SESSION_MAX)",
-            state.topics.len(),
-            TOPICS_PER_SESSION_MAX,
-        )
-        .and_then(|()| append(i64::try_from(subscribe_len(topic.len())).unwrap_or(i64::MAX)));
+        let outcome = room_for_one_more(SESSION_FULL_OF_TOPICS, state.topics.len(), TOPICS_PER_SESSION_MAX)
+            .and_then(|()| append(i64::try_from(subscribe_len(topic.len())).unwrap_or(i64::MAX)));
         match outcome {
             Ok(position) => {
                 let r = self.index.add(found, topic, entry);
@@ -1318,14 +1319,15 @@ impl States {
     }
 
     /// Fires up to `budget` timers due at `now_ms`: those of sessions
-    /// `live` accepts go to `out`, the rest (sessions on their way out)
-    /// are dropped silently.
+    /// `live` finds live go to `out` (id, token, and the creation time
+    /// `live` gives, which names that session among any later one under
+    /// the id), the rest (sessions on their way out) are dropped silently.
     pub(crate) fn fire(
         &mut self,
         now_ms: u64,
         budget: usize,
-        live: impl Fn(&SessionId) -> bool,
-        out: &mut Vec<(SessionId, u64)>,
+        live: impl Fn(&SessionId) -> Option<u64>,
+        out: &mut Vec<(SessionId, u64, u64)>,
     ) -> wheel::Poll {
         let mut fired = std::mem::take(&mut self.fired);
         let (_, poll) = self
@@ -1335,8 +1337,8 @@ impl States {
             let TimerEntry { id, owner, token, .. } = self.slab.entries[at as usize];
             self.slab.free(at);
             self.forget_timer(owner, at);
-            if live(&id) {
-                out.push((id, token));
+            if let Some(created_ms) = live(&id) {
+                out.push((id, token, created_ms));
             }
         }
         self.fired = fired;
@@ -1520,7 +1522,7 @@ mod tests {
             states.drop_session(owner);
             proptest::prop_assert_eq!(states.timers(), 0);
             let mut fired = Vec::new();
-            states.fire(u64::MAX, usize::MAX, |_| true, &mut fired);
+            states.fire(u64::MAX, usize::MAX, |_| Some(0), &mut fired);
             proptest::prop_assert!(fired.is_empty());
         }
     }
@@ -1536,8 +1538,8 @@ mod tests {
         states.check_invariants();
         let mut fired = Vec::new();
         // The first half due: some on the line, some on the heap.
-        states.fire(10 + tokens.len() as u64 / 2, usize::MAX, |_| true, &mut fired);
-        let got: Vec<u64> = fired.iter().map(|&(_, token)| token).collect();
+        states.fire(10 + tokens.len() as u64 / 2, usize::MAX, |_| Some(0), &mut fired);
+        let got: Vec<u64> = fired.iter().map(|&(_, token, _)| token).collect();
         assert_eq!(got, tokens[..=tokens.len() / 2].to_vec());
         states.check_invariants();
         for &token in &tokens[tokens.len() / 2 + 1..] {

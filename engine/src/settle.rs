@@ -23,9 +23,15 @@ pub(crate) struct Pending {
 }
 
 /// Errors a write call answers from what it found in memory, which may be
-/// another caller's change not durable yet (see `Core::found`).
+/// another caller's change not durable yet (see `Core::found`): a session
+/// absent or present, or holding the most topics it may (counting a
+/// subscribe a crash could still lose).
 fn found_in_memory(e: &Error) -> bool {
-    matches!(e, Error::NotFound | Error::AlreadyExists)
+    match e {
+        Error::NotFound | Error::AlreadyExists => true,
+        Error::LimitExceeded { what, .. } => *what == crate::per_session::SESSION_FULL_OF_TOPICS,
+        _ => false,
+    }
 }
 
 /// A failed sync leaves the change applied in memory and in the log but of
@@ -49,9 +55,9 @@ impl Core {
     }
 
     /// A write call's error, once what an answer found in memory depends
-    /// on is durable ([`found`](Self::found)): `NotFound` and
-    /// `AlreadyExists` after that wait, `OutcomeUnknown` if it fails; any
-    /// other error as it is. Out of line: the calls' success paths stay as
+    /// on is durable ([`found`](Self::found)): `NotFound`,
+    /// `AlreadyExists` and a session's full count of topics after that
+    /// wait, `OutcomeUnknown` if it fails; any other error as it is. Out of line: the calls' success paths stay as
     /// they were.
     #[cold]
     #[inline(never)]

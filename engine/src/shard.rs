@@ -1495,7 +1495,7 @@ impl Shard {
         clock: &Clock,
         until_ms: u64,
         budget: usize,
-        out: &mut Vec<(SessionId, u64)>,
+        out: &mut Vec<(SessionId, u64, u64)>,
         guard: &Guard,
     ) -> Swept {
         let (mut w, table) = self.lock(guard);
@@ -1504,9 +1504,9 @@ impl Shard {
         // does: its timer dies here, so no reader holding an earlier time
         // may slide the session back to life after.
         let live = |id: &SessionId| {
-            table
-                .find_slot(hash_id(&self.hasher, id), id)
-                .is_some_and(|at| table.header(at).live_for_writer(now_ms))
+            let at = table.find_slot(hash_id(&self.hasher, id), id)?;
+            let header = table.header(at);
+            header.live_for_writer(now_ms).then_some(header.created_ms)
         };
         match w.states.fire(now_ms.min(until_ms), budget, live, out) {
             wheel::Poll::Done => Swept::All,

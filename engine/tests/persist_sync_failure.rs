@@ -239,6 +239,49 @@ fn a_repeated_subscribe_is_not_acknowledged_before_the_first_is_durable() {
     );
 }
 
+/// A subscribe refused because the session holds the most topics it may
+/// answers only once the subscribes it counted are durable: the count may
+/// hold another caller's subscribe whose sync then fails (a crash would
+/// lose it), and the refusal was read from memory. It came back at once,
+/// `LimitExceeded`, though after a restart the session might have room.
+#[test]
+fn a_session_full_of_topics_is_answered_once_they_are_durable() {
+    use session_engine::limits::TOPICS_PER_SESSION_MAX;
+    let _watchdog = support::Watchdog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(support::always_config(dir.path(), 1)).unwrap();
+    let id = engine.create(b"s", Timeout::Never).unwrap();
+    for t in 0..TOPICS_PER_SESSION_MAX - 1 {
+        engine.subscribe(&id, &format!("t{t}")).unwrap();
+    }
+    engine.debug_fail_syncs();
+    // The last room, taken by a subscribe whose sync fails.
+    assert!(matches!(
+        engine.subscribe(&id, "last"),
+        Err(Error::OutcomeUnknown { .. })
+    ));
+    let full = engine.subscribe(&id, "one more");
+    assert!(
+        matches!(
+            full,
+            Err(Error::OutcomeUnknown { .. } | Error::WritesRefused { .. })
+        ),
+        "a session full of topics, one of them never synced, answered {full:?}"
+    );
+    let full = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(session_engine::SessionState::subscribe(&engine, &id, "one more"));
+    assert!(
+        matches!(
+            full,
+            Err(Error::OutcomeUnknown { .. } | Error::WritesRefused { .. })
+        ),
+        "the async call answered {full:?}"
+    );
+}
+
 /// Under `Always`, a write call that answers from what is in memory —
 /// `AlreadyExists`, `NotFound`, `Kept` or the closure's own error — answers
 /// once the log is durable up to everything appended by then: what it

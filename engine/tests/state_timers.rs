@@ -403,3 +403,54 @@ fn timers_rearmed_by_a_slow_listener_fire_once_per_pass() {
         "the re-armed timers fire in the next pass"
     );
 }
+
+/// A timer taken for firing whose session ends before its turn in the
+/// batch (deleted, or deleted and inserted again under its id) is not
+/// delivered. The listener ran a batch's timers after the shard's check
+/// of their sessions, so a callback that ended another session of the
+/// batch had that session's timer delivered all the same: for a session
+/// gone, or to a new session under the id, whose tokens mean something
+/// else.
+#[test]
+fn a_timer_whose_session_ends_while_its_batch_fires_is_not_delivered() {
+    for again in [false, true] {
+        let clock = ManualClock::new(1_000_000);
+        let handle: Arc<std::sync::OnceLock<Engine>> = Arc::default();
+        let fired: Fired = Arc::default();
+        let (me, sink) = (Arc::clone(&handle), Arc::clone(&fired));
+        let (a, b) = (SessionId::from_bytes([1; 16]), SessionId::from_bytes([2; 16]));
+        let engine = Engine::open(
+            Config::default()
+                .shards(1)
+                .clock(clock.clock())
+                .without_sweeper()
+                .timer_listener(move |id, token| {
+                    let first = {
+                        let mut fired = sink.lock().unwrap();
+                        fired.push((*id, token));
+                        fired.len() == 1
+                    };
+                    // The first callback ends the other session.
+                    if first {
+                        let engine = me.get().unwrap();
+                        let other = if *id == a { b } else { a };
+                        engine.delete(&other).unwrap();
+                        if again {
+                            engine.insert(other, b"another", LONG).unwrap();
+                        }
+                    }
+                }),
+        )
+        .unwrap();
+        let _ = handle.set(engine.clone());
+        engine.insert(a, b"", LONG).unwrap();
+        engine.insert(b, b"", LONG).unwrap();
+        engine.arm_timer(&a, 1, Duration::from_millis(10)).unwrap();
+        engine.arm_timer(&b, 2, Duration::from_millis(10)).unwrap();
+        clock.advance_ms(10);
+        engine.cleanup_expired();
+        let fired = take(&fired);
+        assert_eq!(fired.len(), 1, "inserted again: {again}; delivered {fired:?}");
+        engine.debug_check_invariants();
+    }
+}
