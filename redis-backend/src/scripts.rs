@@ -402,8 +402,9 @@ return 1
 /// unsubscribe; the caller reports `OutcomeUnknown`). The caller
 /// then adds the returned nonce's entry to the topic's index, in every
 /// case but `{0}`, `{3}` and `{4}`: an entry lost earlier (a failed write,
-/// a failover) is put back by the next subscribe. `{2}` writes the
-/// session's `t` back as it is: an answer that wrote nothing propagates
+/// a failover) is put back by the next subscribe. `{2}` and `{3}` (whose
+/// count may hold another client's subscribe) write the session's `t`
+/// back as it is: an answer that wrote nothing propagates
 /// nothing, and from Redis 7.2 on (and in Valkey) a `WAIT` counts from the
 /// last write its connection propagated, so it would not wait for the
 /// replica to hold the subscription this answer reports (made by another
@@ -422,7 +423,10 @@ if cur then
 end
 if ARGV[4] == '1' then return {4} end
 local n = tonumber(r[6] or '0')
-if n >= tonumber(ARGV[3]) then return {3, n} end
+if n >= tonumber(ARGV[3]) then
+  redis.call('HSET', key, 't', r[1])
+  return {3, n}
+end
 redis.call('HSET', key, ARGV[1], ARGV[2], 'sn', string.format('%d', n + 1))
 return {1, ARGV[2], left_of(r[2], r[3], now)}
 ";

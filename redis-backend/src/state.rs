@@ -297,7 +297,8 @@ impl RedisStore {
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty topic, [`Error::LimitExceeded`]
     /// past `TOPIC_LEN_MAX` bytes (nothing sent) or for a session already
-    /// at `TOPICS_PER_SESSION_MAX` topics (nothing changed);
+    /// at `TOPICS_PER_SESSION_MAX` topics (nothing changed; under `WAIT`
+    /// answered once the replicas hold that count, else `OutcomeUnknown`);
     /// [`Error::NotFound`]; [`Error::OutcomeUnknown`] if a try failed in
     /// doubt and the resend found no subscription (made by that try and
     /// undone since, or never made: nothing was made again), or no session
@@ -331,11 +332,15 @@ impl RedisStore {
                 })
             }
             Subscribed::Full(held) => {
+                // Counted with what other clients subscribed, maybe not
+                // replicated yet: refused once the replicas have it, as
+                // a change found made.
+                inner.acknowledge(reply.value.replicas, ())?;
                 return Err(Error::LimitExceeded {
                     what: "topics of one session (TOPICS_PER_SESSION_MAX)",
                     len: usize::try_from(held).unwrap_or(usize::MAX).saturating_add(1),
                     max: TOPICS_PER_SESSION_MAX,
-                })
+                });
             }
             Subscribed::Now(n, left) => (true, n, left),
             Subscribed::Already(n, left) => (false, n, left),

@@ -376,6 +376,33 @@ async fn a_change_found_already_made_by_another_client_waits_for_its_replica() {
     );
 }
 
+/// A subscribe refused because the session holds the most topics it may
+/// answers once that count is replicated, as a change found made does: it
+/// may hold another client's subscribe the replica has not got, which a
+/// failover would lose. It came back `LimitExceeded` at once, its `WAIT`
+/// not looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_full_of_topics_is_refused_once_replicated() {
+    use session_engine::limits::TOPICS_PER_SESSION_MAX;
+    let (master, link, _replica) = master_and_replica().await;
+    let prefix = support::unique_prefix("wait-full");
+    let config = || waiting_config(&master, prefix.clone());
+    let first = RedisStore::connect(config()).await.expect("connect");
+    let second = RedisStore::connect(config()).await.expect("connect");
+    let id = first.create(b"s", Timeout::from_secs(300)).await.unwrap();
+    for t in 0..TOPICS_PER_SESSION_MAX - 1 {
+        assert!(first.subscribe(&id, &format!("t{t}")).await.unwrap());
+    }
+    link.wedge();
+    let r = first.subscribe(&id, "last").await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    let r = second.subscribe(&id, "one more").await;
+    assert!(
+        matches!(r, Err(Error::OutcomeUnknown { .. })),
+        "a session full of topics, one of them unreplicated, answered {r:?}"
+    );
+}
+
 /// The same answers on Redis 7.2 and later (and Valkey), where a
 /// connection's `WAIT` counts from the last write the connection itself
 /// propagated, not from its last command: a script that wrote nothing left
