@@ -798,7 +798,10 @@ impl RedisStore {
     /// after the cap was set: [`Error::OutcomeUnknown`] (calling again, or
     /// subscribing again, mends it). [`Error::OutcomeUnknown`] too if a try
     /// failed in doubt and the resend found the session gone: that try may
-    /// have ended it.
+    /// have ended it. After any [`Error::TimedOut`] or
+    /// [`Error::OutcomeUnknown`] the cap may be stored without the index
+    /// writes: call again (a fan-out may miss the session once an index's
+    /// old TTL runs out).
     pub async fn set_lifetime(&self, id: &SessionId, lifetime: Timeout) -> Result<()> {
         let field = check_timeout(lifetime)?;
         let inner = &self.inner;
@@ -814,7 +817,8 @@ impl RedisStore {
             // already passed), and another been inserted since.
             LifetimeSet::InDoubt => Err(Error::OutcomeUnknown {
                 reason: "a lifetime change failed in doubt and, when it was resent, the session was not the one \
-                         it wrote: the first try may have applied, or ended it (it was not applied again)"
+                         it wrote: the first try may have applied, or ended it (it was not applied again; call \
+                         again to be sure, which also redoes the topic indexes' writes)"
                     .into(),
             }),
             // Gone after a doubtful try: that try may have ended it (a cap
