@@ -26,6 +26,11 @@ pub(crate) struct Pending {
 /// another caller's change not durable yet (see `Core::found`): a session
 /// absent or present, or holding the most topics it may (counting a
 /// subscribe a crash could still lose).
+///
+/// Out of line, as the error paths that call it: inlined there, its
+/// comparison of a bound's name changed how the compiler laid out the
+/// calls' success paths.
+#[inline(never)]
 fn found_in_memory(e: &Error) -> bool {
     match e {
         Error::NotFound | Error::AlreadyExists => true,
