@@ -145,7 +145,7 @@ struct Inner {
     /// [`DELETED_REMEMBERED`] after: a restore of one that was under way
     /// (its `load` came first) must not start a worker for it. A delete
     /// that finds no MCP session in the store leaves no mark.
-    deleted: DashMap<SessionId, tokio::time::Instant>,
+    deleted: DashMap<SessionId, DeletedMark>,
     /// The session manager handed out (`session_manager`), while anyone
     /// holds it: one per `McpSessions`, since the touches and the peers
     /// above are shared by every manager made from them.
@@ -629,59 +629,61 @@ impl McpSessions {
     }
 
     /// Remembers that a client deleted `id` through this process (see
-    /// [`Inner::deleted`]), within [`DELETED_REMEMBERED_MAX`]. Returns the
-    /// end of the mark if this call made it (the id was not remembered
-    /// already), for [`forget_deleted`](Self::forget_deleted).
-    fn remember_deleted(&self, id: SessionId) -> Option<tokio::time::Instant> {
+    /// [`Inner::deleted`]), within [`DELETED_REMEMBERED_MAX`], as one more
+    /// delete of it in flight; true if it is (for
+    /// [`delete_done`](Self::delete_done)).
+    fn remember_deleted(&self, id: SessionId) -> bool {
         let deleted = &self.inner.deleted;
         let now = tokio::time::Instant::now();
         let until = now + DELETED_REMEMBERED;
-        if let Some(mut mark) = deleted.get_mut(&id) {
-            *mark = until;
-            return None;
-        }
-        if deleted.len() >= DELETED_REMEMBERED_MAX {
-            deleted.retain(|_, until| *until > now);
-        }
-        if deleted.len() >= DELETED_REMEMBERED_MAX {
-            return None;
-        }
-        match deleted.entry(id) {
-            dashmap::Entry::Occupied(mut mark) => {
-                *mark.get_mut() = until;
-                None
+        if !deleted.contains_key(&id) {
+            if deleted.len() >= DELETED_REMEMBERED_MAX {
+                deleted.retain(|_, mark| mark.until > now);
             }
-            dashmap::Entry::Vacant(mark) => {
-                mark.insert(until);
-                Some(until)
+            if deleted.len() >= DELETED_REMEMBERED_MAX {
+                return false;
             }
         }
+        let mut mark = deleted.entry(id).or_insert(DeletedMark {
+            until,
+            in_flight: 0,
+            ended: false,
+        });
+        mark.until = until;
+        mark.in_flight += 1;
+        true
     }
 
-    /// Takes back the mark `remember_deleted` made (`until`), if no later
-    /// delete of the id has renewed it: the delete found no MCP session
-    /// to end, so there is no restore to stop, and ids anyone may send
-    /// would otherwise fill the room real deletes need.
-    fn forget_deleted(&self, id: SessionId, until: Option<tokio::time::Instant>) {
-        if let Some(until) = until {
-            self.inner.deleted.remove_if(&id, |_, mark| *mark == until);
+    /// One delete of `id` that `remember_deleted` counted is done; `ended`:
+    /// it ended a session (or will, retried). The mark stays if any delete
+    /// of the id ended one; else the last to finish takes it back: no
+    /// delete found an MCP session, so there is no restore to stop, and
+    /// ids anyone may send (at once, as often as they like) would
+    /// otherwise fill the room real deletes need.
+    fn delete_done(&self, id: SessionId, ended: bool) {
+        let deleted = &self.inner.deleted;
+        if let Some(mut mark) = deleted.get_mut(&id) {
+            mark.in_flight = mark.in_flight.saturating_sub(1);
+            mark.ended |= ended;
         }
+        deleted.remove_if(&id, |_, mark| mark.in_flight == 0 && !mark.ended);
     }
 
     /// True if a client deleted the session through this process within
-    /// [`DELETED_REMEMBERED`] (a restore of it must not go on).
+    /// [`DELETED_REMEMBERED`] (a restore of it must not go on), or a
+    /// delete of it is under way here.
     pub(crate) fn deleted_here(&self, text: &str) -> bool {
         let Ok(id) = text.parse::<SessionId>() else {
             return false;
         };
         let now = tokio::time::Instant::now();
-        let Some(until) = self.inner.deleted.get(&id).map(|u| *u) else {
+        let Some(until) = self.inner.deleted.get(&id).map(|m| m.until) else {
             return false;
         };
         if now < until {
             return true;
         }
-        self.inner.deleted.remove_if(&id, |_, until| *until <= now);
+        self.inner.deleted.remove_if(&id, |_, mark| mark.until <= now);
         false
     }
 
@@ -965,7 +967,7 @@ impl RmcpStore for McpSessions {
         let Ok(id) = session_id.parse::<SessionId>() else {
             return Ok(());
         };
-        let mark = self.remember_deleted(id);
+        let counted = self.remember_deleted(id);
         self.forget(session_id);
         // Dropped before the store answers (the client gave up on its
         // DELETE, and the request went with it), the delete is retried as
@@ -973,16 +975,17 @@ impl RmcpStore for McpSessions {
         let mut pending = PendingDelete {
             sessions: self,
             id,
+            counted,
             done: false,
         };
         let deleted = self.delete_ours(&id).await;
         pending.done = true;
+        let ended = !matches!(deleted, Ok(false) | Err(session_engine::Error::NotFound));
+        if counted {
+            self.delete_done(id, ended);
+        }
         match deleted {
-            Ok(true) => Ok(()),
-            Ok(false) | Err(session_engine::Error::NotFound) => {
-                self.forget_deleted(id, mark);
-                Ok(())
-            }
+            Ok(_) | Err(session_engine::Error::NotFound) => Ok(()),
             Err(e) => {
                 self.retry_delete(id);
                 Err(Box::new(Error::from(e)))
@@ -991,11 +994,24 @@ impl RmcpStore for McpSessions {
     }
 }
 
+/// A client's delete of a session through this process, remembered for
+/// [`DELETED_REMEMBERED`] (see [`Inner::deleted`]).
+#[derive(Debug)]
+struct DeletedMark {
+    until: tokio::time::Instant,
+    /// Deletes of the id under way here.
+    in_flight: u32,
+    /// Some delete of it ended a session (or is retried until it does).
+    ended: bool,
+}
+
 /// A store delete not yet answered; dropped before [`done`](Self::done),
 /// the delete is retried in the background (`retry_delete`).
 struct PendingDelete<'a> {
     sessions: &'a McpSessions,
     id: SessionId,
+    /// Counted in the id's remembered-delete mark.
+    counted: bool,
     done: bool,
 }
 
@@ -1004,7 +1020,14 @@ impl Drop for PendingDelete<'_> {
         // A request is dropped on its runtime; outside one (a runtime shut
         // down under it) no task can be started, and the session expires
         // in the store on its own.
-        if !self.done && tokio::runtime::Handle::try_current().is_ok() {
+        if self.done {
+            return;
+        }
+        // Retried: it will end the session, so its mark stays.
+        if self.counted {
+            self.sessions.delete_done(self.id, true);
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
             self.sessions.retry_delete(self.id);
         }
     }
@@ -1094,21 +1117,51 @@ mod tests {
         };
         let sessions = sessions_for_retries();
         for _ in 0..DELETED_REMEMBERED_MAX {
+            // Each twice at once: the second renewed the first's mark,
+            // which the first then could not tell for its own and left.
             let unknown = SessionId::random().expect("id").to_string();
-            sessions
-                .delete(&unknown)
-                .await
-                .expect("an unknown id is no error");
+            let (a, b) = tokio::join!(sessions.delete(&unknown), sessions.delete(&unknown));
+            a.and(b).expect("an unknown id is no error");
             assert!(!sessions.deleted_here(&unknown));
         }
-        let (text, _transport) = sessions.session_manager().create_session().await.expect("create");
-        sessions
-            .store(&text, &SessionState::new(InitializeRequestParams::default()))
-            .await
-            .expect("store");
+        let stored = || async {
+            let (text, transport) = sessions.session_manager().create_session().await.expect("create");
+            sessions
+                .store(&text, &SessionState::new(InitializeRequestParams::default()))
+                .await
+                .expect("store");
+            (text, transport)
+        };
+        let (text, _transport) = stored().await;
         sessions.delete(&text).await.expect("delete");
         assert!(sessions.deleted_here(&text), "the real DELETE is remembered");
         assert!(sessions.load(&text).await.expect("load").is_none());
+        // A client's DELETE sent twice at once: the one that finds the
+        // session gone does not take back the mark of the one that ended it.
+        let (text, _transport) = stored().await;
+        let (a, b) = tokio::join!(sessions.delete(&text), sessions.delete(&text));
+        a.and(b).expect("delete");
+        assert!(sessions.deleted_here(&text), "a repeated DELETE is remembered");
+    }
+
+    /// The marks' bookkeeping with deletes of one id overlapping (the
+    /// engine's store answers at once, so `delete`s joined above do not
+    /// overlap): the mark goes once the last delete is done and none of
+    /// them ended a session, whichever order they finish in; it stays if
+    /// any did.
+    #[tokio::test(start_paused = true)]
+    async fn overlapping_deletes_of_one_id_share_its_mark() {
+        let sessions = sessions_for_retries();
+        let id = SessionId::random().expect("id");
+        let text = id.to_string();
+        for ended in [[false, false], [true, false], [false, true]] {
+            assert!(sessions.remember_deleted(id) && sessions.remember_deleted(id));
+            sessions.delete_done(id, ended[0]);
+            assert!(sessions.deleted_here(&text), "one delete still under way");
+            sessions.delete_done(id, ended[1]);
+            assert_eq!(sessions.deleted_here(&text), ended.contains(&true), "{ended:?}");
+            sessions.inner.deleted.clear();
+        }
     }
 
     /// A client's `DELETE`s while the store fails them (any ids, the same
