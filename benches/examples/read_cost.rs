@@ -28,6 +28,7 @@ fn main() {
         "usage: read_cost [get|peek] [ROUNDS]"
     );
     let rounds: usize = args.next().map_or(9, |r| r.parse().expect("ROUNDS"));
+    assert!(rounds > 0, "ROUNDS must be at least 1");
     let names = ["engine", "engine-interval"];
     let contenders: Vec<Box<dyn Contender>> = names.iter().map(|n| contender(n)).collect();
     let ids: Vec<_> = contenders.iter().map(|c| populate(&**c, SESSIONS)).collect();
@@ -68,9 +69,10 @@ fn main() {
         ratios.push(ns[1] / ns[0]);
     }
     ratios.sort_by(f64::total_cmp);
+    // The median: midway between the middle two of an even count.
+    let median = f64::midpoint(ratios[(rounds - 1) / 2], ratios[rounds / 2]);
     println!(
-        "median ratio (with a data directory / in memory) over {rounds} rounds: {:.2}x [{:.2}-{:.2}]",
-        ratios[rounds / 2],
+        "median ratio (with a data directory / in memory) over {rounds} rounds: {median:.2}x [{:.2}-{:.2}]",
         ratios[0],
         ratios[rounds - 1]
     );

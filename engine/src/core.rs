@@ -976,8 +976,9 @@ impl Core {
     }
 
     /// True if session `id` is live and is the one created at
-    /// `created_ms` (a session inserted under a reused id is created
-    /// later: the creation floor).
+    /// `created_ms`. A timer's session was created before the timer came
+    /// due, and one inserted under the id after the sweep took the timer
+    /// is created later still (the engine's clock never steps back).
     fn is_live_as_created(&self, id: &SessionId, created_ms: u64) -> bool {
         let (hash, shard) = self.route(id);
         let guard = crossbeam_epoch::pin();

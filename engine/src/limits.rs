@@ -182,7 +182,8 @@ pub const RECOVERY_REPORT_ITEMS_MAX: usize = 1024;
 /// `TOUCH` records a shard's log queues for its next append or the
 /// background thread (every 50 ms at most): readers never wait for the log,
 /// so they hand their touches over. A read queues one only when it slides a
-/// session into a new period of `touch_persist_fraction` of its timeout, so
+/// session into a new touch period (at most `touch_persist_fraction` of its
+/// timeout, at least half that), so
 /// 4,096 per shard per tick is room for 80K periods crossed a second; a full
 /// queue drops the touch (the lag then lasts one period more). Costs 128 KiB
 /// per shard with persistence (32-byte slots).

@@ -1681,10 +1681,10 @@ mod tests {
     use crate::clock::ManualClock;
 
     proptest::proptest! {
-        /// A read's touch period, against the division it replaced: a
-        /// power of two of ms over half the fraction of the timeout and
-        /// not over all of it, crossed exactly where a division by it
-        /// changes; so a slide by the whole fraction always logs.
+        /// A read's touch period: a power of two of ms over half the
+        /// fraction of the timeout and not over all of it, crossed exactly
+        /// where a division by that power of two changes; so a slide by
+        /// the whole fraction always logs.
         #[test]
         #[cfg_attr(miri, ignore)] // arithmetic only, slow under Miri
         fn a_touch_period_is_a_power_of_two_within_the_fraction(

@@ -111,7 +111,8 @@ pub struct Report {
 pub struct EarlierAttempt {
     /// Start of its load, UTC (RFC 3339).
     pub started_at: String,
-    /// Share of its measured slices judged (the lower side's).
+    /// Share of its measured slices judged (the lower side's; as
+    /// [`SlicesReport::judged_share`]).
     pub judged_share: f64,
     /// Why it was inconclusive.
     pub reason: String,
@@ -192,6 +193,11 @@ pub struct SideSlices {
     pub taken_ms: f64,
     /// The longest single gap, ms.
     pub gap_max_ms: f64,
+    /// Of the measured, those after its point clients ended (with
+    /// `--ops`): idle, so judged whatever the machine did, and left out of
+    /// the judged share.
+    #[serde(default)]
+    pub idle_after: u64,
 }
 
 /// The slices of the run.
@@ -203,7 +209,8 @@ pub struct SlicesReport {
     pub backend: SideSlices,
     /// The peer's.
     pub peer: Option<SideSlices>,
-    /// Judged / measured, the lower of the two sides.
+    /// Judged / measured, the lower of the two sides, the slices after the
+    /// point clients ended (`idle_after`) left out of both.
     pub judged_share: f64,
     /// Steal time the hypervisor reported over the load, all CPUs, ms.
     pub steal_ms: Option<f64>,
@@ -502,8 +509,14 @@ impl Report {
         let sl = &self.slices;
         let side = |name: &str, s: &SideSlices| {
             format!(
-                "{name}: {} of {} slices judged, {} disturbed ({} set aside), the machine took {:.1} ms in all (longest gap {:.2} ms)",
-                s.judged, s.measured, s.disturbed, s.set_aside, s.taken_ms, s.gap_max_ms
+                "{name}: {} of {} slices judged{}, {} disturbed ({} set aside), the machine took {:.1} ms in all (longest gap {:.2} ms)",
+                s.judged,
+                s.measured,
+                idle_after(s),
+                s.disturbed,
+                s.set_aside,
+                s.taken_ms,
+                s.gap_max_ms
             )
         };
         let _ = writeln!(
@@ -705,6 +718,20 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 pub fn default_out_dir(root: &Path, scenario: &str, t: SystemTime) -> PathBuf {
     let stamp: String = rfc3339(t).chars().filter(char::is_ascii_alphanumeric).collect();
     root.join(format!("{scenario}-{stamp}"))
+}
+
+/// ` (N of them idle after the point clients ended, left out of the judged
+/// share)`, or nothing.
+#[must_use]
+pub fn idle_after(s: &SideSlices) -> String {
+    if s.idle_after == 0 {
+        String::new()
+    } else {
+        format!(
+            " ({} of them idle after the point clients ended, left out of the judged share)",
+            s.idle_after
+        )
+    }
 }
 
 #[cfg(test)]

@@ -315,13 +315,22 @@ fn slices_line(r: &Report) -> String {
     let sl = &r.slices;
     let peer = sl.peer.map_or(String::new(), |p| {
         format!(
-            ", peer {} of {} ({} disturbed)",
-            p.judged, p.measured, p.disturbed
+            ", peer {} of {}{} ({} disturbed)",
+            p.judged,
+            p.measured,
+            crate::report::idle_after(&p),
+            p.disturbed
         )
     });
     let mut line = format!(
-        "slices judged: backend {} of {} ({} disturbed, {} set aside){peer}; the machine took {:.1} ms from the backend's clients (longest gap {:.2} ms)\n",
-        sl.backend.judged, sl.backend.measured, sl.backend.disturbed, sl.backend.set_aside, sl.backend.taken_ms, sl.backend.gap_max_ms
+        "slices judged: backend {} of {}{} ({} disturbed, {} set aside){peer}; the machine took {:.1} ms from the backend's clients (longest gap {:.2} ms)\n",
+        sl.backend.judged,
+        sl.backend.measured,
+        crate::report::idle_after(&sl.backend),
+        sl.backend.disturbed,
+        sl.backend.set_aside,
+        sl.backend.taken_ms,
+        sl.backend.gap_max_ms
     );
     if r.verdict == RunVerdict::Inconclusive {
         let _ = writeln!(
@@ -393,6 +402,7 @@ fn side_slices(side: &SideOutcome) -> SideSlices {
         set_aside: t.set_aside(),
         taken_ms: t.taken_ns as f64 / 1e6,
         gap_max_ms: t.gap_max_ns as f64 / 1e6,
+        idle_after: side.idle_after,
     }
 }
 

@@ -991,6 +991,7 @@ mod tests {
             throughput_ops_per_s: 0.0,
             quiet_throughput_ops_per_s: None,
             judged_share: 1.0,
+            idle_after: 0,
         };
         Outcome {
             backend: side,

@@ -101,6 +101,9 @@ pub struct SideOutcome {
     /// `--ops`) are idle, so judged however busy the machine was, and
     /// counted in they would make a disturbed run look judged.
     pub judged_share: f64,
+    /// Its measured slices after its point clients ended (with `--ops`):
+    /// idle, left out of `active_s` and `judged_share`.
+    pub idle_after: u64,
 }
 
 impl SideOutcome {
@@ -123,6 +126,7 @@ impl SideOutcome {
             quiet_throughput_ops_per_s: (quiet_slices > 0).then(|| tally.in_time_quiet as f64 / quiet_s),
             active_s,
             judged_share,
+            idle_after: after.all,
             tally,
             summary,
         }
@@ -816,6 +820,7 @@ mod tests {
             "{}",
             outcome.judged_share
         );
+        assert_eq!(outcome.idle_after, 80, "reported beside the share");
         assert!(outcome.judged_share < crate::limits::JUDGED_SHARE_MIN);
     }
 

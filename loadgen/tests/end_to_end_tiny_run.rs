@@ -584,8 +584,10 @@ fn a_schedule_that_ends_early_is_measured_over_the_whole_run() {
         "7",
     ];
     let (code, stdout, stderr) = outcome(&loadgen(&args));
-    assert_eq!(code, 0, "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).expect("--json: the result on stdout");
+    // Three operations: a busy machine can disturb every slice they fall in
+    // (inconclusive, not a failure of what this test checks).
+    assert_passed_unless_machine_busy(code, &report, &stderr);
     // tiny: 1 s measured in 50 ms slices, all the backend's without a peer.
     assert_eq!(report["slices"]["backend"]["measured"], 20, "{stdout}");
     let over = report["throughput_over_s"].as_f64().unwrap();
