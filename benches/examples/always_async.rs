@@ -9,7 +9,9 @@
 //!
 //! `cargo run --release -p session-engine-benches --example always_async -- [ROUNDS] [SHARDS,...] [SECONDS] [TASKS]`
 //! (defaults: 7 rounds; the default shard count, 2 and 1; 2 s a run; 64
-//! tasks).
+//! tasks). A shard count written with `fs` after it (`8fs`) runs with
+//! `SyncScope::FileSystem` (one `syncfs` per round for every log), so
+//! `-- 7 8,8fs,1` compares the scopes side by side.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use session_engine::{Config, Durability, Engine, SessionStore, Timeout};
+use session_engine::{Config, Durability, Engine, SessionStore, SyncScope, Timeout};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -28,13 +30,14 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Writes/s and p99 (µs) of one run.
-fn run(dir: &std::path::Path, shards: usize, tasks: usize, length: Duration) -> (f64, f64) {
+fn run(dir: &std::path::Path, logs: Logs, tasks: usize, length: Duration) -> (f64, f64) {
     let engine = Arc::new(
         Engine::open(
             Config::default()
-                .shards(shards)
+                .shards(logs.shards)
                 .data_dir(dir)
                 .durability(Durability::Always)
+                .sync_scope(logs.scope)
                 .segment_size_bytes(8 << 20),
         )
         .expect("open engine"),
@@ -82,13 +85,54 @@ fn run(dir: &std::path::Path, shards: usize, tasks: usize, length: Duration) -> 
     (rate, p99)
 }
 
+/// A contender: a shard count and how a round syncs its logs.
+#[derive(Clone, Copy)]
+struct Logs {
+    shards: usize,
+    scope: SyncScope,
+}
+
+impl std::str::FromStr for Logs {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (count, scope) = match s.strip_suffix("fs") {
+            Some(count) => (count, SyncScope::FileSystem),
+            None => (s, SyncScope::Logs),
+        };
+        Ok(Self {
+            shards: count.parse()?,
+            scope,
+        })
+    }
+}
+
+impl std::fmt::Display for Logs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.scope {
+            SyncScope::FileSystem => write!(f, "{} (syncfs)", self.shards),
+            _ => write!(f, "{}", self.shards),
+        }
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().map_or(7, |a| a.parse().expect("ROUNDS"));
     let default_shards = Engine::open(Config::default()).expect("open").shard_count();
-    let shards: Vec<usize> = args.next().map_or_else(
-        || vec![default_shards, 2, 1],
-        |a| a.split(',').map(|s| s.parse().expect("SHARDS")).collect(),
+    let shards: Vec<Logs> = args.next().map_or_else(
+        || {
+            [default_shards, 2, 1]
+                .map(|shards| Logs {
+                    shards,
+                    scope: SyncScope::Logs,
+                })
+                .to_vec()
+        },
+        |a| {
+            a.split(',')
+                .map(|s| s.parse().expect("SHARDS (a count, or a count then fs)"))
+                .collect()
+        },
     );
     let length = Duration::from_secs_f64(args.next().map_or(2.0, |a| a.parse().expect("SECONDS")));
     let tasks: usize = args.next().map_or(64, |a| a.parse().expect("TASKS"));
@@ -103,7 +147,7 @@ fn main() {
         }
         let mut this = vec![0.0; shards.len()];
         for i in order {
-            let dir = scratch.path().join(format!("r{round}-s{}", shards[i]));
+            let dir = scratch.path().join(format!("r{round}-c{i}"));
             let (rate, p99) = run(&dir, shards[i], tasks, length);
             eprintln!(
                 "round {round} shards {}: {rate:.0} writes/s p99 {p99:.0} us",

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::config::Durability;
+use crate::config::{Durability, SyncScope};
 use crate::core::{Core, LogFlush};
 use crate::error::{Error, Result};
 use crate::limits::{
@@ -122,8 +122,12 @@ impl Background {
             }
             self.flusher = Some(Arc::clone(&requests));
             // One round of syncs at a time, shared by every log: thread `t`
-            // syncs the logs t, t + n, ..., all at the same time.
-            let n = core.commits.len().clamp(1, crate::limits::FLUSHER_THREADS_MAX);
+            // syncs the logs t, t + n, ..., all at the same time; or one
+            // thread makes one `syncfs` for all of them (`flush_all`).
+            let n = match core.config.sync_scope {
+                SyncScope::FileSystem => 1,
+                _ => core.commits.len().clamp(1, crate::limits::FLUSHER_THREADS_MAX),
+            };
             let rounds = Arc::new(Rounds::new(n));
             self.rounds = Some(Arc::clone(&rounds));
             for t in 1..n {
@@ -231,7 +235,12 @@ fn flusher(core: &Core, requests: &FlushRequests, rounds: &Rounds) {
     }
     let _stop = StopHelpers(rounds);
     let n = rounds.threads;
+    let gather_max = Duration::from_micros(crate::limits::FLUSH_GATHER_MAX_US);
+    // How long the last round took: the longest the next is held back.
+    let mut last_round = Duration::ZERO;
     while requests.next() {
+        requests.gather(last_round.min(gather_max));
+        let started = Instant::now();
         // Which helpers have work: bit t for the share of thread t.
         let (mut busy_logs, mut helpers, mut own) = (0, 0u64, false);
         for (i, commit) in core.commits.iter().enumerate() {
@@ -245,13 +254,14 @@ fn flusher(core: &Core, requests: &FlushRequests, rounds: &Rounds) {
         }
         if busy_logs <= 1 {
             flush_share(core, 0, 1);
-            continue;
+        } else {
+            rounds.start(helpers);
+            if own {
+                flush_share(core, 0, n);
+            }
+            rounds.wait_done();
         }
-        rounds.start(helpers);
-        if own {
-            flush_share(core, 0, n);
-        }
-        rounds.wait_done();
+        last_round = started.elapsed();
     }
 }
 

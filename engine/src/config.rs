@@ -55,6 +55,7 @@ pub struct Config {
     /// that is refused (nothing would be durable).
     durability_set: bool,
     pub(crate) recovery: RecoveryMode,
+    pub(crate) sync_scope: SyncScope,
     pub(crate) segment_size_bytes: usize,
     pub(crate) touch_persist_fraction: f64,
     pub(crate) compaction_threshold: f64,
@@ -82,6 +83,33 @@ pub enum Durability {
     /// The operating system writes back when it likes: survives a process
     /// crash, not a machine crash.
     Never,
+}
+
+/// What a round that makes several shards' logs durable at once syncs:
+/// each log, or the whole file system they are on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum SyncScope {
+    /// Each log's unsynced range (`msync`, an `fdatasync` of it), all at
+    /// the same time. The default: it writes back nothing but the logs.
+    #[default]
+    Logs,
+    /// One `syncfs` of the file system the data directory is on, for all
+    /// the logs a round syncs: one journal commit and one device flush
+    /// instead of one per log, so `Always` rounds over many shards take
+    /// about what one log's sync takes (`results/sync-cost.md`). It also
+    /// writes back every other file's dirty data on that file system, so
+    /// it is for a data directory on a file system of its own; and a
+    /// writeback error on that file system, whichever file's, fails the
+    /// logs a round syncs (they refuse writes from then on, as after any
+    /// failed sync). Used by the `Always` rounds of async writers (the
+    /// `SessionStore` trait) when several logs have writers waiting, and by
+    /// the `Interval` flush; a blocking writer's own sync, and `close`'s,
+    /// stay per log. Needs Linux 5.8 or later (before it `syncfs` reported
+    /// no writeback error): `Engine::open` refuses it elsewhere
+    /// (`InvalidConfig`), as it does without a data directory or with
+    /// `Durability::Never` (nothing to sync).
+    FileSystem,
 }
 
 /// What recovery does with a corrupt record in the middle of a log.
@@ -115,6 +143,7 @@ impl Default for Config {
             durability: Durability::Interval(Duration::from_secs(1)),
             durability_set: false,
             recovery: RecoveryMode::Strict,
+            sync_scope: SyncScope::Logs,
             segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT,
             touch_persist_fraction: 0.1,
             compaction_threshold: 0.5,
@@ -293,6 +322,15 @@ impl Config {
         self
     }
 
+    /// What a round that syncs several logs syncs (default
+    /// [`SyncScope::Logs`]; see [`SyncScope::FileSystem`] for a data
+    /// directory on a file system of its own).
+    #[must_use]
+    pub fn sync_scope(mut self, scope: SyncScope) -> Self {
+        self.sync_scope = scope;
+        self
+    }
+
     /// Size of each preallocated log segment (default 16 MiB). Every shard
     /// keeps at least one, so the data directory starts at shards x this.
     #[must_use]
@@ -390,6 +428,9 @@ impl Config {
                 self.durability
             )));
         }
+        if self.sync_scope == SyncScope::FileSystem {
+            check_file_system_scope(self.data_dir.is_some(), self.durability, &kernel_release())?;
+        }
         if let Durability::Interval(interval) = self.durability {
             if interval < Duration::from_millis(FLUSH_INTERVAL_MS_MIN)
                 || interval > Duration::from_millis(FLUSH_INTERVAL_MS_MAX)
@@ -423,6 +464,43 @@ impl Config {
     }
 }
 
+/// `SyncScope::FileSystem` needs something to sync and a `syncfs` that
+/// reports writeback errors (Linux 5.8 and later: `release`, the kernel's,
+/// as `uname -r` gives it).
+fn check_file_system_scope(data_dir: bool, durability: Durability, release: &str) -> Result<()> {
+    if !data_dir || durability == Durability::Never {
+        return Err(Error::InvalidConfig(format!(
+            "sync_scope = FileSystem with {}: it changes how the logs are synced, and this engine syncs \
+             none (set a data_dir with durability Always or Interval, or leave sync_scope unset)",
+            if data_dir {
+                "durability = Never"
+            } else {
+                "no data_dir"
+            }
+        )));
+    }
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::parse::<u32>);
+    let version = match (numbers.next(), numbers.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => Some((major, minor)),
+        _ => None,
+    };
+    if version.is_some_and(|v| v >= (5, 8)) {
+        return Ok(());
+    }
+    Err(Error::InvalidConfig(format!(
+        "sync_scope = FileSystem on kernel {release:?}: it needs Linux 5.8 or later, whose syncfs reports \
+         writeback errors (before it a failed writeback went unreported, and an acknowledged write \
+         could be lost); leave sync_scope unset"
+    )))
+}
+
+/// The running kernel's release (`uname -r`).
+fn kernel_release() -> String {
+    rustix::system::uname().release().to_string_lossy().into_owned()
+}
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
@@ -440,11 +518,37 @@ impl fmt::Debug for Config {
             .field("durability", &self.durability)
             .field("durability_set", &self.durability_set)
             .field("recovery", &self.recovery)
+            .field("sync_scope", &self.sync_scope)
             .field("segment_size_bytes", &self.segment_size_bytes)
             .field("touch_persist_fraction", &self.touch_persist_fraction)
             .field("compaction_threshold", &self.compaction_threshold)
             .field("fail_thread_spawn", &self.fail_thread_spawn)
             .field("fail_recovery_threads", &self.fail_recovery_threads)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_system_scope_needs_linux_5_8() {
+        let ok = |release: &str| check_file_system_scope(true, Durability::Always, release).is_ok();
+        assert!(ok("5.8.0"));
+        assert!(ok("5.15.0-91-generic"));
+        assert!(ok("6.18.44-fc-v1272"));
+        assert!(ok("10.0"));
+        assert!(!ok("5.7.19"));
+        assert!(!ok("4.19.0-26-amd64"));
+        assert!(!ok("3.10"));
+        assert!(!ok(""));
+        assert!(!ok("linux"));
+        let err = check_file_system_scope(true, Durability::Always, "5.4.0").unwrap_err();
+        assert!(err.to_string().contains("Linux 5.8"), "{err}");
+        let interval = Durability::Interval(Duration::from_secs(1));
+        assert!(check_file_system_scope(true, interval, "6.1.0").is_ok());
+        assert!(check_file_system_scope(true, Durability::Never, "6.1.0").is_err());
+        assert!(check_file_system_scope(false, Durability::Always, "6.1.0").is_err());
     }
 }

@@ -64,7 +64,7 @@ pub use block::Metadata;
 pub use clock::{
     ms_to_system_time, system_time_to_ms, Clock, ManualClock, CLOCK_TICK, CLOCK_TICK_MAX, CLOCK_TICK_MIN,
 };
-pub use config::{Config, Durability, RecoveryMode, TimerListener};
+pub use config::{Config, Durability, RecoveryMode, SyncScope, TimerListener};
 pub use engine::{Engine, WeakEngine};
 pub use error::{redact_url, Error, Result};
 pub use id::{ParseIdError, SessionId, SESSION_ID_TEXT_LEN};

@@ -239,6 +239,18 @@ pub const TOPICS_EMPTY_ROOM_MAX: usize = 16_384;
 /// round. More threads than this add wake-ups, not merged flushes.
 pub const FLUSHER_THREADS_MAX: usize = 8;
 
+/// Longest an `Always` engine's flusher holds a round back to gather the
+/// async writers the last round woke (see `FlushRequests::gather`): it
+/// waits for as many to be waiting again as it woke, at most the last
+/// round's own length and never longer than this. Without it, writers
+/// woken by a round are still running their next write when the flusher
+/// starts the next round, which covers only the few that came in
+/// meanwhile: the writers alternate between a full round and a near-empty
+/// one, and wait two syncs a write. A millisecond bounds what a writer
+/// left alone after a burst (the others did not come back) can wait, on
+/// a disk whose sync takes that long already.
+pub const FLUSH_GATHER_MAX_US: u64 = 1_000;
+
 /// Timers one sweep step fires while holding a shard's writer mutex (as
 /// [`SWEEP_BATCH_MAX`] for sessions); the listener is called after the lock
 /// is released.

@@ -116,6 +116,18 @@ pub(crate) struct Unsynced {
     upto: u64,
 }
 
+impl Unsynced {
+    /// The log position these ranges end at: durable once they are synced.
+    pub(crate) fn upto(&self) -> u64 {
+        self.upto
+    }
+
+    /// Nothing was appended since the last sync.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+}
+
 /// A log reopened by recovery.
 pub(crate) struct Reopened {
     pub(crate) current: Segment,
@@ -491,26 +503,53 @@ impl ShardLog {
                 .injected_sync_failure()
                 .and_then(|()| segment.sync(*from, *to));
             if let Err(e) = synced {
-                let reason = format!("sync of {} failed: {e}", segment.path().display());
-                let first = self.writer.lock().failed.replace(reason).is_none();
-                if first {
-                    self.note_sync_failed();
-                }
-                // Logged once per log, outside its mutex.
-                #[cfg(not(feature = "tracing"))]
-                let _ = first;
-                #[cfg(feature = "tracing")]
-                if first {
-                    tracing::warn!(
-                        segment = %segment.path().display(),
-                        error = %e,
-                        "session-engine: a log sync failed; this shard refuses writes from now on (WritesRefused)"
-                    );
-                }
-                return Err(io_error(format!("syncing {}", segment.path().display()), e));
+                return Err(self.sync_failed(segment.path(), e));
             }
         }
         Ok(unsynced.upto)
+    }
+
+    /// Readies `unsynced` for a sync of the whole file system
+    /// (`SyncScope::FileSystem`) in place of its own: its pages leave the
+    /// mapping as in [`ShardLog::sync`], and the test hooks run. An error
+    /// (an injected failure) refuses this log's writes, as a failed sync.
+    pub(crate) fn prepare_file_system_sync(&self, unsynced: &Unsynced) -> Result<()> {
+        let current = Arc::clone(&self.writer.lock().current);
+        for (segment, _, to) in &unsynced.ranges {
+            segment.release_to(*to);
+        }
+        self.injected_sync_failure()
+            .map_err(|e| self.sync_failed(current.path(), e))
+    }
+
+    /// A sync of this log's file system failed (`syncfs`'s error, `e`):
+    /// this log refuses writes; the error for its waiters.
+    pub(crate) fn file_system_sync_failed(&self, e: &io::Error) -> Error {
+        let current = Arc::clone(&self.writer.lock().current);
+        self.sync_failed(current.path(), io::Error::new(e.kind(), format!("syncfs: {e}")))
+    }
+
+    /// A sync of `path` failed with `e`: this log refuses every write from
+    /// now on (the first failure is noted for the next open); the error for
+    /// the writers who waited on it.
+    fn sync_failed(&self, path: &std::path::Path, e: io::Error) -> Error {
+        let reason = format!("sync of {} failed: {e}", path.display());
+        let first = self.writer.lock().failed.replace(reason).is_none();
+        if first {
+            self.note_sync_failed();
+        }
+        // Logged once per log, outside its mutex.
+        #[cfg(not(feature = "tracing"))]
+        let _ = first;
+        #[cfg(feature = "tracing")]
+        if first {
+            tracing::warn!(
+                segment = %path.display(),
+                error = %e,
+                "session-engine: a log sync failed; this shard refuses writes from now on (WritesRefused)"
+            );
+        }
+        io_error(format!("syncing {}", path.display()), e)
     }
 
     /// What a sync does under the test hooks: fail as a failing disk would

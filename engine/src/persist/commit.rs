@@ -25,10 +25,15 @@
 //! (`background.rs`): in a round, up to `limits::FLUSHER_THREADS_MAX`
 //! threads sync their share of the logs at the same time (the kernel
 //! merges device flushes that arrive while one is under way), and writes
-//! that arrive meanwhile wait for the next round together. A thread that
+//! that arrive meanwhile wait for the next round together. Before a round
+//! the flusher gathers the async writers the last one woke
+//! (`FlushRequests::gather`, at most that round's length). A thread that
 //! syncs several logs in a row (the `Interval` flush, a flusher's share)
 //! first starts every log's writeback (`ShardLog::hint_writeback`) so that
-//! each sync finds its pages on their way.
+//! each sync finds its pages on their way. Under `SyncScope::FileSystem`
+//! a round of several logs (and the `Interval` flush) makes one `syncfs`
+//! of their file system instead of a sync of each (`flush_all`), on one
+//! flusher thread.
 //!
 //! A failed sync leaves the page cache in an unknown state (fsyncgate): the
 //! log refuses every later write (`Error::WritesRefused`), and the writers
@@ -37,15 +42,19 @@
 //! Lock order: the log's writer mutex is never held while the commit's mutex
 //! is, and no thread waits holding either.
 
+use std::fs::File;
+use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::appender::ShardLog;
+use super::appender::{ShardLog, Unsynced};
 use crate::error::{Error, Result};
 
 /// One log's group commit.
@@ -55,6 +64,40 @@ pub(crate) struct GroupCommit {
     /// The engine's flusher thread (`Always` mode), which runs the syncs
     /// async writers wait for.
     flusher: OnceLock<Arc<FlushRequests>>,
+    /// The file system a round of several logs' syncs syncs whole in
+    /// place of each log's own (`SyncScope::FileSystem`), or none.
+    file_system: Option<Arc<FileSystem>>,
+}
+
+/// A file system the logs are on, opened for `syncfs`
+/// (`SyncScope::FileSystem`): one per file system, shared by its logs.
+pub(crate) struct FileSystem {
+    /// A directory on it, opened when the engine opened: `syncfs` reports
+    /// through it every writeback error the file system has met since
+    /// (Linux 5.8 and later), whichever file's it was.
+    dir: File,
+    device: u64,
+}
+
+impl FileSystem {
+    /// The file system `dir` is on.
+    pub(crate) fn open(dir: &Path) -> io::Result<Self> {
+        let dir = File::open(dir)?;
+        let device = rustix::fs::fstat(&dir)?.st_dev;
+        Ok(Self { dir, device })
+    }
+
+    /// Its device number: two directories with the same one are on the
+    /// same file system.
+    pub(crate) fn device(&self) -> u64 {
+        self.device
+    }
+
+    /// Writes back every dirty page of every file on it and commits its
+    /// journal (`syncfs`); the logs' appends are among them.
+    fn sync(&self) -> io::Result<()> {
+        Ok(rustix::fs::syncfs(&self.dir)?)
+    }
 }
 
 struct State {
@@ -131,6 +174,10 @@ impl AsyncWaiter {
 /// Wakes the engine's flusher thread (`Always` mode). Async writers cannot
 /// run a sync themselves (it would block their executor's thread), so when
 /// one waits and no sync is under way, it asks this thread for one.
+///
+/// It also counts the async writers that rounds wake and that start
+/// waiting, so that the flusher can gather a round's writers before it
+/// starts the next (`gather`).
 #[derive(Default)]
 pub(crate) struct FlushRequests {
     state: Mutex<FlushState>,
@@ -141,6 +188,13 @@ pub(crate) struct FlushRequests {
 struct FlushState {
     requested: bool,
     stopped: bool,
+    /// Async writers woken by syncs since the flusher last gathered: how
+    /// many it waits to see waiting again.
+    woken: u64,
+    /// Async writers that started waiting since the flusher last gathered.
+    arrived: u64,
+    /// While the flusher gathers: the arrivals it waits for (0: none).
+    want: u64,
 }
 
 impl FlushRequests {
@@ -155,6 +209,44 @@ impl FlushRequests {
     pub(crate) fn stop(&self) {
         self.state.lock().stopped = true;
         self.wake.notify_all();
+    }
+
+    /// An async writer started waiting for a sync (`poll_durable`).
+    fn arrived(&self) {
+        let mut state = self.state.lock();
+        state.arrived += 1;
+        if state.want > 0 && state.arrived >= state.want {
+            state.want = 0;
+            self.wake.notify_one();
+        }
+    }
+
+    /// A sync woke `n` async writers (their writes are durable).
+    fn woke(&self, n: u64) {
+        self.state.lock().woken += n;
+    }
+
+    /// Holds the next round back until as many async writers wait as the
+    /// syncs since the last call woke, or `max` has passed, or a stop.
+    /// Writers a round woke mostly write again at once, but need their
+    /// executor's time to get there: a round started without them covers
+    /// only the few that came meanwhile, and they wait for the round
+    /// after. With a lone writer (one woken) it does not wait at all.
+    /// Returns at once if `max` is zero or enough already wait.
+    pub(crate) fn gather(&self, max: Duration) {
+        let mut state = self.state.lock();
+        let want = std::mem::take(&mut state.woken);
+        if want > 1 && state.arrived < want && !max.is_zero() {
+            state.want = want;
+            let deadline = Instant::now() + max;
+            while state.want > 0 && !state.stopped {
+                if self.wake.wait_until(&mut state, deadline).timed_out() {
+                    break;
+                }
+            }
+            state.want = 0;
+        }
+        state.arrived = 0;
     }
 
     /// Blocks until a request (true) or a stop (false).
@@ -173,8 +265,11 @@ impl FlushRequests {
 }
 
 impl GroupCommit {
-    pub(crate) fn new(log: Arc<ShardLog>) -> Self {
+    /// The group commit of `log`; with a `file_system`, rounds that sync
+    /// several logs sync it whole instead (`flush_all`).
+    pub(crate) fn new(log: Arc<ShardLog>, file_system: Option<Arc<FileSystem>>) -> Self {
         Self {
+            file_system,
             log,
             state: Mutex::new(State {
                 durable: 0,
@@ -223,14 +318,18 @@ impl GroupCommit {
     /// Syncs everything appended so far unless a sync is already running
     /// (the `Interval` thread's entry point, and `close`'s).
     pub(crate) fn flush(&self) -> Result<()> {
-        {
-            let mut state = self.state.lock();
-            if state.flushing {
-                return Ok(());
-            }
-            state.flushing = true;
+        if !self.try_lead() {
+            return Ok(());
         }
         self.lead()
+    }
+
+    /// Becomes the leader of the next sync unless a sync is running
+    /// (then false): sets `flushing`, which the caller's `finish` clears
+    /// or hands on.
+    fn try_lead(&self) -> bool {
+        let mut state = self.state.lock();
+        !std::mem::replace(&mut state.flushing, true)
     }
 
     /// Syncs everything appended so far; a sync under way is waited for
@@ -247,13 +346,23 @@ impl GroupCommit {
     /// one it did not. Everything appended before the call is covered on
     /// success.
     fn lead(&self) -> Result<()> {
-        // A panic in the sync (a bug, or a `tracing` subscriber's in its
-        // failure path) would leave `flushing` set and every waiter of this
-        // log waiting forever: it fails the sync instead, like an I/O error.
-        let synced = catch_unwind(AssertUnwindSafe(|| {
-            self.log.take_unsynced().and_then(|u| self.log.sync(&u))
-        }))
-        .unwrap_or_else(|panic| Err(self.log.refuse_after_panic(panic_message(panic.as_ref()))));
+        let synced = self.unwound(|| self.log.take_unsynced().and_then(|u| self.log.sync(&u)));
+        self.finish(synced)
+    }
+
+    /// Runs a leader's step. A panic in it (a bug, or a `tracing`
+    /// subscriber's in a failure path) would leave `flushing` set and every
+    /// waiter of this log waiting forever: it fails the sync instead, like
+    /// an I/O error (the log refuses writes from then on).
+    fn unwound<T>(&self, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        catch_unwind(AssertUnwindSafe(step))
+            .unwrap_or_else(|panic| Err(self.log.refuse_after_panic(panic_message(panic.as_ref()))))
+    }
+
+    /// Ends a leader's sync (`synced`: the position it made durable, or
+    /// its failure): wakes the waiters it covered and hands the next sync
+    /// to the oldest one it did not.
+    fn finish(&self, synced: Result<u64>) -> Result<()> {
         let mut state = self.state.lock();
         let waiters = std::mem::take(&mut state.waiters);
         let async_waiters = std::mem::take(&mut state.async_waiters);
@@ -300,8 +409,12 @@ impl GroupCommit {
         for (w, to) in wake {
             w.wake(to);
         }
+        let woken_async = wake_async.len();
         for (w, to) in wake_async {
             w.wake(to);
+        }
+        if let (Some(flusher), 1..) = (self.flusher.get(), woken_async) {
+            flusher.woke(woken_async as u64);
         }
         if ask_flusher {
             self.request_flush();
@@ -375,6 +488,9 @@ impl GroupCommit {
         let ask_flusher = !state.flushing;
         drop(state);
         *waiter = Some(w);
+        if let Some(flusher) = self.flusher.get() {
+            flusher.arrived();
+        }
         if ask_flusher {
             self.request_flush();
         }
@@ -404,8 +520,80 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 /// Syncs several logs in a row (the `Interval` flush, `close`, the flusher
 /// thread): starts every log's writeback first, so that each sync finds its
 /// pages on their way. The first error, after trying every log.
+///
+/// Logs given a file system (`SyncScope::FileSystem`) are synced with one
+/// `syncfs` of it instead, when there are several of them
+/// ([`flush_file_systems`]).
 pub(crate) fn flush_all<'a>(commits: impl Iterator<Item = &'a GroupCommit> + Clone) -> Result<()> {
+    if commits
+        .clone()
+        .filter(|c| c.file_system.is_some())
+        .nth(1)
+        .is_some()
+    {
+        let own = flush_each(
+            commits.clone().filter(|c| c.file_system.is_none()),
+            GroupCommit::flush,
+        );
+        let whole = flush_file_systems(commits.filter(|c| c.file_system.is_some()));
+        return own.and(whole);
+    }
     flush_each(commits, GroupCommit::flush)
+}
+
+/// Syncs the logs `commits` with one `syncfs` of each file system they are
+/// on (`SyncScope::FileSystem`; each has one), instead of a sync of each
+/// log: a journal commit and a device flush for them all. A log whose sync
+/// is under way is left to its leader, as in [`GroupCommit::flush`]. Each
+/// log's leader step runs as in `lead`: its unsynced ranges are taken (and
+/// their pages released), then the file system is synced, then its waiters
+/// are told; a failed `syncfs` fails every log on that file system (each
+/// refuses writes from then on: what reached the disk is unknown). The
+/// first error, after every log is told.
+fn flush_file_systems<'a>(commits: impl Iterator<Item = &'a GroupCommit>) -> Result<()> {
+    let led: Vec<(&GroupCommit, &Arc<FileSystem>, Result<Unsynced>)> = commits
+        .filter_map(|c| Some((c, c.file_system.as_ref()?)))
+        .filter(|(c, _)| c.try_lead())
+        .map(|(c, fs)| {
+            let taken = c.unwound(|| {
+                let unsynced = c.log.take_unsynced()?;
+                c.log.prepare_file_system_sync(&unsynced)?;
+                Ok(unsynced)
+            });
+            (c, fs, taken)
+        })
+        .collect();
+    // One sync per file system that a log with unsynced bytes is on.
+    let mut synced: Vec<(&Arc<FileSystem>, io::Result<()>)> = Vec::new();
+    for (_, fs, taken) in &led {
+        let behind = taken.as_ref().is_ok_and(|unsynced| !unsynced.is_empty());
+        if behind && !synced.iter().any(|(done, _)| Arc::ptr_eq(done, fs)) {
+            let result = catch_unwind(AssertUnwindSafe(|| fs.sync()))
+                .unwrap_or_else(|_| Err(io::Error::other("syncfs panicked")));
+            synced.push((fs, result));
+        }
+    }
+    let mut first_error = None;
+    for (c, fs, taken) in led {
+        let outcome = taken.and_then(|unsynced| {
+            if unsynced.is_empty() {
+                // Nothing since its last sync: durable as it is.
+                return Ok(unsynced.upto());
+            }
+            let (_, result) = synced
+                .iter()
+                .find(|(done, _)| Arc::ptr_eq(done, fs))
+                .expect("synced above: its log has unsynced bytes");
+            match result {
+                Ok(()) => Ok(unsynced.upto()),
+                Err(e) => c.unwound(|| Err(c.log.file_system_sync_failed(e))),
+            }
+        });
+        if let Err(e) = c.finish(outcome) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// `flush_all`, waiting on each log for a sync under way and then syncing
@@ -428,4 +616,56 @@ fn flush_each<'a>(
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flusher waits for as many writers as the last round woke, and
+    /// no longer: it goes on once they are back, at `max` without them,
+    /// at once after a lone writer, and on a stop.
+    #[test]
+    fn gather_waits_for_the_writers_a_round_woke() {
+        let requests = Arc::new(FlushRequests::default());
+        // They come back while it waits: it returns before its (long) max.
+        requests.woke(3);
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..3 {
+                    std::thread::sleep(Duration::from_millis(5));
+                    requests.arrived();
+                }
+            });
+            requests.gather(Duration::from_secs(600));
+        });
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "it waited for its max"
+        );
+        // None come back: it waits `max`, then goes on.
+        requests.woke(2);
+        let started = Instant::now();
+        requests.gather(Duration::from_millis(20));
+        assert!(started.elapsed() >= Duration::from_millis(20), "it did not wait");
+        // The woken count was taken: the next gather does not wait, nor
+        // after a lone writer, nor when enough already wait.
+        requests.gather(Duration::from_secs(600));
+        requests.woke(1);
+        requests.gather(Duration::from_secs(600));
+        requests.woke(2);
+        requests.arrived();
+        requests.arrived();
+        requests.gather(Duration::from_secs(600));
+        // A stop ends a wait.
+        requests.woke(5);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(5));
+                requests.stop();
+            });
+            requests.gather(Duration::from_secs(600));
+        });
+    }
 }

@@ -12,7 +12,7 @@ use ahash::{AHashMap, RandomState};
 
 use super::appender::{create_segment, LogId, Reopened, ShardLog};
 use super::base::write_base;
-use super::commit::GroupCommit;
+use super::commit::{FileSystem, GroupCommit};
 use super::directory::{
     clear_sync_failed, clear_unfinished_creation, io, layout_dir, lock, make_dir, mark_sync_failed,
     read_manifest, remove_other_layouts, reread_from_disk, shard_dir, write_manifest,
@@ -25,7 +25,7 @@ use super::recovery::{
 };
 use super::segment::{sync_dir, Segment};
 use super::{hasher_from_key, Opened, Persistence, TimeMark};
-use crate::config::{Config, Durability, RecoveryMode};
+use crate::config::{Config, Durability, RecoveryMode, SyncScope};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::session::{Session, Timeout};
@@ -143,10 +143,7 @@ pub(crate) fn open(
     log_report(dir, &report);
     Ok(Opened {
         persistence: Persistence {
-            commits: logs
-                .iter()
-                .map(|log| Arc::new(GroupCommit::new(Arc::clone(log))))
-                .collect(),
+            commits: group_commits(config, &logs)?,
             logs,
             report,
             hash_key,
@@ -223,10 +220,7 @@ fn create_directory(
     write_manifest(dir, &manifest)?;
     Ok(Opened {
         persistence: Persistence {
-            commits: logs
-                .iter()
-                .map(|log| Arc::new(GroupCommit::new(Arc::clone(log))))
-                .collect(),
+            commits: group_commits(config, &logs)?,
             logs,
             report: RecoveryReport::default(),
             hash_key: manifest.hash_key,
@@ -437,6 +431,34 @@ fn write_layout(
     }
     sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
     Ok(logs)
+}
+
+/// Each log's group commit; under `SyncScope::FileSystem`, each with the
+/// file system its directory is on (one handle per file system, opened
+/// now: its `syncfs` reports the writeback errors met from here on).
+fn group_commits(config: &Config, logs: &[Arc<ShardLog>]) -> Result<Vec<Arc<GroupCommit>>> {
+    let mut file_systems: Vec<Arc<FileSystem>> = Vec::new();
+    let mut commits = Vec::with_capacity(logs.len());
+    for log in logs {
+        let file_system = if config.sync_scope == SyncScope::FileSystem {
+            let dir = &log.id().dir;
+            let opened =
+                FileSystem::open(dir).map_err(io(format!("opening {} for syncfs", dir.display())))?;
+            let shared = file_systems
+                .iter()
+                .find(|fs| fs.device() == opened.device())
+                .cloned();
+            Some(shared.unwrap_or_else(|| {
+                let fs = Arc::new(opened);
+                file_systems.push(Arc::clone(&fs));
+                fs
+            }))
+        } else {
+            None
+        };
+        commits.push(Arc::new(GroupCommit::new(Arc::clone(log), file_system)));
+    }
+    Ok(commits)
 }
 
 fn to_u32(n: usize) -> u32 {
