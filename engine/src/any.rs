@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, Durability};
+use crate::config::{Config, Durability, SyncScope};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
@@ -236,7 +236,9 @@ impl AnyStore {
     ///   decoded, a relative `<dir>` from the working directory (a host,
     ///   a fragment or a `~` is refused),
     ///   with `?durability=always|never|<n>ms` (default: the engine's, a
-    ///   flush every second) and `&shards=<n>`, each at most once.
+    ///   flush every second), `&shards=<n>` and `&sync=logs|filesystem`
+    ///   ([`SyncScope`](crate::SyncScope); default `logs`), each at most
+    ///   once.
     ///
     /// `session_redis::open_url` adds the Redis schemes.
     ///
@@ -389,7 +391,21 @@ pub fn engine_config(url: &str) -> Result<Config> {
                     .parse()
                     .map_err(|e| bad(format!("shards={value}: a number of shards ({e})")))?,
             ),
-            other => return Err(bad(format!("unknown parameter {other:?} (durability, shards)"))),
+            "sync" if scheme == "memory" => {
+                return Err(bad(
+                    "sync applies only with a data directory (engine:<dir>); memory: syncs nothing".into(),
+                ))
+            }
+            "sync" => config.sync_scope(match value {
+                "logs" => SyncScope::Logs,
+                "filesystem" => SyncScope::FileSystem,
+                other => return Err(bad(format!("sync={other}: logs or filesystem"))),
+            }),
+            other => {
+                return Err(bad(format!(
+                    "unknown parameter {other:?} (durability, shards, sync)"
+                )))
+            }
         };
     }
     Ok(config)

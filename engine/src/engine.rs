@@ -130,6 +130,7 @@ impl std::fmt::Debug for Engine {
             .field("sessions", &self.core.len())
             .field("data_dir", &self.core.config.data_dir)
             .field("durability", &self.core.config.durability)
+            .field("sync_scope", &self.core.config.sync_scope)
             .finish_non_exhaustive()
     }
 }

@@ -16,6 +16,8 @@ fn bad_urls_say_what_is_wrong() {
         ("engine:/tmp/x?durability", "not key=value"),
         ("memory:?durability=always", "only with a data directory"),
         ("engine:/tmp/x?shards=4&shards=8", "given twice"),
+        ("engine:/tmp/x?sync=everything", "logs or filesystem"),
+        ("memory:?sync=filesystem", "only with a data directory"),
         // Read as meant or refused, never a directory nobody meant.
         ("engine://var/lib/sessions", "names a host"),
         ("engine://localhost/var/lib/sessions", "names a host"),
@@ -63,6 +65,8 @@ fn bad_urls_say_what_is_wrong() {
     assert!(engine_config("memory:?shards=4").is_ok());
     assert!(engine_config("engine:/tmp/x?durability=always&shards=4").is_ok());
     assert!(engine_config("engine:///tmp/x?durability=250ms").is_ok());
+    assert!(engine_config("engine:/tmp/x?durability=always&sync=filesystem").is_ok());
+    assert!(engine_config("engine:/tmp/x?sync=logs").is_ok());
 }
 
 #[test]
@@ -78,6 +82,19 @@ fn an_engine_url_opens_a_persistent_store() {
     let reopened = AnyStore::open(&url).unwrap();
     let got = rt.block_on(reopened.get(&id)).unwrap();
     assert_eq!(got.metadata(), b"kept");
+    drop(reopened);
+    // With one `syncfs` a round, the same.
+    let url = format!("{url}&sync=filesystem");
+    let store = AnyStore::open(&url).unwrap();
+    assert!(format!("{store:?}").contains("FileSystem"), "{store:?}");
+    let other = rt.block_on(store.create(b"also kept", Timeout::Never)).unwrap();
+    drop(store);
+    let reopened = AnyStore::open(&url).unwrap();
+    assert_eq!(rt.block_on(reopened.get(&id)).unwrap().metadata(), b"kept");
+    assert_eq!(
+        rt.block_on(reopened.get(&other)).unwrap().metadata(),
+        b"also kept"
+    );
 }
 
 /// A path's percent-escapes are decoded (a space, `?` or `#` in a
