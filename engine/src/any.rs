@@ -365,7 +365,9 @@ pub fn engine_config(url: &str) -> Result<Config> {
             .split_once('=')
             // Not echoed: a stray token may be a secret pasted in the
             // wrong place.
-            .ok_or_else(|| bad("a query parameter is not key=value (durability=..., shards=...)".into()))?;
+            .ok_or_else(|| {
+                bad("a query parameter is not key=value (durability=..., shards=..., sync=...)".into())
+            })?;
         if seen.contains(&key) {
             return Err(bad(format!("{key} is given twice")));
         }

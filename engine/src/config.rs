@@ -95,20 +95,23 @@ pub enum SyncScope {
     #[default]
     Logs,
     /// One `syncfs` of the file system the data directory is on, for all
-    /// the logs a round syncs: one journal commit and one device flush
-    /// instead of one per log, so `Always` rounds over many shards take
-    /// about what one log's sync takes (`results/sync-cost.md`). It also
-    /// writes back every other file's dirty data on that file system, so
-    /// it is for a data directory on a file system of its own; and a
-    /// writeback error on that file system, whichever file's, fails the
-    /// logs a round syncs (they refuse writes from then on, as after any
-    /// failed sync). Used by the `Always` rounds of async writers (the
+    /// the logs a round syncs: one device flush instead of one per log, so
+    /// `Always` rounds over many shards take about what one log's sync
+    /// takes (`results/sync-cost.md`). It also writes back every other
+    /// file's dirty data on that file system, so it is for a data
+    /// directory on a file system of its own; and once a `syncfs` reports
+    /// a writeback error there, whichever file's, every log on it fails
+    /// its waiting writers and refuses writes from then on, as after any
+    /// failed sync. Used by the `Always` rounds of async writers (the
     /// `SessionStore` trait) when several logs have writers waiting, and by
     /// the `Interval` flush; a blocking writer's own sync, and `close`'s,
-    /// stay per log. Needs Linux 5.8 or later (before it `syncfs` reported
-    /// no writeback error): `Engine::open` refuses it elsewhere
-    /// (`InvalidConfig`), as it does without a data directory or with
-    /// `Durability::Never` (nothing to sync).
+    /// stay per log. Needs ext4 (whose `syncfs` ends with a flush of the
+    /// device's write cache, journal or not; another file system's may not)
+    /// and Linux 5.17 or later (before 5.8 `syncfs` reported no writeback
+    /// error, before 5.17 not the journal's or the device flush's):
+    /// `Engine::open` refuses it elsewhere (`InvalidConfig`), as it does
+    /// without a data directory or with `Durability::Never` (nothing to
+    /// sync).
     FileSystem,
 }
 
@@ -465,8 +468,9 @@ impl Config {
 }
 
 /// `SyncScope::FileSystem` needs something to sync and a `syncfs` that
-/// reports writeback errors (Linux 5.8 and later: `release`, the kernel's,
-/// as `uname -r` gives it).
+/// reports every error of its writeback, journal commit and device flush
+/// (Linux 5.17 and later: `release`, the kernel's, as `uname -r` gives
+/// it). The file system's type is checked when the logs open.
 fn check_file_system_scope(data_dir: bool, durability: Durability, release: &str) -> Result<()> {
     if !data_dir || durability == Durability::Never {
         return Err(Error::InvalidConfig(format!(
@@ -486,13 +490,13 @@ fn check_file_system_scope(data_dir: bool, durability: Durability, release: &str
         (Some(Ok(major)), Some(Ok(minor))) => Some((major, minor)),
         _ => None,
     };
-    if version.is_some_and(|v| v >= (5, 8)) {
+    if version.is_some_and(|v| v >= (5, 17)) {
         return Ok(());
     }
     Err(Error::InvalidConfig(format!(
-        "sync_scope = FileSystem on kernel {release:?}: it needs Linux 5.8 or later, whose syncfs reports \
-         writeback errors (before it a failed writeback went unreported, and an acknowledged write \
-         could be lost); leave sync_scope unset"
+        "sync_scope = FileSystem on kernel {release:?}: it needs Linux 5.17 or later, whose syncfs reports \
+         every error of its writeback, journal commit and device flush (before it some went unreported, \
+         and an acknowledged write could be lost); leave sync_scope unset"
     )))
 }
 
@@ -533,10 +537,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_file_system_scope_needs_linux_5_8() {
+    fn the_file_system_scope_needs_linux_5_17() {
         let ok = |release: &str| check_file_system_scope(true, Durability::Always, release).is_ok();
-        assert!(ok("5.8.0"));
-        assert!(ok("5.15.0-91-generic"));
+        assert!(ok("5.17.0"));
+        assert!(ok("6.8.0-45-generic"));
+        assert!(!ok("5.15.0-91-generic"));
+        assert!(!ok("5.8.0"));
         assert!(ok("6.18.44-fc-v1272"));
         assert!(ok("10.0"));
         assert!(!ok("5.7.19"));
@@ -545,7 +551,7 @@ mod tests {
         assert!(!ok(""));
         assert!(!ok("linux"));
         let err = check_file_system_scope(true, Durability::Always, "5.4.0").unwrap_err();
-        assert!(err.to_string().contains("Linux 5.8"), "{err}");
+        assert!(err.to_string().contains("Linux 5.17"), "{err}");
         let interval = Durability::Interval(Duration::from_secs(1));
         assert!(check_file_system_scope(true, interval, "6.1.0").is_ok());
         assert!(check_file_system_scope(true, Durability::Never, "6.1.0").is_err());

@@ -1334,6 +1334,7 @@ impl Core {
         stats.memory_bytes =
             stats.sessions as u64 * HEADER_LEN as u64 + stats.metadata_bytes + slots * slot_bytes;
         stats.log_syncs = self.commits.iter().map(|c| c.syncs()).sum();
+        stats.log_syncs_by_file_system = self.commits.iter().map(|c| c.file_system_syncs()).sum();
         stats
     }
 

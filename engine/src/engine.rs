@@ -893,6 +893,19 @@ impl Engine {
         }
     }
 
+    /// Makes every later `syncfs` of an engine opened with
+    /// `SyncScope::FileSystem` fail, as a writeback error on its file
+    /// system would (each log's own sync is left alone), to test that every
+    /// log on it then fails its writers and refuses writes.
+    #[doc(hidden)]
+    pub fn debug_fail_file_system_syncs(&self) {
+        for commit in &self.core.commits {
+            if let Some(fs) = commit.file_system() {
+                fs.fail_syncs();
+            }
+        }
+    }
+
     /// Makes the next pass of a background thread panic, as a bug there
     /// would, to test that the thread survives it and says so: `compactor`
     /// picks the compactor's, else the sweeper's.

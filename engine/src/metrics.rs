@@ -270,6 +270,11 @@ impl Stats {
         )?;
         w.counter("log_syncs", "Successful log flushes.", self.log_syncs)?;
         w.counter(
+            "log_syncs_by_file_system",
+            "Of the log flushes, those a syncfs of the logs' file system made.",
+            self.log_syncs_by_file_system,
+        )?;
+        w.counter(
             "compaction_errors",
             "Background compactions that failed.",
             self.compaction_errors,

@@ -609,6 +609,10 @@ pub struct Stats {
     /// Successful log flushes since open (persistence only). In `Always`
     /// mode, acknowledged writes divided by this is the group-commit size.
     pub log_syncs: u64,
+    /// Of `log_syncs`, those a `syncfs` of the logs' file system made
+    /// (`SyncScope::FileSystem`): one `syncfs` counts once per log it
+    /// synced.
+    pub log_syncs_by_file_system: u64,
     /// Background compactions that failed (each retried on the next check).
     pub compaction_errors: u64,
     /// Panics caught in a pass of the sweeper or the compactor thread (a

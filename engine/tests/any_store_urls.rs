@@ -85,7 +85,12 @@ fn an_engine_url_opens_a_persistent_store() {
     drop(reopened);
     // With one `syncfs` a round, the same.
     let url = format!("{url}&sync=filesystem");
-    let store = AnyStore::open(&url).unwrap();
+    let store = match AnyStore::open(&url) {
+        Ok(store) => store,
+        // The one file system the scope accepts is ext4 (this machine's).
+        Err(Error::InvalidConfig(why)) if why.contains("not ext4") => return,
+        Err(other) => panic!("{other}"),
+    };
     assert!(format!("{store:?}").contains("FileSystem"), "{store:?}");
     let other = rt.block_on(store.create(b"also kept", Timeout::Never)).unwrap();
     drop(store);

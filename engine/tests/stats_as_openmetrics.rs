@@ -129,11 +129,15 @@ fn every_family_once_with_its_value() {
     assert_eq!(int("session_log_bytes"), stats.log_bytes);
     assert_eq!(int("session_log_live_bytes"), stats.log_live_bytes);
     assert_eq!(int("session_log_syncs_total"), stats.log_syncs);
+    assert_eq!(
+        int("session_log_syncs_by_file_system_total"),
+        stats.log_syncs_by_file_system
+    );
     assert_eq!(int("session_compaction_errors_total"), stats.compaction_errors);
     assert_eq!(int("session_background_panics_total"), stats.background_panics);
     assert_eq!(int("session_touches_dropped_total"), stats.touches_dropped);
     // Nothing else: a new field gets its family and its line above.
-    assert_eq!(samples.len(), 19 + stats.sessions_per_shard.len(), "{text}");
+    assert_eq!(samples.len(), 20 + stats.sessions_per_shard.len(), "{text}");
 }
 
 #[test]

@@ -33,7 +33,9 @@
 //! each sync finds its pages on their way. Under `SyncScope::FileSystem`
 //! a round of several logs (and the `Interval` flush) makes one `syncfs`
 //! of their file system instead of a sync of each (`flush_all`), on one
-//! flusher thread.
+//! flusher thread; a failed `syncfs` fails every later sync of every log
+//! on that file system (`FileSystem`), since the kernel reports its error
+//! once, and to no log's own sync.
 //!
 //! A failed sync leaves the page cache in an unknown state (fsyncgate): the
 //! log refuses every later write (`Error::WritesRefused`), and the writers
@@ -46,7 +48,7 @@ use std::fs::File;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::{self, Thread};
@@ -67,24 +69,61 @@ pub(crate) struct GroupCommit {
     /// The file system a round of several logs' syncs syncs whole in
     /// place of each log's own (`SyncScope::FileSystem`), or none.
     file_system: Option<Arc<FileSystem>>,
+    /// This log's successful syncs made by a `syncfs` (`Stats`).
+    file_system_syncs: AtomicU64,
 }
 
 /// A file system the logs are on, opened for `syncfs`
 /// (`SyncScope::FileSystem`): one per file system, shared by its logs.
 pub(crate) struct FileSystem {
     /// A directory on it, opened when the engine opened: `syncfs` reports
-    /// through it every writeback error the file system has met since
-    /// (Linux 5.8 and later), whichever file's it was.
+    /// through it the writeback errors met on the file system, whichever
+    /// file's (Linux 5.17 and later, the journal's and the device flush's
+    /// included; the file system's older errors were taken at open).
     dir: File,
     device: u64,
+    /// Why a `syncfs` failed: the kernel reports a writeback error to this
+    /// directory once, and the pages it concerns may be any log's, in that
+    /// round or not, so every later sync of every log on this file system
+    /// fails too (each refuses writes from then on).
+    failed: OnceLock<String>,
+    /// Test hook: every `syncfs` fails (`Engine::debug_fail_file_system_syncs`).
+    fail_syncs: AtomicBool,
 }
 
+/// `statfs`' type of ext4 (and of ext2 and ext3, which the ext4 driver
+/// runs): its `syncfs` ends with a flush of the device's write cache,
+/// journal or not.
+const EXT4_SUPER_MAGIC: u64 = 0xEF53;
+
 impl FileSystem {
-    /// The file system `dir` is on.
-    pub(crate) fn open(dir: &Path) -> io::Result<Self> {
-        let dir = File::open(dir)?;
-        let device = rustix::fs::fstat(&dir)?.st_dev;
-        Ok(Self { dir, device })
+    /// The file system `dir` is on, if it is one whose `syncfs` makes what
+    /// was written back durable (ext4; `InvalidConfig` naming the type
+    /// otherwise). Its older writeback errors are taken by a first `syncfs`
+    /// now: they are no later round's (recovery synced each segment it
+    /// kept, which reports their own).
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
+        let context = |e: io::Error| super::directory::io(format!("opening {} for syncfs", dir.display()))(e);
+        let file = File::open(dir).map_err(context)?;
+        let device = rustix::fs::fstat(&file).map_err(|e| context(e.into()))?.st_dev;
+        let kind = rustix::fs::fstatfs(&file).map_err(|e| context(e.into()))?.f_type;
+        #[allow(clippy::cast_sign_loss, clippy::unnecessary_cast)]
+        let kind = kind as u64;
+        if kind != EXT4_SUPER_MAGIC {
+            return Err(Error::InvalidConfig(format!(
+                "sync_scope = FileSystem: {} is on a file system of type {kind:#x}, not ext4; a syncfs of \
+                 another file system may leave what it wrote in the device's write cache (XFS, for one, \
+                 flushes it only when its log has work); leave sync_scope unset",
+                dir.display()
+            )));
+        }
+        let _ = rustix::fs::syncfs(&file);
+        Ok(Self {
+            dir: file,
+            device,
+            failed: OnceLock::new(),
+            fail_syncs: AtomicBool::new(false),
+        })
     }
 
     /// Its device number: two directories with the same one are on the
@@ -93,10 +132,36 @@ impl FileSystem {
         self.device
     }
 
-    /// Writes back every dirty page of every file on it and commits its
-    /// journal (`syncfs`); the logs' appends are among them.
+    /// Writes back every dirty page of every file on it, commits its
+    /// journal and flushes the device (`syncfs`); the logs' appends are
+    /// among them. Once one has failed, every later one fails with it.
     fn sync(&self) -> io::Result<()> {
-        Ok(rustix::fs::syncfs(&self.dir)?)
+        if let Some(reason) = self.failed.get() {
+            return Err(io::Error::other(reason.clone()));
+        }
+        let synced = if self.fail_syncs.load(Ordering::Relaxed) {
+            Err(io::Error::other(
+                "injected syncfs failure (debug_fail_file_system_syncs)",
+            ))
+        } else {
+            rustix::fs::syncfs(&self.dir).map_err(io::Error::from)
+        };
+        if let Err(e) = &synced {
+            let _ = self
+                .failed
+                .set(format!("an earlier syncfs of this file system failed: {e}"));
+        }
+        synced
+    }
+
+    /// The first `syncfs` failure, if any.
+    fn failure(&self) -> Option<&str> {
+        self.failed.get().map(String::as_str)
+    }
+
+    /// Makes every later `syncfs` fail (tests of the failure path).
+    pub(crate) fn fail_syncs(&self) {
+        self.fail_syncs.store(true, Ordering::Relaxed);
     }
 }
 
@@ -270,6 +335,7 @@ impl GroupCommit {
     pub(crate) fn new(log: Arc<ShardLog>, file_system: Option<Arc<FileSystem>>) -> Self {
         Self {
             file_system,
+            file_system_syncs: AtomicU64::new(0),
             log,
             state: Mutex::new(State {
                 durable: 0,
@@ -346,7 +412,16 @@ impl GroupCommit {
     /// one it did not. Everything appended before the call is covered on
     /// success.
     fn lead(&self) -> Result<()> {
-        let synced = self.unwound(|| self.log.take_unsynced().and_then(|u| self.log.sync(&u)));
+        let synced = self.unwound(|| {
+            // A failed `syncfs` may have concerned this log's pages: its own
+            // sync would not hear of it again.
+            if let Some(reason) = self.file_system.as_deref().and_then(FileSystem::failure) {
+                return Err(self
+                    .log
+                    .file_system_sync_failed(&io::Error::other(reason.to_owned())));
+            }
+            self.log.take_unsynced().and_then(|u| self.log.sync(&u))
+        });
         self.finish(synced)
     }
 
@@ -506,6 +581,16 @@ impl GroupCommit {
     pub(crate) fn syncs(&self) -> u64 {
         self.state.lock().syncs
     }
+
+    /// Of those, the ones a `syncfs` of the log's file system made.
+    pub(crate) fn file_system_syncs(&self) -> u64 {
+        self.file_system_syncs.load(Ordering::Relaxed)
+    }
+
+    /// The file system a round syncs for this log, if any (`SyncScope::FileSystem`).
+    pub(crate) fn file_system(&self) -> Option<&FileSystem> {
+        self.file_system.as_deref()
+    }
 }
 
 /// The text of a panic's payload, when it has one.
@@ -543,13 +628,14 @@ pub(crate) fn flush_all<'a>(commits: impl Iterator<Item = &'a GroupCommit> + Clo
 
 /// Syncs the logs `commits` with one `syncfs` of each file system they are
 /// on (`SyncScope::FileSystem`; each has one), instead of a sync of each
-/// log: a journal commit and a device flush for them all. A log whose sync
+/// log: one writeback and device flush for them all. A log whose sync
 /// is under way is left to its leader, as in [`GroupCommit::flush`]. Each
 /// log's leader step runs as in `lead`: its unsynced ranges are taken (and
 /// their pages released), then the file system is synced, then its waiters
-/// are told; a failed `syncfs` fails every log on that file system (each
-/// refuses writes from then on: what reached the disk is unknown). The
-/// first error, after every log is told.
+/// are told; a failed `syncfs` fails the round's logs now and every other
+/// log on that file system at its next sync (each refuses writes from then
+/// on: what reached the disk is unknown). The first error, after every log
+/// is told.
 fn flush_file_systems<'a>(commits: impl Iterator<Item = &'a GroupCommit>) -> Result<()> {
     let led: Vec<(&GroupCommit, &Arc<FileSystem>, Result<Unsynced>)> = commits
         .filter_map(|c| Some((c, c.file_system.as_ref()?)))
@@ -585,7 +671,10 @@ fn flush_file_systems<'a>(commits: impl Iterator<Item = &'a GroupCommit>) -> Res
                 .find(|(done, _)| Arc::ptr_eq(done, fs))
                 .expect("synced above: its log has unsynced bytes");
             match result {
-                Ok(()) => Ok(unsynced.upto()),
+                Ok(()) => {
+                    c.file_system_syncs.fetch_add(1, Ordering::Relaxed);
+                    Ok(unsynced.upto())
+                }
                 Err(e) => c.unwound(|| Err(c.log.file_system_sync_failed(e))),
             }
         });
@@ -627,10 +716,17 @@ mod tests {
     /// at once after a lone writer, and on a stop.
     #[test]
     fn gather_waits_for_the_writers_a_round_woke() {
+        // Far longer than any of these waits should take: a call that
+        // waited for it instead of returning is caught.
+        let long = Duration::from_secs(60);
+        let returns_at_once = |requests: &FlushRequests| {
+            let started = Instant::now();
+            requests.gather(long);
+            assert!(started.elapsed() < long / 2, "it waited for its max");
+        };
         let requests = Arc::new(FlushRequests::default());
-        // They come back while it waits: it returns before its (long) max.
+        // They come back while it waits: it returns before its max.
         requests.woke(3);
-        let started = Instant::now();
         std::thread::scope(|s| {
             s.spawn(|| {
                 for _ in 0..3 {
@@ -638,12 +734,8 @@ mod tests {
                     requests.arrived();
                 }
             });
-            requests.gather(Duration::from_secs(600));
+            returns_at_once(&requests);
         });
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "it waited for its max"
-        );
         // None come back: it waits `max`, then goes on.
         requests.woke(2);
         let started = Instant::now();
@@ -651,13 +743,13 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(20), "it did not wait");
         // The woken count was taken: the next gather does not wait, nor
         // after a lone writer, nor when enough already wait.
-        requests.gather(Duration::from_secs(600));
+        returns_at_once(&requests);
         requests.woke(1);
-        requests.gather(Duration::from_secs(600));
+        returns_at_once(&requests);
         requests.woke(2);
         requests.arrived();
         requests.arrived();
-        requests.gather(Duration::from_secs(600));
+        returns_at_once(&requests);
         // A stop ends a wait.
         requests.woke(5);
         std::thread::scope(|s| {
@@ -665,7 +757,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(5));
                 requests.stop();
             });
-            requests.gather(Duration::from_secs(600));
+            returns_at_once(&requests);
         });
     }
 }

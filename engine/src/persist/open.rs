@@ -442,17 +442,17 @@ fn group_commits(config: &Config, logs: &[Arc<ShardLog>]) -> Result<Vec<Arc<Grou
     for log in logs {
         let file_system = if config.sync_scope == SyncScope::FileSystem {
             let dir = &log.id().dir;
-            let opened =
-                FileSystem::open(dir).map_err(io(format!("opening {} for syncfs", dir.display())))?;
-            let shared = file_systems
-                .iter()
-                .find(|fs| fs.device() == opened.device())
-                .cloned();
-            Some(shared.unwrap_or_else(|| {
-                let fs = Arc::new(opened);
+            let device = std::os::unix::fs::MetadataExt::dev(
+                &std::fs::metadata(dir).map_err(io(format!("reading {}'s metadata", dir.display())))?,
+            );
+            let shared = file_systems.iter().find(|fs| fs.device() == device).cloned();
+            if let Some(fs) = shared {
+                Some(fs)
+            } else {
+                let fs = Arc::new(FileSystem::open(dir)?);
                 file_systems.push(Arc::clone(&fs));
-                fs
-            }))
+                Some(fs)
+            }
         } else {
             None
         };
