@@ -135,6 +135,7 @@ impl IdBatch {
         }
     }
 
+    #[inline]
     fn next(&mut self) -> Result<SessionId, getrandom::Error> {
         if self.left == 0 {
             getrandom::fill(&mut self.bytes)?;

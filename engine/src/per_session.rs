@@ -804,6 +804,7 @@ struct TimerSlab {
 }
 
 impl TimerSlab {
+    #[inline]
     fn alloc(&mut self, id: SessionId, owner: u32, token: u64, deadline: u64) -> Result<u32> {
         let mut entry = TimerEntry {
             id,
