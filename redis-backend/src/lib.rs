@@ -91,7 +91,11 @@
 //! pipeline (one round trip still), and is acknowledged only if the
 //! replicas confirmed it — on every path, resends included (see
 //! `scripts.rs`). A `rate_limit` charge and the removal of topic index
-//! entries do not wait: losing them in a failover is harmless.
+//! entries do not wait: losing them in a failover is harmless. A write
+//! call's answer that changed nothing (`NotFound`, `insert`'s
+//! `AlreadyExists`, a `try_update` closure's keep or refusal) is given
+//! once the replicas confirm the state it found (a fence and `WAIT`, one
+//! more round trip on that path), as the engine's under `Always`.
 //!
 //! Scripts read and write only their one key (`rotate`: the session's key
 //! and its new id's, drawn in the same slot), so they run atomically on the

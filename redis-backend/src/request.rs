@@ -554,6 +554,50 @@ impl Inner {
         Instant::now() + self.config.request_timeout
     }
 
+    /// A write call's answer found on the master without a write of its
+    /// own (`NotFound`: the session gone; `AlreadyExists`: the id taken),
+    /// given as the engine gives such answers under `Durability::Always`:
+    /// only once the state it reports is safe ([`Inner::confirm_state`]).
+    /// `answer`, or `OutcomeUnknown` if the replicas did not confirm it.
+    pub(crate) async fn confirm_found(&self, key: &[u8], deadline: Instant, answer: Error) -> Error {
+        match self.confirm_state(key, deadline, &answer.to_string()).await {
+            Ok(()) => answer,
+            Err(e) => e,
+        }
+    }
+
+    /// Confirms that the replicas have the state of `key`'s slot that a
+    /// write call found and answers from without writing it (`found`, for
+    /// the error): a session gone or an id taken, metadata a `try_update`
+    /// closure kept or refused. With [`Replication::Wait`] that state may
+    /// be another client's write that no replica has yet, which a failover
+    /// would undo: the fence (a write in `key`'s slot, so that this
+    /// connection's `WAIT` covers everything the master applied before it,
+    /// on Redis 7.2+ and Valkey as on 7.0) and `WAIT`, within `deadline`;
+    /// `OutcomeUnknown` if they do not confirm it. Without
+    /// `Replication::Wait`, `Ok` at once.
+    pub(crate) async fn confirm_state(&self, key: &[u8], deadline: Instant, found: &str) -> Result<()> {
+        if !matches!(self.config.replication, Replication::Wait { .. }) {
+            return Ok(());
+        }
+        let fence_key = crate::keys::fence_key(key);
+        let mut fence = redis::cmd("EVAL");
+        fence.arg(FENCE).arg(1).arg(&fence_key);
+        let confirmed = match self
+            .request(Kind::Write, deadline, &fence_key, |_| Cow::Borrowed(&fence))
+            .await
+        {
+            Ok(reply) => self.acknowledge(reply.value.replicas, ()),
+            Err(e) => Err(e),
+        };
+        confirmed.map_err(|e| Error::OutcomeUnknown {
+            reason: format!(
+                "the master answered from a state ({found}) its replicas did not confirm, which a failover \
+                 could undo ({e})"
+            ),
+        })
+    }
+
     /// The one way a write that took effect (now or by an earlier attempt)
     /// is acknowledged: with [`Replication::Wait`], only if the replicas
     /// confirmed it (on every path: the `WAIT` of a resend after a doubtful

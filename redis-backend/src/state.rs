@@ -323,7 +323,11 @@ impl RedisStore {
             })
             .await?;
         let outcome = match reply::subscribed(&script.command, &reply.value.value)? {
-            Subscribed::Absent => return Err(gone(reply.resent_after_doubt, "subscribe")),
+            Subscribed::Absent => {
+                return Err(
+                    gone_confirmed(inner, &key, deadline, reply.resent_after_doubt, "subscribe").await,
+                )
+            }
             Subscribed::Doubt => {
                 return Err(Error::OutcomeUnknown {
                     reason: "a subscribe failed in doubt and on resending the session had no such \
@@ -533,7 +537,11 @@ impl RedisStore {
             })
             .await?;
         let nonce = match reply::unsubscribed(&script.command, &reply.value.value)? {
-            Unsubscribed::Absent => return Err(gone(reply.resent_after_doubt, "unsubscribe")),
+            Unsubscribed::Absent => {
+                return Err(
+                    gone_confirmed(inner, &key, deadline, reply.resent_after_doubt, "unsubscribe").await,
+                )
+            }
             // After a doubtful try: most likely that try's own (as `delete`).
             Unsubscribed::WasNot => return inner.acknowledge(reply.value.replicas, reply.resent_after_doubt),
             Unsubscribed::Was(nonce) => nonce,
@@ -835,6 +843,21 @@ fn gone(resent_after_doubt: bool, what: &str) -> Error {
         }
     } else {
         Error::NotFound
+    }
+}
+
+/// `gone` for a write that waits for its replicas: a `NotFound` answered
+/// once they have the session's end (see `Inner::confirm_found`).
+async fn gone_confirmed(
+    inner: &crate::request::Inner,
+    key: &[u8],
+    deadline: Instant,
+    resent_after_doubt: bool,
+    what: &str,
+) -> Error {
+    match gone(resent_after_doubt, what) {
+        Error::NotFound => inner.confirm_found(key, deadline, Error::NotFound).await,
+        doubt => doubt,
     }
 }
 

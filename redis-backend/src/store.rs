@@ -385,7 +385,7 @@ impl RedisStore {
                 // Gone after a doubtful try: that try may have committed
                 // before someone deleted or rotated the session.
                 Commit::Absent if resent_after_doubt => return Err(gone_after_doubt("an update")),
-                Commit::Absent => return Err(Error::NotFound),
+                Commit::Absent => return Err(inner.confirm_found(&key, deadline, Error::NotFound).await),
                 Commit::Done(fields) => {
                     let session = reply::session_with(*id, Metadata::from(new), &script.command, &fields)?;
                     return inner.acknowledge(replicas, session);
@@ -412,7 +412,7 @@ impl RedisStore {
     /// newer session for `f` to run on again):
     ///
     /// - `Ok(Op::Keep)`: nothing changes but the last access (activity, as
-    ///   `get`; a read: it does not wait for replicas). If the version moved
+    ///   `get`). If the version moved
     ///   on meanwhile, `f` runs again on the newer value (the slide stands,
     ///   as the engine's keep). [`Updated::Kept`] with the session as `f`
     ///   saw it, its last access now.
@@ -424,6 +424,10 @@ impl RedisStore {
     /// - `Err(e)`: nothing changes, not even the last access; `Ok(Err(e))`.
     ///
     /// `f` may run more than once; its last decision is the one applied.
+    /// With [`Replication::Wait`](crate::Replication::Wait) every outcome
+    /// waits for the replicas, a keep and a refusal too: `f` decided on
+    /// what the master holds, maybe another client's update no replica has
+    /// yet (`Error::OutcomeUnknown` if they do not confirm it).
     ///
     /// # Errors
     /// The outer error is the backend's, as for [`RedisStore::update`]:
@@ -450,7 +454,13 @@ impl RedisStore {
         for attempt in 0..UPDATE_TRIES_MAX {
             let op = match f(&seen.metadata) {
                 Ok(op) => op,
-                Err(e) => return Ok(Err(e)),
+                // Decided on what the master holds: its replicas first.
+                Err(e) => {
+                    inner
+                        .confirm_state(&key, deadline, "the metadata a try_update closure refused")
+                        .await?;
+                    return Ok(Err(e));
+                }
             };
             // The commit script's operation codes (see `scripts::COMMIT`).
             let (code, new, kind): (&[u8], &[u8], Kind) = match &op {
@@ -477,12 +487,17 @@ impl RedisStore {
             let updated = match (reply::commit_outcome(&script.command, value)?, op) {
                 (Commit::Done(fields), Op::Keep) => {
                     // The session as `f` saw it, last accessed now (the
-                    // reply's `a`). A read: not acknowledged by replicas.
+                    // reply's `a`). The slide is a read's (not waited
+                    // for), the decision is not: see below.
                     let now = reply::session_with(*id, Metadata::from(Vec::new()), &script.command, &fields)?;
                     let kept = Seen {
                         last_access_ms: now.last_access_ms(),
                         ..seen
                     };
+                    // Decided on what the master holds: its replicas first.
+                    inner
+                        .confirm_state(&key, deadline, "the metadata a try_update closure kept")
+                        .await?;
                     return Ok(Ok(Updated::Kept(kept.into_session(*id))));
                 }
                 (Commit::Done(fields), Op::Replace(new)) => Updated::Replaced(reply::session_with(
@@ -503,7 +518,9 @@ impl RedisStore {
                 (Commit::Absent, Op::Replace(_)) if resent_after_doubt => {
                     return Err(gone_after_doubt("a try_update"))
                 }
-                (Commit::Absent, _) => return Err(Error::NotFound),
+                (Commit::Absent, _) => {
+                    return Err(inner.confirm_found(&key, deadline, Error::NotFound).await)
+                }
                 (Commit::Moved(_), Op::Replace(_) | Op::Delete) if resent_after_doubt => {
                     return Err(moved_after_doubt("a try_update"))
                 }
@@ -629,7 +646,7 @@ impl RedisStore {
                             .into(),
                     })
                 }
-                0 => return Err(Error::NotFound),
+                0 => return Err(inner.confirm_found(&old, deadline, Error::NotFound).await),
                 // The new id is taken (a 2^-114 event): draw another.
                 _ => {}
             }
@@ -667,9 +684,8 @@ impl RedisStore {
         let inner = &self.inner;
         let key = inner.keys.key(id);
         let script = pick(&inner.scripts);
-        let reply = inner
-            .script(Kind::Write, inner.deadline(), script, &key, args)
-            .await?;
+        let deadline = inner.deadline();
+        let reply = inner.script(Kind::Write, deadline, script, &key, args).await?;
         if reply::flag(&script.command, &reply.value.value, true)? {
             inner.acknowledge(reply.value.replicas, ())
         } else if reply.resent_after_doubt {
@@ -683,7 +699,7 @@ impl RedisStore {
                 ),
             })
         } else {
-            Err(Error::NotFound)
+            Err(inner.confirm_found(&key, deadline, Error::NotFound).await)
         }
     }
 
@@ -705,8 +721,9 @@ impl RedisStore {
         del.arg(&key);
         let mut exists = redis::cmd("EXISTS");
         exists.arg(&key);
+        let deadline = inner.deadline();
         let reply = inner
-            .request(Kind::Write, inner.deadline(), &key, |attempt| {
+            .request(Kind::Write, deadline, &key, |attempt| {
                 Cow::Borrowed(if attempt.fence { &exists } else { &del })
             })
             .await?;
@@ -723,7 +740,7 @@ impl RedisStore {
         } else if reply::flag("DEL", &reply.value.value, true)? {
             inner.acknowledge(reply.value.replicas, ())
         } else {
-            Err(Error::NotFound)
+            Err(inner.confirm_found(&key, deadline, Error::NotFound).await)
         }
     }
 
@@ -740,12 +757,13 @@ impl RedisStore {
         let inner = &self.inner;
         let key = inner.keys.key(id);
         let script = &inner.scripts.set_ttl;
+        let deadline = inner.deadline();
         let reply = self
-            .tokened_script(script, &key, &[field.as_bytes()], inner.deadline())
+            .tokened_script(script, &key, &[field.as_bytes()], deadline)
             .await?;
         match reply::code(&script.command, &reply.value.value, 0..=2, true)? {
             1 => inner.acknowledge(reply.value.replicas, ()),
-            0 if !reply.resent_after_doubt => Err(Error::NotFound),
+            0 if !reply.resent_after_doubt => Err(inner.confirm_found(&key, deadline, Error::NotFound).await),
             // Gone, or not the session the first try wrote, after a
             // doubtful try: that try may have applied, and the session
             // then been deleted (and inserted again), or its timeout set
@@ -828,7 +846,7 @@ impl RedisStore {
                          the first try may have ended it (a cap already passed) or been applied before it went"
                     .into(),
             }),
-            LifetimeSet::Absent => Err(Error::NotFound),
+            LifetimeSet::Absent => Err(inner.confirm_found(&key, deadline, Error::NotFound).await),
             LifetimeSet::Done => inner.acknowledge(reply.value.replicas, ()),
             LifetimeSet::Subscribed { left, subscriptions } => {
                 // The cap is set on the master whatever `WAIT` says: the
@@ -983,7 +1001,10 @@ impl RedisStore {
             .inner
             .command(Kind::Read, deadline, key, &try_update_read_cmd(key))
             .await?;
-        reply::seen(reply.value)
+        match reply::seen(reply.value) {
+            Err(Error::NotFound) => Err(self.inner.confirm_found(key, deadline, Error::NotFound).await),
+            read => read,
+        }
     }
 
     /// A fresh random id for the session `id` to move to, whose key is in
@@ -1010,7 +1031,10 @@ impl RedisStore {
             .inner
             .command(Kind::Read, deadline, key, &update_read_cmd(key))
             .await?;
-        reply::update_read(reply.value)
+        match reply::update_read(reply.value) {
+            Err(Error::NotFound) => Err(self.inner.confirm_found(key, deadline, Error::NotFound).await),
+            read => read,
+        }
     }
 
     /// Sends a script that stores a session (`INSERT`, `PUT`), with their
@@ -1075,6 +1099,12 @@ impl RedisStore {
                          changed since: it may be this insert's"
                     .into(),
             }),
+            // Taken: under `insert`, maybe by another client's write no
+            // replica has yet (a fresh id of `create`'s, drawn again).
+            0 if shared => {
+                let key = inner.keys.key(&id);
+                Err(inner.confirm_found(&key, deadline, Error::AlreadyExists).await)
+            }
             0 => Err(Error::AlreadyExists),
             _ => Err(Error::OutcomeUnknown {
                 reason: "an insert failed in doubt and on resending no session had the id: it may have \

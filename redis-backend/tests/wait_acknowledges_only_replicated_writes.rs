@@ -491,3 +491,135 @@ async fn an_index_found_as_it_should_be_propagates_a_write_for_its_wait() {
         "the index write of a lifetime change that left the index as it was propagated nothing"
     );
 }
+
+/// A write that finds the session gone (or, for an insert, its id taken)
+/// answers once the replicas have the state it found, as a change found
+/// made does: another client's delete (or insert) the master applied may
+/// not have reached a replica, and after a failover that lost it the
+/// session would be back (or the id free) while this caller was told
+/// `NotFound` (or `AlreadyExists`) and acted on it. The engine answers so
+/// under `Durability::Always` only once its log is durable. (A rate-limit
+/// charge is not waited for at all, its `NotFound` neither.) Here the
+/// delete and the insert are another store's, made while the replica's
+/// link is frozen: every answer from them is `OutcomeUnknown`, none
+/// `NotFound` or `AlreadyExists`; with the replica in sync they are
+/// `NotFound` and `AlreadyExists`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_found_gone_or_taken_is_answered_once_replicated() {
+    use session_engine::Op;
+    let (master, link, _replica) = master_and_replica().await;
+    let prefix = support::unique_prefix("wait-gone");
+    let config = || waiting_config(&master, prefix.clone());
+    let writer = RedisStore::connect(config()).await.expect("connect");
+    let reader = RedisStore::connect(config()).await.expect("connect");
+    // Every write of `reader` that finds no session under `id`, or (for
+    // the insert) finds `taken` held.
+    let answers = |id: SessionId, taken: SessionId| {
+        let reader = &reader;
+        async move {
+            vec![
+                ("touch", reader.touch(&id).await),
+                ("update", reader.update(&id, |m| m.to_vec()).await.map(drop)),
+                (
+                    "try_update",
+                    reader
+                        .try_update(&id, |_| Ok::<_, ()>(Op::Replace(b"x".to_vec())))
+                        .await
+                        .map(drop),
+                ),
+                ("set_ttl", reader.set_ttl(&id, Timeout::from_secs(60)).await),
+                (
+                    "set_lifetime",
+                    reader.set_lifetime(&id, Timeout::from_secs(60)).await,
+                ),
+                ("rotate", reader.rotate(&id).await.map(drop)),
+                ("delete", reader.delete(&id).await),
+                ("subscribe", reader.subscribe(&id, "t").await.map(drop)),
+                ("unsubscribe", reader.unsubscribe(&id, "t").await.map(drop)),
+                (
+                    "insert",
+                    reader.insert(taken, b"again", Timeout::from_secs(60)).await,
+                ),
+            ]
+        }
+    };
+    // In sync: the plain answers.
+    let gone = writer.create(b"s", Timeout::from_secs(300)).await.unwrap();
+    writer.delete(&gone).await.unwrap();
+    let taken = writer.create(b"t", Timeout::from_secs(300)).await.unwrap();
+    for (op, answer) in answers(gone, taken).await {
+        let expected = if op == "insert" {
+            "AlreadyExists"
+        } else {
+            "NotFound"
+        };
+        assert!(
+            matches!(
+                (&answer, op),
+                (Err(Error::NotFound), _) | (Err(Error::AlreadyExists), "insert")
+            ),
+            "{op} with the replica in sync: {answer:?}, not {expected}"
+        );
+    }
+    // Frozen: another client's delete and insert are on the master only.
+    let gone = writer.create(b"s", Timeout::from_secs(300)).await.unwrap();
+    link.wedge();
+    let r = writer.delete(&gone).await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    let taken = SessionId::random().unwrap();
+    let r = writer.insert(taken, b"t", Timeout::from_secs(300)).await;
+    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+    for (op, answer) in answers(gone, taken).await {
+        assert!(
+            matches!(answer, Err(Error::OutcomeUnknown { .. })),
+            "{op} answered {answer:?} from a state the replica has not got"
+        );
+    }
+    // A `try_update` closure that keeps or refuses metadata another
+    // client's unreplicated update wrote decided on that update too.
+    let live = writer.create(b"v1", Timeout::from_secs(300)).await;
+    assert!(matches!(live, Err(Error::OutcomeUnknown { .. })), "{live:?}");
+    let live = writer.list(session_engine::Cursor::default(), 100).await.unwrap();
+    let live = live
+        .sessions
+        .iter()
+        .find(|s| s.metadata() == b"v1")
+        .expect("created on the master")
+        .id();
+    let kept = reader.try_update(&live, |_| Ok::<_, ()>(Op::Keep)).await;
+    assert!(
+        matches!(kept, Err(Error::OutcomeUnknown { .. })),
+        "a keep: {kept:?}"
+    );
+    let refused = reader.try_update(&live, |_| Err::<Op, _>("no")).await;
+    assert!(
+        matches!(refused, Err(Error::OutcomeUnknown { .. })),
+        "a refusal: {refused:?}"
+    );
+}
+
+/// The same answers on Redis 7.2 and later (and Valkey), where a
+/// connection's `WAIT` counts from the last write the connection itself
+/// propagated: a write that found the session gone wrote nothing, so it
+/// sends the fence (a write in the session's slot) before its `WAIT`,
+/// seen here as the replica's count of `SET`s, one per such answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_found_gone_propagates_a_write_for_its_wait() {
+    let (master, _link, replica) = master_and_replica().await;
+    let config = waiting_config(&master, support::unique_prefix("wait-gone-fence"));
+    let store = RedisStore::connect(config).await.expect("connect");
+    let id = store.create(b"s", Timeout::from_secs(300)).await.unwrap();
+    store.delete(&id).await.unwrap();
+    let in_sync = || in_sync(&master, &replica);
+    let sets = || replica_calls(&replica, &["set"]);
+    in_sync();
+    let before = sets();
+    assert!(matches!(store.touch(&id).await, Err(Error::NotFound)));
+    assert!(matches!(store.delete(&id).await, Err(Error::NotFound)));
+    in_sync();
+    assert_eq!(
+        sets() - before,
+        2,
+        "each answer found gone propagates one write for its WAIT to wait on"
+    );
+}
