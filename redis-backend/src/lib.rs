@@ -58,7 +58,7 @@
 //! | `get_many` | the `get` script per id, pipelined per master; the masters at the same time | 1 per master, concurrently | yes |
 //! | `peek` | `HMGET` | 1 | no |
 //! | `update(f)` | `HMGET m v`, then a compare-version-and-set script; on a lost race the script returns the newer value and `f` runs again | 2 (+1 per lost race) | yes |
-//! | `try_update(f)` | `HMGET m v c a t`, then the same script keeps (slides), or replaces or deletes if the version is still the one `f` saw; a lost race reruns `f` | 2 (+1 per lost race); 1 if `f` declines | yes, unless `f` declines |
+//! | `try_update(f)` | `HMGET m v c a t`, then the same script keeps (slides), or replaces or deletes if the version is still the one `f` saw; a lost race reruns `f` | 2 (+1 per lost race); 1 if `f` declines (2 under `Replication::Wait`) | yes, unless `f` declines |
 //! | `rotate` | script on the old and the new key (one slot): the core fields copied (not the per-session state), `DEL` old, `PEXPIRE` | 1 | yes |
 //! | `touch` | script: `HSET a`, `PEXPIRE` | 1 | yes |
 //! | `set_ttl` | script: `HSET t a`, `PEXPIRE` or `PERSIST` | 1 | yes |
@@ -85,7 +85,7 @@
 //! one process anyway (see the README).
 //!
 //! With [`Replication::Wait`], each write (`create`, `insert`, `put`,
-//! `update`, `try_update`'s replace and delete, `rotate`, `touch`,
+//! `update`, `try_update`'s keep, replace and delete, `rotate`, `touch`,
 //! `set_ttl`, `set_lifetime` and its index writes, `delete`, `subscribe`'s
 //! script and index entry, `unsubscribe`'s script) is followed by `WAIT` in the same
 //! pipeline (one round trip still), and is acknowledged only if the
@@ -95,7 +95,9 @@
 //! call's answer that changed nothing (`NotFound`, `insert`'s
 //! `AlreadyExists`, a `try_update` closure's keep or refusal) is given
 //! once the replicas confirm the state it found (a fence and `WAIT`, one
-//! more round trip on that path), as the engine's under `Always`.
+//! more round trip on that path; during a slot's migration an id taken or
+//! metadata refused is `OutcomeUnknown`, the node that answered being
+//! beyond the fence's reach), as the engine's under `Always`.
 //!
 //! Scripts read and write only their one key (`rotate`: the session's key
 //! and its new id's, drawn in the same slot), so they run atomically on the
@@ -125,11 +127,11 @@
 //!
 //! | error | meaning |
 //! | --- | --- |
-//! | `NotFound` | the server answered: no live session |
+//! | `NotFound` | the server answered: no live session (from a write under `Replication::Wait`: once the replicas confirm it) |
 //! | `Unavailable` | not applied: nothing answered, or the server refused (`reason` quotes it) |
 //! | `Contended` | `update` or `try_update` lost 256 races in a row to concurrent writers, or its budget ran out between lost races; not applied |
 //! | `TimedOut` | no answer within the budget: a write may or may not be in |
-//! | `OutcomeUnknown` | a write's attempt failed after sending, or `WAIT` came back short: it may be in |
+//! | `OutcomeUnknown` | a write's attempt failed after sending, or `WAIT` came back short: it may be in; or, under `Replication::Wait`, a write's `NotFound`, `insert`'s `AlreadyExists` or a `try_update` closure's refusal that the replicas did not confirm: what it found may not last |
 //!
 //! A reply of the wrong type or value is a "protocol error" naming the command
 //! (`Unavailable` for a read, `OutcomeUnknown` for a write), never read as an

@@ -555,12 +555,15 @@ impl Inner {
     }
 
     /// A write call's answer found on the master without a write of its
-    /// own (`NotFound`: the session gone; `AlreadyExists`: the id taken),
-    /// given as the engine gives such answers under `Durability::Always`:
-    /// only once the state it reports is safe ([`Inner::confirm_state`]).
-    /// `answer`, or `OutcomeUnknown` if the replicas did not confirm it.
+    /// own that no session backs (`NotFound`: the session gone), given as
+    /// the engine gives such answers under `Durability::Always`: only once
+    /// the state it reports is safe ([`Inner::confirm_state`]). `answer`,
+    /// or `OutcomeUnknown` if the replicas did not confirm it.
     pub(crate) async fn confirm_found(&self, key: &[u8], deadline: Instant, answer: Error) -> Error {
-        match self.confirm_state(key, deadline, &answer.to_string()).await {
+        match self
+            .confirm_state(key, deadline, &answer.to_string(), false)
+            .await
+        {
             Ok(()) => answer,
             Err(e) => e,
         }
@@ -568,34 +571,67 @@ impl Inner {
 
     /// Confirms that the replicas have the state of `key`'s slot that a
     /// write call found and answers from without writing it (`found`, for
-    /// the error): a session gone or an id taken, metadata a `try_update`
-    /// closure kept or refused. With [`Replication::Wait`] that state may
-    /// be another client's write that no replica has yet, which a failover
-    /// would undo: the fence (a write in `key`'s slot, so that this
-    /// connection's `WAIT` covers everything the master applied before it,
-    /// on Redis 7.2+ and Valkey as on 7.0) and `WAIT`, within `deadline`;
-    /// `OutcomeUnknown` if they do not confirm it. Without
-    /// `Replication::Wait`, `Ok` at once.
-    pub(crate) async fn confirm_state(&self, key: &[u8], deadline: Instant, found: &str) -> Result<()> {
+    /// the error): a session gone, an id taken, metadata a `try_update`
+    /// closure refused. With [`Replication::Wait`] that state may be another
+    /// client's write that no replica has yet, which a failover would undo:
+    /// the fence (a write in `key`'s slot, so that this connection's `WAIT`
+    /// covers everything the master applied before it, on Redis 7.2+ and
+    /// Valkey as on 7.0) and `WAIT`, within `deadline`; `OutcomeUnknown` if
+    /// they do not confirm it. Without `Replication::Wait`, `Ok` at once.
+    ///
+    /// `present`: the state is a session there (an id taken, metadata
+    /// read). The fence's key is never stored, so while the slot migrates
+    /// the old master redirects it (`ASK`) to the importing node even as it
+    /// holds the session, and that node's replicas say nothing of it: such
+    /// a confirmation is `OutcomeUnknown`. (A session gone was answered
+    /// through the same redirection, by the node the fence reaches.)
+    pub(crate) async fn confirm_state(
+        &self,
+        key: &[u8],
+        deadline: Instant,
+        found: &str,
+        present: bool,
+    ) -> Result<()> {
         if !matches!(self.config.replication, Replication::Wait { .. }) {
             return Ok(());
         }
         let fence_key = crate::keys::fence_key(key);
         let mut fence = redis::cmd("EVAL");
         fence.arg(FENCE).arg(1).arg(&fence_key);
-        let confirmed = match self
-            .request(Kind::Write, deadline, &fence_key, |_| Cow::Borrowed(&fence))
-            .await
-        {
-            Ok(reply) => self.acknowledge(reply.value.replicas, ()),
-            Err(e) => Err(e),
-        };
-        confirmed.map_err(|e| Error::OutcomeUnknown {
+        let asked = AtomicBool::new(false);
+        let reply = self
+            .request(Kind::Write, deadline, &fence_key, |attempt| {
+                asked.store(attempt.ask.is_some(), Ordering::Relaxed);
+                Cow::Borrowed(&fence)
+            })
+            .await;
+        let unconfirmed = |why: String| Error::OutcomeUnknown {
             reason: format!(
                 "the master answered from a state ({found}) its replicas did not confirm, which a failover \
-                 could undo ({e})"
+                 could undo: {why}"
             ),
-        })
+        };
+        let replicas = match reply {
+            Ok(reply) => reply.value.replicas,
+            Err(e) => return Err(unconfirmed(format!("asking them failed ({e})"))),
+        };
+        if present && asked.load(Ordering::Relaxed) {
+            return Err(unconfirmed(
+                "the slot is migrating, and the node whose replicas the fence reached is not the one that \
+                 answered"
+                    .into(),
+            ));
+        }
+        match self.acknowledge(replicas, ()) {
+            Ok(()) => Ok(()),
+            Err(Error::OutcomeUnknown { .. }) => {
+                Err(unconfirmed(match replicas_said(&self.config.replication) {
+                    Some(wanted) => format!("fewer than {wanted} replicas confirmed it in time"),
+                    None => "no replica confirmed it".into(),
+                }))
+            }
+            Err(e) => Err(unconfirmed(e.to_string())),
+        }
     }
 
     /// The one way a write that took effect (now or by an earlier attempt)
@@ -1439,6 +1475,14 @@ async fn fence_and_wait(
             reply::replicas_from(values, true)
         }
         Err(e) => Replicas::Unconfirmed(format!("the replication fence failed: {e}")),
+    }
+}
+
+/// The replicas `WAIT` asks for, if any.
+fn replicas_said(replication: &Replication) -> Option<u32> {
+    match replication {
+        Replication::Wait { replicas, .. } => Some(*replicas),
+        Replication::Async => None,
     }
 }
 

@@ -457,14 +457,16 @@ impl RedisStore {
                 // Decided on what the master holds: its replicas first.
                 Err(e) => {
                     inner
-                        .confirm_state(&key, deadline, "the metadata a try_update closure refused")
+                        .confirm_state(&key, deadline, "the metadata a try_update closure refused", true)
                         .await?;
                     return Ok(Err(e));
                 }
             };
             // The commit script's operation codes (see `scripts::COMMIT`).
             let (code, new, kind): (&[u8], &[u8], Kind) = match &op {
-                Op::Keep => (b"k", b"", Kind::Read),
+                // A keep slides (`HSET a`), a write: its `WAIT` confirms
+                // what `f` decided on, as every other decision's does.
+                Op::Keep => (b"k", b"", Kind::Write),
                 Op::Replace(new) => {
                     self.check_len(new.len())?;
                     (b"r", new, Kind::Write)
@@ -487,18 +489,13 @@ impl RedisStore {
             let updated = match (reply::commit_outcome(&script.command, value)?, op) {
                 (Commit::Done(fields), Op::Keep) => {
                     // The session as `f` saw it, last accessed now (the
-                    // reply's `a`). The slide is a read's (not waited
-                    // for), the decision is not: see below.
+                    // reply's `a`).
                     let now = reply::session_with(*id, Metadata::from(Vec::new()), &script.command, &fields)?;
                     let kept = Seen {
                         last_access_ms: now.last_access_ms(),
                         ..seen
                     };
-                    // Decided on what the master holds: its replicas first.
-                    inner
-                        .confirm_state(&key, deadline, "the metadata a try_update closure kept")
-                        .await?;
-                    return Ok(Ok(Updated::Kept(kept.into_session(*id))));
+                    return inner.acknowledge(replicas, Ok(Updated::Kept(kept.into_session(*id))));
                 }
                 (Commit::Done(fields), Op::Replace(new)) => Updated::Replaced(reply::session_with(
                     *id,
@@ -1103,7 +1100,11 @@ impl RedisStore {
             // replica has yet (a fresh id of `create`'s, drawn again).
             0 if shared => {
                 let key = inner.keys.key(&id);
-                Err(inner.confirm_found(&key, deadline, Error::AlreadyExists).await)
+                let found = Error::AlreadyExists.to_string();
+                match inner.confirm_state(&key, deadline, &found, true).await {
+                    Ok(()) => Err(Error::AlreadyExists),
+                    Err(e) => Err(e),
+                }
             }
             0 => Err(Error::AlreadyExists),
             _ => Err(Error::OutcomeUnknown {
