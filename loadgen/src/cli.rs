@@ -144,6 +144,10 @@ pub struct ScenarioArgs {
     /// always, interval:MS or never (`Config::durability`; with --data-dir).
     #[arg(long)]
     pub durability: Option<String>,
+    /// logs or filesystem (`Config::sync_scope`: one syncfs a round for every
+    /// log, for a data dir on an ext4 file system of its own; with --data-dir).
+    #[arg(long)]
+    pub sync_scope: Option<String>,
     /// embedded, null (the loadgen's own cost), peer (a plain sharded map) or redis://HOST:PORT.
     #[arg(long)]
     pub backend: Option<String>,
@@ -172,7 +176,7 @@ impl ScenarioArgs {
             list_page => list.page, shards => engine.shards, sessions_max => engine.sessions_max,
             initial_capacity => engine.initial_capacity,
             metadata_bytes_max => engine.metadata_bytes_max, sweep_interval => engine.sweep_interval,
-            durability => engine.durability, backend => backend, seed => seed,
+            durability => engine.durability, sync_scope => engine.sync_scope, backend => backend, seed => seed,
         );
         if let Some(dir) = &self.data_dir {
             s.engine.data_dir = Some(dir.clone());

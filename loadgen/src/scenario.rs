@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use session_engine::{Config, Durability, Timeout};
+use session_engine::{Config, Durability, SyncScope, Timeout};
 
 use crate::mix::{KeyDist, Mix};
 use crate::units::{Dur, ParseError, Rate};
@@ -112,6 +112,8 @@ pub struct EngineSettings {
     pub data_dir: Option<PathBuf>,
     /// `always`, `interval:MS` or `never` (only with `data_dir`).
     pub durability: String,
+    /// `logs` or `filesystem` (`Config::sync_scope`; only with `data_dir`).
+    pub sync_scope: String,
 }
 
 impl Default for EngineSettings {
@@ -124,6 +126,7 @@ impl Default for EngineSettings {
             sweep_interval: Dur::from_ms(100),
             data_dir: None,
             durability: "interval:1000".into(),
+            sync_scope: "logs".into(),
         }
     }
 }
@@ -299,6 +302,14 @@ impl Scenario {
                 self.engine.durability
             )));
         }
+        self.sync_scope().map_err(|e| self.invalid(e.to_string()))?;
+        if self.engine.data_dir.is_none() && self.engine.sync_scope != EngineSettings::default().sync_scope {
+            return Err(self.invalid(format!(
+                "sync_scope applies only with a data dir (--data-dir): without one the engine syncs nothing \
+                 (sync_scope {:?})",
+                self.engine.sync_scope
+            )));
+        }
         if self.seed == 0 {
             self.seed = fresh_seed();
         }
@@ -421,6 +432,14 @@ impl Scenario {
         parse_durability(&self.engine.durability)
     }
 
+    /// How the engine's flush rounds sync its logs.
+    ///
+    /// # Errors
+    /// When `engine.sync_scope` is not `logs` or `filesystem`.
+    pub fn sync_scope(&self) -> Result<SyncScope, ParseError> {
+        parse_sync_scope(&self.engine.sync_scope)
+    }
+
     /// The engine configuration this scenario asks for (without listener).
     ///
     /// # Errors
@@ -439,7 +458,10 @@ impl Scenario {
             config = config.metadata_bytes_max(self.engine.metadata_bytes_max);
         }
         if let Some(dir) = &self.engine.data_dir {
-            config = config.data_dir(dir).durability(self.durability()?);
+            config = config
+                .data_dir(dir)
+                .durability(self.durability()?)
+                .sync_scope(self.sync_scope()?);
         }
         Ok(config)
     }
@@ -448,6 +470,18 @@ impl Scenario {
     #[must_use]
     pub fn warmup_intervals(&self) -> u64 {
         self.warmup.as_ns().div_ceil(self.interval.as_ns())
+    }
+}
+
+/// `logs` or `filesystem`.
+///
+/// # Errors
+/// [`ParseError`] naming the accepted forms.
+pub fn parse_sync_scope(text: &str) -> Result<SyncScope, ParseError> {
+    match text.trim() {
+        "logs" => Ok(SyncScope::Logs),
+        "filesystem" => Ok(SyncScope::FileSystem),
+        _ => Err(ParseError::new("sync_scope", text, "logs or filesystem")),
     }
 }
 
@@ -658,6 +692,30 @@ mod tests {
         );
         let unset = Scenario::default().engine_config().unwrap();
         assert!(format!("{unset:?}").contains("initial_capacity: 0"), "{unset:?}");
+    }
+
+    #[test]
+    fn sync_scope_maps_to_the_engine_enum_and_needs_a_data_dir() {
+        assert_eq!(parse_sync_scope("logs").unwrap(), SyncScope::Logs);
+        assert_eq!(parse_sync_scope("filesystem").unwrap(), SyncScope::FileSystem);
+        assert!(parse_sync_scope("fs")
+            .unwrap_err()
+            .to_string()
+            .contains("logs or filesystem"));
+        let mut s = Scenario::default();
+        s.engine.sync_scope = "filesystem".into();
+        let err = s.clone().resolve().unwrap_err().to_string();
+        assert!(err.contains("only with a data dir"), "{err}");
+        s.engine.data_dir = Some("/tmp/x".into());
+        let config = s.resolve().unwrap().engine_config().unwrap();
+        assert!(
+            format!("{config:?}").contains("sync_scope: FileSystem"),
+            "{config:?}"
+        );
+        let mut bad = Scenario::default();
+        bad.engine.data_dir = Some("/tmp/x".into());
+        bad.engine.sync_scope = "everything".into();
+        assert!(bad.resolve().unwrap_err().to_string().contains("sync_scope"));
     }
 
     #[test]
