@@ -559,9 +559,15 @@ impl Inner {
     /// the engine gives such answers under `Durability::Always`: only once
     /// the state it reports is safe ([`Inner::confirm_state`]). `answer`,
     /// or `OutcomeUnknown` if the replicas did not confirm it.
-    pub(crate) async fn confirm_found(&self, key: &[u8], deadline: Instant, answer: Error) -> Error {
+    pub(crate) async fn confirm_found(
+        &self,
+        key: &[u8],
+        deadline: Instant,
+        answer: Error,
+        first: Option<&Replicas>,
+    ) -> Error {
         match self
-            .confirm_state(key, deadline, &answer.to_string(), false)
+            .confirm_state(key, deadline, &answer.to_string(), false, first)
             .await
         {
             Ok(()) => answer,
@@ -585,15 +591,30 @@ impl Inner {
     /// holds the session, and that node's replicas say nothing of it: such
     /// a confirmation is `OutcomeUnknown`. (A session gone was answered
     /// through the same redirection, by the node the fence reaches.)
+    ///
+    /// `first`: what the `WAIT` in the answering write's own pipeline said,
+    /// if it had one. Short, it already tells that the replicas lag: the
+    /// answer is `OutcomeUnknown` without a second wait (on a shard without
+    /// a replica, a second `WAIT` timeout).
     pub(crate) async fn confirm_state(
         &self,
         key: &[u8],
         deadline: Instant,
         found: &str,
         present: bool,
+        first: Option<&Replicas>,
     ) -> Result<()> {
-        if !matches!(self.config.replication, Replication::Wait { .. }) {
+        let Replication::Wait { replicas: wanted, .. } = self.config.replication else {
             return Ok(());
+        };
+        if first.is_some_and(|first| !matches!(first, Replicas::Acked(n) if *n >= i64::from(wanted))) {
+            self.shortfalls.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::OutcomeUnknown {
+                reason: format!(
+                    "the master answered from a state ({found}) its replicas did not confirm, which a failover \
+                     could undo: the write's WAIT came back short"
+                ),
+            });
         }
         let fence_key = crate::keys::fence_key(key);
         let mut fence = redis::cmd("EVAL");

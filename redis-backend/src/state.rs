@@ -144,7 +144,7 @@ use crate::limits::{
 };
 use crate::list;
 use crate::reply::{self, Charge, Life, Subscribed, Unsubscribed, NONCE_LEN};
-use crate::request::{join_all, per_route, BatchReply, Inner, Kind};
+use crate::request::{join_all, per_route, Acked, BatchReply, Inner, Kind, Reply};
 use crate::store::RedisStore;
 
 /// Bytes of an index member: the id, then the nonce (see the module docs).
@@ -324,9 +324,7 @@ impl RedisStore {
             .await?;
         let outcome = match reply::subscribed(&script.command, &reply.value.value)? {
             Subscribed::Absent => {
-                return Err(
-                    gone_confirmed(inner, &key, deadline, reply.resent_after_doubt, "subscribe").await,
-                )
+                return Err(gone_confirmed(inner, &key, deadline, &reply, "subscribe").await)
             }
             Subscribed::Doubt => {
                 return Err(Error::OutcomeUnknown {
@@ -538,9 +536,7 @@ impl RedisStore {
             .await?;
         let nonce = match reply::unsubscribed(&script.command, &reply.value.value)? {
             Unsubscribed::Absent => {
-                return Err(
-                    gone_confirmed(inner, &key, deadline, reply.resent_after_doubt, "unsubscribe").await,
-                )
+                return Err(gone_confirmed(inner, &key, deadline, &reply, "unsubscribe").await)
             }
             // After a doubtful try: most likely that try's own (as `delete`).
             Unsubscribed::WasNot => return inner.acknowledge(reply.value.replicas, reply.resent_after_doubt),
@@ -852,11 +848,15 @@ async fn gone_confirmed(
     inner: &crate::request::Inner,
     key: &[u8],
     deadline: Instant,
-    resent_after_doubt: bool,
+    reply: &Reply<Acked>,
     what: &str,
 ) -> Error {
-    match gone(resent_after_doubt, what) {
-        Error::NotFound => inner.confirm_found(key, deadline, Error::NotFound).await,
+    match gone(reply.resent_after_doubt, what) {
+        Error::NotFound => {
+            inner
+                .confirm_found(key, deadline, Error::NotFound, Some(&reply.value.replicas))
+                .await
+        }
         doubt => doubt,
     }
 }

@@ -385,7 +385,11 @@ impl RedisStore {
                 // Gone after a doubtful try: that try may have committed
                 // before someone deleted or rotated the session.
                 Commit::Absent if resent_after_doubt => return Err(gone_after_doubt("an update")),
-                Commit::Absent => return Err(inner.confirm_found(&key, deadline, Error::NotFound).await),
+                Commit::Absent => {
+                    return Err(inner
+                        .confirm_found(&key, deadline, Error::NotFound, Some(&replicas))
+                        .await)
+                }
                 Commit::Done(fields) => {
                     let session = reply::session_with(*id, Metadata::from(new), &script.command, &fields)?;
                     return inner.acknowledge(replicas, session);
@@ -457,7 +461,13 @@ impl RedisStore {
                 // Decided on what the master holds: its replicas first.
                 Err(e) => {
                     inner
-                        .confirm_state(&key, deadline, "the metadata a try_update closure refused", true)
+                        .confirm_state(
+                            &key,
+                            deadline,
+                            "the metadata a try_update closure refused",
+                            true,
+                            None,
+                        )
                         .await?;
                     return Ok(Err(e));
                 }
@@ -516,7 +526,9 @@ impl RedisStore {
                     return Err(gone_after_doubt("a try_update"))
                 }
                 (Commit::Absent, _) => {
-                    return Err(inner.confirm_found(&key, deadline, Error::NotFound).await)
+                    return Err(inner
+                        .confirm_found(&key, deadline, Error::NotFound, Some(&replicas))
+                        .await)
                 }
                 (Commit::Moved(_), Op::Replace(_) | Op::Delete) if resent_after_doubt => {
                     return Err(moved_after_doubt("a try_update"))
@@ -643,7 +655,7 @@ impl RedisStore {
                             .into(),
                     })
                 }
-                0 => return Err(inner.confirm_found(&old, deadline, Error::NotFound).await),
+                0 => return Err(inner.confirm_found(&old, deadline, Error::NotFound, Some(&reply.value.replicas)).await),
                 // The new id is taken (a 2^-114 event): draw another.
                 _ => {}
             }
@@ -696,7 +708,9 @@ impl RedisStore {
                 ),
             })
         } else {
-            Err(inner.confirm_found(&key, deadline, Error::NotFound).await)
+            Err(inner
+                .confirm_found(&key, deadline, Error::NotFound, Some(&reply.value.replicas))
+                .await)
         }
     }
 
@@ -737,7 +751,9 @@ impl RedisStore {
         } else if reply::flag("DEL", &reply.value.value, true)? {
             inner.acknowledge(reply.value.replicas, ())
         } else {
-            Err(inner.confirm_found(&key, deadline, Error::NotFound).await)
+            Err(inner
+                .confirm_found(&key, deadline, Error::NotFound, Some(&reply.value.replicas))
+                .await)
         }
     }
 
@@ -760,7 +776,9 @@ impl RedisStore {
             .await?;
         match reply::code(&script.command, &reply.value.value, 0..=2, true)? {
             1 => inner.acknowledge(reply.value.replicas, ()),
-            0 if !reply.resent_after_doubt => Err(inner.confirm_found(&key, deadline, Error::NotFound).await),
+            0 if !reply.resent_after_doubt => Err(inner
+                .confirm_found(&key, deadline, Error::NotFound, Some(&reply.value.replicas))
+                .await),
             // Gone, or not the session the first try wrote, after a
             // doubtful try: that try may have applied, and the session
             // then been deleted (and inserted again), or its timeout set
@@ -843,7 +861,7 @@ impl RedisStore {
                          the first try may have ended it (a cap already passed) or been applied before it went"
                     .into(),
             }),
-            LifetimeSet::Absent => Err(inner.confirm_found(&key, deadline, Error::NotFound).await),
+            LifetimeSet::Absent => Err(inner.confirm_found(&key, deadline, Error::NotFound, Some(&reply.value.replicas)).await),
             LifetimeSet::Done => inner.acknowledge(reply.value.replicas, ()),
             LifetimeSet::Subscribed { left, subscriptions } => {
                 // The cap is set on the master whatever `WAIT` says: the
@@ -999,7 +1017,10 @@ impl RedisStore {
             .command(Kind::Read, deadline, key, &try_update_read_cmd(key))
             .await?;
         match reply::seen(reply.value) {
-            Err(Error::NotFound) => Err(self.inner.confirm_found(key, deadline, Error::NotFound).await),
+            Err(Error::NotFound) => Err(self
+                .inner
+                .confirm_found(key, deadline, Error::NotFound, None)
+                .await),
             read => read,
         }
     }
@@ -1029,7 +1050,10 @@ impl RedisStore {
             .command(Kind::Read, deadline, key, &update_read_cmd(key))
             .await?;
         match reply::update_read(reply.value) {
-            Err(Error::NotFound) => Err(self.inner.confirm_found(key, deadline, Error::NotFound).await),
+            Err(Error::NotFound) => Err(self
+                .inner
+                .confirm_found(key, deadline, Error::NotFound, None)
+                .await),
             read => read,
         }
     }
@@ -1101,7 +1125,10 @@ impl RedisStore {
             0 if shared => {
                 let key = inner.keys.key(&id);
                 let found = Error::AlreadyExists.to_string();
-                match inner.confirm_state(&key, deadline, &found, true).await {
+                match inner
+                    .confirm_state(&key, deadline, &found, true, Some(&reply.value.replicas))
+                    .await
+                {
                     Ok(()) => Err(Error::AlreadyExists),
                     Err(e) => Err(e),
                 }
