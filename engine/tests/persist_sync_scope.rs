@@ -31,6 +31,12 @@ fn open_on_ext4(config: Config) -> Option<Engine> {
     }
 }
 
+/// [`open_on_ext4`] of 4 shards in `Always` mode with `SyncScope::FileSystem`,
+/// shared with the writers' tasks.
+fn four_shards_on_ext4(dir: &std::path::Path) -> Option<Arc<Engine>> {
+    open_on_ext4(file_system_config(dir, 4)).map(Arc::new)
+}
+
 fn two_threads() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -112,10 +118,9 @@ fn async_writers_over_many_logs_share_file_system_syncs_and_every_ack_survives()
 fn a_failed_file_system_round_reaches_every_waiter() {
     let _watchdog = support::Watchdog::start();
     let dir = tempfile::tempdir().unwrap();
-    let Some(engine) = open_on_ext4(file_system_config(dir.path(), 4)) else {
+    let Some(engine) = four_shards_on_ext4(dir.path()) else {
         return;
     };
-    let engine = Arc::new(engine);
     let before = engine.create(b"before", Timeout::Never).unwrap();
     engine.debug_fail_syncs();
     let outcomes = async_creates(&engine, 32, 2);
@@ -156,10 +161,9 @@ fn a_failed_file_system_round_reaches_every_waiter() {
 fn a_failed_syncfs_fails_every_log_on_its_file_system() {
     let _watchdog = support::Watchdog::start();
     let dir = tempfile::tempdir().unwrap();
-    let Some(engine) = open_on_ext4(file_system_config(dir.path(), 4)) else {
+    let Some(engine) = four_shards_on_ext4(dir.path()) else {
         return;
     };
-    let engine = Arc::new(engine);
     // Ids of each shard: the async writers write to shards 0 and 1 only,
     // so shards 2 and 3 are in no round that fails.
     let mut by_shard: Vec<Vec<SessionId>> = vec![Vec::new(); 4];
@@ -243,10 +247,9 @@ fn a_failed_syncfs_fails_every_log_on_its_file_system() {
 fn a_panicking_file_system_round_fails_its_writers_instead_of_hanging_them() {
     let _watchdog = support::Watchdog::start();
     let dir = tempfile::tempdir().unwrap();
-    let Some(engine) = open_on_ext4(file_system_config(dir.path(), 4)) else {
+    let Some(engine) = four_shards_on_ext4(dir.path()) else {
         return;
     };
-    let engine = Arc::new(engine);
     engine.debug_panic_syncs();
     for (_, outcome) in async_creates(&engine, 16, 2) {
         match outcome {
