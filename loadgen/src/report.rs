@@ -625,10 +625,12 @@ impl Report {
             self.targets.join(", "),
             self.verdict.shout()
         );
-        let _ = writeln!(
-            md,
-            "Medians are the typical slice's; tails are what the backend adds over the peer, over the judged slices: a p99 in each side's typical slice, a p99.9 or max pooled.\n"
-        );
+        let tails = if self.peer.is_some() {
+            "tails are what the backend adds over the peer, over the judged slices: a p99 in each side's typical slice, a p99.9 or max pooled"
+        } else {
+            "tails are the backend's over the judged slices (no peer): a p99 in the typical slice, a p99.9 or max pooled"
+        };
+        let _ = writeln!(md, "Medians are the typical slice's; {tails}.\n");
         let _ = writeln!(
             md,
             "| tier | op | bound | limit | backend | peer | measured | margin | verdict |"

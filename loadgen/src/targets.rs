@@ -13,6 +13,9 @@
 //! in which a worker was held up for milliseconds, unseen by the slices'
 //! meters, decide a pooled p99 on whichever side they land; a `p999` or
 //! `max` compares the two sides' judged slices pooled, where a stall shows.
+//! Without a peer (`--no-peer`, a sweep's steps) the tails are judged
+//! absolutely: a `p99` on the typical slice (pooled for a rare kind), a
+//! `p999` or `max` on the judged slices pooled.
 //! A run with too few judged slices is inconclusive, not failed.
 //!
 //! ```toml
@@ -463,6 +466,12 @@ fn judge_bound(tier: &str, op: Op, q: Quantile, limit: Dur, facts: &OpFacts) -> 
                 added,
                 format!("+{}", format_ns(added)),
             )
+        }
+        // Without a peer (a sweep's steps) a p99 is the backend's typical
+        // slice's, absolutely, for the same reason.
+        (Quantile::P99, None) if facts.typical_p99_ns.is_some() => {
+            let b = facts.typical_p99_ns.unwrap_or(0);
+            (format_ns(b), None, b, format_ns(b))
         }
         (_, Some(peer)) => {
             let (b, p) = (q.of(&facts.backend), q.of(&peer));
@@ -1530,6 +1539,53 @@ mod tests {
         // Without a typical slice on both sides (a kind too rare in a
         // slice), the pools decide, as before.
         assert_eq!(row(&with(553_000, 49_000, None)).status, Status::Fail);
+    }
+
+    /// Without a peer (`--no-peer`, every sweep step) a p99 is judged
+    /// absolutely, on the typical slice too: the few slices a stall no meter
+    /// saw held up (a pooled p99 of 553 us) do not decide it, so a sweep's
+    /// step does not hold or break by where they land; a backend slow in
+    /// every slice still fails. A kind too rare for a p99 of its own in a
+    /// slice is judged on the pool.
+    #[test]
+    fn without_a_peer_a_p99_is_judged_on_the_typical_slice() {
+        let t = Targets::parse("t", "name = \"t\"\n[ops.get]\np99 = \"50us\"").unwrap();
+        let with = |pooled: u64, typical: Option<u64>| RunFacts {
+            ops: [(
+                Op::Get,
+                OpFacts {
+                    backend: OpStats {
+                        count: 100_000,
+                        p99_ns: pooled,
+                        ..OpStats::default()
+                    },
+                    peer: None,
+                    typical_p50_ns: Some(400),
+                    typical_p99_ns: typical,
+                    peer_typical_p99_ns: None,
+                    count_all: 100_000,
+                    offered: 100_000,
+                },
+            )]
+            .into_iter()
+            .collect(),
+            issued: vec![Op::Get],
+            peer: false,
+            ..RunFacts::default()
+        };
+        let row = |f: &RunFacts| evaluate(&t, f).into_iter().find(|r| r.bound == "p99").unwrap();
+        let stalls_in_a_few_slices = row(&with(553_000, Some(36_000)));
+        assert_eq!(
+            stalls_in_a_few_slices.status,
+            Status::Pass,
+            "{stalls_in_a_few_slices:?}"
+        );
+        assert_eq!(stalls_in_a_few_slices.measured, "36us");
+        let slower_everywhere = row(&with(130_000, Some(110_000)));
+        assert_eq!(slower_everywhere.status, Status::Fail, "{slower_everywhere:?}");
+        assert_eq!(slower_everywhere.measured, "110us");
+        assert_eq!(row(&with(553_000, None)).status, Status::Fail);
+        assert_eq!(row(&with(36_000, None)).status, Status::Pass);
     }
 
     #[test]
