@@ -206,7 +206,7 @@ impl SessionManager for McpSessionManager {
     type Transport = <LocalSessionManager as SessionManager>::Transport;
 
     async fn create_session(&self) -> Result<(RmcpId, Self::Transport), Self::Error> {
-        let id =
+        let (id, created_at) =
             self.sessions.create().await.map_err(|e| {
                 ManagerError::Create(ClientText::of("creating an MCP session", &e).to_string())
             })?;
@@ -223,7 +223,7 @@ impl SessionManager for McpSessionManager {
             RestoreOutcome::Restored(transport) => {
                 pending.started();
                 // Served here from now on, until the worker's close forgets it.
-                self.sessions.track(&text);
+                self.sessions.track(&text, Some(created_at));
                 Ok((text, transport))
             }
             // A fresh 128-bit id already held here: not in this universe.
@@ -374,7 +374,7 @@ impl SessionManager for McpSessionManager {
             // Served here from now on, until the worker's close forgets it.
             // Tracked before the check below: a DELETE after the check
             // forgets it; one before, the check finds.
-            self.sessions.track(&id);
+            self.sessions.track(&id, None);
             #[cfg(test)]
             self.restore_pause.here().await;
             if self.sessions.deleted_here(&id) {
@@ -1212,6 +1212,57 @@ mod tests {
         clock.advance(timeout + Duration::from_millis(1));
         tokio::time::advance(timeout + Duration::from_millis(1)).await;
         assert!(!manager.has_session(&text).await.expect("has_session"));
+    }
+
+    /// A restore's touch (in rmcp's `load`) counts from when it was written,
+    /// not from when the worker started (after the load, and a replayed
+    /// handshake later): requests less than `timeout - touch_interval`
+    /// apart keep the session alive however long the restore took. Counted
+    /// from the worker's start, a request an interval after the load was
+    /// coalesced and the next one, within the allowed gap, came past the
+    /// store's deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_session_counts_its_touch_from_the_load() {
+        use rmcp::model::{ClientNotification, InitializedNotification};
+
+        // Touches at most every 2 s: requests less than 6 s apart keep it.
+        let timeout = Duration::from_secs(8);
+        let clock = ManualClock::new(1_000_000);
+        let engine = Engine::open(Config::development().clock(clock.clock())).expect("engine");
+        let creator = McpSessions::new(engine.clone(), McpConfig::with_timeout(timeout)).expect("sessions");
+        let (text, _creator_transport) = creator.session_manager().create_session().await.expect("create");
+        creator
+            .store(&text, &SessionState::new(InitializeRequestParams::default()))
+            .await
+            .expect("store");
+        // Another process: rmcp loads the session (a touch), and its worker
+        // starts half a second later.
+        let sessions = McpSessions::new(engine.clone(), McpConfig::with_timeout(timeout)).expect("sessions");
+        let manager = sessions.session_manager();
+        sessions
+            .load(&text)
+            .await
+            .expect("load")
+            .expect("a state to replay");
+        advance(&clock, Duration::from_millis(500)).await;
+        let RestoreOutcome::Restored(_transport) =
+            manager.restore_session(text.clone()).await.expect("restore")
+        else {
+            panic!("not restored");
+        };
+        let initialized = ClientJsonRpcMessage::notification(ClientNotification::InitializedNotification(
+            InitializedNotification::default(),
+        ));
+        manager.accept_message(&text, initialized).await.expect("accept");
+        // 2.4 s after the load's touch (1.9 s after the worker started),
+        // then the longest allowed gap.
+        for step_ms in [1_900, 5_900] {
+            advance(&clock, Duration::from_millis(step_ms)).await;
+            assert!(
+                manager.has_session(&text).await.expect("has_session"),
+                "expired while active ({step_ms} ms step)"
+            );
+        }
     }
 
     /// Moves the engine's clock and tokio's together, then lets the tasks run.

@@ -368,6 +368,7 @@ impl McpSessions {
         R: Send,
     {
         let mut out = None;
+        let at = self.inner.touches.stamp();
         let outcome = self
             .inner
             .store
@@ -379,7 +380,7 @@ impl McpSessions {
             .await;
         let outcome = self.gone_if_not_found(id, outcome)?;
         outcome?;
-        self.inner.touches.mark(*id);
+        self.inner.touches.mark(*id, at);
         // A try_update that succeeded ran the closure at least once.
         out.ok_or_else(|| Error::Record("the update closure never ran".to_owned()))
     }
@@ -591,11 +592,14 @@ impl McpSessions {
     /// A new session in the store under a fresh id from the OS CSPRNG (a
     /// pending record: no handshake yet). Another id if one is taken: never
     /// over another session. Not yet served here: the caller tracks it once
-    /// its worker has started, or [`discard`](Self::discard)s it.
-    pub(crate) async fn create(&self) -> Result<SessionId> {
+    /// its worker has started (with the time the insert was sent, also
+    /// returned), or [`discard`](Self::discard)s it.
+    pub(crate) async fn create(&self) -> Result<(SessionId, u64)> {
         let record = Record::pending().encode()?;
         let store = &self.inner.store;
-        insert_fresh(|id| store.insert(id, &record, self.inner.timeout)).await
+        let at = self.inner.touches.stamp();
+        let id = insert_fresh(|id| store.insert(id, &record, self.inner.timeout)).await?;
+        Ok((id, at))
     }
 
     /// Deletes a session [`create`](Self::create) made whose worker never
@@ -620,11 +624,13 @@ impl McpSessions {
         self.inner.touches.due_in(&id)
     }
 
-    /// This process now serves the session (its worker was restored here,
-    /// right after the `load` that counted as activity).
-    pub(crate) fn track(&self, text: &str) {
+    /// This process now serves the session: created here by an insert sent
+    /// at `at` ([`create`](Self::create)'s time), or restored (`None`: the
+    /// `load` that touched it came earlier, by however long the restore
+    /// took, so its next request touches it again).
+    pub(crate) fn track(&self, text: &str, at: Option<u64>) {
         if let Ok(id) = text.parse::<SessionId>() {
-            self.inner.touches.track(id);
+            self.inner.touches.track(id, at);
         }
     }
 
@@ -930,6 +936,7 @@ impl RmcpStore for McpSessions {
             .map_err(|e: session_engine::ParseIdError| Box::new(Error::Store(e.into())))?;
         // Into the record the session was created with, its data map kept;
         // a session gone meanwhile (a client's DELETE) is not made again.
+        let at = self.inner.touches.stamp();
         let written = self
             .inner
             .store
@@ -941,7 +948,7 @@ impl RmcpStore for McpSessions {
             .await;
         match written {
             Ok(Ok(_)) => {
-                self.inner.touches.mark(id);
+                self.inner.touches.mark(id, at);
                 Ok(())
             }
             Ok(Err(not_ours)) => Err(Box::new(not_ours)),

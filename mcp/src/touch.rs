@@ -14,7 +14,11 @@
 //!
 //! What it guarantees: the store's deadline is never more than `interval`
 //! behind the last request, so a client whose requests are less than
-//! `timeout - interval` apart is never expired. What it does not: another
+//! `timeout - interval` apart is never expired. For that, a write's time
+//! is taken before the write is sent ([`Touches::stamp`]), never after its
+//! reply; a session restored here counts as untouched (the restore's touch
+//! was written by an earlier call), and a touch is due a couple of
+//! milliseconds before the interval ends ([`CLOCK_SLACK_MS`]). What it does not: another
 //! process serving the same session keeps its own times (each touches at
 //! most once per interval; the store sees the union).
 
@@ -53,6 +57,13 @@ pub struct TouchStats {
 /// Where this process's clock starts (about 35 years of milliseconds).
 const EPOCH_MS: u64 = 1 << 40;
 
+/// How much sooner than the interval a touch is due: a store's time of a
+/// write may be up to a millisecond behind the instant it was sent (the
+/// engine's clock advances in 1 ms ticks, Redis's scripts count whole
+/// milliseconds), and this process's own clock is read in whole
+/// milliseconds too.
+const CLOCK_SLACK_MS: u64 = 2;
+
 #[derive(Debug)]
 pub(crate) struct Touches {
     epoch: Instant,
@@ -83,23 +94,34 @@ impl Touches {
             .saturating_add(EPOCH_MS)
     }
 
-    /// A session this process now serves (created or restored here), its
-    /// store deadline just set.
-    pub(crate) fn track(&self, id: SessionId) {
-        let now = self.now_ms();
+    /// The time to record a write under: taken before the write is sent,
+    /// so that what is recorded is never later than the store's own time
+    /// of it (a time taken after the reply would run ahead of the store's
+    /// deadline by the reply's delay).
+    pub(crate) fn stamp(&self) -> u64 {
+        self.now_ms()
+    }
+
+    /// A session this process now serves: created here by a write sent at
+    /// `at` (a [`stamp`](Self::stamp)), or restored (`None`: its last write
+    /// was another call's, a touch is due at its next request).
+    pub(crate) fn track(&self, id: SessionId, at: Option<u64>) {
+        // 0 is longer ago than any interval (`EPOCH_MS`).
+        let at = at.unwrap_or(0);
         match self.last_ms.get(&id) {
-            Some(last) => last.store(now, Ordering::Release),
+            Some(last) => last.store(at, Ordering::Release),
             None => {
-                self.last_ms.insert(id, AtomicU64::new(now));
+                self.last_ms.insert(id, AtomicU64::new(at));
             }
         }
     }
 
-    /// A write that counted as activity just happened (a data update): the
-    /// next touch may wait. Sessions not served here stay untracked.
-    pub(crate) fn mark(&self, id: SessionId) {
+    /// A write that counted as activity, sent at `at` (a
+    /// [`stamp`](Self::stamp)), succeeded (a data update): the next touch
+    /// may wait. Sessions not served here stay untracked.
+    pub(crate) fn mark(&self, id: SessionId, at: u64) {
         if let Some(last) = self.last_ms.get(&id) {
-            last.store(self.now_ms(), Ordering::Release);
+            last.fetch_max(at, Ordering::AcqRel);
         }
     }
 
@@ -111,7 +133,7 @@ impl Touches {
     /// [`Touches::claim`] with a touch due once `interval_ms` has passed
     /// (an open stream's task: at most the coalescing interval).
     pub(crate) fn claim_within(&self, id: SessionId, interval_ms: u64) -> Claim {
-        let interval_ms = interval_ms.min(self.interval_ms);
+        let interval_ms = interval_ms.min(self.interval_ms).saturating_sub(CLOCK_SLACK_MS);
         let now = self.now_ms();
         if let Some(last) = self.last_ms.get(&id) {
             let previous = last.load(Ordering::Acquire);
@@ -142,7 +164,7 @@ impl Touches {
     /// `None` if this process does not serve it.
     pub(crate) fn due_in(&self, id: &SessionId) -> Option<Duration> {
         let last = self.last_ms.get(id)?.load(Ordering::Acquire);
-        let due = last.saturating_add(self.interval_ms);
+        let due = last.saturating_add(self.interval_ms.saturating_sub(CLOCK_SLACK_MS));
         Some(Duration::from_millis(due.saturating_sub(self.now_ms())))
     }
 
@@ -185,7 +207,7 @@ mod tests {
     #[test]
     fn within_the_interval_nothing_is_written() {
         let touches = Touches::new(Duration::from_secs(3600));
-        touches.track(id(1));
+        touches.track(id(1), Some(touches.stamp()));
         for _ in 0..100 {
             assert_eq!(touches.claim(id(1)), Claim::NotDue);
         }
@@ -202,7 +224,7 @@ mod tests {
     #[test]
     fn a_zero_interval_touches_on_every_request() {
         let touches = Touches::new(Duration::ZERO);
-        touches.track(id(1));
+        touches.track(id(1), Some(touches.stamp()));
         for _ in 0..10 {
             assert!(matches!(touches.claim(id(1)), Claim::Due { previous: Some(_) }));
         }
@@ -215,13 +237,13 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(touches.claim(id(2)), Claim::Due { previous: None });
         }
-        touches.mark(id(2));
+        touches.mark(id(2), touches.stamp());
         assert_eq!(
             touches.tracked(),
             0,
             "claims and marks of an unknown id leak no entry"
         );
-        touches.track(id(2));
+        touches.track(id(2), Some(touches.stamp()));
         assert_eq!(touches.claim(id(2)), Claim::NotDue);
         assert_eq!(touches.tracked(), 1);
         touches.forget(&id(2));
@@ -231,9 +253,8 @@ mod tests {
     #[test]
     fn a_failed_touch_is_tried_again_by_the_next_request() {
         let touches = Touches::new(Duration::from_secs(3600));
-        touches.track(id(3));
-        // Due: the last touch "long ago".
-        touches.last_ms.get(&id(3)).unwrap().store(0, Ordering::Release);
+        // Due: restored here, its last touch another call's.
+        touches.track(id(3), None);
         let Claim::Due { previous } = touches.claim(id(3)) else {
             panic!("due");
         };
@@ -246,9 +267,7 @@ mod tests {
     #[test]
     fn racing_requests_write_one_touch() {
         let touches = Touches::new(Duration::from_secs(3600));
-        touches.track(id(4));
-        // Due: the last touch "long ago".
-        touches.last_ms.get(&id(4)).unwrap().store(0, Ordering::Release);
+        touches.track(id(4), None);
         let touches = &touches;
         let wins: usize = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
@@ -258,5 +277,35 @@ mod tests {
         });
         assert_eq!(wins, 1, "{:?}", touches.stats());
         assert_eq!(touches.stats().coalesced, 7);
+    }
+
+    /// A write counts from when it was sent, however long its reply took:
+    /// a touch is due an interval after that (less the clock slack), and a
+    /// later write's mark never moves the time back.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_counts_from_when_it_was_sent() {
+        let touches = Touches::new(Duration::from_secs(2));
+        let sent = touches.stamp();
+        // The store's reply comes 300 ms later.
+        tokio::time::advance(Duration::from_millis(300)).await;
+        touches.track(id(5), Some(sent));
+        tokio::time::advance(Duration::from_millis(1_697)).await;
+        assert_eq!(touches.claim(id(5)), Claim::NotDue, "1,997 ms after the insert");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let Claim::Due { previous } = touches.claim(id(5)) else {
+            panic!("due 2 s less the slack after the insert was sent");
+        };
+        assert_eq!(previous, Some(sent));
+        let touched = touches.stamp();
+        // An update sent before that touch, answered after it.
+        touches.mark(id(5), sent + 100);
+        assert_eq!(
+            touches.last_ms.get(&id(5)).unwrap().load(Ordering::Acquire),
+            touched
+        );
+        assert_eq!(
+            touches.due_in(&id(5)),
+            Some(Duration::from_millis(2_000 - CLOCK_SLACK_MS))
+        );
     }
 }
