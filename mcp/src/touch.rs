@@ -296,12 +296,12 @@ mod tests {
             panic!("due 2 s less the slack after the insert was sent");
         };
         assert_eq!(previous, Some(sent));
-        let touched = touches.stamp();
+        let touch_sent = touches.stamp();
         // An update sent before that touch, answered after it.
         touches.mark(id(5), sent + 100);
         assert_eq!(
             touches.last_ms.get(&id(5)).unwrap().load(Ordering::Acquire),
-            touched
+            touch_sent
         );
         assert_eq!(
             touches.due_in(&id(5)),
