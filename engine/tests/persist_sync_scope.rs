@@ -321,3 +321,57 @@ fn the_file_system_scope_is_refused_where_nothing_is_synced() {
     // Nothing was created by the refused open.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// Everything under `dir`: each file's path and bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A file system the scope refuses is refused before the open changes the
+/// directory: an open that would rewrite it (here a reshard; a `Repair`
+/// or an upgrade alike) leaves every file as it was, and the open after
+/// it, without the scope, still reports the rewrite it does.
+#[test]
+fn a_file_system_the_scope_refuses_is_refused_before_the_directory_changes() {
+    let shm = std::path::Path::new("/dev/shm");
+    let Ok(dir) = tempfile::tempdir_in(shm) else {
+        eprintln!("no /dev/shm here: nothing to check");
+        return;
+    };
+    let engine = Engine::open(support::always_config(dir.path(), 2)).unwrap();
+    let ids: Vec<SessionId> = (0..50u32)
+        .map(|i| engine.create(&i.to_le_bytes(), Timeout::from_secs(3600)).unwrap())
+        .collect();
+    drop(engine);
+    let before = files_under(dir.path());
+    match Engine::open(file_system_config(dir.path(), 4)) {
+        Err(Error::InvalidConfig(why)) if why.contains("not ext4") => {}
+        Err(other) => panic!("{other}"),
+        Ok(_) => {
+            eprintln!("/dev/shm is on ext4 here: nothing to check");
+            return;
+        }
+    }
+    assert!(
+        files_under(dir.path()) == before,
+        "the refused open changed the directory"
+    );
+    let engine = Engine::open(support::always_config(dir.path(), 4)).unwrap();
+    assert_eq!(engine.recovery_report().unwrap().reshard, Some((2, 4)));
+    for (i, id) in (0..50u32).zip(&ids) {
+        assert_eq!(engine.peek(id).unwrap().metadata(), i.to_le_bytes());
+    }
+}

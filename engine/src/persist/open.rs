@@ -50,12 +50,20 @@ pub(crate) fn open(
         )));
     }
     let lock = lock(dir)?;
+    // A file system the scope refuses (not ext4) is refused before
+    // anything on disk changes: a rewrite below (a reshard, an upgrade, a
+    // repair) would otherwise be done, and its report lost, by an open
+    // that fails.
+    let file_system = match config.sync_scope {
+        SyncScope::FileSystem => Some(Arc::new(FileSystem::open(dir)?)),
+        _ => None,
+    };
     // The last run may have seen time pass beyond its newest record (see
     // `time_mark.rs`): recovery judges expiry from there at the earliest.
     let (time_mark, marked_ms) = TimeMark::open(dir, config.durability != Durability::Never)?;
     let now_ms = now_ms.max(marked_ms);
     let Some(manifest) = read_manifest(dir)? else {
-        return create_directory(config, dir, shards, now_ms, (lock, time_mark));
+        return create_directory(config, dir, shards, now_ms, (lock, time_mark, file_system));
     };
     // A MANIFEST switched by a process that died before syncing the
     // directory is made durable before anything acts on it (FORMAT.md).
@@ -143,7 +151,7 @@ pub(crate) fn open(
     log_report(dir, &report);
     Ok(Opened {
         persistence: Persistence {
-            commits: group_commits(config, &logs)?,
+            commits: group_commits(&logs, file_system)?,
             logs,
             report,
             hash_key,
@@ -191,7 +199,7 @@ fn create_directory(
     dir: &Path,
     shards: usize,
     now_ms: u64,
-    (lock, time_mark): (File, TimeMark),
+    (lock, time_mark, file_system): (File, TimeMark, Option<Arc<FileSystem>>),
 ) -> Result<Opened> {
     let mut key_bytes = [0u8; 32];
     getrandom::fill(&mut key_bytes).map_err(Error::Entropy)?;
@@ -220,7 +228,7 @@ fn create_directory(
     write_manifest(dir, &manifest)?;
     Ok(Opened {
         persistence: Persistence {
-            commits: group_commits(config, &logs)?,
+            commits: group_commits(&logs, file_system)?,
             logs,
             report: RecoveryReport::default(),
             hash_key: manifest.hash_key,
@@ -433,14 +441,18 @@ fn write_layout(
     Ok(logs)
 }
 
-/// Each log's group commit; under `SyncScope::FileSystem`, each with the
-/// file system its directory is on (one handle per file system, opened
-/// now: its `syncfs` reports the writeback errors met from here on).
-fn group_commits(config: &Config, logs: &[Arc<ShardLog>]) -> Result<Vec<Arc<GroupCommit>>> {
-    let mut file_systems: Vec<Arc<FileSystem>> = Vec::new();
+/// A group commit per log; with `SyncScope::FileSystem`, each given the
+/// file system it is on (`data_dir`'s, opened and checked first; a log on
+/// another one, a shard directory mounted elsewhere, gets that one's).
+fn group_commits(
+    logs: &[Arc<ShardLog>],
+    data_dir_fs: Option<Arc<FileSystem>>,
+) -> Result<Vec<Arc<GroupCommit>>> {
+    let scoped = data_dir_fs.is_some();
+    let mut file_systems: Vec<Arc<FileSystem>> = data_dir_fs.into_iter().collect();
     let mut commits = Vec::with_capacity(logs.len());
     for log in logs {
-        let file_system = if config.sync_scope == SyncScope::FileSystem {
+        let file_system = if scoped {
             let dir = &log.id().dir;
             let device = std::os::unix::fs::MetadataExt::dev(
                 &std::fs::metadata(dir).map_err(io(format!("reading {}'s metadata", dir.display())))?,
