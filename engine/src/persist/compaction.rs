@@ -18,14 +18,17 @@
 //! after the seal replay over the base and bring it to a state that was.
 //! Without them — a machine crash that lost them, while the base it
 //! replaced the log with was durable — the base alone is a state that
-//! never was. So they are durable before the base takes the log's place.
+//! never was. So they are durable before the base takes the log's place,
+//! in every durability mode (with `Never`, whose log syncs nothing it
+//! rolled out of, the segments after the seal are synced by name).
 
 use super::appender::{Sealed, ShardLog};
 use super::base::Based;
 use super::base::{reserve_base_tmp, write_base_into};
 use super::directory::{io, rename_durably};
 use super::format::{SEAL_RECORD_LEN, SEGMENT_HEADER_LEN};
-use super::segment::{segment_name, sync_dir, tmp_name};
+use super::segment::{segment_name, sync_dir, sync_segments_after, tmp_name};
+use crate::config::Durability;
 use crate::error::Result;
 
 /// How far a compaction goes before it stops (tests simulate a crash at
@@ -118,6 +121,16 @@ pub(crate) fn compact(
         unfinished.0 = None;
         return Ok(());
     }
+    if log.durability() == Durability::Never {
+        // The segments the writer rolled out of since the seal are no
+        // longer the log's to sync (it keeps no account of them without
+        // syncs): synced by name, so that the base is never durable
+        // without the records that replay over it.
+        sync_segments_after(&id.dir, sealed).map_err(io(format!(
+            "syncing {}'s segments after the seal",
+            id.dir.display()
+        )))?;
+    }
     sync_log()?;
     rename_durably(&id.dir, &tmp, &id.dir.join(segment_name(sealed)))?;
     unfinished.0 = None;
@@ -154,4 +167,77 @@ pub(crate) fn wants_compaction(log: &ShardLog, threshold: f64, segment_len: usiz
     #[allow(clippy::cast_precision_loss)]
     let dead_fraction = log_bytes.saturating_sub(live_bytes) as f64 / log_bytes.max(1) as f64;
     log_bytes > 2 * segment_len as u64 && dead_fraction > threshold
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::persist::segment::SYNCED_SEGMENTS;
+    use crate::{CompactionStep, Config, Durability, Engine, Timeout};
+
+    /// With `Durability::Never`, the records written after a compaction's
+    /// seal are durable before its base replaces the log, as in the other
+    /// modes: here sessions rotated in the middle of the listing roll the
+    /// log over several segments, and every one of them after the seal is
+    /// synced by the time the base is renamed (a machine crash that kept
+    /// the base and lost them opened with both ids of each rotation live).
+    #[test]
+    fn with_never_every_segment_after_the_seal_is_synced_before_the_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::default()
+            .data_dir(dir.path())
+            .shards(1)
+            .durability(Durability::Never)
+            .metadata_bytes_max(1024)
+            .segment_size_bytes(64 * 1024)
+            .compaction_threshold(0.99)
+            .sweep_interval(Duration::from_secs(60));
+        let engine = Engine::open(config).unwrap();
+        let ids: Vec<_> = (0..3 * crate::limits::LIST_LOCK_BATCH)
+            .map(|i| {
+                engine
+                    .create(format!("s{i}").as_bytes(), Timeout::from_secs(3600))
+                    .unwrap()
+            })
+            .collect();
+        let shard_dir = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_dir())
+            .unwrap()
+            .join("S0000");
+        let segments = || -> Vec<_> {
+            let mut names: Vec<_> = std::fs::read_dir(&shard_dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+                .collect();
+            names.sort();
+            names
+        };
+        let before = segments();
+        engine
+            .debug_compact_listing(0, CompactionStep::Renamed, |listed| {
+                if listed == 1 {
+                    for id in &ids {
+                        engine.rotate(id).unwrap();
+                    }
+                }
+            })
+            .unwrap();
+        // The sealed segment is the last of those before; the base took its name.
+        let sealed = before.last().unwrap();
+        let after_seal: Vec<_> = segments().into_iter().filter(|p| p > sealed).collect();
+        assert!(
+            after_seal.len() >= 3,
+            "the rotations rolled the log only into {after_seal:?}"
+        );
+        let synced = SYNCED_SEGMENTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let unsynced: Vec<_> = after_seal.iter().filter(|p| !synced.contains(p)).collect();
+        assert!(unsynced.is_empty(), "not synced before the rename: {unsynced:?}");
+    }
 }

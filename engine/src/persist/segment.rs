@@ -322,9 +322,57 @@ impl Segment {
     pub(crate) fn sync(&self, from: usize, to: usize) -> io::Result<()> {
         if to > from {
             self.map.flush_range(from, to - from)?;
+            // Records, not just the header a new segment syncs.
+            #[cfg(test)]
+            if to > SEGMENT_HEADER_LEN {
+                note_synced_segment(&self.path);
+            }
         }
         Ok(())
     }
+}
+
+/// Makes the data of every segment in `dir` after segment `after` durable,
+/// found by name (`fdatasync` of each file: on Linux it writes back what a
+/// shared mapping of the file dirtied, as `msync` does). For what no log
+/// keeps account of: with `Durability::Never`, a segment the writer rolled
+/// out of is not synced by the log.
+pub(crate) fn sync_segments_after(dir: &Path, after: u64) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let sequence = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".seg"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if sequence.is_none_or(|sequence| sequence <= after) {
+            continue;
+        }
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            // Gone meanwhile: nothing of it to keep.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        file.sync_data()?;
+        #[cfg(test)]
+        note_synced_segment(&path);
+    }
+    Ok(())
+}
+
+/// The segment files whose records were synced, by `Segment::sync` or
+/// `sync_segments_after`, for tests that check a segment was made durable (each test filters by
+/// its own directory).
+#[cfg(test)]
+pub(crate) static SYNCED_SEGMENTS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+#[cfg(test)]
+fn note_synced_segment(path: &Path) {
+    SYNCED_SEGMENTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(path.to_path_buf());
 }
 
 #[cfg(test)]
