@@ -969,7 +969,10 @@ impl RmcpStore for McpSessions {
     /// is left alone. If the store fails the delete (rmcp answers the
     /// client 202 whatever this returns), the session is gone for this
     /// process at once and the delete is retried in the background, so a
-    /// client's `DELETE` is never a session left to whoever holds its id.
+    /// client's `DELETE` is never a session this process leaves to whoever
+    /// holds its id. The retry is in memory only: another process on the
+    /// store, or this one restarted, restores the session until a retry
+    /// succeeds or its timeout ends it (README, "Ending a session").
     async fn delete(&self, session_id: &str) -> std::result::Result<(), SessionStoreError> {
         let Ok(id) = session_id.parse::<SessionId>() else {
             return Ok(());
