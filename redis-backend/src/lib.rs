@@ -94,10 +94,11 @@
 //! entries do not wait: losing them in a failover is harmless. A write
 //! call's answer that changed nothing (`NotFound`, `insert`'s
 //! `AlreadyExists`, a `try_update` closure's keep or refusal) is given
-//! once the replicas confirm the state it found (a fence and `WAIT`, one
-//! more round trip on that path; during a slot's migration an id taken or
-//! metadata refused is `OutcomeUnknown`, the node that answered being
-//! beyond the fence's reach), as the engine's under `Always`.
+//! once the node the confirmation reaches holds the state it found and its
+//! replicas confirm it (a script that checks that state and writes a
+//! fence, then `WAIT`, one more round trip on that path; after a failover
+//! or redirect in between, or while the slot migrates, `OutcomeUnknown`),
+//! as the engine's under `Always`.
 //!
 //! Scripts read and write only their one key (`rotate`: the session's key
 //! and its new id's, drawn in the same slot), so they run atomically on the

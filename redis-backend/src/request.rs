@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
@@ -254,6 +254,19 @@ pub(crate) struct Reply<T> {
     /// An earlier attempt failed after it may have run: the reply may be to
     /// a resend of a request that already took effect.
     pub(crate) resent_after_doubt: bool,
+}
+
+/// The state a write call answered from without writing it, which
+/// [`Inner::confirm_state`] checks where its fence runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Expect<'a> {
+    /// No live session (`NotFound`).
+    Gone,
+    /// A live session (`insert`'s `AlreadyExists`).
+    Held,
+    /// A live session at this version (what a `try_update` closure
+    /// refused).
+    Version(&'a [u8]),
 }
 
 /// A request's value and what the replicas said of it.
@@ -567,7 +580,7 @@ impl Inner {
         first: Option<&Replicas>,
     ) -> Error {
         match self
-            .confirm_state(key, deadline, &answer.to_string(), false, first)
+            .confirm_state(key, deadline, &answer.to_string(), Expect::Gone, first)
             .await
         {
             Ok(()) => answer,
@@ -577,20 +590,26 @@ impl Inner {
 
     /// Confirms that the replicas have the state of `key`'s slot that a
     /// write call found and answers from without writing it (`found`, for
-    /// the error): a session gone, an id taken, metadata a `try_update`
-    /// closure refused. With [`Replication::Wait`] that state may be another
-    /// client's write that no replica has yet, which a failover would undo:
-    /// the fence (a write in `key`'s slot, so that this connection's `WAIT`
+    /// the error; `expect`, for the check): a session gone, an id taken,
+    /// metadata a `try_update` closure refused. With [`Replication::Wait`]
+    /// that state may be another client's write that no replica has yet,
+    /// which a failover would undo. The confirmation is one script on the
+    /// session's slot ([`CONFIRM`](crate::scripts)) that checks the state
+    /// where it runs and writes the fence (so that this connection's `WAIT`
     /// covers everything the master applied before it, on Redis 7.2+ and
-    /// Valkey as on 7.0) and `WAIT`, within `deadline`; `OutcomeUnknown` if
-    /// they do not confirm it. Without `Replication::Wait`, `Ok` at once.
+    /// Valkey as on 7.0), then `WAIT`, within `deadline`; `OutcomeUnknown`
+    /// unless the state is there and the replicas confirm it. Without
+    /// `Replication::Wait`, `Ok` at once.
     ///
-    /// `present`: the state is a session there (an id taken, metadata
-    /// read). The fence's key is never stored, so while the slot migrates
-    /// the old master redirects it (`ASK`) to the importing node even as it
-    /// holds the session, and that node's replicas say nothing of it: such
-    /// a confirmation is `OutcomeUnknown`. (A session gone was answered
-    /// through the same redirection, by the node the fence reaches.)
+    /// Only a first try, sent by the slot's route, checks: a resend (the
+    /// master failed over meanwhile, or did not answer) or a redirect (the
+    /// slot moved or migrates: the node answered from may not be the one
+    /// reached, and a multi-key script there is `TRYAGAIN` while it does)
+    /// sends a no-op instead, whose 0 is `OutcomeUnknown` at once. The
+    /// check is what makes a node the fence reaches speak for the answer:
+    /// after a failover between the answer and the fence, the promoted
+    /// replica may never have had the delete, insert or update answered
+    /// from, and its replicas would confirm that it has not.
     ///
     /// `first`: what the `WAIT` in the answering write's own pipeline said,
     /// if it had one. Short, it already tells that the replicas lag: the
@@ -601,7 +620,7 @@ impl Inner {
         key: &[u8],
         deadline: Instant,
         found: &str,
-        present: bool,
+        expect: Expect<'_>,
         first: Option<&Replicas>,
     ) -> Result<()> {
         let Replication::Wait { replicas: wanted, .. } = self.config.replication else {
@@ -617,13 +636,23 @@ impl Inner {
             });
         }
         let fence_key = crate::keys::fence_key(key);
-        let mut fence = redis::cmd("EVAL");
-        fence.arg(FENCE).arg(1).arg(&fence_key);
-        let asked = AtomicBool::new(false);
+        let args: &[&[u8]] = match expect {
+            Expect::Gone => &[b"gone"],
+            Expect::Held => &[b"held"],
+            Expect::Version(version) => &[b"version", version],
+        };
+        let confirm = self.scripts.confirm.cmd_keys(true, &[key, &fence_key], args);
+        let mut no_op = redis::cmd("EVAL");
+        no_op.arg("return 0").arg(1).arg(&fence_key);
+        let tries = AtomicU32::new(0);
         let reply = self
             .request(Kind::Write, deadline, &fence_key, |attempt| {
-                asked.store(attempt.ask.is_some(), Ordering::Relaxed);
-                Cow::Borrowed(&fence)
+                let first_try = tries.fetch_add(1, Ordering::Relaxed) == 0;
+                if first_try && attempt.ask.is_none() && !attempt.redirected {
+                    Cow::Borrowed(&confirm)
+                } else {
+                    Cow::Borrowed(&no_op)
+                }
             })
             .await;
         let unconfirmed = |why: String| Error::OutcomeUnknown {
@@ -632,18 +661,18 @@ impl Inner {
                  could undo: {why}"
             ),
         };
-        let replicas = match reply {
-            Ok(reply) => reply.value.replicas,
+        let reply = match reply {
+            Ok(reply) => reply.value,
             Err(e) => return Err(unconfirmed(format!("asking them failed ({e})"))),
         };
-        if present && asked.load(Ordering::Relaxed) {
+        if reply::code(&self.scripts.confirm.command, &reply.value, 0..=1, true)? == 0 {
             return Err(unconfirmed(
-                "the slot is migrating, and the node whose replicas the fence reached is not the one that \
-                 answered"
+                "the node the confirmation reached (on a first try by the slot's route, or not at all) \
+                 does not hold that state: it changed since, or the slot moved or failed over"
                     .into(),
             ));
         }
-        match self.acknowledge(replicas, ()) {
+        match self.acknowledge(reply.replicas, ()) {
             Ok(()) => Ok(()),
             Err(Error::OutcomeUnknown { .. }) => {
                 Err(unconfirmed(match replicas_said(&self.config.replication) {

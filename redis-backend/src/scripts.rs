@@ -579,6 +579,32 @@ return {2, wait}
 /// `EVAL` (only after a doubtful try, so rarely).
 pub(crate) const FENCE: &str = "redis.call('SET', KEYS[1], '1') redis.call('DEL', KEYS[1]) return 1";
 
+/// `KEYS[1]` session, `KEYS[2]` the fence's key (`keys::fence_key` of the
+/// session key: the same slot); ARGV what a write call answered from
+/// without writing it: `gone` (no live session), `held` (a live session),
+/// or `version` and the version a `try_update` closure decided on. Checks
+/// that state on this node and writes the fence (as [`FENCE`]) whatever it
+/// finds, so that the `WAIT` after it covers what the check saw. Returns 1
+/// if the node holds that state, 0 if not: the answer came from another
+/// node (a master since replaced by a replica that missed what it
+/// answered from) or the state changed since, and the replicas confirm
+/// nothing of it. A session past its deadline or cap is removed, as every
+/// script here does, and is gone.
+const CONFIRM: &str = "local key, fence = KEYS[1], KEYS[2]
+local r = redis.call('HMGET', key, 'v', 'c', 'l', 'a', 't')
+local held = false
+if r[1] and r[5] then held = not over(key, r[2], r[3], r[4], r[5], now_ms()) end
+redis.call('SET', fence, '1')
+redis.call('DEL', fence)
+if ARGV[1] == 'gone' then
+  if held then return 0 end
+  return 1
+end
+if not held then return 0 end
+if ARGV[1] == 'held' or (ARGV[1] == 'version' and r[1] == ARGV[2]) then return 1 end
+return 0
+";
+
 /// What `ROTATE`'s mark key adds to the session key (the same slot), before
 /// the call's token.
 pub(crate) const ROTATED_SUFFIX: &[u8] = b":rotated:";
@@ -680,6 +706,9 @@ pub(crate) struct Scripts {
     pub(crate) unsubscribe: Script,
     pub(crate) rate_limit: Script,
     pub(crate) set_lifetime: Script,
+    /// Sent as `EVAL` only (rare: a write's answer found without a write,
+    /// under `Replication::Wait`), so not among the preloaded `codes`.
+    pub(crate) confirm: Script,
 }
 
 impl Scripts {
@@ -715,6 +744,7 @@ impl Scripts {
             unsubscribe: Script::new("unsubscribe", UNSUBSCRIBE),
             rate_limit: Script::new("rate_limit", RATE_LIMIT),
             set_lifetime: Script::new("set_lifetime", SET_LIFETIME),
+            confirm: Script::new("confirm", CONFIRM),
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::limits::{
 };
 use crate::replication::ReplicationLag;
 use crate::reply::{self, Commit, LifetimeSet, Seen};
-use crate::request::{join_all, per_route, Acked, BatchReply, Inner, Kind, RedisStats, Reply};
+use crate::request::{join_all, per_route, Acked, BatchReply, Expect, Inner, Kind, RedisStats, Reply};
 use crate::scripts::{peek_cmd, try_update_read_cmd, update_read_cmd, Scripts, ROTATED_SUFFIX};
 
 /// The session API on Redis (one server or a cluster). Cheap to clone: clones
@@ -465,7 +465,7 @@ impl RedisStore {
                             &key,
                             deadline,
                             "the metadata a try_update closure refused",
-                            true,
+                            Expect::Version(&seen.version),
                             None,
                         )
                         .await?;
@@ -1126,7 +1126,7 @@ impl RedisStore {
                 let key = inner.keys.key(&id);
                 let found = Error::AlreadyExists.to_string();
                 match inner
-                    .confirm_state(&key, deadline, &found, true, Some(&reply.value.replicas))
+                    .confirm_state(&key, deadline, &found, Expect::Held, Some(&reply.value.replicas))
                     .await
                 {
                     Ok(()) => Err(Error::AlreadyExists),

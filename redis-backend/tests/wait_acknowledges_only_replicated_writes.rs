@@ -629,3 +629,40 @@ async fn a_session_found_gone_propagates_a_write_for_its_wait() {
         "each answer found gone propagates one write for its WAIT to wait on"
     );
 }
+
+/// A state a write answered from is confirmed only if the master holds it
+/// when the fence runs: the fence checks it in the same script, so that its
+/// `WAIT` vouches for that state and not just for whatever the node it
+/// reached holds (after a failover between the answer and the fence, a
+/// promoted replica that never had the delete, insert or update the answer
+/// came from). Here the session is updated by another client while a
+/// `try_update` closure refuses the metadata it read: the refusal is
+/// `OutcomeUnknown`, the fence finding another version than the one the
+/// closure decided on, as it would on a master that missed that version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_confirmed_only_against_the_metadata_it_was_decided_on() {
+    let (master, _link, _replica) = master_and_replica().await;
+    let config = waiting_config(&master, support::unique_prefix("wait-refusal"));
+    let store = RedisStore::connect(config.clone()).await.expect("connect");
+    let other = RedisStore::connect(config).await.expect("connect");
+    let id = store.create(b"v1", Timeout::from_secs(300)).await.unwrap();
+    let refused = store
+        .try_update(&id, |_| {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current()
+                    .block_on(other.update(&id, |_| b"v2".to_vec()))
+                    .expect("the other client's update")
+            });
+            Err::<session_engine::Op, _>("no")
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(Error::OutcomeUnknown { .. })),
+        "a refusal of v1 confirmed while the master held v2: {refused:?}"
+    );
+    // Nothing changed meanwhile: the refusal is answered.
+    let refused = store
+        .try_update(&id, |_| Err::<session_engine::Op, _>("no"))
+        .await;
+    assert_eq!(refused.unwrap().unwrap_err(), "no");
+}
