@@ -45,7 +45,7 @@ pub(crate) struct Core {
     pub(crate) clock: Clock,
     /// Sessions held: an insert claims its room here under its shard's
     /// writer mutex, once it knows its id is new (`shard::Room`).
-    sessions: CachePadded<AtomicUsize>,
+    pub(crate) sessions: CachePadded<AtomicUsize>,
     pub(crate) listener_panics: AtomicU64,
     pub(crate) compaction_errors: AtomicU64,
     /// Panics caught in the background threads' passes (`Stats`).
@@ -905,10 +905,9 @@ impl Core {
             loop {
                 let swept = {
                     let guard = crossbeam_epoch::pin();
-                    shard.sweep(&self.clock, SWEEP_BATCH_MAX, batch, &guard)
+                    shard.sweep(&self.clock, SWEEP_BATCH_MAX, batch, &self.sessions, &guard)
                 };
                 total += batch.len();
-                self.sessions.fetch_sub(batch.len(), Ordering::Relaxed);
                 if let Some(log) = shard.log() {
                     let freed: usize = batch.iter().map(|s| put_len(s.metadata().len())).sum();
                     log.account(-i64::try_from(freed).unwrap_or(i64::MAX));

@@ -1020,6 +1020,38 @@ mod tests {
     use crate::clock::ManualClock;
     use std::time::Duration;
 
+    /// Expired sessions a sweep takes out of a shard stop counting against
+    /// `sessions_max` before the shard's writer mutex is released: an
+    /// insert at the limit that comes between the sweeper's batch and its
+    /// bookkeeping (the insert's own sweep then finds nothing left) is not
+    /// refused while the table has room.
+    #[test]
+    fn sessions_a_sweep_took_are_room_for_an_insert_at_once() {
+        let clock = ManualClock::new(1_000_000);
+        let engine = Engine::open(
+            Config::default()
+                .shards(1)
+                .sessions_max(4)
+                .without_sweeper()
+                .clock(clock.clock()),
+        )
+        .unwrap();
+        for i in 0..4u8 {
+            engine.create(&[i], crate::Timeout::from_ms(1_000)).unwrap();
+        }
+        clock.advance(Duration::from_secs(2));
+        // The sweeper's batch, taken under the shard's mutex; the sweeper
+        // is held up right after it.
+        let mut batch = Vec::new();
+        let guard = crossbeam_epoch::pin();
+        engine.core.shards[0].sweep(&engine.core.clock, 64, &mut batch, &engine.core.sessions, &guard);
+        drop(guard);
+        assert_eq!(batch.len(), 4);
+        engine
+            .create(b"new", crate::Timeout::from_secs(60))
+            .expect("room: the table holds no session");
+    }
+
     /// A rotation that loses every optimistic race (a writer of the same
     /// session commits between each read and commit) still ends: after
     /// `UPDATE_OPTIMISTIC_TRIES` it moves the session under the shard's

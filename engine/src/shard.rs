@@ -1285,7 +1285,14 @@ impl Shard {
     }
 
     /// Expires up to `budget` sessions due at the clock's time into `out`.
-    pub(crate) fn sweep(&self, clock: &Clock, budget: usize, out: &mut Vec<Session>, guard: &Guard) -> Swept {
+    pub(crate) fn sweep(
+        &self,
+        clock: &Clock,
+        budget: usize,
+        out: &mut Vec<Session>,
+        sessions: &AtomicUsize,
+        guard: &Guard,
+    ) -> Swept {
         let (mut w, table) = self.lock(guard);
         let now_ms = clock.now_ms();
         let mut taken = std::mem::take(&mut w.swept);
@@ -1308,6 +1315,11 @@ impl Shard {
         }
         w.swept = taken;
         self.len.fetch_sub(expired, Ordering::Relaxed);
+        // The engine's count too, before the writer mutex is released: an
+        // insert that finds the engine full sweeps in turn, and sessions
+        // already gone from the table but still counted would have it
+        // refused with room to spare.
+        sessions.fetch_sub(expired, Ordering::Relaxed);
         w.expired_total += expired as u64;
         match poll {
             wheel::Poll::Done => Swept::All,
@@ -1915,10 +1927,11 @@ mod tests {
         let clock = f.clock.clock();
         let mut out = Vec::with_capacity(4_096);
         let g = crossbeam_epoch::pin();
-        assert_eq!(f.shard.sweep(&clock, 4, &mut out, &g), Swept::More);
+        let counted = counted();
+        assert_eq!(f.shard.sweep(&clock, 4, &mut out, &counted, &g), Swept::More);
         let before = ALLOCATIONS.with(std::cell::Cell::get);
         let mut batches = 1;
-        while f.shard.sweep(&clock, 4, &mut out, &g) == Swept::More {
+        while f.shard.sweep(&clock, 4, &mut out, &counted, &g) == Swept::More {
             batches += 1;
         }
         let allocations = ALLOCATIONS.with(std::cell::Cell::get) - before;
@@ -1957,6 +1970,11 @@ mod tests {
             count: &COUNT,
             max: usize::MAX,
         }
+    }
+
+    /// An engine's session count for a sweep, far from zero.
+    fn counted() -> AtomicUsize {
+        AtomicUsize::new(1 << 40)
     }
 
     struct Fixture {
@@ -2011,7 +2029,12 @@ mod tests {
         fn sweep(&self, budget: usize) -> Vec<Session> {
             let mut out = Vec::new();
             let g = crossbeam_epoch::pin();
-            while self.shard.sweep(&self.clock.clock(), budget, &mut out, &g) == Swept::More {}
+            let counted = counted();
+            while self
+                .shard
+                .sweep(&self.clock.clock(), budget, &mut out, &counted, &g)
+                == Swept::More
+            {}
             out
         }
 
