@@ -239,7 +239,7 @@ pub fn execute(request: &RunRequest, quiet: bool) -> Result<Report, Error> {
             }
             Ok((build_report(request, &measured), measured))
         },
-        |(report, _)| report.verdict,
+        |(report, _)| runs_again(report.verdict, &report.verdicts),
         |(report, _), next| {
             let kept = EarlierAttempt::of(report);
             if !quiet {
@@ -284,9 +284,20 @@ pub fn execute(request: &RunRequest, quiet: bool) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// Runs `attempt(n)` for n = 1, 2, ... until one is conclusive (a pass or
-/// a fail) or `max` have run: returns the last, and what `keep(attempt,
-/// next)` kept of each inconclusive one before it. A pass or a fail is
+/// Whether an attempt with this verdict and these rows runs again: only
+/// the machine's "too busy to judge" with nothing failed. An attempt whose
+/// judged slices broke a bound is inconclusive when too few slices were
+/// judged to call it a failure, but it is not run again either: a later
+/// attempt's pass would hide the failure it saw (`--attempts` could turn
+/// a regression that shows in some runs into a pass).
+fn runs_again(verdict: RunVerdict, rows: &[targets::Verdict]) -> bool {
+    verdict == RunVerdict::Inconclusive && !rows.iter().any(|r| r.status == targets::Status::Fail)
+}
+
+/// Runs `attempt(n)` for n = 1, 2, ... until one is not to run `again`
+/// (a pass, a fail, an inconclusive attempt that saw a bound fail: see
+/// [`runs_again`]) or `max` have run: returns the last, and what
+/// `keep(attempt, next)` kept of each one before it. A pass or a fail is
 /// never run again: only the machine's "too busy to judge" is.
 ///
 /// # Errors
@@ -295,14 +306,14 @@ pub fn execute(request: &RunRequest, quiet: bool) -> Result<Report, Error> {
 fn until_conclusive<T, K>(
     max: usize,
     mut attempt: impl FnMut(usize) -> Result<T, Error>,
-    verdict: impl Fn(&T) -> RunVerdict,
+    again: impl Fn(&T) -> bool,
     mut keep: impl FnMut(&T, usize) -> K,
 ) -> Result<(T, Vec<K>), Error> {
     let mut earlier = Vec::new();
     let mut n = 1;
     loop {
         let got = attempt(n)?;
-        if verdict(&got) != RunVerdict::Inconclusive || n >= max {
+        if !again(&got) || n >= max {
             return Ok((got, earlier));
         }
         n += 1;
@@ -583,7 +594,7 @@ mod tests {
                 assert_eq!(n, ran, "attempts are numbered from 1");
                 Ok((n, verdicts[n - 1]))
             },
-            |&(_, v)| v,
+            |&(_, v)| v == RunVerdict::Inconclusive,
             |&(n, _), next| (n, next),
         )
         .unwrap();
@@ -605,6 +616,47 @@ mod tests {
             attempts_of(3, &[Inconclusive, Inconclusive, Pass]),
             (3, Pass, vec![(1, 2), (2, 3)])
         );
+    }
+
+    /// An inconclusive attempt whose judged slices broke a bound (too few
+    /// slices judged to call it a failure) is not run again: a later
+    /// attempt's pass would hide what it saw. One in which nothing failed
+    /// is.
+    #[test]
+    fn an_inconclusive_attempt_that_saw_a_failure_is_not_run_again() {
+        use crate::targets::{Status, Verdict};
+        let held = Verdict::plain("t", "get", "p99 added", "50us".into(), "+0ns".into());
+        let broke = Verdict {
+            status: Status::Fail,
+            ..held.clone()
+        };
+        assert!(runs_again(RunVerdict::Inconclusive, std::slice::from_ref(&held)));
+        assert!(!runs_again(RunVerdict::Inconclusive, &[held.clone(), broke]));
+        assert!(!runs_again(RunVerdict::Pass, std::slice::from_ref(&held)));
+        // Through the loop: the failure's attempt is the last.
+        let rows = |failed: bool| {
+            let mut rows = vec![held.clone()];
+            if failed {
+                rows.push(Verdict {
+                    status: Status::Fail,
+                    ..held.clone()
+                });
+            }
+            rows
+        };
+        let attempts = [
+            (RunVerdict::Inconclusive, rows(true)),
+            (RunVerdict::Pass, rows(false)),
+        ];
+        let (last, kept) = until_conclusive(
+            3,
+            |n| Ok(attempts[n - 1].clone()),
+            |(v, rows)| runs_again(*v, rows),
+            |_, next| next,
+        )
+        .unwrap();
+        assert_eq!(last.0, RunVerdict::Inconclusive);
+        assert!(kept.is_empty());
     }
 
     /// The cap holds: the last attempt's inconclusive verdict is the run's.
@@ -632,7 +684,7 @@ mod tests {
                     Ok(RunVerdict::Inconclusive)
                 }
             },
-            |v| *v,
+            |v| *v == RunVerdict::Inconclusive,
             |_, _| (),
         );
         assert!(got.is_err());
