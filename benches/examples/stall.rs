@@ -143,10 +143,10 @@ fn summary(rounds: &[Round], f: impl Fn(&Round) -> f64, digits: usize) -> String
 }
 
 fn main() {
-    // 4 KiB pages: on this VM the first touch of a fresh 2 MiB huge page
-    // (the allocator taking new memory) took ~4.6 ms, every ~8,000
-    // sessions and for every contender alike, which hid the tables' own
-    // stalls. With 4 KiB pages that cost is spread thin.
+    // 4 KiB pages: the first touch of a fresh 2 MiB huge page (the
+    // allocator taking new memory) costs milliseconds on a VM, for every
+    // contender alike, and hid the tables' own stalls
+    // (`results/engine-stall.md`). With 4 KiB pages that cost is spread thin.
     rustix::thread::disable_transparent_huge_pages(true).expect("prctl(PR_SET_THP_DISABLE)");
     let args = args();
     assert!(

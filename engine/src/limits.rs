@@ -159,10 +159,10 @@ pub const SEGMENT_SIZE_BYTES_MIN: usize = 64 * 1024;
 pub const SEGMENT_SIZE_BYTES_MAX: usize = 1 << 30;
 
 /// How far ahead of its writer a segment's pages are faulted in, writable.
-/// The kernel zeroes each new page-cache page (about 9 ms per 16 MiB on the project's machine),
-/// so populating a whole segment up front made every open and every new
-/// segment pay for space not yet needed (8 shards: 128 MiB, about 80 ms, at
-/// each open). The background thread keeps this window populated every
+/// The kernel zeroes each new page-cache page, so populating a whole
+/// segment up front made every open and every new segment pay for space
+/// not yet needed (8 shards: 128 MiB at each open; `results/README.md`,
+/// "Persistence", has the timings). The background thread keeps this window populated every
 /// 50 ms; a writer faster than that takes the remaining faults itself.
 pub const PREFAULT_AHEAD_BYTES: usize = 2 << 20;
 

@@ -48,8 +48,7 @@ pub struct CountPlan {
 impl Default for CountPlan {
     /// 100K sessions of 256 B like the wall-clock gate; 20K operations a
     /// loop, which averages the probe lengths over a fifth of the table.
-    /// Under callgrind this takes about a minute on 2 cores, most of it
-    /// inserting the sessions.
+    /// Under callgrind most of the time goes to inserting the sessions.
     fn default() -> Self {
         Self {
             sessions: 100_000,

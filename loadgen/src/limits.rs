@@ -60,9 +60,9 @@ pub const SPIN_ONLY_NS: u64 = 20_000;
 /// A waiting client that finds two consecutive clock readings this far
 /// apart counts the gap as time the machine took (see [`crate::clock`]). A
 /// reading costs ~30 ns and a `sched_yield` ~1 µs, so 10 µs is never the
-/// loop itself; on this project's VM the machine takes ~500 gaps of
-/// 20-100 µs a second from a spinning thread (interrupts, exits to the
-/// hypervisor), ~2% of its time, and a few of 1 ms or more.
+/// loop itself; a VM takes many gaps of tens of µs a second from a
+/// spinning thread (interrupts, exits to the hypervisor), and a few of
+/// 1 ms or more (`results/loadgen/README.md` reports each run's).
 pub const GAP_MIN_NS: u64 = 10_000;
 
 /// Shortest slice (`slice` in a scenario, `--slice`): a slice must outlast
@@ -77,11 +77,11 @@ pub const SLICE_MAX_NS: u64 = 10_000_000_000;
 /// A slice in which the machine took one gap this long (or as much
 /// run-queue wait) from a client is disturbed (see [`crate::slices`]): at
 /// 200K ops/s a 1 ms gap delays 200 operations, a 1% tail of a 100 ms
-/// slice. On this project's VM about one 100 ms slice in twenty has one.
+/// slice (how many slices a run sets aside is in its report).
 pub const DISTURBED_GAP_NS: u64 = 1_000_000;
 
 /// A slice from which the machine took this share in all is disturbed too
-/// (a quiet slice here loses ~2% to short gaps; 10% is a busy machine).
+/// (a quiet slice loses a few percent to short gaps; 10% is a busy machine).
 pub const DISTURBED_SHARE: f64 = 0.10;
 
 /// A disturbed backend slice is set aside only if its slowest point operation is

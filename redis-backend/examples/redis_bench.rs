@@ -336,9 +336,9 @@ fn run_theirs(op: Op, port: u16, cluster: bool, ops: usize, concurrency: usize, 
             #[allow(clippy::cast_precision_loss)]
             Run {
                 // In cluster mode redis-benchmark runs a thread per master
-                // and ends a run on a 250 ms tick of its own: every cluster
-                // run read 37.6-39.8K/s whatever the command, by its clock
-                // and by the wall clock around it. Not reported there.
+                // and ends a run on a 250 ms tick of its own: its cluster
+                // rate is the same whatever the command (`results/redis/
+                // bench.md` says so). Not reported there.
                 ops_per_s: if cluster { f64::NAN } else { cols[0] },
                 mean_us: cols[1] * 1_000.0,
                 p50_us: cols[3] * 1_000.0,

@@ -45,7 +45,7 @@
 //! on access, active expiry in the background). `t = 0` means no TTL
 //! (`PERSIST`). A lifetime cap `l` bounds every such deadline by `c + l`
 //! (the prelude's `arm`), so the key expires at the cap however active the
-//! session is (issue 18's absolute lifetime, `RedisConfig::max_lifetime`). Times come from the server's `TIME`, so all clients agree on
+//! session is (the absolute lifetime, `RedisConfig::max_lifetime`). Times come from the server's `TIME`, so all clients agree on
 //! one clock per session, whatever their own clocks say.
 //!
 //! # Idempotent writes
