@@ -988,6 +988,16 @@ pub fn format_margin(margin: f64) -> String {
 mod tests {
     use super::*;
 
+    /// A run's facts with gets alone (a peer in the run if `facts` has one).
+    fn gets(facts: OpFacts) -> RunFacts {
+        RunFacts {
+            ops: [(Op::Get, facts)].into_iter().collect(),
+            issued: vec![Op::Get],
+            peer: facts.peer.is_some(),
+            ..RunFacts::default()
+        }
+    }
+
     /// An open-loop outcome of 20 measured slices of 100 ms, the point
     /// clients running through `active_s` of them.
     fn open_loop_outcome(active_s: f64) -> Outcome {
@@ -1448,24 +1458,16 @@ mod tests {
             p999_ns: p999,
             ..OpStats::default()
         };
-        let with = |backend: OpStats, peer: OpStats, typical| RunFacts {
-            ops: [(
-                Op::Get,
-                OpFacts {
-                    backend,
-                    peer: Some(peer),
-                    typical_p50_ns: Some(typical),
-                    typical_p99_ns: None,
-                    peer_typical_p99_ns: None,
-                    count_all: 100_000,
-                    offered: 100_000,
-                },
-            )]
-            .into_iter()
-            .collect(),
-            issued: vec![Op::Get],
-            peer: true,
-            ..RunFacts::default()
+        let with = |backend: OpStats, peer: OpStats, typical| {
+            gets(OpFacts {
+                backend,
+                peer: Some(peer),
+                typical_p50_ns: Some(typical),
+                typical_p99_ns: None,
+                peer_typical_p99_ns: None,
+                count_all: 100_000,
+                offered: 100_000,
+            })
         };
         let outcome = |rows: &[Verdict], bound: &str| rows.iter().find(|r| r.bound == bound).unwrap().status;
         // A busy machine: both sides' tails in the tens of microseconds and
@@ -1505,24 +1507,16 @@ mod tests {
             p99_ns: p99,
             ..OpStats::default()
         };
-        let with = |backend: u64, peer: u64, typical: Option<(u64, u64)>| RunFacts {
-            ops: [(
-                Op::Get,
-                OpFacts {
-                    backend: stats(backend),
-                    peer: Some(stats(peer)),
-                    typical_p50_ns: Some(400),
-                    typical_p99_ns: typical.map(|t| t.0),
-                    peer_typical_p99_ns: typical.map(|t| t.1),
-                    count_all: 100_000,
-                    offered: 100_000,
-                },
-            )]
-            .into_iter()
-            .collect(),
-            issued: vec![Op::Get],
-            peer: true,
-            ..RunFacts::default()
+        let with = |backend: u64, peer: u64, typical: Option<(u64, u64)>| {
+            gets(OpFacts {
+                backend: stats(backend),
+                peer: Some(stats(peer)),
+                typical_p50_ns: Some(400),
+                typical_p99_ns: typical.map(|t| t.0),
+                peer_typical_p99_ns: typical.map(|t| t.1),
+                count_all: 100_000,
+                offered: 100_000,
+            })
         };
         let row = |f: &RunFacts| {
             evaluate(&t, f)
@@ -1550,28 +1544,20 @@ mod tests {
     #[test]
     fn without_a_peer_a_p99_is_judged_on_the_typical_slice() {
         let t = Targets::parse("t", "name = \"t\"\n[ops.get]\np99 = \"50us\"").unwrap();
-        let with = |pooled: u64, typical: Option<u64>| RunFacts {
-            ops: [(
-                Op::Get,
-                OpFacts {
-                    backend: OpStats {
-                        count: 100_000,
-                        p99_ns: pooled,
-                        ..OpStats::default()
-                    },
-                    peer: None,
-                    typical_p50_ns: Some(400),
-                    typical_p99_ns: typical,
-                    peer_typical_p99_ns: None,
-                    count_all: 100_000,
-                    offered: 100_000,
+        let with = |pooled: u64, typical: Option<u64>| {
+            gets(OpFacts {
+                backend: OpStats {
+                    count: 100_000,
+                    p99_ns: pooled,
+                    ..OpStats::default()
                 },
-            )]
-            .into_iter()
-            .collect(),
-            issued: vec![Op::Get],
-            peer: false,
-            ..RunFacts::default()
+                peer: None,
+                typical_p50_ns: Some(400),
+                typical_p99_ns: typical,
+                peer_typical_p99_ns: None,
+                count_all: 100_000,
+                offered: 100_000,
+            })
         };
         let row = |f: &RunFacts| evaluate(&t, f).into_iter().find(|r| r.bound == "p99").unwrap();
         let stalls_in_a_few_slices = row(&with(553_000, Some(36_000)));
