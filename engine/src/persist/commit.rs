@@ -100,8 +100,10 @@ impl FileSystem {
     /// The file system `dir` is on, if it is one whose `syncfs` makes what
     /// was written back durable (ext4; `InvalidConfig` naming the type
     /// otherwise). Its older writeback errors are taken by a first `syncfs`
-    /// now: they are no later round's (recovery synced each segment it
-    /// kept, which reports their own).
+    /// now, at open before recovery: they are no later round's. One met
+    /// while recovery writes (a rewrite of the layout) is reported by
+    /// recovery's own syncs, and by the first round's `syncfs` too, which
+    /// then refuses writes: the safe side.
     pub(crate) fn open(dir: &Path) -> Result<Self> {
         let context = |e: io::Error| super::directory::io(format!("opening {} for syncfs", dir.display()))(e);
         let file = File::open(dir).map_err(context)?;

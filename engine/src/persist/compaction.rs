@@ -27,7 +27,7 @@ use super::base::Based;
 use super::base::{reserve_base_tmp, write_base_into};
 use super::directory::{io, rename_durably};
 use super::format::{SEAL_RECORD_LEN, SEGMENT_HEADER_LEN};
-use super::segment::{segment_name, sync_dir, sync_segments_after, tmp_name};
+use super::segment::{segment_name, sync_dir, sync_segments_between, tmp_name};
 use crate::config::Durability;
 use crate::error::Result;
 
@@ -121,17 +121,18 @@ pub(crate) fn compact(
         unfinished.0 = None;
         return Ok(());
     }
+    sync_log()?;
     if log.durability() == Durability::Never {
         // The segments the writer rolled out of since the seal are no
         // longer the log's to sync (it keeps no account of them without
-        // syncs): synced by name, so that the base is never durable
-        // without the records that replay over it.
-        sync_segments_after(&id.dir, sealed).map_err(io(format!(
+        // syncs; `sync_log` synced the current one): synced by name, so
+        // that the base is never durable without the records that replay
+        // over it.
+        sync_segments_between(&id.dir, sealed, log.current_sequence()).map_err(io(format!(
             "syncing {}'s segments after the seal",
             id.dir.display()
         )))?;
     }
-    sync_log()?;
     rename_durably(&id.dir, &tmp, &id.dir.join(segment_name(sealed)))?;
     unfinished.0 = None;
     if stop_after == CompactionStep::Renamed {

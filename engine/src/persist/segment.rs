@@ -332,12 +332,13 @@ impl Segment {
     }
 }
 
-/// Makes the data of every segment in `dir` after segment `after` durable,
-/// found by name (`fdatasync` of each file: on Linux it writes back what a
-/// shared mapping of the file dirtied, as `msync` does). For what no log
-/// keeps account of: with `Durability::Never`, a segment the writer rolled
-/// out of is not synced by the log.
-pub(crate) fn sync_segments_after(dir: &Path, after: u64) -> io::Result<()> {
+/// Makes the data of every segment in `dir` after segment `after` and
+/// before segment `before` durable, found by name (`fdatasync` of each
+/// file: on Linux it writes back what a shared mapping of the file dirtied,
+/// as `msync` does). For what no log keeps account of: with
+/// `Durability::Never`, a segment the writer rolled out of is not synced
+/// by the log.
+pub(crate) fn sync_segments_between(dir: &Path, after: u64, before: u64) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let sequence = path
@@ -345,7 +346,7 @@ pub(crate) fn sync_segments_after(dir: &Path, after: u64) -> io::Result<()> {
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_suffix(".seg"))
             .and_then(|n| n.parse::<u64>().ok());
-        if sequence.is_none_or(|sequence| sequence <= after) {
+        if sequence.is_none_or(|sequence| sequence <= after || sequence >= before) {
             continue;
         }
         let file = match File::open(&path) {
@@ -362,7 +363,7 @@ pub(crate) fn sync_segments_after(dir: &Path, after: u64) -> io::Result<()> {
 }
 
 /// The segment files whose records were synced, by `Segment::sync` or
-/// `sync_segments_after`, for tests that check a segment was made durable (each test filters by
+/// `sync_segments_between`, for tests that check a segment was made durable (each test filters by
 /// its own directory).
 #[cfg(test)]
 pub(crate) static SYNCED_SEGMENTS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
