@@ -96,8 +96,8 @@
 //! `AlreadyExists`, a `try_update` closure's keep or refusal) is given
 //! once the node the confirmation reaches holds the state it found and its
 //! replicas confirm it (a script that checks that state and writes a
-//! fence, then `WAIT`, one more round trip on that path; after a failover
-//! or redirect in between, or while the slot migrates, `OutcomeUnknown`),
+//! fence, then `WAIT`, one more round trip on that path; while the slot
+//! migrates, `OutcomeUnknown`),
 //! as the engine's under `Always`.
 //!
 //! Scripts read and write only their one key (`rotate`: the session's key

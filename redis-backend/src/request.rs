@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
@@ -255,6 +255,10 @@ pub(crate) struct Reply<T> {
     /// a resend of a request that already took effect.
     pub(crate) resent_after_doubt: bool,
 }
+
+/// How the confirmation script is named in a protocol error (it is sent
+/// as `EVAL` only).
+const CONFIRM_COMMAND: &str = "EVAL (confirm script)";
 
 /// The state a write call answered from without writing it, which
 /// [`Inner::confirm_state`] checks where its fence runs.
@@ -601,15 +605,16 @@ impl Inner {
     /// unless the state is there and the replicas confirm it. Without
     /// `Replication::Wait`, `Ok` at once.
     ///
-    /// Only a first try, sent by the slot's route, checks: a resend (the
-    /// master failed over meanwhile, or did not answer) or a redirect (the
-    /// slot moved or migrates: the node answered from may not be the one
-    /// reached, and a multi-key script there is `TRYAGAIN` while it does)
-    /// sends a no-op instead, whose 0 is `OutcomeUnknown` at once. The
-    /// check is what makes a node the fence reaches speak for the answer:
-    /// after a failover between the answer and the fence, the promoted
-    /// replica may never have had the delete, insert or update answered
-    /// from, and its replicas would confirm that it has not.
+    /// The check is what makes the master the confirmation reaches speak
+    /// for the answer, whichever it is (a resend after a failover or a
+    /// lost reply, a `MOVED` to the slot's new owner): after a failover
+    /// between the answer and the confirmation, the promoted replica may
+    /// never have had the delete, insert or update answered from, and its
+    /// replicas would confirm that it has not. While the slot migrates
+    /// (`ASK`), the node answered from may be either, and the importing one
+    /// cannot run a two-key script whose fence key it lacks: the redirected
+    /// try sends a no-op instead, whose 0 is `OutcomeUnknown` (after that
+    /// one round trip and its `WAIT`).
     ///
     /// `first`: what the `WAIT` in the answering write's own pipeline said,
     /// if it had one. Short, it already tells that the replicas lag: the
@@ -644,11 +649,9 @@ impl Inner {
         let confirm = self.scripts.confirm.cmd_keys(true, &[key, &fence_key], args);
         let mut no_op = redis::cmd("EVAL");
         no_op.arg("return 0").arg(1).arg(&fence_key);
-        let tries = AtomicU32::new(0);
         let reply = self
             .request(Kind::Write, deadline, &fence_key, |attempt| {
-                let first_try = tries.fetch_add(1, Ordering::Relaxed) == 0;
-                if first_try && attempt.ask.is_none() && !attempt.redirected {
+                if attempt.ask.is_none() {
                     Cow::Borrowed(&confirm)
                 } else {
                     Cow::Borrowed(&no_op)
@@ -665,10 +668,10 @@ impl Inner {
             Ok(reply) => reply.value,
             Err(e) => return Err(unconfirmed(format!("asking them failed ({e})"))),
         };
-        if reply::code(&self.scripts.confirm.command, &reply.value, 0..=1, true)? == 0 {
+        if !reply::flag(CONFIRM_COMMAND, &reply.value, true)? {
             return Err(unconfirmed(
-                "the node the confirmation reached (on a first try by the slot's route, or not at all) \
-                 does not hold that state: it changed since, or the slot moved or failed over"
+                "the master the confirmation reached does not hold that state (it changed since, or the \
+                 master that answered failed over and its successor never had it), or the slot migrates"
                     .into(),
             ));
         }

@@ -780,6 +780,7 @@ mod tests {
             &s.unsubscribe,
             &s.rate_limit,
             &s.set_lifetime,
+            &s.confirm,
         ];
         for (i, a) in all.iter().enumerate() {
             assert_eq!(a.sha1.len(), 40, "{}", a.code);
