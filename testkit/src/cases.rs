@@ -329,6 +329,18 @@ async fn every_operation_on_a_missing_id_is_not_found<S: SessionStore>(
     not_found("delete", s.delete(&id).await);
     not_found("set_ttl", s.set_ttl(&id, LONG).await);
     not_found("set_ttl never", s.set_ttl(&id, Timeout::Never).await);
+    not_found("set_lifetime", s.set_lifetime(&id, LONG).await);
+    not_found("rotate", s.rotate(&id).await);
+    let mut ran = false;
+    not_found(
+        "try_update",
+        s.try_update(&id, |_| {
+            ran = true;
+            Ok::<_, ()>(Op::Keep)
+        })
+        .await,
+    );
+    assert!(!ran, "try_update of a missing session must not run the closure");
     assert!(!ok("contains", s.contains(&id).await));
     assert_eq!(ok("len", s.len().await), 0, "nothing was created");
     Verdict::Pass
@@ -959,10 +971,18 @@ async fn a_lifetime_cap_ends_an_active_session<S: SessionStore>(s: Arc<S>, _: Su
         Some(got.created_ms() + 400),
         "the cap comes before the 600 s inactivity deadline"
     );
-    // Activity does not carry it past the cap; the cap survives other writes.
+    // Activity does not carry it past the cap; the cap survives other
+    // writes, a rotation included (a login's, which must not lift it).
     ok("update", s.update(&id, |_| b"still capped".to_vec()).await);
     ok("set_ttl", s.set_ttl(&id, LONG).await);
-    assert_eq!(ok("peek", s.peek(&id).await).lifetime(), Timeout::After(cap));
+    let id = ok("rotate", s.rotate(&id).await);
+    let rotated = ok("peek", s.peek(&id).await);
+    assert_eq!(rotated.lifetime(), Timeout::After(cap));
+    assert_eq!(
+        (rotated.created_ms(), rotated.expires_at_ms()),
+        (got.created_ms(), Some(got.created_ms() + 400)),
+        "a rotation keeps the creation time the cap counts from"
+    );
     let created = Duration::from_millis(got.created_ms());
     let wake = created + cap + SLACK;
     let now = Duration::from_millis(now_ms());
