@@ -178,7 +178,9 @@ impl Engine {
     /// clones of this handle keep working on the sessions in memory,
     /// without the sweeper; in `Always` mode their async writes are still
     /// synced (the flusher threads stop with the last handle), and their
-    /// writes are flushed when the last of them drops. A removal listener
+    /// writes are flushed when the last of them drops: in `Interval` mode
+    /// no longer every interval (the sweeper ran that flush), so a machine
+    /// crash then loses what they wrote since `close`. A removal listener
     /// may call it (on the sweeper thread, which it then does not wait for),
     /// also while another thread is closing; of two closes at once, the
     /// one that stops the threads waits for them, the other flushes and
