@@ -189,6 +189,8 @@ pub(crate) enum Kind {
 
 /// How one attempt should be sent.
 #[derive(Clone, Debug, Default)]
+// Each flag is an independent fact about the attempts so far, read on its own.
+#[allow(clippy::struct_excessive_bools)]
 pub(crate) struct Attempt {
     /// Send scripts as `EVAL` (the node answered `NOSCRIPT`).
     pub(crate) eval: bool,
@@ -213,6 +215,10 @@ pub(crate) struct Attempt {
     /// another route than a doubtful try (an `ASK` while the slot
     /// migrates) confirms no replica.
     pub(crate) doubt_at: Vec<Option<AskNode>>,
+    /// An earlier attempt was answered `TRYAGAIN`: the key's slot
+    /// migrates, and a multi-key command with one of its keys still on
+    /// the old node and another not is refused there until the keys move.
+    pub(crate) try_again: bool,
 }
 
 /// The node an `ASK` redirect named (see [`Attempt::ask`]).
@@ -268,9 +274,10 @@ pub(crate) enum Expect<'a> {
     Gone,
     /// A live session (`insert`'s `AlreadyExists`).
     Held,
-    /// A live session at this version (what a `try_update` closure
-    /// refused).
-    Version(&'a [u8]),
+    /// A live session at this version, with this metadata (what a
+    /// `try_update` closure refused: after a failover that lost an update,
+    /// another client's update can give the same version other metadata).
+    Version(&'a [u8], &'a [u8]),
 }
 
 /// A request's value and what the replicas said of it.
@@ -611,10 +618,12 @@ impl Inner {
     /// between the answer and the confirmation, the promoted replica may
     /// never have had the delete, insert or update answered from, and its
     /// replicas would confirm that it has not. While the slot migrates
-    /// (`ASK`), the node answered from may be either, and the importing one
-    /// cannot run a two-key script whose fence key it lacks: the redirected
-    /// try sends a no-op instead, whose 0 is `OutcomeUnknown` (after that
-    /// one round trip and its `WAIT`).
+    /// (`ASK`, or `TRYAGAIN` from the old node while the session is still
+    /// there and the fence key is not), the node answered from may be
+    /// either, and neither runs a two-key script with one key on each
+    /// side: the next try sends a no-op instead, whose 0 is
+    /// `OutcomeUnknown` (after that one round trip and its `WAIT`, and the
+    /// `ASK` a no-op on the old node gets).
     ///
     /// `first`: what the `WAIT` in the answering write's own pipeline said,
     /// if it had one. Short, it already tells that the replicas lag: the
@@ -644,14 +653,14 @@ impl Inner {
         let args: &[&[u8]] = match expect {
             Expect::Gone => &[b"gone"],
             Expect::Held => &[b"held"],
-            Expect::Version(version) => &[b"version", version],
+            Expect::Version(version, metadata) => &[b"version", version, metadata],
         };
         let confirm = self.scripts.confirm.cmd_keys(true, &[key, &fence_key], args);
         let mut no_op = redis::cmd("EVAL");
         no_op.arg("return 0").arg(1).arg(&fence_key);
         let reply = self
             .request(Kind::Write, deadline, &fence_key, |attempt| {
-                if attempt.ask.is_none() {
+                if attempt.ask.is_none() && !attempt.try_again {
                     Cow::Borrowed(&confirm)
                 } else {
                     Cow::Borrowed(&no_op)
@@ -1189,6 +1198,10 @@ impl Inner {
                             how.ask = err
                                 .redirect_node()
                                 .and_then(|(node, slot)| AskNode::parse(node, slot));
+                        }
+                        redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain) => {
+                            how.redirected = false;
+                            how.try_again = true;
                         }
                         // Anything else from the node asked keeps asking it.
                         _ => how.redirected = false,

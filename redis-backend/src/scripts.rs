@@ -582,7 +582,8 @@ pub(crate) const FENCE: &str = "redis.call('SET', KEYS[1], '1') redis.call('DEL'
 /// `KEYS[1]` session, `KEYS[2]` the fence's key (`keys::fence_key` of the
 /// session key: the same slot); ARGV what a write call answered from
 /// without writing it: `gone` (no live session), `held` (a live session),
-/// or `version` and the version a `try_update` closure decided on. Checks
+/// or `version` with the version and metadata a `try_update` closure
+/// decided on. Checks
 /// that state on this node and writes the fence (as [`FENCE`]) whatever it
 /// finds, so that the `WAIT` after it covers what the check saw. Returns 1
 /// if the node holds that state, 0 if not: the answer came from another
@@ -591,7 +592,7 @@ pub(crate) const FENCE: &str = "redis.call('SET', KEYS[1], '1') redis.call('DEL'
 /// nothing of it. A session past its deadline or cap is removed, as every
 /// script here does, and is gone.
 const CONFIRM: &str = "local key, fence = KEYS[1], KEYS[2]
-local r = redis.call('HMGET', key, 'v', 'c', 'l', 'a', 't')
+local r = redis.call('HMGET', key, 'v', 'c', 'l', 'a', 't', 'm')
 local held = false
 if r[1] and r[5] then held = not over(key, r[2], r[3], r[4], r[5], now_ms()) end
 redis.call('SET', fence, '1')
@@ -601,7 +602,7 @@ if ARGV[1] == 'gone' then
   return 1
 end
 if not held then return 0 end
-if ARGV[1] == 'held' or (ARGV[1] == 'version' and r[1] == ARGV[2]) then return 1 end
+if ARGV[1] == 'held' or (ARGV[1] == 'version' and r[1] == ARGV[2] and r[6] == ARGV[3]) then return 1 end
 return 0
 ";
 

@@ -465,7 +465,7 @@ impl RedisStore {
                             &key,
                             deadline,
                             "the metadata a try_update closure refused",
-                            Expect::Version(&seen.version),
+                            Expect::Version(&seen.version, &seen.metadata),
                             None,
                         )
                         .await?;
