@@ -227,9 +227,19 @@ mod tests {
                 }
             })
             .unwrap();
-        // The sealed segment is the last of those before; the base took its name.
-        let sealed = before.last().unwrap();
-        let after_seal: Vec<_> = segments().into_iter().filter(|p| p > sealed).collect();
+        // The sealed segment is the last of those before that holds
+        // records (the base took its name); those after it that hold any (a
+        // segment prepared ahead of the writer holds its header alone).
+        let holds_records = |path: &std::path::PathBuf| {
+            std::fs::read(path).unwrap()[crate::persist::format::SEGMENT_HEADER_LEN..]
+                .iter()
+                .any(|&b| b != 0)
+        };
+        let sealed = before.iter().rev().find(|p| holds_records(p)).unwrap();
+        let after_seal: Vec<_> = segments()
+            .into_iter()
+            .filter(|p| p > sealed && holds_records(p))
+            .collect();
         assert!(
             after_seal.len() >= 3,
             "the rotations rolled the log only into {after_seal:?}"
