@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
+use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, Value};
 use session_engine::{
     redact_url, Cursor, Error, Metadata, Op, Page, Result, Session, SessionId, SessionStore, Timeout, Updated,
 };
@@ -1012,11 +1012,21 @@ impl RedisStore {
 
     /// The session and its version for a `try_update` (`HMGET m v c a t`).
     async fn read_seen(&self, key: &[u8], deadline: Instant) -> Result<Seen> {
-        let reply = self
-            .inner
-            .command(Kind::Read, deadline, key, &try_update_read_cmd(key))
-            .await?;
-        match reply::seen(reply.value) {
+        self.read_confirmed(key, deadline, &try_update_read_cmd(key), reply::seen)
+            .await
+    }
+
+    /// A read (`cmd`, decoded by `decode`) whose `NotFound` is an answer
+    /// only once confirmed where it was read (`confirm_found`).
+    async fn read_confirmed<T>(
+        &self,
+        key: &[u8],
+        deadline: Instant,
+        cmd: &Cmd,
+        decode: fn(Value) -> Result<T>,
+    ) -> Result<T> {
+        let reply = self.inner.command(Kind::Read, deadline, key, cmd).await?;
+        match decode(reply.value) {
             Err(Error::NotFound) => Err(self
                 .inner
                 .confirm_found(key, deadline, Error::NotFound, None)
@@ -1045,17 +1055,8 @@ impl RedisStore {
 
     /// Metadata and version for an update (`HMGET m v`).
     async fn read_for_update(&self, key: &[u8], deadline: Instant) -> Result<(Vec<u8>, Vec<u8>)> {
-        let reply = self
-            .inner
-            .command(Kind::Read, deadline, key, &update_read_cmd(key))
-            .await?;
-        match reply::update_read(reply.value) {
-            Err(Error::NotFound) => Err(self
-                .inner
-                .confirm_found(key, deadline, Error::NotFound, None)
-                .await),
-            read => read,
-        }
+        self.read_confirmed(key, deadline, &update_read_cmd(key), reply::update_read)
+            .await
     }
 
     /// Sends a script that stores a session (`INSERT`, `PUT`), with their
