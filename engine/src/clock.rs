@@ -33,6 +33,18 @@ use crossbeam_utils::CachePadded;
 
 use crate::limits::TIME_MS_MAX;
 
+/// The millisecond after `ms`, where time has one: at [`TIME_MS_MAX`] it is
+/// that last millisecond again. A creation sent "after" a removed session's
+/// lands there at the end of time (one past it would overlap the access
+/// word's marks, and no log could hold it).
+pub(crate) const fn ms_after(ms: u64) -> u64 {
+    if ms < TIME_MS_MAX {
+        ms + 1
+    } else {
+        TIME_MS_MAX
+    }
+}
+
 /// How often the system clock's thread stores the time: engine time lags
 /// the real time by at most about this much (more only while that thread
 /// waits for a CPU).

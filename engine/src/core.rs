@@ -497,7 +497,7 @@ impl Core {
                 }
                 Inserted::Exists(block) => return Ok(Placed::Taken(block)),
                 Inserted::Stale(back, created_ms) => {
-                    after_ms = created_ms + 1;
+                    after_ms = crate::clock::ms_after(created_ms);
                     block = back;
                 }
                 Inserted::Full(back) if !swept => {

@@ -1125,6 +1125,41 @@ mod tests {
         engine.debug_check_invariants();
     }
 
+    /// At the end of time a session removed with topics in a persisted
+    /// shard asks the next creation to come a millisecond after its own,
+    /// which time no longer has: that creation is made in the last
+    /// millisecond instead. It was made one past it, a time the access word
+    /// reads as its retired mark (so the new session read as expired) and
+    /// its `PUT` out of range (so the log it wrote failed to open).
+    #[test]
+    fn a_creation_after_a_removal_at_the_end_of_time_is_live_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(u64::MAX);
+        let config = || {
+            Config::default()
+                .shards(1)
+                .without_sweeper()
+                .data_dir(dir.path())
+                .durability(crate::Durability::Never)
+                .clock(clock.clock())
+        };
+        let engine = Engine::open(config()).unwrap();
+        for remove in [
+            (|e: &Engine, id: &SessionId| e.delete(id).map(drop)) as fn(&Engine, &SessionId) -> Result<()>,
+            |e, id| e.rotate(id).map(drop),
+        ] {
+            let old = engine.create(b"old", Timeout::from_secs(60)).unwrap();
+            engine.subscribe(&old, "t").unwrap();
+            remove(&engine, &old).unwrap();
+            let new = engine.create(b"new", Timeout::from_secs(60)).unwrap();
+            assert_eq!(engine.get(&new).unwrap().metadata(), b"new");
+        }
+        engine.debug_check_invariants();
+        drop(engine);
+        let reopened = Engine::open(config()).expect("the engine's own log opens");
+        assert_eq!(reopened.len(), 3, "two new sessions and one rotated");
+    }
+
     /// A write that waits for the shard's writer lock while the session's
     /// deadline passes judges the session by the time after the wait: judged
     /// by a time read before it, an update revived a session after readers

@@ -49,7 +49,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::block::stored_timeout_ms;
 use crate::block::{Access, BlockRef, Due, Metadata};
-use crate::clock::Clock;
+use crate::clock::{ms_after, Clock};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::per_session::{EntryLine, Owner, States};
@@ -837,7 +837,7 @@ impl Shard {
             // Later than the expired session's creation, and no earlier
             // than its last access (a late `TOUCH` of it, see
             // `created_floor_ms`).
-            let earliest = (old.created_ms + 1).max(old.last_access_ms());
+            let earliest = ms_after(old.created_ms).max(old.last_access_ms());
             if block.header().created_ms < earliest {
                 return Ok(Inserted::Stale(block, earliest - 1));
             }
@@ -933,7 +933,7 @@ impl Shard {
         let logged_with_topics =
             self.log.is_some() && !w.states.is_empty() && w.states.has_topics(Owner::new(at, block.id));
         if logged_with_topics {
-            block.created_ms + 1
+            ms_after(block.created_ms)
         } else {
             0
         }
@@ -1308,7 +1308,7 @@ impl Shard {
             let header = block.header();
             w.created_floor_ms = w
                 .created_floor_ms
-                .max(header.created_ms + 1)
+                .max(ms_after(header.created_ms))
                 .max(header.last_access_ms());
             w.release(index as usize, block.block());
             out.push(snapshot(block.block(), block.header().last_access_ms()));
