@@ -293,3 +293,64 @@ fn garbage_files_never_panic() {
         }
     }
 }
+
+/// Many records in a row whose headers verify and whose payloads do not (a
+/// systematic payload mismatch, or bytes damaged on purpose) are skipped in
+/// one pass: each is skipped by its extent, and the search for the next
+/// record that verifies is not run again over bytes it has already
+/// searched. It was, from each damaged record to the first good one after
+/// them all, so a segment of such records took time quadratic in their
+/// number: this one, tens of minutes; a default 16 MiB segment, days.
+/// (The bound below only tells a hang from a pass, which takes about a
+/// second.)
+#[test]
+fn a_run_of_damaged_payloads_is_skipped_in_one_pass() {
+    const N: u32 = 40_000;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), RecoveryMode::Strict).segment_size_bytes(8 << 20)).unwrap();
+    let id = |i: u32| {
+        let mut bytes = [0x5A; 16];
+        bytes[..4].copy_from_slice(&(i + 1).to_le_bytes());
+        SessionId::from_bytes(bytes)
+    };
+    for i in 0..=N {
+        engine.insert(id(i), &[0xA5; 20], Timeout::Never).unwrap();
+    }
+    engine.close().unwrap();
+    let segment = dir.path().join("L00000001/S0000/0000000000000001.seg");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let salt = shard_salt(&std::fs::read(dir.path().join("MANIFEST")).unwrap(), 0).unwrap();
+    let mut ends = Vec::new();
+    let mut pos = HEADER;
+    while let Decoded::Record(_, len) = decode(&bytes[pos..], salt) {
+        pos += len;
+        ends.push(pos);
+    }
+    assert_eq!(ends.len(), N as usize + 1, "one segment holds every record");
+    // Every record's last payload byte but the last record's.
+    for &end in &ends[..N as usize] {
+        bytes[end - 1] ^= 0x01;
+    }
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let (done, opened) = std::sync::mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let engine = Engine::open(config(&path, RecoveryMode::Repair).segment_size_bytes(8 << 20));
+        let _ = done.send(engine.map(|e| {
+            (
+                e.list_all().iter().map(|s| s.id()).collect::<Vec<_>>(),
+                e.recovery_report().unwrap().clone(),
+            )
+        }));
+    });
+    let (ids, report) = opened
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("Repair finishes (it ran for minutes when each damaged record searched again)")
+        .expect("Repair opens");
+    assert_eq!(ids, [id(N)], "the one intact record is kept");
+    assert_eq!(
+        report.corrupt_skipped, N as usize,
+        "each damaged record skipped on its own"
+    );
+}

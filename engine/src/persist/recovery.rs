@@ -1039,6 +1039,12 @@ impl Replay<'_> {
         // No record starts in the zeros after the last non-zero byte.
         let dirty_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         let mut records = 0u64;
+        // The last record `resync` found: the first that verifies from
+        // where that search began, so from anywhere up to it too. A run of
+        // damaged records whose headers verify is skipped by their extents,
+        // and each would search again over the same bytes (time quadratic
+        // in the run's length).
+        let mut found_ahead: Option<usize> = None;
         loop {
             let (reason, extent) = match codec.decode(&bytes[pos..]) {
                 Decoded::Record(
@@ -1078,7 +1084,12 @@ impl Replay<'_> {
             // known, and its payload is a user's bytes.
             let resume = extent.map_or(pos + 1, |len| pos + len);
             // Damage if a record follows anywhere; a torn tail if none does.
-            if let Some(found) = resync(codec, bytes, resume, dirty_end) {
+            let found = match found_ahead {
+                Some(found) if resume <= found => Some(found),
+                _ => resync(codec, bytes, resume, dirty_end),
+            };
+            found_ahead = found;
+            if let Some(found) = found {
                 // Resume after the record whose header verified (what
                 // follows it is read as a record, and reported on its own
                 // if damaged too), else at the record found.
