@@ -331,11 +331,14 @@ return {1, r[3], now, r[5], r[6]}
 /// another session or write since (the earlier try may have stored it,
 /// and it was deleted and inserted again, or its timeout set by another
 /// call: storing again would undo that). Nothing stored; the caller
-/// reports `OutcomeUnknown`.
+/// reports `OutcomeUnknown`. 3 if the key holds something that is not a
+/// session (no version: another program's hash under the prefix): nothing
+/// is written into it, as `INSERT` refuses it too.
 const PUT: &str = "local key = KEYS[1]
 local r = redis.call('HMGET', key, 'v', 'p', 'c', 'l', 'a', 't')
 if r[2] == ARGV[3] then return 1 end
 if ARGV[6] == '1' then return 2 end
+if not r[1] and redis.call('EXISTS', key) == 1 then return 3 end
 local now = now_ms()
 if r[1] and over(key, r[3], r[4], r[5], r[6], now) then r[1] = nil end
 if r[1] then
@@ -583,7 +586,8 @@ pub(crate) const FENCE: &str = "redis.call('SET', KEYS[1], '1') redis.call('DEL'
 /// session key: the same slot); ARGV what a write call answered from
 /// without writing it: `gone` (no live session), `held` (a live session),
 /// or `version` with the version and metadata a `try_update` closure
-/// decided on. Checks
+/// decided on; `held` also holds for a key of something that is not a
+/// session (no version), which `INSERT` refuses as taken. Checks
 /// that state on this node and writes the fence (as [`FENCE`]) whatever it
 /// finds, so that the `WAIT` after it covers what the check saw. Returns 1
 /// if the node holds that state, 0 if not: the answer came from another
@@ -601,8 +605,11 @@ if ARGV[1] == 'gone' then
   if held then return 0 end
   return 1
 end
-if not held then return 0 end
-if ARGV[1] == 'held' or (ARGV[1] == 'version' and r[1] == ARGV[2] and r[6] == ARGV[3]) then return 1 end
+if ARGV[1] == 'held' then
+  if held or (not r[1] and redis.call('EXISTS', key) == 1) then return 1 end
+  return 0
+end
+if held and ARGV[1] == 'version' and r[1] == ARGV[2] and r[6] == ARGV[3] then return 1 end
 return 0
 ";
 

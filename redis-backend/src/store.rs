@@ -568,8 +568,10 @@ impl RedisStore {
     /// # Errors
     /// [`Error::ValueTooLarge`], [`Error::InvalidTimeout`] (nothing sent);
     /// [`Error::OutcomeUnknown`] if a try failed in doubt and the resend
-    /// found no session (nothing was stored again); the request errors of
-    /// the crate docs.
+    /// found no session (nothing was stored again);
+    /// [`Error::Unavailable`] if the id's key holds data that is not a
+    /// session (nothing written: `insert` calls it taken); the request
+    /// errors of the crate docs.
     pub async fn put(&self, id: SessionId, metadata: &[u8], timeout: Timeout) -> Result<()> {
         let timeout_field = self.check(metadata.len(), timeout)?;
         let inner = &self.inner;
@@ -577,7 +579,15 @@ impl RedisStore {
         let reply = self
             .store_script(script, &id, metadata, &timeout_field, inner.deadline(), true)
             .await?;
-        if reply::code(&script.command, &reply.value.value, 1..=2, true)? == 2 {
+        let code = reply::code(&script.command, &reply.value.value, 1..=3, true)?;
+        if code == 3 {
+            return Err(Error::Unavailable {
+                reason: "the session's key holds data that is not a session (another program's, under this \
+                         store's key prefix): not overwritten"
+                    .into(),
+            });
+        }
+        if code == 2 {
             return Err(Error::OutcomeUnknown {
                 reason:
                     "a put failed in doubt and, when it was resent, the session was gone or not the one it \

@@ -83,6 +83,21 @@ async fn puts_insert_or_replace(store: &RedisStore, server: &dyn Fn(&[&str]) -> 
     ));
     assert_eq!(store.peek(&id).await.unwrap().metadata(), b"fourth");
 
+    // A key under the prefix that holds another program's hash is not a
+    // session, and a put leaves it alone as an insert does: it wrote the
+    // session's fields into that hash and gave it a TTL.
+    let foreign = SessionId::random().unwrap();
+    let key = store.key(&foreign);
+    server(&["HSET", &key, "other", "1"]);
+    let inserted = store.insert(foreign, b"x", Timeout::from_secs(60)).await;
+    assert!(matches!(inserted, Err(Error::AlreadyExists)), "{inserted:?}");
+    match store.put(foreign, b"x", Timeout::from_secs(60)).await {
+        Err(Error::Unavailable { reason }) => assert!(reason.contains("not a session"), "{reason}"),
+        other => panic!("a put over foreign data: {other:?}"),
+    }
+    assert_eq!(server(&["HGETALL", &key]).trim(), "other\n1", "untouched");
+    assert_eq!(server(&["PTTL", &key]).trim(), "-1", "no TTL given");
+
     // A put over an update in flight: the update's commit loses its race
     // and its closure runs again, on the put metadata.
     let (read_tx, read_rx) = std::sync::mpsc::channel::<()>();
