@@ -111,7 +111,7 @@
 //! failover) and its process's mark, and packs the master's `SCAN` cursor
 //! into the position; see `list.rs` for the layout and the guarantees (at
 //! least once while no slot moves, exactly once while the cluster does not
-//! change).
+//! change and no master's table is resized during the listing).
 //!
 //! # Failures
 //!

@@ -33,8 +33,11 @@
 //!
 //! A session present for the whole listing is returned at least once while
 //! no slot moves between masters (exactly once while no master fails over
-//! either and the last key a page took inside a bucket is still there at
-//! the next page, barring a 2^-32 hash tie at such a boundary):
+//! either, no master's table shrinks or grows during the listing, and the
+//! last key a page took inside a bucket is still there at the next page,
+//! barring a 2^-32 hash tie at such a boundary; a table resized between
+//! `SCAN` calls, as after a mass removal, may return a key again, which
+//! `SCAN` allows):
 //! a failover or a restart starts that master again, so its sessions may
 //! repeat. A resharding meanwhile can leave out the sessions of the slots
 //! it moves (from a master not yet listed to one already listed: `SCAN` is
