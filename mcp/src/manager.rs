@@ -332,8 +332,14 @@ impl SessionManager for McpSessionManager {
         // While a session is restoring, no request reaches it (see
         // `has_session`): the first message accepted is rmcp's replayed
         // `notifications/initialized`, queued behind `initialize`. Events
-        // queued after it find the worker initialized.
-        self.end_restore(id);
+        // queued after it find the worker initialized. A replay that fails
+        // found the worker closed (a wait ran out on a handshake slower
+        // than it): the mark then ends with that worker's own close, which
+        // the waiting request waits for (ended here, that close would come
+        // after the next restore had begun, and end that one).
+        if accepted.is_ok() {
+            self.end_restore(id);
+        }
         Ok(accepted?)
     }
 
@@ -1136,6 +1142,53 @@ mod tests {
             manager.restore_under_way(&text).is_some(),
             "the new restore's mark was ended"
         );
+    }
+
+    /// A replayed handshake that lands after the wait closed its worker
+    /// (the app's `initialize` slower than [`RESTORE_WAIT_MAX`]) fails, and
+    /// must not end the restore's mark: the request waiting for that
+    /// worker's own close went on at once, and the close, coming after the
+    /// next restore had begun, tore that one down (its mark, tracking and
+    /// worker). The mark now ends with the worker's close, as it does
+    /// without a failed replay.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_replay_leaves_the_wait_for_the_workers_close() {
+        use rmcp::model::{ClientNotification, InitializedNotification};
+        use rmcp::transport::Transport as _;
+        let (_clock, engine, _sessions, _manager, text, _transport) =
+            one_session(Duration::from_secs(600)).await;
+        let other =
+            McpSessions::new(engine, McpConfig::with_timeout(Duration::from_secs(600))).expect("sessions");
+        let manager = Arc::new(other.session_manager());
+        let RestoreOutcome::Restored(mut slow) =
+            manager.restore_session(text.clone()).await.expect("restore")
+        else {
+            panic!("not restored");
+        };
+        let waiter = tokio::spawn({
+            let (manager, text) = (Arc::clone(&manager), text.clone());
+            async move { manager.has_session(&text).await.expect("has_session") }
+        });
+        // The wait runs out and closes the worker; the waiter now waits for
+        // the worker's task to close the id.
+        tokio::time::sleep(RESTORE_WAIT_MAX + Duration::from_millis(1)).await;
+        settle().await;
+        assert!(!waiter.is_finished(), "waits for the worker's close");
+        // The slow handshake's replay lands on the closed worker.
+        let initialized = ClientJsonRpcMessage::notification(ClientNotification::InitializedNotification(
+            InitializedNotification::default(),
+        ));
+        assert!(manager.accept_message(&text, initialized).await.is_err());
+        settle().await;
+        assert!(
+            !waiter.is_finished(),
+            "the failed replay ended the wait before the worker's close"
+        );
+        assert!(manager.restore_under_way(&text).is_some(), "the mark ended");
+        // The worker's task ends with its close: the wait ends with it.
+        while slow.receive().await.is_some() {}
+        manager.close_session(&text).await.expect("close");
+        assert!(!waiter.await.expect("the waiter"), "not served here");
     }
 
     /// Lets the spawned tasks run (time is paused: nothing else moves it).
