@@ -252,10 +252,11 @@ fn flusher(core: &Core, requests: &FlushRequests, rounds: &Rounds) {
                 }
             }
         }
-        if busy_logs <= 1 {
+        // Stopping (the last handle dropped after this round's check):
+        // the helpers may have ended, and this thread syncs it all.
+        if busy_logs <= 1 || !rounds.start(helpers) {
             flush_share(core, 0, 1);
         } else {
-            rounds.start(helpers);
             if own {
                 flush_share(core, 0, n);
             }
@@ -316,9 +317,15 @@ impl Rounds {
         }
     }
 
-    /// Starts a round for the helpers in `helpers` (bit t for thread t).
-    fn start(&self, helpers: u64) {
+    /// Starts a round for the helpers in `helpers` (bit t for thread t);
+    /// false, starting none, once they have been told to stop (they may
+    /// have ended: the caller syncs their shares itself).
+    #[must_use]
+    fn start(&self, helpers: u64) -> bool {
         let mut state = self.state.lock();
+        if state.stopped {
+            return false;
+        }
         state.round += 1;
         state.assigned = helpers;
         state.pending = helpers.count_ones();
@@ -327,6 +334,7 @@ impl Rounds {
                 start.notify_one();
             }
         }
+        true
     }
 
     fn wait_done(&self) {
@@ -597,12 +605,39 @@ mod tests {
     #[test]
     fn a_round_started_before_the_stop_is_finished_by_its_helper() {
         let rounds = Rounds::new(2);
-        rounds.start(0b10);
+        assert!(rounds.start(0b10));
         rounds.stop();
         let mut seen = 0;
         assert!(rounds.next_round(1, &mut seen), "the assigned round runs");
         rounds.done();
         rounds.wait_done();
         assert!(!rounds.next_round(1, &mut seen), "then the helper stops");
+    }
+
+    /// A round the first flusher thread starts after the stop (it had
+    /// passed its own stop check, and the helpers had seen the stop and
+    /// ended) is not waited for: it waited forever, and the last handle's
+    /// drop, joining that thread, with it.
+    #[test]
+    fn a_round_started_after_the_stop_is_not_waited_for() {
+        let rounds = Rounds::new(2);
+        rounds.stop();
+        let mut seen = 0;
+        assert!(!rounds.next_round(1, &mut seen), "the helper ends");
+        assert!(!rounds.start(0b10), "no round once stopped");
+        let rounds = std::sync::Arc::new(rounds);
+        let (done, waited) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let rounds = std::sync::Arc::clone(&rounds);
+            move || {
+                rounds.wait_done();
+                let _ = done.send(());
+            }
+        });
+        // Immediate when right; a hang guard, not a timing.
+        assert!(
+            waited.recv_timeout(std::time::Duration::from_secs(60)).is_ok(),
+            "waits for a helper that has ended"
+        );
     }
 }
