@@ -77,8 +77,11 @@ async fn fan_out_on_a_cluster_returns_each_live_subscriber_once() {
     let expiring = {
         let mut v = Vec::new();
         for _ in 0..5 {
-            let id = store.create(b"short", Timeout::from_ms(300)).await.unwrap();
+            // Made short once subscribed: replicated writes on a busy
+            // machine can take longer than its life.
+            let id = store.create(b"short", Timeout::from_secs(300)).await.unwrap();
             store.subscribe(&id, topic).await.unwrap();
+            store.set_ttl(&id, Timeout::from_ms(300)).await.unwrap();
             v.push(id);
         }
         v

@@ -99,8 +99,11 @@ async fn state_goes_with_the_session(store: &RedisStore, server: &dyn Fn(&[&str]
     );
 
     // Expiry takes the state along (the key goes).
-    let short = store.create(b"", Timeout::from_ms(200)).await.unwrap();
+    // Made short once subscribed (replicated writes on a busy machine can
+    // take longer than its life).
+    let short = store.create(b"", Timeout::from_secs(60)).await.unwrap();
     store.subscribe(&short, "t").await.unwrap();
+    store.set_ttl(&short, Timeout::from_ms(200)).await.unwrap();
     while store.contains(&short).await.unwrap() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -27,7 +27,11 @@ use session_redis::{RedisConfig, RedisStore, Replication};
 use support::proxy::Proxy;
 use support::Server;
 
-const WAIT_TIMEOUT: Duration = Duration::from_millis(200);
+/// What every wedged write waits out (its cost, some 60 times in the first
+/// test), and the most an in-sync replica's acknowledgement may lag,
+/// through the link's proxy on this test's runtime, before a setup write
+/// fails: 200 ms left too little for a stall on the shared 2-core machine.
+const WAIT_TIMEOUT: Duration = Duration::from_millis(500);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -93,7 +93,7 @@ fn not_found<T: std::fmt::Debug>(what: &str, r: Result<T, Error>) {
 /// before the last activity was sent, so its deadline is at least
 /// `since + timeout`. If the check could only run after that (the machine
 /// stalled), its failure proves nothing: report a stall instead.
-fn still_alive<T: std::fmt::Debug>(
+pub(crate) fn still_alive<T: std::fmt::Debug>(
     what: &str,
     r: &Result<T, Error>,
     since: Instant,
@@ -162,7 +162,7 @@ pub(crate) async fn backend_caught_up<S: SessionStore + ?Sized>(s: &S) -> Result
 macro_rules! alive {
     ($what:expr, $r:expr, $since:expr, $timeout:expr) => {{
         let r = $r;
-        if let Some(v) = still_alive($what, &r, $since, $timeout) {
+        if let Some(v) = $crate::cases::still_alive($what, &r, $since, $timeout) {
             return v;
         }
         r.unwrap()
@@ -959,12 +959,16 @@ async fn timeouts_of_a_year_are_kept<S: SessionStore>(s: Arc<S>, _: SuiteOptions
 }
 
 async fn a_lifetime_cap_ends_an_active_session<S: SessionStore>(s: Arc<S>, _: SuiteOptions) -> Verdict {
-    let id = ok("create", s.create(b"capped", LONG).await);
     let other = ok("create other", s.create(b"free", LONG).await);
+    // Every step up to the rotation's peek must come within the cap of the
+    // creation: one that found the session gone after a stall that long
+    // proves nothing (a stall, tried again).
+    let created_at = Instant::now();
+    let id = ok("create", s.create(b"capped", LONG).await);
     assert_eq!(ok("peek", s.peek(&id).await).lifetime(), Timeout::Never);
     let cap = ms(400);
     ok("set_lifetime", s.set_lifetime(&id, Timeout::After(cap)).await);
-    let got = ok("get after the cap", s.get(&id).await);
+    let got = alive!("get after the cap", s.get(&id).await, created_at, cap);
     assert_eq!(got.lifetime(), Timeout::After(cap));
     assert_eq!(
         got.expires_at_ms(),
@@ -973,10 +977,15 @@ async fn a_lifetime_cap_ends_an_active_session<S: SessionStore>(s: Arc<S>, _: Su
     );
     // Activity does not carry it past the cap; the cap survives other
     // writes, a rotation included (a login's, which must not lift it).
-    ok("update", s.update(&id, |_| b"still capped".to_vec()).await);
-    ok("set_ttl", s.set_ttl(&id, LONG).await);
-    let id = ok("rotate", s.rotate(&id).await);
-    let rotated = ok("peek", s.peek(&id).await);
+    alive!(
+        "update",
+        s.update(&id, |_| b"still capped".to_vec()).await,
+        created_at,
+        cap
+    );
+    alive!("set_ttl", s.set_ttl(&id, LONG).await, created_at, cap);
+    let id = alive!("rotate", s.rotate(&id).await, created_at, cap);
+    let rotated = alive!("peek", s.peek(&id).await, created_at, cap);
     assert_eq!(rotated.lifetime(), Timeout::After(cap));
     assert_eq!(
         (rotated.created_ms(), rotated.expires_at_ms()),
@@ -997,9 +1006,15 @@ async fn a_lifetime_cap_ends_an_active_session<S: SessionStore>(s: Arc<S>, _: Su
         s.set_lifetime(&other, Timeout::from_ms(1)).await,
     );
     not_found("get after a passed cap", s.get(&other).await);
+    let created_at = Instant::now();
     let third = ok("create third", s.create(b"lifted", LONG).await);
     ok("cap", s.set_lifetime(&third, Timeout::After(ms(200))).await);
-    ok("lift", s.set_lifetime(&third, Timeout::Never).await);
+    alive!(
+        "lift",
+        s.set_lifetime(&third, Timeout::Never).await,
+        created_at,
+        ms(200)
+    );
     sleep(ms(200) + SLACK).await;
     assert_eq!(ok("get lifted", s.get(&third).await).lifetime(), Timeout::Never);
     not_found(
