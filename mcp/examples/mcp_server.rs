@@ -75,6 +75,11 @@ struct Args {
     /// (`WAIT`; 0: asynchronous replication, Redis' default).
     #[arg(long, default_value_t = 0)]
     wait_replicas: u32,
+    /// With --wait-replicas: how long a write waits for them (ms, below
+    /// the store's request timeout) before it answers that its outcome is
+    /// unknown.
+    #[arg(long, default_value_t = 500)]
+    wait_timeout_ms: u64,
 }
 
 #[derive(Clone)]
@@ -219,7 +224,7 @@ async fn open(args: &Args, config: McpConfig) -> Result<McpSessions, Box<dyn std
     if args.wait_replicas > 0 {
         redis = redis.replication(Replication::Wait {
             replicas: args.wait_replicas,
-            timeout: Duration::from_millis(500),
+            timeout: Duration::from_millis(args.wait_timeout_ms),
         });
     }
     let store = RedisStore::connect(redis).await?;

@@ -95,13 +95,14 @@ async fn a_request_its_caller_drops_does_not_mark_the_route_stale() {
     assert!(!on_first.is_empty(), "a session on the first master");
     // Connected before the freeze (connecting reads the topology from a
     // master the cluster client picks at random).
-    let hasty = RedisStore::connect(
+    // (Retried: connecting within the short budget can miss on a busy
+    // machine.)
+    let hasty = support::connect_short(
         RedisConfig::cluster(cluster.urls())
             .key_prefix(support::unique_prefix("cancel"))
             .request_timeout(Duration::from_millis(200)),
     )
-    .await
-    .expect("connect");
+    .await;
     let frozen = cluster.master_of(firsts[0]).expect("first master");
     cluster.nodes[frozen].freeze();
 
