@@ -696,17 +696,18 @@ impl Core {
     /// A change that keeps the session `read`: slides its deadline (as a
     /// `get` would) and returns it as it was read; `None` if the id holds
     /// another block by now (the decision was made on bytes that are gone:
-    /// the caller decides again; the slide it gave the newer block is
-    /// activity on the session all the same).
+    /// the caller decides again), which is not slid (that decision may
+    /// fail, and a failed `try_update` slides nothing).
     fn keep(&self, id: &SessionId, read: &Metadata) -> Result<Option<Changed>> {
         let (hash, shard) = self.route(id);
         let guard = crossbeam_epoch::pin();
-        let (same, last) = shard
-            .read(hash, id, self.clock.now_ms(), true, &guard, |block, last| {
-                (block.same(read.block()), last)
+        let kept = read.block();
+        let last = shard
+            .read_sliding_only(hash, id, self.clock.now_ms(), kept, &guard, |block, last| {
+                block.same(kept).then_some(last)
             })
             .ok_or_else(not_found)?;
-        Ok(same.then(|| Changed::Kept(snapshot(read.block(), last))))
+        Ok(last.map(|last| Changed::Kept(snapshot(kept, last))))
     }
 
     /// Moves the live session to a fresh random id in the same shard, in

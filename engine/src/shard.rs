@@ -573,6 +573,47 @@ impl Shard {
         self.read_from(self.table(guard), hash, id, now_ms, slide, guard, f)
     }
 
+    /// `read` that slides the block it finds only if it is `kept` (a
+    /// `try_update` keep decided on it must not slide a successor another
+    /// writer installed meanwhile: the closure decides again there, and
+    /// may fail, which slides nothing). `kept` is slid in place, where a
+    /// writer retiring it sees the slide and carries it over, or not at
+    /// all if it has been retired; the successor found is then passed to
+    /// `f` unslid. Not `read` with a predicate: the read path would pay
+    /// for it on every `get`.
+    pub(crate) fn read_sliding_only<'g, R>(
+        &self,
+        hash: u64,
+        id: &SessionId,
+        now_ms: u64,
+        kept: BlockRef<'g>,
+        guard: &'g Guard,
+        f: impl FnOnce(BlockRef<'g>, u64) -> R,
+    ) -> Option<R> {
+        loop {
+            let (found, last) = self.read(hash, id, now_ms, false, guard, |block, last| (block, last))?;
+            if !found.same(kept) {
+                return Some(f(found, last));
+            }
+            let mut access = kept.access(now_ms, true);
+            if access == Access::Marked {
+                access = kept.decide_marked(now_ms, true);
+            }
+            match access {
+                Access::Live { before, after } => {
+                    if after != before {
+                        self.log_activity(kept, before, after);
+                    }
+                    return Some(f(kept, after));
+                }
+                Access::Expired => return None,
+                // Retired since the look: read again, which finds (or
+                // waits for) what replaced it.
+                Access::Replaced | Access::Marked | Access::Pending => {}
+            }
+        }
+    }
+
     /// `read`, looking first in `table`, the shard's table as loaded under
     /// `guard` (by `start_read`); a second look loads it again, and so does
     /// a miss in a table that has been replaced since (a batch's tables are

@@ -186,3 +186,40 @@ fn rotation_racing_updates_loses_no_acknowledged_update() {
     assert_eq!(counter(engine.get(&new).unwrap().metadata()), applied);
     engine.debug_check_invariants();
 }
+
+/// A keep decided on a value another writer replaced meanwhile does not
+/// slide the newer value: the closure decides again, and when it then
+/// fails, "nothing changes, nothing slides" holds. The keep slid whatever
+/// the id held by then, and the failure left that slide behind.
+#[test]
+fn a_keep_decided_on_a_replaced_value_slides_nothing_when_the_retry_fails() {
+    use session_engine::{ManualClock, Op};
+    let clock = ManualClock::new(1_000_000);
+    let engine = Engine::open(Config::default().shards(1).clock(clock.clock())).unwrap();
+    let id = engine.create(b"v1", Timeout::from_secs(60)).unwrap();
+    let outcome = std::thread::scope(|s| {
+        engine
+            .try_update(&id, |m| {
+                if m == b"v1" {
+                    // Another writer replaces it (its activity stamped now),
+                    // then time moves on before the keep lands.
+                    s.spawn(|| engine.update(&id, |_| b"v2".to_vec()).unwrap())
+                        .join()
+                        .unwrap();
+                    clock.advance_ms(5_000);
+                    Ok(Op::Keep)
+                } else {
+                    Err("refused on v2")
+                }
+            })
+            .unwrap()
+    });
+    assert_eq!(outcome.unwrap_err(), "refused on v2");
+    let session = engine.peek(&id).unwrap();
+    assert_eq!(session.metadata(), b"v2");
+    assert_eq!(
+        session.last_access_ms(),
+        1_000_000,
+        "the failed try_update slid the session"
+    );
+}
