@@ -157,6 +157,35 @@ pub struct ScenarioArgs {
 }
 
 impl ScenarioArgs {
+    /// Refuses the embedded engine's flags with another backend, which
+    /// would ignore them.
+    fn engine_flags_fit(&self, backend: &str) -> Result<(), Error> {
+        let other = match backend.parse::<crate::backend::BackendSpec>() {
+            Ok(crate::backend::BackendSpec::Embedded) | Err(_) => return Ok(()),
+            Ok(_) => backend,
+        };
+        let given: Vec<&str> = [
+            ("--shards", self.shards.is_some()),
+            ("--sessions-max", self.sessions_max.is_some()),
+            ("--initial-capacity", self.initial_capacity.is_some()),
+            ("--metadata-bytes-max", self.metadata_bytes_max.is_some()),
+            ("--sweep-interval", self.sweep_interval.is_some()),
+            ("--data-dir", self.data_dir.is_some()),
+            ("--durability", self.durability.is_some()),
+            ("--sync-scope", self.sync_scope.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if given.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Usage(format!(
+            "{} configure the embedded engine; backend {other} would ignore them",
+            given.join(", ")
+        )))
+    }
+
     /// The scenario with the overrides applied, resolved.
     ///
     /// # Errors
@@ -181,6 +210,7 @@ impl ScenarioArgs {
         if let Some(dir) = &self.data_dir {
             s.engine.data_dir = Some(dir.clone());
         }
+        self.engine_flags_fit(&s.backend)?;
         if self.no_peer {
             s.peer = false;
         }
@@ -776,6 +806,43 @@ mod tests {
 
     fn gate(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(["loadgen", "gate"].iter().chain(args))
+    }
+
+    /// An engine flag with a backend that is not the embedded engine is
+    /// refused, naming it: it was ignored, and the report still printed
+    /// the data dir and durability as if the run had used them.
+    #[test]
+    fn engine_flags_with_another_backend_are_refused() {
+        let resolve = |args: &[&str]| {
+            let Command::Run(run) = Cli::try_parse_from(["loadgen", "run"].iter().chain(args))
+                .unwrap()
+                .command
+            else {
+                unreachable!()
+            };
+            run.scenario.resolve().map(drop).map_err(|e| e.to_string())
+        };
+        for (args, flag) in [
+            (&["--backend", "peer", "--shards", "4"][..], "--shards"),
+            (
+                &["--backend", "null", "--sessions-max", "200000"],
+                "--sessions-max",
+            ),
+            (
+                &["--backend", "redis://127.0.0.1:1", "--data-dir", "/tmp/x"],
+                "--data-dir",
+            ),
+            (
+                &["--backend", "peer", "--sweep-interval", "5ms"],
+                "--sweep-interval",
+            ),
+        ] {
+            let err = resolve(args).expect_err(&format!("{args:?} was accepted"));
+            assert!(err.contains(flag) && err.contains("embedded"), "{args:?}: {err}");
+        }
+        // A scenario's own [engine] section is not a flag: kept, unused.
+        assert!(resolve(&["--scenario", "tiny", "--backend", "peer"]).is_ok());
+        assert!(resolve(&["--backend", "embedded", "--shards", "4"]).is_ok());
     }
 
     /// A gate flag that the chosen gate would not use is refused, not

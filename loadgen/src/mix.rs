@@ -169,7 +169,8 @@ impl Mix {
         self.weight(op) > 0.0
     }
 
-    /// Checks that weights are finite, non-negative and not all zero.
+    /// Checks that weights are finite, non-negative, not all zero, and
+    /// of a finite sum.
     ///
     /// # Errors
     /// A message naming the bad weight.
@@ -184,6 +185,12 @@ impl Mix {
         }
         if Self::POINT_OPS.iter().all(|op| self.weight(*op) == 0.0) {
             return Err("mix: every weight is zero".into());
+        }
+        let total: f64 = Self::POINT_OPS.iter().map(|op| self.weight(*op)).sum();
+        if !total.is_finite() {
+            return Err(format!(
+                "mix: the weights' sum is {total}: weights are shares, give them as percentages or counts"
+            ));
         }
         let (create, delete) = (self.weight(Op::Create), self.weight(Op::Delete));
         if delete > create {
@@ -501,6 +508,10 @@ mod tests {
         assert!("get=1,create=2,delete=2".parse::<Mix>().is_ok());
         let twice = "get=60,get=10,update=30".parse::<Mix>().unwrap_err().reason;
         assert!(twice.contains("get is given twice"), "{twice}");
+        // Finite weights whose sum is not: every share was 0, and nearly
+        // every draw the last kind.
+        let huge = "get=1e308,update=1e308".parse::<Mix>().unwrap_err().reason;
+        assert!(huge.contains("sum"), "{huge}");
     }
 
     #[test]
