@@ -240,6 +240,17 @@ impl Scenario {
         // its creates under load, a FAIL that blamed the engine for the
         // run's own configuration.
         let embedded = matches!(self.backend.parse(), Ok(crate::backend::BackendSpec::Embedded));
+        let engine_metadata_max = match self.engine.metadata_bytes_max {
+            0 => session_engine::limits::METADATA_BYTES_MAX_DEFAULT,
+            max => max,
+        };
+        if embedded && self.metadata_bytes > engine_metadata_max {
+            return Err(self.invalid(format!(
+                "metadata_bytes = {} exceed what the engine takes, metadata_bytes_max = {engine_metadata_max} \
+                 (--metadata-bytes-max)",
+                self.metadata_bytes
+            )));
+        }
         if embedded && self.sessions > self.engine.sessions_max {
             return Err(self.invalid(format!(
                 "sessions = {} exceed the engine's capacity, sessions_max = {} (--sessions-max)",
@@ -649,6 +660,20 @@ mod tests {
             ..Scenario::default()
         };
         assert!(bad.resolve().unwrap_err().to_string().contains("metadata_bytes"));
+        // Sessions bigger than the embedded engine takes: refused before a
+        // data dir is written (the populate failed, and left it behind).
+        for (metadata_bytes, metadata_bytes_max) in [(100_000, 0), (2_000, 1_000)] {
+            let bad = Scenario {
+                metadata_bytes,
+                engine: EngineSettings {
+                    metadata_bytes_max,
+                    ..EngineSettings::default()
+                },
+                ..Scenario::default()
+            };
+            let err = bad.resolve().unwrap_err().to_string();
+            assert!(err.contains("--metadata-bytes-max"), "{err}");
+        }
         // Clients past what their histograms' memory allows (ten thousand
         // clients' 1.7 MB sets would abort the run on an allocation).
         let bad = Scenario {
