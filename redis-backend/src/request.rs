@@ -278,9 +278,6 @@ pub(crate) enum Expect<'a> {
     /// `try_update` closure refused: after a failover that lost an update,
     /// another client's update can give the same version other metadata).
     Version(&'a [u8], &'a [u8]),
-    /// No subscription with this field and nonce (a topic index entry a
-    /// fan-out found stale, before it removes the entry).
-    Unsubscribed(&'a [u8], &'a [u8]),
 }
 
 /// A request's value and what the replicas said of it.
@@ -575,11 +572,6 @@ impl Inner {
         self.update_conflicts.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// True if every write waits for replicas ([`Replication::Wait`]).
-    pub(crate) fn waits_for_replicas(&self) -> bool {
-        matches!(self.config.replication, Replication::Wait { .. })
-    }
-
     /// The deadline of an operation starting now: one request timeout for
     /// all its round trips and resends.
     pub(crate) fn deadline(&self) -> Instant {
@@ -662,7 +654,6 @@ impl Inner {
             Expect::Gone => &[b"gone"],
             Expect::Held => &[b"held"],
             Expect::Version(version, metadata) => &[b"version", version, metadata],
-            Expect::Unsubscribed(field, nonce) => &[b"stale", field, nonce],
         };
         let confirm = self.scripts.confirm.cmd_keys(true, &[key, &fence_key], args);
         let mut no_op = redis::cmd("EVAL");

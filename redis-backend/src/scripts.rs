@@ -587,10 +587,7 @@ pub(crate) const FENCE: &str = "redis.call('SET', KEYS[1], '1') redis.call('DEL'
 /// without writing it: `gone` (no live session), `held` (a live session),
 /// or `version` with the version and metadata a `try_update` closure
 /// decided on; `held` also holds for a key of something that is not a
-/// session (no version), which `INSERT` refuses as taken; or `stale` with
-/// a subscription's field and the nonce of a topic index entry that a
-/// fan-out found stale (the session does not hold that subscription).
-/// Checks
+/// session (no version), which `INSERT` refuses as taken. Checks
 /// that state on this node and writes the fence (as [`FENCE`]) whatever it
 /// finds, so that the `WAIT` after it covers what the check saw. Returns 1
 /// if the node holds that state, 0 if not: the answer came from another
@@ -606,10 +603,6 @@ redis.call('SET', fence, '1')
 redis.call('DEL', fence)
 if ARGV[1] == 'gone' then
   if held then return 0 end
-  return 1
-end
-if ARGV[1] == 'stale' then
-  if held and redis.call('HGET', key, ARGV[2]) == ARGV[3] then return 0 end
   return 1
 end
 if ARGV[1] == 'held' then

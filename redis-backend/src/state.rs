@@ -144,7 +144,7 @@ use crate::limits::{
 };
 use crate::list;
 use crate::reply::{self, Charge, Life, Subscribed, Unsubscribed, NONCE_LEN};
-use crate::request::{join_all, per_route, Acked, BatchReply, Expect, Inner, Kind, Reply};
+use crate::request::{join_all, per_route, Acked, BatchReply, Inner, Kind, Reply};
 use crate::store::RedisStore;
 
 /// Bytes of an index member: the id, then the nonce (see the module docs).
@@ -395,9 +395,7 @@ impl RedisStore {
         let Ok(checks) = self.check_entries(&entries, &field(topic), deadline).await else {
             return;
         };
-        let _ = self
-            .remove_stale(&topic_key, &field(topic), &entries, &checks, deadline)
-            .await;
+        let _ = self.remove_stale(&topic_key, &entries, &checks, deadline).await;
     }
 
     /// Removes from the index at `topic_key` the `entries` whose `checks`
@@ -406,66 +404,24 @@ impl RedisStore {
     async fn remove_stale(
         &self,
         topic_key: &[u8],
-        field: &[u8],
         entries: &[(SessionId, [u8; NONCE_LEN])],
         checks: &[Check],
         deadline: Instant,
     ) -> Result<usize> {
-        let stale = entries
-            .iter()
-            .zip(checks)
-            .filter(|(_, check)| matches!(check, Check::Stale | Check::LiveElsewhere))
-            .map(|(entry, _)| *entry)
-            .collect();
-        self.remove_entries(topic_key, field, stale, deadline).await
-    }
-
-    /// Removes `stale` (entries found stale, each with its subscription's
-    /// `field`) from the index at `topic_key` in one `ZREM`: the number
-    /// removed. With [`Replication::Wait`](crate::Replication::Wait), only
-    /// those whose state the replicas confirm ([`Inner::confirm_state`]:
-    /// the subscription not held, where the session's master is, then
-    /// `WAIT`): the entry was found stale by a state a failover could undo
-    /// (an unsubscribe or delete its replicas never got, answered
-    /// `OutcomeUnknown`), and on a cluster the index is on another master,
-    /// whose removal that failover would not undo: the subscription would
-    /// stand with no entry, never fanned out to again. An entry kept is
-    /// found stale again by a later fan-out or tidying.
-    async fn remove_entries(
-        &self,
-        topic_key: &[u8],
-        field: &[u8],
-        mut stale: Vec<(SessionId, [u8; NONCE_LEN])>,
-        deadline: Instant,
-    ) -> Result<usize> {
-        let inner = &self.inner;
-        if inner.waits_for_replicas() && !stale.is_empty() {
-            let confirmed = join_all(
-                stale
-                    .iter()
-                    .map(|(id, nonce)| async move {
-                        let key = inner.keys.key(id);
-                        let found = "an index entry found stale";
-                        inner
-                            .confirm_state(&key, deadline, found, Expect::Unsubscribed(field, nonce), None)
-                            .await
-                            .is_ok()
-                    })
-                    .collect(),
-            )
-            .await;
-            let mut confirmed = confirmed.into_iter();
-            stale.retain(|_| confirmed.next().unwrap_or(false));
-        }
-        if stale.is_empty() {
-            return Ok(0);
-        }
         let mut zrem = redis::cmd("ZREM");
         zrem.arg(topic_key);
-        for (id, nonce) in &stale {
-            zrem.arg(&member(id, nonce)[..]);
+        let mut stale = 0;
+        for ((id, nonce), check) in entries.iter().zip(checks) {
+            if matches!(check, Check::Stale | Check::LiveElsewhere) {
+                zrem.arg(&member(id, nonce)[..]);
+                stale += 1;
+            }
         }
-        let reply = inner
+        if stale == 0 {
+            return Ok(0);
+        }
+        let reply = self
+            .inner
             .request(Kind::Unacked, deadline, topic_key, |_| Cow::Borrowed(&zrem))
             .await?;
         let value = &reply.value.value;
@@ -487,9 +443,7 @@ impl RedisStore {
                 .index_range(topic_key, &lower, SCAN_COUNT_MAX, deadline)
                 .await?;
             let checks = self.check_entries(&entries, &field, deadline).await?;
-            removed += self
-                .remove_stale(topic_key, &field, &entries, &checks, deadline)
-                .await?;
+            removed += self.remove_stale(topic_key, &entries, &checks, deadline).await?;
             match last {
                 Some(last) if read == SCAN_COUNT_MAX => lower = after_member(&last),
                 _ => return Ok(removed),
@@ -670,7 +624,7 @@ impl RedisStore {
         let topic_key = inner.keys.topic_key(topic);
         let field = field(topic);
         let mut ids = Vec::with_capacity(limit);
-        let mut stale: Vec<(SessionId, [u8; NONCE_LEN])> = Vec::new();
+        let mut stale: Vec<[u8; MEMBER_LEN]> = Vec::new();
         let mut lower = lower_bound(cursor);
         let mut next = None;
         for _ in 0..SCAN_CALLS_MAX {
@@ -694,7 +648,7 @@ impl RedisStore {
                 // whenever it was found stale (module docs).
                 let entry_stale = matches!(check, Check::Stale | Check::LiveElsewhere);
                 if entry_stale && stale.len() < SCAN_COUNT_MAX {
-                    stale.push((*id, *nonce));
+                    stale.push(member(id, nonce));
                 }
             }
             if let Some(k) = full_at {
@@ -728,8 +682,17 @@ impl RedisStore {
             // wrote it (a batch of foreign members alone still moves on).
             lower = after_member(&last);
         }
-        // A hint's cleanup: if it fails, the next fan-out finds them.
-        let _ = self.remove_entries(&topic_key, &field, stale, deadline).await;
+        if !stale.is_empty() {
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(&topic_key);
+            for m in &stale {
+                zrem.arg(&m[..]);
+            }
+            // A hint's cleanup: if it fails, the next fan-out finds them.
+            let _ = inner
+                .request(Kind::Unacked, deadline, &topic_key, |_| Cow::Borrowed(&zrem))
+                .await;
+        }
         let mut page = TopicPage::default();
         page.ids = ids;
         page.next = next;

@@ -338,45 +338,6 @@ async fn a_subscription_reaches_the_topic_index_though_wait_comes_back_short() {
     assert!(store.topics(&id).await.unwrap().contains(&"other".to_owned()));
 }
 
-/// A fan-out removes an index entry it found stale only once the replicas
-/// hold the state it found it stale by: here an unsubscribe its replica
-/// never got. On a cluster, where the index lives on another master than
-/// the session, removing it at once (as it did) lets a failover of the
-/// session's master bring the subscription back with no entry: the
-/// session subscribed, and no fan-out ever finding it. (On one server the
-/// removal and the unsubscribe share one replication stream and are lost
-/// together, so only the kept entry shows here.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_index_entry_stays_until_its_state_is_replicated() {
-    let (master, link, _replica) = master_and_replica().await;
-    let config = waiting_config(&master, support::unique_prefix("wait-stale"));
-    let store = RedisStore::connect(config).await.expect("connect");
-    let id = store.create(b"s", Timeout::from_secs(300)).await.unwrap();
-    assert!(store.subscribe(&id, "topic").await.unwrap(), "acknowledged");
-    let entries = || {
-        master
-            .cli(&["ZCARD", &store.topic_key("topic")])
-            .trim()
-            .to_owned()
-    };
-    assert_eq!(entries(), "1");
-    link.wedge();
-    let r = store.unsubscribe(&id, "topic").await;
-    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
-    let listed = store
-        .subscribers("topic", session_engine::TopicCursor::START, 10)
-        .await
-        .expect("a read");
-    assert!(listed.ids.is_empty(), "the master's state: unsubscribed");
-    assert_eq!(
-        entries(),
-        "1",
-        "the entry stays: a failover could bring the subscription back"
-    );
-    store.tidy_topic_indexes().await.expect("a tidy");
-    assert_eq!(entries(), "1", "the tidying keeps it too");
-}
-
 /// A subscribe that finds the subscription already made, or an unsubscribe
 /// that finds it already gone, on another client than the one whose
 /// unreplicated write made it so, is not acknowledged (`Ok(false)`) either:
