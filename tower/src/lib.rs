@@ -109,8 +109,8 @@
 //! [`cycle_id`] (this crate's) does the same through the store's rotate: it
 //! wraps `Session::cycle_id` and an immediate `Session::save` in a
 //! task-local scope naming the old id, in which this store's `delete(old)`
-//! rotates (old id gone, the data held under an interim id, one step) and
-//! the following `create` moves it to the id it is given. Call it instead of
+//! rotates (old id gone, new id holding the data, one step) and the
+//! following `create` takes the rotated id. Call it instead of
 //! `session.cycle_id()`.
 //!
 //! # A logout and a save in flight

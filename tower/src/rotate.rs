@@ -14,10 +14,8 @@
 //! `Session::save` inside one task-local scope that names the old id. In
 //! that scope [`TowerStore`](crate::TowerStore)'s `delete(old)` rotates
 //! instead (the old id is gone and the new one holds the data, in one
-//! step), and the `create` that follows moves the rotated copy to the id
-//! it is given (the one tower-sessions drew, or a `CachingSessionStore`'s
-//! backend chose) instead of inserting a second copy. Outside the scope
-//! both calls do what they always do.
+//! step), and the `create` that follows takes the rotated id instead of
+//! inserting. Outside the scope both calls do what they always do.
 
 use std::cell::RefCell;
 
@@ -98,8 +96,8 @@ fn rotated_copy_waits() -> bool {
 /// claims it: the store then rotates `id` instead of deleting it and
 /// reports the new id to [`rotated`] (`None`: the session was gone, there
 /// was nothing to rotate). Claimed once: a second store's `delete(id)` in
-/// the same call (a `CachingSessionStore`'s) deletes, and both `create`s
-/// then store the record under the id the backend's `create` kept.
+/// the same call (a `CachingSessionStore`'s) deletes, and its `create`
+/// then stores the record under the id the first one rotated to.
 pub(crate) fn claims_delete(id: SessionId) -> bool {
     ROTATION
         .try_with(|r| {

@@ -205,43 +205,6 @@ impl<S: SessionStore + 'static> TowerStore<S> {
             "create: the caller's id and {ID_TRIES_MAX} fresh ids in a row were taken (is the random source broken?)"
         )))
     }
-    /// The `create` after a [`cycle_id`](crate::cycle_id) whose `delete`
-    /// this store took as a rotation: the session already sits under `new`
-    /// (the old id died with the rotation). The record, as it is now (it
-    /// may have changed in this request), is stored under the id the caller
-    /// brought: behind a `CachingSessionStore` whose backend is another
-    /// store, that backend has just created it under that id, and both
-    /// layers must name the session alike. Then the copy under `new` goes.
-    /// Only if the caller's id is taken does the record stay under `new`.
-    async fn create_rotated(
-        &self,
-        record: &mut Record,
-        new: SessionId,
-        bytes: &[u8],
-        timeout: Timeout,
-    ) -> session_store::Result<()> {
-        let asked = to_session_id(record.id);
-        let stored = if asked == new {
-            self.store.put(new, bytes, timeout).await
-        } else {
-            match self.store.insert(asked, bytes, timeout).await {
-                Err(session_engine::Error::AlreadyExists) => {
-                    record.id = to_tower_id(new);
-                    self.store.put(new, bytes, timeout).await
-                }
-                inserted => inserted,
-            }
-        };
-        if stored.is_ok() && record.id == to_tower_id(new) {
-            return Ok(());
-        }
-        // The copy under `new` is no client's: once the record is stored
-        // under the caller's id, or could not be (tower-sessions keeps no id
-        // after a failed create). Best effort: if the store is down, the
-        // timeout reclaims it.
-        let _ = self.store.delete(&new).await;
-        stored.map_err(|e| backend("create (after rotate)", Some(record.id), &e))
-    }
 }
 
 #[async_trait]
@@ -262,9 +225,23 @@ impl<S: SessionStore + 'static> session_store::SessionStore for TowerStore<S> {
         };
         let timeout = self.timeout_for(expiry_nanos);
         if let Some(new) = rotated {
+            // `cycle_id` already moved the stored session to `new`; store the
+            // record as it is now (it may have changed in this request).
+            record.id = to_tower_id(new);
             return match timeout {
-                Some(timeout) => self.create_rotated(record, new, &bytes, timeout).await,
-                None => plain_delete(&*self.store, "create (after rotate)", to_tower_id(new)).await,
+                Some(timeout) => match self.store.put(new, &bytes, timeout).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        // The caller never learns `new` (tower-sessions
+                        // keeps no id after a failed create): the rotated
+                        // copy would sit under an id nobody knows until
+                        // its timeout. Best effort: if the store is down,
+                        // the timeout still reclaims it.
+                        let _ = self.store.delete(&new).await;
+                        Err(backend("create (after rotate)", Some(record.id), &e))
+                    }
+                },
+                None => plain_delete(&*self.store, "create (after rotate)", record.id).await,
             };
         }
         // A record created already expired is still stored (the caller
