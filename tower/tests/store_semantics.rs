@@ -529,6 +529,33 @@ async fn cycle_id_moves_the_data_and_kills_the_old_id() {
     );
 }
 
+/// `cycle_id` moves the session: its creation time, and the lifetime cap
+/// counted from it, go with it (a login must not lift the cap). Storing the
+/// record under a fresh id instead (as one change here did) gave every
+/// cycle a new creation time, and so a new cap.
+#[tokio::test]
+async fn cycle_id_keeps_the_creation_time_and_the_lifetime_cap() {
+    let engine = Arc::new(
+        Engine::open(
+            Config::default()
+                .clock(Clock::precise())
+                .max_lifetime(Timeout::from_secs(3_600)),
+        )
+        .unwrap(),
+    );
+    let session = saved_session(TowerStore::from_arc(Arc::clone(&engine))).await;
+    let before = engine.peek(&ours(session.id().unwrap())).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    session_tower::cycle_id(&session).await.unwrap();
+    let after = engine.peek(&ours(session.id().unwrap())).unwrap();
+    assert_eq!(after.created_ms(), before.created_ms(), "created anew");
+    assert_eq!(
+        after.expires_at_ms().map(|_| after.lifetime()),
+        Some(before.lifetime())
+    );
+    assert_eq!(after.lifetime(), Timeout::from_secs(3_600));
+}
+
 #[tokio::test]
 async fn plain_session_cycle_id_also_kills_the_old_id() {
     let (engine, held_at_removals) = watched_engine();
