@@ -258,13 +258,17 @@ fn the_sweeper_survives_a_panic_in_a_pass() {
 /// crash loses.
 #[test]
 fn the_interval_flush_runs_during_a_long_sweep_pass() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
 
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
     let calls = Arc::new(AtomicUsize::new(0));
+    // The pass's last listener call waits for the test to have seen a
+    // flush (60 s at most): the pass cannot end unseen, however long the
+    // test's thread is kept off a CPU.
+    let seen = Arc::new(AtomicBool::new(false));
     let engine = Engine::open(
         Config::default()
             .data_dir(dir.path())
@@ -273,9 +277,14 @@ fn the_interval_flush_runs_during_a_long_sweep_pass() {
             .sweep_interval(Duration::from_millis(5))
             .clock(clock.clock())
             .listener({
-                let calls = Arc::clone(&calls);
+                let (calls, seen) = (Arc::clone(&calls), Arc::clone(&seen));
                 move |_, _| {
-                    calls.fetch_add(1, Ordering::Relaxed);
+                    if calls.fetch_add(1, Ordering::Relaxed) + 1 == EXPIRING {
+                        let until = Instant::now() + Duration::from_secs(60);
+                        while !seen.load(Ordering::Acquire) && Instant::now() < until {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
                     std::thread::sleep(Duration::from_millis(2));
                 }
             }),
@@ -291,21 +300,19 @@ fn the_interval_flush_runs_during_a_long_sweep_pass() {
     engine
         .create(b"acknowledged during the pass", Timeout::Never)
         .unwrap();
-    // Behaviour, not timing: a flush seen while the pass still runs (the
-    // count of syncs read before the listener's), over the whole pass
-    // (1.2 s of listener calls at least), however long the machine takes.
-    loop {
-        let synced = engine.stats().log_syncs;
-        let called = calls.load(Ordering::Relaxed);
-        if synced > syncs && called < EXPIRING {
-            break;
-        }
+    // Behaviour, not timing: the pass is still running (held in its last
+    // call) until the test has seen a flush. The test gives up first (30 s
+    // against the hold's 60), so a flush that came only after the pass
+    // is never taken for one during it.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while engine.stats().log_syncs == syncs {
         assert!(
-            called < EXPIRING,
+            Instant::now() < give_up,
             "no log flush during a sweep pass of {EXPIRING} listener calls"
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+    seen.store(true, Ordering::Release);
 }
 
 /// `close` stops the sweeper at the end of the batch it is in, not of its
