@@ -319,13 +319,17 @@ pub(crate) enum BatchRoute {
 /// Judges one attempt on a direct route: a failure of the route marks its
 /// master stale (see [`StaleGuard::settle`]), and so does an attempt cut
 /// off by its deadline (the future dropped mid-flight once the deadline has
-/// passed). An attempt dropped earlier was dropped by its caller (a handler
-/// cancelled, an outer timeout): that says nothing of the route.
+/// passed) after waiting at least half a request timeout for the master.
+/// An attempt dropped earlier was dropped by its caller (a handler
+/// cancelled, an outer timeout): that says nothing of the route. Nor does
+/// one cut off sooner: a budget of its own far below the operation's (a
+/// tidying's 50 ms) runs out on a master that is merely slow, and the
+/// next operation's full budget judges it.
 struct StaleGuard<'a> {
     inner: &'a Inner,
     master: Arc<Master>,
-    /// A request is in flight.
-    armed: bool,
+    /// Since when a request is in flight (`None`: none is).
+    armed: Option<Instant>,
     /// The operation's deadline.
     deadline: Instant,
 }
@@ -334,16 +338,22 @@ impl StaleGuard<'_> {
     /// The attempt ended: marks the master stale if `failed` (the route
     /// failed it, see [`Via::answered`]).
     fn settle(&mut self, failed: bool) {
-        self.armed = false;
+        self.armed = None;
         if failed {
             self.inner.mark_stale(&self.master);
         }
+    }
+
+    fn arm(&mut self) {
+        self.armed = Some(Instant::now());
     }
 }
 
 impl Drop for StaleGuard<'_> {
     fn drop(&mut self) {
-        if self.armed && Instant::now() >= self.deadline {
+        let Some(since) = self.armed else { return };
+        let now = Instant::now();
+        if now >= self.deadline && now.duration_since(since) >= self.inner.config.request_timeout / 2 {
             self.inner.mark_stale(&self.master);
         }
     }
@@ -388,7 +398,7 @@ impl Via<'_> {
     async fn query(&mut self, cmd: &Cmd, target: Target<'_>) -> RedisResult<Value> {
         match self {
             Via::Direct(guard, conn) => {
-                guard.armed = true;
+                guard.arm();
                 let r = direct_query(conn, cmd).await;
                 guard.settle(!r.as_ref().err().is_none_or(Via::answered));
                 r
@@ -405,7 +415,7 @@ impl Via<'_> {
     async fn pipeline(&mut self, pipe: &Pipeline, target: Target<'_>) -> RedisResult<Vec<Value>> {
         match self {
             Via::Direct(guard, conn) => {
-                guard.armed = true;
+                guard.arm();
                 let r = direct_pipeline(conn, pipe).await;
                 guard.settle(match &r {
                     Ok(values) => values.iter().any(|v| match v {
@@ -795,7 +805,7 @@ impl Inner {
                 let guard = StaleGuard {
                     inner: self,
                     master,
-                    armed: false,
+                    armed: None,
                     deadline,
                 };
                 return Via::Direct(guard, connection);

@@ -12,6 +12,9 @@
 //!   handler, an outer timeout) before its deadline. Before, the drop
 //!   marked the master stale as if the deadline had cut the request off.
 //!   One cut off by its own deadline still counts.
+//! - A tidying after a subscription, cut off by its own 50 ms budget by a
+//!   master that is only slow: a cut-off counts after half a request
+//!   timeout in flight.
 
 mod support;
 
@@ -124,4 +127,66 @@ async fn a_request_its_caller_drops_does_not_mark_the_route_stale() {
     let got = patient.get(&on_first[0]).await;
     assert!(got.is_ok(), "{got:?}");
     assert_eq!(patient.routes_marked_stale(), 0);
+}
+
+/// The tidying a new subscription runs now and then has a budget of its
+/// own (`INDEX_TIDY_BUDGET`, 50 ms) far below the operation's: a master
+/// slower than that to answer its checks has not failed, and its route
+/// stays. The cut-off used to count as the deadline's, and every master
+/// a tidying met while slower than 50 ms (a stall, a big pipeline ahead)
+/// was marked stale, its slots sent through the cluster client and its
+/// connections rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tidying_cut_off_by_its_own_budget_leaves_the_route() {
+    use session_redis::limits::INDEX_TIDY_EVERY;
+    // No failover while a master is frozen.
+    let cluster = Cluster::start(60_000);
+    let firsts = cluster.first_slots();
+    let store = RedisStore::connect(
+        RedisConfig::cluster(cluster.urls()).key_prefix(support::unique_prefix("tidy-route")),
+    )
+    .await
+    .expect("connect");
+    let master_of_key = |key: &str| {
+        let port = cluster.nodes[cluster.master_of(firsts[0]).unwrap()].port;
+        let slot: u16 = support::raw_command(port, &["CLUSTER", "KEYSLOT", key])
+            .expect("KEYSLOT")
+            .trim()
+            .trim_start_matches(':')
+            .parse()
+            .expect("a slot");
+        shard_of(&firsts, slot)
+    };
+    // The topic's index on the first master, its subscribers on the second,
+    // and the session whose subscription tidies on the third.
+    let topic = (0..)
+        .map(|n| format!("topic-{n}"))
+        .find(|t| master_of_key(&store.topic_key(t)) == firsts[0])
+        .unwrap();
+    let live = create_named(&store, 200).await;
+    let on = |first: u32| -> Vec<SessionId> {
+        live.iter()
+            .copied()
+            .filter(|id| shard_of(&firsts, store.slot(id)) == first)
+            .collect()
+    };
+    let subscribers = on(firsts[1]);
+    let tidier = on(firsts[2])[0];
+    let n = subscribers.len() - subscribers.len() % INDEX_TIDY_EVERY as usize;
+    assert!(n >= 32, "{n} subscribers on the second master");
+    for id in &subscribers[..n] {
+        assert!(store.subscribe(id, &topic).await.expect("subscribe"));
+    }
+    assert_eq!(store.routes_marked_stale(), 0);
+    // The next new subscription tidies: its checks meet the frozen master.
+    let frozen = &cluster.nodes[cluster.master_of(firsts[1]).unwrap()];
+    frozen.freeze();
+    let subscribed = store.subscribe(&tidier, &topic).await;
+    frozen.resume();
+    assert!(subscribed.expect("subscribe on healthy masters"));
+    assert_eq!(
+        store.routes_marked_stale(),
+        0,
+        "the tidying's own budget ran out, not a request's deadline"
+    );
 }
