@@ -96,15 +96,20 @@ pub const EXPLAINED_FACTOR: u64 = 2;
 /// excuse, but neither do they fail a tail bound of milliseconds.
 pub const EXPLAINED_SLACK_NS: u64 = 1_000_000;
 
-/// A slice's median of one operation kind counts towards the typical slice
-/// only if the slice ran at least this many of it (a median of fewer is
-/// one operation's luck).
+/// The typical slice's median of one operation kind is taken over groups
+/// of consecutive judged slices that ran at least this many of it (a
+/// median of fewer is one operation's luck); a slice that ran as many is a
+/// group of its own.
 pub const TYPICAL_SAMPLES_MIN: u64 = 20;
 
-/// A slice's p99 of one operation kind counts towards the typical slice's
-/// p99 only if the slice ran at least this many of it (two above the
-/// quantile: below that a slice's p99 is its slowest one or two).
+/// The same for the typical slice's p99 (two above the quantile: below
+/// that a group's p99 is its slowest one or two).
 pub const TYPICAL_P99_SAMPLES_MIN: u64 = 200;
+
+/// A kind has a typical figure only over at least this many groups (the
+/// median of three outvotes one held-up group); with fewer, its quantiles
+/// are judged on the judged slices pooled.
+pub const TYPICAL_GROUPS_MIN: usize = 3;
 
 /// Below this share of its measured slices judged, a run is inconclusive:
 /// the machine was too busy for the rest to stand for the run.

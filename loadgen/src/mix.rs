@@ -93,20 +93,29 @@ impl FromStr for Op {
 }
 
 /// Relative weights of the point operations (list runs on its own schedule).
+/// A scenario file's `[mix]` table, like `--mix`, gives the kinds it does
+/// not name weight 0 (no table at all: the default mix); filling them from
+/// the default mix ran operations the file never asked for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct Mix {
     /// Weight of `get`.
+    #[serde(default)]
     pub get: f64,
     /// Weight of `peek`.
+    #[serde(default)]
     pub peek: f64,
     /// Weight of `update`.
+    #[serde(default)]
     pub update: f64,
     /// Weight of `touch`.
+    #[serde(default)]
     pub touch: f64,
     /// Weight of `create`.
+    #[serde(default)]
     pub create: f64,
     /// Weight of `delete`.
+    #[serde(default)]
     pub delete: f64,
 }
 

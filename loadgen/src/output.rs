@@ -69,6 +69,19 @@ pub fn write(dir: &Path, report: &Report, outcome: &Outcome) -> anyhow::Result<(
     for (name, hist) in &backend {
         write(&format!("{name}.hgrm"), hgrm(hist).as_bytes())?;
     }
+    // A rerun into the same directory: an earlier run's histogram of a kind
+    // this run has none of would sit beside this run's results.
+    for op in Op::ALL {
+        if all.get(op).is_empty() {
+            let stale = dir.join(format!("{}.hgrm", op.name()));
+            match std::fs::remove_file(&stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(anyhow::anyhow!("cannot remove {}: {e}", stale.display()));
+                }
+                _ => {}
+            }
+        }
+    }
     let peer_all = outcome.peer.as_ref().map(|p| p.tally.all.point_ops());
     let mut series = backend;
     if let Some(peer) = &peer_all {

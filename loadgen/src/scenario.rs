@@ -534,6 +534,18 @@ fn fresh_seed() -> u64 {
 mod tests {
     use super::*;
 
+    /// A `[mix]` table gives the kinds it does not name weight 0, as
+    /// `--mix` does: filled from the default mix, `get = 100` ran 29% of
+    /// other kinds, judged against bounds the file never asked for.
+    #[test]
+    fn a_mix_table_runs_only_the_kinds_it_names() {
+        let s = Scenario::parse("t", "[mix]\nget = 100\n").unwrap();
+        assert_eq!(s.mix, "get=100".parse::<Mix>().unwrap());
+        assert!(!s.mix.includes(crate::mix::Op::Create));
+        let s = Scenario::parse("t", "rate = 1000\n").unwrap();
+        assert_eq!(s.mix, Mix::default(), "no table: the default mix");
+    }
+
     /// Timeouts the engine refuses made every create fail at run time
     /// (counted as the backend's errors: a FAIL that blamed the backend),
     /// and a population that expires before the run ends made its gets

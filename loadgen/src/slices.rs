@@ -14,17 +14,18 @@
 //! in a slice where the machine also took 2 ms is judged like any other.
 //!
 //! **Judged.** Every other measured slice is judged: its histograms join its
-//! side's judged pool, and its per-kind medians the list whose median is the
-//! "typical slice". The verdict ([`crate::targets`]) compares the two sides'
-//! judged pools.
+//! side's judged pool, and its per-kind medians and p99s (of groups of
+//! consecutive judged slices that run enough of the kind) the lists whose
+//! medians are the "typical slice". The verdict ([`crate::targets`])
+//! compares the two sides' judged pools.
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Lost;
-use crate::hist::{quantile_ns, OpHists};
+use crate::hist::{new_hist, quantile_ns, Hist, OpHists};
 use crate::limits::{
-    DISTURBED_GAP_NS, DISTURBED_SHARE, EXPLAINED_FACTOR, EXPLAINED_SLACK_NS, TYPICAL_P99_SAMPLES_MIN,
-    TYPICAL_SAMPLES_MIN,
+    DISTURBED_GAP_NS, DISTURBED_SHARE, EXPLAINED_FACTOR, EXPLAINED_SLACK_NS, TYPICAL_GROUPS_MIN,
+    TYPICAL_P99_SAMPLES_MIN, TYPICAL_SAMPLES_MIN,
 };
 use crate::mix::Op;
 use crate::schedule::Side;
@@ -242,12 +243,62 @@ pub struct SideTally {
     pub taken_ns: u64,
     /// The longest single gap, ns.
     pub gap_max_ns: u64,
-    /// Per kind: the medians of the judged slices that ran at least
-    /// [`TYPICAL_SAMPLES_MIN`] of it.
-    p50s: [Vec<u64>; Op::COUNT],
-    /// Per kind: the p99s of the judged slices that ran at least
+    /// Per kind: the medians of runs of judged slices that ran at least
+    /// [`TYPICAL_SAMPLES_MIN`] of it (see [`Groups`]).
+    p50s: [Groups; Op::COUNT],
+    /// Per kind: the p99s of runs of judged slices that ran at least
     /// [`TYPICAL_P99_SAMPLES_MIN`] of it.
-    p99s: [Vec<u64>; Op::COUNT],
+    p99s: [Groups; Op::COUNT],
+}
+
+/// One kind's judged slices, in order, cut into groups of consecutive
+/// slices that each hold at least a floor of its samples (a slice that
+/// runs that many is a group of its own), and one quantile of each group.
+/// A kind's typical figure is the median over its groups: a kind that
+/// most slices run too few of still has one over the whole run, which a
+/// stall in one group cannot move. Taking only the slices that happened to
+/// reach the floor made it the median of a handful, or of one: whether
+/// there were any, and how many, followed the mix's random draws, not the
+/// schedule.
+#[derive(Default)]
+struct Groups {
+    /// The group being filled (none yet: empty).
+    open: Option<Hist>,
+    /// The quantile of each full group.
+    quantiles: Vec<u64>,
+}
+
+impl Groups {
+    /// Adds one judged slice's samples of the kind.
+    fn add(&mut self, hist: &Hist, floor: u64, quantile: f64) {
+        if hist.is_empty() {
+            return;
+        }
+        let open = match &mut self.open {
+            Some(open) if !open.is_empty() => {
+                open.add(hist).expect("histograms share their bounds");
+                open
+            }
+            _ if hist.len() >= floor => {
+                self.quantiles.push(quantile_ns(hist, quantile));
+                return;
+            }
+            slot => {
+                let open = slot.get_or_insert_with(new_hist);
+                open.add(hist).expect("histograms share their bounds");
+                open
+            }
+        };
+        if open.len() >= floor {
+            self.quantiles.push(quantile_ns(open, quantile));
+            open.reset();
+        }
+    }
+
+    /// The median over the groups, if there are [`TYPICAL_GROUPS_MIN`].
+    fn typical(&self) -> Option<u64> {
+        (self.quantiles.len() >= TYPICAL_GROUPS_MIN).then(|| median_ns(&mut self.quantiles.clone()))
+    }
 }
 
 impl SideTally {
@@ -272,39 +323,32 @@ impl SideTally {
             self.judged_slices += 1;
             self.judged.add(hists);
             for op in Op::ALL {
-                if stats.count_by_op[op.index()] >= TYPICAL_SAMPLES_MIN {
-                    self.p50s[op.index()].push(stats.p50_by_op_ns[op.index()]);
-                }
-                if stats.count_by_op[op.index()] >= TYPICAL_P99_SAMPLES_MIN {
-                    self.p99s[op.index()].push(stats.p99_by_op_ns[op.index()]);
-                }
+                let hist = hists.get(op);
+                self.p50s[op.index()].add(hist, TYPICAL_SAMPLES_MIN, 0.5);
+                self.p99s[op.index()].add(hist, TYPICAL_P99_SAMPLES_MIN, 0.99);
             }
         }
     }
 
-    /// The typical slice's median of `op`: the median over the judged
-    /// slices that ran enough of it, or, for kinds too rare for that (a list
-    /// page a second), the median of the judged pool.
+    /// The typical slice's median of `op`: the median over the groups of
+    /// judged slices that ran [`TYPICAL_SAMPLES_MIN`] of it (see
+    /// [`Groups`]), or, for kinds too rare for [`TYPICAL_GROUPS_MIN`]
+    /// groups (a list page a second), the median of the judged pool.
     #[must_use]
     pub fn typical_p50_ns(&self, op: Op) -> Option<u64> {
-        let mut p50s = self.p50s[op.index()].clone();
-        if p50s.is_empty() {
+        self.p50s[op.index()].typical().or_else(|| {
             let pooled = self.judged.get(op);
-            return (!pooled.is_empty()).then(|| pooled.value_at_quantile(0.5));
-        }
-        Some(median_ns(&mut p50s))
+            (!pooled.is_empty()).then(|| pooled.value_at_quantile(0.5))
+        })
     }
 
-    /// The typical slice's p99 of `op`: the median over the judged slices
-    /// that ran enough of it for a p99 of their own; `None` if none did (a
-    /// kind too rare in a slice, whose p99 is then judged on the pool).
+    /// The typical slice's p99 of `op`: the median over the groups of
+    /// judged slices that ran [`TYPICAL_P99_SAMPLES_MIN`] of it; `None` if
+    /// there are fewer than [`TYPICAL_GROUPS_MIN`] (a kind too rare in the
+    /// run, whose p99 is then judged on the pool).
     #[must_use]
     pub fn typical_p99_ns(&self, op: Op) -> Option<u64> {
-        let mut p99s = self.p99s[op.index()].clone();
-        if p99s.is_empty() {
-            return None;
-        }
-        Some(median_ns(&mut p99s))
+        self.p99s[op.index()].typical()
     }
 
     /// Set-aside slices.
@@ -444,7 +488,53 @@ mod tests {
             tally.judged.get(Op::Get).max() >= 4 * MS,
             "the pool has the slow slice"
         );
-        assert_eq!(tally.typical_p99_ns(Op::Delete), None, "199 a slice: too few");
+        assert_eq!(
+            tally.typical_p99_ns(Op::Delete),
+            None,
+            "199 a slice: two groups of two slices, too few"
+        );
+    }
+
+    /// A kind most slices run fewer than 200 of: its typical p99 is over
+    /// groups of consecutive slices, not the one slice that drew 200 by
+    /// chance (which made three slow operations in it the run's p99).
+    #[test]
+    fn a_kind_too_rare_in_most_slices_is_typical_over_groups_of_slices() {
+        let mut tally = SideTally::default();
+        for n in 0..50 {
+            let mut hists = OpHists::default();
+            let (count, slow) = if n == 20 {
+                (TYPICAL_P99_SAMPLES_MIN, 3)
+            } else {
+                (180, 0)
+            };
+            for i in 0..count {
+                hists.record(Op::Peek, if i < slow { 5 * MS } else { 500 }, true);
+            }
+            let stats = SliceStats::of(meta(Side::Backend, count, Lost::default(), 0), &hists);
+            tally.accept(&stats, &hists);
+        }
+        let typical = tally.typical_p99_ns(Op::Peek).unwrap();
+        assert!(typical.abs_diff(500) <= 5, "{typical}");
+        assert!(tally.judged.get(Op::Peek).max() >= 4 * MS);
+    }
+
+    /// Fewer than three groups: no typical p99 (the pool's), and a median
+    /// from the pool.
+    #[test]
+    fn two_groups_are_too_few_for_a_typical_figure() {
+        let mut tally = SideTally::default();
+        for _ in 0..2 {
+            let mut hists = OpHists::default();
+            for _ in 0..TYPICAL_P99_SAMPLES_MIN {
+                hists.record(Op::Get, 700, true);
+            }
+            let stats = SliceStats::of(meta(Side::Backend, 200, Lost::default(), 0), &hists);
+            tally.accept(&stats, &hists);
+        }
+        assert_eq!(tally.typical_p99_ns(Op::Get), None);
+        let pooled = tally.typical_p50_ns(Op::Get).unwrap();
+        assert!(pooled.abs_diff(700) <= 7, "{pooled}");
     }
 
     /// Of an even count of judged slices, the typical one is midway between
@@ -453,7 +543,7 @@ mod tests {
     #[test]
     fn the_typical_slice_of_an_even_count_is_midway_between_the_middle_two() {
         let mut tally = SideTally::default();
-        for (p50, p99) in [(300, 40_000), (400, 5 * MS)] {
+        for (p50, p99) in [(300, 40_000), (400, 5 * MS), (300, 40_000), (400, 5 * MS)] {
             let mut hists = OpHists::default();
             for i in 0..TYPICAL_P99_SAMPLES_MIN {
                 hists.record(Op::Get, if i % 50 == 0 { p99 } else { p50 }, true);

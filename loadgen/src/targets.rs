@@ -9,7 +9,8 @@
 //! backend adds over the peer: the machine's hiccups, which both sides
 //! see, cancel, and a backend stall or slowdown does not. A `p99` compares
 //! the two sides' typical slices (the median of each side's judged slices'
-//! p99s; pooled for a kind too rare in a slice), since a run's few slices
+//! p99s, over groups of slices for a kind too rare in one; pooled for a
+//! kind too rare in the run), since a run's few slices
 //! in which a worker was held up for milliseconds, unseen by the slices'
 //! meters, decide a pooled p99 on whichever side they land; a `p999` or
 //! `max` compares the two sides' judged slices pooled, where a stall shows.
@@ -225,8 +226,9 @@ pub struct OpFacts {
     pub peer: Option<OpStats>,
     /// The median of the backend's judged slices' medians.
     pub typical_p50_ns: Option<u64>,
-    /// The median of the backend's judged slices' p99s (slices with enough
-    /// of the kind for one; `None`: too rare in a slice).
+    /// The median of the backend's judged slices' p99s (of groups of
+    /// slices with enough of the kind for one; `None`: too rare in the
+    /// run).
     pub typical_p99_ns: Option<u64>,
     /// The same of the peer's judged slices.
     pub peer_typical_p99_ns: Option<u64>,

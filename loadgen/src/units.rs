@@ -85,9 +85,27 @@ impl FromStr for Dur {
     }
 }
 
+/// Exactly, in the largest unit of `s`, `ms`, `us` and `ns` it reaches,
+/// with as many decimals as it needs (`1.234s`, `12.5ms`, `850ns`): a
+/// scenario's times as they ran, which `result.json` records and
+/// [`Dur::from_str`] reads back unchanged (rounded to 3 significant
+/// digits, as [`format_ns`] prints a measurement, a 1234 ms timeout was
+/// recorded as `1.23s`, and a 10.025 s run as `10s`).
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_ns(self.as_ns()))
+        let ns = self.as_ns();
+        let (scale, digits, unit) = match ns {
+            1_000_000_000.. => (1_000_000_000, 9, "s"),
+            1_000_000.. => (1_000_000, 6, "ms"),
+            1_000.. => (1_000, 3, "us"),
+            _ => return write!(f, "{ns}ns"),
+        };
+        let (whole, part) = (ns / scale, ns % scale);
+        if part == 0 {
+            return write!(f, "{whole}{unit}");
+        }
+        let fraction = format!("{part:0digits$}");
+        write!(f, "{whole}.{}{unit}", fraction.trim_end_matches('0'))
     }
 }
 
@@ -249,6 +267,31 @@ mod tests {
             let back = format_ns(ns).parse::<Dur>().unwrap().as_ns();
             let error = back.abs_diff(ns) as f64 / ns as f64;
             assert!(error < 0.01, "{ns} -> {} -> {back}", format_ns(ns));
+        }
+    }
+
+    /// A scenario's times are recorded as they ran: `result.json` and the
+    /// headline printed 1234 ms as `1.23s`, and a 10.025 s run as `10s`.
+    #[test]
+    fn a_duration_prints_and_serializes_exactly() {
+        for (text, shown) in [
+            ("1234ms", "1.234s"),
+            ("10.025s", "10.025s"),
+            ("12.5ms", "12.5ms"),
+            ("2us", "2us"),
+            ("850ns", "850ns"),
+            ("30m", "1800s"),
+            ("1.000001s", "1.000001s"),
+        ] {
+            let d: Dur = text.parse().unwrap();
+            assert_eq!(d.to_string(), shown);
+            assert_eq!(shown.parse::<Dur>().unwrap(), d);
+            let back: Dur = serde_json::from_value(serde_json::to_value(d).unwrap()).unwrap();
+            assert_eq!(back, d, "{text}");
+        }
+        for ns in [1, 999, 1_001, 123_456_789, 3_600_000_000_001] {
+            let d = Dur(Duration::from_nanos(ns));
+            assert_eq!(d.to_string().parse::<Dur>().unwrap(), d, "{d}");
         }
     }
 

@@ -209,6 +209,39 @@ fn a_run_that_measured_nothing_fails() {
     assert!(stdout.contains("no operation was measured"), "{stdout}");
 }
 
+/// A rerun into the directory of an earlier run: a histogram of a kind
+/// this run has none of was left beside its results.
+#[test]
+fn a_rerun_into_the_same_directory_leaves_no_histogram_of_the_last() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("create.hgrm"), "an earlier run's").unwrap();
+    let args = [
+        "run",
+        "--scenario",
+        "tiny",
+        "--mix",
+        "get=100",
+        "--duration",
+        "1s",
+        "--quiet",
+        "--seed",
+        "7",
+        "--targets",
+        "none",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = outcome(&loadgen(&args));
+    assert_ne!(code, 2, "{stdout}\n{stderr}");
+    assert!(out.join("get.hgrm").is_file(), "{stdout}\n{stderr}");
+    assert!(
+        !out.join("create.hgrm").exists(),
+        "the last run's histogram stayed"
+    );
+}
+
 /// `--ops` counts measured operations only: 50 of them, far fewer than a
 /// 2 s closed-loop warm-up issues, still end in the measured time, however
 /// fast the sitting (they used to end inside the warm-up on a fast one,
