@@ -1,8 +1,8 @@
 //! Persistence costs, measured side by side in one run on one machine:
 //! - mixed workload (80% get, 15% update, 5% replace) at 100K sessions:
 //!   in memory vs `Interval(1 s)` vs `Never`, interleaved, 11 rounds (the
-//!   per-round ratio ranged 0.57-0.92x over 5-round runs: more rounds, a
-//!   steadier median);
+//!   per-round ratio moves widely between rounds on a shared machine: more
+//!   rounds, a steadier median; `results/persistence.md`);
 //! - `Always` with 64 concurrent writers, as threads (blocking API) and as
 //!   async tasks (the `SessionStore` trait): acknowledged durable writes/s
 //!   and latency percentiles (every write waits for its group-committed sync);

@@ -179,7 +179,7 @@ impl Wheel {
     /// compiler, whether it was inlined into a timer's arming followed how
     /// the engine's code happened to be split into codegen units, so
     /// unrelated changes moved the instruction gate's count for
-    /// `arm_timer` by 3% either way.
+    /// `arm_timer` either way, past its tolerance.
     #[allow(clippy::inline_always)] // the reason above, measured
     #[inline(always)]
     pub(crate) fn insert(&mut self, store: &mut impl WheelStore, index: u32, when: u64) {

@@ -48,9 +48,10 @@ pub struct CostPlan {
 
 impl Default for CostPlan {
     /// The gate's plan: the default scenario's 100K sessions of 256 B,
-    /// 10K operations a slice (1-7 ms), 8 rounds (under a second a run on 2
-    /// cores). A run's own hash seeds and memory layout move its ratios by
-    /// ±5%, which more rounds do not average out; more runs do (`--repeat`).
+    /// 10K operations a slice, 8 rounds (a run takes milliseconds a slice,
+    /// about a second in all: `results/gate.md`). A run's own hash seeds
+    /// and memory layout move its ratios by a few percent, which more
+    /// rounds do not average out; more runs do (`--repeat`).
     fn default() -> Self {
         Self {
             sessions: 100_000,

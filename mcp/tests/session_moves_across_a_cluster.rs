@@ -29,8 +29,8 @@ async fn the_session_moves_between_servers_through_a_master_failover() {
         &store,
         "--wait-replicas",
         "1",
-        // A replica's acknowledgement on this loaded machine can take
-        // longer than the default 500 ms (below the 1 s request budget).
+        // A replica's acknowledgement on a loaded machine can take longer
+        // than the default `WAIT` timeout (kept below the 1 s request budget).
         "--wait-timeout-ms",
         "800",
         "--touch-interval-ms",
