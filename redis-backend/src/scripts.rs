@@ -31,6 +31,13 @@
 //! caps of the sessions that subscribed; see `state.rs`), a hint that the
 //! session's own `s:` field confirms.
 //!
+//! Every session's hash has a version `v`: a key under the prefix without
+//! one is not a session (another program's hash), and no script writes
+//! into it, sets or removes its TTL or deletes it. The scripts that read a
+//! session first check `v` (or, `INSERT` and `ROTATE`, the core fields)
+//! and find no session there; `INSERT` finds the id taken and `PUT`
+//! refuses it. Only `delete` (a plain `DEL`) removes such a key.
+//!
 //! Times and timeouts travel as decimal text and are never Lua numbers,
 //! except `now_ms` (below 2^53: exact) and the version (below 2^53 by
 //! `VERSION_FIRST_MAX`): `t` goes from the argument or the hash straight
@@ -201,8 +208,8 @@ return 1
 /// `KEYS[1]` session. Activity: records `a`, re-arms the TTL.
 /// Returns nil if absent, else `{m, c, a, t, l}` (`l` nil: no cap stored).
 const GET: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 'm', 'c', 't', 'l', 'a')
-if not r[1] then return false end
+local r = redis.call('HMGET', key, 'm', 'c', 't', 'l', 'a', 'v')
+if not (r[1] and r[6]) then return false end
 local now = now_ms()
 if over(key, r[2], r[4], r[5], r[3], now) then return false end
 redis.call('HSET', key, 'a', now)
@@ -212,8 +219,8 @@ return {r[1], r[2], now, r[3], r[4]}
 
 /// `KEYS[1]` session. Activity. Returns 1, or 0 if absent.
 const TOUCH: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 't', 'c', 'l', 'a')
-if not r[1] then return 0 end
+local r = redis.call('HMGET', key, 't', 'c', 'l', 'a', 'v')
+if not (r[1] and r[5]) then return 0 end
 local now = now_ms()
 if over(key, r[2], r[3], r[4], r[1], now) then return 0 end
 redis.call('HSET', key, 'a', now)
@@ -231,8 +238,8 @@ return 1
 /// again, or its timeout set by another call since; nothing written (the
 /// caller reports `OutcomeUnknown`).
 const SET_TTL: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 'c', 'l', 'a', 't', 'p')
-if not r[1] then return 0 end
+local r = redis.call('HMGET', key, 'c', 'l', 'a', 't', 'p', 'v')
+if not (r[1] and r[6]) then return 0 end
 if ARGV[3] == '1' and r[5] ~= ARGV[2] then return 2 end
 local now = now_ms()
 if over(key, r[1], r[2], r[3], r[4], now) then return 0 end
@@ -256,8 +263,8 @@ return 1
 /// caller re-adds with a TTL of at least that (see `state.rs`: a longer
 /// or lifted cap must not let the topic's index expire before the session).
 const SET_LIFETIME: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 't', 'c', 'sn', 'l', 'a', 'p')
-if not r[1] then return {0} end
+local r = redis.call('HMGET', key, 't', 'c', 'sn', 'l', 'a', 'p', 'v')
+if not (r[1] and r[7]) then return {0} end
 if ARGV[3] == '1' and r[6] ~= ARGV[2] then return {3} end
 local now = now_ms()
 if over(key, r[2], r[4], r[5], r[1], now) then return {0} end
@@ -414,8 +421,8 @@ return 1
 /// client's write, maybe not replicated yet). `HSET` propagates whatever
 /// it changes.
 const SUBSCRIBE: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 't', 'c', 'l', 'a', ARGV[1], 'sn')
-if not r[1] then return {0} end
+local r = redis.call('HMGET', key, 't', 'c', 'l', 'a', ARGV[1], 'sn', 'v')
+if not (r[1] and r[7]) then return {0} end
 local now = now_ms()
 if over(key, r[2], r[3], r[4], r[1], now) then return {0} end
 local cur = r[5]
@@ -486,8 +493,8 @@ return added
 /// number (foreign data) fails the script with nothing changed (Redis keeps
 /// what a failing script wrote).
 const UNSUBSCRIBE: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 't', 'c', 'l', 'a', ARGV[1], 'sn')
-if not r[1] then return {0} end
+local r = redis.call('HMGET', key, 't', 'c', 'l', 'a', ARGV[1], 'sn', 'v')
+if not (r[1] and r[7]) then return {0} end
 if over(key, r[2], r[3], r[4], r[1], now_ms()) then return {0} end
 local cur = r[5]
 if not cur then
@@ -532,8 +539,8 @@ return {1, cur}
 /// `bw` holds another token: whether the earlier try charged cannot be
 /// told, so this one does not charge (the caller reports `OutcomeUnknown`).
 const RATE_LIMIT: &str = "local key = KEYS[1]
-local r = redis.call('HMGET', key, 't', 'bk', 'bt', 'bw', 'bc', 'br', 'c', 'l', 'a')
-if not r[1] then return {0} end
+local r = redis.call('HMGET', key, 't', 'bk', 'bt', 'bw', 'bc', 'br', 'c', 'l', 'a', 'v')
+if not (r[1] and r[10]) then return {0} end
 local now = tonumber(now_ms())
 if over(key, r[7], r[8], r[9], r[1], now) then return {0} end
 local cap, rate = tonumber(ARGV[1]) * 1000, tonumber(ARGV[2])

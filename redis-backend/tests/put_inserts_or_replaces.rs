@@ -97,6 +97,7 @@ async fn puts_insert_or_replace(store: &RedisStore, server: &dyn Fn(&[&str]) -> 
     }
     assert_eq!(server(&["HGETALL", &key]).trim(), "other\n1", "untouched");
     assert_eq!(server(&["PTTL", &key]).trim(), "-1", "no TTL given");
+    foreign_hashes_are_no_sessions(store, server).await;
 
     // A put over an update in flight: the update's commit loses its race
     // and its closure runs again, on the put metadata.
@@ -131,6 +132,64 @@ async fn puts_insert_or_replace(store: &RedisStore, server: &dyn Fn(&[&str]) -> 
     assert_eq!(updated.metadata(), b"put+u");
     assert_eq!(*seen.lock().unwrap(), vec![b"fourth".to_vec(), b"put".to_vec()]);
     assert_eq!(updated.created_ms(), first.created_ms());
+}
+
+/// A hash under the prefix without the session's version field (another
+/// program's) is no session to any call: each finds none and writes
+/// nothing. Those that checked only for a `t` (or an `m`) wrote their
+/// fields into it, gave it a TTL (or took its TTL away: `t` = 0), and
+/// reported success: `touch`, `subscribe` (whose index then listed the id
+/// as a subscriber), `rate_limit`, `set_lifetime`, `set_ttl`, `get`.
+async fn foreign_hashes_are_no_sessions(store: &RedisStore, server: &dyn Fn(&[&str]) -> String) {
+    use session_engine::{Bucket, TopicCursor};
+    let bucket = Bucket {
+        capacity: 5,
+        refill_per_sec: 1,
+    };
+    for fields in [
+        &["t", "60000", "other", "1"][..],
+        &["t", "0", "other", "1"],
+        &["m", "x", "t", "60000", "c", "1", "a", "1"],
+    ] {
+        let id = SessionId::random().unwrap();
+        let key = store.key(&id);
+        let mut hset = vec!["HSET", key.as_str()];
+        hset.extend_from_slice(fields);
+        server(&hset);
+        server(&["PEXPIRE", &key, "600000"]);
+        let before = server(&["HGETALL", &key]);
+        let found = |call: &str, r: Result<(), Error>| {
+            assert!(matches!(r, Err(Error::NotFound)), "{call} over {fields:?}: {r:?}");
+        };
+        found("get", store.get(&id).await.map(drop));
+        found("touch", store.touch(&id).await);
+        found("set_ttl", store.set_ttl(&id, Timeout::from_secs(5)).await);
+        found("set_lifetime", store.set_lifetime(&id, Timeout::Never).await);
+        found("subscribe", store.subscribe(&id, "foreign").await.map(drop));
+        found("unsubscribe", store.unsubscribe(&id, "foreign").await.map(drop));
+        found("rate_limit", store.rate_limit(&id, bucket, 1).await.map(drop));
+        // Read without a script: no session, or the fields not in a
+        // session's form (a typed error naming the prefix).
+        let update = store.update(&id, |m| m.to_vec()).await;
+        assert!(
+            matches!(update, Err(Error::NotFound | Error::Unavailable { .. })),
+            "update over {fields:?}: {update:?}"
+        );
+        found("rotate", store.rotate(&id).await.map(drop));
+        let read = store.get_many(&[id]).await;
+        assert!(
+            matches!(read[..], [Err(Error::NotFound)]),
+            "get_many over {fields:?}: {read:?}"
+        );
+        assert_eq!(server(&["HGETALL", &key]), before, "written into: {fields:?}");
+        let ttl: i64 = server(&["PTTL", &key]).trim().parse().unwrap();
+        assert!(ttl > 590_000, "its TTL changed: {ttl} ms, {fields:?}");
+    }
+    let page = store
+        .subscribers("foreign", TopicCursor::START, 10)
+        .await
+        .expect("subscribers");
+    assert!(page.ids.is_empty(), "{:?}", page.ids);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
