@@ -239,6 +239,9 @@ impl Core {
                         run_mark,
                     );
                     shard.reserve(config.shard_capacity(shard_count).max(sessions.len()), &guard)?;
+                    if opened.logged_newest_ms > 0 {
+                        shard.raise_created_floor(opened.logged_newest_ms);
+                    }
                     for (id, s) in sessions {
                         let mut block = s.metadata;
                         block.init(id, s.created_ms, s.last_access_ms, s.timeout_ms);

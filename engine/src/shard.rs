@@ -1530,6 +1530,18 @@ impl Shard {
         });
     }
 
+    /// At open: no session made from now on has a creation time at or
+    /// before `newest_ms`, the newest time a record of the log holds. A session removed
+    /// with topics before the reopen raised the floor past its creation
+    /// (`removed_floor_ms`), which the reopen would otherwise forget: the
+    /// clock resumes at `newest_ms` at the earliest, and a session made
+    /// again under the id in that millisecond would log a `PUT` that a
+    /// repair skipping the damaged removal takes for the old session's.
+    pub(crate) fn raise_created_floor(&self, newest_ms: u64) {
+        let mut w = self.writer.lock();
+        w.created_floor_ms = w.created_floor_ms.max(ms_after(newest_ms));
+    }
+
     /// Restores a recovered session's topics (at open, after `restore`).
     pub(crate) fn restore_topics(&self, id: SessionId, topics: &[crate::per_session::Topic]) -> Result<()> {
         self.with_writer(|w, table| {

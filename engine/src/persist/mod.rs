@@ -68,4 +68,7 @@ pub(crate) struct Opened {
     /// The newest time the log or the time mark holds: engine time must
     /// not run behind it (recovery judged expiry at no earlier time).
     pub(crate) newest_ms: u64,
+    /// The newest time a record of the log holds (0: none): every session
+    /// the log removed was created no later (see `Shard::raise_created_floor`).
+    pub(crate) logged_newest_ms: u64,
 }

@@ -81,12 +81,8 @@ pub(crate) fn open(
     // Only now that the named layout recovered: the others are leftovers
     // of an interrupted rewrite (a reshard, an upgrade, a repair).
     remove_other_layouts(dir, manifest.layout)?;
-    let newest_ms = recoveries
-        .iter()
-        .map(|r| r.newest_ms)
-        .max()
-        .unwrap_or(0)
-        .max(marked_ms);
+    let logged_newest_ms = recoveries.iter().map(|r| r.newest_ms).max().unwrap_or(0);
+    let newest_ms = logged_newest_ms.max(marked_ms);
     let now_ms = now_ms.max(newest_ms);
     let mut report = RecoveryReport::default();
     for r in &recoveries {
@@ -160,6 +156,7 @@ pub(crate) fn open(
         },
         sessions,
         newest_ms,
+        logged_newest_ms,
     })
 }
 
@@ -237,6 +234,7 @@ fn create_directory(
         },
         sessions: (0..shards).map(|_| AHashMap::new()).collect(),
         newest_ms: now_ms,
+        logged_newest_ms: 0,
     })
 }
 

@@ -1114,9 +1114,9 @@ fn damaged_id(codec: Codec, record: &[u8]) -> Option<SessionId> {
     let Codec::Salted { .. } = codec else { return None };
     let header = super::format::RECORD_HEADER_LEN;
     let kind = *record.get(8)?;
-    // The types whose payload starts with the session's id (`SUBSCRIBE`
-    // and `UNSUBSCRIBE` included).
-    if !matches!(kind, 1..=5 | 8..=9) {
+    // The types whose payload starts with the session's id (`ROTATE`'s
+    // old id, `SUBSCRIBE` and `UNSUBSCRIBE` included): every type but `SEAL`.
+    if !matches!(kind, 1..=5 | 7..=9) {
         return None;
     }
     let id: [u8; 16] = record.get(header..header + 16)?.try_into().ok()?;
