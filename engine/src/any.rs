@@ -295,6 +295,20 @@ fn engine_dir(path: &str) -> std::result::Result<std::path::PathBuf, String> {
     if path.contains('#') {
         return Err("a fragment (#...) has no meaning in a store URL (write a # in a name as %23)".into());
     }
+    // A URL read with its newline, or written `engine: /dir`, names another
+    // directory (relative, or with the newline in its name), which the
+    // engine would create, empty.
+    if path.starts_with(char::is_whitespace) || path.ends_with(char::is_whitespace) {
+        return Err(
+            "the data directory starts or ends with white space (a space meant in a name is written %20)"
+                .into(),
+        );
+    }
+    if path.contains(char::is_control) {
+        return Err(
+            "the data directory holds a control character (one meant in a name is written %XX)".into(),
+        );
+    }
     let dir = decode_path(path)?;
     if dir.to_string_lossy().starts_with('~') {
         return Err("~ is not expanded in a store URL: give the directory's full path".into());

@@ -506,23 +506,70 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-/// Milliseconds, or `null` for never (feature `serde`).
+/// Milliseconds, or the string `"never"` (feature `serde`); in a format
+/// that is not human-readable (bincode), an optional number, `None` for
+/// never. Not `null`: a deserializer reads a field that is absent as
+/// `null`, so a config that left the timeout out (or misspelt its key)
+/// would have made sessions that never expire, and `Some(Never)` would
+/// have come back `None`.
 #[cfg(feature = "serde")]
 impl serde::Serialize for Timeout {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        self.as_ms().serialize(serializer)
+        match (self.as_ms(), serializer.is_human_readable()) {
+            (Some(ms), true) => serializer.serialize_u64(ms),
+            (None, true) => serializer.serialize_str(TIMEOUT_NEVER_TEXT),
+            (ms, false) => ms.serialize(serializer),
+        }
     }
 }
 
-/// From milliseconds, or `null` for never; zero is refused (feature `serde`).
+/// The word a human-readable serde form writes for [`Timeout::Never`].
+#[cfg(feature = "serde")]
+const TIMEOUT_NEVER_TEXT: &str = "never";
+
+/// From milliseconds (zero refused), or `"never"` (feature `serde`; see
+/// `Serialize`): `null`, or a field left out, is refused.
 #[cfg(feature = "serde")]
 impl<'de> serde::Deserialize<'de> for Timeout {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        match Option::<u64>::deserialize(deserializer)? {
-            None => Ok(Timeout::Never),
-            Some(0) => Err(serde::de::Error::custom("a timeout of 0 ms: use null for never")),
-            Some(ms) => Ok(Timeout::from_ms(ms)),
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Timeout;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "a timeout: whole milliseconds above 0, or \"{TIMEOUT_NEVER_TEXT}\""
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, ms: u64) -> std::result::Result<Timeout, E> {
+                if ms == 0 {
+                    return Err(E::custom(format!(
+                        "a timeout of 0 ms: write \"{TIMEOUT_NEVER_TEXT}\" for never"
+                    )));
+                }
+                Ok(Timeout::from_ms(ms))
+            }
+            fn visit_i64<E: serde::de::Error>(self, ms: i64) -> std::result::Result<Timeout, E> {
+                match u64::try_from(ms) {
+                    Ok(ms) => self.visit_u64(ms),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(ms), &self)),
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<Timeout, E> {
+                if text == TIMEOUT_NEVER_TEXT {
+                    Ok(Timeout::Never)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(text), &self))
+                }
+            }
         }
+        if !deserializer.is_human_readable() {
+            return match Option::<u64>::deserialize(deserializer)? {
+                None => Ok(Timeout::Never),
+                Some(ms) => serde::de::Visitor::visit_u64(Visit, ms),
+            };
+        }
+        deserializer.deserialize_any(Visit)
     }
 }
 

@@ -25,6 +25,12 @@ fn bad_urls_say_what_is_wrong() {
         ("engine:~/sessions", "not expanded"),
         ("engine:/var/lib/bad%zzescape", "escape"),
         ("engine:/var/lib/%FF", "UTF-8"),
+        // A URL read with its newline, or a space after the colon: another
+        // directory, made empty.
+        ("engine: /var/lib/sessions", "white space"),
+        ("engine:/var/lib/sessions\n", "white space"),
+        ("engine:/var/lib/sessions ", "white space"),
+        ("engine:/var/lib/ses\tsions", "control character"),
         // A password is hidden even where the scheme is missing or wrong.
         ("user:hunter2@cache:6379", "user:***@cache:6379"),
         // A URL's password is never echoed (a TLS Redis URL the engine

@@ -45,8 +45,33 @@ fn serde_forms_are_the_text_forms() {
     assert!(bad.to_string().contains("22"), "{bad}");
 
     assert_eq!(serde_json::to_string(&Timeout::from_secs(2)).unwrap(), "2000");
-    assert_eq!(serde_json::to_string(&Timeout::Never).unwrap(), "null");
-    assert_eq!(serde_json::from_str::<Timeout>("null").unwrap(), Timeout::Never);
+    assert_eq!(serde_json::to_string(&Timeout::Never).unwrap(), "\"never\"");
+    assert_eq!(
+        serde_json::from_str::<Timeout>("\"never\"").unwrap(),
+        Timeout::Never
+    );
+    // `null` was never: a field left out of a config (or misspelt) read as
+    // "sessions never expire", and `Some(Never)` came back `None`.
+    assert!(serde_json::from_str::<Timeout>("null").is_err());
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Cfg {
+        timeout: Timeout,
+    }
+    let missing = serde_json::from_str::<Cfg>("{}").unwrap_err().to_string();
+    assert!(missing.contains("missing field"), "{missing}");
+    assert!(serde_json::from_str::<Cfg>(r#"{"timeout": null}"#).is_err());
+    for t in [None, Some(Timeout::Never), Some(Timeout::from_ms(7))] {
+        let text = serde_json::to_string(&t).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Option<Timeout>>(&text).unwrap(),
+            t,
+            "{text}"
+        );
+    }
+    for bad in ["\"forever\"", "-5", "1.5", "\"\""] {
+        assert!(serde_json::from_str::<Timeout>(bad).is_err(), "{bad}");
+    }
     assert_eq!(
         serde_json::from_str::<Timeout>("1500").unwrap(),
         Timeout::from_ms(1500)
