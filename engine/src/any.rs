@@ -298,13 +298,14 @@ fn engine_dir(path: &str) -> std::result::Result<std::path::PathBuf, String> {
     // A URL read with its newline, or written `engine: /dir`, names another
     // directory (relative, or with the newline in its name), which the
     // engine would create, empty.
-    if path.starts_with(char::is_whitespace) || path.ends_with(char::is_whitespace) {
+    let ends = [path.as_bytes().first(), path.as_bytes().last()];
+    if ends.into_iter().flatten().any(u8::is_ascii_whitespace) {
         return Err(
             "the data directory starts or ends with white space (a space meant in a name is written %20)"
                 .into(),
         );
     }
-    if path.contains(char::is_control) {
+    if path.bytes().any(|b| b.is_ascii_control()) {
         return Err(
             "the data directory holds a control character (one meant in a name is written %XX)".into(),
         );
