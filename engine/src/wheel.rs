@@ -337,6 +337,12 @@ impl Wheel {
         }
     }
 
+    /// Always inlined, as `insert` is, for the same reason: left to the
+    /// compiler, it was called out of line in some code-unit layouts (an
+    /// unrelated change elsewhere in the crate), and the instruction
+    /// gate's `arm_timer` moved past its tolerance.
+    #[allow(clippy::inline_always)] // the reason above, measured
+    #[inline(always)]
     fn push_front(&mut self, store: &mut impl WheelStore, index: u32, list: u32) {
         let head = self.heads[list as usize];
         store.set_link(
