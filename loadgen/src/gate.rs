@@ -278,6 +278,10 @@ pub struct GateRow {
     pub judgement: Judgement,
 }
 
+/// What a change may exceed its tolerance by and still be within it: the
+/// rounding of a ratio computed in doubles, far below any count's step.
+const TOLERANCE_ROUNDING: f64 = 1e-12;
+
 /// Compares candidate runs with a baseline, lower is better. `tolerance` is
 /// relative (0.10 = 10%). A kind the runs measured and the baseline lacks
 /// gets a row too ([`Judgement::NotInBaseline`]).
@@ -322,9 +326,12 @@ pub fn compare(
             }
             let candidate = median(&values);
             let change = candidate / base - 1.0;
-            let judgement = if change > tolerance {
+            // A change of exactly the tolerance is within it: computed in
+            // doubles, 102 against 100 is 2.0000000000000018%, which read
+            // as a regression beyond 2%.
+            let judgement = if change > tolerance + TOLERANCE_ROUNDING {
                 Judgement::Regression
-            } else if change < -tolerance {
+            } else if change < -tolerance - TOLERANCE_ROUNDING {
                 Judgement::Improvement
             } else {
                 Judgement::Within
@@ -1000,6 +1007,15 @@ mod tests {
         assert_eq!(judge(&rows, "get"), Judgement::Within);
         let rows = compare(&base, &[metrics(1.081, 1.0)], 0.08);
         assert_eq!(judge(&rows, "get"), Judgement::Regression);
+        // Exactly the tolerance, either way, as the doubles compute it.
+        let two = parse_tolerance("2%").unwrap();
+        let base = metrics(100.0, 100.0);
+        let rows = compare(&base, &[metrics(102.0, 98.0)], two);
+        assert_eq!(judge(&rows, "get"), Judgement::Within);
+        assert_eq!(judge(&rows, "update"), Judgement::Within);
+        let rows = compare(&base, &[metrics(102.001, 97.999)], two);
+        assert_eq!(judge(&rows, "get"), Judgement::Regression);
+        assert_eq!(judge(&rows, "update"), Judgement::Improvement);
     }
 
     /// A kind the run measures and the baseline lacks (a baseline from
