@@ -298,14 +298,15 @@ fn engine_dir(path: &str) -> std::result::Result<std::path::PathBuf, String> {
     // A URL read with its newline, or written `engine: /dir`, names another
     // directory (relative, or with the newline in its name), which the
     // engine would create, empty.
-    let ends = [path.as_bytes().first(), path.as_bytes().last()];
-    if ends.into_iter().flatten().any(u8::is_ascii_whitespace) {
+    let mut chars = path.chars();
+    let ends = [chars.next(), chars.next_back()];
+    if ends.into_iter().flatten().any(char::is_whitespace) {
         return Err(
             "the data directory starts or ends with white space (a space meant in a name is written %20)"
                 .into(),
         );
     }
-    if path.bytes().any(|b| b.is_ascii_control()) {
+    if path.chars().any(char::is_control) {
         return Err(
             "the data directory holds a control character (one meant in a name is written %XX)".into(),
         );

@@ -507,11 +507,13 @@ pub struct Page {
 }
 
 /// Milliseconds, or the string `"never"` (feature `serde`); in a format
-/// that is not human-readable (bincode), an optional number, `None` for
-/// never. Not `null`: a deserializer reads a field that is absent as
-/// `null`, so a config that left the timeout out (or misspelt its key)
-/// would have made sessions that never expire, and `Some(Never)` would
-/// have come back `None`.
+/// that is not human-readable (bincode, MessagePack, CBOR), an optional
+/// number, `None` for never (there an `Option<Timeout>` holding
+/// `Some(Never)` still comes back `None`). Not `null` in a human-readable
+/// one: a deserializer reads a field that is absent as `null`, so a config
+/// that left the timeout out (or misspelt its key) would have made
+/// sessions that never expire, and `Some(Never)` would have come back
+/// `None`.
 #[cfg(feature = "serde")]
 impl serde::Serialize for Timeout {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
@@ -555,11 +557,16 @@ impl<'de> serde::Deserialize<'de> for Timeout {
                     Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(ms), &self)),
                 }
             }
+            /// `"never"`, or the milliseconds as decimal digits: formats
+            /// that carry every value as text (query strings, environment
+            /// variables) hand numbers over so.
             fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<Timeout, E> {
                 if text == TIMEOUT_NEVER_TEXT {
-                    Ok(Timeout::Never)
-                } else {
-                    Err(E::invalid_value(serde::de::Unexpected::Str(text), &self))
+                    return Ok(Timeout::Never);
+                }
+                match text.parse::<u64>() {
+                    Ok(ms) if text.bytes().all(|b| b.is_ascii_digit()) => self.visit_u64(ms),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(text), &self)),
                 }
             }
         }

@@ -31,6 +31,9 @@ fn bad_urls_say_what_is_wrong() {
         ("engine:/var/lib/sessions\n", "white space"),
         ("engine:/var/lib/sessions ", "white space"),
         ("engine:/var/lib/ses\tsions", "control character"),
+        ("engine:/var/lib/sessions\u{a0}", "white space"),
+        ("engine:/var/lib/sessions\u{2028}", "white space"),
+        ("engine:/var/lib/ses\u{85}sions", "control character"),
         // A password is hidden even where the scheme is missing or wrong.
         ("user:hunter2@cache:6379", "user:***@cache:6379"),
         // A URL's password is never echoed (a TLS Redis URL the engine

@@ -69,7 +69,12 @@ fn serde_forms_are_the_text_forms() {
             "{text}"
         );
     }
-    for bad in ["\"forever\"", "-5", "1.5", "\"\""] {
+    // Numbers as text, as query strings and environment variables carry them.
+    assert_eq!(
+        serde_json::from_str::<Timeout>("\"1500\"").unwrap(),
+        Timeout::from_ms(1500)
+    );
+    for bad in ["\"forever\"", "-5", "1.5", "\"\"", "\"+5\"", "\"0\"", "\" 5\""] {
         assert!(serde_json::from_str::<Timeout>(bad).is_err(), "{bad}");
     }
     assert_eq!(

@@ -97,9 +97,9 @@ pub const EXPLAINED_FACTOR: u64 = 2;
 pub const EXPLAINED_SLACK_NS: u64 = 1_000_000;
 
 /// The typical slice's median of one operation kind is taken over groups
-/// of consecutive judged slices that ran at least this many of it (a
-/// median of fewer is one operation's luck); a slice that ran as many is a
-/// group of its own.
+/// of judged slices that ran at least this many of it together (a median
+/// of fewer is one operation's luck); a slice that ran as many is a group
+/// of its own.
 pub const TYPICAL_SAMPLES_MIN: u64 = 20;
 
 /// The same for the typical slice's p99 (two above the quantile: below

@@ -15,7 +15,7 @@
 //!
 //! **Judged.** Every other measured slice is judged: its histograms join its
 //! side's judged pool, and its per-kind medians and p99s (of groups of
-//! consecutive judged slices that run enough of the kind) the lists whose
+//! judged slices that run enough of the kind) the lists whose
 //! medians are the "typical slice". The verdict ([`crate::targets`])
 //! compares the two sides' judged pools.
 
@@ -251,9 +251,10 @@ pub struct SideTally {
     p99s: [Groups; Op::COUNT],
 }
 
-/// One kind's judged slices, in order, cut into groups of consecutive
-/// slices that each hold at least a floor of its samples (a slice that
-/// runs that many is a group of its own), and one quantile of each group.
+/// One kind's judged slices cut into groups that each hold at least a
+/// floor of its samples (a slice that runs that many is a group of its
+/// own; the others are pooled in order until a group holds the floor),
+/// and one quantile of each group.
 /// A kind's typical figure is the median over its groups: a kind that
 /// most slices run too few of still has one over the whole run, which a
 /// stall in one group cannot move. Taking only the slices that happened to
@@ -274,21 +275,13 @@ impl Groups {
         if hist.is_empty() {
             return;
         }
-        let open = match &mut self.open {
-            Some(open) if !open.is_empty() => {
-                open.add(hist).expect("histograms share their bounds");
-                open
-            }
-            _ if hist.len() >= floor => {
-                self.quantiles.push(quantile_ns(hist, quantile));
-                return;
-            }
-            slot => {
-                let open = slot.get_or_insert_with(new_hist);
-                open.add(hist).expect("histograms share their bounds");
-                open
-            }
-        };
+        if hist.len() >= floor {
+            // A group of its own; a group being filled stays open.
+            self.quantiles.push(quantile_ns(hist, quantile));
+            return;
+        }
+        let open = self.open.get_or_insert_with(new_hist);
+        open.add(hist).expect("histograms share their bounds");
         if open.len() >= floor {
             self.quantiles.push(quantile_ns(open, quantile));
             open.reset();
@@ -496,7 +489,7 @@ mod tests {
     }
 
     /// A kind most slices run fewer than 200 of: its typical p99 is over
-    /// groups of consecutive slices, not the one slice that drew 200 by
+    /// groups of slices, not the one slice that drew 200 by
     /// chance (which made three slow operations in it the run's p99).
     #[test]
     fn a_kind_too_rare_in_most_slices_is_typical_over_groups_of_slices() {

@@ -34,9 +34,9 @@
 //! Every session's hash has a version `v`: a key under the prefix without
 //! one is not a session (another program's hash), and no script writes
 //! into it, sets or removes its TTL or deletes it. The scripts that read a
-//! session first check `v` (or, `INSERT` and `ROTATE`, the core fields)
-//! and find no session there; `INSERT` finds the id taken and `PUT`
-//! refuses it. Only `delete` (a plain `DEL`) removes such a key.
+//! session first check `v` and find no session there; `INSERT` finds the
+//! id taken and `PUT` refuses it. Only `delete` (a plain `DEL`) removes
+//! such a key.
 //!
 //! Times and timeouts travel as decimal text and are never Lua numbers,
 //! except `now_ms` (below 2^53: exact) and the version (below 2^53 by
@@ -193,9 +193,9 @@ end
 /// new session (ABA).
 const INSERT: &str = "local key = KEYS[1]
 if redis.call('EXISTS', key) == 1 then
-  local r = redis.call('HMGET', key, 'w', 'c', 'l', 'a', 't')
+  local r = redis.call('HMGET', key, 'w', 'c', 'l', 'a', 't', 'v')
   if r[1] == ARGV[3] then return 1 end
-  if not (r[2] and over(key, r[2], r[3], r[4], r[5], now_ms())) then return 0 end
+  if not (r[6] and r[2] and over(key, r[2], r[3], r[4], r[5], now_ms())) then return 0 end
 end
 if ARGV[6] == '1' then return 2 end
 local now = now_ms()

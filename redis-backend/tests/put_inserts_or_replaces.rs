@@ -161,6 +161,11 @@ async fn foreign_hashes_are_no_sessions(store: &RedisStore, server: &dyn Fn(&[&s
         let found = |call: &str, r: Result<(), Error>| {
             assert!(matches!(r, Err(Error::NotFound)), "{call} over {fields:?}: {r:?}");
         };
+        let inserted = store.insert(id, b"x", Timeout::from_secs(60)).await;
+        assert!(
+            matches!(inserted, Err(Error::AlreadyExists)),
+            "insert over {fields:?}: {inserted:?}"
+        );
         found("get", store.get(&id).await.map(drop));
         found("touch", store.touch(&id).await);
         found("set_ttl", store.set_ttl(&id, Timeout::from_secs(5)).await);
