@@ -507,7 +507,7 @@ pub struct Page {
 }
 
 /// Milliseconds, or the string `"never"` (feature `serde`); in a format
-/// that is not human-readable (bincode, MessagePack, CBOR), an optional
+/// that is not human-readable (bincode, `MessagePack`, CBOR), an optional
 /// number, `None` for never (there an `Option<Timeout>` holding
 /// `Some(Never)` still comes back `None`). Not `null` in a human-readable
 /// one: a deserializer reads a field that is absent as `null`, so a config
