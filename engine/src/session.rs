@@ -508,8 +508,9 @@ pub struct Page {
 
 /// Milliseconds, or the string `"never"` (feature `serde`); in a format
 /// that is not human-readable (bincode, `MessagePack`, CBOR), an optional
-/// number, `None` for never (there an `Option<Timeout>` holding
-/// `Some(Never)` still comes back `None`). Not `null` in a human-readable
+/// number, `None` for never (in `MessagePack` and CBOR, which write
+/// `Some(x)` as `x`, an `Option<Timeout>` holding `Some(Never)` comes back
+/// `None`; bincode keeps it). Not `null` in a human-readable
 /// one: a deserializer reads a field that is absent as `null`, so a config
 /// that left the timeout out (or misspelt its key) would have made
 /// sessions that never expire, and `Some(Never)` would have come back
@@ -529,8 +530,9 @@ impl serde::Serialize for Timeout {
 #[cfg(feature = "serde")]
 const TIMEOUT_NEVER_TEXT: &str = "never";
 
-/// From milliseconds (zero refused), or `"never"` (feature `serde`; see
-/// `Serialize`): `null`, or a field left out, is refused.
+/// From milliseconds (zero refused; as a number, or as decimal digits in
+/// text), or `"never"` (feature `serde`; see `Serialize`): `null`, or a
+/// field left out, is refused.
 #[cfg(feature = "serde")]
 impl<'de> serde::Deserialize<'de> for Timeout {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {

@@ -243,10 +243,10 @@ pub struct SideTally {
     pub taken_ns: u64,
     /// The longest single gap, ns.
     pub gap_max_ns: u64,
-    /// Per kind: the medians of runs of judged slices that ran at least
+    /// Per kind: the medians of groups of judged slices that ran at least
     /// [`TYPICAL_SAMPLES_MIN`] of it (see [`Groups`]).
     p50s: [Groups; Op::COUNT],
-    /// Per kind: the p99s of runs of judged slices that ran at least
+    /// Per kind: the p99s of groups of judged slices that ran at least
     /// [`TYPICAL_P99_SAMPLES_MIN`] of it.
     p99s: [Groups; Op::COUNT],
 }
@@ -510,6 +510,33 @@ mod tests {
         let typical = tally.typical_p99_ns(Op::Peek).unwrap();
         assert!(typical.abs_diff(500) <= 5, "{typical}");
         assert!(tally.judged.get(Op::Peek).max() >= 4 * MS);
+    }
+
+    /// A slice that alone reaches the floor is a group of its own, and a
+    /// group being filled stays open for the slices after it.
+    #[test]
+    fn a_slice_reaching_the_floor_alone_is_its_own_group() {
+        let hist = |n: u64, ns: u64| {
+            let mut h = crate::hist::new_hist();
+            for _ in 0..n {
+                h.record(ns).unwrap();
+            }
+            h
+        };
+        let mut groups = Groups::default();
+        groups.add(&hist(10, 100), 20, 0.5);
+        groups.add(&hist(25, 900), 20, 0.5);
+        assert_eq!(groups.quantiles.len(), 1, "the 25 alone");
+        assert!(groups.quantiles[0].abs_diff(900) <= 9);
+        groups.add(&hist(10, 300), 20, 0.5);
+        assert_eq!(groups.quantiles.len(), 2, "the two tens together");
+        assert!(
+            (100..=303).contains(&groups.quantiles[1]),
+            "{:?}",
+            groups.quantiles
+        );
+        groups.add(&hist(0, 1), 20, 0.5);
+        assert_eq!(groups.quantiles.len(), 2, "an empty slice adds nothing");
     }
 
     /// Fewer than three groups: no typical p99 (the pool's), and a median

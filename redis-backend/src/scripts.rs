@@ -183,7 +183,8 @@ end
 /// version, lifetime cap in ms (`0` or absent: none), and `1` if an earlier
 /// try of this call may have run and others may know the id (else `0` or
 /// absent). Returns 1 if stored (or already stored by this token), 0 if the
-/// id is taken (by a session its cap has not ended), 2 if that resend
+/// id is taken (by a live session, or by a key that is no session: no
+/// `v`), 2 if that resend
 /// finds no session: the earlier try may have stored it and someone
 /// deleted it since (storing it again would undo that delete), so it
 /// stores nothing. The first
