@@ -294,6 +294,13 @@ impl Core {
         })
     }
 
+    /// Switches the data directory to the layout the open rewrote, if it
+    /// rewrote one (see `persist::LayoutSwitch`).
+    pub(crate) fn switch_layout(&self) -> Result<()> {
+        let pending = self.persistence.as_ref().and_then(|p| p.switch.lock().take());
+        pending.map_or(Ok(()), persist::LayoutSwitch::switch)
+    }
+
     #[inline]
     pub(crate) fn route(&self, id: &SessionId) -> (u64, &Shard) {
         let hash = hash_id(&self.hasher, id);

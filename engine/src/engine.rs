@@ -158,7 +158,12 @@ impl Engine {
             core: Arc::clone(&core),
             background: parking_lot::Mutex::new(Some(background)),
         });
-        Ok(Self { core, owner })
+        let engine = Self { core, owner };
+        // Last, once nothing else can fail: a layout this open rewrote
+        // takes over the directory (`persist::LayoutSwitch`). On an error
+        // the engine drops, and the retried open finds the old layout.
+        engine.core.switch_layout()?;
+        Ok(engine)
     }
 
     /// What recovery found when the engine opened its data directory

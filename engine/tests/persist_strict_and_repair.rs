@@ -412,3 +412,64 @@ fn a_session_made_again_in_the_millisecond_of_its_delete_is_not_the_old_one() {
         );
     }
 }
+
+const OPEN_FAILS_AFTER_REWRITE_CHILD: &str = "SESSION_OPEN_FAILS_AFTER_REWRITE_CHILD";
+
+/// The child of the test below: its address space is capped at 4 GiB, then
+/// it opens `Repair` asking for a table of a billion sessions, which
+/// recovery cannot know is out of reach: the open fails only once the
+/// shards are built, after it recovered (and rewrote) the log.
+#[test]
+fn an_open_failing_late_child() {
+    let Ok(dir) = std::env::var(OPEN_FAILS_AFTER_REWRITE_CHILD) else {
+        return;
+    };
+    let limit = rustix::process::Rlimit {
+        current: Some(4 << 30),
+        maximum: Some(4 << 30),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::As, limit).unwrap();
+    let config = config(Path::new(&dir), RecoveryMode::Repair)
+        .sessions_max(1 << 30)
+        .initial_capacity(1 << 30);
+    let err = Engine::open(config).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidConfig(ref why) if why.contains("could not allocate")),
+        "{err}"
+    );
+    println!("OPEN FAILED LATE");
+}
+
+/// An open that fails after recovery (here the table cannot be allocated;
+/// a full disk at the time mark, a thread that cannot start) leaves the
+/// directory as it found it: the damage a Repair open would drop is still
+/// there for the retried open to report (Strict still refuses it). The
+/// rewritten layout used to be switched in before the shards were built,
+/// and the retried open found a clean log: the report that named the
+/// dropped records was lost.
+#[test]
+fn an_open_failing_after_recovery_leaves_the_damage_to_report() {
+    let (dir, segments, _expected) = build();
+    damage(&segments[1], |b| b[5_000] ^= 0x10);
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "an_open_failing_late_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(OPEN_FAILS_AFTER_REWRITE_CHILD, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OPEN FAILED LATE"),
+        "child: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    refused_naming(dir.path(), &segments[1]);
+    let engine = Engine::open(config(dir.path(), RecoveryMode::Repair)).unwrap();
+    let report = engine.recovery_report().unwrap();
+    assert!(report.rewritten && !report.damage.is_empty(), "{report:?}");
+}

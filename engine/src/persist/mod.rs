@@ -30,7 +30,7 @@ pub(crate) use self::commit::{
 };
 pub use self::compaction::CompactionStep;
 pub(crate) use self::compaction::{compact, wants_compaction};
-pub(crate) use self::open::open;
+pub(crate) use self::open::{open, LayoutSwitch};
 pub(crate) use self::recovery::Recovered;
 pub use self::recovery::{Damage, RecoveryReport, Truncation};
 pub(crate) use self::time_mark::TimeMark;
@@ -56,6 +56,8 @@ pub(crate) struct Persistence {
     pub(crate) hash_key: [u64; 4],
     /// The newest engine time reached, kept for the next run.
     pub(crate) time_mark: TimeMark,
+    /// The layout this open rewrote, until `Engine::open` switches to it.
+    pub(crate) switch: parking_lot::Mutex<Option<LayoutSwitch>>,
     // Held for the engine's lifetime; the kernel drops the flock with it.
     _lock: File,
 }

@@ -4,7 +4,7 @@
 //! repair that skipped damage).
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -100,37 +100,23 @@ pub(crate) fn open(
     // layout cannot be kept (every operation would miss them).
     let rerouted = same_shards && !routed_here(&hasher_from_key(manifest.hash_key), &recoveries, &route);
     let keep = same_shards && manifest.format == FORMAT_VERSION && !damaged && !rerouted;
+    let mut switch = None;
     let (sessions, logs, hash_key) = if keep {
         let (sessions, logs, synced) = keep_layout(config, &layout, &manifest, now_ms, recoveries)?;
         report.synced_segments = synced;
         (sessions, logs, manifest.hash_key)
     } else {
         let sessions = reroute(recoveries, shards, &hasher_from_key(manifest.hash_key), &route);
-        let log_key = if manifest.format == FORMAT_VERSION {
-            manifest.log_key
-        } else {
-            random_log_key()?
-        };
-        let next = Manifest {
-            format: FORMAT_VERSION,
-            shards: to_u32(shards),
-            layout: manifest.layout.checked_add(1).ok_or_else(|| Error::Corrupt {
-                path: dir.join("MANIFEST"),
-                offset: 0,
-                reason: format!("layout {} has no successor ({UNREPAIRABLE})", manifest.layout),
-            })?,
-            hash_key: manifest.hash_key,
-            log_key,
-        };
-        let logs = write_layout(config, dir, manifest.layout, &next, now_ms, &sessions)?;
-        if manifest.shards != next.shards {
-            report.reshard = Some((manifest.shards, next.shards));
+        let (logs, to) = rewrite(config, dir, &manifest, shards, now_ms, &sessions)?;
+        if manifest.shards != to.next.shards {
+            report.reshard = Some((manifest.shards, to.next.shards));
         }
         if manifest.format != FORMAT_VERSION {
             report.upgraded_from = Some(manifest.format);
         }
         report.rewritten = damaged;
         report.rerouted = rerouted;
+        switch = Some(to);
         (sessions, logs, manifest.hash_key)
     };
     // The time expiry was judged by, marked now: sessions dropped as
@@ -152,6 +138,7 @@ pub(crate) fn open(
             report,
             hash_key,
             time_mark,
+            switch: parking_lot::Mutex::new(switch),
             _lock: lock,
         },
         sessions,
@@ -230,6 +217,8 @@ fn create_directory(
             report: RecoveryReport::default(),
             hash_key: manifest.hash_key,
             time_mark,
+            // A new directory has nothing to report: it is named at once.
+            switch: parking_lot::Mutex::new(None),
             _lock: lock,
         },
         sessions: (0..shards).map(|_| AHashMap::new()).collect(),
@@ -379,13 +368,49 @@ fn apply_fixes(dir: &Path, fixes: &[Fix]) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites the sessions recovered from `manifest`'s layout into the next
+/// layout, in the current format; returns its logs and the switch to it.
+fn rewrite(
+    config: &Config,
+    dir: &Path,
+    manifest: &Manifest,
+    shards: usize,
+    now_ms: u64,
+    sessions: &Sessions,
+) -> Result<(Vec<Arc<ShardLog>>, LayoutSwitch)> {
+    let log_key = if manifest.format == FORMAT_VERSION {
+        manifest.log_key
+    } else {
+        random_log_key()?
+    };
+    let next = Manifest {
+        format: FORMAT_VERSION,
+        shards: to_u32(shards),
+        layout: manifest.layout.checked_add(1).ok_or_else(|| Error::Corrupt {
+            path: dir.join("MANIFEST"),
+            offset: 0,
+            reason: format!("layout {} has no successor ({UNREPAIRABLE})", manifest.layout),
+        })?,
+        hash_key: manifest.hash_key,
+        log_key,
+    };
+    let logs = write_layout(config, dir, &next, now_ms, sessions)?;
+    let switch = LayoutSwitch {
+        dir: dir.to_path_buf(),
+        next,
+        old_layout: manifest.layout,
+    };
+    Ok((logs, switch))
+}
+
 /// Writes every session into layout `next.layout` (a base and a fresh
-/// segment per shard), then switches the MANIFEST to it and removes the old
-/// layout. A crash before the switch leaves the old layout in force.
+/// segment per shard), synced, and returns its logs. The MANIFEST still
+/// names the old layout: the open switches it ([`LayoutSwitch`]) once
+/// nothing else can fail, so that until then a crash or an error leaves
+/// the old layout in force.
 fn write_layout(
     config: &Config,
     dir: &Path,
-    old_layout: u64,
     next: &Manifest,
     now_ms: u64,
     sessions: &[AHashMap<SessionId, Recovered>],
@@ -426,17 +451,38 @@ fn write_layout(
     }
     sync_dir(&layout).map_err(io(format!("syncing {}", layout.display())))?;
     // As in `create_directory`: the new layout's name before the MANIFEST
-    // that names it (and then the old layout's removal).
-    sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
-    write_manifest(dir, next)?;
-    let old = layout_dir(dir, old_layout);
-    match std::fs::remove_dir_all(&old) {
-        // Gone already: the MANIFEST has switched, nothing else to do.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        removed => removed.map_err(io(format!("removing {}", old.display())))?,
-    }
+    // that will name it.
     sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
     Ok(logs)
+}
+
+/// A layout the open rewrote (a repair, a reshard, an upgrade, a reroute)
+/// and has not switched to yet. The engine switches it last
+/// (`Engine::open`), after the shards are built and its threads started:
+/// an open that fails before leaves the MANIFEST naming the old layout,
+/// whose damage the retried open finds and reports again (the new layout
+/// is a leftover it removes). Switched earlier, the retried open would
+/// find a clean log, and the report naming the records a repair dropped
+/// would be lost with the failed open.
+pub(crate) struct LayoutSwitch {
+    dir: PathBuf,
+    next: Manifest,
+    old_layout: u64,
+}
+
+impl LayoutSwitch {
+    /// Points the MANIFEST at the new layout, then removes the old one.
+    pub(crate) fn switch(self) -> Result<()> {
+        write_manifest(&self.dir, &self.next)?;
+        // The switch is made and durable; the old layout is now a
+        // leftover, which the next open removes if this removal fails:
+        // failing the open here would lose the report it made.
+        let old = layout_dir(&self.dir, self.old_layout);
+        if std::fs::remove_dir_all(&old).is_ok() {
+            let _ = sync_dir(&self.dir);
+        }
+        Ok(())
+    }
 }
 
 /// A group commit per log; with `SyncScope::FileSystem`, each given the
