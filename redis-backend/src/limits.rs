@@ -243,8 +243,10 @@ pub const INDEX_TIDY_BUDGET: Duration = Duration::from_millis(50);
 /// Entries one tidying of a topic's index checks (see [`INDEX_TIDY_EVERY`]).
 pub const INDEX_TIDY_ENTRIES: usize = 16;
 
-/// `SCAN` calls `len` may make per master before it reports the table too
-/// large to count: 100 million keys at [`SCAN_COUNT_MAX`] a call.
+/// `SCAN` calls `len` (and the sweep of topic indexes) may make per master
+/// before it reports the table too large to go through: 100 million keys
+/// at [`SCAN_COUNT_MAX`] a call; it also ends a master that keeps failing
+/// over (each new process starts that master's count again).
 pub const COUNT_SCAN_CALLS_MAX: usize = 100_000;
 
 /// A `list` page stops scanning once 1/this of its budget is gone, and

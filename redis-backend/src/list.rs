@@ -220,7 +220,11 @@ pub(crate) async fn page(inner: &Inner, cursor: Cursor, limit: usize) -> Result<
                 let Some(following) = shards.get(index) else {
                     return Ok(Page::new(sessions, None));
                 };
-                if taken == limit {
+                // Full, or past the budget: the next master is a page of
+                // its own (a cursor further on is progress), not a round
+                // trip more on every master left, which on many or slow
+                // masters outlasts the deadline and fails the page.
+                if taken == limit || Instant::now() >= scan_until {
                     let next = Cursor::new(following.first_slot, 0);
                     return Ok(Page::new(sessions, Some(next)));
                 }
@@ -479,9 +483,11 @@ pub(crate) async fn count(inner: &Inner) -> Result<usize> {
     for shard in &inner.topology(inner.deadline()).await? {
         let mut cursor = 0;
         let mut calls = 0;
+        let mut counted = 0;
+        let mut process = None;
         loop {
             // Counting is O(keys): one request timeout per SCAN round trip.
-            let (next, keys, _) = scan(
+            let (next, keys, answered_by) = scan(
                 inner,
                 shard,
                 (cursor, &pattern, None),
@@ -489,13 +495,25 @@ pub(crate) async fn count(inner: &Inner) -> Result<usize> {
                 inner.deadline(),
             )
             .await?;
-            total += keys.iter().filter(|k| inner.keys.parse(k).is_some()).count();
+            if process.is_some_and(|mark| mark != answered_by) && cursor != 0 {
+                // Another process (a restart, a promoted replica): the
+                // cursor means nothing there, as in a listing. This master
+                // is counted again from its start (the calls stay counted:
+                // a master failing over for ever still ends the count).
+                process = Some(answered_by);
+                (cursor, counted) = (0, 0);
+                calls += 1;
+                continue;
+            }
+            process = Some(answered_by);
+            counted += keys.iter().filter(|k| inner.keys.parse(k).is_some()).count();
             cursor = next;
             calls += 1;
             if cursor == 0 {
+                total += counted;
                 break;
             }
-            if calls == COUNT_SCAN_CALLS_MAX {
+            if calls >= COUNT_SCAN_CALLS_MAX {
                 return Err(Error::Unavailable {
                     reason: format!(
                         "the master at {}:{} holds more than {COUNT_SCAN_CALLS_MAX} × {SCAN_COUNT_MAX} keys: \

@@ -139,8 +139,9 @@ use session_engine::{
 };
 
 use crate::limits::{
-    INDEX_SWEEP_IN_FLIGHT, INDEX_TIDY_BUDGET, INDEX_TIDY_ENTRIES, INDEX_TIDY_EVERY, LIST_SCAN_BUDGET_DIVISOR,
-    PIPELINES_IN_FLIGHT_MAX, SCAN_CALLS_MAX, SCAN_COUNT_MAX, TOPIC_INDEX_TTL_MARGIN,
+    COUNT_SCAN_CALLS_MAX, INDEX_SWEEP_IN_FLIGHT, INDEX_TIDY_BUDGET, INDEX_TIDY_ENTRIES, INDEX_TIDY_EVERY,
+    LIST_SCAN_BUDGET_DIVISOR, PIPELINES_IN_FLIGHT_MAX, SCAN_CALLS_MAX, SCAN_COUNT_MAX,
+    TOPIC_INDEX_TTL_MARGIN,
 };
 use crate::list;
 use crate::reply::{self, Charge, Life, Subscribed, Unsubscribed, NONCE_LEN};
@@ -729,9 +730,20 @@ impl RedisStore {
         let mut first_error = None;
         for shard in &inner.topology(inner.deadline()).await? {
             let mut cursor = 0;
-            loop {
+            let mut process = None;
+            for calls in 1.. {
+                if calls > COUNT_SCAN_CALLS_MAX {
+                    first_error.get_or_insert(Error::Unavailable {
+                        reason: format!(
+                            "the master at {}:{} gave more than {COUNT_SCAN_CALLS_MAX} SCAN cursors: \
+                             its topic indexes were swept in part",
+                            shard.host, shard.port
+                        ),
+                    });
+                    break;
+                }
                 let found = (cursor, &pattern[..], Some("zset"));
-                let (next, keys, _) =
+                let (next, keys, answered_by) =
                     match list::scan(inner, shard, found, SCAN_COUNT_MAX, inner.deadline()).await {
                         Ok(scanned) => scanned,
                         Err(e) => {
@@ -739,6 +751,17 @@ impl RedisStore {
                             break;
                         }
                     };
+                if process
+                    .replace(answered_by)
+                    .is_some_and(|mark| mark != answered_by)
+                    && cursor != 0
+                {
+                    // Another process (a restart, a promoted replica): the
+                    // cursor means nothing there; this master from its
+                    // start (tidying an index again removes nothing more).
+                    cursor = 0;
+                    continue;
+                }
                 // Another program's key that matches the pattern is not an
                 // index: its tag is not its topic's hash.
                 let indexes: Vec<(&[u8], &str)> = keys

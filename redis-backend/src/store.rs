@@ -912,7 +912,10 @@ impl RedisStore {
     /// master: O(keys on the servers), meant for monitoring, not hot paths.
     /// The one exception to "one request timeout per operation": each `SCAN`
     /// round trip has its own (counting a large table takes as long as it
-    /// takes).
+    /// takes). A master that restarts or fails over during the count is
+    /// counted again from its start on the new process (its `run_id`, read
+    /// with every `SCAN`, tells), where a `SCAN` cursor of the old one
+    /// would count some keys twice and others never.
     ///
     /// # Errors
     /// The request errors of the crate docs.

@@ -252,3 +252,109 @@ async fn a_slow_server_never_gets_an_empty_page_that_stays_put() {
     }
     assert!(pages + errors > 0);
 }
+
+/// A page that finishes a master after its scan budget (half the request
+/// timeout) stops there, with a cursor to the next master, instead of
+/// making a round trip on every master left: on many masters, or slow
+/// ones, those used to outlast the deadline, and the page failed with
+/// `TimedOut` on every retry, the sessions it had gathered thrown away.
+/// Here the second master answers only after the budget and the third
+/// only after the deadline (both frozen with SIGSTOP, a node timeout long
+/// enough that no replica takes over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_past_its_budget_stops_at_the_end_of_a_master() {
+    support::require_redis();
+    let cluster = support::Cluster::start(30_000);
+    let store = RedisStore::connect(
+        support::cluster_preset(cluster.urls())
+            .key_prefix(support::unique_prefix("budget"))
+            .replication(Replication::Async)
+            .request_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .expect("connect");
+    // Few sessions: one `SCAN` finishes a master.
+    let ids = support::create_named(&store, 30).await;
+    let firsts = cluster.first_slots();
+    let on = |master: usize| -> HashSet<SessionId> {
+        let (lo, hi) = (firsts[master], firsts.get(master + 1).copied().unwrap_or(16_384));
+        ids.iter()
+            .filter(|id| (lo..hi).contains(&u32::from(store.slot(id))))
+            .copied()
+            .collect()
+    };
+    let (second, third) = (
+        cluster.master_of(firsts[1]).expect("second master"),
+        cluster.master_of(firsts[2]).expect("third master"),
+    );
+    cluster.nodes[second].freeze();
+    cluster.nodes[third].freeze();
+    let resumer = {
+        let (second, third) = (cluster.nodes[second].pid(), cluster.nodes[third].pid());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1_300));
+            support::signal(second.expect("running"), "-CONT");
+            std::thread::sleep(Duration::from_millis(2_200));
+            support::signal(third.expect("running"), "-CONT");
+        })
+    };
+    let page = store.list(Cursor::new(firsts[1], 0), 1_000).await;
+    resumer.join().unwrap();
+    let page = page.expect("a page that stopped at the end of the second master");
+    let listed: HashSet<SessionId> = page.sessions.iter().map(session_engine::Session::id).collect();
+    assert_eq!(listed, on(1), "the page holds the second master's sessions");
+    assert_eq!(
+        page.next,
+        Some(Cursor::new(firsts[2], 0)),
+        "the page goes on at the third master"
+    );
+    assert_eq!(list_from(&store, page.next.unwrap(), 1_000).await, on(2));
+}
+
+/// A count through a restart of the server (a failover in a cluster): a
+/// `SCAN` cursor means nothing to the new process, whose hash seed orders
+/// its table otherwise, so `len` starts that master again when the `run_id`
+/// its `SCAN`s read changes, as a listing does. It used to carry the old
+/// cursor on, counting some keys twice and others never: a wrong count
+/// with no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_through_a_restart_counts_the_new_process_once() {
+    support::require_redis();
+    let mut server = support::Server::standalone();
+    let proxy = support::proxy::Proxy::start(server.port).await;
+    let prefix = support::unique_prefix("count-restart");
+    let setup = RedisStore::connect(
+        RedisConfig::standalone(server.url())
+            .key_prefix(prefix.clone())
+            .request_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .expect("connect");
+    let n = 10_000;
+    support::create_named(&setup, n).await;
+    drop(setup);
+    assert_eq!(server.cli(&["SAVE"]).trim(), "OK");
+    let store = RedisStore::connect(
+        RedisConfig::standalone(proxy.url())
+            .key_prefix(prefix)
+            .request_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .expect("connect");
+    // About ten `SCAN`s of 1,000 keys, 150 ms each: the restart lands
+    // between two of them.
+    proxy.delay(Duration::from_millis(150));
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(600));
+        server.kill9();
+        server.restart();
+        support::wait_for("the dump reloaded", Duration::from_secs(30), || {
+            server.cli(&["DBSIZE"]).trim() == n.to_string()
+        });
+        server
+    });
+    let counted = store.len().await.expect("len");
+    let server = restarter.join().unwrap();
+    let run_ids = server.info_field("server", "run_id");
+    assert_eq!(counted, n, "counted through a restart (now {run_ids:?})");
+}

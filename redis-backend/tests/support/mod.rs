@@ -279,13 +279,7 @@ impl Server {
     }
 
     fn signal(&self, signal: &str) {
-        let pid = self.pid().expect("a running server").to_string();
-        // The shell's built-in `kill`: a minimal machine may lack procps.
-        let status = Command::new("sh")
-            .args(["-c", "kill \"$0\" \"$1\"", signal, &pid])
-            .status()
-            .expect("run sh -c kill");
-        assert!(status.success(), "kill {signal} {pid} failed");
+        self::signal(self.pid().expect("a running server"), signal);
     }
 
     /// Starts it again on the same port and directory (a cluster node
@@ -402,6 +396,19 @@ fn parse_nodes(text: &str) -> Vec<NodeLine> {
             })
         })
         .collect()
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to process `pid`: what
+/// [`Server::freeze`] and [`Server::resume`] do, for a thread that holds no
+/// `Server`.
+pub fn signal(pid: u32, signal: &str) {
+    let pid = pid.to_string();
+    // The shell's built-in `kill`: a minimal machine may lack procps.
+    let status = Command::new("sh")
+        .args(["-c", "kill \"$0\" \"$1\"", signal, &pid])
+        .status()
+        .expect("run sh -c kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
 }
 
 /// A 6-node Redis Cluster: 3 masters, 3 replicas.

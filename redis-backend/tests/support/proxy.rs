@@ -280,7 +280,13 @@ async fn downstream(mut from: OwnedReadHalf, link: Arc<Link>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            // The server closed the connection (or died): so does the
+            // proxy, as the client's own connection would have been.
+            Ok(0) | Err(_) => {
+                link.hold_if_wedged().await;
+                link.cut_client().await;
+                return;
+            }
             Ok(n) => n,
         };
         link.hold_if_wedged().await;
