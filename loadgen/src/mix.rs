@@ -230,10 +230,14 @@ impl Mix {
             thresholds[slot] = scaled;
         }
         // The last kind with weight catches rounding at the top of the range.
-        if let Some(last) = Self::POINT_OPS.iter().rposition(|op| self.weight(*op) > 0.0) {
+        let last = Self::POINT_OPS.iter().rposition(|op| self.weight(*op) > 0.0);
+        if let Some(last) = last {
             thresholds[last] = u32::MAX;
         }
-        MixTable { thresholds }
+        MixTable {
+            thresholds,
+            last: last.map_or(Op::Get, |slot| Self::POINT_OPS[slot]),
+        }
     }
 }
 
@@ -284,7 +288,11 @@ impl FromStr for Mix {
 /// kind whose threshold it does not exceed.
 #[derive(Clone, Copy, Debug)]
 pub struct MixTable {
+    /// Each kind's range of draws ends (exclusive) at its threshold and
+    /// starts at the one before: a kind of weight 0 has an empty range.
     thresholds: [u32; 6],
+    /// The last kind with weight, which also takes the draw `u32::MAX`.
+    last: Op,
 }
 
 impl MixTable {
@@ -293,11 +301,11 @@ impl MixTable {
     #[must_use]
     pub fn pick(&self, draw: u32) -> Op {
         for (slot, threshold) in self.thresholds.iter().enumerate() {
-            if draw <= *threshold {
+            if draw < *threshold {
                 return Mix::POINT_OPS[slot];
             }
         }
-        Op::Get
+        self.last
     }
 }
 
@@ -500,6 +508,20 @@ mod tests {
         assert_eq!(counts[Op::Peek.index()] + counts[Op::Delete.index()], 0);
         assert_eq!(table.pick(u32::MAX), Op::Create);
         assert_eq!(table.pick(0), Op::Get);
+    }
+
+    /// A kind of weight 0 is never drawn, not even by the draw at an end
+    /// of the range: a mix without `get` issued one for the draw 0 (once
+    /// in 2^32, about one run in a thousand).
+    #[test]
+    fn a_kind_of_weight_zero_is_never_drawn() {
+        let table = "update=60,create=20,delete=20".parse::<Mix>().unwrap().table();
+        assert_eq!(table.pick(0), Op::Update);
+        assert_eq!(table.pick(u32::MAX), Op::Delete);
+        let table = "peek=1".parse::<Mix>().unwrap().table();
+        for draw in [0, 1, u32::MAX / 2, u32::MAX - 1, u32::MAX] {
+            assert_eq!(table.pick(draw), Op::Peek, "draw {draw}");
+        }
     }
 
     #[test]

@@ -208,7 +208,7 @@ pub fn percentile_table(outcome: &Outcome, columns: &[Column]) -> String {
     let peer = outcome.peer.as_ref().map(|p| (&p.tally.all, p.active_s));
     let body = percentile_rows(
         &outcome.backend.tally.all,
-        outcome.backend.active_s,
+        (outcome.backend.active_s, outcome.backend.measured_s),
         peer,
         columns,
     );
@@ -221,9 +221,12 @@ pub fn percentile_table(outcome: &Outcome, columns: &[Column]) -> String {
 /// other rate of a run does (a late completion's latency counts, not its
 /// rate): counting late ones made an overloaded backend look as if it
 /// kept up.
+/// `(active_s, list_s)`: the point operations' rates are over the slices
+/// their clients ran in, the lister's over every measured slice (it runs
+/// to the end, past the point clients' with `--ops`).
 fn percentile_rows(
     all: &OpHists,
-    active_s: f64,
+    (active_s, list_s): (f64, f64),
     peer: Option<(&OpHists, f64)>,
     columns: &[Column],
 ) -> Vec<Vec<String>> {
@@ -246,7 +249,7 @@ fn percentile_rows(
                 all.get(*op),
                 all.completed(*op),
                 all.errors[op.index()],
-                active_s,
+                if *op == Op::List { list_s } else { active_s },
             )
         })
         .collect();
@@ -292,9 +295,16 @@ mod tests {
                 all.mark_late(Op::Get);
             }
         }
-        let rows = percentile_rows(&all, 1.0, None, &[]);
+        for _ in 0..50 {
+            all.record(Op::List, 1_000, true);
+        }
+        // The point clients ran for 1 s of a 10 s run (`--ops`); the
+        // lister ran all 10: 5 pages a second, not 50.
+        let rows = percentile_rows(&all, (1.0, 10.0), None, &[]);
         let get = rows.iter().find(|r| r[0] == "get").expect("a get row");
         assert_eq!((get[1].as_str(), get[2].as_str()), ("130", "100"), "{get:?}");
+        let list = rows.iter().find(|r| r[0] == "list").expect("a list row");
+        assert_eq!((list[1].as_str(), list[2].as_str()), ("50", "5"), "{list:?}");
         let point = rows
             .iter()
             .find(|r| r[0] == "all point ops")

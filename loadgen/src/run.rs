@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Instant, UNIX_EPOCH};
 
 use session_engine::SessionId;
 
@@ -380,12 +380,16 @@ pub fn headline(r: &Report) -> String {
 }
 
 /// Per-kind figures of `hists` over `seconds` of slices.
-fn op_stats(hists: &OpHists, seconds: f64) -> std::collections::BTreeMap<String, OpStats> {
+/// Per kind: a point operation's rate over `point_s` (the slices its
+/// clients ran in), the lister's over `list_s` (it runs to the end: with
+/// `--ops`, past the point clients' end, which `point_s` leaves out).
+fn op_stats(hists: &OpHists, point_s: f64, list_s: f64) -> std::collections::BTreeMap<String, OpStats> {
     Op::ALL
         .iter()
         .filter(|op| !hists.get(**op).is_empty())
         .map(|op| {
             let h = hists.get(*op);
+            let seconds = if *op == Op::List { list_s } else { point_s };
             (
                 op.name().to_owned(),
                 OpStats::of(h, hists.errors[op.index()], hists.completed(*op), seconds),
@@ -429,12 +433,15 @@ fn slices_report(outcome: &Outcome, judged: &Judged) -> SlicesReport {
 }
 
 fn judged_report(outcome: &Outcome, judged: &Judged) -> JudgedReport {
-    let slice_s = Duration::from_nanos(outcome.slice_ns).as_secs_f64();
     let b = &outcome.backend.tally;
     JudgedReport {
-        backend: op_stats(&b.judged, b.judged_slices as f64 * slice_s),
+        backend: op_stats(
+            &b.judged,
+            outcome.backend.judged_active_s,
+            outcome.backend.judged_s,
+        ),
         peer: outcome.peer.as_ref().map_or_else(Default::default, |p| {
-            op_stats(&p.tally.judged, p.tally.judged_slices as f64 * slice_s)
+            op_stats(&p.tally.judged, p.judged_active_s, p.judged_s)
         }),
         typical_p50_ns: judged
             .facts
@@ -469,16 +476,25 @@ fn cpu_report(scenario: &Scenario, m: &Measured) -> CpuReport {
     }
 }
 
+/// The RSS populating grew by, per session; only where the sessions live
+/// in this process (`in_process`): against Redis, or the null backend, the
+/// growth is the loadgen's own arrays, and a figure of tens of bytes a
+/// session would pass for the backend's.
+fn bytes_per_session(in_process: bool, rss: Option<(u64, u64)>, sessions: usize) -> Option<f64> {
+    let (before, after) = rss.filter(|_| in_process && sessions > 0)?;
+    Some(after.saturating_sub(before) as f64 / sessions as f64)
+}
+
 fn memory_report(scenario: &Scenario, m: &Measured) -> MemoryReport {
     MemoryReport {
         rss_before_bytes: m.populated.rss_before_bytes,
         rss_after_populate_bytes: m.populated.rss_after_bytes,
         rss_end_bytes: m.rss_end_bytes,
-        bytes_per_session: m
-            .populated
-            .rss_before_bytes
-            .zip(m.populated.rss_after_bytes)
-            .map(|(before, after)| after.saturating_sub(before) as f64 / scenario.sessions as f64),
+        bytes_per_session: bytes_per_session(
+            scenario.holds_sessions_in_process(),
+            m.populated.rss_before_bytes.zip(m.populated.rss_after_bytes),
+            scenario.sessions,
+        ),
         method: "raw RSS delta across populating the backend (VmRSS, mimalloc, no mi_collect: \
                  unsafe FFI is forbidden in the loadgen); ±15% run to run"
             .into(),
@@ -537,12 +553,12 @@ pub fn build_report(request: &RunRequest, m: &Measured) -> Report {
         ops_issued: outcome.backend.summary.ops,
         ops_unsent: outcome.backend.summary.unsent,
         deletes_skipped: outcome.backend.summary.skipped,
-        ops: op_stats(&outcome.backend.tally.all, backend_s),
+        ops: op_stats(&outcome.backend.tally.all, backend_s, outcome.backend.measured_s),
         all_point_ops: point_stats(&outcome.backend.tally.all, backend_s),
         peer: outcome.peer.as_ref().map(|p| PeerReport {
             store: PEER_STORE.into(),
             throughput_ops_per_s: p.throughput_ops_per_s,
-            ops: op_stats(&p.tally.all, p.active_s),
+            ops: op_stats(&p.tally.all, p.active_s, p.measured_s),
             all_point_ops: point_stats(&p.tally.all, p.active_s),
         }),
         judged: judged_report(outcome, &judged),
@@ -599,6 +615,22 @@ mod tests {
         )
         .unwrap();
         (ran, last.1, kept)
+    }
+
+    /// The RSS growth per session is reported for a backend in this
+    /// process only: against Redis it was the loadgen's own arrays, shown
+    /// in the headline as the backend's bytes per session.
+    #[test]
+    fn bytes_per_session_only_where_the_sessions_are() {
+        let rss = Some((1_000_000, 5_000_000));
+        assert_eq!(bytes_per_session(true, rss, 10_000), Some(400.0));
+        assert_eq!(bytes_per_session(false, rss, 10_000), None, "Redis: not ours");
+        assert_eq!(bytes_per_session(true, None, 10_000), None);
+        let redis = Scenario::parse("t", "backend = \"redis://127.0.0.1:6379\"\n").unwrap();
+        assert!(!redis.holds_sessions_in_process());
+        let null = Scenario::parse("t", "backend = \"null\"\n").unwrap();
+        assert!(!null.holds_sessions_in_process());
+        assert!(Scenario::parse("t", "").unwrap().holds_sessions_in_process());
     }
 
     /// Only an inconclusive attempt runs again: a failure is never
@@ -705,7 +737,7 @@ mod tests {
             hists.record(Op::Get, 5_000_000, true);
             hists.mark_late(Op::Get);
         }
-        let by_kind = op_stats(&hists, 10.0);
+        let by_kind = op_stats(&hists, 10.0, 10.0);
         let get = &by_kind["get"];
         assert_eq!(get.count, 130, "every latency is in the histogram");
         assert!(

@@ -216,6 +216,16 @@ impl Scenario {
         })
     }
 
+    /// Whether the backend keeps its sessions in this process (the engine,
+    /// the reference peer): only then is the process's memory theirs.
+    #[must_use]
+    pub fn holds_sessions_in_process(&self) -> bool {
+        matches!(
+            self.backend.parse(),
+            Ok(crate::backend::BackendSpec::Embedded | crate::backend::BackendSpec::Peer)
+        )
+    }
+
     fn invalid(&self, reason: impl Into<String>) -> ScenarioError {
         ScenarioError::Invalid {
             name: self.name.clone(),

@@ -1013,6 +1013,9 @@ mod tests {
             quiet_throughput_ops_per_s: None,
             judged_share: 1.0,
             idle_after: 0,
+            measured_s: 2.0,
+            judged_active_s: active_s,
+            judged_s: 2.0,
         };
         Outcome {
             backend: side,

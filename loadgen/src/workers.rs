@@ -104,6 +104,14 @@ pub struct SideOutcome {
     /// Its measured slices after its point clients ended (with `--ops`):
     /// idle, left out of `active_s` and `judged_share`.
     pub idle_after: u64,
+    /// Seconds of all its measured slices, idle ones included: the span the
+    /// lister (which runs to the end) ran over.
+    pub measured_s: f64,
+    /// Seconds of its judged slices that its point clients ran in: what a
+    /// judged point operation's rate is over.
+    pub judged_active_s: f64,
+    /// Seconds of all its judged slices: what the judged list rate is over.
+    pub judged_s: f64,
 }
 
 impl SideOutcome {
@@ -127,6 +135,9 @@ impl SideOutcome {
             active_s,
             judged_share,
             idle_after: after.all,
+            measured_s: tally.measured as f64 * seconds,
+            judged_active_s: tally.judged_slices.saturating_sub(after.judged) as f64 * seconds,
+            judged_s: tally.judged_slices as f64 * seconds,
             tally,
             summary,
         }
@@ -822,6 +833,17 @@ mod tests {
         );
         assert_eq!(outcome.idle_after, 80, "reported beside the share");
         assert!(outcome.judged_share < crate::limits::JUDGED_SHARE_MIN);
+        // Rates: point operations over the slices their clients ran in,
+        // judged ones over the judged slices among those (one here); the
+        // lister's over every slice, as it runs to the end.
+        assert!((outcome.active_s - 2.0).abs() < 1e-9, "{}", outcome.active_s);
+        assert!(
+            (outcome.judged_active_s - 0.1).abs() < 1e-9,
+            "{}",
+            outcome.judged_active_s
+        );
+        assert!((outcome.measured_s - 10.0).abs() < 1e-9, "{}", outcome.measured_s);
+        assert!((outcome.judged_s - 8.1).abs() < 1e-9, "{}", outcome.judged_s);
     }
 
     #[test]
