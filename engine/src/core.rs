@@ -28,6 +28,7 @@ use crate::session::{Listener, RemovalCause, Session, SessionRef, Stats, Timeout
 use crate::settle::Pending;
 use crate::shard::{
     snapshot, Commit, Inserted, ListPosition, Locked, LogPosition, Room, Rotated, Shard, Swept,
+    BACK_FROM_START,
 };
 use crate::state::{check_bucket, check_topic};
 use crate::state::{Bucket, RateDecision, TopicCursor, TopicPage};
@@ -1224,12 +1225,15 @@ impl Core {
             |batch| {
                 let mut sessions = Vec::with_capacity(LIST_LOCK_BATCH);
                 let resume = self.list_batch(shard, position, LIST_LOCK_BATCH, &mut sessions);
-                // A batch that resumes in another table generation than it
+                // A batch that resumes in a table of another size than it
                 // started from listed the shard again from its start (the
-                // table was rebuilt since the last batch): past the bound,
-                // the load is winning and the base would only grow.
+                // table grew since the last batch; a rebuild at the same
+                // size resumes where it stood): past the bound, the load
+                // is winning and the base would only grow.
                 if let (Some(from), Some(to)) = (position, resume) {
-                    if from.generation != to.generation {
+                    let restarted = from.generation != to.generation
+                        && (from.slots_log2 != to.slots_log2 || from.back == BACK_FROM_START);
+                    if restarted {
                         restarts += 1;
                         if restarts > COMPACTION_LIST_RESTARTS_MAX {
                             gave_up.set(true);

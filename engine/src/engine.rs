@@ -603,9 +603,15 @@ impl Engine {
     /// whose deadline passes meanwhile.
     /// Like Redis' `SCAN`: a session present for the whole listing is
     /// returned at least once (exactly once unless its shard's table was
-    /// rebuilt while the listing was in that shard, which restarts the
-    /// shard, so that sessions may repeat, within a page or across pages);
-    /// one created or deleted meanwhile may or may not appear, and a
+    /// rebuilt while the listing was in that shard: a rebuild at the same
+    /// size, which churn at a steady count makes, moves sessions back
+    /// toward the page's end, and the next page lists again the few it may
+    /// have moved there from beyond, from the start of the run of slots the
+    /// page ended in; a table that grew, at most 31 times, starts the shard
+    /// again; so sessions may repeat, within a page or across pages). A
+    /// page smaller than that run (tens of slots at most, but for bad luck)
+    /// may not get past it while the table rebuilds between every page.
+    /// One created or deleted meanwhile may or may not appear, and a
     /// rotation is both (its old id deleted, its new one created): a
     /// session rotated meanwhile may appear under either id, both or
     /// neither, as a key renamed during a `SCAN`. A cursor is good for the
@@ -626,15 +632,15 @@ impl Engine {
             });
         }
         let shard_count = self.core.shards.len();
-        let mut part = cursor.part() as usize;
+        let (mut part, at) = ListPosition::of_cursor(cursor);
         if part >= shard_count {
             return Err(Error::InvalidCursor {
                 reason: format!("partition {part} is beyond this engine's {shard_count} shards"),
             });
         }
-        let mut position = Some(ListPosition::decode(cursor.position()));
+        let mut position = Some(at);
         self.core
-            .check_list_position(part, ListPosition::decode(cursor.position()))
+            .check_list_position(part, at)
             .map_err(|reason| Error::InvalidCursor { reason })?;
         let mut sessions = Vec::with_capacity(limit.min(LIST_LOCK_BATCH));
         while part < shard_count {
@@ -643,7 +649,7 @@ impl Engine {
             let batch_end = limit.min(sessions.len() + LIST_LOCK_BATCH);
             match self.core.list_batch(part, position, batch_end, &mut sessions) {
                 Some(at) if sessions.len() == limit => {
-                    let next = Cursor::new(to_u32(part), at.encode());
+                    let next = at.cursor(part);
                     return Ok(Page {
                         sessions,
                         next: Some(next),
@@ -662,6 +668,9 @@ impl Engine {
     /// Every live session, page by page (a convenience over [`Engine::list`]):
     /// a session may appear twice if its shard's table was rebuilt during
     /// the listing (see `list`); collect into a set where that matters.
+    /// Its pages are the largest, so the rebuilds that churn makes between
+    /// them (each takes inserts into three eighths of the table's slots or
+    /// more) do not keep it from ending.
     #[must_use]
     pub fn list_all(&self) -> Vec<Session> {
         let mut all = Vec::with_capacity(self.len());
@@ -1015,10 +1024,6 @@ impl Engine {
     pub fn debug_check_invariants(&self) {
         self.core.check_invariants();
     }
-}
-
-fn to_u32(part: usize) -> u32 {
-    u32::try_from(part).expect("shard count is at most SHARDS_MAX")
 }
 
 #[cfg(test)]

@@ -115,12 +115,12 @@ pub const COMPACTION_CHECK_INTERVAL_MS: u64 = 500;
 pub const COMPACTION_BACKOFF_CHECKS_MIN: u32 = 2;
 
 /// Restarts of one compaction's listing before the compaction gives up (a
-/// failed compaction, retried after the backoff above). Each table rebuild
-/// of the shard restarts the listing at slot 0, and the whole shard goes
-/// into the base again; a rebuild comes after at least as many inserts into
-/// unused slots as the shard holds sessions, so a listing that loses this
-/// many races is losing them to a load that would keep it from ending, its
-/// base file growing by a shard each time.
+/// failed compaction, retried after the backoff above). Each growth of the
+/// shard's table restarts the listing at slot 0 (a rebuild at the same
+/// size resumes it where it stood), and the whole shard goes into the base
+/// again; a growth comes after the shard's sessions doubled, so a listing
+/// that loses this many races is losing them to a load that would keep it
+/// from ending, its base file growing by a shard each time.
 pub const COMPACTION_LIST_RESTARTS_MAX: usize = 3;
 
 /// The longest wait between failed compactions of one shard, in checks

@@ -55,7 +55,7 @@ use crate::id::SessionId;
 use crate::per_session::{EntryLine, Owner, States};
 use crate::persist::format::put_len;
 use crate::persist::ShardLog;
-use crate::session::Session;
+use crate::session::{Cursor, Session};
 use crate::table::{hash_id, Table, SLOTS_MIN};
 use crate::wheel::{self, Link, Wheel, WheelStore, INDEX_MAX};
 
@@ -202,24 +202,65 @@ pub(crate) enum Rotated {
 }
 
 /// Where a listing stands within one shard: the table generation it started
-/// in, and the next slot.
+/// in, and the next slot; and, for a listing that resumes in a rebuilt
+/// table of the same size, the table's size and how far before `slot` the
+/// run of non-empty slots it stood in started (see [`Shard::list`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ListPosition {
     pub(crate) generation: u32,
     pub(crate) slot: u32,
+    /// Log2 of the table's slots (0: no table, the shard's start).
+    pub(crate) slots_log2: u32,
+    /// Slots from the start of the run `slot` ends to `slot`
+    /// ([`BACK_FROM_START`]: the run reached slot 0, or was longer than
+    /// that says).
+    pub(crate) back: u32,
 }
 
+/// Bits of a cursor's `part` that name the shard.
+const SHARD_BITS: u32 = 10;
+const _: () = assert!(crate::limits::SHARDS_MAX <= 1 << SHARD_BITS);
+/// Bits of a cursor's `part` that hold the table's log2 size (up to 31).
+const SLOTS_LOG2_BITS: u32 = 5;
+/// Bits of a cursor's `part` that hold `ListPosition::back`.
+const BACK_BITS: u32 = 32 - SHARD_BITS - SLOTS_LOG2_BITS;
+/// `ListPosition::back` for a run that reached slot 0 or is too long to
+/// say: a resume in a rebuilt table starts the shard again.
+pub(crate) const BACK_FROM_START: u32 = (1 << BACK_BITS) - 1;
+
 impl ListPosition {
-    pub(crate) fn encode(self) -> u64 {
-        u64::from(self.generation) << 32 | u64::from(self.slot)
+    /// The position at the start of a shard.
+    pub(crate) const START: Self = Self {
+        generation: 0,
+        slot: 0,
+        slots_log2: 0,
+        back: 0,
+    };
+
+    /// The cursor of this position in shard `shard` (layout: the shard in
+    /// `part`'s low bits, the table's size and `back` above; the generation
+    /// and slot in `position`).
+    pub(crate) fn cursor(self, shard: usize) -> Cursor {
+        debug_assert!(shard < 1 << SHARD_BITS && self.slots_log2 < 1 << SLOTS_LOG2_BITS);
+        let shard = u32::try_from(shard).expect("below SHARDS_MAX");
+        let part = shard
+            | self.slots_log2 << SHARD_BITS
+            | self.back.min(BACK_FROM_START) << (SHARD_BITS + SLOTS_LOG2_BITS);
+        Cursor::new(part, u64::from(self.generation) << 32 | u64::from(self.slot))
     }
 
+    /// The shard a cursor names and its position there.
     #[allow(clippy::cast_possible_truncation)] // splitting a u64 into halves
-    pub(crate) fn decode(position: u64) -> Self {
-        Self {
+    pub(crate) fn of_cursor(cursor: Cursor) -> (usize, Self) {
+        let part = cursor.part();
+        let position = cursor.position();
+        let at = Self {
             generation: (position >> 32) as u32,
             slot: position as u32,
-        }
+            slots_log2: part >> SHARD_BITS & ((1 << SLOTS_LOG2_BITS) - 1),
+            back: part >> (SHARD_BITS + SLOTS_LOG2_BITS),
+        };
+        ((part & ((1 << SHARD_BITS) - 1)) as usize, at)
     }
 }
 
@@ -758,7 +799,7 @@ impl Shard {
         let table = self.table(guard);
         // `Cursor::START` (and a page's end at a shard's start) names no
         // table; every other position names one of this run's.
-        if position.encode() != 0 && position.generation & RUN_MARK_BITS != self.run_mark {
+        if position != ListPosition::START && position.generation & RUN_MARK_BITS != self.run_mark {
             return Err(format!(
                 "it was given by another run of the engine (a cursor from before a restart, whose \
                  tables are gone, or a forged one): list again from Cursor::START (run mark {:#06x}, \
@@ -778,8 +819,17 @@ impl Shard {
     }
 
     /// Appends live sessions from `from` on to `out` until it holds `limit`;
-    /// returns where to resume, `None` at the end of the shard. A position
-    /// from before a rebuild restarts the shard (sessions may then repeat).
+    /// returns where to resume, `None` at the end of the shard.
+    ///
+    /// A position from before a rebuild of the table at the same size (the
+    /// tombstones took the room) resumes at the start of the run of
+    /// non-empty slots it stood in (`ListPosition::back`): a rebuild moves
+    /// each entry only back toward its first probe, within its run
+    /// (`Table::move_into`), so an entry not listed yet either stays at or
+    /// after the position or moves back no further than that run's start,
+    /// whose other entries are listed again (sessions may repeat). A
+    /// position from a table of another size (it grew) starts the shard
+    /// again: tables only grow, so that happens at most 31 times.
     pub(crate) fn list(
         &self,
         from: Option<ListPosition>,
@@ -789,8 +839,12 @@ impl Shard {
         guard: &Guard,
     ) -> Option<ListPosition> {
         let table = self.table(guard);
+        let slots_log2 = table.slots().trailing_zeros();
         let start = match from {
             Some(p) if p.generation == table.generation() => p.slot as usize,
+            Some(p) if p.slots_log2 == slots_log2 && p.back != BACK_FROM_START => {
+                (p.slot.saturating_sub(p.back) as usize).min(table.slots())
+            }
             _ => 0,
         };
         for at in start..table.slots() {
@@ -798,9 +852,16 @@ impl Shard {
                 continue;
             };
             if out.len() == limit {
+                let run = table.run_start(at, BACK_FROM_START as usize - 1);
                 return Some(ListPosition {
                     generation: table.generation(),
                     slot: to_index(at),
+                    slots_log2,
+                    back: if run == 0 {
+                        BACK_FROM_START
+                    } else {
+                        to_index(at - run)
+                    },
                 });
             }
             let mut access = block.access(now_ms, false);

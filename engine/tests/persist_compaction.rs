@@ -469,18 +469,21 @@ fn a_failed_or_panicking_compaction_leaves_no_tmp_base() {
     );
 }
 
-/// Each table rebuild of a shard restarts a compaction's listing at slot 0
-/// (its position names a table that is gone), and the whole shard goes into
-/// the base again: a load that rebuilds the table between every two batches
-/// kept the listing from ever ending while the base file grew. It gives up
-/// after `COMPACTION_LIST_RESTARTS_MAX` restarts (a failed compaction,
-/// retried after the compactor's backoff), leaving no `.tmp`, losing
-/// nothing.
+/// Each growth of a shard's table restarts a compaction's listing at slot
+/// 0 (its position names a table of another size), and the whole shard goes
+/// into the base again: a load that grows the table between every two
+/// batches kept the listing from ever ending while the base file grew. It
+/// gives up after `COMPACTION_LIST_RESTARTS_MAX` restarts (a failed
+/// compaction, retried after the compactor's backoff), leaving no `.tmp`,
+/// losing nothing. A rebuild at the same size (churn at a steady count)
+/// resumes the listing where it stood: such a load, which used to make
+/// every compaction give up, lets it end.
 #[test]
-fn a_listing_restarted_by_table_rebuilds_gives_up() {
+fn a_listing_restarted_by_table_growth_gives_up_and_churn_does_not_restart_it() {
     use session_engine::limits::{COMPACTION_LIST_RESTARTS_MAX, LIST_LOCK_BATCH};
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(config(dir.path()).shards(1).segment_size_bytes(16 << 20)).unwrap();
+    let config = || config(dir.path()).shards(1).segment_size_bytes(16 << 20);
+    let engine = Engine::open(config()).unwrap();
     let mut expected = HashMap::new();
     for i in 0..4 * LIST_LOCK_BATCH {
         let id = engine
@@ -489,37 +492,57 @@ fn a_listing_restarted_by_table_rebuilds_gives_up() {
         expected.insert(id, format!("s{i}").into_bytes());
     }
     let shard_dir = dir.path().join("L00000001/S0000");
-    // Without a bound the listing ends only once the churn stops: this many
-    // batches of it.
-    const CHURNED_BATCHES: usize = 100;
+    // Creates (and deletes, if `steady`) until the shard's table rebuilds.
+    let rebuild = |steady: bool, kept: &mut HashMap<SessionId, Vec<u8>>| {
+        let before = engine.stats().rehashes_total;
+        for _ in 0..1_000_000 {
+            let id = engine.create(b"churn", Timeout::from_secs(3600)).unwrap();
+            if steady {
+                engine.delete(&id).unwrap();
+            } else {
+                kept.insert(id, b"churn".to_vec());
+            }
+            if engine.stats().rehashes_total > before {
+                return;
+            }
+        }
+        panic!("no table rebuild after a million creates");
+    };
+
+    // Churn at a steady count: every rebuild is at the same size.
     let mut batches = 0;
+    let r = engine.debug_compact_listing(0, CompactionStep::Done, |listed| {
+        if listed > 0 {
+            batches += 1;
+            rebuild(true, &mut HashMap::new());
+        }
+    });
+    assert!(r.is_ok(), "a compaction through rebuilds at the same size: {r:?}");
+    assert!(batches >= 3, "{batches} batches");
+
+    // Growth: without a bound the listing ends only once the growth stops,
+    // after this many batches of it.
+    const GROWN_BATCHES: usize = 8;
+    let mut batches = 0;
+    let mut grown = HashMap::new();
     let r = engine.debug_compact_listing(0, CompactionStep::Done, |listed| {
         if listed == 0 {
             return;
         }
         batches += 1;
-        if batches > CHURNED_BATCHES {
-            return;
+        if batches <= GROWN_BATCHES {
+            rebuild(false, &mut grown);
         }
-        // Creates and deletes until the shard's table rebuilds.
-        let before = engine.stats().rehashes_total;
-        for _ in 0..1_000_000 {
-            let id = engine.create(b"churn", Timeout::from_secs(3600)).unwrap();
-            engine.delete(&id).unwrap();
-            if engine.stats().rehashes_total > before {
-                return;
-            }
-        }
-        panic!("no table rebuild after a million creates and deletes");
     });
     assert!(r.is_err(), "a listing restarted by every batch went on");
     assert!(
         batches <= COMPACTION_LIST_RESTARTS_MAX + 1,
         "{batches} batches listed before giving up"
     );
+    expected.extend(grown);
     assert_eq!(tmp_files(&shard_dir), Vec::<std::path::PathBuf>::new());
     engine.close().unwrap();
-    let engine = Engine::open(config(dir.path()).shards(1).segment_size_bytes(16 << 20)).unwrap();
+    let engine = Engine::open(config()).unwrap();
     for (id, metadata) in &expected {
         assert_eq!(engine.peek(id).unwrap().metadata(), &metadata[..], "{id}");
     }
