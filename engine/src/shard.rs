@@ -77,8 +77,21 @@ pub(crate) enum Inserted {
     /// the writer mutex): the block comes
     /// back, to be made again later than that creation time, so that
     /// recovery tells the two apart (a `PUT` of the same creation time is
-    /// the same session, whose topics it keeps). Nothing changed.
+    /// the same session, whose topics it keeps); or the new one's deadline
+    /// passed while it waited for the mutex (made again at the time given).
+    /// Nothing changed.
     Stale(Metadata, u64),
+}
+
+/// Whether `block`, made at a time read before its writer waited for the
+/// shard's mutex, is past its deadline at `now_ms` (see `Shard::insert`).
+#[cold]
+#[inline(never)]
+fn expired_while_waiting(block: &Metadata, now_ms: u64) -> bool {
+    block
+        .block()
+        .deadline_ms()
+        .is_some_and(|deadline| deadline <= now_ms)
 }
 
 /// The engine's count of sessions against `Config::sessions_max`. An insert
@@ -928,6 +941,14 @@ impl Shard {
     ) -> Result<Inserted> {
         let (mut w, mut table) = self.lock(guard);
         let now_ms = clock.now_ms();
+        // The block's time was read before the wait for this mutex: if its
+        // deadline passed meanwhile, stored it would be expired at once
+        // (`Ok` to its caller, `NotFound` to the next read, `Expired` to
+        // the listener). Made again, now. (Timeouts are 1 ms or more:
+        // within the millisecond it read, the common case, none passed.)
+        if now_ms != block.header().created_ms && expired_while_waiting(&block, now_ms) {
+            return Ok(Inserted::Stale(block, now_ms - 1));
+        }
         let id = block.header().id;
         let mut found = table.find_or_free(hash, &id);
         let mut live_delta = live_len(block.block());
@@ -966,6 +987,11 @@ impl Shard {
             table = self.rebuild(&mut w, table, guard)?;
             found = table.find_or_free(hash, &id);
             slot = slot_of(&w, table, found);
+            // A rebuild of a large table takes a while: as above.
+            let now_ms = clock.now_ms();
+            if expired_while_waiting(&block, now_ms) {
+                return Ok(Inserted::Stale(block, now_ms - 1));
+            }
         }
         // An expired session of this id passes its room on; a new id claims
         // room, before anything is logged.

@@ -30,6 +30,26 @@ fn expired_session_is_invisible_before_the_sweep() {
     assert_eq!(engine.len(), 0);
 }
 
+/// A create that waits for its shard longer than its timeout (behind a
+/// writer rebuilding a large table) is made at the time it is stored, not
+/// the time it read before waiting: it used to be stored already past its
+/// deadline, `Ok` to its caller and `NotFound` to the next read, and the
+/// listener heard `Expired` for a session its caller was told exists.
+#[test]
+fn a_create_that_waited_longer_than_its_timeout_is_made_when_stored() {
+    let clock = ManualClock::new(1_000_000);
+    let engine = Engine::open(Config::default().without_sweeper().clock(clock.clock())).unwrap();
+    let id = session_engine::SessionId::random().unwrap();
+    engine
+        .debug_insert_with(id, b"late", Timeout::from_ms(10), || clock.advance_ms(20))
+        .unwrap();
+    let session = engine.get(&id).expect("the session its caller was told exists");
+    assert_eq!(session.created_ms(), 1_000_020);
+    clock.advance_ms(9);
+    assert!(engine.peek(&id).is_ok(), "alive until 10 ms after it was stored");
+    assert_eq!(engine.cleanup_expired(), 0);
+}
+
 #[test]
 fn activity_slides_the_deadline_but_peek_does_not() {
     let clock = ManualClock::new(1_000_000);
