@@ -89,8 +89,9 @@ type TopicRef = u32;
 /// few ns a subscriber of the shard), which that shard's operations wait
 /// for; it happens once per listing that starts after the topic changed,
 /// never per page; it reads each subscriber's id from its entry. Each
-/// listed topic keeps its newest sorted copy (24 bytes a subscriber: id
-/// and entry) until it empties or a newer copy replaces it.
+/// listed topic keeps its newest sorted copy (32 bytes a subscriber: id
+/// and entry, a `(u128, u32)` padded to the id's 16-byte alignment) until
+/// it empties or a newer copy replaces it.
 struct TopicSet {
     /// The subscribers' entries (`States::entries` indices): four bytes a
     /// subscriber in a hash set, or one bit an entry of the shard once a
@@ -825,7 +826,7 @@ impl TimerSlab {
             .ok_or_else(|| Error::LimitExceeded {
                 what: "timers in one shard",
                 len: self.entries.len() + 1,
-                max: wheel::INDEX_MAX as usize,
+                max: wheel::INDEX_MAX as usize + 1,
             })?;
         self.entries.push(entry);
         Ok(at)

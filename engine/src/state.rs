@@ -124,7 +124,9 @@ pub struct TopicPage {
 /// Per-session subscriptions and rate limits, on top of [`SessionStore`].
 ///
 /// Every method on an unknown or expired session returns `NotFound` and
-/// changes nothing. None of them is activity: they do not slide the
+/// changes nothing; its arguments are checked first, so a malformed topic
+/// or bucket is `InvalidArgument` (or `LimitExceeded`) whatever the session.
+/// None of them is activity: they do not slide the
 /// session's inactivity deadline (call `touch` for that).
 pub trait SessionState: SessionStore {
     /// Subscribes the session to `topic`; `true` if it was not subscribed.
