@@ -94,6 +94,19 @@ fn expired_while_waiting(block: &Metadata, now_ms: u64) -> bool {
         .is_some_and(|deadline| deadline <= now_ms)
 }
 
+/// Whether `new`, replacing `old` with the access time `logged_ms` (or the
+/// old block's own, if later: `Shard::install`), is past its deadline at
+/// `now_ms` (see `Shard::commit`).
+#[cold]
+#[inline(never)]
+fn expires_by(old: BlockRef<'_>, new: &Metadata, logged_ms: u64, now_ms: u64) -> bool {
+    let access = old.last_access_ms().max(logged_ms);
+    new.header()
+        .expiry()
+        .deadline(access)
+        .is_some_and(|deadline| deadline <= now_ms)
+}
+
 /// The engine's count of sessions against `Config::sessions_max`. An insert
 /// claims room under the shard's writer mutex once it knows its id is new:
 /// another insert of the same id, serialized by that mutex, then finds it
@@ -1297,6 +1310,15 @@ impl Shard {
             Err(Stale::Gone) => return Ok(Commit::Gone),
             Err(Stale::Changed) => return Ok(Commit::Conflict(Some(new))),
         };
+        // The record logs a time read before the wait for this mutex, which
+        // the successor takes: if its deadline passed meanwhile, installed
+        // it would be expired at once (`Ok` to the caller, `NotFound` to the
+        // next read). Made again, at a later time (the caller retries).
+        if logged_ms
+            .is_some_and(|logged| logged != now_ms && expires_by(table.header(at), &new, logged, now_ms))
+        {
+            return Ok(Commit::Conflict(Some(new)));
+        }
         self.install(&mut w, table, at, hash, new, record, now_ms, logged_ms, guard)
     }
 

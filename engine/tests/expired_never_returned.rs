@@ -50,6 +50,41 @@ fn a_create_that_waited_longer_than_its_timeout_is_made_when_stored() {
     assert_eq!(engine.cleanup_expired(), 0);
 }
 
+/// The same for a change logged (with a data directory) at a time read
+/// before it waited for the shard: a `set_ttl` of 10 ms that waited 20 ms
+/// used to install the session already past its new deadline, `Ok` to its
+/// caller and `NotFound` to the next read. It is logged again, later.
+#[test]
+fn a_change_that_waited_longer_than_its_new_timeout_is_made_when_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    let engine = Engine::open(
+        Config::default()
+            .shards(1)
+            .without_sweeper()
+            .clock(clock.clock())
+            .data_dir(dir.path())
+            .durability(session_engine::Durability::Never),
+    )
+    .unwrap();
+    let id = engine.create(b"v1", Timeout::from_ms(100)).unwrap();
+    let mut changer = None;
+    engine.debug_hold_writer(0, || {
+        // The change reads the clock (at 1,000), then waits for the writer
+        // this test holds while the clock moves 20 ms.
+        let e = engine.clone();
+        changer = Some(std::thread::spawn(move || e.set_ttl(&id, Timeout::from_ms(10))));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        clock.advance_ms(20);
+    });
+    changer.unwrap().join().unwrap().expect("set_ttl");
+    let session = engine
+        .get(&id)
+        .expect("the session the change was acknowledged on");
+    assert_eq!(session.timeout(), Timeout::from_ms(10));
+    assert_eq!(session.last_access_ms(), 1_020);
+}
+
 #[test]
 fn activity_slides_the_deadline_but_peek_does_not() {
     let clock = ManualClock::new(1_000_000);
