@@ -1265,8 +1265,8 @@ impl Core {
                     return Err(Error::Io {
                         context: format!("compacting shard {shard}"),
                         source: std::io::Error::other(format!(
-                            "its table was rebuilt {} times while its sessions were listed \
-                             (each rebuild starts the listing again): given up, retried later",
+                            "its table grew {} times while its sessions were listed \
+                             (each growth starts the listing again): given up, retried later",
                             COMPACTION_LIST_RESTARTS_MAX + 1
                         )),
                     });

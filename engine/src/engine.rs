@@ -162,6 +162,9 @@ impl Engine {
         // Last, once nothing else can fail: a layout this open rewrote
         // takes over the directory (`persist::LayoutSwitch`). On an error
         // the engine drops, and the retried open finds the old layout.
+        // (Its threads started before: a switch that fails, on a disk
+        // error, may follow a sweep that told the listener of sessions
+        // expired meanwhile, as a close right after the open would.)
         engine.core.switch_layout()?;
         Ok(engine)
     }

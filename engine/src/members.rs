@@ -20,8 +20,12 @@
 //! again when its members fall below one per `SPARSE_WORDS` words (64
 //! bytes a member: an 8x hysteresis, so a set at the boundary does not
 //! change form back and forth), when an entry far past its words would
-//! leave it that sparse, and when it empties. So either form takes at
-//! most about 64 bytes a member.
+//! leave it that sparse, and when it empties. So a bitmap takes at most
+//! about 64 bytes a member, and a hash set about 5 to 10 bytes a member of
+//! the most it held since it was last empty: a hash set does not shrink
+//! as members leave (a topic whose subscribers leave and come back then
+//! does not grow again; `per_session.rs` bounds the room kept by sets
+//! that emptied).
 
 use std::hash::BuildHasherDefault;
 
@@ -156,17 +160,7 @@ impl Members {
     #[inline]
     pub(crate) fn remove(&mut self, entry: u32) -> bool {
         match self {
-            Self::Hashed(set) => {
-                let removed = set.remove(&entry);
-                // A set that lost most of its members gives its room back
-                // (at an 8x hysteresis, as a bitmap turns back into a set):
-                // a hash set never shrinks by itself, and one that held
-                // thousands kept their room for the one left.
-                if removed && set.capacity() > DENSE_MIN && set.len() * SPARSE_WORDS < set.capacity() {
-                    shrink(set);
-                }
-                removed
-            }
+            Self::Hashed(set) => set.remove(&entry),
             Self::Bits { words, len } => {
                 let (word, bit) = place(entry);
                 let Some(w) = words.get_mut(word) else {
@@ -243,13 +237,6 @@ impl Members {
     }
 }
 
-/// Shrinks a set that lost most of its members to twice their number.
-#[cold]
-#[inline(never)]
-fn shrink(set: &mut Hashed) {
-    set.shrink_to(set.len() * 2);
-}
-
 /// The word and bit of `entry`.
 #[inline]
 fn place(entry: u32) -> (usize, u64) {
@@ -291,39 +278,6 @@ mod tests {
             assert!(*len > 0, "an empty bitmap is a hash set");
         }
     }
-    /// A sparse set that grew large and lost most of its members gives its
-    /// room back: it kept room for 10,000 members (about 90 KB) for one.
-    #[test]
-    fn a_hash_set_that_lost_most_of_its_members_shrinks() {
-        let mut members = Members::default();
-        let mut model = BTreeSet::new();
-        for k in 0..10_000u32 {
-            assert!(members.insert(k * 1000));
-            model.insert(k * 1000);
-        }
-        assert!(!members.is_bits(), "10,000 members over 156,250 words are sparse");
-        assert!(members.capacity() >= 10_000);
-        for k in 1..10_000u32 {
-            assert!(members.remove(k * 1000));
-            model.remove(&(k * 1000));
-            if k % 1000 == 0 {
-                check(&members, &model);
-                assert!(
-                    members.capacity() <= 16 * members.len().max(DENSE_MIN),
-                    "{} for {}",
-                    members.capacity(),
-                    members.len()
-                );
-            }
-        }
-        check(&members, &model);
-        assert!(
-            members.capacity() <= 2 * DENSE_MIN,
-            "{} for one member",
-            members.capacity()
-        );
-    }
-
     #[test]
     fn a_dense_set_becomes_a_bitmap_and_a_sparse_one_a_hash_set_again() {
         let mut members = Members::default();

@@ -462,7 +462,9 @@ impl Cursor {
         Self { part, position }
     }
 
-    /// The partition (shard or node) the listing is in.
+    /// The partition the listing is in (a node of a remote backend; the
+    /// embedded engine packs its shard and how to resume in a rebuilt table
+    /// here).
     #[must_use]
     pub const fn part(self) -> u32 {
         self.part

@@ -841,6 +841,21 @@ impl Shard {
                 table.slots()
             ));
         }
+        // Every page's end names a table of 8 to 2^31 slots, a slot in it
+        // and a run starting at or before that slot: a cursor naming
+        // anything else would resume nowhere (or past its shard's end) if
+        // its table had been rebuilt, and silently leave the shard out.
+        let sized = (SLOTS_MIN.trailing_zeros()..=SLOTS_MAX.trailing_zeros()).contains(&position.slots_log2);
+        if position != ListPosition::START
+            && !(sized
+                && u64::from(position.slot) < 1 << position.slots_log2
+                && (position.back == BACK_FROM_START || position.back <= position.slot))
+        {
+            return Err(format!(
+                "slot {} of a table of 2^{} slots, its run {} slots back, is no page's end: a forged or damaged cursor",
+                position.slot, position.slots_log2, position.back
+            ));
+        }
         Ok(())
     }
 

@@ -210,8 +210,6 @@ impl Table {
         None
     }
 
-    /// The block in slot `at`, if any (readers and the writer).
-    #[inline]
     /// Where the run of non-empty slots (entries and tombstones) that ends
     /// just before `at` starts, looking back at most `max` slots and not
     /// past slot 0: `at` itself if slot `at - 1` is empty, 0 if the run
@@ -231,6 +229,8 @@ impl Table {
         start
     }
 
+    /// The block in slot `at`, if any (readers and the writer).
+    #[inline]
     pub(crate) fn slot_entry(&self, at: usize) -> Option<BlockRef<'_>> {
         let slot = self.slots[at].load(Ordering::Acquire);
         // SAFETY: loaded from this table under the caller's guard.

@@ -240,7 +240,8 @@ pub struct MemoryReport {
     pub rss_after_populate_bytes: Option<u64>,
     /// RSS at the end of the load.
     pub rss_end_bytes: Option<u64>,
-    /// (RSS after − before) / sessions.
+    /// (RSS after − before) / sessions, for a backend in this process only
+    /// (the engine, the peer): `None` against Redis or the null backend.
     pub bytes_per_session: Option<f64>,
     /// How it was measured.
     pub method: String,

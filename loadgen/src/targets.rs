@@ -744,11 +744,22 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome, tiers: &[Targets]) -> Judge
 #[must_use]
 pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
     let backend = &outcome.backend;
-    let slice_s = outcome.slice_ns as f64 / 1e9;
-    let seconds = |t: &crate::slices::SideTally| (t.judged_slices as f64 * slice_s).max(1e-9);
-    let stats = |t: &crate::slices::SideTally, op: Op| {
+    // Point operations over the judged slices their clients ran in, list
+    // pages over all judged slices (the lister runs to the end: `--ops`).
+    let stats = |side: &crate::workers::SideOutcome, op: Op| {
+        let t = &side.tally;
         let h = t.judged.get(op);
-        OpStats::of(h, t.judged.errors[op.index()], t.judged.completed(op), seconds(t))
+        let seconds = if op == Op::List {
+            side.judged_s
+        } else {
+            side.judged_active_s
+        };
+        OpStats::of(
+            h,
+            t.judged.errors[op.index()],
+            t.judged.completed(op),
+            seconds.max(1e-9),
+        )
     };
     let mut facts = RunFacts {
         list_page: scenario.list.page,
@@ -771,8 +782,8 @@ pub fn facts_of(scenario: &Scenario, outcome: &Outcome) -> RunFacts {
             facts.ops.insert(
                 op,
                 OpFacts {
-                    backend: stats(&backend.tally, op),
-                    peer: outcome.peer.as_ref().map(|p| stats(&p.tally, op)),
+                    backend: stats(backend, op),
+                    peer: outcome.peer.as_ref().map(|p| stats(p, op)),
                     typical_p50_ns: backend.tally.typical_p50_ns(op),
                     typical_p99_ns: backend.tally.typical_p99_ns(op),
                     peer_typical_p99_ns: outcome.peer.as_ref().and_then(|p| p.tally.typical_p99_ns(op)),

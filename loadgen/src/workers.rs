@@ -89,7 +89,8 @@ pub struct SideOutcome {
     pub tally: SideTally,
     /// Its clients' counts.
     pub summary: ClientSummary,
-    /// Seconds of its measured slices.
+    /// Seconds of its measured slices that its point clients ran in (all
+    /// of them but the idle ones after the clients ended with `--ops`).
     pub active_s: f64,
     /// Point operations per second over its measured slices (those that
     /// completed within their slice).

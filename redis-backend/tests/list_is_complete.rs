@@ -269,7 +269,7 @@ async fn a_page_past_its_budget_stops_at_the_end_of_a_master() {
         support::cluster_preset(cluster.urls())
             .key_prefix(support::unique_prefix("budget"))
             .replication(Replication::Async)
-            .request_timeout(Duration::from_secs(2)),
+            .request_timeout(Duration::from_secs(4)),
     )
     .await
     .expect("connect");
@@ -292,9 +292,11 @@ async fn a_page_past_its_budget_stops_at_the_end_of_a_master() {
     let resumer = {
         let (second, third) = (cluster.nodes[second].pid(), cluster.nodes[third].pid());
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(1_300));
+            // The budget ends 2 s after the page starts, the deadline 4 s:
+            // margins of 0.6 s and 2.5 s for a slow start of the page.
+            std::thread::sleep(Duration::from_millis(2_600));
             support::signal(second.expect("running"), "-CONT");
-            std::thread::sleep(Duration::from_millis(2_200));
+            std::thread::sleep(Duration::from_millis(3_900));
             support::signal(third.expect("running"), "-CONT");
         })
     };

@@ -124,9 +124,13 @@ pub(crate) fn open(
     // first periodic mark, then a clock stepped back, would bring them back.
     time_mark.mark(now_ms)?;
     // What a failed sync's note asked for is done: the shards were read
-    // from the disk, and what the open keeps is synced (or rewritten).
-    for shard in 0..manifest.shards as usize {
-        clear_sync_failed(&shard_dir(&layout, shard));
+    // from the disk, and what the open keeps is synced. (A rewritten
+    // layout's switch removes the old one with its notes; an open that
+    // fails before it leaves them for the next.)
+    if switch.is_none() {
+        for shard in 0..manifest.shards as usize {
+            clear_sync_failed(&shard_dir(&layout, shard));
+        }
     }
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     #[cfg(feature = "tracing")]
