@@ -550,3 +550,29 @@ fn a_listing_restarted_by_table_growth_gives_up_and_churn_does_not_restart_it() 
     }
     assert_eq!(engine.len(), expected.len());
 }
+
+/// A `.tmp` a compaction left (a crash at the step, a removal that failed)
+/// does not fail the next compaction of that shard: its name is the one the
+/// next try reserves while nothing rolls the log on, and the try failed on
+/// it (`File exists`) until a write did.
+#[test]
+fn a_tmp_left_by_a_compaction_does_not_fail_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = HashMap::new();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    churn(&engine, &mut expected);
+    // A leftover under the name of the segment being written, which is the
+    // name the next compaction reserves its base's room under.
+    let shard_dir = dir.path().join("L00000001/S0000");
+    let current = std::fs::read_dir(&shard_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .max()
+        .unwrap();
+    std::fs::write(current.with_extension("tmp"), b"left by a failed compaction").unwrap();
+    engine.debug_compact(0, CompactionStep::Done).unwrap();
+    assert_eq!(tmp_files(&shard_dir), Vec::<std::path::PathBuf>::new());
+    drop(engine);
+    check(dir.path(), &expected);
+}

@@ -81,6 +81,16 @@ pub(crate) fn compact(
     // sessions' records, what a base mostly holds (it may still outgrow the
     // reservation: sessions created during the listing, topics).
     let reserved = id.dir.join(tmp_name(log.current_sequence()));
+    // One under that name is a leftover of a try that could not remove it
+    // (compactions of a shard run one at a time, and the directory's lock
+    // keeps other processes out): in the way, it failed every try until a
+    // write rolled the log on.
+    match std::fs::remove_file(&reserved) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io(format!("removing the leftover {}", reserved.display()))(e));
+        }
+        _ => {}
+    }
     let (_, live_bytes) = log.sizes();
     let room = live_bytes + (SEGMENT_HEADER_LEN + SEAL_RECORD_LEN) as u64;
     let file = reserve_base_tmp(&reserved, room)?;
