@@ -664,8 +664,10 @@ pub struct Stats {
     pub log_bytes: u64,
     /// Bytes the live sessions would take in a freshly compacted log.
     pub log_live_bytes: u64,
-    /// Successful log flushes since open (persistence only). In `Always`
-    /// mode, acknowledged writes divided by this is the group-commit size.
+    /// Successful log flushes since open that made something durable
+    /// (persistence only; a flush of a log with nothing new is not one).
+    /// In `Always` mode, acknowledged writes divided by this is the
+    /// group-commit size.
     pub log_syncs: u64,
     /// Of `log_syncs`, those a `syncfs` of the logs' file system made
     /// (`SyncScope::FileSystem`): one `syncfs` counts once per log it

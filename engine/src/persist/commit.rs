@@ -448,8 +448,13 @@ impl GroupCommit {
         let mut next_leader = None;
         match &synced {
             Ok(upto) => {
+                // Counted when it made something durable: a step with
+                // nothing to sync (an `Interval` flush of an idle log, a
+                // close) synced nothing.
+                if *upto > state.durable {
+                    state.syncs += 1;
+                }
                 state.durable = state.durable.max(*upto);
-                state.syncs += 1;
                 let durable = state.durable;
                 for w in waiters {
                     if w.position <= durable {
