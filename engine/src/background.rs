@@ -164,7 +164,9 @@ impl Background {
     /// Stops the sweeper and the compactor and waits for them
     /// (`Engine::close`); the flusher threads go on.
     pub(crate) fn stop_chores(&mut self) {
-        self.take_chores().join();
+        // The calling thread's own (a listener's drop of the last handle)
+        // ends by itself once the listener returns.
+        drop(self.take_chores().join());
     }
 
     /// Tells the sweeper and the compactor to stop and hands over their
@@ -185,7 +187,7 @@ impl Background {
         if let Some(rounds) = &self.rounds {
             rounds.stop();
         }
-        join(std::mem::take(&mut self.flushers));
+        drop(join(std::mem::take(&mut self.flushers)));
     }
 }
 
@@ -193,24 +195,29 @@ impl Background {
 pub(crate) struct Chores(Vec<JoinHandle<()>>);
 
 impl Chores {
-    /// Waits for them (not for the calling thread, if it is one of them).
-    pub(crate) fn join(self) {
-        join(self.0);
+    /// Waits for them (not for the calling thread, if it is one of them:
+    /// returned, for a later join from another thread).
+    pub(crate) fn join(self) -> Vec<JoinHandle<()>> {
+        join(self.0)
     }
 }
 
-fn join(threads: Vec<JoinHandle<()>>) {
+/// Joins `threads` but the calling one, which is returned.
+pub(crate) fn join(threads: Vec<JoinHandle<()>>) -> Vec<JoinHandle<()>> {
     let current = std::thread::current().id();
+    let mut own = Vec::new();
     for thread in threads {
         // Dropped from one of its own threads (a listener that held the
         // last handle): that thread sees the stop flag and ends once the
         // listener returns; joining itself would fail.
         if thread.thread().id() == current {
+            own.push(thread);
             continue;
         }
         // A panic there was already reported by the thread itself.
         let _ = thread.join();
     }
+    own
 }
 
 /// Runs the syncs that async writers wait for in `Always` mode, in

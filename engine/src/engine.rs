@@ -80,6 +80,11 @@ impl std::fmt::Debug for WeakEngine {
 struct Owner {
     core: Arc<Core>,
     background: parking_lot::Mutex<Option<Background>>,
+    /// A thread `close` could not join, being that thread (a listener on
+    /// the sweeper's closed the engine): the last handle's drop joins it,
+    /// as it joins the others, so that nothing of the engine (its
+    /// directory's lock) outlives the drop.
+    unjoined: parking_lot::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Owner {
@@ -93,7 +98,8 @@ impl Owner {
     fn close(&self) -> Result<()> {
         let chores = self.background.lock().as_mut().map(Background::take_chores);
         if let Some(chores) = chores {
-            chores.join();
+            let own = chores.join();
+            self.unjoined.lock().extend(own);
         }
         self.final_flush()
     }
@@ -119,6 +125,8 @@ impl Drop for Owner {
         if let Some(background) = background {
             background.stop();
         }
+        let unjoined = std::mem::take(&mut *self.unjoined.lock());
+        drop(crate::background::join(unjoined));
         let _ = self.final_flush();
     }
 }
@@ -157,6 +165,7 @@ impl Engine {
         let owner = Arc::new(Owner {
             core: Arc::clone(&core),
             background: parking_lot::Mutex::new(Some(background)),
+            unjoined: parking_lot::Mutex::new(Vec::new()),
         });
         let engine = Self { core, owner };
         // Last, once nothing else can fail: a layout this open rewrote

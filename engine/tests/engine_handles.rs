@@ -107,3 +107,45 @@ fn a_thread_that_cannot_start_fails_the_open_and_leaves_nothing_running() {
         .close()
         .unwrap();
 }
+
+/// A listener on the sweeper thread that closes the engine (through a
+/// handle of its own), then goes on working: the sweeper's thread cannot
+/// join itself, and the last handle's drop, on another thread, returned
+/// without waiting for it, which still held the engine, its data
+/// directory's lock included. A reopen right after found the directory
+/// locked. The drop now waits for that thread as for the others.
+#[test]
+fn the_last_drop_waits_for_a_sweeper_whose_listener_closed_the_engine() {
+    use std::sync::{mpsc, Arc, Mutex, OnceLock};
+    let dir = tempfile::tempdir().unwrap();
+    let weak: Arc<OnceLock<session_engine::WeakEngine>> = Arc::new(OnceLock::new());
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(Some(tx));
+    let config = Config::default()
+        .shards(1)
+        .data_dir(dir.path())
+        .durability(Durability::Never)
+        .sweep_interval(std::time::Duration::from_millis(10))
+        .listener({
+            let weak = Arc::clone(&weak);
+            move |_, _| {
+                let Some(tx) = tx.lock().unwrap().take() else {
+                    return;
+                };
+                if let Some(engine) = weak.get().and_then(session_engine::WeakEngine::upgrade) {
+                    engine.close().unwrap();
+                }
+                tx.send(()).unwrap();
+                // Still at work on the sweeper's thread.
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        });
+    let engine = Engine::open(config.clone()).unwrap();
+    weak.set(engine.downgrade()).unwrap();
+    engine.create(b"x", Timeout::from_ms(1)).unwrap();
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the listener ran");
+    drop(engine);
+    let reopened = Engine::open(config.listener(|_, _| {}));
+    assert!(reopened.is_ok(), "{:?}", reopened.err());
+}
