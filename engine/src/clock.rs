@@ -100,6 +100,11 @@ struct Precise {
     /// Added by `Clock::raise_to` (shared by clones): time goes on from a
     /// raise at the source's pace.
     raised: Arc<AtomicU64>,
+    /// The latest reading any clone gave: a reading behind it gives it
+    /// instead. A TSC read below its anchor (reset by a resume from
+    /// suspend, or a VM moved to a host whose TSC is behind) counts as no
+    /// time elapsed, which would step engine time back to the anchor.
+    latest: Arc<CachePadded<AtomicU64>>,
 }
 
 impl Precise {
@@ -118,6 +123,7 @@ impl Precise {
             elapsed,
             anchor_ms: system_time_to_ms(SystemTime::now()),
             raised: Arc::new(AtomicU64::new(0)),
+            latest: Arc::new(CachePadded::new(AtomicU64::new(0))),
         }
     }
 
@@ -132,9 +138,18 @@ impl Precise {
 
     #[inline]
     fn now_ms(&self) -> u64 {
-        self.unraised_ms()
+        let now = self
+            .unraised_ms()
             .saturating_add(self.raised.load(Ordering::Relaxed))
-            .min(TIME_MS_MAX)
+            .min(TIME_MS_MAX);
+        // Never a step back: written once per millisecond that moves.
+        let latest = self.latest.load(Ordering::Relaxed);
+        if now > latest {
+            self.latest.fetch_max(now, Ordering::Relaxed);
+            now
+        } else {
+            latest
+        }
     }
 
     /// Adds what takes the reading to `floor_ms`, if it is behind (raises
@@ -348,6 +363,23 @@ pub fn ms_to_system_time(ms: u64) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A precise clock whose source reads behind what it gave before (a
+    /// TSC read below its anchor counts as no time elapsed: engine time
+    /// would step back to the anchor) gives the latest reading instead.
+    #[test]
+    fn the_precise_clock_never_steps_back() {
+        let Kind::Precise(precise) = Clock::precise().0 else {
+            panic!("the precise clock reads on every call");
+        };
+        let now = precise.now_ms();
+        // As if a clone had read an hour further before the source fell
+        // back to where it is.
+        precise.latest.store(now + 3_600_000, Ordering::Relaxed);
+        assert_eq!(precise.now_ms(), now + 3_600_000);
+        let clone = precise.clone();
+        assert_eq!(clone.now_ms(), now + 3_600_000, "clones share it");
+    }
 
     /// The ticking clock (the default) advances its anchor with the
     /// operating system's monotonic clock, which NTP keeps at the real

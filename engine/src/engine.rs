@@ -201,7 +201,10 @@ impl Engine {
     /// may call it (on the sweeper thread, which it then does not wait for),
     /// also while another thread is closing; of two closes at once, the
     /// one that stops the threads waits for them, the other flushes and
-    /// returns meanwhile.
+    /// returns meanwhile. The last handle's drop (a `close` of the last
+    /// handle too) waits for every thread but its own, the sweeper whose
+    /// listener closed the engine included: a listener must not wait for
+    /// the thread dropping the last handle.
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::WritesRefused`] if the final flush fails,

@@ -208,9 +208,15 @@ const SHOWN_CHARS_MAX: usize = 64;
 #[must_use]
 pub fn redact_url(url: &str) -> String {
     let shown = redact_userinfo(url);
-    // The query starts at the first `?` after the credentials (a `?` in a
-    // password is hidden with it).
-    let from = shown.rfind('@').map_or(0, |at| at + 1);
+    // The query starts at the first `?` after the credentials hidden (a
+    // `?` in a password is hidden with it), or, where none were, at the
+    // first `?` after the scheme: an `@` in the query (`?password=p@ss`)
+    // is then no credentials' end, and the query before it no host.
+    let from = if shown == url {
+        url.find("://").map_or(0, |i| i + 3)
+    } else {
+        shown.rfind('@').map_or(0, |at| at + 1)
+    };
     let Some(mark) = shown[from..].find('?').map(|i| from + i) else {
         return shown;
     };
@@ -280,6 +286,17 @@ mod tests {
             ("redis://u:a?b@h:1?pass=x&flag", "redis://u:***@h:1?pass=***&***"),
             ("engine:/tmp/x?hunter2", "engine:/tmp/x?***"),
             ("engine:/tmp/x?durability", "engine:/tmp/x?durability"),
+            // An `@` in the query, no password before it: the query is
+            // still the query (its value was shown whole).
+            (
+                "redis://cache?password=p@ss&protocol=resp3",
+                "redis://cache?password=***&protocol=resp3",
+            ),
+            (
+                "redis+unix:///run/redis.sock?pass=s3@cret",
+                "redis+unix:///run/redis.sock?pass=***",
+            ),
+            ("redis://user@h?token=a@b", "redis://user@h?token=***"),
             ("not a url", "not a url"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");

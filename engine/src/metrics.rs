@@ -268,7 +268,11 @@ impl Stats {
             "Bytes the live sessions would take in a freshly compacted log.",
             self.log_live_bytes,
         )?;
-        w.counter("log_syncs", "Successful log flushes.", self.log_syncs)?;
+        w.counter(
+            "log_syncs",
+            "Successful log flushes that synced something.",
+            self.log_syncs,
+        )?;
         w.counter(
             "log_syncs_by_file_system",
             "Of the log flushes, those a syncfs of the logs' file system made.",

@@ -491,6 +491,15 @@ impl FromStr for Cursor {
             reason: format!("{} is not of the form <part>.<position>", crate::error::shown(s)),
         };
         let (part, position) = s.split_once('.').ok_or_else(invalid)?;
+        // Digits as `Display` writes them, one spelling per cursor (no
+        // sign, no leading zero): a cache or a signature keyed on the text
+        // sees one value as one.
+        let canonical = |digits: &str| {
+            digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'))
+        };
+        if !canonical(part) || !canonical(position) {
+            return Err(invalid());
+        }
         Ok(Cursor {
             part: part.parse().map_err(|_| invalid())?,
             position: position.parse().map_err(|_| invalid())?,
@@ -664,7 +673,7 @@ pub struct Stats {
     pub log_bytes: u64,
     /// Bytes the live sessions would take in a freshly compacted log.
     pub log_live_bytes: u64,
-    /// Successful log flushes since open that made something durable
+    /// Successful log flushes since open that synced something
     /// (persistence only; a flush of a log with nothing new is not one).
     /// In `Always` mode, acknowledged writes divided by this is the
     /// group-commit size.

@@ -87,11 +87,24 @@ impl FromStr for TopicCursor {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
+        let invalid = || Error::InvalidCursor {
+            reason: format!(
+                "{} is not a topic cursor (lowercase hexadecimal, as written)",
+                crate::error::shown(s)
+            ),
+        };
+        // One spelling per cursor, as `Display` writes it: lowercase, no
+        // sign, no leading zero.
+        let canonical = s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && (s == "0" || !s.starts_with('0'));
+        if !canonical {
+            return Err(invalid());
+        }
         u128::from_str_radix(s, 16)
             .map(TopicCursor)
-            .map_err(|_| Error::InvalidCursor {
-                reason: format!("{} is not a topic cursor (hexadecimal)", crate::error::shown(s)),
-            })
+            .map_err(|_| invalid())
     }
 }
 

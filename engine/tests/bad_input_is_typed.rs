@@ -123,6 +123,18 @@ fn bad_pages_and_cursors() {
     assert!("garbage".parse::<Cursor>().is_err());
     let c = Cursor::new(3, 77);
     assert_eq!(c.to_string().parse::<Cursor>().unwrap(), c);
+    // One spelling per cursor: `3.77` only (a cache or signature keyed on
+    // the text would otherwise see one cursor as several).
+    for other in ["+3.77", "3.+77", "03.77", "3.077", " 3.77", "3.77 "] {
+        assert!(other.parse::<Cursor>().is_err(), "{other}");
+    }
+    assert_eq!("0.0".parse::<Cursor>().unwrap(), Cursor::START);
+    let topic: session_engine::TopicCursor = "ff".parse().unwrap();
+    assert_eq!(topic.to_string(), "ff");
+    for other in ["FF", "+ff", "0ff", "0x0ff"] {
+        assert!(other.parse::<session_engine::TopicCursor>().is_err(), "{other}");
+    }
+    assert!("0".parse::<session_engine::TopicCursor>().is_ok());
 }
 
 #[test]

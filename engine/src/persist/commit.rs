@@ -422,7 +422,9 @@ impl GroupCommit {
                     .log
                     .file_system_sync_failed(&io::Error::other(reason.to_owned())));
             }
-            self.log.take_unsynced().and_then(|u| self.log.sync(&u))
+            let unsynced = self.log.take_unsynced()?;
+            let upto = self.log.sync(&unsynced)?;
+            Ok((upto, !unsynced.is_empty()))
         });
         self.finish(synced)
     }
@@ -436,10 +438,10 @@ impl GroupCommit {
             .unwrap_or_else(|panic| Err(self.log.refuse_after_panic(panic_message(panic.as_ref()))))
     }
 
-    /// Ends a leader's sync (`synced`: the position it made durable, or
-    /// its failure): wakes the waiters it covered and hands the next sync
-    /// to the oldest one it did not.
-    fn finish(&self, synced: Result<u64>) -> Result<()> {
+    /// Ends a leader's sync (`synced`: the position it made durable and
+    /// whether it synced anything, or its failure): wakes the waiters it
+    /// covered and hands the next sync to the oldest one it did not.
+    fn finish(&self, synced: Result<(u64, bool)>) -> Result<()> {
         let mut state = self.state.lock();
         let waiters = std::mem::take(&mut state.waiters);
         let async_waiters = std::mem::take(&mut state.async_waiters);
@@ -447,11 +449,11 @@ impl GroupCommit {
         let mut wake_async = Vec::with_capacity(async_waiters.len());
         let mut next_leader = None;
         match &synced {
-            Ok(upto) => {
-                // Counted when it made something durable: a step with
-                // nothing to sync (an `Interval` flush of an idle log, a
-                // close) synced nothing.
-                if *upto > state.durable {
+            Ok((upto, synced_some)) => {
+                // Counted when it synced something (records, or a
+                // compaction's `SEAL`): a step with nothing to sync (an
+                // `Interval` flush of an idle log, a close) synced nothing.
+                if *synced_some {
                     state.syncs += 1;
                 }
                 state.durable = state.durable.max(*upto);
@@ -671,7 +673,7 @@ fn flush_file_systems<'a>(commits: impl Iterator<Item = &'a GroupCommit>) -> Res
         let outcome = taken.and_then(|unsynced| {
             if unsynced.is_empty() {
                 // Nothing since its last sync: durable as it is.
-                return Ok(unsynced.upto());
+                return Ok((unsynced.upto(), false));
             }
             let (_, result) = synced
                 .iter()
@@ -680,7 +682,7 @@ fn flush_file_systems<'a>(commits: impl Iterator<Item = &'a GroupCommit>) -> Res
             match result {
                 Ok(()) => {
                     c.file_system_syncs.fetch_add(1, Ordering::Relaxed);
-                    Ok(unsynced.upto())
+                    Ok((unsynced.upto(), true))
                 }
                 Err(e) => c.unwound(|| Err(c.log.file_system_sync_failed(e))),
             }
