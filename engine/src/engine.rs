@@ -798,7 +798,7 @@ impl Engine {
     /// ([`Engine::cancel_timer_handle`]).
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::InvalidTimeout`] if `after` exceeds
+    /// [`Error::NotFound`]; [`Error::InvalidArgument`] if `after` exceeds
     /// `limits::TIMEOUT_MS_MAX`; [`Error::LimitExceeded`] past
     /// `limits::TIMERS_PER_SESSION_MAX` timers.
     pub fn arm_timer(&self, id: &SessionId, token: u64, after: std::time::Duration) -> Result<TimerHandle> {
@@ -806,9 +806,11 @@ impl Engine {
         let whole_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
         let after_ms = whole_ms.saturating_add(u64::from(!after.subsec_nanos().is_multiple_of(1_000_000)));
         if after_ms > crate::limits::TIMEOUT_MS_MAX {
-            return Err(Error::InvalidTimeout {
-                timeout_ms: after_ms,
-                max_ms: crate::limits::TIMEOUT_MS_MAX,
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "a timer's delay of {after_ms} ms is past the longest, {} ms (limits::TIMEOUT_MS_MAX)",
+                    crate::limits::TIMEOUT_MS_MAX
+                ),
             });
         }
         self.core.arm_timer(id, token, after_ms)

@@ -83,7 +83,8 @@ pub enum Error {
 
     /// An argument no call accepts: an empty topic, a token bucket with a
     /// zero capacity or refill, a charge larger than the bucket can ever
-    /// hold. Nothing was changed.
+    /// hold, a timer's delay past `limits::TIMEOUT_MS_MAX`. Nothing was
+    /// changed.
     #[error("invalid argument: {reason}")]
     InvalidArgument {
         /// What is wrong with it.
