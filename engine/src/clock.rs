@@ -92,6 +92,10 @@ fn monotonic_ms(start: std::time::Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// How far behind its latest reading the precise clock's source may read
+/// before it counts as having fallen back (see `Precise::now_ms`).
+const PRECISE_FALLBACK_MS: u64 = 1_000;
+
 /// Wall time at creation, advanced by `elapsed`, plus `raised`.
 #[derive(Clone, Debug)]
 struct Precise {
@@ -142,12 +146,18 @@ impl Precise {
             .unraised_ms()
             .saturating_add(self.raised.load(Ordering::Relaxed))
             .min(TIME_MS_MAX);
-        // Never a step back: written once per millisecond that moves.
+        // Never a step back. A reading a little behind (another core's
+        // TSC) gives the latest; one far behind means the source fell back
+        // (it would stall time until it climbed back): time goes on from
+        // the latest reading, as after a raise.
         let latest = self.latest.load(Ordering::Relaxed);
         if now > latest {
             self.latest.fetch_max(now, Ordering::Relaxed);
             now
         } else {
+            if latest - now > PRECISE_FALLBACK_MS {
+                self.raise_to(latest);
+            }
             latest
         }
     }
@@ -366,19 +376,24 @@ mod tests {
 
     /// A precise clock whose source reads behind what it gave before (a
     /// TSC read below its anchor counts as no time elapsed: engine time
-    /// would step back to the anchor) gives the latest reading instead.
+    /// would step back to the anchor) gives the latest reading instead,
+    /// and goes on from there, rather than standing still until the
+    /// source climbs back.
     #[test]
-    fn the_precise_clock_never_steps_back() {
+    fn the_precise_clock_never_steps_back_nor_stalls() {
         let Kind::Precise(precise) = Clock::precise().0 else {
             panic!("the precise clock reads on every call");
         };
         let now = precise.now_ms();
-        // As if a clone had read an hour further before the source fell
-        // back to where it is.
+        // As if it had read an hour further before the source fell back
+        // to where it is.
         precise.latest.store(now + 3_600_000, Ordering::Relaxed);
-        assert_eq!(precise.now_ms(), now + 3_600_000);
+        assert!(precise.now_ms() >= now + 3_600_000);
         let clone = precise.clone();
-        assert_eq!(clone.now_ms(), now + 3_600_000, "clones share it");
+        assert!(clone.now_ms() >= now + 3_600_000, "clones share it");
+        // Time goes on from there at the source's pace.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(precise.now_ms() >= now + 3_600_010, "it stood still");
     }
 
     /// The ticking clock (the default) advances its anchor with the

@@ -202,26 +202,57 @@ const SHOWN_CHARS_MAX: usize = 64;
 /// and the value of every query parameter but those known to hold no
 /// secret (`durability`, `shards`, `protocol`) too (`?password=...`, a form other
 /// clients read), and a bare query token other than those names (a secret
-/// pasted in the wrong place); the rest as it was. Everything between the scheme and
-/// the URL's last `@` after its first `:` counts as the password, so a
-/// password holding `@`, `/` or `,` unencoded is hidden whole (a query
-/// holding an `@` hides more than needed, never less).
+/// pasted in the wrong place); the rest as it was. Everything between the
+/// scheme and the URL's last `@` after its first `:` counts as the
+/// password, so a password holding `@`, `/` or `,` unencoded is hidden
+/// whole. Where the last `@` comes after a `?` and a `:` comes before that
+/// `?` (`h:6379?password=p@ss`, or a password holding `?`: the text cannot
+/// tell), everything after that `:` is hidden: more than needed, never a
+/// secret.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    let shown = redact_userinfo(url);
-    // The query starts at the first `?` after the credentials hidden (a
-    // `?` in a password is hidden with it), or, where none were, at the
-    // first `?` after the scheme: an `@` in the query (`?password=p@ss`)
-    // is then no credentials' end, and the query before it no host.
-    let from = if shown == url {
-        url.find("://").map_or(0, |i| i + 3)
-    } else {
-        shown.rfind('@').map_or(0, |at| at + 1)
+    // The scheme's `://`, if it comes before any `?` (one in a query is
+    // the query's).
+    let first_query = url.find('?');
+    let scheme_end = match url.find("://") {
+        Some(i) if first_query.is_none_or(|q| i < q) => i + 3,
+        _ => 0,
     };
-    let Some(mark) = shown[from..].find('?').map(|i| from + i) else {
-        return shown;
-    };
-    let (head, query) = shown.split_at(mark + 1);
+    let (scheme, rest) = url.split_at(scheme_end);
+    let query = rest.find('?');
+    let colon = rest.find(':');
+    match (rest.rfind('@'), query) {
+        (Some(at), Some(q)) if at > q => {
+            if colon.is_some_and(|c| c < q) {
+                // The `@` ends a password holding a `?`, or is the query's
+                // with a port before it: the text cannot tell.
+                let c = colon.unwrap_or(q);
+                return format!("{scheme}{}:***", &rest[..c]);
+            }
+            // No `:` before the `?`: no password there, the query starts.
+            redact_query(&url[..=scheme_end + q], &rest[q + 1..])
+        }
+        (Some(at), _) => {
+            let (userinfo, after) = rest.split_at(at);
+            let userinfo = match userinfo.find(':') {
+                Some(c) => format!("{}:***", &userinfo[..c]),
+                None => userinfo.to_owned(),
+            };
+            let head = format!("{scheme}{userinfo}");
+            match after.find('?') {
+                Some(q) => redact_query(&format!("{head}{}", &after[..=q]), &after[q + 1..]),
+                None => format!("{head}{after}"),
+            }
+        }
+        (None, Some(q)) => redact_query(&url[..=scheme_end + q], &rest[q + 1..]),
+        (None, None) => url.to_owned(),
+    }
+}
+
+/// `head` (up to and with the `?`), then `query` with every value but
+/// those of [`URL_PARAMETERS_SHOWN`] hidden, and every bare token but
+/// those names.
+fn redact_query(head: &str, query: &str) -> String {
     let pairs: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
@@ -239,21 +270,6 @@ pub fn redact_url(url: &str) -> String {
 /// Query parameters whose values [`redact_url`] shows: the ones the
 /// engine's and the Redis backend's URLs read, none of them a secret.
 const URL_PARAMETERS_SHOWN: [&str; 3] = ["durability", "shards", "protocol"];
-
-fn redact_userinfo(url: &str) -> String {
-    // Without `://` (a URL missing its scheme, or with a bad one) what
-    // comes before an `@` may still be a user and password.
-    let scheme_end = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[scheme_end..];
-    let Some(at) = rest.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &userinfo[..colon], &rest[at..]),
-        None => url.to_owned(),
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -284,7 +300,9 @@ mod tests {
                 "redis://127.0.0.1:6379?password=***&protocol=resp2",
             ),
             ("redis://h:1?token=hunter2", "redis://h:1?token=***"),
-            ("redis://u:a?b@h:1?pass=x&flag", "redis://u:***@h:1?pass=***&***"),
+            // A password holding a `?`: all after its `:` hidden.
+            ("redis://u:a?b@h:1?pass=x&flag", "redis://u:***"),
+            ("redis://u:p@ss@h:1?pass=x", "redis://u:***@h:1?pass=***"),
             ("engine:/tmp/x?hunter2", "engine:/tmp/x?***"),
             ("engine:/tmp/x?durability", "engine:/tmp/x?durability"),
             // An `@` in the query, no password before it: the query is
@@ -298,6 +316,18 @@ mod tests {
                 "redis+unix:///run/redis.sock?pass=***",
             ),
             ("redis://user@h?token=a@b", "redis://user@h?token=***"),
+            // An `@` in the query with a port before it: the text cannot
+            // tell a query from a password holding `?`; nothing after the
+            // port's `:` is shown.
+            ("redis://h:6379?user=a@b&password=hunter2", "redis://h:***"),
+            ("redis://127.0.0.1:6379?password=p@ss", "redis://127.0.0.1:***"),
+            ("redis://user@h:1?token=a@b", "redis://user@h:***"),
+            ("redis+unix:///s.sock?pass=a:b@c", "redis+unix:///s.sock?pass=***"),
+            // A `://` in the query is not the scheme's.
+            (
+                "/tmp/x?password=hunter2&next=redis://h",
+                "/tmp/x?password=***&next=***",
+            ),
             ("not a url", "not a url"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
