@@ -92,10 +92,6 @@ fn monotonic_ms(start: std::time::Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// How far behind its latest reading the precise clock's source may read
-/// before it counts as having fallen back (see `Precise::now_ms`).
-const PRECISE_FALLBACK_MS: u64 = 1_000;
-
 /// Wall time at creation, advanced by `elapsed`, plus `raised`.
 #[derive(Clone, Debug)]
 struct Precise {
@@ -146,18 +142,14 @@ impl Precise {
             .unraised_ms()
             .saturating_add(self.raised.load(Ordering::Relaxed))
             .min(TIME_MS_MAX);
-        // Never a step back. A reading a little behind (another core's
-        // TSC) gives the latest; one far behind means the source fell back
-        // (it would stall time until it climbed back): time goes on from
-        // the latest reading, as after a raise.
+        // Never a step back: a reading behind the latest gives the latest.
+        // (Not a raise to it: with cores whose TSCs disagree, each reading
+        // behind would add the gap again, and time would run ahead.)
         let latest = self.latest.load(Ordering::Relaxed);
         if now > latest {
             self.latest.fetch_max(now, Ordering::Relaxed);
             now
         } else {
-            if latest - now > PRECISE_FALLBACK_MS {
-                self.raise_to(latest);
-            }
             latest
         }
     }
@@ -377,10 +369,10 @@ mod tests {
     /// A precise clock whose source reads behind what it gave before (a
     /// TSC read below its anchor counts as no time elapsed: engine time
     /// would step back to the anchor) gives the latest reading instead,
-    /// and goes on from there, rather than standing still until the
-    /// source climbs back.
+    /// and adds nothing to it (a raise per reading behind would run ahead
+    /// with cores whose TSCs disagree).
     #[test]
-    fn the_precise_clock_never_steps_back_nor_stalls() {
+    fn the_precise_clock_never_steps_back() {
         let Kind::Precise(precise) = Clock::precise().0 else {
             panic!("the precise clock reads on every call");
         };
@@ -388,12 +380,10 @@ mod tests {
         // As if it had read an hour further before the source fell back
         // to where it is.
         precise.latest.store(now + 3_600_000, Ordering::Relaxed);
-        assert!(precise.now_ms() >= now + 3_600_000);
+        assert_eq!(precise.now_ms(), now + 3_600_000);
         let clone = precise.clone();
-        assert!(clone.now_ms() >= now + 3_600_000, "clones share it");
-        // Time goes on from there at the source's pace.
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(precise.now_ms() >= now + 3_600_010, "it stood still");
+        assert_eq!(clone.now_ms(), now + 3_600_000, "clones share it");
+        assert_eq!(precise.raised.load(Ordering::Relaxed), 0, "nothing added");
     }
 
     /// The ticking clock (the default) advances its anchor with the

@@ -208,14 +208,16 @@ const SHOWN_CHARS_MAX: usize = 64;
 /// whole. Where the last `@` comes after a `?` and a `:` comes before that
 /// `?` (`h:6379?password=p@ss`, or a password holding `?`: the text cannot
 /// tell), everything after that `:` is hidden: more than needed, never a
-/// secret.
+/// secret. A fragment (`#...`) is hidden, and the value of a parameter
+/// shown is shown only if it is a short plain word (`always`, `8`,
+/// `resp3`).
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    // The scheme's `://`, if it comes before any `?` (one in a query is
-    // the query's).
-    let first_query = url.find('?');
+    // The scheme's `://`: only after a scheme's name (a letter, then
+    // letters, digits, `+`, `-`, `.`), which holds no `?` (one in a query
+    // or a path is not the scheme's: `u:pw@h/x://y` has none).
     let scheme_end = match url.find("://") {
-        Some(i) if first_query.is_none_or(|q| i < q) => i + 3,
+        Some(i) if is_scheme(&url[..i]) => i + 3,
         _ => 0,
     };
     let (scheme, rest) = url.split_at(scheme_end);
@@ -241,27 +243,60 @@ pub fn redact_url(url: &str) -> String {
             let head = format!("{scheme}{userinfo}");
             match after.find('?') {
                 Some(q) => redact_query(&format!("{head}{}", &after[..=q]), &after[q + 1..]),
-                None => format!("{head}{after}"),
+                None => format!("{head}{}", hide_fragment(after)),
             }
         }
         (None, Some(q)) => redact_query(&url[..=scheme_end + q], &rest[q + 1..]),
-        (None, None) => url.to_owned(),
+        (None, None) => hide_fragment(url),
     }
 }
 
-/// `head` (up to and with the `?`), then `query` with every value but
-/// those of [`URL_PARAMETERS_SHOWN`] hidden, and every bare token but
-/// those names.
+/// Whether `name` is a URL scheme's name: a letter, then letters, digits,
+/// `+`, `-` or `.`.
+fn is_scheme(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+}
+
+/// `text` with what follows its first `#` (a fragment) hidden.
+fn hide_fragment(text: &str) -> String {
+    match text.find('#') {
+        Some(i) => format!("{}#***", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+/// `head` (up to and with the `?`), then `query` with every value hidden
+/// but a short plain word given to one of [`URL_PARAMETERS_SHOWN`], and
+/// every bare token (or key without a value) but those names.
 fn redact_query(head: &str, query: &str) -> String {
+    if head.contains('#') {
+        // The `?` is the fragment's: all of it hidden.
+        return hide_fragment(head);
+    }
+    // A value shown is a word: one carrying a second `?`, a `#` or a `;`
+    // (`protocol=resp3?password=...`) could carry a secret along.
+    let plain = |value: &str| {
+        value.len() <= 32
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    };
     let pairs: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((key, value)) if !value.is_empty() && !URL_PARAMETERS_SHOWN.contains(&key) => {
-                format!("{key}=***")
+            Some((key, value))
+                if URL_PARAMETERS_SHOWN.contains(&key) && (value.is_empty() || plain(value)) =>
+            {
+                pair.to_owned()
             }
-            // A bare token may be a secret pasted in the wrong place.
-            None if !pair.is_empty() && !URL_PARAMETERS_SHOWN.contains(&pair) => "***".to_owned(),
-            _ => pair.to_owned(),
+            Some((key, value)) if !value.is_empty() => format!("{key}=***"),
+            // A bare token, or a key without a value, may be a secret
+            // pasted in the wrong place.
+            _ if pair.is_empty() || URL_PARAMETERS_SHOWN.contains(&pair) => pair.to_owned(),
+            _ => "***".to_owned(),
         })
         .collect();
     format!("{head}{}", pairs.join("&"))
@@ -323,11 +358,31 @@ mod tests {
             ("redis://127.0.0.1:6379?password=p@ss", "redis://127.0.0.1:***"),
             ("redis://user@h:1?token=a@b", "redis://user@h:***"),
             ("redis+unix:///s.sock?pass=a:b@c", "redis+unix:///s.sock?pass=***"),
-            // A `://` in the query is not the scheme's.
+            // A `://` in the query is not the scheme's, nor one after a
+            // path (the real scheme had none).
             (
                 "/tmp/x?password=hunter2&next=redis://h",
                 "/tmp/x?password=***&next=***",
             ),
+            ("u:hunter2@h/x://y", "u:***@h/x://y"),
+            ("redis:/u:hunter2@h#redis://x", "redis:***@h#***"),
+            // A shown parameter's value is a plain word, or hidden.
+            (
+                "redis://h:6379?protocol=resp3?password=hunter2",
+                "redis://h:6379?protocol=***",
+            ),
+            ("redis://h?shards=2#password=x", "redis://h?shards=***"),
+            (
+                "redis://h?durability=always;password=x",
+                "redis://h?durability=***",
+            ),
+            (
+                "engine:/d?durability=interval-100ms",
+                "engine:/d?durability=interval-100ms",
+            ),
+            // A key without a value may be a secret; a fragment is hidden.
+            ("redis://h?hunter2=", "redis://h?***"),
+            ("redis://h:1/0#hunter2", "redis://h:1/0#***"),
             ("not a url", "not a url"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
